@@ -1,0 +1,175 @@
+"""Array-namespace plumbing: one code path for NumPy, CuPy and any array-API library.
+
+Library code never calls NumPy for array math on user data.  It asks
+:func:`array_namespace` for the namespace of its inputs and uses the array API
+standard.  The only host-side NumPy is
+
+* schedule construction (float64 constants, computed once; see ``schedules.py``),
+* the host random generator (:func:`standard_normal`), so that NumPy and CuPy runs
+  from one seed see the same numbers,
+* special functions on namespaces that have none (:func:`ndtr`, :func:`log_ndtr`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from array_api_compat import array_namespace as _compat_namespace
+from array_api_compat import device as _device
+
+__all__ = [
+    "array_namespace",
+    "standard_normal",
+    "rademacher",
+    "asarray_like",
+    "to_numpy",
+    "ndtr",
+    "log_ndtr",
+    "float_dtype",
+    "is_floating",
+    "bcast",
+    "check_finite",
+]
+
+
+def array_namespace(*arrays):
+    """The array-API namespace of ``arrays`` (Python scalars and None are ignored).
+
+    NumPy arrays give ``array_api_compat.numpy``; CuPy arrays ``array_api_compat.cupy``;
+    strict arrays ``array_api_strict``.  Mixing namespaces raises TypeError.
+    """
+    arrs = [a for a in arrays if a is not None and not isinstance(a, (int, float, bool, complex))]
+    if not arrs:
+        return _compat_namespace(np.empty(0))
+    return _compat_namespace(*arrs)
+
+
+def _is_cupy_namespace(xp) -> bool:
+    return "cupy" in getattr(xp, "__name__", "")
+
+
+def asarray_like(a, like, dtype=None):
+    """Host data ``a`` (NumPy array, list, scalar) as an array in the namespace and on
+    the device of ``like``.  ``dtype`` defaults to ``like``'s floating dtype."""
+    xp = array_namespace(like)
+    if dtype is None:
+        dtype = like.dtype
+    if isinstance(a, np.ndarray) and not _is_cupy_namespace(xp):
+        a = np.ascontiguousarray(a)
+    return xp.asarray(a, dtype=dtype, device=_device(like))
+
+
+def standard_normal(rng: np.random.Generator, shape, like=None, *, xp=None, dtype=None):
+    """Standard normal draws made on the host by ``rng`` and returned in a namespace.
+
+    The numbers depend only on ``rng``'s state and ``shape``: a NumPy run and a CuPy
+    run from the same seed see identical noise.  The namespace and device come from
+    ``like`` (an array) or ``xp``; the dtype from ``dtype``, else ``like``, else float64.
+    Draws are made in float64 and then cast, so float32 runs see the rounded float64
+    numbers.
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    z = rng.standard_normal(tuple(int(s) for s in shape))
+    return _host_to(z, like, xp, dtype)
+
+
+def rademacher(rng: np.random.Generator, shape, like=None, *, xp=None, dtype=None):
+    """Random signs (+1/-1 with probability 1/2 each), drawn on the host like
+    :func:`standard_normal`."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    z = rng.integers(0, 2, size=tuple(int(s) for s in shape)).astype(np.float64) * 2.0 - 1.0
+    return _host_to(z, like, xp, dtype)
+
+
+def _host_to(z: np.ndarray, like, xp, dtype):
+    if like is not None:
+        xp = array_namespace(like)
+        dev = _device(like)
+        dtype = like.dtype if dtype is None else dtype
+    else:
+        xp = xp if xp is not None else array_namespace()
+        dev = None
+        dtype = xp.float64 if dtype is None else dtype
+    if dev is None:
+        return xp.asarray(z, dtype=dtype)
+    return xp.asarray(z, dtype=dtype, device=dev)
+
+
+def to_numpy(x) -> np.ndarray:
+    """Copy any array (NumPy, CuPy, strict, ...) to a host NumPy array."""
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "get") and "cupy" in type(x).__module__:
+        return x.get()
+    try:
+        return np.from_dlpack(x)
+    except (TypeError, RuntimeError, BufferError, AttributeError):
+        return np.asarray(x)
+
+
+def _special(x, name):
+    xp = array_namespace(x)
+    if _is_cupy_namespace(xp):
+        import cupyx.scipy.special as sp  # imported only when CuPy arrays are present
+
+        return getattr(sp, name)(x)
+    import scipy.special as sp
+
+    out = getattr(sp, name)(to_numpy(x))
+    if xp.__name__.endswith("numpy"):
+        return xp.asarray(out)
+    return asarray_like(out, x)
+
+
+def ndtr(x):
+    """Standard normal CDF, Phi(x) = (1 + erf(x / sqrt 2)) / 2, in ``x``'s namespace
+    (scipy.special on the host, cupyx.scipy.special on CUDA)."""
+    return _special(x, "ndtr")
+
+
+def log_ndtr(x):
+    """log Phi(x), accurate in both tails (no log of a difference near 0 or 1)."""
+    return _special(x, "log_ndtr")
+
+
+def float_dtype(xp, x=None):
+    """The floating dtype to compute in: ``x``'s if it is floating, else float64."""
+    if x is not None and is_floating(xp, x):
+        return x.dtype
+    return xp.float64
+
+
+def is_floating(xp, x) -> bool:
+    return xp.isdtype(x.dtype, "real floating")
+
+
+def bcast(coef, x):
+    """Reshape a per-sample array of shape (N,) (or a scalar) to broadcast against
+    ``x`` of shape (N, ...): (N,) -> (N, 1, ..., 1)."""
+    xp = array_namespace(x)
+    if isinstance(coef, (int, float)):
+        return coef
+    if coef.ndim == 0:
+        return coef
+    if coef.ndim == 1 and x.ndim >= 1:
+        if coef.shape[0] not in (1, x.shape[0]):
+            raise ValueError(
+                f"per-sample coefficient has shape {tuple(coef.shape)}, data has batch {x.shape[0]}"
+            )
+        return xp.reshape(coef, (coef.shape[0],) + (1,) * (x.ndim - 1))  # (N,) -> (N,1,...)
+    return coef
+
+
+def check_finite(x, what: str, where: str = "") -> None:
+    """Raise FloatingPointError naming ``what`` (and ``where``) if ``x`` has NaN or inf."""
+    xp = array_namespace(x)
+    if not bool(xp.all(xp.isfinite(x))):
+        loc = f" at {where}" if where else ""
+        raise FloatingPointError(f"{what} contains NaN or inf{loc}")
+
+
+def _log_sqrt_2pi() -> float:
+    return 0.5 * math.log(2.0 * math.pi)

@@ -1,0 +1,75 @@
+"""The forward (noising) process and its posterior, MATH.md chapters 2 and 3.
+
+All functions take integer timesteps ``t`` (0-based array index = paper step t+1), as a
+Python int or an integer array of shape (N,) broadcast against the batch dimension, and
+return arrays in the namespace of the data.
+"""
+
+from __future__ import annotations
+
+from .backend import array_namespace
+from .schedules import Schedule, gather
+
+__all__ = ["q_step_mean_variance", "q_mean_variance", "q_sample", "q_posterior_mean_variance"]
+
+
+def _check_schedule(schedule):
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
+
+
+def _check_same_shape(**arrays):
+    shapes = {k: tuple(v.shape) for k, v in arrays.items()}
+    if len(set(shapes.values())) > 1:
+        desc = ", ".join(f"{k} {s}" for k, s in shapes.items())
+        raise ValueError(f"shape mismatch: {desc}; these arrays must have the same shape")
+
+
+def q_step_mean_variance(schedule: Schedule, x_prev, t):
+    """One forward step q(x_t | x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, beta_t I), MATH.md (2.2).
+
+    Returns ``(mean, variance)``; variance is shaped to broadcast against ``x_prev``."""
+    _check_schedule(schedule)
+    return gather(schedule.alphas, t, x_prev) ** 0.5 * x_prev, gather(schedule.betas, t, x_prev)
+
+
+def q_mean_variance(schedule: Schedule, x0, t):
+    """The closed form q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I), MATH.md (2.4).
+
+    Returns ``(mean, variance, log_variance)``; the variances broadcast against ``x0``."""
+    _check_schedule(schedule)
+    xp = array_namespace(x0)
+    var = gather(schedule.sqrt_one_minus_alpha_bars, t, x0) ** 2
+    return gather(schedule.sqrt_alpha_bars, t, x0) * x0, var, xp.log(var)
+
+
+def q_sample(schedule: Schedule, x0, t, noise):
+    """Draw x_t ~ q(x_t | x_0) by reparameterisation, MATH.md (2.4):
+    ``x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) noise``.
+
+    ``noise`` is required (randomness is never drawn inside refdiff functions): pass
+    standard normal draws of ``x0``'s shape, e.g. ``refdiff.backend.standard_normal(rng, x0.shape, x0)``."""
+    _check_schedule(schedule)
+    if noise is None:
+        raise TypeError("q_sample needs an explicit noise array of x0's shape")
+    _check_same_shape(x0=x0, noise=noise)
+    return gather(schedule.sqrt_alpha_bars, t, x0) * x0 + gather(schedule.sqrt_one_minus_alpha_bars, t, x0) * noise
+
+
+def q_posterior_mean_variance(schedule: Schedule, x0, x_t, t):
+    """The posterior q(x_{t-1} | x_t, x_0) = N(mu_tilde, beta_tilde I), MATH.md (3.2)-(3.4):
+
+    ``mu_tilde = coef1_t x_0 + coef2_t x_t`` with
+    ``coef1 = beta_t sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t)``,
+    ``coef2 = (1 - alpha_bar_{t-1}) sqrt(alpha_t) / (1 - alpha_bar_t)``, and
+    ``beta_tilde = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)``.
+
+    Returns ``(mean, variance, log_variance_clipped)``.  At t = 0 the variance is 0 and
+    the returned log variance is clipped to the value at t = 1 (the DDPM release's
+    convention, MATH.md (3.5)); variances broadcast against ``x_t``."""
+    _check_schedule(schedule)
+    _check_same_shape(x0=x0, x_t=x_t)
+    mean = gather(schedule.posterior_mean_coef1, t, x_t) * x0 + gather(schedule.posterior_mean_coef2, t, x_t) * x_t
+    var = gather(schedule.posterior_variance, t, x_t)
+    logvar = gather(schedule.posterior_log_variance_clipped, t, x_t)
+    return mean, var, logvar

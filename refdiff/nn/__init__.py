@@ -1,0 +1,1 @@
+"""Hand-written layers (forward/backward pairs), models, optimisers (MATH.md chapter 13)."""

@@ -1,0 +1,4 @@
+"""Placeholder: filled in by its issue."""
+
+__all__ = []
+METHODS = {}
