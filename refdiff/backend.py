@@ -12,8 +12,6 @@ standard.  The only host-side NumPy is
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from array_api_compat import array_namespace as _compat_namespace
 from array_api_compat import device as _device
@@ -151,7 +149,9 @@ def bcast(coef, x):
     ``x`` of shape (N, ...): (N,) -> (N, 1, ..., 1)."""
     xp = array_namespace(x)
     if isinstance(coef, (int, float)):
-        return coef
+        return float(coef)  # also turns NumPy scalars into Python floats (strict namespaces reject them)
+    if isinstance(coef, np.generic):
+        return float(coef)
     if coef.ndim == 0:
         return coef
     if coef.ndim == 1 and x.ndim >= 1:
@@ -170,6 +170,3 @@ def check_finite(x, what: str, where: str = "") -> None:
         loc = f" at {where}" if where else ""
         raise FloatingPointError(f"{what} contains NaN or inf{loc}")
 
-
-def _log_sqrt_2pi() -> float:
-    return 0.5 * math.log(2.0 * math.pi)

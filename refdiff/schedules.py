@@ -52,11 +52,11 @@ def _check_betas(betas: np.ndarray, name: str = "betas") -> None:
         raise ValueError(f"{name} must be a non-empty 1-D array, got shape {betas.shape}")
     if not np.all(np.isfinite(betas)):
         i = int(np.flatnonzero(~np.isfinite(betas))[0])
-        raise ValueError(f"{name}[{i}] is {betas[i]}: {name} must be finite, in (0, 1]")
+        raise ValueError(f"{name}[{i}] is {float(betas[i])}: {name} must be finite, in (0, 1]")
     bad = np.flatnonzero((betas <= 0) | (betas > 1))
     if bad.size:
         i = int(bad[0])
-        raise ValueError(f"{name}[{i}] = {betas[i]!r} is outside (0, 1]")
+        raise ValueError(f"{name}[{i}] = {float(betas[i])!r} is outside (0, 1]")
     ones = np.flatnonzero(betas == 1)
     if ones.size and (ones.size > 1 or ones[0] != betas.shape[0] - 1):
         raise ValueError(
@@ -118,21 +118,24 @@ class Schedule:
         set_("alphas", alphas)
         set_("alpha_bars", alpha_bars)
         set_("alpha_bars_prev", alpha_bars_prev)
-        set_("sqrt_alpha_bars", np.sqrt(alpha_bars))
-        set_("sqrt_one_minus_alpha_bars", np.sqrt(1.0 - alpha_bars))
+        # 1 - alpha_bar without cancellation at small t: -expm1(sum log(1 - beta)), MATH.md (2.3)
         with np.errstate(divide="ignore"):
-            set_("sigmas", np.sqrt((1.0 - alpha_bars) / alpha_bars))
-            set_("log_snr", np.log(alpha_bars) - np.log1p(-alpha_bars))
+            one_minus_ab = -np.expm1(np.cumsum(np.log1p(-betas)))
+        set_("sqrt_alpha_bars", np.sqrt(alpha_bars))
+        set_("sqrt_one_minus_alpha_bars", np.sqrt(one_minus_ab))
+        with np.errstate(divide="ignore"):
+            set_("sigmas", np.sqrt(one_minus_ab / alpha_bars))
+            set_("log_snr", np.log(alpha_bars) - np.log(one_minus_ab))
         # posterior q(x_{t-1} | x_t, x_0), MATH.md (3.2)-(3.4)
-        one_minus_ab = 1.0 - alpha_bars
-        post_var = betas * (1.0 - alpha_bars_prev) / one_minus_ab
+        one_minus_ab_prev = np.concatenate([[0.0], one_minus_ab[:-1]])
+        post_var = betas * one_minus_ab_prev / one_minus_ab
         set_("posterior_variance", post_var)
         # At t = 0 the posterior variance is 0; like the DDPM release we clip its log to
         # the value at t = 1 (for T = 1 to beta_0) so that log-variances stay finite.
         clip_to = post_var[1] if post_var.shape[0] > 1 else betas[0]
         set_("posterior_log_variance_clipped", np.log(np.concatenate([[clip_to], post_var[1:]])))
         set_("posterior_mean_coef1", betas * np.sqrt(alpha_bars_prev) / one_minus_ab)
-        set_("posterior_mean_coef2", (1.0 - alpha_bars_prev) * np.sqrt(alphas) / one_minus_ab)
+        set_("posterior_mean_coef2", one_minus_ab_prev * np.sqrt(alphas) / one_minus_ab)
 
     @property
     def T(self) -> int:
@@ -188,6 +191,10 @@ def gather(values: np.ndarray, t, x):
         return asarray_like(float(values[int(t)]), x, dtype=dtype)
     v = asarray_like(values, x, dtype=xp.float64)
     tt = xp.asarray(t, dtype=xp.int64)
+    if tt.ndim == 1 and x.ndim >= 1 and tt.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"per-sample coefficient: t has shape {tuple(tt.shape)} but the data has batch size {x.shape[0]}"
+        )
     out = xp.astype(xp.take(v, tt), dtype)
     if tt.ndim == 0:
         return out
@@ -216,12 +223,12 @@ def schedule_from_alpha_bars(alpha_bars, name: str = "custom") -> Schedule:
         raise ValueError("alpha_bars contains NaN or inf; it must be finite, in [0, 1)")
     if np.any(ab < 0) or np.any(ab >= 1):
         i = int(np.flatnonzero((ab < 0) | (ab >= 1))[0])
-        raise ValueError(f"alpha_bars[{i}] = {ab[i]!r} is outside [0, 1)")
+        raise ValueError(f"alpha_bars[{i}] = {float(ab[i])!r} is outside [0, 1)")
     if ab.shape[0] > 1 and np.any(np.diff(ab) >= 0):
         i = int(np.flatnonzero(np.diff(ab) >= 0)[0])
         raise ValueError(
-            f"alpha_bars must be strictly decreasing: alpha_bars[{i}] = {ab[i]!r} <= "
-            f"alpha_bars[{i + 1}] = {ab[i + 1]!r}"
+            f"alpha_bars must be strictly decreasing: alpha_bars[{i}] = {float(ab[i])!r} <= "
+            f"alpha_bars[{i + 1}] = {float(ab[i + 1])!r}"
         )
     prev = np.concatenate([[1.0], ab[:-1]])
     betas = 1.0 - ab / prev
@@ -534,7 +541,9 @@ def time_grid(vp, n: int, kind: str = "logSNR", t_start: float | None = None, t_
     if kind == "time_uniform":
         return np.linspace(t_start, t_end, n + 1)
     if kind == "time_quadratic":
-        return np.linspace(math.sqrt(t_start), math.sqrt(t_end), n + 1) ** 2
+        ts = np.linspace(math.sqrt(t_start), math.sqrt(t_end), n + 1) ** 2
+        ts[0], ts[-1] = t_start, t_end  # exact endpoints
+        return ts
     raise ValueError(f"unknown grid kind {kind!r}; valid: 'logSNR', 'time_uniform', 'time_quadratic'")
 
 
