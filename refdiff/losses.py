@@ -1,3 +1,309 @@
-"""Placeholder: filled in by its issue."""
+"""Training objectives, their gradients and their weightings, MATH.md chapter 14.
 
-__all__ = []
+All objectives are written for the general affine path ``x_t = alpha x_0 + sigma eps``
+(MATH.md (4.1)); on the discrete VP schedule ``alpha = sqrt(alpha_bar_t)``,
+``sigma = sqrt(1 - alpha_bar_t)``.  A network output ``f`` regresses one of three targets:
+
+* ``"epsilon"``      the noise eps                         (DDPM)
+* ``"sample"``       the clean data x_0                    (also called x0)
+* ``"v_prediction"`` v = alpha eps - sigma x_0             (Salimans & Ho 2022)
+
+Each loss returns ``(loss, dloss/df)``: the gradient with respect to the *network
+output*, ready for the model's backward.  The reduction is the DDPM one, a mean over
+the batch of per-sample weighted means over the data dimensions, (14.2).
+
+Nothing is drawn here: timesteps, noise and condition-dropout draws are passed in (the
+dropout mask is drawn on the host from a ``numpy.random.Generator`` given by the caller).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from array_api_compat import device as _device
+
+from .backend import array_namespace
+from .schedules import alpha_sigma
+
+__all__ = [
+    "TARGETS",
+    "WEIGHTINGS",
+    "canonical_target",
+    "snr_from_alpha_sigma",
+    "regression_target",
+    "weighted_mse",
+    "x0_error_factor",
+    "x0_weight",
+    "target_weight",
+    "min_snr_weight",
+    "objective_loss",
+    "diffusion_loss",
+    "check_labels",
+    "drop_labels",
+]
+
+TARGETS = ("epsilon", "sample", "v_prediction")
+_ALIASES = {"eps": "epsilon", "x0": "sample", "x_0": "sample", "v": "v_prediction"}
+WEIGHTINGS = (None, "min_snr", "snr", "snr_plus_one", "truncated_snr")
+
+
+def canonical_target(target: str) -> str:
+    """The canonical name of a regression target ("eps" -> "epsilon", "x0" -> "sample",
+    "v" -> "v_prediction"); ValueError for anything else."""
+    t = _ALIASES.get(target, target)
+    if t not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; valid: {', '.join(TARGETS)} (aliases: eps, x0, v)")
+    return t
+
+
+def _per_sample(c, n: int, xp, dtype):
+    """alpha / sigma given as a float, a 0-d array, (N,) or (N, 1, ..., 1) -> (N,) array."""
+    if isinstance(c, (int, float, np.floating, np.integer)):
+        return xp.full((n,), float(c), dtype=dtype)
+    if c.ndim == 0:
+        return xp.full((n,), float(c), dtype=dtype)
+    c = xp.reshape(c, (c.shape[0],))  # (N, 1, ..., 1) -> (N,)
+    if c.shape[0] == 1 and n != 1:
+        c = xp.broadcast_to(c, (n,))
+    if c.shape[0] != n:
+        raise ValueError(f"per-sample alpha/sigma has {c.shape[0]} entries, the batch has {n}")
+    return xp.astype(c, dtype)
+
+
+def _as_batch_coefs(alpha, sigma, like):
+    xp = array_namespace(like)
+    n = like.shape[0]
+    return _per_sample(alpha, n, xp, like.dtype), _per_sample(sigma, n, xp, like.dtype)
+
+
+def _bc(w, x):
+    """(N,) -> (N, 1, ..., 1) to broadcast against x."""
+    xp = array_namespace(x)
+    return xp.reshape(w, (w.shape[0],) + (1,) * (x.ndim - 1))
+
+
+def snr_from_alpha_sigma(alpha, sigma):
+    """The signal-to-noise ratio SNR = alpha^2 / sigma^2, MATH.md (14.5) (+inf where
+    sigma = 0, 0 where alpha = 0)."""
+    xp = array_namespace(alpha, sigma)
+    a2, s2 = alpha * alpha, sigma * sigma
+    safe = xp.where(s2 > 0, s2, xp.ones_like(s2))
+    return xp.where(s2 > 0, a2 / safe, xp.full_like(a2, math.inf))
+
+
+def regression_target(x0, noise, alpha, sigma, target: str = "epsilon"):
+    """The value a network of the given ``target`` type regresses, MATH.md (14.1):
+    eps, x_0, or v = alpha eps - sigma x_0.  alpha, sigma: floats or per-sample (N,)."""
+    target = canonical_target(target)
+    if tuple(x0.shape) != tuple(noise.shape):
+        raise ValueError(f"x0 has shape {tuple(x0.shape)} but noise has shape {tuple(noise.shape)}")
+    if target == "epsilon":
+        return noise
+    if target == "sample":
+        return x0
+    a, s = _as_batch_coefs(alpha, sigma, x0)
+    return _bc(a, x0) * noise - _bc(s, x0) * x0
+
+
+def weighted_mse(out, target_value, weights=None):
+    """``(loss, dloss/dout)`` of the weighted mean squared error, MATH.md (14.2)-(14.3):
+
+        L = (1/N) sum_i w_i (1/D) sum_j (out_ij - target_ij)^2,
+        dL/dout_ij = 2 w_i (out_ij - target_ij) / (N D),
+
+    N the batch size, D the number of entries per sample; ``weights`` None (all 1) or
+    per-sample (N,).  ``loss`` is a 0-d array of ``out``'s namespace and dtype."""
+    xp = array_namespace(out, target_value)
+    if tuple(out.shape) != tuple(target_value.shape):
+        raise ValueError(f"model output has shape {tuple(out.shape)}, the target has shape {tuple(target_value.shape)}")
+    if out.ndim < 1 or out.shape[0] < 1:
+        raise ValueError(f"model output must have a non-empty batch axis, got shape {tuple(out.shape)}")
+    n = out.shape[0]
+    d = math.prod(out.shape[1:])
+    r = out - target_value
+    if weights is None:
+        loss = xp.sum(r * r) / (n * d)
+        return loss, (2.0 / (n * d)) * r
+    if tuple(weights.shape) != (n,):
+        raise ValueError(f"weights must have shape ({n},), got {tuple(weights.shape)}")
+    w = _bc(xp.astype(weights, out.dtype), out)
+    loss = xp.sum(w * (r * r)) / (n * d)
+    return loss, (2.0 / (n * d)) * (w * r)
+
+
+def x0_error_factor(alpha, sigma, target: str):
+    """c_target with ||f - target||^2 = c_target ||x0_hat(f) - x_0||^2, MATH.md (14.6):
+    c_eps = SNR, c_x0 = 1, c_v = (alpha^2 + sigma^2)^2 / sigma^2 (= 1 + SNR on a VP path).
+    alpha, sigma: per-sample arrays (N,); returns (N,)."""
+    xp = array_namespace(alpha, sigma)
+    target = canonical_target(target)
+    if target == "epsilon":
+        return snr_from_alpha_sigma(alpha, sigma)
+    if target == "sample":
+        return xp.ones_like(alpha)
+    r2 = alpha * alpha + sigma * sigma
+    return r2 * r2 / (sigma * sigma)
+
+
+def x0_weight(weighting: str, snr, gamma: float = 5.0):
+    """The x0-equivalent weight lambda(SNR) of a named weighting, MATH.md (14.7)-(14.9):
+
+    ============== =====================  ===============================
+    weighting       lambda(SNR)            equals
+    ============== =====================  ===============================
+    "snr"           SNR                    the plain eps loss
+    "snr_plus_one"  SNR + 1                the plain v loss on a VP path
+    "truncated_snr" max(SNR, 1)            Salimans & Ho 2022
+    "min_snr"       min(SNR, gamma)        Hang et al. 2023 (min-SNR-gamma)
+    ============== =====================  ===============================
+    """
+    xp = array_namespace(snr)
+    if weighting == "snr":
+        return snr
+    if weighting == "snr_plus_one":
+        return snr + 1.0
+    if weighting == "truncated_snr":
+        return xp.where(snr > 1.0, snr, xp.ones_like(snr))
+    if weighting == "min_snr":
+        _check_gamma(gamma)
+        return xp.where(snr > gamma, xp.full_like(snr, float(gamma)), snr)
+    raise ValueError(f"unknown weighting {weighting!r}; valid: {', '.join(map(repr, WEIGHTINGS))}")
+
+
+def _check_gamma(gamma):
+    if not (isinstance(gamma, (int, float)) and gamma > 0 and math.isfinite(gamma)):
+        raise ValueError(f"gamma (min-SNR truncation) must be a finite number > 0, got {gamma!r}")
+
+
+# limit of lambda(SNR) / SNR as SNR -> 0 (the eps-target weight at zero terminal SNR)
+_EPS_LIMIT_AT_ZERO_SNR = {"snr": 1.0, "min_snr": 1.0, "snr_plus_one": math.inf, "truncated_snr": math.inf}
+
+
+def target_weight(weighting, alpha, sigma, target: str, gamma: float = 5.0):
+    """The per-sample weight w_target = lambda(SNR) / c_target that makes the weighted
+    ``target`` MSE equal the lambda-weighted x0 MSE, MATH.md (14.10); (N,).
+
+    ``weighting=None`` means no weighting (w = 1 on the chosen target's own MSE, the
+    "simple" loss).  At SNR = 0 (zero terminal SNR) the eps weight is the limit of
+    lambda(SNR)/SNR (1 for "snr" and "min_snr", inf for the others)."""
+    xp = array_namespace(alpha, sigma)
+    target = canonical_target(target)
+    if weighting is None:
+        return xp.ones_like(alpha)
+    snr = snr_from_alpha_sigma(alpha, sigma)
+    lam = x0_weight(weighting, snr, gamma)
+    c = x0_error_factor(alpha, sigma, target)
+    if target == "epsilon":
+        at0 = xp.full_like(snr, _EPS_LIMIT_AT_ZERO_SNR[weighting])
+        return xp.where(snr > 0, lam / xp.where(snr > 0, c, xp.ones_like(c)), at0)
+    return lam / c
+
+
+def min_snr_weight(alpha, sigma, target: str, gamma: float = 5.0):
+    """Min-SNR-gamma weights (Hang et al. 2023) stated per target, MATH.md (14.11):
+    w_x0 = min(SNR, gamma); w_eps = min(SNR, gamma) / SNR = min(1, gamma / SNR);
+    w_v = min(SNR, gamma) sigma^2 / (alpha^2 + sigma^2)^2 (= min(SNR, gamma) / (SNR + 1) on a VP path).
+    alpha, sigma: (N,) arrays; returns (N,)."""
+    _check_gamma(gamma)
+    xp = array_namespace(alpha, sigma)
+    target = canonical_target(target)
+    snr = snr_from_alpha_sigma(alpha, sigma)
+    g = xp.full_like(snr, float(gamma))
+    capped = xp.where(snr > gamma, g, snr)  # min(SNR, gamma)
+    if target == "sample":
+        return capped
+    if target == "epsilon":
+        big = snr > gamma
+        return xp.where(big, g / xp.where(big, snr, xp.ones_like(snr)), xp.ones_like(snr))
+    r2 = alpha * alpha + sigma * sigma
+    return capped * (sigma * sigma) / (r2 * r2)
+
+
+def objective_loss(out, x0, noise, alpha, sigma, *, target: str = "epsilon", weighting=None, gamma: float = 5.0):
+    """``(loss, dloss/dout)`` for a network output ``out`` of type ``target`` at the noised
+    point x_t = alpha x0 + sigma noise, MATH.md (14.1)-(14.3), (14.10).
+
+    alpha, sigma: floats, (N,) or (N, 1, ..., 1) arrays (as returned by
+    ``refdiff.alpha_sigma``).  ``weighting``: None (unweighted target MSE) or one of
+    "min_snr", "snr", "snr_plus_one", "truncated_snr" (x0-equivalent weights, converted to
+    ``target``; see :func:`target_weight`)."""
+    target = canonical_target(target)
+    a, s = _as_batch_coefs(alpha, sigma, x0)
+    y = regression_target(x0, noise, a, s, target)
+    w = None if weighting is None else target_weight(weighting, a, s, target, gamma)
+    return weighted_mse(out, _cast(y, out), w)
+
+
+def _cast(a, like):
+    xp = array_namespace(like)
+    return a if a.dtype == like.dtype else xp.astype(a, like.dtype)
+
+
+def diffusion_loss(
+    forward,
+    params,
+    x0,
+    t,
+    noise,
+    schedule,
+    *,
+    target: str = "epsilon",
+    weighting=None,
+    gamma: float = 5.0,
+    y=None,
+):
+    """The denoising loss of one batch; draws nothing.  Returns ``(loss, dout, cache)``.
+
+    ``x_t = alpha_t x0 + sigma_t noise`` with (alpha_t, sigma_t) = ``refdiff.alpha_sigma(
+    schedule, t, x0)`` (integer t with a discrete Schedule; float t with a continuous VP,
+    t = 0 data), then ``out, cache = forward(params, x_t, t, y)`` and
+    ``(loss, dout) = objective_loss(out, ...)``, MATH.md (14.1)-(14.3).  Pass ``dout`` and
+    ``cache`` to the model's backward to get parameter gradients.
+    ``forward(params, x, t, y)`` is e.g. ``model.forward``."""
+    if tuple(x0.shape) != tuple(noise.shape):
+        raise ValueError(f"x0 has shape {tuple(x0.shape)} but noise has shape {tuple(noise.shape)}")
+    alpha, sigma = alpha_sigma(schedule, t, x0)
+    x_t = alpha * x0 + sigma * noise
+    out, cache = forward(params, x_t, t, y)
+    loss, dout = objective_loss(out, x0, noise, alpha, sigma, target=target, weighting=weighting, gamma=gamma)
+    return loss, dout, cache
+
+
+def check_labels(y, num_classes: int, *, allow_null: bool = False, name: str = "y"):
+    """Validate integer class labels: shape (N,), integer dtype, values in
+    [0, num_classes - 1] (or [0, num_classes] with ``allow_null``: index num_classes is
+    the null class of classifier-free guidance).  Returns ``y`` unchanged."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    xp = array_namespace(y)
+    if not xp.isdtype(y.dtype, "integral"):
+        raise TypeError(f"{name} must be integer class labels, got dtype {y.dtype}")
+    if y.ndim != 1:
+        raise ValueError(f"{name} must have shape (N,), got {tuple(y.shape)}")
+    hi = num_classes if allow_null else num_classes - 1
+    if y.shape[0]:
+        lo_v, hi_v = int(xp.min(y)), int(xp.max(y))
+        if lo_v < 0 or hi_v > hi:
+            bad = lo_v if lo_v < 0 else hi_v
+            null = f"; index {num_classes} is the null class" if allow_null else ""
+            raise ValueError(f"{name} contains label {bad}, out of range [0, {hi}] (num_classes = {num_classes}{null})")
+    return y
+
+
+def drop_labels(y, p: float, rng: np.random.Generator, num_classes: int):
+    """Classifier-free condition dropout, MATH.md (14.19): each label is replaced by the
+    null class ``num_classes`` independently with probability ``p``.
+
+    The mask is ``rng.random(N) < p``, drawn on the host (one uniform per sample, even
+    when p = 0 or 1, so the RNG stream does not depend on p), and moved to ``y``'s
+    namespace."""
+    if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
+        raise ValueError(f"condition dropout probability p must lie in [0, 1], got {p!r}")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    check_labels(y, num_classes)
+    xp = array_namespace(y)
+    mask = rng.random(y.shape[0]) < p
+    mask_x = xp.asarray(mask, device=_device(y))
+    return xp.where(mask_x, xp.full_like(y, num_classes), y)
