@@ -1,1 +1,35 @@
-"""Hand-written layers (forward/backward pairs), models, optimisers (MATH.md chapter 13)."""
+"""Hand-written neural networks: layers as forward/backward pairs, blocks, the MLP and
+U-Net denoisers, gradient checking (MATH.md chapter 13).
+
+No autograd: every layer is ``*_forward(...) -> (out, cache)`` with a hand-derived
+``*_backward(dout, cache)`` beside it.  Models hold only their config; parameters are flat
+dicts of arrays passed to ``forward(params, x, t, y=None) -> (out, cache)`` and
+``backward(params, cache, dout) -> (grads, dx)``.
+"""
+
+from .layers import *  # noqa: F401,F403
+from .blocks import *  # noqa: F401,F403
+from .gradcheck import *  # noqa: F401,F403
+from .mlp import MLP, MLPConfig
+from .unet import UNet, UNetConfig
+
+__all__ = ["MLP", "MLPConfig", "UNet", "UNetConfig", "build_model", "config_from_dict"]
+
+
+def config_from_dict(config_dict: dict):
+    """The config dataclass described by ``config_dict`` (its ``"arch"`` key is "mlp"
+    or "unet")."""
+    if not isinstance(config_dict, dict) or "arch" not in config_dict:
+        raise ValueError("config_dict must be a dict with an 'arch' key ('mlp' or 'unet')")
+    arch = config_dict["arch"]
+    if arch == "mlp":
+        return MLPConfig.from_dict(config_dict)
+    if arch == "unet":
+        return UNetConfig.from_dict(config_dict)
+    raise ValueError(f"unknown arch {arch!r}; valid: 'mlp', 'unet'")
+
+
+def build_model(config_dict: dict):
+    """Rebuild a model (``MLP`` or ``UNet``) from ``model.to_dict()`` output."""
+    cfg = config_from_dict(config_dict)
+    return MLP(cfg) if isinstance(cfg, MLPConfig) else UNet(cfg)

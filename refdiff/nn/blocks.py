@@ -1,0 +1,179 @@
+"""Composite blocks built from the layer pairs of ``layers.py``, and the model base class.
+
+Blocks read their parameters from a flat dict under a key prefix (``"down0.res0.conv1.w"``)
+and write their gradients into a dict with the same keys.  Like the layers they are pure:
+``*_forward(params, prefix, ...) -> (out, cache)`` and ``*_backward(grads, params, prefix,
+dout, cache) -> input gradients``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..backend import array_namespace
+from .layers import (
+    attention_backward,
+    attention_forward,
+    conv2d_backward,
+    conv2d_forward,
+    groupnorm_backward,
+    groupnorm_forward,
+    linear_backward,
+    linear_forward,
+    silu_backward,
+    silu_forward,
+)
+
+__all__ = [
+    "resblock_forward",
+    "resblock_backward",
+    "attnblock_forward",
+    "attnblock_backward",
+]
+
+
+# ------------------------------------------------------------------ host-side init
+def init_linear(P: dict, name: str, d_in: int, d_out: int, rng, *, zero=False):
+    """w (d_in, d_out) ~ N(0, 1/d_in) (LeCun normal), b = 0; all zeros when ``zero``."""
+    P[name + ".w"] = np.zeros((d_in, d_out)) if zero else rng.standard_normal((d_in, d_out)) / math.sqrt(d_in)
+    P[name + ".b"] = np.zeros(d_out)
+
+
+def init_conv(P: dict, name: str, c_in: int, c_out: int, k: int, rng, *, zero=False):
+    """w (c_out, c_in, k, k) ~ N(0, 1/(c_in k^2)), b = 0; all zeros when ``zero``."""
+    shape = (c_out, c_in, k, k)
+    P[name + ".w"] = np.zeros(shape) if zero else rng.standard_normal(shape) / math.sqrt(c_in * k * k)
+    P[name + ".b"] = np.zeros(c_out)
+
+
+def init_groupnorm(P: dict, name: str, c: int):
+    P[name + ".gamma"] = np.ones(c)
+    P[name + ".beta"] = np.zeros(c)
+
+
+def acc(grads: dict, key: str, g):
+    """Add ``g`` into ``grads[key]`` (a parameter used twice gets both contributions)."""
+    grads[key] = grads[key] + g if key in grads else g
+
+
+# ------------------------------------------------------------------ thin wrappers
+def lin_f(P, name, x):
+    return linear_forward(x, P[name + ".w"], P[name + ".b"])
+
+
+def lin_b(G, name, dout, cache):
+    dx, dw, db = linear_backward(dout, cache)
+    acc(G, name + ".w", dw)
+    acc(G, name + ".b", db)
+    return dx
+
+
+def conv_f(P, name, x, stride=1):
+    return conv2d_forward(x, P[name + ".w"], P[name + ".b"], stride=stride)
+
+
+def conv_b(G, name, dout, cache):
+    dx, dw, db = conv2d_backward(dout, cache)
+    acc(G, name + ".w", dw)
+    acc(G, name + ".b", db)
+    return dx
+
+
+def gn_f(P, name, x, groups):
+    return groupnorm_forward(x, P[name + ".gamma"], P[name + ".beta"], groups)
+
+
+def gn_b(G, name, dout, cache):
+    dx, dg, db = groupnorm_backward(dout, cache)
+    acc(G, name + ".gamma", dg)
+    acc(G, name + ".beta", db)
+    return dx
+
+
+# ------------------------------------------------------------------ residual block
+def resblock_init(P, pre, c_in, c_out, emb_dim, rng):
+    init_groupnorm(P, pre + ".norm1", c_in)
+    init_conv(P, pre + ".conv1", c_in, c_out, 3, rng)
+    init_linear(P, pre + ".emb", emb_dim, c_out, rng)
+    init_groupnorm(P, pre + ".norm2", c_out)
+    init_conv(P, pre + ".conv2", c_out, c_out, 3, rng)
+    if c_in != c_out:
+        init_conv(P, pre + ".skip", c_in, c_out, 1, rng)
+
+
+def resblock_forward(P, pre, x, e, groups):
+    """Residual block with conditioning, MATH.md (13.16):
+    ``out = skip(x) + conv2(silu(gn2(conv1(silu(gn1(x))) + W_e e)))`` where ``e`` (N, E) is
+    the activated time (+ class) embedding and ``W_e e`` is added to every pixel; skip is
+    the identity or a 1x1 conv when the channel count changes."""
+    h, c_n1 = gn_f(P, pre + ".norm1", x, groups)
+    h, c_s1 = silu_forward(h)
+    h, c_c1 = conv_f(P, pre + ".conv1", h)
+    eo, c_e = lin_f(P, pre + ".emb", e)
+    h = h + eo[:, :, None, None]
+    h, c_n2 = gn_f(P, pre + ".norm2", h, groups)
+    h, c_s2 = silu_forward(h)
+    h, c_c2 = conv_f(P, pre + ".conv2", h)
+    if pre + ".skip.w" in P:
+        s, c_sk = conv_f(P, pre + ".skip", x)
+    else:
+        s, c_sk = x, None
+    return s + h, (c_n1, c_s1, c_c1, c_e, c_n2, c_s2, c_c2, c_sk)
+
+
+def resblock_backward(G, P, pre, dout, cache):
+    """Backward of :func:`resblock_forward`; returns ``(dx, de)``.  MATH.md (13.16)."""
+    xp = array_namespace(dout)
+    c_n1, c_s1, c_c1, c_e, c_n2, c_s2, c_c2, c_sk = cache
+    dh = conv_b(G, pre + ".conv2", dout, c_c2)
+    dh = silu_backward(dh, c_s2)
+    dh = gn_b(G, pre + ".norm2", dh, c_n2)
+    de = lin_b(G, pre + ".emb", xp.sum(dh, axis=(2, 3)), c_e)
+    dh = conv_b(G, pre + ".conv1", dh, c_c1)
+    dh = silu_backward(dh, c_s1)
+    dx = gn_b(G, pre + ".norm1", dh, c_n1)
+    dx = dx + (conv_b(G, pre + ".skip", dout, c_sk) if c_sk is not None else dout)
+    return dx, de
+
+
+# ------------------------------------------------------------------ attention block
+def attnblock_init(P, pre, c, rng):
+    init_groupnorm(P, pre + ".norm", c)
+    init_linear(P, pre + ".qkv", c, 3 * c, rng)
+    init_linear(P, pre + ".proj", c, c, rng)
+
+
+def attnblock_forward(P, pre, x, groups):
+    """Single-head self-attention over the H W pixels with a residual connection,
+    MATH.md (13.17): tokens ``h = gn(x)`` as (N, HW, C); ``[q k v] = h W_qkv + b``;
+    ``out = x + (attention(q, k, v) W_proj + b)`` back in NCHW."""
+    xp = array_namespace(x)
+    N, C, H, W = x.shape
+    L = H * W
+    h, c_n = gn_f(P, pre + ".norm", x, groups)
+    tok = xp.reshape(xp.permute_dims(h, (0, 2, 3, 1)), (N * L, C))  # (N L, C)
+    qkv, c_qkv = lin_f(P, pre + ".qkv", tok)  # (N L, 3C)
+    q = xp.reshape(qkv[:, :C], (N, L, C))
+    k = xp.reshape(qkv[:, C:2 * C], (N, L, C))
+    v = xp.reshape(qkv[:, 2 * C:], (N, L, C))
+    o, c_a = attention_forward(q, k, v)  # (N, L, C)
+    o, c_p = lin_f(P, pre + ".proj", xp.reshape(o, (N * L, C)))
+    o = xp.permute_dims(xp.reshape(o, (N, H, W, C)), (0, 3, 1, 2))  # (N, C, H, W)
+    return x + o, (c_n, c_qkv, c_a, c_p, (N, C, H, W))
+
+
+def attnblock_backward(G, P, pre, dout, cache):
+    """Backward of :func:`attnblock_forward`; returns dx.  MATH.md (13.17)."""
+    xp = array_namespace(dout)
+    c_n, c_qkv, c_a, c_p, (N, C, H, W) = cache
+    L = H * W
+    do = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (N * L, C))  # (N L, C)
+    do = lin_b(G, pre + ".proj", do, c_p)
+    dq, dk, dv = attention_backward(xp.reshape(do, (N, L, C)), c_a)
+    dqkv = xp.concat([xp.reshape(dq, (N * L, C)), xp.reshape(dk, (N * L, C)),
+                      xp.reshape(dv, (N * L, C))], axis=1)  # (N L, 3C)
+    dtok = lin_b(G, pre + ".qkv", dqkv, c_qkv)
+    dh = xp.permute_dims(xp.reshape(dtok, (N, H, W, C)), (0, 3, 1, 2))  # (N, C, H, W)
+    return dout + gn_b(G, pre + ".norm", dh, c_n)

@@ -1,0 +1,417 @@
+"""Layers as pure forward/backward pairs (CS231n style), MATH.md chapter 13.
+
+Every layer is two functions::
+
+    out, cache = layer_forward(x, params...)
+    dx, dparams... = layer_backward(dout, cache)
+
+The cache is a plain tuple returned to the caller; no layer keeps anything on ``self``,
+so a model may be run forward several times (guidance, Heun) before any backward.
+All functions are array-namespace agnostic (NumPy, CuPy, array_api_strict): they ask
+:func:`refdiff.backend.array_namespace` for the namespace of their inputs and use the
+array API standard only.  Images are NCHW; vectors (N, D).
+
+The convolution (``conv2d_forward``/``conv2d_backward``) is vectorised by gathering
+shifted windows into a column matrix and doing one matrix product (MATH.md (13.4));
+``conv2d_forward_naive``/``conv2d_backward_naive`` are the loop definitions beside it,
+the executable specification that the tests compare against.
+"""
+
+from __future__ import annotations
+
+import math
+
+from array_api_compat import device as _device
+
+from ..backend import array_namespace
+
+__all__ = [
+    "linear_forward",
+    "linear_backward",
+    "silu_forward",
+    "silu_backward",
+    "conv2d_forward",
+    "conv2d_backward",
+    "conv2d_forward_naive",
+    "conv2d_backward_naive",
+    "conv_output_size",
+    "upsample2x_forward",
+    "upsample2x_backward",
+    "avgpool2x_forward",
+    "avgpool2x_backward",
+    "groupnorm_forward",
+    "groupnorm_backward",
+    "timestep_embedding_forward",
+    "timestep_embedding_backward",
+    "embedding_forward",
+    "embedding_backward",
+    "attention_forward",
+    "attention_backward",
+    "concat_forward",
+    "concat_backward",
+]
+
+
+# ------------------------------------------------------------------------------- linear
+def linear_forward(x, w, b):
+    """Affine map ``out = x @ w + b`` for x (N, D_in), w (D_in, D_out), b (D_out,).
+
+    MATH.md (13.1).  Returns ``(out, cache)``.
+    """
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
+        raise ValueError(f"linear_forward: x {tuple(x.shape)} and w {tuple(w.shape)} do not match "
+                         "(need x (N, D_in), w (D_in, D_out))")
+    return x @ w + b, (x, w)
+
+
+def linear_backward(dout, cache):
+    """Gradients of :func:`linear_forward`: ``dx = dout w^T, dw = x^T dout, db = sum_n dout``.
+
+    MATH.md (13.2).  Returns ``(dx, dw, db)``.
+    """
+    xp = array_namespace(dout)
+    x, w = cache
+    return dout @ w.T, x.T @ dout, xp.sum(dout, axis=0)
+
+
+# --------------------------------------------------------------------------------- SiLU
+def silu_forward(x):
+    """SiLU (swish) ``out = x * sigmoid(x)``, elementwise.  MATH.md (13.11)."""
+    xp = array_namespace(x)
+    s = 1.0 / (1.0 + xp.exp(-x))
+    return x * s, (x, s)
+
+
+def silu_backward(dout, cache):
+    """``dx = dout * s (1 + x (1 - s))`` with s = sigmoid(x).  MATH.md (13.11)."""
+    x, s = cache
+    return dout * (s * (1.0 + x * (1.0 - s)))
+
+
+# --------------------------------------------------------------------------------- conv
+def conv_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    """Output length of a convolution, ``floor((size + 2 pad - kernel) / stride) + 1``."""
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def _check_conv(x, w, stride, pad):
+    if x.ndim != 4 or w.ndim != 4:
+        raise ValueError(f"conv2d: x must be (N, C, H, W) and w (F, C, kh, kw); got x {tuple(x.shape)}, "
+                         f"w {tuple(w.shape)}")
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"conv2d: x has {x.shape[1]} channels but w expects {w.shape[1]}")
+    if stride < 1 or pad < 0:
+        raise ValueError(f"conv2d: need stride >= 1 and pad >= 0, got stride={stride}, pad={pad}")
+    kh, kw = w.shape[2], w.shape[3]
+    Ho = conv_output_size(x.shape[2], kh, stride, pad)
+    Wo = conv_output_size(x.shape[3], kw, stride, pad)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"conv2d: kernel {kh}x{kw} with pad={pad} is larger than the input "
+                         f"{x.shape[2]}x{x.shape[3]}")
+    return Ho, Wo
+
+
+def _window(d: int, size: int, out: int, stride: int, pad: int):
+    """For kernel offset ``d``: the output range [o0, o1) whose input row
+    ``stride*o + d - pad`` lies inside [0, size), and the input start of that range."""
+    o0 = max(0, -((d - pad) // stride))  # ceil((pad - d) / stride)
+    o1 = min(out, (size - 1 - d + pad) // stride + 1)
+    return o0, o1, stride * o0 + d - pad
+
+
+def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
+    """2-D cross-correlation ``out[n,f,i,j] = b[f] + sum_{c,p,q} w[f,c,p,q]
+    x[n, c, s i + p - pad, s j + q - pad]`` (zero outside the image).  MATH.md (13.3)-(13.4).
+
+    x (N, C, H, W), w (F, C, kh, kw), b (F,).  ``pad`` defaults to ``kh // 2`` ("same" for
+    odd kernels at stride 1; 3x3 stride 2 pad 1 halves an even size).  Vectorised: the
+    shifted windows are gathered into a column matrix (C kh kw, N Ho Wo) and multiplied by
+    w reshaped to (F, C kh kw).  The output is returned as an NCHW array; on NumPy it is a
+    transposed view of the (F, N, Ho, Wo) product, which the next layer reads directly.
+    """
+    xp = array_namespace(x, w)
+    pad = w.shape[2] // 2 if pad is None else pad
+    Ho, Wo = _check_conv(x, w, stride, pad)
+    N, C, H, W = x.shape
+    F, _, kh, kw = w.shape
+    xT = xp.permute_dims(x, (1, 0, 2, 3))  # (C, N, H, W)
+    if kh == 1 and kw == 1 and stride == 1 and pad == 0:
+        cols = xp.reshape(xT, (C, N * H * W))  # (C, N H W)
+    else:
+        cols = xp.zeros((C, kh * kw, N, Ho, Wo), dtype=x.dtype, device=_device(x))
+        for p in range(kh):
+            i0, i1, si = _window(p, H, Ho, stride, pad)
+            for q in range(kw):
+                j0, j1, sj = _window(q, W, Wo, stride, pad)
+                if i1 <= i0 or j1 <= j0:
+                    continue
+                cols[:, p * kw + q, :, i0:i1, j0:j1] = xT[
+                    :, :, si:si + stride * (i1 - i0 - 1) + 1:stride, sj:sj + stride * (j1 - j0 - 1) + 1:stride
+                ]
+        cols = xp.reshape(cols, (C * kh * kw, N * Ho * Wo))  # (C kh kw, N Ho Wo)
+    w2 = xp.reshape(w, (F, C * kh * kw))  # (F, C kh kw)
+    out = w2 @ cols + b[:, None]  # (F, N Ho Wo)
+    out = xp.permute_dims(xp.reshape(out, (F, N, Ho, Wo)), (1, 0, 2, 3))  # (N, F, Ho, Wo)
+    return out, (cols, w, (N, C, H, W), stride, pad)
+
+
+def conv2d_backward(dout, cache):
+    """Gradients of :func:`conv2d_forward`.  MATH.md (13.5)-(13.6).
+
+    ``dw = dout_mat cols^T``, ``db = sum dout``, and ``dx`` is the adjoint of the window
+    gather (col2im): the column gradient ``w_mat^T dout_mat`` is scattered back by adding
+    each shifted window into place.  Returns ``(dx, dw, db)``.
+    """
+    xp = array_namespace(dout)
+    cols, w, (N, C, H, W), stride, pad = cache
+    F, _, kh, kw = w.shape
+    Ho, Wo = dout.shape[2], dout.shape[3]
+    d2 = xp.reshape(xp.permute_dims(dout, (1, 0, 2, 3)), (F, N * Ho * Wo))  # (F, N Ho Wo)
+    db = xp.sum(d2, axis=1)
+    dw = xp.reshape(d2 @ cols.T, w.shape)  # (F, C, kh, kw)
+    dcols = xp.reshape(w, (F, C * kh * kw)).T @ d2  # (C kh kw, N Ho Wo)
+    if kh == 1 and kw == 1 and stride == 1 and pad == 0:
+        dxT = xp.reshape(dcols, (C, N, H, W))
+    else:
+        dcols = xp.reshape(dcols, (C, kh * kw, N, Ho, Wo))  # (C, kh kw, N, Ho, Wo)
+        dxT = xp.zeros((C, N, H, W), dtype=dout.dtype, device=_device(dout))
+        for p in range(kh):
+            i0, i1, si = _window(p, H, Ho, stride, pad)
+            for q in range(kw):
+                j0, j1, sj = _window(q, W, Wo, stride, pad)
+                if i1 <= i0 or j1 <= j0:
+                    continue
+                sl = (slice(None), slice(None), slice(si, si + stride * (i1 - i0 - 1) + 1, stride),
+                      slice(sj, sj + stride * (j1 - j0 - 1) + 1, stride))
+                dxT[sl] += dcols[:, p * kw + q, :, i0:i1, j0:j1]
+    return xp.permute_dims(dxT, (1, 0, 2, 3)), dw, db
+
+
+def conv2d_forward_naive(x, w, b, *, stride: int = 1, pad: int | None = None):
+    """Loop definition of the convolution MATH.md (13.3): for every output pixel (i, j)
+    and kernel tap (p, q), add ``x[:, :, s i + p - pad, s j + q - pad] @ w[:, :, p, q]^T``.
+    The executable specification of :func:`conv2d_forward`; slow, for tests."""
+    xp = array_namespace(x, w)
+    pad = w.shape[2] // 2 if pad is None else pad
+    Ho, Wo = _check_conv(x, w, stride, pad)
+    N, C, H, W = x.shape
+    F, _, kh, kw = w.shape
+    out = xp.zeros((N, F, Ho, Wo), dtype=x.dtype, device=_device(x))
+    for i in range(Ho):
+        for j in range(Wo):
+            acc = xp.zeros((N, F), dtype=x.dtype, device=_device(x)) + b
+            for p in range(kh):
+                for q in range(kw):
+                    r, c = stride * i + p - pad, stride * j + q - pad
+                    if 0 <= r < H and 0 <= c < W:
+                        acc = acc + x[:, :, r, c] @ w[:, :, p, q].T
+            out[:, :, i, j] = acc
+    return out, (x, w, stride, pad)
+
+
+def conv2d_backward_naive(dout, cache):
+    """Loop definition of the convolution's gradients MATH.md (13.5)-(13.6): every
+    (output pixel, tap) term of the forward sum sends ``dout @ w`` back to its input pixel
+    and ``dout^T x`` to its weight."""
+    xp = array_namespace(dout)
+    x, w, stride, pad = cache
+    N, C, H, W = x.shape
+    F, _, kh, kw = w.shape
+    dx = xp.zeros(x.shape, dtype=x.dtype, device=_device(x))
+    dw = xp.zeros(w.shape, dtype=w.dtype, device=_device(w))
+    for i in range(dout.shape[2]):
+        for j in range(dout.shape[3]):
+            g = dout[:, :, i, j]  # (N, F)
+            for p in range(kh):
+                for q in range(kw):
+                    r, c = stride * i + p - pad, stride * j + q - pad
+                    if 0 <= r < H and 0 <= c < W:
+                        dx[:, :, r, c] = dx[:, :, r, c] + g @ w[:, :, p, q]
+                        dw[:, :, p, q] = dw[:, :, p, q] + g.T @ x[:, :, r, c]
+    return dx, dw, xp.sum(dout, axis=(0, 2, 3))
+
+
+# ------------------------------------------------------------------ resampling (x2)
+def _check_image(x, what):
+    if x.ndim != 4:
+        raise ValueError(f"{what}: x must be (N, C, H, W), got shape {tuple(x.shape)}")
+
+
+def upsample2x_forward(x):
+    """Nearest-neighbour upsampling by 2: ``out[n,c,i,j] = x[n,c,i//2,j//2]``.  MATH.md (13.7)."""
+    xp = array_namespace(x)
+    _check_image(x, "upsample2x_forward")
+    N, C, H, W = x.shape
+    out = xp.broadcast_to(x[:, :, :, None, :, None], (N, C, H, 2, W, 2))
+    return xp.reshape(out, (N, C, 2 * H, 2 * W)), None  # (N, C, 2H, 2W)
+
+
+def upsample2x_backward(dout, cache):
+    """Adjoint of nearest upsampling: each input pixel receives the sum of its 2x2 block.
+    MATH.md (13.7)."""
+    xp = array_namespace(dout)
+    N, C, H2, W2 = dout.shape
+    return xp.sum(xp.reshape(dout, (N, C, H2 // 2, 2, W2 // 2, 2)), axis=(3, 5))
+
+
+def avgpool2x_forward(x):
+    """2x2 average pooling with stride 2 (H, W even).  MATH.md (13.8)."""
+    xp = array_namespace(x)
+    _check_image(x, "avgpool2x_forward")
+    N, C, H, W = x.shape
+    if H % 2 or W % 2:
+        raise ValueError(f"avgpool2x_forward: H and W must be even, got {H}x{W}")
+    return xp.mean(xp.reshape(x, (N, C, H // 2, 2, W // 2, 2)), axis=(3, 5)), None
+
+
+def avgpool2x_backward(dout, cache):
+    """Adjoint of 2x2 average pooling: a quarter of dout to each pixel of the block.
+    MATH.md (13.8)."""
+    xp = array_namespace(dout)
+    N, C, H, W = dout.shape
+    dx = xp.broadcast_to(0.25 * dout[:, :, :, None, :, None], (N, C, H, 2, W, 2))
+    return xp.reshape(dx, (N, C, 2 * H, 2 * W))
+
+
+# ---------------------------------------------------------------------------- GroupNorm
+def groupnorm_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
+    """Group normalisation of x (N, C, ...) over (channels of a group) x (spatial),
+    then the per-channel affine map ``gamma xhat + beta``.  MATH.md (13.9).
+
+    ``groups`` must divide C.  Variance is the biased (1/M) one, as in the usual
+    implementations.  Returns ``(out, cache)``.
+    """
+    xp = array_namespace(x)
+    if x.ndim < 2:
+        raise ValueError(f"groupnorm_forward: x must be (N, C, ...), got shape {tuple(x.shape)}")
+    N, C = x.shape[0], x.shape[1]
+    if groups < 1 or C % groups:
+        raise ValueError(f"groupnorm_forward: groups={groups} must divide C={C}")
+    sp = tuple(x.shape[2:])
+    xg = xp.reshape(x, (N, groups, C // groups) + sp)  # (N, G, C/G, ...)
+    axes = tuple(range(2, xg.ndim))
+    mu = xp.mean(xg, axis=axes, keepdims=True)
+    xc = xg - mu
+    rstd = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=axes, keepdims=True) + eps)
+    xhat = xp.reshape(xc * rstd, x.shape)  # (N, C, ...)
+    cshape = (1, C) + (1,) * len(sp)
+    out = xhat * xp.reshape(gamma, cshape) + xp.reshape(beta, cshape)
+    return out, (xhat, rstd, gamma, groups)
+
+
+def groupnorm_backward(dout, cache):
+    """Gradients of :func:`groupnorm_forward`.  MATH.md (13.10):
+    ``dx = rstd (g - mean(g) - xhat mean(g xhat))`` with g = dout gamma, means over the group.
+    Returns ``(dx, dgamma, dbeta)``."""
+    xp = array_namespace(dout)
+    xhat, rstd, gamma, groups = cache
+    N, C = dout.shape[0], dout.shape[1]
+    sp = tuple(dout.shape[2:])
+    red = (0,) + tuple(range(2, dout.ndim))
+    dgamma = xp.sum(dout * xhat, axis=red)
+    dbeta = xp.sum(dout, axis=red)
+    cshape = (1, C) + (1,) * len(sp)
+    gshape = (N, groups, C // groups) + sp
+    g = xp.reshape(dout * xp.reshape(gamma, cshape), gshape)  # (N, G, C/G, ...)
+    xh = xp.reshape(xhat, gshape)
+    axes = tuple(range(2, len(gshape)))
+    dx = rstd * (g - xp.mean(g, axis=axes, keepdims=True)
+                 - xh * xp.mean(g * xh, axis=axes, keepdims=True))
+    return xp.reshape(dx, dout.shape), dgamma, dbeta
+
+
+# ----------------------------------------------------------------------- embeddings
+def timestep_embedding_forward(t, dim: int, *, max_period: float = 10000.0, dtype=None):
+    """Sinusoidal embedding of (integer or fractional) times t (N,) into (N, dim).
+    MATH.md (13.12): ``[cos(t w_k), sin(t w_k)]`` with ``w_k = max_period^(-k/half)``,
+    k = 0..half-1, half = dim // 2 (a zero column is appended when dim is odd).
+
+    ``t`` is cast to ``dtype`` (default float32 unless t is float64) before the product,
+    so integer and fractional timesteps go through the same formula.
+    """
+    xp = array_namespace(t)
+    if t.ndim != 1:
+        raise ValueError(f"timestep_embedding_forward: t must have shape (N,), got {tuple(t.shape)}")
+    if dim < 2:
+        raise ValueError(f"timestep_embedding_forward: dim must be >= 2, got {dim}")
+    if dtype is None:
+        dtype = t.dtype if t.dtype == xp.float64 else xp.float32
+    half = dim // 2
+    k = xp.arange(half, dtype=xp.float64, device=_device(t))
+    omega = xp.astype(xp.exp(k * (-math.log(max_period) / half)), dtype)
+    arg = xp.astype(t, dtype)[:, None] * omega[None, :]  # (N, half)
+    parts = [xp.cos(arg), xp.sin(arg)]
+    if dim % 2:
+        parts.append(xp.zeros((t.shape[0], 1), dtype=dtype, device=_device(t)))
+    return xp.concat(parts, axis=1), (arg, omega, dim)
+
+
+def timestep_embedding_backward(dout, cache):
+    """Derivative of the sinusoidal embedding with respect to t:
+    ``dt = sum_k omega_k (cos(t w_k) d_sin,k - sin(t w_k) d_cos,k)``.  MATH.md (13.12)."""
+    xp = array_namespace(dout)
+    arg, omega, dim = cache
+    half = omega.shape[0]
+    dcos, dsin = dout[:, :half], dout[:, half:2 * half]
+    return xp.sum((xp.cos(arg) * dsin - xp.sin(arg) * dcos) * omega[None, :], axis=1)
+
+
+def embedding_forward(y, table):
+    """Learned embedding lookup ``out = table[y]`` for integer labels y (N,) and a
+    table (K, D).  MATH.md (13.13)."""
+    xp = array_namespace(table)
+    K = table.shape[0]
+    if y.ndim != 1:
+        raise ValueError(f"embedding_forward: labels must have shape (N,), got {tuple(y.shape)}")
+    if y.shape[0] and (int(xp.min(y)) < 0 or int(xp.max(y)) >= K):
+        raise ValueError(f"embedding_forward: labels must lie in [0, {K - 1}], got values in "
+                         f"[{int(xp.min(y))}, {int(xp.max(y))}]")
+    return xp.take(table, y, axis=0), (y, K)
+
+
+def embedding_backward(dout, cache):
+    """Gradient of the lookup: ``dtable = onehot(y)^T dout`` (rows of repeated labels add).
+    MATH.md (13.13)."""
+    xp = array_namespace(dout)
+    y, K = cache
+    ks = xp.arange(K, device=_device(dout))
+    onehot = xp.astype(y[:, None] == ks[None, :], dout.dtype)  # (N, K)
+    return onehot.T @ dout
+
+
+# ------------------------------------------------------------------------ attention
+def attention_forward(q, k, v):
+    """Scaled dot-product attention ``o = softmax(q k^T / sqrt(d)) v`` for q, k, v of
+    shape (B, L, d) (softmax over the last axis, max-subtracted).  MATH.md (13.14)."""
+    xp = array_namespace(q, k, v)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    s = (q @ xp.matrix_transpose(k)) * scale  # (B, L, L)
+    s = s - xp.max(s, axis=-1, keepdims=True)
+    e = xp.exp(s)
+    p = e / xp.sum(e, axis=-1, keepdims=True)
+    return p @ v, (q, k, v, p, scale)
+
+
+def attention_backward(dout, cache):
+    """Gradients of :func:`attention_forward`.  MATH.md (13.15):
+    ``dv = P^T do``, ``dS = P * (dP - rowsum(dP * P))`` with ``dP = do v^T``,
+    ``dq = dS k / sqrt(d)``, ``dk = dS^T q / sqrt(d)``.  Returns ``(dq, dk, dv)``."""
+    xp = array_namespace(dout)
+    q, k, v, p, scale = cache
+    dv = xp.matrix_transpose(p) @ dout
+    dp = dout @ xp.matrix_transpose(v)
+    ds = p * (dp - xp.sum(dp * p, axis=-1, keepdims=True)) * scale
+    return ds @ k, xp.matrix_transpose(ds) @ q, dv
+
+
+# ------------------------------------------------------------------------ skips
+def concat_forward(a, b):
+    """Channel concatenation (U-Net skip) of a (N, Ca, ...) and b (N, Cb, ...)."""
+    xp = array_namespace(a, b)
+    return xp.concat([a, b], axis=1), a.shape[1]
+
+
+def concat_backward(dout, cache):
+    """Split the gradient of a channel concatenation back into its two parts."""
+    ca = cache
+    return dout[:, :ca, ...], dout[:, ca:, ...]

@@ -1,0 +1,121 @@
+"""An MLP denoiser for 2-D (or D-dimensional) toy data, with time and optional class
+conditioning.  MATH.md (13.18).
+
+Architecture (E = time_embed_dim, H = hidden)::
+
+    s   = sinusoid(t * time_scale)               (N, E)      (13.12)
+    e   = silu(s W_t + b_t [+ C[y]])             (N, H)      class table C has num_classes+1 rows
+    h_0 = x W_in + b_in                          (N, H)
+    h_l = silu(h_{l-1} W_l + b_l + e V_l + c_l)  l = 1..layers
+    out = h_L W_out + b_out                      (N, D)      (W_out = 0 at init)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .base import DenoiserBase, config_fields
+from .blocks import init_linear, lin_b, lin_f
+from .layers import silu_backward, silu_forward
+
+__all__ = ["MLPConfig", "MLP"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPConfig:
+    """Configuration of :class:`MLP`.
+
+    dim: data dimension D.  hidden: width H.  layers: number of conditioned hidden layers.
+    time_embed_dim: sinusoid size E.  num_classes: 0 for an unconditional model, else K
+    classes plus the null class K (classifier-free guidance).  time_scale: t is multiplied
+    by it before the sinusoid (use ~1000 for continuous t in [0, 1]).  max_period: of the
+    sinusoid.  zero_init_out: start with a zero output layer.
+    """
+
+    dim: int = 2
+    hidden: int = 128
+    layers: int = 3
+    time_embed_dim: int = 64
+    num_classes: int = 0
+    time_scale: float = 1.0
+    max_period: float = 10000.0
+    zero_init_out: bool = True
+
+    def __post_init__(self):
+        for name in ("dim", "hidden", "layers"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"MLPConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.time_embed_dim < 2:
+            raise ValueError(f"MLPConfig.time_embed_dim must be >= 2, got {self.time_embed_dim}")
+        if self.num_classes < 0:
+            raise ValueError(f"MLPConfig.num_classes must be >= 0, got {self.num_classes}")
+
+    def to_dict(self) -> dict:
+        return {"arch": "mlp", **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MLPConfig":
+        return config_fields(cls, d, "mlp")
+
+
+class MLP(DenoiserBase):
+    """MLP denoiser ``(x (N, D), t (N,), y (N,) or None) -> (N, D)``, MATH.md (13.18).
+
+    ``forward(params, x, t, y=None) -> (out, cache)``; ``backward(params, cache, dout) ->
+    (grads, dx)``.  ``y=None`` on a conditional model means the null class.
+    """
+
+    arch = "mlp"
+
+    def __init__(self, config: MLPConfig | None = None):
+        super().__init__(MLPConfig() if config is None else config)
+
+    def _init_host(self, rng):
+        c, P = self.config, {}
+        init_linear(P, "temb", c.time_embed_dim, c.hidden, rng)
+        if c.num_classes:
+            P["class_emb"] = rng.standard_normal((c.num_classes + 1, c.hidden))
+        init_linear(P, "in", c.dim, c.hidden, rng)
+        for l in range(c.layers):
+            init_linear(P, f"layer{l}", c.hidden, c.hidden, rng)
+            init_linear(P, f"layer{l}.emb", c.hidden, c.hidden, rng)
+        init_linear(P, "out", c.hidden, c.dim, rng, zero=c.zero_init_out)
+        return P
+
+    def forward(self, params, x, t, y=None):
+        """Output and cache, MATH.md (13.18)."""
+        c = self.config
+        xp, t, y = self._check_xty(params, x, t, y, (c.dim,), "MLP.forward")
+        s, _ = self._embed_time(t, c.time_embed_dim)
+        e, c_t = lin_f(params, "temb", s)
+        ce, c_y = self._class_f(params, y)
+        if ce is not None:
+            e = e + ce
+        e, c_se = silu_forward(e)
+        h, c_in = lin_f(params, "in", x)
+        layers = []
+        for l in range(c.layers):
+            z, c_l = lin_f(params, f"layer{l}", h)
+            ze, c_le = lin_f(params, f"layer{l}.emb", e)
+            h, c_s = silu_forward(z + ze)
+            layers.append((c_l, c_le, c_s))
+        out, c_out = lin_f(params, "out", h)
+        return out, (c_t, c_y, c_se, c_in, layers, c_out)
+
+    def backward(self, params, cache, dout):
+        """Gradients of ``sum(out * dout)``: ``(grads, dx)``, MATH.md (13.18)."""
+        c_t, c_y, c_se, c_in, layers, c_out = cache
+        G: dict = {}
+        dh = lin_b(G, "out", dout, c_out)
+        de = None
+        for l in reversed(range(self.config.layers)):
+            c_l, c_le, c_s = layers[l]
+            dz = silu_backward(dh, c_s)
+            de_l = lin_b(G, f"layer{l}.emb", dz, c_le)
+            de = de_l if de is None else de + de_l
+            dh = lin_b(G, f"layer{l}", dz, c_l)
+        dx = lin_b(G, "in", dh, c_in)
+        de = silu_backward(de, c_se)
+        self._class_b(G, de, c_y)
+        lin_b(G, "temb", de, c_t)
+        return {k: G[k] for k in params}, dx
