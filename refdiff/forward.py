@@ -57,7 +57,8 @@ def q_sample(schedule: Schedule, x0, t, noise):
 
 
 def q_posterior_mean_variance(schedule: Schedule, x0, x_t, t):
-    """The posterior q(x_{t-1} | x_t, x_0) = N(mu_tilde, beta_tilde I), MATH.md (3.2)-(3.4):
+    """The posterior q(x_{t-1} | x_t, x_0) = N(mu_tilde, beta_tilde I) of Bayes' rule,
+    MATH.md (3.1)-(3.4):
 
     ``mu_tilde = coef1_t x_0 + coef2_t x_t`` with
     ``coef1 = beta_t sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t)``,

@@ -86,7 +86,8 @@ class Schedule:
     sigmas : (T,)
         The variance-exploding noise level ``sqrt((1 - alpha_bar) / alpha_bar)`` (2.8).
     log_snr : (T,)
-        ``lambda = log(alpha_bar / (1 - alpha_bar))`` (2.7); ``-inf`` where alpha_bar = 0.
+        The log signal-to-noise ratio ``log(alpha_bar / (1 - alpha_bar))``, MATH.md (2.7);
+        ``-inf`` where alpha_bar = 0.
     posterior_variance, posterior_log_variance_clipped, posterior_mean_coef1, posterior_mean_coef2 : (T,)
         beta_tilde and the coefficients of x_0 and x_t in the posterior mean, (3.2)-(3.4).
     """
