@@ -636,7 +636,8 @@ class EmpiricalData(_LatentMixture):
         step = max(1, self._CHUNK // (self.M * self.D))
         blocks = []
         for i in range(0, P.n, step):
-            xb, ab = P.xf[i : i + step, :], P.a[i : i + step]
+            j = min(i + step, P.n)
+            xb, ab = P.xf[i:j, :], P.a[i:j]
             nb = xb.shape[0]
             diff = xp.reshape(xb, (nb, 1, self.D)) - xp.reshape(ab, (nb, 1, 1)) * xp.reshape(pts, (1, self.M, self.D))
             blocks.append(xp.sum(diff * diff, axis=2))  # (nb, M) ||x - alpha p_m||^2
