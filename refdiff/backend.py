@@ -28,6 +28,7 @@ __all__ = [
     "is_floating",
     "bcast",
     "check_finite",
+    "namespace_for_device",
 ]
 
 
@@ -170,3 +171,29 @@ def check_finite(x, what: str, where: str = "") -> None:
         loc = f" at {where}" if where else ""
         raise FloatingPointError(f"{what} contains NaN or inf{loc}")
 
+
+
+def namespace_for_device(device: str = "cpu"):
+    """The array namespace for a device name: ``"cpu"`` -> NumPy (through
+    array-api-compat), ``"gpu"``/``"cuda"`` -> CuPy on the current CUDA device
+    (select one with ``CUDA_VISIBLE_DEVICES`` or ``cupy.cuda.Device(i).use()``).
+
+    Raises RuntimeError with the reason when CuPy is not installed or sees no device."""
+    if device == "cpu":
+        return array_namespace()
+    if device not in ("gpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}; valid: 'cpu', 'gpu'")
+    try:
+        import cupy
+    except ImportError as e:
+        raise RuntimeError(
+            "device 'gpu' needs CuPy: pip install 'refdiff[gpu-cuda12]' (CUDA 12) "
+            "or 'refdiff[gpu-cuda13]' (CUDA 13)"
+        ) from e
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CUDA driver missing or broken
+        raise RuntimeError(f"device 'gpu': CuPy is installed but CUDA is unusable ({e})") from e
+    if n < 1:
+        raise RuntimeError("device 'gpu': CuPy is installed but no CUDA device is visible")
+    return _compat_namespace(cupy.empty(0))

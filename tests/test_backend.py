@@ -59,3 +59,17 @@ def test_version_and_cli_help():
     assert out.stdout.strip() == f"refdiff {refdiff.__version__}"
     h = subprocess.run([sys.executable, "-m", "refdiff", "--help"], capture_output=True, text=True, check=True)
     assert "usage: refdiff" in h.stdout
+
+
+def test_namespace_for_device():
+    """'cpu' is NumPy; 'gpu' is CuPy or a RuntimeError that says how to install it."""
+    from conftest import CUPY
+
+    assert backend.namespace_for_device("cpu").__name__.endswith("numpy")
+    if CUPY is None:
+        with pytest.raises(RuntimeError, match="device 'gpu'"):
+            backend.namespace_for_device("gpu")
+    else:
+        assert "cupy" in backend.namespace_for_device("gpu").__name__
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        backend.namespace_for_device("tpu")
