@@ -1,4 +1,247 @@
-"""Placeholder: filled in by its issue."""
+"""DDIM (Song, Meng & Ermon 2021) and deterministic DDIM inversion, MATH.md chapter 8.
 
-__all__ = []
-METHODS = {}
+Time convention: 0-based discrete indices (index t is paper step t + 1), ``t_prev = -1``
+stands for the data end, alpha_bar = 1 (or ``final_alpha_bar``).  With a continuous VP
+schedule, times are floats in (0, 1] with t = 0 data.
+
+The update is written once for a general affine path x_t = alpha_t x_0 + sigma_t eps
+(:func:`ddim_update`, MATH.md (8.7)); :func:`ddim_step` reads alpha, sigma from a
+discrete schedule.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..backend import array_namespace, asarray_like
+from ..parameterization import to_eps_x0
+from ..schedules import Schedule, gather
+from .common import call_model
+from .ddpm import (_after_step, _check_noise, _check_options, _check_prediction_type, _check_schedule, _draw,
+                   _is_int_scalar, process_x0)
+
+__all__ = ["ddim_update", "ddim_sigma", "ddim_step", "ddim_inversion_step", "ddim_loop", "ddim_invert",
+           "library_prev_timesteps"]
+
+
+def _check_eta(eta):
+    if isinstance(eta, bool) or not isinstance(eta, (int, float, np.floating, np.integer)) or not math.isfinite(eta):
+        raise ValueError(f"eta = {eta!r} must be a finite number in [0, 1]")
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta = {eta!r} is outside [0, 1]")
+    return float(eta)
+
+
+def ddim_sigma(alpha, sigma, alpha_prev, sigma_prev, eta):
+    """The DDIM noise level of the step t -> s (s = prev), MATH.md (8.8):
+    ``sigma_eta = eta * (sigma_s / sigma_t) * sqrt(sigma_t^2 - alpha_t^2 sigma_s^2 / alpha_s^2)``.
+    On a VP path ``sigma_t^2 - alpha_t^2 sigma_s^2 / alpha_s^2 = 1 - alpha_bar_t / alpha_bar_s``
+    and eta = 1 gives the DDPM posterior standard deviation sqrt(beta_tilde)."""
+    if isinstance(alpha, float) and isinstance(alpha_prev, float):
+        inner = max(sigma * sigma - (alpha * sigma_prev / alpha_prev) ** 2, 0.0)
+        return eta * sigma_prev / sigma * math.sqrt(inner)
+    xp = array_namespace(alpha, sigma, alpha_prev, sigma_prev)
+    inner = xp.clip(sigma * sigma - (alpha * sigma_prev / alpha_prev) ** 2, 0.0, None)
+    return eta * sigma_prev / sigma * xp.sqrt(inner)
+
+
+def ddim_update(x_t, eps_hat, x0_hat, alpha, sigma, alpha_prev, sigma_prev, *, eta=0.0, noise=None):
+    """The generalized DDIM update on any affine path, MATH.md (8.7)-(8.8):
+
+    ``x_s = alpha_s x0_hat + sqrt(sigma_s^2 - sigma_eta^2) eps_hat + sigma_eta noise``.
+
+    alpha, sigma (at the current time t) and alpha_prev, sigma_prev (at the target s < t)
+    are floats or arrays broadcasting against x_t.  ``noise`` is needed iff sigma_eta > 0
+    (eta > 0 and a stochastic step); it is ignored when sigma_eta = 0."""
+    eta = _check_eta(eta)
+    del x_t  # the update depends on x_t only through (eps_hat, x0_hat)
+    if eta == 0.0:
+        return alpha_prev * x0_hat + sigma_prev * eps_hat
+    c = ddim_sigma(alpha, sigma, alpha_prev, sigma_prev, eta)
+    if isinstance(c, float):
+        if c == 0.0:
+            return alpha_prev * x0_hat + sigma_prev * eps_hat
+        d = math.sqrt(max(sigma_prev * sigma_prev - c * c, 0.0))
+    else:
+        xp = array_namespace(c)
+        d = xp.sqrt(xp.clip(sigma_prev * sigma_prev - c * c, 0.0, None))
+    return alpha_prev * x0_hat + d * eps_hat + c * _check_noise(noise, x0_hat, "ddim_update")
+
+
+def _alpha_sigma_prev(schedule, t_prev, x, final_alpha_bar):
+    """alpha, sigma at t_prev, where -1 means alpha_bar = final_alpha_bar."""
+    table = np.concatenate([[float(final_alpha_bar)], schedule.alpha_bars])  # index t_prev + 1
+    if _is_int_scalar(t_prev):
+        if not -1 <= int(t_prev) < schedule.T:
+            raise ValueError(f"t_prev = {int(t_prev)} is out of range [-1, {schedule.T - 1}]")
+        ab = table[int(t_prev) + 1]
+        return asarray_like(math.sqrt(ab), x), asarray_like(math.sqrt(1.0 - ab), x)
+    xp = array_namespace(t_prev)
+    if not xp.isdtype(t_prev.dtype, "integral"):
+        raise TypeError(f"t_prev must have an integer dtype, got {t_prev.dtype}")
+    idx = t_prev + 1
+    if t_prev.size and (int(xp.min(idx)) < 0 or int(xp.max(idx)) > schedule.T):
+        raise ValueError(f"t_prev contains values out of range [-1, {schedule.T - 1}]")
+    return gather(np.sqrt(table), idx, x), gather(np.sqrt(1.0 - table), idx, x)
+
+
+def _check_final_alpha_bar(final_alpha_bar):
+    if not 0.0 < float(final_alpha_bar) <= 1.0:
+        raise ValueError(f"final_alpha_bar = {final_alpha_bar!r} is outside (0, 1]")
+
+
+def ddim_step(schedule, model_output, t, t_prev, x_t, *, eta=0.0, noise=None, prediction_type="epsilon",
+              clip_sample=False, clip_sample_range=1.0, thresholding=False, dynamic_thresholding_ratio=0.995,
+              sample_max_value=1.0, use_clipped_model_output=False, final_alpha_bar=1.0):
+    """One DDIM step x_t -> x_{t_prev} on a discrete schedule, MATH.md (8.7)-(8.8).
+
+    ``t`` in [0, T-1] and ``t_prev`` in [-1, t-1] (ints or integer (N,) arrays);
+    ``t_prev = -1`` means alpha_bar_prev = ``final_alpha_bar`` (1: the data end; the
+    PyTorch library's ``set_alpha_to_one=False`` uses alpha_bar[0]).  eta in [0, 1]:
+    0 is deterministic DDIM, 1 on consecutive steps is DDPM with fixed-small variance.
+    ``noise`` (x_t's shape) is required when the step's sigma_eta > 0.
+
+    Clipping/thresholding of x0_hat follow MATH.md (8.10); like the PyTorch library, the
+    eps_hat used for the direction term stays the model's unless
+    ``use_clipped_model_output=True``, which recomputes it from the clipped x0_hat."""
+    _check_schedule(schedule)
+    _check_prediction_type(prediction_type)
+    eta = _check_eta(eta)
+    _check_final_alpha_bar(final_alpha_bar)
+    schedule.check_t(t)
+    if tuple(model_output.shape) != tuple(x_t.shape):
+        raise ValueError(f"model_output has shape {tuple(model_output.shape)}, expected x_t's shape {tuple(x_t.shape)}")
+    xp = array_namespace(x_t)
+    if _is_int_scalar(t) and _is_int_scalar(t_prev):
+        if not int(t_prev) < int(t):
+            raise ValueError(f"t_prev = {int(t_prev)} must be < t = {int(t)} (DDIM steps towards the data)")
+    elif not bool(xp.all(xp.asarray(t_prev) < xp.asarray(t))):
+        raise ValueError("t_prev must be < t elementwise (DDIM steps towards the data)")
+    alpha = gather(schedule.sqrt_alpha_bars, t, x_t)
+    sigma = gather(schedule.sqrt_one_minus_alpha_bars, t, x_t)
+    alpha_prev, sigma_prev = _alpha_sigma_prev(schedule, t_prev, x_t, final_alpha_bar)
+    eps_hat, x0_hat = to_eps_x0(model_output, x_t, alpha, sigma, prediction_type)
+    x0_c = process_x0(x0_hat, clip_sample=clip_sample, clip_sample_range=clip_sample_range, thresholding=thresholding,
+                      dynamic_thresholding_ratio=dynamic_thresholding_ratio, sample_max_value=sample_max_value)
+    if use_clipped_model_output:
+        eps_hat = (x_t - alpha * x0_c) / sigma
+    return ddim_update(x_t, eps_hat, x0_c, alpha, sigma, alpha_prev, sigma_prev, eta=eta, noise=noise)
+
+
+def ddim_inversion_step(schedule, model_output, t, t_next, x_t, *, prediction_type="epsilon", final_alpha_bar=1.0):
+    """One deterministic DDIM inversion step x_t -> x_{t_next}, t_next > t, MATH.md (8.9):
+    ``x_{t_next} = alpha_{t_next} x0_hat + sigma_{t_next} eps_hat``, where (eps_hat, x0_hat)
+    come from ``model_output`` with the alpha, sigma of ``t_next`` (the model is evaluated at
+    (x_t, t_next): the usual inversion approximation, exact when eps_hat does not depend on
+    the time).  ``t = -1`` means x_t is data (alpha_bar = ``final_alpha_bar``).
+
+    With the same eps_hat it is the exact inverse of the eta = 0 :func:`ddim_step` from
+    t_next to t."""
+    _check_schedule(schedule)
+    _check_prediction_type(prediction_type)
+    _check_final_alpha_bar(final_alpha_bar)
+    schedule.check_t(t_next, "t_next")
+    if not (_is_int_scalar(t) and -1 <= int(t) < int(t_next)):
+        raise ValueError(f"need integers -1 <= t < t_next, got t = {t!r}, t_next = {t_next!r}")
+    if tuple(model_output.shape) != tuple(x_t.shape):
+        raise ValueError(f"model_output has shape {tuple(model_output.shape)}, expected x_t's shape {tuple(x_t.shape)}")
+    a_next = gather(schedule.sqrt_alpha_bars, t_next, x_t)
+    s_next = gather(schedule.sqrt_one_minus_alpha_bars, t_next, x_t)
+    a, s = _alpha_sigma_prev(schedule, t, x_t, final_alpha_bar)
+    # the model output is interpreted at the model's time t_next, then x0 recomputed at x_t
+    eps_hat, _ = to_eps_x0(model_output, x_t, a_next, s_next, prediction_type)
+    x0_hat = (x_t - s * eps_hat) / a
+    return a_next * x0_hat + s_next * eps_hat
+
+
+# ------------------------------------------------------------------------- loops
+def library_prev_timesteps(T, timesteps):
+    """The previous-timestep rule of the PyTorch library's DDIM scheduler, MATH.md (8.11):
+    ``t_prev = t - T // n`` (n = len(timesteps)), negatives mapped to -1.  It equals the
+    next grid point for "leading" spacing, not in general ("trailing", "linspace")."""
+    ts = np.asarray(timesteps, dtype=np.int64)
+    return np.maximum(ts - T // ts.shape[0], -1)
+
+
+def _grid_prev(timesteps):
+    ts = np.asarray(timesteps, dtype=np.int64)
+    return np.concatenate([ts[1:], [-1]])
+
+
+def ddim_loop(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=None, callback=None, eta=0.0,
+              t_prev_rule="grid", set_alpha_to_one=True, clip_sample=False, clip_sample_range=1.0,
+              thresholding=False, dynamic_thresholding_ratio=0.995, sample_max_value=1.0,
+              use_clipped_model_output=False, **options):
+    """DDIM sampling over a decreasing grid, MATH.md (8.7)-(8.8), (8.11).
+
+    Schedule + integer timesteps (n steps): step i goes from ``timesteps[i]`` to
+    ``timesteps[i+1]`` (``t_prev_rule="grid"``, the paper) or to ``t - T // n``
+    (``"library"``, the PyTorch library's DDIM scheduler); below 0 the target is
+    alpha_bar = 1 (``set_alpha_to_one=True``) or alpha_bar[0] (``False``, the library's
+    option: the result is then the state at timestep 0, not the data end).
+    Continuous VP + float times (n + 1 times, n steps): returns the state at the last time.
+
+    Noise (eta > 0 only): one draw per step whose sigma_eta (8.8) is > 0, after that step's
+    model call; on a Schedule with alpha_bar = 1 at the end, the final step draws none.
+    """
+    _check_options("ddim", options)
+    _check_schedule(schedule, allow_continuous=True)
+    eta = _check_eta(eta)
+    if t_prev_rule not in ("grid", "library"):
+        raise ValueError(f"unknown t_prev_rule {t_prev_rule!r}; valid: 'grid', 'library'")
+    proc = dict(clip_sample=clip_sample, clip_sample_range=clip_sample_range, thresholding=thresholding,
+                dynamic_thresholding_ratio=dynamic_thresholding_ratio, sample_max_value=sample_max_value)
+    if isinstance(schedule, Schedule):
+        final = 1.0 if set_alpha_to_one else float(schedule.alpha_bars[0])
+        prevs = _grid_prev(timesteps) if t_prev_rule == "grid" else library_prev_timesteps(schedule.T, timesteps)
+        ab = lambda k: final if k < 0 else float(schedule.alpha_bars[k])  # noqa: E731
+        pairs = [(int(t), math.sqrt(ab(t)), math.sqrt(1 - ab(t)), math.sqrt(ab(p)), math.sqrt(1 - ab(p)))
+                 for t, p in zip(timesteps, prevs)]
+    else:
+        if t_prev_rule != "grid":
+            raise ValueError("t_prev_rule='library' applies only to a discrete Schedule")
+        ts = np.asarray(timesteps, dtype=np.float64)
+        al, sg = schedule.alpha(ts), schedule.sigma(ts)
+        pairs = [(float(ts[i]), float(al[i]), float(sg[i]), float(al[i + 1]), float(sg[i + 1]))
+                 for i in range(ts.shape[0] - 1)]
+    for i, (t, a, s, a_prev, s_prev) in enumerate(pairs):
+        out = call_model(model, x, t, step=i)
+        eps_hat, x0_hat = to_eps_x0(out, x, a, s, prediction_type)
+        x0_c = process_x0(x0_hat, **proc)
+        if use_clipped_model_output:
+            eps_hat = (x - a * x0_c) / s
+        z = _draw(noise, x, "ddim") if eta > 0 and ddim_sigma(a, s, a_prev, s_prev, eta) > 0 else None
+        x = ddim_update(x, eps_hat, x0_c, a, s, a_prev, s_prev, eta=eta if z is not None else 0.0, noise=z)
+        _after_step(x, i, t)
+        if callback is not None:
+            callback(i, t, x, x0_c)
+    return x
+
+
+def ddim_invert(model, x0, schedule, timesteps, *, prediction_type="epsilon", set_alpha_to_one=True, callback=None):
+    """Deterministic DDIM inversion, MATH.md (8.9): data ``x0`` -> the latent at
+    ``timesteps[0]`` by running the sampling grid backwards, -1 -> timesteps[-1] -> ... ->
+    timesteps[0], with the model evaluated at (x, t_next) on each step.
+
+    ``timesteps`` is the same decreasing integer grid that :func:`ddim_loop` samples on;
+    ``ddim_loop(model, ddim_invert(model, x0, ...), ...)`` returns approximately x0, with
+    an error of first order in the step size.  ``callback(i, t_next, x, None)`` after
+    each step."""
+    _check_schedule(schedule)
+    _check_prediction_type(prediction_type)
+    ts = [int(t) for t in np.asarray(timesteps)[::-1]]  # increasing
+    final = 1.0 if set_alpha_to_one else float(schedule.alpha_bars[0])
+    x, t = x0, -1
+    for i, t_next in enumerate(ts):
+        out = call_model(model, x, t_next, step=i)
+        x = ddim_inversion_step(schedule, out, t, t_next, x, prediction_type=prediction_type, final_alpha_bar=final)
+        _after_step(x, i, t_next)
+        if callback is not None:
+            callback(i, t_next, x, None)
+        t = t_next
+    return x
+
+
+METHODS = {"ddim": ddim_loop}

@@ -1,4 +1,137 @@
-"""Placeholder: filled in by its issue."""
+"""``refdiff.sample``: one entry point for every sampler family.
 
-__all__ = []
-METHODS = {}
+It validates the arguments, builds the noise callable from ``rng``, applies classifier-free
+guidance, shows a tqdm progress bar, and dispatches on the method name through the union
+of the family modules' ``METHODS`` dicts (imported lazily, so a family that is still a
+placeholder contributes nothing).
+
+Callback convention (all of refdiff's loops): ``callback(i, t, x, x0_hat)`` after step i,
+with ``t`` the time at which the step's (first) model call was made, ``x`` the new state
+and ``x0_hat`` the step's prediction of x_0.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import numpy as np
+
+from ..backend import array_namespace, check_finite, standard_normal
+from ..parameterization import PREDICTION_TYPES
+from ..schedules import Schedule, _ContinuousVP
+
+__all__ = ["sample", "sampler_methods"]
+
+_FAMILIES = ("ddpm", "ddim", "karras", "dpm_solver", "sde", "flow")
+
+
+def sampler_methods():
+    """{method name: loop function} over every family module (imported on call)."""
+    methods = {}
+    for fam in _FAMILIES:
+        mod = importlib.import_module(f"{__package__}.{fam}")
+        methods.update(getattr(mod, "METHODS", {}))
+    return methods
+
+
+def _validate_grid(schedule, timesteps, method_options):
+    """The timesteps as a host array, validated: 1-D, strictly decreasing, in range."""
+    ts = np.asarray(timesteps)
+    if ts.ndim != 1:
+        raise ValueError(f"timesteps must be a 1-D array, got shape {ts.shape}")
+    if isinstance(schedule, Schedule):
+        if ts.dtype.kind not in "iu":
+            raise TypeError(f"timesteps for a discrete Schedule must be integers, got dtype {ts.dtype}")
+        if ts.shape[0] < 1:
+            raise ValueError("steps must be >= 1: timesteps is empty")
+        lo, hi = int(ts.min()), int(ts.max())
+        if lo < 0 or hi > schedule.T - 1:
+            raise ValueError(f"timesteps contain {lo if lo < 0 else hi}, out of range [0, {schedule.T - 1}] (T = {schedule.T})")
+    elif isinstance(schedule, _ContinuousVP):
+        if ts.dtype.kind != "f":
+            raise TypeError(f"timesteps for a continuous VP must be floats in (0, 1], got dtype {ts.dtype}")
+        if ts.shape[0] < 2 and "sigmas" not in method_options:
+            raise ValueError(f"steps must be >= 1: a continuous grid needs >= 2 times, got {ts.shape[0]}")
+        if not (np.all(np.isfinite(ts)) and np.all(ts > 0) and np.all(ts <= 1)):
+            raise ValueError(f"timesteps must lie in (0, 1], got min {ts.min()!r}, max {ts.max()!r}")
+    else:
+        raise TypeError(f"schedule must be a Schedule or a continuous VP schedule, got {type(schedule).__name__}")
+    if ts.shape[0] > 1 and np.any(np.diff(ts) >= 0):
+        i = int(np.flatnonzero(np.diff(ts) >= 0)[0])
+        raise ValueError(f"timesteps must be strictly decreasing: timesteps[{i}] = {ts[i]} <= timesteps[{i + 1}] = {ts[i + 1]}")
+    return ts
+
+
+def _n_steps(schedule, ts, method_options):
+    if method_options.get("sigmas") is not None:
+        return len(np.asarray(method_options["sigmas"]).reshape(-1)) - 1
+    return ts.shape[0] if isinstance(schedule, Schedule) else ts.shape[0] - 1
+
+
+def sample(model, x_T, schedule, timesteps, method, *, prediction_type="epsilon", rng=None, guidance_scale=None,
+           callback=None, y=None, null_label=None, guidance_convention="w", guidance_rescale=0.0, noise=None,
+           progress=True, **method_options):
+    """Sample x_0 from ``x_T`` with the sampler ``method`` (see :func:`sampler_methods`).
+
+    model : ``model(x, t) -> output`` of ``prediction_type`` (conditional models take
+        ``model(x, t, y=labels)`` and are called so when ``y`` is given).
+    x_T : the start state in VP coordinates at ``timesteps[0]`` (N(0, I) for a full run).
+    schedule, timesteps : a Schedule and a strictly decreasing integer grid in [0, T-1]
+        (e.g. ``refdiff.timesteps(T, n)``), or a continuous VP and decreasing floats in
+        (0, 1] (e.g. ``refdiff.time_grid(vp, n)``; t = 0 is data).
+    rng : numpy Generator; noise is drawn on the host (``standard_normal``) in the order
+        each method documents.  ``noise`` (a callable ``noise(like)``) may be given instead.
+    guidance_scale, y, null_label, guidance_convention, guidance_rescale : classifier-free
+        guidance, MATH.md (12.2)-(12.4) (see :func:`refdiff.cfg_model`); with ``y`` and no
+        ``guidance_scale`` the model is called conditionally.
+    progress : tqdm progress bar (to stderr).  method_options : passed to the method
+        (eta, variance_type, order, s_churn, sigmas, ...); unknown ones raise TypeError.
+    """
+    methods = sampler_methods()
+    if not isinstance(method, str) or method not in methods:
+        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(sorted(methods))}")
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"unknown prediction_type {prediction_type!r}; valid: {', '.join(PREDICTION_TYPES)}")
+    ts = _validate_grid(schedule, timesteps, method_options)
+    eta = method_options.get("eta")
+    if eta is not None and not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta >= 0):
+        raise ValueError(f"eta = {eta!r} must be a finite number >= 0")
+    array_namespace(x_T)
+    check_finite(x_T, "x_T")
+    if rng is not None and noise is not None:
+        raise TypeError("pass either rng or noise, not both")
+    if rng is not None:
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        noise = lambda like: standard_normal(rng, like.shape, like)  # noqa: E731
+    model = _wrap_model(model, y, guidance_scale, null_label, guidance_convention, guidance_rescale)
+    cb, bar = callback, None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=_n_steps(schedule, ts, method_options), desc=method, leave=False)
+
+        def cb(i, t, x, x0_hat):
+            bar.update(1)
+            if callback is not None:
+                callback(i, t, x, x0_hat)
+
+    try:
+        return methods[method](model, x_T, schedule, ts, prediction_type=prediction_type, noise=noise, callback=cb,
+                               **method_options)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _wrap_model(model, y, guidance_scale, null_label, convention, rescale):
+    if guidance_scale is None:
+        if y is None:
+            return model
+        return lambda x, t: model(x, t, y=y)
+    from ..guidance import cfg_model
+
+    if y is None:
+        raise TypeError("guidance_scale needs class labels y (and null_label) for a conditional model")
+    return cfg_model(model, y, guidance_scale, null_label, convention=convention, guidance_rescale=rescale)
