@@ -1,0 +1,477 @@
+"""Reference vectors: export a versioned suite of inputs and outputs, and check another
+implementation's outputs against it.  The file layout is documented in docs/verifying.md.
+
+``write_suite(out)`` writes one ``<case>.npz`` per case (inputs and outputs as named
+float64 / int64 arrays) and ``manifest.json``: the suite version, refdiff's version, the
+conventions (0-based timesteps, which end of continuous time is data, the oracle model
+used by the sampler trajectories), and per case the function, its parameters, the input
+and output names, their dtypes and shapes, and the tolerance (rtol, atol) with its
+justification.  ``check_suite(suite, results)`` reads ``results/<case>.npz`` holding the
+output names and compares elementwise: an element passes when
+``|actual - expected| <= atol + rtol * |expected|`` (non-finite expected values, such as
+the log-SNR -inf at zero terminal SNR, must be matched exactly).
+
+Sampler trajectories use a fixed analytic model that any verifier can write in a few
+lines: the exact epsilon-prediction of Gaussian data N(mu, diag(var)) on the path
+x_t = alpha_t x_0 + sigma_t eps,
+
+    eps_hat(x_t) = sigma_t (x_t - alpha_t mu) / (alpha_t^2 var + sigma_t^2),
+
+with (alpha_t, sigma_t) from the time the sampler passes to the model (integer index t:
+sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t); fractional index tau: DPM-Solver's
+interpolation, log alpha linear in (tau + 1)/T between the knots k = 0..T-1 at (k+1)/T,
+MATH.md (2.15); continuous VP time t in (0, 1]: the VP's alpha(t), sigma(t)).  The noise
+a stochastic sampler draws is stored in the case: ``noise[k]`` is its k-th draw.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._version import __version__
+
+__all__ = ["SUITE_VERSION", "Case", "CaseResult", "build_cases", "write_suite", "check_suite", "format_report",
+           "oracle_eps_model", "ORACLE_MEAN", "ORACLE_VAR"]
+
+SUITE_VERSION = 1
+ORACLE_MEAN = np.array([0.5, -1.0, 0.0])
+ORACLE_VAR = np.array([0.25, 2.0, 1.0])
+
+# Tolerances, each with the reason it is what it is.
+EXACT = (0.0, 0.0, "integer output: must match exactly")
+ALGEBRA = (1e-10, 1e-12, "float64 closed-form algebra of O(1) values: correct implementations with another "
+           "operation order agree to ~1e-15 relative; 1e-10 leaves room for 1 - alpha_bar computed as "
+           "1 - cumprod (relative error ~1e-16 / (1 - alpha_bar), ~1e-12 at t = 0) and for library "
+           "differences in expm1/log1p/cos")
+SPECIAL = (1e-9, 1e-12, "float64 with special functions (log Phi, exp, log): library implementations "
+           "of log_ndtr/erfc agree to ~1e-14 relative; margin for log-space vs direct differences")
+TRAJECTORY = (1e-8, 1e-10, "float64 round-off accumulated over <= 40 model calls; x0 = (x - sigma eps) / alpha "
+              "amplifies errors by up to 1/alpha_{T-1} ~ 160 (linear schedule) at the first step")
+
+
+@dataclass
+class Case:
+    """One reference case: ``inputs`` and ``outputs`` are {name: host array}."""
+
+    name: str
+    function: str
+    description: str
+    parameters: dict
+    inputs: dict
+    outputs: dict
+    tolerance: tuple = ALGEBRA
+
+    def manifest_entry(self) -> dict:
+        rtol, atol, why = self.tolerance
+        arrays = {**self.inputs, **self.outputs}
+        return {
+            "function": self.function, "description": self.description, "parameters": self.parameters,
+            "inputs": list(self.inputs), "outputs": list(self.outputs),
+            "dtype": {k: str(v.dtype) for k, v in arrays.items()},
+            "shape": {k: list(v.shape) for k, v in arrays.items()},
+            "rtol": rtol, "atol": atol, "tolerance_justification": why,
+        }
+
+
+def _f64(a):
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float64))
+
+
+def _np(a):
+    from .backend import to_numpy
+
+    return np.ascontiguousarray(to_numpy(a))
+
+
+# ---------------------------------------------------------------------------- schedules and grids
+def _schedule_cases():
+    from .schedules import karras_sigmas, make_schedule, time_grid, timesteps, LinearVP, InterpolatedVP
+
+    cases = []
+    attrs = ("betas", "alphas", "alpha_bars", "alpha_bars_prev", "sqrt_alpha_bars", "sqrt_one_minus_alpha_bars",
+             "sigmas", "log_snr", "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1",
+             "posterior_mean_coef2")
+    for kind in ("linear", "scaled_linear", "cosine", "sigmoid"):
+        for zt in (False, True):
+            s = make_schedule(kind, 1000, zero_terminal_snr=zt)
+            name = f"schedule_{kind}" + ("_zero_terminal_snr" if zt else "")
+            cases.append(Case(name, "refdiff.make_schedule", f"{kind} schedule, T = 1000, default parameters"
+                              + (", rescaled to zero terminal SNR (Lin et al. 2023)" if zt else "")
+                              + "; 0-based arrays, alpha_bars_prev[0] = 1",
+                              {"kind": kind, "T": 1000, "zero_terminal_snr": zt}, {},
+                              {a: _f64(getattr(s, a)) for a in attrs}))
+    grids = [(1000, 10), (1000, 50), (1000, 7), (1000, 1000), (20, 3), (10, 4), (13, 5)]
+    for spacing in ("linspace", "leading", "trailing"):
+        outs = {f"T{T}_n{n}": timesteps(T, n, spacing) for T, n in grids}
+        if spacing == "leading":
+            outs["T1000_n10_offset1"] = timesteps(1000, 10, spacing, steps_offset=1)
+        cases.append(Case(f"timesteps_{spacing}", "refdiff.timesteps", f"decreasing integer grids, spacing "
+                          f"{spacing!r}, rounding half to even; output 'T<T>_n<n>' is timesteps(T, n)",
+                          {"spacing": spacing, "grids": grids}, {}, {k: v.astype(np.int64) for k, v in outs.items()},
+                          EXACT))
+    vp = LinearVP()
+    ivp = InterpolatedVP(make_schedule("linear", 1000))
+    for kind in ("logSNR", "time_uniform", "time_quadratic"):
+        cases.append(Case(f"time_grid_{kind}", "refdiff.time_grid", f"11 decreasing continuous times (n = 10) "
+                          f"of kind {kind!r} from t = 1 (noise) to t_min (t = 0 is data); 'linear_vp': LinearVP("
+                          f"beta_0=0.1, beta_1=20, t_min=1e-3); 'interpolated_vp': DPM-Solver's view of the linear "
+                          f"T = 1000 schedule (t_min = 1/T)", {"kind": kind, "n": 10}, {},
+                          {"linear_vp": _f64(time_grid(vp, 10, kind)), "interpolated_vp": _f64(time_grid(ivp, 10, kind))}))
+    cases.append(Case("karras_sigmas", "refdiff.karras_sigmas", "Karras et al. (2022) noise levels, decreasing",
+                      {"rho7": {"n": 10, "sigma_min": 0.002, "sigma_max": 80.0, "rho": 7.0},
+                       "rho1": {"n": 5, "sigma_min": 0.1, "sigma_max": 10.0, "rho": 1.0}}, {},
+                      {"rho7": _f64(karras_sigmas(10, 0.002, 80.0, 7.0)), "rho1": _f64(karras_sigmas(5, 0.1, 10.0, 1.0))}))
+    return cases
+
+
+# ---------------------------------------------------------------------------- forward, conversions, ELBO
+def _forward_cases(rng):
+    from .forward import q_posterior_mean_variance, q_sample
+    from .parameterization import convert, edm_preconditioning, v_from_eps_x0
+    from .schedules import make_schedule
+
+    s = make_schedule("linear", 1000)
+    sched = {"kind": "linear", "T": 1000}
+    x0, noise = rng.standard_normal((6, 3)), rng.standard_normal((6, 3))
+    t = np.array([0, 1, 10, 500, 998, 999], dtype=np.int64)
+    x_t = _np(q_sample(s, x0, t, noise))
+    cases = [Case("q_sample", "refdiff.q_sample", "x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise, "
+                  "per-sample 0-based t", {"schedule": sched}, {"x0": x0, "t": t, "noise": noise}, {"x_t": x_t})]
+    mean, var, logvar = (_np(a) for a in q_posterior_mean_variance(s, x0, x_t, t))
+    cases.append(Case("q_posterior", "refdiff.q_posterior_mean_variance", "posterior q(x_{t-1} | x_t, x_0); variance "
+                      "and log variance broadcast to (N, 1); at t = 0 the variance is 0 and its log is clipped to "
+                      "log(posterior_variance[1])", {"schedule": sched}, {"x0": x0, "x_t": x_t, "t": t},
+                      {"mean": mean, "variance": _f64(np.broadcast_to(var, (6, 1))),
+                       "log_variance_clipped": _f64(np.broadcast_to(logvar, (6, 1)))}))
+    alpha, sigma = s.sqrt_alpha_bars[t], s.sqrt_one_minus_alpha_bars[t]
+    eps = noise
+    v = _np(v_from_eps_x0(eps, x0, alpha, sigma))
+    outs = {"v": v}
+    for src, val in (("epsilon", eps), ("sample", x0), ("v_prediction", v)):
+        for dst in ("epsilon", "sample", "v_prediction", "score"):
+            if src != dst:
+                outs[f"{src}_to_{dst}"] = _np(convert(val, x_t, alpha, sigma, src, dst))
+    cases.append(Case("parameterization", "refdiff.convert", "v = alpha eps - sigma x0; output '<a>_to_<b>' converts the "
+                      "true value of prediction a at (x_t, alpha, sigma) to prediction b (score = -eps / sigma)",
+                      {}, {"x_t": x_t, "x0": x0, "eps": eps, "alpha": _f64(alpha), "sigma": _f64(sigma)}, outs))
+    sig = np.array([0.002, 0.1, 0.5, 1.0, 80.0])
+    c = [_np(a) for a in edm_preconditioning(sig, 0.5)]
+    cases.append(Case("edm_preconditioning", "refdiff.edm_preconditioning", "EDM c_skip, c_out, c_in, c_noise",
+                      {"sigma_data": 0.5}, {"sigma": sig}, dict(zip(("c_skip", "c_out", "c_in", "c_noise"), c))))
+    return cases
+
+
+def _elbo_cases(rng):
+    from . import elbo
+    from .forward import q_sample
+    from .schedules import make_schedule
+
+    cases = []
+    m1, m2 = rng.standard_normal(8), rng.standard_normal(8)
+    lv1, lv2 = rng.uniform(-3, 1, 8), rng.uniform(-3, 1, 8)
+    cases.append(Case("normal_kl", "refdiff.normal_kl", "KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) elementwise, nats",
+                      {}, {"mean1": m1, "logvar1": lv1, "mean2": m2, "logvar2": lv2},
+                      {"kl": _np(elbo.normal_kl(m1, lv1, m2, lv2))}, SPECIAL))
+    k = np.array([0, 1, 7, 100, 127, 128, 200, 254, 255, 255])
+    x = k / 127.5 - 1.0
+    mean = np.clip(x + rng.normal(0, 0.05, x.shape), -1.2, 1.2)
+    log_scale = rng.uniform(-4.0, -1.5, x.shape)
+    for cdf in ("exact", "tanh"):
+        why = SPECIAL if cdf == "exact" else (1e-9, 1e-12, "float64 tanh approximation of Phi, clamped at 1e-12 "
+                                              "before the log as in the DDPM code release")
+        cases.append(Case(f"discretized_gaussian_ll_{cdf}", "refdiff.discretized_gaussian_log_likelihood",
+                          f"log P(x) of N(mean, exp(log_scale)^2) discretized to 256 levels in [-1, 1] (edge bins to "
+                          f"+-inf), cdf={cdf!r}", {"bins": 256, "cdf": cdf}, {"x": x, "mean": mean, "log_scale": log_scale},
+                          {"log_likelihood": _np(elbo.discretized_gaussian_log_likelihood(x, mean, log_scale, 256, cdf))},
+                          why))
+    s = make_schedule("linear", 1000)
+    x0 = rng.integers(0, 256, (4, 3)) / 127.5 - 1.0
+    t = np.array([0, 1, 500, 999], dtype=np.int64)
+    noise = rng.standard_normal((4, 3))
+    x_t = _np(q_sample(s, x0, t, noise))
+    eps_model = noise + 0.1 * rng.standard_normal((4, 3))
+    cases.append(Case("elbo_terms", "refdiff.prior_term, refdiff.vlb_term",
+                      "L_T = KL(q(x_T|x0) || N(0, I)) per sample; vlb: per sample t >= 1 the KL L_{t-1} between "
+                      "q(x_{t-1}|x_t,x0) and the fixed_small reverse Gaussian from eps_model, t = 0 the discretized "
+                      "decoder -log p(x0|x_1) (256 bins, exact cdf); nats summed over dimensions",
+                      {"schedule": {"kind": "linear", "T": 1000}, "prediction_type": "epsilon",
+                       "variance_type": "fixed_small", "bins": 256, "cdf": "exact"},
+                      {"x0": x0, "x_t": x_t, "t": t, "eps_model": eps_model},
+                      {"prior": _np(elbo.prior_term(s, x0)), "vlb": _np(elbo.vlb_term(s, x0, x_t, t, eps_model))},
+                      SPECIAL))
+    return cases
+
+
+def _guidance_cases(rng):
+    from .guidance import cfg_combine, rescale_guidance
+
+    u, c = rng.standard_normal((3, 2, 4, 4)), rng.standard_normal((3, 2, 4, 4))
+    g = _np(cfg_combine(u, c, 3.0, "w"))
+    outs = {"cfg_w3": g, "cfg_1pw2": _np(cfg_combine(u, c, 2.0, "1+w")), "cfg_w0": _np(cfg_combine(u, c, 0.0, "w")),
+            "rescaled_phi0.7": _np(rescale_guidance(g, c, 0.7))}
+    return [Case("guidance", "refdiff.cfg_combine, refdiff.rescale_guidance",
+                 "classifier-free guidance: 'cfg_w3' = u + 3 (c - u); 'cfg_1pw2' = 3 c - 2 u (the '1+w' convention, "
+                 "w' = 2: the same number); 'cfg_w0' = u; 'rescaled_phi0.7' = 0.7 g std(c)/std(g) + 0.3 g with "
+                 "g = cfg_w3 and per-sample std over all non-batch entries",
+                 {}, {"out_uncond": u, "out_cond": c}, outs)]
+
+
+# ---------------------------------------------------------------------------- sampler steps
+def _step_cases(rng):
+    from .samplers import ddim_step, ddpm_step, dpm_solver as D, karras as K
+    from .schedules import make_schedule
+
+    s = make_schedule("linear", 1000)
+    sched = {"kind": "linear", "T": 1000}
+    N = 4
+    x_t, out, z = (rng.standard_normal((N, 3)) for _ in range(3))
+    t = np.array([0, 1, 500, 999], dtype=np.int64)
+    cases = []
+    outs = {vt: _np(ddpm_step(s, out, t, x_t, z, variance_type=vt)) for vt in ("fixed_small", "fixed_large")}
+    cases.append(Case("ddpm_step", "refdiff.ddpm_step", "one ancestral step per sample at 0-based t (no noise added "
+                      "at t = 0), epsilon prediction; outputs per variance_type", {"schedule": sched},
+                      {"x_t": x_t, "model_output": out, "t": t, "noise": z}, outs))
+    tp = np.array([-1, 0, 400, 899], dtype=np.int64)
+    outs = {"eta0": _np(ddim_step(s, out, t, tp, x_t)), "eta0.5": _np(ddim_step(s, out, t, tp, x_t, eta=0.5, noise=z)),
+            "eta1": _np(ddim_step(s, out, t, tp, x_t, eta=1.0, noise=z))}
+    cases.append(Case("ddim_step", "refdiff.ddim_step", "one DDIM step t -> t_prev per sample (t_prev = -1: "
+                      "alpha_bar_prev = 1), epsilon prediction; outputs per eta", {"schedule": sched},
+                      {"x_t": x_t, "model_output": out, "t": t, "t_prev": tp, "noise": z}, outs))
+    a_s, s_s, a_t, s_t, lam_p = 0.3, math.sqrt(1 - 0.09), 0.6, 0.8, math.log(0.2 / math.sqrt(1 - 0.04))
+    lam_pp = math.log(0.1 / math.sqrt(1 - 0.01))
+    m0, m1, m2 = out, rng.standard_normal((N, 3)), rng.standard_normal((N, 3))
+    sig, sig_next = s_s / a_s, s_t / a_t
+    outs = {
+        "euler": K.euler_step(x_t, sig, sig_next, m0),
+        "euler_ancestral": K.euler_ancestral_step(x_t, sig, sig_next, m0, z),
+        "dpm_solver_1": D.dpm_solver_1_step(x_t, m0, a_s, s_s, a_t, s_t),
+        "dpmpp_1": D.dpmpp_1_step(x_t, m0, a_s, s_s, a_t, s_t),
+        "dpmpp_2m": D.dpmpp_2m_update(x_t, m0, m1, lam_p, a_s, s_s, a_t, s_t),
+        "dpmpp_3m": D.dpmpp_3m_update(x_t, m0, m1, m2, lam_p, lam_pp, a_s, s_s, a_t, s_t),
+        "dpmpp_3m_published": D.dpmpp_3m_update(x_t, m0, m1, m2, lam_p, lam_pp, a_s, s_s, a_t, s_t, variant="published"),
+        "dpmpp_2m_sde": D.dpmpp_2m_sde_update(x_t, m0, m1, lam_p, a_s, s_s, a_t, s_t, z),
+    }
+    cases.append(Case("ode_steps", "refdiff.samplers step functions", "one step from (alpha_s, sigma_s) to (alpha_t, "
+                      "sigma_t) of each solver with given predictions: euler/euler_ancestral in sigma space "
+                      "(x = x_vp / alpha, sigma = sigma_t / alpha_t; m0 is x0_hat; ancestral eta = 1); dpm_solver_1 "
+                      "with m0 as eps_hat; dpmpp_* with m0 (and the earlier m1 at lambda_prev, m2 at lambda_prev2) as "
+                      "x0_hat, lambda = log(alpha / sigma); dpmpp_3m 'exact' and 'published' D2",
+                      {"alpha_s": a_s, "sigma_s": s_s, "alpha_t": a_t, "sigma_t": s_t, "lambda_prev": lam_p,
+                       "lambda_prev2": lam_pp}, {"x": x_t, "m0": m0, "m1": m1, "m2": m2, "noise": z},
+                      {k: _np(v) for k, v in outs.items()}))
+    return cases
+
+
+# ---------------------------------------------------------------------------- trajectories
+CONTINUOUS_METHODS = ("euler_maruyama", "pc", "pf_ode_rk4", "flow_euler", "flow_midpoint", "flow_rk4")
+TRAJECTORY_VARIANTS = {"ddim_eta1": ("ddim", {"eta": 1.0}), "ddpm_fixed_large": ("ddpm", {"variance_type": "fixed_large"})}
+
+
+def oracle_eps_model(schedule, mean=ORACLE_MEAN, var=ORACLE_VAR):
+    """The trajectories' model: exact eps of data N(mean, diag(var)) (module docstring)."""
+    from .backend import array_namespace, asarray_like
+    from .schedules import alpha_sigma
+
+    def model(x, t):
+        alpha, sigma = alpha_sigma(schedule, t, x)
+        mu, v = asarray_like(mean, x, dtype=x.dtype), asarray_like(var, x, dtype=x.dtype)
+        array_namespace(x)
+        return sigma * (x - alpha * mu) / (alpha * alpha * v + sigma * sigma)
+
+    return model
+
+
+class _Tape:
+    """A noise callable drawing from a seeded host rng and recording every draw."""
+
+    def __init__(self, seed):
+        self.rng, self.draws = np.random.default_rng(seed), []
+
+    def __call__(self, like):
+        from .backend import standard_normal
+
+        z = standard_normal(self.rng, like.shape, like)
+        self.draws.append(_np(z))
+        return z
+
+
+def _trajectory_cases(rng):
+    from .samplers.loop import sampler_methods
+    from .schedules import LinearVP, make_schedule, time_grid, timesteps
+
+    methods = sampler_methods()
+    runs = {m: (m, {}) for m in methods}
+    runs.update({k: v for k, v in TRAJECTORY_VARIANTS.items() if v[0] in methods})
+    s, vp = make_schedule("linear", 1000), LinearVP()
+    x_T = rng.standard_normal((4, 3))
+    cases = []
+    for i, (name, (method, opts)) in enumerate(sorted(runs.items())):
+        continuous = method in CONTINUOUS_METHODS
+        sch = vp if continuous else s
+        ts = time_grid(vp, 10, "time_uniform") if continuous else timesteps(1000, 10, "trailing")
+        tape, steps = _Tape(1000 + i), []
+        x0 = methods[method](oracle_eps_model(sch), x_T.copy(), sch, ts, prediction_type="epsilon", noise=tape,
+                             callback=lambda i, t, x, x0_hat: steps.append(_np(x)), **opts)
+        inputs = {"x_T": x_T, "timesteps": _f64(ts) if continuous else ts.astype(np.int64),
+                  "data_mean": ORACLE_MEAN, "data_var": ORACLE_VAR}
+        if tape.draws:
+            inputs["noise"] = _f64(np.stack(tape.draws))  # (draws, N, D), in draw order
+        sched = {"kind": "LinearVP", "beta_0": 0.1, "beta_1": 20.0, "t_min": 1e-3} if continuous else \
+            {"kind": "linear", "T": 1000}
+        cases.append(Case(f"trajectory_{name}", f"refdiff.sample(method={method!r})",
+                          f"a whole {method} run with options {opts} from x_T at timesteps[0] on the oracle model "
+                          f"(manifest 'model'), epsilon prediction; 'x_steps'[i] is the state after step i in VP "
+                          f"coordinates (callback), 'x0' the result" + ("; noise[k] is the k-th draw" if tape.draws else ""),
+                          {"method": method, "options": opts, "schedule": sched,
+                           "grid": "time_grid(LinearVP(), 10, 'time_uniform')" if continuous
+                           else "timesteps(1000, 10, 'trailing')"},
+                          inputs, {"x_steps": _f64(np.stack(steps)), "x0": _np(x0)}, TRAJECTORY))
+    return cases
+
+
+# ---------------------------------------------------------------------------- suite I/O
+def build_cases(seed: int = 20240601) -> list:
+    """Every case of the suite, computed now (deterministic for a given ``seed``)."""
+    rng = np.random.default_rng(seed)
+    return (_schedule_cases() + _forward_cases(rng) + _elbo_cases(rng) + _guidance_cases(rng) + _step_cases(rng)
+            + _trajectory_cases(rng))
+
+
+CONVENTIONS = {
+    "time": "discrete timesteps are 0-based: array index t is paper step t+1; alpha_bars[t] = prod_{s<=t}(1 - betas[s]); "
+            "alpha_bars_prev[0] = 1",
+    "continuous_time": "t in [0, 1], t = 0 is data, t = 1 noise (VP)",
+    "path": "x_t = alpha_t x_0 + sigma_t eps; discrete VP: alpha_t = sqrt(alpha_bar_t), sigma_t = sqrt(1 - alpha_bar_t)",
+    "fractional_index": "a float index tau of a discrete schedule means continuous time (tau + 1) / T with log alpha "
+                        "piecewise linear between knots (k + 1) / T (DPM-Solver), MATH.md (2.15)",
+    "shapes": "toys (N, D), images NCHW; per-sample scalars (N,)",
+    "dtype": "float64 for all real arrays, int64 for timesteps",
+    "noise": "stochastic steps take noise arrays; in trajectories noise[k] is the k-th standard normal draw",
+    "pass_rule": "|actual - expected| <= atol + rtol * |expected| elementwise; non-finite expected values must match exactly",
+}
+
+
+def write_suite(out, seed: int = 20240601) -> Path:
+    """Write the suite to directory ``out`` (created); returns the manifest path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cases = build_cases(seed)
+    manifest = {
+        "suite_version": SUITE_VERSION, "refdiff_version": __version__, "numpy_version": np.__version__,
+        "conventions": CONVENTIONS,
+        "model": {"description": "exact epsilon-prediction of Gaussian data N(mean, diag(var)): eps_hat = sigma (x - "
+                                 "alpha mean) / (alpha^2 var + sigma^2), alpha/sigma from the model time (conventions)",
+                  "mean": ORACLE_MEAN.tolist(), "var": ORACLE_VAR.tolist()},
+        "cases": {c.name: c.manifest_entry() for c in cases},
+    }
+    for c in cases:
+        np.savez(out / f"{c.name}.npz", **c.inputs, **c.outputs)
+    path = out / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=1))
+    return path
+
+
+# ---------------------------------------------------------------------------- checking
+@dataclass
+class CaseResult:
+    """The outcome of one case: ``status`` in "PASS", "FAIL", "MISSING"."""
+
+    name: str
+    status: str
+    max_abs: float = float("nan")
+    max_rel: float = float("nan")
+    worst: str = ""
+    notes: list = field(default_factory=list)
+
+
+def _read_manifest(suite: Path) -> dict:
+    path = suite / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no manifest.json in {str(suite)!r}: not a refdiff reference-vector suite")
+    try:
+        m = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({e})") from e
+    if m.get("suite_version") != SUITE_VERSION:
+        raise ValueError(f"{str(path)!r} has suite_version {m.get('suite_version')!r}; this refdiff reads version {SUITE_VERSION}")
+    return m
+
+
+def _compare(expected, actual, rtol, atol):
+    """(ok, max_abs, max_rel, note) for one output."""
+    if actual.shape != expected.shape:
+        return False, math.inf, math.inf, f"shape {actual.shape}, expected {expected.shape}"
+    e, a = expected.astype(np.float64), actual.astype(np.float64)
+    fin = np.isfinite(e)
+    if not np.array_equal(e[~fin], a[~fin], equal_nan=True):
+        return False, math.inf, math.inf, "non-finite values differ"
+    if not np.all(np.isfinite(a[fin])):
+        return False, math.inf, math.inf, "NaN/inf where a finite value is expected"
+    d = np.abs(a[fin] - e[fin])
+    if d.size == 0:
+        return True, 0.0, 0.0, ""
+    rel = d / np.where(e[fin] != 0, np.abs(e[fin]), np.inf)
+    ok = bool(np.all(d <= atol + rtol * np.abs(e[fin])))
+    return ok, float(d.max()), float(rel.max()), ""
+
+
+def check_suite(suite, results, *, tol_factor: float = 1.0) -> list:
+    """Compare ``results/<case>.npz`` with the suite's outputs; one :class:`CaseResult` per
+    case, in manifest order.  ``tol_factor`` scales every rtol and atol (e.g. 1e5 to check a
+    float32 implementation, whose round-off is ~1e-7 relative)."""
+    suite, results = Path(suite), Path(results)
+    if not (isinstance(tol_factor, (int, float)) and math.isfinite(tol_factor) and tol_factor > 0):
+        raise ValueError(f"tol_factor = {tol_factor!r} must be a finite number > 0")
+    m = _read_manifest(suite)
+    if not results.is_dir():
+        raise FileNotFoundError(f"results directory {str(results)!r} does not exist")
+    out = []
+    for name, spec in m["cases"].items():
+        exp_path, res_path = suite / f"{name}.npz", results / f"{name}.npz"
+        if not exp_path.is_file():
+            raise FileNotFoundError(f"the suite lacks {str(exp_path)!r} listed in its manifest")
+        if not res_path.is_file():
+            out.append(CaseResult(name, "MISSING", notes=[f"no {res_path.name}"]))
+            continue
+        try:
+            with np.load(exp_path) as E, np.load(res_path) as R:
+                exp = {k: E[k] for k in spec["outputs"]}
+                got = {k: R[k] for k in spec["outputs"] if k in R.files}
+        except (OSError, ValueError) as e:
+            out.append(CaseResult(name, "FAIL", notes=[f"cannot read {res_path.name}: {e}"]))
+            continue
+        r = CaseResult(name, "PASS", 0.0, 0.0)
+        rtol, atol = spec["rtol"] * tol_factor, spec["atol"] * tol_factor
+        for k, e in exp.items():
+            if k not in got:
+                r.status = "FAIL"
+                r.notes.append(f"output {k!r} MISSING")
+                continue
+            ok, da, dr, note = _compare(e, np.asarray(got[k]), rtol, atol)
+            if not ok:
+                r.status = "FAIL"
+                r.notes.append(f"{k}: " + (note or f"abs {da:.3g} rel {dr:.3g} > rtol {rtol:.1g}, atol {atol:.1g}"))
+            if da > r.max_abs or (math.isnan(r.max_abs)):
+                r.max_abs, r.worst = da, k
+            r.max_rel = max(r.max_rel, dr)
+        out.append(r)
+    return out
+
+
+def format_report(results: list) -> str:
+    """The pass/fail table printed by ``refdiff check``."""
+    w = max([len(r.name) for r in results] + [4])
+    lines = [f"{'case':<{w}}  status   max abs err  max rel err  worst output / notes"]
+    for r in results:
+        nums = "          -            -" if r.status == "MISSING" else f"{r.max_abs:11.3g}  {r.max_rel:11.3g}"
+        note = "; ".join(r.notes) if r.notes else r.worst
+        lines.append(f"{r.name:<{w}}  {r.status:<7}  {nums}  {note}")
+    n_pass = sum(r.status == "PASS" for r in results)
+    n_miss = sum(r.status == "MISSING" for r in results)
+    lines.append(f"{n_pass} of {len(results)} cases passed, {len(results) - n_pass - n_miss} failed, {n_miss} missing")
+    return "\n".join(lines)
