@@ -178,7 +178,8 @@ class _LatentMixture:
         return comp, r
 
     def x0_mean(self, x_t, alpha, sigma):
-        """E[x_0 | x_t], the ideal denoiser, MATH.md (6.3), (6.7), (6.14)."""
+        """E[x_0 | x_t], the ideal denoiser, MATH.md (6.3), (6.6)-(6.7), (6.14); the
+        mixture's responsibilities p(k | x_t) are a stable softmax of (6.6)."""
         P = _Prepared(self, x_t, alpha, sigma)
         comp, r = self._posterior(P)
         return P.out(self._moments(P, comp, r)[0])
@@ -214,7 +215,7 @@ class _LatentMixture:
 
     def div_velocity(self, x_t, alpha, sigma, d_alpha, d_sigma):
         """The exact divergence (trace of the Jacobian) of :meth:`velocity`, shape (N,),
-        MATH.md (6.9), (6.15)."""
+        MATH.md (6.8)-(6.9), (6.15)."""
         P = _Prepared(self, x_t, alpha, sigma)
         da, ds = _per_sample(d_alpha, P.xf, "d_alpha"), _per_sample(d_sigma, P.xf, "d_sigma")
         return self._div_velocity(P, da, ds)
