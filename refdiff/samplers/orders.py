@@ -1,0 +1,208 @@
+"""Convergence orders of the ODE samplers, measured against exact oracle trajectories,
+MATH.md (10.17) and (11.11).  Not star-exported: use ``refdiff.samplers.orders``.
+
+Global error: run a sampler with n steps from x_T and compare with the exact probability-
+flow ODE map (``GaussianData.ode_transport``) between the same two times; fit the slope of
+log(error) against log(n) by least squares; a method of order k has slope about -k.
+
+Setups (each stated so a user can reproduce it):
+
+* VP samplers: ``LinearVP(beta_0=0.1, beta_1=20, t_min=1e-3)``, grid ``time_grid(vp, n,
+  "logSNR")`` from t = 1 to t = 1e-3 (t = 0 is data), eps-prediction Gaussian oracle
+  N(mu, Sigma) with mu = (0.5, -1, 2) and Sigma = Q diag(1e-3, 1e-4, 1e-5) Q^T (a fixed
+  rotation Q): the data variances put the transition of x0_hat(lambda) inside the lambda
+  window, so the leading error terms do not integrate to zero (MATH.md (10.17)).
+* flow samplers: rectified flow (t = 0 data) from t = 1 to t = 0 on a uniform grid with a
+  velocity model; Gaussian N(mu, Q diag(0.25, 1, 4) Q^T), exact reference; and a 2-D
+  two-component Gaussian mixture whose reference is RK4 with 2048 steps (MATH.md (11.11)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..oracles import GaussianData, GaussianMixture
+from ..schedules import LinearVP, time_grid
+
+__all__ = ["SPECS", "gaussian_vp_oracle", "gaussian_flow_oracle", "mixture_flow_oracle", "global_error",
+           "fit_order", "measure_orders", "local_errors", "plot_errors"]
+
+_MEAN = np.array([0.5, -1.0, 2.0])
+_Q = np.linalg.qr(np.array([[1.0, 0.3, -0.2], [0.4, -1.0, 0.5], [0.1, 0.6, 1.2]]))[0]
+
+# label -> (method, options, expected order, setup); setup "vp" or "flow_gauss" / "flow_mix"
+SPECS = {
+    "ddim": ("ddim", {}, 1, "vp"),
+    "euler": ("euler", {}, 1, "vp"),
+    "heun": ("heun", {}, 2, "vp"),
+    "dpm_2": ("dpm_2", {}, 2, "vp"),
+    "dpm_solver_1": ("dpm_solver_1", {}, 1, "vp"),
+    "dpm_solver_2": ("dpm_solver_2", {}, 2, "vp"),
+    "dpm_solver_3": ("dpm_solver_3", {}, 3, "vp"),
+    "dpmpp_2s": ("dpmpp_2s", {}, 2, "vp"),
+    "dpmpp_2m": ("dpmpp_2m", {"lower_order_final": False}, 2, "vp"),
+    "dpmpp_3m": ("dpmpp_3m", {"lower_order_final": False}, 3, "vp"),
+    "dpmpp_3m_published": ("dpmpp_3m", {"lower_order_final": False, "variant": "published"}, 2, "vp"),
+    "pf_ode_rk4": ("pf_ode_rk4", {}, 4, "vp"),
+    "flow_euler": ("flow_euler", {}, 1, "flow_gauss"),
+    "flow_midpoint": ("flow_midpoint", {}, 2, "flow_mix"),
+    "flow_rk4": ("flow_rk4", {}, 4, "flow_gauss"),
+}
+
+
+def gaussian_vp_oracle():
+    """N((0.5, -1, 2), Q diag(1e-3, 1e-4, 1e-5) Q^T): the VP order oracle."""
+    return GaussianData(_MEAN, _Q @ np.diag([1e-3, 1e-4, 1e-5]) @ _Q.T)
+
+
+def gaussian_flow_oracle():
+    """N((0.5, -1, 2), Q diag(0.25, 1, 4) Q^T): the flow order oracle."""
+    return GaussianData(_MEAN, _Q @ np.diag([0.25, 1.0, 4.0]) @ _Q.T)
+
+
+def mixture_flow_oracle():
+    """0.3 N((1, 0.5), diag(0.3, 0.6)) + 0.7 N((-1, -0.5), diag(0.5, 0.2))."""
+    return GaussianMixture([0.3, 0.7], [[1.0, 0.5], [-1.0, -0.5]], [[0.3, 0.6], [0.5, 0.2]])
+
+
+def _methods():
+    from .loop import sampler_methods
+
+    return sampler_methods()
+
+
+def _vp():
+    return LinearVP(0.1, 20.0, t_min=1e-3)
+
+
+def _as(vp, t):
+    t = np.asarray(float(t))
+    return float(vp.alpha(t)), float(vp.sigma(t))
+
+
+def _rms(a, b):
+    return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
+
+
+def _flow_velocity(oracle):
+    return lambda x, t: oracle.velocity(x, 1.0 - t, t, -1.0, 1.0)  # rectified flow, t = 0 data (11.7)
+
+
+def _flow_reference(oracle, x, ts):
+    if isinstance(oracle, GaussianData):
+        return oracle.ode_transport(x, 1.0 - ts[0], ts[0], 1.0 - ts[-1], ts[-1])
+    from .flow import flow_rk4
+
+    return flow_rk4(_flow_velocity(oracle), x, None, np.linspace(ts[0], ts[-1], 2049))
+
+
+def global_error(label, n, *, n_samples=32, seed=0, **options):
+    """RMS error (over samples and coordinates) of the setup ``label`` of :data:`SPECS` with
+    n steps against the exact ODE map, MATH.md (10.17), (11.11)."""
+    method, opts, _, setup = SPECS[label] if label in SPECS else (label, {}, None, "vp")
+    opts = {**opts, **options}
+    fn = _methods()[method]
+    rng = np.random.default_rng(seed)
+    if setup == "vp":
+        vp, g = _vp(), gaussian_vp_oracle()
+        x = rng.standard_normal((n_samples, 3))
+        ts = time_grid(vp, n, "logSNR")
+        out = fn(g.as_model(vp, "epsilon"), x, vp, ts, prediction_type="epsilon", **opts)
+        return _rms(out, g.ode_transport(x, *_as(vp, ts[0]), *_as(vp, ts[-1])))
+    g = gaussian_flow_oracle() if setup == "flow_gauss" else mixture_flow_oracle()
+    x = rng.standard_normal((n_samples, g.D))
+    ts = np.linspace(1.0, 0.0, n + 1)
+    out = fn(_flow_velocity(g), x, None, ts, prediction_type="velocity", **opts)
+    return _rms(out, _flow_reference(g, x, ts))
+
+
+def fit_order(steps, errors):
+    """The least-squares slope k of log(error) = c - k log(n): the measured order."""
+    s, e = np.log(np.asarray(steps, dtype=np.float64)), np.log(np.asarray(errors, dtype=np.float64))
+    return float(-np.polyfit(s, e, 1)[0])
+
+
+def measure_orders(methods=None, steps=(16, 32, 64, 128), *, n_samples=32, seed=0):
+    """{label: {"steps", "errors", "order" (fitted), "expected", "method", "options"}} for each
+    label of :data:`SPECS` (default: every one whose method exists), MATH.md (10.17), (11.11).
+
+    Steps (16..128 by default) are where float64 round-off is far below the errors for
+    every method here (the smallest errors, RK4's at 128 steps, are ~1e-9)."""
+    avail = _methods()
+    labels = [k for k, v in SPECS.items() if v[0] in avail] if methods is None else list(methods)
+    out = {}
+    for label in labels:
+        if label not in SPECS:
+            raise ValueError(f"unknown order setup {label!r}; valid: {', '.join(SPECS)}")
+        errs = [global_error(label, int(n), n_samples=n_samples, seed=seed) for n in steps]
+        method, opts, expected, _ = SPECS[label]
+        out[label] = {"steps": list(map(int, steps)), "errors": errs, "order": fit_order(steps, errs),
+                      "expected": expected, "method": method, "options": dict(opts)}
+    return out
+
+
+def local_errors(label, hs, *, lam0=0.0, t0=0.6, n_samples=16, seed=0):
+    """One-step (local) errors for step sizes ``hs``: in lambda from lambda0 for VP methods, in t
+    from t0 for flow methods, starting on the exact trajectory (and, for the multistep
+    methods, with the exact previous predictions at lambda0 - h, lambda0 - 2h).  A method of
+    order k has local error O(h^{k+1}), MATH.md (10.17)."""
+    from .dpm_solver import dpmpp_2m_update, dpmpp_3m_update
+
+    method, opts, _, setup = SPECS[label]
+    rng = np.random.default_rng(seed)
+    errs = []
+    if setup != "vp":
+        g = gaussian_flow_oracle() if setup == "flow_gauss" else mixture_flow_oracle()
+        x1 = rng.standard_normal((n_samples, g.D))
+        fn = _methods()[method]
+        for h in hs:
+            x = _flow_reference(g, x1, [1.0, t0]) if setup == "flow_gauss" else \
+                _methods()["flow_rk4"](_flow_velocity(g), x1, None, np.linspace(1.0, t0, 513))
+            out = fn(_flow_velocity(g), x, None, np.array([t0, t0 - h]), prediction_type="velocity")
+            errs.append(_rms(out, _flow_reference(g, x, [t0, t0 - h])))
+        return errs
+    vp, g = _vp(), gaussian_vp_oracle()
+    xT = rng.standard_normal((n_samples, 3))
+    a1, s1 = _as(vp, 1.0)
+    tl = lambda lam: float(vp.t_from_lambda(np.asarray(lam)))  # noqa: E731
+    for h in hs:
+        ts = [tl(lam0 - 2 * h), tl(lam0 - h), tl(lam0), tl(lam0 + h)]
+        pts = [_as(vp, t) for t in ts]
+        xs = [g.ode_transport(xT, a1, s1, a, s) for a, s in pts]  # exact states
+        ref = xs[3]
+        if method in ("dpmpp_2m", "dpmpp_3m"):
+            m = [g.x0_mean(xs[j], *pts[j]) for j in range(3)]
+            lam = [math.log(a / s) for a, s in pts]
+            if method == "dpmpp_2m":
+                out = dpmpp_2m_update(xs[2], m[2], m[1], lam[1], *pts[2], *pts[3])
+            else:
+                out = dpmpp_3m_update(xs[2], m[2], m[1], m[0], lam[1], lam[0], *pts[2], *pts[3],
+                                      variant=opts.get("variant", "exact"))
+        else:
+            fn = _methods()[method]
+            out = fn(g.as_model(vp, "epsilon"), xs[2], vp, np.array(ts[2:]), prediction_type="epsilon", **opts)
+        errs.append(_rms(out, ref))
+    return errs
+
+
+def plot_errors(result, path):
+    """Save a log-log plot of global error against steps for a :func:`measure_orders` result
+    (matplotlib imported here, not at module import)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for label, r in result.items():
+        ax.loglog(r["steps"], r["errors"], "o-", label=f"{label}: {r['order']:.2f} (expect {r['expected']})")
+    ax.set_xlabel("steps")
+    ax.set_ylabel("RMS global error vs exact ODE map")
+    ax.set_title("refdiff sampler convergence on exact oracles")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
