@@ -39,6 +39,9 @@ __all__ = [
     "min_snr_weight",
     "objective_loss",
     "diffusion_loss",
+    "eps_to_target_factor",
+    "vlb_eps_weight",
+    "irreducible_loss",
     "check_labels",
     "drop_labels",
 ]
@@ -220,19 +223,54 @@ def min_snr_weight(alpha, sigma, target: str, gamma: float = 5.0):
     return capped * (sigma * sigma) / (r2 * r2)
 
 
-def objective_loss(out, x0, noise, alpha, sigma, *, target: str = "epsilon", weighting=None, gamma: float = 5.0):
+def eps_to_target_factor(alpha, sigma, target: str):
+    """SNR / c_target: the factor turning a weight on the eps MSE into the weight on the
+    ``target`` MSE that penalises the same x0 error equally, MATH.md (14.6): 1 (eps),
+    SNR (x0), alpha^2 / (alpha^2 + sigma^2)^2 (v).  (N,)."""
+    xp = array_namespace(alpha, sigma)
+    target = canonical_target(target)
+    if target == "epsilon":
+        return xp.ones_like(alpha)
+    if target == "sample":
+        return snr_from_alpha_sigma(alpha, sigma)
+    r2 = alpha * alpha + sigma * sigma
+    return alpha * alpha / (r2 * r2)
+
+
+def objective_loss(out, x0, noise, alpha, sigma, *, target: str = "epsilon", weighting=None, gamma: float = 5.0,
+                   extra_eps_weight=None):
     """``(loss, dloss/dout)`` for a network output ``out`` of type ``target`` at the noised
-    point x_t = alpha x0 + sigma noise, MATH.md (14.1)-(14.3), (14.10).
+    point x_t = alpha x0 + sigma noise, MATH.md (14.1)-(14.3), (14.6).
 
     alpha, sigma: floats, (N,) or (N, 1, ..., 1) arrays (as returned by
     ``refdiff.alpha_sigma``).  ``weighting``: None (unweighted target MSE) or one of
     "min_snr", "snr", "snr_plus_one", "truncated_snr" (x0-equivalent weights, converted to
-    ``target``; see :func:`target_weight`)."""
+    ``target``; see :func:`target_weight`).  ``extra_eps_weight`` (N,): a further weight
+    stated on the eps MSE (e.g. the ELBO weight of :func:`vlb_eps_weight`), converted to
+    ``target`` by :func:`eps_to_target_factor` and added."""
     target = canonical_target(target)
     a, s = _as_batch_coefs(alpha, sigma, x0)
     y = regression_target(x0, noise, a, s, target)
     w = None if weighting is None else target_weight(weighting, a, s, target, gamma)
+    if extra_eps_weight is not None:
+        xp = array_namespace(out)
+        extra = xp.astype(extra_eps_weight, a.dtype) * eps_to_target_factor(a, s, target)
+        w = (xp.ones_like(a) if w is None else w) + extra
     return weighted_mse(out, _cast(y, out), w)
+
+
+def vlb_eps_weight(schedule, t, like, variance_type: str = "fixed_small"):
+    """The per-sample weight w_t of :func:`refdiff.eps_mse_weight` (MATH.md (5.5)) at
+    integer timesteps ``t`` (N,), in ``like``'s namespace: with a fixed reverse variance the
+    ELBO term per data dimension is ``L_{t}/D = w_t mean_j (eps_hat - eps)_j^2`` for t >= 1,
+    so ``objective_loss(..., extra_eps_weight=lam * w_t)`` is the hybrid
+    L_simple + lam L_vlb of Nichol & Dhariwal (2021) for a fixed-variance model, MATH.md (14.7)."""
+    from .elbo import eps_mse_weight
+    from .schedules import gather
+
+    xp = array_namespace(like)
+    w = gather(eps_mse_weight(schedule, variance_type), t, like)
+    return xp.reshape(w, (w.shape[0],))  # (N, 1, ..., 1) -> (N,)
 
 
 def _cast(a, like):
@@ -252,6 +290,8 @@ def diffusion_loss(
     weighting=None,
     gamma: float = 5.0,
     y=None,
+    vlb_weight: float = 0.0,
+    variance_type: str = "fixed_small",
 ):
     """The denoising loss of one batch; draws nothing.  Returns ``(loss, dout, cache)``.
 
@@ -260,14 +300,37 @@ def diffusion_loss(
     t = 0 data), then ``out, cache = forward(params, x_t, t, y)`` and
     ``(loss, dout) = objective_loss(out, ...)``, MATH.md (14.1)-(14.3).  Pass ``dout`` and
     ``cache`` to the model's backward to get parameter gradients.
-    ``forward(params, x, t, y)`` is e.g. ``model.forward``."""
+    ``forward(params, x, t, y)`` is e.g. ``model.forward``.
+
+    ``vlb_weight = lam > 0`` (discrete Schedule, integer t) adds lam times the ELBO term of
+    a fixed-variance (``variance_type``) reverse process, per dimension: the hybrid
+    objective, MATH.md (14.7) (see :func:`vlb_eps_weight`)."""
     if tuple(x0.shape) != tuple(noise.shape):
         raise ValueError(f"x0 has shape {tuple(x0.shape)} but noise has shape {tuple(noise.shape)}")
     alpha, sigma = alpha_sigma(schedule, t, x0)
     x_t = alpha * x0 + sigma * noise
     out, cache = forward(params, x_t, t, y)
-    loss, dout = objective_loss(out, x0, noise, alpha, sigma, target=target, weighting=weighting, gamma=gamma)
+    extra = None
+    if vlb_weight:
+        if not vlb_weight > 0:
+            raise ValueError(f"vlb_weight must be >= 0, got {vlb_weight!r}")
+        extra = float(vlb_weight) * vlb_eps_weight(schedule, t, x0, variance_type)
+    loss, dout = objective_loss(out, x0, noise, alpha, sigma, target=target, weighting=weighting, gamma=gamma,
+                                extra_eps_weight=extra)
     return loss, dout, cache
+
+
+def irreducible_loss(oracle, x0, t, noise, schedule, *, target: str = "epsilon", weighting=None, gamma: float = 5.0):
+    """The loss of the Bayes-optimal prediction E[target | x_t] (from an exact oracle such
+    as :class:`refdiff.GaussianMixture`) on the given draws: a Monte Carlo estimate of the
+    floor below which no model's expected loss can go, MATH.md (14.17).  Draws nothing."""
+    target = canonical_target(target)
+    alpha, sigma = alpha_sigma(schedule, t, x0)
+    x_t = alpha * x0 + sigma * noise
+    method = {"epsilon": oracle.eps, "sample": oracle.x0_mean, "v_prediction": oracle.v}[target]
+    out = method(x_t, alpha, sigma)
+    loss, _ = objective_loss(out, x0, noise, alpha, sigma, target=target, weighting=weighting, gamma=gamma)
+    return loss
 
 
 def check_labels(y, num_classes: int, *, allow_null: bool = False, name: str = "y"):
