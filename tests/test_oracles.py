@@ -15,7 +15,7 @@ from scipy.stats import multivariate_normal as mvn
 
 import refdiff
 from refdiff.backend import to_numpy
-from tests._support import assert_close, asx
+from tests._support import assert_close, asx, schedule_and_t
 
 # float64 algebra on O(1) data with condition numbers <= ~1e3: 1e-10 relative is ample.
 ALG = dict(rtol=1e-10, atol=1e-11)
@@ -176,6 +176,55 @@ def test_gaussian_reverse_kernel_is_bayes(xp, kind):
         m_ref, c_ref = bayes(int(t), x[i])
         assert_close(mean_k[i, :], m_ref, xp=xp, **ALG)
         assert_close(cov_k[i, ...], c_ref, xp=xp, **ALG)
+
+
+@settings(max_examples=20)
+@given(st_=schedule_and_t(max_T=100), D=st.integers(1, 4), seed=st.integers(0, 2**31))
+def test_reverse_kernel_is_bayes_for_drawn_schedules(st_, D, seed):
+    """MATH.md (6.16): for hypothesis-drawn schedules, t and full covariances, the exact reverse
+    kernel has the mean and covariance of Gaussian conditioning of (x_{t-1}, x_t) (generic
+    solve).  Hand-worked limits: standard-normal data (lambda = 1, P = S = 1) give covariance
+    beta_t I, and near-point-mass data (lambda = 1e-12) give beta_tilde_t I (chapter 3)."""
+    sched, t = st_
+    rng = np.random.default_rng(seed)
+    cov = spd(rng, D)
+    mean = rng.normal(size=D)
+    g = refdiff.GaussianData(mean, cov)
+    x = rng.normal(size=(2, D))
+    abp, a, b = sched.alpha_bars_prev[t], sched.alphas[t], sched.betas[t]
+    C11 = abp * cov + (1 - abp) * np.eye(D)
+    C22, C12 = a * C11 + b * np.eye(D), math.sqrt(a) * C11
+    K = np.linalg.solve(C22, C12.T).T
+    m_ref = math.sqrt(abp) * mean + (x - math.sqrt(a * abp) * mean) @ K.T
+    mk, ck = g.reverse_kernel(sched, x, t)
+    scale = max(1.0, float(np.abs(K).max()))  # gains up to 1/sqrt(alpha_t) amplify rounding
+    assert_close(mk, m_ref, rtol=1e-9, atol=1e-10 * scale)
+    assert_close(ck, C11 - K @ C12.T, rtol=1e-9, atol=1e-12)
+    _, c1 = refdiff.GaussianData(np.zeros(D), 1.0).reverse_kernel(sched, x, t)
+    assert_close(c1, b * np.eye(D), rtol=1e-12, atol=1e-15)
+    _, c0 = refdiff.GaussianData(np.zeros(D), 1e-12).reverse_kernel(sched, x, t)
+    assert_close(c0, sched.posterior_variance[t] * np.eye(D), rtol=1e-9, atol=1e-11)  # deviation O(lambda)
+
+
+@settings(max_examples=20)
+@given(
+    ab=st.lists(st.tuples(st.floats(0.0, 1.5), st.floats(0.01, 2.0)), min_size=3, max_size=3),
+    seed=st.integers(0, 2**31),
+)
+def test_ode_transport_composition_property(ab, seed):
+    """MATH.md (6.12): for any three drawn (alpha, sigma) points (sigma > 0), transporting via
+    the middle point equals transporting directly, and the map preserves the noised marginals'
+    log-density up to the log-determinant sum_d log(s_to / s_from) (change of variables)."""
+    rng = np.random.default_rng(seed)
+    g, _, _ = make("full", 3, rng)
+    (a0, s0), (a1, s1), (a2, s2) = ab
+    x = rng.normal(size=(4, 3))
+    once = g.ode_transport(x, a0, s0, a2, s2)
+    twice = g.ode_transport(g.ode_transport(x, a0, s0, a1, s1), a1, s1, a2, s2)
+    assert_close(twice, once, rtol=1e-9, atol=1e-10)
+    lam = np.linalg.eigvalsh(g.cov)
+    logdet = 0.5 * np.sum(np.log((a2**2 * lam + s2**2) / (a0**2 * lam + s0**2)))
+    assert_close(g.log_prob_t(once, a2, s2), g.log_prob_t(x, a0, s0) - logdet, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("kind", ["diagonal", "full"])
