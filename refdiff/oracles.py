@@ -27,7 +27,7 @@ import numpy as np
 
 from .backend import array_namespace, asarray_like, check_finite, standard_normal
 from .parameterization import PREDICTION_TYPES
-from .schedules import Schedule, alpha_sigma, gather
+from .schedules import Schedule, _ContinuousVP, alpha_sigma, gather
 
 __all__ = ["GaussianData", "GaussianMixture", "EmpiricalData"]
 
@@ -291,7 +291,8 @@ class _LatentMixture:
         method = {"epsilon": self.eps, "sample": self.x0_mean, "v_prediction": self.v, "score": self.score}[
             prediction_type
         ]
-        alpha_sigma(schedule, 0 if isinstance(schedule, Schedule) else 1.0, np.zeros((1, 1)))  # type check
+        if not isinstance(schedule, (Schedule, _ContinuousVP)):
+            raise TypeError(f"schedule must be a Schedule or a continuous VP schedule, got {type(schedule).__name__}")
 
         def model(x, t):
             alpha, sigma = alpha_sigma(schedule, t, x)
