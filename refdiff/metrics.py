@@ -1,0 +1,406 @@
+"""Sample-quality measures for toy 2D (any D) and 8x8 data, MATH.md chapter 15.
+
+Distances between two sample sets ``x`` (n, D) and ``y`` (m, D) (8x8 images are flattened
+to D = 64):
+
+* :func:`sliced_wasserstein` -- the sliced p-Wasserstein distance (p = 2 by default),
+  exact 1-D Wasserstein between the projected empirical distributions (sorted samples,
+  quantile functions), averaged over random directions, MATH.md (15.1)-(15.2);
+  :func:`sliced_wasserstein_gaussians` is its closed form for two Gaussians (15.3).
+* :func:`energy_distance` -- Szekely's energy distance (V-statistic; squared form by
+  default), MATH.md (15.4)-(15.5).
+* :func:`oracle_nll` -- mean negative log-likelihood of samples under an exact oracle
+  density (nats), MATH.md (15.6).
+* :func:`frechet_distance` -- the Frechet (2-Wasserstein) distance between Gaussians
+  fitted to two feature sets, :func:`frechet_distance_gaussians` its closed form,
+  MATH.md (15.7).
+
+For 8x8 digits, a small MLP classifier written with refdiff's own layers
+(:func:`classifier_forward` / :func:`classifier_backward`, softmax cross-entropy
+:func:`softmax_cross_entropy` with its gradient, MATH.md (15.8)) trained by
+:func:`train_digit_classifier` gives class accuracy (:func:`classify`) and the feature
+space (:func:`features`) of the Frechet distance.
+
+All distances are namespace-agnostic (array API; float64 recommended) and return Python
+floats.  Randomness (the projection directions) comes from a ``numpy.random.Generator``
+or is passed explicitly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .backend import array_namespace, asarray_like, standard_normal, to_numpy
+from .nn.layers import linear_backward, linear_forward, silu_backward, silu_forward
+from .nn.optim import adam_init, adam_update
+
+__all__ = [
+    "random_directions",
+    "sliced_wasserstein",
+    "sliced_wasserstein_gaussians",
+    "energy_distance",
+    "oracle_nll",
+    "frechet_distance",
+    "frechet_distance_gaussians",
+    "fit_gaussian",
+    "classifier_init",
+    "classifier_forward",
+    "classifier_backward",
+    "softmax_cross_entropy",
+    "train_digit_classifier",
+    "classify",
+    "features",
+]
+
+
+# ---------------------------------------------------------------------------- helpers
+def _flat(x, name):
+    """(N, ...) -> (N, D) in x's namespace; N >= 1 and D >= 1 checked."""
+    if not hasattr(x, "shape") or x.ndim < 1:
+        raise ValueError(f"{name} must be an array of shape (N, D) or (N, C, H, W), got {getattr(x, 'shape', type(x).__name__)}")
+    xp = array_namespace(x)
+    if x.ndim == 1:
+        x = xp.reshape(x, (-1, 1))  # (N,) -> (N, 1)
+    if x.shape[0] < 1 or math.prod(x.shape[1:]) < 1:
+        raise ValueError(f"{name} must hold at least one sample of dimension >= 1, got shape {tuple(x.shape)}")
+    x = xp.reshape(x, (x.shape[0], -1))  # (N, ...) -> (N, D)
+    if x.shape[1] < 1:
+        raise ValueError(f"{name} must hold at least one sample of dimension >= 1, got shape {tuple(x.shape)}")
+    return x
+
+
+def _pair(x, y):
+    x, y = _flat(x, "x"), _flat(y, "y")
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must have the same dimension, got x {tuple(x.shape)} and y {tuple(y.shape)}")
+    return array_namespace(x, y), x, y
+
+
+def _check_p(p):
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not (math.isfinite(p) and p >= 1):
+        raise ValueError(f"p must be a finite number >= 1, got {p!r}")
+    return float(p)
+
+
+# ---------------------------------------------------------------------------- sliced Wasserstein
+def random_directions(n_projections: int, dim: int, rng: np.random.Generator, like=None):
+    """``n_projections`` directions uniform on the unit sphere S^{dim-1}, shape (L, dim):
+    standard normals drawn on the host from ``rng`` (one (L, dim) draw), normalised.
+    Returned in ``like``'s namespace (NumPy float64 when None).  MATH.md (15.2)."""
+    if isinstance(n_projections, bool) or not isinstance(n_projections, (int, np.integer)) or n_projections < 1:
+        raise ValueError(f"n_projections must be an integer >= 1, got {n_projections!r}")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    z = rng.standard_normal((int(n_projections), int(dim)))
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    return z if like is None else asarray_like(z, like)
+
+
+def _quantile_grid(n: int, m: int):
+    """Breakpoints of the two empirical quantile functions merged: the union of
+    {i/n} and {j/m}; returns (interval widths du, index into sorted x, index into sorted y)
+    for every interval of constant (F^-1, G^-1), host NumPy.  MATH.md (15.1)."""
+    u = np.union1d(np.arange(n + 1) / n, np.arange(m + 1) / m)  # sorted, from 0 to 1
+    du = np.diff(u)
+    keep = du > 0
+    mid = 0.5 * (u[:-1] + u[1:])[keep]
+    ix = np.minimum(np.floor(mid * n), n - 1).astype(np.int64)
+    iy = np.minimum(np.floor(mid * m), m - 1).astype(np.int64)
+    return du[keep], ix, iy
+
+
+def sliced_wasserstein(x, y, n_projections: int = 128, rng: np.random.Generator | None = None, *, p: float = 2,
+                       directions=None) -> float:
+    """The sliced p-Wasserstein distance SW_p(x, y) between two sample sets, MATH.md (15.1)-(15.2).
+
+    ``SW_p^p = (1/L) sum_l W_p^p(theta_l . x, theta_l . y)`` over L directions theta_l
+    uniform on the sphere, and the result is ``SW_p`` (not its p-th power).  Each 1-D
+    W_p is exact for the two empirical distributions: the integral of |F^-1 - G^-1|^p over
+    [0, 1] with both quantile functions piecewise constant (sorted samples; for n = m it
+    is the mean of |x_(i) - y_(i)|^p over matched order statistics).  Default p = 2 (the
+    Wasserstein-2 distance); p = 1 gives the sliced Wasserstein-1.
+
+    x (n, D), y (m, D) (images are flattened); sizes may differ.  ``directions`` (L, D)
+    unit vectors may be given explicitly; otherwise ``n_projections`` are drawn with
+    :func:`random_directions` from ``rng`` (required then).
+    """
+    p = _check_p(p)
+    xp, x, y = _pair(x, y)
+    D = x.shape[1]
+    if directions is None:
+        if rng is None:
+            raise TypeError("sliced_wasserstein needs rng (a numpy Generator) or explicit directions")
+        directions = random_directions(n_projections, D, rng, like=x)
+    if directions.ndim != 2 or directions.shape[1] != D:
+        raise ValueError(f"directions must have shape (L, {D}), got {tuple(directions.shape)}")
+    directions = asarray_like(to_numpy(directions), x)
+    px = xp.sort(x @ directions.T, axis=0)  # (n, L) sorted per projection
+    py = xp.sort(y @ directions.T, axis=0)  # (m, L)
+    du, ix, iy = _quantile_grid(x.shape[0], y.shape[0])
+    diff = xp.take(px, asarray_like(ix, px, dtype=xp.int64), axis=0) - xp.take(py, asarray_like(iy, py, dtype=xp.int64), axis=0)
+    w_pp = xp.sum(asarray_like(du, px)[:, None] * xp.abs(diff) ** p, axis=0)  # (L,) W_p^p per projection
+    return float(xp.mean(w_pp)) ** (1.0 / p)
+
+
+def sliced_wasserstein_gaussians(mean1, cov1, mean2, cov2, directions) -> float:
+    """Closed form of the sliced 2-Wasserstein distance between N(mean1, cov1) and
+    N(mean2, cov2) over the given directions (L, D), MATH.md (15.3): along theta both are
+    1-D Gaussians and ``W_2^2 = (theta . (m1 - m2))^2 + (sqrt(theta' C1 theta) -
+    sqrt(theta' C2 theta))^2``; returns ``sqrt(mean_l W_2^2)``."""
+    xp = array_namespace(directions)
+    m1, m2 = (asarray_like(to_numpy(m), directions) for m in (mean1, mean2))
+    c1, c2 = (asarray_like(to_numpy(c), directions) for c in (cov1, cov2))
+    dm = directions @ (m1 - m2)  # (L,)
+    s1 = xp.sqrt(xp.sum((directions @ c1) * directions, axis=1))  # (L,) projected std
+    s2 = xp.sqrt(xp.sum((directions @ c2) * directions, axis=1))
+    return math.sqrt(float(xp.mean(dm * dm + (s1 - s2) ** 2)))
+
+
+# ---------------------------------------------------------------------------- energy distance
+def _mean_pairwise_distance(a, b, chunk: int = 512):
+    """mean_{i,j} ||a_i - b_j|| over all n x m pairs (a V-statistic sum / (n m)), chunked."""
+    xp = array_namespace(a, b)
+    total = 0.0
+    for s in range(0, a.shape[0], chunk):
+        d = a[s:min(s + chunk, a.shape[0]), None, :] - b[None, :, :]  # (c, m, D)
+        total += float(xp.sum(xp.sqrt(xp.sum(d * d, axis=2))))
+    return total / (a.shape[0] * b.shape[0])
+
+
+def energy_distance(x, y, *, squared: bool = True, unbiased: bool = False) -> float:
+    """Energy distance between two sample sets, MATH.md (15.4)-(15.5):
+    ``D^2 = 2 E||X - Y|| - E||X - X'|| - E||Y - Y'||`` with the expectations replaced by
+    means over all pairs (V-statistic: the within-set means divide by n^2 and include the
+    zero diagonal), so D^2 >= 0 and D^2 = 0 exactly for identical sets.  In 1-D it equals
+    ``2 int (F_n - G_m)^2`` (15.5).
+
+    ``squared=False`` returns D (``scipy.stats.energy_distance``'s convention, 1-D only
+    there).  ``unbiased=True`` divides the within-set sums by n (n - 1) (U-statistic,
+    unbiased for the population D^2 but possibly negative).  x (n, D), y (m, D);
+    O(n m D) memory per 512-row chunk."""
+    xp, x, y = _pair(x, y)
+    n, m = x.shape[0], y.shape[0]
+    exy = _mean_pairwise_distance(x, y)
+    exx = _mean_pairwise_distance(x, x)
+    eyy = _mean_pairwise_distance(y, y)
+    if unbiased:
+        if n < 2 or m < 2:
+            raise ValueError(f"unbiased=True needs at least 2 samples in each set, got n={n}, m={m}")
+        exx *= n / (n - 1)
+        eyy *= m / (m - 1)
+    d2 = 2.0 * exy - exx - eyy
+    if squared:
+        return d2
+    return math.sqrt(max(d2, 0.0))
+
+
+# ---------------------------------------------------------------------------- oracle NLL
+def oracle_nll(samples, oracle, *, return_se: bool = False):
+    """Mean negative log-likelihood of ``samples`` under an exact density ``oracle``
+    (anything with ``log_prob(x0) -> (N,)``, e.g. :class:`refdiff.GaussianMixture`), in
+    nats per sample, MATH.md (15.6).  Its expectation under the sampler's distribution q
+    is the cross-entropy H(q, p) = -E_q log p; for q = p it is the entropy H(p), which the
+    NLL of true data samples estimates.  It is *not* minimised at q = p (a sampler that
+    concentrates on the modes of p scores lower), so read it next to the data's own NLL
+    and a two-sided distance (:func:`sliced_wasserstein`, :func:`energy_distance`).
+    ``return_se=True`` also returns the standard error of the mean."""
+    if not hasattr(oracle, "log_prob"):
+        raise TypeError(f"oracle must have a log_prob method (an exact density), got {type(oracle).__name__}")
+    if not hasattr(samples, "shape") or samples.ndim < 2 or samples.shape[0] < 1:
+        raise ValueError(f"samples must have shape (N, ...) with N >= 1, got {getattr(samples, 'shape', None)}")
+    lp = oracle.log_prob(samples)
+    xp = array_namespace(lp)
+    if not bool(xp.all(xp.isfinite(lp))):
+        raise FloatingPointError("oracle_nll: log_prob returned NaN or -inf for some samples")
+    nll = -float(xp.mean(lp))
+    if not return_se:
+        return nll
+    n = lp.shape[0]
+    se = float(xp.std(lp, correction=1)) / math.sqrt(n) if n > 1 else float("nan")
+    return nll, se
+
+
+# ---------------------------------------------------------------------------- Frechet distance
+def fit_gaussian(feat):
+    """Mean (D,) and unbiased covariance (D, D) (divided by n - 1, as the usual FID code
+    does) of features (n, D); MATH.md (15.7)."""
+    f = _flat(feat, "feat")
+    xp = array_namespace(f)
+    n = f.shape[0]
+    if n < 2:
+        raise ValueError(f"fitting a Gaussian needs at least 2 samples, got {n}")
+    mu = xp.mean(f, axis=0)
+    c = f - mu
+    return mu, (c.T @ c) / (n - 1)
+
+
+def _sqrtm_psd(c):
+    """Symmetric PSD square root by eigen-decomposition (negative eigenvalues from
+    rounding clipped to 0)."""
+    xp = array_namespace(c)
+    lam, V = xp.linalg.eigh((c + c.T) / 2.0)
+    return (V * xp.sqrt(xp.clip(lam, 0.0, None))) @ V.T
+
+
+def frechet_distance_gaussians(mean1, cov1, mean2, cov2) -> float:
+    """Squared Frechet (2-Wasserstein) distance between N(mean1, cov1) and N(mean2, cov2),
+    MATH.md (15.7): ``||m1 - m2||^2 + tr(C1 + C2 - 2 (C1^{1/2} C2 C1^{1/2})^{1/2})``.
+
+    Computed with symmetric eigen-decompositions (C1^{1/2}, then the eigenvalues of the
+    PSD matrix C1^{1/2} C2 C1^{1/2}); the trace equals tr((C1 C2)^{1/2}), which the usual
+    FID code computes with ``scipy.linalg.sqrtm(C1 @ C2)`` (same eigenvalues, but a
+    non-symmetric matrix whose square root can pick up imaginary rounding parts)."""
+    xp = array_namespace(cov1, cov2)
+    if cov1.ndim != 2 or tuple(cov1.shape) != tuple(cov2.shape) or cov1.shape[0] != cov1.shape[1]:
+        raise ValueError(f"cov1 and cov2 must be square matrices of one shape, got {tuple(cov1.shape)}, {tuple(cov2.shape)}")
+    if tuple(mean1.shape) != (cov1.shape[0],) or tuple(mean2.shape) != (cov1.shape[0],):
+        raise ValueError(f"means must have shape ({cov1.shape[0]},), got {tuple(mean1.shape)}, {tuple(mean2.shape)}")
+    s1 = _sqrtm_psd(cov1)
+    lam = xp.linalg.eigvalsh(s1 @ cov2 @ s1)
+    tr_sqrt = float(xp.sum(xp.sqrt(xp.clip(lam, 0.0, None))))
+    dm = mean1 - mean2
+    return float(xp.sum(dm * dm)) + float(xp.linalg.trace(cov1) + xp.linalg.trace(cov2)) - 2.0 * tr_sqrt
+
+
+def frechet_distance(feat_a, feat_b) -> float:
+    """Squared Frechet distance between Gaussians fitted (:func:`fit_gaussian`) to two
+    feature sets (n, D) and (m, D), MATH.md (15.7) -- FID's formula; with the features of
+    :func:`features` it is the 8x8 digits' analogue of FID.  Biased upwards at finite n
+    (the fitted covariances are noisy), so compare values at equal sample sizes."""
+    _pair(feat_a, feat_b)
+    ma, ca = fit_gaussian(feat_a)
+    mb, cb = fit_gaussian(feat_b)
+    return frechet_distance_gaussians(ma, ca, mb, cb)
+
+
+# ---------------------------------------------------------------------------- digit classifier
+def classifier_init(rng: np.random.Generator, *, n_in: int = 64, hidden=(256, 128), n_classes: int = 10,
+                    xp=None, dtype: str = "float64") -> dict:
+    """Parameters of the MLP classifier ``x (N, n_in) -> silu(linear) x len(hidden) ->
+    logits (N, n_classes)``: keys ``"l{i}.w"`` (d_in, d_out) ~ N(0, 1/d_in) and ``"l{i}.b"``
+    = 0, drawn on the host from ``rng``, moved to ``xp`` (NumPy default)."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    sizes = (int(n_in), *(int(h) for h in hidden), int(n_classes))
+    if min(sizes) < 1:
+        raise ValueError(f"layer sizes must be >= 1, got {sizes}")
+    xp = array_namespace() if xp is None else xp
+    P = {}
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        P[f"l{i}.w"] = xp.asarray(rng.standard_normal((a, b)) / math.sqrt(a), dtype=getattr(xp, dtype))
+        P[f"l{i}.b"] = xp.zeros(b, dtype=getattr(xp, dtype))
+    return P
+
+
+def _n_layers(params):
+    return sum(1 for k in params if k.endswith(".w"))
+
+
+def classifier_forward(params: dict, x, *, upto: int | None = None):
+    """Logits (N, K) and cache of the MLP classifier; x (N, ...) is flattened.  With
+    ``upto = k`` stops after the k-th hidden activation (the features)."""
+    xp = array_namespace(x)
+    h = xp.astype(xp.reshape(x, (x.shape[0], -1)), params["l0.w"].dtype)  # (N, ...) -> (N, D)
+    L = _n_layers(params)
+    caches = []
+    for i in range(L if upto is None else upto):
+        h, c_lin = linear_forward(h, params[f"l{i}.w"], params[f"l{i}.b"])
+        c_act = None
+        if i < L - 1:
+            h, c_act = silu_forward(h)
+        caches.append((c_lin, c_act))
+    return h, (caches, tuple(x.shape))
+
+
+def classifier_backward(params: dict, cache, dlogits):
+    """Gradients of ``sum(logits * dlogits)``: ``(grads, dx)`` (dx in x's shape)."""
+    caches, shape = cache
+    xp = array_namespace(dlogits)
+    G, d = {}, dlogits
+    for i in reversed(range(len(caches))):
+        c_lin, c_act = caches[i]
+        if c_act is not None:
+            d = silu_backward(d, c_act)
+        d, G[f"l{i}.w"], G[f"l{i}.b"] = linear_backward(d, c_lin)
+    return G, xp.reshape(d, shape)
+
+
+def softmax_cross_entropy(logits, y):
+    """Mean softmax cross-entropy and its gradient, MATH.md (15.8):
+    ``loss = (1/N) sum_n [logsumexp(z_n) - z_n[y_n]]``, ``dloss/dz = (softmax(z) - onehot(y)) / N``.
+    logits (N, K), y (N,) integer labels in [0, K)."""
+    xp = array_namespace(logits)
+    N, K = logits.shape
+    if getattr(y, "shape", None) != (N,):
+        raise ValueError(f"y must have shape ({N},), got {getattr(y, 'shape', None)}")
+    lo, hi = int(xp.min(y)), int(xp.max(y))
+    if lo < 0 or hi >= K:
+        raise ValueError(f"labels y must lie in [0, {K - 1}], got values in [{lo}, {hi}]")
+    m = xp.max(logits, axis=1, keepdims=True)
+    z = logits - m
+    lse = xp.log(xp.sum(xp.exp(z), axis=1, keepdims=True))  # (N, 1)
+    onehot = xp.astype(xp.reshape(y, (-1, 1)) == xp.reshape(xp.arange(K, dtype=y.dtype), (1, K)), logits.dtype)
+    loss = float(xp.mean(lse[:, 0] - xp.sum(z * onehot, axis=1)))
+    dlogits = (xp.exp(z - lse) - onehot) / N
+    return loss, dlogits
+
+
+def classify(params: dict, x, *, batch_size: int = 2048):
+    """Predicted labels (N,) int64 of the classifier (argmax of the logits)."""
+    xp = array_namespace(x)
+    out = [xp.argmax(classifier_forward(params, x[s:min(s + batch_size, x.shape[0])])[0], axis=1) for s in range(0, x.shape[0], batch_size)]
+    return xp.astype(xp.concat(out), xp.int64)
+
+
+def features(params: dict, x, *, batch_size: int = 2048):
+    """The last hidden activation (N, hidden[-1]) of the classifier: the feature space of
+    :func:`frechet_distance` for 8x8 digits."""
+    k = _n_layers(params) - 1
+    xp = array_namespace(x)
+    return xp.concat([classifier_forward(params, x[s:min(s + batch_size, x.shape[0])], upto=k)[0] for s in range(0, x.shape[0], batch_size)])
+
+
+def train_digit_classifier(data: str = "digits8x8", *, steps: int = 1500, batch_size: int = 128, lr: float = 1e-3,
+                           hidden=(256, 128), weight_decay: float = 1e-4, noise_std: float = 0.1, seed: int = 0,
+                           x_train=None, y_train=None, x_test=None, y_test=None):
+    """Train the MLP classifier; returns ``(params, test_accuracy)``.
+
+    Data: ``data`` = "digits8x8" (scikit-learn's digits, its fixed train/test split of
+    :func:`refdiff.data.digits8x8`) or "shapes8x8" (procedural; 4000 train / 1000 test
+    images drawn from ``default_rng([seed, 2])``), or explicit ``x_train, y_train,
+    x_test, y_test`` host arrays.  Training: AdamW (``refdiff.nn.optim``) on
+    :func:`softmax_cross_entropy`, float64, minibatches drawn with replacement from
+    ``default_rng(seed)`` (order: init, then per step the batch indices and the
+    augmentation noise: Gaussian pixel noise of std ``noise_std``, which makes the
+    classifier less brittle on slightly imperfect generated images).  The test accuracy
+    is measured on the held-out test split, never trained on.
+    """
+    if x_train is None:
+        from .data import digits8x8, shapes8x8
+
+        if data == "digits8x8":
+            x_train, y_train = digits8x8("train")
+            x_test, y_test = digits8x8("test")
+        elif data == "shapes8x8":
+            g = np.random.default_rng([seed, 2])
+            x_train, y_train = shapes8x8(4000, g)
+            x_test, y_test = shapes8x8(1000, g)
+        else:
+            raise ValueError(f"data must be 'digits8x8' or 'shapes8x8' (or pass x_train, ...), got {data!r}")
+    x_train, x_test = (np.asarray(a, dtype=np.float64).reshape(a.shape[0], -1) for a in (x_train, x_test))
+    y_train, y_test = np.asarray(y_train, dtype=np.int64), np.asarray(y_test, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    K = int(max(y_train.max(), y_test.max())) + 1
+    params = classifier_init(rng, n_in=x_train.shape[1], hidden=hidden, n_classes=K)
+    state = adam_init(params)
+    for _ in range(int(steps)):
+        idx = rng.integers(0, x_train.shape[0], size=batch_size)
+        xb = x_train[idx] + noise_std * rng.standard_normal((batch_size, x_train.shape[1]))
+        logits, cache = classifier_forward(params, xb)
+        _, dlogits = softmax_cross_entropy(logits, y_train[idx])
+        grads, _ = classifier_backward(params, cache, dlogits)
+        params, state = adam_update(params, grads, state, lr=lr, weight_decay=weight_decay)
+    acc = float(np.mean(classify(params, x_test) == y_test))
+    return params, acc
