@@ -569,7 +569,8 @@ def nll_bound(model, schedule: Schedule, x0, *, rng: np.random.Generator, predic
     ``-log p(x_0) <= L_T + sum_{t=1}^{T-1} L_t + L_0`` (0-based indices; (5.1)), with the
     prior L_T (5.3), the KL terms L_t (5.4) of the reverse model (mean (5.5), variance
     ``variance_type`` (5.6)-(5.7)) and the decoder L_0 (5.9) or (5.10).  With the exact
-    reverse model its expectation is H(q(x_0)) + KL(q(x_T) || N(0, I)), (5.18).
+    reverse model its expectation is H(q(x_0)) + KL(q(x_T) || N(0, I)),
+    MATH.md (5.18).
 
     Data and units: ``x0`` float64 of shape (N, ...) (NCHW or (N, D)).  With
     ``decoder="discretized"`` x0 holds levels in [-1, 1] on ``bins`` levels (8-bit images:
