@@ -677,8 +677,10 @@ def hybrid_loss(schedule: Schedule, x0, x_t, t, noise, model_output, var_output,
     where L_t (nats, :func:`vlb_term`) at the sampled 0-based t makes ``T L_t`` the
     one-sample estimate of L_vlb (5.13) and dividing by D ln 2 gives bits/dim.  With the
     default lam = 1e-3 the factor lam T is improved-diffusion's ``num_timesteps / 1000``.
-    (In that code the VLB term sees the mean through a stop-gradient, so it trains only the
-    variance; values are unaffected.)  ``target`` is ``noise``, ``x0`` or
+    improved-diffusion applies that factor for its rescaled loss (``rescale_learned_sigmas``);
+    its plain-MSE loss type adds the VLB term unscaled: ``lam = 1 / T``.  (In that code the
+    VLB term sees the mean through a stop-gradient, so it trains only the variance; values
+    are unaffected.)  ``target`` is ``noise``, ``x0`` or
     ``v = alpha noise - sigma x0`` for prediction_type epsilon, sample, v_prediction."""
     _check_choice("prediction_type", prediction_type, ("epsilon", "sample", "v_prediction"))
     if not lam >= 0:
