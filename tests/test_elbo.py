@@ -82,7 +82,7 @@ def entropy_plus_prior_kl(s, m=M, lam=LAM):
     return float(H + kl)
 
 
-def quadrature_batch(xp, s_unused=None, n=3, m=M, lam=LAM):
+def quadrature_batch(xp, n=3, m=M, lam=LAM):
     """Gauss-Hermite nodes as a batch: x0[k, d] = m_d + sqrt(2 lam_d) z_i, eps[k, d] =
     sqrt(2) z_j, weights w_i w_j / pi, k = (i, j).  Expectations of per-sample sums over d of
     per-dimension functions of (x0_d, eps_d) are exact for polynomials of degree <= 2n-1."""
