@@ -1,4 +1,4 @@
-"""Toy data sets: 2D point clouds and 8x8 images, MATH.md chapter 14 (section 14.6).
+"""Toy data sets: 2D point clouds and 8x8 images, MATH.md (14.19).
 
 Every generator takes a ``numpy.random.Generator`` and returns host float64 NumPy
 arrays; nothing is drawn from global state.  2D sets have shape (N, 2) and are scaled so
@@ -66,7 +66,8 @@ def _check_n(n):
 
 # ---------------------------------------------------------------------------- mixtures
 def mixture_parameters(name: str, std: float | None = None):
-    """``(weights (K,), means (K, 2), variances (K,))`` of a named isotropic mixture.
+    """``(weights (K,), means (K, 2), variances (K,))`` of a named isotropic mixture,
+    scaled to unit variance per coordinate by MATH.md (14.19).
 
     * "8gaussians": 8 equal components at angles 2 pi k / 8 on a circle of radius
       r = sqrt(2 (1 - s^2)), standard deviation s (default 0.1).  Per-coordinate
@@ -323,7 +324,8 @@ _NUM_CLASSES = {"8gaussians": 8, "25gaussians": 25, "moons": 2, "circles": 2, "c
 
 
 def load_dataset(name: str, n: int | None, rng: np.random.Generator | None = None, *, split: str = "train", **options) -> Dataset:
-    """The data set ``name`` (one of ``DATASETS``) with ``n`` points drawn with ``rng``.
+    """The data set ``name`` (one of ``DATASETS``) with ``n`` points drawn with ``rng``;
+    2D sets centred and scaled to unit population variance, MATH.md (14.19).
 
     Generated sets need ``n`` and ``rng``; options go to the generator (e.g. ``std`` for
     the mixtures, ``noise`` for moons).  "digits8x8" is finite: ``n=None`` returns the

@@ -87,7 +87,7 @@ def _bc(w, x):
 
 
 def snr_from_alpha_sigma(alpha, sigma):
-    """The signal-to-noise ratio SNR = alpha^2 / sigma^2, MATH.md (14.5) (+inf where
+    """The signal-to-noise ratio SNR = alpha^2 / sigma^2, MATH.md (14.4) (+inf where
     sigma = 0, 0 where alpha = 0)."""
     xp = array_namespace(alpha, sigma)
     a2, s2 = alpha * alpha, sigma * sigma
@@ -136,7 +136,7 @@ def weighted_mse(out, target_value, weights=None):
 
 
 def x0_error_factor(alpha, sigma, target: str):
-    """c_target with ||f - target||^2 = c_target ||x0_hat(f) - x_0||^2, MATH.md (14.6):
+    """c_target with ||f - target||^2 = c_target ||x0_hat(f) - x_0||^2, MATH.md (14.5):
     c_eps = SNR, c_x0 = 1, c_v = (alpha^2 + sigma^2)^2 / sigma^2 (= 1 + SNR on a VP path).
     alpha, sigma: per-sample arrays (N,); returns (N,)."""
     xp = array_namespace(alpha, sigma)
@@ -150,7 +150,7 @@ def x0_error_factor(alpha, sigma, target: str):
 
 
 def x0_weight(weighting: str, snr, gamma: float = 5.0):
-    """The x0-equivalent weight lambda(SNR) of a named weighting, MATH.md (14.7)-(14.9):
+    """The x0-equivalent weight lambda(SNR) of a named weighting, MATH.md (14.8):
 
     ============== =====================  ===============================
     weighting       lambda(SNR)            equals
@@ -185,7 +185,7 @@ _EPS_LIMIT_AT_ZERO_SNR = {"snr": 1.0, "min_snr": 1.0, "snr_plus_one": math.inf, 
 
 def target_weight(weighting, alpha, sigma, target: str, gamma: float = 5.0):
     """The per-sample weight w_target = lambda(SNR) / c_target that makes the weighted
-    ``target`` MSE equal the lambda-weighted x0 MSE, MATH.md (14.10); (N,).
+    ``target`` MSE equal the lambda-weighted x0 MSE, MATH.md (14.6); (N,).
 
     ``weighting=None`` means no weighting (w = 1 on the chosen target's own MSE, the
     "simple" loss).  At SNR = 0 (zero terminal SNR) the eps weight is the limit of
@@ -204,7 +204,7 @@ def target_weight(weighting, alpha, sigma, target: str, gamma: float = 5.0):
 
 
 def min_snr_weight(alpha, sigma, target: str, gamma: float = 5.0):
-    """Min-SNR-gamma weights (Hang et al. 2023) stated per target, MATH.md (14.11):
+    """Min-SNR-gamma weights (Hang et al. 2023) stated per target, MATH.md (14.9):
     w_x0 = min(SNR, gamma); w_eps = min(SNR, gamma) / SNR = min(1, gamma / SNR);
     w_v = min(SNR, gamma) sigma^2 / (alpha^2 + sigma^2)^2 (= min(SNR, gamma) / (SNR + 1) on a VP path).
     alpha, sigma: (N,) arrays; returns (N,)."""
@@ -323,7 +323,7 @@ def diffusion_loss(
 def irreducible_loss(oracle, x0, t, noise, schedule, *, target: str = "epsilon", weighting=None, gamma: float = 5.0):
     """The loss of the Bayes-optimal prediction E[target | x_t] (from an exact oracle such
     as :class:`refdiff.GaussianMixture`) on the given draws: a Monte Carlo estimate of the
-    floor below which no model's expected loss can go, MATH.md (14.17).  Draws nothing."""
+    floor below which no model's expected loss can go, MATH.md (14.18).  Draws nothing."""
     target = canonical_target(target)
     alpha, sigma = alpha_sigma(schedule, t, x0)
     x_t = alpha * x0 + sigma * noise
@@ -355,7 +355,7 @@ def check_labels(y, num_classes: int, *, allow_null: bool = False, name: str = "
 
 
 def drop_labels(y, p: float, rng: np.random.Generator, num_classes: int):
-    """Classifier-free condition dropout, MATH.md (14.19): each label is replaced by the
+    """Classifier-free condition dropout, MATH.md (14.10): each label is replaced by the
     null class ``num_classes`` independently with probability ``p``.
 
     The mask is ``rng.random(N) < p``, drawn on the host (one uniform per sample, even

@@ -190,10 +190,10 @@ def train(
 
     Each update: draw a batch, timesteps and noise (module docstring), evaluate
     :func:`refdiff.losses.diffusion_loss` (``target``, ``weighting``, ``gamma``;
-    MATH.md (14.1)-(14.3), (14.10)), backpropagate through ``model.backward``, optionally
-    clip by global norm (14.15), take an AdamW step (14.12)-(14.14) at the warmed-up rate
-    (14.18), and update the EMA (14.16)-(14.17).  For a class-conditional model the labels
-    are replaced by the null class with probability ``cond_dropout`` (14.19).
+    MATH.md (14.1)-(14.3), (14.6)), backpropagate through ``model.backward``, optionally
+    clip by global norm (14.14), take an AdamW step (14.11)-(14.13) at the warmed-up rate
+    (14.17), and update the EMA (14.15)-(14.16).  For a class-conditional model the labels
+    are replaced by the null class with probability ``cond_dropout`` (14.10).
 
     data, eval_data
         A :class:`refdiff.data.Dataset`, an ``(x, y)`` tuple or an array ``x`` (N, ...)

@@ -23,7 +23,7 @@ N = 200_000
 
 @pytest.mark.parametrize("name", ["8gaussians", "25gaussians", "moons", "swissroll", "circles", "checkerboard"])
 def test_2d_toys_are_centred_with_unit_scale(name):
-    """MATH.md (14.18): each 2D toy is centred by its population mean and scaled so that the
+    """MATH.md (14.19): each 2D toy is centred by its population mean and scaled so that the
     mean of the two per-coordinate population variances is 1 (exactly 1 per coordinate for
     the mixtures, circles and checkerboard).  The constants are derived in the docstrings
     (moons: Var = 3/4 and 9/16 - 1/pi before scaling; swiss roll: quadrature); circles and

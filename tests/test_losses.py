@@ -100,7 +100,7 @@ def test_target_error_is_snr_weighted_x0_error(b, target):
 @given(b=affine_batch(), weighting=st.sampled_from(WEIGHTINGS[1:]), gamma=st.floats(0.1, 20.0))
 @settings(max_examples=40)
 def test_weighted_objectives_agree(b, weighting, gamma):
-    """MATH.md (14.6): one clean estimate x0_hat written as an eps, an x0 and a v output
+    """MATH.md (14.6), (14.8): one clean estimate x0_hat written as an eps, an x0 and a v output
     (refdiff.parameterization.convert) gives the same weighted loss under all three
     targets when the weights are lambda(SNR) / c_target, and that loss is the
     lambda-weighted x0 MSE computed directly.  rtol 1e-9 (float64)."""
@@ -124,7 +124,7 @@ def test_weighted_objectives_agree(b, weighting, gamma):
 @given(b=affine_batch(), gamma=st.floats(0.1, 20.0), target=st.sampled_from(TARGETS))
 @settings(max_examples=40)
 def test_min_snr_weights_against_definition(b, gamma, target):
-    """Min-SNR-gamma (Hang et al. 2023), MATH.md (14.8): the x0 weight is min(SNR, gamma),
+    """Min-SNR-gamma (Hang et al. 2023), MATH.md (14.8)-(14.9): the x0 weight is min(SNR, gamma),
     and the per-target weights are that divided by c_target of (14.5): min(SNR, gamma) / SNR
     for eps, min(SNR, gamma) for x0, min(SNR, gamma) sigma^2 / (alpha^2 + sigma^2)^2 for v;
     min_snr_weight and target_weight("min_snr", ...) are written separately.  rtol 1e-12."""
@@ -138,7 +138,7 @@ def test_min_snr_weights_against_definition(b, gamma, target):
 
 
 def test_min_snr_on_a_vp_path_and_at_the_ends(xp):
-    """MATH.md (14.8) on a VP path: v weight = min(SNR, gamma) / (SNR + 1).  Hand values at
+    """MATH.md (14.9) on a VP path, with SNR = alpha^2 / sigma^2 (14.4): v weight = min(SNR, gamma) / (SNR + 1).  Hand values at
     gamma = 5: alpha^2 = 0.9 (SNR 9): eps 5/9, x0 5, v 5/10; alpha^2 = 0.5 (SNR 1): eps 1,
     x0 1, v 1/2.  At SNR = 0 (zero terminal SNR) the eps weight is the limit 1, and at
     sigma = 0 (SNR = inf) the x0 weight is gamma; both without NaN."""
@@ -223,7 +223,7 @@ def test_hybrid_vlb_term_matches_elbo():
 
 
 def test_oracle_floor_is_a_pythagorean_decomposition():
-    """MATH.md (14.17): for any predictor f(x_t, t), E||f - eps||^2 = E||f - E[eps|x_t]||^2 +
+    """MATH.md (14.18): for any predictor f(x_t, t), E||f - eps||^2 = E||f - E[eps|x_t]||^2 +
     E||eps - E[eps|x_t]||^2, the last term being irreducible_loss with the exact
     Gaussian-mixture oracle.  Checked by Monte Carlo for f = E[eps|x_t] + 0.3 tanh(x_t)
     on the "8gaussians" ring: the cross term 2 E[(f - eps_bar)(eps_bar - eps)] has mean 0,
@@ -247,7 +247,7 @@ def test_oracle_floor_is_a_pythagorean_decomposition():
 
 
 def test_condition_dropout_frequency_and_null_class(xp):
-    """MATH.md (14.19): each label becomes the null class K independently with probability
+    """MATH.md (14.10): each label becomes the null class K independently with probability
     p; over 20000 labels the dropped fraction lies within 4 binomial standard errors of p
     (fixed seed), kept labels are unchanged; p = 0 keeps all, p = 1 drops all."""
     rng = np.random.default_rng(5)

@@ -25,7 +25,7 @@ def _one(xp, v):
 
 
 def test_adam_two_steps_by_hand(xp):
-    """Adam, MATH.md (14.10), two steps worked by hand.
+    """Adam, MATH.md (14.11), two steps worked by hand.
 
     beta1 = 0.9, beta2 = 0.999, lr = 0.1, eps = 1e-8, p0 = 1, gradients g1 = 0.5, g2 = -1.
 
@@ -57,7 +57,7 @@ def test_adam_two_steps_by_hand(xp):
 
 
 def test_adamw_and_l2_two_steps_by_hand(xp):
-    """Weight decay, MATH.md (14.11) (decoupled) and (14.12) (L2), same data as above with
+    """Weight decay, MATH.md (14.12) (decoupled) and (14.13) (L2), same data as above with
     weight_decay = 0.5.
 
     AdamW: the moments see the raw gradients, so they equal the Adam ones; each step first
@@ -89,7 +89,7 @@ def test_adamw_and_l2_two_steps_by_hand(xp):
 @given(scale=st.floats(1e-3, 1e3), seed=st.integers(0, 2**16))
 @settings(max_examples=20)
 def test_adam_is_invariant_to_gradient_scale(scale, seed):
-    """MATH.md (14.10): with eps -> 0, m_hat / sqrt(v_hat) is unchanged when every gradient
+    """MATH.md (14.11): with eps -> 0, m_hat / sqrt(v_hat) is unchanged when every gradient
     is multiplied by c > 0, so three steps on g and on c g give the same parameters
     (eps = 1e-300 makes its contribution vanish; rtol 1e-12 for float64 rounding)."""
     rng = np.random.default_rng(seed)
@@ -120,7 +120,7 @@ def test_adam_is_pure():
 )
 @settings(max_examples=25)
 def test_clip_grad_norm_against_concatenation(shapes, max_norm, seed):
-    """MATH.md (14.13): the global norm is the norm of all gradients concatenated into one
+    """MATH.md (14.14): the global norm is the norm of all gradients concatenated into one
     vector; after clipping that vector is min(1, max_norm / norm) times the original, so
     its norm is min(norm, max_norm) and its direction is kept.  rtol 1e-12 (float64)."""
     rng = np.random.default_rng(seed)
@@ -135,7 +135,7 @@ def test_clip_grad_norm_against_concatenation(shapes, max_norm, seed):
 
 def test_clip_grad_norm_namespaces(xp):
     """A 3-4-12 example: gradients (3, 4) and (12,) have global norm 13; max_norm 6.5 halves
-    them, MATH.md (14.13).  The torch convention eps = 1e-6 scales by 6.5 / (13 + 1e-6)."""
+    them, MATH.md (14.14).  The torch convention eps = 1e-6 scales by 6.5 / (13 + 1e-6)."""
     g = {"a": asx(xp, [3.0, 4.0]), "b": asx(xp, [12.0])}
     c, n = clip_grad_norm(g, 6.5)
     assert n == pytest.approx(13.0, rel=1e-15)
@@ -156,7 +156,7 @@ def test_clip_grad_norm_nonfinite_is_reported():
 @given(decay=st.floats(0.0, 0.999), k=st.integers(1, 20))
 @settings(max_examples=20)
 def test_ema_closed_form(decay, k):
-    """MATH.md (14.14): with constant parameters p, k EMA steps from e_0 give
+    """MATH.md (14.15): with constant parameters p, k EMA steps from e_0 give
     e_k = p + decay^k (e_0 - p).  rtol 1e-12 (float64, k <= 20 steps)."""
     p = {"w": np.array([1.0, -2.0])}
     e = {"w": np.array([5.0, 3.0])}
@@ -166,13 +166,13 @@ def test_ema_closed_form(decay, k):
 
 
 def test_ema_namespaces(xp):
-    """One EMA step (14.14): 0.75 * 4 + 0.25 * 0 = 3."""
+    """One EMA step (14.15): 0.75 * 4 + 0.25 * 0 = 3."""
     out = ema_update({"w": asx(xp, [4.0])}, {"w": asx(xp, [0.0])}, 0.75)
     assert_close(out["w"], [3.0], xp=xp)
 
 
 def test_ema_decay_warmup_values():
-    """MATH.md (14.15): min(decay, (1 + k) / (10 + k)): 0.1 at k = 0, 0.5 at k = 8,
+    """MATH.md (14.16): min(decay, (1 + k) / (10 + k)): 0.1 at k = 0, 0.5 at k = 8,
     0.9 at k = 80, capped at decay = 0.9 from there on."""
     assert ema_decay_warmup(0, 0.999) == pytest.approx(0.1)
     assert ema_decay_warmup(8, 0.999) == pytest.approx(0.5)
@@ -181,7 +181,7 @@ def test_ema_decay_warmup_values():
 
 
 def test_warmup_and_cosine_lr():
-    """MATH.md (14.16): warm-up over 4 updates gives 1/4, 2/4, 3/4, 1, 1 of base; cosine
+    """MATH.md (14.17): warm-up over 4 updates gives 1/4, 2/4, 3/4, 1, 1 of base; cosine
     decay from base at the first post-warm-up update to min_lr, through the midpoint
     (base + min) / 2 half-way (cos(pi/2) = 0)."""
     assert [warmup_lr(k, 2.0, 4) for k in range(5)] == [0.5, 1.0, 1.5, 2.0, 2.0]

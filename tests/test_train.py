@@ -38,7 +38,7 @@ def _one_blas_thread():
 @pytest.mark.slow
 def test_mlp_reaches_the_oracle_floor():
     """Training the MLP on the "8gaussians" ring drives the held-out eps-MSE of its EMA
-    parameters within 10% of the irreducible floor E||eps - E[eps|x_t]||^2, MATH.md (14.17),
+    parameters within 10% of the irreducible floor E||eps - E[eps|x_t]||^2, MATH.md (14.18),
     evaluated with the exact mixture oracle on the same 20000 held-out (x0, t, eps) draws
     (x0 fresh from the mixture, t uniform over the 1000 steps).  Both numbers use the same
     draws, so their ratio is not blurred by independent Monte Carlo error; 20000 draws make

@@ -42,7 +42,7 @@ def _check_same_keys(params: dict, grads: dict) -> None:
 
 def adam_init(params: dict) -> dict:
     """The Adam state before the first step: zero moments of each parameter's shape and
-    dtype, and ``"step": 0`` (MATH.md (14.12))."""
+    dtype, and ``"step": 0`` (MATH.md (14.11))."""
     state = {"step": 0}
     for k, p in params.items():
         xp = array_namespace(p)
@@ -62,14 +62,14 @@ def adam_update(
     weight_decay: float = 0.0,
     decoupled: bool = True,
 ):
-    """One Adam / AdamW step; returns ``(new_params, new_state)``, MATH.md (14.12)-(14.14).
+    """One Adam / AdamW step; returns ``(new_params, new_state)``, MATH.md (14.11)-(14.13).
 
     With ``k = state["step"] + 1`` (the number of this update, 1-based)::
 
-        g   <- g + weight_decay * p                   (only if not decoupled: L2, (14.14))
+        g   <- g + weight_decay * p                   (only if not decoupled: L2, (14.13))
         m   <- beta1 m + (1 - beta1) g
         v   <- beta2 v + (1 - beta2) g^2
-        p   <- p - lr * weight_decay * p               (only if decoupled: AdamW, (14.13))
+        p   <- p - lr * weight_decay * p               (only if decoupled: AdamW, (14.12))
         p   <- p - lr * (m / (1 - beta1^k)) / (sqrt(v / (1 - beta2^k)) + eps)
 
     ``decoupled=True`` with ``weight_decay > 0`` is AdamW as implemented by
@@ -92,7 +92,7 @@ def adam_update(
     if "step" not in state or missing:
         raise ValueError(f"state is not an Adam state for these params (missing moments for {missing[:5]}); use adam_init(params)")
     k = int(state["step"]) + 1
-    bc1 = 1.0 - b1**k  # bias corrections of (14.12)
+    bc1 = 1.0 - b1**k  # bias corrections of (14.11)
     bc2 = 1.0 - b2**k
     lr, wd = float(lr), float(weight_decay)
     new_params, new_state = {}, {"step": k}
@@ -113,7 +113,7 @@ def adam_update(
 
 def global_norm(grads: dict) -> float:
     """The global Euclidean norm sqrt(sum_k ||g_k||^2) over all arrays (a Python float,
-    accumulated in float64), MATH.md (14.15)."""
+    accumulated in float64), MATH.md (14.14)."""
     total = 0.0
     for g in grads.values():
         xp = array_namespace(g)
@@ -123,7 +123,7 @@ def global_norm(grads: dict) -> float:
 
 
 def clip_grad_norm(grads: dict, max_norm: float, *, eps: float = 0.0):
-    """Clip by global norm, MATH.md (14.15): returns ``(clipped_grads, norm)`` with
+    """Clip by global norm, MATH.md (14.14): returns ``(clipped_grads, norm)`` with
     ``norm`` the global norm *before* clipping and every gradient scaled by
     ``min(1, max_norm / (norm + eps))``.
 
@@ -143,7 +143,7 @@ def clip_grad_norm(grads: dict, max_norm: float, *, eps: float = 0.0):
 
 
 def ema_update(ema_params: dict, params: dict, decay: float) -> dict:
-    """Exponential moving average of parameters, MATH.md (14.16):
+    """Exponential moving average of parameters, MATH.md (14.15):
     ``ema <- decay * ema + (1 - decay) * params``; returns a new dict."""
     if not 0.0 <= decay <= 1.0:
         raise ValueError(f"decay must lie in [0, 1], got {decay!r}")
@@ -155,7 +155,7 @@ def ema_update(ema_params: dict, params: dict, decay: float) -> dict:
 def ema_decay_warmup(step: int, decay: float) -> float:
     """The EMA decay actually used after ``step`` updates when warming it up,
     ``min(decay, (1 + step) / (10 + step))`` (the TensorFlow ExponentialMovingAverage
-    ``num_updates`` rule), MATH.md (14.17).  Early averages then forget the random
+    ``num_updates`` rule), MATH.md (14.16).  Early averages then forget the random
     initialisation quickly."""
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
@@ -163,7 +163,7 @@ def ema_decay_warmup(step: int, decay: float) -> float:
 
 
 def warmup_lr(step: int, base_lr: float, warmup_steps: int) -> float:
-    """Linear learning-rate warm-up, MATH.md (14.18): the rate for the update that
+    """Linear learning-rate warm-up, MATH.md (14.17): the rate for the update that
     follows ``step`` completed updates (0-based) is ``base_lr * min(1, (step + 1) /
     warmup_steps)``; ``warmup_steps = 0`` means no warm-up.
 
@@ -179,7 +179,7 @@ def warmup_lr(step: int, base_lr: float, warmup_steps: int) -> float:
 
 
 def cosine_lr(step: int, base_lr: float, total_steps: int, *, warmup_steps: int = 0, min_lr: float = 0.0) -> float:
-    """Linear warm-up then cosine decay to ``min_lr`` at ``total_steps``, MATH.md (14.18):
+    """Linear warm-up then cosine decay to ``min_lr`` at ``total_steps``, MATH.md (14.17):
     after warm-up, with ``u = (step - warmup) / (total - warmup)`` clipped to [0, 1]
     (``step`` = updates already taken, 0-based),
     ``lr = min_lr + (base_lr - min_lr) (1 + cos(pi u)) / 2``."""
