@@ -107,7 +107,7 @@ def cfg_model(model, y, guidance_scale, null_label, *, convention="w", guidance_
 
 
 def classifier_guided_eps(eps, grad_log_p_y, sigma, scale=1.0):
-    """Classifier guidance (Dhariwal & Nichol 2021) as an eps correction, MATH.md (12.5):
+    """Classifier guidance (Dhariwal & Nichol 2021) as an eps correction, MATH.md (12.1), (12.5):
     ``eps_hat = eps - scale * sigma_t * grad_x log p(y | x_t)``, i.e. the score
     ``grad log p_t(x) + scale * grad log p_t(y | x)``; scale 1 is the score of p_t(x | y)."""
     return eps - (_check_scale(scale, "scale") * bcast(sigma, eps)) * grad_log_p_y

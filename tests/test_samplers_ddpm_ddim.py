@@ -353,3 +353,30 @@ def test_step_bad_input():
         refdiff.ddim_inversion_step(s, x, 5, 3, x)
     with pytest.raises(TypeError, match="Schedule"):
         refdiff.ddpm_step(VP, x, 3, x, x)
+
+
+def test_learned_range_loop_endpoints():
+    """MATH.md (8.3): a learned-range model (prediction and v concatenated along axis 1)
+    with v = -1 everywhere samples exactly like fixed_small, with v = +1 like fixed_large,
+    from the same rng (log-interpolation endpoints; 1e-12)."""
+    s = refdiff.make_schedule("cosine", 50)
+    base = GAUSS.as_model(s)
+    x, ts = _rand((4, 2), 0), refdiff.timesteps(50, 10)
+    for v, vt in ((-1.0, "fixed_small"), (1.0, "fixed_large")):
+        learned = lambda xx, t, v=v: np.concatenate([base(xx, t), np.full_like(xx, v)], axis=1)  # noqa: E731
+        a = refdiff.sample(learned, x, s, ts, "ddpm", variance_type="learned_range", rng=np.random.default_rng(2),
+                           progress=False)
+        b = refdiff.sample(base, x, s, ts, "ddpm", variance_type=vt, rng=np.random.default_rng(2), progress=False)
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_continuous_vp_ddpm_equals_ddim_eta1():
+    """MATH.md (8.5), (8.8): on a continuous VP grid of n steps the DDPM chain over the grid
+    times equals DDIM with eta = 1 (same noise), and draws noise n times (the last time t_n
+    > 0 is not the data end).  1e-11."""
+    x, ts = _rand((3, 2), 1), refdiff.time_grid(VP, 12, "logSNR")
+    noise_a, noise_b = CountingNoise(3), CountingNoise(3)
+    a = ddpm_loop(GAUSS.as_model(VP), x, VP, ts, noise=noise_a)
+    b = ddim_loop(GAUSS.as_model(VP), x, VP, ts, eta=1.0, noise=noise_b)
+    np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11)
+    assert noise_a.calls == noise_b.calls == 12

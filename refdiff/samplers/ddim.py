@@ -48,7 +48,7 @@ def ddim_sigma(alpha, sigma, alpha_prev, sigma_prev, eta):
 
 
 def ddim_update(x_t, eps_hat, x0_hat, alpha, sigma, alpha_prev, sigma_prev, *, eta=0.0, noise=None):
-    """The generalized DDIM update on any affine path, MATH.md (8.7)-(8.8):
+    """The generalized DDIM update on any affine path, MATH.md (8.6)-(8.8):
 
     ``x_s = alpha_s x0_hat + sqrt(sigma_s^2 - sigma_eta^2) eps_hat + sigma_eta noise``.
 
