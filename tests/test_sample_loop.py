@@ -77,7 +77,8 @@ def test_samples_match_mixture(case):
 # ------------------------------------------------------------------------- noise, callbacks
 def test_noise_reproducible_across_namespaces(xp):
     """Noise is drawn on the host from rng: the same seed gives the same samples in NumPy
-    and array_api_strict (a stochastic method), in the input's namespace."""
+    and array_api_strict, in the input's namespace, for every S1 method (and Euler ancestral
+    in the strict namespace equals DDPM in NumPy, MATH.md (9.4))."""
     s = refdiff.make_schedule("linear", 100)
     x = _rand((3, 2), 0)
     ref = refdiff.sample(MIX.as_model(s), x, s, refdiff.timesteps(100, 10), "ddpm", rng=np.random.default_rng(4),
@@ -85,6 +86,13 @@ def test_noise_reproducible_across_namespaces(xp):
     got = refdiff.sample(MIX.as_model(s), asx(xp, x), s, refdiff.timesteps(100, 10), "euler_ancestral",
                          rng=np.random.default_rng(4), progress=False)
     assert_close(got, ref, xp=xp, rtol=1e-11, atol=1e-11)
+    for method in MINE:
+        opts = {"s_churn": 5.0} if method == "edm" else {}
+        ref = refdiff.sample(MIX.as_model(s), x, s, refdiff.timesteps(100, 6), method, rng=np.random.default_rng(4),
+                             progress=False, **opts)
+        got = refdiff.sample(MIX.as_model(s), asx(xp, x), s, refdiff.timesteps(100, 6), method,
+                             rng=np.random.default_rng(4), progress=False, **opts)
+        assert_close(got, ref, xp=xp, rtol=1e-12, atol=1e-12, err_msg=method)
 
 
 def test_callback_and_progress(capsys):

@@ -380,3 +380,18 @@ def test_continuous_vp_ddpm_equals_ddim_eta1():
     b = ddim_loop(GAUSS.as_model(VP), x, VP, ts, eta=1.0, noise=noise_b)
     np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11)
     assert noise_a.calls == noise_b.calls == 12
+
+
+def test_per_sample_timesteps(xp):
+    """MATH.md (8.1), (8.7): with integer arrays t, t_prev of shape (N,) (t_prev = -1 allowed)
+    each row equals the scalar-t step of that row (float64: 1e-12)."""
+    s = refdiff.make_schedule("linear", 30)
+    t, tp = np.array([29, 10, 3, 0]), np.array([20, 9, -1, -1])
+    x, eps, z = (_rand((4, 3), k) for k in range(3))
+    got = refdiff.ddim_step(s, asx(xp, eps), asx(xp, t), asx(xp, tp), asx(xp, x), eta=0.7, noise=asx(xp, z))
+    got2 = refdiff.ddpm_step(s, asx(xp, eps), asx(xp, t), asx(xp, x), asx(xp, z), variance_type="fixed_large")
+    for i in range(4):
+        row = refdiff.ddim_step(s, eps[i:i + 1], int(t[i]), int(tp[i]), x[i:i + 1], eta=0.7, noise=z[i:i + 1])
+        assert_close(got[i:i + 1, :], row, xp=xp, rtol=1e-12, atol=1e-12)
+        row = refdiff.ddpm_step(s, eps[i:i + 1], int(t[i]), x[i:i + 1], z[i:i + 1], variance_type="fixed_large")
+        assert_close(got2[i:i + 1, :], row, xp=xp, rtol=1e-12, atol=1e-12)
