@@ -256,3 +256,23 @@ def test_bad_input():
     with pytest.raises(ValueError, match="per-sample shape"):
         train(_tiny_model(), data, eval_data=np.zeros((4, 3)), **kw)
     assert math.isfinite(train(_tiny_model(), data, **kw).losses[-1])
+
+
+def test_evaluation_never_touches_the_training_stream():
+    """The held-out evaluation draws come from their own generator: changing the evaluation
+    data, size or frequency leaves every training loss and parameter bit-identical."""
+    model, data = _tiny_model(), _tiny_data()
+    other = _tiny_data(seed=5)
+    kw = dict(schedule=SCHED, steps=12, batch_size=16, progress=False, seed=4)
+    a = train(model, data, eval_every=0, eval_size=0, **kw)
+    b = train(model, data, eval_data=other, eval_every=3, eval_size=100, **kw)
+    assert np.array_equal(a.losses, b.losses)
+    _same(a.params, b.params)
+    assert b.eval_steps.tolist() == [3, 6, 9, 12] and np.all(np.isfinite(b.eval_losses))
+    assert a.eval_steps.size == 0
+
+
+def test_progress_bar_shows_the_loss(capsys):
+    """With progress=True a tqdm bar on stderr carries the running loss."""
+    train(_tiny_model(), _tiny_data(), schedule=SCHED, steps=10, batch_size=8, eval_size=0, progress=True)
+    assert "loss=" in capsys.readouterr().err
