@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from ..backend import array_namespace, bcast, check_finite
+from ..schedules import InterpolatedVP
 from .common import predict_eps_x0
 from .dpm_solver import _Axis, _grid_values
 
@@ -119,10 +120,13 @@ class _SDETime:
         return tc * self.axis.T - 1.0 if self.discrete else tc
 
     def coefs(self, tc):
-        """(f, g^2, sigma) at continuous time tc."""
-        tt = np.asarray(tc, dtype=np.float64)
+        """(f, g^2, sigma) at continuous time tc.  On InterpolatedVP (and a Schedule) log alpha is piecewise linear
+        with knots at the grid indices; f is the slope of the segment just below tc (the one a
+        reverse-time step integrates over), not the one above a knot."""
         vp = self.axis.vp
-        return float(vp.dlog_alpha_dt(tt)), float(vp.beta(tt)), float(vp.sigma(tt))
+        kinked = isinstance(vp, InterpolatedVP)
+        tf = np.asarray(tc - 1e-9 / vp.schedule.T if kinked else tc, dtype=np.float64)
+        return float(vp.dlog_alpha_dt(tf)), float(vp.beta(tf)), float(vp.sigma(np.asarray(tc, dtype=np.float64)))
 
     def predict(self, model, x, tc, prediction_type, step, i=None):
         return predict_eps_x0(model, x, self.model_time(tc, i), self.schedule, prediction_type, step=step)
@@ -168,7 +172,7 @@ def euler_maruyama(model, x, schedule, timesteps, *, prediction_type="epsilon", 
 
 
 def pc(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=None, callback=None, snr=0.16,
-       n_corrector=1, langevin_norm="sample", denoise=True):
+       n_corrector=1, langevin_norm="batch", denoise=True):
     """Predictor-corrector sampling (Song et al. 2021, Alg. 3 with the VP Langevin corrector),
     MATH.md (11.2)-(11.4).
 
@@ -176,7 +180,9 @@ def pc(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=None, 
     noise(x) (used for both the step size (11.4) and the move (11.3)), then one Euler-Maruyama
     predictor step to t_{i+1} drawing one noise(x) (none on the last step of a continuous grid
     when ``denoise=True``).  Schedule grids end with the Tweedie step x0_hat, as
-    :func:`euler_maruyama`.  ``langevin_norm``: 'sample' (the paper) or 'batch' (the code release)."""
+    :func:`euler_maruyama`.  ``langevin_norm``: 'batch' (default, the code release: batch-mean
+    norms) or 'sample' (the paper's per-sample norms; in low dimension ||score|| near a mode is
+    often tiny, the step size heavy-tailed and the corrector unstable, MATH.md (11.4))."""
     who = "pc"
     _need_noise(noise, who)
     if isinstance(n_corrector, bool) or not isinstance(n_corrector, int) or n_corrector < 0:
