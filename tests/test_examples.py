@@ -1,0 +1,75 @@
+"""Every figure-writing script in examples/ runs at its ``--tiny`` size and writes the
+PNG files it promises (the README's gallery is made by these scripts at full size)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+# script -> the files it promises (None: whatever PNGs it reports writing, at least one)
+FIGURE_SCRIPTS = {
+    "forward_process": ["forward_digits.png", "forward_2d.png"],
+    "schedules": ["schedules.png"],
+    "score_field": ["score_field.png"],
+    "trajectories_2d": ["trajectories_2d.png"],
+    "cfg_digits": ["cfg_digits.png", "cfg_tradeoff.png", "cfg_digits.json"],
+    "elbo_breakdown": ["elbo_breakdown.png"],
+    "sampler_orders": None,
+}
+# scripts that write no figures (they print numbers); run by their own tests or by hand
+OTHER_SCRIPTS = {"mixture_floor"}
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _load(name):
+    path = EXAMPLES / f"{name}.py"
+    if not path.exists():
+        pytest.skip(f"examples/{name}.py is not in this checkout yet")
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_script_is_registered():
+    """A new script in examples/ must be listed here, so none goes untested."""
+    scripts = {p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_")}
+    unknown = scripts - set(FIGURE_SCRIPTS) - OTHER_SCRIPTS
+    assert not unknown, f"register these examples in tests/test_examples.py: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("name", sorted(FIGURE_SCRIPTS))
+def test_example_runs_tiny_and_writes_its_figures(name, tmp_path, capsys):
+    mod = _load(name)
+    out = tmp_path / name
+    mod.main(["--tiny", "--out", str(out)])
+    printed = capsys.readouterr().out
+    promised = FIGURE_SCRIPTS[name]
+    if promised is None:
+        promised = sorted(p.name for p in out.glob("*.png"))
+        assert promised, f"{name} wrote no PNG into {out}"
+    for fname in promised:
+        f = out / fname
+        assert f.exists() and f.stat().st_size > 0, f"{name} did not write {fname}"
+        if fname.endswith(".png"):
+            assert f.read_bytes()[:8] == PNG_MAGIC, f"{fname} is not a PNG file"
+            assert fname in printed, f"{name} should print the path of {fname}"
+
+
+def test_eight_by_eight_falls_back_to_shapes_without_sklearn(monkeypatch, capsys):
+    """Without scikit-learn the 8x8 examples say so and use the procedural shapes."""
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import _common
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    monkeypatch.setattr(_common, "have_sklearn", lambda: False)
+    x, y, name = _common.eight_by_eight("train", n_shapes=50)
+    assert name == "shapes8x8" and x.shape == (50, 1, 8, 8) and y.shape == (50,)
+    assert "scikit-learn is not installed" in capsys.readouterr().err
