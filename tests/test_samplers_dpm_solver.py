@@ -65,6 +65,21 @@ def test_first_order_to_sigma_zero_is_x0_hat(xp):
 
 
 # ------------------------------------------------------------------ exponential integrator
+@pytest.mark.parametrize("lam", [-2.0, 0.0, 1.5])
+def test_pf_ode_in_lambda_is_derivative_of_exact_map(lam):
+    """MATH.md (10.1): both forms of dx/dlambda, (dlog alpha/dlambda) x - sigma eps_hat and
+    (dlog sigma/dlambda) x + alpha x0_hat, equal the lambda-derivative of the exact Gaussian
+    probability-flow map (MATH.md (6.12)), by a central difference (step 1e-5)."""
+    g = refdiff.GaussianData([0.5, -1.0], [[0.8, 0.3], [0.3, 0.5]])
+    x = np.random.default_rng(0).standard_normal((4, 2))
+    a, s = _ab(lam)
+    d = 1e-5
+    fd = (g.ode_transport(x, a, s, *_ab(lam + d)) - g.ode_transport(x, a, s, *_ab(lam - d))) / (2 * d)
+    dla, dls = s * s, -a * a  # d log alpha / d lambda = sigma^2, d log sigma / d lambda = -alpha^2 on VP
+    assert_close(dla * x - s * g.eps(x, a, s), fd, rtol=1e-7, atol=1e-8)
+    assert_close(dls * x + a * g.x0_mean(x, a, s), fd, rtol=1e-7, atol=1e-8)
+
+
 @given(st.floats(-3, 3), st.floats(0.05, 2.0), st.lists(st.floats(-2, 2), min_size=3, max_size=3),
        st.sampled_from(["noise", "data"]))
 @settings(max_examples=30)
