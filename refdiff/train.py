@@ -32,7 +32,7 @@ from .schedules import Schedule, _ContinuousVP
 __all__ = ["TrainResult", "train", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.npz"
-_NOT_COMPARED_ON_RESUME = ("steps", "progress", "eval_every", "checkpoint_every")
+_NOT_COMPARED_ON_RESUME = ("steps", "eval_every", "eval_size", "checkpoint_every")
 
 
 @dataclass
@@ -205,7 +205,7 @@ def train(
         ``checkpoint_every`` updates and at the end.  ``resume=True`` continues from it
         (bit-identically on NumPy) when it exists, after checking that the model config,
         schedule and training options (other than ``steps``, ``eval_every``,
-        ``checkpoint_every``) are the same; without ``resume`` an existing checkpoint is an
+        ``eval_size``, ``checkpoint_every``) are the same; without ``resume`` an existing checkpoint is an
         error rather than being overwritten.
     dtype, xp
         Parameter and activation dtype ("float32" default) and array namespace (NumPy
