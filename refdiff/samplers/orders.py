@@ -196,13 +196,15 @@ def plot_errors(result, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for label, r in result.items():
-        ax.loglog(r["steps"], r["errors"], "o-", label=f"{label}: {r['order']:.2f} (expect {r['expected']})")
+    fig, ax = plt.subplots(figsize=(9, 5))
+    colors = plt.cm.tab20(np.linspace(0, 1, max(len(result), 2)))
+    for c, (label, r) in zip(colors, result.items()):
+        style = "s--" if label.startswith("flow") else ("^:" if SPECS.get(label, ("", {}, 0, "vp"))[2] >= 3 else "o-")
+        ax.loglog(r["steps"], r["errors"], style, color=c, label=f"{label}: {r['order']:.2f} (expect {r['expected']})")
     ax.set_xlabel("steps")
     ax.set_ylabel("RMS global error vs exact ODE map")
     ax.set_title("refdiff sampler convergence on exact oracles")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
