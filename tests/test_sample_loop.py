@@ -167,3 +167,27 @@ def test_bad_model_output_names_the_step(method):
     first_bad = 5 if method in ("heun", "dpm_2", "edm") else 6
     with pytest.raises(FloatingPointError, match=f"step {first_bad}"):
         refdiff.sample(nan_late, x, s, ts, method, **opts)
+
+
+def test_sample_runs_flow_velocity_models():
+    """A rectified-flow velocity model (the exact Gaussian-data velocity, MATH.md (4.7)) goes
+    through refdiff.sample with schedule=None and gives exactly what the flow loop gives when
+    called directly; velocity with a non-flow method, or with a schedule, is refused."""
+    import refdiff
+    from refdiff.samplers.flow import METHODS as FLOW
+
+    data = refdiff.GaussianData(np.array([0.5, -1.0]), np.array([0.3, 0.1]))
+
+    def u(x, t):  # exact velocity of the t0_data rectified-flow path: alpha = 1 - t, sigma = t
+        tt = float(t[0])
+        return data.velocity(x, 1.0 - tt, tt, -1.0, 1.0)
+
+    xT = np.random.default_rng(0).standard_normal((8, 2))
+    ts = np.linspace(1.0, 1e-3, 21)
+    a = refdiff.sample(u, xT, None, ts, "flow_rk4", prediction_type="velocity", progress=False)
+    b = FLOW["flow_rk4"](u, xT, None, ts, prediction_type="velocity")
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="needs a flow method"):
+        refdiff.sample(u, xT, None, ts, "ddim", prediction_type="velocity")
+    with pytest.raises(TypeError, match="schedule=None"):
+        refdiff.sample(u, xT, refdiff.make_schedule("linear", 10), ts, "flow_euler", prediction_type="velocity")

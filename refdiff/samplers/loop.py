@@ -79,7 +79,9 @@ def sample(model, x_T, schedule, timesteps, method, *, prediction_type="epsilon"
     x_T : the start state in VP coordinates at ``timesteps[0]`` (N(0, I) for a full run).
     schedule, timesteps : a Schedule and a strictly decreasing integer grid in [0, T-1]
         (e.g. ``refdiff.timesteps(T, n)``), or a continuous VP and decreasing floats in
-        (0, 1] (e.g. ``refdiff.time_grid(vp, n)``; t = 0 is data).
+        (0, 1] (e.g. ``refdiff.time_grid(vp, n)``; t = 0 is data), or — for a flow-matching
+        velocity model (``prediction_type="velocity"``, flow methods only) — ``None`` and
+        flow times from 1 to 0 (t = 0 data; see ``time_convention`` of the flow loops).
     rng : numpy Generator; noise is drawn on the host (``standard_normal``) in the order
         each method documents.  ``noise`` (a callable ``noise(like)``) may be given instead.
     guidance_scale, y, null_label, guidance_convention, guidance_rescale : classifier-free
@@ -91,9 +93,19 @@ def sample(model, x_T, schedule, timesteps, method, *, prediction_type="epsilon"
     methods = sampler_methods()
     if not isinstance(method, str) or method not in methods:
         raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(sorted(methods))}")
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"unknown prediction_type {prediction_type!r}; valid: {', '.join(PREDICTION_TYPES)}")
-    ts = _validate_grid(schedule, timesteps, method_options)
+    if prediction_type == "velocity":  # a flow-matching model u(x, t) on the rectified-flow path
+        if not method.startswith("flow_"):
+            raise ValueError(f"prediction_type='velocity' needs a flow method (flow_euler, flow_midpoint, flow_rk4), got {method!r}")
+        if schedule is not None:
+            raise TypeError("a velocity model samples on the rectified-flow path: pass schedule=None")
+        ts = np.asarray(timesteps, dtype=np.float64)  # validated by the flow loop (direction depends on time_convention)
+        if ts.ndim != 1 or ts.shape[0] < 2:
+            raise ValueError(f"steps must be >= 1: a flow grid needs >= 2 times, got shape {ts.shape}")
+    elif prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"unknown prediction_type {prediction_type!r}; valid: {', '.join(PREDICTION_TYPES)}, "
+                         "or 'velocity' with a flow method")
+    else:
+        ts = _validate_grid(schedule, timesteps, method_options)
     eta = method_options.get("eta")
     if eta is not None and not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta >= 0):
         raise ValueError(f"eta = {eta!r} must be a finite number >= 0")
