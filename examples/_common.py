@@ -39,7 +39,7 @@ def out_dir(path) -> Path:
     return d
 
 
-def save(fig, path: Path, dpi: int = 90) -> Path:
+def save(fig, path: Path, dpi: int = 80) -> Path:
     """Save ``fig`` as PNG, close it, print the path; returns the path."""
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     import matplotlib.pyplot as plt
