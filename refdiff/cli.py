@@ -1,38 +1,529 @@
 """The ``refdiff`` command line.  Each subcommand lives in a small function; errors are
-reported as one line on stderr with exit status 2, never as a traceback."""
+reported as one line on stderr with exit status 2, never as a traceback.
+
+    refdiff demo                      train, sample and measure a 2D toy (about a minute)
+    refdiff train / sample / elbo     experiment with toy 2D and 8x8 models
+    refdiff orders                    fitted convergence orders of the ODE samplers
+    refdiff vectors OUT / check SUITE RESULTS   reference vectors for other implementations
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from pathlib import Path
 
 from ._version import __version__
 
 __all__ = ["main", "build_parser"]
+
+_DEFAULT_DEMO_OUT = "refdiff-demo"
 
 
 class CLIError(Exception):
     """An error to report to the user as one line."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ---------------------------------------------------------------------------- argument types
+def _int_min(lo):
+    def parse(s):
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {s!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {v}")
+        return v
+
+    return parse
+
+
+def _float_range(lo=-math.inf, hi=math.inf, lo_open=False):
+    def parse(s):
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {s!r}") from None
+        bad = not math.isfinite(v) or v > hi or (v <= lo if lo_open else v < lo)
+        if bad:
+            rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+            raise argparse.ArgumentTypeError(f"must be a finite number in {rng}, got {s}")
+        return v
+
+    return parse
+
+
+_POS = _int_min(1)
+_NONNEG = _int_min(0)
+
+
+# ---------------------------------------------------------------------------- helpers
+def _load_checkpoint(path):
+    from .nn.checkpoint import load_checkpoint
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "checkpoint.npz"
+    if not p.is_file():
+        raise CLIError(f"checkpoint not found: {str(p)!r}")
+    try:
+        return load_checkpoint(p)
+    except (ValueError, KeyError, OSError) as e:
+        raise CLIError(f"{str(p)!r} is not a usable refdiff checkpoint: {_one_line(e)}") from None
+
+
+def _checkpoint_schedule(ck):
+    from .nn.checkpoint import schedule_from_description
+    from .schedules import Schedule
+
+    desc = ck.meta.get("schedule")
+    if not desc:
+        raise CLIError("the checkpoint stores no schedule (it was not written by refdiff train)")
+    sched = schedule_from_description(desc)
+    if not isinstance(sched, Schedule):
+        raise CLIError(f"the checkpoint's schedule is {desc.get('type')!r}; refdiff sample and elbo need a discrete one")
+    return sched
+
+
+def _prediction_type(ck):
+    target = ck.meta.get("train_config", {}).get("target", "epsilon")
+    return {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}.get(target, target)
+
+
+def _progress(args):
+    return not getattr(args, "no_progress", False)
+
+
+def _save_plot(x, path, title):
+    """A scatter (2D) or an image grid (N, 1, H, W); returns the path or None without matplotlib."""
+    import numpy as np
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plot skipped: matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
+        return None
+    if x.ndim == 2:
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.scatter(x[:, 0], x[:, 1] if x.shape[1] > 1 else np.zeros(len(x)), s=2, lw=0)
+        ax.set_aspect("equal")
+    else:
+        k = min(len(x), 100)
+        cols = int(math.ceil(math.sqrt(k)))
+        rows = int(math.ceil(k / cols))
+        H, W = x.shape[-2:]
+        grid = np.ones((rows * (H + 1), cols * (W + 1)))
+        for i in range(k):
+            r, c = divmod(i, cols)
+            grid[r * (H + 1):r * (H + 1) + H, c * (W + 1):c * (W + 1) + W] = (np.clip(x[i, 0], -1, 1) + 1) / 2
+        fig, ax = plt.subplots(figsize=(4, 4 * rows / cols))
+        ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.axis("off")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------- train
+def _cmd_train(args):
+    import numpy as np
+
+    from .data import load_dataset
+    from .nn import MLP, MLPConfig, UNet, UNetConfig
+    from .schedules import make_schedule
+    from .train import train
+
+    n = None if args.data == "digits8x8" and args.n is None else (args.n or 20000)
+    data = load_dataset(args.data, n, np.random.default_rng([args.seed, 100]))
+    image = data.x.ndim == 4
+    arch = args.model or ("unet" if image else "mlp")
+    K = data.num_classes if args.conditional else 0
+    if args.conditional and K == 0:
+        raise CLIError(f"--conditional needs a labelled data set; {args.data!r} has no labels")
+    if arch == "mlp":
+        if image:
+            raise CLIError(f"--model mlp is for (N, D) toy data; {args.data!r} holds images: use --model unet")
+        model = MLP(MLPConfig(dim=data.x.shape[1], hidden=args.hidden, layers=args.layers, num_classes=K))
+    else:
+        if not image:
+            raise CLIError(f"--model unet is for 8x8 images; {args.data!r} is (N, D) data: use --model mlp")
+        model = UNet(UNetConfig(num_classes=K))
+    schedule = make_schedule(args.schedule, args.T)
+    res = train(model, data, schedule=schedule, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                target=args.objective, weighting=args.weighting, seed=args.seed, out_dir=args.out,
+                checkpoint_every=args.checkpoint_every, cond_dropout=args.cond_dropout if K else 0.0,
+                resume=args.resume, progress=_progress(args), eval_every=max(1, args.steps // 10), eval_size=512)
+    tail = res.losses[-min(100, len(res.losses)):]
+    print(f"trained {arch} ({model.num_params(res.params)} parameters) on {args.data} for {res.step} steps; "
+          f"mean loss of the last {len(tail)} steps {float(np.nanmean(tail)):.4g}; "
+          f"EMA held-out loss {float(res.eval_losses[-1]) if len(res.eval_losses) else float('nan'):.4g}")
+    print(f"checkpoint: {res.checkpoint}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- sample
+_CONTINUOUS_ONLY = ("euler_maruyama", "pc", "pf_ode_rk4")
+
+
+def _cmd_sample(args):
+    import numpy as np
+
+    from .samplers.loop import sample, sampler_methods
+    from .schedules import InterpolatedVP, time_grid, timesteps
+
+    methods = sampler_methods()
+    if args.method not in methods:
+        raise CLIError(f"unknown method {args.method!r}; valid: {', '.join(sorted(methods))}")
+    if args.method.startswith("flow_"):
+        raise CLIError(f"method {args.method!r} integrates a flow-matching velocity; refdiff train checkpoints are "
+                       "diffusion (epsilon/sample/v) models")
+    ck = _load_checkpoint(args.checkpoint)
+    schedule = _checkpoint_schedule(ck)
+    if args.steps > schedule.T:
+        raise CLIError(f"--steps {args.steps} exceeds the checkpoint's T = {schedule.T}")
+    K = int(getattr(ck.model.config, "num_classes", 0))
+    if args.guidance_scale is not None and K == 0:
+        raise CLIError("--guidance-scale needs a class-conditional checkpoint (trained with --conditional)")
+    if args.label is not None and K == 0:
+        raise CLIError("--class needs a class-conditional checkpoint (trained with --conditional)")
+    if args.label is not None and not 0 <= args.label < K:
+        raise CLIError(f"--class {args.label} is out of range [0, {K - 1}]")
+    if args.guidance_scale is not None and args.label is None:
+        raise CLIError("--guidance-scale needs --class (the class to guide towards)")
+    params = ck.params if args.no_ema or ck.ema_params is None else ck.ema_params
+    net = ck.model
+    shape = (net.config.dim,) if net.arch == "mlp" else (net.config.in_channels, net.config.image_size, net.config.image_size)
+    rng = np.random.default_rng(args.seed)
+    dtype = np.dtype(next(iter(params.values())).dtype)
+    x_T = rng.standard_normal((args.n, *shape)).astype(dtype)
+    y = None if args.label is None else np.full(args.n, args.label, dtype=np.int64)
+
+    def model(x, t, y=None):
+        return net.apply(params, x, t, y)
+
+    opts = {}
+    if args.eta is not None:
+        if args.method != "ddim":
+            raise CLIError(f"--eta applies to method 'ddim', not {args.method!r}")
+        opts["eta"] = args.eta
+    kw = dict(y=y, null_label=K if K else None, guidance_scale=args.guidance_scale)
+    if args.method in _CONTINUOUS_ONLY:
+        vp = InterpolatedVP(schedule)
+        T = schedule.T
+        base = model
+        model = lambda x, t, y=None: base(x, t * T - 1.0, y)  # noqa: E731  continuous t -> index (t T - 1)
+        sched_used, ts = vp, time_grid(vp, args.steps, "time_uniform")
+    else:
+        sched_used, ts = schedule, timesteps(schedule.T, args.steps, args.spacing)
+    if K == 0:
+        kw = {}
+        mdl = lambda x, t: model(x, t)  # noqa: E731
+    else:
+        mdl = model
+    x = sample(mdl, x_T, sched_used, ts, args.method, prediction_type=_prediction_type(ck), rng=rng,
+               progress=_progress(args), **kw, **opts)
+    x = np.asarray(x, dtype=np.float64)
+    out = Path(args.out) if args.out else Path(args.checkpoint if Path(args.checkpoint).is_dir()
+                                                else Path(args.checkpoint).parent) / f"samples_{args.method}_{args.steps}.npz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, x=x, **({} if y is None else {"y": y}))
+    label = "" if args.label is None else f", class {args.label}" + (
+        "" if args.guidance_scale is None else f", guidance {args.guidance_scale:g} (w convention)")
+    png = _save_plot(x, out.with_suffix(".png"), f"{args.method}, {args.steps} steps{label}")
+    print(f"wrote {out}" + (f" and {png}" if png else "") + f": {args.n} samples of shape {shape}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- elbo
+def _cmd_elbo(args):
+    import numpy as np
+
+    from .data import load_dataset
+    from .elbo import nll_bound
+    from .schedules import make_schedule
+
+    rng = np.random.default_rng(args.seed)
+    image = args.data in ("digits8x8", "shapes8x8")
+    if args.data == "digits8x8":
+        data = load_dataset(args.data, min(args.n, 360), rng, split="test")
+    else:
+        data = load_dataset(args.data, args.n, rng)
+    x0 = np.asarray(data.x, dtype=np.float64)
+    if args.oracle:
+        if data.oracle is None:
+            raise CLIError(f"--oracle needs a data set with an exact density (8gaussians, 25gaussians), not {args.data!r}")
+        schedule = make_schedule(args.schedule, args.T)
+        model, what = data.oracle.as_model(schedule, "epsilon"), f"exact oracle of {args.data}"
+        pred = "epsilon"
+    else:
+        ck = _load_checkpoint(args.checkpoint)
+        schedule = _checkpoint_schedule(ck)
+        params = ck.ema_params if ck.ema_params is not None else ck.params
+        net = ck.model
+        want = (net.config.dim,) if net.arch == "mlp" else (net.config.in_channels, net.config.image_size, net.config.image_size)
+        if tuple(x0.shape[1:]) != want:
+            raise CLIError(f"the checkpoint's model takes samples of shape {want}; {args.data!r} has {tuple(x0.shape[1:])}")
+        model, what, pred = (lambda x, t: net.apply(params, x.astype(np.float32), t).astype(np.float64)), \
+            f"checkpoint {args.checkpoint}", _prediction_type(ck)
+    decoder, bins = ("discretized", 17) if args.data == "digits8x8" else ("gaussian", 256)
+    if args.data == "shapes8x8":
+        raise CLIError("shapes8x8 is not on a fixed grid of levels: use digits8x8 (17 levels) or a 2D set")
+    res = nll_bound(model, schedule, x0, rng=rng, prediction_type=pred, decoder=decoder, bins=bins,
+                    estimator=args.estimator, n_t=args.n_t)
+    D = res.dims
+    print(f"negative ELBO of {x0.shape[0]} {args.data} points under the {what} (T = {schedule.T}, {decoder} decoder"
+          + (f", {bins} levels" if decoder == "discretized" else ", continuous density") + f", {args.estimator} estimator)")
+    print(f"  total   {res.nats:12.5g} nats/sample  {res.bpd:10.5g} bits/dim")
+    print(f"  L_T     {float(np.mean(res.prior_nats)):12.5g} nats/sample  {float(np.mean(res.prior_bpd)):10.5g} bits/dim")
+    if res.terms_nats is not None:
+        terms = np.asarray(res.terms_nats).mean(axis=0)  # (T,)
+        print(f"  L_0     {terms[0]:12.5g} nats/sample  {terms[0] / (D * math.log(2)):10.5g} bits/dim   (decoder, t = 0)")
+        edges = np.unique(np.linspace(1, schedule.T, min(10, schedule.T - 1) + 1).astype(int)) if schedule.T > 1 else []
+        for a, b in zip(edges[:-1], edges[1:]):
+            s = float(terms[a:b].sum())
+            print(f"  L_t, t in [{a}, {b - 1}]  {s:10.5g} nats/sample  {s / (D * math.log(2)):10.5g} bits/dim")
+    if args.oracle and not image:
+        exact = -float(np.mean(data.oracle.log_prob(x0)))
+        print(f"  exact -log p(x0) of the same points: {exact:.5g} nats/sample (the bound is >= it)")
+    print("(0-based t: L_t is the KL term at array index t, L_0 the decoder; bits/dim = nats / (D ln 2), D = "
+          f"{D})")
+    return 0
+
+
+# ---------------------------------------------------------------------------- orders
+def _cmd_orders(args):
+    from .samplers import orders
+
+    if args.methods:
+        bad = [m for m in args.methods if m not in orders.SPECS]
+        if bad:
+            raise CLIError(f"unknown order setup {bad[0]!r}; valid: {', '.join(orders.SPECS)}")
+    steps = sorted(set(args.steps))
+    if len(steps) < 2:
+        raise CLIError("--steps needs at least two different step counts to fit an order")
+    res = orders.measure_orders(args.methods or None, tuple(steps), n_samples=args.n_samples, seed=args.seed)
+    print(f"{'sampler':<22}{'fitted order':>13}{'expected':>10}   errors at steps {', '.join(map(str, steps))}")
+    for label, r in res.items():
+        errs = " ".join(f"{e:.2e}" for e in r["errors"])
+        print(f"{label:<22}{r['order']:13.2f}{r['expected']:>10}   {errs}")
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        orders.plot_errors(res, path)
+        print(f"plot: {path}")
+    except ImportError:
+        print("plot skipped: matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------------- vectors, check, demo
+def _cmd_vectors(args):
+    import json
+
+    from .vectors import write_suite
+
+    path = write_suite(args.out, seed=args.seed)
+    n = len(json.loads(path.read_text())["cases"])
+    print(f"wrote {n} cases and {path} (suite layout: docs/verifying.md)")
+    return 0
+
+
+def _cmd_check(args):
+    from .vectors import check_suite, format_report
+
+    if not Path(args.suite).is_dir():
+        raise CLIError(f"suite directory not found: {args.suite!r}")
+    if not Path(args.results).is_dir():
+        raise CLIError(f"results directory not found: {args.results!r}")
+    results = check_suite(args.suite, args.results, tol_factor=args.tol_factor)
+    print(format_report(results))
+    return 0 if all(r.status == "PASS" for r in results) else 1
+
+
+def _cmd_demo(args):
+    from .demo import run_demo
+
+    res = run_demo(args.out, seed=args.seed, quick=args.quick, progress=_progress(args))
+    return 1 if res.ok is False else 0
+
+
+# ---------------------------------------------------------------------------- parser
+def _sub(subs, name, help_, description):
+    return subs.add_parser(name, help=help_, description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="refdiff",
-        description="refdiff: reference implementation of diffusion models.",
-    )
+    from .data import DATASETS
+
+    p = _Parser(prog="refdiff", description="refdiff: reference implementation of diffusion models.\n\n"
+                "Start with `refdiff demo`.  Every subcommand has its own --help.",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"refdiff {__version__}")
-    p.add_subparsers(dest="command", metavar="COMMAND")
+    subs = p.add_subparsers(dest="command", metavar="COMMAND")
+    noprog = dict(action="store_true", help="hide the tqdm progress bars")
+
+    d = _sub(subs, "demo", "train, sample and measure a 2D toy model (about a minute on 2 CPU cores)",
+             "Train an MLP denoiser on the 8gaussians mixture (exact density known), sample it with DDPM (1000 steps),\n"
+             "DDIM and DPM-Solver++(2M) (10 and 20 steps), and print sliced Wasserstein / energy distances to\n"
+             "held-out data, the mean NLL under the exact mixture and the sampling seconds, for the network and for\n"
+             "the exact denoiser.  Checks SW2(DPM-Solver++(2M), 10/20 steps) <= SW2(DDPM, 1000) + 0.04 and exits\n"
+             "with status 1 if not.  Writes checkpoint.npz, samples.npz, results.json, samples.png, loss.png.")
+    d.add_argument("--out", default=_DEFAULT_DEMO_OUT, help="output folder (default: ./%(default)s)")
+    d.add_argument("--seed", type=_NONNEG, default=0, help="seed of every random draw (default: %(default)s)")
+    d.add_argument("--quick", action="store_true", help="tiny sizes (a few seconds), a smoke test; the tolerance "
+                   "check is reported but not enforced")
+    d.add_argument("--no-progress", **noprog)
+    d.set_defaults(func=_cmd_demo)
+
+    t = _sub(subs, "train", "train a denoiser on a toy data set (resumable)",
+             "Train refdiff's hand-written MLP (2D data) or U-Net (8x8 images) with Adam, an EMA of the weights and\n"
+             "a held-out loss, writing OUT/checkpoint.npz (+ .json).  0-based timesteps, T steps.")
+    t.add_argument("--data", default="8gaussians", choices=DATASETS, metavar="NAME",
+                   help=f"data set: {', '.join(DATASETS)} (default: %(default)s)")
+    t.add_argument("--n", type=_POS, default=None, help="number of training points drawn for generated sets "
+                   "(default: 20000; digits8x8: its whole training split)")
+    t.add_argument("--model", choices=("mlp", "unet"), default=None, help="architecture (default: mlp for 2D "
+                   "data, unet for 8x8 images)")
+    t.add_argument("--hidden", type=_POS, default=128, help="MLP width (default: %(default)s)")
+    t.add_argument("--layers", type=_POS, default=3, help="MLP hidden layers (default: %(default)s)")
+    t.add_argument("--conditional", action="store_true", help="class-conditional model (labels + a null class "
+                   "for classifier-free guidance)")
+    t.add_argument("--cond-dropout", type=_float_range(0, 1), default=0.1,
+                   help="probability of replacing a label by the null class (default: %(default)s)")
+    t.add_argument("--objective", default="epsilon", choices=("epsilon", "sample", "v_prediction"),
+                   help="regression target: the noise, x_0, or v = alpha eps - sigma x_0 (default: %(default)s)")
+    t.add_argument("--weighting", default=None, choices=("min_snr", "snr", "snr_plus_one", "truncated_snr"),
+                   help="loss weighting over t (default: none, the plain MSE of the target)")
+    t.add_argument("--schedule", default="linear", choices=("linear", "scaled_linear", "cosine", "sigmoid"),
+                   help="beta schedule (default: %(default)s)")
+    t.add_argument("--T", type=_POS, default=1000, help="number of diffusion steps (default: %(default)s)")
+    t.add_argument("--steps", type=_POS, default=2000, help="optimiser updates (default: %(default)s)")
+    t.add_argument("--batch-size", type=_POS, default=256, help="batch size (default: %(default)s)")
+    t.add_argument("--lr", type=_float_range(0, lo_open=True), default=1e-3, help="Adam learning rate (default: %(default)s)")
+    t.add_argument("--seed", type=_NONNEG, default=0, help="seed of data, initialisation and training draws (default: %(default)s)")
+    t.add_argument("--out", default="refdiff-run", help="output folder for checkpoint.npz (default: ./%(default)s)")
+    t.add_argument("--checkpoint-every", type=_NONNEG, default=500, help="updates between checkpoints, 0: only at "
+                   "the end (default: %(default)s)")
+    t.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.npz to --steps (same options "
+                   "required); without it an existing checkpoint is an error")
+    t.add_argument("--no-progress", **noprog)
+    t.set_defaults(func=_cmd_train)
+
+    s = _sub(subs, "sample", "sample a trained checkpoint with any sampler",
+             "Sample a checkpoint written by `refdiff train` (or `refdiff demo`) and write OUT.npz (array 'x', and 'y'\n"
+             "for class-conditional samples) and OUT.png (a scatter for 2D data, an image grid for 8x8).\n"
+             "Score-SDE methods (euler_maruyama, pc, pf_ode_rk4) run on DPM-Solver's continuous view of the schedule.")
+    s.add_argument("checkpoint", help="checkpoint.npz, or the folder holding it")
+    s.add_argument("--method", default="dpmpp_2m", help="sampler name, e.g. ddpm, ddim, euler, heun, dpmpp_2m, "
+                   "dpmpp_3m, dpmpp_2m_sde (default: %(default)s; an unknown name lists the valid ones)")
+    s.add_argument("--steps", type=_POS, default=20, help="sampling steps, 1..T (default: %(default)s)")
+    s.add_argument("--spacing", default="trailing", choices=("linspace", "leading", "trailing"),
+                   help="timestep grid spacing (default: %(default)s, which starts at t = T-1)")
+    s.add_argument("--n", type=_POS, default=1000, help="number of samples (default: %(default)s)")
+    s.add_argument("--guidance-scale", type=_float_range(0), default=None,
+                   help="classifier-free guidance scale w >= 0 in the 'w' convention eps_u + w (eps_c - eps_u): "
+                   "0 unconditional, 1 conditional, > 1 guided (default: no guidance)")
+    s.add_argument("--class", dest="label", type=_NONNEG, default=None, help="class label to sample (conditional "
+                   "checkpoints; default: the null class, i.e. unconditional)")
+    s.add_argument("--eta", type=_float_range(0, 1), default=None, help="DDIM stochasticity in [0, 1] (default: 0)")
+    s.add_argument("--seed", type=_NONNEG, default=0, help="seed of x_T and the sampler's noise (default: %(default)s)")
+    s.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    s.add_argument("--out", default=None, help="output .npz path (default: samples_<method>_<steps>.npz beside "
+                   "the checkpoint); the PNG goes beside it")
+    s.add_argument("--no-progress", **noprog)
+    s.set_defaults(func=_cmd_sample)
+
+    e = _sub(subs, "elbo", "negative ELBO (bits/dim) with its per-term breakdown",
+             "The variational bound on -log p(x_0) (MATH.md (5.1)) of data points under a checkpoint or under the\n"
+             "exact oracle of a Gaussian-mixture data set, in nats per sample and bits per dimension, with the\n"
+             "prior term L_T, the decoder L_0 and the KL terms L_t summed over ten ranges of t (0-based).\n"
+             "2D data: Gaussian decoder (a continuous density); digits8x8: discretized decoder on 17 levels.")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="checkpoint.npz (or its folder) to evaluate")
+    src.add_argument("--oracle", action="store_true", help="evaluate the exact denoiser of --data instead")
+    e.add_argument("--data", default="8gaussians", choices=DATASETS, metavar="NAME",
+                   help=f"data set: {', '.join(DATASETS)} (default: %(default)s)")
+    e.add_argument("--n", type=_POS, default=256, help="number of data points (default: %(default)s)")
+    e.add_argument("--estimator", default="full", choices=("full", "uniform"),
+                   help="'full': all T terms (T model calls); 'uniform': one random t per point (default: %(default)s)")
+    e.add_argument("--n-t", type=_POS, default=1, help="draws of t for --estimator uniform (default: %(default)s)")
+    e.add_argument("--schedule", default="linear", choices=("linear", "scaled_linear", "cosine", "sigmoid"),
+                   help="schedule for --oracle (default: %(default)s; a checkpoint uses its own)")
+    e.add_argument("--T", type=_POS, default=1000, help="diffusion steps for --oracle (default: %(default)s)")
+    e.add_argument("--seed", type=_NONNEG, default=0, help="seed of the data and the bound's noise (default: %(default)s)")
+    e.set_defaults(func=_cmd_elbo)
+
+    o = _sub(subs, "orders", "measure the convergence order of every ODE sampler",
+             "Run each ODE sampler on an exact Gaussian oracle with several step counts, compare with the exact\n"
+             "probability-flow map, print the fitted order (slope of log error vs log steps) next to the expected\n"
+             "one, and save the log-log plot (refdiff.samplers.orders; MATH.md (10.17), (11.11)).")
+    o.add_argument("--methods", nargs="+", default=None, metavar="LABEL", help="setups to run (default: all)")
+    o.add_argument("--steps", nargs="+", type=_POS, default=[16, 32, 64, 128], help="step counts (default: 16 32 64 128)")
+    o.add_argument("--n-samples", type=_POS, default=32, help="trajectories per run (default: %(default)s)")
+    o.add_argument("--seed", type=_NONNEG, default=0, help="seed of the start states (default: %(default)s)")
+    o.add_argument("--out", default="orders.png", help="plot path (default: ./%(default)s)")
+    o.set_defaults(func=_cmd_orders)
+
+    v = _sub(subs, "vectors", "write the reference-vector suite",
+             "Write OUT/<case>.npz (inputs and outputs as named float64/int64 arrays) and OUT/manifest.json\n"
+             "(conventions, per-case function, parameters, input/output names, dtypes, tolerances and why).\n"
+             "Layout and a worked example: docs/verifying.md.")
+    v.add_argument("out", help="output folder (created)")
+    v.add_argument("--seed", type=_NONNEG, default=20240601, help="seed of the random inputs (default: %(default)s)")
+    v.set_defaults(func=_cmd_vectors)
+
+    c = _sub(subs, "check", "check another implementation's outputs against a suite",
+             "Compare RESULTS/<case>.npz (the case's output names) with SUITE's expected outputs; an element passes\n"
+             "when |actual - expected| <= atol + rtol |expected|.  Prints a pass/fail table with the worst absolute\n"
+             "and relative error per case; exit status 1 if any case fails or is MISSING, 0 if all pass.")
+    c.add_argument("suite", help="folder written by `refdiff vectors`")
+    c.add_argument("results", help="folder of <case>.npz files written by the implementation under test")
+    c.add_argument("--tol-factor", type=_float_range(0, lo_open=True), default=1.0,
+                   help="multiply every rtol and atol, e.g. 1e5 for a float32 implementation (default: %(default)s)")
+    c.set_defaults(func=_cmd_check)
     return p
 
 
+def _one_line(e) -> str:
+    if isinstance(e, FileNotFoundError) and e.filename:
+        return f"file not found: {e.filename!r}"
+    msg = str(e) if str(e) else type(e).__name__
+    return " ".join(msg.split())
+
+
 def main(argv=None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 check failed, 2 error)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, usage errors (one line, status 2)
+        return int(e.code or 0)
     if getattr(args, "command", None) is None:
         parser.print_help()
         return 0
     try:
         return int(args.func(args) or 0)
-    except CLIError as e:
-        print(f"refdiff {args.command}: error: {e}", file=sys.stderr)
+    except (CLIError, ValueError, TypeError, FileNotFoundError, FloatingPointError, OSError) as e:
+        print(f"refdiff {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"refdiff {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

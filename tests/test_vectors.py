@@ -1,0 +1,208 @@
+"""Reference vectors: the suite checks itself, re-derives from first principles where the
+mathematics allows, and fails (naming the case) on deliberately perturbed outputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import refdiff
+from refdiff.cli import main
+from refdiff.samplers.loop import sampler_methods
+from refdiff.vectors import (ORACLE_MEAN, ORACLE_VAR, SUITE_VERSION, check_suite, format_report, oracle_eps_model,
+                             write_suite)
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    d = tmp_path_factory.mktemp("suite")
+    write_suite(d)
+    return d
+
+
+def _manifest(suite):
+    return json.loads((suite / "manifest.json").read_text())
+
+
+def _copy_outputs(suite, dest, edit=None):
+    """refdiff's own outputs in the RESULTS layout; ``edit(case, outputs)`` may perturb them."""
+    dest.mkdir(exist_ok=True)
+    for name, spec in _manifest(suite)["cases"].items():
+        with np.load(suite / f"{name}.npz") as f:
+            outs = {k: f[k].copy() for k in spec["outputs"]}
+        if edit is not None:
+            edit(name, outs)
+        if outs is not None:
+            np.savez(dest / f"{name}.npz", **outs)
+    return dest
+
+
+def _status(results):
+    return {r.name: r.status for r in results}
+
+
+# ---------------------------------------------------------------------------- the suite itself
+def test_manifest_describes_every_case(suite):
+    m = _manifest(suite)
+    assert m["suite_version"] == SUITE_VERSION and m["refdiff_version"] == refdiff.__version__
+    assert "0-based" in m["conventions"]["time"] and "t = 0 is data" in m["conventions"]["continuous_time"]
+    for name, spec in m["cases"].items():
+        with np.load(suite / f"{name}.npz") as f:
+            assert sorted(f.files) == sorted(spec["inputs"] + spec["outputs"]), name
+            for k in f.files:
+                assert str(f[k].dtype) == spec["dtype"][k] in ("float64", "int64"), (name, k)
+        assert spec["outputs"] and spec["tolerance_justification"], name
+        assert spec["rtol"] >= 0 and spec["atol"] >= 0
+
+
+def test_every_sampler_has_a_trajectory_case(suite):
+    cases = _manifest(suite)["cases"]
+    for method in sampler_methods():
+        assert f"trajectory_{method}" in cases, method
+    stochastic = [n for n, c in cases.items() if n.startswith("trajectory_") and "noise" in c["inputs"]]
+    assert {"trajectory_ddpm", "trajectory_euler_ancestral", "trajectory_ddim_eta1"} <= set(stochastic)
+
+
+def test_self_check_passes(suite, tmp_path, capsys):
+    res = check_suite(suite, _copy_outputs(suite, tmp_path / "r"))
+    assert all(r.status == "PASS" and r.max_abs == 0.0 for r in res)
+    assert main(["check", str(suite), str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(res)} of {len(res)} cases passed" in out
+
+
+def test_suite_is_deterministic(suite, tmp_path):
+    """A second export (same seed) passes the check against the first bit for bit."""
+    write_suite(tmp_path / "again")
+    res = check_suite(suite, tmp_path / "again")
+    assert all(r.status == "PASS" and r.max_abs == 0.0 for r in res)
+
+
+# ---------------------------------------------------------------------------- re-derivations
+def test_oracle_model_is_the_gaussian_oracle():
+    """The trajectories' model (module docstring formula) against refdiff.GaussianData's
+    posterior-mean eps, MATH.md (6.4), at integer, fractional and continuous times: two
+    independent derivations of E[eps | x_t], float64 round-off (1e-12)."""
+    sched = refdiff.make_schedule("linear", 1000)
+    g = refdiff.GaussianData(ORACLE_MEAN, ORACLE_VAR)
+    x = np.random.default_rng(0).standard_normal((5, 3)) * 2
+    for t in (np.array([0, 3, 500, 998, 999]), np.array([0.5, 10.25, 400.75, 998.5, 998.9])):
+        np.testing.assert_allclose(oracle_eps_model(sched)(x, t), g.as_model(sched)(x, t), rtol=1e-12, atol=1e-14)
+    vp = refdiff.LinearVP()
+    t = np.array([0.01, 0.2, 0.5, 0.9, 1.0])
+    np.testing.assert_allclose(oracle_eps_model(vp)(x, t), g.as_model(vp)(x, t), rtol=1e-12, atol=1e-14)
+
+
+def test_vectors_match_first_principles(suite):
+    """Outputs re-derived without refdiff: alpha_bar as a cumulative product of the stored
+    betas (MATH.md (2.3)); q_sample's closed form (2.4); the trailing grid by hand
+    (T = 10, n = 4: round(10 - 2.5 k) - 1 with halves to even = 9, 7, 4, 1); the two CFG
+    conventions giving the same number (12.3); the ODE identities DDIM(eta=0) = Euler in sigma
+    space = DPM-Solver-1 (MATH.md (9.3), (10.4)) on whole trajectories.  Tolerances:
+    float64 round-off, 1e-12 (trajectories: 1e-10 over 10 steps)."""
+    ld = lambda n: np.load(suite / f"{n}.npz")  # noqa: E731
+    s = ld("schedule_linear")
+    ab = np.cumprod(1.0 - s["betas"])
+    np.testing.assert_allclose(s["alpha_bars"], ab, rtol=1e-12)
+    np.testing.assert_allclose(s["betas"], np.linspace(1e-4, 0.02, 1000), rtol=1e-14)
+    q = ld("q_sample")
+    a = ab[q["t"]][:, None]
+    np.testing.assert_allclose(q["x_t"], np.sqrt(a) * q["x0"] + np.sqrt(1 - a) * q["noise"], rtol=1e-12, atol=1e-14)
+    hand = [round(Fraction(10) - Fraction(5, 2) * k) - 1 for k in range(4)]
+    assert hand == [9, 7, 4, 1]
+    np.testing.assert_array_equal(ld("timesteps_trailing")["T10_n4"], hand)
+    g = ld("guidance")
+    np.testing.assert_allclose(g["cfg_w3"], g["cfg_1pw2"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(g["cfg_w0"], g["out_uncond"])
+    ddim = ld("trajectory_ddim")["x0"]
+    for other in ("trajectory_euler", "trajectory_dpm_solver_1"):
+        np.testing.assert_allclose(ld(other)["x0"], ddim, rtol=1e-10, atol=1e-12)
+    z = ld("schedule_linear_zero_terminal_snr")
+    assert z["alpha_bars"][-1] == 0.0 and z["log_snr"][-1] == -np.inf
+
+
+# ---------------------------------------------------------------------------- perturbations
+def test_flipped_sign_fails_and_names_the_case(suite, tmp_path, capsys):
+    def edit(name, outs):
+        if name == "parameterization":
+            outs["v"][2, 1] = -outs["v"][2, 1]
+
+    res = check_suite(suite, _copy_outputs(suite, tmp_path / "r", edit))
+    st = _status(res)
+    assert st["parameterization"] == "FAIL" and sum(v != "PASS" for v in st.values()) == 1
+    assert main(["check", str(suite), str(tmp_path / "r")]) == 1
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("parameterization "))
+    assert "FAIL" in line and "v:" in line
+
+
+def test_timestep_shifted_by_one_fails(suite, tmp_path):
+    def edit(name, outs):
+        if name == "timesteps_leading":
+            outs["T1000_n10"] = outs["T1000_n10"] + 1  # the steps_offset=1 grid instead
+
+    st = _status(check_suite(suite, _copy_outputs(suite, tmp_path / "r", edit)))
+    assert st["timesteps_leading"] == "FAIL" and sum(v != "PASS" for v in st.values()) == 1
+
+
+def test_noise_on_the_final_step_fails(suite, tmp_path, capsys):
+    """Noise of 1e-6 on the last step of a trajectory: far below what a plot shows, far above
+    the 1e-8 relative tolerance; a tolerance factor of 1e5 (float32 mode) accepts it."""
+    rng = np.random.default_rng(0)
+
+    def edit(name, outs):
+        if name == "trajectory_dpmpp_2m":
+            z = 1e-6 * rng.standard_normal(outs["x0"].shape)
+            outs["x0"] += z
+            outs["x_steps"][-1] += z
+
+    r = _copy_outputs(suite, tmp_path / "r", edit)
+    st = _status(check_suite(suite, r))
+    assert st["trajectory_dpmpp_2m"] == "FAIL" and sum(v != "PASS" for v in st.values()) == 1
+    assert main(["check", str(suite), str(r)]) == 1
+    assert "trajectory_dpmpp_2m" in capsys.readouterr().out
+    assert all(v == "PASS" for v in _status(check_suite(suite, r, tol_factor=1e5)).values())
+
+
+def test_missing_case_missing_output_wrong_shape_and_nonfinite(suite, tmp_path, capsys):
+    def edit(name, outs):
+        if name == "q_posterior":
+            del outs["variance"]
+        if name == "karras_sigmas":
+            outs["rho7"] = outs["rho7"][:-1]
+        if name == "schedule_cosine_zero_terminal_snr":
+            outs["log_snr"][-1] = -1e300  # finite where -inf is expected
+
+    r = _copy_outputs(suite, tmp_path / "r", edit)
+    (r / "normal_kl.npz").unlink()
+    res = {x.name: x for x in check_suite(suite, r)}
+    assert res["normal_kl"].status == "MISSING"
+    assert res["q_posterior"].status == "FAIL" and "MISSING" in res["q_posterior"].notes[0]
+    assert res["karras_sigmas"].status == "FAIL" and "shape" in res["karras_sigmas"].notes[0]
+    assert res["schedule_cosine_zero_terminal_snr"].status == "FAIL"
+    assert sum(x.status != "PASS" for x in res.values()) == 4
+    table = format_report(list(res.values()))
+    assert "normal_kl" in table and "MISSING" in table and "1 missing" in table
+    assert main(["check", str(suite), str(r)]) == 1
+
+
+def test_check_errors(suite, tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        check_suite(tmp_path, tmp_path)
+    with pytest.raises(FileNotFoundError, match="results directory"):
+        check_suite(suite, tmp_path / "nope")
+    with pytest.raises(ValueError, match="tol_factor"):
+        check_suite(suite, tmp_path, tol_factor=0)
+    bad = tmp_path / "bad"
+    shutil.copytree(suite, bad)
+    m = _manifest(bad)
+    m["suite_version"] = 999
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="suite_version 999"):
+        check_suite(bad, tmp_path)
+    assert main(["check", str(bad), str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "suite_version 999" in err
