@@ -1,0 +1,77 @@
+"""``refdiff demo --quick``: it runs end to end, writes every file it promises, prints the
+table with the stated tolerance, and the exit status follows the tolerance check."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import refdiff.demo as demo
+from refdiff.cli import main
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    import io
+
+    buf = io.StringIO()
+    res = demo.run_demo(out, seed=0, quick=True, progress=False, stream=buf)
+    return out, res, buf.getvalue()
+
+
+def test_quick_demo_writes_what_it_promises(quick_run):
+    out, res, text = quick_run
+    for name in ("checkpoint.npz", "samples.npz", "results.json", "samples.png", "loss.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert [(r["sampler"], r["steps"]) for r in res.rows[1:]] == list(demo.SAMPLERS)
+    assert f"+ {demo.SW_TOL}" in text and "not enforced" in text and res.ok is None
+    for method, n in demo.SAMPLERS:
+        assert any(line.startswith(f"{method:<10}{n:>6}") for line in text.splitlines()), (method, n)
+    saved = json.loads((out / "results.json").read_text())
+    assert len(saved["rows"]) == 1 + len(demo.SAMPLERS) and saved["quick"] is True
+    with np.load(out / "samples.npz") as f:
+        assert f["ddpm_1000"].shape == (demo.demo_settings(True)["n_samples"], 2)
+
+
+def test_demo_reference_rows_use_the_exact_oracle(quick_run):
+    """The oracle rows sample the exact mixture denoiser: DDPM with 1000 steps on the exact
+    model samples the data distribution itself, so its SW2 to held-out data is at the
+    data-vs-data noise floor (within 3x at N = 200, where the floor is ~0.15) and its mean
+    NLL is within 0.5 nats of the data's (the entropy estimate; its standard error at N = 200
+    is ~0.07 nats)."""
+    _, res, _ = quick_run
+    data, ddpm = res.rows[0], res.rows[1]
+    assert ddpm["sw_oracle"] < 3 * data["sw"]
+    assert abs(ddpm["nll_oracle"] - data["nll"]) < 0.5
+
+
+def test_demo_checkpoint_is_usable_by_refdiff_sample(quick_run, tmp_path):
+    out, _, _ = quick_run
+    assert main(["sample", str(out), "--steps", "5", "--n", "10", "--out", str(tmp_path / "s.npz"),
+                 "--no-progress"]) == 0
+
+
+def test_tolerance_check():
+    rows = [dict(sampler="ddpm", steps=1000, sw=0.05), dict(sampler="dpmpp_2m", steps=10, sw=0.05 + demo.SW_TOL / 2),
+            dict(sampler="dpmpp_2m", steps=20, sw=0.05)]
+    assert demo._check(rows, quick=False)[0] is True
+    rows[2]["sw"] = 0.05 + 1.5 * demo.SW_TOL
+    ok, msg = demo._check(rows, quick=False)
+    assert ok is False and "FAIL" in msg
+    assert demo._check(rows, quick=True)[0] is None
+
+
+def test_cli_demo_exit_status(monkeypatch, tmp_path):
+    """`refdiff demo` exits 1 when the tolerance check fails, 0 when it passes or is not enforced."""
+    for ok, status in ((False, 1), (True, 0), (None, 0)):
+        monkeypatch.setattr(demo, "run_demo", lambda *a, ok=ok, **k: demo.DemoResult([], ok))
+        assert main(["demo", "--out", str(tmp_path), "--quick"]) == status
+
+
+def test_cli_demo_quick_end_to_end(tmp_path, capsys):
+    assert main(["demo", "--quick", "--out", str(tmp_path / "d"), "--no-progress", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "dpmpp_2m" in out and (tmp_path / "d" / "samples.png").is_file()
