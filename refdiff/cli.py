@@ -348,7 +348,7 @@ def _cmd_check(args):
         raise CLIError(f"suite directory not found: {args.suite!r}")
     if not Path(args.results).is_dir():
         raise CLIError(f"results directory not found: {args.results!r}")
-    results = check_suite(args.suite, args.results, tol_factor=args.tol_factor)
+    results = check_suite(args.suite, args.results, tol_factor=args.tol_factor, cases=args.cases)
     print(format_report(results))
     return 0 if all(r.status == "PASS" for r in results) else 1
 
@@ -494,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("results", help="folder of <case>.npz files written by the implementation under test")
     c.add_argument("--tol-factor", type=_float_range(0, lo_open=True), default=1.0,
                    help="multiply every rtol and atol, e.g. 1e5 for a float32 implementation (default: %(default)s)")
+    c.add_argument("--cases", nargs="+", default=None, metavar="PATTERN",
+                   help="check only the cases matching these shell patterns, e.g. 'schedule_*' q_sample "
+                   "(default: every case of the suite; a pattern matching none is an error)")
     c.set_defaults(func=_cmd_check)
     return p
 

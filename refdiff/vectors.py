@@ -420,18 +420,28 @@ def _compare(expected, actual, rtol, atol):
     return ok, float(d.max()), float(rel.max()), ""
 
 
-def check_suite(suite, results, *, tol_factor: float = 1.0) -> list:
+def check_suite(suite, results, *, tol_factor: float = 1.0, cases=None) -> list:
     """Compare ``results/<case>.npz`` with the suite's outputs; one :class:`CaseResult` per
     case, in manifest order.  ``tol_factor`` scales every rtol and atol (e.g. 1e5 to check a
-    float32 implementation, whose round-off is ~1e-7 relative)."""
+    float32 implementation, whose round-off is ~1e-7 relative).  ``cases``: shell-style
+    patterns (``fnmatch``, e.g. ``["schedule_*", "q_sample"]``) restricting the check to the
+    cases an implementation covers; a pattern matching no case is a ValueError."""
     suite, results = Path(suite), Path(results)
     if not (isinstance(tol_factor, (int, float)) and math.isfinite(tol_factor) and tol_factor > 0):
         raise ValueError(f"tol_factor = {tol_factor!r} must be a finite number > 0")
     m = _read_manifest(suite)
     if not results.is_dir():
         raise FileNotFoundError(f"results directory {str(results)!r} does not exist")
+    selected = m["cases"]
+    if cases is not None:
+        import fnmatch
+
+        for pat in cases:
+            if not fnmatch.filter(selected, pat):
+                raise ValueError(f"case pattern {pat!r} matches no case of the suite")
+        selected = {k: v for k, v in selected.items() if any(fnmatch.fnmatchcase(k, p) for p in cases)}
     out = []
-    for name, spec in m["cases"].items():
+    for name, spec in selected.items():
         exp_path, res_path = suite / f"{name}.npz", results / f"{name}.npz"
         if not exp_path.is_file():
             raise FileNotFoundError(f"the suite lacks {str(exp_path)!r} listed in its manifest")
