@@ -6,7 +6,8 @@ For a scalar function f of an array x, the central difference
 
 approximates each partial derivative.  To check a backward pass ``dx = J^T dout`` one
 takes ``f(x) = <forward(x), dout>`` with a fixed random ``dout``.  Run in float64 with
-h ~ 1e-6: truncation error ~h^2 and rounding error ~1e-16/h are both ~1e-10 relative.
+h = 1e-5 (the default): truncation error ~h^2 |f'''| and rounding error ~1e-16 |f| / h are
+both ~1e-10 relative to gradients of order one.
 
 Entries are perturbed on the host (a NumPy copy) and moved back to ``x``'s namespace, so
 the functions work for NumPy, CuPy and array_api_strict arrays alike.
@@ -27,7 +28,7 @@ def inner(a, b) -> float:
     return float(xp.sum(a * b))
 
 
-def numerical_gradient(f, x, *, h: float = 1e-6, indices=None):
+def numerical_gradient(f, x, *, h: float = 1e-5, indices=None):
     """Central-difference gradient of the scalar function ``f`` at ``x``.
 
     f: callable taking an array like ``x`` and returning a float.  indices: None (every
@@ -51,23 +52,28 @@ def numerical_gradient(f, x, *, h: float = 1e-6, indices=None):
     return out
 
 
-def relative_error(a, b) -> float:
-    """Normwise relative error ``||a - b|| / max(||a|| + ||b||, 1e-300)`` (0 when both
-    vanish).  Normwise, so entries that are (near) zero do not blow it up."""
+def relative_error(a, b, *, floor: float = 0.0) -> float:
+    """Normwise relative error ``||a - b|| / max(||a|| + ||b||, floor)`` (0 when a = b).
+
+    Normwise, so single entries near zero do not blow it up.  ``floor`` bounds the
+    denominator from below: a gradient that is zero by a symmetry (the bias of the keys
+    in softmax attention, MATH.md (13.15)) otherwise compares rounding noise with
+    rounding noise; pass the scale of the gradients being checked."""
     a = np.asarray(to_numpy(a), dtype=np.float64).ravel()
     b = np.asarray(to_numpy(b), dtype=np.float64).ravel()
     if a.shape != b.shape:
         raise ValueError(f"relative_error: shapes differ, {a.shape} vs {b.shape}")
-    den = np.linalg.norm(a) + np.linalg.norm(b)
-    return 0.0 if den == 0.0 else float(np.linalg.norm(a - b) / max(den, 1e-300))
+    num = float(np.linalg.norm(a - b))
+    den = max(float(np.linalg.norm(a) + np.linalg.norm(b)), floor)
+    return 0.0 if num == 0.0 else num / den
 
 
-def check_gradient(f, x, analytic, *, h: float = 1e-6, indices=None) -> float:
-    """Relative error between ``analytic`` (the gradient of f at x from a backward pass)
-    and the central difference of ``f`` at x, at all entries or at flat ``indices``.
-    MATH.md (13.19)."""
+def check_gradient(f, x, analytic, *, h: float = 1e-5, indices=None, floor: float = 0.0) -> float:
+    """Relative error (:func:`relative_error`, with ``floor``) between ``analytic`` (the
+    gradient of f at x from a backward pass) and the central difference of ``f`` at x,
+    at all entries or at flat ``indices``.  MATH.md (13.19)."""
     num = numerical_gradient(f, x, h=h, indices=indices)
     ana = to_numpy(analytic).reshape(-1)
     if indices is not None:
         ana = ana[np.asarray(indices, dtype=np.int64)]
-    return relative_error(ana, num)
+    return relative_error(ana, num, floor=floor)
