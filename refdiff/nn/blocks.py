@@ -92,6 +92,15 @@ def gn_b(G, name, dout, cache):
     return dx
 
 
+def add_channel_shift(h, eo):
+    """``h + eo[:, :, None, None]`` for h (N, C, H, W), eo (N, C), computed on (C, H, W, N)
+    views so that the result keeps the convolution's memory order (NumPy would otherwise
+    return a C-ordered array and the next convolution would pay a transposing copy)."""
+    xp = array_namespace(h, eo)
+    hT = xp.permute_dims(h, (1, 2, 3, 0))  # (C, H, W, N)
+    return xp.permute_dims(hT + eo.T[:, None, None, :], (3, 0, 1, 2))
+
+
 # ------------------------------------------------------------------ residual block
 def resblock_init(P, pre, c_in, c_out, emb_dim, rng):
     init_groupnorm(P, pre + ".norm1", c_in)
@@ -112,7 +121,7 @@ def resblock_forward(P, pre, x, e, groups):
     h, c_s1 = silu_forward(h)
     h, c_c1 = conv_f(P, pre + ".conv1", h)
     eo, c_e = lin_f(P, pre + ".emb", e)
-    h = h + eo[:, :, None, None]
+    h = add_channel_shift(h, eo)
     h, c_n2 = gn_f(P, pre + ".norm2", h, groups)
     h, c_s2 = silu_forward(h)
     h, c_c2 = conv_f(P, pre + ".conv2", h)
@@ -147,21 +156,22 @@ def attnblock_init(P, pre, c, rng):
 
 def attnblock_forward(P, pre, x, groups):
     """Single-head self-attention over the H W pixels with a residual connection,
-    MATH.md (13.17): tokens ``h = gn(x)`` as (N, HW, C); ``[q k v] = h W_qkv + b``;
-    ``out = x + (attention(q, k, v) W_proj + b)`` back in NCHW."""
+    MATH.md (13.17): tokens ``h = gn(x)``; ``[q k v] = h W_qkv + b``;
+    ``out = x + (attention(q, k, v) W_proj + b)`` back in NCHW.  Tokens are laid out
+    pixel-major, (L N, C), so that the (C, H, W, N) memory order of the convolutions
+    converts to them without a copy."""
     xp = array_namespace(x)
     N, C, H, W = x.shape
     L = H * W
     h, c_n = gn_f(P, pre + ".norm", x, groups)
-    tok = xp.reshape(xp.permute_dims(h, (0, 2, 3, 1)), (N * L, C))  # (N L, C)
-    qkv, c_qkv = lin_f(P, pre + ".qkv", tok)  # (N L, 3C)
-    q = xp.reshape(qkv[:, :C], (N, L, C))
-    k = xp.reshape(qkv[:, C:2 * C], (N, L, C))
-    v = xp.reshape(qkv[:, 2 * C:], (N, L, C))
-    o, c_a = attention_forward(q, k, v)  # (N, L, C)
-    o, c_p = lin_f(P, pre + ".proj", xp.reshape(o, (N * L, C)))
-    o = xp.permute_dims(xp.reshape(o, (N, H, W, C)), (0, 3, 1, 2))  # (N, C, H, W)
-    return x + o, (c_n, c_qkv, c_a, c_p, (N, C, H, W))
+    tok = xp.reshape(xp.permute_dims(h, (1, 2, 3, 0)), (C, L * N)).T  # (L N, C)
+    qkv, c_qkv = lin_f(P, pre + ".qkv", tok)  # (L N, 3C)
+    qkv = xp.permute_dims(xp.reshape(qkv, (L, N, 3 * C)), (1, 0, 2))  # (N, L, 3C)
+    o, c_a = attention_forward(qkv[:, :, :C], qkv[:, :, C:2 * C], qkv[:, :, 2 * C:])  # (N, L, C)
+    o = xp.reshape(xp.permute_dims(o, (1, 0, 2)), (L * N, C))  # (L N, C)
+    o, c_p = lin_f(P, pre + ".proj", o)
+    o = xp.reshape(o.T, (C, H, W, N))  # (C, H, W, N)
+    return x + xp.permute_dims(o, (3, 0, 1, 2)), (c_n, c_qkv, c_a, c_p, (N, C, H, W))
 
 
 def attnblock_backward(G, P, pre, dout, cache):
@@ -169,11 +179,12 @@ def attnblock_backward(G, P, pre, dout, cache):
     xp = array_namespace(dout)
     c_n, c_qkv, c_a, c_p, (N, C, H, W) = cache
     L = H * W
-    do = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (N * L, C))  # (N L, C)
+    do = xp.reshape(xp.permute_dims(dout, (1, 2, 3, 0)), (C, L * N)).T  # (L N, C)
     do = lin_b(G, pre + ".proj", do, c_p)
-    dq, dk, dv = attention_backward(xp.reshape(do, (N, L, C)), c_a)
-    dqkv = xp.concat([xp.reshape(dq, (N * L, C)), xp.reshape(dk, (N * L, C)),
-                      xp.reshape(dv, (N * L, C))], axis=1)  # (N L, 3C)
+    do = xp.permute_dims(xp.reshape(do, (L, N, C)), (1, 0, 2))  # (N, L, C)
+    dq, dk, dv = attention_backward(do, c_a)
+    dqkv = xp.concat([dq, dk, dv], axis=2)  # (N, L, 3C)
+    dqkv = xp.reshape(xp.permute_dims(dqkv, (1, 0, 2)), (L * N, 3 * C))  # (L N, 3C)
     dtok = lin_b(G, pre + ".qkv", dqkv, c_qkv)
-    dh = xp.permute_dims(xp.reshape(dtok, (N, H, W, C)), (0, 3, 1, 2))  # (N, C, H, W)
+    dh = xp.permute_dims(xp.reshape(dtok.T, (C, H, W, N)), (3, 0, 1, 2))  # (N, C, H, W)
     return dout + gn_b(G, pre + ".norm", dh, c_n)

@@ -119,39 +119,50 @@ def _window(d: int, size: int, out: int, stride: int, pad: int):
     return o0, o1, stride * o0 + d - pad
 
 
+def _chwn(xp, x):
+    """x (N, C, H, W) as a (C, H, W, N) array with that memory order: free (a view) when
+    x already is a transposed view of such an array, one transposing copy otherwise
+    (reshape to 1-d copies exactly when the permuted view is not contiguous)."""
+    C, H, W, N = x.shape[1], x.shape[2], x.shape[3], x.shape[0]
+    flat = xp.reshape(xp.permute_dims(x, (1, 2, 3, 0)), (C * H * W * N,))
+    return xp.reshape(flat, (C, H, W, N))
+
+
 def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
     """2-D cross-correlation ``out[n,f,i,j] = b[f] + sum_{c,p,q} w[f,c,p,q]
     x[n, c, s i + p - pad, s j + q - pad]`` (zero outside the image).  MATH.md (13.3)-(13.4).
 
     x (N, C, H, W), w (F, C, kh, kw), b (F,).  ``pad`` defaults to ``kh // 2`` ("same" for
     odd kernels at stride 1; 3x3 stride 2 pad 1 halves an even size).  Vectorised: the
-    shifted windows are gathered into a column matrix (C kh kw, N Ho Wo) and multiplied by
-    w reshaped to (F, C kh kw).  The output is returned as an NCHW array; on NumPy it is a
-    transposed view of the (F, N, Ho, Wo) product, which the next layer reads directly.
+    shifted windows are gathered into a column matrix (C kh kw, Ho Wo N) and multiplied by
+    w reshaped to (F, C kh kw).  The batch is the fastest axis of the column matrix, so
+    each window copy moves runs of Wo*N contiguous numbers.  The output is an NCHW array
+    that, on NumPy, is a transposed view of the (F, Ho, Wo, N) product: the next layers
+    keep that memory order and the next convolution reads it without a transpose copy.
     """
     xp = array_namespace(x, w)
     pad = w.shape[2] // 2 if pad is None else pad
     Ho, Wo = _check_conv(x, w, stride, pad)
     N, C, H, W = x.shape
     F, _, kh, kw = w.shape
-    xT = xp.permute_dims(x, (1, 0, 2, 3))  # (C, N, H, W)
+    xT = _chwn(xp, x)  # (C, H, W, N), batch fastest in memory
     if kh == 1 and kw == 1 and stride == 1 and pad == 0:
-        cols = xp.reshape(xT, (C, N * H * W))  # (C, N H W)
+        cols = xp.reshape(xT, (C, H * W * N))  # (C, H W N)
     else:
-        cols = xp.zeros((C, kh * kw, N, Ho, Wo), dtype=x.dtype, device=_device(x))
+        cols = xp.zeros((C, kh * kw, Ho, Wo, N), dtype=x.dtype, device=_device(x))
         for p in range(kh):
             i0, i1, si = _window(p, H, Ho, stride, pad)
             for q in range(kw):
                 j0, j1, sj = _window(q, W, Wo, stride, pad)
                 if i1 <= i0 or j1 <= j0:
                     continue
-                cols[:, p * kw + q, :, i0:i1, j0:j1] = xT[
-                    :, :, si:si + stride * (i1 - i0 - 1) + 1:stride, sj:sj + stride * (j1 - j0 - 1) + 1:stride
+                cols[:, p * kw + q, i0:i1, j0:j1, :] = xT[
+                    :, si:si + stride * (i1 - i0 - 1) + 1:stride, sj:sj + stride * (j1 - j0 - 1) + 1:stride, :
                 ]
-        cols = xp.reshape(cols, (C * kh * kw, N * Ho * Wo))  # (C kh kw, N Ho Wo)
+        cols = xp.reshape(cols, (C * kh * kw, Ho * Wo * N))  # (C kh kw, Ho Wo N)
     w2 = xp.reshape(w, (F, C * kh * kw))  # (F, C kh kw)
-    out = w2 @ cols + b[:, None]  # (F, N Ho Wo)
-    out = xp.permute_dims(xp.reshape(out, (F, N, Ho, Wo)), (1, 0, 2, 3))  # (N, F, Ho, Wo)
+    out = w2 @ cols + b[:, None]  # (F, Ho Wo N)
+    out = xp.permute_dims(xp.reshape(out, (F, Ho, Wo, N)), (3, 0, 1, 2))  # (N, F, Ho, Wo)
     return out, (cols, w, (N, C, H, W), stride, pad)
 
 
@@ -166,25 +177,25 @@ def conv2d_backward(dout, cache):
     cols, w, (N, C, H, W), stride, pad = cache
     F, _, kh, kw = w.shape
     Ho, Wo = dout.shape[2], dout.shape[3]
-    d2 = xp.reshape(xp.permute_dims(dout, (1, 0, 2, 3)), (F, N * Ho * Wo))  # (F, N Ho Wo)
+    d2 = xp.reshape(_chwn(xp, dout), (F, Ho * Wo * N))  # (F, Ho Wo N)
     db = xp.sum(d2, axis=1)
     dw = xp.reshape(d2 @ cols.T, w.shape)  # (F, C, kh, kw)
-    dcols = xp.reshape(w, (F, C * kh * kw)).T @ d2  # (C kh kw, N Ho Wo)
+    dcols = xp.reshape(w, (F, C * kh * kw)).T @ d2  # (C kh kw, Ho Wo N)
     if kh == 1 and kw == 1 and stride == 1 and pad == 0:
-        dxT = xp.reshape(dcols, (C, N, H, W))
+        dxT = xp.reshape(dcols, (C, H, W, N))
     else:
-        dcols = xp.reshape(dcols, (C, kh * kw, N, Ho, Wo))  # (C, kh kw, N, Ho, Wo)
-        dxT = xp.zeros((C, N, H, W), dtype=dout.dtype, device=_device(dout))
+        dcols = xp.reshape(dcols, (C, kh * kw, Ho, Wo, N))  # (C, kh kw, Ho, Wo, N)
+        dxT = xp.zeros((C, H, W, N), dtype=dout.dtype, device=_device(dout))
         for p in range(kh):
             i0, i1, si = _window(p, H, Ho, stride, pad)
             for q in range(kw):
                 j0, j1, sj = _window(q, W, Wo, stride, pad)
                 if i1 <= i0 or j1 <= j0:
                     continue
-                sl = (slice(None), slice(None), slice(si, si + stride * (i1 - i0 - 1) + 1, stride),
-                      slice(sj, sj + stride * (j1 - j0 - 1) + 1, stride))
-                dxT[sl] += dcols[:, p * kw + q, :, i0:i1, j0:j1]
-    return xp.permute_dims(dxT, (1, 0, 2, 3)), dw, db
+                sl = (slice(None), slice(si, si + stride * (i1 - i0 - 1) + 1, stride),
+                      slice(sj, sj + stride * (j1 - j0 - 1) + 1, stride), slice(None))
+                dxT[sl] += dcols[:, p * kw + q, i0:i1, j0:j1, :]
+    return xp.permute_dims(dxT, (3, 0, 1, 2)), dw, db
 
 
 def conv2d_forward_naive(x, w, b, *, stride: int = 1, pad: int | None = None):
@@ -238,12 +249,17 @@ def _check_image(x, what):
 
 
 def upsample2x_forward(x):
-    """Nearest-neighbour upsampling by 2: ``out[n,c,i,j] = x[n,c,i//2,j//2]``.  MATH.md (13.7)."""
+    """Nearest-neighbour upsampling by 2: ``out[n,c,i,j] = x[n,c,i//2,j//2]``.  MATH.md (13.7).
+
+    Built in (C, H, W, N) memory order (batch fastest), the order the vectorised
+    convolution produces and reads; the result is returned as an NCHW view."""
     xp = array_namespace(x)
     _check_image(x, "upsample2x_forward")
     N, C, H, W = x.shape
-    out = xp.broadcast_to(x[:, :, :, None, :, None], (N, C, H, 2, W, 2))
-    return xp.reshape(out, (N, C, 2 * H, 2 * W)), None  # (N, C, 2H, 2W)
+    xT = xp.permute_dims(x, (1, 2, 3, 0))  # (C, H, W, N)
+    out = xp.broadcast_to(xT[:, :, None, :, None, :], (C, H, 2, W, 2, N))
+    out = xp.reshape(out, (C, 2 * H, 2 * W, N))  # (C, 2H, 2W, N)
+    return xp.permute_dims(out, (3, 0, 1, 2)), None  # (N, C, 2H, 2W)
 
 
 def upsample2x_backward(dout, cache):
@@ -251,7 +267,8 @@ def upsample2x_backward(dout, cache):
     MATH.md (13.7)."""
     xp = array_namespace(dout)
     N, C, H2, W2 = dout.shape
-    return xp.sum(xp.reshape(dout, (N, C, H2 // 2, 2, W2 // 2, 2)), axis=(3, 5))
+    dT = xp.reshape(xp.permute_dims(dout, (1, 2, 3, 0)), (C, H2 // 2, 2, W2 // 2, 2, N))
+    return xp.permute_dims(xp.sum(dT, axis=(2, 4)), (3, 0, 1, 2))  # (N, C, H, W)
 
 
 def avgpool2x_forward(x):
@@ -261,7 +278,8 @@ def avgpool2x_forward(x):
     N, C, H, W = x.shape
     if H % 2 or W % 2:
         raise ValueError(f"avgpool2x_forward: H and W must be even, got {H}x{W}")
-    return xp.mean(xp.reshape(x, (N, C, H // 2, 2, W // 2, 2)), axis=(3, 5)), None
+    xT = xp.reshape(xp.permute_dims(x, (1, 2, 3, 0)), (C, H // 2, 2, W // 2, 2, N))
+    return xp.permute_dims(xp.mean(xT, axis=(2, 4)), (3, 0, 1, 2)), None  # (N, C, H/2, W/2)
 
 
 def avgpool2x_backward(dout, cache):
@@ -269,8 +287,9 @@ def avgpool2x_backward(dout, cache):
     MATH.md (13.8)."""
     xp = array_namespace(dout)
     N, C, H, W = dout.shape
-    dx = xp.broadcast_to(0.25 * dout[:, :, :, None, :, None], (N, C, H, 2, W, 2))
-    return xp.reshape(dx, (N, C, 2 * H, 2 * W))
+    dT = xp.permute_dims(dout, (1, 2, 3, 0))  # (C, H, W, N)
+    dx = xp.broadcast_to(0.25 * dT[:, :, None, :, None, :], (C, H, 2, W, 2, N))
+    return xp.permute_dims(xp.reshape(dx, (C, 2 * H, 2 * W, N)), (3, 0, 1, 2))
 
 
 # ---------------------------------------------------------------------------- GroupNorm
@@ -406,12 +425,16 @@ def attention_backward(dout, cache):
 
 # ------------------------------------------------------------------------ skips
 def concat_forward(a, b):
-    """Channel concatenation (U-Net skip) of a (N, Ca, ...) and b (N, Cb, ...)."""
+    """Channel concatenation (U-Net skip) of a (N, Ca, H, W) and b (N, Cb, H, W).
+    MATH.md (13.21).  Built in (C, H, W, N) memory order, like the convolution output."""
     xp = array_namespace(a, b)
-    return xp.concat([a, b], axis=1), a.shape[1]
+    if a.ndim != 4 or b.ndim != 4:
+        raise ValueError(f"concat_forward: need two NCHW arrays, got {tuple(a.shape)} and {tuple(b.shape)}")
+    c = xp.concat([xp.permute_dims(a, (1, 2, 3, 0)), xp.permute_dims(b, (1, 2, 3, 0))], axis=0)
+    return xp.permute_dims(c, (3, 0, 1, 2)), a.shape[1]  # (N, Ca + Cb, H, W)
 
 
 def concat_backward(dout, cache):
-    """Split the gradient of a channel concatenation back into its two parts."""
+    """Split the gradient of a channel concatenation back into its two parts.  MATH.md (13.21)."""
     ca = cache
-    return dout[:, :ca, ...], dout[:, ca:, ...]
+    return dout[:, :ca, :, :], dout[:, ca:, :, :]

@@ -1,0 +1,230 @@
+"""Training step of the 8x8 U-Net: refdiff on NumPy against the same network in PyTorch
+CPU eager mode, same thread count, same process.
+
+One step = forward, epsilon-MSE loss gradient, backward, Adam update, at batch 128 on
+the default ``UNetConfig`` (0.27M parameters).  Prints ms/step for both and their ratio,
+the achieved GFLOP/s (matmul/conv FLOPs of the architecture counted analytically, a
+backward counted as twice its forward) and the fraction of this machine's float32
+matmul peak (measured here with a large ``np.matmul``).  Before timing it checks that
+the two implementations compute the same function (same parameters -> same output and
+gradients to float32 rounding).
+
+    python benchmarks/bench_unet_train.py                 # threads = all cores
+    python benchmarks/bench_unet_train.py --threads 1 --steps 30
+    python benchmarks/bench_unet_train.py --profile       # cProfile of the refdiff step
+
+PyTorch is needed only here: ``pip install torch==2.13.0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def parse():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per implementation")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="alternating timing rounds; the best median is kept")
+    ap.add_argument("--profile", action="store_true", help="print the top of a cProfile of the refdiff step")
+    ap.add_argument("--base-channels", type=int, default=None)
+    return ap.parse_args()
+
+
+# ----------------------------------------------------------------------- FLOP count
+def unet_forward_flops(model, batch: int) -> int:
+    """Multiply-add FLOPs (2 per MAC) of one forward pass: convolutions, linear maps
+    and the two attention products; elementwise work is not counted."""
+    c = model.config
+    S, E = c.image_size, c.time_embed_dim
+    flops = 2 * batch * (c.base_channels * E + E * E)  # time embedding MLP
+    conv = lambda cin, cout, hw, k=3: 2 * batch * hw * hw * cout * cin * k * k  # noqa: E731
+    down, mid, up = model._plan()
+    hw = S
+    for kind, name, ci, co in down + mid + up:
+        if kind in ("res", "res_cat"):
+            flops += conv(ci, co, hw) + conv(co, co, hw) + 2 * batch * E * co
+            if ci != co:
+                flops += conv(ci, co, hw, 1)
+        elif kind == "attn":
+            L = hw * hw
+            flops += 2 * batch * L * ci * 3 * ci + 2 * batch * L * ci * ci + 2 * 2 * batch * L * L * ci
+        elif kind == "down":
+            hw //= 2
+            flops += conv(ci, co, hw)
+        elif kind == "up":
+            hw *= 2
+            flops += conv(ci, co, hw)
+        else:  # conv_in
+            flops += conv(ci, co, hw)
+    return flops + conv(c.widths[0], c.in_channels, S)
+
+
+def matmul_peak_gflops(np, n=2048, reps=5) -> float:
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+    a @ b
+    best = min(_time(lambda: a @ b) for _ in range(reps))
+    return 2 * n**3 / best / 1e9
+
+
+def _time(f) -> float:
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------- PyTorch twin
+def torch_unet(torch, model):
+    """The refdiff U-Net written with torch.nn.functional (same parameter dict, same
+    block plan), so the two compute the same function."""
+    F = torch.nn.functional
+    c = model.config
+    down, mid, up = model._plan()
+    G = c.groups
+
+    def lin(P, n, x):
+        return x @ P[n + ".w"] + P[n + ".b"]
+
+    def conv(P, n, x, stride=1):
+        w = P[n + ".w"]
+        return F.conv2d(x, w, P[n + ".b"], stride=stride, padding=w.shape[-1] // 2)
+
+    def res(P, n, x, e):
+        h = conv(P, n + ".conv1", F.silu(F.group_norm(x, G, P[n + ".norm1.gamma"], P[n + ".norm1.beta"])))
+        h = h + lin(P, n + ".emb", e)[:, :, None, None]
+        h = conv(P, n + ".conv2", F.silu(F.group_norm(h, G, P[n + ".norm2.gamma"], P[n + ".norm2.beta"])))
+        return (conv(P, n + ".skip", x) if n + ".skip.w" in P else x) + h
+
+    def attn(P, n, x):
+        N, C, H, W = x.shape
+        h = F.group_norm(x, G, P[n + ".norm.gamma"], P[n + ".norm.beta"])
+        tok = h.permute(0, 2, 3, 1).reshape(N, H * W, C)
+        q, k, v = lin(P, n + ".qkv", tok).split(C, dim=-1)
+        o = lin(P, n + ".proj", F.scaled_dot_product_attention(q, k, v))
+        return x + o.reshape(N, H, W, C).permute(0, 3, 1, 2)
+
+    def forward(P, x, t):
+        half = c.base_channels // 2
+        omega = torch.exp(-torch.log(torch.tensor(c.max_period)) * torch.arange(half) / half)
+        arg = (t.float() * c.time_scale)[:, None] * omega[None, :]
+        s = torch.cat([torch.cos(arg), torch.sin(arg)], dim=1)
+        e = F.silu(lin(P, "temb.lin2", F.silu(lin(P, "temb.lin1", s))))
+        h, skips = x, []
+        for kind, n, _, _ in down:
+            h = res(P, n, h, e) if kind == "res" else conv(P, n, h, 2 if kind == "down" else 1)
+            skips.append(h)
+        for kind, n, _, _ in mid + up:
+            if kind == "res":
+                h = res(P, n, h, e)
+            elif kind == "attn":
+                h = attn(P, n, h)
+            elif kind == "res_cat":
+                h = res(P, n, torch.cat([h, skips.pop()], dim=1), e)
+            else:
+                h = conv(P, n, F.interpolate(h, scale_factor=2, mode="nearest"))
+        return conv(P, "out.conv", F.silu(F.group_norm(h, G, P["out.norm.gamma"], P["out.norm.beta"])))
+
+    return forward
+
+
+# ----------------------------------------------------------------------- main
+def main():
+    args = parse()
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)  # before NumPy loads its BLAS
+    import numpy as np
+    import torch
+
+    from refdiff.nn import UNet, UNetConfig
+    from refdiff.nn.optim import adam_init, adam_update
+
+    torch.set_num_threads(args.threads)
+    cfg = UNetConfig() if args.base_channels is None else UNetConfig(base_channels=args.base_channels)
+    model = UNet(cfg)
+    rng = np.random.default_rng(0)
+    P = model.init_params(rng)  # float32
+    # perturb the zero-initialised output conv so gradients flow everywhere
+    P["out.conv.w"] = (0.01 * rng.standard_normal(P["out.conv.w"].shape)).astype(np.float32)
+    N = args.batch
+    x = rng.standard_normal((N, cfg.in_channels, cfg.image_size, cfg.image_size)).astype(np.float32)
+    eps = rng.standard_normal(x.shape).astype(np.float32)
+    t = rng.integers(0, 1000, N)
+
+    # ---- refdiff step
+    state = {"P": P, "S": adam_init(P)}
+
+    def refdiff_step():
+        out, cache = model.forward(state["P"], x, t)
+        dout = (2.0 / out.size) * (out - eps)  # d/d out of mean((out - eps)^2)
+        G, _ = model.backward(state["P"], cache, dout)
+        state["P"], state["S"] = adam_update(state["P"], G, state["S"], lr=1e-4)
+
+    # ---- torch step
+    fwd = torch_unet(torch, model)
+    TP = {k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in P.items()}
+    opt = torch.optim.Adam(list(TP.values()), lr=1e-4)
+    tx, teps, tt = torch.from_numpy(x), torch.from_numpy(eps), torch.from_numpy(t)
+
+    def torch_step():
+        opt.zero_grad(set_to_none=True)
+        loss = torch.mean((fwd(TP, tx, tt) - teps) ** 2)
+        loss.backward()
+        opt.step()
+
+    # ---- same function?  (float32 rounding: relative error ~1e-5)
+    out, cache = model.forward(P, x, t)
+    G, _ = model.backward(P, cache, (2.0 / out.size) * (out - eps))
+    tout = fwd(TP, tx, tt)
+    torch.mean((tout - teps) ** 2).backward()
+    rel = lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b))  # noqa: E731
+    err_out = rel(out, tout.detach().numpy())
+    err_g = max(rel(G[k], TP[k].grad.numpy()) for k in P)
+    for v in TP.values():
+        v.grad = None
+
+    # ---- timing: alternate rounds so both see the same machine load
+    for _ in range(args.warmup):
+        refdiff_step()
+        torch_step()
+    best = {"refdiff": float("inf"), "torch": float("inf")}
+    for _ in range(args.repeats):
+        for name, step in (("refdiff", refdiff_step), ("torch", torch_step)):
+            ms = statistics.median(_time(step) * 1e3 for _ in range(args.steps))
+            best[name] = min(best[name], ms)
+
+    flops = 3 * unet_forward_flops(model, N)
+    peak = matmul_peak_gflops(np)
+    print(f"U-Net {model.num_params()} params, batch {N}, {args.threads} threads, "
+          f"numpy {np.__version__}, torch {torch.__version__}")
+    print(f"same function: rel. error output {err_out:.1e}, worst parameter gradient {err_g:.1e}")
+    print(f"FLOPs per training step (3 x forward {flops / 3 / 1e9:.3f} GFLOP): {flops / 1e9:.3f} GFLOP")
+    print(f"float32 matmul peak (np.matmul 2048^3): {peak:.1f} GFLOP/s")
+    print(f"{'':10s} {'ms/step':>9s} {'GFLOP/s':>9s} {'% peak':>7s}")
+    for name in ("refdiff", "torch"):
+        g = flops / best[name] / 1e6
+        print(f"{name:10s} {best[name]:9.1f} {g:9.1f} {100 * g / peak:6.1f}%")
+    print(f"ratio refdiff/torch: {best['refdiff'] / best['torch']:.2f}")
+
+    if args.profile:
+        pr = cProfile.Profile()
+        pr.enable()
+        for _ in range(args.steps):
+            refdiff_step()
+        pr.disable()
+        pstats.Stats(pr).sort_stats("tottime").print_stats(15)
+
+
+if __name__ == "__main__":
+    main()
