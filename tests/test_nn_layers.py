@@ -136,6 +136,23 @@ def test_conv2d_vectorised_matches_naive(xp, case):
         assert_close(g, g_n, xp=xp, rtol=EXACT, atol=EXACT)
 
 
+@pytest.mark.parametrize("budget", [1, 40])
+def test_conv2d_row_chunks_match_naive(xp, monkeypatch, budget):
+    """The vectorised convolution processes output rows in blocks sized to stay in cache;
+    with a tiny block budget (one row, or a few rows, per block) forward and backward
+    still equal the loop definition MATH.md (13.3), (13.5)-(13.6), for all three kinds."""
+    monkeypatch.setattr(L, "_CHUNK_FLOATS", budget)
+    rng = np.random.default_rng(budget)
+    for k, stride, pad in CONV_KINDS.values():
+        x, w, b = _rand(xp, rng, (2, 3, 6, 5)), _rand(xp, rng, (4, 3, k, k)), _rand(xp, rng, (4,))
+        out, cache = L.conv2d_forward(x, w, b, stride=stride, pad=pad)
+        out_n, cache_n = L.conv2d_forward_naive(x, w, b, stride=stride, pad=pad)
+        assert_close(out, out_n, xp=xp, rtol=EXACT, atol=EXACT)
+        dout = _rand(xp, rng, out.shape)
+        for g, g_n in zip(L.conv2d_backward(dout, cache), L.conv2d_backward_naive(dout, cache_n)):
+            assert_close(g, g_n, xp=xp, rtol=EXACT, atol=EXACT)
+
+
 @settings(max_examples=8)
 @given(case=conv_case())
 def test_conv2d_adjoint(xp, case):

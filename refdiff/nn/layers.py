@@ -19,6 +19,7 @@ the executable specification that the tests compare against.
 
 from __future__ import annotations
 
+import functools
 import math
 
 from array_api_compat import device as _device
@@ -123,9 +124,54 @@ def _chwn(xp, x):
     """x (N, C, H, W) as a (C, H, W, N) array with that memory order: free (a view) when
     x already is a transposed view of such an array, one transposing copy otherwise
     (reshape to 1-d copies exactly when the permuted view is not contiguous)."""
-    C, H, W, N = x.shape[1], x.shape[2], x.shape[3], x.shape[0]
-    flat = xp.reshape(xp.permute_dims(x, (1, 2, 3, 0)), (C * H * W * N,))
-    return xp.reshape(flat, (C, H, W, N))
+    return _cfirst(xp, x)
+
+
+# Column-matrix chunks are kept near this many numbers (2 MiB of float32) so that the
+# gather, the matrix products and the scatter of one chunk stay in cache.
+_CHUNK_FLOATS = 1 << 19
+
+
+@functools.lru_cache(maxsize=1024)
+def _row_chunks(Ho: int, row_size: int, budget: int):
+    """Split output rows [0, Ho) into blocks of about budget / row_size rows."""
+    rows = max(1, budget // max(1, row_size))
+    return tuple((r0, min(Ho, r0 + rows)) for r0 in range(0, Ho, rows))
+
+
+@functools.lru_cache(maxsize=4096)
+def _taps(kh, kw, H, W, Ho, Wo, stride, pad, r0, r1):
+    """For output rows [r0, r1): every kernel tap (p, q) with the output rectangle
+    [a0, a1) x [j0, j1) that reads inside the image, and the input slices it reads."""
+    out = []
+    for p in range(kh):
+        i0, i1, si = _window(p, H, Ho, stride, pad)
+        a0, a1 = max(i0, r0), min(i1, r1)
+        if a1 <= a0:
+            continue
+        s0 = si + stride * (a0 - i0)
+        rows_in = slice(s0, s0 + stride * (a1 - a0 - 1) + 1, stride)
+        for q in range(kw):
+            j0, j1, sj = _window(q, W, Wo, stride, pad)
+            if j1 <= j0:
+                continue
+            cols_in = slice(sj, sj + stride * (j1 - j0 - 1) + 1, stride)
+            out.append((p * kw + q, slice(a0 - r0, a1 - r0), slice(j0, j1), rows_in, cols_in))
+    return tuple(out)
+
+
+def _gather(xp, xT, w_shape, stride, pad, Ho, Wo, r0, r1):
+    """Column matrix (C kh kw, (r1 - r0) Wo N) of output rows [r0, r1), MATH.md (13.4)."""
+    C, H, W, N = xT.shape
+    kh, kw = w_shape[2], w_shape[3]
+    cols = xp.zeros((C, kh * kw, r1 - r0, Wo, N), dtype=xT.dtype, device=_device(xT))
+    for k, ro, co, ri, ci in _taps(kh, kw, H, W, Ho, Wo, stride, pad, r0, r1):
+        cols[:, k, ro, co, :] = xT[:, ri, ci, :]
+    return xp.reshape(cols, (C * kh * kw, (r1 - r0) * Wo * N))  # (C kh kw, rows Wo N)
+
+
+def _is_pointwise(w, stride, pad):
+    return w.shape[2] == 1 and w.shape[3] == 1 and stride == 1 and pad == 0
 
 
 def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
@@ -135,10 +181,12 @@ def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
     x (N, C, H, W), w (F, C, kh, kw), b (F,).  ``pad`` defaults to ``kh // 2`` ("same" for
     odd kernels at stride 1; 3x3 stride 2 pad 1 halves an even size).  Vectorised: the
     shifted windows are gathered into a column matrix (C kh kw, Ho Wo N) and multiplied by
-    w reshaped to (F, C kh kw).  The batch is the fastest axis of the column matrix, so
-    each window copy moves runs of Wo*N contiguous numbers.  The output is an NCHW array
-    that, on NumPy, is a transposed view of the (F, Ho, Wo, N) product: the next layers
-    keep that memory order and the next convolution reads it without a transpose copy.
+    w reshaped to (F, C kh kw), a block of output rows at a time so that the column
+    matrix stays in cache (it is not kept: the backward pass gathers it again).  The batch
+    is the fastest axis, so each window copy moves runs of Wo*N contiguous numbers, and
+    the output is an NCHW array that, on NumPy, is a transposed view of the (F, Ho, Wo, N)
+    product: the next layers keep that memory order and the next convolution reads it
+    without a transpose copy.
     """
     xp = array_namespace(x, w)
     pad = w.shape[2] // 2 if pad is None else pad
@@ -146,56 +194,59 @@ def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
     N, C, H, W = x.shape
     F, _, kh, kw = w.shape
     xT = _chwn(xp, x)  # (C, H, W, N), batch fastest in memory
-    if kh == 1 and kw == 1 and stride == 1 and pad == 0:
-        cols = xp.reshape(xT, (C, H * W * N))  # (C, H W N)
-    else:
-        cols = xp.zeros((C, kh * kw, Ho, Wo, N), dtype=x.dtype, device=_device(x))
-        for p in range(kh):
-            i0, i1, si = _window(p, H, Ho, stride, pad)
-            for q in range(kw):
-                j0, j1, sj = _window(q, W, Wo, stride, pad)
-                if i1 <= i0 or j1 <= j0:
-                    continue
-                cols[:, p * kw + q, i0:i1, j0:j1, :] = xT[
-                    :, si:si + stride * (i1 - i0 - 1) + 1:stride, sj:sj + stride * (j1 - j0 - 1) + 1:stride, :
-                ]
-        cols = xp.reshape(cols, (C * kh * kw, Ho * Wo * N))  # (C kh kw, Ho Wo N)
     w2 = xp.reshape(w, (F, C * kh * kw))  # (F, C kh kw)
-    out = w2 @ cols + b[:, None]  # (F, Ho Wo N)
-    out = xp.permute_dims(xp.reshape(out, (F, Ho, Wo, N)), (3, 0, 1, 2))  # (N, F, Ho, Wo)
-    return out, (cols, w, (N, C, H, W), stride, pad)
+    if _is_pointwise(w, stride, pad):
+        out = w2 @ xp.reshape(xT, (C, H * W * N)) + b[:, None]  # (F, H W N)
+        out = xp.reshape(out, (F, Ho, Wo, N))
+    else:
+        out = xp.empty((F, Ho, Wo, N), dtype=x.dtype, device=_device(x))
+        for r0, r1 in _row_chunks(Ho, C * kh * kw * Wo * N, _CHUNK_FLOATS):
+            cols = _gather(xp, xT, w.shape, stride, pad, Ho, Wo, r0, r1)
+            out[:, r0:r1, :, :] = xp.reshape(w2 @ cols + b[:, None], (F, r1 - r0, Wo, N))
+    return xp.permute_dims(out, (3, 0, 1, 2)), (xT, w, stride, pad)  # (N, F, Ho, Wo)
 
 
 def conv2d_backward(dout, cache):
     """Gradients of :func:`conv2d_forward`.  MATH.md (13.5)-(13.6).
 
-    ``dw = dout_mat cols^T``, ``db = sum dout``, and ``dx`` is the adjoint of the window
-    gather (col2im): the column gradient ``w_mat^T dout_mat`` is scattered back by adding
-    each shifted window into place.  Returns ``(dx, dw, db)``.
+    Per block of output rows: ``dw += dout_mat cols^T``, and the column gradient
+    ``w_mat^T dout_mat`` is scattered back by adding each shifted window into place
+    (col2im, the adjoint of the gather); ``db = sum dout``.  Returns ``(dx, dw, db)``.
     """
     xp = array_namespace(dout)
-    cols, w, (N, C, H, W), stride, pad = cache
+    xT, w, stride, pad = cache
+    C, H, W, N = xT.shape
     F, _, kh, kw = w.shape
     Ho, Wo = dout.shape[2], dout.shape[3]
-    d2 = xp.reshape(_chwn(xp, dout), (F, Ho * Wo * N))  # (F, Ho Wo N)
-    db = xp.sum(d2, axis=1)
-    dw = xp.reshape(d2 @ cols.T, w.shape)  # (F, C, kh, kw)
-    dcols = xp.reshape(w, (F, C * kh * kw)).T @ d2  # (C kh kw, Ho Wo N)
-    if kh == 1 and kw == 1 and stride == 1 and pad == 0:
-        dxT = xp.reshape(dcols, (C, H, W, N))
-    else:
-        dcols = xp.reshape(dcols, (C, kh * kw, Ho, Wo, N))  # (C, kh kw, Ho, Wo, N)
-        dxT = xp.zeros((C, H, W, N), dtype=dout.dtype, device=_device(dout))
-        for p in range(kh):
-            i0, i1, si = _window(p, H, Ho, stride, pad)
-            for q in range(kw):
-                j0, j1, sj = _window(q, W, Wo, stride, pad)
-                if i1 <= i0 or j1 <= j0:
-                    continue
-                sl = (slice(None), slice(si, si + stride * (i1 - i0 - 1) + 1, stride),
-                      slice(sj, sj + stride * (j1 - j0 - 1) + 1, stride), slice(None))
-                dxT[sl] += dcols[:, p * kw + q, i0:i1, j0:j1, :]
-    return xp.permute_dims(dxT, (3, 0, 1, 2)), dw, db
+    dT = _chwn(xp, dout)  # (F, Ho, Wo, N)
+    db = xp.sum(xp.reshape(dT, (F, Ho * Wo * N)), axis=1)
+    w2 = xp.reshape(w, (F, C * kh * kw))  # (F, C kh kw)
+    if _is_pointwise(w, stride, pad):
+        d2 = xp.reshape(dT, (F, H * W * N))
+        dw = d2 @ xp.reshape(xT, (C, H * W * N)).T
+        dxT = xp.reshape(w2.T @ d2, (C, H, W, N))
+        return xp.permute_dims(dxT, (3, 0, 1, 2)), xp.reshape(dw, w.shape), db
+    dw = xp.zeros((F, C * kh * kw), dtype=dout.dtype, device=_device(dout))
+    if stride == 1 and Ho == H and Wo == W and kh == kw and 2 * pad == kh - 1:
+        # "same" stride-1 convolution: (13.6) is the correlation of dout with the kernel
+        # flipped in space and transposed in channels, so dx is gathered, not scattered.
+        wf = xp.permute_dims(xp.flip(w, axis=(2, 3)), (1, 0, 2, 3))  # (C, F, kh, kw)
+        wf2 = xp.reshape(wf, (C, F * kh * kw))  # (C, F kh kw)
+        dxT = xp.empty((C, H, W, N), dtype=dout.dtype, device=_device(dout))
+        for r0, r1 in _row_chunks(Ho, C * kh * kw * Wo * N, _CHUNK_FLOATS):
+            d2 = xp.reshape(dT[:, r0:r1, :, :], (F, (r1 - r0) * Wo * N))  # (F, rows Wo N)
+            dw = dw + d2 @ _gather(xp, xT, w.shape, 1, pad, Ho, Wo, r0, r1).T
+            dcolsT = _gather(xp, dT, wf.shape, 1, pad, H, W, r0, r1)  # (F kh kw, rows W N)
+            dxT[:, r0:r1, :, :] = xp.reshape(wf2 @ dcolsT, (C, r1 - r0, W, N))
+        return xp.permute_dims(dxT, (3, 0, 1, 2)), xp.reshape(dw, w.shape), db
+    dxT = xp.zeros((C, H, W, N), dtype=dout.dtype, device=_device(dout))
+    for r0, r1 in _row_chunks(Ho, C * kh * kw * Wo * N, _CHUNK_FLOATS):
+        d2 = xp.reshape(dT[:, r0:r1, :, :], (F, (r1 - r0) * Wo * N))  # (F, rows Wo N)
+        dw = dw + d2 @ _gather(xp, xT, w.shape, stride, pad, Ho, Wo, r0, r1).T
+        dcols = xp.reshape(w2.T @ d2, (C, kh * kw, r1 - r0, Wo, N))
+        for k, ro, co, ri, ci in _taps(kh, kw, H, W, Ho, Wo, stride, pad, r0, r1):
+            dxT[:, ri, ci, :] += dcols[:, k, ro, co, :]
+    return xp.permute_dims(dxT, (3, 0, 1, 2)), xp.reshape(dw, w.shape), db
 
 
 def conv2d_forward_naive(x, w, b, *, stride: int = 1, pad: int | None = None):
@@ -293,12 +344,30 @@ def avgpool2x_backward(dout, cache):
 
 
 # ---------------------------------------------------------------------------- GroupNorm
+def _cfirst(xp, x):
+    """x (N, C, *S) as a (C, *S, N) array in that memory order (a free view when x is a
+    transposed view of such an array, e.g. a convolution output; one copy otherwise)."""
+    perm = tuple(range(1, x.ndim)) + (0,)
+    shape = tuple(x.shape[i] for i in perm)
+    size = 1
+    for d in shape:
+        size *= d
+    return xp.reshape(xp.reshape(xp.permute_dims(x, perm), (size,)), shape)
+
+
+def _nfirst(xp, xT):
+    """Inverse of :func:`_cfirst`: (C, *S, N) -> an (N, C, *S) view."""
+    return xp.permute_dims(xT, (xT.ndim - 1,) + tuple(range(xT.ndim - 1)))
+
+
 def groupnorm_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
     """Group normalisation of x (N, C, ...) over (channels of a group) x (spatial),
     then the per-channel affine map ``gamma xhat + beta``.  MATH.md (13.9).
 
     ``groups`` must divide C.  Variance is the biased (1/M) one, as in the usual
-    implementations.  Returns ``(out, cache)``.
+    implementations.  Computed on the (G, M, N) view of the (C, ..., N) memory order that
+    the convolutions use, so every reduction runs over contiguous rows.
+    Returns ``(out, cache)``.
     """
     xp = array_namespace(x)
     if x.ndim < 2:
@@ -306,16 +375,15 @@ def groupnorm_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
     N, C = x.shape[0], x.shape[1]
     if groups < 1 or C % groups:
         raise ValueError(f"groupnorm_forward: groups={groups} must divide C={C}")
-    sp = tuple(x.shape[2:])
-    xg = xp.reshape(x, (N, groups, C // groups) + sp)  # (N, G, C/G, ...)
-    axes = tuple(range(2, xg.ndim))
-    mu = xp.mean(xg, axis=axes, keepdims=True)
+    xT = _cfirst(xp, x)  # (C, ..., N)
+    xg = xp.reshape(xT, (groups, -1, N))  # (G, M, N)
+    mu = xp.mean(xg, axis=1, keepdims=True)  # (G, 1, N)
     xc = xg - mu
-    rstd = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=axes, keepdims=True) + eps)
-    xhat = xp.reshape(xc * rstd, x.shape)  # (N, C, ...)
-    cshape = (1, C) + (1,) * len(sp)
+    rstd = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=1, keepdims=True) + eps)
+    xhat = xp.reshape(xc * rstd, xT.shape)  # (C, ..., N)
+    cshape = (C,) + (1,) * (x.ndim - 1)
     out = xhat * xp.reshape(gamma, cshape) + xp.reshape(beta, cshape)
-    return out, (xhat, rstd, gamma, groups)
+    return _nfirst(xp, out), (xhat, rstd, gamma, groups)
 
 
 def groupnorm_backward(dout, cache):
@@ -323,20 +391,16 @@ def groupnorm_backward(dout, cache):
     ``dx = rstd (g - mean(g) - xhat mean(g xhat))`` with g = dout gamma, means over the group.
     Returns ``(dx, dgamma, dbeta)``."""
     xp = array_namespace(dout)
-    xhat, rstd, gamma, groups = cache
-    N, C = dout.shape[0], dout.shape[1]
-    sp = tuple(dout.shape[2:])
-    red = (0,) + tuple(range(2, dout.ndim))
-    dgamma = xp.sum(dout * xhat, axis=red)
-    dbeta = xp.sum(dout, axis=red)
-    cshape = (1, C) + (1,) * len(sp)
-    gshape = (N, groups, C // groups) + sp
-    g = xp.reshape(dout * xp.reshape(gamma, cshape), gshape)  # (N, G, C/G, ...)
-    xh = xp.reshape(xhat, gshape)
-    axes = tuple(range(2, len(gshape)))
-    dx = rstd * (g - xp.mean(g, axis=axes, keepdims=True)
-                 - xh * xp.mean(g * xh, axis=axes, keepdims=True))
-    return xp.reshape(dx, dout.shape), dgamma, dbeta
+    xhat, rstd, gamma, groups = cache  # xhat (C, ..., N), rstd (G, 1, N)
+    C, N = xhat.shape[0], xhat.shape[-1]
+    dT = _cfirst(xp, dout)  # (C, ..., N)
+    d2 = xp.reshape(dT, (C, -1))  # (C, ... N)
+    dgamma = xp.sum(d2 * xp.reshape(xhat, (C, -1)), axis=1)
+    dbeta = xp.sum(d2, axis=1)
+    g = xp.reshape(dT * xp.reshape(gamma, (C,) + (1,) * (xhat.ndim - 1)), (groups, -1, N))  # (G, M, N)
+    xh = xp.reshape(xhat, (groups, -1, N))
+    dx = rstd * (g - xp.mean(g, axis=1, keepdims=True) - xh * xp.mean(g * xh, axis=1, keepdims=True))
+    return _nfirst(xp, xp.reshape(dx, xhat.shape)), dgamma, dbeta
 
 
 # ----------------------------------------------------------------------- embeddings
