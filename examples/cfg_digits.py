@@ -131,7 +131,8 @@ def main(argv=None):
     plt = _common.pyplot()
     fig, axes = plt.subplots(1, len(args.scales), figsize=(2.6 * len(args.scales) + 0.3, 3.6))
     for ax, w, r in zip(np.atleast_1d(axes), args.scales, rows):
-        ax.imshow(_common.image_grid(shown[w], nrow=10, fill=0.0), cmap="gray_r", vmin=-1, vmax=1)
+        ax.imshow(_common.image_grid(shown[w], nrow=10, fill=0.0), cmap="gray_r", vmin=-1, vmax=1,
+                  interpolation="nearest")
         head = f"w = {w:g}" + (" (unconditional)" if w == 0 else " (conditional)" if w == 1 else "")
         ax.set_title(f"{head}\naccuracy {r['accuracy']:.1%}", fontsize=9)
         ax.set_xticks([])
@@ -141,16 +142,20 @@ def main(argv=None):
                  fontsize=9)
     _common.save(fig, out / "cfg_digits.png")
 
-    fig, ax = plt.subplots(figsize=(4.2, 2.8))
     ws = [r["scale_w"] for r in rows]
-    ax.plot(ws, [r["accuracy"] for r in rows], "o-", label="class accuracy (held-out classifier)")
-    ax.set_xlabel("guidance scale w")
-    ax.set_ylim(0, 1.02)
-    ax2 = ax.twinx()
-    ax2.plot(ws, [r["within_class_std"] for r in rows], "s--", color="C1", label="within-class pixel std")
-    ax.legend(loc="lower left", fontsize=7)
-    ax2.legend(loc="lower right", fontsize=7)
-    ax.set_title("fidelity vs diversity", fontsize=9)
+    fig, axes = plt.subplots(1, 3, figsize=(10, 2.8))
+    panels = (("accuracy", "class accuracy (held-out classifier)"),
+              ("frechet", "Frechet distance to test digits\n(classifier features)"),
+              ("within_class_std", "within-class pixel std (diversity)"))
+    for ax, (key, title) in zip(axes, panels):
+        ax.plot(ws, [r[key] for r in rows], "o-")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("guidance scale w ('w' convention)")
+    axes[0].axhline(clf_acc, color="k", ls=":", lw=1, label=f"classifier test accuracy {clf_acc:.3f}")
+    axes[0].set_ylim(min(0.5, min(r["accuracy"] for r in rows)), 1.01)
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle("classifier-free guidance: fidelity against diversity", fontsize=9)
+    fig.tight_layout()
     _common.save(fig, out / "cfg_tradeoff.png")
 
     t_total = time.perf_counter() - t_start

@@ -47,7 +47,7 @@ def main(argv=None):
         for c, t in enumerate(ts):
             xt = refdiff.q_sample(schedules[sk], x0[i:i + 1], np.array([t]), eps[i:i + 1])
             ax = axes[r, c]
-            ax.imshow(xt[0, 0], cmap="gray_r", vmin=-2, vmax=2)
+            ax.imshow(xt[0, 0], cmap="gray_r", vmin=-2, vmax=2, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:

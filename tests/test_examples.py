@@ -22,7 +22,7 @@ FIGURE_SCRIPTS = {
     "sampler_orders": None,
 }
 # scripts that write no figures (they print numbers); run by their own tests or by hand
-OTHER_SCRIPTS = {"mixture_floor"}
+OTHER_SCRIPTS = {"mixture_floor", "verify_other_framework"}
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
