@@ -12,7 +12,8 @@ All functions are array-namespace agnostic (NumPy, CuPy, array_api_strict): they
 array API standard only.  Images are NCHW; vectors (N, D).
 
 The convolution (``conv2d_forward``/``conv2d_backward``) is vectorised by gathering
-shifted windows into a column matrix and doing one matrix product (MATH.md (13.4));
+shifted windows into a column matrix and multiplying it by the reshaped kernel
+(MATH.md (13.4)), one cache-sized block of output rows at a time;
 ``conv2d_forward_naive``/``conv2d_backward_naive`` are the loop definitions beside it,
 the executable specification that the tests compare against.
 """
