@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from refdiff.nn import layers as L
 from refdiff.nn import blocks as B
+from refdiff.nn import conv as conv_module
 from refdiff.nn.gradcheck import check_gradient, inner, numerical_gradient, relative_error
 from tests._support import assert_close, asx
 
@@ -141,7 +142,7 @@ def test_conv2d_row_chunks_match_naive(xp, monkeypatch, budget):
     """The vectorised convolution processes output rows in blocks sized to stay in cache;
     with a tiny block budget (one row, or a few rows, per block) forward and backward
     still equal the loop definition MATH.md (13.3), (13.5)-(13.6), for all three kinds."""
-    monkeypatch.setattr(L, "_CHUNK_FLOATS", budget)
+    monkeypatch.setattr(conv_module, "_CHUNK_FLOATS", budget)
     rng = np.random.default_rng(budget)
     for k, stride, pad in CONV_KINDS.values():
         x, w, b = _rand(xp, rng, (2, 3, 6, 5)), _rand(xp, rng, (4, 3, k, k)), _rand(xp, rng, (4,))
