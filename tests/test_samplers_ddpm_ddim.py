@@ -145,7 +145,8 @@ def test_respace_composes_original_chain():
 def test_ddim_conditional_preserves_marginals(sched, data, eta):
     """MATH.md (8.6)-(8.8): with the true (x_0, eps) plugged in, the DDIM update is
     x_s = alpha_s x_0 + a eps + b z with a^2 + b^2 = sigma_s^2 (so q(x_s | x_0) is the forward
-    marginal (2.4) for every eta), and for eta = 1 on consecutive steps b^2 is the DDPM
+    marginal (2.4) for every eta); b is eta times the posterior std of the Markov step s -> t
+    (8.8), by Gaussian conditioning; and for eta = 1 on consecutive steps b^2 is the DDPM
     posterior variance and the mean the posterior mean of q(x_{t-1} | x_t, x_0) (3.2)."""
     t = data.draw(st.integers(1, sched.T - 1))
     t_prev = data.draw(st.integers(-1, t - 1))
@@ -157,6 +158,11 @@ def test_ddim_conditional_preserves_marginals(sched, data, eta):
     ab_s = 1.0 if t_prev < 0 else sched.alpha_bars[t_prev]
     a = (det - math.sqrt(ab_s) * x0) / e1
     np.testing.assert_allclose(a**2 + b**2, 1 - ab_s, rtol=1e-8, atol=1e-12)
+    # b = eta x the std of q(x_s | x_t, x_0) for the Markov step s -> t (Gaussian conditioning:
+    # Var(x_s|x_0) - Cov(x_s, x_t|x_0)^2 / Var(x_t|x_0), Cov = sqrt(abar_t/abar_s)(1 - abar_s))
+    ab_t = sched.alpha_bars[t]
+    post_var = (1 - ab_s) - (ab_t / ab_s) * (1 - ab_s) ** 2 / (1 - ab_t)
+    np.testing.assert_allclose(b**2, np.full(b.shape, eta**2 * max(post_var, 0.0)), rtol=1e-8, atol=1e-14)
     if eta == 1.0 and t_prev == t - 1:
         mean, var, _ = refdiff.q_posterior_mean_variance(sched, x0, x_t, t)
         np.testing.assert_allclose(det, mean, rtol=1e-9, atol=1e-12)
