@@ -84,13 +84,20 @@ def test_euler_loop_equals_ddim_loop(xp):
 def test_ancestral_split_is_brownian_bridge():
     """MATH.md (9.4): for eta = 1, sigma_down = sigma_next^2 / sigma and
     sigma_up^2 = sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2, the mean and variance of the
-    Brownian bridge x_s | x_t, x_0 of the VE process; eta = 0 is Euler (sigma_up = 0)."""
+    Brownian bridge x_s | x_t, x_0 of the VE process; eta = 0 is Euler (sigma_up = 0); other eta
+    scale sigma_up linearly (eta = 0.5: half the bridge std), capped at sigma_next."""
     for sg, sn in ((10.0, 3.0), (1.0, 0.5), (0.2, 0.01)):
         down, up = K.ancestral_sigmas(sg, sn, 1.0)
         assert math.isclose(down, sn * sn / sg, rel_tol=1e-12)
         assert math.isclose(up**2 + down**2, sn * sn, rel_tol=1e-12)
         assert K.ancestral_sigmas(sg, sn, 0.0) == (sn, 0.0)
+        # eta scales the bridge std linearly (k-diffusion's get_ancestral_step), capped at sigma_next
+        down, up = K.ancestral_sigmas(sg, sn, 0.5)
+        assert math.isclose(up, 0.5 * sn * math.sqrt(sg * sg - sn * sn) / sg, rel_tol=1e-12)
+        assert math.isclose(down, math.sqrt(sn * sn - up * up), rel_tol=1e-12)
     assert K.ancestral_sigmas(1.0, 0.0, 1.0) == (0.0, 0.0)
+    down, up = K.ancestral_sigmas(1.0, 0.5, 10.0)  # 10 * 0.5 * sqrt(0.75) > 0.5: capped
+    assert up == 0.5 and down == 0.0
 
 
 @given(schedule_and_t(min_T=2, max_T=200), st.integers(0, 2**31 - 1))
