@@ -213,6 +213,31 @@ def test_2m_sde_reduces_to_first_order_for_constant_prediction():
     assert_close(got - one, 0.5 * a_t * (1 - math.exp(-2 * h)) * (m0 - m_prev) / r0, rtol=1e-12)
 
 
+@pytest.mark.parametrize("form", ["data", "noise"])
+def test_2m_sde_heun_is_exact_integral_for_linear_prediction(form):
+    """MATH.md (10.15), (10.16): the reverse SDE's score term is twice the PF-ODE's, so its mean
+    (z = 0) is (10.2) with the eps integral doubled (noise form) or, after moving
+    -2 lambda' x into the linear part (integrating factor e^{2 lambda} / alpha), with kernel
+    2 alpha_t e^{-2 (h - u)} on x0 (data form).  For an exactly linear prediction
+    m = c0 + c1 u the 'heun' 2M SDE step (D1 = h m' exactly from m_prev) equals that integral
+    by quadrature; 'midpoint' does not (it is only second order).  float64 quadrature: 1e-12."""
+    lam_s, h, lam_prev = -0.3, 0.7, -0.8
+    (a_s, s_s), (a_t, s_t) = _ab(lam_s), _ab(lam_s + h)
+    m = lambda u: 0.4 - 1.3 * u  # noqa: E731  (u = lambda - lambda_s)
+    x = np.array([0.6])
+    if form == "data":
+        ref = s_t / s_s * math.exp(-h) * 0.6 + integrate.quad(
+            lambda u: 2 * a_t * math.exp(-2 * (h - u)) * m(u), 0, h, epsabs=1e-14, epsrel=1e-13)[0]
+    else:
+        ref = a_t / a_s * 0.6 - integrate.quad(
+            lambda u: 2 * s_t * math.exp(h - u) * m(u), 0, h, epsabs=1e-14, epsrel=1e-13)[0]
+    args = (x, np.array([m(0.0)]), np.array([m(lam_prev - lam_s)]), lam_prev, a_s, s_s, a_t, s_t, np.zeros(1))
+    got = D.dpmpp_2m_sde_update(*args, form=form, solver_type="heun")
+    assert abs(float(got[0]) - ref) < 1e-12
+    mid = D.dpmpp_2m_sde_update(*args, form=form, solver_type="midpoint")
+    assert abs(float(mid[0]) - ref) > 1e-4
+
+
 # ------------------------------------------------------------------ loops
 def test_loops_first_order_equal_ddim_loop(xp):
     """MATH.md (10.4)-(10.6): on a Schedule grid with the final step to alpha_bar = 1, the
