@@ -153,6 +153,39 @@ def test_second_and_third_order_stages_on_polynomials():
                 assert abs(got - ref) < 1e-12
 
 
+@pytest.mark.parametrize("form", ["noise", "data"])
+def test_singlestep_3_needs_r2_two_thirds(form):
+    """MATH.md (10.10), (10.11): the intermediate value m1 comes from a first-order step and
+    carries an error O(h^2); in the final stage it is weighted by (r2 phi1 - 2 phi2) /
+    (r1 (r2 - r1)) = O(h) unless r2 = 2/3.  So singlestep DPM-Solver-3 has local error O(h^4)
+    with r2 = 2/3 for any r1 (both solver types), and only O(h^3) with r2 = 1/2, also for
+    'taylor', which is exact on quadratics given exact m1, m2.  One step from the exact
+    trajectory of N(mu, Q diag(0.5, 1, 2) Q^T) on LinearVP (lambda 0 -> h, h = 0.4..0.05):
+    fitted slopes measured 3.93-4.01 and 2.85-3.07; accepted > 3.7 and < 3.4."""
+    from refdiff.samplers import orders as O
+
+    vp = refdiff.LinearVP(0.1, 20.0, t_min=1e-3)
+    g = refdiff.GaussianData(np.array([0.5, -1.0, 2.0]), O._Q @ np.diag([0.5, 1.0, 2.0]) @ O._Q.T)
+    xT = np.random.default_rng(0).standard_normal((16, 3))
+    ends = lambda t: (float(vp.alpha(np.asarray(t))), float(vp.sigma(np.asarray(t))))  # noqa: E731
+    t_of = lambda lam: float(vp.t_from_lambda(np.asarray(lam)))  # noqa: E731
+    hs = np.array([0.4, 0.2, 0.1, 0.05])
+
+    def slope(**kw):
+        errs = []
+        for h in hs:
+            t0, t1 = t_of(0.0), t_of(h)
+            x0 = g.ode_transport(xT, *ends(1.0), *ends(t0))
+            out = D.dpm_solver_singlestep(g.as_model(vp, "epsilon"), x0, t0, t1, vp, 3, form=form, **kw)
+            errs.append(np.sqrt(np.mean((out - g.ode_transport(xT, *ends(1.0), *ends(t1))) ** 2)))
+        return np.polyfit(np.log(hs), np.log(errs), 1)[0]
+
+    for kw in ({}, {"solver_type": "taylor"}, {"solver_type": "taylor", "r1": 0.25}, {"r1": 0.25}):
+        assert slope(**kw) > 3.7, kw
+    for kw in ({"r2": 0.5}, {"solver_type": "taylor", "r2": 0.5}):
+        assert slope(**kw) < 3.4, kw
+
+
 def test_published_3m_halves_the_second_derivative_term():
     """MATH.md (10.14): the published 3M update differs from the exact one by exactly
     -psi2 D2 / 2 (data form: alpha_t psi2(h) h^2 m'' / 2), so it is not exact on quadratics;

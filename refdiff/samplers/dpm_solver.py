@@ -199,7 +199,9 @@ def dpm_solver_3_update(x_s, m0, m1, m2, r1, r2, alpha_s, sigma_s, alpha_t, sigm
 
     "dpmsolver" (the paper): only D1 = (m2 - m0) / r2 with the phi1 coefficient; it is third
     order because r2 = 2/3 cancels the m'' term.  "taylor": D1, D2 from the quadratic
-    through the three values, MATH.md (10.8), with the exact coefficients (any r1 != r2)."""
+    through the three values, MATH.md (10.8), with the exact coefficients.  In a singlestep
+    solver (m1 from a first-order step) both are third order only with r2 = 2/3 (r1 free);
+    other r2 give second order, MATH.md (10.11)."""
     _check_form(form)
     kind = _solver_kind(solver_type)
     if kind == "taylor":
