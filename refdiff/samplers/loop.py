@@ -6,8 +6,10 @@ of the family modules' ``METHODS`` dicts (imported lazily, so a family that is s
 placeholder contributes nothing).
 
 Callback convention (all of refdiff's loops): ``callback(i, t, x, x0_hat)`` after step i,
-with ``t`` the time at which the step's (first) model call was made, ``x`` the new state
-and ``x0_hat`` the step's prediction of x_0.
+with ``t`` the step's grid time (where its first model call is made; for ``edm`` with churn
+the call is at the churned level sigma_hat), ``x`` the new state and ``x0_hat`` the step's
+prediction of x_0 (None for ``pf_ode_rk4`` and the ``flow_*`` methods, whose steps combine
+several evaluations).
 """
 
 from __future__ import annotations
