@@ -380,8 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
              "Train an MLP denoiser on the 8gaussians mixture (exact density known), sample it with DDPM (1000 steps),\n"
              "DDIM and DPM-Solver++(2M) (10 and 20 steps), and print sliced Wasserstein / energy distances to\n"
              "held-out data, the mean NLL under the exact mixture and the sampling seconds, for the network and for\n"
-             "the exact denoiser.  Checks SW2(DPM-Solver++(2M), 10/20 steps) <= SW2(DDPM, 1000) + 0.04 and exits\n"
-             "with status 1 if not.  Writes checkpoint.npz, samples.npz, results.json, samples.png, loss.png.")
+             "the exact denoiser.  Checks SW2(DPM-Solver++(2M), 10/20 steps) <= SW2(DDPM, 1000) + 0.06 (the\n"
+             "noise of a difference of two SW2 estimates at N = 4000: refdiff/demo.py) and exits with status 1\n"
+             "if not.  Writes checkpoint.npz, samples.npz, results.json, samples.png, loss.png.")
     d.add_argument("--out", default=_DEFAULT_DEMO_OUT, help="output folder (default: ./%(default)s)")
     d.add_argument("--seed", type=_NONNEG, default=0, help="seed of every random draw (default: %(default)s)")
     d.add_argument("--quick", action="store_true", help="tiny sizes (a few seconds), a smoke test; the tolerance "

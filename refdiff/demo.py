@@ -24,17 +24,26 @@ What it does (seeded; about a minute on 2 CPU cores):
    ``loss.png`` (training loss and held-out EMA loss), ``samples.npz`` and ``results.json``.
 
 The claim it checks (full mode): DPM-Solver++(2M) with 10 and with 20 steps is within
-``SW_TOL`` = 0.04 of DDPM with 1000 steps in sliced Wasserstein distance to the held-out
-data, i.e. ``SW2(dpmpp_2m, n) <= SW2(ddpm, 1000) + 0.04`` for n = 10, 20, at N = 4000
-samples.  Why 0.04: SW2 between two independent 4000-point draws of the data is itself
-0.057 +- 0.020 (mean +- standard deviation over 12 seeds; the "data" row shows one such
-draw), because the sample counts of the eight tight modes fluctuate; 0.04 is two standard
-deviations of the estimate, a difference below it is not distinguishable from sampling
-noise at this N.  Measured gaps SW2(dpmpp_2m) - SW2(ddpm) over seeds 0-4 (10 / 20
-steps): +0.009/-0.010, +0.022/+0.030, +0.049/+0.023, +0.022/+0.028, -0.010/-0.019; seed 2
-fails at 10 steps, so the check is a real one, not a formality.  The
-demo exits with status 1 if the claim fails.  ``--quick`` (a smoke test at a tiny size)
-reports the comparison but does not enforce it.
+``SW_TOL`` = 0.06 of DDPM with 1000 steps in sliced Wasserstein distance to the held-out
+data, i.e. ``SW2(dpmpp_2m, n) <= SW2(ddpm, 1000) + 0.06`` for n = 10, 20, at N = 4000
+samples.  Why 0.06: each SW2 entry is a noisy estimate, because the sample counts of the
+eight tight modes fluctuate; between two independent 4000-point draws of the mixture and
+4000 held-out points, SW2 is 0.056 +- ``SW_SD`` = 0.016 (mean +- standard deviation over
+200 seeds; the "data" row shows one such draw).  The check compares *two* such estimates,
+S_ddpm = SW2(ddpm, H) and S_dpm = SW2(dpmpp_2m, H).  If both samplers drew from the same
+distribution, the two would have the same law, so their difference has mean 0 and
+variance 2 SW_SD^2 (1 - rho) <= 2 SW_SD^2, rho >= 0 the correlation through the shared
+held-out set H and projection directions: sd(S_dpm - S_ddpm) <= sqrt(2) SW_SD = 0.0226
+(measured: 0.018).  Two comparisons are made (10 and 20 steps); for a false-FAIL rate of
+at most 1% (Bonferroni) each is one-sided at 0.5%, z = 2.576, and 2.576 * 0.0226 = 0.058,
+rounded up to 0.06.  (Over the 200 null seeds the difference's 99th percentile is 0.046,
+its maximum 0.063.)  A tolerance of two standard deviations of a *single* estimate
+(0.03-0.04) fails a correct sampler in a few percent of seeds (seed 2 did).  Measured gaps
+SW2(dpmpp_2m) - SW2(ddpm) over seeds 0-4 (10 / 20 steps): +0.009/-0.010, +0.022/+0.030,
++0.049/+0.023, +0.022/+0.028, -0.010/-0.019, all within 0.06; their mean +0.014 is the
+real, small cost of 10-20 ODE steps (the "NLL" columns show the modes slightly widened).
+The demo exits with status 1 if the claim fails.  ``--quick`` (a smoke test at a tiny
+size) reports the comparison but does not enforce it.
 """
 
 from __future__ import annotations
@@ -48,9 +57,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SW_TOL", "DemoResult", "run_demo", "demo_settings"]
+__all__ = ["SW_TOL", "SW_SD", "DemoResult", "run_demo", "demo_settings"]
 
-SW_TOL = 0.04
+SW_SD = 0.016  # sd of one SW2 estimate at N = 4000 (module docstring)
+SW_TOL = 0.06  # >= 2.576 * sqrt(2) * SW_SD: two comparisons of two estimates at a 1% false-FAIL rate
 SAMPLERS = (("ddpm", 1000), ("ddim", 10), ("ddim", 20), ("dpmpp_2m", 10), ("dpmpp_2m", 20))
 
 
