@@ -336,7 +336,7 @@ def alpha_bar_from_sigma(sigma):
 
 
 # ---------------------------------------------------------------------------- grids
-def timesteps(T: int, n: int, spacing: str = "leading", steps_offset: int = 0):
+def timesteps(T: int, n: int, spacing: str = "leading", steps_offset: int = 0, *, rounding: str = "library"):
     """``n`` strictly decreasing integer timesteps in [0, T-1] (MATH.md (2.9)).
 
     spacing (the conventions of the widely used PyTorch library, rounding half to even)
@@ -347,6 +347,15 @@ def timesteps(T: int, n: int, spacing: str = "leading", steps_offset: int = 0):
     steps_offset
         Added to every "leading" timestep (e.g. 1 for Stable Diffusion configs).  It is an
         error with other spacings, where the PyTorch library silently ignores it.
+    rounding
+        For "trailing" only.  ``"library"`` (default) reproduces the PyTorch library's
+        floating-point arithmetic, ``np.arange(T, 0, -T/n)`` — which NumPy evaluates as
+        ``T + k * delta`` with ``delta = (T - T/n) - T`` — so that grids compare equal to
+        that library's.  Its rounding error moves some exact half-integers below .5 (T =
+        1000, n = 48: 937.5 becomes 937.4999999999999, so the grid holds 936, not 937;
+        MATH.md (2.9)).  ``"exact"`` rounds the exact rationals T (n - k) / n half to even.
+        For some n (T = 1000: n = 61, 103, 121, ...) the library's ``arange`` also yields an
+        (n+1)-th value just below 0 that becomes timestep -1; refdiff returns n timesteps.
 
     Returns a NumPy int64 array (grids are host-side control flow).
     """
@@ -362,8 +371,13 @@ def timesteps(T: int, n: int, spacing: str = "leading", steps_offset: int = 0):
     elif spacing == "leading":
         ts = (np.arange(n, dtype=np.int64) * (T // n))[::-1] + int(steps_offset)
     elif spacing == "trailing":
-        # exact rationals so that halves are exact before rounding half to even
-        ts = np.array([round(Fraction(T * (n - k), n)) - 1 for k in range(n)], dtype=np.int64)
+        if rounding == "exact":  # exact rationals: halves are exact before rounding half to even
+            ts = np.array([round(Fraction(T * (n - k), n)) - 1 for k in range(n)], dtype=np.int64)
+        elif rounding == "library":  # NumPy's arange arithmetic, as the PyTorch library evaluates it
+            delta = (T - T / n) - T
+            ts = np.round(np.array([T + k * delta for k in range(n)])).astype(np.int64) - 1
+        else:
+            raise ValueError(f"unknown rounding {rounding!r}; valid: 'library', 'exact'")
     else:
         raise ValueError(f"unknown spacing {spacing!r}; valid: 'linspace', 'leading', 'trailing'")
     if steps_offset and spacing != "leading":

@@ -187,11 +187,12 @@ def test_time_grid(kind):
 
 
 # ------------------------------------------------------------------ timestep grids
-@given(T=st.integers(1, 2000), data=st.data(), spacing=st.sampled_from(["linspace", "leading", "trailing"]))
-def test_timestep_grids_properties(T, data, spacing):
+@given(T=st.integers(1, 2000), data=st.data(), spacing=st.sampled_from(["linspace", "leading", "trailing"]),
+       rounding=st.sampled_from(["library", "exact"]))
+def test_timestep_grids_properties(T, data, spacing, rounding):
     """MATH.md (2.9): every grid is strictly decreasing, in [0, T-1], of length n."""
     n = data.draw(st.integers(1, T))
-    ts = refdiff.timesteps(T, n, spacing)
+    ts = refdiff.timesteps(T, n, spacing, rounding=rounding)
     assert ts.shape == (n,) and ts.dtype == np.int64
     assert ts.min() >= 0 and ts.max() <= T - 1
     assert np.all(np.diff(ts) < 0)
@@ -210,6 +211,35 @@ def test_trailing_hand_worked():
     187.5 -> 188, 62.5 -> 62; the exact values 1000, 875, 750, ... stay.  Minus one:"""
     want = [999, 937, 874, 811, 749, 687, 624, 561, 499, 437, 374, 311, 249, 187, 124, 61]
     np.testing.assert_array_equal(refdiff.timesteps(1000, 16, "trailing"), want)
+
+
+def test_trailing_library_rounding_hand_worked():
+    """MATH.md (2.9), trailing with the PyTorch library's arithmetic.  T = 1000, n = 48:
+    T/n = 20.8333..., and NumPy's arange evaluates T + k * delta with
+    delta = fl(fl(1000 - 20.8333...) - 1000) = -20.83333333333337 (not -20.833333333333332),
+    so at k = 3 the exact half 937.5 comes out as 937.4999999999999 and rounds to 937,
+    giving timestep 936 where exact rounding (938 - 1) gives 937.  Same at k = 15, 27, 39
+    (687.5, 437.5, 187.5)."""
+    delta = (1000.0 - 1000.0 / 48) - 1000.0
+    assert delta == -20.83333333333337 and 1000.0 + 3 * delta < 937.5
+    lib = refdiff.timesteps(1000, 48, "trailing")
+    ex = refdiff.timesteps(1000, 48, "trailing", rounding="exact")
+    assert list(np.flatnonzero(lib != ex)) == [3, 15, 27, 39]
+    assert list(lib[[3, 15, 27, 39]]) == [936, 686, 436, 186]
+    assert list(ex[[3, 15, 27, 39]]) == [937, 687, 437, 187]  # 938, 688, 438, 188 (even) minus 1
+
+
+def test_trailing_equals_the_library_expression():
+    """The library's trailing grid is round(np.arange(T, 0, -T/n)) - 1; refdiff returns its
+    first n entries for every n (for n where arange yields an extra value just below 0, the
+    library's grid has n+1 entries ending in -1, e.g. T = 1000, n = 61)."""
+    for T in (10, 100, 1000):
+        for n in range(1, T + 1):
+            lib = np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1
+            np.testing.assert_array_equal(refdiff.timesteps(T, n, "trailing"), lib[:n])
+    assert np.arange(1000, 0, -1000 / 61).shape == (62,)
+    with pytest.raises(ValueError, match="unknown rounding"):
+        refdiff.timesteps(10, 3, "trailing", rounding="floor")
 
 
 def test_leading_hand_worked():
