@@ -127,7 +127,10 @@ def _config(model, schedule, kw) -> dict:
 
 
 def _config_mismatch(saved: dict, now: dict) -> list[str]:
-    keys = (set(saved) | set(now)) - set(_NOT_COMPARED_ON_RESUME)
+    free = set(_NOT_COMPARED_ON_RESUME)
+    if now.get("lr_decay") == "cosine":
+        free.discard("steps")  # the cosine rate of every update depends on the total, (14.17)
+    keys = (set(saved) | set(now)) - free
     return [f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" for k in sorted(keys) if saved.get(k) != now.get(k)]
 
 
@@ -205,7 +208,8 @@ def train(
         ``checkpoint_every`` updates and at the end.  ``resume=True`` continues from it
         (bit-identically on NumPy) when it exists, after checking that the model config,
         schedule and training options (other than ``steps``, ``eval_every``,
-        ``eval_size``, ``checkpoint_every``) are the same; without ``resume`` an existing checkpoint is an
+        ``eval_size``, ``checkpoint_every``; ``steps`` too under ``lr_decay="cosine"``,
+        whose rates depend on it) are the same; without ``resume`` an existing checkpoint is an
         error rather than being overwritten.
     dtype, xp
         Parameter and activation dtype ("float32" default) and array namespace (NumPy

@@ -202,6 +202,16 @@ def test_resume_refuses_a_different_config(tmp_path):
         train(_tiny_model(), data, resume=True, **{**kw, "schedule": refdiff.make_schedule("cosine", 1000)})
 
 
+def test_resume_with_cosine_decay_needs_the_same_steps(tmp_path):
+    """Under cosine decay (14.17) the rate of every update depends on ``steps``, so a run
+    resumed with another ``steps`` could not match any uninterrupted run: it is refused,
+    naming ``steps``.  Under a constant rate ``steps`` may grow (test above)."""
+    kw = dict(schedule=SCHED, batch_size=8, progress=False, eval_size=8, out_dir=tmp_path, lr_decay="cosine")
+    train(_tiny_model(), _tiny_data(), steps=4, **kw)
+    with pytest.raises(ValueError, match="cannot resume.*steps: checkpoint 4, now 6"):
+        train(_tiny_model(), _tiny_data(), steps=6, resume=True, **kw)
+
+
 class _NaNAfter:
     """The tiny MLP, except that its output is NaN from the ``k``-th forward call on."""
 
