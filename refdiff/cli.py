@@ -162,10 +162,16 @@ def _cmd_train(args):
             raise CLIError(f"--model unet is for 8x8 images; {args.data!r} is (N, D) data: use --model mlp")
         model = UNet(UNetConfig(num_classes=K))
     schedule = make_schedule(args.schedule, args.T)
+    if (Path(args.out) / "checkpoint.npz").exists() and not args.resume:
+        raise CLIError(f"{str(Path(args.out) / 'checkpoint.npz')!r} exists: pass --resume to continue it to --steps "
+                       "with the same options, or choose another --out")
+    # ema_warmup: the decay min(0.999, (1 + k) / (10 + k)) of MATH.md (14.16); a fixed 0.999 would
+    # leave 0.999^k of the random initialisation in the EMA weights that sample and elbo use.
     res = train(model, data, schedule=schedule, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                 target=args.objective, weighting=args.weighting, seed=args.seed, out_dir=args.out,
                 checkpoint_every=args.checkpoint_every, cond_dropout=args.cond_dropout if K else 0.0,
-                resume=args.resume, progress=_progress(args), eval_every=max(1, args.steps // 10), eval_size=512)
+                resume=args.resume, progress=_progress(args), eval_every=max(1, args.steps // 10), eval_size=512,
+                ema_warmup=True)
     tail = res.losses[-min(100, len(res.losses)):]
     print(f"trained {arch} ({model.num_params(res.params)} parameters) on {args.data} for {res.step} steps; "
           f"mean loss of the last {len(tail)} steps {float(np.nanmean(tail)):.4g}; "
@@ -391,8 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_cmd_demo)
 
     t = _sub(subs, "train", "train a denoiser on a toy data set (resumable)",
-             "Train refdiff's hand-written MLP (2D data) or U-Net (8x8 images) with Adam, an EMA of the weights and\n"
-             "a held-out loss, writing OUT/checkpoint.npz (+ .json).  0-based timesteps, T steps.")
+             "Train refdiff's hand-written MLP (2D data) or U-Net (8x8 images) with Adam, an EMA of the weights\n"
+             "(decay min(0.999, (1+k)/(10+k)) after k updates, MATH.md (14.16)) and a held-out loss,\n"
+             "writing OUT/checkpoint.npz (+ .json).  0-based timesteps, T steps.")
     t.add_argument("--data", default="8gaussians", choices=DATASETS, metavar="NAME",
                    help=f"data set: {', '.join(DATASETS)} (default: %(default)s)")
     t.add_argument("--n", type=_POS, default=None, help="number of training points drawn for generated sets "

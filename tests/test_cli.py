@@ -83,6 +83,23 @@ def test_train_writes_and_resumes(ckpt, capsys):
     _error(capsys, ["train", "--steps", "5", "--resume", "--lr", "0.5", "--out", str(ckpt), *TINY], "cannot resume")
 
 
+def test_train_ema_forgets_the_initialisation(tmp_path):
+    """`refdiff train` warms the EMA decay up, MATH.md (14.16): after 30 updates the EMA
+    weights sit near the trained weights, not near the random initialisation (with a fixed
+    decay 0.999 they would still be 0.999^30 = 97% initialisation, and `refdiff sample`,
+    which uses the EMA, would sample an untrained network)."""
+    from refdiff.nn.checkpoint import load_checkpoint
+
+    assert main(["train", "--steps", "30", "--out", str(tmp_path), *TINY]) == 0
+    ck = load_checkpoint(tmp_path / "checkpoint.npz")
+    init = ck.model.init_params(np.random.default_rng(0))  # --seed 0: the first draws of rng 0
+
+    def dist(a, b):
+        return sum(float(np.sum((a[k].astype(np.float64) - b[k]) ** 2)) for k in a) ** 0.5
+
+    assert dist(ck.ema_params, ck.params) < 0.3 * dist(ck.ema_params, init)
+
+
 def test_sample_writes_npz_and_png(ckpt, tmp_path, capsys):
     out = tmp_path / "s.npz"
     assert main(["sample", str(ckpt), "--method", "ddim", "--steps", "4", "--n", "50", "--out", str(out),
