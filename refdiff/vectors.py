@@ -349,6 +349,11 @@ CONVENTIONS = {
     "path": "x_t = alpha_t x_0 + sigma_t eps; discrete VP: alpha_t = sqrt(alpha_bar_t), sigma_t = sqrt(1 - alpha_bar_t)",
     "fractional_index": "a float index tau of a discrete schedule means continuous time (tau + 1) / T with log alpha "
                         "piecewise linear between knots (k + 1) / T (DPM-Solver), MATH.md (2.15)",
+    "schedule": "{'kind': 'linear', 'T': 1000} in a case's parameters is the DDPM schedule betas = linspace(1e-4, "
+                "0.02, 1000) in float64, exported in full (with every derived array) as case 'schedule_linear'; "
+                "the other kinds' default parameters: scaled_linear sqrt(beta) linear from sqrt(0.00085) to "
+                "sqrt(0.012); cosine s = 0.008, max_beta = 0.999; sigmoid beta 1e-4..0.02 over sigmoid(linspace(-6, "
+                "6, T)); use the exported betas when in doubt",
     "shapes": "toys (N, D), images NCHW; per-sample scalars (N,)",
     "dtype": "float64 for all real arrays, int64 for timesteps",
     "noise": "stochastic steps take noise arrays; in trajectories noise[k] is the k-th standard normal draw",
@@ -453,7 +458,8 @@ def check_suite(suite, results, *, tol_factor: float = 1.0, cases=None) -> list:
                 exp = {k: E[k] for k in spec["outputs"]}
                 got = {k: R[k] for k in spec["outputs"] if k in R.files}
         except (OSError, ValueError) as e:
-            out.append(CaseResult(name, "FAIL", notes=[f"cannot read {res_path.name}: {e}"]))
+            why = "not a .npz of numeric arrays" if "pickle" in str(e) else " ".join(str(e).split())
+            out.append(CaseResult(name, "FAIL", notes=[f"cannot read {res_path.name}: {why}"]))
             continue
         r = CaseResult(name, "PASS", 0.0, 0.0)
         rtol, atol = spec["rtol"] * tol_factor, spec["atol"] * tol_factor

@@ -233,3 +233,20 @@ def test_worked_example_passes(suite, tmp_path, backend):
     spec.loader.exec_module(mod)
     assert mod.main(["--suite", str(suite), "--out", str(tmp_path), "--backend", backend]) == 0
     assert sorted(p.stem for p in (tmp_path / "results").glob("*.npz")) == sorted(mod.CASES)
+
+
+def test_manifest_states_the_schedule_it_names(suite):
+    """The manifest's 'schedule' convention says {'kind': 'linear', 'T': 1000} is
+    linspace(1e-4, 0.02, 1000): true of the exported schedule_linear betas (float64
+    linspace, exact up to one rounding, rtol 1e-15)."""
+    assert "linspace(1e-4" in _manifest(suite)["conventions"]["schedule"]
+    with np.load(suite / "schedule_linear.npz") as z:
+        np.testing.assert_allclose(z["betas"], np.linspace(1e-4, 0.02, 1000), rtol=1e-15, atol=0)
+
+
+def test_unreadable_result_is_a_one_line_failure(suite, tmp_path):
+    """A results file that is not a .npz fails its case with a plain reason (no advice to
+    unpickle it)."""
+    (tmp_path / "q_sample.npz").write_text("garbage")
+    (r,) = check_suite(suite, tmp_path, cases=["q_sample"])
+    assert r.status == "FAIL" and "not a .npz of numeric arrays" in r.notes[0] and "pickle" not in r.notes[0]
