@@ -30,7 +30,7 @@ import numpy as np
 from .backend import array_namespace, asarray_like, log_ndtr, ndtr, standard_normal, to_numpy
 from .parameterization import to_eps_x0, v_from_eps_x0
 from .forward import q_posterior_mean_variance, q_sample
-from .schedules import Schedule, _ContinuousVP, alpha_sigma, gather
+from .schedules import InterpolatedVP, Schedule, _ContinuousVP, alpha_sigma, gather
 
 __all__ = [
     "normal_kl",
@@ -778,6 +778,12 @@ def vdm_vlb(model, vp, x0, *, rng: np.random.Generator, prediction_type: str = "
     t0 = vp.t_min if t0 is None else float(t0)
     if not 0.0 < t0 < t1 <= 1.0:
         raise ValueError(f"need 0 < t0 < t1 <= 1, got t0 = {t0}, t1 = {t1}")
+    if isinstance(vp, InterpolatedVP) and t0 < vp.t_min:
+        raise ValueError(
+            f"t0 = {t0!r} is below the first knot 1/T = {vp.t_min!r} of the discrete schedule's "
+            f"interpolation (MATH.md (2.15)), where its linear extension can give alpha > 1; "
+            f"valid range [{vp.t_min!r}, t1)"
+        )
     xp = array_namespace(x0)
     N, D = x0.shape[0], _dims(x0)
     a1, s1 = alpha_sigma(vp, t1, x0)

@@ -166,6 +166,12 @@ def _check_args(x0, t_eps, vp, n_steps, divergence, probe, n_probes, rng, predic
         t_eps = float(vp.t_min)
     if not (isinstance(t_eps, (int, float)) and 0.0 < float(t_eps) < 1.0):
         raise ValueError(f"t_eps = {t_eps!r} must be a float in (0, 1) (t = 0 is data, t = 1 noise)")
+    if isinstance(vp, InterpolatedVP) and float(t_eps) < vp.t_min:
+        raise ValueError(
+            f"t_eps = {t_eps!r} is below the first knot 1/T = {vp.t_min!r} of the discrete schedule's "
+            f"interpolation (MATH.md (2.15)), where its linear extension can give alpha > 1; "
+            f"valid range [{vp.t_min!r}, 1) (use a continuous VP for smaller t_eps)"
+        )
     if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
         raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
     if divergence not in ("exact", "hutchinson"):

@@ -679,6 +679,10 @@ def test_vdm_vlb_bad_input(xp):
         vdm_vlb(lambda x, t: x, refdiff.make_schedule("linear", 10), x0, rng=rng)
     with pytest.raises(ValueError, match="0 < t0 < t1"):
         vdm_vlb(lambda x, t: x, vp, x0, rng=rng, t0=0.0)
+    # below the first knot 1/T of a discrete schedule's interpolation alpha > 1 (MATH.md (2.15))
+    interp = refdiff.InterpolatedVP(refdiff.make_schedule("linear", 1000))
+    with pytest.raises(ValueError, match=r"t0 = 1e-05 is below the first knot 1/T = 0\.001"):
+        vdm_vlb(lambda x, t: x, interp, x0, rng=rng, t0=1e-5)
     with pytest.raises(FloatingPointError, match="NaN"):
         vdm_vlb(lambda x, t: x * float("nan"), vp, x0, rng=rng)
 

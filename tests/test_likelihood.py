@@ -175,6 +175,10 @@ def test_bad_input_errors():
         refdiff.ode_log_likelihood(m, x, VP, t_eps=0.0)
     with pytest.raises(ValueError, match="t_eps"):
         refdiff.ode_log_likelihood(m, x, VP, t_eps=1.5)
+    # a discrete Schedule's interpolation (2.15) starts at its first knot t = 1/T; below it the
+    # linear extension has alpha > 1 (here at t_eps = 1e-5, T = 1000) and sigma = NaN
+    with pytest.raises(ValueError, match=r"t_eps = 1e-05 is below the first knot 1/T = 0\.001"):
+        refdiff.ode_log_likelihood(m, x, refdiff.make_schedule("linear", 1000), t_eps=1e-5)
     with pytest.raises(ValueError, match="n_steps"):
         refdiff.ode_log_likelihood(m, x, VP, n_steps=0)
     with pytest.raises(ValueError, match="unknown divergence"):
