@@ -96,7 +96,7 @@ class _Prepared:
         self.a = _per_sample(alpha, self.xf, "alpha")
         self.s = _per_sample(sigma, self.xf, "sigma")
         if bool(xp.any(self.s < 0)):
-            raise ValueError("sigma must be >= 0")
+            raise ValueError(f"sigma contains {float(xp.min(self.s))!r}; sigma must be >= 0")
 
     def out(self, y):
         return self.xp.reshape(y, self.shape)  # (N, D) -> input shape
@@ -487,7 +487,7 @@ class GaussianData(_GaussianComponents):
         xp = P.xp
         a1, s1 = _per_sample(alpha_to, P.xf, "alpha_to"), _per_sample(sigma_to, P.xf, "sigma_to")
         if bool(xp.any(s1 < 0)):
-            raise ValueError("sigma_to must be >= 0")
+            raise ValueError(f"sigma_to contains {float(xp.min(s1))!r}; sigma_to must be >= 0")
         b = self._components(P)
         lam = b.lam
         s2_to = xp.reshape(a1 * a1, (P.n, 1, 1)) * lam + xp.reshape(s1 * s1, (P.n, 1, 1))

@@ -151,7 +151,7 @@ def edm_preconditioning(sigma, sigma_data: float = 0.5):
         raise ValueError(f"sigma_data = {sigma_data!r} must be > 0")
     xp = array_namespace(sigma)
     if bool(xp.any(sigma < 0)):
-        raise ValueError("sigma must be >= 0")
+        raise ValueError(f"sigma contains {float(xp.min(sigma))!r}; sigma must be >= 0")
     sd2 = sigma_data * sigma_data
     r = xp.sqrt(sigma * sigma + sd2)
     return sd2 / (sigma * sigma + sd2), sigma * sigma_data / r, 1.0 / r, 0.25 * xp.log(sigma)

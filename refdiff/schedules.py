@@ -331,7 +331,7 @@ def alpha_bar_from_sigma(sigma):
     """Inverse of (2.8): alpha_bar = 1 / (1 + sigma^2).  sigma must be >= 0."""
     xp = array_namespace(sigma)
     if bool(xp.any(sigma < 0)):
-        raise ValueError("sigma must be >= 0 (a VE noise level)")
+        raise ValueError(f"sigma contains {float(xp.min(sigma))!r}; sigma must be >= 0 (a VE noise level)")
     return 1.0 / (1.0 + sigma * sigma)
 
 

@@ -467,7 +467,7 @@ def test_bad_input_errors():
         m.score(np.zeros((4, 3)), 1.0, 0.5)
     with pytest.raises(ValueError, match=r"shape \(N, D\)"):
         m.score(np.zeros(2), 1.0, 0.5)
-    with pytest.raises(ValueError, match="sigma must be >= 0"):
+    with pytest.raises(ValueError, match=r"sigma contains -0.5; sigma must be >= 0"):
         m.score(np.zeros((4, 2)), 1.0, -0.5)
     with pytest.raises(ValueError, match="alpha has shape"):
         m.score(np.zeros((4, 2)), np.ones(3), 0.5)

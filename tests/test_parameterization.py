@@ -134,7 +134,7 @@ def test_bad_input(xp):
         refdiff.convert(x, x, 0.5, 0.5, "epsilon", "noise")
     with pytest.raises(ValueError, match="sigma_data"):
         refdiff.edm_preconditioning(asx(xp, [1.0]), 0.0)
-    with pytest.raises(ValueError, match="sigma must be >= 0"):
+    with pytest.raises(ValueError, match=r"sigma contains -1.0; sigma must be >= 0"):
         refdiff.edm_preconditioning(asx(xp, [-1.0]))
     with pytest.raises(ValueError, match=r"ratio = 1.5 is outside \[0, 1\]"):
         refdiff.dynamic_threshold(x, 1.5)
