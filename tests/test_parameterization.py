@@ -106,6 +106,11 @@ def test_edm_preconditioning(xp):
     var_f = (c_skip**2 * s**2 + (1 - c_skip) ** 2 * sd**2) / c_out**2
     assert_close(var_f, xp.ones_like(s), xp=xp, rtol=1e-12)
     assert_close(c_noise, xp.log(s) / 4, xp=xp, rtol=1e-14)
+    # (iv) (ii) alone does not pin c_skip (any c with c_out^2 = c^2 s^2 + (1-c)^2 sd^2 passes);
+    # EDM chooses c_skip to minimise that c_out^2: d/dc = 2 c s^2 - 2 (1 - c) sd^2 = 0, and the
+    # minimum is c_out^2 = s^2 sd^2 / (s^2 + sd^2)
+    assert_close(c_skip * s**2 - (1 - c_skip) * sd**2, xp.zeros_like(s), xp=xp, atol=1e-12)
+    assert_close(c_out**2, s**2 * sd**2 / (s**2 + sd**2), xp=xp, rtol=1e-13)
     rng = np.random.default_rng(0)
     x0 = asx(xp, rng.standard_normal((6, 3)) * sd)
     x = x0 + xp.reshape(s, (6, 1)) * asx(xp, rng.standard_normal((6, 3)))
