@@ -300,7 +300,7 @@ def _cmd_elbo(args):
         edges = np.unique(np.linspace(1, schedule.T, min(10, schedule.T - 1) + 1).astype(int)) if schedule.T > 1 else []
         for a, b in zip(edges[:-1], edges[1:]):
             s = float(terms[a:b].sum())
-            print(f"  L_t, t in [{a}, {b - 1}]  {s:10.5g} nats/sample  {s / (D * math.log(2)):10.5g} bits/dim")
+            print(f"  {f'L_t, t in [{a}, {b - 1}]':<24}{s:10.5g} nats/sample  {s / (D * math.log(2)):10.5g} bits/dim")
     if args.oracle and not image:
         exact = -float(np.mean(data.oracle.log_prob(x0)))
         print(f"  exact -log p(x0) of the same points: {exact:.5g} nats/sample (the bound is >= it)")
@@ -479,7 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
              "Run each ODE sampler on an exact Gaussian oracle with several step counts, compare with the exact\n"
              "probability-flow map, print the fitted order (slope of log error vs log steps) next to the expected\n"
              "one, and save the log-log plot (refdiff.samplers.orders; MATH.md (10.17), (11.11)).")
-    o.add_argument("--methods", nargs="+", default=None, metavar="LABEL", help="setups to run (default: all)")
+    o.add_argument("--methods", nargs="+", default=None, metavar="LABEL", help="setups to run, e.g. ddim heun dpmpp_2m (default: all; an unknown "
+                   "name lists the valid ones)")
     o.add_argument("--steps", nargs="+", type=_POS, default=[16, 32, 64, 128], help="step counts (default: 16 32 64 128)")
     o.add_argument("--n-samples", type=_POS, default=32, help="trajectories per run (default: %(default)s)")
     o.add_argument("--seed", type=_NONNEG, default=0, help="seed of the start states (default: %(default)s)")
