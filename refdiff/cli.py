@@ -292,15 +292,15 @@ def _cmd_elbo(args):
     D = res.dims
     print(f"negative ELBO of {x0.shape[0]} {args.data} points under the {what} (T = {schedule.T}, {decoder} decoder"
           + (f", {bins} levels" if decoder == "discretized" else ", continuous density") + f", {args.estimator} estimator)")
-    print(f"  total   {res.nats:12.5g} nats/sample  {res.bpd:10.5g} bits/dim")
-    print(f"  L_T     {float(np.mean(res.prior_nats)):12.5g} nats/sample  {float(np.mean(res.prior_bpd)):10.5g} bits/dim")
+    print(f"  {'total':<22}{res.nats:12.5g} nats/sample  {res.bpd:10.5g} bits/dim")
+    print(f"  {'L_T':<22}{float(np.mean(res.prior_nats)):12.5g} nats/sample  {float(np.mean(res.prior_bpd)):10.5g} bits/dim")
     if res.terms_nats is not None:
         terms = np.asarray(res.terms_nats).mean(axis=0)  # (T,)
-        print(f"  L_0     {terms[0]:12.5g} nats/sample  {terms[0] / (D * math.log(2)):10.5g} bits/dim   (decoder, t = 0)")
+        print(f"  {'L_0':<22}{terms[0]:12.5g} nats/sample  {terms[0] / (D * math.log(2)):10.5g} bits/dim   (decoder, t = 0)")
         edges = np.unique(np.linspace(1, schedule.T, min(10, schedule.T - 1) + 1).astype(int)) if schedule.T > 1 else []
         for a, b in zip(edges[:-1], edges[1:]):
             s = float(terms[a:b].sum())
-            print(f"  {f'L_t, t in [{a}, {b - 1}]':<24}{s:10.5g} nats/sample  {s / (D * math.log(2)):10.5g} bits/dim")
+            print(f"  {f'L_t, t in [{a}, {b - 1}]':<22}{s:12.5g} nats/sample  {s / (D * math.log(2)):10.5g} bits/dim")
     if args.oracle and not image:
         exact = -float(np.mean(data.oracle.log_prob(x0)))
         print(f"  exact -log p(x0) of the same points: {exact:.5g} nats/sample (the bound is >= it)")
