@@ -329,6 +329,35 @@ def test_gaussian_decoder_is_weighted_eps_mse(xp):
     assert eps_mse_weight(s)[0] == pytest.approx(w0, rel=1e-12)
 
 
+def test_discretized_decoder_term_is_bin_mass(xp):
+    """MATH.md (5.6), (5.9) at t = 0: L_0 = -sum_d log P(bin of x0_d) under N(x0_hat, sigma_0^2)
+    with x0_hat = (x_t - sqrt(1 - abar_0) eps_hat) / sqrt(abar_0) (the mean at t = 0), the bin
+    [x - 1/255, x + 1/255] (edge bins to +-inf) and the *standard deviation* sigma_0 =
+    sqrt(beta_tilde[1]) (fixed_small) or sqrt(beta[0]) (fixed_large, fixed_large_t0="beta_0"),
+    beta_tilde[1] = beta_1 beta_0 / (beta_0 + beta_1 - beta_0 beta_1) re-derived from betas.
+    Probabilities by scipy ndtr on the side of the mean where they do not cancel; 1e-9."""
+    s = refdiff.make_schedule("linear", 10)
+    rng = np.random.default_rng(11)
+    x0 = rng.integers(0, 256, (3, 6)) / 127.5 - 1.0
+    x0[0, :2] = [-1.0, 1.0]  # the two edge bins
+    eps = rng.standard_normal((3, 6))
+    eps_hat = eps + 0.3 * rng.standard_normal((3, 6))
+    x_t = refdiff.q_sample(s, asx(xp, x0), 0, asx(xp, eps))
+    b0, b1 = s.betas[0], s.betas[1]
+    ab0 = 1.0 - b0
+    x0_hat = (to_numpy(x_t) - math.sqrt(1 - ab0) * eps_hat) / math.sqrt(ab0)
+    for variance_type, var, kw in (("fixed_small", b1 * b0 / (b0 + b1 - b0 * b1), {}),
+                                   ("fixed_large", b0, {"fixed_large_t0": "beta_0"})):
+        sd = math.sqrt(var)
+        lo = np.where(x0 <= -1.0, -np.inf, x0 - 1.0 / 255)
+        hi = np.where(x0 >= 1.0, np.inf, x0 + 1.0 / 255)
+        below = x0 < x0_hat  # bin left of the mean: CDF differences; right of it: survival differences
+        p = np.where(below, scipy.special.ndtr((hi - x0_hat) / sd) - scipy.special.ndtr((lo - x0_hat) / sd),
+                     scipy.special.ndtr((x0_hat - lo) / sd) - scipy.special.ndtr((x0_hat - hi) / sd))
+        got = vlb_term(s, asx(xp, x0), x_t, 0, asx(xp, eps_hat), variance_type=variance_type, **kw)
+        assert_close(got, -np.log(p).sum(axis=1), xp=xp, rtol=1e-9)
+
+
 # ------------------------------------------------------------------ variances, MATH.md (5.6)-(5.7)
 def test_reverse_variances(xp):
     """MATH.md (5.6)-(5.7): fixed_small = beta_tilde (t >= 1; beta_tilde[1] at t = 0);
