@@ -60,6 +60,19 @@ def test_cosine_formula_equals_cumprod(T, s_):
     np.testing.assert_allclose(sch.alpha_bars[:upto], want, rtol=1e-10, atol=1e-14)
 
 
+def test_cosine_max_beta_clip():
+    """MATH.md (2.5) table: beta_i = min(1 - f((i+1)/T) / f(i/T), max_beta).  At i = T-1,
+    f(1) = cos^2(pi/2) ~ 4e-33, so the unclipped beta is 1 to rounding and the default
+    max_beta = 0.999 is what keeps alpha_bar_{T-1} > 0; with max_beta = 0.3 and T = 20 every
+    beta above 0.3 (formula from math.cos) is replaced by exactly 0.3."""
+    s = refdiff.make_schedule("cosine", 1000)
+    assert s.betas[-1] == 0.999 and s.alpha_bars[-1] > 0
+    f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    raw = np.array([1 - f((i + 1) / 20) / f(i / 20) for i in range(20)])
+    assert np.sum(raw > 0.3) >= 3  # the clip is exercised
+    np.testing.assert_allclose(refdiff.make_schedule("cosine", 20, max_beta=0.3).betas, np.minimum(raw, 0.3), rtol=1e-12)
+
+
 @given(schedules(min_T=2))
 def test_zero_terminal_snr(s):
     """MATH.md (2.6): the rescaled schedule has alpha_bar_{T-1} = 0 exactly, keeps
