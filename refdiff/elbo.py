@@ -486,7 +486,8 @@ class NLLBound:
     All ``*_nats`` arrays are nats summed over the data dimensions, in the data's
     namespace; ``*_bpd`` properties divide by D ln 2 (MATH.md (5.11)).
 
-    total_nats, bits_per_dim : (N,)   the bound (an estimate for the MC estimators)
+    total_nats, bits_per_dim : (N,)   the bound at one draw of x_t per term (full), or its
+                                       estimate over sampled t (MC estimators)
     prior_nats : (N,)                 L_T, (5.3)
     decoder_nats : (N,) or None       L_0 = -log p(x_0 | x_1) (full estimator)
     terms_nats : (N, T) or None       column 0 = L_0, column t >= 1 = the KL term at index t
@@ -581,8 +582,10 @@ def nll_bound(model, schedule: Schedule, x0, *, rng: np.random.Generator, predic
     terms are nats summed over the D dimensions; bits/dim = nats / (D ln 2) (5.11).
 
     estimator
-        ``"full"``: the sum over all T terms; draws T noise arrays of x0's shape from
-        ``rng``, for t = 0, 1, ..., T-1 in that order (T model calls).
+        ``"full"``: the sum over all T terms, each evaluated at one draw x_t ~ q(x_t | x_0)
+        (so the total is itself an unbiased one-sample estimate of the bound, random through
+        x_t; average runs or samples for its expectation); draws T noise arrays of x0's shape
+        from ``rng``, for t = 0, 1, ..., T-1 in that order (T model calls).
         ``"uniform"``: ``L_T + T L_t`` with t ~ U{0..T-1} per sample (5.13), averaged over
         ``n_t`` draws; per draw: t (``rng.integers``), then noise.
         ``"importance"``: ``L_T + L_t / p_t`` with t ~ p from ``importance_state``
