@@ -66,7 +66,17 @@ _NONNEG = _int_min(0)
 
 
 # ---------------------------------------------------------------------------- helpers
-def _load_checkpoint(path):
+def _device_namespace(args):
+    """The array namespace of ``--device`` (cpu: NumPy; gpu: CuPy), or a one-line error."""
+    from .backend import namespace_for_device
+
+    try:
+        return namespace_for_device(args.device)
+    except RuntimeError as e:
+        raise CLIError(str(e)) from None
+
+
+def _load_checkpoint(path, xp=None):
     from .nn.checkpoint import load_checkpoint
 
     p = Path(path)
@@ -75,7 +85,7 @@ def _load_checkpoint(path):
     if not p.is_file():
         raise CLIError(f"checkpoint not found: {str(p)!r}")
     try:
-        return load_checkpoint(p)
+        return load_checkpoint(p, xp=xp)
     except (ValueError, KeyError, OSError) as e:
         raise CLIError(f"{str(p)!r} is not a usable refdiff checkpoint: {_one_line(e)}") from None
 
@@ -146,6 +156,7 @@ def _cmd_train(args):
     from .schedules import make_schedule
     from .train import train
 
+    xp = _device_namespace(args)
     n = None if args.data == "digits8x8" and args.n is None else (args.n or 20000)
     data = load_dataset(args.data, n, np.random.default_rng([args.seed, 100]))
     image = data.x.ndim == 4
@@ -171,7 +182,7 @@ def _cmd_train(args):
                 target=args.objective, weighting=args.weighting, seed=args.seed, out_dir=args.out,
                 checkpoint_every=args.checkpoint_every, cond_dropout=args.cond_dropout if K else 0.0,
                 resume=args.resume, progress=_progress(args), eval_every=max(1, args.steps // 10), eval_size=512,
-                ema_warmup=True)
+                ema_warmup=True, xp=xp)
     tail = res.losses[-min(100, len(res.losses)):]
     print(f"trained {arch} ({model.num_params(res.params)} parameters) on {args.data} for {res.step} steps; "
           f"mean loss of the last {len(tail)} steps {float(np.nanmean(tail)):.4g}; "
@@ -196,7 +207,8 @@ def _cmd_sample(args):
     if args.method.startswith("flow_"):
         raise CLIError(f"method {args.method!r} integrates a flow-matching velocity; refdiff train checkpoints are "
                        "diffusion (epsilon/sample/v) models")
-    ck = _load_checkpoint(args.checkpoint)
+    xp = _device_namespace(args)
+    ck = _load_checkpoint(args.checkpoint, xp=xp)
     schedule = _checkpoint_schedule(ck)
     if args.steps > schedule.T:
         raise CLIError(f"--steps {args.steps} exceeds the checkpoint's T = {schedule.T}")
@@ -213,9 +225,9 @@ def _cmd_sample(args):
     net = ck.model
     shape = (net.config.dim,) if net.arch == "mlp" else (net.config.in_channels, net.config.image_size, net.config.image_size)
     rng = np.random.default_rng(args.seed)
-    dtype = np.dtype(next(iter(params.values())).dtype)
-    x_T = rng.standard_normal((args.n, *shape)).astype(dtype)
-    y = None if args.label is None else np.full(args.n, args.label, dtype=np.int64)
+    dtype = next(iter(params.values())).dtype  # the network's dtype, in the device's namespace
+    x_T = xp.asarray(rng.standard_normal((args.n, *shape)), dtype=dtype)  # host noise, then the device
+    y = None if args.label is None else xp.asarray(np.full(args.n, args.label, dtype=np.int64))
 
     def model(x, t, y=None):
         return net.apply(params, x, t, y)
@@ -241,7 +253,10 @@ def _cmd_sample(args):
         mdl = model
     x = sample(mdl, x_T, sched_used, ts, args.method, prediction_type=_prediction_type(ck), rng=rng,
                progress=_progress(args), **kw, **opts)
-    x = np.asarray(x, dtype=np.float64)
+    from .backend import to_numpy
+
+    x = np.asarray(to_numpy(x), dtype=np.float64)
+    y = None if y is None else to_numpy(y)
     out = Path(args.out) if args.out else Path(args.checkpoint if Path(args.checkpoint).is_dir()
                                                 else Path(args.checkpoint).parent) / f"samples_{args.method}_{args.steps}.npz"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -428,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "the end (default: %(default)s)")
     t.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.npz to --steps (same options "
                    "required); without it an existing checkpoint is an error")
+    t.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                     help="where arrays live: cpu (NumPy) or gpu (CuPy on the current CUDA device; select one with "
+                          "CUDA_VISIBLE_DEVICES). Noise is drawn on the host either way, so results match (default: cpu)")
     t.add_argument("--no-progress", **noprog)
     t.set_defaults(func=_cmd_train)
 
@@ -452,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     s.add_argument("--out", default=None, help="output .npz path (default: samples_<method>_<steps>.npz beside "
                    "the checkpoint); the PNG goes beside it")
+    s.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                     help="where arrays live: cpu (NumPy) or gpu (CuPy on the current CUDA device; select one with "
+                          "CUDA_VISIBLE_DEVICES). Noise is drawn on the host either way, so results match (default: cpu)")
     s.add_argument("--no-progress", **noprog)
     s.set_defaults(func=_cmd_sample)
 
