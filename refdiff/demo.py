@@ -226,7 +226,7 @@ def _figures(out, samples, rows, res, stream):
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    fig.savefig(out / "samples.png", dpi=90)
+    fig.savefig(out / "samples.png", dpi=90, bbox_inches="tight")  # keep the two-line titles
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     losses = res.losses
