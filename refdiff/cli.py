@@ -396,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"refdiff {__version__}")
     subs = p.add_subparsers(dest="command", metavar="COMMAND")
     noprog = dict(action="store_true", help="hide the tqdm progress bars")
+    device = dict(choices=("cpu", "gpu"), default="cpu",
+                  help="where arrays live: cpu (NumPy) or gpu (CuPy on the current CUDA device; select one with "
+                       "CUDA_VISIBLE_DEVICES). Noise is drawn on the host either way, so results match (default: cpu)")
 
     d = _sub(subs, "demo", "train, sample and measure a 2D toy model (about a minute on 2 CPU cores)",
              "Train an MLP denoiser on the 8gaussians mixture (exact density known), sample it with DDPM (1000 steps),\n"
@@ -443,9 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the end (default: %(default)s)")
     t.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.npz to --steps (same options "
                    "required); without it an existing checkpoint is an error")
-    t.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
-                     help="where arrays live: cpu (NumPy) or gpu (CuPy on the current CUDA device; select one with "
-                          "CUDA_VISIBLE_DEVICES). Noise is drawn on the host either way, so results match (default: cpu)")
+    t.add_argument("--device", **device)
     t.add_argument("--no-progress", **noprog)
     t.set_defaults(func=_cmd_train)
 
@@ -470,9 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     s.add_argument("--out", default=None, help="output .npz path (default: samples_<method>_<steps>.npz beside "
                    "the checkpoint); the PNG goes beside it")
-    s.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
-                     help="where arrays live: cpu (NumPy) or gpu (CuPy on the current CUDA device; select one with "
-                          "CUDA_VISIBLE_DEVICES). Noise is drawn on the host either way, so results match (default: cpu)")
+    s.add_argument("--device", **device)
     s.add_argument("--no-progress", **noprog)
     s.set_defaults(func=_cmd_sample)
 
