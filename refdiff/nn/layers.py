@@ -85,17 +85,33 @@ def linear_backward(dout, cache):
 
 
 # --------------------------------------------------------------------------------- SiLU
+def _sigmoid(xp, x):
+    """``sigmoid(x) = 1 / (1 + exp(-x)) = (1 + tanh(x / 2)) / 2``, the tanh form: it
+    cannot overflow (exp(-x) does for x < -88 in float32) and takes four elementwise
+    passes, two of them in place, each keeping x's memory order.  Its error is absolute,
+    at most a rounding unit of 1/2 (so sigmoid(x) below ~1e-8 in float32 rounds to 0)."""
+    s = xp.tanh(0.5 * x)
+    s *= 0.5
+    s += 0.5
+    return s
+
+
 def silu_forward(x):
     """SiLU (swish) ``out = x * sigmoid(x)``, elementwise.  MATH.md (13.11)."""
     xp = array_namespace(x)
-    s = 1.0 / (1.0 + xp.exp(-x))
+    s = _sigmoid(xp, x)
     return x * s, (x, s)
 
 
 def silu_backward(dout, cache):
     """``dx = dout * s (1 + x (1 - s))`` with s = sigmoid(x).  MATH.md (13.11)."""
     x, s = cache
-    return dout * (s * (1.0 + x * (1.0 - s)))
+    dx = 1.0 - s  # one temporary, updated in place (keeps s's memory order)
+    dx *= x
+    dx += 1.0
+    dx *= s
+    dx *= dout
+    return dx
 
 
 # ------------------------------------------------------------------ resampling (x2)
@@ -155,7 +171,8 @@ def groupnorm_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
 
     ``groups`` must divide C.  Variance is the biased (1/M) one, as in the usual
     implementations.  Computed on the (G, M, N) view of the (C, ..., N) memory order that
-    the convolutions use, so every reduction runs over contiguous rows.
+    the convolutions use, so every reduction runs over contiguous rows; xhat is formed in
+    place in the centred copy and the affine map adds beta in place (fewer temporaries).
     Returns ``(out, cache)``.
     """
     xp = array_namespace(x)
@@ -166,29 +183,47 @@ def groupnorm_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
         raise ValueError(f"groupnorm_forward: groups={groups} must divide C={C}")
     xT = _cfirst(xp, x)  # (C, ..., N)
     xg = xp.reshape(xT, (groups, -1, N))  # (G, M, N)
-    mu = xp.mean(xg, axis=1, keepdims=True)  # (G, 1, N)
-    xc = xg - mu
-    rstd = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=1, keepdims=True) + eps)
-    xhat = xp.reshape(xc * rstd, xT.shape)  # (C, ..., N)
+    xc = xg - xp.mean(xg, axis=1, keepdims=True)  # (G, M, N), a new array
+    rstd = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=1, keepdims=True) + eps)  # (G, 1, N)
+    xc *= rstd  # xhat, in place
+    xhat = xp.reshape(xc, xT.shape)  # (C, ..., N)
     cshape = (C,) + (1,) * (x.ndim - 1)
-    out = xhat * xp.reshape(gamma, cshape) + xp.reshape(beta, cshape)
+    out = xhat * xp.reshape(gamma, cshape)
+    out += xp.reshape(beta, cshape)
     return _nfirst(xp, out), (xhat, rstd, gamma, groups)
 
 
 def groupnorm_backward(dout, cache):
     """Gradients of :func:`groupnorm_forward`.  MATH.md (13.10):
     ``dx = rstd (g - mean(g) - xhat mean(g xhat))`` with g = dout gamma, means over the group.
-    Returns ``(dx, dgamma, dbeta)``."""
+
+    The two group means are assembled from per-(channel, sample) sums over space, so
+    the full-size passes are: the spatial sums of dout and of dout xhat, and
+    ``dx = dout (gamma rstd) - rstd mean(g) - xhat (rstd mean(g xhat))`` with the
+    bracketed factors of shape (C, 1, .., N).  Returns ``(dx, dgamma, dbeta)``."""
     xp = array_namespace(dout)
     xhat, rstd, gamma, groups = cache  # xhat (C, ..., N), rstd (G, 1, N)
     C, N = xhat.shape[0], xhat.shape[-1]
-    dT = _cfirst(xp, dout)  # (C, ..., N)
-    d2 = xp.reshape(dT, (C, -1))  # (C, ... N)
-    dgamma = xp.sum(d2 * xp.reshape(xhat, (C, -1)), axis=1)
-    dbeta = xp.sum(d2, axis=1)
-    g = xp.reshape(dT * xp.reshape(gamma, (C,) + (1,) * (xhat.ndim - 1)), (groups, -1, N))  # (G, M, N)
-    xh = xp.reshape(xhat, (groups, -1, N))
-    dx = rstd * (g - xp.mean(g, axis=1, keepdims=True) - xh * xp.mean(g * xh, axis=1, keepdims=True))
+    G = groups
+    dT = xp.reshape(_cfirst(xp, dout), (C, -1, N))  # (C, S, N)
+    xh = xp.reshape(xhat, (C, -1, N))  # (C, S, N)
+    S = xh.shape[1]
+    sd = xp.sum(dT, axis=1)  # (C, N): sum over space of dout
+    sdx = xp.sum(dT * xh, axis=1)  # (C, N): sum over space of dout xhat
+    dbeta, dgamma = xp.sum(sd, axis=1), xp.sum(sdx, axis=1)
+    gam = gamma[:, None]  # (C, 1)
+    M = (C // G) * S
+    mg = xp.sum(xp.reshape(gam * sd, (G, C // G, N)), axis=1) / M  # (G, N): mean(g)
+    mgx = xp.sum(xp.reshape(gam * sdx, (G, C // G, N)), axis=1) / M  # (G, N): mean(g xhat)
+
+    def per_channel(v):  # (G, N) -> (C, 1, N), each group's value for its channels
+        return xp.reshape(xp.broadcast_to(v[:, None, :], (G, C // G, N)), (C, 1, N))
+
+    r = rstd[:, 0, :]  # (G, N)
+    t = xh * per_channel(r * mgx)  # (C, S, N)
+    t += per_channel(r * mg)
+    dx = dT * (gamma[:, None, None] * per_channel(r))  # (C, S, N)
+    dx -= t
     return _nfirst(xp, xp.reshape(dx, xhat.shape)), dgamma, dbeta
 
 
