@@ -413,3 +413,26 @@ def test_attnblock_gradcheck(xp):
         f = lambda a, k=k: inner(B.attnblock_forward({**P, k: a}, "a", x, 2)[0], dout)  # noqa: E731
         # floor: the key bias gradient is exactly zero, MATH.md (13.15)
         assert check_gradient(f, P[k], G[k], indices=_subset(rng, P[k], 8), floor=1e-3) < GC_TOL, k
+
+
+@pytest.mark.parametrize("dtype, rtol, atol", [("float64", 1e-12, 1e-13), ("float32", 2e-6, 1e-6)])
+def test_silu_extreme_inputs_no_overflow(xp, dtype, rtol, atol):
+    """MATH.md (13.11) far in the tails: no overflow warning for |x| up to 1000, and SiLU and its
+    derivative match a reference written with math.exp in the non-overflowing form
+    (x < 0: x e^x / (1 + e^x)), to float rounding (absolute near 0, where SiLU underflows)."""
+    import warnings
+
+    xs = [-1000.0, -100.0, -40.0, -20.0, -5.0, -0.5, 0.0, 0.5, 5.0, 20.0, 40.0, 100.0, 1000.0]
+
+    def sig(v):
+        return 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v))
+
+    want = [v * sig(v) for v in xs]
+    dwant = [sig(v) * (1.0 + v * (1.0 - sig(v))) for v in xs]
+    x = xp.asarray(np.array(xs), dtype=getattr(xp, dtype))
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        out, cache = L.silu_forward(x)
+        dx = L.silu_backward(xp.ones_like(x), cache)
+    assert_close(out, want, xp=xp, rtol=rtol, atol=atol)
+    assert_close(dx, dwant, xp=xp, rtol=rtol, atol=atol)
