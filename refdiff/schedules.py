@@ -583,7 +583,16 @@ def alpha_sigma(schedule, t, like):
         if is_int:
             return gather(schedule.sqrt_alpha_bars, t, like), gather(schedule.sqrt_one_minus_alpha_bars, t, like)
         vp = InterpolatedVP(schedule)
-        tc = (_as_float_t(t, like) + 1.0) / schedule.T
+        tau = _as_float_t(t, like)
+        lo = float(xp.min(tau))
+        # Above T-1 the linear extension keeps 0 < alpha < 1 (EDM's churn goes there); below 0 it
+        # gives alpha > 1.  The tolerance covers round-off of continuous-index arithmetic.
+        if not lo >= -1e-9 * schedule.T:
+            raise ValueError(
+                f"continuous index t = {lo!r} is below 0: the interpolated log alpha of MATH.md (2.15) would "
+                f"exceed 0 (alpha > 1); valid: t >= 0 (and t <= {schedule.T - 1} within the schedule)"
+            )
+        tc = (tau + 1.0) / schedule.T
     elif isinstance(schedule, _ContinuousVP):
         vp = schedule
         tc = _as_float_t(t, like)

@@ -183,6 +183,17 @@ def test_alpha_sigma_integer_and_fractional(xp):
     assert_close(sf, sg, xp=xp, rtol=1e-11)
 
 
+def test_alpha_sigma_fractional_index_out_of_range(xp):
+    """A fractional index below 0 has no meaning (alpha > 1 there): clear error.  Above T-1 the
+    linear extension of (2.15) is used (EDM's churn raises sigma past sigma_max): alpha stays in (0, 1)."""
+    s = refdiff.make_schedule("linear", 100)
+    x = asx(xp, np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"continuous index t = -0.5 is below 0"):
+        refdiff.alpha_sigma(s, asx(xp, [-0.5, 3.0]), x)
+    a, sg = refdiff.alpha_sigma(s, 105.0, x)
+    assert 0 < float(a) < float(refdiff.alpha_sigma(s, 99, x)[0]) and float(sg) < 1
+
+
 @pytest.mark.parametrize("kind", ["logSNR", "time_uniform", "time_quadratic"])
 def test_time_grid(kind):
     """MATH.md (2.16): the grids run from 1 down to t_min with n+1 points, strictly
