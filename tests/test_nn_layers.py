@@ -101,19 +101,22 @@ CONV_KINDS = {"3x3": (3, 1, 1), "1x1": (1, 1, 0), "down": (3, 2, 1)}
 
 
 @st.composite
-def conv_case(draw):
-    kind = draw(st.sampled_from(sorted(CONV_KINDS)))
+def conv_case(draw, kind):
+    """Random sizes for one conv kind (the kind is a pytest parameter, so every kind is
+    exercised; H, W from 1 to 5 cover odd and even sizes of the stride-2 kernel)."""
     k, stride, pad = CONV_KINDS[kind]
     n, c, f = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
     h, w = draw(st.integers(max(1, k - 2 * pad), 5)), draw(st.integers(max(1, k - 2 * pad), 5))
     return (n, c, h, w), (f, c, k, k), stride, pad, draw(st.integers(0, 999))
 
 
-@settings(max_examples=8)
-@given(case=conv_case())
-def test_conv2d_gradcheck(xp, case):
+@pytest.mark.parametrize("kind", sorted(CONV_KINDS))
+@settings(max_examples=5)
+@given(data=st.data())
+def test_conv2d_gradcheck(xp, kind, data):
     """Convolution backward MATH.md (13.5)-(13.6) (dx, dw, db) against central
     differences, for 3x3 same, 1x1 and 3x3 stride-2 kernels on random sizes."""
+    case = data.draw(conv_case(kind))
     xs, ws, stride, pad, seed = case
     rng = np.random.default_rng(seed)
     args = (_rand(xp, rng, xs), _rand(xp, rng, ws), _rand(xp, rng, (ws[0],)))
@@ -121,11 +124,13 @@ def test_conv2d_gradcheck(xp, case):
     _check_pair(xp, fwd, L.conv2d_backward, args, rng)
 
 
-@settings(max_examples=10)
-@given(case=conv_case())
-def test_conv2d_vectorised_matches_naive(xp, case):
+@pytest.mark.parametrize("kind", sorted(CONV_KINDS))
+@settings(max_examples=5)
+@given(data=st.data())
+def test_conv2d_vectorised_matches_naive(xp, kind, data):
     """The im2col matrix form MATH.md (13.4) equals the loop definition (13.3), and the
     col2im backward equals the loop backward (13.5)-(13.6)."""
+    case = data.draw(conv_case(kind))
     xs, ws, stride, pad, seed = case
     rng = np.random.default_rng(seed)
     x, w, b = _rand(xp, rng, xs), _rand(xp, rng, ws), _rand(xp, rng, (ws[0],))
@@ -154,11 +159,13 @@ def test_conv2d_row_chunks_match_naive(xp, monkeypatch, budget):
             assert_close(g, g_n, xp=xp, rtol=EXACT, atol=EXACT)
 
 
-@settings(max_examples=8)
-@given(case=conv_case())
-def test_conv2d_adjoint(xp, case):
+@pytest.mark.parametrize("kind", sorted(CONV_KINDS))
+@settings(max_examples=5)
+@given(data=st.data())
+def test_conv2d_adjoint(xp, kind, data):
     """Dot-product test MATH.md (13.6): with b = 0 the convolution is linear in x and
     in w, and <conv(x), y> = <x, conv^T y> = <w, (dw of y)> for random x, w, y."""
+    case = data.draw(conv_case(kind))
     xs, ws, stride, pad, seed = case
     rng = np.random.default_rng(seed)
     x, w, y = _rand(xp, rng, xs), _rand(xp, rng, ws), None
@@ -169,6 +176,19 @@ def test_conv2d_adjoint(xp, case):
     lhs = inner(out, y)
     assert math.isclose(lhs, inner(x, dx), rel_tol=1e-11, abs_tol=1e-11)
     assert math.isclose(lhs, inner(w, dw), rel_tol=1e-11, abs_tol=1e-11)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 5, 4), (2, 1, 3, 3), (1, 1, 4, 7)])
+def test_conv2d_stride2_odd_and_even_sizes_gradcheck(xp, shape):
+    """The stride-2 3x3 kernel MATH.md (13.3), (13.5)-(13.6) on odd and even sizes
+    (output ceil(H/2): the last input row is read by no tap of the bottom row when H is
+    even, by the centre tap when H is odd): dx, dw, db against central differences."""
+    rng = np.random.default_rng(sum(shape))
+    args = (_rand(xp, rng, shape), _rand(xp, rng, (3, shape[1], 3, 3)), _rand(xp, rng, (3,)))
+    fwd = lambda x, w, b: L.conv2d_forward(x, w, b, stride=2, pad=1)  # noqa: E731
+    out, _ = fwd(*args)
+    assert out.shape[2:] == ((shape[2] + 1) // 2, (shape[3] + 1) // 2)
+    _check_pair(xp, fwd, L.conv2d_backward, args, rng)
 
 
 def test_conv2d_hand_values(xp):
@@ -224,6 +244,9 @@ def test_upsample_avgpool_gradcheck_and_adjoint(xp, shape, seed):
     assert math.isclose(inner(az, x), inner(z, L.avgpool2x_backward(x, None)), rel_tol=1e-12, abs_tol=1e-12)
     assert_close(L.avgpool2x_forward(ux)[0], x, xp=xp, rtol=EXACT)
     assert_close(ux[:, :, 1::2, ::2], x, xp=xp, rtol=0)
+    # (13.8): A = U^T / 4, so A^T = U / 4 and 4 A = U^T, entry by entry (exact: x 0.25)
+    assert_close(L.avgpool2x_backward(x, None), 0.25 * ux, xp=xp, rtol=0)
+    assert_close(L.upsample2x_backward(z, None), 4.0 * az, xp=xp, rtol=EXACT)
 
 
 def test_resampling_bad_input(xp):
@@ -269,6 +292,30 @@ def test_groupnorm_normalises(xp, case):
     v = x.reshape(n, groups, -1).var(axis=2)
     np.testing.assert_allclose(o.mean(axis=2), 0.0, atol=1e-12)
     np.testing.assert_allclose(o.var(axis=2), v / (v + 1e-5), rtol=1e-10)
+
+
+@settings(max_examples=5)
+@given(case=gn_case())
+def test_groupnorm_gradient_orthogonal_to_shift_and_scale(xp, case):
+    """MATH.md (13.10): within each (sample, group) block, dx sums to zero (the output
+    ignores a shift of the block) and, with eps = 0, <dx, xhat> = 0 too (it ignores a
+    scaling); with eps > 0 the latter is r M mean(g xhat) eps / (sigma^2 + eps), not 0.
+    Checked on sums computed independently with NumPy; float64 sums of <= 27 terms of
+    size O(1) (scaled by r ~ 1/3): atol 1e-12."""
+    shape, groups, seed = case
+    n, c, h, w = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape) * 3.0 + 2.0
+    if c // groups * h * w == 1:  # a one-entry block has sigma = 0: xhat = 0 and r = 1/sqrt(eps)
+        return
+    gamma, dout = rng.standard_normal(c), rng.standard_normal(shape)
+    out, cache = L.groupnorm_forward(asx(xp, x), asx(xp, gamma), asx(xp, np.zeros(c)), groups, eps=0.0)
+    dx = L.groupnorm_backward(asx(xp, dout), cache)[0]
+    dx = np.asarray(np.from_dlpack(dx) if not isinstance(dx, np.ndarray) else dx).reshape(n, groups, -1)
+    xg = x.reshape(n, groups, -1)
+    xhat = (xg - xg.mean(axis=2, keepdims=True)) / xg.std(axis=2, keepdims=True)
+    np.testing.assert_allclose(dx.sum(axis=2), 0.0, atol=1e-12)
+    np.testing.assert_allclose((dx * xhat).sum(axis=2), 0.0, atol=1e-12)
 
 
 def test_groupnorm_bad_groups(xp):
@@ -375,26 +422,28 @@ def _subset(rng, a, k=5):
     return rng.choice(size, min(k, size), replace=False)
 
 
-@settings(max_examples=4)
-@given(c_in=st.sampled_from([2, 4]), c_out=st.sampled_from([2, 4]), hw=st.integers(2, 4), seed=st.integers(0, 99))
-def test_resblock_gradcheck(xp, c_in, c_out, hw, seed):
+@settings(max_examples=5)
+@given(groups=st.sampled_from([1, 2]), per_in=st.sampled_from([2, 3]), per_out=st.sampled_from([2, 3]),
+       hw=st.integers(2, 4), seed=st.integers(0, 99))
+def test_resblock_gradcheck(xp, groups, per_in, per_out, hw, seed):
     """Residual block MATH.md (13.16): dx, de and every parameter gradient (5 random
     entries per tensor) against central differences (identity skip when c_in = c_out,
-    1x1 conv skip otherwise).  One GroupNorm group: with one channel per group the
-    per-channel embedding shift would be cancelled by the mean subtraction exactly
-    (de = 0), see MATH.md (13.16)."""
+    1x1 conv skip otherwise), with 1 or 2 GroupNorm groups of 2 or 3 channels each.  At
+    least two channels per group: with one, the per-channel embedding shift would be
+    cancelled by the mean subtraction exactly (de = 0), see MATH.md (13.16)."""
+    c_in, c_out = groups * per_in, groups * per_out
     rng = np.random.default_rng(seed)
     P = _block_params(xp, rng, B.resblock_init, "r", c_in, c_out, 3, rng)
     x, e = _rand(xp, rng, (2, c_in, hw, hw)), _rand(xp, rng, (2, 3))
-    out, cache = B.resblock_forward(P, "r", x, e, 1)
+    out, cache = B.resblock_forward(P, "r", x, e, groups)
     dout = _rand(xp, rng, out.shape)
     G = {}
     dx, de = B.resblock_backward(G, P, "r", dout, cache)
-    assert check_gradient(lambda a: inner(B.resblock_forward(P, "r", a, e, 1)[0], dout), x, dx) < GC_TOL
-    assert check_gradient(lambda a: inner(B.resblock_forward(P, "r", x, a, 1)[0], dout), e, de) < GC_TOL
+    assert check_gradient(lambda a: inner(B.resblock_forward(P, "r", a, e, groups)[0], dout), x, dx) < GC_TOL
+    assert check_gradient(lambda a: inner(B.resblock_forward(P, "r", x, a, groups)[0], dout), e, de) < GC_TOL
     assert set(G) == set(P)
     for k in P:
-        f = lambda a, k=k: inner(B.resblock_forward({**P, k: a}, "r", x, e, 1)[0], dout)  # noqa: E731
+        f = lambda a, k=k: inner(B.resblock_forward({**P, k: a}, "r", x, e, groups)[0], dout)  # noqa: E731
         assert check_gradient(f, P[k], G[k], indices=_subset(rng, P[k]), floor=1e-3) < GC_TOL, k
 
 
