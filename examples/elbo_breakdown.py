@@ -4,9 +4,13 @@
 -log p(x_0) <= L_T + sum_t L_t + L_0 per sample.  Here the model is the *exact* eps
 predictor of the "8gaussians" mixture (continuous data, Gaussian decoder), so the gap
 between the bound and the true NLL -log p(x_0) (the oracle's density, MATH.md (15.6)) is
-only the Gaussian-reverse-kernel error of the discrete chain, not a learning error.  Linear
-and cosine schedules (T = 1000) are compared: the per-step KL terms against the 0-based
-t, and their cumulative sums.
+not a learning error: it comes from the form of the reverse chain alone -- Gaussian
+kernels with the fixed variance beta_tilde_t ("fixed_small") around the exact posterior
+mean, where the true q(x_{t-1} | x_t) of a mixture is neither Gaussian nor of that variance,
+and the N(0, I) prior (L_T, negligible here).  Each term is evaluated at one draw
+x_t ~ q(x_t | x_0) per point, so the printed bound is a Monte Carlo estimate over the n
+points.  Linear and cosine schedules (T = 1000) are compared: the per-step KL terms
+against the 0-based t, and their cumulative sums.
 
 Writes ``elbo_breakdown.png``.
 
