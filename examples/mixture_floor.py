@@ -54,7 +54,7 @@ def main(argv=None):
     with limit:
         res = train(model, data, schedule=sched, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                     ema_decay=args.ema_decay, seed=args.seed, eval_every=max(1, args.steps // 10), eval_size=4096,
-                    out_dir=args.out, lr_decay="cosine", warmup_steps=100)
+                    out_dir=args.out, lr_decay="cosine", warmup_steps=min(100, args.steps // 10))
     seconds = time.perf_counter() - t0
 
     rng = np.random.default_rng(10_000 + args.seed)  # held-out draws, independent of training
