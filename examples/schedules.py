@@ -2,7 +2,8 @@
 
 ``refdiff.make_schedule`` kinds "linear", "scaled_linear", "cosine", "sigmoid" (T = 1000)
 and the zero-terminal-SNR rescaling of the linear one: alpha_bar_t against the 0-based t,
-the log-SNR lambda_t = log(alpha_bar_t / (1 - alpha_bar_t)), and for a 20-step sampler
+the log-SNR log(alpha_bar_t / (1 - alpha_bar_t)) (= 2 lambda_t, twice the half log-SNR
+lambda_t = log alpha_t - log sigma_t of MATH.md chapter 1), and for a 20-step sampler
 the sigmas (VE view, sigma = sqrt((1 - alpha_bar) / alpha_bar)) of the "trailing" timestep
 grid against the Karras et al. (rho = 7) grid between the same end points
 (``refdiff.karras_sigmas``, MATH.md chapter 2).
@@ -44,7 +45,7 @@ def main(argv=None):
         with np.errstate(divide="ignore"):
             axes[1].plot(t, np.log(ab) - np.log1p(-ab), label=name)
     axes[0].set(xlabel="t (0-based)", ylabel="alpha_bar_t", title="alpha_bar")
-    axes[1].set(xlabel="t (0-based)", ylabel="lambda_t", title="log-SNR")
+    axes[1].set(xlabel="t (0-based)", ylabel="log SNR_t = 2 lambda_t", title="log-SNR, log(alpha_bar / (1 - alpha_bar))")
     axes[0].legend(fontsize=7)
 
     s = scheds["linear"]
