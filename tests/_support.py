@@ -63,3 +63,17 @@ def shapes(min_batch=1, max_batch=4, max_extra_dims=3, max_side=5):
         st.integers(min_batch, max_batch),
         st.lists(st.integers(1, max_side), min_size=0, max_size=max_extra_dims),
     ).map(lambda p: (p[0], *p[1]))
+
+
+# ---------------------------------------------------------------- convergence orders
+def fitted_order(ns, errs):
+    """Least-squares slope of log(error) against log(steps), negated: the measured order."""
+    return -np.polyfit(np.log(ns), np.log(errs), 1)[0]
+
+
+def exact_ode(oracle, vp, x, t_from, t_to):
+    """The exact probability-flow ODE map of a Gaussian ``oracle`` between two times of the
+    continuous schedule ``vp`` (MATH.md (6.13)): the reference trajectory for order tests."""
+    a0, s0 = float(vp.alpha(np.array(t_from))), float(vp.sigma(np.array(t_from)))
+    a1, s1 = float(vp.alpha(np.array(t_to))), float(vp.sigma(np.array(t_to)))
+    return oracle.ode_transport(x, a0, s0, a1, s1)

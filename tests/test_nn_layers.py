@@ -133,6 +133,11 @@ def test_conv2d_vectorised_matches_naive(xp, kind, data):
     case = data.draw(conv_case(kind))
     xs, ws, stride, pad, seed = case
     rng = np.random.default_rng(seed)
+    _assert_conv_matches_naive(xp, rng, xs, ws, stride, pad)
+
+
+def _assert_conv_matches_naive(xp, rng, xs, ws, stride, pad):
+    """Vectorised conv forward and backward equal the loop definitions on random inputs."""
     x, w, b = _rand(xp, rng, xs), _rand(xp, rng, ws), _rand(xp, rng, (ws[0],))
     out, cache = L.conv2d_forward(x, w, b, stride=stride, pad=pad)
     out_n, cache_n = L.conv2d_forward_naive(x, w, b, stride=stride, pad=pad)
@@ -150,13 +155,7 @@ def test_conv2d_row_chunks_match_naive(xp, monkeypatch, budget):
     monkeypatch.setattr(conv_module, "_CHUNK_FLOATS", budget)
     rng = np.random.default_rng(budget)
     for k, stride, pad in CONV_KINDS.values():
-        x, w, b = _rand(xp, rng, (2, 3, 6, 5)), _rand(xp, rng, (4, 3, k, k)), _rand(xp, rng, (4,))
-        out, cache = L.conv2d_forward(x, w, b, stride=stride, pad=pad)
-        out_n, cache_n = L.conv2d_forward_naive(x, w, b, stride=stride, pad=pad)
-        assert_close(out, out_n, xp=xp, rtol=EXACT, atol=EXACT)
-        dout = _rand(xp, rng, out.shape)
-        for g, g_n in zip(L.conv2d_backward(dout, cache), L.conv2d_backward_naive(dout, cache_n)):
-            assert_close(g, g_n, xp=xp, rtol=EXACT, atol=EXACT)
+        _assert_conv_matches_naive(xp, rng, (2, 3, 6, 5), (4, 3, k, k), stride, pad)
 
 
 @pytest.mark.parametrize("kind", sorted(CONV_KINDS))

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import refdiff
 from refdiff.samplers.ddim import ddim_invert, ddim_loop, library_prev_timesteps
 from refdiff.samplers.ddpm import ddpm_loop, respace
-from tests._support import assert_close, asx, schedule_and_t, schedules
+from tests._support import assert_close, asx, exact_ode, fitted_order, schedule_and_t, schedules
 
 
 def _rand(shape, seed):
@@ -259,14 +259,7 @@ VP = refdiff.LinearVP()
 
 
 def _exact(x, t_from, t_to):
-    a0, s0 = float(VP.alpha(np.array(t_from))), float(VP.sigma(np.array(t_from)))
-    a1, s1 = float(VP.alpha(np.array(t_to))), float(VP.sigma(np.array(t_to)))
-    return GAUSS.ode_transport(x, a0, s0, a1, s1)
-
-
-def fitted_order(ns, errs):
-    """Slope of log(error) against log(1/steps) by least squares."""
-    return -np.polyfit(np.log(ns), np.log(errs), 1)[0]
+    return exact_ode(GAUSS, VP, x, t_from, t_to)
 
 
 def test_ddim_global_order_one():

@@ -11,7 +11,7 @@ from scipy import integrate
 
 import refdiff
 from refdiff.samplers import karras as K
-from tests._support import assert_close, asx, schedule_and_t
+from tests._support import assert_close, asx, exact_ode, fitted_order, schedule_and_t
 
 GAUSS = refdiff.GaussianData([1.0, -0.5], [[1.0, 0.6], [0.6, 0.8]])
 VP = refdiff.LinearVP()
@@ -177,14 +177,7 @@ def test_lms_order1_is_euler():
 
 # ------------------------------------------------------------------------- orders
 def _exact(x, t_from, t_to):
-    a0, s0 = float(VP.alpha(np.array(t_from))), float(VP.sigma(np.array(t_from)))
-    a1, s1 = float(VP.alpha(np.array(t_to))), float(VP.sigma(np.array(t_to)))
-    return GAUSS.ode_transport(x, a0, s0, a1, s1)
-
-
-def fitted_order(ns, errs):
-    """Slope of log(error) against log(steps), negated, by least squares."""
-    return -np.polyfit(np.log(ns), np.log(errs), 1)[0]
+    return exact_ode(GAUSS, VP, x, t_from, t_to)
 
 
 @pytest.mark.parametrize("method, opts, order", [
