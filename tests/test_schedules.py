@@ -121,6 +121,9 @@ def test_derived_arrays(s):
 
 def test_vp_ve_sigma_map(xp):
     """MATH.md (2.8): sigma = sqrt((1-abar)/abar) and its inverse abar = 1/(1+sigma^2)."""
+    # hand-worked: abar = 1/2 -> sigma = sqrt(0.5/0.5) = 1; abar = 1/5 -> sqrt(0.8/0.2) = 2;
+    # abar = 0.9 -> sqrt(0.1/0.9) = 1/3
+    assert_close(refdiff.sigma_from_alpha_bar(asx(xp, [0.5, 0.2, 0.9])), [1.0, 2.0, 1 / 3], xp=xp, rtol=1e-15)
     ab = asx(xp, np.linspace(0.01, 0.99, 7))
     sig = refdiff.sigma_from_alpha_bar(ab)
     assert_close(refdiff.alpha_bar_from_sigma(sig), ab, xp=xp, rtol=1e-14)
