@@ -598,7 +598,8 @@ def alpha_sigma(schedule, t, like):
         tc = _as_float_t(t, like)
     else:
         raise TypeError(f"schedule must be a Schedule or a continuous VP schedule, got {type(schedule).__name__}")
-    a, s = vp.alpha(tc), vp.sigma(tc)
+    log_alpha = vp.log_alpha(tc)  # once: alpha and sigma both follow from it, MATH.md (2.11)
+    a, s = xp.exp(log_alpha), xp.sqrt(-xp.expm1(2.0 * log_alpha))
     if tc.ndim == 1 and like.ndim >= 1:
         shape = (tc.shape[0],) + (1,) * (like.ndim - 1)  # (N,) -> (N,1,...)
         a, s = xp.reshape(a, shape), xp.reshape(s, shape)
