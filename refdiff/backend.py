@@ -29,6 +29,7 @@ __all__ = [
     "bcast",
     "check_finite",
     "namespace_for_device",
+    "check_rng",
 ]
 
 
@@ -59,6 +60,13 @@ def asarray_like(a, like, dtype=None):
     return xp.asarray(a, dtype=dtype, device=_device(like))
 
 
+def check_rng(rng) -> None:
+    """Raise TypeError unless ``rng`` is a ``numpy.random.Generator`` (refdiff's only
+    source of randomness: draws are made on the host, MATH.md chapter 1)."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+
+
 def standard_normal(rng: np.random.Generator, shape, like=None, *, xp=None, dtype=None):
     """Standard normal draws made on the host by ``rng`` and returned in a namespace.
 
@@ -68,8 +76,7 @@ def standard_normal(rng: np.random.Generator, shape, like=None, *, xp=None, dtyp
     Draws are made in float64 and then cast, so float32 runs see the rounded float64
     numbers.
     """
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    check_rng(rng)
     z = rng.standard_normal(tuple(int(s) for s in shape))
     return _host_to(z, like, xp, dtype)
 
@@ -77,8 +84,7 @@ def standard_normal(rng: np.random.Generator, shape, like=None, *, xp=None, dtyp
 def rademacher(rng: np.random.Generator, shape, like=None, *, xp=None, dtype=None):
     """Random signs (+1/-1 with probability 1/2 each), drawn on the host like
     :func:`standard_normal`."""
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    check_rng(rng)
     z = rng.integers(0, 2, size=tuple(int(s) for s in shape)).astype(np.float64) * 2.0 - 1.0
     return _host_to(z, like, xp, dtype)
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .backend import check_rng
+
 __all__ = [
     "Dataset",
     "DATASETS",
@@ -54,8 +56,7 @@ class Dataset:
 
 
 def _check_rng(rng):
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    check_rng(rng)
 
 
 def _check_n(n):

@@ -23,7 +23,7 @@ import math
 import numpy as np
 from array_api_compat import device as _device
 
-from .backend import array_namespace
+from .backend import array_namespace, check_rng
 from .schedules import alpha_sigma
 
 __all__ = [
@@ -363,8 +363,7 @@ def drop_labels(y, p: float, rng: np.random.Generator, num_classes: int):
     namespace."""
     if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
         raise ValueError(f"condition dropout probability p must lie in [0, 1], got {p!r}")
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    check_rng(rng)
     check_labels(y, num_classes)
     xp = array_namespace(y)
     mask = rng.random(y.shape[0]) < p

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from .backend import array_namespace, asarray_like, check_finite, standard_normal
+from .backend import array_namespace, asarray_like, check_finite, standard_normal, check_rng
 from .parameterization import PREDICTION_TYPES
 from .schedules import Schedule, _ContinuousVP, alpha_sigma, gather
 
@@ -402,8 +402,7 @@ class _GaussianComponents(_LatentMixture):
         ``return_labels`` also the class labels (n,) int64."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        check_rng(rng)
         k = rng.choice(self.K, size=int(n), p=self._w) if self.K > 1 else np.zeros(int(n), dtype=np.int64)
         if like is None:
             import array_api_compat.numpy as xnp
@@ -670,8 +669,7 @@ class EmpiricalData(_LatentMixture):
         on the host, shape (n, *event_shape), MATH.md (6.13)."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        check_rng(rng)
         k = rng.integers(0, self.M, size=int(n))
         if like is None:
             import array_api_compat.numpy as xnp

@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from ..backend import array_namespace
+from ..backend import array_namespace, check_rng
 from .layers import embedding_backward, embedding_forward, timestep_embedding_forward
 
 __all__ = ["DenoiserBase"]
@@ -35,8 +35,7 @@ class DenoiserBase:
         """A fresh flat parameter dict.  Drawn on the host from the numpy Generator
         ``rng`` in float64 (so NumPy and CuPy runs from one seed agree), then cast to
         ``dtype`` ("float32" or "float64") and moved to namespace ``xp`` (default NumPy)."""
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        check_rng(rng)
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         xp = array_namespace() if xp is None else xp

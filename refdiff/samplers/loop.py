@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from ..backend import array_namespace, check_finite, standard_normal
+from ..backend import array_namespace, check_finite, standard_normal, check_rng
 from ..parameterization import PREDICTION_TYPES
 from ..schedules import Schedule, _ContinuousVP
 
@@ -116,8 +116,7 @@ def sample(model, x_T, schedule, timesteps, method, *, prediction_type="epsilon"
     if rng is not None and noise is not None:
         raise TypeError("pass either rng or noise, not both")
     if rng is not None:
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        check_rng(rng)
         noise = lambda like: standard_normal(rng, like.shape, like)  # noqa: E731
     model = _wrap_model(model, y, guidance_scale, null_label, guidance_convention, guidance_rescale)
     cb, bar = callback, None
