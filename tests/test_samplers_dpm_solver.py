@@ -372,8 +372,8 @@ def test_bad_input():
         D.dpm_solver_2(m, x, SCHED, ts, form="eps")
     with pytest.raises(ValueError, match="order = 4 is out of range"):
         D.dpm_solver_3(m, x, SCHED, ts, order=4)
-    with pytest.raises(ValueError, match="order = 3 is out of range"):
-        D.dpmpp_2m_sde(m, x, SCHED, ts, order=3, noise=lambda like: np.zeros(like.shape))
+    with pytest.raises(ValueError, match="order = 4 is out of range"):
+        D.dpmpp_2m_sde(m, x, SCHED, ts, order=4, noise=lambda like: np.zeros(like.shape))
     with pytest.raises(ValueError, match="order = 0 is out of range"):
         D.dpm_solver_singlestep(m, x, 10, 5, SCHED, 0)
     with pytest.raises(ValueError, match="strictly decreasing"):
