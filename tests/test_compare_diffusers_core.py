@@ -184,3 +184,31 @@ def test_float32_grids_agree_to_float32_precision():
     sig = [0.0 if p.sigma == 0 else p.sigma / p.alpha for p in grid]
     assert s.sigmas.dtype == torch.float32
     np.testing.assert_allclose(s.sigmas.numpy().astype(np.float64), sig, rtol=1e-4)
+
+
+def test_vector_library_cases_are_diffusers_runs(f64):
+    """The 'library_*' cases of `refdiff vectors` (MATH.md (2.17)) are diffusers 0.42.1 runs:
+    each case's configuration, run by diffusers in float64 on the case's x_T and noise, gives the
+    case's x0 to 1e-10."""
+    from refdiff import vectors as V
+
+    s = refdiff.make_schedule("linear", 1000)
+    model = V.oracle_eps_model(s)
+    cases = {c.name: c for c in V._library_cases(np.random.default_rng(20240601))}
+    assert len(cases) == len(V.LIBRARY_RUNS)
+    for name, case in cases.items():
+        cfg = dict(case.parameters["config"])
+        sch = getattr(diffusers, cfg.pop("scheduler"))(num_train_timesteps=1000, trained_betas=s.betas.copy(), **cfg)
+        sch.set_timesteps(case.parameters["steps"])
+        sample = torch.from_numpy(case.inputs["x_T"].copy())
+        noise = list(case.inputs.get("noise", [])) + [np.zeros_like(case.inputs["x_T"])]
+        if hasattr(sch, "scale_model_input") and "Euler" in type(sch).__name__:
+            sample = sample * sch.init_noise_sigma
+        for i, t in enumerate(sch.timesteps):
+            inp = sch.scale_model_input(sample, t)
+            tt = t.item()
+            tn = np.full((inp.shape[0],), tt, dtype=np.float64 if t.is_floating_point() else np.int64)
+            out = torch.from_numpy(model(inp.numpy(), tn))
+            kw = {"variance_noise": torch.from_numpy(noise[i])} if cfg.get("algorithm_type") == "sde-dpmsolver++" else {}
+            sample = sch.step(out, t, sample, **kw).prev_sample
+        np.testing.assert_allclose(case.outputs["x0"], sample.numpy(), rtol=TOL, atol=TOL, err_msg=name)

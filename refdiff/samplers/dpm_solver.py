@@ -329,18 +329,14 @@ def dpm_solver_singlestep_loop(model, x, schedule, timesteps=None, *, prediction
                final_sigmas_type=None, sigmas=None, interpolation="log_alpha", r1=None, r2=None, orders=None,
                stages="lambda"):
     """Singlestep DPM-Solver-k (``form="noise"``) / DPM-Solver++(kS) (``"data"``), k = ``order``
-    in 1-3, MATH.md (10.4)-(10.11).  Each interval is one step of ``order`` model evaluations,
-    the extra ones at lambda_s + r h (r1 = 1/2 for order 2; r1 = 1/3, r2 = 2/3 for order 3);
-    ``lower_order_final=True`` caps interval i (of n) at order n - i; ``orders`` (a list, one
-    per interval) sets each interval's order, as the DPM-Solver release's singlestep sampler
-    (:func:`refdiff.dpm_solver_release_singlestep_grid`, MATH.md (10.19)).  ``stages="grid"``:
-    diffusers' DPMSolverSinglestepScheduler instead, whose stages are the grid's own points
-    (:func:`dpm_solver_grid_stages`).  Deterministic."""
+    in 1-3, MATH.md (10.4)-(10.11): each interval one step of k evaluations, the extra ones at
+    lambda_s + r h (r1 = 1/2; r1 = 1/3, r2 = 2/3).  ``lower_order_final`` caps interval i (of n)
+    at order n - i; ``orders`` (one per interval) as the DPM-Solver release (MATH.md (10.19)).
+    ``stages="grid"``: diffusers' stages at the grid's points, :func:`dpm_solver_grid_stages`."""
     if stages == "grid":
-        return dpm_solver_grid_stages(model, x, schedule, timesteps, prediction_type=prediction_type,
-                                      callback=callback, project=project, order=order, form=form,
-                                      solver_type=solver_type, lower_order_final=lower_order_final,
-                                      final_sigmas_type=final_sigmas_type, sigmas=sigmas, interpolation=interpolation)
+        return dpm_solver_grid_stages(model, x, schedule, timesteps, **{k: v for k, v in locals().items() if k in (
+            "prediction_type", "callback", "project", "order", "form", "solver_type", "lower_order_final",
+            "final_sigmas_type", "sigmas", "interpolation")})
     if stages != "lambda":
         raise ValueError(f"unknown stages {stages!r}; valid: 'lambda' (the paper), 'grid' (diffusers)")
     _check_form(form)
