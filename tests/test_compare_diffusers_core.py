@@ -230,3 +230,31 @@ def test_vector_library_cases_are_diffusers_runs(f64):
             kw = {"variance_noise": torch.from_numpy(noise[i])} if cfg.get("algorithm_type") == "sde-dpmsolver++" else {}
             sample = sch.step(out, t, sample, **kw).prev_sample
         np.testing.assert_allclose(case.outputs["x0"], sample.numpy(), rtol=TOL, atol=TOL, err_msg=name)
+
+
+@pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large"])
+def test_ddpm_trailing_final_step_noise(f64, monkeypatch, variance_type):
+    """MATH.md (8.5), (8.12): DDPMScheduler on a 'trailing' grid (last timestep > 0) adds noise
+    on its final step too; ddpm_loop(final_step_noise=True) reproduces the run to 1e-10 with the
+    same draws (diffusers' randn_tensor replaced by the recorded draws), 20 steps."""
+    import diffusers.schedulers.scheduling_ddpm as m
+
+    monkeypatch.setattr(m, "np", _F64(np))
+    monkeypatch.setattr(m, "torch", _F64(torch))
+    n = 20
+    s = _scheduler("DDPMScheduler", timestep_spacing="trailing", variance_type=variance_type, clip_sample=False)
+    s.set_timesteps(n)
+    ts = refdiff.timesteps(T, n, "trailing")
+    np.testing.assert_array_equal(s.timesteps.numpy(), ts)
+    z = np.random.default_rng(6).standard_normal((n,) + (6, 3))
+    draws = iter(z)
+    monkeypatch.setattr(m, "randn_tensor", lambda shape, **kw: torch.from_numpy(next(draws)))
+    x_T = _x_T(6)
+    sample = torch.from_numpy(x_T)
+    for t in s.timesteps:
+        sample = s.step(_torch_model(sample, t), t, sample).prev_sample
+    assert next(draws, None) is None  # diffusers drew on every step, the last included
+    mine = iter(z)
+    ours = refdiff.ddpm_loop(MODEL, x_T, SCHED, ts, noise=lambda like: next(mine), variance_type=variance_type,
+                             final_step_noise=True)
+    np.testing.assert_allclose(ours, sample.numpy(), rtol=TOL, atol=TOL)
