@@ -359,6 +359,10 @@ def end_step(i, t, x, x0_hat, callback=None, project=None, path=(1.0, 0.0)):
     coordinates.  ``path`` = (a, b): the loop's state x is on the path a x_0 + b eps at the new
     point (VP: a^2 + b^2 = 1, no conversion; sigma space (1, s); flow (1 - u, u))."""
     check_finite(x, "sampler state", f"step {i} (t = {t})")
+    for name, hook in (("project", project), ("callback", callback)):
+        if hook is not None and not callable(hook):
+            raise TypeError(f"{name} must be callable ({name}(i, t, x{', x0_hat' if name == 'callback' else ''})) "
+                            f"or None, got {type(hook).__name__}")
     a, b = path
     if project is not None:
         y = project(i, t, to_vp(x, a, b))
