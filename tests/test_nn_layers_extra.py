@@ -293,3 +293,57 @@ def test_patchify_and_shuffle_bad_input(xp):
         L.pixel_unshuffle_forward(x, 4)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         L.pixel_shuffle_forward(asx(xp, np.ones((4, 2, 2))), 2)
+
+
+# ------------------------------------------------------------------ transposed convolution
+TCONV = [(3, 1, 1, 0), (3, 2, 1, 1), (4, 2, 1, 0), (2, 2, 0, 0), (1, 1, 0, 0), (3, 2, 0, 1)]  # k, s, p, o
+
+
+@pytest.mark.parametrize("k,s,p,o", TCONV)
+def test_conv_transpose_is_the_adjoint_of_conv_and_gradcheck(xp, k, s, p, o):
+    """MATH.md (13.30): with b = 0, <convT(x), y> = <x, conv(y)> for the same weights (the
+    reference convolution (13.4)); its output size is (H - 1) s - 2p + k + o and a
+    stride-s convolution maps that size back to H; dx, dw, db agree with central
+    differences, entry by entry and along random directions over all of them (< 1e-6)."""
+    rng = np.random.default_rng(k + 10 * s + 100 * p + 1000 * o)
+    N, F, C, H, W = 2, 3, 2, 3, 4
+    x, w, b = rng.standard_normal((N, F, H, W)), rng.standard_normal((F, C, k, k)), rng.standard_normal(C)
+    X, Wt = asx(xp, x), asx(xp, w)
+    out, _ = L.conv_transpose2d_forward(X, Wt, asx(xp, np.zeros(C)), stride=s, pad=p, output_padding=o)
+    Ho, Wo = (H - 1) * s - 2 * p + k + o, (W - 1) * s - 2 * p + k + o
+    assert tuple(out.shape) == (N, C, Ho, Wo)
+    y = asx(xp, rng.standard_normal((N, C, Ho, Wo)))
+    cy, _ = L.conv2d_forward(y, Wt, asx(xp, np.zeros(F)), stride=s, pad=p)
+    assert tuple(cy.shape) == (N, F, H, W)
+    assert math.isclose(inner(out, y), inner(X, cy), rel_tol=1e-12, abs_tol=1e-12)
+    point = {"x": X, "w": Wt, "b": asx(xp, b)}
+    fwd = lambda q: L.conv_transpose2d_forward(q["x"], q["w"], q["b"], stride=s, pad=p, output_padding=o)  # noqa: E731
+    out, cache = fwd(point)
+    dout = asx(xp, rng.standard_normal(tuple(out.shape)))
+    grads = dict(zip(("x", "w", "b"), L.conv_transpose2d_backward(dout, cache)))
+    loss = lambda q: inner(fwd(q)[0], dout)  # noqa: E731
+    assert check_directional(loss, point, grads, np.random.default_rng(1), n_dirs=4) < GC_TOL
+    for key in point:
+        assert check_gradient(lambda a, key=key: loss({**point, key: a}), point[key], grads[key]) < GC_TOL
+
+
+def test_conv_transpose_agrees_with_torch():
+    """MATH.md (13.30) against PyTorch's conv_transpose2d (same weight layout), float64."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(12)
+    x, w, b = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((3, 2, 4, 4)), rng.standard_normal(2)
+    ref = torch.nn.functional.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b),
+                                               stride=2, padding=1, output_padding=1).numpy()
+    out, _ = L.conv_transpose2d_forward(x, w, b, stride=2, pad=1, output_padding=1)
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-13)
+
+
+def test_conv_transpose_bad_input(xp):
+    """Clear errors of MATH.md (13.30): channel mismatch, bias shape, output padding >= stride."""
+    x, w = asx(xp, np.ones((1, 3, 4, 4))), asx(xp, np.ones((3, 2, 3, 3)))
+    with pytest.raises(ValueError, match="the same F"):
+        L.conv_transpose2d_forward(x, asx(xp, np.ones((2, 2, 3, 3))), asx(xp, np.ones(2)))
+    with pytest.raises(ValueError, match=r"bias b must have shape \(C,\) = \(2,\)"):
+        L.conv_transpose2d_forward(x, w, asx(xp, np.ones(3)))
+    with pytest.raises(ValueError, match="output_padding < stride"):
+        L.conv_transpose2d_forward(x, w, asx(xp, np.ones(2)), stride=2, output_padding=2)

@@ -1,5 +1,6 @@
 """2-D convolution as a forward/backward pair, MATH.md (13.3), (13.4), (13.5), (13.6): the
-reference form (NCHW, one column matrix, one product) and the loop definition beside it.
+reference form (NCHW, one column matrix, one product) and the loop definition beside it;
+the transposed convolution, its adjoint, MATH.md (13.30).
 
 ``conv2d_forward`` transcribes (13.4): the k_h k_w shifted windows of the zero-padded
 input are copied into a column matrix X_col (C k_h k_w, N H_o W_o) and multiplied by the
@@ -23,6 +24,8 @@ __all__ = [
     "conv2d_forward_naive",
     "conv2d_backward_naive",
     "conv_output_size",
+    "conv_transpose2d_forward",
+    "conv_transpose2d_backward",
 ]
 
 
@@ -110,6 +113,52 @@ def conv2d_backward(dout, cache):
     db = xp.sum(dY, axis=1)
     dcols = xp.reshape(w, (F, C * kh * kw)).T @ dY  # (C kh kw, N Ho Wo)
     return _col2im(xp, dcols, x_shape, kh, kw, stride, pad, Ho, Wo), dw, db
+
+
+def conv_transpose2d_forward(x, w, b, *, stride: int = 1, pad: int = 0, output_padding: int = 0):
+    """Transposed convolution, the adjoint of :func:`conv2d_forward` in its input plus a
+    bias, MATH.md (13.30): ``out = conv^T(x) + b``, i.e. (13.6) applied to x.
+
+    x (N, F, H, W), w (F, C, kh, kw) (PyTorch's ``ConvTranspose2d`` layout: in, out, kh,
+    kw), b (C,).  Output size ``(H - 1) stride - 2 pad + kh + output_padding``
+    (0 <= output_padding < stride picks among the sizes that a stride-s convolution maps to
+    H).  Every input pixel adds ``x[n, f, i, j] w[f, :, u, v]`` at output pixel
+    ``(s i + u - pad, s j + v - pad)``.  Returns ``(out (N, C, Ho, Wo), cache)``."""
+    xp = array_namespace(x, w)
+    what = "conv_transpose2d_forward"
+    if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[0]:
+        raise ValueError(f"{what}: need x (N, F, H, W) and w (F, C, kh, kw) with the same F; got x "
+                         f"{tuple(x.shape)}, w {tuple(w.shape)}")
+    if tuple(b.shape) != (w.shape[1],):
+        raise ValueError(f"{what}: bias b must have shape (C,) = ({w.shape[1]},), got {tuple(b.shape)}")
+    if stride < 1 or pad < 0 or not 0 <= output_padding < stride:
+        raise ValueError(f"{what}: need stride >= 1, pad >= 0 and 0 <= output_padding < stride; got "
+                         f"stride={stride}, pad={pad}, output_padding={output_padding}")
+    N, F, H, W = x.shape
+    C, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    Ho = (H - 1) * stride - 2 * pad + kh + output_padding
+    Wo = (W - 1) * stride - 2 * pad + kw + output_padding
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"{what}: pad={pad} leaves no output for input {H}x{W} and kernel {kh}x{kw}")
+    X = xp.reshape(xp.permute_dims(x, (1, 0, 2, 3)), (F, N * H * W))  # (F, N H W)
+    cols = xp.reshape(w, (F, C * kh * kw)).T @ X  # (C kh kw, N H W): (13.5)'s W^T Y
+    out = _col2im(xp, cols, (N, C, Ho, Wo), kh, kw, stride, pad, H, W)  # (13.6)
+    return out + xp.reshape(b, (1, C, 1, 1)), (X, w, stride, pad, (N, F, H, W))
+
+
+def conv_transpose2d_backward(dout, cache):
+    """Gradients of :func:`conv_transpose2d_forward`, MATH.md (13.30): the adjoint of the
+    adjoint is the convolution, ``dx = conv(dout)`` with the same w and no bias (a gather
+    of dout, (13.4)); ``dw = X dout_col^T``; ``db = sum dout``.  Returns ``(dx, dw, db)``."""
+    xp = array_namespace(dout)
+    X, w, stride, pad, x_shape = cache
+    N, F, H, W = x_shape
+    C, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    dcols = _im2col(xp, dout, kh, kw, stride, pad, H, W)  # (C kh kw, N H W)
+    dx = xp.reshape(w, (F, C * kh * kw)) @ dcols  # (F, N H W)
+    dx = xp.permute_dims(xp.reshape(dx, (F, N, H, W)), (1, 0, 2, 3))
+    dw = xp.reshape(X @ dcols.T, w.shape)
+    return dx, dw, xp.sum(dout, axis=(0, 2, 3))
 
 
 def conv2d_forward_naive(x, w, b, *, stride: int = 1, pad: int | None = None):

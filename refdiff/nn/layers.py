@@ -17,7 +17,8 @@ adjoint identities and loop definitions.  This module is the one place to import
 from; they live in topic modules:
 
 * here: linear (13.1)-(13.2), embeddings (13.12)-(13.13), channel concatenation (13.21);
-* :mod:`.conv`: convolution (13.3)-(13.6) and its loop definition;
+* :mod:`.conv`: convolution (13.3)-(13.6) and its loop definition, transposed convolution
+  (13.30);
 * :mod:`.activations`: SiLU (13.11), GELU (13.24), GEGLU (13.25);
 * :mod:`.norm`: GroupNorm (13.9)-(13.10), LayerNorm (13.26), adaptive LayerNorm (13.27);
 * :mod:`.resample`: nearest x2 / average pooling (13.7)-(13.8), patchify (13.28),
@@ -40,6 +41,7 @@ from .activations import (  # noqa: F401  (re-exported)
 from .attention import attention_backward, attention_forward  # noqa: F401  (re-exported)
 from .conv import (  # noqa: F401  (re-exported)
     conv2d_backward, conv2d_backward_naive, conv2d_forward, conv2d_forward_naive, conv_output_size,
+    conv_transpose2d_backward, conv_transpose2d_forward,
 )
 from .norm import (  # noqa: F401  (re-exported)
     adaln_backward, adaln_forward, groupnorm_backward, groupnorm_forward, layernorm_backward,
@@ -65,6 +67,8 @@ __all__ = [
     "conv2d_forward_naive",
     "conv2d_backward_naive",
     "conv_output_size",
+    "conv_transpose2d_forward",
+    "conv_transpose2d_backward",
     "upsample2x_forward",
     "upsample2x_backward",
     "avgpool2x_forward",
