@@ -190,7 +190,7 @@ def test_adaln_matches_modulated_layernorm(xp):
 
 
 def test_norm_and_activation_bad_input(xp):
-    """Clear errors for MATH.md (13.24)-style misuse: unknown GELU form, integer input,
+    """Clear errors: unknown GELU form (MATH.md (13.24)), integer input,
     GEGLU with an odd projection width, LayerNorm with gamma of the wrong length or only
     one of gamma/beta, adaLN with mismatched shapes or an unknown order (13.27)."""
     x = asx(xp, np.ones((2, 3, 4)))
