@@ -16,10 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from refdiff.backend import to_numpy
 from refdiff.nn import layers as L
 from refdiff.nn import blocks as B
 from refdiff.nn import fast
-from refdiff.nn.gradcheck import check_gradient, inner, numerical_gradient, relative_error
+from refdiff.nn.gradcheck import check_directional, check_gradient, inner, numerical_gradient, relative_error
 from tests._support import assert_close, asx
 
 GC_TOL = 1e-6  # see module docstring
@@ -62,6 +63,28 @@ def test_numerical_gradient_of_quadratic(xp):
     assert relative_error(np.zeros(2), np.array([0.0, 3e-12]), floor=1e-3) == 3e-9
     with pytest.raises(ValueError, match="shapes differ"):
         relative_error(np.ones(3), np.ones(4))
+
+
+def test_directional_check_of_a_two_argument_quadratic(xp):
+    """The directional central difference of MATH.md (13.19) on f(x, w) = <x, A w> +
+    |w|^2 / 2, whose gradients (A w, A^T x + w) are worked by hand: exact gradients give
+    rounding-level error (a quadratic has no h^2 term); a gradient wrong in one entry of
+    one argument is caught (O(1e-2) error); a missing gradient is refused by name."""
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((3, 4))
+    x, w = rng.standard_normal(3), rng.standard_normal(4)
+    point = {"x": asx(xp, x), "w": asx(xp, w)}
+
+    def f(p):
+        xx, ww = np.asarray(to_numpy(p["x"])), np.asarray(to_numpy(p["w"]))
+        return float(xx @ A @ ww + 0.5 * ww @ ww)
+
+    grads = {"x": A @ w, "w": A.T @ x + w}
+    assert check_directional(f, point, grads, np.random.default_rng(0), n_dirs=6) < 1e-9
+    bad = {"x": grads["x"], "w": grads["w"] + np.array([0.0, 0.0, 0.1, 0.0])}
+    assert check_directional(f, point, bad, np.random.default_rng(0), n_dirs=6) > 1e-3
+    with pytest.raises(ValueError, match=r"no gradient for \['w'\]"):
+        check_directional(f, point, {"x": grads["x"]}, np.random.default_rng(0))
 
 
 # ------------------------------------------------------------------ linear, SiLU
