@@ -268,3 +268,27 @@ def test_mha_bad_input(xp):
         A.mha_forward(P2, "a", x2, ctx[:1, ...], heads=3)
     with pytest.raises(ValueError, match=r"kv.w has shape \(3, 12\), need \(6, D_out\)"):
         A.mha_forward(P2, "a", x2, x2, heads=3)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_mha_token_permutation_symmetries(xp, variant):
+    """Symmetries of MATH.md (13.23) with a mask (13.22), independent of how it is computed:
+    permuting the query tokens permutes the output rows the same way, and permuting the
+    key/value tokens together with their mask leaves the output unchanged (softmax
+    attention is a weighted sum over a set).  Self-attention: permuting x and the mask
+    permutes the output.  float64 rounding of sums reordered: rtol 1e-12."""
+    rng = np.random.default_rng(21 + len(variant))
+    P, x, ctx, mask = _mha_setup(xp, variant, rng, N=2, L=5, Lc=6)
+    m = asx(xp, mask, dtype=xp.bool)
+    y = to_numpy(A.mha_forward(P, "a", x, ctx, heads=3, key_mask=m)[0])
+    xh = to_numpy(x)
+    pq = rng.permutation(xh.shape[1])
+    if ctx is None:
+        y2, _ = A.mha_forward(P, "a", asx(xp, xh[:, pq]), heads=3, key_mask=asx(xp, mask[:, pq], dtype=xp.bool))
+        assert_close(y2, y[:, pq], xp=xp, rtol=1e-12, atol=1e-13)
+        return
+    ch = to_numpy(ctx)
+    pk = rng.permutation(ch.shape[1])
+    y2, _ = A.mha_forward(P, "a", asx(xp, xh[:, pq]), asx(xp, ch[:, pk]), heads=3,
+                          key_mask=asx(xp, mask[:, pk], dtype=xp.bool))
+    assert_close(y2, y[:, pq], xp=xp, rtol=1e-12, atol=1e-13)
