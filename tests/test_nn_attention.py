@@ -57,8 +57,9 @@ def test_masked_attention_matches_loop_definition(xp, case, use_mask):
 @given(case=attn_case(heads_axis=True))
 def test_masked_attention_gradcheck_and_exact_zero_key_gradients(xp, case):
     """MATH.md (13.22) with the backward (13.15): every entry of dq, dk, dv agrees with
-    central differences, and the keys and values at masked positions get gradient exactly
-    0 (compared with ==, not a tolerance); moving them does not change the output at all."""
+    central differences; the keys at masked positions get weight exactly 0 in every row of
+    P and the keys and values there get gradient exactly 0 (compared with ==, not a
+    tolerance); moving them does not change the output at all."""
     rng, lead, Lq, Lk, d, mask = case
     q, k, v = _qkv(xp, rng, lead, Lq, Lk, d)
     m = asx(xp, mask, dtype=xp.bool)
@@ -75,6 +76,9 @@ def test_masked_attention_gradcheck_and_exact_zero_key_gradients(xp, case):
         err = check_gradient(f, args[j], grads[j], floor=1e-3)
         assert err < GC_TOL, f"argument {j}: {err:.2e}"
     masked = ~mask  # (B, Lk)
+    weights = np.moveaxis(to_numpy(cache[3]), -1, 1)  # P (B, ..., Lq, Lk) -> (B, Lk, ..., Lq)
+    assert np.all(weights[masked] == 0.0), "masked keys must get exactly zero weight"
+    assert np.all(weights[mask] > 0.0)
     for g in grads[1:]:
         g = np.moveaxis(to_numpy(g), -2, 1)  # (B, Lk, ...): the mask indexes the first two axes
         assert np.all(g[masked] == 0.0), "masked keys/values must get exactly zero gradient"
