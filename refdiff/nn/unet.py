@@ -40,7 +40,7 @@ from .blocks import (
     resblock_forward,
     resblock_init,
 )
-from .layers import (
+from .fast import (  # tuned twins of the reference layers (keep the convolutions' memory order)
     concat_backward,
     concat_forward,
     silu_backward,
