@@ -136,14 +136,20 @@ def dpmpp_2m_sde_eta_step(x, x0_hat, x0_prev, h_prev, sigma, sigma_next, noise=N
     return x
 
 
-def dpmpp_3m_sde_step(x, x0_hats, hs_prev, sigma, sigma_next, noise=None, *, eta=1.0, s_noise=1.0):
+def dpmpp_3m_sde_step(x, x0_hats, hs_prev, sigma, sigma_next, noise=None, *, eta=1.0, s_noise=1.0,
+                      variant="exact"):
     """DPM++ 3M SDE (k-diffusion's ``sample_dpmpp_3m_sde``), MATH.md (16.15): the first-order
     SDE step of (16.14) plus phi_2 d1 - phi_3 d2 with H = (1+eta) h, phi_2 = expm1(-H)/H + 1,
     phi_3 = phi_2/H - 1/2 and, from D_0 = ``x0_hats[0]``, D_1, D_2 (newest first) and the
     earlier step sizes h_1, h_2 (``hs_prev``), d1_0 = (D_0 - D_1)/r0, d1_1 = (D_1 - D_2)/r1
     (r0 = h_1/h, r1 = h_2/h), d1 = d1_0 + (d1_0 - d1_1) r0/(r0 + r1), d2 = (d1_0 - d1_1)/(r0 + r1).
-    With two predictions it is the 'heun' 2M SDE step, with one the first-order step."""
+    ``variant="published"`` is k-diffusion's coefficient -phi_3 on d2 (= h^2 m''/2): half the
+    exact integral, like the published DPM-Solver++(3M) (MATH.md (10.14)); ``"exact"`` uses
+    -2 phi_3 and is exact for a quadratic prediction.  With two predictions it is the 'heun'
+    2M SDE step, with one the first-order step."""
     eta = _check_eta(eta, "dpmpp_3m_sde_step")
+    if variant not in ("exact", "published"):
+        raise ValueError(f"dpmpp_3m_sde_step: unknown variant {variant!r}; valid: 'exact', 'published'")
     if sigma_next == 0:
         return x0_hats[0]
     h = math.log(sigma) - math.log(sigma_next)
@@ -154,7 +160,7 @@ def dpmpp_3m_sde_step(x, x0_hats, hs_prev, sigma, sigma_next, noise=None, *, eta
         r0, r1 = hs_prev[0] / h, hs_prev[1] / h
         d1_0, d1_1 = (x0_hats[0] - x0_hats[1]) / r0, (x0_hats[1] - x0_hats[2]) / r1
         d1, d2 = d1_0 + (d1_0 - d1_1) * (r0 / (r0 + r1)), (d1_0 - d1_1) / (r0 + r1)
-        x = x + phi_2 * d1 - (phi_2 / H - 0.5) * d2
+        x = x + phi_2 * d1 - (2.0 if variant == "exact" else 1.0) * (phi_2 / H - 0.5) * d2
     elif len(x0_hats) == 2:
         x = x + (phi_2 * h / hs_prev[0]) * (x0_hats[0] - x0_hats[1])
     if eta > 0:
@@ -269,11 +275,12 @@ def dpmpp_2m_sde_eta(model, x, schedule, timesteps, *, prediction_type="epsilon"
 
 
 def dpmpp_3m_sde(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=None, callback=None, eta=1.0,
-                 s_noise=1.0, sigmas=None, interpolation="log_alpha",
+                 s_noise=1.0, variant="exact", sigmas=None, interpolation="log_alpha",
         init_scale="vp"):
     """DPM++ 3M SDE (k-diffusion's ``sample_dpmpp_3m_sde``), MATH.md (16.15): steps 1 and 2 use
     one and two predictions (first order, then the 'heun' 2M SDE step); eta = 0 is a
-    deterministic 3M ODE solver.  Noise: one draw per step to sigma > 0 when eta > 0, after
+    deterministic 3M ODE solver; ``variant="published"`` is k-diffusion's (second-order)
+    coefficient, ``"exact"`` (default) the third-order one, see :func:`dpmpp_3m_sde_step`.  Noise: one draw per step to sigma > 0 when eta > 0, after
     the step's model call."""
     eta = _check_eta(eta, "dpmpp_3m_sde")
     x, sig, D, report = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas, interpolation, init_scale,
@@ -282,7 +289,7 @@ def dpmpp_3m_sde(model, x, schedule, timesteps, *, prediction_type="epsilon", no
     for i in range(len(sig) - 1):
         x0s = ([D(x, sig[i])] + x0s)[:3]
         z = _draw(noise, x, "dpmpp_3m_sde") if (eta > 0 and sig[i + 1] > 0) else None
-        x = dpmpp_3m_sde_step(x, x0s, hs, sig[i], sig[i + 1], z, eta=eta, s_noise=s_noise)
+        x = dpmpp_3m_sde_step(x, x0s, hs, sig[i], sig[i + 1], z, eta=eta, s_noise=s_noise, variant=variant)
         if sig[i + 1] > 0:
             hs = ([math.log(sig[i]) - math.log(sig[i + 1])] + hs)[:2]
         report(callback, i, x, sig[i + 1], x0s[0])
