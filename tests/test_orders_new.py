@@ -6,8 +6,9 @@ import pytest
 from refdiff.samplers import orders as O
 
 STEPS = (16, 32, 64, 128)
-NEW = [k for k in O.SPECS if k.split("@")[0] in ("unip_1", "unip_2", "unip_3", "unip_3_warm_corrector", "unipc_1",
-                                                  "unipc_2", "unipc_3", "deis_1", "deis_2", "deis_3", "deis_3_singlestep", "plms", "pndm")]
+NEW = [k for k in O.SPECS if k.split("@")[0] in (
+    "unip_1", "unip_2", "unip_3", "unip_3_warm_corrector", "unipc_1", "unipc_2", "unipc_3", "deis_1", "deis_2", "deis_3",
+    "deis_3_singlestep", "plms", "pndm")]
 
 
 @pytest.mark.parametrize("label", [k for k in NEW if not k.endswith("_rho")])

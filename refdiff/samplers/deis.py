@@ -80,8 +80,9 @@ def deis(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise
     (MATH.md (16.6)).  ``warmup``: the first step (empty history) is DEIS-1 (``"first_order"``,
     diffusers; its O(h^2) local error caps DEIS-3 at global order 2) or, for order >= 3,
     DPM-Solver-2 (``"singlestep"``, (10.9) in the noise form with one extra evaluation at the
-    lambda midpoint; local O(h^3), so DEIS-3 stays third order).  Grid: :func:`refdiff.make_grid`.  Hooks (``project``, then
-    ``callback(i, t_i, x_{i+1}, x0_hat(t_i))``) after each step in VP coordinates."""
+    lambda midpoint; local O(h^3), so DEIS-3 stays third order).  Grid: :func:`refdiff.make_grid`.
+    Hooks (``project``, then ``callback(i, t_i, x_{i+1}, x0_hat(t_i))``) after each step in VP
+    coordinates."""
     if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 1 <= order <= 3:
         raise ValueError(f"deis: order = {order!r} is out of range; valid orders: 1, 2, 3")
     if warmup not in ("first_order", "singlestep"):
