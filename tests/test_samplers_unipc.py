@@ -191,3 +191,36 @@ def test_bad_input():
         U.unipc(model, x, s, None, sigmas=[1.0, -0.5])
     with pytest.raises(ValueError, match="sigma_t = 0"):
         U.unip_update(x, x, [x], [0.0], 0.6, 0.8, 1.0, 0.0, order=2)
+
+
+def _unipc_from_exact_start(n, order, corrector):
+    """UniPC-order on a lambda-uniform grid whose first ``order - 1`` points are taken from the
+    exact trajectory (exact states and predictions: an exact warm-up), then the loop's steps
+    (16.3) and (16.4) in the loop's order of operations."""
+    rng = np.random.default_rng(0)
+    lam = np.linspace(-0.5, 4.0, n + 1)
+    P = [_ab(v) for v in lam]
+    x_start = G.sample(16, rng) * P[0][0] + P[0][1] * rng.standard_normal((16, 3))
+    xs_exact = [G.ode_transport(x_start, *P[0], *q) for q in P[: order]]
+    ms = [G.x0_mean(xs_exact[j], *P[j]) for j in range(order - 1)]
+    x, x_prev, k_prev = xs_exact[order - 1], None, 0
+    for i in range(order - 1, n):
+        m = G.x0_mean(x, *P[i])
+        if corrector and x_prev is not None:
+            x = U.unic_update(x_prev, ms[-1], ms[-2::-1], list(lam[i - 2::-1][: k_prev - 1]), m, *P[i - 1], *P[i],
+                              order=k_prev)
+        ms = (ms + [m])[-order:]
+        x_prev, k_prev = x, order
+        x = U.unip_update(x, m, ms[-2::-1], list(lam[i - 1::-1][: order - 1]), *P[i], *P[i + 1], order=order)
+    return float(np.sqrt(np.mean((x - G.ode_transport(x_start, *P[0], *P[-1])) ** 2)))
+
+
+@pytest.mark.parametrize("order,corrector,expected", [(3, False, 3), (3, True, 4), (2, True, 3)])
+def test_paper_orders_with_exact_warm_up(order, corrector, expected):
+    """MATH.md (16.3), (16.4): with an exact warm-up (the first order - 1 states and predictions
+    from the exact trajectory, lambda from -0.5 to 4), UniP-p has global order p and UniPC-p
+    order p + 1 (the paper's claim; fitted over 16..128 steps, within 0.3).  The loop's own
+    warm-up (UniP-1 first) caps UniPC-3 at 3, see test_global_orders_where_x0_hat_moves."""
+    steps = [16, 32, 64, 128]
+    errs = [_unipc_from_exact_start(n, order, corrector) for n in steps]
+    assert abs(fitted_order(steps, errs) - expected) < 0.3, errs
