@@ -91,7 +91,7 @@ def test_unipc(variant, order, final, predict_x0, dc):
     sch.set_timesteps(25)
     ts = _set_vp_sigmas(sch, s, final)
     want = _run(sch, model, _x_T())
-    got = refdiff.sample(model, _x_T(), s, ts, "unipc", order=order, variant=variant, final_sigmas_type=final,
+    got = refdiff.sample(model, _x_T(), s, ts, "unipc", order=order, solver_type=variant, final_sigmas_type=final,
                          form="data" if predict_x0 else "noise", disable_corrector=dc, progress=False)
     np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
 
@@ -110,7 +110,7 @@ def test_unipc_final_sigma_zero_nan_in_diffusers_finite_in_refdiff(variant, pred
     sch.set_timesteps(20)
     ts = _set_vp_sigmas(sch, s, "zero")
     assert np.isnan(_run(sch, model, _x_T())).all()
-    got = refdiff.sample(model, _x_T(), s, ts, "unipc", variant=variant, form="data" if predict_x0 else "noise",
+    got = refdiff.sample(model, _x_T(), s, ts, "unipc", solver_type=variant, form="data" if predict_x0 else "noise",
                          progress=False)
     assert np.isfinite(got).all()
 
