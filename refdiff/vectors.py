@@ -404,9 +404,11 @@ def _diffusers_multistep_linspace(T, n):
 
 # name -> (method, options, schedule, grid kind, n, the diffusers 0.42.1 configuration it reproduces)
 NEW_LIBRARY_RUNS = {
-    "unipc_bh1_order2": ("unipc", {"order": 2, "solver_type": "bh1", "final_sigmas_type": "sigma_min"}, "linear", "ms", 25,
+    "unipc_bh1_order2": ("unipc", {"order": 2, "solver_type": "bh1", "final_sigmas_type": "sigma_min"}, "linear",
+                         "ms", 25,
                          "UniPCMultistepScheduler(solver_type='bh1', solver_order=2, final_sigmas_type='sigma_min')"),
-    "unipc_bh1_order3": ("unipc", {"order": 3, "solver_type": "bh1", "final_sigmas_type": "sigma_min"}, "linear", "ms", 25,
+    "unipc_bh1_order3": ("unipc", {"order": 3, "solver_type": "bh1", "final_sigmas_type": "sigma_min"}, "linear",
+                         "ms", 25,
                          "UniPCMultistepScheduler(solver_type='bh1', solver_order=3, final_sigmas_type='sigma_min')"),
     "unipc_bh2_order2": ("unipc", {"order": 2, "solver_type": "bh2"}, "linear", "ms", 25,
                          "UniPCMultistepScheduler(solver_type='bh2', solver_order=2)"),
