@@ -4,9 +4,10 @@ convolution's blocking is worth on the GPU.
 
 For each batch it times, with ``cupyx.profiler.benchmark`` (host wall time of the call and
 device time between CUDA events around it), the forward pass, forward + backward, the Adam
-update, and the whole step; then the whole step again with the convolution's column blocks
-unbounded (``refdiff.nn`` splits the column matrix into ~2 MiB blocks of output rows so that
-it stays in a CPU cache; on a GPU every block is a further set of kernel launches).  When
+update, and the whole step; then the whole step again with the convolution's column matrix
+split into the ~2 MiB blocks of output rows used on the CPU (``refdiff.nn.fast`` blocks it
+so that it stays in a CPU cache, and takes one block on CuPy, where every block is a
+further set of kernel launches).  When
 the device time is well below the host time the step is launch-bound: the GPU waits for
 Python.  It also counts the host-device synchronisations of one sampling step
 (``check_finite`` in the loops) by timing ``refdiff.sample`` with the check and with it
@@ -44,7 +45,7 @@ def main(argv=None):
 
     import refdiff
     from refdiff.nn import UNet, UNetConfig
-    from refdiff.nn import conv as conv_module
+    from refdiff.nn import fast as fast_module
     from refdiff.nn.optim import adam_init, adam_update
 
     model = UNet(UNetConfig())
@@ -84,13 +85,13 @@ def main(argv=None):
         for name, fn in rows:
             h, d = ms(benchmark(fn, n_repeat=a.repeat, n_warmup=2))
             print(f"{b:6d} {name:<28} {h:9.2f} {d:10.2f}")
-        old = conv_module._CHUNK_FLOATS
-        conv_module._CHUNK_FLOATS = 1 << 62
+        old = fast_module._CHUNK_FLOATS_DEVICE
+        fast_module._CHUNK_FLOATS_DEVICE = fast_module._CHUNK_FLOATS
         try:
             h, d = ms(benchmark(step, n_repeat=a.repeat, n_warmup=2))
         finally:
-            conv_module._CHUNK_FLOATS = old
-        print(f"{b:6d} {'whole step, unblocked conv':<28} {h:9.2f} {d:10.2f}")
+            fast_module._CHUNK_FLOATS_DEVICE = old
+        print(f"{b:6d} {'whole step, CPU-blocked conv':<28} {h:9.2f} {d:10.2f}")
 
     # sampling: cost of the per-step finite checks (one device sync each)
     import refdiff.backend as backend

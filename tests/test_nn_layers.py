@@ -178,6 +178,7 @@ def test_conv2d_row_chunks_match_naive(xp, monkeypatch, budget):
     backward still equal the loop definitions MATH.md (13.3), (13.5), (13.6), for all
     three kinds."""
     monkeypatch.setattr(fast, "_CHUNK_FLOATS", budget)
+    monkeypatch.setattr(fast, "_CHUNK_FLOATS_DEVICE", budget)  # CuPy's budget (one block by default)
     rng = np.random.default_rng(budget)
     for k, stride, pad in CONV_KINDS.values():
         _assert_conv_matches_naive(xp, rng, (2, 3, 6, 5), (4, 3, k, k), stride, pad, impl=fast)

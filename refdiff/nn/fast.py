@@ -73,8 +73,16 @@ def _window(d: int, size: int, out: int, stride: int, pad: int):
 
 
 # Column-matrix chunks are kept near this many numbers (2 MiB of float32) so that the
-# gather, the matrix products and the scatter of one chunk stay in cache.
+# gather, the matrix products and the scatter of one chunk stay in a CPU cache.  On a GPU
+# (CuPy) every further block is another dozen kernel launches and no cache is gained, so
+# there the whole column matrix is one block (measured: benchmarks/gpu_profile.py).
 _CHUNK_FLOATS = 1 << 19
+_CHUNK_FLOATS_DEVICE = 1 << 62
+
+
+def _chunk_budget(xp) -> int:
+    """Column-block budget for namespace ``xp``: cache-sized on the host, unbounded on CuPy."""
+    return _CHUNK_FLOATS_DEVICE if "cupy" in getattr(xp, "__name__", "") else _CHUNK_FLOATS
 
 
 @functools.lru_cache(maxsize=1024)
@@ -145,7 +153,7 @@ def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
         out = xp.reshape(out, (F, Ho, Wo, N))
     else:
         out = xp.empty((F, Ho, Wo, N), dtype=x.dtype, device=_device(x))
-        for r0, r1 in _row_chunks(Ho, C * kh * kw * Wo * N, _CHUNK_FLOATS):
+        for r0, r1 in _row_chunks(Ho, C * kh * kw * Wo * N, _chunk_budget(xp)):
             cols = _gather(xp, xT, w.shape, stride, pad, Ho, Wo, r0, r1)
             out[:, r0:r1, :, :] = xp.reshape(w2 @ cols + b[:, None], (F, r1 - r0, Wo, N))
     return xp.permute_dims(out, (3, 0, 1, 2)), (xT, w, stride, pad)  # (N, F, Ho, Wo)
@@ -178,14 +186,14 @@ def conv2d_backward(dout, cache):
         wf = xp.permute_dims(xp.flip(w, axis=(2, 3)), (1, 0, 2, 3))  # (C, F, kh, kw)
         wf2 = xp.reshape(wf, (C, F * kh * kw))  # (C, F kh kw)
         dxT = xp.empty((C, H, W, N), dtype=dout.dtype, device=_device(dout))
-        for r0, r1 in _row_chunks(Ho, C * kh * kw * Wo * N, _CHUNK_FLOATS):
+        for r0, r1 in _row_chunks(Ho, C * kh * kw * Wo * N, _chunk_budget(xp)):
             d2 = xp.reshape(dT[:, r0:r1, :, :], (F, (r1 - r0) * Wo * N))  # (F, rows Wo N)
             dw = dw + d2 @ _gather(xp, xT, w.shape, 1, pad, Ho, Wo, r0, r1).T
             dcolsT = _gather(xp, dT, wf.shape, 1, pad, H, W, r0, r1)  # (F kh kw, rows W N)
             dxT[:, r0:r1, :, :] = xp.reshape(wf2 @ dcolsT, (C, r1 - r0, W, N))
         return xp.permute_dims(dxT, (3, 0, 1, 2)), xp.reshape(dw, w.shape), db
     dxT = xp.zeros((C, H, W, N), dtype=dout.dtype, device=_device(dout))
-    for r0, r1 in _row_chunks(Ho, C * kh * kw * Wo * N, _CHUNK_FLOATS):
+    for r0, r1 in _row_chunks(Ho, C * kh * kw * Wo * N, _chunk_budget(xp)):
         d2 = xp.reshape(dT[:, r0:r1, :, :], (F, (r1 - r0) * Wo * N))  # (F, rows Wo N)
         dw = dw + d2 @ _gather(xp, xT, w.shape, stride, pad, Ho, Wo, r0, r1).T
         dcols = xp.reshape(w2.T @ d2, (C, kh * kw, r1 - r0, Wo, N))
