@@ -244,7 +244,7 @@ def test_discretized_middle_bin_against_quad():
 @settings(max_examples=25)
 @given(st.floats(-1.5, 1.5), st.floats(-6, 1), st.sampled_from([2, 5, 17, 256]))
 def test_discretized_tanh_within_documented_bound(mean, log_scale, bins):
-    """MATH.md (5.8)-(5.9): a middle bin's probability is a difference of two CDF values
+    """MATH.md (5.8) and (5.9): a middle bin's probability is a difference of two CDF values
     and an edge bin one CDF value, so tanh and exact probabilities differ by at most
     2 * TANH_CDF_MAX_ABS_ERROR (plus the 1e-12 floor of the DDPM code)."""
     y = levels(bins)
@@ -286,7 +286,7 @@ def test_discretized_bad_input(xp):
 @settings(max_examples=30)
 @given(schedule_and_t(min_T=2), shapes(max_extra_dims=2), st.integers(0, 2**31 - 1))
 def test_lt_is_weighted_eps_mse(xp, sched_t, shape, seed):
-    """MATH.md (5.4)-(5.5): with sigma_t^2 = beta_tilde_t and no clipping,
+    """MATH.md (5.4) and (5.5): with sigma_t^2 = beta_tilde_t and no clipping,
     L_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - abar_t)) ||eps - eps_hat||^2 (the weight is
     derived in the docstring of eps_mse_weight and re-derived here from betas); with
     sigma_t^2 = beta_t (fixed_large) it is that weight plus the constant
@@ -360,7 +360,7 @@ def test_discretized_decoder_term_is_bin_mass(xp):
 
 # ------------------------------------------------------------------ variances, MATH.md (5.6)-(5.7)
 def test_reverse_variances(xp):
-    """MATH.md (5.6)-(5.7): fixed_small = beta_tilde (t >= 1; beta_tilde[1] at t = 0);
+    """MATH.md (5.6) and (5.7): fixed_small = beta_tilde (t >= 1; beta_tilde[1] at t = 0);
     fixed_large = beta with beta_tilde[1] (default) or beta[0] at t = 0; learned_range
     v = -1, 1, 0 gives beta_tilde, beta and their geometric mean; learned passes through."""
     s = refdiff.make_schedule("cosine", 30)
@@ -599,7 +599,7 @@ def test_nll_bound_bad_input(xp):
 
 # ------------------------------------------------------------------ losses, MATH.md (5.15)-(5.16)
 def test_l_simple_and_hybrid(xp):
-    """MATH.md (5.15)-(5.16): L_simple is the mean over dimensions of the squared error
+    """MATH.md (5.15) and (5.16): L_simple is the mean over dimensions of the squared error
     (hand-worked); with learned_range v = -1 (sigma^2 = beta_tilde) the VLB term is
     w_t ||eps - eps_hat||^2 (5.5), so L_hybrid = mean(d^2) + (T/1000) w_t sum(d^2) / (D ln 2)."""
     assert_close(l_simple(asx(xp, [[1.0, 2.0], [0.0, 0.0]]), asx(xp, [[0.0, 0.0], [3.0, 1.0]])),
@@ -620,7 +620,7 @@ def test_l_simple_and_hybrid(xp):
 
 # ------------------------------------------------------------------ units and dequantization, (5.11)-(5.12)
 def test_dequantization_offset():
-    """MATH.md (5.11)-(5.12): offsets log((bins-1)/2) (levels) and log(bins/2) (interval):
+    """MATH.md (5.11) and (5.12): offsets log((bins-1)/2) (levels) and log(bins/2) (interval):
     8-bit values log 127.5 = 4.8481 nats = 6.9944 bits and exactly 7 bits.  For a Gaussian
     with scale s, -log P(level) <= E_u[-log p(y + u D)] - log D (Jensen), where the
     right side is log(2 pi s^2)/2 + ((y-m)^2 + D^2/12) / (2 s^2) - log D in closed form,

@@ -51,7 +51,7 @@ def test_ode_likelihood_of_oracle_equals_closed_form(xp, which):
 
 
 def test_ode_likelihood_of_model_with_fd_divergence(xp):
-    """MATH.md (7.2)-(7.4): a plain model (the mixture as a v-prediction network on
+    """MATH.md (7.2), (7.3) and (7.4): a plain model (the mixture as a v-prediction network on
     image-shaped (N, 1, 2, 1) data) with the central-difference divergence gives the same
     log-likelihood as the closed form within 1e-5 nats (RK4 error as above; the central
     differences add ~1e-9)."""

@@ -68,7 +68,7 @@ def test_numerical_gradient_of_quadratic(xp):
 @settings(max_examples=6)
 @given(n=st.integers(1, 4), d_in=st.integers(1, 5), d_out=st.integers(1, 5), seed=st.integers(0, 99))
 def test_linear_gradcheck(xp, n, d_in, d_out, seed):
-    """Linear layer backward MATH.md (13.1)-(13.2) against central differences."""
+    """Linear layer backward MATH.md (13.1) and (13.2) against central differences."""
     rng = np.random.default_rng(seed)
     args = (_rand(xp, rng, (n, d_in)), _rand(xp, rng, (d_in, d_out)), _rand(xp, rng, (d_out,)))
     _check_pair(xp, L.linear_forward, L.linear_backward, args, rng)
@@ -114,7 +114,7 @@ def conv_case(draw, kind):
 @settings(max_examples=5)
 @given(data=st.data())
 def test_conv2d_gradcheck(xp, kind, data):
-    """Convolution backward MATH.md (13.5)-(13.6) (dx, dw, db) against central
+    """Convolution backward MATH.md (13.5) and (13.6) (dx, dw, db) against central
     differences, for 3x3 same, 1x1 and 3x3 stride-2 kernels on random sizes."""
     case = data.draw(conv_case(kind))
     xs, ws, stride, pad, seed = case
@@ -129,7 +129,7 @@ def test_conv2d_gradcheck(xp, kind, data):
 @given(data=st.data())
 def test_conv2d_vectorised_matches_naive(xp, kind, data):
     """The im2col matrix form MATH.md (13.4) equals the loop definition (13.3), and the
-    col2im backward equals the loop backward (13.5)-(13.6)."""
+    col2im backward equals the loop backward MATH.md (13.5) and (13.6)."""
     case = data.draw(conv_case(kind))
     xs, ws, stride, pad, seed = case
     rng = np.random.default_rng(seed)
@@ -151,7 +151,7 @@ def _assert_conv_matches_naive(xp, rng, xs, ws, stride, pad):
 def test_conv2d_row_chunks_match_naive(xp, monkeypatch, budget):
     """The vectorised convolution processes output rows in blocks sized to stay in cache;
     with a tiny block budget (one row, or a few rows, per block) forward and backward
-    still equal the loop definition MATH.md (13.3), (13.5)-(13.6), for all three kinds."""
+    still equal the loop definition MATH.md (13.3), (13.5) and (13.6), for all three kinds."""
     monkeypatch.setattr(conv_module, "_CHUNK_FLOATS", budget)
     rng = np.random.default_rng(budget)
     for k, stride, pad in CONV_KINDS.values():
@@ -179,7 +179,7 @@ def test_conv2d_adjoint(xp, kind, data):
 
 @pytest.mark.parametrize("shape", [(1, 2, 5, 4), (2, 1, 3, 3), (1, 1, 4, 7)])
 def test_conv2d_stride2_odd_and_even_sizes_gradcheck(xp, shape):
-    """The stride-2 3x3 kernel MATH.md (13.3), (13.5)-(13.6) on odd and even sizes
+    """The stride-2 3x3 kernel MATH.md (13.3), (13.5) and (13.6) on odd and even sizes
     (output ceil(H/2): the last input row is read by no tap of the bottom row when H is
     even, by the centre tap when H is odd): dx, dw, db against central differences."""
     rng = np.random.default_rng(sum(shape))
@@ -228,7 +228,7 @@ images = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.i
 @settings(max_examples=6)
 @given(shape=images, seed=st.integers(0, 99))
 def test_upsample_avgpool_gradcheck_and_adjoint(xp, shape, seed):
-    """Nearest upsampling MATH.md (13.7) and 2x2 average pooling (13.8): gradients
+    """Nearest upsampling MATH.md (13.7) and 2x2 average pooling MATH.md (13.8): gradients
     against central differences, dot-product tests <U x, y> = <x, U^T y> and
     <A z, x> = <z, A^T x>, and A U = identity (the mean of four copies)."""
     n, c, h, w = shape
@@ -375,7 +375,7 @@ def test_embedding_gradcheck_and_repeats(xp):
 @settings(max_examples=6)
 @given(b=st.integers(1, 3), l=st.integers(1, 5), d=st.integers(1, 4), seed=st.integers(0, 99))
 def test_attention_gradcheck(xp, b, l, d, seed):
-    """Softmax attention backward MATH.md (13.14)-(13.15) (dq, dk, dv) against central
+    """Softmax attention backward MATH.md (13.14) and (13.15) (dq, dk, dv) against central
     differences."""
     rng = np.random.default_rng(seed)
     args = tuple(_rand(xp, rng, (b, l, d)) for _ in range(3))

@@ -282,7 +282,7 @@ def test_mixture_score_is_gradient_of_log_prob_t(xp, kind):
 
 
 def test_mixture_posterior_mean_is_bayes_over_components(xp):
-    """MATH.md (6.6)-(6.7): E[x0|x_t] = sum_k p(k|x_t) E[x0|x_t,k] with p(k|x_t) by Bayes from
+    """MATH.md (6.6) and (6.7): E[x0|x_t] = sum_k p(k|x_t) E[x0|x_t,k] with p(k|x_t) by Bayes from
     scipy component densities and E[x0|x_t,k] by a generic solve."""
     rng = np.random.default_rng(8)
     D, K = 2, 3
