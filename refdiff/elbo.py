@@ -671,7 +671,9 @@ def l_simple(model_output, target, *, reduction: str = "mean"):
 def hybrid_loss(schedule: Schedule, x0, x_t, t, noise, model_output, var_output, *, prediction_type: str = "epsilon",
                 variance_type: str = "learned_range", lam: float = 1e-3, decoder: str = "discretized", bins: int = 256,
                 cdf: str = "exact"):
-    """improved-diffusion's L_hybrid = L_simple + lambda L_vlb per sample, MATH.md (5.16):
+    """improved-diffusion's L_hybrid = L_simple + lam L_vlb per sample, the bits-per-dimension
+    hybrid, MATH.md (5.16) (``refdiff.losses.diffusion_loss(vlb_weight=lam T / ln 2)`` is the
+    same objective in nats per dimension, MATH.md (14.7)):
 
     ``mean_dims((target - model_output)^2) + lam * T * L_t / (D ln 2)``
 

@@ -263,8 +263,10 @@ def vlb_eps_weight(schedule, t, like, variance_type: str = "fixed_small"):
     """The per-sample weight w_t of :func:`refdiff.eps_mse_weight` (MATH.md (5.5)) at
     integer timesteps ``t`` (N,), in ``like``'s namespace: with a fixed reverse variance the
     ELBO term per data dimension is ``L_{t}/D = w_t mean_j (eps_hat - eps)_j^2`` for t >= 1,
-    so ``objective_loss(..., extra_eps_weight=lam * w_t)`` is the hybrid
-    L_simple + lam L_vlb of Nichol & Dhariwal (2021) for a fixed-variance model, MATH.md (14.7)."""
+    so ``objective_loss(..., extra_eps_weight=kappa * w_t)`` is the ELBO-term-weighted
+    objective L_simple + kappa L_t / D of a fixed-variance model, MATH.md (14.7) (nats per
+    dimension, no factor T; improved-diffusion's hybrid is :func:`refdiff.hybrid_loss`,
+    MATH.md (5.16), equal to this with kappa = lam T / ln 2)."""
     from .elbo import eps_mse_weight
     from .schedules import gather
 
@@ -302,9 +304,10 @@ def diffusion_loss(
     ``cache`` to the model's backward to get parameter gradients.
     ``forward(params, x, t, y)`` is e.g. ``model.forward``.
 
-    ``vlb_weight = lam > 0`` (discrete Schedule, integer t) adds lam times the ELBO term of
-    a fixed-variance (``variance_type``) reverse process, per dimension: the hybrid
-    objective, MATH.md (14.7) (see :func:`vlb_eps_weight`)."""
+    ``vlb_weight = kappa > 0`` (discrete Schedule, integer t) adds kappa times the ELBO term
+    of a fixed-variance (``variance_type``) reverse process in nats per dimension: the
+    ELBO-term-weighted objective, MATH.md (14.7) (see :func:`vlb_eps_weight`), which is
+    ``hybrid_loss(lam=kappa ln 2 / T)`` (MATH.md (5.16)), not ``hybrid_loss(lam=kappa)``."""
     if tuple(x0.shape) != tuple(noise.shape):
         raise ValueError(f"x0 has shape {tuple(x0.shape)} but noise has shape {tuple(noise.shape)}")
     alpha, sigma = alpha_sigma(schedule, t, x0)

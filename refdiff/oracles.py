@@ -658,9 +658,15 @@ class EmpiricalData(_LatentMixture):
         xp = P.xp
         b, r = self._posterior(P)
         x0, _ = self._moments(P, b, r)
-        # tr Cov[x_0 | x_t] = sum_m r_m |p_m - x0_bar|^2  (MATH.md (6.15))
-        sq = xp.reshape(xp.sum(b.pts * b.pts, axis=1), (1, self.M))
-        tr_cov = xp.sum(r * sq, axis=1) - xp.sum(x0 * x0, axis=1)
+        # tr Cov[x_0 | x_t] = sum_m r_m |p_m - x0_bar|^2, centred (MATH.md (6.15)): the form
+        # sum_m r_m |p_m|^2 - |x0_bar|^2 cancels catastrophically away from the origin
+        step = max(1, self._CHUNK // (self.M * self.D))
+        blocks = []
+        for i in range(0, P.n, step):
+            j = min(i + step, P.n)
+            diff = xp.reshape(b.pts, (1, self.M, self.D)) - xp.reshape(x0[i:j, :], (j - i, 1, self.D))
+            blocks.append(xp.sum(r[i:j, :] * xp.sum(diff * diff, axis=2), axis=1))  # (nb,)
+        tr_cov = xp.concat(blocks, axis=0)
         a, s = P.a, P.s
         return self.D * ds / s + (da - a * ds / s) * (a / (s * s)) * tr_cov
 

@@ -495,3 +495,17 @@ def test_bad_input_errors():
         g.reverse_kernel(refdiff.LinearVP(), np.zeros((1, 2)), 0)
     with pytest.raises(ValueError, match="out of range"):
         g.reverse_kernel(refdiff.make_schedule("linear", 10), np.zeros((1, 2)), 10)
+
+
+def test_empirical_div_velocity_far_from_the_origin():
+    """MATH.md (6.15): tr Cov[x_0 | x_t] is computed centred, sum_m r_m |p_m - x0_bar|^2.
+    Shifting the points by c = 1e5 (and x by alpha c) leaves the divergence unchanged
+    (translation invariance of the posterior covariance); the textbook form
+    sum_m r_m |p_m|^2 - |x0_bar|^2 is ~10 % off there.  Tolerance 1e-6 relative."""
+    rng = np.random.default_rng(6)
+    pts = rng.standard_normal((7, 3))
+    x = 0.8 * pts[rng.integers(0, 7, 5)] + 0.6 * rng.standard_normal((5, 3))
+    alpha, sigma, da, ds = 0.8, 0.6, -0.3, 0.4
+    base = refdiff.EmpiricalData(pts).div_velocity(x, alpha, sigma, da, ds)
+    shifted = refdiff.EmpiricalData(pts + 1e5).div_velocity(x + alpha * 1e5, alpha, sigma, da, ds)
+    np.testing.assert_allclose(shifted, base, rtol=1e-6)
