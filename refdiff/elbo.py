@@ -488,7 +488,7 @@ class NLLBound:
     total_nats, bits_per_dim : (N,)   the bound at one draw of x_t per term (full), or its
                                        estimate over sampled t (MC estimators)
     prior_nats : (N,)                 L_T, (5.3)
-    decoder_nats : (N,) or None       L_0 = -log p(x_0 | x_1) (full estimator)
+    decoder_nats : (N,) or None       L_0 = -log p(x_0 | x_1) (full and uniform estimators)
     terms_nats : (N, T) or None       column 0 = L_0, column t >= 1 = the KL term at index t
                                        (full estimator)
     t_samples : (n_t, N) host int64   sampled timesteps (MC estimators)
@@ -585,8 +585,11 @@ def nll_bound(model, schedule: Schedule, x0, *, rng: np.random.Generator, predic
         (so the total is itself an unbiased one-sample estimate of the bound, random through
         x_t; average runs or samples for its expectation); draws T noise arrays of x0's shape
         from ``rng``, for t = 0, 1, ..., T-1 in that order (T model calls).
-        ``"uniform"``: ``L_T + T L_t`` with t ~ U{0..T-1} per sample (5.13), averaged over
-        ``n_t`` draws; per draw: t (``rng.integers``), then noise.
+        ``"uniform"``: ``L_T + L_0 + (T - 1) L_t`` with t ~ U{1..T-1} per sample (5.13): the
+        decoder L_0, whose size (several nats times T if it were sampled with probability
+        1/T) would dominate the variance, is always evaluated; the KL terms are averaged over
+        ``n_t`` draws of t.  Randomness: the decoder's noise, then per draw t
+        (``rng.integers``) and noise; 1 + n_t model calls.
         ``"importance"``: ``L_T + L_t / p_t`` with t ~ p from ``importance_state``
         (default: a fresh one, hence uniform), (5.14); the updated state is returned.
 
@@ -635,22 +638,28 @@ def nll_bound(model, schedule: Schedule, x0, *, rng: np.random.Generator, predic
     if estimator == "importance" and state.T != T:
         raise ValueError(f"importance_state is for T = {state.T}, the schedule has T = {T}")
     t_all, w_all, samples = [], [], []
+    base, scale = prior, float(T)
+    if estimator == "uniform":
+        decoder_nats = term(0)
+        base, scale = prior + decoder_nats, float(T - 1)
     for _ in range(n_t):
         if estimator == "uniform":
-            t_h, w_h = rng.integers(0, T, size=N).astype(np.int64), np.ones(N)
+            t_h = rng.integers(1, T, size=N).astype(np.int64) if T > 1 else np.zeros(N, dtype=np.int64)
+            w_h = np.ones(N)
         else:
             t_h, w_h = importance_sample(state, rng, N, uniform_prob)
-        samples.append(term(asarray_like(t_h, x0, dtype=xp.int64)))
+        samples.append(term(asarray_like(t_h, x0, dtype=xp.int64)) if scale > 0 else 0.0 * prior)
         t_all.append(t_h)
         w_all.append(w_h)
     t_s, w_s = np.stack(t_all), np.stack(w_all)  # (n_t, N)
     L = xp.stack(samples)  # (n_t, N)
-    est = prior + T * asarray_like(w_s, x0) * L  # (n_t, N): unbiased estimates of the bound
+    est = base + scale * asarray_like(w_s, x0) * L  # (n_t, N): unbiased estimates of the bound
     total = xp.mean(est, axis=0)
     se = xp.std(est, axis=0, correction=1) / math.sqrt(n_t) if n_t > 1 else None
     new_state = importance_update(state, t_s, L) if estimator == "importance" else None
     return NLLBound(total, bits_per_dim(total, D), prior, D, estimator, t_samples=t_s, term_samples=L, weights=w_s,
-                    std_error_nats=se, importance_state=new_state, conventions=conventions)
+                    std_error_nats=se, importance_state=new_state, conventions=conventions,
+                    decoder_nats=decoder_nats if estimator == "uniform" else None)
 
 
 # ---------------------------------------------------------------------------- training objectives
