@@ -14,10 +14,9 @@ Conventions
   ``numpy.random.Generator`` (noise drawn on the host by :func:`refdiff.backend.standard_normal`).
 
 Models are plain callables ``model(x_t, t)`` with ``t`` an int64 array of shape (N,).
-For ``variance_type="learned_range"`` and ``"learned"`` the model returns a **tuple**
-``(prediction, var_output)``, both of x_t's shape: ``var_output`` is v (in [-1, 1] for the
-learned range, MATH.md (5.7)) or the log variance itself.  A network with 2C output
-channels (the improved-diffusion layout) is adapted by splitting along axis 1.
+For ``variance_type="learned_range"`` and ``"learned"`` the model returns its prediction
+and its variance output concatenated along axis 1, the one contract of
+:mod:`refdiff.variance` that ``refdiff.sample`` uses as well.
 """
 
 from __future__ import annotations
@@ -29,8 +28,10 @@ import numpy as np
 
 from .backend import array_namespace, asarray_like, log_ndtr, ndtr, standard_normal, to_numpy, check_rng
 from .parameterization import to_eps_x0, v_from_eps_x0
-from .forward import q_posterior_mean_variance, q_sample
+from .forward import q_posterior_mean, q_posterior_mean_variance, q_sample
 from .schedules import InterpolatedVP, Schedule, _ContinuousVP, alpha_sigma, gather
+from ._validate import check_int
+from .variance import VARIANCE_TYPES, _log_betas_large, reverse_log_variance, split_learned
 
 __all__ = [
     "normal_kl",
@@ -62,7 +63,6 @@ __all__ = [
     "vdm_vlb",
 ]
 
-VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range", "learned")
 _LN2 = math.log(2.0)
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -93,11 +93,8 @@ def _check_choice(name, value, valid):
         raise ValueError(f"{name} = {value!r} is not one of {', '.join(map(repr, valid))}")
 
 
-def _check_bins(bins):
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)):
-        raise TypeError(f"bins must be an integer >= 2, got {bins!r}")
-    if bins < 2:
-        raise ValueError(f"bins = {bins} is invalid: need at least 2 levels (256 for 8-bit data)")
+def _check_bins(bins, name="bins"):
+    check_int(name, bins, min=2, hint=" (levels; 256 for 8-bit data)")
 
 
 # ---------------------------------------------------------------------------- Gaussians
@@ -235,43 +232,6 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale, bins: int = 256, cdf
 
 
 # ---------------------------------------------------------------------------- reverse process
-def _log_betas_large(schedule: Schedule, fixed_large_t0: str) -> np.ndarray:
-    _check_choice("fixed_large_t0", fixed_large_t0, ("beta_tilde_1", "beta_0"))
-    values = np.log(schedule.betas)
-    if fixed_large_t0 == "beta_tilde_1":
-        values[0] = schedule.posterior_log_variance_clipped[0]  # log beta_tilde[1] (log beta[0] if T = 1)
-    return values
-
-
-def reverse_log_variance(schedule: Schedule, t, like, variance_type: str = "fixed_small", var_output=None, *, fixed_large_t0: str = "beta_tilde_1"):
-    """log sigma_t^2, the log variance of p(x_{t-1} | x_t), MATH.md (5.6), (5.7).
-
-    variance_type
-        ``"fixed_small"``: beta_tilde_t, with its log at t = 0 (where beta_tilde = 0) clipped
-        to log beta_tilde[1] as in the DDPM and improved-diffusion code.
-        ``"fixed_large"``: beta_t.  ``fixed_large_t0="beta_tilde_1"`` (default, the DDPM and
-        improved-diffusion code) uses beta_tilde[1] at t = 0; ``"beta_0"`` keeps beta[0]
-        (the paper).  Only the decoder term L_0 sees the difference.
-        ``"learned_range"``: ``var_output`` = v, log sigma^2 = (v+1)/2 log beta_t +
-        (1-v)/2 log beta_tilde_t (clipped), improved-diffusion's interpolation; v outside
-        [-1, 1] extrapolates, as in that code.
-        ``"learned"``: ``var_output`` is the log variance itself.
-
-    Returns an array broadcasting against ``like`` (shape (N,1,..) for fixed types, the
-    shape of ``var_output`` for learned ones)."""
-    _check_choice("variance_type", variance_type, VARIANCE_TYPES)
-    if variance_type == "fixed_small":
-        return gather(schedule.posterior_log_variance_clipped, t, like)
-    if variance_type == "fixed_large":
-        return gather(_log_betas_large(schedule, fixed_large_t0), t, like)
-    if var_output is None:
-        raise ValueError(f"variance_type={variance_type!r} needs the model's variance output (var_output)")
-    if variance_type == "learned":
-        return var_output
-    frac = 0.5 * (var_output + 1.0)
-    return frac * gather(np.log(schedule.betas), t, like) + (1.0 - frac) * gather(schedule.posterior_log_variance_clipped, t, like)
-
-
 def reverse_mean_log_variance(schedule: Schedule, model_output, x_t, t, var_output=None, *, prediction_type: str = "epsilon",
                               variance_type: str = "fixed_small", clip_denoised: bool = False, fixed_large_t0: str = "beta_tilde_1"):
     """Mean and log variance of p(x_{t-1} | x_t), MATH.md (5.5)-(5.7):
@@ -284,7 +244,7 @@ def reverse_mean_log_variance(schedule: Schedule, model_output, x_t, t, var_outp
     _, x0_hat = to_eps_x0(model_output, x_t, alpha, sigma, prediction_type)
     if clip_denoised:
         x0_hat = array_namespace(x0_hat).clip(x0_hat, -1.0, 1.0)
-    mean = gather(schedule.posterior_mean_coef1, t, x_t) * x0_hat + gather(schedule.posterior_mean_coef2, t, x_t) * x_t
+    mean = q_posterior_mean(schedule, x0_hat, x_t, t)
     log_var = reverse_log_variance(schedule, t, x_t, variance_type, var_output, fixed_large_t0=fixed_large_t0)
     return mean, log_var, x0_hat
 
@@ -346,53 +306,51 @@ def bits_per_dim(nats, dims: int):
     return nats / (dims * _LN2)
 
 
-def dequantization_offset(bins: int = 256, *, convention: str = "levels", units: str = "nats") -> float:
+def dequantization_offset(bins: int = 256, *, convention: str = "levels", units: str = "nats",
+                          data_range: float = 2.0) -> float:
     """-log(bin width) per dimension, the offset between a continuous density on scaled
-    data and a discrete likelihood, MATH.md (5.12):
+    data and a discrete likelihood, MATH.md (5.12), (7.7); the one dequantization convention
+    of refdiff (used by :func:`refdiff.dequantized_bits_per_dim` as well).
 
-    ``convention="levels"``: bin width 2/(bins-1), the grid of
-    :func:`discretized_gaussian_log_likelihood` (levels -1 + 2k/(bins-1)); offset
-    log((bins-1)/2) = log 127.5 for 8-bit data (6.994 bits).
-    ``convention="interval"``: bin width 2/bins, data (k + u)/bins * 2 - 1 with u ~ U[0,1)
-    (the flow literature's uniform dequantization); offset log(bins/2) (7 bits for 8-bit).
+    ``convention="levels"`` (default): bin width data_range/(bins-1), the grid of
+    :func:`discretized_gaussian_log_likelihood` (levels -1 + 2k/(bins-1) for data_range 2);
+    offset log((bins-1)/2) = log 127.5 for 8-bit data on [-1, 1] (6.994 bits).
+    ``convention="interval"``: bin width data_range/bins, data (k + u)/bins * 2 - 1 with
+    u ~ U[0,1) (the flow literature's uniform dequantization); offset log(bins/2) (7 bits
+    for 8-bit data on [-1, 1], 8 on [0, 1]).
     """
     _check_bins(bins)
     _check_choice("convention", convention, ("levels", "interval"))
     _check_choice("units", units, ("nats", "bits"))
-    off = math.log((bins - 1) / 2.0) if convention == "levels" else math.log(bins / 2.0)
+    if not (math.isfinite(data_range) and data_range > 0):
+        raise ValueError(f"data_range = {data_range!r} must be finite and > 0")
+    off = math.log((bins - 1) / data_range) if convention == "levels" else math.log(bins / data_range)
     return off if units == "nats" else off / _LN2
 
 
-def continuous_to_discrete_bpd(nats_per_dim, bins: int = 256, *, convention: str = "levels"):
-    """An upper bound on the discrete bits/dim from a continuous density's nats per
-    dimension on dequantized data, MATH.md (5.12): ``(nats_per_dim + offset) / ln 2``."""
-    return (nats_per_dim + dequantization_offset(bins, convention=convention)) / _LN2
+def continuous_to_discrete_bpd(nats_per_dim, bins: int = 256, *, convention: str = "levels", data_range: float = 2.0):
+    """An upper bound on the discrete bits/dim from a continuous density's negative
+    log-likelihood in nats per dimension on dequantized data, MATH.md (5.12):
+    ``(nats_per_dim + offset) / ln 2`` with :func:`dequantization_offset`."""
+    return (nats_per_dim + dequantization_offset(bins, convention=convention, data_range=data_range)) / _LN2
 
 
 # ---------------------------------------------------------------------------- model calls
 def _call(model, x_t, t, variance_type):
-    """Model outputs at (x_t, t) as (prediction, var_output or None), checked: shapes and
-    finiteness; a NaN names the timestep(s) where it appeared."""
+    """Model outputs at (x_t, t) as (prediction, var_output or None), checked: shapes
+    (:func:`refdiff.variance.split_learned`) and finiteness; a NaN names the timestep(s)."""
     xp = array_namespace(x_t)
     n = x_t.shape[0]
     t_arr = xp.full((n,), int(t), dtype=xp.int64) if isinstance(t, (int, np.integer)) else t
     out = model(x_t, t_arr)
-    learned = variance_type in ("learned_range", "learned")
-    if learned:
-        if not (isinstance(out, tuple) and len(out) == 2):
-            raise TypeError(f"variance_type={variance_type!r} needs a model returning a tuple (prediction, var_output); got {type(out).__name__}")
-        parts = {"prediction": out[0], "var_output": out[1]}
-    else:
-        parts = {"prediction": out}
-    for name, a in parts.items():
-        if not hasattr(a, "shape") or tuple(a.shape) != tuple(x_t.shape):
-            shape = tuple(a.shape) if hasattr(a, "shape") else type(a).__name__
-            raise ValueError(f"model {name} has shape {shape} at t = {_t_desc(t)}; expected x_t's shape {tuple(x_t.shape)}")
-        bad = ~xp.all(xp.reshape(xp.isfinite(a), (n, -1)), axis=1)  # (N,)
-        if bool(xp.any(bad)):
-            tb = np.asarray(to_numpy(t_arr))[np.asarray(to_numpy(bad))]
-            raise FloatingPointError(f"model {name} contains NaN or inf at t = {sorted(set(int(v) for v in tb))}")
-    return parts["prediction"], parts.get("var_output")
+    bad = ~xp.all(xp.reshape(xp.isfinite(out), (n, -1)), axis=1) if hasattr(out, "shape") else None
+    if bad is not None and bool(xp.any(bad)):
+        tb = np.asarray(to_numpy(t_arr))[np.asarray(to_numpy(bad))]
+        raise FloatingPointError(f"model output contains NaN or inf at t = {sorted(set(int(v) for v in tb))}")
+    try:
+        return split_learned(out, x_t, variance_type)
+    except ValueError as e:
+        raise ValueError(f"{e} at t = {_t_desc(t)}") from None
 
 
 def _t_desc(t):
@@ -415,10 +373,8 @@ class ImportanceState:
     @classmethod
     def init(cls, T: int, history: int = 10) -> "ImportanceState":
         """An empty state for T timesteps keeping ``history`` values per timestep."""
-        if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
-            raise ValueError(f"T must be an integer >= 1, got {T!r}")
-        if isinstance(history, bool) or not isinstance(history, (int, np.integer)) or history < 1:
-            raise ValueError(f"history must be an integer >= 1, got {history!r}")
+        check_int("T", T, min=1)
+        check_int("history", history, min=1)
         return cls(np.zeros((int(T), int(history))), np.zeros(int(T), dtype=np.int64))
 
     @property
@@ -594,7 +550,8 @@ def nll_bound(model, schedule: Schedule, x0, *, rng: np.random.Generator, predic
         (default: a fresh one, hence uniform), (5.14); the updated state is returned.
 
     The model is ``model(x_t, t)`` with ``t`` an int64 (N,) array of 0-based indices; for
-    learned variances it returns ``(prediction, var_output)`` (module docstring).  A model
+    learned variances it returns prediction and variance output concatenated along axis 1
+    (:mod:`refdiff.variance`, the same model that ``refdiff.sample`` takes).  A model
     output with NaN raises FloatingPointError naming t.
     """
     _check_x0(x0)
@@ -606,8 +563,7 @@ def nll_bound(model, schedule: Schedule, x0, *, rng: np.random.Generator, predic
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
     check_rng(rng)
-    if isinstance(n_t, bool) or not isinstance(n_t, (int, np.integer)) or n_t < 1:
-        raise ValueError(f"n_t must be an integer >= 1, got {n_t!r}")
+    check_int("n_t", n_t, min=1)
     if decoder == "discretized":
         _check_on_grid(x0, bins, 1e-3)
     xp = array_namespace(x0)
@@ -783,8 +739,7 @@ def vdm_vlb(model, vp, x0, *, rng: np.random.Generator, prediction_type: str = "
     if not isinstance(vp, _ContinuousVP):
         raise TypeError(f"vp must be a continuous VP schedule (LinearVP, InterpolatedVP), got {type(vp).__name__}")
     check_rng(rng)
-    if isinstance(n_t, bool) or not isinstance(n_t, (int, np.integer)) or n_t < 1:
-        raise ValueError(f"n_t must be an integer >= 1, got {n_t!r}")
+    check_int("n_t", n_t, min=1)
     _check_choice("t_sampling", t_sampling, ("uniform", "log_snr"))
     t0 = vp.t_min if t0 is None else float(t0)
     if not 0.0 < t0 < t1 <= 1.0:

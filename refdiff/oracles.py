@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 
+from ._validate import check_int
 from .backend import array_namespace, asarray_like, check_finite, standard_normal, check_rng
 from .parameterization import PREDICTION_TYPES
 from .schedules import Schedule, _ContinuousVP, alpha_sigma, gather
@@ -400,8 +401,7 @@ class _GaussianComponents(_LatentMixture):
         ``rng.choice(K, n, p=weights)`` (mixtures only), then standard normals of shape
         (n, D).  x = mu_k + U_k diag(sqrt(lam_k)) z, MATH.md (6.5).  With
         ``return_labels`` also the class labels (n,) int64."""
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        check_int("n", n, min=0)
         check_rng(rng)
         k = rng.choice(self.K, size=int(n), p=self._w) if self.K > 1 else np.zeros(int(n), dtype=np.int64)
         if like is None:
@@ -578,9 +578,8 @@ class GaussianMixture(_GaussianComponents):
     def conditional(self, label):
         """The class-conditional data distribution q_0(x | y = label): the mixture of the
         components with that label, weights renormalised to sum to 1, MATH.md (6.10)."""
-        if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
-            raise TypeError(f"label must be an int, got {label!r}")
-        if not 0 <= label < self.n_classes:
+        check_int("label", label, min=0)
+        if not label < self.n_classes:
             raise ValueError(f"label = {label} is outside the classes [0, {self.n_classes - 1}]")
         keep = np.flatnonzero(self.labels == label)
         w = self._w[keep] / np.sum(self._w[keep])
@@ -673,8 +672,7 @@ class EmpiricalData(_LatentMixture):
     def sample(self, n, rng, like=None, *, return_labels=False):
         """``n`` draws (with replacement) of the points: indices ``rng.integers(0, M, n)``
         on the host, shape (n, *event_shape), MATH.md (6.13)."""
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        check_int("n", n, min=0)
         check_rng(rng)
         k = rng.integers(0, self.M, size=int(n))
         if like is None:

@@ -16,13 +16,13 @@ import math
 import numpy as np
 
 from ..backend import array_namespace, bcast, check_finite
+from ..forward import q_posterior_mean
 from ..parameterization import PREDICTION_TYPES, clip_x0, dynamic_threshold, to_eps_x0
 from ..schedules import Schedule, _ContinuousVP, gather, schedule_from_alpha_bars
+from ..variance import VARIANCE_TYPES, check_variance_type, model_output_shape, reverse_log_variance, split_learned
 from .common import model_t
 
 __all__ = ["ddpm_step", "ddpm_log_variance", "process_x0", "respace", "ddpm_loop", "VARIANCE_TYPES"]
-
-VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
 
 
 # ------------------------------------------------------------------------- shared helpers
@@ -81,39 +81,9 @@ def _after_step(x, i, t):
 
 
 # ------------------------------------------------------------------------- the step
-def ddpm_log_variance(schedule, t, x_t, variance_type="fixed_small", v=None):
-    """log Sigma_t of the reverse step, MATH.md (8.3), broadcast against ``x_t``:
-
-    ``"fixed_small"``: log beta_tilde_t (the posterior variance; -inf at t = 0, where no
-    noise is added); ``"fixed_large"``: log beta_t; ``"learned_range"``: the interpolation
-    ``(v + 1)/2 log beta_t + (1 - v)/2 log beta_tilde_t`` of Nichol & Dhariwal, with the
-    model's ``v`` in [-1, 1] and beta_tilde's log clipped at t = 0 (MATH.md (3.5))."""
-    xp = array_namespace(x_t)
-    if variance_type == "fixed_small":
-        with np.errstate(divide="ignore"):
-            return xp.log(gather(schedule.posterior_variance, t, x_t))
-    if variance_type == "fixed_large":
-        return xp.log(gather(schedule.betas, t, x_t))
-    if variance_type == "learned_range":
-        if v is None:
-            raise TypeError("variance_type='learned_range' needs the model's variance output v")
-        frac = (v + 1.0) / 2.0
-        max_log = xp.log(gather(schedule.betas, t, x_t))
-        min_log = gather(schedule.posterior_log_variance_clipped, t, x_t)
-        return frac * max_log + (1.0 - frac) * min_log
-    raise ValueError(f"unknown variance_type {variance_type!r}; valid: {', '.join(VARIANCE_TYPES)}")
-
-
-def _split_learned(model_output, x_t):
-    """(prediction, v) from an output with twice x_t's channels along axis 1."""
-    want = (x_t.shape[0], 2 * x_t.shape[1]) + tuple(x_t.shape[2:])
-    if x_t.ndim < 2 or tuple(model_output.shape) != want:
-        raise ValueError(
-            f"variance_type='learned_range' needs a model output of shape {want} (prediction and "
-            f"v concatenated along axis 1), got {tuple(model_output.shape)}"
-        )
-    c = x_t.shape[1]
-    return model_output[:, :c, ...], model_output[:, c:, ...]
+ddpm_log_variance = reverse_log_variance
+"""log Sigma_t of the reverse step, MATH.md (8.3): :func:`refdiff.variance.reverse_log_variance`
+(one definition for sampling and the ELBO)."""
 
 
 def ddpm_step(schedule, model_output, t, x_t, noise=None, *, prediction_type="epsilon",
@@ -128,30 +98,25 @@ def ddpm_step(schedule, model_output, t, x_t, noise=None, *, prediction_type="ep
 
     schedule : Schedule; ``t`` an integer in [0, T-1] or an integer array of shape (N,).
     model_output : the model's output at (x_t, t), of ``prediction_type``.  For
-        ``variance_type="learned_range"`` it has twice x_t's channels along axis 1 (the
-        layout of improved-diffusion and of the widely used PyTorch library): the first
-        half is the prediction, the second half the variance interpolation v in [-1, 1].
+        ``variance_type="learned_range"`` or ``"learned"`` it has twice x_t's channels along
+        axis 1 (the contract of :mod:`refdiff.variance`): the prediction, then v in [-1, 1]
+        or the log variance.
     noise : standard normal array of x_t's shape; required unless every t is 0 (the
         final-step rule: no noise at t = 0, where it may be None and is ignored).
     """
     _check_schedule(schedule)
     _check_prediction_type(prediction_type)
-    if variance_type not in VARIANCE_TYPES:
-        raise ValueError(f"unknown variance_type {variance_type!r}; valid: {', '.join(VARIANCE_TYPES)}")
+    check_variance_type(variance_type)
     schedule.check_t(t)
     xp = array_namespace(x_t, model_output)
-    v = None
-    if variance_type == "learned_range":
-        model_output, v = _split_learned(model_output, x_t)
-    elif tuple(model_output.shape) != tuple(x_t.shape):
-        raise ValueError(f"model_output has shape {tuple(model_output.shape)}, expected x_t's shape {tuple(x_t.shape)}")
+    model_output, v = split_learned(model_output, x_t, variance_type)
     alpha = gather(schedule.sqrt_alpha_bars, t, x_t)
     sigma = gather(schedule.sqrt_one_minus_alpha_bars, t, x_t)
     _, x0_hat = to_eps_x0(model_output, x_t, alpha, sigma, prediction_type)
     x0_hat = process_x0(x0_hat, clip_sample=clip_sample, clip_sample_range=clip_sample_range,
                         thresholding=thresholding, dynamic_thresholding_ratio=dynamic_thresholding_ratio,
                         sample_max_value=sample_max_value)
-    mean = gather(schedule.posterior_mean_coef1, t, x_t) * x0_hat + gather(schedule.posterior_mean_coef2, t, x_t) * x_t
+    mean = q_posterior_mean(schedule, x0_hat, x_t, t)
     if _is_int_scalar(t):
         if int(t) == 0:
             return mean  # final-step rule (8.4): no noise
@@ -204,8 +169,8 @@ def ddpm_loop(model, x, schedule, timesteps, *, prediction_type="epsilon", noise
 
     Noise: one draw per step, after the model call of that step, on every step except
     the final step to data: n - 1 draws for a Schedule, n for a continuous VP.
-    ``variance_type="learned_range"``: the model returns prediction and v concatenated
-    along axis 1 (see :func:`ddpm_step`).
+    ``variance_type="learned_range"``/``"learned"``: the model returns prediction and
+    variance output concatenated along axis 1 (:mod:`refdiff.variance`).
     """
     _check_options("ddpm", options)
     _check_schedule(schedule, allow_continuous=True)
@@ -224,7 +189,7 @@ def ddpm_loop(model, x, schedule, timesteps, *, prediction_type="epsilon", noise
                           dynamic_thresholding_ratio=dynamic_thresholding_ratio, sample_max_value=sample_max_value)
         _after_step(x_new, i, t)
         if callback is not None:
-            pred = out if variance_type != "learned_range" else _split_learned(out, x)[0]
+            pred = split_learned(out, x, variance_type)[0]
             a, s = math.sqrt(chain.alpha_bars[k]), math.sqrt(1.0 - chain.alpha_bars[k])
             callback(i, t, x_new, to_eps_x0(pred, x, a, s, prediction_type)[1])
         x = x_new
@@ -233,10 +198,7 @@ def ddpm_loop(model, x, schedule, timesteps, *, prediction_type="epsilon", noise
 
 def _check_output(out, x, i, t, variance_type):
     where = f"step {i} (t = {t})"
-    if variance_type == "learned_range":
-        want = (x.shape[0], 2 * x.shape[1]) + tuple(x.shape[2:])
-    else:
-        want = tuple(x.shape)
+    want = model_output_shape(x.shape, variance_type)
     if not hasattr(out, "shape") or tuple(out.shape) != want:
         shape = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
         raise ValueError(f"model returned shape {shape} at {where}; expected {want}")
