@@ -205,22 +205,12 @@ def target_weight(weighting, alpha, sigma, target: str, gamma: float = 5.0):
 
 def min_snr_weight(alpha, sigma, target: str, gamma: float = 5.0):
     """Min-SNR-gamma weights (Hang et al. 2023) stated per target, MATH.md (14.9):
+    ``target_weight("min_snr", alpha, sigma, target, gamma)`` (one definition):
     w_x0 = min(SNR, gamma); w_eps = min(SNR, gamma) / SNR = min(1, gamma / SNR);
     w_v = min(SNR, gamma) sigma^2 / (alpha^2 + sigma^2)^2 (= min(SNR, gamma) / (SNR + 1) on a VP path).
     alpha, sigma: (N,) arrays; returns (N,)."""
     _check_gamma(gamma)
-    xp = array_namespace(alpha, sigma)
-    target = canonical_target(target)
-    snr = snr_from_alpha_sigma(alpha, sigma)
-    g = xp.full_like(snr, float(gamma))
-    capped = xp.where(snr > gamma, g, snr)  # min(SNR, gamma)
-    if target == "sample":
-        return capped
-    if target == "epsilon":
-        big = snr > gamma
-        return xp.where(big, g / xp.where(big, snr, xp.ones_like(snr)), xp.ones_like(snr))
-    r2 = alpha * alpha + sigma * sigma
-    return capped * (sigma * sigma) / (r2 * r2)
+    return target_weight("min_snr", alpha, sigma, target, gamma)
 
 
 def eps_to_target_factor(alpha, sigma, target: str):

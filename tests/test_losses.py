@@ -125,10 +125,10 @@ def test_weighted_objectives_agree(b, weighting, gamma):
 @settings(max_examples=40)
 def test_min_snr_weights_against_definition(b, gamma, target):
     """Min-SNR-gamma (Hang et al. 2023), MATH.md (14.8) and (14.9): the x0 weight is
-    min(SNR, gamma),
-    and the per-target weights are that divided by c_target of (14.5): min(SNR, gamma) / SNR
-    for eps, min(SNR, gamma) for x0, min(SNR, gamma) sigma^2 / (alpha^2 + sigma^2)^2 for v;
-    min_snr_weight and target_weight("min_snr", ...) are written separately.  rtol 1e-12."""
+    min(SNR, gamma), and the per-target weights are that divided by c_target of (14.5):
+    min(SNR, gamma) / SNR for eps, min(SNR, gamma) for x0, min(SNR, gamma) sigma^2 /
+    (alpha^2 + sigma^2)^2 for v, written out here; min_snr_weight is target_weight("min_snr",
+    ...) (one definition).  rtol 1e-12."""
     _, _, alpha, sigma = b
     snr = alpha**2 / sigma**2
     c = {"epsilon": snr, "sample": 1.0, "v_prediction": (alpha**2 + sigma**2) ** 2 / sigma**2}[target]
