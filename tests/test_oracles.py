@@ -1,4 +1,4 @@
-"""Tests of the exact oracles (refdiff/oracles.py) against independent computations:
+"""Tests of the exact oracles (refdiff/oracles/) against independent computations:
 scipy densities, Gaussian conditioning with generic linear algebra, finite differences,
 Bayes' rule, Monte Carlo moments.  MATH.md chapter 6."""
 
