@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backend import array_namespace, to_numpy
 from .schedules import Schedule, gather
 
 __all__ = ["VARIANCE_TYPES", "LEARNED_VARIANCE_TYPES", "check_variance_type", "model_output_shape",
-           "split_learned", "reverse_log_variance"]
+           "check_model_output", "split_learned", "reverse_log_variance"]
 
 VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range", "learned")
 LEARNED_VARIANCE_TYPES = ("learned_range", "learned")
@@ -42,14 +43,36 @@ def model_output_shape(x_shape, variance_type: str = "fixed_small") -> tuple:
     return (x_shape[0], 2 * x_shape[1]) + x_shape[2:]
 
 
+def _check_shape(out, x, variance_type, where):
+    want = model_output_shape(x.shape, variance_type)
+    if not hasattr(out, "shape") or tuple(out.shape) != want:
+        got = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
+        what = "x's shape" if want == tuple(x.shape) else "prediction and variance output concatenated along axis 1"
+        at = f" at {where}" if where else ""
+        raise ValueError(f"model returned shape {got}{at}; variance_type={variance_type!r} needs {want} ({what})")
+
+
+def check_model_output(out, x, variance_type: str = "fixed_small", *, where: str = "", t=None):
+    """The one check of a model's output at input ``x``: its shape (:func:`model_output_shape`,
+    ValueError) and finiteness (FloatingPointError).  ``where`` (e.g. "step 3 (t = 0.5)")
+    is named in the message; with a per-sample time array ``t`` instead, the times of the
+    samples whose output is not finite are named."""
+    _check_shape(out, x, variance_type, where)
+    at = f" at {where}" if where else ""
+    xp = array_namespace(out)
+    bad = ~xp.all(xp.reshape(xp.isfinite(out), (out.shape[0], -1)), axis=1)  # (N,)
+    if bool(xp.any(bad)):
+        if t is not None and hasattr(t, "shape") and t.ndim == 1:
+            tb = np.asarray(to_numpy(t))[np.asarray(to_numpy(bad))]
+            at = f" at t = {sorted(set(tb.tolist()))}"
+        raise FloatingPointError(f"model output contains NaN or inf{at}")
+    return out
+
+
 def split_learned(model_output, x, variance_type: str):
     """``(prediction, var_output)`` of a learned-variance model's output (module docstring);
     ``(model_output, None)`` for a fixed variance.  Checks the shape."""
-    want = model_output_shape(x.shape, variance_type)
-    if not hasattr(model_output, "shape") or tuple(model_output.shape) != want:
-        got = tuple(model_output.shape) if hasattr(model_output, "shape") else type(model_output).__name__
-        what = "prediction and variance output concatenated along axis 1" if want != tuple(x.shape) else "x's shape"
-        raise ValueError(f"model output has shape {got}; variance_type={variance_type!r} needs shape {want} ({what})")
+    _check_shape(model_output, x, variance_type, "")
     if variance_type not in LEARNED_VARIANCE_TYPES:
         return model_output, None
     c = x.shape[1]

@@ -12,7 +12,7 @@ from .._validate import check_int
 from ..backend import array_namespace, asarray_like, check_rng, standard_normal, to_numpy
 from ..forward import q_sample
 from ..schedules import Schedule
-from ..variance import VARIANCE_TYPES, split_learned
+from ..variance import VARIANCE_TYPES, check_model_output, split_learned
 from ._common import _check_bins, _check_choice, _check_x0, _dims
 from .gaussian import _check_on_grid
 from .importance import ImportanceState, importance_sample, importance_update
@@ -21,20 +21,12 @@ from .terms import bits_per_dim, prior_term, vlb_term
 
 # ---------------------------------------------------------------------------- model calls
 def _call(model, x_t, t, variance_type):
-    """Model outputs at (x_t, t) as (prediction, var_output or None), checked: shapes
-    (:func:`refdiff.variance.split_learned`) and finiteness; a NaN names the timestep(s)."""
+    """Model outputs at (x_t, t) as (prediction, var_output or None), checked once by
+    :func:`refdiff.variance.check_model_output` (a NaN names the timesteps where it appeared)."""
     xp = array_namespace(x_t)
-    n = x_t.shape[0]
-    t_arr = xp.full((n,), int(t), dtype=xp.int64) if isinstance(t, (int, np.integer)) else t
-    out = model(x_t, t_arr)
-    bad = ~xp.all(xp.reshape(xp.isfinite(out), (n, -1)), axis=1) if hasattr(out, "shape") else None
-    if bad is not None and bool(xp.any(bad)):
-        tb = np.asarray(to_numpy(t_arr))[np.asarray(to_numpy(bad))]
-        raise FloatingPointError(f"model output contains NaN or inf at t = {sorted(set(int(v) for v in tb))}")
-    try:
-        return split_learned(out, x_t, variance_type)
-    except ValueError as e:
-        raise ValueError(f"{e} at t = {_t_desc(t)}") from None
+    t_arr = xp.full((x_t.shape[0],), int(t), dtype=xp.int64) if isinstance(t, (int, np.integer)) else t
+    out = check_model_output(model(x_t, t_arr), x_t, variance_type, t=t_arr)
+    return split_learned(out, x_t, variance_type)
 
 
 def _t_desc(t):

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._validate import check_int
-from ..backend import array_namespace, asarray_like, check_rng, standard_normal, to_numpy
+from ..backend import array_namespace, asarray_like, check_rng, standard_normal
 from ..parameterization import to_eps_x0
+from ..variance import check_model_output
 from ..schedules import InterpolatedVP, _ContinuousVP, alpha_sigma
 from ._common import _check_choice, _check_x0, _dims, _flat_sum
 from .gaussian import discretized_gaussian_log_likelihood, gaussian_log_density, normal_kl
@@ -121,13 +122,7 @@ def vdm_vlb(model, vp, x0, *, rng: np.random.Generator, prediction_type: str = "
             t = asarray_like(vp.t_from_lambda(rng.uniform(lam1, lam0, size=N)), x0, dtype=xp.float64)
         a, s = alpha_sigma(vp, t, x0)
         z_t = a * x0 + s * standard_normal(rng, x0.shape, like=x0)
-        out = model(z_t, t)
-        if not hasattr(out, "shape") or tuple(out.shape) != tuple(x0.shape):
-            raise ValueError(f"model returned shape {getattr(out, 'shape', type(out).__name__)}; expected {tuple(x0.shape)}")
-        bad = ~xp.all(xp.reshape(xp.isfinite(out), (N, -1)), axis=1)
-        if bool(xp.any(bad)):
-            tb = np.asarray(to_numpy(t))[np.asarray(to_numpy(bad))]
-            raise FloatingPointError(f"model output contains NaN or inf at t = {[float(v) for v in tb[:5]]}")
+        out = check_model_output(model(z_t, t), z_t, t=t)
         _, x0_hat = to_eps_x0(out, z_t, a, s, prediction_type)
         if t_sampling == "uniform":
             draws.append((t1 - t0) * vdm_diffusion_integrand(vp, t, x0, x0_hat))

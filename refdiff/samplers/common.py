@@ -10,9 +10,10 @@ holds 0-based indices (int64 on the grid points, float64 "continuous indices" ta
 
 from __future__ import annotations
 
-from ..backend import array_namespace, check_finite
+from ..backend import array_namespace
 from ..parameterization import to_eps_x0
 from ..schedules import alpha_sigma
+from ..variance import check_model_output
 
 __all__ = ["model_t", "call_model", "predict_eps_x0"]
 
@@ -34,13 +35,8 @@ def call_model(model, x, t, *, step=None):
 
     Errors name the step (``step``, an int loop index) and the time, so a NaN produced
     inside a loop is reported where it appeared."""
-    out = model(x, model_t(t, x))
     where = f"step {step} (t = {t})" if step is not None else f"t = {t}"
-    if not hasattr(out, "shape") or tuple(out.shape) != tuple(x.shape):
-        shape = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
-        raise ValueError(f"model returned shape {shape} at {where}; expected the input's shape {tuple(x.shape)}")
-    check_finite(out, "model output", where)
-    return out
+    return check_model_output(model(x, model_t(t, x)), x, where=where)
 
 
 def predict_eps_x0(model, x, t, schedule, prediction_type="epsilon", *, step=None):

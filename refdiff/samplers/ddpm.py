@@ -19,7 +19,7 @@ from ..backend import array_namespace, bcast, check_finite
 from ..forward import q_posterior_mean
 from ..parameterization import PREDICTION_TYPES, clip_x0, dynamic_threshold, to_eps_x0
 from ..schedules import Schedule, _ContinuousVP, gather, schedule_from_alpha_bars
-from ..variance import VARIANCE_TYPES, check_variance_type, model_output_shape, reverse_log_variance, split_learned
+from ..variance import VARIANCE_TYPES, check_model_output, check_variance_type, reverse_log_variance, split_learned
 from .common import model_t
 
 __all__ = ["ddpm_step", "ddpm_log_variance", "process_x0", "respace", "ddpm_loop", "VARIANCE_TYPES"]
@@ -197,12 +197,7 @@ def ddpm_loop(model, x, schedule, timesteps, *, prediction_type="epsilon", noise
 
 
 def _check_output(out, x, i, t, variance_type):
-    where = f"step {i} (t = {t})"
-    want = model_output_shape(x.shape, variance_type)
-    if not hasattr(out, "shape") or tuple(out.shape) != want:
-        shape = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
-        raise ValueError(f"model returned shape {shape} at {where}; expected {want}")
-    check_finite(out, "model output", where)
+    check_model_output(out, x, variance_type, where=f"step {i} (t = {t})")
 
 
 METHODS = {"ddpm": ddpm_loop}
