@@ -269,20 +269,13 @@ def _cmd_sample(args):
 
 
 # ---------------------------------------------------------------------------- elbo
-def _cmd_elbo(args):
+def _elbo_model(args, data, x0):
+    """(model, description, prediction type, schedule) for `refdiff elbo`: the data set's
+    exact oracle or a checkpoint's network."""
     import numpy as np
 
-    from .data import load_dataset
-    from .elbo import nll_bound
     from .schedules import make_schedule
 
-    rng = np.random.default_rng(args.seed)
-    image = args.data in ("digits8x8", "shapes8x8")
-    if args.data == "digits8x8":
-        data = load_dataset(args.data, min(args.n, 360), rng, split="test")
-    else:
-        data = load_dataset(args.data, args.n, rng)
-    x0 = np.asarray(data.x, dtype=np.float64)
     if args.oracle:
         if data.oracle is None:
             raise CLIError(f"--oracle needs a data set with an exact density (8gaussians, 25gaussians), not {args.data!r}")
@@ -299,6 +292,23 @@ def _cmd_elbo(args):
             raise CLIError(f"the checkpoint's model takes samples of shape {want}; {args.data!r} has {tuple(x0.shape[1:])}")
         model, what, pred = (lambda x, t: net.apply(params, x.astype(np.float32), t).astype(np.float64)), \
             f"checkpoint {args.checkpoint}", _prediction_type(ck)
+    return model, what, pred, schedule
+
+
+def _cmd_elbo(args):
+    import numpy as np
+
+    from .data import load_dataset
+    from .elbo import nll_bound
+
+    rng = np.random.default_rng(args.seed)
+    image = args.data in ("digits8x8", "shapes8x8")
+    if args.data == "digits8x8":
+        data = load_dataset(args.data, min(args.n, 360), rng, split="test")
+    else:
+        data = load_dataset(args.data, args.n, rng)
+    x0 = np.asarray(data.x, dtype=np.float64)
+    model, what, pred, schedule = _elbo_model(args, data, x0)
     decoder, bins = ("discretized", 17) if args.data == "digits8x8" else ("gaussian", 256)
     if args.data == "shapes8x8":
         raise CLIError("shapes8x8 is not on a fixed grid of levels: use digits8x8 (17 levels) or a 2D set")

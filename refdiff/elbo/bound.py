@@ -159,7 +159,7 @@ def nll_bound(model, schedule: Schedule, x0, *, rng: np.random.Generator, predic
     if decoder == "discretized":
         _check_on_grid(x0, bins, 1e-3)
     xp = array_namespace(x0)
-    T, N, D = schedule.T, x0.shape[0], _dims(x0)
+    T, D = schedule.T, _dims(x0)
     opts = dict(prediction_type=prediction_type, variance_type=variance_type, decoder=decoder, bins=bins, cdf=cdf,
                 clip_denoised=clip_denoised, fixed_large_t0=fixed_large_t0)
 
@@ -170,13 +170,7 @@ def nll_bound(model, schedule: Schedule, x0, *, rng: np.random.Generator, predic
         return vlb_term(schedule, x0, x_t, t, pred, var_out, **opts)
 
     prior = prior_term(schedule, x0)
-    conventions = {
-        "units": "nats summed over dimensions; bits_per_dim = nats / (D ln 2)",
-        "time": "0-based: index t is paper step t+1; terms_nats[:, 0] = L_0 (decoder), [:, t] = KL at index t",
-        "data": f"{decoder} decoder" + (f", levels -1 + 2k/{bins - 1} in [-1, 1], edge bins to +-inf, cdf={cdf}" if decoder == "discretized" else ", continuous data"),
-        "prediction_type": prediction_type, "variance_type": variance_type, "fixed_large_t0": fixed_large_t0,
-        "clip_denoised": clip_denoised, "T": T, "D": D,
-    }
+    conventions = _conventions(opts, T, D)
     if estimator == "full":
         terms = xp.stack([term(t) for t in range(T)], axis=1)  # T x (N,) -> (N, T)
         total = prior + xp.sum(terms, axis=1)
@@ -185,11 +179,32 @@ def nll_bound(model, schedule: Schedule, x0, *, rng: np.random.Generator, predic
     state = importance_state if importance_state is not None else ImportanceState.init(T)
     if estimator == "importance" and state.T != T:
         raise ValueError(f"importance_state is for T = {state.T}, the schedule has T = {T}")
-    t_all, w_all, samples = [], [], []
-    base, scale = prior, float(T)
+    return _sampled_bound(term, estimator, state, rng, prior, x0, n_t, uniform_prob, conventions)
+
+
+def _conventions(opts, T, D):
+    """The conventions dict of an :class:`NLLBound`."""
+    disc = opts["decoder"] == "discretized"
+    data = f", levels -1 + 2k/{opts['bins'] - 1} in [-1, 1], edge bins to +-inf, cdf={opts['cdf']}" if disc else ", continuous data"
+    return {
+        "units": "nats summed over dimensions; bits_per_dim = nats / (D ln 2)",
+        "time": "0-based: index t is paper step t+1; terms_nats[:, 0] = L_0 (decoder), [:, t] = KL at index t",
+        "data": f"{opts['decoder']} decoder" + data,
+        "prediction_type": opts["prediction_type"], "variance_type": opts["variance_type"],
+        "fixed_large_t0": opts["fixed_large_t0"], "clip_denoised": opts["clip_denoised"], "T": T, "D": D,
+    }
+
+
+def _sampled_bound(term, estimator, state, rng, prior, x0, n_t, uniform_prob, conventions):
+    """The uniform (L_T + L_0 + (T-1) L_t, t >= 1) or importance-sampled (L_T + L_t / p_t)
+    estimate of the bound, averaged over ``n_t`` draws of t, MATH.md (5.13), (5.14)."""
+    xp = array_namespace(x0)
+    T, N, D = state.T, x0.shape[0], _dims(x0)
+    base, scale, decoder_nats = prior, float(T), None
     if estimator == "uniform":
         decoder_nats = term(0)
         base, scale = prior + decoder_nats, float(T - 1)
+    t_all, w_all, samples = [], [], []
     for _ in range(n_t):
         if estimator == "uniform":
             t_h = rng.integers(1, T, size=N).astype(np.int64) if T > 1 else np.zeros(N, dtype=np.int64)
@@ -206,5 +221,4 @@ def nll_bound(model, schedule: Schedule, x0, *, rng: np.random.Generator, predic
     se = xp.std(est, axis=0, correction=1) / math.sqrt(n_t) if n_t > 1 else None
     new_state = importance_update(state, t_s, L) if estimator == "importance" else None
     return NLLBound(total, bits_per_dim(total, D), prior, D, estimator, t_samples=t_s, term_samples=L, weights=w_s,
-                    std_error_nats=se, importance_state=new_state, conventions=conventions,
-                    decoder_nats=decoder_nats if estimator == "uniform" else None)
+                    std_error_nats=se, importance_state=new_state, conventions=conventions, decoder_nats=decoder_nats)
