@@ -150,10 +150,10 @@ def x0_error_factor(alpha, sigma, target: str):
 
 
 def x0_weight(weighting: str, snr, gamma: float = 5.0):
-    """The x0-equivalent weight lambda(SNR) of a named weighting, MATH.md (14.8):
+    """The x0-equivalent weight psi(SNR) of a named weighting, MATH.md (14.8):
 
     ============== =====================  ===============================
-    weighting       lambda(SNR)            equals
+    weighting       psi(SNR)            equals
     ============== =====================  ===============================
     "snr"           SNR                    the plain eps loss
     "snr_plus_one"  SNR + 1                the plain v loss on a VP path
@@ -179,28 +179,28 @@ def _check_gamma(gamma):
         raise ValueError(f"gamma (min-SNR truncation) must be a finite number > 0, got {gamma!r}")
 
 
-# limit of lambda(SNR) / SNR as SNR -> 0 (the eps-target weight at zero terminal SNR)
+# limit of psi(SNR) / SNR as SNR -> 0 (the eps-target weight at zero terminal SNR)
 _EPS_LIMIT_AT_ZERO_SNR = {"snr": 1.0, "min_snr": 1.0, "snr_plus_one": math.inf, "truncated_snr": math.inf}
 
 
 def target_weight(weighting, alpha, sigma, target: str, gamma: float = 5.0):
-    """The per-sample weight w_target = lambda(SNR) / c_target that makes the weighted
+    """The per-sample weight w_target = psi(SNR) / c_target that makes the weighted
     ``target`` MSE equal the lambda-weighted x0 MSE, MATH.md (14.6); (N,).
 
     ``weighting=None`` means no weighting (w = 1 on the chosen target's own MSE, the
     "simple" loss).  At SNR = 0 (zero terminal SNR) the eps weight is the limit of
-    lambda(SNR)/SNR (1 for "snr" and "min_snr", inf for the others)."""
+    psi(SNR)/SNR (1 for "snr" and "min_snr", inf for the others)."""
     xp = array_namespace(alpha, sigma)
     target = canonical_target(target)
     if weighting is None:
         return xp.ones_like(alpha)
     snr = snr_from_alpha_sigma(alpha, sigma)
-    lam = x0_weight(weighting, snr, gamma)
+    psi = x0_weight(weighting, snr, gamma)
     c = x0_error_factor(alpha, sigma, target)
     if target == "epsilon":
         at0 = xp.full_like(snr, _EPS_LIMIT_AT_ZERO_SNR[weighting])
-        return xp.where(snr > 0, lam / xp.where(snr > 0, c, xp.ones_like(c)), at0)
-    return lam / c
+        return xp.where(snr > 0, psi / xp.where(snr > 0, c, xp.ones_like(c)), at0)
+    return psi / c
 
 
 def min_snr_weight(alpha, sigma, target: str, gamma: float = 5.0):
