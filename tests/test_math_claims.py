@@ -202,3 +202,13 @@ def test_the_two_hybrid_scalings_differ_by_T_over_ln2():
     assert float(loss) == pytest.approx(float(np.mean(hyb)), rel=1e-10)
     loss_same_k, _, _ = diffusion_loss(forward, None, x0, t, noise, sch, vlb_weight=k)
     assert float(loss_same_k) != pytest.approx(float(np.mean(hyb)), rel=1e-2)
+
+
+# ------------------------------------------------------------------ (2.9): one index direction
+def test_trailing_grid_index_direction():
+    """MATH.md (2.9): t_k = round(T - (n-1-k) T / n) - 1 for k = n-1, ..., 0 (t_k increasing in
+    k, returned in decreasing order), the same k as the linspace and leading lines; written
+    out with exact half-to-even rounding on values where the library's arange agrees."""
+    for T, n in ((1000, 10), (1000, 16), (100, 7), (50, 50)):
+        want = [int(np.round(T - (n - 1 - k) * T / n)) - 1 for k in range(n - 1, -1, -1)]
+        assert list(refdiff.timesteps(T, n, "trailing", rounding="exact")) == want
