@@ -187,6 +187,25 @@ def _check_args(x0, t_eps, vp, n_steps, divergence, probe, n_probes, rng, predic
     return float(t_eps)
 
 
+def _integrate(f, x, ts):
+    """Classical RK4 (:func:`refdiff.samplers.sde.rk4_step`) on the augmented state
+    z = [x flattened, log-det] of shape (N, D + 1) along the increasing times ``ts``,
+    MATH.md (7.9); ``f(y, t, step) -> (u, div u)``.  Returns (x at ts[-1], log-det)."""
+    xp = array_namespace(x)
+    n = x.shape[0]
+    z = xp.concat([xp.reshape(x, (n, -1)), xp.zeros((n, 1), dtype=xp.float64)], axis=1)
+    for i in range(len(ts) - 1):
+        t0, t1 = float(ts[i]), float(ts[i + 1])
+
+        def augmented(zz, t, i=i):
+            v, div = f(xp.reshape(zz[:, :-1], x.shape), t, i)
+            return xp.concat([xp.reshape(v, (n, -1)), xp.reshape(div, (n, 1))], axis=1)
+
+        z = rk4_step(augmented, z, t0, t1 - t0)
+        check_finite(z[:, :-1], "ODE state", f"step {i} (t = {t1})")
+    return xp.reshape(z[:, :-1], x.shape), z[:, -1]
+
+
 def ode_log_likelihood(
     model,
     x0,
@@ -277,18 +296,7 @@ def ode_log_likelihood(
         check_finite(div, "divergence of the drift", f"step {step} (t = {t})")
         return v, div
 
-    # the augmented state z = [x flattened, log-det] (N, D + 1), one ODE for both
-    z = xp.concat([xp.reshape(x, (n, -1)), xp.zeros((n, 1), dtype=xp.float64)], axis=1)
-    for i in range(int(n_steps)):  # classical RK4 on (x, log-det), MATH.md (7.9)
-        t0, t1 = float(ts[i]), float(ts[i + 1])
-
-        def augmented(zz, t, i=i):
-            v, div = f(xp.reshape(zz[:, :-1], x.shape), t, i)
-            return xp.concat([xp.reshape(v, (n, -1)), xp.reshape(div, (n, 1))], axis=1)
-
-        z = rk4_step(augmented, z, t0, t1 - t0)
-        check_finite(z[:, :-1], "ODE state", f"step {i} (t = {t1})")
-    x, delta = xp.reshape(z[:, :-1], x.shape), z[:, -1]
+    x, delta = _integrate(f, x, ts)
     prior_lp = standard_normal_log_prob(x) if prior is None else prior(x)
     if tuple(prior_lp.shape) != (n,):
         raise ValueError(f"prior returned shape {tuple(prior_lp.shape)}; expected ({n},)")
