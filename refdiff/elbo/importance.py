@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import check_int
+from .._validate import check_finite_scalar, check_int
 from ..backend import check_rng, to_numpy
 
 
@@ -45,8 +45,7 @@ def importance_probs(state: ImportanceState, uniform_prob: float = 1e-3) -> np.n
     """p_t proportional to sqrt(E[L_t^2]) over the stored history, mixed with the uniform
     distribution: ``p = (1 - u) p_sqrt + u / T``; uniform until the state is warmed up,
     MATH.md (5.14).  Returns a (T,) host array summing to 1."""
-    if not 0.0 <= uniform_prob <= 1.0:
-        raise ValueError(f"uniform_prob = {uniform_prob!r} is outside [0, 1]")
+    check_finite_scalar("uniform_prob", uniform_prob, low=0.0, high=1.0)
     T = state.T
     if not state.warmed_up:
         return np.full(T, 1.0 / T)

@@ -3,6 +3,7 @@ MATH.md (5.15), (5.16)."""
 
 from __future__ import annotations
 
+from .._validate import check_finite_scalar
 from ..backend import array_namespace
 from ..parameterization import v_from_eps_x0
 from ..schedules import Schedule, alpha_sigma
@@ -43,8 +44,7 @@ def hybrid_loss(schedule: Schedule, x0, x_t, t, noise, model_output, var_output,
     are unaffected.)  ``target`` is ``noise``, ``x0`` or
     ``v = alpha noise - sigma x0`` for prediction_type epsilon, sample, v_prediction."""
     _check_choice("prediction_type", prediction_type, ("epsilon", "sample", "v_prediction"))
-    if not lam >= 0:
-        raise ValueError(f"lam = {lam!r} must be >= 0")
+    check_finite_scalar("lam", lam, low=0.0)
     if prediction_type == "epsilon":
         target = noise
     elif prediction_type == "sample":

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from .._validate import check_finite_scalar
 from ..backend import array_namespace, asarray_like, to_numpy
 from ..forward import q_posterior_mean, q_posterior_mean_variance
 from ..parameterization import to_eps_x0
@@ -107,8 +108,7 @@ def dequantization_offset(bins: int = 256, *, convention: str = "levels", units:
     _check_bins(bins)
     _check_choice("convention", convention, ("levels", "interval"))
     _check_choice("units", units, ("nats", "bits"))
-    if not (math.isfinite(data_range) and data_range > 0):
-        raise ValueError(f"data_range = {data_range!r} must be finite and > 0")
+    check_finite_scalar("data_range", data_range, low=0.0, low_open=True)
     off = math.log((bins - 1) / data_range) if convention == "levels" else math.log(bins / data_range)
     return off if units == "nats" else off / _LN2
 
