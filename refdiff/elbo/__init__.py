@@ -17,8 +17,12 @@ Models are plain callables ``model(x_t, t)`` with ``t`` an int64 array of shape 
 For ``variance_type="learned_range"`` and ``"learned"`` the model returns its prediction
 and its variance output concatenated along axis 1, the one contract of
 :mod:`refdiff.variance` that ``refdiff.sample`` uses as well.
-"""
 
+Modules: ``gaussian`` (KL, densities, CDFs, the discretized decoder), ``terms`` (the
+reverse-process mean, the prior, the per-step terms, units), ``importance`` (sampling t),
+``bound`` (:func:`nll_bound`), ``objectives`` (L_simple, the hybrid), ``vdm`` (the
+continuous-time bound).  Every public name is importable from here and from ``refdiff``.
+"""
 
 from ..variance import VARIANCE_TYPES, reverse_log_variance
 from .bound import NLLBound, nll_bound

@@ -17,8 +17,10 @@ and returned in the input's shape).  All arithmetic is float64.  The constants
 (eigendecompositions of the covariances) are computed once on the host with NumPy at
 construction and moved to the data's namespace on each call; every per-call computation
 on user arrays uses the array API of the input.
-"""
 
+Modules: ``_base`` (inputs prepared once per call, the latent-mixture base class),
+``gaussian`` (GaussianData, GaussianMixture), ``empirical`` (EmpiricalData).
+"""
 
 from .empirical import EmpiricalData
 from .gaussian import GaussianData, GaussianMixture
