@@ -22,7 +22,8 @@ def reverse_mean_log_variance(schedule: Schedule, model_output, x_t, t, var_outp
                               variance_type: str = "fixed_small", clip_denoised: bool = False, fixed_large_t0: str = "beta_tilde_1"):
     """Mean and log variance of p(x_{t-1} | x_t), MATH.md (5.5)-(5.7):
     ``mu = mu_tilde(x_t, x0_hat)`` (the posterior mean (3.2) at the model's x0_hat), which
-    for an epsilon model equals ``(x_t - beta_t / sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_t)``.
+    for an epsilon model equals ``(x_t - beta_t / sqrt(1 - alpha_bar_t) eps_hat) / sqrt(a_t)``
+    (a_t = 1 - beta_t, ``schedule.alphas``).
 
     ``clip_denoised`` clips x0_hat to [-1, 1] first (as the DDPM code's sampler and bpd
     evaluation do).  Returns ``(mean, log_variance, x0_hat)``."""
@@ -36,8 +37,8 @@ def reverse_mean_log_variance(schedule: Schedule, model_output, x_t, t, var_outp
 
 
 def eps_mse_weight(schedule: Schedule, variance_type: str = "fixed_small", *, fixed_large_t0: str = "beta_tilde_1") -> np.ndarray:
-    """The (T,) weights w_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t)) of MATH.md (5.5):
-    with a fixed reverse variance sigma_t^2, ``L_t = C_t + w_t ||eps - eps_hat||^2`` for
+    """The (T,) weights w_t = beta_t^2 / (2 Sigma_t a_t (1 - alpha_bar_t)) of MATH.md (5.5):
+    with a fixed reverse variance Sigma_t, ``L_t = C_t + w_t ||eps - eps_hat||^2`` for
     t >= 1 (C_t = 0 for fixed_small), and at t = 0 w_0 is the weight of the squared error
     in the Gaussian decoder (5.10).  Host float64 array."""
     _check_choice("variance_type", variance_type, ("fixed_small", "fixed_large"))
