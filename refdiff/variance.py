@@ -79,7 +79,7 @@ def split_learned(model_output, x, variance_type: str):
     return model_output[:, :c, ...], model_output[:, c:, ...]
 
 
-def _log_betas_large(schedule: Schedule, fixed_large_t0: str) -> np.ndarray:
+def log_betas_large(schedule: Schedule, fixed_large_t0: str) -> np.ndarray:
     if fixed_large_t0 not in ("beta_tilde_1", "beta_0"):
         raise ValueError(f"fixed_large_t0 = {fixed_large_t0!r} is not one of 'beta_tilde_1', 'beta_0'")
     values = np.log(schedule.betas)
@@ -110,7 +110,7 @@ def reverse_log_variance(schedule: Schedule, t, like, variance_type: str = "fixe
     if variance_type == "fixed_small":
         return gather(schedule.posterior_log_variance_clipped, t, like)
     if variance_type == "fixed_large":
-        return gather(_log_betas_large(schedule, fixed_large_t0), t, like)
+        return gather(log_betas_large(schedule, fixed_large_t0), t, like)
     if var_output is None:
         raise ValueError(f"variance_type={variance_type!r} needs the model's variance output (var_output)")
     if variance_type == "learned":

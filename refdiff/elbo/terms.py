@@ -12,7 +12,7 @@ from ..backend import array_namespace, asarray_like, to_numpy
 from ..forward import q_posterior_mean, q_posterior_mean_variance
 from ..parameterization import to_eps_x0
 from ..schedules import Schedule, alpha_sigma, gather
-from ..variance import _log_betas_large, reverse_log_variance
+from ..variance import log_betas_large, reverse_log_variance
 from ._common import _LN2, _check_bins, _check_choice, _flat_sum
 from .gaussian import discretized_gaussian_log_likelihood, gaussian_log_density, normal_kl
 
@@ -42,7 +42,7 @@ def eps_mse_weight(schedule: Schedule, variance_type: str = "fixed_small", *, fi
     t >= 1 (C_t = 0 for fixed_small), and at t = 0 w_0 is the weight of the squared error
     in the Gaussian decoder (5.10).  Host float64 array."""
     _check_choice("variance_type", variance_type, ("fixed_small", "fixed_large"))
-    log_var = schedule.posterior_log_variance_clipped if variance_type == "fixed_small" else _log_betas_large(schedule, fixed_large_t0)
+    log_var = schedule.posterior_log_variance_clipped if variance_type == "fixed_small" else log_betas_large(schedule, fixed_large_t0)
     return schedule.betas**2 / (2.0 * np.exp(log_var) * schedule.alphas * (1.0 - schedule.alpha_bars))
 
 
