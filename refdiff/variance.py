@@ -80,6 +80,8 @@ def split_learned(model_output, x, variance_type: str):
 
 
 def log_betas_large(schedule: Schedule, fixed_large_t0: str) -> np.ndarray:
+    """(T,) host log variances of ``"fixed_large"``, MATH.md (5.6): log beta_t, with index 0
+    replaced by log beta_tilde[1] for ``fixed_large_t0="beta_tilde_1"``."""
     if fixed_large_t0 not in ("beta_tilde_1", "beta_0"):
         raise ValueError(f"fixed_large_t0 = {fixed_large_t0!r} is not one of 'beta_tilde_1', 'beta_0'")
     values = np.log(schedule.betas)
