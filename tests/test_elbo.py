@@ -858,3 +858,19 @@ def test_uniform_estimator_variance_against_full_and_all_t():
     assert np.var(u) < 0.2 * var_all_t, (np.var(u), var_all_t)
     assert np.var(np.asarray(full.total_nats)) < np.var(u)
     np.testing.assert_allclose(np.asarray(uni.decoder_nats).mean(), terms[:, 0].mean(), rtol=0.05)
+
+
+def test_summary_prints_standard_errors():
+    """Every number of NLLBound.summary comes with '±' and its standard error, for the full
+    and the uniform estimator; the KL line is total - prior - decoder."""
+    s = refdiff.make_schedule("linear", 10)
+    data = refdiff.GaussianData(M, LAM)
+    model = exact_reverse_model(data, s)
+    x0 = data.sample(50, np.random.default_rng(0))
+    for est in ("full", "uniform"):
+        r = nll_bound(model, s, x0, rng=np.random.default_rng(1), estimator=est, prediction_type="sample",
+                      variance_type="learned", decoder="gaussian")
+        text = r.summary()
+        assert text.count("±") == 5, text
+        kl = np.asarray(r.total_nats) - np.asarray(r.prior_nats) - np.asarray(r.decoder_nats)
+        assert f"KL terms t >= 1: {kl.mean():.6g} ±" in text

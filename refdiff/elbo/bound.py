@@ -97,14 +97,23 @@ class NLLBound:
         return float(xp.mean(self.total_nats))
 
     def summary(self) -> str:
-        """A few lines: total and each term, batch means, in nats and bits/dim."""
+        """A few lines: the total and each term as batch means with their standard error over
+        the N samples (data and Monte Carlo noise together), in nats and bits/dim."""
         xp = array_namespace(self.total_nats)
-        m = lambda a: float(xp.mean(a))  # noqa: E731
-        lines = [f"negative ELBO ({self.estimator}): {self.nats:.6g} nats = {self.bpd:.6g} bits/dim (D = {self.dims})",
-                 f"  prior L_T: {m(self.prior_nats):.6g} nats"]
+
+        def mean_se(a):
+            n = a.shape[0]
+            se = float(xp.std(a, correction=1)) / math.sqrt(n) if n > 1 else float("nan")
+            return f"{float(xp.mean(a)):.6g} ± {se:.2g} nats"
+
+        D_ln2 = self.dims * math.log(2.0)
+        lines = [f"negative ELBO ({self.estimator}): {mean_se(self.total_nats)} = {self.bpd:.6g} ± "
+                 f"{float(xp.std(self.total_nats, correction=1)) / math.sqrt(self.total_nats.shape[0]) / D_ln2:.2g}"
+                 f" bits/dim (D = {self.dims}, N = {self.total_nats.shape[0]})",
+                 f"  prior L_T: {mean_se(self.prior_nats)}"]
         if self.decoder_nats is not None:
-            lines.append(f"  decoder L_0: {m(self.decoder_nats):.6g} nats")
-            lines.append(f"  sum of KL terms t >= 1: {m(self.terms_nats[:, 1:]) * (self.terms_nats.shape[1] - 1):.6g} nats")
+            lines.append(f"  decoder L_0: {mean_se(self.decoder_nats)}")
+            lines.append(f"  KL terms t >= 1: {mean_se(self.total_nats - self.prior_nats - self.decoder_nats)}")
         return "\n".join(lines)
 
 
