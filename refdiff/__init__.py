@@ -11,6 +11,7 @@ from .backend import array_namespace, standard_normal, to_numpy
 from .schedules import *  # noqa: F401,F403
 from .forward import *  # noqa: F401,F403
 from .parameterization import *  # noqa: F401,F403
+from .variance import *  # noqa: F401,F403
 from .elbo import *  # noqa: F401,F403
 from .likelihood import *  # noqa: F401,F403
 from .oracles import *  # noqa: F401,F403

@@ -13,6 +13,7 @@ standard.  The only host-side NumPy is
 from __future__ import annotations
 
 import numpy as np
+import scipy.special
 from array_api_compat import array_namespace as _compat_namespace
 from array_api_compat import device as _device
 
@@ -121,9 +122,7 @@ def _special(x, name):
         import cupyx.scipy.special as sp  # imported only when CuPy arrays are present
 
         return getattr(sp, name)(x)
-    import scipy.special as sp
-
-    out = getattr(sp, name)(to_numpy(x))
+    out = getattr(scipy.special, name)(to_numpy(x))
     if xp.__name__.endswith("numpy"):
         return xp.asarray(out)
     return asarray_like(out, x)

@@ -269,20 +269,13 @@ def _cmd_sample(args):
 
 
 # ---------------------------------------------------------------------------- elbo
-def _cmd_elbo(args):
+def _elbo_model(args, data, x0):
+    """(model, description, prediction type, schedule) for `refdiff elbo`: the data set's
+    exact oracle or a checkpoint's network."""
     import numpy as np
 
-    from .data import load_dataset
-    from .elbo import nll_bound
     from .schedules import make_schedule
 
-    rng = np.random.default_rng(args.seed)
-    image = args.data in ("digits8x8", "shapes8x8")
-    if args.data == "digits8x8":
-        data = load_dataset(args.data, min(args.n, 360), rng, split="test")
-    else:
-        data = load_dataset(args.data, args.n, rng)
-    x0 = np.asarray(data.x, dtype=np.float64)
     if args.oracle:
         if data.oracle is None:
             raise CLIError(f"--oracle needs a data set with an exact density (8gaussians, 25gaussians), not {args.data!r}")
@@ -299,28 +292,56 @@ def _cmd_elbo(args):
             raise CLIError(f"the checkpoint's model takes samples of shape {want}; {args.data!r} has {tuple(x0.shape[1:])}")
         model, what, pred = (lambda x, t: net.apply(params, x.astype(np.float32), t).astype(np.float64)), \
             f"checkpoint {args.checkpoint}", _prediction_type(ck)
+    return model, what, pred, schedule
+
+
+def _cmd_elbo(args):
+    import numpy as np
+
+    from .data import load_dataset
+    from .elbo import nll_bound
+
+    rng = np.random.default_rng(args.seed)
+    image = args.data in ("digits8x8", "shapes8x8")
+    if args.data == "digits8x8":
+        data = load_dataset(args.data, min(args.n, 360), rng, split="test")
+    else:
+        data = load_dataset(args.data, args.n, rng)
+    x0 = np.asarray(data.x, dtype=np.float64)
+    model, what, pred, schedule = _elbo_model(args, data, x0)
     decoder, bins = ("discretized", 17) if args.data == "digits8x8" else ("gaussian", 256)
     if args.data == "shapes8x8":
         raise CLIError("shapes8x8 is not on a fixed grid of levels: use digits8x8 (17 levels) or a 2D set")
     res = nll_bound(model, schedule, x0, rng=rng, prediction_type=pred, decoder=decoder, bins=bins,
                     estimator=args.estimator, n_t=args.n_t)
-    D = res.dims
-    print(f"negative ELBO of {x0.shape[0]} {args.data} points under the {what} (T = {schedule.T}, {decoder} decoder"
+    D, N = res.dims, x0.shape[0]
+    to_bpd = 1.0 / (D * math.log(2))
+
+    def row(label, per_sample, note=""):
+        v = np.asarray(per_sample, dtype=np.float64)
+        m, se = float(v.mean()), float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else float("nan")
+        print(f"  {label:<24}{m:11.5g} ± {se:<9.2g} nats/sample  {m * to_bpd:10.5g} ± {se * to_bpd:<9.2g} bits/dim{note}")
+
+    print(f"negative ELBO of {N} {args.data} points under the {what} (T = {schedule.T}, {decoder} decoder"
           + (f", {bins} levels" if decoder == "discretized" else ", continuous density") + f", {args.estimator} estimator)")
-    print(f"  {'total':<22}{res.nats:12.5g} nats/sample  {res.bpd:10.5g} bits/dim")
-    print(f"  {'L_T':<22}{float(np.mean(res.prior_nats)):12.5g} nats/sample  {float(np.mean(res.prior_bpd)):10.5g} bits/dim")
+    row("total", res.total_nats)
+    row("L_T", res.prior_nats)
+    if res.decoder_nats is not None:
+        row("L_0", res.decoder_nats, "   (decoder, t = 0)")
     if res.terms_nats is not None:
-        terms = np.asarray(res.terms_nats).mean(axis=0)  # (T,)
-        print(f"  {'L_0':<22}{terms[0]:12.5g} nats/sample  {terms[0] / (D * math.log(2)):10.5g} bits/dim   (decoder, t = 0)")
+        terms = np.asarray(res.terms_nats)  # (N, T)
         edges = np.unique(np.linspace(1, schedule.T, min(10, schedule.T - 1) + 1).astype(int)) if schedule.T > 1 else []
         for a, b in zip(edges[:-1], edges[1:]):
-            s = float(terms[a:b].sum())
-            print(f"  {f'L_t, t in [{a}, {b - 1}]':<22}{s:12.5g} nats/sample  {s / (D * math.log(2)):10.5g} bits/dim")
+            row(f"L_t, t in [{a}, {b - 1}]", terms[:, a:b].sum(axis=1))
+    elif schedule.T > 1:
+        kl = np.asarray(res.total_nats) - np.asarray(res.prior_nats) - np.asarray(res.decoder_nats)
+        row(f"sum of L_t, t >= 1", kl, f"   ((T-1) L_t at {args.n_t} uniform t per point)")
     if args.oracle and not image:
-        exact = -float(np.mean(data.oracle.log_prob(x0)))
-        print(f"  exact -log p(x0) of the same points: {exact:.5g} nats/sample (the bound is >= it)")
-    print("(0-based t: L_t is the KL term at array index t, L_0 the decoder; bits/dim = nats / (D ln 2), D = "
-          f"{D})")
+        lp = -np.asarray(data.oracle.log_prob(x0), dtype=np.float64)
+        print(f"  exact -log p(x0) of the same points: {lp.mean():.5g} ± {lp.std(ddof=1) / math.sqrt(lp.size):.2g} "
+              "nats/sample (the expected bound is >= it)")
+    print("(± one standard error of the mean over the N points: data and Monte Carlo noise together; 0-based t: "
+          f"L_t is the KL term at array index t, L_0 the decoder; bits/dim = nats / (D ln 2), D = {D})")
     return 0
 
 
@@ -491,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"data set: {', '.join(DATASETS)} (default: %(default)s)")
     e.add_argument("--n", type=_POS, default=256, help="number of data points (default: %(default)s)")
     e.add_argument("--estimator", default="full", choices=("full", "uniform"),
-                   help="'full': all T terms (T model calls); 'uniform': one random t per point (default: %(default)s)")
+                   help="'full': all T terms (T model calls); 'uniform': the decoder plus (T-1) times the KL term at "
+                        "one random t >= 1 per point (2 model calls; default: %(default)s)")
     e.add_argument("--n-t", type=_POS, default=1, help="draws of t for --estimator uniform (default: %(default)s)")
     e.add_argument("--schedule", default="linear", choices=("linear", "scaled_linear", "cosine", "sigmoid"),
                    help="schedule for --oracle (default: %(default)s; a checkpoint uses its own)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .backend import array_namespace
 from .schedules import Schedule, gather
 
-__all__ = ["q_step_mean_variance", "q_mean_variance", "q_sample", "q_posterior_mean_variance"]
+__all__ = ["q_step_mean_variance", "q_mean_variance", "q_sample", "q_posterior_mean", "q_posterior_mean_variance"]
 
 
 def _check_schedule(schedule):
@@ -26,7 +26,8 @@ def _check_same_shape(**arrays):
 
 
 def q_step_mean_variance(schedule: Schedule, x_prev, t):
-    """One forward step q(x_t | x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, beta_t I), MATH.md (2.2).
+    """One forward step q(x_t | x_{t-1}) = N(sqrt(a_t) x_{t-1}, beta_t I), a_t = 1 - beta_t
+    (``schedule.alphas``), MATH.md (2.2).
 
     Returns ``(mean, variance)``; variance is shaped to broadcast against ``x_prev``."""
     _check_schedule(schedule)
@@ -56,13 +57,20 @@ def q_sample(schedule: Schedule, x0, t, noise):
     return gather(schedule.sqrt_alpha_bars, t, x0) * x0 + gather(schedule.sqrt_one_minus_alpha_bars, t, x0) * noise
 
 
+def q_posterior_mean(schedule: Schedule, x0, x_t, t):
+    """The posterior mean mu_tilde_t(x_t, x_0) = coef1_t x_0 + coef2_t x_t, MATH.md (3.2); the
+    one place it is written (the reverse-process mean of the ELBO and of DDPM sampling is
+    this function at the model's x0_hat)."""
+    return gather(schedule.posterior_mean_coef1, t, x_t) * x0 + gather(schedule.posterior_mean_coef2, t, x_t) * x_t
+
+
 def q_posterior_mean_variance(schedule: Schedule, x0, x_t, t):
     """The posterior q(x_{t-1} | x_t, x_0) = N(mu_tilde, beta_tilde I) of Bayes' rule,
     MATH.md (3.1)-(3.4):
 
     ``mu_tilde = coef1_t x_0 + coef2_t x_t`` with
     ``coef1 = beta_t sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t)``,
-    ``coef2 = (1 - alpha_bar_{t-1}) sqrt(alpha_t) / (1 - alpha_bar_t)``, and
+    ``coef2 = (1 - alpha_bar_{t-1}) sqrt(a_t) / (1 - alpha_bar_t)`` (a_t = 1 - beta_t), and
     ``beta_tilde = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)``.
 
     Returns ``(mean, variance, log_variance_clipped)``.  At t = 0 the variance is 0 and
@@ -70,7 +78,7 @@ def q_posterior_mean_variance(schedule: Schedule, x0, x_t, t):
     convention, MATH.md (3.5)); variances broadcast against ``x_t``."""
     _check_schedule(schedule)
     _check_same_shape(x0=x0, x_t=x_t)
-    mean = gather(schedule.posterior_mean_coef1, t, x_t) * x0 + gather(schedule.posterior_mean_coef2, t, x_t) * x_t
+    mean = q_posterior_mean(schedule, x0, x_t, t)
     var = gather(schedule.posterior_variance, t, x_t)
     logvar = gather(schedule.posterior_log_variance_clipped, t, x_t)
     return mean, var, logvar

@@ -9,7 +9,8 @@ p_t to p_s, and along a solution the log-density changes by minus the divergence
 
 in nats per sample.  The divergence is exact (the oracle's closed form, or D central
 differences of a model) or Hutchinson's unbiased estimate with probes drawn once on the
-host.  The integrator is a fixed-step classical Runge-Kutta (RK4), written here.
+host.  The integrator is the fixed-step classical Runge-Kutta step (RK4) of
+:func:`refdiff.samplers.sde.rk4_step` on the augmented state (x, log-det).
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ import math
 
 import numpy as np
 
-from .backend import array_namespace, check_finite, rademacher, standard_normal
+from .backend import array_namespace, bcast, check_finite, rademacher, standard_normal
+from ._validate import check_int
+from .elbo import continuous_to_discrete_bpd
 from .parameterization import PREDICTION_TYPES, to_eps_x0
 from .samplers.common import call_model
+from .samplers.sde import rk4_step
 from .schedules import InterpolatedVP, Schedule, _ContinuousVP, time_grid
 
 __all__ = [
@@ -41,7 +45,7 @@ def _fd_steps(x, fd_step):
     xp = array_namespace(x)
     n = x.shape[0]
     rms = xp.sqrt(xp.mean(xp.reshape(x, (n, -1)) ** 2, axis=1))  # (N,)
-    return xp.reshape(fd_step * (1.0 + rms), (n,) + (1,) * (x.ndim - 1))
+    return bcast(fd_step * (1.0 + rms), x)  # (N,) -> (N, 1, ..., 1)
 
 
 def fd_divergence(f, x, *, fd_step: float = 1e-5):
@@ -101,24 +105,19 @@ def standard_normal_log_prob(x):
     return -0.5 * xp.sum(xp.reshape(x, (n, D)) ** 2, axis=1) - 0.5 * D * _LOG_2PI
 
 
-def dequantized_bits_per_dim(log_likelihood, n_dims: int, *, n_bins: int = 256, data_range: float = 2.0):
-    """Bits per dimension of a continuous log-likelihood (nats) for data that were
+def dequantized_bits_per_dim(log_likelihood, n_dims: int, *, n_bins: int = 256, data_range: float = 2.0,
+                             convention: str = "levels"):
+    """Bits per dimension of a continuous log-likelihood (nats, shape (N,)) of data that were
     ``n_bins``-level integers mapped affinely onto an interval of width ``data_range``
     (default: 8-bit images on [-1, 1]), MATH.md (7.7):
-
-        bpd = -log p(x) / (D ln 2) + log2(n_bins / data_range).
-
-    The offset converts the density on the scaled interval to the density on
-    [0, n_bins) (unit-width bins); with uniform dequantization x = (k + u) (u ~ U[0,1)) the
-    result upper-bounds the discrete -log2 P(k) / D in expectation over u
-    (score-SDE's "offset 7" for [-1, 1], 8 for [0, 1])."""
-    if isinstance(n_dims, bool) or not isinstance(n_dims, (int, np.integer)) or n_dims < 1:
-        raise ValueError(f"n_dims must be a positive integer, got {n_dims!r}")
-    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 2:
-        raise ValueError(f"n_bins must be an integer >= 2, got {n_bins!r}")
-    if not (math.isfinite(data_range) and data_range > 0):
-        raise ValueError(f"data_range = {data_range!r} must be finite and > 0")
-    return -log_likelihood / (n_dims * math.log(2.0)) + math.log2(n_bins / data_range)
+    ``-log p(x) / (D ln 2) + log2(1 / bin width)``, with the bin width and its
+    ``convention`` of :func:`refdiff.dequantization_offset` (MATH.md (5.12)): "levels"
+    (default, refdiff's data grid; +6.994 for 8-bit on [-1, 1]) or "interval" (+7, the
+    score-SDE offset; +8 on [0, 1]).  With uniform dequantization the result upper-bounds
+    the discrete -log2 P(k) / D in expectation over the dequantization noise."""
+    check_int("n_dims", n_dims, min=1)
+    check_int("n_bins", n_bins, min=2)
+    return continuous_to_discrete_bpd(-log_likelihood / n_dims, n_bins, convention=convention, data_range=data_range)
 
 
 def _vp_of(schedule):
@@ -172,15 +171,13 @@ def _check_args(x0, t_eps, vp, n_steps, divergence, probe, n_probes, rng, predic
             f"interpolation (MATH.md (2.15)), where its linear extension can give alpha > 1; "
             f"valid range [{vp.t_min!r}, 1) (use a continuous VP for smaller t_eps)"
         )
-    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
-        raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
+    check_int("n_steps", n_steps, min=1)
     if divergence not in ("exact", "hutchinson"):
         raise ValueError(f"unknown divergence {divergence!r}; valid: 'exact', 'hutchinson'")
     if divergence == "hutchinson":
         if probe not in ("rademacher", "gaussian"):
             raise ValueError(f"unknown probe {probe!r}; valid: 'rademacher', 'gaussian'")
-        if isinstance(n_probes, bool) or not isinstance(n_probes, (int, np.integer)) or n_probes < 1:
-            raise ValueError(f"n_probes must be an integer >= 1, got {n_probes!r}")
+        check_int("n_probes", n_probes, min=1)
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"divergence='hutchinson' needs rng, a numpy.random.Generator; got {type(rng).__name__}")
     if not is_oracle and prediction_type not in PREDICTION_TYPES:
@@ -188,6 +185,25 @@ def _check_args(x0, t_eps, vp, n_steps, divergence, probe, n_probes, rng, predic
     if not (math.isfinite(fd_step) and fd_step > 0):
         raise ValueError(f"fd_step = {fd_step!r} must be finite and > 0")
     return float(t_eps)
+
+
+def _integrate(f, x, ts):
+    """Classical RK4 (:func:`refdiff.samplers.sde.rk4_step`) on the augmented state
+    z = [x flattened, log-det] of shape (N, D + 1) along the increasing times ``ts``,
+    MATH.md (7.9); ``f(y, t, step) -> (u, div u)``.  Returns (x at ts[-1], log-det)."""
+    xp = array_namespace(x)
+    n = x.shape[0]
+    z = xp.concat([xp.reshape(x, (n, -1)), xp.zeros((n, 1), dtype=xp.float64)], axis=1)
+    for i in range(len(ts) - 1):
+        t0, t1 = float(ts[i]), float(ts[i + 1])
+
+        def augmented(zz, t, i=i):
+            v, div = f(xp.reshape(zz[:, :-1], x.shape), t, i)
+            return xp.concat([xp.reshape(v, (n, -1)), xp.reshape(div, (n, 1))], axis=1)
+
+        z = rk4_step(augmented, z, t0, t1 - t0)
+        check_finite(z[:, :-1], "ODE state", f"step {i} (t = {t1})")
+    return xp.reshape(z[:, :-1], x.shape), z[:, -1]
 
 
 def ode_log_likelihood(
@@ -280,17 +296,7 @@ def ode_log_likelihood(
         check_finite(div, "divergence of the drift", f"step {step} (t = {t})")
         return v, div
 
-    delta = xp.zeros((n,), dtype=xp.float64)
-    for i in range(int(n_steps)):  # classical RK4 on (x, log-det), MATH.md (7.9)
-        t0, t1 = float(ts[i]), float(ts[i + 1])
-        h, tm = t1 - t0, 0.5 * (t0 + t1)
-        k1, d1 = f(x, t0, i)
-        k2, d2 = f(x + 0.5 * h * k1, tm, i)
-        k3, d3 = f(x + 0.5 * h * k2, tm, i)
-        k4, d4 = f(x + h * k3, t1, i)
-        x = x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-        delta = delta + (h / 6.0) * (d1 + 2.0 * d2 + 2.0 * d3 + d4)
-        check_finite(x, "ODE state", f"step {i} (t = {t1})")
+    x, delta = _integrate(f, x, ts)
     prior_lp = standard_normal_log_prob(x) if prior is None else prior(x)
     if tuple(prior_lp.shape) != (n,):
         raise ValueError(f"prior returned shape {tuple(prior_lp.shape)}; expected ({n},)")

@@ -150,10 +150,10 @@ def x0_error_factor(alpha, sigma, target: str):
 
 
 def x0_weight(weighting: str, snr, gamma: float = 5.0):
-    """The x0-equivalent weight lambda(SNR) of a named weighting, MATH.md (14.8):
+    """The x0-equivalent weight psi(SNR) of a named weighting, MATH.md (14.8):
 
     ============== =====================  ===============================
-    weighting       lambda(SNR)            equals
+    weighting       psi(SNR)            equals
     ============== =====================  ===============================
     "snr"           SNR                    the plain eps loss
     "snr_plus_one"  SNR + 1                the plain v loss on a VP path
@@ -179,48 +179,38 @@ def _check_gamma(gamma):
         raise ValueError(f"gamma (min-SNR truncation) must be a finite number > 0, got {gamma!r}")
 
 
-# limit of lambda(SNR) / SNR as SNR -> 0 (the eps-target weight at zero terminal SNR)
+# limit of psi(SNR) / SNR as SNR -> 0 (the eps-target weight at zero terminal SNR)
 _EPS_LIMIT_AT_ZERO_SNR = {"snr": 1.0, "min_snr": 1.0, "snr_plus_one": math.inf, "truncated_snr": math.inf}
 
 
 def target_weight(weighting, alpha, sigma, target: str, gamma: float = 5.0):
-    """The per-sample weight w_target = lambda(SNR) / c_target that makes the weighted
+    """The per-sample weight w_target = psi(SNR) / c_target that makes the weighted
     ``target`` MSE equal the lambda-weighted x0 MSE, MATH.md (14.6); (N,).
 
     ``weighting=None`` means no weighting (w = 1 on the chosen target's own MSE, the
     "simple" loss).  At SNR = 0 (zero terminal SNR) the eps weight is the limit of
-    lambda(SNR)/SNR (1 for "snr" and "min_snr", inf for the others)."""
+    psi(SNR)/SNR (1 for "snr" and "min_snr", inf for the others)."""
     xp = array_namespace(alpha, sigma)
     target = canonical_target(target)
     if weighting is None:
         return xp.ones_like(alpha)
     snr = snr_from_alpha_sigma(alpha, sigma)
-    lam = x0_weight(weighting, snr, gamma)
+    psi = x0_weight(weighting, snr, gamma)
     c = x0_error_factor(alpha, sigma, target)
     if target == "epsilon":
         at0 = xp.full_like(snr, _EPS_LIMIT_AT_ZERO_SNR[weighting])
-        return xp.where(snr > 0, lam / xp.where(snr > 0, c, xp.ones_like(c)), at0)
-    return lam / c
+        return xp.where(snr > 0, psi / xp.where(snr > 0, c, xp.ones_like(c)), at0)
+    return psi / c
 
 
 def min_snr_weight(alpha, sigma, target: str, gamma: float = 5.0):
     """Min-SNR-gamma weights (Hang et al. 2023) stated per target, MATH.md (14.9):
+    ``target_weight("min_snr", alpha, sigma, target, gamma)`` (one definition):
     w_x0 = min(SNR, gamma); w_eps = min(SNR, gamma) / SNR = min(1, gamma / SNR);
     w_v = min(SNR, gamma) sigma^2 / (alpha^2 + sigma^2)^2 (= min(SNR, gamma) / (SNR + 1) on a VP path).
     alpha, sigma: (N,) arrays; returns (N,)."""
     _check_gamma(gamma)
-    xp = array_namespace(alpha, sigma)
-    target = canonical_target(target)
-    snr = snr_from_alpha_sigma(alpha, sigma)
-    g = xp.full_like(snr, float(gamma))
-    capped = xp.where(snr > gamma, g, snr)  # min(SNR, gamma)
-    if target == "sample":
-        return capped
-    if target == "epsilon":
-        big = snr > gamma
-        return xp.where(big, g / xp.where(big, snr, xp.ones_like(snr)), xp.ones_like(snr))
-    r2 = alpha * alpha + sigma * sigma
-    return capped * (sigma * sigma) / (r2 * r2)
+    return target_weight("min_snr", alpha, sigma, target, gamma)
 
 
 def eps_to_target_factor(alpha, sigma, target: str):
@@ -263,8 +253,10 @@ def vlb_eps_weight(schedule, t, like, variance_type: str = "fixed_small"):
     """The per-sample weight w_t of :func:`refdiff.eps_mse_weight` (MATH.md (5.5)) at
     integer timesteps ``t`` (N,), in ``like``'s namespace: with a fixed reverse variance the
     ELBO term per data dimension is ``L_{t}/D = w_t mean_j (eps_hat - eps)_j^2`` for t >= 1,
-    so ``objective_loss(..., extra_eps_weight=lam * w_t)`` is the hybrid
-    L_simple + lam L_vlb of Nichol & Dhariwal (2021) for a fixed-variance model, MATH.md (14.7)."""
+    so ``objective_loss(..., extra_eps_weight=kappa * w_t)`` is the ELBO-term-weighted
+    objective L_simple + kappa L_t / D of a fixed-variance model, MATH.md (14.7) (nats per
+    dimension, no factor T; improved-diffusion's hybrid is :func:`refdiff.hybrid_loss`,
+    MATH.md (5.16), equal to this with kappa = lam T / ln 2)."""
     from .elbo import eps_mse_weight
     from .schedules import gather
 
@@ -302,9 +294,10 @@ def diffusion_loss(
     ``cache`` to the model's backward to get parameter gradients.
     ``forward(params, x, t, y)`` is e.g. ``model.forward``.
 
-    ``vlb_weight = lam > 0`` (discrete Schedule, integer t) adds lam times the ELBO term of
-    a fixed-variance (``variance_type``) reverse process, per dimension: the hybrid
-    objective, MATH.md (14.7) (see :func:`vlb_eps_weight`)."""
+    ``vlb_weight = kappa > 0`` (discrete Schedule, integer t) adds kappa times the ELBO term
+    of a fixed-variance (``variance_type``) reverse process in nats per dimension: the
+    ELBO-term-weighted objective, MATH.md (14.7) (see :func:`vlb_eps_weight`), which is
+    ``hybrid_loss(lam=kappa ln 2 / T)`` (MATH.md (5.16)), not ``hybrid_loss(lam=kappa)``."""
     if tuple(x0.shape) != tuple(noise.shape):
         raise ValueError(f"x0 has shape {tuple(x0.shape)} but noise has shape {tuple(noise.shape)}")
     alpha, sigma = alpha_sigma(schedule, t, x0)

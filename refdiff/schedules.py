@@ -345,7 +345,7 @@ def timesteps(T: int, n: int, spacing: str = "leading", steps_offset: int = 0, *
         ``"linspace"``: ``round(linspace(0, T-1, n))`` reversed — includes 0 and T-1.
         ``"leading"``: ``k * (T // n) + steps_offset`` for k = n-1, ..., 0 — includes 0
         (plus offset), usually not T-1.
-        ``"trailing"``: ``round(T - k * T / n) - 1`` for k = 0, ..., n-1 — includes T-1.
+        ``"trailing"``: ``round(T - (n-1-k) * T / n) - 1`` for k = n-1, ..., 0 — includes T-1.
     steps_offset
         Added to every "leading" timestep (e.g. 1 for Stable Diffusion configs).  It is an
         error with other spacings, where the PyTorch library silently ignores it.

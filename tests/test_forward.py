@@ -68,7 +68,7 @@ def test_q_sample_is_the_reparameterisation(xp, st_, shape, seed):
 
 @given(st_=schedule_and_t(min_T=2, max_T=300), seed=st.integers(0, 2**31 - 1))
 def test_posterior_equals_gaussian_conditioning(xp, st_, seed):
-    """MATH.md (3.1)-(3.4): given x_0, (x_{t-1}, x_t) is jointly Gaussian with
+    """MATH.md (3.1), (3.2), (3.3) and (3.4): given x_0, (x_{t-1}, x_t) is jointly Gaussian with
     Var x_{t-1} = 1 - abar_{t-1}, Var x_t = 1 - abar_t, Cov = sqrt(alpha_t)(1 - abar_{t-1}).
     Conditioning by the generic formula mu_a + S_ab S_bb^{-1}(x_b - mu_b),
     S_aa - S_ab^2 / S_bb gives the posterior mean and beta_tilde; beta_tilde <= beta_t."""

@@ -51,7 +51,7 @@ def test_ode_likelihood_of_oracle_equals_closed_form(xp, which):
 
 
 def test_ode_likelihood_of_model_with_fd_divergence(xp):
-    """MATH.md (7.2)-(7.4): a plain model (the mixture as a v-prediction network on
+    """MATH.md (7.2), (7.3) and (7.4): a plain model (the mixture as a v-prediction network on
     image-shaped (N, 1, 2, 1) data) with the central-difference divergence gives the same
     log-likelihood as the closed form within 1e-5 nats (RK4 error as above; the central
     differences add ~1e-9)."""
@@ -152,9 +152,11 @@ def test_standard_normal_prior_and_bits_per_dim(xp):
     ref = mvn(np.zeros(8), np.eye(8)).logpdf(x.reshape(3, 8))
     assert_close(refdiff.standard_normal_log_prob(asx(xp, x)), ref, xp=xp, rtol=1e-13)
     D = 12
-    assert_close(refdiff.dequantized_bits_per_dim(asx(xp, np.full(2, -D * math.log(2.0))), D), np.full(2, 8.0), xp=xp)
-    assert_close(refdiff.dequantized_bits_per_dim(asx(xp, np.zeros(2)), D, data_range=1.0), np.full(2, 8.0), xp=xp)
-    assert_close(refdiff.dequantized_bits_per_dim(asx(xp, np.zeros(2)), D, n_bins=17, data_range=1.0), np.full(2, math.log2(17)), xp=xp)
+    assert_close(refdiff.dequantized_bits_per_dim(asx(xp, np.full(2, -D * math.log(2.0))), D, convention="interval"), np.full(2, 8.0), xp=xp)
+    assert_close(refdiff.dequantized_bits_per_dim(asx(xp, np.zeros(2)), D, data_range=1.0, convention="interval"), np.full(2, 8.0), xp=xp)
+    assert_close(refdiff.dequantized_bits_per_dim(asx(xp, np.zeros(2)), D, n_bins=17, data_range=1.0, convention="interval"), np.full(2, math.log2(17)), xp=xp)
+    # one default convention: "levels" (bin width 2/255 on [-1, 1]), as continuous_to_discrete_bpd
+    assert_close(refdiff.dequantized_bits_per_dim(asx(xp, np.zeros(2)), D), np.full(2, math.log2(127.5)), xp=xp)
 
 
 def test_bad_input_errors():

@@ -124,10 +124,11 @@ def test_weighted_objectives_agree(b, weighting, gamma):
 @given(b=affine_batch(), gamma=st.floats(0.1, 20.0), target=st.sampled_from(TARGETS))
 @settings(max_examples=40)
 def test_min_snr_weights_against_definition(b, gamma, target):
-    """Min-SNR-gamma (Hang et al. 2023), MATH.md (14.8)-(14.9): the x0 weight is min(SNR, gamma),
-    and the per-target weights are that divided by c_target of (14.5): min(SNR, gamma) / SNR
-    for eps, min(SNR, gamma) for x0, min(SNR, gamma) sigma^2 / (alpha^2 + sigma^2)^2 for v;
-    min_snr_weight and target_weight("min_snr", ...) are written separately.  rtol 1e-12."""
+    """Min-SNR-gamma (Hang et al. 2023), MATH.md (14.8) and (14.9): the x0 weight is
+    min(SNR, gamma), and the per-target weights are that divided by c_target of (14.5):
+    min(SNR, gamma) / SNR for eps, min(SNR, gamma) for x0, min(SNR, gamma) sigma^2 /
+    (alpha^2 + sigma^2)^2 for v, written out here; min_snr_weight is target_weight("min_snr",
+    ...) (one definition).  rtol 1e-12."""
     _, _, alpha, sigma = b
     snr = alpha**2 / sigma**2
     c = {"epsilon": snr, "sample": 1.0, "v_prediction": (alpha**2 + sigma**2) ** 2 / sigma**2}[target]
@@ -138,7 +139,8 @@ def test_min_snr_weights_against_definition(b, gamma, target):
 
 
 def test_min_snr_on_a_vp_path_and_at_the_ends(xp):
-    """MATH.md (14.9) on a VP path, with SNR = alpha^2 / sigma^2 (14.4): v weight = min(SNR, gamma) / (SNR + 1).  Hand values at
+    """MATH.md (14.9) on a VP path, with SNR = alpha^2 / sigma^2, MATH.md (14.4): v weight
+    = min(SNR, gamma) / (SNR + 1).  Hand values at
     gamma = 5: alpha^2 = 0.9 (SNR 9): eps 5/9, x0 5, v 5/10; alpha^2 = 0.5 (SNR 1): eps 1,
     x0 1, v 1/2.  At SNR = 0 (zero terminal SNR) the eps weight is the limit 1, and at
     sigma = 0 (SNR = inf) the x0 weight is gamma; both without NaN."""
@@ -154,7 +156,7 @@ def test_min_snr_on_a_vp_path_and_at_the_ends(xp):
 
 
 def test_weighted_mse_by_hand(xp):
-    """MATH.md (14.2)-(14.3) on a 2 x 2 batch: residuals [[1, 1], [2, 0]], weights [1, 3]:
+    """MATH.md (14.2) and (14.3) on a 2 x 2 batch: residuals [[1, 1], [2, 0]], weights [1, 3]:
     L = (1 * (1 + 1) + 3 * (4 + 0)) / (2 * 2) = 14 / 4 = 3.5;
     dL/dout = 2 w r / 4 = [[0.5, 0.5], [3, 0]]."""
     out, tgt = asx(xp, [[1.0, 1.0], [2.0, 0.0]]), asx(xp, [[0.0, 0.0], [0.0, 0.0]])
@@ -166,7 +168,8 @@ def test_weighted_mse_by_hand(xp):
 @pytest.mark.parametrize("target", TARGETS)
 def test_diffusion_loss_composes_q_sample(xp, target):
     """diffusion_loss feeds the model x_t = q_sample(schedule, x0, t, noise) (MATH.md (2.4),
-    written independently) and t, and returns objective_loss of its output (14.1)-(14.3).
+    written independently) and t, and returns objective_loss of its output,
+    MATH.md (14.1), (14.2) and (14.3).
     A stand-in forward records its inputs; rtol 1e-12 (float64)."""
     sched = refdiff.make_schedule("cosine", 50)
     rng = np.random.default_rng(3)

@@ -87,7 +87,7 @@ def test_energy_distance_of_gaussian_samples_matches_population_closed_form():
 
 # ---------------------------------------------------------------------------- sliced Wasserstein
 def test_sliced_wasserstein_of_a_translation_is_the_projected_shift(xp):
-    """MATH.md (15.1)-(15.2): y = x + s shifts every projection by theta.s and keeps the
+    """MATH.md (15.1) and (15.2): y = x + s shifts every projection by theta.s and keeps the
     order, so each 1-D W_p is exactly |theta.s|: SW_2^2 = mean (theta.s)^2, SW_1 =
     mean |theta.s|.  Exact up to float64 round-off (rtol 1e-10)."""
     rng = np.random.default_rng(2)
@@ -136,7 +136,7 @@ def test_wasserstein_1d_unequal_sizes_matches_replicated_matching(n, m, p, seed)
 
 
 def test_sliced_wasserstein_of_gaussian_samples_matches_closed_form():
-    """MATH.md (15.2)-(15.3): with the same directions, SW_2 between large samples of two
+    """MATH.md (15.2) and (15.3): with the same directions, SW_2 between large samples of two
     3-D Gaussians approaches the closed form (15.3).  The empirical 1-D W_2 between n
     draws and the population has fluctuations of order n^{-1/2} ~ 0.007 at n = 20000
     (per projection, here averaged over 32); the distance is ~1.3, so rtol 3e-2 is a

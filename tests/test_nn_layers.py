@@ -152,7 +152,7 @@ def test_conv2d_gradcheck(xp, kind, data):
 @given(data=st.data())
 def test_conv2d_vectorised_matches_naive(xp, kind, data):
     """The im2col matrix form MATH.md (13.4) equals the loop definition (13.3), and the
-    col2im backward equals the loop backward (13.5), (13.6)."""
+    col2im backward equals the loop backward MATH.md (13.5) and (13.6)."""
     case = data.draw(conv_case(kind))
     xs, ws, stride, pad, seed = case
     rng = np.random.default_rng(seed)
@@ -205,7 +205,7 @@ def test_conv2d_adjoint(xp, kind, data):
 
 @pytest.mark.parametrize("shape", [(1, 2, 5, 4), (2, 1, 3, 3), (1, 1, 4, 7)])
 def test_conv2d_stride2_odd_and_even_sizes_gradcheck(xp, shape):
-    """The stride-2 3x3 kernel MATH.md (13.3), (13.5), (13.6) on odd and even sizes
+    """The stride-2 3x3 kernel MATH.md (13.3), (13.5) and (13.6) on odd and even sizes
     (output ceil(H/2): the last input row is read by no tap of the bottom row when H is
     even, by the centre tap when H is odd): dx, dw, db against central differences."""
     rng = np.random.default_rng(sum(shape))
@@ -254,7 +254,7 @@ images = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.i
 @settings(max_examples=6)
 @given(shape=images, seed=st.integers(0, 99))
 def test_upsample_avgpool_gradcheck_and_adjoint(xp, shape, seed):
-    """Nearest upsampling MATH.md (13.7) and 2x2 average pooling (13.8): gradients
+    """Nearest upsampling MATH.md (13.7) and 2x2 average pooling MATH.md (13.8): gradients
     against central differences, dot-product tests <U x, y> = <x, U^T y> and
     <A z, x> = <z, A^T x>, and A U = identity (the mean of four copies)."""
     n, c, h, w = shape

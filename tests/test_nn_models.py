@@ -1,6 +1,6 @@
 """The MLP and U-Net denoisers: whole-model gradients against finite differences
 (parameters, class conditioning, input gradient dx), caches that do not interfere, the
-model contract, configs and bad input (MATH.md (13.18)-(13.21)).
+model contract, configs and bad input (MATH.md (13.18), (13.19), (13.20) and (13.21)).
 
 Tolerance of the gradient checks: float64, central differences with h = 1e-5, normwise
 relative error < 1e-6 (a correct backward gives ~1e-9; see tests/test_nn_layers.py).
@@ -75,7 +75,7 @@ def test_mlp_gradcheck(xp, n, dim, classes, seed):
 @settings(max_examples=2)
 @given(n=st.integers(1, 2), classes=st.sampled_from([0, 3]), attention=st.booleans(), seed=st.integers(0, 99))
 def test_unet_gradcheck(xp, n, classes, attention, seed):
-    """Whole U-Net MATH.md (13.20)-(13.21) at tiny width (4 and 8 channels, 2 groups):
+    """Whole U-Net MATH.md (13.20) and (13.21) at tiny width (4 and 8 channels, 2 groups):
     random entries of dx and of every parameter tensor (3 per tensor on NumPy, 1 under
     array_api_strict), class conditioning included, against central differences."""
     rng = np.random.default_rng(seed)

@@ -57,7 +57,7 @@ def test_adam_two_steps_by_hand(xp):
 
 
 def test_adamw_and_l2_two_steps_by_hand(xp):
-    """Weight decay, MATH.md (14.12) (decoupled) and (14.13) (L2), same data as above with
+    """Weight decay, MATH.md (14.12) (decoupled) and MATH.md (14.13) (L2), same data as above with
     weight_decay = 0.5.
 
     AdamW: the moments see the raw gradients, so they equal the Adam ones; each step first

@@ -17,7 +17,9 @@ STEPS = (16, 32, 64, 128)
 @pytest.mark.parametrize("label", ["dpm_solver_1", "dpm_solver_2", "dpm_solver_3", "dpmpp_2s", "dpmpp_2m",
                                    "pf_ode_rk4", "flow_euler", "flow_midpoint", "flow_rk4", "ddim", "euler", "heun"])
 def test_global_order(label):
-    """MATH.md (10.4)-(10.12), (11.5)-(11.11): fitted global order within 0.3 of the method's
+    """MATH.md (10.4), (10.5), (10.6), (10.7), (10.8), (10.9), (10.10), (10.11),
+    (10.12), (11.5), (11.6), (11.7), (11.8), (11.9), (11.10) and (11.11):
+    fitted global order within 0.3 of the method's
     order, 16..128 steps."""
     r = O.measure_orders([label], STEPS, n_samples=8)[label]
     assert abs(r["order"] - r["expected"]) < 0.3, r

@@ -22,7 +22,8 @@ def _path(rng, n, vp=True):
 @given(shape=shapes(), seed=st.integers(0, 2**31 - 1), vp=st.booleans(),
        a=st.sampled_from(TYPES), b=st.sampled_from(TYPES))
 def test_every_conversion_round_trips(xp, shape, seed, vp, a, b):
-    """MATH.md (4.1)-(4.5): build x_t = alpha x0 + sigma eps from known (x0, eps); the true
+    """MATH.md (4.1), (4.2), (4.3), (4.4) and (4.5):
+    build x_t = alpha x0 + sigma eps from known (x0, eps); the true
     prediction of each type is eps, x0, v = alpha eps - sigma x0, score = -eps/sigma.
     Converting the type-a truth to type b gives the type-b truth, and back again."""
     rng = np.random.default_rng(seed)

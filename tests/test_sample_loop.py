@@ -48,7 +48,8 @@ def _mixture_projection_cdf(u):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_samples_match_mixture(case):
-    """MATH.md (8.1)-(8.8), (9.2)-(9.8): N = 2000 samples at a fixed seed from x_T ~ N(0, I)
+    """MATH.md (8.1), (8.2), (8.3), (8.4), (8.5), (8.6), (8.7), (8.8), (9.2), (9.3),
+    (9.4), (9.5), (9.6), (9.7) and (9.8): N = 2000 samples at a fixed seed from x_T ~ N(0, I)
     at t = T - 1 of the linear schedule, exact mixture eps model.  Checks: the mean within
     4 standard errors (sqrt(var / N)) of the mixture mean; the variances within 15 %
     (4 SE of a variance is ~13 %); the component weights via the mean class posterior at

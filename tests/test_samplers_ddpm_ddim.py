@@ -143,7 +143,7 @@ def test_respace_composes_original_chain():
 @given(schedules(min_T=3, max_T=100), st.data(), st.floats(0.0, 1.0))
 @settings(max_examples=30)
 def test_ddim_conditional_preserves_marginals(sched, data, eta):
-    """MATH.md (8.6)-(8.8): with the true (x_0, eps) plugged in, the DDIM update is
+    """MATH.md (8.6), (8.7) and (8.8): with the true (x_0, eps) plugged in, the DDIM update is
     x_s = alpha_s x_0 + a eps + b z with a^2 + b^2 = sigma_s^2 (so q(x_s | x_0) is the forward
     marginal (2.4) for every eta); b is eta times the posterior std of the Markov step s -> t
     (8.8), by Gaussian conditioning; and for eta = 1 on consecutive steps b^2 is the DDPM

@@ -2,7 +2,7 @@
 final steps, sample statistics on a Gaussian mixture, and bad input.
 
 Expected values come from independent computations: numerical quadrature of the
-variation-of-constants integral (MATH.md (10.2)-(10.3)), S1's DDIM and sigma-space Euler
+variation-of-constants integral (MATH.md (10.2) and (10.3)), S1's DDIM and sigma-space Euler
 steps, polynomial algebra, and the mixture's own sampler.  Orders: tests/test_orders.py.
 """
 
@@ -118,7 +118,8 @@ def test_taylor_differences_exact_on_quadratics(c, h, r):
 
 
 def test_second_and_third_order_stages_on_polynomials():
-    """MATH.md (10.9)-(10.13): with an exactly linear prediction the 'taylor' second-order
+    """MATH.md (10.9), (10.10), (10.11), (10.12) and (10.13):
+    with an exactly linear prediction the 'taylor' second-order
     updates (singlestep r1 = 1/2 and multistep with any h_prev) equal quadrature; with an
     exactly quadratic prediction the 'taylor' DPM-Solver-3 and the exact 3M are exact, and
     the paper's DPM-Solver-3 intermediate (10.10) is exact for a linear prediction."""
@@ -273,7 +274,8 @@ def test_2m_sde_heun_is_exact_integral_for_linear_prediction(form):
 
 # ------------------------------------------------------------------ loops
 def test_loops_first_order_equal_ddim_loop(xp):
-    """MATH.md (10.4)-(10.6): on a Schedule grid with the final step to alpha_bar = 1, the
+    """MATH.md (10.4), (10.5) and (10.6):
+    on a Schedule grid with the final step to alpha_bar = 1, the
     dpm_solver_1 loop (noise form), dpmpp_2m with order 1 (data form) and S1's DDIM loop
     (eta = 0) coincide; with final_sigmas_type='sigma_min' dpm_solver_1 equals DDIM with
     set_alpha_to_one=False (the last state at index 0)."""

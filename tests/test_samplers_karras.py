@@ -70,7 +70,7 @@ def test_first_order_steps_coincide(st_t, data, seed):
 
 
 def test_euler_loop_equals_ddim_loop(xp):
-    """MATH.md (9.1)-(9.3): the Euler loop (sigma space, default grid) and the DDIM loop
+    """MATH.md (9.1), (9.2) and (9.3): the Euler loop (sigma space, default grid) and the DDIM loop
     (eta = 0) give the same samples on a strided grid; float64 rounding: 1e-11."""
     s = refdiff.make_schedule("scaled_linear", 200)
     ts = refdiff.timesteps(200, 13, "trailing")
@@ -103,7 +103,8 @@ def test_ancestral_split_is_brownian_bridge():
 @given(schedule_and_t(min_T=2, max_T=200), st.integers(0, 2**31 - 1))
 @settings(max_examples=25)
 def test_euler_ancestral_step_equals_ddpm_step(xp, st_t, seed):
-    """MATH.md (9.4), (8.1)-(8.3): Euler ancestral (eta = 1) from sigma_t to sigma_{t-1} in
+    """MATH.md (9.4), (8.1), (8.2) and (8.3):
+    Euler ancestral (eta = 1) from sigma_t to sigma_{t-1} in
     scaled coordinates x / alpha is the DDPM fixed-small step, with the same noise.  1e-9."""
     s, t = st_t
     t = max(t, 1)

@@ -67,7 +67,7 @@ def test_langevin_step_size_hand_worked():
 
 
 def test_langevin_corrector_targets_the_marginal():
-    """MATH.md (11.3)-(11.4): 300 Langevin steps (snr 0.16, batch-norm step) at fixed t = 0.5
+    """MATH.md (11.3) and (11.4): 300 Langevin steps (snr 0.16, batch-norm step) at fixed t = 0.5
     with the exact Gaussian score, started from N(0, 4 I), N = 4000: mean within 4 standard
     errors and variance within 5 % (4 SE ~ 4 sqrt(2/N) ~ 9 %, plus the O(eps) bias of
     unadjusted Langevin, about eps / 4 ~ 1 %) of the exact marginal alpha mu, alpha^2 Sigma + sigma^2."""
@@ -100,7 +100,8 @@ def _match_mixture(out, tol=4.0, extra=0.0):
 @pytest.mark.parametrize("method, steps, opts", [("euler_maruyama", 200, {}), ("pc", 100, {"snr": 0.16}),
                                                  ("pf_ode_rk4", 15, {})])
 def test_sde_samplers_match_mixture(method, steps, opts):
-    """MATH.md (11.1)-(11.6): Euler-Maruyama (200 steps), predictor-corrector (100 steps, one
+    """MATH.md (11.1), (11.2), (11.3), (11.4), (11.5) and (11.6):
+    Euler-Maruyama (200 steps), predictor-corrector (100 steps, one
     corrector step, snr 0.16) and the RK4 PF-ODE (15 steps) from N(0, I) at t = 1 to
     t_min = 1e-3 on LinearVP (time_uniform grid; logSNR for RK4), N = 1500 at a fixed seed:
     moments within 4 standard errors (+0.03 for the SDE discretisation bias, measured well
@@ -132,7 +133,8 @@ def test_discrete_schedule_through_interpolated_vp():
 
 
 def test_noise_draw_counts():
-    """MATH.md (11.2)-(11.4): EM draws n - 1 times on an n-step continuous grid (denoise: the
+    """MATH.md (11.2), (11.3) and (11.4):
+    EM draws n - 1 times on an n-step continuous grid (denoise: the
     last step returns its mean), n with denoise=False; PC draws n_corrector per step plus one
     predictor draw except the last; on a Schedule EM draws once per grid interval."""
     count = [0]

@@ -39,6 +39,7 @@ import numpy as np
 from ..backend import array_namespace, check_finite, to_numpy
 from ..parameterization import PREDICTION_TYPES, to_eps_x0
 from ..schedules import InterpolatedVP, Schedule, _ContinuousVP, alpha_sigma
+from ..variance import check_model_output
 
 __all__ = ["GridPoint", "Grid", "make_grid", "point_at", "point_at_lambda", "point_at_sigma", "sigma_to_time",
            "to_vp", "from_vp", "ve_sigma", "flow_time", "vp_from_ve_sigma", "vp_from_flow_time", "end_step",
@@ -296,14 +297,11 @@ def model_t(t, x):
 
 def call_model(model, x, t, *, step=None):
     """``model(x, model_t(t, x))`` with its output checked: same shape as ``x`` and finite.
-    Errors name the step and the time, so a NaN inside a loop is reported where it appeared."""
-    out = model(x, model_t(t, x))
+
+    Errors name the step (``step``, an int loop index) and the time, so a NaN produced
+    inside a loop is reported where it appeared."""
     where = f"step {step} (t = {t})" if step is not None else f"t = {t}"
-    if not hasattr(out, "shape") or tuple(out.shape) != tuple(x.shape):
-        shape = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
-        raise ValueError(f"model returned shape {shape} at {where}; expected the input's shape {tuple(x.shape)}")
-    check_finite(out, "model output", where)
-    return out
+    return check_model_output(model(x, model_t(t, x)), x, where=where)
 
 
 def predict(model, x, p, prediction_type, step=None):

@@ -16,14 +16,14 @@ import math
 import numpy as np
 
 from ..backend import array_namespace, bcast, check_finite
+from ..forward import q_posterior_mean
 from ..parameterization import clip_x0, dynamic_threshold, to_eps_x0
 from ..schedules import Schedule, gather, schedule_from_alpha_bars
+from ..variance import VARIANCE_TYPES, check_model_output, check_variance_type, reverse_log_variance, split_learned
 from .common import (check_noise, check_options, check_prediction_type, draw_noise, end_step, is_int_scalar,
                      make_grid, model_t)
 
 __all__ = ["ddpm_step", "ddpm_log_variance", "process_x0", "respace", "ddpm_loop", "VARIANCE_TYPES"]
-
-VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
 
 
 # ------------------------------------------------------------------------- shared helpers
@@ -41,39 +41,9 @@ def process_x0(x0, *, clip_sample=False, clip_sample_range=1.0, thresholding=Fal
 
 
 # ------------------------------------------------------------------------- the step
-def ddpm_log_variance(schedule, t, x_t, variance_type="fixed_small", v=None):
-    """log Sigma_t of the reverse step, MATH.md (8.3), broadcast against ``x_t``:
-
-    ``"fixed_small"``: log beta_tilde_t (the posterior variance; -inf at t = 0, where no
-    noise is added); ``"fixed_large"``: log beta_t; ``"learned_range"``: the interpolation
-    ``(v + 1)/2 log beta_t + (1 - v)/2 log beta_tilde_t`` of Nichol & Dhariwal, with the
-    model's ``v`` in [-1, 1] and beta_tilde's log clipped at t = 0 (MATH.md (3.5))."""
-    xp = array_namespace(x_t)
-    if variance_type == "fixed_small":
-        with np.errstate(divide="ignore"):
-            return xp.log(gather(schedule.posterior_variance, t, x_t))
-    if variance_type == "fixed_large":
-        return xp.log(gather(schedule.betas, t, x_t))
-    if variance_type == "learned_range":
-        if v is None:
-            raise TypeError("variance_type='learned_range' needs the model's variance output v")
-        frac = (v + 1.0) / 2.0
-        max_log = xp.log(gather(schedule.betas, t, x_t))
-        min_log = gather(schedule.posterior_log_variance_clipped, t, x_t)
-        return frac * max_log + (1.0 - frac) * min_log
-    raise ValueError(f"unknown variance_type {variance_type!r}; valid: {', '.join(VARIANCE_TYPES)}")
-
-
-def _split_learned(model_output, x_t):
-    """(prediction, v) from an output with twice x_t's channels along axis 1."""
-    want = (x_t.shape[0], 2 * x_t.shape[1]) + tuple(x_t.shape[2:])
-    if x_t.ndim < 2 or tuple(model_output.shape) != want:
-        raise ValueError(
-            f"variance_type='learned_range' needs a model output of shape {want} (prediction and "
-            f"v concatenated along axis 1), got {tuple(model_output.shape)}"
-        )
-    c = x_t.shape[1]
-    return model_output[:, :c, ...], model_output[:, c:, ...]
+ddpm_log_variance = reverse_log_variance
+"""log Sigma_t of the reverse step, MATH.md (8.3): :func:`refdiff.variance.reverse_log_variance`
+(one definition for sampling and the ELBO)."""
 
 
 def ddpm_step(schedule, model_output, t, x_t, noise=None, *, prediction_type="epsilon",
@@ -88,31 +58,26 @@ def ddpm_step(schedule, model_output, t, x_t, noise=None, *, prediction_type="ep
 
     schedule : Schedule; ``t`` an integer in [0, T-1] or an integer array of shape (N,).
     model_output : the model's output at (x_t, t), of ``prediction_type``.  For
-        ``variance_type="learned_range"`` it has twice x_t's channels along axis 1 (the
-        layout of improved-diffusion and of the widely used PyTorch library): the first
-        half is the prediction, the second half the variance interpolation v in [-1, 1].
+        ``variance_type="learned_range"`` or ``"learned"`` it has twice x_t's channels along
+        axis 1 (the contract of :mod:`refdiff.variance`): the prediction, then v in [-1, 1]
+        or the log variance.
     noise : standard normal array of x_t's shape; required unless every t is 0 (the
         final-step rule: no noise at t = 0, where it may be None and is ignored).
     """
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
     check_prediction_type(prediction_type)
-    if variance_type not in VARIANCE_TYPES:
-        raise ValueError(f"unknown variance_type {variance_type!r}; valid: {', '.join(VARIANCE_TYPES)}")
+    check_variance_type(variance_type)
     schedule.check_t(t)
     xp = array_namespace(x_t, model_output)
-    v = None
-    if variance_type == "learned_range":
-        model_output, v = _split_learned(model_output, x_t)
-    elif tuple(model_output.shape) != tuple(x_t.shape):
-        raise ValueError(f"model_output has shape {tuple(model_output.shape)}, expected x_t's shape {tuple(x_t.shape)}")
+    model_output, v = split_learned(model_output, x_t, variance_type)
     alpha = gather(schedule.sqrt_alpha_bars, t, x_t)
     sigma = gather(schedule.sqrt_one_minus_alpha_bars, t, x_t)
     _, x0_hat = to_eps_x0(model_output, x_t, alpha, sigma, prediction_type)
     x0_hat = process_x0(x0_hat, clip_sample=clip_sample, clip_sample_range=clip_sample_range,
                         thresholding=thresholding, dynamic_thresholding_ratio=dynamic_thresholding_ratio,
                         sample_max_value=sample_max_value)
-    mean = gather(schedule.posterior_mean_coef1, t, x_t) * x0_hat + gather(schedule.posterior_mean_coef2, t, x_t) * x_t
+    mean = q_posterior_mean(schedule, x0_hat, x_t, t)
     if is_int_scalar(t):
         if int(t) == 0:
             return mean  # final-step rule (8.4): no noise
@@ -177,7 +142,7 @@ def ddpm_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", 
         if k == 0 and final_step_noise and p.t is not None and p.t > 0:  # the library's final-step noise (8.12)
             v = 0.0 if variance_type == "fixed_small" else 1.0 - p.alpha**2
             x_new = x_new + math.sqrt(max(v, 1e-20)) * draw_noise(noise, x, "ddpm")
-        pred = out if variance_type != "learned_range" else _split_learned(out, x)[0]
+        pred = out if variance_type != "learned_range" else split_learned(out, x, variance_type)[0]
         a, sg = float(chain.sqrt_alpha_bars[k]), float(chain.sqrt_one_minus_alpha_bars[k])  # p's, as the step
         x0_hat = process_x0(to_eps_x0(pred, x, a, sg, prediction_type)[1], **proc)
         x = end_step(i, p.t, x_new, x0_hat, callback, project)
@@ -185,15 +150,7 @@ def ddpm_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", 
 
 
 def _check_output(out, x, i, t, variance_type):
-    where = f"step {i} (t = {t})"
-    if variance_type == "learned_range":
-        want = (x.shape[0], 2 * x.shape[1]) + tuple(x.shape[2:])
-    else:
-        want = tuple(x.shape)
-    if not hasattr(out, "shape") or tuple(out.shape) != want:
-        shape = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
-        raise ValueError(f"model returned shape {shape} at {where}; expected {want}")
-    check_finite(out, "model output", where)
+    check_model_output(out, x, variance_type, where=f"step {i} (t = {t})")
 
 
 METHODS = {"ddpm": ddpm_loop}

@@ -1,0 +1,86 @@
+"""Importance sampling of the timestep (improved-diffusion's second-moment sampler),
+MATH.md (5.14)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._validate import check_finite_scalar, check_int
+from ..backend import check_rng, to_numpy
+
+
+# ---------------------------------------------------------------------------- importance sampling of t
+@dataclass(frozen=True, eq=False)
+class ImportanceState:
+    """The second-moment history of improved-diffusion's t-sampler, MATH.md (5.14); a pure
+    value (update with :func:`importance_update`, which returns a new state).
+
+    history : (T, K) host float64, the last K observed values of L_t per t (oldest first)
+    counts : (T,) host int64, how many of the K slots are filled
+    """
+
+    history: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def init(cls, T: int, history: int = 10) -> "ImportanceState":
+        """An empty state for T timesteps keeping ``history`` values per timestep."""
+        check_int("T", T, min=1)
+        check_int("history", history, min=1)
+        return cls(np.zeros((int(T), int(history))), np.zeros(int(T), dtype=np.int64))
+
+    @property
+    def T(self) -> int:
+        return int(self.history.shape[0])
+
+    @property
+    def warmed_up(self) -> bool:
+        """True once every timestep holds K values; until then sampling is uniform."""
+        return bool(np.all(self.counts == self.history.shape[1]))
+
+
+def importance_probs(state: ImportanceState, uniform_prob: float = 1e-3) -> np.ndarray:
+    """p_t proportional to sqrt(E[L_t^2]) over the stored history, mixed with the uniform
+    distribution: ``p = (1 - u) p_sqrt + u / T``; uniform until the state is warmed up,
+    MATH.md (5.14).  Returns a (T,) host array summing to 1."""
+    check_finite_scalar("uniform_prob", uniform_prob, low=0.0, high=1.0)
+    T = state.T
+    if not state.warmed_up:
+        return np.full(T, 1.0 / T)
+    w = np.sqrt(np.mean(state.history**2, axis=1))
+    if not np.all(np.isfinite(w)) or w.sum() <= 0:
+        return np.full(T, 1.0 / T)
+    return (1.0 - uniform_prob) * w / w.sum() + uniform_prob / T
+
+
+def importance_sample(state: ImportanceState, rng: np.random.Generator, size, uniform_prob: float = 1e-3):
+    """Draw t ~ p (:func:`importance_probs`) and the weights 1 / (T p_t) that make
+    ``weight * L_t`` unbiased for the uniform average, MATH.md (5.14).  Host int64 t and
+    float64 weights of shape ``size``."""
+    check_rng(rng)
+    p = importance_probs(state, uniform_prob)
+    t = rng.choice(state.T, size=size, p=p).astype(np.int64)
+    return t, 1.0 / (state.T * p[t])
+
+
+def importance_update(state: ImportanceState, t, losses) -> ImportanceState:
+    """A new state with the observed ``losses`` (values of L_t) at timesteps ``t`` appended
+    to the history (the oldest value dropped once K are stored), MATH.md (5.14)."""
+    t = np.asarray(to_numpy(t) if hasattr(t, "shape") else t, dtype=np.int64).ravel()
+    losses = np.asarray(to_numpy(losses) if hasattr(losses, "shape") else losses, dtype=np.float64).ravel()
+    if t.shape != losses.shape:
+        raise ValueError(f"t has {t.shape[0]} entries but losses has {losses.shape[0]}")
+    if t.size and (t.min() < 0 or t.max() >= state.T):
+        raise ValueError(f"t contains {int(t.min() if t.min() < 0 else t.max())}, out of range [0, {state.T - 1}]")
+    history, counts = state.history.copy(), state.counts.copy()
+    K = history.shape[1]
+    for ti, li in zip(t, losses):
+        if counts[ti] == K:
+            history[ti, :-1] = history[ti, 1:]
+            history[ti, -1] = li
+        else:
+            history[ti, counts[ti]] = li
+            counts[ti] += 1
+    return ImportanceState(history, counts)
