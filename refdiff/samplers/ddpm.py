@@ -142,7 +142,7 @@ def ddpm_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", 
         if k == 0 and final_step_noise and p.t is not None and p.t > 0:  # the library's final-step noise (8.12)
             v = 0.0 if variance_type == "fixed_small" else 1.0 - p.alpha**2
             x_new = x_new + math.sqrt(max(v, 1e-20)) * draw_noise(noise, x, "ddpm")
-        pred = out if variance_type != "learned_range" else split_learned(out, x, variance_type)[0]
+        pred = split_learned(out, x, variance_type)[0]  # the prediction part (learned types: first C channels)
         a, sg = float(chain.sqrt_alpha_bars[k]), float(chain.sqrt_one_minus_alpha_bars[k])  # p's, as the step
         x0_hat = process_x0(to_eps_x0(pred, x, a, sg, prediction_type)[1], **proc)
         x = end_step(i, p.t, x_new, x0_hat, callback, project)
