@@ -82,13 +82,13 @@ class MLP(DenoiserBase):
         init_linear(P, "out", c.hidden, c.dim, rng, zero=c.zero_init_out)
         return P
 
-    def forward(self, params, x, t, y=None):
+    def forward(self, params, x, t, cond=None):
         """Output and cache, MATH.md (13.18)."""
         c = self.config
-        xp, t, y = self._check_xty(params, x, t, y, (c.dim,), "MLP.forward")
+        xp, t, cond = self._check_inputs(params, x, t, cond, (c.dim,), "MLP.forward")
         s, _ = self._embed_time(t, c.time_embed_dim)
         e, c_t = lin_f(params, "temb", s)
-        ce, c_y = self._class_f(params, y)
+        ce, c_y = self._class_f(params, cond)
         if ce is not None:
             e = e + ce
         e, c_se = silu_forward(e)

@@ -173,16 +173,16 @@ class UNet(DenoiserBase):
         return P
 
     # ---------------------------------------------------------------- forward
-    def forward(self, params, x, t, y=None):
+    def forward(self, params, x, t, cond=None):
         """Output and cache, MATH.md (13.20)."""
         c = self.config
         feat = (c.in_channels, c.image_size, c.image_size)
-        xp, t, y = self._check_xty(params, x, t, y, feat, "UNet.forward")
+        xp, t, cond = self._check_inputs(params, x, t, cond, feat, "UNet.forward")
         s, _ = self._embed_time(t, c.base_channels)
         e, c_l1 = lin_f(params, "temb.lin1", s)
         e, c_s1 = silu_forward(e)
         e, c_l2 = lin_f(params, "temb.lin2", e)
-        ce, c_y = self._class_f(params, y)
+        ce, c_y = self._class_f(params, cond)
         if ce is not None:
             e = e + ce
         e, c_se = silu_forward(e)
