@@ -1,0 +1,194 @@
+"""The training loop over named parameter groups, MATH.md (14.19)-(14.21).
+
+``fit(loss_fn, groups, next_batch, steps=..., rng=...)`` is the one loop every trainer in
+refdiff runs (the diffusion ``refdiff.train.train``, the classifier, a distillation):
+
+    for k = start .. steps - 1:
+        batch        = next_batch(rng)                     the data draw
+        loss, grads  = loss_fn(groups, batch, rng)         any objective, any networks
+        g            = clip(grads over the trainable keys)  (14.14)
+        stop with the step if loss or |g| is not finite
+        trainable keys <- AdamW step (14.11)-(14.13), decay on the decayed keys only (14.20)
+        EMA targets    <- EMA of their source group        (14.15)-(14.16)
+        evaluate / checkpoint every so many updates
+
+``groups`` is ``{group name: {parameter name: array}}``: e.g. ``"params"`` (the network
+being trained), ``"ema"`` (its moving average), ``"teacher"`` (a frozen network the loss
+calls).  ``trainable`` chooses the keys that are updated (patterns per group, (14.19)); all
+others are frozen: never updated, never decayed, their optimizer moments never touched.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .nn.optim import adam_init, adam_update, clip_grad_norm, cosine_lr, ema_decay_warmup, ema_update, global_norm, warmup_lr
+
+__all__ = ["FitState", "fit", "trainable_keys", "decayed_keys", "adam_step"]
+
+
+@dataclass
+class FitState:
+    """Everything a run carries from one update to the next (and what a checkpoint holds):
+    the parameter groups, the optimizer state over ``"group/key"`` names, the number of
+    updates done, the host generator and the logs."""
+
+    groups: dict
+    opt: dict
+    step: int
+    rng: np.random.Generator
+    losses: np.ndarray
+    grad_norms: np.ndarray
+    eval_steps: list = field(default_factory=list)
+    eval_losses: list = field(default_factory=list)
+
+
+def trainable_keys(groups: dict, trainable) -> list[str]:
+    """The updated parameters as ``"group/key"`` names, MATH.md (14.19).  ``trainable``:
+    ``{group: patterns}`` with ``patterns`` True (every key), a pattern or a list of
+    fnmatch patterns over the group's keys (``"*.lora_*"``, ``"down0.*"``).  A group or a
+    pattern that matches nothing is a ValueError naming it."""
+    out = []
+    for g, pats in trainable.items():
+        if g not in groups:
+            raise ValueError(f"trainable names group {g!r}; the groups are {sorted(groups)}")
+        pats = ["*"] if pats is True else [pats] if isinstance(pats, str) else list(pats)
+        chosen = set()
+        for p in pats:
+            hit = fnmatch.filter(groups[g], p)
+            if not hit:
+                raise ValueError(f"trainable pattern {p!r} of group {g!r} matches no parameter (keys such as "
+                                 f"{sorted(groups[g])[:4]})")
+            chosen.update(hit)
+        out += [f"{g}/{k}" for k in groups[g] if k in chosen]
+    if not out:
+        raise ValueError("trainable selects no parameter")
+    return out
+
+
+def decayed_keys(groups: dict, keys, rule="matrices") -> set:
+    """Which trainable keys weight decay applies to, MATH.md (14.20): ``"matrices"`` (the
+    default): the weight matrices and convolution kernels, keys ending in ``.w`` with 2 or
+    more axes (biases, norm gains and shifts, embedding tables excluded); ``"all"``: every
+    trainable key (refdiff's behaviour before); or a callable ``(group, key, array) -> bool``."""
+    def split(name):
+        g, _, k = name.partition("/")
+        return g, k, groups[g][k]
+
+    if rule == "all":
+        return set(keys)
+    if rule == "matrices":
+        return {n for n in keys if split(n)[1].endswith(".w") and split(n)[2].ndim >= 2}
+    if callable(rule):
+        return {n for n in keys if rule(*split(n))}
+    raise ValueError(f"decay must be 'matrices', 'all' or a callable (group, key, array) -> bool, got {rule!r}")
+
+
+def adam_step(groups, grads, opt, keys, decayed, *, lr, betas, weight_decay):
+    """One AdamW step (14.11)-(14.12) on the ``keys`` (``"group/key"``) only, with decay
+    on ``decayed`` only, MATH.md (14.20); every other parameter and its moments are
+    returned as they were.  Returns ``(groups, opt)`` (new dicts)."""
+    new_groups = {g: dict(p) for g, p in groups.items()}
+    new_opt = dict(opt)
+    for subset, wd in ((sorted(set(keys) & decayed), weight_decay), (sorted(set(keys) - decayed), 0.0)):
+        if not subset:
+            continue
+        p = {n: groups[n.partition("/")[0]][n.partition("/")[2]] for n in subset}
+        sub = {"step": opt["step"], **{f"{m}/{n}": opt[f"{m}/{n}"] for n in subset for m in "mv"}}
+        p, sub = adam_update(p, {n: grads[n] for n in subset}, sub, lr=lr, betas=betas, weight_decay=wd,
+                             decoupled=True)
+        for n, v in p.items():
+            g, _, k = n.partition("/")
+            new_groups[g][k] = v
+        new_opt.update(sub)
+    new_opt["step"] = opt["step"] + 1
+    return new_groups, new_opt
+
+
+def _flat_grads(grads: dict, keys) -> dict:
+    out = {}
+    for n in keys:
+        g, _, k = n.partition("/")
+        if g not in grads or k not in grads[g]:
+            raise ValueError(f"loss_fn returned no gradient for the trainable parameter {n!r}")
+        out[n] = grads[g][k]
+    return out
+
+
+def init_state(groups, trainable, rng, steps) -> FitState:
+    """The state before the first update: Adam moments (zero) for every key of every group
+    that has a trainable key (frozen keys' moments stay zero)."""
+    keys = trainable_keys(groups, trainable)
+    owners = {n.partition("/")[0] for n in keys}
+    flat = {f"{g}/{k}": v for g in owners for k, v in groups[g].items()}
+    return FitState(dict(groups), adam_init(flat), 0, rng, np.full(steps, np.nan), np.full(steps, np.nan))
+
+
+def _lr(step, lr, steps, warmup_steps, lr_decay):
+    if lr_decay == "cosine":
+        return cosine_lr(step, lr, steps, warmup_steps=warmup_steps)
+    return warmup_lr(step, lr, warmup_steps)
+
+
+def _stop(what, value, step, last_saved, where):
+    kept = (f"the last good checkpoint {where!r} (after step {last_saved}) is kept" if last_saved is not None
+            else "no checkpoint was written in this run")
+    raise FloatingPointError(f"training {what} is {value} at step {step} (0-based update index); training stopped; "
+                             f"{kept}")
+
+
+def fit(loss_fn, state: FitState, next_batch, *, steps, trainable, ema=None, lr=1e-3, betas=(0.9, 0.999),
+        weight_decay=0.0, decay="matrices", warmup_steps=0, lr_decay="constant", grad_clip=None,
+        evaluate=None, eval_every=0, save=None, checkpoint_every=0, progress=True, desc="train") -> FitState:
+    """Run updates ``state.step .. steps - 1`` (module docstring) and return the state.
+
+    ``loss_fn(groups, batch, rng) -> (loss, grads)`` with ``grads = {group: {key: array}}``
+    holding at least every trainable key (others are ignored); ``next_batch(rng)`` the batch.
+    ``ema = {target: (source, decay, warmup)}``: group ``target`` is the EMA of ``source``
+    (decay warmed up by (14.16) when ``warmup``).  ``evaluate(groups) -> float`` is logged
+    every ``eval_every`` updates; ``save(state)`` writes a checkpoint every
+    ``checkpoint_every`` updates and returns where.  A NaN or inf loss or gradient norm
+    stops with FloatingPointError naming the update (its step is not taken)."""
+    from tqdm.auto import tqdm
+
+    keys = trainable_keys(state.groups, trainable)
+    decayed = decayed_keys(state.groups, keys, decay)
+    for target, (source, _, _) in (ema or {}).items():
+        if any(n.startswith(target + "/") for n in keys):
+            raise ValueError(f"group {target!r} is an EMA target and cannot also be trainable")
+    last_saved, where = None, None
+    bar = tqdm(total=steps, initial=state.step, disable=not progress, desc=desc, dynamic_ncols=True)
+    try:
+        for step in range(state.step, steps):
+            batch = next_batch(state.rng)
+            loss, grads = loss_fn(state.groups, batch, state.rng)
+            g = _flat_grads(grads, keys)
+            g, norm = clip_grad_norm(g, grad_clip) if grad_clip is not None else (g, global_norm(g))
+            state.losses[step], state.grad_norms[step] = float(loss), norm
+            if not math.isfinite(state.losses[step]):
+                _stop("loss", state.losses[step], step, last_saved, where)
+            if not math.isfinite(norm):
+                _stop("gradient norm", norm, step, last_saved, where)
+            state.groups, state.opt = adam_step(state.groups, g, state.opt, keys, decayed, betas=betas,
+                                                lr=_lr(step, lr, steps, warmup_steps, lr_decay),
+                                                weight_decay=weight_decay)
+            for target, (source, d, warm) in (ema or {}).items():
+                d = ema_decay_warmup(step, d) if warm else d
+                state.groups[target] = ema_update(state.groups[target], state.groups[source], d)
+            state.step = done = step + 1
+            if evaluate is not None and eval_every and done % eval_every == 0:
+                state.eval_steps.append(done)
+                state.eval_losses.append(evaluate(state.groups))
+            if save is not None and checkpoint_every and done % checkpoint_every == 0:
+                where, last_saved = save(state), done
+            if progress and (done % 10 == 0 or done == steps):
+                lo = max(0, done - 50)
+                bar.set_postfix(loss=f"{np.nanmean(state.losses[lo:done]):.4g}", refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
+    return state
