@@ -25,6 +25,7 @@ import math
 from array_api_compat import device as _device
 
 from ..backend import array_namespace
+from .attention import attention_backward, attention_forward  # noqa: F401  (re-exported)
 from .conv import (  # noqa: F401  (re-exported: the convolution lives in conv.py)
     _cfirst,
     _nfirst,
@@ -284,31 +285,6 @@ def embedding_backward(dout, cache):
     ks = xp.arange(K, device=_device(dout))
     onehot = xp.astype(y[:, None] == ks[None, :], dout.dtype)  # (N, K)
     return onehot.T @ dout
-
-
-# ------------------------------------------------------------------------ attention
-def attention_forward(q, k, v):
-    """Scaled dot-product attention ``o = softmax(q k^T / sqrt(d)) v`` for q, k, v of
-    shape (B, L, d) (softmax over the last axis, max-subtracted).  MATH.md (13.14)."""
-    xp = array_namespace(q, k, v)
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    s = (q @ xp.matrix_transpose(k)) * scale  # (B, L, L)
-    s = s - xp.max(s, axis=-1, keepdims=True)
-    e = xp.exp(s)
-    p = e / xp.sum(e, axis=-1, keepdims=True)
-    return p @ v, (q, k, v, p, scale)
-
-
-def attention_backward(dout, cache):
-    """Gradients of :func:`attention_forward`.  MATH.md (13.15):
-    ``dv = P^T do``, ``dS = P * (dP - rowsum(dP * P))`` with ``dP = do v^T``,
-    ``dq = dS k / sqrt(d)``, ``dk = dS^T q / sqrt(d)``.  Returns ``(dq, dk, dv)``."""
-    xp = array_namespace(dout)
-    q, k, v, p, scale = cache
-    dv = xp.matrix_transpose(p) @ dout
-    dp = dout @ xp.matrix_transpose(v)
-    ds = p * (dp - xp.sum(dp * p, axis=-1, keepdims=True)) * scale
-    return ds @ k, xp.matrix_transpose(ds) @ q, dv
 
 
 # ------------------------------------------------------------------------ skips
