@@ -215,7 +215,11 @@ def test_config_validation():
     with pytest.raises(ValueError, match="image_size must be even"):
         nn.UNetConfig(image_size=7)
     with pytest.raises(ValueError, match="channel_mults"):
-        nn.UNetConfig(channel_mults=(1, 2, 4))
+        nn.UNetConfig(channel_mults=(1, 0))
+    with pytest.raises(ValueError, match=r"divisible by 2\^\(L-1\) = 8"):
+        nn.UNetConfig(channel_mults=(1, 1, 1, 1), image_size=4, groups=2, base_channels=4)
+    with pytest.raises(ValueError, match="cross_attention entries must be levels 0..1 or 'mid'"):
+        nn.UNetConfig(cross_attention=(2,), vocab_size=5, context_len=3)
     with pytest.raises(ValueError, match="hidden must be >= 1"):
         nn.MLPConfig(hidden=0)
     with pytest.raises(ValueError, match="num_classes must be >= 0"):
