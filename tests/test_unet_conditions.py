@@ -1,6 +1,6 @@
 """The U-Net as a conditional network: cross-attention to tokens at chosen levels with a
 key-padding mask, injection points, any number of levels, the inpainting input; and the
-condition kinds' validation and nulls (MATH.md (13.24), (12.7))."""
+condition kinds' validation and nulls (MATH.md (13.17), (13.23), (12.7))."""
 
 import numpy as np
 import pytest
@@ -33,7 +33,7 @@ def _batch(rng, n=2, size=8):
 
 
 def test_unet_cross_attention_gradcheck_whole_model():
-    """MATH.md (13.24), (13.23), (13.20): central differences along random directions over
+    """MATH.md (13.17), (13.23), (13.23), (13.20): central differences along random directions over
     every parameter and the input at once (float64, h = 1e-5) agree with the hand-written
     backward of a U-Net with cross-attention at two levels (and the middle) and a
     key-padding mask to < 1e-6, both for plain outputs and with residuals at every

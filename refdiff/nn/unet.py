@@ -1,4 +1,4 @@
-"""A small U-Net denoiser for 8x8 images, MATH.md (13.20)-(13.21), (13.24).
+"""A small U-Net denoiser for 8x8 images, MATH.md (13.20)-(13.21), (13.17), (13.23).
 
 With C_l = base_channels * channel_mults[l] (levels l = 0 .. L-1, resolution S / 2^l),
 E = time_embed_dim and R = num_res_blocks::
@@ -124,7 +124,7 @@ class UNetConfig:
 
 class UNet(DenoiserBase):
     """U-Net denoiser ``(x (N, C, S, S), t (N,), cond) -> (N, C, S, S)``, MATH.md
-    (13.20)-(13.21), (13.24).  Same methods as :class:`~refdiff.nn.MLP`; ``forward`` also
+    (13.20)-(13.21), (13.17), (13.23).  Same methods as :class:`~refdiff.nn.MLP`; ``forward`` also
     takes ``residuals`` at the injection points (module docstring)."""
 
     arch = "unet"
@@ -229,7 +229,7 @@ class UNet(DenoiserBase):
         return e, ctx, (c_l1, c_s1, c_l2, c_y, c_se, c_tok)
 
     def forward(self, params, x, t, cond=None, residuals=None):
-        """Output and cache, MATH.md (13.20), (13.24)."""
+        """Output and cache, MATH.md (13.20), (13.17), (13.23)."""
         c = self.config
         xp, t, cond = self._check_inputs(params, x, t, cond, (c.in_channels, c.image_size, c.image_size),
                                          "UNet.forward")
@@ -278,7 +278,7 @@ class UNet(DenoiserBase):
 
     # ---------------------------------------------------------------- backward
     def backward(self, params, cache, dout):
-        """Gradients of ``sum(out * dout)``: ``(grads, dx)``, MATH.md (13.20)-(13.21), (13.24)."""
+        """Gradients of ``sum(out * dout)``: ``(grads, dx)``, MATH.md (13.20)-(13.21), (13.17), (13.23)."""
         grads, dx, _ = self.backward_full(params, cache, dout)
         return grads, dx
 

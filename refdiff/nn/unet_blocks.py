@@ -57,7 +57,7 @@ def xattn_init(P, pre, c, context_dim, heads, rng):
 
 
 def xattn_forward(P, pre, x, context, key_mask, groups, heads):
-    """Cross-attention of the pixels to a context with a residual connection, MATH.md (13.24):
+    """Cross-attention of the pixels to a context with a residual connection, MATH.md (13.17), (13.23):
     tokens ``h = gn(x)`` as (N, H W, C); ``out = x + mha(h, context; key_mask)`` back in NCHW
     (MATH.md (13.23) for ``mha``)."""
     xp = array_namespace(x)
@@ -70,7 +70,7 @@ def xattn_forward(P, pre, x, context, key_mask, groups, heads):
 
 
 def xattn_backward(G, P, pre, dout, cache):
-    """Backward of :func:`xattn_forward`; returns ``(dx, dcontext)``.  MATH.md (13.24)."""
+    """Backward of :func:`xattn_forward`; returns ``(dx, dcontext)``.  MATH.md (13.17), (13.23)."""
     xp = array_namespace(dout)
     c_n, c_a, (N, C, H, W) = cache
     do = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (N, H * W, C))  # (N, HW, C)
