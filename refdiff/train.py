@@ -230,8 +230,8 @@ def train(
         ``eval_data`` (default: from ``data``, which then is not held out).
     trainable, init_params, decay
         Fine-tuning: start from ``init_params`` (default: a fresh init) and update only the
-        keys matching ``trainable`` (fnmatch patterns, MATH.md (14.19); default all);
-        weight decay on the weight matrices only (``decay="matrices"``, (14.20)) or on
+        keys matching ``trainable`` (fnmatch patterns, MATH.md (14.20); default all);
+        weight decay on the weight matrices only (``decay="matrices"``, (14.21)) or on
         every trainable key (``"all"``, the behaviour before).
     out_dir
         Checkpoints go to ``out_dir/checkpoint.npz`` (+ ``.json``) every

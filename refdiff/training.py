@@ -1,4 +1,4 @@
-"""The training loop over named parameter groups, MATH.md (14.19)-(14.21).
+"""The training loop over named parameter groups, MATH.md (14.20)-(14.22).
 
 ``fit(loss_fn, groups, next_batch, steps=..., rng=...)`` is the one loop every trainer in
 refdiff runs (the diffusion ``refdiff.train.train``, the classifier, a distillation):
@@ -8,13 +8,13 @@ refdiff runs (the diffusion ``refdiff.train.train``, the classifier, a distillat
         loss, grads  = loss_fn(groups, batch, rng)         any objective, any networks
         g            = clip(grads over the trainable keys)  (14.14)
         stop with the step if loss or |g| is not finite
-        trainable keys <- AdamW step (14.11)-(14.13), decay on the decayed keys only (14.20)
+        trainable keys <- AdamW step (14.11)-(14.13), decay on the decayed keys only (14.21)
         EMA targets    <- EMA of their source group        (14.15)-(14.16)
         evaluate / checkpoint every so many updates
 
 ``groups`` is ``{group name: {parameter name: array}}``: e.g. ``"params"`` (the network
 being trained), ``"ema"`` (its moving average), ``"teacher"`` (a frozen network the loss
-calls).  ``trainable`` chooses the keys that are updated (patterns per group, (14.19)); all
+calls).  ``trainable`` chooses the keys that are updated (patterns per group, (14.20)); all
 others are frozen: never updated, never decayed, their optimizer moments never touched.
 """
 
@@ -28,7 +28,7 @@ import numpy as np
 
 from .nn.optim import adam_init, adam_update, clip_grad_norm, cosine_lr, ema_decay_warmup, ema_update, global_norm, warmup_lr
 
-__all__ = ["FitState", "fit", "trainable_keys", "decayed_keys", "adam_step"]
+__all__ = ["FitState", "fit", "init_state", "trainable_keys", "decayed_keys", "adam_step", "save_fit", "load_fit"]
 
 
 @dataclass
@@ -48,7 +48,7 @@ class FitState:
 
 
 def trainable_keys(groups: dict, trainable) -> list[str]:
-    """The updated parameters as ``"group/key"`` names, MATH.md (14.19).  ``trainable``:
+    """The updated parameters as ``"group/key"`` names, MATH.md (14.20).  ``trainable``:
     ``{group: patterns}`` with ``patterns`` True (every key), a pattern or a list of
     fnmatch patterns over the group's keys (``"*.lora_*"``, ``"down0.*"``).  A group or a
     pattern that matches nothing is a ValueError naming it."""
@@ -71,7 +71,7 @@ def trainable_keys(groups: dict, trainable) -> list[str]:
 
 
 def decayed_keys(groups: dict, keys, rule="matrices") -> set:
-    """Which trainable keys weight decay applies to, MATH.md (14.20): ``"matrices"`` (the
+    """Which trainable keys weight decay applies to, MATH.md (14.21): ``"matrices"`` (the
     default): the weight matrices and convolution kernels, keys ending in ``.w`` with 2 or
     more axes (biases, norm gains and shifts, embedding tables excluded); ``"all"``: every
     trainable key (refdiff's behaviour before); or a callable ``(group, key, array) -> bool``."""
@@ -90,7 +90,7 @@ def decayed_keys(groups: dict, keys, rule="matrices") -> set:
 
 def adam_step(groups, grads, opt, keys, decayed, *, lr, betas, weight_decay):
     """One AdamW step (14.11)-(14.12) on the ``keys`` (``"group/key"``) only, with decay
-    on ``decayed`` only, MATH.md (14.20); every other parameter and its moments are
+    on ``decayed`` only, MATH.md (14.21); every other parameter and its moments are
     returned as they were.  Returns ``(groups, opt)`` (new dicts)."""
     new_groups = {g: dict(p) for g, p in groups.items()}
     new_opt = dict(opt)
@@ -178,7 +178,9 @@ def fit(loss_fn, state: FitState, next_batch, *, steps, trainable, ema=None, lr=
                                                 weight_decay=weight_decay)
             for target, (source, d, warm) in (ema or {}).items():
                 d = ema_decay_warmup(step, d) if warm else d
-                state.groups[target] = ema_update(state.groups[target], state.groups[source], d)
+                moving = [k for k in state.groups[source] if f"{source}/{k}" in keys]  # frozen keys stay equal
+                state.groups[target] = {**state.groups[source], **ema_update(
+                    {k: state.groups[target][k] for k in moving}, {k: state.groups[source][k] for k in moving}, d)}
             state.step = done = step + 1
             if evaluate is not None and eval_every and done % eval_every == 0:
                 state.eval_steps.append(done)
@@ -192,3 +194,37 @@ def fit(loss_fn, state: FitState, next_batch, *, steps, trainable, ema=None, lr=
     finally:
         bar.close()
     return state
+
+
+def save_fit(path, state: FitState, nets: dict, *, main: str, config: dict | None = None, schedule=None):
+    """Checkpoint every group of ``state`` (:func:`refdiff.nn.checkpoint.save_checkpoint`):
+    ``nets[g]`` the network of group ``g`` (None: no architecture), ``main`` the group stored
+    as the checkpoint's model (what :func:`refdiff.load` returns); a group named ``"ema"``
+    is stored as the main network's EMA."""
+    from .nn.checkpoint import save_checkpoint
+
+    hist = {"losses": state.losses[:state.step], "grad_norms": state.grad_norms[:state.step],
+            "eval_steps": np.asarray(state.eval_steps, dtype=np.int64),
+            "eval_losses": np.asarray(state.eval_losses, dtype=np.float64)}
+    others = {g: (nets.get(g), p) for g, p in state.groups.items() if g not in (main, "ema")}
+    return save_checkpoint(path, model=nets[main], params=state.groups[main], ema_params=state.groups.get("ema"),
+                           groups=others, opt_state=state.opt,
+                           rng=state.rng, step=state.step, train_config=config, schedule=schedule, history=hist,
+                           main_group=main)
+
+
+def load_fit(path, steps: int, *, xp=None) -> FitState:
+    """The :class:`FitState` saved by :func:`save_fit`, its logs sized for ``steps``."""
+    from .nn.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path, xp=xp)
+    if ck.step > steps:
+        raise ValueError(f"the checkpoint is at step {ck.step}, beyond steps = {steps}")
+    main = ck.meta.get("main_group", "params")
+    groups = {main: ck.params, **ck.groups}
+    if ck.ema_params is not None:
+        groups["ema"] = ck.ema_params
+    h, k = ck.history, ck.step
+    losses, gnorms = np.full(steps, np.nan), np.full(steps, np.nan)
+    losses[:k], gnorms[:k] = h["losses"][:k], h["grad_norms"][:k]
+    return FitState(groups, ck.opt_state, k, ck.rng(), losses, gnorms, list(h["eval_steps"]), list(h["eval_losses"]))

@@ -132,6 +132,7 @@ def save_checkpoint(
     history: dict | None = None,
     groups: dict | None = None,
     prediction_type: str | None = None,
+    main_group: str = "params",
 ) -> Path:
     """Write ``path`` (a ``.npz``) and the ``.json`` beside it; returns the ``.npz`` path.
 
@@ -144,7 +145,8 @@ def save_checkpoint(
     ``numpy.random.Generator`` (its bit-generator state is stored) or a state dict;
     ``schedule`` a Schedule / continuous VP (:func:`describe_schedule`);
     ``prediction_type`` what the network predicts (default: the training target, else
-    "epsilon"); ``history`` a dict of 1-D host arrays (loss logs)."""
+    "epsilon"); ``history`` a dict of 1-D host arrays (loss logs); ``main_group`` the name
+    the training loop gave ``params`` (optimizer keys ``m/<main_group>/<key>`` refer to it)."""
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"checkpoint path must end in .npz, got {str(path)!r}")
@@ -167,6 +169,7 @@ def save_checkpoint(
         "has_ema": ema_params is not None,
         "has_opt_state": opt_state is not None,
         "groups": {g: (None if net is None else net.to_dict()) for g, (net, _) in groups.items()},
+        "main_group": main_group,
     }
     arrays = {f"params/{k}": to_numpy(v) for k, v in params.items()}
     if ema_params is not None:
@@ -303,6 +306,8 @@ def load_checkpoint(path, *, xp=None) -> Checkpoint:
     if meta.get("has_opt_state"):
         shapes = {k: tuple(v.shape) for k, v in found["params"].items()}
         shapes.update({f"{g}/{k}": tuple(v.shape) for g in present for k, v in found[g].items()})
+        main = meta.get("main_group", "params")
+        shapes.update({f"{main}/{k}": tuple(v.shape) for k, v in found["params"].items()})
         opt = {k: (v if k == "step" else _to(xp, v)) for k, v in _check_opt(dict(found["opt"]), shapes, path).items()}
     params, ema = groups.pop("params"), groups.pop("ema", None)
     return Checkpoint(model, params, ema, opt, meta.get("rng_state"), step, meta, found["history"], groups)
