@@ -117,7 +117,7 @@ def cfg_model(model, y, guidance_scale, null_label, *, convention="w", guidance_
 
 
 def guided_model(net, params, cond, guidance_scale, guided=None, *, convention="w", guidance_rescale=0.0):
-    """Classifier-free guidance of a refdiff network per condition kind, MATH.md (12.7)-(12.8):
+    """Classifier-free guidance of a refdiff network per condition kind, MATH.md (12.7), MATH.md (12.8):
     a plain ``model(x, t)`` = ``cfg_combine(f(x, t, c_null), f(x, t, c), w)`` with ``f =
     net.apply(params, ...)``, ``c = cond`` and ``c_null`` = ``cond`` with the kinds in
     ``guided`` (default: every droppable kind: class, tokens, control) replaced by their

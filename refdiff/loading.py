@@ -50,7 +50,7 @@ class LoadedModel:
     def bind(self, cond=None, *, guidance_scale=None, guided=None, convention="w", guidance_rescale=0.0):
         """A plain ``model(x, t)`` with ``cond`` bound (:meth:`net.as_model`) or, given
         ``guidance_scale``, classifier-free guided over the kinds ``guided`` (default: every
-        droppable kind), MATH.md (12.7)-(12.8)."""
+        droppable kind), MATH.md (12.7), (12.8)."""
         if guidance_scale is None:
             return self.net.as_model(self.params, cond)
         from .guidance import guided_model

@@ -1,4 +1,4 @@
-"""The training loop over named parameter groups, MATH.md (14.20)-(14.22).
+"""The training loop over named parameter groups, MATH.md (14.20), (14.21), (14.22).
 
 ``fit(loss_fn, groups, next_batch, steps=..., rng=...)`` is the one loop every trainer in
 refdiff runs (the diffusion ``refdiff.train.train``, the classifier, a distillation):
@@ -89,8 +89,8 @@ def decayed_keys(groups: dict, keys, rule="matrices") -> set:
 
 
 def adam_step(groups, grads, opt, keys, decayed, *, lr, betas, weight_decay):
-    """One AdamW step (14.11)-(14.12) on the ``keys`` (``"group/key"``) only, with decay
-    on ``decayed`` only, MATH.md (14.21); every other parameter and its moments are
+    """One AdamW step (14.11)-(14.12) on the ``keys`` (``"group/key"``) only, MATH.md
+    (14.20), with decay on ``decayed`` only, MATH.md (14.21); every other parameter and its moments are
     returned as they were.  Returns ``(groups, opt)`` (new dicts)."""
     new_groups = {g: dict(p) for g, p in groups.items()}
     new_opt = dict(opt)
@@ -144,7 +144,8 @@ def _stop(what, value, step, last_saved, where):
 def fit(loss_fn, state: FitState, next_batch, *, steps, trainable, ema=None, lr=1e-3, betas=(0.9, 0.999),
         weight_decay=0.0, decay="matrices", warmup_steps=0, lr_decay="constant", grad_clip=None,
         evaluate=None, eval_every=0, save=None, checkpoint_every=0, progress=True, desc="train") -> FitState:
-    """Run updates ``state.step .. steps - 1`` (module docstring) and return the state.
+    """Run updates ``state.step .. steps - 1`` (module docstring) and return the state:
+    the loop of MATH.md (14.22) with the updates of MATH.md (14.20) and MATH.md (14.21).
 
     ``loss_fn(groups, batch, rng) -> (loss, grads)`` with ``grads = {group: {key: array}}``
     holding at least every trainable key (others are ignored); ``next_batch(rng)`` the batch.

@@ -155,3 +155,28 @@ def test_nulls_and_dropout_per_kind():
     spec = CondSpec([ControlCond(2, 4), AdapterCond()])
     nul = spec.validate({}, 3, np, np.float32)
     assert np.all(nul["control"] == 0) and nul["control"].shape == (3, 2, 4, 4) and np.all(nul["adapter_scale"] == 0)
+
+
+def test_guidance_per_kind_guides_the_chosen_kind_and_keeps_the_others():
+    """MATH.md (12.8), (12.7): guided_model with G = {class} on a network taking a class and
+    an inpainting mask is affine in w through f(c) at w = 1 and f(c with the null class,
+    mask kept) at w = 0 (out(3) = 3 out(1) - 2 out(0) to rounding); the kept mask is seen
+    by both branches (w = 0 differs from the fully unconditional output), and guiding
+    both kinds at w = 0 is the fully unconditional output."""
+    from refdiff.guidance import guided_model
+
+    rng = np.random.default_rng(8)
+    net = nn.UNet(nn.UNetConfig(base_channels=4, groups=2, time_embed_dim=8, num_classes=3, inpaint=True))
+    P = _perturbed(net, rng)
+    x, t = rng.standard_normal((2, 1, 8, 8)), np.array([4.0, 30.0])
+    cond = {"class": np.array([1, 2]), "mask": (rng.random((2, 1, 8, 8)) < 0.5).astype(np.float64),
+            "masked_image": rng.standard_normal((2, 1, 8, 8))}
+    out = {w: guided_model(net, P, cond, w, guided=("class",))(x, t) for w in (0.0, 1.0, 3.0)}
+    np.testing.assert_allclose(out[1.0], net.apply(P, x, t, cond), rtol=0, atol=1e-12)
+    kept = {**cond, "class": np.array([3, 3])}
+    np.testing.assert_allclose(out[0.0], net.apply(P, x, t, kept), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out[3.0], 3 * out[1.0] - 2 * out[0.0], rtol=0, atol=1e-10)
+    uncond = net.apply(P, x, t, None)
+    assert np.max(np.abs(out[0.0] - uncond)) > 1e-3
+    both = guided_model(net, P, cond, 0.0, guided=("class", "inpaint"))(x, t)
+    np.testing.assert_allclose(both, uncond, rtol=0, atol=1e-12)

@@ -1,4 +1,4 @@
-"""Conditions: one mapping ``cond`` whose keys name their kind, MATH.md (12.7)-(12.8).
+"""Conditions: one mapping ``cond`` whose keys name their kind, MATH.md (12.7), (12.8).
 
 A network is built for a set of condition kinds (its :class:`CondSpec`).  Each kind owns
 one or two keys of ``cond``, validates them (clear errors naming the key, the bad value and
