@@ -203,3 +203,27 @@ def test_checkpoint_entries_are_validated_on_load(tmp_path):
             load_checkpoint(bad)
         assert "\n" not in str(e.value)
     assert load_checkpoint(good).step == 3
+
+
+def test_condition_dropout_per_kind_on_token_data():
+    """MATH.md (14.10), (12.7): training a cross-attention U-Net on (x, {class, tokens,
+    token_mask}) with cond_dropout = {"tokens": 1} (every prompt replaced by the empty
+    prompt) is bit-identical to training on data whose prompts are already empty with
+    cond_dropout = {"tokens": 0} (both draw one uniform per sample for the tokens kind),
+    and differs from training on the real prompts."""
+    net = UNet(UNetConfig(base_channels=4, groups=2, time_embed_dim=8, num_classes=2, cross_attention=(1,),
+                          vocab_size=6, context_len=4, context_dim=4, heads=2, attention=False))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, size=(16, 1, 8, 8))
+    ids = rng.integers(1, 6, size=(16, 4))
+    mask = np.ones((16, 4), dtype=bool)
+    empty = net.cond_spec.kinds["tokens"].null(16, np, np.float32)
+    y = rng.integers(0, 2, size=16)
+    kw = dict(schedule=SCHED, steps=3, batch_size=4, eval_size=0, progress=False)
+    a = train(net, (x, {"class": y, "tokens": ids, "token_mask": mask}), cond_dropout={"tokens": 1.0}, **kw)
+    b = train(net, (x, {"class": y, **empty}), cond_dropout={"tokens": 0.0}, **kw)
+    c = train(net, (x, {"class": y, "tokens": ids, "token_mask": mask}), cond_dropout={"tokens": 0.0}, **kw)
+    assert np.array_equal(a.losses, b.losses) and all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+    assert not np.array_equal(a.losses, c.losses)
+    with pytest.raises(ValueError, match=r"vocab_size = 6.*contains 7"):
+        train(net, (x, {"class": y, "tokens": np.full((16, 4), 7), "token_mask": mask}), **kw)
