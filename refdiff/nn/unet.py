@@ -30,7 +30,8 @@ from ..backend import array_namespace
 from .base import DenoiserBase, config_fields
 from .blocks import conv_b, conv_f, gn_b, gn_f, init_conv, init_groupnorm, init_linear, lin_b, lin_f
 from .conditions import ClassCond, CondSpec, InpaintCond, TokenCond
-from .layers import concat_backward, concat_forward, embedding_backward, embedding_forward, silu_backward, silu_forward
+from .fast import concat_backward, concat_forward, silu_backward, silu_forward  # tuned twins (memory order)
+from .layers import embedding_backward, embedding_forward
 from .unet_blocks import BLOCKS
 
 __all__ = ["UNetConfig", "UNet"]
