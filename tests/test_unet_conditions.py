@@ -215,3 +215,26 @@ def test_conditions_and_cross_attention_in_every_namespace(xp):
     g_ref = guided_model(model, P, cond, 2.5, guided=("tokens",))(x, t)
     g_x = guided_model(model, Px, cx, 2.5, guided=("tokens",))(asx(xp, x), asx(xp, t))
     np.testing.assert_allclose(to_numpy(g_x), g_ref, rtol=0, atol=1e-10)
+
+
+def test_sample_takes_a_condition_mapping():
+    """MATH.md (12.8): refdiff.sample with y = a cond mapping and null_label = its
+    unconditional counterpart (tokens guided, class kept) equals sampling guided_model,
+    and with y alone samples net.as_model(params, cond)."""
+    import refdiff
+    from refdiff.guidance import guided_model
+
+    rng = np.random.default_rng(10)
+    net = _xattn_unet()
+    P = _perturbed(net, rng, scale=0.05)
+    _, _, cond = _batch(rng)
+    x_T = rng.standard_normal((2, 1, 8, 8))
+    sched = refdiff.make_schedule("cosine", 50)
+    ts = refdiff.timesteps(50, 4, "trailing")
+    f = lambda x, t, c: net.apply(P, x, t, c)  # noqa: E731
+    null = net.null_cond(cond, 2, ("tokens",), xp=np, dtype=np.float64)
+    a = refdiff.sample(f, x_T, sched, ts, "ddim", y=cond, null_label=null, guidance_scale=2.0, progress=False)
+    b = refdiff.sample(guided_model(net, P, cond, 2.0, guided=("tokens",)), x_T, sched, ts, "ddim", progress=False)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+    c = refdiff.sample(f, x_T, sched, ts, "ddim", y=cond, progress=False)
+    np.testing.assert_array_equal(c, refdiff.sample(net.as_model(P, cond), x_T, sched, ts, "ddim", progress=False))
