@@ -118,6 +118,8 @@ def test_bad_conditions_give_clear_errors():
         model.forward(P, x, t, {**cond, "token_mask": np.ones((2, L_TOK))})
     with pytest.raises(ValueError, match=r"tokens'\] must have shape \(N, L\) = \(2, L\) with 1 <= L <= 5"):
         model.forward(P, x, t, {**cond, "tokens": np.zeros((2, 6), dtype=np.int64), "token_mask": None})
+    with pytest.raises(ValueError, match=r"cond\['token_mask'\] was given without cond\['tokens'\]"):
+        model.forward(P, x, t, {"class": cond["class"], "token_mask": cond["token_mask"]})
     with pytest.raises(ValueError, match="masks out every token"):
         model.forward(P, x, t, {**cond, "token_mask": np.zeros((2, L_TOK), dtype=bool)})
     with pytest.raises(ValueError, match="unknown injection point 'skip99'"):
