@@ -18,3 +18,4 @@ from .oracles import *  # noqa: F401,F403
 from .samplers import *  # noqa: F401,F403
 from .guidance import *  # noqa: F401,F403
 from .losses import *  # noqa: F401,F403
+from .loading import LoadedModel, load  # noqa: F401
