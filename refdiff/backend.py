@@ -60,11 +60,42 @@ def asarray_like(a, like, dtype=None):
     return xp.asarray(a, dtype=dtype, device=_device(like))
 
 
-def check_rng(rng) -> None:
-    """Raise TypeError unless ``rng`` is a ``numpy.random.Generator`` (refdiff's only
-    source of randomness: draws are made on the host, MATH.md chapter 1)."""
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+def check_rng(rng) -> np.random.Generator:
+    """The ``numpy.random.Generator`` that ``rng`` stands for (SPEC 7, as NumPy and SciPy).
+
+    Parameters
+    ----------
+    rng : int, numpy.random.Generator, numpy.random.SeedSequence, numpy.random.BitGenerator or None
+        A Generator is returned as is (its state advances as it is used); a seed (a
+        non-negative int, a SeedSequence or a BitGenerator) gives
+        ``np.random.default_rng(rng)``, so ``rng=0`` and ``rng=np.random.default_rng(0)``
+        draw the same numbers; None gives fresh OS entropy (not reproducible).
+
+    Returns
+    -------
+    numpy.random.Generator
+        refdiff's only source of randomness: draws are made on the host (MATH.md
+        chapter 1), so NumPy and CuPy runs from one seed see the same numbers.
+
+    Raises
+    ------
+    TypeError
+        For anything else (a legacy ``RandomState``, a float, a bool, a string).
+    ValueError
+        For a negative int seed.
+    """
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or isinstance(rng, (np.random.SeedSequence, np.random.BitGenerator)):
+        return np.random.default_rng(rng)
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
+        if rng < 0:
+            raise ValueError(f"rng = {rng} is a negative seed; valid: an int >= 0 or a numpy.random.Generator")
+        return np.random.default_rng(int(rng))
+    raise TypeError(
+        f"rng must be an int seed >= 0, a numpy.random.Generator (or SeedSequence/BitGenerator) or None, "
+        f"got {type(rng).__name__}"
+    )
 
 
 def standard_normal(rng: np.random.Generator, shape, like=None, *, xp=None, dtype=None):
@@ -76,7 +107,7 @@ def standard_normal(rng: np.random.Generator, shape, like=None, *, xp=None, dtyp
     Draws are made in float64 and then cast, so float32 runs see the rounded float64
     numbers.
     """
-    check_rng(rng)
+    rng = check_rng(rng)
     z = rng.standard_normal(tuple(int(s) for s in shape))
     return _host_to(z, like, xp, dtype)
 
@@ -84,7 +115,7 @@ def standard_normal(rng: np.random.Generator, shape, like=None, *, xp=None, dtyp
 def rademacher(rng: np.random.Generator, shape, like=None, *, xp=None, dtype=None):
     """Random signs (+1/-1 with probability 1/2 each), drawn on the host like
     :func:`standard_normal`."""
-    check_rng(rng)
+    rng = check_rng(rng)
     z = rng.integers(0, 2, size=tuple(int(s) for s in shape)).astype(np.float64) * 2.0 - 1.0
     return _host_to(z, like, xp, dtype)
 

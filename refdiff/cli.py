@@ -179,7 +179,7 @@ def _cmd_train(args):
     # ema_warmup: the decay min(0.999, (1 + k) / (10 + k)) of MATH.md (14.16); a fixed 0.999 would
     # leave 0.999^k of the random initialisation in the EMA weights that sample and elbo use.
     res = train(model, data, schedule=schedule, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                target=args.objective, weighting=args.weighting, seed=args.seed, out_dir=args.out,
+                target=args.objective, weighting=None if args.weighting == "none" else args.weighting, seed=args.seed, out_dir=args.out,
                 checkpoint_every=args.checkpoint_every, cond_dropout=args.cond_dropout if K else 0.0,
                 resume=args.resume, progress=_progress(args), eval_every=max(1, args.steps // 10), eval_size=512,
                 ema_warmup=True, xp=xp)
@@ -432,8 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability of replacing a label by the null class (default: %(default)s)")
     t.add_argument("--objective", default="epsilon", choices=("epsilon", "sample", "v_prediction"),
                    help="regression target: the noise, x_0, or v = alpha eps - sigma x_0 (default: %(default)s)")
-    t.add_argument("--weighting", default=None, choices=("min_snr", "snr", "snr_plus_one", "truncated_snr"),
-                   help="loss weighting over t (default: none, the plain MSE of the target)")
+    t.add_argument("--weighting", default="none", choices=("none", "min_snr", "snr", "snr_plus_one", "truncated_snr"),
+                   help="loss weighting over t; 'none' is the plain MSE of the target (default: %(default)s)")
     t.add_argument("--schedule", default="linear", choices=("linear", "scaled_linear", "cosine", "sigmoid"),
                    help="beta schedule (default: %(default)s)")
     t.add_argument("--T", type=_POS, default=1000, help="number of diffusion steps (default: %(default)s)")
@@ -461,9 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spacing", default="trailing", choices=("linspace", "leading", "trailing"),
                    help="timestep grid spacing (default: %(default)s, which starts at t = T-1)")
     s.add_argument("--n", type=_POS, default=1000, help="number of samples (default: %(default)s)")
-    s.add_argument("--guidance-scale", type=_float_range(0), default=None,
-                   help="classifier-free guidance scale w >= 0 in the 'w' convention eps_u + w (eps_c - eps_u): "
-                   "0 unconditional, 1 conditional, > 1 guided (default: no guidance)")
+    s.add_argument("--guidance-scale", type=_float_range(), default=None,
+                   help="classifier-free guidance scale w, any finite number (as refdiff.sample), in the 'w' "
+                   "convention eps_u + w (eps_c - eps_u): 0 unconditional, 1 conditional, > 1 guided towards "
+                   "the class, < 0 guided away from it (negative guidance) (default: no guidance)")
     s.add_argument("--class", dest="label", type=_NONNEG, default=None, help="class label to sample (conditional "
                    "checkpoints; default: the null class, i.e. unconditional)")
     s.add_argument("--eta", type=_float_range(0, 1), default=None, help="DDIM stochasticity in [0, 1] (default: 0)")

@@ -56,7 +56,7 @@ class Dataset:
 
 
 def _check_rng(rng):
-    check_rng(rng)
+    return check_rng(rng)
 
 
 def _check_n(n):
@@ -113,7 +113,7 @@ def mixture_oracle(name: str, std: float | None = None):
 def sample_mixture(weights, means, variances, n: int, rng: np.random.Generator):
     """``(x, k)``: n draws of an isotropic Gaussian mixture and their component indices.
     Draw order: the n component indices (``rng.choice``), then an (n, D) standard normal."""
-    _check_rng(rng)
+    rng = _check_rng(rng)
     n = _check_n(n)
     weights, means, variances = (np.asarray(a, dtype=np.float64) for a in (weights, means, variances))
     k = rng.choice(weights.shape[0], size=n, p=weights)
@@ -141,7 +141,7 @@ def two_moons(n: int, rng: np.random.Generator, noise: float = 0.1):
     divided by sqrt((0.75 + 0.5625 - 1/pi) / 2 + noise^2), the root mean of the
     two population coordinate variances 3/4 + noise^2 and 0.5625 - 1/pi + noise^2
     (isotropic scaling keeps the shape).  Draw order: labels, angles, noise."""
-    _check_rng(rng)
+    rng = _check_rng(rng)
     n = _check_n(n)
     y = rng.integers(0, 2, size=n)
     th = rng.uniform(0.0, np.pi, size=n)
@@ -169,7 +169,7 @@ def swiss_roll(n: int, rng: np.random.Generator, noise: float = 0.05):
     root-mean per-coordinate standard deviation (about 6.3; computed by quadrature),
     then N(0, noise^2) added per coordinate.  Returns the angle as the second value.
     Draw order: angles, noise."""
-    _check_rng(rng)
+    rng = _check_rng(rng)
     n = _check_n(n)
     th = rng.uniform(1.5 * np.pi, 4.5 * np.pi, size=n)
     z = rng.standard_normal((n, 2))
@@ -183,7 +183,7 @@ def circles(n: int, rng: np.random.Generator, noise: float = 0.05, factor: float
     N(0, noise^2) per coordinate, divided by sqrt((1 + factor^2) / 4), the population
     per-coordinate standard deviation of the noiseless circles (noise added after
     scaling).  Draw order: labels, angles, noise."""
-    _check_rng(rng)
+    rng = _check_rng(rng)
     n = _check_n(n)
     if not 0.0 < factor < 1.0:
         raise ValueError(f"factor must lie in (0, 1), got {factor!r}")
@@ -200,7 +200,7 @@ def checkerboard(n: int, rng: np.random.Generator):
     sqrt(3) / 2 (each marginal is uniform on [-2, 2], variance 4/3), so the coordinates
     are uniform on [-sqrt 3, sqrt 3] with unit variance; y the square index 0..7.
     Draw order: square index, then two uniforms."""
-    _check_rng(rng)
+    rng = _check_rng(rng)
     n = _check_n(n)
     cells = np.array([(i, j) for i in range(4) for j in range(4) if (i + j) % 2 == 0], dtype=np.float64)  # (8, 2)
     k = rng.integers(0, 8, size=n)
@@ -275,7 +275,7 @@ def shapes8x8(n: int, rng: np.random.Generator, noise: float = 0.05):
     in [-1, 1]: background -1, strokes at an intensity ~ U[0.5, 1], plus N(0, noise^2)
     clipped to [-1, 1].  Needs nothing installed.  Draw order: the n labels, then per
     sample its shape parameters and intensity, then all the noise."""
-    _check_rng(rng)
+    rng = _check_rng(rng)
     n = _check_n(n)
     y = rng.integers(0, len(SHAPE_CLASSES), size=n)
     x = np.full((n, 1, 8, 8), -1.0)
@@ -340,7 +340,7 @@ def load_dataset(name: str, n: int | None, rng: np.random.Generator | None = Non
             n = _check_n(n)
             if n > x.shape[0]:
                 raise ValueError(f"n = {n} exceeds the {x.shape[0]} images of the digits {split!r} split")
-            _check_rng(rng)
+            rng = _check_rng(rng)
             idx = rng.permutation(x.shape[0])[:n]
             x, y = x[idx], y[idx]
         return Dataset(name, x, y, 10)

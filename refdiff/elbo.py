@@ -450,7 +450,7 @@ def importance_sample(state: ImportanceState, rng: np.random.Generator, size, un
     """Draw t ~ p (:func:`importance_probs`) and the weights 1 / (T p_t) that make
     ``weight * L_t`` unbiased for the uniform average, MATH.md (5.14).  Host int64 t and
     float64 weights of shape ``size``."""
-    check_rng(rng)
+    rng = check_rng(rng)
     p = importance_probs(state, uniform_prob)
     t = rng.choice(state.T, size=size, p=p).astype(np.int64)
     return t, 1.0 / (state.T * p[t])
@@ -602,7 +602,7 @@ def nll_bound(model, schedule: Schedule, x0, *, rng: np.random.Generator, predic
     _check_bins(bins)
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
-    check_rng(rng)
+    rng = check_rng(rng)
     if isinstance(n_t, bool) or not isinstance(n_t, (int, np.integer)) or n_t < 1:
         raise ValueError(f"n_t must be an integer >= 1, got {n_t!r}")
     if decoder == "discretized":
@@ -771,7 +771,7 @@ def vdm_vlb(model, vp, x0, *, rng: np.random.Generator, prediction_type: str = "
     _check_choice("decoder", decoder, ("discretized", "gaussian"))
     if not isinstance(vp, _ContinuousVP):
         raise TypeError(f"vp must be a continuous VP schedule (LinearVP, InterpolatedVP), got {type(vp).__name__}")
-    check_rng(rng)
+    rng = check_rng(rng)
     if isinstance(n_t, bool) or not isinstance(n_t, (int, np.integer)) or n_t < 1:
         raise ValueError(f"n_t must be an integer >= 1, got {n_t!r}")
     _check_choice("t_sampling", t_sampling, ("uniform", "log_snr"))

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from .backend import array_namespace, check_finite, rademacher, standard_normal
+from .backend import array_namespace, check_finite, rademacher, standard_normal, check_rng
 from .parameterization import PREDICTION_TYPES, to_eps_x0
 from .samplers.common import call_model
 from .schedules import InterpolatedVP, Schedule, _ContinuousVP, time_grid
@@ -181,8 +181,9 @@ def _check_args(x0, t_eps, vp, n_steps, divergence, probe, n_probes, rng, predic
             raise ValueError(f"unknown probe {probe!r}; valid: 'rademacher', 'gaussian'")
         if isinstance(n_probes, bool) or not isinstance(n_probes, (int, np.integer)) or n_probes < 1:
             raise ValueError(f"n_probes must be an integer >= 1, got {n_probes!r}")
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"divergence='hutchinson' needs rng, a numpy.random.Generator; got {type(rng).__name__}")
+        if rng is None:
+            raise TypeError("divergence='hutchinson' needs rng, an int seed or a numpy.random.Generator; got None")
+        check_rng(rng)  # the probes are drawn by draw_probes, which converts a seed
     if not is_oracle and prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"unknown prediction_type {prediction_type!r}; valid: {', '.join(PREDICTION_TYPES)}")
     if not (math.isfinite(fd_step) and fd_step > 0):

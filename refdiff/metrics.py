@@ -91,7 +91,7 @@ def random_directions(n_projections: int, dim: int, rng: np.random.Generator, li
     Returned in ``like``'s namespace (NumPy float64 when None).  MATH.md (15.2)."""
     if isinstance(n_projections, bool) or not isinstance(n_projections, (int, np.integer)) or n_projections < 1:
         raise ValueError(f"n_projections must be an integer >= 1, got {n_projections!r}")
-    check_rng(rng)
+    rng = check_rng(rng)
     z = rng.standard_normal((int(n_projections), int(dim)))
     z = z / np.linalg.norm(z, axis=1, keepdims=True)
     return z if like is None else asarray_like(z, like)
@@ -280,7 +280,7 @@ def classifier_init(rng: np.random.Generator, *, n_in: int = 64, hidden=(256, 12
     """Parameters of the MLP classifier ``x (N, n_in) -> silu(linear) x len(hidden) ->
     logits (N, n_classes)``: keys ``"l{i}.w"`` (d_in, d_out) ~ N(0, 1/d_in) and ``"l{i}.b"``
     = 0, drawn on the host from ``rng``, moved to ``xp`` (NumPy default)."""
-    check_rng(rng)
+    rng = check_rng(rng)
     sizes = (int(n_in), *(int(h) for h in hidden), int(n_classes))
     if min(sizes) < 1:
         raise ValueError(f"layer sizes must be >= 1, got {sizes}")

@@ -402,7 +402,7 @@ class _GaussianComponents(_LatentMixture):
         ``return_labels`` also the class labels (n,) int64."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
-        check_rng(rng)
+        rng = check_rng(rng)
         k = rng.choice(self.K, size=int(n), p=self._w) if self.K > 1 else np.zeros(int(n), dtype=np.int64)
         if like is None:
             import array_api_compat.numpy as xnp
@@ -669,7 +669,7 @@ class EmpiricalData(_LatentMixture):
         on the host, shape (n, *event_shape), MATH.md (6.13)."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
-        check_rng(rng)
+        rng = check_rng(rng)
         k = rng.integers(0, self.M, size=int(n))
         if like is None:
             import array_api_compat.numpy as xnp

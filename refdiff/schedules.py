@@ -336,8 +336,15 @@ def alpha_bar_from_sigma(sigma):
 
 
 # ---------------------------------------------------------------------------- grids
-def timesteps(T: int, n: int, spacing: str = "leading", steps_offset: int = 0, *, rounding: str = "library"):
+def timesteps(T: int, n: int, spacing: str = "trailing", steps_offset: int = 0, *, rounding: str = "library"):
     """``n`` strictly decreasing integer timesteps in [0, T-1] (MATH.md (2.9)).
+
+    The default spacing is ``"trailing"``, the one ``refdiff sample`` and the README use:
+    it is the only spacing whose first timestep is always T-1, so a sampler started from
+    x_T ~ N(0, I) starts at the noise level that x_T actually has (with "leading" and
+    n = 10 of T = 1000 the first step is t = 900, where alpha_bar is far from 0, so the
+    pure-noise start is mismatched).  Pass ``spacing="leading"`` (with ``steps_offset=1``
+    for Stable Diffusion configs) to reproduce a scheduler configured that way.
 
     spacing (the conventions of the widely used PyTorch library, rounding half to even)
         ``"linspace"``: ``round(linspace(0, T-1, n))`` reversed — includes 0 and T-1.
