@@ -258,7 +258,7 @@ def _cmd_sample(args):
     x = np.asarray(to_numpy(x), dtype=np.float64)
     y = None if y is None else to_numpy(y)
     out = Path(args.out) if args.out else Path(args.checkpoint if Path(args.checkpoint).is_dir()
-                                                else Path(args.checkpoint).parent) / f"samples_{args.method}_{args.steps}.npz"
+                                                else Path(args.checkpoint).parent) / _sample_name(args)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, x=x, **({} if y is None else {"y": y}))
     label = "" if args.label is None else f", class {args.label}" + (
@@ -266,6 +266,24 @@ def _cmd_sample(args):
     png = _save_plot(x, out.with_suffix(".png"), f"{args.method}, {args.steps} steps{label}")
     print(f"wrote {out}" + (f" and {png}" if png else "") + f": {args.n} samples of shape {shape}")
     return 0
+
+
+def _sample_name(args) -> str:
+    """The default file name of ``refdiff sample``: every option that changes the samples, so
+    that two different runs never share a file (the same name means the same samples)."""
+    parts = [args.method, f"{args.steps}steps"]
+    if args.method not in _CONTINUOUS_ONLY:
+        parts.append(args.spacing)
+    parts += [f"n{args.n}", f"seed{args.seed}"]
+    if args.label is not None:
+        parts.append(f"class{args.label}")
+    if args.guidance_scale is not None:
+        parts.append(f"w{args.guidance_scale:g}")
+    if args.eta is not None:
+        parts.append(f"eta{args.eta:g}")
+    if args.no_ema:
+        parts.append("noema")
+    return "samples_" + "_".join(parts) + ".npz"
 
 
 # ---------------------------------------------------------------------------- elbo
@@ -470,8 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--eta", type=_float_range(0, 1), default=None, help="DDIM stochasticity in [0, 1] (default: 0)")
     s.add_argument("--seed", type=_NONNEG, default=0, help="seed of x_T and the sampler's noise (default: %(default)s)")
     s.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
-    s.add_argument("--out", default=None, help="output .npz path (default: samples_<method>_<steps>.npz beside "
-                   "the checkpoint); the PNG goes beside it")
+    s.add_argument("--out", default=None, help="output .npz path (default: beside the checkpoint, named by every "
+                   "option that changes the samples, e.g. samples_dpmpp_2m_20steps_trailing_n1000_seed0_class3_w2.npz); "
+                   "the PNG goes beside it")
     s.add_argument("--device", **device)
     s.add_argument("--no-progress", **noprog)
     s.set_defaults(func=_cmd_sample)
@@ -528,7 +547,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check only the cases matching these shell patterns, e.g. 'schedule_*' q_sample "
                    "(default: every case of the suite; a pattern matching none is an error)")
     c.set_defaults(func=_cmd_check)
+    for sp in subs.choices.values():  # every subcommand: the BLAS thread cap (see _blas_threads)
+        sp.add_argument("--threads", type=_int_min(0), default=None,
+                        help=f"BLAS/OpenMP threads for NumPy's matrix products; 0 leaves the library's own "
+                        f"choice (default: {DEFAULT_THREADS}; measured faster on the small matrices of the toy "
+                        "models, see README 'Threads')")
     return p
+
+
+# ---------------------------------------------------------------------------- threads
+DEFAULT_THREADS = 1
+
+
+def _blas_threads(n):
+    """A context capping the BLAS/OpenMP thread pools at ``n`` threads (threadpoolctl, which
+    the ``examples`` extra installs); ``n`` = 0 leaves them alone.  Small matrices (the toy
+    MLP, the 8x8 U-Net) gain little from a second BLAS thread and lose much when the cores
+    are shared, so the default is 1 (README, "Threads").  With ``n`` None (the default) and
+    no threadpoolctl, nothing is capped; an explicit ``--threads`` without it is an error."""
+    import contextlib
+
+    explicit = n is not None
+    n = DEFAULT_THREADS if n is None else n
+    if n == 0:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        if explicit:
+            raise CLIError("--threads needs threadpoolctl: pip install threadpoolctl (or the 'examples' extra)") from None
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=n)
 
 
 def _one_line(e) -> str:
@@ -549,7 +598,8 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        with _blas_threads(args.threads):
+            return int(args.func(args) or 0)
     except (CLIError, ValueError, TypeError, FileNotFoundError, FloatingPointError, OSError) as e:
         print(f"refdiff {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
