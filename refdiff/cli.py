@@ -395,7 +395,8 @@ def _cmd_check(args):
 def _cmd_demo(args):
     from .demo import run_demo
 
-    res = run_demo(args.out, seed=args.seed, quick=args.quick, progress=_progress(args))
+    threads = DEFAULT_THREADS if args.threads is None else args.threads
+    res = run_demo(args.out, seed=args.seed, quick=args.quick, progress=_progress(args), threads=threads)
     return 1 if res.ok is False else 0
 
 
