@@ -222,22 +222,38 @@ def check_suite(suite, results, *, tol_factor: float = 1.0, cases=None) -> list:
     return out
 
 
+def _expanded(r) -> bool:
+    return r.status in ("PARTIAL", "FAIL") and len(r.outputs) > 1
+
+
 def format_report(results: list) -> str:
     """The table printed by ``refdiff check``: one row per case with its worst absolute and
-    relative error, and one indented row per output under a case that is not "PASS"."""
-    w = max([len(r.name) + 2 + max([len(k) for k in r.outputs] + [0]) for r in results] + [4])
+    relative error, and one indented row ``case:output`` per output under a case that is
+    PARTIAL or FAIL (its status, errors, first diverging step or row, near misses)."""
+    widths = [len(r.name) for r in results] + [4]
+    widths += [len(r.name) + 3 + len(k) for r in results if _expanded(r) for k in r.outputs]
+    w = max(widths)
     lines = [f"{'case':<{w}}  status   max abs err  max rel err  worst output / notes"]
 
     def nums(status, a, b):
         return "          -            -" if status == "MISSING" or math.isnan(a) else f"{a:11.3g}  {b:11.3g}"
 
     for r in results:
-        note = "; ".join(r.notes) if r.notes else r.worst
-        lines.append(f"{r.name:<{w}}  {r.status:<7}  {nums(r.status, r.max_abs, r.max_rel)}  {note}")
-        if r.status in ("PARTIAL", "FAIL") and len(r.outputs) > 1:
+        if _expanded(r):  # details go on the output rows; the case row keeps what is not per output
+            case_notes = [n for n in r.notes if not any(n.startswith((f"{k}:", f"output {k!r}")) for k in r.outputs)]
+            missing = [k for k, o in r.outputs.items() if o.status == "MISSING"]
+            failing = [k for k, o in r.outputs.items() if o.status == "FAIL"]
+            head = [", ".join(f"{k}: FAIL" for k in failing)] if failing else []
+            head += [f"{len(missing)} of {len(r.outputs)} outputs missing"] if missing else []
+            note = "; ".join(head + case_notes)
+        else:
+            note = "; ".join(r.notes) if r.notes else r.worst
+        lines.append(f"{r.name:<{w}}  {r.status:<7}  {nums(r.status, r.max_abs, r.max_rel)}  {note}".rstrip())
+        if _expanded(r):
             for o in r.outputs.values():
                 label = f"  {r.name}:{o.name}"
-                lines.append(f"{label:<{w}}  {o.status:<7}  {nums(o.status, o.max_abs, o.max_rel)}  {o.note}")
+                note = o.note[len("MISSING"):].strip() if o.status == "MISSING" else o.note
+                lines.append(f"{label:<{w}}  {o.status:<7}  {nums(o.status, o.max_abs, o.max_rel)}  {note}".rstrip())
     count = {s: sum(r.status == s for r in results) for s in ("PASS", "PARTIAL", "FAIL", "MISSING")}
     lines.append(f"{count['PASS']} of {len(results)} cases passed, {count['PARTIAL']} partial, {count['FAIL']} failed, "
                  f"{count['MISSING']} missing")
