@@ -25,7 +25,21 @@ __all__ = ["OutputResult", "CaseResult", "check_suite", "format_report"]
 class OutputResult:
     """The outcome of one output of a case: ``status`` in "PASS", "FAIL", "MISSING"; on a
     failure ``first_bad`` is the first index along axis 0 with an element out of tolerance
-    (a step of a trajectory, a row of a batch) and ``axis0`` what that axis counts."""
+    (a step of a trajectory, a row of a batch) and ``axis0`` what that axis counts.
+
+    Parameters
+    ----------
+    name, status : str
+        The output's name and status.
+    max_abs, max_rel : float
+        Worst absolute and relative errors.
+    note : str
+        Why it failed (and near misses).
+    first_bad : int or None
+        First index along axis 0 out of tolerance.
+    axis0 : str
+        What axis 0 counts.
+    """
 
     name: str
     status: str
@@ -40,7 +54,21 @@ class OutputResult:
 class CaseResult:
     """The outcome of one case: ``status`` in "PASS", "FAIL", "MISSING" (no results file),
     "PARTIAL" (every output present passes, some outputs are missing: an implementation of
-    part of the case); ``outputs`` holds one :class:`OutputResult` per checked output."""
+    part of the case); ``outputs`` holds one :class:`OutputResult` per checked output.
+
+    Parameters
+    ----------
+    name, status : str
+        The case's name and status.
+    max_abs, max_rel : float
+        Worst errors over its outputs.
+    worst : str
+        The output with the worst absolute error.
+    notes : list of str
+        Per-output problems, near misses and the dtype hint.
+    outputs : dict of OutputResult
+        Per output.
+    """
 
     name: str
     status: str
@@ -229,7 +257,17 @@ def _expanded(r) -> bool:
 def format_report(results: list) -> str:
     """The table printed by ``refdiff check``: one row per case with its worst absolute and
     relative error, and one indented row ``case:output`` per output under a case that is
-    PARTIAL or FAIL (its status, errors, first diverging step or row, near misses)."""
+    PARTIAL or FAIL (its status, errors, first diverging step or row, near misses).
+
+    Parameters
+    ----------
+    results : list of CaseResult
+        From :func:`check_suite`.
+
+    Returns
+    -------
+    str
+    """
     widths = [len(r.name) for r in results] + [4]
     widths += [len(r.name) + 3 + len(k) for r in results if _expanded(r) for k in r.outputs]
     w = max(widths)

@@ -589,7 +589,18 @@ def _one_line(e) -> str:
 
 
 def main(argv=None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 check failed, 2 error)."""
+    """Run the command line; returns the exit status (0 ok, 1 check failed, 2 error).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -65,7 +65,18 @@ SAMPLERS = (("ddpm", 1000), ("ddim", 10), ("ddim", 20), ("dpmpp_2m", 10), ("dpmp
 
 
 def demo_settings(quick: bool = False) -> dict:
-    """Sizes of the demo (``quick``: a few seconds, for tests)."""
+    """Sizes of the demo (``quick``: a few seconds, for tests).
+
+    Parameters
+    ----------
+    quick : bool
+        Tiny sizes.
+
+    Returns
+    -------
+    dict
+        n_train, n_samples, train_steps, batch_size, hidden, layers.
+    """
     if quick:
         return dict(n_train=2000, n_samples=200, train_steps=300, batch_size=128, hidden=32, layers=2)
     return dict(n_train=20000, n_samples=4000, train_steps=2500, batch_size=512, hidden=64, layers=3)
@@ -75,7 +86,21 @@ def demo_settings(quick: bool = False) -> dict:
 class DemoResult:
     """The demo's table (``rows``: dicts with sampler, steps, sw, energy, nll, sw_oracle,
     nll_oracle, seconds), whether the tolerance check passed (``ok``; None when not
-    enforced), the files written and the total wall time."""
+    enforced), the files written and the total wall time.
+
+    Parameters
+    ----------
+    rows : list of dict
+        The table.
+    ok : bool or None
+        The tolerance check's verdict (None with ``quick``).
+    files : list of Path
+        Files written.
+    seconds : float
+        Wall time.
+    message : str
+        The check's line.
+    """
 
     rows: list
     ok: bool | None
@@ -132,7 +157,18 @@ def run_demo(out="refdiff-demo", *, seed: int = 0, quick: bool = False, progress
 
 def strict_json(obj):
     """``obj`` with every non-finite float replaced by None, so that ``json.dumps(...,
-    allow_nan=False)`` writes strict JSON (NaN as null; bare NaN is not JSON)."""
+    allow_nan=False)`` writes strict JSON (NaN as null; bare NaN is not JSON).
+
+    Parameters
+    ----------
+    obj : dict, list, tuple, float, int or other JSON-able value
+        The value to clean (nested containers are walked).
+
+    Returns
+    -------
+    object
+        A copy with non-finite floats as None and NumPy scalars as Python numbers.
+    """
     if isinstance(obj, dict):
         return {k: strict_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -228,7 +264,17 @@ def _check(rows, quick):
 
 
 def format_table(rows) -> str:
-    """The demo's table as text."""
+    """The demo's table as text.
+
+    Parameters
+    ----------
+    rows : list of dict
+        ``DemoResult.rows``.
+
+    Returns
+    -------
+    str
+    """
     head = (f"{'sampler':<10}{'steps':>6}{'SW2':>9}{'energy':>9}{'NLL':>8}{'SW2 oracle':>12}"
             f"{'NLL oracle':>12}{'seconds':>9}")
     lines = [head, "-" * len(head)]

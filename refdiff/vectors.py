@@ -56,7 +56,23 @@ TRAJECTORY = (1e-8, 1e-10, "float64 round-off accumulated over <= 40 model calls
 
 @dataclass
 class Case:
-    """One reference case: ``inputs`` and ``outputs`` are {name: host array}."""
+    """One reference case: ``inputs`` and ``outputs`` are {name: host array}.
+
+    Parameters
+    ----------
+    name, function, description : str
+        The case's name, the refdiff function(s) it exercises, and what its outputs are.
+    parameters : dict
+        Scalar parameters (written to the manifest).
+    inputs, outputs : dict of numpy arrays
+        Named arrays.
+    tolerance : tuple
+        (rtol, atol, justification).
+    output_notes : dict
+        Per output, how it reads the shared inputs (coordinates).
+    output_axis0 : dict
+        Per output, what its axis 0 counts (e.g. "step").
+    """
 
     name: str
     function: str
@@ -69,6 +85,13 @@ class Case:
     output_axis0: dict = field(default_factory=dict)  # {output: what its axis 0 counts, e.g. "step"}
 
     def manifest_entry(self) -> dict:
+        """
+        The case's entry of ``manifest.json``.
+
+        Returns
+        -------
+        dict
+        """
         rtol, atol, why = self.tolerance
         arrays = {**self.inputs, **self.outputs}
         entry = {
@@ -295,7 +318,20 @@ TRAJECTORY_VARIANTS = {"ddim_eta1": ("ddim", {"eta": 1.0}), "ddpm_fixed_large": 
 
 
 def oracle_eps_model(schedule, mean=ORACLE_MEAN, var=ORACLE_VAR):
-    """The trajectories' model: exact eps of data N(mean, diag(var)) (module docstring)."""
+    """The trajectories' model: exact eps of data N(mean, diag(var)) (module docstring).
+
+    Parameters
+    ----------
+    schedule : Schedule or continuous VP
+        Gives alpha_t and sigma_t at the model's time argument.
+    mean, var : arrays (D,)
+        The Gaussian data's mean and diagonal variance.
+
+    Returns
+    -------
+    callable
+        ``model(x, t) -> eps_hat``.
+    """
     from .backend import array_namespace, asarray_like
     from .schedules import alpha_sigma
 
@@ -360,7 +396,17 @@ def _trajectory_cases(rng):
 
 # ---------------------------------------------------------------------------- suite I/O
 def build_cases(seed: int = 20240601) -> list:
-    """Every case of the suite, computed now (deterministic for a given ``seed``)."""
+    """Every case of the suite, computed now (deterministic for a given ``seed``).
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the random inputs.
+
+    Returns
+    -------
+    list of Case
+    """
     rng = np.random.default_rng(seed)
     return (_schedule_cases() + _forward_cases(rng) + _elbo_cases(rng) + _guidance_cases(rng) + _step_cases(rng)
             + _trajectory_cases(rng))
@@ -386,7 +432,20 @@ CONVENTIONS = {
 
 
 def write_suite(out, seed: int = 20240601) -> Path:
-    """Write the suite to directory ``out`` (created); returns the manifest path."""
+    """Write the suite to directory ``out`` (created); returns the manifest path.
+
+    Parameters
+    ----------
+    out : path-like
+        Output folder (created).
+    seed : int
+        Seed of the random inputs.
+
+    Returns
+    -------
+    Path
+        The manifest's path.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cases = build_cases(seed)
