@@ -407,6 +407,7 @@ def _sub(subs, name, help_, description):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``refdiff`` argument parser (every subcommand, with ``--threads`` on each)."""
     from .data import DATASETS
 
     p = _Parser(prog="refdiff", description="refdiff: reference implementation of diffusion models.\n\n"
