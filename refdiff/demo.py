@@ -318,7 +318,7 @@ def _figures(out, samples, rows, res, stream):
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("samples (red) over held-out data (grey); SW2: sliced Wasserstein distance to the held-out data, "
-                 "lower is better, the data panel shows what the data itself scores", fontsize=9)
+                 "lower is better, the data panel shows what the data itself scores", fontsize=9, y=1.06)
     fig.tight_layout()
     fig.savefig(out / "samples.png", dpi=90, bbox_inches="tight")  # keep the two-line titles
     plt.close(fig)
