@@ -148,3 +148,18 @@ def test_threads_option_caps_blas():
     with _blas_threads(1):
         blas = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
         assert blas and all(i["num_threads"] == 1 for i in blas)
+
+
+def test_version_metadata_agrees_with_the_cli(capsys):
+    """`refdiff --version` prints refdiff.__version__, which is the installed distribution's
+    version when refdiff is installed (pip install -e . or a wheel); skipped when it runs
+    from a bare checkout on PYTHONPATH, where no metadata exists."""
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"refdiff {refdiff.__version__}"
+    import importlib.metadata as md
+
+    try:
+        installed = md.version("refdiff")
+    except md.PackageNotFoundError:
+        pytest.skip("refdiff is not installed (running from the checkout)")
+    assert installed == refdiff.__version__
