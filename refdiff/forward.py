@@ -98,8 +98,8 @@ def q_sample(schedule: Schedule, x0, t, noise):
 
     Raises
     ------
-    ValueError, TypeError
-        For timesteps out of range, mismatched shapes or integer data.
+    ValueError
+        For timesteps out of range or ``noise`` of another shape than ``x0``.
     """
     _check_schedule(schedule)
     if noise is None:
