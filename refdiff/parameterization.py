@@ -241,11 +241,7 @@ def eps_x0_from_velocity(x_t, u, alpha, sigma, d_alpha, d_sigma):
     Returns
     -------
     eps, x0 : arrays like x_t
-
-    Raises
-    ------
-    ValueError
-        When the determinant alpha sigma' - sigma alpha' is zero.
+        (Not checked: a zero determinant alpha sigma' - sigma alpha' gives inf or NaN.)
     """
     a, s = _ab(alpha, sigma, x_t)
     da, ds = _ab(d_alpha, d_sigma, x_t)
