@@ -592,7 +592,7 @@ def train_digit_classifier(data: str = "digits8x8", *, steps: int = 1500, batch_
     hidden : tuple of int
         Hidden widths.
     weight_decay : float
-        Decoupled weight decay.
+        Weight decay (passed to ``refdiff.nn.optim.adam_update``).
     noise_std : float
         Std of the Gaussian noise added to training inputs (augmentation).
     seed : int
