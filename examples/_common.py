@@ -14,13 +14,43 @@ from pathlib import Path
 import numpy as np
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that applies ``--threads`` as soon as the arguments are parsed."""
+
+    def parse_args(self, args=None, namespace=None):
+        ns = super().parse_args(args, namespace)
+        cap_threads(ns.threads)
+        return ns
+
+
 def parser(description: str, default_out: str) -> argparse.ArgumentParser:
-    """An ArgumentParser with the options every example takes (--out, --tiny, --seed)."""
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default=default_out, help="output folder for the figures (created if missing)")
+    """An ArgumentParser with the options every example takes (--out, --tiny, --seed,
+    --threads).  ``default_out`` should be a folder outside docs/figures (the tracked
+    gallery), which is rewritten only when asked with ``--out docs/figures``."""
+    p = _Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default=default_out, help="output folder for the figures (created if missing; "
+                   "--out docs/figures rewrites the README gallery)")
     p.add_argument("--tiny", action="store_true", help="a seconds-long configuration (used by the tests)")
     p.add_argument("--seed", type=int, default=0, help="seed of every numpy Generator used")
+    p.add_argument("--threads", type=int, default=1, help="BLAS threads for the rest of the run (threadpoolctl); "
+                   "0 leaves the library's own choice.  Small matrices: one thread measured faster (README, Threads)")
     return p
+
+
+def cap_threads(n: int):
+    """Cap the BLAS thread pools at ``n`` threads for the rest of the process (threadpoolctl;
+    ``n`` = 0 leaves them alone).  Without threadpoolctl, says how to get it when asked for a cap."""
+    if n is None or n == 0:
+        return None
+    if n < 0:
+        raise SystemExit(f"--threads must be >= 0, got {n}")
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print("threadpoolctl is not installed: BLAS threads are not capped (pip install threadpoolctl)",
+              file=sys.stderr)
+        return None
+    return threadpool_limits(limits=n, user_api="blas")
 
 
 def pyplot():

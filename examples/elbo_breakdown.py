@@ -14,7 +14,7 @@ against the 0-based t, and their cumulative sums.
 
 Writes ``elbo_breakdown.png``.
 
-    python examples/elbo_breakdown.py --out docs/figures
+    python examples/elbo_breakdown.py    # writes figures/ (--out docs/figures: the gallery)
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Without scikit-learn the procedural 8x8 shapes replace the digits (it says so).
 
 Writes ``forward_digits.png`` and ``forward_2d.png``.
 
-    python examples/forward_process.py --out docs/figures
+    python examples/forward_process.py    # writes figures/ (--out docs/figures: the gallery)
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ grid against the Karras et al. (rho = 7) grid between the same end points
 
 Writes ``schedules.png``.
 
-    python examples/schedules.py --out docs/figures
+    python examples/schedules.py    # writes figures/ (--out docs/figures: the gallery)
 """
 
 from __future__ import annotations

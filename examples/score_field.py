@@ -9,7 +9,7 @@ origin, the score of N(0, I) being -x.
 
 Writes ``score_field.png``.
 
-    python examples/score_field.py --out docs/figures
+    python examples/score_field.py    # writes figures/ (--out docs/figures: the gallery)
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@ the data's (MATH.md (15.6) is one-sided) while the two-sided distances grow.  Ea
 draws: sliced Wasserstein-2 and energy distance (refdiff.metrics, MATH.md (15.2),
 (15.4)), and the oracle NLL (15.6) next to the data's own.
 
-Writes ``trajectories_2d.png``.
+Writes ``trajectories_2d.png`` (into ``figures/`` unless ``--out`` says otherwise;
+``--out docs/figures`` regenerates the gallery's copy).
 
-    python examples/trajectories_2d.py --out docs/figures
+    python examples/trajectories_2d.py
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ METHODS = (("ddpm", 1000, {}), ("ddim", 50, {"eta": 0.0}), ("dpmpp_2m", 10, {}))
 def main(argv=None):
     p = _common.parser(__doc__.split("\n\n")[0], "figures")
     p.add_argument("--n", type=int, default=2000, help="samples per sampler (metrics)")
-    p.add_argument("--paths", type=int, default=40, help="trajectories drawn")
+    p.add_argument("--paths", type=int, default=40, help="trajectories drawn (deterministic samplers)")
+    p.add_argument("--stochastic-paths", type=int, default=5,
+                   help="trajectories drawn for DDPM, each state every --stochastic-every steps (Brownian paths "
+                   "drawn at every step would hide each other)")
+    p.add_argument("--stochastic-every", type=int, default=50, help="steps between the drawn DDPM states")
     args = p.parse_args(argv)
     methods = METHODS
     if args.tiny:
@@ -63,26 +68,28 @@ def main(argv=None):
         x0 = refdiff.sample(model, x_T, schedule, ts, method, rng=np.random.default_rng([args.seed, 3]),
                             callback=record, progress=False, **opts)
         path = np.stack(path)  # (steps + 1, paths, 2)
-        if path.shape[0] > 101:  # long stochastic chains: draw every k-th state (and the last)
-            k = (path.shape[0] - 1) // 100
-            path = np.concatenate([path[::k], path[-1:]])
+        if method == "ddpm":  # a few Brownian paths, every k-th state (and the last): readable
+            k = max(1, min(args.stochastic_every, (path.shape[0] - 1) // 4))
+            path = np.concatenate([path[::k], path[-1:]])[:, :args.stochastic_paths]
         sw = metrics.sliced_wasserstein(x0, data, 256, np.random.default_rng([args.seed, 4]))
         ed = metrics.energy_distance(x0, data)
         nll, se = metrics.oracle_nll(x0, oracle, return_se=True)
         print(f"{method:>9} {steps:5d} steps: sliced W2 {sw:.4f}, energy distance {ed:.5f}, "
               f"oracle NLL {nll:.3f} +- {se:.3f}")
-        ax.scatter(data[:, 0], data[:, 1], s=1, c="0.8")
+        ax.scatter(data[:, 0], data[:, 1], s=1, c="0.8", label="data")
         for j in range(path.shape[1]):
-            ax.plot(path[:, j, 0], path[:, j, 1], lw=0.6, alpha=0.8)
+            ax.plot(path[:, j, 0], path[:, j, 1], lw=0.9 if method == "ddpm" else 0.6, alpha=0.8)
         ax.scatter(path[0, :, 0], path[0, :, 1], s=8, c="k", marker="x", label="x_T")
         ax.scatter(path[-1, :, 0], path[-1, :, 1], s=10, c="r", label="x_0")
-        ax.set_title(f"{method}, {steps} steps\nSW2 {sw:.3f}, energy {ed:.4f}, NLL {nll:.2f} "
+        shown = (f"{path.shape[1]} paths, every {k}th state" if method == "ddpm" else f"{path.shape[1]} paths")
+        ax.set_title(f"{method}, {steps} steps ({shown})\nSW2 {sw:.3f}, energy {ed:.4f}, NLL {nll:.2f} "
                      f"(data {nll_data:.2f})", fontsize=8)
         ax.set_xlim(-3, 3)
         ax.set_ylim(-3, 3)
         ax.set_aspect("equal")
         ax.legend(fontsize=7, loc="upper right")
-    fig.suptitle("trajectories from the same x_T under the exact 8-Gaussians denoiser (cosine schedule)", fontsize=9)
+    fig.suptitle("trajectories from the same x_T under the exact 8-Gaussians denoiser (cosine schedule); "
+                 "SW2 and energy: lower is better; NLL: closer to the data's is better", fontsize=9)
     _common.save(fig, out / "trajectories_2d.png")
 
 

@@ -39,6 +39,21 @@ def array_namespace(*arrays):
 
     NumPy arrays give ``array_api_compat.numpy``; CuPy arrays ``array_api_compat.cupy``;
     strict arrays ``array_api_strict``.  Mixing namespaces raises TypeError.
+
+    Parameters
+    ----------
+    *arrays : arrays, Python scalars or None
+        The inputs whose namespace is wanted; with no array, NumPy's (array-api-compat).
+
+    Returns
+    -------
+    module
+        The array-API-compatible namespace.
+
+    Raises
+    ------
+    TypeError
+        When the arrays come from different namespaces.
     """
     arrs = [a for a in arrays if a is not None and not isinstance(a, (int, float, bool, complex))]
     if not arrs:
@@ -52,7 +67,22 @@ def _is_cupy_namespace(xp) -> bool:
 
 def asarray_like(a, like, dtype=None):
     """Host data ``a`` (NumPy array, list, scalar) as an array in the namespace and on
-    the device of ``like``.  ``dtype`` defaults to ``like``'s floating dtype."""
+    the device of ``like``.  ``dtype`` defaults to ``like``'s floating dtype.
+
+    Parameters
+    ----------
+    a : array-like
+        Host data.
+    like : array
+        Gives the namespace, device and default dtype.
+    dtype : dtype, optional
+        Result dtype (default ``like.dtype``).
+
+    Returns
+    -------
+    array
+        ``a`` in ``like``'s namespace, on its device.
+    """
     xp = array_namespace(like)
     if dtype is None:
         dtype = like.dtype
@@ -61,11 +91,42 @@ def asarray_like(a, like, dtype=None):
     return xp.asarray(a, dtype=dtype, device=_device(like))
 
 
-def check_rng(rng) -> None:
-    """Raise TypeError unless ``rng`` is a ``numpy.random.Generator`` (refdiff's only
-    source of randomness: draws are made on the host, MATH.md chapter 1)."""
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+def check_rng(rng) -> np.random.Generator:
+    """The ``numpy.random.Generator`` that ``rng`` stands for (SPEC 7, as NumPy and SciPy).
+
+    Parameters
+    ----------
+    rng : int, numpy.random.Generator, numpy.random.SeedSequence, numpy.random.BitGenerator or None
+        A Generator is returned as is (its state advances as it is used); a seed (a
+        non-negative int, a SeedSequence or a BitGenerator) gives
+        ``np.random.default_rng(rng)``, so ``rng=0`` and ``rng=np.random.default_rng(0)``
+        draw the same numbers; None gives fresh OS entropy (not reproducible).
+
+    Returns
+    -------
+    numpy.random.Generator
+        refdiff's only source of randomness: draws are made on the host (MATH.md
+        chapter 1), so NumPy and CuPy runs from one seed see the same numbers.
+
+    Raises
+    ------
+    TypeError
+        For anything else (a legacy ``RandomState``, a float, a bool, a string).
+    ValueError
+        For a negative int seed.
+    """
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or isinstance(rng, (np.random.SeedSequence, np.random.BitGenerator)):
+        return np.random.default_rng(rng)
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
+        if rng < 0:
+            raise ValueError(f"rng = {rng} is a negative seed; valid: an int >= 0 or a numpy.random.Generator")
+        return np.random.default_rng(int(rng))
+    raise TypeError(
+        f"rng must be an int seed >= 0, a numpy.random.Generator (or SeedSequence/BitGenerator) or None, "
+        f"got {type(rng).__name__}"
+    )
 
 
 def standard_normal(rng: np.random.Generator, shape, like=None, *, xp=None, dtype=None):
@@ -76,16 +137,53 @@ def standard_normal(rng: np.random.Generator, shape, like=None, *, xp=None, dtyp
     ``like`` (an array) or ``xp``; the dtype from ``dtype``, else ``like``, else float64.
     Draws are made in float64 and then cast, so float32 runs see the rounded float64
     numbers.
+
+    Parameters
+    ----------
+    rng : int or numpy.random.Generator
+        A seed or a Generator (:func:`check_rng`, SPEC 7).
+    shape : tuple of int
+        Shape of the draws.
+    like : array, optional
+        The namespace, device and (by default) dtype of the result.
+    xp : array namespace, optional
+        Where to return the draws when ``like`` is None (default NumPy through array-api-compat).
+    dtype : dtype, optional
+        Result dtype (default ``like``'s, else float64).
+
+    Returns
+    -------
+    array
+        Standard normal draws of ``shape``.
     """
-    check_rng(rng)
+    rng = check_rng(rng)
     z = rng.standard_normal(tuple(int(s) for s in shape))
     return _host_to(z, like, xp, dtype)
 
 
 def rademacher(rng: np.random.Generator, shape, like=None, *, xp=None, dtype=None):
     """Random signs (+1/-1 with probability 1/2 each), drawn on the host like
-    :func:`standard_normal`."""
-    check_rng(rng)
+    :func:`standard_normal`.
+
+    Parameters
+    ----------
+    rng : int or numpy.random.Generator
+        A seed or a Generator (:func:`check_rng`).
+    shape : tuple of int
+        Shape of the draws.
+    like : array, optional
+        The namespace, device and (by default) dtype of the result.
+    xp : array namespace, optional
+        Where to return the draws when ``like`` is None (default NumPy through array-api-compat).
+    dtype : dtype, optional
+        Result dtype (default ``like``'s, else float64).
+
+    Returns
+    -------
+    array
+        +1/-1 entries of ``shape``.
+    """
+    rng = check_rng(rng)
     z = rng.integers(0, 2, size=tuple(int(s) for s in shape)).astype(np.float64) * 2.0 - 1.0
     return _host_to(z, like, xp, dtype)
 
@@ -105,7 +203,18 @@ def _host_to(z: np.ndarray, like, xp, dtype):
 
 
 def to_numpy(x) -> np.ndarray:
-    """Copy any array (NumPy, CuPy, strict, ...) to a host NumPy array."""
+    """Copy any array (NumPy, CuPy, strict, ...) to a host NumPy array.
+
+    Parameters
+    ----------
+    x : array
+        Any array with DLPack, ``.get()`` (CuPy) or ``__array__``.
+
+    Returns
+    -------
+    numpy.ndarray
+        The values on the host (no copy when ``x`` already is a NumPy array).
+    """
     if isinstance(x, np.ndarray):
         return x
     if hasattr(x, "get") and "cupy" in type(x).__module__:
@@ -130,29 +239,98 @@ def _special(x, name):
 
 def ndtr(x):
     """Standard normal CDF, Phi(x) = (1 + erf(x / sqrt 2)) / 2, in ``x``'s namespace
-    (scipy.special on the host, cupyx.scipy.special on CUDA)."""
+    (scipy.special on the host, cupyx.scipy.special on CUDA).
+
+    Parameters
+    ----------
+    x : array
+        Real floating input.
+
+    Returns
+    -------
+    array like x
+        Phi(x).
+    """
     return _special(x, "ndtr")
 
 
 def log_ndtr(x):
-    """log Phi(x), accurate in both tails (no log of a difference near 0 or 1)."""
+    """log Phi(x), accurate in both tails (no log of a difference near 0 or 1).
+
+    Parameters
+    ----------
+    x : array
+        Real floating input.
+
+    Returns
+    -------
+    array like x
+        log Phi(x).
+    """
     return _special(x, "log_ndtr")
 
 
 def float_dtype(xp, x=None):
-    """The floating dtype to compute in: ``x``'s if it is floating, else float64."""
+    """The floating dtype to compute in: ``x``'s if it is floating, else float64.
+
+    Parameters
+    ----------
+    xp : array namespace
+        The namespace whose float64 is the fallback.
+    x : array, optional
+        The array whose floating dtype is preferred.
+
+    Returns
+    -------
+    dtype
+        ``x.dtype`` if floating, else ``xp.float64``.
+    """
     if x is not None and is_floating(xp, x):
         return x.dtype
     return xp.float64
 
 
 def is_floating(xp, x) -> bool:
+    """
+    Whether ``x`` has a real floating dtype.
+
+    Parameters
+    ----------
+    xp : array namespace
+        The namespace of ``x``.
+    x : array
+        The array to test.
+
+    Returns
+    -------
+    bool
+        True for float32/float64 (any real floating dtype).
+    """
     return xp.isdtype(x.dtype, "real floating")
 
 
 def bcast(coef, x):
     """Reshape a per-sample array of shape (N,) (or a scalar) to broadcast against
-    ``x`` of shape (N, ...): (N,) -> (N, 1, ..., 1)."""
+    ``x`` of shape (N, ...): (N,) -> (N, 1, ..., 1).
+
+    Parameters
+    ----------
+    coef : float, 0-d array or array of shape (N,)
+        A per-sample (or shared) coefficient.
+    x : array (N, ...)
+        The array it multiplies.
+
+    Returns
+    -------
+    float or array
+        Python floats and 0-d arrays unchanged (NumPy scalars as floats); (N,) reshaped to
+        (N, 1, ..., 1).
+
+    Raises
+    ------
+    ValueError
+        When the length of ``coef`` is neither 1 nor N.
+    """
     xp = array_namespace(x)
     if isinstance(coef, (int, float)):
         return float(coef)  # also turns NumPy scalars into Python floats (strict namespaces reject them)
@@ -170,7 +348,22 @@ def bcast(coef, x):
 
 
 def check_finite(x, what: str, where: str = "") -> None:
-    """Raise FloatingPointError naming ``what`` (and ``where``) if ``x`` has NaN or inf."""
+    """Raise FloatingPointError naming ``what`` (and ``where``) if ``x`` has NaN or inf.
+
+    Parameters
+    ----------
+    x : array
+        The array to check.
+    what : str
+        Its name in the message.
+    where : str
+        Where it was produced (e.g. "step 3 (t = 29)"), added to the message.
+
+    Raises
+    ------
+    FloatingPointError
+        If any entry is NaN or infinite.
+    """
     xp = array_namespace(x)
     if not bool(xp.all(xp.isfinite(x))):
         loc = f" at {where}" if where else ""
@@ -183,7 +376,25 @@ def namespace_for_device(device: str = "cpu"):
     array-api-compat), ``"gpu"``/``"cuda"`` -> CuPy on the current CUDA device
     (select one with ``CUDA_VISIBLE_DEVICES`` or ``cupy.cuda.Device(i).use()``).
 
-    Raises RuntimeError with the reason when CuPy is not installed or sees no device."""
+    Raises RuntimeError with the reason when CuPy is not installed or sees no device.
+
+    Parameters
+    ----------
+    device : {"cpu", "gpu", "cuda"}
+        The device name.
+
+    Returns
+    -------
+    module
+        The array-API namespace (array-api-compat's NumPy or CuPy).
+
+    Raises
+    ------
+    ValueError
+        For an unknown device name.
+    RuntimeError
+        When CuPy is not installed or no CUDA device is visible.
+    """
     if device == "cpu":
         return array_namespace()
     if device not in ("gpu", "cuda"):

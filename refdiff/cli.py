@@ -178,7 +178,7 @@ def _cmd_train(args):
     # ema_warmup: the decay min(0.999, (1 + k) / (10 + k)) of MATH.md (14.16); a fixed 0.999 would
     # leave 0.999^k of the random initialisation in the EMA weights that sample and elbo use.
     res = train(model, data, schedule=schedule, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                target=args.objective, weighting=args.weighting, seed=args.seed, out_dir=args.out,
+                target=args.objective, weighting=None if args.weighting == "none" else args.weighting, seed=args.seed, out_dir=args.out,
                 checkpoint_every=args.checkpoint_every, cond_dropout=args.cond_dropout if K else 0.0,
                 resume=args.resume, progress=_progress(args), eval_every=max(1, args.steps // 10), eval_size=512,
                 ema_warmup=True, xp=xp)
@@ -237,7 +237,7 @@ def _cmd_sample(args):
     x = np.asarray(to_numpy(x), dtype=np.float64)
     y = None if y is None else to_numpy(y)
     out = Path(args.out) if args.out else Path(args.checkpoint if Path(args.checkpoint).is_dir()
-                                                else Path(args.checkpoint).parent) / f"samples_{args.method}_{args.steps}.npz"
+                                                else Path(args.checkpoint).parent) / _sample_name(args)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, x=x, **({} if y is None else {"y": y}))
     label = "" if args.label is None else f", class {args.label}" + (
@@ -257,6 +257,24 @@ def _checkpoint_schedule_of(meta):
     if not isinstance(sched, Schedule):
         raise CLIError("the checkpoint's schedule is continuous; refdiff sample needs a discrete one")
     return sched
+
+
+def _sample_name(args) -> str:
+    """The default file name of ``refdiff sample``: every option that changes the samples, so
+    that two different runs never share a file (the same name means the same samples)."""
+    parts = [args.method, f"{args.steps}steps"]
+    if args.method not in _CONTINUOUS_ONLY:
+        parts.append(args.spacing)
+    parts += [f"n{args.n}", f"seed{args.seed}"]
+    if args.label is not None:
+        parts.append(f"class{args.label}")
+    if args.guidance_scale is not None:
+        parts.append(f"w{args.guidance_scale:g}")
+    if args.eta is not None:
+        parts.append(f"eta{args.eta:g}")
+    if args.no_ema:
+        parts.append("noema")
+    return "samples_" + "_".join(parts) + ".npz"
 
 
 # ---------------------------------------------------------------------------- elbo
@@ -393,7 +411,8 @@ def _cmd_check(args):
 def _cmd_demo(args):
     from .demo import run_demo
 
-    res = run_demo(args.out, seed=args.seed, quick=args.quick, progress=_progress(args))
+    threads = DEFAULT_THREADS if args.threads is None else args.threads
+    res = run_demo(args.out, seed=args.seed, quick=args.quick, progress=_progress(args), threads=threads)
     return 1 if res.ok is False else 0
 
 
@@ -404,6 +423,7 @@ def _sub(subs, name, help_, description):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``refdiff`` argument parser (every subcommand, with ``--threads`` on each)."""
     from .data import DATASETS
 
     p = _Parser(prog="refdiff", description="refdiff: reference implementation of diffusion models.\n\n"
@@ -448,8 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability of replacing a label by the null class (default: %(default)s)")
     t.add_argument("--objective", default="epsilon", choices=("epsilon", "sample", "v_prediction"),
                    help="regression target: the noise, x_0, or v = alpha eps - sigma x_0 (default: %(default)s)")
-    t.add_argument("--weighting", default=None, choices=("min_snr", "snr", "snr_plus_one", "truncated_snr"),
-                   help="loss weighting over t (default: none, the plain MSE of the target)")
+    t.add_argument("--weighting", default="none", choices=("none", "min_snr", "snr", "snr_plus_one", "truncated_snr"),
+                   help="loss weighting over t; 'none' is the plain MSE of the target (default: %(default)s)")
     t.add_argument("--schedule", default="linear", choices=("linear", "scaled_linear", "cosine", "sigmoid"),
                    help="beta schedule (default: %(default)s)")
     t.add_argument("--T", type=_POS, default=1000, help="number of diffusion steps (default: %(default)s)")
@@ -477,16 +497,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spacing", default="trailing", choices=("linspace", "leading", "trailing"),
                    help="timestep grid spacing (default: %(default)s, which starts at t = T-1)")
     s.add_argument("--n", type=_POS, default=1000, help="number of samples (default: %(default)s)")
-    s.add_argument("--guidance-scale", type=_float_range(0), default=None,
-                   help="classifier-free guidance scale w >= 0 in the 'w' convention eps_u + w (eps_c - eps_u): "
-                   "0 unconditional, 1 conditional, > 1 guided (default: no guidance)")
+    s.add_argument("--guidance-scale", type=_float_range(), default=None,
+                   help="classifier-free guidance scale w, any finite number (as refdiff.sample), in the 'w' "
+                   "convention eps_u + w (eps_c - eps_u): 0 unconditional, 1 conditional, > 1 guided towards "
+                   "the class, < 0 guided away from it (negative guidance) (default: no guidance)")
     s.add_argument("--class", dest="label", type=_NONNEG, default=None, help="class label to sample (conditional "
                    "checkpoints; default: the null class, i.e. unconditional)")
     s.add_argument("--eta", type=_float_range(0, 1), default=None, help="DDIM stochasticity in [0, 1] (default: 0)")
     s.add_argument("--seed", type=_NONNEG, default=0, help="seed of x_T and the sampler's noise (default: %(default)s)")
     s.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
-    s.add_argument("--out", default=None, help="output .npz path (default: samples_<method>_<steps>.npz beside "
-                   "the checkpoint); the PNG goes beside it")
+    s.add_argument("--out", default=None, help="output .npz path (default: beside the checkpoint, named by every "
+                   "option that changes the samples, e.g. samples_dpmpp_2m_20steps_trailing_n1000_seed0_class3_w2.npz); "
+                   "the PNG goes beside it")
     s.add_argument("--device", **device)
     s.add_argument("--no-progress", **noprog)
     s.set_defaults(func=_cmd_sample)
@@ -544,7 +566,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check only the cases matching these shell patterns, e.g. 'schedule_*' q_sample "
                    "(default: every case of the suite; a pattern matching none is an error)")
     c.set_defaults(func=_cmd_check)
+    for sp in subs.choices.values():  # every subcommand: the BLAS thread cap (see _blas_threads)
+        sp.add_argument("--threads", type=_int_min(0), default=None,
+                        help=f"BLAS/OpenMP threads for NumPy's matrix products; 0 leaves the library's own "
+                        f"choice (default: {DEFAULT_THREADS}; measured faster on the small matrices of the toy "
+                        "models, see README 'Threads')")
     return p
+
+
+# ---------------------------------------------------------------------------- threads
+DEFAULT_THREADS = 1
+
+
+def _blas_threads(n):
+    """A context capping the BLAS/OpenMP thread pools at ``n`` threads (threadpoolctl, which
+    the ``examples`` extra installs); ``n`` = 0 leaves them alone.  Small matrices (the toy
+    MLP, the 8x8 U-Net) gain little from a second BLAS thread and lose much when the cores
+    are shared, so the default is 1 (README, "Threads").  With ``n`` None (the default) and
+    no threadpoolctl, nothing is capped; an explicit ``--threads`` without it is an error."""
+    import contextlib
+
+    explicit = n is not None
+    n = DEFAULT_THREADS if n is None else n
+    if n == 0:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        if explicit:
+            raise CLIError("--threads needs threadpoolctl: pip install threadpoolctl (or the 'examples' extra)") from None
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=n)
 
 
 def _one_line(e) -> str:
@@ -555,7 +607,18 @@ def _one_line(e) -> str:
 
 
 def main(argv=None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 check failed, 2 error)."""
+    """Run the command line; returns the exit status (0 ok, 1 check failed, 2 error).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -565,7 +628,8 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        with _blas_threads(args.threads):
+            return int(args.func(args) or 0)
     except (CLIError, ValueError, TypeError, FileNotFoundError, FloatingPointError, OSError) as e:
         print(f"refdiff {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2

@@ -43,7 +43,21 @@ __all__ = [
 class Dataset:
     """A data set: ``x`` (N, ...) float64, ``y`` (N,) int64 labels or None,
     ``num_classes`` (0 when unlabelled), and ``oracle`` (the exact data distribution as a
-    :class:`refdiff.GaussianMixture` where one is known, else None)."""
+    :class:`refdiff.GaussianMixture` where one is known, else None).
+
+    Parameters
+    ----------
+    name : str
+        The data set's name.
+    x : numpy.ndarray (N, ...)
+        The points or images, float64.
+    y : numpy.ndarray (N,), optional
+        int64 labels.
+    num_classes : int
+        K, or 0 when unlabelled.
+    oracle : GaussianMixture, optional
+        The exact distribution when known.
+    """
 
     name: str
     x: np.ndarray
@@ -56,7 +70,7 @@ class Dataset:
 
 
 def _check_rng(rng):
-    check_rng(rng)
+    return check_rng(rng)
 
 
 def _check_n(n):
@@ -76,6 +90,17 @@ def mixture_parameters(name: str, std: float | None = None):
     * "25gaussians": 25 equal components on the 5x5 grid c * {-2, ..., 2}^2 with
       c = sqrt((1 - s^2) / 2), standard deviation s (default 0.05).  Per-coordinate
       variance 2 c^2 + s^2 = 1 exactly.
+
+    Parameters
+    ----------
+    name : {"8gaussians", "25gaussians"}
+        The mixture.
+    std : float, optional
+        Component standard deviation (default the set's own).
+
+    Returns
+    -------
+    weights, means, variances : numpy arrays (K,), (K, 2), (K,)
     """
     if name == "8gaussians":
         s = 0.1 if std is None else float(std)
@@ -103,7 +128,19 @@ def _check_std(s):
 
 def mixture_oracle(name: str, std: float | None = None):
     """The exact distribution of a named mixture as a :class:`refdiff.GaussianMixture`
-    (component k has class label k)."""
+    (component k has class label k).
+
+    Parameters
+    ----------
+    name : {"8gaussians", "25gaussians"}
+        The mixture.
+    std : float, optional
+        Component standard deviation.
+
+    Returns
+    -------
+    GaussianMixture
+    """
     from .oracles import GaussianMixture  # imported here: oracles sit above data in the layering
 
     w, mu, var = mixture_parameters(name, std)
@@ -112,8 +149,26 @@ def mixture_oracle(name: str, std: float | None = None):
 
 def sample_mixture(weights, means, variances, n: int, rng: np.random.Generator):
     """``(x, k)``: n draws of an isotropic Gaussian mixture and their component indices.
-    Draw order: the n component indices (``rng.choice``), then an (n, D) standard normal."""
-    _check_rng(rng)
+    Draw order: the n component indices (``rng.choice``), then an (n, D) standard normal.
+
+    Parameters
+    ----------
+    weights : array (K,)
+        Mixture weights summing to 1.
+    means : array (K, D)
+        Component means.
+    variances : array (K,)
+        Isotropic component variances.
+    n : int
+        Number of points (>= 1).
+    rng : int or numpy.random.Generator
+        A seed or a Generator (SPEC 7, ``refdiff.backend.check_rng``).
+
+    Returns
+    -------
+    x, k : arrays (n, D) float64 and (n,) int64
+    """
+    rng = _check_rng(rng)
     n = _check_n(n)
     weights, means, variances = (np.asarray(a, dtype=np.float64) for a in (weights, means, variances))
     k = rng.choice(weights.shape[0], size=n, p=weights)
@@ -123,12 +178,40 @@ def sample_mixture(weights, means, variances, n: int, rng: np.random.Generator):
 
 def eight_gaussians(n: int, rng: np.random.Generator, std: float = 0.1):
     """``(x, y)``: n points of the "8gaussians" ring (see :func:`mixture_parameters`),
-    y the component index."""
+    y the component index.
+
+    Parameters
+    ----------
+    n : int
+        Number of points (>= 1).
+    rng : int or numpy.random.Generator
+        A seed or a Generator (SPEC 7, ``refdiff.backend.check_rng``).
+    std : float
+        Component standard deviation (before the unit-variance scaling).
+
+    Returns
+    -------
+    x, y : arrays (n, 2) float64 and (n,) int64
+    """
     return sample_mixture(*mixture_parameters("8gaussians", std), n, rng)
 
 
 def twenty_five_gaussians(n: int, rng: np.random.Generator, std: float = 0.05):
-    """``(x, y)``: n points of the "25gaussians" grid, y the component index."""
+    """``(x, y)``: n points of the "25gaussians" grid, y the component index.
+
+    Parameters
+    ----------
+    n : int
+        Number of points (>= 1).
+    rng : int or numpy.random.Generator
+        A seed or a Generator (SPEC 7, ``refdiff.backend.check_rng``).
+    std : float
+        Component standard deviation.
+
+    Returns
+    -------
+    x, y : arrays (n, 2) float64 and (n,) int64
+    """
     return sample_mixture(*mixture_parameters("25gaussians", std), n, rng)
 
 
@@ -140,8 +223,22 @@ def two_moons(n: int, rng: np.random.Generator, noise: float = 0.1):
     N(0, noise^2) per coordinate; then centred by the population mean (1/2, 1/4) and
     divided by sqrt((0.75 + 0.5625 - 1/pi) / 2 + noise^2), the root mean of the
     two population coordinate variances 3/4 + noise^2 and 0.5625 - 1/pi + noise^2
-    (isotropic scaling keeps the shape).  Draw order: labels, angles, noise."""
-    _check_rng(rng)
+    (isotropic scaling keeps the shape).  Draw order: labels, angles, noise.
+
+    Parameters
+    ----------
+    n : int
+        Number of points (>= 1).
+    rng : int or numpy.random.Generator
+        A seed or a Generator (SPEC 7, ``refdiff.backend.check_rng``).
+    noise : float
+        Std of the added Gaussian noise.
+
+    Returns
+    -------
+    x, y : arrays (n, 2) and (n,)
+    """
+    rng = _check_rng(rng)
     n = _check_n(n)
     y = rng.integers(0, 2, size=n)
     th = rng.uniform(0.0, np.pi, size=n)
@@ -168,8 +265,22 @@ def swiss_roll(n: int, rng: np.random.Generator, noise: float = 0.05):
     U[1.5 pi, 4.5 pi], centred by its population mean and divided by its population
     root-mean per-coordinate standard deviation (about 6.3; computed by quadrature),
     then N(0, noise^2) added per coordinate.  Returns the angle as the second value.
-    Draw order: angles, noise."""
-    _check_rng(rng)
+    Draw order: angles, noise.
+
+    Parameters
+    ----------
+    n : int
+        Number of points (>= 1).
+    rng : int or numpy.random.Generator
+        A seed or a Generator (SPEC 7, ``refdiff.backend.check_rng``).
+    noise : float
+        Std of the added Gaussian noise.
+
+    Returns
+    -------
+    x, theta : arrays (n, 2) and (n,)
+    """
+    rng = _check_rng(rng)
     n = _check_n(n)
     th = rng.uniform(1.5 * np.pi, 4.5 * np.pi, size=n)
     z = rng.standard_normal((n, 2))
@@ -182,8 +293,24 @@ def circles(n: int, rng: np.random.Generator, noise: float = 0.05, factor: float
     """``(x, y)``: two concentric circles, radius 1 (y = 0) and ``factor`` (y = 1), plus
     N(0, noise^2) per coordinate, divided by sqrt((1 + factor^2) / 4), the population
     per-coordinate standard deviation of the noiseless circles (noise added after
-    scaling).  Draw order: labels, angles, noise."""
-    _check_rng(rng)
+    scaling).  Draw order: labels, angles, noise.
+
+    Parameters
+    ----------
+    n : int
+        Number of points (>= 1).
+    rng : int or numpy.random.Generator
+        A seed or a Generator (SPEC 7, ``refdiff.backend.check_rng``).
+    noise : float
+        Std of the added Gaussian noise.
+    factor : float
+        Radius of the inner circle, in (0, 1).
+
+    Returns
+    -------
+    x, y : arrays (n, 2) and (n,)
+    """
+    rng = _check_rng(rng)
     n = _check_n(n)
     if not 0.0 < factor < 1.0:
         raise ValueError(f"factor must lie in (0, 1), got {factor!r}")
@@ -199,8 +326,20 @@ def checkerboard(n: int, rng: np.random.Generator):
     """``(x, y)``: uniform on the 8 dark squares of a 4x4 board on [-2, 2]^2, scaled by
     sqrt(3) / 2 (each marginal is uniform on [-2, 2], variance 4/3), so the coordinates
     are uniform on [-sqrt 3, sqrt 3] with unit variance; y the square index 0..7.
-    Draw order: square index, then two uniforms."""
-    _check_rng(rng)
+    Draw order: square index, then two uniforms.
+
+    Parameters
+    ----------
+    n : int
+        Number of points (>= 1).
+    rng : int or numpy.random.Generator
+        A seed or a Generator (SPEC 7, ``refdiff.backend.check_rng``).
+
+    Returns
+    -------
+    x, y : arrays (n, 2) and (n,)
+    """
+    rng = _check_rng(rng)
     n = _check_n(n)
     cells = np.array([(i, j) for i in range(4) for j in range(4) if (i + j) % 2 == 0], dtype=np.float64)  # (8, 2)
     k = rng.integers(0, 8, size=n)
@@ -274,8 +413,22 @@ def shapes8x8(n: int, rng: np.random.Generator, noise: float = 0.05):
     simple strokes and shapes with random size and position, shape (n, 1, 8, 8), values
     in [-1, 1]: background -1, strokes at an intensity ~ U[0.5, 1], plus N(0, noise^2)
     clipped to [-1, 1].  Needs nothing installed.  Draw order: the n labels, then per
-    sample its shape parameters and intensity, then all the noise."""
-    _check_rng(rng)
+    sample its shape parameters and intensity, then all the noise.
+
+    Parameters
+    ----------
+    n : int
+        Number of points (>= 1).
+    rng : int or numpy.random.Generator
+        A seed or a Generator (SPEC 7, ``refdiff.backend.check_rng``).
+    noise : float
+        Std of the added pixel noise.
+
+    Returns
+    -------
+    x, y : arrays (n, 1, 8, 8) and (n,)
+    """
+    rng = _check_rng(rng)
     n = _check_n(n)
     y = rng.integers(0, len(SHAPE_CLASSES), size=n)
     x = np.full((n, 1, 8, 8), -1.0)
@@ -296,7 +449,22 @@ def digits8x8(split: str = "train"):
     levels).  ``split``: "train" (80%), "test" (20%) or "all"; the split is a fixed
     permutation (seed 20240101), so it is the same on every machine.
 
-    Needs scikit-learn (``pip install refdiff[examples]`` or ``pip install scikit-learn``)."""
+    Needs scikit-learn (``pip install refdiff[examples]`` or ``pip install scikit-learn``).
+
+    Parameters
+    ----------
+    split : {"train", "test", "all"}
+        Which part of the fixed split.
+
+    Returns
+    -------
+    x, y : arrays (N, 1, 8, 8) float64 and (N,) int64
+
+    Raises
+    ------
+    ImportError
+        Without scikit-learn (the message says how to install it).
+    """
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
     try:
@@ -331,7 +499,30 @@ def load_dataset(name: str, n: int | None, rng: np.random.Generator | None = Non
     Generated sets need ``n`` and ``rng``; options go to the generator (e.g. ``std`` for
     the mixtures, ``noise`` for moons).  "digits8x8" is finite: ``n=None`` returns the
     whole ``split``, an integer n a random subset of it without replacement (drawn with
-    ``rng``).  The swiss roll is unlabelled (y None)."""
+    ``rng``).  The swiss roll is unlabelled (y None).
+
+    Parameters
+    ----------
+    name : str
+        One of ``DATASETS``.
+    n : int or None
+        Number of points (required for generated sets; for the digits, a random subset).
+    rng : int or numpy.random.Generator, optional
+        Draws the points (SPEC 7).
+    split : {"train", "test", "all"}
+        For the digits.
+    **options
+        Passed to the generator (e.g. ``std``, ``noise``).
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, a bad n or missing arguments.
+    """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; valid: {', '.join(DATASETS)}")
     if name == "digits8x8":
@@ -340,7 +531,7 @@ def load_dataset(name: str, n: int | None, rng: np.random.Generator | None = Non
             n = _check_n(n)
             if n > x.shape[0]:
                 raise ValueError(f"n = {n} exceeds the {x.shape[0]} images of the digits {split!r} split")
-            _check_rng(rng)
+            rng = _check_rng(rng)
             idx = rng.permutation(x.shape[0])[:n]
             x, y = x[idx], y[idx]
         return Dataset(name, x, y, 10)

@@ -29,7 +29,22 @@ def q_step_mean_variance(schedule: Schedule, x_prev, t):
     """One forward step q(x_t | x_{t-1}) = N(sqrt(a_t) x_{t-1}, beta_t I), a_t = 1 - beta_t
     (``schedule.alphas``), MATH.md (2.2).
 
-    Returns ``(mean, variance)``; variance is shaped to broadcast against ``x_prev``."""
+    Returns ``(mean, variance)``; variance is shaped to broadcast against ``x_prev``.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The discrete schedule (``refdiff.make_schedule``), float64 arrays of length T.
+    x_prev : array (N, ...)
+        The state x_{t-1} (x_0 when t = 0).
+    t : int or integer array of shape (N,)
+        0-based timesteps in [0, T-1] (array index t is paper step t+1), one per sample or shared.
+
+    Returns
+    -------
+    mean, variance : arrays
+        sqrt(1 - beta_t) x_prev and beta_t, the variance shaped to broadcast against x_prev.
+    """
     _check_schedule(schedule)
     return gather(schedule.alphas, t, x_prev) ** 0.5 * x_prev, gather(schedule.betas, t, x_prev)
 
@@ -37,7 +52,22 @@ def q_step_mean_variance(schedule: Schedule, x_prev, t):
 def q_mean_variance(schedule: Schedule, x0, t):
     """The closed form q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I), MATH.md (2.4).
 
-    Returns ``(mean, variance, log_variance)``; the variances broadcast against ``x0``."""
+    Returns ``(mean, variance, log_variance)``; the variances broadcast against ``x0``.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The discrete schedule (``refdiff.make_schedule``), float64 arrays of length T.
+    x0 : array (N, ...)
+        Data.
+    t : int or integer array of shape (N,)
+        0-based timesteps in [0, T-1] (array index t is paper step t+1), one per sample or shared.
+
+    Returns
+    -------
+    mean, variance, log_variance : arrays
+        sqrt(alpha_bar_t) x0, 1 - alpha_bar_t and its log, the last two broadcasting against x0.
+    """
     _check_schedule(schedule)
     xp = array_namespace(x0)
     var = gather(schedule.sqrt_one_minus_alpha_bars, t, x0) ** 2
@@ -49,7 +79,29 @@ def q_sample(schedule: Schedule, x0, t, noise):
     ``x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) noise``.
 
     ``noise`` is required (randomness is never drawn inside refdiff functions): pass
-    standard normal draws of ``x0``'s shape, e.g. ``refdiff.backend.standard_normal(rng, x0.shape, x0)``."""
+    standard normal draws of ``x0``'s shape, e.g. ``refdiff.backend.standard_normal(rng, x0.shape, x0)``.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The discrete schedule (``refdiff.make_schedule``), float64 arrays of length T.
+    x0 : array (N, ...)
+        Data, in any array-API namespace (NumPy, CuPy, PyTorch tensors through array-api-compat).
+    t : int or integer array of shape (N,)
+        0-based timesteps in [0, T-1] (array index t is paper step t+1), one per sample or shared.
+    noise : array like x0
+        Standard normal draws.
+
+    Returns
+    -------
+    array like x0
+        x_t in the namespace and dtype of ``x0`` (the diffusers name is ``add_noise``).
+
+    Raises
+    ------
+    ValueError
+        For timesteps out of range or ``noise`` of another shape than ``x0``.
+    """
     _check_schedule(schedule)
     if noise is None:
         raise TypeError("q_sample needs an explicit noise array of x0's shape")
@@ -75,7 +127,24 @@ def q_posterior_mean_variance(schedule: Schedule, x0, x_t, t):
 
     Returns ``(mean, variance, log_variance_clipped)``.  At t = 0 the variance is 0 and
     the returned log variance is clipped to the value at t = 1 (the DDPM release's
-    convention, MATH.md (3.5)); variances broadcast against ``x_t``."""
+    convention, MATH.md (3.5)); variances broadcast against ``x_t``.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The discrete schedule (``refdiff.make_schedule``), float64 arrays of length T.
+    x0 : array (N, ...)
+        The data (or a prediction x0_hat of it).
+    x_t : array like x0
+        The noisy state at t.
+    t : int or integer array of shape (N,)
+        0-based timesteps in [0, T-1] (array index t is paper step t+1), one per sample or shared.
+
+    Returns
+    -------
+    mean, variance, log_variance_clipped : arrays
+        mu_tilde, beta_tilde and log beta_tilde clipped at t = 0, broadcasting against x_t.
+    """
     _check_schedule(schedule)
     _check_same_shape(x0=x0, x_t=x_t)
     mean = q_posterior_mean(schedule, x0, x_t, t)

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from .backend import array_namespace, bcast, check_finite, rademacher, standard_normal
+from .backend import array_namespace, bcast, check_finite, check_rng, rademacher, standard_normal
 from ._validate import check_int
 from .elbo import continuous_to_discrete_bpd
 from .parameterization import PREDICTION_TYPES, to_eps_x0
@@ -53,7 +53,21 @@ def fd_divergence(f, x, *, fd_step: float = 1e-5):
     differences in each of the D coordinates, MATH.md (7.4):
     ``(f(x + h e_i) - f(x - h e_i))_i / (2h)`` with the per-sample step
     ``h = fd_step * (1 + rms(x_n))`` (truncation O(h^2), rounding O(eps_mach / h)).
-    ``f`` is called once on a batch of 2 D N points.  Returns shape (N,)."""
+    ``f`` is called once on a batch of 2 D N points.  Returns shape (N,).
+
+    Parameters
+    ----------
+    f : callable
+        ``f(x) -> array like x``.
+    x : array (N, ...)
+        The points.
+    fd_step : float
+        Relative step.
+
+    Returns
+    -------
+    array (N,)
+    """
     xp = array_namespace(x)
     n = x.shape[0]
     D = math.prod(x.shape[1:])
@@ -69,7 +83,25 @@ def fd_divergence(f, x, *, fd_step: float = 1e-5):
 def draw_probes(rng, n_probes: int, shape, like, kind: str = "rademacher"):
     """Hutchinson probes of shape (n_probes, *shape) drawn on the host by ``rng``
     (``kind`` "rademacher": +-1, or "gaussian": N(0, 1)), in ``like``'s namespace;
-    E[e e^T] = I for both, MATH.md (7.5)."""
+    E[e e^T] = I for both, MATH.md (7.5).
+
+    Parameters
+    ----------
+    rng : int or numpy.random.Generator
+        Draws the probes.
+    n_probes : int
+        P.
+    shape : tuple of int
+        Shape of one probe set (the batch's shape).
+    like : array
+        Gives the namespace and dtype.
+    kind : {"rademacher", "gaussian"}
+        Probe distribution.
+
+    Returns
+    -------
+    array (P, *shape)
+    """
     if kind == "rademacher":
         return rademacher(rng, (n_probes,) + tuple(shape), like)
     if kind == "gaussian":
@@ -82,7 +114,25 @@ def hutchinson_divergence(f, x, probes, *, fd_step: float = 1e-5, per_probe: boo
     ``mean_j e_j^T J e_j`` over probes e_j (``probes`` of shape (P, N, ...)), with each
     Jacobian-vector product by a central difference ``(f(x + h e) - f(x - h e)) / (2h)``,
     ``h = fd_step * (1 + rms(x_n))``.  Unbiased for any probe with E[e e^T] = I (up to the
-    O(h^2) difference error).  Returns (N,), or (P, N) with ``per_probe``."""
+    O(h^2) difference error).  Returns (N,), or (P, N) with ``per_probe``.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(x) -> array like x``.
+    x : array (N, ...)
+        The points.
+    probes : array (P, N, ...)
+        Probe vectors with E[e e^T] = I.
+    fd_step : float
+        Relative step.
+    per_probe : bool
+        Return the (P, N) per-probe estimates instead of their mean.
+
+    Returns
+    -------
+    array (N,) or (P, N)
+    """
     xp = array_namespace(x)
     P, n = probes.shape[0], x.shape[0]
     if tuple(probes.shape[1:]) != tuple(x.shape):
@@ -98,7 +148,17 @@ def hutchinson_divergence(f, x, probes, *, fd_step: float = 1e-5, per_probe: boo
 
 # ---------------------------------------------------------------------------- helpers
 def standard_normal_log_prob(x):
-    """log N(x; 0, I) summed over all non-batch axes, shape (N,), nats, MATH.md (7.6)."""
+    """log N(x; 0, I) summed over all non-batch axes, shape (N,), nats, MATH.md (7.6).
+
+    Parameters
+    ----------
+    x : array (N, ...)
+        Points.
+
+    Returns
+    -------
+    array (N,)
+    """
     xp = array_namespace(x)
     n = x.shape[0]
     D = math.prod(x.shape[1:])
@@ -114,7 +174,26 @@ def dequantized_bits_per_dim(log_likelihood, n_dims: int, *, n_bins: int = 256, 
     ``convention`` of :func:`refdiff.dequantization_offset` (MATH.md (5.12)): "levels"
     (default, refdiff's data grid; +6.994 for 8-bit on [-1, 1]) or "interval" (+7, the
     score-SDE offset; +8 on [0, 1]).  With uniform dequantization the result upper-bounds
-    the discrete -log2 P(k) / D in expectation over the dequantization noise."""
+    the discrete -log2 P(k) / D in expectation over the dequantization noise.
+
+    Parameters
+    ----------
+    log_likelihood : array (N,)
+        Continuous log-likelihoods in nats.
+    n_dims : int
+        Dimensions per sample.
+    n_bins : int
+        Quantisation levels.
+    data_range : float
+        Width of the interval the levels were mapped onto.
+    convention : {"levels", "interval"}
+        The bin-width convention of :func:`refdiff.dequantization_offset`.
+
+    Returns
+    -------
+    array (N,)
+        Bits per dimension.
+    """
     check_int("n_dims", n_dims, min=1)
     check_int("n_bins", n_bins, min=2)
     return continuous_to_discrete_bpd(-log_likelihood / n_dims, n_bins, convention=convention, data_range=data_range)
@@ -178,8 +257,9 @@ def _check_args(x0, t_eps, vp, n_steps, divergence, probe, n_probes, rng, predic
         if probe not in ("rademacher", "gaussian"):
             raise ValueError(f"unknown probe {probe!r}; valid: 'rademacher', 'gaussian'")
         check_int("n_probes", n_probes, min=1)
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"divergence='hutchinson' needs rng, a numpy.random.Generator; got {type(rng).__name__}")
+        if rng is None:
+            raise TypeError("divergence='hutchinson' needs rng, an int seed or a numpy.random.Generator; got None")
+        check_rng(rng)  # validated here; the probes are drawn by draw_probes, which converts a seed
     if not is_oracle and prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"unknown prediction_type {prediction_type!r}; valid: {', '.join(PREDICTION_TYPES)}")
     if not (math.isfinite(fd_step) and fd_step > 0):
@@ -270,6 +350,43 @@ def ode_log_likelihood(
     ``delta_log_p`` (the divergence integral) and ``x1``.  For bits/dim see
     :func:`dequantized_bits_per_dim`.  A NaN or inf anywhere raises FloatingPointError
     naming the step.
+
+    Parameters
+    ----------
+    model : callable or oracle
+        ``model(x, t)`` of ``prediction_type``, or an exact oracle (its score is used).
+    x0 : array (N, ...)
+        The data points.
+    schedule : Schedule or continuous VP
+        The noise schedule.
+    prediction_type : str
+        What the model predicts.
+    t_eps : float, optional
+        The ODE's start time (default the schedule's smallest).
+    n_steps : int
+        RK4 steps from t_eps to 1.
+    grid : str
+        ``time_grid`` kind of the integration times.
+    divergence : {"exact", "hutchinson"}
+        Finite differences in every coordinate, or Hutchinson's estimate.
+    probe : {"rademacher", "gaussian"}
+        Hutchinson probe distribution.
+    n_probes : int
+        Hutchinson probes per sample.
+    rng : int or numpy.random.Generator, optional
+        Draws the probes (required for ``"hutchinson"``).
+    prior : callable, optional
+        ``log prior(x_1) -> (N,)`` (default standard normal).
+    fd_step : float
+        Relative finite-difference step.
+    return_details : bool
+        Also return the prior term, the divergence integral and x_1.
+
+    Returns
+    -------
+    array (N,) or dict
+        log p in nats per sample; with ``return_details`` a dict with ``log_p``,
+        ``prior_log_p``, ``delta_log_p`` and ``x1``.
     """
     vp = _vp_of(schedule)
     is_oracle = hasattr(model, "velocity") and hasattr(model, "div_velocity")

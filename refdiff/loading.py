@@ -68,7 +68,7 @@ class LoadedModel:
         from .samplers.loop import sample
         from .schedules import InterpolatedVP, Schedule, time_grid, timesteps
 
-        check_rng(rng)
+        rng = check_rng(rng)
         if not isinstance(self.schedule, Schedule):
             raise ValueError("LoadedModel.sample needs a checkpoint with a discrete schedule; this one stores "
                              f"{self.meta.get('schedule', {}).get('type')!r}")

@@ -363,7 +363,7 @@ def drop_labels(y, p: float, rng: np.random.Generator, num_classes: int):
     namespace."""
     if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
         raise ValueError(f"condition dropout probability p must lie in [0, 1], got {p!r}")
-    check_rng(rng)
+    rng = check_rng(rng)
     check_labels(y, num_classes)
     xp = array_namespace(y)
     mask = rng.random(y.shape[0]) < p

@@ -78,10 +78,27 @@ def _check_p(p):
 def random_directions(n_projections: int, dim: int, rng: np.random.Generator, like=None):
     """``n_projections`` directions uniform on the unit sphere S^{dim-1}, shape (L, dim):
     standard normals drawn on the host from ``rng`` (one (L, dim) draw), normalised.
-    Returned in ``like``'s namespace (NumPy float64 when None).  MATH.md (15.2)."""
+    Returned in ``like``'s namespace (NumPy float64 when None).  MATH.md (15.2).
+
+    Parameters
+    ----------
+    n_projections : int
+        L >= 1.
+    dim : int
+        D, the dimension.
+    rng : int or numpy.random.Generator
+        A seed or a Generator (SPEC 7, ``refdiff.backend.check_rng``).
+    like : array, optional
+        Gives the namespace and dtype of the result.
+
+    Returns
+    -------
+    array (L, D)
+        Unit vectors.
+    """
     if isinstance(n_projections, bool) or not isinstance(n_projections, (int, np.integer)) or n_projections < 1:
         raise ValueError(f"n_projections must be an integer >= 1, got {n_projections!r}")
-    check_rng(rng)
+    rng = check_rng(rng)
     z = rng.standard_normal((int(n_projections), int(dim)))
     z = z / np.linalg.norm(z, axis=1, keepdims=True)
     return z if like is None else asarray_like(z, like)
@@ -114,6 +131,24 @@ def sliced_wasserstein(x, y, n_projections: int = 128, rng: np.random.Generator 
     x (n, D), y (m, D) (images are flattened); sizes may differ.  ``directions`` (L, D)
     unit vectors may be given explicitly; otherwise ``n_projections`` are drawn with
     :func:`random_directions` from ``rng`` (required then).
+
+    Parameters
+    ----------
+    x, y : arrays (n, D) and (m, D)
+        The two sample sets (images are flattened).
+    n_projections : int
+        L, the number of random directions (ignored with ``directions``).
+    rng : int or numpy.random.Generator, optional
+        Draws the directions (required unless ``directions`` is given).
+    p : float
+        The order p >= 1.
+    directions : array (L, D), optional
+        Fixed unit directions, e.g. shared between several comparisons.
+
+    Returns
+    -------
+    float
+        SW_p(x, y).
     """
     p = _check_p(p)
     xp, x, y = _pair(x, y)
@@ -137,7 +172,22 @@ def sliced_wasserstein_gaussians(mean1, cov1, mean2, cov2, directions) -> float:
     """Closed form of the sliced 2-Wasserstein distance between N(mean1, cov1) and
     N(mean2, cov2) over the given directions (L, D), MATH.md (15.3): along theta both are
     1-D Gaussians and ``W_2^2 = (theta . (m1 - m2))^2 + (sqrt(theta' C1 theta) -
-    sqrt(theta' C2 theta))^2``; returns ``sqrt(mean_l W_2^2)``."""
+    sqrt(theta' C2 theta))^2``; returns ``sqrt(mean_l W_2^2)``.
+
+    Parameters
+    ----------
+    mean1, mean2 : arrays (D,)
+        The means.
+    cov1, cov2 : arrays (D, D)
+        The covariances.
+    directions : array (L, D)
+        Unit directions.
+
+    Returns
+    -------
+    float
+        The exact SW_2 over those directions.
+    """
     xp = array_namespace(directions)
     m1, m2 = (asarray_like(to_numpy(m), directions) for m in (mean1, mean2))
     c1, c2 = (asarray_like(to_numpy(c), directions) for c in (cov1, cov2))
@@ -168,7 +218,21 @@ def energy_distance(x, y, *, squared: bool = True, unbiased: bool = False) -> fl
     ``squared=False`` returns D (``scipy.stats.energy_distance``'s convention, 1-D only
     there).  ``unbiased=True`` divides the within-set sums by n (n - 1) (U-statistic,
     unbiased for the population D^2 but possibly negative).  x (n, D), y (m, D);
-    O(n m D) memory per 512-row chunk."""
+    O(n m D) memory per 512-row chunk.
+
+    Parameters
+    ----------
+    x, y : arrays (n, D) and (m, D)
+        The two sample sets (images are flattened).
+    squared : bool
+        Return D^2 (default) or D.
+    unbiased : bool
+        Use the U-statistic (within-set means over distinct pairs) instead of the V-statistic.
+
+    Returns
+    -------
+    float
+    """
     xp, x, y = _pair(x, y)
     n, m = x.shape[0], y.shape[0]
     exy = _mean_pairwise_distance(x, y)
@@ -194,7 +258,22 @@ def oracle_nll(samples, oracle, *, return_se: bool = False):
     NLL of true data samples estimates.  It is *not* minimised at q = p (a sampler that
     concentrates on the modes of p scores lower), so read it next to the data's own NLL
     and a two-sided distance (:func:`sliced_wasserstein`, :func:`energy_distance`).
-    ``return_se=True`` also returns the standard error of the mean."""
+    ``return_se=True`` also returns the standard error of the mean.
+
+    Parameters
+    ----------
+    samples : array (N, ...)
+        The samples.
+    oracle : object with ``log_prob(x) -> (N,)``
+        An exact density, e.g. :class:`refdiff.GaussianMixture`.
+    return_se : bool
+        Also return the standard error of the mean.
+
+    Returns
+    -------
+    float, or (float, float) with ``return_se``
+        Mean NLL in nats (and its standard error).
+    """
     if not hasattr(oracle, "log_prob"):
         raise TypeError(f"oracle must have a log_prob method (an exact density), got {type(oracle).__name__}")
     if not hasattr(samples, "shape") or samples.ndim < 2 or samples.shape[0] < 1:
@@ -214,7 +293,17 @@ def oracle_nll(samples, oracle, *, return_se: bool = False):
 # ---------------------------------------------------------------------------- Frechet distance
 def fit_gaussian(feat):
     """Mean (D,) and unbiased covariance (D, D) (divided by n - 1, as the usual FID code
-    does) of features (n, D); MATH.md (15.7)."""
+    does) of features (n, D); MATH.md (15.7).
+
+    Parameters
+    ----------
+    feat : array (n, D)
+        Features, n >= 2.
+
+    Returns
+    -------
+    mean, cov : numpy arrays (D,) and (D, D)
+    """
     f = _flat(feat, "feat")
     xp = array_namespace(f)
     n = f.shape[0]
@@ -240,7 +329,20 @@ def frechet_distance_gaussians(mean1, cov1, mean2, cov2) -> float:
     Computed with symmetric eigen-decompositions (C1^{1/2}, then the eigenvalues of the
     PSD matrix C1^{1/2} C2 C1^{1/2}); the trace equals tr((C1 C2)^{1/2}), which the usual
     FID code computes with ``scipy.linalg.sqrtm(C1 @ C2)`` (same eigenvalues, but a
-    non-symmetric matrix whose square root can pick up imaginary rounding parts)."""
+    non-symmetric matrix whose square root can pick up imaginary rounding parts).
+
+    Parameters
+    ----------
+    mean1, mean2 : arrays (D,)
+        The means.
+    cov1, cov2 : arrays (D, D)
+        Symmetric positive semi-definite covariances.
+
+    Returns
+    -------
+    float
+        The squared distance.
+    """
     xp = array_namespace(cov1, cov2)
     if cov1.ndim != 2 or tuple(cov1.shape) != tuple(cov2.shape) or cov1.shape[0] != cov1.shape[1]:
         raise ValueError(f"cov1 and cov2 must be square matrices of one shape, got {tuple(cov1.shape)}, {tuple(cov2.shape)}")
@@ -257,7 +359,18 @@ def frechet_distance(feat_a, feat_b) -> float:
     """Squared Frechet distance between Gaussians fitted (:func:`fit_gaussian`) to two
     feature sets (n, D) and (m, D), MATH.md (15.7) -- FID's formula; with the features of
     :func:`features` it is the 8x8 digits' analogue of FID.  Biased upwards at finite n
-    (the fitted covariances are noisy), so compare values at equal sample sizes."""
+    (the fitted covariances are noisy), so compare values at equal sample sizes.
+
+    Parameters
+    ----------
+    feat_a, feat_b : arrays (n, D) and (m, D)
+        Two feature sets.
+
+    Returns
+    -------
+    float
+        The squared Frechet distance.
+    """
     _pair(feat_a, feat_b)
     ma, ca = fit_gaussian(feat_a)
     mb, cb = fit_gaussian(feat_b)

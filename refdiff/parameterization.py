@@ -43,62 +43,206 @@ def _ab(alpha, sigma, x):
 
 
 def x0_from_eps(x_t, eps, alpha, sigma):
-    """x_0 = (x_t - sigma eps) / alpha, MATH.md (4.2)."""
+    """x_0 = (x_t - sigma eps) / alpha, MATH.md (4.2).
+
+    Parameters
+    ----------
+    x_t : array (N, ...)
+        The noisy state x_t = alpha x_0 + sigma eps.
+    alpha, sigma : float or array broadcasting against x_t (e.g. shape (N, 1, ...))
+        The path coefficients at t (``refdiff.alpha_sigma``).
+    eps : array like x_t
+        The (predicted) noise.
+
+    Returns
+    -------
+    array like x_t
+        x0_hat.
+    """
     a, s = _ab(alpha, sigma, x_t)
     return (x_t - s * eps) / a
 
 
 def eps_from_x0(x_t, x0, alpha, sigma):
-    """eps = (x_t - alpha x_0) / sigma, MATH.md (4.2)."""
+    """eps = (x_t - alpha x_0) / sigma, MATH.md (4.2).
+
+    Parameters
+    ----------
+    x_t : array (N, ...)
+        The noisy state x_t = alpha x_0 + sigma eps.
+    alpha, sigma : float or array broadcasting against x_t (e.g. shape (N, 1, ...))
+        The path coefficients at t (``refdiff.alpha_sigma``).
+    x0 : array like x_t
+        The (predicted) data.
+
+    Returns
+    -------
+    array like x_t
+        eps_hat.
+    """
     a, s = _ab(alpha, sigma, x_t)
     return (x_t - a * x0) / s
 
 
 def v_from_eps_x0(eps, x0, alpha, sigma):
-    """The v-prediction target v = alpha eps - sigma x_0 (Salimans & Ho 2022), MATH.md (4.3)."""
+    """The v-prediction target v = alpha eps - sigma x_0 (Salimans & Ho 2022), MATH.md (4.3).
+
+    Parameters
+    ----------
+    eps, x0 : arrays of one shape
+        Noise and data.
+    alpha, sigma : float or broadcastable array
+        The path coefficients.
+
+    Returns
+    -------
+    array
+        v.
+    """
     a, s = _ab(alpha, sigma, eps)
     return a * eps - s * x0
 
 
 def x0_from_v(x_t, v, alpha, sigma):
     """x_0 = (alpha x_t - sigma v) / (alpha^2 + sigma^2), MATH.md (4.4); on a VP path the
-    denominator is 1."""
+    denominator is 1.
+
+    Parameters
+    ----------
+    x_t : array (N, ...)
+        The noisy state x_t = alpha x_0 + sigma eps.
+    alpha, sigma : float or array broadcasting against x_t (e.g. shape (N, 1, ...))
+        The path coefficients at t (``refdiff.alpha_sigma``).
+    v : array like x_t
+        The (predicted) v.
+
+    Returns
+    -------
+    array like x_t
+        x0_hat.
+    """
     a, s = _ab(alpha, sigma, x_t)
     return (a * x_t - s * v) / (a * a + s * s)
 
 
 def eps_from_v(x_t, v, alpha, sigma):
-    """eps = (sigma x_t + alpha v) / (alpha^2 + sigma^2), MATH.md (4.4)."""
+    """eps = (sigma x_t + alpha v) / (alpha^2 + sigma^2), MATH.md (4.4).
+
+    Parameters
+    ----------
+    x_t : array (N, ...)
+        The noisy state x_t = alpha x_0 + sigma eps.
+    alpha, sigma : float or array broadcasting against x_t (e.g. shape (N, 1, ...))
+        The path coefficients at t (``refdiff.alpha_sigma``).
+    v : array like x_t
+        The (predicted) v.
+
+    Returns
+    -------
+    array like x_t
+        eps_hat.
+    """
     a, s = _ab(alpha, sigma, x_t)
     return (s * x_t + a * v) / (a * a + s * s)
 
 
 def score_from_eps(eps, sigma):
-    """The score of the noised marginal, grad log p_t(x_t) = -E[eps | x_t] / sigma_t, MATH.md (4.5)."""
+    """The score of the noised marginal, grad log p_t(x_t) = -E[eps | x_t] / sigma_t, MATH.md (4.5).
+
+    Parameters
+    ----------
+    eps : array
+        The (predicted) noise E[eps | x_t].
+    sigma : float or broadcastable array
+        sigma_t > 0.
+
+    Returns
+    -------
+    array like eps
+        The score.
+    """
     return -eps / bcast(sigma, eps)
 
 
 def eps_from_score(score, sigma):
-    """eps = -sigma_t * score, the inverse of (4.5)."""
+    """eps = -sigma_t * score, the inverse of (4.5).
+
+    Parameters
+    ----------
+    score : array
+        grad log p_t(x_t).
+    sigma : float or broadcastable array
+        sigma_t.
+
+    Returns
+    -------
+    array like score
+        eps_hat.
+    """
     return -bcast(sigma, score) * score
 
 
 def x0_from_score(x_t, score, alpha, sigma):
-    """Tweedie's formula, MATH.md (4.6): E[x_0 | x_t] = (x_t + sigma_t^2 score) / alpha_t."""
+    """Tweedie's formula, MATH.md (4.6): E[x_0 | x_t] = (x_t + sigma_t^2 score) / alpha_t.
+
+    Parameters
+    ----------
+    x_t : array (N, ...)
+        The noisy state x_t = alpha x_0 + sigma eps.
+    alpha, sigma : float or array broadcasting against x_t (e.g. shape (N, 1, ...))
+        The path coefficients at t (``refdiff.alpha_sigma``).
+    score : array like x_t
+        grad log p_t(x_t).
+
+    Returns
+    -------
+    array like x_t
+        E[x_0 | x_t].
+    """
     a, s = _ab(alpha, sigma, x_t)
     return (x_t + s * s * score) / a
 
 
 def velocity_from_eps_x0(eps, x0, d_alpha, d_sigma):
     """The flow velocity of an affine path, u = d/dt x_t = alpha'_t x_0 + sigma'_t eps,
-    MATH.md (4.7).  For rectified flow (alpha = 1 - t, sigma = t, t = 0 data): u = eps - x_0."""
+    MATH.md (4.7).  For rectified flow (alpha = 1 - t, sigma = t, t = 0 data): u = eps - x_0.
+
+    Parameters
+    ----------
+    eps, x0 : arrays of one shape
+        Noise and data.
+    d_alpha, d_sigma : float or broadcastable array
+        The time derivatives alpha'_t and sigma'_t of the path.
+
+    Returns
+    -------
+    array
+        The velocity u.
+    """
     da, ds = _ab(d_alpha, d_sigma, eps)
     return da * x0 + ds * eps
 
 
 def eps_x0_from_velocity(x_t, u, alpha, sigma, d_alpha, d_sigma):
     """Solve x_t = alpha x_0 + sigma eps and u = alpha' x_0 + sigma' eps for (eps, x_0),
-    MATH.md (4.8); the determinant alpha sigma' - sigma alpha' must be non-zero."""
+    MATH.md (4.8); the determinant alpha sigma' - sigma alpha' must be non-zero.
+
+    Parameters
+    ----------
+    x_t : array (N, ...)
+        The noisy state x_t = alpha x_0 + sigma eps.
+    alpha, sigma : float or array broadcasting against x_t (e.g. shape (N, 1, ...))
+        The path coefficients at t (``refdiff.alpha_sigma``).
+    u : array like x_t
+        The (predicted) velocity.
+    d_alpha, d_sigma : float or broadcastable array
+        alpha'_t and sigma'_t.
+
+    Returns
+    -------
+    eps, x0 : arrays like x_t
+        (Not checked: a zero determinant alpha sigma' - sigma alpha' gives inf or NaN.)
+    """
     a, s = _ab(alpha, sigma, x_t)
     da, ds = _ab(d_alpha, d_sigma, x_t)
     det = a * ds - s * da
@@ -109,7 +253,28 @@ def eps_x0_from_velocity(x_t, u, alpha, sigma, d_alpha, d_sigma):
 
 def to_eps_x0(model_output, x_t, alpha, sigma, prediction_type: str):
     """(eps_hat, x0_hat) from a model output of the given ``prediction_type``
-    ("epsilon", "sample", "v_prediction" or "score"), MATH.md (4.2)-(4.6)."""
+    ("epsilon", "sample", "v_prediction" or "score"), MATH.md (4.2)-(4.6).
+
+    Parameters
+    ----------
+    model_output : array like x_t
+        What the model returned.
+    x_t : array (N, ...)
+        The noisy state x_t = alpha x_0 + sigma eps.
+    alpha, sigma : float or array broadcasting against x_t (e.g. shape (N, 1, ...))
+        The path coefficients at t (``refdiff.alpha_sigma``).
+    prediction_type : {"epsilon", "sample", "v_prediction", "score"}
+        What ``model_output`` is.
+
+    Returns
+    -------
+    eps_hat, x0_hat : arrays like x_t
+
+    Raises
+    ------
+    ValueError
+        For an unknown prediction type.
+    """
     if prediction_type == "epsilon":
         eps = model_output
         return eps, x0_from_eps(x_t, eps, alpha, sigma)
@@ -125,7 +290,24 @@ def to_eps_x0(model_output, x_t, alpha, sigma, prediction_type: str):
 
 
 def convert(model_output, x_t, alpha, sigma, from_type: str, to_type: str):
-    """Convert a prediction between any two of ``PREDICTION_TYPES`` at one (x_t, alpha, sigma)."""
+    """Convert a prediction between any two of ``PREDICTION_TYPES`` at one (x_t, alpha, sigma).
+
+    Parameters
+    ----------
+    model_output : array like x_t
+        A prediction of type ``from_type``.
+    x_t : array (N, ...)
+        The noisy state x_t = alpha x_0 + sigma eps.
+    alpha, sigma : float or array broadcasting against x_t (e.g. shape (N, 1, ...))
+        The path coefficients at t (``refdiff.alpha_sigma``).
+    from_type, to_type : str
+        Members of ``PREDICTION_TYPES`` ("epsilon", "sample", "v_prediction", "score").
+
+    Returns
+    -------
+    array like x_t
+        The same prediction as ``to_type``.
+    """
     if to_type not in PREDICTION_TYPES:
         raise ValueError(f"unknown to_type {to_type!r}; valid: {', '.join(PREDICTION_TYPES)}")
     if from_type == to_type:
@@ -146,7 +328,19 @@ def edm_preconditioning(sigma, sigma_data: float = 0.5):
     ``c_skip = sd^2 / (s^2 + sd^2)``, ``c_out = s sd / sqrt(s^2 + sd^2)``,
     ``c_in = 1 / sqrt(s^2 + sd^2)``, ``c_noise = log(s) / 4``, for VE noise level s.
 
-    Returns ``(c_skip, c_out, c_in, c_noise)`` in sigma's namespace and shape."""
+    Returns ``(c_skip, c_out, c_in, c_noise)`` in sigma's namespace and shape.
+
+    Parameters
+    ----------
+    sigma : float or array
+        VE noise level(s) s > 0.
+    sigma_data : float
+        The data's standard deviation sd (EDM's 0.5).
+
+    Returns
+    -------
+    c_skip, c_out, c_in, c_noise : floats or arrays like sigma
+    """
     if not sigma_data > 0:
         raise ValueError(f"sigma_data = {sigma_data!r} must be > 0")
     xp = array_namespace(sigma)
@@ -159,20 +353,66 @@ def edm_preconditioning(sigma, sigma_data: float = 0.5):
 
 def edm_denoiser(F_out, x, sigma, sigma_data: float = 0.5):
     """D(x; sigma) = c_skip x + c_out F, MATH.md (4.10), where ``F_out`` is the raw network
-    output evaluated at (c_in x, c_noise).  ``x = x_0 + sigma n`` (VE coordinates)."""
+    output evaluated at (c_in x, c_noise).  ``x = x_0 + sigma n`` (VE coordinates).
+
+    Parameters
+    ----------
+    F_out : array like x
+        The raw network output at (c_in x, c_noise).
+    x : array
+        The VE state x_0 + sigma n.
+    sigma : float or broadcastable array
+        The noise level.
+    sigma_data : float
+        The data's standard deviation.
+
+    Returns
+    -------
+    array like x
+        D(x; sigma), the denoised estimate.
+    """
     c_skip, c_out, _, _ = edm_preconditioning(sigma, sigma_data)
     return bcast(c_skip, x) * x + bcast(c_out, x) * F_out
 
 
 def edm_target(x0, x, sigma, sigma_data: float = 0.5):
-    """The network's regression target F = (x_0 - c_skip x) / c_out, the inverse of (4.10)."""
+    """The network's regression target F = (x_0 - c_skip x) / c_out, the inverse of (4.10).
+
+    Parameters
+    ----------
+    x0 : array
+        The data.
+    x : array like x0
+        The VE state x_0 + sigma n.
+    sigma : float or broadcastable array
+        The noise level.
+    sigma_data : float
+        The data's standard deviation.
+
+    Returns
+    -------
+    array like x0
+        The regression target F.
+    """
     c_skip, c_out, _, _ = edm_preconditioning(sigma, sigma_data)
     return (x0 - bcast(c_skip, x) * x) / bcast(c_out, x)
 
 
 # ---------------------------------------------------------------------------- clipping
 def clip_x0(x0, clip_range: float = 1.0):
-    """Static clipping of a predicted x_0 to [-clip_range, clip_range], MATH.md (4.11)."""
+    """Static clipping of a predicted x_0 to [-clip_range, clip_range], MATH.md (4.11).
+
+    Parameters
+    ----------
+    x0 : array
+        A predicted x_0.
+    clip_range : float
+        r > 0: the result lies in [-r, r] (diffusers' ``clip_sample_range``).
+
+    Returns
+    -------
+    array like x0
+    """
     if not clip_range > 0:
         raise ValueError(f"clip_range = {clip_range!r} must be > 0")
     xp = array_namespace(x0)
@@ -183,7 +423,22 @@ def dynamic_threshold(x0, ratio: float = 0.995, max_value: float = 1.0):
     """Imagen's dynamic thresholding (Saharia et al. 2022), MATH.md (4.12): per sample,
     s = clip(quantile_ratio(|x_0|), 1, max_value) over all non-batch entries, then
     x_0 <- clip(x_0, -s, s) / s.  The quantile interpolates linearly between order
-    statistics (NumPy's default method).  With ``max_value = 1`` this is static clipping."""
+    statistics (NumPy's default method).  With ``max_value = 1`` this is static clipping.
+
+    Parameters
+    ----------
+    x0 : array (N, ...)
+        A predicted x_0.
+    ratio : float
+        The quantile of |x_0| per sample, in (0, 1] (diffusers' ``dynamic_thresholding_ratio``).
+    max_value : float
+        The largest threshold s (>= 1; diffusers' ``sample_max_value``).
+
+    Returns
+    -------
+    array like x0
+        Values in [-1, 1].
+    """
     if not 0 <= ratio <= 1:
         raise ValueError(f"ratio = {ratio!r} is outside [0, 1]")
     if not max_value >= 1:

@@ -92,6 +92,13 @@ class Schedule:
         ``-inf`` where alpha_bar = 0.
     posterior_variance, posterior_log_variance_clipped, posterior_mean_coef1, posterior_mean_coef2 : (T,)
         beta_tilde and the coefficients of x_0 and x_t in the posterior mean, (3.2)-(3.4).
+
+    Parameters
+    ----------
+    betas : numpy.ndarray (T,)
+        float64 betas in (0, 1] (a 1 only at the last step, zero terminal SNR).
+    name : str
+        A label kept in ``name``.
     """
 
     betas: np.ndarray
@@ -146,7 +153,25 @@ class Schedule:
         return int(self.betas.shape[0])
 
     def check_t(self, t, name: str = "t"):
-        """Validate integer timestep(s) ``t`` in [0, T-1]; returns them unchanged."""
+        """Validate integer timestep(s) ``t`` in [0, T-1]; returns them unchanged.
+
+        Parameters
+        ----------
+        t : int or integer array
+            Timestep(s) to check.
+        name : str
+            The argument's name in error messages.
+
+        Returns
+        -------
+        int or integer array
+            ``t`` unchanged.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For non-integer or out-of-range timesteps.
+        """
         return _check_int_t(t, self.T, name)
 
     def __repr__(self) -> str:
@@ -185,6 +210,20 @@ def gather(values: np.ndarray, t, x):
     an integer array of shape (N,) (validated against T); the result has shape () for a
     scalar ``t`` and (N, 1, ..., 1) for an array, in ``x``'s floating dtype (float64 if
     ``x`` is not floating).
+
+    Parameters
+    ----------
+    values : numpy.ndarray (T,)
+        A schedule array (host float64).
+    t : int or integer array (N,)
+        0-based timesteps.
+    x : array (N, ...)
+        Gives the namespace, dtype and shape to broadcast against.
+
+    Returns
+    -------
+    array
+        values[t], shaped (N, 1, ..., 1) (or 0-d for a scalar t).
     """
     T = values.shape[0]
     xp = array_namespace(x)
@@ -209,7 +248,19 @@ def schedule_from_betas(betas, name: str = "custom") -> Schedule:
     """A :class:`Schedule` from given betas, e.g. another implementation's array.
 
     Raises ValueError unless every beta is finite and in (0, 1], with a 1 allowed only
-    as the last entry (zero terminal SNR)."""
+    as the last entry (zero terminal SNR).
+
+    Parameters
+    ----------
+    betas : array-like (T,)
+        The betas, converted to float64.
+    name : str
+        A label for the schedule.
+
+    Returns
+    -------
+    Schedule
+    """
     return Schedule(np.asarray(betas, dtype=np.float64), name=name)
 
 
@@ -218,7 +269,19 @@ def schedule_from_alpha_bars(alpha_bars, name: str = "custom") -> Schedule:
     ``beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}``).
 
     alpha_bars must be finite, strictly decreasing, in [0, 1), with a 0 only as the last
-    entry."""
+    entry.
+
+    Parameters
+    ----------
+    alpha_bars : array-like (T,)
+        Strictly decreasing cumulative products in [0, 1).
+    name : str
+        A label for the schedule.
+
+    Returns
+    -------
+    Schedule
+    """
     ab = np.asarray(alpha_bars, dtype=np.float64)
     if ab.ndim != 1 or ab.shape[0] < 1:
         raise ValueError(f"alpha_bars must be a non-empty 1-D array, got shape {ab.shape}")
@@ -242,7 +305,20 @@ def schedule_from_alpha_bars(alpha_bars, name: str = "custom") -> Schedule:
 
 def cosine_alpha_bar(t, s: float = 0.008):
     """The cosine schedule's alpha_bar as a function of continuous t in [0, 1]
-    (Nichol & Dhariwal 2021), MATH.md (2.5): f(t)/f(0), f(t) = cos^2(pi/2 (t+s)/(1+s))."""
+    (Nichol & Dhariwal 2021), MATH.md (2.5): f(t)/f(0), f(t) = cos^2(pi/2 (t+s)/(1+s)).
+
+    Parameters
+    ----------
+    t : float or array
+        Continuous time(s) in [0, 1].
+    s : float
+        The offset (0.008 in the paper).
+
+    Returns
+    -------
+    float or numpy.ndarray
+        alpha_bar(t).
+    """
     f = lambda u: np.cos((u + s) / (1.0 + s) * np.pi / 2.0) ** 2  # noqa: E731
     return f(np.asarray(t, dtype=np.float64)) / f(0.0)
 
@@ -250,7 +326,18 @@ def cosine_alpha_bar(t, s: float = 0.008):
 def rescale_zero_terminal_snr(schedule_or_betas) -> Schedule:
     """Rescale a schedule so that alpha_bar at the last step is exactly 0 (Lin et al. 2023,
     Algorithm 1), MATH.md (2.6): sqrt(alpha_bar) is shifted and scaled linearly so that
-    its first value is kept and its last becomes 0.  The last beta becomes 1."""
+    its first value is kept and its last becomes 0.  The last beta becomes 1.
+
+    Parameters
+    ----------
+    schedule_or_betas : Schedule or array-like (T,)
+        The schedule (or its betas) to rescale.
+
+    Returns
+    -------
+    Schedule
+        With alpha_bar[T-1] = 0 and the same alpha_bar[0].
+    """
     sched = schedule_or_betas if isinstance(schedule_or_betas, Schedule) else schedule_from_betas(schedule_or_betas)
     if sched.T < 2:
         raise ValueError(f"zero terminal SNR needs T >= 2, got T = {sched.T}")
@@ -266,7 +353,9 @@ def rescale_zero_terminal_snr(schedule_or_betas) -> Schedule:
 def make_schedule(kind: str, T: int = 1000, *, zero_terminal_snr: bool = False, **params) -> Schedule:
     """Build a named beta schedule (MATH.md (2.5)); all arrays float64, 0-based.
 
-    kind
+    Parameters
+    ----------
+    kind : {"linear", "scaled_linear", "cosine", "sigmoid"}
         ``"linear"``: betas linear from ``beta_start=1e-4`` to ``beta_end=0.02`` (DDPM).
         ``"scaled_linear"``: sqrt(beta) linear from sqrt(``beta_start=0.00085``) to
         sqrt(``beta_end=0.012``) (latent diffusion).
@@ -275,8 +364,23 @@ def make_schedule(kind: str, T: int = 1000, *, zero_terminal_snr: bool = False, 
         ``"sigmoid"``: ``beta_start + (beta_end - beta_start) * sigmoid(linspace(start, end, T))``
         with ``start=-6``, ``end=6``, ``beta_start=1e-4``, ``beta_end=0.02`` (the form of the
         widely used PyTorch library's DDPM scheduler).
-    zero_terminal_snr
-        Apply :func:`rescale_zero_terminal_snr` afterwards.
+    T : int
+        Number of diffusion steps (>= 1).
+    zero_terminal_snr : bool
+        Apply :func:`rescale_zero_terminal_snr` afterwards (diffusers'
+        ``rescale_betas_zero_snr``).
+    **params
+        Overrides of the kind's defaults above (``beta_start``, ``beta_end``, ``s``,
+        ``max_beta``, ``start``, ``end``); an unknown name is a ValueError.
+
+    Returns
+    -------
+    Schedule
+
+    Raises
+    ------
+    ValueError
+        For an unknown kind or parameter, or T < 1.
     """
     T = _check_T(T)
     defaults = {
@@ -324,13 +428,35 @@ def make_schedule(kind: str, T: int = 1000, *, zero_terminal_snr: bool = False, 
 
 # ---------------------------------------------------------------------------- VP <-> VE
 def sigma_from_alpha_bar(alpha_bar):
-    """VE noise level of a VP marginal, MATH.md (2.8): sigma = sqrt((1 - abar) / abar)."""
+    """VE noise level of a VP marginal, MATH.md (2.8): sigma = sqrt((1 - abar) / abar).
+
+    Parameters
+    ----------
+    alpha_bar : float or array
+        Values in (0, 1].
+
+    Returns
+    -------
+    float or array
+        sigma, the VE noise level.
+    """
     xp = array_namespace(alpha_bar)
     return xp.sqrt((1.0 - alpha_bar) / alpha_bar)
 
 
 def alpha_bar_from_sigma(sigma):
-    """Inverse of (2.8): alpha_bar = 1 / (1 + sigma^2).  sigma must be >= 0."""
+    """Inverse of (2.8): alpha_bar = 1 / (1 + sigma^2).  sigma must be >= 0.
+
+    Parameters
+    ----------
+    sigma : float or array
+        VE noise levels >= 0.
+
+    Returns
+    -------
+    float or array
+        alpha_bar.
+    """
     xp = array_namespace(sigma)
     if bool(xp.any(sigma < 0)):
         raise ValueError(f"sigma contains {float(xp.min(sigma))!r}; sigma must be >= 0 (a VE noise level)")
@@ -338,8 +464,15 @@ def alpha_bar_from_sigma(sigma):
 
 
 # ---------------------------------------------------------------------------- grids
-def timesteps(T: int, n: int, spacing: str = "leading", steps_offset: int = 0, *, rounding: str = "library"):
+def timesteps(T: int, n: int, spacing: str = "trailing", steps_offset: int = 0, *, rounding: str = "library"):
     """``n`` strictly decreasing integer timesteps in [0, T-1] (MATH.md (2.9)).
+
+    The default spacing is ``"trailing"``, the one ``refdiff sample`` and the README use:
+    it is the only spacing whose first timestep is always T-1, so a sampler started from
+    x_T ~ N(0, I) starts at the noise level that x_T actually has (with "leading" and
+    n = 10 of T = 1000 the first step is t = 900, where alpha_bar is far from 0, so the
+    pure-noise start is mismatched).  Pass ``spacing="leading"`` (with ``steps_offset=1``
+    for Stable Diffusion configs) to reproduce a scheduler configured that way.
 
     spacing (the conventions of the widely used PyTorch library, rounding half to even)
         ``"linspace"``: ``round(linspace(0, T-1, n))`` reversed — includes 0 and T-1.
@@ -487,7 +620,15 @@ class _ContinuousVP:
 
 class LinearVP(_ContinuousVP):
     """The linear-beta VP SDE of Song et al. (2021): beta(t) = beta_0 + t (beta_1 - beta_0),
-    log alpha_t = -t^2 (beta_1 - beta_0) / 4 - t beta_0 / 2, MATH.md (2.11)."""
+    log alpha_t = -t^2 (beta_1 - beta_0) / 4 - t beta_0 / 2, MATH.md (2.11).
+
+    Parameters
+    ----------
+    beta_0, beta_1 : float
+        beta(0) and beta(1), 0 < beta_0 < beta_1.
+    t_min : float
+        The smallest time samplers and likelihoods use, in (0, 1).
+    """
 
     def __init__(self, beta_0: float = 0.1, beta_1: float = 20.0, t_min: float = 1e-3):
         if not (np.isfinite(beta_0) and np.isfinite(beta_1) and 0 < beta_0 < beta_1):
@@ -497,13 +638,49 @@ class LinearVP(_ContinuousVP):
         self.beta_0, self.beta_1, self.t_min = float(beta_0), float(beta_1), float(t_min)
 
     def log_alpha(self, t):
+        """
+        log alpha_t of (2.11).
+
+        Parameters
+        ----------
+        t : numpy.ndarray
+            Times in [0, 1].
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         return -0.25 * t * t * (self.beta_1 - self.beta_0) - 0.5 * t * self.beta_0
 
     def dlog_alpha_dt(self, t):
+        """
+        d log alpha_t / dt = -beta(t) / 2.
+
+        Parameters
+        ----------
+        t : numpy.ndarray
+            Times in [0, 1].
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         return -0.5 * (self.beta_0 + t * (self.beta_1 - self.beta_0))
 
     def t_from_log_alpha(self, log_alpha):
         # solve (b1-b0)/4 t^2 + b0/2 t + log_alpha = 0 for t >= 0 (stable root form)
+        """
+        The time with the given log alpha (the positive root of the quadratic (2.11)).
+
+        Parameters
+        ----------
+        log_alpha : numpy.ndarray
+            Values <= 0.
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         xp = array_namespace(log_alpha)
         d = self.beta_1 - self.beta_0
         disc = self.beta_0**2 - 4.0 * d * log_alpha
@@ -516,7 +693,13 @@ class LinearVP(_ContinuousVP):
 class InterpolatedVP(_ContinuousVP):
     """The continuous-time view of a discrete :class:`Schedule` used by DPM-Solver,
     MATH.md (2.15): array index k sits at t_k = (k + 1) / T and log alpha is linear in t
-    between the knots (extended linearly beyond them)."""
+    between the knots (extended linearly beyond them).
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The discrete schedule to interpolate.
+    """
 
     def __init__(self, schedule: Schedule):
         if not isinstance(schedule, Schedule):
@@ -534,10 +717,34 @@ class InterpolatedVP(_ContinuousVP):
         return asarray_like(self._t, like, dtype=like.dtype), asarray_like(self._la, like, dtype=like.dtype)
 
     def log_alpha(self, t):
+        """
+        log alpha_t, linear between the knots (2.15).
+
+        Parameters
+        ----------
+        t : numpy.ndarray
+            Continuous times.
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         kt, kl = self._knots(t)
         return _interp(t, kt, kl)
 
     def dlog_alpha_dt(self, t):
+        """
+        The slope of log alpha_t on the knot interval holding t.
+
+        Parameters
+        ----------
+        t : numpy.ndarray
+            Continuous times.
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         kt, kl = self._knots(t)
         xp = array_namespace(t)
         n = kt.shape[0]
@@ -547,6 +754,18 @@ class InterpolatedVP(_ContinuousVP):
         return xp.reshape(slope, t.shape)
 
     def t_from_log_alpha(self, log_alpha):
+        """
+        The time with the given log alpha (inverse of the piecewise-linear map).
+
+        Parameters
+        ----------
+        log_alpha : numpy.ndarray
+            Values of log alpha.
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         kt, kl = self._knots(log_alpha)
         xp = array_namespace(log_alpha)
         return _interp(log_alpha, xp.flip(kl), xp.flip(kt))
@@ -608,6 +827,20 @@ def alpha_sigma(schedule, t, like):
       integer-valued tau this equals the discrete values to rounding.
     * ``schedule`` a continuous VP (:class:`LinearVP`, :class:`InterpolatedVP`) and ``t``
       floating times in (0, 1].
+
+    Parameters
+    ----------
+    schedule : Schedule or continuous VP
+        A discrete schedule (integer or fractional index t, MATH.md (2.15)) or a continuous VP
+        (t in [0, 1]).
+    t : int, float or array (N,)
+        Time(s).
+    like : array (N, ...)
+        Gives the namespace, dtype and shape.
+
+    Returns
+    -------
+    alpha, sigma : arrays broadcasting against ``like``
     """
     xp = array_namespace(like)
     dtype = like.dtype if xp.isdtype(like.dtype, "real floating") else xp.float64

@@ -35,7 +35,7 @@ import numpy as np
 
 from ._version import __version__
 
-__all__ = ["SUITE_VERSION", "Case", "CaseResult", "build_cases", "write_suite", "check_suite", "format_report",
+__all__ = ["SUITE_VERSION", "Case", "CaseResult", "OutputResult", "build_cases", "write_suite", "check_suite", "format_report",
            "oracle_eps_model", "ORACLE_MEAN", "ORACLE_VAR"]
 
 SUITE_VERSION = 1
@@ -56,7 +56,23 @@ TRAJECTORY = (1e-8, 1e-10, "float64 round-off accumulated over <= 40 model calls
 
 @dataclass
 class Case:
-    """One reference case: ``inputs`` and ``outputs`` are {name: host array}."""
+    """One reference case: ``inputs`` and ``outputs`` are {name: host array}.
+
+    Parameters
+    ----------
+    name, function, description : str
+        The case's name, the refdiff function(s) it exercises, and what its outputs are.
+    parameters : dict
+        Scalar parameters (written to the manifest).
+    inputs, outputs : dict of numpy arrays
+        Named arrays.
+    tolerance : tuple
+        (rtol, atol, justification).
+    output_notes : dict
+        Per output, how it reads the shared inputs (coordinates).
+    output_axis0 : dict
+        Per output, what its axis 0 counts (e.g. "step").
+    """
 
     name: str
     function: str
@@ -65,17 +81,31 @@ class Case:
     inputs: dict
     outputs: dict
     tolerance: tuple = ALGEBRA
+    output_notes: dict = field(default_factory=dict)  # {output: how it reads the inputs (coordinates)}
+    output_axis0: dict = field(default_factory=dict)  # {output: what its axis 0 counts, e.g. "step"}
 
     def manifest_entry(self) -> dict:
+        """
+        The case's entry of ``manifest.json``.
+
+        Returns
+        -------
+        dict
+        """
         rtol, atol, why = self.tolerance
         arrays = {**self.inputs, **self.outputs}
-        return {
+        entry = {
             "function": self.function, "description": self.description, "parameters": self.parameters,
             "inputs": list(self.inputs), "outputs": list(self.outputs),
             "dtype": {k: str(v.dtype) for k, v in arrays.items()},
             "shape": {k: list(v.shape) for k, v in arrays.items()},
             "rtol": rtol, "atol": atol, "tolerance_justification": why,
         }
+        if self.output_notes:
+            entry["output_notes"] = dict(self.output_notes)
+        if self.output_axis0:
+            entry["output_axis0"] = dict(self.output_axis0)
+        return entry
 
 
 def _f64(a):
@@ -105,7 +135,8 @@ def _schedule_cases():
                               + "; 0-based arrays, alpha_bars_prev[0] = 1",
                               {"kind": kind, "T": 1000, "zero_terminal_snr": zt}, {},
                               {a: _f64(getattr(s, a)) for a in attrs}))
-    grids = [(1000, 10), (1000, 50), (1000, 7), (1000, 1000), (20, 3), (10, 4), (13, 5)]
+    # (1000, 48): the "trailing" grid where the library's float arange and exact rounding differ (MATH.md (2.9))
+    grids = [(1000, 10), (1000, 50), (1000, 7), (1000, 1000), (20, 3), (10, 4), (13, 5), (1000, 48)]
     for spacing in ("linspace", "leading", "trailing"):
         outs = {f"T{T}_n{n}": timesteps(T, n, spacing) for T, n in grids}
         if spacing == "leading":
@@ -222,6 +253,20 @@ def _guidance_cases(rng):
 
 
 # ---------------------------------------------------------------------------- sampler steps
+_SIGMA_SPACE = ("input x is the sigma-space state (x_vp / alpha_s) at sigma = sigma_s / alpha_s; the output is the "
+                "sigma-space state at sigma_t / alpha_t; m0 is x0_hat")
+_VP_SPACE = "input x is the VP state at (alpha_s, sigma_s); the output is the VP state at (alpha_t, sigma_t)"
+_ODE_STEP_COORDINATES = {
+    "euler": _SIGMA_SPACE, "euler_ancestral": _SIGMA_SPACE + "; noise is the ancestral draw (eta = 1)",
+    "dpm_solver_1": _VP_SPACE + "; m0 is eps_hat",
+    "dpmpp_1": _VP_SPACE + "; m0 is x0_hat",
+    "dpmpp_2m": _VP_SPACE + "; m0 is x0_hat at lambda_s, m1 at lambda_prev",
+    "dpmpp_3m": _VP_SPACE + "; m0, m1, m2 are x0_hat at lambda_s, lambda_prev, lambda_prev2; exact D2",
+    "dpmpp_3m_published": _VP_SPACE + "; as dpmpp_3m with the published D2 (MATH.md (10.13))",
+    "dpmpp_2m_sde": _VP_SPACE + "; m0 at lambda_s, m1 at lambda_prev are x0_hat; noise is the step's draw",
+}
+
+
 def _step_cases(rng):
     from .samplers import ddim_step, ddpm_step, dpm_solver as D, karras as K
     from .schedules import make_schedule
@@ -263,7 +308,7 @@ def _step_cases(rng):
                       "x0_hat, lambda = log(alpha / sigma); dpmpp_3m 'exact' and 'published' D2",
                       {"alpha_s": a_s, "sigma_s": s_s, "alpha_t": a_t, "sigma_t": s_t, "lambda_prev": lam_p,
                        "lambda_prev2": lam_pp}, {"x": x_t, "m0": m0, "m1": m1, "m2": m2, "noise": z},
-                      {k: _np(v) for k, v in outs.items()}))
+                      {k: _np(v) for k, v in outs.items()}, output_notes=_ODE_STEP_COORDINATES))
     return cases
 
 
@@ -273,7 +318,20 @@ TRAJECTORY_VARIANTS = {"ddim_eta1": ("ddim", {"eta": 1.0}), "ddpm_fixed_large": 
 
 
 def oracle_eps_model(schedule, mean=ORACLE_MEAN, var=ORACLE_VAR):
-    """The trajectories' model: exact eps of data N(mean, diag(var)) (module docstring)."""
+    """The trajectories' model: exact eps of data N(mean, diag(var)) (module docstring).
+
+    Parameters
+    ----------
+    schedule : Schedule or continuous VP
+        Gives alpha_t and sigma_t at the model's time argument.
+    mean, var : arrays (D,)
+        The Gaussian data's mean and diagonal variance.
+
+    Returns
+    -------
+    callable
+        ``model(x, t) -> eps_hat``.
+    """
     from .backend import array_namespace, asarray_like
     from .schedules import alpha_sigma
 
@@ -330,7 +388,9 @@ def _trajectory_cases(rng):
                           {"method": method, "options": opts, "schedule": sched,
                            "grid": "time_grid(LinearVP(), 10, 'time_uniform')" if continuous
                            else "timesteps(1000, 10, 'trailing')"},
-                          inputs, {"x_steps": _f64(np.stack(steps)), "x0": _np(x0)}, TRAJECTORY))
+                          inputs, {"x_steps": _f64(np.stack(steps)), "x0": _np(x0)}, TRAJECTORY,
+                          output_notes={"x_steps": "VP coordinates, one row per step", "x0": "VP coordinates"},
+                          output_axis0={"x_steps": "step"}))
     return cases
 
 
@@ -460,7 +520,17 @@ def _new_library_cases(rng):
 
 # ---------------------------------------------------------------------------- suite I/O
 def build_cases(seed: int = 20240601) -> list:
-    """Every case of the suite, computed now (deterministic for a given ``seed``)."""
+    """Every case of the suite, computed now (deterministic for a given ``seed``).
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the random inputs.
+
+    Returns
+    -------
+    list of Case
+    """
     rng = np.random.default_rng(seed)
     return (_schedule_cases() + _forward_cases(rng) + _elbo_cases(rng) + _guidance_cases(rng) + _step_cases(rng)
             + _trajectory_cases(rng) + _library_cases(rng) + _new_library_cases(rng))
@@ -486,7 +556,20 @@ CONVENTIONS = {
 
 
 def write_suite(out, seed: int = 20240601) -> Path:
-    """Write the suite to directory ``out`` (created); returns the manifest path."""
+    """Write the suite to directory ``out`` (created); returns the manifest path.
+
+    Parameters
+    ----------
+    out : path-like
+        Output folder (created).
+    seed : int
+        Seed of the random inputs.
+
+    Returns
+    -------
+    Path
+        The manifest's path.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cases = build_cases(seed)
@@ -505,113 +588,5 @@ def write_suite(out, seed: int = 20240601) -> Path:
     return path
 
 
-# ---------------------------------------------------------------------------- checking
-@dataclass
-class CaseResult:
-    """The outcome of one case: ``status`` in "PASS", "FAIL", "MISSING"."""
-
-    name: str
-    status: str
-    max_abs: float = float("nan")
-    max_rel: float = float("nan")
-    worst: str = ""
-    notes: list = field(default_factory=list)
-
-
-def _read_manifest(suite: Path) -> dict:
-    path = suite / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no manifest.json in {str(suite)!r}: not a refdiff reference-vector suite")
-    try:
-        m = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{str(path)!r} is not valid JSON ({e})") from e
-    if m.get("suite_version") != SUITE_VERSION:
-        raise ValueError(f"{str(path)!r} has suite_version {m.get('suite_version')!r}; this refdiff reads version {SUITE_VERSION}")
-    return m
-
-
-def _compare(expected, actual, rtol, atol):
-    """(ok, max_abs, max_rel, note) for one output."""
-    if actual.shape != expected.shape:
-        return False, math.inf, math.inf, f"shape {actual.shape}, expected {expected.shape}"
-    e, a = expected.astype(np.float64), actual.astype(np.float64)
-    fin = np.isfinite(e)
-    if not np.array_equal(e[~fin], a[~fin], equal_nan=True):
-        return False, math.inf, math.inf, "non-finite values differ"
-    if not np.all(np.isfinite(a[fin])):
-        return False, math.inf, math.inf, "NaN/inf where a finite value is expected"
-    d = np.abs(a[fin] - e[fin])
-    if d.size == 0:
-        return True, 0.0, 0.0, ""
-    rel = d / np.where(e[fin] != 0, np.abs(e[fin]), np.inf)
-    ok = bool(np.all(d <= atol + rtol * np.abs(e[fin])))
-    return ok, float(d.max()), float(rel.max()), ""
-
-
-def check_suite(suite, results, *, tol_factor: float = 1.0, cases=None) -> list:
-    """Compare ``results/<case>.npz`` with the suite's outputs; one :class:`CaseResult` per
-    case, in manifest order.  ``tol_factor`` scales every rtol and atol (e.g. 1e5 to check a
-    float32 implementation, whose round-off is ~1e-7 relative).  ``cases``: shell-style
-    patterns (``fnmatch``, e.g. ``["schedule_*", "q_sample"]``) restricting the check to the
-    cases an implementation covers; a pattern matching no case is a ValueError."""
-    suite, results = Path(suite), Path(results)
-    if not (isinstance(tol_factor, (int, float)) and math.isfinite(tol_factor) and tol_factor > 0):
-        raise ValueError(f"tol_factor = {tol_factor!r} must be a finite number > 0")
-    m = _read_manifest(suite)
-    if not results.is_dir():
-        raise FileNotFoundError(f"results directory {str(results)!r} does not exist")
-    selected = m["cases"]
-    if cases is not None:
-        import fnmatch
-
-        for pat in cases:
-            if not fnmatch.filter(selected, pat):
-                raise ValueError(f"case pattern {pat!r} matches no case of the suite")
-        selected = {k: v for k, v in selected.items() if any(fnmatch.fnmatchcase(k, p) for p in cases)}
-    out = []
-    for name, spec in selected.items():
-        exp_path, res_path = suite / f"{name}.npz", results / f"{name}.npz"
-        if not exp_path.is_file():
-            raise FileNotFoundError(f"the suite lacks {str(exp_path)!r} listed in its manifest")
-        if not res_path.is_file():
-            out.append(CaseResult(name, "MISSING", notes=[f"no {res_path.name}"]))
-            continue
-        try:
-            with np.load(exp_path) as E, np.load(res_path) as R:
-                exp = {k: E[k] for k in spec["outputs"]}
-                got = {k: R[k] for k in spec["outputs"] if k in R.files}
-        except (OSError, ValueError) as e:
-            why = "not a .npz of numeric arrays" if "pickle" in str(e) else " ".join(str(e).split())
-            out.append(CaseResult(name, "FAIL", notes=[f"cannot read {res_path.name}: {why}"]))
-            continue
-        r = CaseResult(name, "PASS", 0.0, 0.0)
-        rtol, atol = spec["rtol"] * tol_factor, spec["atol"] * tol_factor
-        for k, e in exp.items():
-            if k not in got:
-                r.status = "FAIL"
-                r.notes.append(f"output {k!r} MISSING")
-                continue
-            ok, da, dr, note = _compare(e, np.asarray(got[k]), rtol, atol)
-            if not ok:
-                r.status = "FAIL"
-                r.notes.append(f"{k}: " + (note or f"abs {da:.3g} rel {dr:.3g} > rtol {rtol:.1g}, atol {atol:.1g}"))
-            if da > r.max_abs or (math.isnan(r.max_abs)):
-                r.max_abs, r.worst = da, k
-            r.max_rel = max(r.max_rel, dr)
-        out.append(r)
-    return out
-
-
-def format_report(results: list) -> str:
-    """The pass/fail table printed by ``refdiff check``."""
-    w = max([len(r.name) for r in results] + [4])
-    lines = [f"{'case':<{w}}  status   max abs err  max rel err  worst output / notes"]
-    for r in results:
-        nums = "          -            -" if r.status == "MISSING" else f"{r.max_abs:11.3g}  {r.max_rel:11.3g}"
-        note = "; ".join(r.notes) if r.notes else r.worst
-        lines.append(f"{r.name:<{w}}  {r.status:<7}  {nums}  {note}")
-    n_pass = sum(r.status == "PASS" for r in results)
-    n_miss = sum(r.status == "MISSING" for r in results)
-    lines.append(f"{n_pass} of {len(results)} cases passed, {len(results) - n_pass - n_miss} failed, {n_miss} missing")
-    return "\n".join(lines)
+# ---------------------------------------------------------------------------- checking (refdiff/checking.py)
+from .checking import CaseResult, OutputResult, check_suite, format_report  # noqa: E402

@@ -174,7 +174,7 @@ def test_unknown_method(ckpt, capsys):
     (["sample", "X", "--steps", "0"], "--steps: must be an integer >= 1, got 0"),
     (["sample", "X", "--steps", "-3"], "--steps: must be an integer >= 1"),
     (["sample", "X", "--steps", "ten"], "--steps: must be an integer"),
-    (["sample", "X", "--guidance-scale", "-1"], "--guidance-scale: must be a finite number in [0, inf]"),
+    (["sample", "X", "--guidance-scale", "inf"], "--guidance-scale: must be a finite number"),
     (["sample", "X", "--guidance-scale", "nan"], "--guidance-scale"),
     (["sample", "X", "--eta", "1.5"], "--eta"),
     (["sample", "X", "--n", "0"], "--n"),

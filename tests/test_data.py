@@ -157,7 +157,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
         load_dataset("moons", 0, rng)
     with pytest.raises(TypeError, match="Generator"):
-        load_dataset("moons", 10, 42)
+        load_dataset("moons", 10, 4.2)
     with pytest.raises(ValueError, match="std must lie in \\(0, 1\\)"):
         load_dataset("8gaussians", 10, rng, std=1.5)
     with pytest.raises(TypeError, match="unexpected options"):

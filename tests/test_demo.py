@@ -101,3 +101,17 @@ def test_cli_demo_quick_end_to_end(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path / "d"), "--no-progress", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert "dpmpp_2m" in out and (tmp_path / "d" / "samples.png").is_file()
+
+
+def test_results_json_is_strict_json(quick_run):
+    """results.json parses with a strict parser (bare NaN is not JSON): the data row's
+    undefined oracle columns are null."""
+    out, _, text = quick_run
+
+    def refuse(name):
+        raise ValueError(f"non-strict JSON constant {name}")
+
+    saved = json.loads((out / "results.json").read_text(), parse_constant=refuse)
+    assert saved["rows"][0]["sw_oracle"] is None and saved["rows"][0]["sampler"] == "data"
+    assert demo.strict_json({"a": [float("nan"), 1.0, float("-inf")], "b": np.float64(2)}) == {"a": [None, 1.0, None], "b": 2.0}
+    assert "closer to the data row is better" in text

@@ -601,7 +601,7 @@ def test_nll_bound_bad_input(xp):
     with pytest.raises(ValueError, match="T = 3"):
         nll_bound(good, s, x0, rng=rng, estimator="importance", importance_state=ImportanceState.init(3))
     with pytest.raises(TypeError, match="rng"):
-        nll_bound(good, s, x0, rng=0)
+        nll_bound(good, s, x0, rng="0")
 
 
 # ------------------------------------------------------------------ losses, MATH.md (5.15)-(5.16)

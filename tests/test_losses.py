@@ -297,7 +297,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
         drop_labels(np.array([0, 1]), 1.5, np.random.default_rng(0), 10)
     with pytest.raises(TypeError, match="Generator"):
-        drop_labels(np.array([0, 1]), 0.5, 0, 10)
+        drop_labels(np.array([0, 1]), 0.5, "0", 10)
     with pytest.raises(ValueError, match="vlb_weight"):
         diffusion_loss(lambda p, x, t, y: (x, None), {}, x, np.array([1, 2]), x, refdiff.make_schedule("linear", 10),
                        vlb_weight=-1.0)

@@ -257,6 +257,6 @@ def test_bad_input(xp):
     with pytest.raises(ValueError, match=r"per-sample shape \(3,\)"):
         mlp.forward(Pm, asx(xp, np.zeros((2, 3))), t)
     with pytest.raises(TypeError, match="Generator"):
-        mlp.init_params(0)
+        mlp.init_params(0.5)
     with pytest.raises(ValueError, match="dtype"):
         mlp.init_params(rng, dtype="float16")

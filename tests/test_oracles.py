@@ -482,7 +482,7 @@ def test_bad_input_errors():
     with pytest.raises(TypeError, match="Schedule or a continuous VP"):
         m.as_model("linear")
     with pytest.raises(TypeError, match="rng must be"):
-        m.sample(3, 0)
+        m.sample(3, 0.5)
     with pytest.raises(ValueError, match="n must be"):
         m.sample(-1, rng)
     e = refdiff.EmpiricalData(np.zeros((3, 2)))

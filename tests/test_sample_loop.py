@@ -142,7 +142,7 @@ def test_bad_input():
         with pytest.raises(TypeError, match=method):
             refdiff.sample(m, x, SCHED, ts, method, progress=False, **({"s_churn": 1.0} if method == "edm" else {}))
     with pytest.raises(TypeError, match="Generator"):
-        refdiff.sample(m, x, SCHED, ts, "ddpm", rng=0, progress=False)
+        refdiff.sample(m, x, SCHED, ts, "ddpm", rng=0.5, progress=False)
     with pytest.raises(ValueError, match="prediction_type"):
         refdiff.sample(m, x, SCHED, ts, "ddim", prediction_type="eps", progress=False)
 
@@ -152,7 +152,7 @@ def test_bad_model_output_names_the_step(method):
     """A model returning the wrong shape raises ValueError, and one returning NaN from some
     step on raises FloatingPointError; both messages name the step."""
     s = refdiff.make_schedule("linear", 100)
-    ts = refdiff.timesteps(100, 10)
+    ts = refdiff.timesteps(100, 10, "leading")
     good = MIX.as_model(s)
     x = _rand((3, 2), 0)
     opts = {"rng": np.random.default_rng(0), "progress": False}

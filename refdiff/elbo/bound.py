@@ -163,7 +163,7 @@ def nll_bound(model, schedule: Schedule, x0, *, rng: np.random.Generator, predic
     _check_bins(bins)
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
-    check_rng(rng)
+    rng = check_rng(rng)
     check_int("n_t", n_t, min=1)
     if decoder == "discretized":
         _check_on_grid(x0, bins, 1e-3)

@@ -59,7 +59,7 @@ def importance_sample(state: ImportanceState, rng: np.random.Generator, size, un
     """Draw t ~ p (:func:`importance_probs`) and the weights 1 / (T p_t) that make
     ``weight * L_t`` unbiased for the uniform average, MATH.md (5.14).  Host int64 t and
     float64 weights of shape ``size``."""
-    check_rng(rng)
+    rng = check_rng(rng)
     p = importance_probs(state, uniform_prob)
     t = rng.choice(state.T, size=size, p=p).astype(np.int64)
     return t, 1.0 / (state.T * p[t])

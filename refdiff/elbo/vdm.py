@@ -90,7 +90,7 @@ def vdm_vlb(model, vp, x0, *, rng: np.random.Generator, prediction_type: str = "
     _check_choice("decoder", decoder, ("discretized", "gaussian"))
     if not isinstance(vp, _ContinuousVP):
         raise TypeError(f"vp must be a continuous VP schedule (LinearVP, InterpolatedVP), got {type(vp).__name__}")
-    check_rng(rng)
+    rng = check_rng(rng)
     check_int("n_t", n_t, min=1)
     _check_choice("t_sampling", t_sampling, ("uniform", "log_snr"))
     t0 = vp.t_min if t0 is None else float(t0)

@@ -36,7 +36,7 @@ class DenoiserBase:
         """A fresh flat parameter dict.  Drawn on the host from the numpy Generator
         ``rng`` in float64 (so NumPy and CuPy runs from one seed agree), then cast to
         ``dtype`` ("float32" or "float64") and moved to namespace ``xp`` (default NumPy)."""
-        check_rng(rng)
+        rng = check_rng(rng)
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         xp = array_namespace() if xp is None else xp

@@ -23,7 +23,7 @@ def classifier_init(rng: np.random.Generator, *, n_in: int = 64, hidden=(256, 12
     """Parameters of the MLP classifier ``x (N, n_in) -> silu(linear) x len(hidden) ->
     logits (N, n_classes)``: keys ``"l{i}.w"`` (d_in, d_out) ~ N(0, 1/d_in) and ``"l{i}.b"``
     = 0, drawn on the host from ``rng``, moved to ``xp`` (NumPy default)."""
-    check_rng(rng)
+    rng = check_rng(rng)
     sizes = (int(n_in), *(int(h) for h in hidden), int(n_classes))
     if min(sizes) < 1:
         raise ValueError(f"layer sizes must be >= 1, got {sizes}")

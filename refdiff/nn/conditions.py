@@ -265,7 +265,7 @@ class CondSpec:
         probability, or one probability for every droppable kind) and each sample, the null
         replaces the condition with that probability.  Draws ``rng.random(n)`` once per such
         kind, in the spec's kind order (even when p is 0 or 1)."""
-        check_rng(rng)
+        rng = check_rng(rng)
         probs = {k: p for k in self._kinds(None)} if not isinstance(p, Mapping) else dict(p)
         self._kinds(list(probs))
         full = self.validate(cond, n, xp, dtype, "condition dropout")

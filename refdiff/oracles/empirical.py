@@ -96,7 +96,7 @@ class EmpiricalData(_LatentMixture):
         """``n`` draws (with replacement) of the points: indices ``rng.integers(0, M, n)``
         on the host, shape (n, *event_shape), MATH.md (6.13)."""
         check_int("n", n, min=0)
-        check_rng(rng)
+        rng = check_rng(rng)
         k = rng.integers(0, self.M, size=int(n))
         like = _host_like(like)
         x = asarray_like(self._p[k].reshape((int(n),) + self.event_shape), like, dtype=array_namespace(like).float64)

@@ -106,7 +106,7 @@ class _GaussianComponents(_LatentMixture):
         (n, D).  x = mu_k + U_k diag(sqrt(lam_k)) z, MATH.md (6.5).  With
         ``return_labels`` also the class labels (n,) int64."""
         check_int("n", n, min=0)
-        check_rng(rng)
+        rng = check_rng(rng)
         k = rng.choice(self.K, size=int(n), p=self._w) if self.K > 1 else np.zeros(int(n), dtype=np.int64)
         like = _host_like(like)
         xp = array_namespace(like)

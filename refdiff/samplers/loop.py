@@ -81,7 +81,7 @@ def sample(model, x_T, schedule, timesteps, method, *, prediction_type="epsilon"
     if rng is not None and noise is not None:
         raise TypeError("pass either rng or noise, not both")
     if rng is not None:
-        check_rng(rng)
+        rng = check_rng(rng)
         noise = lambda like: standard_normal(rng, like.shape, like)  # noqa: E731
     model = _wrap_model(model, y, guidance_scale, null_label, guidance_convention, guidance_rescale)
     cb, bar = callback, None
