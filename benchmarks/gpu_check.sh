@@ -33,7 +33,7 @@ case $what in
                -n "${NPROC:-12}" -m gpu --junitxml="$OUT/suite.xml" 2>&1 | tee "$OUT/suite.log"; rc=$? ;;
 esac
 case $what in
-  profile|all) timeout "${PROFILE_TIMEOUT:-180}" python3 benchmarks/gpu_profile.py 2>&1 | tee "$OUT/profile.log" ;;
+  profile|all) timeout "${PROFILE_TIMEOUT:-180}" python3 benchmarks/gpu_profile.py ${PROFILE_ARGS:-} 2>&1 | tee "$OUT/profile.log" ;;
 esac
 case $what in
   bench|all) timeout "${BENCH_TIMEOUT:-240}" python3 benchmarks/bench_gpu.py ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
