@@ -262,8 +262,10 @@ def _checkpoint_schedule_of(meta):
 def _sample_name(args) -> str:
     """The default file name of ``refdiff sample``: every option that changes the samples, so
     that two different runs never share a file (the same name means the same samples)."""
+    from .loading import CONTINUOUS_ONLY_METHODS
+
     parts = [args.method, f"{args.steps}steps"]
-    if args.method not in _CONTINUOUS_ONLY:
+    if args.method not in CONTINUOUS_ONLY_METHODS:  # continuous-time methods ignore --spacing
         parts.append(args.spacing)
     parts += [f"n{args.n}", f"seed{args.seed}"]
     if args.label is not None:

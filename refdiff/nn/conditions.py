@@ -31,7 +31,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..backend import array_namespace, check_rng
+from ..backend import array_namespace, asarray_like, check_rng
 
 __all__ = ["CondKind", "ClassCond", "TokenCond", "ControlCond", "InpaintCond", "AdapterCond", "CondSpec",
            "as_cond"]
@@ -269,7 +269,7 @@ class CondSpec:
         probs = {k: p for k in self._kinds(None)} if not isinstance(p, Mapping) else dict(p)
         self._kinds(list(probs))
         full = self.validate(cond, n, xp, dtype, "condition dropout")
-        dev = getattr(full[next(iter(full))], "device", None) if full else None
+        ref = next((v for v in full.values() if hasattr(v, "shape")), None)  # namespace and device of the draws
         for name in self.kinds:
             if name not in probs:
                 continue
@@ -277,7 +277,7 @@ class CondSpec:
             if not (isinstance(q, (int, float)) and 0.0 <= q <= 1.0):
                 raise ValueError(f"condition dropout probability for {name!r} must lie in [0, 1], got {q!r}")
             drop = rng.random(n) < q
-            drop = xp.asarray(drop) if dev is None or xp is np else xp.asarray(drop, device=dev)
+            drop = xp.asarray(drop) if ref is None else asarray_like(drop, ref, dtype=array_namespace(ref).bool)
             kind = self.kinds[name]
             full.update(kind.where(drop, full, kind.null(n, xp, dtype), xp))
         return full
