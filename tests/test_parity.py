@@ -172,3 +172,86 @@ def test_checkpoint_crosses_namespaces(other, tmp_path):
     for k in p_np:
         assert type(into.params[k]).__module__.split(".")[0] == other.__name__.split(".")[0]
         np.testing.assert_array_equal(to_numpy(into.params[k]), np.asarray(p_np[k]))
+
+
+def _layer_cases():
+    """(name, forward, backward, host args, kwargs) for every layer of refdiff.nn.layers and
+    multi-head attention: the reference forms (MATH.md ch. 13) and the new ones."""
+    from refdiff.nn import layers as L
+
+    r = np.random.default_rng(11)
+    x4 = r.standard_normal((3, 4, 6, 6))
+    tok = r.standard_normal((3, 5, 8))
+    keep = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=bool)
+    return [
+        ("linear", L.linear_forward, L.linear_backward, (tok[:, 0], r.standard_normal((8, 6)), r.standard_normal(6)), {}),
+        ("silu", L.silu_forward, L.silu_backward, (x4,), {}),
+        ("gelu", L.gelu_forward, L.gelu_backward, (tok,), {}),
+        ("gelu_tanh", L.gelu_forward, L.gelu_backward, (tok,), {"approximate": "tanh"}),
+        ("geglu", L.geglu_forward, L.geglu_backward, (tok, r.standard_normal((8, 12)), r.standard_normal(12)), {}),
+        ("conv3x3", L.conv2d_forward, L.conv2d_backward, (x4, r.standard_normal((5, 4, 3, 3)), r.standard_normal(5)), {}),
+        ("conv_stride2", L.conv2d_forward, L.conv2d_backward, (x4, r.standard_normal((5, 4, 3, 3)), r.standard_normal(5)),
+         {"stride": 2, "pad": 1}),
+        ("conv_transpose", L.conv_transpose2d_forward, L.conv_transpose2d_backward,
+         (x4, r.standard_normal((4, 3, 4, 4)), r.standard_normal(3)), {"stride": 2, "pad": 1}),
+        ("upsample2x", L.upsample2x_forward, L.upsample2x_backward, (x4,), {}),
+        ("avgpool2x", L.avgpool2x_forward, L.avgpool2x_backward, (x4,), {}),
+        ("patchify", L.patchify_forward, L.patchify_backward, (x4, 2), {}),
+        ("pixel_shuffle", L.pixel_shuffle_forward, L.pixel_shuffle_backward, (x4, 2), {}),
+        ("pixel_unshuffle", L.pixel_unshuffle_forward, L.pixel_unshuffle_backward, (x4, 2), {}),
+        ("groupnorm", L.groupnorm_forward, L.groupnorm_backward, (x4, r.standard_normal(4), r.standard_normal(4), 2), {}),
+        ("layernorm", L.layernorm_forward, L.layernorm_backward, (tok, r.standard_normal(8), r.standard_normal(8)), {}),
+        ("adaln", L.adaln_forward, L.adaln_backward,
+         (tok, r.standard_normal((3, 7)), r.standard_normal((7, 16)), r.standard_normal(16)), {}),
+        ("attention_masked", L.attention_forward, L.attention_backward,
+         (r.standard_normal((3, 4, 8)), r.standard_normal((3, 5, 8)), r.standard_normal((3, 5, 8)), keep), {}),
+        ("concat", L.concat_forward, L.concat_backward, (x4, x4[:, :2] * 0.5), {}),
+    ]
+
+
+LAYER_CASES = _layer_cases()
+
+
+@pytest.mark.parametrize("dtype, rtol, atol", [("float64", 1e-12, 1e-13), ("float32", 1e-4, 1e-5)])
+@pytest.mark.parametrize("case", LAYER_CASES, ids=[c[0] for c in LAYER_CASES])
+def test_layer_forward_backward_parity(other, case, dtype, rtol, atol):
+    """Every layer's forward and backward (MATH.md ch. 13) gives the NumPy result in ``other``:
+    the same host inputs and output gradient, float64 to 1e-12 and float32 to 1e-4."""
+    name, fwd, bwd, args, kw = case
+    host = tuple(a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in args)
+    out0, _ = fwd(*host, **kw)
+    dout = np.random.default_rng(12).standard_normal(tuple(out0.shape)).astype(dtype)
+
+    def f(xp, *a):
+        out, cache = fwd(*a[:-1], **kw)
+        return out, bwd(a[-1], cache)
+
+    a, b = _both(f, other, *host, dout)
+    _cmp(a, b, rtol=rtol, atol=atol, what=name)
+
+
+@pytest.mark.parametrize("fused, cross", [(True, False), (False, False), (False, True)])
+def test_multihead_attention_parity(other, fused, cross):
+    """Multi-head attention (MATH.md (13.23)), self or cross with a key-padding mask, fused or
+    separate projections: forward, dx, dcontext and every parameter gradient as NumPy's."""
+    from refdiff.nn.attention import mha_backward, mha_forward, mha_init
+
+    P = {}
+    mha_init(P, "a", 8, 2, np.random.default_rng(4), context_dim=6 if cross else None, fused=fused)
+    P = {k: np.asarray(v) + 0.1 for k, v in P.items()}  # out.w starts at 0 in some inits: move off it
+    r = np.random.default_rng(5)
+    x = r.standard_normal((3, 4, 8))
+    ctx = r.standard_normal((3, 5, 6)) if cross else None
+    keep = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=bool)
+    keep = keep if cross else keep[:, :4]
+    dout = r.standard_normal((3, 4, 8))
+
+    def f(xp, x, keep, dout, *ctx_):
+        Px = {k: _on(xp, v) for k, v in P.items()}
+        out, cache = mha_forward(Px, "a", x, ctx_[0] if ctx_ else None, heads=2, key_mask=keep)
+        G = {}
+        dx, dctx = mha_backward(G, Px, "a", dout, cache)
+        return out, dx, (dctx if dctx is not None else dx), G
+
+    a, b = _both(f, other, x, keep, dout, *((ctx,) if cross else ()))
+    _cmp(a, b, rtol=1e-12, atol=1e-13)
