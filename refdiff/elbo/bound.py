@@ -18,6 +18,8 @@ from .gaussian import _check_on_grid
 from .importance import ImportanceState, importance_sample, importance_update
 from .terms import bits_per_dim, prior_term, vlb_term
 
+__all__ = ["NLLBound", "nll_bound"]
+
 
 # ---------------------------------------------------------------------------- model calls
 def _call(model, x_t, t, variance_type):

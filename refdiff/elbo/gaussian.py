@@ -10,6 +10,15 @@ import numpy as np
 from ..backend import array_namespace, log_ndtr, ndtr
 from ._common import _LN2, _LOG_2PI, _arrays, _check_bins, _check_choice
 
+__all__ = [
+    "normal_kl",
+    "gaussian_log_density",
+    "TANH_CDF_MAX_ABS_ERROR",
+    "approx_standard_normal_cdf",
+    "standard_normal_cdf",
+    "discretized_gaussian_log_likelihood",
+]
+
 
 # ---------------------------------------------------------------------------- Gaussians
 def normal_kl(mean1, logvar1, mean2, logvar2):

@@ -10,6 +10,8 @@ import numpy as np
 from .._validate import check_finite_scalar, check_int
 from ..backend import check_rng, to_numpy
 
+__all__ = ["ImportanceState", "importance_probs", "importance_sample", "importance_update"]
+
 
 # ---------------------------------------------------------------------------- importance sampling of t
 @dataclass(frozen=True, eq=False)

@@ -10,6 +10,8 @@ from ..schedules import Schedule, alpha_sigma
 from ._common import _check_choice, _dims, _flat_sum
 from .terms import bits_per_dim, vlb_term
 
+__all__ = ["l_simple", "hybrid_loss"]
+
 
 # ---------------------------------------------------------------------------- training objectives
 def l_simple(model_output, target, *, reduction: str = "mean"):

@@ -16,6 +16,16 @@ from ..variance import log_betas_large, reverse_log_variance
 from ._common import _LN2, _check_bins, _check_choice, _flat_sum
 from .gaussian import discretized_gaussian_log_likelihood, gaussian_log_density, normal_kl
 
+__all__ = [
+    "reverse_mean_log_variance",
+    "eps_mse_weight",
+    "prior_term",
+    "vlb_term",
+    "bits_per_dim",
+    "dequantization_offset",
+    "continuous_to_discrete_bpd",
+]
+
 
 # ---------------------------------------------------------------------------- reverse process
 def reverse_mean_log_variance(schedule: Schedule, model_output, x_t, t, var_output=None, *, prediction_type: str = "epsilon",

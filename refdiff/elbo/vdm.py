@@ -16,6 +16,8 @@ from ._common import _check_choice, _check_x0, _dims, _flat_sum
 from .gaussian import discretized_gaussian_log_likelihood, gaussian_log_density, normal_kl
 from .terms import bits_per_dim
 
+__all__ = ["snr_derivative", "vdm_diffusion_integrand", "VDMBound", "vdm_vlb"]
+
 
 # ---------------------------------------------------------------------------- continuous time (VDM)
 def snr_derivative(vp, t):

@@ -11,6 +11,8 @@ from .._validate import check_int
 from ..backend import array_namespace, asarray_like, check_rng
 from ._base import _LOG_2PI, _host_like, _Bundle, _LatentMixture, _col, _host, _matmul, _readonly
 
+__all__ = ["EmpiricalData"]
+
 
 # ---------------------------------------------------------------------------- empirical data
 class EmpiricalData(_LatentMixture):

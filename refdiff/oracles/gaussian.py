@@ -11,6 +11,8 @@ from ..backend import array_namespace, asarray_like, check_rng, standard_normal
 from ..schedules import Schedule, gather
 from ._base import _LOG_2PI, _host_like, _Bundle, _LatentMixture, _Prepared, _col, _dev, _eig_psd, _host, _per_sample, _readonly
 
+__all__ = ["GaussianData", "GaussianMixture"]
+
 
 # ---------------------------------------------------------------------------- Gaussians
 class _GaussianComponents(_LatentMixture):
