@@ -31,7 +31,6 @@ RESTRUCTURED_IN_PARALLEL = {
     "refdiff.train": "landed with issue 11/12 (training loop); train, TrainResult still without sections",
     "refdiff.losses": "landed with issue 11/12 (objectives); 15 callables still without a Parameters section",
     "refdiff.guidance": "landed with issue 12 (condition mappings, guidance); 9 callables without sections",
-    "refdiff.elbo": "split into a package by issue 20's ELBO work; 24 callables without a Parameters section",
 }
 # Single names without their sections yet, with the reason (none at present).
 NAMES_RESTRUCTURED_IN_PARALLEL: dict = {}
