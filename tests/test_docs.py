@@ -30,7 +30,6 @@ RESTRUCTURED_IN_PARALLEL = {
     "refdiff.nn": "landed with issue 11 (networks); 139 callables still without a Parameters section or docstring",
     "refdiff.train": "landed with issue 11/12 (training loop); train, TrainResult still without sections",
     "refdiff.losses": "landed with issue 11/12 (objectives); 15 callables still without a Parameters section",
-    "refdiff.guidance": "landed with issue 12 (condition mappings, guidance); 9 callables without sections",
 }
 # Single names without their sections yet, with the reason (none at present).
 NAMES_RESTRUCTURED_IN_PARALLEL: dict = {}
