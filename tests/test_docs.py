@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESTRUCTURED_IN_PARALLEL = {
     "refdiff.samplers": "landed with issue 10 (samplers, grids); 121 callables still without a Parameters section",
     "refdiff.nn": "landed with issue 11 (networks); 139 callables still without a Parameters section or docstring",
-    "refdiff.losses": "landed with issue 11/12 (objectives); 15 callables still without a Parameters section",
 }
 # Single names without their sections yet, with the reason (none at present).
 NAMES_RESTRUCTURED_IN_PARALLEL: dict = {}
