@@ -61,7 +61,11 @@ def _module_page(name: str) -> str:
     for n in public_names(mod):
         obj = getattr(mod, n)
         if inspect.isclass(obj):
-            lines += [f".. autoclass:: {name}.{n}", "   :members:", ""]
+            # A class re-exported from another module is indexed on its home module's page
+            # only: two re-exports (refdiff.X, refdiff.elbo.X) would be two descriptions of
+            # the same canonical name, which Sphinx reports as duplicates.
+            again = ["   :no-index:"] if getattr(obj, "__module__", name) != name else []
+            lines += [f".. autoclass:: {name}.{n}", "   :members:", *again, ""]
         elif callable(obj):
             lines += [f".. autofunction:: {name}.{n}", ""]
         else:

@@ -112,7 +112,27 @@ def q_sample(schedule: Schedule, x0, t, noise):
 def q_posterior_mean(schedule: Schedule, x0, x_t, t):
     """The posterior mean mu_tilde_t(x_t, x_0) = coef1_t x_0 + coef2_t x_t, MATH.md (3.2); the
     one place it is written (the reverse-process mean of the ELBO and of DDPM sampling is
-    this function at the model's x0_hat)."""
+    this function at the model's x0_hat).
+
+    No validation is done here (the callers check their inputs); use
+    :func:`q_posterior_mean_variance` for the checked version with the variance.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The discrete schedule (``refdiff.make_schedule``), float64 arrays of length T.
+    x0 : array (N, ...)
+        The data, or a prediction x0_hat of it.
+    x_t : array like x0
+        The noisy state at t.
+    t : int or integer array of shape (N,)
+        0-based timesteps in [0, T-1], one per sample or shared.
+
+    Returns
+    -------
+    array like x_t
+        mu_tilde_t(x_t, x_0); at t = 0 it is x_0 (coef1 = 1, coef2 = 0).
+    """
     return gather(schedule.posterior_mean_coef1, t, x_t) * x0 + gather(schedule.posterior_mean_coef2, t, x_t) * x_t
 
 

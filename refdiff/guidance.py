@@ -42,7 +42,25 @@ def _check_scale(scale, name="guidance_scale"):
 def cfg_convert_scale(scale, from_convention, to_convention):
     """Convert a CFG scale between the conventions, MATH.md (12.3): ``w = 1 + w'``, where
     ``w`` is the scale of "w" (eps_u + w (eps_c - eps_u); the PyTorch library's
-    ``guidance_scale``) and ``w'`` that of "1+w" (Ho & Salimans 2022: (1 + w') eps_c - w' eps_u)."""
+    ``guidance_scale``) and ``w'`` that of "1+w" (Ho & Salimans 2022: (1 + w') eps_c - w' eps_u).
+
+    Parameters
+    ----------
+    scale : float
+        A finite scale in ``from_convention``.
+    from_convention, to_convention : {"w", "1+w"}
+        The conventions.
+
+    Returns
+    -------
+    float
+        The same guidance in ``to_convention``.
+
+    Raises
+    ------
+    ValueError
+        If a convention is unknown or the scale is not a finite number.
+    """
     _check_convention(from_convention)
     _check_convention(to_convention)
     s = _check_scale(scale)
@@ -54,7 +72,27 @@ def cfg_convert_scale(scale, from_convention, to_convention):
 def cfg_combine(out_uncond, out_cond, guidance_scale, convention="w"):
     """The classifier-free guidance combination, MATH.md (12.2):
     ``"w"``: ``u + w (c - u)`` (w = 1: conditional, w = 0: unconditional);
-    ``"1+w"``: ``(1 + w') c - w' u`` (w' = 0: conditional, w' = -1: unconditional)."""
+    ``"1+w"``: ``(1 + w') c - w' u`` (w' = 0: conditional, w' = -1: unconditional).
+
+    Parameters
+    ----------
+    out_uncond, out_cond : array
+        The unconditional and conditional outputs (same shape, same prediction type).
+    guidance_scale : float
+        The finite scale, w or w' by ``convention``.
+    convention : {"w", "1+w"}
+        The scale convention (:func:`cfg_combine`).
+
+    Returns
+    -------
+    array like out_cond
+        The guided output.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, the convention is unknown or the scale is not finite.
+    """
     _check_convention(convention)
     w = cfg_convert_scale(guidance_scale, convention, "w")
     if tuple(out_uncond.shape) != tuple(out_cond.shape):
@@ -66,7 +104,26 @@ def rescale_guidance(out_cfg, out_cond, guidance_rescale=0.0):
     """Guidance rescale (Lin et al. 2023, eq. 15-16), MATH.md (12.4): per sample,
     ``x_rescaled = out_cfg * std(out_cond) / std(out_cfg)`` (std over all non-batch entries)
     and ``phi x_rescaled + (1 - phi) out_cfg`` with phi = ``guidance_rescale`` in [0, 1].
-    The ratio of standard deviations does not depend on their ddof."""
+    The ratio of standard deviations does not depend on their ddof.
+
+    Parameters
+    ----------
+    out_cfg : array (N, ...)
+        The guided output (:func:`cfg_combine`).
+    out_cond : array like out_cfg
+        The conditional output.
+    guidance_rescale : float, default 0.0
+        phi in [0, 1]; 0 returns ``out_cfg`` unchanged.
+
+    Returns
+    -------
+    array like out_cfg
+
+    Raises
+    ------
+    ValueError
+        If ``guidance_rescale`` is not a finite number in [0, 1].
+    """
     phi = _check_scale(guidance_rescale, "guidance_rescale")
     if not 0.0 <= phi <= 1.0:
         raise ValueError(f"guidance_rescale = {phi!r} is outside [0, 1]")
@@ -91,7 +148,36 @@ def cfg_model(model, y, guidance_scale, null_label, *, convention="w", guidance_
     networks; or condition mappings (:mod:`refdiff.nn.conditions`): ``y`` the condition and
     ``null_label`` the same condition with the guided kinds replaced by their nulls
     (MATH.md (12.7); kinds kept in both are not guided; :func:`guided_model` builds it for a
-    refdiff network)."""
+    refdiff network).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t, c)``, a conditional model.
+    y : int, integer array (N,) or condition mapping
+        The condition.
+    guidance_scale : float
+        The finite scale in ``convention``.
+    null_label : int, integer array (N,) or condition mapping
+        The unconditional condition, of the same kind as ``y``.
+    convention : {"w", "1+w"}
+        The scale convention (:func:`cfg_combine`).
+    guidance_rescale : float, default 0.0
+        phi of :func:`rescale_guidance`, in [0, 1].
+
+    Returns
+    -------
+    callable
+        A plain ``model(x, t)``.
+
+    Raises
+    ------
+    ValueError
+        If the convention is unknown or a scale is not finite (a rescale outside [0, 1]
+        raises at the first call).
+    TypeError
+        If ``null_label`` is None, or ``y`` and ``null_label`` are not both mappings or both labels.
+    """
     _check_convention(convention)
     _check_scale(guidance_scale)
     _check_scale(guidance_rescale, "guidance_rescale")
@@ -122,7 +208,35 @@ def guided_model(net, params, cond, guidance_scale, guided=None, *, convention="
     net.apply(params, ...)``, ``c = cond`` and ``c_null`` = ``cond`` with the kinds in
     ``guided`` (default: every droppable kind: class, tokens, control) replaced by their
     nulls and every other kind kept (e.g. ``guided=("tokens",)``: the prompt is guided, the
-    control image or inpainting mask is seen by both branches)."""
+    control image or inpainting mask is seen by both branches).
+
+    Parameters
+    ----------
+    net : refdiff.nn network
+        With ``apply``, ``cond_spec`` and ``null_cond``.
+    params : dict
+        Its parameters.
+    cond : condition mapping, label array or None
+        The condition (validated against each batch at every call).
+    guidance_scale : float
+        The finite scale in ``convention``.
+    guided : sequence of str, optional
+        The condition kinds that are guided (default: every droppable kind).
+    convention : {"w", "1+w"}
+        The scale convention (:func:`cfg_combine`).
+    guidance_rescale : float, default 0.0
+        phi of :func:`rescale_guidance`, in [0, 1].
+
+    Returns
+    -------
+    callable
+        A plain ``model(x, t)``.
+
+    Raises
+    ------
+    ValueError
+        If ``guidance_scale`` is not a finite number (condition errors raise at the call).
+    """
     _check_scale(guidance_scale)
 
     def model(x, t, c):
@@ -141,7 +255,29 @@ def guided_model(net, params, cond, guidance_scale, guided=None, *, convention="
 def classifier_guided_eps(eps, grad_log_p_y, sigma, scale=1.0):
     """Classifier guidance (Dhariwal & Nichol 2021) as an eps correction, MATH.md (12.1), (12.5):
     ``eps_hat = eps - scale * sigma_t * grad_x log p(y | x_t)``, i.e. the score
-    ``grad log p_t(x) + scale * grad log p_t(y | x)``; scale 1 is the score of p_t(x | y)."""
+    ``grad log p_t(x) + scale * grad log p_t(y | x)``; scale 1 is the score of p_t(x | y).
+
+    Parameters
+    ----------
+    eps : array (N, ...)
+        The unconditional noise prediction.
+    grad_log_p_y : array like eps
+        grad_x log p(y | x_t).
+    sigma : float or array (N,) or (N, 1, ..., 1)
+        sigma_t.
+    scale : float, default 1.0
+        The finite guidance scale.
+
+    Returns
+    -------
+    array like eps
+        The guided eps_hat.
+
+    Raises
+    ------
+    ValueError
+        If ``scale`` is not a finite number.
+    """
     return eps - (_check_scale(scale, "scale") * bcast(sigma, eps)) * grad_log_p_y
 
 
@@ -150,7 +286,33 @@ def classifier_guided_model(model, grad_log_p_y, y, scale, schedule, prediction_
     is of the same ``prediction_type`` as ``model``'s.  ``grad_log_p_y(x, t, y)`` returns
     grad_x log p(y | x_t) (see :func:`mixture_classifier_grad`,
     :func:`network_classifier_grad`); alpha_t, sigma_t come from
-    ``refdiff.alpha_sigma(schedule, t)``."""
+    ``refdiff.alpha_sigma(schedule, t)``.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t)``, unconditional, of ``prediction_type``.
+    grad_log_p_y : callable
+        ``grad_log_p_y(x, t, y)``.
+    y : int or integer array (N,)
+        The class to guide towards.
+    scale : float
+        The finite guidance scale.
+    schedule : Schedule or continuous VP schedule
+        Gives alpha_t and sigma_t at the model's times.
+    prediction_type : str, default "epsilon"
+        One of refdiff.PREDICTION_TYPES.
+
+    Returns
+    -------
+    callable
+        A plain ``model(x, t)``.
+
+    Raises
+    ------
+    ValueError
+        If ``prediction_type`` is unknown or ``scale`` is not finite.
+    """
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"unknown prediction_type {prediction_type!r}; valid: {', '.join(PREDICTION_TYPES)}")
     _check_scale(scale, "scale")
@@ -168,7 +330,20 @@ def classifier_guided_model(model, grad_log_p_y, y, scale, schedule, prediction_
 def mixture_classifier_grad(mixture, schedule):
     """The exact classifier gradient of a :class:`refdiff.GaussianMixture` as a callable
     ``grad_log_p_y(x, t, y)`` = grad_x log p(y | x_t) at the schedule's alpha_t, sigma_t
-    (the oracle's ``grad_log_class_posterior``, MATH.md (6.11))."""
+    (the oracle's ``grad_log_class_posterior``, MATH.md (6.11)).
+
+    Parameters
+    ----------
+    mixture : GaussianMixture
+        The data distribution, with its class labels.
+    schedule : Schedule or continuous VP schedule
+        Gives alpha_t and sigma_t.
+
+    Returns
+    -------
+    callable
+        ``grad_log_p_y(x, t, y)``.
+    """
 
     def grad(x, t, y):
         alpha, sigma = alpha_sigma(schedule, t, x)
@@ -182,7 +357,20 @@ def network_classifier_grad(forward, backward):
     with ``forward(x, t) -> (logits (N, K), cache)`` and ``backward(cache, dlogits) -> dx``
     (e.g. ``lambda c, d: net.backward(params, c, d)[1]`` for refdiff.nn models whose
     ``backward(params, cache, dout)`` returns ``(grads, dx)``), the upstream gradient of
-    sum_n log p(y_n | x_n) is ``dlogits = onehot(y) - softmax(logits)``."""
+    sum_n log p(y_n | x_n) is ``dlogits = onehot(y) - softmax(logits)``.
+
+    Parameters
+    ----------
+    forward : callable
+        ``forward(x, t) -> (logits (N, K), cache)``.
+    backward : callable
+        ``backward(cache, dlogits) -> dx``.
+
+    Returns
+    -------
+    callable
+        ``grad_log_p_y(x, t, y)`` with ``y`` an int or an integer array (N,).
+    """
 
     def grad(x, t, y):
         logits, cache = forward(x, t)

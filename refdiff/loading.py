@@ -27,7 +27,27 @@ CONTINUOUS_ONLY_METHODS = ("euler_maruyama", "pc", "pf_ode_rk4")
 @dataclass
 class LoadedModel:
     """A network with its parameters, prediction type, schedule and condition kinds.
-    Calling it is the plain ``model(x, t)`` of the null condition."""
+    Calling it is the plain ``model(x, t)`` of the null condition.
+
+    Usually built by :func:`load`; ``cond_kinds`` (the network's condition kinds) and
+    ``sample_shape`` (the shape of one sample, ``(dim,)`` for an MLP, ``(C, H, W)`` for a
+    U-Net) are read from the network.
+
+    Parameters
+    ----------
+    net : refdiff.nn network
+        The network (an :class:`refdiff.nn.mlp.MLP` or :class:`refdiff.nn.unet.UNet`), with
+        ``apply``, ``as_model``, ``cond_spec`` and ``config``.
+    params : dict
+        Its parameters (name -> array), in the namespace and dtype the model runs in.
+    prediction_type : str
+        What the network predicts, a name of ``refdiff.PREDICTION_TYPES`` ("epsilon",
+        "sample", "v_prediction"), as the checkpoint gives it.
+    schedule : Schedule or None
+        The schedule it was trained on (:meth:`sample` needs a discrete ``Schedule``).
+    meta : dict
+        The checkpoint's metadata as stored.
+    """
 
     net: object
     params: dict
@@ -50,7 +70,29 @@ class LoadedModel:
     def bind(self, cond=None, *, guidance_scale=None, guided=None, convention="w", guidance_rescale=0.0):
         """A plain ``model(x, t)`` with ``cond`` bound (:meth:`net.as_model`) or, given
         ``guidance_scale``, classifier-free guided over the kinds ``guided`` (default: every
-        droppable kind), MATH.md (12.7), (12.8)."""
+        droppable kind), MATH.md (12.7), (12.8).
+
+        Parameters
+        ----------
+        cond : mapping, array or None
+            The condition (a mapping of condition kinds, :mod:`refdiff.nn.conditions`; a
+            plain label array is shorthand for ``{"class": labels}``; None or a missing kind:
+            that kind's null).
+        guidance_scale : float, optional
+            Classifier-free guidance scale; None (default) binds ``cond`` without guidance.
+        guided : sequence of str, optional
+            The condition kinds that are guided (replaced by their nulls in the unconditional
+            branch); default every droppable kind.  Used only with ``guidance_scale``.
+        convention : {"w", "1+w"}
+            The guidance-scale convention of :func:`refdiff.cfg_combine`.
+        guidance_rescale : float, default 0.0
+            The guidance rescale factor, MATH.md (12.8) (0: none).
+
+        Returns
+        -------
+        callable
+            A plain ``model(x, t)``.
+        """
         if guidance_scale is None:
             return self.net.as_model(self.params, cond)
         from .guidance import guided_model
@@ -64,7 +106,41 @@ class LoadedModel:
         prediction type: x_T drawn on the host from ``rng`` (then the device, in the network's
         dtype), ``steps`` steps of ``spacing``.  Methods defined only in continuous time
         (``euler_maruyama``, ``pc``, ``pf_ode_rk4``) run on the schedule's interpolated
-        continuous view, the network called at index ``t T - 1``."""
+        continuous view, the network called at index ``t T - 1``.
+
+        Parameters
+        ----------
+        n : int
+            The number of samples.
+        steps : int
+            The number of sampling steps, in [1, T] (T of the checkpoint's schedule).
+        rng : numpy.random.Generator
+            The source of x_T and of every noise draw of the sampler.
+        method : str, default "dpmpp_2m"
+            A method of ``refdiff.sample`` (:func:`refdiff.samplers.loop.sampler_methods`).
+        cond, guidance_scale, guided
+            The condition and classifier-free guidance, as in :meth:`bind`.
+        spacing : {"trailing", "leading", "linspace"}
+            The timestep spacing (:func:`refdiff.schedules.timesteps`) of discrete methods;
+            the continuous-only methods use a uniform time grid.
+        xp : array namespace, optional
+            Namespace of x_T; default that of the parameters.
+        progress : bool, default False
+            Show a progress bar.
+        **options
+            Passed to ``refdiff.sample`` (eta, order, s_churn, sigmas, ...).
+
+        Returns
+        -------
+        array
+            The samples, shape ``(n, *sample_shape)``, in the parameters' dtype.
+
+        Raises
+        ------
+        ValueError
+            If the checkpoint has no discrete schedule, ``steps`` is outside [1, T], or
+            ``refdiff.sample`` rejects the method or an option (TypeError for an unknown option).
+        """
         from .samplers.loop import sample
         from .schedules import InterpolatedVP, Schedule, time_grid, timesteps
 
@@ -95,7 +171,33 @@ def load(path, *, ema: bool = True, xp=None):
     checkpoint has them and ``ema``), ``metadata`` a dict with ``prediction_type``,
     ``schedule`` (the rebuilt schedule object), ``cond_kinds``, ``step``, ``model_config``,
     ``train_config`` and ``format_version``.  Every entry is validated on the way in
-    (:func:`refdiff.nn.checkpoint.load_checkpoint`)."""
+    (:func:`refdiff.nn.checkpoint.load_checkpoint`).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The checkpoint file, or a folder holding ``checkpoint.npz``.
+    ema : bool, default True
+        Use the EMA parameters when the checkpoint has them (else the raw parameters).
+    xp : array namespace, optional
+        Namespace of the parameters (default NumPy; e.g. CuPy to run on the GPU).
+
+    Returns
+    -------
+    model : LoadedModel
+        The network with its parameters, prediction type and schedule.
+    metadata : dict
+        ``prediction_type``, ``schedule`` (None when the checkpoint stores none),
+        ``cond_kinds``, ``step``, ``model_config``, ``train_config``, ``format_version``,
+        ``path`` (the file read) and ``ema`` (whether the EMA parameters were loaded).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the checkpoint is corrupted or inconsistent (see ``load_checkpoint``).
+    """
     p = Path(path)
     if p.is_dir():
         p = p / "checkpoint.npz"

@@ -53,7 +53,23 @@ WEIGHTINGS = (None, "min_snr", "snr", "snr_plus_one", "truncated_snr")
 
 def canonical_target(target: str) -> str:
     """The canonical name of a regression target ("eps" -> "epsilon", "x0" -> "sample",
-    "v" -> "v_prediction"); ValueError for anything else."""
+    "v" -> "v_prediction"); ValueError for anything else.
+
+    Parameters
+    ----------
+    target : str
+        A target name or alias.
+
+    Returns
+    -------
+    str
+        "epsilon", "sample" or "v_prediction".
+
+    Raises
+    ------
+    ValueError
+        If ``target`` is neither a target nor an alias.
+    """
     t = _ALIASES.get(target, target)
     if t not in TARGETS:
         raise ValueError(f"unknown target {target!r}; valid: {', '.join(TARGETS)} (aliases: eps, x0, v)")
@@ -88,7 +104,18 @@ def _bc(w, x):
 
 def snr_from_alpha_sigma(alpha, sigma):
     """The signal-to-noise ratio SNR = alpha^2 / sigma^2, MATH.md (14.4) (+inf where
-    sigma = 0, 0 where alpha = 0)."""
+    sigma = 0, 0 where alpha = 0).
+
+    Parameters
+    ----------
+    alpha, sigma : array
+        Path coefficients of one shape and namespace.
+
+    Returns
+    -------
+    array like alpha
+        alpha^2 / sigma^2.
+    """
     xp = array_namespace(alpha, sigma)
     a2, s2 = alpha * alpha, sigma * sigma
     safe = xp.where(s2 > 0, s2, xp.ones_like(s2))
@@ -97,7 +124,29 @@ def snr_from_alpha_sigma(alpha, sigma):
 
 def regression_target(x0, noise, alpha, sigma, target: str = "epsilon"):
     """The value a network of the given ``target`` type regresses, MATH.md (14.1):
-    eps, x_0, or v = alpha eps - sigma x_0.  alpha, sigma: floats or per-sample (N,)."""
+    eps, x_0, or v = alpha eps - sigma x_0.  alpha, sigma: floats or per-sample (N,).
+
+    Parameters
+    ----------
+    x0 : array (N, ...)
+        The data.
+    noise : array like x0
+        The noise eps.
+    alpha, sigma : float or array (N,) or (N, 1, ..., 1)
+        The path coefficients (used for v only).
+    target : str, default "epsilon"
+        One of TARGETS ("epsilon", "sample", "v_prediction"; aliases "eps", "x0", "v").
+
+    Returns
+    -------
+    array like x0
+        The regression target.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or ``target`` is unknown.
+    """
     target = canonical_target(target)
     if tuple(x0.shape) != tuple(noise.shape):
         raise ValueError(f"x0 has shape {tuple(x0.shape)} but noise has shape {tuple(noise.shape)}")
@@ -116,7 +165,27 @@ def weighted_mse(out, target_value, weights=None):
         dL/dout_ij = 2 w_i (out_ij - target_ij) / (N D),
 
     N the batch size, D the number of entries per sample; ``weights`` None (all 1) or
-    per-sample (N,).  ``loss`` is a 0-d array of ``out``'s namespace and dtype."""
+    per-sample (N,).  ``loss`` is a 0-d array of ``out``'s namespace and dtype.
+
+    Parameters
+    ----------
+    out : array (N, ...)
+        The model output.
+    target_value : array like out
+        Its target.
+    weights : array (N,), optional
+        Per-sample weights (default all 1).
+
+    Returns
+    -------
+    loss : 0-d array
+    dloss_dout : array like out
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, the batch is empty, or ``weights`` is not (N,).
+    """
     xp = array_namespace(out, target_value)
     if tuple(out.shape) != tuple(target_value.shape):
         raise ValueError(f"model output has shape {tuple(out.shape)}, the target has shape {tuple(target_value.shape)}")
@@ -138,7 +207,25 @@ def weighted_mse(out, target_value, weights=None):
 def x0_error_factor(alpha, sigma, target: str):
     """c_target with ||f - target||^2 = c_target ||x0_hat(f) - x_0||^2, MATH.md (14.5):
     c_eps = SNR, c_x0 = 1, c_v = (alpha^2 + sigma^2)^2 / sigma^2 (= 1 + SNR on a VP path).
-    alpha, sigma: per-sample arrays (N,); returns (N,)."""
+    alpha, sigma: per-sample arrays (N,); returns (N,).
+
+    Parameters
+    ----------
+    alpha, sigma : array (N,)
+        Per-sample path coefficients.
+    target : str
+        One of TARGETS ("epsilon", "sample", "v_prediction"; aliases "eps", "x0", "v").
+
+    Returns
+    -------
+    array (N,)
+        c_target.
+
+    Raises
+    ------
+    ValueError
+        If ``target`` is unknown.
+    """
     xp = array_namespace(alpha, sigma)
     target = canonical_target(target)
     if target == "epsilon":
@@ -160,6 +247,25 @@ def x0_weight(weighting: str, snr, gamma: float = 5.0):
     "truncated_snr" max(SNR, 1)            Salimans & Ho 2022
     "min_snr"       min(SNR, gamma)        Hang et al. 2023 (min-SNR-gamma)
     ============== =====================  ===============================
+
+    Parameters
+    ----------
+    weighting : str
+        One of the rows above.
+    snr : array
+        Signal-to-noise ratios.
+    gamma : float, default 5.0
+        The truncation of "min_snr" (finite, > 0).
+
+    Returns
+    -------
+    array like snr
+        psi(SNR).
+
+    Raises
+    ------
+    ValueError
+        If ``weighting`` is unknown or ``gamma`` invalid.
     """
     xp = array_namespace(snr)
     if weighting == "snr":
@@ -189,7 +295,29 @@ def target_weight(weighting, alpha, sigma, target: str, gamma: float = 5.0):
 
     ``weighting=None`` means no weighting (w = 1 on the chosen target's own MSE, the
     "simple" loss).  At SNR = 0 (zero terminal SNR) the eps weight is the limit of
-    psi(SNR)/SNR (1 for "snr" and "min_snr", inf for the others)."""
+    psi(SNR)/SNR (1 for "snr" and "min_snr", inf for the others).
+
+    Parameters
+    ----------
+    weighting : str or None
+        None or a weighting of :func:`x0_weight`.
+    alpha, sigma : array (N,)
+        Per-sample path coefficients.
+    target : str
+        One of TARGETS ("epsilon", "sample", "v_prediction"; aliases "eps", "x0", "v").
+    gamma : float, default 5.0
+        The truncation of "min_snr".
+
+    Returns
+    -------
+    array (N,)
+        w_target.
+
+    Raises
+    ------
+    ValueError
+        If ``weighting`` or ``target`` is unknown or ``gamma`` invalid.
+    """
     xp = array_namespace(alpha, sigma)
     target = canonical_target(target)
     if weighting is None:
@@ -208,7 +336,26 @@ def min_snr_weight(alpha, sigma, target: str, gamma: float = 5.0):
     ``target_weight("min_snr", alpha, sigma, target, gamma)`` (one definition):
     w_x0 = min(SNR, gamma); w_eps = min(SNR, gamma) / SNR = min(1, gamma / SNR);
     w_v = min(SNR, gamma) sigma^2 / (alpha^2 + sigma^2)^2 (= min(SNR, gamma) / (SNR + 1) on a VP path).
-    alpha, sigma: (N,) arrays; returns (N,)."""
+    alpha, sigma: (N,) arrays; returns (N,).
+
+    Parameters
+    ----------
+    alpha, sigma : array (N,)
+        Per-sample path coefficients.
+    target : str
+        One of TARGETS ("epsilon", "sample", "v_prediction"; aliases "eps", "x0", "v").
+    gamma : float, default 5.0
+        The truncation (finite, > 0).
+
+    Returns
+    -------
+    array (N,)
+
+    Raises
+    ------
+    ValueError
+        If ``gamma`` is invalid or ``target`` unknown.
+    """
     _check_gamma(gamma)
     return target_weight("min_snr", alpha, sigma, target, gamma)
 
@@ -216,7 +363,24 @@ def min_snr_weight(alpha, sigma, target: str, gamma: float = 5.0):
 def eps_to_target_factor(alpha, sigma, target: str):
     """SNR / c_target: the factor turning a weight on the eps MSE into the weight on the
     ``target`` MSE that penalises the same x0 error equally, MATH.md (14.6): 1 (eps),
-    SNR (x0), alpha^2 / (alpha^2 + sigma^2)^2 (v).  (N,)."""
+    SNR (x0), alpha^2 / (alpha^2 + sigma^2)^2 (v).  (N,).
+
+    Parameters
+    ----------
+    alpha, sigma : array (N,)
+        Per-sample path coefficients.
+    target : str
+        One of TARGETS ("epsilon", "sample", "v_prediction"; aliases "eps", "x0", "v").
+
+    Returns
+    -------
+    array (N,)
+
+    Raises
+    ------
+    ValueError
+        If ``target`` is unknown.
+    """
     xp = array_namespace(alpha, sigma)
     target = canonical_target(target)
     if target == "epsilon":
@@ -237,7 +401,37 @@ def objective_loss(out, x0, noise, alpha, sigma, *, target: str = "epsilon", wei
     "min_snr", "snr", "snr_plus_one", "truncated_snr" (x0-equivalent weights, converted to
     ``target``; see :func:`target_weight`).  ``extra_eps_weight`` (N,): a further weight
     stated on the eps MSE (e.g. the ELBO weight of :func:`vlb_eps_weight`), converted to
-    ``target`` by :func:`eps_to_target_factor` and added."""
+    ``target`` by :func:`eps_to_target_factor` and added.
+
+    Parameters
+    ----------
+    out : array (N, ...)
+        The network output.
+    x0 : array like out
+        The data.
+    noise : array like out
+        The noise.
+    alpha, sigma : float or array
+        The path coefficients, as above.
+    target : str, default "epsilon"
+        One of TARGETS ("epsilon", "sample", "v_prediction"; aliases "eps", "x0", "v").
+    weighting : str or None
+        As above.
+    gamma : float, default 5.0
+        The truncation of "min_snr".
+    extra_eps_weight : array (N,), optional
+        As above.
+
+    Returns
+    -------
+    loss : 0-d array
+    dloss_dout : array like out
+
+    Raises
+    ------
+    ValueError
+        If a name is unknown or the shapes disagree.
+    """
     target = canonical_target(target)
     a, s = _as_batch_coefs(alpha, sigma, x0)
     y = regression_target(x0, noise, a, s, target)
@@ -256,7 +450,24 @@ def vlb_eps_weight(schedule, t, like, variance_type: str = "fixed_small"):
     so ``objective_loss(..., extra_eps_weight=kappa * w_t)`` is the ELBO-term-weighted
     objective L_simple + kappa L_t / D of a fixed-variance model, MATH.md (14.7) (nats per
     dimension, no factor T; improved-diffusion's hybrid is :func:`refdiff.hybrid_loss`,
-    MATH.md (5.16), equal to this with kappa = lam T / ln 2)."""
+    MATH.md (5.16), equal to this with kappa = lam T / ln 2).
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The discrete schedule.
+    t : integer array (N,)
+        0-based timesteps.
+    like : array (N, ...)
+        Gives the namespace and dtype.
+    variance_type : {"fixed_small", "fixed_large"}
+        The fixed reverse variance.
+
+    Returns
+    -------
+    array (N,)
+        w_t.
+    """
     from .elbo import eps_mse_weight
     from .schedules import gather
 
@@ -299,7 +510,48 @@ def diffusion_loss(
     ``vlb_weight = kappa > 0`` (discrete Schedule, integer t) adds kappa times the ELBO term
     of a fixed-variance (``variance_type``) reverse process in nats per dimension: the
     ELBO-term-weighted objective, MATH.md (14.7) (see :func:`vlb_eps_weight`), which is
-    ``hybrid_loss(lam=kappa ln 2 / T)`` (MATH.md (5.16)), not ``hybrid_loss(lam=kappa)``."""
+    ``hybrid_loss(lam=kappa ln 2 / T)`` (MATH.md (5.16)), not ``hybrid_loss(lam=kappa)``.
+
+    Parameters
+    ----------
+    forward : callable
+        ``forward(params, x, t, cond) -> (out, cache)``.
+    params : dict
+        The network's parameters.
+    x0 : array (N, ...)
+        The data batch.
+    t : array (N,)
+        Timesteps (integer, discrete Schedule) or times (float, continuous VP).
+    noise : array like x0
+        The noise.
+    schedule : Schedule or continuous VP schedule
+        The noise schedule.
+    target, weighting, gamma
+        As in :func:`objective_loss`.
+    y : integer array (N,), optional
+        Class labels, shorthand for ``cond={"class": y}``.
+    vlb_weight : float, default 0.0
+        kappa >= 0, as above.
+    variance_type : {"fixed_small", "fixed_large"}
+        The reverse variance of the ELBO term.
+    cond : condition mapping, optional
+        The condition passed to ``forward``.
+
+    Returns
+    -------
+    loss : 0-d array
+    dout : array
+        dloss/dout, for the model's backward.
+    cache
+        ``forward``'s cache.
+
+    Raises
+    ------
+    ValueError
+        If x0 and noise differ in shape, ``vlb_weight`` < 0, or a name is unknown.
+    TypeError
+        If both ``y`` and ``cond`` are given.
+    """
     if tuple(x0.shape) != tuple(noise.shape):
         raise ValueError(f"x0 has shape {tuple(x0.shape)} but noise has shape {tuple(noise.shape)}")
     alpha, sigma = alpha_sigma(schedule, t, x0)
@@ -320,7 +572,29 @@ def diffusion_loss(
 def irreducible_loss(oracle, x0, t, noise, schedule, *, target: str = "epsilon", weighting=None, gamma: float = 5.0):
     """The loss of the Bayes-optimal prediction E[target | x_t] (from an exact oracle such
     as :class:`refdiff.GaussianMixture`) on the given draws: a Monte Carlo estimate of the
-    floor below which no model's expected loss can go, MATH.md (14.18).  Draws nothing."""
+    floor below which no model's expected loss can go, MATH.md (14.18).  Draws nothing.
+
+    Parameters
+    ----------
+    oracle : exact oracle
+        E.g. ``GaussianData``, ``GaussianMixture`` or ``EmpiricalData`` (with ``eps``,
+        ``x0_mean`` and ``v``).
+    x0 : array (N, ...)
+        Data drawn from the oracle.
+    t : array (N,)
+        Timesteps or times, as in :func:`diffusion_loss`.
+    noise : array like x0
+        The noise.
+    schedule : Schedule or continuous VP schedule
+        The noise schedule.
+    target, weighting, gamma
+        As in :func:`objective_loss`.
+
+    Returns
+    -------
+    0-d array
+        The loss of the optimal prediction.
+    """
     target = canonical_target(target)
     alpha, sigma = alpha_sigma(schedule, t, x0)
     x_t = alpha * x0 + sigma * noise
@@ -334,7 +608,31 @@ def check_labels(y, num_classes: int, *, allow_null: bool = False, name: str = "
     """Validate integer class labels (the ``"class"`` condition kind; every kind, class
     labels included, is validated by the network's ``cond_spec``, :mod:`refdiff.nn.conditions`): shape (N,), integer dtype, values in
     [0, num_classes - 1] (or [0, num_classes] with ``allow_null``: index num_classes is
-    the null class of classifier-free guidance).  Returns ``y`` unchanged."""
+    the null class of classifier-free guidance).  Returns ``y`` unchanged.
+
+    Parameters
+    ----------
+    y : integer array (N,)
+        The labels.
+    num_classes : int
+        The number of classes (>= 1).
+    allow_null : bool, default False
+        Accept the null class ``num_classes``.
+    name : str, default "y"
+        The name used in error messages.
+
+    Returns
+    -------
+    array
+        ``y``.
+
+    Raises
+    ------
+    TypeError
+        If ``y`` is not of an integer dtype.
+    ValueError
+        If ``num_classes`` < 1 or not an integer, ``y`` is not 1-d, or a label is out of range.
+    """
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
     xp = array_namespace(y)
@@ -360,7 +658,29 @@ def drop_labels(y, p: float, rng: np.random.Generator, num_classes: int):
 
     The mask is ``rng.random(N) < p``, drawn on the host (one uniform per sample, even
     when p = 0 or 1, so the RNG stream does not depend on p), and moved to ``y``'s
-    namespace."""
+    namespace.
+
+    Parameters
+    ----------
+    y : integer array (N,)
+        Class labels in [0, num_classes - 1].
+    p : float
+        The dropout probability, in [0, 1].
+    rng : numpy.random.Generator
+        The host generator (one ``rng.random(N)`` call).
+    num_classes : int
+        The number of classes; ``num_classes`` is the null class.
+
+    Returns
+    -------
+    array like y
+        The labels with the dropped ones set to ``num_classes``.
+
+    Raises
+    ------
+    ValueError
+        If ``p`` is outside [0, 1] or the labels are invalid (TypeError for a non-integer dtype).
+    """
     if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
         raise ValueError(f"condition dropout probability p must lie in [0, 1], got {p!r}")
     rng = check_rng(rng)

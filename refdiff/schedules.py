@@ -474,15 +474,22 @@ def timesteps(T: int, n: int, spacing: str = "trailing", steps_offset: int = 0, 
     pure-noise start is mismatched).  Pass ``spacing="leading"`` (with ``steps_offset=1``
     for Stable Diffusion configs) to reproduce a scheduler configured that way.
 
-    spacing (the conventions of the widely used PyTorch library, rounding half to even)
+    Parameters
+    ----------
+    T : int
+        The number of training timesteps (>= 1).
+    n : int
+        The number of sampling timesteps, in [1, T].
+    spacing : {"trailing", "leading", "linspace"}
+        The conventions of the widely used PyTorch library, rounding half to even:
         ``"linspace"``: ``round(linspace(0, T-1, n))`` reversed — includes 0 and T-1.
         ``"leading"``: ``k * (T // n) + steps_offset`` for k = n-1, ..., 0 — includes 0
         (plus offset), usually not T-1.
         ``"trailing"``: ``round(T - (n-1-k) * T / n) - 1`` for k = n-1, ..., 0 — includes T-1.
-    steps_offset
+    steps_offset : int, default 0
         Added to every "leading" timestep (e.g. 1 for Stable Diffusion configs).  It is an
         error with other spacings, where the PyTorch library silently ignores it.
-    rounding
+    rounding : {"library", "exact"}
         For "trailing" only.  ``"library"`` (default) reproduces the PyTorch library's
         floating-point arithmetic, ``np.arange(T, 0, -T/n)`` — which NumPy evaluates as
         ``T + k * delta`` with ``delta = (T - T/n) - T`` — so that grids compare equal to
@@ -492,7 +499,19 @@ def timesteps(T: int, n: int, spacing: str = "trailing", steps_offset: int = 0, 
         For some n (T = 1000: n = 61, 103, 121, ...) the library's ``arange`` also yields an
         (n+1)-th value just below 0 that becomes timestep -1; refdiff returns n timesteps.
 
-    Returns a NumPy int64 array (grids are host-side control flow).
+    Returns
+    -------
+    numpy.ndarray
+        int64, shape (n,), strictly decreasing, in [0, T-1] (grids are host-side control flow).
+
+    Raises
+    ------
+    TypeError
+        If ``T`` or ``n`` is not an integer.
+    ValueError
+        If T < 1, n is outside [1, T], ``steps_offset`` is negative or set with a spacing
+        other than "leading" or pushes the first timestep past T-1, or ``spacing`` /
+        ``rounding`` is unknown.
     """
     T = _check_T(T)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
@@ -529,7 +548,31 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, 
     ``sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho``.
 
     Returns a float64 NumPy array of length n (n+1 with a final 0 if ``append_zero``).
-    rho = 1 gives a linear grid."""
+    rho = 1 gives a linear grid.
+
+    Parameters
+    ----------
+    n : int
+        The number of noise levels (>= 1; n = 1 gives ``[sigma_max]``).
+    sigma_min, sigma_max : float
+        The last and first levels, finite and > 0, sigma_min < sigma_max when n > 1; the
+        endpoints are returned exactly.
+    rho : float, default 7.0
+        The warping exponent (finite, > 0).
+    append_zero : bool, default False
+        Append a final sigma = 0 (the k-diffusion convention for the last step to the data).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape (n,) or (n + 1,), decreasing.
+
+    Raises
+    ------
+    ValueError
+        If n is not an integer >= 1, a sigma is not finite and positive, sigma_min >=
+        sigma_max (n > 1), or rho is not finite and positive.
+    """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
     for name, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
@@ -561,7 +604,27 @@ def _check_sigma_range(n, sigma_min, sigma_max):
 
 def exponential_sigmas(n: int, sigma_min: float, sigma_max: float, *, append_zero: bool = False):
     """n noise levels uniform in log sigma from sigma_max down to sigma_min, MATH.md (2.18)
-    (k-diffusion's ``get_sigmas_exponential``); float64, a final 0 with ``append_zero``."""
+    (k-diffusion's ``get_sigmas_exponential``); float64, a final 0 with ``append_zero``.
+
+    Parameters
+    ----------
+    n : int
+        The number of noise levels (>= 2).
+    sigma_min, sigma_max : float
+        The last and first levels, finite, > 0, sigma_min < sigma_max; returned exactly.
+    append_zero : bool, default False
+        Append a final sigma = 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape (n,) or (n + 1,), decreasing from sigma_max.
+
+    Raises
+    ------
+    ValueError
+        If n is not an integer >= 2, a sigma is not finite and positive, or sigma_min >= sigma_max.
+    """
     _check_sigma_range(n, sigma_min, sigma_max)
     sig = np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), n))
     sig[0], sig[-1] = sigma_max, sigma_min
@@ -572,7 +635,30 @@ def polyexponential_sigmas(n: int, sigma_min: float, sigma_max: float, rho: floa
                            append_zero: bool = False):
     """n noise levels with log sigma = log sigma_min + (1 - i/(n-1))^rho (log sigma_max - log
     sigma_min), MATH.md (2.18) (k-diffusion's ``get_sigmas_polyexponential``); rho = 1 is
-    :func:`exponential_sigmas`."""
+    :func:`exponential_sigmas`.
+
+    Parameters
+    ----------
+    n : int
+        The number of noise levels (>= 2).
+    sigma_min, sigma_max : float
+        The last and first levels, finite, > 0, sigma_min < sigma_max; returned exactly.
+    rho : float, default 1.0
+        The exponent of the ramp (finite, > 0); rho > 1 puts more levels near sigma_min.
+    append_zero : bool, default False
+        Append a final sigma = 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape (n,) or (n + 1,), decreasing from sigma_max.
+
+    Raises
+    ------
+    ValueError
+        If n is not an integer >= 2, a sigma is not finite and positive, sigma_min >=
+        sigma_max, or rho is not finite and positive.
+    """
     _check_sigma_range(n, sigma_min, sigma_max)
     if not (np.isfinite(rho) and rho > 0):
         raise ValueError(f"rho = {rho!r} must be finite and > 0")
@@ -793,6 +879,30 @@ def time_grid(vp, n: int, kind: str = "logSNR", t_start: float | None = None, t_
 
     ``"logSNR"``: uniform in lambda; ``"time_uniform"``: uniform in t;
     ``"time_quadratic"``: uniform in sqrt(t).  Returns a float64 NumPy array.
+
+    Parameters
+    ----------
+    vp : continuous VP schedule
+        ``LinearVP``, ``InterpolatedVP`` or another ``_ContinuousVP`` (needs ``t_min``,
+        ``t_max``, ``lambda_`` and ``t_from_lambda``).
+    n : int
+        The number of steps (>= 1); the grid has n + 1 times.
+    kind : {"logSNR", "time_uniform", "time_quadratic"}
+        The spacing, as above.
+    t_start, t_end : float, optional
+        The first and last times, 0 < t_end < t_start <= 1 (defaults ``vp.t_max`` and
+        ``vp.t_min``); returned exactly.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape (n + 1,), decreasing from t_start to t_end.
+
+    Raises
+    ------
+    ValueError
+        If n is not an integer >= 1, the times are out of order or outside (0, 1], or
+        ``kind`` is unknown.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}")

@@ -44,7 +44,29 @@ _NOT_COMPARED_ON_RESUME = ("steps", "eval_every", "eval_size", "checkpoint_every
 class TrainResult:
     """What :func:`train` returns.  ``losses[k]`` is the training loss of update k;
     ``eval_steps``/``eval_losses`` the held-out loss of the EMA parameters after that
-    many updates; ``checkpoint`` the path of the last checkpoint (or None)."""
+    many updates; ``checkpoint`` the path of the last checkpoint (or None).
+
+    Parameters
+    ----------
+    model : refdiff.nn network
+        The trained network (MLP or UNet).
+    params, ema_params : dict
+        Its final parameters and their exponential moving average.
+    opt_state : dict
+        The Adam state.
+    step : int
+        The number of updates done.
+    losses : numpy.ndarray
+        (steps,) training loss per update.
+    eval_steps, eval_losses : numpy.ndarray
+        When the EMA was evaluated, and its held-out loss there.
+    config : dict
+        The training configuration (as stored in the checkpoint).
+    checkpoint : pathlib.Path or None
+        The last checkpoint written.
+    grad_norms : numpy.ndarray
+        (steps,) global gradient norm per update (before clipping).
+    """
 
     model: object
     params: dict
@@ -59,7 +81,19 @@ class TrainResult:
     grad_norms: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def ema_model(self, cond=None):
-        """The EMA parameters as a plain callable ``model(x, t)`` with ``cond`` bound."""
+        """The EMA parameters as a plain callable ``model(x, t)`` with ``cond`` bound.
+
+        Parameters
+        ----------
+        cond : condition mapping, label array or None
+            The condition (:meth:`refdiff.nn.base.DenoiserBase.as_model`); None: the null
+            condition.
+
+        Returns
+        -------
+        callable
+            ``model(x, t)``.
+        """
         return self.model.as_model(self.ema_params, cond)
 
 
@@ -226,12 +260,54 @@ def train(
     Conditions present in the data are replaced by their null with probability
     ``cond_dropout`` (a float: every droppable kind; or ``{kind: p}``), (14.10).
 
+    Parameters
+    ----------
+    model : refdiff.nn network
+        A :class:`refdiff.nn.MLP` or :class:`refdiff.nn.UNet` (its config fixes the shapes
+        and condition kinds).
     data, eval_data
         A :class:`refdiff.data.Dataset`, an ``(x, y)`` tuple, an ``(x, cond)`` tuple with
         ``cond`` a mapping of per-sample condition arrays (:mod:`refdiff.nn.conditions`),
         or an array ``x`` (N, ...) of host data.  The EMA is evaluated every
         ``eval_every`` updates (and at the end) on ``eval_size`` fixed draws from
         ``eval_data`` (default: from ``data``, which then is not held out).
+    schedule : Schedule or continuous VP schedule
+        The noise schedule (timesteps drawn as in the module docstring).
+    steps : int
+        The total number of updates.
+    batch_size : int, default 256
+        The minibatch size (drawn with replacement).
+    lr : float, default 1e-3
+        The base learning rate.
+    target : str, default "epsilon"
+        The regression target, one of refdiff.TARGETS (aliases "eps", "x0", "v").
+    weighting : str or None
+        The loss weighting, one of refdiff.WEIGHTINGS (None: the plain target MSE).
+    gamma : float, default 5.0
+        The truncation of the "min_snr" weighting.
+    seed : int, default 0
+        Seeds the one generator of the run (module docstring).
+    ema_decay : float, default 0.999
+        The EMA decay.
+    ema_warmup : bool, default False
+        Warm the EMA decay up, MATH.md (14.16).
+    eval_every, eval_size : int
+        Evaluate the EMA every ``eval_every`` updates (0: only at the end) on ``eval_size``
+        fixed draws (0: never).
+    checkpoint_every : int, default 0
+        Write a checkpoint every so many updates (with ``out_dir``; and at the end).
+    cond_dropout : float or dict, default 0.0
+        The probability of replacing a condition by its null, as above, in [0, 1].
+    warmup_steps : int, default 0
+        Linear learning-rate warm-up, MATH.md (14.17).
+    lr_decay : {"constant", "cosine"}
+        The learning rate after warm-up.
+    grad_clip : float, optional
+        Clip the global gradient norm to this value, MATH.md (14.14).
+    weight_decay : float, default 0.0
+        Decoupled (AdamW) weight decay.
+    betas : tuple of float, default (0.9, 0.999)
+        Adam's (beta1, beta2).
     trainable, init_params, decay
         Fine-tuning: start from ``init_params`` (default: a fresh init) and update only the
         keys matching ``trainable`` (fnmatch patterns, MATH.md (14.20); default all);
@@ -245,9 +321,24 @@ def train(
         ``eval_size``, ``checkpoint_every``; ``steps`` too under ``lr_decay="cosine"``,
         whose rates depend on it) are the same; without ``resume`` an existing checkpoint is
         an error rather than being overwritten.
+    progress : bool, default True
+        Show a progress bar.
     dtype, xp
         Parameter and activation dtype ("float32" default) and array namespace (NumPy
         default; CuPy on a GPU).
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    ValueError
+        If an option is out of range, the data or conditions do not fit the model,
+        ``init_params`` does not match the model, or a checkpoint exists in ``out_dir``
+        without ``resume`` (or does not match the run with it).
+    FloatingPointError
+        If a loss or gradient norm is not finite.
 
     A NaN or inf loss or gradient stops training with FloatingPointError naming the
     step; the last checkpoint written (before the bad step) is left untouched.

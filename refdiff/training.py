@@ -35,7 +35,28 @@ __all__ = ["FitState", "fit", "init_state", "train_digit_classifier", "trainable
 class FitState:
     """Everything a run carries from one update to the next (and what a checkpoint holds):
     the parameter groups, the optimizer state over ``"group/key"`` names, the number of
-    updates done, the host generator and the logs."""
+    updates done, the host generator and the logs.
+
+    Built by :func:`init_state` (a fresh run) or :func:`load_fit` (a resumed one); :func:`fit`
+    updates it in place and returns it.
+
+    Parameters
+    ----------
+    groups : dict
+        ``{group name: {parameter name: array}}``.
+    opt : dict
+        The Adam state over ``"group/key"`` names: ``"step"`` and the moments ``"m/group/key"``,
+        ``"v/group/key"`` (:func:`refdiff.nn.optim.adam_init`).
+    step : int
+        The number of updates done (the next update's 0-based index).
+    rng : numpy.random.Generator
+        The host generator every batch and loss draws from.
+    losses, grad_norms : numpy.ndarray
+        (steps,) float64 logs of the loss and of the global gradient norm (before clipping)
+        per update, NaN where not yet run.
+    eval_steps, eval_losses : list
+        The update counts at which ``evaluate`` ran, and its values.
+    """
 
     groups: dict
     opt: dict
@@ -51,7 +72,26 @@ def trainable_keys(groups: dict, trainable) -> list[str]:
     """The updated parameters as ``"group/key"`` names, MATH.md (14.20).  ``trainable``:
     ``{group: patterns}`` with ``patterns`` True (every key), a pattern or a list of
     fnmatch patterns over the group's keys (``"*.lora_*"``, ``"down0.*"``).  A group or a
-    pattern that matches nothing is a ValueError naming it."""
+    pattern that matches nothing is a ValueError naming it.
+
+    Parameters
+    ----------
+    groups : dict
+        ``{group name: {parameter name: array}}``.
+    trainable : dict
+        ``{group name: True | pattern | list of patterns}``.
+
+    Returns
+    -------
+    list of str
+        The selected ``"group/key"`` names, in the groups' key order.
+
+    Raises
+    ------
+    ValueError
+        If ``trainable`` names a group not in ``groups``, a pattern matches no key, or
+        nothing is selected.
+    """
     out = []
     for g, pats in trainable.items():
         if g not in groups:
@@ -74,7 +114,27 @@ def decayed_keys(groups: dict, keys, rule="matrices") -> set:
     """Which trainable keys weight decay applies to, MATH.md (14.21): ``"matrices"`` (the
     default): the weight matrices and convolution kernels, keys ending in ``.w`` with 2 or
     more axes (biases, norm gains and shifts, embedding tables excluded); ``"all"``: every
-    trainable key (refdiff's behaviour before); or a callable ``(group, key, array) -> bool``."""
+    trainable key (refdiff's behaviour before); or a callable ``(group, key, array) -> bool``.
+
+    Parameters
+    ----------
+    groups : dict
+        ``{group name: {parameter name: array}}``.
+    keys : iterable of str
+        The trainable ``"group/key"`` names (:func:`trainable_keys`).
+    rule : "matrices", "all" or callable
+        The rule above.
+
+    Returns
+    -------
+    set of str
+        The decayed ``"group/key"`` names, a subset of ``keys``.
+
+    Raises
+    ------
+    ValueError
+        If ``rule`` is none of the above.
+    """
     def split(name):
         g, _, k = name.partition("/")
         return g, k, groups[g][k]
@@ -91,7 +151,32 @@ def decayed_keys(groups: dict, keys, rule="matrices") -> set:
 def adam_step(groups, grads, opt, keys, decayed, *, lr, betas, weight_decay):
     """One AdamW step (14.11)-(14.12) on the ``keys`` (``"group/key"``) only, MATH.md
     (14.20), with decay on ``decayed`` only, MATH.md (14.21); every other parameter and its moments are
-    returned as they were.  Returns ``(groups, opt)`` (new dicts)."""
+    returned as they were.  Returns ``(groups, opt)`` (new dicts).
+
+    Parameters
+    ----------
+    groups : dict
+        ``{group name: {parameter name: array}}``; not modified.
+    grads : dict
+        ``{"group/key": gradient}`` for at least every name in ``keys``.
+    opt : dict
+        The Adam state (:class:`FitState`'s ``opt``); not modified.
+    keys : iterable of str
+        The ``"group/key"`` names updated.
+    decayed : set of str
+        The names that get weight decay (:func:`decayed_keys`).
+    lr : float
+        The learning rate of this step.
+    betas : tuple of float
+        Adam's (beta1, beta2).
+    weight_decay : float
+        The decoupled (AdamW) weight-decay coefficient for the names in ``decayed``.
+
+    Returns
+    -------
+    groups, opt : dict, dict
+        New dicts with the updated parameters and moments and ``opt["step"]`` increased by 1.
+    """
     new_groups = {g: dict(p) for g, p in groups.items()}
     new_opt = dict(opt)
     for subset, wd in ((sorted(set(keys) & decayed), weight_decay), (sorted(set(keys) - decayed), 0.0)):
@@ -121,7 +206,29 @@ def _flat_grads(grads: dict, keys) -> dict:
 
 def init_state(groups, trainable, rng, steps) -> FitState:
     """The state before the first update: Adam moments (zero) for every key of every group
-    that has a trainable key (frozen keys' moments stay zero)."""
+    that has a trainable key (frozen keys' moments stay zero).
+
+    Parameters
+    ----------
+    groups : dict
+        ``{group name: {parameter name: array}}`` (the dict is copied, the arrays are not).
+    trainable : dict
+        The trainable selection (:func:`trainable_keys`).
+    rng : numpy.random.Generator
+        The host generator of the run.
+    steps : int
+        The total number of updates (sizes the loss and gradient-norm logs).
+
+    Returns
+    -------
+    FitState
+        At step 0, with NaN logs.
+
+    Raises
+    ------
+    ValueError
+        If ``trainable`` selects nothing or names an unknown group or pattern.
+    """
     keys = trainable_keys(groups, trainable)
     owners = {n.partition("/")[0] for n in keys}
     flat = {f"{g}/{k}": v for g in owners for k, v in groups[g].items()}
@@ -153,7 +260,61 @@ def fit(loss_fn, state: FitState, next_batch, *, steps, trainable, ema=None, lr=
     (decay warmed up by (14.16) when ``warmup``).  ``evaluate(groups) -> float`` is logged
     every ``eval_every`` updates; ``save(state)`` writes a checkpoint every
     ``checkpoint_every`` updates and returns where.  A NaN or inf loss or gradient norm
-    stops with FloatingPointError naming the update (its step is not taken)."""
+    stops with FloatingPointError naming the update (its step is not taken).
+
+    Parameters
+    ----------
+    loss_fn : callable
+        ``loss_fn(groups, batch, rng) -> (loss, grads)``.
+    state : FitState
+        The state to continue from (:func:`init_state` or :func:`load_fit`); updated in place.
+    next_batch : callable
+        ``next_batch(rng) -> batch``.
+    steps : int
+        The total number of updates; the run ends when ``state.step`` reaches it.
+    trainable : dict
+        The updated keys, ``{group: True | pattern | patterns}`` (:func:`trainable_keys`).
+    ema : dict, optional
+        ``{target: (source, decay, warmup)}`` as above; an EMA target cannot be trainable.
+    lr : float, default 1e-3
+        The base learning rate.
+    betas : tuple of float, default (0.9, 0.999)
+        Adam's (beta1, beta2).
+    weight_decay : float, default 0.0
+        Decoupled weight decay on the keys chosen by ``decay``.
+    decay : "matrices", "all" or callable
+        Which trainable keys are decayed (:func:`decayed_keys`).
+    warmup_steps : int, default 0
+        Linear learning-rate warm-up, MATH.md (14.17).
+    lr_decay : {"constant", "cosine"}
+        After warm-up: constant, or cosine decay to 0 at ``steps``.
+    grad_clip : float, optional
+        Clip the global gradient norm (over the trainable keys) to this value.
+    evaluate : callable, optional
+        ``evaluate(groups) -> float``, logged every ``eval_every`` updates (0: never).
+    eval_every : int, default 0
+    save : callable, optional
+        ``save(state) -> location``, called every ``checkpoint_every`` updates (0: never).
+    checkpoint_every : int, default 0
+    progress : bool, default True
+        Show a tqdm progress bar with the recent mean loss.
+    desc : str, default "train"
+        The progress bar's label.
+
+    Returns
+    -------
+    FitState
+        ``state``, after ``steps`` updates.
+
+    Raises
+    ------
+    ValueError
+        If ``trainable`` or ``decay`` is invalid, an EMA target is trainable, or ``loss_fn``
+        returns no gradient for a trainable key.
+    FloatingPointError
+        If a loss or gradient norm is not finite (the message names the update and the last
+        checkpoint written).
+    """
     from tqdm.auto import tqdm
 
     keys = trainable_keys(state.groups, trainable)
@@ -201,7 +362,28 @@ def save_fit(path, state: FitState, nets: dict, *, main: str, config: dict | Non
     """Checkpoint every group of ``state`` (:func:`refdiff.nn.checkpoint.save_checkpoint`):
     ``nets[g]`` the network of group ``g`` (None: no architecture), ``main`` the group stored
     as the checkpoint's model (what :func:`refdiff.load` returns); a group named ``"ema"``
-    is stored as the main network's EMA."""
+    is stored as the main network's EMA.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.npz`` file to write (a ``.json`` is written beside it).
+    state : FitState
+        The state to store (groups, optimizer state, step, generator, logs up to ``state.step``).
+    nets : dict
+        ``{group name: network or None}``; must hold ``main``.
+    main : str
+        The group stored as the checkpoint's model.
+    config : dict, optional
+        The training configuration, stored as ``train_config``.
+    schedule : Schedule, optional
+        The noise schedule, stored with the checkpoint.
+
+    Returns
+    -------
+    pathlib.Path
+        The path of the ``.npz`` written.
+    """
     from .nn.checkpoint import save_checkpoint
 
     hist = {"losses": state.losses[:state.step], "grad_norms": state.grad_norms[:state.step],
@@ -215,7 +397,29 @@ def save_fit(path, state: FitState, nets: dict, *, main: str, config: dict | Non
 
 
 def load_fit(path, steps: int, *, xp=None) -> FitState:
-    """The :class:`FitState` saved by :func:`save_fit`, its logs sized for ``steps``."""
+    """The :class:`FitState` saved by :func:`save_fit`, its logs sized for ``steps``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The checkpoint written by :func:`save_fit`.
+    steps : int
+        The total number of updates of the resumed run (>= the checkpoint's step).
+    xp : array namespace, optional
+        Namespace of the arrays (default NumPy).
+
+    Returns
+    -------
+    FitState
+        With the stored groups (the main group, the others, and ``"ema"`` when stored), the
+        optimizer state, the step, the generator in its saved state and the logs.
+
+    Raises
+    ------
+    ValueError
+        If the checkpoint's step exceeds ``steps``, or the checkpoint is invalid
+        (:func:`refdiff.nn.checkpoint.load_checkpoint`; FileNotFoundError if missing).
+    """
     from .nn.checkpoint import load_checkpoint
 
     ck = load_checkpoint(path, xp=xp)
@@ -246,6 +450,40 @@ def train_digit_classifier(data: str = "digits8x8", *, steps: int = 1500, batch_
     augmentation noise: Gaussian pixel noise of std ``noise_std``, which makes the
     classifier less brittle on slightly imperfect generated images).  The test accuracy
     is measured on the held-out test split, never trained on.
+
+    Parameters
+    ----------
+    data : {"digits8x8", "shapes8x8"}
+        The data set, ignored when ``x_train`` is given.
+    steps : int, default 1500
+        The number of updates.
+    batch_size : int, default 128
+        The minibatch size.
+    lr : float, default 1e-3
+        The (constant) learning rate.
+    hidden : tuple of int, default (256, 128)
+        The hidden-layer widths of the MLP.
+    weight_decay : float, default 1e-4
+        Decoupled weight decay, on every parameter.
+    noise_std : float, default 0.1
+        The std of the Gaussian pixel noise added to each training batch.
+    seed : int, default 0
+        Seeds the initialisation and batches (and the shapes8x8 data).
+    x_train, y_train, x_test, y_test : arrays, optional
+        Explicit data: images (N, ...) flattened per sample, integer labels (N,).  The
+        number of classes is 1 + the largest label.
+
+    Returns
+    -------
+    params : dict
+        The classifier's parameters (:func:`refdiff.nn.classifier.classifier_init`).
+    test_accuracy : float
+        The fraction of test images classified correctly.
+
+    Raises
+    ------
+    ValueError
+        If ``data`` is unknown (and no explicit data are given).
     """
     from .nn.classifier import classifier_backward, classifier_forward, classifier_init, classify, softmax_cross_entropy
 

@@ -26,7 +26,23 @@ LEARNED_VARIANCE_TYPES = ("learned_range", "learned")
 
 
 def check_variance_type(variance_type: str) -> str:
-    """``variance_type`` if it is one of :data:`VARIANCE_TYPES`, else ValueError."""
+    """``variance_type`` if it is one of :data:`VARIANCE_TYPES`, else ValueError.
+
+    Parameters
+    ----------
+    variance_type : str
+        The name to check.
+
+    Returns
+    -------
+    str
+        ``variance_type`` unchanged.
+
+    Raises
+    ------
+    ValueError
+        If it is not one of "fixed_small", "fixed_large", "learned_range", "learned".
+    """
     if variance_type not in VARIANCE_TYPES:
         raise ValueError(f"variance_type = {variance_type!r} is not one of {', '.join(map(repr, VARIANCE_TYPES))}")
     return variance_type
@@ -34,7 +50,26 @@ def check_variance_type(variance_type: str) -> str:
 
 def model_output_shape(x_shape, variance_type: str = "fixed_small") -> tuple:
     """The shape a model's output must have for inputs of ``x_shape``: x's shape, with axis 1
-    doubled for a learned variance (prediction and variance output concatenated)."""
+    doubled for a learned variance (prediction and variance output concatenated).
+
+    Parameters
+    ----------
+    x_shape : sequence of int
+        The shape of the model's input x, (N, C, ...) (or (N, D) for toy data).
+    variance_type : str, default "fixed_small"
+        One of :data:`VARIANCE_TYPES`.
+
+    Returns
+    -------
+    tuple of int
+        ``x_shape`` for a fixed variance; (N, 2 C, ...) for "learned_range" and "learned".
+
+    Raises
+    ------
+    ValueError
+        If ``variance_type`` is unknown, or a learned variance is asked for inputs with
+        fewer than 2 axes.
+    """
     x_shape = tuple(int(n) for n in x_shape)
     if check_variance_type(variance_type) not in LEARNED_VARIANCE_TYPES:
         return x_shape
@@ -56,7 +91,33 @@ def check_model_output(out, x, variance_type: str = "fixed_small", *, where: str
     """The one check of a model's output at input ``x``: its shape (:func:`model_output_shape`,
     ValueError) and finiteness (FloatingPointError).  ``where`` (e.g. "step 3 (t = 0.5)")
     is named in the message; with a per-sample time array ``t`` instead, the times of the
-    samples whose output is not finite are named."""
+    samples whose output is not finite are named.
+
+    Parameters
+    ----------
+    out : array
+        The model's output.
+    x : array (N, ...)
+        The model's input.
+    variance_type : str, default "fixed_small"
+        One of :data:`VARIANCE_TYPES`; sets the expected shape.
+    where : str, default ""
+        A description of the call site, named in the error messages.
+    t : array (N,), optional
+        Per-sample times; when given (1-d), the error names the times of the non-finite samples.
+
+    Returns
+    -------
+    array
+        ``out`` unchanged.
+
+    Raises
+    ------
+    ValueError
+        If ``out`` has no shape or not the shape :func:`model_output_shape` gives.
+    FloatingPointError
+        If any entry of ``out`` is NaN or infinite.
+    """
     _check_shape(out, x, variance_type, where)
     at = f" at {where}" if where else ""
     xp = array_namespace(out)
@@ -71,7 +132,28 @@ def check_model_output(out, x, variance_type: str = "fixed_small", *, where: str
 
 def split_learned(model_output, x, variance_type: str):
     """``(prediction, var_output)`` of a learned-variance model's output (module docstring);
-    ``(model_output, None)`` for a fixed variance.  Checks the shape."""
+    ``(model_output, None)`` for a fixed variance.  Checks the shape.
+
+    Parameters
+    ----------
+    model_output : array
+        The model's output, of the shape :func:`model_output_shape` gives for ``x``.
+    x : array (N, C, ...)
+        The model's input (its axis 1 gives the split point C).
+    variance_type : str
+        One of :data:`VARIANCE_TYPES`.
+
+    Returns
+    -------
+    prediction, var_output : array, array or None
+        ``model_output[:, :C]`` and ``model_output[:, C:]`` for a learned variance;
+        ``model_output`` and None for a fixed one.
+
+    Raises
+    ------
+    ValueError
+        If the shape of ``model_output`` does not match, or ``variance_type`` is unknown.
+    """
     _check_shape(model_output, x, variance_type, "")
     if variance_type not in LEARNED_VARIANCE_TYPES:
         return model_output, None
@@ -94,7 +176,15 @@ def reverse_log_variance(schedule: Schedule, t, like, variance_type: str = "fixe
                          fixed_large_t0: str = "beta_tilde_1"):
     """log Sigma_t, the log variance of p(x_{t-1} | x_t), MATH.md (5.6), (5.7), (8.3).
 
-    variance_type
+    Parameters
+    ----------
+    schedule : Schedule
+        The discrete schedule (float64 arrays of length T).
+    t : int or integer array of shape (N,)
+        0-based timesteps in [0, T-1].
+    like : array (N, ...)
+        Gives the namespace, dtype and the shape to broadcast against (usually x_t).
+    variance_type : {"fixed_small", "fixed_large", "learned_range", "learned"}
         ``"fixed_small"``: beta_tilde_t, with its log at t = 0 (where beta_tilde = 0) clipped
         to log beta_tilde[1] as in the DDPM and improved-diffusion code.
         ``"fixed_large"``: beta_t.  ``fixed_large_t0="beta_tilde_1"`` (default, the DDPM and
@@ -105,9 +195,24 @@ def reverse_log_variance(schedule: Schedule, t, like, variance_type: str = "fixe
         (1-v)/2 log beta_tilde_t (clipped), improved-diffusion's interpolation; v outside
         [-1, 1] extrapolates, as in that code.
         ``"learned"``: ``var_output`` is the log variance itself.
+    var_output : array like x_t, optional
+        The model's variance output (:func:`split_learned`); required for the learned types,
+        ignored for the fixed ones.
+    fixed_large_t0 : {"beta_tilde_1", "beta_0"}
+        The ``"fixed_large"`` value at t = 0, as above.
 
-    Returns an array broadcasting against ``like`` (shape (N,1,..) for fixed types, the
-    shape of ``var_output`` for learned ones)."""
+    Returns
+    -------
+    array
+        An array broadcasting against ``like`` (shape (N,1,..) for fixed types and an array
+        ``t``, 0-d for a scalar ``t``; the shape of ``var_output`` for learned ones).
+
+    Raises
+    ------
+    ValueError
+        If ``variance_type`` or ``fixed_large_t0`` is unknown, or a learned type is given no
+        ``var_output``.
+    """
     check_variance_type(variance_type)
     if variance_type == "fixed_small":
         return gather(schedule.posterior_log_variance_clipped, t, like)

@@ -18,6 +18,8 @@ from .gaussian import _check_on_grid
 from .importance import ImportanceState, importance_sample, importance_update
 from .terms import bits_per_dim, prior_term, vlb_term
 
+__all__ = ["NLLBound", "nll_bound"]
+
 
 # ---------------------------------------------------------------------------- model calls
 def _call(model, x_t, t, variance_type):
@@ -53,6 +55,19 @@ class NLLBound:
     std_error_nats : (N,) or None     standard error of total_nats over the n_t draws (n_t >= 2)
     importance_state                  the updated state (importance estimator)
     conventions : dict                units, data range, bins, time convention, choices made
+
+    Returned by :func:`nll_bound`; ``bpd`` and ``nats`` are batch means (Python floats).
+
+    Parameters
+    ----------
+    total_nats, bits_per_dim, prior_nats, decoder_nats, terms_nats
+        As above.
+    dims : int
+        The number of data dimensions D.
+    estimator : {"full", "uniform", "importance"}
+        The estimator that produced the bound.
+    t_samples, term_samples, weights, std_error_nats, importance_state, conventions
+        As above (None where they do not apply).
     """
 
     total_nats: object
@@ -154,6 +169,53 @@ def nll_bound(model, schedule: Schedule, x0, *, rng: np.random.Generator, predic
     learned variances it returns prediction and variance output concatenated along axis 1
     (:mod:`refdiff.variance`, the same model that ``refdiff.sample`` takes).  A model
     output with NaN raises FloatingPointError naming t.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x_t, t)`` as above.
+    schedule : Schedule
+        The discrete schedule.
+    x0 : array (N, ...)
+        float64 data, as above.
+    rng : numpy.random.Generator
+        The source of every noise array and sampled t (order above).
+    prediction_type : {"epsilon", "sample", "v_prediction"}
+        What the model predicts.
+    variance_type : str, default "fixed_small"
+        One of refdiff.VARIANCE_TYPES (MATH.md (5.6), (5.7)).
+    bins : int, default 256
+        The number of data levels (>= 2; discretized decoder).
+    cdf : {"exact", "tanh"}
+        The normal CDF of the discretized decoder.
+    decoder : {"discretized", "gaussian"}
+        The decoder term L_0, as above.
+    estimator : {"full", "uniform", "importance"}
+        As above.
+    n_t : int, default 1
+        Draws of t per sample (MC estimators).
+    importance_state : ImportanceState, optional
+        The t-sampler's history (importance estimator); its T must be the schedule's.
+    uniform_prob : float, default 1e-3
+        The uniform mixing weight of the importance sampler.
+    clip_denoised : bool, default False
+        Clip x0_hat to [-1, 1] in the reverse mean.
+    fixed_large_t0 : {"beta_tilde_1", "beta_0"}
+        The "fixed_large" variance at t = 0.
+
+    Returns
+    -------
+    NLLBound
+
+    Raises
+    ------
+    TypeError
+        If ``schedule`` is not a refdiff Schedule, or ``x0`` is not float64.
+    ValueError
+        If a choice is unknown, x0 is off the grid (discretized decoder), ``n_t`` < 1,
+        ``importance_state`` is for another T, or the model's output has the wrong shape.
+    FloatingPointError
+        If the model's output is not finite.
     """
     _check_x0(x0)
     _check_choice("estimator", estimator, ("full", "uniform", "importance"))

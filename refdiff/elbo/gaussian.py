@@ -10,6 +10,15 @@ import numpy as np
 from ..backend import array_namespace, log_ndtr, ndtr
 from ._common import _LN2, _LOG_2PI, _arrays, _check_bins, _check_choice
 
+__all__ = [
+    "normal_kl",
+    "gaussian_log_density",
+    "TANH_CDF_MAX_ABS_ERROR",
+    "approx_standard_normal_cdf",
+    "standard_normal_cdf",
+    "discretized_gaussian_log_likelihood",
+]
+
 
 # ---------------------------------------------------------------------------- Gaussians
 def normal_kl(mean1, logvar1, mean2, logvar2):
@@ -18,14 +27,38 @@ def normal_kl(mean1, logvar1, mean2, logvar2):
     Arguments broadcast against each other (arrays of one namespace or Python floats).
     Written as ``(expm1(d) - d + (mean1 - mean2)^2 e^{-logvar2}) / 2`` with
     ``d = logvar1 - logvar2``, so it is exactly 0 for equal arguments and accurate when the
-    variances are close.  Sum over dimensions for a diagonal Gaussian."""
+    variances are close.  Sum over dimensions for a diagonal Gaussian.
+
+    Parameters
+    ----------
+    mean1, logvar1 : array or float
+        Mean and log variance of the first Gaussian.
+    mean2, logvar2 : array or float
+        Mean and log variance of the second Gaussian.
+
+    Returns
+    -------
+    array
+        The elementwise KL, of the broadcast shape (>= 0).
+    """
     xp, (m1, lv1, m2, lv2) = _arrays(mean1, logvar1, mean2, logvar2)
     d = lv1 - lv2
     return 0.5 * (xp.expm1(d) - d + (m1 - m2) ** 2 * xp.exp(-lv2))
 
 
 def gaussian_log_density(x, mean, logvar):
-    """log N(x; mean, e^logvar) elementwise, in nats, MATH.md (5.10)."""
+    """log N(x; mean, e^logvar) elementwise, in nats, MATH.md (5.10).
+
+    Parameters
+    ----------
+    x, mean, logvar : array or float
+        Broadcast against each other (arrays of one namespace or Python floats).
+
+    Returns
+    -------
+    array
+        The elementwise log density, of the broadcast shape.
+    """
     xp, (x, m, lv) = _arrays(x, mean, logvar)
     return -0.5 * (_LOG_2PI + lv + (x - m) ** 2 * xp.exp(-lv))
 
@@ -39,14 +72,43 @@ TANH_CDF_MAX_ABS_ERROR = 1.8e-4
 def approx_standard_normal_cdf(x):
     """The tanh approximation of Phi used by the original DDPM code, MATH.md (5.8):
     ``(1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2``.  Its absolute error is at most
-    :data:`TANH_CDF_MAX_ABS_ERROR`; its *relative* error in the tails is unbounded."""
+    :data:`TANH_CDF_MAX_ABS_ERROR`; its *relative* error in the tails is unbounded.
+
+    Parameters
+    ----------
+    x : array
+        Real floating array (any shape).
+
+    Returns
+    -------
+    array like x
+        The approximate CDF, in [0, 1].
+    """
     xp = array_namespace(x)
     return 0.5 * (1.0 + xp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
 
 
 def standard_normal_cdf(x, cdf: str = "exact"):
     """Phi(x): ``cdf="exact"`` (scipy/cupyx ndtr) or ``"tanh"`` (:func:`approx_standard_normal_cdf`),
-    MATH.md (5.8)."""
+    MATH.md (5.8).
+
+    Parameters
+    ----------
+    x : array
+        Real floating array (any shape).
+    cdf : {"exact", "tanh"}
+        Which CDF.
+
+    Returns
+    -------
+    array like x
+        Phi(x).
+
+    Raises
+    ------
+    ValueError
+        If ``cdf`` is unknown.
+    """
     _check_choice("cdf", cdf, ("exact", "tanh"))
     return ndtr(x) if cdf == "exact" else approx_standard_normal_cdf(x)
 
@@ -110,10 +172,36 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale, bins: int = 256, cdf
     probabilities sum to 1.  ``mean`` and ``log_scale`` (log standard deviation) must
     broadcast to ``x``'s shape; the result has ``x``'s shape.
 
-    cdf
+    Parameters
+    ----------
+    x : array
+        The data, on the grid of ``bins`` levels in [-1, 1].
+    mean : array or float
+        The Gaussian's mean, broadcasting to ``x``'s shape.
+    log_scale : array or float
+        Its log standard deviation (finite), broadcasting to ``x``'s shape.
+    bins : int, default 256
+        The number of levels (>= 2).
+    cdf : {"exact", "tanh"}
         ``"exact"``: log Phi differences in log space (log_ndtr), stable in the far tails.
         ``"tanh"``: the original DDPM code verbatim: the tanh CDF (5.8), edge bins decided by
         the level index, and every probability clamped below at 1e-12 before the log.
+    grid_tol : float, default 1e-3
+        How far (in bin widths) a value may lie from its level.
+
+    Returns
+    -------
+    array like x
+        log P(x) in nats, elementwise (<= 0).
+
+    Raises
+    ------
+    ValueError
+        If ``bins`` < 2 or ``cdf`` is unknown, ``mean`` or ``log_scale`` does not broadcast
+        to ``x``'s shape, ``log_scale`` or ``x`` is not finite, or ``x`` is outside [-1, 1]
+        or off the grid by more than ``grid_tol``.
+    TypeError
+        If ``bins`` is not an integer.
     """
     _check_bins(bins)
     _check_choice("cdf", cdf, ("exact", "tanh"))

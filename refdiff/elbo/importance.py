@@ -10,6 +10,8 @@ import numpy as np
 from .._validate import check_finite_scalar, check_int
 from ..backend import check_rng, to_numpy
 
+__all__ = ["ImportanceState", "importance_probs", "importance_sample", "importance_update"]
+
 
 # ---------------------------------------------------------------------------- importance sampling of t
 @dataclass(frozen=True, eq=False)
@@ -17,8 +19,14 @@ class ImportanceState:
     """The second-moment history of improved-diffusion's t-sampler, MATH.md (5.14); a pure
     value (update with :func:`importance_update`, which returns a new state).
 
-    history : (T, K) host float64, the last K observed values of L_t per t (oldest first)
-    counts : (T,) host int64, how many of the K slots are filled
+    Parameters
+    ----------
+    history : numpy.ndarray (T, K)
+        Host float64, the last K observed values of L_t per t (oldest first).
+    counts : numpy.ndarray (T,)
+        Host int64, how many of the K slots are filled.
+
+    ``ImportanceState.init(T, history=10)`` is the empty state.
     """
 
     history: np.ndarray
@@ -44,7 +52,26 @@ class ImportanceState:
 def importance_probs(state: ImportanceState, uniform_prob: float = 1e-3) -> np.ndarray:
     """p_t proportional to sqrt(E[L_t^2]) over the stored history, mixed with the uniform
     distribution: ``p = (1 - u) p_sqrt + u / T``; uniform until the state is warmed up,
-    MATH.md (5.14).  Returns a (T,) host array summing to 1."""
+    MATH.md (5.14).  Returns a (T,) host array summing to 1.
+
+    Parameters
+    ----------
+    state : ImportanceState
+        The history of L_t.
+    uniform_prob : float, default 1e-3
+        The weight u of the uniform distribution, in [0, 1].
+
+    Returns
+    -------
+    numpy.ndarray
+        (T,) float64 probabilities (uniform before warm-up, or if the history is all 0 or
+        not finite).
+
+    Raises
+    ------
+    ValueError
+        If ``uniform_prob`` is outside [0, 1] or not finite.
+    """
     check_finite_scalar("uniform_prob", uniform_prob, low=0.0, high=1.0)
     T = state.T
     if not state.warmed_up:
@@ -58,7 +85,26 @@ def importance_probs(state: ImportanceState, uniform_prob: float = 1e-3) -> np.n
 def importance_sample(state: ImportanceState, rng: np.random.Generator, size, uniform_prob: float = 1e-3):
     """Draw t ~ p (:func:`importance_probs`) and the weights 1 / (T p_t) that make
     ``weight * L_t`` unbiased for the uniform average, MATH.md (5.14).  Host int64 t and
-    float64 weights of shape ``size``."""
+    float64 weights of shape ``size``.
+
+    Parameters
+    ----------
+    state : ImportanceState
+        The history of L_t.
+    rng : numpy.random.Generator
+        The host generator (one ``rng.choice`` call).
+    size : int or tuple of int
+        The shape of the draw.
+    uniform_prob : float, default 1e-3
+        As in :func:`importance_probs`.
+
+    Returns
+    -------
+    t : numpy.ndarray
+        int64 timesteps in [0, T-1].
+    weights : numpy.ndarray
+        float64 weights 1 / (T p_t).
+    """
     rng = check_rng(rng)
     p = importance_probs(state, uniform_prob)
     t = rng.choice(state.T, size=size, p=p).astype(np.int64)
@@ -67,7 +113,27 @@ def importance_sample(state: ImportanceState, rng: np.random.Generator, size, un
 
 def importance_update(state: ImportanceState, t, losses) -> ImportanceState:
     """A new state with the observed ``losses`` (values of L_t) at timesteps ``t`` appended
-    to the history (the oldest value dropped once K are stored), MATH.md (5.14)."""
+    to the history (the oldest value dropped once K are stored), MATH.md (5.14).
+
+    Parameters
+    ----------
+    state : ImportanceState
+        The state; not modified.
+    t : int array
+        0-based timesteps in [0, T-1] (any shape, flattened; host or device).
+    losses : array
+        The observed L_t, one per entry of ``t``.
+
+    Returns
+    -------
+    ImportanceState
+        The new state.
+
+    Raises
+    ------
+    ValueError
+        If ``t`` and ``losses`` differ in size or ``t`` is out of range.
+    """
     t = np.asarray(to_numpy(t) if hasattr(t, "shape") else t, dtype=np.int64).ravel()
     losses = np.asarray(to_numpy(losses) if hasattr(losses, "shape") else losses, dtype=np.float64).ravel()
     if t.shape != losses.shape:

@@ -10,6 +10,8 @@ from ..schedules import Schedule, alpha_sigma
 from ._common import _check_choice, _dims, _flat_sum
 from .terms import bits_per_dim, vlb_term
 
+__all__ = ["l_simple", "hybrid_loss"]
+
 
 # ---------------------------------------------------------------------------- training objectives
 def l_simple(model_output, target, *, reduction: str = "mean"):
@@ -17,7 +19,27 @@ def l_simple(model_output, target, *, reduction: str = "mean"):
 
     For an epsilon model ``target`` is the noise: L_simple = ||eps - eps_hat||^2.
     ``reduction="mean"`` averages over the data dimensions (the DDPM and improved-diffusion
-    code's mean_flat); ``"sum"`` is the paper's squared norm."""
+    code's mean_flat); ``"sum"`` is the paper's squared norm.
+
+    Parameters
+    ----------
+    model_output : array (N, ...)
+        The prediction.
+    target : array like model_output
+        Its target.
+    reduction : {"mean", "sum"}
+        Over the data dimensions, as above.
+
+    Returns
+    -------
+    array (N,)
+        The per-sample loss.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or ``reduction`` is unknown.
+    """
     _check_choice("reduction", reduction, ("mean", "sum"))
     xp = array_namespace(model_output, target)
     if tuple(model_output.shape) != tuple(target.shape):
@@ -42,7 +64,48 @@ def hybrid_loss(schedule: Schedule, x0, x_t, t, noise, model_output, var_output,
     its plain-MSE loss type adds the VLB term unscaled: ``lam = 1 / T``.  (In that code the
     VLB term sees the mean through a stop-gradient, so it trains only the variance; values
     are unaffected.)  ``target`` is ``noise``, ``x0`` or
-    ``v = alpha noise - sigma x0`` for prediction_type epsilon, sample, v_prediction."""
+    ``v = alpha noise - sigma x0`` for prediction_type epsilon, sample, v_prediction.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The discrete schedule (float64 arrays of length T).
+    x0 : array (N, ...)
+        The data (on the ``bins`` grid for the discretized decoder).
+    x_t : array like x0
+        The noised data at t.
+    t : int or integer array (N,)
+        0-based timesteps in [0, T-1].
+    noise : array like x0
+        The noise that made x_t.
+    model_output : array like x0
+        The model's prediction (of ``prediction_type``).
+    var_output : array like x0 or None
+        The model's variance output (required for the learned variance types).
+    prediction_type : {"epsilon", "sample", "v_prediction"}
+        What ``model_output`` predicts.
+    variance_type : str, default "learned_range"
+        One of refdiff.VARIANCE_TYPES (:func:`refdiff.variance.reverse_log_variance`).
+    lam : float, default 1e-3
+        The weight of the VLB term (finite, >= 0).
+    decoder : {"discretized", "gaussian"}
+        The decoder term at t = 0 (:func:`vlb_term`).
+    bins : int, default 256
+        The number of data levels (discretized decoder).
+    cdf : {"exact", "tanh"}
+        The normal CDF of the discretized decoder.
+
+    Returns
+    -------
+    array (N,)
+        The per-sample hybrid loss (MSE per dimension plus lam T L_t in bits/dim).
+
+    Raises
+    ------
+    ValueError
+        If ``prediction_type`` or another choice is unknown, ``lam`` is negative or not
+        finite, or the inputs are invalid for :func:`vlb_term`.
+    """
     _check_choice("prediction_type", prediction_type, ("epsilon", "sample", "v_prediction"))
     check_finite_scalar("lam", lam, low=0.0)
     if prediction_type == "epsilon":

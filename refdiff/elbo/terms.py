@@ -16,6 +16,16 @@ from ..variance import log_betas_large, reverse_log_variance
 from ._common import _LN2, _check_bins, _check_choice, _flat_sum
 from .gaussian import discretized_gaussian_log_likelihood, gaussian_log_density, normal_kl
 
+__all__ = [
+    "reverse_mean_log_variance",
+    "eps_mse_weight",
+    "prior_term",
+    "vlb_term",
+    "bits_per_dim",
+    "dequantization_offset",
+    "continuous_to_discrete_bpd",
+]
+
 
 # ---------------------------------------------------------------------------- reverse process
 def reverse_mean_log_variance(schedule: Schedule, model_output, x_t, t, var_output=None, *, prediction_type: str = "epsilon",
@@ -26,7 +36,36 @@ def reverse_mean_log_variance(schedule: Schedule, model_output, x_t, t, var_outp
     (a_t = 1 - beta_t, ``schedule.alphas``).
 
     ``clip_denoised`` clips x0_hat to [-1, 1] first (as the DDPM code's sampler and bpd
-    evaluation do).  Returns ``(mean, log_variance, x0_hat)``."""
+    evaluation do).  Returns ``(mean, log_variance, x0_hat)``.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The discrete schedule (float64 arrays of length T).
+    model_output : array (N, ...)
+        The model's prediction at (x_t, t), of ``prediction_type``.
+    x_t : array like model_output
+        The state at t.
+    t : int or integer array (N,)
+        0-based timesteps in [0, T-1].
+    var_output : array like x_t, optional
+        The model's variance output (required for the learned variance types).
+    prediction_type : str, default "epsilon"
+        One of refdiff.PREDICTION_TYPES.
+    variance_type : str, default "fixed_small"
+        One of refdiff.VARIANCE_TYPES.
+    clip_denoised : bool, default False
+        Clip x0_hat to [-1, 1].
+    fixed_large_t0 : {"beta_tilde_1", "beta_0"}
+        The "fixed_large" variance at t = 0 (:func:`refdiff.variance.reverse_log_variance`).
+
+    Returns
+    -------
+    mean : array like x_t
+    log_variance : array
+        Broadcasting against x_t.
+    x0_hat : array like x_t
+    """
     alpha, sigma = alpha_sigma(schedule, t, x_t)
     _, x0_hat = to_eps_x0(model_output, x_t, alpha, sigma, prediction_type)
     if clip_denoised:
@@ -40,7 +79,27 @@ def eps_mse_weight(schedule: Schedule, variance_type: str = "fixed_small", *, fi
     """The (T,) weights w_t = beta_t^2 / (2 Sigma_t a_t (1 - alpha_bar_t)) of MATH.md (5.5):
     with a fixed reverse variance Sigma_t, ``L_t = C_t + w_t ||eps - eps_hat||^2`` for
     t >= 1 (C_t = 0 for fixed_small), and at t = 0 w_0 is the weight of the squared error
-    in the Gaussian decoder (5.10).  Host float64 array."""
+    in the Gaussian decoder (5.10).  Host float64 array.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The discrete schedule (float64 arrays of length T).
+    variance_type : {"fixed_small", "fixed_large"}
+        The fixed reverse variance Sigma_t.
+    fixed_large_t0 : {"beta_tilde_1", "beta_0"}
+        The "fixed_large" variance at t = 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        (T,) float64 weights w_t.
+
+    Raises
+    ------
+    ValueError
+        If ``variance_type`` or ``fixed_large_t0`` is unknown.
+    """
     _check_choice("variance_type", variance_type, ("fixed_small", "fixed_large"))
     log_var = schedule.posterior_log_variance_clipped if variance_type == "fixed_small" else log_betas_large(schedule, fixed_large_t0)
     return schedule.betas**2 / (2.0 * np.exp(log_var) * schedule.alphas * (1.0 - schedule.alpha_bars))
@@ -48,7 +107,20 @@ def eps_mse_weight(schedule: Schedule, variance_type: str = "fixed_small", *, fi
 
 def prior_term(schedule: Schedule, x0):
     """L_T = KL(q(x_T | x_0) || N(0, I)) per sample, nats summed over dimensions, MATH.md (5.3)
-    (x_T is array index T-1)."""
+    (x_T is array index T-1).
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The discrete schedule (float64 arrays of length T).
+    x0 : array (N, ...)
+        The data.
+
+    Returns
+    -------
+    array (N,)
+        L_T in nats.
+    """
     t = schedule.T - 1
     a, s = gather(schedule.sqrt_alpha_bars, t, x0), gather(schedule.sqrt_one_minus_alpha_bars, t, x0)
     xp = array_namespace(x0)
@@ -66,7 +138,39 @@ def vlb_term(schedule: Schedule, x0, x_t, t, model_output, var_output=None, *, p
       (``decoder="gaussian"``, MATH.md (5.10), for continuous data).
 
     ``t`` is an int or an int array of shape (N,); ``model_output``/``var_output`` are the
-    model's outputs at (x_t, t) (see :func:`reverse_mean_log_variance`)."""
+    model's outputs at (x_t, t) (see :func:`reverse_mean_log_variance`).
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The discrete schedule (float64 arrays of length T).
+    x0 : array (N, ...)
+        The data (on the ``bins`` grid for the discretized decoder).
+    x_t : array like x0
+        The noised data at t.
+    t : int or integer array (N,)
+        0-based timesteps in [0, T-1].
+    model_output, var_output : array like x0, and array or None
+        The model's prediction and variance output at (x_t, t).
+    prediction_type, variance_type, clip_denoised, fixed_large_t0
+        As in :func:`reverse_mean_log_variance`.
+    decoder : {"discretized", "gaussian"}
+        The term at t = 0, as above.
+    bins : int, default 256
+        The number of data levels (discretized decoder).
+    cdf : {"exact", "tanh"}
+        The normal CDF of the discretized decoder.
+
+    Returns
+    -------
+    array (N,)
+        The term in nats, per sample.
+
+    Raises
+    ------
+    ValueError
+        If a choice is unknown, or (at t = 0, discretized) x0 is off the grid.
+    """
     _check_choice("decoder", decoder, ("discretized", "gaussian"))
     xp = array_namespace(x0, x_t)
     mean, log_var, _ = reverse_mean_log_variance(
@@ -89,7 +193,20 @@ def vlb_term(schedule: Schedule, x0, x_t, t, model_output, var_output=None, *, p
 
 # ---------------------------------------------------------------------------- units
 def bits_per_dim(nats, dims: int):
-    """nats (summed over ``dims`` dimensions) -> bits per dimension, MATH.md (5.11)."""
+    """nats (summed over ``dims`` dimensions) -> bits per dimension, MATH.md (5.11).
+
+    Parameters
+    ----------
+    nats : array or float
+        Values in nats, each summed over ``dims`` dimensions.
+    dims : int
+        The number of data dimensions D.
+
+    Returns
+    -------
+    array or float
+        ``nats / (dims ln 2)``.
+    """
     return nats / (dims * _LN2)
 
 
@@ -105,6 +222,29 @@ def dequantization_offset(bins: int = 256, *, convention: str = "levels", units:
     ``convention="interval"``: bin width data_range/bins, data (k + u)/bins * 2 - 1 with
     u ~ U[0,1) (the flow literature's uniform dequantization); offset log(bins/2) (7 bits
     for 8-bit data on [-1, 1], 8 on [0, 1]).
+
+    Parameters
+    ----------
+    bins : int, default 256
+        The number of levels (>= 2).
+    convention : {"levels", "interval"}
+        The bin width, as above.
+    units : {"nats", "bits"}
+        The unit of the result.
+    data_range : float, default 2.0
+        The width of the data interval (> 0).
+
+    Returns
+    -------
+    float
+        The offset per dimension.
+
+    Raises
+    ------
+    ValueError
+        If ``bins`` < 2, a choice is unknown, or ``data_range`` is not finite and positive.
+    TypeError
+        If ``bins`` is not an integer.
     """
     _check_bins(bins)
     _check_choice("convention", convention, ("levels", "interval"))
@@ -117,5 +257,18 @@ def dequantization_offset(bins: int = 256, *, convention: str = "levels", units:
 def continuous_to_discrete_bpd(nats_per_dim, bins: int = 256, *, convention: str = "levels", data_range: float = 2.0):
     """An upper bound on the discrete bits/dim from a continuous density's negative
     log-likelihood in nats per dimension on dequantized data, MATH.md (5.12):
-    ``(nats_per_dim + offset) / ln 2`` with :func:`dequantization_offset`."""
+    ``(nats_per_dim + offset) / ln 2`` with :func:`dequantization_offset`.
+
+    Parameters
+    ----------
+    nats_per_dim : array or float
+        The continuous negative log-likelihood, nats per dimension.
+    bins, convention, data_range
+        As in :func:`dequantization_offset`.
+
+    Returns
+    -------
+    array or float
+        Bits per dimension.
+    """
     return (nats_per_dim + dequantization_offset(bins, convention=convention, data_range=data_range)) / _LN2

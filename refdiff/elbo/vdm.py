@@ -16,11 +16,31 @@ from ._common import _check_choice, _check_x0, _dims, _flat_sum
 from .gaussian import discretized_gaussian_log_likelihood, gaussian_log_density, normal_kl
 from .terms import bits_per_dim
 
+__all__ = ["snr_derivative", "vdm_diffusion_integrand", "VDMBound", "vdm_vlb"]
+
 
 # ---------------------------------------------------------------------------- continuous time (VDM)
 def snr_derivative(vp, t):
     """d SNR / dt of a continuous VP schedule (t = 0 data, t = 1 noise), MATH.md (5.17):
-    SNR = alpha^2 / sigma^2 and ``SNR' = 2 alpha^2 (d log alpha / dt) / sigma^4`` (< 0)."""
+    SNR = alpha^2 / sigma^2 and ``SNR' = 2 alpha^2 (d log alpha / dt) / sigma^4`` (< 0).
+
+    Parameters
+    ----------
+    vp : continuous VP schedule
+        ``LinearVP`` or ``InterpolatedVP`` (with ``log_alpha`` and ``dlog_alpha_dt``).
+    t : array
+        Times in (0, 1].
+
+    Returns
+    -------
+    array like t
+        d SNR / dt.
+
+    Raises
+    ------
+    TypeError
+        If ``vp`` is not a continuous VP schedule.
+    """
     if not isinstance(vp, _ContinuousVP):
         raise TypeError(f"vp must be a continuous VP schedule (LinearVP, InterpolatedVP), got {type(vp).__name__}")
     xp = array_namespace(t)
@@ -32,7 +52,24 @@ def snr_derivative(vp, t):
 def vdm_diffusion_integrand(vp, t, x0, x0_hat):
     """``-SNR'(t) / 2 * ||x0 - x0_hat||^2`` per sample (nats): the integrand of the
     continuous-time diffusion loss of Kingma et al. (2021), MATH.md (5.17).  ``t`` of
-    shape (N,) (or a float)."""
+    shape (N,) (or a float).
+
+    Parameters
+    ----------
+    vp : continuous VP schedule
+        As in :func:`snr_derivative`.
+    t : float or array (N,)
+        The times.
+    x0 : array (N, ...)
+        The data.
+    x0_hat : array like x0
+        The model's prediction of x0 at (z_t, t).
+
+    Returns
+    -------
+    array (N,)
+        The integrand in nats, per sample (>= 0).
+    """
     xp = array_namespace(x0, x0_hat)
     t = asarray_like(float(t), x0, dtype=xp.float64) if isinstance(t, (int, float)) else t
     return -0.5 * snr_derivative(vp, t) * _flat_sum((x0 - x0_hat) ** 2)
@@ -44,7 +81,24 @@ class VDMBound:
 
     total_nats = prior_nats + decoder_nats + diffusion_nats, each (N,), nats summed over
     dimensions; diffusion_nats is a Monte-Carlo estimate over t ~ U(t0, t1) and
-    std_error_nats its standard error over the n_t draws (None for n_t = 1)."""
+    std_error_nats its standard error over the n_t draws (None for n_t = 1).  Returned by
+    :func:`vdm_vlb`; ``bpd`` is the batch mean of ``bits_per_dim``.
+
+    Parameters
+    ----------
+    total_nats, bits_per_dim : array (N,)
+        The bound per sample, in nats and in bits per dimension.
+    prior_nats, decoder_nats, diffusion_nats : array (N,)
+        Its three terms, nats.
+    std_error_nats : array (N,) or None
+        The Monte-Carlo standard error of diffusion_nats.
+    dims : int
+        The number of data dimensions D.
+    t0, t1 : float
+        The time interval of the bound.
+    conventions : dict
+        Units, time convention, decoder, prediction type, t sampling.
+    """
 
     total_nats: object
     bits_per_dim: object
@@ -85,7 +139,50 @@ def vdm_vlb(model, vp, x0, *, rng: np.random.Generator, prediction_type: str = "
 
     Randomness, in order: decoder noise (x0's shape), then per draw r = 1..n_t: the time
     (``rng.uniform``, shape (N,)) and noise of x0's shape.  Units: nats summed over
-    dimensions; bits/dim = nats / (D ln 2)."""
+    dimensions; bits/dim = nats / (D ln 2).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(z_t, t)``, a prediction of ``prediction_type``.
+    vp : continuous VP schedule
+        ``LinearVP`` or ``InterpolatedVP``.
+    x0 : array (N, ...)
+        float64 data (on the ``bins`` grid for the discretized decoder).
+    rng : numpy.random.Generator
+        The source of the times and noise (order above).
+    prediction_type : str, default "epsilon"
+        One of refdiff.PREDICTION_TYPES.
+    n_t : int, default 1
+        The number of (t, noise) draws per sample (>= 1).
+    t0 : float, optional
+        The decoder's time (default ``vp.t_min``); 0 < t0 < t1, and >= ``vp.t_min`` for an
+        ``InterpolatedVP``.
+    t1 : float, default 1.0
+        The prior's time, <= 1.
+    t_sampling : {"uniform", "log_snr"}
+        The estimator of the diffusion term, as above.
+    decoder : {"gaussian", "discretized"}
+        The decoder, as above.
+    bins : int, default 256
+        The number of data levels (discretized decoder).
+    cdf : {"exact", "tanh"}
+        The normal CDF of the discretized decoder.
+
+    Returns
+    -------
+    VDMBound
+
+    Raises
+    ------
+    TypeError
+        If ``vp`` is not a continuous VP schedule, or ``x0`` is not float64.
+    ValueError
+        If a choice is unknown, ``n_t`` < 1, the times are out of range, x0 is off the grid
+        (discretized decoder), or the model's output has the wrong shape.
+    FloatingPointError
+        If the model's output is not finite.
+    """
     _check_x0(x0)
     _check_choice("decoder", decoder, ("discretized", "gaussian"))
     if not isinstance(vp, _ContinuousVP):

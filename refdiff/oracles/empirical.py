@@ -11,6 +11,8 @@ from .._validate import check_int
 from ..backend import array_namespace, asarray_like, check_rng
 from ._base import _LOG_2PI, _host_like, _Bundle, _LatentMixture, _col, _host, _matmul, _readonly
 
+__all__ = ["EmpiricalData"]
+
 
 # ---------------------------------------------------------------------------- empirical data
 class EmpiricalData(_LatentMixture):
@@ -18,10 +20,21 @@ class EmpiricalData(_LatentMixture):
     (6.13)-(6.15): its posterior mean E[x_0 | x_t] is the ideal denoiser of a finite
     training set (a softmax-weighted average of the points, which memorises them).
 
-    points
-        (M, D) or (M, *event_shape).
-    labels
-        Optional (M,) integer class of each point (default: every point is class 0).
+    Parameters
+    ----------
+    points : array (M, D) or (M, *event_shape)
+        The points, finite (copied to the host in float64).
+    labels : integer array (M,), optional
+        The class of each point (default: every point is class 0); every class
+        0..max(labels) must occur.
+
+    Raises
+    ------
+    ValueError
+        If ``points`` has fewer than 2 axes, no point, or a non-finite entry, or the labels
+        are not an integer (M,) array using every class 0..max.
+    TypeError
+        If ``points`` is not a real array.
 
     All methods need sigma > 0 (the data distribution has no density; :meth:`log_prob`
     raises).
@@ -47,6 +60,18 @@ class EmpiricalData(_LatentMixture):
         return f"EmpiricalData(M={self.M}, D={self.D})"
 
     def log_prob(self, x0):
+        """Always raises: a sum of point masses has no density (use ``log_prob_t`` with sigma > 0).
+
+        Parameters
+        ----------
+        x0 : array
+            Ignored.
+
+        Raises
+        ------
+        ValueError
+            Always.
+        """
         raise ValueError(
             "EmpiricalData is a sum of point masses and has no density; use log_prob_t with sigma > 0"
         )
@@ -94,7 +119,26 @@ class EmpiricalData(_LatentMixture):
 
     def sample(self, n, rng, like=None, *, return_labels=False):
         """``n`` draws (with replacement) of the points: indices ``rng.integers(0, M, n)``
-        on the host, shape (n, *event_shape), MATH.md (6.13)."""
+        on the host, shape (n, *event_shape), MATH.md (6.13).
+
+        Parameters
+        ----------
+        n : int
+            The number of draws (>= 0).
+        rng : numpy.random.Generator
+            The host generator of the indices.
+        like : array, optional
+            The result is moved to this array's namespace and device (default NumPy).
+        return_labels : bool, default False
+            Also return the labels of the drawn points.
+
+        Returns
+        -------
+        x : array (n, *event_shape)
+            float64 draws.
+        labels : int64 array (n,)
+            Only with ``return_labels``.
+        """
         check_int("n", n, min=0)
         rng = check_rng(rng)
         k = rng.integers(0, self.M, size=int(n))

@@ -11,6 +11,8 @@ from ..backend import array_namespace, asarray_like, check_rng, standard_normal
 from ..schedules import Schedule, gather
 from ._base import _LOG_2PI, _host_like, _Bundle, _LatentMixture, _Prepared, _col, _dev, _eig_psd, _host, _per_sample, _readonly
 
+__all__ = ["GaussianData", "GaussianMixture"]
+
 
 # ---------------------------------------------------------------------------- Gaussians
 class _GaussianComponents(_LatentMixture):
@@ -144,16 +146,26 @@ def _parse_cov(cov, D, name):
 class GaussianData(_GaussianComponents):
     """Gaussian data x_0 ~ N(mean, cov), MATH.md (6.1)-(6.4).
 
-    mean
+    Parameters
+    ----------
+    mean : array
         Shape (D,) or an event shape such as (C, H, W) (flattened to D entries; samples
         come back in this shape).
-    cov
+    cov : float or array
         A scalar (isotropic variance), (D,) diagonal variances, or a (D, D) symmetric
         positive-definite matrix (eigendecomposed once on the host).
 
     Methods (x_t of shape (N, D) or (N, *event_shape); alpha, sigma floats or (N,)):
     sample, log_prob, log_prob_t, score, x0_mean, eps, v, velocity, div_velocity,
     as_model, ode_transport, reverse_kernel (and the class methods of a one-class mixture).
+
+    Raises
+    ------
+    ValueError
+        If ``mean`` is empty or an entry is not finite, or ``cov`` has the wrong shape or is
+        not symmetric positive definite.
+    TypeError
+        If ``mean`` or ``cov`` is not a real array.
     """
 
     def __init__(self, mean, cov):
@@ -182,7 +194,27 @@ class GaussianData(_GaussianComponents):
         """The exact probability-flow ODE map of any affine path from (alpha_from,
         sigma_from) to (alpha_to, sigma_to), MATH.md (6.12):
         ``z = diag(1/sqrt(alpha^2 nu + sigma^2)) U^T (x - alpha mu)`` is constant along
-        the ODE, so ``x_to = alpha_to mu + U diag(sqrt(alpha_to^2 nu + sigma_to^2)) z``."""
+        the ODE, so ``x_to = alpha_to mu + U diag(sqrt(alpha_to^2 nu + sigma_to^2)) z``.
+
+        Parameters
+        ----------
+        x : array (N, D) or (N, *event_shape)
+            Points on the path at (alpha_from, sigma_from).
+        alpha_from, sigma_from : float or array (N,)
+            Where ``x`` is.
+        alpha_to, sigma_to : float or array (N,)
+            Where to transport it (sigma_to >= 0; 0 gives the data end).
+
+        Returns
+        -------
+        array like x
+            The transported points, float64.
+
+        Raises
+        ------
+        ValueError
+            If ``x`` has the wrong number of entries per sample, or sigma_to < 0.
+        """
         P = _Prepared(self, x, alpha_from, sigma_from, name="x")
         xp = P.xp
         a1, s1 = _per_sample(alpha_to, P.xf, "alpha_to"), _per_sample(sigma_to, P.xf, "sigma_to")
@@ -200,7 +232,29 @@ class GaussianData(_GaussianComponents):
         distribution (0-based index t; at t = 0 it is q(x_0 | x_t)), MATH.md (6.16).
 
         Returns ``(mean, cov)``: mean of x_t's shape; cov (D, D) for an int ``t`` and
-        (N, D, D) for an integer array ``t`` of shape (N,)."""
+        (N, D, D) for an integer array ``t`` of shape (N,).
+
+        Parameters
+        ----------
+        schedule : Schedule
+            The discrete schedule of the chain.
+        x_t : array (N, D) or (N, *event_shape)
+            The states at t.
+        t : int or integer array (N,)
+            0-based timesteps in [0, T-1].
+
+        Returns
+        -------
+        mean : array like x_t
+        cov : array (D, D) or (N, D, D)
+
+        Raises
+        ------
+        TypeError
+            If ``schedule`` is not a refdiff Schedule.
+        ValueError
+            If ``x_t`` has the wrong number of entries per sample or ``t`` is out of range.
+        """
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
         P = _Prepared(self, x_t, 1.0, 0.0)
@@ -230,16 +284,24 @@ class GaussianData(_GaussianComponents):
 class GaussianMixture(_GaussianComponents):
     """A Gaussian mixture sum_k w_k N(mu_k, Sigma_k), MATH.md (6.5)-(6.11).
 
-    weights
-        (K,), positive, summing to 1 (within 1e-10).
-    means
-        (K, D) or (K, *event_shape), e.g. (K, 1, 8, 8) templates of 8x8 images.
-    covs
+    Parameters
+    ----------
+    weights : array (K,)
+        Positive, summing to 1 (within 1e-10).
+    means : array (K, D) or (K, *event_shape)
+        E.g. (K, 1, 8, 8) templates of 8x8 images.
+    covs : float or array
         A scalar (one isotropic variance for all), (K,) isotropic variances, (K, D)
         diagonal variances, or (K, D, D) symmetric positive-definite matrices.
-    labels
-        (K,) integer class of each component (default: the component index); every
-        class 0..max(labels) must have a component.
+    labels : integer array (K,), optional
+        The class of each component (default: the component index); every class
+        0..max(labels) must have a component.
+
+    Raises
+    ------
+    ValueError
+        If a weight is <= 0 or they do not sum to 1, the shapes disagree, an entry is not
+        finite, a covariance is not symmetric positive definite, or the labels are invalid.
     """
 
     def __init__(self, weights, means, covs, labels=None):
@@ -278,7 +340,25 @@ class GaussianMixture(_GaussianComponents):
 
     def conditional(self, label):
         """The class-conditional data distribution q_0(x | y = label): the mixture of the
-        components with that label, weights renormalised to sum to 1, MATH.md (6.10)."""
+        components with that label, weights renormalised to sum to 1, MATH.md (6.10).
+
+        Parameters
+        ----------
+        label : int
+            A class in [0, n_classes - 1].
+
+        Returns
+        -------
+        GaussianMixture
+            The conditional mixture (its components labelled by their new index).
+
+        Raises
+        ------
+        TypeError
+            If ``label`` is not an integer.
+        ValueError
+            If it is outside [0, n_classes - 1].
+        """
         check_int("label", label, min=0)
         if not label < self.n_classes:
             raise ValueError(f"label = {label} is outside the classes [0, {self.n_classes - 1}]")
