@@ -25,7 +25,8 @@ from ..schedules import Schedule, _ContinuousVP
 
 __all__ = ["sample", "sampler_methods"]
 
-_FAMILIES = ("ddpm", "ddim", "karras", "dpm_solver", "sde", "flow")
+_FAMILIES = ("ddpm", "ddim", "karras", "dpm_solver", "sde", "flow",
+             "unipc", "deis", "pndm", "ancestral", "lcm")  # new samplers (issue 10)
 
 
 def sampler_methods():
