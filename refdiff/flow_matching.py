@@ -123,7 +123,7 @@ def flow_match_euler_sigmas(n, shift=1.0, T=1000, double_shift=False):
     MATH.md (18.20): shift(linspace(1, 1/T, n)).  ``double_shift=True`` reproduces diffusers
     issue #13243: the end points are stored after the shift in ``__init__`` and shifted again in
     ``set_timesteps``, i.e. shift(linspace(1, shift(1/T), n)) (for s = 3 the last nonzero sigma
-    is 0.00896 instead of 0.00299)."""
+    is 0.00893 = shift_9(1/T) instead of 0.00299)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"flow_match_euler_sigmas: n = {n!r} must be an integer >= 1")
     lo = float(flow_shift(1.0 / T, shift)) if double_shift else 1.0 / T
