@@ -18,3 +18,7 @@ from .samplers import *  # noqa: F401,F403
 from .guidance import *  # noqa: F401,F403
 from .losses import *  # noqa: F401,F403
 from .loading import LoadedModel, load  # noqa: F401
+from .consistency import *  # noqa: F401,F403
+from .consistency_training import *  # noqa: F401,F403
+from .flow_matching import *  # noqa: F401,F403
+from .distill import *  # noqa: F401,F403

@@ -20,6 +20,7 @@ FIGURE_SCRIPTS = {
     "cfg_digits": ["cfg_digits.png", "cfg_tradeoff.png", "cfg_digits.json"],
     "elbo_breakdown": ["elbo_breakdown.png"],
     "sampler_orders": None,
+    "fast_generation": ["fast_generation.png", "fast_generation.json", "fast_generation.md"],
 }
 # scripts that write no figures (they print numbers); run by their own tests below or elsewhere
 OTHER_SCRIPTS = {"mixture_floor", "verify_other_framework"}
