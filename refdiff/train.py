@@ -1,4 +1,7 @@
-"""The training loop, MATH.md chapter 14.
+"""The denoising trainer, MATH.md chapter 14, on the one training loop
+:func:`refdiff.training.fit` (which also trains the classifier,
+:func:`refdiff.training.train_digit_classifier`, re-exported here, and any other loss over
+parameter groups).
 
 ``train(model, data, schedule=..., steps=...)`` fits a hand-written denoiser
 (:class:`refdiff.nn.MLP` / :class:`refdiff.nn.UNet`) by Adam(W) on the denoising objective
@@ -28,9 +31,10 @@ from .losses import canonical_target, check_labels, diffusion_loss
 from .nn.checkpoint import describe_schedule, load_checkpoint, save_checkpoint
 from .nn.conditions import as_cond
 from .schedules import Schedule, _ContinuousVP
-from .training import FitState, fit, init_state
+from .training import FitState, fit, init_state, train_digit_classifier  # noqa: F401  (re-exported)
 
 __all__ = ["TrainResult", "train", "train_digit_classifier", "CHECKPOINT_NAME"]
+
 
 CHECKPOINT_NAME = "checkpoint.npz"
 _NOT_COMPARED_ON_RESUME = ("steps", "eval_every", "eval_size", "checkpoint_every")
@@ -268,24 +272,8 @@ def train(
         if tuple(ex.shape[1:]) != shape:
             raise ValueError(f"eval_data has per-sample shape {tuple(ex.shape[1:])}, data has {shape}")
     eval_batch = _eval_batch(ex, ec, schedule, cfg, seed, shape)
-    spec = model.cond_spec
 
-    def next_batch(rng):
-        idx = rng.integers(0, x.shape[0], size=batch_size)
-        return x[idx], {k: v[idx] for k, v in cond.items()}
-
-    def loss_fn(groups, batch, rng):
-        x0, c = batch
-        t = _draw_t(rng, schedule, batch_size)
-        noise = rng.standard_normal((batch_size, *shape))
-        c = _device_cond(c, slice(None), xp, dt)
-        if spec.kinds and c:
-            c = spec.drop(c, cfg["cond_dropout"], rng, batch_size, xp, dt)
-        loss, dout, cache = diffusion_loss(model.forward, groups["params"], xp.asarray(x0, dtype=dt), xp.asarray(t),
-                                           xp.asarray(noise, dtype=dt), schedule, target=cfg["target"],
-                                           weighting=weighting, gamma=gamma, cond=c)
-        grads, _ = model.backward(groups["params"], cache, dout)
-        return loss, {"params": grads}
+    next_batch, loss_fn = _denoising_objective(model, x, cond, schedule, cfg, xp, dt)
 
     ckpt_path = None if out_dir is None else Path(out_dir) / CHECKPOINT_NAME
     train_spec = {"params": True if trainable is None else trainable}
@@ -328,6 +316,32 @@ def train(
                        state.grad_norms)
 
 
+def _denoising_objective(model, x, cond, schedule, cfg, xp, dt):
+    """``(next_batch, loss_fn)`` of the denoising objective for :func:`refdiff.training.fit`:
+    the batch is B data indices; the loss draws t and the noise, drops conditions per kind
+    (14.10) and returns the loss (14.1)-(14.3) with the gradients of ``model.backward``."""
+    B, shape, spec = cfg["batch_size"], tuple(x.shape[1:]), model.cond_spec
+
+    def next_batch(rng):
+        idx = rng.integers(0, x.shape[0], size=B)
+        return x[idx], {k: v[idx] for k, v in cond.items()}
+
+    def loss_fn(groups, batch, rng):
+        x0, c = batch
+        t = _draw_t(rng, schedule, B)
+        noise = rng.standard_normal((B, *shape))
+        c = _device_cond(c, slice(None), xp, dt)
+        if spec.kinds and c:
+            c = spec.drop(c, cfg["cond_dropout"], rng, B, xp, dt)
+        loss, dout, cache = diffusion_loss(model.forward, groups["params"], xp.asarray(x0, dtype=dt), xp.asarray(t),
+                                           xp.asarray(noise, dtype=dt), schedule, target=cfg["target"],
+                                           weighting=cfg["weighting"], gamma=cfg["gamma"], cond=c)
+        grads, _ = model.backward(groups["params"], cache, dout)
+        return loss, {"params": grads}
+
+    return next_batch, loss_fn
+
+
 def _start_from(fresh: dict, given: dict, xp, dt) -> dict:
     """``init_params`` checked against the model's keys and shapes, in ``xp``/``dt``."""
     bad = sorted(set(fresh) ^ set(given))
@@ -355,56 +369,3 @@ def _resume(ckpt_path, model, schedule, cfg, xp, steps) -> FitState:
     losses[:start], gnorms[:start] = h["losses"][:start], h["grad_norms"][:start]
     return FitState({"params": ck.params, "ema": ck.ema_params, **ck.groups}, ck.opt_state, start, ck.rng(),
                     losses, gnorms, list(h["eval_steps"]), list(h["eval_losses"]))
-
-
-def train_digit_classifier(data: str = "digits8x8", *, steps: int = 1500, batch_size: int = 128, lr: float = 1e-3,
-                           hidden=(256, 128), weight_decay: float = 1e-4, noise_std: float = 0.1, seed: int = 0,
-                           x_train=None, y_train=None, x_test=None, y_test=None):
-    """Train the MLP classifier; returns ``(params, test_accuracy)``.
-
-    Data: ``data`` = "digits8x8" (scikit-learn's digits, its fixed train/test split of
-    :func:`refdiff.data.digits8x8`) or "shapes8x8" (procedural; 4000 train / 1000 test
-    images drawn from ``default_rng([seed, 2])``), or explicit ``x_train, y_train,
-    x_test, y_test`` host arrays.  Training: :func:`refdiff.training.fit`, AdamW with
-    decay on every key (``decay="all"``) on
-    :func:`~refdiff.nn.classifier.softmax_cross_entropy`, float64, minibatches drawn with replacement from
-    ``default_rng(seed)`` (order: init, then per step the batch indices and the
-    augmentation noise: Gaussian pixel noise of std ``noise_std``, which makes the
-    classifier less brittle on slightly imperfect generated images).  The test accuracy
-    is measured on the held-out test split, never trained on.
-    """
-    from .nn.classifier import classifier_backward, classifier_forward, classifier_init, classify, softmax_cross_entropy
-
-    if x_train is None:
-        from .data import digits8x8, shapes8x8
-
-        if data == "digits8x8":
-            x_train, y_train = digits8x8("train")
-            x_test, y_test = digits8x8("test")
-        elif data == "shapes8x8":
-            g = np.random.default_rng([seed, 2])
-            x_train, y_train = shapes8x8(4000, g)
-            x_test, y_test = shapes8x8(1000, g)
-        else:
-            raise ValueError(f"data must be 'digits8x8' or 'shapes8x8' (or pass x_train, ...), got {data!r}")
-    x_train, x_test = (np.asarray(a, dtype=np.float64).reshape(a.shape[0], -1) for a in (x_train, x_test))
-    y_train, y_test = np.asarray(y_train, dtype=np.int64), np.asarray(y_test, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    K = int(max(y_train.max(), y_test.max())) + 1
-    params = classifier_init(rng, n_in=x_train.shape[1], hidden=hidden, n_classes=K)
-
-    def next_batch(rng):
-        idx = rng.integers(0, x_train.shape[0], size=batch_size)
-        return x_train[idx] + noise_std * rng.standard_normal((batch_size, x_train.shape[1])), y_train[idx]
-
-    def loss_fn(groups, batch, rng):
-        logits, cache = classifier_forward(groups["params"], batch[0])
-        loss, dlogits = softmax_cross_entropy(logits, batch[1])
-        return loss, {"params": classifier_backward(groups["params"], cache, dlogits)[0]}
-
-    state = init_state({"params": params}, {"params": True}, rng, int(steps))
-    state = fit(loss_fn, state, next_batch, steps=int(steps), trainable={"params": True}, lr=lr,
-                weight_decay=weight_decay, decay="all", progress=False, desc="classifier")
-    params = state.groups["params"]
-    acc = float(np.mean(classify(params, x_test) == y_test))
-    return params, acc

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from refdiff.nn import layers as L
 from refdiff.nn import blocks as B
-from refdiff.nn import conv as conv_module
+from refdiff.nn import fast
 from refdiff.nn.gradcheck import check_gradient, inner, numerical_gradient, relative_error
 from tests._support import assert_close, asx
 
@@ -136,26 +136,28 @@ def test_conv2d_vectorised_matches_naive(xp, kind, data):
     _assert_conv_matches_naive(xp, rng, xs, ws, stride, pad)
 
 
-def _assert_conv_matches_naive(xp, rng, xs, ws, stride, pad):
-    """Vectorised conv forward and backward equal the loop definitions on random inputs."""
+def _assert_conv_matches_naive(xp, rng, xs, ws, stride, pad, impl=L):
+    """Vectorised conv forward and backward (``impl``: the reference layers, or the tuned
+    ``fast`` module) equal the loop definitions on random inputs."""
     x, w, b = _rand(xp, rng, xs), _rand(xp, rng, ws), _rand(xp, rng, (ws[0],))
-    out, cache = L.conv2d_forward(x, w, b, stride=stride, pad=pad)
+    out, cache = impl.conv2d_forward(x, w, b, stride=stride, pad=pad)
     out_n, cache_n = L.conv2d_forward_naive(x, w, b, stride=stride, pad=pad)
     assert_close(out, out_n, xp=xp, rtol=EXACT, atol=EXACT)
     dout = _rand(xp, rng, out.shape)
-    for g, g_n in zip(L.conv2d_backward(dout, cache), L.conv2d_backward_naive(dout, cache_n)):
+    for g, g_n in zip(impl.conv2d_backward(dout, cache), L.conv2d_backward_naive(dout, cache_n)):
         assert_close(g, g_n, xp=xp, rtol=EXACT, atol=EXACT)
 
 
 @pytest.mark.parametrize("budget", [1, 40])
 def test_conv2d_row_chunks_match_naive(xp, monkeypatch, budget):
-    """The vectorised convolution processes output rows in blocks sized to stay in cache;
-    with a tiny block budget (one row, or a few rows, per block) forward and backward
-    still equal the loop definition MATH.md (13.3), (13.5)-(13.6), for all three kinds."""
-    monkeypatch.setattr(conv_module, "_CHUNK_FLOATS", budget)
+    """The tuned convolution (refdiff.nn.fast) processes output rows in blocks sized to
+    stay in cache; with a tiny block budget (one row, or a few rows, per block) forward and
+    backward still equal the loop definitions MATH.md (13.3), (13.5), (13.6), for all
+    three kinds."""
+    monkeypatch.setattr(fast, "_CHUNK_FLOATS", budget)
     rng = np.random.default_rng(budget)
     for k, stride, pad in CONV_KINDS.values():
-        _assert_conv_matches_naive(xp, rng, (2, 3, 6, 5), (4, 3, k, k), stride, pad)
+        _assert_conv_matches_naive(xp, rng, (2, 3, 6, 5), (4, 3, k, k), stride, pad, impl=fast)
 
 
 @pytest.mark.parametrize("kind", sorted(CONV_KINDS))

@@ -215,3 +215,17 @@ def test_ancestral_bad_input():
         A.dpmpp_sde(_point_mass_model, x, S, ts, init_scale="none", noise=lambda l: l)
     with pytest.raises(ValueError, match="r = "):
         A.dpmpp_sde_step(lambda y, s: y, x, 1.0, 0.5, x, x, r=0.0)
+
+
+@pytest.mark.parametrize("method", ["dpmpp_sde", "dpmpp_2s_ancestral"])
+def test_eta_zero_is_dpmpp_2s(method):
+    """MATH.md (16.11), (16.13), (10.9): at eta = 0 both DPM++ SDE (r = 1/2: D_d = D(x_2; s_m)) and
+    DPM++ 2S ancestral are deterministic DPM-Solver++(2S) with the lambda midpoint; they equal
+    refdiff's independently written VP loop ``dpmpp_2s`` on the same grid (noise is drawn but
+    multiplied by 0 in DPM++ SDE)."""
+    model = G.as_model(S, "epsilon")
+    ts = refdiff.timesteps(1000, 20, "trailing")
+    xT = np.random.default_rng(6).standard_normal((5, 3))
+    a = refdiff.sample(model, xT, S, ts, method, eta=0.0, rng=np.random.default_rng(0), progress=False)
+    b = refdiff.sample(model, xT, S, ts, "dpmpp_2s", progress=False)
+    assert_close(a, b, rtol=1e-10, atol=1e-11)

@@ -382,7 +382,7 @@ def test_bad_input():
         D.dpmpp_2m(mv, x, vp, [1.0, 0.5, 0.0])
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         D.dpmpp_3m(mv, x, vp, [1.5, 0.5])
-    with pytest.raises(ValueError, match=r"steps >= 1"):
+    with pytest.raises(ValueError, match=r"steps must be >= 1"):
         D.dpmpp_2m(mv, x, vp, [1.0])
     with pytest.raises(ValueError, match="steps = 0"):
         D.dpm_solver_1(m, x, SCHED, np.array([], dtype=np.int64))

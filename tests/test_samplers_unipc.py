@@ -163,7 +163,8 @@ def test_sigmas_grid_accepted():
     x = np.random.default_rng(3).standard_normal((4, 3))
     out = refdiff.sample(model, x, s, refdiff.timesteps(1000, 8), "unipc", sigmas=sig, progress=False)
     assert out.shape == x.shape and np.all(np.isfinite(out))
-    one = refdiff.sample(model, x, s, refdiff.timesteps(1000, 8), "unipc", sigmas=[float(s.sigmas[-1]), 0.0], progress=False)
+    one = refdiff.sample(model, x, s, refdiff.timesteps(1000, 8), "unipc", sigmas=[float(s.sigmas[-1]), 0.0],
+                         progress=False)
     a = 1 / math.sqrt(1 + float(s.sigmas[-1]) ** 2)
     assert_close(one, G.x0_mean(x, a, float(s.sigmas[-1]) * a), rtol=1e-6)
 

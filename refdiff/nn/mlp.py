@@ -59,10 +59,12 @@ class MLPConfig:
 
 
 class MLP(DenoiserBase):
-    """MLP denoiser ``(x (N, D), t (N,), y (N,) or None) -> (N, D)``, MATH.md (13.18).
+    """MLP denoiser ``(x (N, D), t (N,), cond) -> (N, D)``, MATH.md (13.18).
 
-    ``forward(params, x, t, y=None) -> (out, cache)``; ``backward(params, cache, dout) ->
-    (grads, dx)``.  ``y=None`` on a conditional model means the null class.
+    ``forward(params, x, t, cond=None) -> (out, cache)``; ``backward(params, cache, dout) ->
+    (grads, dx)``.  ``cond``: a condition mapping (:mod:`refdiff.nn.conditions`; this model
+    takes ``{"class": y}`` when ``num_classes`` > 0) or a label array ``y`` as shorthand;
+    None (or no "class") on a conditional model means the null class.
     """
 
     arch = "mlp"

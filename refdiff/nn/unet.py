@@ -30,7 +30,8 @@ from ..backend import array_namespace
 from .base import DenoiserBase, config_fields
 from .blocks import conv_b, conv_f, gn_b, gn_f, init_conv, init_groupnorm, init_linear, lin_b, lin_f
 from .conditions import ClassCond, CondSpec, InpaintCond, TokenCond
-from .layers import concat_backward, concat_forward, embedding_backward, embedding_forward, silu_backward, silu_forward
+from .fast import concat_backward, concat_forward, silu_backward, silu_forward  # tuned twins (memory order)
+from .layers import embedding_backward, embedding_forward
 from .unet_blocks import BLOCKS
 
 __all__ = ["UNetConfig", "UNet"]
@@ -225,7 +226,7 @@ class UNet(DenoiserBase):
             ids = cond["tokens"]  # (N, L)
             N, L = ids.shape
             ctx, c_tok = embedding_forward(xp.reshape(ids, (N * L,)), params["token_emb"])  # (N L, D_c)
-            ctx = xp.reshape(ctx, (N, L, -1)) + params["pos_emb"][None, :L]  # (N, L, D_c)
+            ctx = xp.reshape(ctx, (N, L, -1)) + params["pos_emb"][None, :L, :]  # (N, L, D_c)
         return e, ctx, (c_l1, c_s1, c_l2, c_y, c_se, c_tok)
 
     def forward(self, params, x, t, cond=None, residuals=None):
@@ -314,7 +315,7 @@ class UNet(DenoiserBase):
         if c_tok is not None:
             dctx = denv["context"]  # (N, L, D_c)
             N, L, D = dctx.shape
-            rest = xp.zeros_like(params["pos_emb"][L:])
+            rest = xp.zeros_like(params["pos_emb"][L:, :])
             G["pos_emb"] = xp.concat([xp.sum(dctx, axis=0), rest], axis=0)  # positions past L get no gradient
             G["token_emb"] = embedding_backward(xp.reshape(dctx, (N * L, D)), c_tok)
         de = silu_backward(denv["e"], c_se)

@@ -33,7 +33,7 @@ from .blocks import (
     resblock_forward,
     resblock_init,
 )
-from .layers import upsample2x_backward, upsample2x_forward
+from .fast import upsample2x_backward, upsample2x_forward  # tuned twins (memory order)
 
 __all__ = ["Block", "BLOCKS", "xattn_forward", "xattn_backward", "xattn_init"]
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import math
 
-from ..backend import check_finite
 from ..parameterization import to_eps_x0
-from .common import call_model
-from .karras import ancestral_sigmas, sigma_grid, sigma_to_time, to_d
+from .common import call_model, end_step, make_grid, point_at_sigma, to_vp
+from .karras import ancestral_sigmas, to_d
 
 __all__ = ["dpm2_ancestral_step", "dpmpp_2s_ancestral_step", "brownian_pair", "dpmpp_sde_step",
            "dpmpp_2m_sde_eta_step", "dpmpp_3m_sde_step", "dpm2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde",
@@ -132,7 +131,8 @@ def dpmpp_2m_sde_eta_step(x, x0_hat, x0_prev, h_prev, sigma, sigma_next, noise=N
         c = -0.5 * math.expm1(-H) if solver_type == "midpoint" else math.expm1(-H) / H + 1.0
         x = x + (c * h / h_prev) * (x0_hat - x0_prev)
     if eta > 0:
-        x = x + (s_noise * sigma_next * math.sqrt(-math.expm1(-2.0 * eta * h))) * _need(noise, x, "dpmpp_2m_sde_eta_step")
+        z = _need(noise, x, "dpmpp_2m_sde_eta_step")
+        x = x + (s_noise * sigma_next * math.sqrt(-math.expm1(-2.0 * eta * h))) * z
     return x
 
 
@@ -164,33 +164,39 @@ def dpmpp_3m_sde_step(x, x0_hats, hs_prev, sigma, sigma_next, noise=None, *, eta
     elif len(x0_hats) == 2:
         x = x + (phi_2 * h / hs_prev[0]) * (x0_hats[0] - x0_hats[1])
     if eta > 0:
-        x = x + (s_noise * sigma_next * math.sqrt(-math.expm1(-2.0 * eta * h))) * _need(noise, x, "dpmpp_3m_sde_step")
+        z = _need(noise, x, "dpmpp_3m_sde_step")
+        x = x + (s_noise * sigma_next * math.sqrt(-math.expm1(-2.0 * eta * h))) * z
     return x
 
 
 # ------------------------------------------------------------------------- loops
-def _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas, interpolation, init_scale, who):
-    """(x in sigma coordinates, sigma grid, grid times, denoiser, report): the loop's frame."""
-    sig, times = sigma_grid(schedule, timesteps, sigmas, interpolation)
-    lookup = {s: t for s, t in zip(sig, times) if t is not None}
+def _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas, final_sigmas_type, interpolation,
+                 init_scale, who):
+    """(x in sigma coordinates, grid, its VE levels, denoiser D(x, s)), MATH.md (9.1), (9.10):
+    D evaluates the VP model at x / sqrt(1 + s^2), at the grid's time for a grid level and at
+    :func:`refdiff.sigma_to_time` for other levels (midpoints)."""
+    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                     interpolation=interpolation)
+    sig = [0.0 if p.sigma == 0.0 else (p.sigma / p.alpha if p.alpha > 0 else math.inf) for p in grid]
+    if not all(math.isfinite(v) for v in sig):
+        raise ValueError(f"{who}: the sigma grid contains inf (zero terminal SNR): sigma-space samplers need "
+                         "alpha_bar > 0")
+    if init_scale not in ("vp", "sigma_max"):
+        raise ValueError(f"{who}: unknown init_scale {init_scale!r}; valid: 'vp', 'sigma_max'")
+    times = {v: p.t for v, p in zip(sig, grid) if v > 0}
     state = {"i": 0}
 
     def denoiser(y, s):
         a = 1.0 / math.sqrt(1.0 + s * s)
-        t = lookup.get(s)
-        t = sigma_to_time(schedule, s, interpolation) if t is None else t
-        out = call_model(model, y * a, t, step=state["i"])
-        return to_eps_x0(out, y * a, a, s * a, prediction_type)[1]
+        t = times[s] if s in times else point_at_sigma(schedule, s, interpolation).t
+        return to_eps_x0(call_model(model, y * a, t, step=state["i"]), y * a, a, s * a, prediction_type)[1]
 
-    def report(callback, i, y, s_next, x0_hat):
-        check_finite(y, "sampler state", f"{who} step {i} (t = {times[i]})")
-        if callback is not None:
-            callback(i, times[i], y / math.sqrt(1.0 + s_next**2), x0_hat)
+    def step_end(i, y, x0_hat, callback, project):
         state["i"] = i + 1
+        return end_step(i, grid[i].t, y, x0_hat, callback, project, path=(1.0, sig[i + 1]))
 
-    if init_scale not in ("vp", "sigma_max"):
-        raise ValueError(f"{who}: unknown init_scale {init_scale!r}; valid: 'vp', 'sigma_max'")
-    return x * (math.sqrt(1.0 + sig[0] ** 2) if init_scale == "vp" else sig[0]), sig, denoiser, report
+    scale = math.sqrt(1.0 + sig[0] ** 2) if init_scale == "vp" else sig[0]
+    return x * scale, sig, denoiser, step_end
 
 
 def _draw(noise, x, who):
@@ -200,69 +206,70 @@ def _draw(noise, x, who):
 
 
 _DOC = """
-    Grid: :func:`~refdiff.samplers.karras.sigma_grid` (``sigmas=`` any explicit decreasing
-    sigma grid, ending in 0 for a final denoising step); model times of grid sigmas are the
-    grid's, others from :func:`~refdiff.samplers.karras.sigma_to_time` (``interpolation``).
+    Grid: :func:`refdiff.make_grid` (``sigmas=`` any explicit decreasing sigma grid, ending
+    in 0 for a final denoising step); model times of grid sigmas are the grid's, others from
+    :func:`refdiff.sigma_to_time` (``interpolation``).
     The VP start state is scaled by sqrt(1 + sigma_0^2) (``init_scale="vp"``, MATH.md (9.10))
     or by sigma_0 (``"sigma_max"``: k-diffusion, and diffusers' KDPM2Ancestral on
-    "linspace"/"trailing" grids); returns VP coordinates.  ``callback(i, t_i, x_{i+1}, x0_hat(t_i))`` with x in VP coordinates."""
+    "linspace"/"trailing" grids); returns VP coordinates.  Hooks (``project``, then
+    ``callback(i, t_i, x_{i+1}, x0_hat(t_i))``) after each step in VP coordinates."""
 
 
-def dpm2_ancestral(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=None, callback=None, eta=1.0,
-                   s_noise=1.0, sigmas=None, interpolation="log_alpha",
-        init_scale="vp"):
+def dpm2_ancestral(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None,
+                   project=None, eta=1.0, s_noise=1.0, sigmas=None, final_sigmas_type=None,
+                   interpolation="log_alpha", init_scale="vp"):
     """DPM-2 ancestral sampling, MATH.md (16.10).  Noise: one draw per step with s_up > 0 (every
     step to sigma > 0 when eta > 0), as diffusers' KDPM2AncestralDiscreteScheduler draws."""
     eta = _check_eta(eta, "dpm2_ancestral")
-    x, sig, D, report = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas, interpolation, init_scale,
-                                     "dpm2_ancestral")
+    x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
+                                       final_sigmas_type, interpolation, init_scale, "dpm2_ancestral")
     for i in range(len(sig) - 1):
         z = _draw(noise, x, "dpm2_ancestral") if ancestral_sigmas(sig[i], sig[i + 1], eta)[1] > 0 else None
         x, x0_hat = dpm2_ancestral_step(D, x, sig[i], sig[i + 1], z, eta=eta, s_noise=s_noise)
-        report(callback, i, x, sig[i + 1], x0_hat)
-    return x / math.sqrt(1.0 + sig[-1] ** 2)
+        x = step_end(i, x, x0_hat, callback, project)
+    return to_vp(x, 1.0, sig[-1])
 
 
-def dpmpp_2s_ancestral(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=None, callback=None,
-                       eta=1.0, s_noise=1.0, sigmas=None, interpolation="log_alpha",
-        init_scale="vp"):
+def dpmpp_2s_ancestral(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None,
+                       project=None, eta=1.0, s_noise=1.0, sigmas=None, final_sigmas_type=None,
+                       interpolation="log_alpha", init_scale="vp"):
     """DPM++ 2S ancestral sampling, MATH.md (16.11).  Noise: one draw per step with s_up > 0."""
     eta = _check_eta(eta, "dpmpp_2s_ancestral")
-    x, sig, D, report = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas, interpolation, init_scale,
-                                     "dpmpp_2s_ancestral")
+    x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
+                                       final_sigmas_type, interpolation, init_scale, "dpmpp_2s_ancestral")
     for i in range(len(sig) - 1):
         z = _draw(noise, x, "dpmpp_2s_ancestral") if ancestral_sigmas(sig[i], sig[i + 1], eta)[1] > 0 else None
         x, x0_hat = dpmpp_2s_ancestral_step(D, x, sig[i], sig[i + 1], z, eta=eta, s_noise=s_noise)
-        report(callback, i, x, sig[i + 1], x0_hat)
-    return x / math.sqrt(1.0 + sig[-1] ** 2)
+        x = step_end(i, x, x0_hat, callback, project)
+    return to_vp(x, 1.0, sig[-1])
 
 
-def dpmpp_sde(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=None, callback=None, eta=1.0,
-              s_noise=1.0, r=0.5, sigmas=None, interpolation="log_alpha",
-        init_scale="vp"):
+def dpmpp_sde(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None,
+              project=None, eta=1.0, s_noise=1.0, r=0.5, sigmas=None, final_sigmas_type=None,
+              interpolation="log_alpha", init_scale="vp"):
     """DPM++ SDE sampling, MATH.md (16.13).  Noise: two draws (z1, z2) per step to sigma > 0,
     before the step's model calls, combined into one Brownian path by :func:`brownian_pair`
     (a seeded loop is therefore not draw-for-draw k-diffusion's Brownian tree, but has its law)."""
     eta = _check_eta(eta, "dpmpp_sde")
-    x, sig, D, report = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas, interpolation, init_scale,
-                                     "dpmpp_sde")
+    x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
+                                       final_sigmas_type, interpolation, init_scale, "dpmpp_sde")
     for i in range(len(sig) - 1):
         z1, z2 = (_draw(noise, x, "dpmpp_sde"), _draw(noise, x, "dpmpp_sde")) if sig[i + 1] > 0 else (None, None)
         x0_hat = D(x, sig[i])
         x, _ = dpmpp_sde_step(D, x, sig[i], sig[i + 1], z1, z2, eta=eta, s_noise=s_noise, r=r, x0_hat=x0_hat)
-        report(callback, i, x, sig[i + 1], x0_hat)
-    return x / math.sqrt(1.0 + sig[-1] ** 2)
+        x = step_end(i, x, x0_hat, callback, project)
+    return to_vp(x, 1.0, sig[-1])
 
 
-def dpmpp_2m_sde_eta(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=None, callback=None,
-                     eta=1.0, s_noise=1.0, solver_type="midpoint", sigmas=None, interpolation="log_alpha",
-        init_scale="vp"):
+def dpmpp_2m_sde_eta(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None,
+                     project=None, eta=1.0, s_noise=1.0, solver_type="midpoint", sigmas=None, final_sigmas_type=None,
+                     interpolation="log_alpha", init_scale="vp"):
     """DPM++ 2M SDE for any eta (k-diffusion's ``sample_dpmpp_2m_sde``), MATH.md (16.14); the
     first step is first order, a step to sigma = 0 returns x0_hat.  Noise: one draw per step
     to sigma > 0 when eta > 0, after the step's model call."""
     eta = _check_eta(eta, "dpmpp_2m_sde_eta")
-    x, sig, D, report = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas, interpolation, init_scale,
-                                     "dpmpp_2m_sde_eta")
+    x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
+                                       final_sigmas_type, interpolation, init_scale, "dpmpp_2m_sde_eta")
     x0_prev, h_prev = None, None
     for i in range(len(sig) - 1):
         x0_hat = D(x, sig[i])
@@ -270,21 +277,21 @@ def dpmpp_2m_sde_eta(model, x, schedule, timesteps, *, prediction_type="epsilon"
         x = dpmpp_2m_sde_eta_step(x, x0_hat, x0_prev, h_prev, sig[i], sig[i + 1], z, eta=eta, s_noise=s_noise,
                                   solver_type=solver_type)
         x0_prev, h_prev = x0_hat, (math.log(sig[i]) - math.log(sig[i + 1]) if sig[i + 1] > 0 else None)
-        report(callback, i, x, sig[i + 1], x0_hat)
-    return x / math.sqrt(1.0 + sig[-1] ** 2)
+        x = step_end(i, x, x0_hat, callback, project)
+    return to_vp(x, 1.0, sig[-1])
 
 
-def dpmpp_3m_sde(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=None, callback=None, eta=1.0,
-                 s_noise=1.0, variant="exact", sigmas=None, interpolation="log_alpha",
-        init_scale="vp"):
+def dpmpp_3m_sde(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None,
+                 project=None, eta=1.0, s_noise=1.0, variant="exact", sigmas=None, final_sigmas_type=None,
+                 interpolation="log_alpha", init_scale="vp"):
     """DPM++ 3M SDE (k-diffusion's ``sample_dpmpp_3m_sde``), MATH.md (16.15): steps 1 and 2 use
     one and two predictions (first order, then the 'heun' 2M SDE step); eta = 0 is a
     deterministic 3M ODE solver; ``variant="published"`` is k-diffusion's (second-order)
-    coefficient, ``"exact"`` (default) the third-order one, see :func:`dpmpp_3m_sde_step`.  Noise: one draw per step to sigma > 0 when eta > 0, after
-    the step's model call."""
+    coefficient, ``"exact"`` (default) the third-order one, see :func:`dpmpp_3m_sde_step`.
+    Noise: one draw per step to sigma > 0 when eta > 0."""
     eta = _check_eta(eta, "dpmpp_3m_sde")
-    x, sig, D, report = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas, interpolation, init_scale,
-                                     "dpmpp_3m_sde")
+    x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
+                                       final_sigmas_type, interpolation, init_scale, "dpmpp_3m_sde")
     x0s, hs = [], []  # newest first
     for i in range(len(sig) - 1):
         x0s = ([D(x, sig[i])] + x0s)[:3]
@@ -292,8 +299,8 @@ def dpmpp_3m_sde(model, x, schedule, timesteps, *, prediction_type="epsilon", no
         x = dpmpp_3m_sde_step(x, x0s, hs, sig[i], sig[i + 1], z, eta=eta, s_noise=s_noise, variant=variant)
         if sig[i + 1] > 0:
             hs = ([math.log(sig[i]) - math.log(sig[i + 1])] + hs)[:2]
-        report(callback, i, x, sig[i + 1], x0s[0])
-    return x / math.sqrt(1.0 + sig[-1] ** 2)
+        x = step_end(i, x, x0s[0], callback, project)
+    return to_vp(x, 1.0, sig[-1])
 
 
 for _f in (dpm2_ancestral, dpmpp_2s_ancestral, dpmpp_sde, dpmpp_2m_sde_eta, dpmpp_3m_sde):

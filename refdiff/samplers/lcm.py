@@ -14,9 +14,7 @@ import math
 
 import numpy as np
 
-from ..backend import check_finite
-from .common import predict_eps_x0
-from ._vpgrid import vp_points
+from .common import draw_noise, end_step, make_grid, predict
 
 __all__ = ["lcm_timesteps", "lcm_boundary", "lcm_step", "lcm"]
 
@@ -58,44 +56,38 @@ def lcm_step(x_t, x0_hat, c_skip, c_out, alpha_next, sigma_next, noise=None):
     if sigma_next == 0 and noise is None:
         return f, f
     if noise is None or tuple(noise.shape) != tuple(x_t.shape):
-        raise ValueError(f"lcm_step: sigma_next = {sigma_next} > 0 needs a noise array of x_t's shape {tuple(x_t.shape)}")
+        raise ValueError(f"lcm_step: sigma_next = {sigma_next} > 0 needs a noise array of x_t's shape "
+                         f"{tuple(x_t.shape)}")
     return float(alpha_next) * f + float(sigma_next) * noise, f
 
 
-def lcm(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=None, callback=None, boundary="lcm",
-        sigma_data=0.5, timestep_scaling=10.0, sigmas=None):
+def lcm(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None, project=None,
+        boundary="lcm", sigma_data=0.5, timestep_scaling=10.0, sigmas=None, final_sigmas_type=None,
+        interpolation="log_alpha"):
     """Multistep consistency sampling, MATH.md (16.17).  At grid point i: f_i = c_skip x_i +
     c_out x0_hat (``boundary="lcm"``, :func:`lcm_boundary` at the model time) or f_i = x0_hat
     (``boundary=None``: the model already is a consistency function, e.g. ``prediction_type=
     "sample"``); then x_{i+1} = alpha_{i+1} f_i + sigma_{i+1} z_i, and the last point returns f.
     Noise: one draw per step except the last.  With ``timesteps = lcm_timesteps(...)`` and
     the final alpha_bar = 1 this is diffusers 0.42.1's LCMScheduler (set_alpha_to_one=True).
-    c_skip, c_out take the model time (an index on a Schedule, as diffusers).  An explicit
-    ``sigmas`` grid is used without a trailing 0 (the last f is already the data end).
-    ``callback(i, t_i, x_{i+1}, f_i)``, VP coordinates."""
+    c_skip, c_out take the model time (an index on a Schedule, as diffusers).  The loop visits
+    every grid point with sigma > 0 (:func:`refdiff.make_grid`; its final point sigma = 0, the
+    default on a Schedule, is the data end f reaches by itself).  Hooks (``project``, then
+    ``callback(i, t_i, x_{i+1}, x0_hat(t_i))``, the model's x0_hat as in every loop, not f) after
+    each step in VP coordinates."""
     if boundary not in ("lcm", None):
         raise ValueError(f"lcm: unknown boundary {boundary!r}; valid: 'lcm', None")
-    pts = vp_points(schedule, timesteps, sigmas, "sigma_min" if sigmas is None else None, "lcm")
-    pts = pts[: len(timesteps)] if sigmas is None else [p for p in pts if p[2] > 0]  # points with a model call
-    for i, (t, a, s) in enumerate(pts):
-        _, x0_hat = predict_eps_x0(model, x, t, schedule, prediction_type, step=i)
-        c_skip, c_out = lcm_boundary(t, sigma_data, timestep_scaling) if boundary == "lcm" else (0.0, 1.0)
+    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                     interpolation=interpolation)
+    pts = [p for p in grid if p.sigma > 0]  # the points with a model call
+    for i, p in enumerate(pts):
+        _, x0_hat = predict(model, x, p, prediction_type, i)
+        c_skip, c_out = lcm_boundary(p.t, sigma_data, timestep_scaling) if boundary == "lcm" else (0.0, 1.0)
         last = i == len(pts) - 1
-        z = None if last else _draw(noise, x)
-        x, f = lcm_step(x, x0_hat, c_skip, c_out, *((1.0, 0.0) if last else pts[i + 1][1:]), z)
-        check_finite(x, "sampler state", f"step {i} (t = {t})")
-        if callback is not None:
-            callback(i, t, x, f)
+        z = None if last else draw_noise(noise, x, "lcm")
+        x, _ = lcm_step(x, x0_hat, c_skip, c_out, *((1.0, 0.0) if last else pts[i + 1][1:]), z)  # (16.17)
+        x = end_step(i, p.t, x, x0_hat, callback, project)
     return x
-
-
-def _draw(noise, x):
-    if noise is None:
-        raise TypeError("method 'lcm' is stochastic and needs noise (pass rng= to refdiff.sample)")
-    z = noise(x)
-    if tuple(z.shape) != tuple(x.shape):
-        raise ValueError(f"lcm: noise has shape {tuple(z.shape)}, expected {tuple(x.shape)}")
-    return z
 
 
 METHODS = {"lcm": lcm}

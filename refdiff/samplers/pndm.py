@@ -9,11 +9,7 @@ the eps of earlier steps with the fixed Adams-Bashforth weights of a uniform gri
 
 from __future__ import annotations
 
-import math
-
-from ..backend import check_finite
-from .common import predict_eps_x0
-from ._vpgrid import vp_points
+from .common import end_step, make_grid, point_at, predict
 
 __all__ = ["PLMS_WEIGHTS", "pndm_transfer", "plms_eps", "prk_step", "pndm"]
 
@@ -56,19 +52,15 @@ def prk_step(eps_fn, x, p_s, p_mid, p_t):
 
 
 def _midpoint(schedule, p_s, p_t):
-    """The PRK midpoint: integer index t_s - (t_s - t_t) // 2 on a Schedule (diffusers' rule),
-    the mean time on a continuous VP."""
-    from ..schedules import alpha_sigma
-    import numpy as np
-
-    t_s, t_t = p_s[0], p_t[0]
-    tm = t_s - (t_s - t_t) // 2 if isinstance(t_s, int) and isinstance(t_t, int) else 0.5 * (float(t_s) + float(t_t))
-    a, s = alpha_sigma(schedule, tm, np.zeros(1))
-    return tm, float(a.reshape(-1)[0]), float(s.reshape(-1)[0])
+    """The PRK midpoint: integer index t_s - (t_s - t_t) // 2 on a Schedule's integer grid
+    (diffusers' rule), else the mean model time."""
+    t_s, t_t = p_s.t, p_t.t
+    both_int = isinstance(t_s, int) and isinstance(t_t, int)
+    return point_at(schedule, t_s - (t_s - t_t) // 2 if both_int else 0.5 * (float(t_s) + float(t_t)))
 
 
-def pndm(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=None, callback=None,
-         skip_prk_steps=False, final_sigmas_type=None, sigmas=None):
+def pndm(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None, project=None,
+         skip_prk_steps=False, final_sigmas_type=None, sigmas=None, interpolation="log_alpha"):
     """PNDM sampling, MATH.md (16.7)-(16.9); deterministic (``noise`` is ignored).
 
     ``skip_prk_steps=False`` (PNDM): the first 3 steps are PRK (4 model calls each), then PLMS
@@ -78,27 +70,26 @@ def pndm(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=None
     diffusers 0.42.1's PNDMScheduler does this on its default "leading" grid (it steps t ->
     t - T // n, which is the next grid point only there; its final point is alpha_bar[0],
     here ``final_sigmas_type="sigma_min"``, or 1 with ``set_alpha_to_one``, here "zero").
-    ``callback(i, t_i, x_{i+1}, x0_hat(t_i))``, VP coordinates."""
+    Grid: :func:`refdiff.make_grid`.  Hooks (``project``, then ``callback(i, t_i, x_{i+1},
+    x0_hat(t_i))``) after each step in VP coordinates."""
     if not isinstance(skip_prk_steps, bool):
         raise TypeError(f"pndm: skip_prk_steps must be a bool, got {skip_prk_steps!r}")
-    pts = vp_points(schedule, timesteps, sigmas, final_sigmas_type, "pndm")
-    n, ets = len(pts) - 1, []  # ets: eps at the step starts, newest first
+    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                     interpolation=interpolation)
+    n, ets = len(grid) - 1, []  # ets: eps at the step starts, newest first
     for i in range(n):
-        ps, pt, x_s = pts[i], pts[i + 1], x
-        step_eps = lambda y, p: predict_eps_x0(model, y, p[0], schedule, prediction_type, step=i)[0]  # noqa: E731
-        if not skip_prk_steps and i < 3 and pt[2] > 0:
-            x, e = prk_step(step_eps, x, ps, _midpoint(schedule, ps, pt), pt)
-            ets = [e] + ets[:3]
+        p, q, x_s = grid[i], grid[i + 1], x
+        eps_at = lambda y, r: predict(model, y, r, prediction_type, i)[0]  # noqa: E731
+        if not skip_prk_steps and i < 3 and q.sigma > 0:  # PRK warm-up (16.9)
+            x, e = prk_step(eps_at, x, p, _midpoint(schedule, p, q), q)
         else:
-            e = step_eps(x, ps)
-            ets = [e] + ets[:3]
-            e_used = plms_eps(ets)
-            if skip_prk_steps and i == 0 and pt[2] > 0:  # pseudo improved Euler
-                e_used = 0.5 * (e + step_eps(pndm_transfer(x, e, *ps[1:], *pt[1:]), pt))
-            x = pndm_transfer(x, e_used, *ps[1:], *pt[1:])
-        check_finite(x, "sampler state", f"step {i} (t = {ps[0]})")
-        if callback is not None:
-            callback(i, ps[0], x, (x_s - ps[2] * e) / ps[1])  # x0_hat of the step's first call
+            e = eps_at(x, p)
+            e_used = plms_eps([e] + ets[:3])  # (16.8)
+            if skip_prk_steps and i == 0 and q.sigma > 0:  # pseudo improved Euler
+                e_used = 0.5 * (e + eps_at(pndm_transfer(x, e, p.alpha, p.sigma, q.alpha, q.sigma), q))
+            x = pndm_transfer(x, e_used, p.alpha, p.sigma, q.alpha, q.sigma)  # (16.7)
+        ets = [e] + ets[:3]
+        x = end_step(i, p.t, x, (x_s - p.sigma * e) / p.alpha, callback, project)  # x0_hat of the first call
     return x
 
 

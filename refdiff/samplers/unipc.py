@@ -17,10 +17,8 @@ import math
 
 import numpy as np
 
-from ..backend import check_finite
-from .common import predict_eps_x0
+from .common import end_step, make_grid, predict
 from .dpm_solver import dpm_solver_1_step, dpmpp_1_step
-from ._vpgrid import lam, vp_points
 
 __all__ = ["UNIPC_VARIANTS", "unipc_b", "unipc_rhos", "unip_update", "unic_update", "unipc"]
 
@@ -75,8 +73,12 @@ def _base(x_s, m0, alpha_s, sigma_s, alpha_t, sigma_t, form):
     return dpm_solver_1_step(x_s, m0, alpha_s, sigma_s, alpha_t, sigma_t)
 
 
+def _lam(alpha, sigma):
+    return math.inf if sigma == 0.0 else math.log(alpha) - math.log(sigma)
+
+
 def _h_and_r(alpha_s, sigma_s, alpha_t, sigma_t, lambdas_prev, who):
-    lam_s, lam_t = lam(alpha_s, sigma_s), lam(alpha_t, sigma_t)
+    lam_s, lam_t = _lam(float(alpha_s), float(sigma_s)), _lam(float(alpha_t), float(sigma_t))
     h = lam_t - lam_s
     if not h > 0:
         raise ValueError(f"{who}: needs lambda_t > lambda_s (h > 0), got h = {h!r}")
@@ -102,7 +104,7 @@ def unip_update(x_s, m0, m_prev, lambdas_prev, alpha_s, sigma_s, alpha_t, sigma_
     _, rhoB = unipc_rhos(rks, h, order, variant, form)
     c = float(alpha_t) if form == "data" else float(sigma_t)
     for w, m, r in zip(rhoB, m_prev, rks):
-        x_t = x_t - (c * w / r) * (m - m0)
+        x_t = x_t - (c * float(w) / r) * (m - m0)
     return x_t
 
 
@@ -121,13 +123,13 @@ def unic_update(x_s, m0, m_prev, lambdas_prev, m_t, alpha_s, sigma_s, alpha_t, s
     c = float(alpha_t) if form == "data" else float(sigma_t)
     x_t = _base(x_s, m0, alpha_s, sigma_s, alpha_t, sigma_t, form)
     for w, m, r in zip(rhoB[:-1], m_prev, rks):
-        x_t = x_t - (c * w / r) * (m - m0)
-    return x_t - (c * rhoB[-1]) * (m_t - m0)
+        x_t = x_t - (c * float(w) / r) * (m - m0)
+    return x_t - (c * float(rhoB[-1])) * (m_t - m0)
 
 
-def unipc(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=None, callback=None, order=2,
-          variant="bh2", form="data", corrector=True, disable_corrector=(), lower_order_final=True,
-          final_sigmas_type=None, sigmas=None):
+def unipc(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None, project=None,
+          order=2, variant="bh2", form="data", corrector=True, disable_corrector=(), lower_order_final=True,
+          final_sigmas_type=None, sigmas=None, interpolation="log_alpha"):
     """UniPC sampling, MATH.md (16.3), (16.4); deterministic (``noise`` is ignored).
 
     Step i: evaluate the model at x_i; unless i = 0, ``corrector=False`` or i - 1 is in
@@ -135,27 +137,28 @@ def unipc(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=Non
     (which is not repeated); then UniP at order min(order, i + 1) (and <= n - i with
     ``lower_order_final``; 1 on a step to sigma = 0).  diffusers 0.42.1's
     UniPCMultistepScheduler(solver_type=variant, solver_order=order, predict_x0=(form ==
-    "data"), lower_order_final, disable_corrector) does exactly this.  Grid: see
-    :func:`~refdiff.samplers._vpgrid.vp_points` (``sigmas=`` any explicit sigma grid).
-    ``callback(i, t_i, x_{i+1}, x0_hat(t_i))`` after each predictor, x in VP coordinates."""
+    "data"), lower_order_final, disable_corrector) does exactly this.  Grid:
+    :func:`refdiff.make_grid` (``sigmas=`` any explicit sigma grid).  Hooks after each step
+    (:func:`~refdiff.samplers.common.end_step`): ``project`` then ``callback(i, t_i, x_{i+1},
+    x0_hat(t_i))``, VP coordinates; the corrector then corrects the projected state."""
     order = _check(variant, form, order, "unipc")
-    pts = vp_points(schedule, timesteps, sigmas, final_sigmas_type, "unipc")
-    n = len(pts) - 1
-    ms, lams, x_prev, k_prev = [], [], None, 0  # predictions and lambdas, newest last
+    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                     interpolation=interpolation)
+    n = len(grid) - 1
+    ms, lams, x_prev, k_prev = [], [], None, 0  # predictions and their lambdas, newest last
     for i in range(n):
-        (t, a_s, s_s), (_, a_t, s_t) = pts[i], pts[i + 1]
-        eps, x0 = predict_eps_x0(model, x, t, schedule, prediction_type, step=i)
-        m = x0 if form == "data" else eps
-        if i > 0 and corrector and (i - 1) not in disable_corrector:
-            x = unic_update(x_prev, ms[-1], ms[-2::-1], lams[-2::-1], m, *pts[i - 1][1:], a_s, s_s,
-                            order=k_prev, variant=variant, form=form)
-        ms, lams = (ms + [m])[-order:], (lams + [lam(a_s, s_s)])[-order:]
-        k = min(order, i + 1, n - i if lower_order_final else order, 1 if s_t == 0 else order)
+        p, q = grid[i], grid[i + 1]
+        eps_hat, x0_hat = predict(model, x, p, prediction_type, i)
+        m = x0_hat if form == "data" else eps_hat
+        if i > 0 and corrector and (i - 1) not in disable_corrector:  # UniC (16.4) with this evaluation
+            x = unic_update(x_prev, ms[-1], ms[-2::-1], lams[-2::-1], m, grid[i - 1].alpha, grid[i - 1].sigma,
+                            p.alpha, p.sigma, order=k_prev, variant=variant, form=form)
+        ms, lams = (ms + [m])[-order:], (lams + [p.lam])[-order:]
+        k = min(order, i + 1, n - i if lower_order_final else order, 1 if q.sigma == 0 else order)
         x_prev, k_prev = x, k
-        x = unip_update(x, m, ms[-2::-1], lams[-2::-1], a_s, s_s, a_t, s_t, order=k, variant=variant, form=form)
-        check_finite(x, "sampler state", f"step {i} (t = {t})")
-        if callback is not None:
-            callback(i, t, x, x0)
+        x = unip_update(x, m, ms[-2::-1], lams[-2::-1], p.alpha, p.sigma, q.alpha, q.sigma, order=k,
+                        variant=variant, form=form)  # UniP (16.3)
+        x = end_step(i, p.t, x, x0_hat, callback, project)
     return x
 
 
