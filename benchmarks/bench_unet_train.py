@@ -12,6 +12,8 @@ gradients to float32 rounding).
     python benchmarks/bench_unet_train.py                 # threads = all cores
     python benchmarks/bench_unet_train.py --threads 1 --steps 30
     python benchmarks/bench_unet_train.py --profile       # cProfile of the refdiff step
+    python benchmarks/bench_unet_train.py --layers reference   # the U-Net on the reference
+                                                          # layers instead of refdiff.nn.fast
 
 PyTorch is needed only here: ``pip install torch==2.13.0``.
 """
@@ -39,7 +41,26 @@ def parse():
     ap.add_argument("--repeats", type=int, default=3, help="alternating timing rounds; the best median is kept")
     ap.add_argument("--profile", action="store_true", help="print the top of a cProfile of the refdiff step")
     ap.add_argument("--base-channels", type=int, default=None)
+    ap.add_argument("--layers", choices=("fast", "reference"), default="fast",
+                    help="run the U-Net on the tuned layers (refdiff.nn.fast, the default) or the reference ones")
     return ap.parse_args()
+
+
+def use_reference_layers():
+    """Point the U-Net's blocks at the reference layers of refdiff.nn.layers (same maps,
+    NCHW, no in-place updates), for timing only: the library itself trains on
+    refdiff.nn.fast.  Names a module does not have are skipped."""
+    from refdiff.nn import blocks, unet
+    from refdiff.nn import layers as L
+
+    names = ("conv2d_forward", "conv2d_backward", "groupnorm_forward", "groupnorm_backward", "silu_forward",
+             "silu_backward", "upsample2x_forward", "upsample2x_backward", "concat_forward", "concat_backward")
+    swap = {n: getattr(L, n) for n in names}
+    swap["add_channel_shift"] = lambda h, eo: h + eo[:, :, None, None]
+    for mod in (blocks, unet):
+        for n, f in swap.items():
+            if hasattr(mod, n):
+                setattr(mod, n, f)
 
 
 # ----------------------------------------------------------------------- FLOP count
@@ -151,6 +172,8 @@ def main():
     from refdiff.nn.optim import adam_init, adam_update
 
     torch.set_num_threads(args.threads)
+    if args.layers == "reference":
+        use_reference_layers()
     cfg = UNetConfig() if args.base_channels is None else UNetConfig(base_channels=args.base_channels)
     model = UNet(cfg)
     rng = np.random.default_rng(0)
@@ -207,7 +230,7 @@ def main():
     flops = 3 * unet_forward_flops(model, N)
     peak = matmul_peak_gflops(np)
     print(f"U-Net {model.num_params()} params, batch {N}, {args.threads} threads, "
-          f"numpy {np.__version__}, torch {torch.__version__}")
+          f"numpy {np.__version__}, torch {torch.__version__}, refdiff layers: {args.layers}")
     print(f"same function: rel. error output {err_out:.1e}, worst parameter gradient {err_g:.1e}")
     print(f"FLOPs per training step (3 x forward {flops / 3 / 1e9:.3f} GFLOP): {flops / 1e9:.3f} GFLOP")
     print(f"float32 matmul peak (np.matmul 2048^3): {peak:.1f} GFLOP/s")

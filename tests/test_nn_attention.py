@@ -57,8 +57,9 @@ def test_masked_attention_matches_loop_definition(xp, case, use_mask):
 @given(case=attn_case(heads_axis=True))
 def test_masked_attention_gradcheck_and_exact_zero_key_gradients(xp, case):
     """MATH.md (13.22) with the backward (13.15): every entry of dq, dk, dv agrees with
-    central differences, and the keys and values at masked positions get gradient exactly
-    0 (compared with ==, not a tolerance); moving them does not change the output at all."""
+    central differences; the keys at masked positions get weight exactly 0 in every row of
+    P and the keys and values there get gradient exactly 0 (compared with ==, not a
+    tolerance); moving them does not change the output at all."""
     rng, lead, Lq, Lk, d, mask = case
     q, k, v = _qkv(xp, rng, lead, Lq, Lk, d)
     m = asx(xp, mask, dtype=xp.bool)
@@ -75,6 +76,9 @@ def test_masked_attention_gradcheck_and_exact_zero_key_gradients(xp, case):
         err = check_gradient(f, args[j], grads[j], floor=1e-3)
         assert err < GC_TOL, f"argument {j}: {err:.2e}"
     masked = ~mask  # (B, Lk)
+    weights = np.moveaxis(to_numpy(cache[3]), -1, 1)  # P (B, ..., Lq, Lk) -> (B, Lk, ..., Lq)
+    assert np.all(weights[masked] == 0.0), "masked keys must get exactly zero weight"
+    assert np.all(weights[mask] > 0.0)
     for g in grads[1:]:
         g = np.moveaxis(to_numpy(g), -2, 1)  # (B, Lk, ...): the mask indexes the first two axes
         assert np.all(g[masked] == 0.0), "masked keys/values must get exactly zero gradient"
@@ -147,17 +151,18 @@ VARIANTS = {  # name: (context width or None for self-attention, fused)
 }
 
 
-def _mha_setup(xp, variant, rng, N=2, L=4, Lc=5, D=6, heads=3, bias=True):
+def _mha_setup(xp, variant, rng, N=2, L=4, Lc=5, D=6, heads=3, bias=True, d_head=None):
+    """Parameters (random biases), tokens x (N, L, D), context or None, and a keep-mask
+    over the keys with at least one True per sample.  Inner width heads * d_head (default D)."""
     ctx_dim, fused = VARIANTS[variant]
+    inner_dim = None if d_head is None else heads * d_head
     P = {}
     if ctx_dim == "self":  # separate q, k, v of the same tokens: a "cross" layout fed x
-        A.mha_init(P, "a", D, heads, rng, context_dim=D, fused=False, qkv_bias=bias)
+        A.mha_init(P, "a", D, heads, rng, context_dim=D, fused=False, qkv_bias=bias, inner_dim=inner_dim)
     else:
-        A.mha_init(P, "a", D, heads, rng, context_dim=ctx_dim, fused=fused, qkv_bias=bias)
-    P["a.out.b"] = rng.standard_normal(D)
-    if bias:
-        for key in [k for k in P if k.endswith(".b")]:
-            P[key] = rng.standard_normal(P[key].shape)
+        A.mha_init(P, "a", D, heads, rng, context_dim=ctx_dim, fused=fused, qkv_bias=bias, inner_dim=inner_dim)
+    for key in [k for k in P if k.endswith(".b")]:
+        P[key] = rng.standard_normal(P[key].shape)
     P = {k: asx(xp, v) for k, v in P.items()}
     x = asx(xp, rng.standard_normal((N, L, D)))
     if ctx_dim is None or ctx_dim == "self":
@@ -165,7 +170,7 @@ def _mha_setup(xp, variant, rng, N=2, L=4, Lc=5, D=6, heads=3, bias=True):
     else:
         ctx, Lk = asx(xp, rng.standard_normal((N, Lc, ctx_dim))), Lc
     mask = rng.random((N, Lk)) < 0.6
-    mask[:, -1] = True
+    mask[np.arange(N), rng.integers(0, Lk, N)] = True
     return P, x, ctx, mask
 
 
@@ -185,16 +190,24 @@ def test_mha_matches_loop_definition(xp, variant, use_mask):
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_mha_directional_gradcheck_with_mask(xp, variant):
-    """MATH.md (13.23) backward, with a key-padding mask (13.22): central differences along
-    random directions over ALL parameters, the tokens and the context agree with the
-    hand-written backward (< 1e-6, float64); context tokens at masked positions get
-    exactly zero gradient."""
-    rng = np.random.default_rng(7 + len(variant))
-    P, x, ctx, mask = _mha_setup(xp, variant, rng)
+@settings(max_examples=4)
+@given(N=st.integers(1, 3), L=st.integers(1, 4), Lc=st.integers(1, 5), heads=st.integers(1, 3),
+       d_head=st.integers(1, 3), D=st.integers(1, 5), seed=st.integers(0, 10_000))
+def test_mha_directional_gradcheck_with_mask(xp, variant, N, L, Lc, heads, d_head, D, seed):
+    """MATH.md (13.23) backward, with a key-padding mask (13.22), on hypothesis-drawn sizes
+    (batch, query and context lengths, heads, head width, model width): central differences
+    along random directions over ALL parameters, the tokens and the context agree with the
+    hand-written backward (< 1e-6, float64), every projection gets a gradient, and context
+    tokens at masked positions get exactly zero gradient; the output equals the loop
+    definition."""
+    rng = np.random.default_rng(seed)
+    P, x, ctx, mask = _mha_setup(xp, variant, rng, N=N, L=L, Lc=Lc, D=D, heads=heads, d_head=d_head)
     m = asx(xp, mask, dtype=xp.bool)
-    y, cache = A.mha_forward(P, "a", x, ctx, heads=3, key_mask=m)
-    dout = asx(xp, rng.standard_normal(y.shape))
+    y, cache = A.mha_forward(P, "a", x, ctx, heads=heads, key_mask=m)
+    ref = A.mha_forward_naive({k: to_numpy(v) for k, v in P.items()}, "a", to_numpy(x),
+                              None if ctx is None else to_numpy(ctx), heads=heads, key_mask=mask)
+    assert_close(y, ref, xp=xp, rtol=1e-12, atol=1e-13)
+    dout = asx(xp, rng.standard_normal(tuple(y.shape)))
     G = {}
     dx, dctx = A.mha_backward(G, P, "a", dout, cache)
     assert sorted(G) == sorted(P)
@@ -207,9 +220,9 @@ def test_mha_directional_gradcheck_with_mask(xp, variant):
         assert dctx is None
 
     def loss(p):
-        return inner(A.mha_forward(p, "a", p["x"], p.get("ctx"), heads=3, key_mask=m)[0], dout)
+        return inner(A.mha_forward(p, "a", p["x"], p.get("ctx"), heads=heads, key_mask=m)[0], dout)
 
-    err = check_directional(loss, point, grads, np.random.default_rng(1), n_dirs=4)
+    err = check_directional(loss, point, grads, np.random.default_rng(1), n_dirs=4, floor=1e-3)
     assert err < GC_TOL, f"{variant}: {err:.2e}"
 
 
@@ -259,3 +272,27 @@ def test_mha_bad_input(xp):
         A.mha_forward(P2, "a", x2, ctx[:1, ...], heads=3)
     with pytest.raises(ValueError, match=r"kv.w has shape \(3, 12\), need \(6, D_out\)"):
         A.mha_forward(P2, "a", x2, x2, heads=3)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_mha_token_permutation_symmetries(xp, variant):
+    """Symmetries of MATH.md (13.23) with a mask (13.22), independent of how it is computed:
+    permuting the query tokens permutes the output rows the same way, and permuting the
+    key/value tokens together with their mask leaves the output unchanged (softmax
+    attention is a weighted sum over a set).  Self-attention: permuting x and the mask
+    permutes the output.  float64 rounding of sums reordered: rtol 1e-12."""
+    rng = np.random.default_rng(21 + len(variant))
+    P, x, ctx, mask = _mha_setup(xp, variant, rng, N=2, L=5, Lc=6)
+    m = asx(xp, mask, dtype=xp.bool)
+    y = to_numpy(A.mha_forward(P, "a", x, ctx, heads=3, key_mask=m)[0])
+    xh = to_numpy(x)
+    pq = rng.permutation(xh.shape[1])
+    if ctx is None:
+        y2, _ = A.mha_forward(P, "a", asx(xp, xh[:, pq]), heads=3, key_mask=asx(xp, mask[:, pq], dtype=xp.bool))
+        assert_close(y2, y[:, pq], xp=xp, rtol=1e-12, atol=1e-13)
+        return
+    ch = to_numpy(ctx)
+    pk = rng.permutation(ch.shape[1])
+    y2, _ = A.mha_forward(P, "a", asx(xp, xh[:, pq]), asx(xp, ch[:, pk]), heads=3,
+                          key_mask=asx(xp, mask[:, pk], dtype=xp.bool))
+    assert_close(y2, y[:, pq], xp=xp, rtol=1e-12, atol=1e-13)

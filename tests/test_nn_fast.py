@@ -132,7 +132,8 @@ def test_concat_and_channel_shift_tuned_equal_reference(xp, dtype, n, ca, cb, h,
     the residual block equals ``h + e[:, :, None, None]`` (MATH.md (13.16))."""
     rng = np.random.default_rng(seed)
     _pair(xp, "concat", [rng.standard_normal((n, ca, h, w)), rng.standard_normal((n, cb, h, w))], dtype, chwn, rng)
-    hh, e = _as(xp, rng.standard_normal((n, ca, h, w)), dtype, chwn), _as(xp, rng.standard_normal((n, ca)), dtype, False)
+    hh = _as(xp, rng.standard_normal((n, ca, h, w)), dtype, chwn)
+    e = _as(xp, rng.standard_normal((n, ca)), dtype, False)
     _same(xp, fast.add_channel_shift(hh, e), hh + e[:, :, None, None], dtype, "add_channel_shift")
 
 

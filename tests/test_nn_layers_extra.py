@@ -136,7 +136,8 @@ def test_gelu_geglu_layernorm_agree_with_torch():
     x = 2.0 * rng.standard_normal((3, 5, 6))
     tx = torch.from_numpy(x)
     for form in ("none", "tanh"):
-        np.testing.assert_allclose(L.gelu_forward(x, form)[0], F.gelu(tx, approximate=form).numpy(), rtol=1e-13, atol=1e-15)
+        ref = F.gelu(tx, approximate=form).numpy()
+        np.testing.assert_allclose(L.gelu_forward(x, form)[0], ref, rtol=1e-13, atol=1e-15)
     w, b = rng.standard_normal((6, 8)), rng.standard_normal(8)
     hid, gate = F.linear(tx, torch.from_numpy(w.T), torch.from_numpy(b)).chunk(2, dim=-1)
     np.testing.assert_allclose(L.geglu_forward(x, w, b)[0], (hid * F.gelu(gate)).numpy(), rtol=1e-12, atol=1e-14)
@@ -172,7 +173,8 @@ def test_adaln_matches_modulated_layernorm(xp):
     the halves of W and b swapped; W = b = 0 gives the plain LayerNorm."""
     rng = np.random.default_rng(8)
     N, Lt, D, E = 2, 3, 4, 5
-    x, e, w, b = rng.standard_normal((N, Lt, D)), rng.standard_normal((N, E)), rng.standard_normal((E, 2 * D)), rng.standard_normal(2 * D)
+    x, e = rng.standard_normal((N, Lt, D)), rng.standard_normal((N, E))
+    w, b = rng.standard_normal((E, 2 * D)), rng.standard_normal(2 * D)
     ref = np.zeros_like(x)
     for n in range(N):
         ss = e[n] @ w + b
@@ -188,7 +190,7 @@ def test_adaln_matches_modulated_layernorm(xp):
 
 
 def test_norm_and_activation_bad_input(xp):
-    """Clear errors for MATH.md (13.24)-style misuse: unknown GELU form, integer input,
+    """Clear errors: unknown GELU form (MATH.md (13.24)), integer input,
     GEGLU with an odd projection width, LayerNorm with gamma of the wrong length or only
     one of gamma/beta, adaLN with mismatched shapes or an unknown order (13.27)."""
     x = asx(xp, np.ones((2, 3, 4)))

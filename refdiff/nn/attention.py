@@ -307,25 +307,25 @@ def mha_forward_naive(P, pre, x, context=None, *, heads: int, key_mask=None):
     slice the head's columns out of the q/k/v weights, project, attend over the kept keys
     (:func:`attention_forward_naive`), and add each head's output times its rows of
     W_out.  The executable specification of :func:`mha_forward`; slow, for tests."""
-    H = {k: np.asarray(v, dtype=np.float64) for k, v in P.items() if k.startswith(pre + ".")}
+    host = {k: np.asarray(v, dtype=np.float64) for k, v in P.items() if k.startswith(pre + ".")}
     x = np.asarray(x, dtype=np.float64)
     c = x if context is None else np.asarray(context, dtype=np.float64)
     mask = None if key_mask is None else np.asarray(key_mask)
 
     def wb(name, lo, hi):  # columns [lo, hi) of a projection's weight and bias
-        b = H.get(f"{pre}.{name}.b")
-        return H[f"{pre}.{name}.w"][:, lo:hi], (0.0 if b is None else b[lo:hi])
+        b = host.get(f"{pre}.{name}.b")
+        return host[f"{pre}.{name}.w"][:, lo:hi], (0.0 if b is None else b[lo:hi])
 
-    Wo = H[pre + ".out.w"]
+    Wo = host[pre + ".out.w"]
     Di = Wo.shape[0]
     d = Di // heads
-    y = np.zeros((x.shape[0], x.shape[1], Wo.shape[1])) + H[pre + ".out.b"]
+    y = np.zeros((x.shape[0], x.shape[1], Wo.shape[1])) + host[pre + ".out.b"]
     for n in range(x.shape[0]):
         for h in range(heads):
             lo, hi = h * d, (h + 1) * d
-            if pre + ".qkv.w" in H:
+            if pre + ".qkv.w" in host:
                 (wq, bq), (wk, bk), (wv, bv) = (wb("qkv", j * Di + lo, j * Di + hi) for j in range(3))
-            elif pre + ".kv.w" in H:
+            elif pre + ".kv.w" in host:
                 (wq, bq), (wk, bk), (wv, bv) = wb("q", lo, hi), wb("kv", lo, hi), wb("kv", Di + lo, Di + hi)
             else:
                 (wq, bq), (wk, bk), (wv, bv) = wb("q", lo, hi), wb("k", lo, hi), wb("v", lo, hi)

@@ -184,7 +184,7 @@ def conv2d_forward_naive(x, w, b, *, stride: int = 1, pad: int | None = None):
 
 
 def conv2d_backward_naive(dout, cache):
-    """Loop definition of the convolution's gradients MATH.md (13.5)-(13.6): every
+    """Loop definition of the convolution's gradients MATH.md (13.5), (13.6): every
     (output pixel, tap) term of the forward sum sends ``dout @ w`` back to its input pixel
     and ``dout^T x`` to its weight."""
     xp = array_namespace(dout)

@@ -121,7 +121,7 @@ def _is_pointwise(w, stride, pad):
 
 def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
     """2-D cross-correlation ``out[n,f,i,j] = b[f] + sum_{c,p,q} w[f,c,p,q]
-    x[n, c, s i + p - pad, s j + q - pad]`` (zero outside the image).  MATH.md (13.3)-(13.4).
+    x[n, c, s i + p - pad, s j + q - pad]`` (zero outside the image).  MATH.md (13.3), (13.4).
 
     x (N, C, H, W), w (F, C, kh, kw), b (F,).  ``pad`` defaults to ``kh // 2`` ("same" for
     odd kernels at stride 1; 3x3 stride 2 pad 1 halves an even size).  Vectorised: the
@@ -152,7 +152,7 @@ def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
 
 
 def conv2d_backward(dout, cache):
-    """Gradients of :func:`conv2d_forward`.  MATH.md (13.5)-(13.6).
+    """Gradients of :func:`conv2d_forward`.  MATH.md (13.5), (13.6).
 
     Per block of output rows: ``dw += dout_mat cols^T``, and the column gradient
     ``w_mat^T dout_mat`` is scattered back by adding each shifted window into place

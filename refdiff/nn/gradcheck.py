@@ -9,6 +9,10 @@ takes ``f(x) = <forward(x), dout>`` with a fixed random ``dout``.  Run in float6
 h = 1e-5 (the default): truncation error ~h^2 |f'''| and rounding error ~1e-16 |f| / h are
 both ~1e-10 relative to gradients of order one.
 
+:func:`check_directional` checks a whole layer or model at once: for random directions u
+over every parameter and the input together, ``(f(p + h u) - f(p - h u)) / (2 h)`` against
+``sum_k <grad_k, u_k>`` (the same O(h^2) argument, along a line).
+
 Entries are perturbed on the host (a NumPy copy) and moved back to ``x``'s namespace, so
 the functions work for NumPy, CuPy and array_api_strict arrays alike.
 """

@@ -16,14 +16,14 @@ updates or memory-order tricks, and the tests check it against central differenc
 adjoint identities and loop definitions.  This module is the one place to import them
 from; they live in topic modules:
 
-* here: linear (13.1)-(13.2), embeddings (13.12)-(13.13), channel concatenation (13.21);
-* :mod:`.conv`: convolution (13.3)-(13.6) and its loop definition, transposed convolution
+* here: linear (13.1), (13.2), embeddings (13.12), (13.13), channel concatenation (13.21);
+* :mod:`.conv`: convolution (13.3), (13.4), (13.5), (13.6) and its loop definition, transposed convolution
   (13.30);
 * :mod:`.activations`: SiLU (13.11), GELU (13.24), GEGLU (13.25);
-* :mod:`.norm`: GroupNorm (13.9)-(13.10), LayerNorm (13.26), adaptive LayerNorm (13.27);
-* :mod:`.resample`: nearest x2 / average pooling (13.7)-(13.8), patchify (13.28),
+* :mod:`.norm`: GroupNorm (13.9), (13.10), LayerNorm (13.26), adaptive LayerNorm (13.27);
+* :mod:`.resample`: nearest x2 / average pooling (13.7), (13.8), patchify (13.28),
   pixel shuffle (13.29);
-* :mod:`.attention`: masked and multi-head attention (13.14)-(13.15), (13.22)-(13.23).
+* :mod:`.attention`: masked and multi-head attention (13.14), (13.15), (13.22), (13.23).
 
 The tuned versions the U-Net trains with are in :mod:`.fast`, tested equal to these.
 """
