@@ -100,29 +100,34 @@ class GuidedNet:
         return grads, dx[:, :self.dim]
 
 
-def _lcm_f(net, params, x, t, cond, schedule, timestep_scaling):
-    """f = c_skip(t) x + c_out(t) x0_hat, the network predicting epsilon (MATH.md (16.16))."""
+def _lcm_f(net, params, x, t, cond, schedule, timestep_scaling, prediction_type="epsilon"):
+    """f = c_skip(t) x + c_out(t) x0_hat, MATH.md (16.16); the network predicts epsilon
+    (x0_hat = (x - sigma out)/alpha) or the sample (x0_hat = out).  Returns (f, (cache, df/dout))."""
     xp = array_namespace(x)
     ab = xp.asarray(np.asarray(schedule.alpha_bars)[t], dtype=x.dtype)
     a, s = _col(xp.sqrt(ab), x), _col(xp.sqrt(1.0 - ab), x)
     cs, co = (np.array(v) for v in zip(*[lcm_boundary(int(k), 0.5, timestep_scaling) for k in t]))
-    eps, cache = net.forward(params, x, xp.asarray(t, dtype=x.dtype), cond)
-    x0 = (x - s * eps) / a
+    out, cache = net.forward(params, x, xp.asarray(t, dtype=x.dtype), cond)
     cs, co = _col(xp.asarray(cs, dtype=x.dtype), x), _col(xp.asarray(co, dtype=x.dtype), x)
-    return cs * x + co * x0, (cache, -co * s / a)
+    if prediction_type == "sample":
+        return cs * x + co * out, (cache, co)
+    return cs * x + co * (x - s * out) / a, (cache, -co * s / a)
 
 
 def lcm_loss_fn(student, teacher, schedule, *, n_solver=50, omega_range=(0.0, 4.0), metric="l2", huber_c=None,
-                teacher_prediction_type="epsilon", num_classes=None, timestep_scaling=10.0, target="ema"):
+                teacher_prediction_type="epsilon", student_prediction_type="epsilon", timestep_scaling=10.0,
+                target="ema"):
     """LCM distillation ``loss_fn(groups, batch, rng)``, MATH.md (18.27).  ``batch`` = (x0, y);
     ``teacher(x, t, y)`` (y None: unconditional) of ``teacher_prediction_type``; ``student`` a
-    :class:`GuidedNet` predicting epsilon, its parameters the group ``"params"`` and its EMA
+    :class:`GuidedNet` predicting ``student_prediction_type`` ("epsilon" or "sample"), its parameters the group ``"params"`` and its EMA
     target the group ``target``.  Per sample: n ~ U{0..n_solver-1}, start = tau_n, t = max(tau_n -
     T//n_solver, 0), omega ~ U(omega_range), x = alpha x0 + sigma z; the guided teacher's x0 and eps
     give one DDIM step to t; loss d(f_theta(x, start), sg f_target(x_prev, t))."""
     if teacher_prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"lcm_loss_fn: unknown teacher prediction_type {teacher_prediction_type!r}; valid: "
                          f"{', '.join(PREDICTION_TYPES)}")
+    if student_prediction_type not in ("epsilon", "sample"):
+        raise ValueError(f"lcm_loss_fn: student_prediction_type {student_prediction_type!r}; valid: 'epsilon', 'sample'")
     if metric == "pseudo_huber":
         _check_c(huber_c)
     elif metric != "l2":
@@ -152,16 +157,17 @@ def lcm_loss_fn(student, teacher, schedule, *, n_solver=50, omega_range=(0.0, 4.
         e_g, x0_g = e_c + w * (e_c - e_u), x0_c + w * (x0_c - x0_u)
         x_prev = _col(xp.asarray(np.sqrt(ab[t])), x0) * x0_g + _col(xp.asarray(np.sqrt(1 - ab[t])), x0) * e_g
         cond = {"omega": om} if y is None else {"omega": om, "class": y}
-        f, (cache, dfdeps) = _lcm_f(student, groups["params"], x, start, cond, schedule, timestep_scaling)
-        f_t, _ = _lcm_f(student, groups[target], x_prev, t, cond, schedule, timestep_scaling)
+        f, (cache, dfdout) = _lcm_f(student, groups["params"], x, start, cond, schedule, timestep_scaling,
+                                    student_prediction_type)
+        f_t, _ = _lcm_f(student, groups[target], x_prev, t, cond, schedule, timestep_scaling, student_prediction_type)
         loss, df = _loss_and_grad(f, f_t, xp.ones((n,), dtype=x0.dtype), metric, huber_c)
-        return loss, {"params": student.backward(groups["params"], cache, dfdeps * df)[0]}
+        return loss, {"params": student.backward(groups["params"], cache, dfdout * df)[0]}
 
     return loss_fn
 
 
 def lcm_student_model(student, params, omega, cond=None):
-    """The trained LCM student as a plain epsilon model ``model(x, t)`` at guidance ``omega``
+    """The trained LCM student as a plain model ``model(x, t)`` (its prediction type) at guidance ``omega``
     (for :func:`refdiff.samplers.lcm.lcm`, which applies the LCM boundary itself)."""
     def model(x, t):
         n = x.shape[0]
