@@ -21,6 +21,7 @@ FIGURE_SCRIPTS = {
     "elbo_breakdown": ["elbo_breakdown.png"],
     "sampler_orders": None,
     "fast_generation": ["fast_generation.png", "fast_generation.json", "fast_generation.md"],
+    "lcm_digits": ["lcm_digits.png", "lcm_digits.json"],
 }
 # scripts that write no figures (they print numbers); run by their own tests below or elsewhere
 OTHER_SCRIPTS = {"mixture_floor", "verify_other_framework"}
