@@ -18,7 +18,7 @@ from .samplers.flow import TIME_CONVENTIONS, eps_x0_from_flow_velocity, flow_rk4
 
 __all__ = ["fm_interpolate", "fm_target", "fm_loss", "fm_loss_fn", "sample_flow_times", "logit_normal_density",
            "flow_shift", "flow_log_snr", "flow_time_shift", "flow_dynamic_mu", "flow_match_euler_sigmas",
-           "fm_irreducible_loss", "fm_expected_irreducible_loss", "flow_velocity_to", "reflow_pairs",
+           "fm_irreducible_loss", "fm_expected_irreducible_loss", "flow_velocity_to", "vp_model_from_flow", "reflow_pairs",
            "straightness", "rf_straightness_gaussian", "reflow_velocity_gaussian"]
 
 
@@ -193,6 +193,26 @@ def flow_velocity_to(u, x_t, t, to="epsilon"):
         r = math.hypot(1.0 - float(t), float(t))
         return ((1.0 - float(t)) * eps - float(t) * x0) / r
     raise ValueError(f"flow_velocity_to: unknown to {to!r}; valid: 'epsilon', 'sample', 'score', 'v_prediction'")
+
+
+def vp_model_from_flow(velocity, schedule):
+    """A rectified-flow velocity model ``velocity(y, s)`` (t = 0 data, ``s`` of shape (N,)) as an
+    epsilon-prediction model ``model(x, t)`` on a VP ``schedule`` (discrete or continuous), so that
+    every VP sampler runs it, MATH.md (11.10) with (4.8): at the VP point (alpha, sigma) of t the
+    flow point of equal SNR is s = sigma/(alpha + sigma), y = x/(alpha + sigma), and
+    eps = y + (1 - s) u(y, s)."""
+    from .schedules import alpha_sigma
+
+    def model(x, t):
+        a, sg = alpha_sigma(schedule, t, x)
+        r = a + sg
+        s = sg / r
+        y = x / r
+        u = velocity(y, array_namespace(x).reshape(s, (-1,)) if getattr(s, "ndim", 0) else s)
+        return y + (1.0 - s) * u
+
+    model.prediction_type = "epsilon"
+    return model
 
 
 def _solve(velocity, z, n_steps):
