@@ -79,16 +79,14 @@ def train_cd(oracle, steps, seed):
 
 
 def train_ct(oracle, steps, seed):
-    from refdiff.consistency import cm_curriculum, cm_karras_sigmas, ict_noise_probs
+    from refdiff.consistency import cm_karras_sigmas, curriculum_stages, ict_noise_probs
     from refdiff.consistency_training import consistency_loss_fn
     from refdiff.training import init_state
 
     net = _mlp(2)
     p = net.init_params(np.random.default_rng(seed))
     st = init_state({"params": p, "ema": dict(p)}, {"params": True}, np.random.default_rng(seed), steps)
-    N_of = [cm_curriculum(k, steps, 10, 160, "ict") for k in range(steps)]
-    for N in sorted(set(N_of)):
-        end = max(k for k in range(steps) if N_of[k] == N) + 1
+    for _, end, N, _ in curriculum_stages(steps, 10, 160, "ict"):
         s = cm_karras_sigmas(N)
         lf = consistency_loss_fn(net, s, mode="ct", metric="pseudo_huber", huber_c=0.00054 * math.sqrt(2),
                                  weighting="ict", index_probs=ict_noise_probs(s), target=None)

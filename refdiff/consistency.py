@@ -17,7 +17,7 @@ import numpy as np
 from .backend import array_namespace
 
 __all__ = ["CM_FORMS", "cm_scalings", "cm_noise_input", "cm_karras_sigmas", "cm_curriculum", "cm_adaptive_ema",
-           "ict_noise_probs", "ict_loss_weights", "ideal_consistency", "cm_fixed_point", "consistency_sample"]
+           "curriculum_stages", "ict_noise_probs", "ict_loss_weights", "ideal_consistency", "cm_fixed_point", "consistency_sample"]
 
 CM_FORMS = ("boundary", "edm", "lcm")
 
@@ -123,6 +123,23 @@ def cm_adaptive_ema(k, K, mu0=0.9, s0=2, s1=150):
     if not 0 < mu0 < 1:
         raise ValueError(f"cm_adaptive_ema: mu0 = {mu0!r} must be in (0, 1)")
     return math.exp(s0 * math.log(mu0) / (cm_curriculum(k, K, s0, s1, "cm") - 1))
+
+
+def curriculum_stages(K, s0=10, s1=1280, kind="ict", mu0=None):
+    """The curriculum N(k) of MATH.md (18.4) over k = 0..K-1 as stages of constant N:
+    a list of (first step, end step (exclusive), N, mu) with mu the adaptive EMA rate of
+    MATH.md (18.5) (``kind="cm"`` with ``mu0``), else None.  Training runs one stage at a time
+    (e.g. ``refdiff.training.fit`` up to each end step with that stage's grid and EMA)."""
+    if mu0 is not None and kind != "cm":
+        raise ValueError("curriculum_stages: mu0 (the adaptive EMA) belongs to kind='cm'")
+    Ns = [cm_curriculum(k, K, s0, s1, kind) for k in range(K)]
+    out, start = [], 0
+    for k in range(1, K + 1):
+        if k == K or Ns[k] != Ns[start]:
+            mu = None if mu0 is None else cm_adaptive_ema(start, K, mu0, s0, s1)
+            out.append((start, k, Ns[start], mu))
+            start = k
+    return out
 
 
 def ict_noise_probs(sigmas, P_mean=-1.1, P_std=2.0):

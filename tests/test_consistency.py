@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from refdiff.consistency import (cm_adaptive_ema, cm_curriculum, cm_fixed_point, cm_karras_sigmas, cm_noise_input,
+from refdiff.consistency import (cm_adaptive_ema, cm_curriculum, curriculum_stages, cm_fixed_point, cm_karras_sigmas, cm_noise_input,
                                  cm_scalings, consistency_sample, ict_loss_weights, ict_noise_probs, ideal_consistency)
 from refdiff.consistency_training import (LevelLinear, cd_pair, cm_backward, cm_forward, consistency_loss_fn, ct_pair,
                                           pseudo_huber, pseudo_huber_grad)
@@ -63,6 +63,19 @@ def test_karras_grid_and_curricula_hand_values():
         [11, 11, 21, 41, 1281, 1281]
     assert cm_adaptive_ema(0, 100, 0.9, 2, 150) == pytest.approx(0.81, rel=1e-15)
     assert cm_adaptive_ema(100, 100, 0.9, 2, 150) == pytest.approx(0.9 ** (2 / 150), rel=1e-15)
+
+
+def test_curriculum_stages_cover_the_run():
+    """MATH.md (18.4), (18.5): stages are contiguous over 0..K, N constant inside each and equal to
+    N(k) at both ends; iCT with K = 800 has 8 stages of K' = 100 (N = 11, 21, 41, ..., 1281); the
+    original schedule carries mu(k) of its first step."""
+    st = curriculum_stages(800, 10, 1280, "ict")
+    assert [s[2] for s in st] == [11, 21, 41, 81, 161, 321, 641, 1281] and st[0][:2] == (0, 100)
+    st = curriculum_stages(300, 2, 150, "cm", mu0=0.9)
+    assert st[0][0] == 0 and st[-1][1] == 300 and all(a[1] == b[0] for a, b in zip(st, st[1:]))
+    for a, b, N, mu in st:
+        assert cm_curriculum(a, 300, 2, 150) == N == cm_curriculum(b - 1, 300, 2, 150)
+        assert mu == pytest.approx(0.9 ** (2 / (N - 1)), rel=1e-14)
 
 
 def test_ict_noise_distribution_and_weights():
