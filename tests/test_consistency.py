@@ -145,8 +145,9 @@ def test_per_level_linear_student_converges_to_the_fixed_point(mode, solver, rul
     net = LevelLinear(s, 1)
     loss = consistency_loss_fn(net, s, mode=mode, solver=solver, target=None,
                                teacher=lambda x, sig: g.x0_mean(x, 1.0, sig))
-    st = init_state({"params": net.init_params()}, {"params": True}, np.random.default_rng(0), 3000)
-    st = fit(loss, st, lambda r: r.standard_normal((2048, 1)) * math.sqrt(d), steps=3000, trainable={"params": True},
+    steps, n = (3000, 2048) if mode == "ct" else (1500, 256)  # CD's minimiser has zero residual: no noise floor
+    st = init_state({"params": net.init_params()}, {"params": True}, np.random.default_rng(0), steps)
+    st = fit(loss, st, lambda r: r.standard_normal((n, 1)) * math.sqrt(d), steps=steps, trainable={"params": True},
              lr=0.05, lr_decay="cosine", progress=False)
     cs, co, ci = cm_scalings(s)
     k = cs + co * ci * st.groups["params"]["a"][:, 0]
