@@ -2,7 +2,7 @@
 step guided samples at omega = 3.
 
 Teacher: a class-conditional MLP on the flattened 8x8 digits (refdiff.nn.MLP, 64 -> 3 x 256,
-epsilon prediction, linear schedule T = 1000, condition dropout 0.15), trained with
+v prediction (``--prediction``), linear schedule T = 1000, condition dropout 0.15), trained with
 ``refdiff.train.train``; sampled with DPM-Solver++(2M), 25 steps, classifier-free guidance
 ``eps_c + omega (eps_c - eps_u)`` (the LCM paper's omega; refdiff's "w" scale 1 + omega).
 Student: the same MLP with the guidance embedding of omega concatenated to its input
@@ -52,6 +52,9 @@ def main(argv=None):
     p.add_argument("--classifier-steps", type=int, default=1500)
     p.add_argument("--per-class", type=int, default=50)
     p.add_argument("--omega", type=float, default=3.0)
+    p.add_argument("--prediction", default="v_prediction", choices=["v_prediction", "epsilon"],
+                   help="teacher and student prediction type (epsilon: the student's x0 = (x - sigma eps)/alpha "
+                        "amplifies its errors by 1/alpha ~ 160 at t = 999, and 1-step samples are noise)")
     args = p.parse_args(argv)
     if args.tiny:
         args.teacher_steps, args.lcm_steps, args.classifier_steps, args.per_class = 10, 5, 10, 2
@@ -75,7 +78,7 @@ def main(argv=None):
     teacher_net = MLP(MLPConfig(dim=64, **cfg))
     xf = x_tr.reshape(len(x_tr), 64).astype(np.float32)
     res = train(teacher_net, (xf, {"class": y_tr}), schedule=sched, steps=args.teacher_steps, batch_size=128, lr=2e-3,
-                target="epsilon", seed=args.seed, ema_decay=0.995, ema_warmup=True, cond_dropout=0.15,
+                target=args.prediction, seed=args.seed, ema_decay=0.995, ema_warmup=True, cond_dropout=0.15,
                 warmup_steps=min(100, args.teacher_steps // 10), lr_decay="cosine", grad_clip=1.0, eval_size=0,
                 progress=False)
     tp = res.ema_params
@@ -95,7 +98,8 @@ def main(argv=None):
     guided = lambda x, t: (lambda c, u: c + om * (c - u))(teach(x.astype(np.float32), t, labels),
                                                           teach(x.astype(np.float32), t, None)).astype(np.float64)
     xT = np.random.default_rng([args.seed, 3]).standard_normal((len(labels), 64))
-    x_teacher = refdiff.sample(guided, xT, sched, refdiff.timesteps(1000, 25, "trailing"), "dpmpp_2m", progress=False)
+    x_teacher = refdiff.sample(guided, xT, sched, refdiff.timesteps(1000, 25, "trailing"), "dpmpp_2m",
+                               prediction_type=args.prediction, progress=False)
     out_json = {"classifier_accuracy": clf_acc, "omega": om, "teacher_dpmpp_2m_25": dict(zip(("accuracy", "frechet"),
                                                                                             score(x_teacher)[:2]))}
     print(f"teacher (DPM-Solver++(2M), 25 steps x 2 calls, omega {om}): accuracy "
@@ -104,7 +108,8 @@ def main(argv=None):
     E = 16
     student = GuidedNet(MLP(MLPConfig(dim=64 + E, **cfg)), 64, E, (0.0, 4.0))
     sp = student_from_teacher(tp, E)
-    lf = lcm_loss_fn(student, teach, sched, omega_range=(0.0, 4.0))
+    lf = lcm_loss_fn(student, teach, sched, omega_range=(0.0, 4.0), teacher_prediction_type=args.prediction,
+                     student_prediction_type=args.prediction)
 
     def batch(r):
         i = r.integers(0, len(xf), 128)
@@ -120,7 +125,7 @@ def main(argv=None):
         model = lcm_student_model(student, st.groups["ema"], om, {"class": labels})
         rng = np.random.default_rng([args.seed, 10, k])
         x = lcm(lambda z, t: model(z.astype(np.float32), t).astype(np.float64), xT.copy(), sched,
-                lcm_timesteps(1000, k), noise=lambda like: rng.standard_normal(like.shape))
+                lcm_timesteps(1000, k), prediction_type=args.prediction, noise=lambda like: rng.standard_normal(like.shape))
         acc, fd, img = score(x)
         shown[k] = img
         out_json["lcm"][k] = {"accuracy": acc, "frechet": fd}

@@ -102,7 +102,7 @@ class GuidedNet:
 
 def _lcm_f(net, params, x, t, cond, schedule, timestep_scaling, prediction_type="epsilon"):
     """f = c_skip(t) x + c_out(t) x0_hat, MATH.md (16.16); the network predicts epsilon
-    (x0_hat = (x - sigma out)/alpha) or the sample (x0_hat = out).  Returns (f, (cache, df/dout))."""
+    (x0_hat = (x - sigma out)/alpha), v (x0_hat = alpha x - sigma out) or the sample (x0_hat = out).  Returns (f, (cache, df/dout))."""
     xp = array_namespace(x)
     ab = xp.asarray(np.asarray(schedule.alpha_bars)[t], dtype=x.dtype)
     a, s = _col(xp.sqrt(ab), x), _col(xp.sqrt(1.0 - ab), x)
@@ -111,6 +111,8 @@ def _lcm_f(net, params, x, t, cond, schedule, timestep_scaling, prediction_type=
     cs, co = _col(xp.asarray(cs, dtype=x.dtype), x), _col(xp.asarray(co, dtype=x.dtype), x)
     if prediction_type == "sample":
         return cs * x + co * out, (cache, co)
+    if prediction_type == "v_prediction":  # x0 = alpha x - sigma v: no 1/alpha amplification at high noise
+        return cs * x + co * (a * x - s * out), (cache, -co * s)
     return cs * x + co * (x - s * out) / a, (cache, -co * s / a)
 
 
@@ -119,15 +121,16 @@ def lcm_loss_fn(student, teacher, schedule, *, n_solver=50, omega_range=(0.0, 4.
                 target="ema"):
     """LCM distillation ``loss_fn(groups, batch, rng)``, MATH.md (18.27).  ``batch`` = (x0, y);
     ``teacher(x, t, y)`` (y None: unconditional) of ``teacher_prediction_type``; ``student`` a
-    :class:`GuidedNet` predicting ``student_prediction_type`` ("epsilon" or "sample"), its parameters the group ``"params"`` and its EMA
+    :class:`GuidedNet` predicting ``student_prediction_type`` ("epsilon", "v_prediction" or "sample"), its parameters the group ``"params"`` and its EMA
     target the group ``target``.  Per sample: n ~ U{0..n_solver-1}, start = tau_n, t = max(tau_n -
     T//n_solver, 0), omega ~ U(omega_range), x = alpha x0 + sigma z; the guided teacher's x0 and eps
     give one DDIM step to t; loss d(f_theta(x, start), sg f_target(x_prev, t))."""
     if teacher_prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"lcm_loss_fn: unknown teacher prediction_type {teacher_prediction_type!r}; valid: "
                          f"{', '.join(PREDICTION_TYPES)}")
-    if student_prediction_type not in ("epsilon", "sample"):
-        raise ValueError(f"lcm_loss_fn: student_prediction_type {student_prediction_type!r}; valid: 'epsilon', 'sample'")
+    if student_prediction_type not in ("epsilon", "sample", "v_prediction"):
+        raise ValueError(f"lcm_loss_fn: student_prediction_type {student_prediction_type!r}; valid: 'epsilon', "
+                         f"'sample', 'v_prediction'")
     if metric == "pseudo_huber":
         _check_c(huber_c)
     elif metric != "l2":

@@ -59,7 +59,7 @@ def _grad_ok(lf, groups, batch, keys, seed=9):
 def test_lcm_loss_gradcheck():
     """MATH.md (18.27): the LCM loss gradient (through the LCM boundary f = c_skip x + c_out x0_hat,
     MATH.md (16.16), and the guidance embedding path) against central differences in float64;
-    the teacher the exact class-conditional Gaussian-mixture epsilon; students predicting epsilon and x0."""
+    the teacher the exact class-conditional Gaussian-mixture epsilon; students predicting epsilon, x0 and v."""
     sched = refdiff.make_schedule("linear", 100)
     mix = refdiff.GaussianMixture([0.5, 0.5], [[-1.0, 0.0], [1.0, 0.0]], [0.2, 0.2])
     ab = np.asarray(sched.alpha_bars)
@@ -73,7 +73,8 @@ def test_lcm_loss_gradcheck():
                                  zero_init_out=False)), 2, 6, (0.0, 4.0))
     p = st.init_params(np.random.default_rng(0), dtype="float64")
     tgt = st.init_params(np.random.default_rng(1), dtype="float64")
-    for metric, pt in (("l2", "epsilon"), ("pseudo_huber", "epsilon"), ("l2", "sample")):
+    for metric, pt in (("l2", "epsilon"), ("pseudo_huber", "epsilon"), ("l2", "sample"),
+                      ("l2", "v_prediction")):
         lf = lcm_loss_fn(st, teacher, sched, n_solver=10, metric=metric, huber_c=0.01, student_prediction_type=pt)
         batch = (np.random.default_rng(2).standard_normal((5, 2)), np.array([0, 1, 1, 0, 1]))
         _grad_ok(lf, {"params": p, "ema": tgt}, batch, ("out.w", "in.w", "class_emb"))
