@@ -9,7 +9,8 @@ steps, beside DPM-Solver++(2M) at 10 steps on the exact model.
   curriculum N(k) from s0 = 10 to s1 = 160, stop-gradient target (no EMA teacher).
 * LCM (MATH.md (18.25)-(18.27)): a class-conditional exact teacher (each component is a class),
   guidance omega ~ U[0, 4] embedded, skipping DDIM solver (50-step grid) on the linear schedule,
-  EMA target 0.95; sampled with refdiff's LCM sampler at omega = 0 (its samples are then the data,
+  EMA target 0.95; the v-predicting student is first fitted to the oracle's v (LCM starts from its
+  teacher's weights; here the teacher has none); sampled with refdiff's LCM sampler at omega = 0 (its samples are then the data,
   labels drawn uniformly) and at omega = 3 (guided class accuracy by the oracle's class posterior).
 * PD (MATH.md (18.28)): from the exact teacher's 32-step DDIM on the Karras grid, rounds 16, 8, 4,
   2, 1.
@@ -113,7 +114,35 @@ def class_teacher(oracle, schedule):
     return teacher
 
 
-def train_lcm(oracle, steps, seed, prediction_type="sample"):
+def pretrain_v(student, p, oracle, sched, steps, seed):
+    """LCM starts from its teacher's weights.  The teacher here is the exact oracle, so the student
+    is first fitted to the oracle's class-conditional v (random timesteps, any omega embedding):
+    loss mean ||v_theta(x_t, t) - v_c(x_t, t)||^2, v = alpha eps - sigma x0."""
+    teach = class_teacher(oracle, sched)
+    ab = np.asarray(sched.alpha_bars, dtype=np.float64)
+
+    def loss_fn(groups, batch, rng):
+        x0, y = batch
+        n = len(x0)
+        t = rng.integers(0, len(ab), n)
+        a, s = np.sqrt(ab[t])[:, None], np.sqrt(1 - ab[t])[:, None]
+        z = rng.standard_normal(x0.shape)
+        x = (a * x0 + s * z).astype(np.float32)
+        e = teach(x, t, y).astype(np.float64)
+        v = a * e - s * (x - s * e) / a
+        cond = {"class": y, "omega": 4.0 * rng.random(n)}
+        out, cache = student.forward(groups["params"], x, t.astype(np.float32), cond)
+        r = out - v.astype(np.float32)
+        return float(np.mean(np.sum(r * r, 1))), {"params": student.backward(groups["params"], cache, 2 * r / n)[0]}
+
+    def batch(r):
+        x, y = oracle.sample(512, r, return_labels=True)
+        return x.astype(np.float32), np.asarray(y, dtype=np.int64)
+
+    return _fit(loss_fn, {"params": p}, batch, steps, seed, lr=1e-3).groups["params"]
+
+
+def train_lcm(oracle, steps, seed, prediction_type="v_prediction"):
     import refdiff
     from refdiff.distill import GuidedNet, lcm_loss_fn, lcm_student_model
     from refdiff.samplers.lcm import lcm, lcm_timesteps
@@ -122,6 +151,8 @@ def train_lcm(oracle, steps, seed, prediction_type="sample"):
     E = 16
     student = GuidedNet(_mlp(2 + E, classes=8), 2, E, (0.0, 4.0))
     p = student.init_params(np.random.default_rng(seed))
+    if prediction_type == "v_prediction":
+        p = pretrain_v(student, p, oracle, sched, steps, seed)
     lf = lcm_loss_fn(student, class_teacher(oracle, sched), sched, omega_range=(0.0, 4.0),
                      student_prediction_type=prediction_type)
 
@@ -169,9 +200,10 @@ def main(argv=None):
     p = _common.parser(__doc__.split("\n\n")[0], "figures")
     p.add_argument("--n", type=int, default=10000, help="samples per cell (metrics)")
     p.add_argument("--steps", type=int, default=3000, help="training steps per method (PD: per round)")
-    p.add_argument("--lcm-prediction", default="sample", choices=["sample", "epsilon"],
-                   help="what the LCM student network predicts (epsilon: x0 = (x - sigma eps)/alpha amplifies its "
-                        "errors by 1/alpha ~ 160 at t = 999)")
+    p.add_argument("--lcm-prediction", default="v_prediction", choices=["v_prediction", "sample", "epsilon"],
+                   help="what the LCM student network predicts (v: first fitted to the oracle's v as LCM starts from "
+                        "its teacher; epsilon: x0 = (x - sigma eps)/alpha amplifies its errors by 1/alpha ~ 160 at "
+                        "t = 999)")
     p.add_argument("--methods", nargs="+", default=["CD", "CT", "LCM", "PD"], help="which students to train")
     args = p.parse_args(argv)
     if args.tiny:
