@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from refdiff.consistency import (cm_adaptive_ema, cm_curriculum, curriculum_stages, cm_fixed_point, cm_karras_sigmas, cm_noise_input,
+from refdiff.consistency import (cm_adaptive_ema, cm_curriculum, cm_fixed_point, cm_karras_sigmas, cm_noise_input,
+                                 curriculum_stages,
                                  cm_scalings, consistency_sample, ict_loss_weights, ict_noise_probs, ideal_consistency)
 from refdiff.consistency_training import (LevelLinear, cd_pair, cm_backward, cm_forward, consistency_loss_fn, ct_pair,
                                           pseudo_huber, pseudo_huber_grad)
@@ -138,7 +139,8 @@ def test_fixed_points_orders_one_and_two():
                                                      ("cd", "heun", "cd_heun", 1e-8, None)])
 def test_per_level_linear_student_converges_to_the_fixed_point(mode, solver, rule, tol, mu):
     """MATH.md (18.9), (18.12), (18.13), (18.14): a per-level linear student trained by the
-    generic loop (stop-gradient target, iCT style, or an EMA target mu = 0.9: the same fixed point) on Gaussian data N(0, 0.25) with N = 10 converges
+    generic loop (stop-gradient target, iCT style, or an EMA target mu = 0.9: the same fixed point) on
+    Gaussian data N(0, 0.25) with N = 10 converges
     to the closed-form fixed point of its objective (CT: Monte-Carlo noise, tolerance 3 %; CD with
     the exact teacher has a zero-residual minimiser, reached to 1e-8), not to the exact map
     (which differs by > 20 % at the top level)."""
