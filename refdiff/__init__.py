@@ -23,6 +23,10 @@ from .samplers import *  # noqa: F401,F403
 from .guidance import *  # noqa: F401,F403
 from .losses import *  # noqa: F401,F403
 from .loading import LoadedModel, load  # noqa: F401
+from .consistency import *  # noqa: F401,F403
+from .consistency_training import *  # noqa: F401,F403
+from .flow_matching import *  # noqa: F401,F403
+from .distill import *  # noqa: F401,F403
 
 # ``from .samplers import *`` also binds the sampler family modules (ddim, ddpm, karras, ...)
 # here, so that ``refdiff.ddim`` was a module while ``refdiff.dpmpp_2m`` is a function.

@@ -394,6 +394,87 @@ def _trajectory_cases(rng):
     return cases
 
 
+# ---------------------------------------------------------------------------- fast generation (MATH.md ch. 18)
+def _fastgen_cases(rng):
+    from . import consistency as C, distill as Dl, flow_matching as F
+    from .oracles import GaussianData
+    from .samplers.lcm import lcm_boundary, lcm_timesteps
+
+    cases = []
+    sig = _f64([0.002, 0.01, 0.1, 0.5, 1.0, 5.0, 80.0])
+    b, e, l1 = C.cm_scalings(sig), C.cm_scalings(sig, form="edm"), C.cm_scalings(sig, form="lcm")
+    cases.append(Case("cm_scalings", "refdiff.consistency.cm_scalings, cm_noise_input",
+                      "consistency-function scalings, sigma_data 0.5: 'boundary' (the consistency-models release, "
+                      "sigma_min 0.002: c_skip = 1, c_out = 0 at sigma_min), 'edm', and the LCM form with "
+                      "timestep_scaling 1 (boundary at sigma = 0, no sigma_data in c_out); c_noise = 250 log(sigma + 1e-44)",
+                      {"sigma_data": 0.5, "sigma_min": 0.002}, {"sigma": sig},
+                      {"boundary_c_skip": _f64(b[0]), "boundary_c_out": _f64(b[1]), "c_in": _f64(b[2]),
+                       "edm_c_skip": _f64(e[0]), "edm_c_out": _f64(e[1]), "lcm1_c_skip": _f64(l1[0]),
+                       "lcm1_c_out": _f64(l1[1]), "c_noise": _f64(C.cm_noise_input(sig))}, SPECIAL))
+    t = np.array([0, 1, 19, 259, 999], dtype=np.int64)
+    cs, co = zip(*[lcm_boundary(int(k)) for k in t])
+    cases.append(Case("lcm_scalings", "refdiff.lcm_boundary", "diffusers LCMScheduler boundary scalings at discrete "
+                      "timesteps (sigma_data 0.5, timestep_scaling 10)", {}, {"t": t},
+                      {"c_skip": _f64(cs), "c_out": _f64(co)}))
+    outs = {f"n{n}": lcm_timesteps(1000, n).astype(np.int64) for n in (1, 2, 4, 8, 26)}
+    outs["n4_strength_half"] = lcm_timesteps(1000, 4, strength=0.5).astype(np.int64)
+    cases.append(Case("lcm_timesteps", "refdiff.lcm_timesteps", "LCMScheduler.set_timesteps(n) grids, T = 1000, "
+                      "original_inference_steps 50 (n = 26 shows the lopsided gaps of diffusers #5815)",
+                      {"T": 1000, "original_inference_steps": 50}, {}, outs, EXACT))
+    K, ks = 1000, np.arange(0, 1001, 100, dtype=np.int64)
+    ki = np.array([0, 999, 1000, 3000, 7000, 9000, 10000], dtype=np.int64)
+    cases.append(Case("cm_grid_curricula", "refdiff.consistency.cm_karras_sigmas, cm_curriculum, cm_adaptive_ema",
+                      "the CM noise grid (increasing, rho 7, 0.002..80) for N = 18 and 40; the progressive N(k) "
+                      "(s0 2, s1 150, K 1000) with its adaptive EMA mu(k) (mu0 0.9); iCT's doubling N(k) "
+                      "(s0 10, s1 1280, K 10000)", {"K_cm": K, "K_ict": 10000}, {"k_cm": ks, "k_ict": ki},
+                      {"sigmas18": C.cm_karras_sigmas(18), "sigmas40": C.cm_karras_sigmas(40),
+                       "N_cm": np.array([C.cm_curriculum(int(k), K, 2, 150) for k in ks], dtype=np.int64),
+                       "mu_cm": _f64([C.cm_adaptive_ema(int(k), K, 0.9, 2, 150) for k in ks]),
+                       "N_ict": np.array([C.cm_curriculum(int(k), 10000, 10, 1280, "ict") for k in ki], dtype=np.int64)},
+                      SPECIAL))
+    s11 = C.cm_karras_sigmas(11)
+    cases.append(Case("ict_noise_weights", "refdiff.consistency.ict_noise_probs, ict_loss_weights",
+                      "iCT pair-index probabilities (discretised log-normal, P_mean -1.1, P_std 2) and weights "
+                      "1/(sigma_{i+1} - sigma_i) on the 11-level grid", {}, {"sigmas": s11},
+                      {"probs": C.ict_noise_probs(s11), "weights": C.ict_loss_weights(s11)}, SPECIAL))
+    g = GaussianData(ORACLE_MEAN, ORACLE_VAR)
+    taus = _f64([80.0, 5.0, 0.8, 0.1])
+    x_T = ORACLE_MEAN + 80.0 * rng.standard_normal((4, 3))
+    z = rng.standard_normal((3, 4, 3))
+    _, traj = C.consistency_sample(lambda x, s: g.ode_transport(x, 1.0, s, 1.0, 0.002), x_T, taus, list(z))
+    cases.append(Case("cm_multistep_trajectory", "refdiff.consistency.consistency_sample",
+                      "multistep consistency sampling with the exact consistency function of the oracle data "
+                      "(f(x, s) = mean + sqrt((var + 0.002^2)/(var + s^2)) (x - mean)), sigma_min 0.002; "
+                      "x = x0 + sqrt(tau^2 - sigma_min^2) noise[j]; outputs every f", {"sigma_min": 0.002},
+                      {"taus": taus, "x_T": x_T, "noise": z}, {"f_steps": _f64(np.stack(traj))}, TRAJECTORY))
+    d, y = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    from .consistency_training import pseudo_huber, pseudo_huber_grad
+    cases.append(Case("pseudo_huber", "refdiff.consistency_training.pseudo_huber, pseudo_huber_grad",
+                      "sqrt(|x - y|^2 + c^2) - c per sample (c = 0.03) and its gradient in x", {"c": 0.03},
+                      {"x": d, "y": y}, {"value": _f64(pseudo_huber(d, y, 0.03)),
+                                         "grad": _f64(pseudo_huber_grad(d, y, 0.03))}))
+    x0, eps, tt = rng.standard_normal((4, 3)), rng.standard_normal((4, 3)), _f64([0.0, 0.25, 0.7, 1.0])
+    sg = np.linspace(1.0, 0.001, 8)
+    cases.append(Case("flow_matching", "refdiff.flow_matching",
+                      "flow-matching target and path in both conventions (t0_data: (1-t) x0 + t eps, target eps - x0; "
+                      "t0_noise: t x0 + (1-t) eps, target x0 - eps), the shift s sigma/(1 + (s-1) sigma) for s = 1, 3, "
+                      "Flux's exponential shift at mu(seq_len 1024), FlowMatchEuler default 28-step grids for "
+                      "shift 3 with and without the diffusers #13243 double shift, the irreducible loss of the "
+                      "oracle data at t", {}, {"x0": x0, "eps": eps, "t": tt, "sigma": sg},
+                      {"target_t0_data": F.fm_target(x0, eps), "target_t0_noise": F.fm_target(x0, eps, "t0_noise"),
+                       "x_t0_data": F.fm_interpolate(x0, eps, tt), "x_t0_noise": F.fm_interpolate(x0, eps, tt, "t0_noise"),
+                       "shift1": F.flow_shift(sg, 1.0), "shift3": F.flow_shift(sg, 3.0),
+                       "dynamic_shift_1024": _f64(F.flow_time_shift(sg, F.flow_dynamic_mu(1024))),
+                       "euler_grid28_shift3": F.flow_match_euler_sigmas(28, 3.0),
+                       "euler_grid28_shift3_double": F.flow_match_euler_sigmas(28, 3.0, double_shift=True),
+                       "irreducible": _f64(F.fm_irreducible_loss(ORACLE_VAR, _f64([0.1, 0.5, 0.9])))}, SPECIAL))
+    w = _f64([0.0, 1.0, 3.0, 7.5])
+    cases.append(Case("guidance_scale_embedding", "refdiff.distill.guidance_scale_embedding",
+                      "LCM's guidance-scale embedding, dim 256, w scaled by 1000", {"dim": 256}, {"w": w},
+                      {"embedding": Dl.guidance_scale_embedding(w, 256)}, SPECIAL))
+    return cases
+
+
 # ---------------------------------------------------------------------------- library grids
 # name -> (library configuration, loop, grid options, loop options); diffusers 0.42.1, MATH.md (2.17)
 LIBRARY_RUNS = {
@@ -533,7 +614,8 @@ def build_cases(seed: int = 20240601) -> list:
     """
     rng = np.random.default_rng(seed)
     return (_schedule_cases() + _forward_cases(rng) + _elbo_cases(rng) + _guidance_cases(rng) + _step_cases(rng)
-            + _trajectory_cases(rng) + _library_cases(rng) + _new_library_cases(rng))
+            + _trajectory_cases(rng) + _library_cases(rng) + _new_library_cases(rng)
+            + _fastgen_cases(np.random.default_rng([seed, 16])))
 
 
 CONVENTIONS = {

@@ -23,6 +23,8 @@ FIGURE_SCRIPTS = {
     "sampler_orders": None,
     "frequency_snr": ["frequency_snr.png"],
     "predicted_noise": ["predicted_noise.png"],
+    "fast_generation": ["fast_generation.png", "fast_generation.json", "fast_generation.md"],
+    "lcm_digits": ["lcm_digits.png", "lcm_digits.json"],
 }
 # scripts that write no figures (they print numbers); run by their own tests below or elsewhere
 OTHER_SCRIPTS = {"mixture_floor", "verify_other_framework", "one_denoising_step"}

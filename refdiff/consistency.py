@@ -1,0 +1,245 @@
+"""Consistency models: the boundary parameterisation, noise grids and curricula, the ideal
+consistency function, the closed-form fixed points of the discrete objectives, and
+multistep consistency sampling, MATH.md chapter 18 (sections 18.1-18.3).
+
+Path: the variance-exploding path of the consistency-models release, x_sigma = x0 + sigma z
+(alpha = 1).  A consistency function f(x, sigma) maps every point of a probability-flow ODE
+trajectory to the trajectory's point at sigma_min.  The training losses (CT, CD, iCT) are in
+:mod:`refdiff.consistency_training`; LCM and progressive distillation in :mod:`refdiff.distill`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .backend import array_namespace
+
+__all__ = ["CM_FORMS", "cm_scalings", "cm_noise_input", "cm_karras_sigmas", "cm_curriculum", "cm_adaptive_ema",
+           "curriculum_stages", "ict_noise_probs", "ict_loss_weights", "ideal_consistency", "cm_fixed_point", "consistency_sample"]
+
+CM_FORMS = ("boundary", "edm", "lcm")
+
+
+def _check_sigma_data(sigma_data, sigma_min):
+    if not (isinstance(sigma_data, (int, float)) and sigma_data > 0):
+        raise ValueError(f"sigma_data = {sigma_data!r} must be a number > 0")
+    if not (isinstance(sigma_min, (int, float)) and sigma_min >= 0):
+        raise ValueError(f"sigma_min = {sigma_min!r} must be a number >= 0")
+
+
+def cm_scalings(sigma, sigma_data=0.5, sigma_min=0.002, *, form="boundary", timestep_scaling=1.0):
+    """(c_skip, c_out, c_in) of a consistency function f = c_skip x + c_out F(c_in x, c_noise),
+    MATH.md (18.1).
+
+    ``form="boundary"`` (the consistency-models release, ``get_scalings_for_boundary_condition``):
+    c_skip = sd^2/((sigma - sigma_min)^2 + sd^2), c_out = (sigma - sigma_min) sd/sqrt(sigma^2 + sd^2),
+    so f(x, sigma_min) = x exactly.  ``"edm"``: EDM's scalings (no boundary).  ``"lcm"``
+    (diffusers' LCMScheduler and iCT research script): u = timestep_scaling sigma,
+    c_skip = sd^2/(u^2 + sd^2), c_out = u/sqrt(u^2 + sd^2): the boundary is at sigma = 0, not
+    sigma_min, and c_out lacks the sd factor, MATH.md (18.2).  c_in = 1/sqrt(sigma^2 + sd^2)
+    throughout.  ``sigma``: float or array; must be >= sigma_min for the boundary form."""
+    _check_sigma_data(sigma_data, sigma_min)
+    if form not in CM_FORMS:
+        raise ValueError(f"cm_scalings: unknown form {form!r}; valid: {', '.join(CM_FORMS)}")
+    xp = array_namespace(sigma) if hasattr(sigma, "shape") else None
+    s = sigma if xp is not None else float(sigma)
+    lo = float(xp.min(s)) if xp is not None else s
+    if form == "boundary" and lo < sigma_min:
+        raise ValueError(f"cm_scalings: sigma contains {lo!r} < sigma_min = {sigma_min!r}; the boundary form "
+                         f"needs sigma >= sigma_min")
+    if lo < 0:
+        raise ValueError(f"cm_scalings: sigma contains {lo!r}; sigma must be >= 0")
+    sqrt = xp.sqrt if xp is not None else math.sqrt
+    sd2 = sigma_data * sigma_data
+    c_in = 1.0 / sqrt(s * s + sd2)
+    if form == "boundary":
+        d = s - sigma_min
+        return sd2 / (d * d + sd2), d * sigma_data * c_in, c_in
+    if form == "edm":
+        return sd2 / (s * s + sd2), s * sigma_data * c_in, c_in
+    if not timestep_scaling > 0:
+        raise ValueError(f"cm_scalings: timestep_scaling = {timestep_scaling!r} must be > 0")
+    u = float(timestep_scaling) * s
+    return sd2 / (u * u + sd2), u / sqrt(u * u + sd2), c_in
+
+
+def cm_noise_input(sigma):
+    """The network's noise input of the consistency-models release: c_noise = 1000 * 0.25 *
+    log(sigma + 1e-44), MATH.md (18.1)."""
+    xp = array_namespace(sigma) if hasattr(sigma, "shape") else None
+    return 250.0 * (xp.log(sigma + 1e-44) if xp is not None else math.log(float(sigma) + 1e-44))
+
+
+def _check_n(N, who):
+    if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 2:
+        raise ValueError(f"{who}: N = {N!r} must be an integer >= 2 (a consistency grid needs two noise levels)")
+
+
+def cm_karras_sigmas(N, sigma_min=0.002, sigma_max=80.0, rho=7.0):
+    """The consistency-models noise grid, increasing, MATH.md (18.3):
+    sigma_i = (sigma_min^(1/rho) + i/(N-1) (sigma_max^(1/rho) - sigma_min^(1/rho)))^rho,
+    i = 0..N-1, so sigma_0 = sigma_min and sigma_{N-1} = sigma_max (float64, shape (N,))."""
+    _check_n(N, "cm_karras_sigmas")
+    if not (0 < sigma_min < sigma_max):
+        raise ValueError(f"cm_karras_sigmas: need 0 < sigma_min < sigma_max, got sigma_min = {sigma_min!r}, "
+                         f"sigma_max = {sigma_max!r}")
+    if not rho > 0:
+        raise ValueError(f"cm_karras_sigmas: rho = {rho!r} must be > 0")
+    r = np.arange(N, dtype=np.float64) / (N - 1)
+    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+    s = (lo + r * (hi - lo)) ** rho
+    s[0], s[-1] = sigma_min, sigma_max
+    return s
+
+
+def cm_curriculum(k, K, s0=2, s1=150, kind="cm"):
+    """The number of noise levels N(k) at training step k of K, MATH.md (18.4).
+
+    ``kind="cm"`` (the original progressive schedule, ``create_ema_and_scales_fn``):
+    N(k) = max(ceil(sqrt(k/K ((s1 + 1)^2 - s0^2) + s0^2) - 1), 1) + 1.
+    ``kind="ict"`` (improved CT, doubling): N(k) = min(s0 2^floor(k/K'), s1) + 1 with
+    K' = floor(K / (log2 floor(s1/s0) + 1)).  (iCT defaults: s0 = 10, s1 = 1280.)"""
+    for name, v in (("k", k), ("K", K), ("s0", s0), ("s1", s1)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"cm_curriculum: {name} = {v!r} must be an integer")
+    if not 0 <= k <= K or K < 1:
+        raise ValueError(f"cm_curriculum: need K >= 1 and 0 <= k <= K, got k = {k}, K = {K}")
+    if s0 < 1 or s1 < s0:
+        raise ValueError(f"cm_curriculum: need 1 <= s0 <= s1 (s0 = {s0} leaves fewer than 2 noise "
+                         f"levels; s1 = {s1})")
+    if kind == "cm":
+        return max(math.ceil(math.sqrt(k / K * ((s1 + 1) ** 2 - s0 ** 2) + s0 ** 2) - 1), 1) + 1
+    if kind == "ict":
+        Kp = math.floor(K / (math.log2(math.floor(s1 / s0)) + 1))
+        return min(s0 * 2 ** (k // max(Kp, 1)), s1) + 1
+    raise ValueError(f"cm_curriculum: unknown kind {kind!r}; valid: 'cm', 'ict'")
+
+
+def cm_adaptive_ema(k, K, mu0=0.9, s0=2, s1=150):
+    """The original CT's adaptive EMA rate, MATH.md (18.5): mu(k) = exp(s0 ln(mu0) / (N(k) - 1))
+    with N(k) the ``"cm"`` curriculum (the release: c = -ln(mu0) s0, mu = exp(-c / scales))."""
+    if not 0 < mu0 < 1:
+        raise ValueError(f"cm_adaptive_ema: mu0 = {mu0!r} must be in (0, 1)")
+    return math.exp(s0 * math.log(mu0) / (cm_curriculum(k, K, s0, s1, "cm") - 1))
+
+
+def curriculum_stages(K, s0=10, s1=1280, kind="ict", mu0=None):
+    """The curriculum N(k) of MATH.md (18.4) over k = 0..K-1 as stages of constant N:
+    a list of (first step, end step (exclusive), N, mu) with mu the adaptive EMA rate of
+    MATH.md (18.5) (``kind="cm"`` with ``mu0``), else None.  Training runs one stage at a time
+    (e.g. ``refdiff.training.fit`` up to each end step with that stage's grid and EMA)."""
+    if mu0 is not None and kind != "cm":
+        raise ValueError("curriculum_stages: mu0 (the adaptive EMA) belongs to kind='cm'")
+    Ns = [cm_curriculum(k, K, s0, s1, kind) for k in range(K)]
+    out, start = [], 0
+    for k in range(1, K + 1):
+        if k == K or Ns[k] != Ns[start]:
+            mu = None if mu0 is None else cm_adaptive_ema(start, K, mu0, s0, s1)
+            out.append((start, k, Ns[start], mu))
+            start = k
+    return out
+
+
+def ict_noise_probs(sigmas, P_mean=-1.1, P_std=2.0):
+    """iCT's discretised log-normal distribution of the pair index i (pairs (sigma_i,
+    sigma_{i+1}), i = 0..N-2, increasing grid), MATH.md (18.6):
+    p(i) proportional to erf((ln sigma_{i+1} - P_mean)/(sqrt2 P_std)) - erf((ln sigma_i - P_mean)/(sqrt2 P_std))."""
+    from scipy.special import erf
+
+    s = _increasing(sigmas, "ict_noise_probs")
+    if not P_std > 0:
+        raise ValueError(f"ict_noise_probs: P_std = {P_std!r} must be > 0")
+    e = erf((np.log(s) - P_mean) / (math.sqrt(2.0) * P_std))
+    p = e[1:] - e[:-1]
+    return p / p.sum()
+
+
+def ict_loss_weights(sigmas):
+    """iCT's loss weight of pair i, MATH.md (18.7): lambda(sigma_i) = 1 / (sigma_{i+1} - sigma_i)."""
+    s = _increasing(sigmas, "ict_loss_weights")
+    return 1.0 / np.diff(s)
+
+
+def _increasing(sigmas, who):
+    s = np.asarray(sigmas, dtype=np.float64)
+    if s.ndim != 1 or s.size < 2 or not np.all(np.diff(s) > 0) or s[0] <= 0:
+        raise ValueError(f"{who}: sigmas must be a strictly increasing positive 1-D grid of >= 2 levels, got {s!r}")
+    return s
+
+
+def ideal_consistency(oracle, x, sigma, sigma_min=0.002, *, rtol=1e-12, atol=1e-12):
+    """The ideal consistency function f*(x, sigma): the probability-flow ODE of ``oracle``
+    (any refdiff oracle with ``x0_mean``) integrated from sigma down to sigma_min, MATH.md (18.8):
+    dx/d(ln s) = x - D(x, s), D(x, s) = E[x0 | x0 + s z = x], solved in u = ln s by scipy's
+    DOP853 (all samples as one system).  For Gaussian data it is the closed form
+    mu + U diag(sqrt((d + sigma_min^2)/(d + sigma^2))) U^T (x - mu) (data eigenvalues d)."""
+    from scipy.integrate import solve_ivp
+
+    if not sigma > sigma_min >= 0:
+        raise ValueError(f"ideal_consistency: need sigma > sigma_min >= 0, got sigma = {sigma!r}, "
+                         f"sigma_min = {sigma_min!r}")
+    x = np.asarray(x, dtype=np.float64)
+    shape = x.shape
+
+    def rhs(u, y):
+        s = math.exp(u)
+        xt = y.reshape(shape)
+        return (xt - np.asarray(oracle.x0_mean(xt, 1.0, s))).ravel()
+
+    sol = solve_ivp(rhs, (math.log(sigma), math.log(sigma_min)), x.ravel(), method="DOP853", rtol=rtol, atol=atol)
+    if not sol.success:
+        raise RuntimeError(f"ideal_consistency: the ODE solver failed: {sol.message}")
+    return sol.y[:, -1].reshape(shape)
+
+
+def cm_fixed_point(d, sigmas, rule="ct"):
+    """Per-level multipliers k_i of the minimiser of a discrete consistency objective on
+    Gaussian data N(0, d) (one eigen-direction, per-level linear student f(x, sigma_i) = k_i x,
+    k_0 = 1 on the increasing grid ``sigmas``), MATH.md (18.9):
+
+    ``"ct"`` (= ``"cd_euler"``, = DDIM): k_i = k_{i-1} (d + sigma_i sigma_{i-1}) / (d + sigma_i^2);
+    ``"cd_heun"``: k_i = k_{i-1} (1 + h (g + g') / 2), h = sigma_{i-1} - sigma_i,
+    g = sigma_i/(d + sigma_i^2), g' = sigma_{i-1}/(d + sigma_{i-1}^2) (1 + h g);
+    ``"exact"``: k_i = sqrt((d + sigma_0^2)/(d + sigma_i^2)), the ideal consistency function."""
+    s = _increasing(sigmas, "cm_fixed_point")
+    if not d > 0:
+        raise ValueError(f"cm_fixed_point: data variance d = {d!r} must be > 0")
+    if rule == "exact":
+        return np.sqrt((d + s[0] ** 2) / (d + s ** 2))
+    hi, lo = s[1:], s[:-1]
+    if rule in ("ct", "cd_euler", "cd_ddim"):
+        m = (d + hi * lo) / (d + hi * hi)
+    elif rule == "cd_heun":
+        h = lo - hi
+        g = hi / (d + hi * hi)
+        g2 = lo / (d + lo * lo) * (1.0 + h * g)
+        m = 1.0 + h * (g + g2) / 2.0
+    else:
+        raise ValueError(f"cm_fixed_point: unknown rule {rule!r}; valid: 'ct', 'cd_euler', 'cd_ddim', 'cd_heun', "
+                         f"'exact'")
+    return np.concatenate([[1.0], np.cumprod(m)])
+
+
+def consistency_sample(f, x_T, sigmas, noise=None, sigma_min=0.002):
+    """One-step and multistep consistency sampling (Song et al. 2023, Algorithm 1), MATH.md (18.10):
+    ``sigmas`` decreasing (tau_0 = sigma_max > tau_1 > ... > sigma_min); x0 = f(x_T, tau_0); for
+    each later tau_j: x = x0 + sqrt(tau_j^2 - sigma_min^2) z_j, x0 = f(x, tau_j).
+    ``f(x, sigma)`` a consistency function (float sigma); ``noise`` a sequence of
+    len(sigmas) - 1 arrays of x_T's shape.  Returns (x0, trajectory of the f outputs)."""
+    s = [float(v) for v in np.asarray(sigmas, dtype=np.float64).ravel()]
+    if not s or any(b >= a for a, b in zip(s, s[1:])) or s[-1] < sigma_min:
+        raise ValueError(f"consistency_sample: sigmas must be strictly decreasing and >= sigma_min = {sigma_min}, "
+                         f"got {s}")
+    noise = [] if noise is None else list(noise)
+    if len(noise) != len(s) - 1:
+        raise ValueError(f"consistency_sample: {len(s)} levels need {len(s) - 1} noise arrays, got {len(noise)}")
+    x0 = f(x_T, s[0])
+    traj = [x0]
+    for tau, z in zip(s[1:], noise):
+        if tuple(z.shape) != tuple(x_T.shape):
+            raise ValueError(f"consistency_sample: noise of shape {tuple(z.shape)}, expected {tuple(x_T.shape)}")
+        x0 = f(x0 + math.sqrt(tau * tau - sigma_min * sigma_min) * z, tau)
+        traj.append(x0)
+    return x0, traj

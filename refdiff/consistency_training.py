@@ -1,0 +1,211 @@
+"""Consistency training (CT) and consistency distillation (CD) as ``loss_fn``s for
+:func:`refdiff.training.fit`, MATH.md chapter 18 (section 18.2).
+
+A student network ``net`` (any refdiff network: ``forward(params, x, t, cond) -> (out,
+cache)``, ``backward(params, cache, dout) -> (grads, dx)``) is made a consistency function
+f = c_skip x + c_out F(c_in x, c_noise(sigma)) by :func:`cm_forward`.  One loss evaluation:
+
+    i ~ p(i) over the pairs (sigma_i, sigma_{i+1}) of an increasing grid, z ~ N(0, I)
+    x_hi = x0 + sigma_{i+1} z
+    x_lo = x0 + sigma_i z                           (CT: the data-only estimate)
+         = one teacher ODE step from x_hi to sigma_i (CD: Euler = DDIM on this path, or Heun)
+    loss = mean  w_i d(f_theta(x_hi, sigma_{i+1}), stopgrad f_target(x_lo, sigma_i))
+
+with d the squared L2 distance or the pseudo-Huber distance, the target the group ``target``
+(an EMA of the student) or the student itself (iCT: no EMA, mu = 0).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .backend import array_namespace
+from .consistency import CM_FORMS, cm_noise_input, cm_scalings
+from .parameterization import PREDICTION_TYPES, to_eps_x0
+
+__all__ = ["pseudo_huber", "pseudo_huber_grad", "cm_forward", "cm_backward", "ct_pair", "cd_pair", "LevelLinear",
+           "consistency_loss_fn", "CD_SOLVERS"]
+
+CD_SOLVERS = ("euler", "ddim", "heun")
+
+
+def _check_c(c):
+    if not (isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0 and math.isfinite(c)):
+        raise ValueError(f"pseudo-Huber c = {c!r} must be a finite number > 0 (use metric='l2' for c = 0)")
+
+
+def _rows(a):
+    xp = array_namespace(a)
+    return xp.reshape(a, (a.shape[0], -1))
+
+
+def pseudo_huber(x, y, c):
+    """Per-sample pseudo-Huber distance, MATH.md (18.11): d(x, y) = sqrt(||x - y||^2 + c^2) - c
+    (norm over all non-batch axes).  Shape (N,)."""
+    _check_c(c)
+    xp = array_namespace(x, y)
+    r = _rows(x - y)
+    return xp.sqrt(xp.sum(r * r, axis=1) + c * c) - c
+
+
+def pseudo_huber_grad(x, y, c):
+    """Gradient of :func:`pseudo_huber` with respect to x, MATH.md (18.11):
+    (x - y) / sqrt(||x - y||^2 + c^2) per sample."""
+    _check_c(c)
+    xp = array_namespace(x, y)
+    r = _rows(x - y)
+    den = xp.sqrt(xp.sum(r * r, axis=1) + c * c)
+    return (x - y) / xp.reshape(den, (x.shape[0],) + (1,) * (x.ndim - 1))
+
+
+def _col(v, x):
+    xp = array_namespace(x)
+    v = xp.asarray(v, dtype=x.dtype) if hasattr(v, "shape") else v
+    return xp.reshape(v, (x.shape[0],) + (1,) * (x.ndim - 1)) if hasattr(v, "shape") else v
+
+
+def cm_forward(net, params, x, sigma, cond=None, *, sigma_data=0.5, sigma_min=0.002, form="boundary",
+               timestep_scaling=1.0):
+    """The consistency function of a network, MATH.md (18.1):
+    f = c_skip x + c_out F(c_in x, cm_noise_input(sigma)); ``sigma`` of shape (N,) (float64).
+    Returns (f, cache) for :func:`cm_backward`."""
+    c_skip, c_out, c_in = cm_scalings(sigma, sigma_data, sigma_min, form=form, timestep_scaling=timestep_scaling)
+    xp = array_namespace(x)
+    F, cache = net.forward(params, _col(c_in, x) * x, xp.asarray(cm_noise_input(sigma), dtype=x.dtype), cond)
+    return _col(c_skip, x) * x + _col(c_out, x) * F, (cache, c_out)
+
+
+def cm_backward(net, params, cache, df):
+    """Parameter gradients of ``sum(f * df)`` for :func:`cm_forward`'s f, MATH.md (18.1)."""
+    inner, c_out = cache
+    grads, _ = net.backward(params, inner, _col(c_out, df) * df)
+    return grads
+
+
+def ct_pair(x0, z, sigma_lo, sigma_hi):
+    """Consistency training's pair (x_hi, x_lo) = (x0 + sigma_hi z, x0 + sigma_lo z), MATH.md (18.12):
+    the Euler step of the PF ODE with the single-sample denoiser x0 is exact."""
+    return x0 + _col(sigma_hi, x0) * z, x0 + _col(sigma_lo, x0) * z
+
+
+def cd_pair(teacher, x0, z, sigma_lo, sigma_hi, solver="heun", prediction_type="sample"):
+    """Consistency distillation's pair, MATH.md (18.13): x_hi = x0 + sigma_hi z and x_lo one
+    teacher step of dx/dsigma = (x - D(x, sigma))/sigma from sigma_hi to sigma_lo.
+    ``solver``: "euler" (= "ddim" on this path: D + (sigma_lo/sigma_hi)(x - D)) or "heun"
+    (EDM's second-order step).  ``teacher(x, sigma) -> output`` of ``prediction_type``
+    ("sample", "epsilon", "v_prediction", "score"; converted with alpha = 1); sigma (N,)."""
+    if solver not in CD_SOLVERS:
+        raise ValueError(f"cd_pair: unknown solver {solver!r}; valid: {', '.join(CD_SOLVERS)}")
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"cd_pair: unknown teacher prediction_type {prediction_type!r}; valid: "
+                         f"{', '.join(PREDICTION_TYPES)}")
+    x_hi = x0 + _col(sigma_hi, x0) * z
+
+    def slope(x, s):
+        _, D = to_eps_x0(teacher(x, s), x, 1.0, _col(s, x), prediction_type)
+        return (x - D) / _col(s, x)
+
+    h = _col(sigma_lo - sigma_hi, x0)
+    d = slope(x_hi, sigma_hi)
+    x_e = x_hi + h * d
+    if solver in ("euler", "ddim"):
+        return x_hi, x_e
+    return x_hi, x_hi + h * (d + slope(x_e, sigma_lo)) / 2.0
+
+
+class LevelLinear:
+    """A per-level linear network on an explicit noise grid (for the fixed-point checks of
+    MATH.md (18.9)): F(x, c_noise) = a[i] * x elementwise, i the grid level whose
+    cm_noise_input is nearest to c_noise.  Parameters {"a": (N, D)}; same forward/backward
+    contract as refdiff's networks."""
+
+    def __init__(self, sigmas, dim):
+        self.levels = cm_noise_input(np.asarray(sigmas, dtype=np.float64))
+        self.dim = int(dim)
+
+    def init_params(self, rng=None, *, xp=None, dtype="float64"):
+        xp = array_namespace() if xp is None else xp
+        return {"a": xp.zeros((len(self.levels), self.dim), dtype=getattr(xp, dtype))}
+
+    def _index(self, t):
+        t = np.asarray(t, dtype=np.float64)
+        return np.argmin(np.abs(t[:, None] - self.levels[None, :]), axis=1)
+
+    def forward(self, params, x, t, cond=None):
+        i = self._index(t)
+        return params["a"][i] * x, (i, x)
+
+    def backward(self, params, cache, dout):
+        i, x = cache
+        g = np.zeros_like(params["a"])
+        np.add.at(g, i, dout * x)
+        return {"a": g}, params["a"][i] * dout
+
+
+def _loss_and_grad(f, target, w, metric, huber_c):
+    """mean_n w_n d(f_n, target_n) and its gradient with respect to f."""
+    xp = array_namespace(f)
+    n = f.shape[0]
+    if metric == "l2":
+        r = _rows(f - target)
+        per, g = xp.sum(r * r, axis=1), 2.0 * (f - target)
+    else:
+        per, g = pseudo_huber(f, target, huber_c), pseudo_huber_grad(f, target, huber_c)
+    return float(xp.sum(w * per)) / n, _col(w, f) * g / n
+
+
+def consistency_loss_fn(net, sigmas, *, mode="ct", teacher=None, solver="heun", prediction_type="sample",
+                        metric="l2", huber_c=None, weighting="uniform", index_probs=None, target="target",
+                        cond_key=None, sigma_data=0.5, form="boundary", timestep_scaling=1.0):
+    """A ``loss_fn(groups, batch, rng) -> (loss, grads)`` for :func:`refdiff.training.fit`:
+    CT (``mode="ct"``, data only, MATH.md (18.12)) or CD (``mode="cd"``, MATH.md (18.13), the
+    ``teacher(x, sigma)`` of ``prediction_type`` stepped by ``solver``) on the increasing grid
+    ``sigmas`` (sigma_0 = sigma_min), loss MATH.md (18.14).  ``metric``: "l2" (squared L2) or
+    "pseudo_huber" (``huber_c`` > 0, MATH.md (18.11)); ``weighting``: "uniform" or "ict"
+    (1/(sigma_{i+1} - sigma_i), MATH.md (18.7)); ``index_probs``: p(i) over the N - 1 pairs
+    (default uniform; iCT: :func:`ict_noise_probs`).  ``target``: the group of the target
+    network (an EMA group kept by fit), or None for the stop-gradient student (iCT).
+    ``batch``: x0, or (x0, cond) when ``cond_key`` names the batch's condition."""
+    s = np.asarray(sigmas, dtype=np.float64)
+    if s.ndim != 1 or s.size < 2 or not np.all(np.diff(s) > 0):
+        raise ValueError(f"consistency_loss_fn: sigmas must be strictly increasing with >= 2 levels, got {s!r}")
+    if mode not in ("ct", "cd"):
+        raise ValueError(f"consistency_loss_fn: unknown mode {mode!r}; valid: 'ct', 'cd'")
+    if mode == "cd":
+        if teacher is None:
+            raise ValueError("consistency_loss_fn: mode='cd' needs a teacher(x, sigma)")
+        cd_pair(lambda x, t: x, np.zeros((1, 1)), np.zeros((1, 1)), s[:1], s[1:2], solver, prediction_type)
+    if metric not in ("l2", "pseudo_huber"):
+        raise ValueError(f"consistency_loss_fn: unknown metric {metric!r}; valid: 'l2', 'pseudo_huber'")
+    if metric == "pseudo_huber":
+        _check_c(huber_c)
+    if weighting not in ("uniform", "ict"):
+        raise ValueError(f"consistency_loss_fn: unknown weighting {weighting!r}; valid: 'uniform', 'ict'")
+    if form not in CM_FORMS:
+        raise ValueError(f"consistency_loss_fn: unknown form {form!r}; valid: {', '.join(CM_FORMS)}")
+    p = np.full(s.size - 1, 1.0 / (s.size - 1)) if index_probs is None else np.asarray(index_probs, np.float64)
+    if p.shape != (s.size - 1,) or np.any(p < 0) or not np.isclose(p.sum(), 1.0):
+        raise ValueError(f"consistency_loss_fn: index_probs must be {s.size - 1} probabilities summing to 1")
+    lam = 1.0 / np.diff(s) if weighting == "ict" else np.ones(s.size - 1)
+    kw = dict(sigma_data=sigma_data, sigma_min=float(s[0]), form=form, timestep_scaling=timestep_scaling)
+
+    def loss_fn(groups, batch, rng):
+        x0, cond = (batch if cond_key else (batch, None))
+        xp = array_namespace(x0)
+        params = groups["params"]
+        n = x0.shape[0]
+        i = rng.choice(s.size - 1, size=n, p=p)
+        lo, hi = xp.asarray(s[i]), xp.asarray(s[i + 1])
+        z = xp.asarray(rng.standard_normal(x0.shape), dtype=x0.dtype)
+        if mode == "ct":
+            x_hi, x_lo = ct_pair(x0, z, lo, hi)
+        else:
+            x_hi, x_lo = cd_pair(teacher, x0, z, lo, hi, solver, prediction_type)
+        f, cache = cm_forward(net, params, x_hi, hi, cond, **kw)
+        f_tgt, _ = cm_forward(net, params if target is None else groups[target], x_lo, lo, cond, **kw)
+        loss, df = _loss_and_grad(f, f_tgt, xp.asarray(lam[i], dtype=x0.dtype), metric, huber_c)
+        return loss, {"params": cm_backward(net, params, cache, df)}
+
+    return loss_fn

@@ -1,0 +1,273 @@
+"""Flow-matching / rectified-flow training, reflow and the flow-model scheduler conventions,
+MATH.md chapter 18 (section 18.4).
+
+Time convention (refdiff's, MATH.md (11.7)): x_t = (1 - t) x0 + t eps, t = 0 data, t = 1 noise,
+velocity target u = eps - x0.  ``time_convention="t0_noise"`` (the RectifiedFlow repository):
+x_s = s x0 + (1 - s) eps with s = 1 - t and target x0 - eps = -u.  diffusers'
+FlowMatchEulerDiscreteScheduler writes sigma for refdiff's t.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .backend import array_namespace
+from .samplers.flow import TIME_CONVENTIONS, eps_x0_from_flow_velocity, flow_rk4_step
+
+__all__ = ["fm_interpolate", "fm_target", "fm_loss", "fm_loss_fn", "sample_flow_times", "logit_normal_density",
+           "flow_shift", "flow_log_snr", "flow_time_shift", "flow_dynamic_mu", "flow_match_euler_sigmas",
+           "fm_irreducible_loss", "fm_expected_irreducible_loss", "flow_velocity_to", "vp_model_from_flow", "reflow_pairs",
+           "straightness", "rf_straightness_gaussian", "reflow_velocity_gaussian"]
+
+
+def _conv(time_convention):
+    if time_convention not in TIME_CONVENTIONS:
+        raise ValueError(f"unknown time_convention {time_convention!r}; valid: {', '.join(TIME_CONVENTIONS)}")
+
+
+def _col(t, x):
+    xp = array_namespace(x)
+    if hasattr(t, "shape"):
+        return xp.reshape(xp.asarray(t, dtype=x.dtype), (x.shape[0],) + (1,) * (x.ndim - 1))
+    return float(t)
+
+
+def fm_interpolate(x0, noise, t, time_convention="t0_data"):
+    """The straight path point, MATH.md (18.15): (1 - t) x0 + t noise (t0_data) or
+    t x0 + (1 - t) noise (t0_noise); ``t`` a float or (N,)."""
+    _conv(time_convention)
+    t = _col(t, x0)
+    return (1.0 - t) * x0 + t * noise if time_convention == "t0_data" else t * x0 + (1.0 - t) * noise
+
+
+def fm_target(x0, noise, time_convention="t0_data"):
+    """The conditional velocity d x_t / dt, MATH.md (18.15): noise - x0 (t0_data), x0 - noise (t0_noise)."""
+    _conv(time_convention)
+    return noise - x0 if time_convention == "t0_data" else x0 - noise
+
+
+def fm_loss(out, x0, noise, weights=None, time_convention="t0_data"):
+    """Conditional flow-matching loss and its gradient, MATH.md (18.16):
+    L = mean_n w_n ||out_n - u_n||^2 (sum over the non-batch axes), dL/dout = 2 w (out - u) / N."""
+    xp = array_namespace(out)
+    r = out - fm_target(x0, noise, time_convention)
+    n = out.shape[0]
+    w = xp.ones((n,), dtype=out.dtype) if weights is None else xp.asarray(weights, dtype=out.dtype)
+    per = xp.sum(xp.reshape(r * r, (n, -1)), axis=1)
+    return float(xp.sum(w * per)) / n, 2.0 * _col(w, out) * r / n
+
+
+def sample_flow_times(n, rng, kind="uniform", *, logit_mean=0.0, logit_std=1.0, mode_scale=1.29, eps=0.0):
+    """Training times t (t = 0 data) of shape (n,), MATH.md (18.17): ``"uniform"`` on
+    [eps, 1); ``"logit_normal"`` (SD3): t = sigmoid(m + s N(0, 1)); ``"mode"`` (SD3):
+    t = 1 - v - mode_scale (cos^2(pi v / 2) - 1 + v), v ~ U(0, 1)."""
+    if kind == "uniform":
+        return eps + (1.0 - eps) * rng.random(n)
+    if kind == "logit_normal":
+        if not logit_std > 0:
+            raise ValueError(f"sample_flow_times: logit_std = {logit_std!r} must be > 0")
+        return 1.0 / (1.0 + np.exp(-(logit_mean + logit_std * rng.standard_normal(n))))
+    if kind == "mode":
+        v = rng.random(n)
+        return 1.0 - v - mode_scale * (np.cos(np.pi * v / 2.0) ** 2 - 1.0 + v)
+    raise ValueError(f"sample_flow_times: unknown kind {kind!r}; valid: 'uniform', 'logit_normal', 'mode'")
+
+
+def logit_normal_density(t, logit_mean=0.0, logit_std=1.0):
+    """Density of the logit-normal times, MATH.md (18.17):
+    phi((logit t - m)/s) / (s t (1 - t))."""
+    t = np.asarray(t, dtype=np.float64)
+    z = (np.log(t / (1.0 - t)) - logit_mean) / logit_std
+    return np.exp(-0.5 * z * z) / (math.sqrt(2 * math.pi) * logit_std * t * (1.0 - t))
+
+
+def flow_shift(sigma, shift):
+    """The resolution shift of SD3 / diffusers, MATH.md (18.18): sigma' = s sigma / (1 + (s - 1) sigma);
+    equivalently the log-SNR translation log((1-sigma')/sigma') = log((1-sigma)/sigma) - log s."""
+    if not shift > 0:
+        raise ValueError(f"flow_shift: shift = {shift!r} must be > 0")
+    sigma = np.asarray(sigma, dtype=np.float64)
+    return shift * sigma / (1.0 + (shift - 1.0) * sigma)
+
+
+def flow_log_snr(sigma):
+    """Half log-SNR of the straight path at sigma (= t), MATH.md (18.18): log((1 - sigma) / sigma)."""
+    sigma = np.asarray(sigma, dtype=np.float64)
+    return np.log1p(-sigma) - np.log(sigma)
+
+
+def flow_time_shift(sigma, mu, kind="exponential"):
+    """Flux's dynamic shift, MATH.md (18.19): exponential e^mu / (e^mu + 1/sigma - 1) (= flow_shift
+    with s = e^mu) or linear mu / (mu + 1/sigma - 1)."""
+    sigma = np.asarray(sigma, dtype=np.float64)
+    if kind == "exponential":
+        return math.exp(mu) / (math.exp(mu) + (1.0 / sigma - 1.0))
+    if kind == "linear":
+        return mu / (mu + (1.0 / sigma - 1.0))
+    raise ValueError(f"flow_time_shift: unknown kind {kind!r}; valid: 'exponential', 'linear'")
+
+
+def flow_dynamic_mu(seq_len, base_seq_len=256, max_seq_len=4096, base_shift=0.5, max_shift=1.15):
+    """diffusers' ``calculate_shift``, MATH.md (18.19): mu linear in the number of image tokens,
+    base_shift at base_seq_len and max_shift at max_seq_len."""
+    if not max_seq_len > base_seq_len:
+        raise ValueError(f"flow_dynamic_mu: need max_seq_len > base_seq_len, got {max_seq_len}, {base_seq_len}")
+    m = (max_shift - base_shift) / (max_seq_len - base_seq_len)
+    return seq_len * m + (base_shift - m * base_seq_len)
+
+
+def flow_match_euler_sigmas(n, shift=1.0, T=1000, double_shift=False):
+    """FlowMatchEulerDiscreteScheduler's default inference grid (n sigmas, final 0 appended),
+    MATH.md (18.20): shift(linspace(1, 1/T, n)).  ``double_shift=True`` reproduces diffusers
+    issue #13243: the end points are stored after the shift in ``__init__`` and shifted again in
+    ``set_timesteps``, i.e. shift(linspace(1, shift(1/T), n)) (for s = 3 the last nonzero sigma
+    is 0.00893 = shift_9(1/T) instead of 0.00299)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"flow_match_euler_sigmas: n = {n!r} must be an integer >= 1")
+    lo = float(flow_shift(1.0 / T, shift)) if double_shift else 1.0 / T
+    return np.concatenate([flow_shift(np.linspace(1.0, lo, n), shift), [0.0]])
+
+
+def fm_irreducible_loss(data_eigenvalues, t):
+    """The irreducible conditional flow-matching loss of Gaussian data at time t, MATH.md (18.21):
+    E||u - E[u | x_t]||^2 = sum_d d_i / ((1 - t)^2 d_i + t^2)."""
+    d = np.asarray(data_eigenvalues, dtype=np.float64).ravel()
+    t = np.asarray(t, dtype=np.float64)
+    return np.sum(d / ((1.0 - t[..., None]) ** 2 * d + t[..., None] ** 2), axis=-1)
+
+
+def fm_expected_irreducible_loss(data_eigenvalues, kind="uniform", **kw):
+    """The irreducible loss averaged over the time distribution, MATH.md (18.22): for
+    uniform t in closed form (pi/2) sum_d sqrt(d_i); otherwise by adaptive quadrature against
+    the density (``"logit_normal"``, with ``logit_mean``/``logit_std``)."""
+    d = np.asarray(data_eigenvalues, dtype=np.float64).ravel()
+    if kind == "uniform":
+        return float(math.pi / 2 * np.sum(np.sqrt(d)))
+    if kind == "logit_normal":
+        from scipy.integrate import quad
+
+        return float(quad(lambda t: fm_irreducible_loss(d, t) * logit_normal_density(t, **kw), 0.0, 1.0,
+                          epsabs=1e-12, epsrel=1e-11, limit=200)[0])
+    raise ValueError(f"fm_expected_irreducible_loss: unknown kind {kind!r}; valid: 'uniform', 'logit_normal'")
+
+
+def fm_loss_fn(net, *, times="uniform", time_convention="t0_data", time_input=1.0, cond_key=None, **time_kw):
+    """A ``loss_fn(groups, batch, rng)`` for :func:`refdiff.training.fit` training ``net`` (group
+    ``"params"``) as a velocity model, MATH.md (18.16): t ~ ``times`` (:func:`sample_flow_times`),
+    eps ~ N(0, I), the model called at (x_t, time_input * t).  ``batch``: x0, or (x0, noise)
+    pairs (reflow: the coupling (T(z), z), MATH.md (18.24)), or with cond_key a further cond."""
+    _conv(time_convention)
+    sample_flow_times(1, np.random.default_rng(0), times, **time_kw)
+
+    def loss_fn(groups, batch, rng):
+        parts = batch if isinstance(batch, tuple) else (batch,)
+        x0 = parts[0]
+        xp = array_namespace(x0)
+        noise = parts[1] if len(parts) > 1 and parts[1] is not None else xp.asarray(
+            rng.standard_normal(x0.shape), dtype=x0.dtype)
+        cond = parts[2] if cond_key and len(parts) > 2 else None
+        t = sample_flow_times(x0.shape[0], rng, times, **time_kw)
+        tt = t if time_convention == "t0_data" else 1.0 - t
+        x_t = fm_interpolate(x0, noise, xp.asarray(tt), time_convention)
+        out, cache = net.forward(groups["params"], x_t, xp.asarray(time_input * tt, dtype=x0.dtype), cond)
+        loss, dout = fm_loss(out, x0, noise, None, time_convention)
+        return loss, {"params": net.backward(groups["params"], cache, dout)[0]}
+
+    return loss_fn
+
+
+def flow_velocity_to(u, x_t, t, to="epsilon"):
+    """A rectified-flow velocity (t = 0 data) as another prediction, MATH.md (4.8) with (11.7):
+    x0 = x_t - t u, eps = x_t + (1 - t) u, score = -eps / t, v = alpha eps - sigma x0 with
+    alpha = (1 - t)/r, sigma = t/r, r = sqrt((1-t)^2 + t^2) (the VP point of equal SNR)."""
+    eps, x0 = eps_x0_from_flow_velocity(x_t, u, t)
+    if to == "epsilon":
+        return eps
+    if to == "sample":
+        return x0
+    if to == "score":
+        return -eps / float(t)
+    if to == "v_prediction":
+        r = math.hypot(1.0 - float(t), float(t))
+        return ((1.0 - float(t)) * eps - float(t) * x0) / r
+    raise ValueError(f"flow_velocity_to: unknown to {to!r}; valid: 'epsilon', 'sample', 'score', 'v_prediction'")
+
+
+def vp_model_from_flow(velocity, schedule):
+    """A rectified-flow velocity model ``velocity(y, s)`` (t = 0 data, ``s`` of shape (N,)) as an
+    epsilon-prediction model ``model(x, t)`` on a VP ``schedule`` (discrete or continuous), so that
+    every VP sampler runs it, MATH.md (11.10) with (4.8): at the VP point (alpha, sigma) of t the
+    flow point of equal SNR is s = sigma/(alpha + sigma), y = x/(alpha + sigma), and
+    eps = y + (1 - s) u(y, s)."""
+    from .schedules import alpha_sigma
+
+    def model(x, t):
+        a, sg = alpha_sigma(schedule, t, x)
+        r = a + sg
+        s = sg / r
+        y = x / r
+        u = velocity(y, array_namespace(x).reshape(s, (-1,)) if getattr(s, "ndim", 0) else s)
+        return y + (1.0 - s) * u
+
+    model.prediction_type = "epsilon"
+    return model
+
+
+def _solve(velocity, z, n_steps):
+    """RK4 from t = 1 (noise) to t = 0 on a uniform grid; returns the states (n_steps + 1, ...)."""
+    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+        raise ValueError(f"n_steps = {n_steps!r} must be an integer >= 1")
+    ts = np.linspace(1.0, 0.0, n_steps + 1)
+    xs = [z]
+    for a, b in zip(ts[:-1], ts[1:]):
+        xs.append(flow_rk4_step(velocity, xs[-1], a, b))
+    return ts, xs
+
+
+def reflow_pairs(velocity, z, n_steps=100):
+    """The coupling of a trained flow, MATH.md (18.24): (x0, z) with x0 = T(z) the RK4 solution of
+    dx/dt = velocity(x, t) from z at t = 1 to t = 0.  Train on them with fm_loss_fn's batch (x0, z)."""
+    _, xs = _solve(velocity, z, n_steps)
+    return xs[-1], z
+
+
+def straightness(velocity, z, n_steps=200):
+    """Path straightness along the ODE trajectories, MATH.md (18.23):
+    S = int_0^1 ||(X_1 - X_0) - velocity(X_t, t)||^2 dt per sample (trapezoid rule on the RK4
+    grid).  Returns the per-sample values (N,); 0 for straight paths."""
+    ts, xs = _solve(velocity, z, n_steps)
+    xp = array_namespace(z)
+    chord = xs[0] - xs[-1]
+    vals = []
+    for t, x in zip(ts, xs):
+        r = xp.reshape(chord - velocity(x, float(t)), (z.shape[0], -1))
+        vals.append(xp.sum(r * r, axis=1))
+    h = 1.0 / n_steps
+    return h * (sum(vals) - 0.5 * (vals[0] + vals[-1]))
+
+
+def rf_straightness_gaussian(data_eigenvalues):
+    """Straightness of 1-rectified flow (the exact marginal velocity) on Gaussian data, MATH.md (18.23):
+    (2 - pi/2) sum_d sqrt(d_i)."""
+    d = np.asarray(data_eigenvalues, dtype=np.float64).ravel()
+    return float((2.0 - math.pi / 2.0) * np.sum(np.sqrt(d)))
+
+
+def reflow_velocity_gaussian(mean, cov):
+    """The exact 2-rectified-flow velocity of Gaussian data N(mean, cov) (the minimiser of the
+    reflow loss on the 1-RF coupling x0 = mean + S z, S = cov^(1/2)), MATH.md (18.24):
+    v2(x, t) = (I - S)((1 - t) S + t I)^(-1) (x - (1 - t) mean) - mean.  Returns v2(x, t)."""
+    mu = np.asarray(mean, dtype=np.float64).ravel()
+    C = np.asarray(cov, dtype=np.float64)
+    w, U = np.linalg.eigh(C)
+    S = (U * np.sqrt(np.clip(w, 0, None))) @ U.T
+    eye = np.eye(mu.size)
+
+    def v2(x, t):
+        A = (1.0 - t) * S + t * eye
+        zz = np.linalg.solve(A, (x - (1.0 - t) * mu).T).T
+        return zz @ (eye - S).T - mu
+
+    return v2
