@@ -39,7 +39,32 @@ def cm_scalings(sigma, sigma_data=0.5, sigma_min=0.002, *, form="boundary", time
     (diffusers' LCMScheduler and iCT research script): u = timestep_scaling sigma,
     c_skip = sd^2/(u^2 + sd^2), c_out = u/sqrt(u^2 + sd^2): the boundary is at sigma = 0, not
     sigma_min, and c_out lacks the sd factor, MATH.md (18.2).  c_in = 1/sqrt(sigma^2 + sd^2)
-    throughout.  ``sigma``: float or array; must be >= sigma_min for the boundary form."""
+    throughout.  ``sigma``: float or array; must be >= sigma_min for the boundary form.
+
+    Parameters
+    ----------
+    sigma : float or array
+        Noise level(s); >= ``sigma_min`` for the boundary form, >= 0 otherwise.
+    sigma_data : float, default 0.5
+        sd, the data standard deviation (> 0).
+    sigma_min : float, default 0.002
+        The boundary noise level (>= 0).
+    form : {"boundary", "edm", "lcm"}, default "boundary"
+        Which scalings.
+    timestep_scaling : float, default 1.0
+        The factor of u = timestep_scaling sigma in the ``"lcm"`` form (> 0).
+
+    Returns
+    -------
+    c_skip, c_out, c_in : float or array
+        Floats for a float ``sigma``; arrays of the shape of ``sigma`` otherwise.
+
+    Raises
+    ------
+    ValueError
+        If ``sigma_data``, ``sigma_min``, ``form`` or ``timestep_scaling`` is invalid, or
+        ``sigma`` is below ``sigma_min`` (boundary form) or negative.
+    """
     _check_sigma_data(sigma_data, sigma_min)
     if form not in CM_FORMS:
         raise ValueError(f"cm_scalings: unknown form {form!r}; valid: {', '.join(CM_FORMS)}")
@@ -67,7 +92,18 @@ def cm_scalings(sigma, sigma_data=0.5, sigma_min=0.002, *, form="boundary", time
 
 def cm_noise_input(sigma):
     """The network's noise input of the consistency-models release: c_noise = 1000 * 0.25 *
-    log(sigma + 1e-44), MATH.md (18.1)."""
+    log(sigma + 1e-44), MATH.md (18.1).
+
+    Parameters
+    ----------
+    sigma : float or array
+        Noise level(s) (>= 0).
+
+    Returns
+    -------
+    float or array
+        c_noise, a float for a float ``sigma``, else an array of its shape.
+    """
     xp = array_namespace(sigma) if hasattr(sigma, "shape") else None
     return 250.0 * (xp.log(sigma + 1e-44) if xp is not None else math.log(float(sigma) + 1e-44))
 
@@ -80,7 +116,30 @@ def _check_n(N, who):
 def cm_karras_sigmas(N, sigma_min=0.002, sigma_max=80.0, rho=7.0):
     """The consistency-models noise grid, increasing, MATH.md (18.3):
     sigma_i = (sigma_min^(1/rho) + i/(N-1) (sigma_max^(1/rho) - sigma_min^(1/rho)))^rho,
-    i = 0..N-1, so sigma_0 = sigma_min and sigma_{N-1} = sigma_max (float64, shape (N,))."""
+    i = 0..N-1, so sigma_0 = sigma_min and sigma_{N-1} = sigma_max (float64, shape (N,)).
+
+    Parameters
+    ----------
+    N : int
+        Number of noise levels (>= 2).
+    sigma_min : float, default 0.002
+        The smallest level (> 0).
+    sigma_max : float, default 80.0
+        The largest level (> sigma_min).
+    rho : float, default 7.0
+        The exponent (> 0).
+
+    Returns
+    -------
+    numpy.ndarray (N,)
+        Float64 levels, increasing.
+
+    Raises
+    ------
+    ValueError
+        If ``N`` is not an integer >= 2, or ``sigma_min``, ``sigma_max`` or ``rho`` is out of
+        range.
+    """
     _check_n(N, "cm_karras_sigmas")
     if not (0 < sigma_min < sigma_max):
         raise ValueError(f"cm_karras_sigmas: need 0 < sigma_min < sigma_max, got sigma_min = {sigma_min!r}, "
@@ -100,7 +159,33 @@ def cm_curriculum(k, K, s0=2, s1=150, kind="cm"):
     ``kind="cm"`` (the original progressive schedule, ``create_ema_and_scales_fn``):
     N(k) = max(ceil(sqrt(k/K ((s1 + 1)^2 - s0^2) + s0^2) - 1), 1) + 1.
     ``kind="ict"`` (improved CT, doubling): N(k) = min(s0 2^floor(k/K'), s1) + 1 with
-    K' = floor(K / (log2 floor(s1/s0) + 1)).  (iCT defaults: s0 = 10, s1 = 1280.)"""
+    K' = floor(K / (log2 floor(s1/s0) + 1)).  (iCT defaults: s0 = 10, s1 = 1280.)
+
+    Parameters
+    ----------
+    k : int
+        The training step, 0 <= k <= K.
+    K : int
+        The total number of training steps (>= 1).
+    s0 : int, default 2
+        The initial number of discretisation intervals (>= 1).
+    s1 : int, default 150
+        The final number of intervals (>= s0).
+    kind : {"cm", "ict"}, default "cm"
+        The original progressive schedule or iCT's doubling schedule.
+
+    Returns
+    -------
+    int
+        N(k), the number of noise levels (>= 2).
+
+    Raises
+    ------
+    TypeError
+        If ``k``, ``K``, ``s0`` or ``s1`` is not an integer.
+    ValueError
+        If they are out of range or ``kind`` is unknown.
+    """
     for name, v in (("k", k), ("K", K), ("s0", s0), ("s1", s1)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise TypeError(f"cm_curriculum: {name} = {v!r} must be an integer")
@@ -119,7 +204,33 @@ def cm_curriculum(k, K, s0=2, s1=150, kind="cm"):
 
 def cm_adaptive_ema(k, K, mu0=0.9, s0=2, s1=150):
     """The original CT's adaptive EMA rate, MATH.md (18.5): mu(k) = exp(s0 ln(mu0) / (N(k) - 1))
-    with N(k) the ``"cm"`` curriculum (the release: c = -ln(mu0) s0, mu = exp(-c / scales))."""
+    with N(k) the ``"cm"`` curriculum (the release: c = -ln(mu0) s0, mu = exp(-c / scales)).
+
+    Parameters
+    ----------
+    k : int
+        The training step, 0 <= k <= K.
+    K : int
+        The total number of training steps.
+    mu0 : float, default 0.9
+        The EMA rate at N = s0 + 1, in (0, 1).
+    s0 : int, default 2
+        The initial number of intervals of the ``"cm"`` curriculum.
+    s1 : int, default 150
+        Its final number of intervals.
+
+    Returns
+    -------
+    float
+        The EMA decay rate mu(k).
+
+    Raises
+    ------
+    ValueError
+        If ``mu0`` is not in (0, 1) (and as :func:`cm_curriculum`).
+    TypeError
+        As :func:`cm_curriculum`.
+    """
     if not 0 < mu0 < 1:
         raise ValueError(f"cm_adaptive_ema: mu0 = {mu0!r} must be in (0, 1)")
     return math.exp(s0 * math.log(mu0) / (cm_curriculum(k, K, s0, s1, "cm") - 1))
@@ -129,7 +240,34 @@ def curriculum_stages(K, s0=10, s1=1280, kind="ict", mu0=None):
     """The curriculum N(k) of MATH.md (18.4) over k = 0..K-1 as stages of constant N:
     a list of (first step, end step (exclusive), N, mu) with mu the adaptive EMA rate of
     MATH.md (18.5) (``kind="cm"`` with ``mu0``), else None.  Training runs one stage at a time
-    (e.g. ``refdiff.training.fit`` up to each end step with that stage's grid and EMA)."""
+    (e.g. ``refdiff.training.fit`` up to each end step with that stage's grid and EMA).
+
+    Parameters
+    ----------
+    K : int
+        The total number of training steps.
+    s0 : int, default 10
+        The initial number of intervals (:func:`cm_curriculum`).
+    s1 : int, default 1280
+        The final number of intervals.
+    kind : {"ict", "cm"}, default "ict"
+        The curriculum (:func:`cm_curriculum`).
+    mu0 : float, optional
+        The adaptive EMA's mu0 (:func:`cm_adaptive_ema`); only with ``kind="cm"``.
+
+    Returns
+    -------
+    list of tuple
+        ``(start, end, N, mu)`` per stage, covering steps 0..K-1 in order; ``mu`` is None
+        without ``mu0``.
+
+    Raises
+    ------
+    ValueError
+        If ``mu0`` is given with a kind other than ``"cm"`` (and as :func:`cm_curriculum`).
+    TypeError
+        As :func:`cm_curriculum`.
+    """
     if mu0 is not None and kind != "cm":
         raise ValueError("curriculum_stages: mu0 (the adaptive EMA) belongs to kind='cm'")
     Ns = [cm_curriculum(k, K, s0, s1, kind) for k in range(K)]
@@ -145,7 +283,27 @@ def curriculum_stages(K, s0=10, s1=1280, kind="ict", mu0=None):
 def ict_noise_probs(sigmas, P_mean=-1.1, P_std=2.0):
     """iCT's discretised log-normal distribution of the pair index i (pairs (sigma_i,
     sigma_{i+1}), i = 0..N-2, increasing grid), MATH.md (18.6):
-    p(i) proportional to erf((ln sigma_{i+1} - P_mean)/(sqrt2 P_std)) - erf((ln sigma_i - P_mean)/(sqrt2 P_std))."""
+    p(i) proportional to erf((ln sigma_{i+1} - P_mean)/(sqrt2 P_std)) - erf((ln sigma_i - P_mean)/(sqrt2 P_std)).
+
+    Parameters
+    ----------
+    sigmas : array_like (N,)
+        A strictly increasing positive grid of N >= 2 levels.
+    P_mean : float, default -1.1
+        The mean of ln sigma.
+    P_std : float, default 2.0
+        The standard deviation of ln sigma (> 0).
+
+    Returns
+    -------
+    numpy.ndarray (N - 1,)
+        Float64 probabilities of the pairs, summing to 1.
+
+    Raises
+    ------
+    ValueError
+        If ``sigmas`` is not such a grid or ``P_std`` is not positive.
+    """
     from scipy.special import erf
 
     s = _increasing(sigmas, "ict_noise_probs")
@@ -157,7 +315,23 @@ def ict_noise_probs(sigmas, P_mean=-1.1, P_std=2.0):
 
 
 def ict_loss_weights(sigmas):
-    """iCT's loss weight of pair i, MATH.md (18.7): lambda(sigma_i) = 1 / (sigma_{i+1} - sigma_i)."""
+    """iCT's loss weight of pair i, MATH.md (18.7): lambda(sigma_i) = 1 / (sigma_{i+1} - sigma_i).
+
+    Parameters
+    ----------
+    sigmas : array_like (N,)
+        A strictly increasing positive grid of N >= 2 levels.
+
+    Returns
+    -------
+    numpy.ndarray (N - 1,)
+        Float64 weights of the pairs.
+
+    Raises
+    ------
+    ValueError
+        If ``sigmas`` is not such a grid.
+    """
     s = _increasing(sigmas, "ict_loss_weights")
     return 1.0 / np.diff(s)
 
@@ -174,7 +348,33 @@ def ideal_consistency(oracle, x, sigma, sigma_min=0.002, *, rtol=1e-12, atol=1e-
     (any refdiff oracle with ``x0_mean``) integrated from sigma down to sigma_min, MATH.md (18.8):
     dx/d(ln s) = x - D(x, s), D(x, s) = E[x0 | x0 + s z = x], solved in u = ln s by scipy's
     DOP853 (all samples as one system).  For Gaussian data it is the closed form
-    mu + U diag(sqrt((d + sigma_min^2)/(d + sigma^2))) U^T (x - mu) (data eigenvalues d)."""
+    mu + U diag(sqrt((d + sigma_min^2)/(d + sigma^2))) U^T (x - mu) (data eigenvalues d).
+
+    Parameters
+    ----------
+    oracle : oracle
+        An object with ``x0_mean(x, alpha, sigma)`` (called with alpha = 1).
+    x : array_like (N, ...)
+        Points at noise level ``sigma`` (converted to float64 NumPy).
+    sigma : float
+        Their noise level (> sigma_min).
+    sigma_min : float, default 0.002
+        The end level (>= 0).
+    rtol, atol : float, default 1e-12
+        Tolerances of the ODE solver.
+
+    Returns
+    -------
+    numpy.ndarray
+        Float64 f*(x, sigma), the shape of ``x``.
+
+    Raises
+    ------
+    ValueError
+        If not sigma > sigma_min >= 0.
+    RuntimeError
+        If the ODE solver fails.
+    """
     from scipy.integrate import solve_ivp
 
     if not sigma > sigma_min >= 0:
@@ -202,7 +402,27 @@ def cm_fixed_point(d, sigmas, rule="ct"):
     ``"ct"`` (= ``"cd_euler"``, = DDIM): k_i = k_{i-1} (d + sigma_i sigma_{i-1}) / (d + sigma_i^2);
     ``"cd_heun"``: k_i = k_{i-1} (1 + h (g + g') / 2), h = sigma_{i-1} - sigma_i,
     g = sigma_i/(d + sigma_i^2), g' = sigma_{i-1}/(d + sigma_{i-1}^2) (1 + h g);
-    ``"exact"``: k_i = sqrt((d + sigma_0^2)/(d + sigma_i^2)), the ideal consistency function."""
+    ``"exact"``: k_i = sqrt((d + sigma_0^2)/(d + sigma_i^2)), the ideal consistency function.
+
+    Parameters
+    ----------
+    d : float
+        The data variance of the eigen-direction (> 0).
+    sigmas : array_like (N,)
+        A strictly increasing positive grid of N >= 2 levels.
+    rule : {"ct", "cd_euler", "cd_ddim", "cd_heun", "exact"}, default "ct"
+        The objective (``"cd_ddim"`` is the same as ``"ct"``).
+
+    Returns
+    -------
+    numpy.ndarray (N,)
+        Float64 multipliers k_i, with k_0 = 1.
+
+    Raises
+    ------
+    ValueError
+        If ``sigmas`` is not such a grid, ``d`` is not positive, or ``rule`` is unknown.
+    """
     s = _increasing(sigmas, "cm_fixed_point")
     if not d > 0:
         raise ValueError(f"cm_fixed_point: data variance d = {d!r} must be > 0")
@@ -227,7 +447,34 @@ def consistency_sample(f, x_T, sigmas, noise=None, sigma_min=0.002):
     ``sigmas`` decreasing (tau_0 = sigma_max > tau_1 > ... > sigma_min); x0 = f(x_T, tau_0); for
     each later tau_j: x = x0 + sqrt(tau_j^2 - sigma_min^2) z_j, x0 = f(x, tau_j).
     ``f(x, sigma)`` a consistency function (float sigma); ``noise`` a sequence of
-    len(sigmas) - 1 arrays of x_T's shape.  Returns (x0, trajectory of the f outputs)."""
+    len(sigmas) - 1 arrays of x_T's shape.  Returns (x0, trajectory of the f outputs).
+
+    Parameters
+    ----------
+    f : callable
+        ``f(x, sigma) -> x0``, a consistency function.
+    x_T : array (N, ...)
+        The initial noise at level ``sigmas[0]``.
+    sigmas : array_like
+        Strictly decreasing levels, all >= ``sigma_min``.
+    noise : sequence of arrays, optional
+        ``len(sigmas) - 1`` arrays of the shape of ``x_T``; None for one-step sampling.
+    sigma_min : float, default 0.002
+        The boundary level of ``f``.
+
+    Returns
+    -------
+    x0 : array (N, ...)
+        The last output of ``f``.
+    trajectory : list of arrays
+        The ``len(sigmas)`` outputs of ``f``, in order.
+
+    Raises
+    ------
+    ValueError
+        If ``sigmas`` is not strictly decreasing or below ``sigma_min``, or ``noise`` has the
+        wrong length or shapes.
+    """
     s = [float(v) for v in np.asarray(sigmas, dtype=np.float64).ravel()]
     if not s or any(b >= a for a, b in zip(s, s[1:])) or s[-1] < sigma_min:
         raise ValueError(f"consistency_sample: sigmas must be strictly decreasing and >= sigma_min = {sigma_min}, "

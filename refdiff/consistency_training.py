@@ -43,7 +43,25 @@ def _rows(a):
 
 def pseudo_huber(x, y, c):
     """Per-sample pseudo-Huber distance, MATH.md (18.11): d(x, y) = sqrt(||x - y||^2 + c^2) - c
-    (norm over all non-batch axes).  Shape (N,)."""
+    (norm over all non-batch axes).  Shape (N,).
+
+    Parameters
+    ----------
+    x, y : array (N, ...)
+        The two batches, of one shape.
+    c : float
+        The pseudo-Huber constant (finite, > 0).
+
+    Returns
+    -------
+    array (N,)
+        The per-sample distances.
+
+    Raises
+    ------
+    ValueError
+        If ``c`` is not a finite number > 0.
+    """
     _check_c(c)
     xp = array_namespace(x, y)
     r = _rows(x - y)
@@ -52,7 +70,25 @@ def pseudo_huber(x, y, c):
 
 def pseudo_huber_grad(x, y, c):
     """Gradient of :func:`pseudo_huber` with respect to x, MATH.md (18.11):
-    (x - y) / sqrt(||x - y||^2 + c^2) per sample."""
+    (x - y) / sqrt(||x - y||^2 + c^2) per sample.
+
+    Parameters
+    ----------
+    x, y : array (N, ...)
+        The two batches, of one shape.
+    c : float
+        The pseudo-Huber constant (finite, > 0).
+
+    Returns
+    -------
+    array (N, ...)
+        d pseudo_huber(x, y, c)_n / d x_n, the shape of ``x``.
+
+    Raises
+    ------
+    ValueError
+        If ``c`` is not a finite number > 0.
+    """
     _check_c(c)
     xp = array_namespace(x, y)
     r = _rows(x - y)
@@ -70,7 +106,41 @@ def cm_forward(net, params, x, sigma, cond=None, *, sigma_data=0.5, sigma_min=0.
                timestep_scaling=1.0):
     """The consistency function of a network, MATH.md (18.1):
     f = c_skip x + c_out F(c_in x, cm_noise_input(sigma)); ``sigma`` of shape (N,) (float64).
-    Returns (f, cache) for :func:`cm_backward`."""
+    Returns (f, cache) for :func:`cm_backward`.
+
+    Parameters
+    ----------
+    net : network
+        ``net.forward(params, x, t, cond) -> (F, cache)``.
+    params : dict
+        The network's parameters.
+    x : array (N, ...)
+        Inputs at noise levels ``sigma``.
+    sigma : array (N,)
+        Noise levels (float64).
+    cond : optional
+        The condition passed through to ``net.forward``.
+    sigma_data : float, default 0.5
+        As in :func:`refdiff.consistency.cm_scalings`.
+    sigma_min : float, default 0.002
+        The boundary level.
+    form : {"boundary", "edm", "lcm"}, default "boundary"
+        The scalings (:func:`refdiff.consistency.cm_scalings`).
+    timestep_scaling : float, default 1.0
+        The ``"lcm"`` form's factor.
+
+    Returns
+    -------
+    f : array (N, ...)
+        The consistency function's output.
+    cache : tuple
+        The network cache and c_out, for :func:`cm_backward`.
+
+    Raises
+    ------
+    ValueError
+        As :func:`refdiff.consistency.cm_scalings`.
+    """
     c_skip, c_out, c_in = cm_scalings(sigma, sigma_data, sigma_min, form=form, timestep_scaling=timestep_scaling)
     xp = array_namespace(x)
     F, cache = net.forward(params, _col(c_in, x) * x, xp.asarray(cm_noise_input(sigma), dtype=x.dtype), cond)
@@ -78,7 +148,25 @@ def cm_forward(net, params, x, sigma, cond=None, *, sigma_data=0.5, sigma_min=0.
 
 
 def cm_backward(net, params, cache, df):
-    """Parameter gradients of ``sum(f * df)`` for :func:`cm_forward`'s f, MATH.md (18.1)."""
+    """Parameter gradients of ``sum(f * df)`` for :func:`cm_forward`'s f, MATH.md (18.1).
+
+    Parameters
+    ----------
+    net : network
+        The network of :func:`cm_forward`, with
+        ``backward(params, cache, dout) -> (grads, dx)``.
+    params : dict
+        Its parameters.
+    cache : tuple
+        The cache returned by :func:`cm_forward`.
+    df : array (N, ...)
+        The gradient of the loss with respect to f.
+
+    Returns
+    -------
+    dict
+        The parameter gradients (the path through c_skip x does not depend on the parameters).
+    """
     inner, c_out = cache
     grads, _ = net.backward(params, inner, _col(c_out, df) * df)
     return grads
@@ -86,7 +174,21 @@ def cm_backward(net, params, cache, df):
 
 def ct_pair(x0, z, sigma_lo, sigma_hi):
     """Consistency training's pair (x_hi, x_lo) = (x0 + sigma_hi z, x0 + sigma_lo z), MATH.md (18.12):
-    the Euler step of the PF ODE with the single-sample denoiser x0 is exact."""
+    the Euler step of the PF ODE with the single-sample denoiser x0 is exact.
+
+    Parameters
+    ----------
+    x0 : array (N, ...)
+        Data samples.
+    z : array (N, ...)
+        Standard normal noise.
+    sigma_lo, sigma_hi : float or array (N,)
+        The lower and higher noise levels of each pair.
+
+    Returns
+    -------
+    x_hi, x_lo : arrays (N, ...)
+    """
     return x0 + _col(sigma_hi, x0) * z, x0 + _col(sigma_lo, x0) * z
 
 
@@ -95,7 +197,32 @@ def cd_pair(teacher, x0, z, sigma_lo, sigma_hi, solver="heun", prediction_type="
     teacher step of dx/dsigma = (x - D(x, sigma))/sigma from sigma_hi to sigma_lo.
     ``solver``: "euler" (= "ddim" on this path: D + (sigma_lo/sigma_hi)(x - D)) or "heun"
     (EDM's second-order step).  ``teacher(x, sigma) -> output`` of ``prediction_type``
-    ("sample", "epsilon", "v_prediction", "score"; converted with alpha = 1); sigma (N,)."""
+    ("sample", "epsilon", "v_prediction", "score"; converted with alpha = 1); sigma (N,).
+
+    Parameters
+    ----------
+    teacher : callable
+        ``teacher(x, sigma) -> output`` with sigma of shape (N,).
+    x0 : array (N, ...)
+        Data samples.
+    z : array (N, ...)
+        Standard normal noise.
+    sigma_lo, sigma_hi : array (N,)
+        The lower and higher noise levels of each pair.
+    solver : {"euler", "ddim", "heun"}, default "heun"
+        The teacher's ODE step.
+    prediction_type : str, default "sample"
+        What the teacher predicts (one of refdiff.parameterization's prediction types).
+
+    Returns
+    -------
+    x_hi, x_lo : arrays (N, ...)
+
+    Raises
+    ------
+    ValueError
+        If ``solver`` or ``prediction_type`` is unknown.
+    """
     if solver not in CD_SOLVERS:
         raise ValueError(f"cd_pair: unknown solver {solver!r}; valid: {', '.join(CD_SOLVERS)}")
     if prediction_type not in PREDICTION_TYPES:
@@ -119,13 +246,37 @@ class LevelLinear:
     """A per-level linear network on an explicit noise grid (for the fixed-point checks of
     MATH.md (18.9)): F(x, c_noise) = a[i] * x elementwise, i the grid level whose
     cm_noise_input is nearest to c_noise.  Parameters {"a": (N, D)}; same forward/backward
-    contract as refdiff's networks."""
+    contract as refdiff's networks.
+
+    Parameters
+    ----------
+    sigmas : array_like (N,)
+        The noise grid; level i is matched by its c_noise = cm_noise_input(sigmas[i]).
+    dim : int
+        D, the data dimension (inputs of shape (B, D)).
+    """
 
     def __init__(self, sigmas, dim):
         self.levels = cm_noise_input(np.asarray(sigmas, dtype=np.float64))
         self.dim = int(dim)
 
     def init_params(self, rng=None, *, xp=None, dtype="float64"):
+        """Zero parameters {"a": (N, D)}.
+
+        Parameters
+        ----------
+        rng : optional
+            Unused (the initial multipliers are zero).
+        xp : array namespace, optional
+            The namespace of the parameters (the default backend when None).
+        dtype : str, default "float64"
+            Their dtype name.
+
+        Returns
+        -------
+        dict
+            ``{"a": zeros (N, D)}``.
+        """
         xp = array_namespace() if xp is None else xp
         return {"a": xp.zeros((len(self.levels), self.dim), dtype=getattr(xp, dtype))}
 
@@ -134,10 +285,48 @@ class LevelLinear:
         return np.argmin(np.abs(t[:, None] - self.levels[None, :]), axis=1)
 
     def forward(self, params, x, t, cond=None):
+        """F = a[i] * x with i the level nearest to each t.
+
+        Parameters
+        ----------
+        params : dict
+            ``{"a": (N, D)}``.
+        x : array (B, D)
+            Inputs.
+        t : array_like (B,)
+            Noise inputs c_noise (compared with the levels' cm_noise_input in float64).
+        cond : optional
+            Ignored.
+
+        Returns
+        -------
+        out : array (B, D)
+            The output.
+        cache : tuple
+            (level indices, x) for :meth:`backward`.
+        """
         i = self._index(t)
         return params["a"][i] * x, (i, x)
 
     def backward(self, params, cache, dout):
+        """Gradients of ``sum(out * dout)`` with respect to the parameters and the input.
+
+        Parameters
+        ----------
+        params : dict
+            ``{"a": (N, D)}`` (NumPy arrays: the gradient is accumulated with ``numpy.add.at``).
+        cache : tuple
+            The cache of :meth:`forward`.
+        dout : array (B, D)
+            The gradient with respect to the output.
+
+        Returns
+        -------
+        grads : dict
+            ``{"a": (N, D)}``.
+        dx : array (B, D)
+            The gradient with respect to ``x``.
+        """
         i, x = cache
         g = np.zeros_like(params["a"])
         np.add.at(g, i, dout * x)
@@ -167,7 +356,51 @@ def consistency_loss_fn(net, sigmas, *, mode="ct", teacher=None, solver="heun", 
     (1/(sigma_{i+1} - sigma_i), MATH.md (18.7)); ``index_probs``: p(i) over the N - 1 pairs
     (default uniform; iCT: :func:`ict_noise_probs`).  ``target``: the group of the target
     network (an EMA group kept by fit), or None for the stop-gradient student (iCT).
-    ``batch``: x0, or (x0, cond) when ``cond_key`` names the batch's condition."""
+    ``batch``: x0, or (x0, cond) when ``cond_key`` names the batch's condition.
+
+    Parameters
+    ----------
+    net : network
+        The student (``forward``/``backward`` as in :func:`cm_forward`; group ``"params"``).
+    sigmas : array_like (N,)
+        A strictly increasing grid of N >= 2 levels; sigmas[0] is used as sigma_min.
+    mode : {"ct", "cd"}, default "ct"
+        Consistency training or distillation.
+    teacher : callable, optional
+        ``teacher(x, sigma) -> output`` (required for ``mode="cd"``).
+    solver : {"euler", "ddim", "heun"}, default "heun"
+        The teacher's step (:func:`cd_pair`).
+    prediction_type : str, default "sample"
+        What the teacher predicts.
+    metric : {"l2", "pseudo_huber"}, default "l2"
+        The distance d.
+    huber_c : float, optional
+        The pseudo-Huber constant (required, > 0, for ``metric="pseudo_huber"``).
+    weighting : {"uniform", "ict"}, default "uniform"
+        The per-pair weights w_i.
+    index_probs : array_like (N - 1,), optional
+        p(i), nonnegative and summing to 1; uniform when None.
+    target : str or None, default "target"
+        The group holding the target network's parameters; None for the student itself.
+    cond_key : optional
+        When truthy, each batch is a pair (x0, cond).
+    sigma_data : float, default 0.5
+        As in :func:`refdiff.consistency.cm_scalings`.
+    form : {"boundary", "edm", "lcm"}, default "boundary"
+        The scalings.
+    timestep_scaling : float, default 1.0
+        The ``"lcm"`` form's factor.
+
+    Returns
+    -------
+    callable
+        ``loss_fn(groups, batch, rng) -> (loss, {"params": grads})``.
+
+    Raises
+    ------
+    ValueError
+        If any argument is invalid (checked at once, before training).
+    """
     s = np.asarray(sigmas, dtype=np.float64)
     if s.ndim != 1 or s.size < 2 or not np.all(np.diff(s) > 0):
         raise ValueError(f"consistency_loss_fn: sigmas must be strictly increasing with >= 2 levels, got {s!r}")

@@ -40,7 +40,25 @@ __all__ = ["lcm_solver_timesteps", "guidance_scale_embedding", "GuidedNet", "lcm
 def lcm_solver_timesteps(T=1000, n=50):
     """LCM's skipping DDIM-solver grid (diffusers ``DDIMSolver``), MATH.md (18.25):
     tau_k = k (T // n) - 1, k = 1..n (19, 39, ..., 999 for T = 1000, n = 50); the step from tau_k
-    goes to max(tau_k - T // n, 0).  int64, increasing."""
+    goes to max(tau_k - T // n, 0).  int64, increasing.
+
+    Parameters
+    ----------
+    T : int, default 1000
+        Number of training timesteps.
+    n : int, default 50
+        Number of solver steps, 1 <= n <= T.
+
+    Returns
+    -------
+    numpy.ndarray (n,)
+        The int64 timesteps tau_1..tau_n.
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is not an integer in [1, T].
+    """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= T:
         raise ValueError(f"lcm_solver_timesteps: n = {n!r} must be an integer in [1, T = {T}]")
     return np.arange(1, n + 1, dtype=np.int64) * (T // n) - 1
@@ -50,7 +68,27 @@ def guidance_scale_embedding(w, dim=256, scale=1000.0):
     """The guidance-scale embedding of LCM (diffusers ``get_guidance_scale_embedding``),
     MATH.md (18.26): with s = scale w and half = dim/2, frequencies
     f_i = exp(-ln(10000) i / (half - 1)), i = 0..half-1, the vector [sin(s f), cos(s f)]
-    (a zero column appended for odd dim).  ``w`` shape (N,) -> (N, dim) float64."""
+    (a zero column appended for odd dim).  ``w`` shape (N,) -> (N, dim) float64.
+
+    Parameters
+    ----------
+    w : array_like (N,)
+        Guidance scales (flattened).
+    dim : int, default 256
+        The embedding width (>= 4).
+    scale : float, default 1000.0
+        The factor applied to ``w`` before the embedding.
+
+    Returns
+    -------
+    numpy.ndarray (N, dim)
+        Float64 embeddings.
+
+    Raises
+    ------
+    ValueError
+        If ``dim`` is not an integer >= 4.
+    """
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 4:
         raise ValueError(f"guidance_scale_embedding: dim = {dim!r} must be an integer >= 4")
     w = np.asarray(w, dtype=np.float64).reshape(-1) * scale
@@ -63,7 +101,27 @@ def guidance_scale_embedding(w, dim=256, scale=1000.0):
 class GuidedNet:
     """A network that also takes the guidance scale omega (module docstring: the embedding is
     concatenated to the input).  ``net`` a refdiff network on D + ``embed_dim`` features;
-    cond holds ``"omega"`` (N,) in [omega_min, omega_max] besides the network's own kinds."""
+    cond holds ``"omega"`` (N,) in [omega_min, omega_max] besides the network's own kinds.
+
+    Parameters
+    ----------
+    net : network
+        A refdiff network (``init_params``, ``forward``, ``backward``) whose input and output
+        have ``dim + embed_dim`` features.
+    dim : int
+        D, the number of data features.
+    embed_dim : int, default 16
+        The width of the guidance-scale embedding (>= 4, :func:`guidance_scale_embedding`).
+    omega_range : tuple of float, default (0.0, 4.0)
+        (low, high), low < high: the guidance scales the network accepts.
+    scale : float, default 100.0
+        The ``scale`` of :func:`guidance_scale_embedding`.
+
+    Raises
+    ------
+    ValueError
+        If ``omega_range`` is not increasing.
+    """
 
     def __init__(self, net, dim, embed_dim=16, omega_range=(0.0, 4.0), scale=100.0):
         if not omega_range[0] < omega_range[1]:
@@ -72,6 +130,20 @@ class GuidedNet:
             tuple(float(v) for v in omega_range), float(scale)
 
     def init_params(self, rng, **kw):
+        """The wrapped network's initial parameters.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            Passed to ``net.init_params``.
+        **kw
+            Further keywords of ``net.init_params``.
+
+        Returns
+        -------
+        dict
+            The parameters.
+        """
         return self.net.init_params(rng, **kw)
 
     def _omega(self, cond, n):
@@ -84,6 +156,32 @@ class GuidedNet:
         return om
 
     def forward(self, params, x, t, cond=None):
+        """The wrapped network on [x, embedding(omega)], its first D outputs.
+
+        Parameters
+        ----------
+        params : dict
+            The network's parameters.
+        x : array (N, D)
+            Inputs.
+        t : array (N,)
+            Times, passed to the network.
+        cond : dict, optional
+            ``"omega"`` (N,) in ``omega_range`` (zeros when absent); the other entries are passed to
+            the network (None when there are none).
+
+        Returns
+        -------
+        out : array (N, D)
+            The output.
+        cache : tuple
+            For :meth:`backward`.
+
+        Raises
+        ------
+        ValueError
+            If omega is outside ``omega_range`` or not of shape (N,).
+        """
         cond = dict(cond or {})
         om = self._omega(cond, x.shape[0])
         rest = {k: v for k, v in cond.items() if k != "omega"}
@@ -93,6 +191,24 @@ class GuidedNet:
         return out[:, :self.dim], (cache, out.shape)
 
     def backward(self, params, cache, dout):
+        """Gradients of ``sum(out * dout)`` through :meth:`forward` (the dropped outputs get zero).
+
+        Parameters
+        ----------
+        params : dict
+            The network's parameters.
+        cache : tuple
+            The cache of :meth:`forward`.
+        dout : array (N, D)
+            The gradient with respect to the output.
+
+        Returns
+        -------
+        grads : dict
+            The parameter gradients.
+        dx : array (N, D)
+            The gradient with respect to ``x`` (not the embedding).
+        """
         inner, shape = cache
         xp = array_namespace(dout)
         full = xp.concat([dout, xp.zeros((shape[0], shape[1] - self.dim), dtype=dout.dtype)], axis=1)
@@ -124,7 +240,44 @@ def lcm_loss_fn(student, teacher, schedule, *, n_solver=50, omega_range=(0.0, 4.
     :class:`GuidedNet` predicting ``student_prediction_type`` ("epsilon", "v_prediction" or "sample"), its parameters the group ``"params"`` and its EMA
     target the group ``target``.  Per sample: n ~ U{0..n_solver-1}, start = tau_n, t = max(tau_n -
     T//n_solver, 0), omega ~ U(omega_range), x = alpha x0 + sigma z; the guided teacher's x0 and eps
-    give one DDIM step to t; loss d(f_theta(x, start), sg f_target(x_prev, t))."""
+    give one DDIM step to t; loss d(f_theta(x, start), sg f_target(x_prev, t)).
+
+    Parameters
+    ----------
+    student : GuidedNet
+        The student.
+    teacher : callable
+        ``teacher(x, t, y) -> output`` with t an integer array (N,).
+    schedule : Schedule
+        The discrete VP schedule (its ``alpha_bars``; T = their number).
+    n_solver : int, default 50
+        Number of solver steps of :func:`lcm_solver_timesteps`.
+    omega_range : tuple of float, default (0.0, 4.0)
+        (low, high), within the student's ``omega_range``.
+    metric : {"l2", "pseudo_huber"}, default "l2"
+        The distance d.
+    huber_c : float, optional
+        The pseudo-Huber constant (required, > 0, for ``metric="pseudo_huber"``).
+    teacher_prediction_type : str, default "epsilon"
+        What the teacher predicts (one of refdiff.parameterization's prediction types).
+    student_prediction_type : {"epsilon", "v_prediction", "sample"}, default "epsilon"
+        What the student network predicts.
+    timestep_scaling : float, default 10.0
+        The LCM boundary's timestep scaling (:func:`refdiff.lcm_boundary`).
+    target : str, default "ema"
+        The group holding the target network's parameters.
+
+    Returns
+    -------
+    callable
+        ``loss_fn(groups, batch, rng) -> (loss, {"params": grads})``.
+
+    Raises
+    ------
+    ValueError
+        If a prediction type, ``metric``, ``huber_c``, ``omega_range`` or ``n_solver`` is
+        invalid (checked at once).
+    """
     if teacher_prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"lcm_loss_fn: unknown teacher prediction_type {teacher_prediction_type!r}; valid: "
                          f"{', '.join(PREDICTION_TYPES)}")
@@ -171,7 +324,24 @@ def lcm_loss_fn(student, teacher, schedule, *, n_solver=50, omega_range=(0.0, 4.
 
 def lcm_student_model(student, params, omega, cond=None):
     """The trained LCM student as a plain model ``model(x, t)`` (its prediction type) at guidance ``omega``
-    (for :func:`refdiff.samplers.lcm.lcm`, which applies the LCM boundary itself)."""
+    (for :func:`refdiff.samplers.lcm.lcm`, which applies the LCM boundary itself).
+
+    Parameters
+    ----------
+    student : GuidedNet
+        The trained student.
+    params : dict
+        Its parameters.
+    omega : float
+        The guidance scale (within the student's ``omega_range``).
+    cond : dict, optional
+        Further condition entries (e.g. ``"class"``).
+
+    Returns
+    -------
+    callable
+        ``model(x, t) -> output``.
+    """
     def model(x, t):
         n = x.shape[0]
         c = {"omega": np.full(n, float(omega)), **({} if cond is None else cond)}
@@ -183,7 +353,25 @@ def lcm_student_model(student, params, omega, cond=None):
 # ------------------------------------------------------------------ progressive distillation
 def pd_grid(sigmas_desc, steps):
     """Every (len - 1)/steps-th point of a decreasing grid ending in 0 (the student's grid of a
-    progressive-distillation round), MATH.md (18.28)."""
+    progressive-distillation round), MATH.md (18.28).
+
+    Parameters
+    ----------
+    sigmas_desc : array_like
+        A decreasing grid ending in 0, with n intervals.
+    steps : int
+        The student's number of steps; must divide n.
+
+    Returns
+    -------
+    numpy.ndarray (steps + 1,)
+        Float64 grid.
+
+    Raises
+    ------
+    ValueError
+        If ``steps`` < 1 or does not divide n.
+    """
     s = np.asarray(sigmas_desc, dtype=np.float64)
     n = len(s) - 1
     if steps < 1 or n % steps:
@@ -193,7 +381,22 @@ def pd_grid(sigmas_desc, steps):
 
 def pd_target(x, x2, sigma, sigma2):
     """The denoiser target that makes one DDIM step from (x, sigma) land on x2 at sigma2 < sigma,
-    MATH.md (18.28): D = (x2 - (sigma2/sigma) x) / (1 - sigma2/sigma)."""
+    MATH.md (18.28): D = (x2 - (sigma2/sigma) x) / (1 - sigma2/sigma).
+
+    Parameters
+    ----------
+    x : array (N, ...)
+        The start point at ``sigma``.
+    x2 : array (N, ...)
+        The point to land on at ``sigma2``.
+    sigma, sigma2 : float or array broadcasting against ``x``
+        The two noise levels, sigma2 < sigma.
+
+    Returns
+    -------
+    array (N, ...)
+        The target D.
+    """
     r = sigma2 / sigma
     return (x2 - r * x) / (1.0 - r)
 
@@ -207,7 +410,32 @@ def pd_loss_fn(student, teacher, grid, *, sigma_data=0.5):
     ``grid`` (decreasing, ending in 0) halves the teacher's; a pair j, x = x0 + s_j z, two teacher
     DDIM steps s_j -> m_j -> s_{j+1} (m_j the teacher's midpoint, geometric mean in rho-space given by
     the caller's fine grid: ``teacher`` is (denoiser(x, sigma), fine grid)); the student's EDM
-    denoiser regresses pd_target (squared error)."""
+    denoiser regresses pd_target (squared error).
+
+    Parameters
+    ----------
+    student : network
+        The student network, made an EDM denoiser by :func:`refdiff.consistency_training.cm_forward`
+        (``form="edm"``, sigma_min = 0); group ``"params"``.
+    teacher : tuple
+        ``(denoiser(x, sigma), fine_grid)``: the teacher's denoiser (sigma a float64 array (N,))
+        and its decreasing grid, with twice the intervals of ``grid`` and containing it.
+    grid : array_like
+        The student's decreasing grid, ending in 0.
+    sigma_data : float, default 0.5
+        The EDM scalings' sigma_data.
+
+    Returns
+    -------
+    callable
+        ``loss_fn(groups, batch, rng) -> (loss, {"params": grads})`` with ``batch`` the x0 array.
+
+    Raises
+    ------
+    ValueError
+        If the teacher's grid does not have twice the intervals of ``grid`` or does not
+        contain it.
+    """
     D_t, fine = teacher
     grid, fine = np.asarray(grid, np.float64), np.asarray(fine, np.float64)
     if len(fine) - 1 != 2 * (len(grid) - 1) or not np.allclose(fine[::2], grid):
@@ -234,7 +462,22 @@ def pd_loss_fn(student, teacher, grid, *, sigma_data=0.5):
 
 def pd_sample(denoiser, x_T, grid):
     """DDIM (= Euler on the VE path) down the decreasing ``grid`` (ending in 0) with
-    ``denoiser(x, sigma_vector)``, MATH.md (18.28); x_T at grid[0]."""
+    ``denoiser(x, sigma_vector)``, MATH.md (18.28); x_T at grid[0].
+
+    Parameters
+    ----------
+    denoiser : callable
+        ``denoiser(x, sigma) -> D`` with sigma a float64 array (N,).
+    x_T : array (N, ...)
+        The initial point at ``grid[0]``.
+    grid : sequence of float
+        Decreasing noise levels, ending in 0.
+
+    Returns
+    -------
+    array (N, ...)
+        The final sample.
+    """
     x = x_T
     for s, s2 in zip(grid[:-1], grid[1:]):
         D = denoiser(x, np.full(x.shape[0], s))
@@ -244,7 +487,22 @@ def pd_sample(denoiser, x_T, grid):
 
 def edm_student_denoiser(net, params, sigma_data=0.5):
     """A student network as the EDM denoiser D(x, sigma) (sigma (N,)), MATH.md (18.1) with
-    sigma_min = 0 (``form="edm"``)."""
+    sigma_min = 0 (``form="edm"``).
+
+    Parameters
+    ----------
+    net : network
+        The student network.
+    params : dict
+        Its parameters.
+    sigma_data : float, default 0.5
+        The EDM scalings' sigma_data.
+
+    Returns
+    -------
+    callable
+        ``D(x, sigma)`` with sigma array_like (N,).
+    """
     return lambda x, s: cm_forward(net, params, x, np.asarray(s, np.float64), None, sigma_data=sigma_data,
                                    sigma_min=0.0, form="edm")[0]
 
