@@ -28,7 +28,8 @@ extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.mathjax"]
 myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 4
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
-exclude_patterns = ["_build", "api/_template.txt"]
+exclude_patterns = ["_build", "api/_template.txt",
+                    "figures/*.md"]  # tables written by examples/*.py next to their figures: data, not pages
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"  # the docstrings state types in their Parameters sections
 html_theme = "alabaster"

@@ -54,7 +54,17 @@ INTERPOLATIONS = ("log_alpha", "log_sigma", "log_sigma_round")
 
 
 class GridPoint(NamedTuple):
-    """One point of a sampler's grid: model time ``t`` and path coefficients alpha, sigma."""
+    """One point of a sampler's grid: model time ``t`` and path coefficients alpha, sigma.
+
+    Parameters
+    ----------
+    t : int, float or None
+        The model time (None for the data end :data:`ZERO`).
+    alpha : float
+        The path's data coefficient at the point.
+    sigma : float
+        The path's noise coefficient at the point (0 at the data end).
+    """
 
     t: object
     alpha: float
@@ -67,7 +77,14 @@ class GridPoint(NamedTuple):
 
 
 class Grid(tuple):
-    """A validated tuple of :class:`GridPoint` (build it with :func:`make_grid`)."""
+    """A validated tuple of :class:`GridPoint` (build it with :func:`make_grid`).
+
+    Parameters
+    ----------
+    iterable : iterable of GridPoint, default ()
+        The points, from the start (noise) end to the final point.  Constructing a Grid
+        directly does not validate it.
+    """
 
 
 ZERO = GridPoint(None, 1.0, 0.0)
@@ -75,23 +92,65 @@ ZERO = GridPoint(None, 1.0, 0.0)
 
 # ----------------------------------------------------------------------------- coordinates
 def ve_sigma(alpha, sigma):
-    """VP -> sigma (VE) noise level s = sigma / alpha, MATH.md (9.1)."""
+    """VP -> sigma (VE) noise level s = sigma / alpha, MATH.md (9.1).
+
+    Parameters
+    ----------
+    alpha, sigma : float or array
+        VP coefficients.
+
+    Returns
+    -------
+    float or array
+        s = sigma / alpha.
+    """
     return sigma / alpha
 
 
 def vp_from_ve_sigma(s):
-    """sigma (VE) -> VP: (alpha, sigma) = (1, s) / sqrt(1 + s^2), MATH.md (9.1)."""
+    """sigma (VE) -> VP: (alpha, sigma) = (1, s) / sqrt(1 + s^2), MATH.md (9.1).
+
+    Parameters
+    ----------
+    s : float
+        The VE noise level (>= 0).
+
+    Returns
+    -------
+    alpha, sigma : float
+    """
     a = 1.0 / math.sqrt(1.0 + s * s)
     return a, s * a
 
 
 def flow_time(alpha, sigma):
-    """VP -> rectified-flow time of equal SNR, u = sigma / (alpha + sigma), MATH.md (11.10)."""
+    """VP -> rectified-flow time of equal SNR, u = sigma / (alpha + sigma), MATH.md (11.10).
+
+    Parameters
+    ----------
+    alpha, sigma : float or array
+        VP coefficients.
+
+    Returns
+    -------
+    float or array
+        u = sigma / (alpha + sigma).
+    """
     return sigma / (alpha + sigma)
 
 
 def vp_from_flow_time(u):
-    """Flow time -> VP (alpha, sigma) of equal SNR: (1 - u, u) / sqrt((1 - u)^2 + u^2)."""
+    """Flow time -> VP (alpha, sigma) of equal SNR: (1 - u, u) / sqrt((1 - u)^2 + u^2).
+
+    Parameters
+    ----------
+    u : float
+        The flow time in [0, 1], u = 0 data.
+
+    Returns
+    -------
+    alpha, sigma : float
+    """
     r = math.hypot(1.0 - u, u)
     return (1.0 - u) / r, u / r
 
@@ -99,13 +158,39 @@ def vp_from_flow_time(u):
 def to_vp(x, alpha, sigma):
     """The VP state of x on the path (alpha, sigma): x / sqrt(alpha^2 + sigma^2) (the same
     x_0, eps and SNR); identity on a VP point.  Sigma space: (alpha, sigma) = (1, s); flow:
-    (1 - u, u)."""
+    (1 - u, u).
+
+    Parameters
+    ----------
+    x : array
+        A state on the path (alpha, sigma).
+    alpha, sigma : float
+        The path's coefficients at the point.
+
+    Returns
+    -------
+    array
+        The VP state (``x`` itself when alpha^2 + sigma^2 = 1).
+    """
     r = math.hypot(alpha, sigma)
     return x if r == 1.0 else x / r
 
 
 def from_vp(x_vp, alpha, sigma):
-    """Inverse of :func:`to_vp`: x_vp sqrt(alpha^2 + sigma^2)."""
+    """Inverse of :func:`to_vp`: x_vp sqrt(alpha^2 + sigma^2).
+
+    Parameters
+    ----------
+    x_vp : array
+        A VP state.
+    alpha, sigma : float
+        The target path's coefficients at the point.
+
+    Returns
+    -------
+    array
+        The state on the path (alpha, sigma) (``x_vp`` itself when alpha^2 + sigma^2 = 1).
+    """
     r = math.hypot(alpha, sigma)
     return x_vp if r == 1.0 else x_vp * r
 
@@ -122,7 +207,25 @@ def check_schedule(schedule, name="schedule"):
 
 def point_at(schedule, t):
     """The grid point of model time ``t``: an int index of a Schedule (its table values), a
-    float continuous index (MATH.md (2.15)), or a float time of a continuous VP."""
+    float continuous index (MATH.md (2.15)), or a float time of a continuous VP.
+
+    Parameters
+    ----------
+    schedule : Schedule or continuous VP
+        The schedule.
+    t : int or float
+        The model time.
+
+    Returns
+    -------
+    GridPoint
+        ``(t, alpha, sigma)`` (t an int for an integer index of a Schedule, else a float).
+
+    Raises
+    ------
+    TypeError
+        If ``schedule`` is neither a Schedule nor a continuous VP.
+    """
     if isinstance(schedule, Schedule) and isinstance(t, (int, np.integer)) and not isinstance(t, bool):
         k = int(t)
         return GridPoint(k, float(schedule.sqrt_alpha_bars[k]), float(schedule.sqrt_one_minus_alpha_bars[k]))
@@ -132,7 +235,25 @@ def point_at(schedule, t):
 
 
 def point_at_lambda(schedule, lam):
-    """The point of half log-SNR ``lam`` (model time by the exact inverse of (2.15))."""
+    """The point of half log-SNR ``lam`` (model time by the exact inverse of (2.15)).
+
+    Parameters
+    ----------
+    schedule : Schedule or continuous VP
+        The schedule.
+    lam : float
+        The half log-SNR.
+
+    Returns
+    -------
+    GridPoint
+        The point; for a Schedule the model time is a float continuous index.
+
+    Raises
+    ------
+    TypeError
+        If ``schedule`` is neither a Schedule nor a continuous VP.
+    """
     if check_schedule(schedule):
         tc = float(InterpolatedVP(schedule).t_from_lambda(np.asarray(float(lam))))
         t = tc * schedule.T - 1.0
@@ -149,7 +270,29 @@ def sigma_to_time(schedule, s, interpolation="log_alpha"):
     (EulerDiscreteScheduler) rule, tau linear in log s between the schedule's levels, clipped
     to [0, T-1]; ``"log_sigma_round"`` the same rounded half to even to an int (diffusers
     0.42.1 DPMSolverMultistepScheduler with Karras/exponential sigmas).  Continuous VP: t with
-    lambda_t = -log s."""
+    lambda_t = -log s.
+
+    Parameters
+    ----------
+    schedule : Schedule or continuous VP
+        The schedule.
+    s : float
+        The VE noise level (> 0).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The rule (ignored for a continuous VP).
+
+    Returns
+    -------
+    float or int
+        The model time (an int for ``"log_sigma_round"``).
+
+    Raises
+    ------
+    ValueError
+        If ``interpolation`` is unknown.
+    TypeError
+        If ``schedule`` is neither a Schedule nor a continuous VP.
+    """
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation {interpolation!r}; valid: {', '.join(INTERPOLATIONS)}")
     if not check_schedule(schedule):
@@ -162,7 +305,27 @@ def sigma_to_time(schedule, s, interpolation="log_alpha"):
 
 def point_at_sigma(schedule, s, interpolation="log_alpha"):
     """The point of VE noise level ``s`` (:data:`ZERO` at s = 0): (alpha, sigma) from
-    :func:`vp_from_ve_sigma`, the model time from :func:`sigma_to_time`."""
+    :func:`vp_from_ve_sigma`, the model time from :func:`sigma_to_time`.
+
+    Parameters
+    ----------
+    schedule : Schedule or continuous VP
+        The schedule (gives the model time).
+    s : float
+        The VE noise level (>= 0).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        As in :func:`sigma_to_time`.
+
+    Returns
+    -------
+    GridPoint
+        The point.
+
+    Raises
+    ------
+    ValueError
+        If ``interpolation`` is unknown.
+    """
     if s == 0.0:
         return ZERO
     a, sg = vp_from_ve_sigma(s)
@@ -213,6 +376,36 @@ def make_grid(schedule, timesteps=None, *, sigmas=None, final_sigmas_type=None, 
     * ``schedule=None`` (a flow velocity model): flow times in [0, 1], strictly decreasing
       (``time_convention="t0_data"``) or increasing (``"t0_noise"``); the points are
       (t as given, 1 - u, u) with u the time measured from the data end.
+
+    Parameters
+    ----------
+    schedule : Schedule, continuous VP or None
+        The model's schedule; None for a flow velocity model.
+    timesteps : array_like (n + 1,) or (n,), Grid or None, default None
+        Model times (integer for a Schedule, floats for a continuous VP or flow times), or a
+        ready Grid; ignored when ``sigmas`` is given.
+    sigmas : array_like, optional
+        A strictly decreasing VE noise grid (>= 0, >= 2 levels, within the schedule's range).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends; the default depends on the schedule (above).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`sigma_to_time`).
+    time_convention : {"t0_data", "t0_noise"}, default "t0_data"
+        The convention of flow times (``schedule=None``).
+
+    Returns
+    -------
+    Grid
+        The points of the loop.
+
+    Raises
+    ------
+    TypeError
+        If ``timesteps`` is None without ``sigmas``, holds non-numbers, or has the wrong kind
+        (integers for a Schedule, floats for a continuous VP), or ``schedule`` is neither.
+    ValueError
+        If the grid is empty, out of range, not strictly monotone, not finite, not 1-D, or an
+        option is unknown.
     """
     if isinstance(timesteps, Grid):
         return timesteps
@@ -286,7 +479,25 @@ def _flow_grid(timesteps, time_convention):
 # ----------------------------------------------------------------------------- model calls
 def model_t(t, x):
     """The time argument passed to a model: ``t`` repeated to shape (N,) in x's namespace;
-    int64 for integer t, float64 otherwise."""
+    int64 for integer t, float64 otherwise.
+
+    Parameters
+    ----------
+    t : int, float or 0-d array
+        The model time.
+    x : array (N, ...)
+        The state (gives N and the namespace).
+
+    Returns
+    -------
+    array (N,)
+        int64 for an integer ``t``, float64 otherwise.
+
+    Raises
+    ------
+    TypeError
+        If ``t`` is a bool.
+    """
     xp = array_namespace(x)
     if isinstance(t, bool):
         raise TypeError("t must be a number, not a bool")
@@ -299,20 +510,82 @@ def call_model(model, x, t, *, step=None):
     """``model(x, model_t(t, x))`` with its output checked: same shape as ``x`` and finite.
 
     Errors name the step (``step``, an int loop index) and the time, so a NaN produced
-    inside a loop is reported where it appeared."""
+    inside a loop is reported where it appeared.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` with t of shape (N,) (:func:`model_t`).
+    x : array (N, ...)
+        The state.
+    t : int or float
+        The model time.
+    step : int, optional
+        The loop index, named in errors.
+
+    Returns
+    -------
+    array (N, ...)
+        The model output.
+
+    Raises
+    ------
+    ValueError
+        If the output's shape does not match ``x`` (:func:`refdiff.variance.check_model_output`).
+    FloatingPointError
+        If the output is not finite.
+    """
     where = f"step {step} (t = {t})" if step is not None else f"t = {t}"
     return check_model_output(model(x, model_t(t, x)), x, where=where)
 
 
 def predict(model, x, p, prediction_type, step=None):
     """(eps_hat, x0_hat) of the model at the VP state x on grid point ``p``, MATH.md (4.2),
-    with the point's own (alpha, sigma)."""
+    with the point's own (alpha, sigma).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output``.
+    x : array (N, ...)
+        The VP state at ``p``.
+    p : GridPoint
+        The grid point.
+    prediction_type : str
+        What the model predicts (refdiff.parameterization's prediction types).
+    step : int, optional
+        The loop index, named in errors.
+
+    Returns
+    -------
+    eps_hat, x0_hat : arrays (N, ...)
+    """
     return to_eps_x0(call_model(model, x, p.t, step=step), x, p.alpha, p.sigma, prediction_type)
 
 
 def predict_eps_x0(model, x, t, schedule, prediction_type="epsilon", *, step=None):
     """(eps_hat, x0_hat) at model time ``t`` of ``schedule`` (alpha, sigma from
-    :func:`refdiff.alpha_sigma`), MATH.md (4.2)."""
+    :func:`refdiff.alpha_sigma`), MATH.md (4.2).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output``.
+    x : array (N, ...)
+        The state at time ``t``.
+    t : int or float
+        The model time.
+    schedule : Schedule or continuous VP
+        The schedule (gives alpha, sigma).
+    prediction_type : str, default "epsilon"
+        What the model predicts.
+    step : int, optional
+        The loop index, named in errors.
+
+    Returns
+    -------
+    eps_hat, x0_hat : arrays (N, ...)
+    """
     out = call_model(model, x, t, step=step)
     alpha, sigma = alpha_sigma(schedule, t, x)
     return to_eps_x0(out, x, alpha, sigma, prediction_type)
@@ -355,7 +628,39 @@ def end_step(i, t, x, x0_hat, callback=None, project=None, path=(1.0, 0.0)):
     """The end of step i of every loop: check x is finite, apply ``project(i, t, x_vp)`` and
     then ``callback(i, t, x_vp, x0_hat)`` (module docstring); returns the state in the loop's
     coordinates.  ``path`` = (a, b): the loop's state x is on the path a x_0 + b eps at the new
-    point (VP: a^2 + b^2 = 1, no conversion; sigma space (1, s); flow (1 - u, u))."""
+    point (VP: a^2 + b^2 = 1, no conversion; sigma space (1, s); flow (1 - u, u)).
+
+    Parameters
+    ----------
+    i : int
+        The step index.
+    t : int, float or None
+        The model time of the step's start point.
+    x : array
+        The state after the step, in the loop's coordinates.
+    x0_hat : array
+        The x_0 prediction the step used.
+    callback : callable, optional
+        ``callback(i, t, x_vp, x0_hat)``; its result is ignored.
+    project : callable, optional
+        ``project(i, t, x_vp) -> x_vp``, of the state's shape, finite.
+    path : tuple of float, default (1.0, 0.0)
+        (a, b), the loop's path coefficients at the new point.
+
+    Returns
+    -------
+    array
+        The (possibly projected) state in the loop's coordinates.
+
+    Raises
+    ------
+    TypeError
+        If a hook is neither callable nor None.
+    ValueError
+        If ``project`` returns an array of the wrong shape (or no array).
+    FloatingPointError
+        If ``x`` or the output of ``project`` is not finite.
+    """
     check_finite(x, "sampler state", f"step {i} (t = {t})")
     for name, hook in (("project", project), ("callback", callback)):
         if hook is not None and not callable(hook):

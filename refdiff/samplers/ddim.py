@@ -38,7 +38,22 @@ def ddim_sigma(alpha, sigma, alpha_prev, sigma_prev, eta):
     """The DDIM noise level of the step t -> s (s = prev), MATH.md (8.8):
     ``sigma_eta = eta * (sigma_s / sigma_t) * sqrt(sigma_t^2 - alpha_t^2 sigma_s^2 / alpha_s^2)``.
     On a VP path ``sigma_t^2 - alpha_t^2 sigma_s^2 / alpha_s^2 = 1 - alpha_bar_t / alpha_bar_s``
-    and eta = 1 gives the DDPM posterior standard deviation sqrt(beta_tilde)."""
+    and eta = 1 gives the DDPM posterior standard deviation sqrt(beta_tilde).
+
+    Parameters
+    ----------
+    alpha, sigma : float or array
+        The path's coefficients at the current time t.
+    alpha_prev, sigma_prev : float or array
+        The coefficients at the target s < t.
+    eta : float
+        The stochasticity, in [0, 1].
+
+    Returns
+    -------
+    float or array
+        sigma_eta (a float when ``alpha`` and ``alpha_prev`` are floats).
+    """
     if isinstance(alpha, float) and isinstance(alpha_prev, float):
         inner = max(sigma * sigma - (alpha * sigma_prev / alpha_prev) ** 2, 0.0)
         return eta * sigma_prev / sigma * math.sqrt(inner)
@@ -54,7 +69,35 @@ def ddim_update(x_t, eps_hat, x0_hat, alpha, sigma, alpha_prev, sigma_prev, *, e
 
     alpha, sigma (at the current time t) and alpha_prev, sigma_prev (at the target s < t)
     are floats or arrays broadcasting against x_t.  ``noise`` is needed iff sigma_eta > 0
-    (eta > 0 and a stochastic step); it is ignored when sigma_eta = 0."""
+    (eta > 0 and a stochastic step); it is ignored when sigma_eta = 0.
+
+    Parameters
+    ----------
+    x_t : array (N, ...)
+        The current state (unused: the update depends on it through eps_hat and x0_hat).
+    eps_hat, x0_hat : array (N, ...)
+        The predictions at x_t.
+    alpha, sigma : float or array
+        The coefficients at t.
+    alpha_prev, sigma_prev : float or array
+        The coefficients at the target s.
+    eta : float, default 0.0
+        The stochasticity, in [0, 1].
+    noise : array (N, ...), optional
+        Standard normal noise; required when sigma_eta > 0.
+
+    Returns
+    -------
+    array (N, ...)
+        x_s.
+
+    Raises
+    ------
+    ValueError
+        If ``eta`` is not a finite number in [0, 1].
+    TypeError
+        If noise is needed and missing (ValueError if misshaped).
+    """
     eta = _check_eta(eta)
     del x_t  # the update depends on x_t only through (eps_hat, x0_hat)
     if eta == 0.0:
@@ -105,7 +148,46 @@ def ddim_step(schedule, model_output, t, t_prev, x_t, *, eta=0.0, noise=None, pr
 
     Clipping/thresholding of x0_hat follow MATH.md (8.10); like the PyTorch library, the
     eps_hat used for the direction term stays the model's unless
-    ``use_clipped_model_output=True``, which recomputes it from the clipped x0_hat."""
+    ``use_clipped_model_output=True``, which recomputes it from the clipped x0_hat.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The discrete schedule.
+    model_output : array (N, ...)
+        The model's output at (x_t, t), of ``prediction_type``.
+    t : int or integer array (N,)
+        The current timestep(s), in [0, T-1].
+    t_prev : int or integer array (N,)
+        The target timestep(s), in [-1, t-1].
+    x_t : array (N, ...)
+        The current state.
+    eta : float, default 0.0
+        The stochasticity, in [0, 1].
+    noise : array (N, ...), optional
+        Standard normal noise; required when sigma_eta > 0.
+    prediction_type : str, default "epsilon"
+        What the model predicts.
+    clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value
+        The x0_hat post-processing of :func:`refdiff.samplers.ddpm.process_x0`.
+    use_clipped_model_output : bool, default False
+        Recompute eps_hat from the processed x0_hat.
+    final_alpha_bar : float, default 1.0
+        alpha_bar at t_prev = -1, in (0, 1].
+
+    Returns
+    -------
+    array (N, ...)
+        x_{t_prev}.
+
+    Raises
+    ------
+    TypeError
+        If ``schedule`` is not a Schedule, ``t_prev`` is not integer, or needed noise is missing.
+    ValueError
+        If a time, ``eta``, ``final_alpha_bar``, ``prediction_type`` or a shape is invalid, or
+        t_prev >= t.
+    """
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
     check_prediction_type(prediction_type)
@@ -139,7 +221,37 @@ def ddim_inversion_step(schedule, model_output, t, t_next, x_t, *, prediction_ty
     the time).  ``t = -1`` means x_t is data (alpha_bar = ``final_alpha_bar``).
 
     With the same eps_hat it is the exact inverse of the eta = 0 :func:`ddim_step` from
-    t_next to t."""
+    t_next to t.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The discrete schedule.
+    model_output : array (N, ...)
+        The model's output at (x_t, t_next).
+    t : int
+        The current timestep, in [-1, t_next - 1].
+    t_next : int
+        The target timestep, in [0, T-1].
+    x_t : array (N, ...)
+        The current state.
+    prediction_type : str, default "epsilon"
+        What the model predicts.
+    final_alpha_bar : float, default 1.0
+        alpha_bar at t = -1, in (0, 1].
+
+    Returns
+    -------
+    array (N, ...)
+        x_{t_next}.
+
+    Raises
+    ------
+    TypeError
+        If ``schedule`` is not a Schedule.
+    ValueError
+        If the times, ``final_alpha_bar``, ``prediction_type`` or the shapes are invalid.
+    """
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
     check_prediction_type(prediction_type)
@@ -162,7 +274,20 @@ def ddim_inversion_step(schedule, model_output, t, t_next, x_t, *, prediction_ty
 def library_prev_timesteps(T, timesteps):
     """The previous-timestep rule of the PyTorch library's DDIM scheduler, MATH.md (8.11):
     ``t_prev = t - T // n`` (n = len(timesteps)), negatives mapped to -1.  It equals the
-    next grid point for "leading" spacing, not in general ("trailing", "linspace")."""
+    next grid point for "leading" spacing, not in general ("trailing", "linspace").
+
+    Parameters
+    ----------
+    T : int
+        The number of training timesteps.
+    timesteps : array_like (n,)
+        The decreasing integer grid.
+
+    Returns
+    -------
+    numpy.ndarray (n,)
+        int64 previous timesteps (-1: the data end).
+    """
     ts = np.asarray(timesteps, dtype=np.int64)
     return np.maximum(ts - T // ts.shape[0], -1)
 
@@ -182,7 +307,65 @@ def ddim_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", 
     state at timestep 0.  x0_hat is clipped/thresholded per MATH.md (8.10); eps_hat stays the
     model's unless ``use_clipped_model_output``.  Noise (eta > 0 only): one draw per step
     whose sigma_eta (8.8) is > 0, after that step's model call.  Hooks in VP coordinates
-    after each step (:func:`refdiff.samplers.common.end_step`)."""
+    after each step (:func:`refdiff.samplers.common.end_step`).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        ``noise(like) -> array``, a standard normal draw of like's shape (refdiff.sample builds it
+        from ``rng``); required when a step draws noise.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    eta : float, default 0.0
+        The stochasticity, in [0, 1].
+    t_prev_rule : {"grid", "library"}, default "grid"
+        The target of each step.
+    set_alpha_to_one : bool, default True
+        False: end at alpha_bar[0] instead of the data end (Schedule only).
+    clip_sample : bool, default False
+        Clip x0_hat to [-clip_sample_range, clip_sample_range], MATH.md (4.11).
+    clip_sample_range : float, default 1.0
+        The clipping bound.
+    thresholding : bool, default False
+        Dynamic thresholding, MATH.md (4.12); takes precedence over clipping.
+    dynamic_thresholding_ratio : float, default 0.995
+        The per-sample quantile of abs(x0_hat) used as the threshold.
+    sample_max_value : float, default 1.0
+        The largest threshold.
+    use_clipped_model_output : bool, default False
+        Recompute eps_hat from the processed x0_hat.
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+    **options
+        Not accepted: any other keyword raises TypeError.
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid grid (:func:`refdiff.make_grid`) or option.
+    """
     check_options("ddim", options)
     eta = _check_eta(eta)
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
@@ -219,7 +402,37 @@ def ddim_invert(model, x0, schedule, timesteps, *, prediction_type="epsilon", se
     ``timesteps`` is the same decreasing integer grid that :func:`ddim_loop` samples on;
     ``ddim_loop(model, ddim_invert(model, x0, ...), ...)`` returns approximately x0, with
     an error of first order in the step size.  ``callback(i, t_next, x, None)`` after
-    each step."""
+    each step.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``.
+    x0 : array (N, ...)
+        The data.
+    schedule : Schedule
+        The discrete schedule.
+    timesteps : array_like
+        The decreasing integer sampling grid.
+    prediction_type : str, default "epsilon"
+        What the model predicts.
+    set_alpha_to_one : bool, default True
+        False: the start alpha_bar is alpha_bar[0] instead of 1.
+    callback : callable, optional
+        ``callback(i, t_next, x, None)`` after each step.
+
+    Returns
+    -------
+    array (N, ...)
+        The latent at ``timesteps[0]``.
+
+    Raises
+    ------
+    TypeError
+        If ``schedule`` is not a Schedule.
+    ValueError
+        If ``prediction_type`` or a time is invalid.
+    """
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
     check_prediction_type(prediction_type)

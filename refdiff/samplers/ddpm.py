@@ -32,7 +32,28 @@ def process_x0(x0, *, clip_sample=False, clip_sample_range=1.0, thresholding=Fal
     """The x_0 post-processing of the widely used PyTorch library, MATH.md (8.10):
     dynamic thresholding (``thresholding=True``, MATH.md (4.12)) takes precedence over
     static clipping to [-clip_sample_range, clip_sample_range] (``clip_sample=True``,
-    MATH.md (4.11)); with both off x_0 is returned unchanged."""
+    MATH.md (4.11)); with both off x_0 is returned unchanged.
+
+    Parameters
+    ----------
+    x0 : array (N, ...)
+        The x_0 prediction.
+    clip_sample : bool, default False
+        Clip to [-clip_sample_range, clip_sample_range].
+    clip_sample_range : float, default 1.0
+        The clipping bound.
+    thresholding : bool, default False
+        Dynamic thresholding (precedes clipping).
+    dynamic_thresholding_ratio : float, default 0.995
+        The per-sample quantile of abs(x0) used as the threshold.
+    sample_max_value : float, default 1.0
+        The largest threshold.
+
+    Returns
+    -------
+    array (N, ...)
+        The processed x_0 (``x0`` itself with both off).
+    """
     if thresholding:
         return dynamic_threshold(x0, dynamic_thresholding_ratio, sample_max_value)
     if clip_sample:
@@ -63,6 +84,37 @@ def ddpm_step(schedule, model_output, t, x_t, noise=None, *, prediction_type="ep
         or the log variance.
     noise : standard normal array of x_t's shape; required unless every t is 0 (the
         final-step rule: no noise at t = 0, where it may be None and is ignored).
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The discrete schedule.
+    model_output : array
+        The model's output at (x_t, t), as above.
+    t : int or integer array (N,)
+        Timestep(s) in [0, T-1].
+    x_t : array (N, ...)
+        The current state.
+    noise : array (N, ...), optional
+        Standard normal noise, as above.
+    prediction_type : str, default "epsilon"
+        What the model predicts.
+    variance_type : str, default "fixed_small"
+        One of refdiff.variance's VARIANCE_TYPES.
+    clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value
+        The x0_hat post-processing of :func:`process_x0`.
+
+    Returns
+    -------
+    array (N, ...)
+        x_{t-1}.
+
+    Raises
+    ------
+    TypeError
+        If ``schedule`` is not a Schedule, or noise is needed and missing.
+    ValueError
+        If ``prediction_type``, ``variance_type``, ``t`` or a shape is invalid.
     """
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
@@ -101,7 +153,20 @@ def respace(schedule, timesteps):
     Index i of the result corresponds to the original timestep ``sorted(timesteps)[i]``;
     on the full grid the result equals ``schedule``.  (The "respacing" of
     improved-diffusion and the previous-timestep betas of the PyTorch library's DDPM
-    scheduler.)"""
+    scheduler.)
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The original schedule.
+    timesteps : array_like (n,)
+        The visited timesteps, decreasing.
+
+    Returns
+    -------
+    Schedule
+        The respaced schedule of n steps.
+    """
     ts = np.asarray(timesteps)[::-1]
     return schedule_from_alpha_bars(schedule.alpha_bars[ts], name=f"{schedule.name}[respaced {ts.shape[0]}]")
 
@@ -122,7 +187,61 @@ def ddpm_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", 
     variance max(v, 1e-20) (v = 0 fixed_small, 1 - alpha_bar_t fixed_large), MATH.md (8.12).
     Noise: one draw per noisy step, after its model call.  ``variance_type="learned_range"``:
     the model returns prediction and v concatenated along axis 1 (see :func:`ddpm_step`).
-    Hooks in VP coordinates after each step (:func:`refdiff.samplers.common.end_step`)."""
+    Hooks in VP coordinates after each step (:func:`refdiff.samplers.common.end_step`).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        ``noise(like) -> array``, a standard normal draw of like's shape (refdiff.sample builds it
+        from ``rng``); required when a step draws noise.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    variance_type : str, default "fixed_small"
+        One of refdiff.variance's VARIANCE_TYPES.
+    clip_sample : bool, default False
+        Clip x0_hat to [-clip_sample_range, clip_sample_range], MATH.md (4.11).
+    clip_sample_range : float, default 1.0
+        The clipping bound.
+    thresholding : bool, default False
+        Dynamic thresholding, MATH.md (4.12); takes precedence over clipping.
+    dynamic_thresholding_ratio : float, default 0.995
+        The per-sample quantile of abs(x0_hat) used as the threshold.
+    sample_max_value : float, default 1.0
+        The largest threshold.
+    final_step_noise : bool, default False
+        diffusers' final-step noise rule (above); fixed_small/fixed_large only.
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+    **options
+        Not accepted: any other keyword raises TypeError.
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid grid (:func:`refdiff.make_grid`) or option.
+    """
     check_options("ddpm", options)
     if final_step_noise and variance_type not in ("fixed_small", "fixed_large"):
         raise ValueError(f"final_step_noise=True is defined for variance_type 'fixed_small' or 'fixed_large', "

@@ -22,7 +22,29 @@ __all__ = ["lcm_timesteps", "lcm_boundary", "lcm_step", "lcm"]
 def lcm_timesteps(T, n, original_inference_steps=50, strength=1.0):
     """LCMScheduler's grid (diffusers 0.42.1), MATH.md (16.18): the distillation grid
     tau_k = k (T // N) - 1, k = 1..int(N strength) (N = ``original_inference_steps``), reversed,
-    and of it the entries at floor(linspace(0, len, n, endpoint=False)).  int64, decreasing."""
+    and of it the entries at floor(linspace(0, len, n, endpoint=False)).  int64, decreasing.
+
+    Parameters
+    ----------
+    T : int
+        The number of training timesteps (>= 1).
+    n : int
+        The number of inference steps (>= 1, at most the distillation grid's length).
+    original_inference_steps : int, default 50
+        N, the distillation grid's size (1 <= N <= T).
+    strength : float, default 1.0
+        The fraction of the distillation grid used, in (0, 1].
+
+    Returns
+    -------
+    numpy.ndarray (n,)
+        int64 timesteps, decreasing.
+
+    Raises
+    ------
+    ValueError
+        If an argument is out of range.
+    """
     for name, v in (("T", T), ("n", n), ("original_inference_steps", original_inference_steps)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"lcm_timesteps: {name} = {v!r} must be an integer >= 1")
@@ -40,7 +62,26 @@ def lcm_timesteps(T, n, original_inference_steps=50, strength=1.0):
 def lcm_boundary(t, sigma_data=0.5, timestep_scaling=10.0):
     """(c_skip, c_out) of LCM, MATH.md (16.16): with u = timestep_scaling * t,
     c_skip = sigma_data^2 / (u^2 + sigma_data^2), c_out = u / sqrt(u^2 + sigma_data^2);
-    c_skip = 1, c_out = 0 at t = 0 (diffusers: sigma_data = 0.5, timestep_scaling = 10)."""
+    c_skip = 1, c_out = 0 at t = 0 (diffusers: sigma_data = 0.5, timestep_scaling = 10).
+
+    Parameters
+    ----------
+    t : float or int
+        The model time.
+    sigma_data : float, default 0.5
+        sigma_data (> 0).
+    timestep_scaling : float, default 10.0
+        The scaling of t (> 0).
+
+    Returns
+    -------
+    c_skip, c_out : float
+
+    Raises
+    ------
+    ValueError
+        If ``sigma_data`` or ``timestep_scaling`` is not positive.
+    """
     if not (sigma_data > 0 and timestep_scaling > 0):
         raise ValueError(f"lcm_boundary: sigma_data = {sigma_data!r} and timestep_scaling = {timestep_scaling!r} "
                          "must be > 0")
@@ -51,7 +92,30 @@ def lcm_boundary(t, sigma_data=0.5, timestep_scaling=10.0):
 def lcm_step(x_t, x0_hat, c_skip, c_out, alpha_next, sigma_next, noise=None):
     """One consistency step, MATH.md (16.16), (16.17): f = c_skip x_t + c_out x0_hat, then
     x_next = alpha_next f + sigma_next noise (``noise=None`` and sigma_next = 0: x_next = f).
-    Returns (x_next, f)."""
+    Returns (x_next, f).
+
+    Parameters
+    ----------
+    x_t : array (N, ...)
+        The current state.
+    x0_hat : array (N, ...)
+        The model's x_0 prediction.
+    c_skip, c_out : float
+        The boundary coefficients.
+    alpha_next, sigma_next : float
+        The coefficients of the next point.
+    noise : array (N, ...), optional
+        Standard normal noise; required unless sigma_next = 0.
+
+    Returns
+    -------
+    x_next, f : arrays (N, ...)
+
+    Raises
+    ------
+    ValueError
+        If noise is needed and missing or misshaped.
+    """
     f = float(c_skip) * x_t + float(c_out) * x0_hat
     if sigma_next == 0 and noise is None:
         return f, f
@@ -74,7 +138,51 @@ def lcm(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=
     every grid point with sigma > 0 (:func:`refdiff.make_grid`; its final point sigma = 0, the
     default on a Schedule, is the data end f reaches by itself).  Hooks (``project``, then
     ``callback(i, t_i, x_{i+1}, x0_hat(t_i))``, the model's x0_hat as in every loop, not f) after
-    each step in VP coordinates."""
+    each step in VP coordinates.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        ``noise(like) -> array``, a standard normal draw of like's shape (refdiff.sample builds it
+        from ``rng``); required when a step draws noise.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    boundary : {"lcm", None}, default "lcm"
+        The consistency parameterisation (above).
+    sigma_data : float, default 0.5
+        Of :func:`lcm_boundary`.
+    timestep_scaling : float, default 10.0
+        Of :func:`lcm_boundary`.
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid grid (:func:`refdiff.make_grid`) or ``boundary``, or missing noise.
+    """
     if boundary not in ("lcm", None):
         raise ValueError(f"lcm: unknown boundary {boundary!r}; valid: 'lcm', None")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,

@@ -20,7 +20,22 @@ PLMS_WEIGHTS = ((1.0,), (3 / 2, -1 / 2), (23 / 12, -16 / 12, 5 / 12), (55 / 24, 
 def pndm_transfer(x_s, eps, alpha_s, sigma_s, alpha_t, sigma_t):
     """The transfer phi(x_s, eps, s -> t) of the PNDM paper (its eq. (9)), MATH.md (16.7):
     x_t = (alpha_t/alpha_s) x_s - (abar_t - abar_s) / (abar_s sigma_t + alpha_s sigma_s alpha_t) eps
-    with abar = alpha^2; algebraically the DDIM (eta = 0) step, exact for a constant eps."""
+    with abar = alpha^2; algebraically the DDIM (eta = 0) step, exact for a constant eps.
+
+    Parameters
+    ----------
+    x_s : array (N, ...)
+        The state at s.
+    eps : array (N, ...)
+        The eps used.
+    alpha_s, sigma_s, alpha_t, sigma_t : float
+        The coefficients at s and t.
+
+    Returns
+    -------
+    array (N, ...)
+        x_t.
+    """
     a_s, s_s, a_t, s_t = map(float, (alpha_s, sigma_s, alpha_t, sigma_t))
     ab_s, ab_t = a_s * a_s, a_t * a_t
     return (a_t / a_s) * x_s - ((ab_t - ab_s) / (ab_s * s_t + a_s * s_s * a_t)) * eps
@@ -28,7 +43,23 @@ def pndm_transfer(x_s, eps, alpha_s, sigma_s, alpha_t, sigma_t):
 
 def plms_eps(eps_hist):
     """The pseudo linear multistep eps: sum_j w_j eps_j with the Adams-Bashforth weights of
-    :data:`PLMS_WEIGHTS` for the 1..4 values given (newest first), MATH.md (16.8)."""
+    :data:`PLMS_WEIGHTS` for the 1..4 values given (newest first), MATH.md (16.8).
+
+    Parameters
+    ----------
+    eps_hist : sequence of arrays
+        1..4 eps values, newest first.
+
+    Returns
+    -------
+    array
+        The combined eps.
+
+    Raises
+    ------
+    ValueError
+        If ``eps_hist`` does not hold 1..4 values.
+    """
     if not 1 <= len(eps_hist) <= 4:
         raise ValueError(f"plms_eps: needs 1..4 values of eps (newest first), got {len(eps_hist)}")
     w = PLMS_WEIGHTS[len(eps_hist) - 1]
@@ -43,7 +74,23 @@ def prk_step(eps_fn, x, p_s, p_mid, p_t):
     points p = (model_time, alpha, sigma) of the start, midpoint and end,
     e1 = eps(x, s), e2 = eps(phi(x, e1, s->mid), mid), e3 = eps(phi(x, e2, s->mid), mid),
     e4 = eps(phi(x, e3, s->t), t); x_t = phi(x, (e1 + 2 e2 + 2 e3 + e4)/6, s->t).
-    ``eps_fn(x, p)`` evaluates the model.  Returns (x_t, e1)."""
+    ``eps_fn(x, p)`` evaluates the model.  Returns (x_t, e1).
+
+    Parameters
+    ----------
+    eps_fn : callable
+        ``eps_fn(x, p) -> eps``.
+    x : array (N, ...)
+        The state at p_s.
+    p_s, p_mid, p_t : GridPoint
+        The start, midpoint and end points.
+
+    Returns
+    -------
+    x_t : array (N, ...)
+    e1 : array (N, ...)
+        The eps at the start.
+    """
     e1 = eps_fn(x, p_s)
     e2 = eps_fn(pndm_transfer(x, e1, *p_s[1:], *p_mid[1:]), p_mid)
     e3 = eps_fn(pndm_transfer(x, e2, *p_s[1:], *p_mid[1:]), p_mid)
@@ -71,7 +118,48 @@ def pndm(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise
     t - T // n, which is the next grid point only there; its final point is alpha_bar[0],
     here ``final_sigmas_type="sigma_min"``, or 1 with ``set_alpha_to_one``, here "zero").
     Grid: :func:`refdiff.make_grid`.  Hooks (``project``, then ``callback(i, t_i, x_{i+1},
-    x0_hat(t_i))``) after each step in VP coordinates."""
+    x0_hat(t_i))``) after each step in VP coordinates.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        Ignored (the loop is deterministic); accepted for the common loop signature.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    skip_prk_steps : bool, default False
+        PLMS with a pseudo improved Euler first step instead of the PRK warm-up.
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    TypeError
+        If ``skip_prk_steps`` is not a bool.
+    ValueError, TypeError
+        For an invalid grid (:func:`refdiff.make_grid`).
+    """
     if not isinstance(skip_prk_steps, bool):
         raise TypeError(f"pndm: skip_prk_steps must be a bool, got {skip_prk_steps!r}")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
