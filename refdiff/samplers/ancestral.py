@@ -40,7 +40,38 @@ def dpm2_ancestral_step(denoiser, x, sigma, sigma_next, noise=None, *, eta=1.0, 
     """DPM-2 ancestral, MATH.md (16.10): the ancestral split (s_down, s_up) of MATH.md (9.4),
     a DPM-2 midpoint step (MATH.md (9.6)) from sigma to s_down with the midpoint
     sqrt(sigma s_down), then s_noise s_up noise.  To s_down = 0 an Euler step.
-    Returns (x_next, x0_hat)."""
+    Returns (x_next, x0_hat).
+
+    Parameters
+    ----------
+    denoiser : callable
+        ``denoiser(x, sigma) -> x0_hat`` in sigma coordinates (sigma a float).
+    x : array (N, ...)
+        The state at ``sigma`` (sigma coordinates).
+    sigma, sigma_next : float
+        The current and the next noise level.
+    noise : array (N, ...), optional
+        Standard normal noise; required iff s_up > 0.
+    eta : float, default 1.0
+        The stochasticity (>= 0) of the ancestral split.
+    s_noise : float, default 1.0
+        Factor on the fresh noise.
+    x0_hat : array (N, ...), optional
+        D(x; sigma) if already known (saves a call).
+
+    Returns
+    -------
+    x_next : array (N, ...)
+    x0_hat : array (N, ...)
+        D(x; sigma).
+
+    Raises
+    ------
+    TypeError
+        If noise is needed and missing.
+    ValueError
+        If ``eta`` < 0 or the noise is misshaped.
+    """
     down, up = ancestral_sigmas(sigma, sigma_next, eta)
     x0_hat = denoiser(x, sigma) if x0_hat is None else x0_hat
     d = to_d(x, sigma, x0_hat)
@@ -59,7 +90,38 @@ def dpmpp_2s_ancestral_step(denoiser, x, sigma, sigma_next, noise=None, *, eta=1
     """DPM++ 2S ancestral, MATH.md (16.11): DPM-Solver++(2S) (MATH.md (10.9), r = 1/2, the
     papers' coefficient) from sigma to s_down in sigma space, e^{-lambda} = s:
     x_2 = (s_mid/s) x - expm1(-h/2) D(x; s), x' = (s_down/s) x - expm1(-h) D(x_2; s_mid),
-    then s_noise s_up noise.  To s_down = 0 an Euler step.  Returns (x_next, x0_hat)."""
+    then s_noise s_up noise.  To s_down = 0 an Euler step.  Returns (x_next, x0_hat).
+
+    Parameters
+    ----------
+    denoiser : callable
+        ``denoiser(x, sigma) -> x0_hat`` in sigma coordinates (sigma a float).
+    x : array (N, ...)
+        The state at ``sigma`` (sigma coordinates).
+    sigma, sigma_next : float
+        The current and the next noise level.
+    noise : array (N, ...), optional
+        Standard normal noise; required iff s_up > 0.
+    eta : float, default 1.0
+        The stochasticity (>= 0) of the ancestral split.
+    s_noise : float, default 1.0
+        Factor on the fresh noise.
+    x0_hat : array (N, ...), optional
+        D(x; sigma) if already known (saves a call).
+
+    Returns
+    -------
+    x_next : array (N, ...)
+    x0_hat : array (N, ...)
+        D(x; sigma).
+
+    Raises
+    ------
+    TypeError
+        If noise is needed and missing.
+    ValueError
+        If ``eta`` < 0 or the noise is misshaped.
+    """
     down, up = ancestral_sigmas(sigma, sigma_next, eta)
     x0_hat = denoiser(x, sigma) if x0_hat is None else x0_hat
     if down == 0:
@@ -80,7 +142,19 @@ def brownian_pair(z1, z2, sigma, sigma_mid, sigma_next):
     (on [sigma_next, sigma_mid]), returns (n1, n2) = ((W(sigma_mid) - W(sigma)) / sqrt(sigma -
     sigma_mid), (W(sigma_next) - W(sigma)) / sqrt(sigma - sigma_next)): each N(0, I), with
     correlation sqrt((sigma - sigma_mid) / (sigma - sigma_next)) (k-diffusion's
-    BrownianTreeNoiseSampler in the identity transform draws this pair)."""
+    BrownianTreeNoiseSampler in the identity transform draws this pair).
+
+    Parameters
+    ----------
+    z1, z2 : array (N, ...)
+        Independent standard normals.
+    sigma, sigma_mid, sigma_next : float
+        The levels, sigma > sigma_mid > sigma_next.
+
+    Returns
+    -------
+    n1, n2 : arrays (N, ...)
+    """
     a, b = math.sqrt(sigma - sigma_mid), math.sqrt(sigma_mid - sigma_next)
     return z1, (a * z1 + b * z2) / math.sqrt(sigma - sigma_next)
 
@@ -91,7 +165,40 @@ def dpmpp_sde_step(denoiser, x, sigma, sigma_next, noise1=None, noise2=None, *, 
     each an ancestral DPM-Solver++(1) step; stage 1 to s = sigma e^{-r h} with noise n1,
     stage 2 to sigma_next with D_d = (1 - 1/(2r)) D(x; sigma) + 1/(2r) D(x_2; s) and noise n2,
     where (n1, n2) = :func:`brownian_pair` (noise1, noise2).  To sigma_next = 0 an Euler step
-    (no noise).  Returns (x_next, x0_hat)."""
+    (no noise).  Returns (x_next, x0_hat).
+
+    Parameters
+    ----------
+    denoiser : callable
+        ``denoiser(x, sigma) -> x0_hat`` in sigma coordinates (sigma a float).
+    x : array (N, ...)
+        The state at ``sigma`` (sigma coordinates).
+    sigma, sigma_next : float
+        The current and the next noise level.
+    noise1, noise2 : array (N, ...), optional
+        The standard normals z1, z2 of :func:`brownian_pair`; required unless sigma_next = 0.
+    eta : float, default 1.0
+        The stochasticity of each stage's ancestral split.
+    s_noise : float, default 1.0
+        Factor on the fresh noise.
+    r : float, default 0.5
+        The stage fraction in lambda, in (0, 1].
+    x0_hat : array (N, ...), optional
+        D(x; sigma) if already known.
+
+    Returns
+    -------
+    x_next : array (N, ...)
+    x0_hat : array (N, ...)
+        D(x; sigma).
+
+    Raises
+    ------
+    ValueError
+        If ``r`` is out of range or the noise is misshaped.
+    TypeError
+        If noise is missing.
+    """
     x0_hat = denoiser(x, sigma) if x0_hat is None else x0_hat
     if sigma_next == 0:
         return x + (sigma_next - sigma) * to_d(x, sigma, x0_hat), x0_hat
@@ -118,7 +225,41 @@ def dpmpp_2m_sde_eta_step(x, x0_hat, x0_prev, h_prev, sigma, sigma_next, noise=N
     + c (D - D_prev) / r  + s_noise sigma_next sqrt(1 - e^{-2 eta h}) z,
     r = h_prev / h, H = (1 + eta) h; c = (1 - e^{-H}) / 2 ("midpoint") or the exact integral
     phi_2 = expm1(-H)/H + 1 ("heun").  ``x0_prev=None`` gives the first-order step.  eta = 1
-    is MATH.md (10.16) in sigma coordinates; a step to sigma_next = 0 returns x0_hat."""
+    is MATH.md (10.16) in sigma coordinates; a step to sigma_next = 0 returns x0_hat.
+
+    Parameters
+    ----------
+    x : array (N, ...)
+        The state at ``sigma`` (sigma coordinates).
+    x0_hat : array (N, ...)
+        D at the current level.
+    x0_prev : array (N, ...) or None
+        D at the previous level; None for the first-order step.
+    h_prev : float or None
+        The previous step size in log sigma.
+    sigma, sigma_next : float
+        The current and the next noise level.
+    noise : array (N, ...), optional
+        Standard normal noise; required when eta > 0 and sigma_next > 0.
+    eta : float, default 1.0
+        The stochasticity (finite, >= 0).
+    s_noise : float, default 1.0
+        Factor on the fresh noise.
+    solver_type : {"midpoint", "heun"}, default "midpoint"
+        The second-order coefficient c.
+
+    Returns
+    -------
+    array (N, ...)
+        The state at ``sigma_next`` (x0_hat when it is 0).
+
+    Raises
+    ------
+    ValueError
+        If ``solver_type`` or ``eta`` is invalid, or the noise is misshaped.
+    TypeError
+        If noise is needed and missing.
+    """
     if solver_type not in ("midpoint", "heun"):
         raise ValueError(f"dpmpp_2m_sde_eta_step: unknown solver_type {solver_type!r}; valid: 'midpoint', 'heun'")
     eta = _check_eta(eta, "dpmpp_2m_sde_eta_step")
@@ -146,7 +287,39 @@ def dpmpp_3m_sde_step(x, x0_hats, hs_prev, sigma, sigma_next, noise=None, *, eta
     ``variant="published"`` is k-diffusion's coefficient -phi_3 on d2 (= h^2 m''/2): half the
     exact integral, like the published DPM-Solver++(3M) (MATH.md (10.14)); ``"exact"`` uses
     -2 phi_3 and is exact for a quadratic prediction.  With two predictions it is the 'heun'
-    2M SDE step, with one the first-order step."""
+    2M SDE step, with one the first-order step.
+
+    Parameters
+    ----------
+    x : array (N, ...)
+        The state at ``sigma`` (sigma coordinates).
+    x0_hats : sequence of arrays
+        1 to 3 denoiser outputs, newest first.
+    hs_prev : sequence of float
+        The earlier step sizes h_1, h_2 in log sigma (newest first; len(x0_hats) - 1 are used).
+    sigma, sigma_next : float
+        The current and the next noise level.
+    noise : array (N, ...), optional
+        Standard normal noise; required when eta > 0 and sigma_next > 0.
+    eta : float, default 1.0
+        The stochasticity (finite, >= 0).
+    s_noise : float, default 1.0
+        Factor on the fresh noise.
+    variant : {"exact", "published"}, default "exact"
+        The coefficient on d2.
+
+    Returns
+    -------
+    array (N, ...)
+        The state at ``sigma_next`` (x0_hats[0] when it is 0).
+
+    Raises
+    ------
+    ValueError
+        If ``variant`` or ``eta`` is invalid, or the noise is misshaped.
+    TypeError
+        If noise is needed and missing.
+    """
     eta = _check_eta(eta, "dpmpp_3m_sde_step")
     if variant not in ("exact", "published"):
         raise ValueError(f"dpmpp_3m_sde_step: unknown variant {variant!r}; valid: 'exact', 'published'")
@@ -206,6 +379,9 @@ def _draw(noise, x, who):
 
 
 _DOC = """
+
+    Notes
+    -----
     Grid: :func:`refdiff.make_grid` (``sigmas=`` any explicit decreasing sigma grid, ending
     in 0 for a final denoising step); model times of grid sigmas are the grid's, others from
     :func:`refdiff.sigma_to_time` (``interpolation``).
@@ -219,7 +395,52 @@ def dpm2_ancestral(model, x, schedule, timesteps=None, *, prediction_type="epsil
                    project=None, eta=1.0, s_noise=1.0, sigmas=None, final_sigmas_type=None,
                    interpolation="log_alpha", init_scale="vp"):
     """DPM-2 ancestral sampling, MATH.md (16.10).  Noise: one draw per step with s_up > 0 (every
-    step to sigma > 0 when eta > 0), as diffusers' KDPM2AncestralDiscreteScheduler draws."""
+    step to sigma > 0 when eta > 0), as diffusers' KDPM2AncestralDiscreteScheduler draws.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        ``noise(like) -> array``, a standard normal draw of like's shape (refdiff.sample builds it
+        from ``rng``); required when a step draws noise.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    eta : float, default 1.0
+        The stochasticity (finite, >= 0).
+    s_noise : float, default 1.0
+        Factor on the standard deviation of the fresh noise.
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+    init_scale : {"vp", "sigma_max"}, default "vp"
+        The scaling of the VP start state into sigma coordinates (notes).
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid grid (:func:`refdiff.make_grid`), ``eta``, ``init_scale`` or option, or
+        missing noise.
+    """
     eta = _check_eta(eta, "dpm2_ancestral")
     x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
                                        final_sigmas_type, interpolation, init_scale, "dpm2_ancestral")
@@ -234,7 +455,52 @@ def dpmpp_2s_ancestral(model, x, schedule, timesteps=None, *, prediction_type="e
                        project=None, eta=1.0, s_noise=1.0, sigmas=None, final_sigmas_type=None,
                        interpolation="log_alpha", init_scale="vp"):
     """DPM++ 2S ancestral sampling, MATH.md (16.11).  Noise: one draw per step with s_up > 0
-    (k-diffusion's ``sample_dpmpp_2s_ancestral`` also draws, with weight 0, when eta = 0)."""
+    (k-diffusion's ``sample_dpmpp_2s_ancestral`` also draws, with weight 0, when eta = 0).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        ``noise(like) -> array``, a standard normal draw of like's shape (refdiff.sample builds it
+        from ``rng``); required when a step draws noise.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    eta : float, default 1.0
+        The stochasticity (finite, >= 0).
+    s_noise : float, default 1.0
+        Factor on the standard deviation of the fresh noise.
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+    init_scale : {"vp", "sigma_max"}, default "vp"
+        The scaling of the VP start state into sigma coordinates (notes).
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid grid (:func:`refdiff.make_grid`), ``eta``, ``init_scale`` or option, or
+        missing noise.
+    """
     eta = _check_eta(eta, "dpmpp_2s_ancestral")
     x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
                                        final_sigmas_type, interpolation, init_scale, "dpmpp_2s_ancestral")
@@ -250,7 +516,54 @@ def dpmpp_sde(model, x, schedule, timesteps=None, *, prediction_type="epsilon", 
               interpolation="log_alpha", init_scale="vp"):
     """DPM++ SDE sampling, MATH.md (16.13).  Noise: two draws (z1, z2) per step to sigma > 0,
     before the step's model calls, combined into one Brownian path by :func:`brownian_pair`
-    (a seeded loop is therefore not draw-for-draw k-diffusion's Brownian tree, but has its law)."""
+    (a seeded loop is therefore not draw-for-draw k-diffusion's Brownian tree, but has its law).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        ``noise(like) -> array``, a standard normal draw of like's shape (refdiff.sample builds it
+        from ``rng``); required when a step draws noise.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    eta : float, default 1.0
+        The stochasticity (finite, >= 0).
+    s_noise : float, default 1.0
+        Factor on the standard deviation of the fresh noise.
+    r : float, default 0.5
+        The stage fraction of :func:`dpmpp_sde_step`, in (0, 1].
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+    init_scale : {"vp", "sigma_max"}, default "vp"
+        The scaling of the VP start state into sigma coordinates (notes).
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid grid (:func:`refdiff.make_grid`), ``eta``, ``init_scale`` or option, or
+        missing noise.
+    """
     eta = _check_eta(eta, "dpmpp_sde")
     x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
                                        final_sigmas_type, interpolation, init_scale, "dpmpp_sde")
@@ -267,7 +580,54 @@ def dpmpp_2m_sde_eta(model, x, schedule, timesteps=None, *, prediction_type="eps
                      interpolation="log_alpha", init_scale="vp"):
     """DPM++ 2M SDE for any eta (k-diffusion's ``sample_dpmpp_2m_sde``), MATH.md (16.14); the
     first step is first order, a step to sigma = 0 returns x0_hat.  Noise: one draw per step
-    to sigma > 0 when eta > 0, after the step's model call."""
+    to sigma > 0 when eta > 0, after the step's model call.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        ``noise(like) -> array``, a standard normal draw of like's shape (refdiff.sample builds it
+        from ``rng``); required when a step draws noise.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    eta : float, default 1.0
+        The stochasticity (finite, >= 0).
+    s_noise : float, default 1.0
+        Factor on the standard deviation of the fresh noise.
+    solver_type : {"midpoint", "heun"}, default "midpoint"
+        As in :func:`dpmpp_2m_sde_eta_step`.
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+    init_scale : {"vp", "sigma_max"}, default "vp"
+        The scaling of the VP start state into sigma coordinates (notes).
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid grid (:func:`refdiff.make_grid`), ``eta``, ``init_scale`` or option, or
+        missing noise.
+    """
     eta = _check_eta(eta, "dpmpp_2m_sde_eta")
     x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
                                        final_sigmas_type, interpolation, init_scale, "dpmpp_2m_sde_eta")
@@ -289,7 +649,54 @@ def dpmpp_3m_sde(model, x, schedule, timesteps=None, *, prediction_type="epsilon
     one and two predictions (first order, then the 'heun' 2M SDE step); eta = 0 is a
     deterministic 3M ODE solver; ``variant="published"`` is k-diffusion's (second-order)
     coefficient, ``"exact"`` (default) the third-order one, see :func:`dpmpp_3m_sde_step`.
-    Noise: one draw per step to sigma > 0 when eta > 0."""
+    Noise: one draw per step to sigma > 0 when eta > 0.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        ``noise(like) -> array``, a standard normal draw of like's shape (refdiff.sample builds it
+        from ``rng``); required when a step draws noise.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    eta : float, default 1.0
+        The stochasticity (finite, >= 0).
+    s_noise : float, default 1.0
+        Factor on the standard deviation of the fresh noise.
+    variant : {"exact", "published"}, default "exact"
+        As in :func:`dpmpp_3m_sde_step`.
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+    init_scale : {"vp", "sigma_max"}, default "vp"
+        The scaling of the VP start state into sigma coordinates (notes).
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid grid (:func:`refdiff.make_grid`), ``eta``, ``init_scale`` or option, or
+        missing noise.
+    """
     eta = _check_eta(eta, "dpmpp_3m_sde")
     x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
                                        final_sigmas_type, interpolation, init_scale, "dpmpp_3m_sde")

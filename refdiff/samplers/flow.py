@@ -42,7 +42,24 @@ TIME_CONVENTIONS = ("t0_data", "t0_noise")
 
 def rectified_flow_alpha_sigma(t, time_convention="t0_data"):
     """(alpha_t, sigma_t, d alpha/dt, d sigma/dt) of the rectified-flow path, MATH.md (11.7):
-    (1 - t, t, -1, 1) with t = 0 data; (t, 1 - t, 1, -1) with ``time_convention="t0_noise"``."""
+    (1 - t, t, -1, 1) with t = 0 data; (t, 1 - t, 1, -1) with ``time_convention="t0_noise"``.
+
+    Parameters
+    ----------
+    t : float or array
+        The flow time(s).
+    time_convention : {"t0_data", "t0_noise"}, default "t0_data"
+        Which end t = 0 is.
+
+    Returns
+    -------
+    alpha, sigma, dalpha_dt, dsigma_dt : float or array
+
+    Raises
+    ------
+    ValueError
+        If ``time_convention`` is unknown.
+    """
     if time_convention == "t0_data":
         return 1.0 - t, t, -1.0, 1.0
     if time_convention == "t0_noise":
@@ -52,20 +69,65 @@ def rectified_flow_alpha_sigma(t, time_convention="t0_data"):
 
 # ----------------------------------------------------------------------------- steps
 def flow_euler_step(x, u, t, t_next):
-    """Euler step of dx/dt = u, MATH.md (11.8): x + (t_next - t) u."""
+    """Euler step of dx/dt = u, MATH.md (11.8): x + (t_next - t) u.
+
+    Parameters
+    ----------
+    x : array (N, ...)
+        The state at ``t``.
+    u : array (N, ...)
+        The velocity at (x, t).
+    t, t_next : float
+        The current and the next time.
+
+    Returns
+    -------
+    array (N, ...)
+        The state at ``t_next``.
+    """
     return x + (float(t_next) - float(t)) * u
 
 
 def flow_midpoint_step(velocity, x, t, t_next):
     """Explicit midpoint step, MATH.md (11.9): x + dt u(x + dt/2 u(x, t), t + dt/2);
-    ``velocity(x, t)`` takes a float time."""
+    ``velocity(x, t)`` takes a float time.
+
+    Parameters
+    ----------
+    velocity : callable
+        ``velocity(x, t) -> u`` with a float time.
+    x : array (N, ...)
+        The state at ``t``.
+    t, t_next : float
+        The current and the next time.
+
+    Returns
+    -------
+    array (N, ...)
+        The state at ``t_next``.
+    """
     dt = float(t_next) - float(t)
     u1 = velocity(x, float(t))
     return x + dt * velocity(x + (0.5 * dt) * u1, float(t) + 0.5 * dt)
 
 
 def flow_rk4_step(velocity, x, t, t_next):
-    """Classical RK4 step of dx/dt = velocity(x, t), MATH.md (11.6)."""
+    """Classical RK4 step of dx/dt = velocity(x, t), MATH.md (11.6).
+
+    Parameters
+    ----------
+    velocity : callable
+        ``velocity(x, t) -> u`` with a float time.
+    x : array (N, ...)
+        The state at ``t``.
+    t, t_next : float
+        The current and the next time.
+
+    Returns
+    -------
+    array (N, ...)
+        The state at ``t_next``.
+    """
     from .sde import rk4_step
 
     return rk4_step(velocity, x, float(t), float(t_next) - float(t))
@@ -73,7 +135,28 @@ def flow_rk4_step(velocity, x, t, t_next):
 
 def eps_x0_from_flow_velocity(x_t, u, t, time_convention="t0_data"):
     """(eps_hat, x0_hat) from a rectified-flow velocity at time t, MATH.md (4.8) with (11.7):
-    for t = 0 data, x0 = x_t - t u and eps = x_t + (1 - t) u."""
+    for t = 0 data, x0 = x_t - t u and eps = x_t + (1 - t) u.
+
+    Parameters
+    ----------
+    x_t : array (N, ...)
+        The state on the rectified-flow path.
+    u : array (N, ...)
+        The velocity at (x_t, t).
+    t : float
+        The flow time.
+    time_convention : {"t0_data", "t0_noise"}, default "t0_data"
+        Which end t = 0 is.
+
+    Returns
+    -------
+    eps_hat, x0_hat : arrays (N, ...)
+
+    Raises
+    ------
+    ValueError
+        If ``time_convention`` is unknown.
+    """
     a, s, da, ds = rectified_flow_alpha_sigma(float(t), time_convention)
     return eps_x0_from_velocity(x_t, u, a, s, da, ds)
 
@@ -88,7 +171,22 @@ def velocity_from_vp_model(model, schedule, prediction_type="epsilon"):
     """A VP model (eps / x_0 / v / score prediction on ``schedule``) as a rectified-flow
     velocity model ``v(y, s)`` (t = 0 data; ``s`` a float flow time in (0, 1)), MATH.md (11.10):
     the VP point of equal SNR, lambda = log((1 - s) / s), state x = y (alpha + sigma), and
-    u = eps_hat - x0_hat (MATH.md (4.7) with alpha' = -1, sigma' = 1)."""
+    u = eps_hat - x0_hat (MATH.md (4.7) with alpha' = -1, sigma' = 1).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type`` on ``schedule``.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    prediction_type : str, default "epsilon"
+        What the model predicts.
+
+    Returns
+    -------
+    callable
+        ``velocity(y, s) -> u``.
+    """
 
     def velocity(y, s):
         p = _vp_point(schedule, float(s), {})
@@ -135,7 +233,11 @@ def _out(y, u, prediction_type):
     return y if prediction_type == "velocity" else to_vp(y, 1.0 - u, u)
 
 
-_DOC = """  ``prediction_type="velocity"``: ``schedule=None``, flow times ``timesteps`` (module
+_DOC = """
+
+    Notes
+    -----
+    ``prediction_type="velocity"``: ``schedule=None``, flow times ``timesteps`` (module
     docstring, ``time_convention``); returns the state at the last time in flow coordinates.
     VP prediction types: a Schedule / continuous VP and its grid (:func:`refdiff.make_grid`,
     also ``sigmas=``); a last step to sigma = 0 is an Euler step, which returns x0_hat
@@ -147,7 +249,48 @@ _DOC = """  ``prediction_type="velocity"``: ``schedule=None``, flow times ``time
 def flow_euler(model, x, schedule, timesteps=None, *, prediction_type="velocity", noise=None, callback=None,
                project=None, time_convention="t0_data", final_sigmas_type=None, sigmas=None,
                interpolation="log_alpha"):
-    """Rectified-flow ODE sampling with Euler steps, MATH.md (11.8): one evaluation per step."""
+    """Rectified-flow ODE sampling with Euler steps, MATH.md (11.8): one evaluation per step.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output``: a velocity model (``prediction_type="velocity"``, t the flow
+        time of ``time_convention`` as a (N,) float64 array) or a VP model of ``prediction_type``.
+    x : array (N, ...)
+        The start state: flow coordinates for a velocity model, VP coordinates otherwise.
+    schedule : Schedule, continuous VP or None
+        None for a velocity model, else the VP model's schedule.
+    timesteps : array_like or Grid, optional
+        Flow times (velocity model) or the VP grid (:func:`refdiff.make_grid`).
+    prediction_type : str, default "velocity"
+        "velocity" or one of refdiff.parameterization's prediction types.
+    noise : callable, optional
+        Ignored (the loop is deterministic); accepted for the common loop signature.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    time_convention : {"t0_data", "t0_noise"}, default "t0_data"
+        The time convention of a velocity model (must be "t0_data" for a VP model).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+
+    Returns
+    -------
+    array (N, ...)
+        The state at the last grid point (notes).
+
+    Raises
+    ------
+    TypeError
+        If a velocity model is given a schedule (and as :func:`refdiff.make_grid`).
+    ValueError
+        If ``time_convention`` is invalid (and as :func:`refdiff.make_grid`).
+    """
     y, grid, us, vel = _flow_setup(model, x, schedule, timesteps, prediction_type, time_convention,
                                    final_sigmas_type, sigmas, interpolation)
     for i in range(len(us) - 1):
@@ -162,7 +305,48 @@ def flow_midpoint(model, x, schedule, timesteps=None, *, prediction_type="veloci
                   project=None, time_convention="t0_data", final_sigmas_type=None, sigmas=None,
                   interpolation="log_alpha"):
     """Rectified-flow ODE sampling with explicit midpoint steps, MATH.md (11.9): two
-    evaluations per step (one on a VP model's last step to sigma = 0)."""
+    evaluations per step (one on a VP model's last step to sigma = 0).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output``: a velocity model (``prediction_type="velocity"``, t the flow
+        time of ``time_convention`` as a (N,) float64 array) or a VP model of ``prediction_type``.
+    x : array (N, ...)
+        The start state: flow coordinates for a velocity model, VP coordinates otherwise.
+    schedule : Schedule, continuous VP or None
+        None for a velocity model, else the VP model's schedule.
+    timesteps : array_like or Grid, optional
+        Flow times (velocity model) or the VP grid (:func:`refdiff.make_grid`).
+    prediction_type : str, default "velocity"
+        "velocity" or one of refdiff.parameterization's prediction types.
+    noise : callable, optional
+        Ignored (the loop is deterministic); accepted for the common loop signature.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    time_convention : {"t0_data", "t0_noise"}, default "t0_data"
+        The time convention of a velocity model (must be "t0_data" for a VP model).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+
+    Returns
+    -------
+    array (N, ...)
+        The state at the last grid point (notes).
+
+    Raises
+    ------
+    TypeError
+        If a velocity model is given a schedule (and as :func:`refdiff.make_grid`).
+    ValueError
+        If ``time_convention`` is invalid (and as :func:`refdiff.make_grid`).
+    """
     y, grid, us, vel = _flow_setup(model, x, schedule, timesteps, prediction_type, time_convention,
                                    final_sigmas_type, sigmas, interpolation)
     for i in range(len(us) - 1):
@@ -181,7 +365,48 @@ def flow_rk4(model, x, schedule, timesteps=None, *, prediction_type="velocity", 
              project=None, time_convention="t0_data", final_sigmas_type=None, sigmas=None,
              interpolation="log_alpha"):
     """Rectified-flow ODE sampling with classical RK4, MATH.md (11.6): four evaluations per
-    step (one on a VP model's last step to sigma = 0)."""
+    step (one on a VP model's last step to sigma = 0).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output``: a velocity model (``prediction_type="velocity"``, t the flow
+        time of ``time_convention`` as a (N,) float64 array) or a VP model of ``prediction_type``.
+    x : array (N, ...)
+        The start state: flow coordinates for a velocity model, VP coordinates otherwise.
+    schedule : Schedule, continuous VP or None
+        None for a velocity model, else the VP model's schedule.
+    timesteps : array_like or Grid, optional
+        Flow times (velocity model) or the VP grid (:func:`refdiff.make_grid`).
+    prediction_type : str, default "velocity"
+        "velocity" or one of refdiff.parameterization's prediction types.
+    noise : callable, optional
+        Ignored (the loop is deterministic); accepted for the common loop signature.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    time_convention : {"t0_data", "t0_noise"}, default "t0_data"
+        The time convention of a velocity model (must be "t0_data" for a VP model).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+
+    Returns
+    -------
+    array (N, ...)
+        The state at the last grid point (notes).
+
+    Raises
+    ------
+    TypeError
+        If a velocity model is given a schedule (and as :func:`refdiff.make_grid`).
+    ValueError
+        If ``time_convention`` is invalid (and as :func:`refdiff.make_grid`).
+    """
     from .sde import rk4_step
 
     y, grid, us, vel = _flow_setup(model, x, schedule, timesteps, prediction_type, time_convention,

@@ -29,13 +29,43 @@ __all__ = ["to_d", "euler_step", "ancestral_sigmas", "euler_ancestral_step", "he
 # ------------------------------------------------------------------------- step functions
 def to_d(x, sigma, x0_hat):
     """The probability-flow ODE slope in sigma space, dx/dsigma = (x - x0_hat) / sigma,
-    MATH.md (9.2).  It equals the model's eps_hat."""
+    MATH.md (9.2).  It equals the model's eps_hat.
+
+    Parameters
+    ----------
+    x : array (N, ...)
+        The state in sigma coordinates.
+    sigma : float
+        Its noise level (> 0).
+    x0_hat : array (N, ...)
+        The denoiser's output D(x; sigma).
+
+    Returns
+    -------
+    array (N, ...)
+        The slope.
+    """
     return (x - x0_hat) / sigma
 
 
 def euler_step(x, sigma, sigma_next, x0_hat):
     """Euler step of (9.2) from sigma to sigma_next, MATH.md (9.3):
-    ``x + (sigma_next - sigma) (x - x0_hat) / sigma``; equals the eta = 0 DDIM step."""
+    ``x + (sigma_next - sigma) (x - x0_hat) / sigma``; equals the eta = 0 DDIM step.
+
+    Parameters
+    ----------
+    x : array (N, ...)
+        The state at ``sigma`` (sigma coordinates).
+    sigma, sigma_next : float
+        The current and the next noise level.
+    x0_hat : array (N, ...)
+        D(x; sigma).
+
+    Returns
+    -------
+    array (N, ...)
+        The state at ``sigma_next``.
+    """
     return x + (sigma_next - sigma) * to_d(x, sigma, x0_hat)
 
 
@@ -43,7 +73,24 @@ def ancestral_sigmas(sigma, sigma_next, eta=1.0):
     """(sigma_down, sigma_up) of an ancestral step, MATH.md (9.4):
     ``sigma_up = min(sigma_next, eta sqrt(sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2))``,
     ``sigma_down = sqrt(sigma_next^2 - sigma_up^2)``.  eta = 1 gives the Brownian-bridge
-    (DDPM posterior) split, sigma_down = sigma_next^2 / sigma."""
+    (DDPM posterior) split, sigma_down = sigma_next^2 / sigma.
+
+    Parameters
+    ----------
+    sigma, sigma_next : float
+        The current and the next noise level.
+    eta : float, default 1.0
+        The stochasticity (>= 0); 0 gives (sigma_next, 0).
+
+    Returns
+    -------
+    sigma_down, sigma_up : float
+
+    Raises
+    ------
+    ValueError
+        If ``eta`` < 0.
+    """
     if not eta >= 0:
         raise ValueError(f"eta = {eta!r} must be >= 0")
     if sigma_next == 0 or eta == 0:
@@ -55,7 +102,35 @@ def ancestral_sigmas(sigma, sigma_next, eta=1.0):
 def euler_ancestral_step(x, sigma, sigma_next, x0_hat, noise=None, *, eta=1.0, s_noise=1.0):
     """Euler ancestral step, MATH.md (9.4): a deterministic Euler step to sigma_down, then
     fresh noise of standard deviation ``s_noise * sigma_up``.  ``noise`` (x's shape) is
-    required iff sigma_up > 0."""
+    required iff sigma_up > 0.
+
+    Parameters
+    ----------
+    x : array (N, ...)
+        The state at ``sigma``.
+    sigma, sigma_next : float
+        The current and the next noise level.
+    x0_hat : array (N, ...)
+        D(x; sigma).
+    noise : array (N, ...), optional
+        Standard normal noise; required iff sigma_up > 0.
+    eta : float, default 1.0
+        The stochasticity (>= 0).
+    s_noise : float, default 1.0
+        Factor on the fresh noise.
+
+    Returns
+    -------
+    array (N, ...)
+        The state at ``sigma_next``.
+
+    Raises
+    ------
+    ValueError
+        If ``eta`` < 0 or the noise is misshaped.
+    TypeError
+        If noise is needed and missing.
+    """
     down, up = ancestral_sigmas(sigma, sigma_next, eta)
     x = euler_step(x, sigma, down, x0_hat)
     if up > 0:
@@ -66,7 +141,25 @@ def euler_ancestral_step(x, sigma, sigma_next, x0_hat, noise=None, *, eta=1.0, s
 def heun_step(denoiser, x, sigma, sigma_next, x0_hat=None):
     """Heun's (trapezoidal predictor-corrector) step of (9.2), MATH.md (9.5); an Euler step
     when sigma_next = 0 (no evaluation at sigma = 0).  ``x0_hat`` = D(x; sigma) if already
-    known.  Returns (x_next, x0_hat)."""
+    known.  Returns (x_next, x0_hat).
+
+    Parameters
+    ----------
+    denoiser : callable
+        ``denoiser(x, sigma) -> x0_hat`` in sigma coordinates (sigma a float).
+    x : array (N, ...)
+        The state at ``sigma``.
+    sigma, sigma_next : float
+        The current and the next noise level.
+    x0_hat : array (N, ...), optional
+        D(x; sigma) if already known (saves a call).
+
+    Returns
+    -------
+    x_next : array (N, ...)
+    x0_hat : array (N, ...)
+        D(x; sigma).
+    """
     if x0_hat is None:
         x0_hat = denoiser(x, sigma)
     d = to_d(x, sigma, x0_hat)
@@ -80,7 +173,25 @@ def heun_step(denoiser, x, sigma, sigma_next, x0_hat=None):
 def dpm2_step(denoiser, x, sigma, sigma_next, x0_hat=None):
     """DPM-2 (k-diffusion): a midpoint step of (9.2) with the midpoint taken in log sigma,
     sigma_mid = sqrt(sigma sigma_next), MATH.md (9.6); Euler when sigma_next = 0.
-    Returns (x_next, x0_hat)."""
+    Returns (x_next, x0_hat).
+
+    Parameters
+    ----------
+    denoiser : callable
+        ``denoiser(x, sigma) -> x0_hat`` in sigma coordinates (sigma a float).
+    x : array (N, ...)
+        The state at ``sigma``.
+    sigma, sigma_next : float
+        The current and the next noise level.
+    x0_hat : array (N, ...), optional
+        D(x; sigma) if already known (saves a call).
+
+    Returns
+    -------
+    x_next : array (N, ...)
+    x0_hat : array (N, ...)
+        D(x; sigma).
+    """
     if x0_hat is None:
         x0_hat = denoiser(x, sigma)
     d = to_d(x, sigma, x0_hat)
@@ -94,7 +205,29 @@ def dpm2_step(denoiser, x, sigma, sigma_next, x0_hat=None):
 
 def edm_gamma(sigma, n, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf")):
     """EDM's churn factor, MATH.md (9.7): ``min(S_churn / n, sqrt 2 - 1)`` when
-    S_tmin <= sigma <= S_tmax, else 0 (n = number of steps)."""
+    S_tmin <= sigma <= S_tmax, else 0 (n = number of steps).
+
+    Parameters
+    ----------
+    sigma : float
+        The current noise level.
+    n : int
+        The number of steps.
+    s_churn : float, default 0.0
+        S_churn (>= 0).
+    s_tmin, s_tmax : float, default 0.0, inf
+        The range of noise levels that are churned.
+
+    Returns
+    -------
+    float
+        gamma.
+
+    Raises
+    ------
+    ValueError
+        If ``s_churn`` < 0.
+    """
     if not s_churn >= 0:
         raise ValueError(f"s_churn = {s_churn!r} must be >= 0")
     return min(s_churn / n, math.sqrt(2.0) - 1.0) if s_tmin <= sigma <= s_tmax else 0.0
@@ -103,7 +236,33 @@ def edm_gamma(sigma, n, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf")):
 def edm_churn(x, sigma, gamma, noise=None, *, s_noise=1.0):
     """Raise the noise level from sigma to sigma_hat = (1 + gamma) sigma by adding fresh
     noise of variance sigma_hat^2 - sigma^2 (times s_noise^2), MATH.md (9.7).
-    Returns (x_hat, sigma_hat); with gamma = 0 nothing is drawn."""
+    Returns (x_hat, sigma_hat); with gamma = 0 nothing is drawn.
+
+    Parameters
+    ----------
+    x : array (N, ...)
+        The state at ``sigma``.
+    sigma : float
+        The current noise level.
+    gamma : float
+        The churn factor (>= 0).
+    noise : array (N, ...), optional
+        Standard normal noise; required when gamma > 0.
+    s_noise : float, default 1.0
+        Factor on the fresh noise.
+
+    Returns
+    -------
+    x_hat : array (N, ...)
+    sigma_hat : float
+
+    Raises
+    ------
+    ValueError
+        If ``gamma`` < 0 or the noise is misshaped.
+    TypeError
+        If noise is needed and missing.
+    """
     if not gamma >= 0:
         raise ValueError(f"gamma = {gamma!r} must be >= 0")
     if gamma == 0:
@@ -117,7 +276,27 @@ def lms_coefficients(sigmas, i, order):
     """Exact linear multistep coefficients, MATH.md (9.8):
     ``c_j = int_{sigma_i}^{sigma_{i+1}} prod_{m != j} (s - sigma_{i-m}) / (sigma_{i-j} - sigma_{i-m}) ds``
     for j = 0..k-1 (k = min(order, i + 1)), the integrals of the Lagrange basis through
-    the last k noise levels, integrated analytically as polynomials (host float64)."""
+    the last k noise levels, integrated analytically as polynomials (host float64).
+
+    Parameters
+    ----------
+    sigmas : array_like
+        The noise grid.
+    i : int
+        The step, in [0, len(sigmas) - 2].
+    order : int
+        The order (>= 1).
+
+    Returns
+    -------
+    list of float
+        c_0..c_{k-1}.
+
+    Raises
+    ------
+    ValueError
+        If ``i`` or ``order`` is out of range.
+    """
     sig = np.asarray(sigmas, dtype=np.float64)
     if not 0 <= i < sig.shape[0] - 1:
         raise ValueError(f"i = {i} is out of range [0, {sig.shape[0] - 2}]")
@@ -137,7 +316,22 @@ def lms_coefficients(sigmas, i, order):
 
 
 def lms_step(x, ds, coeffs):
-    """``x + sum_j c_j d_{i-j}``, MATH.md (9.8); ``ds`` newest first (d_i, d_{i-1}, ...)."""
+    """``x + sum_j c_j d_{i-j}``, MATH.md (9.8); ``ds`` newest first (d_i, d_{i-1}, ...).
+
+    Parameters
+    ----------
+    x : array (N, ...)
+        The state at sigma_i.
+    ds : sequence of arrays
+        The slopes, newest first.
+    coeffs : sequence of float
+        The coefficients of :func:`lms_coefficients`.
+
+    Returns
+    -------
+    array (N, ...)
+        The state at sigma_{i+1}.
+    """
     for c, d in zip(coeffs, ds):
         x = x + c * d
     return x
@@ -173,6 +367,9 @@ def _denoiser(model, schedule, grid, prediction_type, interpolation, i):
 
 
 _GRID_DOC = """
+
+    Notes
+    -----
     Grid: :func:`refdiff.make_grid` (``sigmas=`` VE levels override ``timesteps``; model times
     by ``interpolation``, :func:`refdiff.sigma_to_time`).  The start state ``x`` is in VP
     coordinates and is scaled by sqrt(1 + s_0^2) (``init_scale="vp"``, the exact conversion
@@ -185,7 +382,48 @@ _GRID_DOC = """
 def euler_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None,
                project=None, sigmas=None, interpolation="log_alpha", init_scale="vp", final_sigmas_type=None,
                **options):
-    """Euler sampling of the sigma-space ODE (9.2)-(9.3); deterministic, no noise."""
+    """Euler sampling of the sigma-space ODE (9.2)-(9.3); deterministic, no noise.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        Ignored (the loop is deterministic); accepted for the common loop signature.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+    init_scale : {"vp", "sigma_max"}, default "vp"
+        The scaling of the VP start state into sigma coordinates (below).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    **options
+        Not accepted: any other keyword raises TypeError.
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid grid (:func:`refdiff.make_grid`) or option.
+    """
     check_options("euler", options)
     x, grid, sig = _sigma_setup(x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
     for i in range(len(sig) - 1):
@@ -200,7 +438,53 @@ def euler_ancestral_loop(model, x, schedule, timesteps=None, *, prediction_type=
                          final_sigmas_type=None, **options):
     """Euler ancestral sampling, MATH.md (9.4).  Noise: one draw per step with
     sigma_up > 0 (every step whose target sigma is > 0 when eta > 0), after that step's
-    model call."""
+    model call.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        ``noise(like) -> array``, a standard normal draw of like's shape (refdiff.sample builds it
+        from ``rng``); required when a step draws noise.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    eta : float, default 1.0
+        The stochasticity (>= 0).
+    s_noise : float, default 1.0
+        Factor on the standard deviation of the fresh noise.
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+    init_scale : {"vp", "sigma_max"}, default "vp"
+        The scaling of the VP start state into sigma coordinates (below).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    **options
+        Not accepted: any other keyword raises TypeError.
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid grid (:func:`refdiff.make_grid`) or option.
+    """
     check_options("euler_ancestral", options)
     if not eta >= 0:
         raise ValueError(f"eta = {eta!r} must be >= 0")
@@ -217,7 +501,48 @@ def heun_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", 
               project=None, sigmas=None, interpolation="log_alpha", init_scale="vp", final_sigmas_type=None,
               **options):
     """Heun sampling, MATH.md (9.5): 2 model calls per step, 1 on a final step to sigma = 0;
-    deterministic."""
+    deterministic.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        Ignored (the loop is deterministic); accepted for the common loop signature.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+    init_scale : {"vp", "sigma_max"}, default "vp"
+        The scaling of the VP start state into sigma coordinates (below).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    **options
+        Not accepted: any other keyword raises TypeError.
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid grid (:func:`refdiff.make_grid`) or option.
+    """
     check_options("heun", options)
     x, grid, sig = _sigma_setup(x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
     for i in range(len(sig) - 1):
@@ -235,7 +560,57 @@ def edm_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", n
     sigma_hat to the next sigma.  Noise: one draw per step with gamma > 0, before that
     step's model calls.  s_churn = 0 is :func:`heun_loop`.  sigma_hat may exceed the
     schedule's largest sigma; its model time is then extrapolated (MATH.md (2.15)).  The
-    hooks' x0_hat is D(x_hat; sigma_hat), at the churned level."""
+    hooks' x0_hat is D(x_hat; sigma_hat), at the churned level.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        ``noise(like) -> array``, a standard normal draw of like's shape (refdiff.sample builds it
+        from ``rng``); required when a step draws noise.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    s_churn : float, default 0.0
+        S_churn (>= 0); 0 is heun_loop.
+    s_tmin : float, default 0.0
+        The smallest churned noise level.
+    s_tmax : float, default inf
+        The largest churned noise level.
+    s_noise : float, default 1.0
+        Factor on the standard deviation of the fresh noise.
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+    init_scale : {"vp", "sigma_max"}, default "vp"
+        The scaling of the VP start state into sigma coordinates (below).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    **options
+        Not accepted: any other keyword raises TypeError.
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid grid (:func:`refdiff.make_grid`) or option.
+    """
     check_options("edm", options)
     x, grid, sig = _sigma_setup(x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
     n = len(sig) - 1
@@ -252,7 +627,48 @@ def edm_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", n
 def dpm2_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None,
               project=None, sigmas=None, interpolation="log_alpha", init_scale="vp", final_sigmas_type=None,
               **options):
-    """DPM-2 sampling, MATH.md (9.6); deterministic, 2 model calls per step (1 to sigma = 0)."""
+    """DPM-2 sampling, MATH.md (9.6); deterministic, 2 model calls per step (1 to sigma = 0).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        Ignored (the loop is deterministic); accepted for the common loop signature.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+    init_scale : {"vp", "sigma_max"}, default "vp"
+        The scaling of the VP start state into sigma coordinates (below).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    **options
+        Not accepted: any other keyword raises TypeError.
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid grid (:func:`refdiff.make_grid`) or option.
+    """
     check_options("dpm_2", options)
     x, grid, sig = _sigma_setup(x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
     for i in range(len(sig) - 1):
@@ -268,7 +684,50 @@ def lms_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", n
     """Linear multistep (Adams-Bashforth in sigma) of order ``order``, MATH.md (9.8): one
     model call per step, the first steps at lower order (min(order, i + 1)); deterministic.
     The slopes d_j = (x_j - x0_hat_j) / s_j are kept from earlier steps: a ``project`` that
-    changes x does not change them."""
+    changes x does not change them.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        Ignored (the loop is deterministic); accepted for the common loop signature.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    order : int, default 4
+        The largest order (>= 1).
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+    init_scale : {"vp", "sigma_max"}, default "vp"
+        The scaling of the VP start state into sigma coordinates (below).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    **options
+        Not accepted: any other keyword raises TypeError.
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid grid (:func:`refdiff.make_grid`) or option.
+    """
     check_options("lms", options)
     x, grid, sig = _sigma_setup(x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
     ds = []

@@ -43,7 +43,31 @@ def euler_maruyama_step(x, score, f, g2, dt, noise=None):
     x_{t-dt} = x_t - (f x_t - g^2 score) dt + sqrt(g^2 dt) z.
 
     ``f``, ``g2`` are f(t), g(t)^2 at the start of the step (floats); ``noise`` is z (shape of
-    x) or None for the mean of the step only."""
+    x) or None for the mean of the step only.
+
+    Parameters
+    ----------
+    x : array (N, ...)
+        The state at t.
+    score : array (N, ...)
+        The score at (x, t).
+    f, g2 : float
+        f(t) and g(t)^2.
+    dt : float
+        The step size (> 0).
+    noise : array (N, ...), optional
+        z; None for the mean of the step.
+
+    Returns
+    -------
+    array (N, ...)
+        The state at t - dt.
+
+    Raises
+    ------
+    ValueError
+        If ``dt`` is not positive.
+    """
     f, g2, dt = float(f), float(g2), float(dt)
     if not dt > 0:
         raise ValueError(f"dt = {dt!r} must be > 0 (a reverse-time step)")
@@ -62,7 +86,31 @@ def langevin_step_size(score, noise, snr, alpha_i=1.0, norm="sample"):
 
     ``norm="sample"`` (the paper): norms per sample, a (N,) array; ``norm="batch"`` (the code
     release): the batch means of the per-sample norms, one scalar for the whole batch.
-    ``alpha_i`` is the release's 1 - beta_i factor (default 1)."""
+    ``alpha_i`` is the release's 1 - beta_i factor (default 1).
+
+    Parameters
+    ----------
+    score : array (N, ...)
+        The score at the state.
+    noise : array (N, ...)
+        The step's standard normal z.
+    snr : float
+        The signal-to-noise ratio (finite, > 0).
+    alpha_i : float, default 1.0
+        The release's factor.
+    norm : {"sample", "batch"}, default "sample"
+        Per-sample or batch-mean norms.
+
+    Returns
+    -------
+    array (N,) or scalar
+        The step size epsilon (a 0-d array for ``norm="batch"``).
+
+    Raises
+    ------
+    ValueError
+        If ``snr`` or ``norm`` is invalid.
+    """
     if not (math.isfinite(snr) and snr > 0):
         raise ValueError(f"snr = {snr!r} must be finite and > 0")
     gn, zn = _norms(score), _norms(noise)
@@ -76,7 +124,24 @@ def langevin_step_size(score, noise, snr, alpha_i=1.0, norm="sample"):
 
 def langevin_corrector_step(x, score, step_size, noise):
     """One Langevin MCMC step targeting p_t, MATH.md (11.3): x + eps s(x) + sqrt(2 eps) z;
-    ``step_size`` a float, 0-d or per-sample (N,) array."""
+    ``step_size`` a float, 0-d or per-sample (N,) array.
+
+    Parameters
+    ----------
+    x : array (N, ...)
+        The state.
+    score : array (N, ...)
+        The score at x.
+    step_size : float or array (N,) or 0-d
+        epsilon.
+    noise : array (N, ...)
+        Standard normal z.
+
+    Returns
+    -------
+    array (N, ...)
+        The new state.
+    """
     if isinstance(step_size, (int, float)):
         return x + float(step_size) * score + math.sqrt(2.0 * step_size) * noise
     eps = bcast(step_size, x)  # (N,) -> (N, 1, ..., 1)
@@ -85,14 +150,48 @@ def langevin_corrector_step(x, score, step_size, noise):
 
 def pf_ode_drift(x, eps_hat, f, g2, sigma):
     """The probability-flow ODE of a VP SDE, MATH.md (11.5):
-    dx/dt = f x - g^2 score / 2 = f x + g^2 eps_hat / (2 sigma)."""
+    dx/dt = f x - g^2 score / 2 = f x + g^2 eps_hat / (2 sigma).
+
+    Parameters
+    ----------
+    x : array (N, ...)
+        The state.
+    eps_hat : array (N, ...)
+        The model's eps prediction at x.
+    f, g2 : float
+        f(t) and g(t)^2.
+    sigma : float
+        sigma_t (> 0).
+
+    Returns
+    -------
+    array (N, ...)
+        dx/dt.
+    """
     return float(f) * x + (0.5 * float(g2) / float(sigma)) * eps_hat
 
 
 def rk4_step(drift, x, t, dt):
     """One classical Runge-Kutta-4 step of dx/dt = drift(x, t) from t to t + dt (dt may be
     negative), MATH.md (11.6): k1 = F(x, t), k2 = F(x + dt k1/2, t + dt/2),
-    k3 = F(x + dt k2/2, t + dt/2), k4 = F(x + dt k3, t + dt); x + dt (k1 + 2 k2 + 2 k3 + k4)/6."""
+    k3 = F(x + dt k2/2, t + dt/2), k4 = F(x + dt k3, t + dt); x + dt (k1 + 2 k2 + 2 k3 + k4)/6.
+
+    Parameters
+    ----------
+    drift : callable
+        ``drift(x, t) -> dx/dt``.
+    x : array (N, ...)
+        The state at t.
+    t : float
+        The current time.
+    dt : float
+        The step (may be negative).
+
+    Returns
+    -------
+    array (N, ...)
+        The state at t + dt.
+    """
     k1 = drift(x, t)
     k2 = drift(x + (0.5 * dt) * k1, t + 0.5 * dt)
     k3 = drift(x + (0.5 * dt) * k2, t + 0.5 * dt)
@@ -117,6 +216,9 @@ def _coefs(schedule, tc):
 
 
 _GRID_DOC = """
+
+    Notes
+    -----
     Grid (:func:`refdiff.make_grid`, also ``sigmas=``): a continuous VP's times end at the
     last time; a Schedule's timesteps end with a final Tweedie step to sigma = 0 that
     returns the model's x0_hat (no noise), as DDIM's t_prev = -1.  Hooks ``callback`` and
@@ -127,7 +229,49 @@ def euler_maruyama(model, x, schedule, timesteps=None, *, prediction_type="epsil
                    project=None, denoise=True, sigmas=None, final_sigmas_type=None, interpolation="log_alpha"):
     """Euler-Maruyama on the reverse VP SDE, MATH.md (11.1)-(11.2).  Step i draws one noise(x)
     after its model call, except a step to sigma = 0 and, with ``denoise=True`` (Song et al.:
-    return the last step's mean), the last step."""
+    return the last step's mean), the last step.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        ``noise(like) -> array``, a standard normal draw of like's shape (refdiff.sample builds it
+        from ``rng``); required when a step draws noise.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    denoise : bool, default True
+        Return the last step's mean (no noise on the last step).
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    TypeError
+        If ``noise`` is None (and as :func:`refdiff.make_grid`).
+    ValueError
+        As :func:`refdiff.make_grid`.
+    """
     if noise is None:
         raise TypeError("method 'euler_maruyama' is stochastic and needs noise (pass rng= to refdiff.sample)")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
@@ -157,7 +301,55 @@ def pc(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=N
     ``denoise=True``).  ``langevin_norm``: 'batch' (default, the code release: batch-mean
     norms) or 'sample' (the paper's per-sample norms; in low dimension ||score|| near a mode
     is often tiny, the step size heavy-tailed and the corrector unstable, MATH.md (11.4)).
-    The hooks' x0_hat is the predictor's (after the corrector steps)."""
+    The hooks' x0_hat is the predictor's (after the corrector steps).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        ``noise(like) -> array``, a standard normal draw of like's shape (refdiff.sample builds it
+        from ``rng``); required when a step draws noise.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    snr : float, default 0.16
+        The corrector's signal-to-noise ratio (finite, > 0).
+    n_corrector : int, default 1
+        Langevin steps per grid point (>= 0).
+    langevin_norm : {"batch", "sample"}, default "batch"
+        The norms of the step size (above).
+    denoise : bool, default True
+        Return the last step's mean (no noise on the last step).
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    TypeError
+        If ``noise`` is None (and as :func:`refdiff.make_grid`).
+    ValueError
+        If ``n_corrector``, ``snr`` or ``langevin_norm`` is invalid (and as :func:`refdiff.make_grid`).
+    """
     if noise is None:
         raise TypeError("method 'pc' is stochastic and needs noise (pass rng= to refdiff.sample)")
     if isinstance(n_corrector, bool) or not isinstance(n_corrector, int) or n_corrector < 0:
@@ -192,7 +384,44 @@ def pf_ode_rk4(model, x, schedule, timesteps=None, *, prediction_type="epsilon",
     """The probability-flow ODE (11.5) integrated with classical RK4 (11.6) in t on the given
     grid: four model calls per step (at t_i, twice at the midpoint, at t_{i+1}; on a Schedule
     the midpoints are float continuous indices).  Deterministic: draws no noise.  The hooks'
-    x0_hat is the first evaluation's."""
+    x0_hat is the first evaluation's.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        Ignored (the loop is deterministic); accepted for the common loop signature.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an invalid grid (:func:`refdiff.make_grid`) or option.
+    """
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
     discrete = isinstance(schedule, Schedule)
