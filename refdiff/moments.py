@@ -4,7 +4,7 @@ With the exact denoiser of Gaussian data (:class:`refdiff.GaussianData`), every 
 every refdiff sampler is affine in (state, noise), and so is any pipeline built from them:
 img2img, replacement inpainting, RePaint with its undo steps, DDIM inversion.  Its output is
 then out = b + A x_in + sum_k B_k z_k, a Gaussian whose mean and covariance are exact
-(MATH.md (17.8)).  :func:`affine_moments` finds b, A and every B_k by running the
+(MATH.md (17.7)).  :func:`affine_moments` finds b, A and every B_k by running the
 *production* pipeline itself on one batch: row 0 with all noise 0, then one row per input
 coordinate (x_in + e_i) and one row per coordinate of every noise draw (that entry 1, all
 else 0); by affinity each column is a difference of two rows.  A pipeline that re-uses a
@@ -13,7 +13,7 @@ noise tensor re-uses its columns automatically.
 :func:`sdedit_limits` gives the continuous-time limits of img2img from a start point
 (alpha, sigma): the exact probability-flow ODE (mean gain G^(1/2), covariance Sigma (I - G))
 and the exact reverse SDE (gain G, covariance Sigma (I - G^2)), G = alpha^2 Sigma
-(alpha^2 Sigma + sigma^2 I)^-1, MATH.md (17.7).
+(alpha^2 Sigma + sigma^2 I)^-1, MATH.md (17.8).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ __all__ = ["affine_moments", "sdedit_limits", "gaussian_kl"]
 
 
 def affine_moments(pipeline, x_in, *, input_cov=None, check=True):
-    """Exact (mean, cov) of an affine pipeline's output, MATH.md (17.8).
+    """Exact (mean, cov) of an affine pipeline's output, MATH.md (17.7).
 
     pipeline : ``pipeline(x, noise) -> out`` with ``x`` a batch (N, *event) and ``noise``
         a callable ``noise(like)`` returning standard normals of ``like``'s shape (the
@@ -94,7 +94,7 @@ def _check_affine(pipeline, x_in, b, A, B, shapes, sizes, d_in):
 
 def sdedit_limits(mean, cov, x_in, alpha, sigma, kind="ode"):
     """The continuous-time limit of img2img on Gaussian data N(mean, cov) from the start
-    (alpha, sigma), MATH.md (17.7): with G = alpha^2 Sigma (alpha^2 Sigma + sigma^2 I)^-1,
+    (alpha, sigma), MATH.md (17.8): with G = alpha^2 Sigma (alpha^2 Sigma + sigma^2 I)^-1,
     ``"ode"`` (exact probability-flow ODE): mean mu + G^(1/2) (x_in - mu), covariance
     Sigma (I - G); ``"sde"`` (exact reverse SDE, i.e. a draw of q(x_0 | x_t0)): mean
     mu + G (x_in - mu), covariance Sigma (I - G^2).  Host float64 (D,), (D, D)."""

@@ -5,3 +5,4 @@ outpainting (padded canvas, sliding windows), inversion and style transfer (DDIB
 from .img2img import *  # noqa: F401,F403
 from .img2img import img2img_grid  # noqa: F401
 from .inpaint import *  # noqa: F401,F403
+from .inversion import *  # noqa: F401,F403
