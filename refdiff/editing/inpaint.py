@@ -158,8 +158,10 @@ def oracle_inpaint(data, x_known, mask, n, rng):
     """``n`` exact draws of the data given the kept entries (the target every inpainting
     scheme approximates), MATH.md (17.1): ``data.condition(H, c)`` with (H, c) from
     :func:`refdiff.conditioning.mask_measurement`.  ``x_known`` and ``mask`` of the data's
-    event shape."""
+    event shape; host NumPy (n, *event_shape), the kept entries equal to x_known exactly."""
     from ..conditioning import mask_measurement
 
     H, c = mask_measurement(mask, x_known)
-    return data.condition(H, c).sample(n, rng)
+    x = data.condition(H, c).sample(n, rng)
+    m = np.asarray(mask, dtype=np.float64)
+    return m * x + (1.0 - m) * np.asarray(x_known, dtype=np.float64)  # the kept entries exactly (not to rounding)
