@@ -6,3 +6,4 @@ from .img2img import *  # noqa: F401,F403
 from .img2img import img2img_grid  # noqa: F401
 from .inpaint import *  # noqa: F401,F403
 from .inversion import *  # noqa: F401,F403
+from .outpaint import *  # noqa: F401,F403
