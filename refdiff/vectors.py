@@ -339,7 +339,13 @@ def build_cases(seed: int = 20240601) -> list:
     """Every case of the suite, computed now (deterministic for a given ``seed``)."""
     rng = np.random.default_rng(seed)
     return (_schedule_cases() + _forward_cases(rng) + _elbo_cases(rng) + _guidance_cases(rng) + _step_cases(rng)
-            + _trajectory_cases(rng))
+            + _trajectory_cases(rng) + _editing_cases(rng))
+
+
+def _editing_cases(rng):
+    from .editing._vectors import editing_cases  # img2img, inpainting, RePaint, conditioning, moments, DDIB
+
+    return editing_cases(rng)
 
 
 CONVENTIONS = {

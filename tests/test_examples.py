@@ -20,6 +20,7 @@ FIGURE_SCRIPTS = {
     "cfg_digits": ["cfg_digits.png", "cfg_tradeoff.png", "cfg_digits.json"],
     "elbo_breakdown": ["elbo_breakdown.png"],
     "sampler_orders": None,
+    "editing_gaussian": ["editing_img2img.png", "editing_outpaint.png", "editing_inpaint_table.md"],
 }
 # scripts that write no figures (they print numbers); run by their own tests below or elsewhere
 OTHER_SCRIPTS = {"mixture_floor", "verify_other_framework"}
