@@ -91,7 +91,7 @@ def test_unipc(variant, order, final, predict_x0, dc):
     sch.set_timesteps(25)
     ts = _set_vp_sigmas(sch, s, final)
     want = _run(sch, model, _x_T())
-    got = refdiff.sample(model, _x_T(), s, ts, "unipc", order=order, variant=variant, final_sigmas_type=final,
+    got = refdiff.sample(model, _x_T(), s, ts, "unipc", order=order, solver_type=variant, final_sigmas_type=final,
                          form="data" if predict_x0 else "noise", disable_corrector=dc, progress=False)
     np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
 
@@ -110,7 +110,7 @@ def test_unipc_final_sigma_zero_nan_in_diffusers_finite_in_refdiff(variant, pred
     sch.set_timesteps(20)
     ts = _set_vp_sigmas(sch, s, "zero")
     assert np.isnan(_run(sch, model, _x_T())).all()
-    got = refdiff.sample(model, _x_T(), s, ts, "unipc", variant=variant, form="data" if predict_x0 else "noise",
+    got = refdiff.sample(model, _x_T(), s, ts, "unipc", solver_type=variant, form="data" if predict_x0 else "noise",
                          progress=False)
     assert np.isfinite(got).all()
 
@@ -198,3 +198,55 @@ def test_lcm(monkeypatch, n, original_steps):
     it2 = iter(draws)
     got = refdiff.sample(model, _x_T(), s, ts, "lcm", noise=lambda like: next(it2), progress=False)
     np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
+
+
+# ---------------------------------------------------------------------------- refdiff vectors
+def _scheduler_for(name, monkeypatch, draws):
+    """The diffusers scheduler (float64, noise injected) that vectors case ``library_<name>``
+    names in its description."""
+    import diffusers.schedulers.scheduling_k_dpm_2_ancestral_discrete as K
+    import diffusers.schedulers.scheduling_lcm as LC
+    from diffusers import DEISMultistepScheduler, PNDMScheduler, UniPCMultistepScheduler
+
+    it = iter(draws)
+    for mod in (K, LC):
+        monkeypatch.setattr(mod, "randn_tensor", lambda shape, **kw: torch.tensor(next(it)))
+    monkeypatch.setattr(K, "np", _np64())
+    if name.startswith("unipc"):
+        v, o = name.split("_")[1], int(name[-1])
+        final = "sigma_min" if v == "bh1" else "zero"
+        return UniPCMultistepScheduler(solver_type=v, solver_order=o, final_sigmas_type=final)
+    if name.startswith("deis"):
+        return DEISMultistepScheduler(solver_order=int(name[-1]))
+    if name.startswith("pndm"):
+        return PNDMScheduler(skip_prk_steps=name.endswith("plms"))
+    if name == "kdpm2_ancestral":
+        return K.KDPM2AncestralDiscreteScheduler(timestep_spacing="trailing")
+    return LC.LCMScheduler(original_inference_steps=50, set_alpha_to_one=True)
+
+
+def test_vectors_library_cases_agree_with_diffusers(monkeypatch):
+    """MATH.md (16.3), (16.6), (16.9), (16.10), (16.17): every chapter-16 ``library_*`` case of
+    ``refdiff vectors`` (``NEW_LIBRARY_RUNS``) is reproduced by the diffusers 0.42.1 scheduler its description names (same
+    timesteps, oracle model, x_T and draws) to <= 1e-10."""
+    from refdiff import vectors as V
+
+    cases = [c for c in V.build_cases() if c.name[len("library_"):] in V.NEW_LIBRARY_RUNS]
+    assert len(cases) == len(V.NEW_LIBRARY_RUNS)
+    for c in cases:
+        name = c.name[len("library_"):]
+        kind = c.parameters["schedule"]["kind"]
+        s = refdiff.make_schedule(kind, T)
+        draws = list(c.inputs.get("noise", []))
+        sch = _scheduler_for(name, monkeypatch, draws)
+        sch.alphas_cumprod = torch.tensor(s.alpha_bars)
+        if hasattr(sch, "final_alpha_cumprod"):
+            sch.final_alpha_cumprod = torch.tensor(1.0 if name == "lcm" else float(s.alpha_bars[0]))
+        sch.set_timesteps(len(c.inputs["timesteps"]))
+        if name.startswith(("unipc", "deis")):
+            _set_vp_sigmas(sch, s, "sigma_min" if name.startswith(("deis", "unipc_bh1")) else "zero")
+        assert set(c.inputs["timesteps"].tolist()) <= {int(round(float(t))) for t in sch.timesteps}, name
+        model = V.oracle_eps_model(s)
+        kd = name == "kdpm2_ancestral"
+        want = _run(sch, model, c.inputs["x_T"] * (float(sch.init_noise_sigma) if kd else 1.0), scale_input=kd)
+        np.testing.assert_allclose(c.outputs["x0"], want, rtol=0, atol=TOL, err_msg=name)

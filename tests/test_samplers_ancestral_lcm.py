@@ -215,3 +215,39 @@ def test_ancestral_bad_input():
         A.dpmpp_sde(_point_mass_model, x, S, ts, init_scale="none", noise=lambda l: l)
     with pytest.raises(ValueError, match="r = "):
         A.dpmpp_sde_step(lambda y, s: y, x, 1.0, 0.5, x, x, r=0.0)
+
+
+@pytest.mark.parametrize("method", ["dpmpp_sde", "dpmpp_2s_ancestral"])
+def test_eta_zero_is_dpmpp_2s(method):
+    """MATH.md (16.11), (16.13), (10.9): at eta = 0 both DPM++ SDE (r = 1/2: D_d = D(x_2; s_m)) and
+    DPM++ 2S ancestral are deterministic DPM-Solver++(2S) with the lambda midpoint; they equal
+    refdiff's independently written VP loop ``dpmpp_2s`` on the same grid (noise is drawn but
+    multiplied by 0 in DPM++ SDE)."""
+    model = G.as_model(S, "epsilon")
+    ts = refdiff.timesteps(1000, 20, "trailing")
+    xT = np.random.default_rng(6).standard_normal((5, 3))
+    a = refdiff.sample(model, xT, S, ts, method, eta=0.0, rng=np.random.default_rng(0), progress=False)
+    b = refdiff.sample(model, xT, S, ts, "dpmpp_2s", progress=False)
+    assert_close(a, b, rtol=1e-10, atol=1e-11)
+
+
+@pytest.mark.parametrize("method,opts,draws", [
+    ("dpm_2_ancestral", {}, 1), ("dpmpp_2s_ancestral", {}, 1), ("dpmpp_sde", {}, 2),
+    ("dpmpp_2m_sde_eta", {"eta": 0.5}, 1), ("dpmpp_3m_sde", {"eta": 1.0}, 1)])
+def test_output_law_converges_to_gaussian_data(method, opts, draws):
+    """MATH.md (16.10), (16.11), (16.13), (16.14), (16.15): on correlated Gaussian data with the
+    exact denoiser, from x_T ~ N(0, I) scaled to the first level, the output law (exact, from
+    the loop's linear map) has mean mu to round-off (the path alpha_t mu is kept exactly) and a
+    covariance whose error shrinks with the steps: below 0.05 at 80 "trailing" steps and at
+    least 3x smaller than at 20 (a wrong noise scale would converge to a wrong covariance)."""
+    model = G.as_model(S, "epsilon")
+    fn = refdiff.samplers.loop.sampler_methods()[method]
+    a0, s0 = float(S.sqrt_alpha_bars[999]), float(S.sqrt_one_minus_alpha_bars[999])
+    errs = []
+    for n in (20, 80):
+        ts = refdiff.timesteps(1000, n, "trailing")
+        c, Amap, Bs = _linear_map(lambda x, nz: fn(model, x, S, ts, noise=nz, **opts), 3, draws * n)
+        assert_close(c + Amap @ (a0 * G.mean), G.mean, rtol=0, atol=1e-12)
+        cov = Amap @ (a0**2 * G.cov + s0**2 * np.eye(3)) @ Amap.T + sum(B @ B.T for B in Bs)
+        errs.append(float(np.abs(cov - G.cov).max()))
+    assert errs[1] < 0.05 and errs[1] < errs[0] / 3, errs

@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-from .common import end_step, make_grid, predict
+from .common import end_step, make_grid, point_at_lambda, predict
+from .dpm_solver import dpm_solver_1_step, dpm_solver_2_update
 
 __all__ = ["deis_coefficients", "deis_update", "deis"]
 
@@ -68,17 +69,24 @@ def deis_update(x_s, eps_list, alphas_sigmas, alpha_t, sigma_t):
 
 
 def deis(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None, project=None,
-         order=2, lower_order_final=True, final_sigmas_type=None, sigmas=None, interpolation="log_alpha"):
+         order=2, lower_order_final=True, warmup="first_order", final_sigmas_type=None, sigmas=None,
+         interpolation="log_alpha"):
     """DEIS-``order`` (1..3) sampling of (16.5), MATH.md (16.6); deterministic (``noise`` is ignored).
 
     Step i uses order min(order, i + 1); with ``lower_order_final`` and fewer than 15 steps
     (diffusers' rule) the last two steps use at most 1 and 2.  diffusers 0.42.1's
     DEISMultistepScheduler(solver_order=order) ends at sigma_min (``final_sigmas_type=
     "sigma_min"``); refdiff's default on a Schedule is a final step to sigma = 0, exact here
-    (MATH.md (16.6)).  Grid: :func:`refdiff.make_grid`.  Hooks (``project``, then
-    ``callback(i, t_i, x_{i+1}, x0_hat(t_i))``) after each step in VP coordinates."""
+    (MATH.md (16.6)).  ``warmup``: the first step (empty history) is DEIS-1 (``"first_order"``,
+    diffusers; its O(h^2) local error caps DEIS-3 at global order 2) or, for order >= 3,
+    DPM-Solver-2 (``"singlestep"``, (10.9) in the noise form with one extra evaluation at the
+    lambda midpoint; local O(h^3), so DEIS-3 stays third order).  Grid: :func:`refdiff.make_grid`.
+    Hooks (``project``, then ``callback(i, t_i, x_{i+1}, x0_hat(t_i))``) after each step in VP
+    coordinates."""
     if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 1 <= order <= 3:
         raise ValueError(f"deis: order = {order!r} is out of range; valid orders: 1, 2, 3")
+    if warmup not in ("first_order", "singlestep"):
+        raise ValueError(f"deis: unknown warmup {warmup!r}; valid: 'first_order', 'singlestep'")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
     n = len(grid) - 1
@@ -88,7 +96,13 @@ def deis(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise
         eps_hat, x0_hat = predict(model, x, p, prediction_type, i)
         eps_hist, points = ([eps_hat] + eps_hist)[:order], ([(p.alpha, p.sigma)] + points)[:order]
         k = min(order, i + 1, n - i if (lower_order_final and n < 15) else order)
-        x = deis_update(x, eps_hist[:k], points[:k], q.alpha, q.sigma)  # (16.6)
+        if i == 0 and warmup == "singlestep" and order >= 3 and q.sigma > 0:  # DPM-Solver-2, (10.9)
+            p1 = point_at_lambda(schedule, 0.5 * (p.lam + q.lam))
+            u = dpm_solver_1_step(x, eps_hat, p.alpha, p.sigma, p1.alpha, p1.sigma)
+            e1 = predict(model, u, p1, prediction_type, i)[0]
+            x = dpm_solver_2_update(x, eps_hat, e1, 0.5, p.alpha, p.sigma, q.alpha, q.sigma, form="noise")
+        else:
+            x = deis_update(x, eps_hist[:k], points[:k], q.alpha, q.sigma)  # (16.6)
         x = end_step(i, p.t, x, x0_hat, callback, project)
     return x
 
