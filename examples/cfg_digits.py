@@ -3,8 +3,10 @@
 Trains a class-conditional U-Net (refdiff.nn.UNet, hand-written forward/backward; 160k
 parameters, v-prediction, cosine schedule, T = 1000) on the scikit-learn 8x8 digits with
 condition dropout (the null class is label 10), samples
-every digit with ``refdiff.sample`` and classifier-free guidance at several scales, and
-scores the samples with a separately trained MLP classifier (refdiff.metrics), whose own
+every digit from the checkpoint loaded back with ``refdiff.load`` (which knows the
+schedule and the prediction type) with classifier-free guidance of the class condition
+(``cond={"class": labels}``, guided against its null) at several scales, and scores the
+samples with a separately trained MLP classifier (refdiff.nn.classifier), whose own
 accuracy on the held-out test split is reported.
 
 Guidance convention: "w" (``eps_u + w (eps_c - eps_u)``): w = 0 is the unconditional
@@ -62,21 +64,14 @@ def tiny_args(a):
     return a
 
 
-def sample_scale(model, params, w, labels, schedule, args, rng):
-    """Samples for the labels at guidance scale w ('w' convention)."""
-    import refdiff
-
-    x_T = refdiff.backend.standard_normal(rng, (labels.shape[0], 1, 8, 8), xp=np, dtype=np.float32)
-    ts = refdiff.timesteps(schedule.T, args.sample_steps, spacing="trailing")
-    fn = lambda x, t, y=None: model.apply(params, x, t, y)  # noqa: E731
-    if w == 0.0:  # the unconditional model (null class); CFG at w = 0 is the same thing
-        kw = {}
-    elif w == 1.0:  # the conditional model
-        kw = {"y": labels}
-    else:
-        kw = {"y": labels, "guidance_scale": w, "null_label": model.config.num_classes, "guidance_convention": "w"}
-    x0 = refdiff.sample(fn, x_T, schedule, ts, args.method, rng=rng, prediction_type=args.target,
-                        progress=not args.tiny, **kw)
+def sample_scale(model, w, labels, args, rng):
+    """Samples for the labels at guidance scale w ('w' convention) from a
+    :class:`refdiff.LoadedModel` (it knows its schedule and prediction type): the class
+    condition {"class": labels} guided against its null (the null class), MATH.md (12.8)."""
+    cond = None if w == 0.0 else {"class": labels}  # w = 0: the unconditional model (null class)
+    scale = None if w in (0.0, 1.0) else w  # w = 1: the conditional model; CFG is the same thing there
+    x0 = model.sample(labels.shape[0], steps=args.sample_steps, method=args.method, rng=rng, cond=cond,
+                      guidance_scale=scale, guided=("class",), progress=not args.tiny)
     return np.clip(np.asarray(x0, dtype=np.float64), -1.0, 1.0)
 
 
@@ -85,10 +80,12 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.tiny:
         args = tiny_args(args)
+    import tempfile
+
     import refdiff
     from refdiff import metrics
-    from refdiff.nn import UNet, UNetConfig
-    from refdiff.train import train
+    from refdiff.nn import UNet, UNetConfig, classifier
+    from refdiff.train import train, train_digit_classifier
 
     out = _common.out_dir(args.out)
     x_tr, y_tr, name = _common.eight_by_eight("train")
@@ -96,7 +93,7 @@ def main(argv=None):
     print(f"data: {name}, {x_tr.shape[0]} training and {x_te.shape[0]} held-out test images")
 
     t0 = time.perf_counter()
-    clf, clf_acc = metrics.train_digit_classifier(steps=args.classifier_steps, seed=args.seed, x_train=x_tr,
+    clf, clf_acc = train_digit_classifier(steps=args.classifier_steps, seed=args.seed, x_train=x_tr,
                                                   y_train=y_tr, x_test=x_te, y_test=y_te)
     t_clf = time.perf_counter() - t0
     print(f"classifier: held-out test accuracy {clf_acc:.4f} ({t_clf:.0f} s)")
@@ -106,24 +103,28 @@ def main(argv=None):
                      groups=max(1, min(8, args.base_channels // 2)))
     model = UNet(cfg)
     t0 = time.perf_counter()
-    res = train(model, (x_tr, y_tr), schedule=schedule, steps=args.steps, batch_size=args.batch_size,
+    run_dir = tempfile.TemporaryDirectory()
+    res = train(model, (x_tr, {"class": y_tr}), schedule=schedule, steps=args.steps, batch_size=args.batch_size,
                 lr=args.lr, target=args.target, seed=args.seed, ema_decay=args.ema_decay, ema_warmup=True,
                 cond_dropout=args.cond_dropout, warmup_steps=min(100, args.steps // 10),
-                lr_decay="cosine", grad_clip=1.0, eval_size=0, progress=not args.tiny)
+                lr_decay="cosine", grad_clip=1.0, eval_size=0, progress=not args.tiny, out_dir=run_dir.name)
     t_train = time.perf_counter() - t0
+    loaded, meta = refdiff.load(run_dir.name)  # the EMA network with its schedule and prediction type
+    run_dir.cleanup()
+    print(f"loaded the checkpoint: {meta['prediction_type']} prediction, condition kinds {meta['cond_kinds']}")
     print(f"U-Net: {model.num_params()} parameters, {args.steps} steps of batch {args.batch_size}, "
           f"training wall time {t_train:.0f} s, final loss (mean of last 100) {np.mean(res.losses[-100:]):.4f}")
 
     labels = np.repeat(np.arange(10), args.per_class)  # (10 per_class,)
-    feat_real = metrics.features(clf, x_te)
+    feat_real = classifier.features(clf, x_te)
     rows, shown = [], {}
     t0 = time.perf_counter()
     for w in args.scales:
-        x0 = sample_scale(model, res.ema_params, w, labels, schedule, args, np.random.default_rng([args.seed, 3]))
-        pred = metrics.classify(clf, x0)
+        x0 = sample_scale(loaded, w, labels, args, np.random.default_rng([args.seed, 3]))
+        pred = classifier.classify(clf, x0)
         acc = float(np.mean(pred == labels))
         per_digit = [float(np.mean(pred[labels == k] == k)) for k in range(10)]
-        fd = metrics.frechet_distance(metrics.features(clf, x0), feat_real) if x0.shape[0] > 2 else float("nan")
+        fd = metrics.frechet_distance(classifier.features(clf, x0), feat_real) if x0.shape[0] > 2 else float("nan")
         spread = float(np.mean([np.mean(np.std(x0[labels == k], axis=0)) for k in range(10)]))
         rows.append({"scale_w": w, "accuracy": acc, "per_digit_accuracy": per_digit, "frechet": fd,
                      "within_class_std": spread})

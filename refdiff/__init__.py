@@ -20,3 +20,4 @@ from .losses import *  # noqa: F401,F403
 from .conditioning import *  # noqa: F401,F403
 from .moments import *  # noqa: F401,F403
 from .editing import *  # noqa: F401,F403
+from .loading import LoadedModel, load  # noqa: F401

@@ -104,8 +104,7 @@ def _checkpoint_schedule(ck):
 
 
 def _prediction_type(ck):
-    target = ck.meta.get("train_config", {}).get("target", "epsilon")
-    return {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}.get(target, target)
+    return ck.prediction_type
 
 
 def _progress(args):
@@ -192,14 +191,12 @@ def _cmd_train(args):
 
 
 # ---------------------------------------------------------------------------- sample
-_CONTINUOUS_ONLY = ("euler_maruyama", "pc", "pf_ode_rk4")
-
-
 def _cmd_sample(args):
     import numpy as np
 
-    from .samplers.loop import sample, sampler_methods
-    from .schedules import InterpolatedVP, time_grid, timesteps
+    from .backend import to_numpy
+    from .loading import load
+    from .samplers.loop import sampler_methods
 
     methods = sampler_methods()
     if args.method not in methods:
@@ -208,11 +205,18 @@ def _cmd_sample(args):
         raise CLIError(f"method {args.method!r} integrates a flow-matching velocity; refdiff train checkpoints are "
                        "diffusion (epsilon/sample/v) models")
     xp = _device_namespace(args)
-    ck = _load_checkpoint(args.checkpoint, xp=xp)
-    schedule = _checkpoint_schedule(ck)
+    p = Path(args.checkpoint)
+    p = p / "checkpoint.npz" if p.is_dir() else p
+    if not p.is_file():
+        raise CLIError(f"checkpoint not found: {str(p)!r}")
+    try:
+        model, meta = load(p, ema=not args.no_ema, xp=xp)
+    except (ValueError, KeyError, OSError) as e:
+        raise CLIError(f"{str(p)!r} is not a usable refdiff checkpoint: {_one_line(e)}") from None
+    schedule = _checkpoint_schedule_of(meta)
     if args.steps > schedule.T:
         raise CLIError(f"--steps {args.steps} exceeds the checkpoint's T = {schedule.T}")
-    K = int(getattr(ck.model.config, "num_classes", 0))
+    K = int(getattr(model.net.config, "num_classes", 0))
     if args.guidance_scale is not None and K == 0:
         raise CLIError("--guidance-scale needs a class-conditional checkpoint (trained with --conditional)")
     if args.label is not None and K == 0:
@@ -221,40 +225,15 @@ def _cmd_sample(args):
         raise CLIError(f"--class {args.label} is out of range [0, {K - 1}]")
     if args.guidance_scale is not None and args.label is None:
         raise CLIError("--guidance-scale needs --class (the class to guide towards)")
-    params = ck.params if args.no_ema or ck.ema_params is None else ck.ema_params
-    net = ck.model
-    shape = (net.config.dim,) if net.arch == "mlp" else (net.config.in_channels, net.config.image_size, net.config.image_size)
-    rng = np.random.default_rng(args.seed)
-    dtype = next(iter(params.values())).dtype  # the network's dtype, in the device's namespace
-    x_T = xp.asarray(rng.standard_normal((args.n, *shape)), dtype=dtype)  # host noise, then the device
-    y = None if args.label is None else xp.asarray(np.full(args.n, args.label, dtype=np.int64))
-
-    def model(x, t, y=None):
-        return net.apply(params, x, t, y)
-
     opts = {}
     if args.eta is not None:
         if args.method != "ddim":
             raise CLIError(f"--eta applies to method 'ddim', not {args.method!r}")
         opts["eta"] = args.eta
-    kw = dict(y=y, null_label=K if K else None, guidance_scale=args.guidance_scale)
-    if args.method in _CONTINUOUS_ONLY:
-        vp = InterpolatedVP(schedule)
-        T = schedule.T
-        base = model
-        model = lambda x, t, y=None: base(x, t * T - 1.0, y)  # noqa: E731  continuous t -> index (t T - 1)
-        sched_used, ts = vp, time_grid(vp, args.steps, "time_uniform")
-    else:
-        sched_used, ts = schedule, timesteps(schedule.T, args.steps, args.spacing)
-    if K == 0:
-        kw = {}
-        mdl = lambda x, t: model(x, t)  # noqa: E731
-    else:
-        mdl = model
-    x = sample(mdl, x_T, sched_used, ts, args.method, prediction_type=_prediction_type(ck), rng=rng,
-               progress=_progress(args), **kw, **opts)
-    from .backend import to_numpy
-
+    y = None if args.label is None else xp.asarray(np.full(args.n, args.label, dtype=np.int64))
+    x = model.sample(args.n, steps=args.steps, rng=np.random.default_rng(args.seed), method=args.method,
+                     cond=None if y is None else {"class": y}, guidance_scale=args.guidance_scale,
+                     spacing=args.spacing, progress=_progress(args), **opts)
     x = np.asarray(to_numpy(x), dtype=np.float64)
     y = None if y is None else to_numpy(y)
     out = Path(args.out) if args.out else Path(args.checkpoint if Path(args.checkpoint).is_dir()
@@ -264,8 +243,20 @@ def _cmd_sample(args):
     label = "" if args.label is None else f", class {args.label}" + (
         "" if args.guidance_scale is None else f", guidance {args.guidance_scale:g} (w convention)")
     png = _save_plot(x, out.with_suffix(".png"), f"{args.method}, {args.steps} steps{label}")
-    print(f"wrote {out}" + (f" and {png}" if png else "") + f": {args.n} samples of shape {shape}")
+    print(f"wrote {out}" + (f" and {png}" if png else "") + f": {args.n} samples of shape {model.sample_shape}, "
+          f"{meta['prediction_type']} prediction")
     return 0
+
+
+def _checkpoint_schedule_of(meta):
+    from .schedules import Schedule
+
+    sched = meta["schedule"]
+    if sched is None:
+        raise CLIError("the checkpoint stores no schedule (it was not written by refdiff train)")
+    if not isinstance(sched, Schedule):
+        raise CLIError("the checkpoint's schedule is continuous; refdiff sample needs a discrete one")
+    return sched
 
 
 # ---------------------------------------------------------------------------- elbo

@@ -14,12 +14,13 @@ with t = 0 data).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from .backend import array_namespace, bcast
 from .parameterization import PREDICTION_TYPES, convert, to_eps_x0
 from .schedules import alpha_sigma
 
-__all__ = ["GUIDANCE_CONVENTIONS", "cfg_convert_scale", "cfg_combine", "rescale_guidance", "cfg_model",
+__all__ = ["GUIDANCE_CONVENTIONS", "cfg_convert_scale", "cfg_combine", "rescale_guidance", "cfg_model", "guided_model",
            "classifier_guided_eps", "classifier_guided_model", "mixture_classifier_grad",
            "network_classifier_grad"]
 
@@ -79,18 +80,27 @@ def rescale_guidance(out_cfg, out_cond, guidance_rescale=0.0):
 
 
 def cfg_model(model, y, guidance_scale, null_label, *, convention="w", guidance_rescale=0.0):
-    """A plain ``model(x, t)`` applying classifier-free guidance, MATH.md (12.2)-(12.4).
+    """A plain ``model(x, t)`` applying classifier-free guidance, MATH.md (12.2)-(12.4), (12.8).
 
-    ``model(x, t, y=labels)`` is a conditional model; it is called twice per evaluation,
-    with the labels ``y`` (an integer array (N,), or an int for all samples) and with
-    ``null_label`` (the unconditional / null class, e.g. ``num_classes`` for refdiff's
-    networks), and the outputs are combined by :func:`cfg_combine` and, when
-    ``guidance_rescale`` > 0, :func:`rescale_guidance`."""
+    ``model(x, t, c)`` is a conditional model; it is called twice per evaluation, with the
+    condition ``y`` and with ``null_label``, and the outputs are combined by
+    :func:`cfg_combine` and, when ``guidance_rescale`` > 0, :func:`rescale_guidance`.
+
+    Either class labels: ``y`` an integer array (N,) or an int for all samples, and
+    ``null_label`` the unconditional (null) class, e.g. ``num_classes`` for refdiff's
+    networks; or condition mappings (:mod:`refdiff.nn.conditions`): ``y`` the condition and
+    ``null_label`` the same condition with the guided kinds replaced by their nulls
+    (MATH.md (12.7); kinds kept in both are not guided; :func:`guided_model` builds it for a
+    refdiff network)."""
     _check_convention(convention)
     _check_scale(guidance_scale)
     _check_scale(guidance_rescale, "guidance_rescale")
     if null_label is None:
-        raise TypeError("cfg_model needs null_label, the label of the unconditional (null) class")
+        raise TypeError("cfg_model needs null_label, the label of the unconditional (null) class "
+                        "(or, for a cond mapping, the unconditional cond mapping)")
+    if isinstance(y, Mapping) != isinstance(null_label, Mapping):
+        raise TypeError("cfg_model: y and null_label must both be condition mappings or both class labels, got "
+                        f"{type(y).__name__} and {type(null_label).__name__}")
 
     def labels(v, x):
         xp = array_namespace(x)
@@ -99,11 +109,33 @@ def cfg_model(model, y, guidance_scale, null_label, *, convention="w", guidance_
         return v
 
     def guided(x, t):
-        out_c = model(x, t, y=labels(y, x))
-        out_u = model(x, t, y=labels(null_label, x))
+        out_c = model(x, t, labels(y, x))
+        out_u = model(x, t, labels(null_label, x))
         return rescale_guidance(cfg_combine(out_u, out_c, guidance_scale, convention), out_c, guidance_rescale)
 
     return guided
+
+
+def guided_model(net, params, cond, guidance_scale, guided=None, *, convention="w", guidance_rescale=0.0):
+    """Classifier-free guidance of a refdiff network per condition kind, MATH.md (12.7), MATH.md (12.8):
+    a plain ``model(x, t)`` = ``cfg_combine(f(x, t, c_null), f(x, t, c), w)`` with ``f =
+    net.apply(params, ...)``, ``c = cond`` and ``c_null`` = ``cond`` with the kinds in
+    ``guided`` (default: every droppable kind: class, tokens, control) replaced by their
+    nulls and every other kind kept (e.g. ``guided=("tokens",)``: the prompt is guided, the
+    control image or inpainting mask is seen by both branches)."""
+    _check_scale(guidance_scale)
+
+    def model(x, t, c):
+        return net.apply(params, x, t, c)
+
+    def fn(x, t):
+        xp, n = array_namespace(x), x.shape[0]
+        dtype = params[next(iter(params))].dtype
+        c = net.cond_spec.validate(cond, n, xp, dtype, "guided_model")
+        return cfg_model(model, c, guidance_scale, net.null_cond(c, n, guided, xp=xp, dtype=dtype),
+                         convention=convention, guidance_rescale=guidance_rescale)(x, t)
+
+    return fn
 
 
 def classifier_guided_eps(eps, grad_log_p_y, sigma, scale=1.0):

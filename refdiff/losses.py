@@ -292,15 +292,17 @@ def diffusion_loss(
     y=None,
     vlb_weight: float = 0.0,
     variance_type: str = "fixed_small",
+    cond=None,
 ):
     """The denoising loss of one batch; draws nothing.  Returns ``(loss, dout, cache)``.
 
     ``x_t = alpha_t x0 + sigma_t noise`` with (alpha_t, sigma_t) = ``refdiff.alpha_sigma(
     schedule, t, x0)`` (integer t with a discrete Schedule; float t with a continuous VP,
-    t = 0 data), then ``out, cache = forward(params, x_t, t, y)`` and
+    t = 0 data), then ``out, cache = forward(params, x_t, t, cond)`` and
     ``(loss, dout) = objective_loss(out, ...)``, MATH.md (14.1)-(14.3).  Pass ``dout`` and
     ``cache`` to the model's backward to get parameter gradients.
-    ``forward(params, x, t, y)`` is e.g. ``model.forward``.
+    ``forward(params, x, t, cond)`` is e.g. ``model.forward``; ``cond`` the condition
+    mapping (:mod:`refdiff.nn.conditions`), for which ``y`` (class labels) is shorthand.
 
     ``vlb_weight = lam > 0`` (discrete Schedule, integer t) adds lam times the ELBO term of
     a fixed-variance (``variance_type``) reverse process, per dimension: the hybrid
@@ -309,7 +311,9 @@ def diffusion_loss(
         raise ValueError(f"x0 has shape {tuple(x0.shape)} but noise has shape {tuple(noise.shape)}")
     alpha, sigma = alpha_sigma(schedule, t, x0)
     x_t = alpha * x0 + sigma * noise
-    out, cache = forward(params, x_t, t, y)
+    if y is not None and cond is not None:
+        raise TypeError("diffusion_loss: pass the condition as cond or as the class labels y, not both")
+    out, cache = forward(params, x_t, t, y if cond is None else cond)
     extra = None
     if vlb_weight:
         if not vlb_weight > 0:
@@ -334,7 +338,8 @@ def irreducible_loss(oracle, x0, t, noise, schedule, *, target: str = "epsilon",
 
 
 def check_labels(y, num_classes: int, *, allow_null: bool = False, name: str = "y"):
-    """Validate integer class labels: shape (N,), integer dtype, values in
+    """Validate integer class labels (the ``"class"`` condition kind; every kind, class
+    labels included, is validated by the network's ``cond_spec``, :mod:`refdiff.nn.conditions`): shape (N,), integer dtype, values in
     [0, num_classes - 1] (or [0, num_classes] with ``allow_null``: index num_classes is
     the null class of classifier-free guidance).  Returns ``y`` unchanged."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
@@ -355,8 +360,10 @@ def check_labels(y, num_classes: int, *, allow_null: bool = False, name: str = "
 
 
 def drop_labels(y, p: float, rng: np.random.Generator, num_classes: int):
-    """Classifier-free condition dropout, MATH.md (14.10): each label is replaced by the
-    null class ``num_classes`` independently with probability ``p``.
+    """Classifier-free condition dropout of class labels, MATH.md (14.10): each label is
+    replaced by the null class ``num_classes`` independently with probability ``p``.
+    (Other kinds: ``net.cond_spec.drop``, which for class labels alone draws the same
+    mask from the same stream.)
 
     The mask is ``rng.random(N) < p``, drawn on the host (one uniform per sample, even
     when p = 0 or 1, so the RNG stream does not depend on p), and moved to ``y``'s

@@ -15,11 +15,10 @@ to D = 64):
   fitted to two feature sets, :func:`frechet_distance_gaussians` its closed form,
   MATH.md (15.7).
 
-For 8x8 digits, a small MLP classifier written with refdiff's own layers
-(:func:`classifier_forward` / :func:`classifier_backward`, softmax cross-entropy
-:func:`softmax_cross_entropy` with its gradient, MATH.md (15.8)) trained by
-:func:`train_digit_classifier` gives class accuracy (:func:`classify`) and the feature
-space (:func:`features`) of the Frechet distance.
+For 8x8 digits, the MLP classifier of :mod:`refdiff.nn.classifier` (trained by
+:func:`refdiff.train.train_digit_classifier`) gives class accuracy and the feature space
+of the Frechet distance; the network lives in ``nn/`` and its training loop in the
+training module, so this module holds only measures.
 
 All distances are namespace-agnostic (array API; float64 recommended) and return Python
 floats.  Randomness (the projection directions) comes from a ``numpy.random.Generator``
@@ -33,8 +32,6 @@ import math
 import numpy as np
 
 from .backend import array_namespace, asarray_like, standard_normal, to_numpy, check_rng
-from .nn.layers import linear_backward, linear_forward, silu_backward, silu_forward
-from .nn.optim import adam_init, adam_update
 
 __all__ = [
     "random_directions",
@@ -45,13 +42,6 @@ __all__ = [
     "frechet_distance",
     "frechet_distance_gaussians",
     "fit_gaussian",
-    "classifier_init",
-    "classifier_forward",
-    "classifier_backward",
-    "softmax_cross_entropy",
-    "train_digit_classifier",
-    "classify",
-    "features",
 ]
 
 
@@ -272,133 +262,3 @@ def frechet_distance(feat_a, feat_b) -> float:
     ma, ca = fit_gaussian(feat_a)
     mb, cb = fit_gaussian(feat_b)
     return frechet_distance_gaussians(ma, ca, mb, cb)
-
-
-# ---------------------------------------------------------------------------- digit classifier
-def classifier_init(rng: np.random.Generator, *, n_in: int = 64, hidden=(256, 128), n_classes: int = 10,
-                    xp=None, dtype: str = "float64") -> dict:
-    """Parameters of the MLP classifier ``x (N, n_in) -> silu(linear) x len(hidden) ->
-    logits (N, n_classes)``: keys ``"l{i}.w"`` (d_in, d_out) ~ N(0, 1/d_in) and ``"l{i}.b"``
-    = 0, drawn on the host from ``rng``, moved to ``xp`` (NumPy default)."""
-    check_rng(rng)
-    sizes = (int(n_in), *(int(h) for h in hidden), int(n_classes))
-    if min(sizes) < 1:
-        raise ValueError(f"layer sizes must be >= 1, got {sizes}")
-    xp = array_namespace() if xp is None else xp
-    P = {}
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        P[f"l{i}.w"] = xp.asarray(rng.standard_normal((a, b)) / math.sqrt(a), dtype=getattr(xp, dtype))
-        P[f"l{i}.b"] = xp.zeros(b, dtype=getattr(xp, dtype))
-    return P
-
-
-def _n_layers(params):
-    return sum(1 for k in params if k.endswith(".w"))
-
-
-def classifier_forward(params: dict, x, *, upto: int | None = None):
-    """Logits (N, K) and cache of the MLP classifier; x (N, ...) is flattened.  With
-    ``upto = k`` stops after the k-th hidden activation (the features)."""
-    xp = array_namespace(x)
-    h = xp.astype(xp.reshape(x, (x.shape[0], -1)), params["l0.w"].dtype)  # (N, ...) -> (N, D)
-    L = _n_layers(params)
-    caches = []
-    for i in range(L if upto is None else upto):
-        h, c_lin = linear_forward(h, params[f"l{i}.w"], params[f"l{i}.b"])
-        c_act = None
-        if i < L - 1:
-            h, c_act = silu_forward(h)
-        caches.append((c_lin, c_act))
-    return h, (caches, tuple(x.shape))
-
-
-def classifier_backward(params: dict, cache, dlogits):
-    """Gradients of ``sum(logits * dlogits)``: ``(grads, dx)`` (dx in x's shape)."""
-    caches, shape = cache
-    xp = array_namespace(dlogits)
-    G, d = {}, dlogits
-    for i in reversed(range(len(caches))):
-        c_lin, c_act = caches[i]
-        if c_act is not None:
-            d = silu_backward(d, c_act)
-        d, G[f"l{i}.w"], G[f"l{i}.b"] = linear_backward(d, c_lin)
-    return G, xp.reshape(d, shape)
-
-
-def softmax_cross_entropy(logits, y):
-    """Mean softmax cross-entropy and its gradient, MATH.md (15.8):
-    ``loss = (1/N) sum_n [logsumexp(z_n) - z_n[y_n]]``, ``dloss/dz = (softmax(z) - onehot(y)) / N``.
-    logits (N, K), y (N,) integer labels in [0, K)."""
-    xp = array_namespace(logits)
-    N, K = logits.shape
-    if getattr(y, "shape", None) != (N,):
-        raise ValueError(f"y must have shape ({N},), got {getattr(y, 'shape', None)}")
-    lo, hi = int(xp.min(y)), int(xp.max(y))
-    if lo < 0 or hi >= K:
-        raise ValueError(f"labels y must lie in [0, {K - 1}], got values in [{lo}, {hi}]")
-    m = xp.max(logits, axis=1, keepdims=True)
-    z = logits - m
-    lse = xp.log(xp.sum(xp.exp(z), axis=1, keepdims=True))  # (N, 1)
-    onehot = xp.astype(xp.reshape(y, (-1, 1)) == xp.reshape(xp.arange(K, dtype=y.dtype), (1, K)), logits.dtype)
-    loss = float(xp.mean(lse[:, 0] - xp.sum(z * onehot, axis=1)))
-    dlogits = (xp.exp(z - lse) - onehot) / N
-    return loss, dlogits
-
-
-def classify(params: dict, x, *, batch_size: int = 2048):
-    """Predicted labels (N,) int64 of the classifier (argmax of the logits)."""
-    xp = array_namespace(x)
-    out = [xp.argmax(classifier_forward(params, x[s:min(s + batch_size, x.shape[0])])[0], axis=1) for s in range(0, x.shape[0], batch_size)]
-    return xp.astype(xp.concat(out), xp.int64)
-
-
-def features(params: dict, x, *, batch_size: int = 2048):
-    """The last hidden activation (N, hidden[-1]) of the classifier: the feature space of
-    :func:`frechet_distance` for 8x8 digits."""
-    k = _n_layers(params) - 1
-    xp = array_namespace(x)
-    return xp.concat([classifier_forward(params, x[s:min(s + batch_size, x.shape[0])], upto=k)[0] for s in range(0, x.shape[0], batch_size)])
-
-
-def train_digit_classifier(data: str = "digits8x8", *, steps: int = 1500, batch_size: int = 128, lr: float = 1e-3,
-                           hidden=(256, 128), weight_decay: float = 1e-4, noise_std: float = 0.1, seed: int = 0,
-                           x_train=None, y_train=None, x_test=None, y_test=None):
-    """Train the MLP classifier; returns ``(params, test_accuracy)``.
-
-    Data: ``data`` = "digits8x8" (scikit-learn's digits, its fixed train/test split of
-    :func:`refdiff.data.digits8x8`) or "shapes8x8" (procedural; 4000 train / 1000 test
-    images drawn from ``default_rng([seed, 2])``), or explicit ``x_train, y_train,
-    x_test, y_test`` host arrays.  Training: AdamW (``refdiff.nn.optim``) on
-    :func:`softmax_cross_entropy`, float64, minibatches drawn with replacement from
-    ``default_rng(seed)`` (order: init, then per step the batch indices and the
-    augmentation noise: Gaussian pixel noise of std ``noise_std``, which makes the
-    classifier less brittle on slightly imperfect generated images).  The test accuracy
-    is measured on the held-out test split, never trained on.
-    """
-    if x_train is None:
-        from .data import digits8x8, shapes8x8
-
-        if data == "digits8x8":
-            x_train, y_train = digits8x8("train")
-            x_test, y_test = digits8x8("test")
-        elif data == "shapes8x8":
-            g = np.random.default_rng([seed, 2])
-            x_train, y_train = shapes8x8(4000, g)
-            x_test, y_test = shapes8x8(1000, g)
-        else:
-            raise ValueError(f"data must be 'digits8x8' or 'shapes8x8' (or pass x_train, ...), got {data!r}")
-    x_train, x_test = (np.asarray(a, dtype=np.float64).reshape(a.shape[0], -1) for a in (x_train, x_test))
-    y_train, y_test = np.asarray(y_train, dtype=np.int64), np.asarray(y_test, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    K = int(max(y_train.max(), y_test.max())) + 1
-    params = classifier_init(rng, n_in=x_train.shape[1], hidden=hidden, n_classes=K)
-    state = adam_init(params)
-    for _ in range(int(steps)):
-        idx = rng.integers(0, x_train.shape[0], size=batch_size)
-        xb = x_train[idx] + noise_std * rng.standard_normal((batch_size, x_train.shape[1]))
-        logits, cache = classifier_forward(params, xb)
-        _, dlogits = softmax_cross_entropy(logits, y_train[idx])
-        grads, _ = classifier_backward(params, cache, dlogits)
-        params, state = adam_update(params, grads, state, lr=lr, weight_decay=weight_decay)
-    acc = float(np.mean(classify(params, x_test) == y_test))
-    return params, acc

@@ -1,4 +1,7 @@
-"""The training loop, MATH.md chapter 14.
+"""The denoising trainer, MATH.md chapter 14, on the one training loop
+:func:`refdiff.training.fit` (which also trains the classifier,
+:func:`refdiff.training.train_digit_classifier`, re-exported here, and any other loss over
+parameter groups).
 
 ``train(model, data, schedule=..., steps=...)`` fits a hand-written denoiser
 (:class:`refdiff.nn.MLP` / :class:`refdiff.nn.UNet`) by Adam(W) on the denoising objective
@@ -10,26 +13,28 @@ order, the initial parameters and then, at every step, the batch indices
 (``rng.integers(0, N, B)``), the timesteps (``rng.integers(0, T, B)`` for a discrete
 Schedule; ``rng.uniform(t_min, 1, B)`` for a continuous VP, t = 0 data), the noise
 (``rng.standard_normal((B, *shape))``) and, for a conditional model, the condition
-dropout mask (``rng.random(B)``).  Its state is checkpointed.  The evaluation batch is
+dropout masks (``rng.random(B)`` per dropped kind, in the model's kind order).  Its state is checkpointed.  The evaluation batch is
 drawn once from a separate generator ``default_rng([seed, 1])``, so evaluating never
 changes the training stream.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .backend import array_namespace
-from .losses import canonical_target, check_labels, diffusion_loss, drop_labels
+from .backend import array_namespace, to_numpy
+from .losses import canonical_target, check_labels, diffusion_loss
 from .nn.checkpoint import describe_schedule, load_checkpoint, save_checkpoint
-from .nn.optim import adam_init, adam_update, clip_grad_norm, cosine_lr, ema_decay_warmup, ema_update, global_norm, warmup_lr
+from .nn.conditions import as_cond
 from .schedules import Schedule, _ContinuousVP
+from .training import FitState, fit, init_state, train_digit_classifier  # noqa: F401  (re-exported)
 
-__all__ = ["TrainResult", "train", "CHECKPOINT_NAME"]
+__all__ = ["TrainResult", "train", "train_digit_classifier", "CHECKPOINT_NAME"]
+
 
 CHECKPOINT_NAME = "checkpoint.npz"
 _NOT_COMPARED_ON_RESUME = ("steps", "eval_every", "eval_size", "checkpoint_every")
@@ -53,36 +58,47 @@ class TrainResult:
     checkpoint: Path | None = None
     grad_norms: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
-    def ema_model(self, y=None):
-        """The EMA parameters as a plain callable ``model(x, t)``."""
-        return self.model.as_model(self.ema_params, y)
+    def ema_model(self, cond=None):
+        """The EMA parameters as a plain callable ``model(x, t)`` with ``cond`` bound."""
+        return self.model.as_model(self.ema_params, cond)
 
 
 def _split_data(data):
-    """(x, y) host arrays from a Dataset, an (x, y) tuple or an array."""
+    """(x, cond) host arrays from a Dataset, an (x, y) or (x, cond mapping) tuple or an array."""
     if hasattr(data, "x") and hasattr(data, "y"):
-        return np.asarray(data.x), None if data.y is None else np.asarray(data.y)
-    if isinstance(data, tuple):
+        x, c = data.x, data.y
+    elif isinstance(data, tuple):
         if len(data) != 2:
-            raise ValueError(f"data as a tuple must be (x, y), got {len(data)} entries")
-        return np.asarray(data[0]), None if data[1] is None else np.asarray(data[1])
-    return np.asarray(data), None
+            raise ValueError(f"data as a tuple must be (x, y) or (x, cond), got {len(data)} entries")
+        x, c = data
+    else:
+        x, c = data, None
+    c = as_cond(None if c is None else c if isinstance(c, Mapping) else np.asarray(c))
+    return np.asarray(x), {k: np.asarray(v) for k, v in c.items()}
 
 
-def _check_data(x, y, model, name):
+def _check_data(x, cond, model, name):
+    """Check x and its per-sample conditions (host arrays); class labels must be data
+    labels (the null class is not one).  Kinds the model lacks are dropped only when the
+    model is unconditional and they are class labels (a labelled set, an unconditional fit)."""
     if x.ndim < 2 or x.shape[0] < 1:
         raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {x.shape}")
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name} contains NaN or inf")
-    K = int(getattr(model.config, "num_classes", 0))
-    if K == 0:
-        return None  # an unconditional model ignores labels
-    if y is None:
-        raise ValueError(f"the model is class-conditional (num_classes = {K}) but {name} has no labels")
-    if y.shape != (x.shape[0],):
-        raise ValueError(f"{name} labels must have shape ({x.shape[0]},), got {y.shape}")
-    check_labels(y, K, name=f"{name} labels")
-    return y.astype(np.int64)
+    spec = model.cond_spec
+    if not spec.kinds:
+        return {}  # an unconditional model ignores labels
+    if "class" in spec.kinds:
+        if "class" not in cond:
+            K = spec.kinds["class"].num_classes
+            raise ValueError(f"the model is class-conditional (num_classes = {K}) but {name} has no labels")
+        y = cond["class"]
+        if y.shape != (x.shape[0],):
+            raise ValueError(f"{name} labels must have shape ({x.shape[0]},), got {y.shape}")
+        check_labels(y, spec.kinds["class"].num_classes, name=f"{name} labels")
+        cond = {**cond, "class": y.astype(np.int64)}
+    spec.validate(cond, x.shape[0], np, np.float64, name)
+    return cond
 
 
 def _draw_t(rng, schedule, n):
@@ -112,8 +128,9 @@ def _config(model, schedule, kw) -> dict:
         raise ValueError(f"lr must be > 0, got {kw['lr']!r}")
     if not 0.0 <= kw["ema_decay"] <= 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1], got {kw['ema_decay']!r}")
-    if not 0.0 <= kw["cond_dropout"] <= 1.0:
-        raise ValueError(f"cond_dropout must lie in [0, 1], got {kw['cond_dropout']!r}")
+    for k, p in (kw["cond_dropout"].items() if isinstance(kw["cond_dropout"], Mapping) else [("", kw["cond_dropout"])]):
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"cond_dropout{'[' + repr(k) + ']' if k else ''} must lie in [0, 1], got {p!r}")
     if kw["lr_decay"] not in ("constant", "cosine"):
         raise ValueError(f"lr_decay must be 'constant' or 'cosine', got {kw['lr_decay']!r}")
     if kw["dtype"] not in ("float32", "float64"):
@@ -121,6 +138,8 @@ def _config(model, schedule, kw) -> dict:
     if kw["grad_clip"] is not None and not kw["grad_clip"] > 0:
         raise ValueError(f"grad_clip must be None or > 0, got {kw['grad_clip']!r}")
     cfg = dict(kw)
+    if isinstance(cfg["cond_dropout"], Mapping):
+        cfg["cond_dropout"] = dict(cfg["cond_dropout"])
     cfg["target"] = canonical_target(cfg["target"])
     cfg["betas"] = [float(b) for b in cfg["betas"]]
     return cfg
@@ -134,26 +153,31 @@ def _config_mismatch(saved: dict, now: dict) -> list[str]:
     return [f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" for k in sorted(keys) if saved.get(k) != now.get(k)]
 
 
-def _eval_batch(x, y, schedule, cfg, seed, shape):
-    """The fixed held-out evaluation draws (x0, t, noise, y), from default_rng([seed, 1])."""
+def _eval_batch(x, cond, schedule, cfg, seed, shape):
+    """The fixed held-out evaluation draws (x0, t, noise, cond), from default_rng([seed, 1])."""
     n = cfg["eval_size"]
     erng = np.random.default_rng([seed, 1])
     idx = erng.integers(0, x.shape[0], size=n) if n > 0 else np.zeros(0, dtype=np.int64)
     t = _draw_t(erng, schedule, n)
     noise = erng.standard_normal((n, *shape))
-    return x[idx], t, noise, None if y is None else y[idx]
+    return x[idx], t, noise, {k: v[idx] for k, v in cond.items()}
+
+
+def _device_cond(cond, sl, xp, dt):
+    """Host condition arrays (a slice of them) in namespace ``xp``; floats in dtype ``dt``."""
+    return {k: xp.asarray(v[sl], dtype=dt) if v.dtype.kind == "f" else xp.asarray(v[sl]) for k, v in cond.items()}
 
 
 def _mean_loss(model, params, batch, schedule, cfg, xp, dt, chunk):
     """The objective on a fixed batch (no gradients), averaged over its samples."""
-    x0, t, noise, y = batch
+    x0, t, noise, cond = batch
     total, n = 0.0, x0.shape[0]
     for s in range(0, n, chunk):
         sl = slice(s, min(n, s + chunk))
-        yy = None if y is None else xp.asarray(y[sl])
         loss, _, _ = diffusion_loss(
             model.forward, params, xp.asarray(x0[sl], dtype=dt), xp.asarray(t[sl]), xp.asarray(noise[sl], dtype=dt),
-            schedule, target=cfg["target"], weighting=cfg["weighting"], gamma=cfg["gamma"], y=yy,
+            schedule, target=cfg["target"], weighting=cfg["weighting"], gamma=cfg["gamma"],
+            cond=_device_cond(cond, sl, xp, dt),
         )
         total += float(loss) * (sl.stop - sl.start)
     return total / n
@@ -178,11 +202,14 @@ def train(
     eval_every: int = 0,
     eval_size: int = 1024,
     checkpoint_every: int = 0,
-    cond_dropout: float = 0.0,
+    cond_dropout=0.0,
     warmup_steps: int = 0,
     lr_decay: str = "constant",
     grad_clip: float | None = None,
     weight_decay: float = 0.0,
+    decay: str = "matrices",
+    trainable=None,
+    init_params: dict | None = None,
     betas=(0.9, 0.999),
     resume: bool = False,
     progress: bool = True,
@@ -191,26 +218,33 @@ def train(
 ) -> TrainResult:
     """Train ``model`` on ``data`` for ``steps`` updates; returns a :class:`TrainResult`.
 
-    Each update: draw a batch, timesteps and noise (module docstring), evaluate
-    :func:`refdiff.losses.diffusion_loss` (``target``, ``weighting``, ``gamma``;
-    MATH.md (14.1)-(14.3), (14.6)), backpropagate through ``model.backward``, optionally
-    clip by global norm (14.14), take an AdamW step (14.11)-(14.13) at the warmed-up rate
-    (14.17), and update the EMA (14.15)-(14.16).  For a class-conditional model the labels
-    are replaced by the null class with probability ``cond_dropout`` (14.10).
+    Runs :func:`refdiff.training.fit` with the denoising loss: each update draws a batch,
+    timesteps and noise (module docstring), evaluates :func:`refdiff.losses.diffusion_loss`
+    (``target``, ``weighting``, ``gamma``; MATH.md (14.1)-(14.3), (14.6)), backpropagates
+    through ``model.backward``, optionally clips by global norm (14.14), takes an AdamW step
+    (14.11)-(14.13) at the warmed-up rate (14.17) and updates the EMA (14.15)-(14.16).
+    Conditions present in the data are replaced by their null with probability
+    ``cond_dropout`` (a float: every droppable kind; or ``{kind: p}``), (14.10).
 
     data, eval_data
-        A :class:`refdiff.data.Dataset`, an ``(x, y)`` tuple or an array ``x`` (N, ...)
-        of host data.  The EMA is evaluated every ``eval_every`` updates (and at the end)
-        on ``eval_size`` fixed draws from ``eval_data`` (default: from ``data``, which
-        then is not held out).
+        A :class:`refdiff.data.Dataset`, an ``(x, y)`` tuple, an ``(x, cond)`` tuple with
+        ``cond`` a mapping of per-sample condition arrays (:mod:`refdiff.nn.conditions`),
+        or an array ``x`` (N, ...) of host data.  The EMA is evaluated every
+        ``eval_every`` updates (and at the end) on ``eval_size`` fixed draws from
+        ``eval_data`` (default: from ``data``, which then is not held out).
+    trainable, init_params, decay
+        Fine-tuning: start from ``init_params`` (default: a fresh init) and update only the
+        keys matching ``trainable`` (fnmatch patterns, MATH.md (14.20); default all);
+        weight decay on the weight matrices only (``decay="matrices"``, (14.21)) or on
+        every trainable key (``"all"``, the behaviour before).
     out_dir
         Checkpoints go to ``out_dir/checkpoint.npz`` (+ ``.json``) every
         ``checkpoint_every`` updates and at the end.  ``resume=True`` continues from it
         (bit-identically on NumPy) when it exists, after checking that the model config,
         schedule and training options (other than ``steps``, ``eval_every``,
         ``eval_size``, ``checkpoint_every``; ``steps`` too under ``lr_decay="cosine"``,
-        whose rates depend on it) are the same; without ``resume`` an existing checkpoint is an
-        error rather than being overwritten.
+        whose rates depend on it) are the same; without ``resume`` an existing checkpoint is
+        an error rather than being overwritten.
     dtype, xp
         Parameter and activation dtype ("float32" default) and array namespace (NumPy
         default; CuPy on a GPU).
@@ -218,113 +252,120 @@ def train(
     A NaN or inf loss or gradient stops training with FloatingPointError naming the
     step; the last checkpoint written (before the bad step) is left untouched.
     """
-    from tqdm.auto import tqdm
-
     cfg = _config(model, schedule, dict(
         steps=steps, batch_size=batch_size, lr=lr, target=target, weighting=weighting, gamma=gamma, seed=seed,
         ema_decay=ema_decay, ema_warmup=ema_warmup, eval_every=eval_every, eval_size=eval_size,
         checkpoint_every=checkpoint_every, cond_dropout=cond_dropout, warmup_steps=warmup_steps, lr_decay=lr_decay,
-        grad_clip=grad_clip, weight_decay=weight_decay, betas=betas, dtype=dtype,
+        grad_clip=grad_clip, weight_decay=weight_decay, betas=betas, dtype=dtype, decay=decay,
+        trainable=None if trainable is None else list([trainable] if isinstance(trainable, str) else trainable),
     ))
     xp = array_namespace() if xp is None else xp
     dt = getattr(xp, dtype)
-    x, y = _split_data(data)
-    y = _check_data(x, y, model, "data")
+    x, cond = _split_data(data)
+    cond = _check_data(x, cond, model, "data")
     shape = tuple(x.shape[1:])
     if eval_data is None:
-        ex, ey = x, y
+        ex, ec = x, cond
     else:
-        ex, ey = _split_data(eval_data)
-        ey = _check_data(ex, ey, model, "eval_data")
+        ex, ec = _split_data(eval_data)
+        ec = _check_data(ex, ec, model, "eval_data")
         if tuple(ex.shape[1:]) != shape:
             raise ValueError(f"eval_data has per-sample shape {tuple(ex.shape[1:])}, data has {shape}")
-    eval_batch = _eval_batch(ex, ey, schedule, cfg, seed, shape)
-    K = int(getattr(model.config, "num_classes", 0))
+    eval_batch = _eval_batch(ex, ec, schedule, cfg, seed, shape)
+
+    next_batch, loss_fn = _denoising_objective(model, x, cond, schedule, cfg, xp, dt)
 
     ckpt_path = None if out_dir is None else Path(out_dir) / CHECKPOINT_NAME
-    losses, gnorms = np.full(steps, np.nan), np.full(steps, np.nan)
-    eval_steps, eval_losses = [], []
+    train_spec = {"params": True if trainable is None else trainable}
     if ckpt_path is not None and ckpt_path.exists() and resume:
-        ck = load_checkpoint(ckpt_path, xp=xp)
-        bad = _config_mismatch(ck.meta.get("train_config", {}), cfg)
-        if ck.meta["model_config"] != model.to_dict():
-            bad.append(f"model config: checkpoint {ck.meta['model_config']}, now {model.to_dict()}")
-        if ck.meta.get("schedule") != describe_schedule(schedule):
-            bad.append("schedule differs from the checkpoint's")
-        if bad:
-            raise ValueError(f"cannot resume from {str(ckpt_path)!r}: " + "; ".join(bad))
-        if ck.step > steps:
-            raise ValueError(f"the checkpoint is at step {ck.step}, beyond steps = {steps}")
-        params, ema, opt, start, rng = ck.params, ck.ema_params, ck.opt_state, ck.step, ck.rng()
-        h = ck.history
-        losses[:start], gnorms[:start] = h["losses"][:start], h["grad_norms"][:start]
-        eval_steps, eval_losses = list(h["eval_steps"]), list(h["eval_losses"])
+        state = _resume(ckpt_path, model, schedule, cfg, xp, steps)
     else:
         if ckpt_path is not None and ckpt_path.exists():
             raise ValueError(f"{str(ckpt_path)!r} exists: pass resume=True to continue it, or use another out_dir")
         rng = np.random.default_rng(seed)
         params = model.init_params(rng, xp=xp, dtype=dtype)
-        ema, opt, start = dict(params), adam_init(params), 0
+        if init_params is not None:
+            params = _start_from(params, init_params, xp, dt)
+        state = init_state({"params": params, "ema": dict(params)}, train_spec, rng, steps)
 
-    last_saved = None
+    def save(st):
+        hist = {"losses": st.losses[:st.step], "grad_norms": st.grad_norms[:st.step],
+                "eval_steps": np.asarray(st.eval_steps, dtype=np.int64),
+                "eval_losses": np.asarray(st.eval_losses, dtype=np.float64)}
+        save_checkpoint(ckpt_path, model=model, params=st.groups["params"], ema_params=st.groups["ema"],
+                        opt_state=st.opt, rng=st.rng, step=st.step, train_config=cfg, schedule=schedule,
+                        history=hist, prediction_type=cfg["target"])
+        return str(ckpt_path)
 
-    def save(step_done):
-        nonlocal last_saved
-        hist = {"losses": losses[:step_done], "grad_norms": gnorms[:step_done],
-                "eval_steps": np.asarray(eval_steps, dtype=np.int64), "eval_losses": np.asarray(eval_losses, dtype=np.float64)}
-        save_checkpoint(ckpt_path, model=model, params=params, ema_params=ema, opt_state=opt, rng=rng,
-                        step=step_done, train_config=cfg, schedule=schedule, history=hist)
-        last_saved = step_done
+    start, evaluate = state.step, None
+    if cfg["eval_size"] > 0:
+        evaluate = lambda g: _mean_loss(model, g["ema"], eval_batch, schedule, cfg, xp, dt, batch_size)  # noqa: E731
+    state = fit(loss_fn, state, next_batch, steps=steps, trainable=train_spec,
+                ema={"ema": ("params", ema_decay, ema_warmup)}, lr=lr, betas=cfg["betas"],
+                weight_decay=weight_decay, decay=decay, warmup_steps=warmup_steps, lr_decay=lr_decay,
+                grad_clip=grad_clip, evaluate=evaluate, eval_every=eval_every,
+                save=None if ckpt_path is None else save, checkpoint_every=checkpoint_every, progress=progress)
+    saved_at_end = ckpt_path is not None and checkpoint_every and steps % checkpoint_every == 0 and steps > start
+    if evaluate is not None and (not state.eval_steps or state.eval_steps[-1] != steps):
+        state.eval_steps.append(steps)  # the final evaluation; not in a checkpoint written at this step already
+        state.eval_losses.append(evaluate(state.groups))
+    if ckpt_path is not None and not saved_at_end:
+        save(state)
+    return TrainResult(model, state.groups["params"], state.groups["ema"], state.opt, steps, state.losses,
+                       np.asarray(state.eval_steps, dtype=np.int64), np.asarray(state.eval_losses), cfg, ckpt_path,
+                       state.grad_norms)
 
-    def evaluate(step_done):
-        if cfg["eval_size"] > 0 and (not eval_steps or eval_steps[-1] != step_done):
-            eval_steps.append(step_done)
-            eval_losses.append(_mean_loss(model, ema, eval_batch, schedule, cfg, xp, dt, batch_size))
 
-    bar = tqdm(total=steps, initial=start, disable=not progress, desc="train", dynamic_ncols=True)
-    try:
-        for step in range(start, steps):
-            idx = rng.integers(0, x.shape[0], size=batch_size)
-            t = _draw_t(rng, schedule, batch_size)
-            noise = rng.standard_normal((batch_size, *shape))
-            yb = None
-            if K:
-                yb = drop_labels(xp.asarray(y[idx]), cfg["cond_dropout"], rng, K)
-            loss, dout, cache = diffusion_loss(
-                model.forward, params, xp.asarray(x[idx], dtype=dt), xp.asarray(t), xp.asarray(noise, dtype=dt),
-                schedule, target=cfg["target"], weighting=weighting, gamma=gamma, y=yb,
-            )
-            losses[step] = float(loss)
-            grads, _ = model.backward(params, cache, dout)
-            if grad_clip is not None:
-                grads, gnorms[step] = clip_grad_norm(grads, grad_clip)
-            else:
-                gnorms[step] = global_norm(grads)
-            if not (math.isfinite(losses[step]) and math.isfinite(gnorms[step])):
-                what = "loss" if not math.isfinite(losses[step]) else "gradient norm"
-                kept = (f"the last good checkpoint {str(ckpt_path)!r} (after step {last_saved}) is kept"
-                        if last_saved is not None else "no checkpoint was written in this run")
-                raise FloatingPointError(
-                    f"training {what} is {losses[step] if what == 'loss' else gnorms[step]} at step {step} "
-                    f"(0-based update index); training stopped; {kept}"
-                )
-            params, opt = adam_update(params, grads, opt, lr=_lr_at(step, cfg), betas=cfg["betas"],
-                                      weight_decay=weight_decay, decoupled=True)
-            decay = ema_decay_warmup(step, ema_decay) if ema_warmup else ema_decay
-            ema = ema_update(ema, params, decay)
-            done = step + 1
-            if eval_every and done % eval_every == 0:
-                evaluate(done)
-            if ckpt_path is not None and checkpoint_every and done % checkpoint_every == 0:
-                save(done)
-            if progress and (done % 10 == 0 or done == steps):
-                lo = max(start, done - 50)
-                bar.set_postfix(loss=f"{np.mean(losses[lo:done]):.4g}", refresh=False)
-            bar.update(1)
-    finally:
-        bar.close()
-    evaluate(steps)
-    if ckpt_path is not None and last_saved != steps:
-        save(steps)
-    return TrainResult(model, params, ema, opt, steps, losses, np.asarray(eval_steps, dtype=np.int64),
-                       np.asarray(eval_losses), cfg, ckpt_path, gnorms)
+def _denoising_objective(model, x, cond, schedule, cfg, xp, dt):
+    """``(next_batch, loss_fn)`` of the denoising objective for :func:`refdiff.training.fit`:
+    the batch is B data indices; the loss draws t and the noise, drops conditions per kind
+    (14.10) and returns the loss (14.1)-(14.3) with the gradients of ``model.backward``."""
+    B, shape, spec = cfg["batch_size"], tuple(x.shape[1:]), model.cond_spec
+
+    def next_batch(rng):
+        idx = rng.integers(0, x.shape[0], size=B)
+        return x[idx], {k: v[idx] for k, v in cond.items()}
+
+    def loss_fn(groups, batch, rng):
+        x0, c = batch
+        t = _draw_t(rng, schedule, B)
+        noise = rng.standard_normal((B, *shape))
+        c = _device_cond(c, slice(None), xp, dt)
+        if spec.kinds and c:
+            c = spec.drop(c, cfg["cond_dropout"], rng, B, xp, dt)
+        loss, dout, cache = diffusion_loss(model.forward, groups["params"], xp.asarray(x0, dtype=dt), xp.asarray(t),
+                                           xp.asarray(noise, dtype=dt), schedule, target=cfg["target"],
+                                           weighting=cfg["weighting"], gamma=cfg["gamma"], cond=c)
+        grads, _ = model.backward(groups["params"], cache, dout)
+        return loss, {"params": grads}
+
+    return next_batch, loss_fn
+
+
+def _start_from(fresh: dict, given: dict, xp, dt) -> dict:
+    """``init_params`` checked against the model's keys and shapes, in ``xp``/``dt``."""
+    bad = sorted(set(fresh) ^ set(given))
+    if bad:
+        raise ValueError(f"init_params keys differ from the model's: {bad[:5]}")
+    for k, v in fresh.items():
+        if tuple(given[k].shape) != tuple(v.shape):
+            raise ValueError(f"init_params[{k!r}] has shape {tuple(given[k].shape)}, the model's is {tuple(v.shape)}")
+    return {k: xp.asarray(to_numpy(given[k]), dtype=dt) for k in fresh}
+
+
+def _resume(ckpt_path, model, schedule, cfg, xp, steps) -> FitState:
+    ck = load_checkpoint(ckpt_path, xp=xp)
+    bad = _config_mismatch(ck.meta.get("train_config", {}), cfg)
+    if ck.meta["model_config"] != model.to_dict():
+        bad.append(f"model config: checkpoint {ck.meta['model_config']}, now {model.to_dict()}")
+    if ck.meta.get("schedule") != describe_schedule(schedule):
+        bad.append("schedule differs from the checkpoint's")
+    if bad:
+        raise ValueError(f"cannot resume from {str(ckpt_path)!r}: " + "; ".join(bad))
+    if ck.step > steps:
+        raise ValueError(f"the checkpoint is at step {ck.step}, beyond steps = {steps}")
+    h, start = ck.history, ck.step
+    losses, gnorms = np.full(steps, np.nan), np.full(steps, np.nan)
+    losses[:start], gnorms[:start] = h["losses"][:start], h["grad_norms"][:start]
+    return FitState({"params": ck.params, "ema": ck.ema_params, **ck.groups}, ck.opt_state, start, ck.rng(),
+                    losses, gnorms, list(h["eval_steps"]), list(h["eval_losses"]))

@@ -170,7 +170,7 @@ def test_guidance_bad_input():
         refdiff.rescale_guidance(u, u, 1.5)
     with pytest.raises(TypeError, match="null_label"):
         refdiff.cfg_model(cond_model(SCHED), 0, 2.0, None)
-    with pytest.raises(TypeError, match="labels y"):
+    with pytest.raises(TypeError, match="needs a condition y"):
         refdiff.sample(cond_model(SCHED), u, SCHED, refdiff.timesteps(200, 5), "ddim", guidance_scale=2.0,
                        progress=False)
     with pytest.raises(ValueError, match="shape mismatch"):

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 import refdiff
 from refdiff import metrics
+from refdiff.nn import classifier
+from refdiff.train import train_digit_classifier
 from tests._support import asx
 
 
@@ -207,16 +209,16 @@ def test_softmax_cross_entropy_and_classifier_gradients_match_finite_differences
     central differences of the loss with respect to every parameter entry sampled and the
     input; float64, step 1e-6: errors O(h^2) ~ 1e-12 relative, rtol 1e-6."""
     rng = np.random.default_rng(9)
-    params = metrics.classifier_init(rng, n_in=6, hidden=(5, 4), n_classes=3)
+    params = classifier.classifier_init(rng, n_in=6, hidden=(5, 4), n_classes=3)
     x = rng.standard_normal((7, 6))
     y = rng.integers(0, 3, 7)
-    logits, cache = metrics.classifier_forward(params, x)
-    loss, dz = metrics.softmax_cross_entropy(logits, y)
+    logits, cache = classifier.classifier_forward(params, x)
+    loss, dz = classifier.softmax_cross_entropy(logits, y)
     assert loss == pytest.approx(-np.mean(scipy.special.log_softmax(logits, axis=1)[np.arange(7), y]), rel=1e-12)
-    grads, dx = metrics.classifier_backward(params, cache, dz)
+    grads, dx = classifier.classifier_backward(params, cache, dz)
 
     def f(p, xx):
-        return metrics.softmax_cross_entropy(metrics.classifier_forward(p, xx)[0], y)[0]
+        return classifier.softmax_cross_entropy(classifier.classifier_forward(p, xx)[0], y)[0]
 
     h = 1e-6
     for k in params:
@@ -237,12 +239,12 @@ def test_train_classifier_separates_two_blobs_and_features_have_the_last_hidden_
     rng = np.random.default_rng(10)
     y_tr, y_te = rng.integers(0, 2, 200), rng.integers(0, 2, 100)
     mk = lambda y: (2.0 * y[:, None] - 1.0) + 0.5 * rng.standard_normal((y.size, 64))  # noqa: E731
-    params, acc = metrics.train_digit_classifier(steps=60, hidden=(32, 16), x_train=mk(y_tr), y_train=y_tr,
+    params, acc = train_digit_classifier(steps=60, hidden=(32, 16), x_train=mk(y_tr), y_train=y_tr,
                                                  x_test=mk(y_te), y_test=y_te)
     assert acc == 1.0
     xt = mk(y_te).reshape(-1, 1, 8, 8)
-    assert np.all(metrics.classify(params, xt) == y_te)
-    assert metrics.features(params, xt).shape == (100, 16)
+    assert np.all(classifier.classify(params, xt) == y_te)
+    assert classifier.features(params, xt).shape == (100, 16)
 
 
 # ---------------------------------------------------------------------------- errors
@@ -269,6 +271,6 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="square matrices of one shape"):
         metrics.frechet_distance_gaussians(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
     with pytest.raises(ValueError, match=r"labels y must lie in \[0, 2\]"):
-        metrics.softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 3]))
+        classifier.softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 3]))
     with pytest.raises(ValueError, match="data must be 'digits8x8' or 'shapes8x8'"):
-        metrics.train_digit_classifier("mnist")
+        train_digit_classifier("mnist")

@@ -16,10 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from refdiff.backend import to_numpy
 from refdiff.nn import layers as L
 from refdiff.nn import blocks as B
-from refdiff.nn import conv as conv_module
-from refdiff.nn.gradcheck import check_gradient, inner, numerical_gradient, relative_error
+from refdiff.nn import fast
+from refdiff.nn.gradcheck import check_directional, check_gradient, inner, numerical_gradient, relative_error
 from tests._support import assert_close, asx
 
 GC_TOL = 1e-6  # see module docstring
@@ -64,11 +65,33 @@ def test_numerical_gradient_of_quadratic(xp):
         relative_error(np.ones(3), np.ones(4))
 
 
+def test_directional_check_of_a_two_argument_quadratic(xp):
+    """The directional central difference of MATH.md (13.19) on f(x, w) = <x, A w> +
+    |w|^2 / 2, whose gradients (A w, A^T x + w) are worked by hand: exact gradients give
+    rounding-level error (a quadratic has no h^2 term); a gradient wrong in one entry of
+    one argument is caught (O(1e-2) error); a missing gradient is refused by name."""
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((3, 4))
+    x, w = rng.standard_normal(3), rng.standard_normal(4)
+    point = {"x": asx(xp, x), "w": asx(xp, w)}
+
+    def f(p):
+        xx, ww = np.asarray(to_numpy(p["x"])), np.asarray(to_numpy(p["w"]))
+        return float(xx @ A @ ww + 0.5 * ww @ ww)
+
+    grads = {"x": A @ w, "w": A.T @ x + w}
+    assert check_directional(f, point, grads, np.random.default_rng(0), n_dirs=6) < 1e-9
+    bad = {"x": grads["x"], "w": grads["w"] + np.array([0.0, 0.0, 0.1, 0.0])}
+    assert check_directional(f, point, bad, np.random.default_rng(0), n_dirs=6) > 1e-3
+    with pytest.raises(ValueError, match=r"no gradient for \['w'\]"):
+        check_directional(f, point, {"x": grads["x"]}, np.random.default_rng(0))
+
+
 # ------------------------------------------------------------------ linear, SiLU
 @settings(max_examples=6)
 @given(n=st.integers(1, 4), d_in=st.integers(1, 5), d_out=st.integers(1, 5), seed=st.integers(0, 99))
 def test_linear_gradcheck(xp, n, d_in, d_out, seed):
-    """Linear layer backward MATH.md (13.1)-(13.2) against central differences."""
+    """Linear layer backward MATH.md (13.1) and (13.2) against central differences."""
     rng = np.random.default_rng(seed)
     args = (_rand(xp, rng, (n, d_in)), _rand(xp, rng, (d_in, d_out)), _rand(xp, rng, (d_out,)))
     _check_pair(xp, L.linear_forward, L.linear_backward, args, rng)
@@ -114,7 +137,7 @@ def conv_case(draw, kind):
 @settings(max_examples=5)
 @given(data=st.data())
 def test_conv2d_gradcheck(xp, kind, data):
-    """Convolution backward MATH.md (13.5)-(13.6) (dx, dw, db) against central
+    """Convolution backward MATH.md (13.5) and (13.6) (dx, dw, db) against central
     differences, for 3x3 same, 1x1 and 3x3 stride-2 kernels on random sizes."""
     case = data.draw(conv_case(kind))
     xs, ws, stride, pad, seed = case
@@ -129,33 +152,35 @@ def test_conv2d_gradcheck(xp, kind, data):
 @given(data=st.data())
 def test_conv2d_vectorised_matches_naive(xp, kind, data):
     """The im2col matrix form MATH.md (13.4) equals the loop definition (13.3), and the
-    col2im backward equals the loop backward (13.5)-(13.6)."""
+    col2im backward equals the loop backward (13.5), (13.6)."""
     case = data.draw(conv_case(kind))
     xs, ws, stride, pad, seed = case
     rng = np.random.default_rng(seed)
     _assert_conv_matches_naive(xp, rng, xs, ws, stride, pad)
 
 
-def _assert_conv_matches_naive(xp, rng, xs, ws, stride, pad):
-    """Vectorised conv forward and backward equal the loop definitions on random inputs."""
+def _assert_conv_matches_naive(xp, rng, xs, ws, stride, pad, impl=L):
+    """Vectorised conv forward and backward (``impl``: the reference layers, or the tuned
+    ``fast`` module) equal the loop definitions on random inputs."""
     x, w, b = _rand(xp, rng, xs), _rand(xp, rng, ws), _rand(xp, rng, (ws[0],))
-    out, cache = L.conv2d_forward(x, w, b, stride=stride, pad=pad)
+    out, cache = impl.conv2d_forward(x, w, b, stride=stride, pad=pad)
     out_n, cache_n = L.conv2d_forward_naive(x, w, b, stride=stride, pad=pad)
     assert_close(out, out_n, xp=xp, rtol=EXACT, atol=EXACT)
     dout = _rand(xp, rng, out.shape)
-    for g, g_n in zip(L.conv2d_backward(dout, cache), L.conv2d_backward_naive(dout, cache_n)):
+    for g, g_n in zip(impl.conv2d_backward(dout, cache), L.conv2d_backward_naive(dout, cache_n)):
         assert_close(g, g_n, xp=xp, rtol=EXACT, atol=EXACT)
 
 
 @pytest.mark.parametrize("budget", [1, 40])
 def test_conv2d_row_chunks_match_naive(xp, monkeypatch, budget):
-    """The vectorised convolution processes output rows in blocks sized to stay in cache;
-    with a tiny block budget (one row, or a few rows, per block) forward and backward
-    still equal the loop definition MATH.md (13.3), (13.5)-(13.6), for all three kinds."""
-    monkeypatch.setattr(conv_module, "_CHUNK_FLOATS", budget)
+    """The tuned convolution (refdiff.nn.fast) processes output rows in blocks sized to
+    stay in cache; with a tiny block budget (one row, or a few rows, per block) forward and
+    backward still equal the loop definitions MATH.md (13.3), (13.5), (13.6), for all
+    three kinds."""
+    monkeypatch.setattr(fast, "_CHUNK_FLOATS", budget)
     rng = np.random.default_rng(budget)
     for k, stride, pad in CONV_KINDS.values():
-        _assert_conv_matches_naive(xp, rng, (2, 3, 6, 5), (4, 3, k, k), stride, pad)
+        _assert_conv_matches_naive(xp, rng, (2, 3, 6, 5), (4, 3, k, k), stride, pad, impl=fast)
 
 
 @pytest.mark.parametrize("kind", sorted(CONV_KINDS))
@@ -179,7 +204,7 @@ def test_conv2d_adjoint(xp, kind, data):
 
 @pytest.mark.parametrize("shape", [(1, 2, 5, 4), (2, 1, 3, 3), (1, 1, 4, 7)])
 def test_conv2d_stride2_odd_and_even_sizes_gradcheck(xp, shape):
-    """The stride-2 3x3 kernel MATH.md (13.3), (13.5)-(13.6) on odd and even sizes
+    """The stride-2 3x3 kernel MATH.md (13.3), (13.5), (13.6) on odd and even sizes
     (output ceil(H/2): the last input row is read by no tap of the bottom row when H is
     even, by the centre tap when H is odd): dx, dw, db against central differences."""
     rng = np.random.default_rng(sum(shape))
@@ -375,7 +400,7 @@ def test_embedding_gradcheck_and_repeats(xp):
 @settings(max_examples=6)
 @given(b=st.integers(1, 3), l=st.integers(1, 5), d=st.integers(1, 4), seed=st.integers(0, 99))
 def test_attention_gradcheck(xp, b, l, d, seed):
-    """Softmax attention backward MATH.md (13.14)-(13.15) (dq, dk, dv) against central
+    """Softmax attention backward MATH.md (13.14) and (13.15) (dq, dk, dv) against central
     differences."""
     rng = np.random.default_rng(seed)
     args = tuple(_rand(xp, rng, (b, l, d)) for _ in range(3))

@@ -3,8 +3,11 @@ U-Net denoisers, gradient checking (MATH.md chapter 13).
 
 No autograd: every layer is ``*_forward(...) -> (out, cache)`` with a hand-derived
 ``*_backward(dout, cache)`` beside it.  Models hold only their config; parameters are flat
-dicts of arrays passed to ``forward(params, x, t, y=None) -> (out, cache)`` and
-``backward(params, cache, dout) -> (grads, dx)``.
+dicts of arrays passed to ``forward(params, x, t, cond=None) -> (out, cache)`` and
+``backward(params, cache, dout) -> (grads, dx)``.  Conditions (class labels, tokens with a
+mask, control images, inpainting masks, adapter scales) are one mapping ``cond``:
+:mod:`refdiff.nn.conditions`.  The MLP classifier used to score samples:
+:mod:`refdiff.nn.classifier`.
 """
 
 from .layers import *  # noqa: F401,F403

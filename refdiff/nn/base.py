@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 
 from ..backend import array_namespace, check_rng
+from .conditions import ClassCond, CondSpec, as_cond
 from .layers import embedding_backward, embedding_forward, timestep_embedding_forward
 
 __all__ = ["DenoiserBase"]
@@ -53,8 +54,16 @@ class DenoiserBase:
         return self.config.to_dict()
 
     # ------------------------------------------------------------------ checks
-    def _check_xty(self, params, x, t, y, feature_shape: tuple, what: str):
-        """Validate x (N, *feature_shape), t (N,), y; return (xp, t as float array, y)."""
+    @property
+    def cond_spec(self) -> CondSpec:
+        """The condition kinds this network was built for (class labels when
+        ``num_classes`` > 0)."""
+        K = int(getattr(self.config, "num_classes", 0))
+        return CondSpec([ClassCond(K)] if K else [])
+
+    def _check_inputs(self, params, x, t, cond, feature_shape: tuple, what: str):
+        """Validate x (N, *feature_shape), t (N,) and ``cond``; return (xp, t as a float
+        array scaled by time_scale, the full cond dict with nulls for missing kinds)."""
         if x.ndim != 1 + len(feature_shape):
             raise ValueError(f"{what}: x must have shape (N, {', '.join(map(str, feature_shape))}); "
                              f"got rank {x.ndim} shape {tuple(x.shape)}")
@@ -69,28 +78,21 @@ class DenoiserBase:
             raise ValueError(f"{what}: t must have shape ({n},), got {tuple(getattr(t, 'shape', ()))}")
         dtype = params[next(iter(params))].dtype
         t = xp.astype(t, dtype) * float(self.config.time_scale)
-        K = self.config.num_classes
-        if y is not None:
-            if K == 0:
-                raise ValueError(f"{what}: labels y were given to an unconditional model (num_classes=0)")
-            if getattr(y, "ndim", None) != 1 or y.shape[0] != n:
-                raise ValueError(f"{what}: y must have shape ({n},), got {tuple(getattr(y, 'shape', ()))}")
-            if not xp.isdtype(y.dtype, "integral"):
-                raise TypeError(f"{what}: y must be integer class labels, got dtype {y.dtype}")
-            lo, hi = int(xp.min(y)), int(xp.max(y))
-            if lo < 0 or hi > K:
-                raise ValueError(f"{what}: labels y must lie in [0, {K}] ({K} = the null class), "
-                                 f"got values in [{lo}, {hi}]")
-        elif K > 0:
-            y = xp.full((n,), K, dtype=xp.int64)  # null class: the unconditional prediction
-        return xp, t, y
+        return xp, t, self.cond_spec.validate(cond, n, xp, dtype, what)
+
+    def null_cond(self, cond, n: int, kinds=None, *, xp=None, dtype="float32") -> dict:
+        """``cond`` for a batch of ``n`` with ``kinds`` (default: every droppable kind)
+        replaced by their null: the unconditional branch of CFG, MATH.md (12.7)."""
+        xp = array_namespace() if xp is None else xp
+        return self.cond_spec.null(cond, n, xp, getattr(xp, dtype) if isinstance(dtype, str) else dtype, kinds)
 
     # ------------------------------------------------------------------ embeddings
     def _embed_time(self, t, dim):
         return timestep_embedding_forward(t, dim, max_period=self.config.max_period, dtype=t.dtype)
 
     @staticmethod
-    def _class_f(params, y):
+    def _class_f(params, cond):
+        y = cond.get("class")
         if y is None:
             return None, None
         return embedding_forward(y, params["class_emb"])
@@ -101,19 +103,27 @@ class DenoiserBase:
             grads["class_emb"] = embedding_backward(dout, cache)
 
     # ------------------------------------------------------------------ inference
-    def forward(self, params, x, t, y=None):  # pragma: no cover - abstract
+    def forward(self, params, x, t, cond=None):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def apply(self, params, x, t, y=None):
+    def apply(self, params, x, t, cond=None):
         """The model output for inference (the cache is dropped)."""
-        return self.forward(params, x, t, y)[0]
+        return self.forward(params, x, t, cond)[0]
 
-    def as_model(self, params, y=None):
+    def as_model(self, params, cond=None, *, y=None):
         """A plain callable ``model(x, t)`` (the library's model contract) with fixed
-        parameters and labels ``y`` (None: the null class for a conditional model)."""
+        parameters and condition ``cond`` bound (a mapping of condition kinds, see
+        :mod:`refdiff.nn.conditions`; a plain label array is shorthand for
+        ``{"class": y}``, and so is the keyword ``y``; None, or a missing kind: that
+        kind's null).  It is validated against the batch at every call (``forward``)."""
+        if y is not None:
+            if cond is not None:
+                raise TypeError("as_model: pass the condition as cond or as the class labels y, not both")
+            cond = {"class": y}
+        c = as_cond(cond)
 
         def model(x, t):
-            return self.apply(params, x, t, y)
+            return self.apply(params, x, t, c)
 
         model.__doc__ = f"{type(self).__name__} denoiser with fixed parameters"
         return model

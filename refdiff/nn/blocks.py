@@ -1,4 +1,8 @@
-"""Composite blocks built from the layer pairs of ``layers.py``, and the model base class.
+"""Composite blocks built from the layer pairs, and the model base class.
+
+The blocks run the tuned layers of ``fast.py`` (same maps as the reference ``layers.py``,
+tested equal; (C, H, W, N) memory order, in-place updates), which is what the U-Net
+trains with; the reference layers are the specification.
 
 Blocks read their parameters from a flat dict under a key prefix (``"down0.res0.conv1.w"``)
 and write their gradients into a dict with the same keys.  Like the layers they are pure:
@@ -13,18 +17,16 @@ import math
 import numpy as np
 
 from ..backend import array_namespace
-from .layers import (
-    attention_backward,
-    attention_forward,
+from .fast import (  # the tuned layers (tests/test_nn_fast.py: equal to the reference ones)
+    add_channel_shift,
     conv2d_backward,
     conv2d_forward,
     groupnorm_backward,
     groupnorm_forward,
-    linear_backward,
-    linear_forward,
     silu_backward,
     silu_forward,
 )
+from .layers import attention_backward, attention_forward, linear_backward, linear_forward
 
 __all__ = [
     "resblock_forward",
@@ -90,15 +92,6 @@ def gn_b(G, name, dout, cache):
     acc(G, name + ".gamma", dg)
     acc(G, name + ".beta", db)
     return dx
-
-
-def add_channel_shift(h, eo):
-    """``h + eo[:, :, None, None]`` for h (N, C, H, W), eo (N, C), computed on (C, H, W, N)
-    views so that the result keeps the convolution's memory order (NumPy would otherwise
-    return a C-ordered array and the next convolution would pay a transposing copy)."""
-    xp = array_namespace(h, eo)
-    hT = xp.permute_dims(h, (1, 2, 3, 0))  # (C, H, W, N)
-    return xp.permute_dims(hT + eo.T[:, None, None, :], (3, 0, 1, 2))
 
 
 # ------------------------------------------------------------------ residual block

@@ -2,12 +2,17 @@
 
 ``save_checkpoint("run/checkpoint.npz", ...)`` writes
 
-* ``run/checkpoint.npz``: ``params/<name>``, ``ema/<name>``, ``opt/<key>`` (the
-  :func:`refdiff.nn.optim.adam_init` state: ``opt/step``, ``opt/m/<name>``,
-  ``opt/v/<name>``), ``history/<name>`` (1-D logs), ``step`` and ``meta`` (the JSON
-  below, as a string, so the ``.npz`` alone is complete);
-* ``run/checkpoint.json``: the same metadata: model config, training config, schedule
+* ``run/checkpoint.npz``: ``params/<name>``, ``ema/<name>``, ``<group>/<name>`` for each
+  further parameter group (a frozen teacher, an EMA target), ``opt/<key>`` (the optimizer
+  state: ``opt/step`` and ``opt/m/<key>``, ``opt/v/<key>`` with ``<key>`` a parameter
+  name or ``<group>/<name>``), ``history/<name>`` (1-D logs), ``step`` and ``meta`` (the
+  JSON below, as a string, so the ``.npz`` alone is complete);
+* ``run/checkpoint.json``: the same metadata: format version, model config, prediction
+  type, condition kinds, the groups' model configs, training config, schedule
   description, host RNG state, step, refdiff version.
+
+Loading validates every entry (:func:`load_checkpoint`); :func:`refdiff.load` turns a
+checkpoint into a model in one call.
 
 Both files are written to temporaries and renamed into place, so an interrupted save
 never leaves a half-written checkpoint and the previous one stays valid.  Arrays are
@@ -36,7 +41,8 @@ __all__ = [
     "FORMAT_VERSION",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+SUPPORTED_FORMAT_VERSIONS = (1, 2)  # 1: no 'groups', 'prediction_type', 'cond_kinds' in meta
 
 
 @dataclass
@@ -52,6 +58,13 @@ class Checkpoint:
     step: int
     meta: dict
     history: dict = field(default_factory=dict)
+    groups: dict = field(default_factory=dict)
+
+    @property
+    def prediction_type(self) -> str:
+        """What the network predicts: stored since format 2, else the training target."""
+        p = self.meta.get("prediction_type") or self.meta.get("train_config", {}).get("target") or "epsilon"
+        return {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}.get(p, p)
 
     def rng(self) -> np.random.Generator:
         """A ``numpy.random.Generator`` in the saved state (raises if none was saved)."""
@@ -117,31 +130,52 @@ def save_checkpoint(
     train_config: dict | None = None,
     schedule=None,
     history: dict | None = None,
+    groups: dict | None = None,
+    prediction_type: str | None = None,
+    main_group: str = "params",
 ) -> Path:
     """Write ``path`` (a ``.npz``) and the ``.json`` beside it; returns the ``.npz`` path.
 
     ``model`` is an :class:`~refdiff.nn.MLP` / :class:`~refdiff.nn.UNet` (its config is
-    stored); ``rng`` a ``numpy.random.Generator`` (its bit-generator state is stored) or
-    a state dict; ``schedule`` a Schedule / continuous VP (described by
-    :func:`describe_schedule`); ``history`` a dict of 1-D host arrays (loss logs)."""
+    stored); ``params`` (and ``ema_params``) its parameters; ``groups`` further named
+    parameter groups ``{name: (network, params)}`` (a frozen teacher, an EMA target...;
+    ``network`` None for a group without an architecture of its own); ``opt_state`` a flat
+    optimizer state (``"step"`` and moment arrays keyed ``m/<key>``, ``v/<key>`` with
+    ``<key>`` a key of ``params`` or ``<group>/<key>``); ``rng`` a
+    ``numpy.random.Generator`` (its bit-generator state is stored) or a state dict;
+    ``schedule`` a Schedule / continuous VP (:func:`describe_schedule`);
+    ``prediction_type`` what the network predicts (default: the training target, else
+    "epsilon"); ``history`` a dict of 1-D host arrays (loss logs); ``main_group`` the name
+    the training loop gave ``params`` (optimizer keys ``m/<main_group>/<key>`` refer to it)."""
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"checkpoint path must end in .npz, got {str(path)!r}")
+    groups = dict(groups or {})
+    for name in groups:
+        if name in ("params", "ema", "opt", "history", "meta", "step") or "/" in name:
+            raise ValueError(f"group name {name!r} is reserved or contains '/'")
     rng_state = rng.bit_generator.state if isinstance(rng, np.random.Generator) else rng
+    tc = train_config or {}
     meta = {
         "format_version": FORMAT_VERSION,
         "refdiff_version": __version__,
         "step": int(step),
         "model_config": model.to_dict(),
-        "train_config": train_config or {},
+        "prediction_type": prediction_type or tc.get("target") or "epsilon",
+        "cond_kinds": list(model.cond_spec.kinds) if hasattr(model, "cond_spec") else [],
+        "train_config": tc,
         "schedule": None if schedule is None else describe_schedule(schedule),
         "rng_state": rng_state,
         "has_ema": ema_params is not None,
         "has_opt_state": opt_state is not None,
+        "groups": {g: (None if net is None else net.to_dict()) for g, (net, _) in groups.items()},
+        "main_group": main_group,
     }
     arrays = {f"params/{k}": to_numpy(v) for k, v in params.items()}
     if ema_params is not None:
         arrays.update({f"ema/{k}": to_numpy(v) for k, v in ema_params.items()})
+    for g, (_, gp) in groups.items():
+        arrays.update({f"{g}/{k}": to_numpy(v) for k, v in gp.items()})
     if opt_state is not None:
         for k, v in opt_state.items():
             arrays[f"opt/{k}"] = np.asarray(v, dtype=np.int64) if k == "step" else to_numpy(v)
@@ -182,48 +216,98 @@ def _check_group(name: str, got: dict, expected: dict, path: Path) -> None:
             )
 
 
+def _check_values(entry: str, a, path: Path) -> None:
+    """A parameter or moment array must be real floating point and finite."""
+    if a.dtype.kind != "f":
+        raise ValueError(f"checkpoint {str(path)!r}: entry {entry!r} has dtype {a.dtype}; parameters and optimizer "
+                         "moments must be float32 or float64")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"checkpoint {str(path)!r}: entry {entry!r} contains NaN or inf")
+
+
+def _check_count(entry: str, a, path: Path) -> int:
+    """A step counter must be a non-negative integer scalar."""
+    a = np.asarray(a)
+    if a.shape != () or a.dtype.kind not in "iu" or int(a) < 0:
+        raise ValueError(f"checkpoint {str(path)!r}: entry {entry!r} must be a non-negative integer scalar, "
+                         f"got {a.tolist()!r} of dtype {a.dtype}")
+    return int(a)
+
+
 def _to(xp, a):
     return a if xp is None else xp.asarray(a)
 
 
-def load_checkpoint(path, *, xp=None) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint` and check it against its model
-    config.  Raises FileNotFoundError for a missing file and ValueError for a corrupted
-    file, missing or unexpected keys, or a parameter whose shape differs from the one the
-    stored model config implies.  ``xp``: namespace for the arrays (default NumPy)."""
-    from . import build_model
-
-    path = Path(path)
-    data = _read_npz(path)
+def _read_meta(data: dict, path: Path) -> dict:
     if "meta" not in data or "step" not in data:
         raise ValueError(f"checkpoint {str(path)!r} has no 'meta'/'step' entries: not a refdiff checkpoint")
     try:
         meta = json.loads(str(data.pop("meta")))
     except json.JSONDecodeError as e:
         raise ValueError(f"checkpoint {str(path)!r}: its metadata is not valid JSON ({e})") from e
-    step = int(data.pop("step"))
+    v = meta.get("format_version")
+    if v not in SUPPORTED_FORMAT_VERSIONS:
+        raise ValueError(f"checkpoint {str(path)!r}: format_version {v!r} is not one this refdiff reads "
+                         f"({', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))})")
+    return meta
+
+
+def _check_opt(o: dict, shapes: dict, path: Path) -> dict:
+    """The optimizer state: ``step`` and moments ``m/<key>``, ``v/<key>`` of known keys."""
+    if "step" not in o:
+        raise ValueError(f"checkpoint {str(path)!r}: optimizer state has no 'step'")
+    opt = {"step": _check_count("opt/step", o.pop("step"), path)}
+    for k, v in o.items():
+        moment, _, key = k.partition("/")
+        if moment not in ("m", "v") or key not in shapes:
+            raise ValueError(f"checkpoint {str(path)!r}: unexpected optimizer entry 'opt/{k}'")
+        if tuple(v.shape) != shapes[key]:
+            raise ValueError(f"checkpoint {str(path)!r}: optimizer moment 'opt/{k}' has shape {tuple(v.shape)}, "
+                             f"its parameter has {shapes[key]}")
+        _check_values(f"opt/{k}", v, path)
+        opt[k] = v
+    return opt
+
+
+def load_checkpoint(path, *, xp=None) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` and check it.  Raises
+    FileNotFoundError for a missing file and a one-line ValueError naming the entry for a
+    corrupted file, an unknown ``format_version``, missing or unexpected keys, a parameter
+    whose shape differs from the one its stored model config implies, a parameter or
+    optimizer moment that is not real floating point (string, integer, complex) or not
+    finite, and a step counter that is not a non-negative integer.  ``xp``: namespace for
+    the arrays (default NumPy)."""
+    from . import build_model
+
+    path = Path(path)
+    data = _read_npz(path)
+    meta = _read_meta(data, path)
+    step = _check_count("step", data.pop("step"), path)
     model = build_model(meta["model_config"])
     ref = model.init_params(np.random.default_rng(0), dtype="float64")  # shapes the config implies
-    groups: dict = {"params": {}, "ema": {}, "opt": {}, "history": {}}
+    refs = {"params": ref, "ema": ref}
+    for g, cfg in meta.get("groups", {}).items():
+        refs[g] = None if cfg is None else build_model(cfg).init_params(np.random.default_rng(0), dtype="float64")
+    found: dict = {g: {} for g in [*refs, "opt", "history"]}
     for key, v in data.items():
         g, _, name = key.partition("/")
-        if g not in groups or not name:
+        if g not in found or not name:
             raise ValueError(f"checkpoint {str(path)!r}: unexpected entry {key!r}")
-        groups[g][name] = v
-    _check_group("params", groups["params"], ref, path)
-    ema = opt = None
-    if meta.get("has_ema"):
-        _check_group("ema", groups["ema"], ref, path)
-        ema = {k: _to(xp, groups["ema"][k]) for k in ref}
+        found[g][name] = v
+    present = ["params"] + (["ema"] if meta.get("has_ema") else []) + list(meta.get("groups", {}))
+    groups = {}
+    for g in present:
+        if refs[g] is not None:
+            _check_group("params" if g == "params" else g, found[g], refs[g], path)
+        for k, v in found[g].items():
+            _check_values(f"{g}/{k}", v, path)
+        groups[g] = {k: _to(xp, v) for k, v in found[g].items()}
+    opt = None
     if meta.get("has_opt_state"):
-        o = groups["opt"]
-        if "step" not in o:
-            raise ValueError(f"checkpoint {str(path)!r}: optimizer state has no 'step'")
-        _check_group("optimizer first moment", {k[2:]: v for k, v in o.items() if k.startswith("m/")}, ref, path)
-        _check_group("optimizer second moment", {k[2:]: v for k, v in o.items() if k.startswith("v/")}, ref, path)
-        opt = {"step": int(o["step"])}
-        for k in ref:
-            opt["m/" + k] = _to(xp, o["m/" + k])
-            opt["v/" + k] = _to(xp, o["v/" + k])
-    params = {k: _to(xp, groups["params"][k]) for k in ref}
-    return Checkpoint(model, params, ema, opt, meta.get("rng_state"), step, meta, groups["history"])
+        shapes = {k: tuple(v.shape) for k, v in found["params"].items()}
+        shapes.update({f"{g}/{k}": tuple(v.shape) for g in present for k, v in found[g].items()})
+        main = meta.get("main_group", "params")
+        shapes.update({f"{main}/{k}": tuple(v.shape) for k, v in found["params"].items()})
+        opt = {k: (v if k == "step" else _to(xp, v)) for k, v in _check_opt(dict(found["opt"]), shapes, path).items()}
+    params, ema = groups.pop("params"), groups.pop("ema", None)
+    return Checkpoint(model, params, ema, opt, meta.get("rng_state"), step, meta, found["history"], groups)

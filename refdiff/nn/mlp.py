@@ -59,10 +59,12 @@ class MLPConfig:
 
 
 class MLP(DenoiserBase):
-    """MLP denoiser ``(x (N, D), t (N,), y (N,) or None) -> (N, D)``, MATH.md (13.18).
+    """MLP denoiser ``(x (N, D), t (N,), cond) -> (N, D)``, MATH.md (13.18).
 
-    ``forward(params, x, t, y=None) -> (out, cache)``; ``backward(params, cache, dout) ->
-    (grads, dx)``.  ``y=None`` on a conditional model means the null class.
+    ``forward(params, x, t, cond=None) -> (out, cache)``; ``backward(params, cache, dout) ->
+    (grads, dx)``.  ``cond``: a condition mapping (:mod:`refdiff.nn.conditions`; this model
+    takes ``{"class": y}`` when ``num_classes`` > 0) or a label array ``y`` as shorthand;
+    None (or no "class") on a conditional model means the null class.
     """
 
     arch = "mlp"
@@ -82,13 +84,13 @@ class MLP(DenoiserBase):
         init_linear(P, "out", c.hidden, c.dim, rng, zero=c.zero_init_out)
         return P
 
-    def forward(self, params, x, t, y=None):
+    def forward(self, params, x, t, cond=None):
         """Output and cache, MATH.md (13.18)."""
         c = self.config
-        xp, t, y = self._check_xty(params, x, t, y, (c.dim,), "MLP.forward")
+        xp, t, cond = self._check_inputs(params, x, t, cond, (c.dim,), "MLP.forward")
         s, _ = self._embed_time(t, c.time_embed_dim)
         e, c_t = lin_f(params, "temb", s)
-        ce, c_y = self._class_f(params, y)
+        ce, c_y = self._class_f(params, cond)
         if ce is not None:
             e = e + ce
         e, c_se = silu_forward(e)

@@ -1,18 +1,22 @@
-"""A small U-Net denoiser for 8x8 images (two resolutions), MATH.md (13.20).
+"""A small U-Net denoiser for 8x8 images, MATH.md (13.20)-(13.21), (13.17), (13.23).
 
-With C_0 = base_channels * channel_mults[0], C_1 = base_channels * channel_mults[1],
+With C_l = base_channels * channel_mults[l] (levels l = 0 .. L-1, resolution S / 2^l),
 E = time_embed_dim and R = num_res_blocks::
 
-    e    = silu(silu(sinusoid(t) W_1 + b_1) W_2 + b_2 [+ C[y]])       (N, E)
-    h    = conv_in(x)                               8x8, C_0     -> skip
-    down0: R x resblock(., e)                       8x8, C_0     -> skip after each
-           conv 3x3 stride 2                        4x4, C_0     -> skip
-    down1: R x resblock(., e)                       4x4, C_1     -> skip after each
-    mid:   resblock, self-attention (if attention), resblock      4x4, C_1
-    up1:   (R+1) x resblock(concat(h, skip.pop()), e)              4x4, C_1
-           nearest x2 upsampling, conv 3x3                         8x8, C_1
-    up0:   (R+1) x resblock(concat(h, skip.pop()), e)              8x8, C_0
-    out  = conv_out(silu(gn(h)))                    8x8, in_channels (zero at init)
+    e    = silu(silu(sinusoid(t) W_1 + b_1) W_2 + b_2 [+ C[class]])     (N, E)
+    ctx  = T[tokens] + P[:L]   (if cross-attention; key mask = token_mask)  (N, L, D_c)
+    h    = conv_in(x [, mask, masked_image])                    S,   C_0  -> skip
+    down l: R x [resblock(., e) (+ cross-attn(., ctx))]         S/2^l, C_l -> skip each
+            conv 3x3 stride 2 (not after the last level)                    -> skip
+    mid:   resblock, self-attention (if attention), [cross-attn], resblock
+    up l (l = L-1 .. 0): (R+1) x [resblock(concat(h, skip.pop()), e) (+ cross-attn)]
+            nearest x2 upsampling, conv 3x3 (not after level 0)
+    out  = conv_out(silu(gn(h)))                                S, in_channels (zero at init)
+
+Injection points (the ControlNet contract of the PyTorch diffusers library): a residual
+``residuals["skip<i>"]`` is added to the i-th skip connection (0 = conv_in's output) where
+it enters the decoder, and ``residuals["mid"]`` to the middle block's output;
+:meth:`UNet.injection_points` lists their names and shapes.
 
 Skips are concatenated along channels (MATH.md (13.21) gives their backward: the split
 gradient of a concatenation plus the gradient flowing down the encoder path).
@@ -22,32 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..backend import array_namespace
 from .base import DenoiserBase, config_fields
-from .blocks import (
-    attnblock_backward,
-    attnblock_forward,
-    attnblock_init,
-    conv_b,
-    conv_f,
-    gn_b,
-    gn_f,
-    init_conv,
-    init_groupnorm,
-    init_linear,
-    lin_b,
-    lin_f,
-    resblock_backward,
-    resblock_forward,
-    resblock_init,
-)
-from .layers import (
-    concat_backward,
-    concat_forward,
-    silu_backward,
-    silu_forward,
-    upsample2x_backward,
-    upsample2x_forward,
-)
+from .blocks import conv_b, conv_f, gn_b, gn_f, init_conv, init_groupnorm, init_linear, lin_b, lin_f
+from .conditions import ClassCond, CondSpec, InpaintCond, TokenCond
+from .fast import concat_backward, concat_forward, silu_backward, silu_forward  # tuned twins (memory order)
+from .layers import embedding_backward, embedding_forward
+from .unet_blocks import BLOCKS
 
 __all__ = ["UNetConfig", "UNet"]
 
@@ -65,6 +50,13 @@ class UNetConfig:
     before the sinusoid (~1000 for continuous t in [0, 1]).  The default (base 32,
     mults (1, 1), E = 128, one res block per level, attention) has 271,649 parameters
     for one input channel; (1, 2) doubles the 4x4 width (651,041 parameters).
+    channel_mults may have any length L >= 1 (image_size divisible by 2^(L-1)).
+
+    Text conditioning: ``cross_attention`` lists the levels (ints, and/or "mid") that get a
+    cross-attention block after each res block, attending to the embedded tokens
+    (vocab_size V, at most context_len L tokens, width context_dim, ``heads`` heads).
+    ``inpaint``: the input also takes the inpainting mask and masked image (channels
+    concatenated: in_channels + 1 + in_channels).
     """
 
     in_channels: int = 1
@@ -79,15 +71,32 @@ class UNetConfig:
     time_scale: float = 1.0
     max_period: float = 10000.0
     zero_init_out: bool = True
+    cross_attention: tuple = ()
+    vocab_size: int = 0
+    context_len: int = 0
+    context_dim: int = 32
+    heads: int = 1
+    inpaint: bool = False
 
     def __post_init__(self):
         if self.time_embed_dim is None:
             object.__setattr__(self, "time_embed_dim", 4 * self.base_channels)
         object.__setattr__(self, "channel_mults", tuple(int(m) for m in self.channel_mults))
-        if len(self.channel_mults) != 2 or min(self.channel_mults) < 1:
-            raise ValueError(f"UNetConfig.channel_mults must be two positive ints, got {self.channel_mults}")
-        if self.image_size < 2 or self.image_size % 2:
-            raise ValueError(f"UNetConfig.image_size must be even and >= 2, got {self.image_size}")
+        object.__setattr__(self, "cross_attention", tuple(self.cross_attention))
+        L = len(self.channel_mults)
+        if L < 1 or min(self.channel_mults) < 1:
+            raise ValueError(f"UNetConfig.channel_mults must be one or more positive ints, got {self.channel_mults}")
+        if self.image_size < 2 or self.image_size % 2 ** (L - 1) or (L == 1 and self.image_size % 2):
+            raise ValueError(f"UNetConfig.image_size must be even and divisible by 2^(L-1) = {2 ** (L - 1)} "
+                             f"(L = {L} levels), got {self.image_size}")
+        bad = [v for v in self.cross_attention if v != "mid" and v not in range(L)]
+        if bad:
+            raise ValueError(f"UNetConfig.cross_attention entries must be levels 0..{L - 1} or 'mid', got {bad}")
+        if self.cross_attention and (self.vocab_size < 1 or self.context_len < 1):
+            raise ValueError("UNetConfig.cross_attention needs vocab_size >= 1 and context_len >= 1, got "
+                             f"{self.vocab_size}, {self.context_len}")
+        if self.cross_attention and any(w % self.heads for w in self.widths):
+            raise ValueError(f"UNetConfig.heads={self.heads} must divide every width {self.widths}")
         for name in ("in_channels", "base_channels", "num_res_blocks", "groups"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"UNetConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -106,6 +115,7 @@ class UNetConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["channel_mults"] = list(self.channel_mults)
+        d["cross_attention"] = list(self.cross_attention)
         return {"arch": "unet", **d}
 
     @classmethod
@@ -114,44 +124,73 @@ class UNetConfig:
 
 
 class UNet(DenoiserBase):
-    """U-Net denoiser ``(x (N, C, S, S), t (N,), y (N,) or None) -> (N, C, S, S)``,
-    MATH.md (13.20)-(13.21).  Same methods as :class:`~refdiff.nn.MLP`."""
+    """U-Net denoiser ``(x (N, C, S, S), t (N,), cond) -> (N, C, S, S)``, MATH.md
+    (13.20)-(13.21), (13.17), (13.23).  Same methods as :class:`~refdiff.nn.MLP`; ``forward`` also
+    takes ``residuals`` at the injection points (module docstring)."""
 
     arch = "unet"
 
     def __init__(self, config: UNetConfig | None = None):
         super().__init__(UNetConfig() if config is None else config)
 
+    @property
+    def cond_spec(self) -> CondSpec:
+        c, kinds = self.config, []
+        if c.num_classes:
+            kinds.append(ClassCond(c.num_classes))
+        if c.cross_attention:
+            kinds.append(TokenCond(c.vocab_size, c.context_len))
+        if c.inpaint:
+            kinds.append(InpaintCond(c.in_channels, c.image_size))
+        return CondSpec(kinds)
+
     # ---------------------------------------------------------------- the plan
     def _plan(self):
-        """The block sequence as (kind, name, c_in, c_out) with skip bookkeeping."""
+        """The blocks as (kind, name, c_in, c_out, push, pop): ``push`` puts the output on
+        the skip stack, ``pop`` concatenates the top of the stack to the input first."""
         c = self.config
-        C0, C1 = c.widths
-        R = c.num_res_blocks
-        down, skips = [("conv_in", "conv_in", c.in_channels, C0)], [C0]
-        ch = C0
-        for r in range(R):
-            down.append(("res", f"down0.res{r}", ch, C0))
-            ch = C0
-            skips.append(ch)
-        down.append(("down", "down0.down", ch, ch))
-        skips.append(ch)
-        for r in range(R):
-            down.append(("res", f"down1.res{r}", ch, C1))
-            ch = C1
-            skips.append(ch)
-        mid = [("res", "mid.res0", ch, ch)]
+        R, L, W = c.num_res_blocks, len(c.channel_mults), c.widths
+        x_in = c.in_channels * (2 if c.inpaint else 1) + (1 if c.inpaint else 0)
+        down, skips = [("conv", "conv_in", x_in, W[0], True, False)], [W[0]]
+        ch = W[0]
+        for l in range(L):
+            for r in range(R):
+                down.append(("res", f"down{l}.res{r}", ch, W[l], l not in c.cross_attention, False))
+                ch = W[l]
+                if l in c.cross_attention:
+                    down.append(("xattn", f"down{l}.xattn{r}", ch, ch, True, False))
+                skips.append(ch)
+            if l < L - 1:
+                down.append(("down", f"down{l}.down", ch, ch, True, False))
+                skips.append(ch)
+        mid = [("res", "mid.res0", ch, ch, False, False)]
         if c.attention:
-            mid.append(("attn", "mid.attn", ch, ch))
-        mid.append(("res", "mid.res1", ch, ch))
+            mid.append(("attn", "mid.attn", ch, ch, False, False))
+        if "mid" in c.cross_attention:
+            mid.append(("xattn", "mid.xattn", ch, ch, False, False))
+        mid.append(("res", "mid.res1", ch, ch, False, False))
         up = []
-        for level, C in ((1, C1), (0, C0)):
+        for l in reversed(range(L)):
             for r in range(R + 1):
-                up.append(("res_cat", f"up{level}.res{r}", ch + skips.pop(), C))
-                ch = C
-            if level == 1:
-                up.append(("up", "up1.up", ch, ch))
+                up.append(("res", f"up{l}.res{r}", ch + skips.pop(), W[l], False, True))
+                ch = W[l]
+                if l in c.cross_attention:
+                    up.append(("xattn", f"up{l}.xattn{r}", ch, ch, False, False))
+            if l > 0:
+                up.append(("up", f"up{l}.up", ch, ch, False, False))
         return down, mid, up
+
+    def injection_points(self) -> dict:
+        """{name: per-sample shape (C, H, W)} of the residuals ``forward`` accepts."""
+        c, out, i = self.config, {}, 0
+        S = c.image_size
+        for kind, name, _, co, push, _ in self._plan()[0]:
+            S = S // 2 if kind == "down" else S
+            if push:
+                out[f"skip{i}"] = (co, S, S)
+                i += 1
+        out["mid"] = (c.widths[-1], S, S)
+        return out
 
     def _init_host(self, rng):
         c, P = self.config, {}
@@ -160,100 +199,127 @@ class UNet(DenoiserBase):
         init_linear(P, "temb.lin2", E, E, rng)
         if c.num_classes:
             P["class_emb"] = rng.standard_normal((c.num_classes + 1, E))
+        if c.cross_attention:
+            P["token_emb"] = rng.standard_normal((c.vocab_size, c.context_dim))
+            P["pos_emb"] = 0.1 * rng.standard_normal((c.context_len, c.context_dim))
         down, mid, up = self._plan()
-        for kind, name, ci, co in down + mid + up:
-            if kind in ("res", "res_cat"):
-                resblock_init(P, name, ci, co, E, rng)
-            elif kind == "attn":
-                attnblock_init(P, name, ci, rng)
-            else:  # conv_in, down, up: 3x3 convolutions
-                init_conv(P, name, ci, co, 3, rng)
+        for kind, name, ci, co, _, _ in down + mid + up:
+            BLOCKS[kind].init(P, name, ci, co, c, rng)
         init_groupnorm(P, "out.norm", C0)
         init_conv(P, "out.conv", C0, c.in_channels, 3, rng, zero=c.zero_init_out)
         return P
 
     # ---------------------------------------------------------------- forward
-    def forward(self, params, x, t, y=None):
-        """Output and cache, MATH.md (13.20)."""
-        c = self.config
-        feat = (c.in_channels, c.image_size, c.image_size)
-        xp, t, y = self._check_xty(params, x, t, y, feat, "UNet.forward")
-        s, _ = self._embed_time(t, c.base_channels)
-        e, c_l1 = lin_f(params, "temb.lin1", s)
+    def _embed(self, params, t, cond):
+        """Time (+ class) embedding e (N, E) and the token context (N, L, D_c) or None."""
+        xp = array_namespace(t)
+        s, _ = self._embed_time(t, self.config.base_channels)
+        e, c_l1 = lin_f(params, "temb.lin1", s)  # (N, E)
         e, c_s1 = silu_forward(e)
         e, c_l2 = lin_f(params, "temb.lin2", e)
-        ce, c_y = self._class_f(params, y)
+        ce, c_y = self._class_f(params, cond)
         if ce is not None:
             e = e + ce
         e, c_se = silu_forward(e)
+        ctx = c_tok = None
+        if self.config.cross_attention:
+            ids = cond["tokens"]  # (N, L)
+            N, L = ids.shape
+            ctx, c_tok = embedding_forward(xp.reshape(ids, (N * L,)), params["token_emb"])  # (N L, D_c)
+            ctx = xp.reshape(ctx, (N, L, -1)) + params["pos_emb"][None, :L, :]  # (N, L, D_c)
+        return e, ctx, (c_l1, c_s1, c_l2, c_y, c_se, c_tok)
+
+    def forward(self, params, x, t, cond=None, residuals=None):
+        """Output and cache, MATH.md (13.20), (13.17), (13.23)."""
+        c = self.config
+        xp, t, cond = self._check_inputs(params, x, t, cond, (c.in_channels, c.image_size, c.image_size),
+                                         "UNet.forward")
+        res = self._check_residuals(residuals, x)
+        e, ctx, c_emb = self._embed(params, t, cond)
+        env = {"e": e, "context": ctx, "key_mask": cond.get("token_mask"), "groups": c.groups, "heads": c.heads}
+        h = x
+        if c.inpaint:
+            h = xp.concat([x, cond["mask"], cond["masked_image"]], axis=1)  # (N, 2C + 1, S, S)
         down, mid, up = self._plan()
-        h, skips, caches = x, [], []
-        for kind, name, _, _ in down:
-            if kind == "res":
-                h, cc = resblock_forward(params, name, h, e, c.groups)
-            else:  # conv_in (stride 1) or down (stride 2)
-                h, cc = conv_f(params, name, h, stride=2 if kind == "down" else 1)
+        skips, caches = [], []
+        for kind, name, _, _, push, _ in down:  # encoder: every pushed output is a skip
+            h, cc = BLOCKS[kind].forward(params, name, h, env)
             caches.append(cc)
-            skips.append(h)
-        for kind, name, _, _ in mid + up:
-            if kind == "res":
-                h, cc = resblock_forward(params, name, h, e, c.groups)
-            elif kind == "attn":
-                h, cc = attnblock_forward(params, name, h, c.groups)
-            elif kind == "res_cat":
-                h, c_cat = concat_forward(h, skips.pop())
-                h, cc = resblock_forward(params, name, h, e, c.groups)
-                cc = (c_cat, cc)
-            else:  # up: nearest x2 then conv
-                h, _ = upsample2x_forward(h)
-                h, cc = conv_f(params, name, h)
+            if push:
+                s = f"skip{len(skips)}"
+                skips.append(h + res[s] if s in res else h)
+        for kind, name, _, _, _, _ in mid:
+            h, cc = BLOCKS[kind].forward(params, name, h, env)
             caches.append(cc)
+        if "mid" in res:
+            h = h + res["mid"]
+        for kind, name, _, _, _, pop in up:  # decoder: concatenate a skip where a block pops one
+            c_cat = None
+            if pop:
+                h, c_cat = concat_forward(h, skips.pop())  # (N, C_h + C_skip, H, W)
+            h, cc = BLOCKS[kind].forward(params, name, h, env)
+            caches.append((c_cat, cc))
         h, c_n = gn_f(params, "out.norm", h, c.groups)
         h, c_s = silu_forward(h)
         out, c_o = conv_f(params, "out.conv", h)
-        return out, ((c_l1, c_s1, c_l2, c_y, c_se), caches, (c_n, c_s, c_o))
+        return out, (c_emb, caches, (c_n, c_s, c_o), x.shape[1], bool(res))
+
+    def _check_residuals(self, residuals, x):
+        if not residuals:
+            return {}
+        pts = self.injection_points()
+        bad = sorted(set(residuals) - set(pts))
+        if bad:
+            raise ValueError(f"UNet.forward: unknown injection point {bad[0]!r}; valid: {list(pts)}")
+        for k, r in residuals.items():
+            if tuple(r.shape) != (x.shape[0], *pts[k]):
+                raise ValueError(f"UNet.forward: residuals[{k!r}] must have shape {(x.shape[0], *pts[k])}, got "
+                                 f"{tuple(r.shape)}")
+        return dict(residuals)
 
     # ---------------------------------------------------------------- backward
     def backward(self, params, cache, dout):
-        """Gradients of ``sum(out * dout)``: ``(grads, dx)``, MATH.md (13.20)-(13.21)."""
-        (c_l1, c_s1, c_l2, c_y, c_se), caches, (c_n, c_s, c_o) = cache
-        G: dict = {}
+        """Gradients of ``sum(out * dout)``: ``(grads, dx)``, MATH.md (13.20)-(13.21), (13.17), (13.23)."""
+        grads, dx, _ = self.backward_full(params, cache, dout)
+        return grads, dx
+
+    def backward_full(self, params, cache, dout):
+        """``(grads, dx, dresiduals)``: also the gradients at every injection point."""
+        c_emb, caches, (c_n, c_s, c_o), c_x, _ = cache
+        G, denv, dres = {}, {}, {}
         dh = conv_b(G, "out.conv", dout, c_o)
         dh = silu_backward(dh, c_s)
         dh = gn_b(G, "out.norm", dh, c_n)
         down, mid, up = self._plan()
-        de, dskips = None, []
-
-        def add_de(g):
-            nonlocal de
-            de = g if de is None else de + g
-
-        for (kind, name, _, _), cc in zip(reversed(mid + up), reversed(caches[len(down):])):
-            if kind == "res":
-                dh, g = resblock_backward(G, params, name, dh, cc)
-                add_de(g)
-            elif kind == "attn":
-                dh = attnblock_backward(G, params, name, dh, cc)
-            elif kind == "res_cat":
-                c_cat, cr = cc
-                dh, g = resblock_backward(G, params, name, dh, cr)
-                add_de(g)
+        dskips = []
+        for (kind, name, _, _, _, pop), (c_cat, cc) in zip(reversed(up), reversed(caches[len(down) + len(mid):])):
+            dh = BLOCKS[kind].backward(G, params, name, dh, cc, denv)
+            if pop:
                 dh, dskip = concat_backward(dh, c_cat)
-                dskips.append(dskip)  # gradients of s_0, s_1, ... (forward popped s_K first)
-            else:
-                dh = conv_b(G, name, dh, cc)
-                dh = upsample2x_backward(dh, None)
-        # walk the encoder backwards: the last encoder output is s_K, the last dskip
-        for (kind, name, _, _), cc in zip(reversed(down), reversed(caches[:len(down)])):
-            dh = dh + dskips.pop()
-            if kind == "res":
-                dh, g = resblock_backward(G, params, name, dh, cc)
-                add_de(g)
-            else:
-                dh = conv_b(G, name, dh, cc)
-        de = silu_backward(de, c_se)
+                dskips.append(dskip)  # gradients of skip0, skip1, ... (the forward popped the last first)
+        dres["mid"] = dh
+        for (kind, name, _, _, _, _), cc in zip(reversed(mid), reversed(caches[len(down):len(down) + len(mid)])):
+            dh = BLOCKS[kind].backward(G, params, name, dh, cc, denv)
+        for (kind, name, _, _, push, _), cc in zip(reversed(down), reversed(caches[:len(down)])):
+            if push:
+                dres[f"skip{len(dskips) - 1}"] = dskips[-1]  # the stack's top is the last skip
+                dh = dh + dskips.pop()
+            dh = BLOCKS[kind].backward(G, params, name, dh, cc, denv)
+        dx = dh[:, :c_x] if self.config.inpaint else dh
+        self._embed_backward(G, params, c_emb, denv)
+        return {k: G[k] for k in params}, dx, dres
+
+    def _embed_backward(self, G, params, c_emb, denv):
+        xp = array_namespace(denv["e"])
+        c_l1, c_s1, c_l2, c_y, c_se, c_tok = c_emb
+        if c_tok is not None:
+            dctx = denv["context"]  # (N, L, D_c)
+            N, L, D = dctx.shape
+            rest = xp.zeros_like(params["pos_emb"][L:, :])
+            G["pos_emb"] = xp.concat([xp.sum(dctx, axis=0), rest], axis=0)  # positions past L get no gradient
+            G["token_emb"] = embedding_backward(xp.reshape(dctx, (N * L, D)), c_tok)
+        de = silu_backward(denv["e"], c_se)
         self._class_b(G, de, c_y)
         de = lin_b(G, "temb.lin2", de, c_l2)
         de = silu_backward(de, c_s1)
         lin_b(G, "temb.lin1", de, c_l1)
-        return {k: G[k] for k in params}, dh

@@ -106,12 +106,14 @@ def sample(model, x_T, schedule, timesteps, method, *, prediction_type="epsilon"
 
 
 def _wrap_model(model, y, guidance_scale, null_label, convention, rescale):
+    """Bind the condition ``y`` (class labels or a cond mapping) as the model's third argument."""
     if guidance_scale is None:
         if y is None:
             return model
-        return lambda x, t: model(x, t, y=y)
+        return lambda x, t: model(x, t, y)
     from ..guidance import cfg_model
 
     if y is None:
-        raise TypeError("guidance_scale needs class labels y (and null_label) for a conditional model")
+        raise TypeError("guidance_scale needs a condition y (class labels or a cond mapping) and null_label "
+                        "(its unconditional counterpart)")
     return cfg_model(model, y, guidance_scale, null_label, convention=convention, guidance_rescale=rescale)

@@ -1,0 +1,112 @@
+"""Activations as forward/backward pairs, reference forms: SiLU (MATH.md (13.11)), GELU
+in its exact (erf) and tanh forms (MATH.md (13.24)), and the gated GEGLU projection of
+transformer feed-forward blocks (MATH.md (13.25)).  Elementwise maps work on any shape.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..backend import array_namespace, ndtr
+
+__all__ = ["silu_forward", "silu_backward", "gelu_forward", "gelu_backward", "geglu_forward", "geglu_backward"]
+
+GELU_FORMS = ("none", "tanh")  # the names PyTorch's F.gelu(approximate=...) uses
+_K = math.sqrt(2.0 / math.pi)  # sqrt(2/pi) of the tanh form
+_A = 0.044715  # cubic coefficient of the tanh form
+
+
+def _check_float(x, what):
+    xp = array_namespace(x)
+    if not xp.isdtype(x.dtype, "real floating"):
+        raise TypeError(f"{what}: x must be a real floating array, got dtype {x.dtype}")
+
+
+# --------------------------------------------------------------------------------- SiLU
+def _sigmoid(xp, x):
+    """``sigmoid(x) = 1 / (1 + exp(-x)) = (1 + tanh(x / 2)) / 2``, the tanh form: it
+    cannot overflow (exp(-x) does for x < -88 in float32).  Its error is absolute, at most
+    a rounding unit of 1/2 (so sigmoid(x) below ~1e-8 in float32 rounds to 0)."""
+    return 0.5 * (1.0 + xp.tanh(0.5 * x))
+
+
+def silu_forward(x):
+    """SiLU (swish) ``out = x * sigmoid(x)``, elementwise.  MATH.md (13.11)."""
+    xp = array_namespace(x)
+    _check_float(x, "silu_forward")
+    s = _sigmoid(xp, x)
+    return x * s, (x, s)
+
+
+def silu_backward(dout, cache):
+    """``dx = dout * s (1 + x (1 - s))`` with s = sigmoid(x).  MATH.md (13.11)."""
+    x, s = cache
+    return dout * s * (1.0 + x * (1.0 - s))
+
+
+# --------------------------------------------------------------------------------- GELU
+def _check_form(approximate, what):
+    if approximate not in GELU_FORMS:
+        raise ValueError(f"{what}: approximate must be one of {GELU_FORMS}, got {approximate!r}")
+
+
+def _gelu_and_slope(x, approximate):
+    """GELU(x) and its derivative, MATH.md (13.24)."""
+    xp = array_namespace(x)
+    if approximate == "none":
+        Phi = ndtr(x)  # standard normal CDF, (1 + erf(x / sqrt 2)) / 2
+        phi = math.sqrt(0.5 / math.pi) * xp.exp(-0.5 * x * x)  # its density
+        return x * Phi, Phi + x * phi
+    u = _K * (x + _A * x * x * x)
+    th = xp.tanh(u)
+    return 0.5 * x * (1.0 + th), 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * _K * (1.0 + 3.0 * _A * x * x)
+
+
+def gelu_forward(x, approximate: str = "none"):
+    """GELU, elementwise, MATH.md (13.24): ``x Phi(x)`` with Phi the standard normal CDF
+    (``approximate="none"``, the exact erf form), or ``x (1 + tanh(sqrt(2/pi) (x + 0.044715
+    x^3))) / 2`` (``"tanh"``).  Returns ``(out, cache)``."""
+    _check_form(approximate, "gelu_forward")
+    _check_float(x, "gelu_forward")
+    out, slope = _gelu_and_slope(x, approximate)
+    return out, slope
+
+
+def gelu_backward(dout, cache):
+    """``dx = dout GELU'(x)``, MATH.md (13.24): ``Phi(x) + x phi(x)`` (exact form) or the
+    derivative of the tanh form."""
+    return dout * cache
+
+
+# -------------------------------------------------------------------------------- GEGLU
+def geglu_forward(x, w, b, approximate: str = "none"):
+    """Gated GELU projection, MATH.md (13.25): ``[h, g] = x W + b`` split in two halves
+    along the last axis (h the first F columns, g the last F), ``out = h * GELU(g)``.
+
+    x (..., D), w (D, 2F), b (2F,) -> out (..., F).  The first-half/second-half order is
+    that of the widely used PyTorch diffusion library's ``GEGLU`` (``hidden, gate =
+    proj(x).chunk(2, dim=-1)``).  Returns ``(out, cache)``."""
+    xp = array_namespace(x, w)
+    _check_form(approximate, "geglu_forward")
+    if x.ndim < 1 or w.ndim != 2 or x.shape[-1] != w.shape[0] or w.shape[1] % 2:
+        raise ValueError(f"geglu_forward: need x (..., D), w (D, 2F); got x {tuple(x.shape)}, w {tuple(w.shape)}")
+    if tuple(b.shape) != (w.shape[1],):
+        raise ValueError(f"geglu_forward: bias b must have shape ({w.shape[1]},), got {tuple(b.shape)}")
+    F = w.shape[1] // 2
+    x2 = xp.reshape(x, (-1, w.shape[0]))  # (M, D), M = product of the leading axes
+    proj = x2 @ w + b  # (M, 2F)
+    h, g = proj[:, :F], proj[:, F:]
+    act, slope = _gelu_and_slope(g, approximate)
+    out = xp.reshape(h * act, tuple(x.shape[:-1]) + (F,))
+    return out, (x2, w, h, act, slope, tuple(x.shape))
+
+
+def geglu_backward(dout, cache):
+    """Gradients of :func:`geglu_forward`, MATH.md (13.25): ``dh = dout GELU(g)``,
+    ``dg = dout h GELU'(g)``, then (13.2) for the projection.  Returns ``(dx, dw, db)``."""
+    xp = array_namespace(dout)
+    x2, w, h, act, slope, x_shape = cache
+    d2 = xp.reshape(dout, (-1, h.shape[1]))  # (M, F)
+    dproj = xp.concat([d2 * act, d2 * h * slope], axis=1)  # (M, 2F)
+    dx = xp.reshape(dproj @ w.T, x_shape)
+    return dx, x2.T @ dproj, xp.sum(dproj, axis=0)

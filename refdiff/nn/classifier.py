@@ -1,0 +1,103 @@
+"""An MLP classifier written with refdiff's own layers (for scoring 8x8 samples, MATH.md
+(15.8), and for classifier guidance, MATH.md (12.6)): ``x (N, ...) -> silu(linear) x
+len(hidden) -> logits (N, K)``, softmax cross-entropy with its gradient, class
+predictions and the last hidden activation as a feature space.  Trained by
+:func:`refdiff.train.train_digit_classifier`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..backend import array_namespace, check_rng
+from .layers import linear_backward, linear_forward, silu_backward, silu_forward
+
+__all__ = ["classifier_init", "classifier_forward", "classifier_backward", "softmax_cross_entropy", "classify",
+           "features"]
+
+
+def classifier_init(rng: np.random.Generator, *, n_in: int = 64, hidden=(256, 128), n_classes: int = 10,
+                    xp=None, dtype: str = "float64") -> dict:
+    """Parameters of the MLP classifier ``x (N, n_in) -> silu(linear) x len(hidden) ->
+    logits (N, n_classes)``: keys ``"l{i}.w"`` (d_in, d_out) ~ N(0, 1/d_in) and ``"l{i}.b"``
+    = 0, drawn on the host from ``rng``, moved to ``xp`` (NumPy default)."""
+    check_rng(rng)
+    sizes = (int(n_in), *(int(h) for h in hidden), int(n_classes))
+    if min(sizes) < 1:
+        raise ValueError(f"layer sizes must be >= 1, got {sizes}")
+    xp = array_namespace() if xp is None else xp
+    P = {}
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        P[f"l{i}.w"] = xp.asarray(rng.standard_normal((a, b)) / math.sqrt(a), dtype=getattr(xp, dtype))
+        P[f"l{i}.b"] = xp.zeros(b, dtype=getattr(xp, dtype))
+    return P
+
+
+def _n_layers(params):
+    return sum(1 for k in params if k.endswith(".w"))
+
+
+def classifier_forward(params: dict, x, *, upto: int | None = None):
+    """Logits (N, K) and cache of the MLP classifier; x (N, ...) is flattened.  With
+    ``upto = k`` stops after the k-th hidden activation (the features)."""
+    xp = array_namespace(x)
+    h = xp.astype(xp.reshape(x, (x.shape[0], -1)), params["l0.w"].dtype)  # (N, ...) -> (N, D)
+    L = _n_layers(params)
+    caches = []
+    for i in range(L if upto is None else upto):
+        h, c_lin = linear_forward(h, params[f"l{i}.w"], params[f"l{i}.b"])
+        c_act = None
+        if i < L - 1:
+            h, c_act = silu_forward(h)
+        caches.append((c_lin, c_act))
+    return h, (caches, tuple(x.shape))
+
+
+def classifier_backward(params: dict, cache, dlogits):
+    """Gradients of ``sum(logits * dlogits)``: ``(grads, dx)`` (dx in x's shape)."""
+    caches, shape = cache
+    xp = array_namespace(dlogits)
+    G, d = {}, dlogits
+    for i in reversed(range(len(caches))):
+        c_lin, c_act = caches[i]
+        if c_act is not None:
+            d = silu_backward(d, c_act)
+        d, G[f"l{i}.w"], G[f"l{i}.b"] = linear_backward(d, c_lin)
+    return G, xp.reshape(d, shape)
+
+
+def softmax_cross_entropy(logits, y):
+    """Mean softmax cross-entropy and its gradient, MATH.md (15.8):
+    ``loss = (1/N) sum_n [logsumexp(z_n) - z_n[y_n]]``, ``dloss/dz = (softmax(z) - onehot(y)) / N``.
+    logits (N, K), y (N,) integer labels in [0, K)."""
+    xp = array_namespace(logits)
+    N, K = logits.shape
+    if getattr(y, "shape", None) != (N,):
+        raise ValueError(f"y must have shape ({N},), got {getattr(y, 'shape', None)}")
+    lo, hi = int(xp.min(y)), int(xp.max(y))
+    if lo < 0 or hi >= K:
+        raise ValueError(f"labels y must lie in [0, {K - 1}], got values in [{lo}, {hi}]")
+    m = xp.max(logits, axis=1, keepdims=True)
+    z = logits - m
+    lse = xp.log(xp.sum(xp.exp(z), axis=1, keepdims=True))  # (N, 1)
+    onehot = xp.astype(xp.reshape(y, (-1, 1)) == xp.reshape(xp.arange(K, dtype=y.dtype), (1, K)), logits.dtype)
+    loss = float(xp.mean(lse[:, 0] - xp.sum(z * onehot, axis=1)))
+    dlogits = (xp.exp(z - lse) - onehot) / N
+    return loss, dlogits
+
+
+def classify(params: dict, x, *, batch_size: int = 2048):
+    """Predicted labels (N,) int64 of the classifier (argmax of the logits)."""
+    xp = array_namespace(x)
+    out = [xp.argmax(classifier_forward(params, x[s:min(s + batch_size, x.shape[0])])[0], axis=1) for s in range(0, x.shape[0], batch_size)]
+    return xp.astype(xp.concat(out), xp.int64)
+
+
+def features(params: dict, x, *, batch_size: int = 2048):
+    """The last hidden activation (N, hidden[-1]) of the classifier: the feature space of
+    :func:`frechet_distance` for 8x8 digits."""
+    k = _n_layers(params) - 1
+    xp = array_namespace(x)
+    return xp.concat([classifier_forward(params, x[s:min(s + batch_size, x.shape[0])], upto=k)[0] for s in range(0, x.shape[0], batch_size)])

@@ -1,0 +1,356 @@
+"""Tuned versions of the reference layers (same signatures, same results to rounding).
+
+The reference layers (``layers.py``, ``conv.py``) transcribe their equations in NCHW.
+This module computes the same maps faster on a CPU, and the U-Net's training path
+(``blocks.py``, ``unet.py``) uses it; ``tests/test_nn_fast.py`` checks every function here
+against its reference twin, forward and backward, in float64 and float32.  The tricks:
+
+* **memory order** (C, H, W, N), batch fastest, while arrays stay logically NCHW: the
+  convolution writes its output as a transposed view of an (F, Ho, Wo, N) product,
+  elementwise layers keep that order, GroupNorm reduces over contiguous rows of its
+  (G, M, N) view, resampling and concatenation build their output in that order, and the
+  next convolution reads it without a copy (:func:`_cfirst` is free then);
+* **the convolution** gathers its column matrix (MATH.md (13.4)) one cache-sized block of
+  output rows at a time with memoised slice tables (``lru_cache``: pure functions of
+  shapes), does not keep it for the backward pass, and computes (13.6) by three paths:
+  a product for 1x1 kernels, a flipped-kernel gather for "same" stride-1 kernels, a
+  scatter of shifted slices otherwise;
+* **in-place updates** in SiLU and GroupNorm (fewer full-size temporaries);
+* **the GroupNorm backward** (13.10) assembled from per-(channel, sample) spatial sums.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from array_api_compat import device as _device
+
+from ..backend import array_namespace
+from .conv import _check_conv
+from .norm import _check_affine, _check_groups
+from .resample import _check_image
+
+__all__ = [
+    "conv2d_forward",
+    "conv2d_backward",
+    "silu_forward",
+    "silu_backward",
+    "groupnorm_forward",
+    "groupnorm_backward",
+    "upsample2x_forward",
+    "upsample2x_backward",
+    "avgpool2x_forward",
+    "avgpool2x_backward",
+    "concat_forward",
+    "concat_backward",
+    "add_channel_shift",
+]
+
+
+# ------------------------------------------------------------------ convolution
+def _cfirst(xp, x):
+    """x (N, C, *S) as a (C, *S, N) array in that memory order (a free view when x is a
+    transposed view of such an array, e.g. a convolution output; one copy otherwise)."""
+    perm = tuple(range(1, x.ndim)) + (0,)
+    shape = tuple(x.shape[i] for i in perm)
+    size = 1
+    for d in shape:
+        size *= d
+    return xp.reshape(xp.reshape(xp.permute_dims(x, perm), (size,)), shape)
+
+
+def _nfirst(xp, xT):
+    """Inverse of :func:`_cfirst`: (C, *S, N) -> an (N, C, *S) view."""
+    return xp.permute_dims(xT, (xT.ndim - 1,) + tuple(range(xT.ndim - 1)))
+
+
+def _window(d: int, size: int, out: int, stride: int, pad: int):
+    """For kernel offset ``d``: the output range [o0, o1) whose input row
+    ``stride*o + d - pad`` lies inside [0, size), and the input start of that range."""
+    o0 = max(0, -((d - pad) // stride))  # ceil((pad - d) / stride)
+    o1 = min(out, (size - 1 - d + pad) // stride + 1)
+    return o0, o1, stride * o0 + d - pad
+
+
+# Column-matrix chunks are kept near this many numbers (2 MiB of float32) so that the
+# gather, the matrix products and the scatter of one chunk stay in cache.
+_CHUNK_FLOATS = 1 << 19
+
+
+@functools.lru_cache(maxsize=1024)
+def _row_chunks(Ho: int, row_size: int, budget: int):
+    """Split output rows [0, Ho) into blocks of about budget / row_size rows."""
+    rows = max(1, budget // max(1, row_size))
+    return tuple((r0, min(Ho, r0 + rows)) for r0 in range(0, Ho, rows))
+
+
+@functools.lru_cache(maxsize=4096)
+def _taps(kh, kw, H, W, Ho, Wo, stride, pad, r0, r1):
+    """For output rows [r0, r1): every kernel tap (p, q) with the output rectangle
+    [a0, a1) x [j0, j1) that reads inside the image, and the input slices it reads."""
+    out = []
+    for p in range(kh):
+        i0, i1, si = _window(p, H, Ho, stride, pad)
+        a0, a1 = max(i0, r0), min(i1, r1)
+        if a1 <= a0:
+            continue
+        s0 = si + stride * (a0 - i0)
+        rows_in = slice(s0, s0 + stride * (a1 - a0 - 1) + 1, stride)
+        for q in range(kw):
+            j0, j1, sj = _window(q, W, Wo, stride, pad)
+            if j1 <= j0:
+                continue
+            cols_in = slice(sj, sj + stride * (j1 - j0 - 1) + 1, stride)
+            out.append((p * kw + q, slice(a0 - r0, a1 - r0), slice(j0, j1), rows_in, cols_in))
+    return tuple(out)
+
+
+def _gather(xp, xT, w_shape, stride, pad, Ho, Wo, r0, r1):
+    """Column matrix (C kh kw, (r1 - r0) Wo N) of output rows [r0, r1), MATH.md (13.4)."""
+    C, H, W, N = xT.shape
+    kh, kw = w_shape[2], w_shape[3]
+    cols = xp.zeros((C, kh * kw, r1 - r0, Wo, N), dtype=xT.dtype, device=_device(xT))
+    for k, ro, co, ri, ci in _taps(kh, kw, H, W, Ho, Wo, stride, pad, r0, r1):
+        cols[:, k, ro, co, :] = xT[:, ri, ci, :]
+    return xp.reshape(cols, (C * kh * kw, (r1 - r0) * Wo * N))  # (C kh kw, rows Wo N)
+
+
+def _is_pointwise(w, stride, pad):
+    return w.shape[2] == 1 and w.shape[3] == 1 and stride == 1 and pad == 0
+
+
+def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
+    """2-D cross-correlation ``out[n,f,i,j] = b[f] + sum_{c,p,q} w[f,c,p,q]
+    x[n, c, s i + p - pad, s j + q - pad]`` (zero outside the image).  MATH.md (13.3), (13.4).
+
+    x (N, C, H, W), w (F, C, kh, kw), b (F,).  ``pad`` defaults to ``kh // 2`` ("same" for
+    odd kernels at stride 1; 3x3 stride 2 pad 1 halves an even size).  Vectorised: the
+    shifted windows are gathered into a column matrix (C kh kw, Ho Wo N) and multiplied by
+    w reshaped to (F, C kh kw), a block of output rows at a time so that the column
+    matrix stays in cache (it is not kept: the backward pass gathers it again).  The batch
+    is the fastest axis, so each window copy moves runs of Wo*N contiguous numbers, and
+    the output is an NCHW array that, on NumPy, is a transposed view of the (F, Ho, Wo, N)
+    product: the next layers keep that memory order and the next convolution reads it
+    without a transpose copy.
+    """
+    xp = array_namespace(x, w)
+    pad = w.shape[2] // 2 if pad is None else pad
+    Ho, Wo = _check_conv(x, w, stride, pad, b)
+    N, C, H, W = x.shape
+    F, _, kh, kw = w.shape
+    xT = _cfirst(xp, x)  # (C, H, W, N), batch fastest in memory
+    w2 = xp.reshape(w, (F, C * kh * kw))  # (F, C kh kw)
+    if _is_pointwise(w, stride, pad):
+        out = w2 @ xp.reshape(xT, (C, H * W * N)) + b[:, None]  # (F, H W N)
+        out = xp.reshape(out, (F, Ho, Wo, N))
+    else:
+        out = xp.empty((F, Ho, Wo, N), dtype=x.dtype, device=_device(x))
+        for r0, r1 in _row_chunks(Ho, C * kh * kw * Wo * N, _CHUNK_FLOATS):
+            cols = _gather(xp, xT, w.shape, stride, pad, Ho, Wo, r0, r1)
+            out[:, r0:r1, :, :] = xp.reshape(w2 @ cols + b[:, None], (F, r1 - r0, Wo, N))
+    return xp.permute_dims(out, (3, 0, 1, 2)), (xT, w, stride, pad)  # (N, F, Ho, Wo)
+
+
+def conv2d_backward(dout, cache):
+    """Gradients of :func:`conv2d_forward`.  MATH.md (13.5), (13.6).
+
+    Per block of output rows: ``dw += dout_mat cols^T``, and the column gradient
+    ``w_mat^T dout_mat`` is scattered back by adding each shifted window into place
+    (col2im, the adjoint of the gather); ``db = sum dout``.  Returns ``(dx, dw, db)``.
+    """
+    xp = array_namespace(dout)
+    xT, w, stride, pad = cache
+    C, H, W, N = xT.shape
+    F, _, kh, kw = w.shape
+    Ho, Wo = dout.shape[2], dout.shape[3]
+    dT = _cfirst(xp, dout)  # (F, Ho, Wo, N)
+    db = xp.sum(xp.reshape(dT, (F, Ho * Wo * N)), axis=1)
+    w2 = xp.reshape(w, (F, C * kh * kw))  # (F, C kh kw)
+    if _is_pointwise(w, stride, pad):
+        d2 = xp.reshape(dT, (F, H * W * N))
+        dw = d2 @ xp.reshape(xT, (C, H * W * N)).T
+        dxT = xp.reshape(w2.T @ d2, (C, H, W, N))
+        return xp.permute_dims(dxT, (3, 0, 1, 2)), xp.reshape(dw, w.shape), db
+    dw = xp.zeros((F, C * kh * kw), dtype=dout.dtype, device=_device(dout))
+    if stride == 1 and Ho == H and Wo == W and kh == kw and 2 * pad == kh - 1:
+        # "same" stride-1 convolution: (13.6) is the correlation of dout with the kernel
+        # flipped in space and transposed in channels, so dx is gathered, not scattered.
+        wf = xp.permute_dims(xp.flip(w, axis=(2, 3)), (1, 0, 2, 3))  # (C, F, kh, kw)
+        wf2 = xp.reshape(wf, (C, F * kh * kw))  # (C, F kh kw)
+        dxT = xp.empty((C, H, W, N), dtype=dout.dtype, device=_device(dout))
+        for r0, r1 in _row_chunks(Ho, C * kh * kw * Wo * N, _CHUNK_FLOATS):
+            d2 = xp.reshape(dT[:, r0:r1, :, :], (F, (r1 - r0) * Wo * N))  # (F, rows Wo N)
+            dw = dw + d2 @ _gather(xp, xT, w.shape, 1, pad, Ho, Wo, r0, r1).T
+            dcolsT = _gather(xp, dT, wf.shape, 1, pad, H, W, r0, r1)  # (F kh kw, rows W N)
+            dxT[:, r0:r1, :, :] = xp.reshape(wf2 @ dcolsT, (C, r1 - r0, W, N))
+        return xp.permute_dims(dxT, (3, 0, 1, 2)), xp.reshape(dw, w.shape), db
+    dxT = xp.zeros((C, H, W, N), dtype=dout.dtype, device=_device(dout))
+    for r0, r1 in _row_chunks(Ho, C * kh * kw * Wo * N, _CHUNK_FLOATS):
+        d2 = xp.reshape(dT[:, r0:r1, :, :], (F, (r1 - r0) * Wo * N))  # (F, rows Wo N)
+        dw = dw + d2 @ _gather(xp, xT, w.shape, stride, pad, Ho, Wo, r0, r1).T
+        dcols = xp.reshape(w2.T @ d2, (C, kh * kw, r1 - r0, Wo, N))
+        for k, ro, co, ri, ci in _taps(kh, kw, H, W, Ho, Wo, stride, pad, r0, r1):
+            dxT[:, ri, ci, :] += dcols[:, k, ro, co, :]
+    return xp.permute_dims(dxT, (3, 0, 1, 2)), xp.reshape(dw, w.shape), db
+
+
+# ------------------------------------------------------------------ SiLU
+def _sigmoid(xp, x):
+    """``sigmoid(x) = 1 / (1 + exp(-x)) = (1 + tanh(x / 2)) / 2``, the tanh form: it
+    cannot overflow (exp(-x) does for x < -88 in float32) and takes four elementwise
+    passes, two of them in place, each keeping x's memory order.  Its error is absolute,
+    at most a rounding unit of 1/2 (so sigmoid(x) below ~1e-8 in float32 rounds to 0)."""
+    s = xp.tanh(0.5 * x)
+    s *= 0.5
+    s += 0.5
+    return s
+
+
+def silu_forward(x):
+    """SiLU (swish) ``out = x * sigmoid(x)``, elementwise.  MATH.md (13.11)."""
+    xp = array_namespace(x)
+    s = _sigmoid(xp, x)
+    return x * s, (x, s)
+
+
+def silu_backward(dout, cache):
+    """``dx = dout * s (1 + x (1 - s))`` with s = sigmoid(x).  MATH.md (13.11)."""
+    x, s = cache
+    dx = 1.0 - s  # one temporary, updated in place (keeps s's memory order)
+    dx *= x
+    dx += 1.0
+    dx *= s
+    dx *= dout
+    return dx
+
+
+# ------------------------------------------------------------------ resampling (x2)
+def upsample2x_forward(x):
+    """Nearest-neighbour upsampling by 2: ``out[n,c,i,j] = x[n,c,i//2,j//2]``.  MATH.md (13.7).
+
+    Built in (C, H, W, N) memory order (batch fastest), the order the vectorised
+    convolution produces and reads; the result is returned as an NCHW view."""
+    xp = array_namespace(x)
+    _check_image(x, "upsample2x_forward")
+    N, C, H, W = x.shape
+    xT = xp.permute_dims(x, (1, 2, 3, 0))  # (C, H, W, N)
+    out = xp.broadcast_to(xT[:, :, None, :, None, :], (C, H, 2, W, 2, N))
+    out = xp.reshape(out, (C, 2 * H, 2 * W, N))  # (C, 2H, 2W, N)
+    return xp.permute_dims(out, (3, 0, 1, 2)), None  # (N, C, 2H, 2W)
+
+
+def upsample2x_backward(dout, cache):
+    """Adjoint of nearest upsampling: each input pixel receives the sum of its 2x2 block.
+    MATH.md (13.7)."""
+    xp = array_namespace(dout)
+    N, C, H2, W2 = dout.shape
+    dT = xp.reshape(xp.permute_dims(dout, (1, 2, 3, 0)), (C, H2 // 2, 2, W2 // 2, 2, N))
+    return xp.permute_dims(xp.sum(dT, axis=(2, 4)), (3, 0, 1, 2))  # (N, C, H, W)
+
+
+def avgpool2x_forward(x):
+    """2x2 average pooling with stride 2 (H, W even).  MATH.md (13.8)."""
+    xp = array_namespace(x)
+    _check_image(x, "avgpool2x_forward")
+    N, C, H, W = x.shape
+    if H % 2 or W % 2:
+        raise ValueError(f"avgpool2x_forward: H and W must be even, got {H}x{W}")
+    xT = xp.reshape(xp.permute_dims(x, (1, 2, 3, 0)), (C, H // 2, 2, W // 2, 2, N))
+    return xp.permute_dims(xp.mean(xT, axis=(2, 4)), (3, 0, 1, 2)), None  # (N, C, H/2, W/2)
+
+
+def avgpool2x_backward(dout, cache):
+    """Adjoint of 2x2 average pooling: a quarter of dout to each pixel of the block.
+    MATH.md (13.8)."""
+    xp = array_namespace(dout)
+    N, C, H, W = dout.shape
+    dT = xp.permute_dims(dout, (1, 2, 3, 0))  # (C, H, W, N)
+    dx = xp.broadcast_to(0.25 * dT[:, :, None, :, None, :], (C, H, 2, W, 2, N))
+    return xp.permute_dims(xp.reshape(dx, (C, 2 * H, 2 * W, N)), (3, 0, 1, 2))
+
+
+# ------------------------------------------------------------------ GroupNorm
+def groupnorm_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
+    """Group normalisation of x (N, C, ...) over (channels of a group) x (spatial),
+    then the per-channel affine map ``gamma xhat + beta``.  MATH.md (13.9).
+
+    ``groups`` must divide C.  Variance is the biased (1/M) one, as in the usual
+    implementations.  Computed on the (G, M, N) view of the (C, ..., N) memory order that
+    the convolutions use, so every reduction runs over contiguous rows; xhat is formed in
+    place in the centred copy and the affine map adds beta in place (fewer temporaries).
+    Returns ``(out, cache)``.
+    """
+    xp = array_namespace(x)
+    _check_groups("groupnorm_forward", x, groups)
+    N, C = x.shape[0], x.shape[1]
+    _check_affine("groupnorm_forward", C, gamma, beta)
+    xT = _cfirst(xp, x)  # (C, ..., N)
+    xg = xp.reshape(xT, (groups, -1, N))  # (G, M, N)
+    xc = xg - xp.mean(xg, axis=1, keepdims=True)  # (G, M, N), a new array
+    rstd = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=1, keepdims=True) + eps)  # (G, 1, N)
+    xc *= rstd  # xhat, in place
+    xhat = xp.reshape(xc, xT.shape)  # (C, ..., N)
+    cshape = (C,) + (1,) * (x.ndim - 1)
+    out = xhat * xp.reshape(gamma, cshape)
+    out += xp.reshape(beta, cshape)
+    return _nfirst(xp, out), (xhat, rstd, gamma, groups)
+
+
+def groupnorm_backward(dout, cache):
+    """Gradients of :func:`groupnorm_forward`.  MATH.md (13.10):
+    ``dx = rstd (g - mean(g) - xhat mean(g xhat))`` with g = dout gamma, means over the group.
+
+    The two group means are assembled from per-(channel, sample) sums over space, so
+    the full-size passes are: the spatial sums of dout and of dout xhat, and
+    ``dx = dout (gamma rstd) - rstd mean(g) - xhat (rstd mean(g xhat))`` with the
+    bracketed factors of shape (C, 1, .., N).  Returns ``(dx, dgamma, dbeta)``."""
+    xp = array_namespace(dout)
+    xhat, rstd, gamma, groups = cache  # xhat (C, ..., N), rstd (G, 1, N)
+    C, N = xhat.shape[0], xhat.shape[-1]
+    G = groups
+    dT = xp.reshape(_cfirst(xp, dout), (C, -1, N))  # (C, S, N)
+    xh = xp.reshape(xhat, (C, -1, N))  # (C, S, N)
+    S = xh.shape[1]
+    sd = xp.sum(dT, axis=1)  # (C, N): sum over space of dout
+    sdx = xp.sum(dT * xh, axis=1)  # (C, N): sum over space of dout xhat
+    dbeta, dgamma = xp.sum(sd, axis=1), xp.sum(sdx, axis=1)
+    gam = gamma[:, None]  # (C, 1)
+    M = (C // G) * S
+    mg = xp.sum(xp.reshape(gam * sd, (G, C // G, N)), axis=1) / M  # (G, N): mean(g)
+    mgx = xp.sum(xp.reshape(gam * sdx, (G, C // G, N)), axis=1) / M  # (G, N): mean(g xhat)
+
+    def per_channel(v):  # (G, N) -> (C, 1, N), each group's value for its channels
+        return xp.reshape(xp.broadcast_to(v[:, None, :], (G, C // G, N)), (C, 1, N))
+
+    r = rstd[:, 0, :]  # (G, N)
+    t = xh * per_channel(r * mgx)  # (C, S, N)
+    t += per_channel(r * mg)
+    dx = dT * (gamma[:, None, None] * per_channel(r))  # (C, S, N)
+    dx -= t
+    return _nfirst(xp, xp.reshape(dx, xhat.shape)), dgamma, dbeta
+
+
+# ------------------------------------------------------------------ skips and shifts
+def concat_forward(a, b):
+    """Channel concatenation (U-Net skip) of a (N, Ca, H, W) and b (N, Cb, H, W).
+    MATH.md (13.21).  Built in (C, H, W, N) memory order, like the convolution output."""
+    xp = array_namespace(a, b)
+    if a.ndim != 4 or b.ndim != 4:
+        raise ValueError(f"concat_forward: need two NCHW arrays, got {tuple(a.shape)} and {tuple(b.shape)}")
+    c = xp.concat([xp.permute_dims(a, (1, 2, 3, 0)), xp.permute_dims(b, (1, 2, 3, 0))], axis=0)
+    return xp.permute_dims(c, (3, 0, 1, 2)), a.shape[1]  # (N, Ca + Cb, H, W)
+
+
+def concat_backward(dout, cache):
+    """Split the gradient of a channel concatenation back into its two parts.  MATH.md (13.21)."""
+    ca = cache
+    return dout[:, :ca, :, :], dout[:, ca:, :, :]
+
+
+def add_channel_shift(h, eo):
+    """``h + eo[:, :, None, None]`` for h (N, C, H, W), eo (N, C), computed on (C, H, W, N)
+    views so that the result keeps the convolution's memory order (NumPy would otherwise
+    return a C-ordered array and the next convolution would pay a transposing copy)."""
+    xp = array_namespace(h, eo)
+    hT = xp.permute_dims(h, (1, 2, 3, 0))  # (C, H, W, N)
+    return xp.permute_dims(hT + eo.T[:, None, None, :], (3, 0, 1, 2))

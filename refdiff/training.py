@@ -1,0 +1,284 @@
+"""The training loop over named parameter groups, MATH.md (14.20), (14.21), (14.22).
+
+``fit(loss_fn, groups, next_batch, steps=..., rng=...)`` is the one loop every trainer in
+refdiff runs (the diffusion ``refdiff.train.train``, the classifier, a distillation):
+
+    for k = start .. steps - 1:
+        batch        = next_batch(rng)                     the data draw
+        loss, grads  = loss_fn(groups, batch, rng)         any objective, any networks
+        g            = clip(grads over the trainable keys)  (14.14)
+        stop with the step if loss or |g| is not finite
+        trainable keys <- AdamW step (14.11)-(14.13), decay on the decayed keys only (14.21)
+        EMA targets    <- EMA of their source group        (14.15)-(14.16)
+        evaluate / checkpoint every so many updates
+
+``groups`` is ``{group name: {parameter name: array}}``: e.g. ``"params"`` (the network
+being trained), ``"ema"`` (its moving average), ``"teacher"`` (a frozen network the loss
+calls).  ``trainable`` chooses the keys that are updated (patterns per group, (14.20)); all
+others are frozen: never updated, never decayed, their optimizer moments never touched.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .nn.optim import adam_init, adam_update, clip_grad_norm, cosine_lr, ema_decay_warmup, ema_update, global_norm, warmup_lr
+
+__all__ = ["FitState", "fit", "init_state", "train_digit_classifier", "trainable_keys", "decayed_keys", "adam_step", "save_fit", "load_fit"]
+
+
+@dataclass
+class FitState:
+    """Everything a run carries from one update to the next (and what a checkpoint holds):
+    the parameter groups, the optimizer state over ``"group/key"`` names, the number of
+    updates done, the host generator and the logs."""
+
+    groups: dict
+    opt: dict
+    step: int
+    rng: np.random.Generator
+    losses: np.ndarray
+    grad_norms: np.ndarray
+    eval_steps: list = field(default_factory=list)
+    eval_losses: list = field(default_factory=list)
+
+
+def trainable_keys(groups: dict, trainable) -> list[str]:
+    """The updated parameters as ``"group/key"`` names, MATH.md (14.20).  ``trainable``:
+    ``{group: patterns}`` with ``patterns`` True (every key), a pattern or a list of
+    fnmatch patterns over the group's keys (``"*.lora_*"``, ``"down0.*"``).  A group or a
+    pattern that matches nothing is a ValueError naming it."""
+    out = []
+    for g, pats in trainable.items():
+        if g not in groups:
+            raise ValueError(f"trainable names group {g!r}; the groups are {sorted(groups)}")
+        pats = ["*"] if pats is True else [pats] if isinstance(pats, str) else list(pats)
+        chosen = set()
+        for p in pats:
+            hit = fnmatch.filter(groups[g], p)
+            if not hit:
+                raise ValueError(f"trainable pattern {p!r} of group {g!r} matches no parameter (keys such as "
+                                 f"{sorted(groups[g])[:4]})")
+            chosen.update(hit)
+        out += [f"{g}/{k}" for k in groups[g] if k in chosen]
+    if not out:
+        raise ValueError("trainable selects no parameter")
+    return out
+
+
+def decayed_keys(groups: dict, keys, rule="matrices") -> set:
+    """Which trainable keys weight decay applies to, MATH.md (14.21): ``"matrices"`` (the
+    default): the weight matrices and convolution kernels, keys ending in ``.w`` with 2 or
+    more axes (biases, norm gains and shifts, embedding tables excluded); ``"all"``: every
+    trainable key (refdiff's behaviour before); or a callable ``(group, key, array) -> bool``."""
+    def split(name):
+        g, _, k = name.partition("/")
+        return g, k, groups[g][k]
+
+    if rule == "all":
+        return set(keys)
+    if rule == "matrices":
+        return {n for n in keys if split(n)[1].endswith(".w") and split(n)[2].ndim >= 2}
+    if callable(rule):
+        return {n for n in keys if rule(*split(n))}
+    raise ValueError(f"decay must be 'matrices', 'all' or a callable (group, key, array) -> bool, got {rule!r}")
+
+
+def adam_step(groups, grads, opt, keys, decayed, *, lr, betas, weight_decay):
+    """One AdamW step (14.11)-(14.12) on the ``keys`` (``"group/key"``) only, MATH.md
+    (14.20), with decay on ``decayed`` only, MATH.md (14.21); every other parameter and its moments are
+    returned as they were.  Returns ``(groups, opt)`` (new dicts)."""
+    new_groups = {g: dict(p) for g, p in groups.items()}
+    new_opt = dict(opt)
+    for subset, wd in ((sorted(set(keys) & decayed), weight_decay), (sorted(set(keys) - decayed), 0.0)):
+        if not subset:
+            continue
+        p = {n: groups[n.partition("/")[0]][n.partition("/")[2]] for n in subset}
+        sub = {"step": opt["step"], **{f"{m}/{n}": opt[f"{m}/{n}"] for n in subset for m in "mv"}}
+        p, sub = adam_update(p, {n: grads[n] for n in subset}, sub, lr=lr, betas=betas, weight_decay=wd,
+                             decoupled=True)
+        for n, v in p.items():
+            g, _, k = n.partition("/")
+            new_groups[g][k] = v
+        new_opt.update(sub)
+    new_opt["step"] = opt["step"] + 1
+    return new_groups, new_opt
+
+
+def _flat_grads(grads: dict, keys) -> dict:
+    out = {}
+    for n in keys:
+        g, _, k = n.partition("/")
+        if g not in grads or k not in grads[g]:
+            raise ValueError(f"loss_fn returned no gradient for the trainable parameter {n!r}")
+        out[n] = grads[g][k]
+    return out
+
+
+def init_state(groups, trainable, rng, steps) -> FitState:
+    """The state before the first update: Adam moments (zero) for every key of every group
+    that has a trainable key (frozen keys' moments stay zero)."""
+    keys = trainable_keys(groups, trainable)
+    owners = {n.partition("/")[0] for n in keys}
+    flat = {f"{g}/{k}": v for g in owners for k, v in groups[g].items()}
+    return FitState(dict(groups), adam_init(flat), 0, rng, np.full(steps, np.nan), np.full(steps, np.nan))
+
+
+def _lr(step, lr, steps, warmup_steps, lr_decay):
+    if lr_decay == "cosine":
+        return cosine_lr(step, lr, steps, warmup_steps=warmup_steps)
+    return warmup_lr(step, lr, warmup_steps)
+
+
+def _stop(what, value, step, last_saved, where):
+    kept = (f"the last good checkpoint {where!r} (after step {last_saved}) is kept" if last_saved is not None
+            else "no checkpoint was written in this run")
+    raise FloatingPointError(f"training {what} is {value} at step {step} (0-based update index); training stopped; "
+                             f"{kept}")
+
+
+def fit(loss_fn, state: FitState, next_batch, *, steps, trainable, ema=None, lr=1e-3, betas=(0.9, 0.999),
+        weight_decay=0.0, decay="matrices", warmup_steps=0, lr_decay="constant", grad_clip=None,
+        evaluate=None, eval_every=0, save=None, checkpoint_every=0, progress=True, desc="train") -> FitState:
+    """Run updates ``state.step .. steps - 1`` (module docstring) and return the state:
+    the loop of MATH.md (14.22) with the updates of MATH.md (14.20) and MATH.md (14.21).
+
+    ``loss_fn(groups, batch, rng) -> (loss, grads)`` with ``grads = {group: {key: array}}``
+    holding at least every trainable key (others are ignored); ``next_batch(rng)`` the batch.
+    ``ema = {target: (source, decay, warmup)}``: group ``target`` is the EMA of ``source``
+    (decay warmed up by (14.16) when ``warmup``).  ``evaluate(groups) -> float`` is logged
+    every ``eval_every`` updates; ``save(state)`` writes a checkpoint every
+    ``checkpoint_every`` updates and returns where.  A NaN or inf loss or gradient norm
+    stops with FloatingPointError naming the update (its step is not taken)."""
+    from tqdm.auto import tqdm
+
+    keys = trainable_keys(state.groups, trainable)
+    decayed = decayed_keys(state.groups, keys, decay)
+    for target, (source, _, _) in (ema or {}).items():
+        if any(n.startswith(target + "/") for n in keys):
+            raise ValueError(f"group {target!r} is an EMA target and cannot also be trainable")
+    last_saved, where = None, None
+    bar = tqdm(total=steps, initial=state.step, disable=not progress, desc=desc, dynamic_ncols=True)
+    try:
+        for step in range(state.step, steps):
+            batch = next_batch(state.rng)
+            loss, grads = loss_fn(state.groups, batch, state.rng)
+            g = _flat_grads(grads, keys)
+            g, norm = clip_grad_norm(g, grad_clip) if grad_clip is not None else (g, global_norm(g))
+            state.losses[step], state.grad_norms[step] = float(loss), norm
+            if not math.isfinite(state.losses[step]):
+                _stop("loss", state.losses[step], step, last_saved, where)
+            if not math.isfinite(norm):
+                _stop("gradient norm", norm, step, last_saved, where)
+            state.groups, state.opt = adam_step(state.groups, g, state.opt, keys, decayed, betas=betas,
+                                                lr=_lr(step, lr, steps, warmup_steps, lr_decay),
+                                                weight_decay=weight_decay)
+            for target, (source, d, warm) in (ema or {}).items():
+                d = ema_decay_warmup(step, d) if warm else d
+                moving = [k for k in state.groups[source] if f"{source}/{k}" in keys]  # frozen keys stay equal
+                state.groups[target] = {**state.groups[source], **ema_update(
+                    {k: state.groups[target][k] for k in moving}, {k: state.groups[source][k] for k in moving}, d)}
+            state.step = done = step + 1
+            if evaluate is not None and eval_every and done % eval_every == 0:
+                state.eval_steps.append(done)
+                state.eval_losses.append(evaluate(state.groups))
+            if save is not None and checkpoint_every and done % checkpoint_every == 0:
+                where, last_saved = save(state), done
+            if progress and (done % 10 == 0 or done == steps):
+                lo = max(0, done - 50)
+                bar.set_postfix(loss=f"{np.nanmean(state.losses[lo:done]):.4g}", refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
+    return state
+
+
+def save_fit(path, state: FitState, nets: dict, *, main: str, config: dict | None = None, schedule=None):
+    """Checkpoint every group of ``state`` (:func:`refdiff.nn.checkpoint.save_checkpoint`):
+    ``nets[g]`` the network of group ``g`` (None: no architecture), ``main`` the group stored
+    as the checkpoint's model (what :func:`refdiff.load` returns); a group named ``"ema"``
+    is stored as the main network's EMA."""
+    from .nn.checkpoint import save_checkpoint
+
+    hist = {"losses": state.losses[:state.step], "grad_norms": state.grad_norms[:state.step],
+            "eval_steps": np.asarray(state.eval_steps, dtype=np.int64),
+            "eval_losses": np.asarray(state.eval_losses, dtype=np.float64)}
+    others = {g: (nets.get(g), p) for g, p in state.groups.items() if g not in (main, "ema")}
+    return save_checkpoint(path, model=nets[main], params=state.groups[main], ema_params=state.groups.get("ema"),
+                           groups=others, opt_state=state.opt,
+                           rng=state.rng, step=state.step, train_config=config, schedule=schedule, history=hist,
+                           main_group=main)
+
+
+def load_fit(path, steps: int, *, xp=None) -> FitState:
+    """The :class:`FitState` saved by :func:`save_fit`, its logs sized for ``steps``."""
+    from .nn.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path, xp=xp)
+    if ck.step > steps:
+        raise ValueError(f"the checkpoint is at step {ck.step}, beyond steps = {steps}")
+    main = ck.meta.get("main_group", "params")
+    groups = {main: ck.params, **ck.groups}
+    if ck.ema_params is not None:
+        groups["ema"] = ck.ema_params
+    h, k = ck.history, ck.step
+    losses, gnorms = np.full(steps, np.nan), np.full(steps, np.nan)
+    losses[:k], gnorms[:k] = h["losses"][:k], h["grad_norms"][:k]
+    return FitState(groups, ck.opt_state, k, ck.rng(), losses, gnorms, list(h["eval_steps"]), list(h["eval_losses"]))
+
+
+def train_digit_classifier(data: str = "digits8x8", *, steps: int = 1500, batch_size: int = 128, lr: float = 1e-3,
+                           hidden=(256, 128), weight_decay: float = 1e-4, noise_std: float = 0.1, seed: int = 0,
+                           x_train=None, y_train=None, x_test=None, y_test=None):
+    """Train the MLP classifier; returns ``(params, test_accuracy)``.
+
+    Data: ``data`` = "digits8x8" (scikit-learn's digits, its fixed train/test split of
+    :func:`refdiff.data.digits8x8`) or "shapes8x8" (procedural; 4000 train / 1000 test
+    images drawn from ``default_rng([seed, 2])``), or explicit ``x_train, y_train,
+    x_test, y_test`` host arrays.  Training: :func:`refdiff.training.fit`, AdamW with
+    decay on every key (``decay="all"``) on
+    :func:`~refdiff.nn.classifier.softmax_cross_entropy`, float64, minibatches drawn with replacement from
+    ``default_rng(seed)`` (order: init, then per step the batch indices and the
+    augmentation noise: Gaussian pixel noise of std ``noise_std``, which makes the
+    classifier less brittle on slightly imperfect generated images).  The test accuracy
+    is measured on the held-out test split, never trained on.
+    """
+    from .nn.classifier import classifier_backward, classifier_forward, classifier_init, classify, softmax_cross_entropy
+
+    if x_train is None:
+        from .data import digits8x8, shapes8x8
+
+        if data == "digits8x8":
+            x_train, y_train = digits8x8("train")
+            x_test, y_test = digits8x8("test")
+        elif data == "shapes8x8":
+            g = np.random.default_rng([seed, 2])
+            x_train, y_train = shapes8x8(4000, g)
+            x_test, y_test = shapes8x8(1000, g)
+        else:
+            raise ValueError(f"data must be 'digits8x8' or 'shapes8x8' (or pass x_train, ...), got {data!r}")
+    x_train, x_test = (np.asarray(a, dtype=np.float64).reshape(a.shape[0], -1) for a in (x_train, x_test))
+    y_train, y_test = np.asarray(y_train, dtype=np.int64), np.asarray(y_test, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    K = int(max(y_train.max(), y_test.max())) + 1
+    params = classifier_init(rng, n_in=x_train.shape[1], hidden=hidden, n_classes=K)
+
+    def next_batch(rng):
+        idx = rng.integers(0, x_train.shape[0], size=batch_size)
+        return x_train[idx] + noise_std * rng.standard_normal((batch_size, x_train.shape[1])), y_train[idx]
+
+    def loss_fn(groups, batch, rng):
+        logits, cache = classifier_forward(groups["params"], batch[0])
+        loss, dlogits = softmax_cross_entropy(logits, batch[1])
+        return loss, {"params": classifier_backward(groups["params"], cache, dlogits)[0]}
+
+    state = init_state({"params": params}, {"params": True}, rng, int(steps))
+    state = fit(loss_fn, state, next_batch, steps=int(steps), trainable={"params": True}, lr=lr,
+                weight_decay=weight_decay, decay="all", progress=False, desc="classifier")
+    params = state.groups["params"]
+    acc = float(np.mean(classify(params, x_test) == y_test))
+    return params, acc
