@@ -21,6 +21,8 @@ FIGURE_SCRIPTS = {
     "elbo_breakdown": ["elbo_breakdown.png"],
     "sampler_orders": None,
     "editing_gaussian": ["editing_img2img.png", "editing_outpaint.png", "editing_inpaint_table.md"],
+    "editing_digits": ["editing_digits_inpaint.png", "editing_digits_swap.png", "editing_digits_img2img.png",
+                       "editing_digits.json"],
 }
 # scripts that write no figures (they print numbers); run by their own tests below or elsewhere
 OTHER_SCRIPTS = {"mixture_floor", "verify_other_framework"}
