@@ -165,3 +165,18 @@ def test_bad_strength():
         refdiff.img2img(MODEL, x, SCH, ts, 0.5, "ddim", rng=np.random.default_rng(0), strength_rule="nearest")
     with pytest.raises(TypeError, match="rng"):
         refdiff.img2img(MODEL, x, SCH, ts, 0.5, "ddim")
+
+
+def test_strength_rule_on_sigma_and_continuous_grids():
+    """MATH.md (17.3): on an explicit sigma grid and on a continuous VP grid the run is the tail of the n-step grid too."""
+    sig = refdiff.karras_sigmas(10, 0.02, 80.0, append_zero=True)
+    grid, _ = img2img_grid(SCH, None, 0.57, sigmas=sig)  # int(10 * 0.57) = 5 steps
+    np.testing.assert_allclose([p.sigma / p.alpha for p in grid], sig[5:], rtol=1e-12)
+    x = refdiff.img2img(MODEL, np.tile(X_IN, (2, 1)), SCH, None, 0.57, "euler", rng=np.random.default_rng(0), sigmas=sig)
+    assert x.shape == (2, 2) and np.all(np.isfinite(x))
+    vp = refdiff.LinearVP()
+    ts = refdiff.time_grid(vp, 10)
+    grid, _ = img2img_grid(vp, ts, 0.29)  # int(10 * 0.29) = 2 steps
+    assert [p.t for p in grid] == pytest.approx(list(ts[8:]))
+    grid, pure = img2img_grid(vp, ts, 1.0, strength_rule="exact_start")
+    assert pure and grid[0].t == 1.0
