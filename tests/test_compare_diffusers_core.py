@@ -72,19 +72,19 @@ def _x_T(seed=0):
 
 
 # ----------------------------------------------------------------------------- Euler
-@pytest.mark.parametrize("karras", [False, True])
+@pytest.mark.parametrize("levels", ["spaced", "karras", "exponential"])
 @pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
-def test_euler_discrete(f64, spacing, karras):
-    """MATH.md (9.3), (9.9), (9.10), (2.17): EulerDiscreteScheduler with each timestep_spacing
-    (linspace: float timesteps, sigma linear in t) and with use_karras_sigmas (model times
-    linear in log sigma, fractional), 30 steps, against euler_loop on refdiff.library_grid
-    with the spacing's init_noise_sigma (diffusers_init_scale)."""
+def test_euler_discrete(f64, spacing, levels):
+    """MATH.md (9.3), (9.9), (9.10), (2.17), (2.18): EulerDiscreteScheduler with each
+    timestep_spacing (linspace: float timesteps, sigma linear in t) and with use_karras_sigmas /
+    use_exponential_sigmas (model times linear in log sigma, fractional), 30 steps, against
+    euler_loop on refdiff.library_grid with the spacing's init_noise_sigma (diffusers_init_scale)."""
     n = 30
-    s = _scheduler("EulerDiscreteScheduler", timestep_spacing=spacing, use_karras_sigmas=karras,
-                   steps_offset=1 if spacing == "leading" else 0)
+    kw = {"use_karras_sigmas": levels == "karras", "use_exponential_sigmas": levels == "exponential",
+          "timestep_spacing": spacing, "steps_offset": 1 if spacing == "leading" else 0}
+    s = _scheduler("EulerDiscreteScheduler", **kw)
     s.set_timesteps(n)
-    grid = refdiff.library_grid(SCHED, n, "euler", timestep_spacing=spacing, use_karras_sigmas=karras,
-                                steps_offset=1 if spacing == "leading" else 0)
+    grid = refdiff.library_grid(SCHED, n, "euler", **kw)
     _check_grid(s, grid)
     x_T = _x_T()
     sample = torch.from_numpy(x_T) * s.init_noise_sigma
@@ -96,6 +96,24 @@ def test_euler_discrete(f64, spacing, karras):
 
 
 # ----------------------------------------------------------------------------- DPM-Solver++ multistep
+def test_dpmsolver_multistep_exponential(f64):
+    """MATH.md (2.17), (2.18): DPMSolverMultistepScheduler with use_exponential_sigmas evaluates
+    the model at the log-sigma-interpolated times truncated to integers (floor; only Karras times
+    are rounded); 3M published, 25 steps, agrees with dpmpp_3m on refdiff.library_grid."""
+    n = 25
+    s = _scheduler("DPMSolverMultistepScheduler", solver_order=3, use_exponential_sigmas=True)
+    s.set_timesteps(n)
+    grid = refdiff.library_grid(SCHED, n, "dpmsolver_multistep", use_exponential_sigmas=True)
+    _check_grid(s, grid)
+    assert all(isinstance(p.t, int) for p in grid[:-1])
+    x_T = _x_T(5)
+    sample = torch.from_numpy(x_T)
+    for t in s.timesteps:
+        sample = s.step(_torch_model(sample, t), t, sample).prev_sample
+    ours = D.dpmpp_3m(MODEL, x_T, SCHED, grid, lower_order_final=False, variant="published")
+    np.testing.assert_allclose(ours, sample.numpy(), rtol=TOL, atol=TOL)
+
+
 @pytest.mark.parametrize("order", [2, 3])
 @pytest.mark.parametrize("algorithm", ["dpmsolver++", "sde-dpmsolver++"])
 def test_dpmsolver_multistep_karras(f64, order, algorithm):
@@ -212,3 +230,31 @@ def test_vector_library_cases_are_diffusers_runs(f64):
             kw = {"variance_noise": torch.from_numpy(noise[i])} if cfg.get("algorithm_type") == "sde-dpmsolver++" else {}
             sample = sch.step(out, t, sample, **kw).prev_sample
         np.testing.assert_allclose(case.outputs["x0"], sample.numpy(), rtol=TOL, atol=TOL, err_msg=name)
+
+
+@pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large"])
+def test_ddpm_trailing_final_step_noise(f64, monkeypatch, variance_type):
+    """MATH.md (8.5), (8.12): DDPMScheduler on a 'trailing' grid (last timestep > 0) adds noise
+    on its final step too; ddpm_loop(final_step_noise=True) reproduces the run to 1e-10 with the
+    same draws (diffusers' randn_tensor replaced by the recorded draws), 20 steps."""
+    import diffusers.schedulers.scheduling_ddpm as m
+
+    monkeypatch.setattr(m, "np", _F64(np))
+    monkeypatch.setattr(m, "torch", _F64(torch))
+    n = 20
+    s = _scheduler("DDPMScheduler", timestep_spacing="trailing", variance_type=variance_type, clip_sample=False)
+    s.set_timesteps(n)
+    ts = refdiff.timesteps(T, n, "trailing")
+    np.testing.assert_array_equal(s.timesteps.numpy(), ts)
+    z = np.random.default_rng(6).standard_normal((n,) + (6, 3))
+    draws = iter(z)
+    monkeypatch.setattr(m, "randn_tensor", lambda shape, **kw: torch.from_numpy(next(draws)))
+    x_T = _x_T(6)
+    sample = torch.from_numpy(x_T)
+    for t in s.timesteps:
+        sample = s.step(_torch_model(sample, t), t, sample).prev_sample
+    assert next(draws, None) is None  # diffusers drew on every step, the last included
+    mine = iter(z)
+    ours = refdiff.ddpm_loop(MODEL, x_T, SCHED, ts, noise=lambda like: next(mine), variance_type=variance_type,
+                             final_step_noise=True)
+    np.testing.assert_allclose(ours, sample.numpy(), rtol=TOL, atol=TOL)

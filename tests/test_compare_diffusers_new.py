@@ -250,3 +250,24 @@ def test_vectors_library_cases_agree_with_diffusers(monkeypatch):
         kd = name == "kdpm2_ancestral"
         want = _run(sch, model, c.inputs["x_T"] * (float(sch.init_noise_sigma) if kd else 1.0), scale_input=kd)
         np.testing.assert_allclose(c.outputs["x0"], want, rtol=0, atol=TOL, err_msg=name)
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_unipc_karras(monkeypatch, order):
+    """MATH.md (16.3), (16.4), (2.10): UniPCMultistepScheduler(use_karras_sigmas=True) (Karras
+    levels over the schedule's range, integer model times rounded from the log-sigma
+    interpolation, final sigma 0) equals refdiff's unipc on ``refdiff.library_grid(...,
+    "dpmsolver_multistep", use_karras_sigmas=True)``, 25 steps."""
+    import diffusers.schedulers.scheduling_unipc_multistep as M
+
+    s = refdiff.make_schedule("linear", T)
+    model = G.as_model(s, "epsilon")
+    monkeypatch.setattr(M, "np", _np64())
+    sch = M.UniPCMultistepScheduler(num_train_timesteps=T, solver_order=order, use_karras_sigmas=True)
+    sch.alphas_cumprod = torch.tensor(s.alpha_bars)
+    sch.set_timesteps(25)
+    grid = refdiff.library_grid(s, 25, "dpmsolver_multistep", use_karras_sigmas=True)
+    assert [p.t for p in grid[:-1]] == sch.timesteps.numpy().tolist()
+    want = _run(sch, model, _x_T())
+    got = refdiff.sample(model, _x_T(), s, grid, "unipc", order=order, progress=False)
+    np.testing.assert_allclose(got, want, rtol=0, atol=TOL)

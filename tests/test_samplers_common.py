@@ -125,11 +125,14 @@ def test_state_hook_that_resets_x_gives_that_array(method, velocity):
 @pytest.mark.parametrize("method", METHODS)
 def test_hook_returning_wrong_shape_is_an_error(method):
     """A state hook returning another shape (or not an array) raises ValueError naming
-    'project' and the step."""
+    'project' and the step, directly and through refdiff.sample; a hook that is not callable
+    raises TypeError."""
     with pytest.raises(ValueError, match=r"project returned shape \(5, 1\) at step 0"):
         _run(method, project=lambda i, t, x: x[:, :1])
     with pytest.raises(ValueError, match="project returned shape list at step 0"):
         _run(method, project=lambda i, t, x: [0.0])
+    with pytest.raises(TypeError, match="project must be callable"):
+        _run(method, project=3)
     with pytest.raises(ValueError, match=r"project returned shape \(2, 2\) at step 0"):
         refdiff.sample(GAUSS.as_model(SCHED), _x(), SCHED, TS, method, rng=np.random.default_rng(0), progress=False,
                        project=lambda i, t, x: x[:2])

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ..schedules import Schedule, karras_sigmas, time_grid, timesteps as refdiff_timesteps
+from ..schedules import Schedule, exponential_sigmas, karras_sigmas, time_grid, timesteps as refdiff_timesteps
 from .common import ZERO, Grid, GridPoint, vp_from_ve_sigma
 
 __all__ = ["library_grid", "LIBRARY_SCHEDULERS", "diffusers_init_scale", "singlestep_orders",
@@ -47,7 +47,7 @@ def _check(schedule, n, scheduler, spacing):
 
 
 def library_grid(schedule, n, scheduler="euler", *, timestep_spacing="linspace", steps_offset=0,
-                 use_karras_sigmas=False, final_sigmas_type="zero"):
+                 use_karras_sigmas=False, use_exponential_sigmas=False, final_sigmas_type="zero"):
     """The grid of diffusers 0.42.1's ``<Scheduler>.set_timesteps(n)`` for a discrete
     ``schedule`` (its ``alphas_cumprod``), MATH.md (2.17): n + 1 points (model time, alpha,
     sigma) with (alpha, sigma) from the scheduler's VE level s, alpha = 1/sqrt(1 + s^2).
@@ -60,11 +60,16 @@ def library_grid(schedule, n, scheduler="euler", *, timestep_spacing="linspace",
     UniPCMultistep's definitions): "linspace" round(linspace(0, T-1, n + 1)) reversed without
     its last (0), "leading" k (T // (n + 1)) + steps_offset for k = n..1, "trailing" as Euler's;
     ``use_karras_sigmas``: Karras levels over the schedule's full range, times "log_sigma"
-    rounded to integers.  ``"dpmsolver_singlestep"``: its "linspace" (the only spacing) and
-    Karras as the multistep scheduler.  ``final_sigmas_type``: the last level 0 ("zero") or
+    rounded to integers.  ``use_exponential_sigmas``: levels uniform in log sigma (MATH.md
+    (2.18)) over the same range as Karras, times "log_sigma": fractional for Euler; for the
+    DPMSolver schedulers not rounded but truncated to integers (floor) when diffusers casts
+    them to int64.  ``"dpmsolver_singlestep"``: its "linspace" (the
+    only spacing), Karras and exponential as the multistep scheduler.  ``final_sigmas_type``: the last level 0 ("zero") or
     the schedule's sigma at index 0 ("sigma_min").  Start states: see
     :func:`diffusers_init_scale`."""
     _check(schedule, n, scheduler, timestep_spacing)
+    if use_karras_sigmas and use_exponential_sigmas:
+        raise ValueError("use_karras_sigmas and use_exponential_sigmas exclude each other (as in diffusers)")
     T = schedule.T
     sig_table = np.sqrt((1.0 - schedule.alpha_bars) / schedule.alpha_bars)
     log_sigmas = np.log(sig_table)
@@ -74,10 +79,11 @@ def library_grid(schedule, n, scheduler="euler", *, timestep_spacing="linspace",
         else:
             ts = refdiff_timesteps(T, n, timestep_spacing, steps_offset).astype(np.float64)
         sig = np.interp(ts, np.arange(T, dtype=np.float64), sig_table)  # linear in fractional t
-        if use_karras_sigmas:
-            sig = karras_sigmas(n, float(sig[-1]), float(sig[0]))
+        if use_karras_sigmas or use_exponential_sigmas:
+            sig = (karras_sigmas if use_karras_sigmas else exponential_sigmas)(n, float(sig[-1]), float(sig[0]))
             ts = np.array([_sigma_to_t(s, log_sigmas) for s in sig])
-        times = [float(t) if timestep_spacing == "linspace" or use_karras_sigmas else int(t) for t in ts]
+        fractional = timestep_spacing == "linspace" or use_karras_sigmas or use_exponential_sigmas
+        times = [float(t) if fractional else int(t) for t in ts]
     else:
         if timestep_spacing == "linspace" or scheduler == "dpmsolver_singlestep":
             ts = np.round(np.linspace(0, T - 1, n + 1))[::-1][:-1].astype(np.int64)
@@ -89,6 +95,9 @@ def library_grid(schedule, n, scheduler="euler", *, timestep_spacing="linspace",
         if use_karras_sigmas:
             sig = karras_sigmas(n, float(sig_table[0]), float(sig_table[-1]))
             ts = np.round([_sigma_to_t(s, log_sigmas) for s in sig]).astype(np.int64)
+        elif use_exponential_sigmas:  # times not rounded, but cast to int64: truncated (floor)
+            sig = exponential_sigmas(n, float(sig_table[0]), float(sig_table[-1]))
+            ts = np.floor([_sigma_to_t(s, log_sigmas) for s in sig]).astype(np.int64)
         times = [int(t) for t in ts]
     if final_sigmas_type not in ("zero", "sigma_min"):
         raise ValueError(f"unknown final_sigmas_type {final_sigmas_type!r}; valid: 'zero', 'sigma_min'")
