@@ -157,3 +157,29 @@ def test_matches_an_independent_implementation():
     assert round(c[1, 1], 3) == 0.400
     m, c = refdiff.affine_moments(_pipe(refdiff.timesteps(1000, 250), scheme="repaint", jump_n_sample=2), XK, check=False)
     assert (round(m[1], 3), round(c[1, 1], 3)) == (0.461, 0.229)
+
+
+def test_oracle_inpainting_model_ddpm_mean_is_exact_on_any_grid():
+    """MATH.md (17.1): the ideal 9-channel model is the conditioned oracle; a DDPM run with it from x_T = 0 + noise has mean E[x0 | x_T = 0, kept]
+    (about (1.5, 0.6)) to 1e-12, on a coarse grid too (each step's posterior mean is exact: the tower rule)."""
+    model = refdiff.oracle_inpaint_model(DATA, XK, MASK, SCH)
+    ts = refdiff.timesteps(1000, 7, "trailing")
+    run = lambda x, noise: refdiff.sample(model, noise(x), SCH, ts, "ddpm", noise=noise, progress=False)  # noqa: E731
+    mean, _ = refdiff.affine_moments(run, np.zeros(2))
+    cond = DATA.condition(np.array([[1.0, 0.0]]), [1.5])
+    m, C = cond.mean, cond.cov
+    a, s = float(SCH.sqrt_alpha_bars[999]), float(SCH.sqrt_one_minus_alpha_bars[999])
+    # x_T ~ N(0, I) rather than the true marginal: the mean is E[x0 | x_T] averaged over x_T, i.e. at x_T = 0
+    want = m + a * C @ np.linalg.solve(a * a * C + s * s * np.eye(2), -a * m)
+    np.testing.assert_allclose(mean, want, atol=1e-12)
+    assert abs(want[1] - 0.6) < 1e-5 and want[0] == 1.5
+
+
+def test_inpaint_condition_entries():
+    """The inpaint condition kind's entries: mask (N, 1, H, W), masked image zero where generated."""
+    x = np.arange(2 * 3 * 4 * 4, dtype=float).reshape(2, 3, 4, 4)
+    m = np.zeros((1, 3, 4, 4))
+    m[..., 2:, :] = 1.0
+    c = refdiff.inpaint_condition(x, m)
+    assert c["mask"].shape == (2, 1, 4, 4) and np.all(c["masked_image"][..., 2:, :] == 0)
+    np.testing.assert_array_equal(c["masked_image"][..., :2, :], x[..., :2, :])

@@ -30,7 +30,8 @@ from ..samplers.ddpm import ddpm_step, respace
 from ..schedules import Schedule
 from .img2img import _noise_fn, img2img_grid
 
-__all__ = ["check_mask", "inpaint", "repaint_schedule", "repaint_undo_step", "oracle_inpaint", "SCHEMES"]
+__all__ = ["check_mask", "inpaint", "repaint_schedule", "repaint_undo_step", "oracle_inpaint", "oracle_inpaint_model",
+           "inpaint_condition", "SCHEMES"]
 
 SCHEMES = ("replace", "repaint")
 
@@ -165,3 +166,24 @@ def oracle_inpaint(data, x_known, mask, n, rng):
     x = data.condition(H, c).sample(n, rng)
     m = np.asarray(mask, dtype=np.float64)
     return m * x + (1.0 - m) * np.asarray(x_known, dtype=np.float64)  # the kept entries exactly (not to rounding)
+
+
+def oracle_inpaint_model(data, x_known, mask, schedule, prediction_type="epsilon"):
+    """The ideal inpainting model (what a 9-channel network trained on (x_t, mask, masked
+    image) approximates): the oracle of the data conditioned on the kept entries,
+    ``data.condition(H, c).as_model(schedule, prediction_type)``, MATH.md (17.1).  Any sampler
+    run with it samples the exact conditional (up to its own discretisation error)."""
+    from ..conditioning import mask_measurement
+
+    H, c = mask_measurement(mask, x_known)
+    return data.condition(H, c).as_model(schedule, prediction_type)
+
+
+def inpaint_condition(x_known, mask):
+    """The ``cond`` entries of the "inpaint" condition kind for a network trained on masks:
+    {"mask": mask (N, 1, H, W), "masked_image": x_known * (1 - mask)} (1 = generate; the
+    masked pixels become 0, as diffusers' inpainting pipeline makes them)."""
+    xp = array_namespace(x_known)
+    m = check_mask(mask, x_known, xp)
+    m = xp.broadcast_to(m, x_known.shape)
+    return {"mask": m[:, :1], "masked_image": x_known * (1.0 - m)}
