@@ -18,7 +18,6 @@ Run: ``PYTHONPATH=. python3 examples/editing_gaussian.py --out figures``.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 

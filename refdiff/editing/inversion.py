@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from ..backend import array_namespace, check_finite
+from ..backend import check_finite
 from ..parameterization import to_eps_x0
 from ..samplers.common import call_model, check_prediction_type, check_schedule, point_at_lambda
 
