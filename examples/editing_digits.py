@@ -35,13 +35,15 @@ import _common  # noqa: E402
 def build_parser():
     p = _common.parser(__doc__.split("\n\n")[0], "figures")
     p.add_argument("--checkpoint", default=None, help="run folder or checkpoint file (trained if missing)")
+    p.add_argument("--inpaint-checkpoint", default=None, help="the inpainting U-Net's run folder (trained if missing)")
     p.add_argument("--steps", type=int, default=2000, help="training updates of the U-Net (when training)")
     p.add_argument("--classifier-steps", type=int, default=1500, help="training updates of the classifier")
     p.add_argument("--n-test", type=int, default=0, help="held-out digits used (0: all)")
     p.add_argument("--ddpm-steps", type=int, default=100, help="grid of the replacement DDPM runs")
     p.add_argument("--ddim-steps", type=int, default=50, help="grid of the replacement DDIM runs and of the inversion")
     p.add_argument("--repaint", type=int, nargs=3, default=[100, 10, 5], metavar=("N", "JUMP_LENGTH", "JUMP_N_SAMPLE"))
-    p.add_argument("--guidance", type=float, default=3.0, help="CFG scale ('w' convention) of the class swap")
+    p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0],
+                   help="CFG scales ('w' convention: 1 = conditional) of the class swap")
     p.add_argument("--show", type=int, default=10, help="digits shown per figure")
     return p
 
@@ -74,6 +76,67 @@ def get_model(args, x_tr, y_tr):
     return out
 
 
+def training_masks(n, copies, rng):
+    """(copies n, 1, 8, 8) random masks (1 = generate): the four halves and random rectangles."""
+    masks = np.zeros((copies * n, 1, 8, 8))
+    for k in range(copies * n):
+        kind = rng.integers(0, 5)
+        if kind == 0:
+            masks[k, :, 4:, :] = 1
+        elif kind == 1:
+            masks[k, :, :4, :] = 1
+        elif kind == 2:
+            masks[k, :, :, :4] = 1
+        elif kind == 3:
+            masks[k, :, :, 4:] = 1
+        else:
+            h, w = rng.integers(2, 7, 2)
+            i, j = rng.integers(0, 9 - h), rng.integers(0, 9 - w)
+            masks[k, :, i:i + h, j:j + w] = 1
+    return masks
+
+
+def get_inpaint_model(args, x_tr):
+    """The "9-channel" idea at toy scale: a U-Net whose input is (x_t, mask, masked image),
+    trained on random masks (the inpaint condition kind); loaded if --inpaint-checkpoint exists."""
+    import refdiff
+    from refdiff.nn import UNet, UNetConfig
+    from refdiff.train import train
+
+    path = args.inpaint_checkpoint
+    if path is not None and Path(path).exists():
+        return refdiff.load(path)[0]
+    tmp = None if path is not None else tempfile.TemporaryDirectory()
+    out_dir = path if path is not None else tmp.name
+    rng = np.random.default_rng([args.seed, 11])
+    copies = 2 if args.tiny else 6
+    m = training_masks(x_tr.shape[0], copies, rng)
+    x = np.tile(x_tr, (copies, 1, 1, 1))
+    base = 8 if args.tiny else 16
+    model = UNet(UNetConfig(base_channels=base, channel_mults=(1, 2), attention=False, inpaint=True,
+                            groups=max(1, min(8, base // 2))))
+    train(model, (x, {"mask": m, "masked_image": x * (1 - m)}), schedule=refdiff.make_schedule("cosine", 1000),
+          steps=args.steps, batch_size=16 if args.tiny else 128, lr=2e-3, target="v_prediction", seed=args.seed,
+          ema_decay=0.995, ema_warmup=True, warmup_steps=min(100, args.steps // 10), lr_decay="cosine", grad_clip=1.0,
+          eval_size=0, progress=not args.tiny, out_dir=out_dir)
+    out = refdiff.load(out_dir)[0]
+    if tmp is not None:
+        tmp.cleanup()
+    return out
+
+
+def inpaint_with_model(inp_model, x, mask, args, seed):
+    """Sample with the trained inpainting model (cond: mask, masked image), then keep x exactly outside the mask."""
+    import refdiff
+
+    cond = refdiff.inpaint_condition(x, mask)
+    ts = refdiff.timesteps(inp_model.schedule.T, args.ddim_steps, "trailing")
+    z = np.random.default_rng([seed, 12]).standard_normal(x.shape)
+    out = refdiff.sample(inp_model.bind(cond), z, inp_model.schedule, ts, "ddim",
+                         prediction_type=inp_model.prediction_type, progress=False)
+    return np.clip(mask * out + (1 - mask) * x, -1, 1)
+
+
 def inpaint_all(loaded, x, args, seed):
     import refdiff
 
@@ -98,7 +161,7 @@ def inpaint_all(loaded, x, args, seed):
     return mask, out
 
 
-def class_swap(loaded, x, y, args, seed):
+def class_swap(loaded, x, y, args, seed, w):
     import refdiff
 
     sch, pt = loaded.schedule, loaded.prediction_type
@@ -106,7 +169,7 @@ def class_swap(loaded, x, y, args, seed):
     y_tgt = (y + 1 + rng.integers(0, 9, y.shape[0])) % 10  # another class
     ts = refdiff.timesteps(sch.T, args.ddim_steps, "trailing")
     src = loaded.bind({"class": y})
-    tgt = loaded.bind({"class": y_tgt}, guidance_scale=args.guidance, guided=("class",))
+    tgt = loaded.bind({"class": y_tgt}, guidance_scale=w, guided=("class",))
     x_swap = np.clip(refdiff.edit_by_inversion(src, tgt, x, sch, ts, prediction_type=pt), -1, 1)
     fresh = np.clip(refdiff.sample(tgt, np.random.default_rng([seed, 6]).standard_normal(x.shape), sch, ts, "ddim",
                                    prediction_type=pt, progress=False), -1, 1)
@@ -132,20 +195,27 @@ def main(argv=None):
     loaded, meta = get_model(args, x_tr, y_tr)
     res = {"data": name, "n_test": int(x_te.shape[0]), "classifier_accuracy": clf_acc, "inpaint": {}}
     mask, inp = inpaint_all(loaded, x_te, args, args.seed)
+    inp_model = get_inpaint_model(args, x_tr)
+    inp[f"inpainting U-Net (x_t, mask, masked image), DDIM {args.ddim_steps}"] = inpaint_with_model(
+        inp_model, x_te, mask, args, args.seed)
     masked = x_te * (1 - mask) - mask  # the lower half shown as background (-1)
     res["inpaint"]["lower half blank (no inpainting)"] = float(np.mean(classifier.classify(clf, masked) == y_te))
     for k, v in inp.items():
         res["inpaint"][k] = float(np.mean(classifier.classify(clf, v) == y_te))
     for k, v in res["inpaint"].items():
         print(f"  class recovered, {k}: {v:.3f}")
-    y_tgt, x_swap, fresh = class_swap(loaded, x_te, y_te, args, args.seed)
-    res["swap"] = {"target_accuracy": float(np.mean(classifier.classify(clf, x_swap) == y_tgt)),
-                   "fresh_target_accuracy": float(np.mean(classifier.classify(clf, fresh) == y_tgt)),
-                   "rms_to_input": float(np.sqrt(np.mean((x_swap - x_te) ** 2))),
-                   "rms_fresh_to_input": float(np.sqrt(np.mean((fresh - x_te) ** 2))), "guidance": args.guidance}
-    print(f"  class swap by inversion: target-class accuracy {res['swap']['target_accuracy']:.3f} (fresh CFG samples "
-          f"{res['swap']['fresh_target_accuracy']:.3f}); RMS distance to the input {res['swap']['rms_to_input']:.3f} "
-          f"(fresh samples {res['swap']['rms_fresh_to_input']:.3f})")
+    res["swap"], swaps = {}, {}
+    for w in args.guidance:
+        y_tgt, x_swap, fresh = class_swap(loaded, x_te, y_te, args, args.seed, w)
+        swaps[w] = (x_swap, fresh)
+        r = {"target_accuracy": float(np.mean(classifier.classify(clf, x_swap) == y_tgt)),
+             "fresh_target_accuracy": float(np.mean(classifier.classify(clf, fresh) == y_tgt)),
+             "rms_to_input": float(np.sqrt(np.mean((x_swap - x_te) ** 2))),
+             "rms_fresh_to_input": float(np.sqrt(np.mean((fresh - x_te) ** 2)))}
+        res["swap"][f"w={w:g}"] = r
+        print(f"  class swap by inversion, w = {w:g}: target-class accuracy {r['target_accuracy']:.3f} (fresh samples "
+              f"{r['fresh_target_accuracy']:.3f}); RMS distance to the input {r['rms_to_input']:.3f} (fresh samples "
+              f"{r['rms_fresh_to_input']:.3f})")
     plt = _common.pyplot()
     k = args.show
     rows = [x_te[:k], masked[:k]] + [v[:k] for v in inp.values()]
@@ -157,9 +227,12 @@ def main(argv=None):
         acc = res["inpaint"].get(lab)
         ax.set_title(lab + ("" if acc is None else f"  (class recovered {100 * acc:.1f} %)"), fontsize=7)
     _common.save(fig, out / "editing_digits_inpaint.png")
-    fig, axes = plt.subplots(3, 1, figsize=(0.9 * k, 3.3))
-    for ax, r, lab in zip(axes, (x_te[:k], x_swap[:k], fresh[:k]),
-                          ("input", f"class swapped by inversion (targets {y_tgt[:k].tolist()})", "fresh CFG samples")):
+    rows = [(x_te[:k], "input")]
+    for w, (x_swap, fresh) in swaps.items():
+        rows += [(x_swap[:k], f"class swapped by inversion, w = {w:g} (targets {y_tgt[:k].tolist()})"),
+                 (fresh[:k], f"fresh samples of the targets, w = {w:g}")]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(0.9 * k, 1.1 * len(rows)))
+    for ax, (r, lab) in zip(axes, rows):
         ax.imshow(_common.image_grid(r, nrow=1, fill=1.0), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
         ax.set_axis_off()
         ax.set_title(lab, fontsize=7)
