@@ -13,7 +13,8 @@ dropout) unless ``--checkpoint`` names a run folder or checkpoint that exists (i
 loaded with ``refdiff.load``; a folder that does not exist receives the new checkpoint).
 
 Writes ``editing_digits_inpaint.png``, ``editing_digits_swap.png``,
-``editing_digits_img2img.png`` and ``editing_digits.json`` into --out.
+``editing_digits_outpaint.png`` (digits shifted half out of the frame, the missing half
+generated), ``editing_digits_img2img.png`` and ``editing_digits.json`` into --out.
 
     OPENBLAS_NUM_THREADS=1 PYTHONPATH=. python3 examples/editing_digits.py --out docs/figures
 """
@@ -137,6 +138,21 @@ def inpaint_with_model(inp_model, x, mask, args, seed):
     return np.clip(mask * out + (1 - mask) * x, -1, 1)
 
 
+def outpaint_shifted(loaded, inp_model, x, args, seed):
+    """Outpainting: each digit shifted 4 columns to the left (its left half leaves the frame),
+    the 4 columns that come in on the right generated: by replacement (DDPM, the
+    unconditional model) and by the trained inpainting U-Net."""
+    import refdiff
+
+    shifted = np.concatenate([x[..., 4:], np.zeros(x.shape[:-1] + (4,))], axis=-1)
+    mask = np.zeros((1, 1, 8, 8))
+    mask[..., 4:] = 1.0
+    ts = refdiff.timesteps(loaded.schedule.T, args.ddpm_steps, "trailing")
+    rep = refdiff.inpaint(loaded.bind(None), shifted, mask, loaded.schedule, ts, "ddpm", rng=np.random.default_rng(seed),
+                          prediction_type=loaded.prediction_type)
+    return shifted * (1 - mask) - mask, np.clip(rep, -1, 1), inpaint_with_model(inp_model, shifted, mask, args, seed)
+
+
 def inpaint_all(loaded, x, args, seed):
     import refdiff
 
@@ -237,6 +253,15 @@ def main(argv=None):
         ax.set_axis_off()
         ax.set_title(lab, fontsize=7)
     _common.save(fig, out / "editing_digits_swap.png")
+    rows = outpaint_shifted(loaded, inp_model, x_te[:k], args, args.seed)
+    fig, axes = plt.subplots(3, 1, figsize=(0.9 * k, 3.3))
+    for ax, r, lab in zip(axes, rows, ("digits shifted half out of the frame (left half lost)",
+                                       f"right half outpainted: replacement DDPM {args.ddpm_steps}",
+                                       "right half outpainted: inpainting U-Net")):
+        ax.imshow(_common.image_grid(r, nrow=1, fill=1.0), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(lab, fontsize=7)
+    _common.save(fig, out / "editing_digits_outpaint.png")
     strengths = [0.2, 0.4, 0.6, 0.8, 1.0]
     ts = refdiff.timesteps(loaded.schedule.T, args.ddim_steps, "trailing")
     sweep = [x_te[:k]] + [np.clip(refdiff.img2img(loaded.bind(None), x_te[:k], loaded.schedule, ts, s, "ddim",

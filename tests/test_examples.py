@@ -22,6 +22,7 @@ FIGURE_SCRIPTS = {
     "sampler_orders": None,
     "editing_gaussian": ["editing_img2img.png", "editing_outpaint.png", "editing_inpaint_table.md"],
     "editing_digits": ["editing_digits_inpaint.png", "editing_digits_swap.png", "editing_digits_img2img.png",
+                       "editing_digits_outpaint.png",
                        "editing_digits.json"],
 }
 # scripts that write no figures (they print numbers); run by their own tests below or elsewhere
