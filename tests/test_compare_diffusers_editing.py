@@ -52,3 +52,42 @@ def test_start_noising_matches_the_schedulers():
     got = fm.scale_noise(torch.from_numpy(x0), fm.timesteps[5:6], torch.from_numpy(eps)).numpy()
     a, s = vp_from_flow_time(u)
     np.testing.assert_allclose(got, refdiff.img2img_start(x0, a, s, eps, "flow"), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("eta, clip", [(0.0, False), (1.0, False), (0.0, True)])
+def test_repaint_library_matches_repaint_scheduler_loop(eta, clip, monkeypatch):
+    """MATH.md (17.6): refdiff.repaint_library equals diffusers' RePaintScheduler driven as its pipeline does (start noise,
+    step / undo_step by the walk, mask 1 = known there), same draws, float64, exact eps oracle, to 1e-10."""
+    import diffusers.schedulers.scheduling_repaint as mod
+
+    sch = refdiff.make_schedule("linear", 1000)
+    data = refdiff.GaussianData(np.array([0.5, -0.3]), np.array([[1.0, 0.9], [0.9, 1.0]]))
+    model = data.as_model(sch)
+    xk = np.tile(np.array([1.5, 0.0]), (3, 1))
+    mask = np.array([0.0, 1.0])
+    draws = []
+
+    def tape(like):
+        z = np.random.default_rng(len(draws)).standard_normal(like.shape)
+        draws.append(z)
+        return z
+
+    ours = refdiff.repaint_library(model, xk, mask, sch, 20, noise=tape, jump_length=3, jump_n_sample=2, eta=eta,
+                                   clip_sample=clip)
+    it = iter(draws)
+    monkeypatch.setattr(mod, "randn_tensor", lambda shape, **kw: torch.from_numpy(next(it)))
+    s = diffusers.RePaintScheduler(num_train_timesteps=1000, eta=eta, clip_sample=clip)
+    s.betas = torch.from_numpy(sch.betas.copy())
+    s.alphas_cumprod = torch.from_numpy(sch.alpha_bars.copy())
+    s.set_timesteps(20, jump_length=3, jump_n_sample=2)
+    image = torch.from_numpy(next(it))
+    orig, keep = torch.from_numpy(xk), torch.from_numpy(1.0 - mask)
+    t_last = s.timesteps[0] + 1
+    for t in s.timesteps:
+        if t < t_last:
+            out = torch.from_numpy(model(image.numpy(), np.full(3, int(t))))
+            image = s.step(out, int(t), image, orig, keep).prev_sample
+        else:
+            image = s.undo_step(image, int(t_last))
+        t_last = t
+    np.testing.assert_allclose(ours, image.numpy(), rtol=1e-10, atol=1e-10)

@@ -17,7 +17,8 @@ diffusers' ``RePaintScheduler`` use the opposite, 1 = known: their mask is ``1 -
   multiple of ``jump_length`` (:func:`repaint_schedule`).  refdiff pastes x_known into the
   output's kept region (as diffusers' RePaintScheduler does at the data end); the paper's
   release returns the model's own values there.  diffusers' RePaintScheduler replaces the
-  DDPM step by DDIM with eta = 0 by default; refdiff follows the paper (DDPM).
+  DDPM step by DDIM with eta = 0 by default; ``scheme="repaint"`` follows the paper (DDPM),
+  :func:`repaint_library` reproduces the scheduler (tested equal to diffusers 0.42.1).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from ..samplers.ddpm import ddpm_step, respace
 from ..schedules import Schedule
 from .img2img import _noise_fn, img2img_grid
 
-__all__ = ["check_mask", "inpaint", "repaint_schedule", "repaint_undo_step", "oracle_inpaint", "oracle_inpaint_model",
-           "inpaint_condition", "SCHEMES"]
+__all__ = ["check_mask", "inpaint", "repaint_schedule", "repaint_undo_step", "repaint_library", "oracle_inpaint",
+           "oracle_inpaint_model", "inpaint_condition", "SCHEMES"]
 
 SCHEMES = ("replace", "repaint")
 
@@ -187,3 +188,47 @@ def inpaint_condition(x_known, mask):
     m = check_mask(mask, x_known, xp)
     m = xp.broadcast_to(m, x_known.shape)
     return {"mask": m[:, :1], "masked_image": x_known * (1.0 - m)}
+
+
+def repaint_library(model, x_known, mask, schedule, n, *, noise, jump_length=10, jump_n_sample=10, eta=0.0,
+                    clip_sample=False, prediction_type="epsilon"):
+    """RePaint as diffusers' ``RePaintScheduler`` with its pipeline runs it, MATH.md (17.6):
+    times = the jump walk of :func:`repaint_schedule` (without -1) times T // n, every step
+    to t - T // n by the DDIM formula (8.7)-(8.8) with ``eta`` (default 0: deterministic,
+    unlike the paper's DDPM step), the known part alpha' x_known + sigma' z pasted *after*
+    the step with the step's draw z (drawn at every step, also when eta = 0), and each undo
+    from t_last as T // n single forward steps with the schedule's betas (one draw each).
+    ``mask`` 1 = generate (diffusers' RePaint mask is its complement, 1 = known);
+    ``clip_sample``: x0_hat clipped to [-1, 1] (the scheduler's default is True; eps_hat is
+    kept); ``noise(like)`` draws: the start, then in the order just stated."""
+    import math
+
+    from ..parameterization import to_eps_x0
+
+    xp = array_namespace(x_known)
+    m = check_mask(mask, x_known, xp)
+    k = schedule.T // n
+    times = [t * k for t in repaint_schedule(n, jump_length, jump_n_sample)[:-1]]
+    ab = [float(a) for a in schedule.alpha_bars]
+    x = noise(x_known)
+    t_last = times[0] + 1
+    for t in times:
+        if t < t_last:
+            a_t, a_p = ab[t], (ab[t - k] if t - k >= 0 else 1.0)
+            eps_hat, x0_hat = to_eps_x0(call_model(model, x, int(t)), x, math.sqrt(a_t), math.sqrt(1 - a_t),
+                                        prediction_type)
+            if clip_sample:
+                x0_hat = xp.clip(x0_hat, -1.0, 1.0)
+            z = noise(x)
+            std = eta * math.sqrt((1 - a_p) / (1 - a_t) * (1 - a_t / a_p))
+            unknown = math.sqrt(a_p) * x0_hat + math.sqrt(1 - a_p - std * std) * eps_hat
+            if t > 0 and eta > 0:
+                unknown = unknown + std * z
+            known = math.sqrt(a_p) * x_known + math.sqrt(1 - a_p) * z
+            x = m * unknown + (1.0 - m) * known
+        else:
+            for i in range(k):
+                beta = float(schedule.betas[t_last + i])
+                x = math.sqrt(1 - beta) * x + math.sqrt(beta) * noise(x)
+        t_last = t
+    return x
