@@ -52,7 +52,7 @@ def _run_cases(Case, TRAJECTORY, ALGEBRA, rng):
     from ..oracles import GaussianData
     from ..schedules import make_schedule, timesteps
     from .img2img import img2img, img2img_start
-    from .inpaint import inpaint, repaint_schedule
+    from .inpaint import inpaint, repaint_library, repaint_schedule
 
     s = make_schedule("linear", 1000)
     sched = {"kind": "linear", "T": 1000}
@@ -79,6 +79,10 @@ def _run_cases(Case, TRAJECTORY, ALGEBRA, rng):
         "inpaint_repaint": (lambda nz: inpaint(model, x_in, np.array([0.0, 1.0]), s, ts, noise=nz, scheme="repaint",
                                                jump_length=3, jump_n_sample=2),
                             "RePaint on the respaced 10-step chain, jump_length 3, jump_n_sample 2"),
+        "inpaint_repaint_library": (lambda nz: repaint_library(model, x_in, np.array([0.0, 1.0]), s, 20, noise=nz,
+                                                               jump_length=3, jump_n_sample=2, eta=0.0),
+                                    "RePaint as diffusers' RePaintScheduler runs it (n = 20 on times k * 50, DDIM eta 0, "
+                                    "clip_sample False; the grid input is unused)"),
     }
     for i, (name, (run, what)) in enumerate(runs.items()):
         tape = _Tape(2000 + i)
