@@ -111,7 +111,7 @@ def _no_step(strength, n):
 
 def img2img(model, x0, schedule, timesteps, strength, method, *, rng=None, noise=None, prediction_type="epsilon",
             strength_rule="library", repeats=1, mask=None, progress=False, **sample_options):
-    """SDEdit, MATH.md (17.3)-(17.4): noise ``x0`` to the start of :func:`img2img_grid`
+    """SDEdit, MATH.md (17.3), (17.4): noise ``x0`` to the start of :func:`img2img_grid`
     and sample with ``method`` (any of :func:`refdiff.sampler_methods`) on the rest.
 
     repeats : SDEdit's K, the edit applied K times, each starting from the last output.

@@ -57,7 +57,7 @@ def check_mask(mask, x, xp=None):
 def inpaint(model, x_known, mask, schedule, timesteps, method="ddpm", *, rng=None, noise=None, scheme="replace",
             prediction_type="epsilon", noise_mode="fresh", strength=1.0, jump_length=10, jump_n_sample=10,
             progress=False, **sample_options):
-    """Inpaint ``x_known`` where ``mask`` is 1 (diffusers meaning), MATH.md (17.5)-(17.6).
+    """Inpaint ``x_known`` where ``mask`` is 1 (diffusers meaning), MATH.md (17.5), (17.6).
 
     replace : any ``method``; ``noise_mode`` "fresh" | "reuse"; ``strength`` < 1 starts from
         x_known noised to the library tail's start (:func:`refdiff.editing.img2img_grid`),
