@@ -568,6 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check only the cases matching these shell patterns, e.g. 'schedule_*' q_sample "
                    "(default: every case of the suite; a pattern matching none is an error)")
     c.set_defaults(func=_cmd_check)
+    from .editing.cli_edit import add_edit_parser  # refdiff edit (img2img, inpaint, outpaint)
+
+    add_edit_parser(subs, _sub)
     for sp in subs.choices.values():  # every subcommand: the BLAS thread cap (see _blas_threads)
         sp.add_argument("--threads", type=_int_min(0), default=None,
                         help=f"BLAS/OpenMP threads for NumPy's matrix products; 0 leaves the library's own "

@@ -615,7 +615,14 @@ def build_cases(seed: int = 20240601) -> list:
     rng = np.random.default_rng(seed)
     return (_schedule_cases() + _forward_cases(rng) + _elbo_cases(rng) + _guidance_cases(rng) + _step_cases(rng)
             + _trajectory_cases(rng) + _library_cases(rng) + _new_library_cases(rng)
-            + _fastgen_cases(np.random.default_rng([seed, 16])))
+            + _fastgen_cases(np.random.default_rng([seed, 16])) + _editing_cases(rng))
+
+
+
+def _editing_cases(rng):
+    from .editing._vectors import editing_cases  # img2img, inpainting, RePaint, conditioning, moments, DDIB
+
+    return editing_cases(rng)
 
 
 CONVENTIONS = {

@@ -25,6 +25,10 @@ FIGURE_SCRIPTS = {
     "predicted_noise": ["predicted_noise.png"],
     "fast_generation": ["fast_generation.png", "fast_generation.json", "fast_generation.md"],
     "lcm_digits": ["lcm_digits.png", "lcm_digits.json"],
+    "editing_gaussian": ["editing_img2img.png", "editing_outpaint.png", "editing_inpaint_table.md"],
+    "editing_digits": ["editing_digits_inpaint.png", "editing_digits_swap.png", "editing_digits_img2img.png",
+                       "editing_digits_outpaint.png",
+                       "editing_digits.json"],
 }
 # scripts that write no figures (they print numbers); run by their own tests below or elsewhere
 OTHER_SCRIPTS = {"mixture_floor", "verify_other_framework", "one_denoising_step"}
