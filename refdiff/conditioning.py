@@ -59,7 +59,36 @@ def _solve_psd(S, B):
 def condition_gaussian(mean, cov, H, c, noise_var=0.0):
     """(m_c, Sigma_c) of x_0 ~ N(mean, cov) given c = H x_0 + N(0, noise_var I),
     MATH.md (17.1): S = H Sigma H^T + R, m_c = mu + Sigma H^T S^-1 (c - H mu),
-    Sigma_c = Sigma - Sigma H^T S^-1 H Sigma (symmetrised).  Host float64 arrays."""
+    Sigma_c = Sigma - Sigma H^T S^-1 H Sigma (symmetrised).  Host float64 arrays.
+
+    Parameters
+    ----------
+    mean : array_like (D,) or the event shape
+        mu (flattened).
+    cov : array_like (D, D)
+        Sigma (symmetric positive semi-definite).
+    H : array_like (M, D)
+        The measurement matrix on the flattened x_0 (M >= 1 rows).
+    c : array_like (M,)
+        The measured values.
+    noise_var : float, default 0.0
+        The measurement noise variance (finite, >= 0).
+
+    Returns
+    -------
+    m_c : numpy.ndarray (D,)
+        The conditional mean (float64).
+    cov_c : numpy.ndarray (D, D)
+        The conditional covariance, symmetrised (float64).
+
+    Raises
+    ------
+    TypeError
+        If ``noise_var`` is not a number.
+    ValueError
+        If ``H`` or ``c`` has the wrong shape or is not finite, or ``noise_var`` is negative or
+        not finite.
+    """
     mu = np.asarray(mean, dtype=np.float64).reshape(-1)
     Sig = np.asarray(cov, dtype=np.float64)
     H, c, r = _check_measurement(H, c, noise_var, mu.size)
@@ -85,7 +114,41 @@ def _log_normal(c, m, S):
 def condition_mixture(weights, means, covs, H, c, noise_var=0.0):
     """(w', m'_k, Sigma'_k) of the mixture sum_k w_k N(mu_k, Sigma_k) given c, MATH.md
     (17.2): each component conditioned by (17.1), weights w'_k proportional to
-    w_k N(c; H mu_k, H Sigma_k H^T + R) (normalised in log space).  ``covs`` (K, D, D)."""
+    w_k N(c; H mu_k, H Sigma_k H^T + R) (normalised in log space).  ``covs`` (K, D, D).
+
+    Parameters
+    ----------
+    weights : array_like (K,)
+        w_k.
+    means : array_like (K, D) or (K, ...)
+        mu_k (each flattened).
+    covs : array_like (K, D, D)
+        Sigma_k.
+    H : array_like (M, D)
+        The measurement matrix on the flattened x_0 (M >= 1 rows).
+    c : array_like (M,)
+        The measured values.
+    noise_var : float, default 0.0
+        The measurement noise variance (finite, >= 0).
+
+    Returns
+    -------
+    weights : numpy.ndarray (K,)
+        w'_k, summing to 1.
+    means : numpy.ndarray (K, D)
+        m'_k.
+    covs : numpy.ndarray (K, D, D)
+        Sigma'_k.
+
+    Raises
+    ------
+    TypeError
+        If ``noise_var`` is not a number.
+    ValueError
+        If ``H`` or ``c`` has the wrong shape or is not finite, or ``noise_var`` is negative or
+        not finite.
+        Also ValueError if H Sigma_k H^T + noise_var I is singular for a component.
+    """
     w = np.asarray(weights, dtype=np.float64)
     mus = np.asarray(means, dtype=np.float64).reshape(w.size, -1)
     covs = np.asarray(covs, dtype=np.float64)
@@ -106,7 +169,27 @@ def mask_measurement(mask, x_known):
     """(H, c) of an inpainting measurement: ``mask`` (the data's event shape, or with a
     leading 1) holds 1 where x is generated and 0 where ``x_known`` is kept (the diffusers
     meaning); H holds the rows of the identity at the kept entries (flattened order), c the
-    kept values.  ValueError for a mask that is not 0/1, or that generates nothing."""
+    kept values.  ValueError for a mask that is not 0/1, or that generates nothing.
+
+    Parameters
+    ----------
+    mask : array_like
+        0/1 values, the shape of ``x_known``.
+    x_known : array_like
+        The known data (the event shape, or with a leading 1).
+
+    Returns
+    -------
+    H : numpy.ndarray (M, D)
+        float64 rows of the identity, M the number of kept entries.
+    c : numpy.ndarray (M,)
+        The kept values (float64).
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, the mask is not 0/1, or it has no 1.
+    """
     m = np.asarray(mask, dtype=np.float64)
     xk = np.asarray(x_known, dtype=np.float64)
     if m.shape != xk.shape:
@@ -123,7 +206,29 @@ def mask_measurement(mask, x_known):
 
 def psd_eig(cov, name="cov", tol=None):
     """Eigendecomposition of a symmetric positive *semi*-definite matrix: eigenvalues below
-    ``tol`` (default D * 1e-13 * the largest) are set to 0; a clearly negative one raises."""
+    ``tol`` (default D * 1e-13 * the largest) are set to 0; a clearly negative one raises.
+
+    Parameters
+    ----------
+    cov : array_like (D, D)
+        The matrix (symmetrised before the decomposition).
+    name : str, default "cov"
+        Its name in the error message.
+    tol : float, optional
+        Eigenvalues below it become 0 (default D * 1e-13 * the largest absolute eigenvalue).
+
+    Returns
+    -------
+    eigenvalues : numpy.ndarray (D,)
+        Ascending, float64, >= 0.
+    U : numpy.ndarray (D, D)
+        The eigenvectors (columns).
+
+    Raises
+    ------
+    ValueError
+        If an eigenvalue is below -max(tol, 1e-10 * the largest).
+    """
     cov = np.asarray(cov, dtype=np.float64)
     lam, U = np.linalg.eigh(0.5 * (cov + cov.T))
     top = max(float(np.max(np.abs(lam))), 1e-300)
@@ -135,7 +240,27 @@ def psd_eig(cov, name="cov", tol=None):
 
 
 def gaussian_from_moments(mean, cov, event_shape=None):
-    """A :class:`refdiff.GaussianData` with a possibly singular covariance (eigenvalues 0 allowed)."""
+    """A :class:`refdiff.GaussianData` with a possibly singular covariance (eigenvalues 0 allowed).
+
+    Parameters
+    ----------
+    mean : array_like
+        The mean (D entries; its shape is the default event shape).
+    cov : array_like (D, D)
+        The covariance (positive semi-definite).
+    event_shape : tuple of int, optional
+        The data's event shape; ``mean``'s shape when None.
+
+    Returns
+    -------
+    GaussianData
+        The oracle.
+
+    Raises
+    ------
+    ValueError
+        If ``cov`` is not positive semi-definite (:func:`psd_eig`).
+    """
     from .oracles import GaussianData
 
     mu = np.asarray(mean, dtype=np.float64)
@@ -148,7 +273,31 @@ def gaussian_from_moments(mean, cov, event_shape=None):
 
 
 def mixture_from_moments(weights, means, covs, event_shape, labels=None):
-    """A :class:`refdiff.GaussianMixture` with possibly singular component covariances."""
+    """A :class:`refdiff.GaussianMixture` with possibly singular component covariances.
+
+    Parameters
+    ----------
+    weights : array_like (K,)
+        The component weights.
+    means : array_like (K, D) or (K, ...)
+        The component means (each flattened).
+    covs : sequence of K arrays (D, D)
+        The component covariances (positive semi-definite).
+    event_shape : tuple of int
+        The data's event shape.
+    labels : array_like (K,), optional
+        Class labels of the components.
+
+    Returns
+    -------
+    GaussianMixture
+        The oracle.
+
+    Raises
+    ------
+    ValueError
+        If a covariance is not positive semi-definite (:func:`psd_eig`).
+    """
     from .oracles import GaussianMixture
 
     w = np.asarray(weights, dtype=np.float64)

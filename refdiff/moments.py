@@ -26,15 +26,33 @@ __all__ = ["affine_moments", "sdedit_limits", "gaussian_kl"]
 def affine_moments(pipeline, x_in, *, input_cov=None, check=True):
     """Exact (mean, cov) of an affine pipeline's output, MATH.md (17.7).
 
-    pipeline : ``pipeline(x, noise) -> out`` with ``x`` a batch (N, *event) and ``noise``
-        a callable ``noise(like)`` returning standard normals of ``like``'s shape (the
+    Parameters
+    ----------
+    pipeline : callable
+        ``pipeline(x, noise) -> out`` with ``x`` a batch (N, *event) and ``noise`` a
+        callable ``noise(like)`` returning standard normals of ``like``'s shape (the
         pipeline's only randomness); rows must not interact (true of every refdiff sampler
         and editing method with an oracle model).
-    x_in : the input, event shape (one sample, no batch axis; NumPy float64).
-    input_cov : optional (D_in, D_in) covariance of a Gaussian input N(x_in, input_cov).
-    check : also run the pipeline at a random (input, noise) point and compare with the
-        affine prediction (ValueError if the pipeline is not affine, e.g. a mixture oracle).
-    Returns host float64 ``mean`` (D_out,) and ``cov`` (D_out, D_out) of the flattened output.
+    x_in : array_like
+        The input, event shape (one sample, no batch axis; NumPy float64).
+    input_cov : array_like (D_in, D_in), optional
+        The covariance of a Gaussian input N(x_in, input_cov); None for a fixed input.
+    check : bool, default True
+        Also run the pipeline at a random (input, noise) point and compare with the affine
+        prediction.
+
+    Returns
+    -------
+    mean : numpy.ndarray (D_out,)
+        Host float64 mean of the flattened output.
+    cov : numpy.ndarray (D_out, D_out)
+        Its covariance (symmetrised).
+
+    Raises
+    ------
+    ValueError
+        If the pipeline's noise draws change between runs, or (``check``) it is not affine,
+        e.g. with a mixture oracle.
     """
     x_in = np.asarray(x_in, dtype=np.float64)
     shapes = []
@@ -97,7 +115,31 @@ def sdedit_limits(mean, cov, x_in, alpha, sigma, kind="ode"):
     (alpha, sigma), MATH.md (17.8): with G = alpha^2 Sigma (alpha^2 Sigma + sigma^2 I)^-1,
     ``"ode"`` (exact probability-flow ODE): mean mu + G^(1/2) (x_in - mu), covariance
     Sigma (I - G); ``"sde"`` (exact reverse SDE, i.e. a draw of q(x_0 | x_t0)): mean
-    mu + G (x_in - mu), covariance Sigma (I - G^2).  Host float64 (D,), (D, D)."""
+    mu + G (x_in - mu), covariance Sigma (I - G^2).  Host float64 (D,), (D, D).
+
+    Parameters
+    ----------
+    mean : array_like (D,)
+        mu (flattened).
+    cov : array_like (D, D)
+        Sigma (negative eigenvalues clipped to 0).
+    x_in : array_like
+        The img2img input (D entries).
+    alpha, sigma : float
+        The start point's coefficients.
+    kind : {"ode", "sde"}, default "ode"
+        The limit.
+
+    Returns
+    -------
+    mean : numpy.ndarray (D,)
+    cov : numpy.ndarray (D, D)
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is unknown.
+    """
     mu = np.asarray(mean, dtype=np.float64).reshape(-1)
     Sig = np.asarray(cov, dtype=np.float64)
     lam, U = np.linalg.eigh(Sig)
@@ -115,7 +157,29 @@ def sdedit_limits(mean, cov, x_in, alpha, sigma, kind="ode"):
 
 def gaussian_kl(m0, C0, m1, C1):
     """KL(N(m0, C0) || N(m1, C1)) in nats for positive-definite C1 (C0 may be singular only
-    if the KL is infinite; then inf)."""
+    if the KL is infinite; then inf).
+
+    Parameters
+    ----------
+    m0 : array_like (D,)
+        The first mean.
+    C0 : array_like (D, D)
+        The first covariance.
+    m1 : array_like (D,)
+        The second mean.
+    C1 : array_like (D, D)
+        The second covariance (positive definite).
+
+    Returns
+    -------
+    float
+        The KL divergence (inf when C0 is singular).
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        If ``C1`` is not positive definite.
+    """
     m0, m1 = np.asarray(m0, float).reshape(-1), np.asarray(m1, float).reshape(-1)
     C0, C1 = np.asarray(C0, float), np.asarray(C1, float)
     L = np.linalg.cholesky(C1)

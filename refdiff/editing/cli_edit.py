@@ -7,11 +7,26 @@ from pathlib import Path
 
 import numpy as np
 
+__all__ = ["add_edit_parser", "cmd_edit"]
+
 REGIONS = ("lower", "upper", "left", "right")
 
 
 def add_edit_parser(subs, make_sub):
-    """Add the ``edit`` subparser to ``subs`` (``make_sub(subs, name, help, description)``)."""
+    """Add the ``edit`` subparser to ``subs`` (``make_sub(subs, name, help, description)``).
+
+    Parameters
+    ----------
+    subs : argparse subparsers action
+        Where the subparser is added.
+    make_sub : callable
+        ``make_sub(subs, name, help, description) -> argparse.ArgumentParser``.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The ``edit`` subparser (its ``func`` default is :func:`cmd_edit`).
+    """
     d = make_sub(subs, "edit", "img2img, inpainting or outpainting with a checkpoint",
                  "Edit an image with a trained checkpoint (MATH.md chapter 17) and write OUT.npz (x: the edits,\n"
                  "x_in: the input) and OUT.png.  The input is --image (a .npy or .npz holding one (C, H, W) or\n"
@@ -76,6 +91,24 @@ def _region_mask(shape, region):
 
 
 def cmd_edit(args):
+    """Run ``refdiff edit`` with the parsed arguments of :func:`add_edit_parser`: load the
+    checkpoint, edit the input and write OUT.npz and OUT.png.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    int
+        0, the exit status.
+
+    Raises
+    ------
+    refdiff.cli.CLIError
+        If the checkpoint is missing or has no discrete schedule, or an option is out of range.
+    """
     from ..cli import CLIError, _save_plot
     from ..loading import load
     from ..schedules import Schedule, timesteps

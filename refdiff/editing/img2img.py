@@ -22,7 +22,7 @@ from ..backend import array_namespace, check_finite, check_rng, standard_normal
 from ..samplers.common import Grid, ZERO, make_grid, point_at, flow_time, ve_sigma
 from ..schedules import Schedule
 
-__all__ = ["img2img_timesteps", "img2img_start", "img2img", "STRENGTH_RULES", "NOISE_SPACES"]
+__all__ = ["img2img_timesteps", "img2img_start", "img2img_grid", "img2img", "STRENGTH_RULES", "NOISE_SPACES"]
 
 STRENGTH_RULES = ("library", "exact_start")
 NOISE_SPACES = ("vp", "ve", "flow")
@@ -41,7 +41,31 @@ def img2img_timesteps(timesteps, strength, *, order=1):
     k = min(int(n * strength), n) (``int`` of the float64 product), t_start = max(n - k, 0)
     and tail = timesteps[t_start * order:] (``order`` > 1 for grids that repeat each
     timestep, as the library's second-order schedulers do).  The tail may be empty
-    (strength 0 or n * strength < 1); :func:`img2img` refuses that."""
+    (strength 0 or n * strength < 1); :func:`img2img` refuses that.
+
+    Parameters
+    ----------
+    timesteps : array_like (n * order,)
+        The sampling grid (1-D).
+    strength : float
+        In [0, 1].
+    order : int, default 1
+        How many times the grid repeats each timestep (>= 1).
+
+    Returns
+    -------
+    tail : numpy.ndarray
+        The timesteps that are run (may be empty).
+    t_start : int
+        The index of the first step run.
+
+    Raises
+    ------
+    TypeError
+        If ``strength`` is not a number.
+    ValueError
+        If ``strength`` is outside [0, 1], ``timesteps`` is not 1-D, or ``order`` is invalid.
+    """
     strength = check_strength(strength)
     ts = np.asarray(timesteps)
     if ts.ndim != 1:
@@ -60,7 +84,29 @@ def img2img_start(x0, alpha, sigma, noise, space="vp"):
     schedulers' ``add_noise``); ``"ve"`` x0 + s eps with s = sigma / alpha (Euler/Heun-type);
     ``"flow"`` (1 - u) x0 + u eps with u = sigma / (alpha + sigma) (flow matching's
     ``scale_noise``).  All three are the same point of the path (each divided by
-    sqrt(a^2 + b^2) gives the VP state)."""
+    sqrt(a^2 + b^2) gives the VP state).
+
+    Parameters
+    ----------
+    x0 : array (N, ...)
+        The input.
+    alpha, sigma : float
+        The start point's VP coefficients.
+    noise : array (N, ...)
+        Standard normal eps.
+    space : {"vp", "ve", "flow"}, default "vp"
+        The coordinates of the result.
+
+    Returns
+    -------
+    array (N, ...)
+        The noised start.
+
+    Raises
+    ------
+    ValueError
+        If ``space`` is unknown.
+    """
     if space == "vp":
         return alpha * x0 + sigma * noise
     if space == "ve":
@@ -73,7 +119,35 @@ def img2img_start(x0, alpha, sigma, noise, space="vp"):
 
 def img2img_grid(schedule, timesteps, strength, *, strength_rule="library", sigmas=None):
     """The grid an img2img run samples on (a :class:`refdiff.Grid`) and whether its start
-    is pure noise: the library tail (17.3), or the exact start (module docstring)."""
+    is pure noise: the library tail (17.3), or the exact start (module docstring).
+
+    Parameters
+    ----------
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like
+        The full sampling grid.
+    strength : float
+        In [0, 1].
+    strength_rule : {"library", "exact_start"}, default "library"
+        The start of the run.
+    sigmas : array_like, optional
+        A VE noise grid instead of ``timesteps`` (``"library"`` only).
+
+    Returns
+    -------
+    grid : Grid
+        The points the run visits.
+    pure : bool
+        Whether the start is pure noise (``"exact_start"`` at strength 1).
+
+    Raises
+    ------
+    TypeError
+        If ``strength`` is not a number.
+    ValueError
+        If ``strength`` or ``strength_rule`` is invalid, or the strength leaves no step.
+    """
     strength = check_strength(strength)
     if strength_rule == "library":
         if sigmas is not None:
@@ -114,14 +188,54 @@ def img2img(model, x0, schedule, timesteps, strength, method, *, rng=None, noise
     """SDEdit, MATH.md (17.3), (17.4): noise ``x0`` to the start of :func:`img2img_grid`
     and sample with ``method`` (any of :func:`refdiff.sampler_methods`) on the rest.
 
-    repeats : SDEdit's K, the edit applied K times, each starting from the last output.
-    mask : optional, of x0's shape or broadcastable to it, 1 where x is edited (the
-        diffusers meaning): after each step the kept region is reset to
-        alpha' x0 + sigma' eps at the step's new point with the start's eps (as SDEdit's
-        release does), and the output keeps x0 exactly there.
-    rng / noise : a numpy Generator, or a callable ``noise(like)`` (every draw: the start
-        noise, then the sampler's draws in its documented order).
-    Other keyword arguments go to :func:`refdiff.sample` (eta, variance_type, sigmas, ...).
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``.
+    x0 : array (N, ...)
+        The input images (finite).
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like
+        The full n-step sampling grid (:func:`refdiff.make_grid`).
+    strength : float
+        In [0, 1]; the fraction of the grid that is run.
+    method : str
+        A sampler of :func:`refdiff.sampler_methods`.
+    rng : numpy.random.Generator, optional
+        The source of every draw (the start noise, then the sampler's draws in its
+        documented order); give either ``rng`` or ``noise``.
+    noise : callable, optional
+        ``noise(like)``, standard normals of ``like``'s shape, instead of ``rng``.
+    prediction_type : str, default "epsilon"
+        What the model predicts.
+    strength_rule : {"library", "exact_start"}, default "library"
+        The start of the run (module docstring).
+    repeats : int, default 1
+        SDEdit's K, the edit applied K times, each starting from the last output.
+    mask : array, optional
+        Of x0's shape or broadcastable to it, 1 where x is edited (the diffusers meaning):
+        after each step the kept region is reset to alpha' x0 + sigma' eps at the step's new
+        point with the start's eps (as SDEdit's release does), and the output keeps x0
+        exactly there.
+    progress : bool, default False
+        Show a progress bar.
+    **sample_options
+        Passed to :func:`refdiff.sample` (eta, variance_type, sigmas, ...).
+
+    Returns
+    -------
+    array (N, ...)
+        The edited images.
+
+    Raises
+    ------
+    TypeError
+        If both or neither of ``rng`` and ``noise`` are given, or ``strength`` is not a
+        number.
+    ValueError
+        If ``strength``, ``strength_rule``, ``repeats`` or ``mask`` is invalid, or the
+        strength leaves no step (and as :func:`refdiff.sample`).
     """
     xp = array_namespace(x0)
     check_finite(x0, "x0")

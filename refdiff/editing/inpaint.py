@@ -40,7 +40,27 @@ SCHEMES = ("replace", "repaint")
 def check_mask(mask, x, xp=None):
     """``mask`` as a float64 array of x's namespace, broadcastable to x: shape x.shape, or
     x.shape[1:] (one mask for the batch), or with a leading 1.  It must hold only 0 and 1
-    and generate something (a 1 somewhere)."""
+    and generate something (a 1 somewhere).
+
+    Parameters
+    ----------
+    mask : array_like
+        0/1 values of shape x.shape, x.shape[1:] or (1,) + x.shape[1:].
+    x : array (N, ...)
+        The images the mask applies to.
+    xp : array namespace, optional
+        x's namespace (found when None).
+
+    Returns
+    -------
+    array
+        The mask as float64 in x's namespace.
+
+    Raises
+    ------
+    ValueError
+        If the shape is wrong, the mask is not 0/1, or it has no 1.
+    """
     xp = array_namespace(x) if xp is None else xp
     m = np.asarray(to_numpy(mask) if hasattr(mask, "shape") else mask, dtype=np.float64)
     shape = tuple(x.shape)
@@ -69,6 +89,54 @@ def inpaint(model, x_known, mask, schedule, timesteps, method="ddpm", *, rng=Non
         ``jump_n_sample``.  Noise draws: the start, then per reverse step the known
         region's draw (not before the first) and the DDPM step's (not at the last), one
         per undo step.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``.
+    x_known : array (N, ...)
+        The known images (finite).
+    mask : array_like
+        1 = generate, 0 = keep (:func:`check_mask`).
+    schedule : Schedule or continuous VP
+        The model's schedule (a Schedule for ``"repaint"``).
+    timesteps : array_like
+        The decreasing sampling grid.
+    method : str, default "ddpm"
+        The sampler (``"replace"`` only).
+    rng : numpy.random.Generator, optional
+        The source of every draw; give either ``rng`` or ``noise``.
+    noise : callable, optional
+        ``noise(like)``, standard normals of ``like``'s shape, instead of ``rng``.
+    scheme : {"replace", "repaint"}, default "replace"
+        The inpainting scheme.
+    prediction_type : str, default "epsilon"
+        What the model predicts.
+    noise_mode : {"fresh", "reuse"}, default "fresh"
+        The kept region's noise (``"replace"``).
+    strength : float, default 1.0
+        In [0, 1] (``"replace"``).
+    jump_length : int, default 10
+        RePaint's jump length (``"repaint"``).
+    jump_n_sample : int, default 10
+        RePaint's number of resamplings (``"repaint"``).
+    progress : bool, default False
+        Show a progress bar (``"replace"``).
+    **sample_options
+        Passed to :func:`refdiff.sample` (``"replace"``; none are accepted for ``"repaint"``).
+
+    Returns
+    -------
+    array (N, ...)
+        The inpainted images, equal to ``x_known`` where ``mask`` is 0.
+
+    Raises
+    ------
+    TypeError
+        If both or neither of ``rng`` and ``noise`` are given, options are passed to
+        ``"repaint"``, or ``"repaint"`` gets a continuous schedule.
+    ValueError
+        If ``mask``, ``scheme``, ``noise_mode``, ``strength`` or the grid is invalid.
     """
     xp = array_namespace(x_known)
     check_finite(x_known, "x_known")
@@ -107,7 +175,27 @@ def repaint_schedule(n, jump_length=10, jump_n_sample=10):
     j < n - jump_length the walk goes back up ``jump_length`` indices, ``jump_n_sample - 1``
     times in all.  Returns a list of ints, starting at n - 1 and ending at -1; a step to a
     smaller index is a reverse (model) step, to a larger one an undo step.  For (250, 10,
-    10): 4571 entries, 2410 reverse and 2160 undo steps."""
+    10): 4571 entries, 2410 reverse and 2160 undo steps.
+
+    Parameters
+    ----------
+    n : int
+        The number of respaced indices (>= 1).
+    jump_length : int, default 10
+        The jump length (>= 1).
+    jump_n_sample : int, default 10
+        The number of resamplings (>= 1).
+
+    Returns
+    -------
+    list of int
+        The walk.
+
+    Raises
+    ------
+    ValueError
+        If an argument is not an integer >= 1.
+    """
     for name, v, lo in (("n", n, 1), ("jump_length", jump_length, 1), ("jump_n_sample", jump_n_sample, 1)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
@@ -127,7 +215,24 @@ def repaint_schedule(n, jump_length=10, jump_n_sample=10):
 
 def repaint_undo_step(schedule, x, j, noise):
     """RePaint's undo step from index j - 1 to j of a (respaced) Schedule, MATH.md (17.6):
-    x_j = sqrt(1 - beta_j) x_{j-1} + sqrt(beta_j) z (j = 0: from the data end)."""
+    x_j = sqrt(1 - beta_j) x_{j-1} + sqrt(beta_j) z (j = 0: from the data end).
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The (respaced) schedule.
+    x : array (N, ...)
+        The state at index j - 1.
+    j : int
+        The target index.
+    noise : array (N, ...)
+        Standard normal z.
+
+    Returns
+    -------
+    array (N, ...)
+        x_j.
+    """
     beta = float(schedule.betas[j])
     return (1.0 - beta) ** 0.5 * x + beta ** 0.5 * noise
 
@@ -160,7 +265,31 @@ def oracle_inpaint(data, x_known, mask, n, rng):
     """``n`` exact draws of the data given the kept entries (the target every inpainting
     scheme approximates), MATH.md (17.1): ``data.condition(H, c)`` with (H, c) from
     :func:`refdiff.conditioning.mask_measurement`.  ``x_known`` and ``mask`` of the data's
-    event shape; host NumPy (n, *event_shape), the kept entries equal to x_known exactly."""
+    event shape; host NumPy (n, *event_shape), the kept entries equal to x_known exactly.
+
+    Parameters
+    ----------
+    data : GaussianData or GaussianMixture
+        The data oracle (with ``condition``).
+    x_known : array_like
+        The known values, the data's event shape.
+    mask : array_like
+        1 = generate, 0 = keep, the data's event shape.
+    n : int
+        The number of draws.
+    rng : numpy.random.Generator
+        The source of the draws.
+
+    Returns
+    -------
+    numpy.ndarray (n, *event_shape)
+        The draws.
+
+    Raises
+    ------
+    ValueError
+        If ``mask`` is invalid (:func:`refdiff.conditioning.mask_measurement`).
+    """
     from ..conditioning import mask_measurement
 
     H, c = mask_measurement(mask, x_known)
@@ -173,7 +302,31 @@ def oracle_inpaint_model(data, x_known, mask, schedule, prediction_type="epsilon
     """The ideal inpainting model (what a 9-channel network trained on (x_t, mask, masked
     image) approximates): the oracle of the data conditioned on the kept entries,
     ``data.condition(H, c).as_model(schedule, prediction_type)``, MATH.md (17.1).  Any sampler
-    run with it samples the exact conditional (up to its own discretisation error)."""
+    run with it samples the exact conditional (up to its own discretisation error).
+
+    Parameters
+    ----------
+    data : GaussianData or GaussianMixture
+        The data oracle.
+    x_known : array_like
+        The known values, the data's event shape.
+    mask : array_like
+        1 = generate, 0 = keep.
+    schedule : Schedule or continuous VP
+        The schedule of the returned model.
+    prediction_type : str, default "epsilon"
+        What the returned model predicts.
+
+    Returns
+    -------
+    callable
+        ``model(x, t) -> output``.
+
+    Raises
+    ------
+    ValueError
+        If ``mask`` is invalid.
+    """
     from ..conditioning import mask_measurement
 
     H, c = mask_measurement(mask, x_known)
@@ -183,7 +336,25 @@ def oracle_inpaint_model(data, x_known, mask, schedule, prediction_type="epsilon
 def inpaint_condition(x_known, mask):
     """The ``cond`` entries of the "inpaint" condition kind for a network trained on masks:
     {"mask": mask (N, 1, H, W), "masked_image": x_known * (1 - mask)} (1 = generate; the
-    masked pixels become 0, as diffusers' inpainting pipeline makes them)."""
+    masked pixels become 0, as diffusers' inpainting pipeline makes them).
+
+    Parameters
+    ----------
+    x_known : array (N, C, H, W)
+        The known images.
+    mask : array_like
+        1 = generate (:func:`check_mask`).
+
+    Returns
+    -------
+    dict
+        ``{"mask": (N, 1, H, W), "masked_image": (N, C, H, W)}``.
+
+    Raises
+    ------
+    ValueError
+        If ``mask`` is invalid.
+    """
     xp = array_namespace(x_known)
     m = check_mask(mask, x_known, xp)
     m = xp.broadcast_to(m, x_known.shape)
@@ -200,7 +371,43 @@ def repaint_library(model, x_known, mask, schedule, n, *, noise, jump_length=10,
     from t_last as T // n single forward steps with the schedule's betas (one draw each).
     ``mask`` 1 = generate (diffusers' RePaint mask is its complement, 1 = known);
     ``clip_sample``: x0_hat clipped to [-1, 1] (the scheduler's default is True; eps_hat is
-    kept); ``noise(like)`` draws: the start, then in the order just stated."""
+    kept); ``noise(like)`` draws: the start, then in the order just stated.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``.
+    x_known : array (N, ...)
+        The known images.
+    mask : array_like
+        1 = generate (:func:`check_mask`).
+    schedule : Schedule
+        The discrete schedule (T steps).
+    n : int
+        The number of inference steps.
+    noise : callable
+        ``noise(like)``, standard normals of ``like``'s shape.
+    jump_length : int, default 10
+        The jump length.
+    jump_n_sample : int, default 10
+        The number of resamplings.
+    eta : float, default 0.0
+        The DDIM stochasticity.
+    clip_sample : bool, default False
+        Clip x0_hat to [-1, 1].
+    prediction_type : str, default "epsilon"
+        What the model predicts.
+
+    Returns
+    -------
+    array (N, ...)
+        The final state.
+
+    Raises
+    ------
+    ValueError
+        If ``mask`` is invalid or the jump parameters are (:func:`repaint_schedule`).
+    """
     import math
 
     from ..parameterization import to_eps_x0

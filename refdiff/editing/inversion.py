@@ -84,7 +84,37 @@ def ode_invert(model, x0, schedule, n, *, prediction_type="epsilon", method="rk4
     """Data ``x0`` -> the VP state at lam_min by the PF-ODE (17.9) on n uniform lambda steps
     from lam_max (default: the schedule's range; lambda decreases).  The start is x0 placed
     at lam_max as alpha_max x0 (an O(sigma_max^2) approximation of the exact map from the
-    data end).  ``method`` "rk4" (order 4) or "ddim" (order 1)."""
+    data end).  ``method`` "rk4" (order 4) or "ddim" (order 1).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``.
+    x0 : array (N, ...)
+        The data.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    n : int
+        The number of uniform lambda steps (>= 1).
+    prediction_type : str, default "epsilon"
+        What the model predicts.
+    method : {"rk4", "ddim"}, default "rk4"
+        The integrator.
+    lam_range : tuple of float, optional
+        (lam_min, lam_max), finite with lam_min < lam_max; default the schedule's range.
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at lam_min.
+
+    Raises
+    ------
+    ValueError
+        If ``n``, ``method``, ``lam_range`` or ``prediction_type`` is invalid.
+    FloatingPointError
+        If the ODE state becomes non-finite.
+    """
     check_prediction_type(prediction_type)
     lams, lo, hi = _grid(schedule, n, lam_range)
     return _integrate(model, point_at_lambda(schedule, hi).alpha * x0, schedule, lams, prediction_type, method)
@@ -92,7 +122,37 @@ def ode_invert(model, x0, schedule, n, *, prediction_type="epsilon", method="rk4
 
 def ode_generate(model, x_T, schedule, n, *, prediction_type="epsilon", method="rk4", lam_range=None):
     """The VP state ``x_T`` at lam_min -> data by the PF-ODE (17.9) up to lam_max (lambda
-    increases), divided by alpha_max (the inverse of :func:`ode_invert`'s start)."""
+    increases), divided by alpha_max (the inverse of :func:`ode_invert`'s start).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``.
+    x_T : array (N, ...)
+        The VP state at lam_min.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    n : int
+        The number of uniform lambda steps (>= 1).
+    prediction_type : str, default "epsilon"
+        What the model predicts.
+    method : {"rk4", "ddim"}, default "rk4"
+        The integrator.
+    lam_range : tuple of float, optional
+        (lam_min, lam_max), finite with lam_min < lam_max; default the schedule's range.
+
+    Returns
+    -------
+    array (N, ...)
+        The data estimate.
+
+    Raises
+    ------
+    ValueError
+        If ``n``, ``method``, ``lam_range`` or ``prediction_type`` is invalid.
+    FloatingPointError
+        If the ODE state becomes non-finite.
+    """
     check_prediction_type(prediction_type)
     lams, lo, hi = _grid(schedule, n, lam_range)
     x = _integrate(model, x_T, schedule, lams[::-1], prediction_type, method)
@@ -103,7 +163,37 @@ def translate(model_src, model_tgt, x, schedule, n, *, prediction_type="epsilon"
     """Dual diffusion implicit bridge (DDIB): :func:`ode_invert` with the source model, then
     :func:`ode_generate` with the target model, n steps each, MATH.md (17.10).  On Gaussian
     domains with exact oracles it converges to :func:`whitening_colouring` as the steps grow
-    (order 4 with RK4) and the lambda range widens (error O(e^lam_min + e^-2 lam_max))."""
+    (order 4 with RK4) and the lambda range widens (error O(e^lam_min + e^-2 lam_max)).
+
+    Parameters
+    ----------
+    model_src, model_tgt : callable
+        The source and target domains' models, ``model(x, t) -> output``.
+    x : array (N, ...)
+        Source-domain data.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    n : int
+        The number of uniform lambda steps (>= 1).
+    prediction_type : str, default "epsilon"
+        What the model predicts.
+    method : {"rk4", "ddim"}, default "rk4"
+        The integrator.
+    lam_range : tuple of float, optional
+        (lam_min, lam_max), finite with lam_min < lam_max; default the schedule's range.
+
+    Returns
+    -------
+    array (N, ...)
+        The translated data.
+
+    Raises
+    ------
+    ValueError
+        If ``n``, ``method``, ``lam_range`` or ``prediction_type`` is invalid.
+    FloatingPointError
+        If the ODE state becomes non-finite.
+    """
     z = ode_invert(model_src, x, schedule, n, prediction_type=prediction_type, method=method, lam_range=lam_range)
     return ode_generate(model_tgt, z, schedule, n, prediction_type=prediction_type, method=method, lam_range=lam_range)
 
@@ -115,7 +205,26 @@ def _sqrtm_psd(C):
 
 def whitening_colouring(x, mean_a, cov_a, mean_b, cov_b):
     """mu_B + Sigma_B^(1/2) Sigma_A^(-1/2) (x - mu_A), symmetric square roots, on (N, D)
-    host arrays: the exact DDIB map between Gaussian domains, MATH.md (17.10)."""
+    host arrays: the exact DDIB map between Gaussian domains, MATH.md (17.10).
+
+    Parameters
+    ----------
+    x : array_like (N, D)
+        Points of domain A.
+    mean_a : array_like (D,)
+        mu_A.
+    cov_a : array_like (D, D)
+        Sigma_A (positive definite).
+    mean_b : array_like (D,)
+        mu_B.
+    cov_b : array_like (D, D)
+        Sigma_B (positive semi-definite).
+
+    Returns
+    -------
+    numpy.ndarray (N, D)
+        The mapped points (float64).
+    """
     _, ia = _sqrtm_psd(np.asarray(cov_a, dtype=np.float64))
     sb, _ = _sqrtm_psd(np.asarray(cov_b, dtype=np.float64))
     x = np.asarray(x, dtype=np.float64)
@@ -128,7 +237,37 @@ def edit_by_inversion(model_src, model_tgt, x0, schedule, timesteps, *, predicti
     the model read at the time it is evaluated) and regenerate by DDIM (eta = 0) under
     ``model_tgt`` on the same grid, e.g. a digit's class changed with its stroke kept
     (model_tgt a CFG model of the target class).  Extra keywords go to
-    :func:`refdiff.sample`."""
+    :func:`refdiff.sample`.
+
+    Parameters
+    ----------
+    model_src, model_tgt : callable
+        The inversion and the regeneration model, ``model(x, t) -> output``.
+    x0 : array (N, ...)
+        The data to edit.
+    schedule : Schedule
+        The discrete schedule.
+    timesteps : array_like
+        The decreasing integer grid.
+    prediction_type : str, default "epsilon"
+        What both models predict.
+    progress : bool, default False
+        Show a progress bar.
+    **sample_options
+        Passed to :func:`refdiff.sample`.
+
+    Returns
+    -------
+    array (N, ...)
+        The edited data.
+
+    Raises
+    ------
+    TypeError
+        If ``schedule`` is not a Schedule.
+    ValueError
+        If ``prediction_type`` or the grid is invalid.
+    """
     from ..samplers.ddim import ddim_invert
     from ..samplers.loop import sample
 

@@ -16,7 +16,27 @@ __all__ = ["pad_canvas", "outpaint", "outpaint_strip", "gaussian_window_fill", "
 def pad_canvas(x, pad):
     """(canvas, mask): ``x`` (N, C, h, w) zero-padded by ``pad`` = (top, bottom, left, right)
     on the last two axes, and the mask (1, C, h + top + bottom, w + left + right) that is 1
-    on the padding (generated, the diffusers meaning) and 0 on x."""
+    on the padding (generated, the diffusers meaning) and 0 on x.
+
+    Parameters
+    ----------
+    x : array (N, C, h, w)
+        The images.
+    pad : sequence of 4 int
+        (top, bottom, left, right), non-negative, not all 0.
+
+    Returns
+    -------
+    canvas : array (N, C, h + top + bottom, w + left + right)
+        In x's namespace and dtype.
+    mask : numpy.ndarray (1, C, h + top + bottom, w + left + right)
+        float64.
+
+    Raises
+    ------
+    ValueError
+        If ``pad`` is invalid or ``x`` is not 4-D.
+    """
     xp = array_namespace(x)
     if len(pad) != 4 or any(isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 0 for p in pad):
         raise ValueError(f"pad must be 4 non-negative integers (top, bottom, left, right), got {pad!r}")
@@ -35,7 +55,39 @@ def pad_canvas(x, pad):
 
 def outpaint(model, x, pad, schedule, timesteps, method="ddpm", *, rng=None, noise=None, **inpaint_options):
     """Generate the border ``pad`` around ``x`` (:func:`pad_canvas`) by :func:`refdiff.inpaint`
-    on the padded canvas (the model works on the canvas's shape), MATH.md (17.5)."""
+    on the padded canvas (the model works on the canvas's shape), MATH.md (17.5).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` on the canvas's shape.
+    x : array (N, C, h, w)
+        The images.
+    pad : sequence of 4 int
+        (top, bottom, left, right).
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like
+        The sampling grid.
+    method : str, default "ddpm"
+        The sampler.
+    rng : numpy.random.Generator, optional
+        The source of every draw; give either ``rng`` or ``noise``.
+    noise : callable, optional
+        ``noise(like)``, instead of ``rng``.
+    **inpaint_options
+        Passed to :func:`refdiff.inpaint`.
+
+    Returns
+    -------
+    array (N, C, h + top + bottom, w + left + right)
+        The outpainted images.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`pad_canvas` and :func:`refdiff.inpaint`.
+    """
     from .inpaint import inpaint
 
     canvas, mask = pad_canvas(x, pad)
@@ -47,7 +99,31 @@ def outpaint_strip(fill, x_start, width, window, step):
     each window of ``window`` columns keeps the last ``window - step`` columns generated so
     far and generates ``step`` new ones with ``fill(x_window, mask_window)`` (a batched
     inpainting callable, e.g. ``lambda xk, m: refdiff.inpaint(model, xk, m, ...)`` or
-    :func:`gaussian_window_fill`; mask 1 = generate).  Returns (N, C, H, width)."""
+    :func:`gaussian_window_fill`; mask 1 = generate).  Returns (N, C, H, width).
+
+    Parameters
+    ----------
+    fill : callable
+        ``fill(x_window, mask_window) -> array`` of x_window's shape.
+    x_start : array (N, C, H, w0)
+        The start.
+    width : int
+        The final number of columns; width - w0 must be a multiple of ``step``.
+    window : int
+        Columns per window (>= 1).
+    step : int
+        New columns per window, 1 <= step < window, window - step <= w0.
+
+    Returns
+    -------
+    array (N, C, H, width)
+        The grown images.
+
+    Raises
+    ------
+    ValueError
+        If ``width``, ``window`` or ``step`` is invalid.
+    """
     xp = array_namespace(x_start)
     n, c, h, w0 = x_start.shape
     for name, v in (("window", window), ("step", step), ("width", width)):
@@ -72,7 +148,22 @@ def outpaint_strip(fill, x_start, width, window, step):
 def gaussian_window_fill(mean, cov, rng):
     """A batched exact-conditional ``fill`` for :func:`outpaint_strip` on Gaussian data
     N(mean, cov) of the window's event shape: each row drawn from (17.1) given its own kept
-    entries (the mask shared by the batch).  NumPy."""
+    entries (the mask shared by the batch).  NumPy.
+
+    Parameters
+    ----------
+    mean : array_like
+        The window's mean (its event shape or flattened).
+    cov : array_like (D, D)
+        The window's covariance (flattened order).
+    rng : numpy.random.Generator
+        The source of the draws.
+
+    Returns
+    -------
+    callable
+        ``fill(xk, mask) -> array`` of xk's shape (float64), xk of shape (N, *event).
+    """
     mu = np.asarray(mean, dtype=np.float64).reshape(-1)
     Sig = np.asarray(cov, dtype=np.float64)
 
@@ -93,7 +184,29 @@ def gaussian_window_fill(mean, cov, rng):
 def stationary_field_cov(h, w, kernel="se", length=2.0, nugget=1e-6):
     """Covariance (h w, h w) of a stationary field on an h x w grid (row-major), unit variance:
     ``"se"`` exp(-|d|^2 / (2 length^2)) or ``"exp"`` (separable exponential)
-    rho^(|di| + |dj|) with rho = exp(-1 / length), plus ``nugget`` on the diagonal."""
+    rho^(|di| + |dj|) with rho = exp(-1 / length), plus ``nugget`` on the diagonal.
+
+    Parameters
+    ----------
+    h, w : int
+        The grid's height and width.
+    kernel : {"se", "exp"}, default "se"
+        The covariance kernel.
+    length : float, default 2.0
+        The length scale.
+    nugget : float, default 1e-06
+        Added to the diagonal.
+
+    Returns
+    -------
+    numpy.ndarray (h w, h w)
+        The covariance (float64).
+
+    Raises
+    ------
+    ValueError
+        If ``kernel`` is unknown.
+    """
     ii, jj = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     di = np.abs(ii.reshape(-1, 1) - ii.reshape(1, -1))
     dj = np.abs(jj.reshape(-1, 1) - jj.reshape(1, -1))
@@ -111,7 +224,28 @@ def chained_field_moments(mean_fn, cov_full, h, width, w0, window, step):
     Gaussian field with covariance ``cov_full`` ((h width)^2, row-major over an h x width
     grid) and mean ``mean_fn`` (h, width): the first w0 columns exact, then (17.11) window
     by window.  Column-major block bookkeeping; returns m (h, width) and C in the same
-    row-major flattening as ``cov_full``."""
+    row-major flattening as ``cov_full``.
+
+    Parameters
+    ----------
+    mean_fn : array_like (h, width)
+        The field's mean.
+    cov_full : array_like (h width, h width)
+        The field's covariance (row-major).
+    h : int
+        The number of rows.
+    width : int
+        The final number of columns.
+    w0 : int
+        The start's number of columns.
+    window, step : int
+        As in :func:`outpaint_strip`.
+
+    Returns
+    -------
+    m : numpy.ndarray (h, width)
+    C : numpy.ndarray (h width, h width)
+    """
     idx = np.arange(h * width).reshape(h, width)
     mu = np.asarray(mean_fn, dtype=np.float64).reshape(-1)
     S = np.asarray(cov_full, dtype=np.float64)

@@ -194,7 +194,30 @@ class GaussianData(_GaussianComponents):
     def condition(self, H, c, noise_var=0.0):
         """The exact data distribution given the measurement c = H x0 + N(0, noise_var I)
         (H of shape (M, D) on flattened x0; noise_var = 0 allowed): a GaussianData whose
-        covariance may be singular, MATH.md (17.1).  See :mod:`refdiff.conditioning`."""
+        covariance may be singular, MATH.md (17.1).  See :mod:`refdiff.conditioning`.
+
+        Parameters
+        ----------
+        H : array_like (M, D)
+            The measurement matrix on the flattened x_0 (M >= 1 rows).
+        c : array_like (M,)
+            The measured values.
+        noise_var : float, default 0.0
+            The measurement noise variance (finite, >= 0).
+
+        Returns
+        -------
+        GaussianData
+            The conditional distribution, an ordinary oracle.
+
+        Raises
+        ------
+        TypeError
+            If ``noise_var`` is not a number.
+        ValueError
+            If ``H`` or ``c`` has the wrong shape or is not finite, or ``noise_var`` is negative or
+            not finite.
+        """
         from ..conditioning import condition_gaussian, gaussian_from_moments
 
         m, C = condition_gaussian(self._mu[0], self.cov, H, c, noise_var)
@@ -351,7 +374,32 @@ class GaussianMixture(_GaussianComponents):
     def condition(self, H, c, noise_var=0.0):
         """The exact data distribution given the measurement c = H x0 + N(0, noise_var I): a
         GaussianMixture of the conditioned components, reweighted by N(c; H mu_k,
-        H Sigma_k H^T + noise_var I), MATH.md (17.2).  See :mod:`refdiff.conditioning`."""
+        H Sigma_k H^T + noise_var I), MATH.md (17.2).  See :mod:`refdiff.conditioning`.
+
+        Parameters
+        ----------
+        H : array_like (M, D)
+            The measurement matrix on the flattened x_0 (M >= 1 rows).
+        c : array_like (M,)
+            The measured values.
+        noise_var : float, default 0.0
+            The measurement noise variance (finite, >= 0).
+
+        Returns
+        -------
+        GaussianMixture
+            The conditional distribution, an ordinary oracle.
+
+        Raises
+        ------
+        TypeError
+            If ``noise_var`` is not a number.
+        ValueError
+            If ``H`` or ``c`` has the wrong shape or is not finite, or ``noise_var`` is negative or
+            not finite.
+            Also ValueError if a component gives the measurement no density (noise_var = 0 with
+            dependent rows of H).
+        """
         from ..conditioning import condition_mixture, mixture_from_moments
 
         w, m, C = condition_mixture(self._w, self._mu, self.covs, H, c, noise_var)
