@@ -68,7 +68,10 @@ def _module_page(name: str) -> str:
             again = ["   :no-index:"] if getattr(obj, "__module__", name) != name else []
             lines += [f".. autoclass:: {name}.{n}", "   :members:", *again, ""]
         elif callable(obj):
-            lines += [f".. autofunction:: {name}.{n}", ""]
+            # Likewise a re-exported function (a package's ``refdiff.editing.img2img`` would
+            # otherwise collide with its submodule of the same name).
+            again = ["   :no-index:"] if getattr(obj, "__module__", name) != name else []
+            lines += [f".. autofunction:: {name}.{n}", *again, ""]
         else:
             lines += [f".. autodata:: {name}.{n}", "   :no-value:", ""]
     return "\n".join(lines)

@@ -36,7 +36,25 @@ def deis_coefficients(rho_s_list, rho_t):
     u = log rho through the nodes u_j = log rho_sj (``rho_s_list`` newest first; rho_s0 is
     the step's start), MATH.md (16.6).  Integrated in closed form via u = log rho:
     int l_j(u) e^u du = e^u sum_k (-1)^k l_j^(k)(u).  rho_t = 0 (sigma_t = 0) is the limit
-    u = -inf, where the antiderivative vanishes."""
+    u = -inf, where the antiderivative vanishes.
+
+    Parameters
+    ----------
+    rho_s_list : sequence of float
+        The nodes rho = sigma/alpha (> 0, distinct), newest first.
+    rho_t : float
+        The end of the step (>= 0).
+
+    Returns
+    -------
+    list of float
+        C_0..C_{k-1}.
+
+    Raises
+    ------
+    ValueError
+        If the nodes are not distinct.
+    """
     us = [math.log(float(r)) for r in rho_s_list]
     if len(set(us)) != len(us):
         raise ValueError(f"deis_coefficients: the nodes rho must be distinct, got {list(rho_s_list)}")
@@ -56,7 +74,29 @@ def deis_update(x_s, eps_list, alphas_sigmas, alpha_t, sigma_t):
     """One DEIS-k step (k = len(eps_list), 1..3), MATH.md (16.6):
     x_t = alpha_t (x_s / alpha_s0 + sum_j C_j eps_j), with ``eps_list`` and ``alphas_sigmas``
     = [(alpha_s0, sigma_s0), (alpha_s1, sigma_s1), ...] newest first (s0 the step's start).
-    k = 1 is DDIM."""
+    k = 1 is DDIM.
+
+    Parameters
+    ----------
+    x_s : array (N, ...)
+        The state at s0.
+    eps_list : sequence of arrays
+        1..3 eps predictions, newest first.
+    alphas_sigmas : sequence of (float, float)
+        Their (alpha, sigma), newest first.
+    alpha_t, sigma_t : float
+        The coefficients at the end of the step.
+
+    Returns
+    -------
+    array (N, ...)
+        x_t.
+
+    Raises
+    ------
+    ValueError
+        If the lists are not of equal length 1..3, or the nodes are not distinct.
+    """
     if not 1 <= len(eps_list) <= 3 or len(alphas_sigmas) != len(eps_list):
         raise ValueError(f"deis_update: needs 1..3 predictions with one (alpha, sigma) each, got "
                          f"{len(eps_list)} and {len(alphas_sigmas)}")
@@ -82,7 +122,52 @@ def deis(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise
     DPM-Solver-2 (``"singlestep"``, (10.9) in the noise form with one extra evaluation at the
     lambda midpoint; local O(h^3), so DEIS-3 stays third order).  Grid: :func:`refdiff.make_grid`.
     Hooks (``project``, then ``callback(i, t_i, x_{i+1}, x0_hat(t_i))``) after each step in VP
-    coordinates."""
+    coordinates.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        Ignored (the loop is deterministic); accepted for the common loop signature.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    order : int, default 2
+        The order, 1..3.
+    lower_order_final : bool, default True
+        Lower the order of the last steps on grids of fewer than 15 steps.
+    warmup : {"first_order", "singlestep"}, default "first_order"
+        The first step (above).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError
+        If ``order`` or ``warmup`` is invalid (and as :func:`refdiff.make_grid`).
+    TypeError
+        As :func:`refdiff.make_grid`.
+    """
     if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 1 <= order <= 3:
         raise ValueError(f"deis: order = {order!r} is out of range; valid orders: 1, 2, 3")
     if warmup not in ("first_order", "singlestep"):

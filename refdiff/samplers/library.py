@@ -66,7 +66,40 @@ def library_grid(schedule, n, scheduler="euler", *, timestep_spacing="linspace",
     them to int64.  ``"dpmsolver_singlestep"``: its "linspace" (the
     only spacing), Karras and exponential as the multistep scheduler.  ``final_sigmas_type``: the last level 0 ("zero") or
     the schedule's sigma at index 0 ("sigma_min").  Start states: see
-    :func:`diffusers_init_scale`."""
+    :func:`diffusers_init_scale`.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The discrete schedule.
+    n : int
+        The number of steps, in [1, T].
+    scheduler : {"euler", "dpmsolver_multistep", "dpmsolver_singlestep"}, default "euler"
+        The diffusers scheduler.
+    timestep_spacing : {"linspace", "leading", "trailing"}, default "linspace"
+        The scheduler's spacing.
+    steps_offset : int, default 0
+        The scheduler's ``steps_offset`` ("leading").
+    use_karras_sigmas : bool, default False
+        Karras levels.
+    use_exponential_sigmas : bool, default False
+        Levels uniform in log sigma (excludes ``use_karras_sigmas``).
+    final_sigmas_type : {"zero", "sigma_min"}, default "zero"
+        The last level.
+
+    Returns
+    -------
+    Grid
+        n + 1 points.
+
+    Raises
+    ------
+    TypeError
+        If ``schedule`` is not a Schedule.
+    ValueError
+        If ``n``, ``scheduler``, ``timestep_spacing`` or ``final_sigmas_type`` is invalid, or
+        both sigma options are set.
+    """
     _check(schedule, n, scheduler, timestep_spacing)
     if use_karras_sigmas and use_exponential_sigmas:
         raise ValueError("use_karras_sigmas and use_exponential_sigmas exclude each other (as in diffusers)")
@@ -108,7 +141,23 @@ def library_grid(schedule, n, scheduler="euler", *, timestep_spacing="linspace",
 def diffusers_init_scale(timestep_spacing):
     """The ``init_scale`` of the sigma-space loops that reproduces diffusers 0.42.1's
     EulerDiscreteScheduler ``init_noise_sigma`` (MATH.md (9.10)): sqrt(s_max^2 + 1) ("vp") for
-    "leading", s_max ("sigma_max") for "linspace" and "trailing"."""
+    "leading", s_max ("sigma_max") for "linspace" and "trailing".
+
+    Parameters
+    ----------
+    timestep_spacing : {"linspace", "leading", "trailing"}
+        The scheduler's spacing.
+
+    Returns
+    -------
+    str
+        "vp" or "sigma_max".
+
+    Raises
+    ------
+    ValueError
+        If ``timestep_spacing`` is unknown.
+    """
     if timestep_spacing not in ("linspace", "leading", "trailing"):
         raise ValueError(f"unknown timestep_spacing {timestep_spacing!r}; valid: 'linspace', 'leading', 'trailing'")
     return "vp" if timestep_spacing == "leading" else "sigma_max"
@@ -117,7 +166,30 @@ def diffusers_init_scale(timestep_spacing):
 def singlestep_orders(n, order, lower_order_final=False, final_zero=True):
     """diffusers 0.42.1 DPMSolverSinglestepScheduler's ``get_order_list``: the order of each
     of the n steps, in blocks 1, 2(, 3) that use the grid's own points as the stages
-    (MATH.md (10.19)); with ``final_zero`` the last step is first order."""
+    (MATH.md (10.19)); with ``final_zero`` the last step is first order.
+
+    Parameters
+    ----------
+    n : int
+        The number of steps.
+    order : {1, 2, 3}
+        The solver order.
+    lower_order_final : bool, default False
+        diffusers' ``lower_order_final``.
+    final_zero : bool, default True
+        Make the last step first order (a final step to sigma = 0).
+
+    Returns
+    -------
+    list of int
+        The n orders.
+
+    Raises
+    ------
+    ValueError
+        If ``order`` is invalid or n is not a whole number of blocks (without
+        ``lower_order_final``).
+    """
     if order not in (1, 2, 3):
         raise ValueError(f"order = {order!r} is out of range; valid orders: 1, 2, 3")
     if not lower_order_final:
@@ -142,7 +214,33 @@ def dpm_solver_release_singlestep_grid(vp, steps, order, skip_type="time_uniform
     ``steps`` model evaluations in K outer steps of order 3 (or 2) with a lower-order tail;
     for ``skip_type="logSNR"`` the K + 1 outer times are uniform in lambda, otherwise they are
     the points of the ``steps``-step grid at the cumulative orders (so each outer step of order
-    k spans k inner steps of the uniform-in-t grid)."""
+    k spans k inner steps of the uniform-in-t grid).
+
+    Parameters
+    ----------
+    vp : continuous VP
+        The schedule.
+    steps : int
+        The number of model evaluations.
+    order : {1, 2, 3}
+        The solver order.
+    skip_type : {"time_uniform", "logSNR", "time_quadratic"}, default "time_uniform"
+        The release's grid kind.
+    t_end : float, optional
+        The last time (:func:`refdiff.time_grid`'s default when None).
+
+    Returns
+    -------
+    times : numpy.ndarray (K + 1,)
+        The outer grid, decreasing.
+    orders : list of int
+        The K per-step orders.
+
+    Raises
+    ------
+    ValueError
+        If ``order`` or ``skip_type`` is invalid.
+    """
     if order == 3:
         K = steps // 3 + 1
         orders = [3] * (K - 2) + [2, 1] if steps % 3 == 0 else [3] * (K - 1) + ([1] if steps % 3 == 1 else [2])

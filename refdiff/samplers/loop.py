@@ -39,26 +39,70 @@ def sample(model, x_T, schedule, timesteps, method, *, prediction_type="epsilon"
            noise=None, progress=True, **method_options):
     """Sample x_0 from ``x_T`` with the sampler ``method`` (see :func:`sampler_methods`).
 
-    model : ``model(x, t) -> output`` of ``prediction_type`` (conditional models take
-        ``model(x, t, y=labels)`` and are called so when ``y`` is given).
-    x_T : the start state in VP coordinates at ``timesteps[0]`` (N(0, I) for a full run).
-    schedule, timesteps : a Schedule and a strictly decreasing integer grid in [0, T-1]
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type`` (a conditional model takes
+        ``model(x, t, y)`` and is called so when ``y`` is given).
+    x_T : array (N, ...)
+        The start state in VP coordinates at ``timesteps[0]`` (N(0, I) for a full run).
+    schedule : Schedule, continuous VP or None
+        With ``timesteps``: a Schedule and a strictly decreasing integer grid in [0, T-1]
         (e.g. ``refdiff.timesteps(T, n)``), or a continuous VP and decreasing floats in
-        (0, 1] (e.g. ``refdiff.time_grid(vp, n)``; t = 0 is data), or — for a flow-matching
-        velocity model (``prediction_type="velocity"``, flow methods only) — ``None`` and
-        flow times from 1 to 0 (t = 0 data; see ``time_convention`` of the flow loops), or
-        a ready :class:`refdiff.Grid` (e.g. ``refdiff.library_grid(...)``).  ``sigmas=``
-        (every method; e.g. ``refdiff.karras_sigmas(n, lo, hi, append_zero=True)``) replaces
-        ``timesteps`` by a grid of VE noise levels; see :func:`refdiff.make_grid`.
-    callback, project : ``callback(i, t, x, x0_hat)`` and the state hook ``project(i, t, x)
-        -> x``, called after each step in VP coordinates (:mod:`refdiff.samplers.common`).
-    rng : numpy Generator; noise is drawn on the host (``standard_normal``) in the order
-        each method documents.  ``noise`` (a callable ``noise(like)``) may be given instead.
-    guidance_scale, y, null_label, guidance_convention, guidance_rescale : classifier-free
-        guidance, MATH.md (12.2)-(12.4) (see :func:`refdiff.cfg_model`); with ``y`` and no
+        (0, 1] (e.g. ``refdiff.time_grid(vp, n)``; t = 0 is data), or -- for a flow-matching
+        velocity model (``prediction_type="velocity"``, flow methods only) -- ``None`` and
+        flow times from 1 to 0 (t = 0 data; see ``time_convention`` of the flow loops).
+    timesteps : array_like or Grid
+        The grid as above, or a ready :class:`refdiff.Grid` (e.g.
+        ``refdiff.library_grid(...)``).  ``sigmas=`` (every method; e.g.
+        ``refdiff.karras_sigmas(n, lo, hi, append_zero=True)``) replaces ``timesteps`` by a
+        grid of VE noise levels; see :func:`refdiff.make_grid`.
+    method : str
+        A name of :func:`sampler_methods`.
+    prediction_type : str, default "epsilon"
+        What the model predicts, or "velocity" (flow methods).
+    rng : numpy.random.Generator, optional
+        Noise is drawn on the host (``standard_normal``) in the order each method documents.
+    guidance_scale : float, optional
+        Classifier-free guidance, MATH.md (12.2), MATH.md (12.3), MATH.md (12.4) (see
+        :func:`refdiff.cfg_model`); needs ``y`` and ``null_label``.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)``, called after each step in VP coordinates
+        (:mod:`refdiff.samplers.common`).
+    project : callable, optional
+        The state hook ``project(i, t, x) -> x``, called after each step before
+        ``callback``.
+    y : optional
+        The condition (class labels or a cond mapping); with ``y`` and no
         ``guidance_scale`` the model is called conditionally.
-    progress : tqdm progress bar (to stderr).  method_options : passed to the method
-        (eta, variance_type, order, s_churn, sigmas, ...); unknown ones raise TypeError.
+    null_label : optional
+        The unconditional counterpart of ``y`` (guidance).
+    guidance_convention : str, default "w"
+        The meaning of ``guidance_scale`` (:func:`refdiff.cfg_model`).
+    guidance_rescale : float, default 0.0
+        The guidance rescale factor (:func:`refdiff.cfg_model`).
+    noise : callable, optional
+        ``noise(like)``, standard normals of like's shape, instead of ``rng``.
+    progress : bool, default True
+        Show a tqdm progress bar (to stderr).
+    **method_options
+        Passed to the method (eta, variance_type, order, s_churn, sigmas, ...).
+
+    Returns
+    -------
+    array (N, ...)
+        The method's result: the VP state at the last grid point (x_0 when it is the data
+        end; flow coordinates for a velocity model).
+
+    Raises
+    ------
+    ValueError
+        If ``method``, ``prediction_type``, the grid or ``eta`` is invalid.
+    TypeError
+        If a velocity model gets a schedule, both ``rng`` and ``noise`` are given,
+        ``guidance_scale`` comes without ``y``, or an option is unknown to the method.
+    FloatingPointError
+        If ``x_T`` is not finite.
     """
     methods = sampler_methods()
     if not isinstance(method, str) or method not in methods:

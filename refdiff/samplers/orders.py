@@ -135,7 +135,26 @@ def _flow_reference(oracle, x, ts, n_ref=1024):
 
 def global_error(label, n, *, n_samples=32, seed=0, **options):
     """RMS error (over samples and coordinates) of the setup ``label`` of :data:`SPECS` with
-    n steps against the exact ODE map, MATH.md (10.17), (11.11)."""
+    n steps against the exact ODE map, MATH.md (10.17), (11.11).
+
+    Parameters
+    ----------
+    label : str
+        A key of :data:`SPECS`, or a method name (then the "vp" setup with no options).
+    n : int
+        The number of steps.
+    n_samples : int, default 32
+        The number of start points.
+    seed : int, default 0
+        The seed of the start points.
+    **options
+        Extra options of the method (over the setup's own).
+
+    Returns
+    -------
+    float
+        The RMS error.
+    """
     method, opts, _, setup = SPECS[label] if label in SPECS else (label, {}, None, "vp")
     opts = {**opts, **options}
     fn = _methods()[method]
@@ -163,7 +182,20 @@ def _rho_uniform_grid(vp, n, t_start):
 
 
 def fit_order(steps, errors):
-    """The least-squares slope k of log(error) = c - k log(n): the measured order."""
+    """The least-squares slope k of log(error) = c - k log(n): the measured order.
+
+    Parameters
+    ----------
+    steps : array_like
+        The step counts n.
+    errors : array_like
+        The errors at those counts.
+
+    Returns
+    -------
+    float
+        k.
+    """
     s, e = np.log(np.asarray(steps, dtype=np.float64)), np.log(np.asarray(errors, dtype=np.float64))
     return float(-np.polyfit(s, e, 1)[0])
 
@@ -173,7 +205,29 @@ def measure_orders(methods=None, steps=(16, 32, 64, 128), *, n_samples=32, seed=
     label of :data:`SPECS` (default: every one whose method exists), MATH.md (10.17), (11.11).
 
     Steps (16..128 by default) are where float64 round-off is far below the errors for
-    every method here (the smallest errors, RK4's at 128 steps, are ~1e-9)."""
+    every method here (the smallest errors, RK4's at 128 steps, are ~1e-9).
+
+    Parameters
+    ----------
+    methods : iterable of str, optional
+        Labels of :data:`SPECS`; default every label whose method exists.
+    steps : tuple of int, default (16, 32, 64, 128)
+        The step counts.
+    n_samples : int, default 32
+        The number of start points.
+    seed : int, default 0
+        The seed of the start points.
+
+    Returns
+    -------
+    dict
+        One entry per label (above, with also "setup").
+
+    Raises
+    ------
+    ValueError
+        If a label is not in :data:`SPECS`.
+    """
     avail = _methods()
     labels = [k for k, v in SPECS.items() if v[0] in avail] if methods is None else list(methods)
     out = {}
@@ -191,7 +245,33 @@ def local_errors(label, hs, *, lam0=0.0, t0=0.6, n_samples=16, seed=0):
     """One-step (local) errors for step sizes ``hs``: in lambda from lambda0 for VP methods, in t
     from t0 for flow methods, starting on the exact trajectory (and, for the multistep
     methods, with the exact previous predictions at lambda0 - h, lambda0 - 2h).  A method of
-    order k has local error O(h^{k+1}), MATH.md (10.17)."""
+    order k has local error O(h^{k+1}), MATH.md (10.17).
+
+    Parameters
+    ----------
+    label : str
+        A key of :data:`SPECS`.
+    hs : iterable of float
+        The step sizes.
+    lam0 : float, default 0.0
+        lambda0 (VP setups).
+    t0 : float, default 0.6
+        The start time (flow setups).
+    n_samples : int, default 16
+        The number of start points.
+    seed : int, default 0
+        The seed of the start points.
+
+    Returns
+    -------
+    list of float
+        The RMS one-step error for each h.
+
+    Raises
+    ------
+    KeyError
+        If ``label`` is not in :data:`SPECS`.
+    """
     from .dpm_solver import dpmpp_2m_update, dpmpp_3m_update
 
     method, opts, _, setup = SPECS[label]
@@ -232,7 +312,20 @@ def local_errors(label, hs, *, lam0=0.0, t0=0.6, n_samples=16, seed=0):
 
 def plot_errors(result, path):
     """Save a log-log plot of global error against steps for a :func:`measure_orders` result
-    (matplotlib imported here, not at module import)."""
+    (matplotlib imported here, not at module import).
+
+    Parameters
+    ----------
+    result : dict
+        A :func:`measure_orders` result.
+    path : str or path-like
+        Where the figure is written.
+
+    Returns
+    -------
+    str or path-like
+        ``path``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

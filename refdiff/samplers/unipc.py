@@ -38,7 +38,25 @@ def _check(solver_type, form, order, who, max_order=3):
 def unipc_b(h, order, solver_type="bh2", form="data"):
     """(B(h), [g_1 .. g_order]) with g_k = k! hh phi_{k+1}(hh) (hh = -h data, +h noise) and
     phi_1(z) = (e^z - 1)/z, phi_{k+1}(z) = (phi_k(z) - 1/k!)/z, MATH.md (16.1), (16.2):
-    the right-hand sides of the order conditions sum_m rho_m r_m^{k-1} = g_k / B(h)."""
+    the right-hand sides of the order conditions sum_m rho_m r_m^{k-1} = g_k / B(h).
+
+    Parameters
+    ----------
+    h : float
+        The step size in lambda (> 0).
+    order : int
+        The number of g_k returned.
+    solver_type : {"bh1", "bh2"}, default "bh2"
+        B(h) = hh (bh1) or expm1(hh) (bh2).
+    form : {"data", "noise"}, default "data"
+        The prediction the solver extrapolates.
+
+    Returns
+    -------
+    B : float
+    g : list of float
+        g_1..g_order.
+    """
     hh = -float(h) if form == "data" else float(h)
     B = hh if solver_type == "bh1" else math.expm1(hh)
     phi, fact, g = math.expm1(hh) / hh, 1.0, []
@@ -54,7 +72,29 @@ def unipc_rhos(rks, h, order, solver_type="bh2", form="data", corrector=False):
     at the earlier points ``rks``) or UniC-order (solves all ``order`` conditions with the end
     point r = 1 appended to ``rks``), MATH.md (16.3); returns (B(h), rho * B(h)) so that the
     update is exact also where B(h) is infinite.  UniP-2 and UniC-1 use rho = 1/2 (the
-    paper's and diffusers' choice, enough for their order)."""
+    paper's and diffusers' choice, enough for their order).
+
+    Parameters
+    ----------
+    rks : sequence of float
+        r_m = (lambda_m - lambda_s)/h of the earlier predictions, newest first.
+    h : float
+        The step size in lambda (> 0).
+    order : int
+        The order.
+    solver_type : {"bh1", "bh2"}, default "bh2"
+        As in :func:`unipc_b`.
+    form : {"data", "noise"}, default "data"
+        As in :func:`unipc_b`.
+    corrector : bool, default False
+        UniC (True) or UniP (False).
+
+    Returns
+    -------
+    B : float
+    rhoB : numpy.ndarray
+        rho * B(h), one per condition (empty for UniP-1).
+    """
     B, g = unipc_b(h, order, solver_type, form)
     n = order if corrector else order - 1
     if n == 0:
@@ -91,7 +131,38 @@ def unip_update(x_s, m0, m_prev, lambdas_prev, alpha_s, sigma_s, alpha_t, sigma_
     x_t = [first-order step] - c_t B(h) sum_m rho_m D_m, D_m = (m_m - m0) / r_m,
     r_m = (lambda_m - lambda_s)/h for the ``order - 1`` earlier predictions ``m_prev`` (newest
     first) at ``lambdas_prev``; c_t = alpha_t (data) or sigma_t (noise).  A step to sigma_t = 0
-    must be first order (then x_t = m0 in the data form, MATH.md (10.6))."""
+    must be first order (then x_t = m0 in the data form, MATH.md (10.6)).
+
+    Parameters
+    ----------
+    x_s : array (N, ...)
+        The state at s.
+    m0 : array (N, ...)
+        The prediction at s (x0_hat for the data form, eps_hat for the noise form).
+    m_prev : sequence of arrays
+        The earlier predictions, newest first (at least order - 1).
+    lambdas_prev : sequence of float
+        Their half log-SNRs.
+    alpha_s, sigma_s, alpha_t, sigma_t : float
+        The coefficients at s and t.
+    order : int
+        The order, 1..3.
+    solver_type : {"bh1", "bh2"}, default "bh2"
+        As in :func:`unipc_b`.
+    form : {"data", "noise"}, default "data"
+        As in :func:`unipc_b`.
+
+    Returns
+    -------
+    array (N, ...)
+        x_t.
+
+    Raises
+    ------
+    ValueError
+        If an option is invalid, there are too few earlier predictions, order > 1 on a step to
+        sigma_t = 0, or lambda_t <= lambda_s.
+    """
     order = _check(solver_type, form, order, "unip_update")
     if len(m_prev) < order - 1 or len(lambdas_prev) < order - 1:
         raise ValueError(f"unip_update: order {order} needs {order - 1} earlier predictions, got {len(m_prev)}")
@@ -112,7 +183,40 @@ def unic_update(x_s, m0, m_prev, lambdas_prev, m_t, alpha_s, sigma_s, alpha_t, s
                 form="data"):
     """UniC-``order``: the step s -> t of :func:`unip_update` redone with the prediction
     ``m_t`` at the predicted x_t (D_t = m_t - m0 at r = 1), order + 1 accurate, MATH.md (16.4).
-    ``x_s``, ``m0``, ``m_prev``, ``lambdas_prev`` are those of the predictor step."""
+    ``x_s``, ``m0``, ``m_prev``, ``lambdas_prev`` are those of the predictor step.
+
+    Parameters
+    ----------
+    x_s : array (N, ...)
+        The state at s.
+    m0 : array (N, ...)
+        The prediction at s (x0_hat for the data form, eps_hat for the noise form).
+    m_prev : sequence of arrays
+        The earlier predictions, newest first (at least order - 1).
+    lambdas_prev : sequence of float
+        Their half log-SNRs.
+    m_t : array (N, ...)
+        The prediction at the predicted x_t.
+    alpha_s, sigma_s, alpha_t, sigma_t : float
+        The coefficients at s and t.
+    order : int
+        The order, 1..3.
+    solver_type : {"bh1", "bh2"}, default "bh2"
+        As in :func:`unipc_b`.
+    form : {"data", "noise"}, default "data"
+        As in :func:`unipc_b`.
+
+    Returns
+    -------
+    array (N, ...)
+        The corrected x_t.
+
+    Raises
+    ------
+    ValueError
+        If an option is invalid, there are too few earlier predictions, sigma_t = 0, or
+        lambda_t <= lambda_s.
+    """
     order = _check(solver_type, form, order, "unic_update")
     if sigma_t == 0:
         raise ValueError("unic_update: no corrector on a step to sigma_t = 0 (there is no model call at sigma = 0)")
@@ -140,7 +244,58 @@ def unipc(model, x, schedule, timesteps=None, *, prediction_type="epsilon", nois
     "data"), lower_order_final, disable_corrector) does exactly this.  Grid:
     :func:`refdiff.make_grid` (``sigmas=`` any explicit sigma grid).  Hooks after each step
     (:func:`~refdiff.samplers.common.end_step`): ``project`` then ``callback(i, t_i, x_{i+1},
-    x0_hat(t_i))``, VP coordinates; the corrector then corrects the projected state."""
+    x0_hat(t_i))``, VP coordinates; the corrector then corrects the projected state.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        Ignored (the loop is deterministic); accepted for the common loop signature.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    order : int, default 2
+        The order, 1..3.
+    solver_type : {"bh1", "bh2"}, default "bh2"
+        As in :func:`unipc_b`.
+    form : {"data", "noise"}, default "data"
+        The prediction the solver extrapolates.
+    corrector : bool, default True
+        Apply UniC.
+    disable_corrector : collection of int, default ()
+        Steps whose result is not corrected.
+    lower_order_final : bool, default True
+        Order at most n - i at step i.
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError
+        If ``order``, ``solver_type`` or ``form`` is invalid (and as :func:`refdiff.make_grid`).
+    TypeError
+        As :func:`refdiff.make_grid`.
+    """
     order = _check(solver_type, form, order, "unipc")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
