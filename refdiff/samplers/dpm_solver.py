@@ -108,7 +108,24 @@ def dpm_solver_1_step(x_s, eps_s, alpha_s, sigma_s, alpha_t, sigma_t):
 
     Written as x_t = (alpha_t/alpha_s) x_s - (alpha_t sigma_s / alpha_s - sigma_t) eps_s so
     that sigma_t = 0 (h = inf) is exact and gives x_t = x0_hat, MATH.md (10.6).  This is DDIM
-    with eta = 0."""
+    with eta = 0.
+
+    Parameters
+    ----------
+    x_s : array (N, ...)
+        The state at s.
+    eps_s : array (N, ...)
+        The eps prediction at s.
+    alpha_s, sigma_s : float
+        The coefficients at s.
+    alpha_t, sigma_t : float
+        The coefficients at t.
+
+    Returns
+    -------
+    array (N, ...)
+        x_t.
+    """
     alpha_s, sigma_s, alpha_t, sigma_t = map(float, (alpha_s, sigma_s, alpha_t, sigma_t))
     return (alpha_t / alpha_s) * x_s - (alpha_t * sigma_s / alpha_s - sigma_t) * eps_s
 
@@ -119,7 +136,24 @@ def dpmpp_1_step(x_s, x0_s, alpha_s, sigma_s, alpha_t, sigma_t):
 
     With e^{-h} = (sigma_t alpha_s) / (alpha_t sigma_s) this is exact at sigma_t = 0, where it
     returns alpha_t x0_s, MATH.md (10.6).  Algebraically identical to :func:`dpm_solver_1_step`
-    with eps_s = (x_s - alpha_s x0_s) / sigma_s."""
+    with eps_s = (x_s - alpha_s x0_s) / sigma_s.
+
+    Parameters
+    ----------
+    x_s : array (N, ...)
+        The state at s.
+    x0_s : array (N, ...)
+        The x_0 prediction at s.
+    alpha_s, sigma_s : float
+        The coefficients at s.
+    alpha_t, sigma_t : float
+        The coefficients at t.
+
+    Returns
+    -------
+    array (N, ...)
+        x_t.
+    """
     alpha_s, sigma_s, alpha_t, sigma_t = map(float, (alpha_s, sigma_s, alpha_t, sigma_t))
     e_mh = (sigma_t * alpha_s) / (alpha_t * sigma_s)  # e^{-h}
     return (sigma_t / sigma_s) * x_s + alpha_t * (1.0 - e_mh) * x0_s
@@ -139,7 +173,28 @@ def taylor_differences(m0, m_others, offsets):
 
     One other point: D1 = (m_1 - m0) / r_1, D2 = None.  Two: the derivatives of the quadratic
     through the three points, D1 = (r_2 E_1 - r_1 E_2)/(r_2 - r_1), D2 = 2 (E_2 - E_1)/(r_2 - r_1)
-    with E_j = (m_j - m0)/r_j."""
+    with E_j = (m_j - m0)/r_j.
+
+    Parameters
+    ----------
+    m0 : array
+        m(lambda_s).
+    m_others : sequence of arrays
+        One or two other values m_j.
+    offsets : sequence of float
+        Their offsets r_j (non-zero, distinct).
+
+    Returns
+    -------
+    D1 : array
+    D2 : array or None
+        None with one other point.
+
+    Raises
+    ------
+    ValueError
+        If the counts differ or are not 1 or 2, or the offsets are zero or equal.
+    """
     if len(m_others) != len(offsets) or len(offsets) not in (1, 2):
         raise ValueError("taylor_differences needs one or two other points with one offset each")
     r = [float(v) for v in offsets]
@@ -159,7 +214,33 @@ def dpm_solver_taylor_update(x_s, m0, D1, D2, alpha_s, sigma_s, alpha_t, sigma_t
     noise form: x_t = (alpha_t/alpha_s) x_s - sigma_t [phi0 m0 + phi1 D1 + phi2 D2],
     data form:  x_t = (sigma_t/sigma_s) x_s + alpha_t [psi0 m0 + psi1 D1 + psi2 D2],
 
-    with the exact integrals phi_k(h), psi_k(h) of MATH.md (10.7); D1, D2 may be None (order 1, 2)."""
+    with the exact integrals phi_k(h), psi_k(h) of MATH.md (10.7); D1, D2 may be None (order 1, 2).
+
+    Parameters
+    ----------
+    x_s : array (N, ...)
+        The state at s.
+    m0 : array (N, ...)
+        The prediction at s.
+    D1, D2 : array (N, ...) or None
+        The Taylor terms.
+    alpha_s, sigma_s : float
+        The coefficients at s.
+    alpha_t, sigma_t : float
+        The coefficients at t.
+    form : {"noise", "data"}
+        The prediction: eps (noise) or x_0 (data).
+
+    Returns
+    -------
+    array (N, ...)
+        x_t.
+
+    Raises
+    ------
+    ValueError
+        If an option is invalid or lambda_t <= lambda_s.
+    """
     _check_form(form)
     alpha_s, sigma_s, alpha_t, sigma_t = map(float, (alpha_s, sigma_s, alpha_t, sigma_t))
     h = _h(alpha_s, sigma_s, alpha_t, sigma_t)
@@ -180,7 +261,37 @@ def dpm_solver_2_update(x_s, m0, m1, r1, alpha_s, sigma_s, alpha_t, sigma_t, *, 
     m0 at lambda_s and m1 at the intermediate point lambda_s + r1 h (default r1 = 1/2):
 
     "dpmsolver" (the papers): the D1 coefficient is phi0 / 2 (noise) or psi0 / 2 (data);
-    "taylor": the exact integral phi1 (psi1).  Both are second order."""
+    "taylor": the exact integral phi1 (psi1).  Both are second order.
+
+    Parameters
+    ----------
+    x_s : array (N, ...)
+        The state at s.
+    m0 : array (N, ...)
+        The prediction at s.
+    m1 : array (N, ...)
+        The prediction at lambda_s + r1 h.
+    r1 : float
+        The intermediate offset (non-zero).
+    alpha_s, sigma_s : float
+        The coefficients at s.
+    alpha_t, sigma_t : float
+        The coefficients at t.
+    form : {"noise", "data"}
+        The prediction: eps (noise) or x_0 (data).
+    solver_type : {"dpmsolver", "taylor", "midpoint", "heun"}, default "dpmsolver"
+        The D1 coefficient (module constants ``SOLVER_TYPES``).
+
+    Returns
+    -------
+    array (N, ...)
+        x_t.
+
+    Raises
+    ------
+    ValueError
+        If an option is invalid or lambda_t <= lambda_s.
+    """
     _check_form(form)
     kind = _solver_kind(solver_type)
     D1, _ = taylor_differences(m0, [m1], [r1])
@@ -194,7 +305,35 @@ def dpm_solver_3_intermediate(x_s, m0, m1, r1, r2, alpha_s, sigma_s, alpha_s2, s
     """The point u2 at lambda_s + r2 h of singlestep DPM-Solver-3 (Taylor second order from
     m0 and m1 = m(lambda_s + r1 h)), MATH.md (10.10):
 
-    u2 = first-order step to s2 + [-sigma_s2 phi1(r2 h) | alpha_s2 psi1(r2 h)] (r2 / r1)(m1 - m0)."""
+    u2 = first-order step to s2 + [-sigma_s2 phi1(r2 h) | alpha_s2 psi1(r2 h)] (r2 / r1)(m1 - m0).
+
+    Parameters
+    ----------
+    x_s : array (N, ...)
+        The state at s.
+    m0 : array (N, ...)
+        The prediction at s.
+    m1 : array (N, ...)
+        The prediction at lambda_s + r1 h.
+    r1, r2 : float
+        The intermediate offsets.
+    alpha_s, sigma_s : float
+        The coefficients at s.
+    alpha_s2, sigma_s2 : float
+        The coefficients at lambda_s + r2 h.
+    form : {"noise", "data"}
+        The prediction: eps (noise) or x_0 (data).
+
+    Returns
+    -------
+    array (N, ...)
+        u2.
+
+    Raises
+    ------
+    ValueError
+        If an option is invalid or lambda_t <= lambda_s.
+    """
     D1 = (float(r2) / float(r1)) * (m1 - m0)  # estimate of (r2 h) m'
     return dpm_solver_taylor_update(x_s, m0, D1, None, alpha_s, sigma_s, alpha_s2, sigma_s2, form=form)
 
@@ -207,7 +346,37 @@ def dpm_solver_3_update(x_s, m0, m1, m2, r1, r2, alpha_s, sigma_s, alpha_t, sigm
     order because r2 = 2/3 cancels the m'' term.  "taylor": D1, D2 from the quadratic
     through the three values, MATH.md (10.8), with the exact coefficients.  In a singlestep
     solver (m1 from a first-order step) both are third order only with r2 = 2/3 (r1 free);
-    other r2 give second order, MATH.md (10.11)."""
+    other r2 give second order, MATH.md (10.11).
+
+    Parameters
+    ----------
+    x_s : array (N, ...)
+        The state at s.
+    m0 : array (N, ...)
+        The prediction at s.
+    m1, m2 : array (N, ...)
+        The predictions at lambda_s + r1 h and lambda_s + r2 h.
+    r1, r2 : float
+        The offsets.
+    alpha_s, sigma_s : float
+        The coefficients at s.
+    alpha_t, sigma_t : float
+        The coefficients at t.
+    form : {"noise", "data"}
+        The prediction: eps (noise) or x_0 (data).
+    solver_type : {"dpmsolver", "taylor", "midpoint", "heun"}, default "dpmsolver"
+        The D1 coefficient (module constants ``SOLVER_TYPES``).
+
+    Returns
+    -------
+    array (N, ...)
+        x_t.
+
+    Raises
+    ------
+    ValueError
+        If an option is invalid or lambda_t <= lambda_s.
+    """
     _check_form(form)
     kind = _solver_kind(solver_type)
     if kind == "taylor":
@@ -222,7 +391,37 @@ def dpmpp_2m_update(x_s, m0, m_prev, lambda_prev, alpha_s, sigma_s, alpha_t, sig
                     solver_type="dpmsolver"):
     """Multistep second order (DPM-Solver++(2M) in the data form), MATH.md (10.12): the
     previous prediction m_prev at lambda_prev < lambda_s gives D1 = (m0 - m_prev) / r0,
-    r0 = h_prev / h.  ``solver_type`` as in :func:`dpm_solver_2_update`."""
+    r0 = h_prev / h.  ``solver_type`` as in :func:`dpm_solver_2_update`.
+
+    Parameters
+    ----------
+    x_s : array (N, ...)
+        The state at s.
+    m0 : array (N, ...)
+        The prediction at s.
+    m_prev : array (N, ...)
+        The previous prediction.
+    lambda_prev : float
+        Its half log-SNR (< lambda_s).
+    alpha_s, sigma_s : float
+        The coefficients at s.
+    alpha_t, sigma_t : float
+        The coefficients at t.
+    form : {"noise", "data"}, default "data"
+        The prediction: eps (noise) or x_0 (data).
+    solver_type : {"dpmsolver", "taylor", "midpoint", "heun"}, default "dpmsolver"
+        The D1 coefficient (module constants ``SOLVER_TYPES``).
+
+    Returns
+    -------
+    array (N, ...)
+        x_t.
+
+    Raises
+    ------
+    ValueError
+        If an option is invalid or lambda_t <= lambda_s.
+    """
     h = _h(float(alpha_s), float(sigma_s), float(alpha_t), float(sigma_t))
     r = (float(lambda_prev) - _lam(float(alpha_s), float(sigma_s))) / h  # = -r0 < 0
     return dpm_solver_2_update(x_s, m0, m_prev, r, alpha_s, sigma_s, alpha_t, sigma_t, form=form,
@@ -237,7 +436,37 @@ def dpmpp_3m_update(x_s, m0, m1, m2, lambda_1, lambda_2, alpha_s, sigma_s, alpha
     ``variant="exact"``: D1, D2 from the quadratic through the three values (MATH.md (10.8)),
     third order.  ``variant="published"``: the form of the DPM-Solver code release and the
     PyTorch library, whose D2 = (D1_0 - D1_1)/(r0 + r1) is h^2 m''/2, half the Taylor
-    coefficient; it measures second order (MATH.md (10.14))."""
+    coefficient; it measures second order (MATH.md (10.14)).
+
+    Parameters
+    ----------
+    x_s : array (N, ...)
+        The state at s.
+    m0 : array (N, ...)
+        The prediction at s.
+    m1, m2 : array (N, ...)
+        The two previous predictions, newest first.
+    lambda_1, lambda_2 : float
+        Their half log-SNRs.
+    alpha_s, sigma_s : float
+        The coefficients at s.
+    alpha_t, sigma_t : float
+        The coefficients at t.
+    form : {"noise", "data"}, default "data"
+        The prediction: eps (noise) or x_0 (data).
+    variant : {"exact", "published"}, default "exact"
+        The D2 (above).
+
+    Returns
+    -------
+    array (N, ...)
+        x_t.
+
+    Raises
+    ------
+    ValueError
+        If an option is invalid or lambda_t <= lambda_s.
+    """
     if variant not in ("exact", "published"):
         raise ValueError(f"unknown variant {variant!r}; valid: 'exact', 'published'")
     h = _h(float(alpha_s), float(sigma_s), float(alpha_t), float(sigma_t))
@@ -268,7 +497,33 @@ def dpmpp_sde_1_step(x_s, m0, alpha_s, sigma_s, alpha_t, sigma_t, noise, *, form
     noise: x_t = (alpha_t/alpha_s) x_s - 2 sigma_t (e^h - 1) eps + sigma_t sqrt(e^{2h} - 1) z.
 
     ``noise`` is z ~ N(0, I) of x_s's shape.  sigma_t must be > 0 (use x0_hat for a final
-    step to sigma = 0)."""
+    step to sigma = 0).
+
+    Parameters
+    ----------
+    x_s : array (N, ...)
+        The state at s.
+    m0 : array (N, ...)
+        The prediction at s.
+    alpha_s, sigma_s : float
+        The coefficients at s.
+    alpha_t, sigma_t : float
+        The coefficients at t.
+    noise : array (N, ...)
+        Standard normal z.
+    form : {"noise", "data"}, default "data"
+        The prediction: eps (noise) or x_0 (data).
+
+    Returns
+    -------
+    array (N, ...)
+        x_t.
+
+    Raises
+    ------
+    ValueError
+        If ``form`` is invalid or lambda_t <= lambda_s (including sigma_t = 0).
+    """
     _check_form(form)
     a, b, _, c = _sde_coefs(float(alpha_s), float(sigma_s), float(alpha_t), float(sigma_t), form)
     return a * x_s + b * m0 + c * noise
@@ -278,7 +533,39 @@ def dpmpp_2m_sde_update(x_s, m0, m_prev, lambda_prev, alpha_s, sigma_s, alpha_t,
                         solver_type="dpmsolver"):
     """Second-order multistep SDE step (DPM-Solver++(2M) SDE), MATH.md (10.16): the first-order
     SDE step plus a D1 = (m0 - m_prev)/r0 term with coefficient half the D0 coefficient
-    ("dpmsolver"/"midpoint") or the exact integral ("taylor"/"heun")."""
+    ("dpmsolver"/"midpoint") or the exact integral ("taylor"/"heun").
+
+    Parameters
+    ----------
+    x_s : array (N, ...)
+        The state at s.
+    m0 : array (N, ...)
+        The prediction at s.
+    m_prev : array (N, ...)
+        The previous prediction.
+    lambda_prev : float
+        Its half log-SNR.
+    alpha_s, sigma_s : float
+        The coefficients at s.
+    alpha_t, sigma_t : float
+        The coefficients at t.
+    noise : array (N, ...)
+        Standard normal z.
+    form : {"noise", "data"}, default "data"
+        The prediction: eps (noise) or x_0 (data).
+    solver_type : {"dpmsolver", "taylor", "midpoint", "heun"}, default "dpmsolver"
+        The D1 coefficient (module constants ``SOLVER_TYPES``).
+
+    Returns
+    -------
+    array (N, ...)
+        x_t.
+
+    Raises
+    ------
+    ValueError
+        If an option is invalid or lambda_t <= lambda_s.
+    """
     _check_form(form)
     kind = _solver_kind(solver_type)
     alpha_s, sigma_s, alpha_t, sigma_t = map(float, (alpha_s, sigma_s, alpha_t, sigma_t))
@@ -298,7 +585,37 @@ def dpmpp_3m_sde_update(x_s, m0, m1, m2, lambda_1, lambda_2, alpha_s, sigma_s, a
     alpha_t [I0 m0 + (I1/h) D1 + (I2/(2h^2)) D2] with I0 = 1 - e^{-2h}, I1 = h - I0/2,
     I2 = h^2 - I1 and D1, D2 of (10.8).  ``variant="diffusers"``: diffusers 0.42.1
     ``sde-dpmsolver++`` at ``solver_order=3``, whose D2 is half of (10.8)'s (as (10.14)) and whose
-    D2 coefficient is I2/(2h^2) - 1, one below the exact integral for that D2."""
+    D2 coefficient is I2/(2h^2) - 1, one below the exact integral for that D2.
+
+    Parameters
+    ----------
+    x_s : array (N, ...)
+        The state at s.
+    m0 : array (N, ...)
+        The x_0 prediction at s.
+    m1, m2 : array (N, ...)
+        The two previous predictions, newest first.
+    lambda_1, lambda_2 : float
+        Their half log-SNRs.
+    alpha_s, sigma_s : float
+        The coefficients at s.
+    alpha_t, sigma_t : float
+        The coefficients at t.
+    noise : array (N, ...)
+        Standard normal z.
+    variant : {"exact", "diffusers"}, default "exact"
+        The D2 term (above).
+
+    Returns
+    -------
+    array (N, ...)
+        x_t.
+
+    Raises
+    ------
+    ValueError
+        If an option is invalid or lambda_t <= lambda_s.
+    """
     if variant not in ("exact", "diffusers"):
         raise ValueError(f"unknown variant {variant!r}; valid: 'exact', 'diffusers'")
     alpha_s, sigma_s, alpha_t, sigma_t = map(float, (alpha_s, sigma_s, alpha_t, sigma_t))
@@ -317,6 +634,9 @@ def dpmpp_3m_sde_update(x_s, m0, m1, m2, lambda_1, lambda_2, alpha_s, sigma_s, a
 
 # ----------------------------------------------------------------------------- loops
 _GRID_OPTIONS = """
+
+    Notes
+    -----
     Grid: :func:`refdiff.make_grid` of ``timesteps`` (or of ``sigmas=``, e.g. Karras levels,
     with model times by ``interpolation``; or a ready ``Grid``); ``final_sigmas_type``
     "zero" ends at sigma = 0, where the last step returns x0_hat (MATH.md (10.6)).  Hooks
@@ -332,7 +652,63 @@ def dpm_solver_singlestep_loop(model, x, schedule, timesteps=None, *, prediction
     in 1-3, MATH.md (10.4)-(10.11): each interval one step of k evaluations, the extra ones at
     lambda_s + r h (r1 = 1/2; r1 = 1/3, r2 = 2/3).  ``lower_order_final`` caps interval i (of n)
     at order n - i; ``orders`` (one per interval) as the DPM-Solver release (MATH.md (10.19)).
-    ``stages="grid"``: diffusers' stages at the grid's points, :func:`dpm_solver_grid_stages`."""
+    ``stages="grid"``: diffusers' stages at the grid's points, :func:`dpm_solver_grid_stages`.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        Ignored (the loop is deterministic); accepted for the common loop signature.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    order : int
+        The order (see the defaults in the signature; 1-3, 1-2 for dpmpp_2m).
+    form : {"noise", "data"}
+        The prediction the solver extrapolates (default in the signature).
+    solver_type : {"dpmsolver", "taylor", "midpoint", "heun"}, default "dpmsolver"
+        The D1 coefficient (module constants ``SOLVER_TYPES``).
+    lower_order_final : bool
+        Lower the order of the final steps (default in the signature).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+    r1 : float, optional
+        The first stage offset (default 1/2 at order 2, 1/3 at order 3).
+    r2 : float, optional
+        The second stage offset (default 2/3).
+    orders : sequence of int, optional
+        One order in 1-3 per step (the DPM-Solver release's).
+    stages : {"lambda", "grid"}, default "lambda"
+        The paper's stages or the grid's own points (:func:`dpm_solver_grid_stages`).
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError
+        If ``order``, ``form``, ``solver_type`` or another option is invalid (and as
+        :func:`refdiff.make_grid`).
+    TypeError
+        As :func:`refdiff.make_grid`.
+    """
     if stages == "grid":
         return dpm_solver_grid_stages(model, x, schedule, timesteps, **{k: v for k, v in locals().items() if k in (
             "prediction_type", "callback", "project", "order", "form", "solver_type", "lower_order_final",
@@ -385,7 +761,55 @@ def dpm_solver_grid_stages(model, x, schedule, timesteps=None, *, prediction_typ
     one model call per grid point: stage 1 a first-order step to j + 1, stage 2 the
     second-order update (10.9) from x_j to j + 2 with the prediction at j + 1 as the
     intermediate (r = h_0 / h), stage 3 the third-order update (10.11) from x_j to j + 3.
-    Deterministic; the hooks see every stage's state."""
+    Deterministic; the hooks see every stage's state.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        Ignored (the loop is deterministic); accepted for the common loop signature.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    order : int
+        The order (see the defaults in the signature; 1-3, 1-2 for dpmpp_2m).
+    form : {"noise", "data"}
+        The prediction the solver extrapolates (default in the signature).
+    solver_type : {"dpmsolver", "taylor", "midpoint", "heun"}, default "dpmsolver"
+        The D1 coefficient (module constants ``SOLVER_TYPES``).
+    lower_order_final : bool
+        Lower the order of the final steps (default in the signature).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError
+        If ``order``, ``form``, ``solver_type`` or another option is invalid (and as
+        :func:`refdiff.make_grid`).
+    TypeError
+        As :func:`refdiff.make_grid`.
+    """
     from .library import singlestep_orders
 
     _check_form(form)
@@ -420,7 +844,39 @@ def dpm_solver_grid_stages(model, x, schedule, timesteps=None, *, prediction_typ
 def dpm_solver_singlestep(model, x, s, t, schedule, order, *, prediction_type="epsilon", form="noise",
                           solver_type="dpmsolver", r1=None, r2=None):
     """One singlestep DPM-Solver-k step (k = 1, 2, 3) from model time s to model time t < s,
-    MATH.md (10.4)-(10.5), (10.9)-(10.11): :func:`dpm_solver_singlestep_loop` on the two-point grid."""
+    MATH.md (10.4)-(10.5), (10.9)-(10.11): :func:`dpm_solver_singlestep_loop` on the two-point grid.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``.
+    x : array (N, ...)
+        The VP state at s.
+    s, t : int or float
+        The model times, t < s.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    order : {1, 2, 3}
+        The order.
+    prediction_type : str, default "epsilon"
+        What the model predicts.
+    form : {"noise", "data"}, default "noise"
+        The prediction the solver extrapolates.
+    solver_type : {"dpmsolver", "taylor", "midpoint", "heun"}, default "dpmsolver"
+        The D1 coefficient (module constants ``SOLVER_TYPES``).
+    r1, r2 : float, optional
+        The stage offsets (defaults 1/2; 1/3, 2/3).
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at t.
+
+    Raises
+    ------
+    ValueError
+        If ``order`` or an option is invalid.
+    """
     order = _check_order(order, (1, 2, 3), "dpm_solver_singlestep")
     grid = Grid([point_at(schedule, s), point_at(schedule, t)])
     return dpm_solver_singlestep_loop(model, x, schedule, grid, prediction_type=prediction_type, order=order, form=form,
@@ -428,22 +884,122 @@ def dpm_solver_singlestep(model, x, s, t, schedule, order, *, prediction_type="e
 
 
 def dpm_solver_1(model, x, schedule, timesteps=None, **options):
-    """:func:`dpm_solver_singlestep_loop` with order 1, noise form (DDIM with eta = 0), MATH.md (10.4)."""
+    """:func:`dpm_solver_singlestep_loop` with order 1, noise form (DDIM with eta = 0), MATH.md (10.4).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    **options
+        Keywords of :func:`dpm_solver_singlestep_loop` (an ``order`` or ``form`` given here overrides).
+
+    Returns
+    -------
+    array (N, ...)
+        As :func:`dpm_solver_singlestep_loop`.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`dpm_solver_singlestep_loop`.
+    """
     return dpm_solver_singlestep_loop(model, x, schedule, timesteps, **{"order": 1, **options})
 
 
 def dpm_solver_2(model, x, schedule, timesteps=None, **options):
-    """:func:`dpm_solver_singlestep_loop` with order 2, noise form (DPM-Solver-2), MATH.md (10.9)."""
+    """:func:`dpm_solver_singlestep_loop` with order 2, noise form (DPM-Solver-2), MATH.md (10.9).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    **options
+        Keywords of :func:`dpm_solver_singlestep_loop` (an ``order`` or ``form`` given here overrides).
+
+    Returns
+    -------
+    array (N, ...)
+        As :func:`dpm_solver_singlestep_loop`.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`dpm_solver_singlestep_loop`.
+    """
     return dpm_solver_singlestep_loop(model, x, schedule, timesteps, **{"order": 2, **options})
 
 
 def dpm_solver_3(model, x, schedule, timesteps=None, **options):
-    """:func:`dpm_solver_singlestep_loop` with order 3, noise form (DPM-Solver-3), MATH.md (10.10)-(10.11)."""
+    """:func:`dpm_solver_singlestep_loop` with order 3, noise form (DPM-Solver-3), MATH.md (10.10)-(10.11).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    **options
+        Keywords of :func:`dpm_solver_singlestep_loop` (an ``order`` or ``form`` given here overrides).
+
+    Returns
+    -------
+    array (N, ...)
+        As :func:`dpm_solver_singlestep_loop`.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`dpm_solver_singlestep_loop`.
+    """
     return dpm_solver_singlestep_loop(model, x, schedule, timesteps, **{"order": 3, **options})
 
 
 def dpmpp_2s(model, x, schedule, timesteps=None, **options):
-    """:func:`dpm_solver_singlestep_loop` with order 2, data form (DPM-Solver++(2S)), MATH.md (10.9)."""
+    """:func:`dpm_solver_singlestep_loop` with order 2, data form (DPM-Solver++(2S)), MATH.md (10.9).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    **options
+        Keywords of :func:`dpm_solver_singlestep_loop` (an ``order`` or ``form`` given here overrides).
+
+    Returns
+    -------
+    array (N, ...)
+        As :func:`dpm_solver_singlestep_loop`.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`dpm_solver_singlestep_loop`.
+    """
     return dpm_solver_singlestep_loop(model, x, schedule, timesteps, **{"order": 2, "form": "data", **options})
 
 
@@ -453,7 +1009,55 @@ def dpmpp_2m(model, x, schedule, timesteps=None, *, prediction_type="epsilon", n
     """Multistep DPM-Solver++(2M), MATH.md (10.12): one model evaluation per step; D1 from the
     previous step's prediction.  The first step (no history), ``order=1``, and with
     ``lower_order_final=True`` (default, as the libraries) the last step are first order.
-    Deterministic."""
+    Deterministic.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        Ignored (the loop is deterministic); accepted for the common loop signature.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    order : int
+        The order (see the defaults in the signature; 1-3, 1-2 for dpmpp_2m).
+    form : {"noise", "data"}
+        The prediction the solver extrapolates (default in the signature).
+    solver_type : {"dpmsolver", "taylor", "midpoint", "heun"}, default "dpmsolver"
+        The D1 coefficient (module constants ``SOLVER_TYPES``).
+    lower_order_final : bool
+        Lower the order of the final steps (default in the signature).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError
+        If ``order``, ``form``, ``solver_type`` or another option is invalid (and as
+        :func:`refdiff.make_grid`).
+    TypeError
+        As :func:`refdiff.make_grid`.
+    """
     _check_form(form)
     _solver_kind(solver_type)
     order = _check_order(order, (1, 2), "dpmpp_2m")
@@ -489,7 +1093,59 @@ def dpmpp_3m(model, x, schedule, timesteps=None, *, prediction_type="epsilon", n
     method stays third order) or "first_order" (default for "published": the libraries' first-
     order step, whose O(h^2) local error caps the global order at 2).  ``solver_type`` the
     coefficient of the second step (a 2M step): "dpmsolver" or "taylor" (k-diffusion's
-    ``sample_dpmpp_3m_sde`` uses "taylor").  Deterministic."""
+    ``sample_dpmpp_3m_sde`` uses "taylor").  Deterministic.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        Ignored (the loop is deterministic); accepted for the common loop signature.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    order : int
+        The order (see the defaults in the signature; 1-3, 1-2 for dpmpp_2m).
+    form : {"noise", "data"}
+        The prediction the solver extrapolates (default in the signature).
+    variant : str, default "exact"
+        The third-order coefficient (above).
+    warmup : {"singlestep", "first_order"}, optional
+        The first step (above; default by ``variant``).
+    solver_type : {"dpmsolver", "taylor", "midpoint", "heun"}, default "dpmsolver"
+        The D1 coefficient (module constants ``SOLVER_TYPES``).
+    lower_order_final : bool
+        Lower the order of the final steps (default in the signature).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    ValueError
+        If ``order``, ``form``, ``solver_type`` or another option is invalid (and as
+        :func:`refdiff.make_grid`).
+    TypeError
+        As :func:`refdiff.make_grid`.
+    """
     _check_form(form)
     _solver_kind(solver_type)
     order = _check_order(order, (1, 2, 3), "dpmpp_3m")
@@ -535,7 +1191,58 @@ def dpmpp_2m_sde(model, x, schedule, timesteps=None, *, prediction_type="epsilon
     third step on the third-order step (10.20) with ``variant`` "exact" or "diffusers" (diffusers
     0.42.1 ``sde-dpmsolver++``, ``solver_order=3``); with ``lower_order_final`` the second-to-last
     step is at most second order.  Noise: step i draws one noise(x) after its model call; a
-    step to sigma = 0 returns x0_hat and draws none."""
+    step to sigma = 0 returns x0_hat and draws none.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t) -> output`` of ``prediction_type``, with t of shape (N,) (int64 for a
+        Schedule's integer timesteps, float64 otherwise).
+    x : array (N, ...)
+        The start state in VP coordinates at the first grid point.
+    schedule : Schedule or continuous VP
+        The model's schedule.
+    timesteps : array_like or Grid, optional
+        The grid (:func:`refdiff.make_grid`); may be None when ``sigmas`` is given.
+    prediction_type : str, default "epsilon"
+        What the model predicts (refdiff.parameterization's prediction types).
+    noise : callable, optional
+        ``noise(like) -> array``, a standard normal draw of like's shape (refdiff.sample builds it
+        from ``rng``); required when a step draws noise.
+    callback : callable, optional
+        ``callback(i, t, x, x0_hat)`` after each step, in VP coordinates.
+    project : callable, optional
+        ``project(i, t, x) -> x``, applied after each step before ``callback``.
+    order : int
+        The order (see the defaults in the signature; 1-3, 1-2 for dpmpp_2m).
+    form : {"noise", "data"}
+        The prediction the solver extrapolates (default in the signature).
+    solver_type : {"dpmsolver", "taylor", "midpoint", "heun"}, default "dpmsolver"
+        The D1 coefficient (module constants ``SOLVER_TYPES``).
+    lower_order_final : bool
+        Lower the order of the final steps (default in the signature).
+    final_sigmas_type : {"zero", "sigma_min"}, optional
+        How a timestep grid ends (:func:`refdiff.make_grid`).
+    sigmas : array_like, optional
+        A decreasing grid of VE noise levels replacing ``timesteps`` (:func:`refdiff.make_grid`).
+    interpolation : {"log_alpha", "log_sigma", "log_sigma_round"}, default "log_alpha"
+        The model time of a noise level (:func:`refdiff.sigma_to_time`).
+    variant : str, default "exact"
+        The third-order coefficient (above).
+
+    Returns
+    -------
+    array (N, ...)
+        The VP state at the last grid point (x_0 when it is the data end).
+
+    Raises
+    ------
+    TypeError
+        If ``noise`` is None (and as :func:`refdiff.make_grid`).
+    ValueError
+        If ``order``, ``form``, ``solver_type`` is invalid, order 3 with the noise form (and as
+        :func:`refdiff.make_grid`).
+    """
     _check_form(form)
     _solver_kind(solver_type)
     order = _check_order(order, (1, 2, 3), "dpmpp_2m_sde")
