@@ -57,7 +57,7 @@ def test_numerical_gradient_of_quadratic(xp):
     A = rng.standard_normal((4, 4))
     x = rng.standard_normal(4)
     f = lambda v: 0.5 * float(np.asarray(v, dtype=np.float64) @ A @ np.asarray(v, dtype=np.float64))  # noqa: E731
-    g = numerical_gradient(lambda v: f(np.from_dlpack(v) if not isinstance(v, np.ndarray) else v), asx(xp, x))
+    g = numerical_gradient(lambda v: f(to_numpy(v)), asx(xp, x))
     assert_close(g, 0.5 * (A + A.T) @ x, xp=xp, rtol=1e-8)
     assert relative_error(np.ones(3), np.ones(3)) == 0.0
     assert relative_error(np.zeros(2), np.array([0.0, 3e-12]), floor=1e-3) == 3e-9
@@ -312,7 +312,7 @@ def test_groupnorm_normalises(xp, case):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape) * 3.0 + 2.0
     out, _ = L.groupnorm_forward(asx(xp, x), asx(xp, np.ones(c)), asx(xp, np.zeros(c)), groups, eps=1e-5)
-    o = np.asarray(np.from_dlpack(out) if not isinstance(out, np.ndarray) else out).reshape(n, groups, -1)
+    o = to_numpy(out).reshape(n, groups, -1)
     v = x.reshape(n, groups, -1).var(axis=2)
     np.testing.assert_allclose(o.mean(axis=2), 0.0, atol=1e-12)
     np.testing.assert_allclose(o.var(axis=2), v / (v + 1e-5), rtol=1e-10)
@@ -335,7 +335,7 @@ def test_groupnorm_gradient_orthogonal_to_shift_and_scale(xp, case):
     gamma, dout = rng.standard_normal(c), rng.standard_normal(shape)
     out, cache = L.groupnorm_forward(asx(xp, x), asx(xp, gamma), asx(xp, np.zeros(c)), groups, eps=0.0)
     dx = L.groupnorm_backward(asx(xp, dout), cache)[0]
-    dx = np.asarray(np.from_dlpack(dx) if not isinstance(dx, np.ndarray) else dx).reshape(n, groups, -1)
+    dx = to_numpy(dx).reshape(n, groups, -1)
     xg = x.reshape(n, groups, -1)
     xhat = (xg - xg.mean(axis=2, keepdims=True)) / xg.std(axis=2, keepdims=True)
     np.testing.assert_allclose(dx.sum(axis=2), 0.0, atol=1e-12)

@@ -35,6 +35,18 @@ def test_3m_exact_is_third_order_published_is_not():
     assert abs(O.fit_order(steps, errs) - 2) < 0.3
 
 
+def test_3m_start_where_x0_hat_moves():
+    """MATH.md (10.18): started at t = 0.35 on N(mu, diag(0.3, 1, 3)), where x0_hat changes over
+    the first step, the exact 3M with its default second-order (2S) first step measures >= 2.8;
+    the same method with the libraries' first-order first step, and the published 3M, measure
+    about 2 (within 0.3): one O(h^2) local error caps the global order."""
+    labels = ["dpmpp_3m@start", "dpmpp_3m_first_order@start", "dpmpp_3m_published@start"]
+    r = O.measure_orders(labels, STEPS, n_samples=8)
+    assert r["dpmpp_3m@start"]["order"] >= 2.8, r
+    assert abs(r["dpmpp_3m_first_order@start"]["order"] - 2) < 0.3, r
+    assert abs(r["dpmpp_3m_published@start"]["order"] - 2) < 0.3, r
+
+
 @pytest.mark.parametrize("label, k, hs", [
     ("dpm_solver_1", 1, (0.4, 0.2, 0.1, 0.05)), ("dpm_solver_2", 2, (0.4, 0.2, 0.1, 0.05)),
     ("dpm_solver_3", 3, (0.4, 0.2, 0.1, 0.05)), ("dpmpp_2m", 2, (0.4, 0.2, 0.1, 0.05)),

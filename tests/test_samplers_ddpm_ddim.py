@@ -394,3 +394,27 @@ def test_per_sample_timesteps(xp):
         assert_close(got[i:i + 1, :], row, xp=xp, rtol=1e-12, atol=1e-12)
         row = refdiff.ddpm_step(s, eps[i:i + 1], int(t[i]), x[i:i + 1], z[i:i + 1], variance_type="fixed_large")
         assert_close(got2[i:i + 1, :], row, xp=xp, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large"])
+def test_ddpm_final_step_noise_switch(variance_type):
+    """MATH.md (8.12): with final_step_noise=True on a trailing grid (last timestep t_n > 0) the
+    last step draws once more and adds sqrt(max(v, 1e-20)) z to the paper's result x0_hat, with
+    v = 0 (fixed_small) or 1 - alpha_bar[t_n] (fixed_large); the earlier steps are unchanged."""
+    s = refdiff.make_schedule("linear", 100)
+    ts = refdiff.timesteps(100, 10, "trailing")
+    assert ts[-1] > 0
+    x = _rand((4, 2), 0)
+
+    def tape(draws):
+        rng = np.random.default_rng(3)
+        return lambda like: draws.append(rng.standard_normal(like.shape)) or draws[-1]
+
+    d0, d1 = [], []
+    a = ddpm_loop(GAUSS.as_model(s), x, s, ts, noise=tape(d0), variance_type=variance_type)
+    b = ddpm_loop(GAUSS.as_model(s), x, s, ts, noise=tape(d1), variance_type=variance_type, final_step_noise=True)
+    assert len(d1) == len(d0) + 1 == len(ts)
+    v = 0.0 if variance_type == "fixed_small" else 1.0 - float(s.alpha_bars[ts[-1]])
+    np.testing.assert_allclose(b - a, math.sqrt(max(v, 1e-20)) * d1[-1], rtol=1e-9, atol=1e-15)
+    with pytest.raises(ValueError, match="final_step_noise"):
+        ddpm_loop(GAUSS.as_model(s), x, s, ts, noise=tape([]), variance_type="learned_range", final_step_noise=True)

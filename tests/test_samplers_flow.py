@@ -106,7 +106,7 @@ def test_bad_input():
         F.flow_euler(vel, x, None, [1.0, 0.0], time_convention="t0_noise")
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         F.flow_rk4(vel, x, None, [1.5, 0.0])
-    with pytest.raises(ValueError, match="steps >= 1"):
+    with pytest.raises(ValueError, match="steps must be >= 1"):
         F.flow_midpoint(vel, x, None, [1.0])
     with pytest.raises(TypeError, match="schedule=None"):
         F.flow_euler(vel, x, refdiff.LinearVP(), [1.0, 0.0])

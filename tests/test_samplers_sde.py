@@ -174,7 +174,7 @@ def test_bad_input():
         S.pf_ode_rk4(m, x, VP, [0.2, 0.5])
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         S.pf_ode_rk4(m, x, VP, [1.0, 0.0])
-    with pytest.raises(ValueError, match="steps >= 1"):
+    with pytest.raises(ValueError, match="steps must be >= 1"):
         S.pf_ode_rk4(m, x, VP, [1.0])
     with pytest.raises(ValueError, match="dt"):
         S.euler_maruyama_step(x, x, -1.0, 2.0, -0.1)

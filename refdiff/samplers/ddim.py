@@ -18,9 +18,9 @@ import numpy as np
 from ..backend import array_namespace, asarray_like
 from ..parameterization import to_eps_x0
 from ..schedules import Schedule, gather
-from .common import call_model
-from .ddpm import (_after_step, _check_noise, _check_options, _check_prediction_type, _check_schedule, _draw,
-                   _is_int_scalar, process_x0)
+from .common import (ZERO, call_model, check_noise, check_options, check_prediction_type, draw_noise, end_step,
+                     is_int_scalar, make_grid, point_at, predict)
+from .ddpm import process_x0
 
 __all__ = ["ddim_update", "ddim_sigma", "ddim_step", "ddim_inversion_step", "ddim_loop", "ddim_invert",
            "library_prev_timesteps"]
@@ -67,13 +67,13 @@ def ddim_update(x_t, eps_hat, x0_hat, alpha, sigma, alpha_prev, sigma_prev, *, e
     else:
         xp = array_namespace(c)
         d = xp.sqrt(xp.clip(sigma_prev * sigma_prev - c * c, 0.0, None))
-    return alpha_prev * x0_hat + d * eps_hat + c * _check_noise(noise, x0_hat, "ddim_update")
+    return alpha_prev * x0_hat + d * eps_hat + c * check_noise(noise, x0_hat, "ddim_update")
 
 
 def _alpha_sigma_prev(schedule, t_prev, x, final_alpha_bar):
     """alpha, sigma at t_prev, where -1 means alpha_bar = final_alpha_bar."""
     table = np.concatenate([[float(final_alpha_bar)], schedule.alpha_bars])  # index t_prev + 1
-    if _is_int_scalar(t_prev):
+    if is_int_scalar(t_prev):
         if not -1 <= int(t_prev) < schedule.T:
             raise ValueError(f"t_prev = {int(t_prev)} is out of range [-1, {schedule.T - 1}]")
         ab = table[int(t_prev) + 1]
@@ -106,15 +106,16 @@ def ddim_step(schedule, model_output, t, t_prev, x_t, *, eta=0.0, noise=None, pr
     Clipping/thresholding of x0_hat follow MATH.md (8.10); like the PyTorch library, the
     eps_hat used for the direction term stays the model's unless
     ``use_clipped_model_output=True``, which recomputes it from the clipped x0_hat."""
-    _check_schedule(schedule)
-    _check_prediction_type(prediction_type)
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
+    check_prediction_type(prediction_type)
     eta = _check_eta(eta)
     _check_final_alpha_bar(final_alpha_bar)
     schedule.check_t(t)
     if tuple(model_output.shape) != tuple(x_t.shape):
         raise ValueError(f"model_output has shape {tuple(model_output.shape)}, expected x_t's shape {tuple(x_t.shape)}")
     xp = array_namespace(x_t)
-    if _is_int_scalar(t) and _is_int_scalar(t_prev):
+    if is_int_scalar(t) and is_int_scalar(t_prev):
         if not int(t_prev) < int(t):
             raise ValueError(f"t_prev = {int(t_prev)} must be < t = {int(t)} (DDIM steps towards the data)")
     elif not bool(xp.all(xp.asarray(t_prev) < xp.asarray(t))):
@@ -139,11 +140,12 @@ def ddim_inversion_step(schedule, model_output, t, t_next, x_t, *, prediction_ty
 
     With the same eps_hat it is the exact inverse of the eta = 0 :func:`ddim_step` from
     t_next to t."""
-    _check_schedule(schedule)
-    _check_prediction_type(prediction_type)
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
+    check_prediction_type(prediction_type)
     _check_final_alpha_bar(final_alpha_bar)
     schedule.check_t(t_next, "t_next")
-    if not (_is_int_scalar(t) and -1 <= int(t) < int(t_next)):
+    if not (is_int_scalar(t) and -1 <= int(t) < int(t_next)):
         raise ValueError(f"need integers -1 <= t < t_next, got t = {t!r}, t_next = {t_next!r}")
     if tuple(model_output.shape) != tuple(x_t.shape):
         raise ValueError(f"model_output has shape {tuple(model_output.shape)}, expected x_t's shape {tuple(x_t.shape)}")
@@ -165,58 +167,47 @@ def library_prev_timesteps(T, timesteps):
     return np.maximum(ts - T // ts.shape[0], -1)
 
 
-def _grid_prev(timesteps):
-    ts = np.asarray(timesteps, dtype=np.int64)
-    return np.concatenate([ts[1:], [-1]])
+def ddim_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None,
+              project=None, eta=0.0, t_prev_rule="grid", set_alpha_to_one=True, clip_sample=False,
+              clip_sample_range=1.0, thresholding=False, dynamic_thresholding_ratio=0.995, sample_max_value=1.0,
+              use_clipped_model_output=False, sigmas=None, final_sigmas_type=None, interpolation="log_alpha",
+              **options):
+    """DDIM sampling over a grid, MATH.md (8.7)-(8.8), (8.11): step i goes from grid point i
+    to grid point i + 1 (:func:`refdiff.make_grid`: a Schedule's timesteps end at the data
+    end alpha_bar = 1; continuous times at the last time; ``sigmas=`` any sigma grid).
 
-
-def ddim_loop(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=None, callback=None, eta=0.0,
-              t_prev_rule="grid", set_alpha_to_one=True, clip_sample=False, clip_sample_range=1.0,
-              thresholding=False, dynamic_thresholding_ratio=0.995, sample_max_value=1.0,
-              use_clipped_model_output=False, **options):
-    """DDIM sampling over a decreasing grid, MATH.md (8.7)-(8.8), (8.11).
-
-    Schedule + integer timesteps (n steps): step i goes from ``timesteps[i]`` to
-    ``timesteps[i+1]`` (``t_prev_rule="grid"``, the paper) or to ``t - T // n``
-    (``"library"``, the PyTorch library's DDIM scheduler); below 0 the target is
-    alpha_bar = 1 (``set_alpha_to_one=True``) or alpha_bar[0] (``False``, the library's
-    option: the result is then the state at timestep 0, not the data end).
-    Continuous VP + float times (n + 1 times, n steps): returns the state at the last time.
-
-    Noise (eta > 0 only): one draw per step whose sigma_eta (8.8) is > 0, after that step's
-    model call; on a Schedule with alpha_bar = 1 at the end, the final step draws none.
-    """
-    _check_options("ddim", options)
-    _check_schedule(schedule, allow_continuous=True)
+    ``t_prev_rule="library"`` (Schedule timesteps only): the target of step i is t - T // n
+    (diffusers' DDIMScheduler, MATH.md (8.11)), below 0 the data end.  ``set_alpha_to_one=False``
+    (the library's option): the data end is replaced by alpha_bar[0], so the result is the
+    state at timestep 0.  x0_hat is clipped/thresholded per MATH.md (8.10); eps_hat stays the
+    model's unless ``use_clipped_model_output``.  Noise (eta > 0 only): one draw per step
+    whose sigma_eta (8.8) is > 0, after that step's model call.  Hooks in VP coordinates
+    after each step (:func:`refdiff.samplers.common.end_step`)."""
+    check_options("ddim", options)
     eta = _check_eta(eta)
-    if t_prev_rule not in ("grid", "library"):
+    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                     interpolation=interpolation)
+    targets = list(grid[1:])
+    if t_prev_rule == "library":
+        if not isinstance(schedule, Schedule) or sigmas is not None:
+            raise ValueError("t_prev_rule='library' applies only to a discrete Schedule's integer timesteps")
+        prevs = library_prev_timesteps(schedule.T, [p.t for p in grid[:-1]])
+        targets = [ZERO if k < 0 else point_at(schedule, int(k)) for k in prevs]
+    elif t_prev_rule != "grid":
         raise ValueError(f"unknown t_prev_rule {t_prev_rule!r}; valid: 'grid', 'library'")
+    if not set_alpha_to_one and isinstance(schedule, Schedule):
+        targets = [point_at(schedule, 0) if q.sigma == 0.0 else q for q in targets]
     proc = dict(clip_sample=clip_sample, clip_sample_range=clip_sample_range, thresholding=thresholding,
                 dynamic_thresholding_ratio=dynamic_thresholding_ratio, sample_max_value=sample_max_value)
-    if isinstance(schedule, Schedule):
-        final = 1.0 if set_alpha_to_one else float(schedule.alpha_bars[0])
-        prevs = _grid_prev(timesteps) if t_prev_rule == "grid" else library_prev_timesteps(schedule.T, timesteps)
-        ab = lambda k: final if k < 0 else float(schedule.alpha_bars[k])  # noqa: E731
-        pairs = [(int(t), math.sqrt(ab(t)), math.sqrt(1 - ab(t)), math.sqrt(ab(p)), math.sqrt(1 - ab(p)))
-                 for t, p in zip(timesteps, prevs)]
-    else:
-        if t_prev_rule != "grid":
-            raise ValueError("t_prev_rule='library' applies only to a discrete Schedule")
-        ts = np.asarray(timesteps, dtype=np.float64)
-        al, sg = schedule.alpha(ts), schedule.sigma(ts)
-        pairs = [(float(ts[i]), float(al[i]), float(sg[i]), float(al[i + 1]), float(sg[i + 1]))
-                 for i in range(ts.shape[0] - 1)]
-    for i, (t, a, s, a_prev, s_prev) in enumerate(pairs):
-        out = call_model(model, x, t, step=i)
-        eps_hat, x0_hat = to_eps_x0(out, x, a, s, prediction_type)
-        x0_c = process_x0(x0_hat, **proc)
+    for i, (p, q) in enumerate(zip(grid, targets)):
+        eps_hat, x0_hat = predict(model, x, p, prediction_type, i)
+        x0_hat = process_x0(x0_hat, **proc)  # (8.10)
         if use_clipped_model_output:
-            eps_hat = (x - a * x0_c) / s
-        z = _draw(noise, x, "ddim") if eta > 0 and ddim_sigma(a, s, a_prev, s_prev, eta) > 0 else None
-        x = ddim_update(x, eps_hat, x0_c, a, s, a_prev, s_prev, eta=eta if z is not None else 0.0, noise=z)
-        _after_step(x, i, t)
-        if callback is not None:
-            callback(i, t, x, x0_c)
+            eps_hat = (x - p.alpha * x0_hat) / p.sigma
+        noisy = eta > 0 and ddim_sigma(p.alpha, p.sigma, q.alpha, q.sigma, eta) > 0
+        z = draw_noise(noise, x, "ddim") if noisy else None
+        x = ddim_update(x, eps_hat, x0_hat, p.alpha, p.sigma, q.alpha, q.sigma, eta=eta if noisy else 0.0, noise=z)
+        x = end_step(i, p.t, x, x0_hat, callback, project)
     return x
 
 
@@ -229,17 +220,16 @@ def ddim_invert(model, x0, schedule, timesteps, *, prediction_type="epsilon", se
     ``ddim_loop(model, ddim_invert(model, x0, ...), ...)`` returns approximately x0, with
     an error of first order in the step size.  ``callback(i, t_next, x, None)`` after
     each step."""
-    _check_schedule(schedule)
-    _check_prediction_type(prediction_type)
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
+    check_prediction_type(prediction_type)
     ts = [int(t) for t in np.asarray(timesteps)[::-1]]  # increasing
     final = 1.0 if set_alpha_to_one else float(schedule.alpha_bars[0])
     x, t = x0, -1
     for i, t_next in enumerate(ts):
         out = call_model(model, x, t_next, step=i)
         x = ddim_inversion_step(schedule, out, t, t_next, x, prediction_type=prediction_type, final_alpha_bar=final)
-        _after_step(x, i, t_next)
-        if callback is not None:
-            callback(i, t_next, x, None)
+        x = end_step(i, t_next, x, None, callback)
         t = t_next
     return x
 

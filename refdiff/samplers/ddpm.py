@@ -16,9 +16,10 @@ import math
 import numpy as np
 
 from ..backend import array_namespace, bcast, check_finite
-from ..parameterization import PREDICTION_TYPES, clip_x0, dynamic_threshold, to_eps_x0
-from ..schedules import Schedule, _ContinuousVP, gather, schedule_from_alpha_bars
-from .common import model_t
+from ..parameterization import clip_x0, dynamic_threshold, to_eps_x0
+from ..schedules import Schedule, gather, schedule_from_alpha_bars
+from .common import (check_noise, check_options, check_prediction_type, draw_noise, end_step, is_int_scalar,
+                     make_grid, model_t)
 
 __all__ = ["ddpm_step", "ddpm_log_variance", "process_x0", "respace", "ddpm_loop", "VARIANCE_TYPES"]
 
@@ -37,47 +38,6 @@ def process_x0(x0, *, clip_sample=False, clip_sample_range=1.0, thresholding=Fal
     if clip_sample:
         return clip_x0(x0, clip_sample_range)
     return x0
-
-
-def _check_prediction_type(prediction_type):
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"unknown prediction_type {prediction_type!r}; valid: {', '.join(PREDICTION_TYPES)}")
-
-
-def _check_schedule(schedule, allow_continuous=False):
-    ok = (Schedule, _ContinuousVP) if allow_continuous else (Schedule,)
-    if not isinstance(schedule, ok):
-        what = "a Schedule or a continuous VP schedule" if allow_continuous else "a refdiff Schedule"
-        raise TypeError(f"schedule must be {what}, got {type(schedule).__name__}")
-
-
-def _check_noise(noise, x, who):
-    if noise is None:
-        raise TypeError(f"{who} needs an explicit standard normal noise array of x_t's shape at this step")
-    if tuple(noise.shape) != tuple(x.shape):
-        raise ValueError(f"noise has shape {tuple(noise.shape)}, expected x_t's shape {tuple(x.shape)}")
-    return noise
-
-
-def _is_int_scalar(t):
-    return isinstance(t, (int, np.integer)) and not isinstance(t, bool)
-
-
-def _check_options(who, options):
-    if options:
-        raise TypeError(f"{who} got unknown option(s) {sorted(options)}")
-
-
-def _draw(noise, x, who):
-    """One draw of the loop's noise callable, checked."""
-    if noise is None:
-        raise TypeError(f"method {who!r} is stochastic and needs noise (pass rng= to refdiff.sample)")
-    z = noise(x)
-    return _check_noise(z, x, who)
-
-
-def _after_step(x, i, t):
-    check_finite(x, "sampler state", f"step {i} (t = {t})")
 
 
 # ------------------------------------------------------------------------- the step
@@ -134,8 +94,9 @@ def ddpm_step(schedule, model_output, t, x_t, noise=None, *, prediction_type="ep
     noise : standard normal array of x_t's shape; required unless every t is 0 (the
         final-step rule: no noise at t = 0, where it may be None and is ignored).
     """
-    _check_schedule(schedule)
-    _check_prediction_type(prediction_type)
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
+    check_prediction_type(prediction_type)
     if variance_type not in VARIANCE_TYPES:
         raise ValueError(f"unknown variance_type {variance_type!r}; valid: {', '.join(VARIANCE_TYPES)}")
     schedule.check_t(t)
@@ -152,18 +113,18 @@ def ddpm_step(schedule, model_output, t, x_t, noise=None, *, prediction_type="ep
                         thresholding=thresholding, dynamic_thresholding_ratio=dynamic_thresholding_ratio,
                         sample_max_value=sample_max_value)
     mean = gather(schedule.posterior_mean_coef1, t, x_t) * x0_hat + gather(schedule.posterior_mean_coef2, t, x_t) * x_t
-    if _is_int_scalar(t):
+    if is_int_scalar(t):
         if int(t) == 0:
             return mean  # final-step rule (8.4): no noise
         std = xp.exp(0.5 * ddpm_log_variance(schedule, t, x_t, variance_type, v))
-        return mean + std * _check_noise(noise, x_t, "ddpm_step")
+        return mean + std * check_noise(noise, x_t, "ddpm_step")
     tt = xp.asarray(t)
     if not bool(xp.any(tt > 0)):
         return mean
     mask = bcast(xp.astype(tt > 0, x_t.dtype), x_t)  # (N,) -> (N,1,...)
     logvar = ddpm_log_variance(schedule, t, x_t, variance_type, v)
     std = xp.where(mask > 0, xp.exp(0.5 * logvar), xp.zeros_like(logvar))
-    return mean + std * _check_noise(noise, x_t, "ddpm_step")
+    return mean + std * check_noise(noise, x_t, "ddpm_step")
 
 
 # ------------------------------------------------------------------------- grids
@@ -180,54 +141,46 @@ def respace(schedule, timesteps):
     return schedule_from_alpha_bars(schedule.alpha_bars[ts], name=f"{schedule.name}[respaced {ts.shape[0]}]")
 
 
-def _continuous_chain(vp, times):
-    """A discrete schedule over the decreasing float ``times`` of a continuous VP: index i
-    <-> ``times[::-1][i]``; the last time (the end of sampling) is index 0."""
-    tt = np.asarray(times, dtype=np.float64)[::-1]
-    ab = np.asarray(vp.alpha(tt), dtype=np.float64) ** 2
-    return schedule_from_alpha_bars(ab, name="continuous-chain")
+def ddpm_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None,
+              project=None, variance_type="fixed_small", clip_sample=False, clip_sample_range=1.0, thresholding=False,
+              dynamic_thresholding_ratio=0.995, sample_max_value=1.0, final_step_noise=False, sigmas=None,
+              final_sigmas_type=None, interpolation="log_alpha", **options):
+    """DDPM ancestral sampling over a grid, MATH.md (8.1)-(8.5): the Markov chain that visits
+    only the grid's points (:func:`respace`; on the full grid T-1, ..., 0 the original DDPM),
+    each step the posterior mean of (8.1)-(8.2) with the variance of ``variance_type`` (8.3).
 
-
-def ddpm_loop(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=None, callback=None,
-              variance_type="fixed_small", clip_sample=False, clip_sample_range=1.0, thresholding=False,
-              dynamic_thresholding_ratio=0.995, sample_max_value=1.0, **options):
-    """DDPM ancestral sampling over a decreasing grid, MATH.md (8.1)-(8.5).
-
-    With a :class:`Schedule` and integer ``timesteps`` (n steps) the chain is the
-    respaced one, :func:`respace` (on the full grid ``timesteps = T-1, ..., 0`` it is the
-    original DDPM).  The model is called with the original timestep.  The last step
-    (timestep ``timesteps[-1]`` -> data) adds no noise (8.4).
-
-    With a continuous VP and float times ``t_0 > ... > t_n`` (n steps) the chain visits
-    the n + 1 times and returns the state at ``t_n`` (every step adds noise, the last one
-    with the small variance of the step to ``t_n``).
-
-    Noise: one draw per step, after the model call of that step, on every step except
-    the final step to data: n - 1 draws for a Schedule, n for a continuous VP.
-    ``variance_type="learned_range"``: the model returns prediction and v concatenated
-    along axis 1 (see :func:`ddpm_step`).
-    """
-    _check_options("ddpm", options)
-    _check_schedule(schedule, allow_continuous=True)
-    if isinstance(schedule, Schedule):
-        chain, model_times = respace(schedule, timesteps), [int(t) for t in timesteps]
-        idx = list(range(len(model_times) - 1, -1, -1))
-    else:
-        chain, model_times = _continuous_chain(schedule, timesteps), [float(t) for t in timesteps[:-1]]
-        idx = list(range(len(model_times), 0, -1))
-    for i, (t, k) in enumerate(zip(model_times, idx)):
-        out = model(x, model_t(t, x))
-        _check_output(out, x, i, t, variance_type)
-        z = _draw(noise, x, "ddpm") if k > 0 else None
-        x_new = ddpm_step(chain, out, k, x, z, prediction_type=prediction_type, variance_type=variance_type,
-                          clip_sample=clip_sample, clip_sample_range=clip_sample_range, thresholding=thresholding,
-                          dynamic_thresholding_ratio=dynamic_thresholding_ratio, sample_max_value=sample_max_value)
-        _after_step(x_new, i, t)
-        if callback is not None:
-            pred = out if variance_type != "learned_range" else _split_learned(out, x)[0]
-            a, s = math.sqrt(chain.alpha_bars[k]), math.sqrt(1.0 - chain.alpha_bars[k])
-            callback(i, t, x_new, to_eps_x0(pred, x, a, s, prediction_type)[1])
-        x = x_new
+    Grid (:func:`refdiff.make_grid`): a Schedule's integer timesteps end at the data end
+    alpha_bar = 1, whose step adds no noise (8.4); continuous times end at the last time (every
+    step adds noise); ``sigmas=`` any sigma grid.  The model is called with each point's time.
+    ``final_step_noise=True``: diffusers 0.42.1 DDPMScheduler's rule "noise iff t > 0", so on a
+    grid whose last timestep is > 0 ("trailing") the final step to data also adds noise, with
+    variance max(v, 1e-20) (v = 0 fixed_small, 1 - alpha_bar_t fixed_large), MATH.md (8.12).
+    Noise: one draw per noisy step, after its model call.  ``variance_type="learned_range"``:
+    the model returns prediction and v concatenated along axis 1 (see :func:`ddpm_step`).
+    Hooks in VP coordinates after each step (:func:`refdiff.samplers.common.end_step`)."""
+    check_options("ddpm", options)
+    if final_step_noise and variance_type not in ("fixed_small", "fixed_large"):
+        raise ValueError(f"final_step_noise=True is defined for variance_type 'fixed_small' or 'fixed_large', "
+                         f"got {variance_type!r}")
+    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                     interpolation=interpolation)
+    pts = grid[:-1] if grid[-1].sigma == 0.0 else grid  # the chain's states; the data end is implicit
+    chain = schedule_from_alpha_bars([p.alpha**2 for p in reversed(pts)], name="ddpm-chain")  # (8.5)
+    proc = dict(clip_sample=clip_sample, clip_sample_range=clip_sample_range, thresholding=thresholding,
+                dynamic_thresholding_ratio=dynamic_thresholding_ratio, sample_max_value=sample_max_value)
+    for i in range(len(grid) - 1):
+        p, k = grid[i], len(pts) - 1 - i  # k: p's index in the chain
+        out = model(x, model_t(p.t, x))
+        _check_output(out, x, i, p.t, variance_type)
+        z = draw_noise(noise, x, "ddpm") if k > 0 else None
+        x_new = ddpm_step(chain, out, k, x, z, prediction_type=prediction_type, variance_type=variance_type, **proc)
+        if k == 0 and final_step_noise and p.t is not None and p.t > 0:  # the library's final-step noise (8.12)
+            v = 0.0 if variance_type == "fixed_small" else 1.0 - p.alpha**2
+            x_new = x_new + math.sqrt(max(v, 1e-20)) * draw_noise(noise, x, "ddpm")
+        pred = out if variance_type != "learned_range" else _split_learned(out, x)[0]
+        a, sg = float(chain.sqrt_alpha_bars[k]), float(chain.sqrt_one_minus_alpha_bars[k])  # p's, as the step
+        x0_hat = process_x0(to_eps_x0(pred, x, a, sg, prediction_type)[1], **proc)
+        x = end_step(i, p.t, x_new, x0_hat, callback, project)
     return x
 
 

@@ -23,9 +23,7 @@ import math
 
 import numpy as np
 
-from ..backend import check_finite, to_numpy
-from ..schedules import InterpolatedVP, Schedule, _ContinuousVP
-from .common import predict_eps_x0
+from .common import Grid, end_step, draw_noise, make_grid, point_at, point_at_lambda, predict
 
 __all__ = [
     "FORMS",
@@ -41,7 +39,10 @@ __all__ = [
     "dpmpp_3m_update",
     "dpmpp_sde_1_step",
     "dpmpp_2m_sde_update",
+    "dpmpp_3m_sde_update",
     "dpm_solver_singlestep",
+    "dpm_solver_singlestep_loop",
+    "dpm_solver_grid_stages",
     "dpm_solver_1",
     "dpm_solver_2",
     "dpm_solver_3",
@@ -49,12 +50,16 @@ __all__ = [
     "dpmpp_2m",
     "dpmpp_3m",
     "dpmpp_2m_sde",
+    "WARMUPS",
 ]
 
 FORMS = ("noise", "data")
 # "dpmsolver"/"midpoint": the papers' second-order coefficient; "taylor"/"heun": the exact
 # Taylor integral (MATH.md (10.9)).  The second names are the PyTorch library's.
 SOLVER_TYPES = ("dpmsolver", "taylor", "midpoint", "heun")
+# the first step of DPM-Solver++(3M): a singlestep second-order step (keeps third order) or
+# a first-order step (the DPM-Solver release, k-diffusion and diffusers 0.42.1), MATH.md (10.18)
+WARMUPS = ("singlestep", "first_order")
 
 
 # ----------------------------------------------------------------------------- checks
@@ -120,9 +125,10 @@ def dpmpp_1_step(x_s, x0_s, alpha_s, sigma_s, alpha_t, sigma_t):
     return (sigma_t / sigma_s) * x_s + alpha_t * (1.0 - e_mh) * x0_s
 
 
-def _first_order(x_s, m_s, ps, pt, form):
+def _first_order(x_s, m_s, p, q, form):
+    """The first-order step of ``form`` between grid points p and q."""
     f = dpm_solver_1_step if form == "noise" else dpmpp_1_step
-    return f(x_s, m_s, ps[1], ps[2], pt[1], pt[2])
+    return f(x_s, m_s, p.alpha, p.sigma, q.alpha, q.sigma)
 
 
 # ----------------------------------------------------------------------------- Taylor form
@@ -284,236 +290,286 @@ def dpmpp_2m_sde_update(x_s, m0, m_prev, lambda_prev, alpha_s, sigma_s, alpha_t,
     return a * x_s + b * m0 + coef1 * D1 + c * noise
 
 
-# ----------------------------------------------------------------------------- time axis
-class _Axis:
-    """Points (model_time, alpha, sigma) of a Schedule (via InterpolatedVP) or continuous VP."""
+def dpmpp_3m_sde_update(x_s, m0, m1, m2, lambda_1, lambda_2, alpha_s, sigma_s, alpha_t, sigma_t, noise, *,
+                        variant="exact"):
+    """Third-order multistep SDE step (data form, eta = 1), MATH.md (10.20): the first-order SDE
+    step (10.15) plus the exact integrals of the quadratic through m0 (at lambda_s), m1 (at
+    lambda_1), m2 (at lambda_2):
+    alpha_t [I0 m0 + (I1/h) D1 + (I2/(2h^2)) D2] with I0 = 1 - e^{-2h}, I1 = h - I0/2,
+    I2 = h^2 - I1 and D1, D2 of (10.8).  ``variant="diffusers"``: diffusers 0.42.1
+    ``sde-dpmsolver++`` at ``solver_order=3``, whose D2 is half of (10.8)'s (as (10.14)) and whose
+    D2 coefficient is I2/(2h^2) - 1, one below the exact integral for that D2."""
+    if variant not in ("exact", "diffusers"):
+        raise ValueError(f"unknown variant {variant!r}; valid: 'exact', 'diffusers'")
+    alpha_s, sigma_s, alpha_t, sigma_t = map(float, (alpha_s, sigma_s, alpha_t, sigma_t))
+    h = _h(alpha_s, sigma_s, alpha_t, sigma_t)
+    lam_s = _lam(alpha_s, sigma_s)
+    D1, D2 = taylor_differences(m0, [m1, m2], [(float(lambda_1) - lam_s) / h, (float(lambda_2) - lam_s) / h])
+    I0 = -math.expm1(-2.0 * h)
+    I1 = h - 0.5 * I0
+    I2 = h * h - I1
+    c2 = I2 / (2.0 * h * h)
+    if variant == "diffusers":
+        D2, c2 = 0.5 * D2, c2 - 1.0
+    return ((sigma_t / sigma_s) * math.exp(-h)) * x_s + alpha_t * (I0 * m0 + (I1 / h) * D1 + c2 * D2) \
+        + (sigma_t * math.sqrt(I0)) * noise
 
-    def __init__(self, schedule):
-        if isinstance(schedule, Schedule):
-            self.schedule, self.vp, self.T = schedule, InterpolatedVP(schedule), schedule.T
-        elif isinstance(schedule, _ContinuousVP):
-            self.schedule, self.vp, self.T = schedule, schedule, None
+
+# ----------------------------------------------------------------------------- loops
+_GRID_OPTIONS = """
+    Grid: :func:`refdiff.make_grid` of ``timesteps`` (or of ``sigmas=``, e.g. Karras levels,
+    with model times by ``interpolation``; or a ready ``Grid``); ``final_sigmas_type``
+    "zero" ends at sigma = 0, where the last step returns x0_hat (MATH.md (10.6)).  Hooks
+    ``callback(i, t, x, x0_hat)`` and ``project(i, t, x) -> x`` after each step, in VP
+    coordinates (:func:`refdiff.samplers.common.end_step`)."""
+
+
+def dpm_solver_singlestep_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None,
+               project=None, order=3, form="noise", solver_type="dpmsolver", lower_order_final=False,
+               final_sigmas_type=None, sigmas=None, interpolation="log_alpha", r1=None, r2=None, orders=None,
+               stages="lambda"):
+    """Singlestep DPM-Solver-k (``form="noise"``) / DPM-Solver++(kS) (``"data"``), k = ``order``
+    in 1-3, MATH.md (10.4)-(10.11): each interval one step of k evaluations, the extra ones at
+    lambda_s + r h (r1 = 1/2; r1 = 1/3, r2 = 2/3).  ``lower_order_final`` caps interval i (of n)
+    at order n - i; ``orders`` (one per interval) as the DPM-Solver release (MATH.md (10.19)).
+    ``stages="grid"``: diffusers' stages at the grid's points, :func:`dpm_solver_grid_stages`."""
+    if stages == "grid":
+        return dpm_solver_grid_stages(model, x, schedule, timesteps, **{k: v for k, v in locals().items() if k in (
+            "prediction_type", "callback", "project", "order", "form", "solver_type", "lower_order_final",
+            "final_sigmas_type", "sigmas", "interpolation")})
+    if stages != "lambda":
+        raise ValueError(f"unknown stages {stages!r}; valid: 'lambda' (the paper), 'grid' (diffusers)")
+    _check_form(form)
+    _solver_kind(solver_type)
+    order = _check_order(order, (1, 2, 3), "dpm_solver_singlestep_loop")
+    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                     interpolation=interpolation)
+    pick = 0 if form == "noise" else 1  # m = eps_hat (noise form) or x0_hat (data form)
+    n = len(grid) - 1
+    if orders is not None and (len(orders) != n or any(o not in (1, 2, 3) for o in orders)):
+        raise ValueError(f"orders must hold one order in 1-3 per step ({n} steps), got {list(orders)}")
+    for i in range(n):
+        p, q = grid[i], grid[i + 1]
+        k = orders[i] if orders is not None else (min(order, n - i) if lower_order_final else order)
+        pred = predict(model, x, p, prediction_type, i)
+        m0, x0_hat = pred[pick], pred[1]
+        if q.sigma == 0.0:
+            x = x0_hat  # to sigma = 0: first order, x_t = x0_hat (10.6)
+        elif k == 1:
+            x = _first_order(x, m0, p, q, form)  # (10.4) / (10.5)
         else:
-            raise TypeError(f"schedule must be a Schedule or a continuous VP schedule, got {type(schedule).__name__}")
-
-    def point(self, t):
-        if self.T is not None and isinstance(t, (int, np.integer)):
-            k = int(t)
-            return (k, float(self.schedule.sqrt_alpha_bars[k]), float(self.schedule.sqrt_one_minus_alpha_bars[k]))
-        tc = (float(t) + 1.0) / self.T if self.T is not None else float(t)
-        return self._at_tc(tc)
-
-    def _at_tc(self, tc):
-        tt = np.asarray(tc, dtype=np.float64)
-        a, s = float(self.vp.alpha(tt)), float(self.vp.sigma(tt))
-        return (tc * self.T - 1.0 if self.T is not None else tc, a, s)
-
-    def at_lambda(self, lam):
-        return self._at_tc(float(self.vp.t_from_lambda(np.asarray(lam, dtype=np.float64))))
-
-
-def _grid_values(schedule, timesteps, who):
-    """Validate a loop's grid: integers strictly decreasing in [0, T-1] (Schedule, >= 1
-    point) or floats strictly decreasing in (0, 1] (continuous VP, >= 2 points)."""
-    ts = to_numpy(timesteps) if hasattr(timesteps, "shape") else np.asarray(timesteps)
-    if ts.ndim != 1:
-        raise ValueError(f"{who}: timesteps must be 1-D, got shape {ts.shape}")
-    if isinstance(schedule, Schedule):
-        if ts.size < 1:
-            raise ValueError(f"{who}: steps = 0; need at least 1 timestep")
-        if ts.dtype.kind not in "iu":
-            raise TypeError(f"{who}: with a discrete Schedule timesteps must be integers, got dtype {ts.dtype}")
-        if ts.min() < 0 or ts.max() > schedule.T - 1:
-            raise ValueError(f"{who}: timesteps {ts.tolist()} out of range [0, {schedule.T - 1}]")
-        vals = [int(v) for v in ts]
-    elif isinstance(schedule, _ContinuousVP):
-        if ts.size < 2:
-            raise ValueError(f"{who}: a continuous grid needs >= 2 times (steps >= 1), got {ts.size}")
-        if not np.all(np.isfinite(ts)) or ts.min() <= 0 or ts.max() > 1:
-            raise ValueError(f"{who}: continuous times must lie in (0, 1] (t = 0 is data), got "
-                             f"min {ts.min()!r}, max {ts.max()!r}")
-        vals = [float(v) for v in ts]
-    else:
-        raise TypeError(f"{who}: schedule must be a Schedule or a continuous VP schedule, got {type(schedule).__name__}")
-    if np.any(np.diff(ts) >= 0):
-        i = int(np.flatnonzero(np.diff(ts) >= 0)[0])
-        raise ValueError(f"{who}: timesteps must be strictly decreasing; timesteps[{i}] = {ts[i]!r} <= "
-                         f"timesteps[{i + 1}] = {ts[i + 1]!r}")
-    return vals
-
-
-_ZERO = (None, 1.0, 0.0)  # the point alpha = 1, sigma = 0 (lambda = +inf)
-
-
-def grid_points(schedule, timesteps, final_sigmas_type=None, who="sampler"):
-    """The list of (model_time, alpha, sigma) a loop visits, MATH.md (10.6).
-
-    Schedule: the n integer timesteps, then a final point: ``"zero"`` (default, alpha = 1,
-    sigma = 0, the last step returns x0_hat, like DDIM's t_prev = -1) or ``"sigma_min"``
-    (index 0, the least noisy training level; nothing is added if the grid ends there).
-    Continuous VP: the n + 1 given times; ``"sigma_min"`` (default) ends at the last time,
-    ``"zero"`` appends a final denoising step to sigma = 0."""
-    vals = _grid_values(schedule, timesteps, who)
-    axis = _Axis(schedule)
-    cont = axis.T is None
-    final_sigmas_type = ("sigma_min" if cont else "zero") if final_sigmas_type is None else final_sigmas_type
-    if final_sigmas_type not in ("zero", "sigma_min"):
-        raise ValueError(f"{who}: unknown final_sigmas_type {final_sigmas_type!r}; valid: 'zero', 'sigma_min'")
-    pts = [axis.point(v) for v in vals]
-    if final_sigmas_type == "zero":
-        pts.append(_ZERO)
-    elif not cont and vals[-1] != 0:
-        pts.append(axis.point(0))
-    return axis, pts
-
-
-def _predict(model, x, p, schedule, prediction_type, i, form=None):
-    eps, x0 = predict_eps_x0(model, x, p[0], schedule, prediction_type, step=i)
-    return eps, x0
-
-
-def _finish(x, i, p, callback, x0):
-    check_finite(x, "sampler state", f"step {i} (t = {p[0]})")
+            h = q.lam - p.lam
+            ra = (0.5 if k == 2 else 1.0 / 3.0) if r1 is None else float(r1)
+            p1 = point_at_lambda(schedule, p.lam + ra * h)
+            m1 = predict(model, _first_order(x, m0, p, p1, form), p1, prediction_type, i)[pick]
+            if k == 2:
+                x = dpm_solver_2_update(x, m0, m1, ra, p.alpha, p.sigma, q.alpha, q.sigma, form=form,
+                                        solver_type=solver_type)  # (10.9)
+            else:
+                rb = 2.0 / 3.0 if r2 is None else float(r2)
+                p2 = point_at_lambda(schedule, p.lam + rb * h)
+                u2 = dpm_solver_3_intermediate(x, m0, m1, ra, rb, p.alpha, p.sigma, p2.alpha, p2.sigma, form=form)
+                m2 = predict(model, u2, p2, prediction_type, i)[pick]
+                x = dpm_solver_3_update(x, m0, m1, m2, ra, rb, p.alpha, p.sigma, q.alpha, q.sigma, form=form,
+                                        solver_type=solver_type)  # (10.10)-(10.11)
+        x = end_step(i, p.t, x, x0_hat, callback, project)
     return x
 
 
-# ----------------------------------------------------------------------------- singlestep
-def _singlestep(model, x, ps, pt, axis, order, form, solver_type, prediction_type, i, r1, r2, pred_s=None):
-    sched = axis.schedule
-    eps, x0 = pred_s if pred_s is not None else _predict(model, x, ps, sched, prediction_type, i)
-    m0 = eps if form == "noise" else x0
-    if pt[2] == 0.0:  # to sigma = 0: first order, x_t = x0_hat (10.6)
-        return x0, x0
-    if order == 1:
-        return _first_order(x, m0, ps, pt, form), x0
-    lam_s, lam_t = _lam(ps[1], ps[2]), _lam(pt[1], pt[2])
-    h = lam_t - lam_s
-    pick = (lambda e, d: e) if form == "noise" else (lambda e, d: d)  # noqa: E731
-    ra = 0.5 if (order == 2 and r1 is None) else (1.0 / 3.0 if r1 is None else float(r1))
-    p1 = axis.at_lambda(lam_s + ra * h)
-    u1 = _first_order(x, m0, ps, p1, form)
-    m1 = pick(*_predict(model, u1, p1, sched, prediction_type, i))
-    if order == 2:
-        return dpm_solver_2_update(x, m0, m1, ra, ps[1], ps[2], pt[1], pt[2], form=form, solver_type=solver_type), x0
-    rb = 2.0 / 3.0 if r2 is None else float(r2)
-    p2 = axis.at_lambda(lam_s + rb * h)
-    u2 = dpm_solver_3_intermediate(x, m0, m1, ra, rb, ps[1], ps[2], p2[1], p2[2], form=form)
-    m2 = pick(*_predict(model, u2, p2, sched, prediction_type, i))
-    return dpm_solver_3_update(x, m0, m1, m2, ra, rb, ps[1], ps[2], pt[1], pt[2], form=form,
-                               solver_type=solver_type), x0
+def dpm_solver_grid_stages(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None,
+                           callback=None, project=None, order=2, form="data", solver_type="dpmsolver",
+                           lower_order_final=False, final_sigmas_type=None, sigmas=None, interpolation="log_alpha"):
+    """Singlestep DPM-Solver with the grid's own points as stages: diffusers 0.42.1
+    DPMSolverSinglestepScheduler, MATH.md (10.19).  The steps run in blocks of orders
+    1, 2(, 3) (:func:`refdiff.singlestep_orders`); a block starts at grid point j with x_j and
+    one model call per grid point: stage 1 a first-order step to j + 1, stage 2 the
+    second-order update (10.9) from x_j to j + 2 with the prediction at j + 1 as the
+    intermediate (r = h_0 / h), stage 3 the third-order update (10.11) from x_j to j + 3.
+    Deterministic; the hooks see every stage's state."""
+    from .library import singlestep_orders
+
+    _check_form(form)
+    _solver_kind(solver_type)
+    order = _check_order(order, (1, 2, 3), "dpm_solver_grid_stages")
+    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                     interpolation=interpolation)
+    n = len(grid) - 1
+    orders = singlestep_orders(n, order, lower_order_final, grid[-1].sigma == 0.0)
+    for i in range(n):
+        p, q = grid[i], grid[i + 1]
+        eps_hat, x0_hat = predict(model, x, p, prediction_type, i)
+        m = eps_hat if form == "noise" else x0_hat
+        if orders[i] == 1:
+            x_j, p_j, ms = x, p, [m]  # a block starts at grid point j = i
+            x = _first_order(x, m, p, q, form)
+        elif orders[i] == 2:
+            ms.append(m)
+            r = (p.lam - p_j.lam) / (q.lam - p_j.lam)
+            x = dpm_solver_2_update(x_j, ms[0], ms[1], r, p_j.alpha, p_j.sigma, q.alpha, q.sigma, form=form,
+                                    solver_type=solver_type)
+        else:
+            ms.append(m)
+            h = q.lam - p_j.lam
+            ra, rb = (grid[i - 1].lam - p_j.lam) / h, (p.lam - p_j.lam) / h
+            x = dpm_solver_3_update(x_j, ms[0], ms[1], ms[2], ra, rb, p_j.alpha, p_j.sigma, q.alpha, q.sigma,
+                                    form=form, solver_type=solver_type)
+        x = end_step(i, p.t, x, x0_hat, callback, project)
+    return x
 
 
 def dpm_solver_singlestep(model, x, s, t, schedule, order, *, prediction_type="epsilon", form="noise",
                           solver_type="dpmsolver", r1=None, r2=None):
-    """One singlestep DPM-Solver-k step (k = 1, 2, 3) from time s to time t < s (model times:
-    integer indices / float continuous indices with a Schedule, floats in (0, 1] with a
-    continuous VP, t = 0 data), MATH.md (10.4)-(10.5), (10.9)-(10.11).  Intermediate points
-    are at lambda_s + r h: r1 = 1/2 (order 2), r1 = 1/3, r2 = 2/3 (order 3).  Returns x_t."""
+    """One singlestep DPM-Solver-k step (k = 1, 2, 3) from model time s to model time t < s,
+    MATH.md (10.4)-(10.5), (10.9)-(10.11): :func:`dpm_solver_singlestep_loop` on the two-point grid."""
+    order = _check_order(order, (1, 2, 3), "dpm_solver_singlestep")
+    grid = Grid([point_at(schedule, s), point_at(schedule, t)])
+    return dpm_solver_singlestep_loop(model, x, schedule, grid, prediction_type=prediction_type, order=order, form=form,
+                      solver_type=solver_type, r1=r1, r2=r2)
+
+
+def dpm_solver_1(model, x, schedule, timesteps=None, **options):
+    """:func:`dpm_solver_singlestep_loop` with order 1, noise form (DDIM with eta = 0), MATH.md (10.4)."""
+    return dpm_solver_singlestep_loop(model, x, schedule, timesteps, **{"order": 1, **options})
+
+
+def dpm_solver_2(model, x, schedule, timesteps=None, **options):
+    """:func:`dpm_solver_singlestep_loop` with order 2, noise form (DPM-Solver-2), MATH.md (10.9)."""
+    return dpm_solver_singlestep_loop(model, x, schedule, timesteps, **{"order": 2, **options})
+
+
+def dpm_solver_3(model, x, schedule, timesteps=None, **options):
+    """:func:`dpm_solver_singlestep_loop` with order 3, noise form (DPM-Solver-3), MATH.md (10.10)-(10.11)."""
+    return dpm_solver_singlestep_loop(model, x, schedule, timesteps, **{"order": 3, **options})
+
+
+def dpmpp_2s(model, x, schedule, timesteps=None, **options):
+    """:func:`dpm_solver_singlestep_loop` with order 2, data form (DPM-Solver++(2S)), MATH.md (10.9)."""
+    return dpm_solver_singlestep_loop(model, x, schedule, timesteps, **{"order": 2, "form": "data", **options})
+
+
+def dpmpp_2m(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None,
+             project=None, order=2, form="data", solver_type="dpmsolver", lower_order_final=True,
+             final_sigmas_type=None, sigmas=None, interpolation="log_alpha"):
+    """Multistep DPM-Solver++(2M), MATH.md (10.12): one model evaluation per step; D1 from the
+    previous step's prediction.  The first step (no history), ``order=1``, and with
+    ``lower_order_final=True`` (default, as the libraries) the last step are first order.
+    Deterministic."""
     _check_form(form)
     _solver_kind(solver_type)
-    order = _check_order(order, (1, 2, 3), "dpm_solver_singlestep")
-    axis = _Axis(schedule)
-    ps, pt = axis.point(s), axis.point(t)
-    return _singlestep(model, x, ps, pt, axis, order, form, solver_type, prediction_type, None, r1, r2)[0]
+    order = _check_order(order, (1, 2), "dpmpp_2m")
+    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                     interpolation=interpolation)
+    n = len(grid) - 1
+    m_prev = lam_prev = None
+    for i in range(n):
+        p, q = grid[i], grid[i + 1]
+        eps_hat, x0_hat = predict(model, x, p, prediction_type, i)
+        m = eps_hat if form == "noise" else x0_hat
+        if q.sigma == 0.0:
+            x = x0_hat  # (10.6)
+        elif m_prev is None or order == 1 or (lower_order_final and i == n - 1):
+            x = _first_order(x, m, p, q, form)  # (10.5)
+        else:
+            x = dpmpp_2m_update(x, m, m_prev, lam_prev, p.alpha, p.sigma, q.alpha, q.sigma, form=form,
+                                solver_type=solver_type)  # (10.12)
+        m_prev, lam_prev = m, p.lam
+        x = end_step(i, p.t, x, x0_hat, callback, project)
+    return x
 
 
-def _singlestep_loop(who, default_order, default_form):
-    def loop(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=None, callback=None,
-             order=default_order, form=default_form, solver_type="dpmsolver", lower_order_final=False,
-             final_sigmas_type=None, r1=None, r2=None):
-        _check_form(form)
-        _solver_kind(solver_type)
-        order = _check_order(order, (1, 2, 3), who)
-        axis, pts = grid_points(schedule, timesteps, final_sigmas_type, who)
-        n = len(pts) - 1
-        for i in range(n):
-            k = min(order, n - i) if lower_order_final else order
-            x, x0 = _singlestep(model, x, pts[i], pts[i + 1], axis, k, form, solver_type, prediction_type, i, r1, r2)
-            x = _finish(x, i, pts[i], callback, x0)
-            if callback is not None:
-                callback(i, pts[i][0], x, x0)
-        return x
+def dpmpp_3m(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None,
+             project=None, order=3, form="data", variant="exact", warmup=None, solver_type="dpmsolver",
+             lower_order_final=True, final_sigmas_type=None, sigmas=None, interpolation="log_alpha"):
+    """Multistep DPM-Solver++(3M), MATH.md (10.12)-(10.14), (10.18): step i uses the order its
+    history allows, min(order, i + 1) (and with ``lower_order_final`` at most n - i).
 
-    loop.__name__ = loop.__qualname__ = who
-    loop.__doc__ = f"""Singlestep DPM-Solver loop ``{who}`` (default order {default_order}, form
-    {default_form!r}), MATH.md (10.4)-(10.11).  Deterministic: draws no noise (``noise`` is
-    ignored).  Each grid interval is one order-``order`` step with ``order`` model evaluations
-    (intermediate points at lambda_s + r h); ``lower_order_final=True`` caps the order of
-    interval i (of n) at n - i.  ``final_sigmas_type`` as in :func:`grid_points`; a step to
-    sigma = 0 returns the model's x0_hat.  ``callback(i, t_i, x_{{i+1}}, x0_hat(t_i))`` after
-    each step.  Options: order (1-3), form ('noise'/'data'), solver_type, r1, r2."""
-    return loop
-
-
-dpm_solver_1 = _singlestep_loop("dpm_solver_1", 1, "noise")
-dpm_solver_2 = _singlestep_loop("dpm_solver_2", 2, "noise")
-dpm_solver_3 = _singlestep_loop("dpm_solver_3", 3, "noise")
-dpmpp_2s = _singlestep_loop("dpmpp_2s", 2, "data")
-
-
-# ----------------------------------------------------------------------------- multistep
-def _multistep_loop(who, default_order, sde=False):
-    valid = (1, 2) if sde else (1, 2, 3)
-
-    def loop(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=None, callback=None,
-             order=default_order, form="data", solver_type="dpmsolver", lower_order_final=True,
-             final_sigmas_type=None, variant="exact"):
-        _check_form(form)
-        _solver_kind(solver_type)
-        order = _check_order(order, valid, who)
-        if variant not in ("exact", "published"):
-            raise ValueError(f"{who}: unknown variant {variant!r}; valid: 'exact', 'published'")
-        if sde and noise is None:
-            raise TypeError(f"method {who!r} is stochastic and needs noise (pass rng= to refdiff.sample)")
-        axis, pts = grid_points(schedule, timesteps, final_sigmas_type, who)
-        n = len(pts) - 1
-        hist = []  # (lambda, m) of the previous steps, newest last
-        for i in range(n):
-            ps, pt = pts[i], pts[i + 1]
-            eps, x0 = _predict(model, x, ps, schedule, prediction_type, i)
-            m0 = eps if form == "noise" else x0
-            k = min(order, len(hist) + 1)
-            if lower_order_final:
-                k = min(k, n - i)
-            a_s, s_s, a_t, s_t = ps[1], ps[2], pt[1], pt[2]
-            if s_t == 0.0:
-                x = x0  # final step to sigma = 0 (10.6): no noise is drawn
-            elif sde:
-                z = noise(x)
-                if k == 1:
-                    x = dpmpp_sde_1_step(x, m0, a_s, s_s, a_t, s_t, z, form=form)
-                else:
-                    x = dpmpp_2m_sde_update(x, m0, hist[-1][1], hist[-1][0], a_s, s_s, a_t, s_t, z, form=form,
-                                            solver_type=solver_type)
-            elif k == 1:
-                x = _first_order(x, m0, ps, pt, form)
-            elif k == 2:
-                x = dpmpp_2m_update(x, m0, hist[-1][1], hist[-1][0], a_s, s_s, a_t, s_t, form=form,
-                                    solver_type=solver_type)
-            else:
-                x = dpmpp_3m_update(x, m0, hist[-1][1], hist[-2][1], hist[-1][0], hist[-2][0], a_s, s_s, a_t, s_t,
-                                    form=form, variant=variant)
-            hist = (hist + [(_lam(a_s, s_s), m0)])[-2:]
-            x = _finish(x, i, ps, callback, x0)
-            if callback is not None:
-                callback(i, ps[0], x, x0)
-        return x
-
-    loop.__name__ = loop.__qualname__ = who
-    noise_doc = ("Stochastic: step i draws one noise(x) (shape of x) before its update, in step order; "
-                 "a step to sigma = 0 draws none." if sde else "Deterministic: draws no noise (``noise`` is ignored).")
-    loop.__doc__ = f"""Multistep DPM-Solver loop ``{who}`` (default order {default_order}, form 'data'),
-    MATH.md (10.12)-(10.16).  {noise_doc}  One model evaluation per step; step i uses order
-    min(order, i + 1) (the history it has), and with ``lower_order_final=True`` (default)
-    also at most n - i, so the last step is first order (this caps the global order at 2,
-    MATH.md (10.14)).  ``final_sigmas_type`` as in :func:`grid_points`.  ``variant`` selects the
-    3M coefficients ('exact' or 'published').  ``callback(i, t_i, x_{{i+1}}, x0_hat(t_i))``."""
-    return loop
+    ``variant``: "exact" (the quadratic's D2, MATH.md (10.13)) or "published" (the release's
+    D2, half as large, MATH.md (10.14)).  ``warmup`` (the first step): "singlestep" (default
+    for "exact": a DPM-Solver++(2S) step with one extra evaluation, local error O(h^3), so the
+    method stays third order) or "first_order" (default for "published": the libraries' first-
+    order step, whose O(h^2) local error caps the global order at 2).  ``solver_type`` the
+    coefficient of the second step (a 2M step): "dpmsolver" or "taylor" (k-diffusion's
+    ``sample_dpmpp_3m_sde`` uses "taylor").  Deterministic."""
+    _check_form(form)
+    _solver_kind(solver_type)
+    order = _check_order(order, (1, 2, 3), "dpmpp_3m")
+    if variant not in ("exact", "published"):
+        raise ValueError(f"dpmpp_3m: unknown variant {variant!r}; valid: 'exact', 'published'")
+    warmup = ("singlestep" if variant == "exact" else "first_order") if warmup is None else warmup
+    if warmup not in WARMUPS:
+        raise ValueError(f"dpmpp_3m: unknown warmup {warmup!r}; valid: {', '.join(WARMUPS)}")
+    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                     interpolation=interpolation)
+    n = len(grid) - 1
+    hist = []  # (lambda, m) of the previous steps, newest first
+    for i in range(n):
+        p, q = grid[i], grid[i + 1]
+        eps_hat, x0_hat = predict(model, x, p, prediction_type, i)
+        m = eps_hat if form == "noise" else x0_hat
+        k = min(order, len(hist) + 1, n - i if lower_order_final else order)
+        if q.sigma == 0.0:
+            x = x0_hat  # (10.6)
+        elif i == 0 and warmup == "singlestep" and min(order, n if lower_order_final else order) > 1:
+            p1 = point_at_lambda(schedule, 0.5 * (p.lam + q.lam))  # DPM-Solver++(2S), (10.9)
+            m1 = predict(model, _first_order(x, m, p, p1, form), p1, prediction_type, i)[0 if form == "noise" else 1]
+            x = dpm_solver_2_update(x, m, m1, 0.5, p.alpha, p.sigma, q.alpha, q.sigma, form=form)
+        elif k == 1:
+            x = _first_order(x, m, p, q, form)
+        elif k == 2:
+            x = dpmpp_2m_update(x, m, hist[0][1], hist[0][0], p.alpha, p.sigma, q.alpha, q.sigma, form=form,
+                                solver_type=solver_type)  # (10.12)
+        else:
+            x = dpmpp_3m_update(x, m, hist[0][1], hist[1][1], hist[0][0], hist[1][0], p.alpha, p.sigma, q.alpha,
+                                q.sigma, form=form, variant=variant)  # (10.13)-(10.14)
+        hist = [(p.lam, m)] + hist[:1]
+        x = end_step(i, p.t, x, x0_hat, callback, project)
+    return x
 
 
-dpmpp_2m = _multistep_loop("dpmpp_2m", 2)
-dpmpp_3m = _multistep_loop("dpmpp_3m", 3)
-dpmpp_2m_sde = _multistep_loop("dpmpp_2m_sde", 2, sde=True)
+def dpmpp_2m_sde(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None,
+                 project=None, order=2, form="data", solver_type="dpmsolver", lower_order_final=True,
+                 final_sigmas_type=None, sigmas=None, interpolation="log_alpha", variant="exact"):
+    """DPM-Solver++(2M) SDE (eta = 1), MATH.md (10.15)-(10.16): the reverse VP SDE with its
+    exact linear part, one model evaluation per step, D1 from the previous prediction (first
+    and, with ``lower_order_final``, last step first order).  ``order=3`` (data form): from the
+    third step on the third-order step (10.20) with ``variant`` "exact" or "diffusers" (diffusers
+    0.42.1 ``sde-dpmsolver++``, ``solver_order=3``); with ``lower_order_final`` the second-to-last
+    step is at most second order.  Noise: step i draws one noise(x) after its model call; a
+    step to sigma = 0 returns x0_hat and draws none."""
+    _check_form(form)
+    _solver_kind(solver_type)
+    order = _check_order(order, (1, 2, 3), "dpmpp_2m_sde")
+    if order == 3 and form != "data":
+        raise ValueError("dpmpp_2m_sde: order = 3 is defined in the data form only (form='data')")
+    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                     interpolation=interpolation)
+    if noise is None:
+        raise TypeError("method 'dpmpp_2m_sde' is stochastic and needs noise (pass rng= to refdiff.sample)")
+    n = len(grid) - 1
+    hist = []  # (lambda, m) of the previous steps, newest first
+    for i in range(n):
+        p, q = grid[i], grid[i + 1]
+        eps_hat, x0_hat = predict(model, x, p, prediction_type, i)
+        m = eps_hat if form == "noise" else x0_hat
+        k = min(order, len(hist) + 1, n - i if lower_order_final else order)
+        if q.sigma == 0.0:
+            x = x0_hat  # (10.6)
+        elif k == 1:
+            x = dpmpp_sde_1_step(x, m, p.alpha, p.sigma, q.alpha, q.sigma, draw_noise(noise, x, "dpmpp_2m_sde"),
+                                 form=form)  # (10.15)
+        elif k == 2:
+            x = dpmpp_2m_sde_update(x, m, hist[0][1], hist[0][0], p.alpha, p.sigma, q.alpha, q.sigma,
+                                    draw_noise(noise, x, "dpmpp_2m_sde"), form=form, solver_type=solver_type)
+        else:
+            x = dpmpp_3m_sde_update(x, m, hist[0][1], hist[1][1], hist[0][0], hist[1][0], p.alpha, p.sigma, q.alpha,
+                                    q.sigma, draw_noise(noise, x, "dpmpp_2m_sde"), variant=variant)  # (10.20)
+        hist = [(p.lam, m)] + hist[:1]
+        x = end_step(i, p.t, x, x0_hat, callback, project)
+    return x
+
+
+for _f in (dpm_solver_singlestep_loop, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde):
+    _f.__doc__ += _GRID_OPTIONS
 
 METHODS = {
     "dpm_solver_1": dpm_solver_1,

@@ -21,12 +21,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from ..backend import check_finite, to_numpy
 from ..parameterization import eps_x0_from_velocity, velocity_from_eps_x0
-from .common import call_model, predict_eps_x0
-from .dpm_solver import grid_points
+from .common import call_model, end_step, flow_time, make_grid, point_at_lambda, predict, to_vp
 
 __all__ = [
     "TIME_CONVENTIONS",
@@ -83,111 +79,126 @@ def eps_x0_from_flow_velocity(x_t, u, t, time_convention="t0_data"):
 
 
 # ----------------------------------------------------------------------------- VP models
+def _vp_point(schedule, u, known):
+    """The VP grid point of equal SNR at flow time u (t = 0 data), MATH.md (11.10)."""
+    return known[u] if u in known else point_at_lambda(schedule, math.log1p(-u) - math.log(u))
+
+
 def velocity_from_vp_model(model, schedule, prediction_type="epsilon"):
     """A VP model (eps / x_0 / v / score prediction on ``schedule``) as a rectified-flow
     velocity model ``v(y, s)`` (t = 0 data; ``s`` a float flow time in (0, 1)), MATH.md (11.10):
-    the VP time of equal SNR, lambda = log((1 - s) / s), state x = y / sqrt((1-s)^2 + s^2),
-    and u = eps_hat - x0_hat (MATH.md (4.7) with alpha' = -1, sigma' = 1)."""
-    from .dpm_solver import _Axis
-
-    axis = _Axis(schedule)
+    the VP point of equal SNR, lambda = log((1 - s) / s), state x = y (alpha + sigma), and
+    u = eps_hat - x0_hat (MATH.md (4.7) with alpha' = -1, sigma' = 1)."""
 
     def velocity(y, s):
-        p = axis.at_lambda(math.log1p(-s) - math.log(s))
-        return _vp_velocity(model, y, p, schedule, prediction_type, None)
+        p = _vp_point(schedule, float(s), {})
+        eps_hat, x0_hat = predict(model, y * (p.alpha + p.sigma), p, prediction_type)
+        return velocity_from_eps_x0(eps_hat, x0_hat, -1.0, 1.0)
 
     return velocity
 
 
-def _vp_velocity(model, y, p, schedule, prediction_type, step):
-    mt, a, s = p
-    eps, x0 = predict_eps_x0(model, y * (a + s), mt, schedule, prediction_type, step=step)
-    return velocity_from_eps_x0(eps, x0, -1.0, 1.0)
-
-
-def _flow_time(p):
-    return p[2] / (p[1] + p[2])  # s = sigma / (alpha + sigma): equal SNR, (11.10)
-
-
 # ----------------------------------------------------------------------------- loops
-def _flow_grid(timesteps, time_convention, who):
-    ts = to_numpy(timesteps) if hasattr(timesteps, "shape") else np.asarray(timesteps, dtype=np.float64)
-    ts = np.asarray(ts, dtype=np.float64)
-    if ts.ndim != 1 or ts.size < 2:
-        raise ValueError(f"{who}: a flow grid needs >= 2 times (steps >= 1), got shape {ts.shape}")
-    if not np.all(np.isfinite(ts)) or ts.min() < 0 or ts.max() > 1:
-        raise ValueError(f"{who}: flow times must lie in [0, 1], got min {ts.min()!r}, max {ts.max()!r}")
-    s = ts if time_convention == "t0_data" else 1.0 - ts
-    if np.any(np.diff(s) >= 0):
-        want = "decreasing (t = 0 data)" if time_convention == "t0_data" else "increasing (t0_noise: t = 1 data)"
-        raise ValueError(f"{who}: flow times must be strictly {want}, got {ts.tolist()}")
-    return [float(v) for v in ts]
+def _flow_setup(model, x, schedule, timesteps, prediction_type, time_convention, final_sigmas_type, sigmas,
+                interpolation):
+    """(y, grid, us, vel): the start state in flow coordinates, the grid, its flow times u
+    (t = 0 data) and ``vel(y, u, i)``, the velocity dy/du at flow time u (MATH.md (11.7), (11.10))."""
+    rectified_flow_alpha_sigma(0.5, time_convention)  # validates time_convention
+    if prediction_type == "velocity":
+        if schedule is not None:
+            raise TypeError(f"a velocity model takes schedule=None (the rectified-flow path), "
+                            f"got {type(schedule).__name__}")
+        grid = make_grid(None, timesteps, time_convention=time_convention)
+        sign = 1.0 if time_convention == "t0_data" else -1.0  # dy/du = sign * the model's velocity
+
+        def vel(y, u, i):
+            return sign * call_model(model, y, u if sign > 0 else 1.0 - u, step=i)
+
+        return x, grid, [p.sigma for p in grid], vel
+    if time_convention != "t0_data":
+        raise ValueError("time_convention applies to velocity models only")
+    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                     interpolation=interpolation)
+    us = [flow_time(p.alpha, p.sigma) for p in grid]
+    known = dict(zip(us, grid))
+
+    def vel(y, u, i):
+        p = _vp_point(schedule, u, known)
+        eps_hat, x0_hat = predict(model, y * (p.alpha + p.sigma), p, prediction_type, i)
+        return velocity_from_eps_x0(eps_hat, x0_hat, -1.0, 1.0)
+
+    return x / (grid[0].alpha + grid[0].sigma), grid, us, vel
 
 
-def _flow_loop(who, order):
-    def loop(model, x, schedule, timesteps, *, prediction_type="velocity", noise=None, callback=None,
-             time_convention="t0_data", final_sigmas_type=None):
-        rectified_flow_alpha_sigma(0.5, time_convention)  # validates time_convention
-        if prediction_type == "velocity":
-            if schedule is not None:
-                raise TypeError(f"{who}: a velocity model takes schedule=None (the rectified-flow path), "
-                                f"got {type(schedule).__name__}")
-            ts = _flow_grid(timesteps, time_convention, who)
-            sign = 1.0 if time_convention == "t0_data" else -1.0
-            # internal time s (t = 0 data); the model sees its own time convention
-            s_grid = [t if sign > 0 else 1.0 - t for t in ts]
+def _out(y, u, prediction_type):
+    """The result: flow coordinates for a velocity model, VP coordinates for a VP model."""
+    return y if prediction_type == "velocity" else to_vp(y, 1.0 - u, u)
 
-            def vel(y, s, i=None):
-                tm = s if sign > 0 else 1.0 - s
-                return sign * call_model(model, y, tm, step=i)
 
-            y = x
-            pts = s_grid
+_DOC = """  ``prediction_type="velocity"``: ``schedule=None``, flow times ``timesteps`` (module
+    docstring, ``time_convention``); returns the state at the last time in flow coordinates.
+    VP prediction types: a Schedule / continuous VP and its grid (:func:`refdiff.make_grid`,
+    also ``sigmas=``); a last step to sigma = 0 is an Euler step, which returns x0_hat
+    exactly; returns VP coordinates.  Deterministic.  Hooks ``callback(i, t_i, x, x0_hat)``
+    and ``project`` after each step in VP coordinates (x_vp = y / sqrt((1-u)^2 + u^2)), with
+    x0_hat = y - u v of the step's first evaluation."""
+
+
+def flow_euler(model, x, schedule, timesteps=None, *, prediction_type="velocity", noise=None, callback=None,
+               project=None, time_convention="t0_data", final_sigmas_type=None, sigmas=None,
+               interpolation="log_alpha"):
+    """Rectified-flow ODE sampling with Euler steps, MATH.md (11.8): one evaluation per step."""
+    y, grid, us, vel = _flow_setup(model, x, schedule, timesteps, prediction_type, time_convention,
+                                   final_sigmas_type, sigmas, interpolation)
+    for i in range(len(us) - 1):
+        v = vel(y, us[i], i)
+        x0_hat = y - us[i] * v  # (11.7): x_0 = y - u v
+        y = flow_euler_step(y, v, us[i], us[i + 1])
+        y = end_step(i, grid[i].t, y, x0_hat, callback, project, path=(1.0 - us[i + 1], us[i + 1]))
+    return _out(y, us[-1], prediction_type)
+
+
+def flow_midpoint(model, x, schedule, timesteps=None, *, prediction_type="velocity", noise=None, callback=None,
+                  project=None, time_convention="t0_data", final_sigmas_type=None, sigmas=None,
+                  interpolation="log_alpha"):
+    """Rectified-flow ODE sampling with explicit midpoint steps, MATH.md (11.9): two
+    evaluations per step (one on a VP model's last step to sigma = 0)."""
+    y, grid, us, vel = _flow_setup(model, x, schedule, timesteps, prediction_type, time_convention,
+                                   final_sigmas_type, sigmas, interpolation)
+    for i in range(len(us) - 1):
+        v = vel(y, us[i], i)
+        x0_hat = y - us[i] * v
+        if grid[i + 1].sigma == 0.0 and prediction_type != "velocity":
+            y = flow_euler_step(y, v, us[i], us[i + 1])  # to u = 0: exactly x0_hat
         else:
-            if time_convention != "t0_data":
-                raise ValueError(f"{who}: time_convention applies to velocity models only")
-            axis, vp_pts = grid_points(schedule, timesteps, final_sigmas_type, who)
-            pts = [_flow_time(p) for p in vp_pts]
-            y = x / (vp_pts[0][1] + vp_pts[0][2])  # x_VP = (alpha + sigma) y
-            lookup = dict(zip(pts, vp_pts))
-
-            def vel(y, s, i=None):
-                p = lookup.get(s) or axis.at_lambda(math.log1p(-s) - math.log(s))
-                return _vp_velocity(model, y, p, schedule, prediction_type, i)
-
-        n = len(pts) - 1
-        for i in range(n):
-            s, s_next = pts[i], pts[i + 1]
-            v_i = lambda yy, ss: vel(yy, ss, i)  # noqa: E731
-            if order == 1 or s_next == 0.0 and prediction_type != "velocity":
-                u = v_i(y, s)
-                y = flow_euler_step(y, u, s, s_next)  # to s = 0 this returns x0_hat exactly
-            elif order == 2:
-                y = flow_midpoint_step(v_i, y, s, s_next)
-            else:
-                y = flow_rk4_step(v_i, y, s, s_next)
-            check_finite(y, "sampler state", f"step {i} (t = {timesteps[i]})")
-            if callback is not None:
-                callback(i, timesteps[i], y, None)
-        if prediction_type == "velocity":
-            return y
-        last = vp_pts[-1]
-        return y * (last[1] + last[2])
-
-    loop.__name__ = loop.__qualname__ = who
-    loop.__doc__ = f"""Rectified-flow ODE sampling with the {['Euler', 'midpoint', 'RK4'][[1, 2, 4].index(order)]}
-    method, MATH.md (11.7)-(11.10); {order} model evaluation(s) per step, deterministic (draws no
-    noise).  ``prediction_type="velocity"``: ``schedule=None``, flow times ``timesteps`` (see the
-    module docstring, ``time_convention``), returns the state at the last time.  VP prediction
-    types: a ``Schedule`` / continuous VP and its grid (``final_sigmas_type`` as in
-    :func:`refdiff.samplers.dpm_solver.grid_points`); the last step to sigma = 0 is an Euler step,
-    which returns x0_hat exactly; returns VP coordinates.  ``callback(i, t_i, y_{{i+1}}, None)``
-    with y in flow coordinates."""
-    return loop
+            first = [v]  # the first evaluation is v: reuse it
+            y = flow_midpoint_step(lambda yy, uu: first.pop() if first else vel(yy, uu, i), y, us[i], us[i + 1])
+        y = end_step(i, grid[i].t, y, x0_hat, callback, project, path=(1.0 - us[i + 1], us[i + 1]))
+    return _out(y, us[-1], prediction_type)
 
 
-flow_euler = _flow_loop("flow_euler", 1)
-flow_midpoint = _flow_loop("flow_midpoint", 2)
-flow_rk4 = _flow_loop("flow_rk4", 4)
+def flow_rk4(model, x, schedule, timesteps=None, *, prediction_type="velocity", noise=None, callback=None,
+             project=None, time_convention="t0_data", final_sigmas_type=None, sigmas=None,
+             interpolation="log_alpha"):
+    """Rectified-flow ODE sampling with classical RK4, MATH.md (11.6): four evaluations per
+    step (one on a VP model's last step to sigma = 0)."""
+    from .sde import rk4_step
+
+    y, grid, us, vel = _flow_setup(model, x, schedule, timesteps, prediction_type, time_convention,
+                                   final_sigmas_type, sigmas, interpolation)
+    for i in range(len(us) - 1):
+        v = vel(y, us[i], i)
+        x0_hat = y - us[i] * v
+        if grid[i + 1].sigma == 0.0 and prediction_type != "velocity":
+            y = flow_euler_step(y, v, us[i], us[i + 1])  # to u = 0: exactly x0_hat
+        else:
+            first = [v]  # k1 is v: reuse it instead of a second evaluation at (y, u_i)
+            y = rk4_step(lambda yy, uu: first.pop() if first else vel(yy, uu, i), y, us[i], us[i + 1] - us[i])
+        y = end_step(i, grid[i].t, y, x0_hat, callback, project, path=(1.0 - us[i + 1], us[i + 1]))
+    return _out(y, us[-1], prediction_type)
+
+
+for _f in (flow_euler, flow_midpoint, flow_rk4):
+    _f.__doc__ += _DOC
 
 METHODS = {"flow_euler": flow_euler, "flow_midpoint": flow_midpoint, "flow_rk4": flow_rk4}

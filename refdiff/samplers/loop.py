@@ -5,11 +5,9 @@ guidance, shows a tqdm progress bar, and dispatches on the method name through t
 of the family modules' ``METHODS`` dicts (imported lazily, so a family that is still a
 placeholder contributes nothing).
 
-Callback convention (all of refdiff's loops): ``callback(i, t, x, x0_hat)`` after step i,
-with ``t`` the step's grid time (where its first model call is made; for ``edm`` with churn
-the call is at the churned level sigma_hat), ``x`` the new state and ``x0_hat`` the step's
-prediction of x_0 (None for ``pf_ode_rk4`` and the ``flow_*`` methods, whose steps combine
-several evaluations).
+Grid and hooks: the contract of :mod:`refdiff.samplers.common` (``make_grid`` validates the
+grid here and in every loop; ``project`` then ``callback`` after each step, in VP
+coordinates).
 """
 
 from __future__ import annotations
@@ -17,11 +15,9 @@ from __future__ import annotations
 import importlib
 import math
 
-import numpy as np
-
 from ..backend import array_namespace, check_finite, standard_normal, check_rng
 from ..parameterization import PREDICTION_TYPES
-from ..schedules import Schedule, _ContinuousVP
+from .common import make_grid
 
 __all__ = ["sample", "sampler_methods"]
 
@@ -37,43 +33,9 @@ def sampler_methods():
     return methods
 
 
-def _validate_grid(schedule, timesteps, method_options):
-    """The timesteps as a host array, validated: 1-D, strictly decreasing, in range."""
-    ts = np.asarray(timesteps)
-    if ts.ndim != 1:
-        raise ValueError(f"timesteps must be a 1-D array, got shape {ts.shape}")
-    if isinstance(schedule, Schedule):
-        if ts.dtype.kind not in "iu":
-            raise TypeError(f"timesteps for a discrete Schedule must be integers, got dtype {ts.dtype}")
-        if ts.shape[0] < 1:
-            raise ValueError("steps must be >= 1: timesteps is empty")
-        lo, hi = int(ts.min()), int(ts.max())
-        if lo < 0 or hi > schedule.T - 1:
-            raise ValueError(f"timesteps contain {lo if lo < 0 else hi}, out of range [0, {schedule.T - 1}] (T = {schedule.T})")
-    elif isinstance(schedule, _ContinuousVP):
-        if ts.dtype.kind != "f":
-            raise TypeError(f"timesteps for a continuous VP must be floats in (0, 1], got dtype {ts.dtype}")
-        if ts.shape[0] < 2 and "sigmas" not in method_options:
-            raise ValueError(f"steps must be >= 1: a continuous grid needs >= 2 times, got {ts.shape[0]}")
-        if not (np.all(np.isfinite(ts)) and np.all(ts > 0) and np.all(ts <= 1)):
-            raise ValueError(f"timesteps must lie in (0, 1], got min {ts.min()!r}, max {ts.max()!r}")
-    else:
-        raise TypeError(f"schedule must be a Schedule or a continuous VP schedule, got {type(schedule).__name__}")
-    if ts.shape[0] > 1 and np.any(np.diff(ts) >= 0):
-        i = int(np.flatnonzero(np.diff(ts) >= 0)[0])
-        raise ValueError(f"timesteps must be strictly decreasing: timesteps[{i}] = {ts[i]} <= timesteps[{i + 1}] = {ts[i + 1]}")
-    return ts
-
-
-def _n_steps(schedule, ts, method_options):
-    if method_options.get("sigmas") is not None:
-        return len(np.asarray(method_options["sigmas"]).reshape(-1)) - 1
-    return ts.shape[0] if isinstance(schedule, Schedule) else ts.shape[0] - 1
-
-
 def sample(model, x_T, schedule, timesteps, method, *, prediction_type="epsilon", rng=None, guidance_scale=None,
-           callback=None, y=None, null_label=None, guidance_convention="w", guidance_rescale=0.0, noise=None,
-           progress=True, **method_options):
+           callback=None, project=None, y=None, null_label=None, guidance_convention="w", guidance_rescale=0.0,
+           noise=None, progress=True, **method_options):
     """Sample x_0 from ``x_T`` with the sampler ``method`` (see :func:`sampler_methods`).
 
     model : ``model(x, t) -> output`` of ``prediction_type`` (conditional models take
@@ -83,7 +45,12 @@ def sample(model, x_T, schedule, timesteps, method, *, prediction_type="epsilon"
         (e.g. ``refdiff.timesteps(T, n)``), or a continuous VP and decreasing floats in
         (0, 1] (e.g. ``refdiff.time_grid(vp, n)``; t = 0 is data), or — for a flow-matching
         velocity model (``prediction_type="velocity"``, flow methods only) — ``None`` and
-        flow times from 1 to 0 (t = 0 data; see ``time_convention`` of the flow loops).
+        flow times from 1 to 0 (t = 0 data; see ``time_convention`` of the flow loops), or
+        a ready :class:`refdiff.Grid` (e.g. ``refdiff.library_grid(...)``).  ``sigmas=``
+        (every method; e.g. ``refdiff.karras_sigmas(n, lo, hi, append_zero=True)``) replaces
+        ``timesteps`` by a grid of VE noise levels; see :func:`refdiff.make_grid`.
+    callback, project : ``callback(i, t, x, x0_hat)`` and the state hook ``project(i, t, x)
+        -> x``, called after each step in VP coordinates (:mod:`refdiff.samplers.common`).
     rng : numpy Generator; noise is drawn on the host (``standard_normal``) in the order
         each method documents.  ``noise`` (a callable ``noise(like)``) may be given instead.
     guidance_scale, y, null_label, guidance_convention, guidance_rescale : classifier-free
@@ -100,14 +67,11 @@ def sample(model, x_T, schedule, timesteps, method, *, prediction_type="epsilon"
             raise ValueError(f"prediction_type='velocity' needs a flow method (flow_euler, flow_midpoint, flow_rk4), got {method!r}")
         if schedule is not None:
             raise TypeError("a velocity model samples on the rectified-flow path: pass schedule=None")
-        ts = np.asarray(timesteps, dtype=np.float64)  # validated by the flow loop (direction depends on time_convention)
-        if ts.ndim != 1 or ts.shape[0] < 2:
-            raise ValueError(f"steps must be >= 1: a flow grid needs >= 2 times, got shape {ts.shape}")
     elif prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"unknown prediction_type {prediction_type!r}; valid: {', '.join(PREDICTION_TYPES)}, "
                          "or 'velocity' with a flow method")
-    else:
-        ts = _validate_grid(schedule, timesteps, method_options)
+    grid_opts = ("sigmas", "final_sigmas_type", "interpolation", "time_convention")
+    grid = make_grid(schedule, timesteps, **{k: method_options[k] for k in grid_opts if k in method_options})
     eta = method_options.get("eta")
     if eta is not None and not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta >= 0):
         raise ValueError(f"eta = {eta!r} must be a finite number >= 0")
@@ -123,7 +87,7 @@ def sample(model, x_T, schedule, timesteps, method, *, prediction_type="epsilon"
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=_n_steps(schedule, ts, method_options), desc=method, leave=False)
+        bar = tqdm(total=len(grid) - 1, desc=method, leave=False)
 
         def cb(i, t, x, x0_hat):
             bar.update(1)
@@ -131,8 +95,8 @@ def sample(model, x_T, schedule, timesteps, method, *, prediction_type="epsilon"
                 callback(i, t, x, x0_hat)
 
     try:
-        return methods[method](model, x_T, schedule, ts, prediction_type=prediction_type, noise=noise, callback=cb,
-                               **method_options)
+        return methods[method](model, x_T, schedule, grid, prediction_type=prediction_type, noise=noise, callback=cb,
+                               project=project, **method_options)
     finally:
         if bar is not None:
             bar.close()

@@ -12,6 +12,9 @@ Setups (each stated so a user can reproduce it):
   N(mu, Sigma) with mu = (0.5, -1, 2) and Sigma = Q diag(1e-3, 1e-4, 1e-5) Q^T (a fixed
   rotation Q): the data variances put the transition of x0_hat(lambda) inside the lambda
   window, so the leading error terms do not integrate to zero (MATH.md (10.17)).
+* VP samplers started where x0_hat changes (``"vp_start"``, MATH.md (10.18)): the same VP,
+  grid ``time_grid(vp, n, "logSNR", t_start=0.35)``, data N(mu, diag(0.3, 1, 3)); over the
+  first step x0_hat moves by O(h), so a first-order start step caps the global order at 2.
 * flow samplers: rectified flow (t = 0 data) from t = 1 to t = 0 on a uniform grid with a
   velocity model; Gaussian N(mu, Q diag(0.25, 1, 4) Q^T), exact reference; and a 2-D
   two-component Gaussian mixture whose reference is RK4 with 1024 steps (MATH.md (11.11)).
@@ -26,13 +29,13 @@ import numpy as np
 from ..oracles import GaussianData, GaussianMixture
 from ..schedules import LinearVP, time_grid
 
-__all__ = ["SPECS", "gaussian_vp_oracle", "gaussian_flow_oracle", "mixture_flow_oracle", "global_error",
+__all__ = ["SPECS", "gaussian_vp_oracle", "gaussian_vp_start_oracle", "gaussian_flow_oracle", "mixture_flow_oracle", "global_error",
            "fit_order", "measure_orders", "local_errors", "plot_errors"]
 
 _MEAN = np.array([0.5, -1.0, 2.0])
 _Q = np.linalg.qr(np.array([[1.0, 0.3, -0.2], [0.4, -1.0, 0.5], [0.1, 0.6, 1.2]]))[0]
 
-# label -> (method, options, expected order, setup); setup "vp" or "flow_gauss" / "flow_mix"
+# label -> (method, options, expected order, setup); setup "vp", "vp_start" or "flow_gauss" / "flow_mix"
 SPECS = {
     "ddim": ("ddim", {}, 1, "vp"),
     "euler": ("euler", {}, 1, "vp"),
@@ -45,6 +48,10 @@ SPECS = {
     "dpmpp_2m": ("dpmpp_2m", {"lower_order_final": False}, 2, "vp"),
     "dpmpp_3m": ("dpmpp_3m", {"lower_order_final": False}, 3, "vp"),
     "dpmpp_3m_published": ("dpmpp_3m", {"lower_order_final": False, "variant": "published"}, 2, "vp"),
+    "dpmpp_3m@start": ("dpmpp_3m", {"lower_order_final": False}, 3, "vp_start"),
+    "dpmpp_3m_first_order@start": ("dpmpp_3m", {"lower_order_final": False, "warmup": "first_order"}, 2,
+                                   "vp_start"),
+    "dpmpp_3m_published@start": ("dpmpp_3m", {"lower_order_final": False, "variant": "published"}, 2, "vp_start"),
     "pf_ode_rk4": ("pf_ode_rk4", {}, 4, "vp"),
     "flow_euler": ("flow_euler", {}, 1, "flow_gauss"),
     "flow_midpoint": ("flow_midpoint", {}, 2, "flow_mix"),
@@ -55,6 +62,11 @@ SPECS = {
 def gaussian_vp_oracle():
     """N((0.5, -1, 2), Q diag(1e-3, 1e-4, 1e-5) Q^T): the VP order oracle."""
     return GaussianData(_MEAN, _Q @ np.diag([1e-3, 1e-4, 1e-5]) @ _Q.T)
+
+
+def gaussian_vp_start_oracle():
+    """N((0.5, -1, 2), diag(0.3, 1, 3)): the oracle of the "vp_start" setup (t from 0.35)."""
+    return GaussianData(_MEAN, np.array([0.3, 1.0, 3.0]))
 
 
 def gaussian_flow_oracle():
@@ -107,10 +119,10 @@ def global_error(label, n, *, n_samples=32, seed=0, **options):
     opts = {**opts, **options}
     fn = _methods()[method]
     rng = np.random.default_rng(seed)
-    if setup == "vp":
-        vp, g = _vp(), gaussian_vp_oracle()
+    if setup in ("vp", "vp_start"):
+        vp, g = _vp(), gaussian_vp_oracle() if setup == "vp" else gaussian_vp_start_oracle()
         x = rng.standard_normal((n_samples, 3))
-        ts = time_grid(vp, n, "logSNR")
+        ts = time_grid(vp, n, "logSNR", t_start=None if setup == "vp" else 0.35)
         out = fn(g.as_model(vp, "epsilon"), x, vp, ts, prediction_type="epsilon", **opts)
         return _rms(out, g.ode_transport(x, *_as(vp, ts[0]), *_as(vp, ts[-1])))
     g = gaussian_flow_oracle() if setup == "flow_gauss" else mixture_flow_oracle()
@@ -141,7 +153,7 @@ def measure_orders(methods=None, steps=(16, 32, 64, 128), *, n_samples=32, seed=
         errs = [global_error(label, int(n), n_samples=n_samples, seed=seed) for n in steps]
         method, opts, expected, _ = SPECS[label]
         out[label] = {"steps": list(map(int, steps)), "errors": errs, "order": fit_order(steps, errs),
-                      "expected": expected, "method": method, "options": dict(opts)}
+                      "expected": expected, "method": method, "options": dict(opts), "setup": SPECS[label][3]}
     return out
 
 

@@ -21,10 +21,9 @@ import math
 
 import numpy as np
 
-from ..backend import array_namespace, bcast, check_finite
-from ..schedules import InterpolatedVP
-from .common import predict_eps_x0
-from .dpm_solver import _Axis, _grid_values
+from ..backend import array_namespace, bcast
+from ..schedules import InterpolatedVP, Schedule
+from .common import draw_noise, end_step, make_grid, point_at, predict
 
 __all__ = [
     "euler_maruyama_step",
@@ -101,139 +100,123 @@ def rk4_step(drift, x, t, dt):
     return x + (dt / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
 
 
-# ----------------------------------------------------------------------------- loop helpers
-class _SDETime:
-    """Continuous times of a grid and the model time / coefficients at any t."""
-
-    def __init__(self, schedule, timesteps, who):
-        vals = _grid_values(schedule, timesteps, who)
-        self.axis = _Axis(schedule)
-        self.schedule = schedule
-        T = self.axis.T
-        self.times = [(v + 1.0) / T for v in vals] if T is not None else vals
-        self.model_times = vals  # integers on a Schedule's grid
-        self.discrete = T is not None
-
-    def model_time(self, tc, i=None):
-        if i is not None:
-            return self.model_times[i]
-        return tc * self.axis.T - 1.0 if self.discrete else tc
-
-    def coefs(self, tc):
-        """(f, g^2, sigma) at continuous time tc.  On InterpolatedVP (and a Schedule) log alpha is piecewise linear
-        with knots at the grid indices; f is the slope of the segment just below tc (the one a
-        reverse-time step integrates over), not the one above a knot."""
-        vp = self.axis.vp
-        kinked = isinstance(vp, InterpolatedVP)
-        tf = np.asarray(tc - 1e-9 / vp.schedule.T if kinked else tc, dtype=np.float64)
-        return float(vp.dlog_alpha_dt(tf)), float(vp.beta(tf)), float(vp.sigma(np.asarray(tc, dtype=np.float64)))
-
-    def predict(self, model, x, tc, prediction_type, step, i=None):
-        return predict_eps_x0(model, x, self.model_time(tc, i), self.schedule, prediction_type, step=step)
+# ----------------------------------------------------------------------------- loops
+def _tc(schedule, t):
+    """The continuous time of model time t: (t + 1) / T on a Schedule (MATH.md (2.15)), t on a VP."""
+    return (float(t) + 1.0) / schedule.T if isinstance(schedule, Schedule) else float(t)
 
 
-def _need_noise(noise, who):
+def _coefs(schedule, tc):
+    """(f, g^2, sigma) of the VP SDE at continuous time tc, MATH.md (2.14).  On a Schedule
+    (InterpolatedVP) log alpha is piecewise linear; f is the slope of the segment just below
+    tc (the one a reverse-time step integrates over)."""
+    vp = InterpolatedVP(schedule) if isinstance(schedule, Schedule) else schedule
+    kinked = isinstance(vp, InterpolatedVP)
+    tf = np.asarray(tc - 1e-9 / vp.schedule.T if kinked else tc, dtype=np.float64)
+    return float(vp.dlog_alpha_dt(tf)), float(vp.beta(tf)), float(vp.sigma(np.asarray(tc, dtype=np.float64)))
+
+
+_GRID_DOC = """
+    Grid (:func:`refdiff.make_grid`, also ``sigmas=``): a continuous VP's times end at the
+    last time; a Schedule's timesteps end with a final Tweedie step to sigma = 0 that
+    returns the model's x0_hat (no noise), as DDIM's t_prev = -1.  Hooks ``callback`` and
+    ``project`` after each step, in VP coordinates (:func:`refdiff.samplers.common.end_step`)."""
+
+
+def euler_maruyama(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None,
+                   project=None, denoise=True, sigmas=None, final_sigmas_type=None, interpolation="log_alpha"):
+    """Euler-Maruyama on the reverse VP SDE, MATH.md (11.1)-(11.2).  Step i draws one noise(x)
+    after its model call, except a step to sigma = 0 and, with ``denoise=True`` (Song et al.:
+    return the last step's mean), the last step."""
     if noise is None:
-        raise TypeError(f"method {who!r} is stochastic and needs noise (pass rng= to refdiff.sample)")
-
-
-def _final(G, model, x, prediction_type, callback):
-    """Schedule grids: the final Tweedie step x0_hat at the last grid index (no noise)."""
-    i = len(G.times) - 1
-    _, x0 = G.predict(model, x, G.times[-1], prediction_type, i, i=i)
-    if callback is not None:
-        callback(i, G.model_times[-1], x0, x0)
-    return x0
-
-
-def euler_maruyama(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=None, callback=None,
-                   denoise=True):
-    """Euler-Maruyama on the reverse VP SDE, MATH.md (11.1)-(11.2).
-
-    Continuous VP: n + 1 times, n steps; step i draws one noise(x) after its model call, except
-    the last step when ``denoise=True`` (Song et al.: return the last step's mean), so n - 1
-    draws.  Schedule: n indices, n - 1 steps (one draw each), then a final Tweedie step x0_hat
-    (no draw).  ``callback(i, t_i, x_{i+1}, x0_hat(t_i))``."""
-    who = "euler_maruyama"
-    _need_noise(noise, who)
-    G = _SDETime(schedule, timesteps, who)
-    n = len(G.times) - 1
+        raise TypeError("method 'euler_maruyama' is stochastic and needs noise (pass rng= to refdiff.sample)")
+    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                     interpolation=interpolation)
+    n = len(grid) - 1
     for i in range(n):
-        t, t_next = G.times[i], G.times[i + 1]
-        eps, x0 = G.predict(model, x, t, prediction_type, i, i=i)
-        f, g2, sigma = G.coefs(t)
-        last = i == n - 1 and denoise and not G.discrete
-        z = None if last else noise(x)
-        x = euler_maruyama_step(x, -eps / sigma, f, g2, t - t_next, z)
-        check_finite(x, "sampler state", f"step {i} (t = {t})")
-        if callback is not None:
-            callback(i, G.model_times[i], x, x0)
-    return _final(G, model, x, prediction_type, callback) if G.discrete else x
+        p, q = grid[i], grid[i + 1]
+        eps_hat, x0_hat = predict(model, x, p, prediction_type, i)
+        if q.sigma == 0.0:
+            x = x0_hat  # the final Tweedie step
+        else:
+            t, t_next = _tc(schedule, p.t), _tc(schedule, q.t)
+            f, g2, _ = _coefs(schedule, t)
+            z = None if (denoise and i == n - 1) else draw_noise(noise, x, "euler_maruyama")
+            x = euler_maruyama_step(x, -eps_hat / p.sigma, f, g2, t - t_next, z)  # score (4.5), step (11.2)
+        x = end_step(i, p.t, x, x0_hat, callback, project)
+    return x
 
 
-def pc(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=None, callback=None, snr=0.16,
-       n_corrector=1, langevin_norm="batch", denoise=True):
+def pc(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None, project=None,
+       snr=0.16, n_corrector=1, langevin_norm="batch", denoise=True, sigmas=None, final_sigmas_type=None,
+       interpolation="log_alpha"):
     """Predictor-corrector sampling (Song et al. 2021, Alg. 3 with the VP Langevin corrector),
-    MATH.md (11.2)-(11.4).
-
-    At each grid time t_i (but the last): ``n_corrector`` Langevin steps at t_i, each drawing one
-    noise(x) (used for both the step size (11.4) and the move (11.3)), then one Euler-Maruyama
-    predictor step to t_{i+1} drawing one noise(x) (none on the last step of a continuous grid
-    when ``denoise=True``).  Schedule grids end with the Tweedie step x0_hat, as
-    :func:`euler_maruyama`.  ``langevin_norm``: 'batch' (default, the code release: batch-mean
-    norms) or 'sample' (the paper's per-sample norms; in low dimension ||score|| near a mode is
-    often tiny, the step size heavy-tailed and the corrector unstable, MATH.md (11.4))."""
-    who = "pc"
-    _need_noise(noise, who)
+    MATH.md (11.2)-(11.4).  At each grid point but the last: ``n_corrector`` Langevin steps,
+    each drawing one noise(x) (used for both the step size (11.4) and the move (11.3)), then
+    one Euler-Maruyama predictor step drawing one noise(x) (none on the last step when
+    ``denoise=True``).  ``langevin_norm``: 'batch' (default, the code release: batch-mean
+    norms) or 'sample' (the paper's per-sample norms; in low dimension ||score|| near a mode
+    is often tiny, the step size heavy-tailed and the corrector unstable, MATH.md (11.4)).
+    The hooks' x0_hat is the predictor's (after the corrector steps)."""
+    if noise is None:
+        raise TypeError("method 'pc' is stochastic and needs noise (pass rng= to refdiff.sample)")
     if isinstance(n_corrector, bool) or not isinstance(n_corrector, int) or n_corrector < 0:
         raise ValueError(f"pc: n_corrector = {n_corrector!r} must be an integer >= 0")
     if not (isinstance(snr, (int, float)) and math.isfinite(snr) and snr > 0):
         raise ValueError(f"pc: snr = {snr!r} must be finite and > 0")
     if langevin_norm not in ("sample", "batch"):
         raise ValueError(f"pc: unknown langevin_norm {langevin_norm!r}; valid: 'sample', 'batch'")
-    G = _SDETime(schedule, timesteps, who)
-    n = len(G.times) - 1
+    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                     interpolation=interpolation)
+    n = len(grid) - 1
     for i in range(n):
-        t, t_next = G.times[i], G.times[i + 1]
-        f, g2, sigma = G.coefs(t)
-        for _ in range(n_corrector):
-            eps, _x0 = G.predict(model, x, t, prediction_type, i, i=i)
-            z = noise(x)
-            score = -eps / sigma
+        p, q = grid[i], grid[i + 1]
+        for _ in range(n_corrector if q.sigma > 0 else 0):
+            score = -predict(model, x, p, prediction_type, i)[0] / p.sigma
+            z = draw_noise(noise, x, "pc")
             x = langevin_corrector_step(x, score, langevin_step_size(score, z, snr, norm=langevin_norm), z)
-        eps, x0 = G.predict(model, x, t, prediction_type, i, i=i)
-        last = i == n - 1 and denoise and not G.discrete
-        x = euler_maruyama_step(x, -eps / sigma, f, g2, t - t_next, None if last else noise(x))
-        check_finite(x, "sampler state", f"step {i} (t = {t})")
-        if callback is not None:
-            callback(i, G.model_times[i], x, x0)
-    return _final(G, model, x, prediction_type, callback) if G.discrete else x
+        eps_hat, x0_hat = predict(model, x, p, prediction_type, i)
+        if q.sigma == 0.0:
+            x = x0_hat  # the final Tweedie step
+        else:
+            t, t_next = _tc(schedule, p.t), _tc(schedule, q.t)
+            f, g2, _ = _coefs(schedule, t)
+            z = None if (denoise and i == n - 1) else draw_noise(noise, x, "pc")
+            x = euler_maruyama_step(x, -eps_hat / p.sigma, f, g2, t - t_next, z)
+        x = end_step(i, p.t, x, x0_hat, callback, project)
+    return x
 
 
-def pf_ode_rk4(model, x, schedule, timesteps, *, prediction_type="epsilon", noise=None, callback=None):
-    """The probability-flow ODE (11.5) integrated with classical RK4 (11.6) on the given grid
-    (fixed steps in t; four model calls per step, at t_i, twice at the midpoint, at t_{i+1}).
-    Deterministic: draws no noise.  Continuous VP: returns x at the last grid time.  Schedule:
-    RK4 between the grid indices (midpoints as float continuous indices), then the Tweedie
-    step x0_hat at the last index."""
-    who = "pf_ode_rk4"
-    G = _SDETime(schedule, timesteps, who)
-    n = len(G.times) - 1
-    step = [0]
+def pf_ode_rk4(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None,
+               project=None, sigmas=None, final_sigmas_type=None, interpolation="log_alpha"):
+    """The probability-flow ODE (11.5) integrated with classical RK4 (11.6) in t on the given
+    grid: four model calls per step (at t_i, twice at the midpoint, at t_{i+1}; on a Schedule
+    the midpoints are float continuous indices).  Deterministic: draws no noise.  The hooks'
+    x0_hat is the first evaluation's."""
+    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                     interpolation=interpolation)
+    discrete = isinstance(schedule, Schedule)
+    for i in range(len(grid) - 1):
+        p, q = grid[i], grid[i + 1]
+        seen = []  # the x0_hat of each drift evaluation of this step
 
-    def drift(y, tc):
-        eps, _ = G.predict(model, y, tc, prediction_type, step[0])
-        f, g2, sigma = G.coefs(tc)
-        return pf_ode_drift(y, eps, f, g2, sigma)
+        def drift(y, tc):
+            r = point_at(schedule, p.t if tc == _tc(schedule, p.t) else (tc * schedule.T - 1.0 if discrete else tc))
+            eps_hat, x0 = predict(model, y, r, prediction_type, i)
+            seen.append(x0)
+            return pf_ode_drift(y, eps_hat, *_coefs(schedule, tc))
 
-    for i in range(n):
-        step[0] = i
-        t, t_next = G.times[i], G.times[i + 1]
-        x = rk4_step(drift, x, t, t_next - t)
-        check_finite(x, "sampler state", f"step {i} (t = {t})")
-        if callback is not None:
-            callback(i, G.model_times[i], x, None)
-    return _final(G, model, x, prediction_type, callback) if G.discrete else x
+        if q.sigma == 0.0:
+            x = predict(model, x, p, prediction_type, i)[1]  # the final Tweedie step
+            seen.append(x)
+        else:
+            t = _tc(schedule, p.t)
+            x = rk4_step(drift, x, t, _tc(schedule, q.t) - t)
+        x = end_step(i, p.t, x, seen[0], callback, project)
+    return x
 
+
+for _f in (euler_maruyama, pc, pf_ode_rk4):
+    _f.__doc__ += _GRID_DOC
 
 METHODS = {"euler_maruyama": euler_maruyama, "pc": pc, "pf_ode_rk4": pf_ode_rk4}
