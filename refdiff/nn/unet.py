@@ -192,6 +192,21 @@ class UNet(DenoiserBase):
         out["mid"] = (c.widths[-1], S, S)
         return out
 
+    def intrablock_points(self) -> dict:
+        """{``enc<l>``: (C_l, S_l, S_l)}: residuals added to the encoder's hidden state at
+        the end of level l (before its skip is taken and before it flows on), diffusers'
+        ``down_intrablock_additional_residuals`` (the T2I-Adapter's contract)."""
+        c, S = self.config, self.config.image_size
+        return {f"enc{l}": (w, S // 2 ** l, S // 2 ** l) for l, w in enumerate(c.widths)}
+
+    def _level_ends(self, res) -> dict:
+        """{name of the last block of level l on the way down: "enc<l>"} for the given residuals."""
+        last = {}
+        for kind, name, *_ in self._plan()[0]:
+            if name.startswith("down") and kind != "down":
+                last[f"enc{name[4:].split('.')[0]}"] = name  # the level's last block wins
+        return {name: k for k, name in last.items() if k in res}
+
     def _init_host(self, rng):
         c, P = self.config, {}
         E, C0 = c.time_embed_dim, c.widths[0]
@@ -241,10 +256,12 @@ class UNet(DenoiserBase):
         if c.inpaint:
             h = xp.concat([x, cond["mask"], cond["masked_image"]], axis=1)  # (N, 2C + 1, S, S)
         down, mid, up = self._plan()
-        skips, caches = [], []
+        skips, caches, ends = [], [], self._level_ends(res)
         for kind, name, _, _, push, _ in down:  # encoder: every pushed output is a skip
             h, cc = BLOCKS[kind].forward(params, name, h, env)
             caches.append(cc)
+            if name in ends:  # intrablock residual (T2I-Adapter) at the end of a level
+                h = h + res[ends[name]]
             if push:
                 s = f"skip{len(skips)}"
                 skips.append(h + res[s] if s in res else h)
@@ -262,12 +279,12 @@ class UNet(DenoiserBase):
         h, c_n = gn_f(params, "out.norm", h, c.groups)
         h, c_s = silu_forward(h)
         out, c_o = conv_f(params, "out.conv", h)
-        return out, (c_emb, caches, (c_n, c_s, c_o), x.shape[1], bool(res))
+        return out, (c_emb, caches, (c_n, c_s, c_o), x.shape[1], ends)
 
     def _check_residuals(self, residuals, x):
         if not residuals:
             return {}
-        pts = self.injection_points()
+        pts = {**self.injection_points(), **self.intrablock_points()}
         bad = sorted(set(residuals) - set(pts))
         if bad:
             raise ValueError(f"UNet.forward: unknown injection point {bad[0]!r}; valid: {list(pts)}")
@@ -285,7 +302,7 @@ class UNet(DenoiserBase):
 
     def backward_full(self, params, cache, dout):
         """``(grads, dx, dresiduals)``: also the gradients at every injection point."""
-        c_emb, caches, (c_n, c_s, c_o), c_x, _ = cache
+        c_emb, caches, (c_n, c_s, c_o), c_x, ends = cache
         G, denv, dres = {}, {}, {}
         dh = conv_b(G, "out.conv", dout, c_o)
         dh = silu_backward(dh, c_s)
@@ -304,6 +321,8 @@ class UNet(DenoiserBase):
             if push:
                 dres[f"skip{len(dskips) - 1}"] = dskips[-1]  # the stack's top is the last skip
                 dh = dh + dskips.pop()
+            if name in ends:
+                dres[ends[name]] = dh
             dh = BLOCKS[kind].backward(G, params, name, dh, cc, denv)
         dx = dh[:, :c_x] if self.config.inpaint else dh
         self._embed_backward(G, params, c_emb, denv)
