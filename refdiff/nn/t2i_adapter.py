@@ -72,9 +72,9 @@ class T2IAdapter:
         h, c_in = conv_f(params, "t2i.conv_in", h)  # (N, C_0, S, S)
         feats, caches = {}, []
         for l in range(len(self.unet.config.widths)):
-            c_p = c_i = None
-            if l > 0:
-                h, c_p = avgpool2x_forward(h)
+            pooled, c_i = l > 0, None
+            if pooled:
+                h, _ = avgpool2x_forward(h)
             if f"t2i.l{l}.in.w" in params:
                 h, c_i = conv_f(params, f"t2i.l{l}.in", h)
             a, c_1 = conv_f(params, f"t2i.l{l}.conv1", h)
@@ -82,7 +82,7 @@ class T2IAdapter:
             b, c_2 = conv_f(params, f"t2i.l{l}.conv2", xp.where(relu, a, xp.zeros_like(a)))
             h = h + b
             feats[f"enc{l}"] = h
-            caches.append((c_p, c_i, c_1, relu, c_2))
+            caches.append((pooled, c_i, c_1, relu, c_2))
         return feats, (c_u, c_in, caches)
 
     def backward(self, params, cache, dfeats: dict) -> dict:
@@ -91,15 +91,15 @@ class T2IAdapter:
         c_u, c_in, caches = cache
         G, dh = {}, None
         for l in reversed(range(len(caches))):
-            c_p, c_i, c_1, relu, c_2 = caches[l]
+            pooled, c_i, c_1, relu, c_2 = caches[l]
             g = dfeats.get(f"enc{l}")
             dh = g if dh is None else (dh if g is None else dh + g)
             da = conv_b(G, f"t2i.l{l}.conv2", dh, c_2)
             dh = dh + conv_b(G, f"t2i.l{l}.conv1", xp.where(relu, da, xp.zeros_like(da)), c_1)
             if c_i is not None:
                 dh = conv_b(G, f"t2i.l{l}.in", dh, c_i)
-            if c_p is not None:
-                dh = avgpool2x_backward(dh, c_p)
+            if pooled:
+                dh = avgpool2x_backward(dh, None)
         pixel_unshuffle_backward(conv_b(G, "t2i.conv_in", dh, c_in), c_u)
         return {k: G[k] for k in params}
 
