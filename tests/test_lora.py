@@ -13,7 +13,7 @@ from refdiff.nn.conv import conv2d_forward
 from refdiff.nn.gradcheck import check_gradient
 from refdiff.nn.lora import (dropout_mask, lora_conv_backward, lora_conv_forward, lora_delta, lora_init_factors,
                              lora_linear_backward, lora_linear_forward, lora_linear_forward_naive, lora_mha_backward,
-                             lora_mha_forward, lora_scaling)
+                             lora_mha_forward, lora_rrr_optimum, lora_scaling)
 from refdiff.nn.lora_model import (LoRAConfig, lora_fuse, lora_grads, lora_init, lora_merge, lora_params,
                                    lora_unfuse, lora_unmerge, load_lora, save_lora, scale_layer, set_scale,
                                    unscale_layer)
@@ -226,6 +226,14 @@ def test_trained_lora_reaches_reduced_rank_regression_optimum():
     Sigma1 = (Q * np.array([3.0, 2.0, 1.0, 0.5, 0.3, 0.1])) @ Q.T
     W0 = 0.3 * rng.standard_normal((D, D))
     dstar, excess_star, C, Wstar = rrr_optimum(W0, Sigma1, alpha, sigma, r)
+    d2, e2, W2 = lora_rrr_optimum(W0, Sigma1, alpha, sigma, r)
+    assert np.allclose(d2, dstar, rtol=0, atol=1e-12) and e2 == pytest.approx(excess_star, rel=1e-12)
+    # the closed form is optimal: rank-r perturbations X Y^T of its factors only increase the excess
+    U, sv, Vt = np.linalg.svd(dstar)
+    X0, Y0 = U[:, :r] * sv[:r], Vt[:r].T
+    for _ in range(20):
+        Wp = W0 + (X0 + 1e-3 * rng.standard_normal((D, r))) @ (Y0 + 1e-3 * rng.standard_normal((D, r))).T
+        assert np.trace((Wp - Wstar).T @ C @ (Wp - Wstar)) > excess_star
     W0p = {"lin.w": W0}
     ad = lora_init(W0p, LoRAConfig(r=r, alpha=2.0), rng)
     theta, opt = dict(ad.weights), adam_init(ad.weights)

@@ -1,5 +1,5 @@
 """Low-rank adapters (LoRA) on linear layers, convolutions and attention projections,
-MATH.md (19.1), (19.2), (19.3), (19.4), (19.5), (19.6), (19.7).
+MATH.md (19.1), (19.2), (19.3), (19.4), (19.5), (19.16).
 
 Shapes follow PEFT, so that its checkpoints map one to one: a base linear layer of refdiff
 ``y = x w + b`` with ``w`` (d_in, d_out) gets ``A`` (r, d_in) and ``B`` (d_out, r); a base
@@ -39,7 +39,7 @@ __all__ = [
     "LoRAConfig", "LoRAAdapter", "lora_scaling", "lora_init_factors", "lora_delta", "lora_delta_backward",
     "lora_linear_forward", "lora_linear_backward", "lora_linear_forward_naive", "lora_conv_forward",
     "lora_conv_backward", "lora_proj_forward", "lora_proj_backward", "lora_mha_forward", "lora_mha_backward",
-    "dropout_mask",
+    "dropout_mask", "lora_rrr_optimum",
 ]
 
 
@@ -241,3 +241,21 @@ def lora_mha_backward(G, P, pre, dout, cache):
     dx = lora_proj_backward(G, P, pre + ".q", dq, caches[1])
     dc = lora_proj_backward(G, P, pre + ".kv", xp.concat([dk, dv], axis=2), caches[2])
     return (dx + dc, None) if is_self else (dx, dc)
+
+
+# ------------------------------------------------------------------ closed-form best rank-r fine-tune
+def lora_rrr_optimum(W0, Sigma1, alpha: float, sigma: float, r: int):
+    """Best rank-r update of the linear denoiser ``x0_hat = x_t W`` (row vectors) fine-tuned
+    from ``W0`` to data N(0, Sigma1) at one noise level (alpha, sigma), MATH.md (19.16):
+    ``C = alpha^2 Sigma1 + sigma^2 I``, ``W* = C^{-1} alpha Sigma1``, ``M = C^{1/2} (W* - W0) =
+    U S V^T``; returns ``(dW* = C^{-1/2} (U S V^T)_r, excess* = sum_{i>r} s_i^2, W*)``.
+    Host float64."""
+    W0, Sigma1 = np.asarray(W0, dtype=np.float64), np.asarray(Sigma1, dtype=np.float64)
+    D = W0.shape[0]
+    _check_rank(r, W0.shape, "lora_rrr_optimum")
+    C = alpha ** 2 * Sigma1 + sigma ** 2 * np.eye(D)
+    W_star = np.linalg.solve(C, alpha * Sigma1)
+    e, V = np.linalg.eigh(C)
+    C_half, C_mhalf = (V * np.sqrt(e)) @ V.T, (V / np.sqrt(e)) @ V.T
+    U, s, Vt = np.linalg.svd(C_half @ (W_star - W0))
+    return C_mhalf @ (U[:, :r] * s[:r]) @ Vt[:r], float(np.sum(s[r:] ** 2)), W_star
