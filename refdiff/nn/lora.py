@@ -36,7 +36,7 @@ from .attention import attention_backward, attention_forward, merge_heads, split
 from .conv import conv2d_backward, conv2d_forward
 
 __all__ = [
-    "LoRAConfig", "LoRAAdapter", "lora_scaling", "lora_init_factors", "lora_delta", "lora_delta_backward",
+    "lora_scaling", "lora_init_factors", "lora_delta", "lora_delta_backward",
     "lora_linear_forward", "lora_linear_backward", "lora_linear_forward_naive", "lora_conv_forward",
     "lora_conv_backward", "lora_proj_forward", "lora_proj_backward", "lora_mha_forward", "lora_mha_backward",
     "dropout_mask", "lora_rrr_optimum",
