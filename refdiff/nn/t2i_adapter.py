@@ -7,7 +7,7 @@ a 3x3 conv lifts it to the first width, and one small residual stage per U-Net l
 ``x + conv1x1(relu(conv3x3(x)))``) gives one feature ``F_l`` (N, C_l, S/2^l, S/2^l) per
 encoder level.  The features are computed once per generation (they depend on neither
 x_t nor t) and added to the encoder's hidden state at the end of level l (the U-Net's
-``enc<l>`` points, diffusers' ``down_intrablock_additional_residuals``), scaled by
+``feature<l>`` points, diffusers' ``down_intrablock_additional_residuals``), scaled by
 ``adapter_conditioning_scale`` and only while step ``i < int(N * adapter_conditioning_factor)``:
 
     r_l(i) = c * [i < floor(N * tau)] * F_l                                  (19.13)
@@ -49,7 +49,7 @@ class T2IAdapter:
             raise ValueError(f"T2IAdapter: need control_channels >= 1 and downscale >= 1, got {control_channels}, "
                              f"{downscale}")
         self.unet, self.channels, self.r = unet, int(control_channels), int(downscale)
-        self.points = unet.intrablock_points()
+        self.points = {k: v for k, v in unet.injection_points().items() if k.startswith("feature")}
 
     def init_params(self, rng, *, xp=None, dtype="float32") -> dict:
         """Host-drawn parameters (N(0, 1/fan_in) kernels, zero biases), cast and moved."""
@@ -64,7 +64,7 @@ class T2IAdapter:
         return {k: xp.asarray(v, dtype=getattr(xp, dtype)) for k, v in H.items()}
 
     def forward(self, params, control):
-        """Features ``{enc<l>: F_l}`` and the cache.  MATH.md (19.13)."""
+        """Features ``{feature<l>: F_l}`` and the cache.  MATH.md (19.13)."""
         xp = array_namespace(control)
         S = self.unet.config.image_size
         check_control(control, control.shape[0], self.channels, S * self.r, "T2IAdapter.forward")
@@ -81,18 +81,18 @@ class T2IAdapter:
             relu = a > 0
             b, c_2 = conv_f(params, f"t2i.l{l}.conv2", xp.where(relu, a, xp.zeros_like(a)))
             h = h + b
-            feats[f"enc{l}"] = h
+            feats[f"feature{l}"] = h
             caches.append((pooled, c_i, c_1, relu, c_2))
         return feats, (c_u, c_in, caches)
 
     def backward(self, params, cache, dfeats: dict) -> dict:
-        """Gradients of ``sum_l <F_l, dfeats[enc<l>]>`` for every parameter."""
+        """Gradients of ``sum_l <F_l, dfeats[feature<l>]>`` for every parameter."""
         xp = array_namespace(next(iter(dfeats.values())))
         c_u, c_in, caches = cache
         G, dh = {}, None
         for l in reversed(range(len(caches))):
             pooled, c_i, c_1, relu, c_2 = caches[l]
-            g = dfeats.get(f"enc{l}")
+            g = dfeats.get(f"feature{l}")
             dh = g if dh is None else (dh if g is None else dh + g)
             da = conv_b(G, f"t2i.l{l}.conv2", dh, c_2)
             dh = dh + conv_b(G, f"t2i.l{l}.conv1", xp.where(relu, da, xp.zeros_like(da)), c_1)
