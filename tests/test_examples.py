@@ -20,6 +20,8 @@ FIGURE_SCRIPTS = {
     "cfg_digits": ["cfg_digits.png", "cfg_tradeoff.png", "cfg_digits.json"],
     "elbo_breakdown": ["elbo_breakdown.png"],
     "sampler_orders": None,
+    "adapters_controlnet_gaussian": ["controlnet_gaussian.png", "controlnet_scale_sweep.png", "controlnet_gaussian.json"],
+    "adapters_lora_mixture": ["lora_mixture.png", "lora_mixture.json"],
 }
 # scripts that write no figures (they print numbers); run by their own tests below or elsewhere
 OTHER_SCRIPTS = {"mixture_floor", "verify_other_framework"}
