@@ -22,6 +22,7 @@ FIGURE_SCRIPTS = {
     "sampler_orders": None,
     "adapters_controlnet_gaussian": ["controlnet_gaussian.png", "controlnet_scale_sweep.png", "controlnet_gaussian.json"],
     "adapters_lora_mixture": ["lora_mixture.png", "lora_mixture.json"],
+    "adapters_controlnet_digits": ["controlnet_digits.png", "controlnet_digits.json"],
 }
 # scripts that write no figures (they print numbers); run by their own tests below or elsewhere
 OTHER_SCRIPTS = {"mixture_floor", "verify_other_framework"}
