@@ -17,4 +17,7 @@ from .oracles import *  # noqa: F401,F403
 from .samplers import *  # noqa: F401,F403
 from .guidance import *  # noqa: F401,F403
 from .losses import *  # noqa: F401,F403
+from .conditioning import *  # noqa: F401,F403
+from .moments import *  # noqa: F401,F403
+from .editing import *  # noqa: F401,F403
 from .loading import LoadedModel, load  # noqa: F401

@@ -522,6 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check only the cases matching these shell patterns, e.g. 'schedule_*' q_sample "
                    "(default: every case of the suite; a pattern matching none is an error)")
     c.set_defaults(func=_cmd_check)
+
+    from .editing.cli_edit import add_edit_parser  # refdiff edit (img2img, inpaint, outpaint)
+
+    add_edit_parser(subs, _sub)
     return p
 
 

@@ -363,7 +363,8 @@ class _GaussianComponents(_LatentMixture):
         b.y = self._rot(P, diff)  # eigen-coordinates
         b.s2 = a3 * a3 * lam + s3 * s3  # (N, K, D): eigenvalues of alpha^2 Sigma_k + sigma^2 I
         if bool(xp.any(b.s2 <= 0)):
-            raise ValueError("alpha^2 Sigma + sigma^2 I is singular: alpha and sigma must not both be 0")
+            raise ValueError("alpha^2 Sigma + sigma^2 I is singular: alpha and sigma must not both be 0, and a "
+                             "singular covariance (eigenvalue 0, e.g. from condition()) has no density at sigma = 0")
         b.g = b.y / b.s2
         b.mu, b.lam, b.a3, b.s3 = mu, lam, a3, s3
         logw = xp.reshape(P.c(self._logw), (1, K))
@@ -477,6 +478,15 @@ class GaussianData(_GaussianComponents):
     def __repr__(self):
         return f"GaussianData(D={self.D}, kind={self.kind!r}, event_shape={self.event_shape})"
 
+    def condition(self, H, c, noise_var=0.0):
+        """The exact data distribution given the measurement c = H x0 + N(0, noise_var I)
+        (H of shape (M, D) on flattened x0; noise_var = 0 allowed): a GaussianData whose
+        covariance may be singular, MATH.md (17.1).  See :mod:`refdiff.conditioning`."""
+        from .conditioning import condition_gaussian, gaussian_from_moments
+
+        m, C = condition_gaussian(self._mu[0], self.cov, H, c, noise_var)
+        return gaussian_from_moments(m, C, self.event_shape)
+
     def ode_transport(self, x, alpha_from, sigma_from, alpha_to, sigma_to):
         """The exact probability-flow ODE map of any affine path from (alpha_from,
         sigma_from) to (alpha_to, sigma_to), MATH.md (6.12):
@@ -574,6 +584,15 @@ class GaussianMixture(_GaussianComponents):
 
     def __repr__(self):
         return f"GaussianMixture(K={self.K}, D={self.D}, kind={self.kind!r}, n_classes={self.n_classes})"
+
+    def condition(self, H, c, noise_var=0.0):
+        """The exact data distribution given the measurement c = H x0 + N(0, noise_var I): a
+        GaussianMixture of the conditioned components, reweighted by N(c; H mu_k,
+        H Sigma_k H^T + noise_var I), MATH.md (17.2).  See :mod:`refdiff.conditioning`."""
+        from .conditioning import condition_mixture, mixture_from_moments
+
+        w, m, C = condition_mixture(self._w, self._mu, self.covs, H, c, noise_var)
+        return mixture_from_moments(w, m, C, self.event_shape, self.labels)
 
     def conditional(self, label):
         """The class-conditional data distribution q_0(x | y = label): the mixture of the

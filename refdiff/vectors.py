@@ -461,13 +461,82 @@ def _adapter_cases(rng):
                {"delta_w": dW, "excess": np.array([excess])})
     return [lin, conv, fuse, cn, t2i, rrr]
 
+# ---------------------------------------------------------------------------- library configurations (ch. 16)
+def _diffusers_multistep_linspace(T, n):
+    """UniPC/DEIS/DPMSolverMultistep "linspace" timesteps of diffusers 0.42.1:
+    round(linspace(0, T - 1, n + 1)) reversed, without its last entry (int64)."""
+    return np.linspace(0, T - 1, n + 1).round()[::-1][:-1].astype(np.int64)
+
+
+# name -> (method, options, schedule, grid kind, n, the diffusers 0.42.1 configuration it reproduces)
+NEW_LIBRARY_RUNS = {
+    "unipc_bh1_order2": ("unipc", {"order": 2, "solver_type": "bh1", "final_sigmas_type": "sigma_min"}, "linear",
+                         "ms", 25,
+                         "UniPCMultistepScheduler(solver_type='bh1', solver_order=2, final_sigmas_type='sigma_min')"),
+    "unipc_bh1_order3": ("unipc", {"order": 3, "solver_type": "bh1", "final_sigmas_type": "sigma_min"}, "linear",
+                         "ms", 25,
+                         "UniPCMultistepScheduler(solver_type='bh1', solver_order=3, final_sigmas_type='sigma_min')"),
+    "unipc_bh2_order2": ("unipc", {"order": 2, "solver_type": "bh2"}, "linear", "ms", 25,
+                         "UniPCMultistepScheduler(solver_type='bh2', solver_order=2)"),
+    "unipc_bh2_order3": ("unipc", {"order": 3, "solver_type": "bh2"}, "linear", "ms", 25,
+                         "UniPCMultistepScheduler(solver_type='bh2', solver_order=3)"),
+    "deis_order2": ("deis", {"order": 2, "final_sigmas_type": "sigma_min"}, "linear", "ms", 25,
+                    "DEISMultistepScheduler(solver_order=2)"),
+    "deis_order3": ("deis", {"order": 3, "final_sigmas_type": "sigma_min"}, "linear", "ms", 25,
+                    "DEISMultistepScheduler(solver_order=3)"),
+    "pndm_prk": ("pndm", {"final_sigmas_type": "sigma_min"}, "linear", "leading", 25, "PNDMScheduler()"),
+    "pndm_plms": ("pndm", {"skip_prk_steps": True, "final_sigmas_type": "sigma_min"}, "linear", "leading", 25,
+                  "PNDMScheduler(skip_prk_steps=True)"),
+    "kdpm2_ancestral": ("dpm_2_ancestral", {"interpolation": "log_sigma", "init_scale": "sigma_max"}, "linear",
+                        "trailing", 25, "KDPM2AncestralDiscreteScheduler(timestep_spacing='trailing')"),
+    "lcm": ("lcm", {}, "scaled_linear", "lcm", 20, "LCMScheduler(original_inference_steps=50)"),
+}
+
+
+def _new_library_cases(rng):
+    """Whole runs in the configurations that tests/test_compare_diffusers_new.py checks against
+    diffusers 0.42.1 (MATH.md chapter 16): a verifier runs the named scheduler on the same grid,
+    oracle model, x_T and noise draws (in float64) and compares with 'x0'."""
+    from .samplers.lcm import lcm_timesteps
+    from .samplers.loop import sampler_methods
+    from .schedules import make_schedule, timesteps
+
+    methods = sampler_methods()
+    x_T = rng.standard_normal((4, 3))
+    cases = []
+    for i, (name, (method, opts, kind, gkind, n, lib)) in enumerate(sorted(NEW_LIBRARY_RUNS.items())):
+        sch = make_schedule(kind, 1000)
+        ts = {"ms": lambda: _diffusers_multistep_linspace(1000, n), "lcm": lambda: lcm_timesteps(1000, n, 50)}.get(
+            gkind, lambda: timesteps(1000, n, gkind))()
+        tape, steps = _Tape(3000 + i), []
+        x0 = methods[method](oracle_eps_model(sch), x_T.copy(), sch, ts, prediction_type="epsilon", noise=tape,
+                             callback=lambda i, t, x, x0_hat: steps.append(_np(x)), **opts)
+        inputs = {"x_T": x_T, "timesteps": ts.astype(np.int64), "data_mean": ORACLE_MEAN, "data_var": ORACLE_VAR}
+        if tape.draws:
+            inputs["noise"] = _f64(np.stack(tape.draws))
+        cases.append(Case(f"library_{name}", f"refdiff.sample(method={method!r})",
+                          f"the diffusers 0.42.1 configuration {lib} (float64 alphas_cumprod and sigmas, the same "
+                          f"timesteps, oracle model of the manifest, epsilon prediction): a whole {method} run with "
+                          f"options {opts}; 'x_steps'[i] is the state after step i in VP coordinates, 'x0' the result"
+                          + ("; noise[k] is the k-th draw (diffusers: its k-th randn_tensor)" if tape.draws else ""),
+                          {"method": method, "options": opts, "schedule": {"kind": kind, "T": 1000}, "library": lib},
+                          inputs, {"x_steps": _f64(np.stack(steps)), "x0": _np(x0)}, TRAJECTORY))
+    return cases
+
 
 # ---------------------------------------------------------------------------- suite I/O
 def build_cases(seed: int = 20240601) -> list:
     """Every case of the suite, computed now (deterministic for a given ``seed``)."""
     rng = np.random.default_rng(seed)
     return (_schedule_cases() + _forward_cases(rng) + _elbo_cases(rng) + _guidance_cases(rng) + _step_cases(rng)
-            + _trajectory_cases(rng) + _library_cases(rng) + _adapter_cases(rng))
+            + _trajectory_cases(rng) + _library_cases(rng) + _new_library_cases(rng) + _editing_cases(rng)
+            + _adapter_cases(rng))
+
+
+def _editing_cases(rng):
+    from .editing._vectors import editing_cases  # img2img, inpainting, RePaint, conditioning, moments, DDIB
+
+    return editing_cases(rng)
 
 
 CONVENTIONS = {

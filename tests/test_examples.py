@@ -23,6 +23,9 @@ FIGURE_SCRIPTS = {
     "adapters_controlnet_gaussian": ["controlnet_gaussian.png", "controlnet_scale_sweep.png", "controlnet_gaussian.json"],
     "adapters_lora_mixture": ["lora_mixture.png", "lora_mixture.json"],
     "adapters_controlnet_digits": ["controlnet_digits.png", "controlnet_digits.json"],
+    "editing_gaussian": ["editing_img2img.png", "editing_outpaint.png", "editing_inpaint_table.md"],
+    "editing_digits": ["editing_digits_inpaint.png", "editing_digits_swap.png", "editing_digits_img2img.png",
+                       "editing_digits.json"],
 }
 # scripts that write no figures (they print numbers); run by their own tests below or elsewhere
 OTHER_SCRIPTS = {"mixture_floor", "verify_other_framework"}

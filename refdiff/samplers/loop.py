@@ -21,7 +21,8 @@ from .common import make_grid
 
 __all__ = ["sample", "sampler_methods"]
 
-_FAMILIES = ("ddpm", "ddim", "karras", "dpm_solver", "sde", "flow")
+_FAMILIES = ("ddpm", "ddim", "karras", "dpm_solver", "sde", "flow",
+             "unipc", "deis", "pndm", "ancestral", "lcm")  # new samplers (issue 10)
 
 
 def sampler_methods():

@@ -15,6 +15,9 @@ Setups (each stated so a user can reproduce it):
 * VP samplers started where x0_hat changes (``"vp_start"``, MATH.md (10.18)): the same VP,
   grid ``time_grid(vp, n, "logSNR", t_start=0.35)``, data N(mu, diag(0.3, 1, 3)); over the
   first step x0_hat moves by O(h), so a first-order start step caps the global order at 2.
+* ``"vp_start_rho"`` (MATH.md section 16.3): as ``"vp_start"`` on a grid uniform in
+  rho = sigma / alpha (where the PLMS weights are exact); expected 3 there is the cap of the
+  O(h^3) warm-up steps, approached from above (3.7 over 16..128 steps).
 * flow samplers: rectified flow (t = 0 data) from t = 1 to t = 0 on a uniform grid with a
   velocity model; Gaussian N(mu, Q diag(0.25, 1, 4) Q^T), exact reference; and a 2-D
   two-component Gaussian mixture whose reference is RK4 with 1024 steps (MATH.md (11.11)).
@@ -52,6 +55,24 @@ SPECS = {
     "dpmpp_3m_first_order@start": ("dpmpp_3m", {"lower_order_final": False, "warmup": "first_order"}, 2,
                                    "vp_start"),
     "dpmpp_3m_published@start": ("dpmpp_3m", {"lower_order_final": False, "variant": "published"}, 2, "vp_start"),
+    # new samplers (MATH.md chapter 16), all started where x0_hat moves; no lower-order final steps
+    "unip_1@start": ("unipc", {"order": 1, "corrector": False, "lower_order_final": False}, 1, "vp_start"),
+    "unip_2@start": ("unipc", {"order": 2, "corrector": False, "lower_order_final": False}, 2, "vp_start"),
+    "unip_3@start": ("unipc", {"order": 3, "corrector": False, "lower_order_final": False}, 2, "vp_start"),
+    "unip_3_warm_corrector@start": ("unipc", {"order": 3, "disable_corrector": range(1, 2**31),
+                                              "lower_order_final": False}, 3, "vp_start"),
+    "unipc_1@start": ("unipc", {"order": 1, "lower_order_final": False}, 2, "vp_start"),
+    "unipc_2@start": ("unipc", {"order": 2, "lower_order_final": False}, 3, "vp_start"),
+    "unipc_3@start": ("unipc", {"order": 3, "lower_order_final": False}, 3, "vp_start"),
+    "deis_1@start": ("deis", {"order": 1, "lower_order_final": False}, 1, "vp_start"),
+    "deis_2@start": ("deis", {"order": 2, "lower_order_final": False}, 2, "vp_start"),
+    "deis_3@start": ("deis", {"order": 3, "lower_order_final": False}, 2, "vp_start"),
+    "deis_3_singlestep@start": ("deis", {"order": 3, "lower_order_final": False, "warmup": "singlestep"}, 3,
+                                "vp_start"),
+    "plms@start": ("pndm", {"skip_prk_steps": True}, 2, "vp_start"),
+    "pndm@start": ("pndm", {}, 2, "vp_start"),
+    "plms@start_rho": ("pndm", {"skip_prk_steps": True}, 3, "vp_start_rho"),
+    "pndm@start_rho": ("pndm", {}, 3, "vp_start_rho"),
     "pf_ode_rk4": ("pf_ode_rk4", {}, 4, "vp"),
     "flow_euler": ("flow_euler", {}, 1, "flow_gauss"),
     "flow_midpoint": ("flow_midpoint", {}, 2, "flow_mix"),
@@ -119,10 +140,11 @@ def global_error(label, n, *, n_samples=32, seed=0, **options):
     opts = {**opts, **options}
     fn = _methods()[method]
     rng = np.random.default_rng(seed)
-    if setup in ("vp", "vp_start"):
+    if setup in ("vp", "vp_start", "vp_start_rho"):
         vp, g = _vp(), gaussian_vp_oracle() if setup == "vp" else gaussian_vp_start_oracle()
         x = rng.standard_normal((n_samples, 3))
-        ts = time_grid(vp, n, "logSNR", t_start=None if setup == "vp" else 0.35)
+        ts = time_grid(vp, n, "logSNR", t_start=None if setup == "vp" else 0.35) if setup != "vp_start_rho" \
+            else _rho_uniform_grid(vp, n, 0.35)
         out = fn(g.as_model(vp, "epsilon"), x, vp, ts, prediction_type="epsilon", **opts)
         return _rms(out, g.ode_transport(x, *_as(vp, ts[0]), *_as(vp, ts[-1])))
     g = gaussian_flow_oracle() if setup == "flow_gauss" else mixture_flow_oracle()
@@ -130,6 +152,14 @@ def global_error(label, n, *, n_samples=32, seed=0, **options):
     ts = np.linspace(1.0, 0.0, n + 1)
     out = fn(_flow_velocity(g), x, None, ts, prediction_type="velocity", **opts)
     return _rms(out, _flow_reference(g, x, ts))
+
+
+def _rho_uniform_grid(vp, n, t_start):
+    """n + 1 times from t_start to vp.t_min uniform in rho = sigma / alpha = e^{-lambda}."""
+    (a0, s0), (a1, s1) = _as(vp, t_start), _as(vp, vp.t_min)
+    ts = np.asarray(vp.t_from_lambda(-np.log(np.linspace(s0 / a0, s1 / a1, n + 1))), dtype=np.float64)
+    ts[0], ts[-1] = t_start, vp.t_min
+    return ts
 
 
 def fit_order(steps, errors):

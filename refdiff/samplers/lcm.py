@@ -1,0 +1,93 @@
+"""The multistep consistency sampler of latent consistency models (Luo et al. 2023; Song et
+al. 2023, Algorithm 1), as diffusers' LCMScheduler, MATH.md chapter 16.
+
+A consistency function f(x_t, t) maps any point of a probability-flow ODE trajectory to
+its data end.  Sampling alternates f with re-noising to the next (lower) grid level:
+x_{i+1} = alpha_{i+1} f(x_i, t_i) + sigma_{i+1} z_i; the last step returns f (MATH.md (16.17)).
+A network is made a consistency function by boundary coefficients c_skip(0) = 1, c_out(0) = 0:
+f = c_skip(t) x_t + c_out(t) x0_hat(x_t, t), MATH.md (16.16).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .common import draw_noise, end_step, make_grid, predict
+
+__all__ = ["lcm_timesteps", "lcm_boundary", "lcm_step", "lcm"]
+
+
+def lcm_timesteps(T, n, original_inference_steps=50, strength=1.0):
+    """LCMScheduler's grid (diffusers 0.42.1), MATH.md (16.18): the distillation grid
+    tau_k = k (T // N) - 1, k = 1..int(N strength) (N = ``original_inference_steps``), reversed,
+    and of it the entries at floor(linspace(0, len, n, endpoint=False)).  int64, decreasing."""
+    for name, v in (("T", T), ("n", n), ("original_inference_steps", original_inference_steps)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"lcm_timesteps: {name} = {v!r} must be an integer >= 1")
+    if original_inference_steps > T:
+        raise ValueError(f"lcm_timesteps: original_inference_steps = {original_inference_steps} exceeds T = {T}")
+    if not 0 < strength <= 1:
+        raise ValueError(f"lcm_timesteps: strength = {strength!r} must be in (0, 1]")
+    origin = (np.arange(1, int(original_inference_steps * strength) + 1) * (T // original_inference_steps) - 1)[::-1]
+    if n > len(origin):
+        raise ValueError(f"lcm_timesteps: n = {n} exceeds the {len(origin)} distillation timesteps "
+                         f"(original_inference_steps x strength)")
+    return origin[np.floor(np.linspace(0, len(origin), n, endpoint=False)).astype(np.int64)].astype(np.int64)
+
+
+def lcm_boundary(t, sigma_data=0.5, timestep_scaling=10.0):
+    """(c_skip, c_out) of LCM, MATH.md (16.16): with u = timestep_scaling * t,
+    c_skip = sigma_data^2 / (u^2 + sigma_data^2), c_out = u / sqrt(u^2 + sigma_data^2);
+    c_skip = 1, c_out = 0 at t = 0 (diffusers: sigma_data = 0.5, timestep_scaling = 10)."""
+    if not (sigma_data > 0 and timestep_scaling > 0):
+        raise ValueError(f"lcm_boundary: sigma_data = {sigma_data!r} and timestep_scaling = {timestep_scaling!r} "
+                         "must be > 0")
+    u = float(timestep_scaling) * float(t)
+    return sigma_data**2 / (u * u + sigma_data**2), u / math.sqrt(u * u + sigma_data**2)
+
+
+def lcm_step(x_t, x0_hat, c_skip, c_out, alpha_next, sigma_next, noise=None):
+    """One consistency step, MATH.md (16.16), (16.17): f = c_skip x_t + c_out x0_hat, then
+    x_next = alpha_next f + sigma_next noise (``noise=None`` and sigma_next = 0: x_next = f).
+    Returns (x_next, f)."""
+    f = float(c_skip) * x_t + float(c_out) * x0_hat
+    if sigma_next == 0 and noise is None:
+        return f, f
+    if noise is None or tuple(noise.shape) != tuple(x_t.shape):
+        raise ValueError(f"lcm_step: sigma_next = {sigma_next} > 0 needs a noise array of x_t's shape "
+                         f"{tuple(x_t.shape)}")
+    return float(alpha_next) * f + float(sigma_next) * noise, f
+
+
+def lcm(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None, project=None,
+        boundary="lcm", sigma_data=0.5, timestep_scaling=10.0, sigmas=None, final_sigmas_type=None,
+        interpolation="log_alpha"):
+    """Multistep consistency sampling, MATH.md (16.17).  At grid point i: f_i = c_skip x_i +
+    c_out x0_hat (``boundary="lcm"``, :func:`lcm_boundary` at the model time) or f_i = x0_hat
+    (``boundary=None``: the model already is a consistency function, e.g. ``prediction_type=
+    "sample"``); then x_{i+1} = alpha_{i+1} f_i + sigma_{i+1} z_i, and the last point returns f.
+    Noise: one draw per step except the last.  With ``timesteps = lcm_timesteps(...)`` and
+    the final alpha_bar = 1 this is diffusers 0.42.1's LCMScheduler (set_alpha_to_one=True).
+    c_skip, c_out take the model time (an index on a Schedule, as diffusers).  The loop visits
+    every grid point with sigma > 0 (:func:`refdiff.make_grid`; its final point sigma = 0, the
+    default on a Schedule, is the data end f reaches by itself).  Hooks (``project``, then
+    ``callback(i, t_i, x_{i+1}, x0_hat(t_i))``, the model's x0_hat as in every loop, not f) after
+    each step in VP coordinates."""
+    if boundary not in ("lcm", None):
+        raise ValueError(f"lcm: unknown boundary {boundary!r}; valid: 'lcm', None")
+    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                     interpolation=interpolation)
+    pts = [p for p in grid if p.sigma > 0]  # the points with a model call
+    for i, p in enumerate(pts):
+        _, x0_hat = predict(model, x, p, prediction_type, i)
+        c_skip, c_out = lcm_boundary(p.t, sigma_data, timestep_scaling) if boundary == "lcm" else (0.0, 1.0)
+        last = i == len(pts) - 1
+        z = None if last else draw_noise(noise, x, "lcm")
+        x, _ = lcm_step(x, x0_hat, c_skip, c_out, *((1.0, 0.0) if last else pts[i + 1][1:]), z)  # (16.17)
+        x = end_step(i, p.t, x, x0_hat, callback, project)
+    return x
+
+
+METHODS = {"lcm": lcm}
