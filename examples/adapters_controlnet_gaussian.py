@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 from refdiff import make_schedule, sample, timesteps  # noqa: E402
+from refdiff.conditioning import condition_gaussian  # noqa: E402
 from refdiff.controls import pool_matrix  # noqa: E402
 from refdiff.metrics import sliced_wasserstein  # noqa: E402
 from refdiff.nn import UNet, UNetConfig  # noqa: E402
@@ -117,6 +118,8 @@ def main(argv=None):
     for k in range(n_ctrl):
         c = H @ draw(m, S, 1, rng)[0]
         mc, Sc = conditional(m, S, H, c)
+        mc2, Sc2 = condition_gaussian(m, S, H, c)  # refdiff's oracle conditioning: an independent check
+        assert np.allclose(mc, mc2, atol=1e-9) and np.allclose(Sc, Sc2, atol=1e-9)
         ctrl = control_image(c[None]).astype(np.float32)
         x_cn = gen(controlled_model(net, base, [(cn, C, ctrl)]))
         o1, o2 = draw(mc, Sc, n, rng), draw(mc, Sc, n, rng)
