@@ -536,6 +536,72 @@ def _library_cases(rng):
     return cases
 
 
+# ---------------------------------------------------------------------------- adapters (MATH.md chapter 19)
+def _adapter_cases(rng):
+    from .nn.controlnet import control_keep, controlnet_scales
+    from .nn.lora import lora_conv_forward, lora_delta, lora_linear_forward, lora_rrr_optimum, lora_scaling
+    from .nn.t2i_adapter import adapter_keep
+
+    x, w, b = rng.standard_normal((4, 6)), rng.standard_normal((6, 5)), rng.standard_normal(5)
+    A, B = rng.standard_normal((2, 6)), rng.standard_normal((5, 2))
+    s, s_rs = lora_scaling(4.0, 2), lora_scaling(4.0, 2, rslora=True)
+    lin = Case("lora_linear", "refdiff.nn.lora.lora_linear_forward, lora_delta",
+               "LoRA on y = x w + b (w: (d_in, d_out)), PEFT layouts A (r, d_in), B (d_out, r), alpha 4, r 2: "
+               "y = x w + b + s (x A^T) B^T with s = alpha/r = 2 ('y'), rsLoRA s = alpha/sqrt(r) ('y_rslora'); "
+               "'delta_w' = s (B A)^T (refdiff layout; PEFT's delta is its transpose), 'merged_w' = w + delta_w",
+               {"alpha": 4.0, "r": 2}, {"x": x, "w": w, "b": b, "A": A, "B": B},
+               {"y": _np(lora_linear_forward(x, w, b, A, B, s)[0]), "y_rslora": _np(lora_linear_forward(x, w, b, A, B, s_rs)[0]),
+                "delta_w": _np(lora_delta(A, B, s)), "merged_w": _np(w + lora_delta(A, B, s))})
+    xc, wc, bc = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    Ac, Bc = rng.standard_normal((2, 3, 3, 3)), rng.standard_normal((4, 2, 1, 1))
+    conv = Case("lora_conv", "refdiff.nn.lora.lora_conv_forward, lora_delta",
+                "LoRA on a 3x3 conv (padding 1), A a 3x3 conv to r = 2 channels with the base stride and padding, "
+                "B a 1x1 conv, s = 0.5: 'y_stride1', 'y_stride2'; 'delta_w'[o,i,u,v] = s sum_r B[o,r,0,0] A[r,i,u,v]",
+                {"scale": 0.5, "pad": 1}, {"x": xc, "w": wc, "b": bc, "A": Ac, "B": Bc},
+                {"y_stride1": _np(lora_conv_forward(xc, wc, bc, Ac, Bc, 0.5, stride=1)[0]),
+                 "y_stride2": _np(lora_conv_forward(xc, wc, bc, Ac, Bc, 0.5, stride=2)[0]),
+                 "delta_w": _np(lora_delta(Ac, Bc, 0.5))})
+    fuse = Case("lora_fuse", "refdiff.nn.lora_model.lora_fuse, lora_unfuse",
+                "diffusers fuse_lora(lora_scale=0.5) on the 'lora_linear' adapter (alpha 4, r 2): scaling becomes "
+                "0.5 alpha/r = 1 and stays ('scaling_after_fuse'); 'fused_w' = w + 1 * (B A)^T; 'unfused_w' = "
+                "fused_w - scaling_after_fuse (B A)^T (= w up to round-off); 'two_adapters_w' = w + 0.7 s (B A)^T "
+                "+ 0.3 s2 (B2 A2)^T with s = 2, s2 = alpha2/r = 1 (set_adapters weights 0.7, 0.3)",
+                {"lora_scale": 0.5, "alpha": 4.0, "r": 2, "adapter_weights": [0.7, 0.3]},
+                {"w": w, "A": A, "B": B, "A2": A[::-1].copy(), "B2": B[:, ::-1].copy()},
+                {"scaling_after_fuse": np.array([0.5 * s]), "fused_w": _np(w + lora_delta(A, B, 0.5 * s)),
+                 "unfused_w": _np(w + lora_delta(A, B, 0.5 * s) - lora_delta(A, B, 0.5 * s)),
+                 "two_adapters_w": _np(w + lora_delta(A, B, 0.7 * s) + lora_delta(A[::-1], B[:, ::-1], 0.3 * 1.0))})
+    skips = rng.standard_normal((13, 2, 3))
+    res = rng.standard_normal((13, 2, 3))
+    d, o = controlnet_scales(13, 0.8, guess_mode=True), controlnet_scales(13, 0.8, guess_mode=True, convention="original")
+    cn = Case("controlnet_scales", "refdiff.nn.controlnet.controlnet_scales, control_keep",
+              "ControlNet residual scaling with K = 13 residuals (12 skips shallow to deep, then mid), "
+              "conditioning_scale 0.8: guess mode diffusers 0.8 logspace(-1, 0, 13) ('guess_diffusers'), original "
+              "release 0.8 * 0.825^(12 - i) ('guess_original'); 'skips_plus_res_*' = skips + s_i residual_i; keep masks "
+              "keep_i = 1 - [i/N < start or (i+1)/N > end] for (N, start, end) = (10, 0.2, 0.8) and (7, 0.0, 0.5)",
+              {"conditioning_scale": 0.8, "K": 13}, {"skips": skips, "residuals": res},
+              {"guess_diffusers": d, "guess_original": o, "skips_plus_res_plain": skips + 0.8 * res,
+               "skips_plus_res_diffusers": skips + d[:, None, None] * res,
+               "skips_plus_res_original": skips + o[:, None, None] * res,
+               "keep_10_0.2_0.8": control_keep(10, 0.2, 0.8), "keep_7_0_0.5": control_keep(7, 0.0, 0.5)})
+    feats = rng.standard_normal((2, 3, 4, 4))
+    t2i = Case("t2i_adapter_scaling", "refdiff.nn.t2i_adapter.adapter_keep, t2i_model",
+               "T2I-Adapter feature scaling: residual at step i = c * [i < int(N factor)] * F with "
+               "adapter_conditioning_scale c = 0.6 and factor 0.35, N = 10 ('keep', 'residual_step2', 'residual_step3')",
+               {"adapter_conditioning_scale": 0.6, "adapter_conditioning_factor": 0.35, "N": 10}, {"features": feats},
+               {"keep": adapter_keep(10, 0.35), "residual_step2": 0.6 * adapter_keep(10, 0.35)[2] * feats,
+                "residual_step3": 0.6 * adapter_keep(10, 0.35)[3] * feats})
+    Q = np.linalg.qr(rng.standard_normal((4, 4)))[0]
+    Sigma1, W0 = (Q * np.array([2.0, 1.0, 0.5, 0.2])) @ Q.T, 0.3 * rng.standard_normal((4, 4))
+    dW, excess, _ = lora_rrr_optimum(W0, Sigma1, 0.8, 0.6, 2)
+    rrr = Case("lora_rrr_optimum", "refdiff.nn.lora.lora_rrr_optimum",
+               "best rank-2 update of the linear denoiser x0_hat = x_t W (row vectors) from W0 to data N(0, Sigma1) at "
+               "alpha 0.8, sigma 0.6: C = alpha^2 Sigma1 + sigma^2 I, W* = C^-1 alpha Sigma1, dW* = C^-1/2 "
+               "(C^1/2 (W* - W0))_2, excess = sum of squared singular values beyond the 2nd",
+               {"alpha": 0.8, "sigma": 0.6, "r": 2}, {"W0": W0, "Sigma1": Sigma1},
+               {"delta_w": dW, "excess": np.array([excess])})
+    return [lin, conv, fuse, cn, t2i, rrr]
+
 # ---------------------------------------------------------------------------- library configurations (ch. 16)
 def _diffusers_multistep_linspace(T, n):
     """UniPC/DEIS/DPMSolverMultistep "linspace" timesteps of diffusers 0.42.1:
@@ -615,8 +681,7 @@ def build_cases(seed: int = 20240601) -> list:
     rng = np.random.default_rng(seed)
     return (_schedule_cases() + _forward_cases(rng) + _elbo_cases(rng) + _guidance_cases(rng) + _step_cases(rng)
             + _trajectory_cases(rng) + _library_cases(rng) + _new_library_cases(rng)
-            + _fastgen_cases(np.random.default_rng([seed, 16])) + _editing_cases(rng))
-
+            + _fastgen_cases(np.random.default_rng([seed, 16])) + _editing_cases(rng) + _adapter_cases(rng))
 
 
 def _editing_cases(rng):

@@ -15,8 +15,15 @@ from .blocks import *  # noqa: F401,F403
 from .gradcheck import *  # noqa: F401,F403
 from .mlp import MLP, MLPConfig
 from .unet import UNet, UNetConfig
+from .lora import *  # noqa: F401,F403  (LoRA layer pairs, MATH.md chapter 19)
+from .lora_model import *  # noqa: F401,F403  (LoRA on a whole network)
+from .controlnet import ControlNet, control_keep, controlled_backward, controlled_forward, controlled_model, controlnet_scales
+from .t2i_adapter import T2IAdapter, adapter_keep, t2i_model
 
 __all__ = ["MLP", "MLPConfig", "UNet", "UNetConfig", "build_model", "config_from_dict"]
+__all__ += ["LoRAConfig", "LoRAAdapter", "lora_init", "lora_params", "lora_grads", "lora_merge", "lora_unmerge",
+            "lora_fuse", "lora_unfuse", "save_lora", "load_lora", "ControlNet", "controlled_model", "controlnet_scales",
+            "control_keep", "T2IAdapter", "t2i_model", "adapter_keep"]
 
 
 def config_from_dict(config_dict: dict):

@@ -1,0 +1,250 @@
+"""ControlNet on refdiff's U-Net (diffusers' contract), MATH.md (19.8), (19.9), (19.10),
+(19.11), (19.12).
+
+A trainable copy of the base U-Net's encoder (time/class/token embeddings, conv_in, the
+down path, the middle block), initialised from the base weights, reads ``x_t`` plus an
+encoded control image; each of its skip tensors and its middle output goes through its
+own zero-initialised 1x1 convolution, and the results are the residuals that the frozen
+base U-Net adds at its injection points ``skip<i>`` and ``mid``::
+
+    g      = hint.out(silu(hint.conv1(silu(hint.conv0(control)))))      zero conv at init
+    h_0    = conv_in(x_t) + g ;  h_i = copy of down block i ;  m = copy of mid
+    r_i    = s_i * zc.skip<i>(h_i),   r_mid = s_K * zc.mid(m)                       (19.8)
+    out    = base U-Net(x_t, t, cond; skip_i += r_i, mid += r_mid)
+
+At initialisation every zero conv has W = 0, b = 0, so every residual is an exact 0.0 and
+the controlled output equals the base output bit for bit (19.9); the only nonzero
+gradients are those of the output zero convs (19.10).  The control image is in [0, 1]
+(diffusers' ``do_normalize=False``), of the U-Net's size, with ``hint_channels`` channels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import array_namespace, to_numpy
+from .blocks import conv_b, conv_f, init_conv
+from .fast import silu_backward, silu_forward
+from .unet import UNet
+from .unet_blocks import BLOCKS
+
+__all__ = ["ControlNet", "check_control", "controlnet_scales", "control_keep", "controlled_forward", "controlled_backward",
+           "controlled_model"]
+
+
+def check_control(control, n: int, channels: int, size: int, what: str = "control"):
+    """A control image must be float (n, channels, size, size) with values in [0, 1]."""
+    xp = array_namespace(control)
+    if not xp.isdtype(control.dtype, "real floating"):
+        raise TypeError(f"{what}: the control image must be a float array, got dtype {control.dtype}")
+    if tuple(control.shape) != (n, channels, size, size):
+        raise ValueError(f"{what}: the control image must have shape {(n, channels, size, size)}, "
+                         f"got {tuple(control.shape)}")
+    lo, hi = float(xp.min(control)), float(xp.max(control))
+    if not (0.0 <= lo and hi <= 1.0):
+        raise ValueError(f"{what}: control values must lie in [0, 1] (diffusers' control range, not [-1, 1]); "
+                         f"got min {lo:.4g}, max {hi:.4g}")
+
+
+def controlnet_scales(K: int, conditioning_scale: float = 1.0, *, guess_mode: bool = False,
+                      convention: str = "diffusers"):
+    """Per-residual scales (K residuals: the skips, shallow to deep, then mid), MATH.md
+    (19.11): ``s_i = c`` normally; in guess mode diffusers' ``c * logspace(-1, 0, K)_i``
+    (``convention="diffusers"``) or the original release's ``c * 0.825^(K-1-i)``
+    (``"original"``).  Host float64 (K,)."""
+    if convention not in ("diffusers", "original"):
+        raise ValueError(f"controlnet_scales: convention must be 'diffusers' or 'original', got {convention!r}")
+    if not guess_mode:
+        return np.full(K, float(conditioning_scale))
+    if convention == "diffusers":
+        return float(conditioning_scale) * np.logspace(-1.0, 0.0, K)
+    return float(conditioning_scale) * 0.825 ** (K - 1 - np.arange(K, dtype=np.float64))
+
+
+def control_keep(num_steps: int, start: float = 0.0, end: float = 1.0):
+    """diffusers' ``controlnet_keep``: ``keep_i = 1 - [i/N < start or (i+1)/N > end]`` for
+    steps i = 0..N-1, MATH.md (19.12).  Host float64 (N,)."""
+    if not (0.0 <= start < end <= 1.0):
+        raise ValueError(f"control_keep: need 0 <= control_guidance_start < control_guidance_end <= 1, got "
+                         f"start={start}, end={end}")
+    i = np.arange(int(num_steps), dtype=np.float64)
+    return 1.0 - ((i / num_steps < start) | ((i + 1) / num_steps > end)).astype(np.float64)
+
+
+class ControlNet:
+    """A control branch for ``unet`` (module docstring).  ``hint_channels``: channels of the
+    control image; ``hint_widths``: the hint encoder's two inner widths."""
+
+    def __init__(self, unet: UNet, *, hint_channels: int = 1, hint_widths=(8, 16)):
+        if not isinstance(unet, UNet):
+            raise TypeError(f"ControlNet needs a refdiff UNet, got {type(unet).__name__}")
+        if unet.config.inpaint:
+            raise ValueError("ControlNet: inpainting U-Nets (9-channel input) are not supported")
+        if hint_channels < 1 or len(hint_widths) != 2 or min(hint_widths) < 1:
+            raise ValueError(f"ControlNet: need hint_channels >= 1 and two hint_widths >= 1, got {hint_channels}, "
+                             f"{hint_widths}")
+        self.unet, self.hint_channels, self.hint_widths = unet, int(hint_channels), tuple(hint_widths)
+        self.points = unet.injection_points()
+        self.skip_names = [k for k in self.points if k.startswith("skip")]
+
+    @property
+    def num_residuals(self) -> int:
+        return len(self.skip_names) + 1
+
+    def copied_keys(self, base_params) -> list:
+        """Base keys the copy holds: embeddings, conv_in, the down path and the middle."""
+        down, mid, _ = self.unet._plan()
+        pre = tuple(name + "." for _, name, *_ in down + mid) + ("temb.",)
+        return sorted(k for k in base_params if k.startswith(pre) or k in ("class_emb", "token_emb", "pos_emb"))
+
+    def init_params(self, base_params: dict, rng) -> dict:
+        """The copy (exact copies of the base arrays) plus the hint encoder (its last conv
+        zero) and the zero 1x1 convs ``zc.skip<i>``, ``zc.mid``."""
+        xp = array_namespace(next(iter(base_params.values())))
+        dtype = base_params["conv_in.w"].dtype
+        P = {k: xp.asarray(base_params[k], copy=True) for k in self.copied_keys(base_params)}
+        H, (w0, w1), C0 = {}, self.hint_widths, self.unet.config.widths[0]
+        init_conv(H, "hint.conv0", self.hint_channels, w0, 3, rng)
+        init_conv(H, "hint.conv1", w0, w1, 3, rng)
+        init_conv(H, "hint.out", w1, C0, 3, rng, zero=True)
+        for name in self.skip_names + ["mid"]:
+            c = self.points[name][0]
+            init_conv(H, f"zc.{name}", c, c, 1, rng, zero=True)
+        P.update({k: xp.asarray(v, dtype=dtype) for k, v in H.items()})
+        return P
+
+    def forward(self, params, x, t, control, cond=None, scales=None):
+        """Residuals ``{skip<i>: (N, C_i, S_i, S_i), mid: ...}`` times ``scales`` (K,), MATH.md
+        (19.8), and the cache."""
+        u, c = self.unet, self.unet.config
+        xp, t, cond = u._check_inputs(params, x, t, cond, (c.in_channels, c.image_size, c.image_size),
+                                      "ControlNet.forward")
+        check_control(control, x.shape[0], self.hint_channels, c.image_size, "ControlNet.forward")
+        scales = np.ones(self.num_residuals) if scales is None else np.asarray(to_numpy(scales), dtype=np.float64)
+        if scales.shape != (self.num_residuals,):
+            raise ValueError(f"ControlNet.forward: scales must have shape ({self.num_residuals},), got {scales.shape}")
+        e, ctx, c_emb = u._embed(params, t, cond)
+        env = {"e": e, "context": ctx, "key_mask": cond.get("token_mask"), "groups": c.groups, "heads": c.heads}
+        g, c_h0 = conv_f(params, "hint.conv0", xp.astype(control, e.dtype))  # (N, w0, S, S)
+        g, c_s0 = silu_forward(g)
+        g, c_h1 = conv_f(params, "hint.conv1", g)
+        g, c_s1 = silu_forward(g)
+        g, c_ho = conv_f(params, "hint.out", g)  # (N, C_0, S, S), zero at init
+        down, mid, _ = u._plan()
+        h, res, caches, zcs = x, {}, [], []
+        for j, (kind, name, _, _, push, _) in enumerate(down):
+            h, cc = BLOCKS[kind].forward(params, name, h, env)
+            caches.append(cc)
+            h = h + g if j == 0 else h  # the encoded control enters after conv_in
+            if push:
+                k = f"skip{len(zcs)}"
+                r, cz = conv_f(params, "zc." + k, h)
+                res[k] = float(scales[len(zcs)]) * r
+                zcs.append(cz)
+        for kind, name, _, _, _, _ in mid:
+            h, cc = BLOCKS[kind].forward(params, name, h, env)
+            caches.append(cc)
+        r, cz = conv_f(params, "zc.mid", h)
+        res["mid"] = float(scales[-1]) * r
+        zcs.append(cz)
+        return res, (c_emb, caches, zcs, (c_h0, c_s0, c_h1, c_s1, c_ho), scales)
+
+    def backward(self, params, cache, dres: dict) -> dict:
+        """Gradients of ``sum_k <residual_k, dres_k>`` with respect to every parameter of
+        the branch, MATH.md (19.10).  ``dres``: the base U-Net's gradients at its
+        injection points (``UNet.backward_full``)."""
+        c_emb, caches, zcs, (c_h0, c_s0, c_h1, c_s1, c_ho), scales = cache
+        down, mid, _ = self.unet._plan()
+        G, denv = {}, {}
+        dh = conv_b(G, "zc.mid", float(scales[-1]) * dres["mid"], zcs[-1])
+        for (kind, name, *_), cc in zip(reversed(mid), reversed(caches[len(down):])):
+            dh = BLOCKS[kind].backward(G, params, name, dh, cc, denv)
+        i = len(zcs) - 1
+        for j in reversed(range(len(down))):
+            kind, name, _, _, push, _ = down[j]
+            if push:
+                i -= 1
+                dh = dh + conv_b(G, f"zc.skip{i}", float(scales[i]) * dres[f"skip{i}"], zcs[i])
+            if j == 0:
+                dg = dh
+            dh = BLOCKS[kind].backward(G, params, name, dh, caches[j], denv)
+        dg = conv_b(G, "hint.out", dg, c_ho)
+        dg = conv_b(G, "hint.conv1", silu_backward(dg, c_s1), c_h1)
+        conv_b(G, "hint.conv0", silu_backward(dg, c_s0), c_h0)
+        self.unet._embed_backward(G, params, c_emb, denv)
+        xp = array_namespace(dh)
+        return {k: G[k] if k in G else xp.zeros_like(v) for k, v in params.items()}
+
+
+# ------------------------------------------------------------------ the controlled U-Net
+def controlled_forward(unet: UNet, base_params, branches, x, t, cond=None, extra=None):
+    """The base U-Net with the residuals of every branch summed (multi-ControlNet),
+    MATH.md (19.8).  ``branches``: list of ``(cnet, cparams, control, scales)``; ``extra``:
+    further residuals (e.g. a T2I-Adapter's).  Returns ``(out, cache)``."""
+    residuals, caches = dict(extra or {}), []
+    for cnet, P, control, scales in branches:
+        r, c = cnet.forward(P, x, t, control, cond, scales)
+        for k, v in r.items():
+            residuals[k] = residuals[k] + v if k in residuals else v
+        caches.append(c)
+    out, cache = unet.forward(base_params, x, t, cond, residuals)
+    return out, (cache, caches)
+
+
+def controlled_backward(unet: UNet, base_params, branches, cache, dout):
+    """``(branch grads (list), base grads, dx through the base)`` of ``sum(out * dout)``;
+    the base grads are for inspection only (the base is frozen in training)."""
+    base_cache, caches = cache
+    base_grads, dx, dres = unet.backward_full(base_params, base_cache, dout)
+    return [cnet.backward(P, c, dres) for (cnet, P, *_), c in zip(branches, caches)], base_grads, dx
+
+
+def _step_index(t, timesteps):
+    t0 = float(to_numpy(t).reshape(-1)[0]) if hasattr(t, "shape") else float(t)
+    d = np.abs(np.asarray(timesteps, dtype=np.float64) - t0)
+    i = int(np.argmin(d))
+    if d[i] > 1e-9 * max(1.0, abs(t0)):
+        raise ValueError(f"controlled model: t = {t0} is not on the timesteps grid it was built with")
+    return i
+
+
+def controlled_model(unet: UNet, base_params, controls, cond=None, *, conditioning_scale=1.0, guess_mode=False,
+                     convention="diffusers", timesteps=None, start=0.0, end=1.0, guidance_scale=None):
+    """``model(x, t)`` of the controlled U-Net (the library's model contract).
+
+    ``controls``: list of ``(cnet, cparams, control image)`` (batch N or 1); their residuals
+    are summed.  ``conditioning_scale``: one float or one per control; ``guess_mode`` and
+    ``convention``: :func:`controlnet_scales`; ``timesteps`` (the sampler's grid, needed
+    for ``start``/``end``): the scale at step i is multiplied by :func:`control_keep`.
+    ``guidance_scale``: classifier-free guidance ``u + w (c - u)`` with the null ``cond`` on
+    the unconditional half; the control acts on both halves, except in guess mode
+    (diffusers), where the unconditional half gets no residuals."""
+    scales_in = list(conditioning_scale) if np.ndim(conditioning_scale) else [conditioning_scale] * len(controls)
+    if len(scales_in) != len(controls):
+        raise ValueError(f"controlled_model: {len(controls)} controls but {len(scales_in)} conditioning scales")
+    keep = None
+    if timesteps is not None:
+        keep = control_keep(len(timesteps), start, end)
+    elif (start, end) != (0.0, 1.0):
+        raise ValueError("controlled_model: control_guidance_start/end need the sampler's timesteps")
+
+    def branches(x, t, k):
+        xp, n = array_namespace(x), x.shape[0]
+        out = []
+        for (cnet, P, ctrl), s in zip(controls, scales_in):
+            ctrl = xp.broadcast_to(ctrl, (n, *ctrl.shape[1:])) if ctrl.shape[0] == 1 else ctrl
+            out.append((cnet, P, ctrl, k * controlnet_scales(cnet.num_residuals, s, guess_mode=guess_mode,
+                                                            convention=convention)))
+        return out
+
+    def model(x, t):
+        k = 1.0 if keep is None else float(keep[_step_index(t, timesteps)])
+        out_c = controlled_forward(unet, base_params, branches(x, t, k), x, t, cond)[0]
+        if guidance_scale is None:
+            return out_c
+        null = unet.null_cond(cond, x.shape[0], xp=array_namespace(x), dtype=x.dtype)
+        bs = [] if guess_mode else branches(x, t, k)
+        out_u = controlled_forward(unet, base_params, bs, x, t, null)[0]
+        return out_u + guidance_scale * (out_c - out_u)
+
+    return model

@@ -1,0 +1,261 @@
+"""Low-rank adapters (LoRA) on linear layers, convolutions and attention projections,
+MATH.md (19.1), (19.2), (19.3), (19.4), (19.5), (19.16).
+
+Shapes follow PEFT, so that its checkpoints map one to one: a base linear layer of refdiff
+``y = x w + b`` with ``w`` (d_in, d_out) gets ``A`` (r, d_in) and ``B`` (d_out, r); a base
+convolution ``w`` (F, C, k, k) gets ``A`` (r, C, k, k), a k x k convolution with the base
+layer's stride and padding, and ``B`` (F, r, 1, 1), a 1 x 1 convolution.
+
+Layer level (forward/backward pairs, a loop specification beside the linear one)::
+
+    y = base(x) + s * B(A(dropout(x)))                                  (19.2)
+
+Model level (:mod:`refdiff.nn.lora_model`): an adapter is ``LoRAAdapter`` (its A/B arrays keyed ``"<layer>.lora_A"``,
+``"<layer>.lora_B"``, its :class:`LoRAConfig` and its current ``scaling``).  The model runs
+on the effective weights ``W + sum_k weight_k s_k dW_k`` (``lora_params``), which is
+the adapter path exactly rewritten (19.4); gradients of the factors come from the
+gradients of the effective weights by (19.5) (``lora_grads``).  Dropout on A's input
+exists only on the layer-level path (:func:`lora_linear_forward`).
+
+Conventions (switches): PEFT's ``scaling = alpha / r`` or rsLoRA's ``alpha / sqrt(r)``
+(19.1); A Kaiming-uniform (``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, PyTorch's default for
+``nn.Linear``/``nn.Conv2d``) or Gaussian ``N(0, 1/r^2)``, B = 0; diffusers' runtime scale
+(``scale_layer``, ``unscale_layer``) and ``fuse_lora(lora_scale)``/``unfuse_lora``
+(``lora_fuse``, ``lora_unfuse``): a fuse multiplies the adapter's scaling by
+``lora_scale`` and that product stays, so the unfuse subtracts exactly what was added.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..backend import array_namespace, to_numpy
+from .attention import attention_backward, attention_forward, merge_heads, split_heads
+from .conv import conv2d_backward, conv2d_forward
+
+__all__ = [
+    "lora_scaling", "lora_init_factors", "lora_delta", "lora_delta_backward",
+    "lora_linear_forward", "lora_linear_backward", "lora_linear_forward_naive", "lora_conv_forward",
+    "lora_conv_backward", "lora_proj_forward", "lora_proj_backward", "lora_mha_forward", "lora_mha_backward",
+    "dropout_mask", "lora_rrr_optimum",
+]
+
+
+# ------------------------------------------------------------------ scaling and init
+def lora_scaling(alpha, r, *, rslora: bool = False) -> float:
+    """PEFT's scaling ``s = alpha / r``, or rsLoRA's ``alpha / sqrt(r)``, MATH.md (19.1)."""
+    if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
+        raise ValueError(f"LoRA rank r must be an int >= 1, got {r!r}")
+    if not (isinstance(alpha, (int, float, np.number)) and math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"LoRA alpha must be a finite number > 0, got {alpha!r}")
+    return float(alpha) / (math.sqrt(r) if rslora else float(r))
+
+
+def _check_rank(r, w_shape, what):
+    d_in = int(np.prod(w_shape[1:])) if len(w_shape) == 4 else int(w_shape[0])
+    d_out = int(w_shape[0]) if len(w_shape) == 4 else int(w_shape[1])
+    if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 1 <= r <= min(d_in, d_out):
+        raise ValueError(f"{what}: LoRA rank r must be an int in [1, min(fan_in, fan_out)] = [1, {min(d_in, d_out)}] "
+                         f"for a layer of weight shape {tuple(w_shape)}, got {r!r}")
+
+
+def lora_init_factors(w_shape, r: int, rng, *, init: str = "kaiming"):
+    """Host float64 factors ``(A, B)`` for a base weight of shape ``w_shape`` (linear
+    (d_in, d_out) or conv (F, C, k, k)): A Kaiming-uniform with PyTorch's a = sqrt(5),
+    i.e. ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with fan_in = d_in or C k^2 (``init=
+    "kaiming"``, PEFT's default) or ``N(0, 1/r^2)`` (``"gaussian"``); B = 0 (PEFT)."""
+    _check_rank(r, w_shape, "lora_init_factors")
+    if init not in ("kaiming", "gaussian"):
+        raise ValueError(f"lora_init_factors: init must be 'kaiming' or 'gaussian', got {init!r}")
+    if len(w_shape) == 4:
+        F, C, kh, kw = w_shape
+        a_shape, b_shape, fan_in = (r, C, kh, kw), (F, r, 1, 1), C * kh * kw
+    elif len(w_shape) == 2:
+        a_shape, b_shape, fan_in = (r, w_shape[0]), (w_shape[1], r), w_shape[0]
+    else:
+        raise ValueError(f"lora_init_factors: w_shape must be linear (d_in, d_out) or conv (F, C, k, k), got {w_shape}")
+    if init == "kaiming":
+        bound = 1.0 / math.sqrt(fan_in)  # gain sqrt(2 / (1 + 5)) times sqrt(3 / fan_in)
+        A = rng.uniform(-bound, bound, size=a_shape)
+    else:
+        A = rng.standard_normal(a_shape) / r
+    return A, np.zeros(b_shape)
+
+
+def dropout_mask(shape, p: float, rng):
+    """Inverted-dropout mask ``m = [u >= p] / (1 - p)`` (host float64) for A's input."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout_mask: p must be in [0, 1), got {p}")
+    return (rng.random(shape) >= p) / (1.0 - p)
+
+
+# ------------------------------------------------------------------ the weight delta
+def lora_delta(A, B, scale):
+    """The merged-weight increment in the base layer's layout, MATH.md (19.4):
+    linear ``dW = s (B A)^T`` (d_in, d_out); conv ``dW[o, i, u, v] = s sum_rho B[o, rho]
+    A[rho, i, u, v]`` (F, C, k, k)."""
+    xp = array_namespace(A, B)
+    if A.ndim == 4:
+        r = A.shape[0]
+        return scale * xp.reshape(xp.reshape(B, (B.shape[0], r)) @ xp.reshape(A, (r, -1)), (B.shape[0], *A.shape[1:]))
+    return scale * (B @ A).T
+
+
+def lora_delta_backward(d_delta, A, B, scale):
+    """``(dA, dB)`` from the gradient of the merged increment, MATH.md (19.5):
+    ``dB = s G^T A^T``, ``dA = s B^T G^T`` with G the gradient of the linear dW (d_in,
+    d_out); for conv the same on the (F, C k^2) matrix view."""
+    xp = array_namespace(d_delta)
+    if A.ndim == 4:
+        r, F = A.shape[0], B.shape[0]
+        G = xp.reshape(d_delta, (F, -1))  # (F, C k k)
+        B2, A2 = xp.reshape(B, (F, r)), xp.reshape(A, (r, -1))
+        return xp.reshape(scale * (B2.T @ G), A.shape), xp.reshape(scale * (G @ A2.T), B.shape)
+    return scale * (B.T @ d_delta.T), scale * (d_delta.T @ A.T)
+
+
+# ------------------------------------------------------------------ linear
+def lora_linear_forward(x, w, b, A, B, scale, *, mask=None):
+    """``y = x w + b + s ((x * m) A^T) B^T``, MATH.md (19.2): x (N, d_in), w (d_in, d_out),
+    A (r, d_in), B (d_out, r); ``mask`` (N, d_in): the dropout mask on A's input (None:
+    no dropout).  Returns ``(y, cache)``."""
+    xd = x if mask is None else x * mask
+    u = xd @ A.T  # (N, r)
+    y = x @ w + b + scale * (u @ B.T)  # (N, d_out)
+    return y, (x, xd, u, w, A, B, scale, mask)
+
+
+def lora_linear_backward(dout, cache):
+    """Gradients of :func:`lora_linear_forward`, MATH.md (19.3):
+    ``dB = s dY^T u``, ``dA = s (dY B)^T (x m)``, ``dx = dY w^T + s ((dY B) A) * m``,
+    ``dw = x^T dY``, ``db = sum dY``.  Returns ``(dx, dw, db, dA, dB)``."""
+    xp = array_namespace(dout)
+    x, xd, u, w, A, B, scale, mask = cache
+    du = scale * (dout @ B)  # (N, r)
+    dxd = du @ A
+    dx = dout @ w.T + (dxd if mask is None else dxd * mask)
+    return dx, x.T @ dout, xp.sum(dout, axis=0), du.T @ xd, scale * (dout.T @ u)
+
+
+def lora_linear_forward_naive(x, w, b, A, B, scale, mask=None):
+    """Loop definition of (19.2) on the host in float64: ``y[n, o] = b[o] + sum_i x[n, i]
+    w[i, o] + s sum_rho B[o, rho] sum_i A[rho, i] x[n, i] m[n, i]``; the specification."""
+    x, w, b, A, B = (np.asarray(to_numpy(a), dtype=np.float64) for a in (x, w, b, A, B))
+    m = np.ones_like(x) if mask is None else np.asarray(to_numpy(mask), dtype=np.float64)
+    N, D = x.shape
+    r, O = A.shape[0], w.shape[1]
+    y = np.zeros((N, O))
+    for n in range(N):
+        for o in range(O):
+            acc = b[o] + sum(x[n, i] * w[i, o] for i in range(D))
+            for rho in range(r):
+                acc += scale * B[o, rho] * sum(A[rho, i] * x[n, i] * m[n, i] for i in range(D))
+            y[n, o] = acc
+    return y
+
+
+# ------------------------------------------------------------------ convolution
+def lora_conv_forward(x, w, b, A, B, scale, *, stride: int = 1, pad: int | None = None, mask=None):
+    """``y = conv(x; w, b) + s conv1x1(conv(x * m; A); B)``, MATH.md (19.2): A runs with the
+    base layer's stride and padding, B is pointwise.  Returns ``(y, cache)``."""
+    xp = array_namespace(x, w)
+    pad = w.shape[2] // 2 if pad is None else pad
+    xd = x if mask is None else x * mask
+    y, c0 = conv2d_forward(x, w, b, stride=stride, pad=pad)
+    u, c1 = conv2d_forward(xd, A, xp.zeros((A.shape[0],), dtype=A.dtype), stride=stride, pad=pad)  # (N, r, Ho, Wo)
+    v, c2 = conv2d_forward(u, B, xp.zeros((B.shape[0],), dtype=B.dtype), stride=1, pad=0)
+    return y + scale * v, (c0, c1, c2, scale, mask)
+
+
+def lora_conv_backward(dout, cache):
+    """Gradients of :func:`lora_conv_forward`, MATH.md (19.3) with correlations in place of
+    products.  Returns ``(dx, dw, db, dA, dB)``."""
+    c0, c1, c2, scale, mask = cache
+    dx, dw, db = conv2d_backward(dout, c0)
+    du, dB, _ = conv2d_backward(scale * dout, c2)
+    dxd, dA, _ = conv2d_backward(du, c1)
+    return dx + (dxd if mask is None else dxd * mask), dw, db, dA, dB
+
+
+# ------------------------------------------------------------------ attention projections
+def lora_proj_forward(P, name, x, lora: dict, scale):
+    """A token-wise projection ``x (N, L, D) -> (N, L, D_out)`` of ``P[name.w]`` (+ b) with
+    the adapter ``lora[name.lora_A], lora[name.lora_B]`` if present, MATH.md (19.2)."""
+    xp = array_namespace(x)
+    N, L, D = x.shape
+    w = P[name + ".w"]
+    b = P.get(name + ".b", xp.zeros((w.shape[1],), dtype=w.dtype))
+    x2 = xp.reshape(x, (N * L, D))
+    if name + ".lora_A" in lora:
+        y, c = lora_linear_forward(x2, w, b, lora[name + ".lora_A"], lora[name + ".lora_B"], scale)
+    else:
+        y, c = x2 @ w + b, (x2, w)
+    return xp.reshape(y, (N, L, w.shape[1])), c
+
+
+def lora_proj_backward(G, P, name, dy, cache):
+    """Backward of :func:`lora_proj_forward`: base and adapter gradients into ``G``."""
+    xp = array_namespace(dy)
+    N, L, Do = dy.shape
+    dy2 = xp.reshape(dy, (N * L, Do))
+    if len(cache) == 2:
+        x2, w = cache
+        dx, grads = dy2 @ w.T, {".w": x2.T @ dy2, ".b": xp.sum(dy2, axis=0)}
+    else:
+        dx, dw, db, dA, dB = lora_linear_backward(dy2, cache)
+        grads = {".w": dw, ".b": db, ".lora_A": dA, ".lora_B": dB}
+    for k, g in grads.items():
+        G[name + k] = G[name + k] + g if name + k in G else g
+    return xp.reshape(dx, (N, L, -1))
+
+
+def lora_mha_forward(P, pre, x, lora: dict, scale, *, heads: int, context=None):
+    """Multi-head attention (MATH.md (13.23); projections ``q``, ``kv`` or ``qkv``, and
+    ``out``, as :func:`refdiff.nn.attention.mha_forward`) with LoRA on any of its
+    projections, MATH.md (19.2).  Returns ``(y, cache)``."""
+    c = x if context is None else context
+    if pre + ".qkv.w" in P:
+        qkv, cq = lora_proj_forward(P, pre + ".qkv", x, lora, scale)
+        Di = qkv.shape[2] // 3
+        q, k, v, caches = qkv[..., :Di], qkv[..., Di:2 * Di], qkv[..., 2 * Di:], ("qkv", cq)
+    else:
+        q, cq = lora_proj_forward(P, pre + ".q", x, lora, scale)
+        kv, ckv = lora_proj_forward(P, pre + ".kv", c, lora, scale)
+        Di = q.shape[2]
+        k, v, caches = kv[..., :Di], kv[..., Di:], ("kv", cq, ckv)
+    o, c_a = attention_forward(split_heads(q, heads), split_heads(k, heads), split_heads(v, heads))
+    y, c_o = lora_proj_forward(P, pre + ".out", merge_heads(o), lora, scale)
+    return y, (caches, c_a, c_o, heads, context is None)
+
+
+def lora_mha_backward(G, P, pre, dout, cache):
+    """Backward of :func:`lora_mha_forward`; returns ``(dx, dcontext or None)``."""
+    xp = array_namespace(dout)
+    caches, c_a, c_o, heads, is_self = cache
+    do = lora_proj_backward(G, P, pre + ".out", dout, c_o)
+    dq, dk, dv = (merge_heads(g) for g in attention_backward(split_heads(do, heads), c_a))
+    if caches[0] == "qkv":
+        return lora_proj_backward(G, P, pre + ".qkv", xp.concat([dq, dk, dv], axis=2), caches[1]), None
+    dx = lora_proj_backward(G, P, pre + ".q", dq, caches[1])
+    dc = lora_proj_backward(G, P, pre + ".kv", xp.concat([dk, dv], axis=2), caches[2])
+    return (dx + dc, None) if is_self else (dx, dc)
+
+
+# ------------------------------------------------------------------ closed-form best rank-r fine-tune
+def lora_rrr_optimum(W0, Sigma1, alpha: float, sigma: float, r: int):
+    """Best rank-r update of the linear denoiser ``x0_hat = x_t W`` (row vectors) fine-tuned
+    from ``W0`` to data N(0, Sigma1) at one noise level (alpha, sigma), MATH.md (19.16):
+    ``C = alpha^2 Sigma1 + sigma^2 I``, ``W* = C^{-1} alpha Sigma1``, ``M = C^{1/2} (W* - W0) =
+    U S V^T``; returns ``(dW* = C^{-1/2} (U S V^T)_r, excess* = sum_{i>r} s_i^2, W*)``.
+    Host float64."""
+    W0, Sigma1 = np.asarray(W0, dtype=np.float64), np.asarray(Sigma1, dtype=np.float64)
+    D = W0.shape[0]
+    _check_rank(r, W0.shape, "lora_rrr_optimum")
+    C = alpha ** 2 * Sigma1 + sigma ** 2 * np.eye(D)
+    W_star = np.linalg.solve(C, alpha * Sigma1)
+    e, V = np.linalg.eigh(C)
+    C_half, C_mhalf = (V * np.sqrt(e)) @ V.T, (V / np.sqrt(e)) @ V.T
+    U, s, Vt = np.linalg.svd(C_half @ (W_star - W0))
+    return C_mhalf @ (U[:, :r] * s[:r]) @ Vt[:r], float(np.sum(s[r:] ** 2)), W_star

@@ -1,0 +1,234 @@
+"""LoRA on a whole network: target layers, several adapters with weights, merge/unmerge,
+diffusers' fuse/unfuse and runtime scale, adapter-only checkpoints, MATH.md (19.4),
+(19.5), (19.6), (19.7).
+
+A network's parameters are a flat dict; its layers are the keys ``"<layer>.w"`` of rank 2
+(linear, (d_in, d_out)) or 4 (conv, (F, C, k, k)).  An adapter targets the layers whose
+name matches one of its fnmatch patterns (``"*.qkv"``, ``"mid.*"``, ``"*conv*"``) and holds
+``"<layer>.lora_A"``, ``"<layer>.lora_B"`` (layouts: :mod:`refdiff.nn.lora`).
+
+The model runs on ``lora_params(params, adapters, weights)`` = the effective weights (19.6);
+nothing is stored on the network, so ``net.as_model(lora_params(...), cond)`` is an
+adapted model and ``net.backward`` on those weights, followed by :func:`lora_grads`, gives
+the adapters' gradients (19.5).  With B = 0 (init) the effective weights are the base
+weights bit for bit (``w + 0.0 == w``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..backend import array_namespace, to_numpy
+from .lora import lora_delta, lora_delta_backward, lora_init_factors, lora_scaling
+
+__all__ = ["LoRAConfig", "LoRAAdapter", "lora_target_layers", "lora_init", "lora_params", "lora_grads", "lora_merge",
+           "lora_unmerge", "lora_fuse", "lora_unfuse", "scale_layer", "unscale_layer", "set_scale", "save_lora",
+           "load_lora"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoRAConfig:
+    """Rank ``r``, ``alpha`` (PEFT's ``lora_alpha``; None means alpha = r, scaling 1),
+    fnmatch ``targets`` over layer names, ``rslora`` (alpha / sqrt(r)), ``init``
+    ("kaiming" or "gaussian")."""
+
+    r: int = 4
+    alpha: float | None = None
+    targets: tuple = ("*",)
+    rslora: bool = False
+    init: str = "kaiming"
+
+    def __post_init__(self):
+        object.__setattr__(self, "targets", (self.targets,) if isinstance(self.targets, str) else tuple(self.targets))
+        lora_scaling(self.r if self.alpha is None else self.alpha, self.r, rslora=self.rslora)  # validates r, alpha
+
+    @property
+    def scaling(self) -> float:
+        """``alpha / r`` (or ``alpha / sqrt(r)``), MATH.md (19.1)."""
+        return lora_scaling(self.r if self.alpha is None else self.alpha, self.r, rslora=self.rslora)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoRAAdapter:
+    """An adapter: ``weights`` {"<layer>.lora_A" / ".lora_B": array}, its ``config`` and its
+    current ``scaling`` (PEFT's per-layer ``scaling``; :func:`scale_layer` changes it)."""
+
+    weights: dict
+    config: LoRAConfig
+    scaling: float
+
+    @property
+    def layers(self) -> list:
+        return sorted(k[:-len(".lora_A")] for k in self.weights if k.endswith(".lora_A"))
+
+
+def lora_target_layers(params: dict, targets) -> list:
+    """Names of the linear/conv layers of ``params`` matched by ``targets`` (fnmatch
+    patterns); a pattern that matches no layer is a ValueError listing the layers."""
+    layers = sorted(k[:-2] for k, v in params.items() if k.endswith(".w") and v.ndim in (2, 4))
+    targets = (targets,) if isinstance(targets, str) else tuple(targets)
+    chosen = set()
+    for pat in targets:
+        hit = [n for n in layers if fnmatch.fnmatchcase(n, pat)]
+        if not hit:
+            raise ValueError(f"LoRA target pattern {pat!r} matches no linear or conv layer; layers: {layers}")
+        chosen |= set(hit)
+    return sorted(chosen)
+
+
+def lora_init(params: dict, config: LoRAConfig, rng) -> LoRAAdapter:
+    """A fresh adapter for ``params`` (A by ``config.init``, B = 0), in the dtype and
+    namespace of ``params``; drawn on the host in float64 in sorted layer order."""
+    xp = array_namespace(next(iter(params.values())))
+    out = {}
+    for name in lora_target_layers(params, config.targets):
+        w = params[name + ".w"]
+        A, B = lora_init_factors(tuple(w.shape), config.r, rng, init=config.init)
+        out[name + ".lora_A"] = xp.asarray(A, dtype=w.dtype)
+        out[name + ".lora_B"] = xp.asarray(B, dtype=w.dtype)
+    return LoRAAdapter(out, config, config.scaling)
+
+
+def _pairs(adapters, weights):
+    adapters = [adapters] if isinstance(adapters, LoRAAdapter) else list(adapters)
+    weights = [1.0] * len(adapters) if weights is None else list(weights)
+    if len(weights) != len(adapters):
+        raise ValueError(f"lora: {len(adapters)} adapters but {len(weights)} adapter weights")
+    return list(zip(adapters, weights))
+
+
+def lora_params(params: dict, adapters, weights=None) -> dict:
+    """Effective weights ``W + sum_k weight_k s_k dW_k`` (diffusers' ``set_adapters(names,
+    adapter_weights)``; ``weights`` default 1), MATH.md (19.6); other keys unchanged."""
+    out = dict(params)
+    for ad, wt in _pairs(adapters, weights):
+        for name in ad.layers:
+            key = name + ".w"
+            if key not in params or tuple(params[key].shape) != _base_shape(ad, name):
+                raise ValueError(f"lora: adapter layer {name!r} (base weight shape {_base_shape(ad, name)}) is not in "
+                                 f"this model (shape {tuple(params[key].shape) if key in params else 'missing'})")
+            out[key] = out[key] + lora_delta(ad.weights[name + ".lora_A"], ad.weights[name + ".lora_B"],
+                                             wt * ad.scaling)
+    return out
+
+
+def _base_shape(ad, name):
+    A, B = ad.weights[name + ".lora_A"], ad.weights[name + ".lora_B"]
+    return (B.shape[0], *A.shape[1:]) if A.ndim == 4 else (A.shape[1], B.shape[0])
+
+
+def lora_grads(grads: dict, adapter: LoRAAdapter, weight: float = 1.0) -> dict:
+    """Gradients of the adapter's factors from the gradients of the effective weights,
+    MATH.md (19.5) (the model's backward run on :func:`lora_params`)."""
+    out = {}
+    for name in adapter.layers:
+        A, B = adapter.weights[name + ".lora_A"], adapter.weights[name + ".lora_B"]
+        out[name + ".lora_A"], out[name + ".lora_B"] = lora_delta_backward(grads[name + ".w"], A, B,
+                                                                           weight * adapter.scaling)
+    return out
+
+
+# ------------------------------------------------------------------ merge, fuse, runtime scale
+def lora_merge(params: dict, adapter: LoRAAdapter, weight: float = 1.0) -> dict:
+    """PEFT's ``merge``: ``W <- W + weight s dW`` for the adapter's layers, MATH.md (19.7)."""
+    return lora_params(params, [adapter], [weight])
+
+
+def lora_unmerge(params: dict, adapter: LoRAAdapter, weight: float = 1.0) -> dict:
+    """PEFT's ``unmerge``: ``W <- W - weight s dW`` (s: the adapter's current scaling), MATH.md (19.7)."""
+    return lora_params(params, [adapter], [-weight])
+
+
+def scale_layer(adapter: LoRAAdapter, scale: float) -> LoRAAdapter:
+    """PEFT's ``scale_layer``: ``scaling *= scale`` (diffusers' runtime ``scale``)."""
+    return dataclasses.replace(adapter, scaling=adapter.scaling * float(scale))
+
+
+def unscale_layer(adapter: LoRAAdapter, scale: float | None = None) -> LoRAAdapter:
+    """PEFT's ``unscale_layer``: None or 0 resets ``scaling`` to alpha / r (multiplying by
+    0 cannot be undone by a division); else ``scaling /= scale``."""
+    if scale is None or scale == 0:
+        return dataclasses.replace(adapter, scaling=adapter.config.scaling)
+    return dataclasses.replace(adapter, scaling=adapter.scaling / float(scale))
+
+
+def set_scale(adapter: LoRAAdapter, scale: float) -> LoRAAdapter:
+    """PEFT's ``set_scale``: ``scaling = scale * alpha / r``."""
+    return dataclasses.replace(adapter, scaling=float(scale) * adapter.config.scaling)
+
+
+def lora_fuse(params: dict, adapter: LoRAAdapter, lora_scale: float = 1.0, *, safe: bool = False):
+    """diffusers' ``fuse_lora(lora_scale)``: ``scale_layer(lora_scale)`` then merge, MATH.md
+    (19.7).  Returns ``(fused params, adapter with scaling * lora_scale)``: the product
+    stays, so :func:`lora_unfuse` subtracts what was added.  ``safe``: refuse a
+    non-finite fused weight (diffusers' ``safe_fusing``)."""
+    ad = scale_layer(adapter, lora_scale)
+    out = lora_merge(params, ad)
+    if safe:
+        for name in ad.layers:
+            if not bool(np.all(np.isfinite(to_numpy(out[name + ".w"])))):
+                raise ValueError(f"lora_fuse: fusing gives non-finite weights in layer {name!r}; not fused")
+    return out, ad
+
+
+def lora_unfuse(params: dict, adapter: LoRAAdapter) -> dict:
+    """diffusers' ``unfuse_lora``: unmerge with the adapter's current scaling, MATH.md (19.7)."""
+    return lora_unmerge(params, adapter)
+
+
+# ------------------------------------------------------------------ adapter-only checkpoints
+def save_lora(path, adapter: LoRAAdapter, *, base_config: dict | None = None) -> Path:
+    """Write the adapter alone to ``path`` (.npz): its arrays, and ``meta`` (JSON) with r,
+    alpha (always stored: a lost alpha silently rescales the update), rslora, targets,
+    the base weight shapes and the base model's config."""
+    path = Path(path)
+    alpha = adapter.config.r if adapter.config.alpha is None else adapter.config.alpha
+    meta = {"format": "refdiff-lora", "r": adapter.config.r, "alpha": alpha, "rslora": adapter.config.rslora,
+            "targets": list(adapter.config.targets), "init": adapter.config.init,
+            "layers": {n: list(_base_shape(adapter, n)) for n in adapter.layers}, "base": base_config}
+    arrays = {k: np.asarray(to_numpy(v)) for k, v in adapter.weights.items()}
+    np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+    return path
+
+
+def load_lora(path, params: dict, *, base_config: dict | None = None, alpha: float | None = None,
+              xp=None) -> LoRAAdapter:
+    """Read an adapter written by :func:`save_lora` (or any npz of ``<layer>.lora_A/B``
+    arrays) and check it fits ``params`` (and ``base_config``, if both are known).
+
+    alpha: the stored one; else the ``alpha`` argument; else **alpha = r is assumed**
+    (scaling 1, what diffusers and PEFT assume for checkpoints without alpha), with a
+    warning, since a LoRA trained with another alpha then runs at the wrong scale."""
+    with np.load(Path(path), allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
+        arrays = {k: z[k] for k in z.files if k != "meta"}
+    ranks = {v.shape[0] for k, v in arrays.items() if k.endswith(".lora_A")}
+    if len(ranks) != 1:
+        raise ValueError(f"load_lora: {path}: need one rank across layers, found ranks {sorted(ranks)}")
+    r = ranks.pop()
+    if base_config is not None and meta.get("base") not in (None, base_config):
+        raise ValueError(f"load_lora: {path} was trained on a model with config {meta['base']}, not {base_config}")
+    if meta.get("alpha") is not None:
+        a = meta["alpha"]
+    elif alpha is not None:
+        a = alpha
+    else:
+        warnings.warn(f"load_lora: {path} stores no alpha; assuming alpha = r = {r} (scaling 1)", stacklevel=2)
+        a = r
+    cfg = LoRAConfig(r=r, alpha=a, targets=tuple(meta.get("targets", ("*",))), rslora=bool(meta.get("rslora", False)))
+    xp = array_namespace(next(iter(params.values()))) if xp is None else xp
+    dtype = next(iter(params.values())).dtype
+    ad = LoRAAdapter({k: xp.asarray(v, dtype=dtype) for k, v in arrays.items()}, cfg, cfg.scaling)
+    for name in ad.layers:
+        key = name + ".w"
+        if key not in params or tuple(params[key].shape) != _base_shape(ad, name):
+            have = tuple(params[key].shape) if key in params else "no such layer"
+            raise ValueError(f"load_lora: {path} adapts layer {name!r} with base weight shape {_base_shape(ad, name)}; "
+                             f"this model has {have}: the adapter is for another architecture")
+    return ad
