@@ -18,7 +18,23 @@ def _check_size(S, what):
 
 
 def pool_matrix(S: int = 8):
-    """2x2 average pooling, (S^2/4, S^2): ``c[a, b] = mean of x[2a:2a+2, 2b:2b+2]``."""
+    """2x2 average pooling, (S^2/4, S^2): ``c[a, b] = mean of x[2a:2a+2, 2b:2b+2]``.
+
+    Parameters
+    ----------
+    S : int, default 8
+        The image size (an even int >= 2).
+
+    Returns
+    -------
+    numpy.ndarray (S^2/4, S^2)
+        float64 H.
+
+    Raises
+    ------
+    ValueError
+        If ``S`` is not an even int >= 2.
+    """
     _check_size(S, "pool_matrix")
     h = S // 2
     H = np.zeros((h * h, S * S))
@@ -32,7 +48,23 @@ def pool_matrix(S: int = 8):
 
 def edge_matrix(S: int = 8):
     """A fixed edge filter: horizontal differences ``c[i, j] = x[i, j+1] - x[i, j]``,
-    (S (S-1), S^2)."""
+    (S (S-1), S^2).
+
+    Parameters
+    ----------
+    S : int, default 8
+        The image size (an even int >= 2).
+
+    Returns
+    -------
+    numpy.ndarray (S (S-1), S^2)
+        float64 H.
+
+    Raises
+    ------
+    ValueError
+        If ``S`` is not an even int >= 2.
+    """
     _check_size(S, "edge_matrix")
     H = np.zeros((S * (S - 1), S * S))
     for i in range(S):
@@ -42,7 +74,25 @@ def edge_matrix(S: int = 8):
 
 
 def column_mask_matrix(S: int = 8, columns=(0, 1, 2, 3)):
-    """Selection of the pixels in ``columns`` (the left half by default), (S len(cols), S^2)."""
+    """Selection of the pixels in ``columns`` (the left half by default), (S len(cols), S^2).
+
+    Parameters
+    ----------
+    S : int, default 8
+        The image size (an even int >= 2).
+    columns : iterable of int, default (0, 1, 2, 3)
+        The selected columns (a non-empty subset of 0..S-1; duplicates ignored).
+
+    Returns
+    -------
+    numpy.ndarray (S len(columns), S^2)
+        float64 rows of the identity, row-major over (row, selected column).
+
+    Raises
+    ------
+    ValueError
+        If ``S`` is invalid or ``columns`` is empty or out of range.
+    """
     _check_size(S, "column_mask_matrix")
     cols = sorted(set(int(c) for c in columns))
     if not cols or cols[0] < 0 or cols[-1] >= S:
@@ -53,7 +103,25 @@ def column_mask_matrix(S: int = 8, columns=(0, 1, 2, 3)):
 
 def edge_map(x, threshold: float = 0.5):
     """Toy Canny: ``[|grad x| > threshold]`` with central differences (replicated border),
-    x (N, 1, S, S) in [-1, 1]; returns float {0, 1} of the same shape."""
+    x (N, 1, S, S) in [-1, 1]; returns float {0, 1} of the same shape.
+
+    Parameters
+    ----------
+    x : array_like (N, 1, S, S)
+        Images in [-1, 1].
+    threshold : float, default 0.5
+        The gradient-magnitude threshold.
+
+    Returns
+    -------
+    numpy.ndarray (N, 1, S, S)
+        float64 edge map in {0, 1}.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not (N, 1, S, S).
+    """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 4 or x.shape[1] != 1:
         raise ValueError(f"edge_map: x must be (N, 1, S, S), got shape {x.shape}")
@@ -64,7 +132,18 @@ def edge_map(x, threshold: float = 0.5):
 
 
 def edge_iou(a, b) -> np.ndarray:
-    """Per-sample intersection over union of two binary maps (1 where both are empty)."""
+    """Per-sample intersection over union of two binary maps (1 where both are empty).
+
+    Parameters
+    ----------
+    a, b : array_like (N, ...)
+        Binary maps (entries > 0.5 count as 1).
+
+    Returns
+    -------
+    numpy.ndarray (N,)
+        The per-sample IoU.
+    """
     a, b = np.asarray(a) > 0.5, np.asarray(b) > 0.5
     inter = (a & b).reshape(len(a), -1).sum(1)
     union = (a | b).reshape(len(a), -1).sum(1)
