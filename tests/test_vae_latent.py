@@ -174,6 +174,7 @@ def test_pca_latent_oracle_moments_and_w2_of_decoded_samples():
     P = ae.components @ ae.components.T
     w2 = frechet_distance_gaussians(mu, cov, mu, P @ cov @ P)
     assert w2 == pytest.approx(s[k:].sum(), rel=1e-8)
+    assert ae.w2_squared_to_data() == pytest.approx(w2, rel=1e-8)
     w2_mc = frechet_distance_gaussians(mu, cov, dec.mean(0), np.cov(dec, rowvar=False))
     assert w2_mc == pytest.approx(s[k:].sum(), rel=0.03)
 

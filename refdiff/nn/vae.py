@@ -264,6 +264,11 @@ class PCAAutoencoder:
         s, U = s[::-1], U[:, ::-1]
         return cls(np.asarray(mean, dtype=np.float64).reshape(-1), U[:, :k], s[:k], s[k:])
 
+    def w2_squared_to_data(self) -> float:
+        """Squared 2-Wasserstein distance between Gaussian data and the decoded exact latent
+        oracle: the discarded variance sum_{i>k} s_i, MATH.md (21.8)."""
+        return float(np.sum(self.discarded))
+
     @property
     def encoder_matrix(self):
         return self.components.T
