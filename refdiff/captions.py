@@ -58,7 +58,17 @@ VOCAB = _vocab()
 
 def caption(digit: int, position: int, weight: int, phrasing: int = 0, synonym: int = 0) -> str:
     """The caption of one attribute triple in template ``phrasing`` with weight word
-    ``synonym`` (0: thin/thick, 1: light/bold)."""
+    ``synonym`` (0: thin/thick, 1: light/bold).
+
+    Parameters
+    ----------
+    digit, position, weight : int
+        the attributes
+    phrasing : int
+        index into PHRASINGS
+    synonym : int
+        0: thin/thick, 1: light/bold
+    """
     if not (0 <= digit < 10 and 0 <= position < 4 and 0 <= weight < 2):
         raise ValueError(f"caption: need digit in 0..9, position in 0..3, weight in 0..1, got "
                          f"{(digit, position, weight)}")
@@ -70,7 +80,17 @@ def caption(digit: int, position: int, weight: int, phrasing: int = 0, synonym: 
 
 def compose(img8, position: int, weight: int) -> np.ndarray:
     """The 16x16 image (1, 16, 16) of one 8x8 digit image (values in [-1, 1]) at a
-    quadrant, thin or thick (2x2 max filter)."""
+    quadrant, thin or thick (2x2 max filter).
+
+    Parameters
+    ----------
+    img8 : array (8, 8)
+        one digit image in [-1, 1]
+    position : int
+        quadrant 0..3
+    weight : int
+        0 thin, 1 thick
+    """
     d = np.asarray(img8, dtype=np.float64).reshape(8, 8)
     if weight:
         p = np.pad(d, ((0, 1), (0, 1)), constant_values=-1.0)
@@ -82,7 +102,13 @@ def compose(img8, position: int, weight: int) -> np.ndarray:
 
 
 def all_combinations(split: str = "train") -> list:
-    """Attribute triples (digit, position, weight) of ``split`` ("train", "heldout", "all")."""
+    """Attribute triples (digit, position, weight) of ``split`` ("train", "heldout", "all").
+
+    Parameters
+    ----------
+    split : {'train', 'heldout', 'all'}
+        which combinations
+    """
     if split not in ("train", "heldout", "all"):
         raise ValueError(f"split must be 'train', 'heldout' or 'all', got {split!r}")
     combos = [(d, p, w) for d in range(10) for p in range(4) for w in range(2)]
@@ -99,7 +125,21 @@ def captioned_digits(n: int, rng: np.random.Generator, *, split: str = "train", 
 
     split: which attribute combinations ("train": all but HELD_OUT, "heldout": only them,
     "all"); source: which split of the 8x8 digits the strokes come from ("train" or "test",
-    so a classifier can be scored on unseen strokes); digits: restrict to these classes."""
+    so a classifier can be scored on unseen strokes); digits: restrict to these classes.
+
+    Parameters
+    ----------
+    n : int
+        number of images
+    rng : numpy.random.Generator
+        the only source of randomness
+    split : {'train', 'heldout', 'all'}
+        attribute combinations drawn
+    source : {'train', 'test'}
+        split of the 8x8 digits the strokes come from
+    digits : iterable of int, optional
+        restrict to these classes
+    """
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     x8, y8 = digits8x8(source)

@@ -31,7 +31,15 @@ def _check_factor(scaling_factor, what):
 def latent_scaling(z, rule: str = "ldm"):
     """``(scaling_factor, shift)`` from encoded training latents ``z``, MATH.md (21.9):
     ``"ldm"``: f = 1 / std(z) over all entries, shift 0 (how SD's 0.18215 was chosen);
-    ``"sd3"``: the same f and shift = mean(z).  Computed in float64."""
+    ``"sd3"``: the same f and shift = mean(z).  Computed in float64.
+
+    Parameters
+    ----------
+    z : array
+        encoded training latents (any shape)
+    rule : {'ldm', 'sd3'}
+        the scaling rule
+    """
     zh = np.asarray(to_numpy(z), dtype=np.float64).ravel()
     if rule not in ("ldm", "sd3"):
         raise ValueError(f"latent_scaling: rule must be 'ldm' or 'sd3', got {rule!r}")
@@ -44,20 +52,52 @@ def latent_scaling(z, rule: str = "ldm"):
 
 
 def scale_latents(z, scaling_factor, shift: float = 0.0):
-    """``f (z - shift)``: what the diffusion model sees, MATH.md (21.9)."""
+    """``f (z - shift)``: what the diffusion model sees, MATH.md (21.9).
+
+    Parameters
+    ----------
+    z : array
+        latents from the encoder
+    scaling_factor : float
+        f, finite and nonzero
+    shift : float
+        delta (0 for the LDM rule)
+    """
     f = _check_factor(scaling_factor, "scale_latents")
     return (z - float(shift)) * f
 
 
 def unscale_latents(z_scaled, scaling_factor, shift: float = 0.0):
-    """``z_scaled / f + shift``: what the decoder takes, MATH.md (21.9)."""
+    """``z_scaled / f + shift``: what the decoder takes, MATH.md (21.9).
+
+    Parameters
+    ----------
+    z_scaled : array
+        latents in the diffusion model's scale
+    scaling_factor : float
+        f, finite and nonzero
+    shift : float
+        delta
+    """
     f = _check_factor(scaling_factor, "unscale_latents")
     return z_scaled / f + float(shift)
 
 
 def decode_latents(decode, z_scaled, scaling_factor, shift: float = 0.0, *, latent_shape=None):
     """Decode sampled (scaled) latents: ``decode(unscale_latents(z_scaled, f, shift))``,
-    MATH.md (21.9).  ``latent_shape`` (per sample) is checked first when given."""
+    MATH.md (21.9).  ``latent_shape`` (per sample) is checked first when given.
+
+    Parameters
+    ----------
+    decode : callable
+        the decoder, z -> images
+    z_scaled : array
+        sampled latents (N, ...)
+    scaling_factor, shift : float
+        f and delta of (21.9)
+    latent_shape : tuple, optional
+        the per-sample latent shape the decoder takes
+    """
     if latent_shape is not None and tuple(z_scaled.shape[1:]) != tuple(latent_shape):
         raise ValueError(f"decode_latents: latents must have shape (N, {', '.join(map(str, latent_shape))}), got "
                          f"{tuple(z_scaled.shape)}")
@@ -68,7 +108,19 @@ def latent_oracle(oracle, A, c=None, *, scaling_factor: float = 1.0, shift: floa
     """The exact distribution of the scaled latent ``f (A (x - c) - shift)`` for data
     ``x ~ oracle`` (a GaussianData or GaussianMixture over flattened x), MATH.md (21.7),
     (21.9): each component N(mu, Sigma) becomes N(f (A (mu - c) - shift), f^2 A Sigma A^T),
-    weights and labels unchanged.  ``A`` (k, D) host array, ``c`` (D,) (default 0)."""
+    weights and labels unchanged.  ``A`` (k, D) host array, ``c`` (D,) (default 0).
+
+    Parameters
+    ----------
+    oracle : GaussianData or GaussianMixture
+        the data distribution
+    A : array (k, D)
+        the linear encoder
+    c : array (D,), optional
+        the encoder's centre
+    scaling_factor, shift : float
+        f and delta of (21.9)
+    """
     f = _check_factor(scaling_factor, "latent_oracle")
     A = np.asarray(to_numpy(A), dtype=np.float64)
     D = oracle.D

@@ -32,7 +32,21 @@ __all__ = ["save_autoencoder", "load_autoencoder", "txt2img"]
 def save_autoencoder(path, ae: KLAutoencoder, params: dict, *, scaling_factor: float, shift: float = 0.0,
                      tokenizer: Tokenizer | None = None) -> Path:
     """Write the autoencoder's parameters (``.npz``) and its config, latent scaling and the
-    tokenizer (``.json`` beside it).  Returns the ``.npz`` path."""
+    tokenizer (``.json`` beside it).  Returns the ``.npz`` path.
+
+    Parameters
+    ----------
+    path : str or Path
+        the .npz to write
+    ae : KLAutoencoder
+        the autoencoder (its config is stored)
+    params : dict
+        its parameters
+    scaling_factor, shift : float
+        the latent scaling of MATH.md (21.9)
+    tokenizer : Tokenizer, optional
+        stored as its vocabulary and context length
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     np.savez(p, **{k: np.asarray(to_numpy(v)) for k, v in params.items()})
@@ -45,7 +59,13 @@ def save_autoencoder(path, ae: KLAutoencoder, params: dict, *, scaling_factor: f
 
 def load_autoencoder(path):
     """``(ae, params, meta)`` written by :func:`save_autoencoder`; ``meta`` has
-    ``scaling_factor``, ``shift`` and ``tokenizer`` (or None)."""
+    ``scaling_factor``, ``shift`` and ``tokenizer`` (or None).
+
+    Parameters
+    ----------
+    path : str or Path
+        the .npz written by save_autoencoder
+    """
     p = Path(path)
     if not p.is_file() or not p.with_suffix(".json").is_file():
         raise FileNotFoundError(f"autoencoder files not found: {str(p)!r} and {str(p.with_suffix('.json'))!r}")
@@ -63,7 +83,29 @@ def txt2img(prompt, checkpoint, *, n: int = 4, steps: int = 20, guidance_scale: 
             convention: str = "w", method: str = "ddim", rng=None, progress: bool = False):
     """``n`` images (n, C, S, S) host float64 for ``prompt`` (a str; or a list of n str)
     from the folder ``checkpoint`` (module docstring): tokenize, sample latents with CFG
-    against the empty prompt, unscale (MATH.md (21.9)), decode."""
+    against the empty prompt, unscale (MATH.md (21.9)), decode.
+
+    Parameters
+    ----------
+    prompt : str or list of str
+        the prompt(s)
+    checkpoint : str or Path
+        the model folder
+    n : int
+        number of images
+    steps : int
+        sampler steps (trailing grid)
+    guidance_scale : float
+        CFG scale
+    convention : {'w', '1+w'}
+        the scale convention
+    method : str
+        a refdiff.sample method
+    rng : numpy.random.Generator
+        noise source
+    progress : bool
+        show a progress bar
+    """
     from .loading import load
     from .samplers.loop import sample
     from .schedules import timesteps

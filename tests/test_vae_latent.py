@@ -230,3 +230,32 @@ def test_latent_bad_input():
         decode_latents(lambda z: ae.decode(P, z), np.zeros((1, 2, 4, 4)), 1.0, latent_shape=(2, 2, 2))
     with pytest.raises(ValueError, match="even channel count"):
         posterior_forward(np.zeros((1, 3, 2, 2)))
+
+
+def test_reference_vector_cases_from_first_principles():
+    """The `refdiff vectors` cases of chapter 21 re-derived by hand: MATH.md (21.1) (clamp,
+    sample with the given eps, mode), MATH.md (21.2) (KL), MATH.md (21.9) (SD 1.x and SD3
+    scaling) and the masked cross-attention against its loop definition (MATH.md (13.23)).
+    (contrastive_loss itself is checked against its definition in tests/test_text_clip.py.)"""
+    from refdiff.nn.attention import mha_forward_naive
+    from refdiff.vectors import _latent_text_cases
+
+    cases = {c.name: c for c in _latent_text_cases(np.random.default_rng(3))}
+    g = cases["diagonal_gaussian"]
+    mom = g.inputs["moments"]
+    m, raw = mom[:, :3], mom[:, 3:]
+    lv = np.minimum(np.maximum(raw, -30.0), 20.0)
+    np.testing.assert_array_equal(g.outputs["mode"], m)
+    np.testing.assert_allclose(g.outputs["sample"], m + np.sqrt(np.exp(lv)) * g.inputs["eps"], rtol=1e-13)
+    kl = 0.5 * np.sum((m ** 2 + np.exp(lv) - 1 - lv).reshape(2, -1), axis=1)
+    np.testing.assert_allclose(g.outputs["kl"], kl, rtol=1e-13)
+    assert g.outputs["dmoments"][0, 3, 0, 0] == 0.0 and g.outputs["dmoments"][1, 5, 1, 1] == 0.0
+    s = cases["latent_scaling"]
+    np.testing.assert_allclose(s.outputs["ldm"], 0.18215 * s.inputs["z"], rtol=1e-15)
+    np.testing.assert_allclose(s.outputs["sd3"], 1.5305 * (s.inputs["z"] - 0.0609), rtol=1e-14)
+    np.testing.assert_allclose(s.outputs["decoded_sd3"], s.inputs["z"], rtol=1e-14)
+    a = cases["cross_attention_masked"]
+    P = {k: v for k, v in a.inputs.items() if k.startswith("attn.")}
+    y = mha_forward_naive(P, "attn", a.inputs["x"], a.inputs["context"], heads=2,
+                          key_mask=a.inputs["key_mask"].astype(bool))
+    np.testing.assert_allclose(a.outputs["y"], y, rtol=1e-12, atol=1e-13)
