@@ -147,8 +147,8 @@ def train_clip(data, tok, args, progress):
         return loss, {"text": tenc.backward(g["text"], tc, None, dt), "image": ienc.backward(g["image"], ic, di),
                       "temp": {"log_temp": np.array([dlt], dtype=np.float32)}}
 
-    def batch(r):  # distinct attribute triples within a batch, so the diagonal is the only match
-        return r.permutation(len(x))[:B]
+    def batch(r):  # distinct images; with 70 training combinations a batch of 64 repeats some
+        return r.permutation(len(x))[:B]  # captions' attributes, so the loss cannot reach 0
 
     st = fit(loss_fn, st, batch, steps=args.clip_steps, trainable={"text": True, "image": True, "temp": True},
              lr=2e-3, lr_decay="cosine", progress=progress, desc="toy CLIP")
