@@ -613,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--convention", choices=("w", "1+w"), default="w",
                    help="'w': u + w (c - u); '1+w': c + w (c - u) (default: %(default)s)")
     t.add_argument("--method", default="ddim", help="refdiff.sample method (default: %(default)s)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default: %(default)s)")
     t.add_argument("--out", default="txt2img.png", help=".png (a row of images) or .npz (default: %(default)s)")
     t.add_argument("--no-progress", **noprog)
     t.set_defaults(func=_cmd_txt2img)
