@@ -14,7 +14,11 @@ Measured and printed (and written to toy_sd.json):
 * latent against pixel diffusion: forward FLOPs and measured time of one training step of
   the same U-Net on 4x4xc latents and on 16x16 pixels.
 
-Figures: toy_sd_prompts.png (prompts -> images, seen and held-out), toy_sd_guidance.png.
+* the classic failure: gradient ascent on the toy-CLIP score from noise gives images that
+  score as well as real ones and look like nothing, where diffusion gives the digit.
+
+Figures: toy_sd_prompts.png (prompts -> images, seen and held-out), toy_sd_guidance.png,
+toy_sd_clip_adversarial.png.
 The U-Net learns its own token embeddings (its ``tokens`` condition); the toy CLIP is
 trained and evaluated but not wired into the U-Net (that needs a precomputed-context
 condition kind in refdiff.nn.unet).
@@ -168,6 +172,34 @@ def zero_shot(tenc, ienc, groups, tok, imgs):
     ie, _ = ienc.forward(groups["image"], np.asarray(imgs, dtype=np.float32))
     return np.asarray(combos)[np.asarray(zero_shot_classify(ie, te))]
 
+
+
+def clip_score(tenc, ienc, groups, tok, prompt, imgs):
+    """Cosine similarity of each image's toy-CLIP embedding with the prompt's."""
+    ids, mask = tok([prompt])
+    (_, te), _ = tenc.forward(groups["text"], ids, mask)
+    ie, _ = ienc.forward(groups["image"], np.asarray(imgs, dtype=np.float32))
+    u = ie / np.linalg.norm(ie, axis=1, keepdims=True)
+    return (u @ (te / np.linalg.norm(te, axis=1, keepdims=True)).T)[:, 0]
+
+
+def clip_ascent(tenc, ienc, groups, tok, prompt, n, steps, rng, step=0.02):
+    """The classic failure: signed gradient ascent on the toy-CLIP score from noise (pixels
+    kept in [-1, 1]).  The images score well and look like no digit."""
+    from tqdm.auto import tqdm
+
+    ids, mask = tok([prompt])
+    (_, te), _ = tenc.forward(groups["text"], ids, mask)
+    v = te / np.linalg.norm(te)
+    x = (0.3 * rng.standard_normal((n, 1, 16, 16)) - 0.5).astype(np.float32)
+    for _ in tqdm(range(steps), desc="CLIP ascent", disable=steps < 50):
+        ie, cache = ienc.forward(groups["image"], x)
+        nrm = np.linalg.norm(ie, axis=1, keepdims=True)
+        u = ie / nrm
+        dscore = (v - u * (u @ v.T)) / nrm  # gradient of cos(u, v) with respect to ie
+        _, dx = ienc.backward(groups["image"], cache, dscore.astype(np.float32), return_dx=True)
+        x = np.clip(x + step * np.sign(dx), -1.0, 1.0).astype(np.float32)
+    return x
 
 def unet_config(args, tok, in_channels, size):
     from refdiff.nn import UNetConfig
@@ -361,6 +393,34 @@ def main(argv=None):
     fig.suptitle(f"toy latent diffusion, text to image, CFG w = {args.chosen_scale:g}", fontsize=9)
     fig.tight_layout()
     _common.save(fig, out / "toy_sd_prompts.png")
+
+    prompt = caption(3, 0, 1)
+    adv = clip_ascent(tenc, ienc, cg, tok, prompt, 6, 10 if args.tiny else 300, np.random.default_rng([args.seed, 40]))
+    diff = sample_prompts(model, ae, aeP, scaling, [prompt] * 6, args.chosen_scale, tok, args,
+                          np.random.default_rng([args.seed, 41]), False)
+    real = test_seen["x"][(test_seen["digit"] == 3) & (test_seen["position"] == 0) & (test_seen["weight"] == 1)][:6]
+    adv_rows = {}
+    for name, imgs in (("CLIP ascent", adv), ("diffusion", diff), ("real", real)):
+        if len(imgs) == 0:
+            continue
+        pred, _ = classify(imgs)
+        n = len(imgs)
+        adv_rows[name] = {"clip_score": float(np.mean(clip_score(tenc, ienc, cg, tok, prompt, imgs))),
+                          "attributes_right": adherence(pred, np.full(n, 3), np.zeros(n, int), np.ones(n, int))}
+        print(f"  {name:12s}: toy-CLIP score {adv_rows[name]['clip_score']:.3f}, attribute classifier says all right "
+              f"for {adv_rows[name]['attributes_right']:.2f}")
+    summary["clip_adversarial"] = {"prompt": prompt, **adv_rows}
+    fig, axes = plt.subplots(2, 1, figsize=(6, 2.6))
+    for ax, (name, imgs) in zip(axes, (("gradient ascent on the toy-CLIP score", adv), ("latent diffusion", diff))):
+        ax.imshow(_common.image_grid(imgs, nrow=1, fill=1.0), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
+        key = "CLIP ascent" if imgs is adv else "diffusion"
+        ax.set_title(f"{name}: CLIP score {adv_rows[key]['clip_score']:.2f}, classifier all right "
+                     f"{adv_rows[key]['attributes_right']:.0%}", fontsize=8, loc="left")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f'"{prompt}"', fontsize=9)
+    fig.tight_layout()
+    _common.save(fig, out / "toy_sd_clip_adversarial.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 2.8))
     ws = [row["w"] for row in rows]

@@ -23,7 +23,7 @@ FIGURE_SCRIPTS = {
     "sampler_orders": None,
     "frequency_snr": ["frequency_snr.png"],
     "predicted_noise": ["predicted_noise.png"],
-    "toy_sd": ["toy_sd_prompts.png", "toy_sd_guidance.png", "toy_sd.json"],
+    "toy_sd": ["toy_sd_prompts.png", "toy_sd_guidance.png", "toy_sd_clip_adversarial.png", "toy_sd.json"],
 }
 # scripts that write no figures (they print numbers); run by their own tests below or elsewhere
 OTHER_SCRIPTS = {"mixture_floor", "verify_other_framework", "one_denoising_step"}

@@ -11,7 +11,7 @@ import pytest
 from scipy.special import logsumexp
 
 from refdiff.captions import HELD_OUT, VOCAB, all_combinations, caption, captioned_digits
-from refdiff.nn.gradcheck import check_directional, inner
+from refdiff.nn.gradcheck import check_directional, check_gradient, inner
 from refdiff.nn.text import BOS, EOS, PAD, ImageEncoder, TextEncoder, TextEncoderConfig, Tokenizer, contrastive_loss
 from refdiff.nn.unet_blocks import xattn_forward, xattn_init, xattn_backward
 
@@ -117,6 +117,8 @@ def test_image_encoder_gradcheck():
     d = rng.standard_normal(out.shape)
     G = enc.backward(P, cache, d)
     assert check_directional(lambda p: inner(enc.forward(p, x)[0], d), P, G, rng) < GC_TOL
+    _, dx = enc.backward(P, cache, d, return_dx=True)
+    assert check_gradient(lambda a: inner(enc.forward(P, a)[0], d), x, dx) < GC_TOL
 
 
 # ------------------------------------------------------------------ cross-attention properties

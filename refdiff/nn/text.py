@@ -221,7 +221,9 @@ class ImageEncoder:
         out, cp = linear_forward(pooled, params["proj.w"], params["proj.b"])
         return out, (caches, cp, h.shape)
 
-    def backward(self, params, cache, dout):
+    def backward(self, params, cache, dout, *, return_dx=False):
+        """Parameter gradients of ``<out, dout>``; with ``return_dx`` also the gradient
+        with respect to the images: ``(grads, dx)``."""
         xp = array_namespace(dout)
         caches, cp, shape = cache
         G = {}
@@ -229,7 +231,7 @@ class ImageEncoder:
         dh = xp.broadcast_to(dp[:, :, None, None] / (shape[2] * shape[3]), shape)
         for (name, _), (cc, cs) in zip(reversed(self.LAYERS), reversed(caches)):
             dh = conv_b(G, name, silu_backward(dh, cs), cc)
-        return G
+        return (G, dh) if return_dx else G
 
 
 def _normalize(xp, a):
