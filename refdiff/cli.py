@@ -410,6 +410,39 @@ def _cmd_check(args):
     return 0 if all(r.status == "PASS" for r in results) else 1
 
 
+def _cmd_txt2img(args):
+    import numpy as np
+
+    from .txt2img import txt2img
+
+    root = Path(args.checkpoint)
+    if not (root / "unet" / "checkpoint.npz").is_file() or not (root / "autoencoder.npz").is_file():
+        raise CLIError(f"{str(root)!r} must hold unet/checkpoint.npz and autoencoder.npz (examples/toy_sd.py "
+                       "writes such a folder as OUT/model)")
+    x = txt2img(args.prompt, root, n=args.n, steps=args.steps, guidance_scale=args.guidance_scale,
+                convention=args.convention, method=args.method, rng=np.random.default_rng(args.seed),
+                progress=_progress(args))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npz":
+        np.savez(out, images=x, prompt=np.array(args.prompt))
+    else:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, x.shape[0], figsize=(1.2 * x.shape[0], 1.5), squeeze=False)
+        for ax, img in zip(axes[0], x):
+            ax.imshow(img[0], cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
+            ax.axis("off")
+        fig.suptitle(args.prompt, fontsize=8)
+        fig.savefig(out, dpi=80, bbox_inches="tight")
+        plt.close(fig)
+    print(f"wrote {out}")
+    return 0
+
+
 def _cmd_demo(args):
     from .demo import run_demo
 
@@ -568,6 +601,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check only the cases matching these shell patterns, e.g. 'schedule_*' q_sample "
                    "(default: every case of the suite; a pattern matching none is an error)")
     c.set_defaults(func=_cmd_check)
+    t = _sub(subs, "txt2img", "text to image with a latent text-conditioned model (toy Stable Diffusion)",
+             "Encode PROMPT with the model's tokenizer, sample latents with classifier-free guidance against the\n"
+             "empty prompt, undo the latent scaling and decode (refdiff.txt2img).  CHECKPOINT is a folder with\n"
+             "unet/checkpoint.npz and autoencoder.npz (+ .json), as examples/toy_sd.py writes to OUT/model.")
+    t.add_argument("prompt", help='e.g. "a thick three in the top left"')
+    t.add_argument("--checkpoint", required=True, help="the model folder")
+    t.add_argument("--n", type=_int_min(1), default=4, help="images (default: %(default)s)")
+    t.add_argument("--steps", type=_int_min(1), default=20, help="sampler steps (default: %(default)s)")
+    t.add_argument("--guidance-scale", type=_float_range(0), default=4.0, help="CFG scale (default: %(default)s)")
+    t.add_argument("--convention", choices=("w", "1+w"), default="w",
+                   help="'w': u + w (c - u); '1+w': c + w (c - u) (default: %(default)s)")
+    t.add_argument("--method", default="ddim", help="refdiff.sample method (default: %(default)s)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default: %(default)s)")
+    t.add_argument("--out", default="txt2img.png", help=".png (a row of images) or .npz (default: %(default)s)")
+    t.add_argument("--no-progress", **noprog)
+    t.set_defaults(func=_cmd_txt2img)
     from .editing.cli_edit import add_edit_parser  # refdiff edit (img2img, inpaint, outpaint)
 
     add_edit_parser(subs, _sub)

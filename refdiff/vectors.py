@@ -665,6 +665,65 @@ def _new_library_cases(rng):
     return cases
 
 
+# ---------------------------------------------------------------------------- latent and text (MATH.md ch. 21)
+def _latent_text_cases(rng):
+    from .latent import scale_latents, unscale_latents
+    from .nn.attention import mha_backward, mha_forward, mha_init
+    from .nn.text import contrastive_loss
+    from .nn.vae import diag_gaussian_nll, posterior_backward, posterior_forward
+
+    m = rng.standard_normal((2, 3, 2, 2))
+    raw = rng.uniform(-3, 3, (2, 3, 2, 2))
+    raw[0, 0, 0, 0], raw[1, 2, 1, 1] = -31.5, 20.5  # clamped entries
+    moments, eps = np.concatenate([m, raw], axis=1), rng.standard_normal(m.shape)
+    dz, dkl = rng.standard_normal(m.shape), rng.standard_normal(2)
+    z, kl, cache = posterior_forward(moments, eps)
+    lv = np.clip(raw, -30.0, 20.0)
+    cases = [Case("diagonal_gaussian", "refdiff.nn.vae.posterior_forward, posterior_backward, diag_gaussian_nll",
+                  "encoder moments (N, 2c, H, W) = [mean, raw logvar]; 'logvar' = clamp(raw, -30, 20) (diffusers); "
+                  "'sample' = mean + exp(logvar / 2) eps; 'mode' = mean; 'kl' (N,) = 0.5 sum(mean^2 + e^logvar - 1 - "
+                  "logvar); 'nll' (N,) = 0.5 sum(log 2 pi + logvar + (sample - mean)^2 / e^logvar); 'dmoments' = "
+                  "gradient of <sample, dz> + <kl, dkl> (zero where the clamp is active)",
+                  {}, {"moments": _f64(moments), "eps": _f64(eps), "dz": _f64(dz), "dkl": _f64(dkl)},
+                  {"logvar": _f64(lv), "sample": _f64(z), "mode": _f64(m), "kl": _f64(kl),
+                   "nll": _f64(diag_gaussian_nll(z, m, lv)), "dmoments": _f64(posterior_backward(dz, dkl, cache))})]
+    lat = 2.0 + 3.0 * rng.standard_normal((2, 4, 2, 2))
+    cases.append(Case("latent_scaling", "refdiff.latent.scale_latents, unscale_latents",
+                      "'ldm' = 0.18215 z (SD 1.x: shift 0); 'sd3' = 1.5305 (z - 0.0609) (SD3's scaling and shift); "
+                      "'decoded_sd3' = sd3 / 1.5305 + 0.0609 (= z)",
+                      {"ldm_scaling_factor": 0.18215, "sd3_scaling_factor": 1.5305, "sd3_shift": 0.0609},
+                      {"z": _f64(lat)}, {"ldm": _f64(scale_latents(lat, 0.18215)),
+                                         "sd3": _f64(scale_latents(lat, 1.5305, 0.0609)),
+                                         "decoded_sd3": _f64(unscale_latents(scale_latents(lat, 1.5305, 0.0609),
+                                                                             1.5305, 0.0609))}))
+    P = {}
+    mha_init(P, "attn", 4, 2, rng, context_dim=3, fused=False)
+    P = {k: _f64(v + 0.1 * rng.standard_normal(v.shape)) for k, v in P.items()}
+    x, ctx = rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 3, 3))
+    mask = np.array([[True, True, False], [True, False, True]])
+    y, c = mha_forward(P, "attn", x, ctx, heads=2, key_mask=mask)
+    dy = rng.standard_normal(y.shape)
+    G = {}
+    dx, dctx = mha_backward(G, P, "attn", dy, c)
+    cases.append(Case("cross_attention_masked", "refdiff.nn.attention.mha_forward, mha_backward",
+                      "multi-head cross-attention, 2 heads (contiguous channel blocks), queries from x (N, L, 4), "
+                      "keys/values from context (N, L_c, 3), key_mask (int64) 1 = attend, 0 = masked (excluded exactly); "
+                      "y = softmax(Q K^T / sqrt(d)) V per head, concatenated, times out.w plus out.b; weights act "
+                      "as x @ w (shape (D_in, D_out)); 'd*' are gradients of <y, dy>",
+                      {"heads": 2}, {"x": _f64(x), "context": _f64(ctx), "key_mask": mask.astype(np.int64), "dy": _f64(dy), **P},
+                      {"y": _f64(y), "dx": _f64(dx), "dcontext": _f64(dctx),
+                       **{"d" + k: _f64(v) for k, v in G.items()}}))
+    u, v = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    loss, (du, dv, dlt) = contrastive_loss(u, v, 0.5)
+    cases.append(Case("contrastive_loss", "refdiff.nn.text.contrastive_loss",
+                      "symmetric InfoNCE (CLIP): u, v normalised to unit rows, logits = exp(log_temp) u v^T, loss = "
+                      "mean of the row and column cross entropies with the diagonal as labels; gradients with "
+                      "respect to the unnormalised embeddings and log_temp",
+                      {"log_temp": 0.5}, {"img_emb": _f64(u), "txt_emb": _f64(v)},
+                      {"loss": _f64([loss]), "dimg_emb": _f64(du), "dtxt_emb": _f64(dv), "dlog_temp": _f64([dlt])}))
+    return cases
+
+
 # ---------------------------------------------------------------------------- suite I/O
 def build_cases(seed: int = 20240601) -> list:
     """Every case of the suite, computed now (deterministic for a given ``seed``).
@@ -681,7 +740,8 @@ def build_cases(seed: int = 20240601) -> list:
     rng = np.random.default_rng(seed)
     return (_schedule_cases() + _forward_cases(rng) + _elbo_cases(rng) + _guidance_cases(rng) + _step_cases(rng)
             + _trajectory_cases(rng) + _library_cases(rng) + _new_library_cases(rng)
-            + _fastgen_cases(np.random.default_rng([seed, 16])) + _editing_cases(rng) + _adapter_cases(rng))
+            + _fastgen_cases(np.random.default_rng([seed, 16])) + _editing_cases(rng) + _adapter_cases(rng)
+            + _latent_text_cases(np.random.default_rng(seed + 21)))
 
 
 def _editing_cases(rng):

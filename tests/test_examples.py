@@ -32,6 +32,7 @@ FIGURE_SCRIPTS = {
     "editing_digits": ["editing_digits_inpaint.png", "editing_digits_swap.png", "editing_digits_img2img.png",
                        "editing_digits_outpaint.png",
                        "editing_digits.json"],
+    "toy_sd": ["toy_sd_prompts.png", "toy_sd_guidance.png", "toy_sd_clip_adversarial.png", "toy_sd.json"],
 }
 # scripts that write no figures (they print numbers); run by their own tests below or elsewhere
 OTHER_SCRIPTS = {"mixture_floor", "verify_other_framework", "one_denoising_step"}

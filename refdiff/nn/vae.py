@@ -1,0 +1,328 @@
+"""Autoencoders for latent diffusion, MATH.md chapter 21: the diagonal-Gaussian posterior
+(clamp, sample, KL, NLL, mode) with its backward pass, a convolutional KL autoencoder
+(factor-4 compression: 16x16 images to 4x4xc latents), and the two exact linear cases,
+the PCA autoencoder and the linear VAE.
+
+Layout as in :mod:`refdiff.nn.unet`: a model object holds only its config; parameters are
+a flat dict; ``*_forward`` returns a cache that ``*_backward`` consumes.  Latents are NCHW
+(N, c, 4, 4) for the conv autoencoder and (N, k) for the linear ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from ..backend import array_namespace, check_rng
+from .activations import silu_backward, silu_forward
+from .blocks import conv_b, conv_f, init_conv
+from .resample import upsample2x_backward, upsample2x_forward
+
+__all__ = [
+    "LOGVAR_MIN", "LOGVAR_MAX", "posterior_forward", "posterior_backward", "diag_gaussian_kl",
+    "diag_gaussian_nll", "KLAutoencoderConfig", "KLAutoencoder", "vae_loss_forward", "vae_loss_backward",
+    "PCAAutoencoder", "LinearVAE",
+]
+
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0  # the clamp of diffusers' DiagonalGaussianDistribution
+
+
+# ------------------------------------------------------------------ diagonal Gaussian posterior
+def _sum_rest(xp, a):
+    return xp.sum(xp.reshape(a, (a.shape[0], -1)), axis=1)
+
+
+def posterior_forward(moments, eps=None):
+    """Split encoder output ``moments`` (N, 2c, ...) into mean and raw log-variance, clamp
+    the log-variance to [-30, 20] and draw ``z = mean + exp(logvar / 2) eps``, MATH.md
+    (21.1); ``eps=None`` returns the mode (the mean).  The KL to N(0, I) per sample is
+    (21.2).  Returns ``(z, kl (N,), cache)``; ``cache`` holds mean and clamped logvar."""
+    xp = array_namespace(moments)
+    if moments.ndim < 2 or moments.shape[1] % 2:
+        raise ValueError(f"posterior_forward: moments must be (N, 2c, ...) with an even channel count, got "
+                         f"{tuple(moments.shape)}")
+    c = moments.shape[1] // 2
+    mean, raw = moments[:, :c], moments[:, c:]
+    logvar = xp.clip(raw, LOGVAR_MIN, LOGVAR_MAX)
+    inside = (raw > LOGVAR_MIN) & (raw < LOGVAR_MAX)  # where the clamp passes gradients
+    if eps is None:
+        z = mean
+    else:
+        if tuple(eps.shape) != tuple(mean.shape):
+            raise ValueError(f"posterior_forward: eps must have the latent shape {tuple(mean.shape)}, got "
+                             f"{tuple(eps.shape)}")
+        z = mean + xp.exp(0.5 * logvar) * eps
+    return z, diag_gaussian_kl(mean, logvar), (mean, logvar, inside, eps)
+
+
+def posterior_backward(dz, dkl, cache):
+    """Gradient of ``<z, dz> + <kl, dkl>`` with respect to the moments, MATH.md (21.1),
+    (21.2): dmean = dz + dkl m, dlogvar = (dz ½ e^{ℓ/2} ε + dkl ½ (e^ℓ - 1)) 1[inside the
+    clamp].  ``dz`` or ``dkl`` may be None (zero)."""
+    mean, logvar, inside, eps = cache
+    xp = array_namespace(mean)
+    dmean = xp.zeros_like(mean)
+    dlv = xp.zeros_like(logvar)
+    if dz is not None:
+        dmean = dmean + dz
+        if eps is not None:
+            dlv = dlv + dz * 0.5 * xp.exp(0.5 * logvar) * eps
+    if dkl is not None:
+        w = xp.reshape(dkl, (-1,) + (1,) * (mean.ndim - 1))
+        dmean = dmean + w * mean
+        dlv = dlv + w * 0.5 * (xp.exp(logvar) - 1.0)
+    dlv = xp.where(inside, dlv, xp.zeros_like(dlv))
+    return xp.concat([dmean, dlv], axis=1)
+
+
+def diag_gaussian_kl(mean, logvar):
+    """KL(N(mean, diag e^logvar) || N(0, I)) per sample, summed over all but the batch
+    axis, MATH.md (21.2)."""
+    xp = array_namespace(mean)
+    return 0.5 * _sum_rest(xp, mean * mean + xp.exp(logvar) - 1.0 - logvar)
+
+
+def diag_gaussian_nll(z, mean, logvar):
+    """-log N(z; mean, diag e^logvar) per sample, summed over all but the batch axis,
+    MATH.md (21.3)."""
+    xp = array_namespace(z, mean)
+    return 0.5 * _sum_rest(xp, math.log(2.0 * math.pi) + logvar + (z - mean) ** 2 / xp.exp(logvar))
+
+
+# ------------------------------------------------------------------ the beta-VAE loss
+def vae_loss_forward(x, x_hat, kl, *, beta: float, sigma_x2: float = 1.0):
+    """Batch mean of (21.4) for one draw of z: ``||x - x_hat||^2 / (2 sigma_x2) + beta kl``,
+    MATH.md (21.4).  Returns ``(loss, cache)``."""
+    if not sigma_x2 > 0 or not beta >= 0:
+        raise ValueError(f"vae_loss_forward: need sigma_x2 > 0 and beta >= 0, got {sigma_x2}, {beta}")
+    xp = array_namespace(x, x_hat)
+    r = x - x_hat
+    per = _sum_rest(xp, r * r) / (2.0 * sigma_x2) + beta * kl
+    return float(xp.mean(per)), (r, x.shape[0], beta, sigma_x2)
+
+
+def vae_loss_backward(cache):
+    """``(dx_hat, dkl)`` of :func:`vae_loss_forward`, MATH.md (21.4)."""
+    r, n, beta, sigma_x2 = cache
+    xp = array_namespace(r)
+    return -r / (sigma_x2 * n), xp.full((n,), beta / n, dtype=r.dtype)
+
+
+# ------------------------------------------------------------------ the conv KL autoencoder
+@dataclasses.dataclass(frozen=True)
+class KLAutoencoderConfig:
+    """in_channels, image_size (divisible by 4), latent_channels c, width of the hidden
+    convolutions.  Latents are (c, image_size / 4, image_size / 4)."""
+
+    in_channels: int = 1
+    image_size: int = 16
+    latent_channels: int = 4
+    width: int = 32
+
+    def __post_init__(self):
+        for name in ("in_channels", "latent_channels", "width"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"KLAutoencoderConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.image_size < 4 or self.image_size % 4:
+            raise ValueError(f"KLAutoencoderConfig.image_size must be a positive multiple of 4, got {self.image_size}")
+
+    @property
+    def latent_shape(self):
+        return (self.latent_channels, self.image_size // 4, self.image_size // 4)
+
+    def to_dict(self):
+        return {"arch": "kl_autoencoder", **dataclasses.asdict(self)}
+
+
+class KLAutoencoder:
+    """Encoder: conv3x3 -> silu -> [conv3x3 stride 2 -> silu] x2 -> conv3x3 to 2c moments;
+    decoder: conv3x3 -> silu -> [upsample x2 -> conv3x3 -> silu] x2 -> conv3x3 to the image.
+    The posterior is (21.1) and the loss (21.4)."""
+
+    ENC = (("enc0", 1), ("enc1", 2), ("enc2", 2))
+    DEC = (("dec0", False), ("dec1", True), ("dec2", True))
+
+    def __init__(self, config: KLAutoencoderConfig | None = None):
+        self.config = KLAutoencoderConfig() if config is None else config
+
+    def init_params(self, rng, *, xp=None, dtype="float32") -> dict:
+        rng = check_rng(rng)
+        c, P = self.config, {}
+        w = c.width
+        init_conv(P, "enc0", c.in_channels, w, 3, rng)
+        init_conv(P, "enc1", w, w, 3, rng)
+        init_conv(P, "enc2", w, w, 3, rng)
+        init_conv(P, "enc_out", w, 2 * c.latent_channels, 3, rng)
+        P["enc_out.w"] *= 0.1  # start near the prior's scale
+        init_conv(P, "dec0", c.latent_channels, w, 3, rng)
+        init_conv(P, "dec1", w, w, 3, rng)
+        init_conv(P, "dec2", w, w, 3, rng)
+        init_conv(P, "dec_out", w, c.in_channels, 3, rng)
+        xp = np if xp is None else xp
+        return {k: xp.asarray(v, dtype=getattr(xp, dtype)) for k, v in P.items()}
+
+    def _check(self, a, shape, what, arg):
+        if a.ndim != 4 or tuple(a.shape[1:]) != tuple(shape):
+            raise ValueError(f"KLAutoencoder.{what}: {arg} must have shape (N, {', '.join(map(str, shape))}), got "
+                             f"{tuple(a.shape)}")
+
+    def encode_forward(self, params, x):
+        """Moments (N, 2c, S/4, S/4) of the posterior and the cache."""
+        c = self.config
+        self._check(x, (c.in_channels, c.image_size, c.image_size), "encode", "x")
+        h, caches = x, []
+        for name, stride in self.ENC:
+            h, cc = conv_f(params, name, h, stride)  # stride 2 halves S
+            h, cs = silu_forward(h)
+            caches.append((cc, cs))
+        m, co = conv_f(params, "enc_out", h)
+        return m, (caches, co)
+
+    def encode_backward(self, G, dm, cache):
+        caches, co = cache
+        dh = conv_b(G, "enc_out", dm, co)
+        for (name, _), (cc, cs) in zip(reversed(self.ENC), reversed(caches)):
+            dh = conv_b(G, name, silu_backward(dh, cs), cc)
+        return dh
+
+    def decode_forward(self, params, z):
+        """Image (N, C, S, S) from latents (N, c, S/4, S/4), and the cache."""
+        self._check(z, self.config.latent_shape, "decode", "z (the latent)")
+        h, caches = z, []
+        for name, up in self.DEC:
+            cu = None
+            if up:
+                h, cu = upsample2x_forward(h)  # (N, w, 2H, 2W)
+            h, cc = conv_f(params, name, h)
+            h, cs = silu_forward(h)
+            caches.append((cu, cc, cs))
+        out, co = conv_f(params, "dec_out", h)
+        return out, (caches, co)
+
+    def decode_backward(self, G, dout, cache):
+        caches, co = cache
+        dh = conv_b(G, "dec_out", dout, co)
+        for (name, up), (cu, cc, cs) in zip(reversed(self.DEC), reversed(caches)):
+            dh = conv_b(G, name, silu_backward(dh, cs), cc)
+            if up:
+                dh = upsample2x_backward(dh, cu)
+        return dh
+
+    def encode(self, params, x, *, sample=False, rng=None):
+        """Latents: the posterior mode (default) or a sample (``sample=True`` with ``rng``)."""
+        m, _ = self.encode_forward(params, x)
+        eps = None
+        if sample:
+            rng = check_rng(rng)
+            xp = array_namespace(m)
+            eps = xp.asarray(rng.standard_normal((m.shape[0], m.shape[1] // 2) + tuple(m.shape[2:])), dtype=m.dtype)
+        return posterior_forward(m, eps)[0]
+
+    def decode(self, params, z):
+        return self.decode_forward(params, z)[0]
+
+    def loss(self, params, x, eps, *, beta, sigma_x2=1.0):
+        """(21.4) on the batch with the given noise: ``(loss, grads, parts)``."""
+        m, ce = self.encode_forward(params, x)
+        z, kl, cp = posterior_forward(m, eps)
+        x_hat, cd = self.decode_forward(params, z)
+        loss, cl = vae_loss_forward(x, x_hat, kl, beta=beta, sigma_x2=sigma_x2)
+        dx_hat, dkl = vae_loss_backward(cl)
+        G = {}
+        dz = self.decode_backward(G, dx_hat, cd)
+        self.encode_backward(G, posterior_backward(dz, dkl, cp), ce)
+        return loss, {k: G[k] for k in params}, {"kl": float(array_namespace(kl).mean(kl))}
+
+
+# ------------------------------------------------------------------ exact linear cases
+@dataclasses.dataclass(frozen=True)
+class PCAAutoencoder:
+    """z = U_k^T (x - mean), x_hat = U_k z + mean (MATH.md (21.7)); ``eigenvalues`` are the
+    kept variances s_1 >= .. >= s_k, ``discarded`` the others (host float64 arrays)."""
+
+    mean: np.ndarray
+    components: np.ndarray  # (D, k)
+    eigenvalues: np.ndarray
+    discarded: np.ndarray
+
+    @classmethod
+    def fit(cls, x, k: int):
+        x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        if not 1 <= k <= x.shape[1]:
+            raise ValueError(f"PCAAutoencoder.fit: k must be in [1, {x.shape[1]}], got {k}")
+        mu = x.mean(axis=0)
+        s, U = np.linalg.eigh(np.cov(x, rowvar=False, bias=True))
+        s, U = s[::-1], U[:, ::-1]
+        return cls(mu, U[:, :k], s[:k], s[k:])
+
+    @classmethod
+    def from_moments(cls, mean, cov, k: int):
+        """The PCA autoencoder of the population N(mean, cov) (exact eigenvectors)."""
+        s, U = np.linalg.eigh(np.asarray(cov, dtype=np.float64))
+        s, U = s[::-1], U[:, ::-1]
+        return cls(np.asarray(mean, dtype=np.float64).reshape(-1), U[:, :k], s[:k], s[k:])
+
+    def w2_squared_to_data(self) -> float:
+        """Squared 2-Wasserstein distance between Gaussian data and the decoded exact latent
+        oracle: the discarded variance sum_{i>k} s_i, MATH.md (21.8)."""
+        return float(np.sum(self.discarded))
+
+    @property
+    def encoder_matrix(self):
+        return self.components.T
+
+    def encode(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        return (x.reshape(len(x), -1) - self.mean) @ self.components
+
+    def decode(self, z):
+        z = np.asarray(z, dtype=np.float64)
+        if z.ndim != 2 or z.shape[1] != self.components.shape[1]:
+            raise ValueError(f"PCAAutoencoder.decode: z must have shape (N, {self.components.shape[1]}), got "
+                             f"{tuple(z.shape)}")
+        return z @ self.components.T + self.mean
+
+
+class LinearVAE:
+    """Linear VAE: encoder mean m = x V^T + a, constant log-variance ``logvar`` (k,),
+    decoder x_hat = z W^T + b.  Parameters ``W`` (D, k), ``b`` (D,), ``V`` (k, D), ``a``
+    (k,), ``logvar`` (k,).  Its loss is the exact expectation over z, MATH.md (21.5); its
+    optimum is probabilistic PCA, MATH.md (21.6)."""
+
+    def __init__(self, dim: int, latent_dim: int):
+        if not 1 <= latent_dim <= dim:
+            raise ValueError(f"LinearVAE: need 1 <= latent_dim <= dim, got {latent_dim}, {dim}")
+        self.dim, self.k = int(dim), int(latent_dim)
+
+    def init_params(self, rng, *, dtype="float64"):
+        rng = check_rng(rng)
+        D, k = self.dim, self.k
+        return {"W": 0.5 * rng.standard_normal((D, k)), "b": np.zeros(D), "V": 0.5 * rng.standard_normal((k, D)),
+                "a": np.zeros(k), "logvar": np.zeros(k)}
+
+    def loss(self, params, x, *, beta: float, sigma_x2: float):
+        """Batch mean of MATH.md (21.5) and its gradients: ``(loss, grads)``."""
+        W, b, V, a, lv = (params[n] for n in ("W", "b", "V", "a", "logvar"))
+        n = x.shape[0]
+        m = x @ V.T + a  # (N, k)
+        r = x - m @ W.T - b  # (N, D)
+        v = np.exp(lv)
+        wn = np.sum(W * W, axis=0)  # (k,) column norms
+        per = (np.sum(r * r, axis=1) + wn @ v) / (2 * sigma_x2) + 0.5 * beta * np.sum(m * m + v - 1 - lv, axis=1)
+        dm = (-(r @ W) / sigma_x2 + beta * m) / n  # (N, k)
+        G = {"W": -(r.T @ m) / (sigma_x2 * n) + W * v / sigma_x2, "b": -np.sum(r, axis=0) / (sigma_x2 * n),
+             "V": dm.T @ x, "a": np.sum(dm, axis=0), "logvar": wn * v / (2 * sigma_x2) + 0.5 * beta * (v - 1)}
+        return float(np.mean(per)), G
+
+    @staticmethod
+    def optimum(x, k: int, *, beta: float, sigma_x2: float):
+        """``(min mean loss, eigenvalues of W W^T)`` of MATH.md (21.6) for data ``x``."""
+        x = np.asarray(x, dtype=np.float64)
+        s = np.sort(np.linalg.eigvalsh(np.cov(x, rowvar=False, bias=True)))[::-1]
+        s2 = beta * sigma_x2
+        if s[k - 1] <= s2:
+            raise ValueError(f"LinearVAE.optimum: needs s_k = {s[k - 1]} > beta sigma_x2 = {s2}")
+        val = 0.5 * beta * (np.sum(np.log(s[:k] / s2)) + k + np.sum(s[k:]) / s2)
+        return float(val), s[:k] - s2

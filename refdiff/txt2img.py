@@ -1,0 +1,135 @@
+"""Text to image in one call, from a folder that holds a latent text-conditioned U-Net and
+its autoencoder (what ``examples/toy_sd.py`` writes):
+
+    DIR/unet/checkpoint.npz        a refdiff checkpoint (refdiff.train with cross-attention,
+                                   trained on scaled latents)
+    DIR/autoencoder.npz (+ .json)  the KL autoencoder, its latent scaling factor and shift
+                                   (MATH.md (21.9)) and the tokenizer's vocabulary
+
+    images = refdiff.txt2img.txt2img("a thick three in the top left", "DIR", n=4,
+                                     guidance_scale=4.0, rng=np.random.default_rng(0))
+
+The prompt is tokenized (:class:`refdiff.nn.text.Tokenizer`), latents are sampled with
+classifier-free guidance against the empty prompt (``convention`` "w": u + w (c - u), or
+"1+w": c + w (c - u), MATH.md (12.3)), mapped back with the inverse scaling and decoded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .backend import check_rng, to_numpy
+from .latent import unscale_latents
+from .nn.text import Tokenizer
+from .nn.vae import KLAutoencoder, KLAutoencoderConfig
+
+__all__ = ["save_autoencoder", "load_autoencoder", "txt2img"]
+
+
+def save_autoencoder(path, ae: KLAutoencoder, params: dict, *, scaling_factor: float, shift: float = 0.0,
+                     tokenizer: Tokenizer | None = None) -> Path:
+    """Write the autoencoder's parameters (``.npz``) and its config, latent scaling and the
+    tokenizer (``.json`` beside it).  Returns the ``.npz`` path.
+
+    Parameters
+    ----------
+    path : str or Path
+        the .npz to write
+    ae : KLAutoencoder
+        the autoencoder (its config is stored)
+    params : dict
+        its parameters
+    scaling_factor, shift : float
+        the latent scaling of MATH.md (21.9)
+    tokenizer : Tokenizer, optional
+        stored as its vocabulary and context length
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(p, **{k: np.asarray(to_numpy(v)) for k, v in params.items()})
+    meta = {"config": ae.config.to_dict(), "scaling_factor": float(scaling_factor), "shift": float(shift)}
+    if tokenizer is not None:
+        meta["vocab"], meta["context_len"] = list(tokenizer.words), tokenizer.context_len
+    p.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    return p
+
+
+def load_autoencoder(path):
+    """``(ae, params, meta)`` written by :func:`save_autoencoder`; ``meta`` has
+    ``scaling_factor``, ``shift`` and ``tokenizer`` (or None).
+
+    Parameters
+    ----------
+    path : str or Path
+        the .npz written by save_autoencoder
+    """
+    p = Path(path)
+    if not p.is_file() or not p.with_suffix(".json").is_file():
+        raise FileNotFoundError(f"autoencoder files not found: {str(p)!r} and {str(p.with_suffix('.json'))!r}")
+    meta = json.loads(p.with_suffix(".json").read_text())
+    cfg = dict(meta["config"])
+    cfg.pop("arch", None)
+    ae = KLAutoencoder(KLAutoencoderConfig(**cfg))
+    with np.load(p) as f:
+        params = {k: f[k] for k in f.files}
+    tok = Tokenizer(meta["vocab"], meta["context_len"]) if "vocab" in meta else None
+    return ae, params, {"scaling_factor": meta["scaling_factor"], "shift": meta["shift"], "tokenizer": tok}
+
+
+def txt2img(prompt, checkpoint, *, n: int = 4, steps: int = 20, guidance_scale: float = 4.0,
+            convention: str = "w", method: str = "ddim", rng=None, progress: bool = False):
+    """``n`` images (n, C, S, S) host float64 for ``prompt`` (a str; or a list of n str)
+    from the folder ``checkpoint`` (module docstring): tokenize, sample latents with CFG
+    against the empty prompt, unscale (MATH.md (21.9)), decode.
+
+    Parameters
+    ----------
+    prompt : str or list of str
+        the prompt(s)
+    checkpoint : str or Path
+        the model folder
+    n : int
+        number of images
+    steps : int
+        sampler steps (trailing grid)
+    guidance_scale : float
+        CFG scale
+    convention : {'w', '1+w'}
+        the scale convention
+    method : str
+        a refdiff.sample method
+    rng : numpy.random.Generator
+        noise source
+    progress : bool
+        show a progress bar
+    """
+    from .loading import load
+    from .samplers.loop import sample
+    from .schedules import timesteps
+
+    rng = check_rng(rng)
+    root = Path(checkpoint)
+    model, _ = load(root / "unet")
+    ae, ae_params, meta = load_autoencoder(root / "autoencoder.npz")
+    tok = meta["tokenizer"]
+    if tok is None:
+        raise ValueError(f"{str(root / 'autoencoder.json')!r} stores no tokenizer vocabulary")
+    prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
+    if len(prompts) != n:
+        raise ValueError(f"txt2img: {len(prompts)} prompts for n = {n} images")
+    ids, mask = tok(prompts)
+    L = model.net.config.context_len
+    if ids.shape[1] > L:
+        raise ValueError(f"txt2img: the tokenizer's context ({ids.shape[1]}) is longer than the U-Net's ({L})")
+    cond = {"tokens": ids, "token_mask": mask}
+    guided = model.bind(cond, guidance_scale=guidance_scale, convention=convention)
+    dtype = next(iter(model.params.values())).dtype
+    z_T = np.asarray(rng.standard_normal((n, *model.sample_shape)), dtype=dtype)
+    z = sample(guided, z_T, model.schedule, timesteps(model.schedule.T, steps, "trailing"), method,
+               prediction_type=model.prediction_type, rng=rng, progress=progress)
+    z = unscale_latents(np.asarray(z, dtype=np.float64), meta["scaling_factor"], meta["shift"])
+    params = {k: np.asarray(v, dtype=np.float64) for k, v in ae_params.items()}
+    return ae.decode(params, z)
