@@ -15,8 +15,10 @@ from .blocks import *  # noqa: F401,F403
 from .gradcheck import *  # noqa: F401,F403
 from .mlp import MLP, MLPConfig
 from .unet import UNet, UNetConfig
+from .dit import DiT, DiTConfig
 
 __all__ = ["MLP", "MLPConfig", "UNet", "UNetConfig", "build_model", "config_from_dict"]
+__all__ += ["DiT", "DiTConfig"]
 
 
 def config_from_dict(config_dict: dict):
@@ -29,10 +31,14 @@ def config_from_dict(config_dict: dict):
         return MLPConfig.from_dict(config_dict)
     if arch == "unet":
         return UNetConfig.from_dict(config_dict)
+    if arch == "dit":
+        return DiTConfig.from_dict(config_dict)
     raise ValueError(f"unknown arch {arch!r}; valid: 'mlp', 'unet'")
 
 
 def build_model(config_dict: dict):
     """Rebuild a model (``MLP`` or ``UNet``) from ``model.to_dict()`` output."""
     cfg = config_from_dict(config_dict)
+    if isinstance(cfg, DiTConfig):
+        return DiT(cfg)
     return MLP(cfg) if isinstance(cfg, MLPConfig) else UNet(cfg)
