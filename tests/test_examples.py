@@ -22,9 +22,11 @@ FIGURE_SCRIPTS = {
     "sampler_orders": None,
     "fast_generation": ["fast_generation.png", "fast_generation.json", "fast_generation.md"],
     "lcm_digits": ["lcm_digits.png", "lcm_digits.json"],
+    "dit_digits": ["dit_digits.png", "dit_digits.json", "dit_digits.md"],
 }
 # scripts that write no figures (they print numbers); run by their own tests below or elsewhere
 OTHER_SCRIPTS = {"mixture_floor", "verify_other_framework"}
+OTHER_SCRIPTS |= {"dit_mixture_floor"}
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -89,3 +91,13 @@ def test_mixture_floor_runs_small_and_no_model_beats_the_floor(capsys):
     assert out["ratio_raw"] > 1.0 and out["ratio_ema"] > 1.0
     assert len(out["by_t_quartile"]) == 4
     assert "held-out eps-MSE floor" in capsys.readouterr().out
+
+
+def test_dit_mixture_floor_runs_tiny(tmp_path):
+    """examples/dit_mixture_floor.py --tiny: a few updates; no model beats the exact floor
+    E||eps - E[eps|x_t]||^2 of the template mixture (MATH.md (14.18)), and the untrained-ish model is
+    near the zero model's loss."""
+    mod = _load("dit_mixture_floor")
+    out = mod.main(["--tiny", "--out", str(tmp_path)])
+    assert (tmp_path / "dit_mixture_floor.json").exists()
+    assert out["mse_raw"] > out["floor"] and out["mse_ema"] > out["floor"]
