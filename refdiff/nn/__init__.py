@@ -16,9 +16,10 @@ from .gradcheck import *  # noqa: F401,F403
 from .mlp import MLP, MLPConfig
 from .unet import UNet, UNetConfig
 from .dit import DiT, DiTConfig
+from .mmdit import MMDiT, MMDiTConfig
 
 __all__ = ["MLP", "MLPConfig", "UNet", "UNetConfig", "build_model", "config_from_dict"]
-__all__ += ["DiT", "DiTConfig"]
+__all__ += ["DiT", "DiTConfig", "MMDiT", "MMDiTConfig"]
 
 
 def config_from_dict(config_dict: dict):
@@ -33,6 +34,8 @@ def config_from_dict(config_dict: dict):
         return UNetConfig.from_dict(config_dict)
     if arch == "dit":
         return DiTConfig.from_dict(config_dict)
+    if arch == "mmdit":
+        return MMDiTConfig.from_dict(config_dict)
     raise ValueError(f"unknown arch {arch!r}; valid: 'mlp', 'unet'")
 
 
@@ -41,4 +44,6 @@ def build_model(config_dict: dict):
     cfg = config_from_dict(config_dict)
     if isinstance(cfg, DiTConfig):
         return DiT(cfg)
+    if isinstance(cfg, MMDiTConfig):
+        return MMDiT(cfg)
     return MLP(cfg) if isinstance(cfg, MLPConfig) else UNet(cfg)
