@@ -26,7 +26,7 @@ FIGURE_SCRIPTS = {
 }
 # scripts that write no figures (they print numbers); run by their own tests below or elsewhere
 OTHER_SCRIPTS = {"mixture_floor", "verify_other_framework"}
-OTHER_SCRIPTS |= {"dit_mixture_floor"}
+OTHER_SCRIPTS |= {"dit_mixture_floor", "dit_mmdit_captions"}
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -101,3 +101,17 @@ def test_dit_mixture_floor_runs_tiny(tmp_path):
     out = mod.main(["--tiny", "--out", str(tmp_path)])
     assert (tmp_path / "dit_mixture_floor.json").exists()
     assert out["mse_raw"] > out["floor"] and out["mse_ema"] > out["floor"]
+
+
+def test_dit_mmdit_captions_runs_tiny(tmp_path):
+    """examples/dit_mmdit_captions.py --tiny trains both text-conditioned models a few steps and writes
+    its table; adherence is a fraction in [0, 1]; the grammar pads plain captions (mask False)."""
+    mod = _load("dit_mmdit_captions")
+    import numpy as np
+
+    c = mod.captions(np.array([3, 3]), np.array([0, 1]))
+    assert c["tokens"].tolist() == [[0, 4, 0], [0, 11, 4]] and c["token_mask"].tolist() == [[True, True, False],
+                                                                                              [True, True, True]]
+    rows = mod.main(["--tiny", "--out", str(tmp_path)])
+    assert (tmp_path / "dit_mmdit_captions.md").exists()
+    assert all(0.0 <= r["adherence_seen"] <= 1.0 for r in rows)
