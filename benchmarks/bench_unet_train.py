@@ -50,14 +50,14 @@ def use_reference_layers():
     """Point the U-Net's blocks at the reference layers of refdiff.nn.layers (same maps,
     NCHW, no in-place updates), for timing only: the library itself trains on
     refdiff.nn.fast.  Names a module does not have are skipped."""
-    from refdiff.nn import blocks, unet
+    from refdiff.nn import blocks, unet, unet_blocks
     from refdiff.nn import layers as L
 
     names = ("conv2d_forward", "conv2d_backward", "groupnorm_forward", "groupnorm_backward", "silu_forward",
              "silu_backward", "upsample2x_forward", "upsample2x_backward", "concat_forward", "concat_backward")
     swap = {n: getattr(L, n) for n in names}
     swap["add_channel_shift"] = lambda h, eo: h + eo[:, :, None, None]
-    for mod in (blocks, unet):
+    for mod in (blocks, unet, unet_blocks):
         for n, f in swap.items():
             if hasattr(mod, n):
                 setattr(mod, n, f)
@@ -73,8 +73,8 @@ def unet_forward_flops(model, batch: int) -> int:
     conv = lambda cin, cout, hw, k=3: 2 * batch * hw * hw * cout * cin * k * k  # noqa: E731
     down, mid, up = model._plan()
     hw = S
-    for kind, name, ci, co in down + mid + up:
-        if kind in ("res", "res_cat"):
+    for kind, name, ci, co, _, _ in down + mid + up:  # (kind, name, c_in, c_out, push, pop)
+        if kind == "res":
             flops += conv(ci, co, hw) + conv(co, co, hw) + 2 * batch * E * co
             if ci != co:
                 flops += conv(ci, co, hw, 1)
@@ -87,8 +87,10 @@ def unet_forward_flops(model, batch: int) -> int:
         elif kind == "up":
             hw *= 2
             flops += conv(ci, co, hw)
-        else:  # conv_in
+        elif kind == "conv":  # conv_in
             flops += conv(ci, co, hw)
+        else:
+            raise ValueError(f"FLOP count: block kind {kind!r} is not counted here")
     return flops + conv(c.widths[0], c.in_channels, S)
 
 
@@ -143,16 +145,17 @@ def torch_unet(torch, model):
         s = torch.cat([torch.cos(arg), torch.sin(arg)], dim=1)
         e = F.silu(lin(P, "temb.lin2", F.silu(lin(P, "temb.lin1", s))))
         h, skips = x, []
-        for kind, n, _, _ in down:
+        for kind, n, _, _, push, _ in down:
             h = res(P, n, h, e) if kind == "res" else conv(P, n, h, 2 if kind == "down" else 1)
-            skips.append(h)
-        for kind, n, _, _ in mid + up:
+            if push:
+                skips.append(h)
+        for kind, n, _, _, _, pop in mid + up:
+            if pop:
+                h = torch.cat([h, skips.pop()], dim=1)
             if kind == "res":
                 h = res(P, n, h, e)
             elif kind == "attn":
                 h = attn(P, n, h)
-            elif kind == "res_cat":
-                h = res(P, n, torch.cat([h, skips.pop()], dim=1), e)
             else:
                 h = conv(P, n, F.interpolate(h, scale_factor=2, mode="nearest"))
         return conv(P, "out.conv", F.silu(F.group_norm(h, G, P["out.norm.gamma"], P["out.norm.beta"])))

@@ -327,10 +327,14 @@ def _cmd_orders(args):
     if len(steps) < 2:
         raise CLIError("--steps needs at least two different step counts to fit an order")
     res = orders.measure_orders(args.methods or None, tuple(steps), n_samples=args.n_samples, seed=args.seed)
-    print(f"{'sampler':<22}{'fitted order':>13}{'expected':>10}   errors at steps {', '.join(map(str, steps))}")
+    w = max([22] + [len(label) + 2 for label in res])
+    print(f"{'sampler':<{w}}{'fitted order':>13}{'expected':>10}   errors at steps {', '.join(map(str, steps))}")
     for label, r in res.items():
         errs = " ".join(f"{e:.2e}" for e in r["errors"])
-        print(f"{label:<22}{r['order']:13.2f}{r['expected']:>10}   {errs}")
+        print(f"{label:<{w}}{r['order']:13.2f}{r['expected']:>10}   {errs}")
+    if any(r.get("setup") == "vp_start" for r in res.values()):
+        print("@start: the VP setup started at t = 0.35 on N(mu, diag(0.3, 1, 3)), where x0_hat changes over the "
+              "first step (MATH.md (10.18))")
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -489,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     o = _sub(subs, "orders", "measure the convergence order of every ODE sampler",
              "Run each ODE sampler on an exact Gaussian oracle with several step counts, compare with the exact\n"
              "probability-flow map, print the fitted order (slope of log error vs log steps) next to the expected\n"
-             "one, and save the log-log plot (refdiff.samplers.orders; MATH.md (10.17), (11.11)).")
+             "one, and save the log-log plot (refdiff.samplers.orders; MATH.md (10.17), (10.18), (11.11)).")
     o.add_argument("--methods", nargs="+", default=None, metavar="LABEL", help="setups to run, e.g. ddim heun dpmpp_2m (default: all; an unknown "
                    "name lists the valid ones)")
     o.add_argument("--steps", nargs="+", type=_POS, default=[16, 32, 64, 128], help="step counts (default: 16 32 64 128)")

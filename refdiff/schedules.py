@@ -28,6 +28,8 @@ __all__ = [
     "cosine_alpha_bar",
     "timesteps",
     "karras_sigmas",
+    "exponential_sigmas",
+    "polyexponential_sigmas",
     "sigma_from_alpha_bar",
     "alpha_bar_from_sigma",
     "LinearVP",
@@ -411,6 +413,39 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, 
         a, b = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
         sig = (a + ramp * (b - a)) ** rho
         sig[0], sig[-1] = sigma_max, sigma_min  # exact endpoints
+    return np.concatenate([sig, [0.0]]) if append_zero else sig
+
+
+def _check_sigma_range(n, sigma_min, sigma_max):
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise ValueError(f"n must be an integer >= 2, got {n!r}")
+    for name, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+        if not (np.isfinite(v) and v > 0):
+            raise ValueError(f"{name} = {v!r} must be finite and > 0")
+    if not sigma_min < sigma_max:
+        raise ValueError(f"sigma_min = {sigma_min!r} must be < sigma_max = {sigma_max!r}")
+
+
+def exponential_sigmas(n: int, sigma_min: float, sigma_max: float, *, append_zero: bool = False):
+    """n noise levels uniform in log sigma from sigma_max down to sigma_min, MATH.md (2.18)
+    (k-diffusion's ``get_sigmas_exponential``); float64, a final 0 with ``append_zero``."""
+    _check_sigma_range(n, sigma_min, sigma_max)
+    sig = np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), n))
+    sig[0], sig[-1] = sigma_max, sigma_min
+    return np.concatenate([sig, [0.0]]) if append_zero else sig
+
+
+def polyexponential_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0, *,
+                           append_zero: bool = False):
+    """n noise levels with log sigma = log sigma_min + (1 - i/(n-1))^rho (log sigma_max - log
+    sigma_min), MATH.md (2.18) (k-diffusion's ``get_sigmas_polyexponential``); rho = 1 is
+    :func:`exponential_sigmas`."""
+    _check_sigma_range(n, sigma_min, sigma_max)
+    if not (np.isfinite(rho) and rho > 0):
+        raise ValueError(f"rho = {rho!r} must be finite and > 0")
+    ramp = (1.0 - np.arange(n, dtype=np.float64) / (n - 1)) ** rho
+    sig = np.exp(math.log(sigma_min) + ramp * (math.log(sigma_max) - math.log(sigma_min)))
+    sig[0], sig[-1] = sigma_max, sigma_min
     return np.concatenate([sig, [0.0]]) if append_zero else sig
 
 

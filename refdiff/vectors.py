@@ -415,7 +415,68 @@ def _fastgen_cases(rng):
     return cases
 
 
-# ---------------------------------------------------------------------------- library configurations
+# ---------------------------------------------------------------------------- library grids
+# name -> (library configuration, loop, grid options, loop options); diffusers 0.42.1, MATH.md (2.17)
+LIBRARY_RUNS = {
+    **{f"euler_{sp}": ({"scheduler": "EulerDiscreteScheduler", "timestep_spacing": sp}, "euler",
+                       {"scheduler": "euler", "timestep_spacing": sp}, {}) for sp in ("linspace", "leading", "trailing")},
+    "euler_karras": ({"scheduler": "EulerDiscreteScheduler", "use_karras_sigmas": True}, "euler",
+                     {"scheduler": "euler", "use_karras_sigmas": True}, {}),
+    "dpmpp_2m_karras": ({"scheduler": "DPMSolverMultistepScheduler", "solver_order": 2, "use_karras_sigmas": True},
+                        "dpmpp_2m", {"scheduler": "dpmsolver_multistep", "use_karras_sigmas": True},
+                        {"lower_order_final": False}),
+    "dpmpp_3m_karras": ({"scheduler": "DPMSolverMultistepScheduler", "solver_order": 3, "use_karras_sigmas": True},
+                        "dpmpp_3m", {"scheduler": "dpmsolver_multistep", "use_karras_sigmas": True},
+                        {"lower_order_final": False, "variant": "published"}),
+    "sde_dpmpp_2m_karras": ({"scheduler": "DPMSolverMultistepScheduler", "solver_order": 2,
+                             "algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True}, "dpmpp_2m_sde",
+                            {"scheduler": "dpmsolver_multistep", "use_karras_sigmas": True},
+                            {"lower_order_final": False}),
+    "sde_dpmpp_3m_karras": ({"scheduler": "DPMSolverMultistepScheduler", "solver_order": 3,
+                             "algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True}, "dpmpp_2m_sde",
+                            {"scheduler": "dpmsolver_multistep", "use_karras_sigmas": True},
+                            {"lower_order_final": False, "order": 3, "variant": "diffusers"}),
+    **{f"dpmpp_singlestep_{k}": ({"scheduler": "DPMSolverSinglestepScheduler", "solver_order": k}, "dpmpp_2s",
+                                 {"scheduler": "dpmsolver_singlestep"}, {"order": k, "stages": "grid"})
+       for k in (2, 3)},
+}
+
+
+def _library_cases(rng):
+    from .samplers import diffusers_init_scale, library_grid
+    from .samplers.loop import sampler_methods
+    from .schedules import make_schedule
+
+    methods, s, n = sampler_methods(), make_schedule("linear", 1000), 24
+    x_T = rng.standard_normal((4, 3))
+    cases = []
+    for i, (name, (config, method, gopts, opts)) in enumerate(LIBRARY_RUNS.items()):
+        grid = library_grid(s, n, **gopts)
+        if method == "euler":
+            opts = {"init_scale": diffusers_init_scale(gopts.get("timestep_spacing", "linspace"))}
+        tape, steps = _Tape(2000 + i), []
+        x0 = methods[method](oracle_eps_model(s), x_T.copy(), s, grid, prediction_type="epsilon", noise=tape,
+                             callback=lambda i, t, x, x0_hat: steps.append(_np(x)), **opts)
+        inputs = {"x_T": x_T, "model_times": _f64([p.t for p in grid[:-1]]),
+                  "sigmas": _f64([0.0 if p.sigma == 0 else p.sigma / p.alpha for p in grid]),
+                  "data_mean": ORACLE_MEAN, "data_var": ORACLE_VAR}
+        if tape.draws:
+            inputs["noise"] = _f64(np.stack(tape.draws))
+        cases.append(Case(f"library_{name}", f"refdiff.{method} on refdiff.library_grid",
+                          f"a whole {n}-step run of diffusers 0.42.1's {config['scheduler']} ({config}) in float64 on "
+                          "the linear T = 1000 schedule with the oracle model (manifest 'model'), epsilon prediction: "
+                          "'model_times' are the model's timesteps, 'sigmas' the VE levels (last 0); the sigma-space "
+                          "start x_T * init_noise_sigma (sqrt(s0^2 + 1) for 'leading', s0 otherwise); 'x_steps'[i] the "
+                          "VP state after step i, 'x0' the result" + ("; noise[k] the k-th draw (variance_noise of "
+                          "step k; the final step to sigma = 0 draws none)" if tape.draws else ""),
+                          {"library": "diffusers 0.42.1", "config": config, "steps": n, "refdiff_method": method,
+                           "refdiff_options": opts, "grid": f"library_grid(schedule, {n}, **{gopts})",
+                           "schedule": {"kind": "linear", "T": 1000}},
+                          inputs, {"x_steps": _f64(np.stack(steps)), "x0": _np(x0)}, TRAJECTORY))
+    return cases
+
+
+# ---------------------------------------------------------------------------- library configurations (ch. 16)
 def _diffusers_multistep_linspace(T, n):
     """UniPC/DEIS/DPMSolverMultistep "linspace" timesteps of diffusers 0.42.1:
     round(linspace(0, T - 1, n + 1)) reversed, without its last entry (int64)."""
@@ -423,14 +484,16 @@ def _diffusers_multistep_linspace(T, n):
 
 
 # name -> (method, options, schedule, grid kind, n, the diffusers 0.42.1 configuration it reproduces)
-LIBRARY_RUNS = {
-    "unipc_bh1_order2": ("unipc", {"order": 2, "variant": "bh1", "final_sigmas_type": "sigma_min"}, "linear", "ms", 25,
+NEW_LIBRARY_RUNS = {
+    "unipc_bh1_order2": ("unipc", {"order": 2, "solver_type": "bh1", "final_sigmas_type": "sigma_min"}, "linear",
+                         "ms", 25,
                          "UniPCMultistepScheduler(solver_type='bh1', solver_order=2, final_sigmas_type='sigma_min')"),
-    "unipc_bh1_order3": ("unipc", {"order": 3, "variant": "bh1", "final_sigmas_type": "sigma_min"}, "linear", "ms", 25,
+    "unipc_bh1_order3": ("unipc", {"order": 3, "solver_type": "bh1", "final_sigmas_type": "sigma_min"}, "linear",
+                         "ms", 25,
                          "UniPCMultistepScheduler(solver_type='bh1', solver_order=3, final_sigmas_type='sigma_min')"),
-    "unipc_bh2_order2": ("unipc", {"order": 2, "variant": "bh2"}, "linear", "ms", 25,
+    "unipc_bh2_order2": ("unipc", {"order": 2, "solver_type": "bh2"}, "linear", "ms", 25,
                          "UniPCMultistepScheduler(solver_type='bh2', solver_order=2)"),
-    "unipc_bh2_order3": ("unipc", {"order": 3, "variant": "bh2"}, "linear", "ms", 25,
+    "unipc_bh2_order3": ("unipc", {"order": 3, "solver_type": "bh2"}, "linear", "ms", 25,
                          "UniPCMultistepScheduler(solver_type='bh2', solver_order=3)"),
     "deis_order2": ("deis", {"order": 2, "final_sigmas_type": "sigma_min"}, "linear", "ms", 25,
                     "DEISMultistepScheduler(solver_order=2)"),
@@ -445,7 +508,7 @@ LIBRARY_RUNS = {
 }
 
 
-def _library_cases(rng):
+def _new_library_cases(rng):
     """Whole runs in the configurations that tests/test_compare_diffusers_new.py checks against
     diffusers 0.42.1 (MATH.md chapter 16): a verifier runs the named scheduler on the same grid,
     oracle model, x_T and noise draws (in float64) and compares with 'x0'."""
@@ -456,11 +519,11 @@ def _library_cases(rng):
     methods = sampler_methods()
     x_T = rng.standard_normal((4, 3))
     cases = []
-    for i, (name, (method, opts, kind, gkind, n, lib)) in enumerate(sorted(LIBRARY_RUNS.items())):
+    for i, (name, (method, opts, kind, gkind, n, lib)) in enumerate(sorted(NEW_LIBRARY_RUNS.items())):
         sch = make_schedule(kind, 1000)
         ts = {"ms": lambda: _diffusers_multistep_linspace(1000, n), "lcm": lambda: lcm_timesteps(1000, n, 50)}.get(
             gkind, lambda: timesteps(1000, n, gkind))()
-        tape, steps = _Tape(2000 + i), []
+        tape, steps = _Tape(3000 + i), []
         x0 = methods[method](oracle_eps_model(sch), x_T.copy(), sch, ts, prediction_type="epsilon", noise=tape,
                              callback=lambda i, t, x, x0_hat: steps.append(_np(x)), **opts)
         inputs = {"x_T": x_T, "timesteps": ts.astype(np.int64), "data_mean": ORACLE_MEAN, "data_var": ORACLE_VAR}
@@ -526,8 +589,8 @@ def build_cases(seed: int = 20240601) -> list:
     """Every case of the suite, computed now (deterministic for a given ``seed``)."""
     rng = np.random.default_rng(seed)
     return (_schedule_cases() + _forward_cases(rng) + _elbo_cases(rng) + _guidance_cases(rng) + _step_cases(rng)
-            + _trajectory_cases(rng) + _library_cases(rng) + _fastgen_cases(np.random.default_rng([seed, 16]))
-            + _dit_cases(np.random.default_rng([seed, 17])))
+            + _trajectory_cases(rng) + _library_cases(rng) + _new_library_cases(rng)
+            + _fastgen_cases(np.random.default_rng([seed, 16])) + _dit_cases(np.random.default_rng([seed, 17])))
 
 
 CONVENTIONS = {

@@ -91,7 +91,7 @@ def test_unipc(variant, order, final, predict_x0, dc):
     sch.set_timesteps(25)
     ts = _set_vp_sigmas(sch, s, final)
     want = _run(sch, model, _x_T())
-    got = refdiff.sample(model, _x_T(), s, ts, "unipc", order=order, variant=variant, final_sigmas_type=final,
+    got = refdiff.sample(model, _x_T(), s, ts, "unipc", order=order, solver_type=variant, final_sigmas_type=final,
                          form="data" if predict_x0 else "noise", disable_corrector=dc, progress=False)
     np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
 
@@ -110,7 +110,7 @@ def test_unipc_final_sigma_zero_nan_in_diffusers_finite_in_refdiff(variant, pred
     sch.set_timesteps(20)
     ts = _set_vp_sigmas(sch, s, "zero")
     assert np.isnan(_run(sch, model, _x_T())).all()
-    got = refdiff.sample(model, _x_T(), s, ts, "unipc", variant=variant, form="data" if predict_x0 else "noise",
+    got = refdiff.sample(model, _x_T(), s, ts, "unipc", solver_type=variant, form="data" if predict_x0 else "noise",
                          progress=False)
     assert np.isfinite(got).all()
 
@@ -226,13 +226,13 @@ def _scheduler_for(name, monkeypatch, draws):
 
 
 def test_vectors_library_cases_agree_with_diffusers(monkeypatch):
-    """MATH.md (16.3), (16.6), (16.9), (16.10), (16.17): every ``library_*`` case of ``refdiff
-    vectors`` is reproduced by the diffusers 0.42.1 scheduler its description names (same
+    """MATH.md (16.3), (16.6), (16.9), (16.10), (16.17): every chapter-16 ``library_*`` case of
+    ``refdiff vectors`` (``NEW_LIBRARY_RUNS``) is reproduced by the diffusers 0.42.1 scheduler its description names (same
     timesteps, oracle model, x_T and draws) to <= 1e-10."""
     from refdiff import vectors as V
 
-    cases = [c for c in V.build_cases() if c.name.startswith("library_")]
-    assert len(cases) == len(V.LIBRARY_RUNS)
+    cases = [c for c in V.build_cases() if c.name[len("library_"):] in V.NEW_LIBRARY_RUNS]
+    assert len(cases) == len(V.NEW_LIBRARY_RUNS)
     for c in cases:
         name = c.name[len("library_"):]
         kind = c.parameters["schedule"]["kind"]
@@ -250,3 +250,24 @@ def test_vectors_library_cases_agree_with_diffusers(monkeypatch):
         kd = name == "kdpm2_ancestral"
         want = _run(sch, model, c.inputs["x_T"] * (float(sch.init_noise_sigma) if kd else 1.0), scale_input=kd)
         np.testing.assert_allclose(c.outputs["x0"], want, rtol=0, atol=TOL, err_msg=name)
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_unipc_karras(monkeypatch, order):
+    """MATH.md (16.3), (16.4), (2.10): UniPCMultistepScheduler(use_karras_sigmas=True) (Karras
+    levels over the schedule's range, integer model times rounded from the log-sigma
+    interpolation, final sigma 0) equals refdiff's unipc on ``refdiff.library_grid(...,
+    "dpmsolver_multistep", use_karras_sigmas=True)``, 25 steps."""
+    import diffusers.schedulers.scheduling_unipc_multistep as M
+
+    s = refdiff.make_schedule("linear", T)
+    model = G.as_model(s, "epsilon")
+    monkeypatch.setattr(M, "np", _np64())
+    sch = M.UniPCMultistepScheduler(num_train_timesteps=T, solver_order=order, use_karras_sigmas=True)
+    sch.alphas_cumprod = torch.tensor(s.alpha_bars)
+    sch.set_timesteps(25)
+    grid = refdiff.library_grid(s, 25, "dpmsolver_multistep", use_karras_sigmas=True)
+    assert [p.t for p in grid[:-1]] == sch.timesteps.numpy().tolist()
+    want = _run(sch, model, _x_T())
+    got = refdiff.sample(model, _x_T(), s, grid, "unipc", order=order, progress=False)
+    np.testing.assert_allclose(got, want, rtol=0, atol=TOL)

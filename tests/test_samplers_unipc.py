@@ -46,7 +46,7 @@ def test_unip_exact_for_polynomial_predictions(variant, p):
     lams = [lam_s - 0.6 * h, lam_s - 1.3 * h][: p - 1]
     x_s = np.array([0.8, -0.3])
     out = U.unip_update(x_s, m(lam_s), [m(l) for l in lams], lams, *_ab(lam_s), *_ab(lam_s + h), order=p,
-                        variant=variant)
+                        solver_type=variant)
     assert_close(out, _exact_data_form(x_s, m, lam_s, lam_s + h), rtol=1e-11, atol=1e-12)
 
 
@@ -61,7 +61,7 @@ def test_unic_exact_for_polynomial_predictions(variant, p):
     lams = [lam_s - 0.8 * h, lam_s - 1.5 * h][: p - 1]
     x_s = np.array([0.8, -0.3])
     out = U.unic_update(x_s, m(lam_s), [m(l) for l in lams], lams, m(lam_s + h), *_ab(lam_s), *_ab(lam_s + h),
-                        order=p, variant=variant)
+                        order=p, solver_type=variant)
     assert_close(out, _exact_data_form(x_s, m, lam_s, lam_s + h), rtol=1e-11, atol=1e-12)
 
 
@@ -73,7 +73,7 @@ def test_unip_1_and_2_reduce_to_dpmpp():
     (a_s, s_s), (a_t, s_t), lam_p = _ab(0.1), _ab(0.6), -0.35
     assert_close(U.unip_update(x, m0, [], [], a_s, s_s, a_t, s_t, order=1), dpmpp_1_step(x, m0, a_s, s_s, a_t, s_t),
                  rtol=1e-13)
-    assert_close(U.unip_update(x, m0, [m1], [lam_p], a_s, s_s, a_t, s_t, order=2, variant="bh2"),
+    assert_close(U.unip_update(x, m0, [m1], [lam_p], a_s, s_s, a_t, s_t, order=2, solver_type="bh2"),
                  dpmpp_2m_update(x, m0, m1, lam_p, a_s, s_s, a_t, s_t), rtol=1e-12, atol=1e-14)
 
 
@@ -120,7 +120,7 @@ def test_global_orders_where_x0_hat_moves(opts, expected):
     p = 1, 2; UniPC-3 and UniP-3 with the corrector on its warm-up ~ 3; plain UniP-3 ~ 2 (its
     first-order first step caps it, as MATH.md 16.1 explains)."""
     steps = [16, 32, 64, 128]
-    errs = [_global(n, variant="bh2", **opts) for n in steps]
+    errs = [_global(n, solver_type="bh2", **opts) for n in steps]
     assert abs(fitted_order(steps, errs) - expected) < 0.25, errs
 
 
@@ -132,7 +132,7 @@ def test_final_step_to_sigma_zero_is_x0_hat(variant):
     ts = refdiff.timesteps(1000, 10, "linspace")
     model = G.as_model(s, "epsilon")
     seen = []
-    x = U.unipc(model, np.random.default_rng(1).standard_normal((4, 3)), s, ts, variant=variant, order=3,
+    x = U.unipc(model, np.random.default_rng(1).standard_normal((4, 3)), s, ts, solver_type=variant, order=3,
                 lower_order_final=False, callback=lambda i, t, x, x0: seen.append((x0, x)))
     assert np.all(np.isfinite(x))
     assert_close(x, seen[-1][0], rtol=0, atol=0)
@@ -170,15 +170,15 @@ def test_sigmas_grid_accepted():
 
 
 def test_bad_input():
-    """MATH.md (16.2): unknown order, variant, form and bad grids raise ValueError naming them."""
+    """MATH.md (16.2): unknown order, solver_type, form and bad grids raise ValueError naming them."""
     s = refdiff.make_schedule("linear", 100)
     model = G.as_model(s, "epsilon")
     x = np.zeros((2, 3))
     ts = refdiff.timesteps(100, 5)
     with pytest.raises(ValueError, match="order"):
         U.unipc(model, x, s, ts, order=4)
-    with pytest.raises(ValueError, match="variant"):
-        U.unipc(model, x, s, ts, variant="bh3")
+    with pytest.raises(ValueError, match="solver_type"):
+        U.unipc(model, x, s, ts, solver_type="bh3")
     with pytest.raises(ValueError, match="form"):
         U.unipc(model, x, s, ts, form="velocity")
     with pytest.raises(ValueError, match="decreasing"):
@@ -191,3 +191,36 @@ def test_bad_input():
         U.unipc(model, x, s, None, sigmas=[1.0, -0.5])
     with pytest.raises(ValueError, match="sigma_t = 0"):
         U.unip_update(x, x, [x], [0.0], 0.6, 0.8, 1.0, 0.0, order=2)
+
+
+def _unipc_from_exact_start(n, order, corrector):
+    """UniPC-order on a lambda-uniform grid whose first ``order - 1`` points are taken from the
+    exact trajectory (exact states and predictions: an exact warm-up), then the loop's steps
+    (16.3) and (16.4) in the loop's order of operations."""
+    rng = np.random.default_rng(0)
+    lam = np.linspace(-0.5, 4.0, n + 1)
+    P = [_ab(v) for v in lam]
+    x_start = G.sample(16, rng) * P[0][0] + P[0][1] * rng.standard_normal((16, 3))
+    xs_exact = [G.ode_transport(x_start, *P[0], *q) for q in P[: order]]
+    ms = [G.x0_mean(xs_exact[j], *P[j]) for j in range(order - 1)]
+    x, x_prev, k_prev = xs_exact[order - 1], None, 0
+    for i in range(order - 1, n):
+        m = G.x0_mean(x, *P[i])
+        if corrector and x_prev is not None:
+            x = U.unic_update(x_prev, ms[-1], ms[-2::-1], list(lam[i - 2::-1][: k_prev - 1]), m, *P[i - 1], *P[i],
+                              order=k_prev)
+        ms = (ms + [m])[-order:]
+        x_prev, k_prev = x, order
+        x = U.unip_update(x, m, ms[-2::-1], list(lam[i - 1::-1][: order - 1]), *P[i], *P[i + 1], order=order)
+    return float(np.sqrt(np.mean((x - G.ode_transport(x_start, *P[0], *P[-1])) ** 2)))
+
+
+@pytest.mark.parametrize("order,corrector,expected", [(3, False, 3), (3, True, 4), (2, True, 3)])
+def test_paper_orders_with_exact_warm_up(order, corrector, expected):
+    """MATH.md (16.3), (16.4): with an exact warm-up (the first order - 1 states and predictions
+    from the exact trajectory, lambda from -0.5 to 4), UniP-p has global order p and UniPC-p
+    order p + 1 (the paper's claim; fitted over 16..128 steps, within 0.3).  The loop's own
+    warm-up (UniP-1 first) caps UniPC-3 at 3, see test_global_orders_where_x0_hat_moves."""
+    steps = [16, 32, 64, 128]
+    errs = [_unipc_from_exact_start(n, order, corrector) for n in steps]
+    assert abs(fitted_order(steps, errs) - expected) < 0.3, errs

@@ -37,7 +37,8 @@ def test_unet_cross_attention_gradcheck_whole_model():
     every parameter and the input at once (float64, h = 1e-5) agree with the hand-written
     backward of a U-Net with cross-attention at two levels (and the middle) and a
     key-padding mask to < 1e-6, both for plain outputs and with residuals at every
-    injection point (whose gradients are checked too)."""
+    injection point (ControlNet skips and middle, adapter features; their gradients are
+    checked too)."""
     rng = np.random.default_rng(0)
     model = _xattn_unet(cross_attention=(0, 1, "mid"))
     P = _perturbed(model, rng)
@@ -96,8 +97,11 @@ def test_three_levels_and_inpainting_input_gradcheck():
     G, dx = model.backward(P, cache, dout)
     loss = lambda pt: float(np.sum(model.forward({k: v for k, v in pt.items() if k != "x"}, pt["x"], t, cond)[0] * dout))  # noqa: E731
     assert check_directional(loss, {**P, "x": x}, {**G, "x": dx}, np.random.default_rng(4), n_dirs=4) < 1e-6
-    # conv_in, one res block per level (3), two downsamplings: 6 skips, popped by (R + 1) L = 6 decoder blocks
-    assert list(model.injection_points()) == [f"skip{i}" for i in range(6)] + ["mid"]
+    # conv_in, one res block per level (3), two downsamplings: 6 skips, popped by (R + 1) L = 6 decoder blocks;
+    # an adapter feature per level, at 8x8, 4x4, 2x2
+    pts = model.injection_points()
+    assert sorted(pts) == sorted([f"skip{i}" for i in range(6)] + ["mid", "feature0", "feature1", "feature2"])
+    assert [pts[f"feature{l}"] for l in range(3)] == [(4, 8, 8), (8, 4, 4), (8, 2, 2)]
 
 
 def test_bad_conditions_give_clear_errors():
@@ -118,6 +122,8 @@ def test_bad_conditions_give_clear_errors():
         model.forward(P, x, t, {**cond, "token_mask": np.ones((2, L_TOK))})
     with pytest.raises(ValueError, match=r"tokens'\] must have shape \(N, L\) = \(2, L\) with 1 <= L <= 5"):
         model.forward(P, x, t, {**cond, "tokens": np.zeros((2, 6), dtype=np.int64), "token_mask": None})
+    with pytest.raises(ValueError, match=r"cond\['token_mask'\] was given without cond\['tokens'\]"):
+        model.forward(P, x, t, {"class": cond["class"], "token_mask": cond["token_mask"]})
     with pytest.raises(ValueError, match="masks out every token"):
         model.forward(P, x, t, {**cond, "token_mask": np.zeros((2, L_TOK), dtype=bool)})
     with pytest.raises(ValueError, match="unknown injection point 'skip99'"):

@@ -42,7 +42,7 @@ def as_cond(cond) -> dict:
     if cond is None:
         return {}
     if isinstance(cond, Mapping):
-        return dict(cond)
+        return {k: v for k, v in cond.items() if v is not None}  # a key set to None: that part absent
     if hasattr(cond, "shape") and hasattr(cond, "dtype"):
         return {"class": cond}
     raise TypeError(f"cond must be a mapping {{kind key: array}}, an integer class-label array or None, "
@@ -235,6 +235,8 @@ class CondSpec:
         c, out = self._split(cond, what), {}
         for name, kind in self.kinds.items():
             present = [k for k in kind.keys if k in c]
+            if present and kind.keys[0] not in c:
+                raise ValueError(f"{what}: cond[{present[0]!r}] was given without cond[{kind.keys[0]!r}]")
             out.update(kind.check(c, n, xp, what) if present else kind.null(n, xp, dtype))
         return out
 

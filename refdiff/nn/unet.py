@@ -15,7 +15,9 @@ E = time_embed_dim and R = num_res_blocks::
 
 Injection points (the ControlNet contract of the PyTorch diffusers library): a residual
 ``residuals["skip<i>"]`` is added to the i-th skip connection (0 = conv_in's output) where
-it enters the decoder, and ``residuals["mid"]`` to the middle block's output;
+it enters the decoder, and ``residuals["mid"]`` to the middle block's output; an adapter
+feature ``residuals["feature<l>"]`` is added to the encoder's hidden state after level l's
+res blocks (before its skip is taken and its downsampling: T2I-Adapter's place);
 :meth:`UNet.injection_points` lists their names and shapes.
 
 Skips are concatenated along channels (MATH.md (13.21) gives their backward: the split
@@ -181,16 +183,30 @@ class UNet(DenoiserBase):
         return down, mid, up
 
     def injection_points(self) -> dict:
-        """{name: per-sample shape (C, H, W)} of the residuals ``forward`` accepts."""
+        """{name: per-sample shape (C, H, W)} of the residuals ``forward`` accepts:
+        ``skip<i>`` and ``mid`` (ControlNet), ``feature<l>`` (adapter features)."""
         c, out, i = self.config, {}, 0
         S = c.image_size
+        feats = self._feature_points()
         for kind, name, _, co, push, _ in self._plan()[0]:
             S = S // 2 if kind == "down" else S
+            if name in feats:
+                out[feats[name]] = (co, S, S)
             if push:
                 out[f"skip{i}"] = (co, S, S)
                 i += 1
         out["mid"] = (c.widths[-1], S, S)
         return out
+
+    def _feature_points(self) -> dict:
+        """{encoder block name: "feature<l>"}: the last res (or cross-attention) block of each
+        level, after which an adapter feature is added to the hidden state (so to the skip
+        taken there and to everything below), as T2I-Adapter features are."""
+        last = {}
+        for kind, name, _, _, _, _ in self._plan()[0]:
+            if kind in ("res", "xattn"):
+                last[name.split(".")[0]] = name
+        return {name: "feature" + lvl[len("down"):] for lvl, name in last.items()}
 
     def _init_host(self, rng):
         c, P = self.config, {}
@@ -242,9 +258,12 @@ class UNet(DenoiserBase):
             h = xp.concat([x, cond["mask"], cond["masked_image"]], axis=1)  # (N, 2C + 1, S, S)
         down, mid, up = self._plan()
         skips, caches = [], []
+        feats = self._feature_points()
         for kind, name, _, _, push, _ in down:  # encoder: every pushed output is a skip
             h, cc = BLOCKS[kind].forward(params, name, h, env)
             caches.append(cc)
+            if feats.get(name) in res:
+                h = h + res[feats[name]]  # an adapter feature joins the hidden state
             if push:
                 s = f"skip{len(skips)}"
                 skips.append(h + res[s] if s in res else h)
@@ -286,7 +305,7 @@ class UNet(DenoiserBase):
     def backward_full(self, params, cache, dout):
         """``(grads, dx, dresiduals)``: also the gradients at every injection point."""
         c_emb, caches, (c_n, c_s, c_o), c_x, _ = cache
-        G, denv, dres = {}, {}, {}
+        G, denv, dres, feats = {}, {}, {}, self._feature_points()
         dh = conv_b(G, "out.conv", dout, c_o)
         dh = silu_backward(dh, c_s)
         dh = gn_b(G, "out.norm", dh, c_n)
@@ -304,6 +323,8 @@ class UNet(DenoiserBase):
             if push:
                 dres[f"skip{len(dskips) - 1}"] = dskips[-1]  # the stack's top is the last skip
                 dh = dh + dskips.pop()
+            if name in feats:
+                dres[feats[name]] = dh  # the gradient of h + feature
             dh = BLOCKS[kind].backward(G, params, name, dh, cc, denv)
         dx = dh[:, :c_x] if self.config.inpaint else dh
         self._embed_backward(G, params, c_emb, denv)

@@ -21,4 +21,5 @@ from .karras import *  # noqa: F401,F403
 from .dpm_solver import *  # noqa: F401,F403
 from .sde import *  # noqa: F401,F403
 from .flow import *  # noqa: F401,F403
+from .library import *  # noqa: F401,F403
 from .loop import *  # noqa: F401,F403

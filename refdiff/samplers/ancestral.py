@@ -233,7 +233,8 @@ def dpm2_ancestral(model, x, schedule, timesteps=None, *, prediction_type="epsil
 def dpmpp_2s_ancestral(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None,
                        project=None, eta=1.0, s_noise=1.0, sigmas=None, final_sigmas_type=None,
                        interpolation="log_alpha", init_scale="vp"):
-    """DPM++ 2S ancestral sampling, MATH.md (16.11).  Noise: one draw per step with s_up > 0."""
+    """DPM++ 2S ancestral sampling, MATH.md (16.11).  Noise: one draw per step with s_up > 0
+    (k-diffusion's ``sample_dpmpp_2s_ancestral`` also draws, with weight 0, when eta = 0)."""
     eta = _check_eta(eta, "dpmpp_2s_ancestral")
     x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
                                        final_sigmas_type, interpolation, init_scale, "dpmpp_2s_ancestral")

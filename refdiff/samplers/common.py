@@ -44,7 +44,7 @@ __all__ = ["GridPoint", "Grid", "make_grid", "point_at", "point_at_lambda", "poi
            "to_vp", "from_vp", "ve_sigma", "flow_time", "vp_from_ve_sigma", "vp_from_flow_time", "end_step",
            "model_t", "call_model", "predict", "predict_eps_x0"]
 # also public, not star-exported: ZERO, FINAL_SIGMAS_TYPES, INTERPOLATIONS, check_schedule,
-# check_prediction_type, check_options, check_noise, draw_noise
+# check_prediction_type, check_options, check_noise, draw_noise, is_int_scalar
 
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
 # model time of a noise level: refdiff's exact inverse (2.15); k-diffusion / diffusers Euler
@@ -321,6 +321,11 @@ def predict_eps_x0(model, x, t, schedule, prediction_type="epsilon", *, step=Non
 
 
 # ----------------------------------------------------------------------------- checks and hooks
+def is_int_scalar(t):
+    """A Python or NumPy integer (not a bool): a single discrete timestep."""
+    return isinstance(t, (int, np.integer)) and not isinstance(t, bool)
+
+
 def check_prediction_type(prediction_type):
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"unknown prediction_type {prediction_type!r}; valid: {', '.join(PREDICTION_TYPES)}")
@@ -354,6 +359,10 @@ def end_step(i, t, x, x0_hat, callback=None, project=None, path=(1.0, 0.0)):
     coordinates.  ``path`` = (a, b): the loop's state x is on the path a x_0 + b eps at the new
     point (VP: a^2 + b^2 = 1, no conversion; sigma space (1, s); flow (1 - u, u))."""
     check_finite(x, "sampler state", f"step {i} (t = {t})")
+    for name, hook in (("project", project), ("callback", callback)):
+        if hook is not None and not callable(hook):
+            raise TypeError(f"{name} must be callable ({name}(i, t, x{', x0_hat' if name == 'callback' else ''})) "
+                            f"or None, got {type(hook).__name__}")
     a, b = path
     if project is not None:
         y = project(i, t, to_vp(x, a, b))

@@ -19,8 +19,8 @@ from ..backend import array_namespace, asarray_like
 from ..parameterization import to_eps_x0
 from ..schedules import Schedule, gather
 from .common import (ZERO, call_model, check_noise, check_options, check_prediction_type, draw_noise, end_step,
-                     make_grid, point_at, predict)
-from .ddpm import _is_int_scalar, process_x0
+                     is_int_scalar, make_grid, point_at, predict)
+from .ddpm import process_x0
 
 __all__ = ["ddim_update", "ddim_sigma", "ddim_step", "ddim_inversion_step", "ddim_loop", "ddim_invert",
            "library_prev_timesteps"]
@@ -73,7 +73,7 @@ def ddim_update(x_t, eps_hat, x0_hat, alpha, sigma, alpha_prev, sigma_prev, *, e
 def _alpha_sigma_prev(schedule, t_prev, x, final_alpha_bar):
     """alpha, sigma at t_prev, where -1 means alpha_bar = final_alpha_bar."""
     table = np.concatenate([[float(final_alpha_bar)], schedule.alpha_bars])  # index t_prev + 1
-    if _is_int_scalar(t_prev):
+    if is_int_scalar(t_prev):
         if not -1 <= int(t_prev) < schedule.T:
             raise ValueError(f"t_prev = {int(t_prev)} is out of range [-1, {schedule.T - 1}]")
         ab = table[int(t_prev) + 1]
@@ -115,7 +115,7 @@ def ddim_step(schedule, model_output, t, t_prev, x_t, *, eta=0.0, noise=None, pr
     if tuple(model_output.shape) != tuple(x_t.shape):
         raise ValueError(f"model_output has shape {tuple(model_output.shape)}, expected x_t's shape {tuple(x_t.shape)}")
     xp = array_namespace(x_t)
-    if _is_int_scalar(t) and _is_int_scalar(t_prev):
+    if is_int_scalar(t) and is_int_scalar(t_prev):
         if not int(t_prev) < int(t):
             raise ValueError(f"t_prev = {int(t_prev)} must be < t = {int(t)} (DDIM steps towards the data)")
     elif not bool(xp.all(xp.asarray(t_prev) < xp.asarray(t))):
@@ -145,7 +145,7 @@ def ddim_inversion_step(schedule, model_output, t, t_next, x_t, *, prediction_ty
     check_prediction_type(prediction_type)
     _check_final_alpha_bar(final_alpha_bar)
     schedule.check_t(t_next, "t_next")
-    if not (_is_int_scalar(t) and -1 <= int(t) < int(t_next)):
+    if not (is_int_scalar(t) and -1 <= int(t) < int(t_next)):
         raise ValueError(f"need integers -1 <= t < t_next, got t = {t!r}, t_next = {t_next!r}")
     if tuple(model_output.shape) != tuple(x_t.shape):
         raise ValueError(f"model_output has shape {tuple(model_output.shape)}, expected x_t's shape {tuple(x_t.shape)}")

@@ -16,9 +16,9 @@ import math
 import numpy as np
 
 from ..backend import array_namespace, bcast, check_finite
-from ..parameterization import PREDICTION_TYPES, clip_x0, dynamic_threshold, to_eps_x0
-from ..schedules import Schedule, _ContinuousVP, gather, schedule_from_alpha_bars
-from .common import (check_noise, check_options, check_prediction_type, check_schedule, draw_noise, end_step,
+from ..parameterization import clip_x0, dynamic_threshold, to_eps_x0
+from ..schedules import Schedule, gather, schedule_from_alpha_bars
+from .common import (check_noise, check_options, check_prediction_type, draw_noise, end_step, is_int_scalar,
                      make_grid, model_t)
 
 __all__ = ["ddpm_step", "ddpm_log_variance", "process_x0", "respace", "ddpm_loop", "VARIANCE_TYPES"]
@@ -38,10 +38,6 @@ def process_x0(x0, *, clip_sample=False, clip_sample_range=1.0, thresholding=Fal
     if clip_sample:
         return clip_x0(x0, clip_sample_range)
     return x0
-
-
-def _is_int_scalar(t):
-    return isinstance(t, (int, np.integer)) and not isinstance(t, bool)
 
 
 # ------------------------------------------------------------------------- the step
@@ -117,7 +113,7 @@ def ddpm_step(schedule, model_output, t, x_t, noise=None, *, prediction_type="ep
                         thresholding=thresholding, dynamic_thresholding_ratio=dynamic_thresholding_ratio,
                         sample_max_value=sample_max_value)
     mean = gather(schedule.posterior_mean_coef1, t, x_t) * x0_hat + gather(schedule.posterior_mean_coef2, t, x_t) * x_t
-    if _is_int_scalar(t):
+    if is_int_scalar(t):
         if int(t) == 0:
             return mean  # final-step rule (8.4): no noise
         std = xp.exp(0.5 * ddpm_log_variance(schedule, t, x_t, variance_type, v))

@@ -39,7 +39,10 @@ __all__ = [
     "dpmpp_3m_update",
     "dpmpp_sde_1_step",
     "dpmpp_2m_sde_update",
+    "dpmpp_3m_sde_update",
     "dpm_solver_singlestep",
+    "dpm_solver_singlestep_loop",
+    "dpm_solver_grid_stages",
     "dpm_solver_1",
     "dpm_solver_2",
     "dpm_solver_3",
@@ -287,6 +290,31 @@ def dpmpp_2m_sde_update(x_s, m0, m_prev, lambda_prev, alpha_s, sigma_s, alpha_t,
     return a * x_s + b * m0 + coef1 * D1 + c * noise
 
 
+def dpmpp_3m_sde_update(x_s, m0, m1, m2, lambda_1, lambda_2, alpha_s, sigma_s, alpha_t, sigma_t, noise, *,
+                        variant="exact"):
+    """Third-order multistep SDE step (data form, eta = 1), MATH.md (10.20): the first-order SDE
+    step (10.15) plus the exact integrals of the quadratic through m0 (at lambda_s), m1 (at
+    lambda_1), m2 (at lambda_2):
+    alpha_t [I0 m0 + (I1/h) D1 + (I2/(2h^2)) D2] with I0 = 1 - e^{-2h}, I1 = h - I0/2,
+    I2 = h^2 - I1 and D1, D2 of (10.8).  ``variant="diffusers"``: diffusers 0.42.1
+    ``sde-dpmsolver++`` at ``solver_order=3``, whose D2 is half of (10.8)'s (as (10.14)) and whose
+    D2 coefficient is I2/(2h^2) - 1, one below the exact integral for that D2."""
+    if variant not in ("exact", "diffusers"):
+        raise ValueError(f"unknown variant {variant!r}; valid: 'exact', 'diffusers'")
+    alpha_s, sigma_s, alpha_t, sigma_t = map(float, (alpha_s, sigma_s, alpha_t, sigma_t))
+    h = _h(alpha_s, sigma_s, alpha_t, sigma_t)
+    lam_s = _lam(alpha_s, sigma_s)
+    D1, D2 = taylor_differences(m0, [m1, m2], [(float(lambda_1) - lam_s) / h, (float(lambda_2) - lam_s) / h])
+    I0 = -math.expm1(-2.0 * h)
+    I1 = h - 0.5 * I0
+    I2 = h * h - I1
+    c2 = I2 / (2.0 * h * h)
+    if variant == "diffusers":
+        D2, c2 = 0.5 * D2, c2 - 1.0
+    return ((sigma_t / sigma_s) * math.exp(-h)) * x_s + alpha_t * (I0 * m0 + (I1 / h) * D1 + c2 * D2) \
+        + (sigma_t * math.sqrt(I0)) * noise
+
+
 # ----------------------------------------------------------------------------- loops
 _GRID_OPTIONS = """
     Grid: :func:`refdiff.make_grid` of ``timesteps`` (or of ``sigmas=``, e.g. Karras levels,
@@ -296,23 +324,33 @@ _GRID_OPTIONS = """
     coordinates (:func:`refdiff.samplers.common.end_step`)."""
 
 
-def dpm_solver(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None,
+def dpm_solver_singlestep_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None,
                project=None, order=3, form="noise", solver_type="dpmsolver", lower_order_final=False,
-               final_sigmas_type=None, sigmas=None, interpolation="log_alpha", r1=None, r2=None):
+               final_sigmas_type=None, sigmas=None, interpolation="log_alpha", r1=None, r2=None, orders=None,
+               stages="lambda"):
     """Singlestep DPM-Solver-k (``form="noise"``) / DPM-Solver++(kS) (``"data"``), k = ``order``
-    in 1-3, MATH.md (10.4)-(10.11).  Each interval is one step of ``order`` model evaluations,
-    the extra ones at lambda_s + r h (r1 = 1/2 for order 2; r1 = 1/3, r2 = 2/3 for order 3);
-    ``lower_order_final=True`` caps interval i (of n) at order n - i.  Deterministic."""
+    in 1-3, MATH.md (10.4)-(10.11): each interval one step of k evaluations, the extra ones at
+    lambda_s + r h (r1 = 1/2; r1 = 1/3, r2 = 2/3).  ``lower_order_final`` caps interval i (of n)
+    at order n - i; ``orders`` (one per interval) as the DPM-Solver release (MATH.md (10.19)).
+    ``stages="grid"``: diffusers' stages at the grid's points, :func:`dpm_solver_grid_stages`."""
+    if stages == "grid":
+        return dpm_solver_grid_stages(model, x, schedule, timesteps, **{k: v for k, v in locals().items() if k in (
+            "prediction_type", "callback", "project", "order", "form", "solver_type", "lower_order_final",
+            "final_sigmas_type", "sigmas", "interpolation")})
+    if stages != "lambda":
+        raise ValueError(f"unknown stages {stages!r}; valid: 'lambda' (the paper), 'grid' (diffusers)")
     _check_form(form)
     _solver_kind(solver_type)
-    order = _check_order(order, (1, 2, 3), "dpm_solver")
+    order = _check_order(order, (1, 2, 3), "dpm_solver_singlestep_loop")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
     pick = 0 if form == "noise" else 1  # m = eps_hat (noise form) or x0_hat (data form)
     n = len(grid) - 1
+    if orders is not None and (len(orders) != n or any(o not in (1, 2, 3) for o in orders)):
+        raise ValueError(f"orders must hold one order in 1-3 per step ({n} steps), got {list(orders)}")
     for i in range(n):
         p, q = grid[i], grid[i + 1]
-        k = min(order, n - i) if lower_order_final else order
+        k = orders[i] if orders is not None else (min(order, n - i) if lower_order_final else order)
         pred = predict(model, x, p, prediction_type, i)
         m0, x0_hat = pred[pick], pred[1]
         if q.sigma == 0.0:
@@ -338,34 +376,75 @@ def dpm_solver(model, x, schedule, timesteps=None, *, prediction_type="epsilon",
     return x
 
 
+def dpm_solver_grid_stages(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None,
+                           callback=None, project=None, order=2, form="data", solver_type="dpmsolver",
+                           lower_order_final=False, final_sigmas_type=None, sigmas=None, interpolation="log_alpha"):
+    """Singlestep DPM-Solver with the grid's own points as stages: diffusers 0.42.1
+    DPMSolverSinglestepScheduler, MATH.md (10.19).  The steps run in blocks of orders
+    1, 2(, 3) (:func:`refdiff.singlestep_orders`); a block starts at grid point j with x_j and
+    one model call per grid point: stage 1 a first-order step to j + 1, stage 2 the
+    second-order update (10.9) from x_j to j + 2 with the prediction at j + 1 as the
+    intermediate (r = h_0 / h), stage 3 the third-order update (10.11) from x_j to j + 3.
+    Deterministic; the hooks see every stage's state."""
+    from .library import singlestep_orders
+
+    _check_form(form)
+    _solver_kind(solver_type)
+    order = _check_order(order, (1, 2, 3), "dpm_solver_grid_stages")
+    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                     interpolation=interpolation)
+    n = len(grid) - 1
+    orders = singlestep_orders(n, order, lower_order_final, grid[-1].sigma == 0.0)
+    for i in range(n):
+        p, q = grid[i], grid[i + 1]
+        eps_hat, x0_hat = predict(model, x, p, prediction_type, i)
+        m = eps_hat if form == "noise" else x0_hat
+        if orders[i] == 1:
+            x_j, p_j, ms = x, p, [m]  # a block starts at grid point j = i
+            x = _first_order(x, m, p, q, form)
+        elif orders[i] == 2:
+            ms.append(m)
+            r = (p.lam - p_j.lam) / (q.lam - p_j.lam)
+            x = dpm_solver_2_update(x_j, ms[0], ms[1], r, p_j.alpha, p_j.sigma, q.alpha, q.sigma, form=form,
+                                    solver_type=solver_type)
+        else:
+            ms.append(m)
+            h = q.lam - p_j.lam
+            ra, rb = (grid[i - 1].lam - p_j.lam) / h, (p.lam - p_j.lam) / h
+            x = dpm_solver_3_update(x_j, ms[0], ms[1], ms[2], ra, rb, p_j.alpha, p_j.sigma, q.alpha, q.sigma,
+                                    form=form, solver_type=solver_type)
+        x = end_step(i, p.t, x, x0_hat, callback, project)
+    return x
+
+
 def dpm_solver_singlestep(model, x, s, t, schedule, order, *, prediction_type="epsilon", form="noise",
                           solver_type="dpmsolver", r1=None, r2=None):
     """One singlestep DPM-Solver-k step (k = 1, 2, 3) from model time s to model time t < s,
-    MATH.md (10.4)-(10.5), (10.9)-(10.11): :func:`dpm_solver` on the two-point grid."""
+    MATH.md (10.4)-(10.5), (10.9)-(10.11): :func:`dpm_solver_singlestep_loop` on the two-point grid."""
     order = _check_order(order, (1, 2, 3), "dpm_solver_singlestep")
     grid = Grid([point_at(schedule, s), point_at(schedule, t)])
-    return dpm_solver(model, x, schedule, grid, prediction_type=prediction_type, order=order, form=form,
+    return dpm_solver_singlestep_loop(model, x, schedule, grid, prediction_type=prediction_type, order=order, form=form,
                       solver_type=solver_type, r1=r1, r2=r2)
 
 
 def dpm_solver_1(model, x, schedule, timesteps=None, **options):
-    """:func:`dpm_solver` with order 1, noise form (DDIM with eta = 0), MATH.md (10.4)."""
-    return dpm_solver(model, x, schedule, timesteps, **{"order": 1, **options})
+    """:func:`dpm_solver_singlestep_loop` with order 1, noise form (DDIM with eta = 0), MATH.md (10.4)."""
+    return dpm_solver_singlestep_loop(model, x, schedule, timesteps, **{"order": 1, **options})
 
 
 def dpm_solver_2(model, x, schedule, timesteps=None, **options):
-    """:func:`dpm_solver` with order 2, noise form (DPM-Solver-2), MATH.md (10.9)."""
-    return dpm_solver(model, x, schedule, timesteps, **{"order": 2, **options})
+    """:func:`dpm_solver_singlestep_loop` with order 2, noise form (DPM-Solver-2), MATH.md (10.9)."""
+    return dpm_solver_singlestep_loop(model, x, schedule, timesteps, **{"order": 2, **options})
 
 
 def dpm_solver_3(model, x, schedule, timesteps=None, **options):
-    """:func:`dpm_solver` with order 3, noise form (DPM-Solver-3), MATH.md (10.10)-(10.11)."""
-    return dpm_solver(model, x, schedule, timesteps, **{"order": 3, **options})
+    """:func:`dpm_solver_singlestep_loop` with order 3, noise form (DPM-Solver-3), MATH.md (10.10)-(10.11)."""
+    return dpm_solver_singlestep_loop(model, x, schedule, timesteps, **{"order": 3, **options})
 
 
 def dpmpp_2s(model, x, schedule, timesteps=None, **options):
-    """:func:`dpm_solver` with order 2, data form (DPM-Solver++(2S)), MATH.md (10.9)."""
-    return dpm_solver(model, x, schedule, timesteps, **{"order": 2, "form": "data", **options})
+    """:func:`dpm_solver_singlestep_loop` with order 2, data form (DPM-Solver++(2S)), MATH.md (10.9)."""
+    return dpm_solver_singlestep_loop(model, x, schedule, timesteps, **{"order": 2, "form": "data", **options})
 
 
 def dpmpp_2m(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None,
@@ -449,38 +528,47 @@ def dpmpp_3m(model, x, schedule, timesteps=None, *, prediction_type="epsilon", n
 
 def dpmpp_2m_sde(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None,
                  project=None, order=2, form="data", solver_type="dpmsolver", lower_order_final=True,
-                 final_sigmas_type=None, sigmas=None, interpolation="log_alpha"):
+                 final_sigmas_type=None, sigmas=None, interpolation="log_alpha", variant="exact"):
     """DPM-Solver++(2M) SDE (eta = 1), MATH.md (10.15)-(10.16): the reverse VP SDE with its
     exact linear part, one model evaluation per step, D1 from the previous prediction (first
-    and, with ``lower_order_final``, last step first order).  Noise: step i draws one
-    noise(x) after its model call; a step to sigma = 0 returns x0_hat and draws none."""
+    and, with ``lower_order_final``, last step first order).  ``order=3`` (data form): from the
+    third step on the third-order step (10.20) with ``variant`` "exact" or "diffusers" (diffusers
+    0.42.1 ``sde-dpmsolver++``, ``solver_order=3``); with ``lower_order_final`` the second-to-last
+    step is at most second order.  Noise: step i draws one noise(x) after its model call; a
+    step to sigma = 0 returns x0_hat and draws none."""
     _check_form(form)
     _solver_kind(solver_type)
-    order = _check_order(order, (1, 2), "dpmpp_2m_sde")
+    order = _check_order(order, (1, 2, 3), "dpmpp_2m_sde")
+    if order == 3 and form != "data":
+        raise ValueError("dpmpp_2m_sde: order = 3 is defined in the data form only (form='data')")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
     if noise is None:
         raise TypeError("method 'dpmpp_2m_sde' is stochastic and needs noise (pass rng= to refdiff.sample)")
     n = len(grid) - 1
-    m_prev = lam_prev = None
+    hist = []  # (lambda, m) of the previous steps, newest first
     for i in range(n):
         p, q = grid[i], grid[i + 1]
         eps_hat, x0_hat = predict(model, x, p, prediction_type, i)
         m = eps_hat if form == "noise" else x0_hat
+        k = min(order, len(hist) + 1, n - i if lower_order_final else order)
         if q.sigma == 0.0:
             x = x0_hat  # (10.6)
-        elif m_prev is None or order == 1 or (lower_order_final and i == n - 1):
+        elif k == 1:
             x = dpmpp_sde_1_step(x, m, p.alpha, p.sigma, q.alpha, q.sigma, draw_noise(noise, x, "dpmpp_2m_sde"),
                                  form=form)  # (10.15)
-        else:
-            x = dpmpp_2m_sde_update(x, m, m_prev, lam_prev, p.alpha, p.sigma, q.alpha, q.sigma,
+        elif k == 2:
+            x = dpmpp_2m_sde_update(x, m, hist[0][1], hist[0][0], p.alpha, p.sigma, q.alpha, q.sigma,
                                     draw_noise(noise, x, "dpmpp_2m_sde"), form=form, solver_type=solver_type)
-        m_prev, lam_prev = m, p.lam
+        else:
+            x = dpmpp_3m_sde_update(x, m, hist[0][1], hist[1][1], hist[0][0], hist[1][0], p.alpha, p.sigma, q.alpha,
+                                    q.sigma, draw_noise(noise, x, "dpmpp_2m_sde"), variant=variant)  # (10.20)
+        hist = [(p.lam, m)] + hist[:1]
         x = end_step(i, p.t, x, x0_hat, callback, project)
     return x
 
 
-for _f in (dpm_solver, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde):
+for _f in (dpm_solver_singlestep_loop, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde):
     _f.__doc__ += _GRID_OPTIONS
 
 METHODS = {

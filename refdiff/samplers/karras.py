@@ -18,7 +18,8 @@ import numpy as np
 
 from ..parameterization import to_eps_x0
 from .common import (call_model, check_noise, check_options, draw_noise, end_step, make_grid, point_at_sigma,
-                     sigma_to_time, to_vp)
+                     to_vp)
+from .common import sigma_to_time  # noqa: F401  (MATH.md (9.9); kept importable from this module)
 
 __all__ = ["to_d", "euler_step", "ancestral_sigmas", "euler_ancestral_step", "heun_step", "dpm2_step",
            "edm_gamma", "edm_churn", "lms_coefficients", "lms_step",

@@ -15,8 +15,6 @@ from __future__ import annotations
 import importlib
 import math
 
-import numpy as np
-
 from ..backend import array_namespace, check_finite, standard_normal, check_rng
 from ..parameterization import PREDICTION_TYPES
 from .common import make_grid

@@ -183,7 +183,7 @@ def measure_orders(methods=None, steps=(16, 32, 64, 128), *, n_samples=32, seed=
         errs = [global_error(label, int(n), n_samples=n_samples, seed=seed) for n in steps]
         method, opts, expected, _ = SPECS[label]
         out[label] = {"steps": list(map(int, steps)), "errors": errs, "order": fit_order(steps, errs),
-                      "expected": expected, "method": method, "options": dict(opts)}
+                      "expected": expected, "method": method, "options": dict(opts), "setup": SPECS[label][3]}
     return out
 
 

@@ -52,11 +52,11 @@ def prk_step(eps_fn, x, p_s, p_mid, p_t):
 
 
 def _midpoint(schedule, p_s, p_t):
-    """The PRK midpoint: integer index t_s - (t_s - t_t) // 2 on a Schedule's integer grid
-    (diffusers' rule), else the mean model time."""
-    t_s, t_t = p_s.t, p_t.t
-    both_int = isinstance(t_s, int) and isinstance(t_t, int)
-    return point_at(schedule, t_s - (t_s - t_t) // 2 if both_int else 0.5 * (float(t_s) + float(t_t)))
+    """The PRK midpoint: the mean model time (t_s + t_t) / 2, kept an integer index when it is
+    one (diffusers' t - (T // n) // 2 on its even-gap "leading" grids; refdiff does not copy
+    its floor for odd gaps)."""
+    tm = 0.5 * (float(p_s.t) + float(p_t.t))
+    return point_at(schedule, int(tm) if isinstance(p_s.t, int) and tm.is_integer() else tm)
 
 
 def pndm(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None, project=None,

@@ -20,14 +20,14 @@ import numpy as np
 from .common import end_step, make_grid, predict
 from .dpm_solver import dpm_solver_1_step, dpmpp_1_step
 
-__all__ = ["UNIPC_VARIANTS", "unipc_b", "unipc_rhos", "unip_update", "unic_update", "unipc"]
+__all__ = ["UNIPC_SOLVER_TYPES", "unipc_b", "unipc_rhos", "unip_update", "unic_update", "unipc"]
 
-UNIPC_VARIANTS = ("bh1", "bh2")
+UNIPC_SOLVER_TYPES = ("bh1", "bh2")
 
 
-def _check(variant, form, order, who, max_order=3):
-    if variant not in UNIPC_VARIANTS:
-        raise ValueError(f"{who}: unknown variant (solver_type) {variant!r}; valid: 'bh1', 'bh2'")
+def _check(solver_type, form, order, who, max_order=3):
+    if solver_type not in UNIPC_SOLVER_TYPES:
+        raise ValueError(f"{who}: unknown solver_type {solver_type!r}; valid: 'bh1', 'bh2'")
     if form not in ("data", "noise"):
         raise ValueError(f"{who}: unknown form {form!r}; valid: 'data' (x0 prediction, predict_x0=True), 'noise'")
     if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 1 <= int(order) <= max_order:
@@ -35,12 +35,12 @@ def _check(variant, form, order, who, max_order=3):
     return int(order)
 
 
-def unipc_b(h, order, variant="bh2", form="data"):
+def unipc_b(h, order, solver_type="bh2", form="data"):
     """(B(h), [g_1 .. g_order]) with g_k = k! hh phi_{k+1}(hh) (hh = -h data, +h noise) and
     phi_1(z) = (e^z - 1)/z, phi_{k+1}(z) = (phi_k(z) - 1/k!)/z, MATH.md (16.1), (16.2):
     the right-hand sides of the order conditions sum_m rho_m r_m^{k-1} = g_k / B(h)."""
     hh = -float(h) if form == "data" else float(h)
-    B = hh if variant == "bh1" else math.expm1(hh)
+    B = hh if solver_type == "bh1" else math.expm1(hh)
     phi, fact, g = math.expm1(hh) / hh, 1.0, []
     for k in range(1, order + 1):
         phi = (phi - 1.0 / fact) / hh  # phi_{k+1}
@@ -49,13 +49,13 @@ def unipc_b(h, order, variant="bh2", form="data"):
     return B, g
 
 
-def unipc_rhos(rks, h, order, variant="bh2", form="data", corrector=False):
+def unipc_rhos(rks, h, order, solver_type="bh2", form="data", corrector=False):
     """The coefficients rho of UniP-order (``corrector=False``; solves the order - 1 conditions
     at the earlier points ``rks``) or UniC-order (solves all ``order`` conditions with the end
     point r = 1 appended to ``rks``), MATH.md (16.3); returns (B(h), rho * B(h)) so that the
     update is exact also where B(h) is infinite.  UniP-2 and UniC-1 use rho = 1/2 (the
     paper's and diffusers' choice, enough for their order)."""
-    B, g = unipc_b(h, order, variant, form)
+    B, g = unipc_b(h, order, solver_type, form)
     n = order if corrector else order - 1
     if n == 0:
         return B, np.zeros(0)
@@ -85,14 +85,14 @@ def _h_and_r(alpha_s, sigma_s, alpha_t, sigma_t, lambdas_prev, who):
     return h, [(float(l) - lam_s) / h for l in lambdas_prev]
 
 
-def unip_update(x_s, m0, m_prev, lambdas_prev, alpha_s, sigma_s, alpha_t, sigma_t, *, order, variant="bh2",
+def unip_update(x_s, m0, m_prev, lambdas_prev, alpha_s, sigma_s, alpha_t, sigma_t, *, order, solver_type="bh2",
                 form="data"):
     """UniP-``order`` from s to t, MATH.md (16.3):
     x_t = [first-order step] - c_t B(h) sum_m rho_m D_m, D_m = (m_m - m0) / r_m,
     r_m = (lambda_m - lambda_s)/h for the ``order - 1`` earlier predictions ``m_prev`` (newest
     first) at ``lambdas_prev``; c_t = alpha_t (data) or sigma_t (noise).  A step to sigma_t = 0
     must be first order (then x_t = m0 in the data form, MATH.md (10.6))."""
-    order = _check(variant, form, order, "unip_update")
+    order = _check(solver_type, form, order, "unip_update")
     if len(m_prev) < order - 1 or len(lambdas_prev) < order - 1:
         raise ValueError(f"unip_update: order {order} needs {order - 1} earlier predictions, got {len(m_prev)}")
     if sigma_t == 0 and order > 1:
@@ -101,25 +101,25 @@ def unip_update(x_s, m0, m_prev, lambdas_prev, alpha_s, sigma_s, alpha_t, sigma_
     if order == 1:
         return x_t
     h, rks = _h_and_r(alpha_s, sigma_s, alpha_t, sigma_t, lambdas_prev[: order - 1], "unip_update")
-    _, rhoB = unipc_rhos(rks, h, order, variant, form)
+    _, rhoB = unipc_rhos(rks, h, order, solver_type, form)
     c = float(alpha_t) if form == "data" else float(sigma_t)
     for w, m, r in zip(rhoB, m_prev, rks):
         x_t = x_t - (c * float(w) / r) * (m - m0)
     return x_t
 
 
-def unic_update(x_s, m0, m_prev, lambdas_prev, m_t, alpha_s, sigma_s, alpha_t, sigma_t, *, order, variant="bh2",
+def unic_update(x_s, m0, m_prev, lambdas_prev, m_t, alpha_s, sigma_s, alpha_t, sigma_t, *, order, solver_type="bh2",
                 form="data"):
     """UniC-``order``: the step s -> t of :func:`unip_update` redone with the prediction
     ``m_t`` at the predicted x_t (D_t = m_t - m0 at r = 1), order + 1 accurate, MATH.md (16.4).
     ``x_s``, ``m0``, ``m_prev``, ``lambdas_prev`` are those of the predictor step."""
-    order = _check(variant, form, order, "unic_update")
+    order = _check(solver_type, form, order, "unic_update")
     if sigma_t == 0:
         raise ValueError("unic_update: no corrector on a step to sigma_t = 0 (there is no model call at sigma = 0)")
     if len(m_prev) < order - 1:
         raise ValueError(f"unic_update: order {order} needs {order - 1} earlier predictions, got {len(m_prev)}")
     h, rks = _h_and_r(alpha_s, sigma_s, alpha_t, sigma_t, lambdas_prev[: order - 1], "unic_update")
-    _, rhoB = unipc_rhos(rks, h, order, variant, form, corrector=True)
+    _, rhoB = unipc_rhos(rks, h, order, solver_type, form, corrector=True)
     c = float(alpha_t) if form == "data" else float(sigma_t)
     x_t = _base(x_s, m0, alpha_s, sigma_s, alpha_t, sigma_t, form)
     for w, m, r in zip(rhoB[:-1], m_prev, rks):
@@ -128,7 +128,7 @@ def unic_update(x_s, m0, m_prev, lambdas_prev, m_t, alpha_s, sigma_s, alpha_t, s
 
 
 def unipc(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=None, callback=None, project=None,
-          order=2, variant="bh2", form="data", corrector=True, disable_corrector=(), lower_order_final=True,
+          order=2, solver_type="bh2", form="data", corrector=True, disable_corrector=(), lower_order_final=True,
           final_sigmas_type=None, sigmas=None, interpolation="log_alpha"):
     """UniPC sampling, MATH.md (16.3), (16.4); deterministic (``noise`` is ignored).
 
@@ -136,12 +136,12 @@ def unipc(model, x, schedule, timesteps=None, *, prediction_type="epsilon", nois
     ``disable_corrector``, replace x_i by UniC(order of step i - 1) using this evaluation
     (which is not repeated); then UniP at order min(order, i + 1) (and <= n - i with
     ``lower_order_final``; 1 on a step to sigma = 0).  diffusers 0.42.1's
-    UniPCMultistepScheduler(solver_type=variant, solver_order=order, predict_x0=(form ==
+    UniPCMultistepScheduler(solver_type=solver_type, solver_order=order, predict_x0=(form ==
     "data"), lower_order_final, disable_corrector) does exactly this.  Grid:
     :func:`refdiff.make_grid` (``sigmas=`` any explicit sigma grid).  Hooks after each step
     (:func:`~refdiff.samplers.common.end_step`): ``project`` then ``callback(i, t_i, x_{i+1},
     x0_hat(t_i))``, VP coordinates; the corrector then corrects the projected state."""
-    order = _check(variant, form, order, "unipc")
+    order = _check(solver_type, form, order, "unipc")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
     n = len(grid) - 1
@@ -152,12 +152,12 @@ def unipc(model, x, schedule, timesteps=None, *, prediction_type="epsilon", nois
         m = x0_hat if form == "data" else eps_hat
         if i > 0 and corrector and (i - 1) not in disable_corrector:  # UniC (16.4) with this evaluation
             x = unic_update(x_prev, ms[-1], ms[-2::-1], lams[-2::-1], m, grid[i - 1].alpha, grid[i - 1].sigma,
-                            p.alpha, p.sigma, order=k_prev, variant=variant, form=form)
+                            p.alpha, p.sigma, order=k_prev, solver_type=solver_type, form=form)
         ms, lams = (ms + [m])[-order:], (lams + [p.lam])[-order:]
         k = min(order, i + 1, n - i if lower_order_final else order, 1 if q.sigma == 0 else order)
         x_prev, k_prev = x, k
         x = unip_update(x, m, ms[-2::-1], lams[-2::-1], p.alpha, p.sigma, q.alpha, q.sigma, order=k,
-                        variant=variant, form=form)  # UniP (16.3)
+                        solver_type=solver_type, form=form)  # UniP (16.3)
         x = end_step(i, p.t, x, x0_hat, callback, project)
     return x
 
