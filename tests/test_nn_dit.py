@@ -359,3 +359,29 @@ def test_dit_checkpoint_round_trip(tmp_path):
     xt, t = rng.standard_normal((2, 1, 8, 8)), np.array([5.0, 50.0])
     np.testing.assert_array_equal(loaded.net.apply(loaded.params, xt, t, {"class": np.array([0, 3])}),
                                   net.apply(res.ema_params, xt, t, {"class": np.array([0, 3])}))
+
+
+def test_dit_and_mmdit_run_in_every_namespace(xp):
+    """MATH.md (20.4), MATH.md (20.9) in the array namespace ``xp`` (numpy, array_api_strict, cupy):
+    forward output, input gradient and parameter gradients equal the NumPy run (float64)."""
+    from refdiff.backend import to_numpy
+    from refdiff.nn.mmdit import MMDiT, MMDiTConfig
+
+    rng = np.random.default_rng(15)
+    t = np.array([3.0, 500.0])
+    runs = [(small(learn_sigma=True, depth=1), rng.standard_normal((2, 1, 8, 8)), t, {"class": np.array([0, 3])}),
+            (MMDiT(MMDiTConfig(image_size=4, width=8, depth=2, heads=2, vocab_size=5, max_text_len=3, text_dim=4,
+                               freq_dim=8)), rng.standard_normal((2, 1, 4, 4)), t / 1000,
+             {"tokens": np.array([[0, 1, 2], [0, 3, 0]]), "token_mask": np.array([[True, True, True],
+                                                                                [True, True, False]])})]
+    for net, x, tt, cond in runs:
+        Pn = randomize(net.init_params(np.random.default_rng(0), dtype="float64"), np.random.default_rng(1), 0.1)
+        P = {k: xp.asarray(v) for k, v in Pn.items()}
+        o, c = net.forward(P, xp.asarray(x), xp.asarray(tt), {k: xp.asarray(v) for k, v in cond.items()})
+        G, dx = net.backward(P, c, o + 1.0)
+        on, cn = net.forward(Pn, x, tt, cond)
+        Gn, dxn = net.backward(Pn, cn, on + 1.0)
+        np.testing.assert_allclose(to_numpy(o), on, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(to_numpy(dx), dxn, rtol=1e-12, atol=1e-13)
+        for k in Gn:
+            np.testing.assert_allclose(to_numpy(G[k]), Gn[k], rtol=1e-12, atol=1e-13, err_msg=k)

@@ -239,8 +239,8 @@ def dit_cfg(out_uncond, out_cond, guidance_scale, guided_channels="all"):
     k = Cp if guided_channels == "all" else guided_channels
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= Cp:
         raise ValueError(f"dit_cfg: guided_channels must be 'all' or an int in [1, {Cp}], got {guided_channels!r}")
-    g = out_uncond[:, :k] + float(guidance_scale) * (out_cond[:, :k] - out_uncond[:, :k])
-    return xp.concat([g, out_cond[:, k:]], axis=1)
+    g = out_uncond[:, :k, ...] + float(guidance_scale) * (out_cond[:, :k, ...] - out_uncond[:, :k, ...])
+    return xp.concat([g, out_cond[:, k:, ...]], axis=1)
 
 
 # ------------------------------------------------------------------ the model
@@ -369,7 +369,7 @@ class DiT(DenoiserBase):
         tok, p_cache = patchify_forward(x, c.patch)  # (N, T, p p C)
         h, c_x = tok_linear_forward(params, "x_embed", tok)  # (N, T, D)
         if c.pos_embed:
-            h = h + xp.asarray(sincos_pos_embed_2d(c.width, self.grid), dtype=h.dtype)[None]
+            h = h + xp.asarray(sincos_pos_embed_2d(c.width, self.grid), dtype=h.dtype)[None, ...]
         s, c_e = self._embed_cond(params, t, cond)  # (N, D)
         blocks = []
         for l in range(c.depth):
@@ -394,7 +394,7 @@ class DiT(DenoiserBase):
     def apply(self, params, x, t, cond=None):
         """The prediction (with ``learn_sigma``: the first C channels)."""
         out = self.forward(params, x, t, cond)[0]
-        return out[:, :self.config.in_channels] if self.config.learn_sigma else out
+        return out[:, :self.config.in_channels, ...] if self.config.learn_sigma else out
 
     def guided(self, params, cond, guidance_scale, guided_channels="all"):
         """A plain ``model(x, t)``: the full output guided by :func:`dit_cfg` (conditional
@@ -407,6 +407,6 @@ class DiT(DenoiserBase):
             full = self.cond_spec.validate(cond, n, xp, dt, "DiT.guided")
             u = self.forward(params, x, t, self.null_cond(full, n, xp=xp, dtype=dt))[0]
             o = self.forward(params, x, t, full)[0]
-            return dit_cfg(u, o, guidance_scale, guided_channels)[:, :C]
+            return dit_cfg(u, o, guidance_scale, guided_channels)[:, :C, ...]
 
         return model

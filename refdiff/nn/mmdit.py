@@ -131,8 +131,8 @@ def joint_block_forward(P, pre, ctx, x, s, text_mask, *, heads: int, pre_only: b
     q, k, v = (split_heads(qkv[..., i * D:(i + 1) * D], heads) for i in range(3))  # (N, H, L + T, d)
     o, c_a = attention_forward(q, k, v, mask)
     o = merge_heads(o)  # (N, L + T, D)
-    x_out, c_x = _post_attn(P, pre + ".x", x, o[:, L:], ch_x)
-    c_out, c_c = (None, None) if pre_only else _post_attn(P, pre + ".c", ctx, o[:, :L], ch_c)
+    x_out, c_x = _post_attn(P, pre + ".x", x, o[:, L:, :], ch_x)
+    c_out, c_c = (None, None) if pre_only else _post_attn(P, pre + ".c", ctx, o[:, :L, :], ch_c)
     return (c_out, x_out), (c_pc, c_px, c_a, c_x, c_c, L, heads)
 
 
@@ -149,8 +149,8 @@ def joint_block_backward(G, P, pre, dctx_out, dx_out, cache):
     do = xp.concat([doc, dox], axis=1)
     dq, dk, dv = (merge_heads(g) for g in attention_backward(split_heads(do, heads), c_a))
     dqkv = xp.concat([dq, dk, dv], axis=2)  # (N, L + T, 3D)
-    dxa, ds_x = _pre_attn_b(G, P, pre + ".x", dqkv[:, L:], rest_x, c_px)
-    dca, ds_c = _pre_attn_b(G, P, pre + ".c", dqkv[:, :L], rest_c, c_pc)
+    dxa, ds_x = _pre_attn_b(G, P, pre + ".x", dqkv[:, L:, :], rest_x, c_px)
+    dca, ds_c = _pre_attn_b(G, P, pre + ".c", dqkv[:, :L, :], rest_c, c_pc)
     return dctx + dca, dx + dxa, ds_x + ds_c
 
 
@@ -252,7 +252,7 @@ class MMDiT(DenoiserBase):
             raise ValueError(f"MMDiT: the prompt has L = {L} tokens, the position table has "
                              f"max_text_len = {self.config.max_text_len} rows")
         e_flat, c_e = embedding_forward(xp.reshape(ids, (N * L,)), params["tok_emb"])
-        e = xp.reshape(e_flat, (N, L, -1)) + params["tok_pos"][None, :L]  # (N, L, D_t)
+        e = xp.reshape(e_flat, (N, L, -1)) + params["tok_pos"][None, :L, :]  # (N, L, D_t)
         m = xp.astype(mask, e.dtype)[:, :, None]  # (N, L, 1)
         cnt = xp.sum(m, axis=1)  # (N, 1)
         pool = xp.sum(e * m, axis=1) / cnt  # (N, D_t)
@@ -276,7 +276,7 @@ class MMDiT(DenoiserBase):
                                          "MMDiT.forward")
         tok, p_cache = patchify_forward(x, c.patch)
         h, c_x = tok_linear_forward(params, "x_embed", tok)  # (N, T, D)
-        h = h + xp.asarray(sincos_pos_embed_2d(c.width, c.image_size // c.patch), dtype=h.dtype)[None]
+        h = h + xp.asarray(sincos_pos_embed_2d(c.width, c.image_size // c.patch), dtype=h.dtype)[None, ...]
         ctx, pool, c_txt = self._text(params, cond)
         f, _ = self._embed_time(t, c.freq_dim)
         te, c_te = self._mlp2(params, "t_embed", f)
