@@ -17,6 +17,13 @@ space to the held-out test digits, for the teacher and for the student at 1, 2, 
 Writes ``lcm_digits.png`` and ``lcm_digits.json``.
 
     OPENBLAS_NUM_THREADS=1 python examples/lcm_digits.py --out docs/figures
+
+Measured (seed 0; classifier held-out accuracy 0.983; 7.5 min wall on 2 cores shared with other
+jobs): teacher (25 DPM-Solver++(2M) steps, 50 network calls) accuracy 1.000, Frechet 38.9; LCM
+(v-prediction) at 1 / 2 / 4 steps accuracy 1.000 / 1.000 / 0.998, Frechet 50.9 / 49.1 / 62.7.  The
+one-step samples of one digit look alike (less diversity: Frechet above the teacher's).  With
+``--prediction epsilon`` (same budget): accuracy 0.158 / 0.844 / 0.996, Frechet 598 / 137 / 32
+(teacher 66): one-step samples are noise, MATH.md section 18.6.
 """
 
 from __future__ import annotations

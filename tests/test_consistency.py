@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from refdiff.consistency import (cm_adaptive_ema, cm_curriculum, curriculum_stages, cm_fixed_point, cm_karras_sigmas, cm_noise_input,
+from refdiff.consistency import (cm_adaptive_ema, cm_curriculum, cm_fixed_point, cm_karras_sigmas, cm_noise_input,
+                                 curriculum_stages,
                                  cm_scalings, consistency_sample, ict_loss_weights, ict_noise_probs, ideal_consistency)
 from refdiff.consistency_training import (LevelLinear, cd_pair, cm_backward, cm_forward, consistency_loss_fn, ct_pair,
                                           pseudo_huber, pseudo_huber_grad)
@@ -131,11 +132,15 @@ def test_fixed_points_orders_one_and_two():
     assert err["ct"][0] > 0.2
 
 
-@pytest.mark.parametrize("mode,solver,rule,tol", [("ct", "euler", "ct", 0.03), ("cd", "euler", "cd_euler", 1e-8),
-                                                  ("cd", "ddim", "ct", 1e-8), ("cd", "heun", "cd_heun", 1e-8)])
-def test_per_level_linear_student_converges_to_the_fixed_point(mode, solver, rule, tol):
+@pytest.mark.parametrize("mode,solver,rule,tol,mu", [("ct", "euler", "ct", 0.03, None),
+                                                     ("ct", "euler", "ct", 0.03, 0.9),
+                                                     ("cd", "euler", "cd_euler", 1e-8, None),
+                                                     ("cd", "ddim", "ct", 1e-8, None),
+                                                     ("cd", "heun", "cd_heun", 1e-8, None)])
+def test_per_level_linear_student_converges_to_the_fixed_point(mode, solver, rule, tol, mu):
     """MATH.md (18.9), (18.12), (18.13), (18.14): a per-level linear student trained by the
-    generic loop (stop-gradient target, iCT style) on Gaussian data N(0, 0.25) with N = 10 converges
+    generic loop (stop-gradient target, iCT style, or an EMA target mu = 0.9: the same fixed point) on
+    Gaussian data N(0, 0.25) with N = 10 converges
     to the closed-form fixed point of its objective (CT: Monte-Carlo noise, tolerance 3 %; CD with
     the exact teacher has a zero-residual minimiser, reached to 1e-8), not to the exact map
     (which differs by > 20 % at the top level)."""
@@ -143,12 +148,13 @@ def test_per_level_linear_student_converges_to_the_fixed_point(mode, solver, rul
     s = cm_karras_sigmas(N)
     g = GaussianData(np.zeros(1), d)
     net = LevelLinear(s, 1)
-    loss = consistency_loss_fn(net, s, mode=mode, solver=solver, target=None,
+    loss = consistency_loss_fn(net, s, mode=mode, solver=solver, target=None if mu is None else "target",
                                teacher=lambda x, sig: g.x0_mean(x, 1.0, sig))
     steps, n = (3000, 2048) if mode == "ct" else (1500, 256)  # CD's minimiser has zero residual: no noise floor
-    st = init_state({"params": net.init_params()}, {"params": True}, np.random.default_rng(0), steps)
+    groups = {"params": net.init_params()} if mu is None else {"params": net.init_params(), "target": net.init_params()}
+    st = init_state(groups, {"params": True}, np.random.default_rng(0), steps)
     st = fit(loss, st, lambda r: r.standard_normal((n, 1)) * math.sqrt(d), steps=steps, trainable={"params": True},
-             lr=0.05, lr_decay="cosine", progress=False)
+             lr=0.05, lr_decay="cosine", progress=False, ema=None if mu is None else {"target": ("params", mu, False)})
     cs, co, ci = cm_scalings(s)
     k = cs + co * ci * st.groups["params"]["a"][:, 0]
     kf, ke = cm_fixed_point(d, s, rule), cm_fixed_point(d, s, "exact")

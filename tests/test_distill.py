@@ -109,3 +109,55 @@ def test_bad_input_errors():
         lcm_loss_fn(st, None, sched, omega_range=(0.0, 1.0), metric="pseudo_huber", huber_c=0)
     with pytest.raises(ValueError, match="must divide"):
         pd_grid(np.linspace(1, 0, 9), 3)
+
+
+class _IdealLCM:
+    """The exact LCM consistency function of 1-D Gaussian data N(0, d) as a 'network' predicting x0:
+    f*(x, tau_n) = prod_{j <= n} m_j x, m_j the exact-teacher DDIM multiplier from tau_j to
+    max(tau_j - k, 0); out = (f* - c_skip x)/c_out (0 at timestep 0, where c_out = 0)."""
+
+    def __init__(self, sched, d, n_solver):
+        from refdiff.samplers.lcm import lcm_boundary
+
+        ab = np.asarray(sched.alpha_bars)
+        T = len(ab)
+        taus, k = lcm_solver_timesteps(T, n_solver), T // n_solver
+        mult, cum = {0: 1.0}, 1.0
+        for tau in taus:
+            a, a2 = ab[tau], ab[max(tau - k, 0)]
+            x0 = math.sqrt(a) * d / (a * d + 1 - a)  # posterior-mean multiplier
+            eps = (1 - math.sqrt(a) * x0) / math.sqrt(1 - a)
+            cum *= math.sqrt(a2) * x0 + math.sqrt(1 - a2) * eps
+            mult[int(tau)] = cum
+        self.mult, self.bd = mult, lcm_boundary
+
+    def forward(self, params, x, t, cond=None):
+        out = np.zeros_like(x)
+        for i, tt in enumerate(np.asarray(t).astype(int)):
+            cs, co = self.bd(int(tt))
+            out[i] = 0.0 if co == 0 else (self.mult[int(tt)] * x[i] - cs * x[i]) / co
+        return out, None
+
+    def backward(self, params, cache, dout):
+        return {"w": np.zeros(1)}, None
+
+
+def test_lcm_loss_vanishes_at_the_exact_consistency_function():
+    """MATH.md (18.25), (18.27): with the exact Gaussian teacher, the composition of the skipping
+    DDIM steps down to timestep 0 is self-consistent, so the LCM loss of the student equal to it is
+    zero (to round-off) for every sampled pair; a student one grid step off is not."""
+    sched = refdiff.make_schedule("linear", 1000)
+    g = GaussianData(np.zeros(1), 0.3)
+    ab = np.asarray(sched.alpha_bars)
+    teacher = lambda x, t, y: g.eps(x, np.sqrt(ab[t]), np.sqrt(1 - ab[t]))
+    st = _IdealLCM(sched, 0.3, 50)
+    st.omega_range = (0.0, 4.0)
+    lf = lcm_loss_fn(st, teacher, sched, student_prediction_type="sample", target="params")
+    batch = (np.random.default_rng(0).standard_normal((256, 1)) * math.sqrt(0.3), None)
+    loss, _ = lf({"params": {"w": np.zeros(1)}}, batch, np.random.default_rng(1))
+    assert loss < 1e-24
+    off = _IdealLCM(sched, 0.3, 50)
+    off.mult = {k: off.mult.get(k + 20, v) for k, v in off.mult.items()}
+    off.omega_range = (0.0, 4.0)
+    lf = lcm_loss_fn(off, teacher, sched, student_prediction_type="sample", target="params")
+    assert lf({"params": {"w": np.zeros(1)}}, batch, np.random.default_rng(1))[0] > 1e-8  # ~3e-6
