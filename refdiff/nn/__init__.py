@@ -36,7 +36,7 @@ def config_from_dict(config_dict: dict):
         return DiTConfig.from_dict(config_dict)
     if arch == "mmdit":
         return MMDiTConfig.from_dict(config_dict)
-    raise ValueError(f"unknown arch {arch!r}; valid: 'mlp', 'unet'")
+    raise ValueError(f"unknown arch {arch!r}; valid: 'mlp', 'unet', 'dit', 'mmdit'")
 
 
 def build_model(config_dict: dict):
