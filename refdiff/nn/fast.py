@@ -51,7 +51,12 @@ __all__ = [
 
 # How 3x3 stride-1 pad-1 convolutions with C >= 2 are computed: "f43" (Winograd F(4x4,
 # 3x3), MATH.md (23.2)), "f23" (F(2x2, 3x3)) or "direct" (the column-matrix product).
-_CONV3X3 = {"method": "f43"}
+# The default is "direct" because it measured faster for the default U-Net (8x8, 4x4
+# images, 32-64 channels) on the 2-core test VM: training step 405 ms against 468 ms
+# (F(4,3)) and 570 ms (F(2,3)) at batch 128, one thread (benchmarks/bench_unet_train.py,
+# benchmarks/results/cpu-2026-11-30); on CuPy the ~200 small transform operations per
+# Winograd convolution would add kernel launches to a launch-bound step.
+_CONV3X3 = {"method": "direct"}
 _CONV3X3_METHODS = {"f43": 4, "f23": 2, "direct": None}
 
 
