@@ -255,7 +255,8 @@ def _flat_step_out(b, P, G, M, V, b1, b2, bc1, bc2, lr, eps, wd):
         if b.mask is None:
             P *= 1.0 - lr * wd
         else:
-            ns.multiply(P, 1.0 - lr * wd, out=P, where=b.mask)
+            ns.multiply(P, 1.0 - lr * wd, out=t1)
+            ns.copyto(P, t1, where=b.mask)  # (CuPy ufuncs take no where=; copyto does)
     ns.divide(V, bc2, out=t1)
     ns.sqrt(t1, out=t1)
     t1 += eps
