@@ -51,11 +51,14 @@ __all__ = [
 
 # How 3x3 stride-1 pad-1 convolutions with C >= 2 are computed: "f43" (Winograd F(4x4,
 # 3x3), MATH.md (23.2)), "f23" (F(2x2, 3x3)) or "direct" (the column-matrix product).
-# The default is "direct" because it measured faster for the default U-Net (8x8, 4x4
-# images, 32-64 channels) on the 2-core test VM: training step 405 ms against 468 ms
-# (F(4,3)) and 570 ms (F(2,3)) at batch 128, one thread (benchmarks/bench_unet_train.py,
-# benchmarks/results/cpu-2026-11-30); on CuPy the ~200 small transform operations per
-# Winograd convolution would add kernel launches to a launch-bound step.
+# The default is "direct" because F(4,3) did not measure faster for the default U-Net
+# (8x8 and 4x4 images, 32-64 channels) on the 2-core test VM: whole training step at batch
+# 128, one thread, three runs at load 3-13: F(4,3) 468 / 138 / 256 ms against direct
+# 405 / 143 / 250 ms (equal within the noise), and per layer (fwd + bwd, 32 -> 32
+# channels, 8x8, batch 128) 12.0 against 6.5 ms (benchmarks/bench_unet_train.py,
+# benchmarks/results/cpu-2026-11-30).  The direct method also keeps float32 rounding
+# (MATH.md (23.5)) and, on CuPy, avoids the ~200 small transform operations per
+# Winograd convolution that a launch-bound GPU step would pay for.
 _CONV3X3 = {"method": "direct"}
 _CONV3X3_METHODS = {"f43": 4, "f23": 2, "direct": None}
 

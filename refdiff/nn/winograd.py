@@ -64,7 +64,8 @@ def _float_matrices(m: int):
 
 
 def _mix(T, get, n_in):
-    """``[sum_a T[i][a] get(a) for i]`` skipping zeros and multiplying by +-1 for free."""
+    """``[sum_a T[i][a] get(a) for i]`` skipping zeros and +-1 multiplications, each sum
+    accumulated in place in one new array."""
     out = []
     for row in T:
         acc = None
@@ -73,8 +74,14 @@ def _mix(T, get, n_in):
             if c == 0.0:
                 continue
             s = get(a)
-            term = s if c == 1.0 else (-s if c == -1.0 else c * s)
-            acc = term if acc is None else acc + term
+            if acc is None:
+                acc = s * c  # a new array (times 1.0 or -1.0 is exact), then updated in place
+            elif c == 1.0:
+                acc += s
+            elif c == -1.0:
+                acc -= s
+            else:
+                acc += c * s
         out.append(acc)
     return out
 
