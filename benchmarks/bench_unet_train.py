@@ -14,6 +14,12 @@ gradients to float32 rounding).
     python benchmarks/bench_unet_train.py --profile       # cProfile of the refdiff step
     python benchmarks/bench_unet_train.py --layers reference   # the U-Net on the reference
                                                           # layers instead of refdiff.nn.fast
+    python benchmarks/bench_unet_train.py --variants f43,direct   # a subset of the table
+
+By default every variant is timed in one table: the tuned path with Winograd F(4x4,3x3)
+("f43", the default of refdiff.nn.fast), F(2x2,3x3) ("f23"), the direct column-matrix
+convolution ("direct"), and the reference layers ("reference"), each against PyTorch in
+alternating rounds; the machine's load average is printed with it.
 
 PyTorch is needed only here: ``pip install torch==2.13.0``.
 """
@@ -41,8 +47,10 @@ def parse():
     ap.add_argument("--repeats", type=int, default=3, help="alternating timing rounds; the best median is kept")
     ap.add_argument("--profile", action="store_true", help="print the top of a cProfile of the refdiff step")
     ap.add_argument("--base-channels", type=int, default=None)
-    ap.add_argument("--layers", choices=("fast", "reference"), default="fast",
-                    help="run the U-Net on the tuned layers (refdiff.nn.fast, the default) or the reference ones")
+    ap.add_argument("--layers", choices=("fast", "reference", "all"), default="all",
+                    help="time the tuned layers (refdiff.nn.fast, F(4,3)), the reference ones, or every variant "
+                         "(F(4,3), F(2,3), direct, reference; the default)")
+    ap.add_argument("--variants", default=None, help="comma-separated subset of f43,f23,direct,reference")
     return ap.parse_args()
 
 
@@ -164,6 +172,23 @@ def torch_unet(torch, model):
 
 
 # ----------------------------------------------------------------------- main
+VARIANTS = ("f43", "f23", "direct", "reference")
+
+
+def set_variant(name, saved):
+    """Point the U-Net at the tuned layers with 3x3 method ``name`` ("f43", "f23",
+    "direct") or at the reference layers ("reference"); ``saved`` keeps the tuned ones."""
+    from refdiff.nn import blocks, fast, unet, unet_blocks
+
+    for mod, attrs in saved.items():
+        for k, v in attrs.items():
+            setattr(mod, k, v)
+    if name == "reference":
+        use_reference_layers()
+    else:
+        fast.set_conv3x3(name)
+
+
 def main():
     args = parse()
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -171,12 +196,14 @@ def main():
     import numpy as np
     import torch
 
-    from refdiff.nn import UNet, UNetConfig
-    from refdiff.nn.optim import adam_init, adam_update
+    from refdiff.nn import UNet, UNetConfig, blocks, unet, unet_blocks
+    from refdiff.nn.optim import FlatAdam, adam_init
 
     torch.set_num_threads(args.threads)
-    if args.layers == "reference":
-        use_reference_layers()
+    variants = VARIANTS if args.layers == "all" else (("reference",) if args.layers == "reference" else ("f43",))
+    if args.variants:
+        variants = tuple(args.variants.split(","))
+    saved = {mod: dict(vars(mod)) for mod in (blocks, unet, unet_blocks)}
     cfg = UNetConfig() if args.base_channels is None else UNetConfig(base_channels=args.base_channels)
     model = UNet(cfg)
     rng = np.random.default_rng(0)
@@ -188,14 +215,15 @@ def main():
     eps = rng.standard_normal(x.shape).astype(np.float32)
     t = rng.integers(0, 1000, N)
 
-    # ---- refdiff step
+    # ---- refdiff step (the Adam update as fit runs it: FlatAdam in place)
     state = {"P": P, "S": adam_init(P)}
+    flat = FlatAdam(inplace=True)
 
     def refdiff_step():
         out, cache = model.forward(state["P"], x, t)
         dout = (2.0 / out.size) * (out - eps)  # d/d out of mean((out - eps)^2)
         G, _ = model.backward(state["P"], cache, dout)
-        state["P"], state["S"] = adam_update(state["P"], G, state["S"], lr=1e-4)
+        state["P"], state["S"] = flat.update(state["P"], G, state["S"], lr=1e-4)
 
     # ---- torch step
     fwd = torch_unet(torch, model)
@@ -210,40 +238,59 @@ def main():
         opt.step()
 
     # ---- same function?  (float32 rounding: relative error ~1e-5)
-    out, cache = model.forward(P, x, t)
-    G, _ = model.backward(P, cache, (2.0 / out.size) * (out - eps))
     tout = fwd(TP, tx, tt)
     torch.mean((tout - teps) ** 2).backward()
     rel = lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b))  # noqa: E731
-    err_out = rel(out, tout.detach().numpy())
-    err_g = max(rel(G[k], TP[k].grad.numpy()) for k in P)
+    errs = {}
+    for v in variants:
+        set_variant(v, saved)
+        out, cache = model.forward(P, x, t)
+        G, _ = model.backward(P, cache, (2.0 / out.size) * (out - eps))
+        errs[v] = (rel(out, tout.detach().numpy()), max(rel(G[k], TP[k].grad.numpy()) for k in P))
     for v in TP.values():
         v.grad = None
 
-    # ---- timing: alternate rounds so both see the same machine load
+    # ---- timing: alternate rounds so every variant and torch see the same machine load
+    load0 = os.getloadavg()
+    for v in variants:
+        set_variant(v, saved)
+        for _ in range(args.warmup):
+            refdiff_step()
     for _ in range(args.warmup):
-        refdiff_step()
         torch_step()
-    best = {"refdiff": float("inf"), "torch": float("inf")}
+    times = {name: [] for name in variants + ("torch",)}
     for _ in range(args.repeats):
-        for name, step in (("refdiff", refdiff_step), ("torch", torch_step)):
-            ms = statistics.median(_time(step) * 1e3 for _ in range(args.steps))
-            best[name] = min(best[name], ms)
+        for name in variants + ("torch",):
+            if name != "torch":
+                set_variant(name, saved)
+            step = torch_step if name == "torch" else refdiff_step
+            times[name].append(statistics.median(_time(step) * 1e3 for _ in range(args.steps)))
+    load1 = os.getloadavg()
 
     flops = 3 * unet_forward_flops(model, N)
     peak = matmul_peak_gflops(np)
     print(f"U-Net {model.num_params()} params, batch {N}, {args.threads} threads, "
-          f"numpy {np.__version__}, torch {torch.__version__}, refdiff layers: {args.layers}")
-    print(f"same function: rel. error output {err_out:.1e}, worst parameter gradient {err_g:.1e}")
-    print(f"FLOPs per training step (3 x forward {flops / 3 / 1e9:.3f} GFLOP): {flops / 1e9:.3f} GFLOP")
-    print(f"float32 matmul peak (np.matmul 2048^3): {peak:.1f} GFLOP/s")
-    print(f"{'':10s} {'ms/step':>9s} {'GFLOP/s':>9s} {'% peak':>7s}")
-    for name in ("refdiff", "torch"):
-        g = flops / best[name] / 1e6
-        print(f"{name:10s} {best[name]:9.1f} {g:9.1f} {100 * g / peak:6.1f}%")
-    print(f"ratio refdiff/torch: {best['refdiff'] / best['torch']:.2f}")
+          f"numpy {np.__version__}, torch {torch.__version__}, {os.cpu_count()} cores")
+    print(f"load average (1, 5, 15 min) before timing {load0[0]:.1f} {load0[1]:.1f} {load0[2]:.1f}, "
+          f"after {load1[0]:.1f} {load1[1]:.1f} {load1[2]:.1f}")
+    print(f"FLOPs per training step (3 x forward {flops / 3 / 1e9:.3f} GFLOP): {flops / 1e9:.3f} GFLOP; "
+          f"float32 matmul peak (np.matmul 2048^3): {peak:.1f} GFLOP/s")
+    print(f"{args.repeats} alternating rounds of {args.steps} steps; ms/step = the best round's median "
+          f"(range over rounds); ratio = best / torch's best (range of per-round ratios)")
+    print(f"| variant | ms/step | range | GFLOP/s | % peak | ratio to torch | per-round ratios | "
+          f"rel. err. out / worst grad vs torch |")
+    print("|---|---|---|---|---|---|---|---|")
+    tb = min(times["torch"])
+    for name in variants + ("torch",):
+        b = min(times[name])
+        g = flops / b / 1e6
+        rr = [a / c for a, c in zip(times[name], times["torch"])]
+        err = f"{errs[name][0]:.1e} / {errs[name][1]:.1e}" if name in errs else "-"
+        print(f"| {name} | {b:.1f} | {min(times[name]):.1f}-{max(times[name]):.1f} | {g:.1f} | "
+              f"{100 * g / peak:.1f}% | {b / tb:.2f} | {min(rr):.2f}-{max(rr):.2f} | {err} |")
 
     if args.profile:
+        set_variant(variants[0], saved)
         pr = cProfile.Profile()
         pr.enable()
         for _ in range(args.steps):

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .nn.optim import adam_init, adam_update, clip_grad_norm, cosine_lr, ema_decay_warmup, ema_update, global_norm, warmup_lr
+from .nn.optim import FlatAdam, adam_init, adam_update, clip_grad_norm, cosine_lr, ema_decay_warmup, ema_update, global_norm, warmup_lr
 
 __all__ = ["FitState", "fit", "init_state", "train_digit_classifier", "trainable_keys", "decayed_keys", "adam_step", "save_fit", "load_fit"]
 
@@ -148,7 +148,7 @@ def decayed_keys(groups: dict, keys, rule="matrices") -> set:
     raise ValueError(f"decay must be 'matrices', 'all' or a callable (group, key, array) -> bool, got {rule!r}")
 
 
-def adam_step(groups, grads, opt, keys, decayed, *, lr, betas, weight_decay):
+def adam_step(groups, grads, opt, keys, decayed, *, lr, betas, weight_decay, flat=None):
     """One AdamW step (14.11)-(14.12) on the ``keys`` (``"group/key"``) only, MATH.md
     (14.20), with decay on ``decayed`` only, MATH.md (14.21); every other parameter and its moments are
     returned as they were.  Returns ``(groups, opt)`` (new dicts).
@@ -171,25 +171,43 @@ def adam_step(groups, grads, opt, keys, decayed, *, lr, betas, weight_decay):
         Adam's (beta1, beta2).
     weight_decay : float
         The decoupled (AdamW) weight-decay coefficient for the names in ``decayed``.
+    flat : FlatAdam, None or False
+        A :class:`refdiff.nn.optim.FlatAdam` kept between steps (its buffers are reused), None
+        for a fresh one, or False for the per-key reference update.
 
     Returns
     -------
     groups, opt : dict, dict
         New dicts with the updated parameters and moments and ``opt["step"]`` increased by 1.
+
+    The update is :class:`refdiff.nn.optim.FlatAdam` (one fused update over flat buffers,
+    bit-identical to :func:`refdiff.nn.optim.adam_update` per key); ``flat``: a
+    ``FlatAdam`` kept between steps (as :func:`fit` does) so that its flat buffers are
+    reused instead of gathered again; ``flat=False`` runs the per-key reference.
     """
     new_groups = {g: dict(p) for g, p in groups.items()}
     new_opt = dict(opt)
-    for subset, wd in ((sorted(set(keys) & decayed), weight_decay), (sorted(set(keys) - decayed), 0.0)):
-        if not subset:
-            continue
-        p = {n: groups[n.partition("/")[0]][n.partition("/")[2]] for n in subset}
-        sub = {"step": opt["step"], **{f"{m}/{n}": opt[f"{m}/{n}"] for n in subset for m in "mv"}}
-        p, sub = adam_update(p, {n: grads[n] for n in subset}, sub, lr=lr, betas=betas, weight_decay=wd,
-                             decoupled=True)
-        for n, v in p.items():
-            g, _, k = n.partition("/")
-            new_groups[g][k] = v
-        new_opt.update(sub)
+    keys = list(keys)
+    p = {n: groups[n.partition("/")[0]][n.partition("/")[2]] for n in keys}
+    sub = {"step": opt["step"], **{f"{m}/{n}": opt[f"{m}/{n}"] for n in keys for m in "mv"}}
+    g = {n: grads[n] for n in keys}
+    if flat is False:
+        parts = ((sorted(set(keys) & decayed), weight_decay), (sorted(set(keys) - decayed), 0.0))
+        new_p = {}
+        for subset, wd in parts:
+            if subset:
+                q, s = adam_update({n: p[n] for n in subset}, {n: g[n] for n in subset},
+                                   {"step": opt["step"], **{f"{m}/{n}": sub[f"{m}/{n}"] for n in subset for m in "mv"}},
+                                   lr=lr, betas=betas, weight_decay=wd, decoupled=True)
+                new_p.update(q)
+                new_opt.update(s)
+    else:
+        new_p, s = (flat or FlatAdam()).update(p, g, sub, lr=lr, betas=betas, weight_decay=weight_decay,
+                                                decoupled=True, decayed=decayed)
+        new_opt.update(s)
+    for n, v in new_p.items():
+        gr, _, k = n.partition("/")
+        new_groups[gr][k] = v
     new_opt["step"] = opt["step"] + 1
     return new_groups, new_opt
 
@@ -323,6 +341,7 @@ def fit(loss_fn, state: FitState, next_batch, *, steps, trainable, ema=None, lr=
         if any(n.startswith(target + "/") for n in keys):
             raise ValueError(f"group {target!r} is an EMA target and cannot also be trainable")
     last_saved, where = None, None
+    flat = FlatAdam(inplace=True)  # its flat buffers, updated in place from one update to the next
     bar = tqdm(total=steps, initial=state.step, disable=not progress, desc=desc, dynamic_ncols=True)
     try:
         for step in range(state.step, steps):
@@ -337,7 +356,7 @@ def fit(loss_fn, state: FitState, next_batch, *, steps, trainable, ema=None, lr=
                 _stop("gradient norm", norm, step, last_saved, where)
             state.groups, state.opt = adam_step(state.groups, g, state.opt, keys, decayed, betas=betas,
                                                 lr=_lr(step, lr, steps, warmup_steps, lr_decay),
-                                                weight_decay=weight_decay)
+                                                weight_decay=weight_decay, flat=flat)
             for target, (source, d, warm) in (ema or {}).items():
                 d = ema_decay_warmup(step, d) if warm else d
                 moving = [k for k in state.groups[source] if f"{source}/{k}" in keys]  # frozen keys stay equal

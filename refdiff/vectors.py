@@ -721,6 +721,50 @@ def _latent_text_cases(rng):
                       "respect to the unnormalised embeddings and log_temp",
                       {"log_temp": 0.5}, {"img_emb": _f64(u), "txt_emb": _f64(v)},
                       {"loss": _f64([loss]), "dimg_emb": _f64(du), "dtxt_emb": _f64(dv), "dlog_temp": _f64([dlt])}))
+
+
+def _dit_cases(rng):
+    """DiT conventions, MATH.md (20.1), (20.2), (20.4), (20.8)."""
+    from .nn import dit as Dm
+    from .nn.layers import patchify_forward
+
+    cases = []
+    pos = {f"D{D}_grid{g}": Dm.sincos_pos_embed_2d(D, g) for D, g in ((16, 4), (8, 2), (32, 3))}
+    cases.append(Case("dit_pos_embed", "refdiff.nn.dit.sincos_pos_embed_2d",
+                      "the release's fixed 2-D sin-cos table (T = grid^2, D): token k = i grid + j; channels [0, D/4) "
+                      "sin(j w), [D/4, D/2) cos(j w), [D/2, 3D/4) sin(i w), [3D/4, D) cos(i w), w_m = 10000^(-m/(D/4)): "
+                      "the COLUMN index j in the first half (meshgrid(grid_w, grid_h))", {}, {}, pos, SPECIAL))
+    img = np.arange(2 * 3 * 4 * 4, dtype=np.float64).reshape(2, 3, 4, 4)
+    wconv = np.arange(5 * 3 * 2 * 2, dtype=np.float64).reshape(5, 3, 2, 2)
+    cases.append(Case("dit_patchify", "refdiff.nn.layers.patchify_forward, refdiff.nn.dit.patch_embed_weight_from_conv",
+                      "index maps: the flat NCHW index of every image entry at its (n, token, feature) place, patch 2 "
+                      "(tokens raster order, features (u, v, c) with c fastest: DiT's unpatchify order), and the flat "
+                      "(D, C, p, p) index of the conv patch-embedding kernel at its (p p C, D) place of the linear form",
+                      {"patch": 2}, {"image_index": img, "conv_weight_index": wconv},
+                      {"tokens": _np(patchify_forward(img, 2)[0]), "linear_weight": _np(Dm.patch_embed_weight_from_conv(wconv))},
+                      EXACT))
+    D, heads = 8, 2
+    P = {}
+    Dm.dit_block_init(P, "blk", D, heads, 2.0, np.random.default_rng(0))
+    P = {k: 0.5 * rng.standard_normal(v.shape) for k, v in P.items()}
+    x, s = rng.standard_normal((2, 4, D)), rng.standard_normal((2, D))
+    out = _np(Dm.dit_block_forward(P, "blk", x, s, heads=heads)[0])
+    Z = {**P, "blk.ada.w": np.zeros_like(P["blk.ada.w"]), "blk.ada.b": np.zeros_like(P["blk.ada.b"])}
+    cases.append(Case("dit_block", "refdiff.nn.dit.dit_block_forward",
+                      "one adaLN-Zero block, width 8, 2 heads, MLP width 16 (tanh GELU), LayerNorm without affine eps "
+                      "1e-6; ada (D, 6D) chunks shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp of s W + b; "
+                      "weights are (in, out) (x @ W); qkv fused (D, 3D) with q, k, v column blocks, heads contiguous. "
+                      "'out_zero_ada' = the block with ada = 0 (adaLN-Zero init): the identity",
+                      {"heads": heads, "ln_eps": Dm.LN_EPS}, {"x": x, "s": s, **{k.replace("blk.", ""): v for k, v in P.items()}},
+                      {"out": out, "out_zero_ada": _np(Dm.dit_block_forward(Z, "blk", x, s, heads=heads)[0])}))
+    u, c = rng.standard_normal((2, 8, 4, 4)), rng.standard_normal((2, 8, 4, 4))
+    cases.append(Case("dit_cfg", "refdiff.nn.dit.dit_cfg",
+                      "CFG of a learned-sigma DiT output (4 latent channels + 4 variance channels), scale 4: "
+                      "'all' guides all 8 channels; 'latent' the 4 prediction channels (diffusers' DiTPipeline); "
+                      "'release_3ch' channels 0..2 only (the release's forward_with_cfg); unguided channels = out_cond",
+                      {"guidance_scale": 4.0}, {"out_uncond": u, "out_cond": c},
+                      {"all": _np(Dm.dit_cfg(u, c, 4.0)), "latent": _np(Dm.dit_cfg(u, c, 4.0, 4)),
+                       "release_3ch": _np(Dm.dit_cfg(u, c, 4.0, 3))}))
     return cases
 
 
@@ -741,7 +785,8 @@ def build_cases(seed: int = 20240601) -> list:
     return (_schedule_cases() + _forward_cases(rng) + _elbo_cases(rng) + _guidance_cases(rng) + _step_cases(rng)
             + _trajectory_cases(rng) + _library_cases(rng) + _new_library_cases(rng)
             + _fastgen_cases(np.random.default_rng([seed, 16])) + _editing_cases(rng) + _adapter_cases(rng)
-            + _latent_text_cases(np.random.default_rng(seed + 21)))
+            + _latent_text_cases(np.random.default_rng(seed + 21))
+            + _dit_cases(np.random.default_rng([seed, 17])))
 
 
 def _editing_cases(rng):

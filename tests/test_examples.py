@@ -33,9 +33,11 @@ FIGURE_SCRIPTS = {
                        "editing_digits_outpaint.png",
                        "editing_digits.json"],
     "toy_sd": ["toy_sd_prompts.png", "toy_sd_guidance.png", "toy_sd_clip_adversarial.png", "toy_sd.json"],
+    "dit_digits": ["dit_digits.png", "dit_digits.json", "dit_digits.md"],
 }
 # scripts that write no figures (they print numbers); run by their own tests below or elsewhere
 OTHER_SCRIPTS = {"mixture_floor", "verify_other_framework", "one_denoising_step"}
+OTHER_SCRIPTS |= {"dit_mixture_floor", "dit_mmdit_captions"}
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -141,3 +143,27 @@ def test_one_denoising_step_by_hand_equals_ddpm_step(capsys):
         assert mod.main(["--t", str(t)]) < 1e-12
     printed = capsys.readouterr().out
     assert "eps_hat" in printed and "x_{t-1}" in printed and printed.count("=") > 20
+
+
+def test_dit_mixture_floor_runs_tiny(tmp_path):
+    """examples/dit_mixture_floor.py --tiny: a few updates; no model beats the exact floor
+    E||eps - E[eps|x_t]||^2 of the template mixture (MATH.md (14.18)), and the untrained-ish model is
+    near the zero model's loss."""
+    mod = _load("dit_mixture_floor")
+    out = mod.main(["--tiny", "--out", str(tmp_path)])
+    assert (tmp_path / "dit_mixture_floor.json").exists()
+    assert out["mse_raw"] > out["floor"] and out["mse_ema"] > out["floor"]
+
+
+def test_dit_mmdit_captions_runs_tiny(tmp_path):
+    """examples/dit_mmdit_captions.py --tiny trains both text-conditioned models a few steps and writes
+    its table; adherence is a fraction in [0, 1]; the grammar pads plain captions (mask False)."""
+    mod = _load("dit_mmdit_captions")
+    import numpy as np
+
+    c = mod.captions(np.array([3, 3]), np.array([0, 1]))
+    assert c["tokens"].tolist() == [[0, 4, 0], [0, 11, 4]] and c["token_mask"].tolist() == [[True, True, False],
+                                                                                              [True, True, True]]
+    rows = mod.main(["--tiny", "--out", str(tmp_path)])
+    assert (tmp_path / "dit_mmdit_captions.md").exists()
+    assert all(0.0 <= r["adherence_seen"] <= 1.0 for r in rows)

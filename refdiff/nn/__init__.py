@@ -20,7 +20,11 @@ from .lora_model import *  # noqa: F401,F403  (LoRA on a whole network)
 from .controlnet import ControlNet, control_keep, controlled_backward, controlled_forward, controlled_model, controlnet_scales
 from .t2i_adapter import T2IAdapter, adapter_keep, t2i_model
 
+from .dit import DiT, DiTConfig
+from .mmdit import MMDiT, MMDiTConfig
+
 __all__ = ["MLP", "MLPConfig", "UNet", "UNetConfig", "build_model", "config_from_dict"]
+__all__ += ["DiT", "DiTConfig", "MMDiT", "MMDiTConfig"]
 __all__ += ["LoRAConfig", "LoRAAdapter", "lora_init", "lora_params", "lora_grads", "lora_merge", "lora_unmerge",
             "lora_fuse", "lora_unfuse", "save_lora", "load_lora", "ControlNet", "controlled_model", "controlnet_scales",
             "control_keep", "T2IAdapter", "t2i_model", "adapter_keep"]
@@ -36,10 +40,18 @@ def config_from_dict(config_dict: dict):
         return MLPConfig.from_dict(config_dict)
     if arch == "unet":
         return UNetConfig.from_dict(config_dict)
-    raise ValueError(f"unknown arch {arch!r}; valid: 'mlp', 'unet'")
+    if arch == "dit":
+        return DiTConfig.from_dict(config_dict)
+    if arch == "mmdit":
+        return MMDiTConfig.from_dict(config_dict)
+    raise ValueError(f"unknown arch {arch!r}; valid: 'mlp', 'unet', 'dit', 'mmdit'")
 
 
 def build_model(config_dict: dict):
     """Rebuild a model (``MLP`` or ``UNet``) from ``model.to_dict()`` output."""
     cfg = config_from_dict(config_dict)
+    if isinstance(cfg, DiTConfig):
+        return DiT(cfg)
+    if isinstance(cfg, MMDiTConfig):
+        return MMDiT(cfg)
     return MLP(cfg) if isinstance(cfg, MLPConfig) else UNet(cfg)

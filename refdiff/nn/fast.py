@@ -29,6 +29,7 @@ from ..backend import array_namespace
 from .conv import _check_conv
 from .norm import _check_affine, _check_groups
 from .resample import _check_image
+from . import winograd as _wg
 
 __all__ = [
     "conv2d_forward",
@@ -44,7 +45,44 @@ __all__ = [
     "concat_forward",
     "concat_backward",
     "add_channel_shift",
+    "set_conv3x3",
+    "get_conv3x3",
 ]
+
+# How 3x3 stride-1 pad-1 convolutions with C >= 2 are computed: "f43" (Winograd F(4x4,
+# 3x3), MATH.md (23.2)), "f23" (F(2x2, 3x3)) or "direct" (the column-matrix product).
+# The default is "direct" because F(4,3) did not measure faster for the default U-Net
+# (8x8 and 4x4 images, 32-64 channels) on the 2-core test VM: whole training step at batch
+# 128, one thread, three runs at load 3-13: F(4,3) 468 / 138 / 256 ms against direct
+# 405 / 143 / 250 ms (equal within the noise), and per layer (fwd + bwd, 32 -> 32
+# channels, 8x8, batch 128) 12.0 against 6.5 ms (benchmarks/bench_unet_train.py,
+# benchmarks/results/cpu-2026-11-30).  The direct method also keeps float32 rounding
+# (MATH.md (23.5)) and, on CuPy, avoids the ~200 small transform operations per
+# Winograd convolution that a launch-bound GPU step would pay for.
+_CONV3X3 = {"method": "direct"}
+_CONV3X3_METHODS = {"f43": 4, "f23": 2, "direct": None}
+
+
+def set_conv3x3(method: str) -> str:
+    """Choose the 3x3 convolution method of the tuned path ("f43", "f23" or "direct");
+    returns the previous one.  All three compute the same map (tests/test_winograd.py);
+    they differ in speed and in float32 rounding (MATH.md (23.5))."""
+    if method not in _CONV3X3_METHODS:
+        raise ValueError(f"conv3x3 method must be one of {sorted(_CONV3X3_METHODS)}, got {method!r}")
+    old, _CONV3X3["method"] = _CONV3X3["method"], method
+    return old
+
+
+def get_conv3x3() -> str:
+    """The current 3x3 convolution method of the tuned path (see :func:`set_conv3x3`)."""
+    return _CONV3X3["method"]
+
+
+def _winograd_tile(w, stride, pad):
+    """The Winograd tile m for this convolution, or None for the direct method."""
+    if w.shape[2] == 3 and w.shape[3] == 3 and stride == 1 and pad == 1 and w.shape[1] >= 2:
+        return _CONV3X3_METHODS[_CONV3X3["method"]]
+    return None
 
 
 # ------------------------------------------------------------------ convolution
@@ -147,6 +185,10 @@ def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
     N, C, H, W = x.shape
     F, _, kh, kw = w.shape
     xT = _cfirst(xp, x)  # (C, H, W, N), batch fastest in memory
+    m = _winograd_tile(w, stride, pad)
+    if m is not None:
+        out, wcache = _wg.conv3x3_forward(xp, xT, w, b, m)
+        return xp.permute_dims(out, (3, 0, 1, 2)), ("winograd", wcache)
     w2 = xp.reshape(w, (F, C * kh * kw))  # (F, C kh kw)
     if _is_pointwise(w, stride, pad):
         out = w2 @ xp.reshape(xT, (C, H * W * N)) + b[:, None]  # (F, H W N)
@@ -167,6 +209,9 @@ def conv2d_backward(dout, cache):
     (col2im, the adjoint of the gather); ``db = sum dout``.  Returns ``(dx, dw, db)``.
     """
     xp = array_namespace(dout)
+    if isinstance(cache[0], str):  # ("winograd", its cache)
+        dxT, dw, db = _wg.conv3x3_backward(xp, _cfirst(xp, dout), cache[1])
+        return xp.permute_dims(dxT, (3, 0, 1, 2)), dw, db
     xT, w, stride, pad = cache
     C, H, W, N = xT.shape
     F, _, kh, kw = w.shape

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import math
 
+from array_api_compat import device as _device
+
 from ..backend import array_namespace
 
 __all__ = [
     "adam_init",
     "adam_update",
+    "FlatAdam",
+    "adam_update_flat",
     "clip_grad_norm",
     "global_norm",
     "ema_update",
@@ -51,6 +55,23 @@ def adam_init(params: dict) -> dict:
     return state
 
 
+def _check_adam(params, grads, state, lr, betas, eps, weight_decay):
+    b1, b2 = (float(b) for b in betas)
+    if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+        raise ValueError(f"betas must each lie in [0, 1), got {betas!r}")
+    if not lr >= 0.0:
+        raise ValueError(f"lr must be >= 0, got {lr!r}")
+    if not eps > 0.0:
+        raise ValueError(f"eps must be > 0, got {eps!r}")
+    if not weight_decay >= 0.0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    _check_same_keys(params, grads)
+    missing = [k for k in params if "m/" + k not in state or "v/" + k not in state]
+    if "step" not in state or missing:
+        raise ValueError(f"state is not an Adam state for these params (missing moments for {missing[:5]}); use adam_init(params)")
+    return b1, b2, float(lr), float(weight_decay)
+
+
 def adam_update(
     params: dict,
     grads: dict,
@@ -78,23 +99,10 @@ def adam_update(
     ``weight_decay = 0`` both are Adam (Kingma & Ba 2015, Algorithm 1).  ``eps`` is added
     to the bias-corrected root, as in PyTorch and the paper's Algorithm 1.
     """
-    b1, b2 = (float(b) for b in betas)
-    if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-        raise ValueError(f"betas must each lie in [0, 1), got {betas!r}")
-    if not lr >= 0.0:
-        raise ValueError(f"lr must be >= 0, got {lr!r}")
-    if not eps > 0.0:
-        raise ValueError(f"eps must be > 0, got {eps!r}")
-    if not weight_decay >= 0.0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-    _check_same_keys(params, grads)
-    missing = [k for k in params if "m/" + k not in state or "v/" + k not in state]
-    if "step" not in state or missing:
-        raise ValueError(f"state is not an Adam state for these params (missing moments for {missing[:5]}); use adam_init(params)")
+    b1, b2, lr, wd = _check_adam(params, grads, state, lr, betas, eps, weight_decay)
     k = int(state["step"]) + 1
     bc1 = 1.0 - b1**k  # bias corrections of (14.11)
     bc2 = 1.0 - b2**k
-    lr, wd = float(lr), float(weight_decay)
     new_params, new_state = {}, {"step": k}
     for name, p in params.items():
         xp = array_namespace(p)
@@ -109,6 +117,171 @@ def adam_update(
         new_state["m/" + name] = m
         new_state["v/" + name] = v
     return new_params, new_state
+
+
+class _Bucket:
+    """One flat layout: the parameter names of one dtype, their shapes and offsets, the
+    decay mask, and (after an update) the flat p, m, v and the views handed out."""
+
+    def __init__(self, xp, names, arrays, decayed):
+        self.names = tuple(names)
+        self.shapes = tuple(tuple(a.shape) for a in arrays)
+        self.offsets = [0]
+        for a in arrays:
+            self.offsets.append(self.offsets[-1] + math.prod(a.shape))
+        dev = _device(arrays[0])
+        self.dtype = arrays[0].dtype
+        self.all_decayed = all(n in decayed for n in names)
+        self.none_decayed = not any(n in decayed for n in names)
+        self.mask = None
+        if not (self.all_decayed or self.none_decayed):
+            self.mask = xp.concat([xp.full((math.prod(s),), n in decayed, dtype=xp.bool, device=dev)
+                                   for n, s in zip(self.names, self.shapes)])
+        self.flat = None  # (P, M, V) after an update
+        self.views = None  # the (p, m, v) view tuples of those flats
+
+    def split(self, xp, F):
+        """Views of the flat array F, one per name: reshaped slices."""
+        o = self.offsets
+        return tuple(xp.reshape(F[o[i]:o[i + 1]], s) for i, s in enumerate(self.shapes))
+
+    def gather(self, xp, arrays, slot):
+        """The flat array of ``arrays``: the cached flat one when every array is still the
+        view handed out last time (no copy), their concatenation otherwise."""
+        if self.views is not None and all(a is b for a, b in zip(arrays, self.views[slot])):
+            return self.flat[slot], False
+        return xp.concat([xp.reshape(a, (-1,)) for a in arrays]), True
+
+
+class FlatAdam:
+    """Adam / AdamW (MATH.md (14.11), (14.12), (14.13)) as one fused update over one flat
+    array per dtype, with the parameters, moments and gradients as views into it.
+
+    Same arguments and results as :func:`adam_update` (which stays the reference), plus
+    ``decayed``: the names weight decay applies to (None: all), which lets one call do what
+    :func:`adam_update` needs one call per decay subset for.  The update is elementwise
+    and applies exactly the same floating-point operations in the same order to every
+    element as :func:`adam_update` (a per-element choice by ``where`` replaces the per-key
+    choice of decay, and a multiplication by 1.0 is never performed), so the results are
+    bit-identical; ``tests/test_optim_flat.py`` checks it.
+
+    The object only caches: the flat arrays of the last update and the views it returned.
+    When the next call receives exactly those views (``is``), their flat arrays are used
+    without copying; anything else (a resumed checkpoint, a caller's own arrays) is
+    concatenated first, with the same values.  Nothing is updated in place: every update
+    returns new flat arrays (so earlier results stay valid), which works in any array-API
+    namespace (NumPy, array_api_strict, CuPy): a handful of whole-array operations
+    instead of a chain of them per parameter tensor (on a GPU, kernel launches).
+
+    ``inplace=True`` (what :func:`refdiff.training.fit` uses; NumPy and CuPy only, other
+    namespaces fall back to new arrays): when the next call receives the views of the last
+    result, the flat buffers are updated IN PLACE with ``out=`` ufuncs and two scratch
+    buffers, so the arrays returned by the previous call change too (copy them to keep a
+    snapshot).  Arrays the object did not hand out are never written: they are gathered
+    into new buffers first.
+    """
+
+    def __init__(self, inplace: bool = False):
+        self.inplace = bool(inplace)
+        self._buckets = {}
+
+    def _bucket(self, xp, names, arrays, decayed):
+        last = self._buckets.get(names)  # the last layout of these names: reused while it fits
+        if last is not None and last.decayed == decayed & set(names) and (
+                (last.views is not None and all(a is v for a, v in zip(arrays, last.views[0])))
+                or last.shapes == tuple(tuple(a.shape) for a in arrays)) and last.dtype == arrays[0].dtype:
+            return last
+        b = self._buckets[names] = _Bucket(xp, names, arrays, decayed)
+        b.decayed = frozenset(decayed & set(names))
+        return b
+
+    def update(self, params: dict, grads: dict, state: dict, *, lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
+               weight_decay: float = 0.0, decoupled: bool = True, decayed=None):
+        """One step; returns ``(new_params, new_state)`` like :func:`adam_update`
+        (``new_state``: ``"step"`` and the moments of ``params``' keys)."""
+        b1, b2, lr, wd = _check_adam(params, grads, state, lr, betas, eps, weight_decay)
+        k = int(state["step"]) + 1
+        bc1, bc2 = 1.0 - b1**k, 1.0 - b2**k
+        decayed = frozenset(params) if decayed is None else frozenset(decayed)
+        by_dtype = {}
+        for n, p in params.items():
+            by_dtype.setdefault(p.dtype, []).append(n)
+        new_params, new_state = {}, {"step": k}
+        for names in by_dtype.values():
+            names = tuple(names)
+            xp = array_namespace(params[names[0]])
+            b = self._bucket(xp, names, [params[n] for n in names], decayed)
+            (P, fp), (M, fm), (V, fv) = (b.gather(xp, [src[n] for n in names], i) for i, src in enumerate(
+                (params, {n: state["m/" + n] for n in names}, {n: state["v/" + n] for n in names})))
+            G = xp.concat([xp.reshape(grads[n], (-1,)) for n in names])
+            w = wd if not b.none_decayed else 0.0
+            if _has_out(P) and (decoupled or not w):
+                if not self.inplace:  # never write the arrays of an earlier result
+                    P, M, V = (F if f else xp.asarray(F, copy=True) for F, f in ((P, fp), (M, fm), (V, fv)))
+                P, M, V = _flat_step_out(b, P, G, M, V, b1, b2, bc1, bc2, lr, eps, w)
+            else:
+                P, M, V = _flat_step(xp, b, P, G, M, V, b1, b2, bc1, bc2, lr, eps, w, decoupled)
+            if not (self.inplace and b.flat is not None and P is b.flat[0] and M is b.flat[1] and V is b.flat[2]):
+                b.flat = (P, M, V)  # (updated in place, the buffers and their views are unchanged)
+                b.views = (b.split(xp, P), b.split(xp, M), b.split(xp, V))
+            for i, n in enumerate(names):
+                new_params[n] = b.views[0][i]
+                new_state["m/" + n], new_state["v/" + n] = b.views[1][i], b.views[2][i]
+        return new_params, new_state
+
+
+def _has_out(P) -> bool:
+    """NumPy and CuPy arrays take ``out=`` ufuncs; other namespaces get the plain chain."""
+    return type(P).__module__.split(".")[0] in ("numpy", "cupy")
+
+
+def _flat_step_out(b, P, G, M, V, b1, b2, bc1, bc2, lr, eps, wd):
+    """:func:`_flat_step` (decoupled decay or none) IN PLACE on P, M, V with ``out=``
+    ufuncs and two scratch buffers kept on the bucket (no fresh temporaries: page faults
+    on the host, allocations on a GPU).  The same operations in the same order, so the
+    same bits (an IEEE sum is commutative; masked-out elements are not written)."""
+    ns = __import__(type(P).__module__.split(".")[0])
+    if getattr(b, "scratch", None) is None or b.scratch[0].shape != P.shape:
+        b.scratch = (ns.empty_like(P), ns.empty_like(P))
+    t1, t2 = b.scratch
+    M *= b1
+    ns.multiply(G, 1.0 - b1, out=t1)
+    M += t1
+    V *= b2
+    ns.multiply(G, G, out=t1)
+    t1 *= 1.0 - b2
+    V += t1
+    if wd:
+        if b.mask is None:
+            P *= 1.0 - lr * wd
+        else:
+            ns.multiply(P, 1.0 - lr * wd, out=t1)
+            ns.copyto(P, t1, where=b.mask)  # (CuPy ufuncs take no where=; copyto does)
+    ns.divide(V, bc2, out=t1)
+    ns.sqrt(t1, out=t1)
+    t1 += eps
+    ns.multiply(M, lr / bc1, out=t2)
+    t2 /= t1
+    P -= t2
+    return P, M, V
+
+
+def _flat_step(xp, b, P, G, M, V, b1, b2, bc1, bc2, lr, eps, wd, decoupled):
+    """The elementwise update of :func:`adam_update` on flat arrays, MATH.md (14.11);
+    decay (14.12) / (14.13) on the elements of decayed keys only (``b.mask``)."""
+    if wd and not decoupled:
+        G = G + wd * P if b.mask is None else xp.where(b.mask, G + wd * P, G)
+    M = b1 * M + (1.0 - b1) * G
+    V = b2 * V + (1.0 - b2) * (G * G)
+    if wd and decoupled:
+        P = P * (1.0 - lr * wd) if b.mask is None else xp.where(b.mask, P * (1.0 - lr * wd), P)
+    return P - (lr / bc1) * M / (xp.sqrt(V / bc2) + eps), M, V
+
+
+def adam_update_flat(params: dict, grads: dict, state: dict, **kw):
+    """:func:`adam_update` through :class:`FlatAdam` (no cache kept): bit-identical
+    results, MATH.md (14.11)."""
+    return FlatAdam().update(params, grads, state, **kw)
 
 
 def global_norm(grads: dict) -> float:

@@ -9,12 +9,14 @@ import numpy as np
 from .._validate import check_int
 from ..backend import array_namespace, asarray_like, check_rng, standard_normal
 from ..schedules import Schedule, gather
-from ._base import _LOG_2PI, _host_like, _Bundle, _LatentMixture, _Prepared, _col, _dev, _eig_psd, _host, _per_sample, _readonly
+from ._base import _LOG_2PI, _logsumexp, _host_like, _Bundle, _LatentMixture, _Prepared, _col, _dev, _eig_psd, _host, _per_sample, _readonly
 
 __all__ = ["GaussianData", "GaussianMixture"]
 
 
 # ---------------------------------------------------------------------------- Gaussians
+_SEQUENTIAL_SUM = 8  # NumPy sums fewer numbers than this left to right (pairwise beyond)
+
 class _GaussianComponents(_LatentMixture):
     """Mixtures of Gaussians N(mu_k, U_k diag(lam_k) U_k^T), computed in each component's
     eigenbasis (MATH.md (6.5)).  ``_U`` is None for isotropic and diagonal covariances."""
@@ -101,6 +103,41 @@ class _GaussianComponents(_LatentMixture):
         sc = xp.sum(r3 * sc_k, axis=1)  # (N, D)
         u = xp.sum(r3 * u_k, axis=1)
         return xp.sum(r * (tr + xp.sum(sc_k * u_k, axis=2)), axis=1) - xp.sum(sc * u, axis=1)
+
+    def eps(self, x_t, alpha, sigma):
+        """E[eps | x_t] = -sigma * score, MATH.md (6.4), with the responsibilities of
+        MATH.md (6.6).
+
+        For isotropic and diagonal covariances with D < 8 it is computed batch-last: every
+        (component, coordinate) quantity is a length-N vector in a (K, D, N) array, so the
+        sums over coordinates and components run over leading axes of contiguous rows
+        instead of the short last axes of (N, K, D).  These are the same terms added in the
+        same order (NumPy adds fewer than 8 numbers sequentially; the softmax over
+        components is the very same call), so the result is bit-identical to the (N, K, D)
+        form (``tests/test_oracle_eps_fast.py`` keeps it as the reference).  Longer vectors
+        (which NumPy sums pairwise, where the order would differ and the far tails'
+        responsibilities amplify it) and full covariances take the general path."""
+        if self._U is not None or self.D >= _SEQUENTIAL_SUM:
+            return super().eps(x_t, alpha, sigma)
+        P = _Prepared(self, x_t, alpha, sigma)
+        xp = P.xp
+        K, D, n = self.K, self.D, P.n
+        X = xp.reshape(xp.permute_dims(P.xf, (1, 0)), (1, D, n))  # (1, D, N)
+        mu = xp.reshape(P.c(self._mu), (K, D, 1))
+        nu = xp.reshape(P.c(self._lam), (K, D, 1))
+        a, s = xp.reshape(P.a, (1, 1, n)), xp.reshape(P.s, (1, 1, n))
+        y = X - a * mu  # (K, D, N): x_t - alpha mu_k, coordinate rows
+        s2 = a * a * nu + s * s  # eigenvalues of alpha^2 Sigma_k + sigma^2 I
+        if bool(xp.any(s2 <= 0)):
+            raise ValueError("alpha^2 Sigma + sigma^2 I is singular: alpha and sigma must not both be 0")
+        g = y / s2
+        logw = xp.reshape(P.c(self._logw), (K, 1))
+        lk = logw - 0.5 * xp.sum(y * g + xp.log(s2), axis=1) - 0.5 * D * _LOG_2PI  # (K, N), MATH.md (6.6)
+        lk = xp.permute_dims(lk, (1, 0))  # (N, K): the same softmax as _posterior, (6.6)
+        lk = xp.reshape(xp.reshape(lk, (n * K,)), (n, K))  # contiguous, so NumPy sums in the same order
+        r = xp.permute_dims(xp.exp(lk - _col(_logsumexp(lk, axis=1))), (1, 0))  # (K, N)
+        sc = -xp.sum(xp.reshape(r, (K, 1, n)) * g, axis=0)  # (D, N): the score, MATH.md (6.7)
+        return P.out(xp.permute_dims(-xp.reshape(P.s, (1, n)) * sc, (1, 0)))
 
     def sample(self, n, rng, like=None, *, return_labels=False):
         """``n`` exact draws, shape (n, *event_shape), float64 in ``like``'s namespace
