@@ -721,6 +721,7 @@ def _latent_text_cases(rng):
                       "respect to the unnormalised embeddings and log_temp",
                       {"log_temp": 0.5}, {"img_emb": _f64(u), "txt_emb": _f64(v)},
                       {"loss": _f64([loss]), "dimg_emb": _f64(du), "dtxt_emb": _f64(dv), "dlog_temp": _f64([dlt])}))
+    return cases
 
 
 def _dit_cases(rng):
