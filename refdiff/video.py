@@ -1,0 +1,65 @@
+"""Image-to-video and frame interpolation as inpainting in time, through the samplers'
+state hook ``project(i, t, x)``, MATH.md (22.7).
+
+After every step the known frames of the state are replaced by the given frames
+re-noised to the step's new noise level: x_A <- alpha x_A^known + sigma z (fresh z; at the
+data end alpha = 1, sigma = 0, so the result holds the given frames exactly).  This is the
+replacement scheme of inpainting with a mask over whole frames; it is not the exact
+conditional (which the Kronecker oracle gives, :meth:`KroneckerGaussian.condition_frames`).
+"""
+
+from __future__ import annotations
+
+from .backend import array_namespace, asarray_like, check_rng, standard_normal
+
+__all__ = ["frame_replacement_hook", "image_to_video"]
+
+
+def frame_replacement_hook(known, x_known, grid, rng, *, frames: int, noise=None):
+    """The state hook of :func:`refdiff.sample` that keeps frames ``known`` (a list of frame
+    indices) equal to ``x_known`` (N, |A|, H, W) re-noised to the level of ``grid[i + 1]``
+    after step i (``grid`` = :func:`refdiff.make_grid` of the run's schedule and
+    timesteps), MATH.md (22.7).  Noise: ``standard_normal(rng, (N, |A|, H, W))`` per
+    step on the host (none at the data end, sigma = 0); or ``noise(like)`` instead of ``rng``."""
+    A = [int(f) for f in known]
+    if not A or min(A) < 0 or max(A) >= frames or len(set(A)) != len(A):
+        raise ValueError(f"known = {known!r} must be distinct frame indices in [0, {frames - 1}]")
+    if noise is None:
+        rng = check_rng(rng)
+        noise = lambda like: standard_normal(rng, tuple(like.shape), like)  # noqa: E731
+    if not hasattr(x_known, "ndim") or x_known.ndim != 4 or x_known.shape[1] != len(A):
+        raise ValueError(f"x_known must have shape (N, {len(A)}, H, W) for the known frames {A}, got "
+                         f"{getattr(x_known, 'shape', type(x_known).__name__)}")
+
+    def project(i, t, x):
+        xp = array_namespace(x)
+        if tuple(x.shape[2:]) != tuple(x_known.shape[2:]) or x.shape[0] != x_known.shape[0] or x.shape[1] != frames:
+            raise ValueError(f"the given frames have shape {tuple(x_known.shape)}, which does not fit the clips "
+                             f"{tuple(x.shape)} (N, T = {frames}, H, W)")
+        a, s = float(grid[i + 1].alpha), float(grid[i + 1].sigma)
+        y = a * asarray_like(x_known, x, dtype=x.dtype)  # (N, |A|, H, W)
+        if s > 0:
+            y = y + s * noise(y)
+        parts = [y[:, A.index(f):A.index(f) + 1] if f in A else x[:, f:f + 1] for f in range(frames)]
+        return xp.concat(parts, axis=1)
+
+    return project
+
+
+def image_to_video(model, x_first, schedule, timesteps, method, *, frames: int, rng, **options):
+    """Clips (N, frames, H, W) whose first frame is ``x_first`` (N, H, W): :func:`refdiff.sample`
+    from N(0, I) with :func:`frame_replacement_hook` on frame 0, MATH.md (22.7).  Draws from
+    ``rng``: the start noise, then the sampler's and the hook's noise in step order."""
+    from .samplers.common import make_grid
+    from .samplers.loop import sample
+
+    if not hasattr(x_first, "ndim") or x_first.ndim != 3:
+        raise ValueError(f"x_first must be first frames (N, H, W), got shape "
+                         f"{getattr(x_first, 'shape', type(x_first).__name__)}")
+    rng = check_rng(rng)
+    n, H, W = x_first.shape
+    grid_opts = {k: options[k] for k in ("sigmas", "final_sigmas_type", "interpolation") if k in options}
+    x_T = standard_normal(rng, (n, frames, H, W), x_first)
+    hook = frame_replacement_hook([0], x_first[:, None], make_grid(schedule, timesteps, **grid_opts), rng,
+                                  frames=frames)
+    return sample(model, x_T, schedule, timesteps, method, rng=rng, project=hook, progress=False, **options)
