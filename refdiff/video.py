@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .backend import array_namespace, asarray_like, check_rng, standard_normal
 
-__all__ = ["frame_replacement_hook", "image_to_video"]
+__all__ = ["frame_replacement_hook", "image_to_video", "train_clip_denoiser", "clip_loss"]
 
 
 def frame_replacement_hook(known, x_known, grid, rng, *, frames: int, noise=None):
@@ -63,3 +63,61 @@ def image_to_video(model, x_first, schedule, timesteps, method, *, frames: int, 
     hook = frame_replacement_hook([0], x_first[:, None], make_grid(schedule, timesteps, **grid_opts), rng,
                                   frames=frames)
     return sample(model, x_T, schedule, timesteps, method, rng=rng, project=hook, progress=False, **options)
+
+
+def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: int = 64, lr: float = 2e-3,
+                        seed: int = 0, ema_decay: float = 0.999, dtype: str = "float32", progress: bool = False):
+    """Train the space-time denoiser (:mod:`refdiff.nn.video`) with the epsilon objective
+    (MATH.md (14.1)) by :func:`refdiff.training.fit` (AdamW, cosine decay, an EMA copy).
+    ``next_clips(rng, n)`` returns n host clips (n, T, H, W).  Draws from
+    ``default_rng(seed)``: the initial parameters, then per step the clips, the integer
+    timesteps (uniform on [0, T_schedule)) and the noise.  Returns ``(ema params, state)``."""
+    import numpy as np
+
+    from .losses import objective_loss
+    from .nn.video import video_backward, video_forward, video_init
+    from .schedules import alpha_sigma
+    from .training import fit, init_state
+
+    rng = np.random.default_rng(seed)
+    dt = getattr(np, dtype)
+    P = {k: v.astype(dt) for k, v in video_init(rng, cfg).items()}
+    n_t = len(schedule.betas)
+
+    def next_batch(r):
+        x0 = next_clips(r, batch_size)
+        t = r.integers(0, n_t, size=batch_size)
+        return x0, t, r.standard_normal(x0.shape)
+
+    def loss_fn(groups, batch, r):
+        x0, t, eps = batch
+        a, s = alpha_sigma(schedule, t, x0)
+        out, cache = video_forward(groups["params"], (a * x0 + s * eps).astype(dt), t.astype(dt), cfg)
+        loss, dout = objective_loss(out, x0, eps, a, s, target="epsilon")
+        return float(loss), {"params": video_backward(dout.astype(dt), cache)[0]}
+
+    groups = {"params": P, "ema": dict(P)}
+    state = init_state(groups, {"params": True}, rng, int(steps))
+    state = fit(loss_fn, state, next_batch, steps=int(steps), trainable={"params": True},
+                ema={"ema": ("params", ema_decay, True)}, lr=lr, lr_decay="cosine", warmup_steps=min(100, steps // 10),
+                grad_clip=1.0, progress=progress, desc="video")
+    return state.groups["ema"], state
+
+
+def clip_loss(P, cfg, oracle_or_none, x0, schedule, rng):
+    """``(model loss, irreducible loss)`` of the epsilon objective on fresh draws of
+    timesteps and noise for clips x0 (the second None without an oracle), MATH.md (14.18)."""
+    import numpy as np
+
+    from .losses import irreducible_loss, objective_loss
+    from .nn.video import video_forward
+    from .schedules import alpha_sigma
+
+    t = rng.integers(0, len(schedule.betas), size=x0.shape[0])
+    eps = rng.standard_normal(x0.shape)
+    a, s = alpha_sigma(schedule, t, x0)
+    dt = P["in.w"].dtype
+    out = np.asarray(video_forward(P, (a * x0 + s * eps).astype(dt), t.astype(dt), cfg)[0], dtype=np.float64)
+    model = float(objective_loss(out, x0, eps, a, s, target="epsilon")[0])
+    floor = None if oracle_or_none is None else float(irreducible_loss(oracle_or_none, x0, t, eps, schedule))
+    return model, floor

@@ -53,7 +53,7 @@ def se_covariance(frame_shape, length_scale: float = 1.5, variance: float = 1.0,
 
 
 class KroneckerGaussian(GaussianData):
-    """Clips x ~ N(mean, K_T (x) S), MATH.md (22.1)-(22.2).
+    """Clips x ~ N(mean, K_T (x) S), MATH.md (22.1), (22.2).
 
     time_cov (T, T) and space_cov (P, P): symmetric positive definite; ``frame_shape``
     (default (P,)) with prod = P; ``mean`` None (zero) or (T, *frame_shape).  Every method
@@ -113,7 +113,8 @@ class KroneckerGaussian(GaussianData):
         """The exact law of the other frames B given frames ``known`` = A equal to ``values``
         (|A|, *frame_shape), MATH.md (22.5): a KroneckerGaussian over the frames of B in
         increasing order, with temporal covariance the Schur complement
-        K_BB - K_BA K_AA^-1 K_AB, the same S, and mean M_B + (K_BA K_AA^-1 (x) I)(x_A - M_A)."""
+        K_BB - K_BA K_AA^-1 K_AB, the same S, and mean M_B + (K_BA K_AA^-1 (x) I)(x_A - M_A).
+        For the AR(1): the closed forms of the first frame and of the bridge, MATH.md (22.6)."""
         A = self._check_known(known)
         B = [f for f in range(self.frames) if f not in A]
         xa = _host(values, "values")
