@@ -20,7 +20,23 @@ def frame_replacement_hook(known, x_known, grid, rng, *, frames: int, noise=None
     indices) equal to ``x_known`` (N, |A|, H, W) re-noised to the level of ``grid[i + 1]``
     after step i (``grid`` = :func:`refdiff.make_grid` of the run's schedule and
     timesteps), MATH.md (22.7).  Noise: ``standard_normal(rng, (N, |A|, H, W))`` per
-    step on the host (none at the data end, sigma = 0); or ``noise(like)`` instead of ``rng``."""
+    step on the host (none at the data end, sigma = 0); or ``noise(like)`` instead of ``rng``.
+
+    Parameters
+    ----------
+    known : sequence of int
+        Indices of the given frames.
+    x_known : array (N, |A|, H, W)
+        The given frames.
+    grid : refdiff.Grid
+        The run's grid (``refdiff.make_grid(schedule, timesteps)``).
+    rng : numpy.random.Generator
+        The hook's noise (or None with ``noise``).
+    frames : int
+        T, the clip length.
+    noise : callable, optional
+        ``noise(like)`` instead of ``rng``.
+    """
     A = [int(f) for f in known]
     if not A or min(A) < 0 or max(A) >= frames or len(set(A)) != len(A):
         raise ValueError(f"known = {known!r} must be distinct frame indices in [0, {frames - 1}]")
@@ -49,7 +65,20 @@ def frame_replacement_hook(known, x_known, grid, rng, *, frames: int, noise=None
 def image_to_video(model, x_first, schedule, timesteps, method, *, frames: int, rng, **options):
     """Clips (N, frames, H, W) whose first frame is ``x_first`` (N, H, W): :func:`refdiff.sample`
     from N(0, I) with :func:`frame_replacement_hook` on frame 0, MATH.md (22.7).  Draws from
-    ``rng``: the start noise, then the sampler's and the hook's noise in step order."""
+    ``rng``: the start noise, then the sampler's and the hook's noise in step order.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t)`` on clips (N, T, H, W).
+    x_first : array (N, H, W)
+        The given first frames.
+    schedule, timesteps, method : as for :func:`refdiff.sample`.
+    frames : int
+        T, the clip length.
+    rng : numpy.random.Generator
+    options : passed to :func:`refdiff.sample`.
+    """
     from .samplers.common import make_grid
     from .samplers.loop import sample
 
@@ -71,7 +100,20 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
     (MATH.md (14.1)) by :func:`refdiff.training.fit` (AdamW, cosine decay, an EMA copy).
     ``next_clips(rng, n)`` returns n host clips (n, T, H, W).  Draws from
     ``default_rng(seed)``: the initial parameters, then per step the clips, the integer
-    timesteps (uniform on [0, T_schedule)) and the noise.  Returns ``(ema params, state)``."""
+    timesteps (uniform on [0, T_schedule)) and the noise.  Returns ``(ema params, state)``.
+
+    Parameters
+    ----------
+    next_clips : callable
+        ``next_clips(rng, n) -> (n, T, H, W)`` host clips.
+    cfg : refdiff.nn.video.VideoConfig
+    schedule : refdiff.Schedule
+    steps, batch_size, lr, seed, ema_decay : training settings.
+    dtype : str
+        Parameter dtype ("float32" or "float64").
+    progress : bool
+        tqdm progress bar.
+    """
     import numpy as np
 
     from .losses import objective_loss
@@ -106,7 +148,20 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
 
 def clip_loss(P, cfg, oracle_or_none, x0, schedule, rng):
     """``(model loss, irreducible loss)`` of the epsilon objective on fresh draws of
-    timesteps and noise for clips x0 (the second None without an oracle), MATH.md (14.18)."""
+    timesteps and noise for clips x0 (the second None without an oracle), MATH.md (14.18).
+
+    Parameters
+    ----------
+    P : dict
+        Network parameters.
+    cfg : refdiff.nn.video.VideoConfig
+    oracle_or_none : exact oracle or None
+    x0 : array (N, T, H, W)
+        Clean clips.
+    schedule : refdiff.Schedule
+    rng : numpy.random.Generator
+        Draws the timesteps, then the noise.
+    """
     import numpy as np
 
     from .losses import irreducible_loss, objective_loss

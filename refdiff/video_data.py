@@ -30,7 +30,13 @@ SPEEDS = (-2, -1, 0, 1, 2)
 
 def digit_sprites(split: str = "train"):
     """``(sprites (N, 4, 4) in [0, 1], labels (N,))``: the 8x8 digits (:func:`refdiff.data.digits8x8`,
-    its fixed split) average-pooled 2x2 and mapped from [-1, 1] to [0, 1] (ink = 1)."""
+    its fixed split) average-pooled 2x2 and mapped from [-1, 1] to [0, 1] (ink = 1).
+
+    Parameters
+    ----------
+    split : {"train", "test", "all"}
+        The split of :func:`refdiff.data.digits8x8`.
+    """
     from .data import digits8x8
 
     x, y = digits8x8(split)
@@ -40,7 +46,15 @@ def digit_sprites(split: str = "train"):
 
 
 def bounce(p0, v, t, L):
-    """The reflected position r(p0 + v t) on {0, .., L} (arrays broadcast), MATH.md (22.8)."""
+    """The reflected position r(p0 + v t) on {0, .., L} (arrays broadcast), MATH.md (22.8).
+
+    Parameters
+    ----------
+    p0, v, t : int arrays (broadcast)
+        Start, velocity, frame index.
+    L : int
+        Largest position.
+    """
     q = np.mod(np.asarray(p0) + np.asarray(v) * np.asarray(t), 2 * L)
     return np.where(q <= L, q, 2 * L - q)
 
@@ -53,7 +67,22 @@ def moving_digit_clips(n: int, rng, *, frames: int = 8, size: int = 8, digits=No
     the sprites whose label is in ``digits``, default all ten), the velocities (n, 2) (uniform
     on SPEEDS^2 minus (0, 0), redrawn where both are 0), then the start positions (n, 2)
     (uniform over the multiples of |v| in [0, L]).  Deterministic given the generator's
-    state.  With ``return_info`` also ``{"velocity" (n, 2) (row, col), "start" (n, 2)}``."""
+    state.  With ``return_info`` also ``{"velocity" (n, 2) (row, col), "start" (n, 2)}``.
+
+    Parameters
+    ----------
+    n : int
+        Number of clips.
+    rng : numpy.random.Generator
+    frames, size : int
+        T and H = W.
+    digits : sequence of int, optional
+        Digits the sprites are drawn from (default all).
+    split : {"train", "test", "all"}
+        Which sprites.
+    return_info : bool
+        Also return velocities and starts.
+    """
     check_int("n", n, min=1)
     check_int("frames", frames, min=2)
     check_int("size", size, min=SPRITE + 1)
@@ -89,7 +118,12 @@ def moving_digit_clips(n: int, rng, *, frames: int = 8, size: int = 8, digits=No
 
 def clip_centroids(clips):
     """Intensity centroids (N, T, 2) (row, col) of clips (N, T, H, W) in [-1, 1] (weights
-    max(x + 1, 0), i.e. the ink above the background)."""
+    max(x + 1, 0), i.e. the ink above the background).
+
+    Parameters
+    ----------
+    clips : array (N, T, H, W)
+    """
     x = np.asarray(clips, dtype=np.float64)
     if x.ndim != 4:
         raise ValueError(f"clips must have shape (N, T, H, W), got {x.shape}")
@@ -103,7 +137,12 @@ def clip_centroids(clips):
 def speed_consistency(clips):
     """Per clip, the largest deviation (pixels) of a per-axis frame-to-frame centroid
     speed |c_{t+1} - c_t| from its fitted (mean) value over the clip, shape (N,), MATH.md
-    (22.8): 0 for every true clip (constant speed through the reflections)."""
+    (22.8): 0 for every true clip (constant speed through the reflections).
+
+    Parameters
+    ----------
+    clips : array (N, T, H, W)
+    """
     d = np.abs(np.diff(clip_centroids(clips), axis=1))  # (N, T-1, 2)
     return np.max(np.abs(d - d.mean(axis=1, keepdims=True)), axis=(1, 2))
 

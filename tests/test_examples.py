@@ -23,6 +23,7 @@ FIGURE_SCRIPTS = {
     "sampler_orders": None,
     "frequency_snr": ["frequency_snr.png"],
     "predicted_noise": ["predicted_noise.png"],
+    "video": ["video_clips.png", "video.gif", "video.json"],
 }
 # scripts that write no figures (they print numbers); run by their own tests below or elsewhere
 OTHER_SCRIPTS = {"mixture_floor", "verify_other_framework", "one_denoising_step"}
