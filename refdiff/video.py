@@ -85,6 +85,11 @@ def image_to_video(model, x_first, schedule, timesteps, method, *, frames: int, 
     if not hasattr(x_first, "ndim") or x_first.ndim != 3:
         raise ValueError(f"x_first must be first frames (N, H, W), got shape "
                          f"{getattr(x_first, 'shape', type(x_first).__name__)}")
+    cfg = getattr(model, "config", None)
+    if cfg is not None and (frames != cfg.frames or tuple(x_first.shape[1:]) != (cfg.size, cfg.size)):
+        raise ValueError(f"x_first has shape {tuple(x_first.shape)} and frames = {frames}, but the model takes clips "
+                         f"of {cfg.frames} frames of {cfg.size}x{cfg.size}: x_first must be (N, {cfg.size}, "
+                         f"{cfg.size}) and frames = {cfg.frames}")
     rng = check_rng(rng)
     n, H, W = x_first.shape
     grid_opts = {k: options[k] for k in ("sigmas", "final_sigmas_type", "interpolation") if k in options}

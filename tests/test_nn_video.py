@@ -75,7 +75,9 @@ def test_without_temporal_positions_the_model_is_frame_permutation_equivariant()
 
 def test_bad_input_clear_errors():
     """A clip whose frame count or frame size does not match the model, a 3-D array, a t of
-    the wrong shape, an invalid config: ValueError naming the argument and the valid shape."""
+    the wrong shape, a first frame of the wrong size or a clip length the model does not
+    take in image-to-video, an invalid config: ValueError naming the argument and the valid
+    shape."""
     P = video_init(np.random.default_rng(0), CFG)
     with pytest.raises(ValueError, match=r"x has shape \(2, 5, 4, 4\).*frames = 3"):
         video_forward(P, np.zeros((2, 5, 4, 4)), np.zeros(2), CFG)
@@ -85,6 +87,16 @@ def test_bad_input_clear_errors():
         video_as_model(P, CFG)(np.zeros((3, 4, 4)), np.zeros(3))
     with pytest.raises(ValueError, match="t must have shape"):
         video_forward(P, np.zeros((2, 3, 4, 4)), np.zeros(3), CFG)
+    import refdiff
+    from refdiff.video import image_to_video
+
+    sched, ts = refdiff.make_schedule("linear", 100), refdiff.timesteps(100, 3)
+    with pytest.raises(ValueError, match=r"x_first has shape \(2, 8, 8\).*must be \(N, 4, 4\)"):
+        image_to_video(video_as_model(P, CFG), np.zeros((2, 8, 8)), sched, ts, "ddim", frames=3,
+                       rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"frames = 5, but the model takes clips of 3 frames"):
+        image_to_video(video_as_model(P, CFG), np.zeros((2, 4, 4)), sched, ts, "ddim", frames=5,
+                       rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="patch = 3 must divide size = 8"):
         VideoConfig(size=8, patch=3)
     with pytest.raises(ValueError, match="heads = 3 must divide width = 32"):

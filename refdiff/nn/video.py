@@ -200,7 +200,8 @@ def video_backward(dout, cache):
 
 
 def video_as_model(P, cfg: VideoConfig):
-    """The network as a plain ``model(x, t)`` (epsilon prediction) for every sampler."""
+    """The network as a plain ``model(x, t)`` (epsilon prediction) for every sampler;
+    ``model.config`` is ``cfg`` (what image-to-video checks the given frames against)."""
 
     def model(x, t):
         xp = array_namespace(x)
@@ -208,4 +209,5 @@ def video_as_model(P, cfg: VideoConfig):
         return video_forward(P, x, tt, cfg)[0]
 
     model.prediction_type = "epsilon"
+    model.config = cfg
     return model
