@@ -23,6 +23,15 @@ frames of 4x4 to keep the run to minutes) and prints its held-out epsilon loss a
 the exact irreducible loss of the oracle on the same 4000 draws (MATH.md (14.18)).
 
     OPENBLAS_NUM_THREADS=1 python examples/video.py --out docs/figures
+
+Measured (2026-11-30, on a 2-core machine shared with other jobs): with ``--patch 4
+--width 64 --depth 3 --steps 3000 --batch-size 32`` (28 min) the frame classifier's
+held-out frame accuracy was 0.92 and it gave one digit to all 8 frames of 86 % of true
+clips; the generated clips were blurry blobs: 0 % all-frames agreement, 1 % of clips with
+constant speed (median deviation 1.47 px), image-to-video kept the digit in 0 % of clips.
+The model is far from trained at this budget; the targets (>= 90 %) were not reached.
+``--kronecker --steps 6000 --batch-size 64 --width 32`` (4 frames of 4x4, 20 min):
+held-out loss 0.14523 against the exact floor 0.14187, ratio 1.024 (2500 steps: 1.096).
 """
 
 from __future__ import annotations
@@ -152,7 +161,7 @@ def _figures(out, gen, i2v, real):
     plt = _common.pyplot()
     rows = [gen[i] for i in range(min(4, len(gen)))] + [i2v[i] for i in range(min(3, len(i2v)))] + \
         [real[i] for i in range(min(3, len(real)))]
-    strip = _common.image_grid(np.concatenate(rows)[:, None], nrow=8, fill=1.0)
+    strip = _common.image_grid(np.concatenate(rows)[:, None], nrow=len(rows), fill=0.0)  # one clip per row
     fig, ax = plt.subplots(figsize=(6, 0.8 * len(rows)))
     ax.imshow(strip, cmap="gray_r" if strip.ndim == 2 else None, vmin=-1, vmax=1)
     ax.set_title("rows: generated (4), image-to-video (3, frame 0 given), true clips (3); time ->", fontsize=8)
