@@ -59,6 +59,7 @@ def build_parser():
     p.add_argument("--n-clips", type=int, default=100, help="generated clips (and image-to-video clips)")
     p.add_argument("--sample-steps", type=int, default=50)
     p.add_argument("--classifier-steps", type=int, default=1500)
+    p.add_argument("--target", default="epsilon", choices=["epsilon", "sample", "v_prediction"])
     p.add_argument("--kronecker", action="store_true", help="train on Kronecker-Gaussian clips; print loss / floor")
     p.add_argument("--kron-frames", type=int, default=4)
     p.add_argument("--kron-size", type=int, default=4)
@@ -121,7 +122,7 @@ def main(argv=None):
     t0 = time.time()
     clips = lambda r, n: moving_digit_clips(n, r, digits=digits)[0]  # noqa: E731
     P, state = train_clip_denoiser(clips, cfg, sched, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                   seed=args.seed, progress=not args.tiny)
+                                   seed=args.seed, progress=not args.tiny, target=args.target)
     t_train = time.time() - t0
     # frame classifier on frames of true clips (train split sprites), held-out test split
     rng = np.random.default_rng([args.seed, 1])
@@ -130,16 +131,17 @@ def main(argv=None):
     cls, acc = train_digit_classifier(x_train=xa.reshape(-1, 64), y_train=np.repeat(ya, 8),
                                       x_test=xb.reshape(-1, 64), y_test=np.repeat(yb, 8),
                                       steps=args.classifier_steps, seed=args.seed)
-    model = video_as_model(P, cfg)
+    model = video_as_model(P, cfg, args.target)
+    pt = {"prediction_type": args.target}
     g = np.random.default_rng([args.seed, 2])
     ts = refdiff.timesteps(1000, args.sample_steps, "trailing")
-    gen = refdiff.sample(model, g.standard_normal((args.n_clips, 8, 8, 8)), sched, ts, "ddim", progress=False)
+    gen = refdiff.sample(model, g.standard_normal((args.n_clips, 8, 8, 8)), sched, ts, "ddim", progress=False, **pt)
     gen = np.clip(np.asarray(gen, dtype=np.float64), -1, 1)
     agree, _ = consistency(cls, gen)
     dev = speed_consistency(gen)
     real, real_y = moving_digit_clips(args.n_clips, np.random.default_rng([args.seed, 3]), digits=digits,
                                       split="test")
-    i2v = image_to_video(model, real[:, 0], sched, ts, "ddim", frames=8, rng=g)
+    i2v = image_to_video(model, real[:, 0], sched, ts, "ddim", frames=8, rng=g, **pt)
     i2v = np.clip(np.asarray(i2v, dtype=np.float64), -1, 1)
     keep, _ = consistency(cls, i2v, given=real_y)
     real_agree, _ = consistency(cls, real)

@@ -100,9 +100,10 @@ def image_to_video(model, x_first, schedule, timesteps, method, *, frames: int, 
 
 
 def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: int = 64, lr: float = 2e-3,
-                        seed: int = 0, ema_decay: float = 0.999, dtype: str = "float32", progress: bool = False):
-    """Train the space-time denoiser (:mod:`refdiff.nn.video`) with the epsilon objective
-    (MATH.md (14.1)) by :func:`refdiff.training.fit` (AdamW, cosine decay, an EMA copy).
+                        seed: int = 0, ema_decay: float = 0.999, dtype: str = "float32", progress: bool = False,
+                        target: str = "epsilon"):
+    """Train the space-time denoiser (:mod:`refdiff.nn.video`) with the ``target`` objective
+    (epsilon, sample or v_prediction; MATH.md (14.1)) by :func:`refdiff.training.fit` (AdamW, cosine decay, an EMA copy).
     ``next_clips(rng, n)`` returns n host clips (n, T, H, W).  Draws from
     ``default_rng(seed)``: the initial parameters, then per step the clips, the integer
     timesteps (uniform on [0, T_schedule)) and the noise.  Returns ``(ema params, state)``.
@@ -118,6 +119,8 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
         Parameter dtype ("float32" or "float64").
     progress : bool
         tqdm progress bar.
+    target : str
+        What the network predicts (give the same to ``video_as_model``).
     """
     import numpy as np
 
@@ -140,7 +143,7 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
         x0, t, eps = batch
         a, s = alpha_sigma(schedule, t, x0)
         out, cache = video_forward(groups["params"], (a * x0 + s * eps).astype(dt), t.astype(dt), cfg)
-        loss, dout = objective_loss(out, x0, eps, a, s, target="epsilon")
+        loss, dout = objective_loss(out, x0, eps, a, s, target=target)
         return float(loss), {"params": video_backward(dout.astype(dt), cache)[0]}
 
     groups = {"params": P, "ema": dict(P)}

@@ -199,8 +199,8 @@ def video_backward(dout, cache):
     return G, xp.reshape(dx, (N, T, H, W))
 
 
-def video_as_model(P, cfg: VideoConfig):
-    """The network as a plain ``model(x, t)`` (epsilon prediction) for every sampler;
+def video_as_model(P, cfg: VideoConfig, prediction_type: str = "epsilon"):
+    """The network as a plain ``model(x, t)`` (of ``prediction_type``) for every sampler;
     ``model.config`` is ``cfg`` (what image-to-video checks the given frames against)."""
 
     def model(x, t):
@@ -208,6 +208,6 @@ def video_as_model(P, cfg: VideoConfig):
         tt = t if hasattr(t, "shape") and t.ndim == 1 else xp.full((x.shape[0],), float(t))
         return video_forward(P, x, tt, cfg)[0]
 
-    model.prediction_type = "epsilon"
+    model.prediction_type = prediction_type
     model.config = cfg
     return model
