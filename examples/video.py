@@ -29,7 +29,10 @@ Measured (2026-11-30, on a 2-core machine shared with other jobs): with ``--patc
 held-out frame accuracy was 0.92 and it gave one digit to all 8 frames of 86 % of true
 clips; the generated clips were blurry blobs: 0 % all-frames agreement, 1 % of clips with
 constant speed (median deviation 1.47 px), image-to-video kept the digit in 0 % of clips.
-The model is far from trained at this budget; the targets (>= 90 %) were not reached.
+``--patch 2 --width 32 --depth 2 --steps 2500 --sample-steps 25`` (5 min; epsilon /
+v_prediction): all-frames agreement 0 % / 0 %, constant speed 3 % / 0 % of clips
+(median deviation 0.95 / 1.08 px), image-to-video kept the digit in 0 % / 0 %.  The
+model is far from trained at these budgets: the targets (>= 90 %) were not reached.
 ``--kronecker --steps 6000 --batch-size 64 --width 32`` (4 frames of 4x4, 20 min):
 held-out loss 0.14523 against the exact floor 0.14187, ratio 1.024 (2500 steps: 1.096).
 """
