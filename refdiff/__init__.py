@@ -19,6 +19,7 @@ from .variance import *  # noqa: F401,F403
 from .elbo import *  # noqa: F401,F403
 from .likelihood import *  # noqa: F401,F403
 from .oracles import *  # noqa: F401,F403
+from .oracles.kronecker import KroneckerGaussian  # noqa: F401  (video, MATH.md ch. 22)
 from .samplers import *  # noqa: F401,F403
 from .guidance import *  # noqa: F401,F403
 from .losses import *  # noqa: F401,F403

@@ -24,5 +24,6 @@ Modules: ``_base`` (inputs prepared once per call, the latent-mixture base class
 
 from .empirical import EmpiricalData
 from .gaussian import GaussianData, GaussianMixture
+from .kronecker import KroneckerGaussian, ar1_covariance, insert_frames, se_covariance  # noqa: F401  (MATH.md ch. 22)
 
 __all__ = ["GaussianData", "GaussianMixture", "EmpiricalData"]

@@ -1,0 +1,213 @@
+"""A space-time transformer denoiser for clips (N, T, H, W) with factorised attention and
+hand-written backprop, MATH.md (22.9), (22.10).
+
+Architecture (D = width, p = patch, L = (H / p)(W / p) tokens per frame)::
+
+    z   = patchify(x_f) W_in + b_in + E_s + E_T[f] + e(t)      (N T, L, D)   every frame f
+    per block:
+      z = z + SpatialAttn(LN(z))       tokens of one frame    (N T, L, D)   frames as batch
+      z = z + TemporalAttn(LN(z))      one position, T frames (N L, T, D)   positions as batch
+      z = z + MLP(LN(z))               per token, GELU
+    out = unpatchify(LN(z) W_out + b_out)                      (N, T, H, W)
+
+E_s (L, D) are learned spatial positions, E_T (T, D) the fixed sinusoidal temporal
+positions (13.12) of the frame index (``temporal_pos=False`` drops them: the network is
+then equivariant to permuting frames, MATH.md (22.10)), e(t) = MLP(sinusoid(t)) the
+diffusion-time embedding.  The temporal attention's output projection and W_out start at
+zero (the identity-at-init of motion modules).  Parameters are a flat dict; the cache is a
+plain tuple; nothing is kept on objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from ..backend import array_namespace
+from .activations import gelu_backward, gelu_forward, silu_backward, silu_forward
+from .attention import mha_backward, mha_forward, mha_init
+from .layers import timestep_embedding_forward
+from .norm import layernorm_backward, layernorm_forward
+from .resample import patchify_backward, patchify_forward, unpatchify_backward, unpatchify_forward
+
+__all__ = ["VideoConfig", "video_init", "video_forward", "video_backward", "video_as_model",
+           "temporal_attention_forward", "temporal_attention_backward", "check_clip"]
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoConfig:
+    """frames T, frame size (H, W) (``size`` square), patch p (divides size), width D,
+    heads (divide D), depth (blocks), temporal_pos (sinusoidal frame positions)."""
+
+    frames: int = 8
+    size: int = 8
+    patch: int = 2
+    width: int = 32
+    heads: int = 4
+    depth: int = 2
+    temporal_pos: bool = True
+
+    def __post_init__(self):
+        for name in ("frames", "size", "patch", "width", "heads", "depth"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"VideoConfig.{name} must be an int >= 1, got {v!r}")
+        if self.size % self.patch:
+            raise ValueError(f"VideoConfig.patch = {self.patch} must divide size = {self.size}")
+        if self.width % self.heads:
+            raise ValueError(f"VideoConfig.heads = {self.heads} must divide width = {self.width}")
+
+
+def video_init(rng: np.random.Generator, cfg: VideoConfig) -> dict:
+    """Host float64 parameters: weights N(0, 1/fan_in), biases 0, LayerNorm gamma 1, the
+    temporal attention's output projection and W_out zero."""
+    D, pp = cfg.width, cfg.patch * cfg.patch
+    L = (cfg.size // cfg.patch) ** 2
+    P = {"in.w": rng.standard_normal((pp, D)) / math.sqrt(pp), "in.b": np.zeros(D),
+         "pos.s": 0.02 * rng.standard_normal((L, D)),
+         "t.w1": rng.standard_normal((D, D)) / math.sqrt(D), "t.b1": np.zeros(D),
+         "t.w2": rng.standard_normal((D, D)) / math.sqrt(D), "t.b2": np.zeros(D)}
+    for k in range(cfg.depth):
+        for ln in ("ln1", "ln2", "ln3"):
+            P[f"b{k}.{ln}.g"], P[f"b{k}.{ln}.b"] = np.ones(D), np.zeros(D)
+        mha_init(P, f"b{k}.sa", D, cfg.heads, rng)
+        mha_init(P, f"b{k}.ta", D, cfg.heads, rng, zero_out=True)
+        P[f"b{k}.mlp.w1"], P[f"b{k}.mlp.b1"] = rng.standard_normal((D, 4 * D)) / math.sqrt(D), np.zeros(4 * D)
+        P[f"b{k}.mlp.w2"], P[f"b{k}.mlp.b2"] = rng.standard_normal((4 * D, D)) / math.sqrt(4 * D), np.zeros(D)
+    P["out.ln.g"], P["out.ln.b"] = np.ones(D), np.zeros(D)
+    P["out.w"], P["out.b"] = np.zeros((D, pp)), np.zeros(pp)
+    return P
+
+
+def check_clip(x, cfg: VideoConfig, name: str = "x"):
+    """ValueError unless x is a clip (N, T, H, W) with the model's T, H, W."""
+    want = (cfg.frames, cfg.size, cfg.size)
+    if not hasattr(x, "shape") or x.ndim != 4 or tuple(x.shape[1:]) != want:
+        shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
+        raise ValueError(f"{name} has shape {shape}; the model takes clips (N, T, H, W) = (N, {want[0]}, "
+                         f"{want[1]}, {want[2]}) (frames = {cfg.frames}, frame size {cfg.size}x{cfg.size})")
+
+
+# ------------------------------------------------------------------ temporal attention
+def temporal_attention_forward(P, pre, z, frames: int, *, heads: int):
+    """Self-attention across the frames at each spatial position, MATH.md (22.9): tokens
+    (N T, L, D) -> (N L, T, D) (positions as batch), multi-head attention (13.23), back to
+    (N T, L, D).  Returns ``(y, cache)``."""
+    xp = array_namespace(z)
+    NT, L, D = z.shape
+    N = NT // frames
+    zt = xp.reshape(xp.permute_dims(xp.reshape(z, (N, frames, L, D)), (0, 2, 1, 3)), (N * L, frames, D))
+    y, c = mha_forward(P, pre, zt, heads=heads)  # (N L, T, D)
+    y = xp.reshape(xp.permute_dims(xp.reshape(y, (N, L, frames, D)), (0, 2, 1, 3)), (NT, L, D))
+    return y, (c, N, L, frames, D)
+
+
+def temporal_attention_backward(G, P, pre, dy, cache):
+    """Backward of :func:`temporal_attention_forward` (gradients added into G), MATH.md (22.9)."""
+    xp = array_namespace(dy)
+    c, N, L, T, D = cache
+    dyt = xp.reshape(xp.permute_dims(xp.reshape(dy, (N, T, L, D)), (0, 2, 1, 3)), (N * L, T, D))
+    dz, _ = mha_backward(G, P, pre, dyt, c)
+    return xp.reshape(xp.permute_dims(xp.reshape(dz, (N, L, T, D)), (0, 2, 1, 3)), (N * T, L, D))
+
+
+# ------------------------------------------------------------------ the network
+def _temporal_positions(xp, cfg, like):
+    f = xp.astype(xp.arange(cfg.frames), like.dtype)
+    return timestep_embedding_forward(f, cfg.width, dtype=like.dtype)[0]  # (T, D)
+
+
+def _ln(P, key, z):
+    return layernorm_forward(z, P[key + ".g"], P[key + ".b"])
+
+
+def video_forward(P, x, t, cfg: VideoConfig):
+    """The denoiser's output (N, T, H, W) for clips x (N, T, H, W) at times t (N,),
+    MATH.md (22.10) (the module docstring).  Returns ``(out, cache)``."""
+    xp = array_namespace(x)
+    check_clip(x, cfg)
+    N, T, H, W = x.shape
+    if not hasattr(t, "shape") or tuple(t.shape) != (N,):
+        raise ValueError(f"t must have shape (N,) = ({N},), got {getattr(t, 'shape', t)!r}")
+    dt = P["in.w"].dtype
+    tok, c_p = patchify_forward(xp.reshape(xp.astype(x, dt), (N * T, 1, H, W)), cfg.patch)  # (N T, L, p p)
+    L, D = tok.shape[1], cfg.width
+    z = tok @ P["in.w"] + P["in.b"] + P["pos.s"]  # (N T, L, D)
+    s, _ = timestep_embedding_forward(xp.astype(t, dt), D, dtype=dt)  # (N, D)
+    h1 = s @ P["t.w1"] + P["t.b1"]
+    a1, c_s = silu_forward(h1)
+    e = a1 @ P["t.w2"] + P["t.b2"]  # (N, D)
+    add = xp.reshape(e, (N, 1, 1, D))
+    if cfg.temporal_pos:
+        add = add + xp.reshape(_temporal_positions(xp, cfg, e), (1, T, 1, D))
+    z = xp.reshape(xp.reshape(z, (N, T, L, D)) + add, (N * T, L, D))
+    blocks = []
+    for k in range(cfg.depth):
+        u1, c1 = _ln(P, f"b{k}.ln1", z)
+        a, c2 = mha_forward(P, f"b{k}.sa", u1, heads=cfg.heads)  # spatial: (N T, L, D)
+        z = z + a
+        u2, c3 = _ln(P, f"b{k}.ln2", z)
+        a, c4 = temporal_attention_forward(P, f"b{k}.ta", u2, T, heads=cfg.heads)  # temporal
+        z = z + a
+        u3, c5 = _ln(P, f"b{k}.ln3", z)
+        m1 = u3 @ P[f"b{k}.mlp.w1"] + P[f"b{k}.mlp.b1"]  # (N T, L, 4D)
+        g, c6 = gelu_forward(m1)
+        z = z + g @ P[f"b{k}.mlp.w2"] + P[f"b{k}.mlp.b2"]
+        blocks.append((c1, c2, c3, c4, c5, u3, g, c6))
+    uo, co = _ln(P, "out.ln", z)
+    o = uo @ P["out.w"] + P["out.b"]  # (N T, L, p p)
+    img, c_u = unpatchify_forward(o, cfg.patch, (H, W))  # (N T, 1, H, W)
+    out = xp.reshape(img, (N, T, H, W))
+    return out, (P, cfg, (N, T, H, W, L, D), c_p, tok, s, a1, c_s, blocks, co, uo, c_u)
+
+
+def video_backward(dout, cache):
+    """Gradients of :func:`video_forward`: ``(grads (same keys as P), dx (N, T, H, W))``,
+    MATH.md (22.10)."""
+    xp = array_namespace(dout)
+    P, cfg, (N, T, H, W, L, D), c_p, tok, s, a1, c_s, blocks, co, uo, c_u = cache
+    G = {}
+    do = unpatchify_backward(xp.reshape(dout, (N * T, 1, H, W)), c_u)  # (N T, L, p p)
+    G["out.w"] = xp.reshape(uo, (-1, D)).T @ xp.reshape(do, (-1, do.shape[-1]))
+    G["out.b"] = xp.sum(xp.reshape(do, (-1, do.shape[-1])), axis=0)
+    dz, G["out.ln.g"], G["out.ln.b"] = layernorm_backward(do @ P["out.w"].T, co)
+    for k in reversed(range(cfg.depth)):
+        c1, c2, c3, c4, c5, u3, g, c6 = blocks[k]
+        G[f"b{k}.mlp.w2"] = xp.reshape(g, (-1, 4 * D)).T @ xp.reshape(dz, (-1, D))
+        G[f"b{k}.mlp.b2"] = xp.sum(xp.reshape(dz, (-1, D)), axis=0)
+        dm1 = gelu_backward(dz @ P[f"b{k}.mlp.w2"].T, c6)
+        G[f"b{k}.mlp.w1"] = xp.reshape(u3, (-1, D)).T @ xp.reshape(dm1, (-1, 4 * D))
+        G[f"b{k}.mlp.b1"] = xp.sum(xp.reshape(dm1, (-1, 4 * D)), axis=0)
+        du, G[f"b{k}.ln3.g"], G[f"b{k}.ln3.b"] = layernorm_backward(dm1 @ P[f"b{k}.mlp.w1"].T, c5)
+        dz = dz + du
+        du, G[f"b{k}.ln2.g"], G[f"b{k}.ln2.b"] = layernorm_backward(
+            temporal_attention_backward(G, P, f"b{k}.ta", dz, c4), c3)
+        dz = dz + du
+        du, G[f"b{k}.ln1.g"], G[f"b{k}.ln1.b"] = layernorm_backward(mha_backward(G, P, f"b{k}.sa", dz, c2)[0], c1)
+        dz = dz + du
+    G["pos.s"] = xp.sum(dz, axis=0)
+    de = xp.sum(xp.reshape(dz, (N, T * L, D)), axis=1)  # (N, D)
+    G["t.w2"], G["t.b2"] = a1.T @ de, xp.sum(de, axis=0)
+    dh1 = silu_backward(de @ P["t.w2"].T, c_s)
+    G["t.w1"], G["t.b1"] = s.T @ dh1, xp.sum(dh1, axis=0)
+    dtok = xp.reshape(dz, (N * T * L, D))
+    G["in.w"] = xp.reshape(tok, (-1, tok.shape[-1])).T @ dtok
+    G["in.b"] = xp.sum(dtok, axis=0)
+    dx = patchify_backward(xp.reshape(dtok @ P["in.w"].T, tok.shape), c_p)
+    return G, xp.reshape(dx, (N, T, H, W))
+
+
+def video_as_model(P, cfg: VideoConfig, prediction_type: str = "epsilon"):
+    """The network as a plain ``model(x, t)`` (of ``prediction_type``) for every sampler;
+    ``model.config`` is ``cfg`` (what image-to-video checks the given frames against)."""
+
+    def model(x, t):
+        xp = array_namespace(x)
+        tt = t if hasattr(t, "shape") and t.ndim == 1 else xp.full((x.shape[0],), float(t))
+        return video_forward(P, x, tt, cfg)[0]
+
+    model.prediction_type = prediction_type
+    model.config = cfg
+    return model

@@ -1,0 +1,186 @@
+"""Image-to-video and frame interpolation as inpainting in time, through the samplers'
+state hook ``project(i, t, x)``, MATH.md (22.7).
+
+After every step the known frames of the state are replaced by the given frames
+re-noised to the step's new noise level: x_A <- alpha x_A^known + sigma z (fresh z; at the
+data end alpha = 1, sigma = 0, so the result holds the given frames exactly).  This is the
+replacement scheme of inpainting with a mask over whole frames; it is not the exact
+conditional (which the Kronecker oracle gives, :meth:`KroneckerGaussian.condition_frames`).
+"""
+
+from __future__ import annotations
+
+from .backend import array_namespace, asarray_like, check_rng, standard_normal
+
+__all__ = ["frame_replacement_hook", "image_to_video", "train_clip_denoiser", "clip_loss"]
+
+
+def frame_replacement_hook(known, x_known, grid, rng, *, frames: int, noise=None):
+    """The state hook of :func:`refdiff.sample` that keeps frames ``known`` (a list of frame
+    indices) equal to ``x_known`` (N, |A|, H, W) re-noised to the level of ``grid[i + 1]``
+    after step i (``grid`` = :func:`refdiff.make_grid` of the run's schedule and
+    timesteps), MATH.md (22.7).  Noise: ``standard_normal(rng, (N, |A|, H, W))`` per
+    step on the host (none at the data end, sigma = 0); or ``noise(like)`` instead of ``rng``.
+
+    Parameters
+    ----------
+    known : sequence of int
+        Indices of the given frames.
+    x_known : array (N, |A|, H, W)
+        The given frames.
+    grid : refdiff.Grid
+        The run's grid (``refdiff.make_grid(schedule, timesteps)``).
+    rng : numpy.random.Generator
+        The hook's noise (or None with ``noise``).
+    frames : int
+        T, the clip length.
+    noise : callable, optional
+        ``noise(like)`` instead of ``rng``.
+    """
+    A = [int(f) for f in known]
+    if not A or min(A) < 0 or max(A) >= frames or len(set(A)) != len(A):
+        raise ValueError(f"known = {known!r} must be distinct frame indices in [0, {frames - 1}]")
+    if noise is None:
+        rng = check_rng(rng)
+        noise = lambda like: standard_normal(rng, tuple(like.shape), like)  # noqa: E731
+    if not hasattr(x_known, "ndim") or x_known.ndim != 4 or x_known.shape[1] != len(A):
+        raise ValueError(f"x_known must have shape (N, {len(A)}, H, W) for the known frames {A}, got "
+                         f"{getattr(x_known, 'shape', type(x_known).__name__)}")
+
+    def project(i, t, x):
+        xp = array_namespace(x)
+        if tuple(x.shape[2:]) != tuple(x_known.shape[2:]) or x.shape[0] != x_known.shape[0] or x.shape[1] != frames:
+            raise ValueError(f"the given frames have shape {tuple(x_known.shape)}, which does not fit the clips "
+                             f"{tuple(x.shape)} (N, T = {frames}, H, W)")
+        a, s = float(grid[i + 1].alpha), float(grid[i + 1].sigma)
+        y = a * asarray_like(x_known, x, dtype=x.dtype)  # (N, |A|, H, W)
+        if s > 0:
+            y = y + s * noise(y)
+        parts = [y[:, A.index(f):A.index(f) + 1] if f in A else x[:, f:f + 1] for f in range(frames)]
+        return xp.concat(parts, axis=1)
+
+    return project
+
+
+def image_to_video(model, x_first, schedule, timesteps, method, *, frames: int, rng, **options):
+    """Clips (N, frames, H, W) whose first frame is ``x_first`` (N, H, W): :func:`refdiff.sample`
+    from N(0, I) with :func:`frame_replacement_hook` on frame 0, MATH.md (22.7).  Draws from
+    ``rng``: the start noise, then the sampler's and the hook's noise in step order.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t)`` on clips (N, T, H, W).
+    x_first : array (N, H, W)
+        The given first frames.
+    schedule, timesteps, method : as for :func:`refdiff.sample`.
+    frames : int
+        T, the clip length.
+    rng : numpy.random.Generator
+    options : passed to :func:`refdiff.sample`.
+    """
+    from .samplers.common import make_grid
+    from .samplers.loop import sample
+
+    if not hasattr(x_first, "ndim") or x_first.ndim != 3:
+        raise ValueError(f"x_first must be first frames (N, H, W), got shape "
+                         f"{getattr(x_first, 'shape', type(x_first).__name__)}")
+    cfg = getattr(model, "config", None)
+    if cfg is not None and (frames != cfg.frames or tuple(x_first.shape[1:]) != (cfg.size, cfg.size)):
+        raise ValueError(f"x_first has shape {tuple(x_first.shape)} and frames = {frames}, but the model takes clips "
+                         f"of {cfg.frames} frames of {cfg.size}x{cfg.size}: x_first must be (N, {cfg.size}, "
+                         f"{cfg.size}) and frames = {cfg.frames}")
+    rng = check_rng(rng)
+    n, H, W = x_first.shape
+    grid_opts = {k: options[k] for k in ("sigmas", "final_sigmas_type", "interpolation") if k in options}
+    x_T = standard_normal(rng, (n, frames, H, W), x_first)
+    hook = frame_replacement_hook([0], x_first[:, None], make_grid(schedule, timesteps, **grid_opts), rng,
+                                  frames=frames)
+    return sample(model, x_T, schedule, timesteps, method, rng=rng, project=hook, progress=False, **options)
+
+
+def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: int = 64, lr: float = 2e-3,
+                        seed: int = 0, ema_decay: float = 0.999, dtype: str = "float32", progress: bool = False,
+                        target: str = "epsilon"):
+    """Train the space-time denoiser (:mod:`refdiff.nn.video`) with the ``target`` objective
+    (epsilon, sample or v_prediction; MATH.md (14.1)) by :func:`refdiff.training.fit` (AdamW, cosine decay, an EMA copy).
+    ``next_clips(rng, n)`` returns n host clips (n, T, H, W).  Draws from
+    ``default_rng(seed)``: the initial parameters, then per step the clips, the integer
+    timesteps (uniform on [0, T_schedule)) and the noise.  Returns ``(ema params, state)``.
+
+    Parameters
+    ----------
+    next_clips : callable
+        ``next_clips(rng, n) -> (n, T, H, W)`` host clips.
+    cfg : refdiff.nn.video.VideoConfig
+    schedule : refdiff.Schedule
+    steps, batch_size, lr, seed, ema_decay : training settings.
+    dtype : str
+        Parameter dtype ("float32" or "float64").
+    progress : bool
+        tqdm progress bar.
+    target : str
+        What the network predicts (give the same to ``video_as_model``).
+    """
+    import numpy as np
+
+    from .losses import objective_loss
+    from .nn.video import video_backward, video_forward, video_init
+    from .schedules import alpha_sigma
+    from .training import fit, init_state
+
+    rng = np.random.default_rng(seed)
+    dt = getattr(np, dtype)
+    P = {k: v.astype(dt) for k, v in video_init(rng, cfg).items()}
+    n_t = len(schedule.betas)
+
+    def next_batch(r):
+        x0 = next_clips(r, batch_size)
+        t = r.integers(0, n_t, size=batch_size)
+        return x0, t, r.standard_normal(x0.shape)
+
+    def loss_fn(groups, batch, r):
+        x0, t, eps = batch
+        a, s = alpha_sigma(schedule, t, x0)
+        out, cache = video_forward(groups["params"], (a * x0 + s * eps).astype(dt), t.astype(dt), cfg)
+        loss, dout = objective_loss(out, x0, eps, a, s, target=target)
+        return float(loss), {"params": video_backward(dout.astype(dt), cache)[0]}
+
+    groups = {"params": P, "ema": dict(P)}
+    state = init_state(groups, {"params": True}, rng, int(steps))
+    state = fit(loss_fn, state, next_batch, steps=int(steps), trainable={"params": True},
+                ema={"ema": ("params", ema_decay, True)}, lr=lr, lr_decay="cosine", warmup_steps=min(100, steps // 10),
+                grad_clip=1.0, progress=progress, desc="video")
+    return state.groups["ema"], state
+
+
+def clip_loss(P, cfg, oracle_or_none, x0, schedule, rng):
+    """``(model loss, irreducible loss)`` of the epsilon objective on fresh draws of
+    timesteps and noise for clips x0 (the second None without an oracle), MATH.md (14.18).
+
+    Parameters
+    ----------
+    P : dict
+        Network parameters.
+    cfg : refdiff.nn.video.VideoConfig
+    oracle_or_none : exact oracle or None
+    x0 : array (N, T, H, W)
+        Clean clips.
+    schedule : refdiff.Schedule
+    rng : numpy.random.Generator
+        Draws the timesteps, then the noise.
+    """
+    import numpy as np
+
+    from .losses import irreducible_loss, objective_loss
+    from .nn.video import video_forward
+    from .schedules import alpha_sigma
+
+    t = rng.integers(0, len(schedule.betas), size=x0.shape[0])
+    eps = rng.standard_normal(x0.shape)
+    a, s = alpha_sigma(schedule, t, x0)
+    dt = P["in.w"].dtype
+    out = np.asarray(video_forward(P, (a * x0 + s * eps).astype(dt), t.astype(dt), cfg)[0], dtype=np.float64)
+    model = float(objective_loss(out, x0, eps, a, s, target="epsilon")[0])
+    floor = None if oracle_or_none is None else float(irreducible_loss(oracle_or_none, x0, t, eps, schedule))
+    return model, floor
