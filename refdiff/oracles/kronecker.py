@@ -27,7 +27,27 @@ __all__ = ["KroneckerGaussian", "ar1_covariance", "se_covariance", "insert_frame
 
 
 def ar1_covariance(frames: int, rho: float):
-    """The AR(1) temporal correlation K_T[f, g] = rho^|f - g| (frames, frames), MATH.md (22.3)."""
+    """The AR(1) temporal correlation K_T[f, g] = rho^|f - g| (frames, frames), MATH.md (22.3).
+
+    Parameters
+    ----------
+    frames : int
+        T (>= 1).
+    rho : float
+        The lag-one correlation, in (-1, 1).
+
+    Returns
+    -------
+    numpy.ndarray (frames, frames)
+        float64 K_T.
+
+    Raises
+    ------
+    TypeError
+        If ``frames`` is not an integer.
+    ValueError
+        If ``frames`` < 1 or ``rho`` is outside (-1, 1).
+    """
     check_int("frames", frames, min=1)
     if not (isinstance(rho, (int, float)) and -1.0 < rho < 1.0):
         raise ValueError(f"rho = {rho!r} must lie in (-1, 1) (a stationary AR(1))")
@@ -38,7 +58,29 @@ def ar1_covariance(frames: int, rho: float):
 def se_covariance(frame_shape, length_scale: float = 1.5, variance: float = 1.0, nugget: float = 1e-2):
     """The squared-exponential spatial covariance on the pixel grid ``frame_shape`` (H, W):
     S[p, q] = variance exp(-|r_p - r_q|^2 / (2 length_scale^2)) + nugget [p = q], with r_p
-    the (row, col) of pixel p in raster order, MATH.md (22.4)."""
+    the (row, col) of pixel p in raster order, MATH.md (22.4).
+
+    Parameters
+    ----------
+    frame_shape : tuple of int
+        (H, W), both >= 1.
+    length_scale : float, default 1.5
+        The length scale in pixels (finite, > 0).
+    variance : float, default 1.0
+        The marginal variance before the nugget (finite, > 0).
+    nugget : float, default 0.01
+        Added to the diagonal (finite, >= 0).
+
+    Returns
+    -------
+    numpy.ndarray (H W, H W)
+        float64 S.
+
+    Raises
+    ------
+    ValueError
+        If an argument is out of range.
+    """
     shape = tuple(int(s) for s in frame_shape)
     if len(shape) != 2 or min(shape) < 1:
         raise ValueError(f"frame_shape must be (H, W) with H, W >= 1, got {frame_shape!r}")
@@ -61,6 +103,22 @@ class KroneckerGaussian(GaussianData):
     sample, log_prob_t, ...) on clips (N, T, *frame_shape) or (N, T P); the rotations into
     the eigenbasis use the factors.  :meth:`ar1` builds the AR(1) x squared-exponential
     model; :meth:`condition_frames` the exact law of the other frames given some frames.
+
+    Parameters
+    ----------
+    time_cov : array_like (T, T)
+        K_T, symmetric positive definite.
+    space_cov : array_like (P, P)
+        S, symmetric positive definite.
+    mean : array_like (T, *frame_shape), optional
+        M; zero when None.
+    frame_shape : tuple of int, optional
+        The frame's shape, with prod = P; (P,) when None.
+
+    Raises
+    ------
+    ValueError
+        If a covariance is not square, symmetric and positive definite, or the shapes disagree.
     """
 
     def __init__(self, time_cov, space_cov, mean=None, frame_shape=None):
@@ -114,7 +172,27 @@ class KroneckerGaussian(GaussianData):
         (|A|, *frame_shape), MATH.md (22.5): a KroneckerGaussian over the frames of B in
         increasing order, with temporal covariance the Schur complement
         K_BB - K_BA K_AA^-1 K_AB, the same S, and mean M_B + (K_BA K_AA^-1 (x) I)(x_A - M_A).
-        For the AR(1): the closed forms of the first frame and of the bridge, MATH.md (22.6)."""
+        For the AR(1): the closed forms of the first frame and of the bridge, MATH.md (22.6).
+
+        Parameters
+        ----------
+        known : sequence of int
+            The known frames A: distinct indices in [0, T-1], at least one and fewer than T.
+        values : array_like (|A|, *frame_shape)
+            Their values, in the order of sorted ``known``.
+
+        Returns
+        -------
+        KroneckerGaussian
+            The law of the other frames (T - |A| frames, increasing order).
+
+        Raises
+        ------
+        TypeError
+            If ``known`` is not a sequence of indices.
+        ValueError
+            If ``known`` is invalid or ``values`` has the wrong shape.
+        """
         A = self._check_known(known)
         B = [f for f in range(self.frames) if f not in A]
         xa = _host(values, "values")
@@ -141,7 +219,24 @@ class KroneckerGaussian(GaussianData):
 
 def insert_frames(known, x_known, x_other, frames):
     """Assemble clips (N, T, ...) from the known frames (|A|, ...) (shared by every clip)
-    and the other frames (N, T - |A|, ...) in increasing frame order (host NumPy)."""
+    and the other frames (N, T - |A|, ...) in increasing frame order (host NumPy).
+
+    Parameters
+    ----------
+    known : iterable of int
+        The known frame indices A.
+    x_known : array_like (|A|, ...)
+        Their values, in sorted frame order (shared by every clip).
+    x_other : array_like (N, T - |A|, ...)
+        The other frames, in increasing frame order.
+    frames : int
+        T.
+
+    Returns
+    -------
+    numpy.ndarray (N, T, ...)
+        The clips (float64).
+    """
     x_other = np.asarray(x_other)
     out = np.empty((x_other.shape[0], frames) + x_other.shape[2:])
     A = sorted(int(f) for f in known)
