@@ -598,6 +598,7 @@ class DiTConfig:
         return 2 * self.in_channels if self.learn_sigma else self.in_channels
 
     def to_dict(self) -> dict:
+        """The configuration as a plain dict, with ``"arch": "dit"``."""
         return {"arch": "dit", **dataclasses.asdict(self)}
 
     @classmethod

@@ -255,6 +255,7 @@ class KLAutoencoderConfig:
         return (self.latent_channels, self.image_size // 4, self.image_size // 4)
 
     def to_dict(self):
+        """The configuration as a plain dict, with ``"arch": "kl_autoencoder"``."""
         return {"arch": "kl_autoencoder", **dataclasses.asdict(self)}
 
 
