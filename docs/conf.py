@@ -28,8 +28,7 @@ extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.mathjax"]
 myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 4
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
-exclude_patterns = ["_build", "api/_template.txt",
-                    "figures/*.md"]  # tables written by examples/*.py next to their figures: data, not pages
+exclude_patterns = ["_build", "api/_template.txt", "figures/*.md"]  # result tables the examples write (shown in the README)
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"  # the docstrings state types in their Parameters sections
 html_theme = "alabaster"
@@ -68,8 +67,8 @@ def _module_page(name: str) -> str:
             again = ["   :no-index:"] if getattr(obj, "__module__", name) != name else []
             lines += [f".. autoclass:: {name}.{n}", "   :members:", *again, ""]
         elif callable(obj):
-            # Likewise a re-exported function (a package's ``refdiff.editing.img2img`` would
-            # otherwise collide with its submodule of the same name).
+            # likewise a re-exported function (refdiff.editing.img2img, the function, also names
+            # the module refdiff.editing.img2img): indexed on its home module's page only
             again = ["   :no-index:"] if getattr(obj, "__module__", name) != name else []
             lines += [f".. autofunction:: {name}.{n}", *again, ""]
         else:

@@ -32,7 +32,25 @@ __all__ += ["LoRAConfig", "LoRAAdapter", "lora_init", "lora_params", "lora_grads
 
 def config_from_dict(config_dict: dict):
     """The config dataclass described by ``config_dict`` (its ``"arch"`` key is "mlp"
-    or "unet")."""
+    or "unet").
+
+    Parameters
+    ----------
+    config_dict : dict
+        A config's ``to_dict()`` output: field values and an ``"arch"`` key, one of
+        ``"mlp"``, ``"unet"``, ``"dit"``, ``"mmdit"``.
+
+    Returns
+    -------
+    MLPConfig, UNetConfig, DiTConfig or MMDiTConfig
+        The configuration.
+
+    Raises
+    ------
+    ValueError
+        If ``config_dict`` is not a dict with an ``"arch"`` key, the arch is unknown, or a
+        key is not a field of that config.
+    """
     if not isinstance(config_dict, dict) or "arch" not in config_dict:
         raise ValueError("config_dict must be a dict with an 'arch' key ('mlp' or 'unet')")
     arch = config_dict["arch"]
@@ -48,7 +66,24 @@ def config_from_dict(config_dict: dict):
 
 
 def build_model(config_dict: dict):
-    """Rebuild a model (``MLP`` or ``UNet``) from ``model.to_dict()`` output."""
+    """Rebuild a model (``MLP`` or ``UNet``) from ``model.to_dict()`` output.
+
+    Parameters
+    ----------
+    config_dict : dict
+        A model's ``to_dict()`` output, with an ``"arch"`` key (``"mlp"``, ``"unet"``,
+        ``"dit"`` or ``"mmdit"``).
+
+    Returns
+    -------
+    MLP, UNet, DiT or MMDiT
+        The network (without parameters).
+
+    Raises
+    ------
+    ValueError
+        As :func:`config_from_dict`.
+    """
     cfg = config_from_dict(config_dict)
     if isinstance(cfg, DiTConfig):
         return DiT(cfg)

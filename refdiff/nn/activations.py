@@ -31,7 +31,25 @@ def _sigmoid(xp, x):
 
 
 def silu_forward(x):
-    """SiLU (swish) ``out = x * sigmoid(x)``, elementwise.  MATH.md (13.11)."""
+    """SiLU (swish) ``out = x * sigmoid(x)``, elementwise.  MATH.md (13.11).
+
+    Parameters
+    ----------
+    x : array
+        Input of any shape, real floating dtype.
+
+    Returns
+    -------
+    out : array
+        ``x * sigmoid(x)``, same shape and dtype as ``x``.
+    cache : tuple
+        ``(x, sigmoid(x))`` for :func:`silu_backward`.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not a real floating array.
+    """
     xp = array_namespace(x)
     _check_float(x, "silu_forward")
     s = _sigmoid(xp, x)
@@ -39,7 +57,20 @@ def silu_forward(x):
 
 
 def silu_backward(dout, cache):
-    """``dx = dout * s (1 + x (1 - s))`` with s = sigmoid(x).  MATH.md (13.11)."""
+    """``dx = dout * s (1 + x (1 - s))`` with s = sigmoid(x).  MATH.md (13.11).
+
+    Parameters
+    ----------
+    dout : array
+        Gradient of the loss with respect to the output, shape of ``x``.
+    cache : tuple
+        The cache returned by :func:`silu_forward`.
+
+    Returns
+    -------
+    dx : array
+        Gradient with respect to ``x``, shape of ``x``.
+    """
     x, s = cache
     return dout * s * (1.0 + x * (1.0 - s))
 
@@ -65,7 +96,29 @@ def _gelu_and_slope(x, approximate):
 def gelu_forward(x, approximate: str = "none"):
     """GELU, elementwise, MATH.md (13.24): ``x Phi(x)`` with Phi the standard normal CDF
     (``approximate="none"``, the exact erf form), or ``x (1 + tanh(sqrt(2/pi) (x + 0.044715
-    x^3))) / 2`` (``"tanh"``).  Returns ``(out, cache)``."""
+    x^3))) / 2`` (``"tanh"``).  Returns ``(out, cache)``.
+
+    Parameters
+    ----------
+    x : array
+        Input of any shape, real floating dtype.
+    approximate : {"none", "tanh"}, optional
+        ``"none"`` (default) for the exact erf form, ``"tanh"`` for the tanh approximation.
+
+    Returns
+    -------
+    out : array
+        GELU(x), same shape and dtype as ``x``.
+    cache : array
+        The derivative GELU'(x), used by :func:`gelu_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``approximate`` is not one of ``"none"``, ``"tanh"``.
+    TypeError
+        If ``x`` is not a real floating array.
+    """
     _check_form(approximate, "gelu_forward")
     _check_float(x, "gelu_forward")
     out, slope = _gelu_and_slope(x, approximate)
@@ -74,7 +127,20 @@ def gelu_forward(x, approximate: str = "none"):
 
 def gelu_backward(dout, cache):
     """``dx = dout GELU'(x)``, MATH.md (13.24): ``Phi(x) + x phi(x)`` (exact form) or the
-    derivative of the tanh form."""
+    derivative of the tanh form.
+
+    Parameters
+    ----------
+    dout : array
+        Gradient with respect to the output, shape of ``x``.
+    cache : array
+        The cache returned by :func:`gelu_forward` (GELU'(x)).
+
+    Returns
+    -------
+    dx : array
+        Gradient with respect to ``x``.
+    """
     return dout * cache
 
 
@@ -85,7 +151,32 @@ def geglu_forward(x, w, b, approximate: str = "none"):
 
     x (..., D), w (D, 2F), b (2F,) -> out (..., F).  The first-half/second-half order is
     that of the widely used PyTorch diffusion library's ``GEGLU`` (``hidden, gate =
-    proj(x).chunk(2, dim=-1)``).  Returns ``(out, cache)``."""
+    proj(x).chunk(2, dim=-1)``).  Returns ``(out, cache)``.
+
+    Parameters
+    ----------
+    x : array, shape (..., D)
+        Input features.
+    w : array, shape (D, 2F)
+        Projection weight; its first F columns give h, its last F columns the gate g.
+    b : array, shape (2F,)
+        Projection bias.
+    approximate : {"none", "tanh"}, optional
+        GELU form applied to the gate (default ``"none"``, the exact erf form).
+
+    Returns
+    -------
+    out : array, shape (..., F)
+        ``h * GELU(g)``.
+    cache : tuple
+        Saved values for :func:`geglu_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``approximate`` is not a known form, the shapes of ``x`` and ``w`` do not match
+        (or ``w`` has an odd number of columns), or ``b`` is not of shape (2F,).
+    """
     xp = array_namespace(x, w)
     _check_form(approximate, "geglu_forward")
     if x.ndim < 1 or w.ndim != 2 or x.shape[-1] != w.shape[0] or w.shape[1] % 2:
@@ -103,7 +194,24 @@ def geglu_forward(x, w, b, approximate: str = "none"):
 
 def geglu_backward(dout, cache):
     """Gradients of :func:`geglu_forward`, MATH.md (13.25): ``dh = dout GELU(g)``,
-    ``dg = dout h GELU'(g)``, then (13.2) for the projection.  Returns ``(dx, dw, db)``."""
+    ``dg = dout h GELU'(g)``, then (13.2) for the projection.  Returns ``(dx, dw, db)``.
+
+    Parameters
+    ----------
+    dout : array, shape (..., F)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache returned by :func:`geglu_forward`.
+
+    Returns
+    -------
+    dx : array, shape (..., D)
+        Gradient with respect to ``x``.
+    dw : array, shape (D, 2F)
+        Gradient with respect to ``w``.
+    db : array, shape (2F,)
+        Gradient with respect to ``b``.
+    """
     xp = array_namespace(dout)
     x2, w, h, act, slope, x_shape = cache
     d2 = xp.reshape(dout, (-1, h.shape[1]))  # (M, F)

@@ -77,6 +77,35 @@ def attention_forward(q, k, v, key_mask=None, *, mask_bias: float | None = None)
     get score -inf, hence weight exactly 0 (``mask_bias`` = a float instead adds
     ``(1 - mask) mask_bias``).  The row maximum is subtracted before exponentiating.
     Returns ``(out (B, ..., L_q, d_v), cache)``.
+
+    Parameters
+    ----------
+    q : array, shape (B, ..., L_q, d)
+        Queries.
+    k : array, shape (B, ..., L_k, d)
+        Keys, with the leading axes of ``q``.
+    v : array, shape (B, ..., L_k, d_v)
+        Values, with the leading axes of ``q``.
+    key_mask : bool array, shape (B, L_k), optional
+        True = attend to this key; every sample must keep at least one key.  None: no mask.
+    mask_bias : float, optional
+        None (default): masked keys get score -inf (exactly excluded); a float (e.g.
+        -10000.0): ``(1 - mask) mask_bias`` is added to the scores instead.
+
+    Returns
+    -------
+    out : array, shape (B, ..., L_q, d_v)
+        The attention output.
+    cache : tuple
+        ``(q, k, v, P, scale)`` for :func:`attention_backward`.
+
+    Raises
+    ------
+    ValueError
+        If the shapes of ``q``, ``k``, ``v`` do not match as above, ``key_mask`` has the wrong
+        shape, or it masks every key of a sample.
+    TypeError
+        If ``key_mask`` is not a boolean array.
     """
     xp = array_namespace(q, k, v)
     what = "attention_forward"
@@ -111,7 +140,22 @@ def attention_backward(dout, cache):
     ``dV = P^T dO``, ``dS = P * (dP - rowsum(dP * P))`` with ``dP = dO V^T``,
     ``dQ = dS K / sqrt(d)``, ``dK = dS^T Q / sqrt(d)``.  A masked key has P = 0 in every
     row, hence dS = 0 in its column and exactly zero dK, dV (MATH.md (13.22)).
-    Returns ``(dq, dk, dv)``."""
+    Returns ``(dq, dk, dv)``.
+
+    Parameters
+    ----------
+    dout : array, shape (B, ..., L_q, d_v)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache of :func:`attention_forward`.
+
+    Returns
+    -------
+    dq : array, shape (B, ..., L_q, d)
+    dk : array, shape (B, ..., L_k, d)
+    dv : array, shape (B, ..., L_k, d_v)
+        Gradients with respect to the queries, keys and values.
+    """
     xp = array_namespace(dout)
     q, k, v, p, scale = cache
     dv = xp.matrix_transpose(p) @ dout
@@ -123,7 +167,24 @@ def attention_backward(dout, cache):
 def attention_forward_naive(q, k, v, key_mask=None):
     """Loop definition of masked attention, MATH.md (13.22): for every batch entry and
     query, a softmax over the *kept* keys only (masked keys are dropped, not weighted),
-    then the weighted sum of their values.  NumPy float64 on the host; for tests."""
+    then the weighted sum of their values.  NumPy float64 on the host; for tests.
+
+    Parameters
+    ----------
+    q : array_like, shape (B, ..., L_q, d)
+        Queries.
+    k : array_like, shape (B, ..., L_k, d)
+        Keys.
+    v : array_like, shape (B, ..., L_k, d_v)
+        Values.
+    key_mask : bool array_like, shape (B, L_k), optional
+        True = attend to this key; None: no mask.
+
+    Returns
+    -------
+    numpy.ndarray, shape (B, ..., L_q, d_v)
+        The attention output in float64.
+    """
     q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
     lead = q.shape[:-2]
     out = np.zeros(lead + (q.shape[-2], v.shape[-1]))
@@ -141,7 +202,25 @@ def attention_forward_naive(q, k, v, key_mask=None):
 
 # ------------------------------------------------------------------ heads
 def split_heads(x, heads: int):
-    """(N, L, H d) -> (N, H, L, d): head h is the channel block [h d, (h + 1) d)."""
+    """(N, L, H d) -> (N, H, L, d): head h is the channel block [h d, (h + 1) d).
+
+    Parameters
+    ----------
+    x : array, shape (N, L, H d)
+        Tokens.
+    heads : int
+        The number of heads H; must divide the width.
+
+    Returns
+    -------
+    array, shape (N, H, L, d)
+        The per-head tokens.
+
+    Raises
+    ------
+    ValueError
+        If ``heads < 1`` or it does not divide the width.
+    """
     xp = array_namespace(x)
     N, L, D = x.shape
     if heads < 1 or D % heads:
@@ -150,7 +229,18 @@ def split_heads(x, heads: int):
 
 
 def merge_heads(x):
-    """(N, H, L, d) -> (N, L, H d), the inverse of :func:`split_heads`."""
+    """(N, H, L, d) -> (N, L, H d), the inverse of :func:`split_heads`.
+
+    Parameters
+    ----------
+    x : array, shape (N, H, L, d)
+        Per-head tokens.
+
+    Returns
+    -------
+    array, shape (N, L, H d)
+        The merged tokens.
+    """
     xp = array_namespace(x)
     N, H, L, d = x.shape
     return xp.reshape(xp.permute_dims(x, (0, 2, 1, 3)), (N, L, H * d))
@@ -207,7 +297,41 @@ def mha_init(P: dict, pre: str, dim: int, heads: int, rng, *, context_dim: int |
     """Host-side parameters of :func:`mha_forward` under ``pre``: width ``dim`` queries,
     ``context_dim`` keys/values (None: self-attention), ``inner_dim = heads * d``
     (default ``dim``).  ``fused``: qkv (self) or q + kv (cross) instead of q, k, v.
-    Weights N(0, 1/fan_in); biases 0; ``zero_out`` zeroes the output projection."""
+    Weights N(0, 1/fan_in); biases 0; ``zero_out`` zeroes the output projection.
+
+    Parameters
+    ----------
+    P : dict
+        The flat parameter dict, filled in place (NumPy float64 arrays).
+    pre : str
+        The key prefix.
+    dim : int
+        The query (and output) width D.
+    heads : int
+        Number of heads; must divide the inner width.
+    rng : numpy.random.Generator
+        Source of the initial weights.
+    context_dim : int, optional
+        Width of the context tokens; None (default): self-attention.
+    inner_dim : int, optional
+        Inner width D' = heads * d; None (default): ``dim``.
+    fused : bool, default True
+        Fused qkv (self-attention) or q + kv (cross-attention) instead of separate q, k, v.
+    qkv_bias : bool, default True
+        Give the q/k/v projections a bias.
+    zero_out : bool, default False
+        Zero the output projection's weight.
+
+    Returns
+    -------
+    None
+        ``P`` is filled in place.
+
+    Raises
+    ------
+    ValueError
+        If ``heads < 1`` or it does not divide the inner width.
+    """
     inner = dim if inner_dim is None else inner_dim
     if heads < 1 or inner % heads:
         raise ValueError(f"mha_init: heads={heads} must divide the inner width {inner}")
@@ -253,7 +377,40 @@ def mha_forward(P, pre, x, context=None, *, heads: int, key_mask=None, mask_bias
         O_h = attention(Q_h, K_h, V_h; mask)  per head h               (N, L, D'/H)
         y = [O_1 .. O_H] W_out + b_out                                 (N, L, D)
 
-    Projections and their layout: see the module docstring.  Returns ``(y, cache)``."""
+    Projections and their layout: see the module docstring.  Returns ``(y, cache)``.
+
+    Parameters
+    ----------
+    P : dict
+        The flat parameter dict (keys under ``pre``, see the module docstring).
+    pre : str
+        The key prefix.
+    x : array, shape (N, L, D)
+        The query tokens.
+    context : array, shape (N, L_c, D_c), optional
+        The key/value tokens; None (default): self-attention on ``x``.
+    heads : int
+        Number of heads, a positive int dividing the inner width D'.
+    key_mask : bool array, shape (N, L_c), optional
+        True = attend; None: no mask.
+    mask_bias : float, optional
+        As in :func:`attention_forward`.
+
+    Returns
+    -------
+    y : array, shape (N, L, D)
+        The output tokens.
+    cache : tuple
+        For :func:`mha_backward`.
+
+    Raises
+    ------
+    ValueError
+        If the shapes are wrong, the projections under ``pre`` are missing or inconsistent
+        (a fused qkv with a context, unequal q/k/v widths), or ``heads`` does not divide D'.
+    TypeError
+        If ``key_mask`` is not boolean.
+    """
     what = "mha_forward"
     _check_tokens(x, context, heads, what)
     kind = _variant(P, pre, context is not None)
@@ -287,7 +444,28 @@ def mha_forward(P, pre, x, context=None, *, heads: int, key_mask=None, mask_bias
 def mha_backward(G, P, pre, dout, cache):
     """Backward of :func:`mha_forward`, MATH.md (13.23): gradients of every projection
     are added into ``G`` (same keys as ``P``); returns ``(dx, dcontext)``, dcontext None
-    for self-attention (its two paths are both in dx)."""
+    for self-attention (its two paths are both in dx).
+
+    Parameters
+    ----------
+    G : dict
+        Gradient accumulator: gradients of the projections under ``pre`` are added into it.
+    P : dict
+        The parameters used in the forward pass.
+    pre : str
+        The key prefix.
+    dout : array, shape (N, L, D)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache of :func:`mha_forward`.
+
+    Returns
+    -------
+    dx : array, shape (N, L, D)
+        Gradient with respect to ``x``.
+    dcontext : array, shape (N, L_c, D_c) or None
+        Gradient with respect to the context; None for self-attention.
+    """
     xp = array_namespace(dout)
     kind, caches, c_a, c_o, heads, is_self = cache
     do = _proj_b(G, P, pre + ".out", dout, c_o)  # (N, L, D')
@@ -306,7 +484,28 @@ def mha_forward_naive(P, pre, x, context=None, *, heads: int, key_mask=None):
     """Loop definition of MATH.md (13.23) on the host in float64: per sample and head,
     slice the head's columns out of the q/k/v weights, project, attend over the kept keys
     (:func:`attention_forward_naive`), and add each head's output times its rows of
-    W_out.  The executable specification of :func:`mha_forward`; slow, for tests."""
+    W_out.  The executable specification of :func:`mha_forward`; slow, for tests.
+
+    Parameters
+    ----------
+    P : dict
+        The flat parameter dict.
+    pre : str
+        The key prefix.
+    x : array_like, shape (N, L, D)
+        The query tokens.
+    context : array_like, shape (N, L_c, D_c), optional
+        The key/value tokens; None: self-attention.
+    heads : int
+        Number of heads.
+    key_mask : bool array_like, shape (N, L_c), optional
+        True = attend; None: no mask.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, L, D)
+        The output tokens in float64.
+    """
     host = {k: np.asarray(v, dtype=np.float64) for k, v in P.items() if k.startswith(pre + ".")}
     x = np.asarray(x, dtype=np.float64)
     c = x if context is None else np.asarray(context, dtype=np.float64)

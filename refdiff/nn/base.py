@@ -18,7 +18,14 @@ __all__ = ["DenoiserBase"]
 
 
 class DenoiserBase:
-    """Base of :class:`~refdiff.nn.MLP` and :class:`~refdiff.nn.UNet` (see there)."""
+    """Base of :class:`~refdiff.nn.MLP` and :class:`~refdiff.nn.UNet` (see there).
+
+    Parameters
+    ----------
+    config : dataclass
+        The network's configuration (e.g. :class:`~refdiff.nn.UNetConfig`), kept as
+        ``self.config``.
+    """
 
     arch = ""
 
@@ -35,7 +42,27 @@ class DenoiserBase:
     def init_params(self, rng, *, xp=None, dtype="float32") -> dict:
         """A fresh flat parameter dict.  Drawn on the host from the numpy Generator
         ``rng`` in float64 (so NumPy and CuPy runs from one seed agree), then cast to
-        ``dtype`` ("float32" or "float64") and moved to namespace ``xp`` (default NumPy)."""
+        ``dtype`` ("float32" or "float64") and moved to namespace ``xp`` (default NumPy).
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            Source of the initial values.
+        xp : namespace or None, optional
+            Array namespace of the parameters; None (default) for NumPy.
+        dtype : {"float32", "float64"}, optional
+            Dtype of the parameters (default ``"float32"``).
+
+        Returns
+        -------
+        dict
+            Parameter name -> array.
+
+        Raises
+        ------
+        ValueError
+            If ``dtype`` is not ``"float32"`` or ``"float64"``.
+        """
         rng = check_rng(rng)
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
@@ -45,12 +72,24 @@ class DenoiserBase:
         return {k: xp.asarray(np.ascontiguousarray(v), dtype=dt) for k, v in host.items()}
 
     def num_params(self, params=None) -> int:
-        """Number of scalar parameters (of ``params``, or of a fresh init)."""
+        """Number of scalar parameters (of ``params``, or of a fresh init).
+
+        Parameters
+        ----------
+        params : dict or None, optional
+            Parameter dict to count; None (default) counts a fresh initialisation.
+
+        Returns
+        -------
+        int
+            Total number of scalar entries.
+        """
         if params is None:
             params = self._init_host(np.random.default_rng(0))
         return int(sum(int(np.prod(v.shape)) for v in params.values()))
 
     def to_dict(self) -> dict:
+        """The config as a plain dict (its ``to_dict``), with the ``"arch"`` key."""
         return self.config.to_dict()
 
     # ------------------------------------------------------------------ checks
@@ -82,7 +121,31 @@ class DenoiserBase:
 
     def null_cond(self, cond, n: int, kinds=None, *, xp=None, dtype="float32") -> dict:
         """``cond`` for a batch of ``n`` with ``kinds`` (default: every droppable kind)
-        replaced by their null: the unconditional branch of CFG, MATH.md (12.7)."""
+        replaced by their null: the unconditional branch of CFG, MATH.md (12.7).
+
+        Parameters
+        ----------
+        cond : mapping, array or None
+            The condition (see :func:`refdiff.nn.conditions.as_cond`).
+        n : int
+            Batch size.
+        kinds : str, sequence of str or None, optional
+            Condition kinds to replace by their null; None (default) for every droppable kind.
+        xp : namespace or None, optional
+            Array namespace; None (default) for NumPy.
+        dtype : str or dtype, optional
+            Floating dtype of the condition arrays (default ``"float32"``).
+
+        Returns
+        -------
+        dict
+            The full condition dict, every kind present, the chosen kinds set to their null.
+
+        Raises
+        ------
+        ValueError
+            If a name in ``kinds`` is not a kind of this network, or ``cond`` does not validate.
+        """
         xp = array_namespace() if xp is None else xp
         return self.cond_spec.null(cond, n, xp, getattr(xp, dtype) if isinstance(dtype, str) else dtype, kinds)
 
@@ -104,10 +167,47 @@ class DenoiserBase:
 
     # ------------------------------------------------------------------ inference
     def forward(self, params, x, t, cond=None):  # pragma: no cover - abstract
+        """The network output and the cache for ``backward``; defined by each subclass.
+
+        Parameters
+        ----------
+        params : dict
+            Parameter dict.
+        x : array, shape (N, ...)
+            Noisy inputs, of the network's per-sample shape.
+        t : array of shape (N,) or float
+            Times.
+        cond : mapping, array or None, optional
+            Condition (default None: every kind's null).
+
+        Returns
+        -------
+        out : array, shape of ``x``
+            The network output.
+        cache : tuple
+            Saved values for ``backward``.
+        """
         raise NotImplementedError
 
     def apply(self, params, x, t, cond=None):
-        """The model output for inference (the cache is dropped)."""
+        """The model output for inference (the cache is dropped).
+
+        Parameters
+        ----------
+        params : dict
+            Parameter dict.
+        x : array, shape (N, ...)
+            Noisy inputs, of the network's per-sample shape.
+        t : array of shape (N,) or float
+            Times.
+        cond : mapping, array or None, optional
+            Condition (default None: every kind's null).
+
+        Returns
+        -------
+        array, shape of ``x``
+            The network output.
+        """
         return self.forward(params, x, t, cond)[0]
 
     def as_model(self, params, cond=None, *, y=None):
@@ -115,7 +215,27 @@ class DenoiserBase:
         parameters and condition ``cond`` bound (a mapping of condition kinds, see
         :mod:`refdiff.nn.conditions`; a plain label array is shorthand for
         ``{"class": y}``, and so is the keyword ``y``; None, or a missing kind: that
-        kind's null).  It is validated against the batch at every call (``forward``)."""
+        kind's null).  It is validated against the batch at every call (``forward``).
+
+        Parameters
+        ----------
+        params : dict
+            Parameter dict bound into the callable.
+        cond : mapping, array or None, optional
+            Condition bound into the callable (default None: every kind's null).
+        y : array of int or None, optional
+            Class labels, shorthand for ``cond={"class": y}``.
+
+        Returns
+        -------
+        callable
+            ``model(x, t) -> output``.
+
+        Raises
+        ------
+        TypeError
+            If both ``cond`` and ``y`` are given, or ``cond`` is not a mapping, an array or None.
+        """
         if y is not None:
             if cond is not None:
                 raise TypeError("as_model: pass the condition as cond or as the class labels y, not both")

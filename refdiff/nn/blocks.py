@@ -109,7 +109,29 @@ def resblock_forward(P, pre, x, e, groups):
     """Residual block with conditioning, MATH.md (13.16):
     ``out = skip(x) + conv2(silu(gn2(conv1(silu(gn1(x))) + W_e e)))`` where ``e`` (N, E) is
     the activated time (+ class) embedding and ``W_e e`` is added to every pixel; skip is
-    the identity or a 1x1 conv when the channel count changes."""
+    the identity or a 1x1 conv when the channel count changes.
+
+    Parameters
+    ----------
+    P : dict
+        Flat parameter dict holding the block's entries under ``pre`` (``norm1``, ``conv1``,
+        ``emb``, ``norm2``, ``conv2`` and, when the channel count changes, ``skip``).
+    pre : str
+        Key prefix of the block, e.g. ``"down0.res0"``.
+    x : array, shape (N, C_in, H, W)
+        Input.
+    e : array, shape (N, E)
+        Activated conditioning embedding.
+    groups : int
+        GroupNorm group count, dividing C_in and C_out.
+
+    Returns
+    -------
+    out : array, shape (N, C_out, H, W)
+        The block's output.
+    cache : tuple
+        Saved values for :func:`resblock_backward`.
+    """
     h, c_n1 = gn_f(P, pre + ".norm1", x, groups)
     h, c_s1 = silu_forward(h)
     h, c_c1 = conv_f(P, pre + ".conv1", h)
@@ -126,7 +148,28 @@ def resblock_forward(P, pre, x, e, groups):
 
 
 def resblock_backward(G, P, pre, dout, cache):
-    """Backward of :func:`resblock_forward`; returns ``(dx, de)``.  MATH.md (13.16)."""
+    """Backward of :func:`resblock_forward`; returns ``(dx, de)``.  MATH.md (13.16).
+
+    Parameters
+    ----------
+    G : dict
+        Gradient dict; the block's parameter gradients are added into it under ``pre``.
+    P : dict
+        The parameter dict used in the forward pass.
+    pre : str
+        Key prefix of the block.
+    dout : array, shape (N, C_out, H, W)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache returned by :func:`resblock_forward`.
+
+    Returns
+    -------
+    dx : array, shape (N, C_in, H, W)
+        Gradient with respect to ``x``.
+    de : array, shape (N, E)
+        Gradient with respect to ``e``.
+    """
     xp = array_namespace(dout)
     c_n1, c_s1, c_c1, c_e, c_n2, c_s2, c_c2, c_sk = cache
     dh = conv_b(G, pre + ".conv2", dout, c_c2)
@@ -152,7 +195,26 @@ def attnblock_forward(P, pre, x, groups):
     MATH.md (13.17): tokens ``h = gn(x)``; ``[q k v] = h W_qkv + b``;
     ``out = x + (attention(q, k, v) W_proj + b)`` back in NCHW.  Tokens are laid out
     pixel-major, (L N, C), so that the (C, H, W, N) memory order of the convolutions
-    converts to them without a copy."""
+    converts to them without a copy.
+
+    Parameters
+    ----------
+    P : dict
+        Flat parameter dict holding ``norm``, ``qkv`` and ``proj`` under ``pre``.
+    pre : str
+        Key prefix of the block.
+    x : array, shape (N, C, H, W)
+        Input.
+    groups : int
+        GroupNorm group count, dividing C.
+
+    Returns
+    -------
+    out : array, shape (N, C, H, W)
+        ``x`` plus the attention output.
+    cache : tuple
+        Saved values for :func:`attnblock_backward`.
+    """
     xp = array_namespace(x)
     N, C, H, W = x.shape
     L = H * W
@@ -168,7 +230,26 @@ def attnblock_forward(P, pre, x, groups):
 
 
 def attnblock_backward(G, P, pre, dout, cache):
-    """Backward of :func:`attnblock_forward`; returns dx.  MATH.md (13.17)."""
+    """Backward of :func:`attnblock_forward`; returns dx.  MATH.md (13.17).
+
+    Parameters
+    ----------
+    G : dict
+        Gradient dict; the block's parameter gradients are added into it under ``pre``.
+    P : dict
+        The parameter dict used in the forward pass.
+    pre : str
+        Key prefix of the block.
+    dout : array, shape (N, C, H, W)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache returned by :func:`attnblock_forward`.
+
+    Returns
+    -------
+    dx : array, shape (N, C, H, W)
+        Gradient with respect to ``x``.
+    """
     xp = array_namespace(dout)
     c_n, c_qkv, c_a, c_p, (N, C, H, W) = cache
     L = H * W

@@ -48,7 +48,29 @@ SUPPORTED_FORMAT_VERSIONS = (1, 2)  # 1: no 'groups', 'prediction_type', 'cond_k
 @dataclass
 class Checkpoint:
     """What :func:`load_checkpoint` returns.  ``model`` is rebuilt from the stored config;
-    arrays are in the namespace asked for (NumPy by default)."""
+    arrays are in the namespace asked for (NumPy by default).
+
+    Parameters
+    ----------
+    model : DenoiserBase
+        The network rebuilt from the stored config.
+    params : dict
+        Its parameters.
+    ema_params : dict or None
+        EMA parameters, if saved.
+    opt_state : dict or None
+        Optimizer state (``"step"`` and moments ``m/<key>``, ``v/<key>``), if saved.
+    rng_state : dict or None
+        Bit-generator state of the host RNG, if saved.
+    step : int
+        Training step.
+    meta : dict
+        The JSON metadata.
+    history : dict, optional
+        1-D logs (default empty).
+    groups : dict, optional
+        Further parameter groups, name -> parameter dict (default empty).
+    """
 
     model: object
     params: dict
@@ -78,7 +100,24 @@ class Checkpoint:
 # ---------------------------------------------------------------------------- schedules
 def describe_schedule(schedule) -> dict:
     """A JSON-able description of a schedule, enough to rebuild it exactly
-    (:func:`schedule_from_description`); betas are stored as exact float64 decimal reprs."""
+    (:func:`schedule_from_description`); betas are stored as exact float64 decimal reprs.
+
+    Parameters
+    ----------
+    schedule : Schedule, LinearVP or InterpolatedVP
+        The schedule to describe.
+
+    Returns
+    -------
+    dict
+        JSON-able description with a ``"type"`` key (``"discrete"``, ``"linear_vp"`` or
+        ``"interpolated_vp"``).
+
+    Raises
+    ------
+    TypeError
+        If ``schedule`` is of another type.
+    """
     from ..schedules import InterpolatedVP, LinearVP, Schedule
 
     if isinstance(schedule, Schedule):
@@ -91,7 +130,23 @@ def describe_schedule(schedule) -> dict:
 
 
 def schedule_from_description(d: dict):
-    """Inverse of :func:`describe_schedule`."""
+    """Inverse of :func:`describe_schedule`.
+
+    Parameters
+    ----------
+    d : dict
+        A description from :func:`describe_schedule`.
+
+    Returns
+    -------
+    Schedule, LinearVP or InterpolatedVP
+        The rebuilt schedule.
+
+    Raises
+    ------
+    ValueError
+        If ``d["type"]`` is not a known description type.
+    """
     from ..schedules import InterpolatedVP, LinearVP, schedule_from_betas
 
     kind = d.get("type")
@@ -146,7 +201,47 @@ def save_checkpoint(
     ``schedule`` a Schedule / continuous VP (:func:`describe_schedule`);
     ``prediction_type`` what the network predicts (default: the training target, else
     "epsilon"); ``history`` a dict of 1-D host arrays (loss logs); ``main_group`` the name
-    the training loop gave ``params`` (optimizer keys ``m/<main_group>/<key>`` refer to it)."""
+    the training loop gave ``params`` (optimizer keys ``m/<main_group>/<key>`` refer to it).
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination, ending in ``.npz``.
+    model : DenoiserBase
+        The network (its ``to_dict()`` config is stored).
+    params : dict
+        Its parameters.
+    ema_params : dict or None, optional
+        EMA parameters (default None).
+    opt_state : dict or None, optional
+        Flat optimizer state (default None).
+    rng : numpy.random.Generator, dict or None, optional
+        Host RNG or its state dict (default None).
+    step : int, optional
+        Training step (default 0).
+    train_config : dict or None, optional
+        Training configuration stored in the metadata (default None).
+    schedule : object or None, optional
+        Noise schedule, stored through :func:`describe_schedule` (default None).
+    history : dict or None, optional
+        1-D loss logs (default None).
+    groups : dict or None, optional
+        Further parameter groups ``{name: (network or None, params)}`` (default None).
+    prediction_type : str or None, optional
+        What the network predicts (default: ``train_config["target"]``, else ``"epsilon"``).
+    main_group : str, optional
+        Name the training loop gave ``params`` (default ``"params"``).
+
+    Returns
+    -------
+    pathlib.Path
+        The ``.npz`` path.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` does not end in ``.npz``, or a group name is reserved or contains ``/``.
+    """
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"checkpoint path must end in .npz, got {str(path)!r}")
@@ -276,7 +371,27 @@ def load_checkpoint(path, *, xp=None) -> Checkpoint:
     whose shape differs from the one its stored model config implies, a parameter or
     optimizer moment that is not real floating point (string, integer, complex) or not
     finite, and a step counter that is not a non-negative integer.  ``xp``: namespace for
-    the arrays (default NumPy)."""
+    the arrays (default NumPy).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.npz`` written by :func:`save_checkpoint`.
+    xp : namespace or None, optional
+        Array namespace of the returned arrays; None (default) for NumPy.
+
+    Returns
+    -------
+    Checkpoint
+        The model, its parameters and the saved state.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no file at ``path``.
+    ValueError
+        If the file is corrupted or fails one of the checks above.
+    """
     from . import build_model
 
     path = Path(path)

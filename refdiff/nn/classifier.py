@@ -22,7 +22,33 @@ def classifier_init(rng: np.random.Generator, *, n_in: int = 64, hidden=(256, 12
                     xp=None, dtype: str = "float64") -> dict:
     """Parameters of the MLP classifier ``x (N, n_in) -> silu(linear) x len(hidden) ->
     logits (N, n_classes)``: keys ``"l{i}.w"`` (d_in, d_out) ~ N(0, 1/d_in) and ``"l{i}.b"``
-    = 0, drawn on the host from ``rng``, moved to ``xp`` (NumPy default)."""
+    = 0, drawn on the host from ``rng``, moved to ``xp`` (NumPy default).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the initial weights.
+    n_in : int, optional
+        Input size (default 64, an 8x8 image).
+    hidden : sequence of int, optional
+        Hidden layer widths (default (256, 128)).
+    n_classes : int, optional
+        Number of classes K (default 10).
+    xp : namespace or None, optional
+        Array namespace of the parameters; None (default) for NumPy.
+    dtype : str, optional
+        Name of the floating dtype in ``xp`` (default ``"float64"``).
+
+    Returns
+    -------
+    dict
+        Parameter name -> array.
+
+    Raises
+    ------
+    ValueError
+        If a layer size is below 1.
+    """
     rng = check_rng(rng)
     sizes = (int(n_in), *(int(h) for h in hidden), int(n_classes))
     if min(sizes) < 1:
@@ -41,7 +67,24 @@ def _n_layers(params):
 
 def classifier_forward(params: dict, x, *, upto: int | None = None):
     """Logits (N, K) and cache of the MLP classifier; x (N, ...) is flattened.  With
-    ``upto = k`` stops after the k-th hidden activation (the features)."""
+    ``upto = k`` stops after the k-th hidden activation (the features).
+
+    Parameters
+    ----------
+    params : dict
+        Parameters from :func:`classifier_init`.
+    x : array, shape (N, ...)
+        Inputs, flattened to (N, n_in) and cast to the parameters' dtype.
+    upto : int or None, optional
+        Number of layers to run; None (default) for all (the logits).
+
+    Returns
+    -------
+    out : array
+        Logits (N, K), or with ``upto = k`` the k-th hidden activation.
+    cache : tuple
+        Saved values for :func:`classifier_backward`.
+    """
     xp = array_namespace(x)
     h = xp.astype(xp.reshape(x, (x.shape[0], -1)), params["l0.w"].dtype)  # (N, ...) -> (N, D)
     L = _n_layers(params)
@@ -56,7 +99,24 @@ def classifier_forward(params: dict, x, *, upto: int | None = None):
 
 
 def classifier_backward(params: dict, cache, dlogits):
-    """Gradients of ``sum(logits * dlogits)``: ``(grads, dx)`` (dx in x's shape)."""
+    """Gradients of ``sum(logits * dlogits)``: ``(grads, dx)`` (dx in x's shape).
+
+    Parameters
+    ----------
+    params : dict
+        Parameters of the forward pass.
+    cache : tuple
+        The cache returned by :func:`classifier_forward` (run to the logits).
+    dlogits : array, shape (N, K)
+        Gradient with respect to the logits.
+
+    Returns
+    -------
+    grads : dict
+        Gradient of every parameter, keyed as ``params``.
+    dx : array
+        Gradient with respect to ``x``, in its shape.
+    """
     caches, shape = cache
     xp = array_namespace(dlogits)
     G, d = {}, dlogits
@@ -71,7 +131,27 @@ def classifier_backward(params: dict, cache, dlogits):
 def softmax_cross_entropy(logits, y):
     """Mean softmax cross-entropy and its gradient, MATH.md (15.8):
     ``loss = (1/N) sum_n [logsumexp(z_n) - z_n[y_n]]``, ``dloss/dz = (softmax(z) - onehot(y)) / N``.
-    logits (N, K), y (N,) integer labels in [0, K)."""
+    logits (N, K), y (N,) integer labels in [0, K).
+
+    Parameters
+    ----------
+    logits : array, shape (N, K)
+        Unnormalised log-probabilities.
+    y : array of int, shape (N,)
+        Labels in [0, K).
+
+    Returns
+    -------
+    loss : float
+        The mean cross-entropy.
+    dlogits : array, shape (N, K)
+        Its gradient with respect to ``logits``.
+
+    Raises
+    ------
+    ValueError
+        If ``y`` is not of shape (N,) or a label lies outside [0, K).
+    """
     xp = array_namespace(logits)
     N, K = logits.shape
     if getattr(y, "shape", None) != (N,):
@@ -89,7 +169,22 @@ def softmax_cross_entropy(logits, y):
 
 
 def classify(params: dict, x, *, batch_size: int = 2048):
-    """Predicted labels (N,) int64 of the classifier (argmax of the logits)."""
+    """Predicted labels (N,) int64 of the classifier (argmax of the logits).
+
+    Parameters
+    ----------
+    params : dict
+        Parameters of the classifier.
+    x : array, shape (N, ...)
+        Inputs.
+    batch_size : int, optional
+        Rows per forward pass (default 2048).
+
+    Returns
+    -------
+    array of int64, shape (N,)
+        Predicted labels.
+    """
     xp = array_namespace(x)
     out = [xp.argmax(classifier_forward(params, x[s:min(s + batch_size, x.shape[0])])[0], axis=1) for s in range(0, x.shape[0], batch_size)]
     return xp.astype(xp.concat(out), xp.int64)
@@ -97,7 +192,22 @@ def classify(params: dict, x, *, batch_size: int = 2048):
 
 def features(params: dict, x, *, batch_size: int = 2048):
     """The last hidden activation (N, hidden[-1]) of the classifier: the feature space of
-    :func:`frechet_distance` for 8x8 digits."""
+    :func:`frechet_distance` for 8x8 digits.
+
+    Parameters
+    ----------
+    params : dict
+        Parameters of the classifier.
+    x : array, shape (N, ...)
+        Inputs.
+    batch_size : int, optional
+        Rows per forward pass (default 2048).
+
+    Returns
+    -------
+    array, shape (N, hidden[-1])
+        The last hidden activation.
+    """
     k = _n_layers(params) - 1
     xp = array_namespace(x)
     return xp.concat([classifier_forward(params, x[s:min(s + batch_size, x.shape[0])], upto=k)[0] for s in range(0, x.shape[0], batch_size)])

@@ -38,7 +38,23 @@ __all__ = ["CondKind", "ClassCond", "TokenCond", "ControlCond", "InpaintCond", "
 
 
 def as_cond(cond) -> dict:
-    """``cond`` as a dict: None -> {}, a mapping -> a dict copy, an array -> {"class": it}."""
+    """``cond`` as a dict: None -> {}, a mapping -> a dict copy, an array -> {"class": it}.
+
+    Parameters
+    ----------
+    cond : Mapping, array of int, or None
+        The condition.
+
+    Returns
+    -------
+    dict
+        The condition as a dict (keys whose value is None dropped).
+
+    Raises
+    ------
+    TypeError
+        If ``cond`` is none of the three.
+    """
     if cond is None:
         return {}
     if isinstance(cond, Mapping):
@@ -79,13 +95,69 @@ class CondKind:
     droppable = True
 
     def check(self, c: dict, n: int, xp, what: str) -> dict:  # pragma: no cover - abstract
+        """The checked keys of this kind from ``c`` (subclasses implement it).
+
+        Parameters
+        ----------
+        c : dict
+            The condition (holding at least one of this kind's keys).
+        n : int
+            The batch size.
+        xp : namespace
+            The array namespace.
+        what : str
+            Name used in error messages.
+
+        Returns
+        -------
+        dict
+            This kind's keys, validated (defaults filled in).
+
+        Raises
+        ------
+        TypeError, ValueError
+            If a value has the wrong dtype, shape or range.
+        """
         raise NotImplementedError
 
     def null(self, n: int, xp, dtype) -> dict:  # pragma: no cover - abstract
+        """This kind's null condition for a batch (subclasses implement it).
+
+        Parameters
+        ----------
+        n : int
+            The batch size.
+        xp : namespace
+            The array namespace.
+        dtype : dtype
+            The float dtype of float-valued nulls.
+
+        Returns
+        -------
+        dict
+            This kind's keys, set to their null values.
+        """
         raise NotImplementedError
 
     def where(self, drop, c: dict, null: dict, xp) -> dict:
-        """Per sample, the null where ``drop`` (N,) is True, else ``c``."""
+        """Per sample, the null where ``drop`` (N,) is True, else ``c``.
+
+        Parameters
+        ----------
+        drop : bool array, shape (N,)
+            True where the null replaces the condition.
+        c : dict
+            The checked condition.
+        null : dict
+            The null condition of this kind.
+        xp : namespace
+            The array namespace.
+
+        Returns
+        -------
+        dict
+            This kind's keys, mixed per sample.
+        """
         out = {}
         for k in self.keys:
             d = xp.reshape(drop, (drop.shape[0],) + (1,) * (c[k].ndim - 1))
@@ -94,7 +166,13 @@ class CondKind:
 
 
 class ClassCond(CondKind):
-    """Class labels (N,) in [0, K]; K is the null class."""
+    """Class labels (N,) in [0, K]; K is the null class.
+
+    Parameters
+    ----------
+    num_classes : int
+        The number of classes K (labels 0..K-1; K is the null).
+    """
 
     name, keys = "class", ("class",)
 
@@ -102,6 +180,31 @@ class ClassCond(CondKind):
         self.num_classes = int(num_classes)
 
     def check(self, c, n, xp, what):
+        """The labels ``c["class"]``, checked.
+
+        Parameters
+        ----------
+        c : dict
+            The condition.
+        n : int
+            The batch size.
+        xp : namespace
+            The array namespace.
+        what : str
+            Name used in error messages.
+
+        Returns
+        -------
+        dict
+            ``{"class": labels}``.
+
+        Raises
+        ------
+        ValueError
+            If the labels are not (n,) or lie outside [0, K].
+        TypeError
+            If they are not integers.
+        """
         y = c["class"]
         if _shape(y) != (n,):
             raise ValueError(f"{what}: cond['class'] must have shape ({n},), got {_shape(y)}")
@@ -110,11 +213,35 @@ class ClassCond(CondKind):
         return {"class": y}
 
     def null(self, n, xp, dtype):
+        """The null class K for every sample.
+
+        Parameters
+        ----------
+        n : int
+            The batch size.
+        xp : namespace
+            The array namespace.
+        dtype : dtype
+            Unused (the labels are int64).
+
+        Returns
+        -------
+        dict
+            ``{"class": (n,) int64 array of K}``.
+        """
         return {"class": xp.full((n,), self.num_classes, dtype=xp.int64)}
 
 
 class TokenCond(CondKind):
-    """Token ids (N, L) in [0, vocab_size) with a key-padding mask (N, L)."""
+    """Token ids (N, L) in [0, vocab_size) with a key-padding mask (N, L).
+
+    Parameters
+    ----------
+    vocab_size : int
+        Number of token ids V.
+    max_len : int
+        Maximum prompt length (the null prompt's length).
+    """
 
     name, keys = "tokens", ("tokens", "token_mask")
 
@@ -122,6 +249,32 @@ class TokenCond(CondKind):
         self.vocab_size, self.max_len = int(vocab_size), int(max_len)
 
     def check(self, c, n, xp, what):
+        """The tokens and their mask, checked (the mask defaults to all True).
+
+        Parameters
+        ----------
+        c : dict
+            The condition.
+        n : int
+            The batch size.
+        xp : namespace
+            The array namespace.
+        what : str
+            Name used in error messages.
+
+        Returns
+        -------
+        dict
+            ``{"tokens": (n, L) ids, "token_mask": (n, L) bool}``.
+
+        Raises
+        ------
+        ValueError
+            If the shapes are wrong (1 <= L <= max_len), an id lies outside [0, V), or a sample
+            keeps no token.
+        TypeError
+            If the ids are not integers or the mask is not boolean.
+        """
         ids = c["tokens"]
         if len(_shape(ids)) != 2 or ids.shape[0] != n or not 1 <= ids.shape[1] <= self.max_len:
             raise ValueError(f"{what}: cond['tokens'] must have shape (N, L) = ({n}, L) with 1 <= L <= "
@@ -141,17 +294,57 @@ class TokenCond(CondKind):
         return {"tokens": ids, "token_mask": mask}
 
     def null(self, n, xp, dtype):
+        """The empty prompt for every sample: ids 0 with only position 0 kept.
+
+        Parameters
+        ----------
+        n : int
+            The batch size.
+        xp : namespace
+            The array namespace.
+        dtype : dtype
+            Unused.
+
+        Returns
+        -------
+        dict
+            ``{"tokens": (n, max_len) int64 zeros, "token_mask": (n, max_len) bool}``.
+        """
         mask = np.zeros((n, self.max_len), dtype=bool)
         mask[:, 0] = True
         return {"tokens": xp.zeros((n, self.max_len), dtype=xp.int64), "token_mask": xp.asarray(mask)}
 
     def where(self, drop, c, null, xp):
+        """Parameters
+        ----------
+        drop : bool array, shape (N,)
+            True where the empty prompt replaces the prompt.
+        c : dict
+            The checked condition.
+        null : dict
+            The null condition (cut to the prompt length L).
+        xp : namespace
+            The array namespace.
+
+        Returns
+        -------
+        dict
+            ``tokens`` and ``token_mask``, mixed per sample.
+        """
         L = c["tokens"].shape[1]  # the empty prompt cut to the prompt length
         return super().where(drop, c, {k: v[:, :L] for k, v in null.items()}, xp)
 
 
 class ControlCond(CondKind):
-    """A spatial control image (N, channels, size, size)."""
+    """A spatial control image (N, channels, size, size).
+
+    Parameters
+    ----------
+    channels : int
+        Channels of the control image.
+    size : int
+        Its side.
+    """
 
     name, keys = "control", ("control",)
 
@@ -159,15 +352,64 @@ class ControlCond(CondKind):
         self.channels, self.size = int(channels), int(size)
 
     def check(self, c, n, xp, what):
+        """The control image, checked.
+
+        Parameters
+        ----------
+        c : dict
+            The condition.
+        n : int
+            The batch size.
+        xp : namespace
+            The array namespace.
+        what : str
+            Name used in error messages.
+
+        Returns
+        -------
+        dict
+            ``{"control": image}``.
+
+        Raises
+        ------
+        ValueError
+            If its shape is not (n, channels, size, size).
+        TypeError
+            If it is not a float array.
+        """
         _float_image(xp, c["control"], "control", (n, self.channels, self.size, self.size), what)
         return {"control": c["control"]}
 
     def null(self, n, xp, dtype):
+        """Zero control images.
+
+        Parameters
+        ----------
+        n : int
+            The batch size.
+        xp : namespace
+            The array namespace.
+        dtype : dtype
+            Their dtype.
+
+        Returns
+        -------
+        dict
+            ``{"control": zeros (n, channels, size, size)}``.
+        """
         return {"control": xp.zeros((n, self.channels, self.size, self.size), dtype=dtype)}
 
 
 class InpaintCond(CondKind):
-    """A mask (N, 1, S, S), 1 = to generate, and the masked image (N, C, S, S)."""
+    """A mask (N, 1, S, S), 1 = to generate, and the masked image (N, C, S, S).
+
+    Parameters
+    ----------
+    channels : int
+        Channels C of the image.
+    size : int
+        Its side S.
+    """
 
     name, keys, droppable = "inpaint", ("mask", "masked_image"), False
 
@@ -175,6 +417,31 @@ class InpaintCond(CondKind):
         self.channels, self.size = int(channels), int(size)
 
     def check(self, c, n, xp, what):
+        """The mask and the masked image, checked.
+
+        Parameters
+        ----------
+        c : dict
+            The condition.
+        n : int
+            The batch size.
+        xp : namespace
+            The array namespace.
+        what : str
+            Name used in error messages.
+
+        Returns
+        -------
+        dict
+            ``{"mask": (n, 1, S, S), "masked_image": (n, C, S, S)}``.
+
+        Raises
+        ------
+        ValueError
+            If a key is missing, a shape is wrong, or the mask leaves [0, 1].
+        TypeError
+            If an array is not float.
+        """
         if "masked_image" not in c or "mask" not in c:
             raise ValueError(f"{what}: the inpaint condition needs both cond['mask'] and cond['masked_image']")
         m = c["mask"]
@@ -186,6 +453,22 @@ class InpaintCond(CondKind):
         return {"mask": m, "masked_image": c["masked_image"]}
 
     def null(self, n, xp, dtype):
+        """Mask 1 everywhere and a zero masked image.
+
+        Parameters
+        ----------
+        n : int
+            The batch size.
+        xp : namespace
+            The array namespace.
+        dtype : dtype
+            Their dtype.
+
+        Returns
+        -------
+        dict
+            ``{"mask": ones (n, 1, S, S), "masked_image": zeros (n, C, S, S)}``.
+        """
         return {"mask": xp.ones((n, 1, self.size, self.size), dtype=dtype),
                 "masked_image": xp.zeros((n, self.channels, self.size, self.size), dtype=dtype)}
 
@@ -196,6 +479,29 @@ class AdapterCond(CondKind):
     name, keys, droppable = "adapter", ("adapter_scale",), False
 
     def check(self, c, n, xp, what):
+        """The adapter scale, checked (a number becomes an (n,) float64 array).
+
+        Parameters
+        ----------
+        c : dict
+            The condition.
+        n : int
+            The batch size.
+        xp : namespace
+            The array namespace.
+        what : str
+            Name used in error messages.
+
+        Returns
+        -------
+        dict
+            ``{"adapter_scale": (n,) float array}``.
+
+        Raises
+        ------
+        ValueError
+            If it is neither a number nor a float (n,) array, or not finite and >= 0.
+        """
         s = c["adapter_scale"]
         if isinstance(s, (int, float)) and not isinstance(s, bool):
             s = xp.full((n,), float(s), dtype=xp.float64)
@@ -207,11 +513,33 @@ class AdapterCond(CondKind):
         return {"adapter_scale": s}
 
     def null(self, n, xp, dtype):
+        """Scale 0 for every sample.
+
+        Parameters
+        ----------
+        n : int
+            The batch size.
+        xp : namespace
+            The array namespace.
+        dtype : dtype
+            Unused (the scale is float64).
+
+        Returns
+        -------
+        dict
+            ``{"adapter_scale": (n,) float64 zeros}``.
+        """
         return {"adapter_scale": xp.zeros((n,), dtype=xp.float64)}
 
 
 class CondSpec:
-    """The condition kinds a network was built for (an ordered tuple of :class:`CondKind`)."""
+    """The condition kinds a network was built for (an ordered tuple of :class:`CondKind`).
+
+    Parameters
+    ----------
+    kinds : iterable of CondKind, default ()
+        The kinds, in order (no kind: an unconditional network).
+    """
 
     def __init__(self, kinds=()):
         self.kinds = {k.name: k for k in kinds}
@@ -231,7 +559,34 @@ class CondSpec:
 
     def validate(self, cond, n: int, xp, dtype, what: str = "cond") -> dict:
         """The full, checked condition for a batch of ``n``: every kind present in ``cond``
-        validated, every missing kind its null."""
+        validated, every missing kind its null.
+
+        Parameters
+        ----------
+        cond : Mapping, array of int, or None
+            The condition (:func:`as_cond`).
+        n : int
+            The batch size.
+        xp : namespace
+            The array namespace.
+        dtype : dtype
+            The float dtype of nulls.
+        what : str, default "cond"
+            Name used in error messages.
+
+        Returns
+        -------
+        dict
+            Every key of every kind.
+
+        Raises
+        ------
+        ValueError
+            If ``cond`` holds a key of a kind the spec lacks, a kind's second key without its
+            first, or a value a kind rejects.
+        TypeError
+            If a kind rejects a dtype, or ``cond`` has an unsupported type.
+        """
         c, out = self._split(cond, what), {}
         for name, kind in self.kinds.items():
             present = [k for k in kind.keys if k in c]
@@ -242,7 +597,31 @@ class CondSpec:
 
     def null(self, cond, n: int, xp, dtype, kinds=None) -> dict:
         """``cond`` with the kinds named in ``kinds`` (default: every droppable kind) replaced
-        by their null, MATH.md (12.7): what the unconditional branch of CFG sees."""
+        by their null, MATH.md (12.7): what the unconditional branch of CFG sees.
+
+        Parameters
+        ----------
+        cond : Mapping, array of int, or None
+            The condition.
+        n : int
+            The batch size.
+        xp : namespace
+            The array namespace.
+        dtype : dtype
+            The float dtype of nulls.
+        kinds : str or iterable of str, optional
+            Kinds to null; None (default): every droppable kind.
+
+        Returns
+        -------
+        dict
+            The full condition with those kinds null.
+
+        Raises
+        ------
+        ValueError
+            If a named kind is not in the spec, or ``cond`` is invalid (:meth:`validate`).
+        """
         full = self.validate(cond, n, xp, dtype)
         for name in self._kinds(kinds):
             kind = self.kinds[name]
@@ -264,7 +643,34 @@ class CondSpec:
         """Condition dropout, MATH.md (14.10): for each kind in ``p`` (a dict kind ->
         probability, or one probability for every droppable kind) and each sample, the null
         replaces the condition with that probability.  Draws ``rng.random(n)`` once per such
-        kind, in the spec's kind order (even when p is 0 or 1)."""
+        kind, in the spec's kind order (even when p is 0 or 1).
+
+        Parameters
+        ----------
+        cond : Mapping, array of int, or None
+            The condition.
+        p : float or dict of str to float
+            Drop probability in [0, 1], for every droppable kind or per kind.
+        rng : numpy.random.Generator or int
+            Source of the draws (checked by ``check_rng``).
+        n : int
+            The batch size.
+        xp : namespace
+            The array namespace.
+        dtype : dtype
+            The float dtype of nulls.
+
+        Returns
+        -------
+        dict
+            The full condition after dropout.
+
+        Raises
+        ------
+        ValueError
+            If a kind in ``p`` is not in the spec, a probability lies outside [0, 1], or
+            ``cond`` is invalid.
+        """
         rng = check_rng(rng)
         probs = {k: p for k in self._kinds(None)} if not isinstance(p, Mapping) else dict(p)
         self._kinds(list(probs))

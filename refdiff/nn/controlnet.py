@@ -33,7 +33,32 @@ __all__ = ["ControlNet", "check_control", "controlnet_scales", "control_keep", "
 
 
 def check_control(control, n: int, channels: int, size: int, what: str = "control"):
-    """A control image must be float (n, channels, size, size) with values in [0, 1]."""
+    """A control image must be float (n, channels, size, size) with values in [0, 1].
+
+    Parameters
+    ----------
+    control : array
+        The control image.
+    n : int
+        Expected batch size.
+    channels : int
+        Expected number of channels.
+    size : int
+        Expected image side.
+    what : str, default "control"
+        Name used in error messages.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    TypeError
+        If ``control`` is not a real floating array.
+    ValueError
+        If its shape is not (n, channels, size, size) or a value lies outside [0, 1].
+    """
     xp = array_namespace(control)
     if not xp.isdtype(control.dtype, "real floating"):
         raise TypeError(f"{what}: the control image must be a float array, got dtype {control.dtype}")
@@ -51,7 +76,29 @@ def controlnet_scales(K: int, conditioning_scale: float = 1.0, *, guess_mode: bo
     """Per-residual scales (K residuals: the skips, shallow to deep, then mid), MATH.md
     (19.11): ``s_i = c`` normally; in guess mode diffusers' ``c * logspace(-1, 0, K)_i``
     (``convention="diffusers"``) or the original release's ``c * 0.825^(K-1-i)``
-    (``"original"``).  Host float64 (K,)."""
+    (``"original"``).  Host float64 (K,).
+
+    Parameters
+    ----------
+    K : int
+        Number of residuals (skips then mid).
+    conditioning_scale : float, default 1.0
+        The conditioning scale c.
+    guess_mode : bool, default False
+        Use the guess-mode ramp instead of a constant.
+    convention : {"diffusers", "original"}, default "diffusers"
+        The guess-mode ramp.
+
+    Returns
+    -------
+    numpy.ndarray, shape (K,)
+        The scales s_i in float64.
+
+    Raises
+    ------
+    ValueError
+        If ``convention`` is unknown.
+    """
     if convention not in ("diffusers", "original"):
         raise ValueError(f"controlnet_scales: convention must be 'diffusers' or 'original', got {convention!r}")
     if not guess_mode:
@@ -63,7 +110,28 @@ def controlnet_scales(K: int, conditioning_scale: float = 1.0, *, guess_mode: bo
 
 def control_keep(num_steps: int, start: float = 0.0, end: float = 1.0):
     """diffusers' ``controlnet_keep``: ``keep_i = 1 - [i/N < start or (i+1)/N > end]`` for
-    steps i = 0..N-1, MATH.md (19.12).  Host float64 (N,)."""
+    steps i = 0..N-1, MATH.md (19.12).  Host float64 (N,).
+
+    Parameters
+    ----------
+    num_steps : int
+        Number of sampler steps N.
+    start : float, default 0.0
+        ``control_guidance_start``, the fraction of steps before which control is off.
+    end : float, default 1.0
+        ``control_guidance_end``, the fraction after which control is off; need
+        0 <= start < end <= 1.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,)
+        1.0 where the control acts, 0.0 elsewhere (float64).
+
+    Raises
+    ------
+    ValueError
+        If not 0 <= start < end <= 1.
+    """
     if not (0.0 <= start < end <= 1.0):
         raise ValueError(f"control_keep: need 0 <= control_guidance_start < control_guidance_end <= 1, got "
                          f"start={start}, end={end}")
@@ -73,7 +141,24 @@ def control_keep(num_steps: int, start: float = 0.0, end: float = 1.0):
 
 class ControlNet:
     """A control branch for ``unet`` (module docstring).  ``hint_channels``: channels of the
-    control image; ``hint_widths``: the hint encoder's two inner widths."""
+    control image; ``hint_widths``: the hint encoder's two inner widths.
+
+    Parameters
+    ----------
+    unet : UNet
+        The base U-Net (not an inpainting one).
+    hint_channels : int, default 1
+        Channels of the control image, >= 1.
+    hint_widths : tuple of int, default (8, 16)
+        The hint encoder's two inner widths, each >= 1.
+
+    Raises
+    ------
+    TypeError
+        If ``unet`` is not a refdiff :class:`~refdiff.nn.unet.UNet`.
+    ValueError
+        If the U-Net is an inpainting one or the hint sizes are invalid.
+    """
 
     def __init__(self, unet: UNet, *, hint_channels: int = 1, hint_widths=(8, 16)):
         if not isinstance(unet, UNet):
@@ -92,14 +177,38 @@ class ControlNet:
         return len(self.skip_names) + 1
 
     def copied_keys(self, base_params) -> list:
-        """Base keys the copy holds: embeddings, conv_in, the down path and the middle."""
+        """Base keys the copy holds: embeddings, conv_in, the down path and the middle.
+
+        Parameters
+        ----------
+        base_params : dict of str to array
+            The base U-Net's parameters.
+
+        Returns
+        -------
+        list of str
+            The copied keys, sorted.
+        """
         down, mid, _ = self.unet._plan()
         pre = tuple(name + "." for _, name, *_ in down + mid) + ("temb.",)
         return sorted(k for k in base_params if k.startswith(pre) or k in ("class_emb", "token_emb", "pos_emb"))
 
     def init_params(self, base_params: dict, rng) -> dict:
         """The copy (exact copies of the base arrays) plus the hint encoder (its last conv
-        zero) and the zero 1x1 convs ``zc.skip<i>``, ``zc.mid``."""
+        zero) and the zero 1x1 convs ``zc.skip<i>``, ``zc.mid``.
+
+        Parameters
+        ----------
+        base_params : dict of str to array
+            The base U-Net's parameters.
+        rng : numpy.random.Generator
+            Source of the hint encoder's initial weights.
+
+        Returns
+        -------
+        dict of str to array
+            The branch's parameters, in the namespace and dtype of the base ones.
+        """
         xp = array_namespace(next(iter(base_params.values())))
         dtype = base_params["conv_in.w"].dtype
         P = {k: xp.asarray(base_params[k], copy=True) for k in self.copied_keys(base_params)}
@@ -115,7 +224,38 @@ class ControlNet:
 
     def forward(self, params, x, t, control, cond=None, scales=None):
         """Residuals ``{skip<i>: (N, C_i, S_i, S_i), mid: ...}`` times ``scales`` (K,), MATH.md
-        (19.8), and the cache."""
+        (19.8), and the cache.
+
+        Parameters
+        ----------
+        params : dict of str to array
+            The branch's parameters (:meth:`init_params`).
+        x : array, shape (N, C, S, S)
+            The noisy inputs x_t.
+        t : array or float
+            The times, as for the base U-Net.
+        control : array, shape (N, hint_channels, S, S)
+            The control images, float in [0, 1].
+        cond : dict, optional
+            The U-Net's conditioning.
+        scales : array_like, shape (K,), optional
+            Per-residual scales; None (default): all 1.
+
+        Returns
+        -------
+        residuals : dict of str to array
+            ``{"skip<i>": ..., "mid": ...}``, each of its injection point's shape.
+        cache : tuple
+            For :meth:`backward`.
+
+        Raises
+        ------
+        ValueError
+            If the inputs, the control image or ``scales`` have the wrong shape, or a control
+            value lies outside [0, 1].
+        TypeError
+            If the control image is not a float array.
+        """
         u, c = self.unet, self.unet.config
         xp, t, cond = u._check_inputs(params, x, t, cond, (c.in_channels, c.image_size, c.image_size),
                                       "ControlNet.forward")
@@ -152,7 +292,22 @@ class ControlNet:
     def backward(self, params, cache, dres: dict) -> dict:
         """Gradients of ``sum_k <residual_k, dres_k>`` with respect to every parameter of
         the branch, MATH.md (19.10).  ``dres``: the base U-Net's gradients at its
-        injection points (``UNet.backward_full``)."""
+        injection points (``UNet.backward_full``).
+
+        Parameters
+        ----------
+        params : dict of str to array
+            The branch's parameters.
+        cache : tuple
+            The cache of :meth:`forward`.
+        dres : dict of str to array
+            Gradients at the injection points, keyed like the residuals.
+
+        Returns
+        -------
+        dict of str to array
+            Gradients of every branch parameter (zeros for those not reached).
+        """
         c_emb, caches, zcs, (c_h0, c_s0, c_h1, c_s1, c_ho), scales = cache
         down, mid, _ = self.unet._plan()
         G, denv = {}, {}
@@ -180,7 +335,32 @@ class ControlNet:
 def controlled_forward(unet: UNet, base_params, branches, x, t, cond=None, extra=None):
     """The base U-Net with the residuals of every branch summed (multi-ControlNet),
     MATH.md (19.8).  ``branches``: list of ``(cnet, cparams, control, scales)``; ``extra``:
-    further residuals (e.g. a T2I-Adapter's).  Returns ``(out, cache)``."""
+    further residuals (e.g. a T2I-Adapter's).  Returns ``(out, cache)``.
+
+    Parameters
+    ----------
+    unet : UNet
+        The base U-Net.
+    base_params : dict of str to array
+        Its (frozen) parameters.
+    branches : list of tuple
+        ``(cnet, cparams, control, scales)`` per ControlNet.
+    x : array, shape (N, C, S, S)
+        The noisy inputs.
+    t : array or float
+        The times.
+    cond : dict, optional
+        The conditioning.
+    extra : dict of str to array, optional
+        Further residuals added at the injection points.
+
+    Returns
+    -------
+    out : array
+        The base U-Net's output.
+    cache : tuple
+        For :func:`controlled_backward`.
+    """
     residuals, caches = dict(extra or {}), []
     for cnet, P, control, scales in branches:
         r, c = cnet.forward(P, x, t, control, cond, scales)
@@ -193,7 +373,30 @@ def controlled_forward(unet: UNet, base_params, branches, x, t, cond=None, extra
 
 def controlled_backward(unet: UNet, base_params, branches, cache, dout):
     """``(branch grads (list), base grads, dx through the base)`` of ``sum(out * dout)``;
-    the base grads are for inspection only (the base is frozen in training)."""
+    the base grads are for inspection only (the base is frozen in training).
+
+    Parameters
+    ----------
+    unet : UNet
+        The base U-Net.
+    base_params : dict of str to array
+        Its parameters.
+    branches : list of tuple
+        The branches passed to :func:`controlled_forward`.
+    cache : tuple
+        The cache of :func:`controlled_forward`.
+    dout : array
+        Gradient with respect to the output.
+
+    Returns
+    -------
+    branch_grads : list of dict
+        Gradients of each branch's parameters.
+    base_grads : dict
+        Gradients of the base parameters.
+    dx : array
+        Gradient with respect to x through the base U-Net.
+    """
     base_cache, caches = cache
     base_grads, dx, dres = unet.backward_full(base_params, base_cache, dout)
     return [cnet.backward(P, c, dres) for (cnet, P, *_), c in zip(branches, caches)], base_grads, dx
@@ -218,7 +421,44 @@ def controlled_model(unet: UNet, base_params, controls, cond=None, *, conditioni
     for ``start``/``end``): the scale at step i is multiplied by :func:`control_keep`.
     ``guidance_scale``: classifier-free guidance ``u + w (c - u)`` with the null ``cond`` on
     the unconditional half; the control acts on both halves, except in guess mode
-    (diffusers), where the unconditional half gets no residuals."""
+    (diffusers), where the unconditional half gets no residuals.
+
+    Parameters
+    ----------
+    unet : UNet
+        The base U-Net.
+    base_params : dict of str to array
+        Its parameters.
+    controls : list of tuple
+        ``(cnet, cparams, control image)`` per ControlNet.
+    cond : dict, optional
+        The conditioning.
+    conditioning_scale : float or sequence of float, default 1.0
+        One scale for all controls or one per control.
+    guess_mode : bool, default False
+        Guess mode (:func:`controlnet_scales`; no residuals on the unconditional half).
+    convention : {"diffusers", "original"}, default "diffusers"
+        The guess-mode ramp.
+    timesteps : sequence of float, optional
+        The sampler's time grid; needed for ``start``/``end``.
+    start : float, default 0.0
+        ``control_guidance_start`` (:func:`control_keep`).
+    end : float, default 1.0
+        ``control_guidance_end``.
+    guidance_scale : float, optional
+        Classifier-free guidance weight w; None (default): no guidance.
+
+    Returns
+    -------
+    callable
+        ``model(x, t)``.
+
+    Raises
+    ------
+    ValueError
+        If the number of scales differs from the number of controls, or ``start``/``end``
+        are given without ``timesteps``; the model raises ValueError for a t not on the grid.
+    """
     scales_in = list(conditioning_scale) if np.ndim(conditioning_scale) else [conditioning_scale] * len(controls)
     if len(scales_in) != len(controls):
         raise ValueError(f"controlled_model: {len(controls)} controls but {len(scales_in)} conditioning scales")

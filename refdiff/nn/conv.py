@@ -30,7 +30,24 @@ __all__ = [
 
 
 def conv_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
-    """Output length of a convolution, ``floor((size + 2 pad - kernel) / stride) + 1``."""
+    """Output length of a convolution, ``floor((size + 2 pad - kernel) / stride) + 1``.
+
+    Parameters
+    ----------
+    size : int
+        Input length.
+    kernel : int
+        Kernel length.
+    stride : int
+        Stride.
+    pad : int
+        Zero padding on each side.
+
+    Returns
+    -------
+    int
+        The output length (less than 1 when the kernel does not fit).
+    """
     return (size + 2 * pad - kernel) // stride + 1
 
 
@@ -88,6 +105,32 @@ def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
     x (N, C, H, W), w (F, C, kh, kw), b (F,).  ``pad`` defaults to ``kh // 2`` ("same" for
     odd kernels at stride 1; 3x3 stride 2 pad 1 halves an even size).  Returns
     ``(out (N, F, Ho, Wo), cache)``; the cache keeps X_col for the backward pass.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W)
+        Input images.
+    w : array, shape (F, C, kh, kw)
+        Kernels.
+    b : array, shape (F,)
+        Bias.
+    stride : int, optional
+        Step between output pixels, at least 1 (default 1).
+    pad : int or None, optional
+        Zero padding on every side, at least 0; None (default) means ``kh // 2``.
+
+    Returns
+    -------
+    out : array, shape (N, F, Ho, Wo)
+        The convolution, ``Ho = conv_output_size(H, kh, stride, pad)`` (likewise Wo).
+    cache : tuple
+        Saved values for the matching backward.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` or ``w`` is not 4-D, their channel counts differ, ``b`` is not (F,), ``stride < 1``,
+        ``pad < 0``, or the kernel does not fit the padded input.
     """
     xp = array_namespace(x, w)
     pad = w.shape[2] // 2 if pad is None else pad
@@ -103,7 +146,24 @@ def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
 def conv2d_backward(dout, cache):
     """Gradients of :func:`conv2d_forward`, MATH.md (13.5) and (13.6):
     ``dW_mat = dY X_col^T``, ``db = sum dY``, ``dX_col = W_mat^T dY`` added back into place
-    (col2im).  Returns ``(dx, dw, db)``."""
+    (col2im).  Returns ``(dx, dw, db)``.
+
+    Parameters
+    ----------
+    dout : array, shape (N, F, Ho, Wo)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache returned by the matching forward.
+
+    Returns
+    -------
+    dx : array, shape (N, C, H, W)
+        Gradient with respect to ``x``.
+    dw : array, shape (F, C, kh, kw)
+        Gradient with respect to ``w``.
+    db : array, shape (F,)
+        Gradient with respect to ``b``.
+    """
     xp = array_namespace(dout)
     x_shape, cols, w, stride, pad = cache
     N, F, Ho, Wo = dout.shape
@@ -123,7 +183,36 @@ def conv_transpose2d_forward(x, w, b, *, stride: int = 1, pad: int = 0, output_p
     kw), b (C,).  Output size ``(H - 1) stride - 2 pad + kh + output_padding``
     (0 <= output_padding < stride picks among the sizes that a stride-s convolution maps to
     H).  Every input pixel adds ``x[n, f, i, j] w[f, :, u, v]`` at output pixel
-    ``(s i + u - pad, s j + v - pad)``.  Returns ``(out (N, C, Ho, Wo), cache)``."""
+    ``(s i + u - pad, s j + v - pad)``.  Returns ``(out (N, C, Ho, Wo), cache)``.
+
+    Parameters
+    ----------
+    x : array, shape (N, F, H, W)
+        Input.
+    w : array, shape (F, C, kh, kw)
+        Kernels, in PyTorch's ``ConvTranspose2d`` layout.
+    b : array, shape (C,)
+        Bias.
+    stride : int, optional
+        Stride of the convolution this is the adjoint of, at least 1 (default 1).
+    pad : int, optional
+        Its padding, at least 0 (default 0).
+    output_padding : int, optional
+        Extra output rows/columns, ``0 <= output_padding < stride`` (default 0).
+
+    Returns
+    -------
+    out : array, shape (N, C, Ho, Wo)
+        ``Ho = (H - 1) stride - 2 pad + kh + output_padding`` (likewise Wo).
+    cache : tuple
+        Saved values for :func:`conv_transpose2d_backward`.
+
+    Raises
+    ------
+    ValueError
+        If the shapes of ``x``, ``w``, ``b`` do not match, the stride, padding or output
+        padding is out of range, or the output would be empty.
+    """
     xp = array_namespace(x, w)
     what = "conv_transpose2d_forward"
     if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[0]:
@@ -149,7 +238,24 @@ def conv_transpose2d_forward(x, w, b, *, stride: int = 1, pad: int = 0, output_p
 def conv_transpose2d_backward(dout, cache):
     """Gradients of :func:`conv_transpose2d_forward`, MATH.md (13.30): the adjoint of the
     adjoint is the convolution, ``dx = conv(dout)`` with the same w and no bias (a gather
-    of dout, (13.4)); ``dw = X dout_col^T``; ``db = sum dout``.  Returns ``(dx, dw, db)``."""
+    of dout, (13.4)); ``dw = X dout_col^T``; ``db = sum dout``.  Returns ``(dx, dw, db)``.
+
+    Parameters
+    ----------
+    dout : array, shape (N, C, Ho, Wo)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache returned by :func:`conv_transpose2d_forward`.
+
+    Returns
+    -------
+    dx : array, shape (N, F, H, W)
+        Gradient with respect to ``x``.
+    dw : array, shape (F, C, kh, kw)
+        Gradient with respect to ``w``.
+    db : array, shape (C,)
+        Gradient with respect to ``b``.
+    """
     xp = array_namespace(dout)
     X, w, stride, pad, x_shape = cache
     N, F, H, W = x_shape
@@ -164,7 +270,34 @@ def conv_transpose2d_backward(dout, cache):
 def conv2d_forward_naive(x, w, b, *, stride: int = 1, pad: int | None = None):
     """Loop definition of the convolution MATH.md (13.3): for every output pixel (i, j)
     and kernel tap (p, q), add ``x[:, :, s i + p - pad, s j + q - pad] @ w[:, :, p, q]^T``.
-    The executable specification of :func:`conv2d_forward`; slow, for tests."""
+    The executable specification of :func:`conv2d_forward`; slow, for tests.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W)
+        Input images.
+    w : array, shape (F, C, kh, kw)
+        Kernels.
+    b : array, shape (F,)
+        Bias.
+    stride : int, optional
+        Step between output pixels, at least 1 (default 1).
+    pad : int or None, optional
+        Zero padding on every side, at least 0; None (default) means ``kh // 2``.
+
+    Returns
+    -------
+    out : array, shape (N, F, Ho, Wo)
+        The convolution, ``Ho = conv_output_size(H, kh, stride, pad)`` (likewise Wo).
+    cache : tuple
+        Saved values for the matching backward.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` or ``w`` is not 4-D, their channel counts differ, ``stride < 1``,
+        ``pad < 0``, or the kernel does not fit the padded input.
+    """
     xp = array_namespace(x, w)
     pad = w.shape[2] // 2 if pad is None else pad
     Ho, Wo = _check_conv(x, w, stride, pad)
@@ -186,7 +319,24 @@ def conv2d_forward_naive(x, w, b, *, stride: int = 1, pad: int | None = None):
 def conv2d_backward_naive(dout, cache):
     """Loop definition of the convolution's gradients MATH.md (13.5), (13.6): every
     (output pixel, tap) term of the forward sum sends ``dout @ w`` back to its input pixel
-    and ``dout^T x`` to its weight."""
+    and ``dout^T x`` to its weight.
+
+    Parameters
+    ----------
+    dout : array, shape (N, F, Ho, Wo)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache returned by the matching forward.
+
+    Returns
+    -------
+    dx : array, shape (N, C, H, W)
+        Gradient with respect to ``x``.
+    dw : array, shape (F, C, kh, kw)
+        Gradient with respect to ``w``.
+    db : array, shape (F,)
+        Gradient with respect to ``b``.
+    """
     xp = array_namespace(dout)
     x, w, stride, pad = cache
     N, C, H, W = x.shape

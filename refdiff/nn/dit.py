@@ -58,7 +58,25 @@ def sincos_pos_embed_2d(dim: int, grid: int):
     MATH.md (20.2).  Token k = i grid + j (row i, column j).  Channels
     ``[0, dim/4)``: sin(j w), ``[dim/4, dim/2)``: cos(j w), ``[dim/2, 3dim/4)``: sin(i w),
     ``[3dim/4, dim)``: cos(i w), with ``w_m = 10000^(-m / (dim/4))``: the *column* index first,
-    as the release's ``get_2d_sincos_pos_embed`` (``meshgrid(grid_w, grid_h)``) does."""
+    as the release's ``get_2d_sincos_pos_embed`` (``meshgrid(grid_w, grid_h)``) does.
+
+    Parameters
+    ----------
+    dim : int
+        Table width, a positive multiple of 4.
+    grid : int
+        Tokens per side, >= 1.
+
+    Returns
+    -------
+    numpy.ndarray, shape (grid^2, dim)
+        The table in float64.
+
+    Raises
+    ------
+    ValueError
+        If ``dim`` or ``grid`` is out of range.
+    """
     if not isinstance(dim, int) or dim < 4 or dim % 4:
         raise ValueError(f"sincos_pos_embed_2d: dim must be a positive multiple of 4, got {dim!r}")
     if not isinstance(grid, int) or grid < 1:
@@ -77,7 +95,23 @@ def sincos_pos_embed_2d(dim: int, grid: int):
 def patch_embed_weight_from_conv(w_conv):
     """The release's patch-embedding kernel (D, C, p, p) as the (p p C, D) matrix of the
     linear map on patchified tokens: ``W[(u p + v) C + c, d] = w_conv[d, c, u, v]``,
-    MATH.md (20.1)."""
+    MATH.md (20.1).
+
+    Parameters
+    ----------
+    w_conv : array, shape (D, C, p, p)
+        The convolution kernel.
+
+    Returns
+    -------
+    array, shape (p p C, D)
+        The linear weight.
+
+    Raises
+    ------
+    ValueError
+        If ``w_conv`` is not a (D, C, p, p) kernel.
+    """
     xp = array_namespace(w_conv)
     if w_conv.ndim != 4 or w_conv.shape[2] != w_conv.shape[3]:
         raise ValueError(f"patch_embed_weight_from_conv: need a (D, C, p, p) kernel, got {tuple(w_conv.shape)}")
@@ -86,7 +120,27 @@ def patch_embed_weight_from_conv(w_conv):
 
 
 def patch_embed_weight_to_conv(w_lin, channels: int, patch: int):
-    """Inverse of :func:`patch_embed_weight_from_conv`: (p p C, D) -> (D, C, p, p)."""
+    """Inverse of :func:`patch_embed_weight_from_conv`: (p p C, D) -> (D, C, p, p).
+
+    Parameters
+    ----------
+    w_lin : array, shape (p p C, D)
+        The linear weight.
+    channels : int
+        Image channels C.
+    patch : int
+        Patch side p.
+
+    Returns
+    -------
+    array, shape (D, C, p, p)
+        The convolution kernel.
+
+    Raises
+    ------
+    ValueError
+        If ``w_lin`` is not a (p p C, D) matrix.
+    """
     xp = array_namespace(w_lin)
     p, C = patch, channels
     if w_lin.ndim != 2 or w_lin.shape[0] != p * p * C:
@@ -96,7 +150,22 @@ def patch_embed_weight_to_conv(w_lin, channels: int, patch: int):
 
 def xavier_uniform(rng, d_in: int, d_out: int):
     """U(-a, a), a = sqrt(6 / (d_in + d_out)): the release's ``xavier_uniform_`` on a
-    (d_out, d_in) Linear, returned as refdiff's (d_in, d_out) weight."""
+    (d_out, d_in) Linear, returned as refdiff's (d_in, d_out) weight.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the draws.
+    d_in : int
+        Input width.
+    d_out : int
+        Output width.
+
+    Returns
+    -------
+    numpy.ndarray, shape (d_in, d_out)
+        The weight in float64.
+    """
     a = math.sqrt(6.0 / (d_in + d_out))
     return rng.uniform(-a, a, size=(d_in, d_out))
 
@@ -104,7 +173,29 @@ def xavier_uniform(rng, d_in: int, d_out: int):
 # ------------------------------------------------------------------ layers
 def modulate_forward(x, shift, scale):
     """``out = x (1 + scale) + shift`` per sample, x (N, L, D), shift and scale (N, D),
-    MATH.md (20.3).  Returns ``(out, cache)``."""
+    MATH.md (20.3).  Returns ``(out, cache)``.
+
+    Parameters
+    ----------
+    x : array, shape (N, L, D)
+        Tokens.
+    shift : array, shape (N, D)
+        Per-sample shift.
+    scale : array, shape (N, D)
+        Per-sample scale (added to 1).
+
+    Returns
+    -------
+    out : array, shape (N, L, D)
+        The modulated tokens.
+    cache : tuple
+        ``(x, scale)`` for :func:`modulate_backward`.
+
+    Raises
+    ------
+    ValueError
+        If the shapes do not match as above.
+    """
     if x.ndim != 3 or tuple(shift.shape) != (x.shape[0], x.shape[2]) or shift.shape != scale.shape:
         raise ValueError(f"modulate_forward: need x (N, L, D) and shift, scale (N, D); got {tuple(x.shape)}, "
                          f"{tuple(shift.shape)}, {tuple(scale.shape)}")
@@ -113,14 +204,46 @@ def modulate_forward(x, shift, scale):
 
 def modulate_backward(dout, cache):
     """MATH.md (20.3): ``dx = dout (1 + scale)``, ``dshift = sum_L dout``,
-    ``dscale = sum_L dout x``.  Returns ``(dx, dshift, dscale)``."""
+    ``dscale = sum_L dout x``.  Returns ``(dx, dshift, dscale)``.
+
+    Parameters
+    ----------
+    dout : array, shape (N, L, D)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache of :func:`modulate_forward`.
+
+    Returns
+    -------
+    dx : array, shape (N, L, D)
+    dshift : array, shape (N, D)
+    dscale : array, shape (N, D)
+        Gradients with respect to x, shift and scale.
+    """
     xp = array_namespace(dout)
     x, scale = cache
     return dout * (1.0 + scale[:, None, :]), xp.sum(dout, axis=1), xp.sum(dout * x, axis=1)
 
 
 def tok_linear_forward(P, name, x):
-    """Token-wise ``x W + b`` for x (N, L, D_in): MATH.md (13.1) on the (N L, D_in) view."""
+    """Token-wise ``x W + b`` for x (N, L, D_in): MATH.md (13.1) on the (N L, D_in) view.
+
+    Parameters
+    ----------
+    P : dict
+        Parameters holding ``name + ".w"`` (D_in, D_out) and ``name + ".b"`` (D_out,).
+    name : str
+        The layer's key prefix.
+    x : array, shape (N, L, D_in)
+        Tokens.
+
+    Returns
+    -------
+    y : array, shape (N, L, D_out)
+        The output tokens.
+    cache : tuple
+        For :func:`tok_linear_backward`.
+    """
     xp = array_namespace(x)
     N, L, D = x.shape
     y, cache = linear_forward(xp.reshape(x, (N * L, D)), P[name + ".w"], P[name + ".b"])
@@ -128,7 +251,25 @@ def tok_linear_forward(P, name, x):
 
 
 def tok_linear_backward(G, name, dout, cache):
-    """MATH.md (13.2) for :func:`tok_linear_forward`; adds into ``G``, returns dx."""
+    """MATH.md (13.2) for :func:`tok_linear_forward`; adds into ``G``, returns dx.
+
+    Parameters
+    ----------
+    G : dict
+        Gradient accumulator: the gradients of ``name + ".w"`` and ``name + ".b"`` are added
+        into it.
+    name : str
+        The layer's key prefix.
+    dout : array, shape (N, L, D_out)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache of :func:`tok_linear_forward`.
+
+    Returns
+    -------
+    array, shape (N, L, D_in)
+        Gradient with respect to the tokens.
+    """
     xp = array_namespace(dout)
     c, N, L = cache
     dx, dw, db = linear_backward(xp.reshape(dout, (N * L, dout.shape[2])), c)
@@ -146,7 +287,33 @@ def _chunks(mod, n):
 def dit_block_init(P: dict, pre: str, D: int, heads: int, mlp_ratio: float, rng):
     """Host parameters of one adaLN-Zero block under ``pre``: fused qkv (with bias) and
     output projection, MLP fc1 (D, F), fc2 (F, D), F = int(D mlp_ratio), all xavier with
-    zero biases; the adaLN projection ``ada`` (D, 6D) and its bias start at zero."""
+    zero biases; the adaLN projection ``ada`` (D, 6D) and its bias start at zero.
+
+    Parameters
+    ----------
+    P : dict
+        The flat parameter dict, filled in place (NumPy float64 arrays).
+    pre : str
+        The block's key prefix.
+    D : int
+        Width.
+    heads : int
+        Number of heads; must divide ``D``.
+    mlp_ratio : float
+        MLP hidden width over ``D``.
+    rng : numpy.random.Generator
+        Source of the xavier weights.
+
+    Returns
+    -------
+    None
+        ``P`` is filled in place.
+
+    Raises
+    ------
+    ValueError
+        If ``heads < 1`` or it does not divide ``D``.
+    """
     if heads < 1 or D % heads:
         raise ValueError(f"dit_block_init: heads={heads} must divide the width {D}")
     F = int(D * mlp_ratio)
@@ -162,7 +329,28 @@ def dit_block_forward(P, pre, x, s, *, heads: int):
         x1  = x  + g1 * MHA(modulate(LN(x), sh1, sc1))
         out = x1 + g2 * fc2(gelu_tanh(fc1(modulate(LN(x1), sh2, sc2))))
 
-    Returns ``(out, cache)``."""
+    Returns ``(out, cache)``.
+
+    Parameters
+    ----------
+    P : dict
+        The parameters (keys under ``pre``, see :func:`dit_block_init`).
+    pre : str
+        The block's key prefix.
+    x : array, shape (N, T, D)
+        Tokens.
+    s : array, shape (N, D)
+        silu of the conditioning vector.
+    heads : int
+        Number of heads.
+
+    Returns
+    -------
+    out : array, shape (N, T, D)
+        The block's output.
+    cache : tuple
+        For :func:`dit_block_backward`.
+    """
     mod, c_mod = linear_forward(s, P[pre + ".ada.w"], P[pre + ".ada.b"])  # (N, 6D)
     sh1, sc1, g1, sh2, sc2, g2 = _chunks(mod, 6)
     h1, c_ln1 = layernorm_forward(x, eps=LN_EPS)
@@ -180,7 +368,28 @@ def dit_block_forward(P, pre, x, s, *, heads: int):
 
 def dit_block_backward(G, P, pre, dout, cache):
     """Backward of :func:`dit_block_forward`, MATH.md (20.4) with (20.3), (13.26), (13.23):
-    gradients are added into ``G``; returns ``(dx, ds)``."""
+    gradients are added into ``G``; returns ``(dx, ds)``.
+
+    Parameters
+    ----------
+    G : dict
+        Gradient accumulator (the block's parameter gradients are added into it).
+    P : dict
+        The parameters used in the forward pass.
+    pre : str
+        The block's key prefix.
+    dout : array, shape (N, T, D)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache of :func:`dit_block_forward`.
+
+    Returns
+    -------
+    dx : array, shape (N, T, D)
+        Gradient with respect to the tokens.
+    ds : array, shape (N, D)
+        Gradient with respect to s.
+    """
     xp = array_namespace(dout)
     c_mod, g1, g2, a, f2, c_ln1, c_m1, c_att, c_ln2, c_m2, c_f1, c_g, c_f2 = cache
     dg2 = xp.sum(dout * f2, axis=1)
@@ -202,7 +411,26 @@ def dit_block_backward(G, P, pre, dout, cache):
 def final_layer_forward(P, pre, x, s):
     """The final adaLN layer, MATH.md (20.5): ``[shift, scale] = s W_ada + b_ada``,
     ``y = modulate(LN(x), shift, scale) W + b`` (both W start at zero).  (N, T, D) ->
-    (N, T, p p C')."""
+    (N, T, p p C').
+
+    Parameters
+    ----------
+    P : dict
+        The parameters (``pre + ".ada.w"``, ``".ada.b"``, ``".linear.w"``, ``".linear.b"``).
+    pre : str
+        The layer's key prefix.
+    x : array, shape (N, T, D)
+        Tokens.
+    s : array, shape (N, D)
+        silu of the conditioning vector.
+
+    Returns
+    -------
+    y : array, shape (N, T, p p C')
+        The output tokens.
+    cache : tuple
+        For :func:`final_layer_backward`.
+    """
     mod, c_mod = linear_forward(s, P[pre + ".ada.w"], P[pre + ".ada.b"])  # (N, 2D)
     shift, scale = _chunks(mod, 2)
     h, c_ln = layernorm_forward(x, eps=LN_EPS)
@@ -212,7 +440,28 @@ def final_layer_forward(P, pre, x, s):
 
 
 def final_layer_backward(G, P, pre, dout, cache):
-    """Backward of :func:`final_layer_forward`, MATH.md (20.5); returns ``(dx, ds)``."""
+    """Backward of :func:`final_layer_forward`, MATH.md (20.5); returns ``(dx, ds)``.
+
+    Parameters
+    ----------
+    G : dict
+        Gradient accumulator (the layer's parameter gradients are added into it).
+    P : dict
+        The parameters used in the forward pass.
+    pre : str
+        The layer's key prefix.
+    dout : array, shape (N, T, p p C')
+        Gradient with respect to the output.
+    cache : tuple
+        The cache of :func:`final_layer_forward`.
+
+    Returns
+    -------
+    dx : array, shape (N, T, D)
+        Gradient with respect to the tokens.
+    ds : array, shape (N, D)
+        Gradient with respect to s.
+    """
     xp = array_namespace(dout)
     c_mod, c_ln, c_m, c_y = cache
     dh, dshift, dscale = modulate_backward(tok_linear_backward(G, pre + ".linear", dout, c_y), c_m)
@@ -230,7 +479,29 @@ def dit_cfg(out_uncond, out_cond, guidance_scale, guided_channels="all"):
     ``guided_channels``: "all" (every channel given), an int k (channels [0, k)): 3 is the
     release's ``forward_with_cfg`` (its known 3-channel bug, reproduced for verifiers),
     ``in_channels`` that of diffusers' ``DiTPipeline`` (the learned-sigma half is then the
-    conditional one)."""
+    conditional one).
+
+    Parameters
+    ----------
+    out_uncond : array, shape (N, C', ...)
+        Output with the null condition.
+    out_cond : array, shape (N, C', ...)
+        Output with the condition.
+    guidance_scale : float
+        The guidance scale s.
+    guided_channels : "all" or int, default "all"
+        The guided channels: all, or the first k (1 <= k <= C').
+
+    Returns
+    -------
+    array, shape (N, C', ...)
+        The guided output.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or ``guided_channels`` is invalid.
+    """
     xp = array_namespace(out_cond)
     if tuple(out_uncond.shape) != tuple(out_cond.shape) or out_cond.ndim < 2:
         raise ValueError(f"dit_cfg: out_uncond {tuple(out_uncond.shape)} and out_cond {tuple(out_cond.shape)} "
@@ -254,6 +525,40 @@ class DiTConfig:
     learn_sigma (output 2C channels: the prediction and the release's learned-range
     variance interpolation), pos_embed (add the fixed table; False only for the
     permutation property), time_scale (t is multiplied by it), max_period (sinusoid).
+
+    Parameters
+    ----------
+    image_size : int, default 8
+        Image side S.
+    in_channels : int, default 1
+        Image channels C.
+    patch : int, default 2
+        Patch side p; must divide S.
+    width : int, default 64
+        Token width D, a multiple of 4 and of ``heads``.
+    depth : int, default 4
+        Number of blocks.
+    heads : int, default 4
+        Attention heads.
+    mlp_ratio : float, default 4.0
+        MLP hidden width over D.
+    num_classes : int, default 0
+        Number of classes K (0: unconditional).
+    freq_dim : int, default 256
+        Width of the timestep sinusoid, >= 2.
+    learn_sigma : bool, default False
+        Output 2C channels.
+    pos_embed : bool, default True
+        Add the fixed positional table.
+    time_scale : float, default 1.0
+        Factor applied to t.
+    max_period : float, default 10000.0
+        Maximum period of the timestep sinusoid.
+
+    Raises
+    ------
+    ValueError
+        If a size is out of range or a divisibility condition fails.
     """
 
     image_size: int = 8
@@ -293,6 +598,7 @@ class DiTConfig:
         return 2 * self.in_channels if self.learn_sigma else self.in_channels
 
     def to_dict(self) -> dict:
+        """The configuration as a plain dict, with ``"arch": "dit"``."""
         return {"arch": "dit", **dataclasses.asdict(self)}
 
     @classmethod
@@ -308,7 +614,13 @@ class DiT(DenoiserBase):
     -> (grads, dx)``; ``cond`` is ``{"class": y}`` (or a label array) when ``num_classes``
     > 0, None or a missing kind the null class.  ``apply`` (and so ``as_model`` and every
     sampler and guidance wrapper) returns the prediction: with ``learn_sigma`` the first C
-    of the 2C output channels.  :meth:`guided` is CFG with the release's channel switch."""
+    of the 2C output channels.  :meth:`guided` is CFG with the release's channel switch.
+
+    Parameters
+    ----------
+    config : DiTConfig, optional
+        The configuration; None (default): ``DiTConfig()``.
+    """
 
     arch = "dit"
 
@@ -361,7 +673,31 @@ class DiT(DenoiserBase):
         _, G["t_embed.fc1.w"], G["t_embed.fc1.b"] = linear_backward(silu_backward(de1s, c_s1), c_1)
 
     def forward(self, params, x, t, cond=None):
-        """Output (N, C', S, S) and cache, MATH.md (20.4)-(20.6)."""
+        """Output (N, C', S, S) and cache, MATH.md (20.4)-(20.6).
+
+        Parameters
+        ----------
+        params : dict of str to array
+            The parameters.
+        x : array, shape (N, C, S, S)
+            Noisy inputs.
+        t : array, shape (N,), or float
+            Times (multiplied by ``time_scale``).
+        cond : dict, array of int, or None, optional
+            ``{"class": y}`` or a label array; None: the null class.
+
+        Returns
+        -------
+        out : array, shape (N, C', S, S)
+            The output.
+        cache : tuple
+            For :meth:`backward`.
+
+        Raises
+        ------
+        ValueError
+            If ``x`` or ``t`` has the wrong shape or ``cond`` is invalid.
+        """
         c = self.config
         self._check_image(x)
         xp, t, cond = self._check_inputs(params, x, t, cond, (c.in_channels, c.image_size, c.image_size),
@@ -380,7 +716,24 @@ class DiT(DenoiserBase):
         return out, (p_cache, c_x, c_e, blocks, c_f, u_cache)
 
     def backward(self, params, cache, dout):
-        """Gradients of ``sum(out * dout)``: ``(grads, dx)``."""
+        """Gradients of ``sum(out * dout)``: ``(grads, dx)``.
+
+        Parameters
+        ----------
+        params : dict of str to array
+            The parameters used in :meth:`forward`.
+        cache : tuple
+            The cache of :meth:`forward`.
+        dout : array, shape (N, C', S, S)
+            Gradient with respect to the output.
+
+        Returns
+        -------
+        grads : dict of str to array
+            Parameter gradients, keyed like ``params``.
+        dx : array, shape (N, C, S, S)
+            Gradient with respect to x.
+        """
         p_cache, c_x, c_e, blocks, c_f, u_cache = cache
         G: dict = {}
         dh, ds = final_layer_backward(G, params, "final", unpatchify_backward(dout, u_cache), c_f)
@@ -392,13 +745,47 @@ class DiT(DenoiserBase):
         return {k: G[k] for k in params}, dx
 
     def apply(self, params, x, t, cond=None):
-        """The prediction (with ``learn_sigma``: the first C channels)."""
+        """The prediction (with ``learn_sigma``: the first C channels).
+
+        Parameters
+        ----------
+        params : dict of str to array
+            The parameters.
+        x : array, shape (N, C, S, S)
+            Noisy inputs.
+        t : array, shape (N,), or float
+            Times.
+        cond : dict, array of int, or None, optional
+            The condition.
+
+        Returns
+        -------
+        array, shape (N, C, S, S)
+            The prediction.
+        """
         out = self.forward(params, x, t, cond)[0]
         return out[:, :self.config.in_channels, ...] if self.config.learn_sigma else out
 
     def guided(self, params, cond, guidance_scale, guided_channels="all"):
         """A plain ``model(x, t)``: the full output guided by :func:`dit_cfg` (conditional
-        ``cond`` against the null class), MATH.md (20.8), cut to the prediction channels."""
+        ``cond`` against the null class), MATH.md (20.8), cut to the prediction channels.
+
+        Parameters
+        ----------
+        params : dict of str to array
+            The parameters.
+        cond : dict, array of int, or None
+            The condition.
+        guidance_scale : float
+            The guidance scale s.
+        guided_channels : "all" or int, default "all"
+            As in :func:`dit_cfg`.
+
+        Returns
+        -------
+        callable
+            ``model(x, t)`` returning the guided prediction (N, C, S, S).
+        """
         C = self.config.in_channels
 
         def model(x, t):

@@ -66,7 +66,23 @@ _CONV3X3_METHODS = {"f43": 4, "f23": 2, "direct": None}
 def set_conv3x3(method: str) -> str:
     """Choose the 3x3 convolution method of the tuned path ("f43", "f23" or "direct");
     returns the previous one.  All three compute the same map (tests/test_winograd.py);
-    they differ in speed and in float32 rounding (MATH.md (23.5))."""
+    they differ in speed and in float32 rounding (MATH.md (23.5)).
+
+    Parameters
+    ----------
+    method : {"f43", "f23", "direct"}
+        The method for 3x3 stride-1 pad-1 convolutions with C >= 2.
+
+    Returns
+    -------
+    str
+        The previous method.
+
+    Raises
+    ------
+    ValueError
+        If ``method`` is not one of the three.
+    """
     if method not in _CONV3X3_METHODS:
         raise ValueError(f"conv3x3 method must be one of {sorted(_CONV3X3_METHODS)}, got {method!r}")
     old, _CONV3X3["method"] = _CONV3X3["method"], method
@@ -178,6 +194,32 @@ def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
     the output is an NCHW array that, on NumPy, is a transposed view of the (F, Ho, Wo, N)
     product: the next layers keep that memory order and the next convolution reads it
     without a transpose copy.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W)
+        Inputs.
+    w : array, shape (F, C, kh, kw)
+        Kernel.
+    b : array, shape (F,)
+        Bias.
+    stride : int, default 1
+        Stride, >= 1.
+    pad : int, optional
+        Zero padding on each side, >= 0; None (default): ``kh // 2``.
+
+    Returns
+    -------
+    out : array, shape (N, F, Ho, Wo)
+        The output (on NumPy, a transposed view of an (F, Ho, Wo, N) array).
+    cache : tuple
+        For :func:`conv2d_backward`.
+
+    Raises
+    ------
+    ValueError
+        If the shapes are inconsistent, ``stride < 1``, ``pad < 0``, or the kernel does not
+        fit the padded input.
     """
     xp = array_namespace(x, w)
     pad = w.shape[2] // 2 if pad is None else pad
@@ -207,6 +249,20 @@ def conv2d_backward(dout, cache):
     Per block of output rows: ``dw += dout_mat cols^T``, and the column gradient
     ``w_mat^T dout_mat`` is scattered back by adding each shifted window into place
     (col2im, the adjoint of the gather); ``db = sum dout``.  Returns ``(dx, dw, db)``.
+
+    Parameters
+    ----------
+    dout : array, shape (N, F, Ho, Wo)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache of :func:`conv2d_forward`.
+
+    Returns
+    -------
+    dx : array, shape (N, C, H, W)
+    dw : array, shape (F, C, kh, kw)
+    db : array, shape (F,)
+        Gradients with respect to x, w and b.
     """
     xp = array_namespace(dout)
     if isinstance(cache[0], str):  # ("winograd", its cache)
@@ -260,14 +316,40 @@ def _sigmoid(xp, x):
 
 
 def silu_forward(x):
-    """SiLU (swish) ``out = x * sigmoid(x)``, elementwise.  MATH.md (13.11)."""
+    """SiLU (swish) ``out = x * sigmoid(x)``, elementwise.  MATH.md (13.11).
+
+    Parameters
+    ----------
+    x : array
+        Input, any shape.
+
+    Returns
+    -------
+    out : array
+        ``x * sigmoid(x)``, the shape of ``x``.
+    cache : tuple
+        ``(x, sigmoid(x))`` for :func:`silu_backward`.
+    """
     xp = array_namespace(x)
     s = _sigmoid(xp, x)
     return x * s, (x, s)
 
 
 def silu_backward(dout, cache):
-    """``dx = dout * s (1 + x (1 - s))`` with s = sigmoid(x).  MATH.md (13.11)."""
+    """``dx = dout * s (1 + x (1 - s))`` with s = sigmoid(x).  MATH.md (13.11).
+
+    Parameters
+    ----------
+    dout : array
+        Gradient with respect to the output.
+    cache : tuple
+        The cache of :func:`silu_forward`.
+
+    Returns
+    -------
+    array
+        Gradient with respect to the input.
+    """
     x, s = cache
     dx = 1.0 - s  # one temporary, updated in place (keeps s's memory order)
     dx *= x
@@ -282,7 +364,25 @@ def upsample2x_forward(x):
     """Nearest-neighbour upsampling by 2: ``out[n,c,i,j] = x[n,c,i//2,j//2]``.  MATH.md (13.7).
 
     Built in (C, H, W, N) memory order (batch fastest), the order the vectorised
-    convolution produces and reads; the result is returned as an NCHW view."""
+    convolution produces and reads; the result is returned as an NCHW view.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W)
+        The images.
+
+    Returns
+    -------
+    out : array, shape (N, C, 2H, 2W)
+        The upsampled images (an NCHW view of a (C, 2H, 2W, N) array).
+    cache : None
+        Nothing is needed by the backward pass.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not 4-D.
+    """
     xp = array_namespace(x)
     _check_image(x, "upsample2x_forward")
     N, C, H, W = x.shape
@@ -294,7 +394,20 @@ def upsample2x_forward(x):
 
 def upsample2x_backward(dout, cache):
     """Adjoint of nearest upsampling: each input pixel receives the sum of its 2x2 block.
-    MATH.md (13.7)."""
+    MATH.md (13.7).
+
+    Parameters
+    ----------
+    dout : array, shape (N, C, 2H, 2W)
+        Gradient with respect to the output.
+    cache : None
+        The cache of :func:`upsample2x_forward` (unused).
+
+    Returns
+    -------
+    array, shape (N, C, H, W)
+        Gradient with respect to the input.
+    """
     xp = array_namespace(dout)
     N, C, H2, W2 = dout.shape
     dT = xp.reshape(xp.permute_dims(dout, (1, 2, 3, 0)), (C, H2 // 2, 2, W2 // 2, 2, N))
@@ -302,7 +415,25 @@ def upsample2x_backward(dout, cache):
 
 
 def avgpool2x_forward(x):
-    """2x2 average pooling with stride 2 (H, W even).  MATH.md (13.8)."""
+    """2x2 average pooling with stride 2 (H, W even).  MATH.md (13.8).
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W)
+        The images; H and W even.
+
+    Returns
+    -------
+    out : array, shape (N, C, H/2, W/2)
+        The pooled images.
+    cache : None
+        Nothing is needed by the backward pass.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not 4-D or H or W is odd.
+    """
     xp = array_namespace(x)
     _check_image(x, "avgpool2x_forward")
     N, C, H, W = x.shape
@@ -314,7 +445,20 @@ def avgpool2x_forward(x):
 
 def avgpool2x_backward(dout, cache):
     """Adjoint of 2x2 average pooling: a quarter of dout to each pixel of the block.
-    MATH.md (13.8)."""
+    MATH.md (13.8).
+
+    Parameters
+    ----------
+    dout : array, shape (N, C, H/2, W/2)
+        Gradient with respect to the output.
+    cache : None
+        The cache of :func:`avgpool2x_forward` (unused).
+
+    Returns
+    -------
+    array, shape (N, C, H, W)
+        Gradient with respect to the input.
+    """
     xp = array_namespace(dout)
     N, C, H, W = dout.shape
     dT = xp.permute_dims(dout, (1, 2, 3, 0))  # (C, H, W, N)
@@ -332,6 +476,32 @@ def groupnorm_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
     the convolutions use, so every reduction runs over contiguous rows; xhat is formed in
     place in the centred copy and the affine map adds beta in place (fewer temporaries).
     Returns ``(out, cache)``.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, ...)
+        Input.
+    gamma : array, shape (C,)
+        Per-channel scale.
+    beta : array, shape (C,)
+        Per-channel shift.
+    groups : int
+        Number of groups, a positive int dividing C.
+    eps : float, default 1e-5
+        Added to the variance.
+
+    Returns
+    -------
+    out : array, shape (N, C, ...)
+        The normalised and affinely mapped input.
+    cache : tuple
+        For :func:`groupnorm_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` has fewer than 2 axes, ``groups`` does not divide C, or ``gamma`` or
+        ``beta`` does not have shape (C,).
     """
     xp = array_namespace(x)
     _check_groups("groupnorm_forward", x, groups)
@@ -356,7 +526,22 @@ def groupnorm_backward(dout, cache):
     The two group means are assembled from per-(channel, sample) sums over space, so
     the full-size passes are: the spatial sums of dout and of dout xhat, and
     ``dx = dout (gamma rstd) - rstd mean(g) - xhat (rstd mean(g xhat))`` with the
-    bracketed factors of shape (C, 1, .., N).  Returns ``(dx, dgamma, dbeta)``."""
+    bracketed factors of shape (C, 1, .., N).  Returns ``(dx, dgamma, dbeta)``.
+
+    Parameters
+    ----------
+    dout : array, shape (N, C, ...)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache of :func:`groupnorm_forward`.
+
+    Returns
+    -------
+    dx : array, shape (N, C, ...)
+    dgamma : array, shape (C,)
+    dbeta : array, shape (C,)
+        Gradients with respect to x, gamma and beta.
+    """
     xp = array_namespace(dout)
     xhat, rstd, gamma, groups = cache  # xhat (C, ..., N), rstd (G, 1, N)
     C, N = xhat.shape[0], xhat.shape[-1]
@@ -386,7 +571,27 @@ def groupnorm_backward(dout, cache):
 # ------------------------------------------------------------------ skips and shifts
 def concat_forward(a, b):
     """Channel concatenation (U-Net skip) of a (N, Ca, H, W) and b (N, Cb, H, W).
-    MATH.md (13.21).  Built in (C, H, W, N) memory order, like the convolution output."""
+    MATH.md (13.21).  Built in (C, H, W, N) memory order, like the convolution output.
+
+    Parameters
+    ----------
+    a : array, shape (N, Ca, H, W)
+        First part.
+    b : array, shape (N, Cb, H, W)
+        Second part.
+
+    Returns
+    -------
+    out : array, shape (N, Ca + Cb, H, W)
+        The concatenation.
+    cache : int
+        Ca, for :func:`concat_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``a`` or ``b`` is not 4-D.
+    """
     xp = array_namespace(a, b)
     if a.ndim != 4 or b.ndim != 4:
         raise ValueError(f"concat_forward: need two NCHW arrays, got {tuple(a.shape)} and {tuple(b.shape)}")
@@ -395,7 +600,21 @@ def concat_forward(a, b):
 
 
 def concat_backward(dout, cache):
-    """Split the gradient of a channel concatenation back into its two parts.  MATH.md (13.21)."""
+    """Split the gradient of a channel concatenation back into its two parts.  MATH.md (13.21).
+
+    Parameters
+    ----------
+    dout : array, shape (N, Ca + Cb, H, W)
+        Gradient with respect to the output.
+    cache : int
+        The cache of :func:`concat_forward` (Ca).
+
+    Returns
+    -------
+    da : array, shape (N, Ca, H, W)
+    db : array, shape (N, Cb, H, W)
+        Gradients with respect to the two parts.
+    """
     ca = cache
     return dout[:, :ca, :, :], dout[:, ca:, :, :]
 
@@ -403,7 +622,20 @@ def concat_backward(dout, cache):
 def add_channel_shift(h, eo):
     """``h + eo[:, :, None, None]`` for h (N, C, H, W), eo (N, C), computed on (C, H, W, N)
     views so that the result keeps the convolution's memory order (NumPy would otherwise
-    return a C-ordered array and the next convolution would pay a transposing copy)."""
+    return a C-ordered array and the next convolution would pay a transposing copy).
+
+    Parameters
+    ----------
+    h : array, shape (N, C, H, W)
+        Feature maps.
+    eo : array, shape (N, C)
+        Per-sample, per-channel shifts.
+
+    Returns
+    -------
+    array, shape (N, C, H, W)
+        ``h + eo[:, :, None, None]``.
+    """
     xp = array_namespace(h, eo)
     hT = xp.permute_dims(h, (1, 2, 3, 0))  # (C, H, W, N)
     return xp.permute_dims(hT + eo.T[:, None, None, :], (3, 0, 1, 2))

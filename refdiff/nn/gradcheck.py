@@ -27,7 +27,18 @@ __all__ = ["numerical_gradient", "relative_error", "check_gradient", "check_dire
 
 
 def inner(a, b) -> float:
-    """``<a, b> = sum(a * b)`` as a Python float (any namespace)."""
+    """``<a, b> = sum(a * b)`` as a Python float (any namespace).
+
+    Parameters
+    ----------
+    a, b : array
+        Arrays of the same (or broadcastable) shape, in one namespace.
+
+    Returns
+    -------
+    float
+        ``sum(a * b)``.
+    """
     xp = array_namespace(a, b)
     return float(xp.sum(a * b))
 
@@ -38,6 +49,23 @@ def numerical_gradient(f, x, *, h: float = 1e-5, indices=None):
     f: callable taking an array like ``x`` and returning a float.  indices: None (every
     entry; returns an array of x's shape in x's namespace) or a sequence of flat indices
     (returns a host float64 array of those partial derivatives).  MATH.md (13.19).
+
+    Parameters
+    ----------
+    f : callable
+        Scalar function of an array like ``x``, returning a float.
+    x : array
+        Point at which to differentiate (perturbed as a float64 host copy).
+    h : float, optional
+        Step of the central difference (default 1e-5).
+    indices : sequence of int or None, optional
+        Flat indices of the entries to differentiate; None (default) for all.
+
+    Returns
+    -------
+    array
+        With ``indices=None``, the gradient in ``x``'s shape and namespace; otherwise a host
+        float64 array of the requested partial derivatives.
     """
     x_host = np.array(to_numpy(x), dtype=np.float64, copy=True)
     flat = x_host.reshape(-1)  # view
@@ -62,7 +90,25 @@ def relative_error(a, b, *, floor: float = 0.0) -> float:
     Normwise, so single entries near zero do not blow it up.  ``floor`` bounds the
     denominator from below: a gradient that is zero by a symmetry (the bias of the keys
     in softmax attention, MATH.md (13.15)) otherwise compares rounding noise with
-    rounding noise; pass the scale of the gradients being checked."""
+    rounding noise; pass the scale of the gradients being checked.
+
+    Parameters
+    ----------
+    a, b : array
+        The two arrays compared (any namespace; flattened in float64).
+    floor : float, optional
+        Lower bound of the denominator (default 0).
+
+    Returns
+    -------
+    float
+        The normwise relative error.
+
+    Raises
+    ------
+    ValueError
+        If ``a`` and ``b`` have different numbers of entries.
+    """
     a = np.asarray(to_numpy(a), dtype=np.float64).ravel()
     b = np.asarray(to_numpy(b), dtype=np.float64).ravel()
     if a.shape != b.shape:
@@ -75,7 +121,28 @@ def relative_error(a, b, *, floor: float = 0.0) -> float:
 def check_gradient(f, x, analytic, *, h: float = 1e-5, indices=None, floor: float = 0.0) -> float:
     """Relative error (:func:`relative_error`, with ``floor``) between ``analytic`` (the
     gradient of f at x from a backward pass) and the central difference of ``f`` at x,
-    at all entries or at flat ``indices``.  MATH.md (13.19)."""
+    at all entries or at flat ``indices``.  MATH.md (13.19).
+
+    Parameters
+    ----------
+    f : callable
+        Scalar function of an array like ``x``.
+    x : array
+        Point at which to check.
+    analytic : array
+        Gradient of ``f`` at ``x`` from the backward pass, shape of ``x``.
+    h : float, optional
+        Step of the central difference (default 1e-5).
+    indices : sequence of int or None, optional
+        Flat indices to check; None (default) for all.
+    floor : float, optional
+        Lower bound of the error's denominator (default 0).
+
+    Returns
+    -------
+    float
+        The relative error.
+    """
     num = numerical_gradient(f, x, h=h, indices=indices)
     ana = to_numpy(analytic).reshape(-1)
     if indices is not None:
@@ -94,7 +161,35 @@ def check_directional(loss, point: dict, grads: dict, rng, *, n_dirs: int = 3, h
     ``sum_k <grads[k], u[k]>`` and returns the normwise relative error of the two vectors
     of directional derivatives (:func:`relative_error` with ``floor``).  A direction mixes
     every parameter, so a gradient wrong in any entry shows up.  Directions are drawn on
-    the host from ``rng`` and moved to each array's namespace."""
+    the host from ``rng`` and moved to each array's namespace.
+
+    Parameters
+    ----------
+    loss : callable
+        ``loss(point) -> float``.
+    point : dict
+        Names mapped to the arrays checked.
+    grads : dict
+        The same names mapped to the backward pass's gradients.
+    rng : numpy.random.Generator
+        Source of the directions.
+    n_dirs : int, optional
+        Number of random directions (default 3).
+    h : float, optional
+        Step of the central difference (default 1e-5).
+    floor : float, optional
+        Lower bound of the error's denominator (default 0).
+
+    Returns
+    -------
+    float
+        Relative error between the numerical and analytic directional derivatives.
+
+    Raises
+    ------
+    ValueError
+        If a name of ``point`` has no gradient in ``grads``.
+    """
     missing = sorted(set(point) - set(grads))
     if missing:
         raise ValueError(f"check_directional: no gradient for {missing}")

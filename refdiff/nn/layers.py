@@ -103,6 +103,27 @@ def linear_forward(x, w, b):
     """Affine map ``out = x @ w + b`` for x (N, D_in), w (D_in, D_out), b (D_out,).
 
     MATH.md (13.1).  Returns ``(out, cache)``.
+
+    Parameters
+    ----------
+    x : array, shape (N, D_in)
+        Input rows.
+    w : array, shape (D_in, D_out)
+        Weight.
+    b : array, shape (D_out,)
+        Bias.
+
+    Returns
+    -------
+    out : array, shape (N, D_out)
+        ``x @ w + b``.
+    cache : tuple
+        ``(x, w)`` for :func:`linear_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` and ``w`` are not 2-D with matching inner sizes, or ``b`` is not (D_out,).
     """
     if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
         raise ValueError(f"linear_forward: x {tuple(x.shape)} and w {tuple(w.shape)} do not match "
@@ -117,6 +138,22 @@ def linear_backward(dout, cache):
     """Gradients of :func:`linear_forward`: ``dx = dout w^T, dw = x^T dout, db = sum_n dout``.
 
     MATH.md (13.2).  Returns ``(dx, dw, db)``.
+
+    Parameters
+    ----------
+    dout : array, shape (N, D_out)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache returned by :func:`linear_forward`.
+
+    Returns
+    -------
+    dx : array, shape (N, D_in)
+        Gradient with respect to ``x``.
+    dw : array, shape (D_in, D_out)
+        Gradient with respect to ``w``.
+    db : array, shape (D_out,)
+        Gradient with respect to ``b``.
     """
     xp = array_namespace(dout)
     x, w = cache
@@ -131,6 +168,29 @@ def timestep_embedding_forward(t, dim: int, *, max_period: float = 10000.0, dtyp
 
     ``t`` is cast to ``dtype`` (default float32 unless t is float64) before the product,
     so integer and fractional timesteps go through the same formula.
+
+    Parameters
+    ----------
+    t : array, shape (N,)
+        Times, integer or floating.
+    dim : int
+        Embedding width, at least 2.
+    max_period : float, optional
+        Base of the frequency ladder ``w_k = max_period^(-k/half)`` (default 10000).
+    dtype : dtype, optional
+        Dtype of the embedding; default float64 if ``t`` is float64, else float32.
+
+    Returns
+    -------
+    out : array, shape (N, dim)
+        ``[cos(t w_k), sin(t w_k)]`` (plus a zero column when ``dim`` is odd).
+    cache : tuple
+        ``(arg, omega, dim)`` for :func:`timestep_embedding_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``t`` is not 1-D or ``dim < 2``.
     """
     xp = array_namespace(t)
     if t.ndim != 1:
@@ -151,7 +211,20 @@ def timestep_embedding_forward(t, dim: int, *, max_period: float = 10000.0, dtyp
 
 def timestep_embedding_backward(dout, cache):
     """Derivative of the sinusoidal embedding with respect to t:
-    ``dt = sum_k omega_k (cos(t w_k) d_sin,k - sin(t w_k) d_cos,k)``.  MATH.md (13.12)."""
+    ``dt = sum_k omega_k (cos(t w_k) d_sin,k - sin(t w_k) d_cos,k)``.  MATH.md (13.12).
+
+    Parameters
+    ----------
+    dout : array, shape (N, dim)
+        Gradient with respect to the embedding.
+    cache : tuple
+        The cache returned by :func:`timestep_embedding_forward`.
+
+    Returns
+    -------
+    dt : array, shape (N,)
+        Gradient with respect to ``t``.
+    """
     xp = array_namespace(dout)
     arg, omega, dim = cache
     half = omega.shape[0]
@@ -161,7 +234,27 @@ def timestep_embedding_backward(dout, cache):
 
 def embedding_forward(y, table):
     """Learned embedding lookup ``out = table[y]`` for integer labels y (N,) and a
-    table (K, D).  MATH.md (13.13)."""
+    table (K, D).  MATH.md (13.13).
+
+    Parameters
+    ----------
+    y : array of int, shape (N,)
+        Labels in ``[0, K - 1]``.
+    table : array, shape (K, D)
+        Embedding table.
+
+    Returns
+    -------
+    out : array, shape (N, D)
+        Rows ``table[y]``.
+    cache : tuple
+        ``(y, K)`` for :func:`embedding_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``y`` is not 1-D or a label lies outside ``[0, K - 1]``.
+    """
     xp = array_namespace(table)
     K = table.shape[0]
     if y.ndim != 1:
@@ -174,7 +267,20 @@ def embedding_forward(y, table):
 
 def embedding_backward(dout, cache):
     """Gradient of the lookup: ``dtable = onehot(y)^T dout`` (rows of repeated labels add).
-    MATH.md (13.13)."""
+    MATH.md (13.13).
+
+    Parameters
+    ----------
+    dout : array, shape (N, D)
+        Gradient with respect to the looked-up rows.
+    cache : tuple
+        The cache returned by :func:`embedding_forward`.
+
+    Returns
+    -------
+    dtable : array, shape (K, D)
+        Gradient with respect to ``table``.
+    """
     xp = array_namespace(dout)
     y, K = cache
     ks = xp.arange(K, device=_device(dout))
@@ -185,7 +291,27 @@ def embedding_backward(dout, cache):
 # ------------------------------------------------------------------------ skips
 def concat_forward(a, b):
     """Channel concatenation (U-Net skip) of a (N, Ca, H, W) and b (N, Cb, H, W).
-    MATH.md (13.21)."""
+    MATH.md (13.21).
+
+    Parameters
+    ----------
+    a : array, shape (N, Ca, H, W)
+        First part.
+    b : array, shape (N, Cb, H, W)
+        Second part.
+
+    Returns
+    -------
+    out : array, shape (N, Ca + Cb, H, W)
+        ``a`` and ``b`` concatenated along the channel axis.
+    cache : int
+        ``Ca``, for :func:`concat_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``a`` and ``b`` are not 4-D with the same N, H, W.
+    """
     xp = array_namespace(a, b)
     if a.ndim != 4 or b.ndim != 4 or a.shape[0] != b.shape[0] or a.shape[2:] != b.shape[2:]:
         raise ValueError(f"concat_forward: need two NCHW arrays with the same N, H, W, got {tuple(a.shape)} "
@@ -194,6 +320,21 @@ def concat_forward(a, b):
 
 
 def concat_backward(dout, cache):
-    """Split the gradient of a channel concatenation back into its two parts.  MATH.md (13.21)."""
+    """Split the gradient of a channel concatenation back into its two parts.  MATH.md (13.21).
+
+    Parameters
+    ----------
+    dout : array, shape (N, Ca + Cb, H, W)
+        Gradient with respect to the concatenation.
+    cache : int
+        The cache returned by :func:`concat_forward` (``Ca``).
+
+    Returns
+    -------
+    da : array, shape (N, Ca, H, W)
+        Gradient with respect to ``a``.
+    db : array, shape (N, Cb, H, W)
+        Gradient with respect to ``b``.
+    """
     ca = cache
     return dout[:, :ca, :, :], dout[:, ca:, :, :]

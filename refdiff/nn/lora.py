@@ -45,7 +45,27 @@ __all__ = [
 
 # ------------------------------------------------------------------ scaling and init
 def lora_scaling(alpha, r, *, rslora: bool = False) -> float:
-    """PEFT's scaling ``s = alpha / r``, or rsLoRA's ``alpha / sqrt(r)``, MATH.md (19.1)."""
+    """PEFT's scaling ``s = alpha / r``, or rsLoRA's ``alpha / sqrt(r)``, MATH.md (19.1).
+
+    Parameters
+    ----------
+    alpha : float
+        The LoRA alpha, finite and > 0.
+    r : int
+        The rank, >= 1.
+    rslora : bool, default False
+        Use rsLoRA's ``alpha / sqrt(r)``.
+
+    Returns
+    -------
+    float
+        The scaling s.
+
+    Raises
+    ------
+    ValueError
+        If ``r`` is not an int >= 1 or ``alpha`` is not a finite number > 0.
+    """
     if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
         raise ValueError(f"LoRA rank r must be an int >= 1, got {r!r}")
     if not (isinstance(alpha, (int, float, np.number)) and math.isfinite(alpha) and alpha > 0):
@@ -65,7 +85,31 @@ def lora_init_factors(w_shape, r: int, rng, *, init: str = "kaiming"):
     """Host float64 factors ``(A, B)`` for a base weight of shape ``w_shape`` (linear
     (d_in, d_out) or conv (F, C, k, k)): A Kaiming-uniform with PyTorch's a = sqrt(5),
     i.e. ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with fan_in = d_in or C k^2 (``init=
-    "kaiming"``, PEFT's default) or ``N(0, 1/r^2)`` (``"gaussian"``); B = 0 (PEFT)."""
+    "kaiming"``, PEFT's default) or ``N(0, 1/r^2)`` (``"gaussian"``); B = 0 (PEFT).
+
+    Parameters
+    ----------
+    w_shape : tuple of int
+        The base weight's shape: (d_in, d_out) or (F, C, k, k).
+    r : int
+        The rank, in [1, min(fan_in, fan_out)].
+    rng : numpy.random.Generator
+        Source of A.
+    init : {"kaiming", "gaussian"}, default "kaiming"
+        The initialisation of A.
+
+    Returns
+    -------
+    A : numpy.ndarray, shape (r, d_in) or (r, C, k, k)
+        The down factor.
+    B : numpy.ndarray, shape (d_out, r) or (F, r, 1, 1)
+        The up factor, zero.
+
+    Raises
+    ------
+    ValueError
+        If ``r`` is out of range, ``init`` is unknown, or ``w_shape`` is neither 2-D nor 4-D.
+    """
     _check_rank(r, w_shape, "lora_init_factors")
     if init not in ("kaiming", "gaussian"):
         raise ValueError(f"lora_init_factors: init must be 'kaiming' or 'gaussian', got {init!r}")
@@ -85,7 +129,27 @@ def lora_init_factors(w_shape, r: int, rng, *, init: str = "kaiming"):
 
 
 def dropout_mask(shape, p: float, rng):
-    """Inverted-dropout mask ``m = [u >= p] / (1 - p)`` (host float64) for A's input."""
+    """Inverted-dropout mask ``m = [u >= p] / (1 - p)`` (host float64) for A's input.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape of the mask (that of A's input).
+    p : float
+        Drop probability, in [0, 1).
+    rng : numpy.random.Generator
+        Source of the uniforms.
+
+    Returns
+    -------
+    numpy.ndarray
+        The mask: 0 or 1 / (1 - p).
+
+    Raises
+    ------
+    ValueError
+        If ``p`` is outside [0, 1).
+    """
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout_mask: p must be in [0, 1), got {p}")
     return (rng.random(shape) >= p) / (1.0 - p)
@@ -95,7 +159,22 @@ def dropout_mask(shape, p: float, rng):
 def lora_delta(A, B, scale):
     """The merged-weight increment in the base layer's layout, MATH.md (19.4):
     linear ``dW = s (B A)^T`` (d_in, d_out); conv ``dW[o, i, u, v] = s sum_rho B[o, rho]
-    A[rho, i, u, v]`` (F, C, k, k)."""
+    A[rho, i, u, v]`` (F, C, k, k).
+
+    Parameters
+    ----------
+    A : array, shape (r, d_in) or (r, C, k, k)
+        The down factor.
+    B : array, shape (d_out, r) or (F, r, 1, 1)
+        The up factor.
+    scale : float
+        The scaling s.
+
+    Returns
+    -------
+    array, shape (d_in, d_out) or (F, C, k, k)
+        The increment dW.
+    """
     xp = array_namespace(A, B)
     if A.ndim == 4:
         r = A.shape[0]
@@ -106,7 +185,26 @@ def lora_delta(A, B, scale):
 def lora_delta_backward(d_delta, A, B, scale):
     """``(dA, dB)`` from the gradient of the merged increment, MATH.md (19.5):
     ``dB = s G^T A^T``, ``dA = s B^T G^T`` with G the gradient of the linear dW (d_in,
-    d_out); for conv the same on the (F, C k^2) matrix view."""
+    d_out); for conv the same on the (F, C k^2) matrix view.
+
+    Parameters
+    ----------
+    d_delta : array, shape (d_in, d_out) or (F, C, k, k)
+        Gradient with respect to the increment dW.
+    A : array
+        The down factor (as in :func:`lora_delta`).
+    B : array
+        The up factor.
+    scale : float
+        The scaling s.
+
+    Returns
+    -------
+    dA : array
+        Gradient with respect to A (A's shape).
+    dB : array
+        Gradient with respect to B (B's shape).
+    """
     xp = array_namespace(d_delta)
     if A.ndim == 4:
         r, F = A.shape[0], B.shape[0]
@@ -120,7 +218,32 @@ def lora_delta_backward(d_delta, A, B, scale):
 def lora_linear_forward(x, w, b, A, B, scale, *, mask=None):
     """``y = x w + b + s ((x * m) A^T) B^T``, MATH.md (19.2): x (N, d_in), w (d_in, d_out),
     A (r, d_in), B (d_out, r); ``mask`` (N, d_in): the dropout mask on A's input (None:
-    no dropout).  Returns ``(y, cache)``."""
+    no dropout).  Returns ``(y, cache)``.
+
+    Parameters
+    ----------
+    x : array, shape (N, d_in)
+        Inputs.
+    w : array, shape (d_in, d_out)
+        Base weight.
+    b : array, shape (d_out,)
+        Base bias.
+    A : array, shape (r, d_in)
+        Down factor.
+    B : array, shape (d_out, r)
+        Up factor.
+    scale : float
+        The scaling s.
+    mask : array, shape (N, d_in), optional
+        Dropout mask on A's input; None: no dropout.
+
+    Returns
+    -------
+    y : array, shape (N, d_out)
+        The output.
+    cache : tuple
+        For :func:`lora_linear_backward`.
+    """
     xd = x if mask is None else x * mask
     u = xd @ A.T  # (N, r)
     y = x @ w + b + scale * (u @ B.T)  # (N, d_out)
@@ -130,7 +253,24 @@ def lora_linear_forward(x, w, b, A, B, scale, *, mask=None):
 def lora_linear_backward(dout, cache):
     """Gradients of :func:`lora_linear_forward`, MATH.md (19.3):
     ``dB = s dY^T u``, ``dA = s (dY B)^T (x m)``, ``dx = dY w^T + s ((dY B) A) * m``,
-    ``dw = x^T dY``, ``db = sum dY``.  Returns ``(dx, dw, db, dA, dB)``."""
+    ``dw = x^T dY``, ``db = sum dY``.  Returns ``(dx, dw, db, dA, dB)``.
+
+    Parameters
+    ----------
+    dout : array, shape (N, d_out)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache of :func:`lora_linear_forward`.
+
+    Returns
+    -------
+    dx : array, shape (N, d_in)
+    dw : array, shape (d_in, d_out)
+    db : array, shape (d_out,)
+    dA : array, shape (r, d_in)
+    dB : array, shape (d_out, r)
+        Gradients with respect to x, w, b, A and B.
+    """
     xp = array_namespace(dout)
     x, xd, u, w, A, B, scale, mask = cache
     du = scale * (dout @ B)  # (N, r)
@@ -141,7 +281,18 @@ def lora_linear_backward(dout, cache):
 
 def lora_linear_forward_naive(x, w, b, A, B, scale, mask=None):
     """Loop definition of (19.2) on the host in float64: ``y[n, o] = b[o] + sum_i x[n, i]
-    w[i, o] + s sum_rho B[o, rho] sum_i A[rho, i] x[n, i] m[n, i]``; the specification."""
+    w[i, o] + s sum_rho B[o, rho] sum_i A[rho, i] x[n, i] m[n, i]``; the specification.
+
+    Parameters
+    ----------
+    x, w, b, A, B, scale, mask
+        As in :func:`lora_linear_forward`.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, d_out)
+        The output in float64.
+    """
     x, w, b, A, B = (np.asarray(to_numpy(a), dtype=np.float64) for a in (x, w, b, A, B))
     m = np.ones_like(x) if mask is None else np.asarray(to_numpy(mask), dtype=np.float64)
     N, D = x.shape
@@ -159,7 +310,36 @@ def lora_linear_forward_naive(x, w, b, A, B, scale, mask=None):
 # ------------------------------------------------------------------ convolution
 def lora_conv_forward(x, w, b, A, B, scale, *, stride: int = 1, pad: int | None = None, mask=None):
     """``y = conv(x; w, b) + s conv1x1(conv(x * m; A); B)``, MATH.md (19.2): A runs with the
-    base layer's stride and padding, B is pointwise.  Returns ``(y, cache)``."""
+    base layer's stride and padding, B is pointwise.  Returns ``(y, cache)``.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W)
+        Inputs.
+    w : array, shape (F, C, k, k)
+        Base convolution weight.
+    b : array, shape (F,)
+        Base bias.
+    A : array, shape (r, C, k, k)
+        Down factor (a k x k convolution).
+    B : array, shape (F, r, 1, 1)
+        Up factor (a 1 x 1 convolution).
+    scale : float
+        The scaling s.
+    stride : int, default 1
+        Stride of the base convolution and of A.
+    pad : int, optional
+        Padding of the base convolution and of A; None (default): ``k // 2``.
+    mask : array, shape (N, C, H, W), optional
+        Dropout mask on A's input; None: no dropout.
+
+    Returns
+    -------
+    y : array, shape (N, F, H_out, W_out)
+        The output.
+    cache : tuple
+        For :func:`lora_conv_backward`.
+    """
     xp = array_namespace(x, w)
     pad = w.shape[2] // 2 if pad is None else pad
     xd = x if mask is None else x * mask
@@ -171,7 +351,24 @@ def lora_conv_forward(x, w, b, A, B, scale, *, stride: int = 1, pad: int | None 
 
 def lora_conv_backward(dout, cache):
     """Gradients of :func:`lora_conv_forward`, MATH.md (19.3) with correlations in place of
-    products.  Returns ``(dx, dw, db, dA, dB)``."""
+    products.  Returns ``(dx, dw, db, dA, dB)``.
+
+    Parameters
+    ----------
+    dout : array, shape (N, F, H_out, W_out)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache of :func:`lora_conv_forward`.
+
+    Returns
+    -------
+    dx : array, shape (N, C, H, W)
+    dw : array, shape (F, C, k, k)
+    db : array, shape (F,)
+    dA : array, shape (r, C, k, k)
+    dB : array, shape (F, r, 1, 1)
+        Gradients with respect to x, w, b, A and B.
+    """
     c0, c1, c2, scale, mask = cache
     dx, dw, db = conv2d_backward(dout, c0)
     du, dB, _ = conv2d_backward(scale * dout, c2)
@@ -182,7 +379,29 @@ def lora_conv_backward(dout, cache):
 # ------------------------------------------------------------------ attention projections
 def lora_proj_forward(P, name, x, lora: dict, scale):
     """A token-wise projection ``x (N, L, D) -> (N, L, D_out)`` of ``P[name.w]`` (+ b) with
-    the adapter ``lora[name.lora_A], lora[name.lora_B]`` if present, MATH.md (19.2)."""
+    the adapter ``lora[name.lora_A], lora[name.lora_B]`` if present, MATH.md (19.2).
+
+    Parameters
+    ----------
+    P : dict
+        Base parameters: ``P[name + ".w"]`` (D, D_out) and optionally ``P[name + ".b"]``.
+    name : str
+        The projection's key prefix.
+    x : array, shape (N, L, D)
+        Tokens.
+    lora : dict
+        Adapter factors; ``lora[name + ".lora_A"]`` and ``lora[name + ".lora_B"]`` are used
+        when present.
+    scale : float
+        The scaling s.
+
+    Returns
+    -------
+    y : array, shape (N, L, D_out)
+        The projected tokens.
+    cache : tuple
+        For :func:`lora_proj_backward`.
+    """
     xp = array_namespace(x)
     N, L, D = x.shape
     w = P[name + ".w"]
@@ -196,7 +415,27 @@ def lora_proj_forward(P, name, x, lora: dict, scale):
 
 
 def lora_proj_backward(G, P, name, dy, cache):
-    """Backward of :func:`lora_proj_forward`: base and adapter gradients into ``G``."""
+    """Backward of :func:`lora_proj_forward`: base and adapter gradients into ``G``.
+
+    Parameters
+    ----------
+    G : dict
+        Gradient accumulator: gradients of ``name + ".w"``, ``".b"`` (and ``".lora_A"``,
+        ``".lora_B"`` with an adapter) are added into it.
+    P : dict
+        The base parameters.
+    name : str
+        The projection's key prefix.
+    dy : array, shape (N, L, D_out)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache of :func:`lora_proj_forward`.
+
+    Returns
+    -------
+    array, shape (N, L, D)
+        Gradient with respect to the tokens.
+    """
     xp = array_namespace(dy)
     N, L, Do = dy.shape
     dy2 = xp.reshape(dy, (N * L, Do))
@@ -214,7 +453,32 @@ def lora_proj_backward(G, P, name, dy, cache):
 def lora_mha_forward(P, pre, x, lora: dict, scale, *, heads: int, context=None):
     """Multi-head attention (MATH.md (13.23); projections ``q``, ``kv`` or ``qkv``, and
     ``out``, as :func:`refdiff.nn.attention.mha_forward`) with LoRA on any of its
-    projections, MATH.md (19.2).  Returns ``(y, cache)``."""
+    projections, MATH.md (19.2).  Returns ``(y, cache)``.
+
+    Parameters
+    ----------
+    P : dict
+        Base parameters under ``pre`` (``qkv`` or ``q`` + ``kv``, and ``out``).
+    pre : str
+        The key prefix.
+    x : array, shape (N, L, D)
+        Query tokens.
+    lora : dict
+        Adapter factors keyed ``"<projection>.lora_A"`` / ``".lora_B"``.
+    scale : float
+        The scaling s.
+    heads : int
+        Number of heads.
+    context : array, shape (N, L_c, D_c), optional
+        Key/value tokens; None (default): self-attention.
+
+    Returns
+    -------
+    y : array, shape (N, L, D)
+        The output tokens.
+    cache : tuple
+        For :func:`lora_mha_backward`.
+    """
     c = x if context is None else context
     if pre + ".qkv.w" in P:
         qkv, cq = lora_proj_forward(P, pre + ".qkv", x, lora, scale)
@@ -231,7 +495,28 @@ def lora_mha_forward(P, pre, x, lora: dict, scale, *, heads: int, context=None):
 
 
 def lora_mha_backward(G, P, pre, dout, cache):
-    """Backward of :func:`lora_mha_forward`; returns ``(dx, dcontext or None)``."""
+    """Backward of :func:`lora_mha_forward`; returns ``(dx, dcontext or None)``.
+
+    Parameters
+    ----------
+    G : dict
+        Gradient accumulator (base and adapter gradients are added into it).
+    P : dict
+        The base parameters.
+    pre : str
+        The key prefix.
+    dout : array, shape (N, L, D)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache of :func:`lora_mha_forward`.
+
+    Returns
+    -------
+    dx : array, shape (N, L, D)
+        Gradient with respect to ``x``.
+    dcontext : array or None
+        Gradient with respect to the context; None for self-attention.
+    """
     xp = array_namespace(dout)
     caches, c_a, c_o, heads, is_self = cache
     do = lora_proj_backward(G, P, pre + ".out", dout, c_o)
@@ -249,7 +534,35 @@ def lora_rrr_optimum(W0, Sigma1, alpha: float, sigma: float, r: int):
     from ``W0`` to data N(0, Sigma1) at one noise level (alpha, sigma), MATH.md (19.16):
     ``C = alpha^2 Sigma1 + sigma^2 I``, ``W* = C^{-1} alpha Sigma1``, ``M = C^{1/2} (W* - W0) =
     U S V^T``; returns ``(dW* = C^{-1/2} (U S V^T)_r, excess* = sum_{i>r} s_i^2, W*)``.
-    Host float64."""
+    Host float64.
+
+    Parameters
+    ----------
+    W0 : array_like, shape (D, D)
+        The pretrained denoiser weight.
+    Sigma1 : array_like, shape (D, D)
+        Covariance of the fine-tuning data.
+    alpha : float
+        Signal coefficient alpha_t of the noise level.
+    sigma : float
+        Noise coefficient sigma_t of the noise level.
+    r : int
+        The rank, in [1, D].
+
+    Returns
+    -------
+    dW : numpy.ndarray, shape (D, D)
+        The best rank-r update.
+    excess : float
+        Its excess loss, the sum of the discarded squared singular values.
+    W_star : numpy.ndarray, shape (D, D)
+        The unconstrained optimum.
+
+    Raises
+    ------
+    ValueError
+        If ``r`` is out of range.
+    """
     W0, Sigma1 = np.asarray(W0, dtype=np.float64), np.asarray(Sigma1, dtype=np.float64)
     D = W0.shape[0]
     _check_rank(r, W0.shape, "lora_rrr_optimum")

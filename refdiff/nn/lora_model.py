@@ -36,7 +36,26 @@ __all__ = ["LoRAConfig", "LoRAAdapter", "lora_target_layers", "lora_init", "lora
 class LoRAConfig:
     """Rank ``r``, ``alpha`` (PEFT's ``lora_alpha``; None means alpha = r, scaling 1),
     fnmatch ``targets`` over layer names, ``rslora`` (alpha / sqrt(r)), ``init``
-    ("kaiming" or "gaussian")."""
+    ("kaiming" or "gaussian").
+
+    Parameters
+    ----------
+    r : int, default 4
+        The rank, >= 1.
+    alpha : float, optional
+        PEFT's ``lora_alpha``, > 0; None (default): alpha = r.
+    targets : str or tuple of str, default ("*",)
+        fnmatch patterns over layer names.
+    rslora : bool, default False
+        Scale by alpha / sqrt(r) instead of alpha / r.
+    init : {"kaiming", "gaussian"}, default "kaiming"
+        The initialisation of A.
+
+    Raises
+    ------
+    ValueError
+        If ``r`` or ``alpha`` is invalid (see :func:`refdiff.nn.lora.lora_scaling`).
+    """
 
     r: int = 4
     alpha: float | None = None
@@ -57,7 +76,17 @@ class LoRAConfig:
 @dataclasses.dataclass(frozen=True)
 class LoRAAdapter:
     """An adapter: ``weights`` {"<layer>.lora_A" / ".lora_B": array}, its ``config`` and its
-    current ``scaling`` (PEFT's per-layer ``scaling``; :func:`scale_layer` changes it)."""
+    current ``scaling`` (PEFT's per-layer ``scaling``; :func:`scale_layer` changes it).
+
+    Parameters
+    ----------
+    weights : dict of str to array
+        The factors ``"<layer>.lora_A"``, ``"<layer>.lora_B"``.
+    config : LoRAConfig
+        The adapter's configuration.
+    scaling : float
+        Its current scaling.
+    """
 
     weights: dict
     config: LoRAConfig
@@ -70,7 +99,25 @@ class LoRAAdapter:
 
 def lora_target_layers(params: dict, targets) -> list:
     """Names of the linear/conv layers of ``params`` matched by ``targets`` (fnmatch
-    patterns); a pattern that matches no layer is a ValueError listing the layers."""
+    patterns); a pattern that matches no layer is a ValueError listing the layers.
+
+    Parameters
+    ----------
+    params : dict of str to array
+        The network's parameters.
+    targets : str or iterable of str
+        fnmatch patterns over layer names.
+
+    Returns
+    -------
+    list of str
+        The matched layer names, sorted.
+
+    Raises
+    ------
+    ValueError
+        If a pattern matches no linear or conv layer.
+    """
     layers = sorted(k[:-2] for k, v in params.items() if k.endswith(".w") and v.ndim in (2, 4))
     targets = (targets,) if isinstance(targets, str) else tuple(targets)
     chosen = set()
@@ -84,7 +131,27 @@ def lora_target_layers(params: dict, targets) -> list:
 
 def lora_init(params: dict, config: LoRAConfig, rng) -> LoRAAdapter:
     """A fresh adapter for ``params`` (A by ``config.init``, B = 0), in the dtype and
-    namespace of ``params``; drawn on the host in float64 in sorted layer order."""
+    namespace of ``params``; drawn on the host in float64 in sorted layer order.
+
+    Parameters
+    ----------
+    params : dict of str to array
+        The network's parameters.
+    config : LoRAConfig
+        Rank, alpha, targets and initialisation.
+    rng : numpy.random.Generator
+        Source of the A factors.
+
+    Returns
+    -------
+    LoRAAdapter
+        The adapter, with scaling ``config.scaling``.
+
+    Raises
+    ------
+    ValueError
+        If a target pattern matches no layer or the rank is out of range for a layer.
+    """
     xp = array_namespace(next(iter(params.values())))
     out = {}
     for name in lora_target_layers(params, config.targets):
@@ -105,7 +172,28 @@ def _pairs(adapters, weights):
 
 def lora_params(params: dict, adapters, weights=None) -> dict:
     """Effective weights ``W + sum_k weight_k s_k dW_k`` (diffusers' ``set_adapters(names,
-    adapter_weights)``; ``weights`` default 1), MATH.md (19.6); other keys unchanged."""
+    adapter_weights)``; ``weights`` default 1), MATH.md (19.6); other keys unchanged.
+
+    Parameters
+    ----------
+    params : dict of str to array
+        The base parameters.
+    adapters : LoRAAdapter or sequence of LoRAAdapter
+        The adapters.
+    weights : sequence of float, optional
+        One weight per adapter; None (default): all 1.
+
+    Returns
+    -------
+    dict of str to array
+        The effective parameters (a new dict).
+
+    Raises
+    ------
+    ValueError
+        If the number of weights differs from the number of adapters, or an adapter's
+        layer is missing from ``params`` or has another shape.
+    """
     out = dict(params)
     for ad, wt in _pairs(adapters, weights):
         for name in ad.layers:
@@ -125,7 +213,22 @@ def _base_shape(ad, name):
 
 def lora_grads(grads: dict, adapter: LoRAAdapter, weight: float = 1.0) -> dict:
     """Gradients of the adapter's factors from the gradients of the effective weights,
-    MATH.md (19.5) (the model's backward run on :func:`lora_params`)."""
+    MATH.md (19.5) (the model's backward run on :func:`lora_params`).
+
+    Parameters
+    ----------
+    grads : dict of str to array
+        Gradients with respect to the effective parameters.
+    adapter : LoRAAdapter
+        The adapter.
+    weight : float, default 1.0
+        The adapter's weight in :func:`lora_params`.
+
+    Returns
+    -------
+    dict of str to array
+        Gradients of ``"<layer>.lora_A"`` and ``"<layer>.lora_B"``.
+    """
     out = {}
     for name in adapter.layers:
         A, B = adapter.weights[name + ".lora_A"], adapter.weights[name + ".lora_B"]
@@ -136,30 +239,109 @@ def lora_grads(grads: dict, adapter: LoRAAdapter, weight: float = 1.0) -> dict:
 
 # ------------------------------------------------------------------ merge, fuse, runtime scale
 def lora_merge(params: dict, adapter: LoRAAdapter, weight: float = 1.0) -> dict:
-    """PEFT's ``merge``: ``W <- W + weight s dW`` for the adapter's layers, MATH.md (19.7)."""
+    """PEFT's ``merge``: ``W <- W + weight s dW`` for the adapter's layers, MATH.md (19.7).
+
+    Parameters
+    ----------
+    params : dict of str to array
+        The base parameters.
+    adapter : LoRAAdapter
+        The adapter.
+    weight : float, default 1.0
+        The merge weight.
+
+    Returns
+    -------
+    dict of str to array
+        The merged parameters.
+
+    Raises
+    ------
+    ValueError
+        If an adapter layer does not fit ``params``.
+    """
     return lora_params(params, [adapter], [weight])
 
 
 def lora_unmerge(params: dict, adapter: LoRAAdapter, weight: float = 1.0) -> dict:
-    """PEFT's ``unmerge``: ``W <- W - weight s dW`` (s: the adapter's current scaling), MATH.md (19.7)."""
+    """PEFT's ``unmerge``: ``W <- W - weight s dW`` (s: the adapter's current scaling), MATH.md (19.7).
+
+    Parameters
+    ----------
+    params : dict of str to array
+        The merged parameters.
+    adapter : LoRAAdapter
+        The adapter.
+    weight : float, default 1.0
+        The weight it was merged with.
+
+    Returns
+    -------
+    dict of str to array
+        The unmerged parameters.
+
+    Raises
+    ------
+    ValueError
+        If an adapter layer does not fit ``params``.
+    """
     return lora_params(params, [adapter], [-weight])
 
 
 def scale_layer(adapter: LoRAAdapter, scale: float) -> LoRAAdapter:
-    """PEFT's ``scale_layer``: ``scaling *= scale`` (diffusers' runtime ``scale``)."""
+    """PEFT's ``scale_layer``: ``scaling *= scale`` (diffusers' runtime ``scale``).
+
+    Parameters
+    ----------
+    adapter : LoRAAdapter
+        The adapter.
+    scale : float
+        The factor.
+
+    Returns
+    -------
+    LoRAAdapter
+        A copy with the scaling multiplied by ``scale``.
+    """
     return dataclasses.replace(adapter, scaling=adapter.scaling * float(scale))
 
 
 def unscale_layer(adapter: LoRAAdapter, scale: float | None = None) -> LoRAAdapter:
     """PEFT's ``unscale_layer``: None or 0 resets ``scaling`` to alpha / r (multiplying by
-    0 cannot be undone by a division); else ``scaling /= scale``."""
+    0 cannot be undone by a division); else ``scaling /= scale``.
+
+    Parameters
+    ----------
+    adapter : LoRAAdapter
+        The adapter.
+    scale : float, optional
+        The factor to divide by; None (default) or 0: reset to the config's scaling.
+
+    Returns
+    -------
+    LoRAAdapter
+        A copy with the new scaling.
+    """
     if scale is None or scale == 0:
         return dataclasses.replace(adapter, scaling=adapter.config.scaling)
     return dataclasses.replace(adapter, scaling=adapter.scaling / float(scale))
 
 
 def set_scale(adapter: LoRAAdapter, scale: float) -> LoRAAdapter:
-    """PEFT's ``set_scale``: ``scaling = scale * alpha / r``."""
+    """PEFT's ``set_scale``: ``scaling = scale * alpha / r``.
+
+    Parameters
+    ----------
+    adapter : LoRAAdapter
+        The adapter.
+    scale : float
+        The factor applied to the config's scaling.
+
+    Returns
+    -------
+    LoRAAdapter
+        A copy with scaling ``scale * config.scaling``.
+    """
     return dataclasses.replace(adapter, scaling=float(scale) * adapter.config.scaling)
 
 
@@ -167,7 +349,31 @@ def lora_fuse(params: dict, adapter: LoRAAdapter, lora_scale: float = 1.0, *, sa
     """diffusers' ``fuse_lora(lora_scale)``: ``scale_layer(lora_scale)`` then merge, MATH.md
     (19.7).  Returns ``(fused params, adapter with scaling * lora_scale)``: the product
     stays, so :func:`lora_unfuse` subtracts what was added.  ``safe``: refuse a
-    non-finite fused weight (diffusers' ``safe_fusing``)."""
+    non-finite fused weight (diffusers' ``safe_fusing``).
+
+    Parameters
+    ----------
+    params : dict of str to array
+        The base parameters.
+    adapter : LoRAAdapter
+        The adapter.
+    lora_scale : float, default 1.0
+        The runtime scale multiplied into the adapter's scaling.
+    safe : bool, default False
+        Raise instead of returning non-finite fused weights.
+
+    Returns
+    -------
+    params : dict of str to array
+        The fused parameters.
+    adapter : LoRAAdapter
+        The adapter with scaling ``scaling * lora_scale``.
+
+    Raises
+    ------
+    ValueError
+        If ``safe`` and a fused weight is non-finite, or an adapter layer does not fit.
+    """
     ad = scale_layer(adapter, lora_scale)
     out = lora_merge(params, ad)
     if safe:
@@ -178,7 +384,20 @@ def lora_fuse(params: dict, adapter: LoRAAdapter, lora_scale: float = 1.0, *, sa
 
 
 def lora_unfuse(params: dict, adapter: LoRAAdapter) -> dict:
-    """diffusers' ``unfuse_lora``: unmerge with the adapter's current scaling, MATH.md (19.7)."""
+    """diffusers' ``unfuse_lora``: unmerge with the adapter's current scaling, MATH.md (19.7).
+
+    Parameters
+    ----------
+    params : dict of str to array
+        The fused parameters.
+    adapter : LoRAAdapter
+        The adapter returned by :func:`lora_fuse`.
+
+    Returns
+    -------
+    dict of str to array
+        The parameters with the adapter's increment subtracted.
+    """
     return lora_unmerge(params, adapter)
 
 
@@ -186,7 +405,22 @@ def lora_unfuse(params: dict, adapter: LoRAAdapter) -> dict:
 def save_lora(path, adapter: LoRAAdapter, *, base_config: dict | None = None) -> Path:
     """Write the adapter alone to ``path`` (.npz): its arrays, and ``meta`` (JSON) with r,
     alpha (always stored: a lost alpha silently rescales the update), rslora, targets,
-    the base weight shapes and the base model's config."""
+    the base weight shapes and the base model's config.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The .npz file to write.
+    adapter : LoRAAdapter
+        The adapter.
+    base_config : dict, optional
+        The base model's config, stored in ``meta``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     path = Path(path)
     alpha = adapter.config.r if adapter.config.alpha is None else adapter.config.alpha
     meta = {"format": "refdiff-lora", "r": adapter.config.r, "alpha": alpha, "rslora": adapter.config.rslora,
@@ -204,7 +438,37 @@ def load_lora(path, params: dict, *, base_config: dict | None = None, alpha: flo
 
     alpha: the stored one; else the ``alpha`` argument; else **alpha = r is assumed**
     (scaling 1, what diffusers and PEFT assume for checkpoints without alpha), with a
-    warning, since a LoRA trained with another alpha then runs at the wrong scale."""
+    warning, since a LoRA trained with another alpha then runs at the wrong scale.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The .npz file.
+    params : dict of str to array
+        The base parameters the adapter must fit (their namespace and dtype are used).
+    base_config : dict, optional
+        If given and the file stores one, they must be equal.
+    alpha : float, optional
+        The alpha to use when the file stores none.
+    xp : namespace, optional
+        Array namespace of the loaded arrays; None (default): that of ``params``.
+
+    Returns
+    -------
+    LoRAAdapter
+        The adapter.
+
+    Raises
+    ------
+    ValueError
+        If the layers have different ranks, the base configs differ, or a layer does not fit
+        ``params``.
+
+    Warns
+    -----
+    UserWarning
+        When neither the file nor the call gives alpha (alpha = r is assumed).
+    """
     with np.load(Path(path), allow_pickle=False) as z:
         meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
         arrays = {k: z[k] for k in z.files if k != "meta"}

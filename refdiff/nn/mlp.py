@@ -30,6 +30,30 @@ class MLPConfig:
     classes plus the null class K (classifier-free guidance).  time_scale: t is multiplied
     by it before the sinusoid (use ~1000 for continuous t in [0, 1]).  max_period: of the
     sinusoid.  zero_init_out: start with a zero output layer.
+
+    Parameters
+    ----------
+    dim : int, optional
+        Data dimension D, at least 1 (default 2).
+    hidden : int, optional
+        Hidden width H, at least 1 (default 128).
+    layers : int, optional
+        Number of conditioned hidden layers, at least 1 (default 3).
+    time_embed_dim : int, optional
+        Sinusoid size E, at least 2 (default 64).
+    num_classes : int, optional
+        Number of classes K, 0 (default) for an unconditional model.
+    time_scale : float, optional
+        Factor applied to t before the sinusoid (default 1).
+    max_period : float, optional
+        Longest period of the sinusoid (default 10000).
+    zero_init_out : bool, optional
+        Initialise the output layer to zero (default True).
+
+    Raises
+    ------
+    ValueError
+        If a size is below its minimum or ``num_classes`` is negative.
     """
 
     dim: int = 2
@@ -51,6 +75,7 @@ class MLPConfig:
             raise ValueError(f"MLPConfig.num_classes must be >= 0, got {self.num_classes}")
 
     def to_dict(self) -> dict:
+        """The fields as a plain dict, with ``"arch": "mlp"``."""
         return {"arch": "mlp", **dataclasses.asdict(self)}
 
     @classmethod
@@ -65,6 +90,11 @@ class MLP(DenoiserBase):
     (grads, dx)``.  ``cond``: a condition mapping (:mod:`refdiff.nn.conditions`; this model
     takes ``{"class": y}`` when ``num_classes`` > 0) or a label array ``y`` as shorthand;
     None (or no "class") on a conditional model means the null class.
+
+    Parameters
+    ----------
+    config : MLPConfig or None, optional
+        The configuration; None (default) for ``MLPConfig()``.
     """
 
     arch = "mlp"
@@ -85,7 +115,32 @@ class MLP(DenoiserBase):
         return P
 
     def forward(self, params, x, t, cond=None):
-        """Output and cache, MATH.md (13.18)."""
+        """Output and cache, MATH.md (13.18).
+
+        Parameters
+        ----------
+        params : dict
+            Parameter dict (:meth:`~refdiff.nn.base.DenoiserBase.init_params`).
+        x : array, shape (N, D)
+            Noisy inputs.
+        t : array of shape (N,) or float
+            Times (multiplied by ``time_scale``).
+        cond : mapping, array or None, optional
+            Condition: ``{"class": y}`` with y (N,) in [0, K], a label array, or None (default:
+            the null class on a conditional model).
+
+        Returns
+        -------
+        out : array, shape (N, D)
+            The network output.
+        cache : tuple
+            Saved values for :meth:`backward`.
+
+        Raises
+        ------
+        ValueError
+            If ``x`` is not (N, D), ``t`` is not (N,), or ``cond`` does not validate.
+        """
         c = self.config
         xp, t, cond = self._check_inputs(params, x, t, cond, (c.dim,), "MLP.forward")
         s, _ = self._embed_time(t, c.time_embed_dim)
@@ -105,7 +160,24 @@ class MLP(DenoiserBase):
         return out, (c_t, c_y, c_se, c_in, layers, c_out)
 
     def backward(self, params, cache, dout):
-        """Gradients of ``sum(out * dout)``: ``(grads, dx)``, MATH.md (13.18)."""
+        """Gradients of ``sum(out * dout)``: ``(grads, dx)``, MATH.md (13.18).
+
+        Parameters
+        ----------
+        params : dict
+            The parameter dict of the forward pass.
+        cache : tuple
+            The cache returned by :meth:`forward`.
+        dout : array, shape (N, D)
+            Gradient with respect to the output.
+
+        Returns
+        -------
+        grads : dict
+            Gradient of every parameter, keyed as ``params``.
+        dx : array, shape (N, D)
+            Gradient with respect to ``x``.
+        """
         c_t, c_y, c_se, c_in, layers, c_out = cache
         G: dict = {}
         dh = lin_b(G, "out", dout, c_out)

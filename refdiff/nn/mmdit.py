@@ -109,7 +109,30 @@ def _post_attn_b(G, P, pre, dout, cache):
 # ------------------------------------------------------------------ the joint block
 def joint_block_init(P: dict, pre: str, D: int, heads: int, mlp_ratio: float, rng, *, pre_only: bool = False):
     """Parameters of one joint block: streams ``pre.c`` (text) and ``pre.x`` (image); with
-    ``pre_only`` the text stream has only its (shift, scale) adaLN and qkv (SD3's last block)."""
+    ``pre_only`` the text stream has only its (shift, scale) adaLN and qkv (SD3's last block).
+
+    Parameters
+    ----------
+    P : dict
+        Parameter dict written into (host NumPy arrays).
+    pre : str
+        Key prefix of the block.
+    D : int
+        Token width.
+    heads : int
+        Number of heads, dividing D.
+    mlp_ratio : float
+        MLP hidden width over D.
+    rng : numpy.random.Generator
+        Source of the initial weights.
+    pre_only : bool, optional
+        Build the text stream without output projection, gate and MLP (default False).
+
+    Raises
+    ------
+    ValueError
+        If ``heads`` is below 1 or does not divide ``D``.
+    """
     if heads < 1 or D % heads:
         raise ValueError(f"joint_block_init: heads={heads} must divide the width {D}")
     _stream_init(P, pre + ".c", D, mlp_ratio, rng, pre_only)
@@ -121,7 +144,34 @@ def joint_block_forward(P, pre, ctx, x, s, text_mask, *, heads: int, pre_only: b
     (N, D), text_mask (N, L) bool (True = a real token).  Each stream modulates, projects to
     q, k, v with its own weights; one attention over the concatenated sequence [text; image]
     with the key mask [text_mask; all True]; each stream takes its rows back through its own
-    output projection, gate and MLP.  Returns ``((ctx_out or None, x_out), cache)``."""
+    output projection, gate and MLP.  Returns ``((ctx_out or None, x_out), cache)``.
+
+    Parameters
+    ----------
+    P : dict
+        Parameter dict holding the block under ``pre``.
+    pre : str
+        Key prefix of the block.
+    ctx : array, shape (N, L, D)
+        Text stream.
+    x : array, shape (N, T, D)
+        Image stream.
+    s : array, shape (N, D)
+        Activated conditioning ``silu(c)``.
+    text_mask : array of bool, shape (N, L)
+        True for a real text token.
+    heads : int
+        Number of heads, dividing D.
+    pre_only : bool, optional
+        The text stream only gives keys and values; its output is None (default False).
+
+    Returns
+    -------
+    outs : tuple
+        ``(ctx_out, x_out)``: ctx_out (N, L, D) or None with ``pre_only``, x_out (N, T, D).
+    cache : tuple
+        Saved values for :func:`joint_block_backward`.
+    """
     xp = array_namespace(x)
     N, L, D = ctx.shape
     qkv_c, ch_c, c_pc = _pre_attn(P, pre + ".c", ctx, s)
@@ -138,7 +188,32 @@ def joint_block_forward(P, pre, ctx, x, s, text_mask, *, heads: int, pre_only: b
 
 def joint_block_backward(G, P, pre, dctx_out, dx_out, cache):
     """Backward of :func:`joint_block_forward`, MATH.md (20.9) with (13.15); ``dctx_out`` None
-    for a pre-only block.  Returns ``(dctx, dx, ds)``."""
+    for a pre-only block.  Returns ``(dctx, dx, ds)``.
+
+    Parameters
+    ----------
+    G : dict
+        Gradient dict; the block's parameter gradients are added into it under ``pre``.
+    P : dict
+        The parameter dict of the forward pass.
+    pre : str
+        Key prefix of the block.
+    dctx_out : array of shape (N, L, D), or None
+        Gradient with respect to ``ctx_out`` (None for a pre-only block).
+    dx_out : array, shape (N, T, D)
+        Gradient with respect to ``x_out``.
+    cache : tuple
+        The cache returned by :func:`joint_block_forward`.
+
+    Returns
+    -------
+    dctx : array, shape (N, L, D)
+        Gradient with respect to ``ctx``.
+    dx : array, shape (N, T, D)
+        Gradient with respect to ``x``.
+    ds : array, shape (N, D)
+        Gradient with respect to ``s``.
+    """
     xp = array_namespace(dx_out)
     c_pc, c_px, c_a, c_x, c_c, L, heads = cache
     dx, dox, rest_x = _post_attn_b(G, P, pre + ".x", dx_out, c_x)
@@ -161,7 +236,42 @@ class MMDiTConfig:
     (image_size, in_channels, patch, width, depth, heads, mlp_ratio, freq_dim); the text side:
     vocab_size V (id 0 the start token), max_text_len (rows of the learned position table;
     longer prompts are refused), text_dim D_t (token embedding width).  time_scale: t in
-    [0, 1] is multiplied by it before the sinusoid (SD3: 1000)."""
+    [0, 1] is multiplied by it before the sinusoid (SD3: 1000).
+
+    Parameters
+    ----------
+    image_size : int, optional
+        Image side S, divisible by ``patch`` (default 8).
+    in_channels : int, optional
+        Image channels C (default 1).
+    patch : int, optional
+        Patch side p (default 2).
+    width : int, optional
+        Token width D, a multiple of 4 and of ``heads`` (default 64).
+    depth : int, optional
+        Number of joint blocks (default 3).
+    heads : int, optional
+        Attention heads (default 4).
+    mlp_ratio : float, optional
+        MLP hidden width over D (default 4).
+    vocab_size : int, optional
+        Token vocabulary V (default 16).
+    max_text_len : int, optional
+        Longest prompt, rows of the position table (default 8).
+    text_dim : int, optional
+        Token embedding width D_t (default 32).
+    freq_dim : int, optional
+        Size of the time sinusoid (default 64).
+    time_scale : float, optional
+        Factor applied to t before the sinusoid (default 1000).
+    max_period : float, optional
+        Longest period of the sinusoid (default 10000).
+
+    Raises
+    ------
+    ValueError
+        If an int size is not an int >= 1, or a divisibility condition above fails.
+    """
 
     image_size: int = 8
     in_channels: int = 1
@@ -191,6 +301,7 @@ class MMDiTConfig:
             raise ValueError(f"MMDiTConfig: width={self.width} must be a multiple of 4 (the 2-D sin-cos table)")
 
     def to_dict(self) -> dict:
+        """The fields as a plain dict, with ``"arch": "mmdit"``."""
         return {"arch": "mmdit", **dataclasses.asdict(self)}
 
     @classmethod
@@ -201,7 +312,13 @@ class MMDiTConfig:
 class MMDiT(DenoiserBase):
     """Joint text–image transformer ``(x (N, C, S, S), t (N,), cond) -> (N, C, S, S)``, MATH.md
     (20.9), (20.10); ``cond = {"tokens": ids (N, L), "token_mask": (N, L) bool}``, L <=
-    max_text_len (missing: the null prompt).  The module docstring has the architecture."""
+    max_text_len (missing: the null prompt).  The module docstring has the architecture.
+
+    Parameters
+    ----------
+    config : MMDiTConfig or None, optional
+        The configuration; None (default) for ``MMDiTConfig()``.
+    """
 
     arch = "mmdit"
 
@@ -268,7 +385,33 @@ class MMDiT(DenoiserBase):
         G["tok_emb"] = embedding_backward(xp.reshape(de, (N * L, -1)), c_e)
 
     def forward(self, params, x, t, cond=None):
-        """Output (the velocity, for flow matching) and cache, MATH.md (20.9), (20.10)."""
+        """Output (the velocity, for flow matching) and cache, MATH.md (20.9), (20.10).
+
+        Parameters
+        ----------
+        params : dict
+            Parameter dict (:meth:`~refdiff.nn.base.DenoiserBase.init_params`).
+        x : array, shape (N, C, S, S)
+            Noisy images.
+        t : array of shape (N,) or float
+            Times in [0, 1] (multiplied by ``time_scale``).
+        cond : mapping or None, optional
+            ``{"tokens": ids (N, L), "token_mask": (N, L) bool}`` with L <= max_text_len; None
+            (default) for the null prompt.
+
+        Returns
+        -------
+        out : array, shape (N, C, S, S)
+            The predicted velocity.
+        cache : tuple
+            Saved values for :meth:`backward`.
+
+        Raises
+        ------
+        ValueError
+            If ``x``, ``t`` or ``cond`` do not match the config, or the prompt is longer than
+            ``max_text_len``.
+        """
         c = self.config
         if x.ndim == 4 and (x.shape[2] % c.patch or x.shape[3] % c.patch):
             raise ValueError(f"MMDiT.forward: image size {tuple(x.shape[2:])} is not divisible by patch={c.patch}")
@@ -292,7 +435,24 @@ class MMDiT(DenoiserBase):
         return out, (p_cache, c_x, c_txt, c_te, c_pe, c_s, blocks, c_f, u_cache)
 
     def backward(self, params, cache, dout):
-        """Gradients of ``sum(out * dout)``: ``(grads, dx)``."""
+        """Gradients of ``sum(out * dout)``: ``(grads, dx)``.
+
+        Parameters
+        ----------
+        params : dict
+            The parameter dict of the forward pass.
+        cache : tuple
+            The cache returned by :meth:`forward`.
+        dout : array, shape (N, C, S, S)
+            Gradient with respect to the output.
+
+        Returns
+        -------
+        grads : dict
+            Gradient of every parameter, keyed as ``params``.
+        dx : array, shape (N, C, S, S)
+            Gradient with respect to ``x``.
+        """
         p_cache, c_x, c_txt, c_te, c_pe, c_s, blocks, c_f, u_cache = cache
         G: dict = {}
         dh, ds = final_layer_backward(G, params, "final", unpatchify_backward(dout, u_cache), c_f)

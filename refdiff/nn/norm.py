@@ -59,6 +59,32 @@ def groupnorm_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
 
     ``groups`` must divide C; gamma, beta (C,).  Variance is the biased (1/M) one, as in the
     usual implementations.  Returns ``(out, cache)``.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, ...)
+        Input, channels on axis 1.
+    gamma : array, shape (C,)
+        Per-channel scale.
+    beta : array, shape (C,)
+        Per-channel shift.
+    groups : int
+        Number of groups, a positive divisor of C.
+    eps : float, optional
+        Added to the variance (default 1e-5).
+
+    Returns
+    -------
+    out : array, shape of ``x``
+        ``gamma xhat + beta``.
+    cache : tuple
+        Saved values for :func:`groupnorm_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` has fewer than 2 axes, ``groups`` does not divide C, or ``gamma``/``beta``
+        are not of shape (C,).
     """
     xp = array_namespace(x)
     _check_groups("groupnorm_forward", x, groups)
@@ -75,7 +101,24 @@ def groupnorm_backward(dout, cache):
     """Gradients of :func:`groupnorm_forward`, MATH.md (13.10):
     ``dx = r (g - mean(g) - xhat mean(g xhat))`` with ``g = gamma dout`` and the means over
     each (sample, group); ``dgamma = sum dout xhat``, ``dbeta = sum dout`` over all axes but
-    the channel.  Returns ``(dx, dgamma, dbeta)``."""
+    the channel.  Returns ``(dx, dgamma, dbeta)``.
+
+    Parameters
+    ----------
+    dout : array, shape of ``x``
+        Gradient with respect to the output.
+    cache : tuple
+        The cache returned by :func:`groupnorm_forward`.
+
+    Returns
+    -------
+    dx : array, shape of ``x``
+        Gradient with respect to ``x``.
+    dgamma : array, shape (C,)
+        Gradient with respect to ``gamma``.
+    dbeta : array, shape (C,)
+        Gradient with respect to ``beta``.
+    """
     xp = array_namespace(dout)
     xhat, r, gamma, groups = cache
     N, C = xhat.shape[0], xhat.shape[1]
@@ -91,7 +134,32 @@ def layernorm_forward(x, gamma=None, beta=None, eps: float = 1e-5):
     """Layer normalisation over the last axis of x (..., D), MATH.md (13.26):
     ``xhat = (x - mean) r``, ``out = gamma xhat + beta``; gamma = beta = None is the form
     without affine parameters (DiT's blocks, whose adaptive scale and shift replace them,
-    :func:`adaln_forward`).  Returns ``(out, cache)``."""
+    :func:`adaln_forward`).  Returns ``(out, cache)``.
+
+    Parameters
+    ----------
+    x : array, shape (..., D)
+        Input, normalised over its last axis.
+    gamma : array of shape (D,) or None, optional
+        Scale; None (default, together with ``beta``) for no affine map.
+    beta : array of shape (D,) or None, optional
+        Shift; None (default) together with ``gamma``.
+    eps : float, optional
+        Added to the variance (default 1e-5).
+
+    Returns
+    -------
+    out : array, shape of ``x``
+        ``gamma xhat + beta``, or ``xhat`` without affine parameters.
+    cache : tuple
+        Saved values for :func:`layernorm_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is a scalar, only one of ``gamma``, ``beta`` is given, or either is not of
+        shape (D,).
+    """
     xp = array_namespace(x)
     if x.ndim < 1:
         raise ValueError("layernorm_forward: x must have a last (feature) axis, got a scalar")
@@ -106,7 +174,24 @@ def layernorm_forward(x, gamma=None, beta=None, eps: float = 1e-5):
 def layernorm_backward(dout, cache):
     """Gradients of :func:`layernorm_forward`, MATH.md (13.26) (the (13.10) form with the
     mean over the last axis): returns ``(dx, dgamma, dbeta)``, the last two None without
-    affine parameters."""
+    affine parameters.
+
+    Parameters
+    ----------
+    dout : array, shape of ``x``
+        Gradient with respect to the output.
+    cache : tuple
+        The cache returned by :func:`layernorm_forward`.
+
+    Returns
+    -------
+    dx : array, shape of ``x``
+        Gradient with respect to ``x``.
+    dgamma : array of shape (D,) or None
+        Gradient with respect to ``gamma`` (None without affine parameters).
+    dbeta : array of shape (D,) or None
+        Gradient with respect to ``beta`` (None without affine parameters).
+    """
     xp = array_namespace(dout)
     xhat, r, gamma = cache
     g = dout if gamma is None else gamma * dout
@@ -127,7 +212,36 @@ def adaln_forward(x, emb, w, b, *, eps: float = 1e-6, order: str = "shift_scale"
     ``"shift_scale"`` (DiT's release and the library's ``AdaLayerNormZero``) or
     ``"scale_shift"`` (the library's ``AdaLayerNorm``/``AdaLayerNormContinuous``).  The
     LayerNorm has no affine parameters of its own; eps 1e-6 as in DiT.  Returns
-    ``(out, cache)``."""
+    ``(out, cache)``.
+
+    Parameters
+    ----------
+    x : array, shape (N, L, D)
+        Tokens.
+    emb : array, shape (N, E)
+        Conditioning embedding.
+    w : array, shape (E, 2D)
+        Projection weight to ``[shift, scale]`` (in the order ``order`` names).
+    b : array, shape (2D,)
+        Projection bias.
+    eps : float, optional
+        Added to the variance of the LayerNorm (default 1e-6).
+    order : {"shift_scale", "scale_shift"}, optional
+        Which half of the projection is the shift (default ``"shift_scale"``: the first).
+
+    Returns
+    -------
+    out : array, shape (N, L, D)
+        ``LN(x) (1 + scale) + shift``.
+    cache : tuple
+        Saved values for :func:`adaln_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``order`` is unknown, ``x``/``emb`` are not (N, L, D)/(N, E) with the same N, or
+        ``w``/``b`` are not of shapes (E, 2D)/(2D,).
+    """
     xp = array_namespace(x, emb, w)
     if order not in ADALN_ORDERS:
         raise ValueError(f"adaln_forward: order must be one of {ADALN_ORDERS}, got {order!r}")
@@ -149,7 +263,26 @@ def adaln_forward(x, emb, w, b, *, eps: float = 1e-6, order: str = "shift_scale"
 def adaln_backward(dout, cache):
     """Gradients of :func:`adaln_forward`, MATH.md (13.27): ``dshift = sum_L dout``,
     ``dscale = sum_L dout xhat``, (13.2) for the projection, and (13.10) with
-    ``g = dout (1 + scale)`` for x.  Returns ``(dx, demb, dw, db)``."""
+    ``g = dout (1 + scale)`` for x.  Returns ``(dx, demb, dw, db)``.
+
+    Parameters
+    ----------
+    dout : array, shape (N, L, D)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache returned by :func:`adaln_forward`.
+
+    Returns
+    -------
+    dx : array, shape (N, L, D)
+        Gradient with respect to ``x``.
+    demb : array, shape (N, E)
+        Gradient with respect to ``emb``.
+    dw : array, shape (E, 2D)
+        Gradient with respect to ``w``.
+    db : array, shape (2D,)
+        Gradient with respect to ``b``.
+    """
     xp = array_namespace(dout)
     xhat, r, scale, emb, w, order = cache
     dshift, dscale = xp.sum(dout, axis=1), xp.sum(dout * xhat, axis=1)  # (N, D) each

@@ -46,7 +46,19 @@ def _check_same_keys(params: dict, grads: dict) -> None:
 
 def adam_init(params: dict) -> dict:
     """The Adam state before the first step: zero moments of each parameter's shape and
-    dtype, and ``"step": 0`` (MATH.md (14.11))."""
+    dtype, and ``"step": 0`` (MATH.md (14.11)).
+
+    Parameters
+    ----------
+    params : dict of str to array
+        The parameters ``{name: array}``.
+
+    Returns
+    -------
+    dict
+        ``{"step": 0}`` with ``"m/" + k`` and ``"v/" + k`` zero arrays of each parameter's
+        shape and dtype.
+    """
     state = {"step": 0}
     for k, p in params.items():
         xp = array_namespace(p)
@@ -98,6 +110,39 @@ def adam_update(
     ``torch.optim.Adam(weight_decay=...)`` (L2 penalty folded into the gradient).  With
     ``weight_decay = 0`` both are Adam (Kingma & Ba 2015, Algorithm 1).  ``eps`` is added
     to the bias-corrected root, as in PyTorch and the paper's Algorithm 1.
+
+    Parameters
+    ----------
+    params : dict of str to array
+        The parameters ``{name: array}``.
+    grads : dict of str to array
+        Their gradients: the same keys and shapes.
+    state : dict
+        The Adam state (from :func:`adam_init` or a previous update).
+    lr : float
+        Learning rate, >= 0.
+    betas : tuple of float, default (0.9, 0.999)
+        The moment decay rates (beta1, beta2), each in [0, 1).
+    eps : float, default 1e-8
+        Added to the bias-corrected root of the second moment, > 0.
+    weight_decay : float, default 0.0
+        Weight-decay coefficient, >= 0.
+    decoupled : bool, default True
+        True: AdamW decay (14.12); False: L2 penalty folded into the gradient (14.13).
+
+    Returns
+    -------
+    new_params : dict of str to array
+        The updated parameters (new arrays).
+    new_state : dict
+        ``"step"`` incremented by one and the updated moments.
+
+    Raises
+    ------
+    ValueError
+        If a beta is outside [0, 1), ``lr < 0``, ``eps <= 0``, ``weight_decay < 0``, the keys
+        or shapes of ``grads`` differ from ``params``, or ``state`` lacks the moments of a
+        parameter.
     """
     b1, b2, lr, wd = _check_adam(params, grads, state, lr, betas, eps, weight_decay)
     k = int(state["step"]) + 1
@@ -179,6 +224,12 @@ class FlatAdam:
     buffers, so the arrays returned by the previous call change too (copy them to keep a
     snapshot).  Arrays the object did not hand out are never written: they are gathered
     into new buffers first.
+
+    Parameters
+    ----------
+    inplace : bool, default False
+        Update the flat buffers of the previous result in place when it is passed back
+        (NumPy and CuPy only).
     """
 
     def __init__(self, inplace: bool = False):
@@ -198,7 +249,27 @@ class FlatAdam:
     def update(self, params: dict, grads: dict, state: dict, *, lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
                weight_decay: float = 0.0, decoupled: bool = True, decayed=None):
         """One step; returns ``(new_params, new_state)`` like :func:`adam_update`
-        (``new_state``: ``"step"`` and the moments of ``params``' keys)."""
+        (``new_state``: ``"step"`` and the moments of ``params``' keys).
+
+        Parameters
+        ----------
+        params, grads, state, lr, betas, eps, weight_decay, decoupled
+            As in :func:`adam_update`.
+        decayed : iterable of str or None, default None
+            The parameter names weight decay applies to; None: all of them.
+
+        Returns
+        -------
+        new_params : dict of str to array
+            The updated parameters (views into one flat array per dtype).
+        new_state : dict
+            ``"step"`` incremented by one and the updated moments (views likewise).
+
+        Raises
+        ------
+        ValueError
+            For the invalid arguments listed in :func:`adam_update`.
+        """
         b1, b2, lr, wd = _check_adam(params, grads, state, lr, betas, eps, weight_decay)
         k = int(state["step"]) + 1
         bc1, bc2 = 1.0 - b1**k, 1.0 - b2**k
@@ -280,13 +351,49 @@ def _flat_step(xp, b, P, G, M, V, b1, b2, bc1, bc2, lr, eps, wd, decoupled):
 
 def adam_update_flat(params: dict, grads: dict, state: dict, **kw):
     """:func:`adam_update` through :class:`FlatAdam` (no cache kept): bit-identical
-    results, MATH.md (14.11)."""
+    results, MATH.md (14.11).
+
+    Parameters
+    ----------
+    params : dict of str to array
+        The parameters.
+    grads : dict of str to array
+        Their gradients: the same keys and shapes.
+    state : dict
+        The Adam state.
+    **kw
+        The keyword arguments of :meth:`FlatAdam.update` (``lr``, ``betas``, ``eps``,
+        ``weight_decay``, ``decoupled``, ``decayed``).
+
+    Returns
+    -------
+    new_params : dict of str to array
+        The updated parameters.
+    new_state : dict
+        The updated Adam state.
+
+    Raises
+    ------
+    ValueError
+        For the invalid arguments listed in :func:`adam_update`.
+    """
     return FlatAdam().update(params, grads, state, **kw)
 
 
 def global_norm(grads: dict) -> float:
     """The global Euclidean norm sqrt(sum_k ||g_k||^2) over all arrays (a Python float,
-    accumulated in float64), MATH.md (14.14)."""
+    accumulated in float64), MATH.md (14.14).
+
+    Parameters
+    ----------
+    grads : dict of str to array
+        The arrays whose joint norm is taken.
+
+    Returns
+    -------
+    float
+        The global Euclidean norm.
+    """
     total = 0.0
     for g in grads.values():
         xp = array_namespace(g)
@@ -303,6 +410,27 @@ def clip_grad_norm(grads: dict, max_norm: float, *, eps: float = 0.0):
     ``eps = 0`` (default) gives a clipped norm of exactly ``max_norm`` (to rounding);
     ``eps = 1e-6`` reproduces ``torch.nn.utils.clip_grad_norm_``.  A non-finite norm is
     returned as is and the gradients are left unscaled, so the caller can detect it.
+
+    Parameters
+    ----------
+    grads : dict of str to array
+        The gradients.
+    max_norm : float
+        The largest global norm kept, > 0.
+    eps : float, default 0.0
+        Added to the norm in the scale's denominator.
+
+    Returns
+    -------
+    clipped_grads : dict of str to array
+        The gradients, scaled when the norm exceeds ``max_norm`` (a new dict).
+    norm : float
+        The global norm before clipping.
+
+    Raises
+    ------
+    ValueError
+        If ``max_norm <= 0``.
     """
     if not max_norm > 0.0:
         raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
@@ -317,7 +445,27 @@ def clip_grad_norm(grads: dict, max_norm: float, *, eps: float = 0.0):
 
 def ema_update(ema_params: dict, params: dict, decay: float) -> dict:
     """Exponential moving average of parameters, MATH.md (14.15):
-    ``ema <- decay * ema + (1 - decay) * params``; returns a new dict."""
+    ``ema <- decay * ema + (1 - decay) * params``; returns a new dict.
+
+    Parameters
+    ----------
+    ema_params : dict of str to array
+        The current averages.
+    params : dict of str to array
+        The current parameters: the same keys and shapes.
+    decay : float
+        The decay, in [0, 1].
+
+    Returns
+    -------
+    dict of str to array
+        The new averages.
+
+    Raises
+    ------
+    ValueError
+        If ``decay`` is outside [0, 1] or the keys or shapes differ.
+    """
     if not 0.0 <= decay <= 1.0:
         raise ValueError(f"decay must lie in [0, 1], got {decay!r}")
     _check_same_keys(params, ema_params)
@@ -329,7 +477,25 @@ def ema_decay_warmup(step: int, decay: float) -> float:
     """The EMA decay actually used after ``step`` updates when warming it up,
     ``min(decay, (1 + step) / (10 + step))`` (the TensorFlow ExponentialMovingAverage
     ``num_updates`` rule), MATH.md (14.16).  Early averages then forget the random
-    initialisation quickly."""
+    initialisation quickly.
+
+    Parameters
+    ----------
+    step : int
+        Updates already taken, >= 0.
+    decay : float
+        The target decay.
+
+    Returns
+    -------
+    float
+        The warmed-up decay.
+
+    Raises
+    ------
+    ValueError
+        If ``step < 0``.
+    """
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
     return min(float(decay), (1.0 + step) / (10.0 + step))
@@ -341,7 +507,27 @@ def warmup_lr(step: int, base_lr: float, warmup_steps: int) -> float:
     warmup_steps)``; ``warmup_steps = 0`` means no warm-up.
 
     The DDPM release uses ``min(1, step / warmup)``, whose first update has rate 0;
-    pass ``step - 1`` to reproduce it."""
+    pass ``step - 1`` to reproduce it.
+
+    Parameters
+    ----------
+    step : int
+        Updates already completed, >= 0.
+    base_lr : float
+        The rate after warm-up.
+    warmup_steps : int
+        Length of the warm-up, >= 0 (0: none).
+
+    Returns
+    -------
+    float
+        The learning rate.
+
+    Raises
+    ------
+    ValueError
+        If ``step < 0`` or ``warmup_steps < 0``.
+    """
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
     if step < 0:
@@ -355,7 +541,31 @@ def cosine_lr(step: int, base_lr: float, total_steps: int, *, warmup_steps: int 
     """Linear warm-up then cosine decay to ``min_lr`` at ``total_steps``, MATH.md (14.17):
     after warm-up, with ``u = (step - warmup) / (total - warmup)`` clipped to [0, 1]
     (``step`` = updates already taken, 0-based),
-    ``lr = min_lr + (base_lr - min_lr) (1 + cos(pi u)) / 2``."""
+    ``lr = min_lr + (base_lr - min_lr) (1 + cos(pi u)) / 2``.
+
+    Parameters
+    ----------
+    step : int
+        Updates already taken (0-based).
+    base_lr : float
+        The peak rate (reached at the end of warm-up).
+    total_steps : int
+        The step at which the rate reaches ``min_lr``; must exceed ``warmup_steps``.
+    warmup_steps : int, default 0
+        Length of the linear warm-up (:func:`warmup_lr`).
+    min_lr : float, default 0.0
+        The final rate.
+
+    Returns
+    -------
+    float
+        The learning rate.
+
+    Raises
+    ------
+    ValueError
+        If ``total_steps <= warmup_steps`` (or, during warm-up, as in :func:`warmup_lr`).
+    """
     if total_steps <= warmup_steps:
         raise ValueError(f"total_steps must exceed warmup_steps, got {total_steps} <= {warmup_steps}")
     if step < warmup_steps:

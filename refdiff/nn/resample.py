@@ -49,7 +49,25 @@ def _check_divisible(H, W, r, what, name):
 
 # ------------------------------------------------------------------ resampling by 2
 def upsample2x_forward(x):
-    """Nearest-neighbour upsampling by 2: ``out[n,c,i,j] = x[n,c,i//2,j//2]``.  MATH.md (13.7)."""
+    """Nearest-neighbour upsampling by 2: ``out[n,c,i,j] = x[n,c,i//2,j//2]``.  MATH.md (13.7).
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W)
+        The images.
+
+    Returns
+    -------
+    out : array, shape (N, C, 2H, 2W)
+        The upsampled images.
+    cache : None
+        Nothing is needed by the backward pass.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not 4-D.
+    """
     xp = array_namespace(x)
     _check_image(x, "upsample2x_forward")
     N, C, H, W = x.shape
@@ -59,14 +77,45 @@ def upsample2x_forward(x):
 
 def upsample2x_backward(dout, cache):
     """Adjoint of nearest upsampling: each input pixel receives the sum of its 2x2 block.
-    MATH.md (13.7)."""
+    MATH.md (13.7).
+
+    Parameters
+    ----------
+    dout : array, shape (N, C, 2H, 2W)
+        Gradient with respect to the output.
+    cache : None
+        The cache of :func:`upsample2x_forward` (unused).
+
+    Returns
+    -------
+    array, shape (N, C, H, W)
+        Gradient with respect to the input.
+    """
     xp = array_namespace(dout)
     N, C, H2, W2 = dout.shape
     return xp.sum(xp.reshape(dout, (N, C, H2 // 2, 2, W2 // 2, 2)), axis=(3, 5))
 
 
 def avgpool2x_forward(x):
-    """2x2 average pooling with stride 2 (H, W even).  MATH.md (13.8)."""
+    """2x2 average pooling with stride 2 (H, W even).  MATH.md (13.8).
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W)
+        The images; H and W even.
+
+    Returns
+    -------
+    out : array, shape (N, C, H/2, W/2)
+        The pooled images.
+    cache : None
+        Nothing is needed by the backward pass.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not 4-D or H or W is odd.
+    """
     xp = array_namespace(x)
     _check_image(x, "avgpool2x_forward")
     N, C, H, W = x.shape
@@ -77,7 +126,20 @@ def avgpool2x_forward(x):
 
 def avgpool2x_backward(dout, cache):
     """Adjoint of 2x2 average pooling: a quarter of dout to each pixel of the block.
-    MATH.md (13.8)."""
+    MATH.md (13.8).
+
+    Parameters
+    ----------
+    dout : array, shape (N, C, H/2, W/2)
+        Gradient with respect to the output.
+    cache : None
+        The cache of :func:`avgpool2x_forward` (unused).
+
+    Returns
+    -------
+    array, shape (N, C, H, W)
+        Gradient with respect to the input.
+    """
     xp = array_namespace(dout)
     N, C, H, W = dout.shape
     dx = xp.broadcast_to(0.25 * dout[:, :, :, None, :, None], (N, C, H, 2, W, 2))
@@ -93,7 +155,27 @@ def patchify_forward(x, patch: int):
     the channel is fastest, then the column offset v, then the row offset u: the (p, q, c)
     order of DiT's ``unpatchify``.  A patch embedding ``Conv2d(C, D, p, stride=p)`` with
     weight w (D, C, p, p) is this map followed by a linear layer with
-    ``W[(u p + v) C + c, f] = w[f, c, u, v]``.  Returns ``(tokens, cache)``."""
+    ``W[(u p + v) C + c, f] = w[f, c, u, v]``.  Returns ``(tokens, cache)``.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W)
+        The images.
+    patch : int
+        The patch side p, a positive int dividing H and W.
+
+    Returns
+    -------
+    tokens : array, shape (N, (H/p)(W/p), p p C)
+        The tokens.
+    cache : tuple
+        ``(patch, (H, W))`` for :func:`patchify_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not 4-D, ``patch`` is not a positive int, or it does not divide H and W.
+    """
     xp = array_namespace(x)
     what = "patchify_forward"
     _check_image(x, what)
@@ -108,14 +190,50 @@ def patchify_forward(x, patch: int):
 
 def patchify_backward(dout, cache):
     """Adjoint of :func:`patchify_forward` = its inverse, :func:`unpatchify_forward`.
-    MATH.md (13.28)."""
+    MATH.md (13.28).
+
+    Parameters
+    ----------
+    dout : array, shape (N, L, p p C)
+        Gradient with respect to the tokens.
+    cache : tuple
+        The cache of :func:`patchify_forward`.
+
+    Returns
+    -------
+    array, shape (N, C, H, W)
+        Gradient with respect to the image.
+    """
     patch, size = cache
     return unpatchify_forward(dout, patch, size)[0]
 
 
 def unpatchify_forward(tokens, patch: int, size):
     """Tokens (N, L, p p C) -> image (N, C, H, W) with ``size = (H, W)``: the inverse of
-    :func:`patchify_forward`, MATH.md (13.28).  Returns ``(image, cache)``."""
+    :func:`patchify_forward`, MATH.md (13.28).  Returns ``(image, cache)``.
+
+    Parameters
+    ----------
+    tokens : array, shape (N, (H/p)(W/p), p p C)
+        The tokens.
+    patch : int
+        The patch side p, a positive int dividing H and W.
+    size : tuple of int
+        The image size ``(H, W)``.
+
+    Returns
+    -------
+    image : array, shape (N, C, H, W)
+        The image.
+    cache : int
+        ``patch``, for :func:`unpatchify_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``patch`` is not a positive int or does not divide the size, or ``tokens`` does not
+        have the shape above.
+    """
     xp = array_namespace(tokens)
     what = "unpatchify_forward"
     _check_factor(patch, what, "patch")
@@ -132,13 +250,39 @@ def unpatchify_forward(tokens, patch: int, size):
 
 
 def unpatchify_backward(dout, cache):
-    """Adjoint of :func:`unpatchify_forward` = :func:`patchify_forward`.  MATH.md (13.28)."""
+    """Adjoint of :func:`unpatchify_forward` = :func:`patchify_forward`.  MATH.md (13.28).
+
+    Parameters
+    ----------
+    dout : array, shape (N, C, H, W)
+        Gradient with respect to the image.
+    cache : int
+        The cache of :func:`unpatchify_forward` (the patch side).
+
+    Returns
+    -------
+    array, shape (N, L, p p C)
+        Gradient with respect to the tokens.
+    """
     return patchify_forward(dout, cache)[0]
 
 
 def patchify_naive(x, patch: int):
     """Loop definition of MATH.md (13.28) on the host: every entry of the image written to
-    its token and feature index."""
+    its token and feature index.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+        The images (converted to a NumPy array).
+    patch : int
+        The patch side p, dividing H and W.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, (H/p)(W/p), p p C)
+        The tokens, of the dtype of ``x``.
+    """
     x = np.asarray(x)
     N, C, H, W = x.shape
     p, w = patch, W // patch
@@ -153,7 +297,28 @@ def patchify_naive(x, patch: int):
 def pixel_shuffle_forward(x, r: int):
     """Channels to space (PyTorch's ``pixel_shuffle``), MATH.md (13.29):
     ``out[n, c, h r + i, w r + j] = x[n, c r^2 + i r + j, h, w]``,
-    x (N, C r^2, H, W) -> out (N, C, H r, W r).  Returns ``(out, cache)``."""
+    x (N, C r^2, H, W) -> out (N, C, H r, W r).  Returns ``(out, cache)``.
+
+    Parameters
+    ----------
+    x : array, shape (N, C r^2, H, W)
+        The input.
+    r : int
+        The upscale factor, a positive int.
+
+    Returns
+    -------
+    out : array, shape (N, C, H r, W r)
+        The shuffled array.
+    cache : int
+        ``r``, for :func:`pixel_shuffle_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not 4-D, ``r`` is not a positive int, or the channels are not a multiple
+        of r^2.
+    """
     xp = array_namespace(x)
     what = "pixel_shuffle_forward"
     _check_image(x, what)
@@ -167,14 +332,47 @@ def pixel_shuffle_forward(x, r: int):
 
 
 def pixel_shuffle_backward(dout, cache):
-    """Adjoint of pixel shuffle = pixel unshuffle.  MATH.md (13.29)."""
+    """Adjoint of pixel shuffle = pixel unshuffle.  MATH.md (13.29).
+
+    Parameters
+    ----------
+    dout : array, shape (N, C, H r, W r)
+        Gradient with respect to the output.
+    cache : int
+        The cache of :func:`pixel_shuffle_forward` (the factor r).
+
+    Returns
+    -------
+    array, shape (N, C r^2, H, W)
+        Gradient with respect to the input.
+    """
     return pixel_unshuffle_forward(dout, cache)[0]
 
 
 def pixel_unshuffle_forward(x, r: int):
     """Space to channels, the inverse of :func:`pixel_shuffle_forward` (PyTorch's
     ``pixel_unshuffle``), MATH.md (13.29): (N, C, H r, W r) -> (N, C r^2, H, W).
-    Returns ``(out, cache)``."""
+    Returns ``(out, cache)``.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H r, W r)
+        The input.
+    r : int
+        The downscale factor, a positive int dividing both spatial sizes.
+
+    Returns
+    -------
+    out : array, shape (N, C r^2, H, W)
+        The unshuffled array.
+    cache : int
+        ``r``, for :func:`pixel_unshuffle_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not 4-D, ``r`` is not a positive int, or it does not divide the size.
+    """
     xp = array_namespace(x)
     what = "pixel_unshuffle_forward"
     _check_image(x, what)
@@ -187,12 +385,38 @@ def pixel_unshuffle_forward(x, r: int):
 
 
 def pixel_unshuffle_backward(dout, cache):
-    """Adjoint of pixel unshuffle = pixel shuffle.  MATH.md (13.29)."""
+    """Adjoint of pixel unshuffle = pixel shuffle.  MATH.md (13.29).
+
+    Parameters
+    ----------
+    dout : array, shape (N, C r^2, H, W)
+        Gradient with respect to the output.
+    cache : int
+        The cache of :func:`pixel_unshuffle_forward` (the factor r).
+
+    Returns
+    -------
+    array, shape (N, C, H r, W r)
+        Gradient with respect to the input.
+    """
     return pixel_shuffle_forward(dout, cache)[0]
 
 
 def pixel_shuffle_naive(x, r: int):
-    """Loop definition of MATH.md (13.29) on the host."""
+    """Loop definition of MATH.md (13.29) on the host.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C r^2, H, W)
+        The input (converted to a NumPy array).
+    r : int
+        The upscale factor.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, C, H r, W r)
+        The shuffled array, of the dtype of ``x``.
+    """
     x = np.asarray(x)
     N, Cr, H, W = x.shape
     C = Cr // (r * r)

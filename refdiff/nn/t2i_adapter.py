@@ -32,7 +32,26 @@ __all__ = ["T2IAdapter", "adapter_keep", "t2i_model"]
 
 def adapter_keep(num_steps: int, factor: float = 1.0):
     """``keep_i = [i < floor(N * factor)]`` for i = 0..N-1, MATH.md (19.14) (diffusers'
-    ``adapter_conditioning_factor``).  Host float64 (N,)."""
+    ``adapter_conditioning_factor``).  Host float64 (N,).
+
+    Parameters
+    ----------
+    num_steps : int
+        Number of sampling steps N.
+    factor : float, optional
+        Fraction tau of the steps (from the first) that get the features, in [0, 1]
+        (default 1).
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (N,)
+        1.0 for the kept steps, 0.0 for the others.
+
+    Raises
+    ------
+    ValueError
+        If ``factor`` is outside [0, 1].
+    """
     if not 0.0 <= factor <= 1.0:
         raise ValueError(f"adapter_keep: adapter_conditioning_factor must be in [0, 1], got {factor}")
     return (np.arange(int(num_steps)) < int(num_steps * factor)).astype(np.float64)
@@ -40,7 +59,24 @@ def adapter_keep(num_steps: int, factor: float = 1.0):
 
 class T2IAdapter:
     """Feature extractor for ``unet`` (module docstring): ``control_channels`` C_c and the
-    pixel-unshuffle factor ``downscale`` r (the control image is r times the U-Net size)."""
+    pixel-unshuffle factor ``downscale`` r (the control image is r times the U-Net size).
+
+    Parameters
+    ----------
+    unet : UNet
+        The U-Net whose ``feature<l>`` injection points the adapter feeds.
+    control_channels : int, optional
+        Channels C_c of the control image, at least 1 (default 1).
+    downscale : int, optional
+        Pixel-unshuffle factor r, at least 1 (default 1).
+
+    Raises
+    ------
+    TypeError
+        If ``unet`` is not a refdiff :class:`~refdiff.nn.UNet`.
+    ValueError
+        If ``control_channels`` or ``downscale`` is below 1.
+    """
 
     def __init__(self, unet: UNet, *, control_channels: int = 1, downscale: int = 1):
         if not isinstance(unet, UNet):
@@ -52,7 +88,22 @@ class T2IAdapter:
         self.points = {k: v for k, v in unet.injection_points().items() if k.startswith("feature")}
 
     def init_params(self, rng, *, xp=None, dtype="float32") -> dict:
-        """Host-drawn parameters (N(0, 1/fan_in) kernels, zero biases), cast and moved."""
+        """Host-drawn parameters (N(0, 1/fan_in) kernels, zero biases), cast and moved.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            Source of the initial kernels.
+        xp : namespace or None, optional
+            Array namespace of the parameters; None (default) for NumPy.
+        dtype : str, optional
+            Name of the floating dtype (default ``"float32"``).
+
+        Returns
+        -------
+        dict
+            Parameter name (prefix ``t2i.``) -> array.
+        """
         xp = array_namespace() if xp is None else xp
         W, H = self.unet.config.widths, {}
         init_conv(H, "t2i.conv_in", self.channels * self.r ** 2, W[0], 3, rng)
@@ -64,7 +115,29 @@ class T2IAdapter:
         return {k: xp.asarray(v, dtype=getattr(xp, dtype)) for k, v in H.items()}
 
     def forward(self, params, control):
-        """Features ``{feature<l>: F_l}`` and the cache.  MATH.md (19.13)."""
+        """Features ``{feature<l>: F_l}`` and the cache.  MATH.md (19.13).
+
+        Parameters
+        ----------
+        params : dict
+            Adapter parameters (:meth:`init_params`).
+        control : array, shape (N, C_c, r S, r S)
+            Control image, floating, values in [0, 1].
+
+        Returns
+        -------
+        feats : dict
+            ``{"feature<l>": F_l}`` with F_l of shape (N, C_l, S/2^l, S/2^l).
+        cache : tuple
+            Saved values for :meth:`backward`.
+
+        Raises
+        ------
+        TypeError
+            If ``control`` is not a floating array.
+        ValueError
+            If ``control`` has the wrong shape or values outside [0, 1].
+        """
         xp = array_namespace(control)
         S = self.unet.config.image_size
         check_control(control, control.shape[0], self.channels, S * self.r, "T2IAdapter.forward")
@@ -86,7 +159,22 @@ class T2IAdapter:
         return feats, (c_u, c_in, caches)
 
     def backward(self, params, cache, dfeats: dict) -> dict:
-        """Gradients of ``sum_l <F_l, dfeats[feature<l>]>`` for every parameter."""
+        """Gradients of ``sum_l <F_l, dfeats[feature<l>]>`` for every parameter.
+
+        Parameters
+        ----------
+        params : dict
+            The adapter parameters of the forward pass.
+        cache : tuple
+            The cache returned by :meth:`forward`.
+        dfeats : dict
+            Gradients with respect to (some of) the features, keyed ``feature<l>``.
+
+        Returns
+        -------
+        dict
+            Gradient of every adapter parameter, keyed as ``params``.
+        """
         xp = array_namespace(next(iter(dfeats.values())))
         c_u, c_in, caches = cache
         G, dh = {}, None
@@ -108,7 +196,40 @@ def t2i_model(unet: UNet, base_params, adapter: T2IAdapter, adapter_params, cont
               adapter_conditioning_scale=1.0, adapter_conditioning_factor=1.0, timesteps=None):
     """``model(x, t)`` of the U-Net with T2I-Adapter features, MATH.md (19.13): the features
     are computed here, once, and every call adds ``scale * keep_i * F_l`` (``keep``: :func:`
-    adapter_keep` on ``timesteps``, needed when the factor is below 1)."""
+    adapter_keep` on ``timesteps``, needed when the factor is below 1).
+
+    Parameters
+    ----------
+    unet : UNet
+        The base U-Net.
+    base_params : dict
+        Its parameters.
+    adapter : T2IAdapter
+        The adapter.
+    adapter_params : dict
+        Its parameters.
+    control : array, shape (N or 1, C_c, r S, r S)
+        Control image (a batch of 1 is broadcast), values in [0, 1].
+    cond : mapping, array or None, optional
+        Condition of the U-Net (default None).
+    adapter_conditioning_scale : float, optional
+        Scale c of the features (default 1).
+    adapter_conditioning_factor : float, optional
+        Fraction tau of the steps that get the features (default 1).
+    timesteps : sequence of float or None, optional
+        The sampler's time grid, needed when the factor is below 1 (default None).
+
+    Returns
+    -------
+    callable
+        ``model(x, t)``; its attribute ``features`` holds the features it adds.
+
+    Raises
+    ------
+    ValueError
+        If the factor is below 1 without ``timesteps``, or the control image is invalid; the
+        returned model raises ValueError for a ``t`` not on ``timesteps``.
+    """
     feats, _ = adapter.forward(adapter_params, control)
     keep = None
     if timesteps is not None:

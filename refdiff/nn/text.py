@@ -33,7 +33,20 @@ BOS, EOS, PAD = 0, 1, 2
 
 
 class Tokenizer:
-    """Word-level tokenizer over a fixed vocabulary (module docstring for the ids)."""
+    """Word-level tokenizer over a fixed vocabulary (module docstring for the ids).
+
+    Parameters
+    ----------
+    vocab : iterable of str
+        The words: distinct, non-empty, without spaces; word i gets id 3 + i.
+    context_len : int
+        Tokens per prompt, >= 2 (BOS and EOS).
+
+    Raises
+    ------
+    ValueError
+        If the vocabulary is invalid or ``context_len < 2``.
+    """
 
     def __init__(self, vocab, context_len: int):
         words = list(vocab)
@@ -66,12 +79,48 @@ class Tokenizer:
         return ids, ids != PAD
 
     def decode(self, ids) -> list:
+        """The prompts of token ids: each row's words joined by spaces (BOS, EOS, PAD dropped).
+
+        Parameters
+        ----------
+        ids : array_like of int, shape (N, L)
+            Token ids.
+
+        Returns
+        -------
+        list of str
+            One prompt per row.
+        """
         inv = {v: k for k, v in self.ids.items()}
         return [" ".join(inv[int(t)] for t in row if int(t) > PAD) for row in np.asarray(ids)]
 
 
 @dataclasses.dataclass(frozen=True)
 class TextEncoderConfig:
+    """Sizes of a :class:`TextEncoder`.
+
+    Parameters
+    ----------
+    vocab_size : int
+        Number of token ids (``Tokenizer.vocab_size``).
+    context_len : int
+        Maximum number of tokens (rows of the position embedding).
+    dim : int, default 32
+        Width D of the token states.
+    heads : int, default 2
+        Attention heads; must divide ``dim``.
+    layers : int, default 2
+        Number of transformer layers.
+    embed_dim : int, default 32
+        Width E of the pooled embedding.
+    position : bool, default True
+        Add position embeddings (False: permutation-equivariant).
+
+    Raises
+    ------
+    ValueError
+        If ``heads`` does not divide ``dim``.
+    """
     vocab_size: int
     context_len: int
     dim: int = 32
@@ -121,12 +170,33 @@ class TextEncoder:
         embedding = states[EOS position] W_proj                   (N, E)
 
     ``forward(params, ids, mask) -> ((states, embedding), cache)``; ``backward(params,
-    cache, dstates, dembedding) -> grads`` (either upstream gradient may be None)."""
+    cache, dstates, dembedding) -> grads`` (either upstream gradient may be None).
+
+    Parameters
+    ----------
+    config : TextEncoderConfig
+        The sizes.
+    """
 
     def __init__(self, config: TextEncoderConfig):
         self.config = config
 
     def init_params(self, rng, *, dtype="float64") -> dict:
+        """Initial parameters: token (and position) embeddings, per layer LayerNorms, attention
+        (:func:`refdiff.nn.attention.mha_init`) and MLP, the final LayerNorm and the projection.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator or int
+            Source of the initial weights (checked by ``check_rng``).
+        dtype : str, default "float64"
+            NumPy dtype of the arrays.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            The parameters.
+        """
         rng, c, P = check_rng(rng), self.config, {}
         P["token_emb"] = 0.5 * rng.standard_normal((c.vocab_size, c.dim))
         if c.position:
@@ -143,6 +213,29 @@ class TextEncoder:
         return {k: np.asarray(v, dtype=dtype) for k, v in P.items()}
 
     def forward(self, params, ids, mask):
+        """Token states and the pooled embedding (the class docstring's equations).
+
+        Parameters
+        ----------
+        params : dict of str to array
+            The parameters (:meth:`init_params`).
+        ids : array of int, shape (N, L)
+            Token ids, L <= ``context_len``.
+        mask : bool array, shape (N, L)
+            True on the kept tokens (BOS, words, EOS); the last kept token is pooled.
+
+        Returns
+        -------
+        (states, embedding) : tuple of array
+            States (N, L, D) and embedding (N, E).
+        cache : tuple
+            For :meth:`backward`.
+
+        Raises
+        ------
+        ValueError
+            If L exceeds the context length.
+        """
         xp = array_namespace(params["token_emb"])
         c = self.config
         N, L = ids.shape
@@ -171,6 +264,24 @@ class TextEncoder:
         return (s, emb), (c_e, caches, c_f, onehot, pooled, (N, L))
 
     def backward(self, params, cache, dstates=None, dembedding=None):
+        """Gradients of ``<states, dstates> + <embedding, dembedding>`` with respect to every parameter.
+
+        Parameters
+        ----------
+        params : dict of str to array
+            The parameters used in :meth:`forward`.
+        cache : tuple
+            The cache of :meth:`forward`.
+        dstates : array, shape (N, L, D), optional
+            Gradient with respect to the states; None: zero.
+        dembedding : array, shape (N, E), optional
+            Gradient with respect to the embedding; None: zero.
+
+        Returns
+        -------
+        dict of str to array
+            Gradients, keyed like ``params``.
+        """
         c_e, caches, c_f, onehot, pooled, (N, L) = cache
         xp = array_namespace(onehot)
         G, D = {}, self.config.dim
@@ -195,7 +306,17 @@ class TextEncoder:
 
 
 class ImageEncoder:
-    """conv3x3 -> silu -> [conv3x3 stride 2 -> silu] x 2 -> mean over pixels -> linear."""
+    """conv3x3 -> silu -> [conv3x3 stride 2 -> silu] x 2 -> mean over pixels -> linear.
+
+    Parameters
+    ----------
+    in_channels : int, default 1
+        Channels of the images.
+    width : int, default 32
+        Channels of the three convolutions.
+    embed_dim : int, default 32
+        Width of the output embedding.
+    """
 
     LAYERS = (("c0", 1), ("c1", 2), ("c2", 2))
 
@@ -203,6 +324,20 @@ class ImageEncoder:
         self.in_channels, self.width, self.embed_dim = in_channels, width, embed_dim
 
     def init_params(self, rng, *, dtype="float64"):
+        """Initial parameters of the three convolutions and the projection.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            Source of the initial weights.
+        dtype : str, default "float64"
+            NumPy dtype of the arrays.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            The parameters.
+        """
         P = {}
         init_conv(P, "c0", self.in_channels, self.width, 3, rng)
         init_conv(P, "c1", self.width, self.width, 3, rng)
@@ -211,6 +346,22 @@ class ImageEncoder:
         return {k: np.asarray(v, dtype=dtype) for k, v in P.items()}
 
     def forward(self, params, x):
+        """Embeddings of images.
+
+        Parameters
+        ----------
+        params : dict of str to array
+            The parameters (:meth:`init_params`).
+        x : array, shape (N, in_channels, H, W)
+            The images.
+
+        Returns
+        -------
+        out : array, shape (N, embed_dim)
+            The embeddings.
+        cache : tuple
+            For :meth:`backward`.
+        """
         xp = array_namespace(x)
         h, caches = x, []
         for name, stride in self.LAYERS:
@@ -223,7 +374,26 @@ class ImageEncoder:
 
     def backward(self, params, cache, dout, *, return_dx=False):
         """Parameter gradients of ``<out, dout>``; with ``return_dx`` also the gradient
-        with respect to the images: ``(grads, dx)``."""
+        with respect to the images: ``(grads, dx)``.
+
+        Parameters
+        ----------
+        params : dict of str to array
+            The parameters used in :meth:`forward`.
+        cache : tuple
+            The cache of :meth:`forward`.
+        dout : array, shape (N, embed_dim)
+            Gradient with respect to the embeddings.
+        return_dx : bool, default False
+            Also return the gradient with respect to the images.
+
+        Returns
+        -------
+        grads : dict of str to array
+            Parameter gradients.
+        dx : array, shape (N, in_channels, H, W)
+            Only with ``return_dx``: the gradient with respect to the images.
+        """
         xp = array_namespace(dout)
         caches, cp, shape = cache
         G = {}
@@ -246,7 +416,29 @@ def _normalize_backward(xp, d, u, n):
 def contrastive_loss(img_emb, txt_emb, log_temp):
     """Symmetric InfoNCE with a learned temperature, MATH.md (21.10): embeddings are
     normalised to unit length, logits = e^log_temp u v^T, the matching pair is the label
-    in both directions.  Returns ``(loss, (dimg, dtxt, dlog_temp))``."""
+    in both directions.  Returns ``(loss, (dimg, dtxt, dlog_temp))``.
+
+    Parameters
+    ----------
+    img_emb : array, shape (B, E)
+        Image embeddings.
+    txt_emb : array, shape (B, E)
+        Text embeddings; row i matches image i.
+    log_temp : float
+        Log of the temperature multiplier.
+
+    Returns
+    -------
+    loss : float
+        The mean of the two cross-entropies.
+    grads : tuple
+        ``(dimg (B, E), dtxt (B, E), dlog_temp float)``.
+
+    Raises
+    ------
+    ValueError
+        If the numbers of images and texts differ.
+    """
     xp = array_namespace(img_emb, txt_emb)
     B = img_emb.shape[0]
     if txt_emb.shape[0] != B:
@@ -270,7 +462,20 @@ def contrastive_loss(img_emb, txt_emb, log_temp):
 
 
 def zero_shot_classify(img_emb, class_emb):
-    """Index of the most similar (cosine) class text embedding for every image."""
+    """Index of the most similar (cosine) class text embedding for every image.
+
+    Parameters
+    ----------
+    img_emb : array, shape (N, E)
+        Image embeddings.
+    class_emb : array, shape (K, E)
+        One text embedding per class.
+
+    Returns
+    -------
+    array of int, shape (N,)
+        The class index of every image.
+    """
     xp = array_namespace(img_emb)
     u, _ = _normalize(xp, img_emb)
     v, _ = _normalize(xp, class_emb)

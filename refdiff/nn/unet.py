@@ -59,6 +59,50 @@ class UNetConfig:
     (vocab_size V, at most context_len L tokens, width context_dim, ``heads`` heads).
     ``inpaint``: the input also takes the inpainting mask and masked image (channels
     concatenated: in_channels + 1 + in_channels).
+
+    Parameters
+    ----------
+    in_channels : int, optional
+        Image channels C, at least 1 (default 1).
+    image_size : int, optional
+        Side S, even and divisible by 2^(L-1) (default 8).
+    base_channels : int, optional
+        Base width, at least 1 (default 32); also the sinusoid size.
+    channel_mults : tuple of int, optional
+        Width multipliers per level, one or more positive ints (default (1, 1)).
+    num_res_blocks : int, optional
+        Res blocks per level on the way down, at least 1 (default 1).
+    groups : int, optional
+        GroupNorm groups, dividing every width with at least 2 channels per group (default 8).
+    attention : bool, optional
+        Self-attention in the middle block (default True).
+    time_embed_dim : int or None, optional
+        Embedding width E; None (default) for ``4 * base_channels``.
+    num_classes : int, optional
+        Number of classes K, 0 (default) for no class conditioning.
+    time_scale : float, optional
+        Factor applied to t before the sinusoid (default 1).
+    max_period : float, optional
+        Longest period of the sinusoid (default 10000).
+    zero_init_out : bool, optional
+        Initialise the output convolution to zero (default True).
+    cross_attention : tuple, optional
+        Levels (ints in 0..L-1 and/or ``"mid"``) with cross-attention blocks (default none).
+    vocab_size : int, optional
+        Token vocabulary V, at least 1 with cross-attention (default 0).
+    context_len : int, optional
+        Maximum number of tokens, at least 1 with cross-attention (default 0).
+    context_dim : int, optional
+        Token embedding width D_c (default 32).
+    heads : int, optional
+        Cross-attention heads, dividing every width (default 1).
+    inpaint : bool, optional
+        Take the inpainting mask and masked image as extra input channels (default False).
+
+    Raises
+    ------
+    ValueError
+        If a field is outside the ranges above.
     """
 
     in_channels: int = 1
@@ -115,6 +159,7 @@ class UNetConfig:
         return tuple(self.base_channels * m for m in self.channel_mults)
 
     def to_dict(self) -> dict:
+        """The fields as a plain dict (tuples as lists), with ``"arch": "unet"``."""
         d = dataclasses.asdict(self)
         d["channel_mults"] = list(self.channel_mults)
         d["cross_attention"] = list(self.cross_attention)
@@ -128,7 +173,13 @@ class UNetConfig:
 class UNet(DenoiserBase):
     """U-Net denoiser ``(x (N, C, S, S), t (N,), cond) -> (N, C, S, S)``, MATH.md
     (13.20)-(13.21), (13.17), (13.23).  Same methods as :class:`~refdiff.nn.MLP`; ``forward`` also
-    takes ``residuals`` at the injection points (module docstring)."""
+    takes ``residuals`` at the injection points (module docstring).
+
+    Parameters
+    ----------
+    config : UNetConfig or None, optional
+        The configuration; None (default) for ``UNetConfig()``.
+    """
 
     arch = "unet"
 
@@ -246,7 +297,37 @@ class UNet(DenoiserBase):
         return e, ctx, (c_l1, c_s1, c_l2, c_y, c_se, c_tok)
 
     def forward(self, params, x, t, cond=None, residuals=None):
-        """Output and cache, MATH.md (13.20), (13.17), (13.23)."""
+        """Output and cache, MATH.md (13.20), (13.17), (13.23).
+
+        Parameters
+        ----------
+        params : dict
+            Parameter dict (:meth:`~refdiff.nn.base.DenoiserBase.init_params`).
+        x : array, shape (N, C, S, S)
+            Noisy images.
+        t : array of shape (N,) or float
+            Times (multiplied by ``time_scale``).
+        cond : mapping, array or None, optional
+            Condition mapping (kinds ``"class"``, ``"tokens"``/``"token_mask"``,
+            ``"mask"``/``"masked_image"`` as configured), a label array, or None (default: every
+            kind's null).
+        residuals : dict or None, optional
+            Arrays added at injection points, keyed as :meth:`injection_points`, each of shape
+            (N, *per-sample shape); None (default) for none.
+
+        Returns
+        -------
+        out : array, shape (N, C, S, S)
+            The network output.
+        cache : tuple
+            Saved values for :meth:`backward` and :meth:`backward_full`.
+
+        Raises
+        ------
+        ValueError
+            If ``x``, ``t`` or ``cond`` do not match the config, or a residual has an unknown name
+            or the wrong shape.
+        """
         c = self.config
         xp, t, cond = self._check_inputs(params, x, t, cond, (c.in_channels, c.image_size, c.image_size),
                                          "UNet.forward")
@@ -298,12 +379,49 @@ class UNet(DenoiserBase):
 
     # ---------------------------------------------------------------- backward
     def backward(self, params, cache, dout):
-        """Gradients of ``sum(out * dout)``: ``(grads, dx)``, MATH.md (13.20)-(13.21), (13.17), (13.23)."""
+        """Gradients of ``sum(out * dout)``: ``(grads, dx)``, MATH.md (13.20)-(13.21), (13.17), (13.23).
+
+        Parameters
+        ----------
+        params : dict
+            The parameter dict of the forward pass.
+        cache : tuple
+            The cache returned by :meth:`forward`.
+        dout : array, shape (N, C, S, S)
+            Gradient with respect to the output.
+
+        Returns
+        -------
+        grads : dict
+            Gradient of every parameter, keyed as ``params``.
+        dx : array, shape (N, C, S, S)
+            Gradient with respect to ``x``.
+        """
         grads, dx, _ = self.backward_full(params, cache, dout)
         return grads, dx
 
     def backward_full(self, params, cache, dout):
-        """``(grads, dx, dresiduals)``: also the gradients at every injection point."""
+        """``(grads, dx, dresiduals)``: also the gradients at every injection point.
+
+        Parameters
+        ----------
+        params : dict
+            The parameter dict of the forward pass.
+        cache : tuple
+            The cache returned by :meth:`forward`.
+        dout : array, shape (N, C, S, S)
+            Gradient with respect to the output.
+
+        Returns
+        -------
+        grads : dict
+            Gradient of every parameter, keyed as ``params``.
+        dx : array, shape (N, C, S, S)
+            Gradient with respect to ``x`` (its image channels only, with ``inpaint``).
+        dresiduals : dict
+            Gradient at every injection point (``skip<i>``, ``mid``, ``feature<l>``), keyed as
+            :meth:`injection_points`.
+        """
         c_emb, caches, (c_n, c_s, c_o), c_x, _ = cache
         G, denv, dres, feats = {}, {}, {}, self._feature_points()
         dh = conv_b(G, "out.conv", dout, c_o)

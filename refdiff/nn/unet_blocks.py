@@ -40,6 +40,20 @@ __all__ = ["Block", "BLOCKS", "xattn_forward", "xattn_backward", "xattn_init"]
 
 @dataclass(frozen=True)
 class Block:
+    """One block kind of the U-Net: its three functions (module docstring).
+
+    Parameters
+    ----------
+    init : callable
+        ``init(P, name, c_in, c_out, config, rng)``: writes the host-side parameters under
+        ``name`` into ``P``.
+    forward : callable
+        ``forward(P, name, h, env) -> (h, cache)``.
+    backward : callable
+        ``backward(G, P, name, dh, cache, denv) -> dh``: parameter gradients go into ``G``,
+        those of ``e`` and ``context`` are added into ``denv``.
+    """
+
     init: Callable
     forward: Callable
     backward: Callable
@@ -52,6 +66,29 @@ def _add(denv: dict, key: str, g):
 
 # ------------------------------------------------------------------ cross-attention block
 def xattn_init(P, pre, c, context_dim, heads, rng):
+    """Host-side parameters of :func:`xattn_forward` under ``pre``: a GroupNorm (gamma = 1,
+    beta = 0) and fused cross-attention projections (:func:`refdiff.nn.attention.mha_init`).
+
+    Parameters
+    ----------
+    P : dict
+        Parameter dict written into.
+    pre : str
+        Key prefix of the block.
+    c : int
+        Pixel channels C (query width).
+    context_dim : int
+        Context token width D_c.
+    heads : int
+        Number of heads, dividing C.
+    rng : numpy.random.Generator
+        Source of the initial weights.
+
+    Raises
+    ------
+    ValueError
+        If ``heads`` does not divide ``c``.
+    """
     init_groupnorm(P, pre + ".norm", c)
     mha_init(P, pre + ".attn", c, heads, rng, context_dim=context_dim, fused=True)
 
@@ -59,7 +96,32 @@ def xattn_init(P, pre, c, context_dim, heads, rng):
 def xattn_forward(P, pre, x, context, key_mask, groups, heads):
     """Cross-attention of the pixels to a context with a residual connection, MATH.md (13.17), (13.23):
     tokens ``h = gn(x)`` as (N, H W, C); ``out = x + mha(h, context; key_mask)`` back in NCHW
-    (MATH.md (13.23) for ``mha``)."""
+    (MATH.md (13.23) for ``mha``).
+
+    Parameters
+    ----------
+    P : dict
+        Flat parameter dict holding ``norm`` and ``attn`` under ``pre``.
+    pre : str
+        Key prefix of the block.
+    x : array, shape (N, C, H, W)
+        Input.
+    context : array, shape (N, L, D_c)
+        Context tokens (keys and values).
+    key_mask : array of bool, shape (N, L), or None
+        True where a context token may be attended to; None for all.
+    groups : int
+        GroupNorm group count, dividing C.
+    heads : int
+        Number of attention heads, dividing C.
+
+    Returns
+    -------
+    out : array, shape (N, C, H, W)
+        ``x`` plus the attention output.
+    cache : tuple
+        Saved values for :func:`xattn_backward`.
+    """
     xp = array_namespace(x)
     N, C, H, W = x.shape
     h, c_n = gn_f(P, pre + ".norm", x, groups)
@@ -70,7 +132,28 @@ def xattn_forward(P, pre, x, context, key_mask, groups, heads):
 
 
 def xattn_backward(G, P, pre, dout, cache):
-    """Backward of :func:`xattn_forward`; returns ``(dx, dcontext)``.  MATH.md (13.17), (13.23)."""
+    """Backward of :func:`xattn_forward`; returns ``(dx, dcontext)``.  MATH.md (13.17), (13.23).
+
+    Parameters
+    ----------
+    G : dict
+        Gradient dict; the block's parameter gradients are added into it under ``pre``.
+    P : dict
+        The parameter dict of the forward pass.
+    pre : str
+        Key prefix of the block.
+    dout : array, shape (N, C, H, W)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache returned by :func:`xattn_forward`.
+
+    Returns
+    -------
+    dx : array, shape (N, C, H, W)
+        Gradient with respect to ``x``.
+    dcontext : array, shape (N, L, D_c)
+        Gradient with respect to ``context``.
+    """
     xp = array_namespace(dout)
     c_n, c_a, (N, C, H, W) = cache
     do = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (N, H * W, C))  # (N, HW, C)

@@ -38,7 +38,30 @@ def posterior_forward(moments, eps=None):
     """Split encoder output ``moments`` (N, 2c, ...) into mean and raw log-variance, clamp
     the log-variance to [-30, 20] and draw ``z = mean + exp(logvar / 2) eps``, MATH.md
     (21.1); ``eps=None`` returns the mode (the mean).  The KL to N(0, I) per sample is
-    (21.2).  Returns ``(z, kl (N,), cache)``; ``cache`` holds mean and clamped logvar."""
+    (21.2).  Returns ``(z, kl (N,), cache)``; ``cache`` holds mean and clamped logvar.
+
+    Parameters
+    ----------
+    moments : array, shape (N, 2c, ...)
+        Encoder output: the mean in the first c channels, the raw log-variance in the rest.
+    eps : array, shape (N, c, ...), optional
+        Standard normal noise; None (default): return the mode.
+
+    Returns
+    -------
+    z : array, shape (N, c, ...)
+        The sample (or the mean).
+    kl : array, shape (N,)
+        KL of the posterior to N(0, I) per sample.
+    cache : tuple
+        For :func:`posterior_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``moments`` has fewer than 2 axes or an odd channel count, or ``eps`` does not
+        have the latent shape.
+    """
     xp = array_namespace(moments)
     if moments.ndim < 2 or moments.shape[1] % 2:
         raise ValueError(f"posterior_forward: moments must be (N, 2c, ...) with an even channel count, got "
@@ -60,7 +83,22 @@ def posterior_forward(moments, eps=None):
 def posterior_backward(dz, dkl, cache):
     """Gradient of ``<z, dz> + <kl, dkl>`` with respect to the moments, MATH.md (21.1),
     (21.2): dmean = dz + dkl m, dlogvar = (dz ½ e^{ℓ/2} ε + dkl ½ (e^ℓ - 1)) 1[inside the
-    clamp].  ``dz`` or ``dkl`` may be None (zero)."""
+    clamp].  ``dz`` or ``dkl`` may be None (zero).
+
+    Parameters
+    ----------
+    dz : array, shape (N, c, ...) or None
+        Gradient with respect to z; None: zero.
+    dkl : array, shape (N,) or None
+        Gradient with respect to kl; None: zero.
+    cache : tuple
+        The cache of :func:`posterior_forward`.
+
+    Returns
+    -------
+    array, shape (N, 2c, ...)
+        Gradient with respect to the moments.
+    """
     mean, logvar, inside, eps = cache
     xp = array_namespace(mean)
     dmean = xp.zeros_like(mean)
@@ -79,14 +117,42 @@ def posterior_backward(dz, dkl, cache):
 
 def diag_gaussian_kl(mean, logvar):
     """KL(N(mean, diag e^logvar) || N(0, I)) per sample, summed over all but the batch
-    axis, MATH.md (21.2)."""
+    axis, MATH.md (21.2).
+
+    Parameters
+    ----------
+    mean : array, shape (N, ...)
+        Posterior means.
+    logvar : array, shape (N, ...)
+        Posterior log-variances.
+
+    Returns
+    -------
+    array, shape (N,)
+        The KL per sample.
+    """
     xp = array_namespace(mean)
     return 0.5 * _sum_rest(xp, mean * mean + xp.exp(logvar) - 1.0 - logvar)
 
 
 def diag_gaussian_nll(z, mean, logvar):
     """-log N(z; mean, diag e^logvar) per sample, summed over all but the batch axis,
-    MATH.md (21.3)."""
+    MATH.md (21.3).
+
+    Parameters
+    ----------
+    z : array, shape (N, ...)
+        The points.
+    mean : array, shape (N, ...)
+        Means.
+    logvar : array, shape (N, ...)
+        Log-variances.
+
+    Returns
+    -------
+    array, shape (N,)
+        The negative log-density per sample.
+    """
     xp = array_namespace(z, mean)
     return 0.5 * _sum_rest(xp, math.log(2.0 * math.pi) + logvar + (z - mean) ** 2 / xp.exp(logvar))
 
@@ -94,7 +160,33 @@ def diag_gaussian_nll(z, mean, logvar):
 # ------------------------------------------------------------------ the beta-VAE loss
 def vae_loss_forward(x, x_hat, kl, *, beta: float, sigma_x2: float = 1.0):
     """Batch mean of (21.4) for one draw of z: ``||x - x_hat||^2 / (2 sigma_x2) + beta kl``,
-    MATH.md (21.4).  Returns ``(loss, cache)``."""
+    MATH.md (21.4).  Returns ``(loss, cache)``.
+
+    Parameters
+    ----------
+    x : array, shape (N, ...)
+        Data.
+    x_hat : array, shape (N, ...)
+        Reconstructions.
+    kl : array, shape (N,)
+        Per-sample KL (from :func:`posterior_forward`).
+    beta : float
+        Weight of the KL, >= 0.
+    sigma_x2 : float, default 1.0
+        Decoder variance, > 0.
+
+    Returns
+    -------
+    loss : float
+        The batch mean.
+    cache : tuple
+        For :func:`vae_loss_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``sigma_x2 <= 0`` or ``beta < 0``.
+    """
     if not sigma_x2 > 0 or not beta >= 0:
         raise ValueError(f"vae_loss_forward: need sigma_x2 > 0 and beta >= 0, got {sigma_x2}, {beta}")
     xp = array_namespace(x, x_hat)
@@ -104,7 +196,20 @@ def vae_loss_forward(x, x_hat, kl, *, beta: float, sigma_x2: float = 1.0):
 
 
 def vae_loss_backward(cache):
-    """``(dx_hat, dkl)`` of :func:`vae_loss_forward`, MATH.md (21.4)."""
+    """``(dx_hat, dkl)`` of :func:`vae_loss_forward`, MATH.md (21.4).
+
+    Parameters
+    ----------
+    cache : tuple
+        The cache of :func:`vae_loss_forward`.
+
+    Returns
+    -------
+    dx_hat : array, shape (N, ...)
+        Gradient with respect to the reconstructions.
+    dkl : array, shape (N,)
+        Gradient with respect to the per-sample KL (beta / N each).
+    """
     r, n, beta, sigma_x2 = cache
     xp = array_namespace(r)
     return -r / (sigma_x2 * n), xp.full((n,), beta / n, dtype=r.dtype)
@@ -114,7 +219,24 @@ def vae_loss_backward(cache):
 @dataclasses.dataclass(frozen=True)
 class KLAutoencoderConfig:
     """in_channels, image_size (divisible by 4), latent_channels c, width of the hidden
-    convolutions.  Latents are (c, image_size / 4, image_size / 4)."""
+    convolutions.  Latents are (c, image_size / 4, image_size / 4).
+
+    Parameters
+    ----------
+    in_channels : int, default 1
+        Image channels, >= 1.
+    image_size : int, default 16
+        Image side S, a positive multiple of 4.
+    latent_channels : int, default 4
+        Latent channels c, >= 1.
+    width : int, default 32
+        Channels of the hidden convolutions, >= 1.
+
+    Raises
+    ------
+    ValueError
+        If a size is out of range.
+    """
 
     in_channels: int = 1
     image_size: int = 16
@@ -133,13 +255,20 @@ class KLAutoencoderConfig:
         return (self.latent_channels, self.image_size // 4, self.image_size // 4)
 
     def to_dict(self):
+        """The configuration as a plain dict, with ``"arch": "kl_autoencoder"``."""
         return {"arch": "kl_autoencoder", **dataclasses.asdict(self)}
 
 
 class KLAutoencoder:
     """Encoder: conv3x3 -> silu -> [conv3x3 stride 2 -> silu] x2 -> conv3x3 to 2c moments;
     decoder: conv3x3 -> silu -> [upsample x2 -> conv3x3 -> silu] x2 -> conv3x3 to the image.
-    The posterior is (21.1) and the loss (21.4)."""
+    The posterior is (21.1) and the loss (21.4).
+
+    Parameters
+    ----------
+    config : KLAutoencoderConfig, optional
+        The sizes; None (default): ``KLAutoencoderConfig()``.
+    """
 
     ENC = (("enc0", 1), ("enc1", 2), ("enc2", 2))
     DEC = (("dec0", False), ("dec1", True), ("dec2", True))
@@ -148,6 +277,23 @@ class KLAutoencoder:
         self.config = KLAutoencoderConfig() if config is None else config
 
     def init_params(self, rng, *, xp=None, dtype="float32") -> dict:
+        """Initial parameters of the encoder and decoder convolutions (the moments' convolution
+        scaled by 0.1, to start near the prior's scale).
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator or int
+            Source of the initial weights (checked by ``check_rng``).
+        xp : namespace, optional
+            Array namespace of the result; None (default): NumPy.
+        dtype : str, default "float32"
+            Name of the dtype in ``xp``.
+
+        Returns
+        -------
+        dict of str to array
+            The parameters.
+        """
         rng = check_rng(rng)
         c, P = self.config, {}
         w = c.width
@@ -169,7 +315,27 @@ class KLAutoencoder:
                              f"{tuple(a.shape)}")
 
     def encode_forward(self, params, x):
-        """Moments (N, 2c, S/4, S/4) of the posterior and the cache."""
+        """Moments (N, 2c, S/4, S/4) of the posterior and the cache.
+
+        Parameters
+        ----------
+        params : dict of str to array
+            The parameters.
+        x : array, shape (N, C, S, S)
+            Images.
+
+        Returns
+        -------
+        moments : array, shape (N, 2c, S/4, S/4)
+            Posterior mean and raw log-variance.
+        cache : tuple
+            For :meth:`encode_backward`.
+
+        Raises
+        ------
+        ValueError
+            If ``x`` does not have the configured shape.
+        """
         c = self.config
         self._check(x, (c.in_channels, c.image_size, c.image_size), "encode", "x")
         h, caches = x, []
@@ -181,6 +347,22 @@ class KLAutoencoder:
         return m, (caches, co)
 
     def encode_backward(self, G, dm, cache):
+        """Backward of :meth:`encode_forward`: parameter gradients are added into ``G``.
+
+        Parameters
+        ----------
+        G : dict
+            Gradient accumulator.
+        dm : array, shape (N, 2c, S/4, S/4)
+            Gradient with respect to the moments.
+        cache : tuple
+            The cache of :meth:`encode_forward`.
+
+        Returns
+        -------
+        array, shape (N, C, S, S)
+            Gradient with respect to the images.
+        """
         caches, co = cache
         dh = conv_b(G, "enc_out", dm, co)
         for (name, _), (cc, cs) in zip(reversed(self.ENC), reversed(caches)):
@@ -188,7 +370,27 @@ class KLAutoencoder:
         return dh
 
     def decode_forward(self, params, z):
-        """Image (N, C, S, S) from latents (N, c, S/4, S/4), and the cache."""
+        """Image (N, C, S, S) from latents (N, c, S/4, S/4), and the cache.
+
+        Parameters
+        ----------
+        params : dict of str to array
+            The parameters.
+        z : array, shape (N, c, S/4, S/4)
+            Latents.
+
+        Returns
+        -------
+        out : array, shape (N, C, S, S)
+            The decoded images.
+        cache : tuple
+            For :meth:`decode_backward`.
+
+        Raises
+        ------
+        ValueError
+            If ``z`` does not have the latent shape.
+        """
         self._check(z, self.config.latent_shape, "decode", "z (the latent)")
         h, caches = z, []
         for name, up in self.DEC:
@@ -202,6 +404,22 @@ class KLAutoencoder:
         return out, (caches, co)
 
     def decode_backward(self, G, dout, cache):
+        """Backward of :meth:`decode_forward`: parameter gradients are added into ``G``.
+
+        Parameters
+        ----------
+        G : dict
+            Gradient accumulator.
+        dout : array, shape (N, C, S, S)
+            Gradient with respect to the images.
+        cache : tuple
+            The cache of :meth:`decode_forward`.
+
+        Returns
+        -------
+        array, shape (N, c, S/4, S/4)
+            Gradient with respect to the latents.
+        """
         caches, co = cache
         dh = conv_b(G, "dec_out", dout, co)
         for (name, up), (cu, cc, cs) in zip(reversed(self.DEC), reversed(caches)):
@@ -211,7 +429,24 @@ class KLAutoencoder:
         return dh
 
     def encode(self, params, x, *, sample=False, rng=None):
-        """Latents: the posterior mode (default) or a sample (``sample=True`` with ``rng``)."""
+        """Latents: the posterior mode (default) or a sample (``sample=True`` with ``rng``).
+
+        Parameters
+        ----------
+        params : dict of str to array
+            The parameters.
+        x : array, shape (N, C, S, S)
+            Images.
+        sample : bool, default False
+            Draw from the posterior instead of returning its mode.
+        rng : numpy.random.Generator or int, optional
+            Source of the noise when ``sample``.
+
+        Returns
+        -------
+        array, shape (N, c, S/4, S/4)
+            The latents.
+        """
         m, _ = self.encode_forward(params, x)
         eps = None
         if sample:
@@ -221,10 +456,47 @@ class KLAutoencoder:
         return posterior_forward(m, eps)[0]
 
     def decode(self, params, z):
+        """Images decoded from latents (:meth:`decode_forward` without the cache).
+
+        Parameters
+        ----------
+        params : dict of str to array
+            The parameters.
+        z : array, shape (N, c, S/4, S/4)
+            Latents.
+
+        Returns
+        -------
+        array, shape (N, C, S, S)
+            The images.
+        """
         return self.decode_forward(params, z)[0]
 
     def loss(self, params, x, eps, *, beta, sigma_x2=1.0):
-        """(21.4) on the batch with the given noise: ``(loss, grads, parts)``."""
+        """(21.4) on the batch with the given noise: ``(loss, grads, parts)``.
+
+        Parameters
+        ----------
+        params : dict of str to array
+            The parameters.
+        x : array, shape (N, C, S, S)
+            Images.
+        eps : array, shape (N, c, S/4, S/4) or None
+            Posterior noise; None: use the mode.
+        beta : float
+            Weight of the KL, >= 0.
+        sigma_x2 : float, default 1.0
+            Decoder variance, > 0.
+
+        Returns
+        -------
+        loss : float
+            The batch mean of (21.4).
+        grads : dict of str to array
+            Its gradients, keyed like ``params``.
+        parts : dict
+            ``{"kl": batch mean of the KL}``.
+        """
         m, ce = self.encode_forward(params, x)
         z, kl, cp = posterior_forward(m, eps)
         x_hat, cd = self.decode_forward(params, z)
@@ -240,7 +512,19 @@ class KLAutoencoder:
 @dataclasses.dataclass(frozen=True)
 class PCAAutoencoder:
     """z = U_k^T (x - mean), x_hat = U_k z + mean (MATH.md (21.7)); ``eigenvalues`` are the
-    kept variances s_1 >= .. >= s_k, ``discarded`` the others (host float64 arrays)."""
+    kept variances s_1 >= .. >= s_k, ``discarded`` the others (host float64 arrays).
+
+    Parameters
+    ----------
+    mean : numpy.ndarray, shape (D,)
+        Data mean.
+    components : numpy.ndarray, shape (D, k)
+        Orthonormal principal directions U_k.
+    eigenvalues : numpy.ndarray, shape (k,)
+        The kept variances.
+    discarded : numpy.ndarray, shape (D - k,)
+        The other variances.
+    """
 
     mean: np.ndarray
     components: np.ndarray  # (D, k)
@@ -249,6 +533,24 @@ class PCAAutoencoder:
 
     @classmethod
     def fit(cls, x, k: int):
+        """The PCA autoencoder of the samples ``x`` (biased covariance).
+
+        Parameters
+        ----------
+        x : array_like, shape (N, ...)
+            Samples, flattened to (N, D).
+        k : int
+            Latent dimension, in [1, D].
+
+        Returns
+        -------
+        PCAAutoencoder
+
+        Raises
+        ------
+        ValueError
+            If ``k`` is out of range.
+        """
         x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
         if not 1 <= k <= x.shape[1]:
             raise ValueError(f"PCAAutoencoder.fit: k must be in [1, {x.shape[1]}], got {k}")
@@ -259,7 +561,21 @@ class PCAAutoencoder:
 
     @classmethod
     def from_moments(cls, mean, cov, k: int):
-        """The PCA autoencoder of the population N(mean, cov) (exact eigenvectors)."""
+        """The PCA autoencoder of the population N(mean, cov) (exact eigenvectors).
+
+        Parameters
+        ----------
+        mean : array_like, shape (D,)
+            Population mean.
+        cov : array_like, shape (D, D)
+            Population covariance.
+        k : int
+            Latent dimension.
+
+        Returns
+        -------
+        PCAAutoencoder
+        """
         s, U = np.linalg.eigh(np.asarray(cov, dtype=np.float64))
         s, U = s[::-1], U[:, ::-1]
         return cls(np.asarray(mean, dtype=np.float64).reshape(-1), U[:, :k], s[:k], s[k:])
@@ -274,10 +590,39 @@ class PCAAutoencoder:
         return self.components.T
 
     def encode(self, x):
+        """Latents ``z = (x - mean) U_k`` (host float64).
+
+        Parameters
+        ----------
+        x : array_like, shape (N, ...)
+            Data, flattened to (N, D).
+
+        Returns
+        -------
+        numpy.ndarray, shape (N, k)
+            The latents.
+        """
         x = np.asarray(x, dtype=np.float64)
         return (x.reshape(len(x), -1) - self.mean) @ self.components
 
     def decode(self, z):
+        """Reconstructions ``z U_k^T + mean`` (host float64).
+
+        Parameters
+        ----------
+        z : array_like, shape (N, k)
+            Latents.
+
+        Returns
+        -------
+        numpy.ndarray, shape (N, D)
+            The reconstructions.
+
+        Raises
+        ------
+        ValueError
+            If ``z`` is not (N, k).
+        """
         z = np.asarray(z, dtype=np.float64)
         if z.ndim != 2 or z.shape[1] != self.components.shape[1]:
             raise ValueError(f"PCAAutoencoder.decode: z must have shape (N, {self.components.shape[1]}), got "
@@ -289,7 +634,20 @@ class LinearVAE:
     """Linear VAE: encoder mean m = x V^T + a, constant log-variance ``logvar`` (k,),
     decoder x_hat = z W^T + b.  Parameters ``W`` (D, k), ``b`` (D,), ``V`` (k, D), ``a``
     (k,), ``logvar`` (k,).  Its loss is the exact expectation over z, MATH.md (21.5); its
-    optimum is probabilistic PCA, MATH.md (21.6)."""
+    optimum is probabilistic PCA, MATH.md (21.6).
+
+    Parameters
+    ----------
+    dim : int
+        Data dimension D.
+    latent_dim : int
+        Latent dimension k, in [1, D].
+
+    Raises
+    ------
+    ValueError
+        If ``latent_dim`` is out of range.
+    """
 
     def __init__(self, dim: int, latent_dim: int):
         if not 1 <= latent_dim <= dim:
@@ -297,13 +655,46 @@ class LinearVAE:
         self.dim, self.k = int(dim), int(latent_dim)
 
     def init_params(self, rng, *, dtype="float64"):
+        """Initial parameters: W and V with N(0, 1/4) entries, b, a and logvar zero.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator or int
+            Source of W and V (checked by ``check_rng``).
+        dtype : str, default "float64"
+            Unused: the arrays are NumPy float64.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``W``, ``b``, ``V``, ``a``, ``logvar``.
+        """
         rng = check_rng(rng)
         D, k = self.dim, self.k
         return {"W": 0.5 * rng.standard_normal((D, k)), "b": np.zeros(D), "V": 0.5 * rng.standard_normal((k, D)),
                 "a": np.zeros(k), "logvar": np.zeros(k)}
 
     def loss(self, params, x, *, beta: float, sigma_x2: float):
-        """Batch mean of MATH.md (21.5) and its gradients: ``(loss, grads)``."""
+        """Batch mean of MATH.md (21.5) and its gradients: ``(loss, grads)``.
+
+        Parameters
+        ----------
+        params : dict of str to numpy.ndarray
+            ``W``, ``b``, ``V``, ``a``, ``logvar``.
+        x : numpy.ndarray, shape (N, D)
+            Data.
+        beta : float
+            Weight of the KL.
+        sigma_x2 : float
+            Decoder variance.
+
+        Returns
+        -------
+        loss : float
+            The batch mean.
+        grads : dict of str to numpy.ndarray
+            Its gradients, keyed like ``params``.
+        """
         W, b, V, a, lv = (params[n] for n in ("W", "b", "V", "a", "logvar"))
         n = x.shape[0]
         m = x @ V.T + a  # (N, k)
@@ -318,7 +709,31 @@ class LinearVAE:
 
     @staticmethod
     def optimum(x, k: int, *, beta: float, sigma_x2: float):
-        """``(min mean loss, eigenvalues of W W^T)`` of MATH.md (21.6) for data ``x``."""
+        """``(min mean loss, eigenvalues of W W^T)`` of MATH.md (21.6) for data ``x``.
+
+        Parameters
+        ----------
+        x : array_like, shape (N, D)
+            Data.
+        k : int
+            Latent dimension.
+        beta : float
+            Weight of the KL.
+        sigma_x2 : float
+            Decoder variance.
+
+        Returns
+        -------
+        loss : float
+            The minimum mean loss.
+        eigenvalues : numpy.ndarray, shape (k,)
+            The nonzero eigenvalues s_i - beta sigma_x2 of W W^T.
+
+        Raises
+        ------
+        ValueError
+            If s_k <= beta sigma_x2.
+        """
         x = np.asarray(x, dtype=np.float64)
         s = np.sort(np.linalg.eigvalsh(np.cov(x, rowvar=False, bias=True)))[::-1]
         s2 = beta * sigma_x2

@@ -39,7 +39,31 @@ __all__ = ["VideoConfig", "video_init", "video_forward", "video_backward", "vide
 @dataclasses.dataclass(frozen=True)
 class VideoConfig:
     """frames T, frame size (H, W) (``size`` square), patch p (divides size), width D,
-    heads (divide D), depth (blocks), temporal_pos (sinusoidal frame positions)."""
+    heads (divide D), depth (blocks), temporal_pos (sinusoidal frame positions).
+
+    Parameters
+    ----------
+    frames : int, optional
+        Frames per clip T (default 8).
+    size : int, optional
+        Frame side H = W (default 8).
+    patch : int, optional
+        Patch side p, dividing ``size`` (default 2).
+    width : int, optional
+        Token width D (default 32).
+    heads : int, optional
+        Attention heads, dividing ``width`` (default 4).
+    depth : int, optional
+        Number of blocks (default 2).
+    temporal_pos : bool, optional
+        Add sinusoidal frame positions (default True).
+
+    Raises
+    ------
+    ValueError
+        If an int field is not an int >= 1, ``patch`` does not divide ``size`` or ``heads``
+        does not divide ``width``.
+    """
 
     frames: int = 8
     size: int = 8
@@ -62,7 +86,20 @@ class VideoConfig:
 
 def video_init(rng: np.random.Generator, cfg: VideoConfig) -> dict:
     """Host float64 parameters: weights N(0, 1/fan_in), biases 0, LayerNorm gamma 1, the
-    temporal attention's output projection and W_out zero."""
+    temporal attention's output projection and W_out zero.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the initial weights.
+    cfg : VideoConfig
+        The architecture.
+
+    Returns
+    -------
+    dict
+        Parameter name -> NumPy float64 array.
+    """
     D, pp = cfg.width, cfg.patch * cfg.patch
     L = (cfg.size // cfg.patch) ** 2
     P = {"in.w": rng.standard_normal((pp, D)) / math.sqrt(pp), "in.b": np.zeros(D),
@@ -82,7 +119,22 @@ def video_init(rng: np.random.Generator, cfg: VideoConfig) -> dict:
 
 
 def check_clip(x, cfg: VideoConfig, name: str = "x"):
-    """ValueError unless x is a clip (N, T, H, W) with the model's T, H, W."""
+    """ValueError unless x is a clip (N, T, H, W) with the model's T, H, W.
+
+    Parameters
+    ----------
+    x : array
+        The value checked.
+    cfg : VideoConfig
+        The model's configuration.
+    name : str, optional
+        Name of ``x`` in the error message (default ``"x"``).
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not an array of shape (N, frames, size, size).
+    """
     want = (cfg.frames, cfg.size, cfg.size)
     if not hasattr(x, "shape") or x.ndim != 4 or tuple(x.shape[1:]) != want:
         shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
@@ -94,7 +146,28 @@ def check_clip(x, cfg: VideoConfig, name: str = "x"):
 def temporal_attention_forward(P, pre, z, frames: int, *, heads: int):
     """Self-attention across the frames at each spatial position, MATH.md (22.9): tokens
     (N T, L, D) -> (N L, T, D) (positions as batch), multi-head attention (13.23), back to
-    (N T, L, D).  Returns ``(y, cache)``."""
+    (N T, L, D).  Returns ``(y, cache)``.
+
+    Parameters
+    ----------
+    P : dict
+        Parameter dict holding the attention's projections under ``pre``.
+    pre : str
+        Key prefix of the attention.
+    z : array, shape (N T, L, D)
+        Tokens, frames of a clip consecutive.
+    frames : int
+        Number of frames T per clip.
+    heads : int
+        Number of heads, dividing D.
+
+    Returns
+    -------
+    y : array, shape (N T, L, D)
+        The attention output.
+    cache : tuple
+        Saved values for :func:`temporal_attention_backward`.
+    """
     xp = array_namespace(z)
     NT, L, D = z.shape
     N = NT // frames
@@ -105,7 +178,26 @@ def temporal_attention_forward(P, pre, z, frames: int, *, heads: int):
 
 
 def temporal_attention_backward(G, P, pre, dy, cache):
-    """Backward of :func:`temporal_attention_forward` (gradients added into G), MATH.md (22.9)."""
+    """Backward of :func:`temporal_attention_forward` (gradients added into G), MATH.md (22.9).
+
+    Parameters
+    ----------
+    G : dict
+        Gradient dict; the attention's parameter gradients are added into it under ``pre``.
+    P : dict
+        The parameter dict of the forward pass.
+    pre : str
+        Key prefix of the attention.
+    dy : array, shape (N T, L, D)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache returned by :func:`temporal_attention_forward`.
+
+    Returns
+    -------
+    dz : array, shape (N T, L, D)
+        Gradient with respect to ``z``.
+    """
     xp = array_namespace(dy)
     c, N, L, T, D = cache
     dyt = xp.reshape(xp.permute_dims(xp.reshape(dy, (N, T, L, D)), (0, 2, 1, 3)), (N * L, T, D))
@@ -125,7 +217,31 @@ def _ln(P, key, z):
 
 def video_forward(P, x, t, cfg: VideoConfig):
     """The denoiser's output (N, T, H, W) for clips x (N, T, H, W) at times t (N,),
-    MATH.md (22.10) (the module docstring).  Returns ``(out, cache)``."""
+    MATH.md (22.10) (the module docstring).  Returns ``(out, cache)``.
+
+    Parameters
+    ----------
+    P : dict
+        Parameters (:func:`video_init`, possibly cast and moved).
+    x : array, shape (N, T, H, W)
+        Noisy clips (cast to the parameters' dtype).
+    t : array, shape (N,)
+        Diffusion times.
+    cfg : VideoConfig
+        The architecture.
+
+    Returns
+    -------
+    out : array, shape (N, T, H, W)
+        The network output.
+    cache : tuple
+        Saved values for :func:`video_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not a clip of the configured shape or ``t`` is not (N,).
+    """
     xp = array_namespace(x)
     check_clip(x, cfg)
     N, T, H, W = x.shape
@@ -165,7 +281,22 @@ def video_forward(P, x, t, cfg: VideoConfig):
 
 def video_backward(dout, cache):
     """Gradients of :func:`video_forward`: ``(grads (same keys as P), dx (N, T, H, W))``,
-    MATH.md (22.10)."""
+    MATH.md (22.10).
+
+    Parameters
+    ----------
+    dout : array, shape (N, T, H, W)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache returned by :func:`video_forward`.
+
+    Returns
+    -------
+    grads : dict
+        Gradient of every parameter, keyed as ``P``.
+    dx : array, shape (N, T, H, W)
+        Gradient with respect to ``x``.
+    """
     xp = array_namespace(dout)
     P, cfg, (N, T, H, W, L, D), c_p, tok, s, a1, c_s, blocks, co, uo, c_u = cache
     G = {}
@@ -201,7 +332,23 @@ def video_backward(dout, cache):
 
 def video_as_model(P, cfg: VideoConfig, prediction_type: str = "epsilon"):
     """The network as a plain ``model(x, t)`` (of ``prediction_type``) for every sampler;
-    ``model.config`` is ``cfg`` (what image-to-video checks the given frames against)."""
+    ``model.config`` is ``cfg`` (what image-to-video checks the given frames against).
+
+    Parameters
+    ----------
+    P : dict
+        Parameters bound into the callable.
+    cfg : VideoConfig
+        The architecture.
+    prediction_type : str, optional
+        What the network predicts, stored as ``model.prediction_type`` (default
+        ``"epsilon"``).
+
+    Returns
+    -------
+    callable
+        ``model(x, t)`` with x (N, T, H, W) and t (N,) or a scalar (broadcast to the batch).
+    """
 
     def model(x, t):
         xp = array_namespace(x)

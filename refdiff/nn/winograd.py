@@ -49,7 +49,27 @@ _MATRICES = {
 def winograd_matrices(m: int):
     """``(BT, G, AT)`` of F(m, 3) as lists of exact Fractions, MATH.md (23.1): for a
     length-(m + 2) signal d and a 3-tap filter g, ``AT ((G g) * (BT d))`` is the
-    correlation ``y_i = sum_k d_{i+k} g_k``, i = 0 .. m - 1."""
+    correlation ``y_i = sum_k d_{i+k} g_k``, i = 0 .. m - 1.
+
+    Parameters
+    ----------
+    m : int
+        Output tile length, one of ``TILES`` = (2, 4).
+
+    Returns
+    -------
+    BT : list of list of Fraction
+        Input transform, (m + 2) x (m + 2).
+    G : list of list of Fraction
+        Filter transform, (m + 2) x 3.
+    AT : list of list of Fraction
+        Output transform, m x (m + 2).
+
+    Raises
+    ------
+    ValueError
+        If ``m`` is not in ``TILES``.
+    """
     if m not in _MATRICES:
         raise ValueError(f"winograd tile m must be one of {TILES}, got {m!r}")
     return tuple([[_Fr(v) for v in row] for row in M] for M in _MATRICES[m])
@@ -106,7 +126,33 @@ def _kernel_transform(xp, w, G):
 def conv3x3_forward(xp, xT, w, b, m: int = 4):
     """3x3 stride-1 pad-1 convolution of ``xT`` (C, H, W, N) with ``w`` (F, C, 3, 3) and
     bias ``b`` (F,) by Winograd F(m x m, 3 x 3), MATH.md (23.2); returns the output
-    (F, H, W, N) and the cache for :func:`conv3x3_backward`."""
+    (F, H, W, N) and the cache for :func:`conv3x3_backward`.
+
+    Parameters
+    ----------
+    xp : namespace
+        Array namespace of the inputs.
+    xT : array, shape (C, H, W, N)
+        Input, batch axis last.
+    w : array, shape (F, C, 3, 3)
+        Kernels.
+    b : array, shape (F,)
+        Bias.
+    m : int, optional
+        Output tile size, one of ``TILES`` (default 4).
+
+    Returns
+    -------
+    out : array, shape (F, H, W, N)
+        The convolution plus bias.
+    cache : tuple
+        Saved values for :func:`conv3x3_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``m`` is not in ``TILES``.
+    """
     BT, G, AT, _, _ = _float_matrices(m)
     C, H, W, N = xT.shape
     F = w.shape[0]
@@ -130,7 +176,26 @@ def conv3x3_forward(xp, xT, w, b, m: int = 4):
 def conv3x3_backward(xp, dT, cache):
     """Gradients of :func:`conv3x3_forward` for the output gradient ``dT`` (F, H, W, N):
     ``(dxT (C, H, W, N), dw (F, C, 3, 3), db (F,))`` through the adjoint transforms,
-    MATH.md (23.3) and MATH.md (23.4)."""
+    MATH.md (23.3) and MATH.md (23.4).
+
+    Parameters
+    ----------
+    xp : namespace
+        Array namespace of the arrays.
+    dT : array, shape (F, H, W, N)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache returned by :func:`conv3x3_forward`.
+
+    Returns
+    -------
+    dxT : array, shape (C, H, W, N)
+        Gradient with respect to ``xT``.
+    dw : array, shape (F, C, 3, 3)
+        Gradient with respect to ``w``.
+    db : array, shape (F,)
+        Gradient with respect to ``b``.
+    """
     U, Wt, w_shape, (C, H, W, N), m = cache
     BT, G, AT, B, A = _float_matrices(m)
     F = w_shape[0]
