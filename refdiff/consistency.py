@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from .backend import array_namespace
+from .schedules import karras_sigmas
 
 __all__ = ["CM_FORMS", "cm_scalings", "cm_noise_input", "cm_karras_sigmas", "cm_curriculum", "cm_adaptive_ema",
            "curriculum_stages", "ict_noise_probs", "ict_loss_weights", "ideal_consistency", "cm_fixed_point", "consistency_sample"]
@@ -146,11 +147,7 @@ def cm_karras_sigmas(N, sigma_min=0.002, sigma_max=80.0, rho=7.0):
                          f"sigma_max = {sigma_max!r}")
     if not rho > 0:
         raise ValueError(f"cm_karras_sigmas: rho = {rho!r} must be > 0")
-    r = np.arange(N, dtype=np.float64) / (N - 1)
-    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
-    s = (lo + r * (hi - lo)) ** rho
-    s[0], s[-1] = sigma_min, sigma_max
-    return s
+    return karras_sigmas(N, sigma_min, sigma_max, rho)[::-1].copy()  # MATH.md (2.10), increasing
 
 
 def cm_curriculum(k, K, s0=2, s1=150, kind="cm"):
