@@ -39,3 +39,171 @@ def check_choice(name: str, value, valid) -> str:
     if value not in valid:
         raise ValueError(f"{name} = {value!r} is not one of {', '.join(map(repr, valid))}")
     return value
+
+
+_KINDS = {
+    "float": "a real floating array (float32 or float64)",
+    "int": "an integer array",
+    "bool": "a boolean array",
+    "index": "an integer or boolean array",
+    "real": "a real array (float32, float64 or integer)",
+    "any": "an array",
+}
+
+
+def _is_array(x) -> bool:
+    if isinstance(x, (str, bytes, list, tuple, dict, set, int, float, complex, bool)) or x is None:
+        return False
+    if isinstance(x, np.generic):
+        return False
+    return hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "ndim")
+
+
+def _dtype_name(x) -> str:
+    return str(x.dtype).rsplit(".", 1)[-1]  # array_api_strict spells its dtypes "array_api_strict.float64"
+
+
+def _dtype_ok(x, kind: str) -> bool:
+    name = _dtype_name(x)
+    is_float = name in ("float32", "float64")
+    is_int = name.startswith(("int", "uint"))
+    is_bool = name == "bool"
+    return {"float": is_float, "int": is_int, "bool": is_bool, "index": is_int or is_bool,
+            "real": is_float or is_int, "any": True}[kind]
+
+
+def check_array(name: str, x, *, dtype: str = "float", ndim=None, min_ndim: int | None = None,
+                shape=None, allow_empty: bool = False, finite: bool = False):
+    """``x`` unchanged if it is an array that meets every requirement, else an error naming
+    ``name``, what was given and what is valid.
+
+    The one array check of refdiff (DESIGN.md: bad input is refused, never computed).  An
+    array is anything with ``shape``, ``dtype`` and ``ndim`` (NumPy, CuPy, array-API);
+    Python lists, tuples, scalars, strings and None are refused with TypeError, because the
+    array namespace (NumPy or CuPy) is taken from the arrays passed in: convert with
+    ``np.asarray(x, dtype=float)``.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, used in the message.
+    x : object
+        The value to check.
+    dtype : {"float", "int", "bool", "index", "real", "any"}, default "float"
+        The dtype kind required.  "float" is float32 or float64: integer and boolean arrays
+        are refused (never computed in integer arithmetic), so are complex and float16
+        (whose range overflows in the samplers' scalings).  "index" is integer or boolean.
+    ndim : int or tuple of int, optional
+        The allowed numbers of dimensions.
+    min_ndim : int, optional
+        The least number of dimensions.
+    shape : tuple, optional
+        The required shape; an entry None matches any length.  Implies ``ndim``.
+    allow_empty : bool, default False
+        Whether an array with a zero-length axis is accepted.
+    finite : bool, default False
+        Whether NaN and inf entries are refused (ValueError).  This reads the whole array
+        (a device synchronisation on CuPy): used where a non-finite input would otherwise
+        give a silent NaN result.
+
+    Returns
+    -------
+    array
+        ``x`` itself.
+
+    Raises
+    ------
+    TypeError
+        Not an array, or the wrong dtype kind.
+    ValueError
+        Wrong number of dimensions, wrong shape, empty, or (``finite``) NaN/inf entries.
+    """
+    want = _KINDS[dtype]
+    if not _is_array(x):
+        got = "None" if x is None else type(x).__name__
+        hint = "; convert with np.asarray(...)" if isinstance(x, (list, tuple, int, float, np.generic)) else ""
+        raise TypeError(f"{name} must be {want}, got {got}{hint}")
+    if not _dtype_ok(x, dtype):
+        raise TypeError(f"{name} must be {want}, got dtype {_dtype_name(x)}")
+    if shape is not None:
+        ndim = len(shape)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.ndim not in allowed:
+            which = " or ".join(map(str, allowed))
+            raise ValueError(f"{name} must have {which} dimensions, got shape {tuple(x.shape)}")
+    if min_ndim is not None and x.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {tuple(x.shape)}")
+    if shape is not None and any(s is not None and s != g for s, g in zip(shape, x.shape)):
+        want_shape = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{name} must have shape {want_shape}, got shape {tuple(x.shape)}")
+    if not allow_empty and any(int(s) == 0 for s in x.shape):
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+    if finite and _dtype_name(x).startswith("float"):
+        from .backend import array_namespace
+
+        xp = array_namespace(x)
+        if not bool(xp.all(xp.isfinite(x))):
+            raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def check_same_shape(**arrays) -> tuple:
+    """The common shape of ``arrays`` (keyword name -> array), else ValueError listing each
+    name with its shape.  No broadcasting.
+
+    Parameters
+    ----------
+    **arrays : arrays
+        The arrays that must have one shape, by argument name.
+
+    Returns
+    -------
+    tuple
+        The shape.
+    """
+    shapes = {k: tuple(v.shape) for k, v in arrays.items()}
+    if len(set(shapes.values())) > 1:
+        desc = ", ".join(f"{k} {s}" for k, s in shapes.items())
+        raise ValueError(f"shape mismatch: {desc}; these arrays must have the same shape")
+    return next(iter(shapes.values()))
+
+
+def check_same_batch(**arrays) -> int:
+    """The common batch size (first axis) of ``arrays``, else ValueError naming each array
+    with its shape.
+
+    Parameters
+    ----------
+    **arrays : arrays
+        Arrays of shape (N, ...), by argument name.
+
+    Returns
+    -------
+    int
+        N.
+    """
+    sizes = {k: int(v.shape[0]) for k, v in arrays.items()}
+    if len(set(sizes.values())) > 1:
+        desc = ", ".join(f"{k} {tuple(v.shape)}" for k, v in arrays.items())
+        raise ValueError(f"batch size mismatch: {desc}; the first axes must agree")
+    return next(iter(sizes.values()))
+
+
+def check_bool(name: str, value) -> bool:
+    """``value`` as a Python bool; TypeError for anything but a bool (or NumPy bool).
+
+    Parameters
+    ----------
+    name : str
+        The argument's name.
+    value : object
+        The value to check.
+
+    Returns
+    -------
+    bool
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
