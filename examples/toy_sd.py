@@ -55,7 +55,8 @@ def build_parser():
     p.add_argument("--context", choices=("clip", "tokens"), default="clip",
                    help="U-Net condition: the frozen toy CLIP's text states, or its own token embeddings")
     p.add_argument("--pixel-steps", type=int, default=None,
-                   help="pixel U-Net steps (default: the latent U-Net's wall time, by the measured step-time ratio)")
+                   help="pixel U-Net steps (default: the latent U-Net's wall time, by the measured step-time ratio; 0: "
+                   "no pixel model)")
     p.add_argument("--pixel-scales", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     return p
 
@@ -346,6 +347,25 @@ def evaluate(model, ae, aeP, scaling, scales, splits, feat_seen, classify, tok, 
     return rows
 
 
+def pixel_model(data, cond, steps, splits, feat_seen, classify, tok, args, text, times, out, progress):
+    """The same U-Net trained on the 16x16 pixels for ``steps`` steps and scored like the
+    latent one at ``args.pixel_scales``."""
+    from refdiff.nn import UNet
+
+    t0 = time.perf_counter()
+    pnet = UNet(unet_config(args, tok, 1, 16, text))
+    pmodel = train_unet(pnet, data["x"], cond, steps, out / "pixel_unet", args, progress)
+    times["pixel_unet"] = time.perf_counter() - t0
+    print(f"pixel U-Net: {pnet.num_params()} parameters, {steps} steps ({times['pixel_unet']:.0f} s; the latent "
+          f"U-Net: {args.unet_steps} steps, {times['unet']:.0f} s)")
+    t0 = time.perf_counter()
+    prows = evaluate(pmodel, None, None, None, args.pixel_scales, splits, feat_seen, classify, tok, args, text)
+    times["pixel_eval"] = time.perf_counter() - t0
+    return {"steps": steps, "train_seconds": times["pixel_unet"], "latent_steps": args.unet_steps,
+            "latent_train_seconds": times["unet"], "budget": "same wall time as the latent U-Net (steps from the "
+            "measured per-step time ratio)" if args.pixel_steps is None else "steps given", "guidance": prows}
+
+
 def adherence(pred, d, p, wt):
     return float(np.mean((pred["digit"] == d) & (pred["position"] == p) & (pred["weight"] == wt)))
 
@@ -428,19 +448,12 @@ def main(argv=None):
     summary["guidance"] = rows
 
     bench = list(summary["benchmark"].values())
-    px_steps = args.pixel_steps or max(1, round(args.unet_steps * bench[0]["step_seconds"] / bench[1]["step_seconds"]))
-    t0 = time.perf_counter()
-    pnet = UNet(unet_config(args, tok, 1, 16, text))
-    pmodel = train_unet(pnet, data["x"], cond, px_steps, out / "pixel_unet", args, progress)
-    times["pixel_unet"] = time.perf_counter() - t0
-    print(f"pixel U-Net: {pnet.num_params()} parameters, {px_steps} steps ({times['pixel_unet']:.0f} s; the latent "
-          f"U-Net: {args.unet_steps} steps, {times['unet']:.0f} s)")
-    t0 = time.perf_counter()
-    prows = evaluate(pmodel, None, None, None, args.pixel_scales, splits, feat_seen, classify, tok, args, text)
-    times["pixel_eval"] = time.perf_counter() - t0
-    summary["pixel"] = {"steps": px_steps, "train_seconds": times["pixel_unet"], "latent_steps": args.unet_steps,
-                        "latent_train_seconds": times["unet"], "budget": "same wall time as the latent U-Net "
-                        "(steps from the measured per-step time ratio)", "guidance": prows}
+    px_steps = args.pixel_steps
+    if px_steps is None:
+        px_steps = max(1, round(args.unet_steps * bench[0]["step_seconds"] / bench[1]["step_seconds"]))
+    if px_steps:
+        summary["pixel"] = pixel_model(data, cond, px_steps, splits, feat_seen, classify, tok, args, text, times,
+                                       out, progress)
 
     plt = _common.pyplot()
     show = [(3, 0, 1), (7, 3, 0), (1, 1, 1), (5, 2, 0)] + [HELD for HELD in ((0, 1, 0), (6, 3, 1))]

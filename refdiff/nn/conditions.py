@@ -37,8 +37,8 @@ import numpy as np
 
 from ..backend import array_namespace, asarray_like, check_rng
 
-__all__ = ["CondKind", "ClassCond", "TokenCond", "TextStateCond", "ControlCond", "InpaintCond", "AdapterCond", "CondSpec",
-           "as_cond"]
+__all__ = ["CondKind", "ClassCond", "TokenCond", "TextStateCond", "ControlCond", "InpaintCond", "AdapterCond",
+           "CondSpec", "as_cond"]
 
 
 def as_cond(cond) -> dict:

@@ -315,7 +315,7 @@ class UNet(DenoiserBase):
         e, c_se = silu_forward(e)
         ctx = c_tok = None
         if self.config.cross_attention and self.config.context_kind == "text_states":
-            return e, cond["text_states"], (c_l1, c_s1, c_l2, c_y, c_se, None)
+            return e, xp.astype(cond["text_states"], e.dtype), (c_l1, c_s1, c_l2, c_y, c_se, None)
         if self.config.cross_attention:
             ids = cond["tokens"]  # (N, L)
             N, L = ids.shape
@@ -339,9 +339,9 @@ class UNet(DenoiserBase):
         t : array of shape (N,) or float
             Times (multiplied by ``time_scale``).
         cond : mapping, array or None, optional
-            Condition mapping (kinds ``"class"``, ``"tokens"``/``"token_mask"``,
-            ``"mask"``/``"masked_image"`` as configured), a label array, or None (default: every
-            kind's null).
+            Condition mapping (kinds ``"class"``, ``"tokens"``/``"token_mask"`` or
+            ``"text_states"``/``"text_mask"``, ``"mask"``/``"masked_image"`` as configured), a
+            label array, or None (default: every kind's null).
         residuals : dict or None, optional
             Arrays added at injection points, keyed as :meth:`injection_points`, each of shape
             (N, *per-sample shape); None (default) for none.
