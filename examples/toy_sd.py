@@ -1,7 +1,8 @@
 """A toy Stable Diffusion, end to end (issue 14): a KL autoencoder (16x16 -> 4x4xc), a toy
-CLIP (text transformer + image encoder, symmetric InfoNCE), a latent U-Net with cross-
-attention to the prompt's tokens trained with condition dropout, and text-to-image with
-classifier-free guidance against the empty prompt.
+CLIP (text transformer + image encoder, symmetric InfoNCE), then frozen; a latent U-Net with
+cross-attention to the frozen text encoder's token states (as SD attends to CLIP's) trained
+with condition dropout, and text-to-image with classifier-free guidance against the empty
+prompt (whose states, under the same frozen encoder, are the null condition).
 
 Measured and printed (and written to toy_sd.json):
 * the VAE's reconstruction error and latent scaling factor (LDM rule, MATH.md (21.9));
@@ -12,16 +13,18 @@ Measured and printed (and written to toy_sd.json):
   samples), on seen and held-out combinations, and the Frechet distance (classifier
   features) to real images, against the guidance scale w;
 * latent against pixel diffusion: forward FLOPs and measured time of one training step of
-  the same U-Net on 4x4xc latents and on 16x16 pixels.
+  the same U-Net on 4x4xc latents and on 16x16 pixels; then the pixel U-Net is trained for
+  the same wall time as the latent one (its steps = the latent steps x the measured ratio
+  of step times; both trainings' seconds are reported) and its samples are scored with the
+  same classifier (adherence, Frechet distance) at a few guidance scales.
 
 * the classic failure: gradient ascent on the toy-CLIP score from noise gives images that
   score as well as real ones and look like nothing, where diffusion gives the digit.
 
 Figures: toy_sd_prompts.png (prompts -> images, seen and held-out), toy_sd_guidance.png,
 toy_sd_clip_adversarial.png.
-The U-Net learns its own token embeddings (its ``tokens`` condition); the toy CLIP is
-trained and evaluated but not wired into the U-Net (that needs a precomputed-context
-condition kind in refdiff.nn.unet).
+``--context tokens`` trains the earlier variant instead: a U-Net that learns its own token
+embeddings (condition kind ``tokens``) and ignores the toy CLIP.
 """
 
 from __future__ import annotations
@@ -49,12 +52,19 @@ def build_parser():
     p.add_argument("--chosen-scale", type=float, default=4.0, help="guidance scale of the prompt figure")
     p.add_argument("--n-eval", type=int, default=200, help="samples per guidance scale")
     p.add_argument("--sample-steps", type=int, default=20)
+    p.add_argument("--context", choices=("clip", "tokens"), default="clip",
+                   help="U-Net condition: the frozen toy CLIP's text states, or its own token embeddings")
+    p.add_argument("--pixel-steps", type=int, default=None,
+                   help="pixel U-Net steps (default: the latent U-Net's wall time, by the measured step-time ratio; 0: "
+                   "no pixel model)")
+    p.add_argument("--pixel-scales", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     return p
 
 
 def tiny_args(a):
     a.n_train, a.vae_steps, a.clip_steps, a.clf_steps, a.unet_steps = 64, 3, 3, 3, 3
     a.scales, a.n_eval, a.sample_steps, a.chosen_scale = [0.0, 2.0], 8, 2, 2.0
+    a.pixel_scales, a.pixel_steps = [2.0], 2
     return a
 
 
@@ -201,30 +211,49 @@ def clip_ascent(tenc, ienc, groups, tok, prompt, n, steps, rng, step=0.02):
         x = np.clip(x + step * np.sign(dx), -1.0, 1.0).astype(np.float32)
     return x
 
-def unet_config(args, tok, in_channels, size):
+def unet_config(args, tok, in_channels, size, text=None):
+    """The U-Net: cross-attention at both levels and the middle; ``text`` = (encoder,
+    params) of the frozen toy CLIP for the ``text_states`` condition (None: ``tokens``)."""
     from refdiff.nn import UNetConfig
+    from refdiff.txt2img import null_text_states
 
-    return UNetConfig(in_channels=in_channels, image_size=size, base_channels=24, channel_mults=(1, 2),
-                      attention=False, groups=8, cross_attention=(0, 1, "mid"), vocab_size=tok.vocab_size,
-                      context_len=tok.context_len, context_dim=32, heads=2)
+    kw = dict(in_channels=in_channels, image_size=size, base_channels=24, channel_mults=(1, 2), attention=False,
+              groups=8, cross_attention=(0, 1, "mid"), context_len=tok.context_len, heads=2)
+    if text is None:
+        return UNetConfig(**kw, vocab_size=tok.vocab_size, context_dim=32)
+    states, mask = null_text_states(*text, tok)
+    return UNetConfig(**kw, context_kind="text_states", context_dim=text[0].config.dim,
+                      null_context=states.tolist(), null_context_mask=mask.tolist())
 
 
-def sample_prompts(model, ae, ae_params, scaling, prompts, w, tok, args, rng, progress):
-    """Images for ``prompts`` at guidance scale w ('w' convention, against the empty prompt)."""
+def prompt_cond(prompts, tok, text):
+    """The U-Net condition of ``prompts``: the frozen encoder's states, or token ids."""
+    from refdiff.txt2img import encode_prompts
+
+    if text is not None:
+        return encode_prompts(*text, tok, prompts)
+    ids, mask = tok(prompts)
+    return {"tokens": ids, "token_mask": mask}
+
+
+def sample_prompts(model, ae, ae_params, scaling, prompts, w, tok, args, rng, progress, text=None):
+    """Images for ``prompts`` at guidance scale w ('w' convention, against the empty
+    prompt); ``ae`` None: a pixel-space model (no decoding)."""
     import refdiff
     from refdiff.latent import decode_latents
     from refdiff.schedules import timesteps
 
-    ids, mask = tok(prompts)
-    f = model.bind({"tokens": ids, "token_mask": mask}, guidance_scale=w)
+    f = model.bind(prompt_cond(prompts, tok, text), guidance_scale=w)
     z_T = rng.standard_normal((len(prompts), *model.sample_shape)).astype(np.float32)
     z = refdiff.sample(f, z_T, model.schedule, timesteps(model.schedule.T, args.sample_steps, "trailing"), "ddim",
                        prediction_type=model.prediction_type, rng=rng, progress=progress)
+    if ae is None:
+        return np.clip(np.asarray(z, dtype=np.float32), -1, 1)
     return np.clip(decode_latents(lambda zz: ae.decode(ae_params, zz), np.asarray(z, dtype=np.float32), *scaling,
                                   latent_shape=ae.config.latent_shape), -1, 1)
 
 
-def benchmark_latent_vs_pixel(tok, args, batch=64, reps=3):
+def benchmark_latent_vs_pixel(tok, args, text, batch=64, reps=3):
     """Forward FLOPs (2 x multiply-adds of every convolution, linear map and attention
     product, counted by wrapping refdiff's layers) and measured seconds of one training
     step (forward + backward) of the same U-Net on latents and on pixels."""
@@ -253,16 +282,15 @@ def benchmark_latent_vs_pixel(tok, args, batch=64, reps=3):
         return proj0(P, name, x)
 
     rows = {}
-    ids, mask = tok(["a thick three in the top left"] * batch)
+    cond = prompt_cond(["a thick three in the top left"] * batch, tok, text)
     B.conv2d_forward, B.linear_forward, A.attention_forward, A._proj_f = conv, lin, att, proj
     try:
         for name, (ch, size) in {"latent 4x4x%d" % args.latent_channels: (args.latent_channels, 4),
                                  "pixel 16x16x1": (1, 16)}.items():
-            net = UNet(unet_config(args, tok, ch, size))
+            net = UNet(unet_config(args, tok, ch, size, text))
             P = net.init_params(np.random.default_rng(0))
             x = np.random.default_rng(1).standard_normal((batch, ch, size, size)).astype(np.float32)
             t = np.full(batch, 500.0)
-            cond = {"tokens": ids, "token_mask": mask}
             flops[0] = 0
             out, cache = net.forward(P, x, t, cond)
             f = flops[0]
@@ -279,6 +307,65 @@ def benchmark_latent_vs_pixel(tok, args, batch=64, reps=3):
     return rows
 
 
+def train_unet(net, x, cond, steps, out_dir, args, progress):
+    """The denoiser on ``x`` (scaled latents or pixels) with condition dropout 0.15 (the
+    empty prompt's condition replaces the prompt's), v-prediction, EMA; returns the loaded
+    EMA model."""
+    import shutil
+
+    import refdiff
+    from refdiff.train import train
+
+    if (out_dir / "checkpoint.npz").exists():
+        shutil.rmtree(out_dir)
+    train(net, (np.asarray(x, dtype=np.float64), cond), schedule=refdiff.make_schedule("cosine", 1000), steps=steps,
+          batch_size=64, lr=2e-3, target="v_prediction", ema_decay=0.995, ema_warmup=True, cond_dropout=0.15,
+          lr_decay="cosine", warmup_steps=min(100, steps // 10), grad_clip=1.0, eval_size=0, progress=progress,
+          out_dir=out_dir, seed=args.seed)
+    return refdiff.load(out_dir)[0]
+
+
+def evaluate(model, ae, aeP, scaling, scales, splits, feat_seen, classify, tok, args, text):
+    """Per guidance scale: the fraction of samples with all attributes right on each split
+    and the Frechet distance of the seen-split samples' classifier features to real images."""
+    from refdiff.metrics import frechet_distance
+
+    rows = []
+    for w in scales:
+        r = np.random.default_rng([args.seed, 20])
+        row = {"w": w}
+        for split, td in splits:
+            n = args.n_eval
+            imgs = sample_prompts(model, ae, aeP, scaling, td["captions"][:n], w, tok, args, r, False, text)
+            pred, feat = classify(imgs)
+            row[split] = adherence(pred, td["digit"][:n], td["position"][:n], td["weight"][:n])
+            if split == "seen":
+                row["frechet"] = frechet_distance(feat, feat_seen) if n > 2 else float("nan")
+        rows.append(row)
+        print(f"  w = {w:3.1f}: all attributes right {row['seen']:.3f} (seen combos), {row['heldout']:.3f} "
+              f"(held-out combos); Frechet distance {row['frechet']:.3f}")
+    return rows
+
+
+def pixel_model(data, cond, steps, splits, feat_seen, classify, tok, args, text, times, out, progress):
+    """The same U-Net trained on the 16x16 pixels for ``steps`` steps and scored like the
+    latent one at ``args.pixel_scales``."""
+    from refdiff.nn import UNet
+
+    t0 = time.perf_counter()
+    pnet = UNet(unet_config(args, tok, 1, 16, text))
+    pmodel = train_unet(pnet, data["x"], cond, steps, out / "pixel_unet", args, progress)
+    times["pixel_unet"] = time.perf_counter() - t0
+    print(f"pixel U-Net: {pnet.num_params()} parameters, {steps} steps ({times['pixel_unet']:.0f} s; the latent "
+          f"U-Net: {args.unet_steps} steps, {times['unet']:.0f} s)")
+    t0 = time.perf_counter()
+    prows = evaluate(pmodel, None, None, None, args.pixel_scales, splits, feat_seen, classify, tok, args, text)
+    times["pixel_eval"] = time.perf_counter() - t0
+    return {"steps": steps, "train_seconds": times["pixel_unet"], "latent_steps": args.unet_steps,
+            "latent_train_seconds": times["unet"], "budget": "same wall time as the latent U-Net (steps from the "
+            "measured per-step time ratio)" if args.pixel_steps is None else "steps given", "guidance": prows}
+
+
 def adherence(pred, d, p, wt):
     return float(np.mean((pred["digit"] == d) & (pred["position"] == p) & (pred["weight"] == wt)))
 
@@ -292,11 +379,9 @@ def main(argv=None):
     import refdiff
     from refdiff.captions import VOCAB, all_combinations, caption, captioned_digits
     from refdiff.latent import latent_scaling, scale_latents
-    from refdiff.metrics import frechet_distance
     from refdiff.nn import UNet
     from refdiff.nn.text import Tokenizer
-    from refdiff.train import train
-    from refdiff.txt2img import save_autoencoder
+    from refdiff.txt2img import save_autoencoder, save_text_encoder
 
     out = _common.out_dir(args.out)
     tok = Tokenizer(VOCAB, 10)
@@ -336,46 +421,39 @@ def main(argv=None):
     print(f"toy CLIP: contrastive loss {clip_loss:.3f} vs chance log({B}) = {np.log(B):.3f}; zero-shot accuracy on "
           f"held-out-combination images: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
 
-    t0 = time.perf_counter()
-    ids, mask = tok(data["captions"])
-    net = UNet(unet_config(args, tok, args.latent_channels, 4))
-    run = out / "model"
-    if (run / "unet" / "checkpoint.npz").exists():
-        import shutil
-
-        shutil.rmtree(run / "unet")
-    train(net, (scale_latents(z, *scaling).astype(np.float64), {"tokens": ids, "token_mask": mask}),
-          schedule=refdiff.make_schedule("cosine", 1000), steps=args.unet_steps, batch_size=64, lr=2e-3,
-          target="v_prediction", ema_decay=0.995, ema_warmup=True, cond_dropout=0.15, lr_decay="cosine",
-          warmup_steps=min(100, args.unet_steps // 10), grad_clip=1.0, eval_size=0, progress=progress,
-          out_dir=run / "unet", seed=args.seed)
-    save_autoencoder(run / "autoencoder.npz", ae, aeP, scaling_factor=scaling[0], shift=scaling[1], tokenizer=tok)
-    times["unet"] = time.perf_counter() - t0
-    model, _ = refdiff.load(run / "unet")
-    print(f"latent U-Net: {net.num_params()} parameters, {args.unet_steps} steps ({times['unet']:.0f} s)")
-
-    t0 = time.perf_counter()
-    rows = []
-    for w in args.scales:
-        r = np.random.default_rng([args.seed, 20])
-        row = {"w": w}
-        for split, td in (("seen", test_seen), ("heldout", test_held)):
-            n = args.n_eval
-            imgs = sample_prompts(model, ae, aeP, scaling, td["captions"][:n], w, tok, args, r, False)
-            pred, feat = classify(imgs)
-            row[split] = adherence(pred, td["digit"][:n], td["position"][:n], td["weight"][:n])
-            if split == "seen":
-                row["frechet"] = frechet_distance(feat, feat_seen) if n > 2 else float("nan")
-        rows.append(row)
-        print(f"  w = {w:3.1f}: all attributes right {row['seen']:.3f} (seen combos), {row['heldout']:.3f} "
-              f"(held-out combos); Frechet distance {row['frechet']:.3f}")
-    times["eval"] = time.perf_counter() - t0
-    summary["guidance"] = rows
-    summary["benchmark"] = benchmark_latent_vs_pixel(tok, args, batch=16 if args.tiny else 64,
+    text = (tenc, cg["text"]) if args.context == "clip" else None  # frozen from here on
+    summary["context"] = args.context
+    summary["benchmark"] = benchmark_latent_vs_pixel(tok, args, text, batch=16 if args.tiny else 64,
                                                      reps=1 if args.tiny else 3)
     for k, v in summary["benchmark"].items():
         print(f"  {k}: {v['forward_gflops']:.3f} GFLOP forward, {v['step_seconds'] * 1e3:.0f} ms per training step "
               f"(batch {v['batch']}, forward + backward)")
+
+    t0 = time.perf_counter()
+    cond = prompt_cond(data["captions"], tok, text)
+    net = UNet(unet_config(args, tok, args.latent_channels, 4, text))
+    run = out / "model"
+    model = train_unet(net, scale_latents(z, *scaling), cond, args.unet_steps, run / "unet", args, progress)
+    save_autoencoder(run / "autoencoder.npz", ae, aeP, scaling_factor=scaling[0], shift=scaling[1], tokenizer=tok)
+    if text is not None:
+        save_text_encoder(run / "text_encoder.npz", tenc, cg["text"], tok)
+    times["unet"] = time.perf_counter() - t0
+    print(f"latent U-Net ({args.context} context): {net.num_params()} parameters, {args.unet_steps} steps "
+          f"({times['unet']:.0f} s)")
+
+    t0 = time.perf_counter()
+    splits = (("seen", test_seen), ("heldout", test_held))
+    rows = evaluate(model, ae, aeP, scaling, args.scales, splits, feat_seen, classify, tok, args, text)
+    times["eval"] = time.perf_counter() - t0
+    summary["guidance"] = rows
+
+    bench = list(summary["benchmark"].values())
+    px_steps = args.pixel_steps
+    if px_steps is None:
+        px_steps = max(1, round(args.unet_steps * bench[0]["step_seconds"] / bench[1]["step_seconds"]))
+    if px_steps:
+        summary["pixel"] = pixel_model(data, cond, px_steps, splits, feat_seen, classify, tok, args, text, times,
+                                       out, progress)
 
     plt = _common.pyplot()
     show = [(3, 0, 1), (7, 3, 0), (1, 1, 1), (5, 2, 0)] + [HELD for HELD in ((0, 1, 0), (6, 3, 1))]
@@ -384,7 +462,7 @@ def main(argv=None):
     fig, axes = plt.subplots(len(show), 1, figsize=(ncol * 0.9 + 2.5, len(show) * 1.1))
     for ax, c in zip(axes, show):
         prompt = caption(*c)
-        imgs = sample_prompts(model, ae, aeP, scaling, [prompt] * ncol, args.chosen_scale, tok, args, r, False)
+        imgs = sample_prompts(model, ae, aeP, scaling, [prompt] * ncol, args.chosen_scale, tok, args, r, False, text)
         ax.imshow(_common.image_grid(imgs, nrow=1, fill=1.0), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
         tag = "held out" if c in set(all_combinations("heldout")) else "seen"
         ax.set_title(f'"{prompt}" ({tag})', fontsize=8, loc="left")
@@ -397,7 +475,7 @@ def main(argv=None):
     prompt = caption(3, 0, 1)
     adv = clip_ascent(tenc, ienc, cg, tok, prompt, 6, 10 if args.tiny else 300, np.random.default_rng([args.seed, 40]))
     diff = sample_prompts(model, ae, aeP, scaling, [prompt] * 6, args.chosen_scale, tok, args,
-                          np.random.default_rng([args.seed, 41]), False)
+                          np.random.default_rng([args.seed, 41]), False, text)
     real = test_seen["x"][(test_seen["digit"] == 3) & (test_seen["position"] == 0) & (test_seen["weight"] == 1)][:6]
     adv_rows = {}
     for name, imgs in (("CLIP ascent", adv), ("diffusion", diff), ("real", real)):

@@ -604,7 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = _sub(subs, "txt2img", "text to image with a latent text-conditioned model (toy Stable Diffusion)",
              "Encode PROMPT with the model's tokenizer, sample latents with classifier-free guidance against the\n"
              "empty prompt, undo the latent scaling and decode (refdiff.txt2img).  CHECKPOINT is a folder with\n"
-             "unet/checkpoint.npz and autoencoder.npz (+ .json), as examples/toy_sd.py writes to OUT/model.")
+             "unet/checkpoint.npz and autoencoder.npz (+ .json), as examples/toy_sd.py writes to OUT/model;\n"
+             "a U-Net conditioned on text states also needs text_encoder.npz (+ .json), the frozen toy CLIP that\n"
+             "encodes the prompt.")
     t.add_argument("prompt", help='e.g. "a thick three in the top left"')
     t.add_argument("--checkpoint", required=True, help="the model folder")
     t.add_argument("--n", type=_int_min(1), default=4, help="images (default: %(default)s)")

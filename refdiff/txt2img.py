@@ -5,17 +5,22 @@ its autoencoder (what ``examples/toy_sd.py`` writes):
                                    trained on scaled latents)
     DIR/autoencoder.npz (+ .json)  the KL autoencoder, its latent scaling factor and shift
                                    (MATH.md (21.9)) and the tokenizer's vocabulary
+    DIR/text_encoder.npz (+ .json) the frozen toy-CLIP text encoder and its tokenizer, when
+                                   the U-Net attends to its states (context_kind
+                                   "text_states", as SD attends to CLIP's)
 
     images = refdiff.txt2img.txt2img("a thick three in the top left", "DIR", n=4,
                                      guidance_scale=4.0, rng=np.random.default_rng(0))
 
-The prompt is tokenized (:class:`refdiff.nn.text.Tokenizer`), latents are sampled with
+The prompt is tokenized (:class:`refdiff.nn.text.Tokenizer`) and, for a ``text_states``
+U-Net, encoded by the frozen text encoder (:func:`encode_prompts`); latents are sampled with
 classifier-free guidance against the empty prompt (``convention`` "w": u + w (c - u), or
 "1+w": c + w (c - u), MATH.md (12.3)), mapped back with the inverse scaling and decoded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -23,10 +28,11 @@ import numpy as np
 
 from .backend import check_rng, to_numpy
 from .latent import unscale_latents
-from .nn.text import Tokenizer
+from .nn.text import TextEncoder, TextEncoderConfig, Tokenizer
 from .nn.vae import KLAutoencoder, KLAutoencoderConfig
 
-__all__ = ["save_autoencoder", "load_autoencoder", "txt2img"]
+__all__ = ["save_autoencoder", "load_autoencoder", "encode_prompts", "null_text_states", "save_text_encoder",
+           "load_text_encoder", "txt2img"]
 
 
 def save_autoencoder(path, ae: KLAutoencoder, params: dict, *, scaling_factor: float, shift: float = 0.0,
@@ -79,11 +85,108 @@ def load_autoencoder(path):
     return ae, params, {"scaling_factor": meta["scaling_factor"], "shift": meta["shift"], "tokenizer": tok}
 
 
+def encode_prompts(encoder: TextEncoder, params: dict, tokenizer: Tokenizer, prompts):
+    """The frozen text encoder's token states and key-padding mask of ``prompts``: the
+    ``text_states`` condition ``{"text_states": (N, L, D), "text_mask": (N, L)}``
+    (L = the tokenizer's context length).
+
+    Parameters
+    ----------
+    encoder : TextEncoder
+        the (frozen) text encoder
+    params : dict
+        its parameters (their dtype is the states' dtype)
+    tokenizer : Tokenizer
+        its tokenizer
+    prompts : str or list of str
+        the prompt(s)
+    """
+    ids, mask = tokenizer(prompts)
+    (states, _), _ = encoder.forward(params, ids, mask)
+    return {"text_states": states, "text_mask": mask}
+
+
+def null_text_states(encoder: TextEncoder, params: dict, tokenizer: Tokenizer):
+    """The empty prompt's states (L, D) float64 and mask (L,) under the frozen encoder: the
+    null condition of a ``text_states`` U-Net (``UNetConfig.null_context`` and
+    ``null_context_mask``), as SD's unconditional branch uses the empty prompt's CLIP states.
+
+    Parameters
+    ----------
+    encoder : TextEncoder
+        the (frozen) text encoder
+    params : dict
+        its parameters
+    tokenizer : Tokenizer
+        its tokenizer
+    """
+    c = encode_prompts(encoder, {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}, tokenizer, "")
+    return np.asarray(c["text_states"][0]), np.asarray(c["text_mask"][0])
+
+
+def save_text_encoder(path, encoder: TextEncoder, params: dict, tokenizer: Tokenizer) -> Path:
+    """Write the frozen text encoder's parameters (``.npz``), config and tokenizer (``.json``
+    beside it).  Returns the ``.npz`` path.
+
+    Parameters
+    ----------
+    path : str or Path
+        the .npz to write
+    encoder : TextEncoder
+        the encoder (its config is stored)
+    params : dict
+        its parameters
+    tokenizer : Tokenizer
+        its tokenizer
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(p, **{k: np.asarray(to_numpy(v)) for k, v in params.items()})
+    meta = {"config": dataclasses.asdict(encoder.config), "vocab": list(tokenizer.words),
+            "context_len": tokenizer.context_len}
+    p.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    return p
+
+
+def load_text_encoder(path):
+    """``(encoder, params, tokenizer)`` written by :func:`save_text_encoder`.
+
+    Parameters
+    ----------
+    path : str or Path
+        the .npz written by save_text_encoder
+    """
+    p = Path(path)
+    if not p.is_file() or not p.with_suffix(".json").is_file():
+        raise FileNotFoundError(f"text encoder files not found: {str(p)!r} and {str(p.with_suffix('.json'))!r}")
+    meta = json.loads(p.with_suffix(".json").read_text())
+    with np.load(p) as f:
+        params = {k: f[k] for k in f.files}
+    return TextEncoder(TextEncoderConfig(**meta["config"])), params, Tokenizer(meta["vocab"], meta["context_len"])
+
+
+def _prompt_cond(model, root, prompts, tok):
+    """The U-Net's condition for ``prompts``: token ids, or the frozen encoder's states."""
+    cfg = model.net.config
+    if getattr(cfg, "context_kind", "tokens") == "text_states":
+        enc, enc_params, tok = load_text_encoder(root / "text_encoder.npz")
+        dtype = next(iter(model.params.values())).dtype
+        return encode_prompts(enc, {k: np.asarray(v, dtype=dtype) for k, v in enc_params.items()}, tok, prompts)
+    if tok is None:
+        raise ValueError(f"{str(root / 'autoencoder.json')!r} stores no tokenizer vocabulary")
+    ids, mask = tok(prompts)
+    if ids.shape[1] > cfg.context_len:
+        raise ValueError(f"txt2img: the tokenizer's context ({ids.shape[1]}) is longer than the U-Net's "
+                         f"({cfg.context_len})")
+    return {"tokens": ids, "token_mask": mask}
+
+
 def txt2img(prompt, checkpoint, *, n: int = 4, steps: int = 20, guidance_scale: float = 4.0,
             convention: str = "w", method: str = "ddim", rng=None, progress: bool = False):
     """``n`` images (n, C, S, S) host float64 for ``prompt`` (a str; or a list of n str)
     from the folder ``checkpoint`` (module docstring): tokenize, sample latents with CFG
-    against the empty prompt, unscale (MATH.md (21.9)), decode.
+    against the empty prompt (for a ``text_states`` U-Net, the prompt is encoded by the
+    frozen text encoder stored as ``text_encoder.npz`` in the folder), unscale (MATH.md (21.9)), decode.
 
     Parameters
     ----------
@@ -114,17 +217,10 @@ def txt2img(prompt, checkpoint, *, n: int = 4, steps: int = 20, guidance_scale: 
     root = Path(checkpoint)
     model, _ = load(root / "unet")
     ae, ae_params, meta = load_autoencoder(root / "autoencoder.npz")
-    tok = meta["tokenizer"]
-    if tok is None:
-        raise ValueError(f"{str(root / 'autoencoder.json')!r} stores no tokenizer vocabulary")
     prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
     if len(prompts) != n:
         raise ValueError(f"txt2img: {len(prompts)} prompts for n = {n} images")
-    ids, mask = tok(prompts)
-    L = model.net.config.context_len
-    if ids.shape[1] > L:
-        raise ValueError(f"txt2img: the tokenizer's context ({ids.shape[1]}) is longer than the U-Net's ({L})")
-    cond = {"tokens": ids, "token_mask": mask}
+    cond = _prompt_cond(model, root, prompts, meta["tokenizer"])
     guided = model.bind(cond, guidance_scale=guidance_scale, convention=convention)
     dtype = next(iter(model.params.values())).dtype
     z_T = np.asarray(rng.standard_normal((n, *model.sample_shape)), dtype=dtype)

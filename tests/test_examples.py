@@ -177,3 +177,20 @@ def test_video_kronecker_check_runs_small_and_no_model_beats_the_floor(capsys):
     mod = _load("video")
     out = mod.main(["--kronecker", "--tiny", "--steps", "5"])
     assert 0.0 < out["irreducible_loss"] < 1.0 and out["ratio"] > 1.0
+
+
+def test_toy_sd_tiny_conditions_on_the_frozen_clip_and_scores_a_pixel_model(tmp_path):
+    """examples/toy_sd.py --tiny (seconds): the U-Net attends to the frozen toy CLIP's states
+    (its folder holds text_encoder.npz, which `refdiff txt2img` uses), the pixel-space model is
+    trained and scored beside the latent one, and ``--context tokens`` still trains the
+    learned-token variant."""
+    from refdiff.cli import main as cli
+
+    mod = _load("toy_sd")
+    s = mod.main(["--tiny", "--out", str(tmp_path / "clip")])
+    assert s["context"] == "clip" and (tmp_path / "clip" / "model" / "text_encoder.npz").exists()
+    assert s["pixel"]["steps"] == 2 and all(0.0 <= r["seen"] <= 1.0 for r in s["pixel"]["guidance"])
+    assert cli(["txt2img", "a thick three in the top left", "--checkpoint", str(tmp_path / "clip" / "model"),
+                "--n", "1", "--steps", "2", "--out", str(tmp_path / "x.npz"), "--no-progress"]) == 0
+    s = mod.main(["--tiny", "--context", "tokens", "--out", str(tmp_path / "tok")])
+    assert s["context"] == "tokens" and not (tmp_path / "tok" / "model" / "text_encoder.npz").exists()

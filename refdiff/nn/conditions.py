@@ -13,6 +13,10 @@ kind           keys and shapes                          null
                ``token_mask`` (N, L) bool, True =       start token, id 0 is reserved
                a real token (key-padding mask;          for it) at position 0, every
                default all True)                        other position masked out
+"text_states"  ``text_states`` (N, L, d_text) float,   the empty prompt's states (given
+               a frozen text encoder's token states;    by the network, computed by the
+               ``text_mask`` (N, L) bool, True = a      same frozen encoder, as SD uses
+               real token (default all True)            the empty prompt's embedding)
 "control"      ``control`` (N, C_c, S, S) float         zeros (the dropped control)
 "inpaint"      ``mask`` (N, 1, S, S) float in [0, 1]    mask 1 everywhere (all to be
                (1 = to generate); ``masked_image``      generated), masked image 0
@@ -33,8 +37,8 @@ import numpy as np
 
 from ..backend import array_namespace, asarray_like, check_rng
 
-__all__ = ["CondKind", "ClassCond", "TokenCond", "ControlCond", "InpaintCond", "AdapterCond", "CondSpec",
-           "as_cond"]
+__all__ = ["CondKind", "ClassCond", "TokenCond", "TextStateCond", "ControlCond", "InpaintCond", "AdapterCond",
+           "CondSpec", "as_cond"]
 
 
 def as_cond(cond) -> dict:
@@ -333,6 +337,111 @@ class TokenCond(CondKind):
         """
         L = c["tokens"].shape[1]  # the empty prompt cut to the prompt length
         return super().where(drop, c, {k: v[:, :L] for k, v in null.items()}, xp)
+
+
+class TextStateCond(CondKind):
+    """Precomputed text states (N, L, d_text) of a frozen text encoder with their key-padding
+    mask (N, L), the way Stable Diffusion conditions on CLIP: the U-Net never sees token ids,
+    only the encoder's output.  The null is the empty prompt's states under the same frozen
+    encoder (and its mask), which the network stores.
+
+    Parameters
+    ----------
+    d_text : int
+        Width of a text state.
+    context_len : int
+        The number of positions L every condition must have (the encoder's context).
+    null_states : array, shape (context_len, d_text)
+        The empty prompt's states.
+    null_mask : bool array, shape (context_len,)
+        The empty prompt's key-padding mask (at least one True).
+    """
+
+    name, keys = "text_states", ("text_states", "text_mask")
+
+    def __init__(self, d_text: int, context_len: int, null_states, null_mask):
+        self.d_text, self.context_len = int(d_text), int(context_len)
+        self.null_states = np.asarray(null_states, dtype=np.float64)
+        self.null_mask = np.asarray(null_mask, dtype=bool)
+        if self.null_states.shape != (self.context_len, self.d_text) or self.null_mask.shape != (self.context_len,):
+            raise ValueError(f"TextStateCond: null_states must have shape (context_len, d_text) = "
+                             f"({self.context_len}, {self.d_text}) and null_mask ({self.context_len},), got "
+                             f"{self.null_states.shape} and {self.null_mask.shape}")
+        if not self.null_mask.any():
+            raise ValueError("TextStateCond: null_mask keeps no position (the empty prompt keeps BOS and EOS)")
+
+    def check(self, c, n, xp, what):
+        """The text states and their mask, checked (the mask defaults to all True).
+
+        Parameters
+        ----------
+        c : dict
+            The condition.
+        n : int
+            The batch size.
+        xp : namespace
+            The array namespace.
+        what : str
+            Name used in error messages.
+
+        Returns
+        -------
+        dict
+            ``{"text_states": (n, L, d_text) float, "text_mask": (n, L) bool}``.
+
+        Raises
+        ------
+        ValueError
+            If a shape is wrong (L must equal context_len, the last axis d_text) or a sample
+            keeps no position.
+        TypeError
+            If the states are not floating point or the mask is not boolean.
+        """
+        s = c["text_states"]
+        want = (n, self.context_len, self.d_text)
+        if len(_shape(s)) != 3 or _shape(s)[0] != n:
+            raise ValueError(f"{what}: cond['text_states'] must have shape (N, L, d_text) = {want}, got {_shape(s)}")
+        if s.shape[1] != self.context_len:
+            raise ValueError(f"{what}: cond['text_states'] has L = {s.shape[1]} positions, the model's context "
+                             f"length is {self.context_len} (shape must be {want}, got {_shape(s)})")
+        if s.shape[2] != self.d_text:
+            raise ValueError(f"{what}: cond['text_states'] has width {s.shape[2]}, the model's d_text is "
+                             f"{self.d_text} (shape must be {want}, got {_shape(s)})")
+        if not xp.isdtype(s.dtype, "real floating"):
+            raise TypeError(f"{what}: cond['text_states'] must be a float array (a frozen encoder's states; "
+                            f"token ids go to a 'tokens' model), got dtype {s.dtype}")
+        mask = c.get("text_mask")
+        if mask is None:
+            mask = xp.ones(s.shape[:2], dtype=xp.bool)
+        if _shape(mask) != _shape(s)[:2]:
+            raise ValueError(f"{what}: cond['text_mask'] must have shape (N, L) = {_shape(s)[:2]}, got {_shape(mask)}")
+        if mask.dtype != xp.bool:
+            raise TypeError(f"{what}: cond['text_mask'] must be boolean (True = a real token), got dtype {mask.dtype}")
+        if not bool(xp.all(xp.any(mask, axis=1))):
+            raise ValueError(f"{what}: cond['text_mask'] masks out every position of some sample; keep at least one")
+        return {"text_states": s, "text_mask": mask}
+
+    def null(self, n, xp, dtype):
+        """The empty prompt's states and mask for every sample.
+
+        Parameters
+        ----------
+        n : int
+            The batch size.
+        xp : namespace
+            The array namespace.
+        dtype : dtype
+            The float dtype of the states.
+
+        Returns
+        -------
+        dict
+            ``{"text_states": (n, L, d_text), "text_mask": (n, L) bool}``.
+        """
+        s = np.broadcast_to(self.null_states, (n, *self.null_states.shape))
+        m = np.broadcast_to(self.null_mask, (n, self.context_len))
+        return {"text_states": xp.asarray(np.ascontiguousarray(s), dtype=dtype),
+                "text_mask": xp.asarray(np.ascontiguousarray(m))}
 
 
 class ControlCond(CondKind):

@@ -264,7 +264,7 @@ class ControlNet:
         if scales.shape != (self.num_residuals,):
             raise ValueError(f"ControlNet.forward: scales must have shape ({self.num_residuals},), got {scales.shape}")
         e, ctx, c_emb = u._embed(params, t, cond)
-        env = {"e": e, "context": ctx, "key_mask": cond.get("token_mask"), "groups": c.groups, "heads": c.heads}
+        env = {"e": e, "context": ctx, "key_mask": u._key_mask(cond), "groups": c.groups, "heads": c.heads}
         g, c_h0 = conv_f(params, "hint.conv0", xp.astype(control, e.dtype))  # (N, w0, S, S)
         g, c_s0 = silu_forward(g)
         g, c_h1 = conv_f(params, "hint.conv1", g)

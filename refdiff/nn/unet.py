@@ -5,6 +5,8 @@ E = time_embed_dim and R = num_res_blocks::
 
     e    = silu(silu(sinusoid(t) W_1 + b_1) W_2 + b_2 [+ C[class]])     (N, E)
     ctx  = T[tokens] + P[:L]   (if cross-attention; key mask = token_mask)  (N, L, D_c)
+           or, with context_kind "text_states", a frozen encoder's states
+           (key mask = text_mask)                                            (N, L, D_c)
     h    = conv_in(x [, mask, masked_image])                    S,   C_0  -> skip
     down l: R x [resblock(., e) (+ cross-attn(., ctx))]         S/2^l, C_l -> skip each
             conv 3x3 stride 2 (not after the last level)                    -> skip
@@ -31,7 +33,7 @@ import dataclasses
 from ..backend import array_namespace
 from .base import DenoiserBase, config_fields
 from .blocks import conv_b, conv_f, gn_b, gn_f, init_conv, init_groupnorm, init_linear, lin_b, lin_f
-from .conditions import ClassCond, CondSpec, InpaintCond, TokenCond
+from .conditions import ClassCond, CondSpec, InpaintCond, TextStateCond, TokenCond
 from .fast import concat_backward, concat_forward, silu_backward, silu_forward  # tuned twins (memory order)
 from .layers import embedding_backward, embedding_forward
 from .unet_blocks import BLOCKS
@@ -57,6 +59,11 @@ class UNetConfig:
     Text conditioning: ``cross_attention`` lists the levels (ints, and/or "mid") that get a
     cross-attention block after each res block, attending to the embedded tokens
     (vocab_size V, at most context_len L tokens, width context_dim, ``heads`` heads).
+    ``context_kind="text_states"`` instead attends to precomputed states (N, context_len,
+    context_dim) of a frozen text encoder (condition kind ``text_states``, no token
+    embedding of its own, as SD attends to CLIP's states); its null, the empty prompt's
+    states and mask, is stored in the config as ``null_context`` (context_len rows of
+    context_dim floats) and ``null_context_mask`` (context_len bools).
     ``inpaint``: the input also takes the inpainting mask and masked image (channels
     concatenated: in_channels + 1 + in_channels).
 
@@ -123,6 +130,9 @@ class UNetConfig:
     context_dim: int = 32
     heads: int = 1
     inpaint: bool = False
+    context_kind: str = "tokens"
+    null_context: tuple = ()
+    null_context_mask: tuple = ()
 
     def __post_init__(self):
         if self.time_embed_dim is None:
@@ -138,7 +148,17 @@ class UNetConfig:
         bad = [v for v in self.cross_attention if v != "mid" and v not in range(L)]
         if bad:
             raise ValueError(f"UNetConfig.cross_attention entries must be levels 0..{L - 1} or 'mid', got {bad}")
-        if self.cross_attention and (self.vocab_size < 1 or self.context_len < 1):
+        object.__setattr__(self, "null_context", tuple(tuple(float(v) for v in r) for r in self.null_context))
+        object.__setattr__(self, "null_context_mask", tuple(bool(b) for b in self.null_context_mask))
+        if self.context_kind not in ("tokens", "text_states"):
+            raise ValueError(f"UNetConfig.context_kind must be 'tokens' or 'text_states', got {self.context_kind!r}")
+        if self.cross_attention and self.context_kind == "text_states":
+            try:
+                TextStateCond(self.context_dim, self.context_len, self.null_context or [[]], self.null_context_mask)
+            except ValueError as err:
+                raise ValueError("UNetConfig.null_context and null_context_mask must be the empty prompt's states "
+                                 f"and mask under the frozen encoder: {err}") from None
+        elif self.cross_attention and (self.vocab_size < 1 or self.context_len < 1):
             raise ValueError("UNetConfig.cross_attention needs vocab_size >= 1 and context_len >= 1, got "
                              f"{self.vocab_size}, {self.context_len}")
         if self.cross_attention and any(w % self.heads for w in self.widths):
@@ -163,6 +183,8 @@ class UNetConfig:
         d = dataclasses.asdict(self)
         d["channel_mults"] = list(self.channel_mults)
         d["cross_attention"] = list(self.cross_attention)
+        d["null_context"] = [list(r) for r in self.null_context]
+        d["null_context_mask"] = list(self.null_context_mask)
         return {"arch": "unet", **d}
 
     @classmethod
@@ -191,7 +213,9 @@ class UNet(DenoiserBase):
         c, kinds = self.config, []
         if c.num_classes:
             kinds.append(ClassCond(c.num_classes))
-        if c.cross_attention:
+        if c.cross_attention and c.context_kind == "text_states":
+            kinds.append(TextStateCond(c.context_dim, c.context_len, c.null_context, c.null_context_mask))
+        elif c.cross_attention:
             kinds.append(TokenCond(c.vocab_size, c.context_len))
         if c.inpaint:
             kinds.append(InpaintCond(c.in_channels, c.image_size))
@@ -266,7 +290,7 @@ class UNet(DenoiserBase):
         init_linear(P, "temb.lin2", E, E, rng)
         if c.num_classes:
             P["class_emb"] = rng.standard_normal((c.num_classes + 1, E))
-        if c.cross_attention:
+        if c.cross_attention and c.context_kind == "tokens":
             P["token_emb"] = rng.standard_normal((c.vocab_size, c.context_dim))
             P["pos_emb"] = 0.1 * rng.standard_normal((c.context_len, c.context_dim))
         down, mid, up = self._plan()
@@ -278,7 +302,8 @@ class UNet(DenoiserBase):
 
     # ---------------------------------------------------------------- forward
     def _embed(self, params, t, cond):
-        """Time (+ class) embedding e (N, E) and the token context (N, L, D_c) or None."""
+        """Time (+ class) embedding e (N, E) and the context (N, L, D_c) or None (its key mask:
+        :meth:`_key_mask`)."""
         xp = array_namespace(t)
         s, _ = self._embed_time(t, self.config.base_channels)
         e, c_l1 = lin_f(params, "temb.lin1", s)  # (N, E)
@@ -289,12 +314,18 @@ class UNet(DenoiserBase):
             e = e + ce
         e, c_se = silu_forward(e)
         ctx = c_tok = None
+        if self.config.cross_attention and self.config.context_kind == "text_states":
+            return e, xp.astype(cond["text_states"], e.dtype), (c_l1, c_s1, c_l2, c_y, c_se, None)
         if self.config.cross_attention:
             ids = cond["tokens"]  # (N, L)
             N, L = ids.shape
             ctx, c_tok = embedding_forward(xp.reshape(ids, (N * L,)), params["token_emb"])  # (N L, D_c)
             ctx = xp.reshape(ctx, (N, L, -1)) + params["pos_emb"][None, :L, :]  # (N, L, D_c)
         return e, ctx, (c_l1, c_s1, c_l2, c_y, c_se, c_tok)
+
+    def _key_mask(self, cond):
+        """The cross-attention key-padding mask of the (validated) condition, or None."""
+        return cond.get("text_mask" if self.config.context_kind == "text_states" else "token_mask")
 
     def forward(self, params, x, t, cond=None, residuals=None):
         """Output and cache, MATH.md (13.20), (13.17), (13.23).
@@ -308,9 +339,9 @@ class UNet(DenoiserBase):
         t : array of shape (N,) or float
             Times (multiplied by ``time_scale``).
         cond : mapping, array or None, optional
-            Condition mapping (kinds ``"class"``, ``"tokens"``/``"token_mask"``,
-            ``"mask"``/``"masked_image"`` as configured), a label array, or None (default: every
-            kind's null).
+            Condition mapping (kinds ``"class"``, ``"tokens"``/``"token_mask"`` or
+            ``"text_states"``/``"text_mask"``, ``"mask"``/``"masked_image"`` as configured), a
+            label array, or None (default: every kind's null).
         residuals : dict or None, optional
             Arrays added at injection points, keyed as :meth:`injection_points`, each of shape
             (N, *per-sample shape); None (default) for none.
@@ -333,7 +364,7 @@ class UNet(DenoiserBase):
                                          "UNet.forward")
         res = self._check_residuals(residuals, x)
         e, ctx, c_emb = self._embed(params, t, cond)
-        env = {"e": e, "context": ctx, "key_mask": cond.get("token_mask"), "groups": c.groups, "heads": c.heads}
+        env = {"e": e, "context": ctx, "key_mask": self._key_mask(cond), "groups": c.groups, "heads": c.heads}
         h = x
         if c.inpaint:
             h = xp.concat([x, cond["mask"], cond["masked_image"]], axis=1)  # (N, 2C + 1, S, S)
