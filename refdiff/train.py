@@ -28,6 +28,7 @@ import numpy as np
 
 from .backend import array_namespace, to_numpy
 from .losses import canonical_target, check_labels, diffusion_loss
+from .nn._checkpoint_checks import check_resumable
 from .nn.checkpoint import describe_schedule, load_checkpoint, save_checkpoint
 from .nn.conditions import as_cond
 from .schedules import Schedule, _ContinuousVP
@@ -446,6 +447,7 @@ def _start_from(fresh: dict, given: dict, xp, dt) -> dict:
 
 def _resume(ckpt_path, model, schedule, cfg, xp, steps) -> FitState:
     ck = load_checkpoint(ckpt_path, xp=xp)
+    check_resumable(ck, ckpt_path, config=True)  # history, config, optimizer and RNG state present
     bad = _config_mismatch(ck.meta.get("train_config", {}), cfg)
     if ck.meta["model_config"] != model.to_dict():
         bad.append(f"model config: checkpoint {ck.meta['model_config']}, now {model.to_dict()}")

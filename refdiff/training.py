@@ -439,9 +439,11 @@ def load_fit(path, steps: int, *, xp=None) -> FitState:
         If the checkpoint's step exceeds ``steps``, or the checkpoint is invalid
         (:func:`refdiff.nn.checkpoint.load_checkpoint`; FileNotFoundError if missing).
     """
+    from .nn._checkpoint_checks import check_resumable
     from .nn.checkpoint import load_checkpoint
 
     ck = load_checkpoint(path, xp=xp)
+    check_resumable(ck, path)  # history, optimizer and RNG state present
     if ck.step > steps:
         raise ValueError(f"the checkpoint is at step {ck.step}, beyond steps = {steps}")
     main = ck.meta.get("main_group", "params")
