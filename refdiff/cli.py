@@ -1,6 +1,6 @@
 """The ``refdiff`` command line.  Each subcommand lives in a small function; errors are
 reported as one line on stderr with exit status 2, never as a traceback (out of memory and
-NumPy's numerical warnings included; an unexpected exception, a bug, is one line with status
+NumPy's numerical warnings (overflow, invalid value: errors here) included; an unexpected exception, a bug, is one line with status
 3, and ``REFDIFF_TRACEBACK=1`` shows its traceback).  No subcommand replaces the files of a
 previous run unless asked: ``train`` needs ``--resume``, the others ``--overwrite``.
 
@@ -528,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", choices=("mlp", "unet"), default=None, help="architecture (default: mlp for 2D "
                    "data, unet for 8x8 images)")
     t.add_argument("--hidden", type=_POS, default=128, help="MLP width (default: %(default)s)")
-    t.add_argument("--layers", type=_POS, default=3, help="MLP hidden layers (default: %(default)s)")
+    t.add_argument("--layers", type=_int_min(1, 100), default=3, help="MLP hidden layers, 1..100 (default: %(default)s)")
     t.add_argument("--conditional", action="store_true", help="class-conditional model (labels + a null class "
                    "for classifier-free guidance)")
     t.add_argument("--cond-dropout", type=_float_range(0, 1), default=0.1,
@@ -594,7 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--estimator", default="full", choices=("full", "uniform"),
                    help="'full': all T terms (T model calls); 'uniform': the decoder plus (T-1) times the KL term at "
                         "one random t >= 1 per point (2 model calls; default: %(default)s)")
-    e.add_argument("--n-t", type=_POS, default=1, help="draws of t for --estimator uniform (default: %(default)s)")
+    e.add_argument("--n-t", type=_int_min(1, 10000), default=1, help="draws of t for --estimator uniform, "
+                   "1..10000 (default: %(default)s)")
     e.add_argument("--schedule", default="linear", choices=("linear", "scaled_linear", "cosine", "sigmoid"),
                    help="schedule for --oracle (default: %(default)s; a checkpoint uses its own)")
     e.add_argument("--T", type=_POS, default=1000, help="diffusion steps for --oracle (default: %(default)s)")
@@ -722,9 +723,13 @@ def main(argv=None) -> int:
     try:
         with _blas_threads(args.threads), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
+            warnings.simplefilter("error", RuntimeWarning)  # NumPy's overflow / invalid value: an error
             status = int(args.func(args) or 0)
     except (CLIError, ValueError, TypeError, FileNotFoundError, FloatingPointError, OSError) as e:
         return _fail(args.command, f"error: {_one_line(e)}{_warned(caught, '; after ')}")
+    except RuntimeWarning as e:
+        return _fail(args.command, f"error: numerical failure ({_one_line(e)}): an option is outside the range where "
+                     "the computation stays finite (e.g. --lr too large)")
     except MemoryError as e:
         return _fail(args.command, f"error: out of memory ({_one_line(e)}): a size option (--n, --batch-size, --T, "
                      f"--steps, --hidden, ...) is too large{_warned(caught, '; after ')}")

@@ -158,6 +158,7 @@ def run_demo(out="refdiff-demo", *, seed: int = 0, quick: bool = False, progress
     if taken and not overwrite:
         raise ValueError(f"{str(Path(out) / taken[0])!r} exists (a previous run in out = {str(out)!r}): pass "
                          "overwrite=True (refdiff demo --overwrite) to replace it, or choose another out")
+    Path(out).mkdir(parents=True, exist_ok=True)  # an unwritable out fails here, before the training
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise ValueError(f"threads = {threads!r} must be an integer >= 0 (0: the BLAS library's own choice)")
     # np.errstate: the sigmoid of a large negative pre-activation overflows exp() to inf and
