@@ -1,16 +1,59 @@
-"""Fuzz recipes for the core area (h-fuzz: schedules, forward, parameterization, losses, guidance, variance, elbo, oracles (not kronecker), likelihood, metrics, moments, data, train).
+"""Fuzz recipes for the core area (h-fuzz: schedules, forward, parameterization, losses,
+guidance, variance, elbo, oracles (not kronecker), likelihood, metrics, moments, data, train).
 
 See tests/fuzz/harness.py's docstring for how to write a recipe."""
 
 from __future__ import annotations
 
-# qualname -> factory() returning a harness.Call (only for callables the automatic
-# factories cannot build, or that need options such as nan_propagates).
-RECIPES = {}
+import numpy as np
+
+from .harness import Call, auto_call, ctx
+
+_ALGEBRA = {  # pure elementwise algebra: NaN/inf propagate (documented), every argument
+    "refdiff.parameterization.x0_from_eps": {"x_t", "eps", "alpha", "sigma"},
+    "refdiff.parameterization.eps_from_x0": {"x_t", "x0", "alpha", "sigma"},
+    "refdiff.parameterization.v_from_eps_x0": {"eps", "x0", "alpha", "sigma"},
+    "refdiff.parameterization.x0_from_v": {"x_t", "v", "alpha", "sigma"},
+    "refdiff.parameterization.eps_from_v": {"x_t", "v", "alpha", "sigma"},
+    "refdiff.parameterization.score_from_eps": {"eps", "sigma"},
+    "refdiff.parameterization.eps_from_score": {"score", "sigma"},
+    "refdiff.parameterization.x0_from_score": {"x_t", "score", "alpha", "sigma"},
+    "refdiff.parameterization.velocity_from_eps_x0": {"eps", "x0", "d_alpha", "d_sigma"},
+    "refdiff.parameterization.eps_x0_from_velocity": {"x_t", "u", "alpha", "sigma", "d_alpha", "d_sigma"},
+    "refdiff.parameterization.to_eps_x0": {"model_output", "x_t", "alpha", "sigma"},
+    "refdiff.parameterization.edm_preconditioning": {"sigma"},
+    "refdiff.parameterization.edm_denoiser": {"F_out", "x", "sigma"},
+    "refdiff.parameterization.edm_target": {"x0", "x", "sigma"},
+    "refdiff.parameterization.clip_x0": {"x0"},
+    "refdiff.parameterization.dynamic_threshold": {"x0"},
+}
+
+
+def _algebra(q):
+    return lambda: auto_call(q, nan_propagates=_ALGEBRA[q])
+
+
+def _convert():
+    c = ctx()
+    return Call(__import__("refdiff").parameterization.convert,
+                dict(model_output=c.array(), x_t=c.array(seed=1), alpha=0.8, sigma=0.6,
+                     from_type="epsilon", to_type="v_prediction"),
+                nan_propagates={"model_output", "x_t", "alpha", "sigma"})
+
+
+def _edm_preconditioning():
+    return Call(__import__("refdiff").parameterization.edm_preconditioning, dict(sigma=np.array([0.5, 2.0])),
+                nan_propagates={"sigma"}, kinds={"sigma": "coef"})
+
+
+RECIPES = {q: _algebra(q) for q in _ALGEBRA}
+RECIPES.update({
+    "refdiff.parameterization.convert": _convert,
+    "refdiff.parameterization.edm_preconditioning": _edm_preconditioning,
+})
 
 # qualname -> reason: callables that take no argument a caller can get wrong.
 EXEMPT = {}
-
 # TEMPORARY (issue 19 in progress): module -> reason.  The per-argument test skips these
 # modules and the completeness test tolerates them; delete each entry when the module
 # passes (the goal is an empty dict).
@@ -30,7 +73,6 @@ PENDING = {
     "refdiff.moments": "not validated yet",
     "refdiff.oracles.empirical": "not validated yet",
     "refdiff.oracles.gaussian": "not validated yet",
-    "refdiff.parameterization": "not validated yet",
     "refdiff.schedules": "not validated yet",
     "refdiff.train": "not validated yet",
     "refdiff.variance": "not validated yet",
