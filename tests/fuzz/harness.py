@@ -406,7 +406,6 @@ CATALOGUE = {
         "bool": (lambda v, c: True, "reject"),
         "negative": (lambda v, c: -1, "reject"),
         "nan": (lambda v, c: _NAN, "reject"),
-        "huge": (lambda v, c: 10 ** 30, "reject"),
         "numpy_int": (lambda v, c: np.int64(v), "edge"),
     },
     "float": {
@@ -441,6 +440,10 @@ CATALOGUE = {
         "unknown": (lambda v, c: "no_such_option", "reject"),
         "empty_string": (lambda v, c: "", "reject"),
     },
+    "label": {  # a free-form name
+        "None": (lambda v, c: None, "reject"),
+        "int": (lambda v, c: 1, "reject"),
+    },
     "rng": {
         "string": (lambda v, c: "seed", "reject"),
         "float": (lambda v, c: 1.5, "reject"),
@@ -462,7 +465,7 @@ CATALOGUE = {
 BATCH = "batch"  # extra "array"/"int_array"/"timestep" probe: first axis + 1 against another array
 
 _NAME_KINDS = {"t": "timestep", "t_prev": "timestep", "t_next": "timestep", "timesteps": "grid",
-               "sigmas": "sigmas", "shape": "shape", "rng": "rng", "y": None}
+               "sigmas": "sigmas", "shape": "shape", "rng": "rng", "y": None, "name": "label"}
 _NAME_KINDS.update({k: "coef" for k in _COEF})
 _NAME_KINDS.update({k: "object" for k in _OBJECTS + ("oracle", "net", "forward", "f", "teacher")})
 
