@@ -135,7 +135,7 @@ def check_array(name: str, x, *, dtype: str = "float", ndim=None, min_ndim: int 
     if min_ndim is not None and x.ndim < min_ndim:
         raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {tuple(x.shape)}")
     if shape is not None and any(s is not None and s != g for s, g in zip(shape, x.shape)):
-        want_shape = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        want_shape = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
         raise ValueError(f"{name} must have shape {want_shape}, got shape {tuple(x.shape)}")
     if not allow_empty and any(int(s) == 0 for s in x.shape):
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
