@@ -1,0 +1,181 @@
+"""Fuzz recipes for the core area (h-fuzz: schedules, forward, parameterization, losses,
+guidance, variance, elbo, oracles (not kronecker), likelihood, metrics, moments, data, train).
+
+See tests/fuzz/harness.py's docstring for how to write a recipe."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .harness import Call, auto_call, ctx
+
+_ALGEBRA = {  # pure elementwise algebra: NaN/inf propagate (documented), every argument
+    "refdiff.parameterization.x0_from_eps": {"x_t", "eps", "alpha", "sigma"},
+    "refdiff.parameterization.eps_from_x0": {"x_t", "x0", "alpha", "sigma"},
+    "refdiff.parameterization.v_from_eps_x0": {"eps", "x0", "alpha", "sigma"},
+    "refdiff.parameterization.x0_from_v": {"x_t", "v", "alpha", "sigma"},
+    "refdiff.parameterization.eps_from_v": {"x_t", "v", "alpha", "sigma"},
+    "refdiff.parameterization.score_from_eps": {"eps", "sigma"},
+    "refdiff.parameterization.eps_from_score": {"score", "sigma"},
+    "refdiff.parameterization.x0_from_score": {"x_t", "score", "alpha", "sigma"},
+    "refdiff.parameterization.velocity_from_eps_x0": {"eps", "x0", "d_alpha", "d_sigma"},
+    "refdiff.parameterization.eps_x0_from_velocity": {"x_t", "u", "alpha", "sigma", "d_alpha", "d_sigma"},
+    "refdiff.parameterization.to_eps_x0": {"model_output", "x_t", "alpha", "sigma"},
+    "refdiff.parameterization.edm_preconditioning": {"sigma"},
+    "refdiff.parameterization.edm_denoiser": {"F_out", "x", "sigma"},
+    "refdiff.parameterization.edm_target": {"x0", "x", "sigma"},
+    "refdiff.parameterization.clip_x0": {"x0"},
+    "refdiff.parameterization.dynamic_threshold": {"x0"},
+}
+
+
+def _algebra(q):
+    return lambda: auto_call(q, nan_propagates=_ALGEBRA[q])
+
+
+def _convert():
+    c = ctx()
+    return Call(__import__("refdiff").parameterization.convert,
+                dict(model_output=c.array(), x_t=c.array(seed=1), alpha=0.8, sigma=0.6,
+                     from_type="epsilon", to_type="v_prediction"),
+                nan_propagates={"model_output", "x_t", "alpha", "sigma"})
+
+
+def _edm_preconditioning():
+    return Call(__import__("refdiff").parameterization.edm_preconditioning, dict(sigma=np.array([0.5, 2.0])),
+                nan_propagates={"sigma"}, kinds={"sigma": "coef"})
+
+
+RECIPES = {q: _algebra(q) for q in _ALGEBRA}
+RECIPES.update({
+    "refdiff.parameterization.convert": _convert,
+    "refdiff.parameterization.edm_preconditioning": _edm_preconditioning,
+})
+
+
+def _r(q, **options):
+    """Register the automatic call of ``q`` with ``options`` (Call fields)."""
+    def factory():
+        return auto_call(q, **{k: (v() if callable(v) and k == "kwargs" else v) for k, v in options.items()})
+    RECIPES[q] = factory
+
+
+c = ctx()
+_X01 = lambda: np.clip(ctx().array(scale=0.4), -1, 1)  # noqa: E731  data in [-1, 1]
+_VP = "refdiff.schedules"
+
+# --- schedules
+_BETAS = {"betas": {"list"}}
+_r("refdiff.schedules.Schedule", kwargs=lambda: dict(betas=np.linspace(1e-3, 0.05, 10)), accept=_BETAS)
+_r("refdiff.schedules.Schedule.check_t", kwargs=lambda: dict(t=ctx().t()), kinds={"t": "timestep"})
+_r("refdiff.schedules.make_schedule", kwargs=lambda: dict(kind="linear", T=10))
+_r("refdiff.schedules.schedule_from_betas", kwargs=lambda: dict(betas=np.linspace(1e-3, 0.05, 10)), accept=_BETAS)
+_r("refdiff.schedules.schedule_from_alpha_bars", kwargs=lambda: dict(alpha_bars=np.linspace(0.99, 0.1, 10)),
+   accept={"alpha_bars": {"list"}})
+_r("refdiff.schedules.rescale_zero_terminal_snr", kwargs=lambda: dict(schedule_or_betas=ctx().schedule()),
+   kinds={"schedule_or_betas": "object"}, nonfinite_ok="a zero terminal SNR schedule has log_snr = -inf")
+_r("refdiff.schedules.cosine_alpha_bar", kwargs=lambda: dict(t=np.array([0.1, 0.5])), nan_propagates={"t"},
+   kinds={"t": "coef"})
+_r("refdiff.schedules.karras_sigmas", kwargs=lambda: dict(n=5, sigma_min=0.01, sigma_max=10.0))
+_r("refdiff.schedules.exponential_sigmas", kwargs=lambda: dict(n=5, sigma_min=0.01, sigma_max=10.0))
+_r("refdiff.schedules.polyexponential_sigmas", kwargs=lambda: dict(n=5, sigma_min=0.01, sigma_max=10.0))
+_r("refdiff.schedules.sigma_from_alpha_bar", kwargs=lambda: dict(alpha_bar=np.array([0.9, 0.5])),
+   nan_propagates={"alpha_bar"}, kinds={"alpha_bar": "coef"})
+_r("refdiff.schedules.alpha_bar_from_sigma", kwargs=lambda: dict(sigma=np.array([0.5, 2.0])), nan_propagates={"sigma"},
+   kinds={"sigma": "coef"})
+for _cls in ("LinearVP", "InterpolatedVP"):
+    for _m in ("log_alpha", "dlog_alpha_dt"):
+        _r(f"{_VP}.{_cls}.{_m}", kwargs=lambda: dict(t=np.array([0.3, 0.7])), nan_propagates={"t"},
+           kinds={"t": "coef"})
+    _r(f"{_VP}.{_cls}.t_from_log_alpha", kwargs=lambda: dict(log_alpha=np.array([-0.1, -1.0])),
+       nan_propagates={"log_alpha"}, kinds={"log_alpha": "coef"})
+_r("refdiff.schedules.InterpolatedVP", kwargs=lambda: dict(schedule=ctx().schedule()))
+_r("refdiff.schedules.gather", kwargs=lambda: dict(values=ctx().schedule().alpha_bars, t=ctx().t(), x=ctx().array()),
+   skip={"values": "a Schedule's own array"}, kinds={"t": "timestep"}, accept={"x": {"nan", "inf"}})
+_r("refdiff.schedules.alpha_sigma", kwargs=lambda: dict(like=ctx().array()),
+   accept={"t": {"python_float", "float_array"}, "like": {"nan", "inf"}})
+# --- forward
+for _f, _arrs in (("q_step_mean_variance", {"x_prev"}), ("q_mean_variance", {"x0"}), ("q_sample", {"x0", "noise"}),
+                  ("q_posterior_mean", {"x0", "x_t"}), ("q_posterior_mean_variance", {"x0", "x_t"})):
+    _r(f"refdiff.forward.{_f}", nan_propagates=_arrs)
+
+# --- losses
+_AS = lambda: dict(alpha=np.array([0.8, 0.6]), sigma=np.array([0.6, 0.8]))  # noqa: E731
+_COEF2 = {"alpha": "coef", "sigma": "coef"}
+
+
+def _mlp():
+    from refdiff.nn.mlp import MLP, MLPConfig
+
+    net = MLP(MLPConfig(dim=ctx().D, hidden=8, layers=2, time_embed_dim=8))
+    return net, net.init_params(np.random.default_rng(0))
+
+
+def _diffusion_loss():
+    from refdiff.losses import diffusion_loss
+
+    net, params = _mlp()
+    c = ctx()
+    return Call(diffusion_loss, dict(forward=net.forward, params=params, x0=c.array(), t=c.t(), noise=c.array(seed=1),
+                                     schedule=c.schedule()),
+                skip={"params": "the network's own parameters (validated by the network)"},
+                kinds={"forward": "object"}, nan_propagates={"x0", "noise"})
+
+
+def _oracle():
+    from refdiff.oracles.gaussian import GaussianData
+
+    c = ctx()
+    return GaussianData(np.zeros(c.D), c.spd())
+
+
+_r("refdiff.losses.snr_from_alpha_sigma", kwargs=_AS, kinds=_COEF2, nan_propagates={"alpha", "sigma"})
+_r("refdiff.losses.regression_target", kwargs=lambda: dict(x0=ctx().array(), noise=ctx().array(seed=1), **_AS(),
+                                                             target="v_prediction"),
+   kinds=_COEF2, nan_propagates={"x0", "noise", "alpha", "sigma"})
+_r("refdiff.losses.weighted_mse", ref={"weights": np.ones(2)}, nan_propagates={"out", "target_value", "weights"})
+_r("refdiff.losses.x0_error_factor", kwargs=lambda: dict(**_AS(), target="v_prediction"), kinds=_COEF2,
+   nan_propagates={"alpha", "sigma"})
+_r("refdiff.losses.x0_weight", kwargs=lambda: dict(weighting="min_snr", snr=np.array([0.5, 2.0])),
+   nan_propagates={"snr"})
+_r("refdiff.losses.target_weight", kwargs=lambda: dict(weighting="min_snr", **_AS(), target="epsilon"), kinds=_COEF2,
+   nan_propagates={"alpha", "sigma"}, accept={"weighting": {"None"}})
+_r("refdiff.losses.min_snr_weight", kwargs=lambda: dict(**_AS(), target="epsilon"), kinds=_COEF2,
+   nan_propagates={"alpha", "sigma"})
+RECIPES["refdiff.losses.objective_loss"] = lambda: auto_call(
+    "refdiff.losses.objective_loss",
+    kwargs=dict(out=ctx().array(seed=2), x0=ctx().array(), noise=ctx().array(seed=1), **_AS()),
+    kinds={**_COEF2, "weighting": "option"}, ref={"extra_eps_weight": np.ones(2), "weighting": "min_snr"},
+    nan_propagates={"out", "x0", "noise", "alpha", "sigma", "extra_eps_weight"})
+RECIPES["refdiff.losses.diffusion_loss"] = _diffusion_loss
+_r("refdiff.losses.eps_to_target_factor", kwargs=lambda: dict(**_AS(), target="v_prediction"), kinds=_COEF2,
+   nan_propagates={"alpha", "sigma"})
+_r("refdiff.losses.vlb_eps_weight", accept={"like": {"nan", "inf"}})
+RECIPES["refdiff.losses.irreducible_loss"] = lambda: auto_call(
+    "refdiff.losses.irreducible_loss", kwargs=dict(oracle=_oracle()), kinds={"oracle": "object"},
+    nan_propagates={"x0", "noise"})
+_r("refdiff.losses.check_labels", kwargs=lambda: dict(y=np.array([0, 2]), num_classes=3))
+_r("refdiff.losses.drop_labels", kwargs=lambda: dict(y=np.array([0, 2]), p=0.5, num_classes=3))
+
+# qualname -> reason: callables that take no argument a caller can get wrong.
+EXEMPT = {}
+# TEMPORARY (issue 19 in progress): module -> reason.  The per-argument test skips these
+# modules and the completeness test tolerates them; delete each entry when the module
+# passes (the goal is an empty dict).
+PENDING = {
+    "refdiff.data": "not validated yet",
+    "refdiff.elbo.bound": "not validated yet",
+    "refdiff.elbo.gaussian": "not validated yet",
+    "refdiff.elbo.importance": "not validated yet",
+    "refdiff.elbo.objectives": "not validated yet",
+    "refdiff.elbo.terms": "not validated yet",
+    "refdiff.elbo.vdm": "not validated yet",
+    "refdiff.guidance": "not validated yet",
+    "refdiff.likelihood": "not validated yet",
+    "refdiff.metrics": "not validated yet",
+    "refdiff.moments": "not validated yet",
+    "refdiff.oracles.empirical": "not validated yet",
+    "refdiff.oracles.gaussian": "not validated yet",
+    "refdiff.train": "not validated yet",
+    "refdiff.variance": "not validated yet",
+}
