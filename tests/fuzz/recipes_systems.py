@@ -77,19 +77,23 @@ _r("refdiff.editing.img2img.img2img",
    accept={**_NONE_IS_FLOW, "x0": {"float32"}})
 
 # --- editing: inpaint
-_r("refdiff.editing.inpaint.check_mask", kwargs=lambda: dict(mask=_mask(), x=_img()))
-_r("refdiff.editing.inpaint.inpaint_condition", kwargs=lambda: dict(x_known=_img(), mask=_mask()))
+_MASK_KINDS = {"mask": {"bool_array"}}  # a boolean 0/1 mask is valid
+_r("refdiff.editing.inpaint.check_mask", kwargs=lambda: dict(mask=_mask(), x=_img()),
+   accept={**_MASK_KINDS, "x": {"nan", "inf"}})  # only x's shape is read
+_r("refdiff.editing.inpaint.inpaint_condition", kwargs=lambda: dict(x_known=_img(), mask=_mask()),
+   accept=_MASK_KINDS, nan_propagates={"x_known"})
 _r("refdiff.editing.inpaint.inpaint",
    kwargs=lambda: dict(x_known=_img(), mask=_mask(), timesteps=[9, 5, 1], method="ddim",
                        rng=np.random.default_rng(0)),
-   skip={"model": "a callable"})
+   skip={"model": "a callable"}, accept={**_NONE_IS_FLOW, **_MASK_KINDS, "x_known": {"float32"}, "mask": {"float32",
+                                                                                                       "bool_array"}})
 _r("refdiff.editing.inpaint.repaint_schedule", kwargs=lambda: dict(n=6, jump_length=2, jump_n_sample=2))
 _r("refdiff.editing.inpaint.repaint_undo_step", kwargs=lambda: dict(x=ctx().array(), j=3, noise=ctx().array(seed=1)),
    kinds={"j": "timestep"}, nan_propagates={"x", "noise"})
 _r("refdiff.editing.inpaint.repaint_library",
-   kwargs=lambda: dict(x_known=_img(), mask=_mask(), n=4, noise=np.random.default_rng(0).standard_normal((40, 2, 1, 4, 4)),
+   kwargs=lambda: dict(x_known=_img(), mask=_mask(), n=4, noise=lambda like: 0.5 * np.ones_like(like),
                        jump_length=2, jump_n_sample=2),
-   skip={"model": "a callable", "noise": "a stack of per-step draws"})
+   skip={"model": "a callable"}, kinds={"noise": "object"}, accept=_MASK_KINDS)
 
 
 def _gauss():
@@ -99,11 +103,11 @@ def _gauss():
 
 
 _r("refdiff.editing.inpaint.oracle_inpaint",
-   kwargs=lambda: dict(data=_gauss(), x_known=ctx().array((2, 4)), mask=np.array([1.0, 1.0, 0.0, 0.0]), n=3),
-   kinds={"data": "object"})
+   kwargs=lambda: dict(data=_gauss(), x_known=ctx().array((4,)), mask=np.array([1.0, 1.0, 0.0, 0.0]), n=3),
+   kinds={"data": "object"}, accept={**_MASK_KINDS, "x_known": {"float32"}, "mask": {"float32", "bool_array"}})
 _r("refdiff.editing.inpaint.oracle_inpaint_model",
-   kwargs=lambda: dict(data=_gauss(), x_known=ctx().array((2, 4)), mask=np.array([1.0, 1.0, 0.0, 0.0])),
-   kinds={"data": "object"})
+   kwargs=lambda: dict(data=_gauss(), x_known=ctx().array((4,)), mask=np.array([1.0, 1.0, 0.0, 0.0])),
+   kinds={"data": "object"}, accept=_MASK_KINDS)
 
 # --- editing: outpaint
 _r("refdiff.editing.outpaint.pad_canvas", kwargs=lambda: dict(x=_img(), pad=(0, 0, 0, 2)), kinds={"pad": "shape"})
@@ -218,7 +222,6 @@ PENDING = {
     "refdiff.controls": "not validated yet",
     "refdiff.demo": "not validated yet",
     "refdiff.editing.cli_edit": "not validated yet",
-    "refdiff.editing.inpaint": "not validated yet",
     "refdiff.editing.inversion": "not validated yet",
     "refdiff.editing.outpaint": "not validated yet",
     "refdiff.loading": "not validated yet",
