@@ -222,7 +222,6 @@ PENDING = {
     "refdiff.controls": "not validated yet",
     "refdiff.demo": "not validated yet",
     "refdiff.editing.cli_edit": "not validated yet",
-    "refdiff.editing.inversion": "not validated yet",
     "refdiff.editing.outpaint": "not validated yet",
     "refdiff.loading": "not validated yet",
     "refdiff.nn.checkpoint": "not validated yet",
