@@ -110,10 +110,17 @@ _r("refdiff.editing.inpaint.oracle_inpaint_model",
    kinds={"data": "object"}, accept=_MASK_KINDS)
 
 # --- editing: outpaint
-_r("refdiff.editing.outpaint.pad_canvas", kwargs=lambda: dict(x=_img(), pad=(0, 0, 0, 2)), kinds={"pad": "shape"})
+_r("refdiff.editing.outpaint.pad_canvas", kwargs=lambda: dict(x=_img(), pad=(0, 0, 0, 2)), kinds={"pad": "shape"},
+   nan_propagates={"x"})
 _r("refdiff.editing.outpaint.outpaint",
    kwargs=lambda: dict(x=_img(), pad=(0, 0, 0, 2), timesteps=[9, 5, 1], method="ddim", rng=np.random.default_rng(0)),
-   skip={"model": "a callable"}, kinds={"pad": "shape"})
+   skip={"model": "a callable"}, kinds={"pad": "shape"}, accept={**_NONE_IS_FLOW, "x": {"float32"}})
+_r("refdiff.editing.outpaint.outpaint_strip",
+   kwargs=lambda: dict(fill=lambda xk, m: xk * (1 - m), x_start=_img(), width=6, window=3, step=1),
+   kinds={"fill": "object"})
+_r("refdiff.editing.outpaint.chained_field_moments",
+   kwargs=lambda: dict(mean_fn=np.zeros((2, 4)), cov_full=np.eye(8) + 0.1, h=2, width=4, w0=2, window=3, step=1),
+   kinds={"mean_fn": "array", "cov_full": "array"})
 _r("refdiff.editing.outpaint.stationary_field_cov", kwargs=lambda: dict(h=2, w=3))
 _r("refdiff.editing.outpaint.gaussian_window_fill",
    kwargs=lambda: dict(mean=np.zeros(6), cov=np.eye(6) + 0.1), skip={})
@@ -221,8 +228,6 @@ PENDING = {
     "refdiff.cli": "not validated yet",
     "refdiff.controls": "not validated yet",
     "refdiff.demo": "not validated yet",
-    "refdiff.editing.cli_edit": "not validated yet",
-    "refdiff.editing.outpaint": "not validated yet",
     "refdiff.loading": "not validated yet",
     "refdiff.nn.checkpoint": "not validated yet",
     "refdiff.training": "not validated yet",
