@@ -223,10 +223,8 @@ EXEMPT = {
 # modules and the completeness test tolerates them; delete each entry when the module
 # passes (the goal is an empty dict).
 PENDING = {
-    "refdiff.captions": "not validated yet",
     "refdiff.checking": "not validated yet",
     "refdiff.cli": "not validated yet",
-    "refdiff.controls": "not validated yet",
     "refdiff.demo": "not validated yet",
     "refdiff.loading": "not validated yet",
     "refdiff.nn.checkpoint": "not validated yet",
