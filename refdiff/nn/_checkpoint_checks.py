@@ -6,6 +6,9 @@ an object array (a pickle) is refused without being unpickled."""
 
 from __future__ import annotations
 
+from os import PathLike
+from pathlib import Path
+
 import numpy as np
 
 # the NumPy bit generators whose state is a plain JSON-able dict; nothing else is looked up
@@ -111,3 +114,30 @@ def check_resumable(ck, path, *, config: bool = False) -> None:
         if ck.history[k].shape[0] < ck.step:
             raise ValueError(f"{where} 'history/{k}' holds {ck.history[k].shape[0]} values, the checkpoint is at "
                              f"step {ck.step}")
+
+
+def check_path(name: str, path) -> Path:
+    """``path`` as a Path; TypeError naming ``name`` unless it is a str or path-like."""
+    if not isinstance(path, (str, PathLike)):
+        raise TypeError(f"{name} must be a file path (str or pathlib.Path), got {type(path).__name__}")
+    return Path(path)
+
+
+def check_saveable(model, params, rng, prediction_type, main_group) -> None:
+    """The arguments of save_checkpoint that are stored as they are (TypeError/ValueError
+    naming the argument)."""
+    from ..parameterization import PREDICTION_TYPES
+
+    if not hasattr(model, "to_dict"):
+        raise TypeError(f"model must be a refdiff network (with to_dict()), got {type(model).__name__}")
+    if not isinstance(params, dict) or not all(hasattr(v, "shape") for v in params.values()):
+        raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
+    if rng is not None and not isinstance(rng, (np.random.Generator, dict)):
+        raise TypeError(f"rng must be a numpy.random.Generator, its bit-generator state dict or None, got "
+                        f"{type(rng).__name__}")
+    aliases = ("eps", "x0", "v")  # the training targets' short names, stored as given
+    if prediction_type is not None and prediction_type not in PREDICTION_TYPES + aliases:
+        raise ValueError(f"prediction_type = {prediction_type!r} is not one of "
+                         f"{', '.join(map(repr, PREDICTION_TYPES + aliases))}")
+    if not isinstance(main_group, str) or not main_group or "/" in main_group:
+        raise ValueError(f"main_group must be a non-empty group name without '/', got {main_group!r}")

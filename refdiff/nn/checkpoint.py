@@ -31,7 +31,9 @@ import numpy as np
 
 from .._version import __version__
 from ..backend import array_namespace, to_numpy
-from ._checkpoint_checks import build, check_count, check_history, check_meta, check_values
+from .._validate import check_int
+from ._checkpoint_checks import (build, check_count, check_history, check_meta, check_path, check_saveable,
+                                 check_values)
 
 __all__ = [
     "Checkpoint",
@@ -150,6 +152,15 @@ def schedule_from_description(d: dict):
     """
     from ..schedules import InterpolatedVP, LinearVP, schedule_from_betas
 
+    if not isinstance(d, dict):
+        raise TypeError(f"d must be a schedule description (a dict from describe_schedule), got {type(d).__name__}")
+    try:
+        return _schedule_from(d, InterpolatedVP, LinearVP, schedule_from_betas)
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"d = {str(d)[:60]} is not a valid schedule description ({type(e).__name__}: {e})") from None
+
+
+def _schedule_from(d, InterpolatedVP, LinearVP, schedule_from_betas):
     kind = d.get("type")
     if kind == "discrete":
         return schedule_from_betas(np.asarray(d["betas"], dtype=np.float64), name=d.get("name", "custom"))
@@ -243,9 +254,11 @@ def save_checkpoint(
     ValueError
         If ``path`` does not end in ``.npz``, or a group name is reserved or contains ``/``.
     """
-    path = Path(path)
+    path = check_path("path", path)
     if path.suffix != ".npz":
         raise ValueError(f"checkpoint path must end in .npz, got {str(path)!r}")
+    check_saveable(model, params, rng, prediction_type, main_group)
+    step = check_int("step", step, min=0)
     groups = dict(groups or {})
     for name in groups:
         if name in ("params", "ema", "opt", "history", "meta", "step") or "/" in name:
@@ -391,7 +404,7 @@ def load_checkpoint(path, *, xp=None) -> Checkpoint:
     ValueError
         If the file is corrupted or fails one of the checks above.
     """
-    path = Path(path)
+    path = check_path("path", path)
     data = _read_npz(path)
     meta = _read_meta(data, path)
     step = check_count("step", data.pop("step"), path)

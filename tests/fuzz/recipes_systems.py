@@ -59,7 +59,9 @@ def _checkpoint() -> Path:
                                     "eval_steps": np.zeros(0, np.int64), "eval_losses": np.zeros(0)})
 
 
-_PATH_BAD = {"path": {"missing": "/nonexistent/refdiff/none.npz", "int": 3}}
+_PATH_BAD = {"path": {"int": 3}}
+# a str naming no file is a valid path: FileNotFoundError (tests/test_checkpoint_validation.py)
+_PATH_OK = {"path": {"string"}}
 
 # --- editing: img2img
 _r("refdiff.editing.img2img.img2img_timesteps", kwargs=lambda: dict(timesteps=[9, 7, 5, 3, 1], strength=0.6),
@@ -162,7 +164,7 @@ _r("refdiff.controls.edge_iou",
 
 # --- checkpoints, loading, training state
 _r("refdiff.nn.checkpoint.load_checkpoint", kwargs=lambda: dict(path=_checkpoint()), kinds={"path": "object"},
-   bad=_PATH_BAD)
+   bad=_PATH_BAD, accept=_PATH_OK)
 _r("refdiff.nn.checkpoint.describe_schedule", kwargs=lambda: dict(schedule=ctx().schedule()))
 _r("refdiff.nn.checkpoint.schedule_from_description",
    kwargs=lambda: dict(d={"type": "discrete", "betas": [0.01, 0.02, 0.05]}), kinds={"d": "object"},
@@ -170,8 +172,10 @@ _r("refdiff.nn.checkpoint.schedule_from_description",
 _r("refdiff.nn.checkpoint.save_checkpoint",
    kwargs=lambda: dict(path=_tmp() / "s" / "c.npz", model=_mlp()[0], params=_mlp()[1]),
    kinds={"path": "object", "model": "object", "params": "object"},
-   bad={"path": {"suffix": _tmp() / "c.txt"}, "step": {"negative": -1}})
-_r("refdiff.loading.load", kwargs=lambda: dict(path=_checkpoint()), kinds={"path": "object"}, bad=_PATH_BAD)
+   bad={"path": {"suffix": _tmp() / "c.txt"}, "step": {"negative": -1}},
+   accept={"path": {"string"}, "main_group": {"unknown"}})  # a str path, any group name are valid
+_r("refdiff.loading.load", kwargs=lambda: dict(path=_checkpoint()), kinds={"path": "object"}, bad=_PATH_BAD,
+   accept=_PATH_OK)
 RECIPES["refdiff.loading.LoadedModel.bind"] = lambda: Call(__import__("refdiff").load(_checkpoint())[0].bind, {},
                                                            kinds={"guidance_scale": "float"})
 RECIPES["refdiff.loading.LoadedModel.sample"] = lambda: Call(
@@ -179,11 +183,12 @@ RECIPES["refdiff.loading.LoadedModel.sample"] = lambda: Call(
     kinds={"n": "int", "steps": "int"})
 RECIPES["refdiff.nn.checkpoint.Checkpoint.rng"] = lambda: Call(
     __import__("refdiff.nn.checkpoint", fromlist=["x"]).load_checkpoint(_checkpoint()).rng, {})
+_NAN_LOGS = "the loss logs hold NaN for the steps not yet run (by design)"
 _r("refdiff.training.load_fit", kwargs=lambda: dict(path=_checkpoint(), steps=3), kinds={"path": "object"},
-   bad=_PATH_BAD)
+   bad=_PATH_BAD, accept=_PATH_OK, nonfinite_ok=_NAN_LOGS)
 _r("refdiff.training.init_state",
    kwargs=lambda: dict(groups={"params": _mlp()[1]}, trainable={"params": True}, steps=3),
-   kinds={"groups": "object", "trainable": "object"})
+   kinds={"groups": "object", "trainable": "object"}, nonfinite_ok=_NAN_LOGS)
 _r("refdiff.training.trainable_keys", kwargs=lambda: dict(groups={"params": _mlp()[1]}, trainable={"params": True}),
    kinds={"groups": "object", "trainable": "object"})
 _r("refdiff.training.decayed_keys", kwargs=lambda: dict(groups={"params": _mlp()[1]}, keys=["params/out.w"]),
@@ -226,9 +231,64 @@ PENDING = {
     "refdiff.checking": "not validated yet",
     "refdiff.cli": "not validated yet",
     "refdiff.demo": "not validated yet",
-    "refdiff.loading": "not validated yet",
-    "refdiff.nn.checkpoint": "not validated yet",
-    "refdiff.training": "not validated yet",
     "refdiff.txt2img": "not validated yet",
     "refdiff.vectors": "not validated yet",
 }
+
+
+# --- the training loop and its pieces
+def _state(steps=2):
+    from refdiff.training import init_state
+
+    return init_state({"params": _mlp()[1]}, {"params": True}, np.random.default_rng(0), steps)
+
+
+def _loss_fn(groups, batch, rng):
+    net = _mlp()[0]
+    x = batch
+    t = rng.integers(0, 10, size=x.shape[0])
+    out, cache = net.forward(groups["params"], x, t)
+    return float(np.mean(out ** 2)), {"params": net.backward(groups["params"], cache, 2 * out / out.size)[0]}
+
+
+def _fit():
+    from refdiff.training import fit
+
+    return Call(fit, dict(loss_fn=_loss_fn, state=_state(), next_batch=lambda rng: rng.standard_normal((4, 3)),
+                          steps=2, trainable={"params": True}, progress=False),
+                kinds={"loss_fn": "object", "state": "object", "next_batch": "object", "steps": "int",
+                       "trainable": "object", "desc": "label"},
+                skip={"ema": "a mapping of EMA specifications", "evaluate": "a callable", "save": "a callable",
+                      "betas": "a pair", "decay": "a rule (checked by decayed_keys)", "grad_clip": "None or > 0"},
+                nonfinite_ok=_NAN_LOGS)
+
+
+def _adam_step():
+    from refdiff.training import adam_step, decayed_keys, trainable_keys
+
+    st = _state()
+    keys = trainable_keys(st.groups, {"params": True})
+    grads = {f"params/{k}": np.zeros_like(v) for k, v in st.groups["params"].items()}
+    return Call(adam_step, dict(groups=st.groups, grads=grads, opt=st.opt, keys=keys,
+                                decayed=decayed_keys(st.groups, keys), lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0),
+                kinds={"groups": "object", "grads": "object", "opt": "object", "keys": "object", "decayed": "object",
+                       "lr": "float", "weight_decay": "float"}, skip={"betas": "a pair", "flat": "internal"})
+
+
+RECIPES["refdiff.training.fit"] = _fit
+RECIPES["refdiff.training.adam_step"] = _adam_step
+_r("refdiff.training.save_fit",
+   kwargs=lambda: dict(path=_tmp() / "fit" / "c.npz", state=_state(), nets={"params": _mlp()[0]}, main="params"),
+   kinds={"path": "object", "state": "object", "nets": "object"}, accept={"path": {"string"}, "main": set()})
+
+
+def _digits():
+    g = np.random.default_rng(0)
+    return dict(x_train=g.standard_normal((16, 8)), y_train=np.arange(16) % 2, x_test=g.standard_normal((6, 8)),
+                y_test=np.arange(6) % 2)
+
+
+_r("refdiff.training.train_digit_classifier", kwargs=lambda: dict(steps=2, batch_size=4, hidden=(4,), **_digits()),
+   skip={"hidden": "a tuple of widths (the classifier checks it)"},
+   kinds={"x_train": "array", "x_test": "array", "y_train": "int_array", "y_test": "int_array"},
+   accept={"data": {"unknown", "empty_string", "None", "int"}})  # data is ignored when x_train is given
