@@ -268,6 +268,8 @@ def format_report(results: list) -> str:
     -------
     str
     """
+    if not isinstance(results, (list, tuple)) or not all(isinstance(r, CaseResult) for r in results):
+        raise TypeError(f"results must be a list of CaseResult (check_suite's output), got {type(results).__name__}")
     widths = [len(r.name) for r in results] + [4]
     widths += [len(r.name) + 3 + len(k) for r in results if _expanded(r) for k in r.outputs]
     w = max(widths)

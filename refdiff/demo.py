@@ -80,6 +80,8 @@ def demo_settings(quick: bool = False) -> dict:
     dict
         n_train, n_samples, train_steps, batch_size, hidden, layers.
     """
+    if not isinstance(quick, (bool, np.bool_)):
+        raise TypeError(f"quick must be True or False, got {quick!r}")
     if quick:
         return dict(n_train=2000, n_samples=200, train_steps=300, batch_size=128, hidden=32, layers=2)
     return dict(n_train=20000, n_samples=4000, train_steps=2500, batch_size=512, hidden=64, layers=3)
@@ -289,6 +291,8 @@ def format_table(rows) -> str:
     """
     head = (f"{'sampler':<10}{'steps':>6}{'SW2':>9}{'energy':>9}{'NLL':>8}{'SW2 oracle':>12}"
             f"{'NLL oracle':>12}{'seconds':>9}")
+    if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
+        raise TypeError(f"rows must be a list of dicts (the demo's rows), got {type(rows).__name__}")
     lines = [head, "-" * len(head)]
     for r in rows:
         steps = "-" if r["steps"] == 0 else str(r["steps"])

@@ -227,13 +227,7 @@ EXEMPT = {
 # TEMPORARY (issue 19 in progress): module -> reason.  The per-argument test skips these
 # modules and the completeness test tolerates them; delete each entry when the module
 # passes (the goal is an empty dict).
-PENDING = {
-    "refdiff.checking": "not validated yet",
-    "refdiff.cli": "not validated yet",
-    "refdiff.demo": "not validated yet",
-    "refdiff.txt2img": "not validated yet",
-    "refdiff.vectors": "not validated yet",
-}
+PENDING = {}
 
 
 # --- the training loop and its pieces
@@ -292,3 +286,46 @@ _r("refdiff.training.train_digit_classifier", kwargs=lambda: dict(steps=2, batch
    skip={"hidden": "a tuple of widths (the classifier checks it)"},
    kinds={"x_train": "array", "x_test": "array", "y_train": "int_array", "y_test": "int_array"},
    accept={"data": {"unknown", "empty_string", "None", "int"}})  # data is ignored when x_train is given
+
+
+# --- text to image (a tiny untrained model folder)
+@functools.lru_cache(maxsize=None)
+def _sd_folder() -> Path:
+    from refdiff.captions import VOCAB
+    from refdiff.nn import UNet, UNetConfig
+    from refdiff.nn.checkpoint import save_checkpoint
+    from refdiff.nn.text import Tokenizer
+    from refdiff.nn.vae import KLAutoencoder, KLAutoencoderConfig
+    from refdiff.txt2img import save_autoencoder
+
+    root = _tmp() / "sd"
+    tok = Tokenizer(VOCAB, 10)
+    ae = KLAutoencoder(KLAutoencoderConfig(latent_channels=2, width=4))
+    net = UNet(UNetConfig(in_channels=2, image_size=4, base_channels=8, channel_mults=(1, 2), attention=False,
+                          groups=4, cross_attention=(1,), vocab_size=tok.vocab_size, context_len=10, context_dim=8,
+                          heads=2))
+    save_checkpoint(root / "unet" / "checkpoint.npz", model=net, params=net.init_params(np.random.default_rng(0)),
+                    schedule=ctx().schedule())
+    save_autoencoder(root / "autoencoder.npz", ae, ae.init_params(np.random.default_rng(1)), scaling_factor=1.0,
+                     tokenizer=tok)
+    return root
+
+
+def _ae():
+    from refdiff.nn.vae import KLAutoencoder, KLAutoencoderConfig
+
+    ae = KLAutoencoder(KLAutoencoderConfig(latent_channels=2, width=4))
+    return ae, ae.init_params(np.random.default_rng(1))
+
+
+_r("refdiff.txt2img.load_autoencoder", kwargs=lambda: dict(path=_sd_folder() / "autoencoder.npz"),
+   kinds={"path": "object"}, bad=_PATH_BAD, accept=_PATH_OK)
+_r("refdiff.txt2img.save_autoencoder",
+   kwargs=lambda: dict(path=_tmp() / "ae2" / "a.npz", ae=_ae()[0], params=_ae()[1], scaling_factor=0.5),
+   kinds={"path": "object", "ae": "object", "params": "object", "scaling_factor": "float"},
+   bad=_PATH_BAD, accept=_PATH_OK)
+_r("refdiff.txt2img.txt2img",
+   kwargs=lambda: dict(prompt="a thick three", checkpoint=_sd_folder(), n=1, steps=2, rng=np.random.default_rng(0)),
+   kinds={"prompt": "object", "checkpoint": "object"},
+   # a str naming no folder is a valid path (FileNotFoundError); any str is a prompt (unknown words: ValueError)
+   accept={"checkpoint": {"string"}, "prompt": {"string"}, "method": {"unknown", "empty_string"}})
