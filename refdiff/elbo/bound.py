@@ -168,7 +168,9 @@ def nll_bound(model, schedule: Schedule, x0, *, rng: np.random.Generator, predic
     The model is ``model(x_t, t)`` with ``t`` an int64 (N,) array of 0-based indices; for
     learned variances it returns prediction and variance output concatenated along axis 1
     (:mod:`refdiff.variance`, the same model that ``refdiff.sample`` takes).  A model
-    output with NaN raises FloatingPointError naming t.
+    output with NaN raises FloatingPointError naming t.  With zero terminal SNR
+    (``alpha_bar[T-1] = 0``) an epsilon-prediction model is refused (ValueError): it cannot
+    give x0 at the last step.
 
     Parameters
     ----------
@@ -225,6 +227,11 @@ def nll_bound(model, schedule: Schedule, x0, *, rng: np.random.Generator, predic
     _check_bins(bins)
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
+    if prediction_type == "epsilon" and schedule.alpha_bars[-1] == 0.0:
+        raise ValueError(
+            "nll_bound: the schedule has zero terminal SNR (alpha_bar[T-1] = 0), where an epsilon-prediction model "
+            "gives no x0 (x0 = (x_t - sigma eps) / alpha divides by alpha = 0, so the last term is inf); use "
+            "prediction_type 'v_prediction' or 'sample', or a schedule without zero terminal SNR")
     rng = check_rng(rng)
     check_int("n_t", n_t, min=1)
     if decoder == "discretized":
