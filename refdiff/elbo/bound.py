@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validate import check_int
+from .._validate import check_finite_scalar, check_int
 from ..backend import array_namespace, asarray_like, check_rng, standard_normal, to_numpy
 from ..forward import q_sample
 from ..schedules import Schedule
 from ..variance import VARIANCE_TYPES, check_model_output, split_learned
-from ._common import _check_bins, _check_choice, _check_x0, _dims
+from ._common import _check_bins, _check_choice, _check_model, _check_x0, _dims
 from .gaussian import _check_on_grid
 from .importance import ImportanceState, importance_sample, importance_update
 from .terms import bits_per_dim, prior_term, vlb_term
@@ -219,7 +219,9 @@ def nll_bound(model, schedule: Schedule, x0, *, rng: np.random.Generator, predic
     FloatingPointError
         If the model's output is not finite.
     """
+    _check_model(model)
     _check_x0(x0)
+    check_finite_scalar("uniform_prob", uniform_prob, low=0.0, high=1.0)
     _check_choice("estimator", estimator, ("full", "uniform", "importance"))
     _check_choice("prediction_type", prediction_type, ("epsilon", "sample", "v_prediction"))
     _check_choice("variance_type", variance_type, VARIANCE_TYPES)
