@@ -507,7 +507,10 @@ def _alarm(signum, frame):
 
 
 def _fresh(kwargs):
-    return {k: (v.copy() if isinstance(v, np.ndarray) else copy.copy(v) if isinstance(v, (list, dict)) else v)
+    """A copy of the keyword arguments for one call: arrays, lists and dicts copied, random
+    generators deep-copied (each probe draws the same numbers as the valid call)."""
+    return {k: (v.copy() if isinstance(v, np.ndarray) else copy.copy(v) if isinstance(v, (list, dict))
+                else copy.deepcopy(v) if isinstance(v, np.random.Generator) else v)
             for k, v in kwargs.items()}
 
 
