@@ -42,7 +42,9 @@ kwargs=dict(y=ctx().array()))``.  ``Call`` options (all keyed by argument name):
 - ``bad={"n": {"zero": 0}}``: extra bad values that must be refused;
 - ``ref={"noise": array}``: the reference value for an optional argument left at its
   default in ``kwargs`` (probes such as "batch" are derived from it);
-- ``nonfinite_ok="reason"``: the valid call's result may hold inf/NaN (e.g. a log-density).
+- ``nonfinite_ok="reason"``: the valid call's result may hold inf/NaN (e.g. a log-density);
+- ``aliases={"out": "model output"}``: another phrase that names the argument in messages
+  (e.g. a model's output checked by a validator whose messages speak of "the model").
 
 Optional parameters are fuzzed too when their kind can be inferred (from ``kinds``, the
 name, or the default's type: bool, int, float, str); a default of None makes the None probe
@@ -211,6 +213,7 @@ class Call:
     bad: dict = field(default_factory=dict)
     ref: dict = field(default_factory=dict)
     nonfinite_ok: str = ""
+    aliases: dict = field(default_factory=dict)
 
 
 def _params(fn):
@@ -504,7 +507,10 @@ def _alarm(signum, frame):
 
 
 def _fresh(kwargs):
-    return {k: (v.copy() if isinstance(v, np.ndarray) else copy.copy(v) if isinstance(v, (list, dict)) else v)
+    """A copy of the keyword arguments for one call: arrays, lists and dicts copied, random
+    generators deep-copied (each probe draws the same numbers as the valid call)."""
+    return {k: (v.copy() if isinstance(v, np.ndarray) else copy.copy(v) if isinstance(v, (list, dict))
+                else copy.deepcopy(v) if isinstance(v, np.random.Generator) else v)
             for k, v in kwargs.items()}
 
 
@@ -562,7 +568,14 @@ OUTCOMES = {
 }
 
 
-def classify(fn, kwargs, arg, expect, declared_nan=False):
+def _names(msg: str, arg, aliases=()) -> bool:
+    """Whether ``msg`` names ``arg`` (a whole word) or one of its aliases."""
+    if arg is None:
+        return False
+    return any(re.search(rf"(?<![\w.]){re.escape(a)}(?!\w)", msg) for a in (arg, *aliases))
+
+
+def classify(fn, kwargs, arg, expect, declared_nan=False, aliases=()):
     """Run ``fn(**kwargs)`` and classify the outcome for argument ``arg``."""
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, TIMEOUT_S)
@@ -577,10 +590,9 @@ def classify(fn, kwargs, arg, expect, declared_nan=False):
         msg = f"{type(e).__name__}: {e}"[:300]
         if expect == "valid":
             return "valid_failed", msg
-        if expect == "edge" and isinstance(e, (TypeError, ValueError)) and arg and re.search(
-                rf"(?<![\w.]){re.escape(arg)}(?!\w)", str(e)):
+        named = _names(str(e), arg, aliases)
+        if expect == "edge" and isinstance(e, (TypeError, ValueError)) and named:
             return "edge_refused", msg
-        named = arg is not None and re.search(rf"(?<![\w.]){re.escape(arg)}(?!\w)", str(e))
         ok_types = (TypeError, ValueError) + ((FloatingPointError,) if expect == "nan" else ())
         if isinstance(e, ok_types) and named:
             return "clear", msg
@@ -650,7 +662,9 @@ def run_probes(call: Call) -> list:
     for arg, label, expect, bad in probes(call):
         kw = _fresh(call.kwargs)
         kw[arg] = bad
-        r, d = classify(call.fn, kw, arg, expect, declared_nan=arg in call.nan_propagates)
+        al = call.aliases.get(arg, ())
+        r, d = classify(call.fn, kw, arg, expect, declared_nan=arg in call.nan_propagates,
+                        aliases=(al,) if isinstance(al, str) else tuple(al))
         if r == "nan_from_finite" and call.nonfinite_ok:
             r = "edge_ok"
         if r == "edge_ok" and label == "float32" and arg in call.kwargs:
