@@ -14,7 +14,6 @@ the training target), so a v-prediction network is sampled as one without being 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from ._validate import check_bool, check_choice, check_finite_scalar, check_int
 from .backend import array_namespace, check_rng

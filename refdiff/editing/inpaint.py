@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import check_array, check_bool, check_choice, check_finite_scalar, check_int, check_same_shape
-from ..backend import array_namespace, asarray_like, check_finite, to_numpy
+from ..backend import array_namespace, asarray_like, to_numpy
 from ..samplers.common import call_model, make_grid
 from ..samplers.ddpm import ddpm_step, respace
 from ..schedules import Schedule
