@@ -1,6 +1,7 @@
-"""kill -9 at random points of training (issue 19): the checkpoint on disk is always loadable and the
-run resumed from it is bit-identical to an uninterrupted one (the temporary-file-and-rename
-writes of refdiff.nn.checkpoint._atomic_write, and the full state in each checkpoint)."""
+"""kill -9 at random points of training (issue 19): the checkpoint on disk is always
+loadable and the run resumed from it is bit-identical to an uninterrupted one (the
+temporary-file-and-rename writes of refdiff.nn.checkpoint._atomic_write, and the full state
+in each checkpoint)."""
 
 import os
 import signal
