@@ -169,7 +169,7 @@ def _check_case(name, spec, exp_path, res_path, out_pats, rtol, atol):
     if not outputs:
         raise ValueError(f"output patterns {out_pats} match no output of case {name!r} (outputs: {', '.join(spec['outputs'])})")
     try:
-        with np.load(exp_path) as E, np.load(res_path) as R:
+        with np.load(exp_path, allow_pickle=False) as E, np.load(res_path, allow_pickle=False) as R:
             exp = {k: E[k] for k in outputs}
             got = {k: R[k] for k in R.files}
     except (OSError, ValueError) as e:

@@ -89,7 +89,7 @@ def load_autoencoder(path):
     cfg = dict(meta["config"])
     cfg.pop("arch", None)
     ae = KLAutoencoder(KLAutoencoderConfig(**cfg))
-    with np.load(p) as f:
+    with np.load(p, allow_pickle=False) as f:
         params = {k: f[k] for k in f.files}
     tok = Tokenizer(meta["vocab"], meta["context_len"]) if "vocab" in meta else None
     return ae, params, {"scaling_factor": meta["scaling_factor"], "shift": meta["shift"], "tokenizer": tok}

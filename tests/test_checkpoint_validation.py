@@ -200,3 +200,38 @@ def test_valid_checkpoint_still_loads_and_resumes(run_dir, tmp_path):
     assert all(np.array_equal(back.groups["params"][k], P[k]) for k in P)
     assert load_checkpoint(run_dir / "checkpoint.npz").step == 3
     assert os.path.exists(run_dir / "checkpoint.json")
+
+
+def test_no_file_refdiff_reads_unpickles(tmp_path, capsys):
+    """issue 19 finding 7: every array file refdiff reads is opened with allow_pickle=False:
+    an image for `refdiff edit --image`, a results file for `refdiff check` and an
+    autoencoder's parameters each hold a pickle that would create a file when unpickled;
+    each is refused (status 2, a FAIL row, a ValueError) and the payload never runs."""
+    from refdiff.nn.vae import KLAutoencoder, KLAutoencoderConfig
+    from refdiff.txt2img import load_autoencoder, save_autoencoder
+    from refdiff.vectors import write_suite
+
+    marker = tmp_path / "payload_ran"
+    payload = np.empty(1, dtype=object)
+    payload[0] = _Payload(str(marker))
+    np.save(tmp_path / "img.npy", payload, allow_pickle=True)
+    ck = tmp_path / "unet"
+    from refdiff.nn import UNet, UNetConfig
+
+    net = UNet(UNetConfig(base_channels=4, groups=2, time_embed_dim=8))
+    save_checkpoint(ck / "checkpoint.npz", model=net, params=net.init_params(np.random.default_rng(0)), schedule=SCHED)
+    assert main(["edit", str(ck), "img2img", "--image", str(tmp_path / "img.npy"), "--steps", "2",
+                 "--out", str(tmp_path / "e.npz")]) == 2
+    suite = write_suite(tmp_path / "suite").parent
+    res = tmp_path / "res"
+    res.mkdir()
+    np.savez(res / "schedule_linear.npz", betas=payload, allow_pickle=True)
+    assert main(["check", str(suite), str(res), "--cases", "schedule_linear"]) == 1  # FAIL: unreadable
+    ae = KLAutoencoder(KLAutoencoderConfig(latent_channels=2, width=4))
+    P = dict(ae.init_params(np.random.default_rng(1)))
+    path = save_autoencoder(tmp_path / "ae.npz", ae, P, scaling_factor=1.0)
+    np.savez(path, **{**P, next(iter(P)): payload})
+    with pytest.raises(ValueError):
+        load_autoencoder(path)
+    assert "Traceback" not in capsys.readouterr().err
+    assert not marker.exists()

@@ -75,7 +75,7 @@ def _input(args, shape):
         if not p.is_file():
             raise CLIError(f"image not found: {str(p)!r}")
         try:
-            data = np.load(p)  # allow_pickle=False: an object array is refused, never unpickled
+            data = np.load(p, allow_pickle=False)  # an object array is refused, never unpickled
         except (ValueError, OSError, EOFError) as e:
             raise CLIError(f"--image {str(p)!r} is not a .npy/.npz array file ({' '.join(str(e).split())})") from None
         if hasattr(data, "files") and not data.files:
