@@ -73,7 +73,8 @@ import numpy as np
 import refdiff
 
 SKIP_MODULES = {"refdiff.__main__", "refdiff._version"}
-TIMEOUT_S = 5.0  # one probe; a probe that runs longer is reported as "timeout"
+TIMEOUT_S = 10.0  # one probe; a probe that runs longer is reported as "timeout"
+VALID_TIMEOUT_S = 60.0  # the valid call (may import a data set or build a network first)
 
 
 # --------------------------------------------------------------------------- enumeration
@@ -578,7 +579,7 @@ def _names(msg: str, arg, aliases=()) -> bool:
 def classify(fn, kwargs, arg, expect, declared_nan=False, aliases=()):
     """Run ``fn(**kwargs)`` and classify the outcome for argument ``arg``."""
     old = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, TIMEOUT_S)
+    signal.setitimer(signal.ITIMER_REAL, VALID_TIMEOUT_S if expect == "valid" else TIMEOUT_S)
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"), \
                 contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
