@@ -140,7 +140,8 @@ CATALOGUE = {
 BATCH = "batch"  # extra "array"/"int_array"/"timestep" probe: first axis + 1 against another array
 
 _NAME_KINDS = {"t": "timestep", "t_prev": "timestep", "t_next": "timestep", "timesteps": "grid",
-               "sigmas": "sigmas", "shape": "shape", "rng": "rng", "y": None, "name": "label"}
+               "sigmas": "sigmas", "shape": "shape", "rng": "rng", "y": None, "name": "label",
+               "xp": None}
 _NAME_KINDS.update({k: "coef" for k in _COEF})
 _NAME_KINDS.update({k: "object" for k in _OBJECTS + ("oracle", "net", "forward", "f", "teacher")})
 

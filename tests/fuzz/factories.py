@@ -57,7 +57,8 @@ _COEF = {"alpha": 0.8, "sigma": 0.6, "alpha_t": 0.8, "sigma_t": 0.6, "alpha_s": 
          "sigma_next": 0.3, "alpha_from": 0.8, "sigma_from": 0.6, "alpha_to": 0.9,
          "sigma_to": math.sqrt(1 - 0.81), "d_alpha": -0.5, "d_sigma": 0.5}
 _INTS = {"n": 4, "n_steps": 3, "steps": 3, "T": 10, "dims": 3, "dim": 3, "num_classes": 3,
-         "n_projections": 8, "batch_size": 4, "n_probes": 2, "N": 5, "K": 10, "k": 1}
+         "n_projections": 8, "batch_size": 4, "n_probes": 2, "N": 5, "K": 10, "k": 1, "heads": 1, "groups": 1,
+         "order": 2, "step": 0, "size": 4}
 _OBJECTS = ("schedule", "model", "denoiser", "vp")
 
 
@@ -90,6 +91,10 @@ def _factory(name: str, names: set, c: Ctx):
         from refdiff.schedules import LinearVP
 
         return LinearVP()
+    if name == "sigmas":
+        return [5.0, 1.0, 0.1]
+    if name == "xp":
+        return np
     if name == "shape":
         return (c.B, c.D)
     if name == "like":
