@@ -236,7 +236,8 @@ def repaint_schedule(n, jump_length=10, jump_n_sample=10):
 
 def repaint_undo_step(schedule, x, j, noise):
     """RePaint's undo step from index j - 1 to j of a (respaced) Schedule, MATH.md (17.6):
-    x_j = sqrt(1 - beta_j) x_{j-1} + sqrt(beta_j) z (j = 0: from the data end).
+    x_j = sqrt(1 - beta_j) x_{j-1} + sqrt(beta_j) z (j = 0: from the data end).  NaN and inf
+    in ``x`` and ``noise`` propagate: not checked.
 
     Parameters
     ----------
@@ -377,7 +378,8 @@ def oracle_inpaint_model(data, x_known, mask, schedule, prediction_type="epsilon
 def inpaint_condition(x_known, mask):
     """The ``cond`` entries of the "inpaint" condition kind for a network trained on masks:
     {"mask": mask (N, 1, H, W), "masked_image": x_known * (1 - mask)} (1 = generate; the
-    masked pixels become 0, as diffusers' inpainting pipeline makes them).
+    masked pixels become 0, as diffusers' inpainting pipeline makes them).  NaN and inf in
+    ``x_known`` propagate: not checked (under the mask too: NaN * 0 is NaN).
 
     Parameters
     ----------

@@ -123,6 +123,17 @@ def check_path(name: str, path) -> Path:
     return Path(path)
 
 
+def check_groups_arg(groups) -> dict:
+    """save_checkpoint's ``groups``: None or {name: (network or None, parameter dict)}."""
+    if groups is None:
+        return {}
+    if not isinstance(groups, dict) or not all(isinstance(v, tuple) and len(v) == 2 and isinstance(v[1], dict)
+                                               for v in groups.values()):
+        raise TypeError(f"groups must be None or a dict name -> (network or None, parameter dict), got "
+                        f"{type(groups).__name__}")
+    return dict(groups)
+
+
 def check_saveable(model, params, rng, prediction_type, main_group) -> None:
     """The arguments of save_checkpoint that are stored as they are (TypeError/ValueError
     naming the argument)."""

@@ -32,8 +32,8 @@ import numpy as np
 from .._version import __version__
 from ..backend import array_namespace, to_numpy
 from .._validate import check_int
-from ._checkpoint_checks import (build, check_count, check_history, check_meta, check_path, check_saveable,
-                                 check_values)
+from ._checkpoint_checks import (build, check_count, check_groups_arg, check_history, check_meta, check_path,
+                                 check_saveable, check_values)
 
 __all__ = [
     "Checkpoint",
@@ -259,7 +259,7 @@ def save_checkpoint(
         raise ValueError(f"checkpoint path must end in .npz, got {str(path)!r}")
     check_saveable(model, params, rng, prediction_type, main_group)
     step = check_int("step", step, min=0)
-    groups = dict(groups or {})
+    groups = check_groups_arg(groups)
     for name in groups:
         if name in ("params", "ema", "opt", "history", "meta", "step") or "/" in name:
             raise ValueError(f"group name {name!r} is reserved or contains '/'")

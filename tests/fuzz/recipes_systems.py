@@ -168,7 +168,7 @@ _r("refdiff.nn.checkpoint.schedule_from_description",
    bad={"d": {"unknown_type": {"type": "x"}, "bad_betas": {"type": "discrete", "betas": [2.0]}}})
 _r("refdiff.nn.checkpoint.save_checkpoint",
    kwargs=lambda: dict(path=_tmp() / "s" / "c.npz", model=_mlp()[0], params=_mlp()[1]),
-   kinds={"path": "object", "model": "object", "params": "object"},
+   kinds={"path": "object", "model": "object", "params": "object", "groups": "object"},
    bad={"path": {"suffix": _tmp() / "c.txt"}, "step": {"negative": -1}},
    accept={"path": {"string"}, "main_group": {"unknown"}})  # a str path, any group name are valid
 _r("refdiff.loading.load", kwargs=lambda: dict(path=_checkpoint()), kinds={"path": "object"}, bad=_PATH_BAD,
