@@ -46,7 +46,7 @@ def latent_scaling(z, rule: str = "ldm"):
     sd = float(np.std(zh))
     shift = float(zh.mean()) if rule == "sd3" else 0.0
     if not sd > 0:
-        raise ValueError("latent_scaling: the latents have zero spread, so no scaling factor exists (a scaling "
+        raise ValueError("latent_scaling: the latents z have zero spread, so no scaling factor exists (a scaling "
                          "factor of 0 or inf); is the encoder collapsed?")
     return 1.0 / sd, shift
 

@@ -257,7 +257,7 @@ def img2img(model, x0, schedule, timesteps, strength, method, *, rng=None, noise
         If ``strength``, ``strength_rule``, ``repeats`` or ``mask`` is invalid, or the
         strength leaves no step (and as :func:`refdiff.sample`).
     """
-    check_array("x0", x0, finite=True)
+    check_array("x0", x0, min_ndim=1, finite=True)
     xp = array_namespace(x0)
     if not callable(model):
         raise TypeError(f"model must be a callable model(x, t), got {type(model).__name__}")

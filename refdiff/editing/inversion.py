@@ -117,7 +117,7 @@ def ode_invert(model, x0, schedule, n, *, prediction_type="epsilon", method="rk4
     FloatingPointError
         If the ODE state becomes non-finite.
     """
-    check_array("x0", x0, finite=True)
+    check_array("x0", x0, min_ndim=1, finite=True)
     _check_model("model", model)
     check_prediction_type(prediction_type)
     lams, lo, hi = _grid(schedule, n, lam_range)
@@ -157,7 +157,7 @@ def ode_generate(model, x_T, schedule, n, *, prediction_type="epsilon", method="
     FloatingPointError
         If the ODE state becomes non-finite.
     """
-    check_array("x_T", x_T, finite=True)
+    check_array("x_T", x_T, min_ndim=1, finite=True)
     _check_model("model", model)
     check_prediction_type(prediction_type)
     lams, lo, hi = _grid(schedule, n, lam_range)
@@ -200,7 +200,7 @@ def translate(model_src, model_tgt, x, schedule, n, *, prediction_type="epsilon"
     FloatingPointError
         If the ODE state becomes non-finite.
     """
-    check_array("x", x, finite=True)
+    check_array("x", x, min_ndim=1, finite=True)
     _check_model("model_src", model_src)
     _check_model("model_tgt", model_tgt)
     z = ode_invert(model_src, x, schedule, n, prediction_type=prediction_type, method=method, lam_range=lam_range)
@@ -291,7 +291,7 @@ def edit_by_inversion(model_src, model_tgt, x0, schedule, timesteps, *, predicti
     from ..samplers.ddim import ddim_invert
     from ..samplers.loop import sample
 
-    check_array("x0", x0, finite=True)
+    check_array("x0", x0, min_ndim=1, finite=True)
     _check_model("model_src", model_src)
     _check_model("model_tgt", model_tgt)
     check_bool("progress", progress)
