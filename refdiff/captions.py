@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validate import check_array, check_choice, check_int
+from .backend import check_rng
 from .data import digits8x8
 
 __all__ = ["DIGIT_WORDS", "POSITIONS", "WEIGHTS", "WEIGHT_SYNONYMS", "PHRASINGS", "VOCAB", "HELD_OUT",
@@ -69,6 +71,9 @@ def caption(digit: int, position: int, weight: int, phrasing: int = 0, synonym: 
     synonym : int
         0: thin/thick, 1: light/bold
     """
+    for name, v in (("digit", digit), ("position", position), ("weight", weight), ("phrasing", phrasing),
+                    ("synonym", synonym)):
+        check_int(name, v, min=0)
     if not (0 <= digit < 10 and 0 <= position < 4 and 0 <= weight < 2):
         raise ValueError(f"caption: need digit in 0..9, position in 0..3, weight in 0..1, got "
                          f"{(digit, position, weight)}")
@@ -91,6 +96,13 @@ def compose(img8, position: int, weight: int) -> np.ndarray:
     weight : int
         0 thin, 1 thick
     """
+    check_array("img8", img8, finite=True)
+    if img8.size != 64:
+        raise ValueError(f"img8 must hold one 8x8 image (64 values), got shape {tuple(img8.shape)}")
+    position, weight = check_int("position", position, min=0), check_int("weight", weight, min=0)
+    if position > 3 or weight > 1:
+        raise ValueError(f"compose: need position in 0..3 and weight in 0..1, got position = {position}, "
+                         f"weight = {weight}")
     d = np.asarray(img8, dtype=np.float64).reshape(8, 8)
     if weight:
         p = np.pad(d, ((0, 1), (0, 1)), constant_values=-1.0)
@@ -140,8 +152,9 @@ def captioned_digits(n: int, rng: np.random.Generator, *, split: str = "train", 
     digits : iterable of int, optional
         restrict to these classes
     """
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    n = check_int("n", n, min=1)
+    rng = check_rng(rng)
+    check_choice("source", source, ("train", "test"))
     x8, y8 = digits8x8(source)
     combos = all_combinations(split)
     if digits is not None:

@@ -169,7 +169,7 @@ def _check_case(name, spec, exp_path, res_path, out_pats, rtol, atol):
     if not outputs:
         raise ValueError(f"output patterns {out_pats} match no output of case {name!r} (outputs: {', '.join(spec['outputs'])})")
     try:
-        with np.load(exp_path) as E, np.load(res_path) as R:
+        with np.load(exp_path, allow_pickle=False) as E, np.load(res_path, allow_pickle=False) as R:
             exp = {k: E[k] for k in outputs}
             got = {k: R[k] for k in R.files}
     except (OSError, ValueError) as e:
@@ -268,6 +268,8 @@ def format_report(results: list) -> str:
     -------
     str
     """
+    if not isinstance(results, (list, tuple)) or not all(isinstance(r, CaseResult) for r in results):
+        raise TypeError(f"results must be a list of CaseResult (check_suite's output), got {type(results).__name__}")
     widths = [len(r.name) for r in results] + [4]
     widths += [len(r.name) + 3 + len(k) for r in results if _expanded(r) for k in r.outputs]
     w = max(widths)

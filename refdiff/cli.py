@@ -1,5 +1,8 @@
 """The ``refdiff`` command line.  Each subcommand lives in a small function; errors are
-reported as one line on stderr with exit status 2, never as a traceback.
+reported as one line on stderr with exit status 2, never as a traceback (out of memory and
+NumPy's numerical warnings (overflow, invalid value: errors here) included; an unexpected exception, a bug, is one line with status
+3, and ``REFDIFF_TRACEBACK=1`` shows its traceback).  No subcommand replaces the files of a
+previous run unless asked: ``train`` needs ``--resume``, the others ``--overwrite``.
 
     refdiff demo                      train, sample and measure a 2D toy (about a minute)
     refdiff train / sample / elbo     experiment with toy 2D and 8x8 models
@@ -11,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import warnings
 from pathlib import Path
 
 from ._version import __version__
@@ -33,14 +38,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ---------------------------------------------------------------------------- argument types
-def _int_min(lo):
+def _int_min(lo, hi=None):
+    want = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
+
     def parse(s):
         try:
             v = int(s)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {s!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {v}")
+            raise argparse.ArgumentTypeError(f"must be {want}, got {s!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {v}")
         return v
 
     return parse
@@ -88,6 +95,28 @@ def _load_checkpoint(path, xp=None):
         return load_checkpoint(p, xp=xp)
     except (ValueError, KeyError, OSError) as e:
         raise CLIError(f"{str(p)!r} is not a usable refdiff checkpoint: {_one_line(e)}") from None
+
+
+def _output_file(out, default_name: str, suffix: str, overwrite: bool, png_beside: bool = False) -> Path:
+    """The file an output option names: ``out/default_name`` when ``out`` is an existing
+    folder, ``suffix`` appended when ``out`` lacks it (so the path reported is the path
+    written); an existing file (or, ``png_beside``, the PNG written beside it) is refused
+    unless ``overwrite`` (``--overwrite``), so a previous run is never replaced silently."""
+    p = Path(out)
+    if p.is_dir():
+        p = p / default_name
+    if p.suffix != suffix:
+        p = p.with_name(p.name + suffix)
+    _refuse_overwrite([p, p.with_suffix(".png")] if png_beside else [p], overwrite)
+    return p
+
+
+def _refuse_overwrite(paths, overwrite: bool) -> None:
+    if overwrite:
+        return
+    for q in paths:
+        if Path(q).exists():
+            raise CLIError(f"{str(q)!r} exists: pass --overwrite to replace it, or choose another --out")
 
 
 def _checkpoint_schedule(ck):
@@ -231,13 +260,14 @@ def _cmd_sample(args):
             raise CLIError(f"--eta applies to method 'ddim', not {args.method!r}")
         opts["eta"] = args.eta
     y = None if args.label is None else xp.asarray(np.full(args.n, args.label, dtype=np.int64))
+    out = Path(args.out) if args.out else Path(args.checkpoint if Path(args.checkpoint).is_dir()
+                                                else Path(args.checkpoint).parent) / _sample_name(args)
+    out = _output_file(out, _sample_name(args), ".npz", args.overwrite, png_beside=True)  # before the work
     x = model.sample(args.n, steps=args.steps, rng=np.random.default_rng(args.seed), method=args.method,
                      cond=None if y is None else {"class": y}, guidance_scale=args.guidance_scale,
                      spacing=args.spacing, progress=_progress(args), **opts)
     x = np.asarray(to_numpy(x), dtype=np.float64)
     y = None if y is None else to_numpy(y)
-    out = Path(args.out) if args.out else Path(args.checkpoint if Path(args.checkpoint).is_dir()
-                                                else Path(args.checkpoint).parent) / _sample_name(args)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, x=x, **({} if y is None else {"y": y}))
     label = "" if args.label is None else f", class {args.label}" + (
@@ -367,6 +397,7 @@ def _cmd_orders(args):
     steps = sorted(set(args.steps))
     if len(steps) < 2:
         raise CLIError("--steps needs at least two different step counts to fit an order")
+    path = _output_file(args.out, "orders.png", Path(args.out).suffix or ".png", args.overwrite)  # before the work
     res = orders.measure_orders(args.methods or None, tuple(steps), n_samples=args.n_samples, seed=args.seed)
     w = max([22] + [len(label) + 2 for label in res])
     print(f"{'sampler':<{w}}{'fitted order':>13}{'expected':>10}   errors at steps {', '.join(map(str, steps))}")
@@ -376,7 +407,6 @@ def _cmd_orders(args):
     if any(r.get("setup") == "vp_start" for r in res.values()):
         print("@start: the VP setup started at t = 0.35 on N(mu, diag(0.3, 1, 3)), where x0_hat changes over the "
               "first step (MATH.md (10.18))")
-    path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         orders.plot_errors(res, path)
@@ -392,6 +422,7 @@ def _cmd_vectors(args):
 
     from .vectors import write_suite
 
+    _refuse_overwrite([Path(args.out) / "manifest.json"], args.overwrite)
     path = write_suite(args.out, seed=args.seed)
     n = len(json.loads(path.read_text())["cases"])
     print(f"wrote {n} cases and {path} (suite layout: docs/verifying.md)")
@@ -419,10 +450,10 @@ def _cmd_txt2img(args):
     if not (root / "unet" / "checkpoint.npz").is_file() or not (root / "autoencoder.npz").is_file():
         raise CLIError(f"{str(root)!r} must hold unet/checkpoint.npz and autoencoder.npz (examples/toy_sd.py "
                        "writes such a folder as OUT/model)")
+    out = _output_file(args.out, "txt2img.png", Path(args.out).suffix or ".png", args.overwrite)  # before the work
     x = txt2img(args.prompt, root, n=args.n, steps=args.steps, guidance_scale=args.guidance_scale,
                 convention=args.convention, method=args.method, rng=np.random.default_rng(args.seed),
                 progress=_progress(args))
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
         np.savez(out, images=x, prompt=np.array(args.prompt))
@@ -447,7 +478,8 @@ def _cmd_demo(args):
     from .demo import run_demo
 
     threads = DEFAULT_THREADS if args.threads is None else args.threads
-    res = run_demo(args.out, seed=args.seed, quick=args.quick, progress=_progress(args), threads=threads)
+    res = run_demo(args.out, seed=args.seed, quick=args.quick, progress=_progress(args), threads=threads,
+                   overwrite=args.overwrite)
     return 1 if res.ok is False else 0
 
 
@@ -496,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", choices=("mlp", "unet"), default=None, help="architecture (default: mlp for 2D "
                    "data, unet for 8x8 images)")
     t.add_argument("--hidden", type=_POS, default=128, help="MLP width (default: %(default)s)")
-    t.add_argument("--layers", type=_POS, default=3, help="MLP hidden layers (default: %(default)s)")
+    t.add_argument("--layers", type=_int_min(1, 100), default=3, help="MLP hidden layers, 1..100 (default: %(default)s)")
     t.add_argument("--conditional", action="store_true", help="class-conditional model (labels + a null class "
                    "for classifier-free guidance)")
     t.add_argument("--cond-dropout", type=_float_range(0, 1), default=0.1,
@@ -562,7 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--estimator", default="full", choices=("full", "uniform"),
                    help="'full': all T terms (T model calls); 'uniform': the decoder plus (T-1) times the KL term at "
                         "one random t >= 1 per point (2 model calls; default: %(default)s)")
-    e.add_argument("--n-t", type=_POS, default=1, help="draws of t for --estimator uniform (default: %(default)s)")
+    e.add_argument("--n-t", type=_int_min(1, 10000), default=1, help="draws of t for --estimator uniform, "
+                   "1..10000 (default: %(default)s)")
     e.add_argument("--schedule", default="linear", choices=("linear", "scaled_linear", "cosine", "sigmoid"),
                    help="schedule for --oracle (default: %(default)s; a checkpoint uses its own)")
     e.add_argument("--T", type=_POS, default=1000, help="diffusion steps for --oracle (default: %(default)s)")
@@ -622,6 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .editing.cli_edit import add_edit_parser  # refdiff edit (img2img, inpaint, outpaint)
 
     add_edit_parser(subs, _sub)
+    for name in WRITING_COMMANDS:  # a previous run's files are replaced only when asked
+        subs.choices[name].add_argument("--overwrite", action="store_true", help="replace output files that exist "
+                                        "(default: an existing output file is an error)")
     for sp in subs.choices.values():  # every subcommand: the BLAS thread cap (see _blas_threads)
         sp.add_argument("--threads", type=_int_min(0), default=None,
                         help=f"BLAS/OpenMP threads for NumPy's matrix products; 0 leaves the library's own "
@@ -629,6 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "models, see README 'Threads')")
     return p
 
+
+WRITING_COMMANDS = ("demo", "sample", "orders", "vectors", "txt2img", "edit")
 
 # ---------------------------------------------------------------------------- threads
 DEFAULT_THREADS = 1
@@ -683,15 +721,46 @@ def main(argv=None) -> int:
     if getattr(args, "command", None) is None:
         parser.print_help()
         return 0
+    caught: list = []
     try:
-        with _blas_threads(args.threads):
-            return int(args.func(args) or 0)
+        with _blas_threads(args.threads), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            warnings.simplefilter("error", RuntimeWarning)  # NumPy's overflow / invalid value: an error
+            status = int(args.func(args) or 0)
     except (CLIError, ValueError, TypeError, FileNotFoundError, FloatingPointError, OSError) as e:
-        print(f"refdiff {args.command}: error: {_one_line(e)}", file=sys.stderr)
-        return 2
+        return _fail(args.command, f"error: {_one_line(e)}{_warned(caught, '; after ')}")
+    except RuntimeWarning as e:
+        return _fail(args.command, f"error: numerical failure ({_one_line(e)}): an option is outside the range where "
+                     "the computation stays finite (e.g. --lr too large)")
+    except MemoryError as e:
+        return _fail(args.command, f"error: out of memory ({_one_line(e)}): a size option (--n, --batch-size, --T, "
+                     f"--steps, --hidden, ...) is too large{_warned(caught, '; after ')}")
     except KeyboardInterrupt:
         print(f"refdiff {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug: still one line; REFDIFF_TRACEBACK=1 shows the traceback
+        if os.environ.get("REFDIFF_TRACEBACK"):
+            raise
+        return _fail(args.command, f"internal error (please report it): {type(e).__name__}: {_one_line(e)} "
+                     "(REFDIFF_TRACEBACK=1 shows the traceback)", status=3)
+    if caught:
+        print(f"refdiff {args.command}: warning:{_warned(caught, ' ')}", file=sys.stderr)
+    return status
+
+
+def _fail(command, message, status=2) -> int:
+    print(f"refdiff {command}: {message}", file=sys.stderr)
+    return status
+
+
+def _warned(caught, prefix) -> str:
+    """The warnings a command raised, as one clause (NumPy's overflow warnings become part
+    of the error line instead of a block of lines before it)."""
+    if not caught:
+        return ""
+    first = " ".join(str(caught[0].message).split())
+    more = f" and {len(caught) - 1} more" if len(caught) > 1 else ""
+    return f"{prefix}{len(caught)} warning{'s' if len(caught) > 1 else ''} ({caught[0].category.__name__}: {first}{more})"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validate import check_array, check_finite_scalar, check_same_shape
+
 __all__ = ["pool_matrix", "edge_matrix", "column_mask_matrix", "edge_map", "edge_iou"]
 
 
@@ -122,6 +124,8 @@ def edge_map(x, threshold: float = 0.5):
     ValueError
         If ``x`` is not (N, 1, S, S).
     """
+    check_array("x", x, ndim=4, finite=True)
+    threshold = check_finite_scalar("threshold", threshold, low=0.0)
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 4 or x.shape[1] != 1:
         raise ValueError(f"edge_map: x must be (N, 1, S, S), got shape {x.shape}")
@@ -144,6 +148,9 @@ def edge_iou(a, b) -> np.ndarray:
     numpy.ndarray (N,)
         The per-sample IoU.
     """
+    check_array("a", a, min_ndim=1, finite=True)
+    check_array("b", b, min_ndim=1, finite=True)
+    check_same_shape(a=a, b=b)
     a, b = np.asarray(a) > 0.5, np.asarray(b) > 0.5
     inter = (a & b).reshape(len(a), -1).sum(1)
     union = (a | b).reshape(len(a), -1).sum(1)

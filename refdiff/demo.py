@@ -57,7 +57,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SW_TOL", "SW_SD", "DemoResult", "run_demo", "demo_settings", "format_table", "strict_json"]
+__all__ = ["SW_TOL", "SW_SD", "DemoResult", "run_demo", "demo_settings", "format_table", "strict_json", "DEMO_FILES"]
+
+# the files run_demo writes into its folder; any of them already there is a previous run
+DEMO_FILES = ("checkpoint.npz", "checkpoint.json", "samples.npz", "results.json", "samples.png", "loss.png")
 
 SW_SD = 0.016  # sd of one SW2 estimate at N = 4000 (module docstring)
 SW_TOL = 0.06  # >= 2.576 * sqrt(2) * SW_SD: two comparisons of two estimates at a 1% false-FAIL rate
@@ -77,6 +80,8 @@ def demo_settings(quick: bool = False) -> dict:
     dict
         n_train, n_samples, train_steps, batch_size, hidden, layers.
     """
+    if not isinstance(quick, (bool, np.bool_)):
+        raise TypeError(f"quick must be True or False, got {quick!r}")
     if quick:
         return dict(n_train=2000, n_samples=200, train_steps=300, batch_size=128, hidden=32, layers=2)
     return dict(n_train=20000, n_samples=4000, train_steps=2500, batch_size=512, hidden=64, layers=3)
@@ -123,7 +128,7 @@ def _blas_threads(n: int):
 
 
 def run_demo(out="refdiff-demo", *, seed: int = 0, quick: bool = False, progress: bool = True,
-             stream=None, threads: int = 1) -> DemoResult:
+             stream=None, threads: int = 1, overwrite: bool = False) -> DemoResult:
     """Run the demo (module docstring) writing into directory ``out``.
 
     Parameters
@@ -140,6 +145,10 @@ def run_demo(out="refdiff-demo", *, seed: int = 0, quick: bool = False, progress
         Where the table is printed (default stdout).
     threads : int
         BLAS threads (threadpoolctl); 0 leaves the library's own choice.
+    overwrite : bool, default False
+        Replace the files of a previous run in ``out``; without it, a folder that already
+        holds one of :data:`DEMO_FILES` (a demo's or a training run's checkpoint) is refused
+        (ValueError) before any work.
 
     Returns
     -------
@@ -147,6 +156,11 @@ def run_demo(out="refdiff-demo", *, seed: int = 0, quick: bool = False, progress
         The table's rows, the check's verdict, the files written and the wall time.
     """
     stream = sys.stdout if stream is None else stream
+    taken = [f for f in DEMO_FILES if (Path(out) / f).exists()]
+    if taken and not overwrite:
+        raise ValueError(f"{str(Path(out) / taken[0])!r} exists (a previous run in out = {str(out)!r}): pass "
+                         "overwrite=True (refdiff demo --overwrite) to replace it, or choose another out")
+    Path(out).mkdir(parents=True, exist_ok=True)  # an unwritable out fails here, before the training
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise ValueError(f"threads = {threads!r} must be an integer >= 0 (0: the BLAS library's own choice)")
     # np.errstate: the sigmoid of a large negative pre-activation overflows exp() to inf and
@@ -277,6 +291,8 @@ def format_table(rows) -> str:
     """
     head = (f"{'sampler':<10}{'steps':>6}{'SW2':>9}{'energy':>9}{'NLL':>8}{'SW2 oracle':>12}"
             f"{'NLL oracle':>12}{'seconds':>9}")
+    if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
+        raise TypeError(f"rows must be a list of dicts (the demo's rows), got {type(rows).__name__}")
     lines = [head, "-" * len(head)]
     for r in rows:
         steps = "-" if r["steps"] == 0 else str(r["steps"])

@@ -10,10 +10,10 @@ mixture) in latent space, so every sampler can be scored against an exact oracle
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
+from ._validate import check_array, check_choice, check_finite_scalar
 from .backend import array_namespace, to_numpy
 from .oracles import GaussianData, GaussianMixture
 
@@ -21,8 +21,8 @@ __all__ = ["latent_scaling", "scale_latents", "unscale_latents", "latent_oracle"
 
 
 def _check_factor(scaling_factor, what):
-    f = float(scaling_factor)
-    if not math.isfinite(f) or f == 0.0:
+    f = check_finite_scalar("scaling_factor", scaling_factor)
+    if f == 0.0:
         raise ValueError(f"{what}: scaling_factor must be finite and nonzero (latents are multiplied by it and "
                          f"divided by it to decode), got {scaling_factor!r}")
     return f
@@ -40,19 +40,20 @@ def latent_scaling(z, rule: str = "ldm"):
     rule : {'ldm', 'sd3'}
         the scaling rule
     """
+    check_array("z", z, finite=True)
+    check_choice("rule", rule, ("ldm", "sd3"))
     zh = np.asarray(to_numpy(z), dtype=np.float64).ravel()
-    if rule not in ("ldm", "sd3"):
-        raise ValueError(f"latent_scaling: rule must be 'ldm' or 'sd3', got {rule!r}")
     sd = float(np.std(zh))
     shift = float(zh.mean()) if rule == "sd3" else 0.0
     if not sd > 0:
-        raise ValueError("latent_scaling: the latents have zero spread, so no scaling factor exists (a scaling "
+        raise ValueError("latent_scaling: the latents z have zero spread, so no scaling factor exists (a scaling "
                          "factor of 0 or inf); is the encoder collapsed?")
     return 1.0 / sd, shift
 
 
 def scale_latents(z, scaling_factor, shift: float = 0.0):
-    """``f (z - shift)``: what the diffusion model sees, MATH.md (21.9).
+    """``f (z - shift)``: what the diffusion model sees, MATH.md (21.9).  NaN and inf in
+    ``z`` propagate: not checked.
 
     Parameters
     ----------
@@ -63,12 +64,14 @@ def scale_latents(z, scaling_factor, shift: float = 0.0):
     shift : float
         delta (0 for the LDM rule)
     """
+    check_array("z", z)
     f = _check_factor(scaling_factor, "scale_latents")
-    return (z - float(shift)) * f
+    return (z - check_finite_scalar("shift", shift)) * f
 
 
 def unscale_latents(z_scaled, scaling_factor, shift: float = 0.0):
-    """``z_scaled / f + shift``: what the decoder takes, MATH.md (21.9).
+    """``z_scaled / f + shift``: what the decoder takes, MATH.md (21.9).  NaN and inf in
+    ``z_scaled`` propagate: not checked.
 
     Parameters
     ----------
@@ -79,13 +82,15 @@ def unscale_latents(z_scaled, scaling_factor, shift: float = 0.0):
     shift : float
         delta
     """
+    check_array("z_scaled", z_scaled)
     f = _check_factor(scaling_factor, "unscale_latents")
-    return z_scaled / f + float(shift)
+    return z_scaled / f + check_finite_scalar("shift", shift)
 
 
 def decode_latents(decode, z_scaled, scaling_factor, shift: float = 0.0, *, latent_shape=None):
     """Decode sampled (scaled) latents: ``decode(unscale_latents(z_scaled, f, shift))``,
-    MATH.md (21.9).  ``latent_shape`` (per sample) is checked first when given.
+    MATH.md (21.9).  ``latent_shape`` (per sample) is checked first when given.  NaN and
+    inf in ``z_scaled`` propagate: not checked.
 
     Parameters
     ----------
@@ -98,6 +103,9 @@ def decode_latents(decode, z_scaled, scaling_factor, shift: float = 0.0, *, late
     latent_shape : tuple, optional
         the per-sample latent shape the decoder takes
     """
+    if not callable(decode):
+        raise TypeError(f"decode must be a callable z -> images, got {type(decode).__name__}")
+    check_array("z_scaled", z_scaled)
     if latent_shape is not None and tuple(z_scaled.shape[1:]) != tuple(latent_shape):
         raise ValueError(f"decode_latents: latents must have shape (N, {', '.join(map(str, latent_shape))}), got "
                          f"{tuple(z_scaled.shape)}")
@@ -122,6 +130,12 @@ def latent_oracle(oracle, A, c=None, *, scaling_factor: float = 1.0, shift: floa
         f and delta of (21.9)
     """
     f = _check_factor(scaling_factor, "latent_oracle")
+    shift = check_finite_scalar("shift", shift)
+    if not isinstance(oracle, (GaussianData, GaussianMixture)):
+        raise TypeError(f"oracle must be a GaussianData or GaussianMixture, got {type(oracle).__name__}")
+    check_array("A", A, ndim=2, finite=True)
+    if c is not None:
+        check_array("c", c, ndim=1, finite=True)
     A = np.asarray(to_numpy(A), dtype=np.float64)
     D = oracle.D
     if A.ndim != 2 or A.shape[1] != D:

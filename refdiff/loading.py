@@ -14,8 +14,8 @@ the training target), so a v-prediction network is sampled as one without being 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
+from ._validate import check_bool, check_choice, check_finite_scalar, check_int
 from .backend import array_namespace, check_rng
 from .nn.checkpoint import load_checkpoint, schedule_from_description
 
@@ -93,6 +93,10 @@ class LoadedModel:
         callable
             A plain ``model(x, t)``.
         """
+        check_choice("convention", convention, ("w", "1+w"))
+        guidance_rescale = check_finite_scalar("guidance_rescale", guidance_rescale, low=0.0, high=1.0)
+        if guidance_scale is not None:
+            guidance_scale = check_finite_scalar("guidance_scale", guidance_scale)
         if guidance_scale is None:
             return self.net.as_model(self.params, cond)
         from .guidance import guided_model
@@ -145,6 +149,8 @@ class LoadedModel:
         from .schedules import InterpolatedVP, Schedule, time_grid, timesteps
 
         rng = check_rng(rng)
+        n, steps = check_int("n", n, min=1), check_int("steps", steps, min=1)
+        check_bool("progress", progress)
         if not isinstance(self.schedule, Schedule):
             raise ValueError("LoadedModel.sample needs a checkpoint with a discrete schedule; this one stores "
                              f"{self.meta.get('schedule', {}).get('type')!r}")
@@ -198,7 +204,10 @@ def load(path, *, ema: bool = True, xp=None):
     ValueError
         If the checkpoint is corrupted or inconsistent (see ``load_checkpoint``).
     """
-    p = Path(path)
+    from .nn._checkpoint_checks import check_path
+
+    p = check_path("path", path)
+    ema = check_bool("ema", ema)
     if p.is_dir():
         p = p / "checkpoint.npz"
     ck = load_checkpoint(p, xp=xp)

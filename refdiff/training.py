@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import fnmatch
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .backend import check_rng
+from ._validate import check_array, check_bool, check_choice, check_finite_scalar, check_int, check_same_batch
 from .nn.optim import FlatAdam, adam_init, adam_update, clip_grad_norm, cosine_lr, ema_decay_warmup, ema_update, global_norm, warmup_lr
 
 __all__ = ["FitState", "fit", "init_state", "train_digit_classifier", "trainable_keys", "decayed_keys", "adam_step", "save_fit", "load_fit"]
@@ -68,6 +71,11 @@ class FitState:
     eval_losses: list = field(default_factory=list)
 
 
+def _check_groups(groups):
+    if not isinstance(groups, Mapping) or not all(isinstance(v, Mapping) for v in groups.values()):
+        raise TypeError(f"groups must be a mapping group name -> parameter dict, got {type(groups).__name__}")
+
+
 def trainable_keys(groups: dict, trainable) -> list[str]:
     """The updated parameters as ``"group/key"`` names, MATH.md (14.20).  ``trainable``:
     ``{group: patterns}`` with ``patterns`` True (every key), a pattern or a list of
@@ -92,6 +100,9 @@ def trainable_keys(groups: dict, trainable) -> list[str]:
         If ``trainable`` names a group not in ``groups``, a pattern matches no key, or
         nothing is selected.
     """
+    _check_groups(groups)
+    if not isinstance(trainable, Mapping):
+        raise TypeError(f"trainable must be a mapping group -> True / pattern(s), got {type(trainable).__name__}")
     out = []
     for g, pats in trainable.items():
         if g not in groups:
@@ -135,6 +146,12 @@ def decayed_keys(groups: dict, keys, rule="matrices") -> set:
     ValueError
         If ``rule`` is none of the above.
     """
+    _check_groups(groups)
+    if isinstance(keys, (str, bytes)) or not hasattr(keys, "__iter__") or not all(isinstance(n, str) and n.partition("/")[0] in groups
+                                                 and n.partition("/")[2] in groups[n.partition("/")[0]]
+                                                 for n in keys):
+        raise ValueError(f"keys must be a sequence of '<group>/<key>' names of groups, got {keys!r:.80}")
+
     def split(name):
         g, _, k = name.partition("/")
         return g, k, groups[g][k]
@@ -145,7 +162,19 @@ def decayed_keys(groups: dict, keys, rule="matrices") -> set:
         return {n for n in keys if split(n)[1].endswith(".w") and split(n)[2].ndim >= 2}
     if callable(rule):
         return {n for n in keys if rule(*split(n))}
-    raise ValueError(f"decay must be 'matrices', 'all' or a callable (group, key, array) -> bool, got {rule!r}")
+    raise ValueError(f"rule (the decay option) must be 'matrices', 'all' or a callable (group, key, array) -> bool, "
+                     f"got {rule!r}")
+
+
+def _check_adam_args(groups, grads, opt, keys, decayed, lr, weight_decay):
+    for name, v in (("groups", groups), ("grads", grads), ("opt", opt)):
+        if not isinstance(v, Mapping):
+            raise TypeError(f"{name} must be a mapping, got {type(v).__name__}")
+    for name, v in (("keys", keys), ("decayed", decayed)):
+        if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+            raise TypeError(f"{name} must be a collection of '<group>/<key>' names, got {type(v).__name__}")
+    check_finite_scalar("lr", lr, low=0.0)
+    check_finite_scalar("weight_decay", weight_decay, low=0.0)
 
 
 def adam_step(groups, grads, opt, keys, decayed, *, lr, betas, weight_decay, flat=None):
@@ -185,6 +214,7 @@ def adam_step(groups, grads, opt, keys, decayed, *, lr, betas, weight_decay, fla
     ``FlatAdam`` kept between steps (as :func:`fit` does) so that its flat buffers are
     reused instead of gathered again; ``flat=False`` runs the per-key reference.
     """
+    _check_adam_args(groups, grads, opt, keys, decayed, lr, weight_decay)  # cheap: types and scalars
     new_groups = {g: dict(p) for g, p in groups.items()}
     new_opt = dict(opt)
     keys = list(keys)
@@ -247,6 +277,8 @@ def init_state(groups, trainable, rng, steps) -> FitState:
     ValueError
         If ``trainable`` selects nothing or names an unknown group or pattern.
     """
+    steps = check_int("steps", steps, min=1)
+    rng = check_rng(rng)
     keys = trainable_keys(groups, trainable)
     owners = {n.partition("/")[0] for n in keys}
     flat = {f"{g}/{k}": v for g in owners for k, v in groups[g].items()}
@@ -264,6 +296,32 @@ def _stop(what, value, step, last_saved, where):
             else "no checkpoint was written in this run")
     raise FloatingPointError(f"training {what} is {value} at step {step} (0-based update index); training stopped; "
                              f"{kept}")
+
+
+def _check_fit_args(loss_fn, state, next_batch, steps, lr, weight_decay, warmup_steps, lr_decay, grad_clip,
+                    eval_every, checkpoint_every, progress, desc, evaluate, save):
+    """fit's arguments, each named in its error (TypeError/ValueError)."""
+    for name, f in (("loss_fn", loss_fn), ("next_batch", next_batch)):
+        if not callable(f):
+            raise TypeError(f"{name} must be a callable, got {type(f).__name__}")
+    for name, f in (("evaluate", evaluate), ("save", save)):
+        if f is not None and not callable(f):
+            raise TypeError(f"{name} must be None or a callable, got {type(f).__name__}")
+    if not isinstance(state, FitState):
+        raise TypeError(f"state must be a FitState (init_state, load_fit), got {type(state).__name__}")
+    check_int("steps", steps, min=1)
+    if steps > state.losses.shape[0]:
+        raise ValueError(f"steps = {steps} exceeds the {state.losses.shape[0]} steps state was sized for")
+    check_finite_scalar("lr", lr, low=0.0, low_open=True)
+    check_finite_scalar("weight_decay", weight_decay, low=0.0)
+    for name, v in (("warmup_steps", warmup_steps), ("eval_every", eval_every), ("checkpoint_every", checkpoint_every)):
+        check_int(name, v, min=0)
+    check_choice("lr_decay", lr_decay, ("constant", "cosine"))
+    if grad_clip is not None:
+        check_finite_scalar("grad_clip", grad_clip, low=0.0, low_open=True)
+    check_bool("progress", progress)
+    if not isinstance(desc, str):
+        raise TypeError(f"desc must be a str, got {type(desc).__name__}")
 
 
 def fit(loss_fn, state: FitState, next_batch, *, steps, trainable, ema=None, lr=1e-3, betas=(0.9, 0.999),
@@ -335,6 +393,8 @@ def fit(loss_fn, state: FitState, next_batch, *, steps, trainable, ema=None, lr=
     """
     from tqdm.auto import tqdm
 
+    _check_fit_args(loss_fn, state, next_batch, steps, lr, weight_decay, warmup_steps, lr_decay, grad_clip,
+                    eval_every, checkpoint_every, progress, desc, evaluate, save)
     keys = trainable_keys(state.groups, trainable)
     decayed = decayed_keys(state.groups, keys, decay)
     for target, (source, _, _) in (ema or {}).items():
@@ -405,6 +465,13 @@ def save_fit(path, state: FitState, nets: dict, *, main: str, config: dict | Non
     """
     from .nn.checkpoint import save_checkpoint
 
+    if not isinstance(state, FitState):
+        raise TypeError(f"state must be a FitState, got {type(state).__name__}")
+    if not isinstance(nets, Mapping):
+        raise TypeError(f"nets must be a mapping group -> network or None, got {type(nets).__name__}")
+    if not isinstance(main, str) or main not in nets or main not in state.groups:
+        raise ValueError(f"main = {main!r} must name a group of both nets ({sorted(nets)}) and state "
+                         f"({sorted(state.groups)})")
     hist = {"losses": state.losses[:state.step], "grad_norms": state.grad_norms[:state.step],
             "eval_steps": np.asarray(state.eval_steps, dtype=np.int64),
             "eval_losses": np.asarray(state.eval_losses, dtype=np.float64)}
@@ -439,9 +506,12 @@ def load_fit(path, steps: int, *, xp=None) -> FitState:
         If the checkpoint's step exceeds ``steps``, or the checkpoint is invalid
         (:func:`refdiff.nn.checkpoint.load_checkpoint`; FileNotFoundError if missing).
     """
+    from .nn._checkpoint_checks import check_resumable
     from .nn.checkpoint import load_checkpoint
 
+    steps = check_int("steps", steps, min=1)
     ck = load_checkpoint(path, xp=xp)
+    check_resumable(ck, path)  # history, optimizer and RNG state present
     if ck.step > steps:
         raise ValueError(f"the checkpoint is at step {ck.step}, beyond steps = {steps}")
     main = ck.meta.get("main_group", "params")
@@ -506,6 +576,21 @@ def train_digit_classifier(data: str = "digits8x8", *, steps: int = 1500, batch_
     """
     from .nn.classifier import classifier_backward, classifier_forward, classifier_init, classify, softmax_cross_entropy
 
+    steps, batch_size = check_int("steps", steps, min=1), check_int("batch_size", batch_size, min=1)
+    seed = check_int("seed", seed, min=0)
+    lr = check_finite_scalar("lr", lr, low=0.0, low_open=True)
+    weight_decay = check_finite_scalar("weight_decay", weight_decay, low=0.0)
+    noise_std = check_finite_scalar("noise_std", noise_std, low=0.0)
+    given = [a is not None for a in (x_train, y_train, x_test, y_test)]
+    if any(given) and not all(given):
+        raise ValueError("x_train, y_train, x_test and y_test must be given together (or none of them)")
+    if all(given):
+        for name, a in (("x_train", x_train), ("x_test", x_test)):
+            check_array(name, a, min_ndim=2, finite=True)
+        for name, a in (("y_train", y_train), ("y_test", y_test)):
+            check_array(name, a, dtype="int", ndim=1)
+        check_same_batch(x_train=x_train, y_train=y_train)
+        check_same_batch(x_test=x_test, y_test=y_test)
     if x_train is None:
         from .data import digits8x8, shapes8x8
 
@@ -533,7 +618,7 @@ def train_digit_classifier(data: str = "digits8x8", *, steps: int = 1500, batch_
         loss, dlogits = softmax_cross_entropy(logits, batch[1])
         return loss, {"params": classifier_backward(groups["params"], cache, dlogits)[0]}
 
-    state = init_state({"params": params}, {"params": True}, rng, int(steps))
+    state = init_state({"params": params}, {"params": True}, rng, steps)
     state = fit(loss_fn, state, next_batch, steps=int(steps), trainable={"params": True}, lr=lr,
                 weight_decay=weight_decay, decay="all", progress=False, desc="classifier")
     params = state.groups["params"]

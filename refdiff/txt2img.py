@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from os import PathLike
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,19 @@ def save_autoencoder(path, ae: KLAutoencoder, params: dict, *, scaling_factor: f
     tokenizer : Tokenizer, optional
         stored as its vocabulary and context length
     """
+    if not isinstance(path, (str, PathLike)):
+        raise TypeError(f"path must be a file path (str or Path), got {type(path).__name__}")
+    if not isinstance(ae, KLAutoencoder):
+        raise TypeError(f"ae must be a KLAutoencoder, got {type(ae).__name__}")
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
+    from ._validate import check_finite_scalar
+
+    if check_finite_scalar("scaling_factor", scaling_factor) == 0.0:
+        raise ValueError("scaling_factor must be nonzero")
+    check_finite_scalar("shift", shift)
+    if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
+        raise TypeError(f"tokenizer must be a Tokenizer or None, got {type(tokenizer).__name__}")
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     np.savez(p, **{k: np.asarray(to_numpy(v)) for k, v in params.items()})
@@ -72,6 +86,8 @@ def load_autoencoder(path):
     path : str or Path
         the .npz written by save_autoencoder
     """
+    if not isinstance(path, (str, PathLike)):
+        raise TypeError(f"path must be a file path (str or Path), got {type(path).__name__}")
     p = Path(path)
     if not p.is_file() or not p.with_suffix(".json").is_file():
         raise FileNotFoundError(f"autoencoder files not found: {str(p)!r} and {str(p.with_suffix('.json'))!r}")
@@ -79,7 +95,7 @@ def load_autoencoder(path):
     cfg = dict(meta["config"])
     cfg.pop("arch", None)
     ae = KLAutoencoder(KLAutoencoderConfig(**cfg))
-    with np.load(p) as f:
+    with np.load(p, allow_pickle=False) as f:
         params = {k: f[k] for k in f.files}
     tok = Tokenizer(meta["vocab"], meta["context_len"]) if "vocab" in meta else None
     return ae, params, {"scaling_factor": meta["scaling_factor"], "shift": meta["shift"], "tokenizer": tok}
@@ -181,6 +197,22 @@ def _prompt_cond(model, root, prompts, tok):
     return {"tokens": ids, "token_mask": mask}
 
 
+def _check_args(prompt, checkpoint, n, steps, guidance_scale, convention, method, progress):
+    from ._validate import check_bool, check_choice, check_finite_scalar, check_int
+
+    if not (isinstance(prompt, str) or (isinstance(prompt, (list, tuple)) and all(isinstance(p, str) for p in prompt))):
+        raise TypeError(f"prompt must be a str or a list of str, got {type(prompt).__name__}")
+    if not isinstance(checkpoint, (str, PathLike)):
+        raise TypeError(f"checkpoint must be a folder path (str or Path), got {type(checkpoint).__name__}")
+    check_int("n", n, min=1)
+    check_int("steps", steps, min=1)
+    check_finite_scalar("guidance_scale", guidance_scale)
+    check_choice("convention", convention, ("w", "1+w"))
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a refdiff.sample method name, got {type(method).__name__}")
+    check_bool("progress", progress)
+
+
 def txt2img(prompt, checkpoint, *, n: int = 4, steps: int = 20, guidance_scale: float = 4.0,
             convention: str = "w", method: str = "ddim", rng=None, progress: bool = False):
     """``n`` images (n, C, S, S) host float64 for ``prompt`` (a str; or a list of n str)
@@ -214,6 +246,7 @@ def txt2img(prompt, checkpoint, *, n: int = 4, steps: int = 20, guidance_scale: 
     from .schedules import timesteps
 
     rng = check_rng(rng)
+    _check_args(prompt, checkpoint, n, steps, guidance_scale, convention, method, progress)  # issue 19
     root = Path(checkpoint)
     model, _ = load(root / "unet")
     ae, ae_params, meta = load_autoencoder(root / "autoencoder.npz")

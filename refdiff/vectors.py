@@ -332,8 +332,16 @@ def oracle_eps_model(schedule, mean=ORACLE_MEAN, var=ORACLE_VAR):
     callable
         ``model(x, t) -> eps_hat``.
     """
+    from ._validate import check_array
     from .backend import array_namespace, asarray_like
-    from .schedules import alpha_sigma
+    from .schedules import Schedule, _ContinuousVP, alpha_sigma
+
+    if not isinstance(schedule, (Schedule, _ContinuousVP)):
+        raise TypeError(f"schedule must be a Schedule or a continuous VP, got {type(schedule).__name__}")
+    check_array("mean", mean, ndim=1, finite=True)
+    check_array("var", var, shape=tuple(mean.shape), finite=True)
+    if not bool(np.all(np.asarray(var) > 0)):
+        raise ValueError("var must be positive (a diagonal variance)")
 
     def model(x, t):
         alpha, sigma = alpha_sigma(schedule, t, x)

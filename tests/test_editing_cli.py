@@ -44,7 +44,7 @@ def test_edit_from_an_image_file_and_errors(unet_ckpt, tmp_path, capsys):
     np.save(tmp_path / "bad.npy", np.zeros((8, 8)))
     for argv, frag in ((["img2img", "--image", str(tmp_path / "bad.npy")], "expects"),
                        (["img2img", "--digit", "100000"], "out of range"),
-                       (["img2img", "--digit", "1", "--strength", "1.5"], "outside [0, 1]"),
+                       (["img2img", "--digit", "1", "--strength", "1.5"], "must be a finite number in [0, 1], got 1.5"),
                        (["img2img", "--digit", "1", "--strength", "0.01"], "leaves no step"),
                        (["outpaint", "--digit", "1", "--shift", "9"], "--shift 9")):
         assert main(["edit", str(unet_ckpt), *argv]) == 2

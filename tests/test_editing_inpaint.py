@@ -101,8 +101,8 @@ def test_undo_step_maps_marginal_to_marginal():
     for j in (0, 7, 24):
         ab_prev = 1.0 if j == 0 else float(chain.alpha_bars[j - 1])
         ab = float(chain.alpha_bars[j])
-        a = repaint_undo_step(chain, 1.0, j, 0.0)  # coefficient of x
-        b = repaint_undo_step(chain, 0.0, j, 1.0)  # coefficient of z
+        a = float(repaint_undo_step(chain, np.ones(1), j, np.zeros(1))[0])  # coefficient of x
+        b = float(repaint_undo_step(chain, np.zeros(1), j, np.ones(1))[0])  # coefficient of z
         np.testing.assert_allclose(a * np.sqrt(ab_prev), np.sqrt(ab), rtol=1e-13)
         cov_prev = ab_prev * SIG + (1 - ab_prev) * np.eye(2)
         np.testing.assert_allclose(a * a * cov_prev + b * b * np.eye(2), ab * SIG + (1 - ab) * np.eye(2), atol=1e-13)
@@ -136,7 +136,7 @@ def test_bad_masks_and_schemes():
         refdiff.inpaint(MODEL, x, np.ones(3), SCH, ts, rng=rng)
     with pytest.raises(ValueError, match="nothing to generate"):
         refdiff.inpaint(MODEL, x, np.zeros(2), SCH, ts, rng=rng)
-    with pytest.raises(ValueError, match="unknown scheme"):
+    with pytest.raises(ValueError, match="scheme = 'blend' is not one of 'replace', 'repaint'"):
         refdiff.inpaint(MODEL, x, MASK, SCH, ts, rng=rng, scheme="blend")
     with pytest.raises(ValueError, match="noise_mode"):
         refdiff.inpaint(MODEL, x, MASK, SCH, ts, rng=rng, noise_mode="same")

@@ -70,6 +70,7 @@ def test_txt2img_cli_and_bad_prompts(folder, tmp_path, capsys):
                  "--no-progress"]) == 0
     with np.load(out) as f:
         assert f["images"].shape == (2, 1, 16, 16)
+    out = tmp_path / "y.npz"  # x.npz exists now: refused without --overwrite (issue 19 finding 8)
     assert main(["txt2img", "a purple three", "--checkpoint", str(root), "--out", str(out)]) == 2
     assert "out-of-vocabulary words ['purple']" in capsys.readouterr().err
     assert main(["txt2img", PROMPT + " a thick", "--checkpoint", str(root), "--out", str(out)]) == 2

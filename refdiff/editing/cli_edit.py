@@ -27,6 +27,7 @@ def add_edit_parser(subs, make_sub):
     argparse.ArgumentParser
         The ``edit`` subparser (its ``func`` default is :func:`cmd_edit`).
     """
+    from ..cli import _float_range, _int_min
     d = make_sub(subs, "edit", "img2img, inpainting or outpainting with a checkpoint",
                  "Edit an image with a trained checkpoint (MATH.md chapter 17) and write OUT.npz (x: the edits,\n"
                  "x_in: the input) and OUT.png.  The input is --image (a .npy or .npz holding one (C, H, W) or\n"
@@ -38,21 +39,22 @@ def add_edit_parser(subs, make_sub):
     d.add_argument("mode", choices=("img2img", "inpaint", "outpaint"), help="what to do (see above)")
     src = d.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", help=".npy/.npz file with one image (C, H, W) in [-1, 1]")
-    src.add_argument("--digit", type=int, help="index of a held-out 8x8 digit (needs scikit-learn)")
-    d.add_argument("--strength", type=float, default=0.6, help="img2img strength in [0, 1] (default: %(default)s)")
+    src.add_argument("--digit", type=_int_min(0), help="index of a held-out 8x8 digit (needs scikit-learn)")
+    d.add_argument("--strength", type=_float_range(0, 1), default=0.6, help="img2img strength in [0, 1] (default: %(default)s)")
     d.add_argument("--method", default="ddim", help="sampler for img2img / replacement (default: %(default)s)")
-    d.add_argument("--steps", type=int, default=50, help="grid steps (default: %(default)s)")
+    d.add_argument("--steps", type=_int_min(1), default=50, help="grid steps (default: %(default)s)")
     d.add_argument("--spacing", default="trailing", choices=("linspace", "leading", "trailing"), help="grid spacing")
     d.add_argument("--scheme", default="replace", choices=("replace", "repaint"), help="inpainting scheme")
     d.add_argument("--noise-mode", default="fresh", choices=("fresh", "reuse"), help="replacement noise for the kept region")
-    d.add_argument("--jump-length", type=int, default=10, help="RePaint jump length (default: %(default)s)")
-    d.add_argument("--jump-n-sample", type=int, default=5, help="RePaint resamplings (default: %(default)s)")
+    d.add_argument("--jump-length", type=_int_min(1), default=10, help="RePaint jump length (default: %(default)s)")
+    d.add_argument("--jump-n-sample", type=_int_min(1, 100), default=5,
+                   help="RePaint resamplings, 1..100 (default: %(default)s)")
     d.add_argument("--region", default="lower", choices=REGIONS, help="inpaint: the half to generate")
-    d.add_argument("--shift", type=int, default=4, help="outpaint: columns shifted out on the left (default: 4)")
-    d.add_argument("--class", dest="label", type=int, default=None, help="class condition (conditional checkpoints)")
-    d.add_argument("--guidance-scale", type=float, default=None, help="CFG scale ('w' convention) with --class")
-    d.add_argument("--n", type=int, default=8, help="edits of the one input (default: %(default)s)")
-    d.add_argument("--seed", type=int, default=0, help="seed of every draw (default: %(default)s)")
+    d.add_argument("--shift", type=_int_min(1), default=4, help="outpaint: columns shifted out on the left (default: 4)")
+    d.add_argument("--class", dest="label", type=_int_min(0), default=None, help="class condition (conditional checkpoints)")
+    d.add_argument("--guidance-scale", type=_float_range(), default=None, help="CFG scale ('w' convention) with --class")
+    d.add_argument("--n", type=_int_min(1), default=8, help="edits of the one input (default: %(default)s)")
+    d.add_argument("--seed", type=_int_min(0), default=0, help="seed of every draw (default: %(default)s)")
     d.add_argument("--out", default="edit.npz", help="output .npz path; the PNG goes beside it (default: %(default)s)")
     d.set_defaults(func=cmd_edit)
     return d
@@ -72,9 +74,18 @@ def _input(args, shape):
         p = Path(args.image)
         if not p.is_file():
             raise CLIError(f"image not found: {str(p)!r}")
-        data = np.load(p)
+        try:
+            data = np.load(p, allow_pickle=False)  # an object array is refused, never unpickled
+        except (ValueError, OSError, EOFError) as e:
+            raise CLIError(f"--image {str(p)!r} is not a .npy/.npz array file ({' '.join(str(e).split())})") from None
+        if hasattr(data, "files") and not data.files:
+            raise CLIError(f"--image {str(p)!r} holds no array")
         img = data[data.files[0]] if hasattr(data, "files") else data
+    if img.dtype.kind not in "iuf":
+        raise CLIError(f"--image holds an array of dtype {img.dtype}; an image of real numbers in [-1, 1] is needed")
     img = np.asarray(img, dtype=np.float64)
+    if not np.all(np.isfinite(img)):
+        raise CLIError("--image contains NaN or inf; an image of real numbers in [-1, 1] is needed")
     img = img[0] if img.ndim == 4 and img.shape[0] == 1 else img
     if tuple(img.shape) != tuple(shape):
         raise CLIError(f"the image has shape {tuple(img.shape)}; the checkpoint's model expects {tuple(shape)}")
@@ -109,7 +120,7 @@ def cmd_edit(args):
     refdiff.cli.CLIError
         If the checkpoint is missing or has no discrete schedule, or an option is out of range.
     """
-    from ..cli import CLIError, _save_plot
+    from ..cli import CLIError, _output_file, _save_plot
     from ..loading import load
     from ..schedules import Schedule, timesteps
     from .img2img import img2img
@@ -125,9 +136,12 @@ def cmd_edit(args):
         raise CLIError("refdiff edit needs a checkpoint with a discrete schedule")
     if not 1 <= args.steps <= sch.T:
         raise CLIError(f"--steps {args.steps} is outside [1, T = {sch.T}]")
-    if args.n < 1:
-        raise CLIError(f"--n {args.n} must be >= 1")
+    path = _output_file(args.out, "edit.npz", ".npz", args.overwrite, png_beside=True)  # before the work
     x_in = _input(args, model.sample_shape)
+    K = int(getattr(model.net.config, "num_classes", 0))
+    if args.label is not None and not args.label < K:
+        raise CLIError(f"--class {args.label} is outside [0, {K - 1}], the checkpoint's classes" if K else
+                       "--class needs a class-conditional checkpoint")
     cond = None if args.label is None else {"class": np.full(args.n, args.label, dtype=np.int64)}
     if args.guidance_scale is not None and cond is None:
         raise CLIError("--guidance-scale needs --class")
@@ -152,7 +166,6 @@ def cmd_edit(args):
             dict(noise_mode=args.noise_mode)
         out = inpaint(f, x, mask, sch, ts, args.method, rng=rng, scheme=args.scheme, prediction_type=pt, **opts)
     out = np.clip(np.asarray(out, dtype=np.float64), -1, 1)
-    path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, x=out, x_in=x_in)
     png = _save_plot(np.concatenate([x[:1], out]), path.with_suffix(".png"), f"refdiff edit {args.mode} (first: input)")

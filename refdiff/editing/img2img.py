@@ -18,7 +18,8 @@ import math
 
 import numpy as np
 
-from ..backend import array_namespace, check_finite, check_rng, standard_normal
+from .._validate import check_array, check_bool, check_choice, check_finite_scalar, check_int, check_same_shape
+from ..backend import array_namespace, check_rng, standard_normal
 from ..samplers.common import Grid, ZERO, make_grid, point_at, flow_time, ve_sigma
 from ..schedules import Schedule
 
@@ -67,11 +68,8 @@ def img2img_timesteps(timesteps, strength, *, order=1):
         If ``strength`` is outside [0, 1], ``timesteps`` is not 1-D, or ``order`` is invalid.
     """
     strength = check_strength(strength)
-    ts = np.asarray(timesteps)
-    if ts.ndim != 1:
-        raise ValueError(f"timesteps must be a 1-D array, got shape {ts.shape}")
-    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
-        raise ValueError(f"order must be an integer >= 1, got {order!r}")
+    order = check_int("order", order, min=1)
+    ts = _check_grid("timesteps", timesteps, order)
     n = ts.shape[0] // order
     k = min(int(n * strength), n)
     t_start = max(n - k, 0)
@@ -84,7 +82,8 @@ def img2img_start(x0, alpha, sigma, noise, space="vp"):
     schedulers' ``add_noise``); ``"ve"`` x0 + s eps with s = sigma / alpha (Euler/Heun-type);
     ``"flow"`` (1 - u) x0 + u eps with u = sigma / (alpha + sigma) (flow matching's
     ``scale_noise``).  All three are the same point of the path (each divided by
-    sqrt(a^2 + b^2) gives the VP state).
+    sqrt(a^2 + b^2) gives the VP state).  NaN and inf in ``x0`` and ``noise`` propagate:
+    not checked.
 
     Parameters
     ----------
@@ -107,6 +106,12 @@ def img2img_start(x0, alpha, sigma, noise, space="vp"):
     ValueError
         If ``space`` is unknown.
     """
+    check_array("x0", x0)
+    check_array("noise", noise)
+    check_same_shape(x0=x0, noise=noise)
+    alpha = check_finite_scalar("alpha", alpha, low=0.0)
+    sigma = check_finite_scalar("sigma", sigma, low=0.0)
+    check_choice("space", space, NOISE_SPACES)
     if space == "vp":
         return alpha * x0 + sigma * noise
     if space == "ve":
@@ -149,6 +154,8 @@ def img2img_grid(schedule, timesteps, strength, *, strength_rule="library", sigm
         If ``strength`` or ``strength_rule`` is invalid, or the strength leaves no step.
     """
     strength = check_strength(strength)
+    check_choice("strength_rule", strength_rule, STRENGTH_RULES)
+    full = make_grid(schedule, None if sigmas is not None else timesteps, sigmas=sigmas)  # validates the grid
     if strength_rule == "library":
         if sigmas is not None:
             tail = img2img_timesteps(np.asarray(sigmas)[:-1], strength)[0]
@@ -160,13 +167,9 @@ def img2img_grid(schedule, timesteps, strength, *, strength_rule="library", sigm
         tail, _ = img2img_timesteps(ts[:n], strength)
         if tail.size == 0:
             raise ValueError(_no_step(strength, n))
-        full = make_grid(schedule, ts)
         return Grid(full[n - tail.size:]), False
-    if strength_rule != "exact_start":
-        raise ValueError(f"unknown strength_rule {strength_rule!r}; valid: {', '.join(STRENGTH_RULES)}")
     if strength == 0.0:
         raise ValueError(_no_step(strength, len(timesteps)))
-    full = make_grid(schedule, timesteps)
     if isinstance(schedule, Schedule):
         t0 = strength * (schedule.T - 1)
         t0 = int(t0) if float(t0).is_integer() else t0
@@ -176,6 +179,23 @@ def img2img_grid(schedule, timesteps, strength, *, strength_rule="library", sigm
         below = [p for p in full if p.t < t0]
     start = point_at(schedule, t0)
     return Grid([start] + (below if below else [ZERO])), strength == 1.0
+
+
+def _check_grid(name, timesteps, order=1):
+    """A 1-D, non-empty, finite, non-negative grid (a list or array of integer timesteps or
+    continuous times), strictly decreasing (each time repeated ``order`` times), as a NumPy
+    array."""
+    if isinstance(timesteps, (str, bytes)) or timesteps is None:
+        raise TypeError(f"{name} must be a 1-D sequence of timesteps, got {type(timesteps).__name__}")
+    ts = np.asarray(timesteps)
+    if ts.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {ts.dtype}")
+    if ts.ndim != 1 or ts.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {ts.shape}")
+    if not np.all(np.isfinite(ts)) or np.any(ts < 0) or np.any(np.diff(ts) > 0) or np.any(np.diff(ts[::order]) >= 0):
+        rep = "" if order == 1 else f" (each time repeated {order} times)"
+        raise ValueError(f"{name} must be finite, >= 0 and strictly decreasing{rep}, got {ts.tolist()}")
+    return ts
 
 
 def _no_step(strength, n):
@@ -237,11 +257,13 @@ def img2img(model, x0, schedule, timesteps, strength, method, *, rng=None, noise
         If ``strength``, ``strength_rule``, ``repeats`` or ``mask`` is invalid, or the
         strength leaves no step (and as :func:`refdiff.sample`).
     """
+    check_array("x0", x0, min_ndim=1, finite=True)
     xp = array_namespace(x0)
-    check_finite(x0, "x0")
+    if not callable(model):
+        raise TypeError(f"model must be a callable model(x, t), got {type(model).__name__}")
     noise = _noise_fn(rng, noise)
-    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+    repeats = check_int("repeats", repeats, min=1)
+    check_bool("progress", progress)
     grid, pure = img2img_grid(schedule, timesteps, strength, strength_rule=strength_rule,
                               sigmas=sample_options.pop("sigmas", None))
     m = None if mask is None else _edit_mask(mask, x0)

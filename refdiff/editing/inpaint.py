@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import array_namespace, asarray_like, check_finite, to_numpy
+from .._validate import check_array, check_bool, check_choice, check_finite_scalar, check_int, check_same_shape
+from ..backend import array_namespace, asarray_like, to_numpy
 from ..samplers.common import call_model, make_grid
 from ..samplers.ddpm import ddpm_step, respace
 from ..schedules import Schedule
@@ -61,11 +62,24 @@ def check_mask(mask, x, xp=None):
     ValueError
         If the shape is wrong, the mask is not 0/1, or it has no 1.
     """
+    return _check_mask(mask, x, xp, "x")
+
+
+def _check_mask_dtype(mask):
+    check_array("mask", mask, dtype="any")
+    if str(mask.dtype).rsplit(".", 1)[-1] not in ("bool", "float32", "float64") and mask.dtype.kind not in "iu":
+        raise TypeError(f"mask must be a 0/1 array of bool, integer, float32 or float64 dtype, got dtype {mask.dtype}")
+
+
+def _check_mask(mask, x, xp, x_name):
+    check_array(x_name, x)
+    _check_mask_dtype(mask)
     xp = array_namespace(x) if xp is None else xp
-    m = np.asarray(to_numpy(mask) if hasattr(mask, "shape") else mask, dtype=np.float64)
+    m = np.asarray(to_numpy(mask), dtype=np.float64)
     shape = tuple(x.shape)
     if m.shape not in (shape, shape[1:], (1,) + shape[1:]):
-        raise ValueError(f"mask has shape {m.shape}; expected x's shape {shape}, {shape[1:]} or {(1,) + shape[1:]}")
+        raise ValueError(f"mask has shape {m.shape}; expected {x_name}'s shape {shape}, {shape[1:]} or "
+                         f"{(1,) + shape[1:]} ({x_name} has shape {shape})")
     if not np.all((m == 0) | (m == 1)):
         bad = m[(m != 0) & (m != 1)].ravel()[0]
         raise ValueError(f"mask must hold only 0 (keep) and 1 (generate; the diffusers meaning), found {bad!r}")
@@ -138,10 +152,17 @@ def inpaint(model, x_known, mask, schedule, timesteps, method="ddpm", *, rng=Non
     ValueError
         If ``mask``, ``scheme``, ``noise_mode``, ``strength`` or the grid is invalid.
     """
+    check_array("x_known", x_known, finite=True)
     xp = array_namespace(x_known)
-    check_finite(x_known, "x_known")
-    m = check_mask(mask, x_known, xp)
+    if not callable(model):
+        raise TypeError(f"model must be a callable model(x, t), got {type(model).__name__}")
+    m = _check_mask(mask, x_known, xp, "x_known")
     noise = _noise_fn(rng, noise)
+    check_choice("scheme", scheme, SCHEMES)
+    check_choice("noise_mode", noise_mode, ("fresh", "reuse"))
+    jump_length = check_int("jump_length", jump_length, min=1)
+    jump_n_sample = check_int("jump_n_sample", jump_n_sample, min=1)
+    check_bool("progress", progress)
     if scheme == "repaint":
         if sample_options:
             raise TypeError(f"scheme='repaint' got unknown option(s) {sorted(sample_options)}")
@@ -215,7 +236,8 @@ def repaint_schedule(n, jump_length=10, jump_n_sample=10):
 
 def repaint_undo_step(schedule, x, j, noise):
     """RePaint's undo step from index j - 1 to j of a (respaced) Schedule, MATH.md (17.6):
-    x_j = sqrt(1 - beta_j) x_{j-1} + sqrt(beta_j) z (j = 0: from the data end).
+    x_j = sqrt(1 - beta_j) x_{j-1} + sqrt(beta_j) z (j = 0: from the data end).  NaN and inf
+    in ``x`` and ``noise`` propagate: not checked.
 
     Parameters
     ----------
@@ -233,6 +255,14 @@ def repaint_undo_step(schedule, x, j, noise):
     array (N, ...)
         x_j.
     """
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    check_array("x", x)
+    check_array("noise", noise)
+    check_same_shape(x=x, noise=noise)
+    j = check_int("j", j, min=0)
+    if j >= schedule.T:
+        raise ValueError(f"j = {j} is outside [0, {schedule.T - 1}] (the schedule's indices)")
     beta = float(schedule.betas[j])
     return (1.0 - beta) ** 0.5 * x + beta ** 0.5 * noise
 
@@ -259,6 +289,16 @@ def _repaint(model, x_known, m, schedule, timesteps, noise, prediction_type, jum
         z = noise(x) if j > 0 else None
         x = ddpm_step(chain, out, j, x, z, prediction_type=prediction_type)
     return m * x + (1.0 - m) * x_known
+
+
+def _check_oracle_args(data, x_known, mask):
+    from ..oracles import GaussianData, GaussianMixture
+
+    if not isinstance(data, (GaussianData, GaussianMixture)):
+        raise TypeError(f"data must be a GaussianData or GaussianMixture, got {type(data).__name__}")
+    check_array("x_known", x_known, finite=True)
+    _check_mask_dtype(mask)
+    check_same_shape(x_known=x_known, mask=mask)
 
 
 def oracle_inpaint(data, x_known, mask, n, rng):
@@ -292,6 +332,7 @@ def oracle_inpaint(data, x_known, mask, n, rng):
     """
     from ..conditioning import mask_measurement
 
+    _check_oracle_args(data, x_known, mask)
     H, c = mask_measurement(mask, x_known)
     x = data.condition(H, c).sample(n, rng)
     m = np.asarray(mask, dtype=np.float64)
@@ -329,6 +370,7 @@ def oracle_inpaint_model(data, x_known, mask, schedule, prediction_type="epsilon
     """
     from ..conditioning import mask_measurement
 
+    _check_oracle_args(data, x_known, mask)
     H, c = mask_measurement(mask, x_known)
     return data.condition(H, c).as_model(schedule, prediction_type)
 
@@ -336,7 +378,8 @@ def oracle_inpaint_model(data, x_known, mask, schedule, prediction_type="epsilon
 def inpaint_condition(x_known, mask):
     """The ``cond`` entries of the "inpaint" condition kind for a network trained on masks:
     {"mask": mask (N, 1, H, W), "masked_image": x_known * (1 - mask)} (1 = generate; the
-    masked pixels become 0, as diffusers' inpainting pipeline makes them).
+    masked pixels become 0, as diffusers' inpainting pipeline makes them).  NaN and inf in
+    ``x_known`` propagate: not checked (under the mask too: NaN * 0 is NaN).
 
     Parameters
     ----------
@@ -355,8 +398,9 @@ def inpaint_condition(x_known, mask):
     ValueError
         If ``mask`` is invalid.
     """
+    check_array("x_known", x_known)
     xp = array_namespace(x_known)
-    m = check_mask(mask, x_known, xp)
+    m = _check_mask(mask, x_known, xp, "x_known")
     m = xp.broadcast_to(m, x_known.shape)
     return {"mask": m[:, :1], "masked_image": x_known * (1.0 - m)}
 
@@ -412,8 +456,20 @@ def repaint_library(model, x_known, mask, schedule, n, *, noise, jump_length=10,
 
     from ..parameterization import to_eps_x0
 
+    check_array("x_known", x_known, finite=True)
+    if not callable(model):
+        raise TypeError(f"model must be a callable model(x, t), got {type(model).__name__}")
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    if not callable(noise):
+        raise TypeError(f"noise must be a callable noise(like), got {type(noise).__name__}")
+    n = check_int("n", n, min=1)
+    if n > schedule.T:
+        raise ValueError(f"n = {n} exceeds the schedule's T = {schedule.T}")
+    eta = check_finite_scalar("eta", eta, low=0.0)
+    check_bool("clip_sample", clip_sample)
     xp = array_namespace(x_known)
-    m = check_mask(mask, x_known, xp)
+    m = _check_mask(mask, x_known, xp, "x_known")
     k = schedule.T // n
     times = [t * k for t in repaint_schedule(n, jump_length, jump_n_sample)[:-1]]
     ab = [float(a) for a in schedule.alpha_bars]

@@ -21,9 +21,11 @@ import math
 
 import numpy as np
 
+from .._validate import check_array, check_bool
 from ..backend import check_finite
 from ..parameterization import to_eps_x0
-from ..samplers.common import call_model, check_prediction_type, check_schedule, point_at_lambda
+from ..schedules import Schedule
+from ..samplers.common import call_model, check_prediction_type, check_schedule, make_grid, point_at_lambda
 
 __all__ = ["ode_invert", "ode_generate", "translate", "whitening_colouring", "edit_by_inversion", "ODE_METHODS"]
 
@@ -115,6 +117,8 @@ def ode_invert(model, x0, schedule, n, *, prediction_type="epsilon", method="rk4
     FloatingPointError
         If the ODE state becomes non-finite.
     """
+    check_array("x0", x0, min_ndim=1, finite=True)
+    _check_model("model", model)
     check_prediction_type(prediction_type)
     lams, lo, hi = _grid(schedule, n, lam_range)
     return _integrate(model, point_at_lambda(schedule, hi).alpha * x0, schedule, lams, prediction_type, method)
@@ -153,6 +157,8 @@ def ode_generate(model, x_T, schedule, n, *, prediction_type="epsilon", method="
     FloatingPointError
         If the ODE state becomes non-finite.
     """
+    check_array("x_T", x_T, min_ndim=1, finite=True)
+    _check_model("model", model)
     check_prediction_type(prediction_type)
     lams, lo, hi = _grid(schedule, n, lam_range)
     x = _integrate(model, x_T, schedule, lams[::-1], prediction_type, method)
@@ -194,8 +200,16 @@ def translate(model_src, model_tgt, x, schedule, n, *, prediction_type="epsilon"
     FloatingPointError
         If the ODE state becomes non-finite.
     """
+    check_array("x", x, min_ndim=1, finite=True)
+    _check_model("model_src", model_src)
+    _check_model("model_tgt", model_tgt)
     z = ode_invert(model_src, x, schedule, n, prediction_type=prediction_type, method=method, lam_range=lam_range)
     return ode_generate(model_tgt, z, schedule, n, prediction_type=prediction_type, method=method, lam_range=lam_range)
+
+
+def _check_model(name, model):
+    if not callable(model):
+        raise TypeError(f"{name} must be a callable model(x, t), got {type(model).__name__}")
 
 
 def _sqrtm_psd(C):
@@ -225,6 +239,12 @@ def whitening_colouring(x, mean_a, cov_a, mean_b, cov_b):
     numpy.ndarray (N, D)
         The mapped points (float64).
     """
+    check_array("x", x, ndim=2, finite=True)
+    D = x.shape[1]
+    for name, m in (("mean_a", mean_a), ("mean_b", mean_b)):
+        check_array(name, m, shape=(D,), finite=True)
+    for name, c in (("cov_a", cov_a), ("cov_b", cov_b)):
+        check_array(name, c, shape=(D, D), finite=True)
     _, ia = _sqrtm_psd(np.asarray(cov_a, dtype=np.float64))
     sb, _ = _sqrtm_psd(np.asarray(cov_b, dtype=np.float64))
     x = np.asarray(x, dtype=np.float64)
@@ -271,6 +291,13 @@ def edit_by_inversion(model_src, model_tgt, x0, schedule, timesteps, *, predicti
     from ..samplers.ddim import ddim_invert
     from ..samplers.loop import sample
 
+    check_array("x0", x0, min_ndim=1, finite=True)
+    _check_model("model_src", model_src)
+    _check_model("model_tgt", model_tgt)
+    check_bool("progress", progress)
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a discrete Schedule, got {type(schedule).__name__}")
+    make_grid(schedule, timesteps)  # validates the grid (decreasing integers in [0, T))
     z = ddim_invert(model_src, x0, schedule, timesteps, prediction_type=prediction_type)
     return sample(model_tgt, z, schedule, timesteps, "ddim", prediction_type=prediction_type, progress=progress,
                   **sample_options)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import array_namespace
+from .._validate import check_array, check_choice, check_finite_scalar, check_int
+from ..backend import array_namespace, check_rng
 
 __all__ = ["pad_canvas", "outpaint", "outpaint_strip", "gaussian_window_fill", "stationary_field_cov",
            "chained_field_moments"]
@@ -16,7 +17,8 @@ __all__ = ["pad_canvas", "outpaint", "outpaint_strip", "gaussian_window_fill", "
 def pad_canvas(x, pad):
     """(canvas, mask): ``x`` (N, C, h, w) zero-padded by ``pad`` = (top, bottom, left, right)
     on the last two axes, and the mask (1, C, h + top + bottom, w + left + right) that is 1
-    on the padding (generated, the diffusers meaning) and 0 on x.
+    on the padding (generated, the diffusers meaning) and 0 on x.  NaN and inf in ``x`` are
+    copied: not checked.
 
     Parameters
     ----------
@@ -37,6 +39,9 @@ def pad_canvas(x, pad):
     ValueError
         If ``pad`` is invalid or ``x`` is not 4-D.
     """
+    check_array("x", x, ndim=4)
+    if isinstance(pad, (str, bytes)) or not hasattr(pad, "__len__"):
+        raise TypeError(f"pad must be 4 non-negative integers (top, bottom, left, right), got {pad!r}")
     xp = array_namespace(x)
     if len(pad) != 4 or any(isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 0 for p in pad):
         raise ValueError(f"pad must be 4 non-negative integers (top, bottom, left, right), got {pad!r}")
@@ -90,6 +95,7 @@ def outpaint(model, x, pad, schedule, timesteps, method="ddpm", *, rng=None, noi
     """
     from .inpaint import inpaint
 
+    check_array("x", x, ndim=4, finite=True)
     canvas, mask = pad_canvas(x, pad)
     return inpaint(model, canvas, mask, schedule, timesteps, method, rng=rng, noise=noise, **inpaint_options)
 
@@ -124,11 +130,13 @@ def outpaint_strip(fill, x_start, width, window, step):
     ValueError
         If ``width``, ``window`` or ``step`` is invalid.
     """
+    if not callable(fill):
+        raise TypeError(f"fill must be a callable fill(x_window, mask_window), got {type(fill).__name__}")
+    check_array("x_start", x_start, ndim=4, finite=True)
     xp = array_namespace(x_start)
     n, c, h, w0 = x_start.shape
     for name, v in (("window", window), ("step", step), ("width", width)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        check_int(name, v, min=1)
     if not 1 <= step < window or window - step > w0:
         raise ValueError(f"need 1 <= step < window and window - step <= the start's width: step = {step}, "
                          f"window = {window}, start width = {w0}")
@@ -164,6 +172,12 @@ def gaussian_window_fill(mean, cov, rng):
     callable
         ``fill(xk, mask) -> array`` of xk's shape (float64), xk of shape (N, *event).
     """
+    check_array("mean", mean, ndim=1, finite=True)
+    check_array("cov", cov, ndim=2, finite=True)
+    if tuple(cov.shape) != (mean.shape[0], mean.shape[0]):
+        raise ValueError(f"cov has shape {tuple(cov.shape)} and mean {tuple(mean.shape)}: cov must be (D, D) for a "
+                         "mean of shape (D,)")
+    rng = check_rng(rng)
     mu = np.asarray(mean, dtype=np.float64).reshape(-1)
     Sig = np.asarray(cov, dtype=np.float64)
 
@@ -207,6 +221,10 @@ def stationary_field_cov(h, w, kernel="se", length=2.0, nugget=1e-6):
     ValueError
         If ``kernel`` is unknown.
     """
+    h, w = check_int("h", h, min=1), check_int("w", w, min=1)
+    check_choice("kernel", kernel, ("se", "exp"))
+    length = check_finite_scalar("length", length, low=0.0, low_open=True)
+    nugget = check_finite_scalar("nugget", nugget, low=0.0)
     ii, jj = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     di = np.abs(ii.reshape(-1, 1) - ii.reshape(1, -1))
     dj = np.abs(jj.reshape(-1, 1) - jj.reshape(1, -1))
@@ -246,6 +264,10 @@ def chained_field_moments(mean_fn, cov_full, h, width, w0, window, step):
     m : numpy.ndarray (h, width)
     C : numpy.ndarray (h width, h width)
     """
+    h, width, w0 = check_int("h", h, min=1), check_int("width", width, min=1), check_int("w0", w0, min=1)
+    window, step = check_int("window", window, min=1), check_int("step", step, min=1)
+    check_array("mean_fn", mean_fn, shape=(h, width), finite=True)
+    check_array("cov_full", cov_full, shape=(h * width, h * width), finite=True)
     idx = np.arange(h * width).reshape(h, width)
     mu = np.asarray(mean_fn, dtype=np.float64).reshape(-1)
     S = np.asarray(cov_full, dtype=np.float64)

@@ -31,6 +31,9 @@ import numpy as np
 
 from .._version import __version__
 from ..backend import array_namespace, to_numpy
+from .._validate import check_int
+from ._checkpoint_checks import (build, check_count, check_groups_arg, check_history, check_meta, check_path,
+                                 check_saveable, check_values)
 
 __all__ = [
     "Checkpoint",
@@ -149,6 +152,15 @@ def schedule_from_description(d: dict):
     """
     from ..schedules import InterpolatedVP, LinearVP, schedule_from_betas
 
+    if not isinstance(d, dict):
+        raise TypeError(f"d must be a schedule description (a dict from describe_schedule), got {type(d).__name__}")
+    try:
+        return _schedule_from(d, InterpolatedVP, LinearVP, schedule_from_betas)
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"d = {str(d)[:60]} is not a valid schedule description ({type(e).__name__}: {e})") from None
+
+
+def _schedule_from(d, InterpolatedVP, LinearVP, schedule_from_betas):
     kind = d.get("type")
     if kind == "discrete":
         return schedule_from_betas(np.asarray(d["betas"], dtype=np.float64), name=d.get("name", "custom"))
@@ -242,10 +254,12 @@ def save_checkpoint(
     ValueError
         If ``path`` does not end in ``.npz``, or a group name is reserved or contains ``/``.
     """
-    path = Path(path)
+    path = check_path("path", path)
     if path.suffix != ".npz":
         raise ValueError(f"checkpoint path must end in .npz, got {str(path)!r}")
-    groups = dict(groups or {})
+    check_saveable(model, params, rng, prediction_type, main_group)
+    step = check_int("step", step, min=0)
+    groups = check_groups_arg(groups)
     for name in groups:
         if name in ("params", "ema", "opt", "history", "meta", "step") or "/" in name:
             raise ValueError(f"group name {name!r} is reserved or contains '/'")
@@ -311,22 +325,14 @@ def _check_group(name: str, got: dict, expected: dict, path: Path) -> None:
             )
 
 
-def _check_values(entry: str, a, path: Path) -> None:
-    """A parameter or moment array must be real floating point and finite."""
-    if a.dtype.kind != "f":
-        raise ValueError(f"checkpoint {str(path)!r}: entry {entry!r} has dtype {a.dtype}; parameters and optimizer "
-                         "moments must be float32 or float64")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"checkpoint {str(path)!r}: entry {entry!r} contains NaN or inf")
-
-
-def _check_count(entry: str, a, path: Path) -> int:
-    """A step counter must be a non-negative integer scalar."""
-    a = np.asarray(a)
-    if a.shape != () or a.dtype.kind not in "iu" or int(a) < 0:
-        raise ValueError(f"checkpoint {str(path)!r}: entry {entry!r} must be a non-negative integer scalar, "
-                         f"got {a.tolist()!r} of dtype {a.dtype}")
-    return int(a)
+def _reference(meta: dict, path: Path, key: str = "meta.model_config"):
+    """The network of a stored config and float64 parameters of the shapes it implies."""
+    model = build(key, meta["model_config"], path)
+    try:
+        return model, model.init_params(np.random.default_rng(0), dtype="float64")
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"checkpoint {str(path)!r}: {key} cannot be rebuilt ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())})") from None
 
 
 def _to(xp, a):
@@ -340,8 +346,10 @@ def _read_meta(data: dict, path: Path) -> dict:
         meta = json.loads(str(data.pop("meta")))
     except json.JSONDecodeError as e:
         raise ValueError(f"checkpoint {str(path)!r}: its metadata is not valid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"checkpoint {str(path)!r}: its metadata is not a JSON object (got a {type(meta).__name__})")
     v = meta.get("format_version")
-    if v not in SUPPORTED_FORMAT_VERSIONS:
+    if isinstance(v, bool) or v not in SUPPORTED_FORMAT_VERSIONS:
         raise ValueError(f"checkpoint {str(path)!r}: format_version {v!r} is not one this refdiff reads "
                          f"({', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))})")
     return meta
@@ -351,7 +359,7 @@ def _check_opt(o: dict, shapes: dict, path: Path) -> dict:
     """The optimizer state: ``step`` and moments ``m/<key>``, ``v/<key>`` of known keys."""
     if "step" not in o:
         raise ValueError(f"checkpoint {str(path)!r}: optimizer state has no 'step'")
-    opt = {"step": _check_count("opt/step", o.pop("step"), path)}
+    opt = {"step": check_count("opt/step", o.pop("step"), path)}
     for k, v in o.items():
         moment, _, key = k.partition("/")
         if moment not in ("m", "v") or key not in shapes:
@@ -359,7 +367,7 @@ def _check_opt(o: dict, shapes: dict, path: Path) -> dict:
         if tuple(v.shape) != shapes[key]:
             raise ValueError(f"checkpoint {str(path)!r}: optimizer moment 'opt/{k}' has shape {tuple(v.shape)}, "
                              f"its parameter has {shapes[key]}")
-        _check_values(f"opt/{k}", v, path)
+        check_values(f"opt/{k}", v, path)
         opt[k] = v
     return opt
 
@@ -370,8 +378,12 @@ def load_checkpoint(path, *, xp=None) -> Checkpoint:
     corrupted file, an unknown ``format_version``, missing or unexpected keys, a parameter
     whose shape differs from the one its stored model config implies, a parameter or
     optimizer moment that is not real floating point (string, integer, complex) or not
-    finite, and a step counter that is not a non-negative integer.  ``xp``: namespace for
-    the arrays (default NumPy).
+    finite, a step counter that is not a non-negative integer (or a ``meta.step`` that
+    disagrees with it), a history log that is not a 1-D real array, an RNG state that is not
+    the state of a NumPy bit generator, and a model config or schedule description that
+    cannot be rebuilt.  Arrays are read with ``allow_pickle=False``: an object array (a
+    pickle) is refused and never unpickled.  ``xp``: namespace for the arrays (default
+    NumPy).
 
     Parameters
     ----------
@@ -392,17 +404,15 @@ def load_checkpoint(path, *, xp=None) -> Checkpoint:
     ValueError
         If the file is corrupted or fails one of the checks above.
     """
-    from . import build_model
-
-    path = Path(path)
+    path = check_path("path", path)
     data = _read_npz(path)
     meta = _read_meta(data, path)
-    step = _check_count("step", data.pop("step"), path)
-    model = build_model(meta["model_config"])
-    ref = model.init_params(np.random.default_rng(0), dtype="float64")  # shapes the config implies
+    step = check_count("step", data.pop("step"), path)
+    check_meta(meta, step, path)
+    model, ref = _reference(meta, path)  # ref: the shapes the config implies
     refs = {"params": ref, "ema": ref}
     for g, cfg in meta.get("groups", {}).items():
-        refs[g] = None if cfg is None else build_model(cfg).init_params(np.random.default_rng(0), dtype="float64")
+        refs[g] = None if cfg is None else _reference({"model_config": cfg}, path, f"meta.groups[{g!r}]")[1]
     found: dict = {g: {} for g in [*refs, "opt", "history"]}
     for key, v in data.items():
         g, _, name = key.partition("/")
@@ -415,7 +425,7 @@ def load_checkpoint(path, *, xp=None) -> Checkpoint:
         if refs[g] is not None:
             _check_group("params" if g == "params" else g, found[g], refs[g], path)
         for k, v in found[g].items():
-            _check_values(f"{g}/{k}", v, path)
+            check_values(f"{g}/{k}", v, path)
         groups[g] = {k: _to(xp, v) for k, v in found[g].items()}
     opt = None
     if meta.get("has_opt_state"):
@@ -424,5 +434,6 @@ def load_checkpoint(path, *, xp=None) -> Checkpoint:
         main = meta.get("main_group", "params")
         shapes.update({f"{main}/{k}": tuple(v.shape) for k, v in found["params"].items()})
         opt = {k: (v if k == "step" else _to(xp, v)) for k, v in _check_opt(dict(found["opt"]), shapes, path).items()}
+    check_history(found["history"], path)
     params, ema = groups.pop("params"), groups.pop("ema", None)
     return Checkpoint(model, params, ema, opt, meta.get("rng_state"), step, meta, found["history"], groups)
