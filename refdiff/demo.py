@@ -49,6 +49,7 @@ size) reports the comparison but does not enforce it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import sys
 import time
@@ -146,9 +147,11 @@ def run_demo(out="refdiff-demo", *, seed: int = 0, quick: bool = False, progress
     threads : int
         BLAS threads (threadpoolctl); 0 leaves the library's own choice.
     overwrite : bool, default False
-        Replace the files of a previous run in ``out``; without it, a folder that already
-        holds one of :data:`DEMO_FILES` (a demo's or a training run's checkpoint) is refused
-        (ValueError) before any work.
+        Replace whatever files of :data:`DEMO_FILES` ``out`` holds.  Without it, the files
+        of a previous demo in ``out`` (recognised by the checkpoint's SHA-256 recorded in its
+        ``results.json``) are replaced, so running the demo twice works; any other file of
+        those names (a training run's checkpoint, a demo checkpoint trained further) is
+        refused (ValueError) before any work.
 
     Returns
     -------
@@ -157,7 +160,7 @@ def run_demo(out="refdiff-demo", *, seed: int = 0, quick: bool = False, progress
     """
     stream = sys.stdout if stream is None else stream
     taken = [f for f in DEMO_FILES if (Path(out) / f).exists()]
-    if taken and not overwrite:
+    if taken and not overwrite and not _previous_demo(Path(out)):
         raise ValueError(f"{str(Path(out) / taken[0])!r} exists (a previous run in out = {str(out)!r}): pass "
                          "overwrite=True (refdiff demo --overwrite) to replace it, or choose another out")
     Path(out).mkdir(parents=True, exist_ok=True)  # an unwritable out fails here, before the training
@@ -167,6 +170,20 @@ def run_demo(out="refdiff-demo", *, seed: int = 0, quick: bool = False, progress
     # correctly yields 0; the warning would only clutter the table.
     with _blas_threads(threads), np.errstate(over="ignore"):
         return _run(Path(out), int(seed), bool(quick), progress, stream)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _previous_demo(out: Path) -> bool:
+    """Whether ``out`` holds the files of a previous demo, unchanged since: its results.json
+    records the SHA-256 of the checkpoint it wrote, and the checkpoint still has it."""
+    try:
+        rec = json.loads((out / "results.json").read_text())
+        return isinstance(rec, dict) and rec.get("checkpoint_sha256") == _sha256(out / "checkpoint.npz")
+    except (OSError, ValueError):
+        return False
 
 
 def strict_json(obj):
@@ -254,7 +271,9 @@ def _run(out, seed, quick, progress, stream):
     np.savez(out / "samples.npz", **samples)
     files.append(out / "samples.npz")
     (out / "results.json").write_text(json.dumps(strict_json({"rows": rows, "ok": ok, "check": message, "seed": seed,
-                                                              "quick": quick, "settings": cfg}), indent=1,
+                                                              "quick": quick, "settings": cfg,
+                                                              "checkpoint_sha256": _sha256(out / "checkpoint.npz")}),
+                                                 indent=1,
                                                  allow_nan=False))
     files.append(out / "results.json")
     files += _figures(out, samples, rows, res, stream)

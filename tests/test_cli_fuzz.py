@@ -155,8 +155,13 @@ def cheap(monkeypatch):
     import refdiff.demo
     import refdiff.vectors
 
-    def run(out, *a):
-        (out / "results.json").write_text("{}")  # one of the files a demo writes
+    def run(out, *a):  # two of the files a demo writes, results.json recording the checkpoint's hash
+        import hashlib
+        import json
+
+        (out / "checkpoint.npz").write_bytes(b"stub checkpoint")
+        digest = hashlib.sha256(b"stub checkpoint").hexdigest()
+        (out / "results.json").write_text(json.dumps({"checkpoint_sha256": digest}))
         return refdiff.demo.DemoResult([], None)
 
     monkeypatch.setattr(refdiff.demo, "_run", run)
@@ -221,6 +226,10 @@ def test_missing_unwritable_and_existing_paths(cmd, env, tmp_path, cheap, capsys
             _assert_one_line(*_run(argv, capsys), argv)
             first = _base(cmd, env, tmp_path / "e")
             assert _run(first, capsys)[0] in (0, 1), first
+            if cmd == "demo":  # a previous demo's own files are replaced (the README command runs twice) ...
+                assert _run(first, capsys)[0] in (0, 1), first
+                with open(tmp_path / "e" / "checkpoint.npz", "ab") as f:  # ... not a checkpoint changed since
+                    f.write(b"\0")
             before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
             assert before, cmd
             rc, err = _run(first, capsys)

@@ -115,3 +115,22 @@ def test_results_json_is_strict_json(quick_run):
     assert saved["rows"][0]["sw_oracle"] is None and saved["rows"][0]["sampler"] == "data"
     assert demo.strict_json({"a": [float("nan"), 1.0, float("-inf")], "b": np.float64(2)}) == {"a": [None, 1.0, None], "b": 2.0}
     assert "closer to the data row is better" in text
+
+
+def test_demo_replaces_its_own_previous_run_only(tmp_path):
+    """issue 19 finding 8: running the demo twice into one folder works (the README's
+    command can be repeated), but a checkpoint changed since the demo wrote it (e.g. trained
+    further) is refused before any work, and kept byte for byte."""
+    import io
+
+    from refdiff.demo import run_demo
+
+    out = tmp_path / "d"
+    run_demo(out, quick=True, progress=False, stream=io.StringIO())
+    run_demo(out, quick=True, progress=False, stream=io.StringIO())  # its own files: replaced
+    with open(out / "checkpoint.npz", "ab") as f:
+        f.write(b"\0")
+    before = (out / "checkpoint.npz").read_bytes()
+    with pytest.raises(ValueError, match="checkpoint.npz' exists"):
+        run_demo(out, quick=True, progress=False, stream=io.StringIO())
+    assert (out / "checkpoint.npz").read_bytes() == before
