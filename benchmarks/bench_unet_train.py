@@ -15,6 +15,10 @@ gradients to float32 rounding).
     python benchmarks/bench_unet_train.py --layers reference   # the U-Net on the reference
                                                           # layers instead of refdiff.nn.fast
     python benchmarks/bench_unet_train.py --variants f43,direct   # a subset of the table
+    python benchmarks/bench_unet_train.py --threads 2 --variants direct,direct:halves
+                                  # ':halves': the batch in --threads slices on as many Python
+                                  # threads (refdiff.training.BatchThreads), BLAS on one thread
+    python benchmarks/bench_unet_train.py --threads 1 --clock cpu   # CPU time, not wall time
 
 By default every variant is timed in one table: the tuned path with Winograd F(4x4,3x3)
 ("f43", the default of refdiff.nn.fast), F(2x2,3x3) ("f23"), the direct column-matrix
