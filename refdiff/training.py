@@ -269,7 +269,28 @@ class BatchThreads:
 
     def forward(self, params, x, t, cond=None, **kw):
         """The wrapped ``forward`` on each slice, outputs concatenated; the cache holds the
-        slices' caches."""
+        slices' caches.
+
+        Parameters
+        ----------
+        params : dict
+            The network's parameters (shared by the slices, read only).
+        x : array, shape (N, ...)
+            The batch.
+        t : array of shape (N,) or scalar
+            Times, sliced with the batch when an array.
+        cond : mapping, array or None, optional
+            The condition; arrays (and a mapping's array values with a batch axis) are sliced.
+        **kw
+            Passed to the wrapped ``forward``.
+
+        Returns
+        -------
+        out : array, shape of the wrapped output for the whole batch
+            The slices' outputs, concatenated along the batch axis.
+        cache : tuple
+            The slices and their caches, for :meth:`backward`.
+        """
         from .backend import array_namespace
 
         xp = array_namespace(x)
@@ -290,7 +311,24 @@ class BatchThreads:
 
     def backward(self, params, cache, dout):
         """``(grads, dx)``: the slices' parameter gradients summed, their input gradients
-        concatenated."""
+        concatenated.
+
+        Parameters
+        ----------
+        params : dict
+            The parameters of the forward pass.
+        cache : tuple
+            The cache returned by :meth:`forward`.
+        dout : array
+            Gradient with respect to the whole batch's output.
+
+        Returns
+        -------
+        grads : dict
+            Gradient of every parameter (the sum over slices).
+        dx : array
+            Gradient with respect to the input, the whole batch.
+        """
         from .backend import array_namespace
 
         xp = array_namespace(dout)
