@@ -59,6 +59,8 @@ def parse():
                     help="comma-separated subset of f43,f23,direct,reference; a suffix ':halves' runs that variant "
                          "as --threads batch slices on as many Python threads (refdiff.training.BatchThreads) with "
                          "BLAS pinned to one thread, e.g. direct,direct:halves")
+    ap.add_argument("--split", type=int, default=None,
+                    help="batch slices (Python threads) of the ':halves' variants; default --threads")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: perf_counter; cpu: CPU time of the process (less sensitive to other jobs on a shared "
                          "machine; meaningful for one thread only)")
@@ -243,7 +245,7 @@ def main():
     state = {"P": P, "S": adam_init(P)}
     flat = FlatAdam(inplace=True)
 
-    halves = BatchThreads(model, args.threads)
+    halves = BatchThreads(model, args.split or args.threads)
     net = {"m": model}
 
     def refdiff_step():
@@ -305,7 +307,8 @@ def main():
 
     flops = 3 * unet_forward_flops(model, N)
     peak = matmul_peak_gflops(np)
-    print(f"U-Net {model.num_params()} params, batch {N}, {args.threads} threads, "
+    print(f"U-Net {model.num_params()} params, batch {N}, {args.threads} threads "
+          f"(':halves': {halves.parts} slices on as many Python threads, BLAS 1 thread), "
           f"numpy {np.__version__}, torch {torch.__version__}, {os.cpu_count()} cores")
     print(f"load average (1, 5, 15 min) before timing {load0[0]:.1f} {load0[1]:.1f} {load0[2]:.1f}, "
           f"after {load1[0]:.1f} {load1[1]:.1f} {load1[2]:.1f}")
