@@ -248,7 +248,11 @@ class BatchThreads:
         self.model, self.parts, self._pool = model, parts, None
 
     def __getattr__(self, name):
-        return getattr(self.__dict__["model"], name)
+        try:
+            model = self.__dict__["model"]
+        except KeyError:  # not initialised yet (copy, pickle)
+            raise AttributeError(name) from None
+        return getattr(model, name)
 
     def _run(self, fns):
         """Call every function in ``fns``: the first here, the others on the worker threads."""
