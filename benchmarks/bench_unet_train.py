@@ -15,6 +15,10 @@ gradients to float32 rounding).
     python benchmarks/bench_unet_train.py --layers reference   # the U-Net on the reference
                                                           # layers instead of refdiff.nn.fast
     python benchmarks/bench_unet_train.py --variants f43,direct   # a subset of the table
+    python benchmarks/bench_unet_train.py --threads 2 --variants direct,direct:halves
+                                  # ':halves': the batch in --threads slices on as many Python
+                                  # threads (refdiff.training.BatchThreads), BLAS on one thread
+    python benchmarks/bench_unet_train.py --threads 1 --clock cpu   # CPU time, not wall time
 
 By default every variant is timed in one table: the tuned path with Winograd F(4x4,3x3)
 ("f43", the default of refdiff.nn.fast), F(2x2,3x3) ("f23"), the direct column-matrix
@@ -27,6 +31,7 @@ PyTorch is needed only here: ``pip install torch==2.13.0``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import os
 import pstats
@@ -50,7 +55,15 @@ def parse():
     ap.add_argument("--layers", choices=("fast", "reference", "all"), default="all",
                     help="time the tuned layers (refdiff.nn.fast, F(4,3)), the reference ones, or every variant "
                          "(F(4,3), F(2,3), direct, reference; the default)")
-    ap.add_argument("--variants", default=None, help="comma-separated subset of f43,f23,direct,reference")
+    ap.add_argument("--variants", default=None,
+                    help="comma-separated subset of f43,f23,direct,reference; a suffix ':halves' runs that variant "
+                         "as --threads batch slices on as many Python threads (refdiff.training.BatchThreads) with "
+                         "BLAS pinned to one thread, e.g. direct,direct:halves")
+    ap.add_argument("--split", type=int, default=None,
+                    help="batch slices (Python threads) of the ':halves' variants; default --threads")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: perf_counter; cpu: CPU time of the process (less sensitive to other jobs on a shared "
+                         "machine; meaningful for one thread only)")
     return ap.parse_args()
 
 
@@ -110,10 +123,14 @@ def matmul_peak_gflops(np, n=2048, reps=5) -> float:
     return 2 * n**3 / best / 1e9
 
 
+_CLOCK = {"f": time.perf_counter}
+
+
 def _time(f) -> float:
-    t0 = time.perf_counter()
+    clock = _CLOCK["f"]
+    t0 = clock()
     f()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 # ----------------------------------------------------------------------- PyTorch twin
@@ -183,6 +200,7 @@ def set_variant(name, saved):
     for mod, attrs in saved.items():
         for k, v in attrs.items():
             setattr(mod, k, v)
+    name = name.split(":")[0]
     if name == "reference":
         use_reference_layers()
     else:
@@ -200,6 +218,14 @@ def main():
     from refdiff.nn.optim import FlatAdam, adam_init
 
     torch.set_num_threads(args.threads)
+    if args.clock == "cpu":
+        _CLOCK["f"] = time.process_time
+    from refdiff.training import BatchThreads
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        threadpool_limits = None
     variants = VARIANTS if args.layers == "all" else (("reference",) if args.layers == "reference" else ("f43",))
     if args.variants:
         variants = tuple(args.variants.split(","))
@@ -219,11 +245,24 @@ def main():
     state = {"P": P, "S": adam_init(P)}
     flat = FlatAdam(inplace=True)
 
+    halves = BatchThreads(model, args.split or args.threads)
+    net = {"m": model}
+
     def refdiff_step():
-        out, cache = model.forward(state["P"], x, t)
+        m = net["m"]
+        out, cache = m.forward(state["P"], x, t)
         dout = (2.0 / out.size) * (out - eps)  # d/d out of mean((out - eps)^2)
-        G, _ = model.backward(state["P"], cache, dout)
+        G, _ = m.backward(state["P"], cache, dout)
         state["P"], state["S"] = flat.update(state["P"], G, state["S"], lr=1e-4)
+
+    def use(name):
+        """Set the variant; returns the BLAS thread-limit context it runs under."""
+        set_variant(name, saved)
+        split = name.endswith(":halves")
+        net["m"] = halves if split else model
+        if split and threadpool_limits is None:
+            raise SystemExit("the ':halves' variants need threadpoolctl (to pin BLAS to one thread)")
+        return threadpool_limits(limits=1, user_api="blas") if split else contextlib.nullcontext()
 
     # ---- torch step
     fwd = torch_unet(torch, model)
@@ -243,9 +282,9 @@ def main():
     rel = lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b))  # noqa: E731
     errs = {}
     for v in variants:
-        set_variant(v, saved)
-        out, cache = model.forward(P, x, t)
-        G, _ = model.backward(P, cache, (2.0 / out.size) * (out - eps))
+        with use(v):
+            out, cache = net["m"].forward(P, x, t)
+            G, _ = net["m"].backward(P, cache, (2.0 / out.size) * (out - eps))
         errs[v] = (rel(out, tout.detach().numpy()), max(rel(G[k], TP[k].grad.numpy()) for k in P))
     for v in TP.values():
         v.grad = None
@@ -253,29 +292,29 @@ def main():
     # ---- timing: alternate rounds so every variant and torch see the same machine load
     load0 = os.getloadavg()
     for v in variants:
-        set_variant(v, saved)
-        for _ in range(args.warmup):
-            refdiff_step()
+        with use(v):
+            for _ in range(args.warmup):
+                refdiff_step()
     for _ in range(args.warmup):
         torch_step()
     times = {name: [] for name in variants + ("torch",)}
     for _ in range(args.repeats):
         for name in variants + ("torch",):
-            if name != "torch":
-                set_variant(name, saved)
-            step = torch_step if name == "torch" else refdiff_step
-            times[name].append(statistics.median(_time(step) * 1e3 for _ in range(args.steps)))
+            with (use(name) if name != "torch" else contextlib.nullcontext()):
+                step = torch_step if name == "torch" else refdiff_step
+                times[name].append(statistics.median(_time(step) * 1e3 for _ in range(args.steps)))
     load1 = os.getloadavg()
 
     flops = 3 * unet_forward_flops(model, N)
     peak = matmul_peak_gflops(np)
-    print(f"U-Net {model.num_params()} params, batch {N}, {args.threads} threads, "
+    print(f"U-Net {model.num_params()} params, batch {N}, {args.threads} threads "
+          f"(':halves': {halves.parts} slices on as many Python threads, BLAS 1 thread), "
           f"numpy {np.__version__}, torch {torch.__version__}, {os.cpu_count()} cores")
     print(f"load average (1, 5, 15 min) before timing {load0[0]:.1f} {load0[1]:.1f} {load0[2]:.1f}, "
           f"after {load1[0]:.1f} {load1[1]:.1f} {load1[2]:.1f}")
     print(f"FLOPs per training step (3 x forward {flops / 3 / 1e9:.3f} GFLOP): {flops / 1e9:.3f} GFLOP; "
           f"float32 matmul peak (np.matmul 2048^3): {peak:.1f} GFLOP/s")
-    print(f"{args.repeats} alternating rounds of {args.steps} steps; ms/step = the best round's median "
+    print(f"clock: {args.clock}; {args.repeats} alternating rounds of {args.steps} steps; ms/step = the best round's median "
           f"(range over rounds); ratio = best / torch's best (range of per-round ratios)")
     print(f"| variant | ms/step | range | GFLOP/s | % peak | ratio to torch | per-round ratios | "
           f"rel. err. out / worst grad vs torch |")
@@ -289,8 +328,9 @@ def main():
         print(f"| {name} | {b:.1f} | {min(times[name]):.1f}-{max(times[name]):.1f} | {g:.1f} | "
               f"{100 * g / peak:.1f}% | {b / tb:.2f} | {min(rr):.2f}-{max(rr):.2f} | {err} |")
 
+    halves.close()
     if args.profile:
-        set_variant(variants[0], saved)
+        use(variants[0])
         pr = cProfile.Profile()
         pr.enable()
         for _ in range(args.steps):

@@ -20,7 +20,9 @@ procedural 8x8 shapes instead.
 
     OPENBLAS_NUM_THREADS=1 python examples/cfg_digits.py --out docs/figures
 
-About 3-6 minutes on 2 CPU cores (2000 updates of batch 128).  The matrices are small:
+About 3-6 minutes on 2 CPU cores (2000 updates of batch 128) before the U-Net was trained on
+two batch halves in two threads and the scales sampled concurrently (--train-threads 2, the
+default on 2 or more cores; see benchmarks/README.md for the measured time).  The matrices are small:
 on a busy machine one BLAS thread (OPENBLAS_NUM_THREADS=1) is several times faster than
 the default, whose threads wait on each other.
 """
@@ -28,6 +30,7 @@ the default, whose threads wait on each other.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -55,6 +58,10 @@ def build_parser():
     p.add_argument("--sample-steps", type=int, default=25, help="sampler steps")
     p.add_argument("--classifier-steps", type=int, default=1500, help="training updates of the classifier")
     p.add_argument("--show", type=int, default=8, help="samples per digit shown in the figure")
+    p.add_argument("--train-threads", type=int, default=min(2, os.cpu_count() or 1),
+                   help="U-Net training on this many batch slices, one Python thread each "
+                        "(refdiff.training.BatchThreads; the same updates up to float summation order); "
+                        "keep --threads 1 (BLAS single-threaded) with it")
     return p
 
 
@@ -64,14 +71,14 @@ def tiny_args(a):
     return a
 
 
-def sample_scale(model, w, labels, args, rng):
+def sample_scale(model, w, labels, args, rng, progress=False):
     """Samples for the labels at guidance scale w ('w' convention) from a
     :class:`refdiff.LoadedModel` (it knows its schedule and prediction type): the class
     condition {"class": labels} guided against its null (the null class), MATH.md (12.8)."""
     cond = None if w == 0.0 else {"class": labels}  # w = 0: the unconditional model (null class)
     scale = None if w in (0.0, 1.0) else w  # w = 1: the conditional model; CFG is the same thing there
     x0 = model.sample(labels.shape[0], steps=args.sample_steps, method=args.method, rng=rng, cond=cond,
-                      guidance_scale=scale, guided=("class",), progress=not args.tiny)
+                      guidance_scale=scale, guided=("class",), progress=progress)
     return np.clip(np.asarray(x0, dtype=np.float64), -1.0, 1.0)
 
 
@@ -107,7 +114,8 @@ def main(argv=None):
     res = train(model, (x_tr, {"class": y_tr}), schedule=schedule, steps=args.steps, batch_size=args.batch_size,
                 lr=args.lr, target=args.target, seed=args.seed, ema_decay=args.ema_decay, ema_warmup=True,
                 cond_dropout=args.cond_dropout, warmup_steps=min(100, args.steps // 10),
-                lr_decay="cosine", grad_clip=1.0, eval_size=0, progress=not args.tiny, out_dir=run_dir.name)
+                lr_decay="cosine", grad_clip=1.0, eval_size=0, progress=not args.tiny, out_dir=run_dir.name,
+                threads=max(1, args.train_threads))
     t_train = time.perf_counter() - t0
     loaded, meta = refdiff.load(run_dir.name)  # the EMA network with its schedule and prediction type
     run_dir.cleanup()
@@ -119,8 +127,20 @@ def main(argv=None):
     feat_real = classifier.features(clf, x_te)
     rows, shown = [], {}
     t0 = time.perf_counter()
-    for w in args.scales:
-        x0 = sample_scale(loaded, w, labels, args, np.random.default_rng([args.seed, 3]))
+    # every scale draws from its own generator default_rng([seed, 3]), so the scales are
+    # independent runs: with --train-threads > 1 they are sampled concurrently, one thread each
+    # (NumPy releases the GIL in the products); the samples are the same as in turn
+    workers = max(1, min(args.train_threads, len(args.scales)))
+    draw = lambda w: sample_scale(loaded, w, labels, args, np.random.default_rng([args.seed, 3]),  # noqa: E731
+                                  progress=workers == 1 and not args.tiny)
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            samples = list(pool.map(draw, args.scales))
+    else:
+        samples = [draw(w) for w in args.scales]
+    for w, x0 in zip(args.scales, samples):
         pred = classifier.classify(clf, x0)
         acc = float(np.mean(pred == labels))
         per_digit = [float(np.mean(pred[labels == k] == k)) for k in range(10)]

@@ -33,7 +33,7 @@ from .nn._checkpoint_checks import check_resumable
 from .nn.checkpoint import describe_schedule, load_checkpoint, save_checkpoint
 from .nn.conditions import as_cond
 from .schedules import Schedule, _ContinuousVP
-from .training import FitState, fit, init_state, train_digit_classifier  # noqa: F401  (re-exported)
+from .training import BatchThreads, FitState, fit, init_state, train_digit_classifier  # noqa: F401  (re-exported)
 
 __all__ = ["TrainResult", "train", "train_digit_classifier", "CHECKPOINT_NAME"]
 
@@ -267,6 +267,7 @@ def train(
     progress: bool = True,
     dtype: str = "float32",
     xp=None,
+    threads: int = 1,
 ) -> TrainResult:
     """Train ``model`` on ``data`` for ``steps`` updates; returns a :class:`TrainResult`.
 
@@ -344,6 +345,11 @@ def train(
     dtype, xp
         Parameter and activation dtype ("float32" default) and array namespace (NumPy
         default; CuPy on a GPU).
+    threads : int, default 1
+        Run the network's forward and backward on this many slices of each batch, one
+        Python thread each (:class:`refdiff.training.BatchThreads`): the same updates up
+        to the order of float sums over the batch.  Faster on that many free cores with
+        BLAS single-threaded (``OPENBLAS_NUM_THREADS=1``); not a checkpointed option.
 
     Returns
     -------
@@ -384,7 +390,10 @@ def train(
             raise ValueError(f"eval_data has per-sample shape {tuple(ex.shape[1:])}, data has {shape}")
     eval_batch = _eval_batch(ex, ec, schedule, cfg, seed, shape)
 
-    next_batch, loss_fn = _denoising_objective(model, x, cond, schedule, cfg, xp, dt)
+    if not (isinstance(threads, int) and threads >= 1):
+        raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+    net = BatchThreads(model, threads) if threads > 1 else model
+    next_batch, loss_fn = _denoising_objective(net, x, cond, schedule, cfg, xp, dt)
 
     ckpt_path = None if out_dir is None else Path(out_dir) / CHECKPOINT_NAME
     train_spec = {"params": True if trainable is None else trainable}
@@ -416,6 +425,8 @@ def train(
                 weight_decay=weight_decay, decay=decay, warmup_steps=warmup_steps, lr_decay=lr_decay,
                 grad_clip=grad_clip, evaluate=evaluate, eval_every=eval_every,
                 save=None if ckpt_path is None else save, checkpoint_every=checkpoint_every, progress=progress)
+    if net is not model:
+        net.close()  # the worker threads (a failed run leaves idle ones, stopped at exit)
     saved_at_end = ckpt_path is not None and checkpoint_every and steps % checkpoint_every == 0 and steps > start
     if evaluate is not None and (not state.eval_steps or state.eval_steps[-1] != steps):
         state.eval_steps.append(steps)  # the final evaluation; not in a checkpoint written at this step already

@@ -31,7 +31,8 @@ from .backend import check_rng
 from ._validate import check_array, check_bool, check_choice, check_finite_scalar, check_int, check_same_batch
 from .nn.optim import FlatAdam, adam_init, adam_update, clip_grad_norm, cosine_lr, ema_decay_warmup, ema_update, global_norm, warmup_lr
 
-__all__ = ["FitState", "fit", "init_state", "train_digit_classifier", "trainable_keys", "decayed_keys", "adam_step", "save_fit", "load_fit"]
+__all__ = ["FitState", "fit", "init_state", "train_digit_classifier", "trainable_keys", "decayed_keys", "adam_step", "save_fit", "load_fit",
+           "BatchThreads"]
 
 
 @dataclass
@@ -240,6 +241,145 @@ def adam_step(groups, grads, opt, keys, decayed, *, lr, betas, weight_decay, fla
         new_groups[gr][k] = v
     new_opt["step"] = opt["step"] + 1
     return new_groups, new_opt
+
+
+class BatchThreads:
+    """A network's ``forward`` / ``backward`` over ``parts`` slices of the batch, one slice
+    per thread (the calling thread takes the first, persistent worker threads the others).
+
+    The denoising loss is a mean over samples and the network maps each sample on its own
+    (GroupNorm normalises within a sample; nothing mixes samples), so the output of the
+    whole batch is the slices' outputs stacked, and the parameter gradient of the batch loss
+    is the SUM of the slices' parameter gradients for the slices of ``dout`` (MATH.md
+    (14.1): the loss and ``dout`` are formed on the whole batch, only the network runs in
+    parts).  The same function, the same random draws; only the order of the
+    floating-point sums over the batch changes (``tests/test_batch_threads.py``: float64 to
+    1e-12, float32 to a few rounding units of the gradients' size).
+
+    Faster only where NumPy releases the GIL (BLAS products, ufuncs on large arrays) and
+    each thread has a core: run with BLAS single-threaded (``OPENBLAS_NUM_THREADS=1`` or
+    threadpoolctl), otherwise the slices' BLAS threads compete for the same cores.  Other
+    attributes are the wrapped network's, so the object passes for it in
+    :func:`refdiff.train.train`.
+
+    Parameters
+    ----------
+    model : network
+        Any refdiff network with ``forward(params, x, t, cond)`` and
+        ``backward(params, cache, dout) -> (grads, dx)``.
+    parts : int, default 2
+        Number of batch slices (threads), >= 1; a batch smaller than ``parts`` runs in
+        fewer slices.
+    """
+
+    def __init__(self, model, parts: int = 2):
+        if not (isinstance(parts, int) and parts >= 1):
+            raise ValueError(f"parts must be an int >= 1, got {parts!r}")
+        self.model, self.parts, self._pool = model, parts, None
+
+    def __getattr__(self, name):
+        try:
+            model = self.__dict__["model"]
+        except KeyError:  # not initialised yet (copy, pickle)
+            raise AttributeError(name) from None
+        return getattr(model, name)
+
+    def _run(self, fns):
+        """Call every function in ``fns``: the first here, the others on the worker threads."""
+        if len(fns) == 1:
+            return [fns[0]()]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.parts - 1, thread_name_prefix="refdiff-batch")
+        futs = [self._pool.submit(f) for f in fns[1:]]
+        first = fns[0]()
+        return [first] + [f.result() for f in futs]
+
+    def _slices(self, n):
+        k = max(1, min(self.parts, n))
+        b = [(i * n) // k for i in range(k + 1)]
+        return [slice(b[i], b[i + 1]) for i in range(k)]
+
+    def forward(self, params, x, t, cond=None, **kw):
+        """The wrapped ``forward`` on each slice, outputs concatenated; the cache holds the
+        slices' caches.
+
+        Parameters
+        ----------
+        params : dict
+            The network's parameters (shared by the slices, read only).
+        x : array, shape (N, ...)
+            The batch.
+        t : array of shape (N,) or scalar
+            Times, sliced with the batch when an array.
+        cond : mapping, array or None, optional
+            The condition; arrays (and a mapping's array values with a batch axis) are sliced.
+        **kw
+            Passed to the wrapped ``forward``.
+
+        Returns
+        -------
+        out : array, shape of the wrapped output for the whole batch
+            The slices' outputs, concatenated along the batch axis.
+        cache : tuple
+            The slices and their caches, for :meth:`backward`.
+        """
+        from .backend import array_namespace
+
+        xp = array_namespace(x)
+        sls = self._slices(x.shape[0])
+
+        def part(sl):
+            ts = t[sl] if getattr(t, "ndim", 0) else t
+            cs = cond
+            if isinstance(cond, dict):
+                cs = {k: (v[sl] if getattr(v, "ndim", 0) else v) for k, v in cond.items()}
+            elif cond is not None:
+                cs = cond[sl]
+            return lambda: self.model.forward(params, x[sl], ts, cs, **kw)
+
+        res = self._run([part(sl) for sl in sls])
+        out = res[0][0] if len(res) == 1 else xp.concat([r[0] for r in res], axis=0)
+        return out, (sls, [r[1] for r in res])
+
+    def backward(self, params, cache, dout):
+        """``(grads, dx)``: the slices' parameter gradients summed, their input gradients
+        concatenated.
+
+        Parameters
+        ----------
+        params : dict
+            The parameters of the forward pass.
+        cache : tuple
+            The cache returned by :meth:`forward`.
+        dout : array
+            Gradient with respect to the whole batch's output.
+
+        Returns
+        -------
+        grads : dict
+            Gradient of every parameter (the sum over slices).
+        dx : array
+            Gradient with respect to the input, the whole batch.
+        """
+        from .backend import array_namespace
+
+        xp = array_namespace(dout)
+        sls, caches = cache
+        res = self._run([(lambda sl=sl, c=c: self.model.backward(params, c, dout[sl])) for sl, c in zip(sls, caches)])
+        grads = dict(res[0][0])
+        for g, _ in res[1:]:
+            for k, v in g.items():
+                grads[k] = grads[k] + v
+        dx = res[0][1] if len(res) == 1 else xp.concat([r[1] for r in res], axis=0)
+        return grads, dx
+
+    def close(self):
+        """Stop the worker threads (they are also stopped when the object is collected)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 def _flat_grads(grads: dict, keys) -> dict:
