@@ -102,7 +102,7 @@ def image_to_video(model, x_first, schedule, timesteps, method, *, frames: int, 
 
 def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: int = 64, lr: float = 2e-3,
                         seed: int = 0, ema_decay: float = 0.999, dtype: str = "float32", progress: bool = False,
-                        target: str = "epsilon", first_drop: float = 0.2):
+                        target: str = "epsilon", first_drop: float = 0.2, init=None):
     """Train the space-time denoiser (:mod:`refdiff.nn.video`) with the ``target`` objective
     (epsilon, sample or v_prediction; MATH.md (14.1)) by :func:`refdiff.training.fit` (AdamW, cosine decay, an EMA copy).
     ``next_clips(rng, n)`` returns n host clips (n, T, H, W).  Draws from
@@ -126,6 +126,9 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
         What the network predicts (give the same to ``video_as_model``).
     first_drop : float
         Condition-dropout probability of a ``first_frame`` model, in [0, 1].
+    init : dict, optional
+        Parameters to start from (e.g. a previous run's EMA, to continue training; the
+        random initial parameters are still drawn first, so the rng order is unchanged).
     """
     import numpy as np
 
@@ -137,6 +140,10 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
     rng = np.random.default_rng(seed)
     dt = getattr(np, dtype)
     P = {k: v.astype(dt) for k, v in video_init(rng, cfg).items()}
+    if init is not None:
+        if set(init) != set(P) or any(tuple(init[k].shape) != P[k].shape for k in P):
+            raise ValueError("init must hold the parameters of this VideoConfig (same keys and shapes)")
+        P = {k: np.asarray(init[k]).astype(dt) for k in P}
     n_t = len(schedule.betas)
 
     if not 0.0 <= first_drop <= 1.0:

@@ -177,3 +177,5 @@ def test_video_kronecker_check_runs_small_and_no_model_beats_the_floor(capsys):
     mod = _load("video")
     out = mod.main(["--kronecker", "--tiny", "--steps", "5"])
     assert 0.0 < out["irreducible_loss"] < 1.0 and out["ratio"] > 1.0
+    cond = mod.main(["--kronecker", "--kron-cond", "--tiny"])  # the first-frame model and the coupling table
+    assert cond["ratio"] > 1.0 and len(cond["coupling_conditioned"]) == len(cond["coupling_exact"]) == 2

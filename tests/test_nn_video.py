@@ -159,3 +159,21 @@ def test_first_frame_condition_bad_input():
     with pytest.raises(ValueError, match=r"first_drop = 1.5 must lie in \[0, 1\]"):
         train_clip_denoiser(lambda r, n: np.zeros((n, 3, 4, 4)), cfg, refdiff.make_schedule("linear", 10), steps=1,
                             first_drop=1.5)
+
+
+def test_train_clip_denoiser_continues_from_init():
+    """train_clip_denoiser(init=P): with learning rate 0 the returned EMA parameters are P
+    itself (the run starts there, not at a fresh draw); parameters of another config are
+    refused with a ValueError."""
+    import refdiff
+    from refdiff.video import train_clip_denoiser
+
+    cfg = VideoConfig(frames=3, size=4, patch=2, width=8, heads=2, depth=1, first_frame=True)
+    P = _params(cfg, 9)
+    clips = lambda r, n: r.standard_normal((n, 3, 4, 4))  # noqa: E731
+    sched = refdiff.make_schedule("linear", 10)
+    Q, _ = train_clip_denoiser(clips, cfg, sched, steps=2, batch_size=4, lr=0.0, init=P, dtype="float64")
+    for k in P:
+        np.testing.assert_allclose(Q[k], P[k], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="init must hold the parameters"):
+        train_clip_denoiser(clips, cfg, sched, steps=1, init=_params(CFG))
