@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from .backend import array_namespace, asarray_like, check_rng, standard_normal
 
-__all__ = ["frame_replacement_hook", "image_to_video", "train_clip_denoiser", "clip_loss"]
+__all__ = ["frame_replacement_hook", "image_to_video", "train_clip_denoiser", "clip_loss", "clip_losses", "loss_ratio",
+           "first_frame_coupling"]
 
 
 def frame_replacement_hook(known, x_known, grid, rng, *, frames: int, noise=None):
@@ -101,12 +102,14 @@ def image_to_video(model, x_first, schedule, timesteps, method, *, frames: int, 
 
 def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: int = 64, lr: float = 2e-3,
                         seed: int = 0, ema_decay: float = 0.999, dtype: str = "float32", progress: bool = False,
-                        target: str = "epsilon"):
+                        target: str = "epsilon", first_drop: float = 0.2, init=None):
     """Train the space-time denoiser (:mod:`refdiff.nn.video`) with the ``target`` objective
     (epsilon, sample or v_prediction; MATH.md (14.1)) by :func:`refdiff.training.fit` (AdamW, cosine decay, an EMA copy).
     ``next_clips(rng, n)`` returns n host clips (n, T, H, W).  Draws from
     ``default_rng(seed)``: the initial parameters, then per step the clips, the integer
-    timesteps (uniform on [0, T_schedule)) and the noise.  Returns ``(ema params, state)``.
+    timesteps (uniform on [0, T_schedule)) and the noise (and, for a ``cfg.first_frame``
+    model, the condition dropout: each clip's first frame is dropped with probability
+    ``first_drop``, MATH.md (22.11)).  Returns ``(ema params, state)``.
 
     Parameters
     ----------
@@ -121,6 +124,11 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
         tqdm progress bar.
     target : str
         What the network predicts (give the same to ``video_as_model``).
+    first_drop : float
+        Condition-dropout probability of a ``first_frame`` model, in [0, 1].
+    init : dict, optional
+        Parameters to start from (e.g. a previous run's EMA, to continue training; the
+        random initial parameters are still drawn first, so the rng order is unchanged).
     """
     import numpy as np
 
@@ -132,17 +140,27 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
     rng = np.random.default_rng(seed)
     dt = getattr(np, dtype)
     P = {k: v.astype(dt) for k, v in video_init(rng, cfg).items()}
+    if init is not None:
+        if set(init) != set(P) or any(tuple(init[k].shape) != P[k].shape for k in P):
+            raise ValueError("init must hold the parameters of this VideoConfig (same keys and shapes)")
+        P = {k: np.asarray(init[k]).astype(dt) for k in P}
     n_t = len(schedule.betas)
+
+    if not 0.0 <= first_drop <= 1.0:
+        raise ValueError(f"first_drop = {first_drop!r} must lie in [0, 1]")
 
     def next_batch(r):
         x0 = next_clips(r, batch_size)
         t = r.integers(0, n_t, size=batch_size)
-        return x0, t, r.standard_normal(x0.shape)
+        eps = r.standard_normal(x0.shape)
+        keep = (r.random(batch_size) >= first_drop).astype(dt) if cfg.first_frame else None
+        return x0, t, eps, keep
 
     def loss_fn(groups, batch, r):
-        x0, t, eps = batch
+        x0, t, eps, keep = batch
         a, s = alpha_sigma(schedule, t, x0)
-        out, cache = video_forward(groups["params"], (a * x0 + s * eps).astype(dt), t.astype(dt), cfg)
+        cond = {} if keep is None else {"first": x0[:, 0].astype(dt), "keep": keep}
+        out, cache = video_forward(groups["params"], (a * x0 + s * eps).astype(dt), t.astype(dt), cfg, **cond)
         loss, dout = objective_loss(out, x0, eps, a, s, target=target)
         return float(loss), {"params": video_backward(dout.astype(dt), cache)[0]}
 
@@ -154,9 +172,113 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
     return state.groups["ema"], state
 
 
+def clip_losses(P, cfg, oracle_or_none, x0, schedule, rng, *, chunk: int = 500):
+    """Per-clip epsilon losses ``(model (N,), irreducible (N,) or None)`` on fresh draws
+    of timesteps and noise for clips x0 (N, T, H, W): the mean over the clip's numbers of
+    (eps_hat - eps)^2 for the network and for the oracle's exact E[eps | x_t], both on the
+    same (x0, t, eps), MATH.md (14.18).  Draws from ``rng``: the timesteps (N,), then the
+    noise (N, T, H, W).  Host NumPy, float64 losses; the network runs in chunks.
+
+    Parameters
+    ----------
+    P : dict
+        Network parameters (an unconditioned model, or a ``first_frame`` one with the
+        condition dropped).
+    cfg : refdiff.nn.video.VideoConfig
+    oracle_or_none : exact oracle or None
+    x0 : array (N, T, H, W)
+        Clean clips.
+    schedule : refdiff.Schedule
+    rng : numpy.random.Generator
+    chunk : int
+        Clips per network call.
+    """
+    import numpy as np
+
+    from .nn.video import video_forward
+    from .schedules import alpha_sigma
+
+    x0 = np.asarray(x0, dtype=np.float64)
+    t = rng.integers(0, len(schedule.betas), size=x0.shape[0])
+    eps = rng.standard_normal(x0.shape)
+    a, s = alpha_sigma(schedule, t, x0)
+    xt = a * x0 + s * eps
+    dt = P["in.w"].dtype
+    out = np.concatenate([np.asarray(video_forward(P, xt[i:i + chunk].astype(dt), t[i:i + chunk].astype(dt), cfg)[0],
+                                     dtype=np.float64) for i in range(0, x0.shape[0], chunk)])
+    model = np.mean((out - eps) ** 2, axis=(1, 2, 3))
+    if oracle_or_none is None:
+        return model, None
+    ex = np.asarray(oracle_or_none.eps(xt, a, s), dtype=np.float64)
+    return model, np.mean((ex - eps) ** 2, axis=(1, 2, 3))
+
+
+def loss_ratio(model, floor):
+    """``(ratio, standard error)`` of mean(model) / mean(floor) over paired per-clip
+    losses (N,) (the same draws): the delta method, se^2 = var(m_i - R f_i) / (N f_bar^2).
+
+    Parameters
+    ----------
+    model, floor : arrays (N,)
+        Paired per-clip losses (:func:`clip_losses`).
+    """
+    import numpy as np
+
+    m, f = np.asarray(model, dtype=np.float64), np.asarray(floor, dtype=np.float64)
+    if m.shape != f.shape or m.ndim != 1 or m.size < 2:
+        raise ValueError(f"model and floor must be paired losses (N,), N >= 2, got {m.shape} and {f.shape}")
+    r = m.mean() / f.mean()
+    return float(r), float(np.std(m - r * f, ddof=1) / (np.sqrt(m.size) * f.mean()))
+
+
+def first_frame_coupling(clips, first, oracle):
+    """How strongly frames 1..T-1 of clips follow the given first frames, against the
+    exact conditional of the Kronecker oracle, MATH.md (22.12): per frame f the coupling
+    beta_f = sum_n <x_f - M_f, c_n - M_0> / sum_n |c_n - M_0|^2 (exactly K_f0 / K_00 in
+    expectation under x ~ p(x | x_0 = c), rho^f for the AR(1)), its standard error (delta
+    method over clips), and the residual variance ratio mean_n |x_B - E[x_B | c_n]|^2 /
+    tr(Cov[x_B | c]) (1 under the exact conditional) with its standard error.
+
+    Parameters
+    ----------
+    clips : array (N, T, H, W)
+        Clips generated given the first frames.
+    first : array (N, H, W)
+        The given first frames.
+    oracle : refdiff.oracles.KroneckerGaussian
+        The clip law (its ``time_cov``, ``space_cov``, ``mean``).
+
+    Returns
+    -------
+    dict
+        ``coupling`` (T-1,), ``coupling_se`` (T-1,), ``coupling_exact`` (T-1,),
+        ``residual_ratio``, ``residual_ratio_se``.
+    """
+    import numpy as np
+
+    x = np.asarray(clips, dtype=np.float64)
+    c = np.asarray(first, dtype=np.float64)
+    N, T = x.shape[:2]
+    if c.shape != (N,) + x.shape[2:]:
+        raise ValueError(f"first has shape {c.shape}; clips {x.shape} need first frames {(N,) + x.shape[2:]}")
+    K, S = oracle.time_cov, oracle.space_cov
+    M = np.asarray(oracle.mean, dtype=np.float64).reshape((T,) + x.shape[2:])
+    g = K[1:, 0] / K[0, 0]  # K_BA K_AA^-1 for A = {0}, (T-1,)
+    a = (c - M[0]).reshape(N, -1)  # (N, P)
+    d = (x[:, 1:] - M[1:]).reshape(N, T - 1, -1)  # (N, T-1, P)
+    num, den = np.einsum("nfp,np->nf", d, a), np.sum(a * a, axis=1)  # (N, T-1), (N,)
+    beta = num.sum(0) / den.sum()
+    se = np.std(num - beta * den[:, None], axis=0, ddof=1) * np.sqrt(N) / den.sum()
+    r = d - g[None, :, None] * a[:, None, :]
+    k_cond = K[1:, 1:] - np.outer(K[1:, 0], K[0, 1:]) / K[0, 0]
+    res = np.sum(r * r, axis=(1, 2)) / (np.trace(k_cond) * np.trace(S))
+    return {"coupling": beta, "coupling_se": se, "coupling_exact": g, "residual_ratio": float(res.mean()),
+            "residual_ratio_se": float(res.std(ddof=1) / np.sqrt(N))}
+
+
 def clip_loss(P, cfg, oracle_or_none, x0, schedule, rng):
-    """``(model loss, irreducible loss)`` of the epsilon objective on fresh draws of
-    timesteps and noise for clips x0 (the second None without an oracle), MATH.md (14.18).
+    """``(model loss, irreducible loss)``: the means of :func:`clip_losses` (the second
+    None without an oracle), MATH.md (14.18).
 
     Parameters
     ----------
@@ -170,17 +292,5 @@ def clip_loss(P, cfg, oracle_or_none, x0, schedule, rng):
     rng : numpy.random.Generator
         Draws the timesteps, then the noise.
     """
-    import numpy as np
-
-    from .losses import irreducible_loss, objective_loss
-    from .nn.video import video_forward
-    from .schedules import alpha_sigma
-
-    t = rng.integers(0, len(schedule.betas), size=x0.shape[0])
-    eps = rng.standard_normal(x0.shape)
-    a, s = alpha_sigma(schedule, t, x0)
-    dt = P["in.w"].dtype
-    out = np.asarray(video_forward(P, (a * x0 + s * eps).astype(dt), t.astype(dt), cfg)[0], dtype=np.float64)
-    model = float(objective_loss(out, x0, eps, a, s, target="epsilon")[0])
-    floor = None if oracle_or_none is None else float(irreducible_loss(oracle_or_none, x0, t, eps, schedule))
-    return model, floor
+    m, f = clip_losses(P, cfg, oracle_or_none, x0, schedule, rng)
+    return float(m.mean()), None if f is None else float(f.mean())

@@ -22,7 +22,7 @@ import numpy as np
 from ._validate import check_int
 from .backend import check_rng
 
-__all__ = ["digit_sprites", "bounce", "moving_digit_clips", "clip_centroids", "speed_consistency"]
+__all__ = ["digit_sprites", "bounce", "moving_digit_clips", "clip_centroids", "speed_consistency", "ink_crops"]
 
 SPRITE = 4
 SPEEDS = (-2, -1, 0, 1, 2)
@@ -147,3 +147,38 @@ def speed_consistency(clips):
     return np.max(np.abs(d - d.mean(axis=1, keepdims=True)), axis=(1, 2))
 
 
+
+
+def ink_crops(clips, threshold: float = -0.5, size: int = SPRITE):
+    """Per frame, the ``size`` x ``size`` window whose top-left corner is the top-left
+    corner of the ink's bounding box (the pixels above ``threshold``; the corner (0, 0)
+    for a frame without ink), padded with the background -1 beyond the canvas: clips
+    (N, T, H, W) -> crops (N, T, size, size).
+
+    The crop removes the sprite's position: every frame of a true clip gives the same
+    crop (the sprite moves rigidly on a background of -1), so a digit classifier applied
+    to the crops gives one label to all frames of every true clip, and disagreement on a
+    generated clip measures a change of the digit's shape, not of its place.
+
+    Parameters
+    ----------
+    clips : array (N, T, H, W)
+        Clips in [-1, 1].
+    threshold : float
+        Ink level (default -0.5: a sprite intensity above 1/4).
+    size : int
+        Crop side (default the sprite's, 4).
+    """
+    x = np.asarray(clips, dtype=np.float64)
+    if x.ndim != 4:
+        raise ValueError(f"clips must have shape (N, T, H, W), got {x.shape}")
+    check_int("size", size, min=1)
+    N, T, H, W = x.shape
+    ink = x > threshold
+    rows, cols = ink.any(axis=3), ink.any(axis=2)  # (N, T, H), (N, T, W)
+    r0 = np.where(rows.any(axis=2), rows.argmax(axis=2), 0)
+    c0 = np.where(cols.any(axis=2), cols.argmax(axis=2), 0)
+    pad = np.pad(x, ((0, 0), (0, 0), (0, size), (0, size)), constant_values=-1.0)
+    u = np.arange(size)
+    n_i, t_i = np.arange(N)[:, None, None, None], np.arange(T)[None, :, None, None]
+    return pad[n_i, t_i, (r0[..., None] + u)[..., :, None], (c0[..., None] + u)[..., None, :]]

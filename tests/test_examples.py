@@ -177,6 +177,8 @@ def test_video_kronecker_check_runs_small_and_no_model_beats_the_floor(capsys):
     mod = _load("video")
     out = mod.main(["--kronecker", "--tiny", "--steps", "5"])
     assert 0.0 < out["irreducible_loss"] < 1.0 and out["ratio"] > 1.0
+    cond = mod.main(["--kronecker", "--kron-cond", "--tiny"])  # the first-frame model and the coupling table
+    assert cond["ratio"] > 1.0 and len(cond["coupling_conditioned"]) == len(cond["coupling_exact"]) == 2
 
 
 def test_toy_sd_tiny_conditions_on_the_frozen_clip_and_scores_a_pixel_model(tmp_path):

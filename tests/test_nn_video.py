@@ -101,3 +101,79 @@ def test_bad_input_clear_errors():
         VideoConfig(size=8, patch=3)
     with pytest.raises(ValueError, match="heads = 3 must divide width = 32"):
         VideoConfig(width=32, heads=3)
+
+
+def test_first_frame_condition_gradcheck():
+    """MATH.md (22.11): with the first-frame condition (channels m c and m on every frame),
+    every parameter's gradient, the clip's and the first frame's against central
+    differences in float64, < 1e-6, with one condition kept and one dropped (m = 0: the
+    output does not depend on the given frame, its gradient is exactly 0)."""
+    cfg = VideoConfig(frames=3, size=4, patch=2, width=8, heads=2, depth=1, first_frame=True)
+    P = _params(cfg, 6)
+    rng = np.random.default_rng(7)
+    x, t, c = rng.standard_normal((2, 3, 4, 4)), np.array([30.0, 700.0]), rng.standard_normal((2, 4, 4))
+    keep = np.array([1.0, 0.0])
+    out, cache = video_forward(P, x, t, cfg, first=c, keep=keep)
+    w = rng.standard_normal(out.shape)
+    G, dx, dc = video_backward(w, cache, return_first=True)
+    assert set(G) == set(P) and np.abs(dc[1]).max() == 0.0 and np.abs(dc[0]).max() > 0
+
+    def f(Q):
+        R = {k: v for k, v in Q.items() if k not in ("x", "c")}
+        return float(np.sum(video_forward(R, Q["x"], t, cfg, first=Q["c"], keep=keep)[0] * w))
+
+    assert check_directional(f, {**P, "x": x, "c": c}, {**G, "x": dx, "c": dc}, rng, n_dirs=4) < 1e-6
+    # dropped condition = no condition: first=None gives the same output as keep = 0
+    a = video_forward(P, x, t, cfg, first=c, keep=np.zeros(2))[0]
+    np.testing.assert_array_equal(a, video_forward(P, x, t, cfg)[0])
+    # the kept condition changes every frame's output
+    b = video_forward(P, x, t, cfg, first=c + 1.0, keep=np.ones(2))[0] - video_forward(P, x, t, cfg, first=c)[0]
+    assert np.all(np.abs(b).max(axis=(2, 3)) > 1e-6)
+
+
+def test_first_frame_condition_bad_input():
+    """A first frame of the wrong size or batch, a clip whose frame count does not match,
+    a first frame given to an unconditioned model, a keep of the wrong shape, a bad
+    condition-dropout rate: ValueError naming the argument and the valid shape."""
+    cfg = VideoConfig(frames=3, size=4, patch=2, width=8, heads=2, depth=1, first_frame=True)
+    P = video_init(np.random.default_rng(0), cfg)
+    x, t = np.zeros((2, 3, 4, 4)), np.zeros(2)
+    with pytest.raises(ValueError, match=r"first has shape \(2, 8, 8\); the model takes first frames .*\(2, 4, 4\)"):
+        video_forward(P, x, t, cfg, first=np.zeros((2, 8, 8)))
+    with pytest.raises(ValueError, match=r"first has shape \(3, 4, 4\)"):
+        video_forward(P, x, t, cfg, first=np.zeros((3, 4, 4)))
+    with pytest.raises(ValueError, match=r"first has shape \(2, 8, 8\)"):
+        video_as_model(P, cfg, first=np.zeros((2, 8, 8)))
+    with pytest.raises(ValueError, match=r"x has shape \(2, 5, 4, 4\).*frames = 3"):
+        video_as_model(P, cfg, first=np.zeros((2, 4, 4)))(np.zeros((2, 5, 4, 4)), 10.0)
+    with pytest.raises(ValueError, match="keep must have shape"):
+        video_forward(P, x, t, cfg, first=np.zeros((2, 4, 4)), keep=np.ones(3))
+    P0 = video_init(np.random.default_rng(0), CFG)
+    with pytest.raises(ValueError, match="without first_frame=True"):
+        video_forward(P0, np.zeros((2, 3, 4, 4)), t, CFG, first=np.zeros((2, 4, 4)))
+    with pytest.raises(ValueError, match="without first_frame=True"):
+        video_as_model(P0, CFG, first=np.zeros((2, 4, 4)))
+    import refdiff
+    from refdiff.video import train_clip_denoiser
+
+    with pytest.raises(ValueError, match=r"first_drop = 1.5 must lie in \[0, 1\]"):
+        train_clip_denoiser(lambda r, n: np.zeros((n, 3, 4, 4)), cfg, refdiff.make_schedule("linear", 10), steps=1,
+                            first_drop=1.5)
+
+
+def test_train_clip_denoiser_continues_from_init():
+    """train_clip_denoiser(init=P): with learning rate 0 the returned EMA parameters are P
+    itself (the run starts there, not at a fresh draw); parameters of another config are
+    refused with a ValueError."""
+    import refdiff
+    from refdiff.video import train_clip_denoiser
+
+    cfg = VideoConfig(frames=3, size=4, patch=2, width=8, heads=2, depth=1, first_frame=True)
+    P = _params(cfg, 9)
+    clips = lambda r, n: r.standard_normal((n, 3, 4, 4))  # noqa: E731
+    sched = refdiff.make_schedule("linear", 10)
+    Q, _ = train_clip_denoiser(clips, cfg, sched, steps=2, batch_size=4, lr=0.0, init=P, dtype="float64")
+    for k in P:
+        np.testing.assert_allclose(Q[k], P[k], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="init must hold the parameters"):
+        train_clip_denoiser(clips, cfg, sched, steps=1, init=_params(CFG))

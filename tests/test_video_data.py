@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from refdiff.video_data import bounce, clip_centroids, moving_digit_clips, speed_consistency  # noqa: E402
+from refdiff.video_data import bounce, clip_centroids, ink_crops, moving_digit_clips, speed_consistency  # noqa: E402
 
 
 def _walk(p0, v, steps, L):
@@ -58,3 +58,27 @@ def test_bad_arguments():
         moving_digit_clips(4, np.random.default_rng(0), digits=[11])
     with pytest.raises(ValueError, match="clips must have shape"):
         clip_centroids(np.zeros((2, 8, 8)))
+
+
+def test_ink_crops_remove_the_position():
+    """Every frame of a true clip gives the same crop (the sprite aligned to its ink's
+    bounding box), exactly, for 200 clips; the crop equals a direct search (the sprite's
+    thresholded ink shifted to the corner); a frame without ink gives the corner window;
+    a clip whose sprite changes gives different crops."""
+    x, y = moving_digit_clips(200, np.random.default_rng(1))
+    c = ink_crops(x)
+    assert c.shape == (200, 8, 4, 4)
+    np.testing.assert_array_equal(c, np.broadcast_to(c[:, :1], c.shape))
+    f = x[3, 5]
+    rr, cc = np.nonzero(f > -0.5)
+    want = np.full((4, 4), -1.0)
+    win = f[rr.min():rr.min() + 4, cc.min():cc.min() + 4]
+    want[:win.shape[0], :win.shape[1]] = win
+    np.testing.assert_array_equal(c[3, 5], want)
+    blank = -np.ones((1, 1, 8, 8))
+    blank[0, 0, 0, 0] = -0.9
+    np.testing.assert_array_equal(ink_crops(blank)[0, 0], blank[0, 0, :4, :4])
+    mixed = x[:1].copy()
+    mixed[0, 4:] = x[np.flatnonzero(y != y[0])[0], 4:]
+    mc = ink_crops(mixed)
+    assert np.abs(mc[0, 7] - mc[0, 0]).max() > 0.1

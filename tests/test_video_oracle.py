@@ -182,3 +182,65 @@ def test_irreducible_clip_loss_is_the_eigenvalue_formula():
     r = (o.eps(a * x0 + s * eps, a, s) - eps).reshape(n, -1)
     se = np.std(np.mean(r * r, axis=1)) / np.sqrt(n)
     assert abs(floor - per.mean()) < 4 * se
+
+
+def test_first_frame_coupling_exact_conditional_vs_replacement():
+    """MATH.md (22.12) with MATH.md (22.6): clips drawn from the exact first-frame
+    conditional (mean rho^f c, covariance (rho^|f-g| - rho^(f+g)) S) have coupling
+    beta_f within 4 standard errors of rho^f and residual variance ratio within 4 SE of
+    1; clips that ignore the given frame have beta_f within 4 SE of 0; replacement in time
+    (MATH.md (22.7)) with the EXACT Gaussian denoiser has beta_1 below rho more than 5 SE
+    (the method's bias, not a model's)."""
+    from refdiff.video import first_frame_coupling
+
+    rho, n = 0.9, 400
+    o = KroneckerGaussian.ar1(T, rho, FS, length_scale=1.0, nugget=0.05)
+    rng = np.random.default_rng(11)
+    c = o.sample(n, rng)[:, 0]  # first frames from their marginal
+    f = np.arange(1, T)
+    cond = KroneckerGaussian(rho ** np.abs(f[:, None] - f[None]) - rho ** (f[:, None] + f[None]), o.space_cov,
+                             frame_shape=FS)
+    exact = np.concatenate([c[:, None], rho ** f[None, :, None, None] * c[:, None] + cond.sample(n, rng)], axis=1)
+    r = first_frame_coupling(exact, c, o)
+    np.testing.assert_allclose(r["coupling_exact"], rho ** f, rtol=1e-12)
+    assert np.all(np.abs(r["coupling"] - rho ** f) < 4 * r["coupling_se"])
+    assert abs(r["residual_ratio"] - 1.0) < 4 * r["residual_ratio_se"]
+    free = o.sample(n, rng)
+    free[:, 0] = c
+    r0 = first_frame_coupling(free, c, o)
+    assert np.all(np.abs(r0["coupling"]) < 4 * r0["coupling_se"])
+    rep = image_to_video(o.as_model(SCHED), c, SCHED, refdiff.timesteps(1000, 50), "ddpm", frames=T, rng=rng)
+    rr = first_frame_coupling(rep, c, o)
+    assert rho - rr["coupling"][0] > 5 * rr["coupling_se"][0]
+
+
+def test_clip_losses_and_ratio():
+    """MATH.md (14.18): clip_losses' per-clip floor averages to refdiff.irreducible_loss on
+    the same draws (same rng order: timesteps, then noise), its model loss to the direct
+    squared error of the network's output; loss_ratio's delta-method standard error
+    matches the spread of the ratio over 300 independent synthetic samples within 15 %."""
+    from refdiff.nn.video import VideoConfig, video_forward, video_init
+    from refdiff.video import clip_losses, loss_ratio
+
+    o = KroneckerGaussian.ar1(T, 0.9, FS, length_scale=1.5, nugget=0.05)
+    cfg = VideoConfig(frames=T, size=3, patch=1, width=8, heads=2, depth=1)
+    P = video_init(np.random.default_rng(0), cfg)
+    P["out.w"] = 0.1 * np.random.default_rng(1).standard_normal(P["out.w"].shape)
+    x0 = o.sample(50, np.random.default_rng(2))
+    m, f = clip_losses(P, cfg, o, x0, SCHED, np.random.default_rng(3), chunk=7)
+    rng = np.random.default_rng(3)
+    t, eps = rng.integers(0, 1000, 50), rng.standard_normal(x0.shape)
+    np.testing.assert_allclose(f.mean(), float(refdiff.irreducible_loss(o, x0, t, eps, SCHED)), rtol=1e-12)
+    a, s = refdiff.alpha_sigma(SCHED, t, x0)
+    out = video_forward(P, a * x0 + s * eps, t.astype(float), cfg)[0]
+    np.testing.assert_allclose(m.mean(), np.mean((out - eps) ** 2), rtol=1e-12)
+    g = np.random.default_rng(4)
+    draws = []
+    for _ in range(300):
+        fl = g.gamma(2.0, 0.5, 400)
+        draws.append((2.0 * fl + 0.3 * g.standard_normal(400) * fl, fl))
+    ratios = [loss_ratio(mm, ff)[0] for mm, ff in draws]
+    se = np.mean([loss_ratio(mm, ff)[1] for mm, ff in draws])
+    assert abs(np.std(ratios) / se - 1.0) < 0.15
+    with pytest.raises(ValueError, match="paired losses"):
+        loss_ratio(np.ones(3), np.ones(4))

@@ -33,7 +33,7 @@ from .norm import layernorm_backward, layernorm_forward
 from .resample import patchify_backward, patchify_forward, unpatchify_backward, unpatchify_forward
 
 __all__ = ["VideoConfig", "video_init", "video_forward", "video_backward", "video_as_model",
-           "temporal_attention_forward", "temporal_attention_backward", "check_clip"]
+           "temporal_attention_forward", "temporal_attention_backward", "check_clip", "check_first"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +57,10 @@ class VideoConfig:
         Number of blocks (default 2).
     temporal_pos : bool, optional
         Add sinusoidal frame positions (default True).
+    first_frame : bool, optional
+        Condition on a given first frame (image-to-video as a condition kind, MATH.md
+        (22.11)): every frame's input gets two extra channels, the given first frame
+        (zeros when dropped) and a 0/1 mask channel (default False).
 
     Raises
     ------
@@ -72,6 +76,7 @@ class VideoConfig:
     heads: int = 4
     depth: int = 2
     temporal_pos: bool = True
+    first_frame: bool = False
 
     def __post_init__(self):
         for name in ("frames", "size", "patch", "width", "heads", "depth"):
@@ -100,7 +105,7 @@ def video_init(rng: np.random.Generator, cfg: VideoConfig) -> dict:
     dict
         Parameter name -> NumPy float64 array.
     """
-    D, pp = cfg.width, cfg.patch * cfg.patch
+    D, pp = cfg.width, cfg.patch * cfg.patch * (3 if cfg.first_frame else 1)
     L = (cfg.size // cfg.patch) ** 2
     P = {"in.w": rng.standard_normal((pp, D)) / math.sqrt(pp), "in.b": np.zeros(D),
          "pos.s": 0.02 * rng.standard_normal((L, D)),
@@ -114,7 +119,7 @@ def video_init(rng: np.random.Generator, cfg: VideoConfig) -> dict:
         P[f"b{k}.mlp.w1"], P[f"b{k}.mlp.b1"] = rng.standard_normal((D, 4 * D)) / math.sqrt(D), np.zeros(4 * D)
         P[f"b{k}.mlp.w2"], P[f"b{k}.mlp.b2"] = rng.standard_normal((4 * D, D)) / math.sqrt(4 * D), np.zeros(D)
     P["out.ln.g"], P["out.ln.b"] = np.ones(D), np.zeros(D)
-    P["out.w"], P["out.b"] = np.zeros((D, pp)), np.zeros(pp)
+    P["out.w"], P["out.b"] = np.zeros((D, cfg.patch ** 2)), np.zeros(cfg.patch ** 2)
     return P
 
 
@@ -206,6 +211,49 @@ def temporal_attention_backward(G, P, pre, dy, cache):
 
 
 # ------------------------------------------------------------------ the network
+def check_first(first, cfg: VideoConfig, n=None, name: str = "first"):
+    """ValueError unless ``first`` is first frames (N, H, W) of the model's frame size (and
+    N = n when given).
+
+    Parameters
+    ----------
+    first : array
+        The value checked.
+    cfg : VideoConfig
+        The model's configuration.
+    n : int, optional
+        The batch size it must have.
+    name : str, optional
+        Its name in the message.
+    """
+    want = (cfg.size, cfg.size)
+    if not hasattr(first, "shape") or first.ndim != 3 or tuple(first.shape[1:]) != want or \
+            (n is not None and first.shape[0] != n):
+        shape = tuple(first.shape) if hasattr(first, "shape") else type(first).__name__
+        raise ValueError(f"{name} has shape {shape}; the model takes first frames (N, H, W) = "
+                         f"({'N' if n is None else n}, {cfg.size}, {cfg.size}) (frame size {cfg.size}x{cfg.size})")
+
+
+def _first_channels(xp, first, keep, cfg, N, dt, like):
+    """The two condition channels (N T, 2, H, W) of MATH.md (22.11): m c and m per frame."""
+    H = cfg.size
+    if first is None:
+        if keep is not None:
+            raise ValueError("keep was given without first")
+        c, m = xp.zeros((N, H, H), dtype=dt), xp.zeros((N,), dtype=dt)
+    else:
+        check_first(first, cfg, N)
+        c = xp.astype(first, dt)
+        m = xp.ones((N,), dtype=dt) if keep is None else xp.astype(keep, dt)
+        if tuple(m.shape) != (N,):
+            raise ValueError(f"keep must have shape (N,) = ({N},), got {tuple(m.shape)}")
+    m3 = xp.reshape(m, (N, 1, 1))
+    ch = xp.stack([m3 * c, m3 * xp.ones_like(c)], axis=1)  # (N, 2, H, W)
+    T = cfg.frames
+    ch = xp.broadcast_to(xp.reshape(ch, (N, 1, 2, H, H)), (N, T, 2, H, H))
+    return xp.reshape(ch, (N * T, 2, H, H))
+
+
 def _temporal_positions(xp, cfg, like):
     f = xp.astype(xp.arange(cfg.frames), like.dtype)
     return timestep_embedding_forward(f, cfg.width, dtype=like.dtype)[0]  # (T, D)
@@ -215,9 +263,13 @@ def _ln(P, key, z):
     return layernorm_forward(z, P[key + ".g"], P[key + ".b"])
 
 
-def video_forward(P, x, t, cfg: VideoConfig):
+def video_forward(P, x, t, cfg: VideoConfig, first=None, keep=None):
     """The denoiser's output (N, T, H, W) for clips x (N, T, H, W) at times t (N,),
-    MATH.md (22.10) (the module docstring).  Returns ``(out, cache)``.
+    MATH.md (22.10) (the module docstring), with ``cfg.first_frame`` conditioned on the
+    first frames ``first`` (N, H, W): MATH.md (22.11), each frame's input is the three
+    channels (x_f, m c, m), c the given first frame and m = ``keep`` (N,) in {0, 1}
+    (default all 1; ``first=None`` means every condition dropped, m = 0, c = 0).
+    Returns ``(out, cache)``.
 
     Parameters
     ----------
@@ -229,6 +281,10 @@ def video_forward(P, x, t, cfg: VideoConfig):
         Diffusion times.
     cfg : VideoConfig
         The architecture.
+    first : array, shape (N, H, W), optional
+        The given first frames (only with ``cfg.first_frame``).
+    keep : array, shape (N,), optional
+        1 where the condition is kept, 0 where it is dropped (condition dropout).
 
     Returns
     -------
@@ -240,7 +296,9 @@ def video_forward(P, x, t, cfg: VideoConfig):
     Raises
     ------
     ValueError
-        If ``x`` is not a clip of the configured shape or ``t`` is not (N,).
+        If ``x`` is not a clip of the configured shape, ``t`` is not (N,), ``first`` is
+        not (N, H, W), ``keep`` is not (N,), or ``first`` is given to a model without
+        ``first_frame``.
     """
     xp = array_namespace(x)
     check_clip(x, cfg)
@@ -248,7 +306,13 @@ def video_forward(P, x, t, cfg: VideoConfig):
     if not hasattr(t, "shape") or tuple(t.shape) != (N,):
         raise ValueError(f"t must have shape (N,) = ({N},), got {getattr(t, 'shape', t)!r}")
     dt = P["in.w"].dtype
-    tok, c_p = patchify_forward(xp.reshape(xp.astype(x, dt), (N * T, 1, H, W)), cfg.patch)  # (N T, L, p p)
+    inp = xp.reshape(xp.astype(x, dt), (N * T, 1, H, W))
+    if cfg.first_frame:
+        inp = xp.concat([inp, _first_channels(xp, first, keep, cfg, N, dt, x)], axis=1)  # (N T, 3, H, W)
+    elif first is not None or keep is not None:
+        raise ValueError("first / keep were given, but the model was built without first_frame=True "
+                         "(VideoConfig.first_frame)")
+    tok, c_p = patchify_forward(inp, cfg.patch)  # (N T, L, p p C)
     L, D = tok.shape[1], cfg.width
     z = tok @ P["in.w"] + P["in.b"] + P["pos.s"]  # (N T, L, D)
     s, _ = timestep_embedding_forward(xp.astype(t, dt), D, dtype=dt)  # (N, D)
@@ -276,12 +340,14 @@ def video_forward(P, x, t, cfg: VideoConfig):
     o = uo @ P["out.w"] + P["out.b"]  # (N T, L, p p)
     img, c_u = unpatchify_forward(o, cfg.patch, (H, W))  # (N T, 1, H, W)
     out = xp.reshape(img, (N, T, H, W))
-    return out, (P, cfg, (N, T, H, W, L, D), c_p, tok, s, a1, c_s, blocks, co, uo, c_u)
+    m = None if not cfg.first_frame else inp[::T, 2, 0, 0]  # (N,) the mask of (22.11)
+    return out, (P, cfg, (N, T, H, W, L, D), c_p, tok, s, a1, c_s, blocks, co, uo, c_u, m)
 
 
-def video_backward(dout, cache):
+def video_backward(dout, cache, return_first: bool = False):
     """Gradients of :func:`video_forward`: ``(grads (same keys as P), dx (N, T, H, W))``,
-    MATH.md (22.10).
+    MATH.md (22.10); with ``return_first`` also d first (N, H, W) (MATH.md (22.11): the
+    sum over frames of the gradient of channel m c, times m).
 
     Parameters
     ----------
@@ -289,6 +355,8 @@ def video_backward(dout, cache):
         Gradient with respect to the output.
     cache : tuple
         The cache returned by :func:`video_forward`.
+    return_first : bool, optional
+        Also return the gradient with respect to ``first`` (a ``first_frame`` model).
 
     Returns
     -------
@@ -296,9 +364,11 @@ def video_backward(dout, cache):
         Gradient of every parameter, keyed as ``P``.
     dx : array, shape (N, T, H, W)
         Gradient with respect to ``x``.
+    dfirst : array, shape (N, H, W)
+        Only with ``return_first``: the gradient with respect to ``first``.
     """
     xp = array_namespace(dout)
-    P, cfg, (N, T, H, W, L, D), c_p, tok, s, a1, c_s, blocks, co, uo, c_u = cache
+    P, cfg, (N, T, H, W, L, D), c_p, tok, s, a1, c_s, blocks, co, uo, c_u, m = cache
     G = {}
     do = unpatchify_backward(xp.reshape(dout, (N * T, 1, H, W)), c_u)  # (N T, L, p p)
     G["out.w"] = xp.reshape(uo, (-1, D)).T @ xp.reshape(do, (-1, do.shape[-1]))
@@ -326,13 +396,22 @@ def video_backward(dout, cache):
     dtok = xp.reshape(dz, (N * T * L, D))
     G["in.w"] = xp.reshape(tok, (-1, tok.shape[-1])).T @ dtok
     G["in.b"] = xp.sum(dtok, axis=0)
-    dx = patchify_backward(xp.reshape(dtok @ P["in.w"].T, tok.shape), c_p)
-    return G, xp.reshape(dx, (N, T, H, W))
+    dinp = patchify_backward(xp.reshape(dtok @ P["in.w"].T, tok.shape), c_p)  # (N T, C, H, W)
+    dx = xp.reshape(dinp[:, 0], (N, T, H, W))
+    if not return_first:
+        return G, dx
+    if m is None:
+        raise ValueError("return_first=True needs a first_frame model (VideoConfig.first_frame)")
+    dfirst = xp.sum(xp.reshape(dinp[:, 1], (N, T, H, W)), axis=1) * xp.reshape(m, (N, 1, 1))
+    return G, dx, dfirst
 
 
-def video_as_model(P, cfg: VideoConfig, prediction_type: str = "epsilon"):
+def video_as_model(P, cfg: VideoConfig, prediction_type: str = "epsilon", first=None, guidance: float = 1.0):
     """The network as a plain ``model(x, t)`` (of ``prediction_type``) for every sampler;
     ``model.config`` is ``cfg`` (what image-to-video checks the given frames against).
+    With a ``first_frame`` model: conditioned on ``first`` (N, H, W) (None: the condition
+    dropped, the unconditional model), and with ``guidance`` w != 1 classifier-free
+    guidance u + w (c - u) of the conditioned output c and the dropped one u, MATH.md (22.11).
 
     Parameters
     ----------
@@ -343,17 +422,36 @@ def video_as_model(P, cfg: VideoConfig, prediction_type: str = "epsilon"):
     prediction_type : str, optional
         What the network predicts, stored as ``model.prediction_type`` (default
         ``"epsilon"``).
+    first : array (N, H, W), optional
+        The given first frames (a ``first_frame`` model only).
+    guidance : float, optional
+        Guidance scale w (default 1: the conditioned output alone).
 
     Returns
     -------
     callable
         ``model(x, t)`` with x (N, T, H, W) and t (N,) or a scalar (broadcast to the batch).
+
+    Raises
+    ------
+    ValueError
+        If ``first`` is given to a model without ``first_frame`` or has the wrong shape.
     """
+    if first is not None:
+        if not cfg.first_frame:
+            raise ValueError("first was given, but the model was built without first_frame=True")
+        check_first(first, cfg)
 
     def model(x, t):
         xp = array_namespace(x)
         tt = t if hasattr(t, "shape") and t.ndim == 1 else xp.full((x.shape[0],), float(t))
-        return video_forward(P, x, tt, cfg)[0]
+        if first is None:
+            return video_forward(P, x, tt, cfg)[0]
+        c = video_forward(P, x, tt, cfg, first=first)[0]
+        if guidance == 1.0:
+            return c
+        u = video_forward(P, x, tt, cfg)[0]
+        return u + guidance * (c - u)
 
     model.prediction_type = prediction_type
     model.config = cfg
