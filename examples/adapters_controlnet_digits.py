@@ -28,10 +28,12 @@ import _common  # noqa: E402
 
 from refdiff import make_schedule, sample, timesteps  # noqa: E402
 from refdiff.controls import edge_iou, edge_map  # noqa: E402
+from refdiff.metrics import frechet_distance  # noqa: E402
+from refdiff.nn import classifier  # noqa: E402
 from refdiff.nn import UNet, UNetConfig  # noqa: E402
 from refdiff.nn.controlnet import ControlNet, controlled_backward, controlled_forward, controlled_model  # noqa: E402
 from refdiff.train import train  # noqa: E402
-from refdiff.training import fit, init_state  # noqa: E402
+from refdiff.training import fit, init_state, train_digit_classifier  # noqa: E402
 
 THRESHOLD = 0.9  # edges on 25 % of the pixels; two random digits' maps have IoU 0.24
 
@@ -95,6 +97,19 @@ def ceilings(x_tr, x_ctrl, threshold, rng):
     return out
 
 
+def threshold_table(x_tr, x_te, rng, thresholds=(0.5, 0.7, 0.9)):
+    """Per threshold: edge density, the IoU of two random held-out digits (what a model
+    ignoring the control gets) and the ceilings of :func:`ceilings` (no model involved)."""
+    rows = {}
+    for th in thresholds:
+        e = edge_map(x_te, th)
+        rows[str(th)] = {"edge_fraction": float(e.mean()),
+                         "random_pair": float(edge_iou(edge_map(x_te[rng.permutation(len(x_te))], th), e).mean()),
+                         **ceilings(x_tr, x_te, th, rng)}
+        print(f"threshold {th}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[str(th)].items()))
+    return rows
+
+
 def control_cfg(net, base, cn, C, ctrl, cond, w, scale=1.0):
     """Guidance on the control: ``u + w (c - u)`` with u the base (no residuals), c controlled."""
     m_c = controlled_model(net, base, [(cn, C, ctrl)], cond, conditioning_scale=scale)
@@ -102,32 +117,41 @@ def control_cfg(net, base, cn, C, ctrl, cond, w, scale=1.0):
     return lambda x, t: (lambda u: u + w * (m_c(x, t) - u))(m_u(x, t))
 
 
-def evaluate(net, cn, base, C, x_tr, x_te, schedule, n, rng, threshold=THRESHOLD, steps=(50, 200)):
-    """IoU (mean, standard error) per setting; returns (report, samples for the figure)."""
+def evaluate(net, cn, base, C, x_tr, x_te, schedule, n, rng, threshold=THRESHOLD, steps=(50, 200), clf=None):
+    """IoU (mean, standard error) per setting, and the Frechet distance of the samples'
+    classifier features to the held-out digits when ``clf`` is given; returns (report, images)."""
     idx = rng.choice(len(x_te), n, replace=False)
     ctrl = edge_map(x_te[idx], threshold).astype(np.float32)
     null = {"class": np.full(n, 10)}
     x_T = rng.standard_normal((n, 1, 8, 8)).astype(np.float32)
+    feat_te = None if clf is None else classifier.features(clf, x_te)
+    imgs = {"control": 2.0 * ctrl - 1}
 
-    def run(model, c=ctrl, k=steps[0]):
+    def run(model, c=ctrl, k=steps[0], key=None):
         x = np.asarray(sample(model, x_T, schedule, timesteps(1000, k, "leading"), "ddim", rng=rng,
                               progress=False), dtype=np.float64)
         iou = edge_iou(edge_map(np.clip(x, -1, 1), threshold), c)
-        return x, {"mean": float(iou.mean()), "se": float(iou.std(ddof=1) / np.sqrt(n))}
+        r = {"mean": float(iou.mean()), "se": float(iou.std(ddof=1) / np.sqrt(n))}
+        if clf is not None:
+            r["frechet"] = frechet_distance(classifier.features(clf, np.clip(x, -1, 1)), feat_te)
+        if key:
+            imgs[key] = x
+        return r
 
-    x_cn, r_cn = run(controlled_model(net, base, [(cn, C, ctrl)], null))
-    x_b, r_b = run(net.as_model(base, null))
-    rep = {"controlnet": r_cn, "base": r_b}
+    rep = {"controlnet": run(controlled_model(net, base, [(cn, C, ctrl)], null), key="controlnet"),
+           "base": run(net.as_model(base, null), key="base")}
     for s in (1.5, 2.0):
-        rep[f"controlnet_scale_{s}"] = run(controlled_model(net, base, [(cn, C, ctrl)], null, conditioning_scale=s))[1]
+        rep[f"controlnet_scale_{s}"] = run(controlled_model(net, base, [(cn, C, ctrl)], null, conditioning_scale=s))
     for w in (2.0, 3.0):
-        rep[f"controlnet_control_cfg_{w}"] = run(control_cfg(net, base, cn, C, ctrl, null, w))[1]
-    rep[f"controlnet_ddim_{steps[1]}"] = run(controlled_model(net, base, [(cn, C, ctrl)], null), k=steps[1])[1]
+        rep[f"controlnet_control_cfg_{w}"] = run(control_cfg(net, base, cn, C, ctrl, null, w), key=f"cfg{w}")
+    rep[f"controlnet_ddim_{steps[1]}"] = run(controlled_model(net, base, [(cn, C, ctrl)], null), k=steps[1])
     jtr = rng.choice(len(x_tr), n, replace=False)
     c_tr = edge_map(x_tr[jtr], threshold).astype(np.float32)
-    rep["controlnet_training_controls"] = run(controlled_model(net, base, [(cn, C, c_tr)], null), c=c_tr)[1]
+    rep["controlnet_training_controls"] = run(controlled_model(net, base, [(cn, C, c_tr)], null), c=c_tr)
     rep["ceilings"] = ceilings(x_tr, x_te[idx], threshold, rng)
-    return rep, (ctrl, x_cn, x_b)
+    if clf is not None:
+        rep["frechet_training_digits"] = frechet_distance(classifier.features(clf, x_tr[jtr]), feat_te)
+    return rep, imgs
 
 
 def main(argv=None):
@@ -136,6 +160,7 @@ def main(argv=None):
     p.add_argument("--steps-control", type=int, default=8000)
     p.add_argument("--hint-widths", type=int, nargs=2, default=(16, 32))
     p.add_argument("--n", type=int, default=200, help="held-out controls scored")
+    p.add_argument("--ceilings", action="store_true", help="only print the metric's ceilings per threshold")
     p.add_argument("--load", default=None, help="controlnet_digits_params.npz of an earlier run: skip training")
     args = p.parse_args(argv)
     if args.tiny:
@@ -143,7 +168,9 @@ def main(argv=None):
     out = _common.out_dir(args.out)
     rng = np.random.default_rng(args.seed)
     x_tr, y_tr, name = _common.eight_by_eight("train")
-    x_te, _, _ = _common.eight_by_eight("test", np.random.default_rng([args.seed, 9]), n_shapes=1000)
+    x_te, y_te, _ = _common.eight_by_eight("test", np.random.default_rng([args.seed, 9]), n_shapes=1000)
+    if args.ceilings:
+        return threshold_table(x_tr, x_te, rng)
     schedule = make_schedule("cosine", 1000)
     t0 = time.time()
     if args.load:
@@ -161,7 +188,10 @@ def main(argv=None):
                 "train_seconds_base": round(t_base, 1), "train_seconds_control": round(time.time() - t0 - t_base, 1)}
         save_params(out / "controlnet_digits_params.npz", base, C, meta)
     steps = (5, 10) if args.tiny else (50, 200)
-    rep, (ctrl, x_cn, x_b) = evaluate(net, cn, base, C, x_tr, x_te, schedule, args.n, rng, steps=steps)
+    clf, clf_acc = train_digit_classifier(steps=20 if args.tiny else 1500, seed=args.seed, x_train=x_tr, y_train=y_tr,
+                                          x_test=x_te, y_test=y_te)
+    rep, imgs = evaluate(net, cn, base, C, x_tr, x_te, schedule, args.n, rng, steps=steps, clf=clf)
+    rep["classifier_test_accuracy"] = clf_acc
     report = {**meta, "n": args.n, "sampler": f"DDIM, {steps[0]} leading steps, null class", "iou": rep}
     print(f"edge IoU on {args.n} held-out controls: ControlNet {rep['controlnet']['mean']:.3f} "
           f"(se {rep['controlnet']['se']:.3f}), base {rep['base']['mean']:.3f} (se {rep['base']['se']:.3f})")
@@ -171,11 +201,13 @@ def main(argv=None):
     print(f"wrote {out / 'controlnet_digits.json'}")
     plt = _common.pyplot()
     k = min(12, args.n)
-    fig, axes = plt.subplots(3, 1, figsize=(k * 0.8, 3.2))
-    for ax, (img, title) in zip(axes, ((2 * ctrl[:k] - 1, "control (edges of held-out digits)"),
-                                        (x_cn[:k], f"ControlNet (IoU {rep['controlnet']['mean']:.2f})"),
-                                        (x_b[:k], f"base (IoU {rep['base']['mean']:.2f})"))):
-        ax.imshow(_common.image_grid(np.clip(img, -1, 1), 1, fill=0.0), cmap="gray_r", vmin=-1, vmax=1)
+    rows = (("control", "control (edges of held-out digits)"),
+            ("controlnet", f"ControlNet, scale 1 (IoU {rep['controlnet']['mean']:.2f})"),
+            ("cfg2.0", f"ControlNet + guidance on the control, w = 2 (IoU {rep['controlnet_control_cfg_2.0']['mean']:.2f})"),
+            ("base", f"base (IoU {rep['base']['mean']:.2f})"))
+    fig, axes = plt.subplots(len(rows), 1, figsize=(k * 0.8, 4.3))
+    for ax, (key, title) in zip(axes, rows):
+        ax.imshow(_common.image_grid(np.clip(imgs[key][:k], -1, 1), 1, fill=0.0), cmap="gray_r", vmin=-1, vmax=1)
         ax.set_title(title, fontsize=8)
         ax.set_axis_off()
     _common.save(fig, out / "controlnet_digits.png")

@@ -146,11 +146,12 @@ def train_controlnet(net, base, m, S, H, schedule, steps, rng, batch=64, lr=1e-3
 def main(argv=None):
     p = _common.parser(__doc__.splitlines()[0], "figures/adapters")
     p.add_argument("--steps", type=int, default=3000, help="training steps of the base and of the ControlNet")
+    p.add_argument("--samples", type=int, default=400, help="samples per control")
     args = p.parse_args(argv)
     out = _common.out_dir(args.out)
     rng = np.random.default_rng(args.seed)
     tiny = args.tiny
-    steps_base, steps_cn, n, n_steps, n_ctrl = (20, 20, 16, 4, 2) if tiny else (args.steps, args.steps, 400, 50, 4)
+    steps_base, steps_cn, n, n_steps, n_ctrl = (20, 20, 16, 4, 2) if tiny else (args.steps, args.steps, args.samples, 50, 4)
     m, S = gaussian_8x8()
     H = pool_matrix(8)
     schedule = make_schedule("linear", 1000)
