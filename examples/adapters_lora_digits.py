@@ -106,6 +106,8 @@ def main(argv=None):
     p.add_argument("--base", default=None, help="controlnet_digits_params.npz (adapters_controlnet_digits.py)")
     p.add_argument("--steps-base", type=int, default=3000, help="base and ControlNet steps when --base is not given")
     p.add_argument("--steps-ft", type=int, default=1200, help="fine-tuning steps of every variant")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of full fine-tuning")
+    p.add_argument("--lr-lora", type=float, default=None, help="Adam learning rate of the LoRAs (default: --lr)")
     p.add_argument("--per-class", type=int, default=30, help="samples per class scored")
     args = p.parse_args(argv)
     clf_steps = 1500
@@ -130,7 +132,8 @@ def main(argv=None):
     def gen(model, xT=x_T):
         return np.asarray(sample(model, xT, schedule, ts, "ddim", rng=rng, progress=False), dtype=np.float64)
 
-    report = {"data": name, "base_setup": meta, "steps_ft": args.steps_ft, "lr": 1e-3, "batch": 64,
+    lr_lora = args.lr if args.lr_lora is None else args.lr_lora
+    report = {"data": name, "base_setup": meta, "steps_ft": args.steps_ft, "lr": args.lr, "lr_lora": lr_lora, "batch": 64,
               "targets": list(TARGETS), "samples": len(y), "classifier_test_accuracy_thick": clf_acc,
               "reference": {"thin_test_digits": quality(x_te, y_te, clf, feat_ref),
                             "thick_train_digits": quality(k_tr, y_tr, clf, feat_ref)}}
@@ -138,7 +141,8 @@ def main(argv=None):
     report["base"] = {**quality(samples["base"], y, clf, feat_ref), "trainable": 0}
     for key, r in [("full", None), ("r1", 1), ("r2", 2), ("r4", 4), ("r8", 8)]:
         t1 = time.time()
-        params[key], count = finetune(net, base, k_tr, y_tr, schedule, args.steps_ft, rng, r)
+        params[key], count = finetune(net, base, k_tr, y_tr, schedule, args.steps_ft, rng, r,
+                                      lr=args.lr if r is None else lr_lora)
         samples[key] = gen(net.as_model(params[key], {"class": y}))
         report[key] = {**quality(samples[key], y, clf, feat_ref), "trainable": count,
                        "seconds": round(time.time() - t1, 1)}
@@ -187,6 +191,26 @@ def table(rep):
     return "\n".join(rows) + "\n"
 
 
+def plot_quality(plt, report, path):
+    """Frechet distance, class accuracy and stroke mass against the trainable parameter count."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+    fig.subplots_adjust(wspace=0.35)
+    keys = ["r1", "r2", "r4", "r8", "full"]
+    n = [report[k]["trainable"] for k in keys]
+    for ax, m, lab in ((axes[0], "frechet", "Frechet to thick test (log)"), (axes[1], "accuracy", "class accuracy"),
+                       (axes[2], "stroke_mass", "stroke mass")):
+        ax.plot(n[:4], [report[k][m] for k in keys[:4]], "o-", label="LoRA r = 1, 2, 4, 8")
+        ax.plot(n[4:], [report["full"][m]], "s", label="full fine-tune")
+        ax.axhline(report["base"][m], color="0.5", ls="--", lw=1, label="base (thin)")
+        ax.axhline(report["reference"]["thick_train_digits"][m], color="k", ls=":", lw=1, label="thick training set")
+        ax.set_xscale("log")
+        ax.set_xlabel("trainable parameters")
+        ax.set_ylabel(lab)
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=7)
+    _common.save(fig, path)
+
+
 def figures(out, samples, report, y):
     plt = _common.pyplot()
     first = [int(np.flatnonzero(y == c)[0]) for c in range(10)]
@@ -196,19 +220,7 @@ def figures(out, samples, report, y):
         ax.set_title(f"{k}: {report[k]['trainable']:,} trainable, Frechet {report[k]['frechet']:.2f}", fontsize=7)
         ax.set_axis_off()
     _common.save(fig, out / "lora_digits.png")
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-    keys = ["r1", "r2", "r4", "r8", "full"]
-    n = [report[k]["trainable"] for k in keys]
-    for ax, m, lab in ((axes[0], "frechet", "Frechet to thick test"), (axes[1], "stroke_mass", "stroke mass")):
-        ax.plot(n[:4], [report[k][m] for k in keys[:4]], "o-", label="LoRA r = 1, 2, 4, 8")
-        ax.plot(n[4:], [report["full"][m]], "s", label="full fine-tune")
-        ax.axhline(report["base"][m], color="0.5", ls="--", lw=1, label="base")
-        ax.axhline(report["reference"]["thick_train_digits"][m], color="k", ls=":", lw=1, label="thick training set")
-        ax.set_xscale("log")
-        ax.set_xlabel("trainable parameters")
-        ax.set_ylabel(lab)
-        ax.legend(fontsize=7)
-    _common.save(fig, out / "lora_digits_quality.png")
+    plot_quality(plt, report, out / "lora_digits_quality.png")
     imgs = {k: np.asarray(v) for k, v in report["compose"]["images"].items()}
     fig, axes = plt.subplots(3, 1, figsize=(8, 3.2))
     titles = {"control": "control (edges of held-out digits; prompt: their class)",
