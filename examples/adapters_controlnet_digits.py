@@ -156,8 +156,8 @@ def evaluate(net, cn, base, C, x_tr, x_te, schedule, n, rng, threshold=THRESHOLD
 
 def main(argv=None):
     p = _common.parser(__doc__.splitlines()[0], "figures/adapters")
-    p.add_argument("--steps-base", type=int, default=6000)
-    p.add_argument("--steps-control", type=int, default=8000)
+    p.add_argument("--steps-base", type=int, default=3000)
+    p.add_argument("--steps-control", type=int, default=4000)
     p.add_argument("--hint-widths", type=int, nargs=2, default=(16, 32))
     p.add_argument("--n", type=int, default=200, help="held-out controls scored")
     p.add_argument("--ceilings", action="store_true", help="only print the metric's ceilings per threshold")
@@ -203,7 +203,8 @@ def main(argv=None):
     k = min(12, args.n)
     rows = (("control", "control (edges of held-out digits)"),
             ("controlnet", f"ControlNet, scale 1 (IoU {rep['controlnet']['mean']:.2f})"),
-            ("cfg2.0", f"ControlNet + guidance on the control, w = 2 (IoU {rep['controlnet_control_cfg_2.0']['mean']:.2f})"),
+            ("cfg2.0", "ControlNet + guidance on the control, w = 2 "
+                       f"(IoU {rep['controlnet_control_cfg_2.0']['mean']:.2f})"),
             ("base", f"base (IoU {rep['base']['mean']:.2f})"))
     fig, axes = plt.subplots(len(rows), 1, figsize=(k * 0.8, 4.3))
     for ax, (key, title) in zip(axes, rows):

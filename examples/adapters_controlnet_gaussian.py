@@ -151,7 +151,8 @@ def main(argv=None):
     out = _common.out_dir(args.out)
     rng = np.random.default_rng(args.seed)
     tiny = args.tiny
-    steps_base, steps_cn, n, n_steps, n_ctrl = (20, 20, 16, 4, 2) if tiny else (args.steps, args.steps, args.samples, 50, 4)
+    steps_base, steps_cn, n, n_steps, n_ctrl = ((20, 20, 16, 4, 2) if tiny else
+                                                (args.steps, args.steps, args.samples, 50, 4))
     m, S = gaussian_8x8()
     H = pool_matrix(8)
     schedule = make_schedule("linear", 1000)

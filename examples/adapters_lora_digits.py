@@ -57,7 +57,8 @@ def finetune(net, base, x, y, schedule, steps, rng, r=None, lr=1e-3, batch=64, p
     """Full fine-tuning (r None) or a rank-r LoRA; returns (effective params, trainable count)."""
     ab = schedule.alpha_bars
     cfg = None if r is None else LoRAConfig(r=r, alpha=float(r), targets=TARGETS)
-    groups = {"base": base, "train": {k: v.copy() for k, v in base.items()} if r is None else dict(lora_init(base, cfg, rng).weights)}
+    start = {k: v.copy() for k, v in base.items()} if r is None else dict(lora_init(base, cfg, rng).weights)
+    groups = {"base": base, "train": start}
 
     def eff(g):
         return g["train"] if r is None else lora_params(g["base"], LoRAAdapter(g["train"], cfg, cfg.scaling))
@@ -105,10 +106,10 @@ def main(argv=None):
     p = _common.parser(__doc__.splitlines()[0], "figures/adapters")
     p.add_argument("--base", default=None, help="controlnet_digits_params.npz (adapters_controlnet_digits.py)")
     p.add_argument("--steps-base", type=int, default=3000, help="base and ControlNet steps when --base is not given")
-    p.add_argument("--steps-ft", type=int, default=1200, help="fine-tuning steps of every variant")
+    p.add_argument("--steps-ft", type=int, default=600, help="fine-tuning steps of every variant")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of full fine-tuning")
     p.add_argument("--lr-lora", type=float, default=None, help="Adam learning rate of the LoRAs (default: --lr)")
-    p.add_argument("--per-class", type=int, default=30, help="samples per class scored")
+    p.add_argument("--per-class", type=int, default=20, help="samples per class scored")
     args = p.parse_args(argv)
     clf_steps = 1500
     if args.tiny:
@@ -133,7 +134,8 @@ def main(argv=None):
         return np.asarray(sample(model, xT, schedule, ts, "ddim", rng=rng, progress=False), dtype=np.float64)
 
     lr_lora = args.lr if args.lr_lora is None else args.lr_lora
-    report = {"data": name, "base_setup": meta, "steps_ft": args.steps_ft, "lr": args.lr, "lr_lora": lr_lora, "batch": 64,
+    report = {"data": name, "base_setup": meta, "steps_ft": args.steps_ft, "lr": args.lr, "lr_lora": lr_lora,
+              "batch": 64,
               "targets": list(TARGETS), "samples": len(y), "classifier_test_accuracy_thick": clf_acc,
               "reference": {"thin_test_digits": quality(x_te, y_te, clf, feat_ref),
                             "thick_train_digits": quality(k_tr, y_tr, clf, feat_ref)}}
@@ -183,7 +185,8 @@ def table(rep):
     for k, label in (("base", "base (no fine-tune)"), ("full", "full fine-tune"), ("r1", "LoRA r = 1"),
                      ("r2", "LoRA r = 2"), ("r4", "LoRA r = 4"), ("r8", "LoRA r = 8")):
         q = rep[k]
-        rows.append(f"| {label} | {q['trainable']:,} | {q['frechet']:.2f} | {q['accuracy']:.3f} | {q['stroke_mass']:.3f} |")
+        rows.append(f"| {label} | {q['trainable']:,} | {q['frechet']:.2f} | {q['accuracy']:.3f} "
+                    f"| {q['stroke_mass']:.3f} |")
     for k, label in (("thick_train_digits", "thick training digits (reference)"),
                      ("thin_test_digits", "thin held-out digits (reference)")):
         q = rep["reference"][k]
