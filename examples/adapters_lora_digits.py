@@ -149,7 +149,7 @@ def main(argv=None):
         report[key] = {**quality(samples[key], y, clf, feat_ref), "trainable": count,
                        "seconds": round(time.time() - t1, 1)}
         print(f"{key}: {report[key]}")
-    report["compose"] = compose(net, cn, base, C, params["r4"], x_te, y_te, gen, clf, feat_ref, rng, len(y))
+    report["compose"], imgs = compose(net, cn, base, C, params["r4"], x_te, y_te, gen, clf, feat_ref, rng, len(y))
     report["base_bit_identical_after_training"] = all(np.array_equal(base[k], v) for k, v in base0.items())
     report["total_seconds"] = round(time.time() - t0, 1)
     print(f"frozen base bit-identical after all fine-tunes: {report['base_bit_identical_after_training']}; "
@@ -157,7 +157,7 @@ def main(argv=None):
     (out / "lora_digits.json").write_text(json.dumps(report, indent=1))
     (out / "lora_digits.md").write_text(table(report))
     print(table(report))
-    figures(out, samples, report, y)
+    figures(out, samples, imgs, report, y)
     return report
 
 
@@ -175,8 +175,7 @@ def compose(net, cn, base, C, P_lora, x_te, y_te, gen, clf, feat_ref, rng, n):
         rep[key] = {**quality(x, y, clf, feat_ref), "edge_iou": float(iou.mean()),
                     "edge_iou_se": float(iou.std(ddof=1) / np.sqrt(len(idx)))}
         print(f"compose {key}: {rep[key]}")
-    rep["images"] = {k: v[:12].round(3).tolist() for k, v in imgs.items()}
-    return rep
+    return rep, {k: v[:12] for k, v in imgs.items()}
 
 
 def table(rep):
@@ -214,7 +213,7 @@ def plot_quality(plt, report, path):
     _common.save(fig, path)
 
 
-def figures(out, samples, report, y):
+def figures(out, samples, imgs, report, y):
     plt = _common.pyplot()
     first = [int(np.flatnonzero(y == c)[0]) for c in range(10)]
     fig, axes = plt.subplots(len(samples), 1, figsize=(8, 1.0 * len(samples)))
@@ -224,7 +223,6 @@ def figures(out, samples, report, y):
         ax.set_axis_off()
     _common.save(fig, out / "lora_digits.png")
     plot_quality(plt, report, out / "lora_digits_quality.png")
-    imgs = {k: np.asarray(v) for k, v in report["compose"]["images"].items()}
     fig, axes = plt.subplots(3, 1, figsize=(8, 3.2))
     titles = {"control": "control (edges of held-out digits; prompt: their class)",
               "controlnet_class": "ControlNet + class",
