@@ -11,8 +11,15 @@ Gaussian 8x8 data, compared with the exact conditional oracle, MATH.md (19.8), (
    sampling noise (SW between two independent oracle sample sets of the same size), and
    the control adherence RMS ||H x - c|| for the base, the controlled model and the oracle.
 5. A conditioning-scale sweep of the adherence.
+6. A classifier-free guidance-scale sweep, ``u + w (c - u)`` with the base as the
+   unconditional half u and the controlled model as c (the control on the conditional half
+   only, as in diffusers' guess mode, without its scale ramp): adherence and SW to the exact
+   conditional oracle against w, next to the same guidance applied to the exact oracles
+   (unconditional N(m, Sigma), conditional N(m_c, Sigma_c)), which w = 1 reduces to the
+   conditional oracle.
 
-Writes controlnet_gaussian.png, controlnet_scale_sweep.png, controlnet_gaussian.json.
+Writes controlnet_gaussian.png, controlnet_scale_sweep.png, controlnet_guidance_sweep.png,
+controlnet_gaussian.json.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from refdiff.conditioning import condition_gaussian  # noqa: E402
 from refdiff.controls import pool_matrix  # noqa: E402
 from refdiff.metrics import sliced_wasserstein  # noqa: E402
 from refdiff.nn import UNet, UNetConfig  # noqa: E402
+from refdiff.oracles import GaussianData  # noqa: E402
 from refdiff.nn.controlnet import ControlNet, controlled_backward, controlled_forward, controlled_model  # noqa: E402
 from refdiff.train import train  # noqa: E402
 from refdiff.training import fit, init_state  # noqa: E402
@@ -63,6 +71,53 @@ def control_image(c):
     return np.clip((img + 2.5) / 5.0, 0.0, 1.0)
 
 
+def cfg_model(uncond, cond, w):
+    """Classifier-free guidance ``u + w (c - u)`` of two epsilon models."""
+    def model(x, t):
+        u = uncond(x, t)
+        return u + w * (cond(x, t) - u)
+    return model
+
+
+def guidance_sweep(net, base, cn, C, m, S, H, c, gen, n, rng, ws):
+    """Adherence and SW to the exact conditional oracle against the guidance scale w, for the
+    ControlNet (base as the unconditional half) and for the exact oracles guided the same way."""
+    mc, Sc = conditional(m, S, H, c)
+    ref = draw(mc, Sc, n, rng)
+    floor = sliced_wasserstein(draw(mc, Sc, n, rng), ref, 128, np.random.default_rng(7))
+    schedule = make_schedule("linear", 1000)
+    o_u = GaussianData(m.reshape(1, 8, 8), S).as_model(schedule)
+    o_c = GaussianData(mc.reshape(1, 8, 8), Sc + 1e-8 * np.eye(64)).as_model(schedule)  # Sigma_c has rank 48
+    m_u, m_c = net.as_model(base), controlled_model(net, base, [(cn, C, control_image(c[None]).astype(np.float32))])
+    rms = lambda x: float(np.sqrt(np.mean((x @ H.T - c) ** 2)))  # noqa: E731
+    rows = {}
+    for w in ws:
+        x_cn, x_or = gen(cfg_model(m_u, m_c, w)), gen(cfg_model(o_u, o_c, w))
+        rows[str(w)] = {"adherence_rms_controlnet": rms(x_cn), "adherence_rms_oracle_cfg": rms(x_or),
+                        "sw_controlnet_vs_oracle": sliced_wasserstein(x_cn, ref, 128, np.random.default_rng(7)),
+                        "sw_oracle_cfg_vs_oracle": sliced_wasserstein(x_or, ref, 128, np.random.default_rng(7))}
+        print(f"guidance w = {w}: " + ", ".join(f"{a} {b:.4f}" for a, b in rows[str(w)].items()))
+    return {"sw_floor_oracle_vs_oracle": floor, "adherence_rms_oracle": rms(ref), "w": rows}
+
+
+def plot_guidance(plt, g, path):
+    ws = [float(w) for w in g["w"]]
+    col = lambda k: [g["w"][w][k] for w in g["w"]]  # noqa: E731
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    axes[0].plot(ws, col("adherence_rms_controlnet"), "o-", label="ControlNet + CFG")
+    axes[0].plot(ws, col("adherence_rms_oracle_cfg"), "s--", label="exact oracles + CFG")
+    axes[0].axhline(g["adherence_rms_oracle"], color="k", ls=":", lw=1, label="conditional oracle")
+    axes[0].set_ylabel("RMS ||H x - c||")
+    axes[1].plot(ws, col("sw_controlnet_vs_oracle"), "o-", label="ControlNet + CFG")
+    axes[1].plot(ws, col("sw_oracle_cfg_vs_oracle"), "s--", label="exact oracles + CFG")
+    axes[1].axhline(g["sw_floor_oracle_vs_oracle"], color="k", ls=":", lw=1, label="oracle vs oracle (floor)")
+    axes[1].set_ylabel("SW to the conditional oracle")
+    for ax in axes:
+        ax.set_xlabel("guidance scale w")
+        ax.legend(fontsize=7)
+    _common.save(fig, path)
+
+
 def train_controlnet(net, base, m, S, H, schedule, steps, rng, batch=64, lr=1e-3):
     cn = ControlNet(net)
     C = cn.init_params(base, rng)
@@ -89,11 +144,15 @@ def train_controlnet(net, base, m, S, H, schedule, steps, rng, batch=64, lr=1e-3
 
 
 def main(argv=None):
-    args = _common.parser(__doc__.splitlines()[0], "figures/adapters").parse_args(argv)
+    p = _common.parser(__doc__.splitlines()[0], "figures/adapters")
+    p.add_argument("--steps", type=int, default=3000, help="training steps of the base and of the ControlNet")
+    p.add_argument("--samples", type=int, default=400, help="samples per control")
+    args = p.parse_args(argv)
     out = _common.out_dir(args.out)
     rng = np.random.default_rng(args.seed)
     tiny = args.tiny
-    steps_base, steps_cn, n, n_steps, n_ctrl = (20, 20, 16, 4, 2) if tiny else (3000, 3000, 400, 50, 4)
+    steps_base, steps_cn, n, n_steps, n_ctrl = ((20, 20, 16, 4, 2) if tiny else
+                                                (args.steps, args.steps, args.samples, 50, 4))
     m, S = gaussian_8x8()
     H = pool_matrix(8)
     schedule = make_schedule("linear", 1000)
@@ -137,6 +196,8 @@ def main(argv=None):
     sweep = [rms(gen(controlled_model(net, base, [(cn, C, control_image(c[None]).astype(np.float32))],
                                       conditioning_scale=s)), c) for s in scales]
     report["scale_sweep"] = dict(zip(map(str, scales), sweep))
+    ws = [0.0, 1.0, 3.0] if tiny else [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0]
+    report["guidance_sweep"] = guidance_sweep(net, base, cn, C, m, S, H, c, gen, n, rng, ws)
     (out / "controlnet_gaussian.json").write_text(json.dumps(report, indent=1))
     print(f"wrote {out / 'controlnet_gaussian.json'}")
     plt = _common.pyplot()
@@ -153,6 +214,7 @@ def main(argv=None):
     ax.set_xlabel("conditioning_scale")
     ax.set_ylabel("RMS ||H x - c||")
     _common.save(fig, out / "controlnet_scale_sweep.png")
+    plot_guidance(plt, report["guidance_sweep"], out / "controlnet_guidance_sweep.png")
     return report
 
 

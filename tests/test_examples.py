@@ -25,9 +25,12 @@ FIGURE_SCRIPTS = {
     "predicted_noise": ["predicted_noise.png"],
     "fast_generation": ["fast_generation.png", "fast_generation.json", "fast_generation.md"],
     "lcm_digits": ["lcm_digits.png", "lcm_digits.json"],
-    "adapters_controlnet_gaussian": ["controlnet_gaussian.png", "controlnet_scale_sweep.png", "controlnet_gaussian.json"],
+    "adapters_controlnet_gaussian": ["controlnet_gaussian.png", "controlnet_scale_sweep.png", "controlnet_guidance_sweep.png",
+                                     "controlnet_gaussian.json"],
     "adapters_lora_mixture": ["lora_mixture.png", "lora_mixture.json"],
     "adapters_controlnet_digits": ["controlnet_digits.png", "controlnet_digits.json"],
+    "adapters_lora_digits": ["lora_digits.png", "lora_digits_quality.png", "lora_digits_compose.png",
+                             "lora_digits.json", "lora_digits.md"],
     "editing_gaussian": ["editing_img2img.png", "editing_outpaint.png", "editing_inpaint_table.md"],
     "editing_digits": ["editing_digits_inpaint.png", "editing_digits_swap.png", "editing_digits_img2img.png",
                        "editing_digits_outpaint.png",
@@ -196,3 +199,36 @@ def test_toy_sd_tiny_conditions_on_the_frozen_clip_and_scores_a_pixel_model(tmp_
                 "--n", "1", "--steps", "2", "--out", str(tmp_path / "x.npz"), "--no-progress"]) == 0
     s = mod.main(["--tiny", "--context", "tokens", "--out", str(tmp_path / "tok")])
     assert s["context"] == "tokens" and not (tmp_path / "tok" / "model" / "text_encoder.npz").exists()
+
+
+def test_lora_digits_thicken_is_the_grey_dilation_by_its_footprint():
+    """examples/adapters_lora_digits.py's thick-stroke style: each pixel is the max of itself
+    and its right and lower neighbours (background -1 beyond the border), checked against a
+    loop over the footprint; it never thins (out >= x) and is idempotent on constant images."""
+    mod = _load("adapters_lora_digits")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (3, 1, 8, 8))
+    want = np.empty_like(x)
+    for i in range(8):
+        for j in range(8):
+            nb = [x[:, 0, i, j]] + ([x[:, 0, i, j + 1]] if j < 7 else [-np.ones(3)]) + (
+                [x[:, 0, i + 1, j]] if i < 7 else [-np.ones(3)])
+            want[:, 0, i, j] = np.max(nb, axis=0)
+    assert np.array_equal(mod.thicken(x), want)
+    assert np.all(mod.thicken(x) >= x)
+    assert np.array_equal(mod.thicken(-np.ones((1, 1, 8, 8))), -np.ones((1, 1, 8, 8)))
+
+
+def test_controlnet_digits_metric_ceilings_are_exact_on_their_edge_cases(tmp_path):
+    """examples/adapters_controlnet_digits.py: the edge-IoU ceilings: a control scored
+    against the training set that contains its own image has best-training-image IoU 1; the
+    saved weights load back bit for bit."""
+    mod = _load("adapters_controlnet_digits")
+    rng = np.random.default_rng(1)
+    x = np.clip(rng.standard_normal((20, 1, 8, 8)), -1, 1)
+    c = mod.ceilings(x, x[:5], mod.THRESHOLD, rng)
+    assert c["best_training_image"] == 1.0 and 0.0 < c["noised_real_0.2"] <= 1.0
+    P, C = {"a": rng.standard_normal((2, 3)).astype(np.float32)}, {"b": np.arange(4.0)}
+    mod.save_params(tmp_path / "p.npz", P, C, {"hint_widths": [8, 16]})
+    P2, C2, meta = mod.load_params(tmp_path / "p.npz")
+    assert np.array_equal(P2["a"], P["a"]) and np.array_equal(C2["b"], C["b"]) and meta == {"hint_widths": [8, 16]}
