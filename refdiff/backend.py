@@ -155,9 +155,19 @@ def standard_normal(rng: np.random.Generator, shape, like=None, *, xp=None, dtyp
     -------
     array
         Standard normal draws of ``shape``.
+
+    Raises
+    ------
+    TypeError
+        If ``shape`` is not a tuple of ints, ``like`` is not an array, or the result dtype
+        (``dtype``, else ``like``'s) is not float32/float64: integer draws would be zeros.
+    ValueError
+        If an entry of ``shape`` is negative.
     """
     rng = check_rng(rng)
-    z = rng.standard_normal(tuple(int(s) for s in shape))
+    shape = _check_shape(shape)
+    _check_draw_dtype(like, dtype)
+    z = rng.standard_normal(shape)
     return _host_to(z, like, xp, dtype)
 
 
@@ -182,10 +192,50 @@ def rademacher(rng: np.random.Generator, shape, like=None, *, xp=None, dtype=Non
     -------
     array
         +1/-1 entries of ``shape``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`standard_normal`.
     """
     rng = check_rng(rng)
-    z = rng.integers(0, 2, size=tuple(int(s) for s in shape)).astype(np.float64) * 2.0 - 1.0
+    shape = _check_shape(shape)
+    _check_draw_dtype(like, dtype)
+    z = rng.integers(0, 2, size=shape).astype(np.float64) * 2.0 - 1.0
     return _host_to(z, like, xp, dtype)
+
+
+def _check_shape(shape) -> tuple:
+    from ._validate import check_int
+
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"shape must be a tuple of ints >= 0, got {type(shape).__name__}")
+    return tuple(check_int("shape entry", s, min=0, hint=f" (shape = {tuple(shape)!r})") for s in shape)
+
+
+def _dtype_label(dtype) -> str:
+    label = str(dtype).rsplit(".", 1)[-1]  # array_api_strict spells "array_api_strict.float64"
+    if label in ("float32", "float64"):
+        return label
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return label
+
+
+def _check_draw_dtype(like, dtype) -> None:
+    """The draws' dtype must be float32 or float64: cast to an integer or boolean dtype the
+    normal draws become zeros (issue 19), float16 overflows in the samplers' scalings."""
+    from ._validate import check_array
+
+    if like is not None:
+        check_array("like", like, dtype="any", allow_empty=True)
+    if dtype is not None:
+        if _dtype_label(dtype) not in ("float32", "float64"):
+            raise TypeError(f"dtype must be float32 or float64 (the draws are real), got {_dtype_label(dtype)}")
+    elif like is not None and _dtype_label(like.dtype) not in ("float32", "float64"):
+        raise TypeError(f"like must be a real floating array (float32 or float64), got dtype "
+                        f"{_dtype_label(like.dtype)}: the draws take like's dtype (pass dtype= to override)")
 
 
 def _host_to(z: np.ndarray, like, xp, dtype):

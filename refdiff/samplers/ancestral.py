@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from ..parameterization import to_eps_x0
-from .common import call_model, end_step, make_grid, point_at_sigma, to_vp
+from .common import check_start, call_model, end_step, make_grid, point_at_sigma, to_vp
 from .karras import ancestral_sigmas, to_d
 
 __all__ = ["dpm2_ancestral_step", "dpmpp_2s_ancestral_step", "brownian_pair", "dpmpp_sde_step",
@@ -350,6 +350,7 @@ def _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas, final_s
     :func:`refdiff.sigma_to_time` for other levels (midpoints)."""
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
+    check_start(x, grid, who)
     sig = [0.0 if p.sigma == 0.0 else (p.sigma / p.alpha if p.alpha > 0 else math.inf) for p in grid]
     if not all(math.isfinite(v) for v in sig):
         raise ValueError(f"{who}: the sigma grid contains inf (zero terminal SNR): sigma-space samplers need "

@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._validate import check_array
 from ..backend import array_namespace, check_finite, to_numpy
 from ..parameterization import PREDICTION_TYPES, to_eps_x0
 from ..schedules import InterpolatedVP, Schedule, _ContinuousVP, alpha_sigma
@@ -45,7 +46,7 @@ __all__ = ["GridPoint", "Grid", "make_grid", "point_at", "point_at_lambda", "poi
            "to_vp", "from_vp", "ve_sigma", "flow_time", "vp_from_ve_sigma", "vp_from_flow_time", "end_step",
            "model_t", "call_model", "predict", "predict_eps_x0"]
 # also public, not star-exported: ZERO, FINAL_SIGMAS_TYPES, INTERPOLATIONS, check_schedule,
-# check_prediction_type, check_options, check_noise, draw_noise, is_int_scalar
+# check_prediction_type, check_options, check_noise, draw_noise, is_int_scalar, check_start
 
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
 # model time of a noise level: refdiff's exact inverse (2.15); k-diffusion / diffusers Euler
@@ -427,7 +428,7 @@ def make_grid(schedule, timesteps=None, *, sigmas=None, final_sigmas_type=None, 
             raise ValueError(f"timesteps contain {bad}, out of range [0, {schedule.T - 1}] (T = {schedule.T})")
     else:
         if ts.size < 2:
-            raise ValueError(f"steps must be >= 1: a continuous grid needs >= 2 times, got {ts.size}")
+            raise ValueError(f"timesteps must hold >= 2 times on a continuous grid (steps must be >= 1), got {ts.size}")
         if ts.dtype.kind != "f":
             raise TypeError(f"timesteps for a continuous VP must be floats in (0, 1], got dtype {ts.dtype}")
         if ts.min() <= 0 or ts.max() > 1:
@@ -467,9 +468,9 @@ def _flow_grid(timesteps, time_convention):
         raise ValueError(f"unknown time_convention {time_convention!r}; valid: 't0_data' (t = 0 data), 't0_noise'")
     ts = _host_1d(timesteps, "timesteps").astype(np.float64)
     if ts.size < 2:
-        raise ValueError(f"steps must be >= 1: a flow grid needs >= 2 times, got {ts.size}")
+        raise ValueError(f"timesteps must hold >= 2 times on a flow grid (steps must be >= 1), got {ts.size}")
     if ts.min() < 0 or ts.max() > 1:
-        raise ValueError(f"flow times must lie in [0, 1], got min {ts.min()!r}, max {ts.max()!r}")
+        raise ValueError(f"timesteps (flow times) must lie in [0, 1], got min {ts.min()!r}, max {ts.max()!r}")
     u = ts if time_convention == "t0_data" else 1.0 - ts
     _decreasing(u, "timesteps", "strictly " + ("decreasing (t = 0 data)" if time_convention == "t0_data"
                                                 else "increasing (t0_noise: t = 1 data)"))
@@ -608,10 +609,90 @@ def check_options(who, options):
         raise TypeError(f"{who} got unknown option(s) {sorted(options)}")
 
 
+X0_UNDEFINED_AT_ALPHA_ZERO = ("epsilon", "score")  # x0_hat = (x - sigma eps_hat) / alpha, (4.2)
+
+
+def check_start(x, grid, who, *, prediction_type=None, needs=None, name="x"):
+    """The checks at a loop's entry (issue 19): the start state and the grid's zero-SNR point.
+
+    ``x`` must be a real floating array (float32 or float64; float16 overflows in the
+    sigma-space scaling sqrt(1 + s^2) x) with a batch axis, finite.  A grid point with
+    alpha = 0 and sigma > 0 (zero terminal SNR, t = T-1 of a rescaled schedule) is refused
+    before any model call, saying why: ``needs="x0"`` (DDPM, DDIM, LCM) when
+    ``prediction_type`` is "epsilon" or "score", whose x0_hat = (x - sigma eps_hat) / alpha,
+    MATH.md (4.2), divides by alpha = 0; ``needs="lambda"`` (the half-log-SNR solvers) for
+    every prediction type, lambda = log(alpha / sigma) being -inf there; ``needs="log_alpha"``
+    (PNDM, the SDE loops: they evaluate the schedule between its points through log alpha,
+    MATH.md (2.15)) likewise.
+
+    Parameters
+    ----------
+    x : array (N, ...)
+        The start state.
+    grid : Grid
+        The loop's grid (:func:`make_grid`).
+    who : str
+        The method's name, for the message.
+    prediction_type : str, optional
+        What the model predicts (with ``needs="x0"``).
+    needs : {None, "x0", "lambda", "log_alpha"}
+        What the method computes at every point.
+    name : str, default "x"
+        The start state's argument name.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not a float32/float64 array.
+    ValueError
+        If ``x`` has no axis or is not finite, or the grid has a point the method cannot use.
+    """
+    check_array(name, x, min_ndim=1, finite=True)
+    for p in grid:
+        if not (p.alpha == 0.0 and p.sigma > 0.0):
+            continue
+        if needs in ("lambda", "log_alpha"):
+            what = "the half log-SNR lambda = log(alpha / sigma)" if needs == "lambda" else "log alpha"
+            raise ValueError(f"{who}: the grid has t = {p.t}, where alpha = 0 (zero terminal SNR): {what} "
+                             f"is -inf there, so this method cannot step from it; start the "
+                             f"grid below it (e.g. timesteps[1:]) or use ddpm/ddim with prediction_type "
+                             f"'v_prediction' or 'sample'")
+        if needs == "x0" and prediction_type in X0_UNDEFINED_AT_ALPHA_ZERO:
+            raise ValueError(f"{who}: prediction_type {prediction_type!r} gives no x_0 at t = {p.t}, where alpha = 0 "
+                             f"(zero terminal SNR): x0_hat = (x - sigma eps_hat) / alpha divides by alpha = 0; use a "
+                             f"'v_prediction' or 'sample' model, or start the grid below t = {p.t}")
+    return x
+
+
+def check_step_arrays(**arrays):
+    """Each keyword array must be a real floating array (float32/float64) with a batch axis
+    (TypeError/ValueError naming it): a step function's cheap entry check (no finiteness
+    pass, issue 19's rule for per-step code).  None values are skipped."""
+    for name, a in arrays.items():
+        if a is not None:
+            check_array(name, a, min_ndim=1)
+
+
+def check_x0_defined(schedule, t, prediction_type, who):
+    """ValueError, saying why, when ``prediction_type`` (eps or score) gives no x_0 at a
+    timestep ``t`` of the Schedule where alpha = 0 (zero terminal SNR): the step's
+    counterpart of :func:`check_start`.  Reads the host table only (cheap)."""
+    if prediction_type not in X0_UNDEFINED_AT_ALPHA_ZERO or schedule.sqrt_alpha_bars[-1] > 0.0:
+        return
+    tt = np.asarray(to_numpy(t) if hasattr(t, "shape") else t).reshape(-1)
+    zero = tt[schedule.sqrt_alpha_bars[tt] == 0.0]
+    if zero.size:
+        raise ValueError(f"{who}: prediction_type {prediction_type!r} gives no x_0 at t = {int(zero[0])}, where "
+                         f"alpha = 0 (zero terminal SNR): x0_hat = (x - sigma eps_hat) / alpha divides by alpha = 0; "
+                         f"use a 'v_prediction' or 'sample' model there")
+
+
 def check_noise(z, x, who):
-    """A noise array of x's shape (TypeError if missing, ValueError if misshaped)."""
+    """A noise array of x's shape and a float dtype (TypeError if missing or not a float32/
+    float64 array, ValueError if misshaped)."""
     if z is None:
         raise TypeError(f"{who} needs an explicit standard normal noise array of x's shape at this step")
+    check_array("noise", z, allow_empty=True)
     if tuple(z.shape) != tuple(x.shape):
         raise ValueError(f"noise has shape {tuple(z.shape)}, expected x's shape {tuple(x.shape)}")
     return z

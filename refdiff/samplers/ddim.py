@@ -15,11 +15,13 @@ import math
 
 import numpy as np
 
+from .._validate import check_same_shape
 from ..backend import array_namespace, asarray_like
 from ..parameterization import to_eps_x0
 from ..schedules import Schedule, gather
-from .common import (ZERO, call_model, check_noise, check_options, check_prediction_type, draw_noise, end_step,
-                     is_int_scalar, make_grid, point_at, predict)
+from .common import (ZERO, call_model, check_noise, check_options, check_prediction_type, check_start,
+                     check_step_arrays, check_x0_defined, draw_noise, end_step, is_int_scalar, make_grid, point_at,
+                     predict)
 from .ddpm import process_x0
 
 __all__ = ["ddim_update", "ddim_sigma", "ddim_step", "ddim_inversion_step", "ddim_loop", "ddim_invert",
@@ -194,8 +196,9 @@ def ddim_step(schedule, model_output, t, t_prev, x_t, *, eta=0.0, noise=None, pr
     eta = _check_eta(eta)
     _check_final_alpha_bar(final_alpha_bar)
     schedule.check_t(t)
-    if tuple(model_output.shape) != tuple(x_t.shape):
-        raise ValueError(f"model_output has shape {tuple(model_output.shape)}, expected x_t's shape {tuple(x_t.shape)}")
+    check_step_arrays(x_t=x_t, model_output=model_output)
+    check_same_shape(model_output=model_output, x_t=x_t)
+    check_x0_defined(schedule, t, prediction_type, "ddim_step")
     xp = array_namespace(x_t)
     if is_int_scalar(t) and is_int_scalar(t_prev):
         if not int(t_prev) < int(t):
@@ -370,6 +373,7 @@ def ddim_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", 
     eta = _check_eta(eta)
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
+    check_start(x, grid, "ddim", prediction_type=prediction_type, needs="x0")
     targets = list(grid[1:])
     if t_prev_rule == "library":
         if not isinstance(schedule, Schedule) or sigmas is not None:
@@ -431,12 +435,16 @@ def ddim_invert(model, x0, schedule, timesteps, *, prediction_type="epsilon", se
     TypeError
         If ``schedule`` is not a Schedule.
     ValueError
-        If ``prediction_type`` or a time is invalid.
+        If ``prediction_type`` or a time is invalid, ``timesteps`` is not a strictly decreasing
+        non-empty integer grid (:func:`refdiff.make_grid`), or ``x0`` is not finite (TypeError
+        if it is not a float32/float64 array).
     """
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
     check_prediction_type(prediction_type)
-    ts = [int(t) for t in np.asarray(timesteps)[::-1]]  # increasing
+    grid = make_grid(schedule, timesteps)  # strictly decreasing integers in [0, T-1], non-empty
+    check_start(x0, grid, "ddim_invert", name="x0")
+    ts = [p.t for p in grid if p.t is not None][::-1]  # increasing
     final = 1.0 if set_alpha_to_one else float(schedule.alpha_bars[0])
     x, t = x0, -1
     for i, t_next in enumerate(ts):

@@ -19,9 +19,10 @@ from ..backend import array_namespace, bcast, check_finite
 from ..forward import q_posterior_mean
 from ..parameterization import clip_x0, dynamic_threshold, to_eps_x0
 from ..schedules import Schedule, gather, schedule_from_alpha_bars
-from ..variance import VARIANCE_TYPES, check_model_output, check_variance_type, reverse_log_variance, split_learned
-from .common import (check_noise, check_options, check_prediction_type, draw_noise, end_step, is_int_scalar,
-                     make_grid, model_t)
+from ..variance import (VARIANCE_TYPES, check_model_output, check_variance_type, model_output_shape,
+                        reverse_log_variance, split_learned)
+from .common import (check_noise, check_options, check_prediction_type, check_start, check_step_arrays,
+                     check_x0_defined, draw_noise, end_step, is_int_scalar, make_grid, model_t)
 
 __all__ = ["ddpm_step", "ddpm_log_variance", "process_x0", "respace", "ddpm_loop", "VARIANCE_TYPES"]
 
@@ -121,6 +122,12 @@ def ddpm_step(schedule, model_output, t, x_t, noise=None, *, prediction_type="ep
     check_prediction_type(prediction_type)
     check_variance_type(variance_type)
     schedule.check_t(t)
+    check_step_arrays(x_t=x_t, model_output=model_output)
+    want = model_output_shape(tuple(x_t.shape), variance_type)
+    if tuple(model_output.shape) != want:
+        raise ValueError(f"model_output has shape {tuple(model_output.shape)}; variance_type={variance_type!r} needs "
+                         f"{want} (from x_t's shape {tuple(x_t.shape)})")
+    check_x0_defined(schedule, t, prediction_type, "ddpm_step")
     xp = array_namespace(x_t, model_output)
     model_output, v = split_learned(model_output, x_t, variance_type)
     alpha = gather(schedule.sqrt_alpha_bars, t, x_t)
@@ -166,8 +173,19 @@ def respace(schedule, timesteps):
     -------
     Schedule
         The respaced schedule of n steps.
+
+    Raises
+    ------
+    TypeError
+        If ``schedule`` is not a Schedule or ``timesteps`` are not integers.
+    ValueError
+        If ``timesteps`` is empty, out of [0, T-1] or not strictly decreasing
+        (:func:`refdiff.make_grid`).
     """
-    ts = np.asarray(timesteps)[::-1]
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
+    grid = make_grid(schedule, timesteps)  # strictly decreasing integers in [0, T-1], non-empty
+    ts = np.array([p.t for p in grid if p.t is not None], dtype=np.int64)[::-1]
     return schedule_from_alpha_bars(schedule.alpha_bars[ts], name=f"{schedule.name}[respaced {ts.shape[0]}]")
 
 
@@ -248,6 +266,7 @@ def ddpm_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", 
                          f"got {variance_type!r}")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
+    check_start(x, grid, "ddpm", prediction_type=prediction_type, needs="x0")
     pts = grid[:-1] if grid[-1].sigma == 0.0 else grid  # the chain's states; the data end is implicit
     chain = schedule_from_alpha_bars([p.alpha**2 for p in reversed(pts)], name="ddpm-chain")  # (8.5)
     proc = dict(clip_sample=clip_sample, clip_sample_range=clip_sample_range, thresholding=thresholding,

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .common import end_step, make_grid, point_at_lambda, predict
+from .common import check_start, end_step, make_grid, point_at_lambda, predict
 from .dpm_solver import dpm_solver_1_step, dpm_solver_2_update
 
 __all__ = ["deis_coefficients", "deis_update", "deis"]
@@ -174,6 +174,7 @@ def deis(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise
         raise ValueError(f"deis: unknown warmup {warmup!r}; valid: 'first_order', 'singlestep'")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
+    check_start(x, grid, "deis", needs="lambda")
     n = len(grid) - 1
     eps_hist, points = [], []  # newest first
     for i in range(n):

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from .common import Grid, end_step, draw_noise, make_grid, point_at, point_at_lambda, predict
+from .common import check_start, Grid, end_step, draw_noise, make_grid, point_at, point_at_lambda, predict
 
 __all__ = [
     "FORMS",
@@ -720,6 +720,7 @@ def dpm_solver_singlestep_loop(model, x, schedule, timesteps=None, *, prediction
     order = _check_order(order, (1, 2, 3), "dpm_solver_singlestep_loop")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
+    check_start(x, grid, "dpm_solver", needs="lambda")
     pick = 0 if form == "noise" else 1  # m = eps_hat (noise form) or x0_hat (data form)
     n = len(grid) - 1
     if orders is not None and (len(orders) != n or any(o not in (1, 2, 3) for o in orders)):
@@ -817,6 +818,7 @@ def dpm_solver_grid_stages(model, x, schedule, timesteps=None, *, prediction_typ
     order = _check_order(order, (1, 2, 3), "dpm_solver_grid_stages")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
+    check_start(x, grid, "dpm_solver", needs="lambda")
     n = len(grid) - 1
     orders = singlestep_orders(n, order, lower_order_final, grid[-1].sigma == 0.0)
     for i in range(n):
@@ -1063,6 +1065,7 @@ def dpmpp_2m(model, x, schedule, timesteps=None, *, prediction_type="epsilon", n
     order = _check_order(order, (1, 2), "dpmpp_2m")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
+    check_start(x, grid, "dpmpp_2m", needs="lambda")
     n = len(grid) - 1
     m_prev = lam_prev = None
     for i in range(n):
@@ -1156,6 +1159,7 @@ def dpmpp_3m(model, x, schedule, timesteps=None, *, prediction_type="epsilon", n
         raise ValueError(f"dpmpp_3m: unknown warmup {warmup!r}; valid: {', '.join(WARMUPS)}")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
+    check_start(x, grid, "dpmpp_3m", needs="lambda")
     n = len(grid) - 1
     hist = []  # (lambda, m) of the previous steps, newest first
     for i in range(n):
@@ -1250,6 +1254,7 @@ def dpmpp_2m_sde(model, x, schedule, timesteps=None, *, prediction_type="epsilon
         raise ValueError("dpmpp_2m_sde: order = 3 is defined in the data form only (form='data')")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
+    check_start(x, grid, "dpmpp_2m_sde", needs="lambda")
     if noise is None:
         raise TypeError("method 'dpmpp_2m_sde' is stochastic and needs noise (pass rng= to refdiff.sample)")
     n = len(grid) - 1

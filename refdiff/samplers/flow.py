@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 
 from ..parameterization import eps_x0_from_velocity, velocity_from_eps_x0
-from .common import call_model, end_step, flow_time, make_grid, point_at_lambda, predict, to_vp
+from .common import call_model, check_start, end_step, flow_time, make_grid, point_at_lambda, predict, to_vp
 
 __all__ = [
     "TIME_CONVENTIONS",
@@ -207,6 +207,7 @@ def _flow_setup(model, x, schedule, timesteps, prediction_type, time_convention,
             raise TypeError(f"a velocity model takes schedule=None (the rectified-flow path), "
                             f"got {type(schedule).__name__}")
         grid = make_grid(None, timesteps, time_convention=time_convention)
+        check_start(x, grid, "flow")
         sign = 1.0 if time_convention == "t0_data" else -1.0  # dy/du = sign * the model's velocity
 
         def vel(y, u, i):
@@ -217,6 +218,7 @@ def _flow_setup(model, x, schedule, timesteps, prediction_type, time_convention,
         raise ValueError("time_convention applies to velocity models only")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
+    check_start(x, grid, "flow", prediction_type=prediction_type, needs="x0")
     us = [flow_time(p.alpha, p.sigma) for p in grid]
     known = dict(zip(us, grid))
 

@@ -17,8 +17,8 @@ import math
 import numpy as np
 
 from ..parameterization import to_eps_x0
-from .common import (call_model, check_noise, check_options, draw_noise, end_step, make_grid, point_at_sigma,
-                     to_vp)
+from .common import (call_model, check_noise, check_options, check_start, draw_noise, end_step, make_grid,
+                     point_at_sigma, to_vp)
 from .common import sigma_to_time  # noqa: F401  (MATH.md (9.9); kept importable from this module)
 
 __all__ = ["to_d", "euler_step", "ancestral_sigmas", "euler_ancestral_step", "heun_step", "dpm2_step",
@@ -342,6 +342,7 @@ def _sigma_setup(x, schedule, timesteps, sigmas, final_sigmas_type, interpolatio
     """(x in sigma coordinates, grid, its VE levels s_i = sigma_i / alpha_i), MATH.md (9.1), (9.10)."""
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
+    check_start(x, grid, "sigma-space sampler")
     sig = [0.0 if p.sigma == 0.0 else (p.sigma / p.alpha if p.alpha > 0 else math.inf) for p in grid]
     if not all(math.isfinite(s) for s in sig):
         raise ValueError("the sigma grid contains inf (zero terminal SNR): sigma-space samplers need alpha_bar > 0")

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from .common import draw_noise, end_step, make_grid, predict
+from .common import check_start, draw_noise, end_step, make_grid, predict
 
 __all__ = ["lcm_timesteps", "lcm_boundary", "lcm_step", "lcm"]
 
@@ -187,6 +187,7 @@ def lcm(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=
         raise ValueError(f"lcm: unknown boundary {boundary!r}; valid: 'lcm', None")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
+    check_start(x, grid, "lcm", prediction_type=prediction_type, needs="x0")
     pts = [p for p in grid if p.sigma > 0]  # the points with a model call
     for i, p in enumerate(pts):
         _, x0_hat = predict(model, x, p, prediction_type, i)

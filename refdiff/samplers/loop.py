@@ -15,7 +15,8 @@ from __future__ import annotations
 import importlib
 import math
 
-from ..backend import array_namespace, check_finite, standard_normal, check_rng
+from .._validate import check_array
+from ..backend import check_rng, standard_normal
 from ..parameterization import PREDICTION_TYPES
 from .common import make_grid
 
@@ -97,12 +98,14 @@ def sample(model, x_T, schedule, timesteps, method, *, prediction_type="epsilon"
     Raises
     ------
     ValueError
-        If ``method``, ``prediction_type``, the grid or ``eta`` is invalid.
+        If ``method``, ``prediction_type``, the grid or ``eta`` is invalid, or ``x_T`` is not
+        finite.
     TypeError
-        If a velocity model gets a schedule, both ``rng`` and ``noise`` are given,
-        ``guidance_scale`` comes without ``y``, or an option is unknown to the method.
+        If ``x_T`` is not a float32/float64 array, a velocity model gets a schedule, both
+        ``rng`` and ``noise`` are given, ``guidance_scale`` comes without ``y``, or an option
+        is unknown to the method.
     FloatingPointError
-        If ``x_T`` is not finite.
+        If a non-finite state or model output appears during sampling (naming the step).
     """
     methods = sampler_methods()
     if not isinstance(method, str) or method not in methods:
@@ -120,8 +123,7 @@ def sample(model, x_T, schedule, timesteps, method, *, prediction_type="epsilon"
     eta = method_options.get("eta")
     if eta is not None and not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta >= 0):
         raise ValueError(f"eta = {eta!r} must be a finite number >= 0")
-    array_namespace(x_T)
-    check_finite(x_T, "x_T")
+    check_array("x_T", x_T, min_ndim=1, finite=True)  # float32/float64: never integer noise (issue 19)
     if rng is not None and noise is not None:
         raise TypeError("pass either rng or noise, not both")
     if rng is not None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..backend import array_namespace, bcast
 from ..schedules import InterpolatedVP, Schedule
-from .common import draw_noise, end_step, make_grid, point_at, predict
+from .common import check_start, draw_noise, end_step, make_grid, point_at, predict
 
 __all__ = [
     "euler_maruyama_step",
@@ -276,6 +276,7 @@ def euler_maruyama(model, x, schedule, timesteps=None, *, prediction_type="epsil
         raise TypeError("method 'euler_maruyama' is stochastic and needs noise (pass rng= to refdiff.sample)")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
+    check_start(x, grid, "euler_maruyama", needs="log_alpha")
     n = len(grid) - 1
     for i in range(n):
         p, q = grid[i], grid[i + 1]
@@ -360,6 +361,7 @@ def pc(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=N
         raise ValueError(f"pc: unknown langevin_norm {langevin_norm!r}; valid: 'sample', 'batch'")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
+    check_start(x, grid, "pc", needs="log_alpha")
     n = len(grid) - 1
     for i in range(n):
         p, q = grid[i], grid[i + 1]
@@ -424,6 +426,7 @@ def pf_ode_rk4(model, x, schedule, timesteps=None, *, prediction_type="epsilon",
     """
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
+    check_start(x, grid, "pf_ode_rk4", needs="log_alpha")
     discrete = isinstance(schedule, Schedule)
     for i in range(len(grid) - 1):
         p, q = grid[i], grid[i + 1]

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from .common import end_step, make_grid, predict
+from .common import check_start, end_step, make_grid, predict
 from .dpm_solver import dpm_solver_1_step, dpmpp_1_step
 
 __all__ = ["UNIPC_SOLVER_TYPES", "unipc_b", "unipc_rhos", "unip_update", "unic_update", "unipc"]
@@ -299,6 +299,7 @@ def unipc(model, x, schedule, timesteps=None, *, prediction_type="epsilon", nois
     order = _check(solver_type, form, order, "unipc")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
+    check_start(x, grid, "unipc", needs="lambda")
     n = len(grid) - 1
     ms, lams, x_prev, k_prev = [], [], None, 0  # predictions and their lambdas, newest last
     for i in range(n):
