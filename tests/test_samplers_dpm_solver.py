@@ -392,7 +392,7 @@ def test_bad_input():
         D.dpm_solver_1(m, x, SCHED, [1000, 10])
     with pytest.raises(ValueError, match="final_sigmas_type 'none'"):
         D.dpmpp_2m(m, x, SCHED, ts, final_sigmas_type="none")
-    with pytest.raises(ValueError, match="variant 'fast'"):
+    with pytest.raises(ValueError, match="variant = 'fast'"):
         D.dpmpp_3m(m, x, SCHED, ts, variant="fast")
     with pytest.raises(TypeError, match="stochastic and needs noise"):
         D.dpmpp_2m_sde(m, x, SCHED, ts)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 
+from .._validate import check_finite_scalar
 from ..parameterization import to_eps_x0
-from .common import check_start, call_model, end_step, make_grid, point_at_sigma, to_vp
+from .common import call_model, check_start, end_step, point_at_sigma, to_vp, vp_grid
 from .karras import ancestral_sigmas, to_d
 
 __all__ = ["dpm2_ancestral_step", "dpmpp_2s_ancestral_step", "brownian_pair", "dpmpp_sde_step",
@@ -348,9 +349,9 @@ def _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas, final_s
     """(x in sigma coordinates, grid, its VE levels, denoiser D(x, s)), MATH.md (9.1), (9.10):
     D evaluates the VP model at x / sqrt(1 + s^2), at the grid's time for a grid level and at
     :func:`refdiff.sigma_to_time` for other levels (midpoints)."""
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
-    check_start(x, grid, who)
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, who)
     sig = [0.0 if p.sigma == 0.0 else (p.sigma / p.alpha if p.alpha > 0 else math.inf) for p in grid]
     if not all(math.isfinite(v) for v in sig):
         raise ValueError(f"{who}: the sigma grid contains inf (zero terminal SNR): sigma-space samplers need "
@@ -442,6 +443,7 @@ def dpm2_ancestral(model, x, schedule, timesteps=None, *, prediction_type="epsil
         For an invalid grid (:func:`refdiff.make_grid`), ``eta``, ``init_scale`` or option, or
         missing noise.
     """
+    check_finite_scalar("s_noise", s_noise, low=0.0)
     eta = _check_eta(eta, "dpm2_ancestral")
     x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
                                        final_sigmas_type, interpolation, init_scale, "dpm2_ancestral")
@@ -502,6 +504,7 @@ def dpmpp_2s_ancestral(model, x, schedule, timesteps=None, *, prediction_type="e
         For an invalid grid (:func:`refdiff.make_grid`), ``eta``, ``init_scale`` or option, or
         missing noise.
     """
+    check_finite_scalar("s_noise", s_noise, low=0.0)
     eta = _check_eta(eta, "dpmpp_2s_ancestral")
     x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
                                        final_sigmas_type, interpolation, init_scale, "dpmpp_2s_ancestral")
@@ -565,6 +568,8 @@ def dpmpp_sde(model, x, schedule, timesteps=None, *, prediction_type="epsilon", 
         For an invalid grid (:func:`refdiff.make_grid`), ``eta``, ``init_scale`` or option, or
         missing noise.
     """
+    check_finite_scalar("s_noise", s_noise, low=0.0)
+    check_finite_scalar("r", r, low=0.0, low_open=True, high=1.0)
     eta = _check_eta(eta, "dpmpp_sde")
     x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
                                        final_sigmas_type, interpolation, init_scale, "dpmpp_sde")
@@ -629,6 +634,7 @@ def dpmpp_2m_sde_eta(model, x, schedule, timesteps=None, *, prediction_type="eps
         For an invalid grid (:func:`refdiff.make_grid`), ``eta``, ``init_scale`` or option, or
         missing noise.
     """
+    check_finite_scalar("s_noise", s_noise, low=0.0)
     eta = _check_eta(eta, "dpmpp_2m_sde_eta")
     x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
                                        final_sigmas_type, interpolation, init_scale, "dpmpp_2m_sde_eta")
@@ -698,6 +704,7 @@ def dpmpp_3m_sde(model, x, schedule, timesteps=None, *, prediction_type="epsilon
         For an invalid grid (:func:`refdiff.make_grid`), ``eta``, ``init_scale`` or option, or
         missing noise.
     """
+    check_finite_scalar("s_noise", s_noise, low=0.0)
     eta = _check_eta(eta, "dpmpp_3m_sde")
     x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
                                        final_sigmas_type, interpolation, init_scale, "dpmpp_3m_sde")

@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._validate import check_array
+from .._validate import check_array, check_finite_scalar
 from ..backend import array_namespace, check_finite, to_numpy
 from ..parameterization import PREDICTION_TYPES, to_eps_x0
 from ..schedules import InterpolatedVP, Schedule, _ContinuousVP, alpha_sigma
@@ -46,7 +46,8 @@ __all__ = ["GridPoint", "Grid", "make_grid", "point_at", "point_at_lambda", "poi
            "to_vp", "from_vp", "ve_sigma", "flow_time", "vp_from_ve_sigma", "vp_from_flow_time", "end_step",
            "model_t", "call_model", "predict", "predict_eps_x0"]
 # also public, not star-exported: ZERO, FINAL_SIGMAS_TYPES, INTERPOLATIONS, check_schedule,
-# check_prediction_type, check_options, check_noise, draw_noise, is_int_scalar, check_start
+# check_prediction_type, check_options, check_noise, draw_noise, is_int_scalar, check_start, vp_grid,
+# check_step_arrays, check_x0_defined, check_level
 
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
 # model time of a noise level: refdiff's exact inverse (2.15); k-diffusion / diffusers Euler
@@ -410,6 +411,10 @@ def make_grid(schedule, timesteps=None, *, sigmas=None, final_sigmas_type=None, 
     """
     if isinstance(timesteps, Grid):
         return timesteps
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {interpolation!r}; valid: {', '.join(INTERPOLATIONS)}")
+    if final_sigmas_type is not None and final_sigmas_type not in FINAL_SIGMAS_TYPES:
+        raise ValueError(f"unknown final_sigmas_type {final_sigmas_type!r}; valid: {', '.join(FINAL_SIGMAS_TYPES)}")
     if schedule is None:
         return _flow_grid(timesteps, time_convention)
     discrete = check_schedule(schedule)
@@ -443,6 +448,14 @@ def make_grid(schedule, timesteps=None, *, sigmas=None, final_sigmas_type=None, 
     elif discrete and int(ts[-1]) != 0:
         pts.append(point_at(schedule, 0))
     return Grid(pts)
+
+
+def vp_grid(schedule, timesteps=None, *, sigmas=None, final_sigmas_type=None, interpolation="log_alpha"):
+    """:func:`make_grid` for a loop of a VP model: ``schedule`` must be a Schedule or a
+    continuous VP (None, the flow path of :func:`make_grid`, is refused naming it)."""
+    check_schedule(schedule)
+    return make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                     interpolation=interpolation)
 
 
 def _sigma_grid(schedule, sigmas, interpolation):
@@ -612,10 +625,11 @@ def check_options(who, options):
 X0_UNDEFINED_AT_ALPHA_ZERO = ("epsilon", "score")  # x0_hat = (x - sigma eps_hat) / alpha, (4.2)
 
 
-def check_start(x, grid, who, *, prediction_type=None, needs=None, name="x"):
+def check_start(model, x, grid, who, *, prediction_type=None, needs=None, name="x"):
     """The checks at a loop's entry (issue 19): the start state and the grid's zero-SNR point.
 
-    ``x`` must be a real floating array (float32 or float64; float16 overflows in the
+    ``model`` must be callable.  ``x`` must be a real floating array (float32 or float64;
+    float16 overflows in the
     sigma-space scaling sqrt(1 + s^2) x) with a batch axis, finite.  A grid point with
     alpha = 0 and sigma > 0 (zero terminal SNR, t = T-1 of a rescaled schedule) is refused
     before any model call, saying why: ``needs="x0"`` (DDPM, DDIM, LCM) when
@@ -627,6 +641,8 @@ def check_start(x, grid, who, *, prediction_type=None, needs=None, name="x"):
 
     Parameters
     ----------
+    model : callable
+        The loop's model.
     x : array (N, ...)
         The start state.
     grid : Grid
@@ -643,10 +659,12 @@ def check_start(x, grid, who, *, prediction_type=None, needs=None, name="x"):
     Raises
     ------
     TypeError
-        If ``x`` is not a float32/float64 array.
+        If ``model`` is not callable or ``x`` is not a float32/float64 array.
     ValueError
         If ``x`` has no axis or is not finite, or the grid has a point the method cannot use.
     """
+    if not callable(model):
+        raise TypeError(f"model must be callable (model(x, t) -> output), got {type(model).__name__}")
     check_array(name, x, min_ndim=1, finite=True)
     for p in grid:
         if not (p.alpha == 0.0 and p.sigma > 0.0):
@@ -685,6 +703,14 @@ def check_x0_defined(schedule, t, prediction_type, who):
         raise ValueError(f"{who}: prediction_type {prediction_type!r} gives no x_0 at t = {int(zero[0])}, where "
                          f"alpha = 0 (zero terminal SNR): x0_hat = (x - sigma eps_hat) / alpha divides by alpha = 0; "
                          f"use a 'v_prediction' or 'sample' model there")
+
+
+def check_level(name, value, *, low=0.0):
+    """A real number >= ``low`` that may be +inf (e.g. EDM's s_tmax); NaN, -inf, bools and
+    non-numbers are refused naming ``name`` (:func:`refdiff._validate.check_finite_scalar`)."""
+    if isinstance(value, (float, np.floating)) and value == math.inf:
+        return math.inf
+    return check_finite_scalar(name, value, low=low)
 
 
 def check_noise(z, x, who):

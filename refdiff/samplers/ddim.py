@@ -15,13 +15,13 @@ import math
 
 import numpy as np
 
-from .._validate import check_same_shape
+from .._validate import check_bool, check_same_shape
 from ..backend import array_namespace, asarray_like
 from ..parameterization import to_eps_x0
 from ..schedules import Schedule, gather
 from .common import (ZERO, call_model, check_noise, check_options, check_prediction_type, check_start,
                      check_step_arrays, check_x0_defined, draw_noise, end_step, is_int_scalar, make_grid, point_at,
-                     predict)
+                     predict, vp_grid)
 from .ddpm import process_x0
 
 __all__ = ["ddim_update", "ddim_sigma", "ddim_step", "ddim_inversion_step", "ddim_loop", "ddim_invert",
@@ -369,11 +369,13 @@ def ddim_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", 
     ValueError, TypeError
         For an invalid grid (:func:`refdiff.make_grid`) or option.
     """
+    check_bool("set_alpha_to_one", set_alpha_to_one)
+    check_bool("use_clipped_model_output", use_clipped_model_output)
     check_options("ddim", options)
     eta = _check_eta(eta)
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
-    check_start(x, grid, "ddim", prediction_type=prediction_type, needs="x0")
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "ddim", prediction_type=prediction_type, needs="x0")
     targets = list(grid[1:])
     if t_prev_rule == "library":
         if not isinstance(schedule, Schedule) or sigmas is not None:
@@ -443,7 +445,7 @@ def ddim_invert(model, x0, schedule, timesteps, *, prediction_type="epsilon", se
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
     check_prediction_type(prediction_type)
     grid = make_grid(schedule, timesteps)  # strictly decreasing integers in [0, T-1], non-empty
-    check_start(x0, grid, "ddim_invert", name="x0")
+    check_start(model, x0, grid, "ddim_invert", name="x0")
     ts = [p.t for p in grid if p.t is not None][::-1]  # increasing
     final = 1.0 if set_alpha_to_one else float(schedule.alpha_bars[0])
     x, t = x0, -1

@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from .._validate import check_bool, check_finite_scalar
 from ..backend import array_namespace, bcast, check_finite
 from ..forward import q_posterior_mean
 from ..parameterization import clip_x0, dynamic_threshold, to_eps_x0
@@ -22,7 +23,7 @@ from ..schedules import Schedule, gather, schedule_from_alpha_bars
 from ..variance import (VARIANCE_TYPES, check_model_output, check_variance_type, model_output_shape,
                         reverse_log_variance, split_learned)
 from .common import (check_noise, check_options, check_prediction_type, check_start, check_step_arrays,
-                     check_x0_defined, draw_noise, end_step, is_int_scalar, make_grid, model_t)
+                     check_x0_defined, draw_noise, end_step, is_int_scalar, make_grid, model_t, vp_grid)
 
 __all__ = ["ddpm_step", "ddpm_log_variance", "process_x0", "respace", "ddpm_loop", "VARIANCE_TYPES"]
 
@@ -54,7 +55,18 @@ def process_x0(x0, *, clip_sample=False, clip_sample_range=1.0, thresholding=Fal
     -------
     array (N, ...)
         The processed x_0 (``x0`` itself with both off).
+
+    Raises
+    ------
+    TypeError, ValueError
+        If an option is not a bool, or a bound is not a finite number > 0 (the ratio in
+        (0, 1]).
     """
+    check_bool("clip_sample", clip_sample)
+    check_bool("thresholding", thresholding)
+    check_finite_scalar("clip_sample_range", clip_sample_range, low=0.0, low_open=True)
+    check_finite_scalar("dynamic_thresholding_ratio", dynamic_thresholding_ratio, low=0.0, low_open=True, high=1.0)
+    check_finite_scalar("sample_max_value", sample_max_value, low=0.0, low_open=True)
     if thresholding:
         return dynamic_threshold(x0, dynamic_thresholding_ratio, sample_max_value)
     if clip_sample:
@@ -260,13 +272,14 @@ def ddpm_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", 
     ValueError, TypeError
         For an invalid grid (:func:`refdiff.make_grid`) or option.
     """
+    check_bool("final_step_noise", final_step_noise)
     check_options("ddpm", options)
     if final_step_noise and variance_type not in ("fixed_small", "fixed_large"):
         raise ValueError(f"final_step_noise=True is defined for variance_type 'fixed_small' or 'fixed_large', "
                          f"got {variance_type!r}")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
-    check_start(x, grid, "ddpm", prediction_type=prediction_type, needs="x0")
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "ddpm", prediction_type=prediction_type, needs="x0")
     pts = grid[:-1] if grid[-1].sigma == 0.0 else grid  # the chain's states; the data end is implicit
     chain = schedule_from_alpha_bars([p.alpha**2 for p in reversed(pts)], name="ddpm-chain")  # (8.5)
     proc = dict(clip_sample=clip_sample, clip_sample_range=clip_sample_range, thresholding=thresholding,

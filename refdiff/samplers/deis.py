@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-from .common import check_start, end_step, make_grid, point_at_lambda, predict
+from .._validate import check_bool
+from .common import check_start, end_step, point_at_lambda, predict, vp_grid
 from .dpm_solver import dpm_solver_1_step, dpm_solver_2_update
 
 __all__ = ["deis_coefficients", "deis_update", "deis"]
@@ -168,13 +169,14 @@ def deis(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise
     TypeError
         As :func:`refdiff.make_grid`.
     """
+    check_bool("lower_order_final", lower_order_final)
     if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 1 <= order <= 3:
         raise ValueError(f"deis: order = {order!r} is out of range; valid orders: 1, 2, 3")
     if warmup not in ("first_order", "singlestep"):
         raise ValueError(f"deis: unknown warmup {warmup!r}; valid: 'first_order', 'singlestep'")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
-    check_start(x, grid, "deis", needs="lambda")
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "deis", needs="lambda")
     n = len(grid) - 1
     eps_hist, points = [], []  # newest first
     for i in range(n):

@@ -23,7 +23,8 @@ import math
 
 import numpy as np
 
-from .common import check_start, Grid, end_step, draw_noise, make_grid, point_at, point_at_lambda, predict
+from .._validate import check_bool, check_choice
+from .common import Grid, check_start, draw_noise, end_step, point_at, point_at_lambda, predict, vp_grid
 
 __all__ = [
     "FORMS",
@@ -709,6 +710,7 @@ def dpm_solver_singlestep_loop(model, x, schedule, timesteps=None, *, prediction
     TypeError
         As :func:`refdiff.make_grid`.
     """
+    check_bool("lower_order_final", lower_order_final)
     if stages == "grid":
         return dpm_solver_grid_stages(model, x, schedule, timesteps, **{k: v for k, v in locals().items() if k in (
             "prediction_type", "callback", "project", "order", "form", "solver_type", "lower_order_final",
@@ -718,9 +720,9 @@ def dpm_solver_singlestep_loop(model, x, schedule, timesteps=None, *, prediction
     _check_form(form)
     _solver_kind(solver_type)
     order = _check_order(order, (1, 2, 3), "dpm_solver_singlestep_loop")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
-    check_start(x, grid, "dpm_solver", needs="lambda")
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "dpm_solver", needs="lambda")
     pick = 0 if form == "noise" else 1  # m = eps_hat (noise form) or x0_hat (data form)
     n = len(grid) - 1
     if orders is not None and (len(orders) != n or any(o not in (1, 2, 3) for o in orders)):
@@ -811,14 +813,15 @@ def dpm_solver_grid_stages(model, x, schedule, timesteps=None, *, prediction_typ
     TypeError
         As :func:`refdiff.make_grid`.
     """
+    check_bool("lower_order_final", lower_order_final)
     from .library import singlestep_orders
 
     _check_form(form)
     _solver_kind(solver_type)
     order = _check_order(order, (1, 2, 3), "dpm_solver_grid_stages")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
-    check_start(x, grid, "dpm_solver", needs="lambda")
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "dpm_solver", needs="lambda")
     n = len(grid) - 1
     orders = singlestep_orders(n, order, lower_order_final, grid[-1].sigma == 0.0)
     for i in range(n):
@@ -1060,12 +1063,13 @@ def dpmpp_2m(model, x, schedule, timesteps=None, *, prediction_type="epsilon", n
     TypeError
         As :func:`refdiff.make_grid`.
     """
+    check_bool("lower_order_final", lower_order_final)
     _check_form(form)
     _solver_kind(solver_type)
     order = _check_order(order, (1, 2), "dpmpp_2m")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
-    check_start(x, grid, "dpmpp_2m", needs="lambda")
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "dpmpp_2m", needs="lambda")
     n = len(grid) - 1
     m_prev = lam_prev = None
     for i in range(n):
@@ -1149,6 +1153,8 @@ def dpmpp_3m(model, x, schedule, timesteps=None, *, prediction_type="epsilon", n
     TypeError
         As :func:`refdiff.make_grid`.
     """
+    check_bool("lower_order_final", lower_order_final)
+    check_choice("variant", variant, ("exact", "published"))
     _check_form(form)
     _solver_kind(solver_type)
     order = _check_order(order, (1, 2, 3), "dpmpp_3m")
@@ -1157,9 +1163,9 @@ def dpmpp_3m(model, x, schedule, timesteps=None, *, prediction_type="epsilon", n
     warmup = ("singlestep" if variant == "exact" else "first_order") if warmup is None else warmup
     if warmup not in WARMUPS:
         raise ValueError(f"dpmpp_3m: unknown warmup {warmup!r}; valid: {', '.join(WARMUPS)}")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
-    check_start(x, grid, "dpmpp_3m", needs="lambda")
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "dpmpp_3m", needs="lambda")
     n = len(grid) - 1
     hist = []  # (lambda, m) of the previous steps, newest first
     for i in range(n):
@@ -1247,14 +1253,16 @@ def dpmpp_2m_sde(model, x, schedule, timesteps=None, *, prediction_type="epsilon
         If ``order``, ``form``, ``solver_type`` is invalid, order 3 with the noise form (and as
         :func:`refdiff.make_grid`).
     """
+    check_bool("lower_order_final", lower_order_final)
+    check_choice("variant", variant, ("exact", "diffusers"))
     _check_form(form)
     _solver_kind(solver_type)
     order = _check_order(order, (1, 2, 3), "dpmpp_2m_sde")
     if order == 3 and form != "data":
         raise ValueError("dpmpp_2m_sde: order = 3 is defined in the data form only (form='data')")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
-    check_start(x, grid, "dpmpp_2m_sde", needs="lambda")
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "dpmpp_2m_sde", needs="lambda")
     if noise is None:
         raise TypeError("method 'dpmpp_2m_sde' is stochastic and needs noise (pass rng= to refdiff.sample)")
     n = len(grid) - 1

@@ -206,8 +206,10 @@ def _flow_setup(model, x, schedule, timesteps, prediction_type, time_convention,
         if schedule is not None:
             raise TypeError(f"a velocity model takes schedule=None (the rectified-flow path), "
                             f"got {type(schedule).__name__}")
-        grid = make_grid(None, timesteps, time_convention=time_convention)
-        check_start(x, grid, "flow")
+        if sigmas is not None:
+            raise TypeError("sigmas applies to a VP model's schedule; a velocity model takes flow times (timesteps)")
+        grid = make_grid(None, timesteps, interpolation=interpolation, time_convention=time_convention)
+        check_start(model, x, grid, "flow")
         sign = 1.0 if time_convention == "t0_data" else -1.0  # dy/du = sign * the model's velocity
 
         def vel(y, u, i):
@@ -218,7 +220,7 @@ def _flow_setup(model, x, schedule, timesteps, prediction_type, time_convention,
         raise ValueError("time_convention applies to velocity models only")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
-    check_start(x, grid, "flow", prediction_type=prediction_type, needs="x0")
+    check_start(model, x, grid, "flow", prediction_type=prediction_type, needs="x0")
     us = [flow_time(p.alpha, p.sigma) for p in grid]
     known = dict(zip(us, grid))
 

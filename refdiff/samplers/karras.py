@@ -16,9 +16,10 @@ import math
 
 import numpy as np
 
+from .._validate import check_finite_scalar, check_int
 from ..parameterization import to_eps_x0
-from .common import (call_model, check_noise, check_options, check_start, draw_noise, end_step, make_grid,
-                     point_at_sigma, to_vp)
+from .common import (call_model, check_level, check_noise, check_options, check_start, draw_noise, end_step,
+                     point_at_sigma, to_vp, vp_grid)
 from .common import sigma_to_time  # noqa: F401  (MATH.md (9.9); kept importable from this module)
 
 __all__ = ["to_d", "euler_step", "ancestral_sigmas", "euler_ancestral_step", "heun_step", "dpm2_step",
@@ -338,11 +339,11 @@ def lms_step(x, ds, coeffs):
 
 
 # ------------------------------------------------------------------------- loops
-def _sigma_setup(x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale):
+def _sigma_setup(model, x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale):
     """(x in sigma coordinates, grid, its VE levels s_i = sigma_i / alpha_i), MATH.md (9.1), (9.10)."""
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
-    check_start(x, grid, "sigma-space sampler")
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "sigma-space sampler")
     sig = [0.0 if p.sigma == 0.0 else (p.sigma / p.alpha if p.alpha > 0 else math.inf) for p in grid]
     if not all(math.isfinite(s) for s in sig):
         raise ValueError("the sigma grid contains inf (zero terminal SNR): sigma-space samplers need alpha_bar > 0")
@@ -426,7 +427,7 @@ def euler_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon",
         For an invalid grid (:func:`refdiff.make_grid`) or option.
     """
     check_options("euler", options)
-    x, grid, sig = _sigma_setup(x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
+    x, grid, sig = _sigma_setup(model, x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
     for i in range(len(sig) - 1):
         x0_hat = _denoiser(model, schedule, grid, prediction_type, interpolation, i)(x, sig[i])
         x = euler_step(x, sig[i], sig[i + 1], x0_hat)
@@ -486,10 +487,12 @@ def euler_ancestral_loop(model, x, schedule, timesteps=None, *, prediction_type=
     ValueError, TypeError
         For an invalid grid (:func:`refdiff.make_grid`) or option.
     """
+    check_finite_scalar("eta", eta, low=0.0)
+    check_finite_scalar("s_noise", s_noise, low=0.0)
     check_options("euler_ancestral", options)
     if not eta >= 0:
         raise ValueError(f"eta = {eta!r} must be >= 0")
-    x, grid, sig = _sigma_setup(x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
+    x, grid, sig = _sigma_setup(model, x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
     for i in range(len(sig) - 1):
         x0_hat = _denoiser(model, schedule, grid, prediction_type, interpolation, i)(x, sig[i])
         z = draw_noise(noise, x, "euler_ancestral") if ancestral_sigmas(sig[i], sig[i + 1], eta)[1] > 0 else None
@@ -545,7 +548,7 @@ def heun_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", 
         For an invalid grid (:func:`refdiff.make_grid`) or option.
     """
     check_options("heun", options)
-    x, grid, sig = _sigma_setup(x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
+    x, grid, sig = _sigma_setup(model, x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
     for i in range(len(sig) - 1):
         D = _denoiser(model, schedule, grid, prediction_type, interpolation, i)
         x, x0_hat = heun_step(D, x, sig[i], sig[i + 1])
@@ -612,8 +615,12 @@ def edm_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", n
     ValueError, TypeError
         For an invalid grid (:func:`refdiff.make_grid`) or option.
     """
+    check_finite_scalar("s_churn", s_churn, low=0.0)
+    check_finite_scalar("s_tmin", s_tmin, low=0.0)
+    check_level("s_tmax", s_tmax)
+    check_finite_scalar("s_noise", s_noise, low=0.0)
     check_options("edm", options)
-    x, grid, sig = _sigma_setup(x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
+    x, grid, sig = _sigma_setup(model, x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
     n = len(sig) - 1
     for i in range(n):
         D = _denoiser(model, schedule, grid, prediction_type, interpolation, i)
@@ -671,7 +678,7 @@ def dpm2_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", 
         For an invalid grid (:func:`refdiff.make_grid`) or option.
     """
     check_options("dpm_2", options)
-    x, grid, sig = _sigma_setup(x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
+    x, grid, sig = _sigma_setup(model, x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
     for i in range(len(sig) - 1):
         D = _denoiser(model, schedule, grid, prediction_type, interpolation, i)
         x, x0_hat = dpm2_step(D, x, sig[i], sig[i + 1])
@@ -729,8 +736,9 @@ def lms_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", n
     ValueError, TypeError
         For an invalid grid (:func:`refdiff.make_grid`) or option.
     """
+    check_int("order", order, min=1)
     check_options("lms", options)
-    x, grid, sig = _sigma_setup(x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
+    x, grid, sig = _sigma_setup(model, x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
     ds = []
     for i in range(len(sig) - 1):
         x0_hat = _denoiser(model, schedule, grid, prediction_type, interpolation, i)(x, sig[i])

@@ -14,7 +14,8 @@ import math
 
 import numpy as np
 
-from .common import check_start, draw_noise, end_step, make_grid, predict
+from .._validate import check_finite_scalar
+from .common import check_start, draw_noise, end_step, predict, vp_grid
 
 __all__ = ["lcm_timesteps", "lcm_boundary", "lcm_step", "lcm"]
 
@@ -183,11 +184,13 @@ def lcm(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=
     ValueError, TypeError
         For an invalid grid (:func:`refdiff.make_grid`) or ``boundary``, or missing noise.
     """
+    check_finite_scalar("sigma_data", sigma_data, low=0.0, low_open=True)
+    check_finite_scalar("timestep_scaling", timestep_scaling, low=0.0, low_open=True)
     if boundary not in ("lcm", None):
         raise ValueError(f"lcm: unknown boundary {boundary!r}; valid: 'lcm', None")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
-    check_start(x, grid, "lcm", prediction_type=prediction_type, needs="x0")
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "lcm", prediction_type=prediction_type, needs="x0")
     pts = [p for p in grid if p.sigma > 0]  # the points with a model call
     for i, p in enumerate(pts):
         _, x0_hat = predict(model, x, p, prediction_type, i)

@@ -15,10 +15,11 @@ from __future__ import annotations
 import importlib
 import math
 
-from .._validate import check_array
+from .._validate import check_array, check_bool, check_choice, check_finite_scalar
 from ..backend import check_rng, standard_normal
+from ..guidance import GUIDANCE_CONVENTIONS
 from ..parameterization import PREDICTION_TYPES
-from .common import make_grid
+from .common import check_schedule, make_grid
 
 __all__ = ["sample", "sampler_methods"]
 
@@ -118,6 +119,11 @@ def sample(model, x_T, schedule, timesteps, method, *, prediction_type="epsilon"
     elif prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"unknown prediction_type {prediction_type!r}; valid: {', '.join(PREDICTION_TYPES)}, "
                          "or 'velocity' with a flow method")
+    else:
+        check_schedule(schedule)  # None is the flow path of a velocity model only
+    check_bool("progress", progress)
+    check_finite_scalar("guidance_rescale", guidance_rescale, low=0.0, high=1.0)
+    check_choice("guidance_convention", guidance_convention, GUIDANCE_CONVENTIONS)
     grid_opts = ("sigmas", "final_sigmas_type", "interpolation", "time_convention")
     grid = make_grid(schedule, timesteps, **{k: method_options[k] for k in grid_opts if k in method_options})
     eta = method_options.get("eta")

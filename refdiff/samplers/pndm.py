@@ -9,7 +9,7 @@ the eps of earlier steps with the fixed Adams-Bashforth weights of a uniform gri
 
 from __future__ import annotations
 
-from .common import check_start, end_step, make_grid, point_at, predict
+from .common import check_start, end_step, point_at, predict, vp_grid
 
 __all__ = ["PLMS_WEIGHTS", "pndm_transfer", "plms_eps", "prk_step", "pndm"]
 
@@ -162,9 +162,9 @@ def pndm(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise
     """
     if not isinstance(skip_prk_steps, bool):
         raise TypeError(f"pndm: skip_prk_steps must be a bool, got {skip_prk_steps!r}")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
-    check_start(x, grid, "pndm", needs="log_alpha")
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "pndm", needs="log_alpha")
     n, ets = len(grid) - 1, []  # ets: eps at the step starts, newest first
     for i in range(n):
         p, q, x_s = grid[i], grid[i + 1], x

@@ -21,9 +21,10 @@ import math
 
 import numpy as np
 
+from .._validate import check_bool, check_finite_scalar, check_int
 from ..backend import array_namespace, bcast
 from ..schedules import InterpolatedVP, Schedule
-from .common import check_start, draw_noise, end_step, make_grid, point_at, predict
+from .common import check_start, draw_noise, end_step, point_at, predict, vp_grid
 
 __all__ = [
     "euler_maruyama_step",
@@ -272,11 +273,12 @@ def euler_maruyama(model, x, schedule, timesteps=None, *, prediction_type="epsil
     ValueError
         As :func:`refdiff.make_grid`.
     """
+    check_bool("denoise", denoise)
     if noise is None:
         raise TypeError("method 'euler_maruyama' is stochastic and needs noise (pass rng= to refdiff.sample)")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
-    check_start(x, grid, "euler_maruyama", needs="log_alpha")
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "euler_maruyama", needs="log_alpha")
     n = len(grid) - 1
     for i in range(n):
         p, q = grid[i], grid[i + 1]
@@ -351,6 +353,9 @@ def pc(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=N
     ValueError
         If ``n_corrector``, ``snr`` or ``langevin_norm`` is invalid (and as :func:`refdiff.make_grid`).
     """
+    check_bool("denoise", denoise)
+    check_finite_scalar("snr", snr, low=0.0, low_open=True)
+    check_int("n_corrector", n_corrector, min=0)
     if noise is None:
         raise TypeError("method 'pc' is stochastic and needs noise (pass rng= to refdiff.sample)")
     if isinstance(n_corrector, bool) or not isinstance(n_corrector, int) or n_corrector < 0:
@@ -359,9 +364,9 @@ def pc(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=N
         raise ValueError(f"pc: snr = {snr!r} must be finite and > 0")
     if langevin_norm not in ("sample", "batch"):
         raise ValueError(f"pc: unknown langevin_norm {langevin_norm!r}; valid: 'sample', 'batch'")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
-    check_start(x, grid, "pc", needs="log_alpha")
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "pc", needs="log_alpha")
     n = len(grid) - 1
     for i in range(n):
         p, q = grid[i], grid[i + 1]
@@ -424,9 +429,9 @@ def pf_ode_rk4(model, x, schedule, timesteps=None, *, prediction_type="epsilon",
     ValueError, TypeError
         For an invalid grid (:func:`refdiff.make_grid`) or option.
     """
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
-    check_start(x, grid, "pf_ode_rk4", needs="log_alpha")
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "pf_ode_rk4", needs="log_alpha")
     discrete = isinstance(schedule, Schedule)
     for i in range(len(grid) - 1):
         p, q = grid[i], grid[i + 1]

@@ -17,7 +17,8 @@ import math
 
 import numpy as np
 
-from .common import check_start, end_step, make_grid, predict
+from .._validate import check_bool
+from .common import check_start, end_step, predict, vp_grid
 from .dpm_solver import dpm_solver_1_step, dpmpp_1_step
 
 __all__ = ["UNIPC_SOLVER_TYPES", "unipc_b", "unipc_rhos", "unip_update", "unic_update", "unipc"]
@@ -296,10 +297,12 @@ def unipc(model, x, schedule, timesteps=None, *, prediction_type="epsilon", nois
     TypeError
         As :func:`refdiff.make_grid`.
     """
+    check_bool("corrector", corrector)
+    check_bool("lower_order_final", lower_order_final)
     order = _check(solver_type, form, order, "unipc")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
-    check_start(x, grid, "unipc", needs="lambda")
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "unipc", needs="lambda")
     n = len(grid) - 1
     ms, lams, x_prev, k_prev = [], [], None, 0  # predictions and their lambdas, newest last
     for i in range(n):
