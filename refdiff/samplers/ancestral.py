@@ -14,7 +14,7 @@ import math
 
 from .._validate import check_finite_scalar
 from ..parameterization import to_eps_x0
-from .common import call_model, check_start, end_step, point_at_sigma, to_vp, vp_grid
+from .common import call_model, check_args, check_start, end_step, point_at_sigma, to_vp, vp_grid
 from .karras import ancestral_sigmas, to_d
 
 __all__ = ["dpm2_ancestral_step", "dpmpp_2s_ancestral_step", "brownian_pair", "dpmpp_sde_step",
@@ -37,11 +37,17 @@ def _check_eta(eta, who):
 
 
 # ------------------------------------------------------------------------- single steps
+@check_args(callables=("denoiser",),
+            arrays=("x", "noise", "x0_hat"),
+            scalars=("sigma", "sigma_next", "s_noise"),
+            same_shape=("x", "noise", "x0_hat"))
 def dpm2_ancestral_step(denoiser, x, sigma, sigma_next, noise=None, *, eta=1.0, s_noise=1.0, x0_hat=None):
     """DPM-2 ancestral, MATH.md (16.10): the ancestral split (s_down, s_up) of MATH.md (9.4),
     a DPM-2 midpoint step (MATH.md (9.6)) from sigma to s_down with the midpoint
     sqrt(sigma s_down), then s_noise s_up noise.  To s_down = 0 an Euler step.
     Returns (x_next, x0_hat).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -87,11 +93,17 @@ def dpm2_ancestral_step(denoiser, x, sigma, sigma_next, noise=None, *, eta=1.0, 
     return x, x0_hat
 
 
+@check_args(callables=("denoiser",),
+            arrays=("x", "noise", "x0_hat"),
+            scalars=("sigma", "sigma_next", "s_noise"),
+            same_shape=("x", "noise", "x0_hat"))
 def dpmpp_2s_ancestral_step(denoiser, x, sigma, sigma_next, noise=None, *, eta=1.0, s_noise=1.0, x0_hat=None):
     """DPM++ 2S ancestral, MATH.md (16.11): DPM-Solver++(2S) (MATH.md (10.9), r = 1/2, the
     papers' coefficient) from sigma to s_down in sigma space, e^{-lambda} = s:
     x_2 = (s_mid/s) x - expm1(-h/2) D(x; s), x' = (s_down/s) x - expm1(-h) D(x_2; s_mid),
     then s_noise s_up noise.  To s_down = 0 an Euler step.  Returns (x_next, x0_hat).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -137,6 +149,7 @@ def dpmpp_2s_ancestral_step(denoiser, x, sigma, sigma_next, noise=None, *, eta=1
     return x, x0_hat
 
 
+@check_args(arrays=("z1", "z2"), scalars=("sigma", "sigma_mid", "sigma_next"), same_shape=("z1", "z2"))
 def brownian_pair(z1, z2, sigma, sigma_mid, sigma_next):
     """The two normalised increments of one Brownian path W(s) used by a DPM++ SDE step,
     MATH.md (16.12): from independent standard normals z1 (on [sigma_mid, sigma]) and z2
@@ -144,6 +157,8 @@ def brownian_pair(z1, z2, sigma, sigma_mid, sigma_next):
     sigma_mid), (W(sigma_next) - W(sigma)) / sqrt(sigma - sigma_next)): each N(0, I), with
     correlation sqrt((sigma - sigma_mid) / (sigma - sigma_next)) (k-diffusion's
     BrownianTreeNoiseSampler in the identity transform draws this pair).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -160,6 +175,10 @@ def brownian_pair(z1, z2, sigma, sigma_mid, sigma_next):
     return z1, (a * z1 + b * z2) / math.sqrt(sigma - sigma_next)
 
 
+@check_args(callables=("denoiser",),
+            arrays=("x", "noise1", "noise2", "x0_hat"),
+            scalars=("sigma", "sigma_next", "s_noise"),
+            same_shape=("x", "noise1", "noise2", "x0_hat"))
 def dpmpp_sde_step(denoiser, x, sigma, sigma_next, noise1=None, noise2=None, *, eta=1.0, s_noise=1.0, r=0.5,
                    x0_hat=None):
     """DPM++ SDE (k-diffusion's ``sample_dpmpp_sde``), MATH.md (16.13): two stages in lambda,
@@ -167,6 +186,8 @@ def dpmpp_sde_step(denoiser, x, sigma, sigma_next, noise1=None, noise2=None, *, 
     stage 2 to sigma_next with D_d = (1 - 1/(2r)) D(x; sigma) + 1/(2r) D(x_2; s) and noise n2,
     where (n1, n2) = :func:`brownian_pair` (noise1, noise2).  To sigma_next = 0 an Euler step
     (no noise).  Returns (x_next, x0_hat).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -219,6 +240,9 @@ def dpmpp_sde_step(denoiser, x, sigma, sigma_next, noise1=None, noise2=None, *, 
 
 
 # ------------------------------------------------------------------------- multistep SDE
+@check_args(arrays=("x", "x0_hat", "x0_prev", "noise"),
+            scalars=("sigma", "sigma_next", "s_noise"),
+            same_shape=("x", "x0_hat", "x0_prev", "noise"), optional=("x0_prev",))
 def dpmpp_2m_sde_eta_step(x, x0_hat, x0_prev, h_prev, sigma, sigma_next, noise=None, *, eta=1.0, s_noise=1.0,
                           solver_type="midpoint"):
     """DPM++ 2M SDE for any eta >= 0, MATH.md (16.14), in sigma space with h = log(sigma /
@@ -227,6 +251,8 @@ def dpmpp_2m_sde_eta_step(x, x0_hat, x0_prev, h_prev, sigma, sigma_next, noise=N
     r = h_prev / h, H = (1 + eta) h; c = (1 - e^{-H}) / 2 ("midpoint") or the exact integral
     phi_2 = expm1(-H)/H + 1 ("heun").  ``x0_prev=None`` gives the first-order step.  eta = 1
     is MATH.md (10.16) in sigma coordinates; a step to sigma_next = 0 returns x0_hat.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------

@@ -31,12 +31,14 @@ the update used.  Loops whose state lives in sigma or flow coordinates convert a
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from typing import NamedTuple
 
 import numpy as np
 
-from .._validate import check_array, check_finite_scalar
+from .._validate import check_array, check_finite_scalar, check_same_shape
 from ..backend import array_namespace, check_finite, to_numpy
 from ..parameterization import PREDICTION_TYPES, to_eps_x0
 from ..schedules import InterpolatedVP, Schedule, _ContinuousVP, alpha_sigma
@@ -47,7 +49,7 @@ __all__ = ["GridPoint", "Grid", "make_grid", "point_at", "point_at_lambda", "poi
            "model_t", "call_model", "predict", "predict_eps_x0"]
 # also public, not star-exported: ZERO, FINAL_SIGMAS_TYPES, INTERPOLATIONS, check_schedule,
 # check_prediction_type, check_options, check_noise, draw_noise, is_int_scalar, check_start, vp_grid,
-# check_step_arrays, check_x0_defined, check_level
+# check_step_arrays, check_x0_defined, check_level, check_args
 
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
 # model time of a noise level: refdiff's exact inverse (2.15); k-diffusion / diffusers Euler
@@ -92,9 +94,62 @@ class Grid(tuple):
 ZERO = GridPoint(None, 1.0, 0.0)
 
 
+def check_args(*, arrays=(), coefs=(), scalars=(), callables=(), same_shape=(), optional=()):
+    """Decorator: the cheap entry checks of a step function (issue 19), by parameter name.
+
+    ``arrays``: real floating arrays (float32/float64, any rank); ``coefs``: a finite
+    real number (not a bool) or a float array (per-sample coefficients); ``scalars``: a
+    finite real number (not a bool, not an array); ``callables``:
+    callables; ``same_shape``: arrays that must have one shape (no broadcasting).  An
+    optional parameter left at None (default None, or named in ``optional``) is not checked.  No finiteness pass (per-step code):
+    NaN and inf in arrays propagate, as the decorated functions' docstrings say.
+
+    Parameters
+    ----------
+    arrays, coefs, scalars, callables, same_shape, optional : tuple of str
+        Parameter names.
+
+    Returns
+    -------
+    callable
+        The decorator.
+    """
+    def deco(fn):
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            a = sig.bind(*args, **kwargs).arguments
+            for name in callables:
+                if not callable(a.get(name)):
+                    raise TypeError(f"{name} must be callable, got {type(a.get(name)).__name__}")
+            for name in arrays:
+                if name in a and not (a[name] is None and (sig.parameters[name].default is None or name in optional)):
+                    check_array(name, a[name])
+            for name in coefs:
+                v = a.get(name, sig.parameters[name].default)
+                if hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, np.generic):
+                    check_array(name, v)
+                else:
+                    check_finite_scalar(name, v)
+            for name in scalars:
+                check_finite_scalar(name, a.get(name, sig.parameters[name].default))
+            shaped = {n: a[n] for n in same_shape if a.get(n) is not None}
+            if len(shaped) > 1:
+                check_same_shape(**shaped)
+            return fn(*args, **kwargs)
+
+        return checked
+
+    return deco
+
+
 # ----------------------------------------------------------------------------- coordinates
+@check_args(coefs=("alpha", "sigma"))
 def ve_sigma(alpha, sigma):
     """VP -> sigma (VE) noise level s = sigma / alpha, MATH.md (9.1).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -109,6 +164,7 @@ def ve_sigma(alpha, sigma):
     return sigma / alpha
 
 
+@check_args(scalars=("s",))
 def vp_from_ve_sigma(s):
     """sigma (VE) -> VP: (alpha, sigma) = (1, s) / sqrt(1 + s^2), MATH.md (9.1).
 
@@ -125,8 +181,11 @@ def vp_from_ve_sigma(s):
     return a, s * a
 
 
+@check_args(coefs=("alpha", "sigma"))
 def flow_time(alpha, sigma):
     """VP -> rectified-flow time of equal SNR, u = sigma / (alpha + sigma), MATH.md (11.10).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -141,6 +200,7 @@ def flow_time(alpha, sigma):
     return sigma / (alpha + sigma)
 
 
+@check_args(scalars=("u",))
 def vp_from_flow_time(u):
     """Flow time -> VP (alpha, sigma) of equal SNR: (1 - u, u) / sqrt((1 - u)^2 + u^2).
 
@@ -157,10 +217,13 @@ def vp_from_flow_time(u):
     return (1.0 - u) / r, u / r
 
 
+@check_args(arrays=("x",), scalars=("alpha", "sigma"))
 def to_vp(x, alpha, sigma):
     """The VP state of x on the path (alpha, sigma): x / sqrt(alpha^2 + sigma^2) (the same
     x_0, eps and SNR); identity on a VP point.  Sigma space: (alpha, sigma) = (1, s); flow:
     (1 - u, u).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -178,8 +241,11 @@ def to_vp(x, alpha, sigma):
     return x if r == 1.0 else x / r
 
 
+@check_args(arrays=("x_vp",), scalars=("alpha", "sigma"))
 def from_vp(x_vp, alpha, sigma):
     """Inverse of :func:`to_vp`: x_vp sqrt(alpha^2 + sigma^2).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -785,3 +851,4 @@ def end_step(i, t, x, x0_hat, callback=None, project=None, path=(1.0, 0.0)):
     if callback is not None:
         callback(i, t, to_vp(x, a, b), x0_hat)
     return x
+

@@ -19,7 +19,7 @@ from .._validate import check_bool, check_same_shape
 from ..backend import array_namespace, asarray_like
 from ..parameterization import to_eps_x0
 from ..schedules import Schedule, gather
-from .common import (ZERO, call_model, check_noise, check_options, check_prediction_type, check_start,
+from .common import (ZERO, call_model, check_args, check_noise, check_options, check_prediction_type, check_start,
                      check_step_arrays, check_x0_defined, draw_noise, end_step, is_int_scalar, make_grid, point_at,
                      predict, vp_grid)
 from .ddpm import process_x0
@@ -36,11 +36,14 @@ def _check_eta(eta):
     return float(eta)
 
 
+@check_args(coefs=("alpha", "sigma", "alpha_prev", "sigma_prev"))
 def ddim_sigma(alpha, sigma, alpha_prev, sigma_prev, eta):
     """The DDIM noise level of the step t -> s (s = prev), MATH.md (8.8):
     ``sigma_eta = eta * (sigma_s / sigma_t) * sqrt(sigma_t^2 - alpha_t^2 sigma_s^2 / alpha_s^2)``.
     On a VP path ``sigma_t^2 - alpha_t^2 sigma_s^2 / alpha_s^2 = 1 - alpha_bar_t / alpha_bar_s``
     and eta = 1 gives the DDPM posterior standard deviation sqrt(beta_tilde).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -64,8 +67,13 @@ def ddim_sigma(alpha, sigma, alpha_prev, sigma_prev, eta):
     return eta * sigma_prev / sigma * xp.sqrt(inner)
 
 
+@check_args(arrays=("x_t", "eps_hat", "x0_hat", "noise"),
+            coefs=("alpha", "sigma", "alpha_prev", "sigma_prev"),
+            same_shape=("x_t", "eps_hat", "x0_hat", "noise"))
 def ddim_update(x_t, eps_hat, x0_hat, alpha, sigma, alpha_prev, sigma_prev, *, eta=0.0, noise=None):
     """The generalized DDIM update on any affine path, MATH.md (8.6)-(8.8):
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     ``x_s = alpha_s x0_hat + sqrt(sigma_s^2 - sigma_eta^2) eps_hat + sigma_eta noise``.
 
@@ -216,12 +224,15 @@ def ddim_step(schedule, model_output, t, t_prev, x_t, *, eta=0.0, noise=None, pr
     return ddim_update(x_t, eps_hat, x0_c, alpha, sigma, alpha_prev, sigma_prev, eta=eta, noise=noise)
 
 
+@check_args(arrays=("model_output", "x_t"), same_shape=("model_output", "x_t"))
 def ddim_inversion_step(schedule, model_output, t, t_next, x_t, *, prediction_type="epsilon", final_alpha_bar=1.0):
     """One deterministic DDIM inversion step x_t -> x_{t_next}, t_next > t, MATH.md (8.9):
     ``x_{t_next} = alpha_{t_next} x0_hat + sigma_{t_next} eps_hat``, where (eps_hat, x0_hat)
     come from ``model_output`` with the alpha, sigma of ``t_next`` (the model is evaluated at
     (x_t, t_next): the usual inversion approximation, exact when eps_hat does not depend on
     the time).  ``t = -1`` means x_t is data (alpha_bar = ``final_alpha_bar``).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     With the same eps_hat it is the exact inverse of the eta = 0 :func:`ddim_step` from
     t_next to t.

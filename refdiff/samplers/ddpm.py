@@ -22,19 +22,22 @@ from ..parameterization import clip_x0, dynamic_threshold, to_eps_x0
 from ..schedules import Schedule, gather, schedule_from_alpha_bars
 from ..variance import (VARIANCE_TYPES, check_model_output, check_variance_type, model_output_shape,
                         reverse_log_variance, split_learned)
-from .common import (check_noise, check_options, check_prediction_type, check_start, check_step_arrays,
+from .common import (check_args, check_noise, check_options, check_prediction_type, check_start, check_step_arrays,
                      check_x0_defined, draw_noise, end_step, is_int_scalar, make_grid, model_t, vp_grid)
 
 __all__ = ["ddpm_step", "ddpm_log_variance", "process_x0", "respace", "ddpm_loop", "VARIANCE_TYPES"]
 
 
 # ------------------------------------------------------------------------- shared helpers
+@check_args(arrays=("x0",))
 def process_x0(x0, *, clip_sample=False, clip_sample_range=1.0, thresholding=False,
                dynamic_thresholding_ratio=0.995, sample_max_value=1.0):
     """The x_0 post-processing of the widely used PyTorch library, MATH.md (8.10):
     dynamic thresholding (``thresholding=True``, MATH.md (4.12)) takes precedence over
     static clipping to [-clip_sample_range, clip_sample_range] (``clip_sample=True``,
     MATH.md (4.11)); with both off x_0 is returned unchanged.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------

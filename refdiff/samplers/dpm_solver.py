@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from .._validate import check_bool, check_choice
-from .common import Grid, check_start, draw_noise, end_step, point_at, point_at_lambda, predict, vp_grid
+from .common import Grid, check_args, check_start, draw_noise, end_step, point_at, point_at_lambda, predict, vp_grid
 
 __all__ = [
     "FORMS",
@@ -103,9 +103,12 @@ def _phis(h, form):
 
 
 # ----------------------------------------------------------------------------- first order
+@check_args(arrays=("x_s", "eps_s"), scalars=("alpha_s", "sigma_s", "alpha_t", "sigma_t"), same_shape=("x_s", "eps_s"))
 def dpm_solver_1_step(x_s, eps_s, alpha_s, sigma_s, alpha_t, sigma_t):
     """DPM-Solver-1 (noise form), MATH.md (10.4):
     x_t = (alpha_t / alpha_s) x_s - sigma_t (e^h - 1) eps_s, h = lambda_t - lambda_s.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Written as x_t = (alpha_t/alpha_s) x_s - (alpha_t sigma_s / alpha_s - sigma_t) eps_s so
     that sigma_t = 0 (h = inf) is exact and gives x_t = x0_hat, MATH.md (10.6).  This is DDIM
@@ -131,9 +134,12 @@ def dpm_solver_1_step(x_s, eps_s, alpha_s, sigma_s, alpha_t, sigma_t):
     return (alpha_t / alpha_s) * x_s - (alpha_t * sigma_s / alpha_s - sigma_t) * eps_s
 
 
+@check_args(arrays=("x_s", "x0_s"), scalars=("alpha_s", "sigma_s", "alpha_t", "sigma_t"), same_shape=("x_s", "x0_s"))
 def dpmpp_1_step(x_s, x0_s, alpha_s, sigma_s, alpha_t, sigma_t):
     """DPM-Solver++(1) (data form), MATH.md (10.5):
     x_t = (sigma_t / sigma_s) x_s + alpha_t (1 - e^{-h}) x0_s.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     With e^{-h} = (sigma_t alpha_s) / (alpha_t sigma_s) this is exact at sigma_t = 0, where it
     returns alpha_t x0_s, MATH.md (10.6).  Algebraically identical to :func:`dpm_solver_1_step`
@@ -490,9 +496,14 @@ def _sde_coefs(alpha_s, sigma_s, alpha_t, sigma_t, form):
     return alpha_t / alpha_s, -2.0 * sigma_t * e, -2.0 * sigma_t * (e / h - 1.0), sigma_t * math.sqrt(math.expm1(2.0 * h))
 
 
+@check_args(arrays=("x_s", "m0", "noise"),
+            scalars=("alpha_s", "sigma_s", "alpha_t", "sigma_t"),
+            same_shape=("x_s", "m0", "noise"))
 def dpmpp_sde_1_step(x_s, m0, alpha_s, sigma_s, alpha_t, sigma_t, noise, *, form="data"):
     """First-order step of the reverse VP SDE solved with its exact linear part (SDE-DPM-Solver-1
     / SDE-DPM-Solver++(1)), MATH.md (10.15):
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     data:  x_t = (sigma_t/sigma_s) e^{-h} x_s + alpha_t (1 - e^{-2h}) x0 + sigma_t sqrt(1 - e^{-2h}) z,
     noise: x_t = (alpha_t/alpha_s) x_s - 2 sigma_t (e^h - 1) eps + sigma_t sqrt(e^{2h} - 1) z.

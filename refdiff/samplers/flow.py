@@ -22,7 +22,8 @@ from __future__ import annotations
 import math
 
 from ..parameterization import eps_x0_from_velocity, velocity_from_eps_x0
-from .common import call_model, check_start, end_step, flow_time, make_grid, point_at_lambda, predict, to_vp
+from .common import (call_model, check_args, check_start, end_step, flow_time, make_grid, point_at_lambda, predict,
+                     to_vp)
 
 __all__ = [
     "TIME_CONVENTIONS",
@@ -68,8 +69,11 @@ def rectified_flow_alpha_sigma(t, time_convention="t0_data"):
 
 
 # ----------------------------------------------------------------------------- steps
+@check_args(arrays=("x", "u"), scalars=("t", "t_next"), same_shape=("x", "u"))
 def flow_euler_step(x, u, t, t_next):
     """Euler step of dx/dt = u, MATH.md (11.8): x + (t_next - t) u.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -88,9 +92,12 @@ def flow_euler_step(x, u, t, t_next):
     return x + (float(t_next) - float(t)) * u
 
 
+@check_args(callables=("velocity",), arrays=("x",), scalars=("t", "t_next"))
 def flow_midpoint_step(velocity, x, t, t_next):
     """Explicit midpoint step, MATH.md (11.9): x + dt u(x + dt/2 u(x, t), t + dt/2);
     ``velocity(x, t)`` takes a float time.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -111,8 +118,11 @@ def flow_midpoint_step(velocity, x, t, t_next):
     return x + dt * velocity(x + (0.5 * dt) * u1, float(t) + 0.5 * dt)
 
 
+@check_args(callables=("velocity",), arrays=("x",), scalars=("t", "t_next"))
 def flow_rk4_step(velocity, x, t, t_next):
     """Classical RK4 step of dx/dt = velocity(x, t), MATH.md (11.6).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -133,9 +143,12 @@ def flow_rk4_step(velocity, x, t, t_next):
     return rk4_step(velocity, x, float(t), float(t_next) - float(t))
 
 
+@check_args(arrays=("x_t", "u"), coefs=("t",), same_shape=("x_t", "u"))
 def eps_x0_from_flow_velocity(x_t, u, t, time_convention="t0_data"):
     """(eps_hat, x0_hat) from a rectified-flow velocity at time t, MATH.md (4.8) with (11.7):
     for t = 0 data, x0 = x_t - t u and eps = x_t + (1 - t) u.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------

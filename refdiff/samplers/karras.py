@@ -18,8 +18,8 @@ import numpy as np
 
 from .._validate import check_finite_scalar, check_int
 from ..parameterization import to_eps_x0
-from .common import (call_model, check_level, check_noise, check_options, check_start, draw_noise, end_step,
-                     point_at_sigma, to_vp, vp_grid)
+from .common import (call_model, check_args, check_level, check_noise, check_options, check_start, draw_noise,
+                     end_step, point_at_sigma, to_vp, vp_grid)
 from .common import sigma_to_time  # noqa: F401  (MATH.md (9.9); kept importable from this module)
 
 __all__ = ["to_d", "euler_step", "ancestral_sigmas", "euler_ancestral_step", "heun_step", "dpm2_step",
@@ -28,9 +28,12 @@ __all__ = ["to_d", "euler_step", "ancestral_sigmas", "euler_ancestral_step", "he
 
 
 # ------------------------------------------------------------------------- step functions
+@check_args(arrays=("x", "x0_hat"), coefs=("sigma",), same_shape=("x", "x0_hat"))
 def to_d(x, sigma, x0_hat):
     """The probability-flow ODE slope in sigma space, dx/dsigma = (x - x0_hat) / sigma,
     MATH.md (9.2).  It equals the model's eps_hat.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -49,9 +52,12 @@ def to_d(x, sigma, x0_hat):
     return (x - x0_hat) / sigma
 
 
+@check_args(arrays=("x", "x0_hat"), coefs=("sigma", "sigma_next"), same_shape=("x", "x0_hat"))
 def euler_step(x, sigma, sigma_next, x0_hat):
     """Euler step of (9.2) from sigma to sigma_next, MATH.md (9.3):
     ``x + (sigma_next - sigma) (x - x0_hat) / sigma``; equals the eta = 0 DDIM step.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -70,6 +76,7 @@ def euler_step(x, sigma, sigma_next, x0_hat):
     return x + (sigma_next - sigma) * to_d(x, sigma, x0_hat)
 
 
+@check_args(scalars=("sigma", "sigma_next", "eta"))
 def ancestral_sigmas(sigma, sigma_next, eta=1.0):
     """(sigma_down, sigma_up) of an ancestral step, MATH.md (9.4):
     ``sigma_up = min(sigma_next, eta sqrt(sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2))``,
@@ -100,10 +107,15 @@ def ancestral_sigmas(sigma, sigma_next, eta=1.0):
     return math.sqrt(max(sigma_next**2 - up**2, 0.0)), up
 
 
+@check_args(arrays=("x", "x0_hat", "noise"),
+            scalars=("sigma", "sigma_next", "eta", "s_noise"),
+            same_shape=("x", "x0_hat", "noise"))
 def euler_ancestral_step(x, sigma, sigma_next, x0_hat, noise=None, *, eta=1.0, s_noise=1.0):
     """Euler ancestral step, MATH.md (9.4): a deterministic Euler step to sigma_down, then
     fresh noise of standard deviation ``s_noise * sigma_up``.  ``noise`` (x's shape) is
     required iff sigma_up > 0.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -139,10 +151,16 @@ def euler_ancestral_step(x, sigma, sigma_next, x0_hat, noise=None, *, eta=1.0, s
     return x
 
 
+@check_args(callables=("denoiser",),
+            arrays=("x", "x0_hat"),
+            scalars=("sigma", "sigma_next"),
+            same_shape=("x", "x0_hat"))
 def heun_step(denoiser, x, sigma, sigma_next, x0_hat=None):
     """Heun's (trapezoidal predictor-corrector) step of (9.2), MATH.md (9.5); an Euler step
     when sigma_next = 0 (no evaluation at sigma = 0).  ``x0_hat`` = D(x; sigma) if already
     known.  Returns (x_next, x0_hat).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -171,10 +189,16 @@ def heun_step(denoiser, x, sigma, sigma_next, x0_hat=None):
     return x + (sigma_next - sigma) * 0.5 * (d + d_2), x0_hat
 
 
+@check_args(callables=("denoiser",),
+            arrays=("x", "x0_hat"),
+            scalars=("sigma", "sigma_next"),
+            same_shape=("x", "x0_hat"))
 def dpm2_step(denoiser, x, sigma, sigma_next, x0_hat=None):
     """DPM-2 (k-diffusion): a midpoint step of (9.2) with the midpoint taken in log sigma,
     sigma_mid = sqrt(sigma sigma_next), MATH.md (9.6); Euler when sigma_next = 0.
     Returns (x_next, x0_hat).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -204,6 +228,7 @@ def dpm2_step(denoiser, x, sigma, sigma_next, x0_hat=None):
     return x + (sigma_next - sigma) * d_2, x0_hat
 
 
+@check_args(scalars=("sigma", "s_churn", "s_tmin"))
 def edm_gamma(sigma, n, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf")):
     """EDM's churn factor, MATH.md (9.7): ``min(S_churn / n, sqrt 2 - 1)`` when
     S_tmin <= sigma <= S_tmax, else 0 (n = number of steps).
@@ -234,10 +259,13 @@ def edm_gamma(sigma, n, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf")):
     return min(s_churn / n, math.sqrt(2.0) - 1.0) if s_tmin <= sigma <= s_tmax else 0.0
 
 
+@check_args(arrays=("x", "noise"), scalars=("sigma", "gamma", "s_noise"), same_shape=("x", "noise"))
 def edm_churn(x, sigma, gamma, noise=None, *, s_noise=1.0):
     """Raise the noise level from sigma to sigma_hat = (1 + gamma) sigma by adding fresh
     noise of variance sigma_hat^2 - sigma^2 (times s_noise^2), MATH.md (9.7).
     Returns (x_hat, sigma_hat); with gamma = 0 nothing is drawn.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from .._validate import check_finite_scalar
-from .common import check_start, draw_noise, end_step, predict, vp_grid
+from .common import check_args, check_start, draw_noise, end_step, predict, vp_grid
 
 __all__ = ["lcm_timesteps", "lcm_boundary", "lcm_step", "lcm"]
 
@@ -90,10 +90,15 @@ def lcm_boundary(t, sigma_data=0.5, timestep_scaling=10.0):
     return sigma_data**2 / (u * u + sigma_data**2), u / math.sqrt(u * u + sigma_data**2)
 
 
+@check_args(arrays=("x_t", "x0_hat", "noise"),
+            coefs=("c_skip", "c_out", "alpha_next", "sigma_next"),
+            same_shape=("x_t", "x0_hat", "noise"))
 def lcm_step(x_t, x0_hat, c_skip, c_out, alpha_next, sigma_next, noise=None):
     """One consistency step, MATH.md (16.16), (16.17): f = c_skip x_t + c_out x0_hat, then
     x_next = alpha_next f + sigma_next noise (``noise=None`` and sigma_next = 0: x_next = f).
     Returns (x_next, f).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------

@@ -24,7 +24,7 @@ import numpy as np
 from .._validate import check_bool, check_finite_scalar, check_int
 from ..backend import array_namespace, bcast
 from ..schedules import InterpolatedVP, Schedule
-from .common import check_start, draw_noise, end_step, point_at, predict, vp_grid
+from .common import check_args, check_start, draw_noise, end_step, point_at, predict, vp_grid
 
 __all__ = [
     "euler_maruyama_step",
@@ -39,9 +39,12 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- steps
+@check_args(arrays=("x", "score", "noise"), coefs=("f", "g2", "dt"), same_shape=("x", "score", "noise"))
 def euler_maruyama_step(x, score, f, g2, dt, noise=None):
     """One Euler-Maruyama step of the reverse VP SDE from t to t - dt (dt > 0), MATH.md (11.2):
     x_{t-dt} = x_t - (f x_t - g^2 score) dt + sqrt(g^2 dt) z.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     ``f``, ``g2`` are f(t), g(t)^2 at the start of the step (floats); ``noise`` is z (shape of
     x) or None for the mean of the step only.
@@ -123,9 +126,12 @@ def langevin_step_size(score, noise, snr, alpha_i=1.0, norm="sample"):
     return 2.0 * float(alpha_i) * (snr * zn / gn) ** 2
 
 
+@check_args(arrays=("x", "score", "noise"), coefs=("step_size",), same_shape=("x", "score", "noise"))
 def langevin_corrector_step(x, score, step_size, noise):
     """One Langevin MCMC step targeting p_t, MATH.md (11.3): x + eps s(x) + sqrt(2 eps) z;
     ``step_size`` a float, 0-d or per-sample (N,) array.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -149,9 +155,12 @@ def langevin_corrector_step(x, score, step_size, noise):
     return x + eps * score + array_namespace(x).sqrt(2.0 * eps) * noise
 
 
+@check_args(arrays=("x", "eps_hat"), coefs=("f", "g2", "sigma"), same_shape=("x", "eps_hat"))
 def pf_ode_drift(x, eps_hat, f, g2, sigma):
     """The probability-flow ODE of a VP SDE, MATH.md (11.5):
     dx/dt = f x - g^2 score / 2 = f x + g^2 eps_hat / (2 sigma).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -172,10 +181,13 @@ def pf_ode_drift(x, eps_hat, f, g2, sigma):
     return float(f) * x + (0.5 * float(g2) / float(sigma)) * eps_hat
 
 
+@check_args(callables=("drift",), arrays=("x",), coefs=("t", "dt"))
 def rk4_step(drift, x, t, dt):
     """One classical Runge-Kutta-4 step of dx/dt = drift(x, t) from t to t + dt (dt may be
     negative), MATH.md (11.6): k1 = F(x, t), k2 = F(x + dt k1/2, t + dt/2),
     k3 = F(x + dt k2/2, t + dt/2), k4 = F(x + dt k3, t + dt); x + dt (k1 + 2 k2 + 2 k3 + k4)/6.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
