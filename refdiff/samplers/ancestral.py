@@ -177,7 +177,7 @@ def brownian_pair(z1, z2, sigma, sigma_mid, sigma_next):
 
 @check_args(callables=("denoiser",),
             arrays=("x", "noise1", "noise2", "x0_hat"),
-            scalars=("sigma", "sigma_next", "s_noise"),
+            scalars=("sigma", "sigma_next", "s_noise", "r"),
             same_shape=("x", "noise1", "noise2", "x0_hat"))
 def dpmpp_sde_step(denoiser, x, sigma, sigma_next, noise1=None, noise2=None, *, eta=1.0, s_noise=1.0, r=0.5,
                    x0_hat=None):
@@ -241,8 +241,8 @@ def dpmpp_sde_step(denoiser, x, sigma, sigma_next, noise1=None, noise2=None, *, 
 
 # ------------------------------------------------------------------------- multistep SDE
 @check_args(arrays=("x", "x0_hat", "x0_prev", "noise"),
-            scalars=("sigma", "sigma_next", "s_noise"),
-            same_shape=("x", "x0_hat", "x0_prev", "noise"), optional=("x0_prev",))
+            scalars=("sigma", "sigma_next", "s_noise", "h_prev"),
+            same_shape=("x", "x0_hat", "x0_prev", "noise"), optional=("x0_prev", "h_prev"))
 def dpmpp_2m_sde_eta_step(x, x0_hat, x0_prev, h_prev, sigma, sigma_next, noise=None, *, eta=1.0, s_noise=1.0,
                           solver_type="midpoint"):
     """DPM++ 2M SDE for any eta >= 0, MATH.md (16.14), in sigma space with h = log(sigma /
@@ -290,6 +290,8 @@ def dpmpp_2m_sde_eta_step(x, x0_hat, x0_prev, h_prev, sigma, sigma_next, noise=N
     if solver_type not in ("midpoint", "heun"):
         raise ValueError(f"dpmpp_2m_sde_eta_step: unknown solver_type {solver_type!r}; valid: 'midpoint', 'heun'")
     eta = _check_eta(eta, "dpmpp_2m_sde_eta_step")
+    if x0_prev is not None and h_prev is None:
+        raise TypeError("h_prev must be the previous step's h (a number > 0) when x0_prev is given, got None")
     if sigma_next == 0:
         return x0_hat
     h = math.log(sigma) - math.log(sigma_next)

@@ -49,7 +49,7 @@ __all__ = ["GridPoint", "Grid", "make_grid", "point_at", "point_at_lambda", "poi
            "model_t", "call_model", "predict", "predict_eps_x0"]
 # also public, not star-exported: ZERO, FINAL_SIGMAS_TYPES, INTERPOLATIONS, check_schedule,
 # check_prediction_type, check_options, check_noise, draw_noise, is_int_scalar, check_start, vp_grid,
-# check_step_arrays, check_x0_defined, check_level, check_args
+# check_step_arrays, check_x0_defined, check_level, check_args, check_timestep_arg
 
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
 # model time of a noise level: refdiff's exact inverse (2.15); k-diffusion / diffusers Euler
@@ -133,7 +133,9 @@ def check_args(*, arrays=(), coefs=(), scalars=(), callables=(), same_shape=(), 
                 else:
                     check_finite_scalar(name, v)
             for name in scalars:
-                check_finite_scalar(name, a.get(name, sig.parameters[name].default))
+                v = a.get(name, sig.parameters[name].default)
+                if not (v is None and name in optional):
+                    check_finite_scalar(name, v)
             shaped = {n: a[n] for n in same_shape if a.get(n) is not None}
             if len(shaped) > 1:
                 check_same_shape(**shaped)
@@ -769,6 +771,17 @@ def check_x0_defined(schedule, t, prediction_type, who):
         raise ValueError(f"{who}: prediction_type {prediction_type!r} gives no x_0 at t = {int(zero[0])}, where "
                          f"alpha = 0 (zero terminal SNR): x0_hat = (x - sigma eps_hat) / alpha divides by alpha = 0; "
                          f"use a 'v_prediction' or 'sample' model there")
+
+
+def check_timestep_arg(name, t):
+    """``t`` must be an integer timestep: a Python/NumPy int (not a bool) or an integer array
+    (TypeError naming ``name`` otherwise); the range is the schedule's check."""
+    if is_int_scalar(t):
+        return t
+    if hasattr(t, "shape") and hasattr(t, "dtype") and not isinstance(t, np.generic):
+        check_array(name, t, dtype="int", allow_empty=True)
+        return t
+    raise TypeError(f"{name} must be an integer timestep or an integer array, got {type(t).__name__} {t!r}")
 
 
 def check_level(name, value, *, low=0.0):

@@ -15,11 +15,11 @@ import math
 
 import numpy as np
 
-from .._validate import check_bool, check_same_shape
+from .._validate import check_bool, check_finite_scalar
 from ..backend import array_namespace, asarray_like
 from ..parameterization import to_eps_x0
 from ..schedules import Schedule, gather
-from .common import (ZERO, call_model, check_args, check_noise, check_options, check_prediction_type, check_start,
+from .common import (check_timestep_arg, ZERO, call_model, check_args, check_noise, check_options, check_prediction_type, check_start,
                      check_step_arrays, check_x0_defined, draw_noise, end_step, is_int_scalar, make_grid, point_at,
                      predict, vp_grid)
 from .ddpm import process_x0
@@ -36,7 +36,7 @@ def _check_eta(eta):
     return float(eta)
 
 
-@check_args(coefs=("alpha", "sigma", "alpha_prev", "sigma_prev"))
+@check_args(coefs=("alpha", "sigma", "alpha_prev", "sigma_prev"), scalars=("eta",))
 def ddim_sigma(alpha, sigma, alpha_prev, sigma_prev, eta):
     """The DDIM noise level of the step t -> s (s = prev), MATH.md (8.8):
     ``sigma_eta = eta * (sigma_s / sigma_t) * sqrt(sigma_t^2 - alpha_t^2 sigma_s^2 / alpha_s^2)``.
@@ -141,10 +141,10 @@ def _alpha_sigma_prev(schedule, t_prev, x, final_alpha_bar):
 
 
 def _check_final_alpha_bar(final_alpha_bar):
-    if not 0.0 < float(final_alpha_bar) <= 1.0:
-        raise ValueError(f"final_alpha_bar = {final_alpha_bar!r} is outside (0, 1]")
+    check_finite_scalar("final_alpha_bar", final_alpha_bar, low=0.0, low_open=True, high=1.0)
 
 
+@check_args(arrays=("model_output", "x_t", "noise"), same_shape=("model_output", "x_t", "noise"))
 def ddim_step(schedule, model_output, t, t_prev, x_t, *, eta=0.0, noise=None, prediction_type="epsilon",
               clip_sample=False, clip_sample_range=1.0, thresholding=False, dynamic_thresholding_ratio=0.995,
               sample_max_value=1.0, use_clipped_model_output=False, final_alpha_bar=1.0):
@@ -203,9 +203,10 @@ def ddim_step(schedule, model_output, t, t_prev, x_t, *, eta=0.0, noise=None, pr
     check_prediction_type(prediction_type)
     eta = _check_eta(eta)
     _check_final_alpha_bar(final_alpha_bar)
+    check_timestep_arg("t", t)
+    check_timestep_arg("t_prev", t_prev)
     schedule.check_t(t)
-    check_step_arrays(x_t=x_t, model_output=model_output)
-    check_same_shape(model_output=model_output, x_t=x_t)
+    check_bool("use_clipped_model_output", use_clipped_model_output)
     check_x0_defined(schedule, t, prediction_type, "ddim_step")
     xp = array_namespace(x_t)
     if is_int_scalar(t) and is_int_scalar(t_prev):
@@ -270,6 +271,8 @@ def ddim_inversion_step(schedule, model_output, t, t_next, x_t, *, prediction_ty
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
     check_prediction_type(prediction_type)
     _check_final_alpha_bar(final_alpha_bar)
+    check_timestep_arg("t", t)
+    check_timestep_arg("t_next", t_next)
     schedule.check_t(t_next, "t_next")
     if not (is_int_scalar(t) and -1 <= int(t) < int(t_next)):
         raise ValueError(f"need integers -1 <= t < t_next, got t = {t!r}, t_next = {t_next!r}")

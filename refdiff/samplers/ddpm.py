@@ -22,7 +22,7 @@ from ..parameterization import clip_x0, dynamic_threshold, to_eps_x0
 from ..schedules import Schedule, gather, schedule_from_alpha_bars
 from ..variance import (VARIANCE_TYPES, check_model_output, check_variance_type, model_output_shape,
                         reverse_log_variance, split_learned)
-from .common import (check_args, check_noise, check_options, check_prediction_type, check_start, check_step_arrays,
+from .common import (check_timestep_arg, check_args, check_noise, check_options, check_prediction_type, check_start, check_step_arrays,
                      check_x0_defined, draw_noise, end_step, is_int_scalar, make_grid, model_t, vp_grid)
 
 __all__ = ["ddpm_step", "ddpm_log_variance", "process_x0", "respace", "ddpm_loop", "VARIANCE_TYPES"]
@@ -83,6 +83,7 @@ ddpm_log_variance = reverse_log_variance
 (one definition for sampling and the ELBO)."""
 
 
+@check_args(arrays=("model_output", "x_t", "noise"), same_shape=("x_t", "noise"))
 def ddpm_step(schedule, model_output, t, x_t, noise=None, *, prediction_type="epsilon",
               variance_type="fixed_small", clip_sample=False, clip_sample_range=1.0,
               thresholding=False, dynamic_thresholding_ratio=0.995, sample_max_value=1.0):
@@ -136,8 +137,8 @@ def ddpm_step(schedule, model_output, t, x_t, noise=None, *, prediction_type="ep
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
     check_prediction_type(prediction_type)
     check_variance_type(variance_type)
+    check_timestep_arg("t", t)
     schedule.check_t(t)
-    check_step_arrays(x_t=x_t, model_output=model_output)
     want = model_output_shape(tuple(x_t.shape), variance_type)
     if tuple(model_output.shape) != want:
         raise ValueError(f"model_output has shape {tuple(model_output.shape)}; variance_type={variance_type!r} needs "

@@ -254,6 +254,10 @@ def edm_gamma(sigma, n, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf")):
     ValueError
         If ``s_churn`` < 0.
     """
+    check_int("n", n, min=1)
+    check_level("s_tmax", s_tmax)
+    check_int("n", n, min=1)
+    check_level("s_tmax", s_tmax)
     if not s_churn >= 0:
         raise ValueError(f"s_churn = {s_churn!r} must be >= 0")
     return min(s_churn / n, math.sqrt(2.0) - 1.0) if s_tmin <= sigma <= s_tmax else 0.0

@@ -60,10 +60,97 @@ def _sample():
                                      method="ddpm", rng=0, progress=False), kinds={"x_T": "array"})
 
 
+def _arr(seed=0, shape=None):
+    return ctx().array(shape=shape, seed=seed)
+
+
+def _denoiser(x, sigma):
+    return x / (1.0 + sigma ** 2)
+
+
+def _steps():
+    """Step functions of the sampler families: valid calls and their documented NaN propagation."""
+    from refdiff.samplers import ancestral as A, common as C, ddim as DI, ddpm as DP, dpm_solver as DS, flow as F
+    from refdiff.samplers import karras as K, lcm as LC, pndm as P, sde as S
+
+    c = ctx()
+    x, y, z, w = _arr(0), _arr(1), _arr(2), _arr(3)
+    r = {}
+
+    def add(fn, kw, nan=(), **opts):
+        r[f"{fn.__module__}.{fn.__name__}"] = lambda: Call(fn, dict(kw), nan_propagates=set(nan), **opts)
+
+    add(C.to_vp, dict(x=x, alpha=0.8, sigma=0.6), nan=("x",))
+    add(C.from_vp, dict(x_vp=x, alpha=0.8, sigma=0.6), nan=("x_vp",))
+    add(C.vp_from_ve_sigma, dict(s=0.5), kinds={"s": "float"})
+    add(C.vp_from_flow_time, dict(u=0.3), kinds={"u": "float"})
+    add(DI.ddim_update, dict(x_t=x, eps_hat=y, x0_hat=z, alpha=0.8, sigma=0.6, alpha_prev=0.9,
+                             sigma_prev=0.19 ** 0.5, eta=1.0, noise=w), nan=("x_t", "eps_hat", "x0_hat", "noise"),
+        accept={"x_t": {"nan", "inf"}})  # x_t gives the shape only: the update is built from eps_hat, x0_hat
+    add(DI.ddim_sigma, dict(alpha=0.8, sigma=0.6, alpha_prev=0.9, sigma_prev=0.19 ** 0.5, eta=0.5),
+        kinds={"eta": "float"})
+    add(DI.ddim_step, dict(schedule=c.schedule(), model_output=y, t=7, t_prev=3, x_t=x, eta=1.0, noise=w),
+        nan=("model_output", "x_t", "noise"), accept={"t_prev": {"negative"}})  # t_prev = -1: the data end
+    add(DI.ddim_inversion_step, dict(schedule=c.schedule(), model_output=y, t=3, t_next=7, x_t=x),
+        nan=("model_output", "x_t"), accept={"t": {"negative"}})  # t = -1: start from the data
+    add(DP.ddpm_step, dict(schedule=c.schedule(), model_output=y, t=7, x_t=x, noise=w),
+        nan=("model_output", "x_t", "noise"))
+    add(DP.process_x0, dict(x0=x), nan=("x0",))
+    add(K.to_d, dict(x=x, sigma=0.5, x0_hat=y), nan=("x", "x0_hat"))
+    add(K.euler_step, dict(x=x, sigma=0.5, sigma_next=0.2, x0_hat=y), nan=("x", "x0_hat"))
+    add(K.ancestral_sigmas, dict(sigma=0.5, sigma_next=0.2), kinds={"sigma": "float", "sigma_next": "float"})
+    add(K.euler_ancestral_step, dict(x=x, sigma=0.5, sigma_next=0.2, x0_hat=y, noise=w), nan=("x", "x0_hat", "noise"),
+        kinds={"sigma": "float", "sigma_next": "float"})
+    add(K.heun_step, dict(denoiser=_denoiser, x=x, sigma=0.5, sigma_next=0.2), nan=("x", "x0_hat"),
+        kinds={"sigma": "float", "sigma_next": "float"})
+    add(K.dpm2_step, dict(denoiser=_denoiser, x=x, sigma=0.5, sigma_next=0.2), nan=("x", "x0_hat"),
+        kinds={"sigma": "float", "sigma_next": "float"})
+    add(K.edm_gamma, dict(sigma=0.5, n=4), kinds={"sigma": "float"},
+        accept={"n": {"huge"}, "s_tmax": {"inf"}})  # n: only s_churn / n is used; s_tmax = inf is the default
+    add(K.edm_churn, dict(x=x, sigma=0.5, gamma=0.2, noise=w), nan=("x", "noise", "x0_hat"), kinds={"sigma": "float"})
+    add(P.pndm_transfer, dict(x_s=x, eps=y, alpha_s=0.8, sigma_s=0.6, alpha_t=0.9, sigma_t=0.19 ** 0.5),
+        nan=("x_s", "eps"))
+    add(A.dpm2_ancestral_step, dict(denoiser=_denoiser, x=x, sigma=0.5, sigma_next=0.2, noise=w), nan=("x", "noise", "x0_hat"),
+        kinds={"sigma": "float", "sigma_next": "float"})
+    add(A.dpmpp_2s_ancestral_step, dict(denoiser=_denoiser, x=x, sigma=0.5, sigma_next=0.2, noise=w),
+        nan=("x", "noise", "x0_hat"), kinds={"sigma": "float", "sigma_next": "float"})
+    add(A.brownian_pair, dict(z1=x, z2=y, sigma=0.5, sigma_mid=0.3, sigma_next=0.2), nan=("z1", "z2"),
+        kinds={"sigma": "float", "sigma_next": "float", "sigma_mid": "float"})
+    add(A.dpmpp_sde_step, dict(denoiser=_denoiser, x=x, sigma=0.5, sigma_next=0.2, noise1=w, noise2=y),
+        nan=("x", "noise1", "noise2", "x0_hat"), kinds={"sigma": "float", "sigma_next": "float"})
+    add(A.dpmpp_2m_sde_eta_step, dict(x=x, x0_hat=y, x0_prev=z, h_prev=0.4, sigma=0.5, sigma_next=0.2, noise=w),
+        nan=("x", "x0_hat", "x0_prev", "noise"), accept={"x0_prev": {"None"}},  # None: the first step
+        kinds={"sigma": "float", "sigma_next": "float", "h_prev": "float"})
+    add(DS.dpm_solver_1_step, dict(x_s=x, eps_s=y, alpha_s=0.8, sigma_s=0.6, alpha_t=0.9, sigma_t=0.19 ** 0.5),
+        nan=("x_s", "eps_s"), kinds={k: "float" for k in ("alpha_s", "sigma_s", "alpha_t", "sigma_t")})
+    add(DS.dpmpp_1_step, dict(x_s=x, x0_s=y, alpha_s=0.8, sigma_s=0.6, alpha_t=0.9, sigma_t=0.19 ** 0.5),
+        nan=("x_s", "x0_s"), kinds={k: "float" for k in ("alpha_s", "sigma_s", "alpha_t", "sigma_t")})
+    add(DS.dpmpp_sde_1_step, dict(x_s=x, m0=y, alpha_s=0.8, sigma_s=0.6, alpha_t=0.9, sigma_t=0.19 ** 0.5, noise=w),
+        nan=("x_s", "m0", "noise"), kinds={k: "float" for k in ("alpha_s", "sigma_s", "alpha_t", "sigma_t")})
+    add(F.flow_euler_step, dict(x=x, u=y, t=0.8, t_next=0.5), nan=("x", "u"), kinds={"t": "float", "t_next": "float"})
+    add(F.flow_midpoint_step, dict(velocity=lambda x, t: -x, x=x, t=0.8, t_next=0.5), nan=("x",),
+        kinds={"t": "float", "t_next": "float", "velocity": "object"})
+    add(F.flow_rk4_step, dict(velocity=lambda x, t: -x, x=x, t=0.8, t_next=0.5), nan=("x",),
+        kinds={"t": "float", "t_next": "float", "velocity": "object"})
+    add(F.eps_x0_from_flow_velocity, dict(x_t=x, u=y, t=0.4), nan=("x_t", "u"), kinds={"t": "coef"})
+    add(LC.lcm_step, dict(x_t=x, x0_hat=y, c_skip=0.1, c_out=0.9, alpha_next=0.9, sigma_next=0.19 ** 0.5, noise=w),
+        nan=("x_t", "x0_hat", "noise"), kinds={"c_skip": "coef", "c_out": "coef"})
+    add(S.euler_maruyama_step, dict(x=x, score=y, f=-0.5, g2=1.0, dt=0.1, noise=w), nan=("x", "score", "noise"),
+        kinds={"f": "coef", "g2": "coef", "dt": "coef"})
+    add(S.langevin_corrector_step, dict(x=x, score=y, step_size=0.01, noise=w), nan=("x", "score", "noise"),
+        kinds={"step_size": "coef"})
+    add(S.pf_ode_drift, dict(x=x, eps_hat=y, f=-0.5, g2=1.0, sigma=0.6), nan=("x", "eps_hat"),
+        kinds={"f": "coef", "g2": "coef"})
+    add(S.rk4_step, dict(drift=lambda x, t: -x, x=x, t=0.5, dt=-0.1), nan=("x",),
+        kinds={"t": "coef", "dt": "coef", "drift": "object"})
+    return r
+
+
 # qualname -> factory() returning a harness.Call (only for callables the automatic
 # factories cannot build, or that need options such as nan_propagates).
 RECIPES = {
     **_loop_recipes(),
+    **_steps(),
     "refdiff.samplers.loop.sample": _sample,
 }
 
