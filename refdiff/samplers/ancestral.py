@@ -306,6 +306,7 @@ def dpmpp_2m_sde_eta_step(x, x0_hat, x0_prev, h_prev, sigma, sigma_next, noise=N
     return x
 
 
+@check_args(arrays=("x", "noise"), scalars=("sigma", "sigma_next", "s_noise"), same_shape=("x", "noise"))
 def dpmpp_3m_sde_step(x, x0_hats, hs_prev, sigma, sigma_next, noise=None, *, eta=1.0, s_noise=1.0,
                       variant="exact"):
     """DPM++ 3M SDE (k-diffusion's ``sample_dpmpp_3m_sde``), MATH.md (16.15): the first-order
@@ -317,6 +318,8 @@ def dpmpp_3m_sde_step(x, x0_hats, hs_prev, sigma, sigma_next, noise=None, *, eta
     exact integral, like the published DPM-Solver++(3M) (MATH.md (10.14)); ``"exact"`` uses
     -2 phi_3 and is exact for a quadratic prediction.  With two predictions it is the 'heun'
     2M SDE step, with one the first-order step.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------

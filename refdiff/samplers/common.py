@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._validate import check_array, check_finite_scalar, check_same_shape
+from .._validate import check_array, check_choice, check_finite_scalar, check_int, check_same_shape
 from ..backend import array_namespace, check_finite, to_numpy
 from ..parameterization import PREDICTION_TYPES, to_eps_x0
 from ..schedules import InterpolatedVP, Schedule, _ContinuousVP, alpha_sigma
@@ -101,7 +101,8 @@ def check_args(*, arrays=(), coefs=(), scalars=(), callables=(), same_shape=(), 
     real number (not a bool) or a float array (per-sample coefficients); ``scalars``: a
     finite real number (not a bool, not an array); ``callables``:
     callables; ``same_shape``: arrays that must have one shape (no broadcasting).  An
-    optional parameter left at None (default None, or named in ``optional``) is not checked.  No finiteness pass (per-step code):
+    optional parameter left at None (default None, or named in ``optional``) is not
+    checked.  No finiteness pass (per-step code):
     NaN and inf in arrays propagate, as the decorated functions' docstrings say.
 
     Parameters
@@ -124,8 +125,9 @@ def check_args(*, arrays=(), coefs=(), scalars=(), callables=(), same_shape=(), 
                 if not callable(a.get(name)):
                     raise TypeError(f"{name} must be callable, got {type(a.get(name)).__name__}")
             for name in arrays:
-                if name in a and not (a[name] is None and (sig.parameters[name].default is None or name in optional)):
-                    check_array(name, a[name])
+                v = a.get(name)
+                if name in a and not (v is None and (sig.parameters[name].default is None or name in optional)):
+                    check_array(name, np.asarray(v) if isinstance(v, np.generic) else v)  # NumPy 0-d results
             for name in coefs:
                 v = a.get(name, sig.parameters[name].default)
                 if hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, np.generic):
@@ -296,7 +298,14 @@ def point_at(schedule, t):
     TypeError
         If ``schedule`` is neither a Schedule nor a continuous VP.
     """
-    if isinstance(schedule, Schedule) and isinstance(t, (int, np.integer)) and not isinstance(t, bool):
+    return _point_at(schedule, t, "t")
+
+
+def _point_at(schedule, t, name):
+    check_time(name, t)
+    if isinstance(schedule, Schedule) and not (0 <= t <= schedule.T - 1):
+        raise ValueError(f"{name} = {t!r} is out of range [0, {schedule.T - 1}] (T = {schedule.T})")
+    if isinstance(schedule, Schedule) and isinstance(t, (int, np.integer)):
         k = int(t)
         return GridPoint(k, float(schedule.sqrt_alpha_bars[k]), float(schedule.sqrt_one_minus_alpha_bars[k]))
     check_schedule(schedule)
@@ -324,6 +333,7 @@ def point_at_lambda(schedule, lam):
     TypeError
         If ``schedule`` is neither a Schedule nor a continuous VP.
     """
+    check_finite_scalar("lam", lam)
     if check_schedule(schedule):
         tc = float(InterpolatedVP(schedule).t_from_lambda(np.asarray(float(lam))))
         t = tc * schedule.T - 1.0
@@ -365,6 +375,7 @@ def sigma_to_time(schedule, s, interpolation="log_alpha"):
     """
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation {interpolation!r}; valid: {', '.join(INTERPOLATIONS)}")
+    check_finite_scalar("s", s, low=0.0, low_open=True)
     if not check_schedule(schedule):
         return float(schedule.t_from_lambda(np.asarray(-math.log(s))))
     if interpolation == "log_alpha":
@@ -396,6 +407,7 @@ def point_at_sigma(schedule, s, interpolation="log_alpha"):
     ValueError
         If ``interpolation`` is unknown.
     """
+    check_finite_scalar("s", s, low=0.0)
     if s == 0.0:
         return ZERO
     a, sg = vp_from_ve_sigma(s)
@@ -412,6 +424,24 @@ def _host_1d(values, name):
     if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
         raise ValueError(f"{name} must be finite, got {v.tolist()}")
     return v
+
+
+def check_int_grid(timesteps, T, name="timesteps"):
+    """The host int64 array of a discrete grid: 1-D, non-empty, integer, in [0, T-1], strictly
+    decreasing (errors name ``name``)."""
+    ts = _host_1d(timesteps, name)
+    check_int("T", T, min=1)
+    if T > 2**31 - 1:
+        raise ValueError(f"T = {T} exceeds 2**31 - 1")
+    if ts.size < 1:
+        raise ValueError(f"steps = 0: {name} is empty (steps must be >= 1)")
+    if ts.dtype.kind not in "iu":
+        raise TypeError(f"{name} for a discrete Schedule must be integers, got dtype {ts.dtype}")
+    if ts.min() < 0 or ts.max() > T - 1:
+        bad = int(ts.min()) if ts.min() < 0 else int(ts.max())
+        raise ValueError(f"{name} contain {bad}, out of range [0, {T - 1}] (T = {T})")
+    _decreasing(ts, name)
+    return ts.astype(np.int64)
 
 
 def _decreasing(v, name, what="strictly decreasing"):
@@ -479,6 +509,7 @@ def make_grid(schedule, timesteps=None, *, sigmas=None, final_sigmas_type=None, 
     """
     if isinstance(timesteps, Grid):
         return timesteps
+    check_choice("time_convention", time_convention, ("t0_data", "t0_noise"))
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation {interpolation!r}; valid: {', '.join(INTERPOLATIONS)}")
     if final_sigmas_type is not None and final_sigmas_type not in FINAL_SIGMAS_TYPES:
@@ -490,23 +521,18 @@ def make_grid(schedule, timesteps=None, *, sigmas=None, final_sigmas_type=None, 
         return _sigma_grid(schedule, sigmas, interpolation)
     if timesteps is None:
         raise TypeError("timesteps is None: pass a grid (timesteps) or sigmas")
-    ts = _host_1d(timesteps, "timesteps")
     if discrete:
-        if ts.size < 1:
-            raise ValueError("steps = 0: timesteps is empty (steps must be >= 1)")
-        if ts.dtype.kind not in "iu":
-            raise TypeError(f"timesteps for a discrete Schedule must be integers, got dtype {ts.dtype}")
-        if ts.min() < 0 or ts.max() > schedule.T - 1:
-            bad = int(ts.min()) if ts.min() < 0 else int(ts.max())
-            raise ValueError(f"timesteps contain {bad}, out of range [0, {schedule.T - 1}] (T = {schedule.T})")
+        ts = check_int_grid(timesteps, schedule.T)
     else:
+        ts = _host_1d(timesteps, "timesteps")
         if ts.size < 2:
             raise ValueError(f"timesteps must hold >= 2 times on a continuous grid (steps must be >= 1), got {ts.size}")
         if ts.dtype.kind != "f":
             raise TypeError(f"timesteps for a continuous VP must be floats in (0, 1], got dtype {ts.dtype}")
         if ts.min() <= 0 or ts.max() > 1:
             raise ValueError(f"timesteps must lie in (0, 1] (t = 0 is data), got min {ts.min()!r}, max {ts.max()!r}")
-    _decreasing(ts, "timesteps")
+    if not discrete:
+        _decreasing(ts, "timesteps")
     final = ("zero" if discrete else "sigma_min") if final_sigmas_type is None else final_sigmas_type
     if final not in FINAL_SIGMAS_TYPES:
         raise ValueError(f"unknown final_sigmas_type {final!r}; valid: {', '.join(FINAL_SIGMAS_TYPES)}")
@@ -551,7 +577,8 @@ def _flow_grid(timesteps, time_convention):
     if ts.size < 2:
         raise ValueError(f"timesteps must hold >= 2 times on a flow grid (steps must be >= 1), got {ts.size}")
     if ts.min() < 0 or ts.max() > 1:
-        raise ValueError(f"timesteps (flow times) must lie in [0, 1], got min {ts.min()!r}, max {ts.max()!r}")
+        raise ValueError(f"timesteps (flow times: schedule is None) must lie in [0, 1], got min {ts.min()!r}, "
+                         f"max {ts.max()!r}")
     u = ts if time_convention == "t0_data" else 1.0 - ts
     _decreasing(u, "timesteps", "strictly " + ("decreasing (t = 0 data)" if time_convention == "t0_data"
                                                 else "increasing (t0_noise: t = 1 data)"))
@@ -580,10 +607,12 @@ def model_t(t, x):
     TypeError
         If ``t`` is a bool.
     """
+    check_array("x", x, min_ndim=1)
     xp = array_namespace(x)
-    if isinstance(t, bool):
-        raise TypeError("t must be a number, not a bool")
-    if isinstance(t, int) or (hasattr(t, "dtype") and "int" in str(t.dtype)):
+    if hasattr(t, "dtype") and getattr(t, "ndim", 1) == 0 and not isinstance(t, np.generic):
+        t = t.item() if hasattr(t, "item") else t  # a 0-d array: its value
+    check_time("t", t)
+    if isinstance(t, (int, np.integer)):
         return xp.full((x.shape[0],), int(t), dtype=xp.int64)
     return xp.full((x.shape[0],), float(t), dtype=xp.float64)
 
@@ -617,8 +646,16 @@ def call_model(model, x, t, *, step=None):
     FloatingPointError
         If the output is not finite.
     """
+    if not callable(model):
+        raise TypeError(f"model must be callable (model(x, t) -> output), got {type(model).__name__}")
     where = f"step {step} (t = {t})" if step is not None else f"t = {t}"
-    return check_model_output(model(x, model_t(t, x)), x, where=where)
+    try:
+        return check_model_output(model(x, model_t(t, x)), x, where=where)
+    except FloatingPointError as e:
+        xp = array_namespace(x)
+        if not bool(xp.all(xp.isfinite(x))):  # say why, on the failure path only
+            raise FloatingPointError(f"{e}: its input x contains NaN or inf") from None
+        raise
 
 
 def predict(model, x, p, prediction_type, step=None):
@@ -668,6 +705,7 @@ def predict_eps_x0(model, x, t, schedule, prediction_type="epsilon", *, step=Non
     -------
     eps_hat, x0_hat : arrays (N, ...)
     """
+    check_schedule(schedule)
     out = call_model(model, x, t, step=step)
     alpha, sigma = alpha_sigma(schedule, t, x)
     return to_eps_x0(out, x, alpha, sigma, prediction_type)
@@ -784,6 +822,16 @@ def check_timestep_arg(name, t):
     raise TypeError(f"{name} must be an integer timestep or an integer array, got {type(t).__name__} {t!r}")
 
 
+def check_time(name, t):
+    """A model time: an int index (not a bool) or a finite float; TypeError/ValueError
+    naming ``name`` otherwise."""
+    if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number (an int index or a float time), got {type(t).__name__} {t!r}")
+    if not math.isfinite(t):
+        raise ValueError(f"{name} = {t!r} is not finite")
+    return t
+
+
 def check_level(name, value, *, low=0.0):
     """A real number >= ``low`` that may be +inf (e.g. EDM's s_tmax); NaN, -inf, bools and
     non-numbers are refused naming ``name`` (:func:`refdiff._validate.check_finite_scalar`)."""
@@ -847,7 +895,14 @@ def end_step(i, t, x, x0_hat, callback=None, project=None, path=(1.0, 0.0)):
     FloatingPointError
         If ``x`` or the output of ``project`` is not finite.
     """
-    check_finite(x, "sampler state", f"step {i} (t = {t})")
+    check_int("i", i, min=0)
+    check_array("x", x)
+    if x0_hat is not None:
+        check_array("x0_hat", x0_hat)
+        check_finite(x0_hat, "x0_hat (the step's x_0 prediction)", f"step {i} (t = {t})")
+    check_finite(x, "sampler state x", f"step {i} (t = {t})")
+    if x0_hat is not None:
+        check_same_shape(x=x, x0_hat=x0_hat)
     for name, hook in (("project", project), ("callback", callback)):
         if hook is not None and not callable(hook):
             raise TypeError(f"{name} must be callable ({name}(i, t, x{', x0_hat' if name == 'callback' else ''})) "

@@ -15,13 +15,13 @@ import math
 
 import numpy as np
 
-from .._validate import check_bool, check_finite_scalar
+from .._validate import check_bool, check_finite_scalar, check_int
 from ..backend import array_namespace, asarray_like
 from ..parameterization import to_eps_x0
 from ..schedules import Schedule, gather
-from .common import (check_timestep_arg, ZERO, call_model, check_args, check_noise, check_options, check_prediction_type, check_start,
-                     check_step_arrays, check_x0_defined, draw_noise, end_step, is_int_scalar, make_grid, point_at,
-                     predict, vp_grid)
+from .common import (ZERO, call_model, check_args, check_int_grid, check_noise, check_options, check_prediction_type,
+                     check_start, check_timestep_arg, check_x0_defined, draw_noise, end_step, is_int_scalar,
+                     make_grid, point_at, predict, vp_grid)
 from .ddpm import process_x0
 
 __all__ = ["ddim_update", "ddim_sigma", "ddim_step", "ddim_inversion_step", "ddim_loop", "ddim_invert",
@@ -305,7 +305,8 @@ def library_prev_timesteps(T, timesteps):
     numpy.ndarray (n,)
         int64 previous timesteps (-1: the data end).
     """
-    ts = np.asarray(timesteps, dtype=np.int64)
+    check_int("T", T, min=1)
+    ts = check_int_grid(timesteps, T)
     return np.maximum(ts - T // ts.shape[0], -1)
 
 
@@ -458,6 +459,7 @@ def ddim_invert(model, x0, schedule, timesteps, *, prediction_type="epsilon", se
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
     check_prediction_type(prediction_type)
+    check_bool("set_alpha_to_one", set_alpha_to_one)
     grid = make_grid(schedule, timesteps)  # strictly decreasing integers in [0, T-1], non-empty
     check_start(model, x0, grid, "ddim_invert", name="x0")
     ts = [p.t for p in grid if p.t is not None][::-1]  # increasing

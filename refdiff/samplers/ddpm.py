@@ -22,7 +22,7 @@ from ..parameterization import clip_x0, dynamic_threshold, to_eps_x0
 from ..schedules import Schedule, gather, schedule_from_alpha_bars
 from ..variance import (VARIANCE_TYPES, check_model_output, check_variance_type, model_output_shape,
                         reverse_log_variance, split_learned)
-from .common import (check_timestep_arg, check_args, check_noise, check_options, check_prediction_type, check_start, check_step_arrays,
+from .common import (check_args, check_noise, check_options, check_prediction_type, check_start, check_timestep_arg,
                      check_x0_defined, draw_noise, end_step, is_int_scalar, make_grid, model_t, vp_grid)
 
 __all__ = ["ddpm_step", "ddpm_log_variance", "process_x0", "respace", "ddpm_loop", "VARIANCE_TYPES"]

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from .._validate import check_bool
-from .common import check_start, end_step, point_at_lambda, predict, vp_grid
+from .common import check_args, check_start, end_step, point_at_lambda, predict, vp_grid
 from .dpm_solver import dpm_solver_1_step, dpm_solver_2_update
 
 __all__ = ["deis_coefficients", "deis_update", "deis"]
@@ -32,6 +32,7 @@ def _int_exp_poly(p, u):
     return math.exp(u) * acc
 
 
+@check_args(scalars=("rho_t",))
 def deis_coefficients(rho_s_list, rho_t):
     """C_j = int_{rho_s0}^{rho_t} l_j(log rho) drho, j = 0..k-1, for the Lagrange basis l_j in
     u = log rho through the nodes u_j = log rho_sj (``rho_s_list`` newest first; rho_s0 is
@@ -71,11 +72,14 @@ def deis_coefficients(rho_s_list, rho_t):
     return out
 
 
+@check_args(arrays=("x_s",), scalars=("alpha_t", "sigma_t"))
 def deis_update(x_s, eps_list, alphas_sigmas, alpha_t, sigma_t):
     """One DEIS-k step (k = len(eps_list), 1..3), MATH.md (16.6):
     x_t = alpha_t (x_s / alpha_s0 + sum_j C_j eps_j), with ``eps_list`` and ``alphas_sigmas``
     = [(alpha_s0, sigma_s0), (alpha_s1, sigma_s1), ...] newest first (s0 the step's start).
     k = 1 is DDIM.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------

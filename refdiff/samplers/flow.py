@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import math
 
-from ..parameterization import eps_x0_from_velocity, velocity_from_eps_x0
-from .common import (call_model, check_args, check_start, end_step, flow_time, make_grid, point_at_lambda, predict,
-                     to_vp)
+from ..parameterization import PREDICTION_TYPES, eps_x0_from_velocity, velocity_from_eps_x0
+from .common import (call_model, check_args, check_schedule, check_start, end_step, flow_time, make_grid,
+                     point_at_lambda, predict, to_vp)
 
 __all__ = [
     "TIME_CONVENTIONS",
@@ -41,6 +41,7 @@ __all__ = [
 TIME_CONVENTIONS = ("t0_data", "t0_noise")
 
 
+@check_args(coefs=("t",))
 def rectified_flow_alpha_sigma(t, time_convention="t0_data"):
     """(alpha_t, sigma_t, d alpha/dt, d sigma/dt) of the rectified-flow path, MATH.md (11.7):
     (1 - t, t, -1, 1) with t = 0 data; (t, 1 - t, 1, -1) with ``time_convention="t0_noise"``.
@@ -200,6 +201,11 @@ def velocity_from_vp_model(model, schedule, prediction_type="epsilon"):
     callable
         ``velocity(y, s) -> u``.
     """
+    if not callable(model):
+        raise TypeError(f"model must be callable (model(x, t) -> output), got {type(model).__name__}")
+    check_schedule(schedule)
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"unknown prediction_type {prediction_type!r}; valid: {', '.join(PREDICTION_TYPES)}")
 
     def velocity(y, s):
         p = _vp_point(schedule, float(s), {})

@@ -19,7 +19,7 @@ import numpy as np
 from .._validate import check_finite_scalar, check_int
 from ..parameterization import to_eps_x0
 from .common import (call_model, check_args, check_level, check_noise, check_options, check_start, draw_noise,
-                     end_step, point_at_sigma, to_vp, vp_grid)
+                     end_step, _host_1d, point_at_sigma, to_vp, vp_grid)
 from .common import sigma_to_time  # noqa: F401  (MATH.md (9.9); kept importable from this module)
 
 __all__ = ["to_d", "euler_step", "ancestral_sigmas", "euler_ancestral_step", "heun_step", "dpm2_step",
@@ -330,7 +330,12 @@ def lms_coefficients(sigmas, i, order):
     ValueError
         If ``i`` or ``order`` is out of range.
     """
-    sig = np.asarray(sigmas, dtype=np.float64)
+    sig = _host_1d(sigmas, "sigmas").astype(np.float64)
+    if sig.size < 2:
+        raise ValueError(f"sigmas must hold at least 2 noise levels, got {sig.size}")
+    if np.any(sig < 0) or np.any(np.diff(sig) >= 0):
+        raise ValueError(f"sigmas must be >= 0 and strictly decreasing, got {sig.tolist()}")
+    check_int("i", i, min=0)
     if not 0 <= i < sig.shape[0] - 1:
         raise ValueError(f"i = {i} is out of range [0, {sig.shape[0] - 2}]")
     if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
@@ -348,8 +353,11 @@ def lms_coefficients(sigmas, i, order):
     return out
 
 
+@check_args(arrays=("x",))
 def lms_step(x, ds, coeffs):
     """``x + sum_j c_j d_{i-j}``, MATH.md (9.8); ``ds`` newest first (d_i, d_{i-1}, ...).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------

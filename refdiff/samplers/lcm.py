@@ -48,9 +48,13 @@ def lcm_timesteps(T, n, original_inference_steps=50, strength=1.0):
     """
     for name, v in (("T", T), ("n", n), ("original_inference_steps", original_inference_steps)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"lcm_timesteps: {name} = {v!r} must be an integer >= 1")
+            raise (TypeError if not isinstance(v, (int, np.integer)) or isinstance(v, bool) else ValueError)(
+                f"lcm_timesteps: {name} = {v!r} must be an integer >= 1")
+    if T > 2**31 - 1:
+        raise ValueError(f"lcm_timesteps: T = {T} exceeds 2**31 - 1")
     if original_inference_steps > T:
         raise ValueError(f"lcm_timesteps: original_inference_steps = {original_inference_steps} exceeds T = {T}")
+    check_finite_scalar("strength", strength, low=0.0, low_open=True, high=1.0)
     if not 0 < strength <= 1:
         raise ValueError(f"lcm_timesteps: strength = {strength!r} must be in (0, 1]")
     origin = (np.arange(1, int(original_inference_steps * strength) + 1) * (T // original_inference_steps) - 1)[::-1]
@@ -60,6 +64,7 @@ def lcm_timesteps(T, n, original_inference_steps=50, strength=1.0):
     return origin[np.floor(np.linspace(0, len(origin), n, endpoint=False)).astype(np.int64)].astype(np.int64)
 
 
+@check_args(scalars=("t", "sigma_data", "timestep_scaling"))
 def lcm_boundary(t, sigma_data=0.5, timestep_scaling=10.0):
     """(c_skip, c_out) of LCM, MATH.md (16.16): with u = timestep_scaling * t,
     c_skip = sigma_data^2 / (u^2 + sigma_data^2), c_out = u / sqrt(u^2 + sigma_data^2);

@@ -72,12 +72,15 @@ def plms_eps(eps_hist):
     return out
 
 
+@check_args(callables=("eps_fn",), arrays=("x",))
 def prk_step(eps_fn, x, p_s, p_mid, p_t):
     """One pseudo Runge-Kutta step, MATH.md (16.9): with phi = :func:`pndm_transfer` and the
     points p = (model_time, alpha, sigma) of the start, midpoint and end,
     e1 = eps(x, s), e2 = eps(phi(x, e1, s->mid), mid), e3 = eps(phi(x, e2, s->mid), mid),
     e4 = eps(phi(x, e3, s->t), t); x_t = phi(x, (e1 + 2 e2 + 2 e3 + e4)/6, s->t).
     ``eps_fn(x, p)`` evaluates the model.  Returns (x_t, e1).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------

@@ -84,9 +84,12 @@ def _norms(a):
     return xp.sqrt(xp.sum(xp.reshape(a * a, (a.shape[0], -1)), axis=1))  # (N, ...) -> (N,)
 
 
+@check_args(arrays=("score", "noise"), scalars=("snr", "alpha_i"), same_shape=("score", "noise"))
 def langevin_step_size(score, noise, snr, alpha_i=1.0, norm="sample"):
     """The Langevin corrector's step size of Song et al. (2021, Alg. 5), MATH.md (11.4):
     epsilon = 2 alpha_i (snr ||z|| / ||score||)^2.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     ``norm="sample"`` (the paper): norms per sample, a (N,) array; ``norm="batch"`` (the code
     release): the batch means of the per-sample norms, one scalar for the whole batch.
@@ -118,6 +121,9 @@ def langevin_step_size(score, noise, snr, alpha_i=1.0, norm="sample"):
     if not (math.isfinite(snr) and snr > 0):
         raise ValueError(f"snr = {snr!r} must be finite and > 0")
     gn, zn = _norms(score), _norms(noise)
+    xp = array_namespace(score)
+    if not bool(xp.all(xp.isfinite(gn))) or not bool(xp.all(xp.isfinite(zn))):
+        raise ValueError("score or noise contains NaN or inf: the Langevin step size would be 0 or NaN")
     if norm == "batch":
         xp = array_namespace(score)
         gn, zn = xp.mean(gn), xp.mean(zn)

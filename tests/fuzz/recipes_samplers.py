@@ -146,16 +146,105 @@ def _steps():
     return r
 
 
+def _more():
+    """Multistep updates, coefficient helpers, grid helpers."""
+    import math
+
+    from refdiff.samplers import ancestral as A, common as C, ddim as DI, deis as DE, dpm_solver as DS, flow as F
+    from refdiff.samplers import karras as K, lcm as LC, library as LB, pndm as P, sde as S, unipc as U
+    from refdiff.schedules import LinearVP
+
+    c = ctx()
+    x, y, z, w = _arr(0), _arr(1), _arr(2), _arr(3)
+    # lambda_s = log(0.6 / 0.8) < lambda_t = log(0.8 / 0.6); lambda_prev < lambda_s
+    st = dict(alpha_s=0.6, sigma_s=0.8, alpha_t=0.8, sigma_t=0.6)
+    fl = {k: "float" for k in st}
+    r = {}
+
+    def add(fn, kw, nan=(), **opts):
+        r[f"{fn.__module__}.{fn.__name__}"] = lambda: Call(fn, dict(kw), nan_propagates=set(nan), **opts)
+
+    lam_s = math.log(0.6 / 0.8)
+    add(DS.taylor_differences, dict(m0=x, m_others=[y], offsets=[-0.5]), nan=("m0",), kinds={"m0": "coef"})
+    add(DS.dpm_solver_taylor_update, dict(x_s=x, m0=y, D1=z, D2=None, **st, form="data"), nan=("x_s", "m0", "D1", "D2"),
+        kinds=fl, accept={"D1": {"None"}})  # D1 = None: first order (documented)
+    add(DS.dpm_solver_2_update, dict(x_s=x, m0=y, m1=z, r1=0.5, **st, form="data"), nan=("x_s", "m0", "m1"),
+        kinds={**fl, "r1": "float"})
+    add(DS.dpm_solver_3_intermediate, dict(x_s=x, m0=y, m1=z, r1=1 / 3, r2=2 / 3, alpha_s=0.6, sigma_s=0.8,
+                                           alpha_s2=0.7, sigma_s2=0.51 ** 0.5, form="data"),
+        nan=("x_s", "m0", "m1"), kinds={"alpha_s": "float", "sigma_s": "float", "alpha_s2": "float",
+                                        "sigma_s2": "float", "r1": "float", "r2": "float"})
+    add(DS.dpm_solver_3_update, dict(x_s=x, m0=y, m1=z, m2=w, r1=1 / 3, r2=2 / 3, **st, form="data"),
+        nan=("x_s", "m0", "m1", "m2"), kinds={**fl, "r1": "float", "r2": "float"},
+        accept={"m1": {"nan", "inf"}})  # the "dpmsolver" form of (10.8) uses m0 and m2 only
+    add(DS.dpmpp_2m_update, dict(x_s=x, m0=y, m_prev=z, lambda_prev=lam_s - 0.5, **st), nan=("x_s", "m0", "m_prev"),
+        kinds={**fl, "lambda_prev": "float"})
+    add(DS.dpmpp_3m_update, dict(x_s=x, m0=y, m1=z, m2=w, lambda_1=lam_s - 0.5, lambda_2=lam_s - 1.0, **st),
+        nan=("x_s", "m0", "m1", "m2"), kinds={**fl, "lambda_1": "float", "lambda_2": "float"})
+    add(DS.dpmpp_2m_sde_update, dict(x_s=x, m0=y, m_prev=z, lambda_prev=lam_s - 0.5, **st, noise=w),
+        nan=("x_s", "m0", "m_prev", "noise"), kinds={**fl, "lambda_prev": "float"})
+    add(DS.dpmpp_3m_sde_update, dict(x_s=x, m0=y, m1=z, m2=w, lambda_1=lam_s - 0.5, lambda_2=lam_s - 1.0, **st,
+                                     noise=_arr(4)),
+        nan=("x_s", "m0", "m1", "m2", "noise"), kinds={**fl, "lambda_1": "float", "lambda_2": "float"})
+    add(DS.dpm_solver_singlestep, dict(model=c.model(), x=x, s=9, t=5, schedule=c.schedule(), order=2),
+        kinds={"s": "timestep", "t": "timestep"},
+        accept={"s": {"python_float", "float_array"}, "t": {"python_float", "float_array"}})  # float indices (2.15)
+    add(A.dpmpp_3m_sde_step, dict(x=x, x0_hats=[y, z], hs_prev=[0.4], sigma=0.5, sigma_next=0.2, noise=w),
+        nan=("x", "noise"), kinds={"sigma": "float", "sigma_next": "float"})
+    add(U.unipc_b, dict(h=0.5, order=2), kinds={"h": "float"})
+    add(U.unipc_rhos, dict(rks=[-1.0], h=0.5, order=2), kinds={"h": "float"})
+    add(U.unip_update, dict(x_s=x, m0=y, m_prev=[z], lambdas_prev=[lam_s - 0.5], **st, order=2), nan=("x_s", "m0"),
+        kinds=fl)
+    add(U.unic_update, dict(x_s=x, m0=y, m_prev=[z], lambdas_prev=[lam_s - 0.5], m_t=w, **st, order=2),
+        nan=("x_s", "m0", "m_t"), kinds=fl)
+    add(DE.deis_coefficients, dict(rho_s_list=[0.5, 0.8], rho_t=0.3), kinds={"rho_t": "float"})
+    add(DE.deis_update, dict(x_s=x, eps_list=[y, z], alphas_sigmas=[(0.6, 0.8), (0.5, 0.75 ** 0.5)], alpha_t=0.8,
+                             sigma_t=0.6), nan=("x_s",), kinds={"alpha_t": "float", "sigma_t": "float"})
+    add(P.plms_eps, dict(eps_hist=[x, y]))
+    sch = c.schedule()
+    add(P.prk_step, dict(eps_fn=lambda x, p: 0.1 * x, x=x, p_s=C.point_at(sch, 9), p_mid=C.point_at(sch, 7.0),
+                         p_t=C.point_at(sch, 5)), nan=("x",), kinds={"eps_fn": "object"})
+    add(K.lms_coefficients, dict(sigmas=[3.0, 2.0, 1.0, 0.0], i=2, order=3), kinds={"sigmas": "sigmas"},
+        accept={"order": {"huge"}})  # the order used is min(order, i + 1)
+    add(K.lms_step, dict(x=x, ds=[y, z], coeffs=[0.5, 0.2]), nan=("x",))
+    add(LC.lcm_timesteps, dict(T=100, n=4))
+    add(LC.lcm_boundary, dict(t=3), kinds={"t": "float"})
+    add(LB.library_grid, dict(schedule=sch, n=4))
+    add(LB.diffusers_init_scale, dict(timestep_spacing="linspace"))
+    add(LB.singlestep_orders, dict(n=6, order=2))
+    add(LB.dpm_solver_release_singlestep_grid, dict(vp=LinearVP(), steps=6, order=2))
+    add(DI.library_prev_timesteps, dict(T=10, timesteps=[9, 5, 1]))
+    add(DI.ddim_invert, dict(model=c.model(), x0=x, schedule=sch, timesteps=[9, 5, 1]))
+    add(S.langevin_step_size, dict(score=x, noise=y, snr=0.16), nan=("score", "noise"))
+    add(F.rectified_flow_alpha_sigma, dict(t=0.3), kinds={"t": "coef"})
+    add(F.velocity_from_vp_model, dict(model=c.model(), schedule=sch))
+    add(C.make_grid, dict(schedule=sch, timesteps=[9, 5, 1]))
+    add(C.point_at, dict(schedule=sch, t=3), accept={"t": {"python_float", "float_array"}})  # float index (2.15)
+    add(C.point_at_lambda, dict(schedule=sch, lam=2.0), kinds={"lam": "float"})
+    add(C.point_at_sigma, dict(schedule=sch, s=0.5), kinds={"s": "float"})
+    add(C.sigma_to_time, dict(schedule=sch, s=0.5), kinds={"s": "float"})
+    add(C.model_t, dict(t=3, x=x), kinds={"t": "float"}, accept={"x": {"nan", "inf"}})  # x gives N only
+    add(C.call_model, dict(model=c.model(), x=x, t=3), kinds={"t": "float"})
+    add(C.predict, dict(model=c.model(), x=x, p=C.point_at(sch, 3), prediction_type="epsilon"))
+    add(C.predict_eps_x0, dict(model=c.model(), x=x, t=3, schedule=sch), kinds={"t": "float"})
+    add(C.end_step, dict(i=0, t=3, x=x, x0_hat=y), skip={"t": "the model time, only passed on to the hooks"},
+        accept={"i": {"huge"}, "x0_hat": {"None"}})  # i: any loop index >= 0; x0_hat None: no prediction
+    return r
+
+
 # qualname -> factory() returning a harness.Call (only for callables the automatic
 # factories cannot build, or that need options such as nan_propagates).
 RECIPES = {
     **_loop_recipes(),
     **_steps(),
+    **_more(),
     "refdiff.samplers.loop.sample": _sample,
 }
 
 # qualname -> reason: callables that take no argument a caller can get wrong.
-EXEMPT = {}
+EXEMPT = {
+    "refdiff.samplers.common.GridPoint": "a record (t, alpha, sigma); built and validated by make_grid",
+}
 
 # TEMPORARY (issue 19 in progress): module -> reason.  The per-argument test skips these
 # modules and the completeness test tolerates them; delete each entry when the module
