@@ -165,7 +165,7 @@ def _more():
         r[f"{fn.__module__}.{fn.__name__}"] = lambda: Call(fn, dict(kw), nan_propagates=set(nan), **opts)
 
     lam_s = math.log(0.6 / 0.8)
-    add(DS.taylor_differences, dict(m0=x, m_others=[y], offsets=[-0.5]), nan=("m0",), kinds={"m0": "coef"})
+    add(DS.taylor_differences, dict(m0=0.3, m_others=[0.5], offsets=[-0.5]), nan=("m0",), kinds={"m0": "coef"})
     add(DS.dpm_solver_taylor_update, dict(x_s=x, m0=y, D1=z, D2=None, **st, form="data"), nan=("x_s", "m0", "D1", "D2"),
         kinds=fl, accept={"D1": {"None"}})  # D1 = None: first order (documented)
     add(DS.dpm_solver_2_update, dict(x_s=x, m0=y, m1=z, r1=0.5, **st, form="data"), nan=("x_s", "m0", "m1"),
@@ -232,12 +232,41 @@ def _more():
     return r
 
 
+def _orders():
+    """The convergence-order measurements (small sizes)."""
+    import os
+    import tempfile
+
+    from refdiff.samplers import orders as O
+
+    r = {
+        "refdiff.samplers.orders.fit_order": lambda: Call(O.fit_order, dict(steps=[4, 8, 16], errors=[1.0, 0.25, 0.0625])),
+        "refdiff.samplers.orders.global_error": lambda: Call(O.global_error, dict(label="ddim", n=4, n_samples=4),
+                                                             accept={"seed": {"huge"}}),  # any int >= 0 seeds
+        "refdiff.samplers.orders.measure_orders": lambda: Call(O.measure_orders, dict(methods=["ddim"], steps=(4, 8),
+                                                                                      n_samples=4),
+                                                               accept={"seed": {"huge"}}),
+        "refdiff.samplers.orders.local_errors": lambda: Call(O.local_errors, dict(label="ddim", hs=[0.2, 0.1],
+                                                                                  n_samples=4),
+                                                             accept={"seed": {"huge"}}),
+    }
+
+    def plot():
+        res = O.measure_orders(methods=["ddim"], steps=(4, 8), n_samples=4)
+        return Call(O.plot_errors, dict(result=res, path=os.path.join(tempfile.mkdtemp(), "orders.png")),
+                    skip={"path": "a file path: any string is a valid name (a probe would write files)"})
+
+    r["refdiff.samplers.orders.plot_errors"] = plot
+    return r
+
+
 # qualname -> factory() returning a harness.Call (only for callables the automatic
 # factories cannot build, or that need options such as nan_propagates).
 RECIPES = {
     **_loop_recipes(),
     **_steps(),
     **_more(),
+    **_orders(),
     "refdiff.samplers.loop.sample": _sample,
 }
 
@@ -256,19 +285,4 @@ PENDING = {
     "refdiff.consistency_training": "not validated yet",
     "refdiff.distill": "not validated yet",
     "refdiff.flow_matching": "not validated yet",
-    "refdiff.samplers.ancestral": "not validated yet",
-    "refdiff.samplers.common": "not validated yet",
-    "refdiff.samplers.ddim": "not validated yet",
-    "refdiff.samplers.ddpm": "not validated yet",
-    "refdiff.samplers.deis": "not validated yet",
-    "refdiff.samplers.dpm_solver": "not validated yet",
-    "refdiff.samplers.flow": "not validated yet",
-    "refdiff.samplers.karras": "not validated yet",
-    "refdiff.samplers.lcm": "not validated yet",
-    "refdiff.samplers.library": "not validated yet",
-    "refdiff.samplers.loop": "not validated yet",
-    "refdiff.samplers.orders": "not validated yet",
-    "refdiff.samplers.pndm": "not validated yet",
-    "refdiff.samplers.sde": "not validated yet",
-    "refdiff.samplers.unipc": "not validated yet",
 }
