@@ -83,6 +83,10 @@ def asarray_like(a, like, dtype=None):
     array
         ``a`` in ``like``'s namespace, on its device.
     """
+    from ._validate import check_array
+
+    if not isinstance(like, np.generic):  # NumPy scalars (0-d results) are accepted as they are
+        check_array("like", like, dtype="any", allow_empty=True)
     xp = array_namespace(like)
     if dtype is None:
         dtype = like.dtype
@@ -263,8 +267,16 @@ def to_numpy(x) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        The values on the host (no copy when ``x`` already is a NumPy array).
+        The values on the host (no copy when ``x`` already is a NumPy array); any dtype,
+        NaN and inf copied as they are.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is None or a string (lists and numbers are converted by ``np.asarray``).
     """
+    if x is None or isinstance(x, (str, bytes)):
+        raise TypeError(f"x must be an array (or array_like: a list, a number), got {type(x).__name__}")
     if isinstance(x, np.ndarray):
         return x
     if hasattr(x, "get") and "cupy" in type(x).__module__:
@@ -276,6 +288,9 @@ def to_numpy(x) -> np.ndarray:
 
 
 def _special(x, name):
+    from ._validate import check_array
+
+    check_array("x", x, allow_empty=True)
     xp = array_namespace(x)
     if _is_cupy_namespace(xp):
         import cupyx.scipy.special as sp  # imported only when CuPy arrays are present
@@ -289,7 +304,8 @@ def _special(x, name):
 
 def ndtr(x):
     """Standard normal CDF, Phi(x) = (1 + erf(x / sqrt 2)) / 2, in ``x``'s namespace
-    (scipy.special on the host, cupyx.scipy.special on CUDA).
+    (scipy.special on the host, cupyx.scipy.special on CUDA).  NaN propagates: not checked;
+    Phi(+-inf) = 1, 0.
 
     Parameters
     ----------
@@ -305,7 +321,8 @@ def ndtr(x):
 
 
 def log_ndtr(x):
-    """log Phi(x), accurate in both tails (no log of a difference near 0 or 1).
+    """log Phi(x), accurate in both tails (no log of a difference near 0 or 1).  NaN
+    propagates: not checked; log Phi(+inf) = 0, log Phi(-inf) = -inf.
 
     Parameters
     ----------
@@ -356,12 +373,15 @@ def is_floating(xp, x) -> bool:
     bool
         True for float32/float64 (any real floating dtype).
     """
+    from ._validate import check_array
+
+    check_array("x", x, dtype="any", allow_empty=True)
     return xp.isdtype(x.dtype, "real floating")
 
 
 def bcast(coef, x):
     """Reshape a per-sample array of shape (N,) (or a scalar) to broadcast against
-    ``x`` of shape (N, ...): (N,) -> (N, 1, ..., 1).
+    ``x`` of shape (N, ...): (N,) -> (N, 1, ..., 1).  Values are not read (NaN passes).
 
     Parameters
     ----------
@@ -381,6 +401,12 @@ def bcast(coef, x):
     ValueError
         When the length of ``coef`` is neither 1 nor N.
     """
+    from ._validate import check_array
+
+    check_array("x", x, dtype="any", allow_empty=True)
+    if isinstance(coef, (bool, np.bool_, complex)) or not (isinstance(coef, (int, float, np.number))
+                                                           or hasattr(coef, "shape")):
+        raise TypeError(f"coef must be a real number or an array (a per-sample coefficient), got {type(coef).__name__}")
     xp = array_namespace(x)
     if isinstance(coef, (int, float)):
         return float(coef)  # also turns NumPy scalars into Python floats (strict namespaces reject them)
@@ -391,7 +417,7 @@ def bcast(coef, x):
     if coef.ndim == 1 and x.ndim >= 1:
         if coef.shape[0] not in (1, x.shape[0]):
             raise ValueError(
-                f"per-sample coefficient has shape {tuple(coef.shape)}, data has batch {x.shape[0]}"
+                f"coef has shape {tuple(coef.shape)}, x has batch {x.shape[0]}: coef must be (1,) or (N,)"
             )
         return xp.reshape(coef, (coef.shape[0],) + (1,) * (x.ndim - 1))  # (N,) -> (N,1,...)
     return coef
@@ -414,6 +440,9 @@ def check_finite(x, what: str, where: str = "") -> None:
     FloatingPointError
         If any entry is NaN or infinite.
     """
+    from ._validate import check_array
+
+    check_array("x", x, dtype="any", allow_empty=True)
     xp = array_namespace(x)
     if not bool(xp.all(xp.isfinite(x))):
         loc = f" at {where}" if where else ""

@@ -260,6 +260,64 @@ def _orders():
     return r
 
 
+def _backend():
+    import refdiff.backend as B
+
+    x = _arr(0)
+    xp = B.array_namespace(x)
+    any_dtype = {"int_array", "bool_array", "float16", "complex", "empty"}  # dtype-agnostic helpers
+    like_ok = {"nan", "inf", "empty"}  # like gives the namespace, device and dtype only
+    return {
+        "refdiff.backend.standard_normal": lambda: Call(B.standard_normal, dict(rng=0, shape=(2, 3), like=x),
+                                                        accept={"like": like_ok}),
+        "refdiff.backend.rademacher": lambda: Call(B.rademacher, dict(rng=0, shape=(2, 3), like=x),
+                                                   accept={"like": like_ok}),
+        "refdiff.backend.asarray_like": lambda: Call(B.asarray_like, dict(a=[1.0, 2.0], like=x),
+                                                     accept={"like": like_ok | {"int_array", "bool_array", "float16",
+                                                                                "complex"}}),
+        "refdiff.backend.to_numpy": lambda: Call(B.to_numpy, dict(x=x), nan_propagates={"x"},
+                                                 accept={"x": any_dtype | {"list", "python_float"}}),  # a converter
+        "refdiff.backend.ndtr": lambda: Call(B.ndtr, dict(x=x), nan_propagates={"x"}, accept={"x": {"inf", "empty"}}),
+        "refdiff.backend.log_ndtr": lambda: Call(B.log_ndtr, dict(x=x), nan_propagates={"x"},
+                                                 accept={"x": {"inf", "empty"}}),
+        "refdiff.backend.float_dtype": lambda: Call(B.float_dtype, dict(xp=xp, x=x),
+                                                    accept={"x": any_dtype | {"nan", "inf"}}),
+        "refdiff.backend.is_floating": lambda: Call(B.is_floating, dict(xp=xp, x=x),
+                                                    accept={"x": any_dtype | {"nan", "inf"}}),
+        "refdiff.backend.bcast": lambda: Call(B.bcast, dict(coef=np.ones(2), x=x), kinds={"coef": "array"},
+                                              nan_propagates={"coef"},
+                                              accept={"x": any_dtype | {"nan", "inf"},
+                                                      "coef": any_dtype | {"python_float"}}),  # a float is shared
+        "refdiff.backend.check_finite": lambda: Call(B.check_finite, dict(x=x, what="x"),
+                                                     skip={"what": "a free-text name", "where": "a free-text place"},
+                                                     accept={"x": any_dtype}),
+    }
+
+
+def _conditioning():
+    import refdiff.conditioning as CO
+
+    c = ctx()
+    mean, cov = c.rng(5).standard_normal(3), c.spd()
+    H, y = np.eye(3)[:2], np.array([0.5, -0.2])
+    w, means, covs = np.array([0.4, 0.6]), c.rng(6).standard_normal((2, 3)), np.stack([c.spd(seed=1), c.spd(seed=2)])
+    mask, known = np.array([[0.0, 1.0, 1.0]]), np.array([[0.3, 0.0, 0.0]])
+    return {
+        "refdiff.conditioning.condition_gaussian": lambda: Call(CO.condition_gaussian, dict(mean=mean, cov=cov, H=H, c=y),
+                                                                accept={"c": {"list"}}),  # documented array_like
+        "refdiff.conditioning.condition_mixture": lambda: Call(CO.condition_mixture, dict(weights=w, means=means,
+                                                                                          covs=covs, H=H, c=y),
+                                                               accept={"c": {"list"}}),  # documented array_like
+        "refdiff.conditioning.mask_measurement": lambda: Call(CO.mask_measurement, dict(mask=mask, x_known=known),
+                                                              accept={"mask": {"int_array", "bool_array", "float16"}}),
+        "refdiff.conditioning.psd_eig": lambda: Call(CO.psd_eig, dict(cov=cov), skip={"name": "a free-text name"}),
+        "refdiff.conditioning.gaussian_from_moments": lambda: Call(CO.gaussian_from_moments, dict(mean=mean, cov=cov)),
+        "refdiff.conditioning.mixture_from_moments": lambda: Call(CO.mixture_from_moments,
+                                                                  dict(weights=w, means=means, covs=list(covs),
+                                                                       event_shape=(3,))),
+    }
+
+
 # qualname -> factory() returning a harness.Call (only for callables the automatic
 # factories cannot build, or that need options such as nan_propagates).
 RECIPES = {
@@ -267,6 +325,8 @@ RECIPES = {
     **_steps(),
     **_more(),
     **_orders(),
+    **_backend(),
+    **_conditioning(),
     "refdiff.samplers.loop.sample": _sample,
 }
 
@@ -279,8 +339,6 @@ EXEMPT = {
 # modules and the completeness test tolerates them; delete each entry when the module
 # passes (the goal is an empty dict).
 PENDING = {
-    "refdiff.backend": "not validated yet",
-    "refdiff.conditioning": "not validated yet",
     "refdiff.consistency": "not validated yet",
     "refdiff.consistency_training": "not validated yet",
     "refdiff.distill": "not validated yet",
