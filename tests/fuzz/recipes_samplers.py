@@ -318,6 +318,38 @@ def _conditioning():
     }
 
 
+def _consistency():
+    import refdiff
+    import refdiff.consistency as CM
+
+    c = ctx()
+    inc = np.array([0.002, 0.1, 1.0, 10.0])
+    g = refdiff.GaussianData(np.zeros(3), c.spd())
+    return {
+        "refdiff.consistency.cm_scalings": lambda: Call(CM.cm_scalings, dict(sigma=0.5), kinds={"sigma": "coef"}),
+        "refdiff.consistency.cm_noise_input": lambda: Call(CM.cm_noise_input, dict(sigma=0.5), kinds={"sigma": "coef"}),
+        "refdiff.consistency.cm_karras_sigmas": lambda: Call(CM.cm_karras_sigmas, dict(N=5)),
+        "refdiff.consistency.cm_curriculum": lambda: Call(CM.cm_curriculum, dict(k=3, K=10),
+                                                          accept={"K": {"huge"}, "s1": {"huge"}}),  # any length
+        "refdiff.consistency.cm_adaptive_ema": lambda: Call(CM.cm_adaptive_ema, dict(k=3, K=10),
+                                                            accept={"K": {"huge"}, "s1": {"huge"}}),
+        "refdiff.consistency.curriculum_stages": lambda: Call(CM.curriculum_stages, dict(K=20),
+                                                              accept={"s1": {"huge"}}),
+        "refdiff.consistency.ict_noise_probs": lambda: Call(CM.ict_noise_probs, dict(sigmas=inc), kinds={"sigmas": "array"},
+                                                            accept={"sigmas": {"list", "int_array"}}),  # a grid
+        "refdiff.consistency.ict_loss_weights": lambda: Call(CM.ict_loss_weights, dict(sigmas=inc),
+                                                             kinds={"sigmas": "array"},
+                                                             accept={"sigmas": {"list", "int_array"}}),
+        "refdiff.consistency.ideal_consistency": lambda: Call(CM.ideal_consistency, dict(oracle=g, x=_arr(0), sigma=1.0),
+                                                              kinds={"oracle": "object"}),
+        "refdiff.consistency.cm_fixed_point": lambda: Call(CM.cm_fixed_point, dict(d=1.0, sigmas=inc), kinds={"d": "float"},
+                                                           accept={"sigmas": {"increasing"}}),  # the grid increases
+        "refdiff.consistency.consistency_sample": lambda: Call(
+            CM.consistency_sample, dict(f=lambda x, s: x / (1 + s * s) ** 0.5, x_T=_arr(0), sigmas=[10.0, 1.0],
+                                        noise=[_arr(1)]), kinds={"f": "object"}),
+    }
+
+
 # qualname -> factory() returning a harness.Call (only for callables the automatic
 # factories cannot build, or that need options such as nan_propagates).
 RECIPES = {
@@ -327,6 +359,7 @@ RECIPES = {
     **_orders(),
     **_backend(),
     **_conditioning(),
+    **_consistency(),
     "refdiff.samplers.loop.sample": _sample,
 }
 
@@ -339,7 +372,6 @@ EXEMPT = {
 # modules and the completeness test tolerates them; delete each entry when the module
 # passes (the goal is an empty dict).
 PENDING = {
-    "refdiff.consistency": "not validated yet",
     "refdiff.consistency_training": "not validated yet",
     "refdiff.distill": "not validated yet",
     "refdiff.flow_matching": "not validated yet",
