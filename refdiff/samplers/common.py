@@ -39,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._validate import check_array, check_choice, check_finite_scalar, check_int, check_same_shape
-from ..backend import array_namespace, check_finite, to_numpy
+from ..backend import array_namespace, bcast, check_finite, to_numpy
 from ..parameterization import PREDICTION_TYPES, to_eps_x0
 from ..schedules import InterpolatedVP, Schedule, _ContinuousVP, alpha_sigma
 from ..variance import check_model_output
@@ -98,7 +98,8 @@ def check_args(*, arrays=(), coefs=(), scalars=(), callables=(), same_shape=(), 
     """Decorator: the cheap entry checks of a step function (issue 19), by parameter name.
 
     ``arrays``: real floating arrays (float32/float64, any rank); ``coefs``: a finite
-    real number (not a bool) or a float array (per-sample coefficients); ``scalars``: a
+    real number (not a bool) or a float array (a per-sample coefficient of shape (N,) is
+    reshaped to (N, 1, ..., 1) against the first array, :func:`refdiff.backend.bcast`); ``scalars``: a
     finite real number (not a bool, not an array); ``callables``:
     callables; ``same_shape``: arrays that must have one shape (no broadcasting).  An
     optional parameter left at None (default None, or named in ``optional``) is not
@@ -120,7 +121,8 @@ def check_args(*, arrays=(), coefs=(), scalars=(), callables=(), same_shape=(), 
 
         @functools.wraps(fn)
         def checked(*args, **kwargs):
-            a = sig.bind(*args, **kwargs).arguments
+            bound = sig.bind(*args, **kwargs)
+            a = bound.arguments
             for name in callables:
                 if not callable(a.get(name)):
                     raise TypeError(f"{name} must be callable, got {type(a.get(name)).__name__}")
@@ -128,10 +130,16 @@ def check_args(*, arrays=(), coefs=(), scalars=(), callables=(), same_shape=(), 
                 v = a.get(name)
                 if name in a and not (v is None and (sig.parameters[name].default is None or name in optional)):
                     check_array(name, np.asarray(v) if isinstance(v, np.generic) else v)  # NumPy 0-d results
+            ref = next((a[n] for n in arrays if a.get(n) is not None and hasattr(a[n], "ndim")), None)
             for name in coefs:
                 v = a.get(name, sig.parameters[name].default)
                 if hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, np.generic):
                     check_array(name, v)
+                    if v.ndim == 1 and ref is not None and ref.ndim > 1:  # per sample: (N,) -> (N, 1, ...)
+                        if v.shape[0] not in (1, ref.shape[0]):
+                            raise ValueError(f"{name} has shape {tuple(v.shape)}; a per-sample coefficient must "
+                                             f"have shape (N,) = ({ref.shape[0]},)")
+                        a[name] = bcast(v, ref)
                 else:
                     check_finite_scalar(name, v)
             for name in scalars:
@@ -141,7 +149,7 @@ def check_args(*, arrays=(), coefs=(), scalars=(), callables=(), same_shape=(), 
             shaped = {n: a[n] for n in same_shape if a.get(n) is not None}
             if len(shaped) > 1:
                 check_same_shape(**shaped)
-            return fn(*args, **kwargs)
+            return fn(*bound.args, **bound.kwargs)
 
         return checked
 
@@ -648,6 +656,8 @@ def call_model(model, x, t, *, step=None):
     """
     if not callable(model):
         raise TypeError(f"model must be callable (model(x, t) -> output), got {type(model).__name__}")
+    if step is not None:
+        check_int("step", step, min=0)
     where = f"step {step} (t = {t})" if step is not None else f"t = {t}"
     try:
         return check_model_output(model(x, model_t(t, x)), x, where=where)

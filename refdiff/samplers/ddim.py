@@ -59,7 +59,7 @@ def ddim_sigma(alpha, sigma, alpha_prev, sigma_prev, eta):
     float or array
         sigma_eta (a float when ``alpha`` and ``alpha_prev`` are floats).
     """
-    if isinstance(alpha, float) and isinstance(alpha_prev, float):
+    if all(isinstance(v, (int, float)) for v in (alpha, sigma, alpha_prev, sigma_prev)):
         inner = max(sigma * sigma - (alpha * sigma_prev / alpha_prev) ** 2, 0.0)
         return eta * sigma_prev / sigma * math.sqrt(inner)
     xp = array_namespace(alpha, sigma, alpha_prev, sigma_prev)

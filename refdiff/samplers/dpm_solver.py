@@ -940,6 +940,8 @@ def dpm_solver_singlestep(model, x, s, t, schedule, order, *, prediction_type="e
     """
     order = _check_order(order, (1, 2, 3), "dpm_solver_singlestep")
     grid = Grid([_point_at(schedule, s, "s"), point_at(schedule, t)])
+    if not grid[0].lam < grid[1].lam:
+        raise ValueError(f"s = {s!r} must be noisier than t = {t!r} (lambda_s < lambda_t): the step goes towards the data")
     return dpm_solver_singlestep_loop(model, x, schedule, grid, prediction_type=prediction_type, order=order, form=form,
                       solver_type=solver_type, r1=r1, r2=r2)
 

@@ -144,7 +144,7 @@ def flow_rk4_step(velocity, x, t, t_next):
     return rk4_step(velocity, x, float(t), float(t_next) - float(t))
 
 
-@check_args(arrays=("x_t", "u"), coefs=("t",), same_shape=("x_t", "u"))
+@check_args(arrays=("x_t", "u"), scalars=("t",), same_shape=("x_t", "u"))
 def eps_x0_from_flow_velocity(x_t, u, t, time_convention="t0_data"):
     """(eps_hat, x0_hat) from a rectified-flow velocity at time t, MATH.md (4.8) with (11.7):
     for t = 0 data, x0 = x_t - t u and eps = x_t + (1 - t) u.

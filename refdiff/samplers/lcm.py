@@ -96,7 +96,7 @@ def lcm_boundary(t, sigma_data=0.5, timestep_scaling=10.0):
 
 
 @check_args(arrays=("x_t", "x0_hat", "noise"),
-            coefs=("c_skip", "c_out", "alpha_next", "sigma_next"),
+            scalars=("c_skip", "c_out", "alpha_next", "sigma_next"),
             same_shape=("x_t", "x0_hat", "noise"))
 def lcm_step(x_t, x0_hat, c_skip, c_out, alpha_next, sigma_next, noise=None):
     """One consistency step, MATH.md (16.16), (16.17): f = c_skip x_t + c_out x0_hat, then

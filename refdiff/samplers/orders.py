@@ -105,7 +105,7 @@ def _check_run(label, n_samples, seed, methods_ok=True):
     """The shared checks of the measurement functions: a known label, sizes, seed."""
     valid = set(SPECS) | (set(_methods()) if methods_ok else set())
     if not isinstance(label, str) or label not in valid:
-        raise ValueError(f"unknown label {label!r}; valid: a key of SPECS ({', '.join(SPECS)})"
+        raise ValueError(f"unknown order setup {label!r} (label); valid: a key of SPECS ({', '.join(SPECS)})"
                          + (" or a method name" if methods_ok else ""))
     check_int("n_samples", n_samples, min=1)
     if n_samples > 10**6:

@@ -17,7 +17,7 @@ __all__ = ["PLMS_WEIGHTS", "pndm_transfer", "plms_eps", "prk_step", "pndm"]
 PLMS_WEIGHTS = ((1.0,), (3 / 2, -1 / 2), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
 
 
-@check_args(arrays=("x_s", "eps"), coefs=("alpha_s", "sigma_s", "alpha_t", "sigma_t"), same_shape=("x_s", "eps"))
+@check_args(arrays=("x_s", "eps"), scalars=("alpha_s", "sigma_s", "alpha_t", "sigma_t"), same_shape=("x_s", "eps"))
 def pndm_transfer(x_s, eps, alpha_s, sigma_s, alpha_t, sigma_t):
     """The transfer phi(x_s, eps, s -> t) of the PNDM paper (its eq. (9)), MATH.md (16.7):
     x_t = (alpha_t/alpha_s) x_s - (abar_t - abar_s) / (abar_s sigma_t + alpha_s sigma_s alpha_t) eps

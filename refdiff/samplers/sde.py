@@ -39,7 +39,7 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- steps
-@check_args(arrays=("x", "score", "noise"), coefs=("f", "g2", "dt"), same_shape=("x", "score", "noise"))
+@check_args(arrays=("x", "score", "noise"), scalars=("f", "g2", "dt"), same_shape=("x", "score", "noise"))
 def euler_maruyama_step(x, score, f, g2, dt, noise=None):
     """One Euler-Maruyama step of the reverse VP SDE from t to t - dt (dt > 0), MATH.md (11.2):
     x_{t-dt} = x_t - (f x_t - g^2 score) dt + sqrt(g^2 dt) z.
@@ -161,7 +161,7 @@ def langevin_corrector_step(x, score, step_size, noise):
     return x + eps * score + array_namespace(x).sqrt(2.0 * eps) * noise
 
 
-@check_args(arrays=("x", "eps_hat"), coefs=("f", "g2", "sigma"), same_shape=("x", "eps_hat"))
+@check_args(arrays=("x", "eps_hat"), scalars=("f", "g2", "sigma"), same_shape=("x", "eps_hat"))
 def pf_ode_drift(x, eps_hat, f, g2, sigma):
     """The probability-flow ODE of a VP SDE, MATH.md (11.5):
     dx/dt = f x - g^2 score / 2 = f x + g^2 eps_hat / (2 sigma).
@@ -187,7 +187,7 @@ def pf_ode_drift(x, eps_hat, f, g2, sigma):
     return float(f) * x + (0.5 * float(g2) / float(sigma)) * eps_hat
 
 
-@check_args(callables=("drift",), arrays=("x",), coefs=("t", "dt"))
+@check_args(callables=("drift",), arrays=("x",), scalars=("t", "dt"))
 def rk4_step(drift, x, t, dt):
     """One classical Runge-Kutta-4 step of dx/dt = drift(x, t) from t to t + dt (dt may be
     negative), MATH.md (11.6): k1 = F(x, t), k2 = F(x + dt k1/2, t + dt/2),
