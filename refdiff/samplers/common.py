@@ -130,7 +130,8 @@ def check_args(*, arrays=(), coefs=(), scalars=(), callables=(), same_shape=(), 
                 v = a.get(name)
                 if name in a and not (v is None and (sig.parameters[name].default is None or name in optional)):
                     check_array(name, np.asarray(v) if isinstance(v, np.generic) else v)  # NumPy 0-d results
-            ref = next((a[n] for n in arrays if a.get(n) is not None and hasattr(a[n], "ndim")), None)
+            ref_name = next((n for n in arrays if a.get(n) is not None and hasattr(a[n], "ndim")), None)
+            ref = a[ref_name] if ref_name is not None else None
             for name in coefs:
                 v = a.get(name, sig.parameters[name].default)
                 if hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, np.generic):
@@ -138,7 +139,8 @@ def check_args(*, arrays=(), coefs=(), scalars=(), callables=(), same_shape=(), 
                     if v.ndim == 1 and ref is not None and ref.ndim > 1:  # per sample: (N,) -> (N, 1, ...)
                         if v.shape[0] not in (1, ref.shape[0]):
                             raise ValueError(f"{name} has shape {tuple(v.shape)}; a per-sample coefficient must "
-                                             f"have shape (N,) = ({ref.shape[0]},)")
+                                             f"have shape (N,) = ({ref.shape[0]},), N from {ref_name} "
+                                             f"{tuple(ref.shape)}")
                         a[name] = bcast(v, ref)
                 else:
                     check_finite_scalar(name, v)

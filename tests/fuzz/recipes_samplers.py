@@ -350,6 +350,58 @@ def _consistency():
     }
 
 
+def _flow_matching():
+    import refdiff
+    import refdiff.flow_matching as FM
+
+    c = ctx()
+    x, z = _arr(0), _arr(1)
+    t = np.array([0.3, 0.7])
+    ev = np.array([0.5, 1.0, 2.0])
+
+    def velocity(y, s):
+        return -y
+
+    r = {
+        "refdiff.flow_matching.fm_interpolate": lambda: Call(FM.fm_interpolate, dict(x0=x, noise=z, t=t),
+                                                             nan_propagates={"x0", "noise", "t"}, kinds={"t": "array"},
+                                                             accept={"t": {"python_float", "empty"}}),
+        "refdiff.flow_matching.fm_target": lambda: Call(FM.fm_target, dict(x0=x, noise=z), nan_propagates={"x0", "noise"}),
+        "refdiff.flow_matching.fm_loss": lambda: Call(FM.fm_loss, dict(out=_arr(2), x0=x, noise=z),
+                                                      nan_propagates={"out", "x0", "noise", "weights"},
+                                                      ref={"weights": np.ones(2)}),
+        "refdiff.flow_matching.sample_flow_times": lambda: Call(FM.sample_flow_times, dict(n=4, rng=0)),
+        "refdiff.flow_matching.logit_normal_density": lambda: Call(FM.logit_normal_density, dict(t=t),
+                                                                   nan_propagates={"t"}, kinds={"t": "array"},
+                                                                   accept={"t": {"python_float", "empty"}}),
+        "refdiff.flow_matching.flow_shift": lambda: Call(FM.flow_shift, dict(sigma=0.5, shift=3.0), kinds={"sigma": "coef"}),
+        "refdiff.flow_matching.flow_log_snr": lambda: Call(FM.flow_log_snr, dict(sigma=0.5), kinds={"sigma": "coef"}),
+        "refdiff.flow_matching.flow_time_shift": lambda: Call(FM.flow_time_shift, dict(sigma=0.5, mu=1.0),
+                                                              kinds={"sigma": "coef"}),
+        "refdiff.flow_matching.flow_dynamic_mu": lambda: Call(FM.flow_dynamic_mu, dict(seq_len=1024),
+                                                              accept={k: {"huge"} for k in ("seq_len", "max_seq_len")}),
+        "refdiff.flow_matching.flow_match_euler_sigmas": lambda: Call(FM.flow_match_euler_sigmas, dict(n=4)),
+        "refdiff.flow_matching.fm_irreducible_loss": lambda: Call(FM.fm_irreducible_loss, dict(data_eigenvalues=ev, t=0.4),
+                                                                  kinds={"t": "coef"}),
+        "refdiff.flow_matching.fm_expected_irreducible_loss": lambda: Call(FM.fm_expected_irreducible_loss,
+                                                                           dict(data_eigenvalues=ev)),
+        "refdiff.flow_matching.flow_velocity_to": lambda: Call(FM.flow_velocity_to, dict(u=_arr(2), x_t=x, t=0.4),
+                                                               nan_propagates={"u", "x_t"}, kinds={"t": "coef"}),
+        "refdiff.flow_matching.vp_model_from_flow": lambda: Call(FM.vp_model_from_flow,
+                                                                 dict(velocity=velocity, schedule=c.schedule()),
+                                                                 kinds={"velocity": "object"}),
+        "refdiff.flow_matching.reflow_pairs": lambda: Call(FM.reflow_pairs, dict(velocity=velocity, z=z, n_steps=4),
+                                                           kinds={"velocity": "object"}),
+        "refdiff.flow_matching.straightness": lambda: Call(FM.straightness, dict(velocity=velocity, z=z, n_steps=4),
+                                                           kinds={"velocity": "object"}),
+        "refdiff.flow_matching.rf_straightness_gaussian": lambda: Call(FM.rf_straightness_gaussian,
+                                                                       dict(data_eigenvalues=ev)),
+        "refdiff.flow_matching.reflow_velocity_gaussian": lambda: Call(FM.reflow_velocity_gaussian,
+                                                                       dict(mean=np.zeros(3), cov=c.spd())),
+    }
+    return r
+
+
 # qualname -> factory() returning a harness.Call (only for callables the automatic
 # factories cannot build, or that need options such as nan_propagates).
 RECIPES = {
@@ -360,6 +412,7 @@ RECIPES = {
     **_backend(),
     **_conditioning(),
     **_consistency(),
+    **_flow_matching(),
     "refdiff.samplers.loop.sample": _sample,
 }
 
@@ -374,5 +427,5 @@ EXEMPT = {
 PENDING = {
     "refdiff.consistency_training": "not validated yet",
     "refdiff.distill": "not validated yet",
-    "refdiff.flow_matching": "not validated yet",
+    "refdiff.flow_matching.fm_loss_fn": "not validated yet (needs a recipe with a net)",
 }
