@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from ._validate import check_array, check_bool, check_finite_scalar, check_int
+from ._validate import check_array, check_bool, check_choice, check_finite_scalar, check_int
 from .backend import array_namespace, check_rng
 from .samplers.common import check_args, check_schedule
 from .samplers.flow import TIME_CONVENTIONS, eps_x0_from_flow_velocity, flow_rk4_step
@@ -480,7 +480,12 @@ def fm_loss_fn(net, *, times="uniform", time_convention="t0_data", time_input=1.
     ValueError
         If ``time_convention`` or ``times`` (or its keywords) is invalid; checked at once.
     """
+    if not (callable(getattr(net, "forward", None)) and callable(getattr(net, "backward", None))):
+        raise TypeError(f"net must have forward(params, x, t, cond) and backward(params, cache, dout), "
+                        f"got {type(net).__name__}")
     _conv(time_convention)
+    check_choice("times", times, ("uniform", "logit_normal", "mode"))
+    check_finite_scalar("time_input", time_input, low=0.0, low_open=True)
     sample_flow_times(1, np.random.default_rng(0), times, **time_kw)
 
     def loss_fn(groups, batch, rng):

@@ -399,6 +399,15 @@ def _flow_matching():
         "refdiff.flow_matching.reflow_velocity_gaussian": lambda: Call(FM.reflow_velocity_gaussian,
                                                                        dict(mean=np.zeros(3), cov=c.spd())),
     }
+    class _Net:
+        def forward(self, params, x, t, cond=None):
+            return params["w"] * x, x
+
+        def backward(self, params, cache, dout):
+            return {"w": np.sum(dout * cache)}, None
+
+    r["refdiff.flow_matching.fm_loss_fn"] = lambda: Call(FM.fm_loss_fn, dict(net=_Net()), kinds={"net": "object"},
+                                                         skip={"cond_key": "any value: truthy selects the cond"})
     return r
 
 
@@ -427,5 +436,4 @@ EXEMPT = {
 PENDING = {
     "refdiff.consistency_training": "not validated yet",
     "refdiff.distill": "not validated yet",
-    "refdiff.flow_matching.fm_loss_fn": "not validated yet (needs a recipe with a net)",
 }
