@@ -411,6 +411,64 @@ def _flow_matching():
     return r
 
 
+def _consistency_training():
+    import refdiff.consistency_training as CT
+
+    x, z = _arr(0), _arr(1)
+    sig = np.array([0.002, 0.5, 2.0, 10.0])
+    net = CT.LevelLinear(sig, 3)
+    params = {"a": np.full((4, 3), 0.5)}
+
+    def teacher(x, sigma):
+        return x / (1.0 + np.reshape(sigma, (-1, 1)) ** 2)
+
+    def fwd():
+        return CT.cm_forward(net, params, x, 2.0)
+
+    return {
+        "refdiff.consistency_training.pseudo_huber": lambda: Call(CT.pseudo_huber, dict(x=x, y=z, c=0.03),
+                                                                  nan_propagates={"x", "y"}, kinds={"c": "float"}),
+        "refdiff.consistency_training.pseudo_huber_grad": lambda: Call(CT.pseudo_huber_grad, dict(x=x, y=z, c=0.03),
+                                                                       nan_propagates={"x", "y"}, kinds={"c": "float"}),
+        "refdiff.consistency_training.LevelLinear": lambda: Call(CT.LevelLinear, dict(sigmas=sig, dim=3),
+                                                                 kinds={"sigmas": "array"},
+                                                                 accept={"sigmas": {"list", "int_array"}}),
+        "refdiff.consistency_training.cm_forward": lambda: Call(CT.cm_forward, dict(net=net, params=params, x=x, sigma=2.0),
+                                                                nan_propagates={"x"}, kinds={"sigma": "coef", "net": "object"},
+                                                                skip={"params": "the network's own parameter dict"}),
+        "refdiff.consistency_training.cm_backward": lambda: Call(CT.cm_backward, dict(net=net, params=params,
+                                                                                     cache=fwd()[1], df=z),
+                                                                 nan_propagates={"df"}, kinds={"net": "object"},
+                                                                 skip={"params": "the network's parameter dict",
+                                                                       "cache": "cm_forward's cache"}),
+        "refdiff.consistency_training.ct_pair": lambda: Call(CT.ct_pair, dict(x0=x, z=z, sigma_lo=0.5, sigma_hi=2.0),
+                                                             nan_propagates={"x0", "z"},
+                                                             kinds={"sigma_lo": "coef", "sigma_hi": "coef"}),
+        "refdiff.consistency_training.cd_pair": lambda: Call(CT.cd_pair, dict(teacher=teacher, x0=x, z=z, sigma_lo=0.5,
+                                                                              sigma_hi=2.0),
+                                                             nan_propagates={"x0", "z"},
+                                                             kinds={"sigma_lo": "coef", "sigma_hi": "coef",
+                                                                    "teacher": "object"}),
+        "refdiff.consistency_training.consistency_loss_fn": lambda: Call(CT.consistency_loss_fn,
+                                                                         dict(net=net, sigmas=sig),
+                                                                         kinds={"sigmas": "array"},
+                                                                         accept={"sigmas": {"list", "int_array"}},
+                                                                         skip={"cond_key": "any value",
+                                                                               "target": "a group name: any string"}),
+        "refdiff.consistency_training.LevelLinear.forward": lambda: Call(net.forward, dict(params=params, x=x,
+                                                                                           t=np.array([0.1, 2.0])),
+                                                                         nan_propagates={"x"},
+                                                                         skip={"params": "the parameter dict",
+                                                                               "t": "a noise input; the nearest level"}),
+        "refdiff.consistency_training.LevelLinear.backward": lambda: Call(
+            net.backward, dict(params=params, cache=net.forward(params, x, np.array([0.1, 2.0]))[1], dout=z),
+            nan_propagates={"dout"}, skip={"params": "the parameter dict", "cache": "forward's cache"}),
+        "refdiff.consistency_training.LevelLinear.init_params": lambda: Call(net.init_params, dict(),
+                                                                             skip={"rng": "unused (zeros)",
+                                                                                   "xp": "an array namespace"}),
+    }
+
+
 # qualname -> factory() returning a harness.Call (only for callables the automatic
 # factories cannot build, or that need options such as nan_propagates).
 RECIPES = {
@@ -422,6 +480,7 @@ RECIPES = {
     **_conditioning(),
     **_consistency(),
     **_flow_matching(),
+    **_consistency_training(),
     "refdiff.samplers.loop.sample": _sample,
 }
 
@@ -434,6 +493,5 @@ EXEMPT = {
 # modules and the completeness test tolerates them; delete each entry when the module
 # passes (the goal is an empty dict).
 PENDING = {
-    "refdiff.consistency_training": "not validated yet",
     "refdiff.distill": "not validated yet",
 }
