@@ -354,12 +354,12 @@ def ict_loss_weights(sigmas):
     return 1.0 / np.diff(s)
 
 
-def _grid(sigmas, who):
-    """A host float64 1-D noise grid (a list or an array of real numbers), else TypeError naming sigmas."""
+def _grid(sigmas, who, name="sigmas"):
+    """A host float64 1-D noise grid (a list or an array of real numbers), else TypeError naming it."""
     v = np.asarray(sigmas) if isinstance(sigmas, (list, tuple)) else sigmas
     if isinstance(v, np.ndarray) and v.dtype.kind in "iu":
         v = v.astype(np.float64)
-    check_array("sigmas", v, ndim=1, finite=True)
+    check_array(name, v, ndim=1, finite=True)
     return np.asarray(to_numpy(v), dtype=np.float64)
 
 

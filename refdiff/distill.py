@@ -28,8 +28,11 @@ import math
 
 import numpy as np
 
+from ._validate import check_array, check_finite_scalar, check_int
 from .backend import array_namespace
-from .consistency_training import _col, _loss_and_grad, _check_c, cm_backward, cm_forward
+from .consistency import _grid
+from .consistency_training import _check_c, _check_net, _col, _loss_and_grad, cm_backward, cm_forward
+from .samplers.common import check_args
 from .parameterization import PREDICTION_TYPES, to_eps_x0
 from .samplers.lcm import lcm_boundary
 
@@ -59,7 +62,11 @@ def lcm_solver_timesteps(T=1000, n=50):
     ValueError
         If ``n`` is not an integer in [1, T].
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= T:
+    check_int("T", T, min=1)
+    check_int("n", n, min=1)
+    if T > 2**31 - 1:
+        raise ValueError(f"lcm_solver_timesteps: T = {T} exceeds 2**31 - 1")
+    if not 1 <= n <= T:
         raise ValueError(f"lcm_solver_timesteps: n = {n!r} must be an integer in [1, T = {T}]")
     return np.arange(1, n + 1, dtype=np.int64) * (T // n) - 1
 
@@ -89,8 +96,14 @@ def guidance_scale_embedding(w, dim=256, scale=1000.0):
     ValueError
         If ``dim`` is not an integer >= 4.
     """
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 4:
-        raise ValueError(f"guidance_scale_embedding: dim = {dim!r} must be an integer >= 4")
+    check_int("dim", dim, min=4)
+    if dim > 10**6:
+        raise ValueError(f"guidance_scale_embedding: dim = {dim} exceeds 10**6")
+    check_finite_scalar("scale", scale)
+    if hasattr(w, "shape") and hasattr(w, "dtype") and not isinstance(w, np.generic):
+        check_array("w", w, finite=True)
+    else:
+        check_finite_scalar("w", w)
     w = np.asarray(w, dtype=np.float64).reshape(-1) * scale
     half = dim // 2
     f = np.exp(-math.log(10000.0) * np.arange(half) / (half - 1))
@@ -372,13 +385,18 @@ def pd_grid(sigmas_desc, steps):
     ValueError
         If ``steps`` < 1 or does not divide n.
     """
-    s = np.asarray(sigmas_desc, dtype=np.float64)
+    s = _grid(sigmas_desc, "pd_grid", "sigmas_desc")
+    if s.size < 2 or np.any(np.diff(s) >= 0) or np.any(s < 0):
+        raise ValueError(f"pd_grid: sigmas_desc must be a strictly decreasing grid of >= 2 levels >= 0, "
+                         f"got {s.tolist()}")
+    check_int("steps", steps, min=1)
     n = len(s) - 1
     if steps < 1 or n % steps:
         raise ValueError(f"pd_grid: steps = {steps} must divide the {n} intervals of the base grid")
     return s[:: n // steps]
 
 
+@check_args(arrays=("x", "x2"), coefs=("sigma", "sigma2"), same_shape=("x", "x2"))
 def pd_target(x, x2, sigma, sigma2):
     """The denoiser target that makes one DDIM step from (x, sigma) land on x2 at sigma2 < sigma,
     MATH.md (18.28): D = (x2 - (sigma2/sigma) x) / (1 - sigma2/sigma).
@@ -478,6 +496,13 @@ def pd_sample(denoiser, x_T, grid):
     array (N, ...)
         The final sample.
     """
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be callable (denoiser(x, sigma) -> x0), got {type(denoiser).__name__}")
+    check_array("x_T", x_T, min_ndim=1, finite=True)
+    g = _grid(grid, "pd_sample", "grid")
+    if g.size < 2 or np.any(np.diff(g) >= 0) or np.any(g < 0):
+        raise ValueError(f"grid must be a strictly decreasing sequence of >= 2 noise levels >= 0, got {g.tolist()}")
+    grid = [float(v) for v in g]
     x = x_T
     for s, s2 in zip(grid[:-1], grid[1:]):
         D = denoiser(x, np.full(x.shape[0], s))
@@ -503,6 +528,10 @@ def edm_student_denoiser(net, params, sigma_data=0.5):
     callable
         ``D(x, sigma)`` with sigma array_like (N,).
     """
+    _check_net(net)
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be the network's parameter dict, got {type(params).__name__}")
+    check_finite_scalar("sigma_data", sigma_data, low=0.0, low_open=True)
     return lambda x, s: cm_forward(net, params, x, np.asarray(s, np.float64), None, sigma_data=sigma_data,
                                    sigma_min=0.0, form="edm")[0]
 
