@@ -144,7 +144,8 @@ def check_model_output(out, x, variance_type: str = "fixed_small", *, where: str
 
 def split_learned(model_output, x, variance_type: str):
     """``(prediction, var_output)`` of a learned-variance model's output (module docstring);
-    ``(model_output, None)`` for a fixed variance.  Checks the shape.
+    ``(model_output, None)`` for a fixed variance.  Checks the shape; NaN and inf propagate
+    (not checked).
 
     Parameters
     ----------
