@@ -13,6 +13,8 @@ f = c_skip x + c_out F(c_in x, c_noise(sigma)) by :func:`cm_forward`.  One loss 
 
 with d the squared L2 distance or the pseudo-Huber distance, the target the group ``target``
 (an EMA of the student) or the student itself (iCT: no EMA, mu = 0).
+
+NaN and inf in the arrays (data, noise, network outputs) propagate: not checked.
 """
 
 from __future__ import annotations

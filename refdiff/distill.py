@@ -20,6 +20,8 @@ drops the extra outputs.  The conditioning is the same information through anoth
 
 **Progressive distillation** (Salimans & Ho 2022) on the VE path x = x0 + sigma z: a student with
 an EDM-preconditioned denoiser learns to do in one DDIM step what its teacher does in two.
+
+NaN and inf in the arrays of the pure functions propagate: not checked.
 """
 
 from __future__ import annotations

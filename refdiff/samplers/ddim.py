@@ -150,6 +150,8 @@ def ddim_step(schedule, model_output, t, t_prev, x_t, *, eta=0.0, noise=None, pr
               sample_max_value=1.0, use_clipped_model_output=False, final_alpha_bar=1.0):
     """One DDIM step x_t -> x_{t_prev} on a discrete schedule, MATH.md (8.7)-(8.8).
 
+    NaN and inf in the arrays propagate: not checked (a per-step function).
+
     ``t`` in [0, T-1] and ``t_prev`` in [-1, t-1] (ints or integer (N,) arrays);
     ``t_prev = -1`` means alpha_bar_prev = ``final_alpha_bar`` (1: the data end; the
     PyTorch library's ``set_alpha_to_one=False`` uses alpha_bar[0]).  eta in [0, 1]:

@@ -89,6 +89,8 @@ def ddpm_step(schedule, model_output, t, x_t, noise=None, *, prediction_type="ep
               thresholding=False, dynamic_thresholding_ratio=0.995, sample_max_value=1.0):
     """One DDPM ancestral step x_t -> x_{t-1}, MATH.md (8.1)-(8.4).
 
+    NaN and inf in the arrays propagate: not checked (a per-step function).
+
     ``x_{t-1} = coef1_t x0_hat + coef2_t x_t + [t > 0] exp(log Sigma_t / 2) noise``, where
     x0_hat is the model's prediction of x_0 (optionally clipped or thresholded,
     MATH.md (8.10)) and Sigma_t is given by ``variance_type`` (see
