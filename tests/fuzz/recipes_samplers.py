@@ -469,6 +469,29 @@ def _consistency_training():
     }
 
 
+def _mlp():
+    from refdiff.nn import MLP, MLPConfig
+
+    return MLP(MLPConfig(dim=3 + 4, hidden=8, layers=1, time_embed_dim=8))
+
+
+def _guided():
+    import refdiff.distill as DI
+
+    return DI.GuidedNet(_mlp(), 3, 4, (0.0, 2.0))
+
+
+def _gparams():
+    return _guided().init_params(np.random.default_rng(0))
+
+
+def _guided_backward(x, dout):
+    g, p = _guided(), _gparams()
+    cache = g.forward(p, x, np.array([3.0, 7.0]))[1]
+    return Call(g.backward, dict(params=p, cache=cache, dout=dout), nan_propagates={"dout"},
+                skip={"params": "the parameter dict", "cache": "forward's cache"})
+
+
 def _distill():
     import refdiff.consistency_training as CT
     import refdiff.distill as DI
@@ -489,6 +512,27 @@ def _distill():
                                                                      grid=np.array([4.0, 1.0, 0.0])),
                                                   kinds={"grid": "array", "denoiser": "object"},
                                                   accept={"grid": grid_ok}),
+        "refdiff.distill.GuidedNet": lambda: Call(DI.GuidedNet, dict(net=_mlp(), dim=3, embed_dim=4, omega_range=(0.0, 2.0)),
+                                                  kinds={"net": "object"}),
+        "refdiff.distill.GuidedNet.init_params": lambda: Call(_guided().init_params, dict(rng=0)),
+        "refdiff.distill.GuidedNet.forward": lambda: Call(_guided().forward, dict(params=_gparams(), x=x,
+                                                                                  t=np.array([3.0, 7.0])),
+                                                          nan_propagates={"x"},
+                                                          skip={"params": "the parameter dict", "t": "passed to net"}),
+        "refdiff.distill.GuidedNet.backward": lambda: _guided_backward(x, z),
+        "refdiff.distill.lcm_student_model": lambda: Call(DI.lcm_student_model, dict(student=_guided(), params=_gparams(),
+                                                                                     omega=1.0),
+                                                          kinds={"student": "object", "params": "object"}),
+        "refdiff.distill.lcm_loss_fn": lambda: Call(DI.lcm_loss_fn, dict(student=_guided(), teacher=lambda x, t, c=None: x,
+                                                                         schedule=ctx().schedule(), n_solver=5,
+                                                                         omega_range=(0.0, 1.0)),
+                                                    kinds={"student": "object", "teacher": "object"},
+                                                    skip={"target": "a group name: any string"}),
+        "refdiff.distill.pd_loss_fn": lambda: Call(DI.pd_loss_fn, dict(student=net, teacher=(lambda x, s: 0.5 * x,
+                                                                                             [4.0, 2.0, 1.0, 0.5, 0.0]),
+                                                                       grid=[4.0, 1.0, 0.0]),
+                                                   kinds={"student": "object", "teacher": "object", "grid": "array"},
+                                                   accept={"grid": {"list", "int_array"}}),
         "refdiff.distill.edm_student_denoiser": lambda: Call(DI.edm_student_denoiser, dict(net=net, params=params),
                                                              kinds={"net": "object", "params": "object"}),
     }
@@ -519,11 +563,4 @@ EXEMPT = {
 # modules and the completeness test tolerates them; delete each entry when the module
 # passes (the goal is an empty dict).
 PENDING = {
-    "refdiff.distill.GuidedNet": "not validated yet (needs a recipe with a wrapped network)",
-    "refdiff.distill.GuidedNet.init_params": "not validated yet (needs a recipe with a wrapped network)",
-    "refdiff.distill.GuidedNet.forward": "not validated yet (needs a recipe with a wrapped network)",
-    "refdiff.distill.GuidedNet.backward": "not validated yet (needs a recipe with a wrapped network)",
-    "refdiff.distill.lcm_loss_fn": "not validated yet (needs a GuidedNet student and a teacher)",
-    "refdiff.distill.lcm_student_model": "not validated yet (needs a GuidedNet student)",
-    "refdiff.distill.pd_loss_fn": "not validated yet (needs student and teacher networks)",
 }
