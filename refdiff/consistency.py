@@ -407,6 +407,10 @@ def ideal_consistency(oracle, x, sigma, sigma_min=0.002, *, rtol=1e-12, atol=1e-
     if not hasattr(oracle, "x0_mean"):
         raise TypeError(f"oracle must be a refdiff oracle (with x0_mean), got {type(oracle).__name__}")
     check_array("x", x, min_ndim=1, finite=True)
+    D = getattr(oracle, "D", None)
+    if D is not None and int(np.prod(x.shape[1:])) != D:
+        raise ValueError(f"x has shape {tuple(x.shape)}: {int(np.prod(x.shape[1:]))} entries per sample, but the "
+                         f"oracle's data dimension is D = {D}")
     check_finite_scalar("sigma", sigma, low=0.0, low_open=True)
     check_finite_scalar("sigma_min", sigma_min, low=0.0)
     check_finite_scalar("rtol", rtol, low=0.0, low_open=True)
@@ -526,7 +530,8 @@ def consistency_sample(f, x_T, sigmas, noise=None, sigma_min=0.002):
     for tau, z in zip(s[1:], noise):
         check_array("noise", z)
         if tuple(z.shape) != tuple(x_T.shape):
-            raise ValueError(f"consistency_sample: noise of shape {tuple(z.shape)}, expected {tuple(x_T.shape)}")
+            raise ValueError(f"consistency_sample: noise of shape {tuple(z.shape)}, expected x_T's shape "
+                             f"{tuple(x_T.shape)}")
         x0 = f(x0 + math.sqrt(tau * tau - sigma_min * sigma_min) * z, tau)
         traj.append(x0)
     return x0, traj

@@ -40,9 +40,9 @@ def _conv(time_convention):
 
 def _col(t, x):
     xp = array_namespace(x)
-    if hasattr(t, "shape"):
+    if hasattr(t, "shape") and t.ndim > 0:
         return xp.reshape(xp.asarray(t, dtype=x.dtype), (x.shape[0],) + (1,) * (x.ndim - 1))
-    return float(t)
+    return float(t)  # a number or a 0-d array: one time for the batch
 
 
 @check_args(arrays=("x0", "noise"), coefs=("t",), same_shape=("x0", "noise"))
