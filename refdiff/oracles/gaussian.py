@@ -336,7 +336,7 @@ class GaussianData(_GaussianComponents):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
         schedule.check_t(t)
-        check_array("x_t", x_t)
+        check_array("x_t", x_t, min_ndim=2)
         if hasattr(t, "ndim") and t.ndim == 1 and t.shape[0] != x_t.shape[0]:
             raise ValueError(f"t has shape {tuple(t.shape)} but x_t has shape {tuple(x_t.shape)}: one timestep per sample")
         P = _Prepared(self, x_t, 1.0, 0.0)
