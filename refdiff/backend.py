@@ -83,6 +83,10 @@ def asarray_like(a, like, dtype=None):
     array
         ``a`` in ``like``'s namespace, on its device.
     """
+    from ._validate import check_array
+
+    if not isinstance(like, np.generic):  # NumPy scalars (0-d results) are accepted as they are
+        check_array("like", like, dtype="any", allow_empty=True)
     xp = array_namespace(like)
     if dtype is None:
         dtype = like.dtype
@@ -155,9 +159,19 @@ def standard_normal(rng: np.random.Generator, shape, like=None, *, xp=None, dtyp
     -------
     array
         Standard normal draws of ``shape``.
+
+    Raises
+    ------
+    TypeError
+        If ``shape`` is not a tuple of ints, ``like`` is not an array, or the result dtype
+        (``dtype``, else ``like``'s) is not float32/float64: integer draws would be zeros.
+    ValueError
+        If an entry of ``shape`` is negative.
     """
     rng = check_rng(rng)
-    z = rng.standard_normal(tuple(int(s) for s in shape))
+    shape = _check_shape(shape)
+    _check_draw_dtype(like, dtype)
+    z = rng.standard_normal(shape)
     return _host_to(z, like, xp, dtype)
 
 
@@ -182,10 +196,50 @@ def rademacher(rng: np.random.Generator, shape, like=None, *, xp=None, dtype=Non
     -------
     array
         +1/-1 entries of ``shape``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`standard_normal`.
     """
     rng = check_rng(rng)
-    z = rng.integers(0, 2, size=tuple(int(s) for s in shape)).astype(np.float64) * 2.0 - 1.0
+    shape = _check_shape(shape)
+    _check_draw_dtype(like, dtype)
+    z = rng.integers(0, 2, size=shape).astype(np.float64) * 2.0 - 1.0
     return _host_to(z, like, xp, dtype)
+
+
+def _check_shape(shape) -> tuple:
+    from ._validate import check_int
+
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"shape must be a tuple of ints >= 0, got {type(shape).__name__}")
+    return tuple(check_int("shape entry", s, min=0, hint=f" (shape = {tuple(shape)!r})") for s in shape)
+
+
+def _dtype_label(dtype) -> str:
+    label = str(dtype).rsplit(".", 1)[-1]  # array_api_strict spells "array_api_strict.float64"
+    if label in ("float32", "float64"):
+        return label
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return label
+
+
+def _check_draw_dtype(like, dtype) -> None:
+    """The draws' dtype must be float32 or float64: cast to an integer or boolean dtype the
+    normal draws become zeros (issue 19), float16 overflows in the samplers' scalings."""
+    from ._validate import check_array
+
+    if like is not None:
+        check_array("like", like, dtype="any", allow_empty=True)
+    if dtype is not None:
+        if _dtype_label(dtype) not in ("float32", "float64"):
+            raise TypeError(f"dtype must be float32 or float64 (the draws are real), got {_dtype_label(dtype)}")
+    elif like is not None and _dtype_label(like.dtype) not in ("float32", "float64"):
+        raise TypeError(f"like must be a real floating array (float32 or float64), got dtype "
+                        f"{_dtype_label(like.dtype)}: the draws take like's dtype (pass dtype= to override)")
 
 
 def _host_to(z: np.ndarray, like, xp, dtype):
@@ -213,8 +267,16 @@ def to_numpy(x) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        The values on the host (no copy when ``x`` already is a NumPy array).
+        The values on the host (no copy when ``x`` already is a NumPy array); any dtype,
+        NaN and inf copied as they are.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is None or a string (lists and numbers are converted by ``np.asarray``).
     """
+    if x is None or isinstance(x, (str, bytes)):
+        raise TypeError(f"x must be an array (or array_like: a list, a number), got {type(x).__name__}")
     if isinstance(x, np.ndarray):
         return x
     if hasattr(x, "get") and "cupy" in type(x).__module__:
@@ -226,6 +288,9 @@ def to_numpy(x) -> np.ndarray:
 
 
 def _special(x, name):
+    from ._validate import check_array
+
+    check_array("x", x, allow_empty=True)
     xp = array_namespace(x)
     if _is_cupy_namespace(xp):
         import cupyx.scipy.special as sp  # imported only when CuPy arrays are present
@@ -239,7 +304,8 @@ def _special(x, name):
 
 def ndtr(x):
     """Standard normal CDF, Phi(x) = (1 + erf(x / sqrt 2)) / 2, in ``x``'s namespace
-    (scipy.special on the host, cupyx.scipy.special on CUDA).
+    (scipy.special on the host, cupyx.scipy.special on CUDA).  NaN propagates: not checked;
+    Phi(+-inf) = 1, 0.
 
     Parameters
     ----------
@@ -255,7 +321,8 @@ def ndtr(x):
 
 
 def log_ndtr(x):
-    """log Phi(x), accurate in both tails (no log of a difference near 0 or 1).
+    """log Phi(x), accurate in both tails (no log of a difference near 0 or 1).  NaN
+    propagates: not checked; log Phi(+inf) = 0, log Phi(-inf) = -inf.
 
     Parameters
     ----------
@@ -306,12 +373,15 @@ def is_floating(xp, x) -> bool:
     bool
         True for float32/float64 (any real floating dtype).
     """
+    from ._validate import check_array
+
+    check_array("x", x, dtype="any", allow_empty=True)
     return xp.isdtype(x.dtype, "real floating")
 
 
 def bcast(coef, x):
     """Reshape a per-sample array of shape (N,) (or a scalar) to broadcast against
-    ``x`` of shape (N, ...): (N,) -> (N, 1, ..., 1).
+    ``x`` of shape (N, ...): (N,) -> (N, 1, ..., 1).  Values are not read (NaN passes).
 
     Parameters
     ----------
@@ -331,6 +401,12 @@ def bcast(coef, x):
     ValueError
         When the length of ``coef`` is neither 1 nor N.
     """
+    from ._validate import check_array
+
+    check_array("x", x, dtype="any", allow_empty=True)
+    if isinstance(coef, (bool, np.bool_, complex)) or not (isinstance(coef, (int, float, np.number))
+                                                           or hasattr(coef, "shape")):
+        raise TypeError(f"coef must be a real number or an array (a per-sample coefficient), got {type(coef).__name__}")
     xp = array_namespace(x)
     if isinstance(coef, (int, float)):
         return float(coef)  # also turns NumPy scalars into Python floats (strict namespaces reject them)
@@ -341,7 +417,7 @@ def bcast(coef, x):
     if coef.ndim == 1 and x.ndim >= 1:
         if coef.shape[0] not in (1, x.shape[0]):
             raise ValueError(
-                f"per-sample coefficient has shape {tuple(coef.shape)}, data has batch {x.shape[0]}"
+                f"coef has shape {tuple(coef.shape)}, x has batch {x.shape[0]}: coef must be (1,) or (N,)"
             )
         return xp.reshape(coef, (coef.shape[0],) + (1,) * (x.ndim - 1))  # (N,) -> (N,1,...)
     return coef
@@ -364,6 +440,9 @@ def check_finite(x, what: str, where: str = "") -> None:
     FloatingPointError
         If any entry is NaN or infinite.
     """
+    from ._validate import check_array
+
+    check_array("x", x, dtype="any", allow_empty=True)
     xp = array_namespace(x)
     if not bool(xp.all(xp.isfinite(x))):
         loc = f" at {where}" if where else ""

@@ -23,14 +23,26 @@ import math
 
 import numpy as np
 
+from ._validate import check_array, check_finite_scalar
+from .backend import to_numpy
+
 __all__ = ["condition_gaussian", "condition_mixture", "mask_measurement", "gaussian_from_moments",
            "mixture_from_moments", "psd_eig"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+def _host(name, v, **kw):
+    """``v`` checked (a finite float array, issue 19) and copied to a host float64 array."""
+    check_array(name, v, finite=True, **kw)
+    return np.asarray(to_numpy(v), dtype=np.float64)
+
+
 def _check_measurement(H, c, noise_var, D):
-    H = np.asarray(H, dtype=np.float64)
+    H = _host("H", H, ndim=2)
+    if isinstance(c, (list, tuple)):  # the measurement may be written as a list (documented: array_like)
+        c = np.asarray(c, dtype=np.float64)
+    c = _host("c", c, min_ndim=1)
     if H.ndim != 2 or H.shape[1] != D or H.shape[0] < 1:
         raise ValueError(f"H has shape {H.shape}; expected (M, {D}) with M >= 1 rows and D = {D} columns "
                          "(one per entry of the flattened x0)")
@@ -89,8 +101,10 @@ def condition_gaussian(mean, cov, H, c, noise_var=0.0):
         If ``H`` or ``c`` has the wrong shape or is not finite, or ``noise_var`` is negative or
         not finite.
     """
-    mu = np.asarray(mean, dtype=np.float64).reshape(-1)
-    Sig = np.asarray(cov, dtype=np.float64)
+    mu = _host("mean", mean).reshape(-1)
+    Sig = _host("cov", cov, ndim=2)
+    if Sig.shape != (mu.size, mu.size):
+        raise ValueError(f"cov has shape {Sig.shape} and mean has {mu.size} entries: cov must be (D, D), D = mean.size")
     H, c, r = _check_measurement(H, c, noise_var, mu.size)
     SHt = Sig @ H.T  # (D, M)
     S = H @ SHt + r * np.eye(H.shape[0])
@@ -149,9 +163,12 @@ def condition_mixture(weights, means, covs, H, c, noise_var=0.0):
         not finite.
         Also ValueError if H Sigma_k H^T + noise_var I is singular for a component.
     """
-    w = np.asarray(weights, dtype=np.float64)
-    mus = np.asarray(means, dtype=np.float64).reshape(w.size, -1)
-    covs = np.asarray(covs, dtype=np.float64)
+    w = _check_weights(weights)
+    mus = _host("means", means, min_ndim=1)
+    if mus.shape[0] != w.size:
+        raise ValueError(f"means has shape {mus.shape}; expected K = {w.size} rows (weights has shape {w.shape})")
+    mus = mus.reshape(w.size, -1)
+    covs = _host("covs", covs, shape=(w.size, mus.shape[1], mus.shape[1]))
     H, c, r = _check_measurement(H, c, noise_var, mus.shape[1])
     logw, m_out, c_out = [], [], []
     for k in range(w.size):
@@ -190,8 +207,11 @@ def mask_measurement(mask, x_known):
     ValueError
         If the shapes differ, the mask is not 0/1, or it has no 1.
     """
-    m = np.asarray(mask, dtype=np.float64)
-    xk = np.asarray(x_known, dtype=np.float64)
+    check_array("mask", mask, dtype="any")
+    if "complex" in str(mask.dtype):
+        raise TypeError(f"mask must be a real or boolean array of 0 and 1, got dtype {mask.dtype}")
+    m = np.asarray(to_numpy(mask), dtype=np.float64)
+    xk = _host("x_known", x_known)
     if m.shape != xk.shape:
         raise ValueError(f"mask has shape {m.shape}; expected x_known's shape {xk.shape}")
     if not np.all((m == 0) | (m == 1)):
@@ -202,6 +222,22 @@ def mask_measurement(mask, x_known):
     keep = np.flatnonzero(m.reshape(-1) == 0)
     H = np.eye(m.size)[keep]
     return H, xk.reshape(-1)[keep]
+
+
+def _check_weights(weights):
+    w = _host("weights", weights, ndim=1)
+    if np.any(w <= 0) or abs(float(np.sum(w)) - 1.0) > 1e-6:
+        raise ValueError(f"weights must be > 0 and sum to 1, got {w.tolist()}")
+    return w
+
+
+def _check_event_shape(event_shape, D):
+    if not isinstance(event_shape, (tuple, list)) or any(isinstance(s, bool) or not isinstance(s, (int, np.integer))
+                                                          or s < 1 for s in event_shape):
+        raise TypeError(f"event_shape must be a tuple of ints >= 1, got {event_shape!r}")
+    if int(np.prod(event_shape)) != D:
+        raise ValueError(f"event_shape {tuple(event_shape)} has {int(np.prod(event_shape))} entries; expected D = {D}")
+    return tuple(int(s) for s in event_shape)
 
 
 def psd_eig(cov, name="cov", tol=None):
@@ -229,7 +265,11 @@ def psd_eig(cov, name="cov", tol=None):
     ValueError
         If an eigenvalue is below -max(tol, 1e-10 * the largest).
     """
-    cov = np.asarray(cov, dtype=np.float64)
+    cov = _host(name, cov, ndim=2)
+    if tol is not None:
+        check_finite_scalar("tol", tol, low=0.0)
+    if cov.shape[0] != cov.shape[1]:
+        raise ValueError(f"{name} must be a square matrix, got shape {cov.shape}")
     lam, U = np.linalg.eigh(0.5 * (cov + cov.T))
     top = max(float(np.max(np.abs(lam))), 1e-300)
     tol = cov.shape[0] * 1e-13 * top if tol is None else tol
@@ -263,9 +303,12 @@ def gaussian_from_moments(mean, cov, event_shape=None):
     """
     from .oracles import GaussianData
 
-    mu = np.asarray(mean, dtype=np.float64)
-    event_shape = mu.shape if event_shape is None else tuple(event_shape)
+    mu = _host("mean", mean)
     D = mu.size
+    event_shape = mu.shape if event_shape is None else _check_event_shape(event_shape, D)
+    check_array("cov", cov, ndim=2)
+    if tuple(cov.shape) != (D, D):
+        raise ValueError(f"cov has shape {tuple(cov.shape)} and mean has {D} entries: cov must be (D, D), D = mean.size")
     lam, U = psd_eig(cov)
     out = GaussianData.__new__(GaussianData)
     out._set_parts(np.ones(1), mu.reshape(1, D), lam.reshape(1, D), U.reshape(1, D, D), event_shape, "full", None)
@@ -300,9 +343,19 @@ def mixture_from_moments(weights, means, covs, event_shape, labels=None):
     """
     from .oracles import GaussianMixture
 
-    w = np.asarray(weights, dtype=np.float64)
-    mus = np.asarray(means, dtype=np.float64).reshape(w.size, -1)
+    w = _check_weights(weights)
+    mus = _host("means", means, min_ndim=1)
+    if mus.shape[0] != w.size:
+        raise ValueError(f"means has shape {mus.shape}; expected K = {w.size} rows (weights has shape {w.shape})")
+    mus = mus.reshape(w.size, -1)
+    event_shape = _check_event_shape(event_shape, mus.shape[1])
+    if not isinstance(covs, (list, tuple)) and not hasattr(covs, "shape"):
+        raise TypeError(f"covs must be a sequence of K (D, D) arrays, got {type(covs).__name__}")
+    if len(covs) != w.size:
+        raise ValueError(f"covs has {len(covs)} entries; expected K = {w.size}")
     parts = [psd_eig(C, f"covs[{k}]") for k, C in enumerate(covs)]
+    if any(p[0].shape[0] != mus.shape[1] for p in parts):
+        raise ValueError(f"covs must be (D, D) with D = {mus.shape[1]} (means' event size)")
     out = GaussianMixture.__new__(GaussianMixture)
     out._set_parts(w, mus, np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts]), tuple(event_shape),
                    "full", labels)

@@ -14,7 +14,8 @@ import math
 
 import numpy as np
 
-from .backend import array_namespace
+from ._validate import check_array, check_finite_scalar, check_int
+from .backend import array_namespace, to_numpy
 from .schedules import karras_sigmas
 
 __all__ = ["CM_FORMS", "cm_scalings", "cm_noise_input", "cm_karras_sigmas", "cm_curriculum", "cm_adaptive_ema",
@@ -24,10 +25,16 @@ CM_FORMS = ("boundary", "edm", "lcm")
 
 
 def _check_sigma_data(sigma_data, sigma_min):
-    if not (isinstance(sigma_data, (int, float)) and sigma_data > 0):
-        raise ValueError(f"sigma_data = {sigma_data!r} must be a number > 0")
-    if not (isinstance(sigma_min, (int, float)) and sigma_min >= 0):
-        raise ValueError(f"sigma_min = {sigma_min!r} must be a number >= 0")
+    check_finite_scalar("sigma_data", sigma_data, low=0.0, low_open=True)
+    check_finite_scalar("sigma_min", sigma_min, low=0.0)
+
+
+def _sigma_arg(sigma, name="sigma"):
+    """A noise level: a finite real number or a finite float array (issue 19)."""
+    if hasattr(sigma, "shape") and hasattr(sigma, "dtype") and not isinstance(sigma, np.generic):
+        check_array(name, sigma, finite=True, allow_empty=True)
+        return sigma
+    return check_finite_scalar(name, sigma)
 
 
 def cm_scalings(sigma, sigma_data=0.5, sigma_min=0.002, *, form="boundary", timestep_scaling=1.0):
@@ -69,6 +76,8 @@ def cm_scalings(sigma, sigma_data=0.5, sigma_min=0.002, *, form="boundary", time
     _check_sigma_data(sigma_data, sigma_min)
     if form not in CM_FORMS:
         raise ValueError(f"cm_scalings: unknown form {form!r}; valid: {', '.join(CM_FORMS)}")
+    sigma = _sigma_arg(sigma)
+    check_finite_scalar("timestep_scaling", timestep_scaling, low=0.0, low_open=True)
     xp = array_namespace(sigma) if hasattr(sigma, "shape") else None
     s = sigma if xp is not None else float(sigma)
     lo = float(xp.min(s)) if xp is not None else s
@@ -105,13 +114,15 @@ def cm_noise_input(sigma):
     float or array
         c_noise, a float for a float ``sigma``, else an array of its shape.
     """
+    sigma = _sigma_arg(sigma)
     xp = array_namespace(sigma) if hasattr(sigma, "shape") else None
     return 250.0 * (xp.log(sigma + 1e-44) if xp is not None else math.log(float(sigma) + 1e-44))
 
 
 def _check_n(N, who):
-    if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 2:
-        raise ValueError(f"{who}: N = {N!r} must be an integer >= 2 (a consistency grid needs two noise levels)")
+    check_int("N", N, min=2, hint=" (a consistency grid needs two noise levels)")
+    if N > 10**7:
+        raise ValueError(f"{who}: N = {N} exceeds 10**7 noise levels")
 
 
 def cm_karras_sigmas(N, sigma_min=0.002, sigma_max=80.0, rho=7.0):
@@ -142,6 +153,9 @@ def cm_karras_sigmas(N, sigma_min=0.002, sigma_max=80.0, rho=7.0):
         range.
     """
     _check_n(N, "cm_karras_sigmas")
+    check_finite_scalar("sigma_min", sigma_min, low=0.0, low_open=True)
+    check_finite_scalar("sigma_max", sigma_max, low=0.0, low_open=True)
+    check_finite_scalar("rho", rho, low=0.0, low_open=True)
     if not (0 < sigma_min < sigma_max):
         raise ValueError(f"cm_karras_sigmas: need 0 < sigma_min < sigma_max, got sigma_min = {sigma_min!r}, "
                          f"sigma_max = {sigma_max!r}")
@@ -228,6 +242,8 @@ def cm_adaptive_ema(k, K, mu0=0.9, s0=2, s1=150):
     TypeError
         As :func:`cm_curriculum`.
     """
+    check_finite_scalar("mu0", mu0)
+    check_int("s0", s0, min=1)
     if not 0 < mu0 < 1:
         raise ValueError(f"cm_adaptive_ema: mu0 = {mu0!r} must be in (0, 1)")
     return math.exp(s0 * math.log(mu0) / (cm_curriculum(k, K, s0, s1, "cm") - 1))
@@ -265,6 +281,9 @@ def curriculum_stages(K, s0=10, s1=1280, kind="ict", mu0=None):
     TypeError
         As :func:`cm_curriculum`.
     """
+    check_int("K", K, min=1)
+    if K > 10**7:
+        raise ValueError(f"curriculum_stages: K = {K} exceeds 10**7 steps")
     if mu0 is not None and kind != "cm":
         raise ValueError("curriculum_stages: mu0 (the adaptive EMA) belongs to kind='cm'")
     Ns = [cm_curriculum(k, K, s0, s1, kind) for k in range(K)]
@@ -304,6 +323,8 @@ def ict_noise_probs(sigmas, P_mean=-1.1, P_std=2.0):
     from scipy.special import erf
 
     s = _increasing(sigmas, "ict_noise_probs")
+    check_finite_scalar("P_mean", P_mean)
+    check_finite_scalar("P_std", P_std, low=0.0, low_open=True)
     if not P_std > 0:
         raise ValueError(f"ict_noise_probs: P_std = {P_std!r} must be > 0")
     e = erf((np.log(s) - P_mean) / (math.sqrt(2.0) * P_std))
@@ -333,8 +354,17 @@ def ict_loss_weights(sigmas):
     return 1.0 / np.diff(s)
 
 
+def _grid(sigmas, who, name="sigmas"):
+    """A host float64 1-D noise grid (a list or an array of real numbers), else TypeError naming it."""
+    v = np.asarray(sigmas) if isinstance(sigmas, (list, tuple)) else sigmas
+    if isinstance(v, np.ndarray) and v.dtype.kind in "iu":
+        v = v.astype(np.float64)
+    check_array(name, v, ndim=1, finite=True)
+    return np.asarray(to_numpy(v), dtype=np.float64)
+
+
 def _increasing(sigmas, who):
-    s = np.asarray(sigmas, dtype=np.float64)
+    s = _grid(sigmas, who)
     if s.ndim != 1 or s.size < 2 or not np.all(np.diff(s) > 0) or s[0] <= 0:
         raise ValueError(f"{who}: sigmas must be a strictly increasing positive 1-D grid of >= 2 levels, got {s!r}")
     return s
@@ -374,6 +404,17 @@ def ideal_consistency(oracle, x, sigma, sigma_min=0.002, *, rtol=1e-12, atol=1e-
     """
     from scipy.integrate import solve_ivp
 
+    if not hasattr(oracle, "x0_mean"):
+        raise TypeError(f"oracle must be a refdiff oracle (with x0_mean), got {type(oracle).__name__}")
+    check_array("x", x, min_ndim=1, finite=True)
+    D = getattr(oracle, "D", None)
+    if D is not None and int(np.prod(x.shape[1:])) != D:
+        raise ValueError(f"x has shape {tuple(x.shape)}: {int(np.prod(x.shape[1:]))} entries per sample, but the "
+                         f"oracle's data dimension is D = {D}")
+    check_finite_scalar("sigma", sigma, low=0.0, low_open=True)
+    check_finite_scalar("sigma_min", sigma_min, low=0.0)
+    check_finite_scalar("rtol", rtol, low=0.0, low_open=True)
+    check_finite_scalar("atol", atol, low=0.0, low_open=True)
     if not sigma > sigma_min >= 0:
         raise ValueError(f"ideal_consistency: need sigma > sigma_min >= 0, got sigma = {sigma!r}, "
                          f"sigma_min = {sigma_min!r}")
@@ -421,6 +462,7 @@ def cm_fixed_point(d, sigmas, rule="ct"):
         If ``sigmas`` is not such a grid, ``d`` is not positive, or ``rule`` is unknown.
     """
     s = _increasing(sigmas, "cm_fixed_point")
+    check_finite_scalar("d", d)
     if not d > 0:
         raise ValueError(f"cm_fixed_point: data variance d = {d!r} must be > 0")
     if rule == "exact":
@@ -472,7 +514,11 @@ def consistency_sample(f, x_T, sigmas, noise=None, sigma_min=0.002):
         If ``sigmas`` is not strictly decreasing or below ``sigma_min``, or ``noise`` has the
         wrong length or shapes.
     """
-    s = [float(v) for v in np.asarray(sigmas, dtype=np.float64).ravel()]
+    if not callable(f):
+        raise TypeError(f"f must be callable (f(x, sigma) -> x0), got {type(f).__name__}")
+    check_array("x_T", x_T, min_ndim=1, finite=True)
+    check_finite_scalar("sigma_min", sigma_min, low=0.0)
+    s = [float(v) for v in _grid(sigmas, "consistency_sample")]
     if not s or any(b >= a for a, b in zip(s, s[1:])) or s[-1] < sigma_min:
         raise ValueError(f"consistency_sample: sigmas must be strictly decreasing and >= sigma_min = {sigma_min}, "
                          f"got {s}")
@@ -482,8 +528,10 @@ def consistency_sample(f, x_T, sigmas, noise=None, sigma_min=0.002):
     x0 = f(x_T, s[0])
     traj = [x0]
     for tau, z in zip(s[1:], noise):
+        check_array("noise", z)
         if tuple(z.shape) != tuple(x_T.shape):
-            raise ValueError(f"consistency_sample: noise of shape {tuple(z.shape)}, expected {tuple(x_T.shape)}")
+            raise ValueError(f"consistency_sample: noise of shape {tuple(z.shape)}, expected x_T's shape "
+                             f"{tuple(x_T.shape)}")
         x0 = f(x0 + math.sqrt(tau * tau - sigma_min * sigma_min) * z, tau)
         traj.append(x0)
     return x0, traj

@@ -13,6 +13,8 @@ f = c_skip x + c_out F(c_in x, c_noise(sigma)) by :func:`cm_forward`.  One loss 
 
 with d the squared L2 distance or the pseudo-Huber distance, the target the group ``target``
 (an EMA of the student) or the student itself (iCT: no EMA, mu = 0).
+
+NaN and inf in the arrays (data, noise, network outputs) propagate: not checked.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import math
 
 import numpy as np
 
+from ._validate import check_array, check_choice, check_finite_scalar, check_int
 from .backend import array_namespace
-from .consistency import CM_FORMS, cm_noise_input, cm_scalings
+from .consistency import CM_FORMS, _grid, cm_noise_input, cm_scalings
+from .samplers.common import check_args
 from .parameterization import PREDICTION_TYPES, to_eps_x0
 
 __all__ = ["pseudo_huber", "pseudo_huber_grad", "cm_forward", "cm_backward", "ct_pair", "cd_pair", "LevelLinear",
@@ -41,6 +45,7 @@ def _rows(a):
     return xp.reshape(a, (a.shape[0], -1))
 
 
+@check_args(arrays=("x", "y"), same_shape=("x", "y"))
 def pseudo_huber(x, y, c):
     """Per-sample pseudo-Huber distance, MATH.md (18.11): d(x, y) = sqrt(||x - y||^2 + c^2) - c
     (norm over all non-batch axes).  Shape (N,).
@@ -68,6 +73,7 @@ def pseudo_huber(x, y, c):
     return xp.sqrt(xp.sum(r * r, axis=1) + c * c) - c
 
 
+@check_args(arrays=("x", "y"), same_shape=("x", "y"))
 def pseudo_huber_grad(x, y, c):
     """Gradient of :func:`pseudo_huber` with respect to x, MATH.md (18.11):
     (x - y) / sqrt(||x - y||^2 + c^2) per sample.
@@ -94,6 +100,23 @@ def pseudo_huber_grad(x, y, c):
     r = _rows(x - y)
     den = xp.sqrt(xp.sum(r * r, axis=1) + c * c)
     return (x - y) / xp.reshape(den, (x.shape[0],) + (1,) * (x.ndim - 1))
+
+
+def _check_net(net, name="net"):
+    if not (callable(getattr(net, "forward", None)) and callable(getattr(net, "backward", None))):
+        raise TypeError(f"{name} must have forward(params, x, t, cond) and backward(params, cache, dout), "
+                        f"got {type(net).__name__}")
+
+
+def _level(name, v, x):
+    """A noise level: a finite number or a float array of shape (N,) with N = x's batch."""
+    if hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, np.generic):
+        check_array(name, v, ndim=1, finite=True)
+        if v.shape[0] != x.shape[0]:
+            raise ValueError(f"{name} has shape {tuple(v.shape)}; expected (N,) = ({x.shape[0]},) "
+                             f"(x has shape {tuple(x.shape)})")
+        return v
+    return check_finite_scalar(name, v, low=0.0)
 
 
 def _col(v, x):
@@ -141,8 +164,13 @@ def cm_forward(net, params, x, sigma, cond=None, *, sigma_data=0.5, sigma_min=0.
     ValueError
         As :func:`refdiff.consistency.cm_scalings`.
     """
-    c_skip, c_out, c_in = cm_scalings(sigma, sigma_data, sigma_min, form=form, timestep_scaling=timestep_scaling)
+    _check_net(net)
+    check_array("x", x, min_ndim=1)
+    sigma = _level("sigma", sigma, x)
     xp = array_namespace(x)
+    if not hasattr(sigma, "shape"):  # one level for the batch
+        sigma = xp.full((x.shape[0],), sigma, dtype=x.dtype)
+    c_skip, c_out, c_in = cm_scalings(sigma, sigma_data, sigma_min, form=form, timestep_scaling=timestep_scaling)
     F, cache = net.forward(params, _col(c_in, x) * x, xp.asarray(cm_noise_input(sigma), dtype=x.dtype), cond)
     return _col(c_skip, x) * x + _col(c_out, x) * F, (cache, c_out)
 
@@ -167,7 +195,12 @@ def cm_backward(net, params, cache, df):
     dict
         The parameter gradients (the path through c_skip x does not depend on the parameters).
     """
+    _check_net(net)
+    check_array("df", df, min_ndim=1)
     inner, c_out = cache
+    if hasattr(c_out, "shape") and c_out.shape[0] != df.shape[0]:
+        raise ValueError(f"df has shape {tuple(df.shape)}; expected the batch of cm_forward's output "
+                         f"({c_out.shape[0]})")
     grads, _ = net.backward(params, inner, _col(c_out, df) * df)
     return grads
 
@@ -189,6 +222,11 @@ def ct_pair(x0, z, sigma_lo, sigma_hi):
     -------
     x_hi, x_lo : arrays (N, ...)
     """
+    check_array("x0", x0, min_ndim=1)
+    check_array("z", z)
+    if tuple(z.shape) != tuple(x0.shape):
+        raise ValueError(f"z has shape {tuple(z.shape)}; expected x0's shape {tuple(x0.shape)}")
+    sigma_lo, sigma_hi = _level("sigma_lo", sigma_lo, x0), _level("sigma_hi", sigma_hi, x0)
     return x0 + _col(sigma_hi, x0) * z, x0 + _col(sigma_lo, x0) * z
 
 
@@ -223,6 +261,13 @@ def cd_pair(teacher, x0, z, sigma_lo, sigma_hi, solver="heun", prediction_type="
     ValueError
         If ``solver`` or ``prediction_type`` is unknown.
     """
+    if not callable(teacher):
+        raise TypeError(f"teacher must be callable (teacher(x, sigma) -> output), got {type(teacher).__name__}")
+    check_array("x0", x0, min_ndim=1)
+    check_array("z", z)
+    if tuple(z.shape) != tuple(x0.shape):
+        raise ValueError(f"z has shape {tuple(z.shape)}; expected x0's shape {tuple(x0.shape)}")
+    sigma_lo, sigma_hi = _level("sigma_lo", sigma_lo, x0), _level("sigma_hi", sigma_hi, x0)
     if solver not in CD_SOLVERS:
         raise ValueError(f"cd_pair: unknown solver {solver!r}; valid: {', '.join(CD_SOLVERS)}")
     if prediction_type not in PREDICTION_TYPES:
@@ -257,7 +302,8 @@ class LevelLinear:
     """
 
     def __init__(self, sigmas, dim):
-        self.levels = cm_noise_input(np.asarray(sigmas, dtype=np.float64))
+        check_int("dim", dim, min=1)
+        self.levels = cm_noise_input(_grid(sigmas, "LevelLinear"))
         self.dim = int(dim)
 
     def init_params(self, rng=None, *, xp=None, dtype="float64"):
@@ -278,6 +324,7 @@ class LevelLinear:
             ``{"a": zeros (N, D)}``.
         """
         xp = array_namespace() if xp is None else xp
+        check_choice("dtype", dtype, ("float32", "float64"))
         return {"a": xp.zeros((len(self.levels), self.dim), dtype=getattr(xp, dtype))}
 
     def _index(self, t):
@@ -305,7 +352,10 @@ class LevelLinear:
         cache : tuple
             (level indices, x) for :meth:`backward`.
         """
+        check_array("x", x, ndim=2, shape=(None, self.dim))
         i = self._index(t)
+        if i.shape[0] != x.shape[0]:
+            raise ValueError(f"x has shape {tuple(x.shape)} and t {i.shape[0]} entries: one time per row")
         return params["a"][i] * x, (i, x)
 
     def backward(self, params, cache, dout):
@@ -328,6 +378,7 @@ class LevelLinear:
             The gradient with respect to ``x``.
         """
         i, x = cache
+        check_array("dout", dout, shape=tuple(x.shape))
         g = np.zeros_like(params["a"])
         np.add.at(g, i, dout * x)
         return {"a": g}, params["a"][i] * dout
@@ -401,7 +452,16 @@ def consistency_loss_fn(net, sigmas, *, mode="ct", teacher=None, solver="heun", 
     ValueError
         If any argument is invalid (checked at once, before training).
     """
-    s = np.asarray(sigmas, dtype=np.float64)
+    _check_net(net)
+    if teacher is not None and not callable(teacher):
+        raise TypeError(f"teacher must be callable (teacher(x, sigma)) or None, got {type(teacher).__name__}")
+    check_choice("solver", solver, CD_SOLVERS)
+    check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+    if target is not None and not isinstance(target, str):
+        raise TypeError(f"target must be a group name (str) or None, got {type(target).__name__}")
+    check_finite_scalar("sigma_data", sigma_data, low=0.0, low_open=True)
+    check_finite_scalar("timestep_scaling", timestep_scaling, low=0.0, low_open=True)
+    s = _grid(sigmas, "consistency_loss_fn")
     if s.ndim != 1 or s.size < 2 or not np.all(np.diff(s) > 0):
         raise ValueError(f"consistency_loss_fn: sigmas must be strictly increasing with >= 2 levels, got {s!r}")
     if mode not in ("ct", "cd"):

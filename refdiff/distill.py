@@ -20,6 +20,8 @@ drops the extra outputs.  The conditioning is the same information through anoth
 
 **Progressive distillation** (Salimans & Ho 2022) on the VE path x = x0 + sigma z: a student with
 an EDM-preconditioned denoiser learns to do in one DDIM step what its teacher does in two.
+
+NaN and inf in the arrays of the pure functions propagate: not checked.
 """
 
 from __future__ import annotations
@@ -28,10 +30,14 @@ import math
 
 import numpy as np
 
-from .backend import array_namespace
-from .consistency_training import _col, _loss_and_grad, _check_c, cm_backward, cm_forward
+from ._validate import check_array, check_finite_scalar, check_int
+from .backend import array_namespace, check_rng
+from .consistency import _grid
+from .consistency_training import _check_c, _check_net, _col, _loss_and_grad, cm_backward, cm_forward
 from .parameterization import PREDICTION_TYPES, to_eps_x0
+from .samplers.common import check_args
 from .samplers.lcm import lcm_boundary
+from .schedules import Schedule
 
 __all__ = ["lcm_solver_timesteps", "guidance_scale_embedding", "GuidedNet", "lcm_loss_fn", "lcm_student_model",
            "pd_grid", "pd_target", "pd_loss_fn", "pd_sample", "edm_student_denoiser"]
@@ -59,7 +65,11 @@ def lcm_solver_timesteps(T=1000, n=50):
     ValueError
         If ``n`` is not an integer in [1, T].
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= T:
+    check_int("T", T, min=1)
+    check_int("n", n, min=1)
+    if T > 2**31 - 1:
+        raise ValueError(f"lcm_solver_timesteps: T = {T} exceeds 2**31 - 1")
+    if not 1 <= n <= T:
         raise ValueError(f"lcm_solver_timesteps: n = {n!r} must be an integer in [1, T = {T}]")
     return np.arange(1, n + 1, dtype=np.int64) * (T // n) - 1
 
@@ -89,13 +99,26 @@ def guidance_scale_embedding(w, dim=256, scale=1000.0):
     ValueError
         If ``dim`` is not an integer >= 4.
     """
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 4:
-        raise ValueError(f"guidance_scale_embedding: dim = {dim!r} must be an integer >= 4")
+    check_int("dim", dim, min=4)
+    if dim > 10**6:
+        raise ValueError(f"guidance_scale_embedding: dim = {dim} exceeds 10**6")
+    check_finite_scalar("scale", scale)
+    if hasattr(w, "shape") and hasattr(w, "dtype") and not isinstance(w, np.generic):
+        check_array("w", w, finite=True)
+    else:
+        check_finite_scalar("w", w)
     w = np.asarray(w, dtype=np.float64).reshape(-1) * scale
     half = dim // 2
     f = np.exp(-math.log(10000.0) * np.arange(half) / (half - 1))
     e = np.concatenate([np.sin(w[:, None] * f), np.cos(w[:, None] * f)], axis=1)
     return np.pad(e, ((0, 0), (0, dim % 2)))
+
+
+def _check_range(omega_range):
+    if not (isinstance(omega_range, (tuple, list)) and len(omega_range) == 2):
+        raise TypeError(f"omega_range must be a (low, high) pair of numbers, got {omega_range!r}")
+    for v in omega_range:
+        check_finite_scalar("omega_range", v)
 
 
 class GuidedNet:
@@ -124,6 +147,15 @@ class GuidedNet:
     """
 
     def __init__(self, net, dim, embed_dim=16, omega_range=(0.0, 4.0), scale=100.0):
+        _check_net(net)
+        if not callable(getattr(net, "init_params", None)):
+            raise TypeError(f"net must have init_params(rng, ...), got {type(net).__name__}")
+        check_int("dim", dim, min=1)
+        check_int("embed_dim", embed_dim, min=4)
+        if embed_dim > 10**6:
+            raise ValueError(f"GuidedNet: embed_dim = {embed_dim} exceeds 10**6")
+        _check_range(omega_range)
+        check_finite_scalar("scale", scale, low=0.0, low_open=True)
         if not omega_range[0] < omega_range[1]:
             raise ValueError(f"GuidedNet: omega_range = {omega_range!r} must be (low, high) with low < high")
         self.net, self.dim, self.embed_dim, self.omega_range, self.scale = net, int(dim), int(embed_dim), \
@@ -144,7 +176,7 @@ class GuidedNet:
         dict
             The parameters.
         """
-        return self.net.init_params(rng, **kw)
+        return self.net.init_params(check_rng(rng), **kw)
 
     def _omega(self, cond, n):
         om = np.asarray(cond.get("omega", np.zeros(n)), dtype=np.float64).reshape(-1)
@@ -182,6 +214,11 @@ class GuidedNet:
         ValueError
             If omega is outside ``omega_range`` or not of shape (N,).
         """
+        check_array("x", x, ndim=2, shape=(None, self.dim))
+        if hasattr(t, "shape") and getattr(t, "ndim", 0) == 1 and t.shape[0] != x.shape[0]:
+            raise ValueError(f"x has shape {tuple(x.shape)} and t shape {tuple(t.shape)}: one time per row")
+        if cond is not None and not isinstance(cond, dict):
+            raise TypeError(f"cond must be a dict (with \"omega\") or None, got {type(cond).__name__}")
         cond = dict(cond or {})
         om = self._omega(cond, x.shape[0])
         rest = {k: v for k, v in cond.items() if k != "omega"}
@@ -210,6 +247,7 @@ class GuidedNet:
             The gradient with respect to ``x`` (not the embedding).
         """
         inner, shape = cache
+        check_array("dout", dout, shape=(shape[0], self.dim))
         xp = array_namespace(dout)
         full = xp.concat([dout, xp.zeros((shape[0], shape[1] - self.dim), dtype=dout.dtype)], axis=1)
         grads, dx = self.net.backward(params, inner, full)
@@ -278,8 +316,20 @@ def lcm_loss_fn(student, teacher, schedule, *, n_solver=50, omega_range=(0.0, 4.
         If a prediction type, ``metric``, ``huber_c``, ``omega_range`` or ``n_solver`` is
         invalid (checked at once).
     """
+    if not (callable(getattr(student, "forward", None)) and hasattr(student, "omega_range")):
+        raise TypeError(f"student must be a GuidedNet (forward and omega_range), got {type(student).__name__}")
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
+    check_int("n_solver", n_solver, min=1)
+    if n_solver > schedule.T:
+        raise ValueError(f"lcm_loss_fn: n_solver = {n_solver} exceeds T = {schedule.T}")
+    _check_range(omega_range)
+    check_finite_scalar("timestep_scaling", timestep_scaling, low=0.0, low_open=True)
+    if not isinstance(target, str):
+        raise TypeError(f"target must be a group name (str), got {type(target).__name__}")
     if teacher_prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"lcm_loss_fn: unknown teacher prediction_type {teacher_prediction_type!r}; valid: "
+        raise ValueError(f"lcm_loss_fn: unknown teacher_prediction_type: prediction_type "
+                         f"{teacher_prediction_type!r}; valid: "
                          f"{', '.join(PREDICTION_TYPES)}")
     if student_prediction_type not in ("epsilon", "sample", "v_prediction"):
         raise ValueError(f"lcm_loss_fn: student_prediction_type {student_prediction_type!r}; valid: 'epsilon', "
@@ -292,6 +342,8 @@ def lcm_loss_fn(student, teacher, schedule, *, n_solver=50, omega_range=(0.0, 4.
     if not (student.omega_range[0] <= lo <= hi <= student.omega_range[1]):
         raise ValueError(f"lcm_loss_fn: omega_range {omega_range!r} outside the student's embedded range "
                          f"{student.omega_range!r}")
+    if not callable(teacher):
+        raise TypeError(f"teacher must be callable (teacher(x, t, cond) -> output), got {type(teacher).__name__}")
     T = len(schedule.alpha_bars)
     taus, k = lcm_solver_timesteps(T, n_solver), T // n_solver
     ab = np.asarray(schedule.alpha_bars, dtype=np.float64)
@@ -342,6 +394,14 @@ def lcm_student_model(student, params, omega, cond=None):
     callable
         ``model(x, t) -> output``.
     """
+    if not (callable(getattr(student, "forward", None)) and hasattr(student, "omega_range")):
+        raise TypeError(f"student must be a GuidedNet (forward and omega_range), got {type(student).__name__}")
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be the student's parameter dict, got {type(params).__name__}")
+    check_finite_scalar("omega", omega, low=student.omega_range[0], high=student.omega_range[1])
+    if cond is not None and not isinstance(cond, dict):
+        raise TypeError(f"cond must be a dict or None, got {type(cond).__name__}")
+
     def model(x, t):
         n = x.shape[0]
         c = {"omega": np.full(n, float(omega)), **({} if cond is None else cond)}
@@ -372,13 +432,18 @@ def pd_grid(sigmas_desc, steps):
     ValueError
         If ``steps`` < 1 or does not divide n.
     """
-    s = np.asarray(sigmas_desc, dtype=np.float64)
+    s = _grid(sigmas_desc, "pd_grid", "sigmas_desc")
+    if s.size < 2 or np.any(np.diff(s) >= 0) or np.any(s < 0):
+        raise ValueError(f"pd_grid: sigmas_desc must be a strictly decreasing grid of >= 2 levels >= 0, "
+                         f"got {s.tolist()}")
+    check_int("steps", steps, min=1)
     n = len(s) - 1
     if steps < 1 or n % steps:
         raise ValueError(f"pd_grid: steps = {steps} must divide the {n} intervals of the base grid")
     return s[:: n // steps]
 
 
+@check_args(arrays=("x", "x2"), coefs=("sigma", "sigma2"), same_shape=("x", "x2"))
 def pd_target(x, x2, sigma, sigma2):
     """The denoiser target that makes one DDIM step from (x, sigma) land on x2 at sigma2 < sigma,
     MATH.md (18.28): D = (x2 - (sigma2/sigma) x) / (1 - sigma2/sigma).
@@ -436,6 +501,11 @@ def pd_loss_fn(student, teacher, grid, *, sigma_data=0.5):
         If the teacher's grid does not have twice the intervals of ``grid`` or does not
         contain it.
     """
+    _check_net(student, "student")
+    if not (isinstance(teacher, (tuple, list)) and len(teacher) == 2 and callable(teacher[0])):
+        raise TypeError(f"teacher must be (denoiser(x, sigma), fine_grid), got {type(teacher).__name__}")
+    _grid(grid, "pd_loss_fn", "grid")
+    check_finite_scalar("sigma_data", sigma_data, low=0.0, low_open=True)
     D_t, fine = teacher
     grid, fine = np.asarray(grid, np.float64), np.asarray(fine, np.float64)
     if len(fine) - 1 != 2 * (len(grid) - 1) or not np.allclose(fine[::2], grid):
@@ -478,6 +548,13 @@ def pd_sample(denoiser, x_T, grid):
     array (N, ...)
         The final sample.
     """
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be callable (denoiser(x, sigma) -> x0), got {type(denoiser).__name__}")
+    check_array("x_T", x_T, min_ndim=1, finite=True)
+    g = _grid(grid, "pd_sample", "grid")
+    if g.size < 2 or np.any(np.diff(g) >= 0) or np.any(g < 0):
+        raise ValueError(f"grid must be a strictly decreasing sequence of >= 2 noise levels >= 0, got {g.tolist()}")
+    grid = [float(v) for v in g]
     x = x_T
     for s, s2 in zip(grid[:-1], grid[1:]):
         D = denoiser(x, np.full(x.shape[0], s))
@@ -503,6 +580,10 @@ def edm_student_denoiser(net, params, sigma_data=0.5):
     callable
         ``D(x, sigma)`` with sigma array_like (N,).
     """
+    _check_net(net)
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be the network's parameter dict, got {type(params).__name__}")
+    check_finite_scalar("sigma_data", sigma_data, low=0.0, low_open=True)
     return lambda x, s: cm_forward(net, params, x, np.asarray(s, np.float64), None, sigma_data=sigma_data,
                                    sigma_min=0.0, form="edm")[0]
 

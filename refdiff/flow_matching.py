@@ -13,13 +13,24 @@ import math
 
 import numpy as np
 
-from .backend import array_namespace
+from ._validate import check_array, check_bool, check_choice, check_finite_scalar, check_int
+from .backend import array_namespace, check_rng
+from .samplers.common import check_args, check_schedule
 from .samplers.flow import TIME_CONVENTIONS, eps_x0_from_flow_velocity, flow_rk4_step
 
 __all__ = ["fm_interpolate", "fm_target", "fm_loss", "fm_loss_fn", "sample_flow_times", "logit_normal_density",
            "flow_shift", "flow_log_snr", "flow_time_shift", "flow_dynamic_mu", "flow_match_euler_sigmas",
            "fm_irreducible_loss", "fm_expected_irreducible_loss", "flow_velocity_to", "vp_model_from_flow", "reflow_pairs",
            "straightness", "rf_straightness_gaussian", "reflow_velocity_gaussian"]
+
+
+def _eigenvalues(d):
+    """Data eigenvalues: a finite float array of values >= 0 (host float64)."""
+    check_array("data_eigenvalues", d, finite=True)
+    d = np.asarray(d, dtype=np.float64).ravel()
+    if np.any(d < 0):
+        raise ValueError(f"data_eigenvalues must be >= 0, got min {d.min()!r}")
+    return d
 
 
 def _conv(time_convention):
@@ -29,14 +40,17 @@ def _conv(time_convention):
 
 def _col(t, x):
     xp = array_namespace(x)
-    if hasattr(t, "shape"):
+    if hasattr(t, "shape") and t.ndim > 0:
         return xp.reshape(xp.asarray(t, dtype=x.dtype), (x.shape[0],) + (1,) * (x.ndim - 1))
-    return float(t)
+    return float(t)  # a number or a 0-d array: one time for the batch
 
 
+@check_args(arrays=("x0", "noise"), coefs=("t",), same_shape=("x0", "noise"))
 def fm_interpolate(x0, noise, t, time_convention="t0_data"):
     """The straight path point, MATH.md (18.15): (1 - t) x0 + t noise (t0_data) or
     t x0 + (1 - t) noise (t0_noise); ``t`` a float or (N,).
+
+    NaN and inf in the arrays propagate: not checked.
 
     Parameters
     ----------
@@ -64,8 +78,11 @@ def fm_interpolate(x0, noise, t, time_convention="t0_data"):
     return (1.0 - t) * x0 + t * noise if time_convention == "t0_data" else t * x0 + (1.0 - t) * noise
 
 
+@check_args(arrays=("x0", "noise"), same_shape=("x0", "noise"))
 def fm_target(x0, noise, time_convention="t0_data"):
     """The conditional velocity d x_t / dt, MATH.md (18.15): noise - x0 (t0_data), x0 - noise (t0_noise).
+
+    NaN and inf in the arrays propagate: not checked.
 
     Parameters
     ----------
@@ -90,9 +107,12 @@ def fm_target(x0, noise, time_convention="t0_data"):
     return noise - x0 if time_convention == "t0_data" else x0 - noise
 
 
+@check_args(arrays=("out", "x0", "noise", "weights"), same_shape=("out", "x0", "noise"))
 def fm_loss(out, x0, noise, weights=None, time_convention="t0_data"):
     """Conditional flow-matching loss and its gradient, MATH.md (18.16):
     L = mean_n w_n ||out_n - u_n||^2 (sum over the non-batch axes), dL/dout = 2 w (out - u) / N.
+
+    NaN and inf in the arrays propagate: not checked.
 
     Parameters
     ----------
@@ -119,6 +139,9 @@ def fm_loss(out, x0, noise, weights=None, time_convention="t0_data"):
     ValueError
         If ``time_convention`` is not one of the two conventions.
     """
+    if weights is not None and tuple(weights.shape) != (out.shape[0],):
+        raise ValueError(f"weights has shape {tuple(weights.shape)}; expected (N,) = ({out.shape[0]},) "
+                         f"(out has shape {tuple(out.shape)})")
     xp = array_namespace(out)
     r = out - fm_target(x0, noise, time_convention)
     n = out.shape[0]
@@ -159,6 +182,14 @@ def sample_flow_times(n, rng, kind="uniform", *, logit_mean=0.0, logit_std=1.0, 
     ValueError
         If ``kind`` is unknown or ``logit_std`` is not positive (``"logit_normal"``).
     """
+    check_int("n", n, min=1)
+    if n > 10**8:
+        raise ValueError(f"sample_flow_times: n = {n} exceeds 10**8")
+    rng = check_rng(rng)
+    check_finite_scalar("logit_mean", logit_mean)
+    check_finite_scalar("logit_std", logit_std, low=0.0, low_open=True)
+    check_finite_scalar("mode_scale", mode_scale)
+    check_finite_scalar("eps", eps, low=0.0, high=0.5)
     if kind == "uniform":
         return eps + (1.0 - eps) * rng.random(n)
     if kind == "logit_normal":
@@ -171,9 +202,12 @@ def sample_flow_times(n, rng, kind="uniform", *, logit_mean=0.0, logit_std=1.0, 
     raise ValueError(f"sample_flow_times: unknown kind {kind!r}; valid: 'uniform', 'logit_normal', 'mode'")
 
 
+@check_args(coefs=("t",), scalars=("logit_mean", "logit_std"))
 def logit_normal_density(t, logit_mean=0.0, logit_std=1.0):
     """Density of the logit-normal times, MATH.md (18.17):
     phi((logit t - m)/s) / (s t (1 - t)).
+
+    NaN and inf in the arrays propagate: not checked.
 
     Parameters
     ----------
@@ -194,9 +228,12 @@ def logit_normal_density(t, logit_mean=0.0, logit_std=1.0):
     return np.exp(-0.5 * z * z) / (math.sqrt(2 * math.pi) * logit_std * t * (1.0 - t))
 
 
+@check_args(coefs=("sigma",), scalars=("shift",))
 def flow_shift(sigma, shift):
     """The resolution shift of SD3 / diffusers, MATH.md (18.18): sigma' = s sigma / (1 + (s - 1) sigma);
     equivalently the log-SNR translation log((1-sigma')/sigma') = log((1-sigma)/sigma) - log s.
+
+    NaN and inf in the arrays propagate: not checked.
 
     Parameters
     ----------
@@ -221,8 +258,11 @@ def flow_shift(sigma, shift):
     return shift * sigma / (1.0 + (shift - 1.0) * sigma)
 
 
+@check_args(coefs=("sigma",))
 def flow_log_snr(sigma):
     """Half log-SNR of the straight path at sigma (= t), MATH.md (18.18): log((1 - sigma) / sigma).
+
+    NaN and inf in the arrays propagate: not checked.
 
     Parameters
     ----------
@@ -238,9 +278,12 @@ def flow_log_snr(sigma):
     return np.log1p(-sigma) - np.log(sigma)
 
 
+@check_args(coefs=("sigma",), scalars=("mu",))
 def flow_time_shift(sigma, mu, kind="exponential"):
     """Flux's dynamic shift, MATH.md (18.19): exponential e^mu / (e^mu + 1/sigma - 1) (= flow_shift
     with s = e^mu) or linear mu / (mu + 1/sigma - 1).
+
+    NaN and inf in the arrays propagate: not checked.
 
     Parameters
     ----------
@@ -269,6 +312,7 @@ def flow_time_shift(sigma, mu, kind="exponential"):
     raise ValueError(f"flow_time_shift: unknown kind {kind!r}; valid: 'exponential', 'linear'")
 
 
+@check_args(scalars=("base_shift", "max_shift"))
 def flow_dynamic_mu(seq_len, base_seq_len=256, max_seq_len=4096, base_shift=0.5, max_shift=1.15):
     """diffusers' ``calculate_shift``, MATH.md (18.19): mu linear in the number of image tokens,
     base_shift at base_seq_len and max_shift at max_seq_len.
@@ -296,12 +340,15 @@ def flow_dynamic_mu(seq_len, base_seq_len=256, max_seq_len=4096, base_shift=0.5,
     ValueError
         If ``max_seq_len <= base_seq_len``.
     """
+    for name, v in (("seq_len", seq_len), ("base_seq_len", base_seq_len), ("max_seq_len", max_seq_len)):
+        check_int(name, v, min=1)
     if not max_seq_len > base_seq_len:
         raise ValueError(f"flow_dynamic_mu: need max_seq_len > base_seq_len, got {max_seq_len}, {base_seq_len}")
     m = (max_shift - base_shift) / (max_seq_len - base_seq_len)
     return seq_len * m + (base_shift - m * base_seq_len)
 
 
+@check_args(scalars=("shift",))
 def flow_match_euler_sigmas(n, shift=1.0, T=1000, double_shift=False):
     """FlowMatchEulerDiscreteScheduler's default inference grid (n sigmas, final 0 appended),
     MATH.md (18.20): shift(linspace(1, 1/T, n)).  ``double_shift=True`` reproduces diffusers
@@ -330,15 +377,21 @@ def flow_match_euler_sigmas(n, shift=1.0, T=1000, double_shift=False):
     ValueError
         If ``n`` is not an integer >= 1 or ``shift`` is not positive.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"flow_match_euler_sigmas: n = {n!r} must be an integer >= 1")
+    check_int("n", n, min=1)
+    check_int("T", T, min=1)
+    if n > 10**7 or T > 10**9:
+        raise ValueError(f"flow_match_euler_sigmas: n = {n} or T = {T} is too large (n <= 10**7, T <= 10**9)")
+    check_bool("double_shift", double_shift)
     lo = float(flow_shift(1.0 / T, shift)) if double_shift else 1.0 / T
     return np.concatenate([flow_shift(np.linspace(1.0, lo, n), shift), [0.0]])
 
 
+@check_args(arrays=("data_eigenvalues",), coefs=("t",))
 def fm_irreducible_loss(data_eigenvalues, t):
     """The irreducible conditional flow-matching loss of Gaussian data at time t, MATH.md (18.21):
     E||u - E[u | x_t]||^2 = sum_d d_i / ((1 - t)^2 d_i + t^2).
+
+    NaN and inf in the arrays propagate: not checked.
 
     Parameters
     ----------
@@ -352,11 +405,12 @@ def fm_irreducible_loss(data_eigenvalues, t):
     numpy.ndarray
         Float64 losses, the shape of ``t`` (0-d for a scalar ``t``).
     """
-    d = np.asarray(data_eigenvalues, dtype=np.float64).ravel()
+    d = _eigenvalues(data_eigenvalues)
     t = np.asarray(t, dtype=np.float64)
     return np.sum(d / ((1.0 - t[..., None]) ** 2 * d + t[..., None] ** 2), axis=-1)
 
 
+@check_args(arrays=("data_eigenvalues",))
 def fm_expected_irreducible_loss(data_eigenvalues, kind="uniform", **kw):
     """The irreducible loss averaged over the time distribution, MATH.md (18.22): for
     uniform t in closed form (pi/2) sum_d sqrt(d_i); otherwise by adaptive quadrature against
@@ -381,7 +435,7 @@ def fm_expected_irreducible_loss(data_eigenvalues, kind="uniform", **kw):
     ValueError
         If ``kind`` is unknown.
     """
-    d = np.asarray(data_eigenvalues, dtype=np.float64).ravel()
+    d = _eigenvalues(data_eigenvalues)
     if kind == "uniform":
         return float(math.pi / 2 * np.sum(np.sqrt(d)))
     if kind == "logit_normal":
@@ -426,7 +480,12 @@ def fm_loss_fn(net, *, times="uniform", time_convention="t0_data", time_input=1.
     ValueError
         If ``time_convention`` or ``times`` (or its keywords) is invalid; checked at once.
     """
+    if not (callable(getattr(net, "forward", None)) and callable(getattr(net, "backward", None))):
+        raise TypeError(f"net must have forward(params, x, t, cond) and backward(params, cache, dout), "
+                        f"got {type(net).__name__}")
     _conv(time_convention)
+    check_choice("times", times, ("uniform", "logit_normal", "mode"))
+    check_finite_scalar("time_input", time_input, low=0.0, low_open=True)
     sample_flow_times(1, np.random.default_rng(0), times, **time_kw)
 
     def loss_fn(groups, batch, rng):
@@ -446,10 +505,13 @@ def fm_loss_fn(net, *, times="uniform", time_convention="t0_data", time_input=1.
     return loss_fn
 
 
+@check_args(arrays=("u", "x_t"), coefs=("t",), same_shape=("u", "x_t"))
 def flow_velocity_to(u, x_t, t, to="epsilon"):
     """A rectified-flow velocity (t = 0 data) as another prediction, MATH.md (4.8) with (11.7):
     x0 = x_t - t u, eps = x_t + (1 - t) u, score = -eps / t, v = alpha eps - sigma x0 with
     alpha = (1 - t)/r, sigma = t/r, r = sqrt((1-t)^2 + t^2) (the VP point of equal SNR).
+
+    NaN and inf in the arrays propagate: not checked.
 
     Parameters
     ----------
@@ -485,6 +547,7 @@ def flow_velocity_to(u, x_t, t, to="epsilon"):
     raise ValueError(f"flow_velocity_to: unknown to {to!r}; valid: 'epsilon', 'sample', 'score', 'v_prediction'")
 
 
+@check_args(callables=("velocity",))
 def vp_model_from_flow(velocity, schedule):
     """A rectified-flow velocity model ``velocity(y, s)`` (t = 0 data, ``s`` of shape (N,)) as an
     epsilon-prediction model ``model(x, t)`` on a VP ``schedule`` (discrete or continuous), so that
@@ -507,6 +570,8 @@ def vp_model_from_flow(velocity, schedule):
     """
     from .schedules import alpha_sigma
 
+    check_schedule(schedule)
+
     def model(x, t):
         a, sg = alpha_sigma(schedule, t, x)
         r = a + sg
@@ -521,8 +586,10 @@ def vp_model_from_flow(velocity, schedule):
 
 def _solve(velocity, z, n_steps):
     """RK4 from t = 1 (noise) to t = 0 on a uniform grid; returns the states (n_steps + 1, ...)."""
-    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
-        raise ValueError(f"n_steps = {n_steps!r} must be an integer >= 1")
+    check_int("n_steps", n_steps, min=1)
+    if n_steps > 10**6:
+        raise ValueError(f"n_steps = {n_steps} exceeds 10**6")
+    check_array("z", z, min_ndim=1, finite=True)
     ts = np.linspace(1.0, 0.0, n_steps + 1)
     xs = [z]
     for a, b in zip(ts[:-1], ts[1:]):
@@ -530,6 +597,7 @@ def _solve(velocity, z, n_steps):
     return ts, xs
 
 
+@check_args(callables=("velocity",), arrays=("z",))
 def reflow_pairs(velocity, z, n_steps=100):
     """The coupling of a trained flow, MATH.md (18.24): (x0, z) with x0 = T(z) the RK4 solution of
     dx/dt = velocity(x, t) from z at t = 1 to t = 0.  Train on them with fm_loss_fn's batch (x0, z).
@@ -559,6 +627,7 @@ def reflow_pairs(velocity, z, n_steps=100):
     return xs[-1], z
 
 
+@check_args(callables=("velocity",), arrays=("z",))
 def straightness(velocity, z, n_steps=200):
     """Path straightness along the ODE trajectories, MATH.md (18.23):
     S = int_0^1 ||(X_1 - X_0) - velocity(X_t, t)||^2 dt per sample (trapezoid rule on the RK4
@@ -594,6 +663,7 @@ def straightness(velocity, z, n_steps=200):
     return h * (sum(vals) - 0.5 * (vals[0] + vals[-1]))
 
 
+@check_args(arrays=("data_eigenvalues",))
 def rf_straightness_gaussian(data_eigenvalues):
     """Straightness of 1-rectified flow (the exact marginal velocity) on Gaussian data, MATH.md (18.23):
     (2 - pi/2) sum_d sqrt(d_i).
@@ -608,10 +678,11 @@ def rf_straightness_gaussian(data_eigenvalues):
     float
         The expected straightness.
     """
-    d = np.asarray(data_eigenvalues, dtype=np.float64).ravel()
+    d = _eigenvalues(data_eigenvalues)
     return float((2.0 - math.pi / 2.0) * np.sum(np.sqrt(d)))
 
 
+@check_args(arrays=("mean", "cov"))
 def reflow_velocity_gaussian(mean, cov):
     """The exact 2-rectified-flow velocity of Gaussian data N(mean, cov) (the minimiser of the
     reflow loss on the 1-RF coupling x0 = mean + S z, S = cov^(1/2)), MATH.md (18.24):
@@ -630,8 +701,12 @@ def reflow_velocity_gaussian(mean, cov):
         ``v2(x, t)`` for float64 rows ``x`` of shape (N, D) and a float time ``t``,
         returning (N, D).
     """
+    check_array("mean", mean, finite=True)
+    check_array("cov", cov, ndim=2, finite=True)
     mu = np.asarray(mean, dtype=np.float64).ravel()
     C = np.asarray(cov, dtype=np.float64)
+    if C.shape != (mu.size, mu.size):
+        raise ValueError(f"cov has shape {C.shape} and mean has {mu.size} entries: cov must be (D, D), D = mean.size")
     w, U = np.linalg.eigh(C)
     S = (U * np.sqrt(np.clip(w, 0, None))) @ U.T
     eye = np.eye(mu.size)

@@ -237,12 +237,13 @@ def test_bad_input_errors():
         cm_karras_sigmas(1)
     with pytest.raises(ValueError, match="s0 = 0.*fewer than 2"):
         cm_curriculum(0, 10, 0, 5)
-    with pytest.raises(ValueError, match="prediction_type 'flow'"):
-        consistency_loss_fn(None, cm_karras_sigmas(4), mode="cd", teacher=lambda x, s: x, prediction_type="flow")
+    net = LevelLinear(cm_karras_sigmas(4), 1)
+    with pytest.raises(ValueError, match="prediction_type = 'flow'"):
+        consistency_loss_fn(net, cm_karras_sigmas(4), mode="cd", teacher=lambda x, s: x, prediction_type="flow")
     for c in (0.0, -1.0):
         with pytest.raises(ValueError, match="c = "):
             pseudo_huber(np.zeros((1, 2)), np.ones((1, 2)), c)
         with pytest.raises(ValueError, match="c = "):
-            consistency_loss_fn(None, cm_karras_sigmas(4), metric="pseudo_huber", huber_c=c)
+            consistency_loss_fn(net, cm_karras_sigmas(4), metric="pseudo_huber", huber_c=c)
     with pytest.raises(ValueError, match="sigma_min"):
         cm_scalings(0.001, sigma_min=0.002)

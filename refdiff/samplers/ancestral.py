@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 
+from .._validate import check_finite_scalar
 from ..parameterization import to_eps_x0
-from .common import call_model, end_step, make_grid, point_at_sigma, to_vp
+from .common import call_model, check_args, check_start, end_step, point_at_sigma, to_vp, vp_grid
 from .karras import ancestral_sigmas, to_d
 
 __all__ = ["dpm2_ancestral_step", "dpmpp_2s_ancestral_step", "brownian_pair", "dpmpp_sde_step",
@@ -36,11 +37,17 @@ def _check_eta(eta, who):
 
 
 # ------------------------------------------------------------------------- single steps
+@check_args(callables=("denoiser",),
+            arrays=("x", "noise", "x0_hat"),
+            scalars=("sigma", "sigma_next", "s_noise"),
+            same_shape=("x", "noise", "x0_hat"))
 def dpm2_ancestral_step(denoiser, x, sigma, sigma_next, noise=None, *, eta=1.0, s_noise=1.0, x0_hat=None):
     """DPM-2 ancestral, MATH.md (16.10): the ancestral split (s_down, s_up) of MATH.md (9.4),
     a DPM-2 midpoint step (MATH.md (9.6)) from sigma to s_down with the midpoint
     sqrt(sigma s_down), then s_noise s_up noise.  To s_down = 0 an Euler step.
     Returns (x_next, x0_hat).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -86,11 +93,17 @@ def dpm2_ancestral_step(denoiser, x, sigma, sigma_next, noise=None, *, eta=1.0, 
     return x, x0_hat
 
 
+@check_args(callables=("denoiser",),
+            arrays=("x", "noise", "x0_hat"),
+            scalars=("sigma", "sigma_next", "s_noise"),
+            same_shape=("x", "noise", "x0_hat"))
 def dpmpp_2s_ancestral_step(denoiser, x, sigma, sigma_next, noise=None, *, eta=1.0, s_noise=1.0, x0_hat=None):
     """DPM++ 2S ancestral, MATH.md (16.11): DPM-Solver++(2S) (MATH.md (10.9), r = 1/2, the
     papers' coefficient) from sigma to s_down in sigma space, e^{-lambda} = s:
     x_2 = (s_mid/s) x - expm1(-h/2) D(x; s), x' = (s_down/s) x - expm1(-h) D(x_2; s_mid),
     then s_noise s_up noise.  To s_down = 0 an Euler step.  Returns (x_next, x0_hat).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -136,6 +149,7 @@ def dpmpp_2s_ancestral_step(denoiser, x, sigma, sigma_next, noise=None, *, eta=1
     return x, x0_hat
 
 
+@check_args(arrays=("z1", "z2"), scalars=("sigma", "sigma_mid", "sigma_next"), same_shape=("z1", "z2"))
 def brownian_pair(z1, z2, sigma, sigma_mid, sigma_next):
     """The two normalised increments of one Brownian path W(s) used by a DPM++ SDE step,
     MATH.md (16.12): from independent standard normals z1 (on [sigma_mid, sigma]) and z2
@@ -143,6 +157,8 @@ def brownian_pair(z1, z2, sigma, sigma_mid, sigma_next):
     sigma_mid), (W(sigma_next) - W(sigma)) / sqrt(sigma - sigma_next)): each N(0, I), with
     correlation sqrt((sigma - sigma_mid) / (sigma - sigma_next)) (k-diffusion's
     BrownianTreeNoiseSampler in the identity transform draws this pair).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -159,6 +175,10 @@ def brownian_pair(z1, z2, sigma, sigma_mid, sigma_next):
     return z1, (a * z1 + b * z2) / math.sqrt(sigma - sigma_next)
 
 
+@check_args(callables=("denoiser",),
+            arrays=("x", "noise1", "noise2", "x0_hat"),
+            scalars=("sigma", "sigma_next", "s_noise", "r"),
+            same_shape=("x", "noise1", "noise2", "x0_hat"))
 def dpmpp_sde_step(denoiser, x, sigma, sigma_next, noise1=None, noise2=None, *, eta=1.0, s_noise=1.0, r=0.5,
                    x0_hat=None):
     """DPM++ SDE (k-diffusion's ``sample_dpmpp_sde``), MATH.md (16.13): two stages in lambda,
@@ -166,6 +186,8 @@ def dpmpp_sde_step(denoiser, x, sigma, sigma_next, noise1=None, noise2=None, *, 
     stage 2 to sigma_next with D_d = (1 - 1/(2r)) D(x; sigma) + 1/(2r) D(x_2; s) and noise n2,
     where (n1, n2) = :func:`brownian_pair` (noise1, noise2).  To sigma_next = 0 an Euler step
     (no noise).  Returns (x_next, x0_hat).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -218,6 +240,9 @@ def dpmpp_sde_step(denoiser, x, sigma, sigma_next, noise1=None, noise2=None, *, 
 
 
 # ------------------------------------------------------------------------- multistep SDE
+@check_args(arrays=("x", "x0_hat", "x0_prev", "noise"),
+            scalars=("sigma", "sigma_next", "s_noise", "h_prev"),
+            same_shape=("x", "x0_hat", "x0_prev", "noise"), optional=("x0_prev", "h_prev"))
 def dpmpp_2m_sde_eta_step(x, x0_hat, x0_prev, h_prev, sigma, sigma_next, noise=None, *, eta=1.0, s_noise=1.0,
                           solver_type="midpoint"):
     """DPM++ 2M SDE for any eta >= 0, MATH.md (16.14), in sigma space with h = log(sigma /
@@ -226,6 +251,8 @@ def dpmpp_2m_sde_eta_step(x, x0_hat, x0_prev, h_prev, sigma, sigma_next, noise=N
     r = h_prev / h, H = (1 + eta) h; c = (1 - e^{-H}) / 2 ("midpoint") or the exact integral
     phi_2 = expm1(-H)/H + 1 ("heun").  ``x0_prev=None`` gives the first-order step.  eta = 1
     is MATH.md (10.16) in sigma coordinates; a step to sigma_next = 0 returns x0_hat.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -263,6 +290,8 @@ def dpmpp_2m_sde_eta_step(x, x0_hat, x0_prev, h_prev, sigma, sigma_next, noise=N
     if solver_type not in ("midpoint", "heun"):
         raise ValueError(f"dpmpp_2m_sde_eta_step: unknown solver_type {solver_type!r}; valid: 'midpoint', 'heun'")
     eta = _check_eta(eta, "dpmpp_2m_sde_eta_step")
+    if x0_prev is not None and h_prev is None:
+        raise TypeError("h_prev must be the previous step's h (a number > 0) when x0_prev is given, got None")
     if sigma_next == 0:
         return x0_hat
     h = math.log(sigma) - math.log(sigma_next)
@@ -277,6 +306,7 @@ def dpmpp_2m_sde_eta_step(x, x0_hat, x0_prev, h_prev, sigma, sigma_next, noise=N
     return x
 
 
+@check_args(arrays=("x", "noise"), scalars=("sigma", "sigma_next", "s_noise"), same_shape=("x", "noise"))
 def dpmpp_3m_sde_step(x, x0_hats, hs_prev, sigma, sigma_next, noise=None, *, eta=1.0, s_noise=1.0,
                       variant="exact"):
     """DPM++ 3M SDE (k-diffusion's ``sample_dpmpp_3m_sde``), MATH.md (16.15): the first-order
@@ -288,6 +318,8 @@ def dpmpp_3m_sde_step(x, x0_hats, hs_prev, sigma, sigma_next, noise=None, *, eta
     exact integral, like the published DPM-Solver++(3M) (MATH.md (10.14)); ``"exact"`` uses
     -2 phi_3 and is exact for a quadratic prediction.  With two predictions it is the 'heun'
     2M SDE step, with one the first-order step.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -348,8 +380,9 @@ def _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas, final_s
     """(x in sigma coordinates, grid, its VE levels, denoiser D(x, s)), MATH.md (9.1), (9.10):
     D evaluates the VP model at x / sqrt(1 + s^2), at the grid's time for a grid level and at
     :func:`refdiff.sigma_to_time` for other levels (midpoints)."""
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, who)
     sig = [0.0 if p.sigma == 0.0 else (p.sigma / p.alpha if p.alpha > 0 else math.inf) for p in grid]
     if not all(math.isfinite(v) for v in sig):
         raise ValueError(f"{who}: the sigma grid contains inf (zero terminal SNR): sigma-space samplers need "
@@ -441,6 +474,7 @@ def dpm2_ancestral(model, x, schedule, timesteps=None, *, prediction_type="epsil
         For an invalid grid (:func:`refdiff.make_grid`), ``eta``, ``init_scale`` or option, or
         missing noise.
     """
+    check_finite_scalar("s_noise", s_noise, low=0.0)
     eta = _check_eta(eta, "dpm2_ancestral")
     x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
                                        final_sigmas_type, interpolation, init_scale, "dpm2_ancestral")
@@ -501,6 +535,7 @@ def dpmpp_2s_ancestral(model, x, schedule, timesteps=None, *, prediction_type="e
         For an invalid grid (:func:`refdiff.make_grid`), ``eta``, ``init_scale`` or option, or
         missing noise.
     """
+    check_finite_scalar("s_noise", s_noise, low=0.0)
     eta = _check_eta(eta, "dpmpp_2s_ancestral")
     x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
                                        final_sigmas_type, interpolation, init_scale, "dpmpp_2s_ancestral")
@@ -564,6 +599,8 @@ def dpmpp_sde(model, x, schedule, timesteps=None, *, prediction_type="epsilon", 
         For an invalid grid (:func:`refdiff.make_grid`), ``eta``, ``init_scale`` or option, or
         missing noise.
     """
+    check_finite_scalar("s_noise", s_noise, low=0.0)
+    check_finite_scalar("r", r, low=0.0, low_open=True, high=1.0)
     eta = _check_eta(eta, "dpmpp_sde")
     x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
                                        final_sigmas_type, interpolation, init_scale, "dpmpp_sde")
@@ -628,6 +665,7 @@ def dpmpp_2m_sde_eta(model, x, schedule, timesteps=None, *, prediction_type="eps
         For an invalid grid (:func:`refdiff.make_grid`), ``eta``, ``init_scale`` or option, or
         missing noise.
     """
+    check_finite_scalar("s_noise", s_noise, low=0.0)
     eta = _check_eta(eta, "dpmpp_2m_sde_eta")
     x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
                                        final_sigmas_type, interpolation, init_scale, "dpmpp_2m_sde_eta")
@@ -697,6 +735,7 @@ def dpmpp_3m_sde(model, x, schedule, timesteps=None, *, prediction_type="epsilon
         For an invalid grid (:func:`refdiff.make_grid`), ``eta``, ``init_scale`` or option, or
         missing noise.
     """
+    check_finite_scalar("s_noise", s_noise, low=0.0)
     eta = _check_eta(eta, "dpmpp_3m_sde")
     x, sig, D, step_end = _sigma_setup(model, x, schedule, timesteps, prediction_type, sigmas,
                                        final_sigmas_type, interpolation, init_scale, "dpmpp_3m_sde")

@@ -31,12 +31,15 @@ the update used.  Loops whose state lives in sigma or flow coordinates convert a
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from typing import NamedTuple
 
 import numpy as np
 
-from ..backend import array_namespace, check_finite, to_numpy
+from .._validate import check_array, check_choice, check_finite_scalar, check_int, check_same_shape
+from ..backend import array_namespace, bcast, check_finite, to_numpy
 from ..parameterization import PREDICTION_TYPES, to_eps_x0
 from ..schedules import InterpolatedVP, Schedule, _ContinuousVP, alpha_sigma
 from ..variance import check_model_output
@@ -45,7 +48,8 @@ __all__ = ["GridPoint", "Grid", "make_grid", "point_at", "point_at_lambda", "poi
            "to_vp", "from_vp", "ve_sigma", "flow_time", "vp_from_ve_sigma", "vp_from_flow_time", "end_step",
            "model_t", "call_model", "predict", "predict_eps_x0"]
 # also public, not star-exported: ZERO, FINAL_SIGMAS_TYPES, INTERPOLATIONS, check_schedule,
-# check_prediction_type, check_options, check_noise, draw_noise, is_int_scalar
+# check_prediction_type, check_options, check_noise, draw_noise, is_int_scalar, check_start, vp_grid,
+# check_step_arrays, check_x0_defined, check_level, check_args, check_timestep_arg
 
 FINAL_SIGMAS_TYPES = ("zero", "sigma_min")
 # model time of a noise level: refdiff's exact inverse (2.15); k-diffusion / diffusers Euler
@@ -90,9 +94,76 @@ class Grid(tuple):
 ZERO = GridPoint(None, 1.0, 0.0)
 
 
+def check_args(*, arrays=(), coefs=(), scalars=(), callables=(), same_shape=(), optional=()):
+    """Decorator: the cheap entry checks of a step function (issue 19), by parameter name.
+
+    ``arrays``: real floating arrays (float32/float64, any rank); ``coefs``: a finite
+    real number (not a bool) or a float array (a per-sample coefficient of shape (N,) is
+    reshaped to (N, 1, ..., 1) against the first array, :func:`refdiff.backend.bcast`); ``scalars``: a
+    finite real number (not a bool, not an array); ``callables``:
+    callables; ``same_shape``: arrays that must have one shape (no broadcasting).  An
+    optional parameter left at None (default None, or named in ``optional``) is not
+    checked.  No finiteness pass (per-step code):
+    NaN and inf in arrays propagate, as the decorated functions' docstrings say.
+
+    Parameters
+    ----------
+    arrays, coefs, scalars, callables, same_shape, optional : tuple of str
+        Parameter names.
+
+    Returns
+    -------
+    callable
+        The decorator.
+    """
+    def deco(fn):
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            bound = sig.bind(*args, **kwargs)
+            a = bound.arguments
+            for name in callables:
+                if not callable(a.get(name)):
+                    raise TypeError(f"{name} must be callable, got {type(a.get(name)).__name__}")
+            for name in arrays:
+                v = a.get(name)
+                if name in a and not (v is None and (sig.parameters[name].default is None or name in optional)):
+                    check_array(name, np.asarray(v) if isinstance(v, np.generic) else v)  # NumPy 0-d results
+            ref_name = next((n for n in arrays if a.get(n) is not None and hasattr(a[n], "ndim")), None)
+            ref = a[ref_name] if ref_name is not None else None
+            for name in coefs:
+                v = a.get(name, sig.parameters[name].default)
+                if hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, np.generic):
+                    check_array(name, v)
+                    if v.ndim == 1 and ref is not None and ref.ndim > 1:  # per sample: (N,) -> (N, 1, ...)
+                        if v.shape[0] not in (1, ref.shape[0]):
+                            raise ValueError(f"{name} has shape {tuple(v.shape)}; a per-sample coefficient must "
+                                             f"have shape (N,) = ({ref.shape[0]},), N from {ref_name} "
+                                             f"{tuple(ref.shape)}")
+                        a[name] = bcast(v, ref)
+                else:
+                    check_finite_scalar(name, v)
+            for name in scalars:
+                v = a.get(name, sig.parameters[name].default)
+                if not (v is None and name in optional):
+                    check_finite_scalar(name, v)
+            shaped = {n: a[n] for n in same_shape if a.get(n) is not None}
+            if len(shaped) > 1:
+                check_same_shape(**shaped)
+            return fn(*bound.args, **bound.kwargs)
+
+        return checked
+
+    return deco
+
+
 # ----------------------------------------------------------------------------- coordinates
+@check_args(coefs=("alpha", "sigma"))
 def ve_sigma(alpha, sigma):
     """VP -> sigma (VE) noise level s = sigma / alpha, MATH.md (9.1).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -107,6 +178,7 @@ def ve_sigma(alpha, sigma):
     return sigma / alpha
 
 
+@check_args(scalars=("s",))
 def vp_from_ve_sigma(s):
     """sigma (VE) -> VP: (alpha, sigma) = (1, s) / sqrt(1 + s^2), MATH.md (9.1).
 
@@ -123,8 +195,11 @@ def vp_from_ve_sigma(s):
     return a, s * a
 
 
+@check_args(coefs=("alpha", "sigma"))
 def flow_time(alpha, sigma):
     """VP -> rectified-flow time of equal SNR, u = sigma / (alpha + sigma), MATH.md (11.10).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -139,6 +214,7 @@ def flow_time(alpha, sigma):
     return sigma / (alpha + sigma)
 
 
+@check_args(scalars=("u",))
 def vp_from_flow_time(u):
     """Flow time -> VP (alpha, sigma) of equal SNR: (1 - u, u) / sqrt((1 - u)^2 + u^2).
 
@@ -155,10 +231,13 @@ def vp_from_flow_time(u):
     return (1.0 - u) / r, u / r
 
 
+@check_args(arrays=("x",), scalars=("alpha", "sigma"))
 def to_vp(x, alpha, sigma):
     """The VP state of x on the path (alpha, sigma): x / sqrt(alpha^2 + sigma^2) (the same
     x_0, eps and SNR); identity on a VP point.  Sigma space: (alpha, sigma) = (1, s); flow:
     (1 - u, u).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -176,8 +255,11 @@ def to_vp(x, alpha, sigma):
     return x if r == 1.0 else x / r
 
 
+@check_args(arrays=("x_vp",), scalars=("alpha", "sigma"))
 def from_vp(x_vp, alpha, sigma):
     """Inverse of :func:`to_vp`: x_vp sqrt(alpha^2 + sigma^2).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -226,7 +308,14 @@ def point_at(schedule, t):
     TypeError
         If ``schedule`` is neither a Schedule nor a continuous VP.
     """
-    if isinstance(schedule, Schedule) and isinstance(t, (int, np.integer)) and not isinstance(t, bool):
+    return _point_at(schedule, t, "t")
+
+
+def _point_at(schedule, t, name):
+    check_time(name, t)
+    if isinstance(schedule, Schedule) and not (0 <= t <= schedule.T - 1):
+        raise ValueError(f"{name} = {t!r} is out of range [0, {schedule.T - 1}] (T = {schedule.T})")
+    if isinstance(schedule, Schedule) and isinstance(t, (int, np.integer)):
         k = int(t)
         return GridPoint(k, float(schedule.sqrt_alpha_bars[k]), float(schedule.sqrt_one_minus_alpha_bars[k]))
     check_schedule(schedule)
@@ -254,6 +343,7 @@ def point_at_lambda(schedule, lam):
     TypeError
         If ``schedule`` is neither a Schedule nor a continuous VP.
     """
+    check_finite_scalar("lam", lam)
     if check_schedule(schedule):
         tc = float(InterpolatedVP(schedule).t_from_lambda(np.asarray(float(lam))))
         t = tc * schedule.T - 1.0
@@ -295,6 +385,7 @@ def sigma_to_time(schedule, s, interpolation="log_alpha"):
     """
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation {interpolation!r}; valid: {', '.join(INTERPOLATIONS)}")
+    check_finite_scalar("s", s, low=0.0, low_open=True)
     if not check_schedule(schedule):
         return float(schedule.t_from_lambda(np.asarray(-math.log(s))))
     if interpolation == "log_alpha":
@@ -326,6 +417,7 @@ def point_at_sigma(schedule, s, interpolation="log_alpha"):
     ValueError
         If ``interpolation`` is unknown.
     """
+    check_finite_scalar("s", s, low=0.0)
     if s == 0.0:
         return ZERO
     a, sg = vp_from_ve_sigma(s)
@@ -342,6 +434,24 @@ def _host_1d(values, name):
     if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
         raise ValueError(f"{name} must be finite, got {v.tolist()}")
     return v
+
+
+def check_int_grid(timesteps, T, name="timesteps"):
+    """The host int64 array of a discrete grid: 1-D, non-empty, integer, in [0, T-1], strictly
+    decreasing (errors name ``name``)."""
+    ts = _host_1d(timesteps, name)
+    check_int("T", T, min=1)
+    if T > 2**31 - 1:
+        raise ValueError(f"T = {T} exceeds 2**31 - 1")
+    if ts.size < 1:
+        raise ValueError(f"steps = 0: {name} is empty (steps must be >= 1)")
+    if ts.dtype.kind not in "iu":
+        raise TypeError(f"{name} for a discrete Schedule must be integers, got dtype {ts.dtype}")
+    if ts.min() < 0 or ts.max() > T - 1:
+        bad = int(ts.min()) if ts.min() < 0 else int(ts.max())
+        raise ValueError(f"{name} contain {bad}, out of range [0, {T - 1}] (T = {T})")
+    _decreasing(ts, name)
+    return ts.astype(np.int64)
 
 
 def _decreasing(v, name, what="strictly decreasing"):
@@ -409,6 +519,11 @@ def make_grid(schedule, timesteps=None, *, sigmas=None, final_sigmas_type=None, 
     """
     if isinstance(timesteps, Grid):
         return timesteps
+    check_choice("time_convention", time_convention, ("t0_data", "t0_noise"))
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {interpolation!r}; valid: {', '.join(INTERPOLATIONS)}")
+    if final_sigmas_type is not None and final_sigmas_type not in FINAL_SIGMAS_TYPES:
+        raise ValueError(f"unknown final_sigmas_type {final_sigmas_type!r}; valid: {', '.join(FINAL_SIGMAS_TYPES)}")
     if schedule is None:
         return _flow_grid(timesteps, time_convention)
     discrete = check_schedule(schedule)
@@ -416,23 +531,18 @@ def make_grid(schedule, timesteps=None, *, sigmas=None, final_sigmas_type=None, 
         return _sigma_grid(schedule, sigmas, interpolation)
     if timesteps is None:
         raise TypeError("timesteps is None: pass a grid (timesteps) or sigmas")
-    ts = _host_1d(timesteps, "timesteps")
     if discrete:
-        if ts.size < 1:
-            raise ValueError("steps = 0: timesteps is empty (steps must be >= 1)")
-        if ts.dtype.kind not in "iu":
-            raise TypeError(f"timesteps for a discrete Schedule must be integers, got dtype {ts.dtype}")
-        if ts.min() < 0 or ts.max() > schedule.T - 1:
-            bad = int(ts.min()) if ts.min() < 0 else int(ts.max())
-            raise ValueError(f"timesteps contain {bad}, out of range [0, {schedule.T - 1}] (T = {schedule.T})")
+        ts = check_int_grid(timesteps, schedule.T)
     else:
+        ts = _host_1d(timesteps, "timesteps")
         if ts.size < 2:
-            raise ValueError(f"steps must be >= 1: a continuous grid needs >= 2 times, got {ts.size}")
+            raise ValueError(f"timesteps must hold >= 2 times on a continuous grid (steps must be >= 1), got {ts.size}")
         if ts.dtype.kind != "f":
             raise TypeError(f"timesteps for a continuous VP must be floats in (0, 1], got dtype {ts.dtype}")
         if ts.min() <= 0 or ts.max() > 1:
             raise ValueError(f"timesteps must lie in (0, 1] (t = 0 is data), got min {ts.min()!r}, max {ts.max()!r}")
-    _decreasing(ts, "timesteps")
+    if not discrete:
+        _decreasing(ts, "timesteps")
     final = ("zero" if discrete else "sigma_min") if final_sigmas_type is None else final_sigmas_type
     if final not in FINAL_SIGMAS_TYPES:
         raise ValueError(f"unknown final_sigmas_type {final!r}; valid: {', '.join(FINAL_SIGMAS_TYPES)}")
@@ -442,6 +552,14 @@ def make_grid(schedule, timesteps=None, *, sigmas=None, final_sigmas_type=None, 
     elif discrete and int(ts[-1]) != 0:
         pts.append(point_at(schedule, 0))
     return Grid(pts)
+
+
+def vp_grid(schedule, timesteps=None, *, sigmas=None, final_sigmas_type=None, interpolation="log_alpha"):
+    """:func:`make_grid` for a loop of a VP model: ``schedule`` must be a Schedule or a
+    continuous VP (None, the flow path of :func:`make_grid`, is refused naming it)."""
+    check_schedule(schedule)
+    return make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                     interpolation=interpolation)
 
 
 def _sigma_grid(schedule, sigmas, interpolation):
@@ -467,9 +585,10 @@ def _flow_grid(timesteps, time_convention):
         raise ValueError(f"unknown time_convention {time_convention!r}; valid: 't0_data' (t = 0 data), 't0_noise'")
     ts = _host_1d(timesteps, "timesteps").astype(np.float64)
     if ts.size < 2:
-        raise ValueError(f"steps must be >= 1: a flow grid needs >= 2 times, got {ts.size}")
+        raise ValueError(f"timesteps must hold >= 2 times on a flow grid (steps must be >= 1), got {ts.size}")
     if ts.min() < 0 or ts.max() > 1:
-        raise ValueError(f"flow times must lie in [0, 1], got min {ts.min()!r}, max {ts.max()!r}")
+        raise ValueError(f"timesteps (flow times: schedule is None) must lie in [0, 1], got min {ts.min()!r}, "
+                         f"max {ts.max()!r}")
     u = ts if time_convention == "t0_data" else 1.0 - ts
     _decreasing(u, "timesteps", "strictly " + ("decreasing (t = 0 data)" if time_convention == "t0_data"
                                                 else "increasing (t0_noise: t = 1 data)"))
@@ -498,10 +617,12 @@ def model_t(t, x):
     TypeError
         If ``t`` is a bool.
     """
+    check_array("x", x, min_ndim=1)
     xp = array_namespace(x)
-    if isinstance(t, bool):
-        raise TypeError("t must be a number, not a bool")
-    if isinstance(t, int) or (hasattr(t, "dtype") and "int" in str(t.dtype)):
+    if hasattr(t, "dtype") and getattr(t, "ndim", 1) == 0 and not isinstance(t, np.generic):
+        t = t.item() if hasattr(t, "item") else t  # a 0-d array: its value
+    check_time("t", t)
+    if isinstance(t, (int, np.integer)):
         return xp.full((x.shape[0],), int(t), dtype=xp.int64)
     return xp.full((x.shape[0],), float(t), dtype=xp.float64)
 
@@ -535,8 +656,18 @@ def call_model(model, x, t, *, step=None):
     FloatingPointError
         If the output is not finite.
     """
+    if not callable(model):
+        raise TypeError(f"model must be callable (model(x, t) -> output), got {type(model).__name__}")
+    if step is not None:
+        check_int("step", step, min=0)
     where = f"step {step} (t = {t})" if step is not None else f"t = {t}"
-    return check_model_output(model(x, model_t(t, x)), x, where=where)
+    try:
+        return check_model_output(model(x, model_t(t, x)), x, where=where)
+    except FloatingPointError as e:
+        xp = array_namespace(x)
+        if not bool(xp.all(xp.isfinite(x))):  # say why, on the failure path only
+            raise FloatingPointError(f"{e}: its input x contains NaN or inf") from None
+        raise
 
 
 def predict(model, x, p, prediction_type, step=None):
@@ -586,6 +717,7 @@ def predict_eps_x0(model, x, t, schedule, prediction_type="epsilon", *, step=Non
     -------
     eps_hat, x0_hat : arrays (N, ...)
     """
+    check_schedule(schedule)
     out = call_model(model, x, t, step=step)
     alpha, sigma = alpha_sigma(schedule, t, x)
     return to_eps_x0(out, x, alpha, sigma, prediction_type)
@@ -608,10 +740,124 @@ def check_options(who, options):
         raise TypeError(f"{who} got unknown option(s) {sorted(options)}")
 
 
+X0_UNDEFINED_AT_ALPHA_ZERO = ("epsilon", "score")  # x0_hat = (x - sigma eps_hat) / alpha, (4.2)
+
+
+def check_start(model, x, grid, who, *, prediction_type=None, needs=None, name="x"):
+    """The checks at a loop's entry (issue 19): the start state and the grid's zero-SNR point.
+
+    ``model`` must be callable.  ``x`` must be a real floating array (float32 or float64;
+    float16 overflows in the
+    sigma-space scaling sqrt(1 + s^2) x) with a batch axis, finite.  A grid point with
+    alpha = 0 and sigma > 0 (zero terminal SNR, t = T-1 of a rescaled schedule) is refused
+    before any model call, saying why: ``needs="x0"`` (DDPM, DDIM, LCM) when
+    ``prediction_type`` is "epsilon" or "score", whose x0_hat = (x - sigma eps_hat) / alpha,
+    MATH.md (4.2), divides by alpha = 0; ``needs="lambda"`` (the half-log-SNR solvers) for
+    every prediction type, lambda = log(alpha / sigma) being -inf there; ``needs="log_alpha"``
+    (PNDM, the SDE loops: they evaluate the schedule between its points through log alpha,
+    MATH.md (2.15)) likewise.
+
+    Parameters
+    ----------
+    model : callable
+        The loop's model.
+    x : array (N, ...)
+        The start state.
+    grid : Grid
+        The loop's grid (:func:`make_grid`).
+    who : str
+        The method's name, for the message.
+    prediction_type : str, optional
+        What the model predicts (with ``needs="x0"``).
+    needs : {None, "x0", "lambda", "log_alpha"}
+        What the method computes at every point.
+    name : str, default "x"
+        The start state's argument name.
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not callable or ``x`` is not a float32/float64 array.
+    ValueError
+        If ``x`` has no axis or is not finite, or the grid has a point the method cannot use.
+    """
+    if not callable(model):
+        raise TypeError(f"model must be callable (model(x, t) -> output), got {type(model).__name__}")
+    check_array(name, x, min_ndim=1, finite=True)
+    for p in grid:
+        if not (p.alpha == 0.0 and p.sigma > 0.0):
+            continue
+        if needs in ("lambda", "log_alpha"):
+            what = "the half log-SNR lambda = log(alpha / sigma)" if needs == "lambda" else "log alpha"
+            raise ValueError(f"{who}: the grid has t = {p.t}, where alpha = 0 (zero terminal SNR): {what} "
+                             f"is -inf there, so this method cannot step from it; start the "
+                             f"grid below it (e.g. timesteps[1:]) or use ddpm/ddim with prediction_type "
+                             f"'v_prediction' or 'sample'")
+        if needs == "x0" and prediction_type in X0_UNDEFINED_AT_ALPHA_ZERO:
+            raise ValueError(f"{who}: prediction_type {prediction_type!r} gives no x_0 at t = {p.t}, where alpha = 0 "
+                             f"(zero terminal SNR): x0_hat = (x - sigma eps_hat) / alpha divides by alpha = 0; use a "
+                             f"'v_prediction' or 'sample' model, or start the grid below t = {p.t}")
+    return x
+
+
+def check_step_arrays(**arrays):
+    """Each keyword array must be a real floating array (float32/float64) with a batch axis
+    (TypeError/ValueError naming it): a step function's cheap entry check (no finiteness
+    pass, issue 19's rule for per-step code).  None values are skipped."""
+    for name, a in arrays.items():
+        if a is not None:
+            check_array(name, a, min_ndim=1)
+
+
+def check_x0_defined(schedule, t, prediction_type, who):
+    """ValueError, saying why, when ``prediction_type`` (eps or score) gives no x_0 at a
+    timestep ``t`` of the Schedule where alpha = 0 (zero terminal SNR): the step's
+    counterpart of :func:`check_start`.  Reads the host table only (cheap)."""
+    if prediction_type not in X0_UNDEFINED_AT_ALPHA_ZERO or schedule.sqrt_alpha_bars[-1] > 0.0:
+        return
+    tt = np.asarray(to_numpy(t) if hasattr(t, "shape") else t).reshape(-1)
+    zero = tt[schedule.sqrt_alpha_bars[tt] == 0.0]
+    if zero.size:
+        raise ValueError(f"{who}: prediction_type {prediction_type!r} gives no x_0 at t = {int(zero[0])}, where "
+                         f"alpha = 0 (zero terminal SNR): x0_hat = (x - sigma eps_hat) / alpha divides by alpha = 0; "
+                         f"use a 'v_prediction' or 'sample' model there")
+
+
+def check_timestep_arg(name, t):
+    """``t`` must be an integer timestep: a Python/NumPy int (not a bool) or an integer array
+    (TypeError naming ``name`` otherwise); the range is the schedule's check."""
+    if is_int_scalar(t):
+        return t
+    if hasattr(t, "shape") and hasattr(t, "dtype") and not isinstance(t, np.generic):
+        check_array(name, t, dtype="int", allow_empty=True)
+        return t
+    raise TypeError(f"{name} must be an integer timestep or an integer array, got {type(t).__name__} {t!r}")
+
+
+def check_time(name, t):
+    """A model time: an int index (not a bool) or a finite float; TypeError/ValueError
+    naming ``name`` otherwise."""
+    if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number (an int index or a float time), got {type(t).__name__} {t!r}")
+    if not math.isfinite(t):
+        raise ValueError(f"{name} = {t!r} is not finite")
+    return t
+
+
+def check_level(name, value, *, low=0.0):
+    """A real number >= ``low`` that may be +inf (e.g. EDM's s_tmax); NaN, -inf, bools and
+    non-numbers are refused naming ``name`` (:func:`refdiff._validate.check_finite_scalar`)."""
+    if isinstance(value, (float, np.floating)) and value == math.inf:
+        return math.inf
+    return check_finite_scalar(name, value, low=low)
+
+
 def check_noise(z, x, who):
-    """A noise array of x's shape (TypeError if missing, ValueError if misshaped)."""
+    """A noise array of x's shape and a float dtype (TypeError if missing or not a float32/
+    float64 array, ValueError if misshaped)."""
     if z is None:
         raise TypeError(f"{who} needs an explicit standard normal noise array of x's shape at this step")
+    check_array("noise", z, allow_empty=True)
     if tuple(z.shape) != tuple(x.shape):
         raise ValueError(f"noise has shape {tuple(z.shape)}, expected x's shape {tuple(x.shape)}")
     return z
@@ -661,7 +907,14 @@ def end_step(i, t, x, x0_hat, callback=None, project=None, path=(1.0, 0.0)):
     FloatingPointError
         If ``x`` or the output of ``project`` is not finite.
     """
-    check_finite(x, "sampler state", f"step {i} (t = {t})")
+    check_int("i", i, min=0)
+    check_array("x", x)
+    if x0_hat is not None:
+        check_array("x0_hat", x0_hat)
+        check_finite(x0_hat, "x0_hat (the step's x_0 prediction)", f"step {i} (t = {t})")
+    check_finite(x, "sampler state x", f"step {i} (t = {t})")
+    if x0_hat is not None:
+        check_same_shape(x=x, x0_hat=x0_hat)
     for name, hook in (("project", project), ("callback", callback)):
         if hook is not None and not callable(hook):
             raise TypeError(f"{name} must be callable ({name}(i, t, x{', x0_hat' if name == 'callback' else ''})) "
@@ -678,3 +931,4 @@ def end_step(i, t, x, x0_hat, callback=None, project=None, path=(1.0, 0.0)):
     if callback is not None:
         callback(i, t, to_vp(x, a, b), x0_hat)
     return x
+

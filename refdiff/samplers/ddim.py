@@ -15,11 +15,13 @@ import math
 
 import numpy as np
 
+from .._validate import check_bool, check_finite_scalar, check_int
 from ..backend import array_namespace, asarray_like
 from ..parameterization import to_eps_x0
 from ..schedules import Schedule, gather
-from .common import (ZERO, call_model, check_noise, check_options, check_prediction_type, draw_noise, end_step,
-                     is_int_scalar, make_grid, point_at, predict)
+from .common import (ZERO, call_model, check_args, check_int_grid, check_noise, check_options, check_prediction_type,
+                     check_start, check_timestep_arg, check_x0_defined, draw_noise, end_step, is_int_scalar,
+                     make_grid, point_at, predict, vp_grid)
 from .ddpm import process_x0
 
 __all__ = ["ddim_update", "ddim_sigma", "ddim_step", "ddim_inversion_step", "ddim_loop", "ddim_invert",
@@ -34,11 +36,14 @@ def _check_eta(eta):
     return float(eta)
 
 
+@check_args(coefs=("alpha", "sigma", "alpha_prev", "sigma_prev"), scalars=("eta",))
 def ddim_sigma(alpha, sigma, alpha_prev, sigma_prev, eta):
     """The DDIM noise level of the step t -> s (s = prev), MATH.md (8.8):
     ``sigma_eta = eta * (sigma_s / sigma_t) * sqrt(sigma_t^2 - alpha_t^2 sigma_s^2 / alpha_s^2)``.
     On a VP path ``sigma_t^2 - alpha_t^2 sigma_s^2 / alpha_s^2 = 1 - alpha_bar_t / alpha_bar_s``
     and eta = 1 gives the DDPM posterior standard deviation sqrt(beta_tilde).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -54,7 +59,7 @@ def ddim_sigma(alpha, sigma, alpha_prev, sigma_prev, eta):
     float or array
         sigma_eta (a float when ``alpha`` and ``alpha_prev`` are floats).
     """
-    if isinstance(alpha, float) and isinstance(alpha_prev, float):
+    if all(isinstance(v, (int, float)) for v in (alpha, sigma, alpha_prev, sigma_prev)):
         inner = max(sigma * sigma - (alpha * sigma_prev / alpha_prev) ** 2, 0.0)
         return eta * sigma_prev / sigma * math.sqrt(inner)
     xp = array_namespace(alpha, sigma, alpha_prev, sigma_prev)
@@ -62,8 +67,13 @@ def ddim_sigma(alpha, sigma, alpha_prev, sigma_prev, eta):
     return eta * sigma_prev / sigma * xp.sqrt(inner)
 
 
+@check_args(arrays=("x_t", "eps_hat", "x0_hat", "noise"),
+            coefs=("alpha", "sigma", "alpha_prev", "sigma_prev"),
+            same_shape=("x_t", "eps_hat", "x0_hat", "noise"))
 def ddim_update(x_t, eps_hat, x0_hat, alpha, sigma, alpha_prev, sigma_prev, *, eta=0.0, noise=None):
     """The generalized DDIM update on any affine path, MATH.md (8.6)-(8.8):
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     ``x_s = alpha_s x0_hat + sqrt(sigma_s^2 - sigma_eta^2) eps_hat + sigma_eta noise``.
 
@@ -131,14 +141,16 @@ def _alpha_sigma_prev(schedule, t_prev, x, final_alpha_bar):
 
 
 def _check_final_alpha_bar(final_alpha_bar):
-    if not 0.0 < float(final_alpha_bar) <= 1.0:
-        raise ValueError(f"final_alpha_bar = {final_alpha_bar!r} is outside (0, 1]")
+    check_finite_scalar("final_alpha_bar", final_alpha_bar, low=0.0, low_open=True, high=1.0)
 
 
+@check_args(arrays=("model_output", "x_t", "noise"), same_shape=("model_output", "x_t", "noise"))
 def ddim_step(schedule, model_output, t, t_prev, x_t, *, eta=0.0, noise=None, prediction_type="epsilon",
               clip_sample=False, clip_sample_range=1.0, thresholding=False, dynamic_thresholding_ratio=0.995,
               sample_max_value=1.0, use_clipped_model_output=False, final_alpha_bar=1.0):
     """One DDIM step x_t -> x_{t_prev} on a discrete schedule, MATH.md (8.7)-(8.8).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     ``t`` in [0, T-1] and ``t_prev`` in [-1, t-1] (ints or integer (N,) arrays);
     ``t_prev = -1`` means alpha_bar_prev = ``final_alpha_bar`` (1: the data end; the
@@ -193,9 +205,11 @@ def ddim_step(schedule, model_output, t, t_prev, x_t, *, eta=0.0, noise=None, pr
     check_prediction_type(prediction_type)
     eta = _check_eta(eta)
     _check_final_alpha_bar(final_alpha_bar)
+    check_timestep_arg("t", t)
+    check_timestep_arg("t_prev", t_prev)
     schedule.check_t(t)
-    if tuple(model_output.shape) != tuple(x_t.shape):
-        raise ValueError(f"model_output has shape {tuple(model_output.shape)}, expected x_t's shape {tuple(x_t.shape)}")
+    check_bool("use_clipped_model_output", use_clipped_model_output)
+    check_x0_defined(schedule, t, prediction_type, "ddim_step")
     xp = array_namespace(x_t)
     if is_int_scalar(t) and is_int_scalar(t_prev):
         if not int(t_prev) < int(t):
@@ -213,12 +227,15 @@ def ddim_step(schedule, model_output, t, t_prev, x_t, *, eta=0.0, noise=None, pr
     return ddim_update(x_t, eps_hat, x0_c, alpha, sigma, alpha_prev, sigma_prev, eta=eta, noise=noise)
 
 
+@check_args(arrays=("model_output", "x_t"), same_shape=("model_output", "x_t"))
 def ddim_inversion_step(schedule, model_output, t, t_next, x_t, *, prediction_type="epsilon", final_alpha_bar=1.0):
     """One deterministic DDIM inversion step x_t -> x_{t_next}, t_next > t, MATH.md (8.9):
     ``x_{t_next} = alpha_{t_next} x0_hat + sigma_{t_next} eps_hat``, where (eps_hat, x0_hat)
     come from ``model_output`` with the alpha, sigma of ``t_next`` (the model is evaluated at
     (x_t, t_next): the usual inversion approximation, exact when eps_hat does not depend on
     the time).  ``t = -1`` means x_t is data (alpha_bar = ``final_alpha_bar``).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     With the same eps_hat it is the exact inverse of the eta = 0 :func:`ddim_step` from
     t_next to t.
@@ -256,6 +273,8 @@ def ddim_inversion_step(schedule, model_output, t, t_next, x_t, *, prediction_ty
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
     check_prediction_type(prediction_type)
     _check_final_alpha_bar(final_alpha_bar)
+    check_timestep_arg("t", t)
+    check_timestep_arg("t_next", t_next)
     schedule.check_t(t_next, "t_next")
     if not (is_int_scalar(t) and -1 <= int(t) < int(t_next)):
         raise ValueError(f"need integers -1 <= t < t_next, got t = {t!r}, t_next = {t_next!r}")
@@ -288,7 +307,8 @@ def library_prev_timesteps(T, timesteps):
     numpy.ndarray (n,)
         int64 previous timesteps (-1: the data end).
     """
-    ts = np.asarray(timesteps, dtype=np.int64)
+    check_int("T", T, min=1)
+    ts = check_int_grid(timesteps, T)
     return np.maximum(ts - T // ts.shape[0], -1)
 
 
@@ -366,10 +386,13 @@ def ddim_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", 
     ValueError, TypeError
         For an invalid grid (:func:`refdiff.make_grid`) or option.
     """
+    check_bool("set_alpha_to_one", set_alpha_to_one)
+    check_bool("use_clipped_model_output", use_clipped_model_output)
     check_options("ddim", options)
     eta = _check_eta(eta)
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "ddim", prediction_type=prediction_type, needs="x0")
     targets = list(grid[1:])
     if t_prev_rule == "library":
         if not isinstance(schedule, Schedule) or sigmas is not None:
@@ -431,12 +454,17 @@ def ddim_invert(model, x0, schedule, timesteps, *, prediction_type="epsilon", se
     TypeError
         If ``schedule`` is not a Schedule.
     ValueError
-        If ``prediction_type`` or a time is invalid.
+        If ``prediction_type`` or a time is invalid, ``timesteps`` is not a strictly decreasing
+        non-empty integer grid (:func:`refdiff.make_grid`), or ``x0`` is not finite (TypeError
+        if it is not a float32/float64 array).
     """
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
     check_prediction_type(prediction_type)
-    ts = [int(t) for t in np.asarray(timesteps)[::-1]]  # increasing
+    check_bool("set_alpha_to_one", set_alpha_to_one)
+    grid = make_grid(schedule, timesteps)  # strictly decreasing integers in [0, T-1], non-empty
+    check_start(model, x0, grid, "ddim_invert", name="x0")
+    ts = [p.t for p in grid if p.t is not None][::-1]  # increasing
     final = 1.0 if set_alpha_to_one else float(schedule.alpha_bars[0])
     x, t = x0, -1
     for i, t_next in enumerate(ts):

@@ -15,24 +15,29 @@ import math
 
 import numpy as np
 
+from .._validate import check_bool, check_finite_scalar
 from ..backend import array_namespace, bcast, check_finite
 from ..forward import q_posterior_mean
 from ..parameterization import clip_x0, dynamic_threshold, to_eps_x0
 from ..schedules import Schedule, gather, schedule_from_alpha_bars
-from ..variance import VARIANCE_TYPES, check_model_output, check_variance_type, reverse_log_variance, split_learned
-from .common import (check_noise, check_options, check_prediction_type, draw_noise, end_step, is_int_scalar,
-                     make_grid, model_t)
+from ..variance import (VARIANCE_TYPES, check_model_output, check_variance_type, model_output_shape,
+                        reverse_log_variance, split_learned)
+from .common import (check_args, check_noise, check_options, check_prediction_type, check_start, check_timestep_arg,
+                     check_x0_defined, draw_noise, end_step, is_int_scalar, make_grid, model_t, vp_grid)
 
 __all__ = ["ddpm_step", "ddpm_log_variance", "process_x0", "respace", "ddpm_loop", "VARIANCE_TYPES"]
 
 
 # ------------------------------------------------------------------------- shared helpers
+@check_args(arrays=("x0",))
 def process_x0(x0, *, clip_sample=False, clip_sample_range=1.0, thresholding=False,
                dynamic_thresholding_ratio=0.995, sample_max_value=1.0):
     """The x_0 post-processing of the widely used PyTorch library, MATH.md (8.10):
     dynamic thresholding (``thresholding=True``, MATH.md (4.12)) takes precedence over
     static clipping to [-clip_sample_range, clip_sample_range] (``clip_sample=True``,
     MATH.md (4.11)); with both off x_0 is returned unchanged.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -53,7 +58,18 @@ def process_x0(x0, *, clip_sample=False, clip_sample_range=1.0, thresholding=Fal
     -------
     array (N, ...)
         The processed x_0 (``x0`` itself with both off).
+
+    Raises
+    ------
+    TypeError, ValueError
+        If an option is not a bool, or a bound is not a finite number > 0 (the ratio in
+        (0, 1]).
     """
+    check_bool("clip_sample", clip_sample)
+    check_bool("thresholding", thresholding)
+    check_finite_scalar("clip_sample_range", clip_sample_range, low=0.0, low_open=True)
+    check_finite_scalar("dynamic_thresholding_ratio", dynamic_thresholding_ratio, low=0.0, low_open=True, high=1.0)
+    check_finite_scalar("sample_max_value", sample_max_value, low=0.0, low_open=True)
     if thresholding:
         return dynamic_threshold(x0, dynamic_thresholding_ratio, sample_max_value)
     if clip_sample:
@@ -67,10 +83,13 @@ ddpm_log_variance = reverse_log_variance
 (one definition for sampling and the ELBO)."""
 
 
+@check_args(arrays=("model_output", "x_t", "noise"), same_shape=("x_t", "noise"))
 def ddpm_step(schedule, model_output, t, x_t, noise=None, *, prediction_type="epsilon",
               variance_type="fixed_small", clip_sample=False, clip_sample_range=1.0,
               thresholding=False, dynamic_thresholding_ratio=0.995, sample_max_value=1.0):
     """One DDPM ancestral step x_t -> x_{t-1}, MATH.md (8.1)-(8.4).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     ``x_{t-1} = coef1_t x0_hat + coef2_t x_t + [t > 0] exp(log Sigma_t / 2) noise``, where
     x0_hat is the model's prediction of x_0 (optionally clipped or thresholded,
@@ -120,7 +139,13 @@ def ddpm_step(schedule, model_output, t, x_t, noise=None, *, prediction_type="ep
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
     check_prediction_type(prediction_type)
     check_variance_type(variance_type)
+    check_timestep_arg("t", t)
     schedule.check_t(t)
+    want = model_output_shape(tuple(x_t.shape), variance_type)
+    if tuple(model_output.shape) != want:
+        raise ValueError(f"model_output has shape {tuple(model_output.shape)}; variance_type={variance_type!r} needs "
+                         f"{want} (from x_t's shape {tuple(x_t.shape)})")
+    check_x0_defined(schedule, t, prediction_type, "ddpm_step")
     xp = array_namespace(x_t, model_output)
     model_output, v = split_learned(model_output, x_t, variance_type)
     alpha = gather(schedule.sqrt_alpha_bars, t, x_t)
@@ -166,8 +191,19 @@ def respace(schedule, timesteps):
     -------
     Schedule
         The respaced schedule of n steps.
+
+    Raises
+    ------
+    TypeError
+        If ``schedule`` is not a Schedule or ``timesteps`` are not integers.
+    ValueError
+        If ``timesteps`` is empty, out of [0, T-1] or not strictly decreasing
+        (:func:`refdiff.make_grid`).
     """
-    ts = np.asarray(timesteps)[::-1]
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
+    grid = make_grid(schedule, timesteps)  # strictly decreasing integers in [0, T-1], non-empty
+    ts = np.array([p.t for p in grid if p.t is not None], dtype=np.int64)[::-1]
     return schedule_from_alpha_bars(schedule.alpha_bars[ts], name=f"{schedule.name}[respaced {ts.shape[0]}]")
 
 
@@ -242,12 +278,14 @@ def ddpm_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", 
     ValueError, TypeError
         For an invalid grid (:func:`refdiff.make_grid`) or option.
     """
+    check_bool("final_step_noise", final_step_noise)
     check_options("ddpm", options)
     if final_step_noise and variance_type not in ("fixed_small", "fixed_large"):
         raise ValueError(f"final_step_noise=True is defined for variance_type 'fixed_small' or 'fixed_large', "
                          f"got {variance_type!r}")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "ddpm", prediction_type=prediction_type, needs="x0")
     pts = grid[:-1] if grid[-1].sigma == 0.0 else grid  # the chain's states; the data end is implicit
     chain = schedule_from_alpha_bars([p.alpha**2 for p in reversed(pts)], name="ddpm-chain")  # (8.5)
     proc = dict(clip_sample=clip_sample, clip_sample_range=clip_sample_range, thresholding=thresholding,

@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-from .common import end_step, make_grid, point_at_lambda, predict
+from .._validate import check_bool
+from .common import check_args, check_start, end_step, point_at_lambda, predict, vp_grid
 from .dpm_solver import dpm_solver_1_step, dpm_solver_2_update
 
 __all__ = ["deis_coefficients", "deis_update", "deis"]
@@ -31,6 +32,7 @@ def _int_exp_poly(p, u):
     return math.exp(u) * acc
 
 
+@check_args(scalars=("rho_t",))
 def deis_coefficients(rho_s_list, rho_t):
     """C_j = int_{rho_s0}^{rho_t} l_j(log rho) drho, j = 0..k-1, for the Lagrange basis l_j in
     u = log rho through the nodes u_j = log rho_sj (``rho_s_list`` newest first; rho_s0 is
@@ -70,11 +72,14 @@ def deis_coefficients(rho_s_list, rho_t):
     return out
 
 
+@check_args(arrays=("x_s",), scalars=("alpha_t", "sigma_t"))
 def deis_update(x_s, eps_list, alphas_sigmas, alpha_t, sigma_t):
     """One DEIS-k step (k = len(eps_list), 1..3), MATH.md (16.6):
     x_t = alpha_t (x_s / alpha_s0 + sum_j C_j eps_j), with ``eps_list`` and ``alphas_sigmas``
     = [(alpha_s0, sigma_s0), (alpha_s1, sigma_s1), ...] newest first (s0 the step's start).
     k = 1 is DDIM.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -168,12 +173,14 @@ def deis(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise
     TypeError
         As :func:`refdiff.make_grid`.
     """
+    check_bool("lower_order_final", lower_order_final)
     if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 1 <= order <= 3:
         raise ValueError(f"deis: order = {order!r} is out of range; valid orders: 1, 2, 3")
     if warmup not in ("first_order", "singlestep"):
         raise ValueError(f"deis: unknown warmup {warmup!r}; valid: 'first_order', 'singlestep'")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "deis", needs="lambda")
     n = len(grid) - 1
     eps_hist, points = [], []  # newest first
     for i in range(n):

@@ -23,7 +23,9 @@ import math
 
 import numpy as np
 
-from .common import Grid, end_step, draw_noise, make_grid, point_at, point_at_lambda, predict
+from .._validate import check_bool, check_choice
+from .common import (Grid, check_args, check_start, draw_noise, end_step, point_at, _point_at, point_at_lambda,
+                     predict, vp_grid)
 
 __all__ = [
     "FORMS",
@@ -102,9 +104,12 @@ def _phis(h, form):
 
 
 # ----------------------------------------------------------------------------- first order
+@check_args(arrays=("x_s", "eps_s"), scalars=("alpha_s", "sigma_s", "alpha_t", "sigma_t"), same_shape=("x_s", "eps_s"))
 def dpm_solver_1_step(x_s, eps_s, alpha_s, sigma_s, alpha_t, sigma_t):
     """DPM-Solver-1 (noise form), MATH.md (10.4):
     x_t = (alpha_t / alpha_s) x_s - sigma_t (e^h - 1) eps_s, h = lambda_t - lambda_s.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Written as x_t = (alpha_t/alpha_s) x_s - (alpha_t sigma_s / alpha_s - sigma_t) eps_s so
     that sigma_t = 0 (h = inf) is exact and gives x_t = x0_hat, MATH.md (10.6).  This is DDIM
@@ -130,9 +135,12 @@ def dpm_solver_1_step(x_s, eps_s, alpha_s, sigma_s, alpha_t, sigma_t):
     return (alpha_t / alpha_s) * x_s - (alpha_t * sigma_s / alpha_s - sigma_t) * eps_s
 
 
+@check_args(arrays=("x_s", "x0_s"), scalars=("alpha_s", "sigma_s", "alpha_t", "sigma_t"), same_shape=("x_s", "x0_s"))
 def dpmpp_1_step(x_s, x0_s, alpha_s, sigma_s, alpha_t, sigma_t):
     """DPM-Solver++(1) (data form), MATH.md (10.5):
     x_t = (sigma_t / sigma_s) x_s + alpha_t (1 - e^{-h}) x0_s.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     With e^{-h} = (sigma_t alpha_s) / (alpha_t sigma_s) this is exact at sigma_t = 0, where it
     returns alpha_t x0_s, MATH.md (10.6).  Algebraically identical to :func:`dpm_solver_1_step`
@@ -166,10 +174,13 @@ def _first_order(x_s, m_s, p, q, form):
 
 
 # ----------------------------------------------------------------------------- Taylor form
+@check_args(coefs=("m0",))
 def taylor_differences(m0, m_others, offsets):
     """Estimates of D1 = h m'(lambda_s) and D2 = h^2 m''(lambda_s) from m0 = m(lambda_s) and
     values m_j = m(lambda_s + r_j h) at signed offsets r_j (units of h; r > 0 ahead, as in a
     singlestep solver, r < 0 behind, as in a multistep one), MATH.md (10.8).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     One other point: D1 = (m_1 - m0) / r_1, D2 = None.  Two: the derivatives of the quadratic
     through the three points, D1 = (r_2 E_1 - r_1 E_2)/(r_2 - r_1), D2 = 2 (E_2 - E_1)/(r_2 - r_1)
@@ -207,9 +218,15 @@ def taylor_differences(m0, m_others, offsets):
     return (r2 * E[0] - r1 * E[1]) / (r2 - r1), 2.0 * (E[1] - E[0]) / (r2 - r1)
 
 
+@check_args(arrays=("x_s", "m0", "D1", "D2"),
+            scalars=("alpha_s", "sigma_s", "alpha_t", "sigma_t"),
+            same_shape=("x_s", "m0", "D1", "D2"),
+            optional=("D1", "D2"))
 def dpm_solver_taylor_update(x_s, m0, D1, D2, alpha_s, sigma_s, alpha_t, sigma_t, *, form):
     """The exponential-integrator update with a Taylor model of the prediction, MATH.md
     (10.2)-(10.3), (10.7):
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     noise form: x_t = (alpha_t/alpha_s) x_s - sigma_t [phi0 m0 + phi1 D1 + phi2 D2],
     data form:  x_t = (sigma_t/sigma_s) x_s + alpha_t [psi0 m0 + psi1 D1 + psi2 D2],
@@ -256,9 +273,14 @@ def dpm_solver_taylor_update(x_s, m0, D1, D2, alpha_s, sigma_s, alpha_t, sigma_t
 
 
 # ----------------------------------------------------------------------------- singlestep
+@check_args(arrays=("x_s", "m0", "m1"),
+            scalars=("alpha_s", "sigma_s", "alpha_t", "sigma_t", "r1"),
+            same_shape=("x_s", "m0", "m1"))
 def dpm_solver_2_update(x_s, m0, m1, r1, alpha_s, sigma_s, alpha_t, sigma_t, *, form, solver_type="dpmsolver"):
     """The second stage of singlestep DPM-Solver-2 / DPM-Solver++(2S), MATH.md (10.9), given
     m0 at lambda_s and m1 at the intermediate point lambda_s + r1 h (default r1 = 1/2):
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     "dpmsolver" (the papers): the D1 coefficient is phi0 / 2 (noise) or psi0 / 2 (data);
     "taylor": the exact integral phi1 (psi1).  Both are second order.
@@ -301,9 +323,14 @@ def dpm_solver_2_update(x_s, m0, m1, r1, alpha_s, sigma_s, alpha_t, sigma_t, *, 
     return dpm_solver_taylor_update(x_s, m0 + 0.5 * D1, None, None, alpha_s, sigma_s, alpha_t, sigma_t, form=form)
 
 
+@check_args(arrays=("x_s", "m0", "m1"),
+            scalars=("alpha_s", "sigma_s", "alpha_s2", "sigma_s2", "r1", "r2"),
+            same_shape=("x_s", "m0", "m1"))
 def dpm_solver_3_intermediate(x_s, m0, m1, r1, r2, alpha_s, sigma_s, alpha_s2, sigma_s2, *, form):
     """The point u2 at lambda_s + r2 h of singlestep DPM-Solver-3 (Taylor second order from
     m0 and m1 = m(lambda_s + r1 h)), MATH.md (10.10):
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     u2 = first-order step to s2 + [-sigma_s2 phi1(r2 h) | alpha_s2 psi1(r2 h)] (r2 / r1)(m1 - m0).
 
@@ -338,9 +365,14 @@ def dpm_solver_3_intermediate(x_s, m0, m1, r1, r2, alpha_s, sigma_s, alpha_s2, s
     return dpm_solver_taylor_update(x_s, m0, D1, None, alpha_s, sigma_s, alpha_s2, sigma_s2, form=form)
 
 
+@check_args(arrays=("x_s", "m0", "m1", "m2"),
+            scalars=("alpha_s", "sigma_s", "alpha_t", "sigma_t", "r1", "r2"),
+            same_shape=("x_s", "m0", "m1", "m2"))
 def dpm_solver_3_update(x_s, m0, m1, m2, r1, r2, alpha_s, sigma_s, alpha_t, sigma_t, *, form, solver_type="dpmsolver"):
     """The last stage of singlestep DPM-Solver-3 / DPM-Solver++(3S), MATH.md (10.11), given
     m0, m1 = m(lambda_s + r1 h), m2 = m(lambda_s + r2 h) (the paper: r1 = 1/3, r2 = 2/3):
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     "dpmsolver" (the paper): only D1 = (m2 - m0) / r2 with the phi1 coefficient; it is third
     order because r2 = 2/3 cancels the m'' term.  "taylor": D1, D2 from the quadratic
@@ -387,11 +419,16 @@ def dpm_solver_3_update(x_s, m0, m1, m2, r1, r2, alpha_s, sigma_s, alpha_t, sigm
 
 
 # ----------------------------------------------------------------------------- multistep
+@check_args(arrays=("x_s", "m0", "m_prev"),
+            scalars=("alpha_s", "sigma_s", "alpha_t", "sigma_t", "lambda_prev"),
+            same_shape=("x_s", "m0", "m_prev"))
 def dpmpp_2m_update(x_s, m0, m_prev, lambda_prev, alpha_s, sigma_s, alpha_t, sigma_t, *, form="data",
                     solver_type="dpmsolver"):
     """Multistep second order (DPM-Solver++(2M) in the data form), MATH.md (10.12): the
     previous prediction m_prev at lambda_prev < lambda_s gives D1 = (m0 - m_prev) / r0,
     r0 = h_prev / h.  ``solver_type`` as in :func:`dpm_solver_2_update`.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -428,10 +465,15 @@ def dpmpp_2m_update(x_s, m0, m_prev, lambda_prev, alpha_s, sigma_s, alpha_t, sig
                                solver_type=solver_type)
 
 
+@check_args(arrays=("x_s", "m0", "m1", "m2"),
+            scalars=("alpha_s", "sigma_s", "alpha_t", "sigma_t", "lambda_1", "lambda_2"),
+            same_shape=("x_s", "m0", "m1", "m2"))
 def dpmpp_3m_update(x_s, m0, m1, m2, lambda_1, lambda_2, alpha_s, sigma_s, alpha_t, sigma_t, *, form="data",
                     variant="exact"):
     """Multistep third order (DPM-Solver++(3M) in the data form), MATH.md (10.13)-(10.14),
     from m0 at lambda_s and the two previous predictions m1 at lambda_1, m2 at lambda_2.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     ``variant="exact"``: D1, D2 from the quadratic through the three values (MATH.md (10.8)),
     third order.  ``variant="published"``: the form of the DPM-Solver code release and the
@@ -489,9 +531,14 @@ def _sde_coefs(alpha_s, sigma_s, alpha_t, sigma_t, form):
     return alpha_t / alpha_s, -2.0 * sigma_t * e, -2.0 * sigma_t * (e / h - 1.0), sigma_t * math.sqrt(math.expm1(2.0 * h))
 
 
+@check_args(arrays=("x_s", "m0", "noise"),
+            scalars=("alpha_s", "sigma_s", "alpha_t", "sigma_t"),
+            same_shape=("x_s", "m0", "noise"))
 def dpmpp_sde_1_step(x_s, m0, alpha_s, sigma_s, alpha_t, sigma_t, noise, *, form="data"):
     """First-order step of the reverse VP SDE solved with its exact linear part (SDE-DPM-Solver-1
     / SDE-DPM-Solver++(1)), MATH.md (10.15):
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     data:  x_t = (sigma_t/sigma_s) e^{-h} x_s + alpha_t (1 - e^{-2h}) x0 + sigma_t sqrt(1 - e^{-2h}) z,
     noise: x_t = (alpha_t/alpha_s) x_s - 2 sigma_t (e^h - 1) eps + sigma_t sqrt(e^{2h} - 1) z.
@@ -529,11 +576,16 @@ def dpmpp_sde_1_step(x_s, m0, alpha_s, sigma_s, alpha_t, sigma_t, noise, *, form
     return a * x_s + b * m0 + c * noise
 
 
+@check_args(arrays=("x_s", "m0", "m_prev", "noise"),
+            scalars=("alpha_s", "sigma_s", "alpha_t", "sigma_t", "lambda_prev"),
+            same_shape=("x_s", "m0", "m_prev", "noise"))
 def dpmpp_2m_sde_update(x_s, m0, m_prev, lambda_prev, alpha_s, sigma_s, alpha_t, sigma_t, noise, *, form="data",
                         solver_type="dpmsolver"):
     """Second-order multistep SDE step (DPM-Solver++(2M) SDE), MATH.md (10.16): the first-order
     SDE step plus a D1 = (m0 - m_prev)/r0 term with coefficient half the D0 coefficient
     ("dpmsolver"/"midpoint") or the exact integral ("taylor"/"heun").
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -577,6 +629,9 @@ def dpmpp_2m_sde_update(x_s, m0, m_prev, lambda_prev, alpha_s, sigma_s, alpha_t,
     return a * x_s + b * m0 + coef1 * D1 + c * noise
 
 
+@check_args(arrays=("x_s", "m0", "m1", "m2", "noise"),
+            scalars=("alpha_s", "sigma_s", "alpha_t", "sigma_t", "lambda_1", "lambda_2"),
+            same_shape=("x_s", "m0", "m1", "m2", "noise"))
 def dpmpp_3m_sde_update(x_s, m0, m1, m2, lambda_1, lambda_2, alpha_s, sigma_s, alpha_t, sigma_t, noise, *,
                         variant="exact"):
     """Third-order multistep SDE step (data form, eta = 1), MATH.md (10.20): the first-order SDE
@@ -586,6 +641,8 @@ def dpmpp_3m_sde_update(x_s, m0, m1, m2, lambda_1, lambda_2, alpha_s, sigma_s, a
     I2 = h^2 - I1 and D1, D2 of (10.8).  ``variant="diffusers"``: diffusers 0.42.1
     ``sde-dpmsolver++`` at ``solver_order=3``, whose D2 is half of (10.8)'s (as (10.14)) and whose
     D2 coefficient is I2/(2h^2) - 1, one below the exact integral for that D2.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -709,6 +766,7 @@ def dpm_solver_singlestep_loop(model, x, schedule, timesteps=None, *, prediction
     TypeError
         As :func:`refdiff.make_grid`.
     """
+    check_bool("lower_order_final", lower_order_final)
     if stages == "grid":
         return dpm_solver_grid_stages(model, x, schedule, timesteps, **{k: v for k, v in locals().items() if k in (
             "prediction_type", "callback", "project", "order", "form", "solver_type", "lower_order_final",
@@ -718,8 +776,9 @@ def dpm_solver_singlestep_loop(model, x, schedule, timesteps=None, *, prediction
     _check_form(form)
     _solver_kind(solver_type)
     order = _check_order(order, (1, 2, 3), "dpm_solver_singlestep_loop")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "dpm_solver", needs="lambda")
     pick = 0 if form == "noise" else 1  # m = eps_hat (noise form) or x0_hat (data form)
     n = len(grid) - 1
     if orders is not None and (len(orders) != n or any(o not in (1, 2, 3) for o in orders)):
@@ -810,13 +869,15 @@ def dpm_solver_grid_stages(model, x, schedule, timesteps=None, *, prediction_typ
     TypeError
         As :func:`refdiff.make_grid`.
     """
+    check_bool("lower_order_final", lower_order_final)
     from .library import singlestep_orders
 
     _check_form(form)
     _solver_kind(solver_type)
     order = _check_order(order, (1, 2, 3), "dpm_solver_grid_stages")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "dpm_solver", needs="lambda")
     n = len(grid) - 1
     orders = singlestep_orders(n, order, lower_order_final, grid[-1].sigma == 0.0)
     for i in range(n):
@@ -878,7 +939,9 @@ def dpm_solver_singlestep(model, x, s, t, schedule, order, *, prediction_type="e
         If ``order`` or an option is invalid.
     """
     order = _check_order(order, (1, 2, 3), "dpm_solver_singlestep")
-    grid = Grid([point_at(schedule, s), point_at(schedule, t)])
+    grid = Grid([_point_at(schedule, s, "s"), point_at(schedule, t)])
+    if not grid[0].lam < grid[1].lam:
+        raise ValueError(f"s = {s!r} must be noisier than t = {t!r} (lambda_s < lambda_t): the step goes towards the data")
     return dpm_solver_singlestep_loop(model, x, schedule, grid, prediction_type=prediction_type, order=order, form=form,
                       solver_type=solver_type, r1=r1, r2=r2)
 
@@ -1058,11 +1121,13 @@ def dpmpp_2m(model, x, schedule, timesteps=None, *, prediction_type="epsilon", n
     TypeError
         As :func:`refdiff.make_grid`.
     """
+    check_bool("lower_order_final", lower_order_final)
     _check_form(form)
     _solver_kind(solver_type)
     order = _check_order(order, (1, 2), "dpmpp_2m")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "dpmpp_2m", needs="lambda")
     n = len(grid) - 1
     m_prev = lam_prev = None
     for i in range(n):
@@ -1146,6 +1211,8 @@ def dpmpp_3m(model, x, schedule, timesteps=None, *, prediction_type="epsilon", n
     TypeError
         As :func:`refdiff.make_grid`.
     """
+    check_bool("lower_order_final", lower_order_final)
+    check_choice("variant", variant, ("exact", "published"))
     _check_form(form)
     _solver_kind(solver_type)
     order = _check_order(order, (1, 2, 3), "dpmpp_3m")
@@ -1154,8 +1221,9 @@ def dpmpp_3m(model, x, schedule, timesteps=None, *, prediction_type="epsilon", n
     warmup = ("singlestep" if variant == "exact" else "first_order") if warmup is None else warmup
     if warmup not in WARMUPS:
         raise ValueError(f"dpmpp_3m: unknown warmup {warmup!r}; valid: {', '.join(WARMUPS)}")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "dpmpp_3m", needs="lambda")
     n = len(grid) - 1
     hist = []  # (lambda, m) of the previous steps, newest first
     for i in range(n):
@@ -1243,13 +1311,16 @@ def dpmpp_2m_sde(model, x, schedule, timesteps=None, *, prediction_type="epsilon
         If ``order``, ``form``, ``solver_type`` is invalid, order 3 with the noise form (and as
         :func:`refdiff.make_grid`).
     """
+    check_bool("lower_order_final", lower_order_final)
+    check_choice("variant", variant, ("exact", "diffusers"))
     _check_form(form)
     _solver_kind(solver_type)
     order = _check_order(order, (1, 2, 3), "dpmpp_2m_sde")
     if order == 3 and form != "data":
         raise ValueError("dpmpp_2m_sde: order = 3 is defined in the data form only (form='data')")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "dpmpp_2m_sde", needs="lambda")
     if noise is None:
         raise TypeError("method 'dpmpp_2m_sde' is stochastic and needs noise (pass rng= to refdiff.sample)")
     n = len(grid) - 1

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import math
 
-from ..parameterization import eps_x0_from_velocity, velocity_from_eps_x0
-from .common import call_model, end_step, flow_time, make_grid, point_at_lambda, predict, to_vp
+from ..parameterization import PREDICTION_TYPES, eps_x0_from_velocity, velocity_from_eps_x0
+from .common import (call_model, check_args, check_schedule, check_start, end_step, flow_time, make_grid,
+                     point_at_lambda, predict, to_vp)
 
 __all__ = [
     "TIME_CONVENTIONS",
@@ -40,6 +41,7 @@ __all__ = [
 TIME_CONVENTIONS = ("t0_data", "t0_noise")
 
 
+@check_args(coefs=("t",))
 def rectified_flow_alpha_sigma(t, time_convention="t0_data"):
     """(alpha_t, sigma_t, d alpha/dt, d sigma/dt) of the rectified-flow path, MATH.md (11.7):
     (1 - t, t, -1, 1) with t = 0 data; (t, 1 - t, 1, -1) with ``time_convention="t0_noise"``.
@@ -68,8 +70,11 @@ def rectified_flow_alpha_sigma(t, time_convention="t0_data"):
 
 
 # ----------------------------------------------------------------------------- steps
+@check_args(arrays=("x", "u"), scalars=("t", "t_next"), same_shape=("x", "u"))
 def flow_euler_step(x, u, t, t_next):
     """Euler step of dx/dt = u, MATH.md (11.8): x + (t_next - t) u.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -88,9 +93,12 @@ def flow_euler_step(x, u, t, t_next):
     return x + (float(t_next) - float(t)) * u
 
 
+@check_args(callables=("velocity",), arrays=("x",), scalars=("t", "t_next"))
 def flow_midpoint_step(velocity, x, t, t_next):
     """Explicit midpoint step, MATH.md (11.9): x + dt u(x + dt/2 u(x, t), t + dt/2);
     ``velocity(x, t)`` takes a float time.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -111,8 +119,11 @@ def flow_midpoint_step(velocity, x, t, t_next):
     return x + dt * velocity(x + (0.5 * dt) * u1, float(t) + 0.5 * dt)
 
 
+@check_args(callables=("velocity",), arrays=("x",), scalars=("t", "t_next"))
 def flow_rk4_step(velocity, x, t, t_next):
     """Classical RK4 step of dx/dt = velocity(x, t), MATH.md (11.6).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -133,9 +144,12 @@ def flow_rk4_step(velocity, x, t, t_next):
     return rk4_step(velocity, x, float(t), float(t_next) - float(t))
 
 
+@check_args(arrays=("x_t", "u"), scalars=("t",), same_shape=("x_t", "u"))
 def eps_x0_from_flow_velocity(x_t, u, t, time_convention="t0_data"):
     """(eps_hat, x0_hat) from a rectified-flow velocity at time t, MATH.md (4.8) with (11.7):
     for t = 0 data, x0 = x_t - t u and eps = x_t + (1 - t) u.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -187,6 +201,11 @@ def velocity_from_vp_model(model, schedule, prediction_type="epsilon"):
     callable
         ``velocity(y, s) -> u``.
     """
+    if not callable(model):
+        raise TypeError(f"model must be callable (model(x, t) -> output), got {type(model).__name__}")
+    check_schedule(schedule)
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"unknown prediction_type {prediction_type!r}; valid: {', '.join(PREDICTION_TYPES)}")
 
     def velocity(y, s):
         p = _vp_point(schedule, float(s), {})
@@ -206,7 +225,10 @@ def _flow_setup(model, x, schedule, timesteps, prediction_type, time_convention,
         if schedule is not None:
             raise TypeError(f"a velocity model takes schedule=None (the rectified-flow path), "
                             f"got {type(schedule).__name__}")
-        grid = make_grid(None, timesteps, time_convention=time_convention)
+        if sigmas is not None:
+            raise TypeError("sigmas applies to a VP model's schedule; a velocity model takes flow times (timesteps)")
+        grid = make_grid(None, timesteps, interpolation=interpolation, time_convention=time_convention)
+        check_start(model, x, grid, "flow")
         sign = 1.0 if time_convention == "t0_data" else -1.0  # dy/du = sign * the model's velocity
 
         def vel(y, u, i):
@@ -217,6 +239,7 @@ def _flow_setup(model, x, schedule, timesteps, prediction_type, time_convention,
         raise ValueError("time_convention applies to velocity models only")
     grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
                      interpolation=interpolation)
+    check_start(model, x, grid, "flow", prediction_type=prediction_type, needs="x0")
     us = [flow_time(p.alpha, p.sigma) for p in grid]
     known = dict(zip(us, grid))
 

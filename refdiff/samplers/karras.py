@@ -16,9 +16,10 @@ import math
 
 import numpy as np
 
+from .._validate import check_finite_scalar, check_int
 from ..parameterization import to_eps_x0
-from .common import (call_model, check_noise, check_options, draw_noise, end_step, make_grid, point_at_sigma,
-                     to_vp)
+from .common import (call_model, check_args, check_level, check_noise, check_options, check_start, draw_noise,
+                     end_step, _host_1d, point_at_sigma, to_vp, vp_grid)
 from .common import sigma_to_time  # noqa: F401  (MATH.md (9.9); kept importable from this module)
 
 __all__ = ["to_d", "euler_step", "ancestral_sigmas", "euler_ancestral_step", "heun_step", "dpm2_step",
@@ -27,9 +28,12 @@ __all__ = ["to_d", "euler_step", "ancestral_sigmas", "euler_ancestral_step", "he
 
 
 # ------------------------------------------------------------------------- step functions
+@check_args(arrays=("x", "x0_hat"), coefs=("sigma",), same_shape=("x", "x0_hat"))
 def to_d(x, sigma, x0_hat):
     """The probability-flow ODE slope in sigma space, dx/dsigma = (x - x0_hat) / sigma,
     MATH.md (9.2).  It equals the model's eps_hat.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -48,9 +52,12 @@ def to_d(x, sigma, x0_hat):
     return (x - x0_hat) / sigma
 
 
+@check_args(arrays=("x", "x0_hat"), coefs=("sigma", "sigma_next"), same_shape=("x", "x0_hat"))
 def euler_step(x, sigma, sigma_next, x0_hat):
     """Euler step of (9.2) from sigma to sigma_next, MATH.md (9.3):
     ``x + (sigma_next - sigma) (x - x0_hat) / sigma``; equals the eta = 0 DDIM step.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -69,6 +76,7 @@ def euler_step(x, sigma, sigma_next, x0_hat):
     return x + (sigma_next - sigma) * to_d(x, sigma, x0_hat)
 
 
+@check_args(scalars=("sigma", "sigma_next", "eta"))
 def ancestral_sigmas(sigma, sigma_next, eta=1.0):
     """(sigma_down, sigma_up) of an ancestral step, MATH.md (9.4):
     ``sigma_up = min(sigma_next, eta sqrt(sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2))``,
@@ -99,10 +107,15 @@ def ancestral_sigmas(sigma, sigma_next, eta=1.0):
     return math.sqrt(max(sigma_next**2 - up**2, 0.0)), up
 
 
+@check_args(arrays=("x", "x0_hat", "noise"),
+            scalars=("sigma", "sigma_next", "eta", "s_noise"),
+            same_shape=("x", "x0_hat", "noise"))
 def euler_ancestral_step(x, sigma, sigma_next, x0_hat, noise=None, *, eta=1.0, s_noise=1.0):
     """Euler ancestral step, MATH.md (9.4): a deterministic Euler step to sigma_down, then
     fresh noise of standard deviation ``s_noise * sigma_up``.  ``noise`` (x's shape) is
     required iff sigma_up > 0.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -138,10 +151,16 @@ def euler_ancestral_step(x, sigma, sigma_next, x0_hat, noise=None, *, eta=1.0, s
     return x
 
 
+@check_args(callables=("denoiser",),
+            arrays=("x", "x0_hat"),
+            scalars=("sigma", "sigma_next"),
+            same_shape=("x", "x0_hat"))
 def heun_step(denoiser, x, sigma, sigma_next, x0_hat=None):
     """Heun's (trapezoidal predictor-corrector) step of (9.2), MATH.md (9.5); an Euler step
     when sigma_next = 0 (no evaluation at sigma = 0).  ``x0_hat`` = D(x; sigma) if already
     known.  Returns (x_next, x0_hat).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -170,10 +189,16 @@ def heun_step(denoiser, x, sigma, sigma_next, x0_hat=None):
     return x + (sigma_next - sigma) * 0.5 * (d + d_2), x0_hat
 
 
+@check_args(callables=("denoiser",),
+            arrays=("x", "x0_hat"),
+            scalars=("sigma", "sigma_next"),
+            same_shape=("x", "x0_hat"))
 def dpm2_step(denoiser, x, sigma, sigma_next, x0_hat=None):
     """DPM-2 (k-diffusion): a midpoint step of (9.2) with the midpoint taken in log sigma,
     sigma_mid = sqrt(sigma sigma_next), MATH.md (9.6); Euler when sigma_next = 0.
     Returns (x_next, x0_hat).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -203,6 +228,7 @@ def dpm2_step(denoiser, x, sigma, sigma_next, x0_hat=None):
     return x + (sigma_next - sigma) * d_2, x0_hat
 
 
+@check_args(scalars=("sigma", "s_churn", "s_tmin"))
 def edm_gamma(sigma, n, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf")):
     """EDM's churn factor, MATH.md (9.7): ``min(S_churn / n, sqrt 2 - 1)`` when
     S_tmin <= sigma <= S_tmax, else 0 (n = number of steps).
@@ -228,15 +254,22 @@ def edm_gamma(sigma, n, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf")):
     ValueError
         If ``s_churn`` < 0.
     """
+    check_int("n", n, min=1)
+    check_level("s_tmax", s_tmax)
+    check_int("n", n, min=1)
+    check_level("s_tmax", s_tmax)
     if not s_churn >= 0:
         raise ValueError(f"s_churn = {s_churn!r} must be >= 0")
     return min(s_churn / n, math.sqrt(2.0) - 1.0) if s_tmin <= sigma <= s_tmax else 0.0
 
 
+@check_args(arrays=("x", "noise"), scalars=("sigma", "gamma", "s_noise"), same_shape=("x", "noise"))
 def edm_churn(x, sigma, gamma, noise=None, *, s_noise=1.0):
     """Raise the noise level from sigma to sigma_hat = (1 + gamma) sigma by adding fresh
     noise of variance sigma_hat^2 - sigma^2 (times s_noise^2), MATH.md (9.7).
     Returns (x_hat, sigma_hat); with gamma = 0 nothing is drawn.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -297,7 +330,12 @@ def lms_coefficients(sigmas, i, order):
     ValueError
         If ``i`` or ``order`` is out of range.
     """
-    sig = np.asarray(sigmas, dtype=np.float64)
+    sig = _host_1d(sigmas, "sigmas").astype(np.float64)
+    if sig.size < 2:
+        raise ValueError(f"sigmas must hold at least 2 noise levels, got {sig.size}")
+    if np.any(sig < 0) or np.any(np.diff(sig) >= 0):
+        raise ValueError(f"sigmas must be >= 0 and strictly decreasing, got {sig.tolist()}")
+    check_int("i", i, min=0)
     if not 0 <= i < sig.shape[0] - 1:
         raise ValueError(f"i = {i} is out of range [0, {sig.shape[0] - 2}]")
     if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
@@ -315,8 +353,11 @@ def lms_coefficients(sigmas, i, order):
     return out
 
 
+@check_args(arrays=("x",))
 def lms_step(x, ds, coeffs):
     """``x + sum_j c_j d_{i-j}``, MATH.md (9.8); ``ds`` newest first (d_i, d_{i-1}, ...).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -338,10 +379,11 @@ def lms_step(x, ds, coeffs):
 
 
 # ------------------------------------------------------------------------- loops
-def _sigma_setup(x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale):
+def _sigma_setup(model, x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale):
     """(x in sigma coordinates, grid, its VE levels s_i = sigma_i / alpha_i), MATH.md (9.1), (9.10)."""
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "sigma-space sampler")
     sig = [0.0 if p.sigma == 0.0 else (p.sigma / p.alpha if p.alpha > 0 else math.inf) for p in grid]
     if not all(math.isfinite(s) for s in sig):
         raise ValueError("the sigma grid contains inf (zero terminal SNR): sigma-space samplers need alpha_bar > 0")
@@ -425,7 +467,7 @@ def euler_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon",
         For an invalid grid (:func:`refdiff.make_grid`) or option.
     """
     check_options("euler", options)
-    x, grid, sig = _sigma_setup(x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
+    x, grid, sig = _sigma_setup(model, x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
     for i in range(len(sig) - 1):
         x0_hat = _denoiser(model, schedule, grid, prediction_type, interpolation, i)(x, sig[i])
         x = euler_step(x, sig[i], sig[i + 1], x0_hat)
@@ -485,10 +527,12 @@ def euler_ancestral_loop(model, x, schedule, timesteps=None, *, prediction_type=
     ValueError, TypeError
         For an invalid grid (:func:`refdiff.make_grid`) or option.
     """
+    check_finite_scalar("eta", eta, low=0.0)
+    check_finite_scalar("s_noise", s_noise, low=0.0)
     check_options("euler_ancestral", options)
     if not eta >= 0:
         raise ValueError(f"eta = {eta!r} must be >= 0")
-    x, grid, sig = _sigma_setup(x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
+    x, grid, sig = _sigma_setup(model, x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
     for i in range(len(sig) - 1):
         x0_hat = _denoiser(model, schedule, grid, prediction_type, interpolation, i)(x, sig[i])
         z = draw_noise(noise, x, "euler_ancestral") if ancestral_sigmas(sig[i], sig[i + 1], eta)[1] > 0 else None
@@ -544,7 +588,7 @@ def heun_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", 
         For an invalid grid (:func:`refdiff.make_grid`) or option.
     """
     check_options("heun", options)
-    x, grid, sig = _sigma_setup(x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
+    x, grid, sig = _sigma_setup(model, x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
     for i in range(len(sig) - 1):
         D = _denoiser(model, schedule, grid, prediction_type, interpolation, i)
         x, x0_hat = heun_step(D, x, sig[i], sig[i + 1])
@@ -611,8 +655,12 @@ def edm_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", n
     ValueError, TypeError
         For an invalid grid (:func:`refdiff.make_grid`) or option.
     """
+    check_finite_scalar("s_churn", s_churn, low=0.0)
+    check_finite_scalar("s_tmin", s_tmin, low=0.0)
+    check_level("s_tmax", s_tmax)
+    check_finite_scalar("s_noise", s_noise, low=0.0)
     check_options("edm", options)
-    x, grid, sig = _sigma_setup(x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
+    x, grid, sig = _sigma_setup(model, x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
     n = len(sig) - 1
     for i in range(n):
         D = _denoiser(model, schedule, grid, prediction_type, interpolation, i)
@@ -670,7 +718,7 @@ def dpm2_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", 
         For an invalid grid (:func:`refdiff.make_grid`) or option.
     """
     check_options("dpm_2", options)
-    x, grid, sig = _sigma_setup(x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
+    x, grid, sig = _sigma_setup(model, x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
     for i in range(len(sig) - 1):
         D = _denoiser(model, schedule, grid, prediction_type, interpolation, i)
         x, x0_hat = dpm2_step(D, x, sig[i], sig[i + 1])
@@ -728,8 +776,9 @@ def lms_loop(model, x, schedule, timesteps=None, *, prediction_type="epsilon", n
     ValueError, TypeError
         For an invalid grid (:func:`refdiff.make_grid`) or option.
     """
+    check_int("order", order, min=1)
     check_options("lms", options)
-    x, grid, sig = _sigma_setup(x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
+    x, grid, sig = _sigma_setup(model, x, schedule, timesteps, sigmas, final_sigmas_type, interpolation, init_scale)
     ds = []
     for i in range(len(sig) - 1):
         x0_hat = _denoiser(model, schedule, grid, prediction_type, interpolation, i)(x, sig[i])

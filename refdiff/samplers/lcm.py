@@ -14,7 +14,8 @@ import math
 
 import numpy as np
 
-from .common import draw_noise, end_step, make_grid, predict
+from .._validate import check_finite_scalar
+from .common import check_args, check_start, draw_noise, end_step, predict, vp_grid
 
 __all__ = ["lcm_timesteps", "lcm_boundary", "lcm_step", "lcm"]
 
@@ -47,9 +48,13 @@ def lcm_timesteps(T, n, original_inference_steps=50, strength=1.0):
     """
     for name, v in (("T", T), ("n", n), ("original_inference_steps", original_inference_steps)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"lcm_timesteps: {name} = {v!r} must be an integer >= 1")
+            raise (TypeError if not isinstance(v, (int, np.integer)) or isinstance(v, bool) else ValueError)(
+                f"lcm_timesteps: {name} = {v!r} must be an integer >= 1")
+    if T > 2**31 - 1:
+        raise ValueError(f"lcm_timesteps: T = {T} exceeds 2**31 - 1")
     if original_inference_steps > T:
         raise ValueError(f"lcm_timesteps: original_inference_steps = {original_inference_steps} exceeds T = {T}")
+    check_finite_scalar("strength", strength, low=0.0, low_open=True, high=1.0)
     if not 0 < strength <= 1:
         raise ValueError(f"lcm_timesteps: strength = {strength!r} must be in (0, 1]")
     origin = (np.arange(1, int(original_inference_steps * strength) + 1) * (T // original_inference_steps) - 1)[::-1]
@@ -59,6 +64,7 @@ def lcm_timesteps(T, n, original_inference_steps=50, strength=1.0):
     return origin[np.floor(np.linspace(0, len(origin), n, endpoint=False)).astype(np.int64)].astype(np.int64)
 
 
+@check_args(scalars=("t", "sigma_data", "timestep_scaling"))
 def lcm_boundary(t, sigma_data=0.5, timestep_scaling=10.0):
     """(c_skip, c_out) of LCM, MATH.md (16.16): with u = timestep_scaling * t,
     c_skip = sigma_data^2 / (u^2 + sigma_data^2), c_out = u / sqrt(u^2 + sigma_data^2);
@@ -89,10 +95,15 @@ def lcm_boundary(t, sigma_data=0.5, timestep_scaling=10.0):
     return sigma_data**2 / (u * u + sigma_data**2), u / math.sqrt(u * u + sigma_data**2)
 
 
+@check_args(arrays=("x_t", "x0_hat", "noise"),
+            scalars=("c_skip", "c_out", "alpha_next", "sigma_next"),
+            same_shape=("x_t", "x0_hat", "noise"))
 def lcm_step(x_t, x0_hat, c_skip, c_out, alpha_next, sigma_next, noise=None):
     """One consistency step, MATH.md (16.16), (16.17): f = c_skip x_t + c_out x0_hat, then
     x_next = alpha_next f + sigma_next noise (``noise=None`` and sigma_next = 0: x_next = f).
     Returns (x_next, f).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -183,10 +194,13 @@ def lcm(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=
     ValueError, TypeError
         For an invalid grid (:func:`refdiff.make_grid`) or ``boundary``, or missing noise.
     """
+    check_finite_scalar("sigma_data", sigma_data, low=0.0, low_open=True)
+    check_finite_scalar("timestep_scaling", timestep_scaling, low=0.0, low_open=True)
     if boundary not in ("lcm", None):
         raise ValueError(f"lcm: unknown boundary {boundary!r}; valid: 'lcm', None")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "lcm", prediction_type=prediction_type, needs="x0")
     pts = [p for p in grid if p.sigma > 0]  # the points with a model call
     for i, p in enumerate(pts):
         _, x0_hat = predict(model, x, p, prediction_type, i)

@@ -12,7 +12,9 @@ import math
 
 import numpy as np
 
-from ..schedules import Schedule, exponential_sigmas, karras_sigmas, time_grid, timesteps as refdiff_timesteps
+from .._validate import check_bool, check_int
+from ..schedules import Schedule, _ContinuousVP, exponential_sigmas, karras_sigmas, time_grid
+from ..schedules import timesteps as refdiff_timesteps
 from .common import ZERO, Grid, GridPoint, vp_from_ve_sigma
 
 __all__ = ["library_grid", "LIBRARY_SCHEDULERS", "diffusers_init_scale", "singlestep_orders",
@@ -101,6 +103,11 @@ def library_grid(schedule, n, scheduler="euler", *, timestep_spacing="linspace",
         both sigma options are set.
     """
     _check(schedule, n, scheduler, timestep_spacing)
+    check_bool("use_karras_sigmas", use_karras_sigmas)
+    check_bool("use_exponential_sigmas", use_exponential_sigmas)
+    check_int("steps_offset", steps_offset, min=0)
+    if steps_offset >= schedule.T:
+        raise ValueError(f"steps_offset = {steps_offset} is outside [0, T - 1] = [0, {schedule.T - 1}]")
     if use_karras_sigmas and use_exponential_sigmas:
         raise ValueError("use_karras_sigmas and use_exponential_sigmas exclude each other (as in diffusers)")
     T = schedule.T
@@ -190,6 +197,12 @@ def singlestep_orders(n, order, lower_order_final=False, final_zero=True):
         If ``order`` is invalid or n is not a whole number of blocks (without
         ``lower_order_final``).
     """
+    check_int("n", n, min=1)
+    if n > 10**6:
+        raise ValueError(f"n = {n} exceeds 10**6")
+    check_int("order", order, min=1)
+    check_bool("lower_order_final", lower_order_final)
+    check_bool("final_zero", final_zero)
     if order not in (1, 2, 3):
         raise ValueError(f"order = {order!r} is out of range; valid orders: 1, 2, 3")
     if not lower_order_final:
@@ -241,6 +254,12 @@ def dpm_solver_release_singlestep_grid(vp, steps, order, skip_type="time_uniform
     ValueError
         If ``order`` or ``skip_type`` is invalid.
     """
+    if not isinstance(vp, _ContinuousVP):
+        raise TypeError(f"vp must be a continuous VP schedule (e.g. refdiff.LinearVP()), got {type(vp).__name__}")
+    check_int("steps", steps, min=1)
+    if steps > 10**6:
+        raise ValueError(f"steps = {steps} exceeds 10**6")
+    check_int("order", order, min=1)
     if order == 3:
         K = steps // 3 + 1
         orders = [3] * (K - 2) + [2, 1] if steps % 3 == 0 else [3] * (K - 1) + ([1] if steps % 3 == 1 else [2])

@@ -15,9 +15,11 @@ from __future__ import annotations
 import importlib
 import math
 
-from ..backend import array_namespace, check_finite, standard_normal, check_rng
+from .._validate import check_array, check_bool, check_choice, check_finite_scalar
+from ..backend import check_rng, standard_normal
+from ..guidance import GUIDANCE_CONVENTIONS
 from ..parameterization import PREDICTION_TYPES
-from .common import make_grid
+from .common import check_schedule, make_grid
 
 __all__ = ["sample", "sampler_methods"]
 
@@ -97,12 +99,14 @@ def sample(model, x_T, schedule, timesteps, method, *, prediction_type="epsilon"
     Raises
     ------
     ValueError
-        If ``method``, ``prediction_type``, the grid or ``eta`` is invalid.
+        If ``method``, ``prediction_type``, the grid or ``eta`` is invalid, or ``x_T`` is not
+        finite.
     TypeError
-        If a velocity model gets a schedule, both ``rng`` and ``noise`` are given,
-        ``guidance_scale`` comes without ``y``, or an option is unknown to the method.
+        If ``x_T`` is not a float32/float64 array, a velocity model gets a schedule, both
+        ``rng`` and ``noise`` are given, ``guidance_scale`` comes without ``y``, or an option
+        is unknown to the method.
     FloatingPointError
-        If ``x_T`` is not finite.
+        If a non-finite state or model output appears during sampling (naming the step).
     """
     methods = sampler_methods()
     if not isinstance(method, str) or method not in methods:
@@ -115,13 +119,17 @@ def sample(model, x_T, schedule, timesteps, method, *, prediction_type="epsilon"
     elif prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"unknown prediction_type {prediction_type!r}; valid: {', '.join(PREDICTION_TYPES)}, "
                          "or 'velocity' with a flow method")
+    else:
+        check_schedule(schedule)  # None is the flow path of a velocity model only
+    check_bool("progress", progress)
+    check_finite_scalar("guidance_rescale", guidance_rescale, low=0.0, high=1.0)
+    check_choice("guidance_convention", guidance_convention, GUIDANCE_CONVENTIONS)
     grid_opts = ("sigmas", "final_sigmas_type", "interpolation", "time_convention")
     grid = make_grid(schedule, timesteps, **{k: method_options[k] for k in grid_opts if k in method_options})
     eta = method_options.get("eta")
     if eta is not None and not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta >= 0):
         raise ValueError(f"eta = {eta!r} must be a finite number >= 0")
-    array_namespace(x_T)
-    check_finite(x_T, "x_T")
+    check_array("x_T", x_T, min_ndim=1, finite=True)  # float32/float64: never integer noise (issue 19)
     if rng is not None and noise is not None:
         raise TypeError("pass either rng or noise, not both")
     if rng is not None:

@@ -29,6 +29,7 @@ import math
 
 import numpy as np
 
+from .._validate import check_finite_scalar, check_int
 from ..oracles import GaussianData, GaussianMixture
 from ..schedules import LinearVP, time_grid
 
@@ -100,6 +101,18 @@ def mixture_flow_oracle():
     return GaussianMixture([0.3, 0.7], [[1.0, 0.5], [-1.0, -0.5]], [[0.3, 0.6], [0.5, 0.2]])
 
 
+def _check_run(label, n_samples, seed, methods_ok=True):
+    """The shared checks of the measurement functions: a known label, sizes, seed."""
+    valid = set(SPECS) | (set(_methods()) if methods_ok else set())
+    if not isinstance(label, str) or label not in valid:
+        raise ValueError(f"unknown order setup {label!r} (label); valid: a key of SPECS ({', '.join(SPECS)})"
+                         + (" or a method name" if methods_ok else ""))
+    check_int("n_samples", n_samples, min=1)
+    if n_samples > 10**6:
+        raise ValueError(f"n_samples = {n_samples} exceeds 10**6")
+    check_int("seed", seed, min=0)
+
+
 def _methods():
     from .loop import sampler_methods
 
@@ -155,6 +168,10 @@ def global_error(label, n, *, n_samples=32, seed=0, **options):
     float
         The RMS error.
     """
+    _check_run(label, n_samples, seed)
+    check_int("n", n, min=1)
+    if n > 10**5:
+        raise ValueError(f"n = {n} steps exceeds 10**5")
     method, opts, _, setup = SPECS[label] if label in SPECS else (label, {}, None, "vp")
     opts = {**opts, **options}
     fn = _methods()[method]
@@ -232,8 +249,7 @@ def measure_orders(methods=None, steps=(16, 32, 64, 128), *, n_samples=32, seed=
     labels = [k for k, v in SPECS.items() if v[0] in avail] if methods is None else list(methods)
     out = {}
     for label in labels:
-        if label not in SPECS:
-            raise ValueError(f"unknown order setup {label!r}; valid: {', '.join(SPECS)}")
+        _check_run(label, n_samples, seed, methods_ok=False)
         errs = [global_error(label, int(n), n_samples=n_samples, seed=seed) for n in steps]
         method, opts, expected, _ = SPECS[label]
         out[label] = {"steps": list(map(int, steps)), "errors": errs, "order": fit_order(steps, errs),
@@ -269,11 +285,14 @@ def local_errors(label, hs, *, lam0=0.0, t0=0.6, n_samples=16, seed=0):
 
     Raises
     ------
-    KeyError
-        If ``label`` is not in :data:`SPECS`.
+    ValueError
+        If ``label`` is not in :data:`SPECS`, or a size, ``lam0`` or ``t0`` is invalid.
     """
     from .dpm_solver import dpmpp_2m_update, dpmpp_3m_update
 
+    _check_run(label, n_samples, seed, methods_ok=False)
+    check_finite_scalar("lam0", lam0)
+    check_finite_scalar("t0", t0, low=0.0, low_open=True, high=1.0)
     method, opts, _, setup = SPECS[label]
     rng = np.random.default_rng(seed)
     errs = []

@@ -9,7 +9,7 @@ the eps of earlier steps with the fixed Adams-Bashforth weights of a uniform gri
 
 from __future__ import annotations
 
-from .common import end_step, make_grid, point_at, predict
+from .common import check_args, check_start, end_step, point_at, predict, vp_grid
 
 __all__ = ["PLMS_WEIGHTS", "pndm_transfer", "plms_eps", "prk_step", "pndm"]
 
@@ -17,10 +17,13 @@ __all__ = ["PLMS_WEIGHTS", "pndm_transfer", "plms_eps", "prk_step", "pndm"]
 PLMS_WEIGHTS = ((1.0,), (3 / 2, -1 / 2), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
 
 
+@check_args(arrays=("x_s", "eps"), scalars=("alpha_s", "sigma_s", "alpha_t", "sigma_t"), same_shape=("x_s", "eps"))
 def pndm_transfer(x_s, eps, alpha_s, sigma_s, alpha_t, sigma_t):
     """The transfer phi(x_s, eps, s -> t) of the PNDM paper (its eq. (9)), MATH.md (16.7):
     x_t = (alpha_t/alpha_s) x_s - (abar_t - abar_s) / (abar_s sigma_t + alpha_s sigma_s alpha_t) eps
     with abar = alpha^2; algebraically the DDIM (eta = 0) step, exact for a constant eps.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -69,12 +72,15 @@ def plms_eps(eps_hist):
     return out
 
 
+@check_args(callables=("eps_fn",), arrays=("x",))
 def prk_step(eps_fn, x, p_s, p_mid, p_t):
     """One pseudo Runge-Kutta step, MATH.md (16.9): with phi = :func:`pndm_transfer` and the
     points p = (model_time, alpha, sigma) of the start, midpoint and end,
     e1 = eps(x, s), e2 = eps(phi(x, e1, s->mid), mid), e3 = eps(phi(x, e2, s->mid), mid),
     e4 = eps(phi(x, e3, s->t), t); x_t = phi(x, (e1 + 2 e2 + 2 e3 + e4)/6, s->t).
     ``eps_fn(x, p)`` evaluates the model.  Returns (x_t, e1).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -162,8 +168,9 @@ def pndm(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise
     """
     if not isinstance(skip_prk_steps, bool):
         raise TypeError(f"pndm: skip_prk_steps must be a bool, got {skip_prk_steps!r}")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "pndm", needs="log_alpha")
     n, ets = len(grid) - 1, []  # ets: eps at the step starts, newest first
     for i in range(n):
         p, q, x_s = grid[i], grid[i + 1], x

@@ -21,9 +21,10 @@ import math
 
 import numpy as np
 
+from .._validate import check_bool, check_finite_scalar, check_int
 from ..backend import array_namespace, bcast
 from ..schedules import InterpolatedVP, Schedule
-from .common import draw_noise, end_step, make_grid, point_at, predict
+from .common import check_args, check_start, draw_noise, end_step, point_at, predict, vp_grid
 
 __all__ = [
     "euler_maruyama_step",
@@ -38,9 +39,12 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- steps
+@check_args(arrays=("x", "score", "noise"), scalars=("f", "g2", "dt"), same_shape=("x", "score", "noise"))
 def euler_maruyama_step(x, score, f, g2, dt, noise=None):
     """One Euler-Maruyama step of the reverse VP SDE from t to t - dt (dt > 0), MATH.md (11.2):
     x_{t-dt} = x_t - (f x_t - g^2 score) dt + sqrt(g^2 dt) z.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     ``f``, ``g2`` are f(t), g(t)^2 at the start of the step (floats); ``noise`` is z (shape of
     x) or None for the mean of the step only.
@@ -80,9 +84,12 @@ def _norms(a):
     return xp.sqrt(xp.sum(xp.reshape(a * a, (a.shape[0], -1)), axis=1))  # (N, ...) -> (N,)
 
 
+@check_args(arrays=("score", "noise"), scalars=("snr", "alpha_i"), same_shape=("score", "noise"))
 def langevin_step_size(score, noise, snr, alpha_i=1.0, norm="sample"):
     """The Langevin corrector's step size of Song et al. (2021, Alg. 5), MATH.md (11.4):
     epsilon = 2 alpha_i (snr ||z|| / ||score||)^2.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     ``norm="sample"`` (the paper): norms per sample, a (N,) array; ``norm="batch"`` (the code
     release): the batch means of the per-sample norms, one scalar for the whole batch.
@@ -114,6 +121,9 @@ def langevin_step_size(score, noise, snr, alpha_i=1.0, norm="sample"):
     if not (math.isfinite(snr) and snr > 0):
         raise ValueError(f"snr = {snr!r} must be finite and > 0")
     gn, zn = _norms(score), _norms(noise)
+    xp = array_namespace(score)
+    if not bool(xp.all(xp.isfinite(gn))) or not bool(xp.all(xp.isfinite(zn))):
+        raise ValueError("score or noise contains NaN or inf: the Langevin step size would be 0 or NaN")
     if norm == "batch":
         xp = array_namespace(score)
         gn, zn = xp.mean(gn), xp.mean(zn)
@@ -122,9 +132,12 @@ def langevin_step_size(score, noise, snr, alpha_i=1.0, norm="sample"):
     return 2.0 * float(alpha_i) * (snr * zn / gn) ** 2
 
 
+@check_args(arrays=("x", "score", "noise"), coefs=("step_size",), same_shape=("x", "score", "noise"))
 def langevin_corrector_step(x, score, step_size, noise):
     """One Langevin MCMC step targeting p_t, MATH.md (11.3): x + eps s(x) + sqrt(2 eps) z;
     ``step_size`` a float, 0-d or per-sample (N,) array.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -148,9 +161,12 @@ def langevin_corrector_step(x, score, step_size, noise):
     return x + eps * score + array_namespace(x).sqrt(2.0 * eps) * noise
 
 
+@check_args(arrays=("x", "eps_hat"), scalars=("f", "g2", "sigma"), same_shape=("x", "eps_hat"))
 def pf_ode_drift(x, eps_hat, f, g2, sigma):
     """The probability-flow ODE of a VP SDE, MATH.md (11.5):
     dx/dt = f x - g^2 score / 2 = f x + g^2 eps_hat / (2 sigma).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -171,10 +187,13 @@ def pf_ode_drift(x, eps_hat, f, g2, sigma):
     return float(f) * x + (0.5 * float(g2) / float(sigma)) * eps_hat
 
 
+@check_args(callables=("drift",), arrays=("x",), scalars=("t", "dt"))
 def rk4_step(drift, x, t, dt):
     """One classical Runge-Kutta-4 step of dx/dt = drift(x, t) from t to t + dt (dt may be
     negative), MATH.md (11.6): k1 = F(x, t), k2 = F(x + dt k1/2, t + dt/2),
     k3 = F(x + dt k2/2, t + dt/2), k4 = F(x + dt k3, t + dt); x + dt (k1 + 2 k2 + 2 k3 + k4)/6.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -272,10 +291,12 @@ def euler_maruyama(model, x, schedule, timesteps=None, *, prediction_type="epsil
     ValueError
         As :func:`refdiff.make_grid`.
     """
+    check_bool("denoise", denoise)
     if noise is None:
         raise TypeError("method 'euler_maruyama' is stochastic and needs noise (pass rng= to refdiff.sample)")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "euler_maruyama", needs="log_alpha")
     n = len(grid) - 1
     for i in range(n):
         p, q = grid[i], grid[i + 1]
@@ -350,6 +371,9 @@ def pc(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=N
     ValueError
         If ``n_corrector``, ``snr`` or ``langevin_norm`` is invalid (and as :func:`refdiff.make_grid`).
     """
+    check_bool("denoise", denoise)
+    check_finite_scalar("snr", snr, low=0.0, low_open=True)
+    check_int("n_corrector", n_corrector, min=0)
     if noise is None:
         raise TypeError("method 'pc' is stochastic and needs noise (pass rng= to refdiff.sample)")
     if isinstance(n_corrector, bool) or not isinstance(n_corrector, int) or n_corrector < 0:
@@ -358,8 +382,9 @@ def pc(model, x, schedule, timesteps=None, *, prediction_type="epsilon", noise=N
         raise ValueError(f"pc: snr = {snr!r} must be finite and > 0")
     if langevin_norm not in ("sample", "batch"):
         raise ValueError(f"pc: unknown langevin_norm {langevin_norm!r}; valid: 'sample', 'batch'")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "pc", needs="log_alpha")
     n = len(grid) - 1
     for i in range(n):
         p, q = grid[i], grid[i + 1]
@@ -422,8 +447,9 @@ def pf_ode_rk4(model, x, schedule, timesteps=None, *, prediction_type="epsilon",
     ValueError, TypeError
         For an invalid grid (:func:`refdiff.make_grid`) or option.
     """
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "pf_ode_rk4", needs="log_alpha")
     discrete = isinstance(schedule, Schedule)
     for i in range(len(grid) - 1):
         p, q = grid[i], grid[i + 1]

@@ -17,7 +17,8 @@ import math
 
 import numpy as np
 
-from .common import end_step, make_grid, predict
+from .._validate import check_bool
+from .common import check_args, check_start, end_step, predict, vp_grid
 from .dpm_solver import dpm_solver_1_step, dpmpp_1_step
 
 __all__ = ["UNIPC_SOLVER_TYPES", "unipc_b", "unipc_rhos", "unip_update", "unic_update", "unipc"]
@@ -35,6 +36,7 @@ def _check(solver_type, form, order, who, max_order=3):
     return int(order)
 
 
+@check_args(scalars=("h",))
 def unipc_b(h, order, solver_type="bh2", form="data"):
     """(B(h), [g_1 .. g_order]) with g_k = k! hh phi_{k+1}(hh) (hh = -h data, +h noise) and
     phi_1(z) = (e^z - 1)/z, phi_{k+1}(z) = (phi_k(z) - 1/k!)/z, MATH.md (16.1), (16.2):
@@ -57,6 +59,7 @@ def unipc_b(h, order, solver_type="bh2", form="data"):
     g : list of float
         g_1..g_order.
     """
+    order = _check(solver_type, form, order, "unipc_b")
     hh = -float(h) if form == "data" else float(h)
     B = hh if solver_type == "bh1" else math.expm1(hh)
     phi, fact, g = math.expm1(hh) / hh, 1.0, []
@@ -67,6 +70,7 @@ def unipc_b(h, order, solver_type="bh2", form="data"):
     return B, g
 
 
+@check_args(scalars=("h",))
 def unipc_rhos(rks, h, order, solver_type="bh2", form="data", corrector=False):
     """The coefficients rho of UniP-order (``corrector=False``; solves the order - 1 conditions
     at the earlier points ``rks``) or UniC-order (solves all ``order`` conditions with the end
@@ -95,6 +99,8 @@ def unipc_rhos(rks, h, order, solver_type="bh2", form="data", corrector=False):
     rhoB : numpy.ndarray
         rho * B(h), one per condition (empty for UniP-1).
     """
+    order = _check(solver_type, form, order, "unipc_rhos")
+    check_bool("corrector", corrector)
     B, g = unipc_b(h, order, solver_type, form)
     n = order if corrector else order - 1
     if n == 0:
@@ -125,6 +131,7 @@ def _h_and_r(alpha_s, sigma_s, alpha_t, sigma_t, lambdas_prev, who):
     return h, [(float(l) - lam_s) / h for l in lambdas_prev]
 
 
+@check_args(arrays=("x_s", "m0"), scalars=("alpha_s", "sigma_s", "alpha_t", "sigma_t"), same_shape=("x_s", "m0"))
 def unip_update(x_s, m0, m_prev, lambdas_prev, alpha_s, sigma_s, alpha_t, sigma_t, *, order, solver_type="bh2",
                 form="data"):
     """UniP-``order`` from s to t, MATH.md (16.3):
@@ -132,6 +139,8 @@ def unip_update(x_s, m0, m_prev, lambdas_prev, alpha_s, sigma_s, alpha_t, sigma_
     r_m = (lambda_m - lambda_s)/h for the ``order - 1`` earlier predictions ``m_prev`` (newest
     first) at ``lambdas_prev``; c_t = alpha_t (data) or sigma_t (noise).  A step to sigma_t = 0
     must be first order (then x_t = m0 in the data form, MATH.md (10.6)).
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -179,11 +188,16 @@ def unip_update(x_s, m0, m_prev, lambdas_prev, alpha_s, sigma_s, alpha_t, sigma_
     return x_t
 
 
+@check_args(arrays=("x_s", "m0", "m_t"),
+            scalars=("alpha_s", "sigma_s", "alpha_t", "sigma_t"),
+            same_shape=("x_s", "m0", "m_t"))
 def unic_update(x_s, m0, m_prev, lambdas_prev, m_t, alpha_s, sigma_s, alpha_t, sigma_t, *, order, solver_type="bh2",
                 form="data"):
     """UniC-``order``: the step s -> t of :func:`unip_update` redone with the prediction
     ``m_t`` at the predicted x_t (D_t = m_t - m0 at r = 1), order + 1 accurate, MATH.md (16.4).
     ``x_s``, ``m0``, ``m_prev``, ``lambdas_prev`` are those of the predictor step.
+
+    NaN and inf in the arrays propagate: not checked (a per-step function).
 
     Parameters
     ----------
@@ -296,9 +310,12 @@ def unipc(model, x, schedule, timesteps=None, *, prediction_type="epsilon", nois
     TypeError
         As :func:`refdiff.make_grid`.
     """
+    check_bool("corrector", corrector)
+    check_bool("lower_order_final", lower_order_final)
     order = _check(solver_type, form, order, "unipc")
-    grid = make_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
-                     interpolation=interpolation)
+    grid = vp_grid(schedule, timesteps, sigmas=sigmas, final_sigmas_type=final_sigmas_type,
+                   interpolation=interpolation)
+    check_start(model, x, grid, "unipc", needs="lambda")
     n = len(grid) - 1
     ms, lams, x_prev, k_prev = [], [], None, 0  # predictions and their lambdas, newest last
     for i in range(n):
