@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from array_api_compat import device as _device
 
+from .._validate import check_array, check_int
 from ..backend import array_namespace
+from ._check import check_cache, check_dout
 
 __all__ = [
     "conv2d_forward",
@@ -48,19 +50,25 @@ def conv_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
     int
         The output length (less than 1 when the kernel does not fit).
     """
+    size, kernel = check_int("size", size, 1), check_int("kernel", kernel, 1)
+    stride, pad = check_int("stride", stride, 1), check_int("pad", pad, 0)
     return (size + 2 * pad - kernel) // stride + 1
 
 
 def _check_conv(x, w, stride, pad, b=None):
-    if x.ndim != 4 or w.ndim != 4:
-        raise ValueError(f"conv2d: x must be (N, C, H, W) and w (F, C, kh, kw); got x {tuple(x.shape)}, "
-                         f"w {tuple(w.shape)}")
+    """Types, dtypes and shapes of a convolution's arguments (cheap: no NaN scan); the
+    output size (Ho, Wo)."""
+    check_array("x", x, ndim=4)
+    check_array("w", w, ndim=4)
+    if b is not None:
+        check_array("b", b)
+    check_int("stride", stride, 1)
+    check_int("pad", pad, 0)
     if x.shape[1] != w.shape[1]:
-        raise ValueError(f"conv2d: x has {x.shape[1]} channels but w expects {w.shape[1]}")
+        raise ValueError(f"conv2d: x has {x.shape[1]} channels (shape {tuple(x.shape)}) but w expects "
+                         f"{w.shape[1]} (shape {tuple(w.shape)})")
     if b is not None and tuple(b.shape) != (w.shape[0],):
         raise ValueError(f"conv2d: bias b must have shape (F,) = ({w.shape[0]},), got {tuple(b.shape)}")
-    if stride < 1 or pad < 0:
-        raise ValueError(f"conv2d: need stride >= 1 and pad >= 0, got stride={stride}, pad={pad}")
     kh, kw = w.shape[2], w.shape[3]
     Ho = conv_output_size(x.shape[2], kh, stride, pad)
     Wo = conv_output_size(x.shape[3], kw, stride, pad)
@@ -132,9 +140,10 @@ def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
         If ``x`` or ``w`` is not 4-D, their channel counts differ, ``b`` is not (F,), ``stride < 1``,
         ``pad < 0``, or the kernel does not fit the padded input.
     """
-    xp = array_namespace(x, w)
+    check_array("w", w, ndim=4)
     pad = w.shape[2] // 2 if pad is None else pad
     Ho, Wo = _check_conv(x, w, stride, pad, b)
+    xp = array_namespace(x, w)
     N = x.shape[0]
     F, C, kh, kw = w.shape
     cols = _im2col(xp, x, kh, kw, stride, pad, Ho, Wo)  # (C kh kw, N Ho Wo)
@@ -164,10 +173,11 @@ def conv2d_backward(dout, cache):
     db : array, shape (F,)
         Gradient with respect to ``b``.
     """
+    x_shape, cols, w, stride, pad = check_cache(cache, "conv2d_forward", 5)
+    N, C, kh, kw = x_shape[0], w.shape[1], w.shape[2], w.shape[3]
+    F, Ho, Wo = w.shape[0], conv_output_size(x_shape[2], kh, stride, pad), conv_output_size(x_shape[3], kw, stride, pad)
+    check_dout(dout, (N, F, Ho, Wo))
     xp = array_namespace(dout)
-    x_shape, cols, w, stride, pad = cache
-    N, F, Ho, Wo = dout.shape
-    C, kh, kw = w.shape[1], w.shape[2], w.shape[3]
     dY = xp.reshape(xp.permute_dims(dout, (1, 0, 2, 3)), (F, N * Ho * Wo))  # (F, N Ho Wo)
     dw = xp.reshape(dY @ cols.T, w.shape)
     db = xp.sum(dY, axis=1)
@@ -213,9 +223,14 @@ def conv_transpose2d_forward(x, w, b, *, stride: int = 1, pad: int = 0, output_p
         If the shapes of ``x``, ``w``, ``b`` do not match, the stride, padding or output
         padding is out of range, or the output would be empty.
     """
-    xp = array_namespace(x, w)
     what = "conv_transpose2d_forward"
-    if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[0]:
+    check_array("x", x, ndim=4)
+    check_array("w", w, ndim=4)
+    check_array("b", b)
+    stride, pad = check_int("stride", stride, 1), check_int("pad", pad, 0)
+    output_padding = check_int("output_padding", output_padding, 0)
+    xp = array_namespace(x, w)
+    if x.shape[1] != w.shape[0]:
         raise ValueError(f"{what}: need x (N, F, H, W) and w (F, C, kh, kw) with the same F; got x "
                          f"{tuple(x.shape)}, w {tuple(w.shape)}")
     if tuple(b.shape) != (w.shape[1],):
@@ -256,10 +271,16 @@ def conv_transpose2d_backward(dout, cache):
     db : array, shape (C,)
         Gradient with respect to ``b``.
     """
-    xp = array_namespace(dout)
-    X, w, stride, pad, x_shape = cache
+    X, w, stride, pad, x_shape = check_cache(cache, "conv_transpose2d_forward", 5)
     N, F, H, W = x_shape
     C, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    check_array("dout", dout, ndim=4)
+    Ho0, Wo0 = (H - 1) * stride - 2 * pad + kh, (W - 1) * stride - 2 * pad + kw  # output_padding 0
+    op = dout.shape[2] - Ho0
+    if tuple(dout.shape[:2]) != (N, C) or not 0 <= op < stride or dout.shape[3] - Wo0 != op:
+        raise ValueError(f"dout must have the forward output's shape ({N}, {C}, {Ho0} + output_padding, "
+                         f"{Wo0} + output_padding), got shape {tuple(dout.shape)}")
+    xp = array_namespace(dout)
     dcols = _im2col(xp, dout, kh, kw, stride, pad, H, W)  # (C kh kw, N H W)
     dx = xp.reshape(w, (F, C * kh * kw)) @ dcols  # (F, N H W)
     dx = xp.permute_dims(xp.reshape(dx, (F, N, H, W)), (1, 0, 2, 3))
@@ -298,9 +319,10 @@ def conv2d_forward_naive(x, w, b, *, stride: int = 1, pad: int | None = None):
         If ``x`` or ``w`` is not 4-D, their channel counts differ, ``stride < 1``,
         ``pad < 0``, or the kernel does not fit the padded input.
     """
-    xp = array_namespace(x, w)
+    check_array("w", w, ndim=4)
     pad = w.shape[2] // 2 if pad is None else pad
-    Ho, Wo = _check_conv(x, w, stride, pad)
+    Ho, Wo = _check_conv(x, w, stride, pad, b)
+    xp = array_namespace(x, w)
     N, C, H, W = x.shape
     F, _, kh, kw = w.shape
     out = xp.zeros((N, F, Ho, Wo), dtype=x.dtype, device=_device(x))
@@ -337,10 +359,11 @@ def conv2d_backward_naive(dout, cache):
     db : array, shape (F,)
         Gradient with respect to ``b``.
     """
-    xp = array_namespace(dout)
-    x, w, stride, pad = cache
+    x, w, stride, pad = check_cache(cache, "conv2d_forward_naive", 4)
     N, C, H, W = x.shape
     F, _, kh, kw = w.shape
+    check_dout(dout, (N, F, conv_output_size(H, kh, stride, pad), conv_output_size(W, kw, stride, pad)))
+    xp = array_namespace(dout)
     dx = xp.zeros(x.shape, dtype=x.dtype, device=_device(x))
     dw = xp.zeros(w.shape, dtype=w.dtype, device=_device(w))
     for i in range(dout.shape[2]):

@@ -21,9 +21,30 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import check_array, check_finite_scalar, check_int
 from ..backend import array_namespace, asarray_like, to_numpy
 
 __all__ = ["numerical_gradient", "relative_error", "check_gradient", "check_directional", "inner"]
+
+
+def _check_callable(name, f):
+    if not callable(f):
+        raise TypeError(f"{name} must be callable, got {type(f).__name__}")
+
+
+def _check_indices(indices, size):
+    """Flat indices as a list of ints in [0, size), or None."""
+    if indices is None:
+        return None
+    if isinstance(indices, (str, bytes, dict, set)) or not hasattr(indices, "__len__"):
+        raise TypeError(f"indices must be None or a sequence of integer flat indices, got {type(indices).__name__}")
+    idx = np.asarray(to_numpy(indices) if hasattr(indices, "dtype") else list(indices))
+    if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
+        raise TypeError(f"indices must be a non-empty 1-D sequence of integers, got {indices!r}")
+    if idx.min() < 0 or idx.max() >= size:
+        raise ValueError(f"indices must lie in [0, {size - 1}] (flat indices of x), got values in "
+                         f"[{idx.min()}, {idx.max()}]")
+    return [int(i) for i in idx]
 
 
 def inner(a, b) -> float:
@@ -39,6 +60,8 @@ def inner(a, b) -> float:
     float
         ``sum(a * b)``.
     """
+    check_array("a", a)
+    check_array("b", b)
     xp = array_namespace(a, b)
     return float(xp.sum(a * b))
 
@@ -67,9 +90,13 @@ def numerical_gradient(f, x, *, h: float = 1e-5, indices=None):
         With ``indices=None``, the gradient in ``x``'s shape and namespace; otherwise a host
         float64 array of the requested partial derivatives.
     """
+    _check_callable("f", f)
+    check_array("x", x)
+    h = check_finite_scalar("h", h, low=0.0, low_open=True)
     x_host = np.array(to_numpy(x), dtype=np.float64, copy=True)
     flat = x_host.reshape(-1)  # view
-    idx = range(flat.size) if indices is None else [int(i) for i in indices]
+    idx = _check_indices(indices, flat.size)
+    idx = range(flat.size) if idx is None else idx
     out = np.zeros(len(idx))
     for n, i in enumerate(idx):
         old = flat[i]
@@ -109,10 +136,13 @@ def relative_error(a, b, *, floor: float = 0.0) -> float:
     ValueError
         If ``a`` and ``b`` have different numbers of entries.
     """
+    check_array("a", a)
+    check_array("b", b)
+    floor = check_finite_scalar("floor", floor, low=0.0)
     a = np.asarray(to_numpy(a), dtype=np.float64).ravel()
     b = np.asarray(to_numpy(b), dtype=np.float64).ravel()
     if a.shape != b.shape:
-        raise ValueError(f"relative_error: shapes differ, {a.shape} vs {b.shape}")
+        raise ValueError(f"relative_error: shapes differ: a and b have {a.size} and {b.size} entries")
     num = float(np.linalg.norm(a - b))
     den = max(float(np.linalg.norm(a) + np.linalg.norm(b)), floor)
     return 0.0 if num == 0.0 else num / den
@@ -143,6 +173,11 @@ def check_gradient(f, x, analytic, *, h: float = 1e-5, indices=None, floor: floa
     float
         The relative error.
     """
+    check_array("x", x)
+    check_array("analytic", analytic)
+    if tuple(analytic.shape) != tuple(x.shape):
+        raise ValueError(f"analytic must have x's shape {tuple(x.shape)}, got shape {tuple(analytic.shape)}")
+    floor = check_finite_scalar("floor", floor, low=0.0)
     num = numerical_gradient(f, x, h=h, indices=indices)
     ana = to_numpy(analytic).reshape(-1)
     if indices is not None:
@@ -190,9 +225,24 @@ def check_directional(loss, point: dict, grads: dict, rng, *, n_dirs: int = 3, h
     ValueError
         If a name of ``point`` has no gradient in ``grads``.
     """
+    _check_callable("loss", loss)
+    for name, d in (("point", point), ("grads", grads)):
+        if not isinstance(d, dict) or not d:
+            raise TypeError(f"{name} must be a non-empty dict of arrays, got {d!r:.60}")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    n_dirs = check_int("n_dirs", n_dirs, 1)
+    h = check_finite_scalar("h", h, low=0.0, low_open=True)
+    floor = check_finite_scalar("floor", floor, low=0.0)
     missing = sorted(set(point) - set(grads))
     if missing:
-        raise ValueError(f"check_directional: no gradient for {missing}")
+        raise ValueError(f"check_directional: no gradient for {missing} (point's entries missing from grads)")
+    for k, v in point.items():
+        check_array(f"point[{k!r}]", v)
+        check_array(f"grads[{k!r}]", grads[k])
+        if tuple(grads[k].shape) != tuple(v.shape):
+            raise ValueError(f"grads[{k!r}] must have point[{k!r}]'s shape {tuple(v.shape)}, "
+                             f"got shape {tuple(grads[k].shape)}")
     host = {k: np.asarray(to_numpy(v), dtype=np.float64) for k, v in point.items()}
     num, ana = np.zeros(n_dirs), np.zeros(n_dirs)
     for i in range(n_dirs):

@@ -1,0 +1,40 @@
+"""Cheap argument checks shared by the layer pairs of :mod:`refdiff.nn` (issue 19's policy:
+types, dtype kind, ranks and shape agreement; never a scan for NaN, so the per-step cost
+stays a few attribute reads).  Built on :mod:`refdiff._validate`."""
+
+from __future__ import annotations
+
+from .._validate import check_array
+
+
+def check_cache(cache, forward: str, n: int, *, name: str = "cache"):
+    """``cache`` if it is a tuple of ``n`` entries (what ``forward`` returns), else
+    TypeError naming ``name`` and saying where a cache comes from."""
+    if not isinstance(cache, tuple) or len(cache) != n:
+        got = f"a tuple of {len(cache)} entries" if isinstance(cache, tuple) else type(cache).__name__
+        raise TypeError(f"{name} must be the {n}-tuple returned by {forward}, got {got}")
+    return cache
+
+
+def check_dout(dout, shape, *, name: str = "dout"):
+    """``dout`` if it is a real floating array of the forward output's ``shape``, else
+    TypeError (not a float array) or ValueError (wrong shape) naming ``name``."""
+    check_array(name, dout, allow_empty=True)
+    shape = tuple(int(s) for s in shape)
+    if tuple(dout.shape) != shape:
+        raise ValueError(f"{name} must have the forward output's shape {shape}, got shape {tuple(dout.shape)}")
+    return dout
+
+
+def check_params(P, name: str = "P"):
+    """``P`` if it is a dict (a flat parameter dict), else TypeError naming ``name``."""
+    if not isinstance(P, dict):
+        raise TypeError(f"{name} must be a dict of parameter arrays, got {type(P).__name__}")
+    return P
+
+
+def check_none_cache(cache, forward: str, name: str = "cache"):
+    """``cache`` must be None: the cache ``forward`` returns when the backward needs nothing."""
+    if cache is not None:
+        raise TypeError(f"{name} must be None (what {forward} returns), got {type(cache).__name__}")
+    return cache
