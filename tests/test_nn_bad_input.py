@@ -72,3 +72,75 @@ def test_conv_backward_checks_dout_and_cache():
     conv.conv_transpose2d_backward(out, cache)
     with pytest.raises(ValueError, match=r"\bdout\b"):
         conv.conv_transpose2d_backward(out[:, :, 1:], cache)  # 9 x 10: output_padding differs by axis
+
+
+def test_layers_refuse_non_arrays_and_wrong_dtypes():
+    """nn.layers (51 of 636 bad calls were clear errors in the issue's audit): None, lists,
+    integer arrays and wrong ranks are refused with the argument's name, before NumPy
+    fails on them (AttributeError: 'NoneType' object has no attribute 'ndim') or computes
+    in integers."""
+    from refdiff.nn import layers as L
+
+    x, w, b = _x(2, 3), _x(3, 4), _x(4)
+    for name, bad, err in (("x", None, TypeError), ("x", [[1.0, 2.0, 3.0]], TypeError),
+                           ("w", np.ones((3, 4), int), TypeError), ("b", "bias", TypeError),
+                           ("x", _x(2, 3, 1), ValueError)):
+        with pytest.raises(err, match=rf"\b{name}\b"):
+            L.linear_forward(**{"x": x, "w": w, "b": b, name: bad})
+    out, cache = L.linear_forward(x, w, b)
+    with pytest.raises(ValueError, match=r"\bdout\b"):
+        L.linear_backward(out.T, cache)
+    with pytest.raises(TypeError, match=r"\bt\b"):
+        L.timestep_embedding_forward(np.array([True, False]), 8)
+    with pytest.raises(TypeError, match=r"\bdim\b"):
+        L.timestep_embedding_forward(np.arange(3), 8.0)
+    with pytest.raises(ValueError, match=r"\bmax_period\b"):
+        L.timestep_embedding_forward(np.arange(3), 8, max_period=float("nan"))
+    with pytest.raises(TypeError, match=r"\bdtype\b"):
+        L.timestep_embedding_forward(np.arange(3), 8, dtype=np.int64)
+    assert L.timestep_embedding_forward(np.arange(3), 8, dtype=np.float64)[0].dtype == np.float64
+    with pytest.raises(TypeError, match=r"\by\b must be an integer array"):
+        L.embedding_forward(np.array([0.0, 1.0]), _x(3, 2))  # float labels used to index silently
+    with pytest.raises(TypeError, match=r"\bb\b"):
+        L.concat_forward(_x(1, 2, 2, 2), None)
+    with pytest.raises(TypeError, match=r"\bcache\b"):
+        L.concat_backward(_x(1, 4, 2, 2), None)
+
+
+def test_activations_norms_and_resampling_refuse_bad_input():
+    """float16 and integer x, a float groups count, NaN eps, a dout that is not the
+    output's shape (it used to broadcast into a gradient of the wrong shape) and a cache
+    from another layer are refused by name."""
+    from refdiff.nn import activations as A, norm as N, resample as R
+
+    with pytest.raises(TypeError, match=r"\bx\b"):
+        A.silu_forward(_x(2, 3).astype(np.float16))  # used to be accepted (float16 is refused)
+    out, cache = A.silu_forward(_x(2, 3))
+    with pytest.raises(ValueError, match=r"\bdout\b"):
+        A.silu_backward(_x(1, 3), cache)  # broadcast before
+    out, cache = A.gelu_forward(_x(2, 3))
+    with pytest.raises(ValueError, match=r"\bdout\b"):
+        A.gelu_backward(_x(3), cache)
+    with pytest.raises(TypeError, match=r"\bb\b"):
+        A.geglu_forward(_x(2, 3), _x(3, 4), None)
+    x, g, b = _x(2, 4, 3, 3), np.ones(4), np.zeros(4)
+    with pytest.raises(TypeError, match=r"\bgroups\b"):
+        N.groupnorm_forward(x, g, b, 2.0)
+    with pytest.raises(ValueError, match=r"\beps\b"):
+        N.groupnorm_forward(x, g, b, 2, eps=float("nan"))
+    with pytest.raises(TypeError, match=r"\bgamma\b"):
+        N.groupnorm_forward(x, None, b, 2)
+    out, cache = N.layernorm_forward(_x(2, 3))
+    with pytest.raises(ValueError, match=r"\bdout\b"):
+        N.layernorm_backward(_x(1, 3), cache)
+    with pytest.raises(TypeError, match=r"\bemb\b"):
+        N.adaln_forward(_x(2, 3, 4), np.ones((2, 5), int), _x(5, 8), _x(8))
+    with pytest.raises(TypeError, match=r"\bpatch\b"):
+        R.patchify_forward(_x(1, 1, 4, 4), 2.0)
+    out, cache = R.upsample2x_forward(_x(1, 1, 2, 2))
+    with pytest.raises(ValueError, match=r"\bdout\b"):
+        R.upsample2x_backward(_x(1, 1, 3, 4), cache)
+    with pytest.raises(TypeError, match=r"\bcache\b"):
+        R.pixel_shuffle_backward(_x(1, 1, 4, 4), None)
+    with pytest.raises(TypeError, match=r"\bsize\b"):
+        R.unpatchify_forward(_x(1, 4, 4), 2, 4)
