@@ -1,0 +1,623 @@
+"""Bad-input fuzz harness (issue 19): every public callable, every argument, every bad value.
+
+How it works
+------------
+For each public callable (enumerated like tests/test_docs.py), a *valid call* is built:
+either automatically, from the parameter NAMES (``FACTORIES`` below: ``schedule``, ``x``,
+``x0``, ``x_t``, ``eps``, ``noise``, ``t``, ``rng``, ``model``, ``n``, ``alpha``, ``sigma``,
+...; only the parameters without a default are needed), or by a recipe.  The valid call must
+run and return finite values.  Then each argument in turn is replaced by each bad value of
+its *kind* (``CATALOGUE``: "array", "int_array", "timestep", "grid", "sigmas", "int",
+"float", "coef", "bool", "option", "rng", "shape", "object"), one at a time, and the
+outcome is classified (``classify``).  Expected: TypeError/ValueError whose message names
+the argument (a whole word: ``x`` is not matched by ``x_t``).  NaN/inf probes pass with that
+error too, or, where the recipe declares ``nan_propagates``, with NaN/inf in the output.
+
+How to add a recipe (in your area's ``tests/fuzz/recipes_<area>.py``)
+-------------------------------------------------------------------
+::
+
+    from .harness import Call, auto_call, ctx
+
+    def _q_sample():
+        c = ctx()                                  # shared small sizes: c.B=2, c.D=3, c.T=10
+        return Call(q_sample, dict(schedule=c.schedule(), x0=c.array(), t=c.t(), noise=c.array()),
+                    nan_propagates={"x0", "noise"})
+
+    RECIPES = {"refdiff.forward.q_sample": _q_sample}
+    EXEMPT = {"refdiff.x.f": "takes no argument a caller can get wrong (reason)"}
+    PENDING = {"refdiff.x": "temporary: not validated yet"}    # empty it when your area is done
+
+The key is the qualname as test_docs.documented_callables() spells it (a method:
+"refdiff.nn.unet.UNet.forward"; a recipe for a method returns ``Call(instance.forward, ...)``).
+``auto_call(qualname, **overrides)`` gives the automatic Call with some keyword arguments
+replaced or ``Call`` options set, e.g. ``auto_call("refdiff.metrics.sliced_wasserstein",
+kwargs=dict(y=ctx().array()))``.  ``Call`` options (all keyed by argument name):
+
+- ``kwargs``: the valid keyword arguments (positional-only parameters are passed in order);
+- ``nan_propagates={"x"}``: documented NaN/inf propagation (the docstring must say so);
+- ``skip={"model": "reason"}``: do not fuzz this argument;
+- ``kinds={"t": "float"}``: override the inferred kind (see ``CATALOGUE``);
+- ``accept={"x": {"empty"}}``: these probe labels are valid for this argument (edge cases);
+- ``bad={"n": {"zero": 0}}``: extra bad values that must be refused;
+- ``ref={"noise": array}``: the reference value for an optional argument left at its
+  default in ``kwargs`` (probes such as "batch" are derived from it);
+- ``nonfinite_ok="reason"``: the valid call's result may hold inf/NaN (e.g. a log-density).
+
+Optional parameters are fuzzed too when their kind can be inferred (from ``kinds``, the
+name, or the default's type: bool, int, float, str); a default of None makes the None probe
+valid.  ``python3 -m tests.fuzz.report`` prints the summary table over the whole package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import importlib
+import inspect
+import math
+import pkgutil
+import re
+import signal
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+import refdiff
+
+SKIP_MODULES = {"refdiff.__main__", "refdiff._version"}
+TIMEOUT_S = 5.0  # one probe; a probe that runs longer is reported as "timeout"
+
+
+# --------------------------------------------------------------------------- enumeration
+def public_modules():
+    names = ["refdiff"]
+    for info in pkgutil.walk_packages(refdiff.__path__, prefix="refdiff."):
+        if any(p.startswith("_") for p in info.name.split(".")[1:]) or info.name in SKIP_MODULES:
+            continue
+        names.append(info.name)
+    return sorted(names)
+
+
+def public_callables():
+    """(module, qualname, object) for each public callable and public method (the same
+    enumeration as tests/test_docs.py's documented_callables)."""
+    out = []
+    for m in public_modules():
+        mod = importlib.import_module(m)
+        for n in getattr(mod, "__all__", []):
+            obj = getattr(mod, n)
+            if not callable(obj) or getattr(obj, "__module__", None) != m:
+                continue
+            out.append((m, f"{m}.{n}", obj))
+            if inspect.isclass(obj):
+                out += [(m, f"{m}.{n}.{k}", v) for k, v in vars(obj).items()
+                        if not k.startswith("_") and inspect.isfunction(v)]
+    return out
+
+
+# --------------------------------------------------------------------------- valid values
+class Ctx:
+    """Small shared sizes and valid values: batch B=2, dimension D=3, T=10 steps."""
+
+    B, D, T = 2, 3, 10
+
+    def rng(self, seed=0):
+        return np.random.default_rng(seed)
+
+    def array(self, shape=None, seed=0, scale=1.0):
+        return scale * self.rng(seed).standard_normal(shape or (self.B, self.D))
+
+    def schedule(self):
+        from refdiff.schedules import make_schedule
+
+        return make_schedule("linear", T=self.T)
+
+    def t(self):
+        return np.array([3, 7])
+
+    def spd(self, d=None, seed=1):
+        d = d or self.D
+        a = self.rng(seed).standard_normal((d, d))
+        return a @ a.T / d + 0.5 * np.eye(d)
+
+    def model(self):
+        return lambda x, t: 0.1 * x
+
+
+def ctx() -> Ctx:
+    return Ctx()
+
+
+class NoFactory(Exception):
+    pass
+
+
+_ARRAY_NAMES = ("x", "x0", "x_t", "x_s", "x_prev", "x_T", "x_in", "x_next", "eps", "noise", "z",
+                "score", "v", "u", "model_output", "out", "target_value", "x0_hat", "F_out",
+                "eps_hat", "out_cond", "out_uncond", "out_cfg", "m0", "m1", "m2", "m_prev",
+                "samples", "feat", "feat_a", "feat_b", "x_known", "velocity", "x0_prev", "d",
+                "noise1", "noise2", "z1", "z2", "grad_log_p_y", "nats", "log_likelihood")
+_VEC_NAMES = ("mean", "mean1", "mean2", "logvar", "logvar1", "logvar2", "m", "data_eigenvalues")
+_COV_NAMES = ("cov", "cov1", "cov2", "C0", "C1", "covariance")
+_COEF = {"alpha": 0.8, "sigma": 0.6, "alpha_t": 0.8, "sigma_t": 0.6, "alpha_s": 0.9,
+         "sigma_s": math.sqrt(1 - 0.81), "alpha_prev": 0.9, "sigma_prev": math.sqrt(1 - 0.81),
+         "sigma_next": 0.3, "alpha_from": 0.8, "sigma_from": 0.6, "alpha_to": 0.9,
+         "sigma_to": math.sqrt(1 - 0.81), "d_alpha": -0.5, "d_sigma": 0.5}
+_INTS = {"n": 4, "n_steps": 3, "steps": 3, "T": 10, "dims": 3, "dim": 3, "num_classes": 3,
+         "n_projections": 8, "batch_size": 4, "n_probes": 2, "N": 5, "K": 10, "k": 1}
+_OBJECTS = ("schedule", "model", "denoiser", "vp")
+
+
+def _factory(name: str, names: set, c: Ctx):
+    """A valid value for parameter ``name`` of a callable whose parameters are ``names``."""
+    if name in _ARRAY_NAMES:
+        return c.array(seed=zlib.crc32(name.encode()) % 97)
+    if name in _VEC_NAMES:
+        v = c.rng(zlib.crc32(name.encode()) % 89).standard_normal(c.D)
+        return np.abs(v) + 0.1 if name == "data_eigenvalues" else v
+    if name in _COV_NAMES:
+        return c.spd()
+    if name in _COEF:
+        return _COEF[name]
+    if name in _INTS:
+        return _INTS[name]
+    if name == "schedule":
+        return c.schedule()
+    if name in ("t", "t_prev", "t_next") and "schedule" in names:
+        return {"t": c.t(), "t_prev": np.array([1, 5]), "t_next": np.array([5, 9])}[name]
+    if name == "timesteps" and "schedule" in names:
+        return [9, 5, 1]
+    if name == "rng":
+        return c.rng()
+    if name == "model":
+        return c.model()
+    if name == "denoiser":
+        return lambda x, sigma: x / (1.0 + sigma ** 2)
+    if name == "vp":
+        from refdiff.schedules import LinearVP
+
+        return LinearVP()
+    if name == "shape":
+        return (c.B, c.D)
+    if name == "like":
+        return np.zeros((c.B, c.D))
+    if name in ("prediction_type", "target"):
+        return "epsilon"
+    if name == "variance_type":
+        return "fixed_small"
+    if name in ("guidance_scale", "scale"):
+        return 2.0
+    raise NoFactory(name)
+
+
+# --------------------------------------------------------------------------- the Call
+@dataclass
+class Call:
+    """A valid call of ``fn`` with ``kwargs``, and the per-argument options (harness doc)."""
+
+    fn: Callable
+    kwargs: dict = field(default_factory=dict)
+    nan_propagates: set = field(default_factory=set)
+    skip: dict = field(default_factory=dict)
+    kinds: dict = field(default_factory=dict)
+    accept: dict = field(default_factory=dict)
+    bad: dict = field(default_factory=dict)
+    ref: dict = field(default_factory=dict)
+    nonfinite_ok: str = ""
+
+
+def _params(fn):
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    return [p for p in sig.parameters.values()
+            if p.name not in ("self", "cls") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def missing_factories(fn) -> list:
+    """Required parameters of ``fn`` that no factory can build (empty: auto-callable)."""
+    ps = _params(fn)
+    if ps is None:
+        return ["<no signature>"]
+    names, c, out = {p.name for p in ps}, Ctx(), []
+    for p in ps:
+        if p.default is p.empty:
+            try:
+                _factory(p.name, names, c)
+            except NoFactory:
+                out.append(p.name)
+    return out
+
+
+def auto_call(target, **options) -> Call:
+    """The automatic Call of ``target`` (a qualname or a callable); ``options`` are Call
+    fields, ``kwargs`` entries replace the automatic ones."""
+    fn = resolve(target) if isinstance(target, str) else target
+    ps, c = _params(fn), Ctx()
+    names = {p.name for p in ps}
+    kwargs = {p.name: _factory(p.name, names, c) for p in ps if p.default is p.empty
+              and p.name not in options.get("kwargs", {})}
+    kwargs.update(options.pop("kwargs", {}))
+    return Call(fn, kwargs, **options)
+
+
+def resolve(qualname: str):
+    """The object (a method: bound to an automatically built instance) for ``qualname``."""
+    for m, q, obj in public_callables():
+        if q == qualname:
+            break
+    else:
+        raise KeyError(qualname)
+    rest = qualname[len(m) + 1:].split(".")
+    if len(rest) == 1:
+        return obj
+    owner = build_call(f"{m}.{rest[0]}")
+    inst = _invoke(owner.fn, _fresh(owner.kwargs))
+    return getattr(inst, rest[1])
+
+
+def recipes():
+    """(RECIPES, EXEMPT, PENDING) merged over the four area files."""
+    R, E, P = {}, {}, {}
+    for area in ("core", "samplers", "nn", "systems"):
+        mod = importlib.import_module(f"{__package__}.recipes_{area}")
+        R.update(mod.RECIPES)
+        E.update(mod.EXEMPT)
+        P.update(getattr(mod, "PENDING", {}))
+    return R, E, P
+
+
+def build_call(qualname: str) -> Call:
+    R, _, _ = recipes()
+    if qualname in R:
+        return R[qualname]()
+    m_q = qualname.rsplit(".", 1)
+    for m, q, obj in public_callables():
+        if q == qualname and q.count(".") > m.count(".") + 1:  # a method: auto on an auto instance
+            owner = build_call(q.rsplit(".", 1)[0])
+            inst = _invoke(owner.fn, _fresh(owner.kwargs))
+            return auto_call(getattr(inst, m_q[1]))
+    return auto_call(qualname)
+
+
+# --------------------------------------------------------------------------- the catalogue
+_NAN, _INF = float("nan"), float("inf")
+
+
+def _with(v, value):
+    w = np.array(v, dtype=float, copy=True)
+    w.reshape(-1)[0] = value
+    return w
+
+
+# label -> (make(valid_value, Ctx) -> bad value, expectation); expectation "reject" (a clear
+# TypeError/ValueError) or "nan" (that, or declared NaN propagation).
+CATALOGUE = {
+    "array": {
+        "None": (lambda v, c: None, "reject"),
+        "list": (lambda v, c: np.asarray(v).tolist(), "reject"),
+        "python_float": (lambda v, c: 1.0, "reject"),
+        "string": (lambda v, c: "not-an-array", "reject"),
+        "int_array": (lambda v, c: np.round(3 * np.asarray(v)).astype(np.int64), "reject"),
+        "bool_array": (lambda v, c: np.asarray(v) > 0, "reject"),
+        "float16": (lambda v, c: np.asarray(v).astype(np.float16), "reject"),
+        "complex": (lambda v, c: np.asarray(v).astype(np.complex128), "reject"),
+        "nan": (lambda v, c: _with(v, _NAN), "nan"),
+        "inf": (lambda v, c: _with(v, _INF), "nan"),
+        "empty": (lambda v, c: np.asarray(v)[:0], "reject"),
+    },
+    "int_array": {  # integer labels / indices
+        "None": (lambda v, c: None, "reject"),
+        "list": (lambda v, c: np.asarray(v).tolist(), "reject"),
+        "string": (lambda v, c: "not-an-array", "reject"),
+        "float_array": (lambda v, c: np.asarray(v).astype(float) + 0.5, "reject"),
+        "complex": (lambda v, c: np.asarray(v).astype(np.complex128), "reject"),
+        "empty": (lambda v, c: np.asarray(v)[:0], "reject"),
+    },
+    "timestep": {  # discrete t in [0, T): Python int or integer array
+        "None": (lambda v, c: None, "reject"),
+        "string": (lambda v, c: "3", "reject"),
+        "python_float": (lambda v, c: 2.5, "reject"),
+        "bool": (lambda v, c: True, "reject"),
+        "negative": (lambda v, c: -1, "reject"),
+        "T": (lambda v, c: c.T, "reject"),
+        "float_array": (lambda v, c: np.asarray(v, dtype=float) + 0.5, "reject"),
+        "out_of_range_array": (lambda v, c: np.full(np.shape(v), c.T), "reject"),
+        "complex": (lambda v, c: 1 + 1j, "reject"),
+    },
+    "grid": {  # a decreasing timestep list in [0, T)
+        "empty": (lambda v, c: [], "reject"),
+        "increasing": (lambda v, c: [1, 5, 9], "reject"),
+        "duplicate": (lambda v, c: [9, 5, 5, 1], "reject"),
+        "float": (lambda v, c: [9.5, 5.0, 1.0], "reject"),
+        "out_of_range": (lambda v, c: [c.T + 5, 5, 1], "reject"),
+        "negative": (lambda v, c: [9, 5, -1], "reject"),
+        "string": (lambda v, c: "9,5,1", "reject"),
+    },
+    "sigmas": {  # a decreasing positive sigma list (a trailing 0 allowed)
+        "empty": (lambda v, c: [], "reject"),
+        "increasing": (lambda v, c: [0.1, 1.0, 5.0], "reject"),
+        "negative": (lambda v, c: [5.0, 1.0, -0.5], "reject"),
+        "nan": (lambda v, c: [5.0, _NAN, 0.1], "reject"),
+        "string": (lambda v, c: "5,1", "reject"),
+    },
+    "int": {
+        "None": (lambda v, c: None, "reject"),
+        "string": (lambda v, c: "3", "reject"),
+        "float": (lambda v, c: 2.5, "reject"),
+        "bool": (lambda v, c: True, "reject"),
+        "negative": (lambda v, c: -1, "reject"),
+        "nan": (lambda v, c: _NAN, "reject"),
+        "huge": (lambda v, c: 10 ** 30, "reject"),
+    },
+    "float": {
+        "None": (lambda v, c: None, "reject"),
+        "string": (lambda v, c: "1.0", "reject"),
+        "bool": (lambda v, c: True, "reject"),
+        "nan": (lambda v, c: _NAN, "reject"),
+        "inf": (lambda v, c: _INF, "reject"),
+        "complex": (lambda v, c: 1 + 1j, "reject"),
+    },
+    "coef": {  # alpha, sigma, ...: a float or a float array (broadcast per sample)
+        "None": (lambda v, c: None, "reject"),
+        "string": (lambda v, c: "0.5", "reject"),
+        "bool": (lambda v, c: True, "reject"),
+        "list": (lambda v, c: [v, v], "reject"),
+        "complex": (lambda v, c: complex(v, 1.0), "reject"),
+        "int_array": (lambda v, c: np.ones(c.B, dtype=np.int64), "reject"),
+        "nan": (lambda v, c: _NAN, "nan"),
+        "inf": (lambda v, c: _INF, "nan"),
+    },
+    "bool": {
+        "None": (lambda v, c: None, "reject"),
+        "string": (lambda v, c: "True", "reject"),
+        "int": (lambda v, c: 1, "reject"),
+        "float": (lambda v, c: 0.5, "reject"),
+    },
+    "option": {
+        "None": (lambda v, c: None, "reject"),
+        "int": (lambda v, c: 1, "reject"),
+        "unknown": (lambda v, c: "no_such_option", "reject"),
+        "empty_string": (lambda v, c: "", "reject"),
+    },
+    "rng": {
+        "string": (lambda v, c: "seed", "reject"),
+        "float": (lambda v, c: 1.5, "reject"),
+        "bool": (lambda v, c: True, "reject"),
+        "negative": (lambda v, c: -1, "reject"),
+        "list": (lambda v, c: [1, 2], "reject"),
+    },
+    "shape": {
+        "None": (lambda v, c: None, "reject"),
+        "string": (lambda v, c: "3", "reject"),
+        "negative": (lambda v, c: (2, -1), "reject"),
+        "float": (lambda v, c: (2.5, 3), "reject"),
+    },
+    "object": {
+        "None": (lambda v, c: None, "reject"),
+        "string": (lambda v, c: "not-an-object", "reject"),
+    },
+}
+BATCH = "batch"  # extra "array"/"int_array"/"timestep" probe: first axis + 1 against another array
+
+_NAME_KINDS = {"t": "timestep", "t_prev": "timestep", "t_next": "timestep", "timesteps": "grid",
+               "sigmas": "sigmas", "shape": "shape", "rng": "rng", "y": None}
+_NAME_KINDS.update({k: "coef" for k in _COEF})
+_NAME_KINDS.update({k: "object" for k in _OBJECTS + ("oracle", "net", "forward", "f", "teacher")})
+
+
+def infer_kind(name, value, default, names):
+    if name in ("t", "t_prev", "t_next", "timesteps") and "schedule" not in names:
+        pass  # continuous time or a grid of another kind: infer from the value
+    elif name in _NAME_KINDS:
+        return _NAME_KINDS[name]
+    v = value if value is not inspect.Parameter.empty else default
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, (int, np.integer)):
+        return "int"
+    if isinstance(v, (float, np.floating)):
+        return "float"
+    if isinstance(v, str):
+        return "option"
+    if isinstance(v, np.random.Generator):
+        return "rng"
+    if isinstance(v, np.ndarray):
+        if v.dtype.kind == "f":
+            return "array"
+        if v.dtype.kind in "iu":
+            return "int_array"
+    return None
+
+
+# --------------------------------------------------------------------------- running
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Timeout()
+
+
+def _fresh(kwargs):
+    return {k: (v.copy() if isinstance(v, np.ndarray) else copy.copy(v) if isinstance(v, (list, dict)) else v)
+            for k, v in kwargs.items()}
+
+
+def _invoke(fn, kwargs):
+    ps = _params(fn) or []
+    pos = [kwargs.pop(p.name) for p in ps if p.kind == p.POSITIONAL_ONLY and p.name in kwargs]
+    return fn(*pos, **kwargs)
+
+
+def nonfinite(obj, depth=0) -> bool:
+    """Whether ``obj`` (an array, number, or a container/record of them) holds NaN or inf."""
+    if depth > 4:
+        return False
+    if isinstance(obj, (float, np.floating)):
+        return not math.isfinite(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.dtype.kind in "fc" and not bool(np.all(np.isfinite(obj)))
+    if hasattr(obj, "__array_namespace__") and hasattr(obj, "dtype"):
+        try:
+            return not bool(np.all(np.isfinite(np.asarray(obj))))
+        except Exception:
+            return False
+    if isinstance(obj, (list, tuple)):
+        return any(nonfinite(o, depth + 1) for o in obj[:64])
+    if isinstance(obj, dict):
+        return any(nonfinite(o, depth + 1) for o in list(obj.values())[:64])
+    if hasattr(obj, "__dataclass_fields__"):
+        return any(nonfinite(getattr(obj, f, None), depth + 1) for f in obj.__dataclass_fields__)
+    return False
+
+
+@dataclass
+class Outcome:
+    arg: str
+    probe: str
+    expect: str  # "reject", "nan", "valid"
+    result: str  # see OUTCOMES
+    detail: str = ""
+
+
+OUTCOMES = {
+    "clear": "clear error naming the argument",
+    "unnamed_refdiff": "TypeError/ValueError from refdiff not naming it",
+    "unnamed_internal": "other error, or raised inside NumPy/Python",
+    "accepted": "silently accepted (invalid value computed)",
+    "nan_undeclared": "NaN in -> NaN out, not declared",
+    "nan_declared": "NaN in -> NaN out, declared",
+    "nan_from_finite": "finite in -> NaN/inf out",
+    "valid_failed": "valid call failed (recipe needed)",
+    "valid_ok": "valid call ran",
+    "timeout": "timeout",
+}
+
+
+def classify(fn, kwargs, arg, expect, declared_nan=False):
+    """Run ``fn(**kwargs)`` and classify the outcome for argument ``arg``."""
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, TIMEOUT_S)
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"), \
+                contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            result = _invoke(fn, kwargs)
+    except _Timeout:
+        return "timeout", ""
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - every exception is an outcome here
+        msg = f"{type(e).__name__}: {e}"[:300]
+        if expect == "valid":
+            return "valid_failed", msg
+        named = arg is not None and re.search(rf"(?<![\w.]){re.escape(arg)}(?!\w)", str(e))
+        ok_types = (TypeError, ValueError) + ((FloatingPointError,) if expect == "nan" else ())
+        if isinstance(e, ok_types) and named:
+            return "clear", msg
+        tb = e.__traceback__
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        own = "/refdiff/" in tb.tb_frame.f_code.co_filename.replace("\\", "/")
+        return ("unnamed_refdiff" if own and isinstance(e, (TypeError, ValueError)) else "unnamed_internal"), msg
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    bad = nonfinite(result)
+    if expect == "valid":
+        return ("nan_from_finite" if bad else "valid_ok"), ""
+    if expect == "nan" and bad:
+        return ("nan_declared" if declared_nan else "nan_undeclared"), ""
+    return "accepted", ""
+
+
+def probes(call: Call):
+    """(arg, label, expectation, bad value) for every probe of ``call``."""
+    c = Ctx()
+    ps = _params(call.fn) or []
+    names = {p.name for p in ps}
+    arrays = {k: v for k, v in call.kwargs.items() if isinstance(v, np.ndarray) and v.ndim >= 1}
+    for p in ps:
+        if p.name in call.skip:
+            continue
+        value = call.kwargs.get(p.name, call.ref.get(p.name, inspect.Parameter.empty))
+        if value is inspect.Parameter.empty and p.default is p.empty:
+            continue
+        if value is inspect.Parameter.empty and p.default is None:
+            try:
+                value = _factory(p.name, names, c)
+            except NoFactory:
+                value = inspect.Parameter.empty
+        kind = call.kinds.get(p.name) or infer_kind(p.name, value, p.default, names)
+        if kind is None:
+            continue
+        ref = value if value is not inspect.Parameter.empty else p.default
+        accept = call.accept.get(p.name, set())
+        for label, (make, expect) in CATALOGUE[kind].items():
+            if label in accept or (label == "None" and p.default is None):
+                continue
+            yield p.name, label, expect, make(ref, c)
+        if kind in ("array", "int_array", "timestep") and isinstance(ref, np.ndarray) and ref.ndim >= 1 \
+                and BATCH not in accept and any(o.shape[0] == ref.shape[0] for k, o in arrays.items() if k != p.name):
+            yield p.name, BATCH, "reject", np.concatenate([ref, ref[:1]])
+        for label, v in call.bad.get(p.name, {}).items():
+            yield p.name, label, "reject", v
+
+
+def run_probes(call: Call) -> list:
+    """Every Outcome of ``call``: the valid call, then one per probe."""
+    res, detail = classify(call.fn, _fresh(call.kwargs), None, "valid")
+    if res == "nan_from_finite" and call.nonfinite_ok:
+        res = "valid_ok"
+    out = [Outcome("", "valid", "valid", res, detail)]
+    if res in ("valid_failed", "timeout"):
+        return out
+    for arg, label, expect, bad in probes(call):
+        kw = _fresh(call.kwargs)
+        kw[arg] = bad
+        r, d = classify(call.fn, kw, arg, expect, declared_nan=arg in call.nan_propagates)
+        out.append(Outcome(arg, label, expect, r, d))
+    return out
+
+
+def run_callable(qualname: str) -> list:
+    """Every Outcome for ``qualname`` (its recipe or its automatic call)."""
+    try:
+        call = build_call(qualname)
+    except Exception as e:  # noqa: BLE001
+        return [Outcome("", "valid", "valid", "valid_failed", f"building the call: {type(e).__name__}: {e}"[:300])]
+    return run_probes(call)
+
+
+def uncovered_reason(module: str, qualname: str, obj) -> str:
+    """Why ``qualname`` has no valid call ("" if it has one: recipe, exemption or automatic)."""
+    R, E, _ = recipes()
+    if qualname in R or qualname in E:
+        return ""
+    owner = qualname.rsplit(".", 1)[0]
+    if owner != module:  # a method: its class needs a valid call too
+        cls = getattr(importlib.import_module(module), owner.rsplit(".", 1)[1])
+        if owner not in R and missing_factories(cls):
+            return f"its class has no valid call (no factory for {missing_factories(cls)})"
+    miss = missing_factories(obj)
+    return f"no factory for {miss}" if miss else ""
+
+
+def failures(outcomes) -> list:
+    """The outcomes that break the policy (empty: the callable passes)."""
+    bad = []
+    for o in outcomes:
+        if o.expect == "valid":
+            ok = o.result == "valid_ok"
+        elif o.expect == "nan":
+            ok = o.result in ("clear", "nan_declared")
+        else:
+            ok = o.result == "clear"
+        if not ok:
+            bad.append(o)
+    return bad

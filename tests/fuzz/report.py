@@ -1,0 +1,70 @@
+"""Summary table of the bad-input fuzz run (issue 19), per module and in total.
+
+    PYTHONPATH=$PWD python3 -m tests.fuzz.report                 # the whole package
+    PYTHONPATH=$PWD python3 -m tests.fuzz.report refdiff.forward --failures
+
+Every public callable is run, PENDING modules included (the test skips those).  Columns:
+the probes that must be refused (clear error naming the argument, declared NaN
+propagation; errors not naming it from refdiff's own checks or from inside NumPy/Python;
+silently accepted; NaN in -> NaN out undeclared; timeouts), then the valid calls (failed:
+no recipe or a broken one; NaN/inf from finite input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import time
+
+from . import harness as H
+
+COLS = [("clear", "clear"), ("nan_declared", "NaN decl."), ("unnamed_refdiff", "unnamed (refdiff)"),
+        ("unnamed_internal", "unnamed (internal)"), ("accepted", "accepted"),
+        ("nan_undeclared", "NaN undecl."), ("timeout", "timeout")]
+
+
+def table(per_module) -> str:
+    head = ["module", "callables"] + [c for _, c in COLS] + ["% clear", "valid failed", "NaN from finite"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    total = collections.Counter()
+    rows = sorted(per_module.items()) + [("**total**", None)]
+    for m, c in rows:
+        if c is None:
+            c = total
+        else:
+            total.update(c)
+        n = c["valid_valid_ok"] + c["valid_valid_failed"] + c["valid_nan_from_finite"] + c["valid_timeout"]
+        probes = sum(c[k] for k, _ in COLS)
+        pct = f"{100 * (c['clear'] + c['nan_declared']) / probes:.0f}" if probes else "-"
+        cells = [m, str(n)] + [str(c[k]) for k, _ in COLS] + [pct, str(c["valid_valid_failed"] + c["valid_timeout"]),
+                                                            str(c["valid_nan_from_finite"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("prefixes", nargs="*", help="module or qualname prefixes (default: all)")
+    ap.add_argument("--failures", action="store_true", help="list each failing probe")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    per_module = collections.defaultdict(collections.Counter)
+    failing = []
+    for m, q, _ in H.public_callables():
+        if args.prefixes and not any(q == p or q.startswith(p + ".") for p in args.prefixes):
+            continue
+        outs = H.run_callable(q)
+        for o in outs:
+            per_module[m][("valid_" + o.result) if o.expect == "valid" else o.result] += 1
+        failing += [(q, o) for o in H.failures(outs)]
+    print(table(per_module))
+    print(f"\n{len(failing)} failing probes; {time.perf_counter() - t0:.1f} s")
+    if args.failures:
+        for q, o in failing:
+            print(f"{q}: {o.arg or '(valid call)'} <- {o.probe}: {H.OUTCOMES[o.result]}  {o.detail}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
