@@ -4,7 +4,7 @@ stays a few attribute reads).  Built on :mod:`refdiff._validate`."""
 
 from __future__ import annotations
 
-from .._validate import check_array
+from .._validate import check_array, check_int
 
 
 def check_cache(cache, forward: str, n: int, *, name: str = "cache"):
@@ -24,6 +24,18 @@ def check_dout(dout, shape, *, name: str = "dout"):
     if tuple(dout.shape) != shape:
         raise ValueError(f"{name} must have the forward output's shape {shape}, got shape {tuple(dout.shape)}")
     return dout
+
+
+MAX_SIZE = 2 ** 31 - 1  # no array axis is longer; a bigger size or stride is a mistake
+
+
+def check_size(name: str, value, low: int = 1, high: int = MAX_SIZE) -> int:
+    """``value`` as an int in [low, high] (a size, stride or padding), else TypeError
+    (not an int, or a bool) or ValueError naming ``name`` and the range."""
+    v = check_int(name, value, low)
+    if v > high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {name} = {value!r}")
+    return v
 
 
 def check_params(P, name: str = "P"):

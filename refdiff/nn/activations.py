@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from .._validate import check_array
+from .._validate import check_array, check_same_shape
 from ..backend import array_namespace, ndtr
 from ._check import check_cache, check_dout
 
@@ -51,8 +51,8 @@ def silu_forward(x):
     TypeError
         If ``x`` is not a real floating array.
     """
-    xp = array_namespace(x)
     _check_float(x, "silu_forward")
+    xp = array_namespace(x)
     s = _sigmoid(xp, x)
     return x * s, (x, s)
 
@@ -144,8 +144,9 @@ def gelu_backward(dout, cache):
     dx : array
         Gradient with respect to ``x``.
     """
-    check_array("cache", cache)
-    check_dout(dout, cache.shape)
+    check_array("cache", cache, allow_empty=True)
+    check_array("dout", dout, allow_empty=True)
+    check_same_shape(dout=dout, cache=cache)
     return dout * cache
 
 

@@ -18,7 +18,7 @@ from array_api_compat import device as _device
 
 from .._validate import check_array, check_int
 from ..backend import array_namespace
-from ._check import check_cache, check_dout
+from ._check import check_cache, check_dout, check_size
 
 __all__ = [
     "conv2d_forward",
@@ -50,8 +50,8 @@ def conv_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
     int
         The output length (less than 1 when the kernel does not fit).
     """
-    size, kernel = check_int("size", size, 1), check_int("kernel", kernel, 1)
-    stride, pad = check_int("stride", stride, 1), check_int("pad", pad, 0)
+    size, kernel = check_size("size", size), check_size("kernel", kernel)
+    stride, pad = check_size("stride", stride), check_size("pad", pad, 0)
     return (size + 2 * pad - kernel) // stride + 1
 
 
@@ -60,15 +60,16 @@ def _check_conv(x, w, stride, pad, b=None):
     output size (Ho, Wo)."""
     check_array("x", x, ndim=4)
     check_array("w", w, ndim=4)
-    if b is not None:
-        check_array("b", b)
-    check_int("stride", stride, 1)
-    check_int("pad", pad, 0)
+    check_array("b", b)
+    kh, kw = w.shape[2], w.shape[3]
+    check_size("pad", pad, 0, max(kh, kw) - 1)  # a wider padding only adds outputs that see zeros
+    check_size("stride", stride, 1, max(x.shape[2], x.shape[3]) + 2 * pad)
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"conv2d: x has {x.shape[1]} channels (shape {tuple(x.shape)}) but w expects "
                          f"{w.shape[1]} (shape {tuple(w.shape)})")
-    if b is not None and tuple(b.shape) != (w.shape[0],):
-        raise ValueError(f"conv2d: bias b must have shape (F,) = ({w.shape[0]},), got {tuple(b.shape)}")
+    if tuple(b.shape) != (w.shape[0],):
+        raise ValueError(f"conv2d: bias b must have shape (F,) = ({w.shape[0]},) for w of shape "
+                         f"{tuple(w.shape)}, got {tuple(b.shape)}")
     kh, kw = w.shape[2], w.shape[3]
     Ho = conv_output_size(x.shape[2], kh, stride, pad)
     Wo = conv_output_size(x.shape[3], kw, stride, pad)
@@ -227,14 +228,15 @@ def conv_transpose2d_forward(x, w, b, *, stride: int = 1, pad: int = 0, output_p
     check_array("x", x, ndim=4)
     check_array("w", w, ndim=4)
     check_array("b", b)
-    stride, pad = check_int("stride", stride, 1), check_int("pad", pad, 0)
-    output_padding = check_int("output_padding", output_padding, 0)
+    stride, pad = check_size("stride", stride, 1, max(w.shape[2], w.shape[3], 2)), check_size("pad", pad, 0)
+    output_padding = check_size("output_padding", output_padding, 0)
     xp = array_namespace(x, w)
     if x.shape[1] != w.shape[0]:
         raise ValueError(f"{what}: need x (N, F, H, W) and w (F, C, kh, kw) with the same F; got x "
                          f"{tuple(x.shape)}, w {tuple(w.shape)}")
     if tuple(b.shape) != (w.shape[1],):
-        raise ValueError(f"{what}: bias b must have shape (C,) = ({w.shape[1]},), got {tuple(b.shape)}")
+        raise ValueError(f"{what}: bias b must have shape (C,) = ({w.shape[1]},) for w of shape "
+                         f"{tuple(w.shape)}, got {tuple(b.shape)}")
     if stride < 1 or pad < 0 or not 0 <= output_padding < stride:
         raise ValueError(f"{what}: need stride >= 1, pad >= 0 and 0 <= output_padding < stride; got "
                          f"stride={stride}, pad={pad}, output_padding={output_padding}")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import check_array, check_finite_scalar, check_int
+from .._validate import check_array, check_finite_scalar, check_int, check_same_shape
 from ..backend import array_namespace, asarray_like, to_numpy
 
 __all__ = ["numerical_gradient", "relative_error", "check_gradient", "check_directional", "inner"]
@@ -53,7 +53,7 @@ def inner(a, b) -> float:
     Parameters
     ----------
     a, b : array
-        Arrays of the same (or broadcastable) shape, in one namespace.
+        Arrays of the same shape, in one namespace (no broadcasting).
 
     Returns
     -------
@@ -62,6 +62,7 @@ def inner(a, b) -> float:
     """
     check_array("a", a)
     check_array("b", b)
+    check_same_shape(a=a, b=b)
     xp = array_namespace(a, b)
     return float(xp.sum(a * b))
 
@@ -232,6 +233,8 @@ def check_directional(loss, point: dict, grads: dict, rng, *, n_dirs: int = 3, h
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     n_dirs = check_int("n_dirs", n_dirs, 1)
+    if n_dirs > 10_000:
+        raise ValueError(f"n_dirs must be an integer in [1, 10000], got n_dirs = {n_dirs}")
     h = check_finite_scalar("h", h, low=0.0, low_open=True)
     floor = check_finite_scalar("floor", floor, low=0.0)
     missing = sorted(set(point) - set(grads))

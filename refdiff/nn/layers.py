@@ -37,7 +37,7 @@ from array_api_compat import device as _device
 
 from .._validate import check_array, check_finite_scalar, check_int
 from ..backend import array_namespace
-from ._check import check_cache, check_dout
+from ._check import check_cache, check_dout, check_size
 from .activations import (  # noqa: F401  (re-exported)
     geglu_backward, geglu_forward, gelu_backward, gelu_forward, silu_backward, silu_forward,
 )
@@ -209,7 +209,7 @@ def timestep_embedding_forward(t, dim: int, *, max_period: float = 10000.0, dtyp
     check_array("t", t, dtype="real")
     if t.ndim != 1:
         raise ValueError(f"timestep_embedding_forward: t must have shape (N,), got {tuple(t.shape)}")
-    dim = check_int("dim", dim, 2)
+    dim = check_size("dim", dim, 2)
     max_period = check_finite_scalar("max_period", max_period, low=0.0, low_open=True)
     xp = array_namespace(t)
     if dtype is not None and _dtype_name(dtype) not in ("float32", "float64"):
@@ -337,8 +337,8 @@ def concat_forward(a, b):
     check_array("b", b, ndim=4)
     xp = array_namespace(a, b)
     if a.shape[0] != b.shape[0] or a.shape[2:] != b.shape[2:]:
-        raise ValueError(f"concat_forward: need two NCHW arrays with the same N, H, W, got {tuple(a.shape)} "
-                         f"and {tuple(b.shape)}")
+        raise ValueError(f"concat_forward: a and b must be NCHW arrays with the same N, H, W, got a "
+                         f"{tuple(a.shape)} and b {tuple(b.shape)}")
     return xp.concat([a, b], axis=1), a.shape[1]  # (N, Ca + Cb, H, W)
 
 
@@ -363,6 +363,6 @@ def concat_backward(dout, cache):
         raise TypeError(f"cache must be the int (Ca) returned by concat_forward, got {type(cache).__name__}")
     check_array("dout", dout, ndim=4)
     if not 0 < cache < dout.shape[1]:
-        raise ValueError(f"dout must have more than Ca = {cache} channels, got shape {tuple(dout.shape)}")
+        raise ValueError(f"cache (Ca = {cache}) must lie in [1, C - 1] for dout of shape {tuple(dout.shape)}")
     ca = cache
     return dout[:, :ca, :, :], dout[:, ca:, :, :]

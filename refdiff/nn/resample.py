@@ -284,7 +284,7 @@ def unpatchify_backward(dout, cache):
     """
     patch = check_int("cache", cache, 1, hint=" (the patch side returned by unpatchify_forward)")
     _check_image(dout, "unpatchify_backward", "dout")
-    _check_divisible(dout.shape[2], dout.shape[3], patch, "unpatchify_backward: dout's size", "patch")
+    _check_divisible(dout.shape[2], dout.shape[3], patch, "unpatchify_backward: dout's size", "cache (patch)")
     return patchify_forward(dout, patch)[0]
 
 
@@ -372,7 +372,7 @@ def pixel_shuffle_backward(dout, cache):
     """
     r = check_int("cache", cache, 1, hint=" (the factor r returned by pixel_shuffle_forward)")
     _check_image(dout, "pixel_shuffle_backward", "dout")
-    _check_divisible(dout.shape[2], dout.shape[3], r, "pixel_shuffle_backward: dout's size", "r")
+    _check_divisible(dout.shape[2], dout.shape[3], r, "pixel_shuffle_backward: dout's size", "cache (r)")
     return pixel_unshuffle_forward(dout, r)[0]
 
 
@@ -429,7 +429,7 @@ def pixel_unshuffle_backward(dout, cache):
     r = check_int("cache", cache, 1, hint=" (the factor r returned by pixel_unshuffle_forward)")
     _check_image(dout, "pixel_unshuffle_backward", "dout")
     if dout.shape[1] % (r * r):
-        raise ValueError(f"dout must have a multiple of r^2 = {r * r} channels, got shape {tuple(dout.shape)}")
+        raise ValueError(f"dout must have a multiple of r^2 channels (r = cache = {r}), got shape {tuple(dout.shape)}")
     return pixel_shuffle_forward(dout, r)[0]
 
 
