@@ -45,6 +45,25 @@ def check_params(P, name: str = "P"):
     return P
 
 
+def check_prefix(pre, name: str = "pre"):
+    """``pre`` if it is a non-empty str (a parameter-key prefix), else TypeError/ValueError."""
+    if not isinstance(pre, str):
+        raise TypeError(f"{name} must be a str (the parameter-key prefix), got {type(pre).__name__}")
+    if not pre:
+        raise ValueError(f"{name} must be a non-empty parameter-key prefix, got {pre!r}")
+    return pre
+
+
+def check_rng(rng, name: str = "rng"):
+    """``rng`` if it is a numpy.random.Generator, else TypeError naming ``name``."""
+    import numpy as np
+
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"{name} must be a numpy.random.Generator (np.random.default_rng(seed)), "
+                        f"got {type(rng).__name__}")
+    return rng
+
+
 def check_none_cache(cache, forward: str, name: str = "cache"):
     """``cache`` must be None: the cache ``forward`` returns when the backward needs nothing."""
     if cache is not None:
