@@ -4,7 +4,7 @@ stays a few attribute reads).  Built on :mod:`refdiff._validate`."""
 
 from __future__ import annotations
 
-from .._validate import check_array, check_int
+from .._validate import check_array, check_bool, check_finite_scalar, check_int
 
 
 def check_cache(cache, forward: str, n: int, *, name: str = "cache"):
@@ -64,8 +64,47 @@ def check_rng(rng, name: str = "rng"):
     return rng
 
 
+def check_xp(xp, name: str = "xp"):
+    """``xp`` if it looks like an array namespace (``asarray``, ``float32``), else TypeError."""
+    if not (hasattr(xp, "asarray") and hasattr(xp, "float32") and hasattr(xp, "float64")):
+        raise TypeError(f"{name} must be an array namespace (numpy, cupy, array_api_strict) or None, "
+                        f"got {type(xp).__name__}")
+    return xp
+
+
+def check_float_dtype(dtype, name: str = "dtype"):
+    """``dtype`` if it names float32 or float64 (a string or a dtype object), else TypeError
+    or ValueError naming ``name``."""
+    if isinstance(dtype, str):
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"{name} must be 'float32' or 'float64', got {dtype!r}")
+        return dtype
+    label = getattr(dtype, "name", None) or str(dtype).rsplit(".", 1)[-1]
+    if dtype is None or isinstance(dtype, (bool, int, float)) or label not in ("float32", "float64"):
+        raise TypeError(f"{name} must be 'float32' or 'float64' (or that dtype), got {dtype!r}")
+    return dtype
+
+
 def check_none_cache(cache, forward: str, name: str = "cache"):
     """``cache`` must be None: the cache ``forward`` returns when the backward needs nothing."""
     if cache is not None:
         raise TypeError(f"{name} must be None (what {forward} returns), got {type(cache).__name__}")
     return cache
+
+
+MAX_FIELD = 1 << 20  # the largest width, size or count a config field may hold
+
+
+def check_config(owner: str, obj, *, ints=None, floats=None, bools=()):
+    """Check a config dataclass's fields by name: ``ints`` {field: least value} (integers,
+    not bools, at most MAX_FIELD), ``floats`` {field: (low, low_open)} (finite reals, not
+    bools), ``bools`` (True/False).  The error names ``owner`` and the field."""
+    try:
+        for n, lo in (ints or {}).items():
+            check_size(n, getattr(obj, n), lo, MAX_FIELD)
+        for n, (lo, low_open) in (floats or {}).items():
+            check_finite_scalar(n, getattr(obj, n), low=lo, low_open=low_open)
+        for n in bools:
+            check_bool(n, getattr(obj, n))
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{owner}: {e}") from None

@@ -36,7 +36,10 @@ import math
 
 import numpy as np
 
+from .._validate import check_array, check_finite_scalar, check_int
 from ..backend import array_namespace
+from ._check import check_cache, check_config, check_dout, check_params, check_prefix, check_rng, check_size
+from .conditions import as_cond
 from .activations import gelu_backward, gelu_forward, silu_backward, silu_forward
 from .attention import mha_backward, mha_forward
 from .base import DenoiserBase, config_fields
@@ -576,6 +579,10 @@ class DiTConfig:
     max_period: float = 10000.0
 
     def __post_init__(self):
+        check_config("DiTConfig", self, ints={"image_size": 1, "in_channels": 1, "patch": 1, "width": 1, "depth": 1,
+                                              "heads": 1, "num_classes": 0, "freq_dim": 2},
+                     floats={"mlp_ratio": (0.0, True), "time_scale": (0.0, True), "max_period": (0.0, True)},
+                     bools=("learn_sigma", "pos_embed"))
         for name in ("image_size", "in_channels", "patch", "width", "depth", "heads"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -588,7 +595,7 @@ class DiTConfig:
         if self.width % 4:
             raise ValueError(f"DiTConfig: width={self.width} must be a multiple of 4 (the 2-D sin-cos table)")
         if not self.mlp_ratio > 0 or int(self.width * self.mlp_ratio) < 1:
-            raise ValueError(f"DiTConfig.mlp_ratio must give a hidden width >= 1, got {self.mlp_ratio!r}")
+            raise ValueError(f"DiTConfig: mlp_ratio must give a hidden width >= 1, got {self.mlp_ratio!r}")
         if self.num_classes < 0 or self.freq_dim < 2:
             raise ValueError(f"DiTConfig: num_classes must be >= 0 and freq_dim >= 2, got {self.num_classes}, "
                              f"{self.freq_dim}")
@@ -625,7 +632,7 @@ class DiT(DenoiserBase):
     arch = "dit"
 
     def __init__(self, config: DiTConfig | None = None):
-        super().__init__(DiTConfig() if config is None else config)
+        super().__init__(DiTConfig() if config is None else self._check_config_type(config, DiTConfig))
 
     @property
     def grid(self) -> int:
@@ -650,6 +657,7 @@ class DiT(DenoiserBase):
 
     def _check_image(self, x):
         c = self.config
+        check_array("x", x)
         if x.ndim == 4 and (x.shape[2] % c.patch or x.shape[3] % c.patch):
             raise ValueError(f"DiT.forward: image size {tuple(x.shape[2:])} is not divisible by patch={c.patch}")
 
@@ -734,6 +742,7 @@ class DiT(DenoiserBase):
         dx : array, shape (N, C, S, S)
             Gradient with respect to x.
         """
+        self._check_backward(params, cache, 6, dout)
         p_cache, c_x, c_e, blocks, c_f, u_cache = cache
         G: dict = {}
         dh, ds = final_layer_backward(G, params, "final", unpatchify_backward(dout, u_cache), c_f)
@@ -787,6 +796,13 @@ class DiT(DenoiserBase):
             ``model(x, t)`` returning the guided prediction (N, C, S, S).
         """
         C = self.config.in_channels
+        check_params(params, "params")
+        cond = as_cond(cond)
+        guidance_scale = check_finite_scalar("guidance_scale", guidance_scale)
+        Cp = self.config.out_channels
+        if guided_channels != "all" and (isinstance(guided_channels, bool) or not isinstance(guided_channels, int)
+                                         or not 1 <= guided_channels <= Cp):
+            raise ValueError(f"DiT.guided: guided_channels must be 'all' or an int in [1, {Cp}], got {guided_channels!r}")
 
         def model(x, t):
             xp, n = array_namespace(x), x.shape[0]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ._check import check_config
 from .base import DenoiserBase, config_fields
 from .blocks import init_linear, lin_b, lin_f
 from .layers import silu_backward, silu_forward
@@ -66,6 +67,8 @@ class MLPConfig:
     zero_init_out: bool = True
 
     def __post_init__(self):
+        check_config("MLPConfig", self, ints={"dim": 1, "hidden": 1, "layers": 1, "time_embed_dim": 2, "num_classes": 0},
+                     floats={"time_scale": (0.0, True), "max_period": (0.0, True)}, bools=("zero_init_out",))
         for name in ("dim", "hidden", "layers"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"MLPConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -100,7 +103,7 @@ class MLP(DenoiserBase):
     arch = "mlp"
 
     def __init__(self, config: MLPConfig | None = None):
-        super().__init__(MLPConfig() if config is None else config)
+        super().__init__(MLPConfig() if config is None else self._check_config_type(config, MLPConfig))
 
     def _init_host(self, rng):
         c, P = self.config, {}
@@ -178,6 +181,7 @@ class MLP(DenoiserBase):
         dx : array, shape (N, D)
             Gradient with respect to ``x``.
         """
+        self._check_backward(params, cache, 6, dout)
         c_t, c_y, c_se, c_in, layers, c_out = cache
         G: dict = {}
         dh = lin_b(G, "out", dout, c_out)

@@ -29,7 +29,9 @@ import dataclasses
 
 import numpy as np
 
+from .._validate import check_array, check_bool, check_finite_scalar
 from ..backend import array_namespace
+from ._check import check_cache, check_config, check_dout, check_params, check_prefix, check_rng, check_size
 from .activations import gelu_backward, gelu_forward, silu_backward, silu_forward
 from .attention import attention_backward, attention_forward, merge_heads, split_heads
 from .base import DenoiserBase, config_fields
@@ -288,6 +290,10 @@ class MMDiTConfig:
     max_period: float = 10000.0
 
     def __post_init__(self):
+        check_config("MMDiTConfig", self, ints={"image_size": 1, "in_channels": 1, "patch": 1, "width": 1, "depth": 1,
+                                                "heads": 1, "vocab_size": 1, "max_text_len": 1, "text_dim": 1,
+                                                "freq_dim": 2},
+                     floats={"mlp_ratio": (0.0, True), "time_scale": (0.0, True), "max_period": (0.0, True)})
         for name in ("image_size", "in_channels", "patch", "width", "depth", "heads", "vocab_size", "max_text_len",
                      "text_dim"):
             v = getattr(self, name)
@@ -323,7 +329,7 @@ class MMDiT(DenoiserBase):
     arch = "mmdit"
 
     def __init__(self, config: MMDiTConfig | None = None):
-        super().__init__(MMDiTConfig() if config is None else config)
+        super().__init__(MMDiTConfig() if config is None else self._check_config_type(config, MMDiTConfig))
 
     @property
     def cond_spec(self) -> CondSpec:
@@ -413,6 +419,7 @@ class MMDiT(DenoiserBase):
             ``max_text_len``.
         """
         c = self.config
+        check_array("x", x)
         if x.ndim == 4 and (x.shape[2] % c.patch or x.shape[3] % c.patch):
             raise ValueError(f"MMDiT.forward: image size {tuple(x.shape[2:])} is not divisible by patch={c.patch}")
         xp, t, cond = self._check_inputs(params, x, t, cond, (c.in_channels, c.image_size, c.image_size),
@@ -453,6 +460,7 @@ class MMDiT(DenoiserBase):
         dx : array, shape (N, C, S, S)
             Gradient with respect to ``x``.
         """
+        self._check_backward(params, cache, 9, dout)
         p_cache, c_x, c_txt, c_te, c_pe, c_s, blocks, c_f, u_cache = cache
         G: dict = {}
         dh, ds = final_layer_backward(G, params, "final", unpatchify_backward(dout, u_cache), c_f)

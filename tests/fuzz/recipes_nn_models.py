@@ -1,0 +1,131 @@
+"""Fuzz recipes for refdiff.nn's networks and blocks (h-nnval; merged into recipes_nn).
+
+Small networks (a few hundred parameters, float64) keep each probe a few milliseconds.
+Model forwards validate x, t and cond once at the top and let NaN propagate (documented);
+``t`` may be a float array, an integer array or a Python number."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .harness import Call
+
+RECIPES: dict = {}
+EXEMPT: dict = {}
+
+
+def A(*shape, seed=0, scale=1.0):
+    return scale * np.random.default_rng(seed).standard_normal(shape)
+
+
+def add(qualname, factory):
+    RECIPES[qualname] = factory
+
+
+T_OPTS = dict(accept={"t": {"int_array", "python_float"}}, nan_propagates={"x", "t"})
+
+
+def _model_calls(prefix, make, x_shape, *, cond=None, forward_extra=None):
+    """Recipes for the DenoiserBase methods of one network class: ``make()`` -> instance."""
+    def params(m):
+        return m.init_params(np.random.default_rng(0), dtype="float64")
+
+    def fwd(name):
+        def f():
+            m = make()
+            kw = dict(params=params(m), x=A(*x_shape), t=np.array([0.3, 0.7]), cond=cond() if cond else None)
+            return Call(getattr(m, name), kw, kinds={"params": "object", "t": "array", "cond": "object"},
+                        bad={"params": {"empty": {}}}, **T_OPTS)
+        return f
+
+    def bwd(name):
+        def f():
+            m = make()
+            p = params(m)
+            out, cache = m.forward(p, A(*x_shape), np.array([0.3, 0.7]), cond() if cond else None)
+            return Call(getattr(m, name), dict(params=p, cache=cache, dout=A(*out.shape, seed=3)),
+                        kinds={"params": "object", "cache": "object"}, nan_propagates={"dout"})
+        return f
+
+    add(prefix + ".forward", fwd("forward"))
+    if hasattr(make(), "backward"):
+        add(prefix + ".backward", bwd("backward"))
+    return fwd, bwd, params
+
+
+# ---------------------------------------------------------------------------- networks
+def _networks():
+    from refdiff import nn
+    from refdiff.nn import base, dit, mlp, mmdit, unet
+
+    mk_mlp = lambda: mlp.MLP(mlp.MLPConfig(dim=3, hidden=8, layers=2, time_embed_dim=4, num_classes=3))  # noqa: E731
+    y = lambda: {"class": np.array([0, 2])}  # noqa: E731
+    fwd, bwd, params = _model_calls("refdiff.nn.mlp.MLP", mk_mlp, (2, 3), cond=y)
+    add("refdiff.nn.mlp.MLP", lambda: Call(mlp.MLP, dict(config=mlp.MLPConfig(dim=3, hidden=8)),
+                                           kinds={"config": "object"}))
+    add("refdiff.nn.mlp.MLPConfig", lambda: Call(mlp.MLPConfig, dict(dim=3, hidden=8)))
+    # DenoiserBase's methods, on an MLP (the base class is abstract)
+    add("refdiff.nn.base.DenoiserBase", lambda: Call(base.DenoiserBase, dict(config=mlp.MLPConfig(dim=3)),
+                                                     kinds={"config": "object"}))
+    add("refdiff.nn.base.DenoiserBase.forward", fwd("forward"))
+    add("refdiff.nn.base.DenoiserBase.apply", fwd("apply"))
+    add("refdiff.nn.base.DenoiserBase.init_params",
+        lambda: Call(mk_mlp().init_params, dict(rng=np.random.default_rng(0)), kinds={"xp": "object"},
+                     bad={"dtype": {"float16": "float16"}}))
+    add("refdiff.nn.base.DenoiserBase.num_params", lambda: Call(mk_mlp().num_params, {}, kinds={"params": "object"},
+                                                                ref={"params": params(mk_mlp())}))
+    add("refdiff.nn.base.DenoiserBase.to_dict", lambda: Call(mk_mlp().to_dict, {}))
+    add("refdiff.nn.base.DenoiserBase.null_cond",
+        lambda: Call(mk_mlp().null_cond, dict(cond=y(), n=2), kinds={"cond": "object"}, accept={"cond": {"None"}},
+                     bad={"kinds": {"unknown": "nope"}, "n": {"zero": 0}}))
+    add("refdiff.nn.base.DenoiserBase.as_model",
+        lambda: Call(mk_mlp().as_model, dict(params=params(mk_mlp()), cond=y()), kinds={"params": "object",
+                                                                                        "cond": "object"}))
+
+    def mk_unet():
+        return unet.UNet(unet.UNetConfig(base_channels=4, channel_mults=(1, 2), groups=2, image_size=4,
+                                         num_classes=3, time_embed_dim=8))
+    ubwd = _model_calls("refdiff.nn.unet.UNet", mk_unet, (2, 1, 4, 4), cond=y)[1]
+    add("refdiff.nn.unet.UNet.backward_full", ubwd("backward_full"))
+    add("refdiff.nn.unet.UNet", lambda: Call(unet.UNet, dict(config=unet.UNetConfig(base_channels=4, groups=2)),
+                                             kinds={"config": "object"}))
+    add("refdiff.nn.unet.UNetConfig", lambda: Call(unet.UNetConfig, dict(base_channels=4, groups=2),
+                                                   kinds={"channel_mults": "shape", "time_embed_dim": "int"},
+                                                   ref={"time_embed_dim": 8},
+                                                   bad={"channel_mults": {"empty": (), "zero": (1, 0)},
+                                                        "cross_attention": {"bad_level": (5,), "string": "mid"}}))
+
+    mk_dit = lambda: dit.DiT(dit.DiTConfig(image_size=4, patch=2, width=8, depth=1, heads=2, num_classes=3,  # noqa: E731
+                                           freq_dim=4, learn_sigma=True))
+    dfwd = _model_calls("refdiff.nn.dit.DiT", mk_dit, (2, 1, 4, 4), cond=y)[0]
+    add("refdiff.nn.dit.DiT.apply", dfwd("apply"))
+    add("refdiff.nn.dit.DiT", lambda: Call(dit.DiT, dict(config=dit.DiTConfig(width=8, heads=2, depth=1)),
+                                           kinds={"config": "object"}))
+    add("refdiff.nn.dit.DiTConfig", lambda: Call(dit.DiTConfig, dict(width=8, heads=2, depth=1),
+                                                 bad={"patch": {"not_dividing": 3}, "heads": {"not_dividing": 3}}))
+    add("refdiff.nn.dit.DiT.guided",
+        lambda: Call(mk_dit().guided, dict(params=mk_dit().init_params(np.random.default_rng(0), dtype="float64"),
+                                           cond=y(), guidance_scale=2.0),
+                     kinds={"params": "object", "cond": "object", "guided_channels": "option"},
+                     accept={"cond": {"None"}, "guided_channels": {"int"}},
+                     bad={"guided_channels": {"zero": 0, "too_many": 5}}))
+
+    tok = lambda: {"tokens": np.array([[1, 2, 0], [3, 0, 0]]),  # noqa: E731
+                   "token_mask": np.array([[True, True, False], [True, False, False]])}
+    mk_mm = lambda: mmdit.MMDiT(mmdit.MMDiTConfig(image_size=4, patch=2, width=8, depth=1, heads=2, vocab_size=5,  # noqa: E731
+                                                  max_text_len=3, text_dim=4, freq_dim=4))
+    _model_calls("refdiff.nn.mmdit.MMDiT", mk_mm, (2, 1, 4, 4), cond=tok)
+    add("refdiff.nn.mmdit.MMDiT", lambda: Call(mmdit.MMDiT, dict(config=mmdit.MMDiTConfig(width=8, heads=2, depth=1)),
+                                               kinds={"config": "object"}))
+    add("refdiff.nn.mmdit.MMDiTConfig", lambda: Call(mmdit.MMDiTConfig, dict(width=8, heads=2, depth=1)))
+
+    cfg = lambda: mlp.MLPConfig(dim=3, hidden=8).to_dict()  # noqa: E731
+    bad_cfg = {"config_dict": {"unknown_arch": {"arch": "nope"}, "unknown_key": {**cfg(), "nope": 1},
+                               "bad_value": {**cfg(), "dim": -1}, "no_arch": {"dim": 3}}}
+    add("refdiff.nn.config_from_dict", lambda: Call(nn.config_from_dict, dict(config_dict=cfg()),
+                                                    kinds={"config_dict": "object"}, bad=bad_cfg))
+    add("refdiff.nn.build_model", lambda: Call(nn.build_model, dict(config_dict=cfg()),
+                                               kinds={"config_dict": "object"}, bad=bad_cfg))
+
+
+_networks()
