@@ -108,3 +108,22 @@ def check_config(owner: str, obj, *, ints=None, floats=None, bools=()):
             check_bool(n, getattr(obj, n))
     except (TypeError, ValueError) as e:
         raise type(e)(f"{owner}: {e}") from None
+
+
+def check_block(P, pre, *suffixes, what: str = "", pre_name: str = "pre"):
+    """A parameter dict ``P`` holding ``pre + suffix`` for every suffix, else TypeError (P
+    not a dict, pre not a str) or ValueError naming P and pre and the missing keys."""
+    check_params(P)
+    check_prefix(pre, pre_name)
+    missing = [pre + s for s in suffixes if pre + s not in P]
+    if missing:
+        raise ValueError(f"{what + ': ' if what else ''}P has no parameters under {pre_name} = {pre!r} "
+                         f"(missing {missing[:3]}); initialise them first")
+    return P
+
+
+def check_grads(G, name: str = "G"):
+    """``G`` if it is a dict (the gradient accumulator), else TypeError."""
+    if not isinstance(G, dict):
+        raise TypeError(f"{name} must be a dict (the gradient accumulator), got {type(G).__name__}")
+    return G

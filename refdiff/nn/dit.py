@@ -38,7 +38,8 @@ import numpy as np
 
 from .._validate import check_array, check_finite_scalar, check_int
 from ..backend import array_namespace
-from ._check import check_cache, check_config, check_dout, check_params, check_prefix, check_rng, check_size
+from ._check import (check_block, check_cache, check_config, check_dout, check_grads, check_params, check_prefix,
+                     check_rng, check_size)
 from .conditions import as_cond
 from .activations import gelu_backward, gelu_forward, silu_backward, silu_forward
 from .attention import mha_backward, mha_forward
@@ -80,10 +81,9 @@ def sincos_pos_embed_2d(dim: int, grid: int):
     ValueError
         If ``dim`` or ``grid`` is out of range.
     """
-    if not isinstance(dim, int) or dim < 4 or dim % 4:
+    dim, grid = check_size("dim", dim, 4, 1 << 16), check_size("grid", grid, 1, 1 << 12)
+    if dim % 4:
         raise ValueError(f"sincos_pos_embed_2d: dim must be a positive multiple of 4, got {dim!r}")
-    if not isinstance(grid, int) or grid < 1:
-        raise ValueError(f"sincos_pos_embed_2d: grid must be an int >= 1, got {grid!r}")
     q = dim // 4
     omega = 1.0 / 10000.0 ** (np.arange(q, dtype=np.float64) / q)
     i, j = np.divmod(np.arange(grid * grid), grid)  # row, column of token k
@@ -115,8 +115,9 @@ def patch_embed_weight_from_conv(w_conv):
     ValueError
         If ``w_conv`` is not a (D, C, p, p) kernel.
     """
+    check_array("w_conv", w_conv, ndim=4)
     xp = array_namespace(w_conv)
-    if w_conv.ndim != 4 or w_conv.shape[2] != w_conv.shape[3]:
+    if w_conv.shape[2] != w_conv.shape[3]:
         raise ValueError(f"patch_embed_weight_from_conv: need a (D, C, p, p) kernel, got {tuple(w_conv.shape)}")
     D, C, p, _ = w_conv.shape
     return xp.reshape(xp.permute_dims(w_conv, (2, 3, 1, 0)), (p * p * C, D))  # (u, v, c) x d
@@ -144,9 +145,10 @@ def patch_embed_weight_to_conv(w_lin, channels: int, patch: int):
     ValueError
         If ``w_lin`` is not a (p p C, D) matrix.
     """
+    check_array("w_lin", w_lin, ndim=2)
+    p, C = check_size("patch", patch, 1, 1 << 12), check_size("channels", channels, 1, 1 << 16)
     xp = array_namespace(w_lin)
-    p, C = patch, channels
-    if w_lin.ndim != 2 or w_lin.shape[0] != p * p * C:
+    if w_lin.shape[0] != p * p * C:
         raise ValueError(f"patch_embed_weight_to_conv: need a ({p * p * C}, D) matrix, got {tuple(w_lin.shape)}")
     return xp.permute_dims(xp.reshape(w_lin, (p, p, C, w_lin.shape[1])), (3, 2, 0, 1))
 
@@ -169,6 +171,8 @@ def xavier_uniform(rng, d_in: int, d_out: int):
     numpy.ndarray, shape (d_in, d_out)
         The weight in float64.
     """
+    check_rng(rng)
+    d_in, d_out = check_size("d_in", d_in, 1, 1 << 16), check_size("d_out", d_out, 1, 1 << 16)
     a = math.sqrt(6.0 / (d_in + d_out))
     return rng.uniform(-a, a, size=(d_in, d_out))
 
@@ -199,7 +203,10 @@ def modulate_forward(x, shift, scale):
     ValueError
         If the shapes do not match as above.
     """
-    if x.ndim != 3 or tuple(shift.shape) != (x.shape[0], x.shape[2]) or shift.shape != scale.shape:
+    check_array("x", x, ndim=3)
+    check_array("shift", shift, ndim=2)
+    check_array("scale", scale, ndim=2)
+    if tuple(shift.shape) != (x.shape[0], x.shape[2]) or shift.shape != scale.shape:
         raise ValueError(f"modulate_forward: need x (N, L, D) and shift, scale (N, D); got {tuple(x.shape)}, "
                          f"{tuple(shift.shape)}, {tuple(scale.shape)}")
     return x * (1.0 + scale[:, None, :]) + shift[:, None, :], (x, scale)
@@ -223,8 +230,9 @@ def modulate_backward(dout, cache):
     dscale : array, shape (N, D)
         Gradients with respect to x, shift and scale.
     """
+    x, scale = check_cache(cache, "modulate_forward", 2)
+    check_dout(dout, x.shape)
     xp = array_namespace(dout)
-    x, scale = cache
     return dout * (1.0 + scale[:, None, :]), xp.sum(dout, axis=1), xp.sum(dout * x, axis=1)
 
 
@@ -247,6 +255,11 @@ def tok_linear_forward(P, name, x):
     cache : tuple
         For :func:`tok_linear_backward`.
     """
+    check_block(P, name, ".w", ".b", what="tok_linear_forward", pre_name="name")
+    check_array("x", x, ndim=3)
+    if x.shape[2] != P[name + ".w"].shape[0]:
+        raise ValueError(f"tok_linear_forward: x has width {x.shape[2]} (shape {tuple(x.shape)}), "
+                         f"P[{name + '.w'!r}] expects {P[name + '.w'].shape[0]}")
     xp = array_namespace(x)
     N, L, D = x.shape
     y, cache = linear_forward(xp.reshape(x, (N * L, D)), P[name + ".w"], P[name + ".b"])
@@ -273,12 +286,26 @@ def tok_linear_backward(G, name, dout, cache):
     array, shape (N, L, D_in)
         Gradient with respect to the tokens.
     """
+    check_grads(G)
+    check_prefix(name, "name")
+    c, N, L = check_cache(cache, "tok_linear_forward", 3)
+    check_dout(dout, (N, L, c[1].shape[1]))
     xp = array_namespace(dout)
-    c, N, L = cache
     dx, dw, db = linear_backward(xp.reshape(dout, (N * L, dout.shape[2])), c)
     for k, g in ((name + ".w", dw), (name + ".b", db)):
         G[k] = G[k] + g if k in G else g
     return xp.reshape(dx, (N, L, dx.shape[1]))
+
+
+def _check_block_io(P, pre, x, s, keys, what):
+    """P holds ``keys`` under ``pre``; x (N, T, D) and s (N, D) floats with one N and D."""
+    check_block(P, pre, *keys, what=what)
+    check_array("x", x, ndim=3)
+    check_array("s", s, ndim=2)
+    D = P[pre + ".ada.w"].shape[0]
+    if s.shape[0] != x.shape[0] or s.shape[1] != D or x.shape[2] != D:
+        raise ValueError(f"{what}: need x (N, T, {D}) and s (N, {D}) with one N for the parameters under "
+                         f"pre = {pre!r}, got x {tuple(x.shape)} and s {tuple(s.shape)}")
 
 
 def _chunks(mod, n):
@@ -317,9 +344,16 @@ def dit_block_init(P: dict, pre: str, D: int, heads: int, mlp_ratio: float, rng)
     ValueError
         If ``heads < 1`` or it does not divide ``D``.
     """
-    if heads < 1 or D % heads:
+    check_params(P)
+    check_prefix(pre)
+    D, heads = check_size("D", D, 1, 1 << 16), check_size("heads", heads, 1, 1 << 12)
+    mlp_ratio = check_finite_scalar("mlp_ratio", mlp_ratio, low=0.0, low_open=True)
+    check_rng(rng)
+    if D % heads:
         raise ValueError(f"dit_block_init: heads={heads} must divide the width {D}")
     F = int(D * mlp_ratio)
+    if not 1 <= F <= 1 << 18:
+        raise ValueError(f"dit_block_init: mlp_ratio={mlp_ratio} gives a hidden width {F}, need 1 <= F <= 262144")
     for name, di, do in (("attn.qkv", D, 3 * D), ("attn.out", D, D), ("fc1", D, F), ("fc2", F, D)):
         P[f"{pre}.{name}.w"], P[f"{pre}.{name}.b"] = xavier_uniform(rng, di, do), np.zeros(do)
     P[pre + ".ada.w"], P[pre + ".ada.b"] = np.zeros((D, 6 * D)), np.zeros(6 * D)
@@ -354,6 +388,9 @@ def dit_block_forward(P, pre, x, s, *, heads: int):
     cache : tuple
         For :func:`dit_block_backward`.
     """
+    _check_block_io(P, pre, x, s, (".ada.w", ".ada.b", ".attn.qkv.w", ".attn.out.w", ".fc1.w", ".fc2.w"),
+                    "dit_block_forward")
+    check_size("heads", heads)
     mod, c_mod = linear_forward(s, P[pre + ".ada.w"], P[pre + ".ada.b"])  # (N, 6D)
     sh1, sc1, g1, sh2, sc2, g2 = _chunks(mod, 6)
     h1, c_ln1 = layernorm_forward(x, eps=LN_EPS)
@@ -393,8 +430,11 @@ def dit_block_backward(G, P, pre, dout, cache):
     ds : array, shape (N, D)
         Gradient with respect to s.
     """
+    check_grads(G)
+    check_block(P, pre, ".ada.w", what="dit_block_backward")
+    c_mod, g1, g2, a, f2, c_ln1, c_m1, c_att, c_ln2, c_m2, c_f1, c_g, c_f2 = check_cache(cache, "dit_block_forward", 13)
+    check_dout(dout, f2.shape)
     xp = array_namespace(dout)
-    c_mod, g1, g2, a, f2, c_ln1, c_m1, c_att, c_ln2, c_m2, c_f1, c_g, c_f2 = cache
     dg2 = xp.sum(dout * f2, axis=1)
     dgl = tok_linear_backward(G, pre + ".fc2", dout * g2[:, None, :], c_f2)
     dm2 = tok_linear_backward(G, pre + ".fc1", gelu_backward(dgl, c_g), c_f1)
@@ -434,6 +474,7 @@ def final_layer_forward(P, pre, x, s):
     cache : tuple
         For :func:`final_layer_backward`.
     """
+    _check_block_io(P, pre, x, s, (".ada.w", ".ada.b", ".linear.w", ".linear.b"), "final_layer_forward")
     mod, c_mod = linear_forward(s, P[pre + ".ada.w"], P[pre + ".ada.b"])  # (N, 2D)
     shift, scale = _chunks(mod, 2)
     h, c_ln = layernorm_forward(x, eps=LN_EPS)
@@ -465,8 +506,11 @@ def final_layer_backward(G, P, pre, dout, cache):
     ds : array, shape (N, D)
         Gradient with respect to s.
     """
+    check_grads(G)
+    check_block(P, pre, ".ada.w", what="final_layer_backward")
+    c_mod, c_ln, c_m, c_y = check_cache(cache, "final_layer_forward", 4)
+    check_array("dout", dout)
     xp = array_namespace(dout)
-    c_mod, c_ln, c_m, c_y = cache
     dh, dshift, dscale = modulate_backward(tok_linear_backward(G, pre + ".linear", dout, c_y), c_m)
     ds, dw, db = linear_backward(xp.concat([dshift, dscale], axis=1), c_mod)
     for k, g in ((pre + ".ada.w", dw), (pre + ".ada.b", db)):
@@ -505,8 +549,11 @@ def dit_cfg(out_uncond, out_cond, guidance_scale, guided_channels="all"):
     ValueError
         If the shapes differ or ``guided_channels`` is invalid.
     """
+    check_array("out_uncond", out_uncond, min_ndim=2)
+    check_array("out_cond", out_cond, min_ndim=2)
     xp = array_namespace(out_cond)
-    if tuple(out_uncond.shape) != tuple(out_cond.shape) or out_cond.ndim < 2:
+    guidance_scale = check_finite_scalar("guidance_scale", guidance_scale)
+    if tuple(out_uncond.shape) != tuple(out_cond.shape):
         raise ValueError(f"dit_cfg: out_uncond {tuple(out_uncond.shape)} and out_cond {tuple(out_cond.shape)} "
                          "must have the same shape (N, C', ...)")
     Cp = out_cond.shape[1]

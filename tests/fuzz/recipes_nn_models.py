@@ -129,3 +129,81 @@ def _networks():
 
 
 _networks()
+
+
+# ------------------------------------------------------------------------- DiT pieces
+def _dit_parts():
+    from refdiff.nn import dit
+
+    p = "refdiff.nn.dit."
+    add(p + "sincos_pos_embed_2d", lambda: Call(dit.sincos_pos_embed_2d, dict(dim=8, grid=2),
+                                                bad={"dim": {"not_multiple_of_4": 6}}))
+    add(p + "patch_embed_weight_from_conv", lambda: Call(dit.patch_embed_weight_from_conv, dict(w_conv=A(5, 3, 2, 2)),
+                                                         nan_propagates={"w_conv"}))
+    add(p + "patch_embed_weight_to_conv", lambda: Call(dit.patch_embed_weight_to_conv,
+                                                       dict(w_lin=A(12, 5), channels=3, patch=2),
+                                                       nan_propagates={"w_lin"}))
+    add(p + "xavier_uniform", lambda: Call(dit.xavier_uniform, dict(rng=np.random.default_rng(0), d_in=3, d_out=4)))
+    mod = lambda: dict(x=A(2, 3, 4), shift=A(2, 4, seed=1), scale=A(2, 4, seed=2))  # noqa: E731
+    add(p + "modulate_forward", lambda: Call(dit.modulate_forward, mod(), nan_propagates={"x", "shift", "scale"}))
+
+    def mod_b():
+        out, cache = dit.modulate_forward(**mod())
+        return Call(dit.modulate_backward, dict(dout=A(*out.shape, seed=5), cache=cache), kinds={"cache": "object"},
+                    nan_propagates={"dout"})
+    add(p + "modulate_backward", mod_b)
+
+    def P_tok():
+        return {"lin.w": A(4, 5), "lin.b": A(5, seed=1)}
+    add(p + "tok_linear_forward", lambda: Call(dit.tok_linear_forward, dict(P=P_tok(), name="lin", x=A(2, 3, 4)),
+                                               kinds={"P": "object", "name": "option"}, nan_propagates={"x"}))
+
+    def tok_b():
+        out, cache = dit.tok_linear_forward(P_tok(), "lin", A(2, 3, 4))
+        return Call(dit.tok_linear_backward, dict(G={}, name="lin", dout=A(*out.shape, seed=5), cache=cache),
+                    kinds={"G": "object", "name": "option", "cache": "object"}, nan_propagates={"dout"},
+                    accept={"name": {"unknown"}})
+    add(p + "tok_linear_backward", tok_b)
+
+    def blockP(final=False):
+        P = {}
+        rng = np.random.default_rng(0)
+        if final:
+            P.update({"fin.ada.w": A(4, 8, seed=3), "fin.ada.b": A(8, seed=4), "fin.linear.w": A(4, 6, seed=5),
+                      "fin.linear.b": A(6, seed=6)})
+        else:
+            dit.dit_block_init(P, "blk", 4, 2, 2.0, rng)
+            P["blk.ada.w"] = A(4, 24, seed=3)  # not zero, so that every input matters
+        return P
+    add(p + "dit_block_init", lambda: Call(dit.dit_block_init, dict(P={}, pre="blk", D=4, heads=2, mlp_ratio=2.0,
+                                                                     rng=np.random.default_rng(0)),
+                                           kinds={"P": "object", "pre": "option"}, accept={"pre": {"unknown"}},
+                                           bad={"heads": {"not_dividing": 3}}))
+    io = lambda: dict(x=A(2, 3, 4), s=A(2, 4, seed=1))  # noqa: E731
+    common = dict(kinds={"P": "object", "pre": "option"}, nan_propagates={"x", "s"})
+    add(p + "dit_block_forward", lambda: Call(dit.dit_block_forward, dict(P=blockP(), pre="blk", heads=2, **io()),
+                                              **common))
+    add(p + "final_layer_forward", lambda: Call(dit.final_layer_forward, dict(P=blockP(True), pre="fin", **io()),
+                                                **common))
+
+    def blk_b(fwd, bwd, final):
+        def f():
+            P = blockP(final)
+            pre = "fin" if final else "blk"
+            kw = dict(heads=2) if not final else {}
+            out, cache = fwd(P, pre, **io(), **kw)
+            return Call(bwd, dict(G={}, P=P, pre=pre, dout=A(*out.shape, seed=5), cache=cache),
+                        kinds={"G": "object", "P": "object", "pre": "option", "cache": "object"},
+                        nan_propagates={"dout"})
+        return f
+    add(p + "dit_block_backward", blk_b(dit.dit_block_forward, dit.dit_block_backward, False))
+    add(p + "final_layer_backward", blk_b(dit.final_layer_forward, dit.final_layer_backward, True))
+    add(p + "dit_cfg", lambda: Call(dit.dit_cfg, dict(out_uncond=A(2, 2, 3, 3), out_cond=A(2, 2, 3, 3, seed=1),
+                                                      guidance_scale=2.0),
+                                    kinds={"guided_channels": "option"}, accept={"guided_channels": {"int"}},
+                                    nan_propagates={"out_uncond", "out_cond"},
+                                    bad={"guided_channels": {"zero": 0, "too_many": 3}}))
+    add(p + "DiTConfig.to_dict", lambda: Call(dit.DiTConfig(width=8, heads=2).to_dict, {}))
+
+
+_dit_parts()
