@@ -207,3 +207,42 @@ def _dit_parts():
 
 
 _dit_parts()
+
+
+# ------------------------------------------------------------------- MMDiT joint block
+def _mmdit_parts():
+    from refdiff.nn import mmdit
+
+    p = "refdiff.nn.mmdit."
+
+    def P(pre_only=False):
+        P = {}
+        mmdit.joint_block_init(P, "jb", 4, 2, 2.0, np.random.default_rng(0), pre_only=pre_only)
+        for k in list(P):
+            if k.endswith(".ada.w"):
+                P[k] = A(*P[k].shape, seed=len(k))  # not zero, so that every input matters
+        return P
+    add(p + "joint_block_init", lambda: Call(mmdit.joint_block_init, dict(P={}, pre="jb", D=4, heads=2, mlp_ratio=2.0,
+                                                                         rng=np.random.default_rng(0)),
+                                             kinds={"P": "object", "pre": "option"}, accept={"pre": {"unknown"}},
+                                             bad={"heads": {"not_dividing": 3}}))
+    io = lambda: dict(ctx=A(2, 3, 4), x=A(2, 5, 4, seed=1), s=A(2, 4, seed=2),  # noqa: E731
+                      text_mask=np.array([[True, True, False], [True, False, False]]))
+    add(p + "joint_block_forward", lambda: Call(mmdit.joint_block_forward, dict(P=P(), pre="jb", heads=2, **io()),
+                                                kinds={"P": "object", "pre": "option"},
+                                                nan_propagates={"ctx", "x", "s"},
+                                                bad={"pre_only": {"mismatch": True},
+                                                     "text_mask": {"float": np.ones((2, 3))}}))
+
+    def bwd():
+        Pp = P()
+        (c_out, x_out), cache = mmdit.joint_block_forward(Pp, "jb", heads=2, **io())
+        return Call(mmdit.joint_block_backward, dict(G={}, P=Pp, pre="jb", dctx_out=A(*c_out.shape, seed=5),
+                                                     dx_out=A(*x_out.shape, seed=6), cache=cache),
+                    kinds={"G": "object", "P": "object", "pre": "option", "cache": "object"},
+                    nan_propagates={"dctx_out", "dx_out"})
+    add(p + "joint_block_backward", bwd)
+    add(p + "MMDiTConfig.to_dict", lambda: Call(mmdit.MMDiTConfig(width=8, heads=2).to_dict, {}))
+
+
+_mmdit_parts()
