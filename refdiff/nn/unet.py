@@ -437,6 +437,10 @@ class UNet(DenoiserBase):
             :meth:`injection_points`.
         """
         self._check_backward(params, cache, 5, dout)
+        c = self.config
+        if dout.ndim != 4 or tuple(dout.shape[1:]) != (c.in_channels, c.image_size, c.image_size):
+            raise ValueError(f"UNet.backward: dout must have the output's shape (N, {c.in_channels}, {c.image_size}, "
+                             f"{c.image_size}), got shape {tuple(dout.shape)}")
         c_emb, caches, (c_n, c_s, c_o), c_x, _ = cache
         G, denv, dres, feats = {}, {}, {}, self._feature_points()
         dh = conv_b(G, "out.conv", dout, c_o)

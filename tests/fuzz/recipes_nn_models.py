@@ -246,3 +246,60 @@ def _mmdit_parts():
 
 
 _mmdit_parts()
+
+
+# ------------------------------------------------------------------------ U-Net blocks
+def _blocks():
+    from refdiff.nn import blocks as B, unet_blocks as U
+
+    def P_res():
+        P = {}
+        B.resblock_init(P, "rb", 4, 6, 5, np.random.default_rng(0))
+        return P
+
+    def P_attn():
+        P = {}
+        B.attnblock_init(P, "ab", 4, np.random.default_rng(0))
+        return P
+
+    def P_x():
+        P = {}
+        U.xattn_init(P, "xa", 4, 3, 2, np.random.default_rng(0))
+        P["xa.attn.out.w"] = A(*P["xa.attn.out.w"].shape, seed=9)  # not zero
+        return P
+
+    common = dict(kinds={"P": "object", "pre": "option"}, bad={"groups": {"not_dividing": 3}})
+    res = lambda: dict(P=P_res(), pre="rb", x=A(2, 4, 4, 4), e=A(2, 5, seed=1), groups=2)  # noqa: E731
+    att = lambda: dict(P=P_attn(), pre="ab", x=A(2, 4, 4, 4), groups=2)  # noqa: E731
+    xat = lambda: dict(P=P_x(), pre="xa", x=A(2, 4, 4, 4), context=A(2, 5, 3, seed=1),  # noqa: E731
+                       key_mask=np.array([[True] * 4 + [False], [True] * 5]), groups=2, heads=2)
+    add("refdiff.nn.blocks.resblock_forward", lambda: Call(B.resblock_forward, res(), nan_propagates={"x", "e"},
+                                                           **common))
+    add("refdiff.nn.blocks.attnblock_forward", lambda: Call(B.attnblock_forward, att(), nan_propagates={"x"}, **common))
+    add("refdiff.nn.unet_blocks.xattn_forward",
+        lambda: Call(U.xattn_forward, xat(), nan_propagates={"x", "context"},
+                     kinds={"P": "object", "pre": "option", "key_mask": "object"}, accept={"key_mask": {"None"}},
+                     bad={"groups": {"not_dividing": 3}, "key_mask": {"float": np.ones((2, 5))},
+                          "heads": {"not_dividing": 3}}))
+
+    def bwd(fwd, bwd_fn, kw):
+        def f():
+            k = kw()
+            out, cache = fwd(**k)
+            return Call(bwd_fn, dict(G={}, P=k["P"], pre=k["pre"], dout=A(*out.shape, seed=5), cache=cache),
+                        kinds={"G": "object", "P": "object", "pre": "option", "cache": "object"},
+                        nan_propagates={"dout"})
+        return f
+    add("refdiff.nn.blocks.resblock_backward", bwd(B.resblock_forward, B.resblock_backward, res))
+    add("refdiff.nn.blocks.attnblock_backward", bwd(B.attnblock_forward, B.attnblock_backward, att))
+    add("refdiff.nn.unet_blocks.xattn_backward", bwd(U.xattn_forward, U.xattn_backward, xat))
+    add("refdiff.nn.unet_blocks.xattn_init",
+        lambda: Call(U.xattn_init, dict(P={}, pre="xa", c=4, context_dim=3, heads=2, rng=np.random.default_rng(0)),
+                     kinds={"P": "object", "pre": "option"}, accept={"pre": {"unknown"}},
+                     bad={"heads": {"not_dividing": 3}}))
+    add("refdiff.nn.unet_blocks.Block",
+        lambda: Call(U.Block, dict(init=B.resblock_init, forward=B.resblock_forward, backward=B.resblock_backward),
+                     kinds={"init": "object", "forward": "object", "backward": "object"}))
+
+
+_blocks()
