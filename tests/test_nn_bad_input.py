@@ -144,3 +144,56 @@ def test_activations_norms_and_resampling_refuse_bad_input():
         R.pixel_shuffle_backward(_x(1, 1, 4, 4), None)
     with pytest.raises(TypeError, match=r"\bsize\b"):
         R.unpatchify_forward(_x(1, 4, 4), 2, 4)
+
+
+def test_networks_refuse_bad_x_t_config_and_params():
+    """Model-level entry points check x, t, params and their config once at the top:
+    before, x = None died in NumPy (AttributeError), a bool t was used as a time, a config
+    field given as a string or a bool was accepted, and DiT.guided accepted a NaN scale."""
+    from refdiff.nn import DiT, DiTConfig, MLP, MLPConfig, UNetConfig
+
+    net = MLP(MLPConfig(dim=3, hidden=8, layers=1, time_embed_dim=4))
+    P = net.init_params(np.random.default_rng(0), dtype="float64")
+    t = np.array([0.2, 0.5])
+    with pytest.raises(TypeError, match=r"\bx\b must be a real floating array"):
+        net.forward(P, None, t)
+    with pytest.raises(TypeError, match=r"\bt\b"):
+        net.forward(P, _x(2, 3), np.array([True, False]))
+    with pytest.raises(ValueError, match=r"\bt\b must have shape \(2,\)"):
+        net.forward(P, _x(2, 3), np.array([0.2, 0.5, 0.7]))
+    with pytest.raises(TypeError, match=r"\bparams\b"):
+        net.forward("params", _x(2, 3), t)
+    out, cache = net.forward(P, _x(2, 3), t)
+    with pytest.raises(TypeError, match=r"\bcache\b"):
+        net.backward(P, cache[:3], out)
+    with pytest.raises(TypeError, match=r"\bhidden\b"):
+        MLPConfig(hidden="8")
+    with pytest.raises(TypeError, match=r"\battention\b"):
+        UNetConfig(attention="yes")
+    with pytest.raises(TypeError, match=r"\bconfig\b"):
+        MLP("config")
+    dit = DiT(DiTConfig(image_size=4, width=8, heads=2, depth=1, num_classes=2, freq_dim=4))
+    Pd = dit.init_params(np.random.default_rng(0), dtype="float64")
+    with pytest.raises(ValueError, match=r"\bguidance_scale\b"):
+        dit.guided(Pd, {"class": np.array([0, 1])}, float("nan"))
+
+
+def test_blocks_and_classifier_refuse_bad_input():
+    """Blocks name a missing parameter prefix (KeyError before) and a dout of the wrong shape
+    (broadcast before); classify refuses NaN pixels, which argmax would turn into a label."""
+    from refdiff.nn import blocks as B, classifier as C
+
+    P = {}
+    B.attnblock_init(P, "ab", 4, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"\bpre\b = 'nope'"):
+        B.attnblock_forward(P, "nope", _x(2, 4, 3, 3), 2)
+    out, cache = B.attnblock_forward(P, "ab", _x(2, 4, 3, 3), 2)
+    with pytest.raises(ValueError, match=r"\bdout\b"):
+        B.attnblock_backward({}, P, "ab", out[:, :, :1], cache)
+    params = C.classifier_init(np.random.default_rng(0), n_in=6, hidden=(5,), n_classes=3)
+    x = _x(2, 6)
+    x[0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"\bx\b contains NaN"):
+        C.classify(params, x)
+    with pytest.raises(TypeError, match=r"\bn_in\b"):
+        C.classifier_init(np.random.default_rng(0), n_in="6")

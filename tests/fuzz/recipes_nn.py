@@ -217,23 +217,14 @@ except ImportError:  # pragma: no cover - until that file exists
 # modules and the completeness test tolerates them; delete each entry when the module
 # passes (the goal is an empty dict).
 PENDING = {
-    "refdiff.nn": "not validated yet",
-    "refdiff.nn.base": "not validated yet",
-    "refdiff.nn.blocks": "not validated yet",
-    "refdiff.nn.classifier": "not validated yet",
     "refdiff.nn.conditions": "not validated yet",
     "refdiff.nn.controlnet": "not validated yet",
-    "refdiff.nn.dit": "not validated yet",
     "refdiff.nn.fast": "not validated yet",
     "refdiff.nn.lora": "not validated yet",
     "refdiff.nn.lora_model": "not validated yet",
-    "refdiff.nn.mlp": "not validated yet",
-    "refdiff.nn.mmdit": "not validated yet",
     "refdiff.nn.optim": "not validated yet",
     "refdiff.nn.t2i_adapter": "not validated yet",
     "refdiff.nn.text": "not validated yet",
-    "refdiff.nn.unet": "not validated yet",
-    "refdiff.nn.unet_blocks": "not validated yet",
     "refdiff.nn.vae": "not validated yet",
     "refdiff.nn.video": "not validated yet",
     "refdiff.nn.winograd": "not validated yet",

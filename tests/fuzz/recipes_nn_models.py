@@ -303,3 +303,33 @@ def _blocks():
 
 
 _blocks()
+
+
+# ---------------------------------------------------------------------------- classifier
+def _classifier():
+    from refdiff.nn import classifier as C
+
+    p = "refdiff.nn.classifier."
+    P = lambda: C.classifier_init(np.random.default_rng(0), n_in=6, hidden=(5,), n_classes=3)  # noqa: E731
+    opts = dict(kinds={"params": "object"}, nan_propagates={"x"})
+    add(p + "classifier_init", lambda: Call(C.classifier_init, dict(rng=np.random.default_rng(0), n_in=6, hidden=(5,),
+                                                                   n_classes=3),
+                                            kinds={"hidden": "shape", "xp": "object"}, bad={"dtype": {"f16": "float16"}}))
+    add(p + "classifier_forward", lambda: Call(C.classifier_forward, dict(params=P(), x=A(2, 2, 3)),
+                                               kinds={"params": "object", "upto": "int"}, ref={"upto": 1},
+                                               nan_propagates={"x"}, bad={"upto": {"too_big": 3}}))
+
+    def bwd():
+        params = P()
+        out, cache = C.classifier_forward(params, A(2, 2, 3))
+        return Call(C.classifier_backward, dict(params=params, cache=cache, dlogits=A(*out.shape, seed=4)),
+                    kinds={"params": "object", "cache": "object"}, nan_propagates={"dlogits"})
+    add(p + "classifier_backward", bwd)
+    add(p + "softmax_cross_entropy", lambda: Call(C.softmax_cross_entropy, dict(logits=A(2, 3), y=np.array([0, 2])),
+                                                  nan_propagates={"logits"},
+                                                  bad={"y": {"out_of_range": np.array([0, 3])}}))
+    add(p + "classify", lambda: Call(C.classify, dict(params=P(), x=A(2, 6)), kinds={"params": "object"}))
+    add(p + "features", lambda: Call(C.features, dict(params=P(), x=A(2, 6)), **opts))
+
+
+_classifier()
