@@ -378,3 +378,18 @@ def conv2d_backward_naive(dout, cache):
                         dx[:, :, r, c] = dx[:, :, r, c] + g @ w[:, :, p, q]
                         dw[:, :, p, q] = dw[:, :, p, q] + g.T @ x[:, :, r, c]
     return dx, dw, xp.sum(dout, axis=(0, 2, 3))
+
+
+def _check_cfirst_conv_backward(dout, cache):
+    """The checks of :func:`refdiff.nn.fast.conv2d_backward`: its cache is ``(xT, w, stride,
+    pad)`` (x in (C, H, W, N) order) or ``("winograd", (U, Wt, w_shape, (C, H, W, N), m))``;
+    dout must be a float array of the forward output's shape."""
+    if isinstance(cache, tuple) and len(cache) == 2 and isinstance(cache[0], str):
+        wc = check_cache(cache[1], "conv2d_forward", 5, name="cache")
+        (C, H, W, N), F = wc[3], wc[2][0]
+        shape = (N, F, H, W)  # 3x3 stride 1 pad 1
+    else:
+        xT, w, stride, pad = check_cache(cache, "conv2d_forward", 4)
+        (C, H, W, N), (F, _, kh, kw) = xT.shape, w.shape
+        shape = (N, F, conv_output_size(H, kh, stride, pad), conv_output_size(W, kw, stride, pad))
+    check_dout(dout, shape)

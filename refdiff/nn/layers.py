@@ -310,6 +310,22 @@ def embedding_backward(dout, cache):
 
 
 # ------------------------------------------------------------------------ skips
+def _check_concat_args(a, b):
+    check_array("a", a, ndim=4)
+    check_array("b", b, ndim=4)
+    if a.shape[0] != b.shape[0] or a.shape[2:] != b.shape[2:]:
+        raise ValueError(f"concat_forward: a and b must be NCHW arrays with the same N, H, W, got a "
+                         f"{tuple(a.shape)} and b {tuple(b.shape)}")
+
+
+def _check_concat_backward(dout, cache):
+    if isinstance(cache, bool) or not isinstance(cache, int):
+        raise TypeError(f"cache must be the int (Ca) returned by concat_forward, got {type(cache).__name__}")
+    check_array("dout", dout, ndim=4)
+    if not 0 < cache < dout.shape[1]:
+        raise ValueError(f"cache (Ca = {cache}) must lie in [1, C - 1] for dout of shape {tuple(dout.shape)}")
+
+
 def concat_forward(a, b):
     """Channel concatenation (U-Net skip) of a (N, Ca, H, W) and b (N, Cb, H, W).
     MATH.md (13.21).
@@ -333,12 +349,8 @@ def concat_forward(a, b):
     ValueError
         If ``a`` and ``b`` are not 4-D with the same N, H, W.
     """
-    check_array("a", a, ndim=4)
-    check_array("b", b, ndim=4)
+    _check_concat_args(a, b)
     xp = array_namespace(a, b)
-    if a.shape[0] != b.shape[0] or a.shape[2:] != b.shape[2:]:
-        raise ValueError(f"concat_forward: a and b must be NCHW arrays with the same N, H, W, got a "
-                         f"{tuple(a.shape)} and b {tuple(b.shape)}")
     return xp.concat([a, b], axis=1), a.shape[1]  # (N, Ca + Cb, H, W)
 
 
@@ -359,10 +371,6 @@ def concat_backward(dout, cache):
     db : array, shape (N, Cb, H, W)
         Gradient with respect to ``b``.
     """
-    if isinstance(cache, bool) or not isinstance(cache, int):
-        raise TypeError(f"cache must be the int (Ca) returned by concat_forward, got {type(cache).__name__}")
-    check_array("dout", dout, ndim=4)
-    if not 0 < cache < dout.shape[1]:
-        raise ValueError(f"cache (Ca = {cache}) must lie in [1, C - 1] for dout of shape {tuple(dout.shape)}")
+    _check_concat_backward(dout, cache)
     ca = cache
     return dout[:, :ca, :, :], dout[:, ca:, :, :]

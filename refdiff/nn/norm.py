@@ -56,6 +56,15 @@ def _check_groups(what, x, groups):
         raise ValueError(f"{what}: groups={groups!r} must divide C={C} (a positive int)")
 
 
+def _check_groupnorm_args(x, gamma, beta, groups, eps):
+    """Every argument of a GroupNorm forward (cheap: NaN propagates); eps as a float."""
+    _check_groups("groupnorm_forward", x, groups)
+    check_array("gamma", gamma)
+    check_array("beta", beta)
+    _check_affine("groupnorm_forward", x.shape[1], gamma, beta)
+    return check_finite_scalar("eps", eps, low=0.0)
+
+
 # ---------------------------------------------------------------------------- GroupNorm
 def groupnorm_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
     """Group normalisation of x (N, C, ...) over (channels of a group) x (spatial), then
@@ -90,13 +99,9 @@ def groupnorm_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
         If ``x`` has fewer than 2 axes, ``groups`` does not divide C, or ``gamma``/``beta``
         are not of shape (C,).
     """
-    _check_groups("groupnorm_forward", x, groups)
+    eps = _check_groupnorm_args(x, gamma, beta, groups, eps)
     xp = array_namespace(x)
     N, C = x.shape[0], x.shape[1]
-    check_array("gamma", gamma)
-    check_array("beta", beta)
-    _check_affine("groupnorm_forward", C, gamma, beta)
-    eps = check_finite_scalar("eps", eps, low=0.0)
     xhat, r = _normalize(xp, xp.reshape(x, (N, groups, -1)), eps)  # (N, G, M), (N, G, 1)
     xhat = xp.reshape(xhat, x.shape)
     cshape = (1, C) + (1,) * (x.ndim - 2)

@@ -46,6 +46,14 @@ def _check_factor(r, what, name):
     check_int(name, r, 1)
 
 
+def _resample_backward_checks(dout, cache, layer):
+    """The cache (None) and dout (NCHW; even sides after an upsampling) of a x2 resampling."""
+    check_none_cache(cache, layer + "_forward")
+    _check_image(dout, layer + "_backward", "dout")
+    if layer == "upsample2x" and (dout.shape[2] % 2 or dout.shape[3] % 2):
+        raise ValueError(f"dout must have an even height and width (the upsampled size), got shape {tuple(dout.shape)}")
+
+
 def _check_divisible(H, W, r, what, name):
     if H % r or W % r:
         raise ValueError(f"{what}: {name}={r} must divide the image size, got {H}x{W}")
@@ -95,12 +103,9 @@ def upsample2x_backward(dout, cache):
     array, shape (N, C, H, W)
         Gradient with respect to the input.
     """
-    check_none_cache(cache, "upsample2x_forward")
-    _check_image(dout, "upsample2x_backward", "dout")
+    _resample_backward_checks(dout, cache, "upsample2x")
     xp = array_namespace(dout)
     N, C, H2, W2 = dout.shape
-    if H2 % 2 or W2 % 2:
-        raise ValueError(f"dout must have an even height and width (the upsampled size), got shape {tuple(dout.shape)}")
     return xp.sum(xp.reshape(dout, (N, C, H2 // 2, 2, W2 // 2, 2)), axis=(3, 5))
 
 
@@ -148,8 +153,7 @@ def avgpool2x_backward(dout, cache):
     array, shape (N, C, H, W)
         Gradient with respect to the input.
     """
-    check_none_cache(cache, "avgpool2x_forward")
-    _check_image(dout, "avgpool2x_backward", "dout")
+    _resample_backward_checks(dout, cache, "avgpool2x")
     xp = array_namespace(dout)
     N, C, H, W = dout.shape
     dx = xp.broadcast_to(0.25 * dout[:, :, :, None, :, None], (N, C, H, 2, W, 2))

@@ -201,9 +201,50 @@ def _attention():
     add(nn + "mha_backward", mha_bwd)
 
 
+# ------------------------------------------------------------- fast (tuned twins) + winograd
+def _fast():
+    from refdiff.nn import fast as F, winograd as W
+
+    nn = "refdiff.nn.fast."
+    cv = lambda: dict(x=A(2, 3, 5, 5), w=A(4, 3, 3, 3, seed=1), b=A(4, seed=2))  # noqa: E731
+    add(nn + "conv2d_forward", lambda: fwd(F.conv2d_forward, cv(), kinds={"pad": "int"}, ref={"pad": 1},
+                                           accept={"x": {"batch"}}))
+    add(nn + "conv2d_backward", lambda: bwd(F.conv2d_backward, F.conv2d_forward, cv()))
+    add(nn + "silu_forward", lambda: fwd(F.silu_forward, dict(x=A(2, 3))))
+    add(nn + "silu_backward", lambda: bwd(F.silu_backward, F.silu_forward, dict(x=A(2, 3))))
+    gn = lambda: dict(x=A(2, 4, 3, 3), gamma=A(4, seed=1), beta=A(4, seed=2), groups=2)  # noqa: E731
+    add(nn + "groupnorm_forward", lambda: fwd(F.groupnorm_forward, gn(), accept={"x": {"batch"}}))
+    add(nn + "groupnorm_backward", lambda: bwd(F.groupnorm_backward, F.groupnorm_forward, gn()))
+    img = lambda: dict(x=A(2, 3, 4, 4))  # noqa: E731
+    for name in ("upsample2x", "avgpool2x"):
+        f, b = getattr(F, name + "_forward"), getattr(F, name + "_backward")
+        add(nn + name + "_forward", lambda f=f: fwd(f, img()))
+        add(nn + name + "_backward", lambda f=f, b=b: bwd(b, f, img(), accept={"cache": {"None"}}))
+    cat = lambda: dict(a=A(2, 3, 4, 4), b=A(2, 5, 4, 4, seed=1))  # noqa: E731
+    add(nn + "concat_forward", lambda: fwd(F.concat_forward, cat()))
+    add(nn + "concat_backward", lambda: bwd(F.concat_backward, F.concat_forward, cat(), cache_kind="int"))
+    add(nn + "add_channel_shift", lambda: fwd(F.add_channel_shift, dict(h=A(2, 3, 4, 4), eo=A(2, 3, seed=1))))
+    add(nn + "set_conv3x3", lambda: Call(F.set_conv3x3, dict(method=F.get_conv3x3())))  # a no-op: state kept
+
+    wn = "refdiff.nn.winograd."
+    add(wn + "winograd_matrices", lambda: Call(W.winograd_matrices, dict(m=2), kinds={"m": "int"},
+                                               bad={"m": {"unsupported": 3}}))
+    wg = lambda: dict(xp=np, xT=A(3, 5, 5, 2), w=A(4, 3, 3, 3, seed=1), b=A(4, seed=2), m=2)  # noqa: E731
+    add(wn + "conv3x3_forward", lambda: Call(W.conv3x3_forward, wg(), kinds={"xp": "object", "m": "int"},
+                                             nan_propagates={"xT", "w", "b"}, accept={"xT": {"batch"}},
+                                             bad={"m": {"unsupported": 3}}))
+
+    def wg_b():
+        out, cache = W.conv3x3_forward(**wg())
+        return Call(W.conv3x3_backward, dict(xp=np, dT=A(*out.shape, seed=5), cache=cache),
+                    kinds={"xp": "object", "cache": "object"}, nan_propagates={"dT"})
+    add(wn + "conv3x3_backward", wg_b)
+
+
 _layers()
 _gradcheck()
 _attention()
+_fast()
 
 try:  # the models' recipes, in their own file (kept under 400 lines each)
     from .recipes_nn_models import EXEMPT as _E, RECIPES as _R
@@ -219,7 +260,6 @@ except ImportError:  # pragma: no cover - until that file exists
 PENDING = {
     "refdiff.nn.conditions": "not validated yet",
     "refdiff.nn.controlnet": "not validated yet",
-    "refdiff.nn.fast": "not validated yet",
     "refdiff.nn.lora": "not validated yet",
     "refdiff.nn.lora_model": "not validated yet",
     "refdiff.nn.optim": "not validated yet",
@@ -227,5 +267,4 @@ PENDING = {
     "refdiff.nn.text": "not validated yet",
     "refdiff.nn.vae": "not validated yet",
     "refdiff.nn.video": "not validated yet",
-    "refdiff.nn.winograd": "not validated yet",
 }
