@@ -4,6 +4,10 @@ stays a few attribute reads).  Built on :mod:`refdiff._validate`."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from .._validate import check_array, check_bool, check_finite_scalar, check_int
 
 
@@ -127,3 +131,36 @@ def check_grads(G, name: str = "G"):
     if not isinstance(G, dict):
         raise TypeError(f"{name} must be a dict (the gradient accumulator), got {type(G).__name__}")
     return G
+
+
+def check_array_dict(name: str, d, *, allow_empty: bool = False):
+    """``d`` if it is a dict of real floating arrays (a parameter or gradient dict), else
+    TypeError/ValueError naming ``name`` and the offending key.  Cheap: no NaN scan."""
+    if not isinstance(d, dict):
+        raise TypeError(f"{name} must be a dict {{name: float array}}, got {type(d).__name__}")
+    if not d and not allow_empty:
+        raise ValueError(f"{name} is an empty dict")
+    for k, v in d.items():
+        check_array(f"{name}[{k!r}]", v, allow_empty=True)
+    return d
+
+
+def check_optim_scalars(lr, betas, eps, weight_decay):
+    """The optimiser's hyper-parameters by name: lr >= 0, betas two numbers in [0, 1),
+    eps > 0, weight_decay >= 0 (each finite)."""
+    def real(name, v, ok, want):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name} must be a real number {want}, got {v!r}")
+        if not (math.isfinite(v) and ok(v)):
+            raise ValueError(f"{name} must be {want} (finite), got {v!r}")
+
+    real("lr", lr, lambda v: v >= 0, ">= 0")
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    for b in betas:
+        real("betas", b, lambda v: 0 <= v < 1, "in [0, 1)")
+    real("eps", eps, lambda v: v > 0, "> 0")
+    real("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
+
+
+MAX_STEP = 2 ** 53  # step counts beyond this are not exact in the float formulas

@@ -71,8 +71,8 @@ def _check_key_mask(xp, key_mask, B, Lk, what):
 
 def _check_qkv(q, k, v, what):
     for name, a in (("q", q), ("k", k), ("v", v)):
-        check_array(name, a, min_ndim=3)
-    if k.ndim != q.ndim or v.ndim != q.ndim:
+        check_array(name, a)
+    if q.ndim < 3 or k.ndim != q.ndim or v.ndim != q.ndim:
         raise ValueError(f"{what}: q, k, v must be (B, ..., L, d) with the same number of axes (>= 3), got "
                          f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     if q.shape[:-2] != k.shape[:-2] or q.shape[:-2] != v.shape[:-2]:
@@ -395,7 +395,7 @@ def _check_tokens(x, context, heads, what):
     if context is not None:
         check_array("context", context)
     if context is not None and (context.ndim != 3 or context.shape[0] != x.shape[0]):
-        raise ValueError(f"{what}: context must be tokens (N, L_c, D_c) with x's N = {x.shape[0]}, got shape "
+        raise ValueError(f"{what}: context must be tokens (N, L_c, D_c) with N = {x.shape[0]} (x's batch), got shape "
                          f"{tuple(context.shape)}")
     check_size("heads", heads)
 

@@ -262,7 +262,6 @@ PENDING = {
     "refdiff.nn.controlnet": "not validated yet",
     "refdiff.nn.lora": "not validated yet",
     "refdiff.nn.lora_model": "not validated yet",
-    "refdiff.nn.optim": "not validated yet",
     "refdiff.nn.t2i_adapter": "not validated yet",
     "refdiff.nn.text": "not validated yet",
     "refdiff.nn.vae": "not validated yet",

@@ -333,3 +333,39 @@ def _classifier():
 
 
 _classifier()
+
+
+# --------------------------------------------------------------------------------- optim
+def _optim():
+    from refdiff.nn import optim as O
+
+    p = "refdiff.nn.optim."
+    params = lambda: {"w": A(3, 2), "b": A(2, seed=1)}  # noqa: E731
+    grads = lambda: {"w": A(3, 2, seed=2), "b": A(2, seed=3)}  # noqa: E731
+    dicts = {"params": "object", "grads": "object", "state": "object"}
+    bad = {"grads": {"missing_key": {"w": A(3, 2)}, "wrong_shape": {"w": A(2, 3), "b": A(2)},
+                     "int_entry": {"w": np.ones((3, 2), int), "b": A(2)}},
+           "params": {"int_entry": {"w": np.ones((3, 2), int), "b": A(2)}},
+           "state": {"no_step": {"m/w": A(3, 2)}}, "betas": {"one": (0.9,), "big": (0.9, 1.0), "nan": (0.9, np.nan)}}
+    upd = lambda f: Call(f, dict(params=params(), grads=grads(), state=O.adam_init(params()), lr=1e-3),  # noqa: E731
+                         kinds=dicts, bad=bad)
+    add(p + "adam_init", lambda: Call(O.adam_init, dict(params=params()), kinds={"params": "object"},
+                                      bad={"params": bad["params"]}))
+    add(p + "adam_update", lambda: upd(O.adam_update))
+    add(p + "adam_update_flat", lambda: upd(O.adam_update_flat))
+    add(p + "FlatAdam.update", lambda: upd(O.FlatAdam().update))
+    add(p + "FlatAdam", lambda: Call(O.FlatAdam, {}))
+    add(p + "global_norm", lambda: Call(O.global_norm, dict(grads=grads()), kinds={"grads": "object"},
+                                        bad={"grads": {"int_entry": bad["grads"]["int_entry"]}}))
+    add(p + "clip_grad_norm", lambda: Call(O.clip_grad_norm, dict(grads=grads(), max_norm=0.5),
+                                           kinds={"grads": "object"}, bad={"max_norm": {"zero": 0.0}}))
+    add(p + "ema_update", lambda: Call(O.ema_update, dict(ema_params=params(), params=grads(), decay=0.9),
+                                       kinds={"ema_params": "object", "params": "object"},
+                                       bad={"decay": {"big": 1.5}, "params": bad["grads"]}))
+    add(p + "ema_decay_warmup", lambda: Call(O.ema_decay_warmup, dict(step=3, decay=0.99), bad={"decay": {"big": 1.5}}))
+    add(p + "warmup_lr", lambda: Call(O.warmup_lr, dict(step=3, base_lr=1e-3, warmup_steps=10)))
+    add(p + "cosine_lr", lambda: Call(O.cosine_lr, dict(step=3, base_lr=1e-3, total_steps=10),
+                                      bad={"total_steps": {"le_warmup": 0}}))
+
+
+_optim()
