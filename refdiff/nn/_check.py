@@ -83,8 +83,13 @@ def check_float_dtype(dtype, name: str = "dtype"):
         if dtype not in ("float32", "float64"):
             raise ValueError(f"{name} must be 'float32' or 'float64', got {dtype!r}")
         return dtype
-    label = getattr(dtype, "name", None) or str(dtype).rsplit(".", 1)[-1]
-    if dtype is None or isinstance(dtype, (bool, int, float)) or label not in ("float32", "float64"):
+    label = None
+    if dtype is not None and not isinstance(dtype, (bool, int, float)):
+        try:
+            label = np.dtype(dtype).name
+        except TypeError:  # an array-API namespace's dtype object
+            label = str(dtype).rsplit(".", 1)[-1]
+    if label not in ("float32", "float64"):
         raise TypeError(f"{name} must be 'float32' or 'float64' (or that dtype), got {dtype!r}")
     return dtype
 
@@ -164,3 +169,32 @@ def check_optim_scalars(lr, betas, eps, weight_decay):
 
 
 MAX_STEP = 2 ** 53  # step counts beyond this are not exact in the float formulas
+
+
+def check_cond_args(*, need=None, **kw):
+    """The arguments of the condition kinds' methods (:mod:`refdiff.nn.conditions`), by
+    name: ``c``/``null`` dicts (``c`` holding ``need`` when given), ``n`` a batch size,
+    ``xp`` a namespace, ``dtype`` a float dtype, ``what`` a str label, ``drop`` a (N,)
+    boolean array, ``rng`` a Generator."""
+    for name, v in kw.items():
+        if name in ("c", "null", "p"):
+            if not isinstance(v, dict):
+                raise TypeError(f"{name} must be a dict, got {type(v).__name__}")
+        if name == "p":
+            for k, q in v.items():
+                check_finite_scalar(f"p[{k!r}]", q, low=0.0, high=1.0)
+        elif name == "n":
+            check_size("n", v, 1, MAX_FIELD)
+        elif name == "xp":
+            check_xp(v)
+        elif name == "dtype":
+            check_float_dtype(v)
+        elif name == "what":
+            if not isinstance(v, str):
+                raise TypeError(f"what must be a str (the caller's name, used in messages), got {type(v).__name__}")
+        elif name == "drop":
+            check_array("drop", v, dtype="bool", ndim=1)
+        elif name == "rng":
+            check_rng(v)
+    if need is not None and need not in kw["c"]:
+        raise ValueError(f"c has no {need!r} entry (keys {sorted(kw['c'])})")

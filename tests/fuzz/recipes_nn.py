@@ -258,7 +258,6 @@ except ImportError:  # pragma: no cover - until that file exists
 # modules and the completeness test tolerates them; delete each entry when the module
 # passes (the goal is an empty dict).
 PENDING = {
-    "refdiff.nn.conditions": "not validated yet",
     "refdiff.nn.controlnet": "not validated yet",
     "refdiff.nn.lora": "not validated yet",
     "refdiff.nn.lora_model": "not validated yet",

@@ -369,3 +369,62 @@ def _optim():
 
 
 _optim()
+
+
+# ---------------------------------------------------------------------------- conditions
+def _conditions():
+    from refdiff.nn import conditions as Cd
+
+    p = "refdiff.nn.conditions."
+    xp = np
+    kinds = {"c": "object", "xp": "object", "null": "object", "what": "option", "drop": "array",
+             "dtype": "option"}
+    acc = {"what": {"unknown", "empty_string"}}
+    ids = lambda: np.array([[0, 2, 1], [0, 1, 1]])  # noqa: E731
+    tmask = lambda: np.array([[True, True, False], [True, True, True]])  # noqa: E731
+    made = {
+        "ClassCond": (lambda: Cd.ClassCond(3), lambda: {"class": np.array([0, 3])}),
+        "TokenCond": (lambda: Cd.TokenCond(4, 3), lambda: {"tokens": ids(), "token_mask": tmask()}),
+        "ControlCond": (lambda: Cd.ControlCond(1, 4), lambda: {"control": A(2, 1, 4, 4)}),
+        "InpaintCond": (lambda: Cd.InpaintCond(1, 4), lambda: {"mask": (A(2, 1, 4, 4) > 0).astype(float),
+                                                             "masked_image": A(2, 1, 4, 4, seed=1)}),
+        "AdapterCond": (lambda: Cd.AdapterCond(), lambda: {"adapter_scale": np.array([0.5, 1.0])}),
+    }
+    for name, (make, cond) in made.items():
+        add(p + name + ".check", lambda make=make, cond=cond: Call(make().check, dict(c=cond(), n=2, xp=xp, what="f"),
+                                                                   kinds=kinds, accept=acc, bad={"c": {"missing": {}}}))
+        add(p + name + ".null", lambda make=make: Call(make().null, dict(n=2, xp=xp, dtype="float64"), kinds=kinds,
+                                                       bad={"dtype": {"f16": "float16"}}))
+    add(p + "CondKind.check", RECIPES[p + "ClassCond.check"])
+    add(p + "CondKind.null", RECIPES[p + "ClassCond.null"])
+    drop = lambda: np.array([True, False])  # noqa: E731
+    for name, (make, cond) in (("CondKind", made["ClassCond"]), ("TokenCond", made["TokenCond"])):
+        add(p + name + ".where",
+            lambda make=make, cond=cond: Call(make().where, dict(drop=drop(), c=cond(), null=make().null(2, xp, "float64"),
+                                                                 xp=xp),
+                                              kinds={**kinds, "drop": "object"},
+                                              bad={"drop": {"float": np.array([1.0, 0.0]), "int": np.array([1, 0]),
+                                                            "list": [True, False]}}))
+    add(p + "ClassCond", lambda: Call(Cd.ClassCond, dict(num_classes=3)))
+    add(p + "TokenCond", lambda: Call(Cd.TokenCond, dict(vocab_size=4, max_len=3)))
+    add(p + "ControlCond", lambda: Call(Cd.ControlCond, dict(channels=1, size=4)))
+    add(p + "InpaintCond", lambda: Call(Cd.InpaintCond, dict(channels=1, size=4)))
+    spec = lambda: Cd.CondSpec([Cd.ClassCond(3), Cd.TokenCond(4, 3)])  # noqa: E731
+    full = lambda: {"class": np.array([0, 3]), "tokens": ids(), "token_mask": tmask()}  # noqa: E731
+    add(p + "CondSpec", lambda: Call(Cd.CondSpec, dict(kinds=[Cd.ClassCond(3)]), kinds={"kinds": "object"},
+                                     bad={"kinds": {"not_kinds": [3]}}))
+    skinds = {"cond": "object", "xp": "object", "dtype": "option", "what": "option", "kinds": "object", "p": "object"}
+    add(p + "CondSpec.validate", lambda: Call(spec().validate, dict(cond=full(), n=2, xp=xp, dtype="float64"),
+                                              kinds=skinds, accept={"cond": {"None"}, **acc},
+                                              bad={"cond": {"unknown_key": {"nope": np.ones(2)}}}))
+    add(p + "CondSpec.null", lambda: Call(spec().null, dict(cond=full(), n=2, xp=xp, dtype="float64"),
+                                          kinds=skinds, accept={"cond": {"None"}},
+                                          bad={"kinds": {"unknown": "nope"}}))
+    add(p + "CondSpec.drop", lambda: Call(spec().drop, dict(cond=full(), p={"class": 0.5}, rng=np.random.default_rng(0),
+                                                            n=2, xp=xp, dtype="float64"),
+                                          kinds=skinds, accept={"cond": {"None"}},
+                                          bad={"p": {"big": {"class": 1.5}, "unknown": {"nope": 0.5}}}))
+    add(p + "as_cond", lambda: Call(Cd.as_cond, dict(cond=full()), kinds={"cond": "object"}, accept={"cond": {"None"}}))
+
+
+_conditions()
