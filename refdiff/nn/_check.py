@@ -198,3 +198,36 @@ def check_cond_args(*, need=None, **kw):
             check_rng(v)
     if need is not None and need not in kw["c"]:
         raise ValueError(f"c has no {need!r} entry (keys {sorted(kw['c'])})")
+
+
+# ------------------------------------------------------------------ LoRA (refdiff.nn.lora)
+def check_lora_factors(A, B, scale, w_shape=None, what: str = "lora"):
+    """A (r, d_in) and B (d_out, r) (linear) or A (r, C, k, k) and B (F, r, 1, 1) (conv),
+    float arrays of one rank r matching the base weight's shape ``w_shape`` when given
+    (linear (d_in, d_out), conv (F, C, k, k)); ``scale`` a finite real."""
+    check_array("A", A, ndim=(2, 4))
+    check_array("B", B, ndim=A.ndim)
+    check_finite_scalar("scale", scale)
+    r = A.shape[0]
+    if A.ndim == 2:
+        want_B = (w_shape[1] if w_shape else B.shape[0], r)
+        want_A = (r, w_shape[0]) if w_shape else tuple(A.shape)
+    else:
+        want_B = (w_shape[0] if w_shape else B.shape[0], r, 1, 1)
+        want_A = (r,) + tuple(w_shape[1:]) if w_shape else tuple(A.shape)
+    if tuple(A.shape) != want_A or tuple(B.shape) != want_B:
+        raise ValueError(f"{what}: A {tuple(A.shape)} and B {tuple(B.shape)} do not fit (need A {want_A}, B {want_B}"
+                         f"{'' if not w_shape else f' for the base weight w of shape {tuple(w_shape)}'})")
+
+
+def check_mask(mask, shape, name: str = "mask"):
+    """None, or a float array of ``shape`` (a dropout mask)."""
+    if mask is not None:
+        check_array(name, mask)
+        if tuple(mask.shape) != tuple(shape):
+            raise ValueError(f"{name} must have the input's shape {tuple(shape)}, got shape {tuple(mask.shape)}")
+
+
+def check_lora_dict(lora, name: str = "lora"):
+    """A dict of float factor arrays (keys ``<layer>.lora_A``, ``<layer>.lora_B``)."""
+    return check_array_dict(name, lora, allow_empty=True)

@@ -428,3 +428,80 @@ def _conditions():
 
 
 _conditions()
+
+
+# ---------------------------------------------------------------------------------- LoRA
+def _lora():
+    from refdiff.nn import attention as At, lora as Lr
+
+    p = "refdiff.nn.lora."
+    rng = lambda: np.random.default_rng(0)  # noqa: E731
+    lin = lambda: dict(x=A(2, 3), w=A(3, 5, seed=1), b=A(5, seed=2), A=A(4, 3, seed=3), B=A(5, 4, seed=4),  # noqa: E731
+                       scale=0.5)
+    nanp = {"x", "w", "b", "A", "B"}
+    add(p + "lora_scaling", lambda: Call(Lr.lora_scaling, dict(alpha=8.0, r=4), kinds={"alpha": "float", "r": "int"}))
+    add(p + "lora_init_factors", lambda: Call(Lr.lora_init_factors, dict(w_shape=(3, 5), r=2, rng=rng()),
+                                              kinds={"w_shape": "shape"}, bad={"r": {"too_big": 4}}))
+    add(p + "dropout_mask", lambda: Call(Lr.dropout_mask, dict(shape=(2, 3), p=0.1, rng=rng()), bad={"p": {"one": 1.0}}))
+    add(p + "lora_delta", lambda: Call(Lr.lora_delta, dict(A=A(4, 3), B=A(5, 4, seed=1), scale=0.5),
+                                       nan_propagates={"A", "B"}, kinds={"scale": "float"}))
+    add(p + "lora_delta_backward", lambda: Call(Lr.lora_delta_backward, dict(d_delta=A(3, 5), A=A(4, 3, seed=1),
+                                                                             B=A(5, 4, seed=2), scale=0.5),
+                                                nan_propagates={"d_delta", "A", "B"}, kinds={"scale": "float"}))
+    mask = lambda: np.ones((2, 3)) / 0.9  # noqa: E731
+    for name in ("lora_linear_forward", "lora_linear_forward_naive"):
+        f = getattr(Lr, name)
+        add(p + name, lambda f=f: Call(f, lin(), kinds={"scale": "float", "mask": "array"}, ref={"mask": mask()},
+                                       nan_propagates=nanp | {"mask"}, accept={"x": {"batch"}}))
+
+    def bwd(fwd, backward, kw):
+        def f():
+            out, cache = fwd(**kw())
+            return Call(backward, dict(dout=A(*out.shape, seed=7), cache=cache), kinds={"cache": "object"},
+                        nan_propagates={"dout"})
+        return f
+    add(p + "lora_linear_backward", bwd(Lr.lora_linear_forward, Lr.lora_linear_backward, lin))
+    cv = lambda: dict(x=A(2, 3, 4, 4), w=A(5, 3, 3, 3, seed=1), b=A(5, seed=2), A=A(2, 3, 3, 3, seed=3),  # noqa: E731
+                      B=A(5, 2, 1, 1, seed=4), scale=0.5)
+    add(p + "lora_conv_forward", lambda: Call(Lr.lora_conv_forward, cv(), kinds={"scale": "float", "mask": "array",
+                                                                                "pad": "int"},
+                                              ref={"mask": np.ones((2, 3, 4, 4)), "pad": 1}, nan_propagates=nanp | {"mask"},
+                                              accept={"x": {"batch"}}))
+    add(p + "lora_conv_backward", bwd(Lr.lora_conv_forward, Lr.lora_conv_backward, cv))
+    Pl = lambda: {"lin.w": A(4, 5), "lin.b": A(5, seed=1)}  # noqa: E731
+    lo = lambda: {"lin.lora_A": A(2, 4, seed=2), "lin.lora_B": A(5, 2, seed=3)}  # noqa: E731
+    add(p + "lora_proj_forward", lambda: Call(Lr.lora_proj_forward, dict(P=Pl(), name="lin", x=A(2, 3, 4), lora=lo(),
+                                                                         scale=0.5),
+                                              kinds={"P": "object", "name": "option", "lora": "object", "scale": "float"},
+                                              nan_propagates={"x"}))
+
+    def proj_b():
+        y, cache = Lr.lora_proj_forward(Pl(), "lin", A(2, 3, 4), lo(), 0.5)
+        return Call(Lr.lora_proj_backward, dict(G={}, P=Pl(), name="lin", dy=A(*y.shape, seed=5), cache=cache),
+                    kinds={"G": "object", "P": "object", "name": "option", "cache": "object"}, nan_propagates={"dy"})
+    add(p + "lora_proj_backward", proj_b)
+
+    def Pm():
+        P = {}
+        At.mha_init(P, "attn", 4, 2, rng())
+        P["attn.out.w"] = A(4, 4, seed=3)
+        return P
+    lm = lambda: {"attn.qkv.lora_A": A(2, 4, seed=4), "attn.qkv.lora_B": A(12, 2, seed=5)}  # noqa: E731
+    add(p + "lora_mha_forward", lambda: Call(Lr.lora_mha_forward, dict(P=Pm(), pre="attn", x=A(2, 3, 4), lora=lm(),
+                                                                       scale=0.5, heads=2),
+                                             kinds={"P": "object", "pre": "option", "lora": "object", "scale": "float"},
+                                             nan_propagates={"x"}, bad={"heads": {"not_dividing": 3}}))
+
+    def mha_b():
+        P = Pm()
+        y, cache = Lr.lora_mha_forward(P, "attn", A(2, 3, 4), lm(), 0.5, heads=2)
+        return Call(Lr.lora_mha_backward, dict(G={}, P=P, pre="attn", dout=A(*y.shape, seed=5), cache=cache),
+                    kinds={"G": "object", "P": "object", "pre": "option", "cache": "object"}, nan_propagates={"dout"})
+    add(p + "lora_mha_backward", mha_b)
+    S = A(3, 3, seed=8)
+    add(p + "lora_rrr_optimum", lambda: Call(Lr.lora_rrr_optimum, dict(W0=A(3, 3), Sigma1=S @ S.T + np.eye(3), alpha=0.8,
+                                                                       sigma=0.6, r=2),
+                                             kinds={"alpha": "float", "sigma": "float"}, bad={"r": {"too_big": 4}}))
+
+
+_lora()
