@@ -135,7 +135,7 @@ def check_array(name: str, x, *, dtype: str = "float", ndim=None, min_ndim: int 
     if min_ndim is not None and x.ndim < min_ndim:
         raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {tuple(x.shape)}")
     if shape is not None and any(s is not None and s != g for s, g in zip(shape, x.shape)):
-        want_shape = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        want_shape = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
         raise ValueError(f"{name} must have shape {want_shape}, got shape {tuple(x.shape)}")
     if not allow_empty and any(int(s) == 0 for s in x.shape):
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
@@ -207,3 +207,52 @@ def check_bool(name: str, value) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
+
+
+def check_coef(name: str, value, like=None):
+    """``value`` unchanged if it is a path coefficient (alpha_t, sigma_t, ...): a real number
+    (not a bool) or a real floating array that broadcasts against ``like`` per sample.
+
+    NaN and inf are not checked (the algebra they enter propagates them).
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, used in the message.
+    value : float or array
+        A Python/NumPy real number, or a float32/float64 array of shape (), (N,) or a shape
+        that broadcasts against ``like`` without changing it (e.g. (N, 1, ..., 1)).
+    like : array, optional
+        The array the coefficient multiplies, of shape (N, ...).
+
+    Returns
+    -------
+    float or array
+        ``value`` itself.
+
+    Raises
+    ------
+    TypeError
+        For a bool, a complex number, a non-number, a list, or an integer/complex array.
+    ValueError
+        For an array whose shape does not fit ``like``.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a real number or a real floating array, got {value!r}")
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return value
+    if not _is_array(value):
+        hint = "; convert with np.asarray(...)" if isinstance(value, (list, tuple)) else ""
+        raise TypeError(f"{name} must be a real number or a real floating array, got {type(value).__name__}{hint}")
+    check_array(name, value, dtype="float")
+    if like is not None and value.ndim >= 1:
+        n = like.shape[0] if like.ndim >= 1 else None
+        if value.ndim == 1:
+            ok = n is not None and value.shape[0] in (1, n)
+        else:
+            ok = value.ndim <= like.ndim and all(
+                v in (1, l) for v, l in zip(value.shape, like.shape))
+        if not ok:
+            raise ValueError(f"{name} has shape {tuple(value.shape)}, which does not fit the data of shape "
+                             f"{tuple(like.shape)}: pass a number, shape (), (N,) or (N, 1, ..., 1)")
+    return value

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validate import check_array, check_finite_scalar, check_int
 from .backend import check_rng
 
 __all__ = [
@@ -65,6 +66,16 @@ class Dataset:
     num_classes: int = 0
     oracle: object = None
 
+    def __post_init__(self):
+        if not isinstance(self.name, str):
+            raise TypeError(f"name must be a str, got {self.name!r}")
+        check_array("x", self.x, min_ndim=2, finite=True)
+        if self.y is not None:
+            check_array("y", self.y, dtype="int", shape=(self.x.shape[0],))
+        check_int("num_classes", self.num_classes, min=0)
+        if self.oracle is not None and not callable(getattr(self.oracle, "log_prob", None)):
+            raise TypeError(f"oracle must be None or an exact oracle (with log_prob), got {type(self.oracle).__name__}")
+
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
@@ -102,6 +113,8 @@ def mixture_parameters(name: str, std: float | None = None):
     -------
     weights, means, variances : numpy arrays (K,), (K, 2), (K,)
     """
+    if std is not None:
+        check_finite_scalar("std", std)
     if name == "8gaussians":
         s = 0.1 if std is None else float(std)
         _check_std(s)
@@ -116,9 +129,27 @@ def mixture_parameters(name: str, std: float | None = None):
         gx, gy = np.meshgrid(g, g, indexing="ij")
         means = np.stack([gx.ravel(), gy.ravel()], axis=1)  # (25, 2)
     else:
-        raise ValueError(f"unknown mixture {name!r}; valid: '8gaussians', '25gaussians'")
+        raise ValueError(f"unknown mixture {name!r} (name); valid: '8gaussians', '25gaussians'")
     k = means.shape[0]
     return np.full(k, 1.0 / k), means, np.full(k, s * s)
+
+
+def _check_noise(noise):
+    check_finite_scalar("noise", noise, low=0.0)
+
+
+def _spec(name, v, ndim):
+    """A host float64 copy of a specification array (lists and integer arrays converted;
+    None, strings, bools, complex, float16, NaN/inf and empty refused)."""
+    if v is None or isinstance(v, (str, bytes, bool, complex)) or np.asarray(v).dtype.kind not in "iuf" \
+            or np.asarray(v).dtype == np.float16:
+        raise TypeError(f"{name} must be a real array, got {v!r}")
+    a = np.asarray(v, dtype=np.float64)
+    if a.ndim != ndim or a.size == 0:
+        raise ValueError(f"{name} must be a non-empty array with {ndim} dimensions, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return a
 
 
 def _check_std(s):
@@ -170,7 +201,13 @@ def sample_mixture(weights, means, variances, n: int, rng: np.random.Generator):
     """
     rng = _check_rng(rng)
     n = _check_n(n)
-    weights, means, variances = (np.asarray(a, dtype=np.float64) for a in (weights, means, variances))
+    weights, means, variances = _spec("weights", weights, 1), _spec("means", means, 2), _spec("variances", variances, 1)
+    k = weights.shape[0]
+    if means.shape[0] != k or variances.shape[0] != k:
+        raise ValueError(f"weights {weights.shape}, means {means.shape} and variances {variances.shape} must "
+                         f"describe the same number of components")
+    if np.any(weights < 0) or abs(weights.sum() - 1.0) > 1e-8 or np.any(variances < 0):
+        raise ValueError("weights must be >= 0 and sum to 1, variances >= 0")
     k = rng.choice(weights.shape[0], size=n, p=weights)
     z = rng.standard_normal((n, means.shape[1]))
     return means[k] + np.sqrt(variances[k])[:, None] * z, k.astype(np.int64)
@@ -193,6 +230,8 @@ def eight_gaussians(n: int, rng: np.random.Generator, std: float = 0.1):
     -------
     x, y : arrays (n, 2) float64 and (n,) int64
     """
+    if isinstance(std, bool) or not isinstance(std, (int, float, np.integer, np.floating)):
+        check_finite_scalar("std", std)
     return sample_mixture(*mixture_parameters("8gaussians", std), n, rng)
 
 
@@ -212,6 +251,8 @@ def twenty_five_gaussians(n: int, rng: np.random.Generator, std: float = 0.05):
     -------
     x, y : arrays (n, 2) float64 and (n,) int64
     """
+    if isinstance(std, bool) or not isinstance(std, (int, float, np.integer, np.floating)):
+        check_finite_scalar("std", std)
     return sample_mixture(*mixture_parameters("25gaussians", std), n, rng)
 
 
@@ -238,6 +279,7 @@ def two_moons(n: int, rng: np.random.Generator, noise: float = 0.1):
     -------
     x, y : arrays (n, 2) and (n,)
     """
+    _check_noise(noise)
     rng = _check_rng(rng)
     n = _check_n(n)
     y = rng.integers(0, 2, size=n)
@@ -280,6 +322,7 @@ def swiss_roll(n: int, rng: np.random.Generator, noise: float = 0.05):
     -------
     x, theta : arrays (n, 2) and (n,)
     """
+    _check_noise(noise)
     rng = _check_rng(rng)
     n = _check_n(n)
     th = rng.uniform(1.5 * np.pi, 4.5 * np.pi, size=n)
@@ -310,6 +353,8 @@ def circles(n: int, rng: np.random.Generator, noise: float = 0.05, factor: float
     -------
     x, y : arrays (n, 2) and (n,)
     """
+    _check_noise(noise)
+    check_finite_scalar("factor", factor)
     rng = _check_rng(rng)
     n = _check_n(n)
     if not 0.0 < factor < 1.0:
@@ -428,6 +473,7 @@ def shapes8x8(n: int, rng: np.random.Generator, noise: float = 0.05):
     -------
     x, y : arrays (n, 1, 8, 8) and (n,)
     """
+    _check_noise(noise)
     rng = _check_rng(rng)
     n = _check_n(n)
     y = rng.integers(0, len(SHAPE_CLASSES), size=n)
@@ -523,8 +569,10 @@ def load_dataset(name: str, n: int | None, rng: np.random.Generator | None = Non
     ValueError
         For an unknown name, a bad n or missing arguments.
     """
+    if not isinstance(split, str) or split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
     if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; valid: {', '.join(DATASETS)}")
+        raise ValueError(f"unknown data set {name!r}; valid: {', '.join(DATASETS)} (name)")
     if name == "digits8x8":
         x, y = digits8x8(split, **options)
         if n is not None:

@@ -7,22 +7,29 @@ return arrays in the namespace of the data.
 
 from __future__ import annotations
 
+import numpy as np
+
+from ._validate import check_array, check_same_shape
 from .backend import array_namespace
 from .schedules import Schedule, gather
 
 __all__ = ["q_step_mean_variance", "q_mean_variance", "q_sample", "q_posterior_mean", "q_posterior_mean_variance"]
 
 
-def _check_schedule(schedule):
+def _check(schedule, t, **arrays):
+    """schedule a Schedule; the arrays real floating, non-empty, of one shape; t integer
+    timestep(s) in [0, T) with one per sample (or one shared)."""
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
-
-
-def _check_same_shape(**arrays):
-    shapes = {k: tuple(v.shape) for k, v in arrays.items()}
-    if len(set(shapes.values())) > 1:
-        desc = ", ".join(f"{k} {s}" for k, s in shapes.items())
-        raise ValueError(f"shape mismatch: {desc}; these arrays must have the same shape")
+    for k, v in arrays.items():
+        check_array(k, v)
+    if len(arrays) > 1:
+        check_same_shape(**arrays)
+    schedule.check_t(t)
+    name, x = next(iter(arrays.items()))
+    if not isinstance(t, (int, np.integer)) and t.ndim == 1 and x.ndim >= 1 and t.shape[0] != x.shape[0]:
+        raise ValueError(f"per-sample coefficient: t has shape {tuple(t.shape)} but {name} has shape "
+                         f"{tuple(x.shape)}: one timestep per sample (or an int for all)")
 
 
 def q_step_mean_variance(schedule: Schedule, x_prev, t):
@@ -30,6 +37,8 @@ def q_step_mean_variance(schedule: Schedule, x_prev, t):
     (``schedule.alphas``), MATH.md (2.2).
 
     Returns ``(mean, variance)``; variance is shaped to broadcast against ``x_prev``.
+
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -45,7 +54,7 @@ def q_step_mean_variance(schedule: Schedule, x_prev, t):
     mean, variance : arrays
         sqrt(1 - beta_t) x_prev and beta_t, the variance shaped to broadcast against x_prev.
     """
-    _check_schedule(schedule)
+    _check(schedule, t, x_prev=x_prev)
     return gather(schedule.alphas, t, x_prev) ** 0.5 * x_prev, gather(schedule.betas, t, x_prev)
 
 
@@ -53,6 +62,8 @@ def q_mean_variance(schedule: Schedule, x0, t):
     """The closed form q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I), MATH.md (2.4).
 
     Returns ``(mean, variance, log_variance)``; the variances broadcast against ``x0``.
+
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -68,7 +79,7 @@ def q_mean_variance(schedule: Schedule, x0, t):
     mean, variance, log_variance : arrays
         sqrt(alpha_bar_t) x0, 1 - alpha_bar_t and its log, the last two broadcasting against x0.
     """
-    _check_schedule(schedule)
+    _check(schedule, t, x0=x0)
     xp = array_namespace(x0)
     var = gather(schedule.sqrt_one_minus_alpha_bars, t, x0) ** 2
     return gather(schedule.sqrt_alpha_bars, t, x0) * x0, var, xp.log(var)
@@ -80,6 +91,8 @@ def q_sample(schedule: Schedule, x0, t, noise):
 
     ``noise`` is required (randomness is never drawn inside refdiff functions): pass
     standard normal draws of ``x0``'s shape, e.g. ``refdiff.backend.standard_normal(rng, x0.shape, x0)``.
+
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -102,10 +115,9 @@ def q_sample(schedule: Schedule, x0, t, noise):
     ValueError
         For timesteps out of range or ``noise`` of another shape than ``x0``.
     """
-    _check_schedule(schedule)
     if noise is None:
         raise TypeError("q_sample needs an explicit noise array of x0's shape")
-    _check_same_shape(x0=x0, noise=noise)
+    _check(schedule, t, x0=x0, noise=noise)
     return gather(schedule.sqrt_alpha_bars, t, x0) * x0 + gather(schedule.sqrt_one_minus_alpha_bars, t, x0) * noise
 
 
@@ -114,8 +126,7 @@ def q_posterior_mean(schedule: Schedule, x0, x_t, t):
     one place it is written (the reverse-process mean of the ELBO and of DDPM sampling is
     this function at the model's x0_hat).
 
-    No validation is done here (the callers check their inputs); use
-    :func:`q_posterior_mean_variance` for the checked version with the variance.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -133,6 +144,7 @@ def q_posterior_mean(schedule: Schedule, x0, x_t, t):
     array like x_t
         mu_tilde_t(x_t, x_0); at t = 0 it is x_0 (coef1 = 1, coef2 = 0).
     """
+    _check(schedule, t, x_t=x_t, x0=x0)
     return gather(schedule.posterior_mean_coef1, t, x_t) * x0 + gather(schedule.posterior_mean_coef2, t, x_t) * x_t
 
 
@@ -148,6 +160,8 @@ def q_posterior_mean_variance(schedule: Schedule, x0, x_t, t):
     Returns ``(mean, variance, log_variance_clipped)``.  At t = 0 the variance is 0 and
     the returned log variance is clipped to the value at t = 1 (the DDPM release's
     convention, MATH.md (3.5)); variances broadcast against ``x_t``.
+
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -165,8 +179,6 @@ def q_posterior_mean_variance(schedule: Schedule, x0, x_t, t):
     mean, variance, log_variance_clipped : arrays
         mu_tilde, beta_tilde and log beta_tilde clipped at t = 0, broadcasting against x_t.
     """
-    _check_schedule(schedule)
-    _check_same_shape(x0=x0, x_t=x_t)
     mean = q_posterior_mean(schedule, x0, x_t, t)
     var = gather(schedule.posterior_variance, t, x_t)
     logvar = gather(schedule.posterior_log_variance_clipped, t, x_t)

@@ -16,6 +16,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
+
+from ._validate import _is_array, check_array, check_coef, check_same_shape
 from .backend import array_namespace, bcast
 from .parameterization import PREDICTION_TYPES, convert, to_eps_x0
 from .schedules import alpha_sigma
@@ -27,16 +30,47 @@ __all__ = ["GUIDANCE_CONVENTIONS", "cfg_convert_scale", "cfg_combine", "rescale_
 GUIDANCE_CONVENTIONS = ("w", "1+w")
 
 
-def _check_convention(convention):
-    if convention not in GUIDANCE_CONVENTIONS:
-        raise ValueError(f"unknown guidance convention {convention!r}; valid: 'w' (eps_u + w (eps_c - eps_u)), "
+def _check_convention(convention, name="convention"):
+    if not isinstance(convention, str) or convention not in GUIDANCE_CONVENTIONS:
+        raise ValueError(f"unknown guidance convention {name} = {convention!r}; valid: 'w' (eps_u + w (eps_c - eps_u)), "
                          f"'1+w' ((1 + w) eps_c - w eps_u)")
 
 
 def _check_scale(scale, name="guidance_scale"):
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a finite number, got {scale!r}")
+    if not math.isfinite(scale):
         raise ValueError(f"{name} = {scale!r} must be a finite number")
     return float(scale)
+
+
+def _check_callable(name, f, sig):
+    if not callable(f):
+        raise TypeError(f"{name} must be a callable {sig}, got {type(f).__name__}")
+
+
+def _check_label(name, y):
+    """An int, an integer array (N,) or a condition mapping."""
+    if isinstance(y, Mapping):
+        return
+    if isinstance(y, (bool, np.bool_)) or not (isinstance(y, (int, np.integer)) or _is_array(y)):
+        raise TypeError(f"{name} must be an int, an integer array (N,) or a condition mapping, got {y!r}")
+    if _is_array(y):
+        check_array(name, y, dtype="int", ndim=1)
+
+
+def _check_schedule(schedule):
+    from .schedules import Schedule, _ContinuousVP
+
+    if not isinstance(schedule, (Schedule, _ContinuousVP)):
+        raise TypeError(f"schedule must be a Schedule or a continuous VP schedule, got {type(schedule).__name__}")
+
+
+def _check_pair(**arrays):
+    """Real floating, non-empty arrays of one shape."""
+    for k, v in arrays.items():
+        check_array(k, v)
+    check_same_shape(**arrays)
 
 
 def cfg_convert_scale(scale, from_convention, to_convention):
@@ -61,9 +95,9 @@ def cfg_convert_scale(scale, from_convention, to_convention):
     ValueError
         If a convention is unknown or the scale is not a finite number.
     """
-    _check_convention(from_convention)
-    _check_convention(to_convention)
-    s = _check_scale(scale)
+    _check_convention(from_convention, "from_convention")
+    _check_convention(to_convention, "to_convention")
+    s = _check_scale(scale, "scale")
     if from_convention == to_convention:
         return s
     return s + 1.0 if from_convention == "1+w" else s - 1.0
@@ -73,6 +107,8 @@ def cfg_combine(out_uncond, out_cond, guidance_scale, convention="w"):
     """The classifier-free guidance combination, MATH.md (12.2):
     ``"w"``: ``u + w (c - u)`` (w = 1: conditional, w = 0: unconditional);
     ``"1+w"``: ``(1 + w') c - w' u`` (w' = 0: conditional, w' = -1: unconditional).
+
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -94,9 +130,9 @@ def cfg_combine(out_uncond, out_cond, guidance_scale, convention="w"):
         If the shapes differ, the convention is unknown or the scale is not finite.
     """
     _check_convention(convention)
+    _check_scale(guidance_scale)
     w = cfg_convert_scale(guidance_scale, convention, "w")
-    if tuple(out_uncond.shape) != tuple(out_cond.shape):
-        raise ValueError(f"shape mismatch: out_uncond {tuple(out_uncond.shape)}, out_cond {tuple(out_cond.shape)}")
+    _check_pair(out_uncond=out_uncond, out_cond=out_cond)
     return out_uncond + w * (out_cond - out_uncond)
 
 
@@ -104,7 +140,10 @@ def rescale_guidance(out_cfg, out_cond, guidance_rescale=0.0):
     """Guidance rescale (Lin et al. 2023, eq. 15-16), MATH.md (12.4): per sample,
     ``x_rescaled = out_cfg * std(out_cond) / std(out_cfg)`` (std over all non-batch entries)
     and ``phi x_rescaled + (1 - phi) out_cfg`` with phi = ``guidance_rescale`` in [0, 1].
-    The ratio of standard deviations does not depend on their ddof.
+    The ratio of standard deviations does not depend on their ddof.  A sample whose
+    ``out_cfg`` is constant (std 0, e.g. an untrained network's zero-initialised output)
+    has no scale to match and is left unrescaled (ratio 1) instead of giving 0/0.  NaN and
+    inf propagate: not checked.
 
     Parameters
     ----------
@@ -127,12 +166,15 @@ def rescale_guidance(out_cfg, out_cond, guidance_rescale=0.0):
     phi = _check_scale(guidance_rescale, "guidance_rescale")
     if not 0.0 <= phi <= 1.0:
         raise ValueError(f"guidance_rescale = {phi!r} is outside [0, 1]")
+    _check_pair(out_cfg=out_cfg, out_cond=out_cond)
     if phi == 0.0:
         return out_cfg
     xp = array_namespace(out_cfg, out_cond)
     n = out_cfg.shape[0]
     std = lambda a: xp.std(xp.reshape(a, (n, -1)), axis=1)  # (N, ...) -> (N, D) -> (N,)  # noqa: E731
-    ratio = bcast(std(out_cond) / std(out_cfg), out_cfg)
+    s_cfg, s_cond = std(out_cfg), std(out_cond)
+    flat = s_cfg == 0  # a constant sample (e.g. an untrained net's zero-initialised output): ratio 1
+    ratio = bcast(xp.where(flat, xp.ones_like(s_cfg), s_cond / xp.where(flat, xp.ones_like(s_cfg), s_cfg)), out_cfg)
     return phi * (out_cfg * ratio) + (1.0 - phi) * out_cfg
 
 
@@ -178,9 +220,13 @@ def cfg_model(model, y, guidance_scale, null_label, *, convention="w", guidance_
     TypeError
         If ``null_label`` is None, or ``y`` and ``null_label`` are not both mappings or both labels.
     """
+    _check_callable("model", model, "model(x, t, c)")
     _check_convention(convention)
     _check_scale(guidance_scale)
     _check_scale(guidance_rescale, "guidance_rescale")
+    if null_label is not None:
+        _check_label("null_label", null_label)
+    _check_label("y", y)
     if null_label is None:
         raise TypeError("cfg_model needs null_label, the label of the unconditional (null) class "
                         "(or, for a cond mapping, the unconditional cond mapping)")
@@ -237,6 +283,13 @@ def guided_model(net, params, cond, guidance_scale, guided=None, *, convention="
     ValueError
         If ``guidance_scale`` is not a finite number (condition errors raise at the call).
     """
+    for attr in ("apply", "cond_spec", "null_cond"):
+        if not hasattr(net, attr):
+            raise TypeError(f"net must be a refdiff network (with apply, cond_spec, null_cond), got {type(net).__name__}")
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a dict of the network's parameters, got {type(params).__name__}")
+    _check_convention(convention)
+    _check_scale(guidance_rescale, "guidance_rescale")
     _check_scale(guidance_scale)
 
     def model(x, t, c):
@@ -256,6 +309,8 @@ def classifier_guided_eps(eps, grad_log_p_y, sigma, scale=1.0):
     """Classifier guidance (Dhariwal & Nichol 2021) as an eps correction, MATH.md (12.1), (12.5):
     ``eps_hat = eps - scale * sigma_t * grad_x log p(y | x_t)``, i.e. the score
     ``grad log p_t(x) + scale * grad log p_t(y | x)``; scale 1 is the score of p_t(x | y).
+
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -278,6 +333,8 @@ def classifier_guided_eps(eps, grad_log_p_y, sigma, scale=1.0):
     ValueError
         If ``scale`` is not a finite number.
     """
+    _check_pair(eps=eps, grad_log_p_y=grad_log_p_y)
+    check_coef("sigma", sigma, eps)
     return eps - (_check_scale(scale, "scale") * bcast(sigma, eps)) * grad_log_p_y
 
 
@@ -313,8 +370,12 @@ def classifier_guided_model(model, grad_log_p_y, y, scale, schedule, prediction_
     ValueError
         If ``prediction_type`` is unknown or ``scale`` is not finite.
     """
-    if prediction_type not in PREDICTION_TYPES:
+    if not isinstance(prediction_type, str) or prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"unknown prediction_type {prediction_type!r}; valid: {', '.join(PREDICTION_TYPES)}")
+    _check_callable("model", model, "model(x, t)")
+    _check_callable("grad_log_p_y", grad_log_p_y, "grad_log_p_y(x, t, y)")
+    _check_label("y", y)
+    _check_schedule(schedule)
     _check_scale(scale, "scale")
 
     def guided(x, t):
@@ -344,6 +405,9 @@ def mixture_classifier_grad(mixture, schedule):
     callable
         ``grad_log_p_y(x, t, y)``.
     """
+    if not callable(getattr(mixture, "grad_log_class_posterior", None)):
+        raise TypeError(f"mixture must be a GaussianMixture (with grad_log_class_posterior), got {type(mixture).__name__}")
+    _check_schedule(schedule)
 
     def grad(x, t, y):
         alpha, sigma = alpha_sigma(schedule, t, x)
@@ -371,6 +435,8 @@ def network_classifier_grad(forward, backward):
     callable
         ``grad_log_p_y(x, t, y)`` with ``y`` an int or an integer array (N,).
     """
+    _check_callable("forward", forward, "forward(x, t) -> (logits, cache)")
+    _check_callable("backward", backward, "backward(cache, dlogits) -> dx")
 
     def grad(x, t, y):
         logits, cache = forward(x, t)

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from .backend import array_namespace, bcast, check_finite, check_rng, rademacher, standard_normal
-from ._validate import check_int
+from ._validate import check_array, check_bool, check_choice, check_finite_scalar, check_int
 from .elbo import continuous_to_discrete_bpd
 from .parameterization import PREDICTION_TYPES, to_eps_x0
 from .samplers.common import call_model
@@ -40,6 +40,13 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 # ---------------------------------------------------------------------------- divergences
+def _check_fd(f, x, fd_step):
+    if not callable(f):
+        raise TypeError(f"f must be a callable f(x) -> array like x, got {type(f).__name__}")
+    check_array("x", x, min_ndim=1)
+    check_finite_scalar("fd_step", fd_step, low=0.0, low_open=True)
+
+
 def _fd_steps(x, fd_step):
     """Per-sample step h_n = fd_step * (1 + rms(x_n)), shaped (N, 1, ..., 1)."""
     xp = array_namespace(x)
@@ -55,6 +62,8 @@ def fd_divergence(f, x, *, fd_step: float = 1e-5):
     ``h = fd_step * (1 + rms(x_n))`` (truncation O(h^2), rounding O(eps_mach / h)).
     ``f`` is called once on a batch of 2 D N points.  Returns shape (N,).
 
+    NaN and inf in ``x`` propagate: not checked.
+
     Parameters
     ----------
     f : callable
@@ -68,6 +77,7 @@ def fd_divergence(f, x, *, fd_step: float = 1e-5):
     -------
     array (N,)
     """
+    _check_fd(f, x, fd_step)
     xp = array_namespace(x)
     n = x.shape[0]
     D = math.prod(x.shape[1:])
@@ -102,6 +112,13 @@ def draw_probes(rng, n_probes: int, shape, like, kind: str = "rademacher"):
     -------
     array (P, *shape)
     """
+    check_int("n_probes", n_probes, min=1)
+    if not isinstance(shape, (tuple, list)) or any(
+            isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in shape):
+        raise TypeError(f"shape must be a tuple of positive ints, got {shape!r}")
+    if like is not None:
+        check_array("like", like, allow_empty=True)
+    check_choice("kind", kind, ("rademacher", "gaussian"))
     if kind == "rademacher":
         return rademacher(rng, (n_probes,) + tuple(shape), like)
     if kind == "gaussian":
@@ -115,6 +132,8 @@ def hutchinson_divergence(f, x, probes, *, fd_step: float = 1e-5, per_probe: boo
     Jacobian-vector product by a central difference ``(f(x + h e) - f(x - h e)) / (2h)``,
     ``h = fd_step * (1 + rms(x_n))``.  Unbiased for any probe with E[e e^T] = I (up to the
     O(h^2) difference error).  Returns (N,), or (P, N) with ``per_probe``.
+
+    NaN and inf in ``x`` and ``probes`` propagate: not checked.
 
     Parameters
     ----------
@@ -133,6 +152,11 @@ def hutchinson_divergence(f, x, probes, *, fd_step: float = 1e-5, per_probe: boo
     -------
     array (N,) or (P, N)
     """
+    _check_fd(f, x, fd_step)
+    check_bool("per_probe", per_probe)
+    check_array("probes", probes, min_ndim=2)
+    if tuple(probes.shape[1:]) != tuple(x.shape):
+        raise ValueError(f"probes has shape {tuple(probes.shape)} but x has shape {tuple(x.shape)}: probes must be (P, *x.shape)")
     xp = array_namespace(x)
     P, n = probes.shape[0], x.shape[0]
     if tuple(probes.shape[1:]) != tuple(x.shape):
@@ -150,6 +174,8 @@ def hutchinson_divergence(f, x, probes, *, fd_step: float = 1e-5, per_probe: boo
 def standard_normal_log_prob(x):
     """log N(x; 0, I) summed over all non-batch axes, shape (N,), nats, MATH.md (7.6).
 
+    NaN and inf propagate: not checked.
+
     Parameters
     ----------
     x : array (N, ...)
@@ -159,6 +185,7 @@ def standard_normal_log_prob(x):
     -------
     array (N,)
     """
+    check_array("x", x, min_ndim=1)
     xp = array_namespace(x)
     n = x.shape[0]
     D = math.prod(x.shape[1:])
@@ -175,6 +202,8 @@ def dequantized_bits_per_dim(log_likelihood, n_dims: int, *, n_bins: int = 256, 
     (default, refdiff's data grid; +6.994 for 8-bit on [-1, 1]) or "interval" (+7, the
     score-SDE offset; +8 on [0, 1]).  With uniform dequantization the result upper-bounds
     the discrete -log2 P(k) / D in expectation over the dequantization noise.
+
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -194,6 +223,8 @@ def dequantized_bits_per_dim(log_likelihood, n_dims: int, *, n_bins: int = 256, 
     array (N,)
         Bits per dimension.
     """
+    if isinstance(log_likelihood, (bool, np.bool_)) or not isinstance(log_likelihood, (int, float, np.integer, np.floating)):
+        check_array("log_likelihood", log_likelihood, allow_empty=True)
     check_int("n_dims", n_dims, min=1)
     check_int("n_bins", n_bins, min=2)
     return continuous_to_discrete_bpd(-log_likelihood / n_dims, n_bins, convention=convention, data_range=data_range)
@@ -237,9 +268,17 @@ def _drift(model, vp, schedule, prediction_type, is_oracle):
 
 # ---------------------------------------------------------------------------- the likelihood
 def _check_args(x0, t_eps, vp, n_steps, divergence, probe, n_probes, rng, prediction_type, is_oracle, fd_step):
+    check_array("x0", x0)
     if not hasattr(x0, "shape") or x0.ndim < 2:
         raise ValueError(f"x0 must have shape (N, D) or (N, C, H, W), got {getattr(x0, 'shape', type(x0).__name__)}")
     check_finite(x0, "x0")
+    if not isinstance(probe, str) or probe not in ("rademacher", "gaussian"):
+        raise ValueError(f"unknown probe {probe!r}; valid: 'rademacher', 'gaussian'")
+    check_int("n_probes", n_probes, min=1)
+    if rng is not None:
+        check_rng(rng)
+    if isinstance(fd_step, bool) or not isinstance(fd_step, (int, float, np.integer, np.floating)):
+        raise TypeError(f"fd_step must be a real number, got {fd_step!r}")
     if t_eps is None:
         t_eps = float(vp.t_min)
     if not (isinstance(t_eps, (int, float)) and 0.0 < float(t_eps) < 1.0):
@@ -392,6 +431,7 @@ def ode_log_likelihood(
     is_oracle = hasattr(model, "velocity") and hasattr(model, "div_velocity")
     if not is_oracle and not callable(model):
         raise TypeError(f"model must be a callable model(x, t) or an oracle, got {type(model).__name__}")
+    check_bool("return_details", return_details)
     t_eps = _check_args(x0, t_eps, vp, n_steps, divergence, probe, n_probes, rng, prediction_type, is_oracle, fd_step)
     xp = array_namespace(x0)
     x = xp.astype(x0, xp.float64)

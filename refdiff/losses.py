@@ -23,6 +23,7 @@ import math
 import numpy as np
 from array_api_compat import device as _device
 
+from ._validate import check_array, check_bool, check_choice, check_coef, check_finite_scalar, check_int, check_same_shape
 from .backend import array_namespace, check_rng
 from .schedules import alpha_sigma
 
@@ -70,8 +71,8 @@ def canonical_target(target: str) -> str:
     ValueError
         If ``target`` is neither a target nor an alias.
     """
-    t = _ALIASES.get(target, target)
-    if t not in TARGETS:
+    t = _ALIASES.get(target, target) if isinstance(target, str) else target
+    if not isinstance(t, str) or t not in TARGETS:
         raise ValueError(f"unknown target {target!r}; valid: {', '.join(TARGETS)} (aliases: eps, x0, v)")
     return t
 
@@ -96,6 +97,20 @@ def _as_batch_coefs(alpha, sigma, like):
     return _per_sample(alpha, n, xp, like.dtype), _per_sample(sigma, n, xp, like.dtype)
 
 
+def _check_arrays(**arrays):
+    """Real floating, non-empty arrays of one shape (keyword name -> array)."""
+    for k, v in arrays.items():
+        check_array(k, v)
+    if len(arrays) > 1:
+        check_same_shape(**arrays)
+
+
+def _check_weighting(weighting, allow_none=True):
+    valid = WEIGHTINGS if allow_none else WEIGHTINGS[1:]
+    if weighting is not None and not isinstance(weighting, str) or weighting not in valid:
+        raise ValueError(f"unknown weighting {weighting!r}; valid: {', '.join(map(repr, valid))}")
+
+
 def _bc(w, x):
     """(N,) -> (N, 1, ..., 1) to broadcast against x."""
     xp = array_namespace(x)
@@ -105,6 +120,8 @@ def _bc(w, x):
 def snr_from_alpha_sigma(alpha, sigma):
     """The signal-to-noise ratio SNR = alpha^2 / sigma^2, MATH.md (14.4) (+inf where
     sigma = 0, 0 where alpha = 0).
+
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -116,6 +133,7 @@ def snr_from_alpha_sigma(alpha, sigma):
     array like alpha
         alpha^2 / sigma^2.
     """
+    _check_arrays(alpha=alpha, sigma=sigma)
     xp = array_namespace(alpha, sigma)
     a2, s2 = alpha * alpha, sigma * sigma
     safe = xp.where(s2 > 0, s2, xp.ones_like(s2))
@@ -125,6 +143,8 @@ def snr_from_alpha_sigma(alpha, sigma):
 def regression_target(x0, noise, alpha, sigma, target: str = "epsilon"):
     """The value a network of the given ``target`` type regresses, MATH.md (14.1):
     eps, x_0, or v = alpha eps - sigma x_0.  alpha, sigma: floats or per-sample (N,).
+
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -147,6 +167,9 @@ def regression_target(x0, noise, alpha, sigma, target: str = "epsilon"):
     ValueError
         If the shapes differ or ``target`` is unknown.
     """
+    _check_arrays(x0=x0, noise=noise)
+    check_coef("alpha", alpha, x0)
+    check_coef("sigma", sigma, x0)
     target = canonical_target(target)
     if tuple(x0.shape) != tuple(noise.shape):
         raise ValueError(f"x0 has shape {tuple(x0.shape)} but noise has shape {tuple(noise.shape)}")
@@ -167,6 +190,8 @@ def weighted_mse(out, target_value, weights=None):
     N the batch size, D the number of entries per sample; ``weights`` None (all 1) or
     per-sample (N,).  ``loss`` is a 0-d array of ``out``'s namespace and dtype.
 
+    NaN and inf propagate: not checked.
+
     Parameters
     ----------
     out : array (N, ...)
@@ -186,9 +211,14 @@ def weighted_mse(out, target_value, weights=None):
     ValueError
         If the shapes differ, the batch is empty, or ``weights`` is not (N,).
     """
+    check_array("out", out)
+    check_array("target_value", target_value)
     xp = array_namespace(out, target_value)
     if tuple(out.shape) != tuple(target_value.shape):
-        raise ValueError(f"model output has shape {tuple(out.shape)}, the target has shape {tuple(target_value.shape)}")
+        raise ValueError(f"model output has shape {tuple(out.shape)}, the target has shape {tuple(target_value.shape)}: "
+                         "out and target_value must have one shape")
+    if weights is not None:
+        check_array("weights", weights, shape=(out.shape[0],))
     if out.ndim < 1 or out.shape[0] < 1:
         raise ValueError(f"model output must have a non-empty batch axis, got shape {tuple(out.shape)}")
     n = out.shape[0]
@@ -209,6 +239,8 @@ def x0_error_factor(alpha, sigma, target: str):
     c_eps = SNR, c_x0 = 1, c_v = (alpha^2 + sigma^2)^2 / sigma^2 (= 1 + SNR on a VP path).
     alpha, sigma: per-sample arrays (N,); returns (N,).
 
+    NaN and inf propagate: not checked.
+
     Parameters
     ----------
     alpha, sigma : array (N,)
@@ -226,6 +258,7 @@ def x0_error_factor(alpha, sigma, target: str):
     ValueError
         If ``target`` is unknown.
     """
+    _check_arrays(alpha=alpha, sigma=sigma)
     xp = array_namespace(alpha, sigma)
     target = canonical_target(target)
     if target == "epsilon":
@@ -248,6 +281,8 @@ def x0_weight(weighting: str, snr, gamma: float = 5.0):
     "min_snr"       min(SNR, gamma)        Hang et al. 2023 (min-SNR-gamma)
     ============== =====================  ===============================
 
+    NaN and inf propagate: not checked.
+
     Parameters
     ----------
     weighting : str
@@ -267,6 +302,8 @@ def x0_weight(weighting: str, snr, gamma: float = 5.0):
     ValueError
         If ``weighting`` is unknown or ``gamma`` invalid.
     """
+    _check_weighting(weighting, allow_none=False)
+    check_array("snr", snr)
     xp = array_namespace(snr)
     if weighting == "snr":
         return snr
@@ -281,7 +318,7 @@ def x0_weight(weighting: str, snr, gamma: float = 5.0):
 
 
 def _check_gamma(gamma):
-    if not (isinstance(gamma, (int, float)) and gamma > 0 and math.isfinite(gamma)):
+    if isinstance(gamma, bool) or not (isinstance(gamma, (int, float)) and gamma > 0 and math.isfinite(gamma)):
         raise ValueError(f"gamma (min-SNR truncation) must be a finite number > 0, got {gamma!r}")
 
 
@@ -296,6 +333,8 @@ def target_weight(weighting, alpha, sigma, target: str, gamma: float = 5.0):
     ``weighting=None`` means no weighting (w = 1 on the chosen target's own MSE, the
     "simple" loss).  At SNR = 0 (zero terminal SNR) the eps weight is the limit of
     psi(SNR)/SNR (1 for "snr" and "min_snr", inf for the others).
+
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -318,6 +357,8 @@ def target_weight(weighting, alpha, sigma, target: str, gamma: float = 5.0):
     ValueError
         If ``weighting`` or ``target`` is unknown or ``gamma`` invalid.
     """
+    _check_arrays(alpha=alpha, sigma=sigma)
+    _check_weighting(weighting)
     xp = array_namespace(alpha, sigma)
     target = canonical_target(target)
     if weighting is None:
@@ -338,6 +379,8 @@ def min_snr_weight(alpha, sigma, target: str, gamma: float = 5.0):
     w_v = min(SNR, gamma) sigma^2 / (alpha^2 + sigma^2)^2 (= min(SNR, gamma) / (SNR + 1) on a VP path).
     alpha, sigma: (N,) arrays; returns (N,).
 
+    NaN and inf propagate: not checked.
+
     Parameters
     ----------
     alpha, sigma : array (N,)
@@ -356,6 +399,7 @@ def min_snr_weight(alpha, sigma, target: str, gamma: float = 5.0):
     ValueError
         If ``gamma`` is invalid or ``target`` unknown.
     """
+    _check_arrays(alpha=alpha, sigma=sigma)
     _check_gamma(gamma)
     return target_weight("min_snr", alpha, sigma, target, gamma)
 
@@ -364,6 +408,8 @@ def eps_to_target_factor(alpha, sigma, target: str):
     """SNR / c_target: the factor turning a weight on the eps MSE into the weight on the
     ``target`` MSE that penalises the same x0 error equally, MATH.md (14.6): 1 (eps),
     SNR (x0), alpha^2 / (alpha^2 + sigma^2)^2 (v).  (N,).
+
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -381,6 +427,7 @@ def eps_to_target_factor(alpha, sigma, target: str):
     ValueError
         If ``target`` is unknown.
     """
+    _check_arrays(alpha=alpha, sigma=sigma)
     xp = array_namespace(alpha, sigma)
     target = canonical_target(target)
     if target == "epsilon":
@@ -402,6 +449,8 @@ def objective_loss(out, x0, noise, alpha, sigma, *, target: str = "epsilon", wei
     ``target``; see :func:`target_weight`).  ``extra_eps_weight`` (N,): a further weight
     stated on the eps MSE (e.g. the ELBO weight of :func:`vlb_eps_weight`), converted to
     ``target`` by :func:`eps_to_target_factor` and added.
+
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -432,11 +481,21 @@ def objective_loss(out, x0, noise, alpha, sigma, *, target: str = "epsilon", wei
     ValueError
         If a name is unknown or the shapes disagree.
     """
+    _check_arrays(x0=x0, noise=noise)
+    check_array("out", out)
+    if tuple(out.shape) != tuple(x0.shape):
+        raise ValueError(f"model output has shape {tuple(out.shape)}, the target has shape {tuple(x0.shape)}: "
+                         f"out must have x0's shape")
+    check_coef("alpha", alpha, x0)
+    check_coef("sigma", sigma, x0)
+    _check_weighting(weighting)
+    _check_gamma(gamma)
     target = canonical_target(target)
     a, s = _as_batch_coefs(alpha, sigma, x0)
     y = regression_target(x0, noise, a, s, target)
     w = None if weighting is None else target_weight(weighting, a, s, target, gamma)
     if extra_eps_weight is not None:
+        check_array("extra_eps_weight", extra_eps_weight, shape=(x0.shape[0],))
         xp = array_namespace(out)
         extra = xp.astype(extra_eps_weight, a.dtype) * eps_to_target_factor(a, s, target)
         w = (xp.ones_like(a) if w is None else w) + extra
@@ -468,12 +527,31 @@ def vlb_eps_weight(schedule, t, like, variance_type: str = "fixed_small"):
     array (N,)
         w_t.
     """
+    check_array("like", like)
     from .elbo import eps_mse_weight
-    from .schedules import gather
+    from .schedules import Schedule, gather
 
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
+    check_array("t", t, dtype="int", ndim=1)
+    if t.shape[0] != like.shape[0]:
+        raise ValueError(f"t has shape {tuple(t.shape)} but like has shape {tuple(like.shape)}: one timestep per sample")
     xp = array_namespace(like)
     w = gather(eps_mse_weight(schedule, variance_type), t, like)
     return xp.reshape(w, (w.shape[0],))  # (N, 1, ..., 1) -> (N,)
+
+
+def _check_discrete_t(schedule, t):
+    """With a discrete Schedule, t must be integer timesteps (a float t would be read as a
+    continuous index by alpha_sigma)."""
+    from .schedules import Schedule
+
+    if isinstance(schedule, Schedule):
+        schedule.check_t(t)
+
+
+def _is_arr(x) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype")
 
 
 def _cast(a, like):
@@ -511,6 +589,8 @@ def diffusion_loss(
     of a fixed-variance (``variance_type``) reverse process in nats per dimension: the
     ELBO-term-weighted objective, MATH.md (14.7) (see :func:`vlb_eps_weight`), which is
     ``hybrid_loss(lam=kappa ln 2 / T)`` (MATH.md (5.16)), not ``hybrid_loss(lam=kappa)``.
+
+    NaN and inf in ``x0`` and ``noise`` propagate to the loss: not checked (the training loop checks its data).
 
     Parameters
     ----------
@@ -552,8 +632,14 @@ def diffusion_loss(
     TypeError
         If both ``y`` and ``cond`` are given.
     """
-    if tuple(x0.shape) != tuple(noise.shape):
+    if not callable(forward):
+        raise TypeError(f"forward must be a callable forward(params, x, t, cond), got {type(forward).__name__}")
+    if tuple(getattr(x0, "shape", ())) != tuple(getattr(noise, "shape", ())) and _is_arr(x0) and _is_arr(noise):
         raise ValueError(f"x0 has shape {tuple(x0.shape)} but noise has shape {tuple(noise.shape)}")
+    _check_arrays(x0=x0, noise=noise)
+    check_finite_scalar("vlb_weight", vlb_weight, low=0.0)
+    _check_discrete_t(schedule, t)
+    check_choice("variance_type", variance_type, ("fixed_small", "fixed_large"))
     alpha, sigma = alpha_sigma(schedule, t, x0)
     x_t = alpha * x0 + sigma * noise
     if y is not None and cond is not None:
@@ -561,8 +647,6 @@ def diffusion_loss(
     out, cache = forward(params, x_t, t, y if cond is None else cond)
     extra = None
     if vlb_weight:
-        if not vlb_weight > 0:
-            raise ValueError(f"vlb_weight must be >= 0, got {vlb_weight!r}")
         extra = float(vlb_weight) * vlb_eps_weight(schedule, t, x0, variance_type)
     loss, dout = objective_loss(out, x0, noise, alpha, sigma, target=target, weighting=weighting, gamma=gamma,
                                 extra_eps_weight=extra)
@@ -573,6 +657,8 @@ def irreducible_loss(oracle, x0, t, noise, schedule, *, target: str = "epsilon",
     """The loss of the Bayes-optimal prediction E[target | x_t] (from an exact oracle such
     as :class:`refdiff.GaussianMixture`) on the given draws: a Monte Carlo estimate of the
     floor below which no model's expected loss can go, MATH.md (14.18).  Draws nothing.
+
+    NaN and inf in ``x0`` and ``noise`` propagate: not checked.
 
     Parameters
     ----------
@@ -595,6 +681,11 @@ def irreducible_loss(oracle, x0, t, noise, schedule, *, target: str = "epsilon",
     0-d array
         The loss of the optimal prediction.
     """
+    for name in ("eps", "x0_mean", "v"):
+        if not callable(getattr(oracle, name, None)):
+            raise TypeError(f"oracle must be an exact oracle with eps, x0_mean and v methods, got {type(oracle).__name__}")
+    _check_arrays(x0=x0, noise=noise)
+    _check_discrete_t(schedule, t)
     target = canonical_target(target)
     alpha, sigma = alpha_sigma(schedule, t, x0)
     x_t = alpha * x0 + sigma * noise
@@ -635,6 +726,10 @@ def check_labels(y, num_classes: int, *, allow_null: bool = False, name: str = "
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {name!r}")
+    check_bool("allow_null", allow_null)
+    check_array(name, y, dtype="any", allow_empty=True)
     xp = array_namespace(y)
     if not xp.isdtype(y.dtype, "integral"):
         raise TypeError(f"{name} must be integer class labels, got dtype {y.dtype}")
@@ -681,7 +776,7 @@ def drop_labels(y, p: float, rng: np.random.Generator, num_classes: int):
     ValueError
         If ``p`` is outside [0, 1] or the labels are invalid (TypeError for a non-integer dtype).
     """
-    if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
+    if isinstance(p, bool) or not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
         raise ValueError(f"condition dropout probability p must lie in [0, 1], got {p!r}")
     rng = check_rng(rng)
     check_labels(y, num_classes)

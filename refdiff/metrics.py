@@ -31,6 +31,7 @@ import math
 
 import numpy as np
 
+from ._validate import check_array, check_bool, check_int, check_same_shape
 from .backend import array_namespace, asarray_like, standard_normal, to_numpy, check_rng
 
 __all__ = [
@@ -47,9 +48,14 @@ __all__ = [
 
 # ---------------------------------------------------------------------------- helpers
 def _flat(x, name):
-    """(N, ...) -> (N, D) in x's namespace; N >= 1 and D >= 1 checked."""
-    if not hasattr(x, "shape") or x.ndim < 1:
-        raise ValueError(f"{name} must be an array of shape (N, D) or (N, C, H, W), got {getattr(x, 'shape', type(x).__name__)}")
+    """(N, ...) -> (N, D) in x's namespace; a real floating array (integer samples are
+    refused, never computed in integer arithmetic), finite, N >= 1 and D >= 1 checked."""
+    check_array(name, x, allow_empty=True)
+    if x.ndim < 1:
+        raise ValueError(f"{name} must be an array of shape (N, D) or (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.shape[0] < 1 or math.prod(x.shape[1:]) < 1:
+        raise ValueError(f"{name} must hold at least one sample of dimension >= 1, got shape {tuple(x.shape)}")
+    check_array(name, x, finite=True)
     xp = array_namespace(x)
     if x.ndim == 1:
         x = xp.reshape(x, (-1, 1))  # (N,) -> (N, 1)
@@ -61,11 +67,22 @@ def _flat(x, name):
     return x
 
 
-def _pair(x, y):
-    x, y = _flat(x, "x"), _flat(y, "y")
+def _pair(x, y, names=("x", "y")):
+    a, b = names
+    x, y = _flat(x, a), _flat(y, b)
     if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must have the same dimension, got x {tuple(x.shape)} and y {tuple(y.shape)}")
+        raise ValueError(f"{a} and {b} must have the same dimension, got {a} {tuple(x.shape)} and {b} {tuple(y.shape)}")
     return array_namespace(x, y), x, y
+
+
+def _gaussian(mean, cov, i):
+    """mean{i} (D,) and cov{i} (D, D): real floating, finite, of one dimension."""
+    check_array(f"mean{i}", mean, ndim=1, finite=True)
+    check_array(f"cov{i}", cov, ndim=2, finite=True)
+    d = mean.shape[0]
+    if tuple(cov.shape) != (d, d):
+        raise ValueError(f"cov{i} has shape {tuple(cov.shape)} but mean{i} has shape {tuple(mean.shape)}: "
+                         f"cov{i} must be ({d}, {d})")
 
 
 def _check_p(p):
@@ -96,6 +113,9 @@ def random_directions(n_projections: int, dim: int, rng: np.random.Generator, li
     array (L, D)
         Unit vectors.
     """
+    check_int("dim", dim, min=1)
+    if like is not None:
+        check_array("like", like, allow_empty=True)
     if isinstance(n_projections, bool) or not isinstance(n_projections, (int, np.integer)) or n_projections < 1:
         raise ValueError(f"n_projections must be an integer >= 1, got {n_projections!r}")
     rng = check_rng(rng)
@@ -157,6 +177,7 @@ def sliced_wasserstein(x, y, n_projections: int = 128, rng: np.random.Generator 
         if rng is None:
             raise TypeError("sliced_wasserstein needs rng (a numpy Generator) or explicit directions")
         directions = random_directions(n_projections, D, rng, like=x)
+    check_array("directions", directions, finite=True)
     if directions.ndim != 2 or directions.shape[1] != D:
         raise ValueError(f"directions must have shape (L, {D}), got {tuple(directions.shape)}")
     directions = asarray_like(to_numpy(directions), x)
@@ -188,6 +209,11 @@ def sliced_wasserstein_gaussians(mean1, cov1, mean2, cov2, directions) -> float:
     float
         The exact SW_2 over those directions.
     """
+    _gaussian(mean1, cov1, 1)
+    _gaussian(mean2, cov2, 2)
+    check_array("directions", directions, shape=(None, mean1.shape[0]), finite=True)
+    if mean2.shape != mean1.shape:
+        raise ValueError(f"mean1 has shape {tuple(mean1.shape)} but mean2 has shape {tuple(mean2.shape)}")
     xp = array_namespace(directions)
     m1, m2 = (asarray_like(to_numpy(m), directions) for m in (mean1, mean2))
     c1, c2 = (asarray_like(to_numpy(c), directions) for c in (cov1, cov2))
@@ -248,6 +274,8 @@ def energy_distance(x, y, *, squared: bool = True, unbiased: bool = False) -> fl
     -------
     float
     """
+    check_bool("squared", squared)
+    check_bool("unbiased", unbiased)
     xp, x, y = _pair(x, y)
     n, m = x.shape[0], y.shape[0]
     exy = _mean_pairwise_distance(x, y)
@@ -289,6 +317,8 @@ def oracle_nll(samples, oracle, *, return_se: bool = False):
     float, or (float, float) with ``return_se``
         Mean NLL in nats (and its standard error).
     """
+    check_bool("return_se", return_se)
+    check_array("samples", samples, min_ndim=2)
     if not hasattr(oracle, "log_prob"):
         raise TypeError(f"oracle must have a log_prob method (an exact density), got {type(oracle).__name__}")
     if not hasattr(samples, "shape") or samples.ndim < 2 or samples.shape[0] < 1:
@@ -358,6 +388,8 @@ def frechet_distance_gaussians(mean1, cov1, mean2, cov2) -> float:
     float
         The squared distance.
     """
+    _gaussian(mean1, cov1, 1)
+    _gaussian(mean2, cov2, 2)
     xp = array_namespace(cov1, cov2)
     if cov1.ndim != 2 or tuple(cov1.shape) != tuple(cov2.shape) or cov1.shape[0] != cov1.shape[1]:
         raise ValueError(f"cov1 and cov2 must be square matrices of one shape, got {tuple(cov1.shape)}, {tuple(cov2.shape)}")
@@ -386,7 +418,7 @@ def frechet_distance(feat_a, feat_b) -> float:
     float
         The squared Frechet distance.
     """
-    _pair(feat_a, feat_b)
+    _pair(feat_a, feat_b, ("feat_a", "feat_b"))
     ma, ca = fit_gaussian(feat_a)
     mb, cb = fit_gaussian(feat_b)
     return frechet_distance_gaussians(ma, ca, mb, cb)

@@ -20,7 +20,28 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validate import check_bool, check_choice, check_finite_scalar
+from .backend import to_numpy
+
 __all__ = ["affine_moments", "sdedit_limits", "gaussian_kl"]
+
+
+def _host(name, v, ndim=None):
+    """A host float64 copy of an array_like input (lists and integer arrays converted; None,
+    strings, bools, complex, float16, NaN and inf refused)."""
+    if v is None or isinstance(v, (str, bytes, bool, np.bool_, complex)):
+        raise TypeError(f"{name} must be a real array, got {v!r}")
+    kind = str(getattr(v, "dtype", np.asarray(v).dtype)).rsplit(".", 1)[-1]
+    if kind in ("bool", "float16") or kind.startswith("complex") or not kind.startswith(("float", "int", "uint")):
+        raise TypeError(f"{name} must be a real array (float32, float64 or integer), got dtype {kind}")
+    a = np.asarray(to_numpy(v) if hasattr(v, "dtype") else v, dtype=np.float64)
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{name} is empty (shape {a.shape})")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return a
 
 
 def affine_moments(pipeline, x_in, *, input_cov=None, check=True):
@@ -54,7 +75,15 @@ def affine_moments(pipeline, x_in, *, input_cov=None, check=True):
         If the pipeline's noise draws change between runs, or (``check``) it is not affine,
         e.g. with a mixture oracle.
     """
-    x_in = np.asarray(x_in, dtype=np.float64)
+    if not callable(pipeline):
+        raise TypeError(f"pipeline must be a callable pipeline(x, noise), got {type(pipeline).__name__}")
+    check_bool("check", check)
+    x_in = _host("x_in", x_in)
+    if input_cov is not None:
+        input_cov = _host("input_cov", input_cov, ndim=2)
+        if input_cov.shape != (x_in.size, x_in.size):
+            raise ValueError(f"input_cov has shape {input_cov.shape} but x_in has {x_in.size} entries: "
+                             f"input_cov must be ({x_in.size}, {x_in.size})")
     shapes = []
 
     def counting(like):
@@ -140,8 +169,15 @@ def sdedit_limits(mean, cov, x_in, alpha, sigma, kind="ode"):
     ValueError
         If ``kind`` is unknown.
     """
-    mu = np.asarray(mean, dtype=np.float64).reshape(-1)
-    Sig = np.asarray(cov, dtype=np.float64)
+    mu = _host("mean", mean).reshape(-1)
+    Sig = _host("cov", cov, ndim=2)
+    x_h = _host("x_in", x_in).reshape(-1)
+    if Sig.shape != (mu.size, mu.size) or x_h.size != mu.size:
+        raise ValueError(f"mean has {mu.size} entries, cov shape {Sig.shape}, x_in {x_h.size} entries: "
+                         f"need D, (D, D) and D")
+    check_finite_scalar("alpha", alpha, low=0.0, low_open=True)
+    check_finite_scalar("sigma", sigma, low=0.0)
+    check_choice("kind", kind, ("ode", "sde"))
     lam, U = np.linalg.eigh(Sig)
     lam = np.clip(lam, 0.0, None)
     g = alpha ** 2 * lam / (alpha ** 2 * lam + sigma ** 2)
@@ -151,7 +187,7 @@ def sdedit_limits(mean, cov, x_in, alpha, sigma, kind="ode"):
         gain, var = g, lam * (1.0 - g * g)
     else:
         raise ValueError(f"unknown kind {kind!r}; valid: 'ode', 'sde'")
-    y = U.T @ (np.asarray(x_in, dtype=np.float64).reshape(-1) - mu)
+    y = U.T @ (x_h - mu)
     return mu + U @ (gain * y), (U * var) @ U.T
 
 
@@ -180,8 +216,12 @@ def gaussian_kl(m0, C0, m1, C1):
     numpy.linalg.LinAlgError
         If ``C1`` is not positive definite.
     """
-    m0, m1 = np.asarray(m0, float).reshape(-1), np.asarray(m1, float).reshape(-1)
-    C0, C1 = np.asarray(C0, float), np.asarray(C1, float)
+    m0, m1 = _host("m0", m0).reshape(-1), _host("m1", m1).reshape(-1)  # flattened
+    C0, C1 = _host("C0", C0, ndim=2), _host("C1", C1, ndim=2)
+    d = m0.size
+    for name, shape in (("m1", m1.shape), ("C0", C0.shape), ("C1", C1.shape)):
+        if shape != ((d,) if name == "m1" else (d, d)):
+            raise ValueError(f"{name} has shape {shape} but m0 has shape {m0.shape}: need m0, m1 (D,), C0, C1 (D, D)")
     L = np.linalg.cholesky(C1)
     Li = np.linalg.inv(L)
     S = Li @ C0 @ Li.T

@@ -12,6 +12,7 @@ per-sample arrays of shape (N,) (reshaped to broadcast against x_t).
 
 from __future__ import annotations
 
+from ._validate import check_array, check_coef, check_finite_scalar, check_same_shape
 from .backend import array_namespace, bcast
 
 __all__ = [
@@ -38,12 +39,26 @@ __all__ = [
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction", "score")
 
 
+def _check(coefs=None, **arrays):
+    """The arrays (keyword name -> array): real floating, non-empty, one shape; the
+    coefficients: numbers or float arrays fitting the first array (no finiteness check)."""
+    for k, v in arrays.items():
+        check_array(k, v)
+    if len(arrays) > 1:
+        check_same_shape(**arrays)
+    like = next(iter(arrays.values()))
+    for k, v in (coefs or {}).items():
+        check_coef(k, v, like)
+
+
 def _ab(alpha, sigma, x):
     return bcast(alpha, x), bcast(sigma, x)
 
 
 def x0_from_eps(x_t, eps, alpha, sigma):
     """x_0 = (x_t - sigma eps) / alpha, MATH.md (4.2).
+
+    NaN and inf propagate: not checked (pure elementwise algebra).
 
     Parameters
     ----------
@@ -59,12 +74,15 @@ def x0_from_eps(x_t, eps, alpha, sigma):
     array like x_t
         x0_hat.
     """
+    _check(x_t=x_t, eps=eps, coefs=dict(alpha=alpha, sigma=sigma))
     a, s = _ab(alpha, sigma, x_t)
     return (x_t - s * eps) / a
 
 
 def eps_from_x0(x_t, x0, alpha, sigma):
     """eps = (x_t - alpha x_0) / sigma, MATH.md (4.2).
+
+    NaN and inf propagate: not checked (pure elementwise algebra).
 
     Parameters
     ----------
@@ -80,12 +98,15 @@ def eps_from_x0(x_t, x0, alpha, sigma):
     array like x_t
         eps_hat.
     """
+    _check(x_t=x_t, x0=x0, coefs=dict(alpha=alpha, sigma=sigma))
     a, s = _ab(alpha, sigma, x_t)
     return (x_t - a * x0) / s
 
 
 def v_from_eps_x0(eps, x0, alpha, sigma):
     """The v-prediction target v = alpha eps - sigma x_0 (Salimans & Ho 2022), MATH.md (4.3).
+
+    NaN and inf propagate: not checked (pure elementwise algebra).
 
     Parameters
     ----------
@@ -99,6 +120,7 @@ def v_from_eps_x0(eps, x0, alpha, sigma):
     array
         v.
     """
+    _check(eps=eps, x0=x0, coefs=dict(alpha=alpha, sigma=sigma))
     a, s = _ab(alpha, sigma, eps)
     return a * eps - s * x0
 
@@ -106,6 +128,8 @@ def v_from_eps_x0(eps, x0, alpha, sigma):
 def x0_from_v(x_t, v, alpha, sigma):
     """x_0 = (alpha x_t - sigma v) / (alpha^2 + sigma^2), MATH.md (4.4); on a VP path the
     denominator is 1.
+
+    NaN and inf propagate: not checked (pure elementwise algebra).
 
     Parameters
     ----------
@@ -121,12 +145,15 @@ def x0_from_v(x_t, v, alpha, sigma):
     array like x_t
         x0_hat.
     """
+    _check(x_t=x_t, v=v, coefs=dict(alpha=alpha, sigma=sigma))
     a, s = _ab(alpha, sigma, x_t)
     return (a * x_t - s * v) / (a * a + s * s)
 
 
 def eps_from_v(x_t, v, alpha, sigma):
     """eps = (sigma x_t + alpha v) / (alpha^2 + sigma^2), MATH.md (4.4).
+
+    NaN and inf propagate: not checked (pure elementwise algebra).
 
     Parameters
     ----------
@@ -142,12 +169,15 @@ def eps_from_v(x_t, v, alpha, sigma):
     array like x_t
         eps_hat.
     """
+    _check(x_t=x_t, v=v, coefs=dict(alpha=alpha, sigma=sigma))
     a, s = _ab(alpha, sigma, x_t)
     return (s * x_t + a * v) / (a * a + s * s)
 
 
 def score_from_eps(eps, sigma):
     """The score of the noised marginal, grad log p_t(x_t) = -E[eps | x_t] / sigma_t, MATH.md (4.5).
+
+    NaN and inf propagate: not checked (pure elementwise algebra).
 
     Parameters
     ----------
@@ -161,11 +191,14 @@ def score_from_eps(eps, sigma):
     array like eps
         The score.
     """
+    _check(eps=eps, coefs=dict(sigma=sigma))
     return -eps / bcast(sigma, eps)
 
 
 def eps_from_score(score, sigma):
     """eps = -sigma_t * score, the inverse of (4.5).
+
+    NaN and inf propagate: not checked (pure elementwise algebra).
 
     Parameters
     ----------
@@ -179,11 +212,14 @@ def eps_from_score(score, sigma):
     array like score
         eps_hat.
     """
+    _check(score=score, coefs=dict(sigma=sigma))
     return -bcast(sigma, score) * score
 
 
 def x0_from_score(x_t, score, alpha, sigma):
     """Tweedie's formula, MATH.md (4.6): E[x_0 | x_t] = (x_t + sigma_t^2 score) / alpha_t.
+
+    NaN and inf propagate: not checked (pure elementwise algebra).
 
     Parameters
     ----------
@@ -199,6 +235,7 @@ def x0_from_score(x_t, score, alpha, sigma):
     array like x_t
         E[x_0 | x_t].
     """
+    _check(x_t=x_t, score=score, coefs=dict(alpha=alpha, sigma=sigma))
     a, s = _ab(alpha, sigma, x_t)
     return (x_t + s * s * score) / a
 
@@ -206,6 +243,8 @@ def x0_from_score(x_t, score, alpha, sigma):
 def velocity_from_eps_x0(eps, x0, d_alpha, d_sigma):
     """The flow velocity of an affine path, u = d/dt x_t = alpha'_t x_0 + sigma'_t eps,
     MATH.md (4.7).  For rectified flow (alpha = 1 - t, sigma = t, t = 0 data): u = eps - x_0.
+
+    NaN and inf propagate: not checked (pure elementwise algebra).
 
     Parameters
     ----------
@@ -219,6 +258,7 @@ def velocity_from_eps_x0(eps, x0, d_alpha, d_sigma):
     array
         The velocity u.
     """
+    _check(eps=eps, x0=x0, coefs=dict(d_alpha=d_alpha, d_sigma=d_sigma))
     da, ds = _ab(d_alpha, d_sigma, eps)
     return da * x0 + ds * eps
 
@@ -226,6 +266,8 @@ def velocity_from_eps_x0(eps, x0, d_alpha, d_sigma):
 def eps_x0_from_velocity(x_t, u, alpha, sigma, d_alpha, d_sigma):
     """Solve x_t = alpha x_0 + sigma eps and u = alpha' x_0 + sigma' eps for (eps, x_0),
     MATH.md (4.8); the determinant alpha sigma' - sigma alpha' must be non-zero.
+
+    NaN and inf propagate: not checked (pure elementwise algebra).
 
     Parameters
     ----------
@@ -243,6 +285,7 @@ def eps_x0_from_velocity(x_t, u, alpha, sigma, d_alpha, d_sigma):
     eps, x0 : arrays like x_t
         (Not checked: a zero determinant alpha sigma' - sigma alpha' gives inf or NaN.)
     """
+    _check(x_t=x_t, u=u, coefs=dict(alpha=alpha, sigma=sigma, d_alpha=d_alpha, d_sigma=d_sigma))
     a, s = _ab(alpha, sigma, x_t)
     da, ds = _ab(d_alpha, d_sigma, x_t)
     det = a * ds - s * da
@@ -254,6 +297,8 @@ def eps_x0_from_velocity(x_t, u, alpha, sigma, d_alpha, d_sigma):
 def to_eps_x0(model_output, x_t, alpha, sigma, prediction_type: str):
     """(eps_hat, x0_hat) from a model output of the given ``prediction_type``
     ("epsilon", "sample", "v_prediction" or "score"), MATH.md (4.2)-(4.6).
+
+    NaN and inf propagate: not checked (pure elementwise algebra).
 
     Parameters
     ----------
@@ -275,6 +320,7 @@ def to_eps_x0(model_output, x_t, alpha, sigma, prediction_type: str):
     ValueError
         For an unknown prediction type.
     """
+    _check(model_output=model_output, x_t=x_t, coefs=dict(alpha=alpha, sigma=sigma))
     if prediction_type == "epsilon":
         eps = model_output
         return eps, x0_from_eps(x_t, eps, alpha, sigma)
@@ -292,6 +338,8 @@ def to_eps_x0(model_output, x_t, alpha, sigma, prediction_type: str):
 def convert(model_output, x_t, alpha, sigma, from_type: str, to_type: str):
     """Convert a prediction between any two of ``PREDICTION_TYPES`` at one (x_t, alpha, sigma).
 
+    NaN and inf propagate: not checked (pure elementwise algebra).
+
     Parameters
     ----------
     model_output : array like x_t
@@ -308,8 +356,10 @@ def convert(model_output, x_t, alpha, sigma, from_type: str, to_type: str):
     array like x_t
         The same prediction as ``to_type``.
     """
-    if to_type not in PREDICTION_TYPES:
-        raise ValueError(f"unknown to_type {to_type!r}; valid: {', '.join(PREDICTION_TYPES)}")
+    for name, value in (("from_type", from_type), ("to_type", to_type)):
+        if not isinstance(value, str) or value not in PREDICTION_TYPES:
+            raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(PREDICTION_TYPES)}")
+    _check(model_output=model_output, x_t=x_t, coefs=dict(alpha=alpha, sigma=sigma))
     if from_type == to_type:
         return model_output
     eps, x0 = to_eps_x0(model_output, x_t, alpha, sigma, from_type)
@@ -330,6 +380,8 @@ def edm_preconditioning(sigma, sigma_data: float = 0.5):
 
     Returns ``(c_skip, c_out, c_in, c_noise)`` in sigma's namespace and shape.
 
+    NaN and inf in ``sigma`` propagate: not checked.
+
     Parameters
     ----------
     sigma : float or array
@@ -341,8 +393,8 @@ def edm_preconditioning(sigma, sigma_data: float = 0.5):
     -------
     c_skip, c_out, c_in, c_noise : floats or arrays like sigma
     """
-    if not sigma_data > 0:
-        raise ValueError(f"sigma_data = {sigma_data!r} must be > 0")
+    check_coef("sigma", sigma)
+    check_finite_scalar("sigma_data", sigma_data, low=0.0, low_open=True)
     xp = array_namespace(sigma)
     if bool(xp.any(sigma < 0)):
         raise ValueError(f"sigma contains {float(xp.min(sigma))!r}; sigma must be >= 0")
@@ -354,6 +406,8 @@ def edm_preconditioning(sigma, sigma_data: float = 0.5):
 def edm_denoiser(F_out, x, sigma, sigma_data: float = 0.5):
     """D(x; sigma) = c_skip x + c_out F, MATH.md (4.10), where ``F_out`` is the raw network
     output evaluated at (c_in x, c_noise).  ``x = x_0 + sigma n`` (VE coordinates).
+
+    NaN and inf propagate: not checked (pure elementwise algebra).
 
     Parameters
     ----------
@@ -371,12 +425,15 @@ def edm_denoiser(F_out, x, sigma, sigma_data: float = 0.5):
     array like x
         D(x; sigma), the denoised estimate.
     """
+    _check(F_out=F_out, x=x, coefs=dict(sigma=sigma))
     c_skip, c_out, _, _ = edm_preconditioning(sigma, sigma_data)
     return bcast(c_skip, x) * x + bcast(c_out, x) * F_out
 
 
 def edm_target(x0, x, sigma, sigma_data: float = 0.5):
     """The network's regression target F = (x_0 - c_skip x) / c_out, the inverse of (4.10).
+
+    NaN and inf propagate: not checked (pure elementwise algebra).
 
     Parameters
     ----------
@@ -394,6 +451,7 @@ def edm_target(x0, x, sigma, sigma_data: float = 0.5):
     array like x0
         The regression target F.
     """
+    _check(x0=x0, x=x, coefs=dict(sigma=sigma))
     c_skip, c_out, _, _ = edm_preconditioning(sigma, sigma_data)
     return (x0 - bcast(c_skip, x) * x) / bcast(c_out, x)
 
@@ -401,6 +459,8 @@ def edm_target(x0, x, sigma, sigma_data: float = 0.5):
 # ---------------------------------------------------------------------------- clipping
 def clip_x0(x0, clip_range: float = 1.0):
     """Static clipping of a predicted x_0 to [-clip_range, clip_range], MATH.md (4.11).
+
+    NaN and inf propagate: not checked (pure elementwise algebra).
 
     Parameters
     ----------
@@ -413,8 +473,8 @@ def clip_x0(x0, clip_range: float = 1.0):
     -------
     array like x0
     """
-    if not clip_range > 0:
-        raise ValueError(f"clip_range = {clip_range!r} must be > 0")
+    check_array("x0", x0)
+    check_finite_scalar("clip_range", clip_range, low=0.0, low_open=True)
     xp = array_namespace(x0)
     return xp.clip(x0, -clip_range, clip_range)
 
@@ -424,6 +484,8 @@ def dynamic_threshold(x0, ratio: float = 0.995, max_value: float = 1.0):
     s = clip(quantile_ratio(|x_0|), 1, max_value) over all non-batch entries, then
     x_0 <- clip(x_0, -s, s) / s.  The quantile interpolates linearly between order
     statistics (NumPy's default method).  With ``max_value = 1`` this is static clipping.
+
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -439,10 +501,9 @@ def dynamic_threshold(x0, ratio: float = 0.995, max_value: float = 1.0):
     array like x0
         Values in [-1, 1].
     """
-    if not 0 <= ratio <= 1:
-        raise ValueError(f"ratio = {ratio!r} is outside [0, 1]")
-    if not max_value >= 1:
-        raise ValueError(f"max_value = {max_value!r} must be >= 1")
+    check_array("x0", x0)
+    check_finite_scalar("ratio", ratio, low=0, high=1)
+    check_finite_scalar("max_value", max_value, low=1.0)
     xp = array_namespace(x0)
     n = x0.shape[0]
     flat = xp.sort(xp.abs(xp.reshape(x0, (n, -1))), axis=1)  # (N, D) sorted

@@ -17,6 +17,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from ._validate import _is_array, check_array, check_bool, check_choice, check_finite_scalar, check_int
 from .backend import array_namespace, asarray_like
 
 __all__ = [
@@ -68,6 +69,17 @@ def _check_betas(betas: np.ndarray, name: str = "betas") -> None:
 
 
 # ---------------------------------------------------------------------------- Schedule
+def _as_vector(name: str, v) -> np.ndarray:
+    """A float64 copy of a real array, list or tuple of real numbers (None, strings, bools,
+    complex and float16 refused with the argument's name)."""
+    if _is_array(v):
+        check_array(name, v, dtype="real", allow_empty=True)
+    elif not isinstance(v, (list, tuple)) or any(
+            isinstance(e, (bool, np.bool_)) or not isinstance(e, (int, float, np.integer, np.floating)) for e in v):
+        raise TypeError(f"{name} must be a real array or a list of real numbers, got {type(v).__name__}")
+    return np.asarray(v, dtype=np.float64)
+
+
 def _readonly(a: np.ndarray) -> np.ndarray:
     a = np.array(a, dtype=np.float64)
     a.setflags(write=False)
@@ -116,7 +128,9 @@ class Schedule:
     name: str = "custom"
 
     def __post_init__(self):
-        betas = np.asarray(self.betas, dtype=np.float64)
+        betas = _as_vector("betas", self.betas)
+        if not isinstance(self.name, str):
+            raise TypeError(f"name must be a str, got {self.name!r}")
         _check_betas(betas)
         set_ = lambda k, v: object.__setattr__(self, k, _readonly(v))  # noqa: E731
         set_("betas", betas)
@@ -172,6 +186,8 @@ class Schedule:
         TypeError, ValueError
             For non-integer or out-of-range timesteps.
         """
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {name!r}")
         return _check_int_t(t, self.T, name)
 
     def __repr__(self) -> str:
@@ -182,14 +198,16 @@ class Schedule:
 
 
 def _check_int_t(t, T: int, name: str = "t"):
-    if isinstance(t, bool):
+    if isinstance(t, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer timestep or integer array, got a bool")
     if isinstance(t, (int, np.integer)):
         if not 0 <= int(t) < T:
             raise ValueError(f"{name} = {int(t)} is out of range [0, {T - 1}] (0-based, T = {T})")
         return t
-    if isinstance(t, float):
+    if isinstance(t, (float, np.floating)):
         raise TypeError(f"{name} must be an integer timestep, got float {t!r}")
+    if not _is_array(t):
+        raise TypeError(f"{name} must be an integer timestep or an integer array, got {type(t).__name__}")
     xp = array_namespace(t)
     if not xp.isdtype(t.dtype, "integral"):
         raise TypeError(f"{name} must have an integer dtype, got {t.dtype}")
@@ -225,6 +243,10 @@ def gather(values: np.ndarray, t, x):
     array
         values[t], shaped (N, 1, ..., 1) (or 0-d for a scalar t).
     """
+    check_array("x", x, allow_empty=True)
+    if not isinstance(t, (int, np.integer)) and _is_array(t) and t.ndim == 1 and x.ndim >= 1 and t.shape[0] != x.shape[0]:
+        raise ValueError(f"per-sample coefficient: t has shape {tuple(t.shape)} but x has shape {tuple(x.shape)} "
+                     f"(batch size {x.shape[0]}): one timestep per sample")
     T = values.shape[0]
     xp = array_namespace(x)
     dtype = x.dtype if xp.isdtype(x.dtype, "real floating") else xp.float64
@@ -233,10 +255,6 @@ def gather(values: np.ndarray, t, x):
         return asarray_like(float(values[int(t)]), x, dtype=dtype)
     v = asarray_like(values, x, dtype=xp.float64)
     tt = xp.asarray(t, dtype=xp.int64)
-    if tt.ndim == 1 and x.ndim >= 1 and tt.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"per-sample coefficient: t has shape {tuple(tt.shape)} but the data has batch size {x.shape[0]}"
-        )
     out = xp.astype(xp.take(v, tt), dtype)
     if tt.ndim == 0:
         return out
@@ -261,7 +279,7 @@ def schedule_from_betas(betas, name: str = "custom") -> Schedule:
     -------
     Schedule
     """
-    return Schedule(np.asarray(betas, dtype=np.float64), name=name)
+    return Schedule(_as_vector("betas", betas), name=name)
 
 
 def schedule_from_alpha_bars(alpha_bars, name: str = "custom") -> Schedule:
@@ -282,7 +300,7 @@ def schedule_from_alpha_bars(alpha_bars, name: str = "custom") -> Schedule:
     -------
     Schedule
     """
-    ab = np.asarray(alpha_bars, dtype=np.float64)
+    ab = _as_vector("alpha_bars", alpha_bars)
     if ab.ndim != 1 or ab.shape[0] < 1:
         raise ValueError(f"alpha_bars must be a non-empty 1-D array, got shape {ab.shape}")
     if not np.all(np.isfinite(ab)):
@@ -307,6 +325,8 @@ def cosine_alpha_bar(t, s: float = 0.008):
     """The cosine schedule's alpha_bar as a function of continuous t in [0, 1]
     (Nichol & Dhariwal 2021), MATH.md (2.5): f(t)/f(0), f(t) = cos^2(pi/2 (t+s)/(1+s)).
 
+    NaN and inf in ``t`` propagate: not checked.
+
     Parameters
     ----------
     t : float or array
@@ -319,6 +339,8 @@ def cosine_alpha_bar(t, s: float = 0.008):
     float or numpy.ndarray
         alpha_bar(t).
     """
+    t = _check_time("t", t)
+    check_finite_scalar("s", s, low=0.0)
     f = lambda u: np.cos((u + s) / (1.0 + s) * np.pi / 2.0) ** 2  # noqa: E731
     return f(np.asarray(t, dtype=np.float64)) / f(0.0)
 
@@ -338,6 +360,8 @@ def rescale_zero_terminal_snr(schedule_or_betas) -> Schedule:
     Schedule
         With alpha_bar[T-1] = 0 and the same alpha_bar[0].
     """
+    if not isinstance(schedule_or_betas, Schedule):
+        _as_vector("schedule_or_betas", schedule_or_betas)
     sched = schedule_or_betas if isinstance(schedule_or_betas, Schedule) else schedule_from_betas(schedule_or_betas)
     if sched.T < 2:
         raise ValueError(f"zero terminal SNR needs T >= 2, got T = {sched.T}")
@@ -382,6 +406,7 @@ def make_schedule(kind: str, T: int = 1000, *, zero_terminal_snr: bool = False, 
     ValueError
         For an unknown kind or parameter, or T < 1.
     """
+    check_bool("zero_terminal_snr", zero_terminal_snr)
     T = _check_T(T)
     defaults = {
         "linear": {"beta_start": 1e-4, "beta_end": 0.02},
@@ -430,6 +455,8 @@ def make_schedule(kind: str, T: int = 1000, *, zero_terminal_snr: bool = False, 
 def sigma_from_alpha_bar(alpha_bar):
     """VE noise level of a VP marginal, MATH.md (2.8): sigma = sqrt((1 - abar) / abar).
 
+    NaN and inf propagate: not checked.
+
     Parameters
     ----------
     alpha_bar : float or array
@@ -440,12 +467,15 @@ def sigma_from_alpha_bar(alpha_bar):
     float or array
         sigma, the VE noise level.
     """
+    alpha_bar = _check_time("alpha_bar", alpha_bar)
     xp = array_namespace(alpha_bar)
     return xp.sqrt((1.0 - alpha_bar) / alpha_bar)
 
 
 def alpha_bar_from_sigma(sigma):
     """Inverse of (2.8): alpha_bar = 1 / (1 + sigma^2).  sigma must be >= 0.
+
+    NaN propagates: not checked.
 
     Parameters
     ----------
@@ -457,6 +487,7 @@ def alpha_bar_from_sigma(sigma):
     float or array
         alpha_bar.
     """
+    sigma = _check_time("sigma", sigma)
     xp = array_namespace(sigma)
     if bool(xp.any(sigma < 0)):
         raise ValueError(f"sigma contains {float(xp.min(sigma))!r}; sigma must be >= 0 (a VE noise level)")
@@ -573,6 +604,8 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, 
         If n is not an integer >= 1, a sigma is not finite and positive, sigma_min >=
         sigma_max (n > 1), or rho is not finite and positive.
     """
+    _check_real(sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
+    check_bool("append_zero", append_zero)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
     for name, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
@@ -625,6 +658,8 @@ def exponential_sigmas(n: int, sigma_min: float, sigma_max: float, *, append_zer
     ValueError
         If n is not an integer >= 2, a sigma is not finite and positive, or sigma_min >= sigma_max.
     """
+    _check_real(sigma_min=sigma_min, sigma_max=sigma_max)
+    check_bool("append_zero", append_zero)
     _check_sigma_range(n, sigma_min, sigma_max)
     sig = np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), n))
     sig[0], sig[-1] = sigma_max, sigma_min
@@ -659,6 +694,8 @@ def polyexponential_sigmas(n: int, sigma_min: float, sigma_max: float, rho: floa
         If n is not an integer >= 2, a sigma is not finite and positive, sigma_min >=
         sigma_max, or rho is not finite and positive.
     """
+    _check_real(sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
+    check_bool("append_zero", append_zero)
     _check_sigma_range(n, sigma_min, sigma_max)
     if not (np.isfinite(rho) and rho > 0):
         raise ValueError(f"rho = {rho!r} must be finite and > 0")
@@ -669,6 +706,25 @@ def polyexponential_sigmas(n: int, sigma_min: float, sigma_max: float, rho: floa
 
 
 # ---------------------------------------------------------------------------- continuous time
+def _check_time(name: str, t):
+    """A continuous time (or log alpha, lambda): a real number (as float64) or a float
+    array; bools, integer arrays (never computed in integer arithmetic), complex and
+    non-arrays are refused.  Values are not read (no finiteness check)."""
+    if isinstance(t, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a real number or a real floating array, got {t!r}")
+    if isinstance(t, (int, float, np.integer, np.floating)):
+        return np.float64(t)
+    return check_array(name, t, allow_empty=True)
+
+
+def _check_real(**values) -> None:
+    """TypeError unless each value is a real number (bools, complex, None, strings refused);
+    the range checks follow in each function."""
+    for name, v in values.items():
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name} must be a real number, got {v!r}")
+
+
 class _ContinuousVP:
     """Common methods of continuous-time VP schedules, t in [0, 1] with t = 0 data and
     t = 1 noise.  Subclasses define ``log_alpha(t)`` and ``t_from_log_alpha``."""
@@ -694,6 +750,7 @@ class _ContinuousVP:
 
     def t_from_lambda(self, lam):
         """Inverse of :meth:`lambda_`, MATH.md (2.13): log alpha = -log(1 + e^{-2 lambda}) / 2."""
+        lam = _check_time("lam", lam)
         xp = array_namespace(lam)
         log_alpha = -0.5 * xp.logaddexp(xp.zeros_like(lam), -2.0 * lam)
         return self.t_from_log_alpha(log_alpha)
@@ -717,7 +774,10 @@ class LinearVP(_ContinuousVP):
     """
 
     def __init__(self, beta_0: float = 0.1, beta_1: float = 20.0, t_min: float = 1e-3):
-        if not (np.isfinite(beta_0) and np.isfinite(beta_1) and 0 < beta_0 < beta_1):
+        check_finite_scalar("beta_0", beta_0, low=0.0, low_open=True)
+        check_finite_scalar("beta_1", beta_1, low=0.0, low_open=True)
+        check_finite_scalar("t_min", t_min, low=0.0, low_open=True)
+        if not beta_0 < beta_1:
             raise ValueError(f"need 0 < beta_0 < beta_1, got beta_0 = {beta_0!r}, beta_1 = {beta_1!r}")
         if not 0 < t_min < 1:
             raise ValueError(f"t_min = {t_min!r} is outside (0, 1)")
@@ -727,6 +787,8 @@ class LinearVP(_ContinuousVP):
         """
         log alpha_t of (2.11).
 
+        NaN and inf propagate: not checked; integer arrays are refused (TypeError).
+
         Parameters
         ----------
         t : numpy.ndarray
@@ -736,12 +798,15 @@ class LinearVP(_ContinuousVP):
         -------
         numpy.ndarray
         """
+        t = _check_time("t", t)
         return -0.25 * t * t * (self.beta_1 - self.beta_0) - 0.5 * t * self.beta_0
 
     def dlog_alpha_dt(self, t):
         """
         d log alpha_t / dt = -beta(t) / 2.
 
+        NaN and inf propagate: not checked; integer arrays are refused (TypeError).
+
         Parameters
         ----------
         t : numpy.ndarray
@@ -751,12 +816,15 @@ class LinearVP(_ContinuousVP):
         -------
         numpy.ndarray
         """
+        t = _check_time("t", t)
         return -0.5 * (self.beta_0 + t * (self.beta_1 - self.beta_0))
 
     def t_from_log_alpha(self, log_alpha):
         # solve (b1-b0)/4 t^2 + b0/2 t + log_alpha = 0 for t >= 0 (stable root form)
         """
         The time with the given log alpha (the positive root of the quadratic (2.11)).
+
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------
@@ -767,6 +835,7 @@ class LinearVP(_ContinuousVP):
         -------
         numpy.ndarray
         """
+        log_alpha = _check_time("log_alpha", log_alpha)
         xp = array_namespace(log_alpha)
         d = self.beta_1 - self.beta_0
         disc = self.beta_0**2 - 4.0 * d * log_alpha
@@ -806,6 +875,8 @@ class InterpolatedVP(_ContinuousVP):
         """
         log alpha_t, linear between the knots (2.15).
 
+        NaN and inf propagate: not checked; integer arrays are refused (TypeError).
+
         Parameters
         ----------
         t : numpy.ndarray
@@ -815,6 +886,7 @@ class InterpolatedVP(_ContinuousVP):
         -------
         numpy.ndarray
         """
+        t = _check_time("t", t)
         kt, kl = self._knots(t)
         return _interp(t, kt, kl)
 
@@ -822,6 +894,8 @@ class InterpolatedVP(_ContinuousVP):
         """
         The slope of log alpha_t on the knot interval holding t.
 
+        NaN and inf propagate: not checked; integer arrays are refused (TypeError).
+
         Parameters
         ----------
         t : numpy.ndarray
@@ -831,6 +905,7 @@ class InterpolatedVP(_ContinuousVP):
         -------
         numpy.ndarray
         """
+        t = _check_time("t", t)
         kt, kl = self._knots(t)
         xp = array_namespace(t)
         n = kt.shape[0]
@@ -843,6 +918,8 @@ class InterpolatedVP(_ContinuousVP):
         """
         The time with the given log alpha (inverse of the piecewise-linear map).
 
+        NaN and inf propagate: not checked.
+
         Parameters
         ----------
         log_alpha : numpy.ndarray
@@ -852,6 +929,7 @@ class InterpolatedVP(_ContinuousVP):
         -------
         numpy.ndarray
         """
+        log_alpha = _check_time("log_alpha", log_alpha)
         kt, kl = self._knots(log_alpha)
         xp = array_namespace(log_alpha)
         return _interp(log_alpha, xp.flip(kl), xp.flip(kt))
@@ -904,6 +982,9 @@ def time_grid(vp, n: int, kind: str = "logSNR", t_start: float | None = None, t_
         If n is not an integer >= 1, the times are out of order or outside (0, 1], or
         ``kind`` is unknown.
     """
+    if not isinstance(vp, _ContinuousVP):
+        raise TypeError(f"vp must be a continuous VP schedule (LinearVP, InterpolatedVP), got {type(vp).__name__}")
+    _check_real(**{k: v for k, v in (("t_start", t_start), ("t_end", t_end)) if v is not None})
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
     t_start = vp.t_max if t_start is None else float(t_start)
@@ -952,6 +1033,12 @@ def alpha_sigma(schedule, t, like):
     -------
     alpha, sigma : arrays broadcasting against ``like``
     """
+    check_array("like", like)
+    if not isinstance(t, (int, float, np.integer, np.floating)) or isinstance(t, (bool, np.bool_)):
+        check_array("t", t, dtype="real", ndim=(0, 1), allow_empty=True)
+        if t.ndim == 1 and like.ndim >= 1 and t.shape[0] != like.shape[0]:
+            raise ValueError(f"per-sample coefficient: t has shape {tuple(t.shape)} but like has shape "
+                         f"{tuple(like.shape)} (batch size {like.shape[0]}): one time per sample")
     xp = array_namespace(like)
     dtype = like.dtype if xp.isdtype(like.dtype, "real floating") else xp.float64
     if isinstance(schedule, Schedule):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._validate import check_array, check_bool, check_finite_scalar, check_int
 from .backend import array_namespace, to_numpy
 from .losses import canonical_target, check_labels, diffusion_loss
 from .nn.checkpoint import describe_schedule, load_checkpoint, save_checkpoint
@@ -217,6 +218,22 @@ def _mean_loss(model, params, batch, schedule, cfg, xp, dt, chunk):
     return total / n
 
 
+def _check_train_args(model, data, seed, lr, ema_decay, weight_decay, flags):
+    """Issue 19: the arguments of train that its body does not check by type."""
+    for attr in ("cond_spec", "init_params", "forward", "backward"):
+        if not hasattr(model, attr):
+            raise TypeError(f"model must be a refdiff network (with {attr}), got {type(model).__name__}")
+    if isinstance(data, (list, str)) or data is None:
+        raise TypeError(f"data must be an array, a Dataset or an (x, y) tuple, got {type(data).__name__}")
+    raw = data.x if hasattr(data, "x") else data[0] if isinstance(data, tuple) and data else data
+    check_array("data", raw, dtype="float", min_ndim=2)
+    check_int("seed", seed, min=0)
+    for name, v in (("lr", lr), ("ema_decay", ema_decay), ("weight_decay", weight_decay)):
+        check_finite_scalar(name, v)
+    for name, v in flags.items():
+        check_bool(name, v)
+
+
 def train(
     model,
     data,
@@ -343,6 +360,8 @@ def train(
     A NaN or inf loss or gradient stops training with FloatingPointError naming the
     step; the last checkpoint written (before the bad step) is left untouched.
     """
+    _check_train_args(model, data, seed, lr, ema_decay, weight_decay,
+                      dict(ema_warmup=ema_warmup, resume=resume, progress=progress))
     cfg = _config(model, schedule, dict(
         steps=steps, batch_size=batch_size, lr=lr, target=target, weighting=weighting, gamma=gamma, seed=seed,
         ema_decay=ema_decay, ema_warmup=ema_warmup, eval_every=eval_every, eval_size=eval_size,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validate import check_array
 from .backend import array_namespace, to_numpy
 from .schedules import Schedule, gather
 
@@ -70,6 +71,9 @@ def model_output_shape(x_shape, variance_type: str = "fixed_small") -> tuple:
         If ``variance_type`` is unknown, or a learned variance is asked for inputs with
         fewer than 2 axes.
     """
+    if not isinstance(x_shape, (tuple, list)) or any(
+            isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0 for n in x_shape):
+        raise TypeError(f"x_shape must be a tuple of non-negative ints, got {x_shape!r}")
     x_shape = tuple(int(n) for n in x_shape)
     if check_variance_type(variance_type) not in LEARNED_VARIANCE_TYPES:
         return x_shape
@@ -78,7 +82,13 @@ def model_output_shape(x_shape, variance_type: str = "fixed_small") -> tuple:
     return (x_shape[0], 2 * x_shape[1]) + x_shape[2:]
 
 
-def _check_shape(out, x, variance_type, where):
+def _check_shape(out, x, variance_type, where, name="out"):
+    check_array("x", x)
+    if not isinstance(where, str):
+        raise TypeError(f"where must be a str, got {where!r}")
+    if not hasattr(out, "shape"):
+        raise TypeError(f"the model output ({name}) must be an array, got {type(out).__name__}")
+    check_array(name, out)
     want = model_output_shape(x.shape, variance_type)
     if not hasattr(out, "shape") or tuple(out.shape) != want:
         got = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
@@ -119,6 +129,8 @@ def check_model_output(out, x, variance_type: str = "fixed_small", *, where: str
         If any entry of ``out`` is NaN or infinite.
     """
     _check_shape(out, x, variance_type, where)
+    if t is not None:
+        check_array("t", t, dtype="real", shape=(x.shape[0],))
     at = f" at {where}" if where else ""
     xp = array_namespace(out)
     bad = ~xp.all(xp.reshape(xp.isfinite(out), (out.shape[0], -1)), axis=1)  # (N,)
@@ -154,7 +166,7 @@ def split_learned(model_output, x, variance_type: str):
     ValueError
         If the shape of ``model_output`` does not match, or ``variance_type`` is unknown.
     """
-    _check_shape(model_output, x, variance_type, "")
+    _check_shape(model_output, x, variance_type, "", "model_output")
     if variance_type not in LEARNED_VARIANCE_TYPES:
         return model_output, None
     c = x.shape[1]
@@ -175,6 +187,8 @@ def log_betas_large(schedule: Schedule, fixed_large_t0: str) -> np.ndarray:
 def reverse_log_variance(schedule: Schedule, t, like, variance_type: str = "fixed_small", var_output=None, *,
                          fixed_large_t0: str = "beta_tilde_1"):
     """log Sigma_t, the log variance of p(x_{t-1} | x_t), MATH.md (5.6), (5.7), (8.3).
+
+    NaN and inf in ``var_output`` propagate: not checked.
 
     Parameters
     ----------
@@ -213,6 +227,16 @@ def reverse_log_variance(schedule: Schedule, t, like, variance_type: str = "fixe
         If ``variance_type`` or ``fixed_large_t0`` is unknown, or a learned type is given no
         ``var_output``.
     """
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
+    check_array("like", like)
+    schedule.check_t(t)
+    if not isinstance(t, (int, np.integer)) and t.ndim == 1 and like.ndim >= 1 and t.shape[0] != like.shape[0]:
+        raise ValueError(f"t has shape {tuple(t.shape)} but like has shape {tuple(like.shape)}: one timestep per sample")
+    if var_output is not None:
+        check_array("var_output", var_output, shape=tuple(like.shape))
+    if not isinstance(fixed_large_t0, str) or fixed_large_t0 not in ("beta_tilde_1", "beta_0"):
+        raise ValueError(f"fixed_large_t0 = {fixed_large_t0!r} is not one of 'beta_tilde_1', 'beta_0'")
     check_variance_type(variance_type)
     if variance_type == "fixed_small":
         return gather(schedule.posterior_log_variance_clipped, t, like)

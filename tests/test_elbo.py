@@ -531,10 +531,10 @@ def test_importance_state_is_pure_and_follows_second_moments():
     p_t = (1 - u) sqrt(mean L_t^2) / sum + u / T; the oldest value is dropped; updates
     return a new state and leave the old one unchanged; weights are 1 / (T p_t)."""
     st0 = ImportanceState.init(3, history=2)
-    st1 = importance_update(st0, [0, 1, 2, 0], [1.0, 3.0, 4.0, 1.0])
+    st1 = importance_update(st0, np.array([0, 1, 2, 0]), np.array([1.0, 3.0, 4.0, 1.0]))
     assert st0.counts.sum() == 0 and not st1.warmed_up
     assert np.allclose(importance_probs(st1), 1 / 3)
-    st2 = importance_update(st1, [1, 2, 2], [4.0, 0.0, 0.0])  # t=2 history: [4, 0] -> [0, 0]
+    st2 = importance_update(st1, np.array([1, 2, 2]), np.array([4.0, 0.0, 0.0]))  # t=2 history: [4, 0] -> [0, 0]
     assert st2.warmed_up
     assert np.array_equal(st2.history[2], [0.0, 0.0]) and np.array_equal(st2.history[1], [3.0, 4.0])
     rms = np.array([1.0, math.sqrt(12.5), 0.0])
@@ -545,7 +545,7 @@ def test_importance_state_is_pure_and_follows_second_moments():
     L = np.array([1.0, 3.5, 0.2])  # deterministic per-t values: E[w L_t] = mean_t L_t
     assert np.mean(w * L[t]) == pytest.approx(L.mean(), rel=0.05)
     with pytest.raises(ValueError, match="out of range"):
-        importance_update(st2, [3], [1.0])
+        importance_update(st2, np.array([3]), np.array([1.0]))
     with pytest.raises(ValueError, match="uniform_prob"):
         importance_probs(st2, uniform_prob=2.0)
 

@@ -209,5 +209,5 @@ def test_bad_input_errors():
         refdiff.dequantized_bits_per_dim(np.zeros(2), 0)
     with pytest.raises(ValueError, match="n_bins"):
         refdiff.dequantized_bits_per_dim(np.zeros(2), 4, n_bins=1)
-    with pytest.raises(ValueError, match="probes have shape"):
+    with pytest.raises(ValueError, match="probes has shape"):
         refdiff.hutchinson_divergence(lambda z: z, np.zeros((2, 2)), np.zeros((3, 2, 3)))

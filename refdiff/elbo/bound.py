@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validate import check_int
+from .._validate import check_finite_scalar, check_int
 from ..backend import array_namespace, asarray_like, check_rng, standard_normal, to_numpy
 from ..forward import q_sample
 from ..schedules import Schedule
 from ..variance import VARIANCE_TYPES, check_model_output, split_learned
-from ._common import _check_bins, _check_choice, _check_x0, _dims
+from ._common import _check_bins, _check_choice, _check_model, _check_x0, _dims
 from .gaussian import _check_on_grid
 from .importance import ImportanceState, importance_sample, importance_update
 from .terms import bits_per_dim, prior_term, vlb_term
@@ -168,7 +168,9 @@ def nll_bound(model, schedule: Schedule, x0, *, rng: np.random.Generator, predic
     The model is ``model(x_t, t)`` with ``t`` an int64 (N,) array of 0-based indices; for
     learned variances it returns prediction and variance output concatenated along axis 1
     (:mod:`refdiff.variance`, the same model that ``refdiff.sample`` takes).  A model
-    output with NaN raises FloatingPointError naming t.
+    output with NaN raises FloatingPointError naming t.  With zero terminal SNR
+    (``alpha_bar[T-1] = 0``) an epsilon-prediction model is refused (ValueError): it cannot
+    give x0 at the last step.
 
     Parameters
     ----------
@@ -217,7 +219,9 @@ def nll_bound(model, schedule: Schedule, x0, *, rng: np.random.Generator, predic
     FloatingPointError
         If the model's output is not finite.
     """
+    _check_model(model)
     _check_x0(x0)
+    check_finite_scalar("uniform_prob", uniform_prob, low=0.0, high=1.0)
     _check_choice("estimator", estimator, ("full", "uniform", "importance"))
     _check_choice("prediction_type", prediction_type, ("epsilon", "sample", "v_prediction"))
     _check_choice("variance_type", variance_type, VARIANCE_TYPES)
@@ -225,6 +229,11 @@ def nll_bound(model, schedule: Schedule, x0, *, rng: np.random.Generator, predic
     _check_bins(bins)
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
+    if prediction_type == "epsilon" and schedule.alpha_bars[-1] == 0.0:
+        raise ValueError(
+            "nll_bound: the schedule has zero terminal SNR (alpha_bar[T-1] = 0), where an epsilon-prediction model "
+            "gives no x0 (x0 = (x_t - sigma eps) / alpha divides by alpha = 0, so the last term is inf); use "
+            "prediction_type 'v_prediction' or 'sample', or a schedule without zero terminal SNR")
     rng = check_rng(rng)
     check_int("n_t", n_t, min=1)
     if decoder == "discretized":

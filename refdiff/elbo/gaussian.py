@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from .._validate import check_array, check_finite_scalar
 from ..backend import array_namespace, log_ndtr, ndtr
 from ._common import _LN2, _LOG_2PI, _arrays, _check_bins, _check_choice
 
@@ -29,6 +30,8 @@ def normal_kl(mean1, logvar1, mean2, logvar2):
     ``d = logvar1 - logvar2``, so it is exactly 0 for equal arguments and accurate when the
     variances are close.  Sum over dimensions for a diagonal Gaussian.
 
+    NaN and inf propagate: not checked.  Arrays broadcast together (e.g. a per-sample log variance of shape (N, 1, ..., 1)).
+
     Parameters
     ----------
     mean1, logvar1 : array or float
@@ -41,13 +44,15 @@ def normal_kl(mean1, logvar1, mean2, logvar2):
     array
         The elementwise KL, of the broadcast shape (>= 0).
     """
-    xp, (m1, lv1, m2, lv2) = _arrays(mean1, logvar1, mean2, logvar2)
+    xp, (m1, lv1, m2, lv2) = _arrays(mean1=mean1, logvar1=logvar1, mean2=mean2, logvar2=logvar2)
     d = lv1 - lv2
     return 0.5 * (xp.expm1(d) - d + (m1 - m2) ** 2 * xp.exp(-lv2))
 
 
 def gaussian_log_density(x, mean, logvar):
     """log N(x; mean, e^logvar) elementwise, in nats, MATH.md (5.10).
+
+    NaN and inf propagate: not checked.  Arrays broadcast together (e.g. a per-sample log variance of shape (N, 1, ..., 1)).
 
     Parameters
     ----------
@@ -59,7 +64,7 @@ def gaussian_log_density(x, mean, logvar):
     array
         The elementwise log density, of the broadcast shape.
     """
-    xp, (x, m, lv) = _arrays(x, mean, logvar)
+    xp, (x, m, lv) = _arrays(x=x, mean=mean, logvar=logvar)
     return -0.5 * (_LOG_2PI + lv + (x - m) ** 2 * xp.exp(-lv))
 
 
@@ -74,6 +79,8 @@ def approx_standard_normal_cdf(x):
     ``(1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2``.  Its absolute error is at most
     :data:`TANH_CDF_MAX_ABS_ERROR`; its *relative* error in the tails is unbounded.
 
+    NaN and inf propagate: not checked.
+
     Parameters
     ----------
     x : array
@@ -84,6 +91,7 @@ def approx_standard_normal_cdf(x):
     array like x
         The approximate CDF, in [0, 1].
     """
+    check_array("x", x)
     xp = array_namespace(x)
     return 0.5 * (1.0 + xp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
 
@@ -91,6 +99,8 @@ def approx_standard_normal_cdf(x):
 def standard_normal_cdf(x, cdf: str = "exact"):
     """Phi(x): ``cdf="exact"`` (scipy/cupyx ndtr) or ``"tanh"`` (:func:`approx_standard_normal_cdf`),
     MATH.md (5.8).
+
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -109,6 +119,7 @@ def standard_normal_cdf(x, cdf: str = "exact"):
     ValueError
         If ``cdf`` is unknown.
     """
+    check_array("x", x)
     _check_choice("cdf", cdf, ("exact", "tanh"))
     return ndtr(x) if cdf == "exact" else approx_standard_normal_cdf(x)
 
@@ -203,9 +214,10 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale, bins: int = 256, cdf
     TypeError
         If ``bins`` is not an integer.
     """
+    check_finite_scalar("grid_tol", grid_tol, low=0.0)
     _check_bins(bins)
     _check_choice("cdf", cdf, ("exact", "tanh"))
-    xp, (x, mean, log_scale) = _arrays(x, mean, log_scale)
+    xp, (x, mean, log_scale) = _arrays(False, x=x, mean=mean, log_scale=log_scale)
     for name, a in (("mean", mean), ("log_scale", log_scale)):
         try:
             shape = np.broadcast_shapes(tuple(a.shape), tuple(x.shape))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import check_finite_scalar, check_int
+from .._validate import check_array, check_finite_scalar, check_int
 from ..backend import check_rng, to_numpy
 
 __all__ = ["ImportanceState", "importance_probs", "importance_sample", "importance_update"]
@@ -32,6 +32,15 @@ class ImportanceState:
     history: np.ndarray
     counts: np.ndarray
 
+    def __post_init__(self):
+        check_array("history", self.history, ndim=2, finite=True)
+        check_array("counts", self.counts, dtype="int", ndim=1)
+        if self.counts.shape[0] != self.history.shape[0]:
+            raise ValueError(f"counts has shape {tuple(self.counts.shape)} but history has shape "
+                             f"{tuple(self.history.shape)}: one count per timestep")
+        if not (np.all(self.counts >= 0) and np.all(self.counts <= self.history.shape[1])):
+            raise ValueError(f"counts must lie in [0, {self.history.shape[1]}] (the history length), got {self.counts}")
+
     @classmethod
     def init(cls, T: int, history: int = 10) -> "ImportanceState":
         """An empty state for T timesteps keeping ``history`` values per timestep."""
@@ -47,6 +56,11 @@ class ImportanceState:
     def warmed_up(self) -> bool:
         """True once every timestep holds K values; until then sampling is uniform."""
         return bool(np.all(self.counts == self.history.shape[1]))
+
+
+def _check_state(state):
+    if not isinstance(state, ImportanceState):
+        raise TypeError(f"state must be an ImportanceState (ImportanceState.init(T)), got {type(state).__name__}")
 
 
 def importance_probs(state: ImportanceState, uniform_prob: float = 1e-3) -> np.ndarray:
@@ -72,6 +86,7 @@ def importance_probs(state: ImportanceState, uniform_prob: float = 1e-3) -> np.n
     ValueError
         If ``uniform_prob`` is outside [0, 1] or not finite.
     """
+    _check_state(state)
     check_finite_scalar("uniform_prob", uniform_prob, low=0.0, high=1.0)
     T = state.T
     if not state.warmed_up:
@@ -105,7 +120,11 @@ def importance_sample(state: ImportanceState, rng: np.random.Generator, size, un
     weights : numpy.ndarray
         float64 weights 1 / (T p_t).
     """
+    _check_state(state)
     rng = check_rng(rng)
+    sizes = size if isinstance(size, tuple) else (size,)
+    for n in sizes:
+        check_int("size", n, min=1)
     p = importance_probs(state, uniform_prob)
     t = rng.choice(state.T, size=size, p=p).astype(np.int64)
     return t, 1.0 / (state.T * p[t])
@@ -134,8 +153,11 @@ def importance_update(state: ImportanceState, t, losses) -> ImportanceState:
     ValueError
         If ``t`` and ``losses`` differ in size or ``t`` is out of range.
     """
-    t = np.asarray(to_numpy(t) if hasattr(t, "shape") else t, dtype=np.int64).ravel()
-    losses = np.asarray(to_numpy(losses) if hasattr(losses, "shape") else losses, dtype=np.float64).ravel()
+    _check_state(state)
+    check_array("t", t, dtype="int", allow_empty=True)
+    check_array("losses", losses, allow_empty=True, finite=True)
+    t = np.asarray(to_numpy(t), dtype=np.int64).ravel()
+    losses = np.asarray(to_numpy(losses), dtype=np.float64).ravel()
     if t.shape != losses.shape:
         raise ValueError(f"t has {t.shape[0]} entries but losses has {losses.shape[0]}")
     if t.size and (t.min() < 0 or t.max() >= state.T):

@@ -3,11 +3,11 @@ MATH.md (5.15), (5.16)."""
 
 from __future__ import annotations
 
-from .._validate import check_finite_scalar
+from .._validate import check_array, check_finite_scalar
 from ..backend import array_namespace
 from ..parameterization import v_from_eps_x0
 from ..schedules import Schedule, alpha_sigma
-from ._common import _check_choice, _dims, _flat_sum
+from ._common import _check_choice, _check_term, _dims, _flat_sum
 from .terms import bits_per_dim, vlb_term
 
 __all__ = ["l_simple", "hybrid_loss"]
@@ -20,6 +20,8 @@ def l_simple(model_output, target, *, reduction: str = "mean"):
     For an epsilon model ``target`` is the noise: L_simple = ||eps - eps_hat||^2.
     ``reduction="mean"`` averages over the data dimensions (the DDPM and improved-diffusion
     code's mean_flat); ``"sum"`` is the paper's squared norm.
+
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -41,6 +43,8 @@ def l_simple(model_output, target, *, reduction: str = "mean"):
         If the shapes differ or ``reduction`` is unknown.
     """
     _check_choice("reduction", reduction, ("mean", "sum"))
+    check_array("model_output", model_output)
+    check_array("target", target)
     xp = array_namespace(model_output, target)
     if tuple(model_output.shape) != tuple(target.shape):
         raise ValueError(f"model_output has shape {tuple(model_output.shape)}, target {tuple(target.shape)}; they must match")
@@ -65,6 +69,8 @@ def hybrid_loss(schedule: Schedule, x0, x_t, t, noise, model_output, var_output,
     VLB term sees the mean through a stop-gradient, so it trains only the variance; values
     are unaffected.)  ``target`` is ``noise``, ``x0`` or
     ``v = alpha noise - sigma x0`` for prediction_type epsilon, sample, v_prediction.
+
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -108,6 +114,7 @@ def hybrid_loss(schedule: Schedule, x0, x_t, t, noise, model_output, var_output,
     """
     _check_choice("prediction_type", prediction_type, ("epsilon", "sample", "v_prediction"))
     check_finite_scalar("lam", lam, low=0.0)
+    _check_term(schedule, t, x0=x0, x_t=x_t, noise=noise, model_output=model_output, var_output=var_output)
     if prediction_type == "epsilon":
         target = noise
     elif prediction_type == "sample":

@@ -7,13 +7,13 @@ import math
 
 import numpy as np
 
-from .._validate import check_finite_scalar
+from .._validate import check_finite_scalar, check_int
 from ..backend import array_namespace, asarray_like, to_numpy
 from ..forward import q_posterior_mean, q_posterior_mean_variance
 from ..parameterization import to_eps_x0
 from ..schedules import Schedule, alpha_sigma, gather
 from ..variance import log_betas_large, reverse_log_variance
-from ._common import _LN2, _check_bins, _check_choice, _flat_sum
+from ._common import _LN2, _check_bins, _check_choice, _check_term, _flat_sum, _number_or_array
 from .gaussian import discretized_gaussian_log_likelihood, gaussian_log_density, normal_kl
 
 __all__ = [
@@ -37,6 +37,8 @@ def reverse_mean_log_variance(schedule: Schedule, model_output, x_t, t, var_outp
 
     ``clip_denoised`` clips x0_hat to [-1, 1] first (as the DDPM code's sampler and bpd
     evaluation do).  Returns ``(mean, log_variance, x0_hat)``.
+
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -66,6 +68,7 @@ def reverse_mean_log_variance(schedule: Schedule, model_output, x_t, t, var_outp
         Broadcasting against x_t.
     x0_hat : array like x_t
     """
+    _check_term(schedule, t, clip_denoised, x_t=x_t, model_output=model_output, var_output=var_output)
     alpha, sigma = alpha_sigma(schedule, t, x_t)
     _, x0_hat = to_eps_x0(model_output, x_t, alpha, sigma, prediction_type)
     if clip_denoised:
@@ -101,6 +104,9 @@ def eps_mse_weight(schedule: Schedule, variance_type: str = "fixed_small", *, fi
         If ``variance_type`` or ``fixed_large_t0`` is unknown.
     """
     _check_choice("variance_type", variance_type, ("fixed_small", "fixed_large"))
+    _check_choice("fixed_large_t0", fixed_large_t0, ("beta_tilde_1", "beta_0"))
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
     log_var = schedule.posterior_log_variance_clipped if variance_type == "fixed_small" else log_betas_large(schedule, fixed_large_t0)
     return schedule.betas**2 / (2.0 * np.exp(log_var) * schedule.alphas * (1.0 - schedule.alpha_bars))
 
@@ -121,6 +127,7 @@ def prior_term(schedule: Schedule, x0):
     array (N,)
         L_T in nats.
     """
+    _check_term(schedule, 0, x0=x0)
     t = schedule.T - 1
     a, s = gather(schedule.sqrt_alpha_bars, t, x0), gather(schedule.sqrt_one_minus_alpha_bars, t, x0)
     xp = array_namespace(x0)
@@ -139,6 +146,8 @@ def vlb_term(schedule: Schedule, x0, x_t, t, model_output, var_output=None, *, p
 
     ``t`` is an int or an int array of shape (N,); ``model_output``/``var_output`` are the
     model's outputs at (x_t, t) (see :func:`reverse_mean_log_variance`).
+
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -172,6 +181,9 @@ def vlb_term(schedule: Schedule, x0, x_t, t, model_output, var_output=None, *, p
         If a choice is unknown, or (at t = 0, discretized) x0 is off the grid.
     """
     _check_choice("decoder", decoder, ("discretized", "gaussian"))
+    _check_bins(bins)
+    _check_choice("cdf", cdf, ("exact", "tanh"))
+    _check_term(schedule, t, clip_denoised, x0=x0, x_t=x_t, model_output=model_output, var_output=var_output)
     xp = array_namespace(x0, x_t)
     mean, log_var, _ = reverse_mean_log_variance(
         schedule, model_output, x_t, t, var_output, prediction_type=prediction_type,
@@ -195,6 +207,8 @@ def vlb_term(schedule: Schedule, x0, x_t, t, model_output, var_output=None, *, p
 def bits_per_dim(nats, dims: int):
     """nats (summed over ``dims`` dimensions) -> bits per dimension, MATH.md (5.11).
 
+    NaN and inf propagate: not checked.
+
     Parameters
     ----------
     nats : array or float
@@ -207,6 +221,8 @@ def bits_per_dim(nats, dims: int):
     array or float
         ``nats / (dims ln 2)``.
     """
+    _number_or_array("nats", nats)
+    check_int("dims", dims, min=1)
     return nats / (dims * _LN2)
 
 
@@ -259,6 +275,8 @@ def continuous_to_discrete_bpd(nats_per_dim, bins: int = 256, *, convention: str
     log-likelihood in nats per dimension on dequantized data, MATH.md (5.12):
     ``(nats_per_dim + offset) / ln 2`` with :func:`dequantization_offset`.
 
+    NaN and inf propagate: not checked.
+
     Parameters
     ----------
     nats_per_dim : array or float
@@ -271,4 +289,5 @@ def continuous_to_discrete_bpd(nats_per_dim, bins: int = 256, *, convention: str
     array or float
         Bits per dimension.
     """
+    _number_or_array("nats_per_dim", nats_per_dim)
     return (nats_per_dim + dequantization_offset(bins, convention=convention, data_range=data_range)) / _LN2

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validate import check_int
+from .._validate import check_array, check_finite_scalar, check_int, check_same_shape
 from ..backend import array_namespace, asarray_like, check_rng, standard_normal
 from ..parameterization import to_eps_x0
 from ..variance import check_model_output
-from ..schedules import InterpolatedVP, _ContinuousVP, alpha_sigma
-from ._common import _check_choice, _check_x0, _dims, _flat_sum
+from ..schedules import InterpolatedVP, _ContinuousVP, _check_time, alpha_sigma
+from ._common import _check_bins, _check_choice, _check_model, _check_x0, _dims, _flat_sum
 from .gaussian import discretized_gaussian_log_likelihood, gaussian_log_density, normal_kl
 from .terms import bits_per_dim
 
@@ -23,6 +23,8 @@ __all__ = ["snr_derivative", "vdm_diffusion_integrand", "VDMBound", "vdm_vlb"]
 def snr_derivative(vp, t):
     """d SNR / dt of a continuous VP schedule (t = 0 data, t = 1 noise), MATH.md (5.17):
     SNR = alpha^2 / sigma^2 and ``SNR' = 2 alpha^2 (d log alpha / dt) / sigma^4`` (< 0).
+
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -43,6 +45,7 @@ def snr_derivative(vp, t):
     """
     if not isinstance(vp, _ContinuousVP):
         raise TypeError(f"vp must be a continuous VP schedule (LinearVP, InterpolatedVP), got {type(vp).__name__}")
+    t = _check_time("t", t)
     xp = array_namespace(t)
     la = vp.log_alpha(t)
     sigma2 = -xp.expm1(2.0 * la)
@@ -53,6 +56,8 @@ def vdm_diffusion_integrand(vp, t, x0, x0_hat):
     """``-SNR'(t) / 2 * ||x0 - x0_hat||^2`` per sample (nats): the integrand of the
     continuous-time diffusion loss of Kingma et al. (2021), MATH.md (5.17).  ``t`` of
     shape (N,) (or a float).
+
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -70,8 +75,15 @@ def vdm_diffusion_integrand(vp, t, x0, x0_hat):
     array (N,)
         The integrand in nats, per sample (>= 0).
     """
+    for name, a in (("x0", x0), ("x0_hat", x0_hat)):
+        check_array(name, a)
+    check_same_shape(x0=x0, x0_hat=x0_hat)
     xp = array_namespace(x0, x0_hat)
-    t = asarray_like(float(t), x0, dtype=xp.float64) if isinstance(t, (int, float)) else t
+    t = _check_time("t", t)
+    if t.ndim == 0:
+        t = asarray_like(float(t), x0, dtype=xp.float64)
+    elif t.shape[0] != x0.shape[0]:
+        raise ValueError(f"t has shape {tuple(t.shape)} but x0 has shape {tuple(x0.shape)}: one time per sample")
     return -0.5 * snr_derivative(vp, t) * _flat_sum((x0 - x0_hat) ** 2)
 
 
@@ -183,8 +195,14 @@ def vdm_vlb(model, vp, x0, *, rng: np.random.Generator, prediction_type: str = "
     FloatingPointError
         If the model's output is not finite.
     """
+    _check_model(model)
     _check_x0(x0)
     _check_choice("decoder", decoder, ("discretized", "gaussian"))
+    _check_bins(bins)
+    _check_choice("cdf", cdf, ("exact", "tanh"))
+    check_finite_scalar("t1", t1)
+    if t0 is not None:
+        check_finite_scalar("t0", t0)
     if not isinstance(vp, _ContinuousVP):
         raise TypeError(f"vp must be a continuous VP schedule (LinearVP, InterpolatedVP), got {type(vp).__name__}")
     rng = check_rng(rng)

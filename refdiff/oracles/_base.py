@@ -10,7 +10,8 @@ import array_api_compat.numpy as xnp
 import numpy as np
 from array_api_compat import device
 
-from ..backend import array_namespace, asarray_like, check_finite
+from .._validate import _is_array, check_array, check_bool
+from ..backend import array_namespace, asarray_like, check_finite, to_numpy
 from ..parameterization import PREDICTION_TYPES
 from ..schedules import Schedule, _ContinuousVP, alpha_sigma
 
@@ -19,6 +20,17 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 # ---------------------------------------------------------------------------- helpers
 def _host(a, name):
+    """A host float64 copy of a specification array (a real array, or a list / number
+    converted by np.asarray; None, strings, bools, complex and float16 refused)."""
+    if a is None or isinstance(a, (str, bytes, bool, np.bool_, complex)):
+        raise TypeError(f"{name} must be a real array, got {a!r}")
+    if hasattr(a, "dtype") and hasattr(a, "shape"):
+        kind = str(a.dtype).rsplit(".", 1)[-1]
+        if kind in ("bool", "float16") or kind.startswith("complex"):
+            raise TypeError(f"{name} must be a real array (float32, float64 or integer), got dtype {kind}")
+        a = to_numpy(a)
+    elif np.asarray(a).dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be a real array or a list of real numbers, got {type(a).__name__}")
     try:
         arr = np.asarray(a, dtype=np.float64)
     except (TypeError, ValueError) as e:
@@ -60,7 +72,8 @@ def _logsumexp(l, axis):
 class _Prepared:
     """A per-call bundle: the flattened input and its per-sample alpha, sigma (N,)."""
 
-    def __init__(self, oracle, x, alpha, sigma, name="x_t"):
+    def __init__(self, oracle, x, alpha, sigma, name="x_t", coef_names=("alpha", "sigma")):
+        check_array(name, x)
         xp = array_namespace(x)
         if not hasattr(x, "shape") or x.ndim < 2:
             raise ValueError(
@@ -76,10 +89,10 @@ class _Prepared:
             )
         self.xp, self.shape, self.n = xp, tuple(x.shape), n
         self.xf = xp.astype(xp.reshape(x, (n, d)), xp.float64)  # (N, ...) -> (N, D)
-        self.a = _per_sample(alpha, self.xf, "alpha")
-        self.s = _per_sample(sigma, self.xf, "sigma")
+        self.a = _per_sample(alpha, self.xf, coef_names[0])
+        self.s = _per_sample(sigma, self.xf, coef_names[1])
         if bool(xp.any(self.s < 0)):
-            raise ValueError(f"sigma contains {float(xp.min(self.s))!r}; sigma must be >= 0")
+            raise ValueError(f"{coef_names[1]} contains {float(xp.min(self.s))!r}; {coef_names[1]} must be >= 0")
 
     def out(self, y):
         return self.xp.reshape(y, self.shape)  # (N, D) -> input shape
@@ -92,8 +105,10 @@ def _per_sample(c, xf, name):
     """alpha / sigma (float, 0-d, (N,), (N, 1, ..., 1)) as a float64 array of shape (N,)."""
     xp = array_namespace(xf)
     n = xf.shape[0]
-    if isinstance(c, bool):
-        raise TypeError(f"{name} must be a number or an array, got a bool")
+    if isinstance(c, (bool, np.bool_)) or not (isinstance(c, (int, float, np.integer, np.floating)) or _is_array(c)):
+        raise TypeError(f"{name} must be a number or a real floating array, got {c!r}")
+    if _is_array(c):
+        check_array(name, c)
     if isinstance(c, (int, float, np.integer, np.floating)):
         if not math.isfinite(float(c)):
             raise ValueError(f"{name} = {c!r} must be finite")
@@ -290,6 +305,14 @@ class _Bundle:
 
 def _matmul(a, b):
     return array_namespace(a, b).matmul(a, b)
+
+
+def _check_sample_args(like, return_labels):
+    """``like`` None or an array (it gives the namespace; its values are not read);
+    ``return_labels`` a bool."""
+    if like is not None:
+        check_array("like", like, dtype="any", allow_empty=True)
+    check_bool("return_labels", return_labels)
 
 
 def _host_like(like):

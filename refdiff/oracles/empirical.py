@@ -9,7 +9,7 @@ import numpy as np
 
 from .._validate import check_int
 from ..backend import array_namespace, asarray_like, check_rng
-from ._base import _LOG_2PI, _host_like, _Bundle, _LatentMixture, _col, _host, _matmul, _readonly
+from ._base import _LOG_2PI, _check_sample_args, _host_like, _Bundle, _LatentMixture, _col, _host, _matmul, _readonly
 
 __all__ = ["EmpiricalData"]
 
@@ -23,7 +23,8 @@ class EmpiricalData(_LatentMixture):
     Parameters
     ----------
     points : array (M, D) or (M, *event_shape)
-        The points, finite (copied to the host in float64).
+        The points, finite (copied to the host in float64; a list or an integer array is
+        converted, None, strings, bools, complex and float16 are refused).
     labels : integer array (M,), optional
         The class of each point (default: every point is class 0); every class
         0..max(labels) must occur.
@@ -141,6 +142,7 @@ class EmpiricalData(_LatentMixture):
         """
         check_int("n", n, min=0)
         rng = check_rng(rng)
+        _check_sample_args(like, return_labels)
         k = rng.integers(0, self.M, size=int(n))
         like = _host_like(like)
         x = asarray_like(self._p[k].reshape((int(n),) + self.event_shape), like, dtype=array_namespace(like).float64)

@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 
-from .._validate import check_int
+from .._validate import check_array, check_finite_scalar, check_int
 from ..backend import array_namespace, asarray_like, check_rng, standard_normal
 from ..schedules import Schedule, gather
-from ._base import _LOG_2PI, _logsumexp, _host_like, _Bundle, _LatentMixture, _Prepared, _col, _dev, _eig_psd, _host, _per_sample, _readonly
+from ._base import _LOG_2PI, _check_sample_args, _logsumexp, _host_like, _Bundle, _LatentMixture, _Prepared, _col, _dev, _eig_psd, _host, _per_sample, _readonly
 
 __all__ = ["GaussianData", "GaussianMixture"]
 
@@ -147,6 +147,7 @@ class _GaussianComponents(_LatentMixture):
         ``return_labels`` also the class labels (n,) int64."""
         check_int("n", n, min=0)
         rng = check_rng(rng)
+        _check_sample_args(like, return_labels)
         k = rng.choice(self.K, size=int(n), p=self._w) if self.K > 1 else np.zeros(int(n), dtype=np.int64)
         like = _host_like(like)
         xp = array_namespace(like)
@@ -178,11 +179,14 @@ def _parse_cov(cov, D, name):
     if cov.shape == (D, D):
         nu, U = _eig_psd(cov, name)
         return nu, U, "full"
-    raise ValueError(f"{name} has shape {cov.shape}; expected a scalar, ({D},) or ({D}, {D}) for D = {D}")
+    raise ValueError(f"{name} has shape {cov.shape}; expected a scalar, ({D},) or ({D}, {D}) for D = {D} (the length of mean)")
 
 
 class GaussianData(_GaussianComponents):
     """Gaussian data x_0 ~ N(mean, cov), MATH.md (6.1)-(6.4).
+
+    ``mean`` and ``cov`` are specification arrays: lists and integer arrays are converted
+    to host float64; None, strings, bools, complex, float16 and NaN/inf are refused.
 
     Parameters
     ----------
@@ -257,6 +261,8 @@ class GaussianData(_GaussianComponents):
         """
         from ..conditioning import condition_gaussian, gaussian_from_moments
 
+        H, c = _host(H, "H"), _host(c, "c")
+        check_finite_scalar("noise_var", noise_var, low=0.0)
         m, C = condition_gaussian(self._mu[0], self.cov, H, c, noise_var)
         return gaussian_from_moments(m, C, self.event_shape)
 
@@ -285,7 +291,7 @@ class GaussianData(_GaussianComponents):
         ValueError
             If ``x`` has the wrong number of entries per sample, or sigma_to < 0.
         """
-        P = _Prepared(self, x, alpha_from, sigma_from, name="x")
+        P = _Prepared(self, x, alpha_from, sigma_from, name="x", coef_names=("alpha_from", "sigma_from"))
         xp = P.xp
         a1, s1 = _per_sample(alpha_to, P.xf, "alpha_to"), _per_sample(sigma_to, P.xf, "sigma_to")
         if bool(xp.any(s1 < 0)):
@@ -327,6 +333,10 @@ class GaussianData(_GaussianComponents):
         """
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
+        schedule.check_t(t)
+        check_array("x_t", x_t)
+        if hasattr(t, "ndim") and t.ndim == 1 and t.shape[0] != x_t.shape[0]:
+            raise ValueError(f"t has shape {tuple(t.shape)} but x_t has shape {tuple(x_t.shape)}: one timestep per sample")
         P = _Prepared(self, x_t, 1.0, 0.0)
         xp = P.xp
         ab = gather(schedule.alpha_bars, t, P.xf)  # () or (N, 1)
@@ -353,6 +363,10 @@ class GaussianData(_GaussianComponents):
 
 class GaussianMixture(_GaussianComponents):
     """A Gaussian mixture sum_k w_k N(mu_k, Sigma_k), MATH.md (6.5)-(6.11).
+
+    ``weights``, ``means`` and ``covs`` are specification arrays: lists and integer arrays
+    are converted to host float64; None, strings, bools, complex, float16 and NaN/inf are
+    refused.
 
     Parameters
     ----------
@@ -398,7 +412,8 @@ class GaussianMixture(_GaussianComponents):
         elif cv.shape == (K, D) or cv.shape == (K, D, D):
             parts = [_parse_cov(cv[k], D, f"covs[{k}]") for k in range(K)]
         else:
-            raise ValueError(f"covs has shape {cv.shape}; expected a scalar, ({K},), ({K}, {D}) or ({K}, {D}, {D})")
+            raise ValueError(f"covs has shape {cv.shape}; expected a scalar, ({K},), ({K}, {D}) or ({K}, {D}, {D}) "
+                             f"for the {K} means of dimension {D}")
         nu = np.stack([p[0] for p in parts])
         if cv.ndim == 3:
             U = np.stack([p[1] for p in parts])
@@ -439,6 +454,8 @@ class GaussianMixture(_GaussianComponents):
         """
         from ..conditioning import condition_mixture, mixture_from_moments
 
+        H, c = _host(H, "H"), _host(c, "c")
+        check_finite_scalar("noise_var", noise_var, low=0.0)
         w, m, C = condition_mixture(self._w, self._mu, self.covs, H, c, noise_var)
         return mixture_from_moments(w, m, C, self.event_shape, self.labels)
 

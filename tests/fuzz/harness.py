@@ -42,7 +42,9 @@ kwargs=dict(y=ctx().array()))``.  ``Call`` options (all keyed by argument name):
 - ``bad={"n": {"zero": 0}}``: extra bad values that must be refused;
 - ``ref={"noise": array}``: the reference value for an optional argument left at its
   default in ``kwargs`` (probes such as "batch" are derived from it);
-- ``nonfinite_ok="reason"``: the valid call's result may hold inf/NaN (e.g. a log-density).
+- ``nonfinite_ok="reason"``: the valid call's result may hold inf/NaN (e.g. a log-density);
+- ``aliases={"out": "model output"}``: another phrase that names the argument in messages
+  (e.g. a model's output checked by a validator whose messages speak of "the model").
 
 Optional parameters are fuzzed too when their kind can be inferred (from ``kinds``, the
 name, or the default's type: bool, int, float, str); a default of None makes the None probe
@@ -53,6 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import importlib
 import inspect
@@ -70,7 +73,8 @@ import numpy as np
 import refdiff
 
 SKIP_MODULES = {"refdiff.__main__", "refdiff._version"}
-TIMEOUT_S = 5.0  # one probe; a probe that runs longer is reported as "timeout"
+TIMEOUT_S = 10.0  # one probe; a probe that runs longer is reported as "timeout"
+VALID_TIMEOUT_S = 60.0  # the valid call (may import a data set or build a network first)
 
 
 # --------------------------------------------------------------------------- enumeration
@@ -83,6 +87,7 @@ def public_modules():
     return sorted(names)
 
 
+@functools.lru_cache(maxsize=None)
 def public_callables():
     """(module, qualname, object) for each public callable and public method (the same
     enumeration as tests/test_docs.py's documented_callables)."""
@@ -97,7 +102,7 @@ def public_callables():
             if inspect.isclass(obj):
                 out += [(m, f"{m}.{n}.{k}", v) for k, v in vars(obj).items()
                         if not k.startswith("_") and inspect.isfunction(v)]
-    return out
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------- valid values
@@ -209,6 +214,7 @@ class Call:
     bad: dict = field(default_factory=dict)
     ref: dict = field(default_factory=dict)
     nonfinite_ok: str = ""
+    aliases: dict = field(default_factory=dict)
 
 
 def _params(fn):
@@ -238,28 +244,12 @@ def missing_factories(fn) -> list:
 def auto_call(target, **options) -> Call:
     """The automatic Call of ``target`` (a qualname or a callable); ``options`` are Call
     fields, ``kwargs`` entries replace the automatic ones."""
-    fn = resolve(target) if isinstance(target, str) else target
+    fn, kwargs = _auto_target(target) if isinstance(target, str) else (target, {})
+    kwargs.update(options.pop("kwargs", {}))
     ps, c = _params(fn), Ctx()
     names = {p.name for p in ps}
-    kwargs = {p.name: _factory(p.name, names, c) for p in ps if p.default is p.empty
-              and p.name not in options.get("kwargs", {})}
-    kwargs.update(options.pop("kwargs", {}))
-    return Call(fn, kwargs, **options)
-
-
-def resolve(qualname: str):
-    """The object (a method: bound to an automatically built instance) for ``qualname``."""
-    for m, q, obj in public_callables():
-        if q == qualname:
-            break
-    else:
-        raise KeyError(qualname)
-    rest = qualname[len(m) + 1:].split(".")
-    if len(rest) == 1:
-        return obj
-    owner = build_call(f"{m}.{rest[0]}")
-    inst = _invoke(owner.fn, _fresh(owner.kwargs))
-    return getattr(inst, rest[1])
+    auto = {p.name: _factory(p.name, names, c) for p in ps if p.default is p.empty and p.name not in kwargs}
+    return Call(fn, {**auto, **kwargs}, **options)
 
 
 def recipes():
@@ -273,16 +263,77 @@ def recipes():
     return R, E, P
 
 
+def _locate(qualname: str):
+    """(module, object, method name or None) of ``qualname``."""
+    for m, q, obj in public_callables():
+        if q == qualname:
+            rest = q[len(m) + 1:].split(".")
+            return m, obj, (rest[1] if len(rest) == 2 else None)
+    raise KeyError(qualname)
+
+
+def _forward_name(qualname: str):
+    """The forward pass paired with a backward pass taking ``cache`` (else None)."""
+    for suffix, fwd in (("_backward", "_forward"), (".backward", ".forward")):
+        if qualname.endswith(suffix):
+            q = qualname[: -len(suffix)] + fwd
+            if any(q == k for _, k, _ in public_callables()):
+                _, obj, _ = _locate(qualname)
+                if "cache" in {p.name for p in _params(obj) or []}:
+                    return q
+    return None
+
+
+def backward_call(forward: Call, backward, **options) -> Call:
+    """The Call of a backward pass: runs ``forward`` (which returns ``(out, cache)``) and
+    passes its ``cache``, a random gradient shaped like ``out`` for each ``d*`` argument,
+    ``{}`` for an accumulator ``G``, and the forward's arguments of the same name."""
+    res = _invoke(forward.fn, _fresh(forward.kwargs))
+    out, cache = res[0], res[-1]
+    kwargs = {}
+    for p in _params(backward):
+        if p.default is not p.empty:
+            continue
+        if p.name == "cache":
+            kwargs[p.name] = cache
+        elif p.name in forward.kwargs:
+            kwargs[p.name] = forward.kwargs[p.name]
+        elif p.name == "G":
+            kwargs[p.name] = {}
+        elif p.name.startswith("d") and hasattr(out, "shape"):
+            kwargs[p.name] = np.asarray(Ctx().rng(5).standard_normal(out.shape), dtype=out.dtype)
+        else:
+            kwargs[p.name] = _factory(p.name, {q.name for q in _params(backward)}, Ctx())
+    kwargs.update(options.pop("kwargs", {}))
+    options.setdefault("skip", {}).setdefault("cache", "produced by the forward pass")
+    return Call(backward, kwargs, **options)
+
+
+def _auto_target(qualname: str):
+    """(callable, keyword arguments) of ``qualname``: a method is bound to an instance built
+    from its class's Call, with ``params`` from the instance's ``init_params`` if needed."""
+    m, obj, meth = _locate(qualname)
+    if meth is None:
+        return obj, {}
+    owner = build_call(qualname.rsplit(".", 1)[0])
+    inst = _invoke(owner.fn, _fresh(owner.kwargs))
+    fn = getattr(inst, meth)
+    need = {p.name for p in _params(fn) or [] if p.default is p.empty}
+    kwargs = {}
+    if "params" in need and hasattr(inst, "init_params"):
+        kwargs["params"] = inst.init_params(np.random.default_rng(0))
+    return fn, kwargs
+
+
 def build_call(qualname: str) -> Call:
+    """The Call for ``qualname``: its recipe, the automatic backward pairing, or the
+    automatic call (a method: on an instance built from its class's Call)."""
     R, _, _ = recipes()
     if qualname in R:
         return R[qualname]()
-    m_q = qualname.rsplit(".", 1)
-    for m, q, obj in public_callables():
-        if q == qualname and q.count(".") > m.count(".") + 1:  # a method: auto on an auto instance
-            owner = build_call(q.rsplit(".", 1)[0])
-            inst = _invoke(owner.fn, _fresh(owner.kwargs))
-            return auto_call(getattr(inst, m_q[1]))
+    fwd = _forward_name(qualname)
+    if fwd is not None:
+        return backward_call(build_call(fwd), _auto_target(qualname)[0])
     return auto_call(qualname)
 
 
@@ -297,7 +348,9 @@ def _with(v, value):
 
 
 # label -> (make(valid_value, Ctx) -> bad value, expectation); expectation "reject" (a clear
-# TypeError/ValueError) or "nan" (that, or declared NaN propagation).
+# TypeError/ValueError), "nan" (that, or declared NaN propagation) or "edge" (a valid edge
+# case: accepted with a finite result, or refused clearly; a float32 array's result must
+# agree with the float64 call's to 1 %).
 CATALOGUE = {
     "array": {
         "None": (lambda v, c: None, "reject"),
@@ -311,6 +364,7 @@ CATALOGUE = {
         "nan": (lambda v, c: _with(v, _NAN), "nan"),
         "inf": (lambda v, c: _with(v, _INF), "nan"),
         "empty": (lambda v, c: np.asarray(v)[:0], "reject"),
+        "float32": (lambda v, c: np.asarray(v, dtype=np.float32), "edge"),
     },
     "int_array": {  # integer labels / indices
         "None": (lambda v, c: None, "reject"),
@@ -330,6 +384,8 @@ CATALOGUE = {
         "float_array": (lambda v, c: np.asarray(v, dtype=float) + 0.5, "reject"),
         "out_of_range_array": (lambda v, c: np.full(np.shape(v), c.T), "reject"),
         "complex": (lambda v, c: 1 + 1j, "reject"),
+        "python_int": (lambda v, c: 3, "edge"),
+        "numpy_int": (lambda v, c: np.int64(3), "edge"),
     },
     "grid": {  # a decreasing timestep list in [0, T)
         "empty": (lambda v, c: [], "reject"),
@@ -354,7 +410,7 @@ CATALOGUE = {
         "bool": (lambda v, c: True, "reject"),
         "negative": (lambda v, c: -1, "reject"),
         "nan": (lambda v, c: _NAN, "reject"),
-        "huge": (lambda v, c: 10 ** 30, "reject"),
+        "numpy_int": (lambda v, c: np.int64(v), "edge"),
     },
     "float": {
         "None": (lambda v, c: None, "reject"),
@@ -363,16 +419,18 @@ CATALOGUE = {
         "nan": (lambda v, c: _NAN, "reject"),
         "inf": (lambda v, c: _INF, "reject"),
         "complex": (lambda v, c: 1 + 1j, "reject"),
+        "numpy_float": (lambda v, c: np.float64(v), "edge"),
     },
     "coef": {  # alpha, sigma, ...: a float or a float array (broadcast per sample)
         "None": (lambda v, c: None, "reject"),
         "string": (lambda v, c: "0.5", "reject"),
         "bool": (lambda v, c: True, "reject"),
         "list": (lambda v, c: [v, v], "reject"),
-        "complex": (lambda v, c: complex(v, 1.0), "reject"),
+        "complex": (lambda v, c: np.asarray(v) + 1j, "reject"),
         "int_array": (lambda v, c: np.ones(c.B, dtype=np.int64), "reject"),
         "nan": (lambda v, c: _NAN, "nan"),
         "inf": (lambda v, c: _INF, "nan"),
+        "per_sample": (lambda v, c: np.full(c.B, float(np.ravel(v)[0])), "edge"),
     },
     "bool": {
         "None": (lambda v, c: None, "reject"),
@@ -385,6 +443,10 @@ CATALOGUE = {
         "int": (lambda v, c: 1, "reject"),
         "unknown": (lambda v, c: "no_such_option", "reject"),
         "empty_string": (lambda v, c: "", "reject"),
+    },
+    "label": {  # a free-form name
+        "None": (lambda v, c: None, "reject"),
+        "int": (lambda v, c: 1, "reject"),
     },
     "rng": {
         "string": (lambda v, c: "seed", "reject"),
@@ -407,7 +469,7 @@ CATALOGUE = {
 BATCH = "batch"  # extra "array"/"int_array"/"timestep" probe: first axis + 1 against another array
 
 _NAME_KINDS = {"t": "timestep", "t_prev": "timestep", "t_next": "timestep", "timesteps": "grid",
-               "sigmas": "sigmas", "shape": "shape", "rng": "rng", "y": None}
+               "sigmas": "sigmas", "shape": "shape", "rng": "rng", "y": None, "name": "label"}
 _NAME_KINDS.update({k: "coef" for k in _COEF})
 _NAME_KINDS.update({k: "object" for k in _OBJECTS + ("oracle", "net", "forward", "f", "teacher")})
 
@@ -446,7 +508,10 @@ def _alarm(signum, frame):
 
 
 def _fresh(kwargs):
-    return {k: (v.copy() if isinstance(v, np.ndarray) else copy.copy(v) if isinstance(v, (list, dict)) else v)
+    """A copy of the keyword arguments for one call: arrays, lists and dicts copied, random
+    generators deep-copied (each probe draws the same numbers as the valid call)."""
+    return {k: (v.copy() if isinstance(v, np.ndarray) else copy.copy(v) if isinstance(v, (list, dict))
+                else copy.deepcopy(v) if isinstance(v, np.random.Generator) else v)
             for k, v in kwargs.items()}
 
 
@@ -497,14 +562,24 @@ OUTCOMES = {
     "nan_from_finite": "finite in -> NaN/inf out",
     "valid_failed": "valid call failed (recipe needed)",
     "valid_ok": "valid call ran",
+    "edge_ok": "valid edge case accepted",
+    "edge_refused": "valid edge case refused clearly",
+    "float32_differs": "float32 result differs from float64 by > 1 %",
     "timeout": "timeout",
 }
 
 
-def classify(fn, kwargs, arg, expect, declared_nan=False):
+def _names(msg: str, arg, aliases=()) -> bool:
+    """Whether ``msg`` names ``arg`` (a whole word) or one of its aliases."""
+    if arg is None:
+        return False
+    return any(re.search(rf"(?<![\w.]){re.escape(a)}(?!\w)", msg) for a in (arg, *aliases))
+
+
+def classify(fn, kwargs, arg, expect, declared_nan=False, aliases=()):
     """Run ``fn(**kwargs)`` and classify the outcome for argument ``arg``."""
     old = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, TIMEOUT_S)
+    signal.setitimer(signal.ITIMER_REAL, VALID_TIMEOUT_S if expect == "valid" else TIMEOUT_S)
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"), \
                 contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -516,7 +591,9 @@ def classify(fn, kwargs, arg, expect, declared_nan=False):
         msg = f"{type(e).__name__}: {e}"[:300]
         if expect == "valid":
             return "valid_failed", msg
-        named = arg is not None and re.search(rf"(?<![\w.]){re.escape(arg)}(?!\w)", str(e))
+        named = _names(str(e), arg, aliases)
+        if expect == "edge" and isinstance(e, (TypeError, ValueError)) and named:
+            return "edge_refused", msg
         ok_types = (TypeError, ValueError) + ((FloatingPointError,) if expect == "nan" else ())
         if isinstance(e, ok_types) and named:
             return "clear", msg
@@ -529,10 +606,12 @@ def classify(fn, kwargs, arg, expect, declared_nan=False):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
     bad = nonfinite(result)
-    if expect == "valid":
-        return ("nan_from_finite" if bad else "valid_ok"), ""
+    if expect in ("valid", "edge"):
+        return ("nan_from_finite" if bad else "valid_ok" if expect == "valid" else "edge_ok"), result
+    if expect == "nan" and declared_nan:
+        return "nan_declared", ""  # documented propagation (clip(inf) is finite: still declared)
     if expect == "nan" and bad:
-        return ("nan_declared" if declared_nan else "nan_undeclared"), ""
+        return "nan_undeclared", ""
     return "accepted", ""
 
 
@@ -561,7 +640,11 @@ def probes(call: Call):
         for label, (make, expect) in CATALOGUE[kind].items():
             if label in accept or (label == "None" and p.default is None):
                 continue
-            yield p.name, label, expect, make(ref, c)
+            try:
+                bad = make(ref, c)
+            except Exception:  # noqa: BLE001 - a probe that does not apply to this value
+                continue
+            yield p.name, label, expect, bad
         if kind in ("array", "int_array", "timestep") and isinstance(ref, np.ndarray) and ref.ndim >= 1 \
                 and BATCH not in accept and any(o.shape[0] == ref.shape[0] for k, o in arrays.items() if k != p.name):
             yield p.name, BATCH, "reject", np.concatenate([ref, ref[:1]])
@@ -571,18 +654,41 @@ def probes(call: Call):
 
 def run_probes(call: Call) -> list:
     """Every Outcome of ``call``: the valid call, then one per probe."""
-    res, detail = classify(call.fn, _fresh(call.kwargs), None, "valid")
+    res, ref = classify(call.fn, _fresh(call.kwargs), None, "valid")
     if res == "nan_from_finite" and call.nonfinite_ok:
         res = "valid_ok"
-    out = [Outcome("", "valid", "valid", res, detail)]
+    out = [Outcome("", "valid", "valid", res, ref if res != "valid_ok" else "")]
     if res in ("valid_failed", "timeout"):
         return out
     for arg, label, expect, bad in probes(call):
         kw = _fresh(call.kwargs)
         kw[arg] = bad
-        r, d = classify(call.fn, kw, arg, expect, declared_nan=arg in call.nan_propagates)
-        out.append(Outcome(arg, label, expect, r, d))
+        al = call.aliases.get(arg, ())
+        r, d = classify(call.fn, kw, arg, expect, declared_nan=arg in call.nan_propagates,
+                        aliases=(al,) if isinstance(al, str) else tuple(al))
+        if r == "nan_from_finite" and call.nonfinite_ok:
+            r = "edge_ok"
+        if r == "edge_ok" and label == "float32" and arg in call.kwargs:
+            diff = _rel_diff(d, ref)
+            r, d = ("float32_differs", f"relative difference {diff:.3g}") if diff > 1e-2 else (r, "")
+        out.append(Outcome(arg, label, expect, r, d if isinstance(d, str) else ""))
     return out
+
+
+def _first_array(obj, depth=0):
+    if isinstance(obj, (np.ndarray, float, np.floating)):
+        return np.asarray(obj, dtype=float) if np.asarray(obj).dtype.kind == "f" else None
+    if isinstance(obj, (list, tuple)) and obj and depth < 3:
+        return _first_array(obj[0], depth + 1)
+    return None
+
+
+def _rel_diff(a, b) -> float:
+    """max |a - b| / max |b| over the first array of two results (0 if not comparable)."""
+    a, b = _first_array(a), _first_array(b)
+    if a is None or b is None or a.shape != b.shape or b.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
 
 
 def run_callable(qualname: str) -> list:
@@ -595,16 +701,24 @@ def run_callable(qualname: str) -> list:
 
 
 def uncovered_reason(module: str, qualname: str, obj) -> str:
-    """Why ``qualname`` has no valid call ("" if it has one: recipe, exemption or automatic)."""
+    """Why ``qualname`` has no valid call ("" if it has one: recipe, exemption, automatic
+    backward pairing or automatic call)."""
     R, E, _ = recipes()
     if qualname in R or qualname in E:
         return ""
+    fwd = _forward_name(qualname)
+    if fwd is not None:
+        why = uncovered_reason(module, fwd, _locate(fwd)[1])
+        return f"its forward pass {fwd}: {why}" if why else ""
+    miss = missing_factories(obj)
     owner = qualname.rsplit(".", 1)[0]
     if owner != module:  # a method: its class needs a valid call too
         cls = getattr(importlib.import_module(module), owner.rsplit(".", 1)[1])
-        if owner not in R and missing_factories(cls):
-            return f"its class has no valid call (no factory for {missing_factories(cls)})"
-    miss = missing_factories(obj)
+        why = uncovered_reason(module, owner, cls)
+        if why:
+            return f"its class: {why}"
+        if hasattr(cls, "init_params"):
+            miss = [n for n in miss if n != "params"]
     return f"no factory for {miss}" if miss else ""
 
 
@@ -614,6 +728,8 @@ def failures(outcomes) -> list:
     for o in outcomes:
         if o.expect == "valid":
             ok = o.result == "valid_ok"
+        elif o.expect == "edge":
+            ok = o.result in ("edge_ok", "edge_refused")
         elif o.expect == "nan":
             ok = o.result in ("clear", "nan_declared")
         else:

@@ -24,21 +24,34 @@ COLS = [("clear", "clear"), ("nan_declared", "NaN decl."), ("unnamed_refdiff", "
         ("nan_undeclared", "NaN undecl."), ("timeout", "timeout")]
 
 
+def key(o) -> str:
+    """The tally column of an Outcome: must-refuse probes by result; valid calls and edge
+    cases prefixed."""
+    if o.expect == "valid":
+        return "valid:" + o.result
+    if o.expect == "edge":
+        return "edge:" + ("ok" if o.result in ("edge_ok", "edge_refused") else o.result)
+    return o.result
+
+
 def table(per_module) -> str:
-    head = ["module", "callables"] + [c for _, c in COLS] + ["% clear", "valid failed", "NaN from finite"]
+    head = (["module", "callables"] + [c for _, c in COLS]
+            + ["% clear", "edge ok", "edge wrong", "f32 differs", "valid failed", "NaN from finite"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     total = collections.Counter()
-    rows = sorted(per_module.items()) + [("**total**", None)]
-    for m, c in rows:
+    for m, c in sorted(per_module.items()) + [("**total**", None)]:
         if c is None:
             c = total
         else:
             total.update(c)
-        n = c["valid_valid_ok"] + c["valid_valid_failed"] + c["valid_nan_from_finite"] + c["valid_timeout"]
+        n = sum(v for k, v in c.items() if k.startswith("valid:"))
         probes = sum(c[k] for k, _ in COLS)
         pct = f"{100 * (c['clear'] + c['nan_declared']) / probes:.0f}" if probes else "-"
-        cells = [m, str(n)] + [str(c[k]) for k, _ in COLS] + [pct, str(c["valid_valid_failed"] + c["valid_timeout"]),
-                                                            str(c["valid_nan_from_finite"])]
+        edge_wrong = sum(v for k, v in c.items() if k.startswith("edge:") and k not in ("edge:ok", "edge:float32_differs"))
+        cells = ([m, str(n)] + [str(c[k]) for k, _ in COLS]
+                 + [pct, str(c["edge:ok"]), str(edge_wrong), str(c["edge:float32_differs"]),
+                    str(c["valid:valid_failed"] + c["valid:timeout"]),
+                    str(c["valid:nan_from_finite"] + c["edge:nan_from_finite"])])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -51,12 +64,15 @@ def main(argv=None):
     t0 = time.perf_counter()
     per_module = collections.defaultdict(collections.Counter)
     failing = []
+    _, exempt, _ = H.recipes()
     for m, q, _ in H.public_callables():
+        if q in exempt:
+            continue
         if args.prefixes and not any(q == p or q.startswith(p + ".") for p in args.prefixes):
             continue
         outs = H.run_callable(q)
         for o in outs:
-            per_module[m][("valid_" + o.result) if o.expect == "valid" else o.result] += 1
+            per_module[m][key(o)] += 1
         failing += [(q, o) for o in H.failures(outs)]
     print(table(per_module))
     print(f"\n{len(failing)} failing probes; {time.perf_counter() - t0:.1f} s")
