@@ -110,7 +110,7 @@ def check_config(owner: str, obj, *, ints=None, floats=None, bools=()):
     bools), ``bools`` (True/False).  The error names ``owner`` and the field."""
     try:
         for n, lo in (ints or {}).items():
-            check_size(n, getattr(obj, n), lo, MAX_FIELD)
+            object.__setattr__(obj, n, check_size(n, getattr(obj, n), lo, MAX_FIELD))  # NumPy ints -> int
         for n, (lo, low_open) in (floats or {}).items():
             check_finite_scalar(n, getattr(obj, n), low=lo, low_open=low_open)
         for n in bools:

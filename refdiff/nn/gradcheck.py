@@ -27,6 +27,16 @@ from ..backend import array_namespace, asarray_like, to_numpy
 __all__ = ["numerical_gradient", "relative_error", "check_gradient", "check_directional", "inner"]
 
 
+def _check_f64(name, a):
+    """Central differences at h ~ 1e-5 need float64 (DESIGN.md: gradient checks run in
+    float64): in float32 the step rounds away and the difference is noise."""
+    check_array(name, a)
+    if str(a.dtype).rsplit(".", 1)[-1] != "float64":
+        raise TypeError(f"{name} must be a float64 array (gradient checks run in float64: a step h ~ 1e-5 "
+                        f"rounds away in float32), got dtype {str(a.dtype).rsplit('.', 1)[-1]}")
+    return a
+
+
 def _check_callable(name, f):
     if not callable(f):
         raise TypeError(f"{name} must be callable, got {type(f).__name__}")
@@ -78,7 +88,7 @@ def numerical_gradient(f, x, *, h: float = 1e-5, indices=None):
     ----------
     f : callable
         Scalar function of an array like ``x``, returning a float.
-    x : array
+    x : array of float64
         Point at which to differentiate (perturbed as a float64 host copy).
     h : float, optional
         Step of the central difference (default 1e-5).
@@ -92,7 +102,7 @@ def numerical_gradient(f, x, *, h: float = 1e-5, indices=None):
         float64 array of the requested partial derivatives.
     """
     _check_callable("f", f)
-    check_array("x", x)
+    _check_f64("x", x)
     h = check_finite_scalar("h", h, low=0.0, low_open=True)
     x_host = np.array(to_numpy(x), dtype=np.float64, copy=True)
     flat = x_host.reshape(-1)  # view
@@ -158,9 +168,9 @@ def check_gradient(f, x, analytic, *, h: float = 1e-5, indices=None, floor: floa
     ----------
     f : callable
         Scalar function of an array like ``x``.
-    x : array
+    x : array of float64
         Point at which to check.
-    analytic : array
+    analytic : array of float64
         Gradient of ``f`` at ``x`` from the backward pass, shape of ``x``.
     h : float, optional
         Step of the central difference (default 1e-5).
@@ -174,8 +184,8 @@ def check_gradient(f, x, analytic, *, h: float = 1e-5, indices=None, floor: floa
     float
         The relative error.
     """
-    check_array("x", x)
-    check_array("analytic", analytic)
+    _check_f64("x", x)
+    _check_f64("analytic", analytic)
     if tuple(analytic.shape) != tuple(x.shape):
         raise ValueError(f"analytic must have x's shape {tuple(x.shape)}, got shape {tuple(analytic.shape)}")
     floor = check_finite_scalar("floor", floor, low=0.0)
@@ -241,8 +251,8 @@ def check_directional(loss, point: dict, grads: dict, rng, *, n_dirs: int = 3, h
     if missing:
         raise ValueError(f"check_directional: no gradient for {missing} (point's entries missing from grads)")
     for k, v in point.items():
-        check_array(f"point[{k!r}]", v)
-        check_array(f"grads[{k!r}]", grads[k])
+        _check_f64(f"point[{k!r}]", v)
+        _check_f64(f"grads[{k!r}]", grads[k])
         if tuple(grads[k].shape) != tuple(v.shape):
             raise ValueError(f"grads[{k!r}] must have point[{k!r}]'s shape {tuple(v.shape)}, "
                              f"got shape {tuple(grads[k].shape)}")
