@@ -231,3 +231,49 @@ def check_mask(mask, shape, name: str = "mask"):
 def check_lora_dict(lora, name: str = "lora"):
     """A dict of float factor arrays (keys ``<layer>.lora_A``, ``<layer>.lora_B``)."""
     return check_array_dict(name, lora, allow_empty=True)
+
+
+def check_lora_model_args(**kw):
+    """Arguments of :mod:`refdiff.nn.lora_model`'s functions, by name: ``params``/``grads``
+    dicts of float arrays, ``adapter`` a LoRAAdapter, ``adapters`` one or a sequence of
+    them, ``config`` a LoRAConfig, ``weight``/``scale``/``lora_scale``/``alpha`` finite
+    reals (None allowed for ``scale``, ``alpha``), ``weights`` None or finite reals,
+    ``safe`` a bool, ``rng`` a Generator, ``path`` a str or path-like, ``targets`` a str or
+    strs, ``base_config`` None or a dict, ``xp`` None or a namespace."""
+    import os
+
+    from .lora_model import LoRAAdapter, LoRAConfig
+
+    for name, v in kw.items():
+        if name in ("params", "grads"):
+            check_array_dict(name, v)
+        elif name == "adapter" and not isinstance(v, LoRAAdapter):
+            raise TypeError(f"adapter must be a LoRAAdapter (from lora_init or load_lora), got {type(v).__name__}")
+        elif name == "adapters":
+            items = [v] if isinstance(v, LoRAAdapter) else v
+            if isinstance(items, (str, bytes, dict)) or not hasattr(items, "__iter__") \
+                    or not all(isinstance(a, LoRAAdapter) for a in items):
+                raise TypeError(f"adapters must be a LoRAAdapter or a sequence of them, got {v!r:.60}")
+        elif name == "config" and not isinstance(v, LoRAConfig):
+            raise TypeError(f"config must be a LoRAConfig, got {type(v).__name__}")
+        elif name in ("weight", "lora_scale") or (name in ("scale", "alpha") and v is not None):
+            check_finite_scalar(name, v)
+        elif name == "weights" and v is not None:
+            if isinstance(v, (str, bytes, dict)) or not hasattr(v, "__iter__"):
+                raise TypeError(f"weights must be None or a sequence of numbers, got {v!r:.60}")
+            for w in v:
+                check_finite_scalar("weights", w)
+        elif name == "safe":
+            check_bool("safe", v)
+        elif name == "rng":
+            check_rng(v)
+        elif name == "path" and not isinstance(v, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or a path-like, got {type(v).__name__}")
+        elif name == "targets":
+            ok = isinstance(v, str) or (isinstance(v, (tuple, list)) and v and all(isinstance(t, str) for t in v))
+            if not ok:
+                raise TypeError(f"targets must be a str or a non-empty sequence of str patterns, got {v!r:.60}")
+        elif name == "base_config" and v is not None and not isinstance(v, dict):
+            raise TypeError(f"base_config must be None or a dict, got {type(v).__name__}")
+        elif name == "xp" and v is not None:
+            check_xp(v)

@@ -259,7 +259,6 @@ except ImportError:  # pragma: no cover - until that file exists
 # passes (the goal is an empty dict).
 PENDING = {
     "refdiff.nn.controlnet": "not validated yet",
-    "refdiff.nn.lora_model": "not validated yet",
     "refdiff.nn.t2i_adapter": "not validated yet",
     "refdiff.nn.text": "not validated yet",
     "refdiff.nn.vae": "not validated yet",

@@ -505,3 +505,53 @@ def _lora():
 
 
 _lora()
+
+
+# ----------------------------------------------------------------------------- LoRA model
+def _lora_model():
+    import tempfile
+
+    from refdiff.nn import lora_model as M
+
+    p = "refdiff.nn.lora_model."
+    params = lambda: {"a.w": A(3, 4), "a.b": A(4, seed=1), "c.w": A(5, 2, 3, 3, seed=2), "c.b": A(5, seed=3)}  # noqa: E731
+    cfg = lambda: M.LoRAConfig(r=2, alpha=4.0)  # noqa: E731
+    ad = lambda: M.lora_init(params(), cfg(), np.random.default_rng(0))  # noqa: E731
+    pk = {"params": "object", "adapter": "object", "adapters": "object", "config": "object", "weights": "object",
+          "grads": "object", "targets": "object"}
+    add(p + "LoRAConfig", lambda: Call(M.LoRAConfig, dict(r=2, alpha=4.0), kinds={"alpha": "float", "targets": "object"},
+                                       accept={"alpha": {"None"}, "targets": {"string"}},
+                                       bad={"targets": {"empty": (), "int": (3,)}}))
+    add(p + "LoRAAdapter", lambda: Call(M.LoRAAdapter, dict(weights=dict(ad().weights), config=cfg(), scaling=2.0),
+                                        kinds={"weights": "object", "config": "object", "scaling": "float"}))
+    add(p + "lora_target_layers", lambda: Call(M.lora_target_layers, dict(params=params(), targets=("a",)), kinds=pk,
+                                               bad={"targets": {"no_match": ("zzz",)}}))
+    add(p + "lora_init", lambda: Call(M.lora_init, dict(params=params(), config=cfg(), rng=np.random.default_rng(0)),
+                                      kinds=pk))
+    add(p + "lora_params", lambda: Call(M.lora_params, dict(params=params(), adapters=ad()), kinds=pk,
+                                        ref={"weights": [0.5]}, bad={"weights": {"too_many": [1.0, 1.0]}}))
+    add(p + "lora_grads", lambda: Call(M.lora_grads, dict(grads=params(), adapter=ad()), kinds=pk))
+    add(p + "lora_merge", lambda: Call(M.lora_merge, dict(params=params(), adapter=ad()), kinds=pk))
+    add(p + "lora_unmerge", lambda: Call(M.lora_unmerge, dict(params=params(), adapter=ad()), kinds=pk))
+    add(p + "lora_fuse", lambda: Call(M.lora_fuse, dict(params=params(), adapter=ad()), kinds=pk))
+    add(p + "lora_unfuse", lambda: Call(M.lora_unfuse, dict(params=M.lora_fuse(params(), ad())[0] if isinstance(
+        M.lora_fuse(params(), ad()), tuple) else M.lora_fuse(params(), ad()), adapter=ad()), kinds=pk))
+    add(p + "scale_layer", lambda: Call(M.scale_layer, dict(adapter=ad(), scale=0.5), kinds=pk))
+    add(p + "unscale_layer", lambda: Call(M.unscale_layer, dict(adapter=M.scale_layer(ad(), 0.5)), kinds=pk,
+                                          ref={"scale": 0.5}))
+    add(p + "set_scale", lambda: Call(M.set_scale, dict(adapter=ad(), scale=0.5), kinds=pk))
+    tmp = lambda: tempfile.mkdtemp(prefix="refdiff-fuzz-lora-")  # noqa: E731  (made when a recipe is built)
+    add(p + "save_lora", lambda: Call(M.save_lora, dict(path=f"{tmp()}/a.npz", adapter=ad()), kinds=pk,
+                                      skip={"path": "a file path: the catalogue's strings would write files"},
+                                      bad={"base_config": {"string": "cfg"}}))
+
+    def load():
+        path = f"{tmp()}/b.npz"
+        M.save_lora(path, ad())
+        return Call(M.load_lora, dict(path=path, params=params()), kinds={**pk, "xp": "object"},
+                    skip={"path": "a file path: a missing file raises FileNotFoundError (an OSError)"},
+                    bad={"base_config": {"string": "cfg"}})
+    add(p + "load_lora", load)
+
+
+_lora_model()
