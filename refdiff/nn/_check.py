@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from .._validate import check_array, check_bool, check_finite_scalar, check_int
+from .._validate import check_array, check_bool, check_choice, check_finite_scalar, check_int
 
 
 def check_cache(cache, forward: str, n: int, *, name: str = "cache"):
@@ -177,12 +177,12 @@ def check_cond_args(*, need=None, **kw):
     ``xp`` a namespace, ``dtype`` a float dtype, ``what`` a str label, ``drop`` a (N,)
     boolean array, ``rng`` a Generator."""
     for name, v in kw.items():
-        if name in ("c", "null", "p"):
+        if name in ("c", "null") or (name == "p" and not isinstance(v, (int, float, np.integer, np.floating))):
             if not isinstance(v, dict):
                 raise TypeError(f"{name} must be a dict, got {type(v).__name__}")
-        if name == "p":
-            for k, q in v.items():
-                check_finite_scalar(f"p[{k!r}]", q, low=0.0, high=1.0)
+        if name == "p":  # one probability for every droppable kind, or one per kind
+            for k, q in (v.items() if isinstance(v, dict) else [(None, v)]):
+                check_finite_scalar("p" if k is None else f"p[{k!r}]", q, low=0.0, high=1.0)
         elif name == "n":
             check_size("n", v, 1, MAX_FIELD)
         elif name == "xp":
@@ -277,3 +277,51 @@ def check_lora_model_args(**kw):
             raise TypeError(f"base_config must be None or a dict, got {type(v).__name__}")
         elif name == "xp" and v is not None:
             check_xp(v)
+
+
+def check_adapter_args(**kw):
+    """Arguments of :mod:`refdiff.nn.controlnet` and :mod:`refdiff.nn.t2i_adapter`, by
+    name: ``unet`` a UNet; ``params``/``base_params``/``adapter_params`` dicts of float
+    arrays; ``branches`` (cnet, params, control, scales) 4-tuples; ``controls`` (cnet,
+    params, control) 3-tuples; ``extra``/``dres``/``dfeats`` None or dicts of float
+    arrays; ``guess_mode`` a bool; ``num_steps``/``K`` counts; ``start``/``end``/``factor``
+    and the scales finite reals (``guidance_scale`` may be None); ``rng`` a Generator."""
+    from .unet import UNet
+
+    for name, v in kw.items():
+        if name == "unet" and not isinstance(v, UNet):
+            raise TypeError(f"unet must be a refdiff UNet, got {type(v).__name__}")
+        elif name in ("params", "base_params", "adapter_params"):
+            check_array_dict(name, v)
+        elif name in ("branches", "controls"):
+            n = 4 if name == "branches" else 3
+            if not isinstance(v, (list, tuple)) or not all(isinstance(b, (list, tuple)) and len(b) == n
+                                                                     for b in v):
+                raise TypeError(f"{name} must be a list of {n}-tuples, got {v!r:.60}")
+        elif name in ("dres", "dfeats") or (name == "extra" and v is not None):
+            check_array_dict(name, v, allow_empty=True)
+        elif name == "guess_mode":
+            check_bool(name, v)
+        elif name in ("num_steps", "K"):
+            check_size(name, v, 1, MAX_FIELD)
+        elif name == "factor":
+            check_finite_scalar(name, v, low=0.0, high=1.0)
+        elif name in ("start", "end") or (name == "guidance_scale" and v is not None):
+            check_finite_scalar(name, v)
+        elif name == "conditioning_scale":  # one number, or one per control
+            for c in (v if isinstance(v, (list, tuple)) else [v]):
+                check_finite_scalar(name, c)
+        elif name == "timesteps" and v is not None:
+            if isinstance(v, (str, bytes, dict)) or not hasattr(v, "__len__") or not all(
+                    isinstance(u, (int, float, np.integer, np.floating)) and not isinstance(u, bool) for u in v):
+                raise TypeError(f"timesteps must be None or the sampler's grid (a sequence of numbers), got {v!r:.60}")
+        elif name == "cond":
+            from .conditions import as_cond
+
+            as_cond(v)
+        elif name == "convention":
+            check_choice("convention", v, ("diffusers", "original"))
+        elif name == "control":
+            check_array("control", v)
+        elif name == "rng":
+            check_rng(v)

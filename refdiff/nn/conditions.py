@@ -689,7 +689,7 @@ class CondSpec:
             ``cond`` is invalid.
         """
         check_cond_args(p=p, rng=rng, n=n, xp=xp, dtype=dtype)  # issue 19
-        if set(p) - set(self.kinds):
+        if isinstance(p, dict) and set(p) - set(self.kinds):
             raise ValueError(f"p names kinds {sorted(set(p) - set(self.kinds))} this model lacks ({list(self.kinds)})")
         rng = check_rng(rng)
         probs = {k: p for k in self._kinds(None)} if not isinstance(p, Mapping) else dict(p)

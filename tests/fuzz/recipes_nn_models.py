@@ -555,3 +555,92 @@ def _lora_model():
 
 
 _lora_model()
+
+
+# ------------------------------------------------------------------- ControlNet, T2I-Adapter
+def _adapters():
+    from refdiff.nn import controlnet as Cn, t2i_adapter as Ta, unet as U
+
+    p, q = "refdiff.nn.controlnet.", "refdiff.nn.t2i_adapter."
+    rng = lambda: np.random.default_rng(0)  # noqa: E731
+    mk = lambda: U.UNet(U.UNetConfig(base_channels=4, channel_mults=(1, 2), groups=2, image_size=4,  # noqa: E731
+                                     time_embed_dim=8, attention=False))
+    base = lambda u: u.init_params(rng(), dtype="float64")  # noqa: E731
+    ctrl = lambda: np.abs(A(2, 1, 4, 4)) / 4  # noqa: E731
+    ok = {"unet": "object", "params": "object", "base_params": "object", "adapter_params": "object",
+          "branches": "object", "controls": "object", "cache": "object", "dres": "object", "dfeats": "object",
+          "adapter": "object", "extra": "object", "cond": "object", "timesteps": "object"}
+    add(p + "ControlNet", lambda: Call(Cn.ControlNet, dict(unet=mk()), kinds={**ok, "hint_widths": "shape"},
+                                       bad={"hint_widths": {"three": (4, 4, 4)}}))
+
+    def cn():
+        u = mk()
+        net = Cn.ControlNet(u, hint_widths=(4, 4))
+        bp = base(u)
+        return u, net, bp, net.init_params(bp, rng())
+    add(p + "ControlNet.copied_keys", lambda: Call(cn()[1].copied_keys, dict(base_params=cn()[2]), kinds=ok))
+    add(p + "ControlNet.init_params", lambda: Call(cn()[1].init_params, dict(base_params=cn()[2], rng=rng()), kinds=ok))
+
+    def fwd():
+        u, net, bp, P = cn()
+        return Call(net.forward, dict(params=P, x=A(2, 1, 4, 4), t=np.array([0.3, 0.7]), control=ctrl()), kinds=ok,
+                    nan_propagates={"x", "t"}, accept={"t": {"int_array", "python_float"}})
+    add(p + "ControlNet.forward", fwd)
+
+    def bwd():
+        u, net, bp, P = cn()
+        res, cache = net.forward(P, A(2, 1, 4, 4), np.array([0.3, 0.7]), ctrl())
+        return Call(net.backward, dict(params=P, cache=cache, dres={k: A(*v.shape, seed=3) for k, v in res.items()}),
+                    kinds=ok)
+    add(p + "ControlNet.backward", bwd)
+    add(p + "check_control", lambda: Call(Cn.check_control, dict(control=ctrl(), n=2, channels=1, size=4),
+                                          accept={"what": {"unknown", "empty_string"}},
+                                          bad={"control": {"above_one": ctrl() + 2.0}}))
+    add(p + "controlnet_scales", lambda: Call(Cn.controlnet_scales, dict(K=3), bad={"K": {"zero": 0}}))
+    add(p + "control_keep", lambda: Call(Cn.control_keep, dict(num_steps=5, start=0.0, end=0.6),
+                                         bad={"start": {"after_end": 0.8}}))
+
+    def branches():
+        u, net, bp, P = cn()
+        return u, bp, [(net, P, ctrl(), Cn.controlnet_scales(net.num_residuals))]
+    xt = lambda: dict(x=A(2, 1, 4, 4), t=np.array([0.3, 0.7]))  # noqa: E731
+    add(p + "controlled_forward", lambda: (lambda u, bp, br: Call(Cn.controlled_forward, dict(
+        unet=u, base_params=bp, branches=br, **xt()), kinds=ok, nan_propagates={"x", "t"},
+        accept={"t": {"int_array", "python_float"}}))(*branches()))
+
+    def cbwd():
+        u, bp, br = branches()
+        out, cache = Cn.controlled_forward(u, bp, br, **xt())
+        return Call(Cn.controlled_backward, dict(unet=u, base_params=bp, branches=br, cache=cache,
+                                                 dout=A(*out.shape, seed=4)), kinds=ok, nan_propagates={"dout"})
+    add(p + "controlled_backward", cbwd)
+
+    def cmodel():
+        u, net, bp, P = cn()
+        return Call(Cn.controlled_model, dict(unet=u, base_params=bp, controls=[(net, P, ctrl())]), kinds=ok,
+                    ref={"guidance_scale": 2.0})
+    add(p + "controlled_model", cmodel)
+
+    def ta():
+        u = mk()
+        ad = Ta.T2IAdapter(u)
+        return u, ad, base(u), ad.init_params(rng(), dtype="float64")
+    add(q + "T2IAdapter", lambda: Call(Ta.T2IAdapter, dict(unet=mk()), kinds=ok))
+    add(q + "T2IAdapter.init_params", lambda: Call(ta()[1].init_params, dict(rng=rng()), kinds={"xp": "object"},
+                                                   bad={"dtype": {"f16": "float16"}}))
+    add(q + "T2IAdapter.forward", lambda: (lambda u, ad, bp, P: Call(ad.forward, dict(params=P, control=ctrl()),
+                                                                    kinds=ok))(*ta()))
+
+    def tbwd():
+        u, ad, bp, P = ta()
+        feats, cache = ad.forward(P, ctrl())
+        return Call(ad.backward, dict(params=P, cache=cache, dfeats={k: A(*v.shape, seed=5) for k, v in feats.items()}),
+                    kinds=ok)
+    add(q + "T2IAdapter.backward", tbwd)
+    add(q + "adapter_keep", lambda: Call(Ta.adapter_keep, dict(num_steps=5, factor=0.5), bad={"factor": {"big": 1.5}}))
+    add(q + "t2i_model", lambda: (lambda u, ad, bp, P: Call(Ta.t2i_model, dict(unet=u, base_params=bp, adapter=ad,
+                                                                             adapter_params=P, control=ctrl()),
+                                                           kinds=ok))(*ta()))
+
+
+_adapters()
