@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from .._validate import check_array, check_bool, check_choice, check_finite_scalar, check_int
+from .._validate import check_array, check_bool, check_choice, check_finite_scalar, check_int, check_same_shape
 
 
 def check_cache(cache, forward: str, n: int, *, name: str = "cache"):
@@ -325,3 +325,34 @@ def check_adapter_args(**kw):
             check_array("control", v)
         elif name == "rng":
             check_rng(v)
+
+
+def check_text_args(**kw):
+    """Arguments of :mod:`refdiff.nn.text`, by name: ``params`` a dict of float arrays;
+    ``ids`` (N, L) integers with ``mask`` (N, L) booleans of its shape; ``x`` float images;
+    ``dstates``/``dembedding``/``dout`` None or float arrays; ``img_emb``, ``txt_emb``,
+    ``class_emb`` (N, D) floats; ``log_temp`` a finite real in [-50, 50]; ``rng`` a
+    Generator; ``dtype`` a float dtype; ``return_dx`` a bool."""
+    for name, v in kw.items():
+        if name == "params":
+            check_array_dict(name, v)
+        elif name == "ids":
+            check_array("ids", v, dtype="int", ndim=2)
+        elif name == "mask":
+            check_array("mask", v, dtype="bool", ndim=2)
+            if "ids" in kw and tuple(v.shape) != tuple(kw["ids"].shape):
+                raise ValueError(f"mask must have ids' shape {tuple(kw['ids'].shape)}, got shape {tuple(v.shape)}")
+        elif name in ("dstates", "dembedding") and v is not None:
+            check_array(name, v)
+        elif name in ("img_emb", "txt_emb", "class_emb", "dout"):
+            check_array(name, v, ndim=2)
+        elif name == "log_temp":
+            check_finite_scalar("log_temp", v, low=-50.0, high=50.0)
+        elif name == "rng":
+            check_rng(v)
+        elif name == "dtype":
+            check_float_dtype(v)
+        elif name == "return_dx":
+            check_bool(name, v)
+    if "img_emb" in kw and "txt_emb" in kw:
+        check_same_shape(img_emb=kw["img_emb"], txt_emb=kw["txt_emb"])

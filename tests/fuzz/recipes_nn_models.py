@@ -644,3 +644,58 @@ def _adapters():
 
 
 _adapters()
+
+
+# ---------------------------------------------------------------------------------- text
+def _text():
+    from refdiff.nn import text as Tx
+
+    p = "refdiff.nn.text."
+    rng = lambda: np.random.default_rng(0)  # noqa: E731
+    vocab = ("a", "b", "c")
+    add(p + "Tokenizer", lambda: Call(Tx.Tokenizer, dict(vocab=vocab, context_len=4), kinds={"vocab": "object"},
+                                      bad={"vocab": {"duplicate": ("a", "a")}}))
+    add(p + "Tokenizer.decode", lambda: Call(Tx.Tokenizer(vocab, 4).decode, dict(ids=np.array([[1, 3, 4, 2]])),
+                                             kinds={"ids": "int_array"}, accept={"ids": {"list"}}))
+    cfg = lambda: Tx.TextEncoderConfig(vocab_size=6, context_len=4, dim=8, heads=2, layers=1, embed_dim=4)  # noqa: E731
+    add(p + "TextEncoderConfig", lambda: Call(Tx.TextEncoderConfig, dict(vocab_size=6, context_len=4, dim=8, heads=2),
+                                              bad={"heads": {"not_dividing": 3}}))
+    add(p + "TextEncoder", lambda: Call(Tx.TextEncoder, dict(config=cfg()), kinds={"config": "object"}))
+    enc = lambda: Tx.TextEncoder(cfg())  # noqa: E731
+    add(p + "TextEncoder.init_params", lambda: Call(enc().init_params, dict(rng=rng()), bad={"dtype": {"f16": "float16"}}))
+    ids = lambda: np.array([[1, 3, 4, 2], [1, 5, 2, 0]])  # noqa: E731
+    mask = lambda: np.array([[True] * 4, [True, True, True, False]])  # noqa: E731
+    add(p + "TextEncoder.forward", lambda: Call(enc().forward, dict(params=enc().init_params(rng()), ids=ids(), mask=mask()),
+                                                kinds={"params": "object", "mask": "object"},
+                                                bad={"mask": {"float": mask().astype(float), "short": mask()[:, :3]},
+                                                     "ids": {"out_of_range": np.array([[1, 9, 4, 2], [1, 5, 2, 0]])}}))
+
+    def tbwd():
+        e = enc()
+        P = e.init_params(rng())
+        (s, emb), cache = e.forward(P, ids(), mask())
+        return Call(e.backward, dict(params=P, cache=cache, dstates=A(*s.shape, seed=3), dembedding=A(*emb.shape, seed=4)),
+                    kinds={"params": "object", "cache": "object"}, nan_propagates={"dstates", "dembedding"},
+                    accept={"dstates": {"None"}, "dembedding": {"None"}})
+    add(p + "TextEncoder.backward", tbwd)
+    add(p + "ImageEncoder", lambda: Call(Tx.ImageEncoder, dict(in_channels=1, width=4, embed_dim=3)))
+    ie = lambda: Tx.ImageEncoder(1, 4, 3)  # noqa: E731
+    add(p + "ImageEncoder.init_params", lambda: Call(ie().init_params, dict(rng=rng()), bad={"dtype": {"f16": "float16"}}))
+    add(p + "ImageEncoder.forward", lambda: Call(ie().forward, dict(params=ie().init_params(rng()), x=A(2, 1, 8, 8)),
+                                                 kinds={"params": "object"}, nan_propagates={"x"}))
+
+    def ibwd():
+        e = ie()
+        P = e.init_params(rng())
+        out, cache = e.forward(P, A(2, 1, 8, 8))
+        return Call(e.backward, dict(params=P, cache=cache, dout=A(*out.shape, seed=3)),
+                    kinds={"params": "object", "cache": "object"}, nan_propagates={"dout"})
+    add(p + "ImageEncoder.backward", ibwd)
+    add(p + "contrastive_loss", lambda: Call(Tx.contrastive_loss, dict(img_emb=A(3, 4), txt_emb=A(3, 4, seed=1), log_temp=0.5),
+                                             kinds={"log_temp": "float"}, nan_propagates={"img_emb", "txt_emb"},
+                                             bad={"log_temp": {"huge": 800.0}}))
+    add(p + "zero_shot_classify", lambda: Call(Tx.zero_shot_classify, dict(img_emb=A(3, 4), class_emb=A(5, 4, seed=1)),
+                                               nan_propagates={"img_emb", "class_emb"}))
+
+
+_text()
