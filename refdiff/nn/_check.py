@@ -356,3 +356,33 @@ def check_text_args(**kw):
             check_bool(name, v)
     if "img_emb" in kw and "txt_emb" in kw:
         check_same_shape(img_emb=kw["img_emb"], txt_emb=kw["txt_emb"])
+
+
+def check_video_args(**kw):
+    """Arguments of :mod:`refdiff.nn.video`, by name: ``cfg`` a VideoConfig; ``P``/``G``
+    dicts; ``pre`` a prefix; ``z`` float tokens (N T, L, D); ``frames``/``heads`` counts;
+    ``t`` float or integer times (N,); ``prediction_type`` one of the library's; ``rng`` a
+    Generator."""
+    from .video import VideoConfig
+
+    for name, v in kw.items():
+        if name == "cfg" and not isinstance(v, VideoConfig):
+            raise TypeError(f"cfg must be a VideoConfig, got {type(v).__name__}")
+        elif name == "P":
+            check_array_dict("P", v)
+        elif name == "G":
+            check_grads(v)
+        elif name == "pre":
+            check_prefix(v)
+        elif name in ("z", "dy"):
+            check_array(name, v, ndim=3)
+        elif name in ("frames", "heads"):
+            check_size(name, v, 1, MAX_FIELD)
+        elif name == "t":
+            check_array("t", v, dtype="real", ndim=1)
+        elif name == "prediction_type":
+            from ..parameterization import PREDICTION_TYPES
+
+            check_choice("prediction_type", v, PREDICTION_TYPES)
+        elif name == "rng":
+            check_rng(v)

@@ -699,3 +699,49 @@ def _text():
 
 
 _text()
+
+
+# --------------------------------------------------------------------------------- video
+def _video():
+    from refdiff.nn import attention as At, video as V
+
+    p = "refdiff.nn.video."
+    rng = lambda: np.random.default_rng(0)  # noqa: E731
+    cfg = lambda: V.VideoConfig(frames=2, size=4, patch=2, width=8, heads=2, depth=1)  # noqa: E731
+    P = lambda: V.video_init(rng(), cfg())  # noqa: E731
+    ok = {"P": "object", "G": "object", "cfg": "object", "cache": "object", "pre": "option"}
+    add(p + "VideoConfig", lambda: Call(V.VideoConfig, dict(frames=2, size=4, width=8, heads=2),
+                                        bad={"patch": {"not_dividing": 3}}))
+    add(p + "video_init", lambda: Call(V.video_init, dict(rng=rng(), cfg=cfg()), kinds=ok))
+    add(p + "check_clip", lambda: Call(V.check_clip, dict(x=A(2, 2, 4, 4), cfg=cfg()), kinds=ok,
+                                       accept={"name": {"unknown", "empty_string"}}, nan_propagates={"x"},
+                                       bad={"x": {"wrong_frames": A(2, 3, 4, 4)}}))
+    xt = lambda: dict(x=A(2, 2, 4, 4), t=np.array([0.3, 0.7]))  # noqa: E731
+    add(p + "video_forward", lambda: Call(V.video_forward, dict(P=P(), cfg=cfg(), **xt()), kinds={**ok, "t": "array"},
+                                          nan_propagates={"x", "t"}, accept={"t": {"int_array"}}))
+
+    def vbwd():
+        Pv = P()
+        out, cache = V.video_forward(Pv, cfg=cfg(), **xt())
+        return Call(V.video_backward, dict(dout=A(*out.shape, seed=3), cache=cache), kinds=ok, nan_propagates={"dout"})
+    add(p + "video_backward", vbwd)
+    add(p + "video_as_model", lambda: Call(V.video_as_model, dict(P=P(), cfg=cfg()), kinds=ok))
+
+    def Pa():
+        Q = {}
+        At.mha_init(Q, "ta", 8, 2, rng())
+        Q["ta.out.w"] = A(8, 8, seed=4)
+        return Q
+    add(p + "temporal_attention_forward",
+        lambda: Call(V.temporal_attention_forward, dict(P=Pa(), pre="ta", z=A(4, 3, 8), frames=2, heads=2), kinds=ok,
+                     nan_propagates={"z"}, bad={"frames": {"not_dividing": 3}, "heads": {"not_dividing": 3}}))
+
+    def tbwd():
+        Q = Pa()
+        y, cache = V.temporal_attention_forward(Q, "ta", A(4, 3, 8), 2, heads=2)
+        return Call(V.temporal_attention_backward, dict(G={}, P=Q, pre="ta", dy=A(*y.shape, seed=5), cache=cache),
+                    kinds=ok, nan_propagates={"dy"})
+    add(p + "temporal_attention_backward", tbwd)
+
+
+_video()
