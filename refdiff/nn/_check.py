@@ -386,3 +386,40 @@ def check_video_args(**kw):
             check_choice("prediction_type", v, PREDICTION_TYPES)
         elif name == "rng":
             check_rng(v)
+
+
+def check_vae_args(**kw):
+    """Arguments of :mod:`refdiff.nn.vae`, by name: float arrays ``moments`` (N, 2c, ...),
+    ``x``, ``x_hat``, ``z``, ``mean``, ``logvar``, ``kl`` (N,), ``dm``, ``dout``; ``eps``,
+    ``dz``, ``dkl`` None or float arrays; ``params``/``G`` dicts; ``beta`` >= 0 and
+    ``sigma_x2`` > 0 finite; ``sample`` a bool; ``rng`` a Generator; ``dtype`` a float
+    dtype; ``xp`` None or a namespace; ``dim``/``latent_dim`` sizes."""
+    for name, v in kw.items():
+        if name in ("moments", "x", "x_hat", "z", "mean", "logvar", "dm", "dout"):
+            check_array(name, v, min_ndim=1 if name in ("mean", "logvar", "z") else 2)
+        elif name == "kl":
+            check_array("kl", v, ndim=1)
+        elif name in ("eps", "dz", "dkl") and v is not None:
+            check_array(name, v)
+        elif name == "params":
+            check_array_dict(name, v)
+        elif name == "G":
+            check_grads(v)
+        elif name == "beta":
+            check_finite_scalar("beta", v, low=0.0)
+        elif name == "sigma_x2":
+            check_finite_scalar("sigma_x2", v, low=0.0, low_open=True)
+        elif name == "sample":
+            check_bool(name, v)
+        elif name == "dtype":
+            check_float_dtype(v)
+        elif name == "xp" and v is not None:
+            check_xp(v)
+        elif name in ("dim", "latent_dim"):
+            check_size(name, v, 1, MAX_FIELD)
+    pairs = [("x", "x_hat"), ("z", "mean"), ("mean", "logvar")]
+    for a, b in pairs:
+        if a in kw and b in kw:
+            check_same_shape(**{a: kw[a], b: kw[b]})
+    if "x" in kw and "kl" in kw and kw["kl"].shape[0] != kw["x"].shape[0]:
+        raise ValueError(f"kl must have x's batch ({kw['x'].shape[0]},), got shape {tuple(kw['kl'].shape)}")

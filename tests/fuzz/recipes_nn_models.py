@@ -745,3 +745,80 @@ def _video():
 
 
 _video()
+
+
+# ----------------------------------------------------------------------------------- VAE
+def _vae():
+    from refdiff.nn import vae as Va
+
+    p = "refdiff.nn.vae."
+    rng = lambda: np.random.default_rng(0)  # noqa: E731
+    ok = {"params": "object", "G": "object", "cache": "object", "xp": "object", "config": "object"}
+    mom = lambda: A(2, 4, 3, 3)  # noqa: E731
+    add(p + "posterior_forward", lambda: Call(Va.posterior_forward, dict(moments=mom()), kinds={"eps": "array"},
+                                              ref={"eps": A(2, 2, 3, 3, seed=1)}, nan_propagates={"moments", "eps"},
+                                              accept={"moments": {"batch"}}))
+
+    def pb():
+        z, kl, cache = Va.posterior_forward(mom(), A(2, 2, 3, 3, seed=1))
+        return Call(Va.posterior_backward, dict(dz=A(*z.shape, seed=2), dkl=A(2, seed=3), cache=cache), kinds=ok,
+                    nan_propagates={"dz", "dkl"}, accept={"dz": {"None"}, "dkl": {"None"}})
+    add(p + "posterior_backward", pb)
+    add(p + "diag_gaussian_kl", lambda: Call(Va.diag_gaussian_kl, dict(mean=A(2, 3), logvar=A(2, 3, seed=1)),
+                                             nan_propagates={"mean", "logvar"}))
+    add(p + "diag_gaussian_nll", lambda: Call(Va.diag_gaussian_nll, dict(z=A(2, 3, seed=2), mean=A(2, 3),
+                                                                         logvar=A(2, 3, seed=1)),
+                                              nan_propagates={"z", "mean", "logvar"}))
+    lk = lambda: dict(x=A(2, 3), x_hat=A(2, 3, seed=1), kl=np.abs(A(2, seed=2)), beta=0.5)  # noqa: E731
+    add(p + "vae_loss_forward", lambda: Call(Va.vae_loss_forward, lk(), nan_propagates={"x", "x_hat", "kl"}))
+    add(p + "vae_loss_backward", lambda: Call(Va.vae_loss_backward, dict(cache=Va.vae_loss_forward(**lk())[1]), kinds=ok))
+    cfg = lambda: Va.KLAutoencoderConfig(in_channels=1, image_size=8, latent_channels=2, width=4)  # noqa: E731
+    add(p + "KLAutoencoderConfig", lambda: Call(Va.KLAutoencoderConfig, dict(image_size=8, width=4),
+                                                bad={"image_size": {"not_multiple_of_4": 6}}))
+    add(p + "KLAutoencoderConfig.to_dict", lambda: Call(cfg().to_dict, {}))
+    add(p + "KLAutoencoder", lambda: Call(Va.KLAutoencoder, dict(config=cfg()), kinds=ok))
+    ae = lambda: Va.KLAutoencoder(cfg())  # noqa: E731
+    P = lambda: ae().init_params(rng(), dtype="float64")  # noqa: E731
+    add(p + "KLAutoencoder.init_params", lambda: Call(ae().init_params, dict(rng=rng()), kinds=ok,
+                                                      bad={"dtype": {"f16": "float16"}}))
+    x = lambda: A(2, 1, 8, 8)  # noqa: E731
+    add(p + "KLAutoencoder.encode_forward", lambda: Call(ae().encode_forward, dict(params=P(), x=x()), kinds=ok,
+                                                         nan_propagates={"x"}))
+    add(p + "KLAutoencoder.decode_forward", lambda: Call(ae().decode_forward, dict(params=P(), z=A(2, 2, 2, 2)),
+                                                         kinds=ok, nan_propagates={"z"}))
+    add(p + "KLAutoencoder.encode", lambda: Call(ae().encode, dict(params=P(), x=x()), kinds={**ok, "rng": "rng"},
+                                                 nan_propagates={"x"}))
+    add(p + "KLAutoencoder.decode", lambda: Call(ae().decode, dict(params=P(), z=A(2, 2, 2, 2)), kinds=ok,
+                                                 nan_propagates={"z"}))
+
+    def eb():
+        a = ae()
+        Pp = P()
+        m, cache = a.encode_forward(Pp, x())
+        return Call(a.encode_backward, dict(G={}, dm=A(*m.shape, seed=3), cache=cache), kinds=ok, nan_propagates={"dm"})
+    add(p + "KLAutoencoder.encode_backward", eb)
+
+    def db():
+        a = ae()
+        out, cache = a.decode_forward(P(), A(2, 2, 2, 2))
+        return Call(a.decode_backward, dict(G={}, dout=A(*out.shape, seed=3), cache=cache), kinds=ok,
+                    nan_propagates={"dout"})
+    add(p + "KLAutoencoder.decode_backward", db)
+    add(p + "KLAutoencoder.loss", lambda: Call(ae().loss, dict(params=P(), x=x(), eps=A(2, 2, 2, 2, seed=4), beta=0.5),
+                                               kinds=ok, nan_propagates={"x", "eps"}, accept={"eps": {"None"}}))
+    S = A(4, 4, seed=5)
+    pca = lambda: Va.PCAAutoencoder.from_moments(np.zeros(4), S @ S.T + np.eye(4), 2)  # noqa: E731
+    add(p + "PCAAutoencoder", lambda: (lambda q: Call(Va.PCAAutoencoder, dict(
+        mean=q.mean, components=q.components, eigenvalues=q.eigenvalues, discarded=q.discarded)))(pca()))
+    add(p + "PCAAutoencoder.w2_squared_to_data", lambda: Call(pca().w2_squared_to_data, {}))
+    add(p + "PCAAutoencoder.encode", lambda: Call(pca().encode, dict(x=A(3, 4)), nan_propagates={"x"}))
+    add(p + "PCAAutoencoder.decode", lambda: Call(pca().decode, dict(z=A(3, 2)), nan_propagates={"z"}))
+    add(p + "LinearVAE", lambda: Call(Va.LinearVAE, dict(dim=4, latent_dim=2), bad={"latent_dim": {"too_big": 5}}))
+    add(p + "LinearVAE.init_params", lambda: Call(Va.LinearVAE(4, 2).init_params, dict(rng=rng()),
+                                                  bad={"dtype": {"f16": "float16"}}))
+    add(p + "LinearVAE.loss", lambda: Call(Va.LinearVAE(4, 2).loss, dict(params=Va.LinearVAE(4, 2).init_params(rng()),
+                                                                         x=A(3, 4), beta=0.5, sigma_x2=1.0),
+                                           kinds=ok, nan_propagates={"x"}))
+
+
+_vae()
