@@ -59,6 +59,7 @@ def silu_forward(x):
 
 def silu_backward(dout, cache):
     """``dx = dout * s (1 + x (1 - s))`` with s = sigmoid(x).  MATH.md (13.11).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -131,6 +132,7 @@ def gelu_forward(x, approximate: str = "none"):
 def gelu_backward(dout, cache):
     """``dx = dout GELU'(x)``, MATH.md (13.24): ``Phi(x) + x phi(x)`` (exact form) or the
     derivative of the tanh form.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -205,6 +207,7 @@ def geglu_forward(x, w, b, approximate: str = "none"):
 def geglu_backward(dout, cache):
     """Gradients of :func:`geglu_forward`, MATH.md (13.25): ``dh = dout GELU(g)``,
     ``dg = dout h GELU'(g)``, then (13.2) for the projection.  Returns ``(dx, dw, db)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------

@@ -87,6 +87,7 @@ def _check_qkv(q, k, v, what):
 def attention_forward(q, k, v, key_mask=None, *, mask_bias: float | None = None):
     """Scaled dot-product attention ``O = softmax(Q K^T / sqrt(d)) V``, MATH.md (13.14),
     with an optional key-padding mask, MATH.md (13.22).
+    NaN and inf propagate: not checked.
 
     q (B, ..., L_q, d), k (B, ..., L_k, d), v (B, ..., L_k, d_v), the same leading axes
     (e.g. (N, L, d), or (N, H, L, d) for heads).  key_mask: None or boolean (B, L_k),
@@ -151,6 +152,7 @@ def attention_backward(dout, cache):
     ``dQ = dS K / sqrt(d)``, ``dK = dS^T Q / sqrt(d)``.  A masked key has P = 0 in every
     row, hence dS = 0 in its column and exactly zero dK, dV (MATH.md (13.22)).
     Returns ``(dq, dk, dv)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -179,6 +181,7 @@ def attention_forward_naive(q, k, v, key_mask=None):
     """Loop definition of masked attention, MATH.md (13.22): for every batch entry and
     query, a softmax over the *kept* keys only (masked keys are dropped, not weighted),
     then the weighted sum of their values.  NumPy float64 on the host; for tests.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -217,6 +220,7 @@ def attention_forward_naive(q, k, v, key_mask=None):
 # ------------------------------------------------------------------ heads
 def split_heads(x, heads: int):
     """(N, L, H d) -> (N, H, L, d): head h is the channel block [h d, (h + 1) d).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -246,6 +250,7 @@ def split_heads(x, heads: int):
 
 def merge_heads(x):
     """(N, H, L, d) -> (N, L, H d), the inverse of :func:`split_heads`.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -405,6 +410,7 @@ def mha_forward(P, pre, x, context=None, *, heads: int, key_mask=None, mask_bias
     from ``context`` (N, L_c, D_c) (cross-attention) or from x itself (None:
     self-attention); ``heads`` must divide the inner width D' of the projections;
     ``key_mask`` (N, L_c) boolean, True = attend (MATH.md (13.22)).
+    NaN and inf propagate: not checked.
 
         Q = x W_q + b_q,  K = c W_k + b_k,  V = c W_v + b_v          (N, L, D')
         O_h = attention(Q_h, K_h, V_h; mask)  per head h               (N, L, D'/H)
@@ -480,6 +486,7 @@ def mha_backward(G, P, pre, dout, cache):
     """Backward of :func:`mha_forward`, MATH.md (13.23): gradients of every projection
     are added into ``G`` (same keys as ``P``); returns ``(dx, dcontext)``, dcontext None
     for self-attention (its two paths are both in dx).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -526,6 +533,7 @@ def mha_forward_naive(P, pre, x, context=None, *, heads: int, key_mask=None):
     slice the head's columns out of the q/k/v weights, project, attend over the kept keys
     (:func:`attention_forward_naive`), and add each head's output times its rows of
     W_out.  The executable specification of :func:`mha_forward`; slow, for tests.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------

@@ -224,6 +224,7 @@ class DenoiserBase:
 
     def apply(self, params, x, t, cond=None):
         """The model output for inference (the cache is dropped).
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------

@@ -127,6 +127,7 @@ def resblock_forward(P, pre, x, e, groups):
     ``out = skip(x) + conv2(silu(gn2(conv1(silu(gn1(x))) + W_e e)))`` where ``e`` (N, E) is
     the activated time (+ class) embedding and ``W_e e`` is added to every pixel; skip is
     the identity or a 1x1 conv when the channel count changes.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -173,6 +174,7 @@ def resblock_forward(P, pre, x, e, groups):
 
 def resblock_backward(G, P, pre, dout, cache):
     """Backward of :func:`resblock_forward`; returns ``(dx, de)``.  MATH.md (13.16).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -223,6 +225,7 @@ def attnblock_forward(P, pre, x, groups):
     ``out = x + (attention(q, k, v) W_proj + b)`` back in NCHW.  Tokens are laid out
     pixel-major, (L N, C), so that the (C, H, W, N) memory order of the convolutions
     converts to them without a copy.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -259,6 +262,7 @@ def attnblock_forward(P, pre, x, groups):
 
 def attnblock_backward(G, P, pre, dout, cache):
     """Backward of :func:`attnblock_forward`; returns dx.  MATH.md (13.17).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------

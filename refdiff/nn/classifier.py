@@ -87,6 +87,7 @@ def _check_classifier(params, x):
 def classifier_forward(params: dict, x, *, upto: int | None = None):
     """Logits (N, K) and cache of the MLP classifier; x (N, ...) is flattened.  With
     ``upto = k`` stops after the k-th hidden activation (the features).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -121,6 +122,7 @@ def classifier_forward(params: dict, x, *, upto: int | None = None):
 
 def classifier_backward(params: dict, cache, dlogits):
     """Gradients of ``sum(logits * dlogits)``: ``(grads, dx)`` (dx in x's shape).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -158,6 +160,7 @@ def softmax_cross_entropy(logits, y):
     """Mean softmax cross-entropy and its gradient, MATH.md (15.8):
     ``loss = (1/N) sum_n [logsumexp(z_n) - z_n[y_n]]``, ``dloss/dz = (softmax(z) - onehot(y)) / N``.
     logits (N, K), y (N,) integer labels in [0, K).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -225,6 +228,7 @@ def classify(params: dict, x, *, batch_size: int = 2048):
 def features(params: dict, x, *, batch_size: int = 2048):
     """The last hidden activation (N, hidden[-1]) of the classifier: the feature space of
     :func:`frechet_distance` for 8x8 digits.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------

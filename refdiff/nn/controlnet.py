@@ -16,6 +16,9 @@ At initialisation every zero conv has W = 0, b = 0, so every residual is an exac
 the controlled output equals the base output bit for bit (19.9); the only nonzero
 gradients are those of the output zero convs (19.10).  The control image is in [0, 1]
 (diffusers' ``do_normalize=False``), of the U-Net's size, with ``hint_channels`` channels.
+
+Arguments are checked at the top of each public function (types, dtypes, shapes; issue 19);
+NaN and inf propagate: not checked.
 """
 
 from __future__ import annotations

@@ -110,6 +110,7 @@ def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
     """2-D cross-correlation ``out[n,f,i,j] = b[f] + sum_{c,u,v} w[f,c,u,v]
     x[n, c, s i + u - pad, s j + v - pad]`` (zero outside the image), MATH.md (13.3),
     computed as the product (13.4) ``Y = W_mat X_col + b``.
+    NaN and inf propagate: not checked.
 
     x (N, C, H, W), w (F, C, kh, kw), b (F,).  ``pad`` defaults to ``kh // 2`` ("same" for
     odd kernels at stride 1; 3x3 stride 2 pad 1 halves an even size).  Returns
@@ -157,6 +158,7 @@ def conv2d_backward(dout, cache):
     """Gradients of :func:`conv2d_forward`, MATH.md (13.5) and (13.6):
     ``dW_mat = dY X_col^T``, ``db = sum dY``, ``dX_col = W_mat^T dY`` added back into place
     (col2im).  Returns ``(dx, dw, db)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -189,6 +191,7 @@ def conv2d_backward(dout, cache):
 def conv_transpose2d_forward(x, w, b, *, stride: int = 1, pad: int = 0, output_padding: int = 0):
     """Transposed convolution, the adjoint of :func:`conv2d_forward` in its input plus a
     bias, MATH.md (13.30): ``out = conv^T(x) + b``, i.e. (13.6) applied to x.
+    NaN and inf propagate: not checked.
 
     x (N, F, H, W), w (F, C, kh, kw) (PyTorch's ``ConvTranspose2d`` layout: in, out, kh,
     kw), b (C,).  Output size ``(H - 1) stride - 2 pad + kh + output_padding``
@@ -256,6 +259,7 @@ def conv_transpose2d_backward(dout, cache):
     """Gradients of :func:`conv_transpose2d_forward`, MATH.md (13.30): the adjoint of the
     adjoint is the convolution, ``dx = conv(dout)`` with the same w and no bias (a gather
     of dout, (13.4)); ``dw = X dout_col^T``; ``db = sum dout``.  Returns ``(dx, dw, db)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -294,6 +298,7 @@ def conv2d_forward_naive(x, w, b, *, stride: int = 1, pad: int | None = None):
     """Loop definition of the convolution MATH.md (13.3): for every output pixel (i, j)
     and kernel tap (p, q), add ``x[:, :, s i + p - pad, s j + q - pad] @ w[:, :, p, q]^T``.
     The executable specification of :func:`conv2d_forward`; slow, for tests.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -344,6 +349,7 @@ def conv2d_backward_naive(dout, cache):
     """Loop definition of the convolution's gradients MATH.md (13.5), (13.6): every
     (output pixel, tap) term of the forward sum sends ``dout @ w`` back to its input pixel
     and ``dout^T x`` to its weight.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------

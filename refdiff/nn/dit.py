@@ -99,6 +99,7 @@ def patch_embed_weight_from_conv(w_conv):
     """The release's patch-embedding kernel (D, C, p, p) as the (p p C, D) matrix of the
     linear map on patchified tokens: ``W[(u p + v) C + c, d] = w_conv[d, c, u, v]``,
     MATH.md (20.1).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -125,6 +126,7 @@ def patch_embed_weight_from_conv(w_conv):
 
 def patch_embed_weight_to_conv(w_lin, channels: int, patch: int):
     """Inverse of :func:`patch_embed_weight_from_conv`: (p p C, D) -> (D, C, p, p).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -181,6 +183,7 @@ def xavier_uniform(rng, d_in: int, d_out: int):
 def modulate_forward(x, shift, scale):
     """``out = x (1 + scale) + shift`` per sample, x (N, L, D), shift and scale (N, D),
     MATH.md (20.3).  Returns ``(out, cache)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -215,6 +218,7 @@ def modulate_forward(x, shift, scale):
 def modulate_backward(dout, cache):
     """MATH.md (20.3): ``dx = dout (1 + scale)``, ``dshift = sum_L dout``,
     ``dscale = sum_L dout x``.  Returns ``(dx, dshift, dscale)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -238,6 +242,7 @@ def modulate_backward(dout, cache):
 
 def tok_linear_forward(P, name, x):
     """Token-wise ``x W + b`` for x (N, L, D_in): MATH.md (13.1) on the (N L, D_in) view.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -268,6 +273,7 @@ def tok_linear_forward(P, name, x):
 
 def tok_linear_backward(G, name, dout, cache):
     """MATH.md (13.2) for :func:`tok_linear_forward`; adds into ``G``, returns dx.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -361,6 +367,7 @@ def dit_block_init(P: dict, pre: str, D: int, heads: int, mlp_ratio: float, rng)
 
 def dit_block_forward(P, pre, x, s, *, heads: int):
     """One adaLN-Zero block, MATH.md (20.4), x (N, T, D), s = silu(c) (N, D)::
+    NaN and inf propagate: not checked.
 
         [sh1, sc1, g1, sh2, sc2, g2] = s W_ada + b_ada          six chunks of (N, D)
         x1  = x  + g1 * MHA(modulate(LN(x), sh1, sc1))
@@ -409,6 +416,7 @@ def dit_block_forward(P, pre, x, s, *, heads: int):
 def dit_block_backward(G, P, pre, dout, cache):
     """Backward of :func:`dit_block_forward`, MATH.md (20.4) with (20.3), (13.26), (13.23):
     gradients are added into ``G``; returns ``(dx, ds)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -455,6 +463,7 @@ def final_layer_forward(P, pre, x, s):
     """The final adaLN layer, MATH.md (20.5): ``[shift, scale] = s W_ada + b_ada``,
     ``y = modulate(LN(x), shift, scale) W + b`` (both W start at zero).  (N, T, D) ->
     (N, T, p p C').
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -485,6 +494,7 @@ def final_layer_forward(P, pre, x, s):
 
 def final_layer_backward(G, P, pre, dout, cache):
     """Backward of :func:`final_layer_forward`, MATH.md (20.5); returns ``(dx, ds)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -527,6 +537,7 @@ def dit_cfg(out_uncond, out_cond, guidance_scale, guided_channels="all"):
     release's ``forward_with_cfg`` (its known 3-channel bug, reproduced for verifiers),
     ``in_channels`` that of diffusers' ``DiTPipeline`` (the learned-sigma half is then the
     conditional one).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -729,6 +740,7 @@ class DiT(DenoiserBase):
 
     def forward(self, params, x, t, cond=None):
         """Output (N, C', S, S) and cache, MATH.md (20.4)-(20.6).
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------
@@ -772,6 +784,7 @@ class DiT(DenoiserBase):
 
     def backward(self, params, cache, dout):
         """Gradients of ``sum(out * dout)``: ``(grads, dx)``.
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------
@@ -802,6 +815,7 @@ class DiT(DenoiserBase):
 
     def apply(self, params, x, t, cond=None):
         """The prediction (with ``learn_sigma``: the first C channels).
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------

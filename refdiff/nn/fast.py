@@ -17,6 +17,9 @@ against its reference twin, forward and backward, in float64 and float32.  The t
   scatter of shifted slices otherwise;
 * **in-place updates** in SiLU and GroupNorm (fewer full-size temporaries);
 * **the GroupNorm backward** (13.10) assembled from per-(channel, sample) spatial sums.
+
+Arguments are checked at the top of each public function (types, dtypes, shapes; issue 19);
+NaN and inf propagate: not checked.
 """
 
 from __future__ import annotations

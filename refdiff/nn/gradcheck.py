@@ -59,6 +59,7 @@ def _check_indices(indices, size):
 
 def inner(a, b) -> float:
     """``<a, b> = sum(a * b)`` as a Python float (any namespace).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -79,6 +80,7 @@ def inner(a, b) -> float:
 
 def numerical_gradient(f, x, *, h: float = 1e-5, indices=None):
     """Central-difference gradient of the scalar function ``f`` at ``x``.
+    NaN and inf propagate: not checked.
 
     f: callable taking an array like ``x`` and returning a float.  indices: None (every
     entry; returns an array of x's shape in x's namespace) or a sequence of flat indices
@@ -124,6 +126,7 @@ def numerical_gradient(f, x, *, h: float = 1e-5, indices=None):
 
 def relative_error(a, b, *, floor: float = 0.0) -> float:
     """Normwise relative error ``||a - b|| / max(||a|| + ||b||, floor)`` (0 when a = b).
+    NaN and inf propagate: not checked.
 
     Normwise, so single entries near zero do not blow it up.  ``floor`` bounds the
     denominator from below: a gradient that is zero by a symmetry (the bias of the keys
@@ -163,6 +166,7 @@ def check_gradient(f, x, analytic, *, h: float = 1e-5, indices=None, floor: floa
     """Relative error (:func:`relative_error`, with ``floor``) between ``analytic`` (the
     gradient of f at x from a backward pass) and the central difference of ``f`` at x,
     at all entries or at flat ``indices``.  MATH.md (13.19).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------

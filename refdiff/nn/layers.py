@@ -104,6 +104,7 @@ __all__ = [
 # ------------------------------------------------------------------------------- linear
 def linear_forward(x, w, b):
     """Affine map ``out = x @ w + b`` for x (N, D_in), w (D_in, D_out), b (D_out,).
+    NaN and inf propagate: not checked.
 
     MATH.md (13.1).  Returns ``(out, cache)``.
 
@@ -142,6 +143,7 @@ def linear_forward(x, w, b):
 
 def linear_backward(dout, cache):
     """Gradients of :func:`linear_forward`: ``dx = dout w^T, dw = x^T dout, db = sum_n dout``.
+    NaN and inf propagate: not checked.
 
     MATH.md (13.2).  Returns ``(dx, dw, db)``.
 
@@ -179,6 +181,7 @@ def timestep_embedding_forward(t, dim: int, *, max_period: float = 10000.0, dtyp
     """Sinusoidal embedding of (integer or fractional) times t (N,) into (N, dim).
     MATH.md (13.12): ``[cos(t w_k), sin(t w_k)]`` with ``w_k = max_period^(-k/half)``,
     k = 0..half-1, half = dim // 2 (a zero column is appended when dim is odd).
+    NaN and inf propagate: not checked.
 
     ``t`` is cast to ``dtype`` (default float32 unless t is float64) before the product,
     so integer and fractional timesteps go through the same formula.
@@ -229,6 +232,7 @@ def timestep_embedding_forward(t, dim: int, *, max_period: float = 10000.0, dtyp
 def timestep_embedding_backward(dout, cache):
     """Derivative of the sinusoidal embedding with respect to t:
     ``dt = sum_k omega_k (cos(t w_k) d_sin,k - sin(t w_k) d_cos,k)``.  MATH.md (13.12).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -253,6 +257,7 @@ def timestep_embedding_backward(dout, cache):
 def embedding_forward(y, table):
     """Learned embedding lookup ``out = table[y]`` for integer labels y (N,) and a
     table (K, D).  MATH.md (13.13).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -286,6 +291,7 @@ def embedding_forward(y, table):
 def embedding_backward(dout, cache):
     """Gradient of the lookup: ``dtable = onehot(y)^T dout`` (rows of repeated labels add).
     MATH.md (13.13).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -329,6 +335,7 @@ def _check_concat_backward(dout, cache):
 def concat_forward(a, b):
     """Channel concatenation (U-Net skip) of a (N, Ca, H, W) and b (N, Cb, H, W).
     MATH.md (13.21).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -356,6 +363,7 @@ def concat_forward(a, b):
 
 def concat_backward(dout, cache):
     """Split the gradient of a channel concatenation back into its two parts.  MATH.md (13.21).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------

@@ -23,6 +23,9 @@ Conventions (switches): PEFT's ``scaling = alpha / r`` or rsLoRA's ``alpha / sqr
 (``scale_layer``, ``unscale_layer``) and ``fuse_lora(lora_scale)``/``unfuse_lora``
 (``lora_fuse``, ``lora_unfuse``): a fuse multiplies the adapter's scaling by
 ``lora_scale`` and that product stays, so the unfuse subtracts exactly what was added.
+
+Arguments are checked at the top of each public function (types, dtypes, shapes; issue 19);
+NaN and inf propagate: not checked.
 """
 
 from __future__ import annotations

@@ -119,6 +119,7 @@ class MLP(DenoiserBase):
 
     def forward(self, params, x, t, cond=None):
         """Output and cache, MATH.md (13.18).
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------
@@ -164,6 +165,7 @@ class MLP(DenoiserBase):
 
     def backward(self, params, cache, dout):
         """Gradients of ``sum(out * dout)``: ``(grads, dx)``, MATH.md (13.18).
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------

@@ -157,6 +157,7 @@ def joint_block_forward(P, pre, ctx, x, s, text_mask, *, heads: int, pre_only: b
     q, k, v with its own weights; one attention over the concatenated sequence [text; image]
     with the key mask [text_mask; all True]; each stream takes its rows back through its own
     output projection, gate and MLP.  Returns ``((ctx_out or None, x_out), cache)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -218,6 +219,7 @@ def joint_block_forward(P, pre, ctx, x, s, text_mask, *, heads: int, pre_only: b
 def joint_block_backward(G, P, pre, dctx_out, dx_out, cache):
     """Backward of :func:`joint_block_forward`, MATH.md (20.9) with (13.15); ``dctx_out`` None
     for a pre-only block.  Returns ``(dctx, dx, ds)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -426,6 +428,7 @@ class MMDiT(DenoiserBase):
 
     def forward(self, params, x, t, cond=None):
         """Output (the velocity, for flow matching) and cache, MATH.md (20.9), (20.10).
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------
@@ -477,6 +480,7 @@ class MMDiT(DenoiserBase):
 
     def backward(self, params, cache, dout):
         """Gradients of ``sum(out * dout)``: ``(grads, dx)``.
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------

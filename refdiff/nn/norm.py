@@ -114,6 +114,7 @@ def groupnorm_backward(dout, cache):
     ``dx = r (g - mean(g) - xhat mean(g xhat))`` with ``g = gamma dout`` and the means over
     each (sample, group); ``dgamma = sum dout xhat``, ``dbeta = sum dout`` over all axes but
     the channel.  Returns ``(dx, dgamma, dbeta)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -189,6 +190,7 @@ def layernorm_backward(dout, cache):
     """Gradients of :func:`layernorm_forward`, MATH.md (13.26) (the (13.10) form with the
     mean over the last axis): returns ``(dx, dgamma, dbeta)``, the last two None without
     affine parameters.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -284,6 +286,7 @@ def adaln_backward(dout, cache):
     """Gradients of :func:`adaln_forward`, MATH.md (13.27): ``dshift = sum_L dout``,
     ``dscale = sum_L dout xhat``, (13.2) for the projection, and (13.10) with
     ``g = dout (1 + scale)`` for x.  Returns ``(dx, demb, dw, db)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------

@@ -62,6 +62,7 @@ def _check_divisible(H, W, r, what, name):
 # ------------------------------------------------------------------ resampling by 2
 def upsample2x_forward(x):
     """Nearest-neighbour upsampling by 2: ``out[n,c,i,j] = x[n,c,i//2,j//2]``.  MATH.md (13.7).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -90,6 +91,7 @@ def upsample2x_forward(x):
 def upsample2x_backward(dout, cache):
     """Adjoint of nearest upsampling: each input pixel receives the sum of its 2x2 block.
     MATH.md (13.7).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -111,6 +113,7 @@ def upsample2x_backward(dout, cache):
 
 def avgpool2x_forward(x):
     """2x2 average pooling with stride 2 (H, W even).  MATH.md (13.8).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -140,6 +143,7 @@ def avgpool2x_forward(x):
 def avgpool2x_backward(dout, cache):
     """Adjoint of 2x2 average pooling: a quarter of dout to each pixel of the block.
     MATH.md (13.8).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -164,6 +168,7 @@ def avgpool2x_backward(dout, cache):
 def patchify_forward(x, patch: int):
     """Image (N, C, H, W) -> tokens (N, L, p p C), MATH.md (13.28):
     ``tokens[n, i (W/p) + j, (u p + v) C + c] = x[n, c, i p + u, j p + v]``.
+    NaN and inf propagate: not checked.
 
     Tokens run over the patch grid in raster order (row i, then column j); inside a token
     the channel is fastest, then the column offset v, then the row offset u: the (p, q, c)
@@ -205,6 +210,7 @@ def patchify_forward(x, patch: int):
 def patchify_backward(dout, cache):
     """Adjoint of :func:`patchify_forward` = its inverse, :func:`unpatchify_forward`.
     MATH.md (13.28).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -230,6 +236,7 @@ def patchify_backward(dout, cache):
 def unpatchify_forward(tokens, patch: int, size):
     """Tokens (N, L, p p C) -> image (N, C, H, W) with ``size = (H, W)``: the inverse of
     :func:`patchify_forward`, MATH.md (13.28).  Returns ``(image, cache)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -273,6 +280,7 @@ def unpatchify_forward(tokens, patch: int, size):
 
 def unpatchify_backward(dout, cache):
     """Adjoint of :func:`unpatchify_forward` = :func:`patchify_forward`.  MATH.md (13.28).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -295,6 +303,7 @@ def unpatchify_backward(dout, cache):
 def patchify_naive(x, patch: int):
     """Loop definition of MATH.md (13.28) on the host: every entry of the image written to
     its token and feature index.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -326,6 +335,7 @@ def pixel_shuffle_forward(x, r: int):
     """Channels to space (PyTorch's ``pixel_shuffle``), MATH.md (13.29):
     ``out[n, c, h r + i, w r + j] = x[n, c r^2 + i r + j, h, w]``,
     x (N, C r^2, H, W) -> out (N, C, H r, W r).  Returns ``(out, cache)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -361,6 +371,7 @@ def pixel_shuffle_forward(x, r: int):
 
 def pixel_shuffle_backward(dout, cache):
     """Adjoint of pixel shuffle = pixel unshuffle.  MATH.md (13.29).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -384,6 +395,7 @@ def pixel_unshuffle_forward(x, r: int):
     """Space to channels, the inverse of :func:`pixel_shuffle_forward` (PyTorch's
     ``pixel_unshuffle``), MATH.md (13.29): (N, C, H r, W r) -> (N, C r^2, H, W).
     Returns ``(out, cache)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -417,6 +429,7 @@ def pixel_unshuffle_forward(x, r: int):
 
 def pixel_unshuffle_backward(dout, cache):
     """Adjoint of pixel unshuffle = pixel shuffle.  MATH.md (13.29).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -439,6 +452,7 @@ def pixel_unshuffle_backward(dout, cache):
 
 def pixel_shuffle_naive(x, r: int):
     """Loop definition of MATH.md (13.29) on the host.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------

@@ -10,6 +10,9 @@ the words of the vocabulary are 3, 4, ...  A prompt becomes ``BOS w_1 .. w_n EOS
 with ``token_mask`` True on BOS, the words and EOS.  Out-of-vocabulary words are an error
 that lists them (by choice: no UNK token, so a typo cannot silently become a different
 prompt); a prompt longer than the context is an error naming both lengths.
+
+Arguments are checked at the top of each public function (types, dtypes, shapes; issue 19);
+NaN and inf propagate: not checked.
 """
 
 from __future__ import annotations

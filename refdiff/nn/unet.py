@@ -312,6 +312,7 @@ class UNet(DenoiserBase):
 
     def forward(self, params, x, t, cond=None, residuals=None):
         """Output and cache, MATH.md (13.20), (13.17), (13.23).
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------
@@ -394,6 +395,7 @@ class UNet(DenoiserBase):
     # ---------------------------------------------------------------- backward
     def backward(self, params, cache, dout):
         """Gradients of ``sum(out * dout)``: ``(grads, dx)``, MATH.md (13.20)-(13.21), (13.17), (13.23).
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------
@@ -416,6 +418,7 @@ class UNet(DenoiserBase):
 
     def backward_full(self, params, cache, dout):
         """``(grads, dx, dresiduals)``: also the gradients at every injection point.
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------

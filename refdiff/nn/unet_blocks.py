@@ -110,6 +110,7 @@ def xattn_forward(P, pre, x, context, key_mask, groups, heads):
     """Cross-attention of the pixels to a context with a residual connection, MATH.md (13.17), (13.23):
     tokens ``h = gn(x)`` as (N, H W, C); ``out = x + mha(h, context; key_mask)`` back in NCHW
     (MATH.md (13.23) for ``mha``).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -148,6 +149,7 @@ def xattn_forward(P, pre, x, context, key_mask, groups, heads):
 
 def xattn_backward(G, P, pre, dout, cache):
     """Backward of :func:`xattn_forward`; returns ``(dx, dcontext)``.  MATH.md (13.17), (13.23).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------

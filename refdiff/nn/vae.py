@@ -6,6 +6,9 @@ the PCA autoencoder and the linear VAE.
 Layout as in :mod:`refdiff.nn.unet`: a model object holds only its config; parameters are
 a flat dict; ``*_forward`` returns a cache that ``*_backward`` consumes.  Latents are NCHW
 (N, c, 4, 4) for the conv autoencoder and (N, k) for the linear ones.
+
+Arguments are checked at the top of each public function (types, dtypes, shapes; issue 19);
+NaN and inf propagate: not checked.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ then equivariant to permuting frames, MATH.md (22.10)), e(t) = MLP(sinusoid(t)) 
 diffusion-time embedding.  The temporal attention's output projection and W_out start at
 zero (the identity-at-init of motion modules).  Parameters are a flat dict; the cache is a
 plain tuple; nothing is kept on objects.
+
+Arguments are checked at the top of each public function (types, dtypes, shapes; issue 19);
+NaN and inf propagate: not checked.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ fastest): every transform is a short sum of scaled strided slices (views) of who
 arrays, so each operation moves runs of W N or N contiguous numbers.  Sizes that are not
 multiples of m are handled by zero padding the input (and the output gradient) up to
 whole tiles and cropping the output (and the input gradient).
+
+Arguments are checked at the top of each public function (types, dtypes, shapes; issue 19);
+NaN and inf propagate: not checked.
 """
 
 from __future__ import annotations
