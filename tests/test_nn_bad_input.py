@@ -197,3 +197,58 @@ def test_blocks_and_classifier_refuse_bad_input():
         C.classify(params, x)
     with pytest.raises(TypeError, match=r"\bn_in\b"):
         C.classifier_init(np.random.default_rng(0), n_in="6")
+
+
+def test_optim_conditions_lora_refuse_what_they_used_to_accept():
+    """Each of these was computed before (an infinite learning rate, a fractional step, a
+    string class count, a negative one, a truthy string for a flag, a mask of the wrong
+    shape broadcast into the LoRA input) and is now a TypeError/ValueError naming it."""
+    from refdiff.nn import conditions as Cd, lora as Lr, optim as O
+
+    P = {"w": _x(3, 2)}
+    with pytest.raises(ValueError, match=r"\blr\b"):
+        O.adam_update(P, {"w": _x(3, 2)}, O.adam_init(P), lr=float("inf"))
+    with pytest.raises(TypeError, match=r"\bstep\b"):
+        O.ema_decay_warmup(2.5, 0.99)
+    with pytest.raises(TypeError, match=r"\binplace\b"):
+        O.FlatAdam(inplace="no")
+    with pytest.raises(TypeError, match=r"\bgrads\b\['w'\]"):
+        O.global_norm({"w": np.ones(3, int)})
+    with pytest.raises(TypeError, match=r"\bnum_classes\b"):
+        Cd.ClassCond("3")
+    with pytest.raises(ValueError, match=r"\bnum_classes\b"):
+        Cd.ClassCond(-1)
+    x, w, b, A, B = _x(2, 3), _x(3, 5), _x(5), _x(4, 3), _x(5, 4)
+    with pytest.raises(ValueError, match=r"\bmask\b"):
+        Lr.lora_linear_forward(x, w, b, A, B, 0.5, mask=np.ones((1, 3)))
+    with pytest.raises(TypeError, match=r"\brslora\b"):
+        Lr.lora_scaling(8.0, 4, rslora="yes")
+
+
+def test_text_vae_video_adapters_refuse_what_they_used_to_accept():
+    """Before: a string channel count built an encoder, embeddings of different widths died
+    in a NumPy matmul, x_hat broadcast against x in the VAE loss, a string rng was ignored,
+    a truthy string flag configured a video model, K = 2.5 reached np.arange, an integer
+    array went through the tuned SiLU and the Winograd convolution."""
+    from refdiff.nn import controlnet as Cn, fast as F, text as Tx, vae as Va, video as V, winograd as W
+
+    with pytest.raises(TypeError, match=r"\bin_channels\b"):
+        Tx.ImageEncoder(in_channels="1")
+    with pytest.raises(ValueError, match=r"\bimg_emb\b.*\btxt_emb\b"):
+        Tx.contrastive_loss(_x(3, 4), _x(3, 5), 0.0)
+    with pytest.raises(ValueError, match=r"\bx\b.*\bx_hat\b"):
+        Va.vae_loss_forward(_x(2, 3), _x(1, 3), np.ones(2), beta=1.0)
+    ae = Va.KLAutoencoder(Va.KLAutoencoderConfig(image_size=8, width=4, latent_channels=2))
+    P = ae.init_params(np.random.default_rng(0), dtype="float64")
+    with pytest.raises((TypeError, ValueError), match=r"\brng\b|seed"):
+        ae.encode(P, _x(2, 1, 8, 8), rng="seed")
+    with pytest.raises(TypeError, match=r"\btemporal_pos\b"):
+        V.VideoConfig(temporal_pos="yes")
+    with pytest.raises(TypeError, match=r"\bK\b"):
+        Cn.controlnet_scales(2.5)
+    with pytest.raises(ValueError, match=r"\bconditioning_scale\b"):
+        Cn.controlnet_scales(3, float("nan"))
+    with pytest.raises(TypeError, match=r"\bx\b"):
+        F.silu_forward(np.arange(6).reshape(2, 3))
+    with pytest.raises(TypeError, match=r"\bxT\b"):
+        W.conv3x3_forward(np, np.ones((3, 5, 5, 2), int), _x(4, 3, 3, 3), _x(4), 2)
