@@ -77,3 +77,21 @@ def test_check_array_in_the_strict_namespace():
         check_array("a", xps.asarray([1, 2]))
     with pytest.raises(ValueError, match="a contains NaN or inf"):
         check_array("a", xps.asarray([1.0, float("nan")]), finite=True)
+
+
+def test_check_coef():
+    """check_coef (issue 19, path coefficients alpha_t, sigma_t, ...): numbers and float arrays
+    that fit the data per sample pass unchanged; bools, lists, complex and integer arrays
+    are TypeError, shapes that do not fit the data ValueError, each naming the argument."""
+    from refdiff._validate import check_coef
+
+    x = np.zeros((4, 3, 2))
+    for ok in (0.5, 1, np.float32(0.5), np.array(0.5), np.ones(4), np.ones(1), np.ones((4, 1, 1)), np.ones((1, 3, 1))):
+        assert check_coef("alpha", ok, x) is ok
+    for bad in (True, None, "0.5", [0.5], 1 + 1j, np.ones(4, dtype=int), np.ones(4, dtype=np.float16)):
+        with pytest.raises(TypeError, match="alpha"):
+            check_coef("alpha", bad, x)
+    for bad in (np.ones(3), np.ones((4, 2, 1)), np.ones((4, 3, 2, 1))):
+        with pytest.raises(ValueError, match=r"sigma has shape .* does not fit the data of shape \(4, 3, 2\)"):
+            check_coef("sigma", bad, x)
+    check_coef("sigma", np.array([np.nan, 1.0, 1.0, 1.0]), x)  # values are not read
