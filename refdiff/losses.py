@@ -533,6 +533,7 @@ def vlb_eps_weight(schedule, t, like, variance_type: str = "fixed_small"):
 
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
+    check_array("like", like, min_ndim=1)
     check_array("t", t, dtype="int", ndim=1)
     if t.shape[0] != like.shape[0]:
         raise ValueError(f"t has shape {tuple(t.shape)} but like has shape {tuple(like.shape)}: one timestep per sample")

@@ -319,6 +319,10 @@ def oracle_nll(samples, oracle, *, return_se: bool = False):
     """
     check_bool("return_se", return_se)
     check_array("samples", samples, min_ndim=2)
+    d_oracle = getattr(oracle, "D", None)
+    if d_oracle is not None and math.prod(samples.shape[1:]) != d_oracle:
+        raise ValueError(f"samples has shape {tuple(samples.shape)}: {math.prod(samples.shape[1:])} entries per "
+                         f"sample, but the oracle's data dimension is D = {d_oracle}")
     if not hasattr(oracle, "log_prob"):
         raise TypeError(f"oracle must have a log_prob method (an exact density), got {type(oracle).__name__}")
     if not hasattr(samples, "shape") or samples.ndim < 2 or samples.shape[0] < 1:
@@ -353,7 +357,7 @@ def fit_gaussian(feat):
     xp = array_namespace(f)
     n = f.shape[0]
     if n < 2:
-        raise ValueError(f"fitting a Gaussian needs at least 2 samples, got {n}")
+        raise ValueError(f"fitting a Gaussian needs at least 2 samples, got {n} (feat of shape {tuple(feat.shape)})")
     mu = xp.mean(f, axis=0)
     c = f - mu
     return mu, (c.T @ c) / (n - 1)

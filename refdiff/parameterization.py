@@ -501,7 +501,7 @@ def dynamic_threshold(x0, ratio: float = 0.995, max_value: float = 1.0):
     array like x0
         Values in [-1, 1].
     """
-    check_array("x0", x0)
+    check_array("x0", x0, min_ndim=1)
     check_finite_scalar("ratio", ratio, low=0, high=1)
     check_finite_scalar("max_value", max_value, low=1.0)
     xp = array_namespace(x0)

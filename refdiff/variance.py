@@ -144,7 +144,8 @@ def check_model_output(out, x, variance_type: str = "fixed_small", *, where: str
 
 def split_learned(model_output, x, variance_type: str):
     """``(prediction, var_output)`` of a learned-variance model's output (module docstring);
-    ``(model_output, None)`` for a fixed variance.  Checks the shape.
+    ``(model_output, None)`` for a fixed variance.  Checks the shape; NaN and inf propagate
+    (not checked).
 
     Parameters
     ----------
@@ -166,6 +167,8 @@ def split_learned(model_output, x, variance_type: str):
     ValueError
         If the shape of ``model_output`` does not match, or ``variance_type`` is unknown.
     """
+    if variance_type in LEARNED_VARIANCE_TYPES:
+        check_array("x", x, min_ndim=2)
     _check_shape(model_output, x, variance_type, "", "model_output")
     if variance_type not in LEARNED_VARIANCE_TYPES:
         return model_output, None
@@ -229,7 +232,7 @@ def reverse_log_variance(schedule: Schedule, t, like, variance_type: str = "fixe
     """
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
-    check_array("like", like)
+    check_array("like", like, min_ndim=1)
     schedule.check_t(t)
     if not isinstance(t, (int, np.integer)) and t.ndim == 1 and like.ndim >= 1 and t.shape[0] != like.shape[0]:
         raise ValueError(f"t has shape {tuple(t.shape)} but like has shape {tuple(like.shape)}: one timestep per sample")

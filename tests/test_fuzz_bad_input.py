@@ -73,6 +73,29 @@ def test_bad_input_is_refused_naming_the_argument(module, qualname):
         f"  {o.arg or '(valid call)'} <- {o.probe}: {H.OUTCOMES[o.result]}  {o.detail}" for o in failed)
 
 
+def test_declared_nan_propagation_is_documented():
+    """A recipe's ``nan_propagates`` is the policy's exception for pure algebra, allowed only
+    where the documentation says so: the callable's docstring (or its class's or module's)
+    mentions NaN."""
+    import importlib
+    import inspect
+
+    undocumented = []
+    for qualname, factory in sorted(RECIPES.items()):
+        module = next((m for m, q, _ in CALLABLES if q == qualname), None)
+        if module is None or _pending(module, qualname):
+            continue
+        call = factory()
+        if not call.nan_propagates:
+            continue
+        owner = getattr(call.fn, "__self__", None)
+        docs = [inspect.getdoc(call.fn), inspect.getdoc(type(owner)) if owner is not None else None,
+                importlib.import_module(module).__doc__]
+        if not any("NaN" in (d or "") for d in docs):
+            undocumented.append(qualname)
+    assert not undocumented, f"nan_propagates declared but no docstring mentions NaN: {undocumented}"
+
+
 def test_the_classifier_can_fail():
     """The harness tells a checked function from unchecked ones: a clear error passes; a
     NumPy error, an unnamed refdiff-style error, silent acceptance, undeclared NaN and a

@@ -91,7 +91,7 @@ def _check_term(schedule, t, clip_denoised=False, optional=("var_output",), **ar
     check_bool("clip_denoised", clip_denoised)
     given = {k: v for k, v in arrays.items() if v is not None or k not in optional}
     for k, v in given.items():
-        check_array(k, v)
+        check_array(k, v, min_ndim=1)
     check_same_shape(**given)
     schedule.check_t(t)
     name, x = next(iter(given.items()))

@@ -174,7 +174,8 @@ def _check_on_grid(x, bins, grid_tol):
 
 def discretized_gaussian_log_likelihood(x, mean, log_scale, bins: int = 256, cdf: str = "exact", *, grid_tol: float = 1e-3):
     """log P(x) elementwise (nats) of a Gaussian N(mean, exp(log_scale)^2) discretized to
-    ``bins`` levels in [-1, 1], MATH.md (5.9).
+    ``bins`` levels in [-1, 1], MATH.md (5.9).  NaN and inf in ``mean`` propagate (not
+    checked); ``x`` and ``log_scale`` must be finite.
 
     ``x`` holds levels ``-1 + 2k/(bins-1)``, k = 0..bins-1 (8-bit data: ``k / 127.5 - 1``);
     a level may be off by at most ``grid_tol`` bin widths (default 1e-3: float32 rounding

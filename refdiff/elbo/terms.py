@@ -113,7 +113,7 @@ def eps_mse_weight(schedule: Schedule, variance_type: str = "fixed_small", *, fi
 
 def prior_term(schedule: Schedule, x0):
     """L_T = KL(q(x_T | x_0) || N(0, I)) per sample, nats summed over dimensions, MATH.md (5.3)
-    (x_T is array index T-1).
+    (x_T is array index T-1).  NaN and inf propagate: not checked.
 
     Parameters
     ----------

@@ -269,6 +269,7 @@ class GaussianData(_GaussianComponents):
     def ode_transport(self, x, alpha_from, sigma_from, alpha_to, sigma_to):
         """The exact probability-flow ODE map of any affine path from (alpha_from,
         sigma_from) to (alpha_to, sigma_to), MATH.md (6.12):
+        NaN and inf in ``x`` propagate (not checked).
         ``z = diag(1/sqrt(alpha^2 nu + sigma^2)) U^T (x - alpha mu)`` is constant along
         the ODE, so ``x_to = alpha_to mu + U diag(sqrt(alpha_to^2 nu + sigma_to^2)) z``.
 
@@ -305,7 +306,8 @@ class GaussianData(_GaussianComponents):
 
     def reverse_kernel(self, schedule, x_t, t):
         """The exact reverse kernel q(x_{t-1} | x_t) of the discrete chain under this data
-        distribution (0-based index t; at t = 0 it is q(x_0 | x_t)), MATH.md (6.16).
+        distribution (0-based index t; at t = 0 it is q(x_0 | x_t)), MATH.md (6.16).  NaN and
+        inf in ``x_t`` propagate (not checked).
 
         Returns ``(mean, cov)``: mean of x_t's shape; cov (D, D) for an int ``t`` and
         (N, D, D) for an integer array ``t`` of shape (N,).
@@ -334,7 +336,7 @@ class GaussianData(_GaussianComponents):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a refdiff Schedule, got {type(schedule).__name__}")
         schedule.check_t(t)
-        check_array("x_t", x_t)
+        check_array("x_t", x_t, min_ndim=2)
         if hasattr(t, "ndim") and t.ndim == 1 and t.shape[0] != x_t.shape[0]:
             raise ValueError(f"t has shape {tuple(t.shape)} but x_t has shape {tuple(x_t.shape)}: one timestep per sample")
         P = _Prepared(self, x_t, 1.0, 0.0)

@@ -36,6 +36,8 @@ CATALOGUE = {
         "inf": (lambda v, c: _with(v, _INF), "nan"),
         "empty": (lambda v, c: np.asarray(v)[:0], "reject"),
         "float32": (lambda v, c: np.asarray(v, dtype=np.float32), "edge"),
+        "rank0": (lambda v, c: np.asarray(v).reshape(-1)[:1].reshape(()), "edge"),  # wrong rank: 0-d
+        "rank_plus1": (lambda v, c: np.asarray(v)[None], "edge"),  # wrong rank: a leading axis added
     },
     "int_array": {  # integer labels / indices
         "None": (lambda v, c: None, "reject"),

@@ -56,6 +56,38 @@ def table(per_module) -> str:
     return "\n".join(lines)
 
 
+def summary(per_module) -> str:
+    """The issue's outcome table over every call made (valid calls, probes and edge cases)."""
+    c = collections.Counter()
+    for v in per_module.values():
+        c.update(v)
+    total = sum(c.values())
+    refuse = sum(c[k] for k, _ in COLS)
+    edge_bad = sum(v for k, v in c.items() if k.startswith("edge:") and k not in ("edge:ok", "edge:float32_differs"))
+    rows = [
+        ("clear error naming the argument (bad input refused)", c["clear"]),
+        ("documented NaN/inf propagation (pure algebra, declared)", c["nan_declared"]),
+        ("error that does not name the argument: refdiff's own check", c["unnamed_refdiff"]),
+        ("error that does not name the argument: inside NumPy/Python", c["unnamed_internal"]),
+        ("silently accepted: invalid value computed", c["accepted"]),
+        ("silently accepted: NaN in -> NaN out, undeclared", c["nan_undeclared"]),
+        ("silently wrong: finite in -> NaN/inf out", c["valid:nan_from_finite"] + c["edge:nan_from_finite"]),
+        ("silently wrong: float32 result differs from float64 by > 1 %", c["edge:float32_differs"]),
+        ("timeout (10 s per probe)", c["timeout"] + c["valid:timeout"]),
+        ("valid edge case accepted correctly or refused clearly", c["edge:ok"]),
+        ("valid edge case: unclear error", edge_bad - c["edge:nan_from_finite"]),
+        ("valid call ran", c["valid:valid_ok"]),
+        ("valid call failed (no recipe, or a broken one)", c["valid:valid_failed"]),
+    ]
+    lines = ["| outcome | calls |", "|---|---|"]
+    for name, n in rows:
+        must = refuse - c["nan_declared"]  # the probes that must raise
+        pct = f" ({100 * n / must:.1f} % of {must:,} probes that must raise)" if name.startswith("clear") and must else ""
+        lines.append(f"| {name} | {n:,}{pct} |")
+    lines.append(f"| **all calls** | {total:,} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("prefixes", nargs="*", help="module or qualname prefixes (default: all)")
@@ -75,6 +107,8 @@ def main(argv=None):
             per_module[m][key(o)] += 1
         failing += [(q, o) for o in H.failures(outs)]
     print(table(per_module))
+    print()
+    print(summary(per_module))
     print(f"\n{len(failing)} failing probes; {time.perf_counter() - t0:.1f} s")
     if args.failures:
         for q, o in failing:
