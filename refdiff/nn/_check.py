@@ -322,7 +322,7 @@ def check_adapter_args(**kw):
         elif name == "convention":
             check_choice("convention", v, ("diffusers", "original"))
         elif name == "control":
-            check_array("control", v)
+            check_array("control", v, ndim=4)
         elif name == "rng":
             check_rng(v)
 
@@ -395,7 +395,9 @@ def check_vae_args(**kw):
     ``sigma_x2`` > 0 finite; ``sample`` a bool; ``rng`` a Generator; ``dtype`` a float
     dtype; ``xp`` None or a namespace; ``dim``/``latent_dim`` sizes."""
     for name, v in kw.items():
-        if name in ("moments", "x", "x_hat", "z", "mean", "logvar", "dm", "dout"):
+        if name in ("dm", "dout"):  # the conv autoencoder's NCHW gradients
+            check_array(name, v, ndim=4)
+        elif name in ("moments", "x", "x_hat", "z", "mean", "logvar"):
             check_array(name, v, min_ndim=1 if name in ("mean", "logvar", "z") else 2)
         elif name == "kl":
             check_array("kl", v, ndim=1)

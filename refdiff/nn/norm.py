@@ -45,7 +45,7 @@ def _check_affine(what, C, gamma, beta):
         if a is not None:
             check_array(name, a)
         if a is not None and tuple(a.shape) != (C,):
-            raise ValueError(f"{what}: {name} must have shape ({C},), got {tuple(a.shape)}")
+            raise ValueError(f"{what}: {name} must have shape ({C},) to match x, got {tuple(a.shape)}")
 
 
 def _check_groups(what, x, groups):

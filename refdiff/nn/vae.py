@@ -647,6 +647,8 @@ class PCAAutoencoder:
             The latents.
         """
         check_vae_args(x=x)  # issue 19
+        if x.ndim != 2 or x.shape[1] != self.components.shape[0]:
+            raise ValueError(f"x must have shape (N, {self.components.shape[0]}), got shape {tuple(x.shape)}")
         x = np.asarray(x, dtype=np.float64)
         return (x.reshape(len(x), -1) - self.mean) @ self.components
 
@@ -744,6 +746,8 @@ class LinearVAE:
             Its gradients, keyed like ``params``.
         """
         check_vae_args(params=params, x=x, beta=beta, sigma_x2=sigma_x2)  # issue 19
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (N, {self.dim}), got shape {tuple(x.shape)}")
         W, b, V, a, lv = (params[n] for n in ("W", "b", "V", "a", "logvar"))
         n = x.shape[0]
         m = x @ V.T + a  # (N, k)
