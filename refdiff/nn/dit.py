@@ -641,10 +641,6 @@ class DiTConfig:
                                               "heads": 1, "num_classes": 0, "freq_dim": 2},
                      floats={"mlp_ratio": (0.0, True), "time_scale": (0.0, True), "max_period": (0.0, True)},
                      bools=("learn_sigma", "pos_embed"))
-        for name in ("image_size", "in_channels", "patch", "width", "depth", "heads"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"DiTConfig.{name} must be an int >= 1, got {v!r}")
         if self.image_size % self.patch:
             raise ValueError(f"DiTConfig: patch={self.patch} must divide image_size={self.image_size} "
                              f"(valid patches: {[p for p in range(1, self.image_size + 1) if self.image_size % p == 0]})")

@@ -69,13 +69,6 @@ class MLPConfig:
     def __post_init__(self):
         check_config("MLPConfig", self, ints={"dim": 1, "hidden": 1, "layers": 1, "time_embed_dim": 2, "num_classes": 0},
                      floats={"time_scale": (0.0, True), "max_period": (0.0, True)}, bools=("zero_init_out",))
-        for name in ("dim", "hidden", "layers"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"MLPConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.time_embed_dim < 2:
-            raise ValueError(f"MLPConfig.time_embed_dim must be >= 2, got {self.time_embed_dim}")
-        if self.num_classes < 0:
-            raise ValueError(f"MLPConfig.num_classes must be >= 0, got {self.num_classes}")
 
     def to_dict(self) -> dict:
         """The fields as a plain dict, with ``"arch": "mlp"``."""

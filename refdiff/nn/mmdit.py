@@ -330,11 +330,6 @@ class MMDiTConfig:
                                                 "heads": 1, "vocab_size": 1, "max_text_len": 1, "text_dim": 1,
                                                 "freq_dim": 2},
                      floats={"mlp_ratio": (0.0, True), "time_scale": (0.0, True), "max_period": (0.0, True)})
-        for name in ("image_size", "in_channels", "patch", "width", "depth", "heads", "vocab_size", "max_text_len",
-                     "text_dim"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"MMDiTConfig.{name} must be an int >= 1, got {v!r}")
         if self.image_size % self.patch:
             raise ValueError(f"MMDiTConfig: patch={self.patch} must divide image_size={self.image_size}")
         if self.width % self.heads:

@@ -157,9 +157,6 @@ class UNetConfig:
                              f"{self.vocab_size}, {self.context_len}")
         if self.cross_attention and any(w % self.heads for w in self.widths):
             raise ValueError(f"UNetConfig: heads={self.heads} must divide every width {self.widths}")
-        for name in ("in_channels", "base_channels", "num_res_blocks", "groups"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"UNetConfig.{name} must be >= 1, got {getattr(self, name)}")
         for w in self.widths:
             if w % self.groups or w // self.groups < 2:
                 raise ValueError(f"UNetConfig: groups={self.groups} must divide every width {self.widths} "
