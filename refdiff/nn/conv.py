@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from array_api_compat import device as _device
 
-from .._validate import check_array, check_int
+from .._validate import check_array
 from ..backend import array_namespace
 from ._check import check_cache, check_dout, check_size
 

@@ -36,7 +36,7 @@ import math
 
 import numpy as np
 
-from .._validate import check_array, check_finite_scalar, check_int
+from .._validate import check_array, check_finite_scalar
 from ..backend import array_namespace
 from ._check import (check_block, check_cache, check_config, check_dout, check_grads, check_params, check_prefix,
                      check_rng, check_size)

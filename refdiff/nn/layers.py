@@ -35,7 +35,7 @@ import math
 import numpy as np
 from array_api_compat import device as _device
 
-from .._validate import check_array, check_finite_scalar, check_int
+from .._validate import check_array, check_finite_scalar
 from ..backend import array_namespace
 from ._check import check_cache, check_dout, check_size
 from .activations import (  # noqa: F401  (re-exported)
