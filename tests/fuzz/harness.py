@@ -73,6 +73,7 @@ import math
 import pkgutil
 import re
 import signal
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
@@ -263,6 +264,18 @@ def _alarm(signum, frame):
     raise _Timeout()
 
 
+@functools.lru_cache(maxsize=None)
+def _scratch_dir() -> str:
+    """A temporary working directory for every call: a bad value accepted as a file name
+    (e.g. an unknown option used as an output path) writes there, never into the checkout."""
+    d = tempfile.TemporaryDirectory(prefix="refdiff-fuzz-")
+    _KEEP.append(d)  # removed at interpreter exit
+    return d.name
+
+
+_KEEP: list = []
+
+
 def _fresh(kwargs):
     """A copy of the keyword arguments for one call: arrays, lists and dicts copied, random
     generators deep-copied (each probe draws the same numbers as the valid call)."""
@@ -337,7 +350,7 @@ def classify(fn, kwargs, arg, expect, declared_nan=False, aliases=()):
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, VALID_TIMEOUT_S if expect == "valid" else TIMEOUT_S)
     try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"), \
+        with warnings.catch_warnings(), np.errstate(all="ignore"), contextlib.chdir(_scratch_dir()), \
                 contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             result = _invoke(fn, kwargs)
