@@ -285,7 +285,7 @@ def test_patchify_and_shuffle_bad_input(xp):
     x = asx(xp, np.ones((1, 3, 4, 6)))
     with pytest.raises(ValueError, match="patch=4 must divide the image size, got 4x6"):
         L.patchify_forward(x, 4)
-    with pytest.raises(ValueError, match="patch must be a positive int"):
+    with pytest.raises(ValueError, match="patch must be an integer >= 1"):
         L.patchify_forward(x, 0)
     with pytest.raises(ValueError, match=r"tokens must be \(N, 6, p\*p\*C\)"):
         L.unpatchify_forward(asx(xp, np.ones((1, 5, 12))), 2, (4, 6))

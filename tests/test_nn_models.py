@@ -221,9 +221,9 @@ def test_config_validation():
         nn.UNetConfig(channel_mults=(1, 1, 1, 1), image_size=4, groups=2, base_channels=4)
     with pytest.raises(ValueError, match="cross_attention entries must be levels 0..1 or 'mid'"):
         nn.UNetConfig(cross_attention=(2,), vocab_size=5, context_len=3)
-    with pytest.raises(ValueError, match="hidden must be >= 1"):
+    with pytest.raises(ValueError, match="hidden must be an integer >= 1"):
         nn.MLPConfig(hidden=0)
-    with pytest.raises(ValueError, match="num_classes must be >= 0"):
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 0"):
         nn.MLPConfig(num_classes=-1)
 
 

@@ -51,8 +51,17 @@ def config_from_dict(config_dict: dict):
         If ``config_dict`` is not a dict with an ``"arch"`` key, the arch is unknown, or a
         key is not a field of that config.
     """
-    if not isinstance(config_dict, dict) or "arch" not in config_dict:
-        raise ValueError("config_dict must be a dict with an 'arch' key ('mlp' or 'unet')")
+    if not isinstance(config_dict, dict):
+        raise TypeError(f"config_dict must be a dict (a config's to_dict()), got {type(config_dict).__name__}")
+    if "arch" not in config_dict:
+        raise ValueError("config_dict must have an 'arch' key ('mlp', 'unet', 'dit' or 'mmdit')")
+    try:
+        return _config_from_dict(config_dict)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"config_dict: {e}") from None
+
+
+def _config_from_dict(config_dict):
     arch = config_dict["arch"]
     if arch == "mlp":
         return MLPConfig.from_dict(config_dict)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import math
 
+from .._validate import check_array, check_same_shape
 from ..backend import array_namespace, ndtr
+from ._check import check_cache, check_dout
 
 __all__ = ["silu_forward", "silu_backward", "gelu_forward", "gelu_backward", "geglu_forward", "geglu_backward"]
 
@@ -17,9 +19,7 @@ _A = 0.044715  # cubic coefficient of the tanh form
 
 
 def _check_float(x, what):
-    xp = array_namespace(x)
-    if not xp.isdtype(x.dtype, "real floating"):
-        raise TypeError(f"{what}: x must be a real floating array, got dtype {x.dtype}")
+    check_array("x", x)  # float32/float64; cheap: NaN and inf propagate, not checked
 
 
 # --------------------------------------------------------------------------------- SiLU
@@ -32,6 +32,7 @@ def _sigmoid(xp, x):
 
 def silu_forward(x):
     """SiLU (swish) ``out = x * sigmoid(x)``, elementwise.  MATH.md (13.11).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -50,14 +51,15 @@ def silu_forward(x):
     TypeError
         If ``x`` is not a real floating array.
     """
-    xp = array_namespace(x)
     _check_float(x, "silu_forward")
+    xp = array_namespace(x)
     s = _sigmoid(xp, x)
     return x * s, (x, s)
 
 
 def silu_backward(dout, cache):
     """``dx = dout * s (1 + x (1 - s))`` with s = sigmoid(x).  MATH.md (13.11).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -71,7 +73,8 @@ def silu_backward(dout, cache):
     dx : array
         Gradient with respect to ``x``, shape of ``x``.
     """
-    x, s = cache
+    x, s = check_cache(cache, "silu_forward", 2)
+    check_dout(dout, x.shape)
     return dout * s * (1.0 + x * (1.0 - s))
 
 
@@ -96,7 +99,8 @@ def _gelu_and_slope(x, approximate):
 def gelu_forward(x, approximate: str = "none"):
     """GELU, elementwise, MATH.md (13.24): ``x Phi(x)`` with Phi the standard normal CDF
     (``approximate="none"``, the exact erf form), or ``x (1 + tanh(sqrt(2/pi) (x + 0.044715
-    x^3))) / 2`` (``"tanh"``).  Returns ``(out, cache)``.
+    x^3))) / 2`` (``"tanh"``).  Returns ``(out, cache)``.  NaN and inf propagate: not
+    checked.
 
     Parameters
     ----------
@@ -128,6 +132,7 @@ def gelu_forward(x, approximate: str = "none"):
 def gelu_backward(dout, cache):
     """``dx = dout GELU'(x)``, MATH.md (13.24): ``Phi(x) + x phi(x)`` (exact form) or the
     derivative of the tanh form.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -141,6 +146,9 @@ def gelu_backward(dout, cache):
     dx : array
         Gradient with respect to ``x``.
     """
+    check_array("cache", cache, allow_empty=True)
+    check_array("dout", dout, allow_empty=True)
+    check_same_shape(dout=dout, cache=cache)
     return dout * cache
 
 
@@ -151,7 +159,8 @@ def geglu_forward(x, w, b, approximate: str = "none"):
 
     x (..., D), w (D, 2F), b (2F,) -> out (..., F).  The first-half/second-half order is
     that of the widely used PyTorch diffusion library's ``GEGLU`` (``hidden, gate =
-    proj(x).chunk(2, dim=-1)``).  Returns ``(out, cache)``.
+    proj(x).chunk(2, dim=-1)``).  Returns ``(out, cache)``.  NaN and inf propagate: not
+    checked.
 
     Parameters
     ----------
@@ -177,9 +186,12 @@ def geglu_forward(x, w, b, approximate: str = "none"):
         If ``approximate`` is not a known form, the shapes of ``x`` and ``w`` do not match
         (or ``w`` has an odd number of columns), or ``b`` is not of shape (2F,).
     """
+    check_array("x", x, min_ndim=1)
+    check_array("w", w, ndim=2)
+    check_array("b", b)
     xp = array_namespace(x, w)
     _check_form(approximate, "geglu_forward")
-    if x.ndim < 1 or w.ndim != 2 or x.shape[-1] != w.shape[0] or w.shape[1] % 2:
+    if x.shape[-1] != w.shape[0] or w.shape[1] % 2:
         raise ValueError(f"geglu_forward: need x (..., D), w (D, 2F); got x {tuple(x.shape)}, w {tuple(w.shape)}")
     if tuple(b.shape) != (w.shape[1],):
         raise ValueError(f"geglu_forward: bias b must have shape ({w.shape[1]},), got {tuple(b.shape)}")
@@ -195,6 +207,7 @@ def geglu_forward(x, w, b, approximate: str = "none"):
 def geglu_backward(dout, cache):
     """Gradients of :func:`geglu_forward`, MATH.md (13.25): ``dh = dout GELU(g)``,
     ``dg = dout h GELU'(g)``, then (13.2) for the projection.  Returns ``(dx, dw, db)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -212,8 +225,9 @@ def geglu_backward(dout, cache):
     db : array, shape (2F,)
         Gradient with respect to ``b``.
     """
+    x2, w, h, act, slope, x_shape = check_cache(cache, "geglu_forward", 6)
+    check_dout(dout, tuple(x_shape[:-1]) + (h.shape[1],))
     xp = array_namespace(dout)
-    x2, w, h, act, slope, x_shape = cache
     d2 = xp.reshape(dout, (-1, h.shape[1]))  # (M, F)
     dproj = xp.concat([d2 * act, d2 * h * slope], axis=1)  # (M, 2F)
     dx = xp.reshape(dproj @ w.T, x_shape)

@@ -36,7 +36,9 @@ import math
 
 import numpy as np
 
+from .._validate import check_array, check_bool, check_finite_scalar
 from ..backend import array_namespace
+from ._check import check_cache, check_dout, check_params, check_prefix, check_rng, check_size
 
 __all__ = [
     "attention_forward",
@@ -56,7 +58,7 @@ def _check_key_mask(xp, key_mask, B, Lk, what):
     if key_mask is None:
         return
     if not hasattr(key_mask, "dtype") or key_mask.dtype != xp.bool:
-        raise TypeError(f"{what}: key_mask must be a boolean array (True = attend), got dtype "
+        raise TypeError(f"{what}: key_mask must be a boolean array (True = attend), got "
                         f"{getattr(key_mask, 'dtype', type(key_mask).__name__)}; pass mask == 1 for 0/1 masks")
     if tuple(key_mask.shape) != (B, Lk):
         raise ValueError(f"{what}: key_mask must have shape (N, L_k) = {(B, Lk)}, got {tuple(key_mask.shape)}")
@@ -67,9 +69,25 @@ def _check_key_mask(xp, key_mask, B, Lk, what):
                          "at least one key per sample must be kept (True)")
 
 
+def _check_qkv(q, k, v, what):
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        check_array(name, a)
+    if q.ndim < 3 or k.ndim != q.ndim or v.ndim != q.ndim:
+        raise ValueError(f"{what}: q, k, v must be (B, ..., L, d) with the same number of axes (>= 3), got "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if q.shape[:-2] != k.shape[:-2] or q.shape[:-2] != v.shape[:-2]:
+        raise ValueError(f"{what}: leading (batch, head) axes differ: q {tuple(q.shape)}, k {tuple(k.shape)}, "
+                         f"v {tuple(v.shape)}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"{what}: q and k need the same width d, got {q.shape[-1]} and {k.shape[-1]}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"{what}: k and v need the same length L_k, got {k.shape[-2]} and {v.shape[-2]}")
+
+
 def attention_forward(q, k, v, key_mask=None, *, mask_bias: float | None = None):
     """Scaled dot-product attention ``O = softmax(Q K^T / sqrt(d)) V``, MATH.md (13.14),
     with an optional key-padding mask, MATH.md (13.22).
+    NaN and inf propagate: not checked.
 
     q (B, ..., L_q, d), k (B, ..., L_k, d), v (B, ..., L_k, d_v), the same leading axes
     (e.g. (N, L, d), or (N, H, L, d) for heads).  key_mask: None or boolean (B, L_k),
@@ -107,18 +125,11 @@ def attention_forward(q, k, v, key_mask=None, *, mask_bias: float | None = None)
     TypeError
         If ``key_mask`` is not a boolean array.
     """
-    xp = array_namespace(q, k, v)
     what = "attention_forward"
-    if q.ndim < 3 or k.ndim != q.ndim or v.ndim != q.ndim:
-        raise ValueError(f"{what}: q, k, v must be (B, ..., L, d) with the same number of axes (>= 3), got "
-                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if q.shape[:-2] != k.shape[:-2] or q.shape[:-2] != v.shape[:-2]:
-        raise ValueError(f"{what}: leading (batch, head) axes differ: q {tuple(q.shape)}, k {tuple(k.shape)}, "
-                         f"v {tuple(v.shape)}")
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"{what}: q and k need the same width d, got {q.shape[-1]} and {k.shape[-1]}")
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"{what}: k and v need the same length L_k, got {k.shape[-2]} and {v.shape[-2]}")
+    _check_qkv(q, k, v, what)
+    if mask_bias is not None:
+        mask_bias = check_finite_scalar("mask_bias", mask_bias)
+    xp = array_namespace(q, k, v)
     B, Lk = q.shape[0], k.shape[-2]
     _check_key_mask(xp, key_mask, B, Lk, what)
     scale = 1.0 / math.sqrt(q.shape[-1])
@@ -141,6 +152,7 @@ def attention_backward(dout, cache):
     ``dQ = dS K / sqrt(d)``, ``dK = dS^T Q / sqrt(d)``.  A masked key has P = 0 in every
     row, hence dS = 0 in its column and exactly zero dK, dV (MATH.md (13.22)).
     Returns ``(dq, dk, dv)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -156,8 +168,9 @@ def attention_backward(dout, cache):
     dv : array, shape (B, ..., L_k, d_v)
         Gradients with respect to the queries, keys and values.
     """
+    q, k, v, p, scale = check_cache(cache, "attention_forward", 5)
+    check_dout(dout, tuple(p.shape[:-1]) + (v.shape[-1],))
     xp = array_namespace(dout)
-    q, k, v, p, scale = cache
     dv = xp.matrix_transpose(p) @ dout
     dp = dout @ xp.matrix_transpose(v)
     ds = p * (dp - xp.sum(dp * p, axis=-1, keepdims=True)) * scale
@@ -168,6 +181,7 @@ def attention_forward_naive(q, k, v, key_mask=None):
     """Loop definition of masked attention, MATH.md (13.22): for every batch entry and
     query, a softmax over the *kept* keys only (masked keys are dropped, not weighted),
     then the weighted sum of their values.  NumPy float64 on the host; for tests.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -185,6 +199,9 @@ def attention_forward_naive(q, k, v, key_mask=None):
     numpy.ndarray, shape (B, ..., L_q, d_v)
         The attention output in float64.
     """
+    _check_qkv(q, k, v, "attention_forward_naive")
+    _check_key_mask(np, None if key_mask is None else np.asarray(key_mask) if hasattr(key_mask, "shape") else key_mask,
+                    q.shape[0], k.shape[-2], "attention_forward_naive")
     q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
     lead = q.shape[:-2]
     out = np.zeros(lead + (q.shape[-2], v.shape[-1]))
@@ -203,6 +220,7 @@ def attention_forward_naive(q, k, v, key_mask=None):
 # ------------------------------------------------------------------ heads
 def split_heads(x, heads: int):
     """(N, L, H d) -> (N, H, L, d): head h is the channel block [h d, (h + 1) d).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -221,15 +239,18 @@ def split_heads(x, heads: int):
     ValueError
         If ``heads < 1`` or it does not divide the width.
     """
+    check_array("x", x, ndim=3)
+    check_size("heads", heads)
     xp = array_namespace(x)
     N, L, D = x.shape
-    if heads < 1 or D % heads:
+    if D % heads:
         raise ValueError(f"split_heads: heads={heads} must divide the width {D}")
     return xp.permute_dims(xp.reshape(x, (N, L, heads, D // heads)), (0, 2, 1, 3))
 
 
 def merge_heads(x):
     """(N, H, L, d) -> (N, L, H d), the inverse of :func:`split_heads`.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -241,6 +262,7 @@ def merge_heads(x):
     array, shape (N, L, H d)
         The merged tokens.
     """
+    check_array("x", x, ndim=4)
     xp = array_namespace(x)
     N, H, L, d = x.shape
     return xp.reshape(xp.permute_dims(x, (0, 2, 1, 3)), (N, L, H * d))
@@ -283,7 +305,8 @@ def _variant(P, pre, cross):
                              "a context needs q.w with kv.w (or k.w, v.w)")
         return "qkv"
     if pre + ".q.w" not in P or pre + ".out.w" not in P:
-        raise ValueError(f"mha: no projections under '{pre}': need {pre}.qkv.w or {pre}.q.w, and {pre}.out.w")
+        raise ValueError(f"mha: no projections in P under pre = {pre!r}: need {pre}.qkv.w or {pre}.q.w, "
+                         f"and {pre}.out.w")
     if pre + ".kv.w" in P:
         return "kv"
     if pre + ".k.w" in P and pre + ".v.w" in P:
@@ -332,8 +355,21 @@ def mha_init(P: dict, pre: str, dim: int, heads: int, rng, *, context_dim: int |
     ValueError
         If ``heads < 1`` or it does not divide the inner width.
     """
+    check_params(P)
+    check_prefix(pre)
+    dim, heads = check_size("dim", dim), check_size("heads", heads, 1, 4096)
+    check_rng(rng)
+    if context_dim is not None:
+        check_size("context_dim", context_dim)
+    if inner_dim is not None:
+        check_size("inner_dim", inner_dim)
+    for name, flag in (("fused", fused), ("qkv_bias", qkv_bias), ("zero_out", zero_out)):
+        check_bool(name, flag)
+    if max(dim, context_dim or 0, inner_dim or 0) > 1 << 16:
+        raise ValueError(f"mha_init: widths above 65536 are refused (dim={dim}, context_dim={context_dim}, "
+                         f"inner_dim={inner_dim})")
     inner = dim if inner_dim is None else inner_dim
-    if heads < 1 or inner % heads:
+    if inner % heads:
         raise ValueError(f"mha_init: heads={heads} must divide the inner width {inner}")
     dc = dim if context_dim is None else context_dim
 
@@ -358,13 +394,15 @@ def mha_init(P: dict, pre: str, dim: int, heads: int, rng, *, context_dim: int |
 
 # ------------------------------------------------------------------ multi-head attention
 def _check_tokens(x, context, heads, what):
+    check_array("x", x)
     if x.ndim != 3:
         raise ValueError(f"{what}: x must be tokens (N, L, D), got shape {tuple(x.shape)}")
+    if context is not None:
+        check_array("context", context)
     if context is not None and (context.ndim != 3 or context.shape[0] != x.shape[0]):
-        raise ValueError(f"{what}: context must be tokens (N, L_c, D_c) with N = {x.shape[0]}, got shape "
+        raise ValueError(f"{what}: context must be tokens (N, L_c, D_c) with N = {x.shape[0]} (x's batch), got shape "
                          f"{tuple(context.shape)}")
-    if not isinstance(heads, int) or heads < 1:
-        raise ValueError(f"{what}: heads must be a positive int, got {heads!r}")
+    check_size("heads", heads)
 
 
 def mha_forward(P, pre, x, context=None, *, heads: int, key_mask=None, mask_bias: float | None = None):
@@ -372,6 +410,7 @@ def mha_forward(P, pre, x, context=None, *, heads: int, key_mask=None, mask_bias
     from ``context`` (N, L_c, D_c) (cross-attention) or from x itself (None:
     self-attention); ``heads`` must divide the inner width D' of the projections;
     ``key_mask`` (N, L_c) boolean, True = attend (MATH.md (13.22)).
+    NaN and inf propagate: not checked.
 
         Q = x W_q + b_q,  K = c W_k + b_k,  V = c W_v + b_v          (N, L, D')
         O_h = attention(Q_h, K_h, V_h; mask)  per head h               (N, L, D'/H)
@@ -412,6 +451,8 @@ def mha_forward(P, pre, x, context=None, *, heads: int, key_mask=None, mask_bias
         If ``key_mask`` is not boolean.
     """
     what = "mha_forward"
+    check_params(P)
+    check_prefix(pre)
     _check_tokens(x, context, heads, what)
     kind = _variant(P, pre, context is not None)
     c = x if context is None else context
@@ -445,6 +486,7 @@ def mha_backward(G, P, pre, dout, cache):
     """Backward of :func:`mha_forward`, MATH.md (13.23): gradients of every projection
     are added into ``G`` (same keys as ``P``); returns ``(dx, dcontext)``, dcontext None
     for self-attention (its two paths are both in dx).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -466,8 +508,14 @@ def mha_backward(G, P, pre, dout, cache):
     dcontext : array, shape (N, L_c, D_c) or None
         Gradient with respect to the context; None for self-attention.
     """
+    check_params(G, "G")
+    check_params(P)
+    check_prefix(pre)
+    kind, caches, c_a, c_o, heads, is_self = check_cache(cache, "mha_forward", 6)
+    if pre + ".out.w" not in P:
+        raise ValueError(f"mha_backward: no output projection under pre = {pre!r} in P (need {pre}.out.w)")
+    check_dout(dout, tuple(c_o.shape[:2]) + (P[pre + ".out.w"].shape[1],))
     xp = array_namespace(dout)
-    kind, caches, c_a, c_o, heads, is_self = cache
     do = _proj_b(G, P, pre + ".out", dout, c_o)  # (N, L, D')
     dq, dk, dv = (merge_heads(g) for g in attention_backward(split_heads(do, heads), c_a))
     if kind == "qkv":
@@ -485,6 +533,7 @@ def mha_forward_naive(P, pre, x, context=None, *, heads: int, key_mask=None):
     slice the head's columns out of the q/k/v weights, project, attend over the kept keys
     (:func:`attention_forward_naive`), and add each head's output times its rows of
     W_out.  The executable specification of :func:`mha_forward`; slow, for tests.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -506,6 +555,12 @@ def mha_forward_naive(P, pre, x, context=None, *, heads: int, key_mask=None):
     numpy.ndarray, shape (N, L, D)
         The output tokens in float64.
     """
+    check_params(P)
+    check_prefix(pre)
+    _check_tokens(x, context, heads, "mha_forward_naive")
+    _check_key_mask(np, None if key_mask is None else np.asarray(key_mask) if hasattr(key_mask, "shape") else key_mask,
+                    x.shape[0], (x if context is None else context).shape[1], "mha_forward_naive")
+    _variant(P, pre, context is not None)
     host = {k: np.asarray(v, dtype=np.float64) for k, v in P.items() if k.startswith(pre + ".")}
     x = np.asarray(x, dtype=np.float64)
     c = x if context is None else np.asarray(context, dtype=np.float64)
@@ -517,6 +572,8 @@ def mha_forward_naive(P, pre, x, context=None, *, heads: int, key_mask=None):
 
     Wo = host[pre + ".out.w"]
     Di = Wo.shape[0]
+    if Di % heads:
+        raise ValueError(f"mha_forward_naive: heads={heads} must divide the inner width {Di} of '{pre}'")
     d = Di // heads
     y = np.zeros((x.shape[0], x.shape[1], Wo.shape[1])) + host[pre + ".out.b"]
     for n in range(x.shape[0]):

@@ -10,7 +10,11 @@ import dataclasses
 
 import numpy as np
 
+from array_api_compat import device as _device
+
+from .._validate import check_array, check_finite_scalar
 from ..backend import array_namespace, check_rng
+from ._check import check_cache, check_float_dtype, check_params, check_size, check_xp
 from .conditions import ClassCond, CondSpec, as_cond
 from .layers import embedding_backward, embedding_forward, timestep_embedding_forward
 
@@ -30,7 +34,23 @@ class DenoiserBase:
     arch = ""
 
     def __init__(self, config):
+        if not dataclasses.is_dataclass(config) or isinstance(config, type) or not hasattr(config, "to_dict"):
+            raise TypeError(f"config must be a network config instance (e.g. MLPConfig(...)), got {config!r:.80}")
         self.config = config
+
+    @staticmethod
+    def _check_config_type(config, cls):
+        """``config`` if it is an instance of ``cls`` (the network's config class)."""
+        if not isinstance(config, cls):
+            raise TypeError(f"config must be a {cls.__name__} (or None for the defaults), got {config!r:.80}")
+        return config
+
+    def _check_backward(self, params, cache, n: int, dout):
+        """The cheap checks of a backward pass: params a dict, cache the ``n``-tuple of
+        ``forward``, dout a float array (its shape is checked by the first layer's backward)."""
+        check_params(params, "params")
+        check_cache(cache, f"{type(self).__name__}.forward", n)
+        check_array("dout", dout)
 
     def __repr__(self):
         return f"{type(self).__name__}({self.config!r})"
@@ -64,9 +84,11 @@ class DenoiserBase:
             If ``dtype`` is not ``"float32"`` or ``"float64"``.
         """
         rng = check_rng(rng)
+        if not isinstance(dtype, str):
+            raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        xp = array_namespace() if xp is None else xp
+        xp = array_namespace() if xp is None else check_xp(xp)
         host = self._init_host(rng)
         dt = getattr(xp, dtype)
         return {k: xp.asarray(np.ascontiguousarray(v), dtype=dt) for k, v in host.items()}
@@ -86,6 +108,7 @@ class DenoiserBase:
         """
         if params is None:
             params = self._init_host(np.random.default_rng(0))
+        check_params(params, "params")
         return int(sum(int(np.prod(v.shape)) for v in params.values()))
 
     def to_dict(self) -> dict:
@@ -102,7 +125,13 @@ class DenoiserBase:
 
     def _check_inputs(self, params, x, t, cond, feature_shape: tuple, what: str):
         """Validate x (N, *feature_shape), t (N,) and ``cond``; return (xp, t as a float
-        array scaled by time_scale, the full cond dict with nulls for missing kinds)."""
+        array scaled by time_scale, the full cond dict with nulls for missing kinds).
+        Cheap (issue 19): types, dtypes and shapes, no scan for NaN (a NaN in x or t
+        propagates to the output)."""
+        check_params(params, "params")
+        if not params:
+            raise ValueError(f"{what}: params is empty; build it with init_params(rng)")
+        check_array("x", x)
         if x.ndim != 1 + len(feature_shape):
             raise ValueError(f"{what}: x must have shape (N, {', '.join(map(str, feature_shape))}); "
                              f"got rank {x.ndim} shape {tuple(x.shape)}")
@@ -111,10 +140,12 @@ class DenoiserBase:
                              f"{tuple(feature_shape)} (config {self.config})")
         xp = array_namespace(x)
         n = x.shape[0]
-        if isinstance(t, (int, float)) and not isinstance(t, bool):
-            t = xp.full((n,), float(t), dtype=xp.float64)
-        if getattr(t, "ndim", None) != 1 or t.shape[0] != n:
-            raise ValueError(f"{what}: t must have shape ({n},), got {tuple(getattr(t, 'shape', ()))}")
+        if isinstance(t, (int, float, np.integer, np.floating)) and not isinstance(t, bool):
+            t = xp.full((n,), check_finite_scalar("t", t), dtype=xp.float64, device=_device(x))
+        check_array("t", t, dtype="real", allow_empty=True)
+        if t.ndim != 1 or t.shape[0] != n:
+            raise ValueError(f"{what}: t must have shape ({n},) (one time per sample of x, shape "
+                             f"{tuple(x.shape)}), got shape {tuple(t.shape)}")
         dtype = params[next(iter(params))].dtype
         t = xp.astype(t, dtype) * float(self.config.time_scale)
         return xp, t, self.cond_spec.validate(cond, n, xp, dtype, what)
@@ -146,7 +177,9 @@ class DenoiserBase:
         ValueError
             If a name in ``kinds`` is not a kind of this network, or ``cond`` does not validate.
         """
-        xp = array_namespace() if xp is None else xp
+        n = check_size("n", n)
+        xp = array_namespace() if xp is None else check_xp(xp)
+        check_float_dtype(dtype)
         return self.cond_spec.null(cond, n, xp, getattr(xp, dtype) if isinstance(dtype, str) else dtype, kinds)
 
     # ------------------------------------------------------------------ embeddings
@@ -191,6 +224,7 @@ class DenoiserBase:
 
     def apply(self, params, x, t, cond=None):
         """The model output for inference (the cache is dropped).
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------
@@ -240,6 +274,7 @@ class DenoiserBase:
             if cond is not None:
                 raise TypeError("as_model: pass the condition as cond or as the class labels y, not both")
             cond = {"class": y}
+        check_params(params, "params")
         c = as_cond(cond)
 
         def model(x, t):

@@ -16,7 +16,9 @@ import math
 
 import numpy as np
 
+from .._validate import check_array
 from ..backend import array_namespace
+from ._check import check_block, check_cache, check_dout, check_grads, check_size
 from .fast import (  # the tuned layers (tests/test_nn_fast.py: equal to the reference ones)
     add_channel_shift,
     conv2d_backward,
@@ -58,6 +60,21 @@ def init_groupnorm(P: dict, name: str, c: int):
 def acc(grads: dict, key: str, g):
     """Add ``g`` into ``grads[key]`` (a parameter used twice gets both contributions)."""
     grads[key] = grads[key] + g if key in grads else g
+
+
+# ------------------------------------------------------------------ checks
+def _check_block_input(P, pre, x, groups, norm, *keys, what):
+    """P holds the block's keys under pre; x (N, C, H, W) float with the norm's C channels;
+    groups an int dividing C (cheap: no NaN scan, NaN propagates)."""
+    check_block(P, pre, norm + ".gamma", *keys, what=what)
+    check_array("x", x, ndim=4)
+    C = P[pre + norm + ".gamma"].shape[0]
+    if x.shape[1] != C:
+        raise ValueError(f"{what}: x has {x.shape[1]} channels (shape {tuple(x.shape)}), the block under "
+                         f"pre = {pre!r} expects {C}")
+    check_size("groups", groups)
+    if C % groups:
+        raise ValueError(f"{what}: groups={groups} must divide the {C} channels of x")
 
 
 # ------------------------------------------------------------------ thin wrappers
@@ -110,6 +127,7 @@ def resblock_forward(P, pre, x, e, groups):
     ``out = skip(x) + conv2(silu(gn2(conv1(silu(gn1(x))) + W_e e)))`` where ``e`` (N, E) is
     the activated time (+ class) embedding and ``W_e e`` is added to every pixel; skip is
     the identity or a 1x1 conv when the channel count changes.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -132,6 +150,12 @@ def resblock_forward(P, pre, x, e, groups):
     cache : tuple
         Saved values for :func:`resblock_backward`.
     """
+    _check_block_input(P, pre, x, groups, ".norm1", ".conv1.w", ".emb.w", ".norm2.gamma", ".conv2.w",
+                       what="resblock_forward")
+    check_array("e", e, ndim=2)
+    if e.shape[0] != x.shape[0] or e.shape[1] != P[pre + ".emb.w"].shape[0]:
+        raise ValueError(f"resblock_forward: e must have shape ({x.shape[0]}, {P[pre + '.emb.w'].shape[0]}) (x's N, "
+                         f"the embedding width under pre = {pre!r}), got shape {tuple(e.shape)}")
     h, c_n1 = gn_f(P, pre + ".norm1", x, groups)
     h, c_s1 = silu_forward(h)
     h, c_c1 = conv_f(P, pre + ".conv1", h)
@@ -144,11 +168,13 @@ def resblock_forward(P, pre, x, e, groups):
         s, c_sk = conv_f(P, pre + ".skip", x)
     else:
         s, c_sk = x, None
-    return s + h, (c_n1, c_s1, c_c1, c_e, c_n2, c_s2, c_c2, c_sk)
+    out = s + h
+    return out, (c_n1, c_s1, c_c1, c_e, c_n2, c_s2, c_c2, c_sk, tuple(out.shape))
 
 
 def resblock_backward(G, P, pre, dout, cache):
     """Backward of :func:`resblock_forward`; returns ``(dx, de)``.  MATH.md (13.16).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -170,8 +196,11 @@ def resblock_backward(G, P, pre, dout, cache):
     de : array, shape (N, E)
         Gradient with respect to ``e``.
     """
+    check_grads(G)
+    check_block(P, pre, ".conv2.w", what="resblock_backward")
+    c_n1, c_s1, c_c1, c_e, c_n2, c_s2, c_c2, c_sk, out_shape = check_cache(cache, "resblock_forward", 9)
+    check_dout(dout, out_shape)
     xp = array_namespace(dout)
-    c_n1, c_s1, c_c1, c_e, c_n2, c_s2, c_c2, c_sk = cache
     dh = conv_b(G, pre + ".conv2", dout, c_c2)
     dh = silu_backward(dh, c_s2)
     dh = gn_b(G, pre + ".norm2", dh, c_n2)
@@ -196,6 +225,7 @@ def attnblock_forward(P, pre, x, groups):
     ``out = x + (attention(q, k, v) W_proj + b)`` back in NCHW.  Tokens are laid out
     pixel-major, (L N, C), so that the (C, H, W, N) memory order of the convolutions
     converts to them without a copy.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -215,6 +245,7 @@ def attnblock_forward(P, pre, x, groups):
     cache : tuple
         Saved values for :func:`attnblock_backward`.
     """
+    _check_block_input(P, pre, x, groups, ".norm", ".qkv.w", ".proj.w", what="attnblock_forward")
     xp = array_namespace(x)
     N, C, H, W = x.shape
     L = H * W
@@ -231,6 +262,7 @@ def attnblock_forward(P, pre, x, groups):
 
 def attnblock_backward(G, P, pre, dout, cache):
     """Backward of :func:`attnblock_forward`; returns dx.  MATH.md (13.17).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -250,8 +282,11 @@ def attnblock_backward(G, P, pre, dout, cache):
     dx : array, shape (N, C, H, W)
         Gradient with respect to ``x``.
     """
+    check_grads(G)
+    check_block(P, pre, ".proj.w", ".qkv.w", ".norm.gamma", what="attnblock_backward")
+    c_n, c_qkv, c_a, c_p, (N, C, H, W) = check_cache(cache, "attnblock_forward", 5)
+    check_dout(dout, (N, C, H, W))
     xp = array_namespace(dout)
-    c_n, c_qkv, c_a, c_p, (N, C, H, W) = cache
     L = H * W
     do = xp.reshape(xp.permute_dims(dout, (1, 2, 3, 0)), (C, L * N)).T  # (L N, C)
     do = lin_b(G, pre + ".proj", do, c_p)

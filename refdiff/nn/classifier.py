@@ -11,7 +11,9 @@ import math
 
 import numpy as np
 
+from .._validate import check_array, check_int
 from ..backend import array_namespace, check_rng
+from ._check import check_cache, check_float_dtype, check_params, check_size, check_xp
 from .layers import linear_backward, linear_forward, silu_backward, silu_forward
 
 __all__ = ["classifier_init", "classifier_forward", "classifier_backward", "softmax_cross_entropy", "classify",
@@ -50,10 +52,14 @@ def classifier_init(rng: np.random.Generator, *, n_in: int = 64, hidden=(256, 12
         If a layer size is below 1.
     """
     rng = check_rng(rng)
-    sizes = (int(n_in), *(int(h) for h in hidden), int(n_classes))
-    if min(sizes) < 1:
-        raise ValueError(f"layer sizes must be >= 1, got {sizes}")
-    xp = array_namespace() if xp is None else xp
+    n_in, n_classes = check_size("n_in", n_in, 1, 1 << 20), check_size("n_classes", n_classes, 1, 1 << 20)
+    if not isinstance(hidden, (tuple, list)):
+        raise TypeError(f"hidden must be a tuple of ints (the hidden widths), got {hidden!r}")
+    sizes = (n_in, *(check_size("hidden", h, 1, 1 << 20) for h in hidden), n_classes)
+    xp = array_namespace() if xp is None else check_xp(xp)
+    check_float_dtype(dtype)
+    if not isinstance(dtype, str):
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     P = {}
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         P[f"l{i}.w"] = xp.asarray(rng.standard_normal((a, b)) / math.sqrt(a), dtype=getattr(xp, dtype))
@@ -65,9 +71,23 @@ def _n_layers(params):
     return sum(1 for k in params if k.endswith(".w"))
 
 
+def _check_classifier(params, x):
+    """The number of layers of ``params`` (a classifier_init dict); x a float (N, ...) array
+    of n_in entries per sample (cheap: NaN propagates)."""
+    check_params(params, "params")
+    if "l0.w" not in params:
+        raise ValueError("params is not a classifier's parameter dict (no 'l0.w'; see classifier_init)")
+    check_array("x", x, min_ndim=2)
+    n_in = params["l0.w"].shape[0]
+    if math.prod(x.shape[1:]) != n_in:
+        raise ValueError(f"x must have {n_in} entries per sample (the classifier's n_in), got shape {tuple(x.shape)}")
+    return _n_layers(params)
+
+
 def classifier_forward(params: dict, x, *, upto: int | None = None):
     """Logits (N, K) and cache of the MLP classifier; x (N, ...) is flattened.  With
     ``upto = k`` stops after the k-th hidden activation (the features).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -85,9 +105,11 @@ def classifier_forward(params: dict, x, *, upto: int | None = None):
     cache : tuple
         Saved values for :func:`classifier_backward`.
     """
+    L = _check_classifier(params, x)
+    if upto is not None and not 0 <= check_int("upto", upto) <= L:
+        raise ValueError(f"upto must lie in [0, {L}] (the number of layers), got {upto}")
     xp = array_namespace(x)
     h = xp.astype(xp.reshape(x, (x.shape[0], -1)), params["l0.w"].dtype)  # (N, ...) -> (N, D)
-    L = _n_layers(params)
     caches = []
     for i in range(L if upto is None else upto):
         h, c_lin = linear_forward(h, params[f"l{i}.w"], params[f"l{i}.b"])
@@ -100,6 +122,7 @@ def classifier_forward(params: dict, x, *, upto: int | None = None):
 
 def classifier_backward(params: dict, cache, dlogits):
     """Gradients of ``sum(logits * dlogits)``: ``(grads, dx)`` (dx in x's shape).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -117,7 +140,12 @@ def classifier_backward(params: dict, cache, dlogits):
     dx : array
         Gradient with respect to ``x``, in its shape.
     """
-    caches, shape = cache
+    check_params(params, "params")
+    caches, shape = check_cache(cache, "classifier_forward", 2)
+    check_array("dlogits", dlogits, ndim=2)
+    if not caches or tuple(dlogits.shape) != (shape[0], caches[-1][0][1].shape[1]):
+        want = (shape[0], caches[-1][0][1].shape[1]) if caches else "(no layer ran)"
+        raise ValueError(f"dlogits must have the forward output's shape {want}, got shape {tuple(dlogits.shape)}")
     xp = array_namespace(dlogits)
     G, d = {}, dlogits
     for i in reversed(range(len(caches))):
@@ -132,6 +160,7 @@ def softmax_cross_entropy(logits, y):
     """Mean softmax cross-entropy and its gradient, MATH.md (15.8):
     ``loss = (1/N) sum_n [logsumexp(z_n) - z_n[y_n]]``, ``dloss/dz = (softmax(z) - onehot(y)) / N``.
     logits (N, K), y (N,) integer labels in [0, K).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -152,10 +181,13 @@ def softmax_cross_entropy(logits, y):
     ValueError
         If ``y`` is not of shape (N,) or a label lies outside [0, K).
     """
+    check_array("logits", logits, ndim=2)
+    check_array("y", y, dtype="int")
     xp = array_namespace(logits)
     N, K = logits.shape
     if getattr(y, "shape", None) != (N,):
-        raise ValueError(f"y must have shape ({N},), got {getattr(y, 'shape', None)}")
+        raise ValueError(f"y must have shape ({N},) (one label per row of logits, shape {tuple(logits.shape)}), "
+                         f"got {getattr(y, 'shape', None)}")
     lo, hi = int(xp.min(y)), int(xp.max(y))
     if lo < 0 or hi >= K:
         raise ValueError(f"labels y must lie in [0, {K - 1}], got values in [{lo}, {hi}]")
@@ -185,6 +217,9 @@ def classify(params: dict, x, *, batch_size: int = 2048):
     array of int64, shape (N,)
         Predicted labels.
     """
+    _check_classifier(params, x)
+    check_array("x", x, finite=True)  # a NaN would silently become a label
+    batch_size = check_size("batch_size", batch_size)
     xp = array_namespace(x)
     out = [xp.argmax(classifier_forward(params, x[s:min(s + batch_size, x.shape[0])])[0], axis=1) for s in range(0, x.shape[0], batch_size)]
     return xp.astype(xp.concat(out), xp.int64)
@@ -193,6 +228,7 @@ def classify(params: dict, x, *, batch_size: int = 2048):
 def features(params: dict, x, *, batch_size: int = 2048):
     """The last hidden activation (N, hidden[-1]) of the classifier: the feature space of
     :func:`frechet_distance` for 8x8 digits.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -208,6 +244,7 @@ def features(params: dict, x, *, batch_size: int = 2048):
     array, shape (N, hidden[-1])
         The last hidden activation.
     """
-    k = _n_layers(params) - 1
+    k = _check_classifier(params, x) - 1
+    batch_size = check_size("batch_size", batch_size)
     xp = array_namespace(x)
     return xp.concat([classifier_forward(params, x[s:min(s + batch_size, x.shape[0])], upto=k)[0] for s in range(0, x.shape[0], batch_size)])

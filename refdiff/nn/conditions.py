@@ -36,6 +36,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..backend import array_namespace, asarray_like, check_rng
+from ._check import MAX_FIELD, check_cond_args, check_size
 
 __all__ = ["CondKind", "ClassCond", "TokenCond", "TextStateCond", "ControlCond", "InpaintCond", "AdapterCond",
            "CondSpec", "as_cond"]
@@ -162,6 +163,7 @@ class CondKind:
         dict
             This kind's keys, mixed per sample.
         """
+        check_cond_args(drop=drop, c=c, null=null, xp=xp)  # issue 19
         out = {}
         for k in self.keys:
             d = xp.reshape(drop, (drop.shape[0],) + (1,) * (c[k].ndim - 1))
@@ -181,7 +183,7 @@ class ClassCond(CondKind):
     name, keys = "class", ("class",)
 
     def __init__(self, num_classes: int):
-        self.num_classes = int(num_classes)
+        self.num_classes = check_size("num_classes", num_classes, 1, MAX_FIELD)  # issue 19
 
     def check(self, c, n, xp, what):
         """The labels ``c["class"]``, checked.
@@ -209,6 +211,7 @@ class ClassCond(CondKind):
         TypeError
             If they are not integers.
         """
+        check_cond_args(c=c, n=n, xp=xp, what=what, need=self.keys[0])  # issue 19
         y = c["class"]
         if _shape(y) != (n,):
             raise ValueError(f"{what}: cond['class'] must have shape ({n},), got {_shape(y)}")
@@ -233,6 +236,7 @@ class ClassCond(CondKind):
         dict
             ``{"class": (n,) int64 array of K}``.
         """
+        check_cond_args(n=n, xp=xp, dtype=dtype)  # issue 19
         return {"class": xp.full((n,), self.num_classes, dtype=xp.int64)}
 
 
@@ -250,7 +254,7 @@ class TokenCond(CondKind):
     name, keys = "tokens", ("tokens", "token_mask")
 
     def __init__(self, vocab_size: int, max_len: int):
-        self.vocab_size, self.max_len = int(vocab_size), int(max_len)
+        self.vocab_size, self.max_len = check_size("vocab_size", vocab_size, 1, MAX_FIELD), check_size("max_len", max_len, 1, MAX_FIELD)  # issue 19
 
     def check(self, c, n, xp, what):
         """The tokens and their mask, checked (the mask defaults to all True).
@@ -279,6 +283,7 @@ class TokenCond(CondKind):
         TypeError
             If the ids are not integers or the mask is not boolean.
         """
+        check_cond_args(c=c, n=n, xp=xp, what=what, need=self.keys[0])  # issue 19
         ids = c["tokens"]
         if len(_shape(ids)) != 2 or ids.shape[0] != n or not 1 <= ids.shape[1] <= self.max_len:
             raise ValueError(f"{what}: cond['tokens'] must have shape (N, L) = ({n}, L) with 1 <= L <= "
@@ -314,6 +319,7 @@ class TokenCond(CondKind):
         dict
             ``{"tokens": (n, max_len) int64 zeros, "token_mask": (n, max_len) bool}``.
         """
+        check_cond_args(n=n, xp=xp, dtype=dtype)  # issue 19
         mask = np.zeros((n, self.max_len), dtype=bool)
         mask[:, 0] = True
         return {"tokens": xp.zeros((n, self.max_len), dtype=xp.int64), "token_mask": xp.asarray(mask)}
@@ -335,6 +341,7 @@ class TokenCond(CondKind):
         dict
             ``tokens`` and ``token_mask``, mixed per sample.
         """
+        check_cond_args(drop=drop, c=c, null=null, xp=xp)  # issue 19
         L = c["tokens"].shape[1]  # the empty prompt cut to the prompt length
         return super().where(drop, c, {k: v[:, :L] for k, v in null.items()}, xp)
 
@@ -458,7 +465,7 @@ class ControlCond(CondKind):
     name, keys = "control", ("control",)
 
     def __init__(self, channels: int, size: int):
-        self.channels, self.size = int(channels), int(size)
+        self.channels, self.size = check_size("channels", channels, 1, MAX_FIELD), check_size("size", size, 1, MAX_FIELD)  # issue 19
 
     def check(self, c, n, xp, what):
         """The control image, checked.
@@ -486,6 +493,7 @@ class ControlCond(CondKind):
         TypeError
             If it is not a float array.
         """
+        check_cond_args(c=c, n=n, xp=xp, what=what, need=self.keys[0])  # issue 19
         _float_image(xp, c["control"], "control", (n, self.channels, self.size, self.size), what)
         return {"control": c["control"]}
 
@@ -506,6 +514,7 @@ class ControlCond(CondKind):
         dict
             ``{"control": zeros (n, channels, size, size)}``.
         """
+        check_cond_args(n=n, xp=xp, dtype=dtype)  # issue 19
         return {"control": xp.zeros((n, self.channels, self.size, self.size), dtype=dtype)}
 
 
@@ -523,7 +532,7 @@ class InpaintCond(CondKind):
     name, keys, droppable = "inpaint", ("mask", "masked_image"), False
 
     def __init__(self, channels: int, size: int):
-        self.channels, self.size = int(channels), int(size)
+        self.channels, self.size = check_size("channels", channels, 1, MAX_FIELD), check_size("size", size, 1, MAX_FIELD)  # issue 19
 
     def check(self, c, n, xp, what):
         """The mask and the masked image, checked.
@@ -551,6 +560,7 @@ class InpaintCond(CondKind):
         TypeError
             If an array is not float.
         """
+        check_cond_args(c=c, n=n, xp=xp, what=what, need=self.keys[0])  # issue 19
         if "masked_image" not in c or "mask" not in c:
             raise ValueError(f"{what}: the inpaint condition needs both cond['mask'] and cond['masked_image']")
         m = c["mask"]
@@ -578,6 +588,7 @@ class InpaintCond(CondKind):
         dict
             ``{"mask": ones (n, 1, S, S), "masked_image": zeros (n, C, S, S)}``.
         """
+        check_cond_args(n=n, xp=xp, dtype=dtype)  # issue 19
         return {"mask": xp.ones((n, 1, self.size, self.size), dtype=dtype),
                 "masked_image": xp.zeros((n, self.channels, self.size, self.size), dtype=dtype)}
 
@@ -611,6 +622,7 @@ class AdapterCond(CondKind):
         ValueError
             If it is neither a number nor a float (n,) array, or not finite and >= 0.
         """
+        check_cond_args(c=c, n=n, xp=xp, what=what, need=self.keys[0])  # issue 19
         s = c["adapter_scale"]
         if isinstance(s, (int, float)) and not isinstance(s, bool):
             s = xp.full((n,), float(s), dtype=xp.float64)
@@ -638,6 +650,7 @@ class AdapterCond(CondKind):
         dict
             ``{"adapter_scale": (n,) float64 zeros}``.
         """
+        check_cond_args(n=n, xp=xp, dtype=dtype)  # issue 19
         return {"adapter_scale": xp.zeros((n,), dtype=xp.float64)}
 
 
@@ -651,6 +664,8 @@ class CondSpec:
     """
 
     def __init__(self, kinds=()):
+        if isinstance(kinds, (str, bytes)) or not hasattr(kinds, "__iter__") or not all(isinstance(k, CondKind) for k in kinds):
+            raise TypeError(f"kinds must be a sequence of CondKind instances, got {kinds!r:.80}")  # issue 19
         self.kinds = {k.name: k for k in kinds}
         self._owner = {key: k for k in kinds for key in k.keys}
 
@@ -696,6 +711,7 @@ class CondSpec:
         TypeError
             If a kind rejects a dtype, or ``cond`` has an unsupported type.
         """
+        check_cond_args(n=n, xp=xp, dtype=dtype, what=what)  # issue 19
         c, out = self._split(cond, what), {}
         for name, kind in self.kinds.items():
             present = [k for k in kind.keys if k in c]
@@ -731,6 +747,7 @@ class CondSpec:
         ValueError
             If a named kind is not in the spec, or ``cond`` is invalid (:meth:`validate`).
         """
+        check_cond_args(n=n, xp=xp, dtype=dtype)  # issue 19
         full = self.validate(cond, n, xp, dtype)
         for name in self._kinds(kinds):
             kind = self.kinds[name]
@@ -780,6 +797,9 @@ class CondSpec:
             If a kind in ``p`` is not in the spec, a probability lies outside [0, 1], or
             ``cond`` is invalid.
         """
+        check_cond_args(p=p, rng=rng, n=n, xp=xp, dtype=dtype)  # issue 19
+        if isinstance(p, dict) and set(p) - set(self.kinds):
+            raise ValueError(f"p names kinds {sorted(set(p) - set(self.kinds))} this model lacks ({list(self.kinds)})")
         rng = check_rng(rng)
         probs = {k: p for k in self._kinds(None)} if not isinstance(p, Mapping) else dict(p)
         self._kinds(list(probs))

@@ -16,6 +16,9 @@ At initialisation every zero conv has W = 0, b = 0, so every residual is an exac
 the controlled output equals the base output bit for bit (19.9); the only nonzero
 gradients are those of the output zero convs (19.10).  The control image is in [0, 1]
 (diffusers' ``do_normalize=False``), of the U-Net's size, with ``hint_channels`` channels.
+
+Arguments are checked at the top of each public function (types, dtypes, shapes; issue 19);
+NaN and inf propagate: not checked.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_namespace, to_numpy
+from .._validate import check_array
+from ._check import MAX_FIELD, check_adapter_args, check_cache, check_size
 from .blocks import conv_b, conv_f, init_conv
 from .fast import silu_backward, silu_forward
 from .unet import UNet
@@ -59,8 +64,12 @@ def check_control(control, n: int, channels: int, size: int, what: str = "contro
     ValueError
         If its shape is not (n, channels, size, size) or a value lies outside [0, 1].
     """
+    check_array("control", control, dtype="any")  # issue 19
+    check_size("n", n, 1, MAX_FIELD), check_size("channels", channels, 1, MAX_FIELD), check_size("size", size, 1, MAX_FIELD)
+    if not isinstance(what, str):
+        raise TypeError(f"what must be a str (the argument's name in messages), got {type(what).__name__}")
     xp = array_namespace(control)
-    if not xp.isdtype(control.dtype, "real floating"):
+    if not xp.isdtype(control.dtype, "real floating") or str(control.dtype).endswith("float16"):  # issue 19
         raise TypeError(f"{what}: the control image must be a float array, got dtype {control.dtype}")
     if tuple(control.shape) != (n, channels, size, size):
         raise ValueError(f"{what}: the control image must have shape {(n, channels, size, size)}, "
@@ -99,6 +108,7 @@ def controlnet_scales(K: int, conditioning_scale: float = 1.0, *, guess_mode: bo
     ValueError
         If ``convention`` is unknown.
     """
+    check_adapter_args(K=K, conditioning_scale=conditioning_scale, guess_mode=guess_mode)  # issue 19
     if convention not in ("diffusers", "original"):
         raise ValueError(f"controlnet_scales: convention must be 'diffusers' or 'original', got {convention!r}")
     if not guess_mode:
@@ -132,6 +142,7 @@ def control_keep(num_steps: int, start: float = 0.0, end: float = 1.0):
     ValueError
         If not 0 <= start < end <= 1.
     """
+    check_adapter_args(num_steps=num_steps, start=start, end=end)  # issue 19
     if not (0.0 <= start < end <= 1.0):
         raise ValueError(f"control_keep: need 0 <= control_guidance_start < control_guidance_end <= 1, got "
                          f"start={start}, end={end}")
@@ -161,6 +172,12 @@ class ControlNet:
     """
 
     def __init__(self, unet: UNet, *, hint_channels: int = 1, hint_widths=(8, 16)):
+        check_adapter_args(unet=unet)  # issue 19
+        check_size("hint_channels", hint_channels, 1, MAX_FIELD)
+        if not isinstance(hint_widths, (tuple, list)) or len(hint_widths) != 2:
+            raise TypeError(f"hint_widths must be a pair of ints, got {hint_widths!r}")
+        for w in hint_widths:
+            check_size("hint_widths", w, 1, MAX_FIELD)
         if not isinstance(unet, UNet):
             raise TypeError(f"ControlNet needs a refdiff UNet, got {type(unet).__name__}")
         if unet.config.inpaint:
@@ -189,6 +206,7 @@ class ControlNet:
         list of str
             The copied keys, sorted.
         """
+        check_adapter_args(base_params=base_params)  # issue 19
         down, mid, _ = self.unet._plan()
         pre = tuple(name + "." for _, name, *_ in down + mid) + ("temb.",)
         return sorted(k for k in base_params if k.startswith(pre) or k in ("class_emb", "token_emb", "pos_emb"))
@@ -209,6 +227,7 @@ class ControlNet:
         dict of str to array
             The branch's parameters, in the namespace and dtype of the base ones.
         """
+        check_adapter_args(base_params=base_params, rng=rng)  # issue 19
         xp = array_namespace(next(iter(base_params.values())))
         dtype = base_params["conv_in.w"].dtype
         P = {k: xp.asarray(base_params[k], copy=True) for k in self.copied_keys(base_params)}
@@ -256,6 +275,7 @@ class ControlNet:
         TypeError
             If the control image is not a float array.
         """
+        check_adapter_args(params=params)  # issue 19
         u, c = self.unet, self.unet.config
         xp, t, cond = u._check_inputs(params, x, t, cond, (c.in_channels, c.image_size, c.image_size),
                                       "ControlNet.forward")
@@ -308,6 +328,8 @@ class ControlNet:
         dict of str to array
             Gradients of every branch parameter (zeros for those not reached).
         """
+        check_adapter_args(params=params, dres=dres)  # issue 19
+        check_cache(cache, "ControlNet.forward", 5)
         c_emb, caches, zcs, (c_h0, c_s0, c_h1, c_s1, c_ho), scales = cache
         down, mid, _ = self.unet._plan()
         G, denv = {}, {}
@@ -361,6 +383,7 @@ def controlled_forward(unet: UNet, base_params, branches, x, t, cond=None, extra
     cache : tuple
         For :func:`controlled_backward`.
     """
+    check_adapter_args(unet=unet, base_params=base_params, branches=branches, extra=extra)  # issue 19
     residuals, caches = dict(extra or {}), []
     for cnet, P, control, scales in branches:
         r, c = cnet.forward(P, x, t, control, cond, scales)
@@ -397,6 +420,8 @@ def controlled_backward(unet: UNet, base_params, branches, cache, dout):
     dx : array
         Gradient with respect to x through the base U-Net.
     """
+    check_adapter_args(unet=unet, base_params=base_params, branches=branches)  # issue 19
+    check_cache(cache, "controlled_forward", 2)
     base_cache, caches = cache
     base_grads, dx, dres = unet.backward_full(base_params, base_cache, dout)
     return [cnet.backward(P, c, dres) for (cnet, P, *_), c in zip(branches, caches)], base_grads, dx
@@ -459,6 +484,9 @@ def controlled_model(unet: UNet, base_params, controls, cond=None, *, conditioni
         If the number of scales differs from the number of controls, or ``start``/``end``
         are given without ``timesteps``; the model raises ValueError for a t not on the grid.
     """
+    check_adapter_args(unet=unet, base_params=base_params, controls=controls, guess_mode=guess_mode,  # issue 19
+                       start=start, end=end, guidance_scale=guidance_scale, cond=cond, convention=convention,
+                       conditioning_scale=conditioning_scale, timesteps=timesteps)
     scales_in = list(conditioning_scale) if np.ndim(conditioning_scale) else [conditioning_scale] * len(controls)
     if len(scales_in) != len(controls):
         raise ValueError(f"controlled_model: {len(controls)} controls but {len(scales_in)} conditioning scales")

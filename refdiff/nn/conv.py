@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from array_api_compat import device as _device
 
+from .._validate import check_array
 from ..backend import array_namespace
+from ._check import check_cache, check_dout, check_size
 
 __all__ = [
     "conv2d_forward",
@@ -48,19 +50,26 @@ def conv_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
     int
         The output length (less than 1 when the kernel does not fit).
     """
+    size, kernel = check_size("size", size), check_size("kernel", kernel)
+    stride, pad = check_size("stride", stride), check_size("pad", pad, 0)
     return (size + 2 * pad - kernel) // stride + 1
 
 
 def _check_conv(x, w, stride, pad, b=None):
-    if x.ndim != 4 or w.ndim != 4:
-        raise ValueError(f"conv2d: x must be (N, C, H, W) and w (F, C, kh, kw); got x {tuple(x.shape)}, "
-                         f"w {tuple(w.shape)}")
+    """Types, dtypes and shapes of a convolution's arguments (cheap: no NaN scan); the
+    output size (Ho, Wo)."""
+    check_array("x", x, ndim=4)
+    check_array("w", w, ndim=4)
+    check_array("b", b)
+    kh, kw = w.shape[2], w.shape[3]
+    check_size("pad", pad, 0, max(kh, kw) - 1)  # a wider padding only adds outputs that see zeros
+    check_size("stride", stride, 1, max(x.shape[2], x.shape[3]) + 2 * pad)
     if x.shape[1] != w.shape[1]:
-        raise ValueError(f"conv2d: x has {x.shape[1]} channels but w expects {w.shape[1]}")
-    if b is not None and tuple(b.shape) != (w.shape[0],):
-        raise ValueError(f"conv2d: bias b must have shape (F,) = ({w.shape[0]},), got {tuple(b.shape)}")
-    if stride < 1 or pad < 0:
-        raise ValueError(f"conv2d: need stride >= 1 and pad >= 0, got stride={stride}, pad={pad}")
+        raise ValueError(f"conv2d: x has {x.shape[1]} channels (shape {tuple(x.shape)}) but w expects "
+                         f"{w.shape[1]} (shape {tuple(w.shape)})")
+    if tuple(b.shape) != (w.shape[0],):
+        raise ValueError(f"conv2d: bias b must have shape (F,) = ({w.shape[0]},) for w of shape "
+                         f"{tuple(w.shape)}, got {tuple(b.shape)}")
     kh, kw = w.shape[2], w.shape[3]
     Ho = conv_output_size(x.shape[2], kh, stride, pad)
     Wo = conv_output_size(x.shape[3], kw, stride, pad)
@@ -101,6 +110,7 @@ def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
     """2-D cross-correlation ``out[n,f,i,j] = b[f] + sum_{c,u,v} w[f,c,u,v]
     x[n, c, s i + u - pad, s j + v - pad]`` (zero outside the image), MATH.md (13.3),
     computed as the product (13.4) ``Y = W_mat X_col + b``.
+    NaN and inf propagate: not checked.
 
     x (N, C, H, W), w (F, C, kh, kw), b (F,).  ``pad`` defaults to ``kh // 2`` ("same" for
     odd kernels at stride 1; 3x3 stride 2 pad 1 halves an even size).  Returns
@@ -132,9 +142,10 @@ def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
         If ``x`` or ``w`` is not 4-D, their channel counts differ, ``b`` is not (F,), ``stride < 1``,
         ``pad < 0``, or the kernel does not fit the padded input.
     """
-    xp = array_namespace(x, w)
+    check_array("w", w, ndim=4)
     pad = w.shape[2] // 2 if pad is None else pad
     Ho, Wo = _check_conv(x, w, stride, pad, b)
+    xp = array_namespace(x, w)
     N = x.shape[0]
     F, C, kh, kw = w.shape
     cols = _im2col(xp, x, kh, kw, stride, pad, Ho, Wo)  # (C kh kw, N Ho Wo)
@@ -147,6 +158,7 @@ def conv2d_backward(dout, cache):
     """Gradients of :func:`conv2d_forward`, MATH.md (13.5) and (13.6):
     ``dW_mat = dY X_col^T``, ``db = sum dY``, ``dX_col = W_mat^T dY`` added back into place
     (col2im).  Returns ``(dx, dw, db)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -164,10 +176,11 @@ def conv2d_backward(dout, cache):
     db : array, shape (F,)
         Gradient with respect to ``b``.
     """
+    x_shape, cols, w, stride, pad = check_cache(cache, "conv2d_forward", 5)
+    N, C, kh, kw = x_shape[0], w.shape[1], w.shape[2], w.shape[3]
+    F, Ho, Wo = w.shape[0], conv_output_size(x_shape[2], kh, stride, pad), conv_output_size(x_shape[3], kw, stride, pad)
+    check_dout(dout, (N, F, Ho, Wo))
     xp = array_namespace(dout)
-    x_shape, cols, w, stride, pad = cache
-    N, F, Ho, Wo = dout.shape
-    C, kh, kw = w.shape[1], w.shape[2], w.shape[3]
     dY = xp.reshape(xp.permute_dims(dout, (1, 0, 2, 3)), (F, N * Ho * Wo))  # (F, N Ho Wo)
     dw = xp.reshape(dY @ cols.T, w.shape)
     db = xp.sum(dY, axis=1)
@@ -178,6 +191,7 @@ def conv2d_backward(dout, cache):
 def conv_transpose2d_forward(x, w, b, *, stride: int = 1, pad: int = 0, output_padding: int = 0):
     """Transposed convolution, the adjoint of :func:`conv2d_forward` in its input plus a
     bias, MATH.md (13.30): ``out = conv^T(x) + b``, i.e. (13.6) applied to x.
+    NaN and inf propagate: not checked.
 
     x (N, F, H, W), w (F, C, kh, kw) (PyTorch's ``ConvTranspose2d`` layout: in, out, kh,
     kw), b (C,).  Output size ``(H - 1) stride - 2 pad + kh + output_padding``
@@ -213,13 +227,19 @@ def conv_transpose2d_forward(x, w, b, *, stride: int = 1, pad: int = 0, output_p
         If the shapes of ``x``, ``w``, ``b`` do not match, the stride, padding or output
         padding is out of range, or the output would be empty.
     """
-    xp = array_namespace(x, w)
     what = "conv_transpose2d_forward"
-    if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[0]:
+    check_array("x", x, ndim=4)
+    check_array("w", w, ndim=4)
+    check_array("b", b)
+    stride, pad = check_size("stride", stride, 1, max(w.shape[2], w.shape[3], 2)), check_size("pad", pad, 0)
+    output_padding = check_size("output_padding", output_padding, 0)
+    xp = array_namespace(x, w)
+    if x.shape[1] != w.shape[0]:
         raise ValueError(f"{what}: need x (N, F, H, W) and w (F, C, kh, kw) with the same F; got x "
                          f"{tuple(x.shape)}, w {tuple(w.shape)}")
     if tuple(b.shape) != (w.shape[1],):
-        raise ValueError(f"{what}: bias b must have shape (C,) = ({w.shape[1]},), got {tuple(b.shape)}")
+        raise ValueError(f"{what}: bias b must have shape (C,) = ({w.shape[1]},) for w of shape "
+                         f"{tuple(w.shape)}, got {tuple(b.shape)}")
     if stride < 1 or pad < 0 or not 0 <= output_padding < stride:
         raise ValueError(f"{what}: need stride >= 1, pad >= 0 and 0 <= output_padding < stride; got "
                          f"stride={stride}, pad={pad}, output_padding={output_padding}")
@@ -239,6 +259,7 @@ def conv_transpose2d_backward(dout, cache):
     """Gradients of :func:`conv_transpose2d_forward`, MATH.md (13.30): the adjoint of the
     adjoint is the convolution, ``dx = conv(dout)`` with the same w and no bias (a gather
     of dout, (13.4)); ``dw = X dout_col^T``; ``db = sum dout``.  Returns ``(dx, dw, db)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -256,10 +277,16 @@ def conv_transpose2d_backward(dout, cache):
     db : array, shape (C,)
         Gradient with respect to ``b``.
     """
-    xp = array_namespace(dout)
-    X, w, stride, pad, x_shape = cache
+    X, w, stride, pad, x_shape = check_cache(cache, "conv_transpose2d_forward", 5)
     N, F, H, W = x_shape
     C, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    check_array("dout", dout, ndim=4)
+    Ho0, Wo0 = (H - 1) * stride - 2 * pad + kh, (W - 1) * stride - 2 * pad + kw  # output_padding 0
+    op = dout.shape[2] - Ho0
+    if tuple(dout.shape[:2]) != (N, C) or not 0 <= op < stride or dout.shape[3] - Wo0 != op:
+        raise ValueError(f"dout must have the forward output's shape ({N}, {C}, {Ho0} + output_padding, "
+                         f"{Wo0} + output_padding), got shape {tuple(dout.shape)}")
+    xp = array_namespace(dout)
     dcols = _im2col(xp, dout, kh, kw, stride, pad, H, W)  # (C kh kw, N H W)
     dx = xp.reshape(w, (F, C * kh * kw)) @ dcols  # (F, N H W)
     dx = xp.permute_dims(xp.reshape(dx, (F, N, H, W)), (1, 0, 2, 3))
@@ -271,6 +298,7 @@ def conv2d_forward_naive(x, w, b, *, stride: int = 1, pad: int | None = None):
     """Loop definition of the convolution MATH.md (13.3): for every output pixel (i, j)
     and kernel tap (p, q), add ``x[:, :, s i + p - pad, s j + q - pad] @ w[:, :, p, q]^T``.
     The executable specification of :func:`conv2d_forward`; slow, for tests.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -298,9 +326,10 @@ def conv2d_forward_naive(x, w, b, *, stride: int = 1, pad: int | None = None):
         If ``x`` or ``w`` is not 4-D, their channel counts differ, ``stride < 1``,
         ``pad < 0``, or the kernel does not fit the padded input.
     """
-    xp = array_namespace(x, w)
+    check_array("w", w, ndim=4)
     pad = w.shape[2] // 2 if pad is None else pad
-    Ho, Wo = _check_conv(x, w, stride, pad)
+    Ho, Wo = _check_conv(x, w, stride, pad, b)
+    xp = array_namespace(x, w)
     N, C, H, W = x.shape
     F, _, kh, kw = w.shape
     out = xp.zeros((N, F, Ho, Wo), dtype=x.dtype, device=_device(x))
@@ -320,6 +349,7 @@ def conv2d_backward_naive(dout, cache):
     """Loop definition of the convolution's gradients MATH.md (13.5), (13.6): every
     (output pixel, tap) term of the forward sum sends ``dout @ w`` back to its input pixel
     and ``dout^T x`` to its weight.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -337,10 +367,11 @@ def conv2d_backward_naive(dout, cache):
     db : array, shape (F,)
         Gradient with respect to ``b``.
     """
-    xp = array_namespace(dout)
-    x, w, stride, pad = cache
+    x, w, stride, pad = check_cache(cache, "conv2d_forward_naive", 4)
     N, C, H, W = x.shape
     F, _, kh, kw = w.shape
+    check_dout(dout, (N, F, conv_output_size(H, kh, stride, pad), conv_output_size(W, kw, stride, pad)))
+    xp = array_namespace(dout)
     dx = xp.zeros(x.shape, dtype=x.dtype, device=_device(x))
     dw = xp.zeros(w.shape, dtype=w.dtype, device=_device(w))
     for i in range(dout.shape[2]):
@@ -353,3 +384,18 @@ def conv2d_backward_naive(dout, cache):
                         dx[:, :, r, c] = dx[:, :, r, c] + g @ w[:, :, p, q]
                         dw[:, :, p, q] = dw[:, :, p, q] + g.T @ x[:, :, r, c]
     return dx, dw, xp.sum(dout, axis=(0, 2, 3))
+
+
+def _check_cfirst_conv_backward(dout, cache):
+    """The checks of :func:`refdiff.nn.fast.conv2d_backward`: its cache is ``(xT, w, stride,
+    pad)`` (x in (C, H, W, N) order) or ``("winograd", (U, Wt, w_shape, (C, H, W, N), m))``;
+    dout must be a float array of the forward output's shape."""
+    if isinstance(cache, tuple) and len(cache) == 2 and isinstance(cache[0], str):
+        wc = check_cache(cache[1], "conv2d_forward", 5, name="cache")
+        (C, H, W, N), F = wc[3], wc[2][0]
+        shape = (N, F, H, W)  # 3x3 stride 1 pad 1
+    else:
+        xT, w, stride, pad = check_cache(cache, "conv2d_forward", 4)
+        (C, H, W, N), (F, _, kh, kw) = xT.shape, w.shape
+        shape = (N, F, conv_output_size(H, kh, stride, pad), conv_output_size(W, kw, stride, pad))
+    check_dout(dout, shape)

@@ -36,7 +36,11 @@ import math
 
 import numpy as np
 
+from .._validate import check_array, check_finite_scalar
 from ..backend import array_namespace
+from ._check import (check_block, check_cache, check_config, check_dout, check_grads, check_params, check_prefix,
+                     check_rng, check_size)
+from .conditions import as_cond
 from .activations import gelu_backward, gelu_forward, silu_backward, silu_forward
 from .attention import mha_backward, mha_forward
 from .base import DenoiserBase, config_fields
@@ -77,10 +81,9 @@ def sincos_pos_embed_2d(dim: int, grid: int):
     ValueError
         If ``dim`` or ``grid`` is out of range.
     """
-    if not isinstance(dim, int) or dim < 4 or dim % 4:
+    dim, grid = check_size("dim", dim, 4, 1 << 16), check_size("grid", grid, 1, 1 << 12)
+    if dim % 4:
         raise ValueError(f"sincos_pos_embed_2d: dim must be a positive multiple of 4, got {dim!r}")
-    if not isinstance(grid, int) or grid < 1:
-        raise ValueError(f"sincos_pos_embed_2d: grid must be an int >= 1, got {grid!r}")
     q = dim // 4
     omega = 1.0 / 10000.0 ** (np.arange(q, dtype=np.float64) / q)
     i, j = np.divmod(np.arange(grid * grid), grid)  # row, column of token k
@@ -96,6 +99,7 @@ def patch_embed_weight_from_conv(w_conv):
     """The release's patch-embedding kernel (D, C, p, p) as the (p p C, D) matrix of the
     linear map on patchified tokens: ``W[(u p + v) C + c, d] = w_conv[d, c, u, v]``,
     MATH.md (20.1).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -112,8 +116,9 @@ def patch_embed_weight_from_conv(w_conv):
     ValueError
         If ``w_conv`` is not a (D, C, p, p) kernel.
     """
+    check_array("w_conv", w_conv, ndim=4)
     xp = array_namespace(w_conv)
-    if w_conv.ndim != 4 or w_conv.shape[2] != w_conv.shape[3]:
+    if w_conv.shape[2] != w_conv.shape[3]:
         raise ValueError(f"patch_embed_weight_from_conv: need a (D, C, p, p) kernel, got {tuple(w_conv.shape)}")
     D, C, p, _ = w_conv.shape
     return xp.reshape(xp.permute_dims(w_conv, (2, 3, 1, 0)), (p * p * C, D))  # (u, v, c) x d
@@ -121,6 +126,7 @@ def patch_embed_weight_from_conv(w_conv):
 
 def patch_embed_weight_to_conv(w_lin, channels: int, patch: int):
     """Inverse of :func:`patch_embed_weight_from_conv`: (p p C, D) -> (D, C, p, p).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -141,9 +147,10 @@ def patch_embed_weight_to_conv(w_lin, channels: int, patch: int):
     ValueError
         If ``w_lin`` is not a (p p C, D) matrix.
     """
+    check_array("w_lin", w_lin, ndim=2)
+    p, C = check_size("patch", patch, 1, 1 << 12), check_size("channels", channels, 1, 1 << 16)
     xp = array_namespace(w_lin)
-    p, C = patch, channels
-    if w_lin.ndim != 2 or w_lin.shape[0] != p * p * C:
+    if w_lin.shape[0] != p * p * C:
         raise ValueError(f"patch_embed_weight_to_conv: need a ({p * p * C}, D) matrix, got {tuple(w_lin.shape)}")
     return xp.permute_dims(xp.reshape(w_lin, (p, p, C, w_lin.shape[1])), (3, 2, 0, 1))
 
@@ -166,6 +173,8 @@ def xavier_uniform(rng, d_in: int, d_out: int):
     numpy.ndarray, shape (d_in, d_out)
         The weight in float64.
     """
+    check_rng(rng)
+    d_in, d_out = check_size("d_in", d_in, 1, 1 << 16), check_size("d_out", d_out, 1, 1 << 16)
     a = math.sqrt(6.0 / (d_in + d_out))
     return rng.uniform(-a, a, size=(d_in, d_out))
 
@@ -174,6 +183,7 @@ def xavier_uniform(rng, d_in: int, d_out: int):
 def modulate_forward(x, shift, scale):
     """``out = x (1 + scale) + shift`` per sample, x (N, L, D), shift and scale (N, D),
     MATH.md (20.3).  Returns ``(out, cache)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -196,7 +206,10 @@ def modulate_forward(x, shift, scale):
     ValueError
         If the shapes do not match as above.
     """
-    if x.ndim != 3 or tuple(shift.shape) != (x.shape[0], x.shape[2]) or shift.shape != scale.shape:
+    check_array("x", x, ndim=3)
+    check_array("shift", shift, ndim=2)
+    check_array("scale", scale, ndim=2)
+    if tuple(shift.shape) != (x.shape[0], x.shape[2]) or shift.shape != scale.shape:
         raise ValueError(f"modulate_forward: need x (N, L, D) and shift, scale (N, D); got {tuple(x.shape)}, "
                          f"{tuple(shift.shape)}, {tuple(scale.shape)}")
     return x * (1.0 + scale[:, None, :]) + shift[:, None, :], (x, scale)
@@ -205,6 +218,7 @@ def modulate_forward(x, shift, scale):
 def modulate_backward(dout, cache):
     """MATH.md (20.3): ``dx = dout (1 + scale)``, ``dshift = sum_L dout``,
     ``dscale = sum_L dout x``.  Returns ``(dx, dshift, dscale)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -220,13 +234,15 @@ def modulate_backward(dout, cache):
     dscale : array, shape (N, D)
         Gradients with respect to x, shift and scale.
     """
+    x, scale = check_cache(cache, "modulate_forward", 2)
+    check_dout(dout, x.shape)
     xp = array_namespace(dout)
-    x, scale = cache
     return dout * (1.0 + scale[:, None, :]), xp.sum(dout, axis=1), xp.sum(dout * x, axis=1)
 
 
 def tok_linear_forward(P, name, x):
     """Token-wise ``x W + b`` for x (N, L, D_in): MATH.md (13.1) on the (N L, D_in) view.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -244,6 +260,11 @@ def tok_linear_forward(P, name, x):
     cache : tuple
         For :func:`tok_linear_backward`.
     """
+    check_block(P, name, ".w", ".b", what="tok_linear_forward", pre_name="name")
+    check_array("x", x, ndim=3)
+    if x.shape[2] != P[name + ".w"].shape[0]:
+        raise ValueError(f"tok_linear_forward: x has width {x.shape[2]} (shape {tuple(x.shape)}), "
+                         f"P[{name + '.w'!r}] expects {P[name + '.w'].shape[0]}")
     xp = array_namespace(x)
     N, L, D = x.shape
     y, cache = linear_forward(xp.reshape(x, (N * L, D)), P[name + ".w"], P[name + ".b"])
@@ -252,6 +273,7 @@ def tok_linear_forward(P, name, x):
 
 def tok_linear_backward(G, name, dout, cache):
     """MATH.md (13.2) for :func:`tok_linear_forward`; adds into ``G``, returns dx.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -270,12 +292,26 @@ def tok_linear_backward(G, name, dout, cache):
     array, shape (N, L, D_in)
         Gradient with respect to the tokens.
     """
+    check_grads(G)
+    check_prefix(name, "name")
+    c, N, L = check_cache(cache, "tok_linear_forward", 3)
+    check_dout(dout, (N, L, c[1].shape[1]))
     xp = array_namespace(dout)
-    c, N, L = cache
     dx, dw, db = linear_backward(xp.reshape(dout, (N * L, dout.shape[2])), c)
     for k, g in ((name + ".w", dw), (name + ".b", db)):
         G[k] = G[k] + g if k in G else g
     return xp.reshape(dx, (N, L, dx.shape[1]))
+
+
+def _check_block_io(P, pre, x, s, keys, what):
+    """P holds ``keys`` under ``pre``; x (N, T, D) and s (N, D) floats with one N and D."""
+    check_block(P, pre, *keys, what=what)
+    check_array("x", x, ndim=3)
+    check_array("s", s, ndim=2)
+    D = P[pre + ".ada.w"].shape[0]
+    if s.shape[0] != x.shape[0] or s.shape[1] != D or x.shape[2] != D:
+        raise ValueError(f"{what}: need x (N, T, {D}) and s (N, {D}) with one N for the parameters under "
+                         f"pre = {pre!r}, got x {tuple(x.shape)} and s {tuple(s.shape)}")
 
 
 def _chunks(mod, n):
@@ -314,9 +350,16 @@ def dit_block_init(P: dict, pre: str, D: int, heads: int, mlp_ratio: float, rng)
     ValueError
         If ``heads < 1`` or it does not divide ``D``.
     """
-    if heads < 1 or D % heads:
+    check_params(P)
+    check_prefix(pre)
+    D, heads = check_size("D", D, 1, 1 << 16), check_size("heads", heads, 1, 1 << 12)
+    mlp_ratio = check_finite_scalar("mlp_ratio", mlp_ratio, low=0.0, low_open=True)
+    check_rng(rng)
+    if D % heads:
         raise ValueError(f"dit_block_init: heads={heads} must divide the width {D}")
     F = int(D * mlp_ratio)
+    if not 1 <= F <= 1 << 18:
+        raise ValueError(f"dit_block_init: mlp_ratio={mlp_ratio} gives a hidden width {F}, need 1 <= F <= 262144")
     for name, di, do in (("attn.qkv", D, 3 * D), ("attn.out", D, D), ("fc1", D, F), ("fc2", F, D)):
         P[f"{pre}.{name}.w"], P[f"{pre}.{name}.b"] = xavier_uniform(rng, di, do), np.zeros(do)
     P[pre + ".ada.w"], P[pre + ".ada.b"] = np.zeros((D, 6 * D)), np.zeros(6 * D)
@@ -324,6 +367,7 @@ def dit_block_init(P: dict, pre: str, D: int, heads: int, mlp_ratio: float, rng)
 
 def dit_block_forward(P, pre, x, s, *, heads: int):
     """One adaLN-Zero block, MATH.md (20.4), x (N, T, D), s = silu(c) (N, D)::
+    NaN and inf propagate: not checked.
 
         [sh1, sc1, g1, sh2, sc2, g2] = s W_ada + b_ada          six chunks of (N, D)
         x1  = x  + g1 * MHA(modulate(LN(x), sh1, sc1))
@@ -351,6 +395,9 @@ def dit_block_forward(P, pre, x, s, *, heads: int):
     cache : tuple
         For :func:`dit_block_backward`.
     """
+    _check_block_io(P, pre, x, s, (".ada.w", ".ada.b", ".attn.qkv.w", ".attn.out.w", ".fc1.w", ".fc2.w"),
+                    "dit_block_forward")
+    check_size("heads", heads)
     mod, c_mod = linear_forward(s, P[pre + ".ada.w"], P[pre + ".ada.b"])  # (N, 6D)
     sh1, sc1, g1, sh2, sc2, g2 = _chunks(mod, 6)
     h1, c_ln1 = layernorm_forward(x, eps=LN_EPS)
@@ -369,6 +416,7 @@ def dit_block_forward(P, pre, x, s, *, heads: int):
 def dit_block_backward(G, P, pre, dout, cache):
     """Backward of :func:`dit_block_forward`, MATH.md (20.4) with (20.3), (13.26), (13.23):
     gradients are added into ``G``; returns ``(dx, ds)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -390,8 +438,11 @@ def dit_block_backward(G, P, pre, dout, cache):
     ds : array, shape (N, D)
         Gradient with respect to s.
     """
+    check_grads(G)
+    check_block(P, pre, ".ada.w", what="dit_block_backward")
+    c_mod, g1, g2, a, f2, c_ln1, c_m1, c_att, c_ln2, c_m2, c_f1, c_g, c_f2 = check_cache(cache, "dit_block_forward", 13)
+    check_dout(dout, f2.shape)
     xp = array_namespace(dout)
-    c_mod, g1, g2, a, f2, c_ln1, c_m1, c_att, c_ln2, c_m2, c_f1, c_g, c_f2 = cache
     dg2 = xp.sum(dout * f2, axis=1)
     dgl = tok_linear_backward(G, pre + ".fc2", dout * g2[:, None, :], c_f2)
     dm2 = tok_linear_backward(G, pre + ".fc1", gelu_backward(dgl, c_g), c_f1)
@@ -412,6 +463,7 @@ def final_layer_forward(P, pre, x, s):
     """The final adaLN layer, MATH.md (20.5): ``[shift, scale] = s W_ada + b_ada``,
     ``y = modulate(LN(x), shift, scale) W + b`` (both W start at zero).  (N, T, D) ->
     (N, T, p p C').
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -431,6 +483,7 @@ def final_layer_forward(P, pre, x, s):
     cache : tuple
         For :func:`final_layer_backward`.
     """
+    _check_block_io(P, pre, x, s, (".ada.w", ".ada.b", ".linear.w", ".linear.b"), "final_layer_forward")
     mod, c_mod = linear_forward(s, P[pre + ".ada.w"], P[pre + ".ada.b"])  # (N, 2D)
     shift, scale = _chunks(mod, 2)
     h, c_ln = layernorm_forward(x, eps=LN_EPS)
@@ -441,6 +494,7 @@ def final_layer_forward(P, pre, x, s):
 
 def final_layer_backward(G, P, pre, dout, cache):
     """Backward of :func:`final_layer_forward`, MATH.md (20.5); returns ``(dx, ds)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -462,8 +516,11 @@ def final_layer_backward(G, P, pre, dout, cache):
     ds : array, shape (N, D)
         Gradient with respect to s.
     """
+    check_grads(G)
+    check_block(P, pre, ".ada.w", what="final_layer_backward")
+    c_mod, c_ln, c_m, c_y = check_cache(cache, "final_layer_forward", 4)
+    check_array("dout", dout)
     xp = array_namespace(dout)
-    c_mod, c_ln, c_m, c_y = cache
     dh, dshift, dscale = modulate_backward(tok_linear_backward(G, pre + ".linear", dout, c_y), c_m)
     ds, dw, db = linear_backward(xp.concat([dshift, dscale], axis=1), c_mod)
     for k, g in ((pre + ".ada.w", dw), (pre + ".ada.b", db)):
@@ -480,6 +537,7 @@ def dit_cfg(out_uncond, out_cond, guidance_scale, guided_channels="all"):
     release's ``forward_with_cfg`` (its known 3-channel bug, reproduced for verifiers),
     ``in_channels`` that of diffusers' ``DiTPipeline`` (the learned-sigma half is then the
     conditional one).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -502,8 +560,11 @@ def dit_cfg(out_uncond, out_cond, guidance_scale, guided_channels="all"):
     ValueError
         If the shapes differ or ``guided_channels`` is invalid.
     """
+    check_array("out_uncond", out_uncond, min_ndim=2)
+    check_array("out_cond", out_cond, min_ndim=2)
     xp = array_namespace(out_cond)
-    if tuple(out_uncond.shape) != tuple(out_cond.shape) or out_cond.ndim < 2:
+    guidance_scale = check_finite_scalar("guidance_scale", guidance_scale)
+    if tuple(out_uncond.shape) != tuple(out_cond.shape):
         raise ValueError(f"dit_cfg: out_uncond {tuple(out_uncond.shape)} and out_cond {tuple(out_cond.shape)} "
                          "must have the same shape (N, C', ...)")
     Cp = out_cond.shape[1]
@@ -576,10 +637,10 @@ class DiTConfig:
     max_period: float = 10000.0
 
     def __post_init__(self):
-        for name in ("image_size", "in_channels", "patch", "width", "depth", "heads"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"DiTConfig.{name} must be an int >= 1, got {v!r}")
+        check_config("DiTConfig", self, ints={"image_size": 1, "in_channels": 1, "patch": 1, "width": 1, "depth": 1,
+                                              "heads": 1, "num_classes": 0, "freq_dim": 2},
+                     floats={"mlp_ratio": (0.0, True), "time_scale": (0.0, True), "max_period": (0.0, True)},
+                     bools=("learn_sigma", "pos_embed"))
         if self.image_size % self.patch:
             raise ValueError(f"DiTConfig: patch={self.patch} must divide image_size={self.image_size} "
                              f"(valid patches: {[p for p in range(1, self.image_size + 1) if self.image_size % p == 0]})")
@@ -588,7 +649,7 @@ class DiTConfig:
         if self.width % 4:
             raise ValueError(f"DiTConfig: width={self.width} must be a multiple of 4 (the 2-D sin-cos table)")
         if not self.mlp_ratio > 0 or int(self.width * self.mlp_ratio) < 1:
-            raise ValueError(f"DiTConfig.mlp_ratio must give a hidden width >= 1, got {self.mlp_ratio!r}")
+            raise ValueError(f"DiTConfig: mlp_ratio must give a hidden width >= 1, got {self.mlp_ratio!r}")
         if self.num_classes < 0 or self.freq_dim < 2:
             raise ValueError(f"DiTConfig: num_classes must be >= 0 and freq_dim >= 2, got {self.num_classes}, "
                              f"{self.freq_dim}")
@@ -625,7 +686,7 @@ class DiT(DenoiserBase):
     arch = "dit"
 
     def __init__(self, config: DiTConfig | None = None):
-        super().__init__(DiTConfig() if config is None else config)
+        super().__init__(DiTConfig() if config is None else self._check_config_type(config, DiTConfig))
 
     @property
     def grid(self) -> int:
@@ -650,6 +711,7 @@ class DiT(DenoiserBase):
 
     def _check_image(self, x):
         c = self.config
+        check_array("x", x)
         if x.ndim == 4 and (x.shape[2] % c.patch or x.shape[3] % c.patch):
             raise ValueError(f"DiT.forward: image size {tuple(x.shape[2:])} is not divisible by patch={c.patch}")
 
@@ -674,6 +736,7 @@ class DiT(DenoiserBase):
 
     def forward(self, params, x, t, cond=None):
         """Output (N, C', S, S) and cache, MATH.md (20.4)-(20.6).
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------
@@ -717,6 +780,7 @@ class DiT(DenoiserBase):
 
     def backward(self, params, cache, dout):
         """Gradients of ``sum(out * dout)``: ``(grads, dx)``.
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------
@@ -734,6 +798,7 @@ class DiT(DenoiserBase):
         dx : array, shape (N, C, S, S)
             Gradient with respect to x.
         """
+        self._check_backward(params, cache, 6, dout)
         p_cache, c_x, c_e, blocks, c_f, u_cache = cache
         G: dict = {}
         dh, ds = final_layer_backward(G, params, "final", unpatchify_backward(dout, u_cache), c_f)
@@ -746,6 +811,7 @@ class DiT(DenoiserBase):
 
     def apply(self, params, x, t, cond=None):
         """The prediction (with ``learn_sigma``: the first C channels).
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------
@@ -787,6 +853,13 @@ class DiT(DenoiserBase):
             ``model(x, t)`` returning the guided prediction (N, C, S, S).
         """
         C = self.config.in_channels
+        check_params(params, "params")
+        cond = as_cond(cond)
+        guidance_scale = check_finite_scalar("guidance_scale", guidance_scale)
+        Cp = self.config.out_channels
+        if guided_channels != "all" and (isinstance(guided_channels, bool) or not isinstance(guided_channels, int)
+                                         or not 1 <= guided_channels <= Cp):
+            raise ValueError(f"DiT.guided: guided_channels must be 'all' or an int in [1, {Cp}], got {guided_channels!r}")
 
         def model(x, t):
             xp, n = array_namespace(x), x.shape[0]

@@ -17,6 +17,9 @@ against its reference twin, forward and backward, in float64 and float32.  The t
   scatter of shifted slices otherwise;
 * **in-place updates** in SiLU and GroupNorm (fewer full-size temporaries);
 * **the GroupNorm backward** (13.10) assembled from per-(channel, sample) spatial sums.
+
+Arguments are checked at the top of each public function (types, dtypes, shapes; issue 19);
+NaN and inf propagate: not checked.
 """
 
 from __future__ import annotations
@@ -25,8 +28,13 @@ import functools
 
 from array_api_compat import device as _device
 
+from .._validate import check_array
 from ..backend import array_namespace
-from .conv import _check_conv
+from ._check import check_cache, check_dout
+from .conv import _check_cfirst_conv_backward, _check_conv
+from .layers import _check_concat_args, _check_concat_backward
+from .norm import _check_groupnorm_args
+from .resample import _resample_backward_checks
 from .norm import _check_affine, _check_groups
 from .resample import _check_image
 from . import winograd as _wg
@@ -221,6 +229,8 @@ def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
         If the shapes are inconsistent, ``stride < 1``, ``pad < 0``, or the kernel does not
         fit the padded input.
     """
+    check_array("x", x)  # issue 19: checked before w.shape is read
+    check_array("w", w, ndim=4)
     xp = array_namespace(x, w)
     pad = w.shape[2] // 2 if pad is None else pad
     Ho, Wo = _check_conv(x, w, stride, pad, b)
@@ -264,6 +274,7 @@ def conv2d_backward(dout, cache):
     db : array, shape (F,)
         Gradients with respect to x, w and b.
     """
+    _check_cfirst_conv_backward(dout, cache)  # issue 19
     xp = array_namespace(dout)
     if isinstance(cache[0], str):  # ("winograd", its cache)
         dxT, dw, db = _wg.conv3x3_backward(xp, _cfirst(xp, dout), cache[1])
@@ -330,6 +341,7 @@ def silu_forward(x):
     cache : tuple
         ``(x, sigmoid(x))`` for :func:`silu_backward`.
     """
+    check_array("x", x)  # issue 19 (cheap: NaN propagates)
     xp = array_namespace(x)
     s = _sigmoid(xp, x)
     return x * s, (x, s)
@@ -350,7 +362,8 @@ def silu_backward(dout, cache):
     array
         Gradient with respect to the input.
     """
-    x, s = cache
+    x, s = check_cache(cache, "silu_forward", 2)  # issue 19
+    check_dout(dout, x.shape)
     dx = 1.0 - s  # one temporary, updated in place (keeps s's memory order)
     dx *= x
     dx += 1.0
@@ -383,8 +396,8 @@ def upsample2x_forward(x):
     ValueError
         If ``x`` is not 4-D.
     """
-    xp = array_namespace(x)
     _check_image(x, "upsample2x_forward")
+    xp = array_namespace(x)
     N, C, H, W = x.shape
     xT = xp.permute_dims(x, (1, 2, 3, 0))  # (C, H, W, N)
     out = xp.broadcast_to(xT[:, :, None, :, None, :], (C, H, 2, W, 2, N))
@@ -408,6 +421,7 @@ def upsample2x_backward(dout, cache):
     array, shape (N, C, H, W)
         Gradient with respect to the input.
     """
+    _resample_backward_checks(dout, cache, "upsample2x")  # issue 19
     xp = array_namespace(dout)
     N, C, H2, W2 = dout.shape
     dT = xp.reshape(xp.permute_dims(dout, (1, 2, 3, 0)), (C, H2 // 2, 2, W2 // 2, 2, N))
@@ -434,8 +448,8 @@ def avgpool2x_forward(x):
     ValueError
         If ``x`` is not 4-D or H or W is odd.
     """
-    xp = array_namespace(x)
     _check_image(x, "avgpool2x_forward")
+    xp = array_namespace(x)
     N, C, H, W = x.shape
     if H % 2 or W % 2:
         raise ValueError(f"avgpool2x_forward: H and W must be even, got {H}x{W}")
@@ -459,6 +473,7 @@ def avgpool2x_backward(dout, cache):
     array, shape (N, C, H, W)
         Gradient with respect to the input.
     """
+    _resample_backward_checks(dout, cache, "avgpool2x")  # issue 19
     xp = array_namespace(dout)
     N, C, H, W = dout.shape
     dT = xp.permute_dims(dout, (1, 2, 3, 0))  # (C, H, W, N)
@@ -503,6 +518,7 @@ def groupnorm_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
         If ``x`` has fewer than 2 axes, ``groups`` does not divide C, or ``gamma`` or
         ``beta`` does not have shape (C,).
     """
+    _check_groupnorm_args(x, gamma, beta, groups, eps)  # issue 19
     xp = array_namespace(x)
     _check_groups("groupnorm_forward", x, groups)
     N, C = x.shape[0], x.shape[1]
@@ -542,6 +558,8 @@ def groupnorm_backward(dout, cache):
     dbeta : array, shape (C,)
         Gradients with respect to x, gamma and beta.
     """
+    xhat, rstd, gamma, groups = check_cache(cache, "groupnorm_forward", 4)  # issue 19
+    check_dout(dout, (xhat.shape[-1],) + tuple(xhat.shape[:-1]))
     xp = array_namespace(dout)
     xhat, rstd, gamma, groups = cache  # xhat (C, ..., N), rstd (G, 1, N)
     C, N = xhat.shape[0], xhat.shape[-1]
@@ -592,6 +610,7 @@ def concat_forward(a, b):
     ValueError
         If ``a`` or ``b`` is not 4-D.
     """
+    _check_concat_args(a, b)  # issue 19
     xp = array_namespace(a, b)
     if a.ndim != 4 or b.ndim != 4:
         raise ValueError(f"concat_forward: need two NCHW arrays, got {tuple(a.shape)} and {tuple(b.shape)}")
@@ -615,6 +634,7 @@ def concat_backward(dout, cache):
     db : array, shape (N, Cb, H, W)
         Gradients with respect to the two parts.
     """
+    _check_concat_backward(dout, cache)  # issue 19
     ca = cache
     return dout[:, :ca, :, :], dout[:, ca:, :, :]
 
@@ -636,6 +656,10 @@ def add_channel_shift(h, eo):
     array, shape (N, C, H, W)
         ``h + eo[:, :, None, None]``.
     """
+    check_array("h", h, ndim=4)  # issue 19
+    check_array("eo", eo, ndim=2)
+    if tuple(eo.shape) != tuple(h.shape[:2]):
+        raise ValueError(f"eo must have h's (N, C) = {tuple(h.shape[:2])}, got shape {tuple(eo.shape)}")
     xp = array_namespace(h, eo)
     hT = xp.permute_dims(h, (1, 2, 3, 0))  # (C, H, W, N)
     return xp.permute_dims(hT + eo.T[:, None, None, :], (3, 0, 1, 2))

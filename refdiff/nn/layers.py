@@ -32,9 +32,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from array_api_compat import device as _device
 
+from .._validate import check_array, check_finite_scalar
 from ..backend import array_namespace
+from ._check import check_cache, check_dout, check_size
 from .activations import (  # noqa: F401  (re-exported)
     geglu_backward, geglu_forward, gelu_backward, gelu_forward, silu_backward, silu_forward,
 )
@@ -101,6 +104,7 @@ __all__ = [
 # ------------------------------------------------------------------------------- linear
 def linear_forward(x, w, b):
     """Affine map ``out = x @ w + b`` for x (N, D_in), w (D_in, D_out), b (D_out,).
+    NaN and inf propagate: not checked.
 
     MATH.md (13.1).  Returns ``(out, cache)``.
 
@@ -125,7 +129,10 @@ def linear_forward(x, w, b):
     ValueError
         If ``x`` and ``w`` are not 2-D with matching inner sizes, or ``b`` is not (D_out,).
     """
-    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
+    check_array("x", x, ndim=2)
+    check_array("w", w, ndim=2)
+    check_array("b", b)
+    if x.shape[1] != w.shape[0]:
         raise ValueError(f"linear_forward: x {tuple(x.shape)} and w {tuple(w.shape)} do not match "
                          "(need x (N, D_in), w (D_in, D_out))")
     if b.ndim != 1 or b.shape[0] != w.shape[1]:
@@ -136,6 +143,7 @@ def linear_forward(x, w, b):
 
 def linear_backward(dout, cache):
     """Gradients of :func:`linear_forward`: ``dx = dout w^T, dw = x^T dout, db = sum_n dout``.
+    NaN and inf propagate: not checked.
 
     MATH.md (13.2).  Returns ``(dx, dw, db)``.
 
@@ -155,16 +163,25 @@ def linear_backward(dout, cache):
     db : array, shape (D_out,)
         Gradient with respect to ``b``.
     """
+    x, w = check_cache(cache, "linear_forward", 2)
+    check_dout(dout, (x.shape[0], w.shape[1]))
     xp = array_namespace(dout)
-    x, w = cache
     return dout @ w.T, x.T @ dout, xp.sum(dout, axis=0)
 
 
 # ----------------------------------------------------------------------- embeddings
+def _dtype_name(dtype) -> str:
+    try:
+        return np.dtype(dtype).name
+    except TypeError:  # an array-API namespace's dtype object
+        return str(dtype).rsplit(".", 1)[-1]
+
+
 def timestep_embedding_forward(t, dim: int, *, max_period: float = 10000.0, dtype=None):
     """Sinusoidal embedding of (integer or fractional) times t (N,) into (N, dim).
     MATH.md (13.12): ``[cos(t w_k), sin(t w_k)]`` with ``w_k = max_period^(-k/half)``,
     k = 0..half-1, half = dim // 2 (a zero column is appended when dim is odd).
+    NaN and inf propagate: not checked.
 
     ``t`` is cast to ``dtype`` (default float32 unless t is float64) before the product,
     so integer and fractional timesteps go through the same formula.
@@ -192,11 +209,14 @@ def timestep_embedding_forward(t, dim: int, *, max_period: float = 10000.0, dtyp
     ValueError
         If ``t`` is not 1-D or ``dim < 2``.
     """
-    xp = array_namespace(t)
+    check_array("t", t, dtype="real")
     if t.ndim != 1:
         raise ValueError(f"timestep_embedding_forward: t must have shape (N,), got {tuple(t.shape)}")
-    if dim < 2:
-        raise ValueError(f"timestep_embedding_forward: dim must be >= 2, got {dim}")
+    dim = check_size("dim", dim, 2)
+    max_period = check_finite_scalar("max_period", max_period, low=0.0, low_open=True)
+    xp = array_namespace(t)
+    if dtype is not None and _dtype_name(dtype) not in ("float32", "float64"):
+        raise TypeError(f"dtype must be float32 or float64 (or None), got {dtype!r}")
     if dtype is None:
         dtype = t.dtype if t.dtype == xp.float64 else xp.float32
     half = dim // 2
@@ -212,6 +232,7 @@ def timestep_embedding_forward(t, dim: int, *, max_period: float = 10000.0, dtyp
 def timestep_embedding_backward(dout, cache):
     """Derivative of the sinusoidal embedding with respect to t:
     ``dt = sum_k omega_k (cos(t w_k) d_sin,k - sin(t w_k) d_cos,k)``.  MATH.md (13.12).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -225,8 +246,9 @@ def timestep_embedding_backward(dout, cache):
     dt : array, shape (N,)
         Gradient with respect to ``t``.
     """
+    arg, omega, dim = check_cache(cache, "timestep_embedding_forward", 3)
+    check_dout(dout, (arg.shape[0], dim))
     xp = array_namespace(dout)
-    arg, omega, dim = cache
     half = omega.shape[0]
     dcos, dsin = dout[:, :half], dout[:, half:2 * half]
     return xp.sum((xp.cos(arg) * dsin - xp.sin(arg) * dcos) * omega[None, :], axis=1)
@@ -235,6 +257,7 @@ def timestep_embedding_backward(dout, cache):
 def embedding_forward(y, table):
     """Learned embedding lookup ``out = table[y]`` for integer labels y (N,) and a
     table (K, D).  MATH.md (13.13).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -255,10 +278,10 @@ def embedding_forward(y, table):
     ValueError
         If ``y`` is not 1-D or a label lies outside ``[0, K - 1]``.
     """
+    check_array("y", y, dtype="int", ndim=1)
+    check_array("table", table, ndim=2)
     xp = array_namespace(table)
     K = table.shape[0]
-    if y.ndim != 1:
-        raise ValueError(f"embedding_forward: labels must have shape (N,), got {tuple(y.shape)}")
     if y.shape[0] and (int(xp.min(y)) < 0 or int(xp.max(y)) >= K):
         raise ValueError(f"embedding_forward: labels must lie in [0, {K - 1}], got values in "
                          f"[{int(xp.min(y))}, {int(xp.max(y))}]")
@@ -268,6 +291,7 @@ def embedding_forward(y, table):
 def embedding_backward(dout, cache):
     """Gradient of the lookup: ``dtable = onehot(y)^T dout`` (rows of repeated labels add).
     MATH.md (13.13).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -281,17 +305,37 @@ def embedding_backward(dout, cache):
     dtable : array, shape (K, D)
         Gradient with respect to ``table``.
     """
+    y, K = check_cache(cache, "embedding_forward", 2)
+    check_array("dout", dout, ndim=2)
+    if dout.shape[0] != y.shape[0]:
+        raise ValueError(f"dout must have the forward output's {y.shape[0]} rows, got shape {tuple(dout.shape)}")
     xp = array_namespace(dout)
-    y, K = cache
     ks = xp.arange(K, device=_device(dout))
     onehot = xp.astype(y[:, None] == ks[None, :], dout.dtype)  # (N, K)
     return onehot.T @ dout
 
 
 # ------------------------------------------------------------------------ skips
+def _check_concat_args(a, b):
+    check_array("a", a, ndim=4)
+    check_array("b", b, ndim=4)
+    if a.shape[0] != b.shape[0] or a.shape[2:] != b.shape[2:]:
+        raise ValueError(f"concat_forward: a and b must be NCHW arrays with the same N, H, W, got a "
+                         f"{tuple(a.shape)} and b {tuple(b.shape)}")
+
+
+def _check_concat_backward(dout, cache):
+    if isinstance(cache, bool) or not isinstance(cache, int):
+        raise TypeError(f"cache must be the int (Ca) returned by concat_forward, got {type(cache).__name__}")
+    check_array("dout", dout, ndim=4)
+    if not 0 < cache < dout.shape[1]:
+        raise ValueError(f"cache (Ca = {cache}) must lie in [1, C - 1] for dout of shape {tuple(dout.shape)}")
+
+
 def concat_forward(a, b):
     """Channel concatenation (U-Net skip) of a (N, Ca, H, W) and b (N, Cb, H, W).
     MATH.md (13.21).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -312,15 +356,14 @@ def concat_forward(a, b):
     ValueError
         If ``a`` and ``b`` are not 4-D with the same N, H, W.
     """
+    _check_concat_args(a, b)
     xp = array_namespace(a, b)
-    if a.ndim != 4 or b.ndim != 4 or a.shape[0] != b.shape[0] or a.shape[2:] != b.shape[2:]:
-        raise ValueError(f"concat_forward: need two NCHW arrays with the same N, H, W, got {tuple(a.shape)} "
-                         f"and {tuple(b.shape)}")
     return xp.concat([a, b], axis=1), a.shape[1]  # (N, Ca + Cb, H, W)
 
 
 def concat_backward(dout, cache):
     """Split the gradient of a channel concatenation back into its two parts.  MATH.md (13.21).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -336,5 +379,6 @@ def concat_backward(dout, cache):
     db : array, shape (N, Cb, H, W)
         Gradient with respect to ``b``.
     """
+    _check_concat_backward(dout, cache)
     ca = cache
     return dout[:, :ca, :, :], dout[:, ca:, :, :]

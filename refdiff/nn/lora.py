@@ -23,6 +23,9 @@ Conventions (switches): PEFT's ``scaling = alpha / r`` or rsLoRA's ``alpha / sqr
 (``scale_layer``, ``unscale_layer``) and ``fuse_lora(lora_scale)``/``unfuse_lora``
 (``lora_fuse``, ``lora_unfuse``): a fuse multiplies the adapter's scaling by
 ``lora_scale`` and that product stays, so the unfuse subtracts exactly what was added.
+
+Arguments are checked at the top of each public function (types, dtypes, shapes; issue 19);
+NaN and inf propagate: not checked.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ import math
 
 import numpy as np
 
+from .._validate import check_array, check_bool, check_finite_scalar
 from ..backend import array_namespace, to_numpy
+from ._check import (MAX_FIELD, check_block, check_cache, check_dout, check_grads, check_lora_dict,
+                     check_lora_factors, check_mask, check_rng, check_size)
 from .attention import attention_backward, attention_forward, merge_heads, split_heads
 from .conv import conv2d_backward, conv2d_forward
 
@@ -66,11 +72,35 @@ def lora_scaling(alpha, r, *, rslora: bool = False) -> float:
     ValueError
         If ``r`` is not an int >= 1 or ``alpha`` is not a finite number > 0.
     """
+    check_bool("rslora", rslora)  # issue 19
+    if isinstance(alpha, bool):
+        raise TypeError(f"LoRA alpha must be a finite number > 0, got {alpha!r}")
+    if isinstance(r, (int, np.integer)) and not isinstance(r, bool) and r > MAX_FIELD:
+        raise ValueError(f"LoRA rank r must be an int in [1, {MAX_FIELD}], got {r!r}")
     if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
         raise ValueError(f"LoRA rank r must be an int >= 1, got {r!r}")
     if not (isinstance(alpha, (int, float, np.number)) and math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"LoRA alpha must be a finite number > 0, got {alpha!r}")
     return float(alpha) / (math.sqrt(r) if rslora else float(r))
+
+
+def _check_shape_arg(name, shape):
+    if not isinstance(shape, (tuple, list)) or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                                        for v in shape):
+        raise TypeError(f"{name} must be a tuple of ints, got {shape!r}")
+    if not shape or min(shape) < 1 or max(shape) > MAX_FIELD:
+        raise ValueError(f"{name} must be a non-empty tuple of ints in [1, {MAX_FIELD}], got {tuple(shape)}")
+
+
+def _check_lora_linear(x, w, b, A, B, scale, mask):
+    check_array("x", x, ndim=2)
+    check_array("w", w, ndim=2)
+    check_array("b", b)
+    if x.shape[1] != w.shape[0] or tuple(b.shape) != (w.shape[1],):
+        raise ValueError(f"lora_linear_forward: need x (N, d_in), w (d_in, d_out), b (d_out,); got x {tuple(x.shape)}, "
+                         f"w {tuple(w.shape)}, b {tuple(b.shape)}")
+    check_lora_factors(A, B, scale, tuple(w.shape), what="lora_linear_forward")
+    check_mask(mask, x.shape)
 
 
 def _check_rank(r, w_shape, what):
@@ -110,6 +140,8 @@ def lora_init_factors(w_shape, r: int, rng, *, init: str = "kaiming"):
     ValueError
         If ``r`` is out of range, ``init`` is unknown, or ``w_shape`` is neither 2-D nor 4-D.
     """
+    _check_shape_arg("w_shape", w_shape)  # issue 19
+    check_rng(rng)
     _check_rank(r, w_shape, "lora_init_factors")
     if init not in ("kaiming", "gaussian"):
         raise ValueError(f"lora_init_factors: init must be 'kaiming' or 'gaussian', got {init!r}")
@@ -150,6 +182,9 @@ def dropout_mask(shape, p: float, rng):
     ValueError
         If ``p`` is outside [0, 1).
     """
+    _check_shape_arg("shape", shape)  # issue 19
+    check_finite_scalar("p", p)
+    check_rng(rng)
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout_mask: p must be in [0, 1), got {p}")
     return (rng.random(shape) >= p) / (1.0 - p)
@@ -175,6 +210,7 @@ def lora_delta(A, B, scale):
     array, shape (d_in, d_out) or (F, C, k, k)
         The increment dW.
     """
+    check_lora_factors(A, B, scale, what="lora_delta")  # issue 19
     xp = array_namespace(A, B)
     if A.ndim == 4:
         r = A.shape[0]
@@ -205,6 +241,8 @@ def lora_delta_backward(d_delta, A, B, scale):
     dB : array
         Gradient with respect to B (B's shape).
     """
+    check_lora_factors(A, B, scale, what="lora_delta_backward")  # issue 19
+    check_dout(d_delta, (A.shape[1], B.shape[0]) if A.ndim == 2 else (B.shape[0],) + tuple(A.shape[1:]), name="d_delta")
     xp = array_namespace(d_delta)
     if A.ndim == 4:
         r, F = A.shape[0], B.shape[0]
@@ -244,6 +282,7 @@ def lora_linear_forward(x, w, b, A, B, scale, *, mask=None):
     cache : tuple
         For :func:`lora_linear_backward`.
     """
+    _check_lora_linear(x, w, b, A, B, scale, mask)  # issue 19
     xd = x if mask is None else x * mask
     u = xd @ A.T  # (N, r)
     y = x @ w + b + scale * (u @ B.T)  # (N, d_out)
@@ -271,6 +310,8 @@ def lora_linear_backward(dout, cache):
     dB : array, shape (d_out, r)
         Gradients with respect to x, w, b, A and B.
     """
+    x, xd, u, w, A, B, scale, mask = check_cache(cache, "lora_linear_forward", 8)  # issue 19
+    check_dout(dout, (x.shape[0], w.shape[1]))
     xp = array_namespace(dout)
     x, xd, u, w, A, B, scale, mask = cache
     du = scale * (dout @ B)  # (N, r)
@@ -293,6 +334,7 @@ def lora_linear_forward_naive(x, w, b, A, B, scale, mask=None):
     numpy.ndarray, shape (N, d_out)
         The output in float64.
     """
+    _check_lora_linear(x, w, b, A, B, scale, mask)  # issue 19
     x, w, b, A, B = (np.asarray(to_numpy(a), dtype=np.float64) for a in (x, w, b, A, B))
     m = np.ones_like(x) if mask is None else np.asarray(to_numpy(mask), dtype=np.float64)
     N, D = x.shape
@@ -340,6 +382,10 @@ def lora_conv_forward(x, w, b, A, B, scale, *, stride: int = 1, pad: int | None 
     cache : tuple
         For :func:`lora_conv_backward`.
     """
+    check_array("x", x)  # issue 19
+    check_array("w", w, ndim=4)
+    check_lora_factors(A, B, scale, tuple(w.shape), what="lora_conv_forward")
+    check_mask(mask, x.shape)
     xp = array_namespace(x, w)
     pad = w.shape[2] // 2 if pad is None else pad
     xd = x if mask is None else x * mask
@@ -369,6 +415,7 @@ def lora_conv_backward(dout, cache):
     dB : array, shape (F, r, 1, 1)
         Gradients with respect to x, w, b, A and B.
     """
+    check_cache(cache, "lora_conv_forward", 5)  # issue 19
     c0, c1, c2, scale, mask = cache
     dx, dw, db = conv2d_backward(dout, c0)
     du, dB, _ = conv2d_backward(scale * dout, c2)
@@ -402,6 +449,10 @@ def lora_proj_forward(P, name, x, lora: dict, scale):
     cache : tuple
         For :func:`lora_proj_backward`.
     """
+    check_block(P, name, ".w", what="lora_proj_forward", pre_name="name")  # issue 19
+    check_array("x", x, ndim=3)
+    check_lora_dict(lora)
+    check_finite_scalar("scale", scale)
     xp = array_namespace(x)
     N, L, D = x.shape
     w = P[name + ".w"]
@@ -436,6 +487,10 @@ def lora_proj_backward(G, P, name, dy, cache):
     array, shape (N, L, D)
         Gradient with respect to the tokens.
     """
+    check_grads(G)  # issue 19
+    check_block(P, name, ".w", what="lora_proj_backward", pre_name="name")
+    check_cache(cache, "lora_proj_forward", 2 if isinstance(cache, tuple) and len(cache) == 2 else 8)
+    check_array("dy", dy, ndim=3)
     xp = array_namespace(dy)
     N, L, Do = dy.shape
     dy2 = xp.reshape(dy, (N * L, Do))
@@ -479,6 +534,13 @@ def lora_mha_forward(P, pre, x, lora: dict, scale, *, heads: int, context=None):
     cache : tuple
         For :func:`lora_mha_backward`.
     """
+    check_block(P, pre, ".out.w", what="lora_mha_forward")  # issue 19
+    check_array("x", x, ndim=3)
+    check_lora_dict(lora)
+    check_finite_scalar("scale", scale)
+    check_size("heads", heads)
+    if context is not None:
+        check_array("context", context, ndim=3)
     c = x if context is None else context
     if pre + ".qkv.w" in P:
         qkv, cq = lora_proj_forward(P, pre + ".qkv", x, lora, scale)
@@ -517,6 +579,10 @@ def lora_mha_backward(G, P, pre, dout, cache):
     dcontext : array or None
         Gradient with respect to the context; None for self-attention.
     """
+    check_grads(G)  # issue 19
+    check_block(P, pre, ".out.w", what="lora_mha_backward")
+    check_cache(cache, "lora_mha_forward", 5)
+    check_array("dout", dout, ndim=3)
     xp = array_namespace(dout)
     caches, c_a, c_o, heads, is_self = cache
     do = lora_proj_backward(G, P, pre + ".out", dout, c_o)
@@ -563,6 +629,11 @@ def lora_rrr_optimum(W0, Sigma1, alpha: float, sigma: float, r: int):
     ValueError
         If ``r`` is out of range.
     """
+    check_array("W0", W0, shape=(W0.shape[0], W0.shape[0]) if hasattr(W0, "shape") and len(W0.shape) == 2 else (None, None),
+                finite=True)  # issue 19: square; NaN would stall LAPACK's SVD
+    check_array("Sigma1", Sigma1, shape=tuple(W0.shape), finite=True)
+    check_finite_scalar("alpha", alpha)
+    check_finite_scalar("sigma", sigma, low=0.0, low_open=True)
     W0, Sigma1 = np.asarray(W0, dtype=np.float64), np.asarray(Sigma1, dtype=np.float64)
     D = W0.shape[0]
     _check_rank(r, W0.shape, "lora_rrr_optimum")

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from ..backend import array_namespace, to_numpy
+from .._validate import check_choice, check_finite_scalar
+from ._check import check_lora_dict, check_lora_model_args
 from .lora import lora_delta, lora_delta_backward, lora_init_factors, lora_scaling
 
 __all__ = ["LoRAConfig", "LoRAAdapter", "lora_target_layers", "lora_init", "lora_params", "lora_grads", "lora_merge",
@@ -64,6 +66,8 @@ class LoRAConfig:
     init: str = "kaiming"
 
     def __post_init__(self):
+        check_lora_model_args(targets=self.targets)  # issue 19
+        check_choice("init", self.init, ("kaiming", "gaussian"))
         object.__setattr__(self, "targets", (self.targets,) if isinstance(self.targets, str) else tuple(self.targets))
         lora_scaling(self.r if self.alpha is None else self.alpha, self.r, rslora=self.rslora)  # validates r, alpha
 
@@ -92,6 +96,11 @@ class LoRAAdapter:
     config: LoRAConfig
     scaling: float
 
+    def __post_init__(self):
+        check_lora_dict(self.weights, "weights")  # issue 19
+        check_lora_model_args(config=self.config)
+        check_finite_scalar("scaling", self.scaling)
+
     @property
     def layers(self) -> list:
         return sorted(k[:-len(".lora_A")] for k in self.weights if k.endswith(".lora_A"))
@@ -118,13 +127,14 @@ def lora_target_layers(params: dict, targets) -> list:
     ValueError
         If a pattern matches no linear or conv layer.
     """
+    check_lora_model_args(params=params, targets=targets)  # issue 19
     layers = sorted(k[:-2] for k, v in params.items() if k.endswith(".w") and v.ndim in (2, 4))
     targets = (targets,) if isinstance(targets, str) else tuple(targets)
     chosen = set()
     for pat in targets:
         hit = [n for n in layers if fnmatch.fnmatchcase(n, pat)]
         if not hit:
-            raise ValueError(f"LoRA target pattern {pat!r} matches no linear or conv layer; layers: {layers}")
+            raise ValueError(f"targets: LoRA target pattern {pat!r} matches no linear or conv layer; layers: {layers}")
         chosen |= set(hit)
     return sorted(chosen)
 
@@ -152,6 +162,7 @@ def lora_init(params: dict, config: LoRAConfig, rng) -> LoRAAdapter:
     ValueError
         If a target pattern matches no layer or the rank is out of range for a layer.
     """
+    check_lora_model_args(params=params, config=config, rng=rng)  # issue 19
     xp = array_namespace(next(iter(params.values())))
     out = {}
     for name in lora_target_layers(params, config.targets):
@@ -194,6 +205,7 @@ def lora_params(params: dict, adapters, weights=None) -> dict:
         If the number of weights differs from the number of adapters, or an adapter's
         layer is missing from ``params`` or has another shape.
     """
+    check_lora_model_args(params=params, adapters=adapters, weights=weights)  # issue 19
     out = dict(params)
     for ad, wt in _pairs(adapters, weights):
         for name in ad.layers:
@@ -229,6 +241,7 @@ def lora_grads(grads: dict, adapter: LoRAAdapter, weight: float = 1.0) -> dict:
     dict of str to array
         Gradients of ``"<layer>.lora_A"`` and ``"<layer>.lora_B"``.
     """
+    check_lora_model_args(grads=grads, adapter=adapter, weight=weight)  # issue 19
     out = {}
     for name in adapter.layers:
         A, B = adapter.weights[name + ".lora_A"], adapter.weights[name + ".lora_B"]
@@ -260,6 +273,7 @@ def lora_merge(params: dict, adapter: LoRAAdapter, weight: float = 1.0) -> dict:
     ValueError
         If an adapter layer does not fit ``params``.
     """
+    check_lora_model_args(params=params, adapter=adapter, weight=weight)  # issue 19
     return lora_params(params, [adapter], [weight])
 
 
@@ -285,6 +299,7 @@ def lora_unmerge(params: dict, adapter: LoRAAdapter, weight: float = 1.0) -> dic
     ValueError
         If an adapter layer does not fit ``params``.
     """
+    check_lora_model_args(params=params, adapter=adapter, weight=weight)  # issue 19
     return lora_params(params, [adapter], [-weight])
 
 
@@ -303,6 +318,8 @@ def scale_layer(adapter: LoRAAdapter, scale: float) -> LoRAAdapter:
     LoRAAdapter
         A copy with the scaling multiplied by ``scale``.
     """
+    check_lora_model_args(adapter=adapter, weight=1.0)  # issue 19
+    check_finite_scalar("scale", scale)
     return dataclasses.replace(adapter, scaling=adapter.scaling * float(scale))
 
 
@@ -322,6 +339,7 @@ def unscale_layer(adapter: LoRAAdapter, scale: float | None = None) -> LoRAAdapt
     LoRAAdapter
         A copy with the new scaling.
     """
+    check_lora_model_args(adapter=adapter, scale=scale)  # issue 19
     if scale is None or scale == 0:
         return dataclasses.replace(adapter, scaling=adapter.config.scaling)
     return dataclasses.replace(adapter, scaling=adapter.scaling / float(scale))
@@ -342,6 +360,8 @@ def set_scale(adapter: LoRAAdapter, scale: float) -> LoRAAdapter:
     LoRAAdapter
         A copy with scaling ``scale * config.scaling``.
     """
+    check_lora_model_args(adapter=adapter, weight=1.0)  # issue 19
+    check_finite_scalar("scale", scale)
     return dataclasses.replace(adapter, scaling=float(scale) * adapter.config.scaling)
 
 
@@ -374,6 +394,7 @@ def lora_fuse(params: dict, adapter: LoRAAdapter, lora_scale: float = 1.0, *, sa
     ValueError
         If ``safe`` and a fused weight is non-finite, or an adapter layer does not fit.
     """
+    check_lora_model_args(params=params, adapter=adapter, lora_scale=lora_scale, safe=safe)  # issue 19
     ad = scale_layer(adapter, lora_scale)
     out = lora_merge(params, ad)
     if safe:
@@ -398,6 +419,7 @@ def lora_unfuse(params: dict, adapter: LoRAAdapter) -> dict:
     dict of str to array
         The parameters with the adapter's increment subtracted.
     """
+    check_lora_model_args(params=params, adapter=adapter)  # issue 19
     return lora_unmerge(params, adapter)
 
 
@@ -421,6 +443,7 @@ def save_lora(path, adapter: LoRAAdapter, *, base_config: dict | None = None) ->
     pathlib.Path
         ``path``.
     """
+    check_lora_model_args(path=path, adapter=adapter, base_config=base_config)  # issue 19
     path = Path(path)
     alpha = adapter.config.r if adapter.config.alpha is None else adapter.config.alpha
     meta = {"format": "refdiff-lora", "r": adapter.config.r, "alpha": alpha, "rslora": adapter.config.rslora,
@@ -469,6 +492,7 @@ def load_lora(path, params: dict, *, base_config: dict | None = None, alpha: flo
     UserWarning
         When neither the file nor the call gives alpha (alpha = r is assumed).
     """
+    check_lora_model_args(path=path, params=params, base_config=base_config, alpha=alpha, xp=xp)  # issue 19
     with np.load(Path(path), allow_pickle=False) as z:
         meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
         arrays = {k: z[k] for k in z.files if k != "meta"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ._check import check_config
 from .base import DenoiserBase, config_fields
 from .blocks import init_linear, lin_b, lin_f
 from .layers import silu_backward, silu_forward
@@ -66,13 +67,8 @@ class MLPConfig:
     zero_init_out: bool = True
 
     def __post_init__(self):
-        for name in ("dim", "hidden", "layers"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"MLPConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.time_embed_dim < 2:
-            raise ValueError(f"MLPConfig.time_embed_dim must be >= 2, got {self.time_embed_dim}")
-        if self.num_classes < 0:
-            raise ValueError(f"MLPConfig.num_classes must be >= 0, got {self.num_classes}")
+        check_config("MLPConfig", self, ints={"dim": 1, "hidden": 1, "layers": 1, "time_embed_dim": 2, "num_classes": 0},
+                     floats={"time_scale": (0.0, True), "max_period": (0.0, True)}, bools=("zero_init_out",))
 
     def to_dict(self) -> dict:
         """The fields as a plain dict, with ``"arch": "mlp"``."""
@@ -100,7 +96,7 @@ class MLP(DenoiserBase):
     arch = "mlp"
 
     def __init__(self, config: MLPConfig | None = None):
-        super().__init__(MLPConfig() if config is None else config)
+        super().__init__(MLPConfig() if config is None else self._check_config_type(config, MLPConfig))
 
     def _init_host(self, rng):
         c, P = self.config, {}
@@ -116,6 +112,7 @@ class MLP(DenoiserBase):
 
     def forward(self, params, x, t, cond=None):
         """Output and cache, MATH.md (13.18).
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------
@@ -161,6 +158,7 @@ class MLP(DenoiserBase):
 
     def backward(self, params, cache, dout):
         """Gradients of ``sum(out * dout)``: ``(grads, dx)``, MATH.md (13.18).
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------
@@ -178,6 +176,7 @@ class MLP(DenoiserBase):
         dx : array, shape (N, D)
             Gradient with respect to ``x``.
         """
+        self._check_backward(params, cache, 6, dout)
         c_t, c_y, c_se, c_in, layers, c_out = cache
         G: dict = {}
         dh = lin_b(G, "out", dout, c_out)

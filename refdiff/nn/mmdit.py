@@ -29,7 +29,10 @@ import dataclasses
 
 import numpy as np
 
+from .._validate import check_array, check_bool, check_finite_scalar
 from ..backend import array_namespace
+from ._check import (check_block, check_cache, check_config, check_dout, check_grads, check_params, check_prefix,
+                     check_rng, check_size)
 from .activations import gelu_backward, gelu_forward, silu_backward, silu_forward
 from .attention import attention_backward, attention_forward, merge_heads, split_heads
 from .base import DenoiserBase, config_fields
@@ -133,6 +136,15 @@ def joint_block_init(P: dict, pre: str, D: int, heads: int, mlp_ratio: float, rn
     ValueError
         If ``heads`` is below 1 or does not divide ``D``.
     """
+    check_params(P)
+    check_prefix(pre)
+    D, heads = check_size("D", D, 1, 1 << 16), check_size("heads", heads, 1, 1 << 12)
+    mlp_ratio = check_finite_scalar("mlp_ratio", mlp_ratio, low=0.0, low_open=True)
+    check_rng(rng)
+    check_bool("pre_only", pre_only)
+    if not 1 <= int(D * mlp_ratio) <= 1 << 18:
+        raise ValueError(f"joint_block_init: mlp_ratio={mlp_ratio} gives a hidden width {int(D * mlp_ratio)}, "
+                         "need 1 <= F <= 262144")
     if heads < 1 or D % heads:
         raise ValueError(f"joint_block_init: heads={heads} must divide the width {D}")
     _stream_init(P, pre + ".c", D, mlp_ratio, rng, pre_only)
@@ -145,6 +157,7 @@ def joint_block_forward(P, pre, ctx, x, s, text_mask, *, heads: int, pre_only: b
     q, k, v with its own weights; one attention over the concatenated sequence [text; image]
     with the key mask [text_mask; all True]; each stream takes its rows back through its own
     output projection, gate and MLP.  Returns ``((ctx_out or None, x_out), cache)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -172,6 +185,23 @@ def joint_block_forward(P, pre, ctx, x, s, text_mask, *, heads: int, pre_only: b
     cache : tuple
         Saved values for :func:`joint_block_backward`.
     """
+    check_bool("pre_only", pre_only)
+    check_size("heads", heads)
+    check_block(P, pre, ".x.ada.w", ".x.qkv.w", ".x.out.w", ".c.ada.w", ".c.qkv.w", what="joint_block_forward")
+    check_array("ctx", ctx, ndim=3)
+    check_array("x", x, ndim=3)
+    check_array("s", s, ndim=2)
+    check_array("text_mask", text_mask, dtype="bool", ndim=2)
+    D = P[pre + ".x.ada.w"].shape[0]
+    if (ctx.shape[0], ctx.shape[2]) != (x.shape[0], D) or x.shape[2] != D or tuple(s.shape) != (x.shape[0], D):
+        raise ValueError(f"joint_block_forward: need ctx (N, L, {D}), x (N, T, {D}), s (N, {D}) with one N, got ctx "
+                         f"{tuple(ctx.shape)}, x {tuple(x.shape)}, s {tuple(s.shape)}")
+    if tuple(text_mask.shape) != tuple(ctx.shape[:2]):
+        raise ValueError(f"joint_block_forward: text_mask must have ctx's (N, L) = {tuple(ctx.shape[:2])}, got "
+                         f"shape {tuple(text_mask.shape)}")
+    if pre_only != (pre + ".c.out.w" not in P):
+        raise ValueError(f"joint_block_forward: pre_only={pre_only} but P {'has' if pre_only else 'lacks'} "
+                         f"the text stream's output layers under pre = {pre!r}")
     xp = array_namespace(x)
     N, L, D = ctx.shape
     qkv_c, ch_c, c_pc = _pre_attn(P, pre + ".c", ctx, s)
@@ -189,6 +219,7 @@ def joint_block_forward(P, pre, ctx, x, s, text_mask, *, heads: int, pre_only: b
 def joint_block_backward(G, P, pre, dctx_out, dx_out, cache):
     """Backward of :func:`joint_block_forward`, MATH.md (20.9) with (13.15); ``dctx_out`` None
     for a pre-only block.  Returns ``(dctx, dx, ds)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -214,8 +245,15 @@ def joint_block_backward(G, P, pre, dctx_out, dx_out, cache):
     ds : array, shape (N, D)
         Gradient with respect to ``s``.
     """
+    check_grads(G)
+    check_block(P, pre, ".x.ada.w", what="joint_block_backward")
+    c_pc, c_px, c_a, c_x, c_c, L, heads = check_cache(cache, "joint_block_forward", 7)
+    check_dout(dx_out, c_x[3].shape, name="dx_out")
+    if c_c is None and dctx_out is not None:
+        raise ValueError("joint_block_backward: dctx_out must be None for a pre-only block (no ctx_out)")
+    if c_c is not None:
+        check_dout(dctx_out, c_c[3].shape, name="dctx_out")
     xp = array_namespace(dx_out)
-    c_pc, c_px, c_a, c_x, c_c, L, heads = cache
     dx, dox, rest_x = _post_attn_b(G, P, pre + ".x", dx_out, c_x)
     if c_c is None:
         dctx, doc, rest_c = 0.0, xp.zeros((dox.shape[0], L, dox.shape[2]), dtype=dox.dtype), []
@@ -288,11 +326,10 @@ class MMDiTConfig:
     max_period: float = 10000.0
 
     def __post_init__(self):
-        for name in ("image_size", "in_channels", "patch", "width", "depth", "heads", "vocab_size", "max_text_len",
-                     "text_dim"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"MMDiTConfig.{name} must be an int >= 1, got {v!r}")
+        check_config("MMDiTConfig", self, ints={"image_size": 1, "in_channels": 1, "patch": 1, "width": 1, "depth": 1,
+                                                "heads": 1, "vocab_size": 1, "max_text_len": 1, "text_dim": 1,
+                                                "freq_dim": 2},
+                     floats={"mlp_ratio": (0.0, True), "time_scale": (0.0, True), "max_period": (0.0, True)})
         if self.image_size % self.patch:
             raise ValueError(f"MMDiTConfig: patch={self.patch} must divide image_size={self.image_size}")
         if self.width % self.heads:
@@ -323,7 +360,7 @@ class MMDiT(DenoiserBase):
     arch = "mmdit"
 
     def __init__(self, config: MMDiTConfig | None = None):
-        super().__init__(MMDiTConfig() if config is None else config)
+        super().__init__(MMDiTConfig() if config is None else self._check_config_type(config, MMDiTConfig))
 
     @property
     def cond_spec(self) -> CondSpec:
@@ -386,6 +423,7 @@ class MMDiT(DenoiserBase):
 
     def forward(self, params, x, t, cond=None):
         """Output (the velocity, for flow matching) and cache, MATH.md (20.9), (20.10).
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------
@@ -413,6 +451,7 @@ class MMDiT(DenoiserBase):
             ``max_text_len``.
         """
         c = self.config
+        check_array("x", x)
         if x.ndim == 4 and (x.shape[2] % c.patch or x.shape[3] % c.patch):
             raise ValueError(f"MMDiT.forward: image size {tuple(x.shape[2:])} is not divisible by patch={c.patch}")
         xp, t, cond = self._check_inputs(params, x, t, cond, (c.in_channels, c.image_size, c.image_size),
@@ -436,6 +475,7 @@ class MMDiT(DenoiserBase):
 
     def backward(self, params, cache, dout):
         """Gradients of ``sum(out * dout)``: ``(grads, dx)``.
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------
@@ -453,6 +493,7 @@ class MMDiT(DenoiserBase):
         dx : array, shape (N, C, S, S)
             Gradient with respect to ``x``.
         """
+        self._check_backward(params, cache, 9, dout)
         p_cache, c_x, c_txt, c_te, c_pe, c_s, blocks, c_f, u_cache = cache
         G: dict = {}
         dh, ds = final_layer_backward(G, params, "final", unpatchify_backward(dout, u_cache), c_f)

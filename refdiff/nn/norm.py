@@ -11,7 +11,9 @@ x (spatial) per sample; LayerNorm's S is the last axis per token.
 
 from __future__ import annotations
 
+from .._validate import check_array, check_finite_scalar, check_int
 from ..backend import array_namespace
+from ._check import check_cache, check_dout
 
 __all__ = [
     "groupnorm_forward",
@@ -40,16 +42,27 @@ def _normalize_backward(xp, g, xhat, r):
 
 def _check_affine(what, C, gamma, beta):
     for name, a in (("gamma", gamma), ("beta", beta)):
+        if a is not None:
+            check_array(name, a)
         if a is not None and tuple(a.shape) != (C,):
-            raise ValueError(f"{what}: {name} must have shape ({C},), got {tuple(a.shape)}")
+            raise ValueError(f"{what}: {name} must have shape ({C},) to match x, got {tuple(a.shape)}")
 
 
 def _check_groups(what, x, groups):
-    if x.ndim < 2:
-        raise ValueError(f"{what}: x must be (N, C, ...), got shape {tuple(x.shape)}")
+    check_array("x", x, min_ndim=2)
     C = x.shape[1]
-    if not isinstance(groups, int) or groups < 1 or C % groups:
+    check_int("groups", groups, 1)
+    if C % groups:
         raise ValueError(f"{what}: groups={groups!r} must divide C={C} (a positive int)")
+
+
+def _check_groupnorm_args(x, gamma, beta, groups, eps):
+    """Every argument of a GroupNorm forward (cheap: NaN propagates); eps as a float."""
+    _check_groups("groupnorm_forward", x, groups)
+    check_array("gamma", gamma)
+    check_array("beta", beta)
+    _check_affine("groupnorm_forward", x.shape[1], gamma, beta)
+    return check_finite_scalar("eps", eps, low=0.0)
 
 
 # ---------------------------------------------------------------------------- GroupNorm
@@ -58,7 +71,7 @@ def groupnorm_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
     the per-channel affine map ``gamma xhat + beta``.  MATH.md (13.9).
 
     ``groups`` must divide C; gamma, beta (C,).  Variance is the biased (1/M) one, as in the
-    usual implementations.  Returns ``(out, cache)``.
+    usual implementations.  Returns ``(out, cache)``.  NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -86,10 +99,9 @@ def groupnorm_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
         If ``x`` has fewer than 2 axes, ``groups`` does not divide C, or ``gamma``/``beta``
         are not of shape (C,).
     """
+    eps = _check_groupnorm_args(x, gamma, beta, groups, eps)
     xp = array_namespace(x)
-    _check_groups("groupnorm_forward", x, groups)
     N, C = x.shape[0], x.shape[1]
-    _check_affine("groupnorm_forward", C, gamma, beta)
     xhat, r = _normalize(xp, xp.reshape(x, (N, groups, -1)), eps)  # (N, G, M), (N, G, 1)
     xhat = xp.reshape(xhat, x.shape)
     cshape = (1, C) + (1,) * (x.ndim - 2)
@@ -102,6 +114,7 @@ def groupnorm_backward(dout, cache):
     ``dx = r (g - mean(g) - xhat mean(g xhat))`` with ``g = gamma dout`` and the means over
     each (sample, group); ``dgamma = sum dout xhat``, ``dbeta = sum dout`` over all axes but
     the channel.  Returns ``(dx, dgamma, dbeta)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -119,8 +132,9 @@ def groupnorm_backward(dout, cache):
     dbeta : array, shape (C,)
         Gradient with respect to ``beta``.
     """
+    xhat, r, gamma, groups = check_cache(cache, "groupnorm_forward", 4)
+    check_dout(dout, xhat.shape)
     xp = array_namespace(dout)
-    xhat, r, gamma, groups = cache
     N, C = xhat.shape[0], xhat.shape[1]
     axes = (0,) + tuple(range(2, xhat.ndim))
     dgamma, dbeta = xp.sum(dout * xhat, axis=axes), xp.sum(dout, axis=axes)
@@ -134,7 +148,8 @@ def layernorm_forward(x, gamma=None, beta=None, eps: float = 1e-5):
     """Layer normalisation over the last axis of x (..., D), MATH.md (13.26):
     ``xhat = (x - mean) r``, ``out = gamma xhat + beta``; gamma = beta = None is the form
     without affine parameters (DiT's blocks, whose adaptive scale and shift replace them,
-    :func:`adaln_forward`).  Returns ``(out, cache)``.
+    :func:`adaln_forward`).  Returns ``(out, cache)``.  NaN and inf propagate: not
+    checked.
 
     Parameters
     ----------
@@ -160,9 +175,9 @@ def layernorm_forward(x, gamma=None, beta=None, eps: float = 1e-5):
         If ``x`` is a scalar, only one of ``gamma``, ``beta`` is given, or either is not of
         shape (D,).
     """
+    check_array("x", x, min_ndim=1)
+    eps = check_finite_scalar("eps", eps, low=0.0)
     xp = array_namespace(x)
-    if x.ndim < 1:
-        raise ValueError("layernorm_forward: x must have a last (feature) axis, got a scalar")
     if (gamma is None) != (beta is None):
         raise ValueError("layernorm_forward: give both gamma and beta, or neither")
     _check_affine("layernorm_forward", x.shape[-1], gamma, beta)
@@ -175,6 +190,7 @@ def layernorm_backward(dout, cache):
     """Gradients of :func:`layernorm_forward`, MATH.md (13.26) (the (13.10) form with the
     mean over the last axis): returns ``(dx, dgamma, dbeta)``, the last two None without
     affine parameters.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -192,8 +208,9 @@ def layernorm_backward(dout, cache):
     dbeta : array of shape (D,) or None
         Gradient with respect to ``beta`` (None without affine parameters).
     """
+    xhat, r, gamma = check_cache(cache, "layernorm_forward", 3)
+    check_dout(dout, xhat.shape)
     xp = array_namespace(dout)
-    xhat, r, gamma = cache
     g = dout if gamma is None else gamma * dout
     dx = _normalize_backward(xp, g, xhat, r)
     if gamma is None:
@@ -212,7 +229,7 @@ def adaln_forward(x, emb, w, b, *, eps: float = 1e-6, order: str = "shift_scale"
     ``"shift_scale"`` (DiT's release and the library's ``AdaLayerNormZero``) or
     ``"scale_shift"`` (the library's ``AdaLayerNorm``/``AdaLayerNormContinuous``).  The
     LayerNorm has no affine parameters of its own; eps 1e-6 as in DiT.  Returns
-    ``(out, cache)``.
+    ``(out, cache)``.  NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -242,10 +259,15 @@ def adaln_forward(x, emb, w, b, *, eps: float = 1e-6, order: str = "shift_scale"
         If ``order`` is unknown, ``x``/``emb`` are not (N, L, D)/(N, E) with the same N, or
         ``w``/``b`` are not of shapes (E, 2D)/(2D,).
     """
+    check_array("x", x, ndim=3)
+    check_array("emb", emb, ndim=2)
+    check_array("w", w)
+    check_array("b", b)
+    eps = check_finite_scalar("eps", eps, low=0.0)
     xp = array_namespace(x, emb, w)
     if order not in ADALN_ORDERS:
         raise ValueError(f"adaln_forward: order must be one of {ADALN_ORDERS}, got {order!r}")
-    if x.ndim != 3 or emb.ndim != 2 or emb.shape[0] != x.shape[0]:
+    if emb.shape[0] != x.shape[0]:
         raise ValueError(f"adaln_forward: need tokens x (N, L, D) and emb (N, E) with the same N; got x "
                          f"{tuple(x.shape)}, emb {tuple(emb.shape)}")
     D = x.shape[2]
@@ -264,6 +286,7 @@ def adaln_backward(dout, cache):
     """Gradients of :func:`adaln_forward`, MATH.md (13.27): ``dshift = sum_L dout``,
     ``dscale = sum_L dout xhat``, (13.2) for the projection, and (13.10) with
     ``g = dout (1 + scale)`` for x.  Returns ``(dx, demb, dw, db)``.
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -283,8 +306,9 @@ def adaln_backward(dout, cache):
     db : array, shape (2D,)
         Gradient with respect to ``b``.
     """
+    xhat, r, scale, emb, w, order = check_cache(cache, "adaln_forward", 6)
+    check_dout(dout, xhat.shape)
     xp = array_namespace(dout)
-    xhat, r, scale, emb, w, order = cache
     dshift, dscale = xp.sum(dout, axis=1), xp.sum(dout * xhat, axis=1)  # (N, D) each
     dss = xp.concat([dshift, dscale] if order == "shift_scale" else [dscale, dshift], axis=1)  # (N, 2D)
     dx = _normalize_backward(xp, dout * (1.0 + scale[:, None, :]), xhat, r)

@@ -13,10 +13,13 @@ and second moment estimates, arrays of the parameter's shape and dtype).
 from __future__ import annotations
 
 import math
+import numbers
 
 from array_api_compat import device as _device
 
+from .._validate import check_bool, check_finite_scalar
 from ..backend import array_namespace
+from ._check import MAX_STEP, check_array_dict, check_optim_scalars, check_size
 
 __all__ = [
     "adam_init",
@@ -59,6 +62,7 @@ def adam_init(params: dict) -> dict:
         ``{"step": 0}`` with ``"m/" + k`` and ``"v/" + k`` zero arrays of each parameter's
         shape and dtype.
     """
+    check_array_dict("params", params)  # issue 19
     state = {"step": 0}
     for k, p in params.items():
         xp = array_namespace(p)
@@ -68,6 +72,12 @@ def adam_init(params: dict) -> dict:
 
 
 def _check_adam(params, grads, state, lr, betas, eps, weight_decay):
+    check_array_dict("params", params)  # issue 19: types, dtypes and hyper-parameters by name
+    check_array_dict("grads", grads)
+    if not isinstance(state, dict) or isinstance(state.get("step"), bool) \
+            or not isinstance(state.get("step"), numbers.Integral) or state["step"] < 0:
+        raise TypeError("state must be an Adam state dict with an int 'step' >= 0; use adam_init(params)")
+    check_optim_scalars(lr, betas, eps, weight_decay)
     b1, b2 = (float(b) for b in betas)
     if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
         raise ValueError(f"betas must each lie in [0, 1), got {betas!r}")
@@ -144,6 +154,7 @@ def adam_update(
         or shapes of ``grads`` differ from ``params``, or ``state`` lacks the moments of a
         parameter.
     """
+    check_bool("decoupled", decoupled)  # issue 19
     b1, b2, lr, wd = _check_adam(params, grads, state, lr, betas, eps, weight_decay)
     k = int(state["step"]) + 1
     bc1 = 1.0 - b1**k  # bias corrections of (14.11)
@@ -233,7 +244,7 @@ class FlatAdam:
     """
 
     def __init__(self, inplace: bool = False):
-        self.inplace = bool(inplace)
+        self.inplace = check_bool("inplace", inplace)  # issue 19
         self._buckets = {}
 
     def _bucket(self, xp, names, arrays, decayed):
@@ -270,6 +281,7 @@ class FlatAdam:
         ValueError
             For the invalid arguments listed in :func:`adam_update`.
         """
+        check_bool("decoupled", decoupled)  # issue 19
         b1, b2, lr, wd = _check_adam(params, grads, state, lr, betas, eps, weight_decay)
         k = int(state["step"]) + 1
         bc1, bc2 = 1.0 - b1**k, 1.0 - b2**k
@@ -394,6 +406,7 @@ def global_norm(grads: dict) -> float:
     float
         The global Euclidean norm.
     """
+    check_array_dict("grads", grads)  # issue 19
     total = 0.0
     for g in grads.values():
         xp = array_namespace(g)
@@ -432,6 +445,8 @@ def clip_grad_norm(grads: dict, max_norm: float, *, eps: float = 0.0):
     ValueError
         If ``max_norm <= 0``.
     """
+    check_finite_scalar("max_norm", max_norm, low=0.0, low_open=True)  # issue 19
+    check_finite_scalar("eps", eps, low=0.0)
     if not max_norm > 0.0:
         raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
     norm = global_norm(grads)
@@ -466,6 +481,9 @@ def ema_update(ema_params: dict, params: dict, decay: float) -> dict:
     ValueError
         If ``decay`` is outside [0, 1] or the keys or shapes differ.
     """
+    check_array_dict("ema_params", ema_params)  # issue 19
+    check_array_dict("params", params)
+    check_finite_scalar("decay", decay, low=0.0, high=1.0)
     if not 0.0 <= decay <= 1.0:
         raise ValueError(f"decay must lie in [0, 1], got {decay!r}")
     _check_same_keys(params, ema_params)
@@ -496,6 +514,8 @@ def ema_decay_warmup(step: int, decay: float) -> float:
     ValueError
         If ``step < 0``.
     """
+    step = check_size("step", step, 0, MAX_STEP)  # issue 19
+    check_finite_scalar("decay", decay, low=0.0, high=1.0)
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
     return min(float(decay), (1.0 + step) / (10.0 + step))
@@ -528,6 +548,8 @@ def warmup_lr(step: int, base_lr: float, warmup_steps: int) -> float:
     ValueError
         If ``step < 0`` or ``warmup_steps < 0``.
     """
+    step, warmup_steps = check_size("step", step, 0, MAX_STEP), check_size("warmup_steps", warmup_steps, 0, MAX_STEP)  # issue 19
+    check_finite_scalar("base_lr", base_lr, low=0.0)
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
     if step < 0:
@@ -566,6 +588,10 @@ def cosine_lr(step: int, base_lr: float, total_steps: int, *, warmup_steps: int 
     ValueError
         If ``total_steps <= warmup_steps`` (or, during warm-up, as in :func:`warmup_lr`).
     """
+    step, total_steps = check_size("step", step, 0, MAX_STEP), check_size("total_steps", total_steps, 1, MAX_STEP)  # issue 19
+    warmup_steps = check_size("warmup_steps", warmup_steps, 0, MAX_STEP)
+    check_finite_scalar("base_lr", base_lr, low=0.0)
+    check_finite_scalar("min_lr", min_lr, low=0.0)
     if total_steps <= warmup_steps:
         raise ValueError(f"total_steps must exceed warmup_steps, got {total_steps} <= {warmup_steps}")
     if step < warmup_steps:

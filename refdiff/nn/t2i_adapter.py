@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_namespace
+from .._validate import check_finite_scalar
+from ._check import MAX_FIELD, check_adapter_args, check_cache, check_float_dtype, check_rng, check_size, check_xp
 from .blocks import conv_b, conv_f, init_conv
 from .controlnet import _step_index, check_control
 from .fast import avgpool2x_backward, avgpool2x_forward
@@ -52,6 +54,7 @@ def adapter_keep(num_steps: int, factor: float = 1.0):
     ValueError
         If ``factor`` is outside [0, 1].
     """
+    check_adapter_args(num_steps=num_steps, factor=factor)  # issue 19
     if not 0.0 <= factor <= 1.0:
         raise ValueError(f"adapter_keep: adapter_conditioning_factor must be in [0, 1], got {factor}")
     return (np.arange(int(num_steps)) < int(num_steps * factor)).astype(np.float64)
@@ -79,8 +82,10 @@ class T2IAdapter:
     """
 
     def __init__(self, unet: UNet, *, control_channels: int = 1, downscale: int = 1):
+        check_adapter_args(unet=unet)  # issue 19
         if not isinstance(unet, UNet):
             raise TypeError(f"T2IAdapter needs a refdiff UNet, got {type(unet).__name__}")
+        check_size("control_channels", control_channels, 1, MAX_FIELD), check_size("downscale", downscale, 1, 64)  # issue 19
         if control_channels < 1 or downscale < 1:
             raise ValueError(f"T2IAdapter: need control_channels >= 1 and downscale >= 1, got {control_channels}, "
                              f"{downscale}")
@@ -104,6 +109,10 @@ class T2IAdapter:
         dict
             Parameter name (prefix ``t2i.``) -> array.
         """
+        check_rng(rng)  # issue 19
+        check_float_dtype(dtype)
+        if xp is not None:
+            check_xp(xp)
         xp = array_namespace() if xp is None else xp
         W, H = self.unet.config.widths, {}
         init_conv(H, "t2i.conv_in", self.channels * self.r ** 2, W[0], 3, rng)
@@ -138,6 +147,7 @@ class T2IAdapter:
         ValueError
             If ``control`` has the wrong shape or values outside [0, 1].
         """
+        check_adapter_args(params=params, control=control)  # issue 19
         xp = array_namespace(control)
         S = self.unet.config.image_size
         check_control(control, control.shape[0], self.channels, S * self.r, "T2IAdapter.forward")
@@ -175,6 +185,8 @@ class T2IAdapter:
         dict
             Gradient of every adapter parameter, keyed as ``params``.
         """
+        check_adapter_args(params=params, dfeats=dfeats)  # issue 19
+        check_cache(cache, "T2IAdapter.forward", 3)
         xp = array_namespace(next(iter(dfeats.values())))
         c_u, c_in, caches = cache
         G, dh = {}, None
@@ -230,6 +242,12 @@ def t2i_model(unet: UNet, base_params, adapter: T2IAdapter, adapter_params, cont
         If the factor is below 1 without ``timesteps``, or the control image is invalid; the
         returned model raises ValueError for a ``t`` not on ``timesteps``.
     """
+    check_adapter_args(unet=unet, base_params=base_params, adapter_params=adapter_params, control=control,  # issue 19
+                       cond=cond, timesteps=timesteps)
+    check_finite_scalar("adapter_conditioning_scale", adapter_conditioning_scale)
+    check_finite_scalar("adapter_conditioning_factor", adapter_conditioning_factor, low=0.0, high=1.0)
+    if not isinstance(adapter, T2IAdapter):
+        raise TypeError(f"adapter must be a T2IAdapter, got {type(adapter).__name__}")
     feats, _ = adapter.forward(adapter_params, control)
     keep = None
     if timesteps is not None:

@@ -10,6 +10,9 @@ the words of the vocabulary are 3, 4, ...  A prompt becomes ``BOS w_1 .. w_n EOS
 with ``token_mask`` True on BOS, the words and EOS.  Out-of-vocabulary words are an error
 that lists them (by choice: no UNK token, so a typo cannot silently become a different
 prompt); a prompt longer than the context is an error naming both lengths.
+
+Arguments are checked at the top of each public function (types, dtypes, shapes; issue 19);
+NaN and inf propagate: not checked.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import math
 
 import numpy as np
 
+from .._validate import check_array
 from ..backend import array_namespace, check_rng
+from ._check import MAX_FIELD, check_cache, check_config, check_size, check_text_args
 from .activations import gelu_backward, gelu_forward, silu_backward, silu_forward
 from .attention import mha_backward, mha_forward, mha_init
 from .blocks import acc, conv_b, conv_f, init_conv, init_linear
@@ -49,6 +54,9 @@ class Tokenizer:
     """
 
     def __init__(self, vocab, context_len: int):
+        if isinstance(vocab, (str, bytes)) or not hasattr(vocab, "__iter__"):  # issue 19
+            raise TypeError(f"vocab must be a sequence of words (str), got {type(vocab).__name__}")
+        check_size("context_len", context_len, 2, MAX_FIELD)
         words = list(vocab)
         if len(set(words)) != len(words) or not all(isinstance(w, str) and w and " " not in w for w in words):
             raise ValueError("Tokenizer: vocab must be distinct non-empty words without spaces")
@@ -91,6 +99,7 @@ class Tokenizer:
         list of str
             One prompt per row.
         """
+        check_array("ids", ids if hasattr(ids, "shape") else np.asarray(ids), dtype="int", ndim=2)  # issue 19
         inv = {v: k for k, v in self.ids.items()}
         return [" ".join(inv[int(t)] for t in row if int(t) > PAD) for row in np.asarray(ids)]
 
@@ -130,6 +139,8 @@ class TextEncoderConfig:
     position: bool = True  # token + position embeddings (False: permutation-equivariant)
 
     def __post_init__(self):
+        check_config("TextEncoderConfig", self, ints={"vocab_size": 1, "context_len": 2, "dim": 1, "heads": 1,  # issue 19
+                                                      "layers": 1, "embed_dim": 1}, bools=("position",))
         if self.dim % self.heads:
             raise ValueError(f"TextEncoderConfig: heads={self.heads} must divide dim={self.dim}")
 
@@ -179,6 +190,8 @@ class TextEncoder:
     """
 
     def __init__(self, config: TextEncoderConfig):
+        if not isinstance(config, TextEncoderConfig):  # issue 19
+            raise TypeError(f"config must be a TextEncoderConfig, got {type(config).__name__}")
         self.config = config
 
     def init_params(self, rng, *, dtype="float64") -> dict:
@@ -197,6 +210,7 @@ class TextEncoder:
         dict of str to numpy.ndarray
             The parameters.
         """
+        check_text_args(rng=rng, dtype=dtype)  # issue 19
         rng, c, P = check_rng(rng), self.config, {}
         P["token_emb"] = 0.5 * rng.standard_normal((c.vocab_size, c.dim))
         if c.position:
@@ -236,6 +250,10 @@ class TextEncoder:
         ValueError
             If L exceeds the context length.
         """
+        check_text_args(params=params, ids=ids, mask=mask)  # issue 19
+        if ids.shape[0] and not 0 <= int(ids.min()) <= int(ids.max()) < self.config.vocab_size:
+            raise ValueError(f"ids must lie in [0, {self.config.vocab_size - 1}] (vocab_size), got values in "
+                             f"[{int(ids.min())}, {int(ids.max())}]")
         xp = array_namespace(params["token_emb"])
         c = self.config
         N, L = ids.shape
@@ -282,6 +300,13 @@ class TextEncoder:
         dict of str to array
             Gradients, keyed like ``params``.
         """
+        check_text_args(params=params, dstates=dstates, dembedding=dembedding)  # issue 19
+        check_cache(cache, "TextEncoder.forward", 6)
+        N, L = cache[5]
+        for name, d, want in (("dstates", dstates, (N, L, self.config.dim)), ("dembedding", dembedding,
+                                                                            (N, self.config.embed_dim))):
+            if d is not None and tuple(d.shape) != want:
+                raise ValueError(f"{name} must have the forward output's shape {want}, got shape {tuple(d.shape)}")
         c_e, caches, c_f, onehot, pooled, (N, L) = cache
         xp = array_namespace(onehot)
         G, D = {}, self.config.dim
@@ -321,6 +346,8 @@ class ImageEncoder:
     LAYERS = (("c0", 1), ("c1", 2), ("c2", 2))
 
     def __init__(self, in_channels=1, width=32, embed_dim=32):
+        for name, v in (("in_channels", in_channels), ("width", width), ("embed_dim", embed_dim)):  # issue 19
+            check_size(name, v, 1, MAX_FIELD)
         self.in_channels, self.width, self.embed_dim = in_channels, width, embed_dim
 
     def init_params(self, rng, *, dtype="float64"):
@@ -338,6 +365,7 @@ class ImageEncoder:
         dict of str to numpy.ndarray
             The parameters.
         """
+        check_text_args(rng=rng, dtype=dtype)  # issue 19
         P = {}
         init_conv(P, "c0", self.in_channels, self.width, 3, rng)
         init_conv(P, "c1", self.width, self.width, 3, rng)
@@ -362,6 +390,10 @@ class ImageEncoder:
         cache : tuple
             For :meth:`backward`.
         """
+        check_text_args(params=params)  # issue 19
+        check_array("x", x, ndim=4)
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"x must have {self.in_channels} channels (in_channels), got shape {tuple(x.shape)}")
         xp = array_namespace(x)
         h, caches = x, []
         for name, stride in self.LAYERS:
@@ -394,6 +426,8 @@ class ImageEncoder:
         dx : array, shape (N, in_channels, H, W)
             Only with ``return_dx``: the gradient with respect to the images.
         """
+        check_text_args(params=params, dout=dout, return_dx=return_dx)  # issue 19
+        check_cache(cache, "ImageEncoder.forward", 3)
         xp = array_namespace(dout)
         caches, cp, shape = cache
         G = {}
@@ -439,6 +473,7 @@ def contrastive_loss(img_emb, txt_emb, log_temp):
     ValueError
         If the numbers of images and texts differ.
     """
+    check_text_args(img_emb=img_emb, txt_emb=txt_emb, log_temp=log_temp)  # issue 19
     xp = array_namespace(img_emb, txt_emb)
     B = img_emb.shape[0]
     if txt_emb.shape[0] != B:
@@ -476,6 +511,9 @@ def zero_shot_classify(img_emb, class_emb):
     array of int, shape (N,)
         The class index of every image.
     """
+    check_text_args(img_emb=img_emb, class_emb=class_emb)  # issue 19
+    if img_emb.shape[1] != class_emb.shape[1]:
+        raise ValueError(f"img_emb {tuple(img_emb.shape)} and class_emb {tuple(class_emb.shape)} need one width")
     xp = array_namespace(img_emb)
     u, _ = _normalize(xp, img_emb)
     v, _ = _normalize(xp, class_emb)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..backend import array_namespace
+from ._check import check_config
 from .base import DenoiserBase, config_fields
 from .blocks import conv_b, conv_f, gn_b, gn_f, init_conv, init_groupnorm, init_linear, lin_b, lin_f
 from .conditions import ClassCond, CondSpec, InpaintCond, TextStateCond, TokenCond
@@ -135,19 +136,32 @@ class UNetConfig:
     null_context_mask: tuple = ()
 
     def __post_init__(self):
+        check_config("UNetConfig", self, ints={"in_channels": 1, "image_size": 2, "base_channels": 1,
+                                               "num_res_blocks": 1, "groups": 1, "num_classes": 0, "vocab_size": 0,
+                                               "context_len": 0, "context_dim": 1, "heads": 1},
+                     floats={"time_scale": (0.0, True), "max_period": (0.0, True)},
+                     bools=("attention", "zero_init_out", "inpaint"))
         if self.time_embed_dim is None:
             object.__setattr__(self, "time_embed_dim", 4 * self.base_channels)
+        check_config("UNetConfig", self, ints={"time_embed_dim": 2})
+        for name in ("channel_mults", "cross_attention"):
+            v = getattr(self, name)
+            if not isinstance(v, (tuple, list)) or not all(isinstance(m, (int, str)) and not isinstance(m, bool)
+                                                           for m in v):
+                raise TypeError(f"UNetConfig: {name} must be a tuple of ints, got {v!r}")
+        if not all(isinstance(m, int) and 1 <= m <= 64 for m in self.channel_mults):
+            raise ValueError(f"UNetConfig: channel_mults must be one or more ints in [1, 64], got {self.channel_mults!r}")
         object.__setattr__(self, "channel_mults", tuple(int(m) for m in self.channel_mults))
         object.__setattr__(self, "cross_attention", tuple(self.cross_attention))
         L = len(self.channel_mults)
         if L < 1 or min(self.channel_mults) < 1:
-            raise ValueError(f"UNetConfig.channel_mults must be one or more positive ints, got {self.channel_mults}")
+            raise ValueError(f"UNetConfig: channel_mults must be one or more positive ints, got {self.channel_mults}")
         if self.image_size < 2 or self.image_size % 2 ** (L - 1) or (L == 1 and self.image_size % 2):
-            raise ValueError(f"UNetConfig.image_size must be even and divisible by 2^(L-1) = {2 ** (L - 1)} "
+            raise ValueError(f"UNetConfig: image_size must be even and divisible by 2^(L-1) = {2 ** (L - 1)} "
                              f"(L = {L} levels), got {self.image_size}")
         bad = [v for v in self.cross_attention if v != "mid" and v not in range(L)]
         if bad:
-            raise ValueError(f"UNetConfig.cross_attention entries must be levels 0..{L - 1} or 'mid', got {bad}")
+            raise ValueError(f"UNetConfig: cross_attention entries must be levels 0..{L - 1} or 'mid', got {bad}")
         object.__setattr__(self, "null_context", tuple(tuple(float(v) for v in r) for r in self.null_context))
         object.__setattr__(self, "null_context_mask", tuple(bool(b) for b in self.null_context_mask))
         if self.context_kind not in ("tokens", "text_states"):
@@ -159,16 +173,13 @@ class UNetConfig:
                 raise ValueError("UNetConfig.null_context and null_context_mask must be the empty prompt's states "
                                  f"and mask under the frozen encoder: {err}") from None
         elif self.cross_attention and (self.vocab_size < 1 or self.context_len < 1):
-            raise ValueError("UNetConfig.cross_attention needs vocab_size >= 1 and context_len >= 1, got "
+            raise ValueError("UNetConfig: cross_attention needs vocab_size >= 1 and context_len >= 1, got "
                              f"{self.vocab_size}, {self.context_len}")
         if self.cross_attention and any(w % self.heads for w in self.widths):
-            raise ValueError(f"UNetConfig.heads={self.heads} must divide every width {self.widths}")
-        for name in ("in_channels", "base_channels", "num_res_blocks", "groups"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"UNetConfig.{name} must be >= 1, got {getattr(self, name)}")
+            raise ValueError(f"UNetConfig: heads={self.heads} must divide every width {self.widths}")
         for w in self.widths:
             if w % self.groups or w // self.groups < 2:
-                raise ValueError(f"UNetConfig.groups={self.groups} must divide every width {self.widths} "
+                raise ValueError(f"UNetConfig: groups={self.groups} must divide every width {self.widths} "
                                  "with at least 2 channels per group (with one, GroupNorm cancels the "
                                  "time embedding added before it, MATH.md (13.16))")
         if self.num_classes < 0:
@@ -206,7 +217,7 @@ class UNet(DenoiserBase):
     arch = "unet"
 
     def __init__(self, config: UNetConfig | None = None):
-        super().__init__(UNetConfig() if config is None else config)
+        super().__init__(UNetConfig() if config is None else self._check_config_type(config, UNetConfig))
 
     @property
     def cond_spec(self) -> CondSpec:
@@ -329,6 +340,7 @@ class UNet(DenoiserBase):
 
     def forward(self, params, x, t, cond=None, residuals=None):
         """Output and cache, MATH.md (13.20), (13.17), (13.23).
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------
@@ -411,6 +423,7 @@ class UNet(DenoiserBase):
     # ---------------------------------------------------------------- backward
     def backward(self, params, cache, dout):
         """Gradients of ``sum(out * dout)``: ``(grads, dx)``, MATH.md (13.20)-(13.21), (13.17), (13.23).
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------
@@ -433,6 +446,7 @@ class UNet(DenoiserBase):
 
     def backward_full(self, params, cache, dout):
         """``(grads, dx, dresiduals)``: also the gradients at every injection point.
+        NaN and inf propagate: not checked.
 
         Parameters
         ----------
@@ -453,6 +467,11 @@ class UNet(DenoiserBase):
             Gradient at every injection point (``skip<i>``, ``mid``, ``feature<l>``), keyed as
             :meth:`injection_points`.
         """
+        self._check_backward(params, cache, 5, dout)
+        c = self.config
+        if dout.ndim != 4 or tuple(dout.shape[1:]) != (c.in_channels, c.image_size, c.image_size):
+            raise ValueError(f"UNet.backward: dout must have the output's shape (N, {c.in_channels}, {c.image_size}, "
+                             f"{c.image_size}), got shape {tuple(dout.shape)}")
         c_emb, caches, (c_n, c_s, c_o), c_x, _ = cache
         G, denv, dres, feats = {}, {}, {}, self._feature_points()
         dh = conv_b(G, "out.conv", dout, c_o)

@@ -17,9 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from .._validate import check_array
 from ..backend import array_namespace
+from ._check import check_block, check_cache, check_dout, check_grads, check_params, check_prefix, check_rng, check_size
 from .attention import mha_backward, mha_forward, mha_init
 from .blocks import (
+    _check_block_input,
     attnblock_backward,
     attnblock_forward,
     attnblock_init,
@@ -58,6 +61,11 @@ class Block:
     forward: Callable
     backward: Callable
 
+    def __post_init__(self):
+        for name in ("init", "forward", "backward"):
+            if not callable(getattr(self, name)):
+                raise TypeError(f"Block: {name} must be callable, got {type(getattr(self, name)).__name__}")
+
 
 def _add(denv: dict, key: str, g):
     if g is not None:
@@ -89,6 +97,11 @@ def xattn_init(P, pre, c, context_dim, heads, rng):
     ValueError
         If ``heads`` does not divide ``c``.
     """
+    check_params(P)
+    check_prefix(pre)
+    c = check_size("c", c, 1, 1 << 16)
+    check_size("context_dim", context_dim, 1, 1 << 16)
+    check_rng(rng)
     init_groupnorm(P, pre + ".norm", c)
     mha_init(P, pre + ".attn", c, heads, rng, context_dim=context_dim, fused=True)
 
@@ -97,6 +110,7 @@ def xattn_forward(P, pre, x, context, key_mask, groups, heads):
     """Cross-attention of the pixels to a context with a residual connection, MATH.md (13.17), (13.23):
     tokens ``h = gn(x)`` as (N, H W, C); ``out = x + mha(h, context; key_mask)`` back in NCHW
     (MATH.md (13.23) for ``mha``).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -122,6 +136,8 @@ def xattn_forward(P, pre, x, context, key_mask, groups, heads):
     cache : tuple
         Saved values for :func:`xattn_backward`.
     """
+    _check_block_input(P, pre, x, groups, ".norm", ".attn.q.w", ".attn.out.w", what="xattn_forward")
+    check_array("context", context, ndim=3)
     xp = array_namespace(x)
     N, C, H, W = x.shape
     h, c_n = gn_f(P, pre + ".norm", x, groups)
@@ -133,6 +149,7 @@ def xattn_forward(P, pre, x, context, key_mask, groups, heads):
 
 def xattn_backward(G, P, pre, dout, cache):
     """Backward of :func:`xattn_forward`; returns ``(dx, dcontext)``.  MATH.md (13.17), (13.23).
+    NaN and inf propagate: not checked.
 
     Parameters
     ----------
@@ -154,8 +171,11 @@ def xattn_backward(G, P, pre, dout, cache):
     dcontext : array, shape (N, L, D_c)
         Gradient with respect to ``context``.
     """
+    check_grads(G)
+    check_block(P, pre, ".attn.out.w", ".norm.gamma", what="xattn_backward")
+    c_n, c_a, (N, C, H, W) = check_cache(cache, "xattn_forward", 3)
+    check_dout(dout, (N, C, H, W))
     xp = array_namespace(dout)
-    c_n, c_a, (N, C, H, W) = cache
     do = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (N, H * W, C))  # (N, HW, C)
     dtok, dctx = mha_backward(G, P, pre + ".attn", do, c_a)
     dh = xp.permute_dims(xp.reshape(dtok, (N, H, W, C)), (0, 3, 1, 2))  # (N, C, H, W)

@@ -6,6 +6,9 @@ the PCA autoencoder and the linear VAE.
 Layout as in :mod:`refdiff.nn.unet`: a model object holds only its config; parameters are
 a flat dict; ``*_forward`` returns a cache that ``*_backward`` consumes.  Latents are NCHW
 (N, c, 4, 4) for the conv autoencoder and (N, k) for the linear ones.
+
+Arguments are checked at the top of each public function (types, dtypes, shapes; issue 19);
+NaN and inf propagate: not checked.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import math
 
 import numpy as np
 
+from .._validate import check_array
 from ..backend import array_namespace, check_rng
+from ._check import check_cache, check_config, check_vae_args
 from .activations import silu_backward, silu_forward
 from .blocks import conv_b, conv_f, init_conv
 from .resample import upsample2x_backward, upsample2x_forward
@@ -62,6 +67,7 @@ def posterior_forward(moments, eps=None):
         If ``moments`` has fewer than 2 axes or an odd channel count, or ``eps`` does not
         have the latent shape.
     """
+    check_vae_args(moments=moments, eps=eps)  # issue 19
     xp = array_namespace(moments)
     if moments.ndim < 2 or moments.shape[1] % 2:
         raise ValueError(f"posterior_forward: moments must be (N, 2c, ...) with an even channel count, got "
@@ -99,6 +105,12 @@ def posterior_backward(dz, dkl, cache):
     array, shape (N, 2c, ...)
         Gradient with respect to the moments.
     """
+    check_vae_args(dz=dz, dkl=dkl)  # issue 19
+    mean_, logvar_, inside_, eps_ = check_cache(cache, "posterior_forward", 4)
+    if dz is not None and tuple(dz.shape) != tuple(mean_.shape):
+        raise ValueError(f"dz must have the latent shape {tuple(mean_.shape)}, got shape {tuple(dz.shape)}")
+    if dkl is not None and tuple(dkl.shape) != (mean_.shape[0],):
+        raise ValueError(f"dkl must have shape ({mean_.shape[0]},), got shape {tuple(dkl.shape)}")
     mean, logvar, inside, eps = cache
     xp = array_namespace(mean)
     dmean = xp.zeros_like(mean)
@@ -131,6 +143,7 @@ def diag_gaussian_kl(mean, logvar):
     array, shape (N,)
         The KL per sample.
     """
+    check_vae_args(mean=mean, logvar=logvar)  # issue 19
     xp = array_namespace(mean)
     return 0.5 * _sum_rest(xp, mean * mean + xp.exp(logvar) - 1.0 - logvar)
 
@@ -153,6 +166,7 @@ def diag_gaussian_nll(z, mean, logvar):
     array, shape (N,)
         The negative log-density per sample.
     """
+    check_vae_args(z=z, mean=mean, logvar=logvar)  # issue 19
     xp = array_namespace(z, mean)
     return 0.5 * _sum_rest(xp, math.log(2.0 * math.pi) + logvar + (z - mean) ** 2 / xp.exp(logvar))
 
@@ -187,6 +201,7 @@ def vae_loss_forward(x, x_hat, kl, *, beta: float, sigma_x2: float = 1.0):
     ValueError
         If ``sigma_x2 <= 0`` or ``beta < 0``.
     """
+    check_vae_args(x=x, x_hat=x_hat, kl=kl, beta=beta, sigma_x2=sigma_x2)  # issue 19
     if not sigma_x2 > 0 or not beta >= 0:
         raise ValueError(f"vae_loss_forward: need sigma_x2 > 0 and beta >= 0, got {sigma_x2}, {beta}")
     xp = array_namespace(x, x_hat)
@@ -210,6 +225,7 @@ def vae_loss_backward(cache):
     dkl : array, shape (N,)
         Gradient with respect to the per-sample KL (beta / N each).
     """
+    check_cache(cache, "vae_loss_forward", 4)  # issue 19
     r, n, beta, sigma_x2 = cache
     xp = array_namespace(r)
     return -r / (sigma_x2 * n), xp.full((n,), beta / n, dtype=r.dtype)
@@ -244,11 +260,13 @@ class KLAutoencoderConfig:
     width: int = 32
 
     def __post_init__(self):
+        check_config("KLAutoencoderConfig", self, ints={"in_channels": 1, "image_size": 4, "latent_channels": 1,  # issue 19
+                                                        "width": 1})
         for name in ("in_channels", "latent_channels", "width"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"KLAutoencoderConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"KLAutoencoderConfig: {name} must be >= 1, got {getattr(self, name)}")
         if self.image_size < 4 or self.image_size % 4:
-            raise ValueError(f"KLAutoencoderConfig.image_size must be a positive multiple of 4, got {self.image_size}")
+            raise ValueError(f"KLAutoencoderConfig: image_size must be a positive multiple of 4, got {self.image_size}")
 
     @property
     def latent_shape(self):
@@ -274,6 +292,8 @@ class KLAutoencoder:
     DEC = (("dec0", False), ("dec1", True), ("dec2", True))
 
     def __init__(self, config: KLAutoencoderConfig | None = None):
+        if config is not None and not isinstance(config, KLAutoencoderConfig):  # issue 19
+            raise TypeError(f"config must be a KLAutoencoderConfig or None, got {type(config).__name__}")
         self.config = KLAutoencoderConfig() if config is None else config
 
     def init_params(self, rng, *, xp=None, dtype="float32") -> dict:
@@ -294,6 +314,7 @@ class KLAutoencoder:
         dict of str to array
             The parameters.
         """
+        check_vae_args(dtype=dtype, xp=xp)  # issue 19
         rng = check_rng(rng)
         c, P = self.config, {}
         w = c.width
@@ -310,6 +331,7 @@ class KLAutoencoder:
         return {k: xp.asarray(v, dtype=getattr(xp, dtype)) for k, v in P.items()}
 
     def _check(self, a, shape, what, arg):
+        check_array(arg.split(" ")[0], a)  # issue 19
         if a.ndim != 4 or tuple(a.shape[1:]) != tuple(shape):
             raise ValueError(f"KLAutoencoder.{what}: {arg} must have shape (N, {', '.join(map(str, shape))}), got "
                              f"{tuple(a.shape)}")
@@ -336,6 +358,7 @@ class KLAutoencoder:
         ValueError
             If ``x`` does not have the configured shape.
         """
+        check_vae_args(params=params)  # issue 19
         c = self.config
         self._check(x, (c.in_channels, c.image_size, c.image_size), "encode", "x")
         h, caches = x, []
@@ -363,6 +386,8 @@ class KLAutoencoder:
         array, shape (N, C, S, S)
             Gradient with respect to the images.
         """
+        check_vae_args(G=G, dm=dm)  # issue 19
+        check_cache(cache, "encode_forward", 2)
         caches, co = cache
         dh = conv_b(G, "enc_out", dm, co)
         for (name, _), (cc, cs) in zip(reversed(self.ENC), reversed(caches)):
@@ -391,6 +416,7 @@ class KLAutoencoder:
         ValueError
             If ``z`` does not have the latent shape.
         """
+        check_vae_args(params=params)  # issue 19
         self._check(z, self.config.latent_shape, "decode", "z (the latent)")
         h, caches = z, []
         for name, up in self.DEC:
@@ -420,6 +446,8 @@ class KLAutoencoder:
         array, shape (N, c, S/4, S/4)
             Gradient with respect to the latents.
         """
+        check_vae_args(G=G, dout=dout)  # issue 19
+        check_cache(cache, "decode_forward", 2)
         caches, co = cache
         dh = conv_b(G, "dec_out", dout, co)
         for (name, up), (cu, cc, cs) in zip(reversed(self.DEC), reversed(caches)):
@@ -447,6 +475,9 @@ class KLAutoencoder:
         array, shape (N, c, S/4, S/4)
             The latents.
         """
+        check_vae_args(params=params, sample=sample)  # issue 19
+        if rng is not None:
+            check_rng(rng)
         m, _ = self.encode_forward(params, x)
         eps = None
         if sample:
@@ -470,6 +501,7 @@ class KLAutoencoder:
         array, shape (N, C, S, S)
             The images.
         """
+        check_vae_args(params=params)  # issue 19
         return self.decode_forward(params, z)[0]
 
     def loss(self, params, x, eps, *, beta, sigma_x2=1.0):
@@ -497,6 +529,9 @@ class KLAutoencoder:
         parts : dict
             ``{"kl": batch mean of the KL}``.
         """
+        check_vae_args(params=params, x=x, eps=eps, beta=beta, sigma_x2=sigma_x2)  # issue 19
+        if eps is not None and eps.ndim and x.ndim and eps.shape[0] != x.shape[0]:
+            raise ValueError(f"eps must have x's batch {x.shape[0]}, got shapes eps {tuple(eps.shape)}, x {tuple(x.shape)}")
         m, ce = self.encode_forward(params, x)
         z, kl, cp = posterior_forward(m, eps)
         x_hat, cd = self.decode_forward(params, z)
@@ -530,6 +565,15 @@ class PCAAutoencoder:
     components: np.ndarray  # (D, k)
     eigenvalues: np.ndarray
     discarded: np.ndarray
+
+    def __post_init__(self):
+        check_array("components", self.components, ndim=2, finite=True)  # issue 19 (once, at construction)
+        D, k = self.components.shape
+        for name, want in (("mean", (D,)), ("eigenvalues", (k,)), ("discarded", (D - k,))):
+            a = getattr(self, name)
+            check_array(name, a, allow_empty=name == "discarded", finite=True)
+            if tuple(a.shape) != want:
+                raise ValueError(f"{name} must have shape {want} for components of shape {(D, k)}, got {tuple(a.shape)}")
 
     @classmethod
     def fit(cls, x, k: int):
@@ -602,6 +646,9 @@ class PCAAutoencoder:
         numpy.ndarray, shape (N, k)
             The latents.
         """
+        check_vae_args(x=x)  # issue 19
+        if x.ndim != 2 or x.shape[1] != self.components.shape[0]:
+            raise ValueError(f"x must have shape (N, {self.components.shape[0]}), got shape {tuple(x.shape)}")
         x = np.asarray(x, dtype=np.float64)
         return (x.reshape(len(x), -1) - self.mean) @ self.components
 
@@ -623,6 +670,7 @@ class PCAAutoencoder:
         ValueError
             If ``z`` is not (N, k).
         """
+        check_array("z", z, ndim=2)  # issue 19
         z = np.asarray(z, dtype=np.float64)
         if z.ndim != 2 or z.shape[1] != self.components.shape[1]:
             raise ValueError(f"PCAAutoencoder.decode: z must have shape (N, {self.components.shape[1]}), got "
@@ -650,6 +698,7 @@ class LinearVAE:
     """
 
     def __init__(self, dim: int, latent_dim: int):
+        check_vae_args(dim=dim, latent_dim=latent_dim)  # issue 19
         if not 1 <= latent_dim <= dim:
             raise ValueError(f"LinearVAE: need 1 <= latent_dim <= dim, got {latent_dim}, {dim}")
         self.dim, self.k = int(dim), int(latent_dim)
@@ -669,6 +718,7 @@ class LinearVAE:
         dict of str to numpy.ndarray
             ``W``, ``b``, ``V``, ``a``, ``logvar``.
         """
+        check_vae_args(dtype=dtype)  # issue 19
         rng = check_rng(rng)
         D, k = self.dim, self.k
         return {"W": 0.5 * rng.standard_normal((D, k)), "b": np.zeros(D), "V": 0.5 * rng.standard_normal((k, D)),
@@ -695,6 +745,9 @@ class LinearVAE:
         grads : dict of str to numpy.ndarray
             Its gradients, keyed like ``params``.
         """
+        check_vae_args(params=params, x=x, beta=beta, sigma_x2=sigma_x2)  # issue 19
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (N, {self.dim}), got shape {tuple(x.shape)}")
         W, b, V, a, lv = (params[n] for n in ("W", "b", "V", "a", "logvar"))
         n = x.shape[0]
         m = x @ V.T + a  # (N, k)

@@ -16,6 +16,9 @@ then equivariant to permuting frames, MATH.md (22.10)), e(t) = MLP(sinusoid(t)) 
 diffusion-time embedding.  The temporal attention's output projection and W_out start at
 zero (the identity-at-init of motion modules).  Parameters are a flat dict; the cache is a
 plain tuple; nothing is kept on objects.
+
+Arguments are checked at the top of each public function (types, dtypes, shapes; issue 19);
+NaN and inf propagate: not checked.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ import math
 
 import numpy as np
 
+from .._validate import check_array
 from ..backend import array_namespace
+from .._validate import check_bool
+from ._check import check_cache, check_config, check_dout, check_video_args
 from .activations import gelu_backward, gelu_forward, silu_backward, silu_forward
 from .attention import mha_backward, mha_forward, mha_init
 from .layers import timestep_embedding_forward
@@ -79,14 +85,16 @@ class VideoConfig:
     first_frame: bool = False
 
     def __post_init__(self):
+        check_config("VideoConfig", self, ints={k: 1 for k in ("frames", "size", "patch", "width", "heads", "depth")},  # issue 19
+                     bools=("temporal_pos", "first_frame"))
         for name in ("frames", "size", "patch", "width", "heads", "depth"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"VideoConfig.{name} must be an int >= 1, got {v!r}")
         if self.size % self.patch:
-            raise ValueError(f"VideoConfig.patch = {self.patch} must divide size = {self.size}")
+            raise ValueError(f"VideoConfig: patch = {self.patch} must divide size = {self.size}")
         if self.width % self.heads:
-            raise ValueError(f"VideoConfig.heads = {self.heads} must divide width = {self.width}")
+            raise ValueError(f"VideoConfig: heads = {self.heads} must divide width = {self.width}")
 
 
 def video_init(rng: np.random.Generator, cfg: VideoConfig) -> dict:
@@ -105,6 +113,7 @@ def video_init(rng: np.random.Generator, cfg: VideoConfig) -> dict:
     dict
         Parameter name -> NumPy float64 array.
     """
+    check_video_args(rng=rng, cfg=cfg)  # issue 19
     D, pp = cfg.width, cfg.patch * cfg.patch * (3 if cfg.first_frame else 1)
     L = (cfg.size // cfg.patch) ** 2
     P = {"in.w": rng.standard_normal((pp, D)) / math.sqrt(pp), "in.b": np.zeros(D),
@@ -140,6 +149,10 @@ def check_clip(x, cfg: VideoConfig, name: str = "x"):
     ValueError
         If ``x`` is not an array of shape (N, frames, size, size).
     """
+    check_video_args(cfg=cfg)  # issue 19
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str (the argument's name in messages), got {type(name).__name__}")
+    check_array(name, x)
     want = (cfg.frames, cfg.size, cfg.size)
     if not hasattr(x, "shape") or x.ndim != 4 or tuple(x.shape[1:]) != want:
         shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
@@ -173,6 +186,9 @@ def temporal_attention_forward(P, pre, z, frames: int, *, heads: int):
     cache : tuple
         Saved values for :func:`temporal_attention_backward`.
     """
+    check_video_args(P=P, pre=pre, z=z, frames=frames, heads=heads)  # issue 19
+    if z.shape[0] % frames:
+        raise ValueError(f"z has {z.shape[0]} rows, not a multiple of frames = {frames}")
     xp = array_namespace(z)
     NT, L, D = z.shape
     N = NT // frames
@@ -203,6 +219,9 @@ def temporal_attention_backward(G, P, pre, dy, cache):
     dz : array, shape (N T, L, D)
         Gradient with respect to ``z``.
     """
+    check_video_args(G=G, P=P, pre=pre, dy=dy)  # issue 19
+    check_cache(cache, "temporal_attention_forward", 5)
+    check_dout(dy, (cache[1] * cache[3], cache[2], cache[4]), name="dy")
     xp = array_namespace(dy)
     c, N, L, T, D = cache
     dyt = xp.reshape(xp.permute_dims(xp.reshape(dy, (N, T, L, D)), (0, 2, 1, 3)), (N * L, T, D))
@@ -300,11 +319,13 @@ def video_forward(P, x, t, cfg: VideoConfig, first=None, keep=None):
         not (N, H, W), ``keep`` is not (N,), or ``first`` is given to a model without
         ``first_frame``.
     """
-    xp = array_namespace(x)
+    check_video_args(P=P, cfg=cfg)  # issue 19
     check_clip(x, cfg)
+    check_video_args(t=t)
+    xp = array_namespace(x)
     N, T, H, W = x.shape
     if not hasattr(t, "shape") or tuple(t.shape) != (N,):
-        raise ValueError(f"t must have shape (N,) = ({N},), got {getattr(t, 'shape', t)!r}")
+        raise ValueError(f"t must have shape (N,) = ({N},) (one time per clip of x), got {getattr(t, 'shape', t)!r}")
     dt = P["in.w"].dtype
     inp = xp.reshape(xp.astype(x, dt), (N * T, 1, H, W))
     if cfg.first_frame:
@@ -367,6 +388,9 @@ def video_backward(dout, cache, return_first: bool = False):
     dfirst : array, shape (N, H, W)
         Only with ``return_first``: the gradient with respect to ``first``.
     """
+    check_cache(cache, "video_forward", 13)  # issue 19
+    check_dout(dout, cache[2][:4])
+    check_bool("return_first", return_first)
     xp = array_namespace(dout)
     P, cfg, (N, T, H, W, L, D), c_p, tok, s, a1, c_s, blocks, co, uo, c_u, m = cache
     G = {}
@@ -437,6 +461,7 @@ def video_as_model(P, cfg: VideoConfig, prediction_type: str = "epsilon", first=
     ValueError
         If ``first`` is given to a model without ``first_frame`` or has the wrong shape.
     """
+    check_video_args(P=P, cfg=cfg, prediction_type=prediction_type)  # issue 19
     if first is not None:
         if not cfg.first_frame:
             raise ValueError("first was given, but the model was built without first_frame=True")

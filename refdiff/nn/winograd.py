@@ -18,6 +18,9 @@ fastest): every transform is a short sum of scaled strided slices (views) of who
 arrays, so each operation moves runs of W N or N contiguous numbers.  Sizes that are not
 multiples of m are handled by zero padding the input (and the output gradient) up to
 whole tiles and cropping the output (and the input gradient).
+
+Arguments are checked at the top of each public function (types, dtypes, shapes; issue 19);
+NaN and inf propagate: not checked.
 """
 
 from __future__ import annotations
@@ -70,12 +73,41 @@ def winograd_matrices(m: int):
     ValueError
         If ``m`` is not in ``TILES``.
     """
-    if m not in _MATRICES:
-        raise ValueError(f"winograd tile m must be one of {TILES}, got {m!r}")
+    _check_tile(m)  # issue 19
     return tuple([[_Fr(v) for v in row] for row in M] for M in _MATRICES[m])
 
 
 @functools.lru_cache(maxsize=16)
+def _check_tile(m):
+    if isinstance(m, bool) or not isinstance(m, int):
+        raise TypeError(f"winograd tile m must be an int, one of {TILES}, got {m!r}")
+    if m not in _MATRICES:
+        raise ValueError(f"winograd tile m must be one of {TILES}, got {m!r}")
+
+
+def _check_forward_args(xp, xT, w, b, m):
+    """Cheap checks (issue 19): a namespace, float arrays xT (C, H, W, N), w (F, C, 3, 3),
+    b (F,), a supported tile."""
+    from .._validate import check_array
+    from ._check import check_xp
+
+    check_xp(xp)
+    check_array("xT", xT, ndim=4)
+    check_array("w", w, shape=(None, xT.shape[0], 3, 3))
+    check_array("b", b)
+    if tuple(b.shape) != (w.shape[0],):
+        raise ValueError(f"b must have shape (F,) = ({w.shape[0]},) for w of shape {tuple(w.shape)}, got {tuple(b.shape)}")
+    _check_tile(m)
+
+
+def _check_backward_args(xp, dT, cache):
+    from ._check import check_cache, check_dout, check_xp
+
+    check_xp(xp)
+    U, Wt, w_shape, (C, H, W, N), m = check_cache(cache, "conv3x3_forward", 5)
+    check_dout(dT, (w_shape[0], H, W, N), name="dT")
+
+
 def _float_matrices(m: int):
     """(BT, G, AT, B, A) of F(m, 3) as tuples of float rows (B = BT^T, A = AT^T)."""
     BT, G, AT = winograd_matrices(m)
@@ -153,6 +185,7 @@ def conv3x3_forward(xp, xT, w, b, m: int = 4):
     ValueError
         If ``m`` is not in ``TILES``.
     """
+    _check_forward_args(xp, xT, w, b, m)  # issue 19
     BT, G, AT, _, _ = _float_matrices(m)
     C, H, W, N = xT.shape
     F = w.shape[0]
@@ -196,6 +229,7 @@ def conv3x3_backward(xp, dT, cache):
     db : array, shape (F,)
         Gradient with respect to ``b``.
     """
+    _check_backward_args(xp, dT, cache)  # issue 19
     U, Wt, w_shape, (C, H, W, N), m = cache
     BT, G, AT, B, A = _float_matrices(m)
     F = w_shape[0]
