@@ -273,8 +273,10 @@ class BatchThreads:
     """
 
     def __init__(self, model, parts: int = 2):
-        if not (isinstance(parts, int) and parts >= 1):
-            raise ValueError(f"parts must be an int >= 1, got {parts!r}")
+        parts = check_int("parts", parts, 1)  # issue 19
+        if not all(callable(getattr(model, m, None)) for m in ("forward", "backward")):  # issue 19
+            raise TypeError(f"model must be a refdiff network with forward and backward methods, got "
+                            f"{type(model).__name__}")
         self.model, self.parts, self._pool = model, parts, None
 
     def __getattr__(self, name):
@@ -303,7 +305,8 @@ class BatchThreads:
 
     def forward(self, params, x, t, cond=None, **kw):
         """The wrapped ``forward`` on each slice, outputs concatenated; the cache holds the
-        slices' caches.
+        slices' caches.  NaN and inf in ``x`` or ``t`` propagate as in the wrapped network:
+        not checked (per step).
 
         Parameters
         ----------
@@ -327,6 +330,10 @@ class BatchThreads:
         """
         from .backend import array_namespace
 
+        check_array("x", x, min_ndim=1)  # issue 19: a batch to slice (the network checks the rest)
+        if getattr(t, "ndim", 0) and (t.ndim != 1 or t.shape[0] != x.shape[0]):  # issue 19: sliced with x
+            raise ValueError(f"t must be a scalar or of shape (N,) = ({x.shape[0]},) (x's batch), x has shape "
+                             f"{tuple(x.shape)}, t has shape {tuple(t.shape)}")
         xp = array_namespace(x)
         sls = self._slices(x.shape[0])
 
@@ -345,7 +352,7 @@ class BatchThreads:
 
     def backward(self, params, cache, dout):
         """``(grads, dx)``: the slices' parameter gradients summed, their input gradients
-        concatenated.
+        concatenated.  NaN and inf in ``dout`` propagate: not checked (per step).
 
         Parameters
         ----------
@@ -365,8 +372,13 @@ class BatchThreads:
         """
         from .backend import array_namespace
 
-        xp = array_namespace(dout)
+        if not (isinstance(cache, tuple) and len(cache) == 2 and isinstance(cache[0], list)):  # issue 19
+            raise TypeError(f"cache must be the cache returned by BatchThreads.forward, got {type(cache).__name__}")
         sls, caches = cache
+        check_array("dout", dout, min_ndim=1)  # issue 19
+        if dout.shape[0] != sls[-1].stop:
+            raise ValueError(f"dout must have the forward output's batch {sls[-1].stop}, got shape {tuple(dout.shape)}")
+        xp = array_namespace(dout)
         res = self._run([(lambda sl=sl, c=c: self.model.backward(params, c, dout[sl])) for sl, c in zip(sls, caches)])
         grads = dict(res[0][0])
         for g, _ in res[1:]:

@@ -101,6 +101,22 @@ def load_autoencoder(path):
     return ae, params, {"scaling_factor": meta["scaling_factor"], "shift": meta["shift"], "tokenizer": tok}
 
 
+def _check_encoder(encoder, params, tokenizer):
+    """TypeError unless ``encoder`` is a TextEncoder, ``params`` a dict, ``tokenizer`` a
+    Tokenizer (issue 19)."""
+    if not isinstance(encoder, TextEncoder):
+        raise TypeError(f"encoder must be a TextEncoder, got {type(encoder).__name__}")
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict of the encoder's arrays, got {type(params).__name__}")
+    if not isinstance(tokenizer, Tokenizer):
+        raise TypeError(f"tokenizer must be a Tokenizer, got {type(tokenizer).__name__}")
+
+
+def _check_path(path):
+    if not isinstance(path, (str, PathLike)):  # issue 19
+        raise TypeError(f"path must be a file path (str or Path), got {type(path).__name__}")
+
+
 def encode_prompts(encoder: TextEncoder, params: dict, tokenizer: Tokenizer, prompts):
     """The frozen text encoder's token states and key-padding mask of ``prompts``: the
     ``text_states`` condition ``{"text_states": (N, L, D), "text_mask": (N, L)}``
@@ -117,6 +133,10 @@ def encode_prompts(encoder: TextEncoder, params: dict, tokenizer: Tokenizer, pro
     prompts : str or list of str
         the prompt(s)
     """
+    _check_encoder(encoder, params, tokenizer)
+    if not (isinstance(prompts, str) or (isinstance(prompts, (list, tuple)) and prompts
+                                         and all(isinstance(q, str) for q in prompts))):  # issue 19
+        raise TypeError(f"prompts must be a str or a non-empty list of str, got {prompts!r:.80}")
     ids, mask = tokenizer(prompts)
     (states, _), _ = encoder.forward(params, ids, mask)
     return {"text_states": states, "text_mask": mask}
@@ -136,6 +156,7 @@ def null_text_states(encoder: TextEncoder, params: dict, tokenizer: Tokenizer):
     tokenizer : Tokenizer
         its tokenizer
     """
+    _check_encoder(encoder, params, tokenizer)
     c = encode_prompts(encoder, {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}, tokenizer, "")
     return np.asarray(c["text_states"][0]), np.asarray(c["text_mask"][0])
 
@@ -155,6 +176,8 @@ def save_text_encoder(path, encoder: TextEncoder, params: dict, tokenizer: Token
     tokenizer : Tokenizer
         its tokenizer
     """
+    _check_path(path)
+    _check_encoder(encoder, params, tokenizer)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     np.savez(p, **{k: np.asarray(to_numpy(v)) for k, v in params.items()})
@@ -172,6 +195,7 @@ def load_text_encoder(path):
     path : str or Path
         the .npz written by save_text_encoder
     """
+    _check_path(path)
     p = Path(path)
     if not p.is_file() or not p.with_suffix(".json").is_file():
         raise FileNotFoundError(f"text encoder files not found: {str(p)!r} and {str(p.with_suffix('.json'))!r}")

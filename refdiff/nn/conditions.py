@@ -36,6 +36,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..backend import array_namespace, asarray_like, check_rng
+from .._validate import check_array
 from ._check import MAX_FIELD, check_cond_args, check_size
 
 __all__ = ["CondKind", "ClassCond", "TokenCond", "TextStateCond", "ControlCond", "InpaintCond", "AdapterCond",
@@ -367,7 +368,9 @@ class TextStateCond(CondKind):
     name, keys = "text_states", ("text_states", "text_mask")
 
     def __init__(self, d_text: int, context_len: int, null_states, null_mask):
-        self.d_text, self.context_len = int(d_text), int(context_len)
+        self.d_text, self.context_len = check_size("d_text", d_text, 1, MAX_FIELD), check_size("context_len", context_len, 1, MAX_FIELD)  # issue 19
+        check_array("null_states", null_states, ndim=2, finite=True)  # issue 19
+        check_array("null_mask", null_mask, dtype="bool", ndim=1)  # issue 19
         self.null_states = np.asarray(null_states, dtype=np.float64)
         self.null_mask = np.asarray(null_mask, dtype=bool)
         if self.null_states.shape != (self.context_len, self.d_text) or self.null_mask.shape != (self.context_len,):
@@ -404,6 +407,7 @@ class TextStateCond(CondKind):
         TypeError
             If the states are not floating point or the mask is not boolean.
         """
+        check_cond_args(c=c, n=n, xp=xp, what=what, need=self.keys[0])  # issue 19
         s = c["text_states"]
         want = (n, self.context_len, self.d_text)
         if len(_shape(s)) != 3 or _shape(s)[0] != n:
@@ -445,6 +449,7 @@ class TextStateCond(CondKind):
         dict
             ``{"text_states": (n, L, d_text), "text_mask": (n, L) bool}``.
         """
+        check_cond_args(n=n, xp=xp, dtype=dtype)  # issue 19
         s = np.broadcast_to(self.null_states, (n, *self.null_states.shape))
         m = np.broadcast_to(self.null_mask, (n, self.context_len))
         return {"text_states": xp.asarray(np.ascontiguousarray(s), dtype=dtype),

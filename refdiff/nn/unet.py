@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as _np  # issue 19: the config's stored null states, passed on as arrays
+
 from ..backend import array_namespace
 from ._check import check_config
 from .base import DenoiserBase, config_fields
@@ -165,10 +167,11 @@ class UNetConfig:
         object.__setattr__(self, "null_context", tuple(tuple(float(v) for v in r) for r in self.null_context))
         object.__setattr__(self, "null_context_mask", tuple(bool(b) for b in self.null_context_mask))
         if self.context_kind not in ("tokens", "text_states"):
-            raise ValueError(f"UNetConfig.context_kind must be 'tokens' or 'text_states', got {self.context_kind!r}")
+            raise ValueError(f"UNetConfig: context_kind must be 'tokens' or 'text_states', got {self.context_kind!r}")
         if self.cross_attention and self.context_kind == "text_states":
             try:
-                TextStateCond(self.context_dim, self.context_len, self.null_context or [[]], self.null_context_mask)
+                TextStateCond(self.context_dim, self.context_len, _np.asarray(self.null_context or [[]], dtype=float),
+                              _np.asarray(self.null_context_mask, dtype=bool))
             except ValueError as err:
                 raise ValueError("UNetConfig.null_context and null_context_mask must be the empty prompt's states "
                                  f"and mask under the frozen encoder: {err}") from None
@@ -225,7 +228,8 @@ class UNet(DenoiserBase):
         if c.num_classes:
             kinds.append(ClassCond(c.num_classes))
         if c.cross_attention and c.context_kind == "text_states":
-            kinds.append(TextStateCond(c.context_dim, c.context_len, c.null_context, c.null_context_mask))
+            kinds.append(TextStateCond(c.context_dim, c.context_len, _np.asarray(c.null_context, dtype=float),
+                                       _np.asarray(c.null_context_mask, dtype=bool)))
         elif c.cross_attention:
             kinds.append(TokenCond(c.vocab_size, c.context_len))
         if c.inpaint:

@@ -30,7 +30,7 @@ import numpy as np
 
 from .._validate import check_array
 from ..backend import array_namespace
-from .._validate import check_bool
+from .._validate import check_bool, check_finite_scalar, check_int
 from ._check import check_cache, check_config, check_dout, check_video_args
 from .activations import gelu_backward, gelu_forward, silu_backward, silu_forward
 from .attention import mha_backward, mha_forward, mha_init
@@ -244,13 +244,26 @@ def check_first(first, cfg: VideoConfig, n=None, name: str = "first"):
         The batch size it must have.
     name : str, optional
         Its name in the message.
+
+    Raises
+    ------
+    TypeError
+        If ``first`` is not a float array (float32 or float64), ``cfg`` not a VideoConfig,
+        ``n`` not an int or ``name`` not a str.
+    ValueError
+        If the shape is wrong.
     """
+    if not isinstance(name, str):  # issue 19
+        raise TypeError(f"name must be a str (the argument's name in messages), got {type(name).__name__}")
+    check_video_args(cfg=cfg)  # issue 19
+    if n is not None:
+        check_int("n", n, 1)  # issue 19
+    check_array(name, first)  # issue 19: float frames; NaN/inf not read (per step)
     want = (cfg.size, cfg.size)
-    if not hasattr(first, "shape") or first.ndim != 3 or tuple(first.shape[1:]) != want or \
-            (n is not None and first.shape[0] != n):
-        shape = tuple(first.shape) if hasattr(first, "shape") else type(first).__name__
-        raise ValueError(f"{name} has shape {shape}; the model takes first frames (N, H, W) = "
-                         f"({'N' if n is None else n}, {cfg.size}, {cfg.size}) (frame size {cfg.size}x{cfg.size})")
+    if first.ndim != 3 or tuple(first.shape[1:]) != want or (n is not None and first.shape[0] != n):
+        raise ValueError(f"{name} has shape {tuple(first.shape)}; the model takes first frames (N, H, W) = "
+                         f"({'N' if n is None else n}, {cfg.size}, {cfg.size}) (frame size {cfg.size}x{cfg.size}"
+                         f"{'' if n is None else f', batch size n = {n}'})")
 
 
 def _first_channels(xp, first, keep, cfg, N, dt, like):
@@ -462,6 +475,7 @@ def video_as_model(P, cfg: VideoConfig, prediction_type: str = "epsilon", first=
         If ``first`` is given to a model without ``first_frame`` or has the wrong shape.
     """
     check_video_args(P=P, cfg=cfg, prediction_type=prediction_type)  # issue 19
+    check_finite_scalar("guidance", guidance)  # issue 19
     if first is not None:
         if not cfg.first_frame:
             raise ValueError("first was given, but the model was built without first_frame=True")

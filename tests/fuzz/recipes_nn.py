@@ -258,3 +258,28 @@ for _R, _E in ((_R1, _E1), (_R2, _E2)):
 # passes (the goal is an empty dict).
 PENDING = {
 }
+
+
+# ------------------------------------------------- text-state condition, first frames (h-fuzz2)
+def _text_states_first():
+    from refdiff.nn import conditions as Cd, video as V
+
+    p = "refdiff.nn.conditions.TextStateCond"
+    null = lambda: dict(null_states=A(3, 4), null_mask=np.array([True, True, False]))  # noqa: E731
+    make = lambda: Cd.TextStateCond(d_text=4, context_len=3, **null())  # noqa: E731
+    cond = lambda: {"text_states": A(2, 3, 4, seed=1), "text_mask": np.array([[True, False, True], [True, True, True]])}  # noqa: E731
+    kinds = {"c": "object", "xp": "object", "what": "option", "dtype": "option"}
+    add(p, lambda: Call(Cd.TextStateCond, dict(d_text=4, context_len=3, **null()), accept={"null_mask": {"bool_array"}},
+                        bad={"null_mask": {"no_position": np.zeros(3, bool)}}))
+    add(p + ".check", lambda: Call(make().check, dict(c=cond(), n=2, xp=np, what="f"), kinds=kinds,
+                                   accept={"what": {"unknown", "empty_string"}}, bad={"c": {"missing": {}}}))
+    add(p + ".null", lambda: Call(make().null, dict(n=2, xp=np, dtype="float64"), kinds=kinds,
+                                  bad={"dtype": {"f16": "float16"}}))
+    cfg = lambda: V.VideoConfig(frames=2, size=4, patch=2, width=8, heads=2, depth=1)  # noqa: E731
+    add("refdiff.nn.video.check_first",
+        lambda: Call(V.check_first, dict(first=A(2, 4, 4), cfg=cfg(), n=2), kinds={"cfg": "object"},
+                     accept={"name": {"unknown", "empty_string"}}, nan_propagates={"first"},
+                     bad={"first": {"wrong_size": A(2, 3, 3)}, "n": {"other_batch": 3}}))
+
+
+_text_states_first()

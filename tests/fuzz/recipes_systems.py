@@ -372,3 +372,65 @@ _r("refdiff.video_data.bounce", kwargs=lambda: dict(p0=np.array([0, 2]), v=np.ar
    kinds={"p0": "int_array", "v": "int_array", "t": "int_array", "L": "int"})
 _r("refdiff.video_data.clip_centroids", kwargs=lambda: dict(clips=_clips()), kinds={"clips": "array"})
 _r("refdiff.video_data.speed_consistency", kwargs=lambda: dict(clips=_clips()), kinds={"clips": "array"})
+
+
+# --- batch threads, the frozen text encoder (h-fuzz2)
+def _threads_fwd():
+    from refdiff.training import BatchThreads
+
+    net, P = _mlp()
+    g = np.random.default_rng(3)
+    return BatchThreads(net, parts=2), dict(params=P, x=g.standard_normal((4, 3)), t=np.array([0.1, 0.3, 0.5, 0.7]))
+
+
+def _threads_forward():
+    bt, kw = _threads_fwd()
+    return Call(bt.forward, kw, kinds={"params": "object", "t": "array"}, nan_propagates={"x", "t"},
+                accept={"t": {"int_array", "python_float"}})
+
+
+def _threads_backward():
+    bt, kw = _threads_fwd()
+    out, cache = bt.forward(**kw)
+    return Call(bt.backward, dict(params=kw["params"], cache=cache, dout=np.random.default_rng(4).standard_normal(out.shape)),
+                kinds={"params": "object", "cache": "object"}, nan_propagates={"dout"})
+
+
+RECIPES["refdiff.training.BatchThreads"] = lambda: Call(__import__("refdiff.training", fromlist=["x"]).BatchThreads,
+                                                        dict(model=_mlp()[0], parts=2), kinds={"model": "object"})
+RECIPES["refdiff.training.BatchThreads.forward"] = _threads_forward
+RECIPES["refdiff.training.BatchThreads.backward"] = _threads_backward
+
+
+@functools.lru_cache(maxsize=None)
+def _text_encoder():
+    from refdiff.captions import VOCAB
+    from refdiff.nn.text import TextEncoder, TextEncoderConfig, Tokenizer
+
+    tok = Tokenizer(VOCAB, 6)
+    enc = TextEncoder(TextEncoderConfig(vocab_size=tok.vocab_size, context_len=6, dim=8, heads=2, layers=1, embed_dim=8))
+    return enc, enc.init_params(np.random.default_rng(2)), tok
+
+
+def _enc_kw():
+    enc, P, tok = _text_encoder()
+    return dict(encoder=enc, params=dict(P), tokenizer=tok)
+
+
+_ENC_KINDS = {"encoder": "object", "params": "object", "tokenizer": "object"}
+_r("refdiff.txt2img.encode_prompts", kwargs=lambda: dict(prompts=["a thick three", "a seven"], **_enc_kw()),
+   kinds={**_ENC_KINDS, "prompts": "object"}, accept={"prompts": {"string"}})  # one prompt may be a str
+_r("refdiff.txt2img.null_text_states", kwargs=_enc_kw, kinds=_ENC_KINDS)
+_r("refdiff.txt2img.save_text_encoder", kwargs=lambda: dict(path=_tmp() / "te" / "enc.npz", **_enc_kw()),
+   kinds={**_ENC_KINDS, "path": "object"}, bad=_PATH_BAD, accept=_PATH_OK)
+
+
+@functools.lru_cache(maxsize=None)
+def _saved_encoder() -> Path:
+    from refdiff.txt2img import save_text_encoder
+
+    return save_text_encoder(_tmp() / "te0" / "enc.npz", **_enc_kw())
+
+
+_r("refdiff.txt2img.load_text_encoder", kwargs=lambda: dict(path=_saved_encoder()), kinds={"path": "object"},
+   bad=_PATH_BAD, accept=_PATH_OK)
