@@ -176,3 +176,48 @@ def test_video_as_model_guidance_and_unet_context_kind_named():
             video_as_model(P, cfg, guidance=bad)
     with pytest.raises(ValueError, match=r"(?<![\w.])context_kind"):
         UNetConfig(context_kind="clip")
+
+
+# ----------------------------------------------------------- refdiff.oracles.kronecker
+def test_kronecker_shapes_and_scalars_checked():
+    """frame_shape is a sequence of ints >= 1 (not None, not floats); length_scale,
+    variance, nugget are real numbers (not bools); the mean is a real array."""
+    from refdiff.oracles.kronecker import KroneckerGaussian, ar1_covariance, se_covariance
+
+    with pytest.raises(TypeError, match="frame_shape"):
+        se_covariance(None)
+    with pytest.raises(TypeError, match="frame_shape"):
+        se_covariance((2.5, 3))
+    for name in ("length_scale", "variance", "nugget"):
+        with pytest.raises(TypeError, match=name):
+            se_covariance((2, 2), **{name: True})
+    with pytest.raises(TypeError, match="frame_shape"):
+        KroneckerGaussian(ar1_covariance(3, 0.5), np.eye(4), frame_shape=(2.0, 2.0))
+    with pytest.raises(TypeError, match="mean"):
+        KroneckerGaussian(ar1_covariance(3, 0.5), np.eye(2), mean=np.zeros((3, 2), dtype=np.complex128))
+
+
+def test_insert_frames_checks_its_arguments():
+    """known: distinct frame indices in [0, frames); x_known and x_other real arrays of
+    matching shapes; frames an int >= 1."""
+    from refdiff.oracles.kronecker import insert_frames
+
+    xk, xo = np.array([[0.5, -0.5]]), _rng().standard_normal((2, 2, 2))
+    out = insert_frames([1], xk, xo, 3)
+    assert np.array_equal(out[:, 1], np.broadcast_to(xk[0], (2, 2))) and np.array_equal(out[:, [0, 2]], xo)
+    with pytest.raises(TypeError, match="known"):
+        insert_frames(None, xk, xo, 3)
+    with pytest.raises(ValueError, match="known"):
+        insert_frames([-1], xk, xo, 3)
+    with pytest.raises(TypeError, match="x_known"):
+        insert_frames([0], None, xo, 3)
+    with pytest.raises(ValueError, match="x_known"):
+        insert_frames([0], np.zeros((1, 3)), xo, 3)
+    with pytest.raises(TypeError, match="x_other"):
+        insert_frames([0], xk, xo.tolist(), 3)
+    with pytest.raises(TypeError, match="x_other"):
+        insert_frames([0], xk, xo.astype(np.int64), 3)
+    with pytest.raises(ValueError, match="x_other"):
+        insert_frames([0], xk, xo, 4)
+    with pytest.raises(TypeError, match="frames"):
+        insert_frames([0], xk, xo, 3.0)

@@ -19,11 +19,19 @@ import math
 
 import numpy as np
 
-from .._validate import check_int
+from .._validate import check_array, check_finite_scalar, check_int
 from ._base import _eig_psd, _host
 from .gaussian import GaussianData
 
 __all__ = ["KroneckerGaussian", "ar1_covariance", "se_covariance", "insert_frames"]
+
+
+def _frame_shape(frame_shape, name="frame_shape"):
+    """``frame_shape`` as a tuple of ints >= 1 (issue 19: TypeError for a non-sequence or a
+    non-integer entry, ValueError for an entry < 1)."""
+    if not isinstance(frame_shape, (tuple, list)) or not frame_shape:
+        raise TypeError(f"{name} must be a non-empty tuple of ints, got {frame_shape!r}")
+    return tuple(check_int(name, s, 1) for s in frame_shape)
 
 
 def ar1_covariance(frames: int, rho: float):
@@ -78,17 +86,17 @@ def se_covariance(frame_shape, length_scale: float = 1.5, variance: float = 1.0,
 
     Raises
     ------
+    TypeError
+        If ``frame_shape`` is not a tuple of ints or a scalar is not a real number.
     ValueError
         If an argument is out of range.
     """
-    shape = tuple(int(s) for s in frame_shape)
-    if len(shape) != 2 or min(shape) < 1:
+    shape = _frame_shape(frame_shape)
+    if len(shape) != 2:
         raise ValueError(f"frame_shape must be (H, W) with H, W >= 1, got {frame_shape!r}")
     for name, v in (("length_scale", length_scale), ("variance", variance)):
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-            raise ValueError(f"{name} = {v!r} must be a finite number > 0")
-    if not (isinstance(nugget, (int, float)) and math.isfinite(nugget) and nugget >= 0):
-        raise ValueError(f"nugget = {nugget!r} must be a finite number >= 0")
+        check_finite_scalar(name, v, low=0.0, low_open=True)
+    check_finite_scalar("nugget", nugget, low=0.0)
     r = np.stack(np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij"), -1).reshape(-1, 2)
     d2 = np.sum((r[:, None, :] - r[None, :, :]) ** 2, axis=-1).astype(np.float64)
     return variance * np.exp(-d2 / (2.0 * length_scale**2)) + nugget * np.eye(r.shape[0])
@@ -128,7 +136,7 @@ class KroneckerGaussian(GaussianData):
         if S.ndim != 2 or S.shape[0] != S.shape[1] or S.shape[0] < 1:
             raise ValueError(f"space_cov must be a square (P, P) matrix, got shape {S.shape}")
         T, P = Kt.shape[0], S.shape[0]
-        fs = (P,) if frame_shape is None else tuple(int(s) for s in frame_shape)
+        fs = (P,) if frame_shape is None else _frame_shape(frame_shape)
         if math.prod(fs) != P:
             raise ValueError(f"frame_shape {fs} has {math.prod(fs)} pixels but space_cov is ({P}, {P})")
         kappa, V = _eig_psd(Kt, "time_cov")
@@ -235,12 +243,30 @@ def insert_frames(known, x_known, x_other, frames):
     Returns
     -------
     numpy.ndarray (N, T, ...)
-        The clips (float64).
+        The clips (float64).  NaN and inf in ``x_other`` propagate: not checked.
+
+    Raises
+    ------
+    TypeError
+        If an argument has the wrong type or dtype.
+    ValueError
+        If ``known`` is not distinct indices in [0, frames) or the shapes disagree.
     """
+    frames = check_int("frames", frames, 1)
+    if isinstance(known, (str, bytes)) or not hasattr(known, "__iter__"):
+        raise TypeError(f"known must be a sequence of frame indices, got {known!r}")
+    A = sorted(check_int("known", f, 0) for f in known)
+    if not A or len(set(A)) != len(A) or A[-1] >= frames:
+        raise ValueError(f"known = {known!r} must be distinct frame indices in [0, {frames - 1}], at least one")
+    xk = _host(x_known, "x_known")
+    x_other = check_array("x_other", x_other, min_ndim=2)
+    if x_other.shape[1] != frames - len(A) or xk.shape != (len(A),) + tuple(x_other.shape[2:]):
+        raise ValueError(f"x_other must have shape (N, frames - |known|, ...) = (N, {frames - len(A)}, ...) and "
+                         f"x_known (|known|, ...) = ({len(A)}, ...) with the same frame shape; got x_other "
+                         f"{tuple(x_other.shape)}, x_known {xk.shape}")
     x_other = np.asarray(x_other)
     out = np.empty((x_other.shape[0], frames) + x_other.shape[2:])
-    A = sorted(int(f) for f in known)
     B = [f for f in range(frames) if f not in A]
-    out[:, A] = np.asarray(x_known)[None]
+    out[:, A] = xk[None]
     out[:, B] = x_other
     return out

@@ -373,7 +373,8 @@ def _kron():
 
 
 _r(f"{_K}.KroneckerGaussian", kwargs=lambda: dict(time_cov=np.eye(3) + 0.2, space_cov=ctx().spd(2)),
-   accept={"time_cov": _SPEC, "space_cov": _SPEC}, ref={"mean": np.zeros((3, 2))}, kinds={"frame_shape": "shape"})
+   accept={"time_cov": _SPEC, "space_cov": _SPEC, "mean": _SPEC}, ref={"mean": np.zeros((3, 2))},
+   kinds={"frame_shape": "shape"})
 RECIPES[f"{_K}.KroneckerGaussian.condition_frames"] = lambda: auto_call(
     _kron().condition_frames, kwargs=dict(known=[0], values=np.array([[0.5, -0.5]])), accept={"values": _SPEC},
     kinds={"known": "shape"})
@@ -381,7 +382,7 @@ _r(f"{_K}.ar1_covariance", kwargs=lambda: dict(frames=3, rho=0.5))
 _r(f"{_K}.se_covariance", kwargs=lambda: dict(frame_shape=(2, 2)), kinds={"frame_shape": "shape"})
 _r(f"{_K}.insert_frames", kwargs=lambda: dict(known=[0], x_known=np.array([[0.5, -0.5]]),
                                                x_other=ctx().array((2, 2, 2)), frames=3),
-   kinds={"known": "shape"}, accept={"x_known": _SPEC})
+   kinds={"known": "shape"}, accept={"x_known": _SPEC}, nan_propagates={"x_other"})
 
 # qualname -> reason: callables that take no argument a caller can get wrong.
 EXEMPT = {
