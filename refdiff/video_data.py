@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from ._validate import check_int
+from ._validate import check_array, check_bool, check_finite_scalar, check_int
 from .backend import check_rng
 
 __all__ = ["digit_sprites", "bounce", "moving_digit_clips", "clip_centroids", "speed_consistency", "ink_crops"]
@@ -50,12 +50,27 @@ def bounce(p0, v, t, L):
 
     Parameters
     ----------
-    p0, v, t : int arrays (broadcast)
+    p0, v, t : int or int arrays (broadcast)
         Start, velocity, frame index.
     L : int
-        Largest position.
+        Largest position (>= 1).
+
+    Raises
+    ------
+    TypeError
+        If an argument is not an integer (array).
+    ValueError
+        If ``L`` < 1, an array is empty or the shapes do not broadcast.
     """
-    q = np.mod(np.asarray(p0) + np.asarray(v) * np.asarray(t), 2 * L)
+    L = check_int("L", L, 1)
+    a = {k: np.asarray(check_int(k, x)) if isinstance(x, (int, np.integer)) else check_array(k, x, dtype="int")
+         for k, x in (("p0", p0), ("v", v), ("t", t))}
+    try:
+        np.broadcast_shapes(*(x.shape for x in a.values()))
+    except ValueError:
+        raise ValueError("p0, v and t must broadcast together, got shapes "
+                         + ", ".join(f"{k} {tuple(x.shape)}" for k, x in a.items())) from None
+    q = np.mod(a["p0"] + a["v"] * a["t"], 2 * L)
     return np.where(q <= L, q, 2 * L - q)
 
 
@@ -84,6 +99,7 @@ def moving_digit_clips(n: int, rng, *, frames: int = 8, size: int = 8, digits=No
         Also return velocities and starts.
     """
     check_int("n", n, min=1)
+    check_bool("return_info", return_info)  # issue 19
     check_int("frames", frames, min=2)
     check_int("size", size, min=SPRITE + 1)
     rng = check_rng(rng)
@@ -116,6 +132,15 @@ def moving_digit_clips(n: int, rng, *, frames: int = 8, size: int = 8, digits=No
     return out
 
 
+def _check_clips(clips, finite=True):
+    """``clips`` as float64 NumPy if a float array (N, T, H, W) (``finite``: without NaN or
+    inf), else TypeError/ValueError naming it (issue 19)."""
+    check_array("clips", clips, finite=finite)
+    if clips.ndim != 4:
+        raise ValueError(f"clips must have shape (N, T, H, W), got {tuple(clips.shape)}")
+    return np.asarray(clips, dtype=np.float64)
+
+
 def clip_centroids(clips):
     """Intensity centroids (N, T, 2) (row, col) of clips (N, T, H, W) in [-1, 1] (weights
     max(x + 1, 0), i.e. the ink above the background).
@@ -123,10 +148,9 @@ def clip_centroids(clips):
     Parameters
     ----------
     clips : array (N, T, H, W)
+        Float clips, finite (ValueError for NaN/inf).
     """
-    x = np.asarray(clips, dtype=np.float64)
-    if x.ndim != 4:
-        raise ValueError(f"clips must have shape (N, T, H, W), got {x.shape}")
+    x = _check_clips(clips)
     w = np.maximum(x + 1.0, 0.0)
     m = w.sum(axis=(2, 3)) + 1e-12
     r = np.arange(x.shape[2])[None, None, :, None]
@@ -142,7 +166,10 @@ def speed_consistency(clips):
     Parameters
     ----------
     clips : array (N, T, H, W)
+        Float clips, finite, T >= 2.
     """
+    if _check_clips(clips, finite=False).shape[1] < 2:
+        raise ValueError(f"clips must have T >= 2 frames (a speed needs two), got shape {tuple(clips.shape)}")
     d = np.abs(np.diff(clip_centroids(clips), axis=1))  # (N, T-1, 2)
     return np.max(np.abs(d - d.mean(axis=1, keepdims=True)), axis=(1, 2))
 
@@ -169,9 +196,8 @@ def ink_crops(clips, threshold: float = -0.5, size: int = SPRITE):
     size : int
         Crop side (default the sprite's, 4).
     """
-    x = np.asarray(clips, dtype=np.float64)
-    if x.ndim != 4:
-        raise ValueError(f"clips must have shape (N, T, H, W), got {x.shape}")
+    x = _check_clips(clips)
+    check_finite_scalar("threshold", threshold)
     check_int("size", size, min=1)
     N, T, H, W = x.shape
     ink = x > threshold

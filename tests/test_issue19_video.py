@@ -221,3 +221,45 @@ def test_insert_frames_checks_its_arguments():
         insert_frames([0], xk, xo, 4)
     with pytest.raises(TypeError, match="frames"):
         insert_frames([0], xk, xo, 3.0)
+
+
+# ----------------------------------------------------------- refdiff.video_data
+def test_bounce_refuses_non_integer_input():
+    """p0, v, t are ints or integer arrays that broadcast; L an int >= 1."""
+    from refdiff.video_data import bounce
+
+    t = np.arange(4)
+    assert np.array_equal(bounce(0, 1, t, 4), [0, 1, 2, 3])
+    with pytest.raises(TypeError, match="p0"):
+        bounce([0, 1], 1, t, 4)
+    with pytest.raises(TypeError, match=r"\bv\b"):
+        bounce(0, np.array([0.5]), t, 4)
+    with pytest.raises(ValueError, match=r"\bt\b"):
+        bounce(np.array([0, 1]), 1, np.arange(3), 4)
+    with pytest.raises(TypeError, match=r"\bL\b"):
+        bounce(0, 1, t, 4.0)
+    with pytest.raises(ValueError, match=r"\bL\b"):
+        bounce(0, 1, t, -1)
+
+
+def test_clip_metrics_refuse_bad_clips():
+    """clip_centroids, speed_consistency and ink_crops take float arrays (N, T, H, W):
+    lists, integer arrays and NaN are refused naming clips; return_info is a bool."""
+    from refdiff.video_data import clip_centroids, ink_crops, moving_digit_clips, speed_consistency
+
+    clips = -np.ones((2, 3, 8, 8))
+    for f in (clip_centroids, speed_consistency, ink_crops):
+        with pytest.raises(TypeError, match="clips"):
+            f(clips.tolist())
+        with pytest.raises(TypeError, match="clips"):
+            f(clips.astype(np.int64))
+    bad = clips.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="clips"):
+        clip_centroids(bad)
+    with pytest.raises(ValueError, match="clips"):
+        speed_consistency(clips[:, :1])
+    with pytest.raises(TypeError, match="threshold"):
+        ink_crops(clips, threshold="0")
+    with pytest.raises(TypeError, match="return_info"):
+        moving_digit_clips(2, _rng(), return_info=1)

@@ -434,3 +434,4 @@ def _saved_encoder() -> Path:
 
 _r("refdiff.txt2img.load_text_encoder", kwargs=lambda: dict(path=_saved_encoder()), kinds={"path": "object"},
    bad=_PATH_BAD, accept=_PATH_OK)
+_r("refdiff.video_data.ink_crops", kwargs=lambda: dict(clips=_clips()), kinds={"clips": "array"})
