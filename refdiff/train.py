@@ -390,8 +390,7 @@ def train(
             raise ValueError(f"eval_data has per-sample shape {tuple(ex.shape[1:])}, data has {shape}")
     eval_batch = _eval_batch(ex, ec, schedule, cfg, seed, shape)
 
-    if not (isinstance(threads, int) and threads >= 1):
-        raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+    threads = check_int("threads", threads, 1)  # issue 19: a bool is not a count
     net = BatchThreads(model, threads) if threads > 1 else model
     next_batch, loss_fn = _denoising_objective(net, x, cond, schedule, cfg, xp, dt)
 

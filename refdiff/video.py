@@ -10,10 +10,29 @@ conditional (which the Kronecker oracle gives, :meth:`KroneckerGaussian.conditio
 
 from __future__ import annotations
 
+from ._validate import check_array, check_bool, check_choice, check_finite_scalar, check_int
 from .backend import array_namespace, asarray_like, check_rng, standard_normal
 
 __all__ = ["frame_replacement_hook", "image_to_video", "train_clip_denoiser", "clip_loss", "clip_losses", "loss_ratio",
            "first_frame_coupling"]
+
+
+def _check_known(known, frames):
+    """``known`` as a list of distinct frame indices in [0, frames) (issue 19)."""
+    if isinstance(known, (str, bytes)) or not hasattr(known, "__iter__"):
+        raise TypeError(f"known must be a sequence of frame indices, got {known!r}")
+    A = [check_int("known", f, 0) for f in known]
+    if not A or max(A) >= frames or len(set(A)) != len(A):
+        raise ValueError(f"known = {known!r} must be distinct frame indices in [0, {frames - 1}]")
+    return A
+
+
+def _check_schedule(schedule):
+    from .schedules import Schedule
+
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a discrete refdiff Schedule, got {type(schedule).__name__}")
+    return schedule
 
 
 def frame_replacement_hook(known, x_known, grid, rng, *, frames: int, noise=None):
@@ -38,13 +57,19 @@ def frame_replacement_hook(known, x_known, grid, rng, *, frames: int, noise=None
     noise : callable, optional
         ``noise(like)`` instead of ``rng``.
     """
-    A = [int(f) for f in known]
-    if not A or min(A) < 0 or max(A) >= frames or len(set(A)) != len(A):
-        raise ValueError(f"known = {known!r} must be distinct frame indices in [0, {frames - 1}]")
+    from .samplers.common import Grid
+
+    A = _check_known(known, check_int("frames", frames, 1))  # issue 19
+    if not isinstance(grid, Grid):  # issue 19
+        raise TypeError(f"grid must be a refdiff Grid (refdiff.make_grid(schedule, timesteps)), got "
+                        f"{type(grid).__name__}")
     if noise is None:
         rng = check_rng(rng)
         noise = lambda like: standard_normal(rng, tuple(like.shape), like)  # noqa: E731
-    if not hasattr(x_known, "ndim") or x_known.ndim != 4 or x_known.shape[1] != len(A):
+    elif not callable(noise):
+        raise TypeError(f"noise must be a callable noise(like) or None, got {type(noise).__name__}")
+    check_array("x_known", x_known, finite=True)  # issue 19: once per run
+    if x_known.ndim != 4 or x_known.shape[1] != len(A):
         raise ValueError(f"x_known must have shape (N, {len(A)}, H, W) for the known frames {A}, got "
                          f"{getattr(x_known, 'shape', type(x_known).__name__)}")
 
@@ -83,7 +108,9 @@ def image_to_video(model, x_first, schedule, timesteps, method, *, frames: int, 
     from .samplers.common import make_grid
     from .samplers.loop import sample
 
-    if not hasattr(x_first, "ndim") or x_first.ndim != 3:
+    check_int("frames", frames, 1)  # issue 19
+    check_array("x_first", x_first, finite=True)  # issue 19
+    if x_first.ndim != 3:
         raise ValueError(f"x_first must be first frames (N, H, W), got shape "
                          f"{getattr(x_first, 'shape', type(x_first).__name__)}")
     cfg = getattr(model, "config", None)
@@ -137,6 +164,22 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
     from .schedules import alpha_sigma
     from .training import fit, init_state
 
+    from .nn._check import check_video_args
+    from .parameterization import PREDICTION_TYPES
+
+    if not callable(next_clips):  # issue 19: every argument checked before the first draw
+        raise TypeError(f"next_clips must be a callable next_clips(rng, n), got {type(next_clips).__name__}")
+    check_video_args(cfg=cfg)
+    _check_schedule(schedule)
+    steps, batch_size, seed = check_int("steps", steps, 1), check_int("batch_size", batch_size, 1), check_int("seed", seed, 0)
+    check_finite_scalar("lr", lr, low=0.0, low_open=True)
+    check_finite_scalar("ema_decay", ema_decay, low=0.0, high=1.0)
+    check_choice("dtype", dtype, ("float32", "float64"))
+    check_bool("progress", progress)
+    check_choice("target", target, PREDICTION_TYPES)
+    check_finite_scalar("first_drop", first_drop)  # its range: below (the message tests pin)
+    if init is not None and not isinstance(init, dict):
+        raise TypeError(f"init must be a dict of parameters or None, got {type(init).__name__}")
     rng = np.random.default_rng(seed)
     dt = getattr(np, dtype)
     P = {k: v.astype(dt) for k, v in video_init(rng, cfg).items()}
@@ -198,7 +241,15 @@ def clip_losses(P, cfg, oracle_or_none, x0, schedule, rng, *, chunk: int = 500):
     from .nn.video import video_forward
     from .schedules import alpha_sigma
 
-    x0 = np.asarray(x0, dtype=np.float64)
+    from .nn._check import check_video_args
+
+    check_video_args(P=P, cfg=cfg)  # issue 19
+    if oracle_or_none is not None and not callable(getattr(oracle_or_none, "eps", None)):
+        raise TypeError(f"oracle_or_none must be an exact oracle (with eps) or None, got {type(oracle_or_none).__name__}")
+    x0 = np.asarray(check_array("x0", x0, ndim=4, finite=True), dtype=np.float64)
+    _check_schedule(schedule)
+    rng = check_rng(rng)
+    chunk = check_int("chunk", chunk, 1)
     t = rng.integers(0, len(schedule.betas), size=x0.shape[0])
     eps = rng.standard_normal(x0.shape)
     a, s = alpha_sigma(schedule, t, x0)
@@ -224,9 +275,12 @@ def loss_ratio(model, floor):
     """
     import numpy as np
 
-    m, f = np.asarray(model, dtype=np.float64), np.asarray(floor, dtype=np.float64)
+    m = np.asarray(check_array("model", model, finite=True), dtype=np.float64)  # issue 19
+    f = np.asarray(check_array("floor", floor, finite=True), dtype=np.float64)
     if m.shape != f.shape or m.ndim != 1 or m.size < 2:
         raise ValueError(f"model and floor must be paired losses (N,), N >= 2, got {m.shape} and {f.shape}")
+    if not f.mean() > 0:
+        raise ValueError(f"floor must have a positive mean (losses), got mean {f.mean()!r}")
     r = m.mean() / f.mean()
     return float(r), float(np.std(m - r * f, ddof=1) / (np.sqrt(m.size) * f.mean()))
 
@@ -256,11 +310,19 @@ def first_frame_coupling(clips, first, oracle):
     """
     import numpy as np
 
-    x = np.asarray(clips, dtype=np.float64)
-    c = np.asarray(first, dtype=np.float64)
+    from .oracles.kronecker import KroneckerGaussian
+
+    x = np.asarray(check_array("clips", clips, ndim=4, finite=True), dtype=np.float64)  # issue 19
+    c = np.asarray(check_array("first", first, finite=True), dtype=np.float64)
     N, T = x.shape[:2]
+    if N < 2 or T < 2:
+        raise ValueError(f"clips must hold N >= 2 clips of T >= 2 frames (standard errors, a coupling), got {x.shape}")
     if c.shape != (N,) + x.shape[2:]:
         raise ValueError(f"first has shape {c.shape}; clips {x.shape} need first frames {(N,) + x.shape[2:]}")
+    if not isinstance(oracle, KroneckerGaussian):
+        raise TypeError(f"oracle must be a KroneckerGaussian, got {type(oracle).__name__}")
+    if oracle.frames != T or oracle.P != int(np.prod(x.shape[2:])):
+        raise ValueError(f"oracle has {oracle.frames} frames of {oracle.P} pixels; clips {x.shape} do not fit it")
     K, S = oracle.time_cov, oracle.space_cov
     M = np.asarray(oracle.mean, dtype=np.float64).reshape((T,) + x.shape[2:])
     g = K[1:, 0] / K[0, 0]  # K_BA K_AA^-1 for A = {0}, (T-1,)

@@ -263,3 +263,76 @@ def test_clip_metrics_refuse_bad_clips():
         ink_crops(clips, threshold="0")
     with pytest.raises(TypeError, match="return_info"):
         moving_digit_clips(2, _rng(), return_info=1)
+
+
+# ----------------------------------------------------------- refdiff.video
+def _grid():
+    import refdiff
+
+    return refdiff.make_grid(refdiff.make_schedule("linear", 10), [9, 5, 1])
+
+
+def test_frame_replacement_hook_checks_its_arguments():
+    """known: ints in [0, frames); x_known a finite float array; grid a Grid; frames an
+    int; noise a callable."""
+    from refdiff.video import frame_replacement_hook
+
+    xk = _rng().standard_normal((2, 1, 4, 4))
+    kw = dict(known=[0], x_known=xk, grid=_grid(), rng=_rng(), frames=3)
+    frame_replacement_hook(**kw)
+    for name, bad, err in (("known", None, TypeError), ("known", ["a"], TypeError), ("x_known", xk.astype(int), TypeError),
+                           ("x_known", np.full_like(xk, np.nan), ValueError), ("grid", "grid", TypeError),
+                           ("frames", 3.0, TypeError), ("frames", True, TypeError), ("noise", 0.5, TypeError)):
+        with pytest.raises(err, match=rf"\b{name}\b"):
+            frame_replacement_hook(**{**kw, name: bad})
+
+
+def test_video_training_and_losses_check_their_arguments():
+    """train_clip_denoiser checks every setting before drawing; clip_losses, loss_ratio and
+    first_frame_coupling check their arrays, schedule, rng and oracle."""
+    import refdiff
+    from refdiff.nn.video import video_init
+    from refdiff.oracles.kronecker import KroneckerGaussian
+    from refdiff.video import clip_losses, first_frame_coupling, image_to_video, loss_ratio, train_clip_denoiser
+
+    cfg, sched = _video_cfg(), refdiff.make_schedule("linear", 10)
+    clips = -np.ones((2, 2, 4, 4))
+    kw = dict(next_clips=lambda r, n: clips[:1].repeat(n, 0), cfg=cfg, schedule=sched, steps=1, batch_size=2)
+    for name, bad, err in (("next_clips", None, TypeError), ("schedule", "linear", TypeError),
+                           ("steps", True, TypeError), ("batch_size", 0, ValueError), ("seed", None, TypeError),
+                           ("ema_decay", "0.9", TypeError), ("dtype", "float16", ValueError),
+                           ("first_drop", float("nan"), ValueError), ("progress", 1, TypeError)):
+        with pytest.raises(err, match=rf"\b{name}\b"):
+            train_clip_denoiser(**{**kw, name: bad})
+    P = video_init(_rng(), cfg)
+    for name, bad, err in (("P", None, TypeError), ("x0", clips.tolist(), TypeError), ("x0", clips.astype(int), TypeError),
+                           ("schedule", None, TypeError), ("rng", "r", TypeError), ("chunk", 0, ValueError)):
+        args = {**dict(P=P, cfg=cfg, oracle_or_none=None, x0=clips, schedule=sched, rng=_rng()), name: bad}
+        with pytest.raises(err, match=rf"\b{name}\b"):
+            clip_losses(**args)
+    with pytest.raises(TypeError, match="floor"):
+        loss_ratio(np.ones(3), [1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="floor"):
+        loss_ratio(np.ones(3), np.zeros(3))
+    o = KroneckerGaussian.ar1(frames=3, rho=0.5, frame_shape=(4, 4))
+    c3 = o.sample(3, rng=_rng())
+    with pytest.raises(TypeError, match="oracle"):
+        first_frame_coupling(c3, c3[:, 0], None)
+    with pytest.raises(TypeError, match="clips"):
+        first_frame_coupling(c3.tolist(), c3[:, 0], o)
+    with pytest.raises(ValueError, match="oracle"):
+        first_frame_coupling(c3[:, :2], c3[:, 0], o)
+    with pytest.raises(TypeError, match="x_first"):
+        image_to_video(lambda x, t: 0 * x, c3[:, 0].astype(int), sched, [9, 5, 1], "ddim", frames=3, rng=_rng())
+
+
+def test_train_threads_is_an_int_not_a_bool():
+    """refdiff.train.train's threads: a bool is refused (TypeError), not taken as 1."""
+    import refdiff
+    from refdiff.nn import MLP, MLPConfig
+    from refdiff.train import train
+
+    net = MLP(MLPConfig(dim=3, hidden=8, layers=1, time_embed_dim=4))
+    with pytest.raises(TypeError, match="threads"):
+        train(net, _rng().standard_normal((8, 3)), schedule=refdiff.make_schedule("linear", 10), steps=1, batch_size=4,
+              progress=False, threads=True)

@@ -328,8 +328,7 @@ _r("refdiff.txt2img.txt2img",
    accept={"checkpoint": {"string"}, "prompt": {"string"}, "method": {"unknown", "empty_string"}})
 
 
-# --- video (recipes only: refdiff/video.py and video_data.py belong to the video work; the
-# fuzz test lists these modules as UNASSIGNED until that work lands)
+# --- video (refdiff/video.py, video_data.py; validated for issue 19 by h-fuzz2)
 def _video_cfg():
     from refdiff.nn.video import VideoConfig
 
@@ -435,3 +434,21 @@ def _saved_encoder() -> Path:
 _r("refdiff.txt2img.load_text_encoder", kwargs=lambda: dict(path=_saved_encoder()), kinds={"path": "object"},
    bad=_PATH_BAD, accept=_PATH_OK)
 _r("refdiff.video_data.ink_crops", kwargs=lambda: dict(clips=_clips()), kinds={"clips": "array"})
+_r("refdiff.video.clip_losses",
+   kwargs=lambda: dict(P=_video_params(), cfg=_video_cfg(), oracle_or_none=None, x0=_clips()),
+   kinds={"P": "object", "cfg": "object", "x0": "array"},
+   skip={"oracle_or_none": "an exact oracle or None (the oracle checks itself)"})
+_r("refdiff.video.loss_ratio", kwargs=lambda: dict(model=np.array([1.2, 0.9, 1.1]), floor=np.array([1.0, 0.8, 1.0])),
+   kinds={"model": "array", "floor": "array"})
+
+
+def _kron_clips():
+    from refdiff.oracles.kronecker import KroneckerGaussian
+
+    o = KroneckerGaussian.ar1(frames=3, rho=0.5, frame_shape=(4, 4))
+    return o, o.sample(3, rng=np.random.default_rng(0))
+
+
+_r("refdiff.video.first_frame_coupling",
+   kwargs=lambda: dict(clips=_kron_clips()[1], first=_kron_clips()[1][:, 0], oracle=_kron_clips()[0]),
+   kinds={"clips": "array", "first": "array", "oracle": "object"})
