@@ -777,6 +777,24 @@ def _dit_cases(rng):
     return cases
 
 
+def _video_cases(rng):
+    """The first-frame video condition, MATH.md (22.11)."""
+    from .nn.video import VideoConfig, video_forward, video_init
+
+    cfg = VideoConfig(frames=3, size=4, patch=2, width=8, heads=2, depth=1, first_frame=True)
+    P = {k: _f64(v + 0.1 * rng.standard_normal(v.shape)) for k, v in video_init(np.random.default_rng(0), cfg).items()}
+    x, first = rng.standard_normal((2, 3, 4, 4)), rng.standard_normal((2, 4, 4))
+    t, keep = np.array([3, 7]), np.array([1.0, 0.0])
+    return [Case("video_first_frame", "refdiff.nn.video.video_forward",
+                 "the factorised space-time denoiser (3 frames of 4x4, patch 2, width 8, 2 heads, depth 1) with the "
+                 "first-frame condition of MATH.md (22.11): every frame's input is the three channels (x_f, m c, m), "
+                 "c the given first frame, m = keep per clip; 'y' with keep = (1, 0); 'y_dropped' with no first frame "
+                 "(m = 0 for both clips), so its second clip equals y's second clip exactly",
+                 {"frames": 3, "size": 4, "patch": 2, "width": 8, "heads": 2, "depth": 1},
+                 {"x": _f64(x), "t": t, "first": _f64(first), "keep": _f64(keep), **P},
+                 {"y": _np(video_forward(P, x, t, cfg, first, keep)[0]), "y_dropped": _np(video_forward(P, x, t, cfg)[0])})]
+
+
 # ---------------------------------------------------------------------------- suite I/O
 def build_cases(seed: int = 20240601) -> list:
     """Every case of the suite, computed now (deterministic for a given ``seed``).
@@ -795,7 +813,7 @@ def build_cases(seed: int = 20240601) -> list:
             + _trajectory_cases(rng) + _library_cases(rng) + _new_library_cases(rng)
             + _fastgen_cases(np.random.default_rng([seed, 16])) + _editing_cases(rng) + _adapter_cases(rng)
             + _latent_text_cases(np.random.default_rng(seed + 21))
-            + _dit_cases(np.random.default_rng([seed, 17])))
+            + _dit_cases(np.random.default_rng([seed, 17])) + _video_cases(np.random.default_rng([seed, 22])))
 
 
 def _editing_cases(rng):

@@ -250,3 +250,13 @@ def test_unreadable_result_is_a_one_line_failure(suite, tmp_path):
     (tmp_path / "q_sample.npz").write_text("garbage")
     (r,) = check_suite(suite, tmp_path, cases=["q_sample"])
     assert r.status == "FAIL" and "not a .npz of numeric arrays" in r.notes[0] and "pickle" not in r.notes[0]
+
+
+def test_video_first_frame_case_drops_the_condition_exactly(suite):
+    """MATH.md (22.11): the first-frame condition enters only through the channels m c and m,
+    so a clip with keep m = 0 gives exactly the output of no first frame at all, while a kept
+    first frame changes the output (the case's 'y' against 'y_dropped')."""
+    v = np.load(suite / "video_first_frame.npz")
+    np.testing.assert_array_equal(v["y"][1], v["y_dropped"][1])
+    assert np.max(np.abs(v["y"][0] - v["y_dropped"][0])) > 1e-3
+    assert v["y"].shape == v["x"].shape
