@@ -206,17 +206,36 @@ def _cmd_train(args):
                        "with the same options, or choose another --out")
     # ema_warmup: the decay min(0.999, (1 + k) / (10 + k)) of MATH.md (14.16); a fixed 0.999 would
     # leave 0.999^k of the random initialisation in the EMA weights that sample and elbo use.
+    threads = args.batch_threads or _auto_batch_threads(arch, xp, args.threads)
     res = train(model, data, schedule=schedule, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                 target=args.objective, weighting=None if args.weighting == "none" else args.weighting, seed=args.seed, out_dir=args.out,
                 checkpoint_every=args.checkpoint_every, cond_dropout=args.cond_dropout if K else 0.0,
                 resume=args.resume, progress=_progress(args), eval_every=max(1, args.steps // 10), eval_size=512,
-                ema_warmup=True, xp=xp)
+                ema_warmup=True, xp=xp, threads=threads)
     tail = res.losses[-min(100, len(res.losses)):]
     print(f"trained {arch} ({model.num_params(res.params)} parameters) on {args.data} for {res.step} steps; "
           f"mean loss of the last {len(tail)} steps {float(np.nanmean(tail)):.4g}; "
           f"EMA held-out loss {float(res.eval_losses[-1]) if len(res.eval_losses) else float('nan'):.4g}")
     print(f"checkpoint: {res.checkpoint}")
     return 0
+
+
+def _auto_batch_threads(arch: str, xp, blas_threads) -> int:
+    """``--batch-threads 0``: two batch halves for the U-Net on NumPy when the process may
+    use 2+ cores and BLAS is pinned to one thread (``--threads`` 1, the default, with
+    threadpoolctl installed), else 1.  Measured on
+    the 2-core test VM (benchmarks/README.md): the two-halves U-Net step takes 0.7x the
+    one-thread step; the MLP's matrices are too small for threads to pay."""
+    import os
+
+    if arch != "unet" or "numpy" not in xp.__name__ or (DEFAULT_THREADS if blas_threads is None else blas_threads) != 1:
+        return 1
+    try:
+        import threadpoolctl  # noqa: F401  (BatchThreads pins BLAS to one thread with it)
+    except ImportError:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 2 if cores >= 2 else 1
 
 
 # ---------------------------------------------------------------------------- sample
@@ -549,6 +568,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "the end (default: %(default)s)")
     t.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.npz to --steps (same options "
                    "required); without it an existing checkpoint is an error")
+    t.add_argument("--batch-threads", type=_int_min(0, 64), default=0, metavar="N",
+                   help="run the network on N slices of each batch, one Python thread each, BLAS on one thread "
+                   "(refdiff.training.BatchThreads: the same updates up to the order of float sums over the "
+                   "batch); 0: 2 for the U-Net on the CPU when 2+ cores are available, else 1 (default: 0)")
     t.add_argument("--device", **device)
     t.add_argument("--no-progress", **noprog)
     t.set_defaults(func=_cmd_train)

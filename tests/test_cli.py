@@ -230,3 +230,40 @@ def test_device_plumbing_with_a_stand_in_namespace(monkeypatch, tmp_path, capsys
     capsys.readouterr()
     a, b = np.load(tmp_path / "cpu" / "s.npz")["x"], np.load(tmp_path / "gpu" / "s.npz")["x"]
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)  # float32 network: same ops, same order
+
+
+def test_train_batch_threads(tmp_path, monkeypatch):
+    """issue 21: `refdiff train --batch-threads N` runs the U-Net on N batch slices, one
+    thread each (refdiff.training.BatchThreads); the result is the same training run up to
+    the order of float sums over the batch (float32 here, three updates: training and EMA
+    held-out losses within 1e-5 relative of the one-thread run).  `--batch-threads 0` (default)
+    picks 2 only for the U-Net on NumPy with BLAS on one thread and 2+ cores."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("threadpoolctl")
+    from refdiff.nn.checkpoint import load_checkpoint
+
+    args = ["train", "--data", "digits8x8", "--n", "64", "--steps", "3", "--batch-size", "16", "--T", "50",
+            "--checkpoint-every", "0", "--no-progress"]
+    assert main([*args, "--batch-threads", "1", "--out", str(tmp_path / "one")]) == 0
+    assert main([*args, "--batch-threads", "2", "--out", str(tmp_path / "two")]) == 0
+    c1 = load_checkpoint(tmp_path / "one" / "checkpoint.npz")
+    c2 = load_checkpoint(tmp_path / "two" / "checkpoint.npz")
+    # the per-step training losses (each a function of the parameters before its update) and
+    # the EMA held-out loss; parameters are not compared one by one, because Adam turns the
+    # rounding-level gradient of e.g. the key bias (which softmax ignores) into lr-sized steps
+    l1, l2 = (np.asarray(c.history["losses"], np.float64) for c in (c1, c2))
+    assert l1.shape == l2.shape == (3,)
+    np.testing.assert_allclose(l2, l1, rtol=1e-5)
+    e1, e2 = (float(np.asarray(c.history["eval_losses"])[-1]) for c in (c1, c2))
+    assert abs(e2 - e1) <= 1e-5 * e1
+
+    seen = []
+    import refdiff.train as rt
+
+    real = rt.train
+    monkeypatch.setattr(rt, "train", lambda *a, **kw: (seen.append(kw["threads"]), real(*a, **kw))[1])
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)  # a 2-core machine
+    assert main([*args, "--out", str(tmp_path / "auto")]) == 0
+    assert main([*args, "--threads", "2", "--out", str(tmp_path / "auto2")]) == 0
+    assert main(["train", "--steps", "2", "--out", str(tmp_path / "mlp"), *TINY]) == 0
+    assert seen == [2, 1, 1]  # U-Net, BLAS 1 thread: halves; BLAS 2 threads: 1; MLP: 1
