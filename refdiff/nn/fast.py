@@ -5,6 +5,9 @@ This module computes the same maps faster on a CPU, and the U-Net's training pat
 (``blocks.py``, ``unet.py``) uses it; ``tests/test_nn_fast.py`` checks every function here
 against its reference twin, forward and backward, in float64 and float32.  The tricks:
 
+* **memory order** (:func:`set_layout`): "hwnc" (the default, NumPy) hands every layer
+  to refdiff/nn/fast_hwnc.py, which keeps (H, W, N, C) order and runs 3x3 convolutions
+  by Winograd F(4x4, 3x3) (MATH.md (23.6)); the rest of this docstring is the "chwn" order,
 * **memory order** (C, H, W, N), batch fastest, while arrays stay logically NCHW: the
   convolution writes its output as a transposed view of an (F, Ho, Wo, N) product,
   elementwise layers keep that order, GroupNorm reduces over contiguous rows of its
@@ -107,11 +110,15 @@ def get_conv3x3() -> str:
     return _CONV3X3["method"]
 
 
-# Memory order of the tuned path: "chwn" ((C, H, W, N), batch fastest; this module) or
-# "hwnc" ((H, W, N, C), channels fastest, every 3x3 stride-1 convolution with C >= 2 by
-# Winograd F(4x4, 3x3) with matrix-product transforms: refdiff/nn/fast_hwnc.py).  Arrays
-# are logically NCHW in both; "hwnc" applies to NumPy arrays (CuPy runs "chwn").
-_LAYOUT = {"name": "chwn"}
+# Memory order of the tuned path: "chwn" ((C, H, W, N), batch fastest; this module, with
+# the 3x3 method of set_conv3x3) or "hwnc" ((H, W, N, C), channels fastest, every 3x3
+# stride-1 convolution with C >= 2 by Winograd F(4x4, 3x3) with matrix-product transforms:
+# refdiff/nn/fast_hwnc.py).  Arrays are logically NCHW in both; "hwnc" applies to NumPy
+# arrays (CuPy runs "chwn").  The default is "hwnc": the default U-Net's training step at
+# batch 128, one thread, CPU time, 2-core VM: hwnc 72 ms against chwn/direct 100 ms and
+# PyTorch 51 ms (benchmarks/README.md, round 4).  set_layout("chwn") with
+# set_conv3x3("direct") keeps the direct method's float32 rounding.
+_LAYOUT = {"name": "hwnc"}
 _LAYOUTS = ("chwn", "hwnc")
 
 
@@ -306,7 +313,7 @@ def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
     pad = w.shape[2] // 2 if pad is None else pad
     _check_conv(x, w, stride, pad, b)
     if _hwnc(x, w, b):
-        return _hw.conv_forward(x, w, b, stride, pad, _conv_forward_chwn)
+        return _hw.conv_forward(x, w, b, stride, pad)
     return _conv_forward_chwn(x, w, b, stride, pad)
 
 
@@ -356,7 +363,7 @@ def conv2d_backward(dout, cache):
     """
     _check_cfirst_conv_backward(dout, cache)  # issue 19
     if isinstance(cache[0], str) and cache[0].startswith("hwnc"):
-        return _hw.conv_backward(dout, cache, _conv_backward_chwn)
+        return _hw.conv_backward(dout, cache)
     return _conv_backward_chwn(dout, cache)
 
 

@@ -18,8 +18,7 @@ F(4x4, 3x3) (MATH.md (23.2), in the batched form MATH.md (23.6)):
   :class:`refdiff.training.BatchThreads` correct.
 
 Other kernels: 1x1 convolutions are one product; the rest (stride 2, C = 1, other sizes)
-go through the (C, H, W, N) direct method of :mod:`refdiff.nn.fast` with a copy in and
-out.  GroupNorm reduces over the leading (spatial) axis of the (S, N, C) view; the other
+use the column-matrix method with the columns as (Ho Wo N, kh kw C).  GroupNorm reduces over the leading (spatial) axis of the (S, N, C) view; the other
 layers (concatenation, resampling, channel shift) build their outputs in this order.
 NumPy only for the strided products (``numpy.lib.stride_tricks.as_strided`` and
 ``matmul(out=)``); tested equal to the reference layers in tests/test_nn_fast_hwnc.py.
@@ -82,6 +81,12 @@ def _strided(a, shape, strides_el):
     return _np.lib.stride_tricks.as_strided(a, shape, tuple(s * it for s in strides_el))
 
 
+def _colsum(a):
+    """Column sums of a C-contiguous 2-D array as one product with a ones vector (BLAS;
+    ``sum(axis=0)`` walks the rows in a slower strided reduction)."""
+    return _np.ones(a.shape[0], dtype=a.dtype) @ a
+
+
 def to_hwnc(x):
     """x (N, C, *S) as an (*S, N, C) array in that memory order (free when x is a view of
     such an array, one copy otherwise)."""
@@ -114,7 +119,7 @@ def _kernel_transform(w, G):
 
 def winograd_forward(xm, w, b):
     """F(4x4, 3x3) of xm (H, W, N, C) with w (F, C, 3, 3), b (F,): out (H, W, N, F) and the
-    cache.  MATH.md (23.2), (23.6)."""
+    cache.  MATH.md (23.2), MATH.md (23.6)."""
     H, W, N, C = xm.shape
     F, dt = w.shape[0], xm.dtype
     BT, G, AT, _, _ = _mats(dt.str)
@@ -147,13 +152,13 @@ def winograd_forward(xm, w, b):
 
 def winograd_backward(dY, cache):
     """Gradients of :func:`winograd_forward` for dY (H, W, N, F): (dx (H, W, N, C), dw, db)
-    through the adjoint transforms, MATH.md (23.3), (23.4), (23.6)."""
+    through the adjoint transforms, MATH.md (23.3), MATH.md (23.4), MATH.md (23.6)."""
     U, Wt, w_shape, (C, H, W, N), _ = cache
     F, dt = w_shape[0], dY.dtype
     _, G, _, B, A = _mats(dt.str)
     tH, tW = -(-H // 4), -(-W // 4)
     Hp, Wp, NC, NF, T = 4 * tH + 2, 4 * tW + 2, N * C, N * F, tH * tW
-    db = _np.sum(dY.reshape(H * W * N, F), axis=0)
+    db = _colsum(dY.reshape(H * W * N, F))
     if (4 * tH, 4 * tW) != (H, W):
         d = _np.zeros((4 * tH, 4 * tW, N, F), dtype=dt)
         d[:H, :W] = dY
@@ -170,27 +175,31 @@ def winograd_backward(dY, cache):
     t = (G.T @ dWt.reshape(6, 6 * C * F)).reshape(3, 6, C * F)
     dw = _np.ascontiguousarray(_np.matmul(G.T, t).reshape(3, 3, C, F).transpose(3, 2, 0, 1))
     # dX: B dU B^T per tile (columns, then rows), each followed by the overlap-add of tiles
-    dR = _np.matmul(B, dU.reshape(6, 6, tH, tW, NC).transpose(2, 0, 3, 1, 4),
-                    out=_scratch("dR", (tH, 6, tW, 6, NC), dt))  # (tH, xi, tW, s, N C)
+    # (rows 0-3 of each tile's result written into place, rows 4-5 added onto the next tile)
+    dUv = dU.reshape(6, 6, tH, tW, NC).transpose(2, 0, 3, 1, 4)  # (tH, xi, tW, nu, N C)
     dRW = _scratch("dRW", (tH, 6, Wp, NC), dt)
-    dRW[:, :, :4 * tW].reshape(tH, 6, tW, 4, NC)[...] = dR[:, :, :, :4]
+    _np.matmul(B[:4], dUv, out=dRW[:, :, :4 * tW].reshape(tH, 6, tW, 4, NC))
     dRW[:, :, 4 * tW:] = 0
-    _strided(dRW[:, :, 4:], (tH, 6, tW, 2, NC), (6 * Wp * NC, Wp * NC, 4 * NC, NC, 1))[...] += dR[:, :, :, 4:]
-    dP = _np.matmul(B, dRW.reshape(tH, 6, Wp * NC), out=_scratch("dP", (tH, 6, Wp * NC), dt))
+    _strided(dRW[:, :, 4:], (tH, 6, tW, 2, NC), (6 * Wp * NC, Wp * NC, 4 * NC, NC, 1))[...] += \
+        _np.matmul(B[4:], dUv, out=_scratch("dR2", (tH, 6, tW, 2, NC), dt))
     dxp = _scratch("dxp", (Hp, Wp * NC), dt)
-    dxp[:4 * tH].reshape(tH, 4, Wp * NC)[...] = dP[:, :4]
+    dRv = dRW.reshape(tH, 6, Wp * NC)
+    _np.matmul(B[:4], dRv, out=dxp[:4 * tH].reshape(tH, 4, Wp * NC))
     dxp[4 * tH:] = 0
-    _strided(dxp[4:], (tH, 2, Wp * NC), (4 * Wp * NC, Wp * NC, 1))[...] += dP[:, 4:]
+    _strided(dxp[4:], (tH, 2, Wp * NC), (4 * Wp * NC, Wp * NC, 1))[...] += \
+        _np.matmul(B[4:], dRv, out=_scratch("dP2", (tH, 2, Wp * NC), dt))
     dx = _np.empty((H, W, N, C), dtype=dt)
     dx[...] = dxp.reshape(Hp, Wp, N, C)[1:H + 1, 1:W + 1]
     return dx, dw, db
 
 
 # ------------------------------------------------------------------ convolution
-def conv_forward(x, w, b, stride, pad, chwn_forward):
+def conv_forward(x, w, b, stride, pad):
     """conv2d in the hwnc layout: Winograd F(4,3) for 3x3/1/1 with C >= 2, a product for
-    1x1, else ``chwn_forward`` (the (C, H, W, N) direct method) with a copy in and out."""
+    1x1, else the column-matrix method."""
     F, C, kh, kw = w.shape
+    if not _MALLOC["done"]:
+        keep_freed_memory()
     if kh == 3 and kw == 3 and stride == 1 and pad == 1 and C >= 2:
         out, cache = winograd_forward(to_hwnc(x), w, b)
         return to_nchw(out), ("hwnc-winograd", cache)
@@ -200,13 +209,45 @@ def conv_forward(x, w, b, stride, pad, chwn_forward):
         out = _np.matmul(xm.reshape(H * W * N, C), w.reshape(F, C).T)
         out += b
         return to_nchw(out.reshape(H, W, N, F)), ("hwnc-1x1", (xm, w, tuple(w.shape), (C, H, W, N), None))
-    out, cache = chwn_forward(x, w, b, stride, pad)
-    out = to_hwnc(out)
-    H, W, N = out.shape[0], out.shape[1], out.shape[2]
-    return to_nchw(out), ("hwnc-direct", (cache, w, tuple(w.shape), (C, H, W, N), None))
+    return _direct_forward(to_hwnc(x), w, b, stride, pad)
 
 
-def conv_backward(dout, cache, chwn_backward):
+def _direct_forward(xm, w, b, stride, pad):
+    """The column-matrix method, MATH.md (13.4), in this order: cols (Ho, Wo, N, kh kw C)
+    gathered tap by tap (runs of C numbers), one product with w as (kh kw C, F)."""
+    from .fast import _taps
+
+    H, W, N, C = xm.shape
+    F, _, kh, kw = w.shape
+    Ho, Wo = (H + 2 * pad - kh) // stride + 1, (W + 2 * pad - kw) // stride + 1
+    cols = _np.zeros((Ho, Wo, N, kh * kw, C), dtype=xm.dtype)
+    for k, ro, co, ri, ci in _taps(kh, kw, H, W, Ho, Wo, stride, pad, 0, Ho):
+        cols[ro, co, :, k, :] = xm[ri, ci]
+    cols = cols.reshape(Ho * Wo * N, kh * kw * C)
+    w2 = _np.ascontiguousarray(_np.transpose(w, (2, 3, 1, 0))).reshape(kh * kw * C, F)
+    out = cols @ w2
+    out += b
+    return to_nchw(out.reshape(Ho, Wo, N, F)), ("hwnc-direct", (cols, w, tuple(w.shape), (C, Ho, Wo, N), (stride, pad, H, W)))
+
+
+def _direct_backward(d2, c):
+    """Gradients of :func:`_direct_forward`, MATH.md (13.5), MATH.md (13.6): dw = cols^T d,
+    the column gradient d w2^T scattered back tap by tap (col2im)."""
+    from .fast import _taps
+
+    cols, w, _, (C, Ho, Wo, N), (stride, pad, H, W) = c  # (C, Ho, Wo, N): for fast's output-shape check
+    F, _, kh, kw = w.shape
+    d2 = d2.reshape(Ho * Wo * N, F)
+    dw = (cols.T @ d2).reshape(kh, kw, C, F).transpose(3, 2, 0, 1)
+    w2 = _np.ascontiguousarray(_np.transpose(w, (2, 3, 1, 0))).reshape(kh * kw * C, F)
+    dcols = (d2 @ w2.T).reshape(Ho, Wo, N, kh * kw, C)
+    dx = _np.zeros((H, W, N, C), dtype=d2.dtype)
+    for k, ro, co, ri, ci in _taps(kh, kw, H, W, Ho, Wo, stride, pad, 0, Ho):
+        dx[ri, ci] += dcols[ro, co, :, k, :]
+    return to_nchw(dx), _np.ascontiguousarray(dw), _colsum(d2)
+
+
+def conv_backward(dout, cache):
     """Gradients of :func:`conv_forward` (dx as an NCHW view of an hwnc array, dw, db)."""
     kind, c = cache
     if kind == "hwnc-winograd":
@@ -219,9 +260,8 @@ def conv_backward(dout, cache, chwn_backward):
         d2 = to_hwnc(dout).reshape(H * W * N, F)
         dw = (xm.reshape(H * W * N, C).T @ d2).T.reshape(w.shape)
         dx = (d2 @ w.reshape(F, C)).reshape(H, W, N, C)
-        return to_nchw(dx), _np.ascontiguousarray(dw), _np.sum(d2, axis=0)
-    dx, dw, db = chwn_backward(dout, c[0])
-    return to_nchw(to_hwnc(dx)), dw, db
+        return to_nchw(dx), _np.ascontiguousarray(dw), _colsum(d2)
+    return _direct_backward(to_hwnc(dout), c)
 
 
 # ------------------------------------------------------------------ GroupNorm
@@ -237,29 +277,29 @@ def groupnorm_forward(x, gamma, beta, groups, eps):
     N, C = x.shape[0], x.shape[1]
     x2 = xm.reshape(-1, N, C)  # (S, N, C)
     M = (C // groups) * x2.shape[0]
-    mean = _np.sum(x2, axis=0).reshape(N, groups, C // groups).sum(axis=2) / M  # (N, G)
+    mean = _colsum(x2.reshape(-1, N * C)).reshape(N, groups, C // groups).sum(axis=2) / M  # (N, G)
     xc = x2 - _per_channel(mean, groups, C)
     var = _np.einsum("snc,snc->nc", xc, xc).reshape(N, groups, C // groups).sum(axis=2) / M
     rstd = 1.0 / _np.sqrt(var + eps)  # (N, G)
-    xc *= _per_channel(rstd, groups, C).astype(x.dtype, copy=False)  # xhat, in place
-    out = xc * gamma
+    out = xc * (gamma * _per_channel(rstd, groups, C))  # gamma xhat, xhat = (x - mean) rstd not stored
     out += beta
     return to_nchw(out.reshape(xm.shape)), (xc, rstd, gamma, groups, xm.shape)
 
 
 def groupnorm_backward(dout, cache):
     """``dx = rstd (g - mean(g) - xhat mean(g xhat))``, g = dout gamma, MATH.md (13.10),
-    from per-(sample, channel) spatial sums on the (S, N, C) view."""
-    xh, rstd, gamma, G, shape = cache
-    S, N, C = xh.shape
+    from per-(sample, channel) spatial sums on the (S, N, C) view; xhat enters through the
+    centred input (x - mean) and per-(sample, channel) factors of rstd."""
+    xc, rstd, gamma, G, shape = cache  # xc = x - mean: xhat = xc rstd
+    S, N, C = xc.shape
     d2 = to_hwnc(dout).reshape(S, N, C)
-    sd = _np.sum(d2, axis=0)  # (N, C)
-    sdx = _np.einsum("snc,snc->nc", d2, xh)  # (N, C)
+    sd = _colsum(d2.reshape(S, N * C)).reshape(N, C)
+    sdx = _np.einsum("snc,snc->nc", d2, xc) * _per_channel(rstd, G, C)  # (N, C): sums of dout xhat
     dbeta, dgamma = _np.sum(sd, axis=0), _np.sum(sdx, axis=0)
     M = (C // G) * S
     mg = (gamma * sd).reshape(N, G, C // G).sum(axis=2) / M  # (N, G): mean(g)
     mgx = (gamma * sdx).reshape(N, G, C // G).sum(axis=2) / M  # (N, G): mean(g xhat)
-    t = xh * _per_channel(rstd * mgx, G, C)
+    t = xc * _per_channel(rstd * rstd * mgx, G, C)  # xhat (rstd mean(g xhat))
     t += _per_channel(rstd * mg, G, C)
     dx = d2 * (gamma * _per_channel(rstd, G, C))
     dx -= t
