@@ -55,8 +55,8 @@ def parse():
     ap.add_argument("--profile", action="store_true", help="print the top of a cProfile of the refdiff step")
     ap.add_argument("--base-channels", type=int, default=None)
     ap.add_argument("--layers", choices=("fast", "reference", "all"), default="all",
-                    help="time the tuned layers (refdiff.nn.fast, F(4,3)), the reference ones, or every variant "
-                         "(F(4,3), F(2,3), direct, reference; the default)")
+                    help="time the tuned layers (refdiff.nn.fast, layout hwnc), the reference ones, or every variant "
+                         "(hwnc, F(4,3), F(2,3), direct, reference; the default)")
     ap.add_argument("--variants", default=None,
                     help="comma-separated subset of hwnc,f43,f23,direct,reference; a suffix ':halves' runs that variant "
                          "as --threads batch slices on as many Python threads (refdiff.training.BatchThreads) with "
@@ -229,7 +229,7 @@ def main():
         from threadpoolctl import threadpool_limits
     except ImportError:
         threadpool_limits = None
-    variants = VARIANTS if args.layers == "all" else (("reference",) if args.layers == "reference" else ("f43",))
+    variants = VARIANTS if args.layers == "all" else (("reference",) if args.layers == "reference" else ("hwnc",))
     if args.variants:
         variants = tuple(args.variants.split(","))
     saved = {mod: dict(vars(mod)) for mod in (blocks, unet, unet_blocks)}

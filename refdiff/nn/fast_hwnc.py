@@ -100,6 +100,11 @@ def to_nchw(m):
     return _np.transpose(m, (k - 2, k - 1) + tuple(range(k - 2)))
 
 
+# The bias enters as b added to M at transform position (xi, nu) = (1, 1): column 1 of
+# A^T is all ones, so A^T (b e_1 e_1^T) A = b on every output of the tile.
+_BIAS_SLOT = 6 * 1 + 1
+
+
 @functools.lru_cache(maxsize=8)
 def _mats(dtype_str: str):
     """(BT, G, AT) of F(4, 3) as arrays of ``dtype`` (MATH.md (23.1)) and B, A."""
@@ -140,11 +145,11 @@ def winograd_forward(xm, w, b):
                out=U.reshape(6, 6, tH, tW, NC).transpose(2, 0, 3, 1, 4))
     Wt = _kernel_transform(w, G)  # (36, C, F)
     M = _np.matmul(U.reshape(36, T * N, C), Wt, out=_scratch("M", (36, T * N, F), dt))
+    M[_BIAS_SLOT] += b  # A^T e_1 = (1, 1, 1, 1): b at position (1, 1) adds b to all 16 outputs
     Y1 = _np.matmul(AT, M.reshape(6, 6 * T * NF), out=_scratch("Y1", (4, 6 * T * NF), dt))
     Y = _np.empty((4 * tH, 4 * tW, N, F), dtype=dt)
     _np.matmul(AT, Y1.reshape(4, 6, tH, tW, NF).transpose(0, 2, 3, 1, 4),
                out=Y.reshape(tH, 4, tW, 4, NF).transpose(1, 0, 2, 3, 4))
-    Y += b
     if (4 * tH, 4 * tW) != (H, W):
         Y = _np.ascontiguousarray(Y[:H, :W])
     return Y, (U, Wt, tuple(w.shape), (C, H, W, N), 4)
@@ -158,7 +163,6 @@ def winograd_backward(dY, cache):
     _, G, _, B, A = _mats(dt.str)
     tH, tW = -(-H // 4), -(-W // 4)
     Hp, Wp, NC, NF, T = 4 * tH + 2, 4 * tW + 2, N * C, N * F, tH * tW
-    db = _colsum(dY.reshape(H * W * N, F))
     if (4 * tH, 4 * tW) != (H, W):
         d = _np.zeros((4 * tH, 4 * tW, N, F), dtype=dt)
         d[:H, :W] = dY
@@ -168,6 +172,7 @@ def winograd_backward(dY, cache):
     _np.matmul(A, dY.reshape(tH, 4, tW, 4, NF).transpose(1, 0, 2, 3, 4), out=D1.transpose(0, 2, 3, 1, 4))
     dM = _np.matmul(A, D1.reshape(4, 6 * T * NF), out=_scratch("dM", (6, 6 * T * NF), dt))
     dM = dM.reshape(36, T * N, F)
+    db = _colsum(dM[_BIAS_SLOT])  # the sum of dY over each tile (adjoint of the bias fold)
     Ur = U.reshape(36, T * N, C)
     dWt = _np.matmul(Ur.transpose(0, 2, 1), dM)  # (36, C, F)
     dU = _np.matmul(dM, Wt.transpose(0, 2, 1), out=_scratch("dU", (36, T * N, C), dt))
