@@ -37,15 +37,23 @@ _LOCAL = threading.local()
 
 
 def _scratch(key: str, shape, dtype):
-    """A per-thread buffer for temporaries (content undefined), reused across calls."""
+    """A per-thread buffer for temporaries (content undefined), reused across calls: one
+    flat buffer per role ``key``, grown to the largest request and viewed in ``shape``.
+    The Winograd passes share four roles between temporaries whose lifetimes do not
+    overlap (forward: A = padded input, then M; B = row transform, then A^T M;
+    backward: B = A dY, then the column overlap-add; A = dM, then the padded dX;
+    C = dU; D = the overlap rows), ~110 MiB at batch 1024 for the default U-Net."""
     bufs = getattr(_LOCAL, "bufs", None)
     if bufs is None:
         bufs = _LOCAL.bufs = {}
-    k = (key, tuple(shape), _np.dtype(dtype).str)
-    b = bufs.get(k)
-    if b is None:
-        b = bufs[k] = _np.empty(shape, dtype=dtype)
-    return b
+    dt = _np.dtype(dtype)
+    n = 1
+    for d in shape:
+        n *= d
+    b = bufs.get(key)
+    if b is None or b.size < n * dt.itemsize:
+        b = bufs[key] = _np.empty(n * dt.itemsize, dtype=_np.uint8)
+    return b[:n * dt.itemsize].view(dt).reshape(shape)
 
 
 _MALLOC = {"done": False}
@@ -130,7 +138,7 @@ def winograd_forward(xm, w, b):
     BT, G, AT, _, _ = _mats(dt.str)
     tH, tW = -(-H // 4), -(-W // 4)
     Hp, Wp, NC, NF, T = 4 * tH + 2, 4 * tW + 2, N * C, N * F, tH * tW
-    xpad = _scratch("xpad", (Hp, Wp, N, C), dt)
+    xpad = _scratch("A", (Hp, Wp, N, C), dt)
     xpad[0] = 0
     xpad[H + 1:] = 0
     xpad[1:H + 1, 0] = 0
@@ -138,15 +146,15 @@ def winograd_forward(xm, w, b):
     xpad[1:H + 1, 1:W + 1] = xm
     # rows: R[t, xi] = sum_r BT[xi, r] xpad[4 t + r]  (one (6, 6) @ (6, Wp N C) per tile row)
     R = _np.matmul(BT, _strided(xpad, (tH, 6, Wp * NC), (4 * Wp * NC, Wp * NC, 1)),
-                   out=_scratch("R", (tH, 6, Wp * NC), dt))
+                   out=_scratch("B", (tH, 6, Wp * NC), dt))
     # columns, written as U[(xi, nu), (t, s, n), c]
     U = _np.empty((6, 6, tH, tW, N, C), dtype=dt)
     _np.matmul(BT, _strided(R, (tH, 6, tW, 6, NC), (6 * Wp * NC, Wp * NC, 4 * NC, NC, 1)),
                out=U.reshape(6, 6, tH, tW, NC).transpose(2, 0, 3, 1, 4))
     Wt = _kernel_transform(w, G)  # (36, C, F)
-    M = _np.matmul(U.reshape(36, T * N, C), Wt, out=_scratch("M", (36, T * N, F), dt))
+    M = _np.matmul(U.reshape(36, T * N, C), Wt, out=_scratch("A", (36, T * N, F), dt))
     M[_BIAS_SLOT] += b  # A^T e_1 = (1, 1, 1, 1): b at position (1, 1) adds b to all 16 outputs
-    Y1 = _np.matmul(AT, M.reshape(6, 6 * T * NF), out=_scratch("Y1", (4, 6 * T * NF), dt))
+    Y1 = _np.matmul(AT, M.reshape(6, 6 * T * NF), out=_scratch("B", (4, 6 * T * NF), dt))
     Y = _np.empty((4 * tH, 4 * tW, N, F), dtype=dt)
     _np.matmul(AT, Y1.reshape(4, 6, tH, tW, NF).transpose(0, 2, 3, 1, 4),
                out=Y.reshape(tH, 4, tW, 4, NF).transpose(1, 0, 2, 3, 4))
@@ -168,31 +176,31 @@ def winograd_backward(dY, cache):
         d[:H, :W] = dY
         dY = d
     # dM = A dY A^T per tile: columns, then rows
-    D1 = _scratch("D1", (4, 6, tH, tW, NF), dt)
+    D1 = _scratch("B", (4, 6, tH, tW, NF), dt)
     _np.matmul(A, dY.reshape(tH, 4, tW, 4, NF).transpose(1, 0, 2, 3, 4), out=D1.transpose(0, 2, 3, 1, 4))
-    dM = _np.matmul(A, D1.reshape(4, 6 * T * NF), out=_scratch("dM", (6, 6 * T * NF), dt))
+    dM = _np.matmul(A, D1.reshape(4, 6 * T * NF), out=_scratch("A", (6, 6 * T * NF), dt))
     dM = dM.reshape(36, T * N, F)
     db = _colsum(dM[_BIAS_SLOT])  # the sum of dY over each tile (adjoint of the bias fold)
     Ur = U.reshape(36, T * N, C)
     dWt = _np.matmul(Ur.transpose(0, 2, 1), dM)  # (36, C, F)
-    dU = _np.matmul(dM, Wt.transpose(0, 2, 1), out=_scratch("dU", (36, T * N, C), dt))
+    dU = _np.matmul(dM, Wt.transpose(0, 2, 1), out=_scratch("C", (36, T * N, C), dt))
     # dw = G^T dWt G
     t = (G.T @ dWt.reshape(6, 6 * C * F)).reshape(3, 6, C * F)
     dw = _np.ascontiguousarray(_np.matmul(G.T, t).reshape(3, 3, C, F).transpose(3, 2, 0, 1))
     # dX: B dU B^T per tile (columns, then rows), each followed by the overlap-add of tiles
     # (rows 0-3 of each tile's result written into place, rows 4-5 added onto the next tile)
     dUv = dU.reshape(6, 6, tH, tW, NC).transpose(2, 0, 3, 1, 4)  # (tH, xi, tW, nu, N C)
-    dRW = _scratch("dRW", (tH, 6, Wp, NC), dt)
+    dRW = _scratch("B", (tH, 6, Wp, NC), dt)
     _np.matmul(B[:4], dUv, out=dRW[:, :, :4 * tW].reshape(tH, 6, tW, 4, NC))
     dRW[:, :, 4 * tW:] = 0
     _strided(dRW[:, :, 4:], (tH, 6, tW, 2, NC), (6 * Wp * NC, Wp * NC, 4 * NC, NC, 1))[...] += \
-        _np.matmul(B[4:], dUv, out=_scratch("dR2", (tH, 6, tW, 2, NC), dt))
-    dxp = _scratch("dxp", (Hp, Wp * NC), dt)
+        _np.matmul(B[4:], dUv, out=_scratch("D", (tH, 6, tW, 2, NC), dt))
+    dxp = _scratch("A", (Hp, Wp * NC), dt)
     dRv = dRW.reshape(tH, 6, Wp * NC)
     _np.matmul(B[:4], dRv, out=dxp[:4 * tH].reshape(tH, 4, Wp * NC))
     dxp[4 * tH:] = 0
     _strided(dxp[4:], (tH, 2, Wp * NC), (4 * Wp * NC, Wp * NC, 1))[...] += \
-        _np.matmul(B[4:], dRv, out=_scratch("dP2", (tH, 2, Wp * NC), dt))
+        _np.matmul(B[4:], dRv, out=_scratch("D", (tH, 2, Wp * NC), dt))
     dx = _np.empty((H, W, N, C), dtype=dt)
     dx[...] = dxp.reshape(Hp, Wp, N, C)[1:H + 1, 1:W + 1]
     return dx, dw, db
