@@ -17,9 +17,13 @@ F(4x4, 3x3) (MATH.md (23.2), in the batched form MATH.md (23.6)):
   (glibc returns freed large blocks to the system), and per-thread buffers keep
   :class:`refdiff.training.BatchThreads` correct.
 
+* the bias is folded into the products (MATH.md chapter 23.5: column 1 of A^T is all ones);
+* glibc is asked once to keep freed blocks (:func:`keep_freed_memory`).
+
 Other kernels: 1x1 convolutions are one product; the rest (stride 2, C = 1, other sizes)
-use the column-matrix method with the columns as (Ho Wo N, kh kw C).  GroupNorm reduces over the leading (spatial) axis of the (S, N, C) view; the other
-layers (concatenation, resampling, channel shift) build their outputs in this order.
+use the column-matrix method with the columns as (Ho Wo N, kh kw C).  GroupNorm reduces
+over the leading (spatial) axis of the (S, N, C) view; the other layers (concatenation,
+resampling, channel shift) build their outputs in this order.
 NumPy only for the strided products (``numpy.lib.stride_tricks.as_strided`` and
 ``matmul(out=)``); tested equal to the reference layers in tests/test_nn_fast_hwnc.py.
 """
@@ -66,10 +70,11 @@ def keep_freed_memory() -> bool:
     serves each multi-MiB array by a fresh ``mmap`` or returns the top of its heap to the
     system, so a training step that allocates its activations anew page-faults on every
     one of them (measured on the default U-Net at batch 128: ~7,000-9,000 faults and
-    ~15 ms of a ~80 ms step); with this setting ~4 per step.  Process-wide and permanent
-    (freed memory stays with the process, the peak is unchanged); done once, by
-    ``refdiff.nn.fast.set_layout("hwnc")``.  Returns whether it was applied (False off
-    glibc)."""
+    ~15 ms of a ~80 ms step); with this setting ~4 per step.  Process-wide and permanent:
+    freed memory stays with the process (the allocated peak is unchanged, the resident
+    peak grows by fragmentation: ~50 MiB at batch 1024 for the default U-Net).  Done once,
+    by ``refdiff.nn.fast.set_layout("hwnc")`` or the first hwnc convolution.  Returns
+    whether it was applied (False off glibc)."""
     if _MALLOC["done"]:
         return True
     try:
