@@ -223,3 +223,22 @@ def test_set_layout_refuses_unknown():
         fast.set_layout("nhwc")
     old = fast.set_layout(fast.get_layout())
     assert fast.get_layout() == old
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 8, 8), (3, 5, 2, 7, 9), (1, 2, 3, 4, 4)])
+def test_recomputed_input_transform(hwnc, monkeypatch, shape):
+    """MATH.md (23.3), MATH.md (23.4), MATH.md (23.6) with the transformed input U not kept
+    (large batches: the cache holds the input and the backward pass transforms it again,
+    into the buffer that dU overwrites after dW is formed): output, dx, dw, db equal the
+    reference convolution to 1e-12 in float64, and the cache holds the input, not U."""
+    monkeypatch.setattr(hw, "_KEEP_U_FLOATS", 0)
+    n, c, f, h, w = shape
+    rng = np.random.default_rng(7)
+    x, k, b, d = (rng.standard_normal(s) for s in ((n, c, h, w), (f, c, 3, 3), (f,), (n, f, h, w)))
+    y, cache = ref.conv2d_forward(x, k, b, stride=1, pad=1)
+    want = (y, *ref.conv2d_backward(d, cache))
+    y2, c2 = fast.conv2d_forward(x, k, b)
+    assert c2[1][0].ndim == 4  # the input (H, W, N, C), not U
+    got = (y2, *fast.conv2d_backward(d, c2))
+    for u, v, what in zip(got, want, ("out", "dx", "dw", "db")):
+        _same(u, v, 1e-12, what)

@@ -135,14 +135,21 @@ def _kernel_transform(w, G):
     return _np.matmul(G, t).reshape(36, C, F)  # (6_xi, 6_nu, C F)
 
 
-def winograd_forward(xm, w, b):
-    """F(4x4, 3x3) of xm (H, W, N, C) with w (F, C, 3, 3), b (F,): out (H, W, N, F) and the
-    cache.  MATH.md (23.2), MATH.md (23.6)."""
+# The transformed input U (2.25x the input for 4x4 tiles of an 8x8 image) is kept for the
+# backward pass up to this many numbers; above (large batches), the backward pass
+# recomputes it from the input, which the cache then holds instead (peak memory against
+# one more input transform per layer, ~10% of the layer's time).
+_KEEP_U_FLOATS = 1 << 22
+
+
+def _input_transform(xm, out):
+    """U[(xi, nu), (t, s, n), c] = (B^T D B)_{xi nu} of every 6 x 6 tile D of the zero-padded
+    xm (H, W, N, C), written into ``out`` (6, 6, tH, tW, N, C).  MATH.md (23.6)."""
     H, W, N, C = xm.shape
-    F, dt = w.shape[0], xm.dtype
-    BT, G, AT, _, _ = _mats(dt.str)
+    dt = xm.dtype
+    BT = _mats(dt.str)[0]
     tH, tW = -(-H // 4), -(-W // 4)
-    Hp, Wp, NC, NF, T = 4 * tH + 2, 4 * tW + 2, N * C, N * F, tH * tW
+    Hp, Wp, NC = 4 * tH + 2, 4 * tW + 2, N * C
     xpad = _scratch("A", (Hp, Wp, N, C), dt)
     xpad[0] = 0
     xpad[H + 1:] = 0
@@ -153,9 +160,22 @@ def winograd_forward(xm, w, b):
     R = _np.matmul(BT, _strided(xpad, (tH, 6, Wp * NC), (4 * Wp * NC, Wp * NC, 1)),
                    out=_scratch("B", (tH, 6, Wp * NC), dt))
     # columns, written as U[(xi, nu), (t, s, n), c]
-    U = _np.empty((6, 6, tH, tW, N, C), dtype=dt)
     _np.matmul(BT, _strided(R, (tH, 6, tW, 6, NC), (6 * Wp * NC, Wp * NC, 4 * NC, NC, 1)),
-               out=U.reshape(6, 6, tH, tW, NC).transpose(2, 0, 3, 1, 4))
+               out=out.reshape(6, 6, tH, tW, NC).transpose(2, 0, 3, 1, 4))
+    return out
+
+
+def winograd_forward(xm, w, b):
+    """F(4x4, 3x3) of xm (H, W, N, C) with w (F, C, 3, 3), b (F,): out (H, W, N, F) and the
+    cache.  MATH.md (23.2), MATH.md (23.6)."""
+    H, W, N, C = xm.shape
+    F, dt = w.shape[0], xm.dtype
+    _, G, AT, _, _ = _mats(dt.str)
+    tH, tW = -(-H // 4), -(-W // 4)
+    NF, T = N * F, tH * tW
+    keep = 36 * T * N * C <= _KEEP_U_FLOATS
+    shape_u = (6, 6, tH, tW, N, C)
+    U = _input_transform(xm, _np.empty(shape_u, dtype=dt) if keep else _scratch("C", shape_u, dt))
     Wt = _kernel_transform(w, G)  # (36, C, F)
     M = _np.matmul(U.reshape(36, T * N, C), Wt, out=_scratch("A", (36, T * N, F), dt))
     M[_BIAS_SLOT] += b  # A^T e_1 = (1, 1, 1, 1): b at position (1, 1) adds b to all 16 outputs
@@ -165,7 +185,7 @@ def winograd_forward(xm, w, b):
                out=Y.reshape(tH, 4, tW, 4, NF).transpose(1, 0, 2, 3, 4))
     if (4 * tH, 4 * tW) != (H, W):
         Y = _np.ascontiguousarray(Y[:H, :W])
-    return Y, (U, Wt, tuple(w.shape), (C, H, W, N), 4)
+    return Y, (U if keep else xm, Wt, tuple(w.shape), (C, H, W, N), 4)
 
 
 def winograd_backward(dY, cache):
@@ -176,6 +196,8 @@ def winograd_backward(dY, cache):
     _, G, _, B, A = _mats(dt.str)
     tH, tW = -(-H // 4), -(-W // 4)
     Hp, Wp, NC, NF, T = 4 * tH + 2, 4 * tW + 2, N * C, N * F, tH * tW
+    if U.ndim == 4:  # the input was kept (large U): transform it again (scratch C, free until dU)
+        U = _input_transform(U, _scratch("C", (6, 6, tH, tW, N, C), dt))
     if (4 * tH, 4 * tW) != (H, W):
         d = _np.zeros((4 * tH, 4 * tW, N, F), dtype=dt)
         d[:H, :W] = dY
