@@ -5,9 +5,10 @@ This module computes the same maps faster on a CPU, and the U-Net's training pat
 (``blocks.py``, ``unet.py``) uses it; ``tests/test_nn_fast.py`` checks every function here
 against its reference twin, forward and backward, in float64 and float32.  The tricks:
 
-* **memory order** (:func:`set_layout`): "hwnc" (the default, NumPy) hands every layer
-  to refdiff/nn/fast_hwnc.py, which keeps (H, W, N, C) order and runs 3x3 convolutions
-  by Winograd F(4x4, 3x3) (MATH.md (23.6)); the rest of this docstring is the "chwn" order,
+* **two layouts** (:func:`set_layout`): "hwnc" (the default, NumPy arrays) hands every
+  layer to refdiff/nn/fast_hwnc.py, which keeps (H, W, N, C) order and runs 3x3
+  convolutions by Winograd F(4x4, 3x3) (MATH.md (23.6)); the items below describe the
+  "chwn" layout of this module (CuPy, and NumPy after ``set_layout("chwn")``);
 * **memory order** (C, H, W, N), batch fastest, while arrays stay logically NCHW: the
   convolution writes its output as a transposed view of an (F, Ho, Wo, N) product,
   elementwise layers keep that order, GroupNorm reduces over contiguous rows of its
