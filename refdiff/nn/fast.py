@@ -66,9 +66,10 @@ __all__ = [
     "get_layout",
 ]
 
-# How 3x3 stride-1 pad-1 convolutions with C >= 2 are computed: "f43" (Winograd F(4x4,
-# 3x3), MATH.md (23.2)), "f23" (F(2x2, 3x3)) or "direct" (the column-matrix product).
-# The default is "direct" because F(4,3) did not measure faster for the default U-Net
+# How 3x3 stride-1 pad-1 convolutions with C >= 2 are computed in the "chwn" layout (the
+# "hwnc" layout, the default on NumPy, always uses its own F(4,3): see set_layout): "f43"
+# (Winograd F(4x4, 3x3), MATH.md (23.2)), "f23" (F(2x2, 3x3)) or "direct" (the
+# column-matrix product).  The default is "direct" because F(4,3) did not measure faster for the default U-Net
 # (8x8 and 4x4 images, 32-64 channels) on the 2-core test VM: whole training step at batch
 # 128, one thread, three runs at load 3-13: F(4,3) 468 / 138 / 256 ms against direct
 # 405 / 143 / 250 ms (equal within the noise), and per layer (fwd + bwd, 32 -> 32
@@ -81,7 +82,7 @@ _CONV3X3_METHODS = {"f43": 4, "f23": 2, "direct": None}
 
 
 def set_conv3x3(method: str) -> str:
-    """Choose the 3x3 convolution method of the tuned path ("f43", "f23" or "direct");
+    """Choose the 3x3 convolution method of the tuned path's "chwn" layout ("f43", "f23" or "direct");
     returns the previous one.  All three compute the same map (tests/test_winograd.py);
     they differ in speed and in float32 rounding (MATH.md (23.5)).
 
