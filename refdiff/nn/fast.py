@@ -82,8 +82,8 @@ _CONV3X3_METHODS = {"f43": 4, "f23": 2, "direct": None}
 
 
 def set_conv3x3(method: str) -> str:
-    """Choose the 3x3 convolution method of the tuned path's "chwn" layout ("f43", "f23" or "direct");
-    returns the previous one.  All three compute the same map (tests/test_winograd.py);
+    """Choose the 3x3 convolution method of the tuned path's "chwn" layout ("f43", "f23"
+    or "direct"); returns the previous one.  All three compute the same map (tests/test_winograd.py);
     they differ in speed and in float32 rounding (MATH.md (23.5)).
 
     Parameters
