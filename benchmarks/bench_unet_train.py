@@ -20,8 +20,10 @@ gradients to float32 rounding).
                                   # threads (refdiff.training.BatchThreads), BLAS on one thread
     python benchmarks/bench_unet_train.py --threads 1 --clock cpu   # CPU time, not wall time
 
-By default every variant is timed in one table: the tuned path with Winograd F(4x4,3x3)
-("f43", the default of refdiff.nn.fast), F(2x2,3x3) ("f23"), the direct column-matrix
+By default every variant is timed in one table: the tuned path in the channels-last
+layout ("hwnc": refdiff.nn.fast.set_layout("hwnc"), Winograd F(4x4,3x3) with
+matrix-product transforms, refdiff/nn/fast_hwnc.py), and in the (C, H, W, N) layout
+with Winograd F(4x4,3x3) ("f43"), F(2x2,3x3) ("f23"), the direct column-matrix
 convolution ("direct"), and the reference layers ("reference"), each against PyTorch in
 alternating rounds; the machine's load average is printed with it.
 
@@ -53,10 +55,10 @@ def parse():
     ap.add_argument("--profile", action="store_true", help="print the top of a cProfile of the refdiff step")
     ap.add_argument("--base-channels", type=int, default=None)
     ap.add_argument("--layers", choices=("fast", "reference", "all"), default="all",
-                    help="time the tuned layers (refdiff.nn.fast, F(4,3)), the reference ones, or every variant "
-                         "(F(4,3), F(2,3), direct, reference; the default)")
+                    help="time the tuned layers (refdiff.nn.fast, layout hwnc), the reference ones, or every variant "
+                         "(hwnc, F(4,3), F(2,3), direct, reference; the default)")
     ap.add_argument("--variants", default=None,
-                    help="comma-separated subset of f43,f23,direct,reference; a suffix ':halves' runs that variant "
+                    help="comma-separated subset of hwnc,f43,f23,direct,reference; a suffix ':halves' runs that variant "
                          "as --threads batch slices on as many Python threads (refdiff.training.BatchThreads) with "
                          "BLAS pinned to one thread, e.g. direct,direct:halves")
     ap.add_argument("--split", type=int, default=None,
@@ -189,7 +191,7 @@ def torch_unet(torch, model):
 
 
 # ----------------------------------------------------------------------- main
-VARIANTS = ("f43", "f23", "direct", "reference")
+VARIANTS = ("hwnc", "f43", "f23", "direct", "reference")
 
 
 def set_variant(name, saved):
@@ -201,9 +203,10 @@ def set_variant(name, saved):
         for k, v in attrs.items():
             setattr(mod, k, v)
     name = name.split(":")[0]
+    fast.set_layout("hwnc" if name == "hwnc" else "chwn")
     if name == "reference":
         use_reference_layers()
-    else:
+    elif name != "hwnc":
         fast.set_conv3x3(name)
 
 
@@ -226,7 +229,7 @@ def main():
         from threadpoolctl import threadpool_limits
     except ImportError:
         threadpool_limits = None
-    variants = VARIANTS if args.layers == "all" else (("reference",) if args.layers == "reference" else ("f43",))
+    variants = VARIANTS if args.layers == "all" else (("reference",) if args.layers == "reference" else ("hwnc",))
     if args.variants:
         variants = tuple(args.variants.split(","))
     saved = {mod: dict(vars(mod)) for mod in (blocks, unet, unet_blocks)}

@@ -31,6 +31,15 @@ from refdiff.nn import layers as L
 from refdiff.nn.gradcheck import relative_error
 from tests._support import asx
 
+@pytest.fixture(autouse=True)
+def _chwn_layout():
+    """These tests are about the (C, H, W, N) layout of refdiff.nn.fast (the hwnc layout,
+    the default, is tested in tests/test_nn_fast_hwnc.py)."""
+    old = fast.set_layout("chwn")
+    yield
+    fast.set_layout(old)
+
+
 TOL = {"float64": 1e-12, "float32": 1e-4}
 DTYPES = sorted(TOL)
 

@@ -19,6 +19,15 @@ from tests.test_nn_models import _check_model, _per_tensor, _perturbed
 from tests._support import asx
 
 
+@pytest.fixture(autouse=True)
+def _chwn_layout():
+    """These tests are about the (C, H, W, N) layout of refdiff.nn.fast (the hwnc layout,
+    the default, is tested in tests/test_nn_fast_hwnc.py)."""
+    old = fast.set_layout("chwn")
+    yield
+    fast.set_layout(old)
+
+
 @pytest.fixture
 def method():
     """Restores the tuned path's 3x3 method after a test that switches it."""

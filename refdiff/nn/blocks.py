@@ -19,6 +19,7 @@ import numpy as np
 from .._validate import check_array
 from ..backend import array_namespace
 from ._check import check_block, check_cache, check_dout, check_grads, check_size
+from .fast import _from_tokens, _tokens  # pixel-major tokens, free in the tuned memory orders
 from .fast import (  # the tuned layers (tests/test_nn_fast.py: equal to the reference ones)
     add_channel_shift,
     conv2d_backward,
@@ -250,14 +251,13 @@ def attnblock_forward(P, pre, x, groups):
     N, C, H, W = x.shape
     L = H * W
     h, c_n = gn_f(P, pre + ".norm", x, groups)
-    tok = xp.reshape(xp.permute_dims(h, (1, 2, 3, 0)), (C, L * N)).T  # (L N, C)
+    tok = _tokens(xp, h)  # (L N, C)
     qkv, c_qkv = lin_f(P, pre + ".qkv", tok)  # (L N, 3C)
     qkv = xp.permute_dims(xp.reshape(qkv, (L, N, 3 * C)), (1, 0, 2))  # (N, L, 3C)
     o, c_a = attention_forward(qkv[:, :, :C], qkv[:, :, C:2 * C], qkv[:, :, 2 * C:])  # (N, L, C)
     o = xp.reshape(xp.permute_dims(o, (1, 0, 2)), (L * N, C))  # (L N, C)
     o, c_p = lin_f(P, pre + ".proj", o)
-    o = xp.reshape(o.T, (C, H, W, N))  # (C, H, W, N)
-    return x + xp.permute_dims(o, (3, 0, 1, 2)), (c_n, c_qkv, c_a, c_p, (N, C, H, W))
+    return x + _from_tokens(xp, o, (N, C, H, W)), (c_n, c_qkv, c_a, c_p, (N, C, H, W))
 
 
 def attnblock_backward(G, P, pre, dout, cache):
@@ -288,12 +288,12 @@ def attnblock_backward(G, P, pre, dout, cache):
     check_dout(dout, (N, C, H, W))
     xp = array_namespace(dout)
     L = H * W
-    do = xp.reshape(xp.permute_dims(dout, (1, 2, 3, 0)), (C, L * N)).T  # (L N, C)
+    do = _tokens(xp, dout)  # (L N, C)
     do = lin_b(G, pre + ".proj", do, c_p)
     do = xp.permute_dims(xp.reshape(do, (L, N, C)), (1, 0, 2))  # (N, L, C)
     dq, dk, dv = attention_backward(do, c_a)
     dqkv = xp.concat([dq, dk, dv], axis=2)  # (N, L, 3C)
     dqkv = xp.reshape(xp.permute_dims(dqkv, (1, 0, 2)), (L * N, 3 * C))  # (L N, 3C)
     dtok = lin_b(G, pre + ".qkv", dqkv, c_qkv)
-    dh = xp.permute_dims(xp.reshape(dtok.T, (C, H, W, N)), (3, 0, 1, 2))  # (N, C, H, W)
+    dh = _from_tokens(xp, dtok, (N, C, H, W))  # (N, C, H, W)
     return dout + gn_b(G, pre + ".norm", dh, c_n)

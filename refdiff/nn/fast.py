@@ -5,6 +5,10 @@ This module computes the same maps faster on a CPU, and the U-Net's training pat
 (``blocks.py``, ``unet.py``) uses it; ``tests/test_nn_fast.py`` checks every function here
 against its reference twin, forward and backward, in float64 and float32.  The tricks:
 
+* **two layouts** (:func:`set_layout`): "hwnc" (the default, NumPy arrays) hands every
+  layer to refdiff/nn/fast_hwnc.py, which keeps (H, W, N, C) order and runs 3x3
+  convolutions by Winograd F(4x4, 3x3) (MATH.md (23.6)); the items below describe the
+  "chwn" layout of this module (CuPy, and NumPy after ``set_layout("chwn")``);
 * **memory order** (C, H, W, N), batch fastest, while arrays stay logically NCHW: the
   convolution writes its output as a transposed view of an (F, Ho, Wo, N) product,
   elementwise layers keep that order, GroupNorm reduces over contiguous rows of its
@@ -37,7 +41,10 @@ from .norm import _check_groupnorm_args
 from .resample import _resample_backward_checks
 from .norm import _check_affine, _check_groups
 from .resample import _check_image
+from . import fast_hwnc as _hw
 from . import winograd as _wg
+
+import numpy as _np
 
 __all__ = [
     "conv2d_forward",
@@ -55,11 +62,14 @@ __all__ = [
     "add_channel_shift",
     "set_conv3x3",
     "get_conv3x3",
+    "set_layout",
+    "get_layout",
 ]
 
-# How 3x3 stride-1 pad-1 convolutions with C >= 2 are computed: "f43" (Winograd F(4x4,
-# 3x3), MATH.md (23.2)), "f23" (F(2x2, 3x3)) or "direct" (the column-matrix product).
-# The default is "direct" because F(4,3) did not measure faster for the default U-Net
+# How 3x3 stride-1 pad-1 convolutions with C >= 2 are computed in the "chwn" layout (the
+# "hwnc" layout, the default on NumPy, always uses its own F(4,3): see set_layout): "f43"
+# (Winograd F(4x4, 3x3), MATH.md (23.2)), "f23" (F(2x2, 3x3)) or "direct" (the
+# column-matrix product).  The default is "direct" because F(4,3) did not measure faster for the default U-Net
 # (8x8 and 4x4 images, 32-64 channels) on the 2-core test VM: whole training step at batch
 # 128, one thread, three runs at load 3-13: F(4,3) 468 / 138 / 256 ms against direct
 # 405 / 143 / 250 ms (equal within the noise), and per layer (fwd + bwd, 32 -> 32
@@ -72,8 +82,8 @@ _CONV3X3_METHODS = {"f43": 4, "f23": 2, "direct": None}
 
 
 def set_conv3x3(method: str) -> str:
-    """Choose the 3x3 convolution method of the tuned path ("f43", "f23" or "direct");
-    returns the previous one.  All three compute the same map (tests/test_winograd.py);
+    """Choose the 3x3 convolution method of the tuned path's "chwn" layout ("f43", "f23"
+    or "direct"); returns the previous one.  All three compute the same map (tests/test_winograd.py);
     they differ in speed and in float32 rounding (MATH.md (23.5)).
 
     Parameters
@@ -100,6 +110,77 @@ def set_conv3x3(method: str) -> str:
 def get_conv3x3() -> str:
     """The current 3x3 convolution method of the tuned path (see :func:`set_conv3x3`)."""
     return _CONV3X3["method"]
+
+
+# Memory order of the tuned path: "chwn" ((C, H, W, N), batch fastest; this module, with
+# the 3x3 method of set_conv3x3) or "hwnc" ((H, W, N, C), channels fastest, every 3x3
+# stride-1 convolution with C >= 2 by Winograd F(4x4, 3x3) with matrix-product transforms:
+# refdiff/nn/fast_hwnc.py).  Arrays are logically NCHW in both; "hwnc" applies to NumPy
+# arrays (CuPy runs "chwn").  The default is "hwnc": the default U-Net's training step at
+# batch 128, one thread, CPU time, 2-core VM: hwnc 72 ms against chwn/direct 100 ms and
+# PyTorch 51 ms (benchmarks/README.md, round 4).  set_layout("chwn") with
+# set_conv3x3("direct") keeps the direct method's float32 rounding.
+_LAYOUT = {"name": "hwnc"}
+_LAYOUTS = ("chwn", "hwnc")
+
+
+def set_layout(layout: str) -> str:
+    """Choose the memory order of the tuned path ("chwn" or "hwnc"); returns the previous
+    one.  Both compute the same maps as the reference layers (tests/test_nn_fast.py,
+    tests/test_nn_fast_hwnc.py); "hwnc" runs every 3x3 stride-1 convolution with C >= 2
+    by Winograd F(4x4, 3x3) in the batched form MATH.md (23.6) (float32 rounding as
+    MATH.md (23.5)) and ignores :func:`set_conv3x3`.  Selecting "hwnc" also calls
+    :func:`refdiff.nn.fast_hwnc.keep_freed_memory` (glibc keeps freed blocks for reuse:
+    no page faults per step; process-wide).
+
+    Parameters
+    ----------
+    layout : {"chwn", "hwnc"}
+        The memory order.
+
+    Returns
+    -------
+    str
+        The previous layout.
+
+    Raises
+    ------
+    ValueError
+        If ``layout`` is not one of the two.
+    """
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout must be one of {list(_LAYOUTS)}, got {layout!r}")
+    if layout == "hwnc":
+        _hw.keep_freed_memory()
+    old, _LAYOUT["name"] = _LAYOUT["name"], layout
+    return old
+
+
+def get_layout() -> str:
+    """The current memory order of the tuned path (see :func:`set_layout`)."""
+    return _LAYOUT["name"]
+
+
+def _hwnc(*arrays) -> bool:
+    """True when the "hwnc" layout is selected and the arrays are NumPy arrays."""
+    return _LAYOUT["name"] == "hwnc" and all(isinstance(a, _np.ndarray) for a in arrays)
+
+
+def _tokens(xp, h):
+    """(N, C, H, W) -> the pixel-major (H W N, C) token matrix (free in either layout when
+    h is in that layout's memory order)."""
+    if _hwnc(h):
+        return _hw.tokens(h)
+    N, C, H, W = h.shape
+    return xp.reshape(xp.permute_dims(h, (1, 2, 3, 0)), (C, H * W * N)).T
+
+
+def _from_tokens(xp, o, shape):
+    """Inverse of :func:`_tokens`: (H W N, C) -> an (N, C, H, W) view."""
+    if _hwnc(o):
+        return _hw.from_tokens(o, shape)
+    N, C, H, W = shape
+    return xp.permute_dims(xp.reshape(o.T, (C, H, W, N)), (3, 0, 1, 2))
 
 
 def _winograd_tile(w, stride, pad):
@@ -231,8 +312,16 @@ def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
     """
     check_array("x", x)  # issue 19: checked before w.shape is read
     check_array("w", w, ndim=4)
-    xp = array_namespace(x, w)
     pad = w.shape[2] // 2 if pad is None else pad
+    _check_conv(x, w, stride, pad, b)
+    if _hwnc(x, w, b):
+        return _hw.conv_forward(x, w, b, stride, pad)
+    return _conv_forward_chwn(x, w, b, stride, pad)
+
+
+def _conv_forward_chwn(x, w, b, stride, pad):
+    """:func:`conv2d_forward` in the (C, H, W, N) order (after the checks)."""
+    xp = array_namespace(x, w)
     Ho, Wo = _check_conv(x, w, stride, pad, b)
     N, C, H, W = x.shape
     F, _, kh, kw = w.shape
@@ -275,6 +364,13 @@ def conv2d_backward(dout, cache):
         Gradients with respect to x, w and b.
     """
     _check_cfirst_conv_backward(dout, cache)  # issue 19
+    if isinstance(cache[0], str) and cache[0].startswith("hwnc"):
+        return _hw.conv_backward(dout, cache)
+    return _conv_backward_chwn(dout, cache)
+
+
+def _conv_backward_chwn(dout, cache):
+    """:func:`conv2d_backward` in the (C, H, W, N) order (after the checks)."""
     xp = array_namespace(dout)
     if isinstance(cache[0], str):  # ("winograd", its cache)
         dxT, dw, db = _wg.conv3x3_backward(xp, _cfirst(xp, dout), cache[1])
@@ -397,6 +493,8 @@ def upsample2x_forward(x):
         If ``x`` is not 4-D.
     """
     _check_image(x, "upsample2x_forward")
+    if _hwnc(x):
+        return _hw.upsample2x_forward(x)
     xp = array_namespace(x)
     N, C, H, W = x.shape
     xT = xp.permute_dims(x, (1, 2, 3, 0))  # (C, H, W, N)
@@ -422,6 +520,8 @@ def upsample2x_backward(dout, cache):
         Gradient with respect to the input.
     """
     _resample_backward_checks(dout, cache, "upsample2x")  # issue 19
+    if _hwnc(dout):
+        return _hw.upsample2x_backward(dout)
     xp = array_namespace(dout)
     N, C, H2, W2 = dout.shape
     dT = xp.reshape(xp.permute_dims(dout, (1, 2, 3, 0)), (C, H2 // 2, 2, W2 // 2, 2, N))
@@ -453,6 +553,8 @@ def avgpool2x_forward(x):
     N, C, H, W = x.shape
     if H % 2 or W % 2:
         raise ValueError(f"avgpool2x_forward: H and W must be even, got {H}x{W}")
+    if _hwnc(x):
+        return _hw.avgpool2x_forward(x)
     xT = xp.reshape(xp.permute_dims(x, (1, 2, 3, 0)), (C, H // 2, 2, W // 2, 2, N))
     return xp.permute_dims(xp.mean(xT, axis=(2, 4)), (3, 0, 1, 2)), None  # (N, C, H/2, W/2)
 
@@ -474,6 +576,8 @@ def avgpool2x_backward(dout, cache):
         Gradient with respect to the input.
     """
     _resample_backward_checks(dout, cache, "avgpool2x")  # issue 19
+    if _hwnc(dout):
+        return _hw.avgpool2x_backward(dout)
     xp = array_namespace(dout)
     N, C, H, W = dout.shape
     dT = xp.permute_dims(dout, (1, 2, 3, 0))  # (C, H, W, N)
@@ -523,6 +627,8 @@ def groupnorm_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
     _check_groups("groupnorm_forward", x, groups)
     N, C = x.shape[0], x.shape[1]
     _check_affine("groupnorm_forward", C, gamma, beta)
+    if _hwnc(x, gamma, beta):
+        return _hw.groupnorm_forward(x, gamma, beta, groups, eps)
     xT = _cfirst(xp, x)  # (C, ..., N)
     xg = xp.reshape(xT, (groups, -1, N))  # (G, M, N)
     xc = xg - xp.mean(xg, axis=1, keepdims=True)  # (G, M, N), a new array
@@ -558,6 +664,10 @@ def groupnorm_backward(dout, cache):
     dbeta : array, shape (C,)
         Gradients with respect to x, gamma and beta.
     """
+    if isinstance(cache, tuple) and len(cache) == 5:  # the hwnc layout's cache
+        shape = check_cache(cache, "groupnorm_forward", 5)[4]  # (*S, N, C)
+        check_dout(dout, tuple(shape[-2:]) + tuple(shape[:-2]))
+        return _hw.groupnorm_backward(dout, cache)
     xhat, rstd, gamma, groups = check_cache(cache, "groupnorm_forward", 4)  # issue 19
     check_dout(dout, (xhat.shape[-1],) + tuple(xhat.shape[:-1]))
     xp = array_namespace(dout)
@@ -614,6 +724,8 @@ def concat_forward(a, b):
     xp = array_namespace(a, b)
     if a.ndim != 4 or b.ndim != 4:
         raise ValueError(f"concat_forward: need two NCHW arrays, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if _hwnc(a, b):
+        return _hw.concat_forward(a, b)
     c = xp.concat([xp.permute_dims(a, (1, 2, 3, 0)), xp.permute_dims(b, (1, 2, 3, 0))], axis=0)
     return xp.permute_dims(c, (3, 0, 1, 2)), a.shape[1]  # (N, Ca + Cb, H, W)
 
@@ -660,6 +772,8 @@ def add_channel_shift(h, eo):
     check_array("eo", eo, ndim=2)
     if tuple(eo.shape) != tuple(h.shape[:2]):
         raise ValueError(f"eo must have h's (N, C) = {tuple(h.shape[:2])}, got shape {tuple(eo.shape)}")
+    if _hwnc(h, eo):
+        return _hw.add_channel_shift(h, eo)
     xp = array_namespace(h, eo)
     hT = xp.permute_dims(h, (1, 2, 3, 0))  # (C, H, W, N)
     return xp.permute_dims(hT + eo.T[:, None, None, :], (3, 0, 1, 2))

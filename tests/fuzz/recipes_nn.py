@@ -225,6 +225,7 @@ def _fast():
     add(nn + "concat_backward", lambda: bwd(F.concat_backward, F.concat_forward, cat(), cache_kind="int"))
     add(nn + "add_channel_shift", lambda: fwd(F.add_channel_shift, dict(h=A(2, 3, 4, 4), eo=A(2, 3, seed=1))))
     add(nn + "set_conv3x3", lambda: Call(F.set_conv3x3, dict(method=F.get_conv3x3())))  # a no-op: state kept
+    add(nn + "set_layout", lambda: Call(F.set_layout, dict(layout=F.get_layout())))  # a no-op: state kept
 
     wn = "refdiff.nn.winograd."
     add(wn + "winograd_matrices", lambda: Call(W.winograd_matrices, dict(m=2), kinds={"m": "int"},

@@ -1,0 +1,393 @@
+"""The tuned layers in (H, W, N, C) memory order (channels fastest): the "hwnc" layout of
+:func:`refdiff.nn.fast.set_layout`.
+
+Arrays stay logically NCHW (the blocks and the U-Net call the same functions of
+:mod:`refdiff.nn.fast`, which hand over to this module when the layout is "hwnc"); in
+memory they are (H, W, N, C) arrays seen through a transposed view, so an image is a
+stack of (N, C) slabs.  Every 3x3 stride-1 pad-1 convolution with C >= 2 runs Winograd
+F(4x4, 3x3) (MATH.md (23.2), in the batched form MATH.md (23.6)):
+
+* the tile transforms ``B^T D B`` and ``A^T M A`` (and their adjoints) are small matrix
+  products, ``(6 x 6) @ (6, L)`` with L = W N C or N C, taken on ``as_strided`` views of
+  the padded image (a tile row r of every tile is the row ``r + m t``), so each transform
+  is two BLAS calls per tile row instead of dozens of scaled slice sums;
+* the 36 channel contractions are one batched product ``(tiles N, C) @ (C, F)``;
+* temporaries live in a per-thread scratch arena (:func:`_scratch`): allocating fresh
+  multi-MiB arrays every call costs thousands of page faults per training step on Linux
+  (glibc returns freed large blocks to the system), and per-thread buffers keep
+  :class:`refdiff.training.BatchThreads` correct.
+
+* the bias is folded into the products (MATH.md chapter 23.5: column 1 of A^T is all ones);
+* glibc is asked once to keep freed blocks (:func:`keep_freed_memory`).
+
+Other kernels: 1x1 convolutions are one product; the rest (stride 2, C = 1, other sizes)
+use the column-matrix method with the columns as (Ho Wo N, kh kw C).  GroupNorm reduces
+over the leading (spatial) axis of the (S, N, C) view; the other layers (concatenation,
+resampling, channel shift) build their outputs in this order.
+NumPy only for the strided products (``numpy.lib.stride_tricks.as_strided`` and
+``matmul(out=)``); tested equal to the reference layers in tests/test_nn_fast_hwnc.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import numpy as _np
+
+__all__: list = []  # internal: reached through refdiff.nn.fast (set_layout("hwnc")), arguments checked there
+
+_LOCAL = threading.local()
+
+
+def _scratch(key: str, shape, dtype):
+    """A per-thread buffer for temporaries (content undefined), reused across calls: one
+    flat buffer per role ``key``, grown to the largest request and viewed in ``shape``.
+    The Winograd passes share four roles between temporaries whose lifetimes do not
+    overlap (forward: A = padded input, then M; B = row transform, then A^T M;
+    backward: B = A dY, then the column overlap-add; A = dM, then the padded dX;
+    C = dU; D = the overlap rows), ~110 MiB at batch 1024 for the default U-Net."""
+    bufs = getattr(_LOCAL, "bufs", None)
+    if bufs is None:
+        bufs = _LOCAL.bufs = {}
+    dt = _np.dtype(dtype)
+    n = 1
+    for d in shape:
+        n *= d
+    b = bufs.get(key)
+    if b is None or b.size < n * dt.itemsize:
+        b = bufs[key] = _np.empty(n * dt.itemsize, dtype=_np.uint8)
+    return b[:n * dt.itemsize].view(dt).reshape(shape)
+
+
+_MALLOC = {"done": False}
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's allocator to keep freed blocks of up to 64 MiB for reuse (``mallopt``
+    M_MMAP_THRESHOLD = 64 MiB, M_TRIM_THRESHOLD = 1 GiB; the same as the environment
+    variables ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``).  By default glibc
+    serves each multi-MiB array by a fresh ``mmap`` or returns the top of its heap to the
+    system, so a training step that allocates its activations anew page-faults on every
+    one of them (measured on the default U-Net at batch 128: ~7,000-9,000 faults and
+    ~15 ms of a ~80 ms step); with this setting ~4 per step.  Process-wide and permanent:
+    freed memory stays with the process (the allocated peak is unchanged, the resident
+    peak grows by fragmentation: ~50 MiB at batch 1024 for the default U-Net).  Done once,
+    by ``refdiff.nn.fast.set_layout("hwnc")`` or the first hwnc convolution.  Returns
+    whether it was applied (False off glibc)."""
+    if _MALLOC["done"]:
+        return True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        ok = bool(libc.mallopt(-3, 64 << 20)) and bool(libc.mallopt(-1, 1 << 30))  # M_MMAP_, M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        ok = False
+    _MALLOC["done"] = ok
+    return ok
+
+
+def _strided(a, shape, strides_el):
+    """``as_strided`` with strides in elements."""
+    it = a.itemsize
+    return _np.lib.stride_tricks.as_strided(a, shape, tuple(s * it for s in strides_el))
+
+
+def _colsum(a):
+    """Column sums of a C-contiguous 2-D array as one product with a ones vector (BLAS;
+    ``sum(axis=0)`` walks the rows in a slower strided reduction)."""
+    return _np.ones(a.shape[0], dtype=a.dtype) @ a
+
+
+def to_hwnc(x):
+    """x (N, C, *S) as an (*S, N, C) array in that memory order (free when x is a view of
+    such an array, one copy otherwise)."""
+    perm = tuple(range(2, x.ndim)) + (0, 1)
+    return _np.ascontiguousarray(_np.transpose(x, perm))
+
+
+def to_nchw(m):
+    """(*S, N, C) -> the (N, C, *S) view."""
+    k = m.ndim
+    return _np.transpose(m, (k - 2, k - 1) + tuple(range(k - 2)))
+
+
+# The bias enters as b added to M at transform position (xi, nu) = (1, 1): column 1 of
+# A^T is all ones, so A^T (b e_1 e_1^T) A = b on every output of the tile.
+_BIAS_SLOT = 6 * 1 + 1
+
+
+@functools.lru_cache(maxsize=8)
+def _mats(dtype_str: str):
+    """(BT, G, AT) of F(4, 3) as arrays of ``dtype`` (MATH.md (23.1)) and B, A."""
+    from .winograd import winograd_matrices
+
+    BT, G, AT = (_np.array([[float(v) for v in r] for r in M], dtype=dtype_str) for M in winograd_matrices(4))
+    return BT, G, AT, _np.ascontiguousarray(BT.T), _np.ascontiguousarray(AT.T)
+
+
+def _kernel_transform(w, G):
+    """Wt[(xi, nu), c, f] = (G w_fc G^T)_{xi nu} as (36, C, F): two products."""
+    F, C = w.shape[:2]
+    w4 = _np.ascontiguousarray(_np.transpose(w, (2, 3, 1, 0)))  # (3_p, 3_q, C, F)
+    t = (G @ w4.reshape(3, 3 * C * F)).reshape(6, 3, C * F)  # (6_xi, 3_q, C F)
+    return _np.matmul(G, t).reshape(36, C, F)  # (6_xi, 6_nu, C F)
+
+
+# The transformed input U (2.25x the input for 4x4 tiles of an 8x8 image) is kept for the
+# backward pass up to this many numbers; above (large batches), the backward pass
+# recomputes it from the input, which the cache then holds instead (peak memory against
+# one more input transform per layer, ~10% of the layer's time).
+_KEEP_U_FLOATS = 1 << 22
+
+
+def _input_transform(xm, out):
+    """U[(xi, nu), (t, s, n), c] = (B^T D B)_{xi nu} of every 6 x 6 tile D of the zero-padded
+    xm (H, W, N, C), written into ``out`` (6, 6, tH, tW, N, C).  MATH.md (23.6)."""
+    H, W, N, C = xm.shape
+    dt = xm.dtype
+    BT = _mats(dt.str)[0]
+    tH, tW = -(-H // 4), -(-W // 4)
+    Hp, Wp, NC = 4 * tH + 2, 4 * tW + 2, N * C
+    xpad = _scratch("A", (Hp, Wp, N, C), dt)
+    xpad[0] = 0
+    xpad[H + 1:] = 0
+    xpad[1:H + 1, 0] = 0
+    xpad[1:H + 1, W + 1:] = 0
+    xpad[1:H + 1, 1:W + 1] = xm
+    # rows: R[t, xi] = sum_r BT[xi, r] xpad[4 t + r]  (one (6, 6) @ (6, Wp N C) per tile row)
+    R = _np.matmul(BT, _strided(xpad, (tH, 6, Wp * NC), (4 * Wp * NC, Wp * NC, 1)),
+                   out=_scratch("B", (tH, 6, Wp * NC), dt))
+    # columns, written as U[(xi, nu), (t, s, n), c]
+    _np.matmul(BT, _strided(R, (tH, 6, tW, 6, NC), (6 * Wp * NC, Wp * NC, 4 * NC, NC, 1)),
+               out=out.reshape(6, 6, tH, tW, NC).transpose(2, 0, 3, 1, 4))
+    return out
+
+
+def winograd_forward(xm, w, b):
+    """F(4x4, 3x3) of xm (H, W, N, C) with w (F, C, 3, 3), b (F,): out (H, W, N, F) and the
+    cache.  MATH.md (23.2), MATH.md (23.6)."""
+    H, W, N, C = xm.shape
+    F, dt = w.shape[0], xm.dtype
+    _, G, AT, _, _ = _mats(dt.str)
+    tH, tW = -(-H // 4), -(-W // 4)
+    NF, T = N * F, tH * tW
+    keep = 36 * T * N * C <= _KEEP_U_FLOATS
+    shape_u = (6, 6, tH, tW, N, C)
+    U = _input_transform(xm, _np.empty(shape_u, dtype=dt) if keep else _scratch("C", shape_u, dt))
+    Wt = _kernel_transform(w, G)  # (36, C, F)
+    M = _np.matmul(U.reshape(36, T * N, C), Wt, out=_scratch("A", (36, T * N, F), dt))
+    M[_BIAS_SLOT] += b  # A^T e_1 = (1, 1, 1, 1): b at position (1, 1) adds b to all 16 outputs
+    Y1 = _np.matmul(AT, M.reshape(6, 6 * T * NF), out=_scratch("B", (4, 6 * T * NF), dt))
+    Y = _np.empty((4 * tH, 4 * tW, N, F), dtype=dt)
+    _np.matmul(AT, Y1.reshape(4, 6, tH, tW, NF).transpose(0, 2, 3, 1, 4),
+               out=Y.reshape(tH, 4, tW, 4, NF).transpose(1, 0, 2, 3, 4))
+    if (4 * tH, 4 * tW) != (H, W):
+        Y = _np.ascontiguousarray(Y[:H, :W])
+    return Y, (U if keep else xm, Wt, tuple(w.shape), (C, H, W, N), 4)
+
+
+def winograd_backward(dY, cache):
+    """Gradients of :func:`winograd_forward` for dY (H, W, N, F): (dx (H, W, N, C), dw, db)
+    through the adjoint transforms, MATH.md (23.3), MATH.md (23.4), MATH.md (23.6)."""
+    U, Wt, w_shape, (C, H, W, N), _ = cache
+    F, dt = w_shape[0], dY.dtype
+    _, G, _, B, A = _mats(dt.str)
+    tH, tW = -(-H // 4), -(-W // 4)
+    Hp, Wp, NC, NF, T = 4 * tH + 2, 4 * tW + 2, N * C, N * F, tH * tW
+    if U.ndim == 4:  # the input was kept (large U): transform it again (scratch C, free until dU)
+        U = _input_transform(U, _scratch("C", (6, 6, tH, tW, N, C), dt))
+    if (4 * tH, 4 * tW) != (H, W):
+        d = _np.zeros((4 * tH, 4 * tW, N, F), dtype=dt)
+        d[:H, :W] = dY
+        dY = d
+    # dM = A dY A^T per tile: columns, then rows
+    D1 = _scratch("B", (4, 6, tH, tW, NF), dt)
+    _np.matmul(A, dY.reshape(tH, 4, tW, 4, NF).transpose(1, 0, 2, 3, 4), out=D1.transpose(0, 2, 3, 1, 4))
+    dM = _np.matmul(A, D1.reshape(4, 6 * T * NF), out=_scratch("A", (6, 6 * T * NF), dt))
+    dM = dM.reshape(36, T * N, F)
+    db = _colsum(dM[_BIAS_SLOT])  # the sum of dY over each tile (adjoint of the bias fold)
+    Ur = U.reshape(36, T * N, C)
+    dWt = _np.matmul(Ur.transpose(0, 2, 1), dM)  # (36, C, F)
+    dU = _np.matmul(dM, Wt.transpose(0, 2, 1), out=_scratch("C", (36, T * N, C), dt))
+    # dw = G^T dWt G
+    t = (G.T @ dWt.reshape(6, 6 * C * F)).reshape(3, 6, C * F)
+    dw = _np.ascontiguousarray(_np.matmul(G.T, t).reshape(3, 3, C, F).transpose(3, 2, 0, 1))
+    # dX: B dU B^T per tile (columns, then rows), each followed by the overlap-add of tiles
+    # (rows 0-3 of each tile's result written into place, rows 4-5 added onto the next tile)
+    dUv = dU.reshape(6, 6, tH, tW, NC).transpose(2, 0, 3, 1, 4)  # (tH, xi, tW, nu, N C)
+    dRW = _scratch("B", (tH, 6, Wp, NC), dt)
+    _np.matmul(B[:4], dUv, out=dRW[:, :, :4 * tW].reshape(tH, 6, tW, 4, NC))
+    dRW[:, :, 4 * tW:] = 0
+    _strided(dRW[:, :, 4:], (tH, 6, tW, 2, NC), (6 * Wp * NC, Wp * NC, 4 * NC, NC, 1))[...] += \
+        _np.matmul(B[4:], dUv, out=_scratch("D", (tH, 6, tW, 2, NC), dt))
+    dxp = _scratch("A", (Hp, Wp * NC), dt)
+    dRv = dRW.reshape(tH, 6, Wp * NC)
+    _np.matmul(B[:4], dRv, out=dxp[:4 * tH].reshape(tH, 4, Wp * NC))
+    dxp[4 * tH:] = 0
+    _strided(dxp[4:], (tH, 2, Wp * NC), (4 * Wp * NC, Wp * NC, 1))[...] += \
+        _np.matmul(B[4:], dRv, out=_scratch("D", (tH, 2, Wp * NC), dt))
+    dx = _np.empty((H, W, N, C), dtype=dt)
+    dx[...] = dxp.reshape(Hp, Wp, N, C)[1:H + 1, 1:W + 1]
+    return dx, dw, db
+
+
+# ------------------------------------------------------------------ convolution
+def conv_forward(x, w, b, stride, pad):
+    """conv2d in the hwnc layout: Winograd F(4,3) for 3x3/1/1 with C >= 2, a product for
+    1x1, else the column-matrix method."""
+    F, C, kh, kw = w.shape
+    if not _MALLOC["done"]:
+        keep_freed_memory()
+    if kh == 3 and kw == 3 and stride == 1 and pad == 1 and C >= 2:
+        out, cache = winograd_forward(to_hwnc(x), w, b)
+        return to_nchw(out), ("hwnc-winograd", cache)
+    if kh == 1 and kw == 1 and stride == 1 and pad == 0:
+        xm = to_hwnc(x)
+        H, W, N, _ = xm.shape
+        out = _np.matmul(xm.reshape(H * W * N, C), w.reshape(F, C).T)
+        out += b
+        return to_nchw(out.reshape(H, W, N, F)), ("hwnc-1x1", (xm, w, tuple(w.shape), (C, H, W, N), None))
+    return _direct_forward(to_hwnc(x), w, b, stride, pad)
+
+
+def _direct_forward(xm, w, b, stride, pad):
+    """The column-matrix method, MATH.md (13.4), in this order: cols (Ho, Wo, N, kh kw C)
+    gathered tap by tap (runs of C numbers), one product with w as (kh kw C, F)."""
+    from .fast import _taps
+
+    H, W, N, C = xm.shape
+    F, _, kh, kw = w.shape
+    Ho, Wo = (H + 2 * pad - kh) // stride + 1, (W + 2 * pad - kw) // stride + 1
+    cols = _np.zeros((Ho, Wo, N, kh * kw, C), dtype=xm.dtype)
+    for k, ro, co, ri, ci in _taps(kh, kw, H, W, Ho, Wo, stride, pad, 0, Ho):
+        cols[ro, co, :, k, :] = xm[ri, ci]
+    cols = cols.reshape(Ho * Wo * N, kh * kw * C)
+    w2 = _np.ascontiguousarray(_np.transpose(w, (2, 3, 1, 0))).reshape(kh * kw * C, F)
+    out = cols @ w2
+    out += b
+    return to_nchw(out.reshape(Ho, Wo, N, F)), ("hwnc-direct", (cols, w, tuple(w.shape), (C, Ho, Wo, N), (stride, pad, H, W)))
+
+
+def _direct_backward(d2, c):
+    """Gradients of :func:`_direct_forward`, MATH.md (13.5), MATH.md (13.6): dw = cols^T d,
+    the column gradient d w2^T scattered back tap by tap (col2im)."""
+    from .fast import _taps
+
+    cols, w, _, (C, Ho, Wo, N), (stride, pad, H, W) = c  # (C, Ho, Wo, N): for fast's output-shape check
+    F, _, kh, kw = w.shape
+    d2 = d2.reshape(Ho * Wo * N, F)
+    dw = (cols.T @ d2).reshape(kh, kw, C, F).transpose(3, 2, 0, 1)
+    w2 = _np.ascontiguousarray(_np.transpose(w, (2, 3, 1, 0))).reshape(kh * kw * C, F)
+    dcols = (d2 @ w2.T).reshape(Ho, Wo, N, kh * kw, C)
+    dx = _np.zeros((H, W, N, C), dtype=d2.dtype)
+    for k, ro, co, ri, ci in _taps(kh, kw, H, W, Ho, Wo, stride, pad, 0, Ho):
+        dx[ri, ci] += dcols[ro, co, :, k, :]
+    return to_nchw(dx), _np.ascontiguousarray(dw), _colsum(d2)
+
+
+def conv_backward(dout, cache):
+    """Gradients of :func:`conv_forward` (dx as an NCHW view of an hwnc array, dw, db)."""
+    kind, c = cache
+    if kind == "hwnc-winograd":
+        dx, dw, db = winograd_backward(to_hwnc(dout), c)
+        return to_nchw(dx), dw, db
+    if kind == "hwnc-1x1":
+        xm, w = c[0], c[1]
+        H, W, N, C = xm.shape
+        F = w.shape[0]
+        d2 = to_hwnc(dout).reshape(H * W * N, F)
+        dw = (xm.reshape(H * W * N, C).T @ d2).T.reshape(w.shape)
+        dx = (d2 @ w.reshape(F, C)).reshape(H, W, N, C)
+        return to_nchw(dx), _np.ascontiguousarray(dw), _colsum(d2)
+    return _direct_backward(to_hwnc(dout), c)
+
+
+# ------------------------------------------------------------------ GroupNorm
+def _per_channel(v, G, C):
+    """(N, G) -> (N, C): each group's value for its channels."""
+    N = v.shape[0]
+    return _np.broadcast_to(v[:, :, None], (N, G, C // G)).reshape(N, C)
+
+
+def groupnorm_forward(x, gamma, beta, groups, eps):
+    """GroupNorm on the (S, N, C) view (sums over the leading spatial axis), MATH.md (13.9)."""
+    xm = to_hwnc(x)
+    N, C = x.shape[0], x.shape[1]
+    x2 = xm.reshape(-1, N, C)  # (S, N, C)
+    M = (C // groups) * x2.shape[0]
+    mean = _colsum(x2.reshape(-1, N * C)).reshape(N, groups, C // groups).sum(axis=2) / M  # (N, G)
+    xc = x2 - _per_channel(mean, groups, C)
+    var = _np.einsum("snc,snc->nc", xc, xc).reshape(N, groups, C // groups).sum(axis=2) / M
+    rstd = 1.0 / _np.sqrt(var + eps)  # (N, G)
+    out = xc * (gamma * _per_channel(rstd, groups, C))  # gamma xhat, xhat = (x - mean) rstd not stored
+    out += beta
+    return to_nchw(out.reshape(xm.shape)), (xc, rstd, gamma, groups, xm.shape)
+
+
+def groupnorm_backward(dout, cache):
+    """``dx = rstd (g - mean(g) - xhat mean(g xhat))``, g = dout gamma, MATH.md (13.10),
+    from per-(sample, channel) spatial sums on the (S, N, C) view; xhat enters through the
+    centred input (x - mean) and per-(sample, channel) factors of rstd."""
+    xc, rstd, gamma, G, shape = cache  # xc = x - mean: xhat = xc rstd
+    S, N, C = xc.shape
+    d2 = to_hwnc(dout).reshape(S, N, C)
+    sd = _colsum(d2.reshape(S, N * C)).reshape(N, C)
+    sdx = _np.einsum("snc,snc->nc", d2, xc) * _per_channel(rstd, G, C)  # (N, C): sums of dout xhat
+    dbeta, dgamma = _np.sum(sd, axis=0), _np.sum(sdx, axis=0)
+    M = (C // G) * S
+    mg = (gamma * sd).reshape(N, G, C // G).sum(axis=2) / M  # (N, G): mean(g)
+    mgx = (gamma * sdx).reshape(N, G, C // G).sum(axis=2) / M  # (N, G): mean(g xhat)
+    t = xc * _per_channel(rstd * rstd * mgx, G, C)  # xhat (rstd mean(g xhat))
+    t += _per_channel(rstd * mg, G, C)
+    dx = d2 * (gamma * _per_channel(rstd, G, C))
+    dx -= t
+    return to_nchw(dx.reshape(shape)), dgamma, dbeta
+
+
+# ------------------------------------------------------------------ the rest
+def add_channel_shift(h, eo):
+    return to_nchw(to_hwnc(h) + eo)
+
+
+def concat_forward(a, b):
+    return to_nchw(_np.concatenate([to_hwnc(a), to_hwnc(b)], axis=-1)), a.shape[1]
+
+
+def upsample2x_forward(x):
+    m = to_hwnc(x)
+    H, W, N, C = m.shape
+    out = _np.broadcast_to(m[:, None, :, None], (H, 2, W, 2, N, C)).reshape(2 * H, 2 * W, N, C)
+    return to_nchw(out), None
+
+
+def upsample2x_backward(dout):
+    d = to_hwnc(dout)
+    H2, W2, N, C = d.shape
+    return to_nchw(d.reshape(H2 // 2, 2, W2 // 2, 2, N, C).sum(axis=(1, 3)))
+
+
+def avgpool2x_forward(x):
+    m = to_hwnc(x)
+    H, W, N, C = m.shape
+    return to_nchw(m.reshape(H // 2, 2, W // 2, 2, N, C).mean(axis=(1, 3))), None
+
+
+def avgpool2x_backward(dout):
+    d = to_hwnc(dout)
+    H, W, N, C = d.shape
+    dx = _np.broadcast_to(0.25 * d[:, None, :, None], (H, 2, W, 2, N, C)).reshape(2 * H, 2 * W, N, C)
+    return to_nchw(dx)
+
+
+def tokens(h):
+    """(N, C, H, W) -> the (H W N, C) token matrix (pixel-major), free in this layout."""
+    N, C = h.shape[0], h.shape[1]
+    return to_hwnc(h).reshape(-1, C)
+
+
+def from_tokens(o, shape):
+    """(H W N, C) tokens -> the (N, C, H, W) view."""
+    N, C, H, W = shape
+    return to_nchw(o.reshape(H, W, N, C))
