@@ -242,3 +242,28 @@ def test_recomputed_input_transform(hwnc, monkeypatch, shape):
     got = (y2, *fast.conv2d_backward(d, c2))
     for u, v, what in zip(got, want, ("out", "dx", "dw", "db")):
         _same(u, v, 1e-12, what)
+
+
+def test_environment_switches(tmp_path):
+    """The layout and the allocator setting can be chosen outside Python:
+    REFDIFF_LAYOUT=chwn starts in the (C, H, W, N) layout, an unknown value is a clear
+    error at import, and REFDIFF_KEEP_FREED_MEMORY=0 leaves glibc's settings alone."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import refdiff.nn.fast as f, refdiff.nn.fast_hwnc as h; "
+            "print(f.get_layout(), h.keep_freed_memory())")
+
+    def run(**env):
+        e = {**os.environ, **env}
+        e.setdefault("PYTHONPATH", os.getcwd())
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e, cwd=tmp_path)
+
+    r = run(REFDIFF_LAYOUT="chwn", REFDIFF_KEEP_FREED_MEMORY="0")
+    assert r.returncode == 0 and r.stdout.split() == ["chwn", "False"], r.stderr
+    r = run(REFDIFF_LAYOUT="nhwc")
+    assert r.returncode != 0 and "REFDIFF_LAYOUT must be one of ['chwn', 'hwnc'], got 'nhwc'" in r.stderr
+    if sys.platform.startswith("linux"):
+        r = run(REFDIFF_LAYOUT="hwnc", REFDIFF_KEEP_FREED_MEMORY="1")
+        assert r.returncode == 0 and r.stdout.split() == ["hwnc", "True"], r.stderr

@@ -119,9 +119,22 @@ def get_conv3x3() -> str:
 # arrays (CuPy runs "chwn").  The default is "hwnc": the default U-Net's training step at
 # batch 128, one thread, CPU time, 2-core VM: hwnc 72 ms against chwn/direct 100 ms and
 # PyTorch 51 ms (benchmarks/README.md, round 4).  set_layout("chwn") with
-# set_conv3x3("direct") keeps the direct method's float32 rounding.
-_LAYOUT = {"name": "hwnc"}
+# set_conv3x3("direct") keeps the direct method's float32 rounding.  The environment
+# variable REFDIFF_LAYOUT (chwn or hwnc) sets the layout at import, so command-line runs
+# can choose it too (e.g. `REFDIFF_LAYOUT=chwn refdiff train ...`).
 _LAYOUTS = ("chwn", "hwnc")
+
+
+def _layout_from_env() -> str:
+    import os
+
+    name = os.environ.get("REFDIFF_LAYOUT", "hwnc")
+    if name not in _LAYOUTS:
+        raise ValueError(f"the environment variable REFDIFF_LAYOUT must be one of {list(_LAYOUTS)}, got {name!r}")
+    return name
+
+
+_LAYOUT = {"name": _layout_from_env()}
 
 
 def set_layout(layout: str) -> str:

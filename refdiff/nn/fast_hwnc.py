@@ -73,10 +73,16 @@ def keep_freed_memory() -> bool:
     ~15 ms of a ~80 ms step); with this setting ~4 per step.  Process-wide and permanent:
     freed memory stays with the process (the allocated peak is unchanged, the resident
     peak grows by fragmentation: ~50 MiB at batch 1024 for the default U-Net).  Done once,
-    by ``refdiff.nn.fast.set_layout("hwnc")`` or the first hwnc convolution.  Returns
-    whether it was applied (False off glibc)."""
+    by ``refdiff.nn.fast.set_layout("hwnc")`` or the first hwnc convolution, unless the
+    environment variable ``REFDIFF_KEEP_FREED_MEMORY`` is ``0`` (then nothing is changed:
+    the same results, with the page faults).  Returns whether it was applied (False off
+    glibc or when switched off)."""
+    import os
+
     if _MALLOC["done"]:
         return True
+    if os.environ.get("REFDIFF_KEEP_FREED_MEMORY", "1") == "0":
+        return False
     try:
         import ctypes
 
