@@ -108,6 +108,10 @@ def build_parser():
     p.add_argument("--kron-frames", type=int, default=8)
     p.add_argument("--kron-size", type=int, default=8)
     p.add_argument("--n-eval", type=int, default=4000, help="clips of the held-out loss")
+    p.add_argument("--weighting", default=None, choices=["snr"], help="loss weighting (objective_loss); with "
+                   "--target v_prediction, snr is the epsilon loss of the v-parameterised network, MATH.md (22.13)")
+    p.add_argument("--overlap", type=int, default=0, help="with --kronecker: margin of the overlapping patch "
+                   "embedding, MATH.md (22.14)")
     return p
 
 
@@ -127,7 +131,7 @@ def train_or_load(args, next_clips, cfg, sched):
     t0 = time.time()
     P, state = train_clip_denoiser(next_clips, cfg, sched, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                    seed=args.seed, progress=not args.tiny, target=args.target,
-                                   first_drop=args.first_drop, init=init)
+                                   first_drop=args.first_drop, init=init, weighting=args.weighting)
     losses = np.concatenate([prev, np.asarray(state.losses, dtype=np.float64)])
     sec = prev_sec + time.time() - t0
     if path is not None:
@@ -154,10 +158,11 @@ def kronecker_check(args):
     o = KroneckerGaussian.ar1(args.kron_frames, 0.9, (args.kron_size, args.kron_size), length_scale=1.5, nugget=0.05)
     sched = refdiff.make_schedule("linear", 1000)
     cfg = VideoConfig(frames=args.kron_frames, size=args.kron_size, patch=args.patch, width=args.width,
-                      heads=4 if args.width % 4 == 0 else 1, depth=args.depth, first_frame=args.kron_cond)
+                      heads=4 if args.width % 4 == 0 else 1, depth=args.depth, first_frame=args.kron_cond,
+                      overlap=args.overlap)
     P, losses, sec = train_or_load(args, lambda r, n: o.sample(n, r), cfg, sched)
     x0 = o.sample(args.n_eval if not args.tiny else 64, np.random.default_rng([args.seed, 4]))
-    m, f = clip_losses(P, cfg, o, x0, sched, np.random.default_rng([args.seed, 5]))
+    m, f = clip_losses(P, cfg, o, x0, sched, np.random.default_rng([args.seed, 5]), prediction_type=args.target)
     ratio, se = loss_ratio(m, f)
     ab = np.asarray(sched.alpha_bars)[:, None]
     nu = np.kron(o.kappa, o.s)[None]
@@ -188,10 +193,11 @@ def kron_conditional(args, P, cfg, o, sched):
     ts = refdiff.timesteps(1000, args.sample_steps, "trailing")
     g = np.random.default_rng([args.seed, 7])
     shape = (n, cfg.frames, cfg.size, cfg.size)
-    runs = {"conditioned": refdiff.sample(video_as_model(P, cfg, first=first, guidance=args.guidance),
-                                          g.standard_normal(shape), sched, ts, "ddpm", rng=g, progress=False),
-            "replacement_model": image_to_video(video_as_model(P, cfg), first, sched, ts, "ddpm", frames=cfg.frames,
-                                                rng=g),
+    pt = {"prediction_type": args.target}
+    runs = {"conditioned": refdiff.sample(video_as_model(P, cfg, args.target, first=first, guidance=args.guidance),
+                                          g.standard_normal(shape), sched, ts, "ddpm", rng=g, progress=False, **pt),
+            "replacement_model": image_to_video(video_as_model(P, cfg, args.target), first, sched, ts, "ddpm",
+                                                frames=cfg.frames, rng=g, **pt),
             "replacement_exact_denoiser": image_to_video(o.as_model(sched), first, sched, ts, "ddpm",
                                                          frames=cfg.frames, rng=g)}
     out = {}
