@@ -110,6 +110,8 @@ def build_parser():
     p.add_argument("--n-eval", type=int, default=4000, help="clips of the held-out loss")
     p.add_argument("--weighting", default=None, choices=["snr"], help="loss weighting (objective_loss); with "
                    "--target v_prediction, snr is the epsilon loss of the v-parameterised network, MATH.md (22.13)")
+    p.add_argument("--kron-analyse", default="", help="with --kronecker: comma-separated timesteps at which the "
+                   "excess is split into its non-affine part and the affine error per pixel, MATH.md (22.15)")
     p.add_argument("--overlap", type=int, default=0, help="with --kronecker: margin of the overlapping patch "
                    "embedding, MATH.md (22.14)")
     return p
@@ -173,11 +175,39 @@ def kronecker_check(args):
     t = np.random.default_rng([args.seed, 5]).integers(0, 1000, size=m.size)  # clip_losses' first draw
     res["ratio_by_t_fifth"] = [round(float(m[b].mean() / f[b].mean()), 4) if b.any() else None
                                for b in (t // 200 == k for k in range(5))]
+    if args.kron_analyse:
+        res |= kron_analyse(args, P, cfg, o, sched)
     if args.kron_cond:
         res |= kron_conditional(args, P, cfg, o, sched)
     for k, v in res.items():
         print(f"{k}: {v}")
     return res
+
+
+def kron_analyse(args, P, cfg, o, sched):
+    """At each timestep of ``--kron-analyse``: the excess over the floor split into the part
+    no affine map of x_t explains and the error of the network's best affine fit, and that
+    error's share per pixel (summed over frames), MATH.md (22.15), on 16000 fresh clips."""
+    from refdiff.nn.video import video_forward
+    from refdiff.parameterization import to_eps_x0
+    from refdiff.video import excess_decomposition
+
+    out, ab = {}, np.asarray(sched.alpha_bars)
+    for t in (int(v) for v in args.kron_analyse.split(",")):
+        a, s = float(np.sqrt(ab[t])), float(np.sqrt(1 - ab[t]))
+
+        def eps_fn(x):
+            y = np.concatenate([np.asarray(video_forward(P, x[i:i + 500].astype(P["in.w"].dtype),
+                                                         np.full(len(x[i:i + 500]), t, P["in.w"].dtype), cfg)[0])
+                                for i in range(0, len(x), 500)]).astype(np.float64)
+            return np.asarray(to_eps_x0(y, x, a, s, args.target)[0])
+
+        n = 16000 if not args.tiny else 2 * o.D + 4
+        r = excess_decomposition(eps_fn, o, a, s, n, np.random.default_rng([args.seed, 8, t]))
+        out[f"t{t}_excess_nonaffine_affine_over_floor"] = [round(r[k + "_over_floor"], 4)
+                                                           for k in ("excess", "nonlinear", "linear")]
+        out[f"t{t}_affine_error_per_pixel_x1000"] = np.round(1000 * r["linear_share_per_position"]).astype(int).tolist()
+    return out
 
 
 def kron_conditional(args, P, cfg, o, sched):

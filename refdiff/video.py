@@ -14,7 +14,7 @@ from ._validate import check_array, check_bool, check_choice, check_finite_scala
 from .backend import array_namespace, asarray_like, check_rng, standard_normal
 
 __all__ = ["frame_replacement_hook", "image_to_video", "train_clip_denoiser", "clip_loss", "clip_losses", "loss_ratio",
-           "first_frame_coupling"]
+           "first_frame_coupling", "excess_decomposition"]
 
 
 def _check_known(known, frames):
@@ -369,3 +369,69 @@ def clip_loss(P, cfg, oracle_or_none, x0, schedule, rng):
     """
     m, f = clip_losses(P, cfg, oracle_or_none, x0, schedule, rng)
     return float(m.mean()), None if f is None else float(f.mean())
+
+
+def excess_decomposition(eps_fn, oracle, alpha, sigma, n, rng):
+    """Where a denoiser's excess over the floor lies at one noise level, MATH.md (22.15):
+    on n draws x_t = alpha x0 + sigma eps (x0 from the Gaussian ``oracle``), the affine
+    least-squares fit L of ``eps_fn(x_t)`` on x_t is made on the first half of the draws,
+    and on the second half the excess E|f - E[eps|x_t]|^2 is split into the part no affine
+    map explains, E|f - L x_t|^2, and the error of the affine part, E|L x_t - E[eps|x_t]|^2
+    (the exact E[eps | x_t] is affine for Gaussian data; the two add up to the excess up to
+    the fit's estimation error, of relative order D / (n/2)).  Per number, and divided by
+    the floor E|eps - E[eps|x_t]|^2 on the same draws.  Draws from ``rng``: x0, then eps.
+
+    Parameters
+    ----------
+    eps_fn : callable
+        ``eps_fn(x_t) -> eps_hat`` on host arrays (n/2 clips at a time, shape of x0).
+    oracle : refdiff.GaussianData
+        A Gaussian (one component) law of x0, e.g. a KroneckerGaussian.
+    alpha, sigma : float
+        The noise level (alpha > 0, sigma > 0).
+    n : int
+        Draws, at least 4 and more than twice the dimension plus 2.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    dict
+        ``floor``, ``excess``, ``nonlinear``, ``linear`` (per number), the last three also
+        over the floor (``*_over_floor``), and ``linear_share_per_position`` (the affine
+        part's error per position of the event shape after the first axis, summed over the
+        first (the frames), as fractions summing to 1).
+    """
+    import numpy as np
+
+    from .oracles.gaussian import GaussianData
+
+    if not callable(eps_fn):
+        raise TypeError(f"eps_fn must be a callable eps_fn(x_t), got {type(eps_fn).__name__}")
+    if not isinstance(oracle, GaussianData) or oracle.K != 1:
+        raise TypeError(f"oracle must be a one-component GaussianData (e.g. KroneckerGaussian), got {oracle!r}")
+    a = check_finite_scalar("alpha", alpha, low=0.0, low_open=True)
+    s = check_finite_scalar("sigma", sigma, low=0.0, low_open=True)
+    D = int(oracle.D)
+    n = check_int("n", n, 2 * D + 4)
+    rng = check_rng(rng)
+    x0 = np.asarray(oracle.sample(n, rng), dtype=np.float64)
+    eps = rng.standard_normal(x0.shape)
+    xt = a * x0 + s * eps
+    h = n // 2
+    f = np.concatenate([np.asarray(eps_fn(xt[:h]), dtype=np.float64), np.asarray(eps_fn(xt[h:]), dtype=np.float64)])
+    if f.shape != xt.shape:
+        raise ValueError(f"eps_fn returned shape {f.shape}; expected the shape of x_t {xt.shape}")
+    ex = np.asarray(oracle.eps(xt, a, s), dtype=np.float64).reshape(n, D)
+    X = np.concatenate([xt.reshape(n, D), np.ones((n, 1))], axis=1)  # affine fit
+    F = f.reshape(n, D)
+    W = np.linalg.lstsq(X[:h], F[:h], rcond=None)[0]
+    lin = X[h:] @ W
+    floor = float(np.mean((ex[h:] - eps.reshape(n, D)[h:]) ** 2))
+    out = {"floor": floor, "excess": float(np.mean((F[h:] - ex[h:]) ** 2)),
+           "nonlinear": float(np.mean((F[h:] - lin) ** 2)), "linear": float(np.mean((lin - ex[h:]) ** 2))}
+    for k in ("excess", "nonlinear", "linear"):
+        out[k + "_over_floor"] = out[k] / floor
+    per = np.mean((lin - ex[h:]) ** 2, axis=0).reshape(x0.shape[1:])
+    per = per.sum(axis=0) if per.ndim > 1 else per
+    out["linear_share_per_position"] = per / per.sum()
+    return out
