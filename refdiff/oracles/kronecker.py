@@ -183,7 +183,23 @@ class KroneckerGaussian(GaussianData):
         factor, X = M + V (sqrt(kappa s^T) * Z) U^T on each clip's (T, P) matrix Z,
         MATH.md (22.2): O(T^2 P + T P^2) per clip instead of the (T P)^2 of the dense
         eigenvector matrix (which GaussianData gathers per draw).  With ``return_labels``
-        also the labels (n,) (all 0: one component)."""
+        also the labels (n,) (all 0: one component).
+
+        Parameters
+        ----------
+        n : int
+            Number of clips (>= 0).
+        rng : numpy.random.Generator
+            Source of the standard normals.
+        like : array, optional
+            Gives the namespace of the result (its values are not read).
+        return_labels : bool, default False
+            Also return the labels.
+
+        Returns
+        -------
+        array (n, T, *frame_shape), or (clips, labels (n,))
+        """
         check_int("n", n, min=0)
         rng = check_rng(rng)
         _check_sample_args(like, return_labels)
