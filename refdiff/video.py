@@ -14,7 +14,7 @@ from ._validate import check_array, check_bool, check_choice, check_finite_scala
 from .backend import array_namespace, asarray_like, check_rng, standard_normal
 
 __all__ = ["frame_replacement_hook", "image_to_video", "train_clip_denoiser", "clip_loss", "clip_losses", "loss_ratio",
-           "first_frame_coupling"]
+           "first_frame_coupling", "excess_decomposition"]
 
 
 def _check_known(known, frames):
@@ -129,7 +129,7 @@ def image_to_video(model, x_first, schedule, timesteps, method, *, frames: int, 
 
 def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: int = 64, lr: float = 2e-3,
                         seed: int = 0, ema_decay: float = 0.999, dtype: str = "float32", progress: bool = False,
-                        target: str = "epsilon", first_drop: float = 0.2, init=None):
+                        target: str = "epsilon", first_drop: float = 0.2, init=None, weighting=None):
     """Train the space-time denoiser (:mod:`refdiff.nn.video`) with the ``target`` objective
     (epsilon, sample or v_prediction; MATH.md (14.1)) by :func:`refdiff.training.fit` (AdamW, cosine decay, an EMA copy).
     ``next_clips(rng, n)`` returns n host clips (n, T, H, W).  Draws from
@@ -156,10 +156,14 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
     init : dict, optional
         Parameters to start from (e.g. a previous run's EMA, to continue training; the
         random initial parameters are still drawn first, so the rng order is unchanged).
+    weighting : str or None
+        The loss weighting of :func:`refdiff.losses.objective_loss` (default None: the
+        unweighted ``target`` MSE).  ``target="v_prediction", weighting="snr"`` is the
+        epsilon MSE of the v-parameterised network, MATH.md (22.13).
     """
     import numpy as np
 
-    from .losses import objective_loss
+    from .losses import _check_weighting, objective_loss
     from .nn.video import video_backward, video_forward, video_init
     from .schedules import alpha_sigma
     from .training import fit, init_state
@@ -178,6 +182,7 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
     check_bool("progress", progress)
     check_choice("target", target, PREDICTION_TYPES)
     check_finite_scalar("first_drop", first_drop)  # its range: below (the message tests pin)
+    _check_weighting(weighting)
     if init is not None and not isinstance(init, dict):
         raise TypeError(f"init must be a dict of parameters or None, got {type(init).__name__}")
     rng = np.random.default_rng(seed)
@@ -204,7 +209,7 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
         a, s = alpha_sigma(schedule, t, x0)
         cond = {} if keep is None else {"first": x0[:, 0].astype(dt), "keep": keep}
         out, cache = video_forward(groups["params"], (a * x0 + s * eps).astype(dt), t.astype(dt), cfg, **cond)
-        loss, dout = objective_loss(out, x0, eps, a, s, target=target)
+        loss, dout = objective_loss(out, x0, eps, a, s, target=target, weighting=weighting)
         return float(loss), {"params": video_backward(dout.astype(dt), cache)[0]}
 
     groups = {"params": P, "ema": dict(P)}
@@ -215,12 +220,14 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
     return state.groups["ema"], state
 
 
-def clip_losses(P, cfg, oracle_or_none, x0, schedule, rng, *, chunk: int = 500):
+def clip_losses(P, cfg, oracle_or_none, x0, schedule, rng, *, chunk: int = 500, prediction_type: str = "epsilon"):
     """Per-clip epsilon losses ``(model (N,), irreducible (N,) or None)`` on fresh draws
     of timesteps and noise for clips x0 (N, T, H, W): the mean over the clip's numbers of
     (eps_hat - eps)^2 for the network and for the oracle's exact E[eps | x_t], both on the
     same (x0, t, eps), MATH.md (14.18).  Draws from ``rng``: the timesteps (N,), then the
-    noise (N, T, H, W).  Host NumPy, float64 losses; the network runs in chunks.
+    noise (N, T, H, W).  Host NumPy, float64 losses; the network runs in chunks.  A network
+    of another ``prediction_type`` is converted to eps_hat first
+    (:func:`refdiff.parameterization.to_eps_x0`), so the ratio is always the epsilon one.
 
     Parameters
     ----------
@@ -235,6 +242,8 @@ def clip_losses(P, cfg, oracle_or_none, x0, schedule, rng, *, chunk: int = 500):
     rng : numpy.random.Generator
     chunk : int
         Clips per network call.
+    prediction_type : str
+        What the network predicts ("epsilon", "sample" or "v_prediction").
     """
     import numpy as np
 
@@ -242,6 +251,7 @@ def clip_losses(P, cfg, oracle_or_none, x0, schedule, rng, *, chunk: int = 500):
     from .schedules import alpha_sigma
 
     from .nn._check import check_video_args
+    from .parameterization import PREDICTION_TYPES, to_eps_x0
 
     check_video_args(P=P, cfg=cfg)  # issue 19
     if oracle_or_none is not None and not callable(getattr(oracle_or_none, "eps", None)):
@@ -250,6 +260,7 @@ def clip_losses(P, cfg, oracle_or_none, x0, schedule, rng, *, chunk: int = 500):
     _check_schedule(schedule)
     rng = check_rng(rng)
     chunk = check_int("chunk", chunk, 1)
+    check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
     t = rng.integers(0, len(schedule.betas), size=x0.shape[0])
     eps = rng.standard_normal(x0.shape)
     a, s = alpha_sigma(schedule, t, x0)
@@ -257,6 +268,8 @@ def clip_losses(P, cfg, oracle_or_none, x0, schedule, rng, *, chunk: int = 500):
     dt = P["in.w"].dtype
     out = np.concatenate([np.asarray(video_forward(P, xt[i:i + chunk].astype(dt), t[i:i + chunk].astype(dt), cfg)[0],
                                      dtype=np.float64) for i in range(0, x0.shape[0], chunk)])
+    if prediction_type != "epsilon":
+        out = np.asarray(to_eps_x0(out, xt, a, s, prediction_type)[0], dtype=np.float64)
     model = np.mean((out - eps) ** 2, axis=(1, 2, 3))
     if oracle_or_none is None:
         return model, None
@@ -356,3 +369,69 @@ def clip_loss(P, cfg, oracle_or_none, x0, schedule, rng):
     """
     m, f = clip_losses(P, cfg, oracle_or_none, x0, schedule, rng)
     return float(m.mean()), None if f is None else float(f.mean())
+
+
+def excess_decomposition(eps_fn, oracle, alpha, sigma, n, rng):
+    """Where a denoiser's excess over the floor lies at one noise level, MATH.md (22.15):
+    on n draws x_t = alpha x0 + sigma eps (x0 from the Gaussian ``oracle``), the affine
+    least-squares fit L of ``eps_fn(x_t)`` on x_t is made on the first half of the draws,
+    and on the second half the excess E|f - E[eps|x_t]|^2 is split into the part no affine
+    map explains, E|f - L x_t|^2, and the error of the affine part, E|L x_t - E[eps|x_t]|^2
+    (the exact E[eps | x_t] is affine for Gaussian data; the two add up to the excess up to
+    the fit's estimation error, of relative order D / (n/2)).  Per number, and divided by
+    the floor E|eps - E[eps|x_t]|^2 on the same draws.  Draws from ``rng``: x0, then eps.
+
+    Parameters
+    ----------
+    eps_fn : callable
+        ``eps_fn(x_t) -> eps_hat`` on host arrays (n/2 clips at a time, shape of x0).
+    oracle : refdiff.GaussianData
+        A Gaussian (one component) law of x0, e.g. a KroneckerGaussian.
+    alpha, sigma : float
+        The noise level (alpha > 0, sigma > 0).
+    n : int
+        Draws, at least 4 and more than twice the dimension plus 2.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    dict
+        ``floor``, ``excess``, ``nonlinear``, ``linear`` (per number), the last three also
+        over the floor (``*_over_floor``), and ``linear_share_per_position`` (the affine
+        part's error per position of the event shape after the first axis, summed over the
+        first (the frames), as fractions summing to 1).
+    """
+    import numpy as np
+
+    from .oracles.gaussian import GaussianData
+
+    if not callable(eps_fn):
+        raise TypeError(f"eps_fn must be a callable eps_fn(x_t), got {type(eps_fn).__name__}")
+    if not isinstance(oracle, GaussianData) or oracle.K != 1:
+        raise TypeError(f"oracle must be a one-component GaussianData (e.g. KroneckerGaussian), got {oracle!r}")
+    a = check_finite_scalar("alpha", alpha, low=0.0, low_open=True)
+    s = check_finite_scalar("sigma", sigma, low=0.0, low_open=True)
+    D = int(oracle.D)
+    n = check_int("n", n, 2 * D + 4)
+    rng = check_rng(rng)
+    x0 = np.asarray(oracle.sample(n, rng), dtype=np.float64)
+    eps = rng.standard_normal(x0.shape)
+    xt = a * x0 + s * eps
+    h = n // 2
+    f = np.concatenate([np.asarray(eps_fn(xt[:h]), dtype=np.float64), np.asarray(eps_fn(xt[h:]), dtype=np.float64)])
+    if f.shape != xt.shape:
+        raise ValueError(f"eps_fn returned shape {f.shape}; expected the shape of x_t {xt.shape}")
+    ex = np.asarray(oracle.eps(xt, a, s), dtype=np.float64).reshape(n, D)
+    X = np.concatenate([xt.reshape(n, D), np.ones((n, 1))], axis=1)  # affine fit
+    F = f.reshape(n, D)
+    W = np.linalg.lstsq(X[:h], F[:h], rcond=None)[0]
+    lin = X[h:] @ W
+    floor = float(np.mean((ex[h:] - eps.reshape(n, D)[h:]) ** 2))
+    out = {"floor": floor, "excess": float(np.mean((F[h:] - ex[h:]) ** 2)),
+           "nonlinear": float(np.mean((F[h:] - lin) ** 2)), "linear": float(np.mean((lin - ex[h:]) ** 2))}
+    for k in ("excess", "nonlinear", "linear"):
+        out[k + "_over_floor"] = out[k] / floor
+    per = np.mean((lin - ex[h:]) ** 2, axis=0).reshape(x0.shape[1:])
+    per = per.sum(axis=0) if per.ndim > 1 else per
+    out["linear_share_per_position"] = per / per.sum()
+    return out

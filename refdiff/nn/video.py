@@ -34,6 +34,7 @@ from .._validate import check_bool, check_finite_scalar, check_int
 from ._check import check_cache, check_config, check_dout, check_video_args
 from .activations import gelu_backward, gelu_forward, silu_backward, silu_forward
 from .attention import mha_backward, mha_forward, mha_init
+from .conv import conv2d_backward, conv2d_forward
 from .layers import timestep_embedding_forward
 from .norm import layernorm_backward, layernorm_forward
 from .resample import patchify_backward, patchify_forward, unpatchify_backward, unpatchify_forward
@@ -67,6 +68,12 @@ class VideoConfig:
         Condition on a given first frame (image-to-video as a condition kind, MATH.md
         (22.11)): every frame's input gets two extra channels, the given first frame
         (zeros when dropped) and a 0/1 mask channel (default False).
+    overlap : int, optional
+        Margin m of an overlapping patch embedding, MATH.md (22.14): each token embeds the
+        (p + 2m) x (p + 2m) window around its patch (zero padding at the frame's border),
+        a convolution with kernel p + 2m and stride p (MATH.md (13.3)); ``in.w`` is then
+        (C (p + 2m)^2, D) in the convolution's (c, u, v) order.  0 (default): the plain
+        patch embedding.
 
     Raises
     ------
@@ -83,6 +90,7 @@ class VideoConfig:
     depth: int = 2
     temporal_pos: bool = True
     first_frame: bool = False
+    overlap: int = 0
 
     def __post_init__(self):
         check_config("VideoConfig", self, ints={k: 1 for k in ("frames", "size", "patch", "width", "heads", "depth")},  # issue 19
@@ -95,6 +103,9 @@ class VideoConfig:
             raise ValueError(f"VideoConfig: patch = {self.patch} must divide size = {self.size}")
         if self.width % self.heads:
             raise ValueError(f"VideoConfig: heads = {self.heads} must divide width = {self.width}")
+        check_config("VideoConfig", self, ints={"overlap": 0})
+        if self.overlap >= self.size:
+            raise ValueError(f"VideoConfig: overlap = {self.overlap} must lie in [0, size - 1 = {self.size - 1}]")
 
 
 def video_init(rng: np.random.Generator, cfg: VideoConfig) -> dict:
@@ -114,7 +125,7 @@ def video_init(rng: np.random.Generator, cfg: VideoConfig) -> dict:
         Parameter name -> NumPy float64 array.
     """
     check_video_args(rng=rng, cfg=cfg)  # issue 19
-    D, pp = cfg.width, cfg.patch * cfg.patch * (3 if cfg.first_frame else 1)
+    D, pp = cfg.width, (cfg.patch + 2 * cfg.overlap) ** 2 * (3 if cfg.first_frame else 1)
     L = (cfg.size // cfg.patch) ** 2
     P = {"in.w": rng.standard_normal((pp, D)) / math.sqrt(pp), "in.b": np.zeros(D),
          "pos.s": 0.02 * rng.standard_normal((L, D)),
@@ -291,6 +302,35 @@ def _temporal_positions(xp, cfg, like):
     return timestep_embedding_forward(f, cfg.width, dtype=like.dtype)[0]  # (T, D)
 
 
+def _embed(xp, P, inp, cfg):
+    """Tokens (N T, L, D) of the frames ``inp`` (N T, C, H, W): patchify and ``in.w``
+    (13.28), or with ``cfg.overlap`` = m > 0 the overlapping embedding (22.14), the
+    convolution (13.3) with kernel p + 2m, stride p, padding m.  Returns (z, tok, cache)."""
+    if not cfg.overlap:
+        tok, c_p = patchify_forward(inp, cfg.patch)  # (N T, L, p p C)
+        return tok @ P["in.w"] + P["in.b"], tok, c_p
+    k, D = cfg.patch + 2 * cfg.overlap, cfg.width
+    w = xp.reshape(xp.permute_dims(P["in.w"], (1, 0)), (D, inp.shape[1], k, k))
+    y, c_c = conv2d_forward(inp, w, P["in.b"], stride=cfg.patch, pad=cfg.overlap)  # (N T, D, H/p, W/p)
+    z = xp.permute_dims(xp.reshape(y, (y.shape[0], D, -1)), (0, 2, 1))  # raster token order, as patchify
+    return z, None, (c_c, tuple(y.shape))
+
+
+def _embed_backward(xp, G, P, dz, tok, c_p, cfg):
+    """Backward of :func:`_embed`: ``in.w``, ``in.b`` into G; returns d inp (N T, C, H, W)."""
+    D = cfg.width
+    if not cfg.overlap:
+        dtok = xp.reshape(dz, (-1, D))
+        G["in.w"] = xp.reshape(tok, (-1, tok.shape[-1])).T @ dtok
+        G["in.b"] = xp.sum(dtok, axis=0)
+        return patchify_backward(xp.reshape(dtok @ P["in.w"].T, tok.shape), c_p)
+    c_c, shape = c_p
+    dy = xp.reshape(xp.permute_dims(dz, (0, 2, 1)), shape)
+    dinp, dw, G["in.b"] = conv2d_backward(dy, c_c)
+    G["in.w"] = xp.permute_dims(xp.reshape(dw, (D, -1)), (1, 0))
+    return dinp
+
+
 def _ln(P, key, z):
     return layernorm_forward(z, P[key + ".g"], P[key + ".b"])
 
@@ -346,9 +386,9 @@ def video_forward(P, x, t, cfg: VideoConfig, first=None, keep=None):
     elif first is not None or keep is not None:
         raise ValueError("first / keep were given, but the model was built without first_frame=True "
                          "(VideoConfig.first_frame)")
-    tok, c_p = patchify_forward(inp, cfg.patch)  # (N T, L, p p C)
-    L, D = tok.shape[1], cfg.width
-    z = tok @ P["in.w"] + P["in.b"] + P["pos.s"]  # (N T, L, D)
+    z, tok, c_p = _embed(xp, P, inp, cfg)  # (N T, L, D)
+    L, D = z.shape[1], cfg.width
+    z = z + P["pos.s"]
     s, _ = timestep_embedding_forward(xp.astype(t, dt), D, dtype=dt)  # (N, D)
     h1 = s @ P["t.w1"] + P["t.b1"]
     a1, c_s = silu_forward(h1)
@@ -430,10 +470,7 @@ def video_backward(dout, cache, return_first: bool = False):
     G["t.w2"], G["t.b2"] = a1.T @ de, xp.sum(de, axis=0)
     dh1 = silu_backward(de @ P["t.w2"].T, c_s)
     G["t.w1"], G["t.b1"] = s.T @ dh1, xp.sum(dh1, axis=0)
-    dtok = xp.reshape(dz, (N * T * L, D))
-    G["in.w"] = xp.reshape(tok, (-1, tok.shape[-1])).T @ dtok
-    G["in.b"] = xp.sum(dtok, axis=0)
-    dinp = patchify_backward(xp.reshape(dtok @ P["in.w"].T, tok.shape), c_p)  # (N T, C, H, W)
+    dinp = _embed_backward(xp, G, P, dz, tok, c_p, cfg)  # (N T, C, H, W)
     dx = xp.reshape(dinp[:, 0], (N, T, H, W))
     if not return_first:
         return G, dx

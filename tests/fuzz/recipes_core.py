@@ -378,6 +378,7 @@ _r(f"{_K}.KroneckerGaussian", kwargs=lambda: dict(time_cov=np.eye(3) + 0.2, spac
 RECIPES[f"{_K}.KroneckerGaussian.condition_frames"] = lambda: auto_call(
     _kron().condition_frames, kwargs=dict(known=[0], values=np.array([[0.5, -0.5]])), accept={"values": _SPEC},
     kinds={"known": "shape"})
+_r(f"{_K}.KroneckerGaussian.sample", ref={"like": np.zeros((2, 3))}, accept=_LIKE)  # h2-kron: the factored sampler
 _r(f"{_K}.ar1_covariance", kwargs=lambda: dict(frames=3, rho=0.5))
 _r(f"{_K}.se_covariance", kwargs=lambda: dict(frame_shape=(2, 2)), kinds={"frame_shape": "shape"})
 _r(f"{_K}.insert_frames", kwargs=lambda: dict(known=[0], x_known=np.array([[0.5, -0.5]]),

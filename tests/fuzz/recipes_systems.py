@@ -452,3 +452,15 @@ def _kron_clips():
 _r("refdiff.video.first_frame_coupling",
    kwargs=lambda: dict(clips=_kron_clips()[1], first=_kron_clips()[1][:, 0], oracle=_kron_clips()[0]),
    kinds={"clips": "array", "first": "array", "oracle": "object"})
+
+
+def _kron_small():
+    from refdiff.oracles.kronecker import KroneckerGaussian
+
+    return KroneckerGaussian.ar1(frames=2, rho=0.5, frame_shape=(2, 2))
+
+
+_r("refdiff.video.excess_decomposition",  # h2-kron
+   kwargs=lambda: dict(eps_fn=lambda x: 0.5 * x, oracle=_kron_small(), alpha=0.8, sigma=0.6, n=24,
+                       rng=np.random.default_rng(0)),
+   kinds={"eps_fn": "object", "oracle": "object", "alpha": "float", "sigma": "float", "n": "int"})
