@@ -39,7 +39,6 @@ from .conv import _check_cfirst_conv_backward, _check_conv
 from .layers import _check_concat_args, _check_concat_backward
 from .norm import _check_groupnorm_args
 from .resample import _resample_backward_checks
-from .norm import _check_affine, _check_groups
 from .resample import _check_image
 from . import fast_hwnc as _hw
 from . import winograd as _wg
@@ -637,11 +636,9 @@ def groupnorm_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
         If ``x`` has fewer than 2 axes, ``groups`` does not divide C, or ``gamma`` or
         ``beta`` does not have shape (C,).
     """
-    _check_groupnorm_args(x, gamma, beta, groups, eps)  # issue 19
+    _check_groupnorm_args(x, gamma, beta, groups, eps)  # issue 19 (groups divide C, gamma and beta (C,))
     xp = array_namespace(x)
-    _check_groups("groupnorm_forward", x, groups)
     N, C = x.shape[0], x.shape[1]
-    _check_affine("groupnorm_forward", C, gamma, beta)
     if _hwnc(x, gamma, beta):
         return _hw.groupnorm_forward(x, gamma, beta, groups, eps)
     xT = _cfirst(xp, x)  # (C, ..., N)

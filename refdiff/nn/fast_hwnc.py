@@ -31,6 +31,7 @@ NumPy only for the strided products (``numpy.lib.stride_tricks.as_strided`` and
 from __future__ import annotations
 
 import functools
+import math as _math
 import threading
 
 import numpy as _np
@@ -47,13 +48,12 @@ def _scratch(key: str, shape, dtype):
     overlap (forward: A = padded input, then M; B = row transform, then A^T M;
     backward: B = A dY, then the column overlap-add; A = dM, then the padded dX;
     C = dU; D = the overlap rows), ~110 MiB at batch 1024 for the default U-Net."""
-    bufs = getattr(_LOCAL, "bufs", None)
-    if bufs is None:
+    try:
+        bufs = _LOCAL.bufs
+    except AttributeError:
         bufs = _LOCAL.bufs = {}
-    dt = _np.dtype(dtype)
-    n = 1
-    for d in shape:
-        n *= d
+    dt = dtype if isinstance(dtype, _np.dtype) else _np.dtype(dtype)
+    n = _math.prod(shape)
     b = bufs.get(key)
     if b is None or b.size < n * dt.itemsize:
         b = bufs[key] = _np.empty(n * dt.itemsize, dtype=_np.uint8)
@@ -313,8 +313,7 @@ def conv_backward(dout, cache):
 # ------------------------------------------------------------------ GroupNorm
 def _per_channel(v, G, C):
     """(N, G) -> (N, C): each group's value for its channels."""
-    N = v.shape[0]
-    return _np.broadcast_to(v[:, :, None], (N, G, C // G)).reshape(N, C)
+    return _np.repeat(v, C // G, axis=1)
 
 
 def groupnorm_forward(x, gamma, beta, groups, eps):
