@@ -66,14 +66,15 @@ _DTYPE_NAMES: dict = {}  # dtype object -> its short name (str(dtype) costs ~10 
 
 def _dtype_name(x) -> str:
     dt = x.dtype
+    key = (type(dt), dt)  # the type first: array_api_strict dtypes hash like NumPy's but warn when compared with them
     try:
-        return _DTYPE_NAMES[dt]
+        return _DTYPE_NAMES[key]
     except (KeyError, TypeError):  # not seen yet, or an unhashable dtype object
         pass
     name = str(dt).rsplit(".", 1)[-1]  # array_api_strict spells its dtypes "array_api_strict.float64"
     try:
         if len(_DTYPE_NAMES) < 256:
-            _DTYPE_NAMES[dt] = name
+            _DTYPE_NAMES[key] = name
     except TypeError:
         pass
     return name
