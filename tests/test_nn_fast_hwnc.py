@@ -311,6 +311,28 @@ def test_groupnorm_silu_equals_the_composition(layout, dtype, n, cg, h, w, order
         _same(u, v.astype(dtype), TOL[dtype], f"gradient {j}", floor)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(1, 3), cg=GN, h=st.integers(1, 7), w=st.integers(1, 7), seed=st.integers(0, 2**16))
+def test_groupnorm_silu_is_bitwise_the_two_hwnc_layers(hwnc, dtype, n, cg, h, w, seed):
+    """MATH.md (23.7) in floating point: h = y/2 is formed as xc (gamma rstd / 2) + beta / 2
+    and 2 - u = 2 (1 - sigmoid(y)), and scaling by 2 is exact, so the fused layer returns
+    exactly (==) what the hwnc GroupNorm then SiLU return: output, dx, dgamma, dbeta (the
+    float32 rounding of the tuned U-Net is the unfused one)."""
+    C, G = cg
+    rng = np.random.default_rng(seed)
+    x, dout = (_as(rng.standard_normal((n, C, h, w)) + 1, dtype, True) for _ in range(2))
+    gamma, beta = (_as(1 + rng.standard_normal(C), dtype, False) for _ in range(2))
+    y, c_n = fast.groupnorm_forward(x, gamma, beta, G)
+    out, c_s = fast.silu_forward(y)
+    want = fast.groupnorm_backward(fast.silu_backward(dout, c_s), c_n)
+    out_f, cache = fast.groupnorm_silu_forward(x, gamma, beta, G)
+    got = fast.groupnorm_silu_backward(dout, cache)
+    assert np.array_equal(out_f, out)
+    for j, (u, v) in enumerate(zip(got, want)):
+        assert np.array_equal(u, v), j
+
+
 def test_groupnorm_silu_refuses_bad_input(hwnc):
     """The fused layer's public entry checks its arguments as groupnorm_forward does
     (issue 19): groups not dividing C, gamma of the wrong shape, a cache from elsewhere and

@@ -363,10 +363,10 @@ def groupnorm_silu_forward(x, gamma, beta, groups, eps):
     MATH.md (23.7): with ``h = y / 2 = xc (gamma rstd / 2) + beta / 2`` (xc = x - mean)
     and ``u = 1 + tanh(h) = 2 sigmoid(y)``, ``silu(y) = h u``.  Every full-size pass runs
     over the contiguous (S, N C) matrix with an (N C,) row of per-(sample, channel) factors
-    (a (C,) row would make numpy's inner loops C long); the per-(n, c) sums are products
-    with a ones vector.  The cache keeps xc, u and the output h u (three arrays, as GroupNorm
-    then SiLU; the backward pass reads the output, as the reference SiLU reads its input,
-    so it must not be changed in place before then)."""
+    (a (C,) row would make numpy's inner loops C long).  The sums are those of
+    :func:`groupnorm_forward` and scaling by 1/2 is exact, so h, u and the output are
+    bit-identical to GroupNorm then SiLU in this layout (y = 2h, sigmoid(y) = u/2).
+    The cache keeps xc, h and u (three arrays, as GroupNorm then SiLU)."""
     xm = to_hwnc(x)
     N, C = x.shape[0], x.shape[1]
     G = groups
@@ -375,37 +375,38 @@ def groupnorm_silu_forward(x, gamma, beta, groups, eps):
     M = (C // G) * S
     mean = _group_sums(_colsum(x2).reshape(N, C), G) / M  # (N, G)
     xc = x2 - _per_channel(mean, G, C).reshape(-1)
-    sq = _np.multiply(xc, xc, out=_scratch("E", xc.shape, xc.dtype))
-    rstd = 1.0 / _np.sqrt(_group_sums(_colsum(sq).reshape(N, C), G) / M + eps)  # (N, G)
-    h = _np.multiply(xc, ((0.5 * gamma) * _per_channel(rstd, G, C)).reshape(-1), out=sq)  # y / 2
+    var = _group_sums(_np.einsum("snc,snc->nc", *(xc.reshape(S, N, C),) * 2), G) / M
+    rstd = 1.0 / _np.sqrt(var + eps)  # (N, G)
+    h = _np.multiply(xc, ((0.5 * gamma) * _per_channel(rstd, G, C)).reshape(-1))  # y / 2
     h += _np.tile(0.5 * beta, N)
     u = _np.tanh(h)
     u += 1.0
     out = h * u
-    return to_nchw(out.reshape(xm.shape)), (xc, out, u, rstd, gamma, G, xm.shape)
+    return to_nchw(out.reshape(xm.shape)), (xc, h, u, rstd, gamma, G, xm.shape)
 
 
 def groupnorm_silu_backward(dout, cache):
     """Gradients of :func:`groupnorm_silu_forward`: the SiLU derivative MATH.md (23.7)
-    ``q = dout (u + o (2 - u)) = dout u (1 + h (2 - u))``, o = h u the output, which is
-    ``2 dout sigmoid(y) (1 + y (1 - sigmoid(y)))`` (twice the gradient at y; the 1/2 goes
-    into the per-(n, c) factors), then MATH.md (13.10)
-    ``dx = rstd (g - mean(g) - xhat mean(g xhat))`` from the spatial sums of q and q xc."""
-    xc, o, u, rstd, gamma, G, shape = cache
+    ``q = dout u (1 + h (2 - u)) = 2 dout sigmoid(y) (1 + y (1 - sigmoid(y)))`` (twice the
+    gradient at y, bit-identical to twice SiLU's backward; the 1/2 goes into the
+    per-(n, c) factors), then MATH.md (13.10)
+    ``dx = rstd (g - mean(g) - xhat mean(g xhat))`` from the spatial sums of q and q xc
+    (the sums of :func:`groupnorm_backward`)."""
+    xc, h, u, rstd, gamma, G, shape = cache
     N, C = shape[-2], shape[-1]
     S = xc.shape[0]
-    q = _np.subtract(2.0, u, out=_scratch("F", xc.shape, xc.dtype))
-    q *= o
-    q += u
+    q = 2.0 - u
+    q *= h
+    q += 1.0
+    q *= u
     q *= to_hwnc(dout).reshape(S, N * C)
     sd = 0.5 * _colsum(q).reshape(N, C)  # sums of dL/dy over space
-    sq = _np.multiply(q, xc, out=_scratch("E", xc.shape, xc.dtype))
-    sdx = (0.5 * _colsum(sq).reshape(N, C)) * _per_channel(rstd, G, C)  # sums of dL/dy xhat
+    sdx = (0.5 * _np.einsum("snc,snc->nc", q.reshape(S, N, C), xc.reshape(S, N, C))) * _per_channel(rstd, G, C)
     dbeta, dgamma = _np.sum(sd, axis=0), _np.sum(sdx, axis=0)
     M = (C // G) * S
     mg = _group_sums(gamma * sd, G) / M  # (N, G): mean(g), g = gamma dL/dy
     mgx = _group_sums(gamma * sdx, G) / M  # (N, G): mean(g xhat)
-    t = _np.multiply(xc, _per_channel(rstd * rstd * mgx, G, C).reshape(-1), out=sq)
+    t = _np.multiply(xc, _per_channel(rstd * rstd * mgx, G, C).reshape(-1))
     t += _per_channel(rstd * mg, G, C).reshape(-1)
     dx = _np.multiply(q, ((0.5 * gamma) * _per_channel(rstd, G, C)).reshape(-1))
     dx -= t
