@@ -715,9 +715,8 @@ def groupnorm_silu_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
     In the "hwnc" layout one fused pass sequence (``fast_hwnc.groupnorm_silu_forward``:
     y/2 = x (gamma rstd / 2) + shift per (sample, channel), silu(y) = (y/2)(1 + tanh(y/2)));
     otherwise :func:`groupnorm_forward` then :func:`silu_forward`.  The same map and the
-    same argument checks as :func:`groupnorm_forward`.  Returns ``(out, cache)``; in the
-    hwnc layout the cache refers to ``out`` (as :func:`silu_forward`'s refers to its
-    input): do not change it in place before the backward pass.
+    same argument checks as :func:`groupnorm_forward`, and in either layout bit for bit
+    the same results as those two layers (MATH.md chapter 23.6).  Returns ``(out, cache)``.
 
     Parameters
     ----------
