@@ -339,7 +339,7 @@ def main():
         for _ in range(args.steps):
             refdiff_step()
         pr.disable()
-        pstats.Stats(pr).sort_stats("tottime").print_stats(15)
+        pstats.Stats(pr).sort_stats("tottime").print_stats(int(os.environ.get("BENCH_PROFILE_LINES", "15")))
 
 
 if __name__ == "__main__":

@@ -267,3 +267,84 @@ def test_environment_switches(tmp_path):
     if sys.platform.startswith("linux"):
         r = run(REFDIFF_LAYOUT="hwnc", REFDIFF_KEEP_FREED_MEMORY="1")
         assert r.returncode == 0 and r.stdout.split() == ["hwnc", "True"], r.stderr
+
+
+@pytest.mark.parametrize("layout", ["hwnc", "chwn"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(1, 3), cg=GN, h=st.integers(1, 7), w=st.integers(1, 7),
+       order=st.sampled_from(["nchw", "chwn", "hwnc"]), shift=st.sampled_from([0.0, 3.0]), seed=st.integers(0, 2**16))
+def test_groupnorm_silu_equals_the_composition(layout, dtype, n, cg, h, w, order, shift, seed):
+    """MATH.md (23.7): the fused GroupNorm + SiLU (fast.groupnorm_silu_forward, fused in the
+    hwnc layout, a composition in chwn) equals the reference composition
+    silu(groupnorm(x)) of MATH.md (13.9) and MATH.md (13.11), forward and every gradient
+    (dx by MATH.md (13.10), dgamma, dbeta): float64 < 1e-12, float32 < 1e-4 (normwise
+    relative, the bound of the other layers); inputs (x and dout) as plain NCHW arrays and
+    as NCHW views of (C, H, W, N) and of (H, W, N, C) arrays, with and without a mean
+    offset (x - mean is formed before the variance: no cancellation)."""
+    C, G = cg
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, C, h, w)) + shift
+    gamma, beta = 1 + rng.standard_normal(C), rng.standard_normal(C)
+    dout = rng.standard_normal(x.shape)
+    y, c_n = L.groupnorm_forward(x, gamma, beta, G)
+    want_out, c_s = L.silu_forward(y)
+    want = L.groupnorm_backward(L.silu_backward(dout, c_s), c_n)
+    old = fast.set_layout(layout)
+    try:
+        def mem(v):  # v (N, C, H, W) in the memory order drawn; gamma and beta plain
+            if order == "chwn" and v.ndim == 4:
+                return np.transpose(np.ascontiguousarray(np.transpose(v, (1, 2, 3, 0)), dtype=dtype), (3, 0, 1, 2))
+            return _as(v, dtype, order == "hwnc")
+
+        a = [mem(v) for v in (x, gamma, beta, dout)]
+        out, cache = fast.groupnorm_silu_forward(a[0], a[1], a[2], G)
+        got = fast.groupnorm_silu_backward(a[3], cache)
+    finally:
+        fast.set_layout(old)
+    assert (cache[1] == "hwnc") == (layout == "hwnc")
+    _same(out, want_out.astype(dtype), TOL[dtype], "forward")
+    # dx vanishes up to rounding (u rstd |gamma dout|) for groups of one entry: floor as above
+    rstd = 1 / np.sqrt(np.var(x.reshape(n, G, -1), axis=2) + 1e-5)
+    floor = 0.1 * max(1.0, float(np.max(rstd)) * float(np.max(np.abs(gamma)))) * float(np.linalg.norm(dout))
+    for j, (u, v) in enumerate(zip(got, want)):
+        _same(u, v.astype(dtype), TOL[dtype], f"gradient {j}", floor)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(1, 3), cg=GN, h=st.integers(1, 7), w=st.integers(1, 7), seed=st.integers(0, 2**16))
+def test_groupnorm_silu_is_bitwise_the_two_hwnc_layers(hwnc, dtype, n, cg, h, w, seed):
+    """MATH.md (23.7) in floating point: h = y/2 is formed as xc (gamma rstd / 2) + beta / 2
+    and 2 - u = 2 (1 - sigmoid(y)), and scaling by 2 is exact, so the fused layer returns
+    exactly (==) what the hwnc GroupNorm then SiLU return: output, dx, dgamma, dbeta (the
+    float32 rounding of the tuned U-Net is the unfused one)."""
+    C, G = cg
+    rng = np.random.default_rng(seed)
+    x, dout = (_as(rng.standard_normal((n, C, h, w)) + 1, dtype, True) for _ in range(2))
+    gamma, beta = (_as(1 + rng.standard_normal(C), dtype, False) for _ in range(2))
+    y, c_n = fast.groupnorm_forward(x, gamma, beta, G)
+    out, c_s = fast.silu_forward(y)
+    want = fast.groupnorm_backward(fast.silu_backward(dout, c_s), c_n)
+    out_f, cache = fast.groupnorm_silu_forward(x, gamma, beta, G)
+    got = fast.groupnorm_silu_backward(dout, cache)
+    assert np.array_equal(out_f, out)
+    for j, (u, v) in enumerate(zip(got, want)):
+        assert np.array_equal(u, v), j
+
+
+def test_groupnorm_silu_refuses_bad_input(hwnc):
+    """The fused layer's public entry checks its arguments as groupnorm_forward does
+    (issue 19): groups not dividing C, gamma of the wrong shape, a cache from elsewhere and
+    a dout of the wrong shape are refused with the argument named."""
+    x = hw.to_nchw(np.zeros((3, 3, 2, 4)))
+    g = np.ones(4)
+    with pytest.raises(ValueError, match="groups"):
+        fast.groupnorm_silu_forward(x, g, g, 3)
+    with pytest.raises(ValueError, match="gamma"):
+        fast.groupnorm_silu_forward(x, np.ones(3), g, 2)
+    _, cache = fast.groupnorm_silu_forward(x, g, g, 2)
+    with pytest.raises(TypeError, match="cache"):
+        fast.groupnorm_silu_backward(x, (1, 2, 3))
+    with pytest.raises(ValueError, match="dout"):
+        fast.groupnorm_silu_backward(np.zeros((2, 4, 3, 2)), cache)

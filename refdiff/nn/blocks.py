@@ -26,6 +26,8 @@ from .fast import (  # the tuned layers (tests/test_nn_fast.py: equal to the ref
     conv2d_forward,
     groupnorm_backward,
     groupnorm_forward,
+    groupnorm_silu_backward,
+    groupnorm_silu_forward,
     silu_backward,
     silu_forward,
 )
@@ -112,6 +114,18 @@ def gn_b(G, name, dout, cache):
     return dx
 
 
+def gnsilu_f(P, name, x, groups):
+    """``silu(groupnorm(x))`` with the parameters under ``name`` (fused in the hwnc layout)."""
+    return groupnorm_silu_forward(x, P[name + ".gamma"], P[name + ".beta"], groups)
+
+
+def gnsilu_b(G, name, dout, cache):
+    dx, dg, db = groupnorm_silu_backward(dout, cache)
+    acc(G, name + ".gamma", dg)
+    acc(G, name + ".beta", db)
+    return dx
+
+
 # ------------------------------------------------------------------ residual block
 def resblock_init(P, pre, c_in, c_out, emb_dim, rng):
     init_groupnorm(P, pre + ".norm1", c_in)
@@ -157,20 +171,18 @@ def resblock_forward(P, pre, x, e, groups):
     if e.shape[0] != x.shape[0] or e.shape[1] != P[pre + ".emb.w"].shape[0]:
         raise ValueError(f"resblock_forward: e must have shape ({x.shape[0]}, {P[pre + '.emb.w'].shape[0]}) (x's N, "
                          f"the embedding width under pre = {pre!r}), got shape {tuple(e.shape)}")
-    h, c_n1 = gn_f(P, pre + ".norm1", x, groups)
-    h, c_s1 = silu_forward(h)
+    h, c_n1 = gnsilu_f(P, pre + ".norm1", x, groups)
     h, c_c1 = conv_f(P, pre + ".conv1", h)
     eo, c_e = lin_f(P, pre + ".emb", e)
     h = add_channel_shift(h, eo)
-    h, c_n2 = gn_f(P, pre + ".norm2", h, groups)
-    h, c_s2 = silu_forward(h)
+    h, c_n2 = gnsilu_f(P, pre + ".norm2", h, groups)
     h, c_c2 = conv_f(P, pre + ".conv2", h)
     if pre + ".skip.w" in P:
         s, c_sk = conv_f(P, pre + ".skip", x)
     else:
         s, c_sk = x, None
     out = s + h
-    return out, (c_n1, c_s1, c_c1, c_e, c_n2, c_s2, c_c2, c_sk, tuple(out.shape))
+    return out, (c_n1, c_c1, c_e, c_n2, c_c2, c_sk, tuple(out.shape))
 
 
 def resblock_backward(G, P, pre, dout, cache):
@@ -199,16 +211,14 @@ def resblock_backward(G, P, pre, dout, cache):
     """
     check_grads(G)
     check_block(P, pre, ".conv2.w", what="resblock_backward")
-    c_n1, c_s1, c_c1, c_e, c_n2, c_s2, c_c2, c_sk, out_shape = check_cache(cache, "resblock_forward", 9)
+    c_n1, c_c1, c_e, c_n2, c_c2, c_sk, out_shape = check_cache(cache, "resblock_forward", 7)
     check_dout(dout, out_shape)
     xp = array_namespace(dout)
     dh = conv_b(G, pre + ".conv2", dout, c_c2)
-    dh = silu_backward(dh, c_s2)
-    dh = gn_b(G, pre + ".norm2", dh, c_n2)
+    dh = gnsilu_b(G, pre + ".norm2", dh, c_n2)
     de = lin_b(G, pre + ".emb", xp.sum(dh, axis=(2, 3)), c_e)
     dh = conv_b(G, pre + ".conv1", dh, c_c1)
-    dh = silu_backward(dh, c_s1)
-    dx = gn_b(G, pre + ".norm1", dh, c_n1)
+    dx = gnsilu_b(G, pre + ".norm1", dh, c_n1)
     dx = dx + (conv_b(G, pre + ".skip", dout, c_sk) if c_sk is not None else dout)
     return dx, de
 

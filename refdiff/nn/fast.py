@@ -39,7 +39,6 @@ from .conv import _check_cfirst_conv_backward, _check_conv
 from .layers import _check_concat_args, _check_concat_backward
 from .norm import _check_groupnorm_args
 from .resample import _resample_backward_checks
-from .norm import _check_affine, _check_groups
 from .resample import _check_image
 from . import fast_hwnc as _hw
 from . import winograd as _wg
@@ -53,6 +52,8 @@ __all__ = [
     "silu_backward",
     "groupnorm_forward",
     "groupnorm_backward",
+    "groupnorm_silu_forward",
+    "groupnorm_silu_backward",
     "upsample2x_forward",
     "upsample2x_backward",
     "avgpool2x_forward",
@@ -635,11 +636,9 @@ def groupnorm_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
         If ``x`` has fewer than 2 axes, ``groups`` does not divide C, or ``gamma`` or
         ``beta`` does not have shape (C,).
     """
-    _check_groupnorm_args(x, gamma, beta, groups, eps)  # issue 19
+    _check_groupnorm_args(x, gamma, beta, groups, eps)  # issue 19 (groups divide C, gamma and beta (C,))
     xp = array_namespace(x)
-    _check_groups("groupnorm_forward", x, groups)
     N, C = x.shape[0], x.shape[1]
-    _check_affine("groupnorm_forward", C, gamma, beta)
     if _hwnc(x, gamma, beta):
         return _hw.groupnorm_forward(x, gamma, beta, groups, eps)
     xT = _cfirst(xp, x)  # (C, ..., N)
@@ -707,6 +706,79 @@ def groupnorm_backward(dout, cache):
     dx = dT * (gamma[:, None, None] * per_channel(r))  # (C, S, N)
     dx -= t
     return _nfirst(xp, xp.reshape(dx, xhat.shape)), dgamma, dbeta
+
+
+def groupnorm_silu_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
+    """``silu(groupnorm(x))`` (GroupNorm followed by SiLU, as in the residual blocks),
+    MATH.md (13.9), MATH.md (13.11), MATH.md (23.7).
+
+    In the "hwnc" layout one fused pass sequence (``fast_hwnc.groupnorm_silu_forward``:
+    y/2 = x (gamma rstd / 2) + shift per (sample, channel), silu(y) = (y/2)(1 + tanh(y/2)));
+    otherwise :func:`groupnorm_forward` then :func:`silu_forward`.  The same map and the
+    same argument checks as :func:`groupnorm_forward`, and in either layout bit for bit
+    the same results as those two layers (MATH.md chapter 23.6).  Returns ``(out, cache)``.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, ...)
+        Input.
+    gamma : array, shape (C,)
+        Per-channel scale.
+    beta : array, shape (C,)
+        Per-channel shift.
+    groups : int
+        Number of groups, a positive int dividing C.
+    eps : float, default 1e-5
+        Added to the variance.
+
+    Returns
+    -------
+    out : array, shape (N, C, ...)
+        ``silu(gamma xhat + beta)``.
+    cache : tuple
+        For :func:`groupnorm_silu_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` has fewer than 2 axes, ``groups`` does not divide C, or ``gamma`` or
+        ``beta`` does not have shape (C,).
+    """
+    if _hwnc(x, gamma, beta):
+        eps = _check_groupnorm_args(x, gamma, beta, groups, eps)  # issue 19
+        out, c = _hw.groupnorm_silu_forward(x, gamma, beta, groups, eps)
+        return out, (c, "hwnc")
+    y, c_n = groupnorm_forward(x, gamma, beta, groups, eps)
+    out, c_s = silu_forward(y)
+    return out, ((c_n, c_s), "composed")
+
+
+def groupnorm_silu_backward(dout, cache):
+    """Gradients of :func:`groupnorm_silu_forward`: ``(dx, dgamma, dbeta)``.
+    MATH.md (13.10), MATH.md (23.7): the SiLU derivative folded into the GroupNorm backward's
+    spatial sums in the "hwnc" layout (a composition otherwise).
+
+    Parameters
+    ----------
+    dout : array, shape (N, C, ...)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache of :func:`groupnorm_silu_forward`.
+
+    Returns
+    -------
+    dx : array, shape (N, C, ...)
+    dgamma : array, shape (C,)
+    dbeta : array, shape (C,)
+        Gradients with respect to x, gamma and beta.
+    """
+    inner, kind = check_cache(cache, "groupnorm_silu_forward", 2)  # issue 19
+    if kind == "hwnc":
+        shape = check_cache(inner, "groupnorm_silu_forward", 7, name="cache[0]")[6]  # (*S, N, C)
+        check_dout(dout, tuple(shape[-2:]) + tuple(shape[:-2]))
+        return _hw.groupnorm_silu_backward(dout, inner)
+    c_n, c_s = check_cache(inner, "groupnorm_silu_forward", 2, name="cache[0]")
+    return groupnorm_backward(silu_backward(dout, c_s), c_n)
 
 
 # ------------------------------------------------------------------ skips and shifts

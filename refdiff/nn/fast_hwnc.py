@@ -31,6 +31,7 @@ NumPy only for the strided products (``numpy.lib.stride_tricks.as_strided`` and
 from __future__ import annotations
 
 import functools
+import math as _math
 import threading
 
 import numpy as _np
@@ -47,13 +48,12 @@ def _scratch(key: str, shape, dtype):
     overlap (forward: A = padded input, then M; B = row transform, then A^T M;
     backward: B = A dY, then the column overlap-add; A = dM, then the padded dX;
     C = dU; D = the overlap rows), ~110 MiB at batch 1024 for the default U-Net."""
-    bufs = getattr(_LOCAL, "bufs", None)
-    if bufs is None:
+    try:
+        bufs = _LOCAL.bufs
+    except AttributeError:
         bufs = _LOCAL.bufs = {}
-    dt = _np.dtype(dtype)
-    n = 1
-    for d in shape:
-        n *= d
+    dt = dtype if isinstance(dtype, _np.dtype) else _np.dtype(dtype)
+    n = _math.prod(shape)
     b = bufs.get(key)
     if b is None or b.size < n * dt.itemsize:
         b = bufs[key] = _np.empty(n * dt.itemsize, dtype=_np.uint8)
@@ -313,8 +313,7 @@ def conv_backward(dout, cache):
 # ------------------------------------------------------------------ GroupNorm
 def _per_channel(v, G, C):
     """(N, G) -> (N, C): each group's value for its channels."""
-    N = v.shape[0]
-    return _np.broadcast_to(v[:, :, None], (N, G, C // G)).reshape(N, C)
+    return _np.repeat(v, C // G, axis=1)
 
 
 def groupnorm_forward(x, gamma, beta, groups, eps):
@@ -348,6 +347,68 @@ def groupnorm_backward(dout, cache):
     t = xc * _per_channel(rstd * rstd * mgx, G, C)  # xhat (rstd mean(g xhat))
     t += _per_channel(rstd * mg, G, C)
     dx = d2 * (gamma * _per_channel(rstd, G, C))
+    dx -= t
+    return to_nchw(dx.reshape(shape)), dgamma, dbeta
+
+
+# ------------------------------------------------------------------ GroupNorm + SiLU
+def _group_sums(v, G):
+    """(N, C) per-(sample, channel) values -> (N, G) sums over each group's channels."""
+    N, C = v.shape
+    return v.reshape(N, G, C // G).sum(axis=2)
+
+
+def groupnorm_silu_forward(x, gamma, beta, groups, eps):
+    """``silu(groupnorm(x))`` fused on the (S, N C) view, MATH.md (13.9), MATH.md (13.11),
+    MATH.md (23.7): with ``h = y / 2 = xc (gamma rstd / 2) + beta / 2`` (xc = x - mean)
+    and ``u = 1 + tanh(h) = 2 sigmoid(y)``, ``silu(y) = h u``.  Every full-size pass runs
+    over the contiguous (S, N C) matrix with an (N C,) row of per-(sample, channel) factors
+    (a (C,) row would make numpy's inner loops C long).  The sums are those of
+    :func:`groupnorm_forward` and scaling by 1/2 is exact, so h, u and the output are
+    bit-identical to GroupNorm then SiLU in this layout (y = 2h, sigmoid(y) = u/2).
+    The cache keeps xc, h and u (three arrays, as GroupNorm then SiLU)."""
+    xm = to_hwnc(x)
+    N, C = x.shape[0], x.shape[1]
+    G = groups
+    x2 = xm.reshape(-1, N * C)  # (S, N C)
+    S = x2.shape[0]
+    M = (C // G) * S
+    mean = _group_sums(_colsum(x2).reshape(N, C), G) / M  # (N, G)
+    xc = x2 - _per_channel(mean, G, C).reshape(-1)
+    var = _group_sums(_np.einsum("snc,snc->nc", *(xc.reshape(S, N, C),) * 2), G) / M
+    rstd = 1.0 / _np.sqrt(var + eps)  # (N, G)
+    h = _np.multiply(xc, ((0.5 * gamma) * _per_channel(rstd, G, C)).reshape(-1))  # y / 2
+    h += _np.tile(0.5 * beta, N)
+    u = _np.tanh(h)
+    u += 1.0
+    out = h * u
+    return to_nchw(out.reshape(xm.shape)), (xc, h, u, rstd, gamma, G, xm.shape)
+
+
+def groupnorm_silu_backward(dout, cache):
+    """Gradients of :func:`groupnorm_silu_forward`: the SiLU derivative MATH.md (23.7)
+    ``q = dout u (1 + h (2 - u)) = 2 dout sigmoid(y) (1 + y (1 - sigmoid(y)))`` (twice the
+    gradient at y, bit-identical to twice SiLU's backward; the 1/2 goes into the
+    per-(n, c) factors), then MATH.md (13.10)
+    ``dx = rstd (g - mean(g) - xhat mean(g xhat))`` from the spatial sums of q and q xc
+    (the sums of :func:`groupnorm_backward`)."""
+    xc, h, u, rstd, gamma, G, shape = cache
+    N, C = shape[-2], shape[-1]
+    S = xc.shape[0]
+    q = 2.0 - u
+    q *= h
+    q += 1.0
+    q *= u
+    q *= to_hwnc(dout).reshape(S, N * C)
+    sd = 0.5 * _colsum(q).reshape(N, C)  # sums of dL/dy over space
+    sdx = (0.5 * _np.einsum("snc,snc->nc", q.reshape(S, N, C), xc.reshape(S, N, C))) * _per_channel(rstd, G, C)
+    dbeta, dgamma = _np.sum(sd, axis=0), _np.sum(sdx, axis=0)
+    M = (C // G) * S
+    mg = _group_sums(gamma * sd, G) / M  # (N, G): mean(g), g = gamma dL/dy
+    mgx = _group_sums(gamma * sdx, G) / M  # (N, G): mean(g xhat)
+    t = _np.multiply(xc, _per_channel(rstd * rstd * mgx, G, C).reshape(-1))
+    t += _per_channel(rstd * mg, G, C).reshape(-1)
+    dx = _np.multiply(q, ((0.5 * gamma) * _per_channel(rstd, G, C)).reshape(-1))
     dx -= t
     return to_nchw(dx.reshape(shape)), dgamma, dbeta
 

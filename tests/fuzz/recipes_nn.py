@@ -215,6 +215,8 @@ def _fast():
     gn = lambda: dict(x=A(2, 4, 3, 3), gamma=A(4, seed=1), beta=A(4, seed=2), groups=2)  # noqa: E731
     add(nn + "groupnorm_forward", lambda: fwd(F.groupnorm_forward, gn(), accept={"x": {"batch"}}))
     add(nn + "groupnorm_backward", lambda: bwd(F.groupnorm_backward, F.groupnorm_forward, gn()))
+    add(nn + "groupnorm_silu_forward", lambda: fwd(F.groupnorm_silu_forward, gn(), accept={"x": {"batch"}}))
+    add(nn + "groupnorm_silu_backward", lambda: bwd(F.groupnorm_silu_backward, F.groupnorm_silu_forward, gn()))
     img = lambda: dict(x=A(2, 3, 4, 4))  # noqa: E731
     for name in ("upsample2x", "avgpool2x"):
         f, b = getattr(F, name + "_forward"), getattr(F, name + "_backward")
