@@ -102,6 +102,10 @@ def build_parser():
     p.add_argument("--params", default=None, help=".npz of trained parameters: loaded if it exists, else written")
     p.add_argument("--init", default=None, help=".npz of parameters to continue training from (with --params)")
     p.add_argument("--sampler", default="ddim", help="sampler of the digit clips")
+    p.add_argument("--schedule", default="linear", help="noise schedule (refdiff.make_schedule) of the digit clips")
+    p.add_argument("--adaln", action="store_true", help="adaLN-Zero time conditioning of the digit-clip network "
+                   "(VideoConfig.adaln, MATH.md (20.4))")
+    p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay (warmed up) of the trained parameters")
     p.add_argument("--kronecker", action="store_true", help="train on Kronecker-Gaussian clips; print loss / floor")
     p.add_argument("--kron-cond", action="store_true", help="with --kronecker: a first-frame model; compare its "
                    "samples' coupling (MATH.md (22.12)) with the exact conditional and with replacement")
@@ -127,7 +131,7 @@ def train_or_load(args, next_clips, cfg, sched):
     t0 = time.time()
     P, state = train_clip_denoiser(next_clips, cfg, sched, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                    seed=args.seed, progress=not args.tiny, target=args.target,
-                                   first_drop=args.first_drop, init=init)
+                                   first_drop=args.first_drop, init=init, ema_decay=args.ema_decay)
     losses = np.concatenate([prev, np.asarray(state.losses, dtype=np.float64)])
     sec = prev_sec + time.time() - t0
     if path is not None:
@@ -246,9 +250,9 @@ def main(argv=None):
     from refdiff.video_data import moving_digit_clips, speed_consistency
 
     digits = [int(d) for d in args.digits.split(",")]
-    sched = refdiff.make_schedule("linear", 1000)
+    sched = refdiff.make_schedule(args.schedule, 1000)
     cfg = VideoConfig(frames=8, size=8, patch=args.patch, width=args.width, heads=4 if args.width % 4 == 0 else 1,
-                      depth=args.depth, first_frame=True)
+                      depth=args.depth, first_frame=True, adaln=args.adaln)
     P, losses, t_train = train_or_load(args, lambda r, n: moving_digit_clips(n, r, digits=digits)[0], cfg, sched)
     cls, acc = crop_classifier(args, digits)
     pt = {"prediction_type": args.target}

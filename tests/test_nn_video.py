@@ -39,11 +39,13 @@ def test_temporal_attention_gradcheck():
     assert np.abs(d[:, 1:]).max() == 0.0 and np.abs(d[[1, 2], 0]).max() > 0
 
 
-@pytest.mark.parametrize("temporal_pos", [True, False])
-def test_space_time_denoiser_gradcheck(temporal_pos):
-    """MATH.md (22.10): every parameter's gradient and the input gradient of the whole
+@pytest.mark.parametrize("temporal_pos,adaln", [(True, False), (False, False), (True, True)])
+def test_space_time_denoiser_gradcheck(temporal_pos, adaln):
+    """MATH.md (22.10), and with ``adaln`` the adaLN-Zero blocks of MATH.md (20.3),
+    MATH.md (20.4), MATH.md (20.5) (nine chunks per block, three sublayers): every
+    parameter's gradient (the modulation's too) and the input gradient of the whole
     space-time denoiser against central differences in float64, < 1e-6."""
-    cfg = VideoConfig(frames=3, size=4, patch=2, width=8, heads=2, depth=2, temporal_pos=temporal_pos)
+    cfg = VideoConfig(frames=3, size=4, patch=2, width=8, heads=2, depth=2, temporal_pos=temporal_pos, adaln=adaln)
     P = _params(cfg, 2)
     rng = np.random.default_rng(3)
     x, t = rng.standard_normal((2, 3, 4, 4)), np.array([3.0, 517.0])
@@ -64,8 +66,8 @@ def test_without_temporal_positions_the_model_is_frame_permutation_equivariant()
     rng = np.random.default_rng(4)
     x, t = rng.standard_normal((2, 3, 4, 4)), np.array([10.0, 400.0])
     perm = np.array([2, 0, 1])
-    for pos, equivariant in ((False, True), (True, False)):
-        cfg = VideoConfig(frames=3, size=4, patch=2, width=8, heads=2, depth=2, temporal_pos=pos)
+    for pos, equivariant, adaln in ((False, True, False), (True, False, False), (False, True, True)):
+        cfg = VideoConfig(frames=3, size=4, patch=2, width=8, heads=2, depth=2, temporal_pos=pos, adaln=adaln)
         P = _params(cfg, 5)
         a = video_forward(P, x, t, cfg)[0][:, perm]
         b = video_forward(P, x[:, perm], t, cfg)[0]
