@@ -105,6 +105,8 @@ def build_parser():
     p.add_argument("--schedule", default="linear", help="noise schedule (refdiff.make_schedule) of the digit clips")
     p.add_argument("--adaln", action="store_true", help="adaLN-Zero time conditioning of the digit-clip network "
                    "(VideoConfig.adaln, MATH.md (20.4))")
+    p.add_argument("--pos-init", type=float, default=0.02, help="init std of the learned spatial positions "
+                   "(VideoConfig.pos_init)")
     p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay (warmed up) of the trained parameters")
     p.add_argument("--kronecker", action="store_true", help="train on Kronecker-Gaussian clips; print loss / floor")
     p.add_argument("--kron-cond", action="store_true", help="with --kronecker: a first-frame model; compare its "
@@ -252,7 +254,8 @@ def main(argv=None):
     digits = [int(d) for d in args.digits.split(",")]
     sched = refdiff.make_schedule(args.schedule, 1000)
     cfg = VideoConfig(frames=8, size=8, patch=args.patch, width=args.width, heads=4 if args.width % 4 == 0 else 1,
-                      depth=args.depth, first_frame=True, adaln=args.adaln)
+                      depth=args.depth, first_frame=True, adaln=args.adaln,
+                      pos_init=args.pos_init)
     P, losses, t_train = train_or_load(args, lambda r, n: moving_digit_clips(n, r, digits=digits)[0], cfg, sched)
     cls, acc = crop_classifier(args, digits)
     pt = {"prediction_type": args.target}

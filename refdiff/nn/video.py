@@ -73,6 +73,12 @@ class VideoConfig:
         temporal attention, MLP) get their own (shift, scale, gate), nine chunks of
         width D, and the output LayerNorm a (shift, scale); all start at zero, so each
         block starts as the identity (default False: e(t) is only added to the tokens).
+    pos_init : float, optional
+        Standard deviation of the learned spatial positions E_s at initialisation
+        (default 0.02).  At 0.02 the positions are ~50 times smaller than the patch
+        embeddings and take ~1000 Adam steps to grow: until then the spatial attention
+        nearly ignores where a patch is, and samples are speckles scattered over the
+        frame (examples/video.py); 1.0 matches DiT's fixed sinusoidal table (20.2).
 
     Raises
     ------
@@ -90,10 +96,12 @@ class VideoConfig:
     temporal_pos: bool = True
     first_frame: bool = False
     adaln: bool = False
+    pos_init: float = 0.02
 
     def __post_init__(self):
         check_config("VideoConfig", self, ints={k: 1 for k in ("frames", "size", "patch", "width", "heads", "depth")},  # issue 19
-                     bools=("temporal_pos", "first_frame", "adaln"))
+                     bools=("temporal_pos", "first_frame", "adaln"),
+                     floats={"pos_init": (0.0, False)})
         for name in ("frames", "size", "patch", "width", "heads", "depth"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -124,7 +132,7 @@ def video_init(rng: np.random.Generator, cfg: VideoConfig) -> dict:
     D, pp = cfg.width, cfg.patch * cfg.patch * (3 if cfg.first_frame else 1)
     L = (cfg.size // cfg.patch) ** 2
     P = {"in.w": rng.standard_normal((pp, D)) / math.sqrt(pp), "in.b": np.zeros(D),
-         "pos.s": 0.02 * rng.standard_normal((L, D)),
+         "pos.s": cfg.pos_init * rng.standard_normal((L, D)),
          "t.w1": rng.standard_normal((D, D)) / math.sqrt(D), "t.b1": np.zeros(D),
          "t.w2": rng.standard_normal((D, D)) / math.sqrt(D), "t.b2": np.zeros(D)}
     for k in range(cfg.depth):
