@@ -206,3 +206,33 @@ def test_train_clip_denoiser_continues_from_init():
         np.testing.assert_allclose(Q[k], P[k], rtol=0, atol=1e-11)
     with pytest.raises(ValueError, match="init must hold the parameters"):
         train_clip_denoiser(clips, cfg, sched, steps=1, init=_params(CFG))
+
+
+def test_adaln_init_every_parameter_trains_within_three_sgd_steps():
+    """adaLN-Zero (MATH.md (20.7) for DiT): from ``video_init`` with ``adaln``, after two plain
+    SGD steps on a squared loss every parameter has a non-zero gradient (except the key part
+    of the fused qkv bias, zero by the softmax's shift invariance, MATH.md (13.15)).  A
+    temporal attention with a zero output projection behind a zero gate (the init without
+    adaln kept) gets exactly zero gradient in both factors at every step: it never trains."""
+    cfg = VideoConfig(frames=3, size=4, patch=2, width=8, heads=2, depth=2, adaln=True)
+    rng = np.random.default_rng(9)
+    x, t = rng.standard_normal((4, 3, 4, 4)), np.array([3.0, 90.0, 400.0, 900.0])
+    target = rng.standard_normal(x.shape)
+
+    def grads_after_two_steps(P):
+        for _ in range(3):
+            out, c = video_forward(P, x, t, cfg)
+            G = video_backward((out - target) / out.size, c)[0]
+            P = {k: P[k] - 0.5 * G[k] for k in P}
+        return G
+
+    D = cfg.width
+    G = grads_after_two_steps(video_init(np.random.default_rng(10), cfg))
+    for k, g in G.items():
+        live = np.delete(g, np.s_[D:2 * D], axis=-1) if k.endswith("qkv.b") else g
+        assert np.all(np.abs(live).reshape(-1, live.shape[-1]).sum(axis=0) > 0), k
+    dead = video_init(np.random.default_rng(10), cfg)
+    for k in range(cfg.depth):
+        dead[f"b{k}.ta.out.w"] = np.zeros_like(dead[f"b{k}.ta.out.w"])
+    G = grads_after_two_steps(dead)
+    assert all(np.all(G[f"b{k}.ta.{s}"] == 0.0) for k in range(cfg.depth) for s in ("qkv.w", "qkv.b", "out.w"))

@@ -114,7 +114,8 @@ class VideoConfig:
 
 def video_init(rng: np.random.Generator, cfg: VideoConfig) -> dict:
     """Host float64 parameters: weights N(0, 1/fan_in), biases 0, LayerNorm gamma 1, the
-    temporal attention's output projection and W_out zero.
+    temporal attention's output projection (without ``adaln``; with it the zero gates
+    make every block the identity) and W_out zero; with ``adaln`` the modulations zero.
 
     Parameters
     ----------
@@ -139,7 +140,9 @@ def video_init(rng: np.random.Generator, cfg: VideoConfig) -> dict:
         for ln in ("ln1", "ln2", "ln3"):
             P[f"b{k}.{ln}.g"], P[f"b{k}.{ln}.b"] = np.ones(D), np.zeros(D)
         mha_init(P, f"b{k}.sa", D, cfg.heads, rng)
-        mha_init(P, f"b{k}.ta", D, cfg.heads, rng, zero_out=True)
+        # identity at init: a zero output projection, or with adaln the zero gate alone (a
+        # zero projection times a zero gate would get no gradient in either factor)
+        mha_init(P, f"b{k}.ta", D, cfg.heads, rng, zero_out=not cfg.adaln)
         P[f"b{k}.mlp.w1"], P[f"b{k}.mlp.b1"] = rng.standard_normal((D, 4 * D)) / math.sqrt(D), np.zeros(4 * D)
         P[f"b{k}.mlp.w2"], P[f"b{k}.mlp.b2"] = rng.standard_normal((4 * D, D)) / math.sqrt(4 * D), np.zeros(D)
     P["out.ln.g"], P["out.ln.b"] = np.ones(D), np.zeros(D)
