@@ -105,6 +105,7 @@ def build_parser():
     p.add_argument("--schedule", default="linear", help="noise schedule (refdiff.make_schedule) of the digit clips")
     p.add_argument("--adaln", action="store_true", help="adaLN-Zero time conditioning of the digit-clip network "
                    "(VideoConfig.adaln, MATH.md (20.4))")
+    p.add_argument("--joint", action="store_true", help="joint space-time first attention (VideoConfig.joint)")
     p.add_argument("--pos-init", type=float, default=0.02, help="init std of the learned spatial positions "
                    "(VideoConfig.pos_init)")
     p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay (warmed up) of the trained parameters")
@@ -222,6 +223,19 @@ def consistency(params, clips, given=None):
     return float(np.mean(np.all(lab == ref, axis=1))), lab
 
 
+def sprite_frames(clips, threshold=-0.5, size=4):
+    """Fraction of frames whose ink (pixels above ``threshold``) is non-empty and fits in a
+    ``size`` x ``size`` box: 1 for true frames (one 4x4 sprite); a per-frame measure of
+    spatial quality, beside the clip-level ones (speckles scattered over the frame fail)."""
+    ink = np.asarray(clips) > threshold
+    rows, cols = ink.any(axis=3), ink.any(axis=2)  # (N, T, H), (N, T, W)
+
+    def extent(a):
+        return np.where(a.any(axis=2), a.shape[2] - a[..., ::-1].argmax(axis=2) - a.argmax(axis=2), 0)
+
+    return float(np.mean(rows.any(axis=2) & (extent(rows) <= size) & (extent(cols) <= size)))
+
+
 def crop_classifier(args, digits):
     """The digit classifier on 4x4 ink crops of true frames: trained on crops of clips of
     the train-split sprites, held-out accuracy on crops of test-split sprites."""
@@ -255,7 +269,7 @@ def main(argv=None):
     sched = refdiff.make_schedule(args.schedule, 1000)
     cfg = VideoConfig(frames=8, size=8, patch=args.patch, width=args.width, heads=4 if args.width % 4 == 0 else 1,
                       depth=args.depth, first_frame=True, adaln=args.adaln,
-                      pos_init=args.pos_init)
+                      pos_init=args.pos_init, joint=args.joint)
     P, losses, t_train = train_or_load(args, lambda r, n: moving_digit_clips(n, r, digits=digits)[0], cfg, sched)
     cls, acc = crop_classifier(args, digits)
     pt = {"prediction_type": args.target}
@@ -278,6 +292,7 @@ def main(argv=None):
            "final_train_loss": float(np.nanmean(losses[-100:])), "classifier_crop_accuracy_heldout": acc,
            "true_clips_all_frames_agree": consistency(cls, real)[0],
            "given_first_frame_label_correct": float(np.mean(given == real_y)),
+           "generated_frames_ink_in_4x4": sprite_frames(gen), "true_frames_ink_in_4x4": sprite_frames(real),
            "generated_all_frames_agree": agree, "generated_speed_deviation_median": float(np.median(dev)),
            "generated_speed_within_0.5px": float(np.mean(dev <= 0.5)),
            "true_speed_deviation_max": float(np.max(speed_consistency(real))),

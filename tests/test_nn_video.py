@@ -39,13 +39,16 @@ def test_temporal_attention_gradcheck():
     assert np.abs(d[:, 1:]).max() == 0.0 and np.abs(d[[1, 2], 0]).max() > 0
 
 
-@pytest.mark.parametrize("temporal_pos,adaln", [(True, False), (False, False), (True, True)])
-def test_space_time_denoiser_gradcheck(temporal_pos, adaln):
+@pytest.mark.parametrize("temporal_pos,adaln,joint", [(True, False, False), (False, False, False), (True, True, False),
+                                                     (True, True, True)])
+def test_space_time_denoiser_gradcheck(temporal_pos, adaln, joint):
     """MATH.md (22.10), and with ``adaln`` the adaLN-Zero blocks of MATH.md (20.3),
     MATH.md (20.4), MATH.md (20.5) (nine chunks per block, three sublayers): every
     parameter's gradient (the modulation's too) and the input gradient of the whole
-    space-time denoiser against central differences in float64, < 1e-6."""
-    cfg = VideoConfig(frames=3, size=4, patch=2, width=8, heads=2, depth=2, temporal_pos=temporal_pos, adaln=adaln)
+    space-time denoiser against central differences in float64, < 1e-6; ``joint``: the first
+    attention over all of a clip's tokens."""
+    cfg = VideoConfig(frames=3, size=4, patch=2, width=8, heads=2, depth=2, temporal_pos=temporal_pos, adaln=adaln,
+                      joint=joint)
     P = _params(cfg, 2)
     rng = np.random.default_rng(3)
     x, t = rng.standard_normal((2, 3, 4, 4)), np.array([3.0, 517.0])
@@ -66,8 +69,10 @@ def test_without_temporal_positions_the_model_is_frame_permutation_equivariant()
     rng = np.random.default_rng(4)
     x, t = rng.standard_normal((2, 3, 4, 4)), np.array([10.0, 400.0])
     perm = np.array([2, 0, 1])
-    for pos, equivariant, adaln in ((False, True, False), (True, False, False), (False, True, True)):
-        cfg = VideoConfig(frames=3, size=4, patch=2, width=8, heads=2, depth=2, temporal_pos=pos, adaln=adaln)
+    for pos, equivariant, adaln, joint in ((False, True, False, False), (True, False, False, False),
+                                           (False, True, True, False), (False, True, True, True)):
+        cfg = VideoConfig(frames=3, size=4, patch=2, width=8, heads=2, depth=2, temporal_pos=pos, adaln=adaln,
+                          joint=joint)
         P = _params(cfg, 5)
         a = video_forward(P, x, t, cfg)[0][:, perm]
         b = video_forward(P, x[:, perm], t, cfg)[0]

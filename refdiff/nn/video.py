@@ -73,6 +73,10 @@ class VideoConfig:
         temporal attention, MLP) get their own (shift, scale, gate), nine chunks of
         width D, and the output LayerNorm a (shift, scale); all start at zero, so each
         block starts as the identity (default False: e(t) is only added to the tokens).
+    joint : bool, optional
+        The first attention of each block attends over all T L tokens of a clip (joint
+        space-time attention) instead of the L tokens of one frame (default False).
+        Still frame-permutation equivariant without temporal positions.
     pos_init : float, optional
         Standard deviation of the learned spatial positions E_s at initialisation
         (default 0.02).  At 0.02 the positions are ~50 times smaller than the patch
@@ -97,10 +101,11 @@ class VideoConfig:
     first_frame: bool = False
     adaln: bool = False
     pos_init: float = 0.02
+    joint: bool = False
 
     def __post_init__(self):
         check_config("VideoConfig", self, ints={k: 1 for k in ("frames", "size", "patch", "width", "heads", "depth")},  # issue 19
-                     bools=("temporal_pos", "first_frame", "adaln"),
+                     bools=("temporal_pos", "first_frame", "adaln", "joint"),
                      floats={"pos_init": (0.0, False)})
         for name in ("frames", "size", "patch", "width", "heads", "depth"):
             v = getattr(self, name)
@@ -426,7 +431,12 @@ def video_forward(P, x, t, cfg: VideoConfig, first=None, keep=None):
             mod = se @ P[f"b{k}.ada.w"] + P[f"b{k}.ada.b"]  # (N, 9 D)
             md = [mod[:, i * D:(i + 1) * D] for i in range(9)]
         u1, c1 = _ln(P, f"b{k}.ln1", z)
-        a_s, c2 = mha_forward(P, f"b{k}.sa", _modulate(xp, u1, md, 0, N), heads=cfg.heads)  # spatial: (N T, L, D)
+        v1 = _modulate(xp, u1, md, 0, N)
+        if cfg.joint:  # one clip's T L tokens attend to each other
+            a_s, c2 = mha_forward(P, f"b{k}.sa", xp.reshape(v1, (N, T * L, D)), heads=cfg.heads)
+            a_s = xp.reshape(a_s, (N * T, L, D))
+        else:
+            a_s, c2 = mha_forward(P, f"b{k}.sa", v1, heads=cfg.heads)  # spatial: (N T, L, D)
         z = z + _gate(xp, a_s, md, 2, N)
         u2, c3 = _ln(P, f"b{k}.ln2", z)
         a_t, c4 = temporal_attention_forward(P, f"b{k}.ta", _modulate(xp, u2, md, 3, N), T, heads=cfg.heads)
@@ -505,7 +515,11 @@ def video_backward(dout, cache, return_first: bool = False):
         dv = temporal_attention_backward(G, P, f"b{k}.ta", _gate_backward(xp, dz, a_t, md, 5, dmod, N), c4)
         du, G[f"b{k}.ln2.g"], G[f"b{k}.ln2.b"] = layernorm_backward(_modulate_backward(xp, dv, u2, md, 3, dmod, N), c3)
         dz = dz + du
-        dv = mha_backward(G, P, f"b{k}.sa", _gate_backward(xp, dz, a_s, md, 2, dmod, N), c2)[0]
+        da = _gate_backward(xp, dz, a_s, md, 2, dmod, N)
+        if cfg.joint:
+            dv = xp.reshape(mha_backward(G, P, f"b{k}.sa", xp.reshape(da, (N, T * L, D)), c2)[0], (N * T, L, D))
+        else:
+            dv = mha_backward(G, P, f"b{k}.sa", da, c2)[0]
         du, G[f"b{k}.ln1.g"], G[f"b{k}.ln1.b"] = layernorm_backward(_modulate_backward(xp, dv, u1, md, 0, dmod, N), c1)
         dz = dz + du
         if md is not None:
