@@ -96,7 +96,12 @@ digit in 0 % (conditioned) / 0 % (replacement); DDPM 100 steps the same.  Most c
 3-5 of 8 frames on the majority digit, and the sprite jumps between frames.  The temporal
 attention is used (the denoiser's x0 MSE at t = 400 is 0.041, 0.136 with its gates set to
 zero) but it sees only the same position in the other frames, so following a moving sprite
-must go through the spatial attention of the next block.
+must go through the spatial attention of the next block.  With ``--joint`` added (the
+first attention of each block over all 128 tokens of a clip, VideoConfig.joint; 12 min,
+load 2-3) the same budget is worse: training loss 0.149, frames in one 4x4 box 0.28,
+every clip-level figure 0-2 %.  The figures in docs/figures are from the run without
+``--joint`` (its parameters loaded with ``--params``).  The >= 90 % targets are not
+reached; what limits them now is the coupling of frames, not the single frame.
 """
 
 from __future__ import annotations
