@@ -184,6 +184,20 @@ def test_video_kronecker_check_runs_small_and_no_model_beats_the_floor(capsys):
     assert cond["ratio"] > 1.0 and len(cond["coupling_conditioned"]) == len(cond["coupling_exact"]) == 2
 
 
+def test_video_sprite_frames_counts_frames_whose_ink_fits_one_sprite_box():
+    """examples/video.py's per-frame measure: every frame of true moving-digit clips has its
+    ink in one 4x4 box (1.0); a frame with two ink pixels 5 apart, or with no ink, does not."""
+    from refdiff.video_data import moving_digit_clips
+
+    mod = _load("video")
+    assert mod.sprite_frames(moving_digit_clips(30, np.random.default_rng(0))[0]) == 1.0
+    x = -np.ones((1, 4, 8, 8))
+    x[0, 0, 2, 2] = x[0, 0, 5, 5] = 1.0  # 4x4 box: fits
+    x[0, 1, 2, 2] = x[0, 1, 2, 7] = 1.0  # 6 columns apart: does not
+    x[0, 2, 1, 1] = 1.0  # one pixel: fits; frame 3 has no ink: does not
+    assert mod.sprite_frames(x) == 0.5
+
+
 def test_toy_sd_tiny_conditions_on_the_frozen_clip_and_scores_a_pixel_model(tmp_path):
     """examples/toy_sd.py --tiny (seconds): the U-Net attends to the frozen toy CLIP's states
     (its folder holds text_encoder.npz, which `refdiff txt2img` uses), the pixel-space model is

@@ -20,12 +20,14 @@ def _params(cfg, seed=0):
     return {k: v + 0.3 * rng.standard_normal(v.shape) for k, v in video_init(rng, cfg).items()}
 
 
-@pytest.mark.parametrize("first_frame", [False, True])
-def test_overlapping_embedding_gradcheck(first_frame):
+@pytest.mark.parametrize("first_frame,adaln,joint", [(False, False, False), (True, False, False), (True, True, True)])
+def test_overlapping_embedding_gradcheck(first_frame, adaln, joint):
     """MATH.md (22.14): with the overlapping patch embedding (margin 1, kernel 4, stride 2)
     every parameter's gradient and the input gradient of the whole denoiser against central
-    differences in float64, < 1e-6 (with the first-frame channels too)."""
-    cfg = VideoConfig(frames=3, size=4, patch=2, width=8, heads=2, depth=1, overlap=1, first_frame=first_frame)
+    differences in float64, < 1e-6 (with the first-frame channels too, and combined with
+    the adaLN-Zero blocks and joint attention)."""
+    cfg = VideoConfig(frames=3, size=4, patch=2, width=8, heads=2, depth=1, overlap=1, first_frame=first_frame,
+                      adaln=adaln, joint=joint)
     P = _params(cfg, 2)
     rng = np.random.default_rng(3)
     x, t = rng.standard_normal((2, 3, 4, 4)), np.array([3.0, 517.0])

@@ -74,6 +74,22 @@ class VideoConfig:
         a convolution with kernel p + 2m and stride p (MATH.md (13.3)); ``in.w`` is then
         (C (p + 2m)^2, D) in the convolution's (c, u, v) order.  0 (default): the plain
         patch embedding.
+    adaln : bool, optional
+        adaLN-Zero time conditioning as DiT's, MATH.md (20.3), (20.4), (20.5) with
+        SiLU(e(t)) as the conditioning: each block's three sublayers (spatial attention,
+        temporal attention, MLP) get their own (shift, scale, gate), nine chunks of
+        width D, and the output LayerNorm a (shift, scale); all start at zero, so each
+        block starts as the identity (default False: e(t) is only added to the tokens).
+    joint : bool, optional
+        The first attention of each block attends over all T L tokens of a clip (joint
+        space-time attention) instead of the L tokens of one frame (default False).
+        Still frame-permutation equivariant without temporal positions.
+    pos_init : float, optional
+        Standard deviation of the learned spatial positions E_s at initialisation
+        (default 0.02).  At 0.02 the positions are ~50 times smaller than the patch
+        embeddings and take ~1000 Adam steps to grow: until then the spatial attention
+        nearly ignores where a patch is, and samples are speckles scattered over the
+        frame (examples/video.py); 1.0 matches DiT's fixed sinusoidal table (20.2).
 
     Raises
     ------
@@ -91,10 +107,14 @@ class VideoConfig:
     temporal_pos: bool = True
     first_frame: bool = False
     overlap: int = 0
+    adaln: bool = False
+    pos_init: float = 0.02
+    joint: bool = False
 
     def __post_init__(self):
         check_config("VideoConfig", self, ints={k: 1 for k in ("frames", "size", "patch", "width", "heads", "depth")},  # issue 19
-                     bools=("temporal_pos", "first_frame"))
+                     bools=("temporal_pos", "first_frame", "adaln", "joint"),
+                     floats={"pos_init": (0.0, False)})
         for name in ("frames", "size", "patch", "width", "heads", "depth"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -110,7 +130,8 @@ class VideoConfig:
 
 def video_init(rng: np.random.Generator, cfg: VideoConfig) -> dict:
     """Host float64 parameters: weights N(0, 1/fan_in), biases 0, LayerNorm gamma 1, the
-    temporal attention's output projection and W_out zero.
+    temporal attention's output projection (without ``adaln``; with it the zero gates
+    make every block the identity) and W_out zero; with ``adaln`` the modulations zero.
 
     Parameters
     ----------
@@ -128,17 +149,23 @@ def video_init(rng: np.random.Generator, cfg: VideoConfig) -> dict:
     D, pp = cfg.width, (cfg.patch + 2 * cfg.overlap) ** 2 * (3 if cfg.first_frame else 1)
     L = (cfg.size // cfg.patch) ** 2
     P = {"in.w": rng.standard_normal((pp, D)) / math.sqrt(pp), "in.b": np.zeros(D),
-         "pos.s": 0.02 * rng.standard_normal((L, D)),
+         "pos.s": cfg.pos_init * rng.standard_normal((L, D)),
          "t.w1": rng.standard_normal((D, D)) / math.sqrt(D), "t.b1": np.zeros(D),
          "t.w2": rng.standard_normal((D, D)) / math.sqrt(D), "t.b2": np.zeros(D)}
     for k in range(cfg.depth):
         for ln in ("ln1", "ln2", "ln3"):
             P[f"b{k}.{ln}.g"], P[f"b{k}.{ln}.b"] = np.ones(D), np.zeros(D)
         mha_init(P, f"b{k}.sa", D, cfg.heads, rng)
-        mha_init(P, f"b{k}.ta", D, cfg.heads, rng, zero_out=True)
+        # identity at init: a zero output projection, or with adaln the zero gate alone (a
+        # zero projection times a zero gate would get no gradient in either factor)
+        mha_init(P, f"b{k}.ta", D, cfg.heads, rng, zero_out=not cfg.adaln)
         P[f"b{k}.mlp.w1"], P[f"b{k}.mlp.b1"] = rng.standard_normal((D, 4 * D)) / math.sqrt(D), np.zeros(4 * D)
         P[f"b{k}.mlp.w2"], P[f"b{k}.mlp.b2"] = rng.standard_normal((4 * D, D)) / math.sqrt(4 * D), np.zeros(D)
     P["out.ln.g"], P["out.ln.b"] = np.ones(D), np.zeros(D)
+    if cfg.adaln:  # MATH.md (20.4), (20.5): zero modulation at init
+        for k in range(cfg.depth):
+            P[f"b{k}.ada.w"], P[f"b{k}.ada.b"] = np.zeros((D, 9 * D)), np.zeros(9 * D)
+        P["out.ada.w"], P["out.ada.b"] = np.zeros((D, 2 * D)), np.zeros(2 * D)
     P["out.w"], P["out.b"] = np.zeros((D, cfg.patch ** 2)), np.zeros(cfg.patch ** 2)
     return P
 
@@ -335,6 +362,45 @@ def _ln(P, key, z):
     return layernorm_forward(z, P[key + ".g"], P[key + ".b"])
 
 
+def _per_clip(xp, a, g, N):
+    """a (N T, L, D) times g (N, D), each clip's tokens by its own row."""
+    return xp.reshape(xp.reshape(a, (N, -1, a.shape[-1])) * g[:, None, :], a.shape)
+
+
+def _clip_sum(xp, a, N):
+    """(N T, L, D) -> (N, D): the sum over each clip's tokens."""
+    return xp.sum(xp.reshape(a, (N, -1, a.shape[-1])), axis=1)
+
+
+def _modulate(xp, u0, md, i, N):
+    """adaLN's mod of MATH.md (20.3): u0 (1 + md[i + 1]) + md[i] per clip (u0 itself without md)."""
+    if md is None:
+        return u0
+    D = u0.shape[-1]
+    return xp.reshape(xp.reshape(u0, (N, -1, D)) * (1 + md[i + 1][:, None, :]) + md[i][:, None, :], u0.shape)
+
+
+def _gate(xp, a, md, i, N):
+    """The gated sublayer output md[i] a of MATH.md (20.4) (a itself without md)."""
+    return a if md is None else _per_clip(xp, a, md[i], N)
+
+
+def _gate_backward(xp, dz, a, md, i, dmod, N):
+    """Backward of :func:`_gate`: d a, with d md[i] written to dmod[i]."""
+    if md is None:
+        return dz
+    dmod[i] = _clip_sum(xp, dz * a, N)
+    return _per_clip(xp, dz, md[i], N)
+
+
+def _modulate_backward(xp, dv, u0, md, i, dmod, N):
+    """Backward of :func:`_modulate`: d u0, with d shift and d scale written to dmod."""
+    if md is None:
+        return dv
+    dmod[i], dmod[i + 1] = _clip_sum(xp, dv, N), _clip_sum(xp, dv * u0, N)
+    return _per_clip(xp, dv, 1 + md[i + 1], N)
+
+
 def video_forward(P, x, t, cfg: VideoConfig, first=None, keep=None):
     """The denoiser's output (N, T, H, W) for clips x (N, T, H, W) at times t (N,),
     MATH.md (22.10) (the module docstring), with ``cfg.first_frame`` conditioned on the
@@ -397,25 +463,42 @@ def video_forward(P, x, t, cfg: VideoConfig, first=None, keep=None):
     if cfg.temporal_pos:
         add = add + xp.reshape(_temporal_positions(xp, cfg, e), (1, T, 1, D))
     z = xp.reshape(xp.reshape(z, (N, T, L, D)) + add, (N * T, L, D))
+    se, c_se = silu_forward(e) if cfg.adaln else (None, None)  # MATH.md (20.4), (20.5)
     blocks = []
     for k in range(cfg.depth):
+        md = None
+        if cfg.adaln:
+            mod = se @ P[f"b{k}.ada.w"] + P[f"b{k}.ada.b"]  # (N, 9 D)
+            md = [mod[:, i * D:(i + 1) * D] for i in range(9)]
         u1, c1 = _ln(P, f"b{k}.ln1", z)
-        a, c2 = mha_forward(P, f"b{k}.sa", u1, heads=cfg.heads)  # spatial: (N T, L, D)
-        z = z + a
+        v1 = _modulate(xp, u1, md, 0, N)
+        if cfg.joint:  # one clip's T L tokens attend to each other
+            a_s, c2 = mha_forward(P, f"b{k}.sa", xp.reshape(v1, (N, T * L, D)), heads=cfg.heads)
+            a_s = xp.reshape(a_s, (N * T, L, D))
+        else:
+            a_s, c2 = mha_forward(P, f"b{k}.sa", v1, heads=cfg.heads)  # spatial: (N T, L, D)
+        z = z + _gate(xp, a_s, md, 2, N)
         u2, c3 = _ln(P, f"b{k}.ln2", z)
-        a, c4 = temporal_attention_forward(P, f"b{k}.ta", u2, T, heads=cfg.heads)  # temporal
-        z = z + a
+        a_t, c4 = temporal_attention_forward(P, f"b{k}.ta", _modulate(xp, u2, md, 3, N), T, heads=cfg.heads)
+        z = z + _gate(xp, a_t, md, 5, N)
         u3, c5 = _ln(P, f"b{k}.ln3", z)
-        m1 = u3 @ P[f"b{k}.mlp.w1"] + P[f"b{k}.mlp.b1"]  # (N T, L, 4D)
+        v3 = _modulate(xp, u3, md, 6, N)
+        m1 = v3 @ P[f"b{k}.mlp.w1"] + P[f"b{k}.mlp.b1"]  # (N T, L, 4D)
         g, c6 = gelu_forward(m1)
-        z = z + g @ P[f"b{k}.mlp.w2"] + P[f"b{k}.mlp.b2"]
-        blocks.append((c1, c2, c3, c4, c5, u3, g, c6))
+        h = g @ P[f"b{k}.mlp.w2"] + P[f"b{k}.mlp.b2"]
+        z = z + _gate(xp, h, md, 8, N)
+        blocks.append((c1, c2, c3, c4, c5, v3, g, c6, None if md is None else (md, u1, u2, u3, a_s, a_t, h)))
     uo, co = _ln(P, "out.ln", z)
+    ada = None
+    if cfg.adaln:
+        fm = se @ P["out.ada.w"] + P["out.ada.b"]  # (N, 2 D): shift, scale of the output LayerNorm
+        ada = (se, c_se, [fm[:, :D], fm[:, D:]], uo)
+        uo = _modulate(xp, uo, ada[2], 0, N)
     o = uo @ P["out.w"] + P["out.b"]  # (N T, L, p p)
     img, c_u = unpatchify_forward(o, cfg.patch, (H, W))  # (N T, 1, H, W)
     out = xp.reshape(img, (N, T, H, W))
     m = None if not cfg.first_frame else inp[::T, 2, 0, 0]  # (N,) the mask of (22.11)
-    return out, (P, cfg, (N, T, H, W, L, D), c_p, tok, s, a1, c_s, blocks, co, uo, c_u, m)
+    return out, (P, cfg, (N, T, H, W, L, D), c_p, tok, s, a1, c_s, blocks, co, uo, c_u, m, ada)
 
 
 def video_backward(dout, cache, return_first: bool = False):
@@ -441,32 +524,51 @@ def video_backward(dout, cache, return_first: bool = False):
     dfirst : array, shape (N, H, W)
         Only with ``return_first``: the gradient with respect to ``first``.
     """
-    check_cache(cache, "video_forward", 13)  # issue 19
+    check_cache(cache, "video_forward", 14)  # issue 19
     check_dout(dout, cache[2][:4])
     check_bool("return_first", return_first)
     xp = array_namespace(dout)
-    P, cfg, (N, T, H, W, L, D), c_p, tok, s, a1, c_s, blocks, co, uo, c_u, m = cache
+    P, cfg, (N, T, H, W, L, D), c_p, tok, s, a1, c_s, blocks, co, uo, c_u, m, ada = cache
     G = {}
     do = unpatchify_backward(xp.reshape(dout, (N * T, 1, H, W)), c_u)  # (N T, L, p p)
     G["out.w"] = xp.reshape(uo, (-1, D)).T @ xp.reshape(do, (-1, do.shape[-1]))
     G["out.b"] = xp.sum(xp.reshape(do, (-1, do.shape[-1])), axis=0)
-    dz, G["out.ln.g"], G["out.ln.b"] = layernorm_backward(do @ P["out.w"].T, co)
+    duo, dse = do @ P["out.w"].T, None
+    if ada is not None:  # MATH.md (20.4), (20.5)
+        dmod = [None, None]
+        duo = _modulate_backward(xp, duo, ada[3], ada[2], 0, dmod, N)
+        dse = _ada_grads(G, P, "out", xp.concat(dmod, axis=1), ada[0])
+    dz, G["out.ln.g"], G["out.ln.b"] = layernorm_backward(duo, co)
     for k in reversed(range(cfg.depth)):
-        c1, c2, c3, c4, c5, u3, g, c6 = blocks[k]
-        G[f"b{k}.mlp.w2"] = xp.reshape(g, (-1, 4 * D)).T @ xp.reshape(dz, (-1, D))
-        G[f"b{k}.mlp.b2"] = xp.sum(xp.reshape(dz, (-1, D)), axis=0)
-        dm1 = gelu_backward(dz @ P[f"b{k}.mlp.w2"].T, c6)
-        G[f"b{k}.mlp.w1"] = xp.reshape(u3, (-1, D)).T @ xp.reshape(dm1, (-1, 4 * D))
+        c1, c2, c3, c4, c5, v3, g, c6, bk = blocks[k]
+        md, u1, u2, u3, a_s, a_t, h = (None,) * 7 if bk is None else bk
+        dmod = [None] * 9
+        dh = _gate_backward(xp, dz, h, md, 8, dmod, N)
+        G[f"b{k}.mlp.w2"] = xp.reshape(g, (-1, 4 * D)).T @ xp.reshape(dh, (-1, D))
+        G[f"b{k}.mlp.b2"] = xp.sum(xp.reshape(dh, (-1, D)), axis=0)
+        dm1 = gelu_backward(dh @ P[f"b{k}.mlp.w2"].T, c6)
+        G[f"b{k}.mlp.w1"] = xp.reshape(v3, (-1, D)).T @ xp.reshape(dm1, (-1, 4 * D))
         G[f"b{k}.mlp.b1"] = xp.sum(xp.reshape(dm1, (-1, 4 * D)), axis=0)
-        du, G[f"b{k}.ln3.g"], G[f"b{k}.ln3.b"] = layernorm_backward(dm1 @ P[f"b{k}.mlp.w1"].T, c5)
+        du, G[f"b{k}.ln3.g"], G[f"b{k}.ln3.b"] = layernorm_backward(
+            _modulate_backward(xp, dm1 @ P[f"b{k}.mlp.w1"].T, u3, md, 6, dmod, N), c5)
         dz = dz + du
-        du, G[f"b{k}.ln2.g"], G[f"b{k}.ln2.b"] = layernorm_backward(
-            temporal_attention_backward(G, P, f"b{k}.ta", dz, c4), c3)
+        dv = temporal_attention_backward(G, P, f"b{k}.ta", _gate_backward(xp, dz, a_t, md, 5, dmod, N), c4)
+        du, G[f"b{k}.ln2.g"], G[f"b{k}.ln2.b"] = layernorm_backward(_modulate_backward(xp, dv, u2, md, 3, dmod, N), c3)
         dz = dz + du
-        du, G[f"b{k}.ln1.g"], G[f"b{k}.ln1.b"] = layernorm_backward(mha_backward(G, P, f"b{k}.sa", dz, c2)[0], c1)
+        da = _gate_backward(xp, dz, a_s, md, 2, dmod, N)
+        if cfg.joint:
+            dv = xp.reshape(mha_backward(G, P, f"b{k}.sa", xp.reshape(da, (N, T * L, D)), c2)[0], (N * T, L, D))
+        else:
+            dv = mha_backward(G, P, f"b{k}.sa", da, c2)[0]
+        du, G[f"b{k}.ln1.g"], G[f"b{k}.ln1.b"] = layernorm_backward(_modulate_backward(xp, dv, u1, md, 0, dmod, N), c1)
         dz = dz + du
+        if md is not None:
+            d = _ada_grads(G, P, f"b{k}", xp.concat(dmod, axis=1), ada[0])
+            dse = d if dse is None else dse + d
     G["pos.s"] = xp.sum(dz, axis=0)
     de = xp.sum(xp.reshape(dz, (N, T * L, D)), axis=1)  # (N, D)
+    if ada is not None:
+        de = de + silu_backward(dse, ada[1])
     G["t.w2"], G["t.b2"] = a1.T @ de, xp.sum(de, axis=0)
     dh1 = silu_backward(de @ P["t.w2"].T, c_s)
     G["t.w1"], G["t.b1"] = s.T @ dh1, xp.sum(dh1, axis=0)
@@ -478,6 +580,14 @@ def video_backward(dout, cache, return_first: bool = False):
         raise ValueError("return_first=True needs a first_frame model (VideoConfig.first_frame)")
     dfirst = xp.sum(xp.reshape(dinp[:, 1], (N, T, H, W)), axis=1) * xp.reshape(m, (N, 1, 1))
     return G, dx, dfirst
+
+
+def _ada_grads(G, P, pre, dmod, se):
+    """Gradients of the modulation ``se @ P[pre.ada.w] + P[pre.ada.b]`` given d mod (N, k D):
+    written into G; returns d se (N, D)."""
+    xp = array_namespace(dmod)
+    G[f"{pre}.ada.w"], G[f"{pre}.ada.b"] = se.T @ dmod, xp.sum(dmod, axis=0)
+    return dmod @ P[f"{pre}.ada.w"].T
 
 
 def video_as_model(P, cfg: VideoConfig, prediction_type: str = "epsilon", first=None, guidance: float = 1.0):
