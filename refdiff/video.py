@@ -351,9 +351,10 @@ def first_frame_coupling(clips, first, oracle):
             "residual_ratio_se": float(res.std(ddof=1) / np.sqrt(N))}
 
 
-def clip_loss(P, cfg, oracle_or_none, x0, schedule, rng):
+def clip_loss(P, cfg, oracle_or_none, x0, schedule, rng, *, prediction_type: str = "epsilon"):
     """``(model loss, irreducible loss)``: the means of :func:`clip_losses` (the second
-    None without an oracle), MATH.md (14.18).
+    None without an oracle), MATH.md (14.18); the model loss is the epsilon loss of a
+    network of any ``prediction_type`` (converted as in :func:`clip_losses`).
 
     Parameters
     ----------
@@ -366,8 +367,10 @@ def clip_loss(P, cfg, oracle_or_none, x0, schedule, rng):
     schedule : refdiff.Schedule
     rng : numpy.random.Generator
         Draws the timesteps, then the noise.
+    prediction_type : str
+        What the network predicts ("epsilon", "sample" or "v_prediction").
     """
-    m, f = clip_losses(P, cfg, oracle_or_none, x0, schedule, rng)
+    m, f = clip_losses(P, cfg, oracle_or_none, x0, schedule, rng, prediction_type=prediction_type)
     return float(m.mean()), None if f is None else float(f.mean())
 
 

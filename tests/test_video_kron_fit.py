@@ -11,7 +11,7 @@ from refdiff.losses import objective_loss
 from refdiff.nn.gradcheck import check_directional
 from refdiff.nn.video import VideoConfig, video_backward, video_forward, video_init
 from refdiff.oracles import GaussianData, KroneckerGaussian
-from refdiff.video import clip_losses, train_clip_denoiser
+from refdiff.video import clip_loss, clip_losses, train_clip_denoiser
 
 
 def _params(cfg, seed=0):
@@ -107,6 +107,9 @@ def test_v_network_epsilon_loss_is_alpha2_weighted_v_loss():
     assert np.abs(mv - np.mean(aa ** 2 * (out - (aa * e - ss * xs)) ** 2, axis=(1, 2, 3))).max() < 1e-12
     me, fe = clip_losses(P, cfg, o, xs, sched, np.random.default_rng(3))
     assert np.abs(fv - fe).max() == 0.0 and np.abs(me - mv).max() > 1e-3
+    # clip_loss (the means) passes the prediction type on: the same conversion
+    lv, lf = clip_loss(P, cfg, o, xs, sched, np.random.default_rng(3), prediction_type="v_prediction")
+    assert abs(lv - float(mv.mean())) < 1e-12 and abs(lf - float(fv.mean())) < 1e-12
 
 
 def test_v_floor_is_eps_floor_over_alpha2_monte_carlo():
