@@ -640,7 +640,8 @@ def groupnorm_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
     xp = array_namespace(x)
     N, C = x.shape[0], x.shape[1]
     if _hwnc(x, gamma, beta):
-        return _hw.groupnorm_forward(x, gamma, beta, groups, eps)
+        out, c = _hw.groupnorm_forward(x, gamma, beta, groups, eps)
+        return out, ("hwnc", c)  # tagged, as the conv and fused caches are
     xT = _cfirst(xp, x)  # (C, ..., N)
     xg = xp.reshape(xT, (groups, -1, N))  # (G, M, N)
     xc = xg - xp.mean(xg, axis=1, keepdims=True)  # (G, M, N), a new array
@@ -676,10 +677,11 @@ def groupnorm_backward(dout, cache):
     dbeta : array, shape (C,)
         Gradients with respect to x, gamma and beta.
     """
-    if isinstance(cache, tuple) and len(cache) == 5:  # the hwnc layout's cache
-        shape = check_cache(cache, "groupnorm_forward", 5)[4]  # (*S, N, C)
+    if isinstance(cache, tuple) and len(cache) == 2 and cache[0] == "hwnc":  # the hwnc layout's cache
+        inner = check_cache(cache[1], "groupnorm_forward", 5, name="cache[1]")
+        shape = inner[4]  # (*S, N, C)
         check_dout(dout, tuple(shape[-2:]) + tuple(shape[:-2]))
-        return _hw.groupnorm_backward(dout, cache)
+        return _hw.groupnorm_backward(dout, inner)
     xhat, rstd, gamma, groups = check_cache(cache, "groupnorm_forward", 4)  # issue 19
     check_dout(dout, (xhat.shape[-1],) + tuple(xhat.shape[:-1]))
     xp = array_namespace(dout)
