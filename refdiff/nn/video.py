@@ -35,6 +35,7 @@ from ._check import check_cache, check_config, check_dout, check_video_args
 from .activations import gelu_backward, gelu_forward, silu_backward, silu_forward
 from .attention import mha_backward, mha_forward, mha_init
 from .conv import conv2d_backward, conv2d_forward
+from .dit import modulate_backward, modulate_forward
 from .layers import timestep_embedding_forward
 from .norm import layernorm_backward, layernorm_forward
 from .resample import patchify_backward, patchify_forward, unpatchify_backward, unpatchify_forward
@@ -373,11 +374,11 @@ def _clip_sum(xp, a, N):
 
 
 def _modulate(xp, u0, md, i, N):
-    """adaLN's mod of MATH.md (20.3): u0 (1 + md[i + 1]) + md[i] per clip (u0 itself without md)."""
+    """adaLN's mod of MATH.md (20.3), u0 (1 + md[i + 1]) + md[i] per clip: DiT's
+    :func:`refdiff.nn.dit.modulate_forward` on the (N, T L, D) view (u0 itself without md)."""
     if md is None:
         return u0
-    D = u0.shape[-1]
-    return xp.reshape(xp.reshape(u0, (N, -1, D)) * (1 + md[i + 1][:, None, :]) + md[i][:, None, :], u0.shape)
+    return xp.reshape(modulate_forward(xp.reshape(u0, (N, -1, u0.shape[-1])), md[i], md[i + 1])[0], u0.shape)
 
 
 def _gate(xp, a, md, i, N):
@@ -394,11 +395,13 @@ def _gate_backward(xp, dz, a, md, i, dmod, N):
 
 
 def _modulate_backward(xp, dv, u0, md, i, dmod, N):
-    """Backward of :func:`_modulate`: d u0, with d shift and d scale written to dmod."""
+    """Backward of :func:`_modulate` (:func:`refdiff.nn.dit.modulate_backward` with its
+    cache ``(x, scale)``): d u0, with d shift and d scale written to dmod[i], dmod[i + 1]."""
     if md is None:
         return dv
-    dmod[i], dmod[i + 1] = _clip_sum(xp, dv, N), _clip_sum(xp, dv * u0, N)
-    return _per_clip(xp, dv, 1 + md[i + 1], N)
+    D = dv.shape[-1]
+    du, dmod[i], dmod[i + 1] = modulate_backward(xp.reshape(dv, (N, -1, D)), (xp.reshape(u0, (N, -1, D)), md[i + 1]))
+    return xp.reshape(du, dv.shape)
 
 
 def video_forward(P, x, t, cfg: VideoConfig, first=None, keep=None):
