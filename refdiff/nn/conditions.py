@@ -75,6 +75,22 @@ def _shape(a):
     return tuple(getattr(a, "shape", ()))
 
 
+def _key_mask(xp, c, key, shape, what, want, empty):
+    """The boolean key mask ``c[key]`` of a sequence condition (all True when absent),
+    checked: shape ``shape`` (``want`` says it), boolean, at least one kept position per
+    sample (``empty`` ends that message)."""
+    mask = c.get(key)
+    if mask is None:
+        return xp.ones(shape, dtype=xp.bool)
+    if _shape(mask) != shape:
+        raise ValueError(f"{what}: cond['{key}'] must have {want}, got {_shape(mask)}")
+    if mask.dtype != xp.bool:
+        raise TypeError(f"{what}: cond['{key}'] must be boolean (True = a real token), got dtype {mask.dtype}")
+    if not bool(xp.all(xp.any(mask, axis=1))):
+        raise ValueError(f"{what}: cond['{key}'] masks out every {empty}")
+    return mask
+
+
 def _int_range(xp, a, lo, hi, key, what):
     """TypeError unless ``a`` is integral; ValueError unless its values lie in [lo, hi]."""
     if not xp.isdtype(a.dtype, "integral"):
@@ -290,17 +306,8 @@ class TokenCond(CondKind):
             raise ValueError(f"{what}: cond['tokens'] must have shape (N, L) = ({n}, L) with 1 <= L <= "
                              f"{self.max_len}, got {_shape(ids)}")
         _int_range(xp, ids, 0, self.vocab_size - 1, "tokens", f"{what} (vocab_size = {self.vocab_size})")
-        mask = c.get("token_mask")
-        if mask is None:
-            mask = xp.ones(ids.shape, dtype=xp.bool)
-        if _shape(mask) != _shape(ids):
-            raise ValueError(f"{what}: cond['token_mask'] must have the shape of cond['tokens'] {_shape(ids)}, "
-                             f"got {_shape(mask)}")
-        if mask.dtype != xp.bool:
-            raise TypeError(f"{what}: cond['token_mask'] must be boolean (True = a real token), got dtype {mask.dtype}")
-        if not bool(xp.all(xp.any(mask, axis=1))):
-            raise ValueError(f"{what}: cond['token_mask'] masks out every token of some sample; keep at least "
-                             "one (the empty prompt keeps its start token 0)")
+        mask = _key_mask(xp, c, "token_mask", _shape(ids), what, f"the shape of cond['tokens'] {_shape(ids)}",
+                         "token of some sample; keep at least one (the empty prompt keeps its start token 0)")
         return {"tokens": ids, "token_mask": mask}
 
     def null(self, n, xp, dtype):
@@ -421,15 +428,8 @@ class TextStateCond(CondKind):
         if not xp.isdtype(s.dtype, "real floating"):
             raise TypeError(f"{what}: cond['text_states'] must be a float array (a frozen encoder's states; "
                             f"token ids go to a 'tokens' model), got dtype {s.dtype}")
-        mask = c.get("text_mask")
-        if mask is None:
-            mask = xp.ones(s.shape[:2], dtype=xp.bool)
-        if _shape(mask) != _shape(s)[:2]:
-            raise ValueError(f"{what}: cond['text_mask'] must have shape (N, L) = {_shape(s)[:2]}, got {_shape(mask)}")
-        if mask.dtype != xp.bool:
-            raise TypeError(f"{what}: cond['text_mask'] must be boolean (True = a real token), got dtype {mask.dtype}")
-        if not bool(xp.all(xp.any(mask, axis=1))):
-            raise ValueError(f"{what}: cond['text_mask'] masks out every position of some sample; keep at least one")
+        mask = _key_mask(xp, c, "text_mask", _shape(s)[:2], what, f"shape (N, L) = {_shape(s)[:2]}",
+                         "position of some sample; keep at least one")
         return {"text_states": s, "text_mask": mask}
 
     def null(self, n, xp, dtype):
