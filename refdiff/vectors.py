@@ -792,7 +792,26 @@ def _video_cases(rng):
                  "(m = 0 for both clips), so its second clip equals y's second clip exactly",
                  {"frames": 3, "size": 4, "patch": 2, "width": 8, "heads": 2, "depth": 1},
                  {"x": _f64(x), "t": t, "first": _f64(first), "keep": _f64(keep), **P},
-                 {"y": _np(video_forward(P, x, t, cfg, first, keep)[0]), "y_dropped": _np(video_forward(P, x, t, cfg)[0])})]
+                 {"y": _np(video_forward(P, x, t, cfg, first, keep)[0]), "y_dropped": _np(video_forward(P, x, t, cfg)[0])}),
+            _overlap_case(rng)]
+
+
+def _overlap_case(rng):
+    """The overlapping patch embedding of the space-time denoiser, MATH.md (22.14)."""
+    from .nn.video import VideoConfig, _embed
+
+    p, m, D, C, H = 2, 1, 3, 2, 6
+    cfg = VideoConfig(frames=1, size=H, patch=p, width=D, heads=1, depth=1, overlap=m)
+    frames = rng.standard_normal((2, C, H, H))
+    w, b = rng.standard_normal((C * (p + 2 * m) ** 2, D)), rng.standard_normal(D)
+    z = _embed(np, {"in.w": w, "in.b": b}, frames, cfg)[0]
+    return Case("video_overlap_embedding", "refdiff.nn.video.video_forward (VideoConfig.overlap)",
+                "tokens (N, L, D) of frames (N, C, H, W) with patch p = 2 and margin m = 1: token (i, j) (raster "
+                "order, L = (H/p)^2) is b + sum over c, u, v of w[(c k + u) k + v] x[c, p i - m + u, p j - m + v], "
+                "k = p + 2m = 4, x = 0 outside the frame (the convolution with kernel k, stride p, padding m; "
+                "in.w is (C k k, D) in the (c, u, v) order)",
+                {"patch": p, "overlap": m}, {"frames": _f64(frames), "in_w": _f64(w), "in_b": _f64(b)},
+                {"tokens": _np(z)})
 
 
 # ---------------------------------------------------------------------------- suite I/O

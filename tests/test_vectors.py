@@ -260,3 +260,28 @@ def test_video_first_frame_case_drops_the_condition_exactly(suite):
     np.testing.assert_array_equal(v["y"][1], v["y_dropped"][1])
     assert np.max(np.abs(v["y"][0] - v["y_dropped"][0])) > 1e-3
     assert v["y"].shape == v["x"].shape
+
+
+def test_video_overlap_embedding_case_is_the_window_sum(suite):
+    """MATH.md (22.14): the reference tokens of the overlapping patch embedding equal the
+    window sum over each patch's (p + 2m)^2 neighbourhood written out pixel by pixel here
+    (zero outside the frame), to 1e-12; the manifest states patch and margin."""
+    v = np.load(suite / "video_overlap_embedding.npz")
+    case = _manifest(suite)["cases"]["video_overlap_embedding"]
+    p, m = case["parameters"]["patch"], case["parameters"]["overlap"]
+    x, w, b = v["frames"], v["in_w"], v["in_b"]
+    N, C, H, _ = x.shape
+    k, g = p + 2 * m, H // p
+    want = np.zeros(v["tokens"].shape)
+    for n in range(N):
+        for i in range(g):
+            for j in range(g):
+                acc = b.copy()
+                for c in range(C):
+                    for u in range(k):
+                        for q in range(k):
+                            r, s_ = p * i - m + u, p * j - m + q
+                            if 0 <= r < H and 0 <= s_ < H:
+                                acc = acc + w[(c * k + u) * k + q] * x[n, c, r, s_]
+                want[n, i * g + j] = acc
+    np.testing.assert_allclose(v["tokens"], want, rtol=0, atol=1e-12)
