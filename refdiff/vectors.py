@@ -778,7 +778,7 @@ def _dit_cases(rng):
 
 
 def _video_cases(rng):
-    """The first-frame video condition, MATH.md (22.11)."""
+    """The first-frame video condition, MATH.md (22.11); the overlapping embedding; the Kronecker oracle."""
     from .nn.video import VideoConfig, video_forward, video_init
 
     cfg = VideoConfig(frames=3, size=4, patch=2, width=8, heads=2, depth=1, first_frame=True)
@@ -793,7 +793,35 @@ def _video_cases(rng):
                  {"frames": 3, "size": 4, "patch": 2, "width": 8, "heads": 2, "depth": 1},
                  {"x": _f64(x), "t": t, "first": _f64(first), "keep": _f64(keep), **P},
                  {"y": _np(video_forward(P, x, t, cfg, first, keep)[0]), "y_dropped": _np(video_forward(P, x, t, cfg)[0])}),
-            _overlap_case(rng)]
+            _overlap_case(rng), _kronecker_case(rng)]
+
+
+def _kronecker_case(rng):
+    """The Kronecker-Gaussian clip oracle and its exact frame conditionals, MATH.md (22.1),
+    (22.5), (22.6)."""
+    from .oracles import KroneckerGaussian
+    from .schedules import make_schedule
+
+    T, fs, rho, ell, nug = 4, (2, 3), 0.8, 1.5, 1e-2
+    o = KroneckerGaussian.ar1(T, rho, fs, length_scale=ell, nugget=nug)
+    sched, t = make_schedule("linear", 1000), np.array([50, 400, 900])
+    x_t = rng.standard_normal((3, T) + fs)
+    a, s = sched.sqrt_alpha_bars[t], sched.sqrt_one_minus_alpha_bars[t]
+    out = {"eps": _np(o.eps(x_t, a, s)), "x0_mean": _np(o.x0_mean(x_t, a, s))}
+    x_first, x_ends = rng.standard_normal((1,) + fs), rng.standard_normal((2,) + fs)
+    for key, known, vals in (("first", [0], x_first), ("first_last", [0, T - 1], x_ends)):
+        c = o.condition_frames(known, vals)
+        out[f"{key}_mean"], out[f"{key}_time_cov"] = _np(c.mean), _np(c.time_cov)
+    return Case("video_kronecker_oracle", "refdiff.oracles.KroneckerGaussian (ar1, eps, x0_mean, condition_frames)",
+                "clips (T, H, W) = (4, 2, 3) ~ N(0, K_T (x) S), K_T[f, g] = rho^|f-g| (rho 0.8), S[p, q] = "
+                "exp(-|r_p - r_q|^2 / (2 * 1.5^2)) + 0.01 [p = q] on raster pixels; Cov[(f, p), (g, q)] = K_T[f, g] "
+                "S[p, q] (frame-major flattening); 'eps', 'x0_mean' at x_t (3 clips) with alpha_t, sigma_t of the linear "
+                "schedule at t; the law of the other frames given frame 0 = x_first ('first_*') and given frames 0 "
+                "and 3 = x_ends ('first_last_*'): mean (T - |A|, H, W) and temporal covariance (the spatial factor "
+                "stays S)",
+                {"frames": T, "frame_shape": list(fs), "rho": rho, "length_scale": ell, "variance": 1.0,
+                 "nugget": nug, "schedule": {"kind": "linear", "T": 1000}},
+                {"x_t": _f64(x_t), "t": t, "x_first": _f64(x_first), "x_ends": _f64(x_ends)}, out)
 
 
 def _overlap_case(rng):

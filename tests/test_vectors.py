@@ -285,3 +285,39 @@ def test_video_overlap_embedding_case_is_the_window_sum(suite):
                                 acc = acc + w[(c * k + u) * k + q] * x[n, c, r, s_]
                 want[n, i * g + j] = acc
     np.testing.assert_allclose(v["tokens"], want, rtol=0, atol=1e-12)
+
+
+def test_video_kronecker_oracle_case_against_dense_gaussian(suite):
+    """MATH.md (22.1), MATH.md (22.5), MATH.md (22.6): the Kronecker oracle's reference
+    outputs against the dense 24-dimensional Gaussian built here from the manifest's
+    parameters alone: Sigma = kron(K_T, S) with K_T = rho^|f-g| and the squared-exponential
+    S written out pixel by pixel; by the direct solve
+    E[eps | x_t] = sigma (alpha^2 Sigma + sigma^2 I)^-1 x_t and
+    E[x0 | x_t] = alpha Sigma (alpha^2 Sigma + sigma^2 I)^-1 x_t (zero mean); the frame
+    conditionals by the dense Schur complement Sigma_BB - Sigma_BA Sigma_AA^-1 Sigma_AB, which
+    must factor as K_cond (x) S, and mean Sigma_BA Sigma_AA^-1 x_A; each to 1e-10."""
+    v = np.load(suite / "video_kronecker_oracle.npz")
+    prm = _manifest(suite)["cases"]["video_kronecker_oracle"]["parameters"]
+    T, (H, W), rho = prm["frames"], prm["frame_shape"], prm["rho"]
+    ell, var, nug = prm["length_scale"], prm["variance"], prm["nugget"]
+    P = H * W
+    K = np.array([[rho ** abs(f - g) for g in range(T)] for f in range(T)])
+    r = [(i, j) for i in range(H) for j in range(W)]
+    S = np.array([[var * np.exp(-((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) / (2 * ell ** 2)) + nug * (a == b)
+                   for b in r] for a in r])
+    Sig = np.kron(K, S)
+    ab = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000))[v["t"]]
+    for n in range(len(v["t"])):
+        al, sg = np.sqrt(ab[n]), np.sqrt(1.0 - ab[n])
+        x = v["x_t"][n].reshape(-1)
+        y = np.linalg.solve(al ** 2 * Sig + sg ** 2 * np.eye(T * P), x)
+        np.testing.assert_allclose(v["eps"][n].reshape(-1), sg * y, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(v["x0_mean"][n].reshape(-1), al * Sig @ y, rtol=1e-10, atol=1e-12)
+    for key, A, xa in (("first", [0], v["x_first"]), ("first_last", [0, T - 1], v["x_ends"])):
+        ia = np.concatenate([np.arange(f * P, (f + 1) * P) for f in A])
+        B = [f for f in range(T) if f not in A]
+        ib = np.concatenate([np.arange(f * P, (f + 1) * P) for f in B])
+        G = Sig[np.ix_(ib, ia)] @ np.linalg.inv(Sig[np.ix_(ia, ia)])
+        cov = Sig[np.ix_(ib, ib)] - G @ Sig[np.ix_(ia, ib)]
+        np.testing.assert_allclose(v[f"{key}_mean"].reshape(-1), G @ xa.reshape(-1), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(np.kron(v[f"{key}_time_cov"], S), cov, rtol=1e-10, atol=1e-12)
