@@ -348,3 +348,28 @@ def test_groupnorm_silu_refuses_bad_input(hwnc):
         fast.groupnorm_silu_backward(x, (1, 2, 3))
     with pytest.raises(ValueError, match="dout"):
         fast.groupnorm_silu_backward(np.zeros((2, 4, 3, 2)), cache)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@settings(max_examples=8, deadline=None)
+@given(n=st.integers(1, 3), cg=GN, h=st.integers(1, 7), w=st.integers(1, 7), seed=st.integers(0, 2**16))
+def test_groupnorm_silu_recomputed_cache_is_bitwise_the_kept_one(hwnc, dtype, n, cg, h, w, seed, monkeypatch):
+    """MATH.md (23.7): above ``_KEEP_HU_FLOATS`` numbers the fused layer caches xc alone and
+    its backward pass forms h = xc (gamma rstd / 2) + beta / 2 and u = 1 + tanh(h) again
+    with the forward's operations; the gradients are then exactly (==) those of the cache
+    that kept h and u (the threshold set to 0 forces the recomputation on small shapes)."""
+    C, G = cg
+    rng = np.random.default_rng(seed)
+    x, dout = (_as(rng.standard_normal((n, C, h, w)) + 1, dtype, True) for _ in range(2))
+    gamma, beta = (_as(1 + rng.standard_normal(C), dtype, False) for _ in range(2))
+    out_k, cache_k = fast.groupnorm_silu_forward(x, gamma, beta, G)
+    want = fast.groupnorm_silu_backward(dout, cache_k)
+    with monkeypatch.context() as m:  # restored before hypothesis's next example
+        m.setattr(hw, "_KEEP_HU_FLOATS", 0)
+        out_r, cache_r = fast.groupnorm_silu_forward(x, gamma, beta, G)
+    assert cache_r[0][1] is None and cache_r[0][2] is None  # only xc kept
+    assert cache_k[0][1] is not None
+    got = fast.groupnorm_silu_backward(dout, cache_r)
+    assert np.array_equal(out_r, out_k)
+    for j, (u, v) in enumerate(zip(got, want)):
+        assert np.array_equal(u, v), j

@@ -352,10 +352,23 @@ def groupnorm_backward(dout, cache):
 
 
 # ------------------------------------------------------------------ GroupNorm + SiLU
-def _group_sums(v, G):
-    """(N, C) per-(sample, channel) values -> (N, G) sums over each group's channels."""
-    N, C = v.shape
-    return v.reshape(N, G, C // G).sum(axis=2)
+# Above this many numbers per array, the fused layer's cache keeps only xc and the backward
+# pass forms h and u again (the forward's own operations: the same bits).  Three cached
+# arrays per call instead of one are ~190 MiB of the default U-Net's step at batch 1024
+# (16 calls); recomputing costs ~3 elementwise passes per call.  The default U-Net at
+# batch 128 (at most 2^19 numbers per array) keeps h and u.
+_KEEP_HU_FLOATS = 1 << 19
+
+
+def _half_y(xc, rstd, gamma, beta, k):
+    """``h = y / 2 = xc (gamma rstd / 2) + beta / 2`` and ``u = 1 + tanh(h) = 2 sigmoid(y)``
+    on the (S, N C) matrix xc, rstd (N, G), k = C / G channels per group."""
+    N = rstd.shape[0]
+    h = _np.multiply(xc, ((0.5 * gamma) * rstd.repeat(k, axis=1)).reshape(-1))
+    h += _np.tile(0.5 * beta, N)
+    u = _np.tanh(h)
+    u += 1.0
+    return h, u
 
 
 def groupnorm_silu_forward(x, gamma, beta, groups, eps):
@@ -366,23 +379,23 @@ def groupnorm_silu_forward(x, gamma, beta, groups, eps):
     (a (C,) row would make numpy's inner loops C long).  The sums are those of
     :func:`groupnorm_forward` and scaling by 1/2 is exact, so h, u and the output are
     bit-identical to GroupNorm then SiLU in this layout (y = 2h, sigmoid(y) = u/2).
-    The cache keeps xc, h and u (three arrays, as GroupNorm then SiLU)."""
+    The cache keeps xc, h and u (three arrays, as GroupNorm then SiLU), or xc alone above
+    ``_KEEP_HU_FLOATS`` numbers (the backward pass forms h and u again, bit for bit)."""
     xm = to_hwnc(x)
     N, C = x.shape[0], x.shape[1]
-    G = groups
+    G, k = groups, C // groups
     x2 = xm.reshape(-1, N * C)  # (S, N C)
     S = x2.shape[0]
-    M = (C // G) * S
-    mean = _group_sums(_colsum(x2).reshape(N, C), G) / M  # (N, G)
-    xc = x2 - _per_channel(mean, G, C).reshape(-1)
-    var = _group_sums(_np.einsum("snc,snc->nc", *(xc.reshape(S, N, C),) * 2), G) / M
+    M = k * S
+    mean = _colsum(x2).reshape(N, G, k).sum(axis=2) / M  # (N, G)
+    xc = x2 - mean.repeat(k, axis=1).reshape(-1)
+    var = _np.einsum("snc,snc->nc", *(xc.reshape(S, N, C),) * 2).reshape(N, G, k).sum(axis=2) / M
     rstd = 1.0 / _np.sqrt(var + eps)  # (N, G)
-    h = _np.multiply(xc, ((0.5 * gamma) * _per_channel(rstd, G, C)).reshape(-1))  # y / 2
-    h += _np.tile(0.5 * beta, N)
-    u = _np.tanh(h)
-    u += 1.0
-    out = h * u
-    return to_nchw(out.reshape(xm.shape)), (xc, h, u, rstd, gamma, G, xm.shape)
+    h, u = _half_y(xc, rstd, gamma, beta, k)
+    out = _np.multiply(h, u)
+    if xc.size > _KEEP_HU_FLOATS:
+        h = u = None
+    return to_nchw(out.reshape(xm.shape)), (xc, h, u, rstd, gamma, beta, G, xm.shape)
 
 
 def groupnorm_silu_backward(dout, cache):
@@ -391,26 +404,32 @@ def groupnorm_silu_backward(dout, cache):
     gradient at y, bit-identical to twice SiLU's backward; the 1/2 goes into the
     per-(n, c) factors), then MATH.md (13.10)
     ``dx = rstd (g - mean(g) - xhat mean(g xhat))`` from the spatial sums of q and q xc
-    (the sums of :func:`groupnorm_backward`)."""
-    xc, h, u, rstd, gamma, G, shape = cache
+    (the sums of :func:`groupnorm_backward`).  q is one array updated in place and becomes
+    dx (``q (gamma rstd / 2) - t`` with t = xc (rstd^2 mean(g xhat)) + rstd mean(g), the
+    same operations as :func:`groupnorm_backward`'s ``dx -= t``)."""
+    xc, h, u, rstd, gamma, beta, G, shape = cache
     N, C = shape[-2], shape[-1]
+    k = C // G
     S = xc.shape[0]
-    q = 2.0 - u
+    if h is None:  # not kept (large arrays): the forward's operations again
+        h, u = _half_y(xc, rstd, gamma, beta, k)
+    q = _np.subtract(2.0, u)
     q *= h
     q += 1.0
     q *= u
     q *= to_hwnc(dout).reshape(S, N * C)
     sd = 0.5 * _colsum(q).reshape(N, C)  # sums of dL/dy over space
-    sdx = (0.5 * _np.einsum("snc,snc->nc", q.reshape(S, N, C), xc.reshape(S, N, C))) * _per_channel(rstd, G, C)
+    rc = rstd.repeat(k, axis=1)  # (N, C)
+    sdx = (0.5 * _np.einsum("snc,snc->nc", q.reshape(S, N, C), xc.reshape(S, N, C))) * rc
     dbeta, dgamma = _np.sum(sd, axis=0), _np.sum(sdx, axis=0)
-    M = (C // G) * S
-    mg = _group_sums(gamma * sd, G) / M  # (N, G): mean(g), g = gamma dL/dy
-    mgx = _group_sums(gamma * sdx, G) / M  # (N, G): mean(g xhat)
-    t = _np.multiply(xc, _per_channel(rstd * rstd * mgx, G, C).reshape(-1))
-    t += _per_channel(rstd * mg, G, C).reshape(-1)
-    dx = _np.multiply(q, ((0.5 * gamma) * _per_channel(rstd, G, C)).reshape(-1))
-    dx -= t
-    return to_nchw(dx.reshape(shape)), dgamma, dbeta
+    M = k * S
+    mg = (gamma * sd).reshape(N, G, k).sum(axis=2) / M  # (N, G): mean(g), g = gamma dL/dy
+    mgx = (gamma * sdx).reshape(N, G, k).sum(axis=2) / M  # (N, G): mean(g xhat)
+    t = _np.multiply(xc, (rstd * rstd * mgx).repeat(k, axis=1).reshape(-1))
+    t += (rstd * mg).repeat(k, axis=1).reshape(-1)
+    q *= ((0.5 * gamma) * rc).reshape(-1)  # dx = q (gamma rstd / 2) - t, in q's memory
+    q -= t
+    return to_nchw(q.reshape(shape)), dgamma, dbeta
 
 
 # ------------------------------------------------------------------ the rest
