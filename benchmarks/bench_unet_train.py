@@ -80,6 +80,16 @@ def use_reference_layers():
              "silu_backward", "upsample2x_forward", "upsample2x_backward", "concat_forward", "concat_backward")
     swap = {n: getattr(L, n) for n in names}
     swap["add_channel_shift"] = lambda h, eo: h + eo[:, :, None, None]
+
+    def gnsilu_forward(x, gamma, beta, groups, eps=1e-5):  # the fused tuned layer's twin: the composition
+        y, c_n = L.groupnorm_forward(x, gamma, beta, groups, eps)
+        out, c_s = L.silu_forward(y)
+        return out, (c_n, c_s)
+
+    def gnsilu_backward(dout, cache):
+        return L.groupnorm_backward(L.silu_backward(dout, cache[1]), cache[0])
+
+    swap["groupnorm_silu_forward"], swap["groupnorm_silu_backward"] = gnsilu_forward, gnsilu_backward
     for mod in (blocks, unet, unet_blocks):
         for n, f in swap.items():
             if hasattr(mod, n):
