@@ -87,8 +87,26 @@ def test_conv_equals_reference_float64(hwnc, kind, n, c, f, h, w, order, seed):
     rng = np.random.default_rng(seed)
     x, wk, b = rng.standard_normal((n, c, h, w)), rng.standard_normal((f, c, k, k)), rng.standard_normal(f)
     cache = _pair("conv2d", [x, wk, b], "float64", order, rng, {"stride": s, "pad": p})
-    wino = kind == "3x3" and c >= 2
+    wino = kind == "3x3" and c >= 2 and f > hw._TAPS_MAX_F
     assert (cache[0] == "hwnc-winograd") == wino, cache[0]
+    assert (cache[0] == "hwnc-taps") == (kind == "3x3" and c >= 2 and f <= hw._TAPS_MAX_F), cache[0]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(2, 9), h=st.integers(1, 9), w=st.integers(1, 9), order=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_channels_first_taps_equal_reference(hwnc, dtype, n, c, h, w, order, seed):
+    """MATH.md (23.8): a 3x3 stride-1 "same" convolution with one output channel runs as
+    Z = pad(x) w (channels contracted first) plus nine shifted slices of Z, and its backward
+    pass as dZ (dy placed at every tap's position), dW = pad(x)^T dZ, d pad(x) = dZ W^T; the
+    output, dx, dw and db equal the reference convolution MATH.md (13.3), MATH.md (13.5),
+    MATH.md (13.6): float64 < 1e-12, float32 < 1e-4 normwise (direct-method arithmetic, no
+    Winograd growth) on sizes 1..9, as plain NCHW arrays and as views of hwnc arrays."""
+    rng = np.random.default_rng(seed)
+    x, wk, b = rng.standard_normal((n, c, h, w)), rng.standard_normal((1, c, 3, 3)), rng.standard_normal(1)
+    cache = _pair("conv2d", [x, wk, b], dtype, order, rng, {"stride": 1, "pad": 1})
+    assert cache[0] == "hwnc-taps", cache[0]
 
 
 @pytest.mark.parametrize("shape", [(4, 16, 16, 8, 8), (2, 32, 32, 7, 9), (8, 64, 64, 4, 4), (3, 3, 5, 11, 6)])
