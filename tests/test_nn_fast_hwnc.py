@@ -92,6 +92,20 @@ def test_conv_equals_reference_float64(hwnc, kind, n, c, f, h, w, order, seed):
     assert (cache[0] == "hwnc-taps") == (kind == "3x3" and c >= 2 and f <= hw._TAPS_MAX_F), cache[0]
 
 
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(2, 6), f=st.integers(2, 5), h=st.integers(1, 4), w=st.integers(1, 4),
+       order=st.booleans(), seed=st.integers(0, 2**16))
+def test_single_tile_winograd_equals_reference_float64(hwnc, n, c, f, h, w, order, seed):
+    """MATH.md (23.6) for images of at most 4 x 4 (one tile, the U-Net's 4 x 4 level): the
+    input transform drops the tile's padding rows and columns and the adjoint keeps only
+    rows and columns 1..H, 1..W of B dU B^T (no overlap-add); output, dx, dw and db equal
+    the reference convolution MATH.md (13.3), MATH.md (13.5), MATH.md (13.6) to 1e-12."""
+    rng = np.random.default_rng(seed)
+    x, wk, b = rng.standard_normal((n, c, h, w)), rng.standard_normal((f, c, 3, 3)), rng.standard_normal(f)
+    cache = _pair("conv2d", [x, wk, b], "float64", order, rng, {"stride": 1, "pad": 1})
+    assert cache[0] == "hwnc-winograd" and cache[1][0].shape[2:4] == (1, 1)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @settings(max_examples=12, deadline=None)
 @given(n=st.integers(1, 3), c=st.integers(2, 9), h=st.integers(1, 9), w=st.integers(1, 9), order=st.booleans(),
@@ -133,24 +147,28 @@ def test_winograd_float32_within_the_stated_bound(hwnc, shape):
         assert errs["hwnc"][i] <= 40 * max(errs["chwn"][i], 2.0**-24) and errs["hwnc"][i] < 2e-5, (i, errs)
 
 
-def test_batched_input_transform_is_per_tile_bt_d_b(hwnc):
+@pytest.mark.parametrize("H, W", [(7, 5), (4, 4), (3, 2)])
+def test_batched_input_transform_is_per_tile_bt_d_b(hwnc, H, W):
     """MATH.md (23.6): the transformed input that the hwnc Winograd keeps, U[(xi, nu),
     (tile row, tile column, n), c], is B^T D B of the 6 x 6 input tile D (rows 4 t - 1 ..
     4 t + 4 of the zero-padded image, same for columns) of sample n and channel c, here
     computed tile by tile in exact rational arithmetic on integer images (7 x 5, so the
-    last tiles read zero padding beyond the image)."""
+    last tiles read zero padding beyond the image; 4 x 4 and 3 x 2, one tile, which the
+    code transforms without the padding rows and columns)."""
     from fractions import Fraction
 
     rng = np.random.default_rng(2)
-    N, C, H, W = 2, 3, 7, 5
+    N, C = 2, 3
     x = rng.integers(-4, 5, (N, C, H, W)).astype(np.float64)
     _, cache = fast.conv2d_forward(x, np.ones((2, C, 3, 3)), np.zeros(2))
     U = cache[1][0]  # (6, 6, tH, tW, N, C)
     BT = winograd_matrices(4)[0]
-    xp_ = np.zeros((N, C, 4 * 2 + 2, 4 * 2 + 2))
+    tH, tW = -(-H // 4), -(-W // 4)
+    xp_ = np.zeros((N, C, 4 * tH + 2, 4 * tW + 2))
     xp_[:, :, 1:H + 1, 1:W + 1] = x
-    for t in range(2):
-        for s in range(2):
+    assert U.shape[2:4] == (tH, tW)
+    for t in range(tH):
+        for s in range(tW):
             for n, c in ((0, 0), (1, 2)):
                 D = [[Fraction(int(v)) for v in row] for row in xp_[n, c, 4 * t:4 * t + 6, 4 * s:4 * s + 6]]
                 want = [[sum(BT[i][r] * D[r][q] * BT[j][q] for r in range(6) for q in range(6)) for j in range(6)]

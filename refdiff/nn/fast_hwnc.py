@@ -150,12 +150,19 @@ _KEEP_U_FLOATS = 1 << 22
 
 def _input_transform(xm, out):
     """U[(xi, nu), (t, s, n), c] = (B^T D B)_{xi nu} of every 6 x 6 tile D of the zero-padded
-    xm (H, W, N, C), written into ``out`` (6, 6, tH, tW, N, C).  MATH.md (23.6)."""
+    xm (H, W, N, C), written into ``out`` (6, 6, tH, tW, N, C).  MATH.md (23.6).  An image
+    of at most 4 x 4 is one tile whose rows and columns 0 and > H (> W) are padding zeros:
+    their columns of B^T are dropped (two products with H and W terms on xm itself, no
+    padded copy; the dropped terms are exact zeros)."""
     H, W, N, C = xm.shape
     dt = xm.dtype
     BT = _mats(dt.str)[0]
     tH, tW = -(-H // 4), -(-W // 4)
     Hp, Wp, NC = 4 * tH + 2, 4 * tW + 2, N * C
+    if tH == 1 and tW == 1:  # one tile (H, W <= 4): rows 1..H and columns 1..W of it are the image
+        R = _np.matmul(BT[:, 1:H + 1], xm.reshape(H, W * NC), out=_scratch("B", (6, W * NC), dt))
+        _np.matmul(BT[:, 1:W + 1], R.reshape(6, W, NC), out=out.reshape(6, 6, NC))
+        return out
     xpad = _scratch("A", (Hp, Wp, N, C), dt)
     xpad[0] = 0
     xpad[H + 1:] = 0
@@ -220,6 +227,11 @@ def winograd_backward(dY, cache):
     # dw = G^T dWt G
     t = (G.T @ dWt.reshape(6, 6 * C * F)).reshape(3, 6, C * F)
     dw = _np.ascontiguousarray(_np.matmul(G.T, t).reshape(3, 3, C, F).transpose(3, 2, 0, 1))
+    if tH == 1 and tW == 1:  # one tile: dx = rows 1..H, columns 1..W of B dU B^T, no overlap
+        T1 = _np.matmul(B[1:W + 1], dU.reshape(6, 6, NC), out=_scratch("B", (6, W, NC), dt))
+        dx = _np.empty((H, W, N, C), dtype=dt)
+        _np.matmul(B[1:H + 1], T1.reshape(6, W * NC), out=dx.reshape(H, W * NC))
+        return dx, dw, db
     # dX: B dU B^T per tile (columns, then rows), each followed by the overlap-add of tiles
     # (rows 0-3 of each tile's result written into place, rows 4-5 added onto the next tile)
     dUv = dU.reshape(6, 6, tH, tW, NC).transpose(2, 0, 3, 1, 4)  # (tH, xi, tW, nu, N C)
