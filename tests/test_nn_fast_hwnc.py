@@ -147,22 +147,21 @@ def test_winograd_float32_within_the_stated_bound(hwnc, shape):
         assert errs["hwnc"][i] <= 40 * max(errs["chwn"][i], 2.0**-24) and errs["hwnc"][i] < 2e-5, (i, errs)
 
 
-@pytest.mark.parametrize("H, W", [(7, 5), (4, 4), (3, 2)])
+@pytest.mark.parametrize("H, W", [(7, 5), (16, 13), (4, 4), (3, 2)])
 def test_batched_input_transform_is_per_tile_bt_d_b(hwnc, H, W):
     """MATH.md (23.6): the transformed input that the hwnc Winograd keeps, U[(xi, nu),
     (tile row, tile column, n), c], is B^T D B of the 6 x 6 input tile D (rows 4 t - 1 ..
     4 t + 4 of the zero-padded image, same for columns) of sample n and channel c, here
-    computed tile by tile in exact rational arithmetic on integer images (7 x 5, so the
-    last tiles read zero padding beyond the image; 4 x 4 and 3 x 2, one tile, which the
-    code transforms without the padding rows and columns)."""
-    from fractions import Fraction
-
+    computed tile by tile in exact integer arithmetic (B^T has integer entries) on integer
+    images (7 x 5, so the last tiles read zero padding beyond the image; 16 x 13, two
+    interior tile rows and columns read in one strided product; 4 x 4 and 3 x 2, one tile).  The code never forms the padded image:
+    each tile reads its image rows and columns only (fast_hwnc._tile_groups)."""
     rng = np.random.default_rng(2)
     N, C = 2, 3
     x = rng.integers(-4, 5, (N, C, H, W)).astype(np.float64)
     _, cache = fast.conv2d_forward(x, np.ones((2, C, 3, 3)), np.zeros(2))
     U = cache[1][0]  # (6, 6, tH, tW, N, C)
-    BT = winograd_matrices(4)[0]
+    BT = np.array([[int(v) for v in row] for row in winograd_matrices(4)[0]], dtype=np.int64)
     tH, tW = -(-H // 4), -(-W // 4)
     xp_ = np.zeros((N, C, 4 * tH + 2, 4 * tW + 2))
     xp_[:, :, 1:H + 1, 1:W + 1] = x
@@ -170,10 +169,9 @@ def test_batched_input_transform_is_per_tile_bt_d_b(hwnc, H, W):
     for t in range(tH):
         for s in range(tW):
             for n, c in ((0, 0), (1, 2)):
-                D = [[Fraction(int(v)) for v in row] for row in xp_[n, c, 4 * t:4 * t + 6, 4 * s:4 * s + 6]]
-                want = [[sum(BT[i][r] * D[r][q] * BT[j][q] for r in range(6) for q in range(6)) for j in range(6)]
-                        for i in range(6)]
-                assert np.array_equal(U[:, :, t, s, n, c], np.array(want, dtype=float)), (t, s, n, c)
+                D = xp_[n, c, 4 * t:4 * t + 6, 4 * s:4 * s + 6].astype(np.int64)
+                want = BT @ D @ BT.T  # int64: exact
+                assert np.array_equal(U[:, :, t, s, n, c], want.astype(float)), (t, s, n, c)
 
 
 GN = st.sampled_from([(4, 2), (6, 3), (8, 8), (5, 1)])

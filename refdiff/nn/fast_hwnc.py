@@ -148,33 +148,52 @@ def _kernel_transform(w, G):
 _KEEP_U_FLOATS = 1 << 22
 
 
+@functools.lru_cache(maxsize=256)
+def _tile_groups(n: int, tiles: int):
+    """How the 6-row tiles of an axis of size n (zero-padded by one, then to 4 tiles + 2)
+    read the image: tile t covers padded rows 4t .. 4t+5 = image rows 4t-1 .. 4t+4, of which
+    rows lo .. hi lie in the image (the others are padding zeros).  Returns groups
+    (t0, t1, a, b, lo): tiles t0 .. t1-1 use rows a .. b-1 of their tile, the image rows
+    lo + 4 (t - t0) + (0 .. b-a-1); consecutive tiles with the same (a, b) (the interior
+    ones, a = 0, b = 6) form one group."""
+    groups = []
+    for t in range(tiles):
+        lo, hi = max(0, 4 * t - 1), min(n - 1, 4 * t + 4)
+        a = lo - (4 * t - 1)
+        b = a + hi - lo + 1
+        if groups and tuple(groups[-1][2:4]) == (a, b):
+            groups[-1][1] = t + 1
+        else:
+            groups.append([t, t + 1, a, b, lo])
+    return tuple(tuple(g) for g in groups)
+
+
 def _input_transform(xm, out):
     """U[(xi, nu), (t, s, n), c] = (B^T D B)_{xi nu} of every 6 x 6 tile D of the zero-padded
-    xm (H, W, N, C), written into ``out`` (6, 6, tH, tW, N, C).  MATH.md (23.6).  An image
-    of at most 4 x 4 is one tile whose rows and columns 0 and > H (> W) are padding zeros:
-    their columns of B^T are dropped (two products with H and W terms on xm itself, no
-    padded copy; the dropped terms are exact zeros)."""
+    xm (H, W, N, C), written into ``out`` (6, 6, tH, tW, N, C).  MATH.md (23.6).  The
+    padding is never formed: a tile's rows (columns) that fall on the zero border or beyond
+    the image contribute exact zeros, so each tile reads only its image rows with the
+    matching columns of B^T (:func:`_tile_groups`; tiles with the same rows, the interior
+    ones, in one strided product): products on xm itself, no padded copy."""
     H, W, N, C = xm.shape
     dt = xm.dtype
     BT = _mats(dt.str)[0]
     tH, tW = -(-H // 4), -(-W // 4)
-    Hp, Wp, NC = 4 * tH + 2, 4 * tW + 2, N * C
-    if tH == 1 and tW == 1:  # one tile (H, W <= 4): rows 1..H and columns 1..W of it are the image
-        R = _np.matmul(BT[:, 1:H + 1], xm.reshape(H, W * NC), out=_scratch("B", (6, W * NC), dt))
+    NC, WNC = N * C, W * N * C
+    x2 = xm.reshape(H, WNC)
+    if tH == 1 and tW == 1:  # one tile (H, W <= 4): the same products without the views (faster)
+        R = _np.matmul(BT[:, 1:H + 1], x2, out=_scratch("B", (6, WNC), dt))
         _np.matmul(BT[:, 1:W + 1], R.reshape(6, W, NC), out=out.reshape(6, 6, NC))
         return out
-    xpad = _scratch("A", (Hp, Wp, N, C), dt)
-    xpad[0] = 0
-    xpad[H + 1:] = 0
-    xpad[1:H + 1, 0] = 0
-    xpad[1:H + 1, W + 1:] = 0
-    xpad[1:H + 1, 1:W + 1] = xm
-    # rows: R[t, xi] = sum_r BT[xi, r] xpad[4 t + r]  (one (6, 6) @ (6, Wp N C) per tile row)
-    R = _np.matmul(BT, _strided(xpad, (tH, 6, Wp * NC), (4 * Wp * NC, Wp * NC, 1)),
-                   out=_scratch("B", (tH, 6, Wp * NC), dt))
+    # rows: R[t, xi] = sum_r BT[xi, r] D_t[r]  (one (6, b-a) @ (b-a, W N C) per tile row)
+    R = _scratch("B", (tH, 6, WNC), dt)
+    for t0, t1, a, b, lo in _tile_groups(H, tH):
+        _np.matmul(BT[:, a:b], _strided(x2[lo:], (t1 - t0, b - a, WNC), (4 * WNC, WNC, 1)), out=R[t0:t1])
     # columns, written as U[(xi, nu), (t, s, n), c]
-    _np.matmul(BT, _strided(R, (tH, 6, tW, 6, NC), (6 * Wp * NC, Wp * NC, 4 * NC, NC, 1)),
-               out=out.reshape(6, 6, tH, tW, NC).transpose(2, 0, 3, 1, 4))
+    Uv = out.reshape(6, 6, tH, tW, NC)
+    for s0, s1, a, b, lo in _tile_groups(W, tW):
+        _np.matmul(BT[:, a:b], _strided(R[:, :, lo * NC:], (tH, 6, s1 - s0, b - a, NC), (6 * WNC, WNC, 4 * NC, NC, 1)),
+                   out=Uv[:, :, :, s0:s1].transpose(2, 0, 3, 1, 4))
     return out
 
 
