@@ -92,6 +92,20 @@ def test_conv_equals_reference_float64(hwnc, kind, n, c, f, h, w, order, seed):
     assert (cache[0] == "hwnc-taps") == (kind == "3x3" and c >= 2 and f <= hw._TAPS_MAX_F), cache[0]
 
 
+@pytest.mark.parametrize("h, w", [(16, 13), (13, 16), (12, 9), (5, 17)])
+def test_winograd_many_tiles_equal_reference_float64(hwnc, h, w):
+    """MATH.md (23.3), MATH.md (23.4), MATH.md (23.6) on images of 3-5 tile rows/columns:
+    interior tiles are read (input transform) and overlap-added (adjoint) in one strided
+    product per group, the edge tiles read and write their image rows only (sizes that are
+    and are not multiples of 4: the last row then comes from the spill of the last tile
+    alone); output, dx, dw and db equal the reference convolution to 1e-12."""
+    rng = np.random.default_rng(h * w)
+    x, wk, b = rng.standard_normal((2, 3, h, w)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    for order in (False, True):
+        cache = _pair("conv2d", [x, wk, b], "float64", order, rng, {"stride": 1, "pad": 1})
+        assert cache[0] == "hwnc-winograd"
+
+
 @settings(max_examples=12, deadline=None)
 @given(n=st.integers(1, 3), c=st.integers(2, 6), f=st.integers(2, 5), h=st.integers(1, 4), w=st.integers(1, 4),
        order=st.booleans(), seed=st.integers(0, 2**16))

@@ -168,6 +168,27 @@ def _tile_groups(n: int, tiles: int):
     return tuple(tuple(g) for g in groups)
 
 
+@functools.lru_cache(maxsize=256)
+def _overlap_groups(n: int, tiles: int):
+    """The overlap-add of the adjoint of :func:`_tile_groups` on an axis of size n: tile t's
+    rows sigma = 0..5 land on image rows 4t + sigma - 1.  Returns (own, spill, z0): ``own``
+    groups (t0, t1, a, b, j) of rows a .. b-1 of sigma < 4 (each image row below z0 is the
+    own row of exactly one tile: written), ``spill`` groups of rows sigma = 4, 5 (added onto
+    the next tile's rows, or onto rows z0 .. n-1, which no tile owns and which are zeroed
+    first); tiles t0 .. t1-1 of a group write rows j + 4 (t - t0) + (0 .. b-a-1); rows on the
+    padding (row -1, rows >= n) are skipped."""
+    own, spill = [], []
+    for t in range(tiles):
+        for lst, a, b in ((own, max(0, 1 - 4 * t), min(4, n + 1 - 4 * t)), (spill, 4, min(6, n + 1 - 4 * t))):
+            if b <= a:
+                continue
+            if lst and lst[-1][1] == t and tuple(lst[-1][2:4]) == (a, b):
+                lst[-1][1] = t + 1
+            else:
+                lst.append([t, t + 1, a, b, 4 * t + a - 1])
+    return tuple(tuple(g) for g in own), tuple(tuple(g) for g in spill), min(n, 4 * tiles - 1)
+
+
 def _input_transform(xm, out):
     """U[(xi, nu), (t, s, n), c] = (B^T D B)_{xi nu} of every 6 x 6 tile D of the zero-padded
     xm (H, W, N, C), written into ``out`` (6, 6, tH, tW, N, C).  MATH.md (23.6).  The
@@ -252,21 +273,27 @@ def winograd_backward(dY, cache):
         _np.matmul(B[1:H + 1], T1.reshape(6, W * NC), out=dx.reshape(H, W * NC))
         return dx, dw, db
     # dX: B dU B^T per tile (columns, then rows), each followed by the overlap-add of tiles
-    # (rows 0-3 of each tile's result written into place, rows 4-5 added onto the next tile)
-    dUv = dU.reshape(6, 6, tH, tW, NC).transpose(2, 0, 3, 1, 4)  # (tH, xi, tW, nu, N C)
-    dRW = _scratch("B", (tH, 6, Wp, NC), dt)
-    _np.matmul(B[:4], dUv, out=dRW[:, :, :4 * tW].reshape(tH, 6, tW, 4, NC))
-    dRW[:, :, 4 * tW:] = 0
-    _strided(dRW[:, :, 4:], (tH, 6, tW, 2, NC), (6 * Wp * NC, Wp * NC, 4 * NC, NC, 1))[...] += \
-        _np.matmul(B[4:], dUv, out=_scratch("D", (tH, 6, tW, 2, NC), dt))
-    dxp = _scratch("A", (Hp, Wp * NC), dt)
-    dRv = dRW.reshape(tH, 6, Wp * NC)
-    _np.matmul(B[:4], dRv, out=dxp[:4 * tH].reshape(tH, 4, Wp * NC))
-    dxp[4 * tH:] = 0
-    _strided(dxp[4:], (tH, 2, Wp * NC), (4 * Wp * NC, Wp * NC, 1))[...] += \
-        _np.matmul(B[4:], dRv, out=_scratch("D", (tH, 2, Wp * NC), dt))
+    # on the image itself (the padding's gradient is never formed): rows 0-3 of each tile's
+    # result written into place, rows 4-5 added onto the next tile (:func:`_overlap_groups`)
+    dUv = dU.reshape(6, 6, tH, tW, NC)
+    dRW = _scratch("B", (tH, 6, W, NC), dt)
+    own, spill, z0 = _overlap_groups(W, tW)
+    at = lambda j, ns, k: _strided(dRW[:, :, j:], (tH, 6, ns, k, NC), (6 * W * NC, W * NC, 4 * NC, NC, 1))  # noqa: E731
+    for s0, s1, a, b, j in own:
+        _np.matmul(B[a:b], dUv[:, :, :, s0:s1].transpose(2, 0, 3, 1, 4), out=at(j, s1 - s0, b - a))
+    dRW[:, :, z0:] = 0
+    for s0, s1, a, b, j in spill:
+        at(j, s1 - s0, b - a)[...] += _np.matmul(B[a:b], dUv[:, :, :, s0:s1].transpose(2, 0, 3, 1, 4),
+                                                 out=_scratch("D", (tH, 6, s1 - s0, b - a, NC), dt))
     dx = _np.empty((H, W, N, C), dtype=dt)
-    dx[...] = dxp.reshape(Hp, Wp, N, C)[1:H + 1, 1:W + 1]
+    dx2, dRv, WNC = dx.reshape(H, W * NC), dRW.reshape(tH, 6, W * NC), W * NC
+    own, spill, z0 = _overlap_groups(H, tH)
+    for t0, t1, a, b, j in own:
+        _np.matmul(B[a:b], dRv[t0:t1], out=_strided(dx2[j:], (t1 - t0, b - a, WNC), (4 * WNC, WNC, 1)))
+    dx2[z0:] = 0
+    for t0, t1, a, b, j in spill:
+        _strided(dx2[j:], (t1 - t0, b - a, WNC), (4 * WNC, WNC, 1))[...] += \
+            _np.matmul(B[a:b], dRv[t0:t1], out=_scratch("D", (t1 - t0, b - a, WNC), dt))
     return dx, dw, db
 
 
