@@ -18,10 +18,15 @@ F(4x4, 3x3) (MATH.md (23.2), in the batched form MATH.md (23.6)):
   :class:`refdiff.training.BatchThreads` correct.
 
 * the bias is folded into the products (MATH.md chapter 23.5: column 1 of A^T is all ones);
+* the zero padding is never formed: each tile reads (and its adjoint writes) only its
+  image rows and columns, with the matching columns (rows) of the transform matrices
+  (:func:`_tile_groups`, :func:`_overlap_groups`; a 4 x 4 image is one tile);
 * glibc is asked once to keep freed blocks (:func:`keep_freed_memory`).
 
-Other kernels: 1x1 convolutions are one product; the rest (stride 2, C = 1, other sizes)
-use the column-matrix method with the columns as (Ho Wo N, kh kw C).  GroupNorm reduces
+Other kernels: 3x3 stride-1 convolutions with one output channel contract the channels
+first (:func:`taps_forward`, MATH.md (23.8)); 1x1 convolutions are one product; the rest
+(stride 2, C = 1, other sizes) use the column-matrix method with the columns as
+(Ho Wo N, kh kw C).  GroupNorm reduces
 over the leading (spatial) axis of the (S, N, C) view; the other layers (concatenation,
 resampling, channel shift) build their outputs in this order.
 NumPy only for the strided products (``numpy.lib.stride_tricks.as_strided`` and
