@@ -5,7 +5,7 @@ setting A and setting B, one thread, CPU-time clock, paired per round.
 A setting is a list of module attributes of ``refdiff.nn`` to assign, e.g.
 
     python benchmarks/bench_step_ab.py --a fast_hwnc._TAPS_MAX_F=0 --b fast_hwnc._TAPS_MAX_F=1
-    python benchmarks/bench_step_ab.py --a fast_hwnc._KEEP_HU_FLOATS=0 --b fast_hwnc._KEEP_HU_FLOATS=524288
+    python benchmarks/bench_step_ab.py --a fast_hwnc_norm._KEEP_HU_FLOATS=0 --b fast_hwnc_norm._KEEP_HU_FLOATS=524288
     python benchmarks/bench_step_ab.py --a-from /tmp/base:_input_transform,winograd_backward --b fast_hwnc._TAPS_MAX_F=1
 
 ``--a-from DIR:f,g`` makes setting A take the functions f, g of ``refdiff/nn/fast_hwnc.py``

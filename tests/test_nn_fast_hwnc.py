@@ -23,6 +23,7 @@ import refdiff.nn as nn
 from refdiff.nn import conv as ref
 from refdiff.nn import fast
 from refdiff.nn import fast_hwnc as hw
+from refdiff.nn import fast_hwnc_norm as hwn
 from refdiff.nn import layers as L
 from refdiff.nn.gradcheck import relative_error
 from refdiff.nn.winograd import winograd_matrices
@@ -413,7 +414,7 @@ def test_groupnorm_silu_recomputed_cache_is_bitwise_the_kept_one(hwnc, dtype, n,
     out_k, cache_k = fast.groupnorm_silu_forward(x, gamma, beta, G)
     want = fast.groupnorm_silu_backward(dout, cache_k)
     with monkeypatch.context() as m:  # restored before hypothesis's next example
-        m.setattr(hw, "_KEEP_HU_FLOATS", 0)
+        m.setattr(hwn, "_KEEP_HU_FLOATS", 0)
         out_r, cache_r = fast.groupnorm_silu_forward(x, gamma, beta, G)
     assert cache_r[0][1] is None and cache_r[0][2] is None  # only xc kept
     assert cache_k[0][1] is not None
