@@ -777,7 +777,7 @@ def groupnorm_silu_backward(dout, cache):
     """
     inner, kind = check_cache(cache, "groupnorm_silu_forward", 2)  # issue 19
     if kind == "hwnc":
-        shape = check_cache(inner, "groupnorm_silu_forward", 8, name="cache[0]")[7]  # (*S, N, C)
+        shape = check_cache(inner, "groupnorm_silu_forward", 7, name="cache[0]")[6]  # (*S, N, C)
         check_dout(dout, tuple(shape[-2:]) + tuple(shape[:-2]))
         return _hwn.groupnorm_silu_backward(dout, inner)
     c_n, c_s = check_cache(inner, "groupnorm_silu_forward", 2, name="cache[0]")

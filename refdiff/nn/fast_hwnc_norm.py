@@ -57,10 +57,10 @@ def groupnorm_backward(dout, cache):
 
 # ------------------------------------------------------------------ GroupNorm + SiLU
 # Above this many numbers per array, the fused layer's cache keeps only xc and the backward
-# pass forms h and u again (the forward's own operations: the same bits).  Three cached
-# arrays per call instead of one are ~190 MiB of the default U-Net's step at batch 1024
-# (16 calls); recomputing costs ~3 elementwise passes per call.  The default U-Net at
-# batch 128 (at most 2^19 numbers per array) keeps h and u.
+# pass forms h, u and the slope v again (the forward's own operations: the same bits).  The
+# cached v is ~95 MiB of the default U-Net's step at batch 1024 (16 calls); recomputing costs
+# ~7 elementwise passes per call.  The default U-Net at batch 128 (at most 2^19 numbers per
+# array) keeps v.
 _KEEP_HU_FLOATS = 1 << 19
 
 
@@ -75,6 +75,17 @@ def _half_y(xc, rstd, gamma, beta, k):
     return h, u
 
 
+def _slope(h, u):
+    """``v = u (1 + h (2 - u)) = 2 sigmoid(y) (1 + y (1 - sigmoid(y)))``, twice SiLU's
+    derivative at y = 2h, MATH.md (23.7), formed as ``((2 - u) h + 1) u`` (the rounding of
+    SiLU's backward ``((1 - s) y + 1) s``, doubled exactly)."""
+    v = _np.subtract(2.0, u)
+    v *= h
+    v += 1.0
+    v *= u
+    return v
+
+
 def groupnorm_silu_forward(x, gamma, beta, groups, eps):
     """``silu(groupnorm(x))`` fused on the (S, N C) view, MATH.md (13.9), MATH.md (13.11),
     MATH.md (23.7): with ``h = y / 2 = xc (gamma rstd / 2) + beta / 2`` (xc = x - mean)
@@ -83,8 +94,9 @@ def groupnorm_silu_forward(x, gamma, beta, groups, eps):
     (a (C,) row would make numpy's inner loops C long).  The sums are those of
     :func:`groupnorm_forward` and scaling by 1/2 is exact, so h, u and the output are
     bit-identical to GroupNorm then SiLU in this layout (y = 2h, sigmoid(y) = u/2).
-    The cache keeps xc, h and u (three arrays, as GroupNorm then SiLU), or xc alone above
-    ``_KEEP_HU_FLOATS`` numbers (the backward pass forms h and u again, bit for bit)."""
+    The cache keeps xc and the slope v = u (1 + h (2 - u)) of :func:`_slope` (two arrays:
+    the backward pass then needs one product for SiLU's part), or xc alone above
+    ``_KEEP_HU_FLOATS`` numbers (the backward pass forms h, u and v again, bit for bit)."""
     xm = to_hwnc(x)
     N, C = x.shape[0], x.shape[1]
     G, k = groups, C // groups
@@ -97,9 +109,8 @@ def groupnorm_silu_forward(x, gamma, beta, groups, eps):
     rstd = 1.0 / _np.sqrt(var + eps)  # (N, G)
     h, u = _half_y(xc, rstd, gamma, beta, k)
     out = _np.multiply(h, u)
-    if xc.size > _KEEP_HU_FLOATS:
-        h = u = None
-    return to_nchw(out.reshape(xm.shape)), (xc, h, u, rstd, gamma, beta, G, xm.shape)
+    v = _slope(h, u) if xc.size <= _KEEP_HU_FLOATS else None
+    return to_nchw(out.reshape(xm.shape)), (xc, v, rstd, gamma, beta, G, xm.shape)
 
 
 def groupnorm_silu_backward(dout, cache):
@@ -111,17 +122,13 @@ def groupnorm_silu_backward(dout, cache):
     (the sums of :func:`groupnorm_backward`).  q is one array updated in place and becomes
     dx (``q (gamma rstd / 2) - t`` with t = xc (rstd^2 mean(g xhat)) + rstd mean(g), the
     same operations as :func:`groupnorm_backward`'s ``dx -= t``)."""
-    xc, h, u, rstd, gamma, beta, G, shape = cache
+    xc, v, rstd, gamma, beta, G, shape = cache
     N, C = shape[-2], shape[-1]
     k = C // G
     S = xc.shape[0]
-    if h is None:  # not kept (large arrays): the forward's operations again
-        h, u = _half_y(xc, rstd, gamma, beta, k)
-    q = _np.subtract(2.0, u)
-    q *= h
-    q += 1.0
-    q *= u
-    q *= to_hwnc(dout).reshape(S, N * C)
+    if v is None:  # not kept (large arrays): the forward's operations again
+        v = _slope(*_half_y(xc, rstd, gamma, beta, k))
+    q = _np.multiply(v, to_hwnc(dout).reshape(S, N * C))
     sd = 0.5 * _colsum(q).reshape(N, C)  # sums of dL/dy over space
     rc = rstd.repeat(k, axis=1)  # (N, C)
     sdx = (0.5 * _np.einsum("snc,snc->nc", q.reshape(S, N, C), xc.reshape(S, N, C))) * rc
