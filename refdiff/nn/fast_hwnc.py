@@ -307,9 +307,9 @@ def winograd_backward(dY, cache):
 # channels first (taps_forward, MATH.md (23.8)) instead of running Winograd: Winograd's
 # input transform costs as much for F = 1 as for F = C, while the channel contraction's
 # product and tap sums scale with F.  Measured (fwd + bwd, batch 128, C = 32, one thread,
-# CPU time): F = 1 at 8x8 549 against 1728 us, at 4x4 199 against 441 us; F = 2 equal
-# (C = 32) or faster (C = 64) at 8x8 but slower at 4x4 (the tap sums run over inner loops
-# F long), F >= 4 slower (against the Winograd before its padding-free transforms).  The
+# CPU time, against the padding-free Winograd): F = 1 at 8x8 500 against 1270 us, at 4x4
+# 189 against 278 us; F = 2 and 3 slower or equal (the tap sums run over inner loops F
+# long; benchmarks/results/cpu-2026-11-30-r6-step-memory/taps_vs_winograd_by_F.txt).  The
 # default U-Net's output convolution (C -> in_channels = 1) takes this path.
 _TAPS_MAX_F = 1
 
