@@ -19,6 +19,8 @@ gradients to float32 rounding).
                                   # ':halves': the batch in --threads slices on as many Python
                                   # threads (refdiff.training.BatchThreads), BLAS on one thread
     python benchmarks/bench_unet_train.py --threads 1 --clock cpu   # CPU time, not wall time
+    python benchmarks/bench_unet_train.py --threads 2 --variants hwnc:halves --thread-times
+                                  # also each slice thread's wall and CPU time per step
 
 By default every variant is timed in one table: the tuned path in the channels-last
 layout ("hwnc": refdiff.nn.fast.set_layout("hwnc"), Winograd F(4x4,3x3) with
@@ -63,6 +65,9 @@ def parse():
                          "BLAS pinned to one thread, e.g. direct,direct:halves")
     ap.add_argument("--split", type=int, default=None,
                     help="batch slices (Python threads) of the ':halves' variants; default --threads")
+    ap.add_argument("--thread-times", action="store_true",
+                    help="after the table, time the first ':halves' variant again with each slice's wall and thread "
+                         "CPU time recorded (forward and backward per thread: shows how well the slices overlap)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: perf_counter; cpu: CPU time of the process (less sensitive to other jobs on a shared "
                          "machine; meaningful for one thread only)")
@@ -80,6 +85,16 @@ def use_reference_layers():
              "silu_backward", "upsample2x_forward", "upsample2x_backward", "concat_forward", "concat_backward")
     swap = {n: getattr(L, n) for n in names}
     swap["add_channel_shift"] = lambda h, eo: h + eo[:, :, None, None]
+
+    def gnsilu_forward(x, gamma, beta, groups, eps=1e-5):  # the fused tuned layer's twin: the composition
+        y, c_n = L.groupnorm_forward(x, gamma, beta, groups, eps)
+        out, c_s = L.silu_forward(y)
+        return out, (c_n, c_s)
+
+    def gnsilu_backward(dout, cache):
+        return L.groupnorm_backward(L.silu_backward(dout, cache[1]), cache[0])
+
+    swap["groupnorm_silu_forward"], swap["groupnorm_silu_backward"] = gnsilu_forward, gnsilu_backward
     for mod in (blocks, unet, unet_blocks):
         for n, f in swap.items():
             if hasattr(mod, n):
@@ -188,6 +203,57 @@ def torch_unet(torch, model):
         return conv(P, "out.conv", F.silu(F.group_norm(h, G, P["out.norm.gamma"], P["out.norm.beta"])))
 
     return forward
+
+
+# ----------------------------------------------------------------------- thread accounting
+class _Timed:
+    """The network with each forward / backward call's wall and thread CPU time recorded
+    per thread (for --thread-times)."""
+
+    def __init__(self, model, log):
+        self.model, self.log = model, log
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def _timed(self, kind, f, *a, **k):
+        import threading
+
+        w0, c0 = time.perf_counter(), time.thread_time()
+        out = f(*a, **k)
+        self.log.append((kind, threading.get_ident(), time.perf_counter() - w0, time.thread_time() - c0))
+        return out
+
+    def forward(self, *a, **k):
+        return self._timed("forward", self.model.forward, *a, **k)
+
+    def backward(self, *a, **k):
+        return self._timed("backward", self.model.backward, *a, **k)
+
+
+def thread_times(name, use, net, step, halves, steps):
+    """Time ``steps`` steps of the ':halves' variant ``name`` with every slice's forward and
+    backward timed on its own thread; print per-thread wall and CPU ms per step."""
+    log = []
+    with use(name):
+        halves.model = _Timed(halves.model, log)
+        try:
+            step()
+            log.clear()
+            w0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(steps):
+                step()
+            wall, cpu = (time.perf_counter() - w0) / steps, (time.process_time() - c0) / steps
+        finally:
+            halves.model = halves.model.model
+            halves.close()
+    print(f"{name}, {steps} steps: {1e3 * wall:.1f} ms wall, {1e3 * cpu:.1f} ms process CPU per step")
+    tids = sorted({t for _, t, _, _ in log})
+    for kind in ("forward", "backward"):
+        for i, tid in enumerate(tids):
+            w = sum(r[2] for r in log if r[0] == kind and r[1] == tid) / steps
+            c = sum(r[3] for r in log if r[0] == kind and r[1] == tid) / steps
+            print(f"  {kind}, slice thread {i}: {1e3 * w:.1f} ms wall, {1e3 * c:.1f} ms thread CPU per step")
 
 
 # ----------------------------------------------------------------------- main
@@ -332,6 +398,9 @@ def main():
               f"{100 * g / peak:.1f}% | {b / tb:.2f} | {min(rr):.2f}-{max(rr):.2f} | {err} |")
 
     halves.close()
+    split = [v for v in variants if v.endswith(":halves")]
+    if args.thread_times and split:
+        thread_times(split[0], use, net, refdiff_step, halves, args.steps)
     if args.profile:
         use(variants[0])
         pr = cProfile.Profile()

@@ -23,6 +23,7 @@ import refdiff.nn as nn
 from refdiff.nn import conv as ref
 from refdiff.nn import fast
 from refdiff.nn import fast_hwnc as hw
+from refdiff.nn import fast_hwnc_norm as hwn
 from refdiff.nn import layers as L
 from refdiff.nn.gradcheck import relative_error
 from refdiff.nn.winograd import winograd_matrices
@@ -87,8 +88,54 @@ def test_conv_equals_reference_float64(hwnc, kind, n, c, f, h, w, order, seed):
     rng = np.random.default_rng(seed)
     x, wk, b = rng.standard_normal((n, c, h, w)), rng.standard_normal((f, c, k, k)), rng.standard_normal(f)
     cache = _pair("conv2d", [x, wk, b], "float64", order, rng, {"stride": s, "pad": p})
-    wino = kind == "3x3" and c >= 2
+    wino = kind == "3x3" and c >= 2 and f > hw._TAPS_MAX_F
     assert (cache[0] == "hwnc-winograd") == wino, cache[0]
+    assert (cache[0] == "hwnc-taps") == (kind == "3x3" and c >= 2 and f <= hw._TAPS_MAX_F), cache[0]
+
+
+@pytest.mark.parametrize("h, w", [(16, 13), (13, 16), (12, 9), (5, 17)])
+def test_winograd_many_tiles_equal_reference_float64(hwnc, h, w):
+    """MATH.md (23.3), MATH.md (23.4), MATH.md (23.6) on images of 3-5 tile rows/columns:
+    interior tiles are read (input transform) and overlap-added (adjoint) in one strided
+    product per group, the edge tiles read and write their image rows only (sizes that are
+    and are not multiples of 4: the last row then comes from the spill of the last tile
+    alone); output, dx, dw and db equal the reference convolution to 1e-12."""
+    rng = np.random.default_rng(h * w)
+    x, wk, b = rng.standard_normal((2, 3, h, w)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    for order in (False, True):
+        cache = _pair("conv2d", [x, wk, b], "float64", order, rng, {"stride": 1, "pad": 1})
+        assert cache[0] == "hwnc-winograd"
+
+
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(2, 6), f=st.integers(2, 5), h=st.integers(1, 4), w=st.integers(1, 4),
+       order=st.booleans(), seed=st.integers(0, 2**16))
+def test_single_tile_winograd_equals_reference_float64(hwnc, n, c, f, h, w, order, seed):
+    """MATH.md (23.6) for images of at most 4 x 4 (one tile, the U-Net's 4 x 4 level): the
+    input transform drops the tile's padding rows and columns and the adjoint keeps only
+    rows and columns 1..H, 1..W of B dU B^T (no overlap-add); output, dx, dw and db equal
+    the reference convolution MATH.md (13.3), MATH.md (13.5), MATH.md (13.6) to 1e-12."""
+    rng = np.random.default_rng(seed)
+    x, wk, b = rng.standard_normal((n, c, h, w)), rng.standard_normal((f, c, 3, 3)), rng.standard_normal(f)
+    cache = _pair("conv2d", [x, wk, b], "float64", order, rng, {"stride": 1, "pad": 1})
+    assert cache[0] == "hwnc-winograd" and cache[1][0].shape[2:4] == (1, 1)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(2, 9), h=st.integers(1, 9), w=st.integers(1, 9), order=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_channels_first_taps_equal_reference(hwnc, dtype, n, c, h, w, order, seed):
+    """MATH.md (23.8): a 3x3 stride-1 "same" convolution with one output channel runs as
+    Z = pad(x) w (channels contracted first) plus nine shifted slices of Z, and its backward
+    pass as dZ (dy placed at every tap's position), dW = pad(x)^T dZ, d pad(x) = dZ W^T; the
+    output, dx, dw and db equal the reference convolution MATH.md (13.3), MATH.md (13.5),
+    MATH.md (13.6): float64 < 1e-12, float32 < 1e-4 normwise (direct-method arithmetic, no
+    Winograd growth) on sizes 1..9, as plain NCHW arrays and as views of hwnc arrays."""
+    rng = np.random.default_rng(seed)
+    x, wk, b = rng.standard_normal((n, c, h, w)), rng.standard_normal((1, c, 3, 3)), rng.standard_normal(1)
+    cache = _pair("conv2d", [x, wk, b], dtype, order, rng, {"stride": 1, "pad": 1})
+    assert cache[0] == "hwnc-taps", cache[0]
 
 
 @pytest.mark.parametrize("shape", [(4, 16, 16, 8, 8), (2, 32, 32, 7, 9), (8, 64, 64, 4, 4), (3, 3, 5, 11, 6)])
@@ -115,29 +162,31 @@ def test_winograd_float32_within_the_stated_bound(hwnc, shape):
         assert errs["hwnc"][i] <= 40 * max(errs["chwn"][i], 2.0**-24) and errs["hwnc"][i] < 2e-5, (i, errs)
 
 
-def test_batched_input_transform_is_per_tile_bt_d_b(hwnc):
+@pytest.mark.parametrize("H, W", [(7, 5), (16, 13), (4, 4), (3, 2)])
+def test_batched_input_transform_is_per_tile_bt_d_b(hwnc, H, W):
     """MATH.md (23.6): the transformed input that the hwnc Winograd keeps, U[(xi, nu),
     (tile row, tile column, n), c], is B^T D B of the 6 x 6 input tile D (rows 4 t - 1 ..
     4 t + 4 of the zero-padded image, same for columns) of sample n and channel c, here
-    computed tile by tile in exact rational arithmetic on integer images (7 x 5, so the
-    last tiles read zero padding beyond the image)."""
-    from fractions import Fraction
-
+    computed tile by tile in exact integer arithmetic (B^T has integer entries) on integer
+    images (7 x 5, so the last tiles read zero padding beyond the image; 16 x 13, two
+    interior tile rows and columns read in one strided product; 4 x 4 and 3 x 2, one tile).  The code never forms the padded image:
+    each tile reads its image rows and columns only (fast_hwnc._tile_groups)."""
     rng = np.random.default_rng(2)
-    N, C, H, W = 2, 3, 7, 5
+    N, C = 2, 3
     x = rng.integers(-4, 5, (N, C, H, W)).astype(np.float64)
     _, cache = fast.conv2d_forward(x, np.ones((2, C, 3, 3)), np.zeros(2))
     U = cache[1][0]  # (6, 6, tH, tW, N, C)
-    BT = winograd_matrices(4)[0]
-    xp_ = np.zeros((N, C, 4 * 2 + 2, 4 * 2 + 2))
+    BT = np.array([[int(v) for v in row] for row in winograd_matrices(4)[0]], dtype=np.int64)
+    tH, tW = -(-H // 4), -(-W // 4)
+    xp_ = np.zeros((N, C, 4 * tH + 2, 4 * tW + 2))
     xp_[:, :, 1:H + 1, 1:W + 1] = x
-    for t in range(2):
-        for s in range(2):
+    assert U.shape[2:4] == (tH, tW)
+    for t in range(tH):
+        for s in range(tW):
             for n, c in ((0, 0), (1, 2)):
-                D = [[Fraction(int(v)) for v in row] for row in xp_[n, c, 4 * t:4 * t + 6, 4 * s:4 * s + 6]]
-                want = [[sum(BT[i][r] * D[r][q] * BT[j][q] for r in range(6) for q in range(6)) for j in range(6)]
-                        for i in range(6)]
-                assert np.array_equal(U[:, :, t, s, n, c], np.array(want, dtype=float)), (t, s, n, c)
+                D = xp_[n, c, 4 * t:4 * t + 6, 4 * s:4 * s + 6].astype(np.int64)
+                want = BT @ D @ BT.T  # int64: exact
+                assert np.array_equal(U[:, :, t, s, n, c], want.astype(float)), (t, s, n, c)
 
 
 GN = st.sampled_from([(4, 2), (6, 3), (8, 8), (5, 1)])
@@ -348,3 +397,29 @@ def test_groupnorm_silu_refuses_bad_input(hwnc):
         fast.groupnorm_silu_backward(x, (1, 2, 3))
     with pytest.raises(ValueError, match="dout"):
         fast.groupnorm_silu_backward(np.zeros((2, 4, 3, 2)), cache)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@settings(max_examples=8, deadline=None)
+@given(n=st.integers(1, 3), cg=GN, h=st.integers(1, 7), w=st.integers(1, 7), seed=st.integers(0, 2**16))
+def test_groupnorm_silu_recomputed_cache_is_bitwise_the_kept_one(hwnc, dtype, n, cg, h, w, seed, monkeypatch):
+    """MATH.md (23.7): above ``_KEEP_HU_FLOATS`` numbers the fused layer caches xc alone and
+    its backward pass forms h = xc (gamma rstd / 2) + beta / 2, u = 1 + tanh(h) and the slope
+    u (1 + h (2 - u)) again with the forward's operations; the gradients are then exactly (==)
+    those of the cache that kept the slope (the threshold set to 0 forces the recomputation
+    on small shapes)."""
+    C, G = cg
+    rng = np.random.default_rng(seed)
+    x, dout = (_as(rng.standard_normal((n, C, h, w)) + 1, dtype, True) for _ in range(2))
+    gamma, beta = (_as(1 + rng.standard_normal(C), dtype, False) for _ in range(2))
+    out_k, cache_k = fast.groupnorm_silu_forward(x, gamma, beta, G)
+    want = fast.groupnorm_silu_backward(dout, cache_k)
+    with monkeypatch.context() as m:  # restored before hypothesis's next example
+        m.setattr(hwn, "_KEEP_HU_FLOATS", 0)
+        out_r, cache_r = fast.groupnorm_silu_forward(x, gamma, beta, G)
+    assert cache_r[0][1] is None  # only xc kept
+    assert cache_k[0][1] is not None
+    got = fast.groupnorm_silu_backward(dout, cache_r)
+    assert np.array_equal(out_r, out_k)
+    for j, (u, v) in enumerate(zip(got, want)):
+        assert np.array_equal(u, v), j

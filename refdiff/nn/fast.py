@@ -41,6 +41,7 @@ from .norm import _check_groupnorm_args
 from .resample import _resample_backward_checks
 from .resample import _check_image
 from . import fast_hwnc as _hw
+from . import fast_hwnc_norm as _hwn
 from . import winograd as _wg
 
 import numpy as _np
@@ -640,7 +641,7 @@ def groupnorm_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
     xp = array_namespace(x)
     N, C = x.shape[0], x.shape[1]
     if _hwnc(x, gamma, beta):
-        out, c = _hw.groupnorm_forward(x, gamma, beta, groups, eps)
+        out, c = _hwn.groupnorm_forward(x, gamma, beta, groups, eps)
         return out, ("hwnc", c)  # tagged, as the conv and fused caches are
     xT = _cfirst(xp, x)  # (C, ..., N)
     xg = xp.reshape(xT, (groups, -1, N))  # (G, M, N)
@@ -681,7 +682,7 @@ def groupnorm_backward(dout, cache):
         inner = check_cache(cache[1], "groupnorm_forward", 5, name="cache[1]")
         shape = inner[4]  # (*S, N, C)
         check_dout(dout, tuple(shape[-2:]) + tuple(shape[:-2]))
-        return _hw.groupnorm_backward(dout, inner)
+        return _hwn.groupnorm_backward(dout, inner)
     xhat, rstd, gamma, groups = check_cache(cache, "groupnorm_forward", 4)  # issue 19
     check_dout(dout, (xhat.shape[-1],) + tuple(xhat.shape[:-1]))
     xp = array_namespace(dout)
@@ -714,7 +715,7 @@ def groupnorm_silu_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
     """``silu(groupnorm(x))`` (GroupNorm followed by SiLU, as in the residual blocks),
     MATH.md (13.9), MATH.md (13.11), MATH.md (23.7).
 
-    In the "hwnc" layout one fused pass sequence (``fast_hwnc.groupnorm_silu_forward``:
+    In the "hwnc" layout one fused pass sequence (``fast_hwnc_norm.groupnorm_silu_forward``:
     y/2 = x (gamma rstd / 2) + shift per (sample, channel), silu(y) = (y/2)(1 + tanh(y/2)));
     otherwise :func:`groupnorm_forward` then :func:`silu_forward`.  The same map and the
     same argument checks as :func:`groupnorm_forward`, and in either layout bit for bit
@@ -748,7 +749,7 @@ def groupnorm_silu_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
     """
     if _hwnc(x, gamma, beta):
         eps = _check_groupnorm_args(x, gamma, beta, groups, eps)  # issue 19
-        out, c = _hw.groupnorm_silu_forward(x, gamma, beta, groups, eps)
+        out, c = _hwn.groupnorm_silu_forward(x, gamma, beta, groups, eps)
         return out, (c, "hwnc")
     y, c_n = groupnorm_forward(x, gamma, beta, groups, eps)
     out, c_s = silu_forward(y)
@@ -778,7 +779,7 @@ def groupnorm_silu_backward(dout, cache):
     if kind == "hwnc":
         shape = check_cache(inner, "groupnorm_silu_forward", 7, name="cache[0]")[6]  # (*S, N, C)
         check_dout(dout, tuple(shape[-2:]) + tuple(shape[:-2]))
-        return _hw.groupnorm_silu_backward(dout, inner)
+        return _hwn.groupnorm_silu_backward(dout, inner)
     c_n, c_s = check_cache(inner, "groupnorm_silu_forward", 2, name="cache[0]")
     return groupnorm_backward(silu_backward(dout, c_s), c_n)
 

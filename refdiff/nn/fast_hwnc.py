@@ -18,10 +18,15 @@ F(4x4, 3x3) (MATH.md (23.2), in the batched form MATH.md (23.6)):
   :class:`refdiff.training.BatchThreads` correct.
 
 * the bias is folded into the products (MATH.md chapter 23.5: column 1 of A^T is all ones);
+* the zero padding is never formed: each tile reads (and its adjoint writes) only its
+  image rows and columns, with the matching columns (rows) of the transform matrices
+  (:func:`_tile_groups`, :func:`_overlap_groups`; a 4 x 4 image is one tile);
 * glibc is asked once to keep freed blocks (:func:`keep_freed_memory`).
 
-Other kernels: 1x1 convolutions are one product; the rest (stride 2, C = 1, other sizes)
-use the column-matrix method with the columns as (Ho Wo N, kh kw C).  GroupNorm reduces
+Other kernels: 3x3 stride-1 convolutions with one output channel contract the channels
+first (:func:`taps_forward`, MATH.md (23.8)); 1x1 convolutions are one product; the rest
+(stride 2, C = 1, other sizes) use the column-matrix method with the columns as
+(Ho Wo N, kh kw C).  GroupNorm (refdiff/nn/fast_hwnc_norm.py) reduces
 over the leading (spatial) axis of the (S, N, C) view; the other layers (concatenation,
 resampling, channel shift) build their outputs in this order.
 NumPy only for the strided products (``numpy.lib.stride_tricks.as_strided`` and
@@ -148,26 +153,73 @@ def _kernel_transform(w, G):
 _KEEP_U_FLOATS = 1 << 22
 
 
+@functools.lru_cache(maxsize=256)
+def _tile_groups(n: int, tiles: int):
+    """How the 6-row tiles of an axis of size n (zero-padded by one, then to 4 tiles + 2)
+    read the image: tile t covers padded rows 4t .. 4t+5 = image rows 4t-1 .. 4t+4, of which
+    rows lo .. hi lie in the image (the others are padding zeros).  Returns groups
+    (t0, t1, a, b, lo): tiles t0 .. t1-1 use rows a .. b-1 of their tile, the image rows
+    lo + 4 (t - t0) + (0 .. b-a-1); consecutive tiles with the same (a, b) (the interior
+    ones, a = 0, b = 6) form one group."""
+    groups = []
+    for t in range(tiles):
+        lo, hi = max(0, 4 * t - 1), min(n - 1, 4 * t + 4)
+        a = lo - (4 * t - 1)
+        b = a + hi - lo + 1
+        if groups and tuple(groups[-1][2:4]) == (a, b):
+            groups[-1][1] = t + 1
+        else:
+            groups.append([t, t + 1, a, b, lo])
+    return tuple(tuple(g) for g in groups)
+
+
+@functools.lru_cache(maxsize=256)
+def _overlap_groups(n: int, tiles: int):
+    """The overlap-add of the adjoint of :func:`_tile_groups` on an axis of size n: tile t's
+    rows sigma = 0..5 land on image rows 4t + sigma - 1.  Returns (own, spill, z0): ``own``
+    groups (t0, t1, a, b, j) of rows a .. b-1 of sigma < 4 (each image row below z0 is the
+    own row of exactly one tile: written), ``spill`` groups of rows sigma = 4, 5 (added onto
+    the next tile's rows, or onto rows z0 .. n-1, which no tile owns and which are zeroed
+    first); tiles t0 .. t1-1 of a group write rows j + 4 (t - t0) + (0 .. b-a-1); rows on the
+    padding (row -1, rows >= n) are skipped."""
+    own, spill = [], []
+    for t in range(tiles):
+        for lst, a, b in ((own, max(0, 1 - 4 * t), min(4, n + 1 - 4 * t)), (spill, 4, min(6, n + 1 - 4 * t))):
+            if b <= a:
+                continue
+            if lst and lst[-1][1] == t and tuple(lst[-1][2:4]) == (a, b):
+                lst[-1][1] = t + 1
+            else:
+                lst.append([t, t + 1, a, b, 4 * t + a - 1])
+    return tuple(tuple(g) for g in own), tuple(tuple(g) for g in spill), min(n, 4 * tiles - 1)
+
+
 def _input_transform(xm, out):
     """U[(xi, nu), (t, s, n), c] = (B^T D B)_{xi nu} of every 6 x 6 tile D of the zero-padded
-    xm (H, W, N, C), written into ``out`` (6, 6, tH, tW, N, C).  MATH.md (23.6)."""
+    xm (H, W, N, C), written into ``out`` (6, 6, tH, tW, N, C).  MATH.md (23.6).  The
+    padding is never formed: a tile's rows (columns) that fall on the zero border or beyond
+    the image contribute exact zeros, so each tile reads only its image rows with the
+    matching columns of B^T (:func:`_tile_groups`; tiles with the same rows, the interior
+    ones, in one strided product): products on xm itself, no padded copy."""
     H, W, N, C = xm.shape
     dt = xm.dtype
     BT = _mats(dt.str)[0]
     tH, tW = -(-H // 4), -(-W // 4)
-    Hp, Wp, NC = 4 * tH + 2, 4 * tW + 2, N * C
-    xpad = _scratch("A", (Hp, Wp, N, C), dt)
-    xpad[0] = 0
-    xpad[H + 1:] = 0
-    xpad[1:H + 1, 0] = 0
-    xpad[1:H + 1, W + 1:] = 0
-    xpad[1:H + 1, 1:W + 1] = xm
-    # rows: R[t, xi] = sum_r BT[xi, r] xpad[4 t + r]  (one (6, 6) @ (6, Wp N C) per tile row)
-    R = _np.matmul(BT, _strided(xpad, (tH, 6, Wp * NC), (4 * Wp * NC, Wp * NC, 1)),
-                   out=_scratch("B", (tH, 6, Wp * NC), dt))
+    NC, WNC = N * C, W * N * C
+    x2 = xm.reshape(H, WNC)
+    if tH == 1 and tW == 1:  # one tile (H, W <= 4): the same products without the views (faster)
+        R = _np.matmul(BT[:, 1:H + 1], x2, out=_scratch("B", (6, WNC), dt))
+        _np.matmul(BT[:, 1:W + 1], R.reshape(6, W, NC), out=out.reshape(6, 6, NC))
+        return out
+    # rows: R[t, xi] = sum_r BT[xi, r] D_t[r]  (one (6, b-a) @ (b-a, W N C) per tile row)
+    R = _scratch("B", (tH, 6, WNC), dt)
+    for t0, t1, a, b, lo in _tile_groups(H, tH):
+        _np.matmul(BT[:, a:b], _strided(x2[lo:], (t1 - t0, b - a, WNC), (4 * WNC, WNC, 1)), out=R[t0:t1])
     # columns, written as U[(xi, nu), (t, s, n), c]
-    _np.matmul(BT, _strided(R, (tH, 6, tW, 6, NC), (6 * Wp * NC, Wp * NC, 4 * NC, NC, 1)),
-               out=out.reshape(6, 6, tH, tW, NC).transpose(2, 0, 3, 1, 4))
+    Uv = out.reshape(6, 6, tH, tW, NC)
+    for s0, s1, a, b, lo in _tile_groups(W, tW):
+        _np.matmul(BT[:, a:b], _strided(R[:, :, lo * NC:], (tH, 6, s1 - s0, b - a, NC), (6 * WNC, WNC, 4 * NC, NC, 1)),
+                   out=Uv[:, :, :, s0:s1].transpose(2, 0, 3, 1, 4))
     return out
 
 
@@ -220,32 +272,111 @@ def winograd_backward(dY, cache):
     # dw = G^T dWt G
     t = (G.T @ dWt.reshape(6, 6 * C * F)).reshape(3, 6, C * F)
     dw = _np.ascontiguousarray(_np.matmul(G.T, t).reshape(3, 3, C, F).transpose(3, 2, 0, 1))
+    if tH == 1 and tW == 1:  # one tile: dx = rows 1..H, columns 1..W of B dU B^T, no overlap
+        T1 = _np.matmul(B[1:W + 1], dU.reshape(6, 6, NC), out=_scratch("B", (6, W, NC), dt))
+        dx = _np.empty((H, W, N, C), dtype=dt)
+        _np.matmul(B[1:H + 1], T1.reshape(6, W * NC), out=dx.reshape(H, W * NC))
+        return dx, dw, db
     # dX: B dU B^T per tile (columns, then rows), each followed by the overlap-add of tiles
-    # (rows 0-3 of each tile's result written into place, rows 4-5 added onto the next tile)
-    dUv = dU.reshape(6, 6, tH, tW, NC).transpose(2, 0, 3, 1, 4)  # (tH, xi, tW, nu, N C)
-    dRW = _scratch("B", (tH, 6, Wp, NC), dt)
-    _np.matmul(B[:4], dUv, out=dRW[:, :, :4 * tW].reshape(tH, 6, tW, 4, NC))
-    dRW[:, :, 4 * tW:] = 0
-    _strided(dRW[:, :, 4:], (tH, 6, tW, 2, NC), (6 * Wp * NC, Wp * NC, 4 * NC, NC, 1))[...] += \
-        _np.matmul(B[4:], dUv, out=_scratch("D", (tH, 6, tW, 2, NC), dt))
-    dxp = _scratch("A", (Hp, Wp * NC), dt)
-    dRv = dRW.reshape(tH, 6, Wp * NC)
-    _np.matmul(B[:4], dRv, out=dxp[:4 * tH].reshape(tH, 4, Wp * NC))
-    dxp[4 * tH:] = 0
-    _strided(dxp[4:], (tH, 2, Wp * NC), (4 * Wp * NC, Wp * NC, 1))[...] += \
-        _np.matmul(B[4:], dRv, out=_scratch("D", (tH, 2, Wp * NC), dt))
+    # on the image itself (the padding's gradient is never formed): rows 0-3 of each tile's
+    # result written into place, rows 4-5 added onto the next tile (:func:`_overlap_groups`)
+    dUv = dU.reshape(6, 6, tH, tW, NC)
+    dRW = _scratch("B", (tH, 6, W, NC), dt)
+    own, spill, z0 = _overlap_groups(W, tW)
+    at = lambda j, ns, k: _strided(dRW[:, :, j:], (tH, 6, ns, k, NC), (6 * W * NC, W * NC, 4 * NC, NC, 1))  # noqa: E731
+    for s0, s1, a, b, j in own:
+        _np.matmul(B[a:b], dUv[:, :, :, s0:s1].transpose(2, 0, 3, 1, 4), out=at(j, s1 - s0, b - a))
+    dRW[:, :, z0:] = 0
+    for s0, s1, a, b, j in spill:
+        at(j, s1 - s0, b - a)[...] += _np.matmul(B[a:b], dUv[:, :, :, s0:s1].transpose(2, 0, 3, 1, 4),
+                                                 out=_scratch("D", (tH, 6, s1 - s0, b - a, NC), dt))
     dx = _np.empty((H, W, N, C), dtype=dt)
-    dx[...] = dxp.reshape(Hp, Wp, N, C)[1:H + 1, 1:W + 1]
+    dx2, dRv, WNC = dx.reshape(H, W * NC), dRW.reshape(tH, 6, W * NC), W * NC
+    own, spill, z0 = _overlap_groups(H, tH)
+    for t0, t1, a, b, j in own:
+        _np.matmul(B[a:b], dRv[t0:t1], out=_strided(dx2[j:], (t1 - t0, b - a, WNC), (4 * WNC, WNC, 1)))
+    dx2[z0:] = 0
+    for t0, t1, a, b, j in spill:
+        _strided(dx2[j:], (t1 - t0, b - a, WNC), (4 * WNC, WNC, 1))[...] += \
+            _np.matmul(B[a:b], dRv[t0:t1], out=_scratch("D", (t1 - t0, b - a, WNC), dt))
     return dx, dw, db
+
+
+# ------------------------------------------------------------------ 3x3, one output channel
+# A 3x3 stride-1 "same" convolution with at most this many output channels contracts the
+# channels first (taps_forward, MATH.md (23.8)) instead of running Winograd: Winograd's
+# input transform costs as much for F = 1 as for F = C, while the channel contraction's
+# product and tap sums scale with F.  Measured (fwd + bwd, batch 128, C = 32, one thread,
+# CPU time, against the padding-free Winograd): F = 1 at 8x8 500 against 1270 us, at 4x4
+# 189 against 278 us; F = 2 and 3 slower or equal (the tap sums run over inner loops F
+# long; benchmarks/results/cpu-2026-11-30-r6-step-memory/taps_vs_winograd_by_F.txt).  The
+# default U-Net's output convolution (C -> in_channels = 1) takes this path.
+_TAPS_MAX_F = 1
+
+
+def taps_forward(xm, w, b):
+    """3x3 stride-1 pad-1 convolution of xm (H, W, N, C) by contracting the channels first,
+    MATH.md (23.8): Z = pad(xm) as a (Hp Wp N, C) matrix times w as (C, 9 F), then
+    ``y[i, j] = b + sum_{p, q} Z[i + p, j + q, (p, q)]`` (nine shifted slices added; a
+    direct-method sum, float32 rounding as the direct method).  Returns y (H, W, N, F) and
+    the cache (xm, w as (C, 9 F), ...)."""
+    H, W, N, C = xm.shape
+    F, dt = w.shape[0], xm.dtype
+    Hp, Wp = H + 2, W + 2
+    xpad = _scratch("A", (Hp, Wp, N, C), dt)
+    xpad[0] = 0
+    xpad[H + 1] = 0
+    xpad[1:H + 1, 0] = 0
+    xpad[1:H + 1, W + 1] = 0
+    xpad[1:H + 1, 1:W + 1] = xm
+    Wk = _np.ascontiguousarray(_np.transpose(w, (1, 2, 3, 0))).reshape(C, 9 * F)  # [c, (p, q, f)]
+    Z = _np.matmul(xpad.reshape(Hp * Wp * N, C), Wk, out=_scratch("B", (Hp * Wp * N, 9 * F), dt))
+    Z = Z.reshape(Hp, Wp, N, 9, F)
+    y = _np.add(Z[0:H, 0:W, :, 0], Z[0:H, 1:W + 1, :, 1])
+    for k in range(2, 9):
+        p, q = divmod(k, 3)
+        y += Z[p:p + H, q:q + W, :, k]
+    y += b
+    return y, (xm, Wk, tuple(w.shape), (C, H, W, N), None)
+
+
+def taps_backward(dY, cache):
+    """Gradients of :func:`taps_forward`, MATH.md (23.8): dZ[i + p, j + q, (p, q)] = dY[i, j]
+    (each entry of Z enters one output), ``dW = pad(xm)^T dZ``, ``d pad(xm) = dZ W^T``
+    cropped to dx, ``db = sum dY``."""
+    xm, Wk, w_shape, (C, H, W, N), _ = cache
+    F, dt = w_shape[0], dY.dtype
+    Hp, Wp = H + 2, W + 2
+    dZ = _np.zeros((Hp, Wp, N, 9, F), dtype=dt)
+    for k in range(9):
+        p, q = divmod(k, 3)
+        dZ[p:p + H, q:q + W, :, k] = dY
+    dZ = dZ.reshape(Hp * Wp * N, 9 * F)
+    xpad = _scratch("A", (Hp, Wp, N, C), dt)
+    xpad[0] = 0
+    xpad[H + 1] = 0
+    xpad[1:H + 1, 0] = 0
+    xpad[1:H + 1, W + 1] = 0
+    xpad[1:H + 1, 1:W + 1] = xm
+    dWk = xpad.reshape(Hp * Wp * N, C).T @ dZ  # (C, 9 F)
+    dw = _np.ascontiguousarray(dWk.reshape(C, 3, 3, F).transpose(3, 0, 1, 2))
+    dxp = _np.matmul(dZ, Wk.T, out=_scratch("B", (Hp * Wp * N, C), dt)).reshape(Hp, Wp, N, C)
+    dx = _np.empty((H, W, N, C), dtype=dt)
+    dx[...] = dxp[1:H + 1, 1:W + 1]
+    return dx, dw, _colsum(dY.reshape(H * W * N, F))
 
 
 # ------------------------------------------------------------------ convolution
 def conv_forward(x, w, b, stride, pad):
-    """conv2d in the hwnc layout: Winograd F(4,3) for 3x3/1/1 with C >= 2, a product for
-    1x1, else the column-matrix method."""
+    """conv2d in the hwnc layout: for 3x3/1/1 with C >= 2 Winograd F(4,3), or with at most
+    ``_TAPS_MAX_F`` output channels the channel contraction of :func:`taps_forward`; a
+    product for 1x1, else the column-matrix method."""
     F, C, kh, kw = w.shape
     if not _MALLOC["done"]:
         keep_freed_memory()
+    if kh == 3 and kw == 3 and stride == 1 and pad == 1 and F <= _TAPS_MAX_F and C >= 2:
+        out, cache = taps_forward(to_hwnc(x), w, b)
+        return to_nchw(out), ("hwnc-taps", cache)
     if kh == 3 and kw == 3 and stride == 1 and pad == 1 and C >= 2:
         out, cache = winograd_forward(to_hwnc(x), w, b)
         return to_nchw(out), ("hwnc-winograd", cache)
@@ -299,6 +430,9 @@ def conv_backward(dout, cache):
     if kind == "hwnc-winograd":
         dx, dw, db = winograd_backward(to_hwnc(dout), c)
         return to_nchw(dx), dw, db
+    if kind == "hwnc-taps":
+        dx, dw, db = taps_backward(to_hwnc(dout), c)
+        return to_nchw(dx), dw, db
     if kind == "hwnc-1x1":
         xm, w = c[0], c[1]
         H, W, N, C = xm.shape
@@ -308,109 +442,6 @@ def conv_backward(dout, cache):
         dx = (d2 @ w.reshape(F, C)).reshape(H, W, N, C)
         return to_nchw(dx), _np.ascontiguousarray(dw), _colsum(d2)
     return _direct_backward(to_hwnc(dout), c)
-
-
-# ------------------------------------------------------------------ GroupNorm
-def _per_channel(v, G, C):
-    """(N, G) -> (N, C): each group's value for its channels."""
-    return _np.repeat(v, C // G, axis=1)
-
-
-def groupnorm_forward(x, gamma, beta, groups, eps):
-    """GroupNorm on the (S, N, C) view (sums over the leading spatial axis), MATH.md (13.9)."""
-    xm = to_hwnc(x)
-    N, C = x.shape[0], x.shape[1]
-    x2 = xm.reshape(-1, N, C)  # (S, N, C)
-    M = (C // groups) * x2.shape[0]
-    mean = _colsum(x2.reshape(-1, N * C)).reshape(N, groups, C // groups).sum(axis=2) / M  # (N, G)
-    xc = x2 - _per_channel(mean, groups, C)
-    var = _np.einsum("snc,snc->nc", xc, xc).reshape(N, groups, C // groups).sum(axis=2) / M
-    rstd = 1.0 / _np.sqrt(var + eps)  # (N, G)
-    out = xc * (gamma * _per_channel(rstd, groups, C))  # gamma xhat, xhat = (x - mean) rstd not stored
-    out += beta
-    return to_nchw(out.reshape(xm.shape)), (xc, rstd, gamma, groups, xm.shape)
-
-
-def groupnorm_backward(dout, cache):
-    """``dx = rstd (g - mean(g) - xhat mean(g xhat))``, g = dout gamma, MATH.md (13.10),
-    from per-(sample, channel) spatial sums on the (S, N, C) view; xhat enters through the
-    centred input (x - mean) and per-(sample, channel) factors of rstd."""
-    xc, rstd, gamma, G, shape = cache  # xc = x - mean: xhat = xc rstd
-    S, N, C = xc.shape
-    d2 = to_hwnc(dout).reshape(S, N, C)
-    sd = _colsum(d2.reshape(S, N * C)).reshape(N, C)
-    sdx = _np.einsum("snc,snc->nc", d2, xc) * _per_channel(rstd, G, C)  # (N, C): sums of dout xhat
-    dbeta, dgamma = _np.sum(sd, axis=0), _np.sum(sdx, axis=0)
-    M = (C // G) * S
-    mg = (gamma * sd).reshape(N, G, C // G).sum(axis=2) / M  # (N, G): mean(g)
-    mgx = (gamma * sdx).reshape(N, G, C // G).sum(axis=2) / M  # (N, G): mean(g xhat)
-    t = xc * _per_channel(rstd * rstd * mgx, G, C)  # xhat (rstd mean(g xhat))
-    t += _per_channel(rstd * mg, G, C)
-    dx = d2 * (gamma * _per_channel(rstd, G, C))
-    dx -= t
-    return to_nchw(dx.reshape(shape)), dgamma, dbeta
-
-
-# ------------------------------------------------------------------ GroupNorm + SiLU
-def _group_sums(v, G):
-    """(N, C) per-(sample, channel) values -> (N, G) sums over each group's channels."""
-    N, C = v.shape
-    return v.reshape(N, G, C // G).sum(axis=2)
-
-
-def groupnorm_silu_forward(x, gamma, beta, groups, eps):
-    """``silu(groupnorm(x))`` fused on the (S, N C) view, MATH.md (13.9), MATH.md (13.11),
-    MATH.md (23.7): with ``h = y / 2 = xc (gamma rstd / 2) + beta / 2`` (xc = x - mean)
-    and ``u = 1 + tanh(h) = 2 sigmoid(y)``, ``silu(y) = h u``.  Every full-size pass runs
-    over the contiguous (S, N C) matrix with an (N C,) row of per-(sample, channel) factors
-    (a (C,) row would make numpy's inner loops C long).  The sums are those of
-    :func:`groupnorm_forward` and scaling by 1/2 is exact, so h, u and the output are
-    bit-identical to GroupNorm then SiLU in this layout (y = 2h, sigmoid(y) = u/2).
-    The cache keeps xc, h and u (three arrays, as GroupNorm then SiLU)."""
-    xm = to_hwnc(x)
-    N, C = x.shape[0], x.shape[1]
-    G = groups
-    x2 = xm.reshape(-1, N * C)  # (S, N C)
-    S = x2.shape[0]
-    M = (C // G) * S
-    mean = _group_sums(_colsum(x2).reshape(N, C), G) / M  # (N, G)
-    xc = x2 - _per_channel(mean, G, C).reshape(-1)
-    var = _group_sums(_np.einsum("snc,snc->nc", *(xc.reshape(S, N, C),) * 2), G) / M
-    rstd = 1.0 / _np.sqrt(var + eps)  # (N, G)
-    h = _np.multiply(xc, ((0.5 * gamma) * _per_channel(rstd, G, C)).reshape(-1))  # y / 2
-    h += _np.tile(0.5 * beta, N)
-    u = _np.tanh(h)
-    u += 1.0
-    out = h * u
-    return to_nchw(out.reshape(xm.shape)), (xc, h, u, rstd, gamma, G, xm.shape)
-
-
-def groupnorm_silu_backward(dout, cache):
-    """Gradients of :func:`groupnorm_silu_forward`: the SiLU derivative MATH.md (23.7)
-    ``q = dout u (1 + h (2 - u)) = 2 dout sigmoid(y) (1 + y (1 - sigmoid(y)))`` (twice the
-    gradient at y, bit-identical to twice SiLU's backward; the 1/2 goes into the
-    per-(n, c) factors), then MATH.md (13.10)
-    ``dx = rstd (g - mean(g) - xhat mean(g xhat))`` from the spatial sums of q and q xc
-    (the sums of :func:`groupnorm_backward`)."""
-    xc, h, u, rstd, gamma, G, shape = cache
-    N, C = shape[-2], shape[-1]
-    S = xc.shape[0]
-    q = 2.0 - u
-    q *= h
-    q += 1.0
-    q *= u
-    q *= to_hwnc(dout).reshape(S, N * C)
-    sd = 0.5 * _colsum(q).reshape(N, C)  # sums of dL/dy over space
-    sdx = (0.5 * _np.einsum("snc,snc->nc", q.reshape(S, N, C), xc.reshape(S, N, C))) * _per_channel(rstd, G, C)
-    dbeta, dgamma = _np.sum(sd, axis=0), _np.sum(sdx, axis=0)
-    M = (C // G) * S
-    mg = _group_sums(gamma * sd, G) / M  # (N, G): mean(g), g = gamma dL/dy
-    mgx = _group_sums(gamma * sdx, G) / M  # (N, G): mean(g xhat)
-    t = _np.multiply(xc, _per_channel(rstd * rstd * mgx, G, C).reshape(-1))
-    t += _per_channel(rstd * mg, G, C).reshape(-1)
-    dx = _np.multiply(q, ((0.5 * gamma) * _per_channel(rstd, G, C)).reshape(-1))
-    dx -= t
-    return to_nchw(dx.reshape(shape)), dgamma, dbeta
 
 
 # ------------------------------------------------------------------ the rest

@@ -35,7 +35,7 @@ import numpy as _np  # issue 19: the config's stored null states, passed on as a
 from ..backend import array_namespace
 from ._check import check_config
 from .base import DenoiserBase, config_fields
-from .blocks import conv_b, conv_f, gn_b, gn_f, init_conv, init_groupnorm, init_linear, lin_b, lin_f
+from .blocks import conv_b, conv_f, gnsilu_b, gnsilu_f, init_conv, init_groupnorm, init_linear, lin_b, lin_f
 from .conditions import ClassCond, CondSpec, InpaintCond, TextStateCond, TokenCond
 from .fast import concat_backward, concat_forward, silu_backward, silu_forward  # tuned twins (memory order)
 from .layers import embedding_backward, embedding_forward
@@ -406,10 +406,9 @@ class UNet(DenoiserBase):
                 h, c_cat = concat_forward(h, skips.pop())  # (N, C_h + C_skip, H, W)
             h, cc = BLOCKS[kind].forward(params, name, h, env)
             caches.append((c_cat, cc))
-        h, c_n = gn_f(params, "out.norm", h, c.groups)
-        h, c_s = silu_forward(h)
+        h, c_n = gnsilu_f(params, "out.norm", h, c.groups)  # silu(gn(h)), fused in the hwnc layout
         out, c_o = conv_f(params, "out.conv", h)
-        return out, (c_emb, caches, (c_n, c_s, c_o), x.shape[1], bool(res))
+        return out, (c_emb, caches, (c_n, c_o), x.shape[1], bool(res))
 
     def _check_residuals(self, residuals, x):
         if not residuals:
@@ -476,11 +475,10 @@ class UNet(DenoiserBase):
         if dout.ndim != 4 or tuple(dout.shape[1:]) != (c.in_channels, c.image_size, c.image_size):
             raise ValueError(f"UNet.backward: dout must have the output's shape (N, {c.in_channels}, {c.image_size}, "
                              f"{c.image_size}), got shape {tuple(dout.shape)}")
-        c_emb, caches, (c_n, c_s, c_o), c_x, _ = cache
+        c_emb, caches, (c_n, c_o), c_x, _ = cache
         G, denv, dres, feats = {}, {}, {}, self._feature_points()
         dh = conv_b(G, "out.conv", dout, c_o)
-        dh = silu_backward(dh, c_s)
-        dh = gn_b(G, "out.norm", dh, c_n)
+        dh = gnsilu_b(G, "out.norm", dh, c_n)
         down, mid, up = self._plan()
         dskips = []
         for (kind, name, _, _, _, pop), (c_cat, cc) in zip(reversed(up), reversed(caches[len(down) + len(mid):])):

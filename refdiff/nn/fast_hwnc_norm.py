@@ -1,0 +1,143 @@
+"""GroupNorm and the fused GroupNorm + SiLU of the hwnc layout (:mod:`refdiff.nn.fast_hwnc`):
+arrays are logically NCHW, in memory (H, W, N, C), so the statistics are sums over the
+leading (spatial) axis of the (S, N C) matrix.  MATH.md (13.9), MATH.md (13.10),
+MATH.md (13.11), MATH.md (23.7).  Reached through refdiff.nn.fast (arguments checked
+there); tested in tests/test_nn_fast_hwnc.py.
+"""
+
+from __future__ import annotations
+
+import numpy as _np
+
+from .fast_hwnc import _colsum, to_hwnc, to_nchw
+
+__all__: list = []  # internal
+
+
+# ------------------------------------------------------------------ GroupNorm
+def _per_channel(v, G, C):
+    """(N, G) -> (N, C): each group's value for its channels."""
+    return _np.repeat(v, C // G, axis=1)
+
+
+def groupnorm_forward(x, gamma, beta, groups, eps):
+    """GroupNorm on the (S, N, C) view (sums over the leading spatial axis), MATH.md (13.9)."""
+    xm = to_hwnc(x)
+    N, C = x.shape[0], x.shape[1]
+    x2 = xm.reshape(-1, N, C)  # (S, N, C)
+    M = (C // groups) * x2.shape[0]
+    mean = _colsum(x2.reshape(-1, N * C)).reshape(N, groups, C // groups).sum(axis=2) / M  # (N, G)
+    xc = x2 - _per_channel(mean, groups, C)
+    var = _np.einsum("snc,snc->nc", xc, xc).reshape(N, groups, C // groups).sum(axis=2) / M
+    rstd = 1.0 / _np.sqrt(var + eps)  # (N, G)
+    out = xc * (gamma * _per_channel(rstd, groups, C))  # gamma xhat, xhat = (x - mean) rstd not stored
+    out += beta
+    return to_nchw(out.reshape(xm.shape)), (xc, rstd, gamma, groups, xm.shape)
+
+
+def groupnorm_backward(dout, cache):
+    """``dx = rstd (g - mean(g) - xhat mean(g xhat))``, g = dout gamma, MATH.md (13.10),
+    from per-(sample, channel) spatial sums on the (S, N, C) view; xhat enters through the
+    centred input (x - mean) and per-(sample, channel) factors of rstd."""
+    xc, rstd, gamma, G, shape = cache  # xc = x - mean: xhat = xc rstd
+    S, N, C = xc.shape
+    d2 = to_hwnc(dout).reshape(S, N, C)
+    sd = _colsum(d2.reshape(S, N * C)).reshape(N, C)
+    sdx = _np.einsum("snc,snc->nc", d2, xc) * _per_channel(rstd, G, C)  # (N, C): sums of dout xhat
+    dbeta, dgamma = _np.sum(sd, axis=0), _np.sum(sdx, axis=0)
+    M = (C // G) * S
+    mg = (gamma * sd).reshape(N, G, C // G).sum(axis=2) / M  # (N, G): mean(g)
+    mgx = (gamma * sdx).reshape(N, G, C // G).sum(axis=2) / M  # (N, G): mean(g xhat)
+    t = xc * _per_channel(rstd * rstd * mgx, G, C)  # xhat (rstd mean(g xhat))
+    t += _per_channel(rstd * mg, G, C)
+    dx = d2 * (gamma * _per_channel(rstd, G, C))
+    dx -= t
+    return to_nchw(dx.reshape(shape)), dgamma, dbeta
+
+
+# ------------------------------------------------------------------ GroupNorm + SiLU
+# Above this many numbers per array, the fused layer's cache keeps only xc and the backward
+# pass forms h, u and the slope v again (the forward's own operations: the same bits).  The
+# cached v is ~95 MiB of the default U-Net's step at batch 1024 (16 calls); recomputing costs
+# ~7 elementwise passes per call.  The default U-Net at batch 128 (at most 2^19 numbers per
+# array) keeps v.
+_KEEP_HU_FLOATS = 1 << 19
+
+
+def _half_y(xc, rstd, gamma, beta, k):
+    """``h = y / 2 = xc (gamma rstd / 2) + beta / 2`` and ``u = 1 + tanh(h) = 2 sigmoid(y)``
+    on the (S, N C) matrix xc, rstd (N, G), k = C / G channels per group."""
+    N = rstd.shape[0]
+    h = _np.multiply(xc, ((0.5 * gamma) * rstd.repeat(k, axis=1)).reshape(-1))
+    h += _np.tile(0.5 * beta, N)
+    u = _np.tanh(h)
+    u += 1.0
+    return h, u
+
+
+def _slope(h, u):
+    """``v = u (1 + h (2 - u)) = 2 sigmoid(y) (1 + y (1 - sigmoid(y)))``, twice SiLU's
+    derivative at y = 2h, MATH.md (23.7), formed as ``((2 - u) h + 1) u`` (the rounding of
+    SiLU's backward ``((1 - s) y + 1) s``, doubled exactly)."""
+    v = _np.subtract(2.0, u)
+    v *= h
+    v += 1.0
+    v *= u
+    return v
+
+
+def groupnorm_silu_forward(x, gamma, beta, groups, eps):
+    """``silu(groupnorm(x))`` fused on the (S, N C) view, MATH.md (13.9), MATH.md (13.11),
+    MATH.md (23.7): with ``h = y / 2 = xc (gamma rstd / 2) + beta / 2`` (xc = x - mean)
+    and ``u = 1 + tanh(h) = 2 sigmoid(y)``, ``silu(y) = h u``.  Every full-size pass runs
+    over the contiguous (S, N C) matrix with an (N C,) row of per-(sample, channel) factors
+    (a (C,) row would make numpy's inner loops C long).  The sums are those of
+    :func:`groupnorm_forward` and scaling by 1/2 is exact, so h, u and the output are
+    bit-identical to GroupNorm then SiLU in this layout (y = 2h, sigmoid(y) = u/2).
+    The cache keeps xc and the slope v = u (1 + h (2 - u)) of :func:`_slope` (two arrays:
+    the backward pass then needs one product for SiLU's part), or xc alone above
+    ``_KEEP_HU_FLOATS`` numbers (the backward pass forms h, u and v again, bit for bit)."""
+    xm = to_hwnc(x)
+    N, C = x.shape[0], x.shape[1]
+    G, k = groups, C // groups
+    x2 = xm.reshape(-1, N * C)  # (S, N C)
+    S = x2.shape[0]
+    M = k * S
+    mean = _colsum(x2).reshape(N, G, k).sum(axis=2) / M  # (N, G)
+    xc = x2 - mean.repeat(k, axis=1).reshape(-1)
+    var = _np.einsum("snc,snc->nc", *(xc.reshape(S, N, C),) * 2).reshape(N, G, k).sum(axis=2) / M
+    rstd = 1.0 / _np.sqrt(var + eps)  # (N, G)
+    h, u = _half_y(xc, rstd, gamma, beta, k)
+    out = _np.multiply(h, u)
+    v = _slope(h, u) if xc.size <= _KEEP_HU_FLOATS else None
+    return to_nchw(out.reshape(xm.shape)), (xc, v, rstd, gamma, beta, G, xm.shape)
+
+
+def groupnorm_silu_backward(dout, cache):
+    """Gradients of :func:`groupnorm_silu_forward`: the SiLU derivative MATH.md (23.7)
+    ``q = dout u (1 + h (2 - u)) = 2 dout sigmoid(y) (1 + y (1 - sigmoid(y)))`` (twice the
+    gradient at y, bit-identical to twice SiLU's backward; the 1/2 goes into the
+    per-(n, c) factors), then MATH.md (13.10)
+    ``dx = rstd (g - mean(g) - xhat mean(g xhat))`` from the spatial sums of q and q xc
+    (the sums of :func:`groupnorm_backward`).  q is one array updated in place and becomes
+    dx (``q (gamma rstd / 2) - t`` with t = xc (rstd^2 mean(g xhat)) + rstd mean(g), the
+    same operations as :func:`groupnorm_backward`'s ``dx -= t``)."""
+    xc, v, rstd, gamma, beta, G, shape = cache
+    N, C = shape[-2], shape[-1]
+    k = C // G
+    S = xc.shape[0]
+    if v is None:  # not kept (large arrays): the forward's operations again
+        v = _slope(*_half_y(xc, rstd, gamma, beta, k))
+    q = _np.multiply(v, to_hwnc(dout).reshape(S, N * C))
+    sd = 0.5 * _colsum(q).reshape(N, C)  # sums of dL/dy over space
+    rc = rstd.repeat(k, axis=1)  # (N, C)
+    sdx = (0.5 * _np.einsum("snc,snc->nc", q.reshape(S, N, C), xc.reshape(S, N, C))) * rc
+    dbeta, dgamma = _np.sum(sd, axis=0), _np.sum(sdx, axis=0)
+    M = k * S
+    mg = (gamma * sd).reshape(N, G, k).sum(axis=2) / M  # (N, G): mean(g), g = gamma dL/dy
+    mgx = (gamma * sdx).reshape(N, G, k).sum(axis=2) / M  # (N, G): mean(g xhat)
+    t = _np.multiply(xc, (rstd * rstd * mgx).repeat(k, axis=1).reshape(-1))
+    t += (rstd * mg).repeat(k, axis=1).reshape(-1)
+    q *= ((0.5 * gamma) * rc).reshape(-1)  # dx = q (gamma rstd / 2) - t, in q's memory
+    q -= t
+    return to_nchw(q.reshape(shape)), dgamma, dbeta
