@@ -1,5 +1,6 @@
-"""GroupNorm then SiLU (two layers) against the fused ``groupnorm_silu`` of the tuned path,
-forward + backward, on one U-Net activation shape, alternating, CPU-time clock.
+"""GroupNorm then SiLU (two layers) against the fused ``groupnorm_silu`` of the tuned path
+in its two forms (``fast.set_gnsilu("exact")``, bit-identical, and ``"fast"``, MATH.md
+(23.9)), forward + backward, on one U-Net activation shape, alternating, CPU-time clock.
 
     python benchmarks/bench_gn_silu.py [--batch 128 --channels 32 --size 8 --groups 8]
 
@@ -41,9 +42,17 @@ def main():
         _, c = fast.groupnorm_silu_forward(x, g, b, G)
         fast.groupnorm_silu_backward(d, c)
 
-    best = {"separate": [], "fused": []}
+    def exact():
+        fast.set_gnsilu("exact")
+        fused()
+
+    def fewer():
+        fast.set_gnsilu("fast")
+        fused()
+
+    best = {"separate": [], "fused exact": [], "fused fast": []}
     for _ in range(a.repeats):
-        for name, f in (("separate", separate), ("fused", fused)):
+        for name, f in (("separate", separate), ("fused exact", exact), ("fused fast", fewer)):
             f()
             t0 = time.process_time()
             for _ in range(a.calls):
@@ -52,7 +61,9 @@ def main():
     print(f"GroupNorm + SiLU fwd + bwd, x ({N}, {C}, {S}, {S}) {a.dtype}, {G} groups, hwnc layout, CPU time")
     for name, v in best.items():
         print(f"{name}: {min(v):.3f} ms (rounds {min(v):.3f}-{max(v):.3f})")
-    print(f"fused / separate: {min(best['fused']) / min(best['separate']):.2f}")
+    for name in ("fused exact", "fused fast"):
+        print(f"{name} / separate: {min(best[name]) / min(best['separate']):.2f}")
+    print(f"fast / exact: {min(best['fused fast']) / min(best['fused exact']):.2f}")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,14 @@ def hwnc():
     fast.set_layout(old)
 
 
+@pytest.fixture
+def gnsilu_exact():
+    """The bit-identical fused GroupNorm + SiLU (fast.set_gnsilu("exact")), restored afterwards."""
+    old = fast.set_gnsilu("exact")
+    yield
+    fast.set_gnsilu(old)
+
+
 def _as(a, dtype, hwnc_order):
     """Host array ``a`` (N, C, ...) as ``dtype``; when ``hwnc_order`` an NCHW view of an
     (..., N, C)-ordered array."""
@@ -318,19 +326,22 @@ def test_environment_switches(tmp_path):
         assert r.returncode == 0 and r.stdout.split() == ["hwnc", "True"], r.stderr
 
 
-@pytest.mark.parametrize("layout", ["hwnc", "chwn"])
+@pytest.mark.parametrize("layout,form", [("hwnc", "fast"), ("hwnc", "exact"), ("chwn", "fast")])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @settings(max_examples=10, deadline=None)
 @given(n=st.integers(1, 3), cg=GN, h=st.integers(1, 7), w=st.integers(1, 7),
-       order=st.sampled_from(["nchw", "chwn", "hwnc"]), shift=st.sampled_from([0.0, 3.0]), seed=st.integers(0, 2**16))
-def test_groupnorm_silu_equals_the_composition(layout, dtype, n, cg, h, w, order, shift, seed):
+       order=st.sampled_from(["nchw", "chwn", "hwnc"]), shift=st.sampled_from([0.0, 2.0, 3.0]),
+       seed=st.integers(0, 2**16))
+def test_groupnorm_silu_equals_the_composition(layout, form, dtype, n, cg, h, w, order, shift, seed):
     """MATH.md (23.7): the fused GroupNorm + SiLU (fast.groupnorm_silu_forward, fused in the
     hwnc layout, a composition in chwn) equals the reference composition
     silu(groupnorm(x)) of MATH.md (13.9) and MATH.md (13.11), forward and every gradient
     (dx by MATH.md (13.10), dgamma, dbeta): float64 < 1e-12, float32 < 1e-4 (normwise
     relative, the bound of the other layers); inputs (x and dout) as plain NCHW arrays and
     as NCHW views of (C, H, W, N) and of (H, W, N, C) arrays, with and without a mean
-    offset (x - mean is formed before the variance: no cancellation)."""
+    offset (exact form: x - mean is formed before the variance; fast form, fast.set_gnsilu:
+    one-pass statistics MATH.md (23.9) while mean^2 <= 8 var (shift 2), the two-pass branch
+    beyond (shift 3), MATH.md (23.10) for the gradients)."""
     C, G = cg
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, C, h, w)) + shift
@@ -339,7 +350,7 @@ def test_groupnorm_silu_equals_the_composition(layout, dtype, n, cg, h, w, order
     y, c_n = L.groupnorm_forward(x, gamma, beta, G)
     want_out, c_s = L.silu_forward(y)
     want = L.groupnorm_backward(L.silu_backward(dout, c_s), c_n)
-    old = fast.set_layout(layout)
+    old, old_form = fast.set_layout(layout), fast.set_gnsilu(form)
     try:
         def mem(v):  # v (N, C, H, W) in the memory order drawn; gamma and beta plain
             if order == "chwn" and v.ndim == 4:
@@ -351,7 +362,8 @@ def test_groupnorm_silu_equals_the_composition(layout, dtype, n, cg, h, w, order
         got = fast.groupnorm_silu_backward(a[3], cache)
     finally:
         fast.set_layout(old)
-    assert (cache[1] == "hwnc") == (layout == "hwnc")
+        fast.set_gnsilu(old_form)
+    assert cache[1] == {"hwnc": "hwnc_fast" if form == "fast" else "hwnc", "chwn": "composed"}[layout]
     _same(out, want_out.astype(dtype), TOL[dtype], "forward")
     # dx vanishes up to rounding (u rstd |gamma dout|) for groups of one entry: floor as above
     rstd = 1 / np.sqrt(np.var(x.reshape(n, G, -1), axis=2) + 1e-5)
@@ -363,11 +375,11 @@ def test_groupnorm_silu_equals_the_composition(layout, dtype, n, cg, h, w, order
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @settings(max_examples=10, deadline=None)
 @given(n=st.integers(1, 3), cg=GN, h=st.integers(1, 7), w=st.integers(1, 7), seed=st.integers(0, 2**16))
-def test_groupnorm_silu_is_bitwise_the_two_hwnc_layers(hwnc, dtype, n, cg, h, w, seed):
+def test_groupnorm_silu_is_bitwise_the_two_hwnc_layers(hwnc, gnsilu_exact, dtype, n, cg, h, w, seed):
     """MATH.md (23.7) in floating point: h = y/2 is formed as xc (gamma rstd / 2) + beta / 2
     and 2 - u = 2 (1 - sigmoid(y)), and scaling by 2 is exact, so the fused layer returns
     exactly (==) what the hwnc GroupNorm then SiLU return: output, dx, dgamma, dbeta (the
-    float32 rounding of the tuned U-Net is the unfused one)."""
+    "exact" form of fast.set_gnsilu; the default "fast" form rounds differently, MATH.md (23.11))."""
     C, G = cg
     rng = np.random.default_rng(seed)
     x, dout = (_as(rng.standard_normal((n, C, h, w)) + 1, dtype, True) for _ in range(2))
@@ -402,7 +414,7 @@ def test_groupnorm_silu_refuses_bad_input(hwnc):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @settings(max_examples=8, deadline=None)
 @given(n=st.integers(1, 3), cg=GN, h=st.integers(1, 7), w=st.integers(1, 7), seed=st.integers(0, 2**16))
-def test_groupnorm_silu_recomputed_cache_is_bitwise_the_kept_one(hwnc, dtype, n, cg, h, w, seed, monkeypatch):
+def test_groupnorm_silu_recomputed_cache_is_bitwise_the_kept_one(hwnc, gnsilu_exact, dtype, n, cg, h, w, seed, monkeypatch):
     """MATH.md (23.7): above ``_KEEP_HU_FLOATS`` numbers the fused layer caches xc alone and
     its backward pass forms h = xc (gamma rstd / 2) + beta / 2, u = 1 + tanh(h) and the slope
     u (1 + h (2 - u)) again with the forward's operations; the gradients are then exactly (==)

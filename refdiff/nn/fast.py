@@ -66,6 +66,8 @@ __all__ = [
     "get_conv3x3",
     "set_layout",
     "get_layout",
+    "set_gnsilu",
+    "get_gnsilu",
 ]
 
 # How 3x3 stride-1 pad-1 convolutions with C >= 2 are computed in the "chwn" layout (the
@@ -711,15 +713,58 @@ def groupnorm_backward(dout, cache):
     return _nfirst(xp, xp.reshape(dx, xhat.shape)), dgamma, dbeta
 
 
+# How the "hwnc" layout computes GroupNorm + SiLU: "exact" (bit for bit the two layers,
+# MATH.md (23.7)) or "fast" (five full-size passes forward instead of ten, within the float32
+# bound of MATH.md (23.11)).  Default chosen by measurement: benchmarks/README.md, round 7.
+_GNSILU_MODES = ("exact", "fast")
+_GNSILU = {"mode": "fast"}
+
+
+def set_gnsilu(mode: str) -> str:
+    """Choose the "hwnc" layout's fused GroupNorm + SiLU: "exact" (bit-identical to
+    GroupNorm then SiLU, MATH.md (23.7)) or "fast" (fewer passes, one-pass statistics,
+    MATH.md (23.9), MATH.md (23.10), float32 bound MATH.md (23.11)); returns the previous
+    mode.  A cache remembers the form that made it, so switching between a forward and its
+    backward is safe.
+
+    Parameters
+    ----------
+    mode : {"exact", "fast"}
+        The form.
+
+    Returns
+    -------
+    str
+        The previous mode.
+
+    Raises
+    ------
+    ValueError
+        If ``mode`` is not one of the two.
+    """
+    if mode not in _GNSILU_MODES:
+        raise ValueError(f"gnsilu mode must be one of {list(_GNSILU_MODES)}, got {mode!r}")
+    old, _GNSILU["mode"] = _GNSILU["mode"], mode
+    return old
+
+
+def get_gnsilu() -> str:
+    """The current form of the "hwnc" fused GroupNorm + SiLU (see :func:`set_gnsilu`)."""
+    return _GNSILU["mode"]
+
+
 def groupnorm_silu_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
     """``silu(groupnorm(x))`` (GroupNorm followed by SiLU, as in the residual blocks),
     MATH.md (13.9), MATH.md (13.11), MATH.md (23.7).
 
-    In the "hwnc" layout one fused pass sequence (``fast_hwnc_norm.groupnorm_silu_forward``:
-    y/2 = x (gamma rstd / 2) + shift per (sample, channel), silu(y) = (y/2)(1 + tanh(y/2)));
-    otherwise :func:`groupnorm_forward` then :func:`silu_forward`.  The same map and the
-    same argument checks as :func:`groupnorm_forward`, and in either layout bit for bit
-    the same results as those two layers (MATH.md chapter 23.6).  Returns ``(out, cache)``.
+    In the "hwnc" layout one fused pass sequence (y/2 = x (gamma rstd / 2) + shift per
+    (sample, channel), silu(y) = (y/2)(1 + tanh(y/2))) in the form chosen by
+    :func:`set_gnsilu`: "fast" (the default, ``fast_hwnc_norm.groupnorm_silu_forward_fast``,
+    one-pass statistics, MATH.md (23.9), MATH.md (23.10), within the float32 bound
+    MATH.md (23.11)) or "exact" (``fast_hwnc_norm.groupnorm_silu_forward``, bit for bit the
+    two layers, MATH.md chapter 23.6); otherwise :func:`groupnorm_forward` then
+    :func:`silu_forward`.  The same map and the same argument checks as
+    :func:`groupnorm_forward`.  Returns ``(out, cache)``.
 
     Parameters
     ----------
@@ -749,6 +794,9 @@ def groupnorm_silu_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
     """
     if _hwnc(x, gamma, beta):
         eps = _check_groupnorm_args(x, gamma, beta, groups, eps)  # issue 19
+        if _GNSILU["mode"] == "fast":
+            out, c = _hwn.groupnorm_silu_forward_fast(x, gamma, beta, groups, eps)
+            return out, (c, "hwnc_fast")
         out, c = _hwn.groupnorm_silu_forward(x, gamma, beta, groups, eps)
         return out, (c, "hwnc")
     y, c_n = groupnorm_forward(x, gamma, beta, groups, eps)
@@ -780,6 +828,10 @@ def groupnorm_silu_backward(dout, cache):
         shape = check_cache(inner, "groupnorm_silu_forward", 7, name="cache[0]")[6]  # (*S, N, C)
         check_dout(dout, tuple(shape[-2:]) + tuple(shape[:-2]))
         return _hwn.groupnorm_silu_backward(dout, inner)
+    if kind == "hwnc_fast":
+        shape = check_cache(inner, "groupnorm_silu_forward", 8, name="cache[0]")[7]  # (*S, N, C)
+        check_dout(dout, tuple(shape[-2:]) + tuple(shape[:-2]))
+        return _hwn.groupnorm_silu_backward_fast(dout, inner)
     c_n, c_s = check_cache(inner, "groupnorm_silu_forward", 2, name="cache[0]")
     return groupnorm_backward(silu_backward(dout, c_s), c_n)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as _np
 
-from .fast_hwnc import _colsum, to_hwnc, to_nchw
+from .fast_hwnc import _colsum, _scratch, to_hwnc, to_nchw
 
 __all__: list = []  # internal
 
@@ -140,4 +140,101 @@ def groupnorm_silu_backward(dout, cache):
     t += (rstd * mg).repeat(k, axis=1).reshape(-1)
     q *= ((0.5 * gamma) * rc).reshape(-1)  # dx = q (gamma rstd / 2) - t, in q's memory
     q -= t
+    return to_nchw(q.reshape(shape)), dgamma, dbeta
+
+
+# ------------------------------------------------------------------ GroupNorm + SiLU, fewer passes
+# The one-pass statistics (sum and sum of squares) are used while every group of the call has
+# mean^2 <= _CANCEL_MAX var (float64 group sums of the float32 column sums): the variance's
+# relative rounding then grows by at most 1 + _CANCEL_MAX over the two-pass form's, MATH.md
+# (23.9).  Otherwise the call centres first (two passes, the exact form's statistics).
+_CANCEL_MAX = 8.0
+
+
+def _fast_stats(x2, N, G, k, eps):
+    """``(z, m, rstd)`` of the (S, N C) matrix x2, MATH.md (23.9): column sums of x2 and of
+    x2^2 (one product with a ones vector, one einsum read), combined per (n, group) in
+    float64 ((N, G) arrays); ``z = x2, m = mean`` when no group's mean^2 exceeds
+    ``_CANCEL_MAX`` times its variance, else ``z = x2 - mean`` (centred, the input's
+    dtype) and ``m = 0``, with the variance from z (the two-pass form)."""
+    S, NC = x2.shape
+    M = k * S
+    s = _np.empty((2, NC), dtype=x2.dtype)
+    _np.matmul(_np.ones(S, dtype=x2.dtype), x2, out=s[0])
+    _np.einsum("sj,sj->j", x2, x2, out=s[1])
+    sg = (s.reshape(-1, k) @ _np.ones(k, dtype=x2.dtype)).reshape(2, N, G) / _np.float64(M)  # E x, E x^2
+    mean = sg[0]
+    var = sg[1] - mean * mean
+    if (mean * mean <= _CANCEL_MAX * var).all():
+        return x2, mean, 1.0 / _np.sqrt(var + eps)
+    z = x2 - mean.astype(x2.dtype).repeat(k, axis=1).reshape(-1)
+    var = _np.einsum("sj,sj->j", z, z).reshape(N, G, k).sum(axis=2, dtype=_np.float64) / M
+    return z, _np.zeros_like(mean), 1.0 / _np.sqrt(var + eps)
+
+
+def groupnorm_silu_forward_fast(x, gamma, beta, groups, eps):
+    """``silu(groupnorm(x))`` in five full-size passes, MATH.md (23.9), MATH.md (23.10):
+    statistics by :func:`_fast_stats` (two reads), ``h = y / 2 = z a + b`` (one product,
+    one in-place add; per-(n, c) rows ``a = gamma rstd / 2``, ``b = beta / 2 - m a``),
+    ``u = 1 + tanh h`` (tanh, in-place add), ``silu(y) = h u`` (one product).  The cache
+    holds z (x itself on the one-pass branch, no copy), u and the output o: the backward
+    pass forms SiLU's slope from them, MATH.md (23.10).  Not bit-identical to the two
+    layers; the float32 bound is MATH.md (23.11)."""
+    xm = to_hwnc(x)
+    N, C = x.shape[0], x.shape[1]
+    G, k = groups, C // groups
+    x2 = xm.reshape(-1, N * C)  # (S, N C)
+    dt = x2.dtype
+    z, m, rstd = _fast_stats(x2, N, G, k, eps)
+    ab = _np.empty((2, N, C), dtype=dt)  # rows a, b
+    _np.multiply(rstd.repeat(k, axis=1), 0.5 * gamma, out=ab[0])
+    _np.multiply(m.repeat(k, axis=1), ab[0], out=ab[1])
+    _np.subtract(0.5 * beta, ab[1], out=ab[1])
+    ab = ab.reshape(2, N * C)
+    h = _np.multiply(z, ab[0], out=_scratch("gn_h", x2.shape, dt))
+    h += ab[1]
+    u = _np.tanh(h)
+    u += 1.0
+    o = _np.multiply(h, u)
+    return to_nchw(o.reshape(xm.shape)), (z, m, u, o, rstd, gamma, G, xm.shape)
+
+
+def groupnorm_silu_backward_fast(dout, cache):
+    """Gradients of :func:`groupnorm_silu_forward_fast`, MATH.md (23.10): the slope
+    ``q = dout (u + o (2 - u))`` (= 2 dL/dy, four passes in one array), the spatial sums
+    of q and q z (a ones-vector product and an einsum read), then ``dx = A q + B z + C``
+    with A = gamma rstd / 2 per (n, c) and B = -rstd^2 mean(g xhat),
+    C = rstd^2 mean(g xhat) m - rstd mean(g) per (n, group) (MATH.md (13.10) with
+    x - mean = z - m): an in-place product, a product, an in-place add and an add."""
+    z, m, u, o, rstd, gamma, G, shape = cache
+    N, C = shape[-2], shape[-1]
+    k = C // G
+    S = z.shape[0]
+    dt = z.dtype
+    q = _np.subtract(2.0, u)
+    q *= o
+    q += u
+    q *= to_hwnc(dout).reshape(S, N * C)
+    s = _np.empty((2, N * C), dtype=dt)
+    _np.matmul(_np.ones(S, dtype=dt), q, out=s[0])  # sums of q = 2 dL/dy
+    _np.einsum("sj,sj->j", q, z, out=s[1])  # sums of q z
+    s = s.reshape(2, N, C).astype(_np.float64)
+    rc = rstd.repeat(k, axis=1)  # (N, C)
+    sqx = (s[1] - m.repeat(k, axis=1) * s[0]) * rc  # sums of q xhat
+    gs = _np.empty((2, N, C))
+    _np.multiply(s[0], gamma, out=gs[0])
+    _np.multiply(sqx, gamma, out=gs[1])
+    mg, mgx = (gs.reshape(-1, k) @ _np.ones(k)).reshape(2, N, G) / (2 * k * S)  # mean(g), mean(g xhat)
+    B = -(rstd * rstd * mgx)
+    rows = _np.empty((3, N, C), dtype=dt)  # A, B, C
+    _np.multiply(rc, 0.5 * gamma, out=rows[0])
+    rows[1] = B.repeat(k, axis=1)
+    rows[2] = (-B * m - rstd * mg).repeat(k, axis=1)
+    rows = rows.reshape(3, N * C)
+    q *= rows[0]
+    t = _np.multiply(z, rows[1], out=_scratch("gn_t", z.shape, dt))
+    t += rows[2]
+    q += t
+    dbeta = (0.5 * s[0].sum(axis=0)).reshape(C).astype(dt)
+    dgamma = (0.5 * sqx.sum(axis=0)).reshape(C).astype(dt)
     return to_nchw(q.reshape(shape)), dgamma, dbeta
