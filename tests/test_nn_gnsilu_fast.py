@@ -104,7 +104,7 @@ def test_one_pass_statistics_branch(hwnc, dtype):
             out, cache = fast.groupnorm_silu_forward(xa, gamma, beta, 2)
         finally:
             fast.set_gnsilu(old)
-        z, m = cache[0][0], cache[0][1]
+        z, m = cache[0][0], cache[0][1][0]
         assert np.shares_memory(z, xa) == one_pass
         assert np.any(m != 0) == one_pass
         y, _ = L.groupnorm_forward(data, np.ones(4), np.zeros(4), 2)

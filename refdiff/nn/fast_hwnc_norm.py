@@ -177,38 +177,40 @@ def groupnorm_silu_forward_fast(x, gamma, beta, groups, eps):
     statistics by :func:`_fast_stats` (two reads), ``h = y / 2 = z a + b`` (one product,
     one in-place add; per-(n, c) rows ``a = gamma rstd / 2``, ``b = beta / 2 - m a``),
     ``u = 1 + tanh h`` (tanh, in-place add), ``silu(y) = h u`` (one product).  The cache
-    holds z (x itself on the one-pass branch, no copy), u and the output o: the backward
-    pass forms SiLU's slope from them, MATH.md (23.10).  Not bit-identical to the two
-    layers; the float32 bound is MATH.md (23.11)."""
+    holds z (x itself on the one-pass branch, no copy), u, the output o and the per-(n, c)
+    rows rstd, m rstd and a (the input's dtype): the backward pass forms SiLU's slope from
+    u and o, MATH.md (23.10).  Not bit-identical to the two layers; the float32 bound is
+    MATH.md (23.11)."""
     xm = to_hwnc(x)
     N, C = x.shape[0], x.shape[1]
     G, k = groups, C // groups
     x2 = xm.reshape(-1, N * C)  # (S, N C)
     dt = x2.dtype
     z, m, rstd = _fast_stats(x2, N, G, k, eps)
-    ab = _np.empty((2, N, C), dtype=dt)  # rows a, b
-    _np.multiply(rstd.repeat(k, axis=1), 0.5 * gamma, out=ab[0])
-    _np.multiply(m.repeat(k, axis=1), ab[0], out=ab[1])
-    _np.subtract(0.5 * beta, ab[1], out=ab[1])
-    ab = ab.reshape(2, N * C)
-    h = _np.multiply(z, ab[0], out=_scratch("gn_h", x2.shape, dt))
-    h += ab[1]
+    rows = _np.empty((4, N, C), dtype=dt)  # rstd, m rstd, a, b per (n, c)
+    rows[:2] = _np.stack([rstd, m * rstd]).repeat(k, axis=2)
+    _np.multiply(rows[:2], 0.5 * gamma, out=rows[2:])  # a, m a
+    _np.subtract(0.5 * beta, rows[3], out=rows[3])  # b = beta / 2 - m a
+    flat = rows.reshape(4, N * C)
+    h = _np.multiply(z, flat[2], out=_scratch("gn_h", x2.shape, dt))
+    h += flat[3]
     u = _np.tanh(h)
     u += 1.0
     o = _np.multiply(h, u)
-    return to_nchw(o.reshape(xm.shape)), (z, m, u, o, rstd, gamma, G, xm.shape)
+    return to_nchw(o.reshape(xm.shape)), (z, (m, rstd, rows[:3]), u, o, gamma, G, k, xm.shape)
 
 
 def groupnorm_silu_backward_fast(dout, cache):
     """Gradients of :func:`groupnorm_silu_forward_fast`, MATH.md (23.10): the slope
     ``q = dout (u + o (2 - u))`` (= 2 dL/dy, four passes in one array), the spatial sums
-    of q and q z (a ones-vector product and an einsum read), then ``dx = A q + B z + C``
-    with A = gamma rstd / 2 per (n, c) and B = -rstd^2 mean(g xhat),
-    C = rstd^2 mean(g xhat) m - rstd mean(g) per (n, group) (MATH.md (13.10) with
-    x - mean = z - m): an in-place product, a product, an in-place add and an add."""
-    z, m, u, o, rstd, gamma, G, shape = cache
+    Q of q and P of q z (a ones-vector product and an einsum read), ``r (P - m Q)`` (the
+    sums of q xhat), then ``dx = A q + B z + C`` with A = gamma rstd / 2 per (n, c) and
+    B = -rstd^2 mean(g xhat), C = rstd^2 mean(g xhat) m - rstd mean(g) per (n, group)
+    (MATH.md (13.10) with x - mean = z - m): an in-place product, a product, an in-place
+    add and an add.  The per-(n, c) arithmetic runs in the input's dtype (its rounding is
+    that of the float32 column sums, MATH.md (23.11))."""
+    z, (m, rstd, rows), u, o, gamma, G, k, shape = cache
     N, C = shape[-2], shape[-1]
-    k = C // G
     S = z.shape[0]
     dt = z.dtype
     q = _np.subtract(2.0, u)
@@ -216,25 +218,18 @@ def groupnorm_silu_backward_fast(dout, cache):
     q += u
     q *= to_hwnc(dout).reshape(S, N * C)
     s = _np.empty((2, N * C), dtype=dt)
-    _np.matmul(_np.ones(S, dtype=dt), q, out=s[0])  # sums of q = 2 dL/dy
-    _np.einsum("sj,sj->j", q, z, out=s[1])  # sums of q z
-    s = s.reshape(2, N, C).astype(_np.float64)
-    rc = rstd.repeat(k, axis=1)  # (N, C)
-    sqx = (s[1] - m.repeat(k, axis=1) * s[0]) * rc  # sums of q xhat
-    gs = _np.empty((2, N, C))
-    _np.multiply(s[0], gamma, out=gs[0])
-    _np.multiply(sqx, gamma, out=gs[1])
-    mg, mgx = (gs.reshape(-1, k) @ _np.ones(k)).reshape(2, N, G) / (2 * k * S)  # mean(g), mean(g xhat)
+    _np.matmul(_np.ones(S, dtype=dt), q, out=s[0])  # Q: sums of q = 2 dL/dy
+    _np.einsum("sj,sj->j", q, z, out=s[1])  # P: sums of q z
+    s = s.reshape(2, N, C)
+    s[1] *= rows[0]
+    s[1] -= rows[1] * s[0]  # r (P - m Q): sums of q xhat
+    dbeta, dgamma = 0.5 * s.sum(axis=1)  # (C,) each
+    s *= gamma  # gamma Q, gamma r (P - m Q)
+    mg, mgx = (s.reshape(-1, k) @ _np.ones(k, dtype=dt)).reshape(2, N, G).astype(_np.float64) / (2 * k * S)
     B = -(rstd * rstd * mgx)
-    rows = _np.empty((3, N, C), dtype=dt)  # A, B, C
-    _np.multiply(rc, 0.5 * gamma, out=rows[0])
-    rows[1] = B.repeat(k, axis=1)
-    rows[2] = (-B * m - rstd * mg).repeat(k, axis=1)
-    rows = rows.reshape(3, N * C)
-    q *= rows[0]
-    t = _np.multiply(z, rows[1], out=_scratch("gn_t", z.shape, dt))
-    t += rows[2]
+    bc = _np.stack([B, -B * m - rstd * mg]).astype(dt).repeat(k, axis=2).reshape(2, N * C)  # B, C per (n, c)
+    q *= rows[2].reshape(-1)  # A = a = gamma rstd / 2
+    t = _np.multiply(z, bc[0], out=_scratch("gn_t", z.shape, dt))
+    t += bc[1]
     q += t
-    dbeta = (0.5 * s[0].sum(axis=0)).reshape(C).astype(dt)
-    dgamma = (0.5 * sqx.sum(axis=0)).reshape(C).astype(dt)
     return to_nchw(q.reshape(shape)), dgamma, dbeta
