@@ -60,7 +60,8 @@ def parse():
                     help="time the tuned layers (refdiff.nn.fast, layout hwnc), the reference ones, or every variant "
                          "(hwnc, F(4,3), F(2,3), direct, reference; the default)")
     ap.add_argument("--variants", default=None,
-                    help="comma-separated subset of hwnc,f43,f23,direct,reference; a suffix ':halves' runs that variant "
+                    help="comma-separated subset of hwnc,f43,f23,direct,reference (and hwnc-exact: hwnc with the "
+                         "bit-identical GroupNorm + SiLU, fast.set_gnsilu('exact')); a suffix ':halves' runs that variant "
                          "as --threads batch slices on as many Python threads (refdiff.training.BatchThreads) with "
                          "BLAS pinned to one thread, e.g. direct,direct:halves")
     ap.add_argument("--split", type=int, default=None,
@@ -257,7 +258,7 @@ def thread_times(name, use, net, step, halves, steps):
 
 
 # ----------------------------------------------------------------------- main
-VARIANTS = ("hwnc", "f43", "f23", "direct", "reference")
+VARIANTS = ("hwnc", "f43", "f23", "direct", "reference")  # also "hwnc-exact": hwnc with fast.set_gnsilu("exact")
 
 
 def set_variant(name, saved):
@@ -269,6 +270,8 @@ def set_variant(name, saved):
         for k, v in attrs.items():
             setattr(mod, k, v)
     name = name.split(":")[0]
+    fast.set_gnsilu("exact" if name == "hwnc-exact" else "fast")
+    name = "hwnc" if name == "hwnc-exact" else name
     fast.set_layout("hwnc" if name == "hwnc" else "chwn")
     if name == "reference":
         use_reference_layers()

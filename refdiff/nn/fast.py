@@ -9,6 +9,9 @@ against its reference twin, forward and backward, in float64 and float32.  The t
   layer to refdiff/nn/fast_hwnc.py, which keeps (H, W, N, C) order and runs 3x3
   convolutions by Winograd F(4x4, 3x3) (MATH.md (23.6)); the items below describe the
   "chwn" layout of this module (CuPy, and NumPy after ``set_layout("chwn")``);
+* **the "hwnc" fused GroupNorm + SiLU** in two forms (:func:`set_gnsilu`): "fast" (the
+  default, one-pass statistics, MATH.md (23.9)) and "exact" (bit-identical to the two
+  layers);
 * **memory order** (C, H, W, N), batch fastest, while arrays stay logically NCHW: the
   convolution writes its output as a transposed view of an (F, Ho, Wo, N) product,
   elementwise layers keep that order, GroupNorm reduces over contiguous rows of its
