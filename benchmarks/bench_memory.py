@@ -57,6 +57,8 @@ def child(lib: str, batch: int, steps: int, conv3x3: str) -> dict:
     eps = rng.standard_normal(x.shape).astype(np.float32)
     t = rng.integers(0, 1000, batch)
     if lib == "refdiff":
+        fast.set_gnsilu("exact" if conv3x3 == "hwnc-exact" else "fast")  # hwnc-exact: the bit-identical GN + SiLU
+        conv3x3 = "hwnc" if conv3x3 == "hwnc-exact" else conv3x3
         fast.set_layout("hwnc" if conv3x3 == "hwnc" else "chwn")
         if conv3x3 != "hwnc":
             fast.set_conv3x3(conv3x3)
@@ -113,7 +115,8 @@ def main():
     ap.add_argument("--steps", type=int, default=2, help="steps before reading the peak")
     ap.add_argument("--repeats", type=int, default=2, help="fresh subprocesses per row")
     ap.add_argument("--variants", default="hwnc,direct,f43",
-                    help="refdiff variants measured (comma-separated): hwnc (layout, the default path) or a 3x3 method "
+                    help="refdiff variants measured (comma-separated): hwnc (layout, the default path), hwnc-exact (hwnc with "
+                         "fast.set_gnsilu('exact')) or a 3x3 method "
                          "of the chwn layout (direct, f43, f23)")
     args = ap.parse_args()
     rows = [("refdiff", v) for v in args.variants.split(",")] + [("torch", "-")]

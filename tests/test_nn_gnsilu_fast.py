@@ -139,3 +139,27 @@ def test_set_gnsilu_switch_and_refusal():
             fast.set_layout(old_layout)
     finally:
         fast.set_gnsilu(old)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fast_form_recomputed_cache_is_bitwise_the_kept_one(hwnc, dtype, monkeypatch):
+    """MATH.md (23.10): above ``_KEEP_HU_FLOATS`` numbers the fast form caches z and the
+    rows alone and its backward pass forms h = z a + b, u = 1 + tanh h and o = h u again
+    with the forward's operations; the gradients are then exactly (==) those of the cache
+    that kept u and o (the threshold set to 0 forces the recomputation)."""
+    rng = np.random.default_rng(5)
+    x, dout = (_as(rng.standard_normal((3, 8, 5, 4)) + 1, dtype) for _ in range(2))
+    gamma, beta = (_as(1 + rng.standard_normal(8), dtype) for _ in range(2))
+    old = fast.set_gnsilu("fast")
+    try:
+        out_k, cache_k = fast.groupnorm_silu_forward(x, gamma, beta, 4)
+        want = fast.groupnorm_silu_backward(dout, cache_k)
+        monkeypatch.setattr(hwn, "_KEEP_HU_FLOATS", 0)
+        out_r, cache_r = fast.groupnorm_silu_forward(x, gamma, beta, 4)
+        got = fast.groupnorm_silu_backward(dout, cache_r)
+    finally:
+        fast.set_gnsilu(old)
+    assert cache_r[0][2] is None and cache_k[0][2] is not None
+    assert np.array_equal(out_r, out_k)
+    for j, (a, b) in enumerate(zip(got, want)):
+        assert np.array_equal(a, b), j

@@ -178,8 +178,9 @@ def groupnorm_silu_forward_fast(x, gamma, beta, groups, eps):
     one in-place add; per-(n, c) rows ``a = gamma rstd / 2``, ``b = beta / 2 - m a``),
     ``u = 1 + tanh h`` (tanh, in-place add), ``silu(y) = h u`` (one product).  The cache
     holds z (x itself on the one-pass branch, no copy), u, the output o and the per-(n, c)
-    rows rstd, m rstd and a (the input's dtype): the backward pass forms SiLU's slope from
-    u and o, MATH.md (23.10).  Not bit-identical to the two layers; the float32 bound is
+    rows rstd, m rstd, a and b (the input's dtype): the backward pass forms SiLU's slope
+    from u and o, MATH.md (23.10); above ``_KEEP_HU_FLOATS`` numbers per array u and o are
+    not kept and the backward pass forms them again (memory at large batches).  Not bit-identical to the two layers; the float32 bound is
     MATH.md (23.11)."""
     xm = to_hwnc(x)
     N, C = x.shape[0], x.shape[1]
@@ -191,13 +192,21 @@ def groupnorm_silu_forward_fast(x, gamma, beta, groups, eps):
     rows[:2] = _np.stack([rstd, m * rstd]).repeat(k, axis=2)
     _np.multiply(rows[:2], 0.5 * gamma, out=rows[2:])  # a, m a
     _np.subtract(0.5 * beta, rows[3], out=rows[3])  # b = beta / 2 - m a
-    flat = rows.reshape(4, N * C)
-    h = _np.multiply(z, flat[2], out=_scratch("gn_h", x2.shape, dt))
+    u, o = _u_and_out(z, rows)
+    keep = x2.size <= _KEEP_HU_FLOATS  # else the backward pass forms u and o again
+    return to_nchw(o.reshape(xm.shape)), (z, (m, rstd, rows), u if keep else None, o if keep else None,
+                                          gamma, G, k, xm.shape)
+
+
+def _u_and_out(z, rows):
+    """``h = z a + b`` (in a scratch buffer), ``u = 1 + tanh h`` and ``o = h u`` on the
+    (S, N C) matrix z with the per-(n, c) rows a = rows[2], b = rows[3], MATH.md (23.10)."""
+    flat = rows.reshape(4, -1)
+    h = _np.multiply(z, flat[2], out=_scratch("gn_h", z.shape, z.dtype))
     h += flat[3]
     u = _np.tanh(h)
     u += 1.0
-    o = _np.multiply(h, u)
-    return to_nchw(o.reshape(xm.shape)), (z, (m, rstd, rows[:3]), u, o, gamma, G, k, xm.shape)
+    return u, _np.multiply(h, u)
 
 
 def groupnorm_silu_backward_fast(dout, cache):
@@ -213,6 +222,8 @@ def groupnorm_silu_backward_fast(dout, cache):
     N, C = shape[-2], shape[-1]
     S = z.shape[0]
     dt = z.dtype
+    if u is None:  # not kept (large arrays): the forward's operations again, the same bits
+        u, o = _u_and_out(z, rows)
     q = _np.subtract(2.0, u)
     q *= o
     q += u
