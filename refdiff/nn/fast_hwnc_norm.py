@@ -1,8 +1,11 @@
 """GroupNorm and the fused GroupNorm + SiLU of the hwnc layout (:mod:`refdiff.nn.fast_hwnc`):
 arrays are logically NCHW, in memory (H, W, N, C), so the statistics are sums over the
 leading (spatial) axis of the (S, N C) matrix.  MATH.md (13.9), MATH.md (13.10),
-MATH.md (13.11), MATH.md (23.7).  Reached through refdiff.nn.fast (arguments checked
-there); tested in tests/test_nn_fast_hwnc.py.
+MATH.md (13.11), MATH.md (23.7).  The fused layer has two forms (``fast.set_gnsilu``):
+the bit-identical one (:func:`groupnorm_silu_forward`) and the one with fewer passes
+(:func:`groupnorm_silu_forward_fast`, MATH.md (23.9), MATH.md (23.10), float32 bound
+MATH.md (23.11)).  Reached through refdiff.nn.fast (arguments checked there); tested in
+tests/test_nn_fast_hwnc.py and tests/test_nn_gnsilu_fast.py.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def groupnorm_backward(dout, cache):
 
 
 # ------------------------------------------------------------------ GroupNorm + SiLU
-# Above this many numbers per array, the fused layer's cache keeps only xc and the backward
+# (Both forms.)  Above this many numbers per array, the fused layer's cache keeps only xc and the backward
 # pass forms h, u and the slope v again (the forward's own operations: the same bits).  The
 # cached v is ~95 MiB of the default U-Net's step at batch 1024 (16 calls); recomputing costs
 # ~7 elementwise passes per call.  The default U-Net at batch 128 (at most 2^19 numbers per
