@@ -228,6 +228,7 @@ def _fast():
     add(nn + "add_channel_shift", lambda: fwd(F.add_channel_shift, dict(h=A(2, 3, 4, 4), eo=A(2, 3, seed=1))))
     add(nn + "set_conv3x3", lambda: Call(F.set_conv3x3, dict(method=F.get_conv3x3())))  # a no-op: state kept
     add(nn + "set_layout", lambda: Call(F.set_layout, dict(layout=F.get_layout())))  # a no-op: state kept
+    add(nn + "set_gnsilu", lambda: Call(F.set_gnsilu, dict(mode=F.get_gnsilu())))  # a no-op: state kept
 
     wn = "refdiff.nn.winograd."
     add(wn + "winograd_matrices", lambda: Call(W.winograd_matrices, dict(m=2), kinds={"m": "int"},
