@@ -186,6 +186,12 @@ def build_parser():
     p.add_argument("--joint", action="store_true", help="joint space-time first attention (VideoConfig.joint)")
     p.add_argument("--pos-init", type=float, default=0.02, help="init std of the learned spatial positions "
                    "(VideoConfig.pos_init)")
+    p.add_argument("--arch", default="transformer", choices=["transformer", "unet"], help="the denoiser of the "
+                   "digit clips: the space-time transformer (refdiff.nn.video) or the video U-Net "
+                   "(refdiff.nn.video_unet: 3-D convolutions, temporal and joint space-time attention)")
+    p.add_argument("--conv", default="3d", choices=["3d", "2+1d"], help="--arch unet: the convolutions, MATH.md (22.16)")
+    p.add_argument("--mults", default="1,2,2", help="--arch unet: width multipliers per level (8x8, 4x4, 2x2)")
+    p.add_argument("--tattn-levels", default="1,2", help="--arch unet: levels with temporal attention")
     p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay (warmed up) of the trained parameters")
     p.add_argument("--kronecker", action="store_true", help="train on Kronecker-Gaussian clips; print loss / floor")
     p.add_argument("--kron-cond", action="store_true", help="with --kronecker: a first-frame model; compare its "
@@ -365,6 +371,18 @@ def crop_classifier(args, digits):
                                   steps=args.classifier_steps, seed=args.seed)
 
 
+def unet_config(args):
+    """The video U-Net of the digit clips (``--arch unet``), a first-frame model: widths
+    ``--width`` times ``--mults``, GroupNorm with up to 8 groups of >= 4 channels."""
+    from refdiff.nn.video_unet import VideoUNetConfig
+
+    mults = tuple(int(m) for m in args.mults.split(","))
+    levels = tuple(int(m) for m in args.tattn_levels.split(",") if m)
+    return VideoUNetConfig(frames=8, size=8, width=args.width, mults=mults, groups=max(1, min(8, args.width // 4)),
+                           heads=4 if args.width % 4 == 0 else 1, tattn_levels=levels, conv=args.conv,
+                           first_frame=True)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.tiny:
@@ -384,7 +402,7 @@ def main(argv=None):
     sched = refdiff.make_schedule(args.schedule, 1000)
     cfg = VideoConfig(frames=8, size=8, patch=args.patch, width=args.width, heads=4 if args.width % 4 == 0 else 1,
                       depth=args.depth, first_frame=True, adaln=args.adaln,
-                      pos_init=args.pos_init, joint=args.joint)
+                      pos_init=args.pos_init, joint=args.joint) if args.arch == "transformer" else unet_config(args)
     P, losses, t_train = train_or_load(args, lambda r, n: moving_digit_clips(n, r, digits=digits)[0], cfg, sched)
     cls, acc = crop_classifier(args, digits)
     pt = {"prediction_type": args.target}
