@@ -40,7 +40,7 @@ import numpy as np
 
 from .._validate import check_bool
 from ..backend import array_namespace
-from ._check import check_cache, check_config, check_dout
+from ._check import check_block, check_cache, check_config, check_dout, check_video_args
 from .blocks import conv_b, conv_f, gnsilu_b, gnsilu_f, init_conv, init_groupnorm, init_linear, lin_b, lin_f
 from .fast import concat_backward, concat_forward, silu_backward, silu_forward
 from .layers import timestep_embedding_forward
@@ -99,6 +99,9 @@ class VideoUNetConfig:
     first_frame: bool = False
 
     def __post_init__(self):
+        for name in ("mults", "tattn_levels"):
+            if isinstance(getattr(self, name), (str, bytes)) or not hasattr(getattr(self, name), "__iter__"):
+                raise TypeError(f"VideoUNetConfig: {name} must be a tuple of ints, got {getattr(self, name)!r}")
         check_config("VideoUNetConfig", self, ints={k: 1 for k in ("frames", "size", "width", "res_blocks", "groups",
                                                                    "heads")},
                      bools=("joint", "temporal_pos", "first_frame"))
@@ -241,6 +244,8 @@ def vunet_forward(P, x, t, cfg: VideoUNetConfig, first=None, keep=None):
 
     if not isinstance(cfg, VideoUNetConfig):
         raise TypeError(f"cfg must be a VideoUNetConfig, got {type(cfg).__name__}")
+    check_video_args(P=P, t=t)  # issue 19
+    check_block(P, "in", ".w", ".b", what="vunet_forward")
     check_clip(x, cfg)
     xp = array_namespace(x)
     N, T, H, W = x.shape

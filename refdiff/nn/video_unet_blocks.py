@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .._validate import check_array, check_bool, check_int
 from ..backend import array_namespace
-from ._check import check_cache, check_dout, check_params, check_prefix, check_size
+from ._check import check_block, check_cache, check_dout, check_params, check_prefix, check_size
 from .attention import mha_backward, mha_forward, mha_init
 from .blocks import acc, conv_b, conv_f, gn_b, gn_f, gnsilu_b, gnsilu_f, init_conv, init_groupnorm, init_linear, lin_b, lin_f
 from .fast import add_channel_shift
@@ -109,21 +109,21 @@ def conv3d_forward(P, name, x, frames: int, mode: str = "3d"):
     cache : tuple
         For :func:`conv3d_backward`.
     """
-    check_params(P)
-    check_prefix(name, "name")
     if mode not in ("3d", "2+1d"):
         raise ValueError(f"mode must be '3d' or '2+1d', got {mode!r}")
+    check_block(P, name, *((".w", ".b") if mode == "3d" else (".s.w", ".t.w")), what="conv3d_forward",
+                pre_name="name")
     if mode == "3d":
         s, c_s = temporal_stack_forward(x, frames)
         y, c_c = conv_f(P, name, s)
-        return y, (mode, c_s, c_c, None)
+        return y, (mode, c_s, c_c, None, name)
     h, c_h = conv_f(P, name + ".s", x)
     s, c_s = temporal_stack_forward(h, frames)
     y, c_c = conv_f(P, name + ".t", s)
-    return y, (mode, c_s, c_c, c_h)
+    return y, (mode, c_s, c_c, c_h, name)
 
 
-def conv3d_backward(G, name, dy, cache):
+def conv3d_backward(G, name, dout, cache):
     """Backward of :func:`conv3d_forward`: conv2d's backward, then the adjoint of the
     stacking, MATH.md (22.16); gradients into G.
 
@@ -133,7 +133,7 @@ def conv3d_backward(G, name, dy, cache):
         Gradient dict, written under ``name``.
     name : str
         Key prefix.
-    dy : array, shape (N T, F, H, W)
+    dout : array, shape (N T, F, H, W)
         Gradient with respect to the output.
     cache : tuple
         The cache of :func:`conv3d_forward`.
@@ -145,10 +145,12 @@ def conv3d_backward(G, name, dy, cache):
     """
     check_params(G, "G")
     check_prefix(name, "name")
-    mode, c_s, c_c, c_h = check_cache(cache, "conv3d_forward", 4)
+    mode, c_s, c_c, c_h, fname = check_cache(cache, "conv3d_forward", 5)
+    if name != fname:
+        raise ValueError(f"name = {name!r} is not the prefix of the forward pass ({fname!r})")
     if mode == "3d":
-        return temporal_stack_backward(conv_b(G, name, dy, c_c), c_s)
-    dh = temporal_stack_backward(conv_b(G, name + ".t", dy, c_c), c_s)
+        return temporal_stack_backward(conv_b(G, name, dout, c_c), c_s)
+    dh = temporal_stack_backward(conv_b(G, name + ".t", dout, c_c), c_s)
     return conv_b(G, name + ".s", dh, c_h)
 
 
@@ -240,8 +242,7 @@ def st_attention_forward(P, pre, x, frames: int, *, groups: int, heads: int, joi
     """
     check_bool("joint", joint)
     check_bool("temporal_pos", temporal_pos)
-    check_params(P)
-    check_prefix(pre)
+    check_block(P, pre, ".norm.gamma", ".attn.out.w", what="st_attention_forward")
     check_array("x", x, ndim=4)
     check_int("frames", frames, 1)
     check_size("groups", groups)
