@@ -1,9 +1,12 @@
 """Video diffusion at toy scale: moving-digit clips (8 frames of 8x8), a factorised
-space-time transformer, unconditional generation and image-to-video.
+space-time transformer or a video U-Net, unconditional generation and image-to-video.
 
 Trains the space-time denoiser of refdiff.nn.video (spatial attention within each frame,
 temporal attention across frames, sinusoidal temporal positions; hand-written backprop;
-epsilon objective, linear schedule T = 1000) on clips of a 4x4 digit sprite moving with a
+epsilon objective, linear schedule T = 1000), or with ``--arch unet`` the video U-Net of
+refdiff.nn.video_unet (3-D convolutions as 2-D ones on stacked neighbour frames, MATH.md
+(22.16), temporal attention at 4x4 and 2x2, joint space-time attention at the 2x2
+bottleneck; ``--conv 2+1d`` for factorised convolutions), on clips of a 4x4 digit sprite moving with a
 constant velocity and bouncing at the borders (refdiff.video_data, MATH.md (22.8)).
 
 The network is a first-frame model (MATH.md (22.11): the given first frame and a mask as
