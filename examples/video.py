@@ -150,6 +150,26 @@ ink in one 4x4 box 0.946; all-frames agreement 1 %, constant speed 0 % (median d
 1.83 px), image-to-video keeps the given digit in 1 % (conditioned; first-frame RMSE 0.083)
 / 0 % (replacement).  The frames get cleaner with training, the clips do not get more
 coherent.  The figures in docs/figures are from this continued run.
+
+The video U-Net (``--arch unet``, refdiff.nn.video_unet; third session, 2026-11-30, load
+1.5-2 from two helpers on two cores).  Choice of convolution: 400-step probes (seed 0,
+batch 32, lr 1e-3, the settings below) give (2+1)-D at width 32 (1.38 M parameters,
+0.35 s/step) training loss 0.147 and 3-D at width 24 (1.54 M, 0.39 s/step) 0.142: equal
+cost, equal within noise.  3-D is kept: its kernel has its own 3x3 spatial filter per
+frame offset, so "the sprite one pixel to the right in the next frame" is one kernel,
+while (2+1)-D must express every offset through the shared spatial filters of the first
+factor.  ``--arch unet --conv 3d --width 24 --steps 3000 --batch-size 32 --lr 2e-3
+--schedule cosine --target v_prediction --sampler dpmpp_2m --sample-steps 25 --ema-decay
+0.995`` (20 min of training): final training loss (v) 0.064 (the transformer: 0.098 after
+9000 steps); frames with ink in one 4x4 box 0.988; constant speed within 0.5 px **87 %**
+of generated clips (median deviation 0.20 px); all-frames agreement 12 %; image-to-video
+keeps the given digit in 31 % (conditioned; 45 % with ``--guidance 2``) / 3 %
+(replacement).  Most clips now hold one sprite moving at one speed; what fails is the
+digit's shape drifting between frames (the majority label on 4-7 of 8 frames).
+Continued (``--init`` from it, ``--steps 5000 --lr 1e-3``, 8000 steps, 54 min of
+training): loss 0.053; ink in one box 0.999; all-frames agreement **49 %**, constant
+speed **92 %** (median deviation 0.14 px), image-to-video keeps the digit in **61 %**
+(conditioned, guidance 1; first-frame RMSE 0.010) / 11 % (replacement).
 """
 
 from __future__ import annotations
