@@ -184,16 +184,17 @@ def test_video_kronecker_check_runs_small_and_no_model_beats_the_floor(capsys):
     assert cond["ratio"] > 1.0 and len(cond["coupling_conditioned"]) == len(cond["coupling_exact"]) == 2
 
 
-@pytest.mark.parametrize("conv", ["3d", "2+1d"])
-def test_video_unet_arch_runs_tiny_and_writes_its_figures(conv, tmp_path):
-    """examples/video.py --arch unet (the video U-Net, refdiff.nn.video_unet) at its --tiny
-    size: trains, samples, measures and writes the clip strip, the GIF and the JSON; the
-    printed fractions lie in [0, 1] and true clips agree on all frames."""
+@pytest.mark.parametrize("arch,conv", [("transformer", "3d"), ("unet", "3d"), ("unet", "2+1d")])
+def test_video_each_arch_runs_tiny_and_writes_its_figures(arch, conv, tmp_path):
+    """examples/video.py --arch transformer / unet (the video U-Net, refdiff.nn.video_unet,
+    the default) at its --tiny size: trains, samples, measures and writes the clip strip,
+    the GIF and the JSON; the printed fractions lie in [0, 1] and true clips agree on all
+    frames."""
     mod = _load("video")
-    res = mod.main(["--tiny", "--arch", "unet", "--conv", conv, "--out", str(tmp_path)])
+    res = mod.main(["--tiny", "--arch", arch, "--conv", conv, "--out", str(tmp_path)])
     for f in ("video_clips.png", "video.gif", "video.json"):
         assert (tmp_path / f).stat().st_size > 0
-    assert res["config"]["arch"] == "unet" and res["true_clips_all_frames_agree"] == 1.0
+    assert res["config"]["arch"] == arch and res["true_clips_all_frames_agree"] == 1.0
     assert all(0.0 <= res[k] <= 1.0 for k in ("generated_all_frames_agree", "i2v_conditioned_keeps_given_digit"))
 
 
