@@ -116,15 +116,16 @@ def test_temporal_attention_without_positions_is_frame_permutation_equivariant()
             assert (gap > 1e-3) if pos else (gap < 1e-12)
 
 
-@pytest.mark.parametrize("conv,first_frame,joint", [("3d", False, True), ("3d", True, True), ("2+1d", False, False),
-                                                    ("2+1d", True, True)])
-def test_video_unet_gradcheck(conv, first_frame, joint):
+@pytest.mark.parametrize("conv,first_frame,joint,mults", [("3d", False, True, (1, 2)), ("3d", True, True, (1, 2)),
+                                                          ("2+1d", False, False, (2, 1)), ("2+1d", True, True, (1, 2))])
+def test_video_unet_gradcheck(conv, first_frame, joint, mults):
     """MATH.md (22.16), MATH.md (22.9), MATH.md (22.11): every parameter's gradient and
     the clip's (and with the first-frame condition the given frame's, one clip kept, one
     dropped: exactly 0) against central differences in float64, < 1e-6, for the whole
     video U-Net (3-D or (2+1)-D convolutions, temporal attention at both levels, joint or
-    temporal attention at the bottleneck)."""
-    cfg = VideoUNetConfig(frames=3, size=4, width=4, mults=(1, 2), groups=2, heads=2, tattn_levels=(0, 1), conv=conv,
+    temporal attention at the bottleneck; one case with a first level wider than the
+    second, so the time embedding is 4 W_0 wide, not 4 width)."""
+    cfg = VideoUNetConfig(frames=3, size=4, width=4, mults=mults, groups=2, heads=2, tattn_levels=(0, 1), conv=conv,
                           first_frame=first_frame, joint=joint)
     P = _params(cfg, 4)
     rng = np.random.default_rng(5)

@@ -171,7 +171,7 @@ def _rep(xp, a, T):
 def _vres_init(P, pre, c_in, c_out, cfg, rng):
     init_groupnorm(P, pre + ".norm1", c_in)
     _conv3d_init(P, pre + ".conv1", c_in, c_out, cfg.conv, rng)
-    init_linear(P, pre + ".emb", 4 * cfg.width, c_out, rng)
+    init_linear(P, pre + ".emb", 4 * cfg.widths[0], c_out, rng)  # e has 4 W_0 entries (vunet_init)
     init_groupnorm(P, pre + ".norm2", c_out)
     _conv3d_init(P, pre + ".conv2", c_out, c_out, cfg.conv, rng)
     if c_in != c_out:
