@@ -179,7 +179,7 @@ they see the first run's training draws again): loss 0.049; ink in one box 0.999
 constant speed within 0.5 px **97 %** of generated clips (median deviation 0.12 px;
 target >= 90 % reached); image-to-video (condition kind, guidance 2) keeps the given digit
 in **91 %** of clips (target >= 90 % reached; speed constant in 98 %, first-frame RMSE
-0.013) / 15 % by replacement; all 8 frames get one digit in **59 %** of generated clips
+0.013; 83 % with guidance 1, the same parameters) / 15 % by replacement; all 8 frames get one digit in **59 %** of generated clips
 (target >= 90 % not reached: the digit's shape still drifts in the unconditional clips).
 docs/figures (video_clips.png, video.gif, video.json) are from this run.
 """
