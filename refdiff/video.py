@@ -130,7 +130,8 @@ def image_to_video(model, x_first, schedule, timesteps, method, *, frames: int, 
 def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: int = 64, lr: float = 2e-3,
                         seed: int = 0, ema_decay: float = 0.999, dtype: str = "float32", progress: bool = False,
                         target: str = "epsilon", first_drop: float = 0.2, init=None, weighting=None):
-    """Train the space-time denoiser (:mod:`refdiff.nn.video`) with the ``target`` objective
+    """Train the space-time denoiser (:mod:`refdiff.nn.video`, or the video U-Net of
+    :mod:`refdiff.nn.video_unet` for a VideoUNetConfig) with the ``target`` objective
     (epsilon, sample or v_prediction; MATH.md (14.1)) by :func:`refdiff.training.fit` (AdamW, cosine decay, an EMA copy).
     ``next_clips(rng, n)`` returns n host clips (n, T, H, W).  Draws from
     ``default_rng(seed)``: the initial parameters, then per step the clips, the integer
@@ -142,7 +143,7 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
     ----------
     next_clips : callable
         ``next_clips(rng, n) -> (n, T, H, W)`` host clips.
-    cfg : refdiff.nn.video.VideoConfig
+    cfg : refdiff.nn.video.VideoConfig or refdiff.nn.video_unet.VideoUNetConfig
     schedule : refdiff.Schedule
     steps, batch_size, lr, seed, ema_decay : training settings.
     dtype : str
@@ -164,7 +165,7 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
     import numpy as np
 
     from .losses import _check_weighting, objective_loss
-    from .nn.video import video_backward, video_forward, video_init
+    from .nn.video import _network
     from .schedules import alpha_sigma
     from .training import fit, init_state
 
@@ -187,6 +188,7 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
         raise TypeError(f"init must be a dict of parameters or None, got {type(init).__name__}")
     rng = np.random.default_rng(seed)
     dt = getattr(np, dtype)
+    video_init, video_forward, video_backward = _network(cfg)  # transformer or video U-Net, by the config's type
     P = {k: v.astype(dt) for k, v in video_init(rng, cfg).items()}
     if init is not None:
         if set(init) != set(P) or any(tuple(init[k].shape) != P[k].shape for k in P):
@@ -247,7 +249,7 @@ def clip_losses(P, cfg, oracle_or_none, x0, schedule, rng, *, chunk: int = 500, 
     """
     import numpy as np
 
-    from .nn.video import video_forward
+    from .nn.video import _network
     from .schedules import alpha_sigma
 
     from .nn._check import check_video_args
@@ -266,6 +268,7 @@ def clip_losses(P, cfg, oracle_or_none, x0, schedule, rng, *, chunk: int = 500, 
     a, s = alpha_sigma(schedule, t, x0)
     xt = a * x0 + s * eps
     dt = P["in.w"].dtype
+    video_forward = _network(cfg)[1]
     out = np.concatenate([np.asarray(video_forward(P, xt[i:i + chunk].astype(dt), t[i:i + chunk].astype(dt), cfg)[0],
                                      dtype=np.float64) for i in range(0, x0.shape[0], chunk)])
     if prediction_type != "epsilon":

@@ -184,6 +184,20 @@ def test_video_kronecker_check_runs_small_and_no_model_beats_the_floor(capsys):
     assert cond["ratio"] > 1.0 and len(cond["coupling_conditioned"]) == len(cond["coupling_exact"]) == 2
 
 
+@pytest.mark.parametrize("arch,conv", [("transformer", "3d"), ("unet", "3d"), ("unet", "2+1d")])
+def test_video_each_arch_runs_tiny_and_writes_its_figures(arch, conv, tmp_path):
+    """examples/video.py --arch transformer / unet (the video U-Net, refdiff.nn.video_unet,
+    the default) at its --tiny size: trains, samples, measures and writes the clip strip,
+    the GIF and the JSON; the printed fractions lie in [0, 1] and true clips agree on all
+    frames."""
+    mod = _load("video")
+    res = mod.main(["--tiny", "--arch", arch, "--conv", conv, "--out", str(tmp_path)])
+    for f in ("video_clips.png", "video.gif", "video.json"):
+        assert (tmp_path / f).stat().st_size > 0
+    assert res["config"]["arch"] == arch and res["true_clips_all_frames_agree"] == 1.0
+    assert all(0.0 <= res[k] <= 1.0 for k in ("generated_all_frames_agree", "i2v_conditioned_keeps_given_digit"))
+
+
 def test_video_sprite_frames_counts_frames_whose_ink_fits_one_sprite_box():
     """examples/video.py's per-frame measure: every frame of true moving-digit clips has its
     ink in one 4x4 box (1.0); a frame with two ink pixels 5 apart, or with no ink, does not."""

@@ -364,10 +364,11 @@ def check_video_args(**kw):
     ``t`` float or integer times (N,); ``prediction_type`` one of the library's; ``rng`` a
     Generator."""
     from .video import VideoConfig
+    from .video_unet import VideoUNetConfig
 
     for name, v in kw.items():
-        if name == "cfg" and not isinstance(v, VideoConfig):
-            raise TypeError(f"cfg must be a VideoConfig, got {type(v).__name__}")
+        if name == "cfg" and not isinstance(v, (VideoConfig, VideoUNetConfig)):
+            raise TypeError(f"cfg must be a VideoConfig or VideoUNetConfig, got {type(v).__name__}")
         elif name == "P":
             check_array_dict("P", v)
         elif name == "G":

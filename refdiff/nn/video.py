@@ -593,6 +593,17 @@ def _ada_grads(G, P, pre, dmod, se):
     return dmod @ P[f"{pre}.ada.w"].T
 
 
+def _network(cfg):
+    """``(init, forward, backward)`` of the denoiser that ``cfg`` configures: the
+    transformer of this module for a VideoConfig, the video U-Net
+    (:mod:`refdiff.nn.video_unet`) for a VideoUNetConfig."""
+    from .video_unet import VideoUNetConfig, vunet_backward, vunet_forward, vunet_init
+
+    if isinstance(cfg, VideoUNetConfig):
+        return vunet_init, vunet_forward, vunet_backward
+    return video_init, video_forward, video_backward
+
+
 def video_as_model(P, cfg: VideoConfig, prediction_type: str = "epsilon", first=None, guidance: float = 1.0):
     """The network as a plain ``model(x, t)`` (of ``prediction_type``) for every sampler;
     ``model.config`` is ``cfg`` (what image-to-video checks the given frames against).
@@ -604,8 +615,8 @@ def video_as_model(P, cfg: VideoConfig, prediction_type: str = "epsilon", first=
     ----------
     P : dict
         Parameters bound into the callable.
-    cfg : VideoConfig
-        The architecture.
+    cfg : VideoConfig or refdiff.nn.video_unet.VideoUNetConfig
+        The architecture (the transformer, or the video U-Net).
     prediction_type : str, optional
         What the network predicts, stored as ``model.prediction_type`` (default
         ``"epsilon"``).
@@ -631,15 +642,17 @@ def video_as_model(P, cfg: VideoConfig, prediction_type: str = "epsilon", first=
             raise ValueError("first was given, but the model was built without first_frame=True")
         check_first(first, cfg)
 
+    forward = _network(cfg)[1]  # the transformer, or the video U-Net for a VideoUNetConfig
+
     def model(x, t):
         xp = array_namespace(x)
         tt = t if hasattr(t, "shape") and t.ndim == 1 else xp.full((x.shape[0],), float(t))
         if first is None:
-            return video_forward(P, x, tt, cfg)[0]
-        c = video_forward(P, x, tt, cfg, first=first)[0]
+            return forward(P, x, tt, cfg)[0]
+        c = forward(P, x, tt, cfg, first=first)[0]
         if guidance == 1.0:
             return c
-        u = video_forward(P, x, tt, cfg)[0]
+        u = forward(P, x, tt, cfg)[0]
         return u + guidance * (c - u)
 
     model.prediction_type = prediction_type

@@ -396,6 +396,62 @@ def _video():
 _video()
 
 
+def _video_unet():
+    from refdiff.nn import video_unet as U, video_unet_blocks as B
+
+    p, pb = "refdiff.nn.video_unet.", "refdiff.nn.video_unet_blocks."
+    rng = lambda: np.random.default_rng(0)  # noqa: E731
+    cfg = lambda: U.VideoUNetConfig(frames=2, size=4, width=4, mults=(1, 2), groups=2, heads=2,  # noqa: E731
+                                    tattn_levels=(1,))
+    P = lambda: U.vunet_init(rng(), cfg())  # noqa: E731
+    ok = {"P": "object", "G": "object", "cfg": "object", "cache": "object", "pre": "option", "name": "option",
+          "mode": "option"}
+    add(p + "VideoUNetConfig", lambda: Call(U.VideoUNetConfig, dict(frames=2, size=4, width=4, mults=(1, 2), groups=2,
+                                                                    heads=2, tattn_levels=(1,)),
+                                            kinds={"mults": "object", "tattn_levels": "object", "conv": "option"},
+                                            bad={"groups": {"not_dividing": 3}}))
+    add(p + "vunet_init", lambda: Call(U.vunet_init, dict(rng=rng(), cfg=cfg()), kinds=ok))
+    xt = lambda: dict(x=A(2, 2, 4, 4), t=np.array([0.3, 0.7]))  # noqa: E731
+    add(p + "vunet_forward", lambda: Call(U.vunet_forward, dict(P=P(), cfg=cfg(), **xt()), kinds={**ok, "t": "array"},
+                                          nan_propagates={"x", "t"}, accept={"t": {"int_array"}}))
+
+    def ubwd():
+        out, cache = U.vunet_forward(P(), cfg=cfg(), **xt())
+        return Call(U.vunet_backward, dict(dout=A(*out.shape, seed=3), cache=cache), kinds=ok, nan_propagates={"dout"})
+    add(p + "vunet_backward", ubwd)
+    add(pb + "temporal_stack_forward", lambda: Call(B.temporal_stack_forward, dict(x=A(4, 3, 2, 2), frames=2),
+                                                    nan_propagates={"x"}, bad={"frames": {"not_dividing": 3}}))
+
+    def sbwd():
+        S, cache = B.temporal_stack_forward(A(4, 3, 2, 2), 2)
+        return Call(B.temporal_stack_backward, dict(dS=A(*S.shape, seed=1), cache=cache), kinds=ok,
+                    nan_propagates={"dS"})
+    add(pb + "temporal_stack_backward", sbwd)
+    Pc = lambda: {"k.w": A(2, 9, 3, 3, seed=2), "k.b": A(2, seed=3)}  # noqa: E731
+    add(pb + "conv3d_forward", lambda: Call(B.conv3d_forward, dict(P=Pc(), name="k", x=A(4, 3, 4, 4), frames=2),
+                                            kinds=ok, nan_propagates={"x"}, bad={"frames": {"not_dividing": 3}}))
+
+    def cbwd():
+        y, cache = B.conv3d_forward(Pc(), "k", A(4, 3, 4, 4), 2)
+        return Call(B.conv3d_backward, dict(G={}, name="k", dout=A(*y.shape, seed=4), cache=cache), kinds=ok,
+                    nan_propagates={"dout"})
+    add(pb + "conv3d_backward", cbwd)
+    Pa = lambda: {k: v for k, v in P().items() if k.startswith("down1.tattn0.")}  # noqa: E731
+    kw = lambda: dict(P=Pa(), pre="down1.tattn0", x=A(4, 8, 2, 2), frames=2, groups=2, heads=2)  # noqa: E731
+    add(pb + "st_attention_forward", lambda: Call(B.st_attention_forward, kw(), kinds=ok, nan_propagates={"x"},
+                                                  bad={"frames": {"not_dividing": 3}, "heads": {"not_dividing": 3},
+                                                       "groups": {"not_dividing": 3}}))
+
+    def abwd():
+        y, cache = B.st_attention_forward(**kw())
+        return Call(B.st_attention_backward, dict(G={}, P=Pa(), pre="down1.tattn0", dout=A(*y.shape, seed=5),
+                                                  cache=cache), kinds=ok, nan_propagates={"dout"})
+    add(pb + "st_attention_backward", abwd)
+
+
+_video_unet()
+
+
 # ----------------------------------------------------------------------------------- VAE
 def _vae():
     from refdiff.nn import vae as Va
