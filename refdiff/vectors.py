@@ -793,7 +793,7 @@ def _video_cases(rng):
                  {"frames": 3, "size": 4, "patch": 2, "width": 8, "heads": 2, "depth": 1},
                  {"x": _f64(x), "t": t, "first": _f64(first), "keep": _f64(keep), **P},
                  {"y": _np(video_forward(P, x, t, cfg, first, keep)[0]), "y_dropped": _np(video_forward(P, x, t, cfg)[0])}),
-            _overlap_case(rng), _kronecker_case(rng)]
+            _overlap_case(rng), _kronecker_case(rng), _conv3d_case(rng)]
 
 
 def _kronecker_case(rng):
@@ -822,6 +822,23 @@ def _kronecker_case(rng):
                 {"frames": T, "frame_shape": list(fs), "rho": rho, "length_scale": ell, "variance": 1.0,
                  "nugget": nug, "schedule": {"kind": "linear", "T": 1000}},
                 {"x_t": _f64(x_t), "t": t, "x_first": _f64(x_first), "x_ends": _f64(x_ends)}, out)
+
+
+def _conv3d_case(rng):
+    """The video U-Net's 3-D convolution, MATH.md (22.16)."""
+    from .nn.video_unet_blocks import conv3d_forward
+
+    N, T, C, F, H, W = 2, 3, 2, 3, 4, 5
+    x = rng.standard_normal((N * T, C, H, W))
+    w, b = rng.standard_normal((F, 3 * C, 3, 3)), rng.standard_normal(F)
+    y = conv3d_forward({"c.w": _f64(w), "c.b": _f64(b)}, "c", _f64(x), T)[0]
+    return Case("video_conv3d", "refdiff.nn.video_unet_blocks.conv3d_forward",
+                "the 3x3x3 'same' convolution of frames x (N T, C, H, W) (frames of a clip consecutive, N = 2 clips "
+                "of T = 3): y[n T + f, o, i, j] = b[o] + sum over d in {-1, 0, 1}, c, u, v of "
+                "w[o, (d + 1) C + c, u, v] x[n T + f + d, c, i + u - 1, j + v - 1], x = 0 outside the clip's frames "
+                "and outside the frame (cross-correlation, like conv2d); w (F, 3 C, 3, 3) holds the kernels of the "
+                "previous, same and next frame as three blocks of input channels",
+                {"frames": T}, {"x": _f64(x), "w": _f64(w), "b": _f64(b)}, {"y": _np(y)})
 
 
 def _overlap_case(rng):

@@ -321,3 +321,30 @@ def test_video_kronecker_oracle_case_against_dense_gaussian(suite):
         cov = Sig[np.ix_(ib, ib)] - G @ Sig[np.ix_(ia, ib)]
         np.testing.assert_allclose(v[f"{key}_mean"].reshape(-1), G @ xa.reshape(-1), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(np.kron(v[f"{key}_time_cov"], S), cov, rtol=1e-10, atol=1e-12)
+
+
+def test_video_conv3d_case_is_the_space_time_sum(suite):
+    """MATH.md (22.16): the reference output of the video U-Net's 3-D convolution equals the
+    3x3x3 sum over (frame offset, row offset, column offset) written out here with zero
+    frames outside each clip and zero pixels outside each frame, to 1e-12."""
+    v = np.load(suite / "video_conv3d.npz")
+    T = _manifest(suite)["cases"]["video_conv3d"]["parameters"]["frames"]
+    x, w, b = v["x"], v["w"], v["b"]
+    NT, C, H, W = x.shape
+    F = w.shape[0]
+    want = np.zeros((NT, F, H, W))
+    for r in range(NT):
+        n, f = divmod(r, T)
+        for o in range(F):
+            acc = np.full((H, W), b[o])
+            for d in (-1, 0, 1):
+                if not 0 <= f + d < T:
+                    continue
+                src = x[n * T + f + d]
+                pad = np.pad(src, ((0, 0), (1, 1), (1, 1)))
+                for c in range(C):
+                    for u in range(3):
+                        for q in range(3):
+                            acc = acc + w[o, (d + 1) * C + c, u, q] * pad[c, u:u + H, q:q + W]
+            want[r, o] = acc
+    np.testing.assert_allclose(v["y"], want, rtol=0, atol=1e-12)
