@@ -84,6 +84,15 @@ __all__ = [
 # benchmarks/results/cpu-2026-11-30).  The direct method also keeps float32 rounding
 # (MATH.md (23.5)) and, on CuPy, avoids the ~200 small transform operations per
 # Winograd convolution that a launch-bound GPU step would pay for.
+def _swap(store: dict, key: str, value, allowed: list, what: str):
+    """Set ``store[key] = value`` after checking it is one of ``allowed`` (ValueError naming
+    ``what``); returns the previous value (the tuned path's switches)."""
+    if value not in allowed:
+        raise ValueError(f"{what} must be one of {allowed}, got {value!r}")
+    old, store[key] = store[key], value
+    return old
+
+
 _CONV3X3 = {"method": "direct"}
 _CONV3X3_METHODS = {"f43": 4, "f23": 2, "direct": None}
 
@@ -108,10 +117,7 @@ def set_conv3x3(method: str) -> str:
     ValueError
         If ``method`` is not one of the three.
     """
-    if method not in _CONV3X3_METHODS:
-        raise ValueError(f"conv3x3 method must be one of {sorted(_CONV3X3_METHODS)}, got {method!r}")
-    old, _CONV3X3["method"] = _CONV3X3["method"], method
-    return old
+    return _swap(_CONV3X3, "method", method, sorted(_CONV3X3_METHODS), "conv3x3 method")
 
 
 def get_conv3x3() -> str:
@@ -168,11 +174,9 @@ def set_layout(layout: str) -> str:
     ValueError
         If ``layout`` is not one of the two.
     """
-    if layout not in _LAYOUTS:
-        raise ValueError(f"layout must be one of {list(_LAYOUTS)}, got {layout!r}")
+    old = _swap(_LAYOUT, "name", layout, list(_LAYOUTS), "layout")
     if layout == "hwnc":
         _hw.keep_freed_memory()
-    old, _LAYOUT["name"] = _LAYOUT["name"], layout
     return old
 
 
@@ -745,10 +749,7 @@ def set_gnsilu(mode: str) -> str:
     ValueError
         If ``mode`` is not one of the two.
     """
-    if mode not in _GNSILU_MODES:
-        raise ValueError(f"gnsilu mode must be one of {list(_GNSILU_MODES)}, got {mode!r}")
-    old, _GNSILU["mode"] = _GNSILU["mode"], mode
-    return old
+    return _swap(_GNSILU, "mode", mode, list(_GNSILU_MODES), "gnsilu mode")
 
 
 def get_gnsilu() -> str:

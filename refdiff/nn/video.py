@@ -442,19 +442,7 @@ def video_forward(P, x, t, cfg: VideoConfig, first=None, keep=None):
         ``first_frame``.
     """
     check_video_args(P=P, cfg=cfg)  # issue 19
-    check_clip(x, cfg)
-    check_video_args(t=t)
-    xp = array_namespace(x)
-    N, T, H, W = x.shape
-    if not hasattr(t, "shape") or tuple(t.shape) != (N,):
-        raise ValueError(f"t must have shape (N,) = ({N},) (one time per clip of x), got {getattr(t, 'shape', t)!r}")
-    dt = P["in.w"].dtype
-    inp = xp.reshape(xp.astype(x, dt), (N * T, 1, H, W))
-    if cfg.first_frame:
-        inp = xp.concat([inp, _first_channels(xp, first, keep, cfg, N, dt, x)], axis=1)  # (N T, 3, H, W)
-    elif first is not None or keep is not None:
-        raise ValueError("first / keep were given, but the model was built without first_frame=True "
-                         "(VideoConfig.first_frame)")
+    xp, (N, T, H, W), dt, inp = _frames_input(P, x, t, cfg, first, keep)
     z, tok, c_p = _embed(xp, P, inp, cfg)  # (N T, L, D)
     L, D = z.shape[1], cfg.width
     z = z + P["pos.s"]
@@ -591,6 +579,28 @@ def _ada_grads(G, P, pre, dmod, se):
     xp = array_namespace(dmod)
     G[f"{pre}.ada.w"], G[f"{pre}.ada.b"] = se.T @ dmod, xp.sum(dmod, axis=0)
     return dmod @ P[f"{pre}.ada.w"].T
+
+
+def _frames_input(P, x, t, cfg, first, keep):
+    """The checked input of a video network (the transformer or the video U-Net): ``(xp,
+    (N, T, H, W), dtype of P["in.w"], frames (N T, c, H, W))`` with c = 1, or 3 with the
+    first-frame channels (x_f, m c, m) of MATH.md (22.11); ValueError for a clip of the
+    wrong shape, ``t`` not (N,), or ``first`` / ``keep`` given to a model without
+    ``first_frame``."""
+    check_clip(x, cfg)
+    check_video_args(t=t)
+    xp = array_namespace(x)
+    N, T, H, W = x.shape
+    if not hasattr(t, "shape") or tuple(t.shape) != (N,):
+        raise ValueError(f"t must have shape (N,) = ({N},) (one time per clip of x), got {getattr(t, 'shape', t)!r}")
+    dt = P["in.w"].dtype
+    inp = xp.reshape(xp.astype(x, dt), (N * T, 1, H, W))
+    if cfg.first_frame:
+        inp = xp.concat([inp, _first_channels(xp, first, keep, cfg, N, dt, x)], axis=1)  # (N T, 3, H, W)
+    elif first is not None or keep is not None:
+        raise ValueError("first / keep were given, but the model was built without first_frame=True "
+                         f"({type(cfg).__name__}.first_frame)")
+    return xp, (N, T, H, W), dt, inp
 
 
 def _network(cfg):

@@ -240,24 +240,13 @@ def vunet_forward(P, x, t, cfg: VideoUNetConfig, first=None, keep=None):
         If ``x`` is not a clip of the configured shape, ``t`` not (N,), ``first`` not
         (N, H, W), or ``first`` is given to a model without ``first_frame``.
     """
-    from .video import _first_channels, check_clip
+    from .video import _frames_input
 
     if not isinstance(cfg, VideoUNetConfig):
         raise TypeError(f"cfg must be a VideoUNetConfig, got {type(cfg).__name__}")
     check_video_args(P=P, t=t)  # issue 19
     check_block(P, "in", ".w", ".b", what="vunet_forward")
-    check_clip(x, cfg)
-    xp = array_namespace(x)
-    N, T, H, W = x.shape
-    if not hasattr(t, "shape") or tuple(t.shape) != (N,):
-        raise ValueError(f"t must have shape (N,) = ({N},) (one time per clip of x), got {getattr(t, 'shape', t)!r}")
-    dt = P["in.w"].dtype
-    h = xp.reshape(xp.astype(x, dt), (N * T, 1, H, W))
-    if cfg.first_frame:
-        h = xp.concat([h, _first_channels(xp, first, keep, cfg, N, dt, x)], axis=1)  # (N T, 3, H, W)
-    elif first is not None or keep is not None:
-        raise ValueError("first / keep were given, but the model was built without first_frame=True "
-                         "(VideoUNetConfig.first_frame)")
+    xp, (N, T, H, W), dt, h = _frames_input(P, x, t, cfg, first, keep)  # (N T, 1 or 3, H, W), MATH.md (22.11)
     s, _ = timestep_embedding_forward(xp.astype(t, dt), cfg.widths[0], dtype=dt)
     e, c_l1 = lin_f(P, "temb.lin1", s)
     e, c_s1 = silu_forward(e)
