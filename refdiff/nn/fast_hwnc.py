@@ -314,6 +314,19 @@ def winograd_backward(dY, cache):
 _TAPS_MAX_F = 1
 
 
+def _padded_copy(xm):
+    """xm (H, W, N, C) with a one-pixel zero border, (H + 2, W + 2, N, C), in the scratch
+    buffer "A" (border written as zeros, interior copied)."""
+    H, W, N, C = xm.shape
+    xpad = _scratch("A", (H + 2, W + 2, N, C), xm.dtype)
+    xpad[0] = 0
+    xpad[H + 1] = 0
+    xpad[1:H + 1, 0] = 0
+    xpad[1:H + 1, W + 1] = 0
+    xpad[1:H + 1, 1:W + 1] = xm
+    return xpad
+
+
 def taps_forward(xm, w, b):
     """3x3 stride-1 pad-1 convolution of xm (H, W, N, C) by contracting the channels first,
     MATH.md (23.8): Z = pad(xm) as a (Hp Wp N, C) matrix times w as (C, 9 F), then
@@ -323,12 +336,7 @@ def taps_forward(xm, w, b):
     H, W, N, C = xm.shape
     F, dt = w.shape[0], xm.dtype
     Hp, Wp = H + 2, W + 2
-    xpad = _scratch("A", (Hp, Wp, N, C), dt)
-    xpad[0] = 0
-    xpad[H + 1] = 0
-    xpad[1:H + 1, 0] = 0
-    xpad[1:H + 1, W + 1] = 0
-    xpad[1:H + 1, 1:W + 1] = xm
+    xpad = _padded_copy(xm)
     Wk = _np.ascontiguousarray(_np.transpose(w, (1, 2, 3, 0))).reshape(C, 9 * F)  # [c, (p, q, f)]
     Z = _np.matmul(xpad.reshape(Hp * Wp * N, C), Wk, out=_scratch("B", (Hp * Wp * N, 9 * F), dt))
     Z = Z.reshape(Hp, Wp, N, 9, F)
@@ -352,12 +360,7 @@ def taps_backward(dY, cache):
         p, q = divmod(k, 3)
         dZ[p:p + H, q:q + W, :, k] = dY
     dZ = dZ.reshape(Hp * Wp * N, 9 * F)
-    xpad = _scratch("A", (Hp, Wp, N, C), dt)
-    xpad[0] = 0
-    xpad[H + 1] = 0
-    xpad[1:H + 1, 0] = 0
-    xpad[1:H + 1, W + 1] = 0
-    xpad[1:H + 1, 1:W + 1] = xm
+    xpad = _padded_copy(xm)
     dWk = xpad.reshape(Hp * Wp * N, C).T @ dZ  # (C, 9 F)
     dw = _np.ascontiguousarray(dWk.reshape(C, 3, 3, F).transpose(3, 0, 1, 2))
     dxp = _np.matmul(dZ, Wk.T, out=_scratch("B", (Hp * Wp * N, C), dt)).reshape(Hp, Wp, N, C)
