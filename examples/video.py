@@ -229,6 +229,9 @@ def build_parser():
     p.add_argument("--conv", default="3d", choices=["3d", "2+1d"], help="--arch unet: the convolutions, MATH.md (22.16)")
     p.add_argument("--mults", default="1,2,2", help="--arch unet: width multipliers per level (8x8, 4x4, 2x2)")
     p.add_argument("--tattn-levels", default="1,2", help="--arch unet: levels with temporal attention")
+    p.add_argument("--jattn-levels", default="", help="--arch unet: levels with an added joint space-time attention "
+                   "after each res block (VideoUNetConfig.jattn_levels; zero at init, so --init may hold parameters "
+                   "trained without it: the new blocks start from their initial values)")
     p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay (warmed up) of the trained parameters")
     p.add_argument("--kronecker", action="store_true", help="train on Kronecker-Gaussian clips; print loss / floor")
     p.add_argument("--kron-cond", action="store_true", help="with --kronecker: a first-frame model; compare its "
@@ -258,6 +261,7 @@ def train_or_load(args, next_clips, cfg, sched):
     if args.init:
         d = np.load(args.init)
         init, prev, prev_sec = {k: d[k] for k in d.files if not k.startswith("__")}, d["__losses"], float(d["__seconds"])
+        init = _complete(init, cfg, args.seed)
     t0 = time.time()
     P, state = train_clip_denoiser(next_clips, cfg, sched, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                    seed=args.seed, progress=not args.tiny, target=args.target,
@@ -268,6 +272,24 @@ def train_or_load(args, next_clips, cfg, sched):
     if path is not None:
         np.savez(path, **P, __losses=losses, __seconds=sec)
     return P, losses, sec
+
+
+def _complete(init, cfg, seed):
+    """``init`` completed by the initial values (``default_rng(seed)``, as
+    train_clip_denoiser draws them) of parameters it lacks: blocks added to a trained
+    network (``--jattn-levels``, zero output projections, so the network is unchanged).
+    Keys of ``init`` the network does not have are a ValueError."""
+    from refdiff.nn.video import _network
+
+    fresh = _network(cfg)[0](np.random.default_rng(seed), cfg)
+    extra = sorted(set(init) - set(fresh))
+    if extra:
+        raise ValueError(f"--init holds parameters this network does not have: {extra[:4]} ...")
+    new = sorted(set(fresh) - set(init))
+    if new:
+        print(f"--init: {len(new)} parameters of added blocks start from their initial values "
+              f"({', '.join(sorted({k.split('.')[0] + '.' + k.split('.')[1] for k in new}))})")
+    return {**fresh, **init}
 
 
 def learning_curve(losses, floor, points=8):
@@ -415,8 +437,9 @@ def unet_config(args):
 
     mults = tuple(int(m) for m in args.mults.split(","))
     levels = tuple(int(m) for m in args.tattn_levels.split(",") if m)
+    joint = tuple(int(m) for m in args.jattn_levels.split(",") if m)
     return VideoUNetConfig(frames=8, size=8, width=args.width, mults=mults, groups=max(1, min(8, args.width // 4)),
-                           heads=4 if args.width % 4 == 0 else 1, tattn_levels=levels, conv=args.conv,
+                           heads=4 if args.width % 4 == 0 else 1, tattn_levels=levels, jattn_levels=joint, conv=args.conv,
                            first_frame=True)
 
 

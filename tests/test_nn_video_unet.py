@@ -116,17 +116,21 @@ def test_temporal_attention_without_positions_is_frame_permutation_equivariant()
             assert (gap > 1e-3) if pos else (gap < 1e-12)
 
 
-@pytest.mark.parametrize("conv,first_frame,joint,mults", [("3d", False, True, (1, 2)), ("3d", True, True, (1, 2)),
-                                                          ("2+1d", False, False, (2, 1)), ("2+1d", True, True, (1, 2))])
-def test_video_unet_gradcheck(conv, first_frame, joint, mults):
+@pytest.mark.parametrize("conv,first_frame,joint,mults,jattn", [("3d", False, True, (1, 2), ()),
+                                                                ("3d", True, True, (1, 2), ()),
+                                                                ("2+1d", False, False, (2, 1), ()),
+                                                                ("2+1d", True, True, (1, 2), ()),
+                                                                ("3d", True, False, (1, 2), (0, 1))])
+def test_video_unet_gradcheck(conv, first_frame, joint, mults, jattn):
     """MATH.md (22.16), MATH.md (22.9), MATH.md (22.11): every parameter's gradient and
     the clip's (and with the first-frame condition the given frame's, one clip kept, one
     dropped: exactly 0) against central differences in float64, < 1e-6, for the whole
     video U-Net (3-D or (2+1)-D convolutions, temporal attention at both levels, joint or
     temporal attention at the bottleneck; one case with a first level wider than the
-    second, so the time embedding is 4 W_0 wide, not 4 width)."""
+    second, so the time embedding is 4 W_0 wide, not 4 width; one case with the added joint
+    space-time attention after the temporal one at both levels, ``jattn_levels``)."""
     cfg = VideoUNetConfig(frames=3, size=4, width=4, mults=mults, groups=2, heads=2, tattn_levels=(0, 1), conv=conv,
-                          first_frame=first_frame, joint=joint)
+                          first_frame=first_frame, joint=joint, jattn_levels=jattn)
     P = _params(cfg, 4)
     rng = np.random.default_rng(5)
     x, t, c, keep = rng.standard_normal((2, 3, 4, 4)), np.array([3.0, 517.0]), rng.standard_normal((2, 4, 4)), \
@@ -147,6 +151,31 @@ def test_video_unet_gradcheck(conv, first_frame, joint, mults):
                                           **kk)[0] * w))
 
     assert check_directional(f, Z, GZ, rng, n_dirs=4) < 1e-6
+
+
+def test_added_joint_attention_starts_as_the_identity_and_is_wired_in():
+    """MATH.md (22.9): a model with ``jattn_levels`` whose parameters are those of the
+    same model without them, completed by the new blocks' initial values (zero output
+    projections), gives that model's output exactly, so training can continue from
+    parameters trained without the blocks; a nonzero output projection of one new block
+    changes the output of every frame of every clip (the block is in the network)."""
+    base = VideoUNetConfig(frames=3, size=4, width=4, mults=(1, 2), groups=2, heads=2, tattn_levels=(1,),
+                           first_frame=True)
+    ext = VideoUNetConfig(frames=3, size=4, width=4, mults=(1, 2), groups=2, heads=2, tattn_levels=(1,),
+                          jattn_levels=(1,), first_frame=True)
+    Pb = _params(base, 7)
+    fresh = vunet_init(np.random.default_rng(8), ext)
+    new = sorted(set(fresh) - set(Pb))
+    assert new and all(".jattn" in k for k in new) and set(Pb) <= set(fresh)
+    Pe = {**fresh, **Pb}
+    rng = np.random.default_rng(9)
+    x, t, c = rng.standard_normal((2, 3, 4, 4)), np.array([5.0, 400.0]), rng.standard_normal((2, 4, 4))
+    yb = vunet_forward(Pb, x, t, base, first=c)[0]
+    assert np.array_equal(vunet_forward(Pe, x, t, ext, first=c)[0], yb)
+    k = next(k for k in new if k.startswith("up1.jattn0") and k.endswith("out.w"))
+    Pe[k] = rng.standard_normal(Pe[k].shape)
+    d = np.abs(vunet_forward(Pe, x, t, ext, first=c)[0] - yb)
+    assert (d.max(axis=(2, 3)) > 1e-6).all()
 
 
 def test_video_unet_bad_input_clear_errors():
@@ -189,6 +218,10 @@ def test_video_unet_bad_input_clear_errors():
         VideoUNetConfig(conv="4d")
     with pytest.raises(ValueError, match=r"tattn_levels = \(3,\) must be levels in \[0, 2\]"):
         VideoUNetConfig(tattn_levels=(3,))
+    with pytest.raises(ValueError, match=r"jattn_levels = \(-1,\) must be levels in \[0, 2\]"):
+        VideoUNetConfig(jattn_levels=(-1,))
+    with pytest.raises(TypeError, match="jattn_levels must be a tuple of ints"):
+        VideoUNetConfig(jattn_levels=1)
     with pytest.raises(TypeError, match="cfg must be a VideoUNetConfig"):
         vunet_forward(P, np.zeros((2, 3, 4, 4)), np.zeros(2), object())
 

@@ -14,7 +14,9 @@ so the image layers (convolution, GroupNorm, SiLU, resampling; the tuned ones of
   ``tattn_levels`` (default the 4x4 and 2x2 ones), with the sinusoidal temporal positions
   (13.12) added to its (normalised) tokens;
 * with ``joint`` the bottleneck's attention is over all T h w tokens of a clip (8 frames x
-  2x2 = 32 tokens), so the sprite can be copied between any two places and frames.
+  2x2 = 32 tokens), so the sprite can be copied between any two places and frames;
+  ``jattn_levels`` adds such a joint attention after the (temporal) attention of every res
+  block of those levels (e.g. level 1: 8 frames x 4x4 = 128 tokens), zero at init.
 
 GroupNorm normalises each frame on its own (statistics over (C/G, H, W) of one frame):
 the frames-as-batch view of the image layer.  Layout (widths W_l = width * mults[l] at
@@ -22,10 +24,10 @@ size / 2^l, R = res_blocks)::
 
     e   = silu(silu(sinusoid(t) W_1 + b_1) W_2 + b_2)          (N, E), the same for every frame
     h   = conv3d_in(x_f [, m c, m])                             -> skip
-    down l: R x [vres(., e) (+ tattn)]                          -> skip each
+    down l: R x [vres(., e) (+ tattn) (+ jattn)]                -> skip each
             conv 3x3 stride 2 per frame (not after the last)    -> skip
     mid:   vres, joint attention (or tattn), vres
-    up l:  (R + 1) x [vres(concat(h, skip)) (+ tattn)], nearest x2 + conv 3x3 (not at level 0)
+    up l:  (R + 1) x [vres(concat(h, skip)) (+ tattn) (+ jattn)], nearest x2 + conv 3x3 (not at level 0)
     out  = conv_out(silu(gn(h)))                                 per frame, zero at init
 
 The attention output projections and ``conv_out`` start at zero.  Parameters are a flat
@@ -56,7 +58,8 @@ class VideoUNetConfig:
     """frames T, frame size (``size`` square, divisible by 2^(L-1)), width and mults (the
     widths width * m per level), res_blocks R, groups (GroupNorm, dividing every width with
     >= 2 channels per group), heads (dividing every attended width), tattn_levels (levels
-    with temporal attention), joint (joint space-time attention at the bottleneck, else
+    with temporal attention), jattn_levels (levels with an added joint space-time attention
+    after each res block), joint (joint space-time attention at the bottleneck, else
     temporal), conv ("3d" or "2+1d"), temporal_pos (sinusoidal frame positions in every
     attention; without them the attention blocks are frame-permutation equivariant),
     first_frame (MATH.md (22.11): channels m c and m next to each frame).
@@ -70,6 +73,11 @@ class VideoUNetConfig:
         Width multipliers per level (default (1, 2, 2): 8x8, 4x4, 2x2).
     tattn_levels : tuple of int, optional
         Levels with temporal attention after each res block (default (1, 2)).
+    jattn_levels : tuple of int, optional
+        Levels with a joint space-time attention over all T h w tokens of a clip after
+        each res block (and after its temporal attention); default () (none).  Its output
+        projection starts at zero, so parameters trained without it, completed by the new
+        blocks' initial values, give the same network.
     joint : bool, optional
         Joint space-time attention at the bottleneck (default True), else temporal.
     conv : {"3d", "2+1d"}, optional
@@ -93,13 +101,14 @@ class VideoUNetConfig:
     groups: int = 8
     heads: int = 4
     tattn_levels: tuple = (1, 2)
+    jattn_levels: tuple = ()
     joint: bool = True
     conv: str = "3d"
     temporal_pos: bool = True
     first_frame: bool = False
 
     def __post_init__(self):
-        for name in ("mults", "tattn_levels"):
+        for name in ("mults", "tattn_levels", "jattn_levels"):
             if isinstance(getattr(self, name), (str, bytes)) or not hasattr(getattr(self, name), "__iter__"):
                 raise TypeError(f"VideoUNetConfig: {name} must be a tuple of ints, got {getattr(self, name)!r}")
         check_config("VideoUNetConfig", self, ints={k: 1 for k in ("frames", "size", "width", "res_blocks", "groups",
@@ -107,14 +116,17 @@ class VideoUNetConfig:
                      bools=("joint", "temporal_pos", "first_frame"))
         object.__setattr__(self, "mults", tuple(self.mults))
         object.__setattr__(self, "tattn_levels", tuple(self.tattn_levels))
+        object.__setattr__(self, "jattn_levels", tuple(self.jattn_levels))
         L = len(self.mults)
         if L < 1 or any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in self.mults):
             raise ValueError(f"VideoUNetConfig: mults must be a non-empty tuple of ints >= 1, got {self.mults!r}")
         if self.size % 2 ** (L - 1):
             raise ValueError(f"VideoUNetConfig: size = {self.size} must be divisible by 2^(len(mults) - 1) = "
                              f"{2 ** (L - 1)}")
-        if any(not isinstance(l, int) or not 0 <= l < L for l in self.tattn_levels):
-            raise ValueError(f"VideoUNetConfig: tattn_levels = {self.tattn_levels!r} must be levels in [0, {L - 1}]")
+        for name in ("tattn_levels", "jattn_levels"):
+            v = getattr(self, name)
+            if any(not isinstance(l, int) or isinstance(l, bool) or not 0 <= l < L for l in v):
+                raise ValueError(f"VideoUNetConfig: {name} = {v!r} must be levels in [0, {L - 1}]")
         if self.conv not in ("3d", "2+1d"):
             raise ValueError(f"VideoUNetConfig: conv must be '3d' or '2+1d', got {self.conv!r}")
         for w in self.widths:
@@ -151,12 +163,11 @@ def _plan(cfg):
     c_in = 3 if cfg.first_frame else 1
     blocks, skips, ch = [("in", "in", c_in, W[0], True, False)], [W[0]], W[0]
     for l in range(L):
-        att = l in cfg.tattn_levels
+        att = [k for k in ("tattn", "jattn") if l in getattr(cfg, k + "_levels")]
         for r in range(R):
             blocks.append(("res", f"down{l}.res{r}", ch, W[l], not att, False))
             ch = W[l]
-            if att:
-                blocks.append(("tattn", f"down{l}.tattn{r}", ch, ch, True, False))
+            blocks += [(k, f"down{l}.{k}{r}", ch, ch, k == att[-1], False) for k in att]  # the last one pushes
             skips.append(ch)
         if l < L - 1:
             blocks.append(("down", f"down{l}.down", ch, ch, True, False))
@@ -168,8 +179,8 @@ def _plan(cfg):
         for r in range(R + 1):
             blocks.append(("res", f"up{l}.res{r}", ch + skips.pop(), W[l], False, True))
             ch = W[l]
-            if l in cfg.tattn_levels:
-                blocks.append(("tattn", f"up{l}.tattn{r}", ch, ch, False, False))
+            blocks += [(k, f"up{l}.{k}{r}", ch, ch, False, False) for k in ("tattn", "jattn")
+                       if l in getattr(cfg, k + "_levels")]
         if l > 0:
             blocks.append(("up", f"up{l}.up", ch, ch, False, False))
     return blocks
