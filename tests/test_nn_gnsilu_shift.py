@@ -276,3 +276,23 @@ def test_unet_fold_equals_add_float64(hwnc):
     for k in g2:
         assert np.linalg.norm(g1[k] - g2[k]) <= 1e-12 * max(np.linalg.norm(g2[k]), 1e-300), k
     assert hwn._CANCEL_MAX == 8.0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_folded_shift_recomputed_cache_is_bitwise_the_kept_one(hwnc, dtype, monkeypatch):
+    """MATH.md (23.12), MATH.md (23.13) with the large-array cache of MATH.md (23.10): above
+    ``_KEEP_HU_FLOATS`` numbers the folded form keeps z and the rows (the shift inside b)
+    and the backward pass forms h, u and o again; output and every gradient, the shift's
+    included, are then exactly (==) those of the cache that kept u and o (threshold 0
+    forces the recomputation)."""
+    rng = np.random.default_rng(5)
+    x, c, gamma, beta, dout = (_as(a, dtype) for a in _case(rng, 3, 2, 4, 5, 4, 0.5, 1.0, 0.7))
+    out_k, cache_k = fast.groupnorm_silu_shift_forward(x, c, gamma, beta, 2)
+    want = fast.groupnorm_silu_shift_backward(dout, cache_k)
+    monkeypatch.setattr(hwn, "_KEEP_HU_FLOATS", 0)
+    out_r, cache_r = fast.groupnorm_silu_shift_forward(x, c, gamma, beta, 2)
+    got = fast.groupnorm_silu_shift_backward(dout, cache_r)
+    assert cache_r[0][2] is None and cache_k[0][2] is not None
+    assert np.array_equal(out_r, out_k)
+    for j, (a, b) in enumerate(zip(got, want)):
+        assert np.array_equal(a, b), j
