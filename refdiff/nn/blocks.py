@@ -21,13 +21,14 @@ from ..backend import array_namespace
 from ._check import check_block, check_cache, check_dout, check_grads, check_size
 from .fast import _from_tokens, _tokens  # pixel-major tokens, free in the tuned memory orders
 from .fast import (  # the tuned layers (tests/test_nn_fast.py: equal to the reference ones)
-    add_channel_shift,
     conv2d_backward,
     conv2d_forward,
     groupnorm_backward,
     groupnorm_forward,
     groupnorm_silu_backward,
     groupnorm_silu_forward,
+    groupnorm_silu_shift_backward,
+    groupnorm_silu_shift_forward,
     silu_backward,
     silu_forward,
 )
@@ -126,6 +127,20 @@ def gnsilu_b(G, name, dout, cache):
     return dx
 
 
+def gnsilu_shift_f(P, name, x, shift, groups):
+    """``silu(groupnorm(x + shift))`` (shift (N, C) per channel; folded into the statistics
+    in the hwnc layout, MATH.md (23.12))."""
+    return groupnorm_silu_shift_forward(x, shift, P[name + ".gamma"], P[name + ".beta"], groups)
+
+
+def gnsilu_shift_b(G, name, dout, cache):
+    """``(dx, dshift)`` of :func:`gnsilu_shift_f` (dshift = the spatial sum of dx)."""
+    dx, dshift, dg, db = groupnorm_silu_shift_backward(dout, cache)
+    acc(G, name + ".gamma", dg)
+    acc(G, name + ".beta", db)
+    return dx, dshift
+
+
 # ------------------------------------------------------------------ residual block
 def resblock_init(P, pre, c_in, c_out, emb_dim, rng):
     init_groupnorm(P, pre + ".norm1", c_in)
@@ -174,8 +189,7 @@ def resblock_forward(P, pre, x, e, groups):
     h, c_n1 = gnsilu_f(P, pre + ".norm1", x, groups)
     h, c_c1 = conv_f(P, pre + ".conv1", h)
     eo, c_e = lin_f(P, pre + ".emb", e)
-    h = add_channel_shift(h, eo)
-    h, c_n2 = gnsilu_f(P, pre + ".norm2", h, groups)
+    h, c_n2 = gnsilu_shift_f(P, pre + ".norm2", h, eo, groups)  # silu(gn2(h + W_e e))
     h, c_c2 = conv_f(P, pre + ".conv2", h)
     if pre + ".skip.w" in P:
         s, c_sk = conv_f(P, pre + ".skip", x)
@@ -213,10 +227,9 @@ def resblock_backward(G, P, pre, dout, cache):
     check_block(P, pre, ".conv2.w", what="resblock_backward")
     c_n1, c_c1, c_e, c_n2, c_c2, c_sk, out_shape = check_cache(cache, "resblock_forward", 7)
     check_dout(dout, out_shape)
-    xp = array_namespace(dout)
     dh = conv_b(G, pre + ".conv2", dout, c_c2)
-    dh = gnsilu_b(G, pre + ".norm2", dh, c_n2)
-    de = lin_b(G, pre + ".emb", xp.sum(dh, axis=(2, 3)), c_e)
+    dh, dshift = gnsilu_shift_b(G, pre + ".norm2", dh, c_n2)  # dshift: the spatial sum of dh
+    de = lin_b(G, pre + ".emb", dshift, c_e)
     dh = conv_b(G, pre + ".conv1", dh, c_c1)
     dx = gnsilu_b(G, pre + ".norm1", dh, c_n1)
     dx = dx + (conv_b(G, pre + ".skip", dout, c_sk) if c_sk is not None else dout)

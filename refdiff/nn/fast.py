@@ -71,6 +71,10 @@ __all__ = [
     "get_layout",
     "set_gnsilu",
     "get_gnsilu",
+    "groupnorm_silu_shift_forward",
+    "groupnorm_silu_shift_backward",
+    "set_shift_fold",
+    "get_shift_fold",
 ]
 
 # How 3x3 stride-1 pad-1 convolutions with C >= 2 are computed in the "chwn" layout (the
@@ -838,6 +842,122 @@ def groupnorm_silu_backward(dout, cache):
         return _hwn.groupnorm_silu_backward_fast(dout, inner)
     c_n, c_s = check_cache(inner, "groupnorm_silu_forward", 2, name="cache[0]")
     return groupnorm_backward(silu_backward(dout, c_s), c_n)
+
+
+# ------------------------------------------------------------------ shift + GroupNorm + SiLU
+# How the residual block's time-embedding shift reaches its GroupNorm + SiLU in the "hwnc"
+# layout with the "fast" form: "fold" (the shift folded into the statistics and the
+# per-(n, c) row b, MATH.md (23.12), and its gradient from the backward's sums, MATH.md
+# (23.13): no full-size add or sum) or "add" (add_channel_shift, then the fused layer, then
+# the spatial sum of dx: bit for bit the composition).  Default chosen by measurement:
+# benchmarks/README.md, round 8.
+_SHIFT_FOLD_MODES = ("add", "fold")
+_SHIFT_FOLD = {"mode": "fold"}
+
+
+def set_shift_fold(mode: str) -> str:
+    """Choose how :func:`groupnorm_silu_shift_forward` applies its shift in the "hwnc"
+    layout with ``set_gnsilu("fast")``: "fold" (into the statistics, MATH.md (23.12),
+    MATH.md (23.13); a different rounding within the bound of MATH.md (23.11)) or "add"
+    (a full-size add first: the composition's rounding); returns the previous mode.  A
+    cache remembers the form that made it.
+
+    Parameters
+    ----------
+    mode : {"add", "fold"}
+        The form.
+
+    Returns
+    -------
+    str
+        The previous mode.
+
+    Raises
+    ------
+    ValueError
+        If ``mode`` is not one of the two.
+    """
+    return _swap(_SHIFT_FOLD, "mode", mode, list(_SHIFT_FOLD_MODES), "shift fold mode")
+
+
+def get_shift_fold() -> str:
+    """The current form of :func:`groupnorm_silu_shift_forward` (see :func:`set_shift_fold`)."""
+    return _SHIFT_FOLD["mode"]
+
+
+def groupnorm_silu_shift_forward(x, shift, gamma, beta, groups: int, eps: float = 1e-5):
+    """``silu(groupnorm(x + shift[:, :, None, None]))``: the residual block's time-embedding
+    shift ``h + W_e e`` followed by GroupNorm and SiLU, MATH.md (13.16), MATH.md (23.12).
+
+    In the "hwnc" layout with the "fast" GroupNorm + SiLU (:func:`set_gnsilu`) and
+    ``set_shift_fold("fold")`` (the default) the shifted array is never formed: the
+    statistics of x + shift come from the column sums of x and the shift (MATH.md
+    (23.12)), the shift joins the per-(n, c) row of the affine map, and the backward pass
+    gives the shift's gradient from its own sums (MATH.md (23.13)); otherwise
+    :func:`add_channel_shift` then :func:`groupnorm_silu_forward`.  Returns ``(out, cache)``.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W)
+        Input (the first convolution's output).
+    shift : array, shape (N, C)
+        Per-sample, per-channel shift (``W_e e``).
+    gamma, beta : array, shape (C,)
+        GroupNorm's scale and shift.
+    groups : int
+        Number of groups, a positive int dividing C.
+    eps : float, default 1e-5
+        Added to the variance.
+
+    Returns
+    -------
+    out : array, shape (N, C, H, W)
+    cache : tuple
+        For :func:`groupnorm_silu_shift_backward`.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not 4-D, ``shift`` is not (N, C), ``groups`` does not divide C, or
+        ``gamma`` or ``beta`` does not have shape (C,).
+    """
+    check_array("x", x, ndim=4)  # issue 19
+    check_array("shift", shift, ndim=2)
+    if tuple(shift.shape) != tuple(x.shape[:2]):
+        raise ValueError(f"shift must have x's (N, C) = {tuple(x.shape[:2])}, got shape {tuple(shift.shape)}")
+    if _hwnc(x, shift, gamma, beta) and _GNSILU["mode"] == "fast" and _SHIFT_FOLD["mode"] == "fold":
+        eps = _check_groupnorm_args(x, gamma, beta, groups, eps)
+        out, c = _hwn.groupnorm_silu_forward_fast(x, gamma, beta, groups, eps, shift=shift)
+        return out, (c, "hwnc_fold")
+    out, c = groupnorm_silu_forward(add_channel_shift(x, shift), gamma, beta, groups, eps)
+    return out, (c, "add")
+
+
+def groupnorm_silu_shift_backward(dout, cache):
+    """Gradients of :func:`groupnorm_silu_shift_forward`: ``(dx, dshift, dgamma, dbeta)``,
+    dshift (N, C) the spatial sum of dx: in closed form from the GroupNorm backward's sums
+    (MATH.md (23.13)) for a folded cache, ``sum(dx, axis=(2, 3))`` otherwise.
+
+    Parameters
+    ----------
+    dout : array, shape (N, C, H, W)
+        Gradient with respect to the output.
+    cache : tuple
+        The cache of :func:`groupnorm_silu_shift_forward`.
+
+    Returns
+    -------
+    dx : array, shape (N, C, H, W)
+    dshift : array, shape (N, C)
+    dgamma, dbeta : array, shape (C,)
+    """
+    inner, kind = check_cache(cache, "groupnorm_silu_shift_forward", 2)  # issue 19
+    if kind == "hwnc_fold":
+        shape = check_cache(inner, "groupnorm_silu_shift_forward", 8, name="cache[0]")[7]  # (*S, N, C)
+        check_dout(dout, tuple(shape[-2:]) + tuple(shape[:-2]))
+        return _hwn.groupnorm_silu_backward_fast(dout, inner)
+    dx, dgamma, dbeta = groupnorm_silu_backward(dout, inner)
+    return dx, array_namespace(dx).sum(dx, axis=(2, 3)), dgamma, dbeta
 
 
 # ------------------------------------------------------------------ skips and shifts

@@ -52,17 +52,34 @@ def _scratch(key: str, shape, dtype):
     The Winograd passes share four roles between temporaries whose lifetimes do not
     overlap (forward: A = padded input, then M; B = row transform, then A^T M;
     backward: B = A dY, then the column overlap-add; A = dM, then the padded dX;
-    C = dU; D = the overlap rows), ~110 MiB at batch 1024 for the default U-Net."""
+    C = dU; D = the overlap rows), ~110 MiB at batch 1024 for the default U-Net.
+    The view of each (key, shape, dtype) is remembered (per thread) until the role's
+    buffer grows: a training step asks for the same ~190 views every step, and one dict
+    lookup replaces three array calls per request (the fixed per-step cost)."""
     try:
-        bufs = _LOCAL.bufs
+        views = _LOCAL.views
     except AttributeError:
-        bufs = _LOCAL.bufs = {}
+        _LOCAL.bufs, views = {}, {}
+        _LOCAL.views = views
+    k = (key, shape, dtype)
+    v = views.get(k)
+    if v is not None:
+        return v
+    bufs = _LOCAL.bufs
     dt = dtype if isinstance(dtype, _np.dtype) else _np.dtype(dtype)
     n = _math.prod(shape)
     b = bufs.get(key)
     if b is None or b.size < n * dt.itemsize:
         b = bufs[key] = _np.empty(n * dt.itemsize, dtype=_np.uint8)
-    return b[:n * dt.itemsize].view(dt).reshape(shape)
+        for old in [o for o in views if o[0] == key]:  # views of the replaced buffer
+            del views[old]
+    if len(views) >= _MAX_VIEWS:  # many shapes (tests, changing batches): start afresh
+        views.clear()
+    v = views[k] = b[:n * dt.itemsize].view(dt).reshape(shape)
+    return v
+
+
+_MAX_VIEWS = 4096  # remembered scratch views per thread
 
 
 _MALLOC = {"done": False}

@@ -159,23 +159,63 @@ def _fast_stats(x2, N, G, k, eps):
     x2^2 (one product with a ones vector, one einsum read), combined per (n, group) in
     float64 ((N, G) arrays); ``z = x2, m = mean`` when no group's mean^2 exceeds
     ``_CANCEL_MAX`` times its variance, else ``z = x2 - mean`` (centred, the input's
-    dtype) and ``m = 0``, with the variance from z (the two-pass form)."""
+    dtype) and ``m = 0``, with the variance from z (the two-pass form).  m is returned per
+    (n, c) ((N, C), float64: each group's value repeated)."""
     S, NC = x2.shape
     M = k * S
-    s = _np.empty((2, NC), dtype=x2.dtype)
-    _np.matmul(_np.ones(S, dtype=x2.dtype), x2, out=s[0])
-    _np.einsum("sj,sj->j", x2, x2, out=s[1])
+    s = _colsums(x2)
     sg = (s.reshape(-1, k) @ _np.ones(k, dtype=x2.dtype)).reshape(2, N, G) / _np.float64(M)  # E x, E x^2
     mean = sg[0]
     var = sg[1] - mean * mean
     if (mean * mean <= _CANCEL_MAX * var).all():
-        return x2, mean, 1.0 / _np.sqrt(var + eps)
+        return x2, mean.repeat(k, axis=1), 1.0 / _np.sqrt(var + eps)
     z = x2 - mean.astype(x2.dtype).repeat(k, axis=1).reshape(-1)
     var = _np.einsum("sj,sj->j", z, z).reshape(N, G, k).sum(axis=2, dtype=_np.float64) / M
-    return z, _np.zeros_like(mean), 1.0 / _np.sqrt(var + eps)
+    return z, _np.zeros((N, G * k)), 1.0 / _np.sqrt(var + eps)
 
 
-def groupnorm_silu_forward_fast(x, gamma, beta, groups, eps):
+def _colsums(x2):
+    """(2, N C): the column sums of x2 and of x2^2 (the input's dtype)."""
+    s = _np.empty((2, x2.shape[1]), dtype=x2.dtype)
+    _np.matmul(_np.ones(x2.shape[0], dtype=x2.dtype), x2, out=s[0])
+    _np.einsum("sj,sj->j", x2, x2, out=s[1])
+    return s
+
+
+def _shifted_stats(x2, c, N, G, k, eps):
+    """``(z, m, rstd, z1)`` of the shifted matrix x2 + c (c per (n, c), (N C,)) without
+    forming it, MATH.md (23.12): from the column sums S1, S2 of x2 (float32 reads), per
+    group in float64, ``sum (x + c) = sum S1 + S sum c`` and ``sum (x + c)^2 = sum S2 +
+    2 sum c S1 + S sum c^2``; the one-pass branch while every group's bound of the summed
+    magnitudes ``nu = (sqrt(sum S2) + sqrt(S sum c^2))^2 / M`` (Cauchy-Schwarz: at least
+    ``(1/M) sum (|x| + |c|)^2``) is at most ``(1 + _CANCEL_MAX)`` times its variance (for
+    c = 0 the guard of MATH.md (23.9)): then ``z = x2`` and ``m = mean - c`` per (n, c), so
+    that ``x + c - mean = z - m``.  Otherwise the centred ``z = x2 - (mean - c)`` (one
+    pass, the input's dtype), ``m`` the mean of z per group (float64, ~0) and the variance
+    ``E z^2 - m^2``.  ``z1`` are the column sums of z (the input's dtype), which the
+    backward pass needs for the shift's gradient, MATH.md (23.13)."""
+    S, NC = x2.shape
+    M = k * S
+    s = _colsums(x2)
+    t = _np.empty((5, NC))  # per (n, c), float64: S1, S2, c, c S1, c^2
+    t[:2] = s
+    t[2] = _np.reshape(c, NC)
+    _np.multiply(t[2], t[0], out=t[3])
+    _np.multiply(t[2], t[2], out=t[4])
+    g = (t.reshape(-1, k) @ _np.ones(k)).reshape(5, N, G)  # group sums
+    mean = (g[0] + S * g[2]) / M
+    var = (g[1] + 2.0 * g[3] + S * g[4]) / M - mean * mean
+    nu = (_np.sqrt(g[1]) + _np.sqrt(S * g[4])) ** 2 / M
+    centre = mean.repeat(k, axis=1) - t[2].reshape(N, NC // N)  # (N, C): x + c - mean = x - centre
+    if (nu <= (1.0 + _CANCEL_MAX) * var).all():
+        return x2, centre, 1.0 / _np.sqrt(var + eps), s[0]
+    z = x2 - centre.astype(x2.dtype).reshape(-1)
+    sz = _colsums(z)
+    e = (sz.reshape(-1, k) @ _np.ones(k, dtype=z.dtype)).reshape(2, N, G).astype(_np.float64) / M  # E z, E z^2
+    return z, e[0].repeat(k, axis=1), 1.0 / _np.sqrt(e[1] - e[0] * e[0] + eps), sz[0]
+
+
+def groupnorm_silu_forward_fast(x, gamma, beta, groups, eps, shift=None):
     """``silu(groupnorm(x))`` in five full-size passes, MATH.md (23.9), MATH.md (23.10):
     statistics by :func:`_fast_stats` (two reads), ``h = y / 2 = z a + b`` (one product,
     one in-place add; per-(n, c) rows ``a = gamma rstd / 2``, ``b = beta / 2 - m a``),
@@ -184,20 +224,30 @@ def groupnorm_silu_forward_fast(x, gamma, beta, groups, eps):
     rows rstd, m rstd, a and b (the input's dtype): the backward pass forms SiLU's slope
     from u and o, MATH.md (23.10); above ``_KEEP_HU_FLOATS`` numbers per array u and o are
     not kept and the backward pass forms them again (memory at large batches).  Not bit-identical to the two layers; the float32 bound is
-    MATH.md (23.11)."""
+    MATH.md (23.11).
+
+    ``shift`` (N, C) or None: ``silu(groupnorm(x + shift[:, :, None, None]))`` without the
+    full-size add, MATH.md (23.12): the statistics of x + shift from those of x
+    (:func:`_shifted_stats`) and the shift folded into the per-(n, c) row b (m = mean -
+    shift on the one-pass branch); :func:`groupnorm_silu_backward_fast` then also returns
+    the shift's gradient, MATH.md (23.13)."""
     xm = to_hwnc(x)
     N, C = x.shape[0], x.shape[1]
     G, k = groups, C // groups
     x2 = xm.reshape(-1, N * C)  # (S, N C)
     dt = x2.dtype
-    z, m, rstd = _fast_stats(x2, N, G, k, eps)
+    if shift is None:
+        (z, m, rstd), z1 = _fast_stats(x2, N, G, k, eps), None
+    else:
+        z, m, rstd, z1 = _shifted_stats(x2, shift, N, G, k, eps)
     rows = _np.empty((4, N, C), dtype=dt)  # rstd, m rstd, a, b per (n, c)
-    rows[:2] = _np.stack([rstd, m * rstd]).repeat(k, axis=2)
+    rc = rstd.repeat(k, axis=1)
+    rows[0], rows[1] = rc, m * rc
     _np.multiply(rows[:2], 0.5 * gamma, out=rows[2:])  # a, m a
     _np.subtract(0.5 * beta, rows[3], out=rows[3])  # b = beta / 2 - m a
     u, o = _u_and_out(z, rows)
     keep = x2.size <= _KEEP_HU_FLOATS  # else the backward pass forms u and o again
-    return to_nchw(o.reshape(xm.shape)), (z, (m, rstd, rows), u if keep else None, o if keep else None,
+    return to_nchw(o.reshape(xm.shape)), (z, (m, rstd, rows, z1), u if keep else None, o if keep else None,
                                           gamma, G, k, xm.shape)
 
 
@@ -220,8 +270,10 @@ def groupnorm_silu_backward_fast(dout, cache):
     B = -rstd^2 mean(g xhat), C = rstd^2 mean(g xhat) m - rstd mean(g) per (n, group)
     (MATH.md (13.10) with x - mean = z - m): an in-place product, a product, an in-place
     add and an add.  The per-(n, c) arithmetic runs in the input's dtype (its rounding is
-    that of the float32 column sums, MATH.md (23.11))."""
-    z, (m, rstd, rows), u, o, gamma, G, k, shape = cache
+    that of the float32 column sums, MATH.md (23.11)).  Returns ``(dx, dgamma, dbeta)``,
+    and for a shifted forward ``(dx, dshift, dgamma, dbeta)`` with the shift's gradient
+    ``dshift = sum_s dx`` in closed form from the same sums, MATH.md (23.13) (no pass)."""
+    z, (m, rstd, rows, z1), u, o, gamma, G, k, shape = cache
     N, C = shape[-2], shape[-1]
     S = z.shape[0]
     dt = z.dtype
@@ -235,15 +287,25 @@ def groupnorm_silu_backward_fast(dout, cache):
     _np.matmul(_np.ones(S, dtype=dt), q, out=s[0])  # Q: sums of q = 2 dL/dy
     _np.einsum("sj,sj->j", q, z, out=s[1])  # P: sums of q z
     s = s.reshape(2, N, C)
+    Q = None if z1 is None else s[0].astype(_np.float64)
     s[1] *= rows[0]
     s[1] -= rows[1] * s[0]  # r (P - m Q): sums of q xhat
     dbeta, dgamma = 0.5 * s.sum(axis=1)  # (C,) each
     s *= gamma  # gamma Q, gamma r (P - m Q)
     mg, mgx = (s.reshape(-1, k) @ _np.ones(k, dtype=dt)).reshape(2, N, G).astype(_np.float64) / (2 * k * S)
     B = -(rstd * rstd * mgx)
-    bc = _np.stack([B, -B * m - rstd * mg]).astype(dt).repeat(k, axis=2).reshape(2, N * C)  # B, C per (n, c)
+    Bc, rmg = B.repeat(k, axis=1), (rstd * mg).repeat(k, axis=1)
+    bc = _np.stack([Bc, -Bc * m - rmg]).astype(dt).reshape(2, N * C)  # B, C per (n, c)
     q *= rows[2].reshape(-1)  # A = a = gamma rstd / 2
     t = _np.multiply(z, bc[0], out=_scratch("gn_t", z.shape, dt))
     t += bc[1]
     q += t
-    return to_nchw(q.reshape(shape)), dgamma, dbeta
+    dx = to_nchw(q.reshape(shape))
+    if z1 is None:
+        return dx, dgamma, dbeta
+    # MATH.md (23.13): sum_s dx = r (gamma Q / 2 - S mean(g)) - r^2 mean(g xhat) (Z1 - S m), Z1 = sum_s z
+    dshift = _np.multiply(0.5 * gamma, rstd.repeat(k, axis=1))
+    dshift *= Q
+    dshift -= S * rmg
+    dshift += Bc * (_np.reshape(z1, (N, C)) - S * m)
+    return dx, dshift.astype(dt), dgamma, dbeta

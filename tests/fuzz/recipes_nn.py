@@ -229,6 +229,13 @@ def _fast():
     add(nn + "set_conv3x3", lambda: Call(F.set_conv3x3, dict(method=F.get_conv3x3())))  # a no-op: state kept
     add(nn + "set_layout", lambda: Call(F.set_layout, dict(layout=F.get_layout())))  # a no-op: state kept
     add(nn + "set_gnsilu", lambda: Call(F.set_gnsilu, dict(mode=F.get_gnsilu())))  # a no-op: state kept
+    gns = lambda: dict(x=A(2, 4, 3, 3), shift=A(2, 4, seed=3), gamma=A(4, seed=1), beta=A(4, seed=2),  # noqa: E731
+                       groups=2)
+    add(nn + "groupnorm_silu_shift_forward", lambda: fwd(F.groupnorm_silu_shift_forward, gns(),
+                                                         accept={"x": {"batch"}, "shift": {"batch"}}))
+    add(nn + "groupnorm_silu_shift_backward",
+        lambda: bwd(F.groupnorm_silu_shift_backward, F.groupnorm_silu_shift_forward, gns()))
+    add(nn + "set_shift_fold", lambda: Call(F.set_shift_fold, dict(mode=F.get_shift_fold())))  # a no-op: state kept
 
     wn = "refdiff.nn.winograd."
     add(wn + "winograd_matrices", lambda: Call(W.winograd_matrices, dict(m=2), kinds={"m": "int"},
