@@ -124,3 +124,51 @@ def test_adam_step_flat_equals_reference_and_leaves_frozen_keys():
         assert oa.keys() == ob.keys() and all(np.array_equal(oa[k], ob[k]) for k in oa)
     assert ga["params"]["f.w"] is groups["params"]["f.w"] and oa["m/params/f.w"] is opt0["m/params/f.w"]
     assert not np.any(oa["v/params/f.w"]) and not np.array_equal(ga["params"]["l.w"], groups["params"]["l.w"])
+
+
+def test_flat_adam_fast_path_same_bits_and_still_checks_gradients():
+    """MATH.md (14.11), MATH.md (14.12): the in-place FlatAdam's fast path (its own views fed
+    back: no per-parameter checks, the gradients copied into one persistent buffer) gives the
+    same bits as the per-key reference over six steps with decay on a subset; the gradient
+    buffer is the one kept (the fast path ran); a gradient of the wrong shape, a missing
+    gradient or a gradient of another dtype leaves the fast path and is checked as before."""
+    rng = np.random.default_rng(7)
+    params = {"a.w": rng.standard_normal((4, 3)).astype(np.float32), "a.b": rng.standard_normal(3).astype(np.float32),
+              "c.w": rng.standard_normal((2, 2, 3)).astype(np.float32)}
+    decayed = {"a.w", "c.w"}
+    pr, sr = dict(params), adam_init(params)
+    pf, sf = dict(params), adam_init(params)
+    opt = FlatAdam(inplace=True)
+    bufs = []
+    for step in range(6):
+        grads = {n: rng.standard_normal(p.shape).astype(np.float32) for n, p in params.items()}
+        kw = dict(lr=1e-2 * (step + 1), betas=(0.9, 0.99), eps=1e-8, weight_decay=0.3)
+        pr, sr = _per_key(pr, grads, sr, decayed, **kw)
+        pf, sf = opt.update(pf, grads, sf, decayed=decayed, **kw)
+        bufs.append(getattr(opt._last[1], "gbuf", None))
+        for n in params:
+            assert np.array_equal(pf[n], pr[n]) and np.array_equal(sf["m/" + n], sr["m/" + n])
+            assert np.array_equal(sf["v/" + n], sr["v/" + n])
+    assert bufs[0] is None and bufs[1] is not None and all(b is bufs[1] for b in bufs[1:])
+    kw0 = dict(lr=0.1, weight_decay=0.3, decayed=decayed)  # what the fast path would take
+    bad = {n: np.zeros(p.shape, np.float32) for n, p in params.items()}
+    with pytest.raises(ValueError, match=r"grads\['a.w'\] has shape"):
+        opt.update(pf, {**bad, "a.w": np.zeros((3, 4), np.float32)}, sf, **kw0)
+    with pytest.raises(ValueError, match="missing"):
+        opt.update(pf, {n: g for n, g in bad.items() if n != "c.w"}, sf, **kw0)
+    with pytest.raises(ValueError, match="unexpected"):
+        opt.update(pf, {**bad, "z": np.zeros(2, np.float32)}, sf, **kw0)
+    with pytest.raises(TypeError):
+        opt.update(pf, {**bad, "a.b": [0.0, 0.0, 0.0]}, sf, **kw0)
+    with pytest.raises(ValueError, match="lr must be"):
+        opt.update(pf, bad, sf, **{**kw0, "lr": -0.1})
+    g64 = {**{n: rng.standard_normal(p.shape).astype(np.float32) for n, p in params.items()},
+           "a.b": rng.standard_normal(3)}  # one float64 gradient: the general path (not cast to float32 first)
+    ref_p, _ = FlatAdam().update({n: v.copy() for n, v in pf.items()}, g64,
+                                 {n: (v.copy() if n != "step" else v) for n, v in sf.items()}, lr=0.1,
+                                 weight_decay=0.3, decayed=decayed)
+    b0 = opt._last[1]
+    before = b0.gbuf.copy()
+    got_p, _ = opt.update(pf, g64, sf, lr=0.1, weight_decay=0.3, decayed=decayed)
+    assert all(np.array_equal(got_p[n], ref_p[n]) for n in params)
+    assert np.array_equal(b0.gbuf, before)  # the fast path's buffer was not written

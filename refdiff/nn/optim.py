@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as _np
+
 from array_api_compat import device as _device
 
 from .._validate import check_bool, check_finite_scalar
@@ -193,6 +195,8 @@ class _Bucket:
         if not (self.all_decayed or self.none_decayed):
             self.mask = xp.concat([xp.full((math.prod(s),), n in decayed, dtype=xp.bool, device=dev)
                                    for n, s in zip(self.names, self.shapes)])
+        self.mkeys = tuple("m/" + n for n in self.names)  # the state's keys of the moments
+        self.vkeys = tuple("v/" + n for n in self.names)
         self.flat = None  # (P, M, V) after an update
         self.views = None  # the (p, m, v) view tuples of those flats
 
@@ -282,6 +286,9 @@ class FlatAdam:
             For the invalid arguments listed in :func:`adam_update`.
         """
         check_bool("decoupled", decoupled)  # issue 19
+        fast = self._fast_update(params, grads, state, lr, betas, eps, weight_decay, decoupled, decayed)
+        if fast is not None:
+            return fast
         b1, b2, lr, wd = _check_adam(params, grads, state, lr, betas, eps, weight_decay)
         k = int(state["step"]) + 1
         bc1, bc2 = 1.0 - b1**k, 1.0 - b2**k
@@ -310,7 +317,53 @@ class FlatAdam:
             for i, n in enumerate(names):
                 new_params[n] = b.views[0][i]
                 new_state["m/" + n], new_state["v/" + n] = b.views[1][i], b.views[2][i]
+        one = len(by_dtype) == 1 and type(b.flat[0]) is _np.ndarray and _has_out(b.flat[0])
+        self._last = (tuple(params), b) if one and self.inplace and b.flat[0].ndim == 1 else None
         return new_params, new_state
+
+    def _fast_update(self, params, grads, state, lr, betas, eps, weight_decay, decoupled, decayed):
+        """The in-place update of the training loop without the per-parameter checks of
+        arrays this object built itself: when ``params`` and ``state``'s moments are exactly
+        the views the last in-place update returned (one NumPy dtype, the same keys in the
+        same order, ``is``) and every gradient is an array of that type, dtype and its
+        parameter's shape, the gradients are copied into one persistent flat buffer (one
+        ``concatenate(out=)``) and :func:`_flat_step_out` runs on the kept buffers: the same
+        operations as the general path, so the same bits (tests/test_optim_flat.py).
+        Returns None (then the general, fully checked path runs) in any other case."""
+        last = getattr(self, "_last", None)
+        if last is None or type(params) is not dict or type(grads) is not dict or type(state) is not dict:
+            return None
+        order, b = last
+        step = state.get("step")
+        if tuple(params) != order or len(grads) != len(order) or type(step) is not int or step < 0 \
+                or (weight_decay and not decoupled):
+            return None
+        vp, vm, vv = b.views
+        for n, mk, vk, p, m, v in zip(order, b.mkeys, b.vkeys, vp, vm, vv):
+            if params[n] is not p or state.get(mk) is not m or state.get(vk) is not v:
+                return None
+        dt = b.dtype
+        gs = []
+        for n, shape in zip(order, b.shapes):
+            g = grads.get(n)
+            if type(g) is not _np.ndarray or g.dtype != dt or g.shape != shape:
+                return None
+            gs.append(g.reshape(-1))
+        check_optim_scalars(lr, betas, eps, weight_decay)  # the hyper-parameters, by name (cheap)
+        wanted = frozenset(order) if decayed is None else frozenset(decayed) & frozenset(order)
+        if wanted != b.decayed:
+            return None
+        P, M, V = b.flat
+        if getattr(b, "gbuf", None) is None or b.gbuf.shape != P.shape:
+            b.gbuf = _np.empty_like(P)
+        G = _np.concatenate(gs, out=b.gbuf)
+        b1, b2 = (float(x) for x in betas)
+        lr, wd, k = float(lr), float(weight_decay), step + 1
+        _flat_step_out(b, P, G, M, V, b1, b2, 1.0 - b1**k, 1.0 - b2**k, lr, eps, wd if not b.none_decayed else 0.0)
+        new_state = {"step": k}
+        new_state.update(zip(b.mkeys, vm))
+        new_state.update(zip(b.vkeys, vv))
+        return dict(zip(order, vp)), new_state
 
 
 def _has_out(P) -> bool:
