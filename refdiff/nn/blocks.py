@@ -20,6 +20,7 @@ from .._validate import check_array
 from ..backend import array_namespace
 from ._check import check_block, check_cache, check_dout, check_grads, check_size
 from .fast import _from_tokens, _tokens  # pixel-major tokens, free in the tuned memory orders
+from .fast import _conv_b, _conv_f, _gnsilu_b, _gnsilu_f, _gnsilu_shift_b, _gnsilu_shift_f  # unchecked twins
 from .fast import (  # the tuned layers (tests/test_nn_fast.py: equal to the reference ones)
     conv2d_backward,
     conv2d_forward,
@@ -141,6 +142,66 @@ def gnsilu_shift_b(G, name, dout, cache):
     return dx, dshift
 
 
+# ------------------------------------------------------------------ the unchecked twins
+# The U-Net's tuned loop checks its parameters once (UNet._checked_before, issue 21: the
+# fixed per-step cost) and then calls these: the same layer functions without their
+# per-call argument checks, so the same operations and the same bits.
+def _lin_fu(P, name, x):
+    """:func:`lin_f` unchecked: ``x @ w + b`` (MATH.md (13.1), as ``layers.linear_forward``)."""
+    w = P[name + ".w"]
+    return x @ w + P[name + ".b"], (x, w)
+
+
+def _lin_bu(G, name, dout, cache):
+    """:func:`lin_b` unchecked (MATH.md (13.2), as ``layers.linear_backward``)."""
+    x, w = cache
+    acc(G, name + ".w", x.T @ dout)
+    acc(G, name + ".b", array_namespace(dout).sum(dout, axis=0))
+    return dout @ w.T
+
+
+def _conv_fu(P, name, x, stride=1):
+    w = P[name + ".w"]
+    return _conv_f(x, w, P[name + ".b"], stride, w.shape[2] // 2)
+
+
+def _conv_bu(G, name, dout, cache):
+    dx, dw, db = _conv_b(dout, cache)
+    acc(G, name + ".w", dw)
+    acc(G, name + ".b", db)
+    return dx
+
+
+def _gnsilu_fu(P, name, x, groups):
+    return _gnsilu_f(x, P[name + ".gamma"], P[name + ".beta"], groups, 1e-5)
+
+
+def _gnsilu_bu(G, name, dout, cache):
+    dx, dg, db = _gnsilu_b(dout, cache)
+    acc(G, name + ".gamma", dg)
+    acc(G, name + ".beta", db)
+    return dx
+
+
+def _gnsilu_shift_fu(P, name, x, shift, groups):
+    return _gnsilu_shift_f(x, shift, P[name + ".gamma"], P[name + ".beta"], groups, 1e-5)
+
+
+def _gnsilu_shift_bu(G, name, dout, cache):
+    dx, dshift, dg, db = _gnsilu_shift_b(dout, cache)
+    acc(G, name + ".gamma", dg)
+    acc(G, name + ".beta", db)
+    return dx, dshift
+
+
+class _Layers:
+    """The layer functions a block body calls: checked (the public ones) or unchecked."""
+
+    def __init__(self, conv_f, conv_b, gnsilu_f, gnsilu_b, gnsilu_shift_f, gnsilu_shift_b, lin_f, lin_b):
+        self.conv_f, self.conv_b, self.gnsilu_f, self.gnsilu_b = conv_f, conv_b, gnsilu_f, gnsilu_b
+        self.gnsilu_shift_f, self.gnsilu_shift_b, self.lin_f, self.lin_b = gnsilu_shift_f, gnsilu_shift_b, lin_f, lin_b
+
+
 # ------------------------------------------------------------------ residual block
 def resblock_init(P, pre, c_in, c_out, emb_dim, rng):
     init_groupnorm(P, pre + ".norm1", c_in)
@@ -186,13 +247,18 @@ def resblock_forward(P, pre, x, e, groups):
     if e.shape[0] != x.shape[0] or e.shape[1] != P[pre + ".emb.w"].shape[0]:
         raise ValueError(f"resblock_forward: e must have shape ({x.shape[0]}, {P[pre + '.emb.w'].shape[0]}) (x's N, "
                          f"the embedding width under pre = {pre!r}), got shape {tuple(e.shape)}")
-    h, c_n1 = gnsilu_f(P, pre + ".norm1", x, groups)
-    h, c_c1 = conv_f(P, pre + ".conv1", h)
-    eo, c_e = lin_f(P, pre + ".emb", e)
-    h, c_n2 = gnsilu_shift_f(P, pre + ".norm2", h, eo, groups)  # silu(gn2(h + W_e e))
-    h, c_c2 = conv_f(P, pre + ".conv2", h)
+    return _resblock_f(P, pre, x, e, groups, _CHECKED)
+
+
+def _resblock_f(P, pre, x, e, groups, L):
+    """The body of :func:`resblock_forward` with the layer functions ``L`` (MATH.md (13.16))."""
+    h, c_n1 = L.gnsilu_f(P, pre + ".norm1", x, groups)
+    h, c_c1 = L.conv_f(P, pre + ".conv1", h)
+    eo, c_e = L.lin_f(P, pre + ".emb", e)
+    h, c_n2 = L.gnsilu_shift_f(P, pre + ".norm2", h, eo, groups)  # silu(gn2(h + W_e e))
+    h, c_c2 = L.conv_f(P, pre + ".conv2", h)
     if pre + ".skip.w" in P:
-        s, c_sk = conv_f(P, pre + ".skip", x)
+        s, c_sk = L.conv_f(P, pre + ".skip", x)
     else:
         s, c_sk = x, None
     out = s + h
@@ -225,15 +291,24 @@ def resblock_backward(G, P, pre, dout, cache):
     """
     check_grads(G)
     check_block(P, pre, ".conv2.w", what="resblock_backward")
-    c_n1, c_c1, c_e, c_n2, c_c2, c_sk, out_shape = check_cache(cache, "resblock_forward", 7)
-    check_dout(dout, out_shape)
-    dh = conv_b(G, pre + ".conv2", dout, c_c2)
-    dh, dshift = gnsilu_shift_b(G, pre + ".norm2", dh, c_n2)  # dshift: the spatial sum of dh
-    de = lin_b(G, pre + ".emb", dshift, c_e)
-    dh = conv_b(G, pre + ".conv1", dh, c_c1)
-    dx = gnsilu_b(G, pre + ".norm1", dh, c_n1)
-    dx = dx + (conv_b(G, pre + ".skip", dout, c_sk) if c_sk is not None else dout)
+    check_dout(dout, check_cache(cache, "resblock_forward", 7)[6])
+    return _resblock_b(G, pre, dout, cache, _CHECKED)
+
+
+def _resblock_b(G, pre, dout, cache, L):
+    """The body of :func:`resblock_backward` with the layer functions ``L`` (MATH.md (13.16))."""
+    c_n1, c_c1, c_e, c_n2, c_c2, c_sk, _ = cache
+    dh = L.conv_b(G, pre + ".conv2", dout, c_c2)
+    dh, dshift = L.gnsilu_shift_b(G, pre + ".norm2", dh, c_n2)  # dshift: the spatial sum of dh
+    de = L.lin_b(G, pre + ".emb", dshift, c_e)
+    dh = L.conv_b(G, pre + ".conv1", dh, c_c1)
+    dx = L.gnsilu_b(G, pre + ".norm1", dh, c_n1)
+    dx = dx + (L.conv_b(G, pre + ".skip", dout, c_sk) if c_sk is not None else dout)
     return dx, de
+
+
+_CHECKED = _Layers(conv_f, conv_b, gnsilu_f, gnsilu_b, gnsilu_shift_f, gnsilu_shift_b, lin_f, lin_b)
+_UNCHECKED = _Layers(_conv_fu, _conv_bu, _gnsilu_fu, _gnsilu_bu, _gnsilu_shift_fu, _gnsilu_shift_bu, _lin_fu, _lin_bu)
 
 
 # ------------------------------------------------------------------ attention block

@@ -342,6 +342,12 @@ def conv2d_forward(x, w, b, *, stride: int = 1, pad: int | None = None):
     check_array("w", w, ndim=4)
     pad = w.shape[2] // 2 if pad is None else pad
     _check_conv(x, w, stride, pad, b)
+    return _conv_f(x, w, b, stride, pad)
+
+
+def _conv_f(x, w, b, stride, pad):
+    """:func:`conv2d_forward` without the argument checks (``pad`` given): the internal
+    entry of the U-Net's tuned loop, whose arguments were checked at the model boundary."""
     if _hwnc(x, w, b):
         return _hw.conv_forward(x, w, b, stride, pad)
     return _conv_forward_chwn(x, w, b, stride, pad)
@@ -392,6 +398,11 @@ def conv2d_backward(dout, cache):
         Gradients with respect to x, w and b.
     """
     _check_cfirst_conv_backward(dout, cache)  # issue 19
+    return _conv_b(dout, cache)
+
+
+def _conv_b(dout, cache):
+    """:func:`conv2d_backward` without the argument checks (the tuned loop's entry)."""
     if isinstance(cache[0], str) and cache[0].startswith("hwnc"):
         return _hw.conv_backward(dout, cache)
     return _conv_backward_chwn(dout, cache)
@@ -801,15 +812,22 @@ def groupnorm_silu_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
         ``beta`` does not have shape (C,).
     """
     if _hwnc(x, gamma, beta):
-        eps = _check_groupnorm_args(x, gamma, beta, groups, eps)  # issue 19
-        if _GNSILU["mode"] == "fast":
-            out, c = _hwn.groupnorm_silu_forward_fast(x, gamma, beta, groups, eps)
-            return out, (c, "hwnc_fast")
-        out, c = _hwn.groupnorm_silu_forward(x, gamma, beta, groups, eps)
-        return out, (c, "hwnc")
+        return _gnsilu_f(x, gamma, beta, groups, _check_groupnorm_args(x, gamma, beta, groups, eps))  # issue 19
     y, c_n = groupnorm_forward(x, gamma, beta, groups, eps)
     out, c_s = silu_forward(y)
     return out, ((c_n, c_s), "composed")
+
+
+def _gnsilu_f(x, gamma, beta, groups, eps):
+    """:func:`groupnorm_silu_forward` without the argument checks (eps a float): the
+    tuned loop's entry (the checked public function in the other layouts)."""
+    if not _hwnc(x, gamma, beta):
+        return groupnorm_silu_forward(x, gamma, beta, groups, eps)
+    if _GNSILU["mode"] == "fast":
+        out, c = _hwn.groupnorm_silu_forward_fast(x, gamma, beta, groups, eps)
+        return out, (c, "hwnc_fast")
+    out, c = _hwn.groupnorm_silu_forward(x, gamma, beta, groups, eps)
+    return out, (c, "hwnc")
 
 
 def groupnorm_silu_backward(dout, cache):
@@ -832,16 +850,23 @@ def groupnorm_silu_backward(dout, cache):
         Gradients with respect to x, gamma and beta.
     """
     inner, kind = check_cache(cache, "groupnorm_silu_forward", 2)  # issue 19
-    if kind == "hwnc":
-        shape = check_cache(inner, "groupnorm_silu_forward", 7, name="cache[0]")[6]  # (*S, N, C)
+    if kind in ("hwnc", "hwnc_fast"):
+        n = 7 if kind == "hwnc" else 8
+        shape = check_cache(inner, "groupnorm_silu_forward", n, name="cache[0]")[n - 1]  # (*S, N, C)
         check_dout(dout, tuple(shape[-2:]) + tuple(shape[:-2]))
-        return _hwn.groupnorm_silu_backward(dout, inner)
-    if kind == "hwnc_fast":
-        shape = check_cache(inner, "groupnorm_silu_forward", 8, name="cache[0]")[7]  # (*S, N, C)
-        check_dout(dout, tuple(shape[-2:]) + tuple(shape[:-2]))
-        return _hwn.groupnorm_silu_backward_fast(dout, inner)
+        return _gnsilu_b(dout, cache)
     c_n, c_s = check_cache(inner, "groupnorm_silu_forward", 2, name="cache[0]")
     return groupnorm_backward(silu_backward(dout, c_s), c_n)
+
+
+def _gnsilu_b(dout, cache):
+    """:func:`groupnorm_silu_backward` without the argument checks (the tuned loop's entry)."""
+    inner, kind = cache
+    if kind == "hwnc_fast":
+        return _hwn.groupnorm_silu_backward_fast(dout, inner)
+    if kind == "hwnc":
+        return _hwn.groupnorm_silu_backward(dout, inner)
+    return groupnorm_silu_backward(dout, cache)
 
 
 # ------------------------------------------------------------------ shift + GroupNorm + SiLU
@@ -926,11 +951,18 @@ def groupnorm_silu_shift_forward(x, shift, gamma, beta, groups: int, eps: float 
     if tuple(shift.shape) != tuple(x.shape[:2]):
         raise ValueError(f"shift must have x's (N, C) = {tuple(x.shape[:2])}, got shape {tuple(shift.shape)}")
     if _hwnc(x, shift, gamma, beta) and _GNSILU["mode"] == "fast" and _SHIFT_FOLD["mode"] == "fold":
-        eps = _check_groupnorm_args(x, gamma, beta, groups, eps)
-        out, c = _hwn.groupnorm_silu_forward_fast(x, gamma, beta, groups, eps, shift=shift)
-        return out, (c, "hwnc_fold")
+        return _gnsilu_shift_f(x, shift, gamma, beta, groups, _check_groupnorm_args(x, gamma, beta, groups, eps))
     out, c = groupnorm_silu_forward(add_channel_shift(x, shift), gamma, beta, groups, eps)
     return out, (c, "add")
+
+
+def _gnsilu_shift_f(x, shift, gamma, beta, groups, eps):
+    """:func:`groupnorm_silu_shift_forward` without the argument checks (eps a float): the
+    tuned loop's entry (the checked public function where the shift is not folded)."""
+    if _hwnc(x, shift, gamma, beta) and _GNSILU["mode"] == "fast" and _SHIFT_FOLD["mode"] == "fold":
+        out, c = _hwn.groupnorm_silu_forward_fast(x, gamma, beta, groups, eps, shift=shift)
+        return out, (c, "hwnc_fold")
+    return groupnorm_silu_shift_forward(x, shift, gamma, beta, groups, eps)
 
 
 def groupnorm_silu_shift_backward(dout, cache):
@@ -958,6 +990,14 @@ def groupnorm_silu_shift_backward(dout, cache):
         return _hwn.groupnorm_silu_backward_fast(dout, inner)
     dx, dgamma, dbeta = groupnorm_silu_backward(dout, inner)
     return dx, array_namespace(dx).sum(dx, axis=(2, 3)), dgamma, dbeta
+
+
+def _gnsilu_shift_b(dout, cache):
+    """:func:`groupnorm_silu_shift_backward` without the argument checks (the tuned loop's
+    entry; the checked public function for an unfolded cache)."""
+    if cache[1] == "hwnc_fold":
+        return _hwn.groupnorm_silu_backward_fast(dout, cache[0])
+    return groupnorm_silu_shift_backward(dout, cache)
 
 
 # ------------------------------------------------------------------ skips and shifts
@@ -988,8 +1028,14 @@ def concat_forward(a, b):
     xp = array_namespace(a, b)
     if a.ndim != 4 or b.ndim != 4:
         raise ValueError(f"concat_forward: need two NCHW arrays, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return _concat_f(a, b)
+
+
+def _concat_f(a, b):
+    """:func:`concat_forward` without the argument checks (the tuned loop's entry)."""
     if _hwnc(a, b):
         return _hw.concat_forward(a, b)
+    xp = array_namespace(a, b)
     c = xp.concat([xp.permute_dims(a, (1, 2, 3, 0)), xp.permute_dims(b, (1, 2, 3, 0))], axis=0)
     return xp.permute_dims(c, (3, 0, 1, 2)), a.shape[1]  # (N, Ca + Cb, H, W)
 

@@ -36,12 +36,42 @@ from ..backend import array_namespace
 from ._check import check_config
 from .base import DenoiserBase, config_fields
 from .blocks import conv_b, conv_f, gnsilu_b, gnsilu_f, init_conv, init_groupnorm, init_linear, lin_b, lin_f
+from .blocks import _UNCHECKED, _conv_bu, _conv_fu, _gnsilu_bu, _gnsilu_fu, _resblock_b, _resblock_f  # unchecked twins
 from .conditions import ClassCond, CondSpec, InpaintCond, TextStateCond, TokenCond
-from .fast import concat_backward, concat_forward, silu_backward, silu_forward  # tuned twins (memory order)
+from .fast import _concat_f, concat_backward, concat_forward, silu_backward, silu_forward  # tuned twins (memory order)
+from .fast import upsample2x_backward, upsample2x_forward
 from .layers import embedding_backward, embedding_forward
-from .unet_blocks import BLOCKS
+from .unet_blocks import BLOCKS, _add
 
 __all__ = ["UNetConfig", "UNet"]
+
+
+# The block functions of the tuned loop once the parameters have been checked (issue 21: the
+# fixed per-step cost): the residual, convolution and resampling blocks without their per-call
+# argument checks (blocks.py's unchecked twins, the same operations and bits); the attention
+# blocks keep theirs.
+def _res_bu(G, P, name, dh, cache, denv):
+    dh, de = _resblock_b(G, name, dh, cache, _UNCHECKED)
+    _add(denv, "e", de)
+    return dh
+
+
+_FORWARD = {k: b.forward for k, b in BLOCKS.items()}
+_BACKWARD = {k: b.backward for k, b in BLOCKS.items()}
+_FORWARD_UNCHECKED = {
+    **_FORWARD,
+    "res": lambda P, n, h, env: _resblock_f(P, n, h, env["e"], env["groups"], _UNCHECKED),
+    "conv": lambda P, n, h, env: _conv_fu(P, n, h),
+    "down": lambda P, n, h, env: _conv_fu(P, n, h, 2),
+    "up": lambda P, n, h, env: _conv_fu(P, n, upsample2x_forward(h)[0]),
+}
+_BACKWARD_UNCHECKED = {
+    **_BACKWARD,
+    "res": _res_bu,
+    "conv": lambda G, P, n, dh, cache, denv: _conv_bu(G, n, dh, cache),
+    "down": lambda G, P, n, dh, cache, denv: _conv_bu(G, n, dh, cache),
+    "up": lambda G, P, n, dh, cache, denv: upsample2x_backward(_conv_bu(G, n, dh, cache), None),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -385,10 +415,12 @@ class UNet(DenoiserBase):
         if c.inpaint:
             h = xp.concat([x, cond["mask"], cond["masked_image"]], axis=1)  # (N, 2C + 1, S, S)
         down, mid, up = self._plan()
+        checked = not self._checked_before(params, x)
+        F, cat = (_FORWARD, concat_forward) if checked else (_FORWARD_UNCHECKED, _concat_f)
         skips, caches = [], []
         feats = self._feature_points()
         for kind, name, _, _, push, _ in down:  # encoder: every pushed output is a skip
-            h, cc = BLOCKS[kind].forward(params, name, h, env)
+            h, cc = F[kind](params, name, h, env)
             caches.append(cc)
             if feats.get(name) in res:
                 h = h + res[feats[name]]  # an adapter feature joins the hidden state
@@ -396,19 +428,42 @@ class UNet(DenoiserBase):
                 s = f"skip{len(skips)}"
                 skips.append(h + res[s] if s in res else h)
         for kind, name, _, _, _, _ in mid:
-            h, cc = BLOCKS[kind].forward(params, name, h, env)
+            h, cc = F[kind](params, name, h, env)
             caches.append(cc)
         if "mid" in res:
             h = h + res["mid"]
         for kind, name, _, _, _, pop in up:  # decoder: concatenate a skip where a block pops one
             c_cat = None
             if pop:
-                h, c_cat = concat_forward(h, skips.pop())  # (N, C_h + C_skip, H, W)
-            h, cc = BLOCKS[kind].forward(params, name, h, env)
+                h, c_cat = cat(h, skips.pop())  # (N, C_h + C_skip, H, W)
+            h, cc = F[kind](params, name, h, env)
             caches.append((c_cat, cc))
-        h, c_n = gnsilu_f(params, "out.norm", h, c.groups)  # silu(gn(h)), fused in the hwnc layout
-        out, c_o = conv_f(params, "out.conv", h)
+        h, c_n = (gnsilu_f if checked else _gnsilu_fu)(params, "out.norm", h, c.groups)  # silu(gn(h)), fused (hwnc)
+        out, c_o = (conv_f if checked else _conv_fu)(params, "out.conv", h)
+        if checked:
+            self._remember_checked(params, x)
         return out, (c_emb, caches, (c_n, c_o), x.shape[1], bool(res))
+
+    def _checked_before(self, params, x) -> bool:
+        """True when these very parameter arrays (the same keys in the same order, the same
+        objects, shapes unchanged) went through a forward with every layer's argument checks
+        before, for inputs of x's dtype: then the tuned loop skips the per-layer checks
+        (issue 21; the training loop's FlatAdam hands back the same views every step).  x, t,
+        cond and residuals are checked on every call."""
+        memo = self.__dict__.get("_checked_params")
+        if memo is None or x.shape[0] < 1:
+            return False
+        keys, vals, shapes, kind, dtype = memo
+        if type(x) is not kind or dtype != x.dtype or tuple(params) != keys:
+            return False
+        for v, o, s in zip(params.values(), vals, shapes):
+            if v is not o or v.shape != s:
+                return False
+        return True
+
+    def _remember_checked(self, params, x):
+        vals = tuple(params.values())
+        self._checked_params = (tuple(params), vals, tuple(getattr(v, "shape", None) for v in vals), type(x), x.dtype)
 
     def _check_residuals(self, residuals, x):
         if not residuals:
@@ -477,25 +532,27 @@ class UNet(DenoiserBase):
                              f"{c.image_size}), got shape {tuple(dout.shape)}")
         c_emb, caches, (c_n, c_o), c_x, _ = cache
         G, denv, dres, feats = {}, {}, {}, self._feature_points()
-        dh = conv_b(G, "out.conv", dout, c_o)
-        dh = gnsilu_b(G, "out.norm", dh, c_n)
+        dh = conv_b(G, "out.conv", dout, c_o)  # checked: dout against the forward's output shape
+        checked = not self._checked_before(params, dout)
+        B = _BACKWARD if checked else _BACKWARD_UNCHECKED
+        dh = (gnsilu_b if checked else _gnsilu_bu)(G, "out.norm", dh, c_n)
         down, mid, up = self._plan()
         dskips = []
         for (kind, name, _, _, _, pop), (c_cat, cc) in zip(reversed(up), reversed(caches[len(down) + len(mid):])):
-            dh = BLOCKS[kind].backward(G, params, name, dh, cc, denv)
+            dh = B[kind](G, params, name, dh, cc, denv)
             if pop:
-                dh, dskip = concat_backward(dh, c_cat)
+                dh, dskip = concat_backward(dh, c_cat) if checked else (dh[:, :c_cat, :, :], dh[:, c_cat:, :, :])
                 dskips.append(dskip)  # gradients of skip0, skip1, ... (the forward popped the last first)
         dres["mid"] = dh
         for (kind, name, _, _, _, _), cc in zip(reversed(mid), reversed(caches[len(down):len(down) + len(mid)])):
-            dh = BLOCKS[kind].backward(G, params, name, dh, cc, denv)
+            dh = B[kind](G, params, name, dh, cc, denv)
         for (kind, name, _, _, push, _), cc in zip(reversed(down), reversed(caches[:len(down)])):
             if push:
                 dres[f"skip{len(dskips) - 1}"] = dskips[-1]  # the stack's top is the last skip
                 dh = dh + dskips.pop()
             if name in feats:
                 dres[feats[name]] = dh  # the gradient of h + feature
-            dh = BLOCKS[kind].backward(G, params, name, dh, cc, denv)
+            dh = B[kind](G, params, name, dh, cc, denv)
         dx = dh[:, :c_x] if self.config.inpaint else dh
         self._embed_backward(G, params, c_emb, denv)
         return {k: G[k] for k in params}, dx, dres
