@@ -142,23 +142,41 @@ def _col_tiles(R, lo: int, ns: int, k: int, NC: int):
     return _strided(R[:, :, lo * NC:], (tH, six, ns, k, NC), (six * WNC, WNC, 4 * NC, NC, 1))
 
 
+_ONES: dict = {}
+
+
+def _ones(n: int, dtype):
+    """A read-only vector of n ones of ``dtype``, kept per (n, dtype): the operand of the
+    ones-vector products (column sums), built once instead of on every call."""
+    key = (n, dtype)
+    v = _ONES.get(key)
+    if v is None:
+        v = _np.ones(n, dtype=dtype)
+        v.flags.writeable = False
+        if len(_ONES) < 1024:
+            _ONES[key] = v
+    return v
+
+
 def _colsum(a):
     """Column sums of a C-contiguous 2-D array as one product with a ones vector (BLAS;
     ``sum(axis=0)`` walks the rows in a slower strided reduction)."""
-    return _np.ones(a.shape[0], dtype=a.dtype) @ a
+    return _ones(a.shape[0], a.dtype) @ a
+
+
+_PERM_HWNC = {k: tuple(range(2, k)) + (0, 1) for k in range(2, 8)}  # (N, C, *S) -> (*S, N, C)
+_PERM_NCHW = {k: (k - 2, k - 1) + tuple(range(k - 2)) for k in range(2, 8)}  # the inverse
 
 
 def to_hwnc(x):
     """x (N, C, *S) as an (*S, N, C) array in that memory order (free when x is a view of
     such an array, one copy otherwise)."""
-    perm = tuple(range(2, x.ndim)) + (0, 1)
-    return _np.ascontiguousarray(_np.transpose(x, perm))
+    return _np.ascontiguousarray(x.transpose(_PERM_HWNC[x.ndim]))
 
 
 def to_nchw(m):
     """(*S, N, C) -> the (N, C, *S) view."""
-    k = m.ndim
-    return _np.transpose(m, (k - 2, k - 1) + tuple(range(k - 2)))
+    return m.transpose(_PERM_NCHW[m.ndim])
 
 
 # The bias enters as b added to M at transform position (xi, nu) = (1, 1): column 1 of
@@ -178,7 +196,7 @@ def _mats(dtype_str: str):
 def _kernel_transform(w, G):
     """Wt[(xi, nu), c, f] = (G w_fc G^T)_{xi nu} as (36, C, F): two products."""
     F, C = w.shape[:2]
-    w4 = _np.ascontiguousarray(_np.transpose(w, (2, 3, 1, 0)))  # (3_p, 3_q, C, F)
+    w4 = _np.ascontiguousarray(w.transpose(2, 3, 1, 0))  # (3_p, 3_q, C, F)
     t = (G @ w4.reshape(3, 3 * C * F)).reshape(6, 3, C * F)  # (6_xi, 3_q, C F)
     return _np.matmul(G, t).reshape(36, C, F)  # (6_xi, 6_nu, C F)
 
@@ -374,7 +392,7 @@ def taps_forward(xm, w, b):
     F, dt = w.shape[0], xm.dtype
     Hp, Wp = H + 2, W + 2
     xpad = _padded_copy(xm)
-    Wk = _np.ascontiguousarray(_np.transpose(w, (1, 2, 3, 0))).reshape(C, 9 * F)  # [c, (p, q, f)]
+    Wk = _np.ascontiguousarray(w.transpose(1, 2, 3, 0)).reshape(C, 9 * F)  # [c, (p, q, f)]
     Z = _np.matmul(xpad.reshape(Hp * Wp * N, C), Wk, out=_scratch("B", (Hp * Wp * N, 9 * F), dt))
     Z = Z.reshape(Hp, Wp, N, 9, F)
     y = _np.add(Z[0:H, 0:W, :, 0], Z[0:H, 1:W + 1, :, 1])
@@ -441,7 +459,7 @@ def _direct_forward(xm, w, b, stride, pad):
     for k, ro, co, ri, ci in _taps(kh, kw, H, W, Ho, Wo, stride, pad, 0, Ho):
         cols[ro, co, :, k, :] = xm[ri, ci]
     cols = cols.reshape(Ho * Wo * N, kh * kw * C)
-    w2 = _np.ascontiguousarray(_np.transpose(w, (2, 3, 1, 0))).reshape(kh * kw * C, F)
+    w2 = _np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(kh * kw * C, F)
     out = cols @ w2
     out += b
     return to_nchw(out.reshape(Ho, Wo, N, F)), ("hwnc-direct", (cols, w, tuple(w.shape), (C, Ho, Wo, N), (stride, pad, H, W)))
@@ -456,7 +474,7 @@ def _direct_backward(d2, c):
     F, _, kh, kw = w.shape
     d2 = d2.reshape(Ho * Wo * N, F)
     dw = (cols.T @ d2).reshape(kh, kw, C, F).transpose(3, 2, 0, 1)
-    w2 = _np.ascontiguousarray(_np.transpose(w, (2, 3, 1, 0))).reshape(kh * kw * C, F)
+    w2 = _np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(kh * kw * C, F)
     dcols = (d2 @ w2.T).reshape(Ho, Wo, N, kh * kw, C)
     dx = _np.zeros((H, W, N, C), dtype=d2.dtype)
     for k, ro, co, ri, ci in _taps(kh, kw, H, W, Ho, Wo, stride, pad, 0, Ho):

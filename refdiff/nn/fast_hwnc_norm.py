@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as _np
 
-from .fast_hwnc import _colsum, _scratch, to_hwnc, to_nchw
+from .fast_hwnc import _colsum, _ones, _scratch, to_hwnc, to_nchw
 
 __all__: list = []  # internal
 
@@ -164,7 +164,7 @@ def _fast_stats(x2, N, G, k, eps):
     S, NC = x2.shape
     M = k * S
     s = _colsums(x2)
-    sg = (s.reshape(-1, k) @ _np.ones(k, dtype=x2.dtype)).reshape(2, N, G) / _np.float64(M)  # E x, E x^2
+    sg = (s.reshape(-1, k) @ _ones(k, x2.dtype)).reshape(2, N, G) / _np.float64(M)  # E x, E x^2
     mean = sg[0]
     var = sg[1] - mean * mean
     if (mean * mean <= _CANCEL_MAX * var).all():
@@ -177,7 +177,7 @@ def _fast_stats(x2, N, G, k, eps):
 def _colsums(x2):
     """(2, N C): the column sums of x2 and of x2^2 (the input's dtype)."""
     s = _np.empty((2, x2.shape[1]), dtype=x2.dtype)
-    _np.matmul(_np.ones(x2.shape[0], dtype=x2.dtype), x2, out=s[0])
+    _np.matmul(_ones(x2.shape[0], x2.dtype), x2, out=s[0])
     _np.einsum("sj,sj->j", x2, x2, out=s[1])
     return s
 
@@ -202,7 +202,7 @@ def _shifted_stats(x2, c, N, G, k, eps):
     t[2] = _np.reshape(c, NC)
     _np.multiply(t[2], t[0], out=t[3])
     _np.multiply(t[2], t[2], out=t[4])
-    g = (t.reshape(-1, k) @ _np.ones(k)).reshape(5, N, G)  # group sums
+    g = (t.reshape(-1, k) @ _ones(k, _np.float64)).reshape(5, N, G)  # group sums
     mean = (g[0] + S * g[2]) / M
     var = (g[1] + 2.0 * g[3] + S * g[4]) / M - mean * mean
     nu = (_np.sqrt(g[1]) + _np.sqrt(S * g[4])) ** 2 / M
@@ -211,7 +211,7 @@ def _shifted_stats(x2, c, N, G, k, eps):
         return x2, centre, 1.0 / _np.sqrt(var + eps), s[0]
     z = x2 - centre.astype(x2.dtype).reshape(-1)
     sz = _colsums(z)
-    e = (sz.reshape(-1, k) @ _np.ones(k, dtype=z.dtype)).reshape(2, N, G).astype(_np.float64) / M  # E z, E z^2
+    e = (sz.reshape(-1, k) @ _ones(k, z.dtype)).reshape(2, N, G).astype(_np.float64) / M  # E z, E z^2
     return z, e[0].repeat(k, axis=1), 1.0 / _np.sqrt(e[1] - e[0] * e[0] + eps), sz[0]
 
 
@@ -284,7 +284,7 @@ def groupnorm_silu_backward_fast(dout, cache):
     q += u
     q *= to_hwnc(dout).reshape(S, N * C)
     s = _np.empty((2, N * C), dtype=dt)
-    _np.matmul(_np.ones(S, dtype=dt), q, out=s[0])  # Q: sums of q = 2 dL/dy
+    _np.matmul(_ones(S, dt), q, out=s[0])  # Q: sums of q = 2 dL/dy
     _np.einsum("sj,sj->j", q, z, out=s[1])  # P: sums of q z
     s = s.reshape(2, N, C)
     Q = None if z1 is None else s[0].astype(_np.float64)
@@ -292,7 +292,7 @@ def groupnorm_silu_backward_fast(dout, cache):
     s[1] -= rows[1] * s[0]  # r (P - m Q): sums of q xhat
     dbeta, dgamma = 0.5 * s.sum(axis=1)  # (C,) each
     s *= gamma  # gamma Q, gamma r (P - m Q)
-    mg, mgx = (s.reshape(-1, k) @ _np.ones(k, dtype=dt)).reshape(2, N, G).astype(_np.float64) / (2 * k * S)
+    mg, mgx = (s.reshape(-1, k) @ _ones(k, dt)).reshape(2, N, G).astype(_np.float64) / (2 * k * S)
     B = -(rstd * rstd * mgx)
     Bc, rmg = B.repeat(k, axis=1), (rstd * mg).repeat(k, axis=1)
     bc = _np.stack([Bc, -Bc * m - rmg]).astype(dt).reshape(2, N * C)  # B, C per (n, c)
