@@ -100,6 +100,13 @@ def use_reference_layers():
         for n, f in swap.items():
             if hasattr(mod, n):
                 setattr(mod, n, f)
+    # the U-Net's loop after its parameters were checked once calls the tuned layers' unchecked
+    # twins (round 9): point it at the (now swapped) checked blocks instead
+    for n, v in (("_FORWARD_UNCHECKED", unet._FORWARD), ("_BACKWARD_UNCHECKED", unet._BACKWARD),
+                 ("_concat_f", swap["concat_forward"]), ("_conv_fu", blocks.conv_f), ("_gnsilu_fu", blocks.gnsilu_f),
+                 ("_gnsilu_bu", blocks.gnsilu_b)):
+        if hasattr(unet, n):
+            setattr(unet, n, v)
 
 
 # ----------------------------------------------------------------------- FLOP count
