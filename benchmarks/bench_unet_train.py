@@ -72,6 +72,10 @@ def parse():
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: perf_counter; cpu: CPU time of the process (less sensitive to other jobs on a shared "
                          "machine; meaningful for one thread only)")
+    ap.add_argument("--no-torch", action="store_true",
+                    help="do not time PyTorch (still checked for the same function): on a machine whose other cores "
+                         "are busy, torch's thread pool spins (seconds per step at 2 threads), and the refdiff rows "
+                         "and --thread-times do not need it")
     return ap.parse_args()
 
 
@@ -374,11 +378,12 @@ def main():
         with use(v):
             for _ in range(args.warmup):
                 refdiff_step()
-    for _ in range(args.warmup):
+    for _ in range(args.warmup if not args.no_torch else 0):
         torch_step()
-    times = {name: [] for name in variants + ("torch",)}
+    timed = variants + (() if args.no_torch else ("torch",))
+    times = {name: [] for name in timed}
     for _ in range(args.repeats):
-        for name in variants + ("torch",):
+        for name in timed:
             with (use(name) if name != "torch" else contextlib.nullcontext()):
                 step = torch_step if name == "torch" else refdiff_step
                 times[name].append(statistics.median(_time(step) * 1e3 for _ in range(args.steps)))
@@ -398,14 +403,18 @@ def main():
     print(f"| variant | ms/step | range | GFLOP/s | % peak | ratio to torch | per-round ratios | "
           f"rel. err. out / worst grad vs torch |")
     print("|---|---|---|---|---|---|---|---|")
-    tb = min(times["torch"])
-    for name in variants + ("torch",):
+    tb = min(times["torch"]) if "torch" in times else None
+    for name in timed:
         b = min(times[name])
         g = flops / b / 1e6
-        rr = [a / c for a, c in zip(times[name], times["torch"])]
         err = f"{errs[name][0]:.1e} / {errs[name][1]:.1e}" if name in errs else "-"
+        if tb is None:
+            ratio = "- | -"
+        else:
+            rr = [a / c for a, c in zip(times[name], times["torch"])]
+            ratio = f"{b / tb:.2f} | {min(rr):.2f}-{max(rr):.2f}"
         print(f"| {name} | {b:.1f} | {min(times[name]):.1f}-{max(times[name]):.1f} | {g:.1f} | "
-              f"{100 * g / peak:.1f}% | {b / tb:.2f} | {min(rr):.2f}-{max(rr):.2f} | {err} |")
+              f"{100 * g / peak:.1f}% | {ratio} | {err} |")
 
     halves.close()
     split = [v for v in variants if v.endswith(":halves")]
