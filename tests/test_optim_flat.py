@@ -162,6 +162,10 @@ def test_flat_adam_fast_path_same_bits_and_still_checks_gradients():
         opt.update(pf, {**bad, "a.b": [0.0, 0.0, 0.0]}, sf, **kw0)
     with pytest.raises(ValueError, match="lr must be"):
         opt.update(pf, bad, sf, **{**kw0, "lr": -0.1})
+    other = {n: (np.abs(v) + 0.5 if n != "step" else v) for n, v in sf.items()}  # other moments, the same params
+    ref_p, _ = FlatAdam().update({n: v.copy() for n, v in pf.items()}, bad, other, **kw0)
+    got_p, _ = opt.update(pf, bad, other, **kw0)
+    assert all(np.array_equal(got_p[n], ref_p[n]) for n in params)
     g64 = {**{n: rng.standard_normal(p.shape).astype(np.float32) for n, p in params.items()},
            "a.b": rng.standard_normal(3)}  # one float64 gradient: the general path (not cast to float32 first)
     ref_p, _ = FlatAdam().update({n: v.copy() for n, v in pf.items()}, g64,
