@@ -103,12 +103,23 @@ def main():
         st["P"], st["S"] = flat.update(st["P"], G, st["S"], lr=1e-4)
 
     original = {(mod, attr): getattr(mod, attr) for mod, attr, _ in settings["A"] + settings["B"]}
+    contents = {k: dict(v) for k, v in original.items() if isinstance(v, dict)}
+
+    def assign(mod, attr, val):
+        """Set mod.attr; a switch dict (fast._GNSILU, fast._SHIFT_FOLD ...) is updated in place,
+        since the modules that read it (fast_fused) hold the same dict object."""
+        cur = getattr(mod, attr)
+        if isinstance(cur, dict) and isinstance(val, dict):
+            cur.clear()
+            cur.update(val)
+        else:
+            setattr(mod, attr, val)
 
     def use(name):  # every attribute either setting touches back to this checkout's value, then the setting's
         for (mod, attr), val in original.items():
-            setattr(mod, attr, val)
+            assign(mod, attr, contents.get((mod, attr), val))
         for mod, attr, val in settings[name]:
-            setattr(mod, attr, val)
+            assign(mod, attr, val)
 
     res = {"A": [], "B": []}
     for name in res:

@@ -45,7 +45,7 @@ def main(argv=None):
 
     import refdiff
     from refdiff.nn import UNet, UNetConfig
-    from refdiff.nn import fast as fast_module
+    from refdiff.nn import fast_chwn as fast_module  # the chwn convolution and its block budgets
     from refdiff.nn.optim import adam_init, adam_update
 
     model = UNet(UNetConfig())

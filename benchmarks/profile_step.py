@@ -83,7 +83,7 @@ _TARGETS = [
     ("unet.UNet", "backward_full", "U-Net loop own bwd (skip adds, checks)"),
     ("optim.FlatAdam", "update", "Adam (FlatAdam)"),
 ]
-_USERS = ("fast", "blocks", "unet", "unet_blocks", "attention", "layers")  # modules that import them by name
+_USERS = ("fast", "fast_layers", "fast_fused", "fast_chwn", "blocks", "unet", "unet_blocks", "attention", "layers")  # modules that import them by name
 
 
 def install(acc, counts):

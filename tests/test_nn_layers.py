@@ -20,6 +20,7 @@ from refdiff.backend import to_numpy
 from refdiff.nn import layers as L
 from refdiff.nn import blocks as B
 from refdiff.nn import fast
+from refdiff.nn import fast_chwn
 from refdiff.nn.gradcheck import check_directional, check_gradient, inner, numerical_gradient, relative_error
 from tests._support import assert_close, asx
 
@@ -177,8 +178,8 @@ def test_conv2d_row_chunks_match_naive(xp, monkeypatch, budget):
     stay in cache; with a tiny block budget (one row, or a few rows, per block) forward and
     backward still equal the loop definitions MATH.md (13.3), (13.5), (13.6), for all
     three kinds."""
-    monkeypatch.setattr(fast, "_CHUNK_FLOATS", budget)
-    monkeypatch.setattr(fast, "_CHUNK_FLOATS_DEVICE", budget)  # CuPy's budget (one block by default)
+    monkeypatch.setattr(fast_chwn, "_CHUNK_FLOATS", budget)  # the chwn convolution's block budgets
+    monkeypatch.setattr(fast_chwn, "_CHUNK_FLOATS_DEVICE", budget)  # CuPy's budget (one block by default)
     rng = np.random.default_rng(budget)
     for k, stride, pad in CONV_KINDS.values():
         _assert_conv_matches_naive(xp, rng, (2, 3, 6, 5), (4, 3, k, k), stride, pad, impl=fast)

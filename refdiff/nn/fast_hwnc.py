@@ -450,7 +450,7 @@ def conv_forward(x, w, b, stride, pad):
 def _direct_forward(xm, w, b, stride, pad):
     """The column-matrix method, MATH.md (13.4), in this order: cols (Ho, Wo, N, kh kw C)
     gathered tap by tap (runs of C numbers), one product with w as (kh kw C, F)."""
-    from .fast import _taps
+    from .fast_chwn import _taps
 
     H, W, N, C = xm.shape
     F, _, kh, kw = w.shape
@@ -468,7 +468,7 @@ def _direct_forward(xm, w, b, stride, pad):
 def _direct_backward(d2, c):
     """Gradients of :func:`_direct_forward`, MATH.md (13.5), MATH.md (13.6): dw = cols^T d,
     the column gradient d w2^T scattered back tap by tap (col2im)."""
-    from .fast import _taps
+    from .fast_chwn import _taps
 
     cols, w, _, (C, Ho, Wo, N), (stride, pad, H, W) = c  # (C, Ho, Wo, N): for fast's output-shape check
     F, _, kh, kw = w.shape
