@@ -31,7 +31,7 @@ Where the code lives: this module holds the switches (:func:`set_layout`,
 layers, which are defined in refdiff/nn/fast_layers.py (convolution, SiLU, resampling,
 GroupNorm, concatenation, channel shift) and refdiff/nn/fast_fused.py (the fused GroupNorm +
 SiLU, with and without the time-embedding shift); the "chwn" layout's convolution is in
-refdiff/nn/fast_chwn.py, the "hwnc" layout in fast_hwnc.py and fast_hwnc_norm.py.
+refdiff/nn/fast_chwn.py (with its GroupNorm), the "hwnc" layout in fast_hwnc.py and fast_hwnc_norm.py.
 
 Arguments are checked at the top of each public function (types, dtypes, shapes; issue 19);
 NaN and inf propagate: not checked.  The U-Net's tuned loop calls unchecked twins of some

@@ -1,5 +1,6 @@
 """The tuned layers' "chwn" layout (:func:`refdiff.nn.fast.set_layout`): the convolution in
-(C, H, W, N) memory order, batch fastest, while arrays stay logically NCHW.  The column
+(C, H, W, N) memory order, batch fastest, while arrays stay logically NCHW, and its GroupNorm
+(MATH.md (13.9), (13.10)).  The column
 matrix (MATH.md (13.4)) is gathered one cache-sized block of output rows at a time with
 memoised slice tables, 3x3 stride-1 convolutions optionally by Winograd
 (:func:`refdiff.nn.fast.set_conv3x3`, refdiff/nn/winograd.py).  Reached through
@@ -168,3 +169,48 @@ def _conv_backward_chwn(dout, cache):
         for k, ro, co, ri, ci in _taps(kh, kw, H, W, Ho, Wo, stride, pad, r0, r1):
             dxT[:, ri, ci, :] += dcols[:, k, ro, co, :]
     return xp.permute_dims(dxT, (3, 0, 1, 2)), xp.reshape(dw, w.shape), db
+
+
+# ------------------------------------------------------------------ GroupNorm
+def groupnorm_forward_chwn(xp, x, gamma, beta, groups, eps):
+    """:func:`refdiff.nn.fast.groupnorm_forward` in this layout (after the checks), MATH.md
+    (13.9): on the (G, M, N) view of the (C, ..., N) order, xhat formed in place."""
+    N, C = x.shape[0], x.shape[1]
+    xT = _cfirst(xp, x)  # (C, ..., N)
+    xg = xp.reshape(xT, (groups, -1, N))  # (G, M, N)
+    xc = xg - xp.mean(xg, axis=1, keepdims=True)  # (G, M, N), a new array
+    rstd = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=1, keepdims=True) + eps)  # (G, 1, N)
+    xc *= rstd  # xhat, in place
+    xhat = xp.reshape(xc, xT.shape)  # (C, ..., N)
+    cshape = (C,) + (1,) * (x.ndim - 1)
+    out = xhat * xp.reshape(gamma, cshape)
+    out += xp.reshape(beta, cshape)
+    return _nfirst(xp, out), (xhat, rstd, gamma, groups)
+
+
+def groupnorm_backward_chwn(dout, cache):
+    """:func:`refdiff.nn.fast.groupnorm_backward` in this layout (after the checks), MATH.md (13.10)."""
+    xp = array_namespace(dout)
+    xhat, rstd, gamma, groups = cache  # xhat (C, ..., N), rstd (G, 1, N)
+    C, N = xhat.shape[0], xhat.shape[-1]
+    G = groups
+    dT = xp.reshape(_cfirst(xp, dout), (C, -1, N))  # (C, S, N)
+    xh = xp.reshape(xhat, (C, -1, N))  # (C, S, N)
+    S = xh.shape[1]
+    sd = xp.sum(dT, axis=1)  # (C, N): sum over space of dout
+    sdx = xp.sum(dT * xh, axis=1)  # (C, N): sum over space of dout xhat
+    dbeta, dgamma = xp.sum(sd, axis=1), xp.sum(sdx, axis=1)
+    gam = gamma[:, None]  # (C, 1)
+    M = (C // G) * S
+    mg = xp.sum(xp.reshape(gam * sd, (G, C // G, N)), axis=1) / M  # (G, N): mean(g)
+    mgx = xp.sum(xp.reshape(gam * sdx, (G, C // G, N)), axis=1) / M  # (G, N): mean(g xhat)
+
+    def per_channel(v):  # (G, N) -> (C, 1, N), each group's value for its channels
+        return xp.reshape(xp.broadcast_to(v[:, None, :], (G, C // G, N)), (C, 1, N))
+
+    r = rstd[:, 0, :]  # (G, N)
+    t = xh * per_channel(r * mgx)  # (C, S, N)
+    t += per_channel(r * mg)
+    dx = dT * (gamma[:, None, None] * per_channel(r))  # (C, S, N)
+    dx -= t
+    return _nfirst(xp, xp.reshape(dx, xhat.shape)), dgamma, dbeta

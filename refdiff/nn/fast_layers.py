@@ -13,7 +13,7 @@ from ..backend import array_namespace
 from ._check import check_cache, check_dout
 from .conv import _check_cfirst_conv_backward, _check_conv
 from .fast import _hwnc
-from .fast_chwn import _cfirst, _conv_backward_chwn, _conv_forward_chwn, _nfirst
+from .fast_chwn import _conv_backward_chwn, _conv_forward_chwn, groupnorm_backward_chwn, groupnorm_forward_chwn
 from .layers import _check_concat_args, _check_concat_backward
 from .norm import _check_groupnorm_args
 from .resample import _check_image, _resample_backward_checks
@@ -323,21 +323,10 @@ def groupnorm_forward(x, gamma, beta, groups: int, eps: float = 1e-5):
         ``beta`` does not have shape (C,).
     """
     _check_groupnorm_args(x, gamma, beta, groups, eps)  # issue 19 (groups divide C, gamma and beta (C,))
-    xp = array_namespace(x)
-    N, C = x.shape[0], x.shape[1]
     if _hwnc(x, gamma, beta):
         out, c = _hwn.groupnorm_forward(x, gamma, beta, groups, eps)
         return out, ("hwnc", c)  # tagged, as the conv and fused caches are
-    xT = _cfirst(xp, x)  # (C, ..., N)
-    xg = xp.reshape(xT, (groups, -1, N))  # (G, M, N)
-    xc = xg - xp.mean(xg, axis=1, keepdims=True)  # (G, M, N), a new array
-    rstd = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=1, keepdims=True) + eps)  # (G, 1, N)
-    xc *= rstd  # xhat, in place
-    xhat = xp.reshape(xc, xT.shape)  # (C, ..., N)
-    cshape = (C,) + (1,) * (x.ndim - 1)
-    out = xhat * xp.reshape(gamma, cshape)
-    out += xp.reshape(beta, cshape)
-    return _nfirst(xp, out), (xhat, rstd, gamma, groups)
+    return groupnorm_forward_chwn(array_namespace(x), x, gamma, beta, groups, eps)
 
 
 def groupnorm_backward(dout, cache):
@@ -370,30 +359,7 @@ def groupnorm_backward(dout, cache):
         return _hwn.groupnorm_backward(dout, inner)
     xhat, rstd, gamma, groups = check_cache(cache, "groupnorm_forward", 4)  # issue 19
     check_dout(dout, (xhat.shape[-1],) + tuple(xhat.shape[:-1]))
-    xp = array_namespace(dout)
-    xhat, rstd, gamma, groups = cache  # xhat (C, ..., N), rstd (G, 1, N)
-    C, N = xhat.shape[0], xhat.shape[-1]
-    G = groups
-    dT = xp.reshape(_cfirst(xp, dout), (C, -1, N))  # (C, S, N)
-    xh = xp.reshape(xhat, (C, -1, N))  # (C, S, N)
-    S = xh.shape[1]
-    sd = xp.sum(dT, axis=1)  # (C, N): sum over space of dout
-    sdx = xp.sum(dT * xh, axis=1)  # (C, N): sum over space of dout xhat
-    dbeta, dgamma = xp.sum(sd, axis=1), xp.sum(sdx, axis=1)
-    gam = gamma[:, None]  # (C, 1)
-    M = (C // G) * S
-    mg = xp.sum(xp.reshape(gam * sd, (G, C // G, N)), axis=1) / M  # (G, N): mean(g)
-    mgx = xp.sum(xp.reshape(gam * sdx, (G, C // G, N)), axis=1) / M  # (G, N): mean(g xhat)
-
-    def per_channel(v):  # (G, N) -> (C, 1, N), each group's value for its channels
-        return xp.reshape(xp.broadcast_to(v[:, None, :], (G, C // G, N)), (C, 1, N))
-
-    r = rstd[:, 0, :]  # (G, N)
-    t = xh * per_channel(r * mgx)  # (C, S, N)
-    t += per_channel(r * mg)
-    dx = dT * (gamma[:, None, None] * per_channel(r))  # (C, S, N)
-    dx -= t
-    return _nfirst(xp, xp.reshape(dx, xhat.shape)), dgamma, dbeta
+    return groupnorm_backward_chwn(dout, cache)
 
 
 # ------------------------------------------------------------------ skips and shifts
