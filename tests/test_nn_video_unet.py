@@ -178,6 +178,28 @@ def test_added_joint_attention_starts_as_the_identity_and_is_wired_in():
     assert (d.max(axis=(2, 3)) > 1e-6).all()
 
 
+def test_added_attention_blocks_are_joint(monkeypatch):
+    """MATH.md (22.9): the blocks ``jattn_levels`` adds attend over all T h w tokens of a
+    clip (joint) and the temporal ones over the T frames at one position: every attention
+    call's ``joint`` flag, recorded by name, matches its kind (a jattn block wired to the
+    temporal form would pass the identity and gradient tests, not this one)."""
+    from refdiff.nn import video_unet_blocks as vb
+
+    seen, real = {}, vb.st_attention_forward
+
+    def spy(P, pre, x, frames, **kw):
+        seen[pre] = kw["joint"]
+        return real(P, pre, x, frames, **kw)
+
+    monkeypatch.setattr(vb, "st_attention_forward", spy)
+    cfg = VideoUNetConfig(frames=3, size=4, width=4, mults=(1, 2), groups=2, heads=2, tattn_levels=(1,),
+                          jattn_levels=(0, 1), joint=False)
+    vunet_forward(vunet_init(np.random.default_rng(0), cfg), np.zeros((1, 3, 4, 4)), np.zeros(1), cfg)
+    assert {k for k in seen if ".jattn" in k} == {"down0.jattn0", "down1.jattn0", "up0.jattn0", "up0.jattn1",
+                                                 "up1.jattn0", "up1.jattn1"}
+    assert all(seen[k] == (".jattn" in k) for k in seen) and "mid.attn" in seen and "down1.tattn0" in seen
+
+
 def test_video_unet_bad_input_clear_errors():
     """A clip whose frame count or frame size does not match the model, a t of the wrong
     shape, a first frame of the wrong size or batch, a first frame given to an unconditioned
