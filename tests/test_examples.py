@@ -38,6 +38,7 @@ FIGURE_SCRIPTS = {
     "toy_sd": ["toy_sd_prompts.png", "toy_sd_guidance.png", "toy_sd_clip_adversarial.png", "toy_sd.json"],
     "dit_digits": ["dit_digits.png", "dit_digits.json", "dit_digits.md"],
     "video": ["video_clips.png", "video.gif", "video.json"],
+    "video_samplers": ["video_samplers.png", "video_samplers.json"],
 }
 # scripts that write no figures (they print numbers); run by their own tests below or elsewhere
 OTHER_SCRIPTS = {"mixture_floor", "verify_other_framework", "one_denoising_step"}
@@ -196,6 +197,27 @@ def test_video_each_arch_runs_tiny_and_writes_its_figures(arch, conv, tmp_path):
         assert (tmp_path / f).stat().st_size > 0
     assert res["config"]["arch"] == arch and res["true_clips_all_frames_agree"] == 1.0
     assert all(0.0 <= res[k] <= 1.0 for k in ("generated_all_frames_agree", "i2v_conditioned_keeps_given_digit"))
+
+
+def test_video_samplers_reproduces_the_video_scripts_unconditional_clips(tmp_path):
+    """examples/video_samplers.py draws each sampler's clips from the generator of
+    examples/video.py's unconditional clips: with the parameters video.py wrote, the row
+    of video.py's sampler and steps gives its figures again (the median speed deviation,
+    a continuous function of the clips, to the last bit), another sampler other clips;
+    bad --samplers items are errors naming the item."""
+    vid, vs = _load("video"), _load("video_samplers")
+    params = tmp_path / "p.npz"
+    res = vid.main(["--tiny", "--params", str(params), "--sampler", "ddpm", "--out", str(tmp_path / "a")])
+    out = vs.main(["--tiny", "--params", str(params), "--samplers", "ddpm:3,ddim:3", "--out", str(tmp_path / "b")])
+    ddpm, ddim = out["rows"]
+    assert ddpm["speed_deviation_median"] == res["generated_speed_deviation_median"]
+    assert ddpm["all_frames_agree"] == res["generated_all_frames_agree"]
+    assert ddim["speed_deviation_median"] != ddpm["speed_deviation_median"]
+    assert ddpm["stochastic"] and not ddim["stochastic"]
+    for bad, msg in (("foo:3", "unknown sampler 'foo'"), ("ddim:0", "'ddim:0'"), ("ddim", "'ddim'"),
+                     ("flow_euler:3", "flow-matching"), (" , ", "at least one")):
+        with pytest.raises(ValueError, match=msg):
+            vs.parse_specs(bad)
 
 
 def test_video_sprite_frames_counts_frames_whose_ink_fits_one_sprite_box():
