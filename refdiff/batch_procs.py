@@ -223,10 +223,14 @@ class BatchProcesses:
             theirs.close()
             self._procs.append(proc)
             self._conns.append(mine)
-        for i in range(len(self._procs)):
-            self._send(i, ("init", list(sys.path), blob))
-        for i in range(len(self._procs)):
-            self._recv(i)
+        try:
+            for i in range(len(self._procs)):
+                self._send(i, ("init", list(sys.path), blob))
+            for i in range(len(self._procs)):
+                self._reply(i)  # a network that does not unpickle there raises here
+        except BaseException:
+            self._stop_workers()
+            raise
         self.startup_s = time.perf_counter() - t0
 
     def _model_state(self):
@@ -245,8 +249,9 @@ class BatchProcesses:
                            f"and start again at the next forward")
 
     def _send(self, i, msg):
+        """Send ``msg`` (an object, or bytes already pickled) to worker i."""
         try:
-            self._conns[i].send(msg)
+            self._conns[i].send_bytes(msg if isinstance(msg, bytes) else pickle.dumps(msg, pickle.HIGHEST_PROTOCOL))
         except (OSError, ValueError):
             self._fail(i, "is gone: could not send to it")
 
@@ -324,9 +329,10 @@ class BatchProcesses:
         ``local`` raises, so the workers stay in step); the first error is raised."""
         n, w0 = len(msgs), time.perf_counter()
         self.last_exchange = {"local_s": None, "worker_s": [], "wall_s": None}
+        blobs = [pickle.dumps(m, pickle.HIGHEST_PROTOCOL) for m in msgs]  # all or none are sent
         try:
-            for i, m in enumerate(msgs):
-                self._send(i, m)
+            for i, b in enumerate(blobs):
+                self._send(i, b)
             try:
                 mine, err = local(), None
             except Exception as e:
@@ -353,6 +359,18 @@ class BatchProcesses:
         if rerr is not None:
             raise rerr
         return mine, replies
+
+    def _take_drops(self):
+        """The ids of the caches whose tokens were collected since the last request."""
+        drops = []
+        while self._drops:  # in place: the tokens' finalizers hold this very list
+            drops.append(self._drops.pop())
+        return drops
+
+    def _worker_caches(self):
+        """The cache ids each worker holds (for tests: dropped tokens' caches are freed)."""
+        msgs = [("caches", self._take_drops())] * len(self._procs)
+        return self._exchange(msgs, lambda: None)[1]
 
     def _slices(self, n):
         k = max(1, min(self.parts, n))
@@ -410,11 +428,11 @@ class BatchProcesses:
         gen = self._ensure(params)
         tok = _Token()
         tok.id, tok.epoch, tok.gen = next(self._ids), self._epoch, gen
-        drops, self._drops = self._drops, []
+        drops = self._take_drops()
         sw = _switches()
         msgs = [("forward", tok.id, sw, drops, part(sl), kw) for sl in sls[1:]]
+        weakref.finalize(tok, self._drops.append, tok.id)  # also when the exchange fails: the workers drop it
         (out0, c0), outs = self._exchange(msgs, lambda: self.model.forward(params, *part(sls[0]), **kw))
-        weakref.finalize(tok, self._drops.append, tok.id)
         out = np.concatenate([out0] + outs, axis=0)
         return out, (sls, c0, tok)
 
@@ -511,6 +529,10 @@ def _worker_main(fd: int):
                 buf = mmap.mmap(hfd, size * (slot + 2))
                 os.close(hfd)
                 params, grads, reply = _views(buf, spec, 0), _views(buf, spec, size * (slot + 1)), None
+            elif kind == "caches":  # for tests: the ids of the caches this worker holds
+                for d in msg[1]:
+                    caches.pop(d, None)
+                reply = sorted(caches)
             elif kind == "forward":
                 _, tid, sw, drops, (x, t, cond), kw = msg
                 for d in drops:

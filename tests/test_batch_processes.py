@@ -220,3 +220,44 @@ def test_numpy_only(procs):
         procs[2].forward(P, xps.asarray(x), t, {"class": y})
     with pytest.raises(TypeError, match="NumPy"):
         procs[2].forward({k: xps.asarray(v) for k, v in P.items()}, x, t, {"class": y})
+
+
+def test_worker_caches_are_dropped_with_their_tokens(procs):
+    """A worker keeps a slice's forward cache only while the calling process holds the cache
+    of that forward: after many steps it holds the live ones only (no memory growth)."""
+    model, P, x, t, y, dout = _setup("float32", 6)
+    bp = procs[3]
+    for _ in range(4):
+        out, c = bp.forward(P, x, t, {"class": y})
+        bp.backward(P, c, dout)
+    kept = bp.forward(P, x, t, {"class": y})[1]
+    del c
+    gc.collect()
+    bp.forward(P, x, t, {"class": y})  # the drops ride on the next request; this cache is dropped at once
+    held = bp._worker_caches()
+    assert len(held) == 2 and all(h == [kept[2].id] for h in held), held
+
+
+class _Stop(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("flag,expect", [([], "processes"), (["--batch-parallel", "threads"], "threads"),
+                                         (["--batch-parallel", "processes"], "processes")])
+def test_cli_batch_parallel(monkeypatch, tmp_path, flag, expect):
+    """`refdiff train --batch-parallel {auto,threads,processes}` reaches train(); auto (the
+    default) is processes on NumPy."""
+    import refdiff.train as rt
+    from refdiff.cli import main
+
+    seen = []
+
+    def fake(*a, **kw):
+        seen.append(kw["batch_parallel"])
+        raise _Stop
+
+    monkeypatch.setattr(rt, "train", fake)
+    with pytest.raises(_Stop):
+        main(["train", "--data", "shapes8x8", "--model", "unet", "--n", "32", "--steps", "1",
+              "--out", str(tmp_path / "run"), "--no-progress", *flag])
+    assert seen == [expect]
