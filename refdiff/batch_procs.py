@@ -40,6 +40,7 @@ import weakref
 
 import numpy as np
 
+from ._batch_worker import _views
 from ._validate import check_array, check_int
 
 __all__ = ["BatchProcesses"]
@@ -57,13 +58,6 @@ def _switches():
     return fast.get_layout(), fast.get_conv3x3(), fast.get_gnsilu(), fast.get_shift_fold()
 
 
-def _apply_switches(sw):
-    from .nn import fast
-
-    for setter, value in zip((fast.set_layout, fast.set_conv3x3, fast.set_gnsilu, fast.set_shift_fold), sw):
-        setter(value)
-
-
 def _layout(params):
     """``(spec, region_bytes)``: spec = ((key, shape, dtype str, byte offset), ...)."""
     spec, off = [], 0
@@ -71,11 +65,6 @@ def _layout(params):
         spec.append((k, tuple(v.shape), v.dtype.str, off))
         off += -(-v.nbytes // _ALIGN) * _ALIGN
     return tuple(spec), max(off, _ALIGN)
-
-
-def _views(buf, spec, base):
-    return {k: np.frombuffer(buf, dtype=np.dtype(dt), count=int(np.prod(shape, dtype=np.int64)),
-                             offset=base + off).reshape(shape) for k, shape, dt, off in spec}
 
 
 def _new_buffer(size):
@@ -213,7 +202,7 @@ class BatchProcesses:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "PYTHONPATH": os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
-        code = "import sys; from refdiff.batch_procs import _worker_main; _worker_main(int(sys.argv[1]))"
+        code = "import sys; from refdiff._batch_worker import _worker_main; _worker_main(int(sys.argv[1]))"
         self._epoch += 1
         self._spec = self._buf = self._pviews = self._gviews = None
         for _ in range(self.parts - 1):
@@ -481,78 +470,3 @@ class BatchProcesses:
                 grads[k] = grads[k] + gi[k]
         dx = np.concatenate([dx0] + [r[0] for r in replies], axis=0)
         return grads, dx
-
-
-# ---------------------------------------------------------------------------- the worker
-def _put_grads(g, views):
-    """Write the gradients ``g`` into the worker's region ``views`` and return None, or
-    return ``g`` itself (pickled back) when its keys, shapes or dtypes do not fit."""
-    if g.keys() != views.keys() or any(getattr(g[k], "shape", None) != v.shape or getattr(g[k], "dtype", None) != v.dtype
-                                       for k, v in views.items()):
-        return g
-    for k, v in views.items():
-        np.copyto(v, g[k])
-    return None
-
-
-def _worker_main(fd: int):
-    """A worker's loop: serve requests on the socket ``fd`` until "stop" or end of file."""
-    import signal
-    import traceback
-    from multiprocessing.connection import Connection
-    from multiprocessing.reduction import recv_handle
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    try:
-        from threadpoolctl import threadpool_limits
-
-        _limits = threadpool_limits(limits=1, user_api="blas")  # noqa: F841  (kept for the process's life)
-    except ImportError:  # the environment variables already pinned BLAS
-        pass
-    conn = Connection(fd)
-    model, params, grads, caches = None, None, None, {}
-    while True:
-        try:
-            msg = conn.recv()
-        except EOFError:  # the main process is gone
-            return
-        kind, t0 = msg[0], time.perf_counter()
-        if kind == "stop":
-            return
-        try:
-            if kind == "init":
-                sys.path[:] = msg[1] + [p for p in sys.path if p not in msg[1]]  # the caller's, as spawn does
-                model, reply = pickle.loads(msg[2]), os.getpid()
-            elif kind == "layout":
-                _, spec, size, slot = msg
-                hfd = recv_handle(conn)
-                buf = mmap.mmap(hfd, size * (slot + 2))
-                os.close(hfd)
-                params, grads, reply = _views(buf, spec, 0), _views(buf, spec, size * (slot + 1)), None
-            elif kind == "caches":  # for tests: the ids of the caches this worker holds
-                for d in msg[1]:
-                    caches.pop(d, None)
-                reply = sorted(caches)
-            elif kind == "forward":
-                _, tid, sw, drops, (x, t, cond), kw = msg
-                for d in drops:
-                    caches.pop(d, None)
-                _apply_switches(sw)
-                out, caches[tid] = model.forward(params, x, t, cond, **kw)
-                reply = out
-            elif kind == "backward":
-                _, tid, dout = msg
-                if tid not in caches:
-                    raise KeyError(f"no forward cache {tid} in this worker (dropped, or made by other workers)")
-                g, dx = model.backward(params, caches[tid], dout)
-                reply = (dx, _put_grads(g, grads))
-            else:
-                raise ValueError(f"unknown request {kind!r}")
-            conn.send(("ok", reply, time.perf_counter() - t0))
-        except Exception as e:
-            tb = traceback.format_exc()
-            try:
-                blob = pickle.dumps(e)
-            except Exception:
-                blob = None
-            conn.send(("err", blob, tb))
