@@ -314,12 +314,12 @@ def transfer_costs(name, use, net, step, procs, state, steps):
     print(f"  parameters into the shared buffer: {1e3 * copy:.3f} ms per step ({nbytes / 1e6:.2f} MB, "
           f"{len(state['P'])} arrays)")
     for kind in ("forward", "backward"):
-        call = statistics.median(r[0] for r in rec[kind])
-        loc = statistics.median(r[1]["local_s"] for r in rec[kind])
-        wrk = statistics.median(max(r[1]["worker_s"]) for r in rec[kind])
-        over = statistics.median(r[0] - max(r[1]["local_s"], max(r[1]["worker_s"])) for r in rec[kind])
-        print(f"  {kind}: call {1e3 * call:.2f} ms, main slice {1e3 * loc:.2f} ms, worker {1e3 * wrk:.2f} ms, "
-              f"exchange overhead (call - slower slice) {1e3 * over:.2f} ms (medians)")
+        med = lambda f: 1e3 * statistics.median(f(r) for r in rec[kind])  # noqa: E731
+        call, loc, locc = med(lambda r: r[0]), med(lambda r: r[1]["local_s"]), med(lambda r: r[1]["local_cpu_s"])
+        wrk, wrkc = med(lambda r: max(r[1]["worker_s"])), med(lambda r: max(r[1]["worker_cpu_s"]))
+        over = med(lambda r: r[0] - max(r[1]["local_s"], max(r[1]["worker_s"])))
+        print(f"  {kind}: call {call:.2f} ms; main slice {loc:.2f} ms wall, {locc:.2f} ms CPU; worker {wrk:.2f} ms "
+              f"wall, {wrkc:.2f} ms CPU; exchange overhead (call - slower slice) {over:.2f} ms (medians)")
 
 
 # ----------------------------------------------------------------------- main

@@ -82,7 +82,7 @@ class _Worker:
 
 def _worker_main(fd: int):
     """A worker's loop: serve requests on the socket ``fd`` until "stop" or end of file;
-    each answer is ("ok", result, seconds) or ("err", pickled exception or None, traceback)."""
+    each answer is ("ok", result, (wall, CPU seconds)) or ("err", pickled exception or None, traceback)."""
     import signal
     import traceback
     from multiprocessing.connection import Connection
@@ -103,9 +103,10 @@ def _worker_main(fd: int):
             return
         if msg[0] == "stop":
             return
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
-            answer = ("ok", getattr(worker, "do_" + msg[0])(*msg[1:]), time.perf_counter() - t0)
+            result = getattr(worker, "do_" + msg[0])(*msg[1:])
+            answer = ("ok", result, (time.perf_counter() - t0, time.thread_time() - c0))
         except Exception as e:
             try:
                 blob = pickle.dumps(e)

@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 import weakref
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -153,10 +154,11 @@ class BatchProcesses:
     startup_s : float or None
         Wall time of the last worker start (spawn, import, network unpickled), seconds.
     last_exchange : dict
-        Timing of the last forward or backward exchange (for benchmarks): ``local_s`` (from
-        sending the requests to the end of the main process's slice), ``worker_s`` (each
-        worker's time from receiving its request to replying) and ``wall_s`` (until every
-        reply arrived), seconds.
+        Timing of the last forward or backward exchange (for benchmarks), seconds:
+        ``local_s`` (from sending the requests to the end of the main process's slice),
+        ``local_cpu_s`` (that slice's thread CPU time), ``worker_s`` and ``worker_cpu_s``
+        (each worker's wall and CPU time from receiving its request to replying) and
+        ``wall_s`` (until every reply arrived).
     """
 
     def __init__(self, model, parts: int = 2):
@@ -300,7 +302,7 @@ class BatchProcesses:
     def _reply(self, i):
         msg = self._recv(i)
         if msg[0] == "ok":
-            self._worker_s = msg[2]
+            self._worker_s = msg[2]  # (wall, CPU)
             return msg[1]
         _, blob, tb = msg
         try:
@@ -317,7 +319,8 @@ class BatchProcesses:
         """Send ``msgs[i]`` to worker i, run ``local()`` here, collect every reply (even when
         ``local`` raises, so the workers stay in step); the first error is raised."""
         n, w0 = len(msgs), time.perf_counter()
-        self.last_exchange = {"local_s": None, "worker_s": [], "wall_s": None}
+        self.last_exchange = {"local_s": None, "local_cpu_s": None, "worker_s": [], "worker_cpu_s": [], "wall_s": None}
+        c0 = time.thread_time()
         blobs = [pickle.dumps(m, pickle.HIGHEST_PROTOCOL) for m in msgs]  # all or none are sent
         try:
             for i, b in enumerate(blobs):
@@ -327,11 +330,13 @@ class BatchProcesses:
             except Exception as e:
                 mine, err = None, e
             self.last_exchange["local_s"] = time.perf_counter() - w0
+            self.last_exchange["local_cpu_s"] = time.thread_time() - c0
             replies, rerr = [], None
             for i in range(n):
                 try:
                     replies.append(self._reply(i))
-                    self.last_exchange["worker_s"].append(self._worker_s)
+                    self.last_exchange["worker_s"].append(self._worker_s[0])
+                    self.last_exchange["worker_cpu_s"].append(self._worker_s[1])
                 except RuntimeError as e:
                     if not self._procs:  # a dead worker: everything was stopped
                         raise
@@ -399,6 +404,8 @@ class BatchProcesses:
         if getattr(t, "ndim", 0) and (t.ndim != 1 or t.shape[0] != x.shape[0]):
             raise ValueError(f"t must be a scalar or of shape (N,) = ({x.shape[0]},) (x's batch), x has shape "
                              f"{tuple(x.shape)}, t has shape {tuple(t.shape)}")
+        if not isinstance(params, Mapping):
+            raise TypeError(f"params must be a mapping name -> NumPy array, got {type(params).__name__}")
         if self._closed:
             raise RuntimeError("BatchProcesses is closed")
         sls = self._slices(x.shape[0])
@@ -427,7 +434,8 @@ class BatchProcesses:
 
     def backward(self, params, cache, dout):
         """``(grads, dx)``: the slices' parameter gradients summed (the main process's slice
-        first, then each worker's), their input gradients concatenated.
+        first, then each worker's), their input gradients concatenated.  NaN and inf in
+        ``dout`` propagate: not checked (per step).
 
         Parameters
         ----------
