@@ -261,7 +261,8 @@ class BatchThreads:
     each thread has a core: run with BLAS single-threaded (``OPENBLAS_NUM_THREADS=1`` or
     threadpoolctl), otherwise the slices' BLAS threads compete for the same cores.  Other
     attributes are the wrapped network's, so the object passes for it in
-    :func:`refdiff.train.train`.
+    :func:`refdiff.train.train`.  On NumPy, :class:`refdiff.batch_procs.BatchProcesses`
+    (the same interface) runs the slices in worker processes instead, with no GIL shared.
 
     Parameters
     ----------
