@@ -21,6 +21,10 @@ gradients to float32 rounding).
     python benchmarks/bench_unet_train.py --threads 1 --clock cpu   # CPU time, not wall time
     python benchmarks/bench_unet_train.py --threads 2 --variants hwnc:halves --thread-times
                                   # also each slice thread's wall and CPU time per step
+    python benchmarks/bench_unet_train.py --threads 2 --variants hwnc,hwnc:halves,hwnc:procs
+                                  # ':procs': the batch slices on worker PROCESSES
+                                  # (refdiff.training.BatchProcesses); prints their start-up
+                                  # and per-step transfer costs after the table
 
 By default every variant is timed in one table: the tuned path in the channels-last
 layout ("hwnc": refdiff.nn.fast.set_layout("hwnc"), Winograd F(4x4,3x3) with
@@ -63,7 +67,9 @@ def parse():
                     help="comma-separated subset of hwnc,f43,f23,direct,reference (and hwnc-exact: hwnc with the "
                          "bit-identical GroupNorm + SiLU, fast.set_gnsilu('exact')); a suffix ':halves' runs that variant "
                          "as --threads batch slices on as many Python threads (refdiff.training.BatchThreads) with "
-                         "BLAS pinned to one thread, e.g. direct,direct:halves")
+                         "BLAS pinned to one thread, e.g. direct,direct:halves; ':procs' runs the slices on "
+                         "worker processes instead (refdiff.training.BatchProcesses; not 'reference:procs', whose "
+                         "swapped layers the workers do not see)")
     ap.add_argument("--split", type=int, default=None,
                     help="batch slices (Python threads) of the ':halves' variants; default --threads")
     ap.add_argument("--thread-times", action="store_true",
@@ -268,6 +274,54 @@ def thread_times(name, use, net, step, halves, steps):
             print(f"  {kind}, slice thread {i}: {1e3 * w:.1f} ms wall, {1e3 * c:.1f} ms thread CPU per step")
 
 
+def transfer_costs(name, use, net, step, procs, state, steps):
+    """Print the ':procs' variant's costs: worker start-up, and per step the parameter copy
+    into the shared buffer, and for forward and backward the main process's slice, the
+    worker's (request received to reply sent) and the call's wall time; the exchange
+    overhead is the call's wall time beyond the slower slice (messages, pickling, the
+    workers' gradient copy and the main process's gradient sum and concatenation)."""
+    rec = {"forward": [], "backward": []}
+    with use(name):
+        fwd, bwd = procs.forward, procs.backward
+
+        def f(*a, **k):
+            w0 = time.perf_counter()
+            r = fwd(*a, **k)
+            rec["forward"].append((time.perf_counter() - w0, dict(procs.last_exchange)))
+            return r
+
+        def b(*a, **k):
+            w0 = time.perf_counter()
+            r = bwd(*a, **k)
+            rec["backward"].append((time.perf_counter() - w0, dict(procs.last_exchange)))
+            return r
+
+        procs.forward, procs.backward = f, b
+        try:
+            step()
+            rec = {"forward": [], "backward": []}
+            w0 = time.perf_counter()
+            for _ in range(steps):
+                step()
+            wall = (time.perf_counter() - w0) / steps
+            P = state["P"]
+            copy = statistics.median(_time(lambda: procs._ensure(P)) for _ in range(50))  # noqa: B023
+        finally:
+            del procs.forward, procs.backward
+    nbytes = sum(v.nbytes for v in state["P"].values())
+    print(f"{name}: worker start-up {1e3 * procs.startup_s:.0f} ms ({procs.parts - 1} worker(s), once per object); "
+          f"{steps} steps {1e3 * wall:.1f} ms/step wall")
+    print(f"  parameters into the shared buffer: {1e3 * copy:.3f} ms per step ({nbytes / 1e6:.2f} MB, "
+          f"{len(state['P'])} arrays)")
+    for kind in ("forward", "backward"):
+        med = lambda f: 1e3 * statistics.median(f(r) for r in rec[kind])  # noqa: E731
+        call, loc, locc = med(lambda r: r[0]), med(lambda r: r[1]["local_s"]), med(lambda r: r[1]["local_cpu_s"])
+        wrk, wrkc = med(lambda r: max(r[1]["worker_s"])), med(lambda r: max(r[1]["worker_cpu_s"]))
+        over = med(lambda r: r[0] - max(r[1]["local_s"], max(r[1]["worker_s"])))
+        print(f"  {kind}: call {call:.2f} ms; main slice {loc:.2f} ms wall, {locc:.2f} ms CPU; worker {wrk:.2f} ms "
+              f"wall, {wrkc:.2f} ms CPU; exchange overhead (call - slower slice) {over:.2f} ms (medians)")
+
+
 # ----------------------------------------------------------------------- main
 VARIANTS = ("hwnc", "f43", "f23", "direct", "reference")  # also "hwnc-exact": hwnc with fast.set_gnsilu("exact")
 
@@ -303,7 +357,7 @@ def main():
     torch.set_num_threads(args.threads)
     if args.clock == "cpu":
         _CLOCK["f"] = time.process_time
-    from refdiff.training import BatchThreads
+    from refdiff.training import BatchProcesses, BatchThreads
 
     try:
         from threadpoolctl import threadpool_limits
@@ -329,6 +383,9 @@ def main():
     flat = FlatAdam(inplace=True)
 
     halves = BatchThreads(model, args.split or args.threads)
+    if any(v.startswith("reference:procs") for v in variants):
+        raise SystemExit("'reference:procs' is not supported: the workers run the tuned layers (use reference:halves)")
+    procs = BatchProcesses(model, args.split or args.threads) if any(v.endswith(":procs") for v in variants) else None
     net = {"m": model}
 
     def refdiff_step():
@@ -341,10 +398,10 @@ def main():
     def use(name):
         """Set the variant; returns the BLAS thread-limit context it runs under."""
         set_variant(name, saved)
-        split = name.endswith(":halves")
-        net["m"] = halves if split else model
+        split = name.endswith((":halves", ":procs"))
+        net["m"] = (procs if name.endswith(":procs") else halves) if split else model
         if split and threadpool_limits is None:
-            raise SystemExit("the ':halves' variants need threadpoolctl (to pin BLAS to one thread)")
+            raise SystemExit("the ':halves' and ':procs' variants need threadpoolctl (to pin BLAS to one thread)")
         return threadpool_limits(limits=1, user_api="blas") if split else contextlib.nullcontext()
 
     # ---- torch step
@@ -417,6 +474,9 @@ def main():
               f"{100 * g / peak:.1f}% | {ratio} | {err} |")
 
     halves.close()
+    if procs is not None:
+        transfer_costs([v for v in variants if v.endswith(":procs")][0], use, net, refdiff_step, procs, state, args.steps)
+        procs.close()
     split = [v for v in variants if v.endswith(":halves")]
     if args.thread_times and split:
         thread_times(split[0], use, net, refdiff_step, halves, args.steps)

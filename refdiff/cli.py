@@ -211,7 +211,7 @@ def _cmd_train(args):
                 target=args.objective, weighting=None if args.weighting == "none" else args.weighting, seed=args.seed, out_dir=args.out,
                 checkpoint_every=args.checkpoint_every, cond_dropout=args.cond_dropout if K else 0.0,
                 resume=args.resume, progress=_progress(args), eval_every=max(1, args.steps // 10), eval_size=512,
-                ema_warmup=True, xp=xp, threads=threads)
+                ema_warmup=True, xp=xp, threads=threads, batch_parallel=_batch_parallel(args, xp))
     tail = res.losses[-min(100, len(res.losses)):]
     print(f"trained {arch} ({model.num_params(res.params)} parameters) on {args.data} for {res.step} steps; "
           f"mean loss of the last {len(tail)} steps {float(np.nanmean(tail)):.4g}; "
@@ -236,6 +236,16 @@ def _auto_batch_threads(arch: str, xp, blas_threads) -> int:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return 2 if cores >= 2 else 1
+
+
+def _batch_parallel(args, xp) -> str:
+    """``--batch-parallel``: as given; "auto" is "processes" on NumPy on a POSIX system
+    (issue 21: no shared GIL; benchmarks/README.md, round 10), else "threads"."""
+    import os
+
+    if args.batch_parallel != "auto":
+        return args.batch_parallel
+    return "processes" if "numpy" in xp.__name__ and os.name == "posix" else "threads"
 
 
 # ---------------------------------------------------------------------------- sample
@@ -572,6 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the network on N slices of each batch, one Python thread each, BLAS on one thread "
                    "(refdiff.training.BatchThreads: the same updates up to the order of float sums over the "
                    "batch); 0: 2 for the U-Net on the CPU when 2+ cores are available, else 1 (default: 0)")
+    t.add_argument("--batch-parallel", choices=("auto", "threads", "processes"), default="auto",
+                   help="what runs the slices of --batch-threads beyond the first: Python threads "
+                   "(refdiff.training.BatchThreads) or worker processes (refdiff.training.BatchProcesses, NumPy only, "
+                   "no shared GIL); auto: processes on the CPU, threads on a GPU (default: %(default)s)")
     t.add_argument("--device", **device)
     t.add_argument("--no-progress", **noprog)
     t.set_defaults(func=_cmd_train)

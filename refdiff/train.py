@@ -26,14 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validate import check_array, check_bool, check_finite_scalar, check_int
+from ._validate import check_array, check_bool, check_choice, check_finite_scalar, check_int
 from .backend import array_namespace, to_numpy
 from .losses import canonical_target, check_labels, diffusion_loss
 from .nn._checkpoint_checks import check_resumable
 from .nn.checkpoint import describe_schedule, load_checkpoint, save_checkpoint
 from .nn.conditions import as_cond
 from .schedules import Schedule, _ContinuousVP
-from .training import BatchThreads, FitState, fit, init_state, train_digit_classifier  # noqa: F401  (re-exported)
+from .training import BatchProcesses, BatchThreads, FitState, fit, init_state, train_digit_classifier  # noqa: F401  (re-exported)
 
 __all__ = ["TrainResult", "train", "train_digit_classifier", "CHECKPOINT_NAME"]
 
@@ -268,6 +268,7 @@ def train(
     dtype: str = "float32",
     xp=None,
     threads: int = 1,
+    batch_parallel: str = "threads",
 ) -> TrainResult:
     """Train ``model`` on ``data`` for ``steps`` updates; returns a :class:`TrainResult`.
 
@@ -350,6 +351,11 @@ def train(
         Python thread each (:class:`refdiff.training.BatchThreads`): the same updates up
         to the order of float sums over the batch.  Faster on that many free cores with
         BLAS single-threaded (``OPENBLAS_NUM_THREADS=1``); not a checkpointed option.
+    batch_parallel : {"threads", "processes"}, default "threads"
+        What runs the slices beyond the first when ``threads`` > 1: Python threads
+        (:class:`refdiff.training.BatchThreads`) or worker processes
+        (:class:`refdiff.training.BatchProcesses`, NumPy only: no shared GIL, the same
+        updates to the same float rounding as threads).  Not a checkpointed option.
 
     Returns
     -------
@@ -391,7 +397,8 @@ def train(
     eval_batch = _eval_batch(ex, ec, schedule, cfg, seed, shape)
 
     threads = check_int("threads", threads, 1)  # issue 19: a bool is not a count
-    net = BatchThreads(model, threads) if threads > 1 else model
+    check_choice("batch_parallel", batch_parallel, ("threads", "processes"))
+    net = model if threads == 1 else (BatchProcesses if batch_parallel == "processes" else BatchThreads)(model, threads)
     next_batch, loss_fn = _denoising_objective(net, x, cond, schedule, cfg, xp, dt)
 
     ckpt_path = None if out_dir is None else Path(out_dir) / CHECKPOINT_NAME
@@ -419,13 +426,15 @@ def train(
     start, evaluate = state.step, None
     if cfg["eval_size"] > 0:
         evaluate = lambda g: _mean_loss(model, g["ema"], eval_batch, schedule, cfg, xp, dt, batch_size)  # noqa: E731
-    state = fit(loss_fn, state, next_batch, steps=steps, trainable=train_spec,
-                ema={"ema": ("params", ema_decay, ema_warmup)}, lr=lr, betas=cfg["betas"],
-                weight_decay=weight_decay, decay=decay, warmup_steps=warmup_steps, lr_decay=lr_decay,
-                grad_clip=grad_clip, evaluate=evaluate, eval_every=eval_every,
-                save=None if ckpt_path is None else save, checkpoint_every=checkpoint_every, progress=progress)
-    if net is not model:
-        net.close()  # the worker threads (a failed run leaves idle ones, stopped at exit)
+    try:
+        state = fit(loss_fn, state, next_batch, steps=steps, trainable=train_spec,
+                    ema={"ema": ("params", ema_decay, ema_warmup)}, lr=lr, betas=cfg["betas"],
+                    weight_decay=weight_decay, decay=decay, warmup_steps=warmup_steps, lr_decay=lr_decay,
+                    grad_clip=grad_clip, evaluate=evaluate, eval_every=eval_every,
+                    save=None if ckpt_path is None else save, checkpoint_every=checkpoint_every, progress=progress)
+    finally:
+        if net is not model:
+            net.close()  # the worker threads or processes, also when the run fails
     saved_at_end = ckpt_path is not None and checkpoint_every and steps % checkpoint_every == 0 and steps > start
     if evaluate is not None and (not state.eval_steps or state.eval_steps[-1] != steps):
         state.eval_steps.append(steps)  # the final evaluation; not in a checkpoint written at this step already

@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import check_rng
+from .batch_procs import BatchProcesses  # issue 21: the batch slices on worker processes (re-exported)
 from ._validate import check_array, check_bool, check_choice, check_finite_scalar, check_int, check_same_batch
 from .nn.optim import FlatAdam, adam_init, adam_update, clip_grad_norm, cosine_lr, ema_decay_warmup, ema_update, global_norm, warmup_lr
 
 __all__ = ["FitState", "fit", "init_state", "train_digit_classifier", "trainable_keys", "decayed_keys", "adam_step", "save_fit", "load_fit",
-           "BatchThreads"]
+           "BatchThreads", "BatchProcesses"]
 
 
 @dataclass
@@ -260,7 +261,8 @@ class BatchThreads:
     each thread has a core: run with BLAS single-threaded (``OPENBLAS_NUM_THREADS=1`` or
     threadpoolctl), otherwise the slices' BLAS threads compete for the same cores.  Other
     attributes are the wrapped network's, so the object passes for it in
-    :func:`refdiff.train.train`.
+    :func:`refdiff.train.train`.  On NumPy, :class:`refdiff.batch_procs.BatchProcesses`
+    (the same interface) runs the slices in worker processes instead, with no GIL shared.
 
     Parameters
     ----------

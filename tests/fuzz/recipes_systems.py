@@ -402,6 +402,32 @@ RECIPES["refdiff.training.BatchThreads.backward"] = _threads_backward
 
 
 @functools.lru_cache(maxsize=None)
+def _procs():  # one object (one worker process, started once) for every probe; stopped at exit
+    from refdiff.batch_procs import BatchProcesses
+
+    return BatchProcesses(_mlp()[0], parts=2)
+
+
+def _procs_forward():
+    _, kw = _threads_fwd()
+    return Call(_procs().forward, kw, kinds={"params": "object", "t": "array"}, nan_propagates={"x", "t"},
+                accept={"t": {"int_array", "python_float"}})
+
+
+def _procs_backward():
+    _, kw = _threads_fwd()
+    out, cache = _procs().forward(**kw)
+    return Call(_procs().backward, dict(params=kw["params"], cache=cache, dout=np.random.default_rng(4).standard_normal(out.shape)),
+                kinds={"params": "object", "cache": "object"}, nan_propagates={"dout"})
+
+
+RECIPES["refdiff.batch_procs.BatchProcesses"] = lambda: Call(__import__("refdiff.batch_procs", fromlist=["x"]).BatchProcesses,
+                                                             dict(model=_mlp()[0], parts=2), kinds={"model": "object"})
+RECIPES["refdiff.batch_procs.BatchProcesses.forward"] = _procs_forward
+RECIPES["refdiff.batch_procs.BatchProcesses.backward"] = _procs_backward
+
+
+@functools.lru_cache(maxsize=None)
 def _text_encoder():
     from refdiff.captions import VOCAB
     from refdiff.nn.text import TextEncoder, TextEncoderConfig, Tokenizer
