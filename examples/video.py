@@ -249,6 +249,11 @@ def build_parser():
     p.add_argument("--guidance", type=float, default=1.0, help="guidance scale of image-to-video (1: none)")
     p.add_argument("--params", default=None, help=".npz of trained parameters: loaded if it exists, else written")
     p.add_argument("--init", default=None, help=".npz of parameters to continue training from (with --params)")
+    p.add_argument("--checkpoint", default=None, help=".npz the whole training state is written to every "
+                   "--checkpoint-every steps and at the end (refdiff.video.train_clip_denoiser)")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint (bit for bit the run that "
+                   "was stopped; every setting must be the same)")
     p.add_argument("--sampler", default="ddim", help="sampler of the digit clips")
     p.add_argument("--schedule", default="linear", help="noise schedule (refdiff.make_schedule) of the digit clips")
     p.add_argument("--adaln", action="store_true", help="adaLN-Zero time conditioning of the digit-clip network "
@@ -297,12 +302,17 @@ def train_or_load(args, next_clips, cfg, sched):
         init, prev, prev_sec = {k: d[k] for k in d.files if not k.startswith("__")}, d["__losses"], float(d["__seconds"])
         init = _complete(init, cfg, args.seed)
     t0 = time.time()
+    ck = dict(checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every if args.checkpoint else 0,
+              resume=args.resume)
     P, state = train_clip_denoiser(next_clips, cfg, sched, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                    seed=args.seed, progress=not args.tiny, target=args.target,
                                    first_drop=args.first_drop, init=init, weighting=args.weighting,
-                                   ema_decay=args.ema_decay)
+                                   ema_decay=args.ema_decay, **ck)
     losses = np.concatenate([prev, np.asarray(state.losses, dtype=np.float64)])
     sec = prev_sec + time.time() - t0
+    if args.checkpoint:  # the wall time summed over the resumed runs
+        with np.load(args.checkpoint) as d:
+            sec = prev_sec + json.loads(str(d["meta"]))["train_seconds"]
     if path is not None:
         np.savez(path, **P, __losses=losses, __seconds=sec)
     return P, losses, sec
@@ -478,7 +488,16 @@ def unet_config(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.resume or args.checkpoint) and args.kronecker:
+        parser.error("--checkpoint and --resume apply to the moving-digit run, not --kronecker")
+    if args.resume and not args.checkpoint:
+        parser.error("--resume needs --checkpoint")
+    if args.checkpoint_every < 1:
+        parser.error(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
+    if args.checkpoint and Path(args.checkpoint).exists() and not args.resume:
+        parser.error(f"--checkpoint {args.checkpoint} exists: add --resume to continue that run (or choose another file)")
     if args.width is None:
         args.width = 24 if args.arch == "unet" and not args.kronecker else 48
     if args.tiny:

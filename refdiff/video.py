@@ -10,6 +10,10 @@ conditional (which the Kronecker oracle gives, :meth:`KroneckerGaussian.conditio
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import time
+
 from ._validate import check_array, check_bool, check_choice, check_finite_scalar, check_int
 from .backend import array_namespace, asarray_like, check_rng, standard_normal
 
@@ -129,7 +133,8 @@ def image_to_video(model, x_first, schedule, timesteps, method, *, frames: int, 
 
 def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: int = 64, lr: float = 2e-3,
                         seed: int = 0, ema_decay: float = 0.999, dtype: str = "float32", progress: bool = False,
-                        target: str = "epsilon", first_drop: float = 0.2, init=None, weighting=None):
+                        target: str = "epsilon", first_drop: float = 0.2, init=None, weighting=None,
+                        checkpoint=None, checkpoint_every: int = 0, resume: bool = False):
     """Train the space-time denoiser (:mod:`refdiff.nn.video`, or the video U-Net of
     :mod:`refdiff.nn.video_unet` for a VideoUNetConfig) with the ``target`` objective
     (epsilon, sample or v_prediction; MATH.md (14.1)) by :func:`refdiff.training.fit` (AdamW, cosine decay, an EMA copy).
@@ -161,10 +166,24 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
         The loss weighting of :func:`refdiff.losses.objective_loss` (default None: the
         unweighted ``target`` MSE).  ``target="v_prediction", weighting="snr"`` is the
         epsilon MSE of the v-parameterised network, MATH.md (22.13).
+    checkpoint : str or path-like, optional
+        A ``.npz`` the run's whole state (parameters, EMA, Adam moments, generator state,
+        step, loss logs and the settings above) is written to every ``checkpoint_every``
+        updates and at the end (atomically: a run killed mid-write leaves the previous one).
+    checkpoint_every : int, default 0
+        Updates between checkpoints (0: only at the end).
+    resume : bool, default False
+        Continue from ``checkpoint`` if it exists: the resumed run draws exactly what the
+        uninterrupted one would have from that update on (same generator state), so its
+        result is the same bit for bit on NumPy.  Every setting above and the config must
+        equal the checkpoint's (``steps`` included: the cosine rates depend on it), else a
+        ValueError; ``init`` is ignored when a checkpoint is resumed.  Without ``resume``
+        an existing ``checkpoint`` is a ValueError (never overwritten silently).
     """
     import numpy as np
 
     from .losses import _check_weighting, objective_loss
+    from .nn.checkpoint import describe_schedule
     from .nn.video import _network
     from .schedules import alpha_sigma
     from .training import fit, init_state
@@ -186,6 +205,17 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
     _check_weighting(weighting)
     if init is not None and not isinstance(init, dict):
         raise TypeError(f"init must be a dict of parameters or None, got {type(init).__name__}")
+    checkpoint_every = check_int("checkpoint_every", checkpoint_every, 0)
+    check_bool("resume", resume)
+    if checkpoint is None and (checkpoint_every or resume):
+        raise ValueError("checkpoint_every and resume need a checkpoint path")
+    if checkpoint is not None:
+        checkpoint = _check_ckpt_path(checkpoint)
+    settings = {"config": {"type": type(cfg).__name__, **dataclasses.asdict(cfg)}, "steps": steps,
+                "batch_size": batch_size, "lr": float(lr), "seed": seed, "ema_decay": float(ema_decay), "dtype": dtype,
+                "target": target, "first_drop": float(first_drop), "weighting": weighting, "init": init is not None,
+                "schedule": describe_schedule(schedule)}
+    settings = json.loads(json.dumps(settings))  # tuples as lists, as they come back from the file
     rng = np.random.default_rng(seed)
     dt = getattr(np, dtype)
     video_init, video_forward, video_backward = _network(cfg)  # transformer or video U-Net, by the config's type
@@ -214,12 +244,88 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
         loss, dout = objective_loss(out, x0, eps, a, s, target=target, weighting=weighting)
         return float(loss), {"params": video_backward(dout.astype(dt), cache)[0]}
 
-    groups = {"params": P, "ema": dict(P)}
-    state = init_state(groups, {"params": True}, rng, int(steps))
+    if checkpoint is not None and checkpoint.exists():
+        if not resume:
+            raise ValueError(f"{str(checkpoint)!r} exists: pass resume=True to continue it, or another path")
+        state, before = _load_clip_checkpoint(checkpoint, settings, steps, dt)
+    else:
+        before = 0.0
+        groups = {"params": P, "ema": dict(P)}
+        state = init_state(groups, {"params": True}, rng, int(steps))
+    start = state.step
+    t0 = time.perf_counter()
+    save = None if checkpoint is None else (
+        lambda st: _save_clip_checkpoint(checkpoint, st, settings, before + time.perf_counter() - t0))
     state = fit(loss_fn, state, next_batch, steps=int(steps), trainable={"params": True},
                 ema={"ema": ("params", ema_decay, True)}, lr=lr, lr_decay="cosine", warmup_steps=min(100, steps // 10),
-                grad_clip=1.0, progress=progress, desc="video")
+                grad_clip=1.0, progress=progress, desc="video", save=save, checkpoint_every=checkpoint_every)
+    if checkpoint is not None and not (checkpoint_every and steps % checkpoint_every == 0 and steps > start):
+        save(state)  # the final state, unless fit has just written it
     return state.groups["ema"], state
+
+
+_CKPT_FORMAT = "refdiff.video.train_clip_denoiser/1"
+
+
+def _check_ckpt_path(path):
+    from os import PathLike
+    from pathlib import Path
+
+    if not isinstance(path, (str, PathLike)):
+        raise TypeError(f"checkpoint must be a file path (str or pathlib.Path), got {type(path).__name__}")
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"checkpoint path must end in .npz, got {str(path)!r}")
+    return path
+
+
+def _save_clip_checkpoint(path, state, settings, seconds):
+    """Write the FitState of :func:`train_clip_denoiser`, its settings and the training wall
+    time so far (``seconds``, summed over resumed runs; ``meta["train_seconds"]``) to
+    ``path`` (.npz), through a temporary file renamed into place.  Returns the path."""
+    import os
+
+    import numpy as np
+
+    arrays = {f"{g}/{k}": np.asarray(v) for g in ("params", "ema") for k, v in state.groups[g].items()}
+    arrays.update({f"opt/{k}": np.asarray(v) for k, v in state.opt.items()})
+    arrays["losses"], arrays["grad_norms"] = state.losses[:state.step], state.grad_norms[:state.step]
+    meta = {"format": _CKPT_FORMAT, "step": int(state.step), "settings": settings,
+            "rng_state": state.rng.bit_generator.state, "train_seconds": float(seconds)}
+    arrays["meta"] = np.asarray(json.dumps(meta))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+    return str(path)
+
+
+def _load_clip_checkpoint(path, settings, steps, dt):
+    """``(FitState, train_seconds)`` stored by :func:`_save_clip_checkpoint`, checked against
+    ``settings`` (ValueError naming every difference), its logs sized for ``steps``."""
+    import numpy as np
+
+    from .training import FitState
+
+    with np.load(path) as d:
+        meta = json.loads(str(d["meta"])) if "meta" in d.files else {}
+        if meta.get("format") != _CKPT_FORMAT:
+            raise ValueError(f"{str(path)!r} is not a train_clip_denoiser checkpoint")
+        old = meta["settings"]
+        bad = [f"{k}: checkpoint {old.get(k)!r}, now {v!r}" for k, v in settings.items()
+               if k != "init" and old.get(k) != v]
+        if bad:
+            raise ValueError(f"cannot resume from {str(path)!r}: " + "; ".join(bad))
+        groups = {g: {k.split("/", 1)[1]: d[k].astype(dt) for k in d.files if k.startswith(g + "/")}
+                  for g in ("params", "ema")}
+        opt = {k.split("/", 1)[1]: (int(d[k]) if k == "opt/step" else d[k]) for k in d.files if k.startswith("opt/")}
+        k = meta["step"]
+        losses, gnorms = np.full(steps, np.nan), np.full(steps, np.nan)
+        losses[:k], gnorms[:k] = d["losses"][:k], d["grad_norms"][:k]
+    rng = np.random.default_rng()
+    rng.bit_generator.state = meta["rng_state"]
+    return FitState(groups, opt, k, rng, losses, gnorms), float(meta.get("train_seconds", 0.0))
 
 
 def clip_losses(P, cfg, oracle_or_none, x0, schedule, rng, *, chunk: int = 500, prediction_type: str = "epsilon"):

@@ -199,6 +199,31 @@ def test_video_each_arch_runs_tiny_and_writes_its_figures(arch, conv, tmp_path):
     assert all(0.0 <= res[k] <= 1.0 for k in ("generated_all_frames_agree", "i2v_conditioned_keeps_given_digit"))
 
 
+def test_video_checkpoint_resume_gives_the_uninterrupted_runs_parameters(tmp_path, capsys):
+    """examples/video.py --checkpoint F --resume: a --tiny run whose checkpoint is resumed
+    (already complete, so no update is redone) writes the same --params as the run that
+    wrote it, and the command-line errors: --resume without --checkpoint, an existing
+    checkpoint without --resume, --checkpoint-every 0, --checkpoint with --kronecker."""
+    vid = _load("video")
+    ck = tmp_path / "ck.npz"
+    vid.main(["--tiny", "--checkpoint", str(ck), "--checkpoint-every", "2", "--params", str(tmp_path / "a.npz"),
+              "--out", str(tmp_path / "oa")])
+    vid.main(["--tiny", "--checkpoint", str(ck), "--resume", "--params", str(tmp_path / "b.npz"),
+              "--out", str(tmp_path / "ob")])
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert set(a.files) == set(b.files)
+    for k in a.files:
+        if k != "__seconds":
+            np.testing.assert_array_equal(a[k], b[k])
+    for argv, msg in ((["--resume"], "--resume needs --checkpoint"),
+                      (["--checkpoint", str(ck)], "exists: add --resume"),
+                      (["--checkpoint", str(ck), "--resume", "--checkpoint-every", "0"], "must be >= 1"),
+                      (["--kronecker", "--checkpoint", str(tmp_path / "k.npz")], "not --kronecker")):
+        with pytest.raises(SystemExit):
+            vid.main(["--tiny", *argv])
+        assert msg in capsys.readouterr().err
+
+
 def test_video_samplers_reproduces_the_video_scripts_unconditional_clips(tmp_path):
     """examples/video_samplers.py draws each sampler's clips from the generator of
     examples/video.py's unconditional clips: with the parameters video.py wrote, the row

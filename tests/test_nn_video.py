@@ -241,3 +241,57 @@ def test_adaln_init_every_parameter_trains_within_three_sgd_steps():
         dead[f"b{k}.ta.out.w"] = np.zeros_like(dead[f"b{k}.ta.out.w"])
     G = grads_after_two_steps(dead)
     assert all(np.all(G[f"b{k}.ta.{s}"] == 0.0) for k in range(cfg.depth) for s in ("qkv.w", "qkv.b", "out.w"))
+
+
+def test_train_clip_denoiser_checkpoint_resumes_bit_for_bit(tmp_path):
+    """train_clip_denoiser(checkpoint=F, checkpoint_every=k, resume=True): a run stopped
+    after 3 of 5 updates (its checkpoint written at 2; the run to 3 is lost, as a killed run
+    would lose it) and resumed gives the EMA, raw parameters, Adam moments and loss log of
+    the uninterrupted 5-update run exactly (the generator state is restored, so the resumed
+    updates draw the same clips, timesteps, noise and dropout).  An existing checkpoint
+    without resume, or resumed with other settings, is a ValueError naming the difference;
+    checkpoint_every without a path is refused.  Mutation: dropping the restored generator
+    state (a fresh default_rng) makes the losses differ and fails this test."""
+    import refdiff
+    from refdiff.nn.video_unet import VideoUNetConfig
+    from refdiff.video import train_clip_denoiser
+
+    cfg = VideoUNetConfig(frames=3, size=4, width=4, mults=(1, 2), groups=2, heads=2, tattn_levels=(1,),
+                          first_frame=True)
+    clips = lambda r, n: r.standard_normal((n, 3, 4, 4))  # noqa: E731
+    sched = refdiff.make_schedule("cosine", 20)
+    kw = dict(steps=5, batch_size=3, lr=1e-2, seed=4, first_drop=0.5, target="v_prediction", dtype="float64")
+    P_full, s_full = train_clip_denoiser(clips, cfg, sched, **kw)
+
+    class Stop(Exception):
+        pass
+
+    ck = tmp_path / "run.npz"
+    calls = {"n": 0}
+
+    def clips_stopping(r, n):  # the 4th batch draw (update 3) kills the first run
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise Stop
+        return clips(r, n)
+
+    with pytest.raises(Stop):
+        train_clip_denoiser(clips_stopping, cfg, sched, checkpoint=ck, checkpoint_every=2, **kw)
+    assert ck.exists()
+    with pytest.raises(ValueError, match="exists: pass resume=True"):
+        train_clip_denoiser(clips, cfg, sched, checkpoint=ck, **kw)
+    with pytest.raises(ValueError, match=r"cannot resume .*lr: checkpoint 0.01, now 0.02"):
+        train_clip_denoiser(clips, cfg, sched, checkpoint=ck, resume=True, **{**kw, "lr": 2e-2})
+    with pytest.raises(ValueError, match="cannot resume .*steps: checkpoint 5, now 6"):
+        train_clip_denoiser(clips, cfg, sched, checkpoint=ck, resume=True, **{**kw, "steps": 6})
+    P_res, s_res = train_clip_denoiser(clips, cfg, sched, checkpoint=ck, checkpoint_every=2, resume=True, **kw)
+    np.testing.assert_array_equal(s_res.losses, s_full.losses)
+    for k in P_full:
+        np.testing.assert_array_equal(P_res[k], P_full[k])
+        np.testing.assert_array_equal(s_res.groups["params"][k], s_full.groups["params"][k])
+    for k in s_full.opt:
+        np.testing.assert_array_equal(s_res.opt[k], s_full.opt[k])
+    with pytest.raises(ValueError, match="need a checkpoint path"):
+        train_clip_denoiser(clips, cfg, sched, checkpoint_every=2, **kw)
+    with pytest.raises(ValueError, match="must end in .npz"):
+        train_clip_denoiser(clips, cfg, sched, checkpoint=tmp_path / "x.pt", **kw)
