@@ -252,6 +252,8 @@ def build_parser():
     p.add_argument("--checkpoint", default=None, help=".npz the whole training state is written to every "
                    "--checkpoint-every steps and at the end (refdiff.video.train_clip_denoiser)")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument("--parallel", type=int, default=1, help="batch slices run at once, the others in worker "
+                   "processes (train_clip_denoiser(parallel=...)); 2 on a 2-core machine, with OPENBLAS_NUM_THREADS=1")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint (bit for bit the run that "
                    "was stopped; every setting must be the same)")
     p.add_argument("--sampler", default="ddim", help="sampler of the digit clips")
@@ -303,7 +305,7 @@ def train_or_load(args, next_clips, cfg, sched):
         init = _complete(init, cfg, args.seed)
     t0 = time.time()
     ck = dict(checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every if args.checkpoint else 0,
-              resume=args.resume)
+              resume=args.resume, parallel=args.parallel)
     P, state = train_clip_denoiser(next_clips, cfg, sched, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                    seed=args.seed, progress=not args.tiny, target=args.target,
                                    first_drop=args.first_drop, init=init, weighting=args.weighting,
@@ -494,6 +496,8 @@ def main(argv=None):
         parser.error("--checkpoint and --resume apply to the moving-digit run, not --kronecker")
     if args.resume and not args.checkpoint:
         parser.error("--resume needs --checkpoint")
+    if args.parallel < 1:
+        parser.error(f"--parallel must be >= 1, got {args.parallel}")
     if args.checkpoint_every < 1:
         parser.error(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     if args.checkpoint and Path(args.checkpoint).exists() and not args.resume:

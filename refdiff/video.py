@@ -17,7 +17,7 @@ import time
 from ._validate import check_array, check_bool, check_choice, check_finite_scalar, check_int
 from .backend import array_namespace, asarray_like, check_rng, standard_normal
 
-__all__ = ["frame_replacement_hook", "image_to_video", "train_clip_denoiser", "clip_loss", "clip_losses", "loss_ratio",
+__all__ = ["ClipNet", "frame_replacement_hook", "image_to_video", "train_clip_denoiser", "clip_loss", "clip_losses", "loss_ratio",
            "first_frame_coupling", "excess_decomposition"]
 
 
@@ -134,7 +134,7 @@ def image_to_video(model, x_first, schedule, timesteps, method, *, frames: int, 
 def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: int = 64, lr: float = 2e-3,
                         seed: int = 0, ema_decay: float = 0.999, dtype: str = "float32", progress: bool = False,
                         target: str = "epsilon", first_drop: float = 0.2, init=None, weighting=None,
-                        checkpoint=None, checkpoint_every: int = 0, resume: bool = False):
+                        checkpoint=None, checkpoint_every: int = 0, resume: bool = False, parallel: int = 1):
     """Train the space-time denoiser (:mod:`refdiff.nn.video`, or the video U-Net of
     :mod:`refdiff.nn.video_unet` for a VideoUNetConfig) with the ``target`` objective
     (epsilon, sample or v_prediction; MATH.md (14.1)) by :func:`refdiff.training.fit` (AdamW, cosine decay, an EMA copy).
@@ -179,6 +179,14 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
         equal the checkpoint's (``steps`` included: the cosine rates depend on it), else a
         ValueError; ``init`` is ignored when a checkpoint is resumed.  Without ``resume``
         an existing ``checkpoint`` is a ValueError (never overwritten silently).
+    parallel : int, default 1
+        Batch slices run at once: with ``parallel`` > 1 each update's forward and backward
+        run on that many slices of the batch, the first here and the others in worker
+        processes (:class:`refdiff.training.BatchProcesses` over :class:`ClipNet`; NumPy
+        only).  The same update up to the order of the float sums of the gradient (the
+        slices' gradients summed, MATH.md (14.1)); so a run resumes bit for bit only with the
+        ``parallel`` it was written with (not compared on resume).  Pin BLAS to one thread
+        (``OPENBLAS_NUM_THREADS=1``) when the slices use every core.
     """
     import numpy as np
 
@@ -207,6 +215,7 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
         raise TypeError(f"init must be a dict of parameters or None, got {type(init).__name__}")
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, 0)
     check_bool("resume", resume)
+    parallel = check_int("parallel", parallel, 1)
     if checkpoint is None and (checkpoint_every or resume):
         raise ValueError("checkpoint_every and resume need a checkpoint path")
     if checkpoint is not None:
@@ -218,7 +227,7 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
     settings = json.loads(json.dumps(settings))  # tuples as lists, as they come back from the file
     rng = np.random.default_rng(seed)
     dt = getattr(np, dtype)
-    video_init, video_forward, video_backward = _network(cfg)  # transformer or video U-Net, by the config's type
+    video_init = _network(cfg)[0]  # transformer or video U-Net, by the config's type
     P = {k: v.astype(dt) for k, v in video_init(rng, cfg).items()}
     if init is not None:
         if set(init) != set(P) or any(tuple(init[k].shape) != P[k].shape for k in P):
@@ -236,13 +245,19 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
         keep = (r.random(batch_size) >= first_drop).astype(dt) if cfg.first_frame else None
         return x0, t, eps, keep
 
+    net = ClipNet(cfg)
+    if parallel > 1:
+        from .batch_procs import BatchProcesses
+
+        net = BatchProcesses(net, parallel)
+
     def loss_fn(groups, batch, r):
         x0, t, eps, keep = batch
         a, s = alpha_sigma(schedule, t, x0)
-        cond = {} if keep is None else {"first": x0[:, 0].astype(dt), "keep": keep}
-        out, cache = video_forward(groups["params"], (a * x0 + s * eps).astype(dt), t.astype(dt), cfg, **cond)
+        cond = None if keep is None else {"first": x0[:, 0].astype(dt), "keep": keep}
+        out, cache = net.forward(groups["params"], (a * x0 + s * eps).astype(dt), t.astype(dt), cond)
         loss, dout = objective_loss(out, x0, eps, a, s, target=target, weighting=weighting)
-        return float(loss), {"params": video_backward(dout.astype(dt), cache)[0]}
+        return float(loss), {"params": net.backward(groups["params"], cache, dout.astype(dt))[0]}
 
     if checkpoint is not None and checkpoint.exists():
         if not resume:
@@ -256,12 +271,43 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
     t0 = time.perf_counter()
     save = None if checkpoint is None else (
         lambda st: _save_clip_checkpoint(checkpoint, st, settings, before + time.perf_counter() - t0))
-    state = fit(loss_fn, state, next_batch, steps=int(steps), trainable={"params": True},
-                ema={"ema": ("params", ema_decay, True)}, lr=lr, lr_decay="cosine", warmup_steps=min(100, steps // 10),
-                grad_clip=1.0, progress=progress, desc="video", save=save, checkpoint_every=checkpoint_every)
+    try:
+        state = fit(loss_fn, state, next_batch, steps=int(steps), trainable={"params": True},
+                    ema={"ema": ("params", ema_decay, True)}, lr=lr, lr_decay="cosine",
+                    warmup_steps=min(100, steps // 10), grad_clip=1.0, progress=progress, desc="video", save=save,
+                    checkpoint_every=checkpoint_every)
+    finally:
+        if net is not None and hasattr(net, "close"):
+            net.close()  # the worker processes of parallel > 1
     if checkpoint is not None and not (checkpoint_every and steps % checkpoint_every == 0 and steps > start):
         save(state)  # the final state, unless fit has just written it
     return state.groups["ema"], state
+
+
+class ClipNet:
+    """The space-time denoiser of ``cfg`` (the transformer of :mod:`refdiff.nn.video` or
+    the video U-Net) as a network object with the interface of
+    :class:`refdiff.training.BatchThreads` and :class:`refdiff.training.BatchProcesses`:
+    ``forward(params, x, t, cond)`` with ``cond`` None or ``{"first": (N, H, W), "keep":
+    (N,)}`` (a ``first_frame`` model's condition, MATH.md (22.11)), and ``backward(params,
+    cache, dout) -> (grads, dx)``.  Picklable (the config is a frozen dataclass)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def __repr__(self):
+        return f"ClipNet({self.cfg!r})"
+
+    def forward(self, params, x, t, cond=None):
+        from .nn.video import _network
+
+        return _network(self.cfg)[1](params, x, t, self.cfg, **(cond or {}))
+
+    def backward(self, params, cache, dout):
+        from .nn.video import _network
+
+        grads, dx = _network(self.cfg)[2](dout, cache)[:2]
+        return grads, dx
 
 
 _CKPT_FORMAT = "refdiff.video.train_clip_denoiser/1"

@@ -203,7 +203,8 @@ def test_video_checkpoint_resume_gives_the_uninterrupted_runs_parameters(tmp_pat
     """examples/video.py --checkpoint F --resume: a --tiny run whose checkpoint is resumed
     (already complete, so no update is redone) writes the same --params as the run that
     wrote it, and the command-line errors: --resume without --checkpoint, an existing
-    checkpoint without --resume, --checkpoint-every 0, --checkpoint with --kronecker."""
+    checkpoint without --resume, --checkpoint-every 0, --checkpoint with --kronecker,
+    --parallel 0."""
     vid = _load("video")
     ck = tmp_path / "ck.npz"
     vid.main(["--tiny", "--checkpoint", str(ck), "--checkpoint-every", "2", "--params", str(tmp_path / "a.npz"),
@@ -218,7 +219,8 @@ def test_video_checkpoint_resume_gives_the_uninterrupted_runs_parameters(tmp_pat
     for argv, msg in ((["--resume"], "--resume needs --checkpoint"),
                       (["--checkpoint", str(ck)], "exists: add --resume"),
                       (["--checkpoint", str(ck), "--resume", "--checkpoint-every", "0"], "must be >= 1"),
-                      (["--kronecker", "--checkpoint", str(tmp_path / "k.npz")], "not --kronecker")):
+                      (["--kronecker", "--checkpoint", str(tmp_path / "k.npz")], "not --kronecker"),
+                      (["--parallel", "0"], "--parallel must be >= 1")):
         with pytest.raises(SystemExit):
             vid.main(["--tiny", *argv])
         assert msg in capsys.readouterr().err

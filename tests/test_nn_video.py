@@ -295,3 +295,33 @@ def test_train_clip_denoiser_checkpoint_resumes_bit_for_bit(tmp_path):
         train_clip_denoiser(clips, cfg, sched, checkpoint_every=2, **kw)
     with pytest.raises(ValueError, match="must end in .npz"):
         train_clip_denoiser(clips, cfg, sched, checkpoint=tmp_path / "x.pt", **kw)
+
+
+@pytest.mark.parametrize("arch", ["transformer", "unet"])
+def test_train_clip_denoiser_parallel_slices_equal_the_whole_batch(arch):
+    """train_clip_denoiser(parallel=2): the forward and backward of each update on two batch
+    slices, the second in a worker process (BatchProcesses over ClipNet), give the run of
+    the whole batch up to the order of the gradient's float sums: float64 losses and EMA
+    parameters after 3 updates equal to 1e-10 relative, for the transformer and the video
+    U-Net with a first-frame condition (the condition dict sliced with the batch).  Mutation:
+    leaving the worker's gradient out of the sum (BatchProcesses.backward) fails it."""
+    import refdiff
+    from refdiff.nn.video_unet import VideoUNetConfig
+    from refdiff.video import ClipNet, train_clip_denoiser
+
+    if arch == "unet":
+        cfg = VideoUNetConfig(frames=3, size=4, width=4, mults=(1, 2), groups=2, heads=2, tattn_levels=(1,),
+                              first_frame=True)
+    else:
+        cfg = VideoConfig(frames=3, size=4, patch=2, width=8, heads=2, depth=1, first_frame=True)
+    clips = lambda r, n: r.standard_normal((n, 3, 4, 4))  # noqa: E731
+    sched = refdiff.make_schedule("cosine", 20)
+    kw = dict(steps=3, batch_size=5, lr=1e-2, seed=2, first_drop=0.4, dtype="float64")
+    P1, s1 = train_clip_denoiser(clips, cfg, sched, **kw)
+    P2, s2 = train_clip_denoiser(clips, cfg, sched, parallel=2, **kw)
+    np.testing.assert_allclose(s2.losses, s1.losses, rtol=1e-10)
+    for k in P1:
+        np.testing.assert_allclose(P2[k], P1[k], rtol=1e-10, atol=1e-12)
+    assert "ClipNet" in repr(ClipNet(cfg))
+    with pytest.raises(ValueError, match="parallel"):
+        train_clip_denoiser(clips, cfg, sched, parallel=0, **kw)
