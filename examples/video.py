@@ -216,6 +216,26 @@ clips (1000 test-split clips) lowers their all-frames agreement from 100 % to 93
 to 77 %.  The 100-clip figures each run printed at its end (its own seed, so its own
 classifier and draws): 66 % / 98 % / 97 % (24000), 84 % / 98 % / 99 % (31000).
 docs/figures (video_clips.png, video.gif, video.json) are from the 36000-step parameters.
+
+Long runs (fifth session, 2026-12-01).  ``--checkpoint F.npz`` writes the whole training
+state (parameters, EMA, Adam moments, generator state, step, loss log, settings) every
+``--checkpoint-every`` updates and at the end, and ``--checkpoint F.npz --resume`` continues
+a stopped run exactly where it stopped (bit for bit on NumPy; every setting must be the
+same).  ``--parallel 2`` (with ``OPENBLAS_NUM_THREADS=1``) runs each update's batch as two
+slices, one in a worker process: 0.35 s per update instead of 0.69 s on this 2-core machine
+(benchmarks/bench_video_train.py).  The parameters of the chained runs above were files of
+that session's machine and are gone; the recipe is being re-run as one command with one
+cosine schedule, the joint attention from the start and ``--first-drop 0.7`` throughout::
+
+    OPENBLAS_NUM_THREADS=1 python examples/video.py --arch unet --conv 3d --width 24 \
+        --batch-size 32 --schedule cosine --target v_prediction --jattn-levels 1 \
+        --first-drop 0.7 --steps 44000 --lr 1e-3 --ema-decay 0.999 --seed 0 --parallel 2 \
+        --checkpoint single44k.npz --checkpoint-every 500 --params single44k_params.npz \
+        --sampler dpmpp_2m_sde --sample-steps 100 --guidance 2 --n-clips 400
+
+(about 4.3 hours of training; the unconditional clips with the stochastic DPM-Solver++(2M)
+at 100 steps, which examples/video_samplers.py measured to keep the digit more often than
+the deterministic samplers).  Its figures replace this paragraph when it completes.
 """
 
 from __future__ import annotations
