@@ -113,7 +113,19 @@ def _stop(procs, conns):
     conns.clear()
 
 
-class BatchProcesses:
+class _Delegating:
+    """Attributes not found on a batch-slicing wrapper (BatchProcesses, and
+    :class:`refdiff.training.BatchThreads`) come from the wrapped ``model``."""
+
+    def __getattr__(self, name):
+        try:
+            model = self.__dict__["model"]
+        except KeyError:  # not initialised yet (copy, pickle)
+            raise AttributeError(name) from None
+        return getattr(model, name)
+
+
+class BatchProcesses(_Delegating):
     """A network's ``forward`` / ``backward`` over ``parts`` slices of the batch, the first
     slice in the calling process, each other one in a persistent worker process: the same
     function as the whole-batch network (MATH.md (14.1); see
@@ -175,13 +187,6 @@ class BatchProcesses:
         self._spec = self._buf = self._pviews = self._gviews = None
         self._closed = False
         self.last_exchange, self._worker_s = {}, None
-
-    def __getattr__(self, name):
-        try:
-            model = self.__dict__["model"]
-        except KeyError:  # not initialised yet (copy, pickle)
-            raise AttributeError(name) from None
-        return getattr(model, name)
 
     def __repr__(self):
         return f"BatchProcesses({type(self.model).__name__}, parts={self.parts}, workers={len(self._procs)})"

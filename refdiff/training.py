@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import check_rng
-from .batch_procs import BatchProcesses  # issue 21: the batch slices on worker processes (re-exported)
+from .batch_procs import BatchProcesses, _Delegating  # issue 21: the batch slices on worker processes (re-exported)
 from ._validate import check_array, check_bool, check_choice, check_finite_scalar, check_int, check_same_batch
 from .nn.optim import FlatAdam, adam_init, adam_update, clip_grad_norm, cosine_lr, ema_decay_warmup, ema_update, global_norm, warmup_lr
 
@@ -244,7 +244,7 @@ def adam_step(groups, grads, opt, keys, decayed, *, lr, betas, weight_decay, fla
     return new_groups, new_opt
 
 
-class BatchThreads:
+class BatchThreads(_Delegating):
     """A network's ``forward`` / ``backward`` over ``parts`` slices of the batch, one slice
     per thread (the calling thread takes the first, persistent worker threads the others).
 
@@ -280,13 +280,6 @@ class BatchThreads:
             raise TypeError(f"model must be a refdiff network with forward and backward methods, got "
                             f"{type(model).__name__}")
         self.model, self.parts, self._pool = model, parts, None
-
-    def __getattr__(self, name):
-        try:
-            model = self.__dict__["model"]
-        except KeyError:  # not initialised yet (copy, pickle)
-            raise AttributeError(name) from None
-        return getattr(model, name)
 
     def _run(self, fns):
         """Call every function in ``fns``: the first here, the others on the worker threads."""

@@ -22,16 +22,7 @@ from refdiff.training import BatchProcesses
 _CFG = UNetConfig(base_channels=8, channel_mults=(1, 2), groups=4, attention=True, num_classes=3)
 
 
-def _setup(dtype, n, seed=0):
-    model = UNet(_CFG)
-    rng = np.random.default_rng(seed)
-    P = model.init_params(rng, dtype=dtype)
-    P = {k: (v + 0.05 * rng.standard_normal(v.shape)).astype(dtype) for k, v in P.items()}  # no zero layers
-    x = rng.standard_normal((n, 1, 8, 8)).astype(dtype)
-    t = rng.integers(0, 1000, n)
-    y = rng.integers(0, 4, n)  # 3 = the null class
-    dout = rng.standard_normal(x.shape).astype(dtype)
-    return model, P, x, t, y, dout
+from test_batch_threads import _setup  # noqa: E402  (the same network and draws as the threads' tests)
 
 
 @pytest.fixture(scope="module")

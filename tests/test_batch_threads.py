@@ -22,6 +22,8 @@ from refdiff.training import BatchThreads
 
 
 def _setup(dtype, n, seed=0):
+    """(model, params, x, t, y, dout) of a small class-conditional U-Net (also used by
+    tests/test_batch_processes.py; its config is that file's _CFG)."""
     model = UNet(UNetConfig(base_channels=8, channel_mults=(1, 2), groups=4, attention=True, num_classes=3))
     rng = np.random.default_rng(seed)
     P = model.init_params(rng, dtype=dtype)
