@@ -217,6 +217,15 @@ to 77 %.  The 100-clip figures each run printed at its end (its own seed, so its
 classifier and draws): 66 % / 98 % / 97 % (24000), 84 % / 98 % / 99 % (31000).
 docs/figures (video_clips.png, video.gif, video.json) are from the 36000-step parameters.
 
+The sampler (fifth session, 2026-12-01; examples/video_samplers.py, samplers chosen on runs
+with another seed): the 36000-step parameters with ``--sampler dpmpp_2m_sde --sample-steps
+100 --guidance 2`` (seed 0, 400 clips): all-frames agreement 90.0 %, constant speed 99.5 %,
+image-to-video 98 % (replacement 35 %).  Continued (``--init`` from them, ``--first-drop 0.7
+--steps 8000 --lr 3e-4 --seed 6``, 44000 steps, +53 min), 400 clips per sampler:
+dpmpp_2m 25 steps 88.2 +- 1.6 %, 100 steps 88.7 %, ddim 100 steps 88.0 %, dpmpp_2m_sde
+25 steps 91.2 +- 1.4 %.  (The parameters and logs of these runs were lost with that
+session's machine; the figures are from its notes.)
+
 Long runs (fifth session, 2026-12-01).  ``--checkpoint F.npz`` writes the whole training
 state (parameters, EMA, Adam moments, generator state, step, loss log, settings) every
 ``--checkpoint-every`` updates and at the end, and ``--checkpoint F.npz --resume`` continues
