@@ -286,26 +286,86 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
 
 class ClipNet:
     """The space-time denoiser of ``cfg`` (the transformer of :mod:`refdiff.nn.video` or
-    the video U-Net) as a network object with the interface of
-    :class:`refdiff.training.BatchThreads` and :class:`refdiff.training.BatchProcesses`:
-    ``forward(params, x, t, cond)`` with ``cond`` None or ``{"first": (N, H, W), "keep":
-    (N,)}`` (a ``first_frame`` model's condition, MATH.md (22.11)), and ``backward(params,
-    cache, dout) -> (grads, dx)``.  Picklable (the config is a frozen dataclass)."""
+    the video U-Net of :mod:`refdiff.nn.video_unet`) as a network object with the interface
+    :class:`refdiff.training.BatchThreads` and :class:`refdiff.training.BatchProcesses`
+    slice: ``forward(params, x, t, cond)`` and ``backward(params, cache, dout) -> (grads,
+    dx)``.  What :func:`train_clip_denoiser` runs (``parallel`` > 1: over BatchProcesses).
+    Picklable (the config is a frozen dataclass).
+
+    Parameters
+    ----------
+    cfg : refdiff.nn.video.VideoConfig or refdiff.nn.video_unet.VideoUNetConfig
+        The architecture.
+    """
 
     def __init__(self, cfg):
+        from .nn._check import check_video_args
+
+        check_video_args(cfg=cfg)
         self.cfg = cfg
 
     def __repr__(self):
         return f"ClipNet({self.cfg!r})"
 
     def forward(self, params, x, t, cond=None):
+        """``(out, cache)`` of the network on clips ``x`` at times ``t`` (MATH.md (22.9),
+        (22.16); the checks and messages of the wrapped forward).
+
+        Parameters
+        ----------
+        params : dict
+            The network's parameters.
+        x : array, shape (N, T, H, W)
+            Noisy clips.
+        t : array, shape (N,)
+            Times (integer-valued floats, as the wrapped forward takes them).
+        cond : dict or None, optional
+            None, or a ``first_frame`` model's condition ``{"first": (N, H, W), "keep":
+            (N,)}`` (MATH.md (22.11); ``keep`` may be left out: every condition kept).
+
+        Returns
+        -------
+        out : array, shape (N, T, H, W)
+            The network's output.
+        cache : object
+            For :meth:`backward`.
+        """
+        from .nn._check import check_array_dict
         from .nn.video import _network
 
+        check_array_dict("params", params)
+        if cond is not None:
+            if not isinstance(cond, dict):
+                raise TypeError(f"cond must be None or a dict with 'first' (and 'keep'), got {type(cond).__name__}")
+            extra = sorted(set(cond) - {"first", "keep"})
+            if extra or "first" not in cond:
+                raise ValueError(f"cond must hold 'first' (and optionally 'keep') only, got keys {sorted(cond)}")
         return _network(self.cfg)[1](params, x, t, self.cfg, **(cond or {}))
 
     def backward(self, params, cache, dout):
+        """``(grads, dx)``: the parameter gradients and the input gradient of the forward
+        pass that made ``cache``, given ``dout`` (MATH.md (22.10)).
+
+        Parameters
+        ----------
+        params : dict
+            The parameters of the forward pass (the cache holds what the gradients need).
+        cache : object
+            From :meth:`forward`.
+        dout : array, shape (N, T, H, W)
+            Gradient with respect to the output.
+
+        Returns
+        -------
+        grads : dict
+            Gradient of every parameter.
+        dx : array, shape (N, T, H, W)
+            Gradient with respect to ``x``.
+        """
+        from .nn._check import check_array_dict
         from .nn.video import _network
 
+        check_array_dict("params", params)
         grads, dx = _network(self.cfg)[2](dout, cache)[:2]
         return grads, dx
 

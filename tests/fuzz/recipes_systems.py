@@ -367,6 +367,34 @@ _r("refdiff.video.clip_loss",
 _r("refdiff.video.train_clip_denoiser",
    kwargs=lambda: dict(next_clips=lambda r, n: _clips(n), cfg=_video_cfg(), steps=2, batch_size=2),
    kinds={"next_clips": "object", "cfg": "object"})
+def _clipnet_call():
+    from refdiff.video import ClipNet
+
+    from refdiff.nn.video import VideoConfig
+    cfg = VideoConfig(frames=3, size=4, patch=2, width=8, heads=2, depth=1, first_frame=True)
+    net = ClipNet(cfg)
+    kw = dict(params=__import__("refdiff.nn.video", fromlist=["x"]).video_init(np.random.default_rng(0), cfg),
+              x=_clips(), t=np.array([3.0, 7.0]), cond={"first": _clips()[:, 0], "keep": np.array([1.0, 0.0])})
+    return net, kw
+
+
+def _clipnet_forward():
+    net, kw = _clipnet_call()
+    return Call(net.forward, kw, kinds={"params": "object", "t": "array", "cond": "object"}, nan_propagates={"x", "t"},
+                accept={"cond": {"None"}, "t": {"int_array"}})
+
+
+def _clipnet_backward():
+    net, kw = _clipnet_call()
+    out, cache = net.forward(**kw)
+    return Call(net.backward, dict(params=kw["params"], cache=cache, dout=np.random.default_rng(4).standard_normal(out.shape)),
+                kinds={"params": "object", "cache": "object"}, nan_propagates={"dout"})
+
+
+RECIPES["refdiff.video.ClipNet"] = lambda: Call(__import__("refdiff.video", fromlist=["x"]).ClipNet,
+                                                dict(cfg=_video_cfg()), kinds={"cfg": "object"})
+RECIPES["refdiff.video.ClipNet.forward"] = _clipnet_forward
+RECIPES["refdiff.video.ClipNet.backward"] = _clipnet_backward
 _r("refdiff.video_data.bounce", kwargs=lambda: dict(p0=np.array([0, 2]), v=np.array([1, -1]), t=np.array([3, 3]), L=4),
    kinds={"p0": "int_array", "v": "int_array", "t": "int_array", "L": "int"})
 _r("refdiff.video_data.clip_centroids", kwargs=lambda: dict(clips=_clips()), kinds={"clips": "array"})
