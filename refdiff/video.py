@@ -309,7 +309,8 @@ class ClipNet:
 
     def forward(self, params, x, t, cond=None):
         """``(out, cache)`` of the network on clips ``x`` at times ``t`` (MATH.md (22.9),
-        (22.16); the checks and messages of the wrapped forward).
+        (22.16); the checks and messages of the wrapped forward; NaN and inf in ``x`` and
+        ``t`` propagate, as there).
 
         Parameters
         ----------
@@ -344,7 +345,8 @@ class ClipNet:
 
     def backward(self, params, cache, dout):
         """``(grads, dx)``: the parameter gradients and the input gradient of the forward
-        pass that made ``cache``, given ``dout`` (MATH.md (22.10)).
+        pass that made ``cache``, given ``dout`` (MATH.md (22.10); NaN and inf in ``dout``
+        propagate: not checked, per step).
 
         Parameters
         ----------
