@@ -244,7 +244,11 @@ cosine schedule, the joint attention from the start and ``--first-drop 0.7`` thr
 
 (about 4.3 hours of training; the unconditional clips with the stochastic DPM-Solver++(2M)
 at 100 steps, which examples/video_samplers.py measured to keep the digit more often than
-the deterministic samplers).  Its figures replace this paragraph when it completes.
+the deterministic samplers).  Its figures replace this paragraph when it completes.  A
+mid-run look (not the run's result: the EMA parameters of its step-18500 checkpoint, at half
+the cosine schedule, copied by a scratch script into a ``--params`` file, evaluated with the
+flags above and ``--n-clips 100``, seed 0): all 8 frames one digit 93 %, constant speed 100 %,
+image-to-video keeps the digit 96 % (replacement 41 %); the chained runs had 73 % at 24000.
 """
 
 from __future__ import annotations
