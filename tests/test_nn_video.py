@@ -325,3 +325,31 @@ def test_train_clip_denoiser_parallel_slices_equal_the_whole_batch(arch):
     assert "ClipNet" in repr(ClipNet(cfg))
     with pytest.raises(ValueError, match="parallel"):
         train_clip_denoiser(clips, cfg, sched, parallel=0, **kw)
+
+
+def test_clipnet_is_the_wrapped_network_with_its_condition():
+    """ClipNet(cfg).forward / backward equal the video U-Net's own forward / backward called
+    with the same first-frame condition (float64, exactly): the object BatchProcesses and
+    train_clip_denoiser run passes the condition through, and a dropped condition (keep 0)
+    changes the output, so a ClipNet that ignored ``cond`` would fail this test."""
+    from refdiff.nn.video_unet import VideoUNetConfig, vunet_backward, vunet_forward, vunet_init
+    from refdiff.video import ClipNet
+
+    cfg = VideoUNetConfig(frames=3, size=4, width=4, mults=(1, 2), groups=2, heads=2, tattn_levels=(1,),
+                          first_frame=True)
+    g = np.random.default_rng(5)
+    P = {k: v + 0.05 * g.standard_normal(v.shape) for k, v in vunet_init(g, cfg).items()}
+    x, t = g.standard_normal((2, 3, 4, 4)), np.array([3.0, 8.0])
+    cond = {"first": g.standard_normal((2, 4, 4)), "keep": np.array([1.0, 1.0])}
+    dout = g.standard_normal(x.shape)
+    out, cache = ClipNet(cfg).forward(P, x, t, cond)
+    ref, rcache = vunet_forward(P, x, t, cfg, **cond)
+    np.testing.assert_array_equal(out, ref)
+    (G, dx), (RG, rdx) = ClipNet(cfg).backward(P, cache, dout), vunet_backward(dout, rcache)[:2]
+    np.testing.assert_array_equal(dx, rdx)
+    for k in RG:
+        np.testing.assert_array_equal(G[k], RG[k])
+    dropped, _ = ClipNet(cfg).forward(P, x, t, {**cond, "keep": np.zeros(2)})
+    assert np.abs(dropped - out).max() > 1e-6
+    with pytest.raises(ValueError, match="cond must hold 'first'"):
+        ClipNet(cfg).forward(P, x, t, {"keep": np.ones(2)})

@@ -384,11 +384,15 @@ def _clipnet_forward():
                 accept={"cond": {"None"}, "t": {"int_array"}})
 
 
-def _clipnet_backward():
-    net, kw = _clipnet_call()
+def _net_backward(net, kw):
+    """The Call of ``net.backward`` after ``net.forward(**kw)`` (BatchThreads, BatchProcesses, ClipNet)."""
     out, cache = net.forward(**kw)
     return Call(net.backward, dict(params=kw["params"], cache=cache, dout=np.random.default_rng(4).standard_normal(out.shape)),
                 kinds={"params": "object", "cache": "object"}, nan_propagates={"dout"})
+
+
+def _clipnet_backward():
+    return _net_backward(*_clipnet_call())
 
 
 RECIPES["refdiff.video.ClipNet"] = lambda: Call(__import__("refdiff.video", fromlist=["x"]).ClipNet,
@@ -417,10 +421,7 @@ def _threads_forward():
 
 
 def _threads_backward():
-    bt, kw = _threads_fwd()
-    out, cache = bt.forward(**kw)
-    return Call(bt.backward, dict(params=kw["params"], cache=cache, dout=np.random.default_rng(4).standard_normal(out.shape)),
-                kinds={"params": "object", "cache": "object"}, nan_propagates={"dout"})
+    return _net_backward(*_threads_fwd())
 
 
 RECIPES["refdiff.training.BatchThreads"] = lambda: Call(__import__("refdiff.training", fromlist=["x"]).BatchThreads,
@@ -443,10 +444,7 @@ def _procs_forward():
 
 
 def _procs_backward():
-    _, kw = _threads_fwd()
-    out, cache = _procs().forward(**kw)
-    return Call(_procs().backward, dict(params=kw["params"], cache=cache, dout=np.random.default_rng(4).standard_normal(out.shape)),
-                kinds={"params": "object", "cache": "object"}, nan_propagates={"dout"})
+    return _net_backward(_procs(), _threads_fwd()[1])
 
 
 RECIPES["refdiff.batch_procs.BatchProcesses"] = lambda: Call(__import__("refdiff.batch_procs", fromlist=["x"]).BatchProcesses,
