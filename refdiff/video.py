@@ -277,7 +277,7 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
                     warmup_steps=min(100, steps // 10), grad_clip=1.0, progress=progress, desc="video", save=save,
                     checkpoint_every=checkpoint_every)
     finally:
-        if net is not None and hasattr(net, "close"):
+        if parallel > 1:
             net.close()  # the worker processes of parallel > 1
     if checkpoint is not None and not (checkpoint_every and steps % checkpoint_every == 0 and steps > start):
         save(state)  # the final state, unless fit has just written it
