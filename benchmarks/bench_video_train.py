@@ -1,6 +1,6 @@
 """Training update of the 8x8 video U-Net (examples/video.py's network), the whole batch
 in one process against ``parallel`` batch slices on worker processes
-(``refdiff.video.train_clip_denoiser(parallel=...)``, BatchProcesses over ClipNet).
+(``refdiff.video_train.train_clip_denoiser(parallel=...)``, BatchProcesses over ClipNet).
 
 Each round times ``--steps`` updates of each variant (after one untimed update that starts
 the workers and warms the caches), alternating variant order round by round; the table
@@ -44,7 +44,7 @@ def main(argv=None):
 
     import refdiff
     from refdiff.nn.video_unet import VideoUNetConfig
-    from refdiff.video import train_clip_denoiser
+    from refdiff.video_train import train_clip_denoiser
     from refdiff.video_data import moving_digit_clips
 
     try:

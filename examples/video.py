@@ -283,7 +283,7 @@ def build_parser():
     p.add_argument("--params", default=None, help=".npz of trained parameters: loaded if it exists, else written")
     p.add_argument("--init", default=None, help=".npz of parameters to continue training from (with --params)")
     p.add_argument("--checkpoint", default=None, help=".npz the whole training state is written to every "
-                   "--checkpoint-every steps and at the end (refdiff.video.train_clip_denoiser)")
+                   "--checkpoint-every steps and at the end (refdiff.video_train.train_clip_denoiser)")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     p.add_argument("--parallel", type=int, default=1, help="batch slices run at once, the others in worker "
                    "processes (train_clip_denoiser(parallel=...)); 2 on a 2-core machine, with OPENBLAS_NUM_THREADS=1")
@@ -324,8 +324,8 @@ def build_parser():
 
 def train_or_load(args, next_clips, cfg, sched):
     """(params, per-step training losses, seconds): from ``--params`` if that file exists,
-    else trained (:func:`refdiff.video.train_clip_denoiser`) and written there."""
-    from refdiff.video import train_clip_denoiser
+    else trained (:func:`refdiff.video_train.train_clip_denoiser`) and written there."""
+    from refdiff.video_train import train_clip_denoiser
 
     path = Path(args.params) if args.params else None
     if path is not None and path.exists():

@@ -353,3 +353,15 @@ def test_clipnet_is_the_wrapped_network_with_its_condition():
     assert np.abs(dropped - out).max() > 1e-6
     with pytest.raises(ValueError, match="cond must hold 'first'"):
         ClipNet(cfg).forward(P, x, t, {"keep": np.ones(2)})
+
+
+def test_training_names_are_the_same_objects_under_refdiff_video():
+    """train_clip_denoiser and ClipNet live in refdiff.video_train and are re-exported by
+    refdiff.video, where they were first published: the same objects, so code written
+    against either import keeps working (and pickled ClipNets name their home module)."""
+    import refdiff.video
+    import refdiff.video_train
+
+    assert refdiff.video.train_clip_denoiser is refdiff.video_train.train_clip_denoiser
+    assert refdiff.video.ClipNet is refdiff.video_train.ClipNet
+    assert refdiff.video_train.ClipNet.__module__ == "refdiff.video_train"

@@ -364,13 +364,12 @@ _r("refdiff.video.clip_loss",
    kwargs=lambda: dict(P=_video_params(), cfg=_video_cfg(), oracle_or_none=None, x0=_clips()),
    kinds={"P": "object", "cfg": "object", "x0": "array"},
    skip={"oracle_or_none": "an exact oracle or None (the oracle checks itself)"})
-_r("refdiff.video.train_clip_denoiser",
+_r("refdiff.video_train.train_clip_denoiser",
    kwargs=lambda: dict(next_clips=lambda r, n: _clips(n), cfg=_video_cfg(), steps=2, batch_size=2),
    kinds={"next_clips": "object", "cfg": "object"})
 def _clipnet_call():
-    from refdiff.video import ClipNet
-
     from refdiff.nn.video import VideoConfig
+    from refdiff.video_train import ClipNet
     cfg = VideoConfig(frames=3, size=4, patch=2, width=8, heads=2, depth=1, first_frame=True)
     net = ClipNet(cfg)
     kw = dict(params=__import__("refdiff.nn.video", fromlist=["x"]).video_init(np.random.default_rng(0), cfg),
@@ -395,10 +394,10 @@ def _clipnet_backward():
     return _net_backward(*_clipnet_call())
 
 
-RECIPES["refdiff.video.ClipNet"] = lambda: Call(__import__("refdiff.video", fromlist=["x"]).ClipNet,
+RECIPES["refdiff.video_train.ClipNet"] = lambda: Call(__import__("refdiff.video_train", fromlist=["x"]).ClipNet,
                                                 dict(cfg=_video_cfg()), kinds={"cfg": "object"})
-RECIPES["refdiff.video.ClipNet.forward"] = _clipnet_forward
-RECIPES["refdiff.video.ClipNet.backward"] = _clipnet_backward
+RECIPES["refdiff.video_train.ClipNet.forward"] = _clipnet_forward
+RECIPES["refdiff.video_train.ClipNet.backward"] = _clipnet_backward
 _r("refdiff.video_data.bounce", kwargs=lambda: dict(p0=np.array([0, 2]), v=np.array([1, -1]), t=np.array([3, 3]), L=4),
    kinds={"p0": "int_array", "v": "int_array", "t": "int_array", "L": "int"})
 _r("refdiff.video_data.clip_centroids", kwargs=lambda: dict(clips=_clips()), kinds={"clips": "array"})
