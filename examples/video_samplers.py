@@ -21,8 +21,10 @@ Measured (fourth session, 2026-12-01, load ~2; the 36000-step parameters of the 
 sampler): DPM-Solver++ 2M 25 steps 86.0 % of clips on one digit (50 steps gave the same as
 25 at 17000 steps: 50.0 % against 50.5 %), DPM-Solver++ 2M SDE 25 / 50 / 100 steps
 89.0 / 93.0 / 95.0 %, DPM-Solver++ 3M SDE 50 steps 91.0 %, Euler ancestral 50 steps
-92.5 %, DDPM 100 steps 90.0 %.  See the README (Video at toy scale) for the 400-clip
-figures at seed 0.
+92.5 %, DDPM 100 steps 90.0 %.  On the single-command run's 44000-step parameters
+(400 clips, seed 0, docs/figures/video_samplers.json): DPM-Solver++ 2M 25 / 100 steps 90.5 /
+93.0 %, DDIM 100 steps 92.2 %, DPM-Solver++ 2M SDE 25 / 50 / 100 steps 94.5 / 95.8 / 93.5 %,
+Euler ancestral 100 steps 93.5 % (README, Video at toy scale).
 
 Run (after examples/video.py has written the parameters)::
 
