@@ -96,7 +96,9 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
     check_choice("dtype", dtype, ("float32", "float64"))
     check_bool("progress", progress)
     check_choice("target", target, PREDICTION_TYPES)
-    check_finite_scalar("first_drop", first_drop)  # its range: below (the message tests pin)
+    check_finite_scalar("first_drop", first_drop)
+    if not 0.0 <= first_drop <= 1.0:
+        raise ValueError(f"first_drop = {first_drop!r} must lie in [0, 1]")
     _check_weighting(weighting)
     if init is not None and not isinstance(init, dict):
         raise TypeError(f"init must be a dict of parameters or None, got {type(init).__name__}")
@@ -121,9 +123,6 @@ def train_clip_denoiser(next_clips, cfg, schedule, *, steps: int, batch_size: in
             raise ValueError("init must hold the parameters of this VideoConfig (same keys and shapes)")
         P = {k: np.asarray(init[k]).astype(dt) for k in P}
     n_t = len(schedule.betas)
-
-    if not 0.0 <= first_drop <= 1.0:
-        raise ValueError(f"first_drop = {first_drop!r} must lie in [0, 1]")
 
     def next_batch(r):
         x0 = next_clips(r, batch_size)
